@@ -1,0 +1,329 @@
+//! `config.lua` -> typed, validated [`Config`]. The file is evaluated in a Lua state with no
+//! standard library (as the original did), then every problem is collected into one
+//! [`ConfigError`] whose lines each name the key and the bad value.
+
+mod uri;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mlua::{Lua, LuaOptions, StdLib, Table, Value};
+
+pub use uri::{InputUri, OutputUri};
+
+/// Default root directory, as the original.
+pub const DEFAULT_ROOT: &str = "/usr/local/dragonfly-mle";
+/// Default log directory, as the original.
+pub const DEFAULT_LOG_DIR: &str = "/var/log/dragonfly-mle";
+/// Default maximum accepted line length.
+pub const DEFAULT_MAX_LINE: usize = 1 << 20;
+
+/// One entry of `inputs`.
+#[derive(Clone, Debug)]
+pub struct InputConfig {
+    pub tag: String,
+    pub uri: InputUri,
+    /// Resolved filter script path.
+    pub script: PathBuf,
+    pub default_analyzer: String,
+}
+
+/// One entry of `analyzers`.
+#[derive(Clone, Debug)]
+pub struct AnalyzerConfig {
+    pub tag: String,
+    pub script: PathBuf,
+    pub default_analyzer: String,
+    pub default_output: String,
+}
+
+/// One entry of `outputs`.
+#[derive(Clone, Debug)]
+pub struct OutputConfig {
+    pub tag: String,
+    pub uri: OutputUri,
+    /// Whether the output receives events in input order (the default).
+    pub ordered: bool,
+}
+
+/// A loaded, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub root: PathBuf,
+    pub log_dir: PathBuf,
+    pub config_file: PathBuf,
+    pub redis_host: String,
+    pub redis_port: i64,
+    pub inputs: Vec<InputConfig>,
+    pub analyzers: Vec<AnalyzerConfig>,
+    pub outputs: Vec<OutputConfig>,
+    /// Interval of the stats line (`stats_interval`, seconds; default 60).
+    pub stats_interval: Duration,
+    /// Longest accepted line in bytes (`max_line_bytes`; default 1 MiB).
+    pub max_line: usize,
+    /// Poll interval of `tail://` inputs at end of file (`tail_poll_ms`; default 100).
+    pub tail_poll: Duration,
+}
+
+/// Every problem found in a configuration, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration {}:\n  {}", file.display(), errors.join("\n  "))]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub errors: Vec<String>,
+}
+
+impl Config {
+    /// Loads `config_file` (default `<root>/config/config.lua`) and validates the root layout.
+    pub fn load(root: &Path, log_dir: &Path, config_file: Option<&Path>) -> Result<Config, ConfigError> {
+        let config_file = config_file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| root.join("config").join("config.lua"));
+        let mut errs = Vec::new();
+        if !root.is_dir() {
+            errs.push(format!("root: {} is not a directory", root.display()));
+        } else {
+            for d in ["analyzer", "filter"] {
+                if !root.join(d).is_dir() {
+                    errs.push(format!("root: {}/{d} is not a directory", root.display()));
+                }
+            }
+        }
+        let fail = |errors: Vec<String>| ConfigError { file: config_file.clone(), errors };
+        let src = match std::fs::read(&config_file) {
+            Ok(s) => s,
+            Err(e) => {
+                errs.push(format!("config: cannot read {}: {e}", config_file.display()));
+                return Err(fail(errs));
+            }
+        };
+        let lua = Lua::new_with(StdLib::NONE, LuaOptions::default())
+            .map_err(|e| fail(vec![format!("config: cannot create Lua state: {e}")]))?;
+        if let Err(e) = lua.load(&src[..]).set_name(format!("@{}", config_file.display())).exec() {
+            errs.push(format!("config: {e}"));
+            return Err(fail(errs));
+        }
+        let g = lua.globals();
+        let mut cfg = Config {
+            root: root.to_path_buf(),
+            log_dir: log_dir.to_path_buf(),
+            config_file: config_file.clone(),
+            redis_host: "127.0.0.1".into(),
+            redis_port: 6379,
+            inputs: Vec::new(),
+            analyzers: Vec::new(),
+            outputs: Vec::new(),
+            stats_interval: Duration::from_secs(60),
+            max_line: DEFAULT_MAX_LINE,
+            tail_poll: Duration::from_millis(100),
+        };
+        let mut v = Validator { errs: &mut errs };
+        if let Some(h) = v.opt_string(&g.get("redis_host").unwrap_or(Value::Nil), "redis_host") {
+            cfg.redis_host = h;
+        }
+        if let Some(p) = v.opt_string(&g.get("redis_port").unwrap_or(Value::Nil), "redis_port") {
+            match p.trim().parse::<i64>() {
+                Ok(n) => cfg.redis_port = n,
+                Err(_) => v.err("redis_port", format!("not a number: {p:?}")),
+            }
+        }
+        if let Some(s) = v.opt_number(&g, "stats_interval") {
+            if s > 0.0 && s.is_finite() {
+                cfg.stats_interval = Duration::from_secs_f64(s);
+            } else {
+                v.err("stats_interval", format!("must be > 0, got {s}"));
+            }
+        }
+        if let Some(s) = v.opt_number(&g, "max_line_bytes") {
+            if (64.0..=(1u64 << 30) as f64).contains(&s) {
+                cfg.max_line = s as usize;
+            } else {
+                v.err("max_line_bytes", format!("must be between 64 and 2^30, got {s}"));
+            }
+        }
+        if let Some(s) = v.opt_number(&g, "tail_poll_ms") {
+            if (1.0..=60_000.0).contains(&s) {
+                cfg.tail_poll = Duration::from_millis(s as u64);
+            } else {
+                v.err("tail_poll_ms", format!("must be between 1 and 60000, got {s}"));
+            }
+        }
+
+        for (i, t) in v.entries(&g, "inputs") {
+            let key = |k: &str| format!("inputs[{i}].{k}");
+            let tag = v.req_string(&t, &key("tag"), "tag");
+            let uri = v.req_string(&t, &key("uri"), "uri");
+            let script = v.req_string(&t, &key("script"), "script");
+            let da = v.req_string(&t, &key("default_analyzer"), "default_analyzer");
+            let uri = uri.and_then(|u| match InputUri::parse(&u, log_dir) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    v.err(&key("uri"), e);
+                    None
+                }
+            });
+            let script = script.and_then(|s| v.script(root, "filter", &s, &key("script")));
+            if let (Some(tag), Some(uri), Some(script), Some(default_analyzer)) = (tag, uri, script, da) {
+                cfg.inputs.push(InputConfig { tag, uri, script, default_analyzer });
+            }
+        }
+        for (i, t) in v.entries(&g, "analyzers") {
+            let key = |k: &str| format!("analyzers[{i}].{k}");
+            let tag = v.req_string(&t, &key("tag"), "tag");
+            let script = v.req_string(&t, &key("script"), "script");
+            let da = v.req_string(&t, &key("default_analyzer"), "default_analyzer");
+            let dout = v.req_string(&t, &key("default_output"), "default_output");
+            let script = script.and_then(|s| v.script(root, "analyzer", &s, &key("script")));
+            if let (Some(tag), Some(script), Some(default_analyzer), Some(default_output)) = (tag, script, da, dout) {
+                cfg.analyzers.push(AnalyzerConfig { tag, script, default_analyzer, default_output });
+            }
+        }
+        for (i, t) in v.entries(&g, "outputs") {
+            let key = |k: &str| format!("outputs[{i}].{k}");
+            let tag = v.req_string(&t, &key("tag"), "tag");
+            let uri = v.req_string(&t, &key("uri"), "uri");
+            let ordered = match t.get::<Value>("ordered").unwrap_or(Value::Nil) {
+                Value::Nil => true,
+                Value::Boolean(b) => b,
+                other => {
+                    v.err(&key("ordered"), format!("expected a boolean, got {}", other.type_name()));
+                    true
+                }
+            };
+            let uri = uri.and_then(|u| match OutputUri::parse(&u, log_dir) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    v.err(&key("uri"), e);
+                    None
+                }
+            });
+            if let (Some(tag), Some(uri)) = (tag, uri) {
+                cfg.outputs.push(OutputConfig { tag, uri, ordered });
+            }
+        }
+        cfg.check_tags(&mut errs);
+        if errs.is_empty() { Ok(cfg) } else { Err(fail(errs)) }
+    }
+
+    /// Default analyzers and outputs must name something that exists.
+    fn check_tags(&self, errs: &mut Vec<String>) {
+        let has_analyzer = |t: &str| self.analyzers.iter().any(|a| a.tag.eq_ignore_ascii_case(t));
+        let has_output = |t: &str| self.outputs.iter().any(|o| o.tag.eq_ignore_ascii_case(t));
+        for (i, inp) in self.inputs.iter().enumerate() {
+            if !inp.default_analyzer.is_empty() && !has_analyzer(&inp.default_analyzer) {
+                errs.push(format!(
+                    "inputs[{}].default_analyzer: no analyzer has tag {:?}",
+                    i + 1,
+                    inp.default_analyzer
+                ));
+            }
+        }
+        for (i, a) in self.analyzers.iter().enumerate() {
+            if !a.default_analyzer.is_empty() && !has_analyzer(&a.default_analyzer) {
+                errs.push(format!(
+                    "analyzers[{}].default_analyzer: no analyzer has tag {:?}",
+                    i + 1,
+                    a.default_analyzer
+                ));
+            }
+            if !a.default_output.is_empty() && !has_output(&a.default_output) {
+                errs.push(format!(
+                    "analyzers[{}].default_output: no output has tag {:?}",
+                    i + 1,
+                    a.default_output
+                ));
+            }
+        }
+    }
+
+    /// Whether every input ends by itself (all `file://`).
+    pub fn all_inputs_finite(&self) -> bool {
+        self.inputs.iter().all(|i| matches!(i.uri, InputUri::File { .. }))
+    }
+}
+
+struct Validator<'a> {
+    errs: &'a mut Vec<String>,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, key: &str, msg: impl std::fmt::Display) {
+        self.errs.push(format!("{key}: {msg}"));
+    }
+
+    fn opt_string(&mut self, v: &Value, key: &str) -> Option<String> {
+        match v {
+            Value::Nil => None,
+            Value::String(s) => Some(s.to_string_lossy().to_string()),
+            Value::Integer(n) => Some(n.to_string()),
+            Value::Number(n) => Some(if n.fract() == 0.0 { format!("{}", *n as i64) } else { n.to_string() }),
+            other => {
+                self.err(key, format!("expected a string, got {}", other.type_name()));
+                None
+            }
+        }
+    }
+
+    fn opt_number(&mut self, g: &Table, key: &str) -> Option<f64> {
+        match g.get::<Value>(key).unwrap_or(Value::Nil) {
+            Value::Nil => None,
+            Value::Integer(n) => Some(n as f64),
+            Value::Number(n) => Some(n),
+            other => {
+                self.err(key, format!("expected a number, got {}", other.type_name()));
+                None
+            }
+        }
+    }
+
+    fn req_string(&mut self, t: &Table, key: &str, field: &str) -> Option<String> {
+        match t.get::<Value>(field).unwrap_or(Value::Nil) {
+            Value::Nil => {
+                self.err(key, "missing (a string is required)");
+                None
+            }
+            v => self.opt_string(&v, key),
+        }
+    }
+
+    /// The entries of an array-like global table, 1-based, up to the first nil.
+    fn entries(&mut self, g: &Table, name: &str) -> Vec<(usize, Table)> {
+        let mut out = Vec::new();
+        match g.get::<Value>(name).unwrap_or(Value::Nil) {
+            Value::Table(t) => {
+                for i in 1.. {
+                    match t.get::<Value>(i).unwrap_or(Value::Nil) {
+                        Value::Nil => break,
+                        Value::Table(e) => out.push((i as usize, e)),
+                        other => self.err(
+                            &format!("{name}[{i}]"),
+                            format!("expected a table, got {}", other.type_name()),
+                        ),
+                    }
+                }
+                if out.is_empty() && !self.errs.iter().any(|e| e.starts_with(name)) {
+                    self.err(name, "at least one entry is required");
+                }
+            }
+            Value::Nil => self.err(name, "missing (a table of entries is required)"),
+            other => self.err(name, format!("expected a table, got {}", other.type_name())),
+        }
+        out
+    }
+
+    /// Resolves a script path (relative ones under `<root>/<dir>/`) and checks it is a file.
+    fn script(&mut self, root: &Path, dir: &str, s: &str, key: &str) -> Option<PathBuf> {
+        let p = Path::new(s);
+        let full = if p.is_absolute() { p.to_path_buf() } else { root.join(dir).join(p) };
+        if full.is_file() {
+            Some(full)
+        } else {
+            let shown = if p.is_absolute() { s.to_string() } else { format!("{dir}/{s}") };
+            self.err(key, format!("{shown} not found"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

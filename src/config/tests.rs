@@ -1,0 +1,1 @@
+//! Tests of config.lua loading and validation.

@@ -1,0 +1,272 @@
+//! Wiring: loads the configuration, builds the rings, starts the writer, the workers (and
+//! waits for their scripts' setup) and the readers, handles signals, and reports the summary.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rtrb::RingBuffer;
+
+use crate::config::{Config, InputUri, OutputUri};
+use crate::lua::worker::{Role, ScriptSpec, WorkerCtx, open_all};
+use crate::metrics::Stats;
+use crate::shard::worker::{WorkerIo, WorkerSpec};
+use crate::shard::{InBatch, OutBatch, RING_BATCHES, pin};
+use crate::sink::{FileSink, WorkerLink, Writer};
+use crate::source::{ReaderIo, Router};
+
+/// Command-line choices that shape the engine.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub root: PathBuf,
+    pub log_dir: PathBuf,
+    pub config_file: Option<PathBuf>,
+    pub shards: Option<usize>,
+    pub cores: Option<Vec<usize>>,
+    pub no_pin: bool,
+    pub follow: bool,
+    pub verbose: bool,
+}
+
+/// What a finished run did.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub read: u64,
+    pub written: u64,
+    pub invalid: u64,
+    pub script_errors: u64,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = if self.seconds > 0.0 { self.read as f64 / self.seconds } else { 0.0 };
+        write!(
+            f,
+            "dragonfly-mle: {} events read, {} written, {} invalid, {} script errors in {:.3} s ({:.0} events/s)",
+            self.read, self.written, self.invalid, self.script_errors, self.seconds, rate
+        )
+    }
+}
+
+fn script_specs(cfg: &Config) -> (Vec<ScriptSpec>, Vec<ScriptSpec>) {
+    let filters = cfg
+        .inputs
+        .iter()
+        .map(|i| ScriptSpec {
+            role: Role::Filter,
+            tag: i.tag.clone(),
+            path: i.script.clone(),
+            default_analyzer: i.default_analyzer.clone(),
+            default_output: String::new(),
+        })
+        .collect();
+    let analyzers = cfg
+        .analyzers
+        .iter()
+        .map(|a| ScriptSpec {
+            role: Role::Analyzer,
+            tag: a.tag.clone(),
+            path: a.script.clone(),
+            default_analyzer: a.default_analyzer.clone(),
+            default_output: a.default_output.clone(),
+        })
+        .collect();
+    (filters, analyzers)
+}
+
+fn load(opts: &Options) -> anyhow::Result<Config> {
+    std::fs::create_dir_all(&opts.log_dir)
+        .with_context(|| format!("cannot create the log directory {}", opts.log_dir.display()))?;
+    let root = std::fs::canonicalize(&opts.root).unwrap_or_else(|_| opts.root.clone());
+    let log_dir = std::fs::canonicalize(&opts.log_dir).unwrap_or_else(|_| opts.log_dir.clone());
+    let config_file = opts.config_file.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+    Ok(Config::load(&root, &log_dir, config_file.as_deref())?)
+}
+
+/// `check`: loads the configuration and every script (chunk run, `setup()` not run).
+pub fn check(opts: &Options) -> anyhow::Result<String> {
+    let cfg = load(opts)?;
+    std::env::set_current_dir(&cfg.root).with_context(|| format!("cannot enter {}", cfg.root.display()))?;
+    let (filters, analyzers) = script_specs(&cfg);
+    let boxed = WorkerCtx::install(
+        cfg.inputs.iter().map(|i| i.tag.clone()).collect(),
+        cfg.analyzers.iter().map(|a| a.tag.clone()).collect(),
+        cfg.outputs.iter().map(|o| o.tag.clone()).collect(),
+        false,
+    );
+    let r = open_all(crate::lua::worker::ctx(), &filters, &analyzers, false, &cfg.root);
+    boxed.uninstall();
+    r.map_err(|e| anyhow::anyhow!(e))?;
+    Ok(format!(
+        "{}: OK ({} inputs, {} analyzers, {} outputs)",
+        cfg.config_file.display(),
+        cfg.inputs.len(),
+        cfg.analyzers.len(),
+        cfg.outputs.len()
+    ))
+}
+
+/// Runs the engine until its inputs end (all `file://`, no `--follow`) or a signal stops it.
+pub fn run(opts: &Options) -> anyhow::Result<Summary> {
+    let cfg = load(opts)?;
+    let started = Instant::now();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let rotate = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handlers")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&rotate))
+        .context("cannot install signal handlers")?;
+
+    // Outputs first: a bad output path is a startup error.
+    let mut sinks = vec![
+        FileSink::open(cfg.log_dir.join("dragonfly-mle.log"), false).context("cannot open {log}")?,
+        FileSink::open(cfg.log_dir.join("dragonfly-mle-stats.log"), false).context("cannot open {stats}")?,
+    ];
+    for (i, o) in cfg.outputs.iter().enumerate() {
+        match &o.uri {
+            OutputUri::File { path, truncate } => sinks.push(
+                FileSink::open(path.clone(), *truncate)
+                    .with_context(|| format!("outputs[{}] ({}): cannot open {}", i + 1, o.tag, path.display()))?,
+            ),
+        }
+    }
+    let any_ordered = cfg.outputs.iter().any(|o| o.ordered);
+    let mut ordered = vec![any_ordered, false];
+    ordered.extend(cfg.outputs.iter().map(|o| o.ordered));
+
+    std::env::set_current_dir(&cfg.root).with_context(|| format!("cannot enter {}", cfg.root.display()))?;
+
+    // Thread plan: readers first on the CPU list, then workers.
+    let cpus = opts.cores.clone().unwrap_or_else(pin::available);
+    let n_inputs = cfg.inputs.len();
+    let shards = opts.shards.unwrap_or_else(|| cpus.len().saturating_sub(n_inputs).max(1)).max(1);
+    let cpu_for = |slot: usize| -> Option<usize> {
+        if opts.no_pin || cpus.is_empty() { None } else { Some(cpus[slot % cpus.len()]) }
+    };
+
+    let input_tags: Vec<String> = cfg.inputs.iter().map(|i| i.tag.clone()).collect();
+    let analyzer_tags: Vec<String> = cfg.analyzers.iter().map(|a| a.tag.clone()).collect();
+    let mut output_tags = vec!["log".to_string(), "stats".to_string()];
+    output_tags.extend(cfg.outputs.iter().map(|o| o.tag.clone()));
+    let stats = Arc::new(Stats::new(input_tags.clone(), analyzer_tags.clone(), output_tags.clone(), shards));
+
+    // Rings: reader r -> worker w (and back), worker w -> writer (and back).
+    let mut reader_ios: Vec<ReaderIo> =
+        (0..n_inputs).map(|_| ReaderIo { to_workers: Vec::new(), returned: Vec::new() }).collect();
+    let mut worker_ios = Vec::new();
+    let mut links = Vec::new();
+    for _ in 0..shards {
+        let mut inputs = Vec::new();
+        for rio in reader_ios.iter_mut() {
+            let (tx, rx) = RingBuffer::<InBatch>::new(RING_BATCHES);
+            let (btx, brx) = RingBuffer::<InBatch>::new(RING_BATCHES + 4);
+            rio.to_workers.push(tx);
+            rio.returned.push(brx);
+            inputs.push((rx, btx));
+        }
+        let (otx, orx) = RingBuffer::<OutBatch>::new(64);
+        let (obtx, obrx) = RingBuffer::<OutBatch>::new(72);
+        worker_ios.push(WorkerIo { inputs, out: otx, out_back: obrx });
+        links.push(WorkerLink { from: orx, back: obtx });
+    }
+
+    let (diag_tx, diag_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let writer = Writer::new(sinks, ordered, links, n_inputs, Arc::clone(&stats), diag_rx, Arc::clone(&rotate), cfg.stats_interval);
+    let writer = std::thread::Builder::new().name("dfm-writer".into()).spawn(move || writer.run())?;
+
+    let (filters, analyzers) = script_specs(&cfg);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut workers = Vec::new();
+    for (w, io) in worker_ios.into_iter().enumerate() {
+        let spec = WorkerSpec {
+            index: w,
+            cpu: cpu_for(n_inputs + w),
+            filters: filters.clone(),
+            analyzers: analyzers.clone(),
+            input_tags: input_tags.clone(),
+            analyzer_tags: analyzer_tags.clone(),
+            output_tags: cfg.outputs.iter().map(|o| o.tag.clone()).collect(),
+            ordered: any_ordered,
+            root: cfg.root.clone(),
+        };
+        let st = Arc::clone(&stats);
+        let tx = ready_tx.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("dfm-worker-{w}"))
+                .spawn(move || crate::shard::worker::run(spec, io, st, tx))?,
+        );
+    }
+    drop(ready_tx);
+    let mut startup_error = None;
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                startup_error.get_or_insert(e);
+            }
+            Err(_) => {
+                startup_error.get_or_insert("a worker thread died during startup".into());
+            }
+        }
+    }
+    if let Some(e) = startup_error {
+        drop(reader_ios);
+        for w in workers {
+            let _ = w.join();
+        }
+        let _ = writer.join();
+        bail!("{e}");
+    }
+    if opts.verbose {
+        eprintln!("dragonfly-mle: {n_inputs} input(s), {shards} shard(s), CPUs {cpus:?}, pinning {}", !opts.no_pin);
+    }
+
+    let mut readers = Vec::new();
+    for (r, io) in reader_ios.into_iter().enumerate() {
+        let input = cfg.inputs[r].clone();
+        let mut router = Router::new(r as u32, input.tag.clone(), io, Arc::clone(&stats), diag_tx.clone(), Arc::clone(&stop));
+        let cpu = cpu_for(r);
+        let follow = opts.follow;
+        let max_line = cfg.max_line;
+        let poll = cfg.tail_poll;
+        readers.push(std::thread::Builder::new().name(format!("dfm-reader-{r}")).spawn(move || {
+            if let Some(c) = cpu {
+                pin::pin_current(c);
+            }
+            match &input.uri {
+                InputUri::File { path } if !follow => {
+                    if let Err(e) = crate::source::file::read_file(path, max_line, &mut router) {
+                        router.report("input_error", 0, 0, 0, &format!("{}: {e}", path.display()));
+                    }
+                }
+                InputUri::File { path } => crate::source::tail::follow(path, true, max_line, poll, &mut router),
+                InputUri::Tail { path, from_start } => {
+                    crate::source::tail::follow(path, *from_start, max_line, poll, &mut router)
+                }
+            }
+        })?);
+    }
+    drop(diag_tx);
+
+    for r in readers {
+        let _ = r.join();
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    let _ = writer.join();
+    let _ = Duration::ZERO;
+    Ok(Summary {
+        read: stats.events_read(),
+        written: stats.written(),
+        invalid: stats.invalid(),
+        script_errors: stats.script_errors(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

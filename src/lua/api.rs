@@ -1,0 +1,247 @@
+//! The modules every script sees: `dragonfly` (event routing, logging) and `cjson_safe`
+//! (also as `cjson`), as raw C functions over the worker context.
+
+use std::ffi::c_int;
+
+use mlua::ffi::{self, lua_State};
+
+use super::ffi_util::{push_bytes, raise, to_bytes};
+use super::json::{self, Encoder};
+use super::worker::ctx;
+use crate::shard::{LOG_OUTPUT, STATS_OUTPUT};
+
+unsafe fn check_args(l: *mut lua_State, name: &str, n: c_int) {
+    // SAFETY: called at the start of a C function.
+    unsafe {
+        if ffi::lua_gettop(l) != n {
+            raise(l, &format!("{name}: expecting exactly {n} argument{}", if n == 1 { "" } else { "s" }));
+        }
+    }
+}
+
+/// A tag argument: a string or a number (as `luaL_checkstring`).
+unsafe fn tag_arg<'a>(l: *mut lua_State, name: &str, idx: c_int) -> &'a [u8] {
+    // SAFETY: `idx` is a valid argument index.
+    unsafe {
+        match ffi::lua_type(l, idx) {
+            ffi::LUA_TSTRING | ffi::LUA_TNUMBER => to_bytes(l, idx).unwrap_or(&[]),
+            _ => raise(l, &format!("{name}: bad argument #{idx} (string expected)")),
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn analyze_event(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua.
+    unsafe {
+        check_args(l, "analyze_event", 2);
+        let tag = tag_arg(l, "analyze_event", 1);
+        let c = ctx();
+        match c.analyzer_index(tag) {
+            Some(a) => {
+                if let Err(e) = c.queue_analyzer(l, 2, a) {
+                    raise(l, &format!("analyze_event: {e}"));
+                }
+            }
+            None => c.unknown_tag("analyzer", tag),
+        }
+        0
+    }
+}
+
+unsafe fn output_to(l: *mut lua_State, name: &str, output: u32, idx: c_int) -> c_int {
+    // SAFETY: called from C functions with a valid argument index.
+    unsafe {
+        if let Err(e) = ctx().emit_value(l, idx, output) {
+            raise(l, &format!("{name}: {e}"));
+        }
+        0
+    }
+}
+
+unsafe extern "C-unwind" fn output_event(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua.
+    unsafe {
+        check_args(l, "output_event", 2);
+        let tag = tag_arg(l, "output_event", 1);
+        let c = ctx();
+        match c.output_index(tag) {
+            Some(o) => output_to(l, "output_event", o, 2),
+            None => {
+                c.unknown_tag("output", tag);
+                0
+            }
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn log_event(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua.
+    unsafe {
+        check_args(l, "log_event", 1);
+        output_to(l, "log_event", LOG_OUTPUT, 1)
+    }
+}
+
+unsafe extern "C-unwind" fn stats_event(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua.
+    unsafe {
+        check_args(l, "stats_event", 1);
+        output_to(l, "stats_event", STATS_OUTPUT, 1)
+    }
+}
+
+unsafe extern "C-unwind" fn echo(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua.
+    unsafe {
+        check_args(l, "echo", 1);
+        let s = to_bytes(l, 1).unwrap_or(b"nil");
+        let mut line = Vec::with_capacity(s.len() + 1);
+        line.extend_from_slice(s);
+        line.push(b'\n');
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(&line);
+        0
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<(Encoder, Vec<u8>)> = std::cell::RefCell::new((Encoder::default(), Vec::new()));
+}
+
+unsafe extern "C-unwind" fn cjson_encode(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua. The encoder reads the stack only; nothing raises inside it but
+    // `luaL_checkstack` (out of memory).
+    unsafe {
+        check_args(l, "encode", 1);
+        let r = SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let (enc, out) = &mut *s;
+            out.clear();
+            match enc.encode(l, 1, out) {
+                Ok(()) => {
+                    push_bytes(l, out);
+                    None
+                }
+                Err(e) => Some(e.0),
+            }
+        });
+        match r {
+            None => 1,
+            Some(msg) => {
+                ffi::lua_pushnil(l);
+                push_bytes(l, msg.as_bytes());
+                2
+            }
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn cjson_decode(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua.
+    unsafe {
+        check_args(l, "decode", 1);
+        let Some(s) = super::ffi_util::str_at(l, 1) else {
+            ffi::lua_pushnil(l);
+            push_bytes(l, b"Expected JSON text (a string)");
+            return 2;
+        };
+        let mut buf = s.to_vec();
+        match simd_json::to_borrowed_value(&mut buf) {
+            Ok(v) => {
+                json::push_decoded(l, &v, 0);
+                1
+            }
+            Err(e) => {
+                ffi::lua_pushnil(l);
+                push_bytes(l, format!("Expected value but found invalid JSON: {e}").as_bytes());
+                2
+            }
+        }
+    }
+}
+
+/// `cjson_safe.new()`: the same module (its settings are fixed here).
+unsafe extern "C-unwind" fn cjson_new(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua with the module as upvalue 1.
+    unsafe {
+        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
+        1
+    }
+}
+
+/// The lua-cjson configuration setters: accepted for compatibility, settings unchanged;
+/// they return their argument(s) like a successful set.
+unsafe extern "C-unwind" fn cjson_setting(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua.
+    unsafe { ffi::lua_gettop(l) }
+}
+
+unsafe fn set_fn(l: *mut lua_State, t: c_int, name: &std::ffi::CStr, f: ffi::lua_CFunction) {
+    // SAFETY: `t` is an absolute index of a table.
+    unsafe {
+        ffi::lua_pushcclosure(l, f, 0);
+        ffi::lua_setfield(l, t, name.as_ptr());
+    }
+}
+
+/// Installs `dragonfly`, `cjson_safe` and `cjson` as globals and in `package.loaded`.
+pub unsafe fn install(l: *mut lua_State) {
+    // SAFETY: `l` is a fresh state of this thread with the standard libraries open.
+    unsafe {
+        ffi::lua_createtable(l, 0, 8);
+        let d = ffi::lua_gettop(l);
+        set_fn(l, d, c"analyze_event", analyze_event);
+        set_fn(l, d, c"output_event", output_event);
+        set_fn(l, d, c"forward_event", output_event);
+        set_fn(l, d, c"log_event", log_event);
+        set_fn(l, d, c"stats_event", stats_event);
+        set_fn(l, d, c"echo", echo);
+        register(l, d, c"dragonfly");
+
+        ffi::lua_createtable(l, 0, 16);
+        let j = ffi::lua_gettop(l);
+        set_fn(l, j, c"encode", cjson_encode);
+        set_fn(l, j, c"decode", cjson_decode);
+        ffi::lua_pushvalue(l, j);
+        ffi::lua_pushcclosure(l, cjson_new, 1);
+        ffi::lua_setfield(l, j, c"new".as_ptr());
+        for name in [
+            c"encode_sparse_array",
+            c"encode_max_depth",
+            c"decode_max_depth",
+            c"encode_number_precision",
+            c"encode_keep_buffer",
+            c"encode_invalid_numbers",
+            c"decode_invalid_numbers",
+        ] {
+            set_fn(l, j, name, cjson_setting);
+        }
+        ffi::lua_pushlightuserdata(l, std::ptr::null_mut());
+        ffi::lua_setfield(l, j, c"null".as_ptr());
+        push_bytes(l, b"cjson");
+        ffi::lua_setfield(l, j, c"_NAME".as_ptr());
+        push_bytes(l, b"2.1.0");
+        ffi::lua_setfield(l, j, c"_VERSION".as_ptr());
+        ffi::lua_pushvalue(l, j);
+        register(l, ffi::lua_gettop(l), c"cjson");
+        register(l, j, c"cjson_safe");
+    }
+}
+
+/// Sets global `name` and `package.loaded[name]` to the table at `t`, then pops it.
+unsafe fn register(l: *mut lua_State, t: c_int, name: &std::ffi::CStr) {
+    // SAFETY: `t` is the top of the stack.
+    unsafe {
+        ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"package".as_ptr());
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            ffi::lua_getfield(l, -1, c"loaded".as_ptr());
+            if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+                ffi::lua_pushvalue(l, t);
+                ffi::lua_setfield(l, -2, name.as_ptr());
+            }
+            ffi::lua_pop(l, 1);
+        }
+        ffi::lua_pop(l, 1);
+        ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, name.as_ptr());
+    }
+}

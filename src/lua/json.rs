@@ -1,0 +1,369 @@
+//! Lua value <-> JSON. The encoder follows lua-cjson's conventions (arrays vs objects, the
+//! sparse-array error, `cjson_safe.null`, empty table -> `{}`) but writes integers exactly
+//! (up to 2^53, so Suricata's flow_id survives), other numbers in their shortest round-trip
+//! form, and never escapes `/`. Proxies (see [`super::proxy`]) are written as their original
+//! bytes, with changed members spliced in.
+
+use std::ffi::{c_int, c_void};
+
+use mlua::ffi::{self, lua_State};
+
+use super::ffi_util::{abs_index, push_bytes, to_bytes};
+use super::proxy;
+use crate::event::scan::{self, Member};
+
+const MAX_DEPTH: usize = 1000;
+
+/// Why a value cannot be encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeError(pub String);
+
+impl std::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Reusable encoder state: per-depth member lists and a string scratch buffer.
+#[derive(Default)]
+pub struct Encoder {
+    members: Vec<Vec<Member>>,
+    scratch: Vec<u8>,
+}
+
+/// Appends `s` as a JSON string.
+pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &c) in s.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            8 => b"\\b",
+            12 => b"\\f",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&s[start..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(c >> 4) as usize]);
+            out.push(HEX[(c & 15) as usize]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+    out.push(b'"');
+}
+
+/// Appends a number: integers exactly, others shortest round-trip; NaN and infinities fail.
+pub fn write_num(out: &mut Vec<u8>, n: f64) -> Result<(), EncodeError> {
+    if !n.is_finite() {
+        return Err(EncodeError(format!("Cannot serialise number: must not be NaN or Inf ({n})")));
+    }
+    if n.fract() == 0.0 && n.abs() < 1e17 {
+        out.extend_from_slice(itoa::Buffer::new().format(n as i64).as_bytes());
+    } else {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(n).as_bytes());
+    }
+    Ok(())
+}
+
+impl Encoder {
+    /// Appends the JSON text of the value at `idx` to `out`. On error `out` may hold a prefix.
+    pub unsafe fn encode(&mut self, l: *mut lua_State, idx: c_int, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        // SAFETY: the caller owns `l`.
+        unsafe {
+            let idx = abs_index(l, idx);
+            ffi::luaL_checkstack(l, 8, c"json encode".as_ptr());
+            self.value(l, idx, out, 0)
+        }
+    }
+
+    unsafe fn value(&mut self, l: *mut lua_State, idx: c_int, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
+        // SAFETY: `idx` is absolute and valid; every branch restores the stack.
+        unsafe {
+            match ffi::lua_type(l, idx) {
+                ffi::LUA_TNIL => out.extend_from_slice(b"null"),
+                ffi::LUA_TBOOLEAN => {
+                    out.extend_from_slice(if ffi::lua_toboolean(l, idx) != 0 { b"true" } else { b"false" })
+                }
+                ffi::LUA_TNUMBER => write_num(out, ffi::lua_tonumber(l, idx))?,
+                ffi::LUA_TSTRING => write_str(out, to_bytes(l, idx).unwrap_or(&[])),
+                ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(l, idx).is_null() => out.extend_from_slice(b"null"),
+                ffi::LUA_TTABLE => {
+                    if depth >= MAX_DEPTH {
+                        return Err(EncodeError(format!(
+                            "Cannot serialise, excessive nesting ({})",
+                            depth + 1
+                        )));
+                    }
+                    ffi::luaL_checkstack(l, 8, c"json encode".as_ptr());
+                    if proxy::is_proxy(l, idx) {
+                        self.proxy(l, idx, out, depth)?
+                    } else {
+                        self.table(l, idx, out, depth)?
+                    }
+                }
+                t => {
+                    let name = std::ffi::CStr::from_ptr(ffi::lua_typename(l, t)).to_string_lossy();
+                    return Err(EncodeError(format!("Cannot serialise {name}: type not supported")));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    unsafe fn table(&mut self, l: *mut lua_State, t: c_int, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
+        // SAFETY: `t` is an absolute index of a plain table.
+        unsafe {
+            // First pass: is it an array (all keys positive integers), and how long?
+            let mut max = 0f64;
+            let mut count = 0usize;
+            let mut array = true;
+            ffi::lua_pushnil(l);
+            while ffi::lua_next(l, t) != 0 {
+                ffi::lua_pop(l, 1);
+                if array {
+                    if ffi::lua_type(l, -1) == ffi::LUA_TNUMBER {
+                        let k = ffi::lua_tonumber(l, -1);
+                        if k >= 1.0 && k.fract() == 0.0 {
+                            max = max.max(k);
+                            count += 1;
+                            continue;
+                        }
+                    }
+                    array = false;
+                }
+            }
+            if array && count > 0 {
+                if max > 2.0 * count as f64 && max > 10.0 {
+                    return Err(EncodeError("Cannot serialise table: excessively sparse array".into()));
+                }
+                out.push(b'[');
+                for i in 1..=(max as i64) {
+                    if i > 1 {
+                        out.push(b',');
+                    }
+                    ffi::lua_rawgeti_(l, t, i as c_int);
+                    let v = ffi::lua_gettop(l);
+                    let r = self.value(l, v, out, depth + 1);
+                    ffi::lua_settop(l, v - 1);
+                    r?;
+                }
+                out.push(b']');
+                return Ok(());
+            }
+            out.push(b'{');
+            let mut first = true;
+            ffi::lua_pushnil(l);
+            while ffi::lua_next(l, t) != 0 {
+                let v = ffi::lua_gettop(l);
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                if let Err(e) = self.key(l, v - 1, out).and_then(|()| self.value(l, v, out, depth + 1)) {
+                    ffi::lua_settop(l, v - 2);
+                    return Err(e);
+                }
+                ffi::lua_settop(l, v - 1);
+            }
+            out.push(b'}');
+            Ok(())
+        }
+    }
+
+    unsafe fn key(&mut self, l: *mut lua_State, k: c_int, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        // SAFETY: `k` is a valid absolute index; it is not converted in place (that would
+        // break `lua_next`).
+        unsafe {
+            match ffi::lua_type(l, k) {
+                ffi::LUA_TSTRING => write_str(out, to_bytes(l, k).unwrap_or(&[])),
+                ffi::LUA_TNUMBER => {
+                    out.push(b'"');
+                    write_num(out, ffi::lua_tonumber(l, k))?;
+                    out.push(b'"');
+                }
+                _ => return Err(EncodeError("Cannot serialise table: table key must be a number or string".into())),
+            }
+            out.push(b':');
+            Ok(())
+        }
+    }
+
+    unsafe fn proxy(&mut self, l: *mut lua_State, t: c_int, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
+        // SAFETY: `t` is an absolute index of a proxy; the stack is restored.
+        unsafe {
+            let top = ffi::lua_gettop(l);
+            let p = proxy::parts(l, t);
+            if !proxy::is_dirty(l, t) {
+                out.extend_from_slice(&p.line[p.start..p.end]);
+                return Ok(());
+            }
+            // Keep the line alive on the stack while we hold slices of it.
+            ffi::lua_pushvalue(l, t);
+            if self.members.len() <= depth {
+                self.members.resize_with(depth + 1, Vec::new);
+            }
+            let mut members = std::mem::take(&mut self.members[depth]);
+            scan::object_members(p.line, p.start, &mut members);
+            let res = self.proxy_members(l, t, &p, &members, out, depth);
+            self.members[depth] = members;
+            ffi::lua_settop(l, top);
+            res
+        }
+    }
+
+    unsafe fn proxy_members(
+        &mut self,
+        l: *mut lua_State,
+        t: c_int,
+        p: &proxy::Parts<'_>,
+        members: &[Member],
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), EncodeError> {
+        // SAFETY: as `proxy`.
+        unsafe {
+            out.push(b'{');
+            let mut first = true;
+            for m in members {
+                let raw = &p.line[m.key_start as usize..m.key_end as usize];
+                let name: &[u8] = if m.key_escaped {
+                    scan::unescape(raw, &mut self.scratch);
+                    &self.scratch
+                } else {
+                    raw
+                };
+                if proxy::push_override(l, t, name) {
+                    let v = ffi::lua_gettop(l);
+                    if ffi::lua_touserdata(l, v) as *const c_void == proxy::tombstone() {
+                        ffi::lua_settop(l, v - 1);
+                        continue;
+                    }
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    out.push(b'"');
+                    out.extend_from_slice(raw);
+                    out.extend_from_slice(b"\":");
+                    let r = self.value(l, v, out, depth + 1);
+                    ffi::lua_settop(l, v - 1);
+                    r?;
+                } else {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    out.push(b'"');
+                    out.extend_from_slice(raw);
+                    out.extend_from_slice(b"\":");
+                    out.extend_from_slice(&p.line[m.val_start as usize..m.val_end as usize]);
+                }
+            }
+            // New members, in the write table's order.
+            if proxy::push_writes(l, t) {
+                let set = ffi::lua_gettop(l);
+                ffi::lua_pushnil(l);
+                while ffi::lua_next(l, set) != 0 {
+                    let v = ffi::lua_gettop(l);
+                    let is_new = ffi::lua_touserdata(l, v) as *const c_void != proxy::tombstone()
+                        && match super::ffi_util::str_at(l, v - 1) {
+                            Some(k) => !members.iter().any(|m| {
+                                let raw = &p.line[m.key_start as usize..m.key_end as usize];
+                                if m.key_escaped {
+                                    scan::unescape(raw, &mut self.scratch);
+                                    self.scratch.as_slice() == k
+                                } else {
+                                    raw == k
+                                }
+                            }),
+                            None => true,
+                        };
+                    if is_new {
+                        if !first {
+                            out.push(b',');
+                        }
+                        first = false;
+                        if let Err(e) = self.key(l, v - 1, out).and_then(|()| self.value(l, v, out, depth + 1)) {
+                            ffi::lua_settop(l, set - 1);
+                            return Err(e);
+                        }
+                    }
+                    ffi::lua_settop(l, v - 1);
+                }
+                ffi::lua_settop(l, set - 1);
+            }
+            out.push(b'}');
+            Ok(())
+        }
+    }
+}
+
+/// Pushes the Lua value of a JSON document (eagerly, as plain tables). Used by
+/// `cjson_safe.decode`, which is not on the per-event path.
+pub unsafe fn push_decoded(l: *mut lua_State, v: &simd_json::BorrowedValue<'_>, depth: usize) {
+    use simd_json::{BorrowedValue as V, StaticNode as S};
+    // SAFETY: the caller owns `l`.
+    unsafe {
+        ffi::luaL_checkstack(l, 4, c"json decode".as_ptr());
+        match v {
+            V::Static(S::Null) => ffi::lua_pushlightuserdata(l, std::ptr::null_mut()),
+            V::Static(S::Bool(b)) => ffi::lua_pushboolean(l, *b as c_int),
+            V::Static(S::I64(n)) => ffi::lua_pushnumber(l, *n as f64),
+            V::Static(S::U64(n)) => ffi::lua_pushnumber(l, *n as f64),
+            V::Static(S::F64(n)) => ffi::lua_pushnumber(l, *n),
+            V::String(s) => push_bytes(l, s.as_bytes()),
+            V::Array(a) => {
+                ffi::lua_createtable(l, a.len() as c_int, 0);
+                for (i, e) in a.iter().enumerate() {
+                    push_decoded(l, e, depth + 1);
+                    ffi::lua_rawseti_(l, -2, (i + 1) as c_int);
+                }
+            }
+            V::Object(o) => {
+                ffi::lua_createtable(l, 0, o.len() as c_int);
+                for (k, e) in o.iter() {
+                    push_bytes(l, k.as_bytes());
+                    push_decoded(l, e, depth + 1);
+                    ffi::lua_rawset(l, -3);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_escaped_per_json() {
+        let mut out = Vec::new();
+        write_str(&mut out, b"a\"b\\c/d\n\x01\x7f\xc3\xa9");
+        assert_eq!(out, b"\"a\\\"b\\\\c/d\\n\\u0001\\u007f\xc3\xa9\"");
+    }
+
+    #[test]
+    fn numbers_are_exact() {
+        let mut out = Vec::new();
+        for n in [9007199254740991.0, 0.1, -3.0, 1e20, 2.5e-7] {
+            out.clear();
+            write_num(&mut out, n).unwrap();
+            let back: f64 = std::str::from_utf8(&out).unwrap().parse().unwrap();
+            assert_eq!(back, n);
+        }
+        out.clear();
+        write_num(&mut out, 9007199254740991.0).unwrap();
+        assert_eq!(out, b"9007199254740991");
+        assert!(write_num(&mut out, f64::NAN).is_err());
+    }
+}

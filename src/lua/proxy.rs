@@ -1,0 +1,442 @@
+//! The lazy event table. An event reaches `loop(msg)` as an empty Lua table whose metatable
+//! looks fields up in the event's original bytes on first access, so fields no script reads
+//! are never decoded. Writes and deletions go to a side table; nested objects become nested
+//! proxies over the same bytes. When the event is written out, an unmodified proxy is copied
+//! as its original bytes and a modified one as those bytes with the changed members spliced in.
+//!
+//! Layout of a proxy (all keys are lightuserdata, invisible to scripts that use `pairs`,
+//! because `pairs`/`next` materialize a proxy into a plain table first):
+//! `[K_LINE]` the whole line as a Lua string, `[K_SPAN]` the object's byte range packed into a
+//! number, `[K_ID]` the event's id (for the member cache), `[K_SET]` writes (absent until the
+//! first write; deletions are `TOMBSTONE`), `[K_CACHE]` nested proxies handed out so far.
+
+use std::ffi::{c_int, c_void};
+
+use mlua::ffi::{self, lua_State};
+
+use super::ffi_util::{abs_index, push_bytes, rawget_ptr, rawset_ptr, to_bytes};
+use super::worker::ctx;
+use crate::event::scan::{self, Kind, Member};
+
+static K_LINE: u8 = 0;
+static K_SPAN: u8 = 0;
+static K_ID: u8 = 0;
+static K_SET: u8 = 0;
+static K_CACHE: u8 = 0;
+static K_MARK: u8 = 0;
+static TOMBSTONE_BYTE: u8 = 0;
+static K_MT: u8 = 0;
+
+fn key(k: &'static u8) -> *const c_void {
+    (k as *const u8).cast()
+}
+
+/// The deletion marker stored in `[K_SET]`.
+pub fn tombstone() -> *const c_void {
+    key(&TOMBSTONE_BYTE)
+}
+
+const SPAN_SHIFT: f64 = (1u64 << 26) as f64;
+
+fn pack_span(start: usize, end: usize) -> f64 {
+    start as f64 * SPAN_SHIFT + (end - start) as f64
+}
+
+fn unpack_span(v: f64) -> (usize, usize) {
+    let start = (v / SPAN_SHIFT).floor();
+    let len = v - start * SPAN_SHIFT;
+    (start as usize, start as usize + len as usize)
+}
+
+/// Installs the proxy metatable in the registry of `l` (once per state).
+pub unsafe fn install(l: *mut lua_State) {
+    // SAFETY: `l` is a fresh state owned by the calling worker thread.
+    unsafe {
+        ffi::lua_createtable(l, 0, 4);
+        let mt = ffi::lua_gettop(l);
+        ffi::lua_pushcclosure(l, proxy_index, 0);
+        ffi::lua_setfield(l, mt, c"__index".as_ptr());
+        ffi::lua_pushcclosure(l, proxy_newindex, 0);
+        ffi::lua_setfield(l, mt, c"__newindex".as_ptr());
+        ffi::lua_pushboolean(l, 1);
+        rawset_ptr(l, mt, key(&K_MARK));
+        ffi::lua_pushlightuserdata(l, key(&K_MT) as *mut c_void);
+        ffi::lua_insert(l, -2);
+        ffi::lua_rawset(l, ffi::LUA_REGISTRYINDEX);
+    }
+}
+
+/// Whether the value at `idx` is a proxy.
+#[inline]
+pub unsafe fn is_proxy(l: *mut lua_State, idx: c_int) -> bool {
+    // SAFETY: `l` is owned by the caller; the stack is restored.
+    unsafe {
+        if ffi::lua_getmetatable(l, idx) == 0 {
+            return false;
+        }
+        let mt = ffi::lua_gettop(l);
+        let t = rawget_ptr(l, mt, key(&K_MARK));
+        ffi::lua_settop(l, mt - 1);
+        t == ffi::LUA_TBOOLEAN
+    }
+}
+
+/// Pushes a new proxy over `line` (a string at absolute index `line_idx`) for the object at
+/// `start..end`, belonging to event `id`.
+pub unsafe fn push_proxy(l: *mut lua_State, line_idx: c_int, start: usize, end: usize, id: f64) {
+    // SAFETY: `l` is owned by the caller and `line_idx` holds a string.
+    unsafe {
+        ffi::lua_createtable(l, 0, 4);
+        let t = ffi::lua_gettop(l);
+        ffi::lua_pushvalue(l, line_idx);
+        rawset_ptr(l, t, key(&K_LINE));
+        ffi::lua_pushnumber(l, pack_span(start, end));
+        rawset_ptr(l, t, key(&K_SPAN));
+        ffi::lua_pushnumber(l, id);
+        rawset_ptr(l, t, key(&K_ID));
+        ffi::lua_pushlightuserdata(l, key(&K_MT) as *mut c_void);
+        ffi::lua_rawget_(l, ffi::LUA_REGISTRYINDEX);
+        ffi::lua_setmetatable(l, t);
+    }
+}
+
+/// Pushes a new top-level proxy for an event whose bytes are `line`.
+pub unsafe fn push_event(l: *mut lua_State, line: &[u8], id: f64) {
+    // SAFETY: `l` is owned by the caller.
+    unsafe {
+        push_bytes(l, line);
+        let li = ffi::lua_gettop(l);
+        let start = scan::skip_ws(line, 0);
+        let end = scan::value_end(line, start);
+        push_proxy(l, li, start, end, id);
+        ffi::lua_remove(l, li);
+    }
+}
+
+/// The parts of the proxy at absolute index `t`; pushes nothing.
+pub struct Parts<'a> {
+    pub line: &'a [u8],
+    pub start: usize,
+    pub end: usize,
+    pub id: f64,
+}
+
+pub unsafe fn parts<'a>(l: *mut lua_State, t: c_int) -> Parts<'a> {
+    // SAFETY: `t` is a proxy; the line string stays referenced by it while it is alive.
+    unsafe {
+        rawget_ptr(l, t, key(&K_LINE));
+        let line = to_bytes(l, -1).unwrap_or(&[]);
+        rawget_ptr(l, t, key(&K_SPAN));
+        let (start, end) = unpack_span(ffi::lua_tonumber(l, -1));
+        rawget_ptr(l, t, key(&K_ID));
+        let id = ffi::lua_tonumber(l, -1);
+        ffi::lua_settop(l, -4);
+        let end = end.min(line.len());
+        Parts { line, start: start.min(end), end, id }
+    }
+}
+
+/// Pushes the decoded JSON value `buf[start..end]`; objects become proxies over the line at
+/// absolute index `line_idx`.
+pub unsafe fn push_json(l: *mut lua_State, line_idx: c_int, buf: &[u8], start: usize, end: usize, id: f64) {
+    // SAFETY: `l` is owned by the caller; `buf` is the string at `line_idx`.
+    unsafe {
+        let raw = &buf[start..end];
+        match scan::kind(buf, start) {
+            Kind::String => {
+                let body = &raw[1..raw.len().saturating_sub(1).max(1)];
+                if memchr::memchr(b'\\', body).is_none() {
+                    push_bytes(l, body);
+                } else {
+                    let c = ctx();
+                    scan::unescape(body, &mut c.scratch);
+                    push_bytes(l, &c.scratch);
+                }
+            }
+            Kind::Number => ffi::lua_pushnumber(l, scan::number(raw)),
+            Kind::True => ffi::lua_pushboolean(l, 1),
+            Kind::False => ffi::lua_pushboolean(l, 0),
+            Kind::Null => ffi::lua_pushlightuserdata(l, std::ptr::null_mut()),
+            Kind::Object => push_proxy(l, line_idx, start, end, id),
+            Kind::Array => {
+                ffi::lua_createtable(l, 4, 0);
+                let t = ffi::lua_gettop(l);
+                let mut n = 0;
+                scan::array_elements(buf, start, |a, b| {
+                    n += 1;
+                    push_json(l, line_idx, buf, a, b, id);
+                    ffi::lua_rawseti_(l, t, n);
+                });
+            }
+            Kind::Invalid => ffi::lua_pushnil(l),
+        }
+    }
+}
+
+/// Compares a Lua key with a raw JSON key.
+fn key_eq(buf: &[u8], m: &Member, k: &[u8], scratch: &mut Vec<u8>) -> bool {
+    let raw = &buf[m.key_start as usize..m.key_end as usize];
+    if !m.key_escaped {
+        raw == k
+    } else {
+        scan::unescape(raw, scratch);
+        scratch.as_slice() == k
+    }
+}
+
+/// Finds member `k` of the proxy's object: returns its value range.
+fn find(p: &Parts<'_>, k: &[u8]) -> Option<(usize, usize)> {
+    let c = ctx();
+    let members = c.cache.members(p.id, p.start, p.line);
+    let scratch = &mut c.scratch;
+    members
+        .iter()
+        .find(|m| key_eq(p.line, m, k, scratch))
+        .map(|m| (m.val_start as usize, m.val_end as usize))
+}
+
+unsafe extern "C-unwind" fn proxy_index(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua with (t, k); t is a proxy.
+    unsafe {
+        ffi::lua_settop(l, 2);
+        // Writes first, then nested proxies already handed out, then the original bytes.
+        if rawget_ptr(l, 1, key(&K_SET)) == ffi::LUA_TTABLE {
+            ffi::lua_pushvalue(l, 2);
+            ffi::lua_rawget_(l, 3);
+            match ffi::lua_type(l, -1) {
+                ffi::LUA_TNIL => {}
+                ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(l, -1) as *const c_void == tombstone() => {
+                    ffi::lua_pushnil(l);
+                    return 1;
+                }
+                _ => return 1,
+            }
+        }
+        ffi::lua_settop(l, 2);
+        if ffi::lua_type(l, 2) != ffi::LUA_TSTRING {
+            ffi::lua_pushnil(l);
+            return 1;
+        }
+        if rawget_ptr(l, 1, key(&K_CACHE)) == ffi::LUA_TTABLE {
+            ffi::lua_pushvalue(l, 2);
+            ffi::lua_rawget_(l, 3);
+            if ffi::lua_type(l, -1) != ffi::LUA_TNIL {
+                return 1;
+            }
+        }
+        ffi::lua_settop(l, 2);
+        let k = to_bytes(l, 2).unwrap_or(&[]);
+        let p = parts(l, 1);
+        let Some((vs, ve)) = find(&p, k) else {
+            ffi::lua_pushnil(l);
+            return 1;
+        };
+        rawget_ptr(l, 1, key(&K_LINE)); // 3: the line, for nested proxies
+        let kind = scan::kind(p.line, vs);
+        push_json(l, 3, p.line, vs, ve, p.id); // 4
+        if matches!(kind, Kind::Object | Kind::Array) {
+            // Hand out the same table on every access, so that changes made through it stay.
+            if rawget_ptr(l, 1, key(&K_CACHE)) != ffi::LUA_TTABLE {
+                ffi::lua_settop(l, 4);
+                ffi::lua_createtable(l, 0, 2);
+                ffi::lua_pushvalue(l, -1);
+                rawset_ptr(l, 1, key(&K_CACHE));
+            }
+            ffi::lua_pushvalue(l, 2);
+            ffi::lua_pushvalue(l, 4);
+            ffi::lua_rawset(l, 5);
+            ffi::lua_settop(l, 4);
+        }
+        1
+    }
+}
+
+unsafe extern "C-unwind" fn proxy_newindex(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua with (t, k, v); t is a proxy.
+    unsafe {
+        ffi::lua_settop(l, 3);
+        if ffi::lua_type(l, 2) == ffi::LUA_TNIL {
+            super::ffi_util::raise(l, "table index is nil");
+        }
+        if rawget_ptr(l, 1, key(&K_SET)) != ffi::LUA_TTABLE {
+            ffi::lua_settop(l, 3);
+            ffi::lua_createtable(l, 0, 4);
+            ffi::lua_pushvalue(l, -1);
+            rawset_ptr(l, 1, key(&K_SET));
+        }
+        ffi::lua_pushvalue(l, 2);
+        if ffi::lua_type(l, 3) == ffi::LUA_TNIL {
+            ffi::lua_pushlightuserdata(l, tombstone() as *mut c_void);
+        } else {
+            ffi::lua_pushvalue(l, 3);
+        }
+        ffi::lua_rawset(l, 4);
+        0
+    }
+}
+
+/// Whether the proxy at absolute index `t` (or any nested proxy it handed out) was changed.
+pub unsafe fn is_dirty(l: *mut lua_State, t: c_int) -> bool {
+    // SAFETY: `t` is a proxy; the stack is restored.
+    unsafe {
+        let top = ffi::lua_gettop(l);
+        if rawget_ptr(l, t, key(&K_SET)) == ffi::LUA_TTABLE {
+            ffi::lua_settop(l, top);
+            return true;
+        }
+        ffi::lua_settop(l, top);
+        if rawget_ptr(l, t, key(&K_CACHE)) != ffi::LUA_TTABLE {
+            ffi::lua_settop(l, top);
+            return false;
+        }
+        let cache = top + 1;
+        ffi::lua_pushnil(l);
+        while ffi::lua_next(l, cache) != 0 {
+            let v = ffi::lua_gettop(l);
+            // Arrays handed out are plain tables: assume they may have been changed.
+            if !is_proxy(l, v) || is_dirty(l, v) {
+                ffi::lua_settop(l, top);
+                return true;
+            }
+            ffi::lua_settop(l, v - 1);
+        }
+        ffi::lua_settop(l, top);
+        false
+    }
+}
+
+/// Pushes the current value of member `m` of proxy `t`: from its writes (tombstones included),
+/// its nested proxies, or else `None` when the original bytes stand.
+pub unsafe fn push_override(l: *mut lua_State, t: c_int, name: &[u8]) -> bool {
+    // SAFETY: `t` is a proxy; leaves exactly one value when it returns true.
+    unsafe {
+        let top = ffi::lua_gettop(l);
+        for k in [key(&K_SET), key(&K_CACHE)] {
+            if rawget_ptr(l, t, k) == ffi::LUA_TTABLE {
+                push_bytes(l, name);
+                ffi::lua_rawget_(l, -2);
+                if ffi::lua_type(l, -1) != ffi::LUA_TNIL {
+                    ffi::lua_replace(l, top + 1);
+                    ffi::lua_settop(l, top + 1);
+                    return true;
+                }
+            }
+            ffi::lua_settop(l, top);
+        }
+        false
+    }
+}
+
+/// Pushes the write table of proxy `t` (or nil).
+pub unsafe fn push_writes(l: *mut lua_State, t: c_int) -> bool {
+    // SAFETY: `t` is a proxy.
+    unsafe {
+        if rawget_ptr(l, t, key(&K_SET)) == ffi::LUA_TTABLE {
+            true
+        } else {
+            ffi::lua_pop(l, 1);
+            false
+        }
+    }
+}
+
+/// Pushes the nested-proxy table of proxy `t` (or nothing and false).
+pub unsafe fn push_cache(l: *mut lua_State, t: c_int) -> bool {
+    // SAFETY: `t` is a proxy.
+    unsafe {
+        if rawget_ptr(l, t, key(&K_CACHE)) == ffi::LUA_TTABLE {
+            true
+        } else {
+            ffi::lua_pop(l, 1);
+            false
+        }
+    }
+}
+
+/// Pops the table on top of the stack into proxy `t` as its write table (`which` = 0) or
+/// nested-proxy table (`which` = 1).
+pub unsafe fn set_side_table(l: *mut lua_State, t: c_int, which: u8) {
+    // SAFETY: `t` is a proxy and a table is on top of the stack.
+    unsafe { rawset_ptr(l, t, if which == 0 { key(&K_SET) } else { key(&K_CACHE) }) }
+}
+
+/// Turns the proxy at `idx` into a plain table in place (for `pairs`/`next`).
+pub unsafe fn materialize(l: *mut lua_State, idx: c_int) {
+    // SAFETY: `l` is owned by the caller; the stack is restored.
+    unsafe {
+        let t = abs_index(l, idx);
+        if ffi::lua_type(l, t) != ffi::LUA_TTABLE || !is_proxy(l, t) {
+            return;
+        }
+        let top = ffi::lua_gettop(l);
+        let p = parts(l, t);
+        rawget_ptr(l, t, key(&K_LINE));
+        let line_idx = top + 1;
+        let members: Vec<Member> = ctx().cache.members(p.id, p.start, p.line).to_vec();
+        let has_set = push_writes(l, t);
+        let set_idx = if has_set { ffi::lua_gettop(l) } else { 0 };
+        let mut scratch = Vec::new();
+        for m in &members {
+            let raw = &p.line[m.key_start as usize..m.key_end as usize];
+            let name: &[u8] = if m.key_escaped {
+                scan::unescape(raw, &mut scratch);
+                &scratch
+            } else {
+                raw
+            };
+            push_bytes(l, name);
+            let kidx = ffi::lua_gettop(l);
+            if push_override(l, t, name) {
+                if ffi::lua_touserdata(l, -1) as *const c_void == tombstone() {
+                    ffi::lua_settop(l, kidx - 1);
+                    continue;
+                }
+            } else {
+                push_json(l, line_idx, p.line, m.val_start as usize, m.val_end as usize, p.id);
+            }
+            ffi::lua_rawset(l, t);
+        }
+        if has_set {
+            ffi::lua_pushnil(l);
+            while ffi::lua_next(l, set_idx) != 0 {
+                if ffi::lua_touserdata(l, -1) as *const c_void == tombstone() {
+                    ffi::lua_pop(l, 1);
+                    continue;
+                }
+                ffi::lua_pushvalue(l, -2);
+                ffi::lua_insert(l, -2);
+                ffi::lua_rawset(l, t);
+            }
+        }
+        for k in [key(&K_LINE), key(&K_SPAN), key(&K_ID), key(&K_SET), key(&K_CACHE)] {
+            ffi::lua_pushnil(l);
+            rawset_ptr(l, t, k);
+        }
+        ffi::lua_pushnil(l);
+        ffi::lua_setmetatable(l, t);
+        ffi::lua_settop(l, top);
+    }
+}
+
+/// Lua-callable `materialize(t)`, used by the `pairs`/`next` wrappers.
+pub unsafe extern "C-unwind" fn lua_materialize(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua with at least one argument (or none, a no-op).
+    unsafe {
+        if ffi::lua_gettop(l) >= 1 {
+            materialize(l, 1);
+        }
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_packing_round_trips() {
+        for (s, e) in [(0, 0), (0, 640), (12345, 1 << 20), ((1 << 26) - 1, (1 << 26) + 5)] {
+            assert_eq!(unpack_span(pack_span(s, e)), (s, e));
+        }
+    }
+}

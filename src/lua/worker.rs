@@ -1,0 +1,552 @@
+//! The per-worker Lua runtime: one LuaJIT state per script (each input's filter and every
+//! analyzer), created on the worker thread and never leaving it, and the context the C
+//! functions of the `dragonfly` module reach through a thread-local pointer.
+
+use std::collections::VecDeque;
+use std::ffi::c_int;
+use std::path::Path;
+
+use mlua::ffi::{self, lua_State};
+
+use super::ffi_util::{push_bytes, to_bytes};
+use super::json::{EncodeError, Encoder};
+use super::{api, proxy};
+use crate::event::EventMeta;
+use crate::event::scan::{self, Member};
+use crate::shard::{END_OF_EVENT, LOG_OUTPUT, NO_INPUT, OutBatch, OutRec};
+
+/// A script's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Filter,
+    Analyzer,
+}
+
+/// What is needed to open one script.
+#[derive(Clone, Debug)]
+pub struct ScriptSpec {
+    pub role: Role,
+    pub tag: String,
+    pub path: std::path::PathBuf,
+    pub default_analyzer: String,
+    pub default_output: String,
+}
+
+/// A loaded script: its own Lua state.
+pub struct Script {
+    pub l: *mut lua_State,
+    pub tag: String,
+    pub role: Role,
+    pub calls: u64,
+    pub errors: u64,
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        // SAFETY: the state was created by `Script::open` on this thread and is closed once.
+        unsafe { ffi::lua_close(self.l) }
+    }
+}
+
+const PRELUDE: &str = r#"
+local materialize, rawnext, rawpairs = ...
+-- Event tables are filled lazily; iterating one turns it into a plain table first.
+function pairs(t) materialize(t) return rawpairs(t) end
+function next(t, k) materialize(t) return rawnext(t, k) end
+"#;
+
+unsafe fn pcall_msg(l: *mut lua_State) -> String {
+    // SAFETY: an error value is on top of the stack of `l`.
+    unsafe {
+        let m = match to_bytes(l, -1) {
+            Some(b) => String::from_utf8_lossy(b).into_owned(),
+            None => format!(
+                "(error object is a {} value)",
+                std::ffi::CStr::from_ptr(ffi::lua_typename(l, ffi::lua_type(l, -1))).to_string_lossy()
+            ),
+        };
+        ffi::lua_pop(l, 1);
+        m
+    }
+}
+
+impl Script {
+    /// Creates the state, installs the modules and runs the chunk (not `setup()`).
+    pub fn open(spec: &ScriptSpec) -> Result<Script, String> {
+        let src = std::fs::read(&spec.path).map_err(|e| format!("{}: {e}", spec.path.display()))?;
+        // SAFETY: a fresh state, used only on this thread and closed by `Drop`.
+        unsafe {
+            let l = ffi::luaL_newstate();
+            if l.is_null() {
+                return Err("cannot create a Lua state (out of memory)".into());
+            }
+            let s = Script { l, tag: spec.tag.clone(), role: spec.role, calls: 0, errors: 0 };
+            ffi::luaL_openlibs(l);
+            proxy::install(l);
+            // The prelude gets materialize and the original next/pairs as arguments.
+            let pre = ffi::luaL_loadbuffer(l, PRELUDE.as_ptr().cast(), PRELUDE.len(), c"=prelude".as_ptr());
+            if pre != 0 {
+                return Err(pcall_msg(l));
+            }
+            ffi::lua_pushcclosure(l, proxy::lua_materialize, 0);
+            ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"next".as_ptr());
+            ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"pairs".as_ptr());
+            if ffi::lua_pcall(l, 3, 0, 0) != 0 {
+                return Err(pcall_msg(l));
+            }
+            api::install(l);
+            let set_global = |name: &std::ffi::CStr, v: &str| {
+                if !v.is_empty() {
+                    push_bytes(l, v.as_bytes());
+                    ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, name.as_ptr());
+                }
+            };
+            set_global(c"default_analyzer", &spec.default_analyzer);
+            if spec.role == Role::Analyzer {
+                set_global(c"default_output", &spec.default_output);
+            }
+            let name = format!("@{}", spec.path.display());
+            let cname = std::ffi::CString::new(name).unwrap_or_default();
+            if ffi::luaL_loadbuffer(l, src.as_ptr().cast(), src.len(), cname.as_ptr()) != 0 {
+                return Err(format!("load error: {}", pcall_msg(l)));
+            }
+            if ffi::lua_pcall(l, 0, 0, 0) != 0 {
+                return Err(format!("error running the script: {}", pcall_msg(l)));
+            }
+            for f in [c"setup", c"loop"] {
+                ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, f.as_ptr());
+                let ok = ffi::lua_type(l, -1) == ffi::LUA_TFUNCTION;
+                ffi::lua_pop(l, 1);
+                if !ok {
+                    return Err(format!("the script defines no {}() function", f.to_string_lossy()));
+                }
+            }
+            Ok(s)
+        }
+    }
+}
+
+/// A small direct-mapped cache of object member lists, keyed by (event id, object offset),
+/// so repeated field lookups on one object scan its bytes once.
+pub struct MemberCache {
+    slots: Vec<(f64, usize, Vec<Member>)>,
+}
+
+impl Default for MemberCache {
+    fn default() -> Self {
+        MemberCache { slots: (0..16).map(|_| (-1.0, 0, Vec::with_capacity(32))).collect() }
+    }
+}
+
+impl MemberCache {
+    pub fn members(&mut self, id: f64, start: usize, line: &[u8]) -> &[Member] {
+        let h = ((id as u64).wrapping_mul(31) ^ start as u64) as usize & 15;
+        let slot = &mut self.slots[h];
+        if slot.0 != id || slot.1 != start {
+            scan::object_members(line, start, &mut slot.2);
+            slot.0 = id;
+            slot.1 = start;
+        }
+        &slot.2
+    }
+}
+
+/// Counters of one worker, published to the engine after each batch.
+#[derive(Default, Clone, Debug)]
+pub struct WorkerCounters {
+    pub events: u64,
+    pub unknown_tags: u64,
+    pub encode_errors: u64,
+    pub hop_limit: u64,
+}
+
+/// Everything the `dragonfly` functions need on a worker.
+pub struct WorkerCtx {
+    pub filters: Vec<Script>,
+    pub analyzers: Vec<Script>,
+    pub input_tags: Vec<String>,
+    analyzer_tags: Vec<String>,
+    /// User output tags; output index = position + 2.
+    output_tags: Vec<String>,
+    /// Analyzer calls queued by `analyze_event`: (analyzer, registry ref in its state).
+    queue: VecDeque<(u32, c_int)>,
+    pub cache: MemberCache,
+    pub scratch: Vec<u8>,
+    pub enc: Encoder,
+    /// Output batches under construction, one per input, plus one for records written
+    /// outside any event (last).
+    pub outs: Vec<OutBatch>,
+    pub counters: WorkerCounters,
+    /// Whether events end with an END_OF_EVENT record (some output is ordered).
+    pub ordered: bool,
+    cur_input: u32,
+    cur: EventMeta,
+    next_id: f64,
+    reported: Vec<String>,
+    /// Where the current script call comes from (for error reports).
+    pub cur_script: (Role, u32),
+}
+
+/// Most analyzer hops one input event may cause (guards against `analyze_event` cycles).
+pub const MAX_HOPS: u32 = 10_000;
+
+thread_local! {
+    static CTX: std::cell::Cell<*mut WorkerCtx> = const { std::cell::Cell::new(std::ptr::null_mut()) };
+}
+
+/// The current thread's worker context.
+///
+/// Panics when called on a thread that installed none (a broken invariant: C functions are
+/// only reachable from states created by `WorkerCtx::install`).
+#[allow(clippy::mut_from_ref)]
+pub fn ctx() -> &'static mut WorkerCtx {
+    let p = CTX.with(|c| c.get());
+    assert!(!p.is_null(), "dragonfly worker context used outside a worker thread");
+    // SAFETY: the pointer was set by `install` on this thread to a boxed context that outlives
+    // every Lua state (they are fields of it); callers never keep two references across a Lua
+    // call, and only this thread can reach it.
+    unsafe { &mut *p }
+}
+
+impl WorkerCtx {
+    /// Creates the context and makes it the current thread's.
+    pub fn install(
+        input_tags: Vec<String>,
+        analyzer_tags: Vec<String>,
+        output_tags: Vec<String>,
+        ordered: bool,
+    ) -> Box<WorkerCtx> {
+        let n_inputs = input_tags.len();
+        let mut b = Box::new(WorkerCtx {
+            filters: Vec::new(),
+            analyzers: Vec::new(),
+            input_tags,
+            analyzer_tags,
+            output_tags,
+            queue: VecDeque::with_capacity(64),
+            cache: MemberCache::default(),
+            scratch: Vec::with_capacity(256),
+            enc: Encoder::default(),
+            outs: (0..=n_inputs)
+                .map(|i| OutBatch { input: if i == n_inputs { NO_INPUT } else { i as u32 }, ..Default::default() })
+                .collect(),
+            counters: WorkerCounters::default(),
+            ordered,
+            cur_input: NO_INPUT,
+            cur: EventMeta::default(),
+            next_id: 1.0,
+            reported: Vec::new(),
+            cur_script: (Role::Filter, 0),
+        });
+        let p: *mut WorkerCtx = &mut *b;
+        CTX.with(|c| c.set(p));
+        b
+    }
+
+    /// Clears the thread's pointer; call before dropping the box.
+    pub fn uninstall(mut self: Box<Self>) {
+        // Close the Lua states first: their finalizers may still call into the context.
+        self.filters.clear();
+        self.analyzers.clear();
+        CTX.with(|c| c.set(std::ptr::null_mut()));
+    }
+
+    pub fn analyzer_index(&self, tag: &[u8]) -> Option<u32> {
+        self.analyzer_tags.iter().position(|t| t.as_bytes().eq_ignore_ascii_case(tag)).map(|i| i as u32)
+    }
+
+    pub fn output_index(&self, tag: &[u8]) -> Option<u32> {
+        self.output_tags.iter().position(|t| t.as_bytes().eq_ignore_ascii_case(tag)).map(|i| i as u32 + 2)
+    }
+
+    fn out_batch(&mut self) -> &mut OutBatch {
+        let i = if self.cur_input == NO_INPUT { self.outs.len() - 1 } else { self.cur_input as usize };
+        &mut self.outs[i]
+    }
+
+    /// Appends one output record (bytes + newline) for the current event.
+    pub fn emit(&mut self, output: u32, bytes: &[u8]) {
+        let seq = self.cur.seq;
+        let b = self.out_batch();
+        let start = b.data.len() as u32;
+        b.data.extend_from_slice(bytes);
+        b.data.push(b'\n');
+        b.recs.push(OutRec { seq, output, start, end: b.data.len() as u32 });
+    }
+
+    /// Encodes the value at `idx` of `l` as one record for `output`.
+    pub unsafe fn emit_value(&mut self, l: *mut lua_State, idx: c_int, output: u32) -> Result<(), EncodeError> {
+        let seq = self.cur.seq;
+        let i = if self.cur_input == NO_INPUT { self.outs.len() - 1 } else { self.cur_input as usize };
+        let b = &mut self.outs[i];
+        let start = b.data.len();
+        // SAFETY: `l` belongs to this worker.
+        let r = unsafe { self.enc.encode(l, idx, &mut b.data) };
+        match r {
+            Ok(()) => {
+                b.data.push(b'\n');
+                b.recs.push(OutRec { seq, output, start: start as u32, end: b.data.len() as u32 });
+                Ok(())
+            }
+            Err(e) => {
+                b.data.truncate(start);
+                self.counters.encode_errors += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Reports a problem to `{log}` (in event order) and, for the first ones, to stderr.
+    pub fn report(&mut self, kind: &str, fields: &[(&str, &str)], message: &str) {
+        let mut line = Vec::with_capacity(128);
+        line.extend_from_slice(b"{\"time\":");
+        super::json::write_str(&mut line, crate::metrics::utc_now().as_bytes());
+        line.extend_from_slice(b",\"level\":\"error\",\"kind\":");
+        super::json::write_str(&mut line, kind.as_bytes());
+        for (k, v) in fields {
+            line.push(b',');
+            super::json::write_str(&mut line, k.as_bytes());
+            line.push(b':');
+            super::json::write_str(&mut line, v.as_bytes());
+        }
+        if self.cur_input != NO_INPUT {
+            line.extend_from_slice(b",\"input\":");
+            let tag = self.input_tags.get(self.cur_input as usize).cloned().unwrap_or_default();
+            super::json::write_str(&mut line, tag.as_bytes());
+            line.extend_from_slice(b",\"line\":");
+            line.extend_from_slice(itoa::Buffer::new().format(self.cur.line_no).as_bytes());
+            line.extend_from_slice(b",\"flow_id\":");
+            line.extend_from_slice(itoa::Buffer::new().format(self.cur.flow_id).as_bytes());
+        }
+        line.extend_from_slice(b",\"message\":");
+        super::json::write_str(&mut line, message.as_bytes());
+        line.push(b'}');
+        crate::metrics::stderr_report(&line);
+        self.emit(LOG_OUTPUT, &line);
+    }
+
+    /// Counts and reports (once per tag) a call naming an unknown analyzer or output.
+    pub fn unknown_tag(&mut self, what: &str, tag: &[u8]) {
+        self.counters.unknown_tags += 1;
+        let tag = String::from_utf8_lossy(tag).into_owned();
+        let key = format!("{what}:{tag}");
+        if !self.reported.contains(&key) && self.reported.len() < 1000 {
+            self.reported.push(key);
+            let script = self.script_tag();
+            self.report("unknown_tag", &[("script", &script)], &format!("{what}: no {what} has tag {tag:?} (reported once per tag)"));
+        }
+    }
+
+    pub fn script_tag(&self) -> String {
+        match self.cur_script {
+            (Role::Filter, i) => self.filters.get(i as usize).map(|s| s.tag.clone()).unwrap_or_default(),
+            (Role::Analyzer, i) => self.analyzers.get(i as usize).map(|s| s.tag.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Queues the value at `idx` of `from` for analyzer `a` (a deep copy, made now).
+    pub unsafe fn queue_analyzer(&mut self, from: *mut lua_State, idx: c_int, a: u32) -> Result<(), String> {
+        let to = self.analyzers[a as usize].l;
+        // SAFETY: both states belong to this worker thread.
+        unsafe {
+            let top = ffi::lua_gettop(to);
+            if let Err(e) = copy_value(from, super::ffi_util::abs_index(from, idx), to, 0) {
+                ffi::lua_settop(to, top);
+                return Err(e);
+            }
+            let r = ffi::luaL_ref(to, ffi::LUA_REGISTRYINDEX);
+            self.queue.push_back((a, r));
+        }
+        Ok(())
+    }
+
+    /// Runs one event through the input's filter and every analyzer it reaches.
+    /// (An associated function: the context is fetched afresh around each Lua call.)
+    pub fn process(input: u32, meta: &EventMeta, line: &[u8]) {
+        let c = ctx();
+        c.cur_input = input;
+        c.cur = *meta;
+        c.counters.events += 1;
+        let id = c.next_id;
+        c.next_id += 1.0;
+        let l = c.filters[input as usize].l;
+        // SAFETY: the state belongs to this thread; `call_loop` borrows the context only
+        // around (not across) the Lua call.
+        unsafe {
+            proxy::push_event(l, line, id);
+            call_loop(Role::Filter, input);
+        }
+        let mut hops = 0u32;
+        while let Some((a, r)) = ctx().queue.pop_front() {
+            let l = ctx().analyzers[a as usize].l;
+            hops += 1;
+            // SAFETY: as above.
+            unsafe {
+                ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
+                ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
+                if hops > MAX_HOPS {
+                    ffi::lua_pop(l, 1);
+                    continue;
+                }
+                call_loop(Role::Analyzer, a);
+            }
+        }
+        let c = ctx();
+        if hops > MAX_HOPS {
+            c.counters.hop_limit += 1;
+            c.report("hop_limit", &[], &format!("event passed between analyzers more than {MAX_HOPS} times; the rest was dropped"));
+        }
+        if c.ordered {
+            let seq = c.cur.seq;
+            let b = c.out_batch();
+            let at = b.data.len() as u32;
+            b.recs.push(OutRec { seq, output: END_OF_EVENT, start: at, end: at });
+        }
+        c.cur_input = NO_INPUT;
+    }
+}
+
+/// Calls `loop(value)` of a script with the value on top of its stack; counts and reports
+/// an error.
+unsafe fn call_loop(role: Role, i: u32) {
+    let c = ctx();
+    c.cur_script = (role, i);
+    let s = match role {
+        Role::Filter => &mut c.filters[i as usize],
+        Role::Analyzer => &mut c.analyzers[i as usize],
+    };
+    s.calls += 1;
+    let l = s.l;
+    // SAFETY: the state belongs to this thread; no Rust reference into the context is used
+    // across the call below.
+    unsafe {
+        ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"loop".as_ptr());
+        ffi::lua_insert(l, -2);
+        if ffi::lua_pcall(l, 1, 0, 0) != 0 {
+            let msg = pcall_msg(l);
+            let c = ctx();
+            let s = match role {
+                Role::Filter => &mut c.filters[i as usize],
+                Role::Analyzer => &mut c.analyzers[i as usize],
+            };
+            s.errors += 1;
+            let tag = s.tag.clone();
+            c.report("script_error", &[("script", &tag)], &msg);
+        }
+        ffi::lua_settop(l, 0);
+    }
+}
+
+/// Deep-copies the value at absolute index `idx` of `from` onto the stack of `to`.
+/// Proxies stay proxies (the line is shared, not re-parsed); `cjson_safe.null` stays null.
+pub unsafe fn copy_value(from: *mut lua_State, idx: c_int, to: *mut lua_State, depth: usize) -> Result<(), String> {
+    if depth > 200 {
+        return Err("value too deeply nested (or cyclic) to pass to an analyzer".into());
+    }
+    // SAFETY: both states belong to this thread; indices are absolute.
+    unsafe {
+        ffi::luaL_checkstack(to, 6, c"copy".as_ptr());
+        ffi::luaL_checkstack(from, 6, c"copy".as_ptr());
+        match ffi::lua_type(from, idx) {
+            ffi::LUA_TNIL => ffi::lua_pushnil(to),
+            ffi::LUA_TBOOLEAN => ffi::lua_pushboolean(to, ffi::lua_toboolean(from, idx)),
+            ffi::LUA_TNUMBER => ffi::lua_pushnumber(to, ffi::lua_tonumber(from, idx)),
+            ffi::LUA_TSTRING => push_bytes(to, to_bytes(from, idx).unwrap_or(&[])),
+            ffi::LUA_TLIGHTUSERDATA => ffi::lua_pushlightuserdata(to, ffi::lua_touserdata(from, idx)),
+            ffi::LUA_TTABLE => {
+                if proxy::is_proxy(from, idx) {
+                    let p = proxy::parts(from, idx);
+                    push_bytes(to, p.line);
+                    let li = ffi::lua_gettop(to);
+                    proxy::push_proxy(to, li, p.start, p.end, p.id);
+                    let t = ffi::lua_gettop(to);
+                    for (push, field) in [(proxy::push_writes as unsafe fn(_, _) -> bool, 0), (proxy::push_cache, 1)] {
+                        if push(from, idx) {
+                            let src = ffi::lua_gettop(from);
+                            let r = copy_value(from, src, to, depth + 1);
+                            ffi::lua_pop(from, 1);
+                            r?;
+                            proxy::set_side_table(to, t, field);
+                        }
+                    }
+                    ffi::lua_remove(to, li);
+                } else {
+                    ffi::lua_createtable(to, 0, 0);
+                    let t = ffi::lua_gettop(to);
+                    ffi::lua_pushnil(from);
+                    while ffi::lua_next(from, idx) != 0 {
+                        let v = ffi::lua_gettop(from);
+                        let r = copy_value(from, v - 1, to, depth + 1).and_then(|()| copy_value(from, v, to, depth + 1));
+                        if let Err(e) = r {
+                            ffi::lua_settop(from, v - 2);
+                            return Err(e);
+                        }
+                        ffi::lua_rawset(to, t);
+                        ffi::lua_pop(from, 1);
+                    }
+                }
+            }
+            t => {
+                let name = std::ffi::CStr::from_ptr(ffi::lua_typename(from, t)).to_string_lossy();
+                return Err(format!("cannot pass a {name} value to an analyzer"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens every script of a configuration on the current thread.
+pub fn open_all(
+    ctx: &mut WorkerCtx,
+    filters: &[ScriptSpec],
+    analyzers: &[ScriptSpec],
+    run_setup: bool,
+    root: &Path,
+) -> Result<(), String> {
+    let _ = root;
+    for (i, spec) in filters.iter().enumerate() {
+        ctx.cur_script = (Role::Filter, i as u32);
+        let s = Script::open(spec).map_err(|e| format!("inputs[{}] ({}): {}: {e}", i + 1, spec.tag, spec.path.display()))?;
+        ctx.filters.push(s);
+    }
+    for (i, spec) in analyzers.iter().enumerate() {
+        ctx.cur_script = (Role::Analyzer, i as u32);
+        let s = Script::open(spec).map_err(|e| format!("analyzers[{}] ({}): {}: {e}", i + 1, spec.tag, spec.path.display()))?;
+        ctx.analyzers.push(s);
+    }
+    if run_setup {
+        for i in 0..ctx.filters.len() {
+            let c = self::ctx();
+            c.cur_script = (Role::Filter, i as u32);
+            let tag = c.filters[i].tag.clone();
+            let path = filters[i].path.display().to_string();
+            // The context is re-fetched inside C functions; `s` is a raw state pointer.
+            let l = c.filters[i].l;
+            run_setup_raw(l).map_err(|e| format!("inputs[{}] ({tag}): {path}: {e}", i + 1))?;
+        }
+        for i in 0..ctx.analyzers.len() {
+            let c = self::ctx();
+            c.cur_script = (Role::Analyzer, i as u32);
+            let tag = c.analyzers[i].tag.clone();
+            let path = analyzers[i].path.display().to_string();
+            let l = c.analyzers[i].l;
+            run_setup_raw(l).map_err(|e| format!("analyzers[{}] ({tag}): {path}: {e}", i + 1))?;
+        }
+    }
+    Ok(())
+}
+
+fn run_setup_raw(l: *mut lua_State) -> Result<(), String> {
+    // SAFETY: `l` is a state of this thread; setup may call dragonfly functions, which fetch
+    // the context themselves.
+    unsafe {
+        ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"setup".as_ptr());
+        if ffi::lua_pcall(l, 0, 0, 0) != 0 {
+            return Err(format!("setup() failed: {}", pcall_msg(l)));
+        }
+        ffi::lua_pushnil(l);
+        ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"io".as_ptr());
+    }
+    Ok(())
+}
+

@@ -1,0 +1,104 @@
+//! The `dragonfly-mle` command line: parses flags, runs the engine, maps errors to exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use dragonfly_mle::config::{DEFAULT_LOG_DIR, DEFAULT_ROOT};
+use dragonfly_mle::engine::{self, Options};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// DragonFly Machine Learning Engine: runs Lua analyzers over Suricata EVE events.
+#[derive(Parser, Debug)]
+#[command(name = "dragonfly-mle", disable_version_flag = true)]
+struct Cli {
+    /// Root directory (config/, filter/, analyzer/).
+    #[arg(short = 'r', value_name = "DIR", default_value = DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Log directory (created with its parents); relative file:// and tail:// paths live here.
+    #[arg(short = 'l', value_name = "DIR", default_value = DEFAULT_LOG_DIR)]
+    log_dir: PathBuf,
+    /// Verbose startup information.
+    #[arg(short = 'v')]
+    verbose: bool,
+    /// Print the version and exit.
+    #[arg(short = 'V')]
+    version: bool,
+    /// Drop privileges (accepted; takes effect in a later release).
+    #[arg(short = 'p')]
+    drop_privileges: bool,
+    /// Chroot (accepted; takes effect in a later release).
+    #[arg(short = 'c')]
+    chroot: bool,
+    /// Number of worker shards (default: one per CPU left after the reader threads, at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    shards: Option<u32>,
+    /// CPUs to pin threads to, e.g. "0,2-5" (readers first, then workers).
+    #[arg(long, value_name = "LIST")]
+    cores: Option<String>,
+    /// Do not pin threads to CPUs.
+    #[arg(long)]
+    no_pin: bool,
+    /// Configuration file instead of <root>/config/config.lua.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Keep following file:// inputs after their end instead of exiting.
+    #[arg(long)]
+    follow: bool,
+    /// Validate the configuration and load every script, then exit 0 (valid) or 1.
+    #[arg(long = "check")]
+    check_flag: bool,
+    /// `check`: same as --check.
+    #[arg(value_parser = ["check"])]
+    command: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.version {
+        println!("DragonFly Machine Learning Engine (MLE)\nVersion: {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let cores = match cli.cores.as_deref().map(dragonfly_mle::shard::pin::parse_cores).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dragonfly-mle: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = Options {
+        root: cli.root,
+        log_dir: cli.log_dir,
+        config_file: cli.config,
+        shards: cli.shards.map(|n| n as usize),
+        cores,
+        no_pin: cli.no_pin,
+        follow: cli.follow,
+        verbose: cli.verbose,
+    };
+    let _ = (cli.drop_privileges, cli.chroot);
+    if cli.check_flag || cli.command.is_some() {
+        return match engine::check(&opts) {
+            Ok(msg) => {
+                println!("{msg}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dragonfly-mle: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    match engine::run(&opts) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dragonfly-mle: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Counters shared between threads, the periodic stats line and the exit summary. Hot-path
+//! counters are plain integers owned by their thread and published with relaxed atomic
+//! stores once per batch.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Counters of one input, written by its reader.
+#[derive(Default, Debug)]
+pub struct InputStats {
+    /// Valid events handed to the workers.
+    pub events: AtomicU64,
+    /// Lines that were not a JSON object.
+    pub invalid: AtomicU64,
+    /// Lines longer than the maximum, skipped.
+    pub too_long: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// Counters of one worker, published after each batch.
+#[derive(Debug)]
+pub struct WorkerStats {
+    pub events: AtomicU64,
+    pub filter_calls: Vec<AtomicU64>,
+    pub filter_errors: Vec<AtomicU64>,
+    pub analyzer_calls: Vec<AtomicU64>,
+    pub analyzer_errors: Vec<AtomicU64>,
+    pub unknown_tags: AtomicU64,
+    pub encode_errors: AtomicU64,
+}
+
+fn zeros(n: usize) -> Vec<AtomicU64> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+impl WorkerStats {
+    pub fn new(inputs: usize, analyzers: usize) -> Self {
+        WorkerStats {
+            events: AtomicU64::new(0),
+            filter_calls: zeros(inputs),
+            filter_errors: zeros(inputs),
+            analyzer_calls: zeros(analyzers),
+            analyzer_errors: zeros(analyzers),
+            unknown_tags: AtomicU64::new(0),
+            encode_errors: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Counters of one output, written by the writer.
+#[derive(Default, Debug)]
+pub struct OutputStats {
+    pub written: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// Every counter of the engine.
+#[derive(Debug)]
+pub struct Stats {
+    pub input_tags: Vec<String>,
+    pub analyzer_tags: Vec<String>,
+    /// `log`, `stats`, then the user outputs.
+    pub output_tags: Vec<String>,
+    pub inputs: Vec<InputStats>,
+    pub workers: Vec<WorkerStats>,
+    pub outputs: Vec<OutputStats>,
+}
+
+fn sum(v: impl Iterator<Item = u64>) -> u64 {
+    v.sum()
+}
+
+impl Stats {
+    pub fn new(input_tags: Vec<String>, analyzer_tags: Vec<String>, output_tags: Vec<String>, workers: usize) -> Self {
+        Stats {
+            inputs: input_tags.iter().map(|_| InputStats::default()).collect(),
+            workers: (0..workers).map(|_| WorkerStats::new(input_tags.len(), analyzer_tags.len())).collect(),
+            outputs: output_tags.iter().map(|_| OutputStats::default()).collect(),
+            input_tags,
+            analyzer_tags,
+            output_tags,
+        }
+    }
+
+    pub fn events_read(&self) -> u64 {
+        sum(self.inputs.iter().map(|i| i.events.load(Relaxed)))
+    }
+    pub fn invalid(&self) -> u64 {
+        sum(self.inputs.iter().map(|i| i.invalid.load(Relaxed) + i.too_long.load(Relaxed)))
+    }
+    pub fn processed(&self) -> u64 {
+        sum(self.workers.iter().map(|w| w.events.load(Relaxed)))
+    }
+    pub fn script_errors(&self) -> u64 {
+        sum(self.workers.iter().map(|w| {
+            sum(w.filter_errors.iter().chain(&w.analyzer_errors).map(|e| e.load(Relaxed)))
+        }))
+    }
+    /// Records written to user outputs.
+    pub fn written(&self) -> u64 {
+        sum(self.outputs.iter().skip(2).map(|o| o.written.load(Relaxed)))
+    }
+
+    /// The stats line: the original's `time` + `operations`, extended per input, analyzer and
+    /// output.
+    pub fn line(&self) -> Vec<u8> {
+        use crate::lua::json::write_str;
+        let mut o = Vec::with_capacity(512);
+        let num = |o: &mut Vec<u8>, n: u64| o.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        let filter_calls = sum(self.workers.iter().map(|w| sum(w.filter_calls.iter().map(|c| c.load(Relaxed)))));
+        let analyzer_calls = sum(self.workers.iter().map(|w| sum(w.analyzer_calls.iter().map(|c| c.load(Relaxed)))));
+        let out_total = sum(self.outputs.iter().map(|c| c.written.load(Relaxed)));
+        o.extend_from_slice(b"{\"time\":");
+        write_str(&mut o, utc_now().as_bytes());
+        o.extend_from_slice(b",\"operations\":{\"input\":");
+        num(&mut o, filter_calls);
+        o.extend_from_slice(b",\"analyzer\":");
+        num(&mut o, analyzer_calls);
+        o.extend_from_slice(b",\"output\":");
+        num(&mut o, out_total);
+        o.extend_from_slice(b"},\"inputs\":{");
+        for (i, tag) in self.input_tags.iter().enumerate() {
+            if i > 0 {
+                o.push(b',');
+            }
+            let s = &self.inputs[i];
+            write_str(&mut o, tag.as_bytes());
+            o.extend_from_slice(b":{\"events\":");
+            num(&mut o, s.events.load(Relaxed));
+            o.extend_from_slice(b",\"invalid\":");
+            num(&mut o, s.invalid.load(Relaxed));
+            o.extend_from_slice(b",\"too_long\":");
+            num(&mut o, s.too_long.load(Relaxed));
+            o.extend_from_slice(b",\"bytes\":");
+            num(&mut o, s.bytes.load(Relaxed));
+            o.extend_from_slice(b",\"filter_calls\":");
+            num(&mut o, sum(self.workers.iter().map(|w| w.filter_calls[i].load(Relaxed))));
+            o.extend_from_slice(b",\"filter_errors\":");
+            num(&mut o, sum(self.workers.iter().map(|w| w.filter_errors[i].load(Relaxed))));
+            o.push(b'}');
+        }
+        o.extend_from_slice(b"},\"analyzers\":{");
+        for (i, tag) in self.analyzer_tags.iter().enumerate() {
+            if i > 0 {
+                o.push(b',');
+            }
+            write_str(&mut o, tag.as_bytes());
+            o.extend_from_slice(b":{\"calls\":");
+            num(&mut o, sum(self.workers.iter().map(|w| w.analyzer_calls[i].load(Relaxed))));
+            o.extend_from_slice(b",\"errors\":");
+            num(&mut o, sum(self.workers.iter().map(|w| w.analyzer_errors[i].load(Relaxed))));
+            o.push(b'}');
+        }
+        o.extend_from_slice(b"},\"outputs\":{");
+        for (i, tag) in self.output_tags.iter().enumerate() {
+            if i > 0 {
+                o.push(b',');
+            }
+            write_str(&mut o, tag.as_bytes());
+            o.extend_from_slice(b":{\"written\":");
+            num(&mut o, self.outputs[i].written.load(Relaxed));
+            o.extend_from_slice(b",\"errors\":");
+            num(&mut o, self.outputs[i].errors.load(Relaxed));
+            o.push(b'}');
+        }
+        o.extend_from_slice(b"},\"drops\":{\"unknown_tag\":");
+        num(&mut o, sum(self.workers.iter().map(|w| w.unknown_tags.load(Relaxed))));
+        o.extend_from_slice(b",\"encode_error\":");
+        num(&mut o, sum(self.workers.iter().map(|w| w.encode_errors.load(Relaxed))));
+        o.extend_from_slice(b"}}");
+        o
+    }
+}
+
+/// Formats a Unix time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn format_utc(secs: i64, sep_date: &str, sep_time: &str, t: &str, z: &str) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z0 = days + 719_468;
+    let era = z0.div_euclid(146_097);
+    let doe = z0.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}{sep_date}{m:02}{sep_date}{d:02}{t}{:02}{sep_time}{:02}{sep_time}{:02}{z}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The current time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    format_utc(now_secs(), "-", ":", "T", "Z")
+}
+
+/// The current time as a file suffix, `YYYYMMDD.HHMMSS` (UTC, zero-padded).
+pub fn utc_suffix() -> String {
+    format_utc(now_secs(), "", "", ".", "")
+}
+
+static STDERR_REPORTS: AtomicU64 = AtomicU64::new(0);
+/// Problems copied to stderr before it goes quiet (all of them always go to `{log}`).
+pub const STDERR_REPORT_LIMIT: u64 = 20;
+
+/// Copies a problem report to stderr, for the first few only.
+pub fn stderr_report(line: &[u8]) {
+    let n = STDERR_REPORTS.fetch_add(1, Relaxed);
+    let mut e = std::io::stderr().lock();
+    if n < STDERR_REPORT_LIMIT {
+        let _ = e.write_all(b"dragonfly-mle: ");
+        let _ = e.write_all(line);
+        let _ = e.write_all(b"\n");
+    } else if n == STDERR_REPORT_LIMIT {
+        let _ = e.write_all(b"dragonfly-mle: further problems are reported only in dragonfly-mle.log\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc() {
+        assert_eq!(format_utc(0, "-", ":", "T", "Z"), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(1_709_251_199, "-", ":", "T", "Z"), "2024-02-29T23:59:59Z");
+        assert_eq!(format_utc(951_782_400, "", "", ".", ""), "20000229.000000");
+    }
+}

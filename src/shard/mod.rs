@@ -1,0 +1,92 @@
+//! The lock-free plumbing between threads: bounded SPSC rings (rtrb) carrying batches of
+//! events from each reader to each worker and batches of output records from each worker to
+//! the writer, with a return ring beside each so that batch buffers are recycled, not
+//! reallocated. Also the CPU pinning plan.
+
+pub mod pin;
+
+use std::time::Duration;
+
+use crate::event::EventMeta;
+
+/// Events per input batch before it is handed to a worker.
+pub const BATCH_EVENTS: usize = 128;
+/// Bytes per input batch before it is handed to a worker.
+pub const BATCH_BYTES: usize = 128 * 1024;
+/// Batches in flight per (reader, worker) ring: bounds memory whatever the input size.
+pub const RING_BATCHES: usize = 32;
+
+/// A run of events from one input for one worker; `data` holds the lines back to back.
+#[derive(Default)]
+pub struct InBatch {
+    pub data: Vec<u8>,
+    pub events: Vec<EventMeta>,
+}
+
+impl InBatch {
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.events.clear();
+    }
+}
+
+/// Output index of the internal `{log}` sink.
+pub const LOG_OUTPUT: u32 = 0;
+/// Output index of the internal `{stats}` sink.
+pub const STATS_OUTPUT: u32 = 1;
+/// Output value of the record that closes an event (the watermark for ordered outputs).
+pub const END_OF_EVENT: u32 = u32::MAX;
+/// Input value of records written outside any event (from `setup()`); they are never held
+/// back for ordering.
+pub const NO_INPUT: u32 = u32::MAX;
+
+/// One record for the writer: bytes for an output, or the end marker of an event.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OutRec {
+    pub seq: u64,
+    pub output: u32,
+    pub start: u32,
+    pub end: u32,
+}
+
+/// Records of one input produced by one worker, in the input's order.
+#[derive(Default)]
+pub struct OutBatch {
+    pub input: u32,
+    pub data: Vec<u8>,
+    pub recs: Vec<OutRec>,
+}
+
+impl OutBatch {
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.recs.clear();
+    }
+}
+
+/// Waits politely: spin a little, then yield, then sleep, so an idle engine costs no CPU and
+/// a busy one no syscalls.
+#[derive(Default)]
+pub struct Backoff {
+    n: u32,
+}
+
+impl Backoff {
+    pub fn reset(&mut self) {
+        self.n = 0;
+    }
+
+    pub fn wait(&mut self) {
+        if self.n < 16 {
+            std::hint::spin_loop();
+        } else if self.n < 48 {
+            std::thread::yield_now();
+        } else {
+            let us = (50u64 << ((self.n - 48).min(5))).min(1000);
+            std::thread::sleep(Duration::from_micros(us));
+        }
+        self.n = self.n.saturating_add(1);
+    }
+}
+
+pub mod worker;

@@ -1,0 +1,150 @@
+//! A worker thread: pinned to its core, it creates its Lua states, then runs every event of
+//! its shard through the scripts, in ring order (so per-flow order is kept), and hands the
+//! records to the writer in batches.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use rtrb::{Consumer, Producer};
+
+use super::{Backoff, InBatch, OutBatch};
+use crate::lua::worker::{ScriptSpec, WorkerCtx, ctx, open_all};
+use crate::metrics::Stats;
+
+/// Bytes of output records per batch before it is handed to the writer.
+const OUT_BATCH_BYTES: usize = 128 * 1024;
+const OUT_BATCH_RECS: usize = 256;
+
+/// A worker's ends of the rings.
+pub struct WorkerIo {
+    /// Per input: batches in, and the ring they go back on.
+    pub inputs: Vec<(Consumer<InBatch>, Producer<InBatch>)>,
+    pub out: Producer<OutBatch>,
+    pub out_back: Consumer<OutBatch>,
+}
+
+/// What a worker needs to start.
+pub struct WorkerSpec {
+    pub index: usize,
+    pub cpu: Option<usize>,
+    pub filters: Vec<ScriptSpec>,
+    pub analyzers: Vec<ScriptSpec>,
+    pub input_tags: Vec<String>,
+    pub analyzer_tags: Vec<String>,
+    pub output_tags: Vec<String>,
+    pub ordered: bool,
+    pub root: std::path::PathBuf,
+}
+
+fn send(io: &mut WorkerIo, slot: usize) {
+    let c = ctx();
+    if c.outs[slot].recs.is_empty() {
+        return;
+    }
+    let fresh = match io.out_back.pop() {
+        Ok(mut b) => {
+            b.clear();
+            b
+        }
+        Err(_) => OutBatch {
+            data: Vec::with_capacity(OUT_BATCH_BYTES + 4096),
+            recs: Vec::with_capacity(OUT_BATCH_RECS),
+            input: 0,
+        },
+    };
+    let input = c.outs[slot].input;
+    let mut batch = std::mem::replace(&mut c.outs[slot], fresh);
+    c.outs[slot].input = input;
+    let mut backoff = Backoff::default();
+    loop {
+        match io.out.push(batch) {
+            Ok(()) => return,
+            Err(rtrb::PushError::Full(b)) => {
+                batch = b;
+                if io.out.is_abandoned() {
+                    return;
+                }
+                backoff.wait();
+            }
+        }
+    }
+}
+
+fn send_all(io: &mut WorkerIo) {
+    for slot in 0..ctx().outs.len() {
+        send(io, slot);
+    }
+}
+
+fn publish(stats: &Stats, index: usize) {
+    let c = ctx();
+    let w = &stats.workers[index];
+    w.events.store(c.counters.events, Relaxed);
+    w.unknown_tags.store(c.counters.unknown_tags, Relaxed);
+    w.encode_errors.store(c.counters.encode_errors, Relaxed);
+    for (i, s) in c.filters.iter().enumerate() {
+        w.filter_calls[i].store(s.calls, Relaxed);
+        w.filter_errors[i].store(s.errors, Relaxed);
+    }
+    for (i, s) in c.analyzers.iter().enumerate() {
+        w.analyzer_calls[i].store(s.calls, Relaxed);
+        w.analyzer_errors[i].store(s.errors, Relaxed);
+    }
+}
+
+/// Runs a worker until every input ring is closed and empty. `ready` receives the outcome
+/// of loading the scripts and running their `setup()`.
+pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+    if let Some(cpu) = spec.cpu {
+        super::pin::pin_current(cpu);
+    }
+    let boxed = WorkerCtx::install(spec.input_tags.clone(), spec.analyzer_tags.clone(), spec.output_tags.clone(), spec.ordered);
+    let ctx_ref = ctx();
+    let r = open_all(ctx_ref, &spec.filters, &spec.analyzers, true, &spec.root);
+    let ok = r.is_ok();
+    let _ = ready.send(r);
+    if !ok {
+        boxed.uninstall();
+        return;
+    }
+    // Records written by setup() go out at once.
+    send_all(&mut io);
+    let mut backoff = Backoff::default();
+    loop {
+        let mut got = false;
+        for input in 0..io.inputs.len() {
+            while let Ok(batch) = io.inputs[input].0.pop() {
+                got = true;
+                for ev in &batch.events {
+                    let line = &batch.data[ev.start as usize..ev.end as usize];
+                    WorkerCtx::process(input as u32, ev, line);
+                }
+                let _ = io.inputs[input].1.push(batch);
+                let c = ctx();
+                let o = &c.outs[input];
+                if o.data.len() >= OUT_BATCH_BYTES || o.recs.len() >= OUT_BATCH_RECS {
+                    send(&mut io, input);
+                }
+                let last = c.outs.len() - 1;
+                if !c.outs[last].recs.is_empty() {
+                    send(&mut io, last);
+                }
+                publish(&stats, spec.index);
+            }
+        }
+        if got {
+            backoff.reset();
+            continue;
+        }
+        // Idle: hand out what is pending so that low rates still see their results promptly.
+        send_all(&mut io);
+        publish(&stats, spec.index);
+        if io.inputs.iter().all(|(rx, _)| rx.is_abandoned() && rx.is_empty()) {
+            break;
+        }
+        backoff.wait();
+    }
+    send_all(&mut io);
+    publish(&stats, spec.index);
+    boxed.uninstall();
+}

@@ -1,0 +1,66 @@
+//! `file://` output: one event per line, appended (or truncated with `<`), buffered, flushed
+//! by the writer at least every 100 ms and at exit; SIGUSR1 renames it with a UTC timestamp
+//! suffix and reopens it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+/// A file sink.
+pub struct FileSink {
+    pub path: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl FileSink {
+    /// Opens (creating it and its directory if needed) `path`.
+    pub fn open(path: PathBuf, truncate: bool) -> io::Result<FileSink> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let f = Self::open_file(&path, truncate)?;
+        Ok(FileSink { path, out: Some(BufWriter::with_capacity(256 * 1024, f)) })
+    }
+
+    fn open_file(path: &PathBuf, truncate: bool) -> io::Result<File> {
+        let mut o = OpenOptions::new();
+        o.create(true);
+        if truncate {
+            o.write(true).truncate(true);
+        } else {
+            o.append(true);
+        }
+        o.open(path)
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.out {
+            Some(w) => w.write_all(bytes),
+            None => Err(io::Error::other("output is closed")),
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        match &mut self.out {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Renames the file to `<path>.<YYYYMMDD.HHMMSS>` (UTC) and reopens `path`.
+    pub fn rotate(&mut self) -> io::Result<PathBuf> {
+        self.flush()?;
+        let mut target = PathBuf::from(format!("{}.{}", self.path.display(), crate::metrics::utc_suffix()));
+        let mut n = 1;
+        while target.exists() {
+            target = PathBuf::from(format!("{}.{}.{n}", self.path.display(), crate::metrics::utc_suffix()));
+            n += 1;
+        }
+        self.out = None;
+        std::fs::rename(&self.path, &target)?;
+        self.out = Some(BufWriter::with_capacity(256 * 1024, Self::open_file(&self.path, false)?));
+        Ok(target)
+    }
+}

@@ -1,0 +1,186 @@
+//! Line framing over a reusable buffer: finds line ends with memchr, keeps the unread tail,
+//! and caps growth at the maximum line length (longer lines are reported and skipped, their
+//! neighbours kept).
+
+use std::io::{self, Read};
+
+/// What the framer hands out.
+pub trait LineSink {
+    /// A complete line, without its `\n`.
+    fn line(&mut self, line: &[u8], line_no: u64, offset: u64);
+    /// A line longer than the maximum was skipped.
+    fn too_long(&mut self, line_no: u64, offset: u64, len: usize, max: usize);
+}
+
+/// Splits a byte stream into lines.
+pub struct Framer {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max_line: usize,
+    /// Stream offset of `buf[start]`.
+    offset: u64,
+    /// Lines seen so far (the next line's number minus one).
+    pub line_no: u64,
+    /// While skipping an overlong line: its start offset and length so far.
+    skipping: Option<(u64, usize)>,
+}
+
+const READ_CHUNK: usize = 256 * 1024;
+
+impl Framer {
+    pub fn new(max_line: usize) -> Self {
+        Framer {
+            buf: vec![0; (max_line + 1).max(READ_CHUNK) + READ_CHUNK],
+            start: 0,
+            end: 0,
+            max_line,
+            offset: 0,
+            line_no: 0,
+            skipping: None,
+        }
+    }
+
+    /// Stream offset of the next unread byte.
+    pub fn position(&self) -> u64 {
+        self.offset + (self.end - self.start) as u64
+    }
+
+    /// Forgets any partial line and restarts at stream offset `offset`.
+    pub fn reset(&mut self, offset: u64) {
+        self.start = 0;
+        self.end = 0;
+        self.offset = offset;
+        self.skipping = None;
+    }
+
+    /// Reads once from `src` and hands out every complete line. Returns the bytes read
+    /// (0 at end of file).
+    pub fn fill(&mut self, src: &mut impl Read, sink: &mut impl LineSink) -> io::Result<usize> {
+        if self.start > 0 && (self.buf.len() - self.end < READ_CHUNK) {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let n = loop {
+            match src.read(&mut self.buf[self.end..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        let scan_from = self.end;
+        self.end += n;
+        self.split(scan_from, sink);
+        Ok(n)
+    }
+
+    fn split(&mut self, mut scan_from: usize, sink: &mut impl LineSink) {
+        while let Some(i) = memchr::memchr(b'\n', &self.buf[scan_from..self.end]) {
+            let nl = scan_from + i;
+            let len = nl - self.start;
+            self.line_no += 1;
+            if let Some((off, skipped)) = self.skipping.take() {
+                sink.too_long(self.line_no, off, skipped + len, self.max_line);
+            } else if len > self.max_line {
+                sink.too_long(self.line_no, self.offset, len, self.max_line);
+            } else {
+                sink.line(&self.buf[self.start..nl], self.line_no, self.offset);
+            }
+            self.offset += (len + 1) as u64;
+            self.start = nl + 1;
+            scan_from = self.start;
+        }
+        // No newline in what is left: drop it if it is already too long to be a line.
+        let pending = self.end - self.start;
+        if pending > self.max_line {
+            let (off, skipped) = self.skipping.get_or_insert((self.offset, 0));
+            let _ = off;
+            *skipped += pending;
+            self.offset += pending as u64;
+            self.start = 0;
+            self.end = 0;
+        } else if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// At the end of a stream: the unterminated last line, if any, is a line too.
+    pub fn finish(&mut self, sink: &mut impl LineSink) {
+        let len = self.end - self.start;
+        if let Some((off, skipped)) = self.skipping.take() {
+            self.line_no += 1;
+            sink.too_long(self.line_no, off, skipped + len, self.max_line);
+        } else if len > 0 {
+            self.line_no += 1;
+            sink.line(&self.buf[self.start..self.end], self.line_no, self.offset);
+        }
+        self.offset += len as u64;
+        self.start = 0;
+        self.end = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect(Vec<(String, u64, u64)>, Vec<(u64, u64, usize)>);
+
+    impl LineSink for Collect {
+        fn line(&mut self, line: &[u8], n: u64, off: u64) {
+            self.0.push((String::from_utf8_lossy(line).into_owned(), n, off));
+        }
+        fn too_long(&mut self, n: u64, off: u64, len: usize, _max: usize) {
+            self.1.push((n, off, len));
+        }
+    }
+
+    /// A reader that returns at most `step` bytes per call, to cut lines anywhere.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.1.min(self.0.len()).min(out.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn frame(input: &[u8], max: usize, step: usize) -> Collect {
+        let mut f = Framer::new(max);
+        let mut c = Collect::default();
+        let mut src = Trickle(input, step);
+        while f.fill(&mut src, &mut c).unwrap() > 0 {}
+        f.finish(&mut c);
+        c
+    }
+
+    #[test]
+    fn lines_offsets_and_last_line() {
+        for step in [1, 3, 7, 1 << 20] {
+            let c = frame(b"ab\ncd\r\n\nlast", 100, step);
+            assert_eq!(
+                c.0,
+                vec![("ab".into(), 1, 0), ("cd\r".into(), 2, 3), ("".into(), 3, 7), ("last".into(), 4, 8)]
+            );
+        }
+    }
+
+    #[test]
+    fn overlong_lines_are_skipped_with_neighbours_kept() {
+        let big = vec![b'x'; 5000];
+        let mut input = b"a\n".to_vec();
+        input.extend_from_slice(&big);
+        input.extend_from_slice(b"\nb\n");
+        input.extend_from_slice(&big);
+        for step in [100, 4096, 1 << 20] {
+            let c = frame(&input, 64, step);
+            let lines: Vec<_> = c.0.iter().map(|l| l.0.as_str()).collect();
+            assert_eq!(lines, vec!["a", "b"], "step {step}");
+            assert_eq!(c.1, vec![(2, 2, 5000), (4, 5005, 5000)], "step {step}");
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Inputs: line framing with memchr over a reusable buffer, validation and routing of each
+//! line (simd-json), and batching into the per-worker rings. One reader thread per input;
+//! [`file`] reads to the end, [`tail`] follows a file through truncation and rotation.
+
+pub mod file;
+pub mod framer;
+pub mod tail;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use rtrb::{Consumer, Producer};
+
+use crate::event::EventMeta;
+use crate::event::flow_key::RouteParser;
+use crate::metrics::InputStats;
+use crate::shard::{BATCH_BYTES, BATCH_EVENTS, Backoff, InBatch};
+
+/// A diagnostic line for `{log}` from a thread that has no ordered output path.
+pub type Diag = std::sync::mpsc::Sender<Vec<u8>>;
+
+/// The reader's end of the rings to every worker.
+pub struct ReaderIo {
+    pub to_workers: Vec<Producer<InBatch>>,
+    pub returned: Vec<Consumer<InBatch>>,
+}
+
+/// Validates, routes and batches the lines of one input.
+pub struct Router {
+    input: u32,
+    tag: String,
+    io: ReaderIo,
+    batches: Vec<InBatch>,
+    parser: RouteParser,
+    seq: u64,
+    rr: usize,
+    stats: Arc<crate::metrics::Stats>,
+    diag: Diag,
+    pub stop: Arc<AtomicBool>,
+    counted: u64,
+}
+
+impl Router {
+    pub fn new(input: u32, tag: String, io: ReaderIo, stats: Arc<crate::metrics::Stats>, diag: Diag, stop: Arc<AtomicBool>) -> Self {
+        let n = io.to_workers.len();
+        Router {
+            input,
+            tag,
+            io,
+            batches: (0..n).map(|_| InBatch::default()).collect(),
+            parser: RouteParser::new(),
+            seq: 0,
+            rr: 0,
+            stats,
+            diag,
+            stop,
+            counted: 0,
+        }
+    }
+
+    fn my_stats(&self) -> &InputStats {
+        &self.stats.inputs[self.input as usize]
+    }
+
+    /// Reports a problem with a line to `{log}` and stderr.
+    pub fn report(&self, kind: &str, line_no: u64, offset: u64, len: usize, msg: &str) {
+        use crate::lua::json::write_str;
+        let mut o = Vec::with_capacity(160);
+        o.extend_from_slice(b"{\"time\":");
+        write_str(&mut o, crate::metrics::utc_now().as_bytes());
+        o.extend_from_slice(b",\"level\":\"error\",\"kind\":");
+        write_str(&mut o, kind.as_bytes());
+        o.extend_from_slice(b",\"input\":");
+        write_str(&mut o, self.tag.as_bytes());
+        o.extend_from_slice(format!(",\"line\":{line_no},\"offset\":{offset},\"length\":{len},\"message\":").as_bytes());
+        write_str(&mut o, msg.as_bytes());
+        o.push(b'}');
+        crate::metrics::stderr_report(&o);
+        let _ = self.diag.send(o);
+    }
+
+    /// Handles one framed line (without its newline).
+    pub fn line(&mut self, raw: &[u8], line_no: u64, offset: u64) {
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if line.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r')) {
+            return;
+        }
+        match self.parser.parse(line) {
+            Ok(route) => {
+                let n = self.batches.len();
+                let shard = match route.hash {
+                    Some(h) => (h % n as u64) as usize,
+                    None => {
+                        self.rr = (self.rr + 1) % n;
+                        self.rr
+                    }
+                };
+                let b = &mut self.batches[shard];
+                let start = b.data.len() as u32;
+                b.data.extend_from_slice(line);
+                b.events.push(EventMeta { seq: self.seq, line_no, flow_id: route.flow_id, start, end: b.data.len() as u32 });
+                self.seq += 1;
+                self.counted += 1;
+                if b.events.len() >= BATCH_EVENTS || b.data.len() >= BATCH_BYTES {
+                    self.send(shard);
+                }
+            }
+            Err(e) => {
+                self.my_stats().invalid.fetch_add(1, Relaxed);
+                self.report("invalid_line", line_no, offset, raw.len(), &e.to_string());
+            }
+        }
+    }
+
+    /// A line longer than the maximum was skipped.
+    pub fn too_long(&mut self, line_no: u64, offset: u64, len: usize, max: usize) {
+        self.my_stats().too_long.fetch_add(1, Relaxed);
+        self.report("line_too_long", line_no, offset, len, &format!("line longer than the maximum of {max} bytes, skipped"));
+    }
+
+    fn send(&mut self, shard: usize) {
+        if self.batches[shard].events.is_empty() {
+            return;
+        }
+        let fresh = match self.io.returned[shard].pop() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(_) => InBatch {
+                data: Vec::with_capacity(BATCH_BYTES + 4096),
+                events: Vec::with_capacity(BATCH_EVENTS),
+            },
+        };
+        let mut batch = std::mem::replace(&mut self.batches[shard], fresh);
+        let mut backoff = Backoff::default();
+        loop {
+            match self.io.to_workers[shard].push(batch) {
+                Ok(()) => break,
+                Err(rtrb::PushError::Full(b)) => {
+                    batch = b;
+                    if self.io.to_workers[shard].is_abandoned() {
+                        return;
+                    }
+                    backoff.wait();
+                }
+            }
+        }
+        self.stats.inputs[self.input as usize].events.fetch_add(self.counted, Relaxed);
+        self.counted = 0;
+    }
+
+    /// Hands every partial batch to its worker (at end of input or when the input is idle).
+    pub fn flush(&mut self) {
+        for s in 0..self.batches.len() {
+            self.send(s);
+        }
+        let c = std::mem::take(&mut self.counted);
+        self.stats.inputs[self.input as usize].events.fetch_add(c, Relaxed);
+    }
+
+    pub fn add_bytes(&self, n: usize) {
+        self.my_stats().bytes.fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Relaxed)
+    }
+}
