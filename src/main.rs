@@ -56,6 +56,20 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // Hidden: `dragonfly-mle bench-parse FILE`, the one-core parse-only rate used by perf/.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("bench-parse") && args.len() == 3 {
+        return match engine::bench_parse(std::path::Path::new(&args[2])) {
+            Ok((n, bad, secs)) => {
+                println!("parse-only: {n} events in {secs:.3} s ({:.0} events/s), {bad} invalid", n as f64 / secs);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dragonfly-mle: {}: {e}", args[2]);
+                ExitCode::from(1)
+            }
+        };
+    }
     let cli = Cli::parse();
     if cli.version {
         println!("DragonFly Machine Learning Engine (MLE)\nVersion: {}", env!("CARGO_PKG_VERSION"));

@@ -53,6 +53,18 @@ pub fn skip_ws(buf: &[u8], mut pos: usize) -> usize {
 pub fn string_end(buf: &[u8], pos: usize) -> (usize, bool) {
     let mut i = pos + 1;
     let mut escaped = false;
+    // Most EVE strings are short: a plain loop beats a SIMD search's setup cost for them.
+    let short_end = (i + 48).min(buf.len());
+    while i < short_end {
+        match buf[i] {
+            b'"' => return (i + 1, escaped),
+            b'\\' => {
+                escaped = true;
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
     loop {
         match memchr::memchr2(b'"', b'\\', buf.get(i..).unwrap_or(&[])) {
             Some(off) => {

@@ -4,7 +4,7 @@
 //! form, and never escapes `/`. Proxies (see [`super::proxy`]) are written as their original
 //! bytes, with changed members spliced in.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
 
@@ -29,6 +29,9 @@ impl std::fmt::Display for EncodeError {
 pub struct Encoder {
     members: Vec<Vec<Member>>,
     scratch: Vec<u8>,
+    /// Keys changed in the proxies being written (a stack across nesting levels): pointer
+    /// and length of a Lua string, and the stack index of the table holding its value.
+    overrides: Vec<(*const u8, usize, c_int)>,
 }
 
 /// Appends `s` as a JSON string.
@@ -230,8 +233,50 @@ impl Encoder {
         out: &mut Vec<u8>,
         depth: usize,
     ) -> Result<(), EncodeError> {
-        // SAFETY: as `proxy`.
+        // SAFETY: as `proxy`. The override keys gathered below are strings held by the write
+        // and nested-proxy tables, which stay on the stack until the function returns.
         unsafe {
+            let set = if proxy::push_writes(l, t) { ffi::lua_gettop(l) } else { 0 };
+            let cache = if proxy::push_cache(l, t) { ffi::lua_gettop(l) } else { 0 };
+            let base = self.overrides.len();
+            for tbl in [set, cache] {
+                if tbl == 0 {
+                    continue;
+                }
+                ffi::lua_pushnil(l);
+                while ffi::lua_next(l, tbl) != 0 {
+                    if let Some(k) = super::ffi_util::str_at(l, -2) {
+                        if !self.overrides[base..].iter().any(|o| o.0 == k.as_ptr() && o.1 == k.len()) {
+                            self.overrides.push((k.as_ptr(), k.len(), tbl));
+                        }
+                    }
+                    ffi::lua_pop(l, 1);
+                }
+            }
+            let r = self.proxy_body(l, p, members, set, base, out, depth);
+            self.overrides.truncate(base);
+            r
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn proxy_body(
+        &mut self,
+        l: *mut lua_State,
+        p: &proxy::Parts<'_>,
+        members: &[Member],
+        set: c_int,
+        base: usize,
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), EncodeError> {
+        // SAFETY: as `proxy_members`; every override pointer refers to a live Lua string.
+        unsafe {
+            let ov = |name: &[u8], ovs: &[(*const u8, usize, c_int)]| {
+                ovs.iter()
+                    .find(|o| o.1 == name.len() && std::slice::from_raw_parts(o.0, o.1) == name)
+                    .map(|o| o.2)
+            };
             out.push(b'{');
             let mut first = true;
             for m in members {
@@ -242,40 +287,44 @@ impl Encoder {
                 } else {
                     raw
                 };
-                if proxy::push_override(l, t, name) {
-                    let v = ffi::lua_gettop(l);
-                    if ffi::lua_touserdata(l, v) as *const c_void == proxy::tombstone() {
+                match ov(name, &self.overrides[base..]) {
+                    Some(tbl) => {
+                        push_bytes(l, name);
+                        ffi::lua_rawget_(l, tbl);
+                        let v = ffi::lua_gettop(l);
+                        if proxy::is_tomb(l, v) {
+                            ffi::lua_settop(l, v - 1);
+                            continue;
+                        }
+                        if !first {
+                            out.push(b',');
+                        }
+                        first = false;
+                        out.push(b'"');
+                        out.extend_from_slice(raw);
+                        out.extend_from_slice(b"\":");
+                        let r = self.value(l, v, out, depth + 1);
                         ffi::lua_settop(l, v - 1);
-                        continue;
+                        r?;
                     }
-                    if !first {
-                        out.push(b',');
+                    None => {
+                        if !first {
+                            out.push(b',');
+                        }
+                        first = false;
+                        out.push(b'"');
+                        out.extend_from_slice(raw);
+                        out.extend_from_slice(b"\":");
+                        out.extend_from_slice(&p.line[m.val_start as usize..m.val_end as usize]);
                     }
-                    first = false;
-                    out.push(b'"');
-                    out.extend_from_slice(raw);
-                    out.extend_from_slice(b"\":");
-                    let r = self.value(l, v, out, depth + 1);
-                    ffi::lua_settop(l, v - 1);
-                    r?;
-                } else {
-                    if !first {
-                        out.push(b',');
-                    }
-                    first = false;
-                    out.push(b'"');
-                    out.extend_from_slice(raw);
-                    out.extend_from_slice(b"\":");
-                    out.extend_from_slice(&p.line[m.val_start as usize..m.val_end as usize]);
                 }
             }
             // New members, in the write table's order.
-            if proxy::push_writes(l, t) {
-                let set = ffi::lua_gettop(l);
+            if set != 0 {
                 ffi::lua_pushnil(l);
                 while ffi::lua_next(l, set) != 0 {
                     let v = ffi::lua_gettop(l);
-                    let is_new = ffi::lua_touserdata(l, v) as *const c_void != proxy::tombstone()
+                    let is_new = !proxy::is_tomb(l, v)
                         && match super::ffi_util::str_at(l, v - 1) {
                             Some(k) => !members.iter().any(|m| {
                                 let raw = &p.line[m.key_start as usize..m.key_end as usize];
@@ -294,13 +343,12 @@ impl Encoder {
                         }
                         first = false;
                         if let Err(e) = self.key(l, v - 1, out).and_then(|()| self.value(l, v, out, depth + 1)) {
-                            ffi::lua_settop(l, set - 1);
+                            ffi::lua_settop(l, set);
                             return Err(e);
                         }
                     }
                     ffi::lua_settop(l, v - 1);
                 }
-                ffi::lua_settop(l, set - 1);
             }
             out.push(b'}');
             Ok(())

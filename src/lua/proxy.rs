@@ -10,30 +10,63 @@
 //! number, `[K_ID]` the event's id (for the member cache), `[K_SET]` writes (absent until the
 //! first write; deletions are `TOMBSTONE`), `[K_CACHE]` nested proxies handed out so far.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
 
-use super::ffi_util::{abs_index, push_bytes, rawget_ptr, rawset_ptr, to_bytes};
+use super::ffi_util::{abs_index, push_bytes, to_bytes};
 use super::worker::ctx;
 use crate::event::scan::{self, Kind, Member};
 
-static K_LINE: u8 = 0;
-static K_SPAN: u8 = 0;
-static K_ID: u8 = 0;
-static K_SET: u8 = 0;
-static K_CACHE: u8 = 0;
-static K_MARK: u8 = 0;
-static TOMBSTONE_BYTE: u8 = 0;
-static K_MT: u8 = 0;
+// Hidden keys are negative integers: JSON object keys are always strings, and integer keys
+// cost no string interning (lightuserdata keys do, on 64-bit LuaJIT).
+const K_LINE: i64 = -1;
+const K_SPAN: i64 = -2;
+const K_ID: i64 = -3;
+const K_SET: i64 = -4;
+const K_CACHE: i64 = -5;
+/// Key of the mark in the proxy metatable.
+const K_MARK: i64 = -1;
+/// Registry slot of the proxy metatable (luaL_ref only uses positive keys).
+const REG_MT: i64 = -17_001;
 
-fn key(k: &'static u8) -> *const c_void {
-    (k as *const u8).cast()
+#[inline]
+unsafe fn rawget_i(l: *mut lua_State, t: c_int, k: i64) -> c_int {
+    // SAFETY: `t` is an absolute index of a table.
+    unsafe {
+        ffi::lua_rawgeti_(l, t, k as c_int);
+        ffi::lua_type(l, -1)
+    }
 }
 
-/// The deletion marker stored in `[K_SET]`.
-pub fn tombstone() -> *const c_void {
-    key(&TOMBSTONE_BYTE)
+#[inline]
+unsafe fn rawset_i(l: *mut lua_State, t: c_int, k: i64) {
+    // SAFETY: `t` is an absolute index of a table and a value is on top.
+    unsafe { ffi::lua_rawseti_(l, t, k as c_int) }
+}
+
+/// Pushes the proxy metatable of this state; it doubles as the deletion marker in write
+/// tables (no script can produce it by accident).
+#[inline]
+pub unsafe fn push_mt(l: *mut lua_State) {
+    // SAFETY: `install` stored the metatable in the registry.
+    unsafe { ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, REG_MT as c_int) }
+}
+
+/// Whether the value at `idx` is the deletion marker.
+#[inline]
+pub unsafe fn is_tomb(l: *mut lua_State, idx: c_int) -> bool {
+    // SAFETY: `idx` is a valid index; the stack is restored.
+    unsafe {
+        if ffi::lua_type(l, idx) != ffi::LUA_TTABLE {
+            return false;
+        }
+        let idx = abs_index(l, idx);
+        push_mt(l);
+        let eq = ffi::lua_rawequal(l, idx, -1) != 0;
+        ffi::lua_pop(l, 1);
+        eq
+    }
 }
 
 const SPAN_SHIFT: f64 = (1u64 << 26) as f64;
@@ -59,10 +92,8 @@ pub unsafe fn install(l: *mut lua_State) {
         ffi::lua_pushcclosure(l, proxy_newindex, 0);
         ffi::lua_setfield(l, mt, c"__newindex".as_ptr());
         ffi::lua_pushboolean(l, 1);
-        rawset_ptr(l, mt, key(&K_MARK));
-        ffi::lua_pushlightuserdata(l, key(&K_MT) as *mut c_void);
-        ffi::lua_insert(l, -2);
-        ffi::lua_rawset(l, ffi::LUA_REGISTRYINDEX);
+        rawset_i(l, mt, K_MARK);
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, REG_MT as c_int);
     }
 }
 
@@ -75,7 +106,7 @@ pub unsafe fn is_proxy(l: *mut lua_State, idx: c_int) -> bool {
             return false;
         }
         let mt = ffi::lua_gettop(l);
-        let t = rawget_ptr(l, mt, key(&K_MARK));
+        let t = rawget_i(l, mt, K_MARK);
         ffi::lua_settop(l, mt - 1);
         t == ffi::LUA_TBOOLEAN
     }
@@ -89,13 +120,12 @@ pub unsafe fn push_proxy(l: *mut lua_State, line_idx: c_int, start: usize, end: 
         ffi::lua_createtable(l, 0, 4);
         let t = ffi::lua_gettop(l);
         ffi::lua_pushvalue(l, line_idx);
-        rawset_ptr(l, t, key(&K_LINE));
+        rawset_i(l, t, K_LINE);
         ffi::lua_pushnumber(l, pack_span(start, end));
-        rawset_ptr(l, t, key(&K_SPAN));
+        rawset_i(l, t, K_SPAN);
         ffi::lua_pushnumber(l, id);
-        rawset_ptr(l, t, key(&K_ID));
-        ffi::lua_pushlightuserdata(l, key(&K_MT) as *mut c_void);
-        ffi::lua_rawget_(l, ffi::LUA_REGISTRYINDEX);
+        rawset_i(l, t, K_ID);
+        push_mt(l);
         ffi::lua_setmetatable(l, t);
     }
 }
@@ -124,11 +154,11 @@ pub struct Parts<'a> {
 pub unsafe fn parts<'a>(l: *mut lua_State, t: c_int) -> Parts<'a> {
     // SAFETY: `t` is a proxy; the line string stays referenced by it while it is alive.
     unsafe {
-        rawget_ptr(l, t, key(&K_LINE));
+        rawget_i(l, t, K_LINE);
         let line = to_bytes(l, -1).unwrap_or(&[]);
-        rawget_ptr(l, t, key(&K_SPAN));
+        rawget_i(l, t, K_SPAN);
         let (start, end) = unpack_span(ffi::lua_tonumber(l, -1));
-        rawget_ptr(l, t, key(&K_ID));
+        rawget_i(l, t, K_ID);
         let id = ffi::lua_tonumber(l, -1);
         ffi::lua_settop(l, -4);
         let end = end.min(line.len());
@@ -200,12 +230,12 @@ unsafe extern "C-unwind" fn proxy_index(l: *mut lua_State) -> c_int {
     unsafe {
         ffi::lua_settop(l, 2);
         // Writes first, then nested proxies already handed out, then the original bytes.
-        if rawget_ptr(l, 1, key(&K_SET)) == ffi::LUA_TTABLE {
+        if rawget_i(l, 1, K_SET) == ffi::LUA_TTABLE {
             ffi::lua_pushvalue(l, 2);
             ffi::lua_rawget_(l, 3);
             match ffi::lua_type(l, -1) {
                 ffi::LUA_TNIL => {}
-                ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(l, -1) as *const c_void == tombstone() => {
+                ffi::LUA_TTABLE if is_tomb(l, -1) => {
                     ffi::lua_pushnil(l);
                     return 1;
                 }
@@ -217,7 +247,7 @@ unsafe extern "C-unwind" fn proxy_index(l: *mut lua_State) -> c_int {
             ffi::lua_pushnil(l);
             return 1;
         }
-        if rawget_ptr(l, 1, key(&K_CACHE)) == ffi::LUA_TTABLE {
+        if rawget_i(l, 1, K_CACHE) == ffi::LUA_TTABLE {
             ffi::lua_pushvalue(l, 2);
             ffi::lua_rawget_(l, 3);
             if ffi::lua_type(l, -1) != ffi::LUA_TNIL {
@@ -231,16 +261,16 @@ unsafe extern "C-unwind" fn proxy_index(l: *mut lua_State) -> c_int {
             ffi::lua_pushnil(l);
             return 1;
         };
-        rawget_ptr(l, 1, key(&K_LINE)); // 3: the line, for nested proxies
+        rawget_i(l, 1, K_LINE); // 3: the line, for nested proxies
         let kind = scan::kind(p.line, vs);
         push_json(l, 3, p.line, vs, ve, p.id); // 4
         if matches!(kind, Kind::Object | Kind::Array) {
             // Hand out the same table on every access, so that changes made through it stay.
-            if rawget_ptr(l, 1, key(&K_CACHE)) != ffi::LUA_TTABLE {
+            if rawget_i(l, 1, K_CACHE) != ffi::LUA_TTABLE {
                 ffi::lua_settop(l, 4);
                 ffi::lua_createtable(l, 0, 2);
                 ffi::lua_pushvalue(l, -1);
-                rawset_ptr(l, 1, key(&K_CACHE));
+                rawset_i(l, 1, K_CACHE);
             }
             ffi::lua_pushvalue(l, 2);
             ffi::lua_pushvalue(l, 4);
@@ -258,15 +288,15 @@ unsafe extern "C-unwind" fn proxy_newindex(l: *mut lua_State) -> c_int {
         if ffi::lua_type(l, 2) == ffi::LUA_TNIL {
             super::ffi_util::raise(l, "table index is nil");
         }
-        if rawget_ptr(l, 1, key(&K_SET)) != ffi::LUA_TTABLE {
+        if rawget_i(l, 1, K_SET) != ffi::LUA_TTABLE {
             ffi::lua_settop(l, 3);
             ffi::lua_createtable(l, 0, 4);
             ffi::lua_pushvalue(l, -1);
-            rawset_ptr(l, 1, key(&K_SET));
+            rawset_i(l, 1, K_SET);
         }
         ffi::lua_pushvalue(l, 2);
         if ffi::lua_type(l, 3) == ffi::LUA_TNIL {
-            ffi::lua_pushlightuserdata(l, tombstone() as *mut c_void);
+            push_mt(l);
         } else {
             ffi::lua_pushvalue(l, 3);
         }
@@ -280,12 +310,12 @@ pub unsafe fn is_dirty(l: *mut lua_State, t: c_int) -> bool {
     // SAFETY: `t` is a proxy; the stack is restored.
     unsafe {
         let top = ffi::lua_gettop(l);
-        if rawget_ptr(l, t, key(&K_SET)) == ffi::LUA_TTABLE {
+        if rawget_i(l, t, K_SET) == ffi::LUA_TTABLE {
             ffi::lua_settop(l, top);
             return true;
         }
         ffi::lua_settop(l, top);
-        if rawget_ptr(l, t, key(&K_CACHE)) != ffi::LUA_TTABLE {
+        if rawget_i(l, t, K_CACHE) != ffi::LUA_TTABLE {
             ffi::lua_settop(l, top);
             return false;
         }
@@ -311,8 +341,8 @@ pub unsafe fn push_override(l: *mut lua_State, t: c_int, name: &[u8]) -> bool {
     // SAFETY: `t` is a proxy; leaves exactly one value when it returns true.
     unsafe {
         let top = ffi::lua_gettop(l);
-        for k in [key(&K_SET), key(&K_CACHE)] {
-            if rawget_ptr(l, t, k) == ffi::LUA_TTABLE {
+        for k in [K_SET, K_CACHE] {
+            if rawget_i(l, t, k) == ffi::LUA_TTABLE {
                 push_bytes(l, name);
                 ffi::lua_rawget_(l, -2);
                 if ffi::lua_type(l, -1) != ffi::LUA_TNIL {
@@ -331,7 +361,7 @@ pub unsafe fn push_override(l: *mut lua_State, t: c_int, name: &[u8]) -> bool {
 pub unsafe fn push_writes(l: *mut lua_State, t: c_int) -> bool {
     // SAFETY: `t` is a proxy.
     unsafe {
-        if rawget_ptr(l, t, key(&K_SET)) == ffi::LUA_TTABLE {
+        if rawget_i(l, t, K_SET) == ffi::LUA_TTABLE {
             true
         } else {
             ffi::lua_pop(l, 1);
@@ -344,7 +374,7 @@ pub unsafe fn push_writes(l: *mut lua_State, t: c_int) -> bool {
 pub unsafe fn push_cache(l: *mut lua_State, t: c_int) -> bool {
     // SAFETY: `t` is a proxy.
     unsafe {
-        if rawget_ptr(l, t, key(&K_CACHE)) == ffi::LUA_TTABLE {
+        if rawget_i(l, t, K_CACHE) == ffi::LUA_TTABLE {
             true
         } else {
             ffi::lua_pop(l, 1);
@@ -357,7 +387,7 @@ pub unsafe fn push_cache(l: *mut lua_State, t: c_int) -> bool {
 /// nested-proxy table (`which` = 1).
 pub unsafe fn set_side_table(l: *mut lua_State, t: c_int, which: u8) {
     // SAFETY: `t` is a proxy and a table is on top of the stack.
-    unsafe { rawset_ptr(l, t, if which == 0 { key(&K_SET) } else { key(&K_CACHE) }) }
+    unsafe { rawset_i(l, t, if which == 0 { K_SET } else { K_CACHE }) }
 }
 
 /// Turns the proxy at `idx` into a plain table in place (for `pairs`/`next`).
@@ -370,7 +400,7 @@ pub unsafe fn materialize(l: *mut lua_State, idx: c_int) {
         }
         let top = ffi::lua_gettop(l);
         let p = parts(l, t);
-        rawget_ptr(l, t, key(&K_LINE));
+        rawget_i(l, t, K_LINE);
         let line_idx = top + 1;
         let members: Vec<Member> = ctx().cache.members(p.id, p.start, p.line).to_vec();
         let has_set = push_writes(l, t);
@@ -387,7 +417,7 @@ pub unsafe fn materialize(l: *mut lua_State, idx: c_int) {
             push_bytes(l, name);
             let kidx = ffi::lua_gettop(l);
             if push_override(l, t, name) {
-                if ffi::lua_touserdata(l, -1) as *const c_void == tombstone() {
+                if is_tomb(l, -1) {
                     ffi::lua_settop(l, kidx - 1);
                     continue;
                 }
@@ -399,7 +429,7 @@ pub unsafe fn materialize(l: *mut lua_State, idx: c_int) {
         if has_set {
             ffi::lua_pushnil(l);
             while ffi::lua_next(l, set_idx) != 0 {
-                if ffi::lua_touserdata(l, -1) as *const c_void == tombstone() {
+                if is_tomb(l, -1) {
                     ffi::lua_pop(l, 1);
                     continue;
                 }
@@ -408,9 +438,9 @@ pub unsafe fn materialize(l: *mut lua_State, idx: c_int) {
                 ffi::lua_rawset(l, t);
             }
         }
-        for k in [key(&K_LINE), key(&K_SPAN), key(&K_ID), key(&K_SET), key(&K_CACHE)] {
+        for k in [K_LINE, K_SPAN, K_ID, K_SET, K_CACHE] {
             ffi::lua_pushnil(l);
-            rawset_ptr(l, t, k);
+            rawset_i(l, t, k);
         }
         ffi::lua_pushnil(l);
         ffi::lua_setmetatable(l, t);
