@@ -42,7 +42,11 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let rate = if self.seconds > 0.0 { self.read as f64 / self.seconds } else { 0.0 };
+        let rate = if self.seconds > 0.0 {
+            self.read as f64 / self.seconds
+        } else {
+            0.0
+        };
         write!(
             f,
             "dragonfly-mle: {} events read, {} written, {} invalid, {} script errors in {:.3} s ({:.0} events/s)",
@@ -82,7 +86,10 @@ fn load(opts: &Options) -> anyhow::Result<Config> {
         .with_context(|| format!("cannot create the log directory {}", opts.log_dir.display()))?;
     let root = std::fs::canonicalize(&opts.root).unwrap_or_else(|_| opts.root.clone());
     let log_dir = std::fs::canonicalize(&opts.log_dir).unwrap_or_else(|_| opts.log_dir.clone());
-    let config_file = opts.config_file.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+    let config_file = opts
+        .config_file
+        .as_ref()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
     Ok(Config::load(&root, &log_dir, config_file.as_deref())?)
 }
 
@@ -144,20 +151,36 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     // Thread plan: readers first on the CPU list, then workers.
     let cpus = opts.cores.clone().unwrap_or_else(pin::available);
     let n_inputs = cfg.inputs.len();
-    let shards = opts.shards.unwrap_or_else(|| cpus.len().saturating_sub(n_inputs).max(1)).max(1);
+    let shards = opts
+        .shards
+        .unwrap_or_else(|| cpus.len().saturating_sub(n_inputs).max(1))
+        .max(1);
     let cpu_for = |slot: usize| -> Option<usize> {
-        if opts.no_pin || cpus.is_empty() { None } else { Some(cpus[slot % cpus.len()]) }
+        if opts.no_pin || cpus.is_empty() {
+            None
+        } else {
+            Some(cpus[slot % cpus.len()])
+        }
     };
 
     let input_tags: Vec<String> = cfg.inputs.iter().map(|i| i.tag.clone()).collect();
     let analyzer_tags: Vec<String> = cfg.analyzers.iter().map(|a| a.tag.clone()).collect();
     let mut output_tags = vec!["log".to_string(), "stats".to_string()];
     output_tags.extend(cfg.outputs.iter().map(|o| o.tag.clone()));
-    let stats = Arc::new(Stats::new(input_tags.clone(), analyzer_tags.clone(), output_tags.clone(), shards));
+    let stats = Arc::new(Stats::new(
+        input_tags.clone(),
+        analyzer_tags.clone(),
+        output_tags.clone(),
+        shards,
+    ));
 
     // Rings: reader r -> worker w (and back), worker w -> writer (and back).
-    let mut reader_ios: Vec<ReaderIo> =
-        (0..n_inputs).map(|_| ReaderIo { to_workers: Vec::new(), returned: Vec::new() }).collect();
+    let mut reader_ios: Vec<ReaderIo> = (0..n_inputs)
+        .map(|_| ReaderIo {
+            to_workers: Vec::new(),
+            returned: Vec::new(),
+        })
+        .collect();
     let mut worker_ios = Vec::new();
     let mut links = Vec::new();
     for _ in 0..shards {
@@ -171,13 +194,28 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
         }
         let (otx, orx) = RingBuffer::<OutBatch>::new(64);
         let (obtx, obrx) = RingBuffer::<OutBatch>::new(72);
-        worker_ios.push(WorkerIo { inputs, out: otx, out_back: obrx });
+        worker_ios.push(WorkerIo {
+            inputs,
+            out: otx,
+            out_back: obrx,
+        });
         links.push(WorkerLink { from: orx, back: obtx });
     }
 
     let (diag_tx, diag_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let writer = Writer::new(sinks, ordered, links, n_inputs, Arc::clone(&stats), diag_rx, Arc::clone(&rotate), cfg.stats_interval);
-    let writer = std::thread::Builder::new().name("dfm-writer".into()).spawn(move || writer.run())?;
+    let writer = Writer::new(
+        sinks,
+        ordered,
+        links,
+        n_inputs,
+        Arc::clone(&stats),
+        diag_rx,
+        Arc::clone(&rotate),
+        cfg.stats_interval,
+    );
+    let writer = std::thread::Builder::new()
+        .name("dfm-writer".into())
+        .spawn(move || writer.run())?;
 
     let (filters, analyzers) = script_specs(&cfg);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -224,33 +262,47 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
         bail!("{e}");
     }
     if opts.verbose {
-        eprintln!("dragonfly-mle: {n_inputs} input(s), {shards} shard(s), CPUs {cpus:?}, pinning {}", !opts.no_pin);
+        eprintln!(
+            "dragonfly-mle: {n_inputs} input(s), {shards} shard(s), CPUs {cpus:?}, pinning {}",
+            !opts.no_pin
+        );
     }
 
     let mut readers = Vec::new();
     for (r, io) in reader_ios.into_iter().enumerate() {
         let input = cfg.inputs[r].clone();
-        let mut router = Router::new(r as u32, input.tag.clone(), io, Arc::clone(&stats), diag_tx.clone(), Arc::clone(&stop));
+        let mut router = Router::new(
+            r as u32,
+            input.tag.clone(),
+            io,
+            Arc::clone(&stats),
+            diag_tx.clone(),
+            Arc::clone(&stop),
+        );
         let cpu = cpu_for(r);
         let follow = opts.follow;
         let max_line = cfg.max_line;
         let poll = cfg.tail_poll;
-        readers.push(std::thread::Builder::new().name(format!("dfm-reader-{r}")).spawn(move || {
-            if let Some(c) = cpu {
-                pin::pin_current(c);
-            }
-            match &input.uri {
-                InputUri::File { path } if !follow => {
-                    if let Err(e) = crate::source::file::read_file(path, max_line, &mut router) {
-                        router.report("input_error", 0, 0, 0, &format!("{}: {e}", path.display()));
+        readers.push(
+            std::thread::Builder::new()
+                .name(format!("dfm-reader-{r}"))
+                .spawn(move || {
+                    if let Some(c) = cpu {
+                        pin::pin_current(c);
                     }
-                }
-                InputUri::File { path } => crate::source::tail::follow(path, true, max_line, poll, &mut router),
-                InputUri::Tail { path, from_start } => {
-                    crate::source::tail::follow(path, *from_start, max_line, poll, &mut router)
-                }
-            }
-        })?);
+                    match &input.uri {
+                        InputUri::File { path } if !follow => {
+                            if let Err(e) = crate::source::file::read_file(path, max_line, &mut router) {
+                                router.report("input_error", 0, 0, 0, &format!("{}: {e}", path.display()));
+                            }
+                        }
+                        InputUri::File { path } => crate::source::tail::follow(path, true, max_line, poll, &mut router),
+                        InputUri::Tail { path, from_start } => {
+                            crate::source::tail::follow(path, *from_start, max_line, poll, &mut router)
+                        }
+                    }
+                })?,
+        );
     }
     drop(diag_tx);
 
@@ -302,7 +354,12 @@ pub fn bench_parse(path: &std::path::Path) -> std::io::Result<(u64, u64, f64)> {
     }
     let mut f = std::fs::File::open(path)?;
     let mut framer = Framer::new(crate::config::DEFAULT_MAX_LINE);
-    let mut sink = Count { parser: RouteParser::new(), ok: 0, bad: 0, hash: 0 };
+    let mut sink = Count {
+        parser: RouteParser::new(),
+        ok: 0,
+        bad: 0,
+        hash: 0,
+    };
     let t = Instant::now();
     while framer.fill(&mut f, &mut sink)? > 0 {}
     framer.finish(&mut sink);

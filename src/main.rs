@@ -61,7 +61,10 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some("bench-parse") && args.len() == 3 {
         return match engine::bench_parse(std::path::Path::new(&args[2])) {
             Ok((n, bad, secs)) => {
-                println!("parse-only: {n} events in {secs:.3} s ({:.0} events/s), {bad} invalid", n as f64 / secs);
+                println!(
+                    "parse-only: {n} events in {secs:.3} s ({:.0} events/s), {bad} invalid",
+                    n as f64 / secs
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -72,10 +75,18 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     if cli.version {
-        println!("DragonFly Machine Learning Engine (MLE)\nVersion: {}", env!("CARGO_PKG_VERSION"));
+        println!(
+            "DragonFly Machine Learning Engine (MLE)\nVersion: {}",
+            env!("CARGO_PKG_VERSION")
+        );
         return ExitCode::SUCCESS;
     }
-    let cores = match cli.cores.as_deref().map(dragonfly_mle::shard::pin::parse_cores).transpose() {
+    let cores = match cli
+        .cores
+        .as_deref()
+        .map(dragonfly_mle::shard::pin::parse_cores)
+        .transpose()
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("dragonfly-mle: {e}");

@@ -89,7 +89,10 @@ impl Config {
                 }
             }
         }
-        let fail = |errors: Vec<String>| ConfigError { file: config_file.clone(), errors };
+        let fail = |errors: Vec<String>| ConfigError {
+            file: config_file.clone(),
+            errors,
+        };
         let src = match std::fs::read(&config_file) {
             Ok(s) => s,
             Err(e) => {
@@ -99,7 +102,11 @@ impl Config {
         };
         let lua = Lua::new_with(StdLib::NONE, LuaOptions::default())
             .map_err(|e| fail(vec![format!("config: cannot create Lua state: {e}")]))?;
-        if let Err(e) = lua.load(&src[..]).set_name(format!("@{}", config_file.display())).exec() {
+        if let Err(e) = lua
+            .load(&src[..])
+            .set_name(format!("@{}", config_file.display()))
+            .exec()
+        {
             errs.push(format!("config: {e}"));
             return Err(fail(errs));
         }
@@ -164,7 +171,12 @@ impl Config {
             });
             let script = script.and_then(|s| v.script(root, "filter", &s, &key("script")));
             if let (Some(tag), Some(uri), Some(script), Some(default_analyzer)) = (tag, uri, script, da) {
-                cfg.inputs.push(InputConfig { tag, uri, script, default_analyzer });
+                cfg.inputs.push(InputConfig {
+                    tag,
+                    uri,
+                    script,
+                    default_analyzer,
+                });
             }
         }
         for (i, t) in v.entries(&g, "analyzers") {
@@ -175,7 +187,12 @@ impl Config {
             let dout = v.req_string(&t, &key("default_output"), "default_output");
             let script = script.and_then(|s| v.script(root, "analyzer", &s, &key("script")));
             if let (Some(tag), Some(script), Some(default_analyzer), Some(default_output)) = (tag, script, da, dout) {
-                cfg.analyzers.push(AnalyzerConfig { tag, script, default_analyzer, default_output });
+                cfg.analyzers.push(AnalyzerConfig {
+                    tag,
+                    script,
+                    default_analyzer,
+                    default_output,
+                });
             }
         }
         for (i, t) in v.entries(&g, "outputs") {
@@ -186,7 +203,10 @@ impl Config {
                 Value::Nil => true,
                 Value::Boolean(b) => b,
                 other => {
-                    v.err(&key("ordered"), format!("expected a boolean, got {}", other.type_name()));
+                    v.err(
+                        &key("ordered"),
+                        format!("expected a boolean, got {}", other.type_name()),
+                    );
                     true
                 }
             };
@@ -256,7 +276,11 @@ impl Validator<'_> {
             Value::Nil => None,
             Value::String(s) => Some(s.to_string_lossy().to_string()),
             Value::Integer(n) => Some(n.to_string()),
-            Value::Number(n) => Some(if n.fract() == 0.0 { format!("{}", *n as i64) } else { n.to_string() }),
+            Value::Number(n) => Some(if n.fract() == 0.0 {
+                format!("{}", *n as i64)
+            } else {
+                n.to_string()
+            }),
             other => {
                 self.err(key, format!("expected a string, got {}", other.type_name()));
                 None
@@ -314,11 +338,19 @@ impl Validator<'_> {
     /// Resolves a script path (relative ones under `<root>/<dir>/`) and checks it is a file.
     fn script(&mut self, root: &Path, dir: &str, s: &str, key: &str) -> Option<PathBuf> {
         let p = Path::new(s);
-        let full = if p.is_absolute() { p.to_path_buf() } else { root.join(dir).join(p) };
+        let full = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            root.join(dir).join(p)
+        };
         if full.is_file() {
             Some(full)
         } else {
-            let shown = if p.is_absolute() { s.to_string() } else { format!("{dir}/{s}") };
+            let shown = if p.is_absolute() {
+                s.to_string()
+            } else {
+                format!("{dir}/{s}")
+            };
             self.err(key, format!("{shown} not found"));
             None
         }

@@ -34,7 +34,11 @@ fn resolve(path: &str, log_dir: &Path) -> Result<PathBuf, String> {
         return Err("empty path".into());
     }
     let p = Path::new(path);
-    Ok(if p.is_absolute() { p.to_path_buf() } else { log_dir.join(p) })
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        log_dir.join(p)
+    })
 }
 
 fn unsupported(uri: &str, supported: &str) -> String {
@@ -49,7 +53,9 @@ impl InputUri {
     pub fn parse(uri: &str, log_dir: &Path) -> Result<InputUri, String> {
         if let Some(rest) = uri.strip_prefix("file://") {
             let (p, _) = split_suffix(rest);
-            Ok(InputUri::File { path: resolve(p, log_dir).map_err(|e| format!("{uri:?}: {e}"))? })
+            Ok(InputUri::File {
+                path: resolve(p, log_dir).map_err(|e| format!("{uri:?}: {e}"))?,
+            })
         } else if let Some(rest) = uri.strip_prefix("tail://") {
             let (p, suffix) = split_suffix(rest);
             Ok(InputUri::Tail {

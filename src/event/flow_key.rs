@@ -165,9 +165,12 @@ mod tests {
 
     #[test]
     fn both_directions_hash_alike() {
-        let a = route(r#"{"src_ip":"10.0.0.1","src_port":1234,"dest_ip":"8.8.8.8","dest_port":53,"proto":"UDP"}"#).unwrap();
-        let b = route(r#"{"dest_ip":"10.0.0.1","dest_port":1234,"src_ip":"8.8.8.8","src_port":53,"proto":"UDP"}"#).unwrap();
-        let c = route(r#"{"src_ip":"10.0.0.1","src_port":1235,"dest_ip":"8.8.8.8","dest_port":53,"proto":"UDP"}"#).unwrap();
+        let a =
+            route(r#"{"src_ip":"10.0.0.1","src_port":1234,"dest_ip":"8.8.8.8","dest_port":53,"proto":"UDP"}"#).unwrap();
+        let b =
+            route(r#"{"dest_ip":"10.0.0.1","dest_port":1234,"src_ip":"8.8.8.8","src_port":53,"proto":"UDP"}"#).unwrap();
+        let c =
+            route(r#"{"src_ip":"10.0.0.1","src_port":1235,"dest_ip":"8.8.8.8","dest_port":53,"proto":"UDP"}"#).unwrap();
         assert_eq!(a.hash, b.hash);
         assert_ne!(a.hash, c.hash);
     }
@@ -192,7 +195,9 @@ mod tests {
     fn parser_is_reusable() {
         let mut p = RouteParser::new();
         for i in 0..100 {
-            let line = format!(r#"{{"flow_id":{i},"src_ip":"1.2.3.4","dest_ip":"5.6.7.8","nested":{{"a":[1,2,{{"b":3}}]}},"src_port":{i}}}"#);
+            let line = format!(
+                r#"{{"flow_id":{i},"src_ip":"1.2.3.4","dest_ip":"5.6.7.8","nested":{{"a":[1,2,{{"b":3}}]}},"src_port":{i}}}"#
+            );
             assert_eq!(p.parse(line.as_bytes()).unwrap().flow_id, i);
             assert!(p.parse(b"nope").is_err());
         }

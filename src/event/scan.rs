@@ -237,7 +237,10 @@ pub fn number(raw: &[u8]) -> f64 {
         }
         return v as f64;
     }
-    std::str::from_utf8(raw).ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0)
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(0.0)
 }
 
 #[cfg(test)]

@@ -14,7 +14,13 @@ unsafe fn check_args(l: *mut lua_State, name: &str, n: c_int) {
     // SAFETY: called at the start of a C function.
     unsafe {
         if ffi::lua_gettop(l) != n {
-            raise(l, &format!("{name}: expecting exactly {n} argument{}", if n == 1 { "" } else { "s" }));
+            raise(
+                l,
+                &format!(
+                    "{name}: expecting exactly {n} argument{}",
+                    if n == 1 { "" } else { "s" }
+                ),
+            );
         }
     }
 }

@@ -18,7 +18,11 @@ pub unsafe fn to_bytes<'a>(l: *mut lua_State, idx: c_int) -> Option<&'a [u8]> {
     // SAFETY: the caller owns `l`; Lua keeps the string alive while it stays on the stack.
     unsafe {
         let p = ffi::lua_tolstring(l, idx, &mut len);
-        if p.is_null() { None } else { Some(std::slice::from_raw_parts(p.cast::<u8>(), len)) }
+        if p.is_null() {
+            None
+        } else {
+            Some(std::slice::from_raw_parts(p.cast::<u8>(), len))
+        }
     }
 }
 
@@ -26,7 +30,13 @@ pub unsafe fn to_bytes<'a>(l: *mut lua_State, idx: c_int) -> Option<&'a [u8]> {
 #[inline]
 pub unsafe fn str_at<'a>(l: *mut lua_State, idx: c_int) -> Option<&'a [u8]> {
     // SAFETY: as `to_bytes`.
-    unsafe { if ffi::lua_type(l, idx) == ffi::LUA_TSTRING { to_bytes(l, idx) } else { None } }
+    unsafe {
+        if ffi::lua_type(l, idx) == ffi::LUA_TSTRING {
+            to_bytes(l, idx)
+        } else {
+            None
+        }
+    }
 }
 
 /// `t[lightuserdata key]` raw get; leaves the value on the stack and returns its type.
@@ -55,7 +65,11 @@ pub unsafe fn rawset_ptr(l: *mut lua_State, t: c_int, key: *const c_void) {
 #[inline]
 pub unsafe fn abs_index(l: *mut lua_State, idx: c_int) -> c_int {
     // SAFETY: the caller owns `l`.
-    if idx > 0 || idx <= ffi::LUA_REGISTRYINDEX { idx } else { unsafe { ffi::lua_gettop(l) + idx + 1 } }
+    if idx > 0 || idx <= ffi::LUA_REGISTRYINDEX {
+        idx
+    } else {
+        unsafe { ffi::lua_gettop(l) + idx + 1 }
+    }
 }
 
 /// Raises a Lua error with `msg`. Nothing with a destructor may be live in the caller.

@@ -68,7 +68,9 @@ pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
 /// Appends a number: integers exactly, others shortest round-trip; NaN and infinities fail.
 pub fn write_num(out: &mut Vec<u8>, n: f64) -> Result<(), EncodeError> {
     if !n.is_finite() {
-        return Err(EncodeError(format!("Cannot serialise number: must not be NaN or Inf ({n})")));
+        return Err(EncodeError(format!(
+            "Cannot serialise number: must not be NaN or Inf ({n})"
+        )));
     }
     if n.fract() == 0.0 && n.abs() < 1e17 {
         out.extend_from_slice(itoa::Buffer::new().format(n as i64).as_bytes());
@@ -89,14 +91,22 @@ impl Encoder {
         }
     }
 
-    unsafe fn value(&mut self, l: *mut lua_State, idx: c_int, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
+    unsafe fn value(
+        &mut self,
+        l: *mut lua_State,
+        idx: c_int,
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), EncodeError> {
         // SAFETY: `idx` is absolute and valid; every branch restores the stack.
         unsafe {
             match ffi::lua_type(l, idx) {
                 ffi::LUA_TNIL => out.extend_from_slice(b"null"),
-                ffi::LUA_TBOOLEAN => {
-                    out.extend_from_slice(if ffi::lua_toboolean(l, idx) != 0 { b"true" } else { b"false" })
-                }
+                ffi::LUA_TBOOLEAN => out.extend_from_slice(if ffi::lua_toboolean(l, idx) != 0 {
+                    b"true"
+                } else {
+                    b"false"
+                }),
                 ffi::LUA_TNUMBER => write_num(out, ffi::lua_tonumber(l, idx))?,
                 ffi::LUA_TSTRING => write_str(out, to_bytes(l, idx).unwrap_or(&[])),
                 ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(l, idx).is_null() => out.extend_from_slice(b"null"),
@@ -123,7 +133,13 @@ impl Encoder {
         }
     }
 
-    unsafe fn table(&mut self, l: *mut lua_State, t: c_int, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
+    unsafe fn table(
+        &mut self,
+        l: *mut lua_State,
+        t: c_int,
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), EncodeError> {
         // SAFETY: `t` is an absolute index of a plain table.
         unsafe {
             // First pass: is it an array (all keys positive integers), and how long?
@@ -194,14 +210,24 @@ impl Encoder {
                     write_num(out, ffi::lua_tonumber(l, k))?;
                     out.push(b'"');
                 }
-                _ => return Err(EncodeError("Cannot serialise table: table key must be a number or string".into())),
+                _ => {
+                    return Err(EncodeError(
+                        "Cannot serialise table: table key must be a number or string".into(),
+                    ));
+                }
             }
             out.push(b':');
             Ok(())
         }
     }
 
-    unsafe fn proxy(&mut self, l: *mut lua_State, t: c_int, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
+    unsafe fn proxy(
+        &mut self,
+        l: *mut lua_State,
+        t: c_int,
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), EncodeError> {
         // SAFETY: `t` is an absolute index of a proxy; the stack is restored.
         unsafe {
             let top = ffi::lua_gettop(l);
@@ -236,7 +262,11 @@ impl Encoder {
         // SAFETY: as `proxy`. The override keys gathered below are strings held by the write
         // and nested-proxy tables, which stay on the stack until the function returns.
         unsafe {
-            let set = if proxy::push_writes(l, t) { ffi::lua_gettop(l) } else { 0 };
+            let set = if proxy::push_writes(l, t) {
+                ffi::lua_gettop(l)
+            } else {
+                0
+            };
             let cache = if proxy::push_cache(l, t) { ffi::lua_gettop(l) } else { 0 };
             let base = self.overrides.len();
             for tbl in [set, cache] {
@@ -245,10 +275,12 @@ impl Encoder {
                 }
                 ffi::lua_pushnil(l);
                 while ffi::lua_next(l, tbl) != 0 {
-                    if let Some(k) = super::ffi_util::str_at(l, -2) {
-                        if !self.overrides[base..].iter().any(|o| o.0 == k.as_ptr() && o.1 == k.len()) {
-                            self.overrides.push((k.as_ptr(), k.len(), tbl));
-                        }
+                    if let Some(k) = super::ffi_util::str_at(l, -2)
+                        && !self.overrides[base..]
+                            .iter()
+                            .any(|o| o.0 == k.as_ptr() && o.1 == k.len())
+                    {
+                        self.overrides.push((k.as_ptr(), k.len(), tbl));
                     }
                     ffi::lua_pop(l, 1);
                 }
@@ -363,6 +395,10 @@ pub unsafe fn push_decoded(l: *mut lua_State, v: &simd_json::BorrowedValue<'_>, 
     // SAFETY: the caller owns `l`.
     unsafe {
         ffi::luaL_checkstack(l, 4, c"json decode".as_ptr());
+        if depth > MAX_DEPTH {
+            ffi::lua_pushnil(l);
+            return;
+        }
         match v {
             V::Static(S::Null) => ffi::lua_pushlightuserdata(l, std::ptr::null_mut()),
             V::Static(S::Bool(b)) => ffi::lua_pushboolean(l, *b as c_int),

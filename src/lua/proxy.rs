@@ -162,7 +162,12 @@ pub unsafe fn parts<'a>(l: *mut lua_State, t: c_int) -> Parts<'a> {
         let id = ffi::lua_tonumber(l, -1);
         ffi::lua_settop(l, -4);
         let end = end.min(line.len());
-        Parts { line, start: start.min(end), end, id }
+        Parts {
+            line,
+            start: start.min(end),
+            end,
+            id,
+        }
     }
 }
 

@@ -80,7 +80,13 @@ impl Script {
             if l.is_null() {
                 return Err("cannot create a Lua state (out of memory)".into());
             }
-            let s = Script { l, tag: spec.tag.clone(), role: spec.role, calls: 0, errors: 0 };
+            let s = Script {
+                l,
+                tag: spec.tag.clone(),
+                role: spec.role,
+                calls: 0,
+                errors: 0,
+            };
             ffi::luaL_openlibs(l);
             proxy::install(l);
             // The prelude gets materialize and the original next/pairs as arguments.
@@ -134,7 +140,9 @@ pub struct MemberCache {
 
 impl Default for MemberCache {
     fn default() -> Self {
-        MemberCache { slots: (0..16).map(|_| (-1.0, 0, Vec::with_capacity(32))).collect() }
+        MemberCache {
+            slots: (0..16).map(|_| (-1.0, 0, Vec::with_capacity(32))).collect(),
+        }
     }
 }
 
@@ -228,7 +236,10 @@ impl WorkerCtx {
             scratch: Vec::with_capacity(256),
             enc: Encoder::default(),
             outs: (0..=n_inputs)
-                .map(|i| OutBatch { input: if i == n_inputs { NO_INPUT } else { i as u32 }, ..Default::default() })
+                .map(|i| OutBatch {
+                    input: if i == n_inputs { NO_INPUT } else { i as u32 },
+                    ..Default::default()
+                })
                 .collect(),
             counters: WorkerCounters::default(),
             ordered,
@@ -252,15 +263,25 @@ impl WorkerCtx {
     }
 
     pub fn analyzer_index(&self, tag: &[u8]) -> Option<u32> {
-        self.analyzer_tags.iter().position(|t| t.as_bytes().eq_ignore_ascii_case(tag)).map(|i| i as u32)
+        self.analyzer_tags
+            .iter()
+            .position(|t| t.as_bytes().eq_ignore_ascii_case(tag))
+            .map(|i| i as u32)
     }
 
     pub fn output_index(&self, tag: &[u8]) -> Option<u32> {
-        self.output_tags.iter().position(|t| t.as_bytes().eq_ignore_ascii_case(tag)).map(|i| i as u32 + 2)
+        self.output_tags
+            .iter()
+            .position(|t| t.as_bytes().eq_ignore_ascii_case(tag))
+            .map(|i| i as u32 + 2)
     }
 
     fn out_batch(&mut self) -> &mut OutBatch {
-        let i = if self.cur_input == NO_INPUT { self.outs.len() - 1 } else { self.cur_input as usize };
+        let i = if self.cur_input == NO_INPUT {
+            self.outs.len() - 1
+        } else {
+            self.cur_input as usize
+        };
         &mut self.outs[i]
     }
 
@@ -271,13 +292,22 @@ impl WorkerCtx {
         let start = b.data.len() as u32;
         b.data.extend_from_slice(bytes);
         b.data.push(b'\n');
-        b.recs.push(OutRec { seq, output, start, end: b.data.len() as u32 });
+        b.recs.push(OutRec {
+            seq,
+            output,
+            start,
+            end: b.data.len() as u32,
+        });
     }
 
     /// Encodes the value at `idx` of `l` as one record for `output`.
     pub unsafe fn emit_value(&mut self, l: *mut lua_State, idx: c_int, output: u32) -> Result<(), EncodeError> {
         let seq = self.cur.seq;
-        let i = if self.cur_input == NO_INPUT { self.outs.len() - 1 } else { self.cur_input as usize };
+        let i = if self.cur_input == NO_INPUT {
+            self.outs.len() - 1
+        } else {
+            self.cur_input as usize
+        };
         let b = &mut self.outs[i];
         let start = b.data.len();
         // SAFETY: `l` belongs to this worker.
@@ -285,7 +315,12 @@ impl WorkerCtx {
         match r {
             Ok(()) => {
                 b.data.push(b'\n');
-                b.recs.push(OutRec { seq, output, start: start as u32, end: b.data.len() as u32 });
+                b.recs.push(OutRec {
+                    seq,
+                    output,
+                    start: start as u32,
+                    end: b.data.len() as u32,
+                });
                 Ok(())
             }
             Err(e) => {
@@ -311,7 +346,11 @@ impl WorkerCtx {
         }
         if self.cur_input != NO_INPUT {
             line.extend_from_slice(b",\"input\":");
-            let tag = self.input_tags.get(self.cur_input as usize).cloned().unwrap_or_default();
+            let tag = self
+                .input_tags
+                .get(self.cur_input as usize)
+                .cloned()
+                .unwrap_or_default();
             super::json::write_str(&mut line, tag.as_bytes());
             line.extend_from_slice(b",\"line\":");
             line.extend_from_slice(itoa::Buffer::new().format(self.cur.line_no).as_bytes());
@@ -333,14 +372,22 @@ impl WorkerCtx {
         if !self.reported.contains(&key) && self.reported.len() < 1000 {
             self.reported.push(key);
             let script = self.script_tag();
-            self.report("unknown_tag", &[("script", &script)], &format!("{what}: no {what} has tag {tag:?} (reported once per tag)"));
+            self.report(
+                "unknown_tag",
+                &[("script", &script)],
+                &format!("{what}: no {what} has tag {tag:?} (reported once per tag)"),
+            );
         }
     }
 
     pub fn script_tag(&self) -> String {
         match self.cur_script {
             (Role::Filter, i) => self.filters.get(i as usize).map(|s| s.tag.clone()).unwrap_or_default(),
-            (Role::Analyzer, i) => self.analyzers.get(i as usize).map(|s| s.tag.clone()).unwrap_or_default(),
+            (Role::Analyzer, i) => self
+                .analyzers
+                .get(i as usize)
+                .map(|s| s.tag.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -394,13 +441,22 @@ impl WorkerCtx {
         let c = ctx();
         if hops > MAX_HOPS {
             c.counters.hop_limit += 1;
-            c.report("hop_limit", &[], &format!("event passed between analyzers more than {MAX_HOPS} times; the rest was dropped"));
+            c.report(
+                "hop_limit",
+                &[],
+                &format!("event passed between analyzers more than {MAX_HOPS} times; the rest was dropped"),
+            );
         }
         if c.ordered {
             let seq = c.cur.seq;
             let b = c.out_batch();
             let at = b.data.len() as u32;
-            b.recs.push(OutRec { seq, output: END_OF_EVENT, start: at, end: at });
+            b.recs.push(OutRec {
+                seq,
+                output: END_OF_EVENT,
+                start: at,
+                end: at,
+            });
         }
         c.cur_input = NO_INPUT;
     }
@@ -460,7 +516,10 @@ pub unsafe fn copy_value(from: *mut lua_State, idx: c_int, to: *mut lua_State, d
                     let li = ffi::lua_gettop(to);
                     proxy::push_proxy(to, li, p.start, p.end, p.id);
                     let t = ffi::lua_gettop(to);
-                    for (push, field) in [(proxy::push_writes as unsafe fn(_, _) -> bool, 0), (proxy::push_cache, 1)] {
+                    for (push, field) in [
+                        (proxy::push_writes as unsafe fn(_, _) -> bool, 0),
+                        (proxy::push_cache, 1),
+                    ] {
                         if push(from, idx) {
                             let src = ffi::lua_gettop(from);
                             let r = copy_value(from, src, to, depth + 1);
@@ -476,7 +535,8 @@ pub unsafe fn copy_value(from: *mut lua_State, idx: c_int, to: *mut lua_State, d
                     ffi::lua_pushnil(from);
                     while ffi::lua_next(from, idx) != 0 {
                         let v = ffi::lua_gettop(from);
-                        let r = copy_value(from, v - 1, to, depth + 1).and_then(|()| copy_value(from, v, to, depth + 1));
+                        let r =
+                            copy_value(from, v - 1, to, depth + 1).and_then(|()| copy_value(from, v, to, depth + 1));
                         if let Err(e) = r {
                             ffi::lua_settop(from, v - 2);
                             return Err(e);
@@ -506,34 +566,37 @@ pub fn open_all(
     let _ = root;
     for (i, spec) in filters.iter().enumerate() {
         ctx.cur_script = (Role::Filter, i as u32);
-        let s = Script::open(spec).map_err(|e| format!("inputs[{}] ({}): {}: {e}", i + 1, spec.tag, spec.path.display()))?;
+        let s = Script::open(spec)
+            .map_err(|e| format!("inputs[{}] ({}): {}: {e}", i + 1, spec.tag, spec.path.display()))?;
         ctx.filters.push(s);
     }
     for (i, spec) in analyzers.iter().enumerate() {
         ctx.cur_script = (Role::Analyzer, i as u32);
-        let s = Script::open(spec).map_err(|e| format!("analyzers[{}] ({}): {}: {e}", i + 1, spec.tag, spec.path.display()))?;
+        let s = Script::open(spec)
+            .map_err(|e| format!("analyzers[{}] ({}): {}: {e}", i + 1, spec.tag, spec.path.display()))?;
         ctx.analyzers.push(s);
     }
     if run_setup {
-        for i in 0..ctx.filters.len() {
-            let c = self::ctx();
-            c.cur_script = (Role::Filter, i as u32);
-            let tag = c.filters[i].tag.clone();
-            let path = filters[i].path.display().to_string();
-            // The context is re-fetched inside C functions; `s` is a raw state pointer.
-            let l = c.filters[i].l;
-            run_setup_raw(l).map_err(|e| format!("inputs[{}] ({tag}): {path}: {e}", i + 1))?;
+        for (i, spec) in filters.iter().enumerate() {
+            setup_one(Role::Filter, i, &format!("inputs[{}]", i + 1), spec)?;
         }
-        for i in 0..ctx.analyzers.len() {
-            let c = self::ctx();
-            c.cur_script = (Role::Analyzer, i as u32);
-            let tag = c.analyzers[i].tag.clone();
-            let path = analyzers[i].path.display().to_string();
-            let l = c.analyzers[i].l;
-            run_setup_raw(l).map_err(|e| format!("analyzers[{}] ({tag}): {path}: {e}", i + 1))?;
+        for (i, spec) in analyzers.iter().enumerate() {
+            setup_one(Role::Analyzer, i, &format!("analyzers[{}]", i + 1), spec)?;
         }
     }
     Ok(())
+}
+
+fn setup_one(role: Role, i: usize, key: &str, spec: &ScriptSpec) -> Result<(), String> {
+    let c = self::ctx();
+    c.cur_script = (role, i as u32);
+    let l = match role {
+        Role::Filter => c.filters[i].l,
+        Role::Analyzer => c.analyzers[i].l,
+    };
+    // Only the raw state pointer is kept across the call: setup() may call dragonfly
+    // functions, which fetch the context themselves.
+    run_setup_raw(l).map_err(|e| format!("{key} ({}): {}: {e}", spec.tag, spec.path.display()))
 }
 
 fn run_setup_raw(l: *mut lua_State) -> Result<(), String> {
@@ -549,4 +612,3 @@ fn run_setup_raw(l: *mut lua_State) -> Result<(), String> {
     }
     Ok(())
 }
-

@@ -75,7 +75,9 @@ impl Stats {
     pub fn new(input_tags: Vec<String>, analyzer_tags: Vec<String>, output_tags: Vec<String>, workers: usize) -> Self {
         Stats {
             inputs: input_tags.iter().map(|_| InputStats::default()).collect(),
-            workers: (0..workers).map(|_| WorkerStats::new(input_tags.len(), analyzer_tags.len())).collect(),
+            workers: (0..workers)
+                .map(|_| WorkerStats::new(input_tags.len(), analyzer_tags.len()))
+                .collect(),
             outputs: output_tags.iter().map(|_| OutputStats::default()).collect(),
             input_tags,
             analyzer_tags,
@@ -87,14 +89,21 @@ impl Stats {
         sum(self.inputs.iter().map(|i| i.events.load(Relaxed)))
     }
     pub fn invalid(&self) -> u64 {
-        sum(self.inputs.iter().map(|i| i.invalid.load(Relaxed) + i.too_long.load(Relaxed)))
+        sum(self
+            .inputs
+            .iter()
+            .map(|i| i.invalid.load(Relaxed) + i.too_long.load(Relaxed)))
     }
     pub fn processed(&self) -> u64 {
         sum(self.workers.iter().map(|w| w.events.load(Relaxed)))
     }
     pub fn script_errors(&self) -> u64 {
         sum(self.workers.iter().map(|w| {
-            sum(w.filter_errors.iter().chain(&w.analyzer_errors).map(|e| e.load(Relaxed)))
+            sum(w
+                .filter_errors
+                .iter()
+                .chain(&w.analyzer_errors)
+                .map(|e| e.load(Relaxed)))
         }))
     }
     /// Records written to user outputs.
@@ -108,8 +117,14 @@ impl Stats {
         use crate::lua::json::write_str;
         let mut o = Vec::with_capacity(512);
         let num = |o: &mut Vec<u8>, n: u64| o.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        let filter_calls = sum(self.workers.iter().map(|w| sum(w.filter_calls.iter().map(|c| c.load(Relaxed)))));
-        let analyzer_calls = sum(self.workers.iter().map(|w| sum(w.analyzer_calls.iter().map(|c| c.load(Relaxed)))));
+        let filter_calls = sum(self
+            .workers
+            .iter()
+            .map(|w| sum(w.filter_calls.iter().map(|c| c.load(Relaxed)))));
+        let analyzer_calls = sum(self
+            .workers
+            .iter()
+            .map(|w| sum(w.analyzer_calls.iter().map(|c| c.load(Relaxed)))));
         let out_total = sum(self.outputs.iter().map(|c| c.written.load(Relaxed)));
         o.extend_from_slice(b"{\"time\":");
         write_str(&mut o, utc_now().as_bytes());
@@ -135,9 +150,15 @@ impl Stats {
             o.extend_from_slice(b",\"bytes\":");
             num(&mut o, s.bytes.load(Relaxed));
             o.extend_from_slice(b",\"filter_calls\":");
-            num(&mut o, sum(self.workers.iter().map(|w| w.filter_calls[i].load(Relaxed))));
+            num(
+                &mut o,
+                sum(self.workers.iter().map(|w| w.filter_calls[i].load(Relaxed))),
+            );
             o.extend_from_slice(b",\"filter_errors\":");
-            num(&mut o, sum(self.workers.iter().map(|w| w.filter_errors[i].load(Relaxed))));
+            num(
+                &mut o,
+                sum(self.workers.iter().map(|w| w.filter_errors[i].load(Relaxed))),
+            );
             o.push(b'}');
         }
         o.extend_from_slice(b"},\"analyzers\":{");
@@ -147,9 +168,15 @@ impl Stats {
             }
             write_str(&mut o, tag.as_bytes());
             o.extend_from_slice(b":{\"calls\":");
-            num(&mut o, sum(self.workers.iter().map(|w| w.analyzer_calls[i].load(Relaxed))));
+            num(
+                &mut o,
+                sum(self.workers.iter().map(|w| w.analyzer_calls[i].load(Relaxed))),
+            );
             o.extend_from_slice(b",\"errors\":");
-            num(&mut o, sum(self.workers.iter().map(|w| w.analyzer_errors[i].load(Relaxed))));
+            num(
+                &mut o,
+                sum(self.workers.iter().map(|w| w.analyzer_errors[i].load(Relaxed))),
+            );
             o.push(b'}');
         }
         o.extend_from_slice(b"},\"outputs\":{");
@@ -196,7 +223,10 @@ pub fn format_utc(secs: i64, sep_date: &str, sep_time: &str, t: &str, z: &str) -
 }
 
 fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// The current time as `YYYY-MM-DDTHH:MM:SSZ`.

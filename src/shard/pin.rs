@@ -26,7 +26,9 @@ pub fn parse_cores(s: &str) -> Result<Vec<usize>, String> {
 
 /// The CPUs this process may run on.
 pub fn available() -> Vec<usize> {
-    core_affinity::get_core_ids().map(|v| v.into_iter().map(|c| c.id).collect()).unwrap_or_default()
+    core_affinity::get_core_ids()
+        .map(|v| v.into_iter().map(|c| c.id).collect())
+        .unwrap_or_default()
 }
 
 /// Pins the calling thread to `cpu`; returns false when the OS refused.

@@ -98,7 +98,12 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
     if let Some(cpu) = spec.cpu {
         super::pin::pin_current(cpu);
     }
-    let boxed = WorkerCtx::install(spec.input_tags.clone(), spec.analyzer_tags.clone(), spec.output_tags.clone(), spec.ordered);
+    let boxed = WorkerCtx::install(
+        spec.input_tags.clone(),
+        spec.analyzer_tags.clone(),
+        spec.output_tags.clone(),
+        spec.ordered,
+    );
     let ctx_ref = ctx();
     let r = open_all(ctx_ref, &spec.filters, &spec.analyzers, true, &spec.root);
     let ok = r.is_ok();

@@ -15,13 +15,16 @@ pub struct FileSink {
 impl FileSink {
     /// Opens (creating it and its directory if needed) `path`.
     pub fn open(path: PathBuf, truncate: bool) -> io::Result<FileSink> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)?;
-            }
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)?;
         }
         let f = Self::open_file(&path, truncate)?;
-        Ok(FileSink { path, out: Some(BufWriter::with_capacity(256 * 1024, f)) })
+        Ok(FileSink {
+            path,
+            out: Some(BufWriter::with_capacity(256 * 1024, f)),
+        })
     }
 
     fn open_file(path: &PathBuf, truncate: bool) -> io::Result<File> {
@@ -60,7 +63,10 @@ impl FileSink {
         }
         self.out = None;
         std::fs::rename(&self.path, &target)?;
-        self.out = Some(BufWriter::with_capacity(256 * 1024, Self::open_file(&self.path, false)?));
+        self.out = Some(BufWriter::with_capacity(
+            256 * 1024,
+            Self::open_file(&self.path, false)?,
+        ));
         Ok(target)
     }
 }

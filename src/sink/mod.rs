@@ -59,6 +59,7 @@ pub struct Writer {
 }
 
 impl Writer {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         sinks: Vec<FileSink>,
         ordered: Vec<bool>,
@@ -69,8 +70,21 @@ impl Writer {
         rotate: Arc<AtomicBool>,
         stats_interval: Duration,
     ) -> Self {
-        let pending = links.iter().map(|_| (0..inputs).map(|_| VecDeque::new()).collect()).collect();
-        Writer { sinks, ordered, links, pending, next_seq: vec![0; inputs], stats, diag, rotate, stats_interval }
+        let pending = links
+            .iter()
+            .map(|_| (0..inputs).map(|_| VecDeque::new()).collect())
+            .collect();
+        Writer {
+            sinks,
+            ordered,
+            links,
+            pending,
+            next_seq: vec![0; inputs],
+            stats,
+            diag,
+            rotate,
+            stats_interval,
+        }
     }
 
     fn write(&mut self, output: u32, bytes: &[u8]) {
@@ -86,7 +100,9 @@ impl Writer {
                 got = true;
                 let mut has_ordered = false;
                 for r in &batch.recs {
-                    if r.output == END_OF_EVENT || self.ordered.get(r.output as usize) == Some(&true) && batch.input != NO_INPUT {
+                    if r.output == END_OF_EVENT
+                        || self.ordered.get(r.output as usize) == Some(&true) && batch.input != NO_INPUT
+                    {
                         has_ordered = true;
                     } else {
                         let bytes = &batch.data[r.start as usize..r.end as usize];
@@ -114,13 +130,14 @@ impl Writer {
             loop {
                 let want = self.next_seq[input];
                 let Some(w) = (0..self.pending.len()).find(|&w| {
-                    self.pending[w][input].front().is_some_and(|p| p.batch.recs.get(p.next).is_some_and(|r| r.seq == want))
+                    self.pending[w][input]
+                        .front()
+                        .is_some_and(|p| p.batch.recs.get(p.next).is_some_and(|r| r.seq == want))
                 }) else {
                     break;
                 };
                 // Write this event's records from worker w, up to its end marker.
-                loop {
-                    let Some(p) = self.pending[w][input].front_mut() else { break };
+                while let Some(p) = self.pending[w][input].front_mut() {
                     let Some(r) = p.batch.recs.get(p.next).copied() else {
                         let done = self.pending[w][input].pop_front().map(|p| p.batch);
                         if let Some(b) = done {
@@ -188,7 +205,9 @@ impl Writer {
             if self.rotate.swap(false, Relaxed) {
                 for s in &mut self.sinks {
                     if let Err(e) = s.rotate() {
-                        crate::metrics::stderr_report(format!("rotation of {} failed: {e}", s.path.display()).as_bytes());
+                        crate::metrics::stderr_report(
+                            format!("rotation of {} failed: {e}", s.path.display()).as_bytes(),
+                        );
                     }
                 }
             }

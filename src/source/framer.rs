@@ -164,7 +164,12 @@ mod tests {
             let c = frame(b"ab\ncd\r\n\nlast", 100, step);
             assert_eq!(
                 c.0,
-                vec![("ab".into(), 1, 0), ("cd\r".into(), 2, 3), ("".into(), 3, 7), ("last".into(), 4, 8)]
+                vec![
+                    ("ab".into(), 1, 0),
+                    ("cd\r".into(), 2, 3),
+                    ("".into(), 3, 7),
+                    ("last".into(), 4, 8)
+                ]
             );
         }
     }

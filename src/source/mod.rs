@@ -41,7 +41,14 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(input: u32, tag: String, io: ReaderIo, stats: Arc<crate::metrics::Stats>, diag: Diag, stop: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        input: u32,
+        tag: String,
+        io: ReaderIo,
+        stats: Arc<crate::metrics::Stats>,
+        diag: Diag,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
         let n = io.to_workers.len();
         Router {
             input,
@@ -72,7 +79,9 @@ impl Router {
         write_str(&mut o, kind.as_bytes());
         o.extend_from_slice(b",\"input\":");
         write_str(&mut o, self.tag.as_bytes());
-        o.extend_from_slice(format!(",\"line\":{line_no},\"offset\":{offset},\"length\":{len},\"message\":").as_bytes());
+        o.extend_from_slice(
+            format!(",\"line\":{line_no},\"offset\":{offset},\"length\":{len},\"message\":").as_bytes(),
+        );
         write_str(&mut o, msg.as_bytes());
         o.push(b'}');
         crate::metrics::stderr_report(&o);
@@ -98,7 +107,13 @@ impl Router {
                 let b = &mut self.batches[shard];
                 let start = b.data.len() as u32;
                 b.data.extend_from_slice(line);
-                b.events.push(EventMeta { seq: self.seq, line_no, flow_id: route.flow_id, start, end: b.data.len() as u32 });
+                b.events.push(EventMeta {
+                    seq: self.seq,
+                    line_no,
+                    flow_id: route.flow_id,
+                    start,
+                    end: b.data.len() as u32,
+                });
                 self.seq += 1;
                 self.counted += 1;
                 if b.events.len() >= BATCH_EVENTS || b.data.len() >= BATCH_BYTES {
@@ -115,7 +130,13 @@ impl Router {
     /// A line longer than the maximum was skipped.
     pub fn too_long(&mut self, line_no: u64, offset: u64, len: usize, max: usize) {
         self.my_stats().too_long.fetch_add(1, Relaxed);
-        self.report("line_too_long", line_no, offset, len, &format!("line longer than the maximum of {max} bytes, skipped"));
+        self.report(
+            "line_too_long",
+            line_no,
+            offset,
+            len,
+            &format!("line longer than the maximum of {max} bytes, skipped"),
+        );
     }
 
     fn send(&mut self, shard: usize) {
@@ -146,7 +167,9 @@ impl Router {
                 }
             }
         }
-        self.stats.inputs[self.input as usize].events.fetch_add(self.counted, Relaxed);
+        self.stats.inputs[self.input as usize]
+            .events
+            .fetch_add(self.counted, Relaxed);
         self.counted = 0;
     }
 

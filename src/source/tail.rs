@@ -29,17 +29,21 @@ pub fn follow(path: &Path, from_start: bool, max_line: usize, poll: Duration, ro
             Ok(f) => break f,
             Err(e) => {
                 if !reported_missing {
-                    router.report("input_missing", 0, 0, 0, &format!("{}: {e}; waiting for it to appear", path.display()));
+                    router.report(
+                        "input_missing",
+                        0,
+                        0,
+                        0,
+                        &format!("{}: {e}; waiting for it to appear", path.display()),
+                    );
                     reported_missing = true;
                 }
                 std::thread::sleep(poll);
             }
         }
     };
-    if !from_start {
-        if let Ok(end) = file.seek(SeekFrom::End(0)) {
-            framer.reset(end);
-        }
+    if !from_start && let Ok(end) = file.seek(SeekFrom::End(0)) {
+        framer.reset(end);
     }
     let mut id = file.metadata().map(|m| identity(&m)).unwrap_or_default();
     loop {
@@ -50,7 +54,13 @@ pub fn follow(path: &Path, from_start: bool, max_line: usize, poll: Duration, ro
             }
             Ok(_) => {}
             Err(e) => {
-                router.report("read_error", framer.line_no, framer.position(), 0, &format!("{}: {e}", path.display()));
+                router.report(
+                    "read_error",
+                    framer.line_no,
+                    framer.position(),
+                    0,
+                    &format!("{}: {e}", path.display()),
+                );
                 std::thread::sleep(poll);
             }
         }
