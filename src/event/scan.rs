@@ -85,28 +85,8 @@ pub fn string_end(buf: &[u8], pos: usize) -> (usize, bool) {
 pub fn value_end(buf: &[u8], pos: usize) -> usize {
     match kind(buf, pos) {
         Kind::String => string_end(buf, pos).0,
-        Kind::Object | Kind::Array => {
-            let mut depth = 0usize;
-            let mut i = pos;
-            while i < buf.len() {
-                match buf[i] {
-                    b'"' => {
-                        i = string_end(buf, i).0;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return i + 1;
-                        }
-                    }
-                    _ => {}
-                }
-                i += 1;
-            }
-            buf.len()
-        }
+        Kind::Object => nested_end(buf, pos, b'{', b'}'),
+        Kind::Array => nested_end(buf, pos, b'[', b']'),
         Kind::Invalid => pos,
         _ => {
             let mut i = pos;
@@ -121,37 +101,88 @@ pub fn value_end(buf: &[u8], pos: usize) -> usize {
     }
 }
 
+/// End of the object or array opening at `pos`. Only the bracket kind that opened it needs
+/// counting (the other kind is balanced inside valid JSON); strings are skipped whole, since
+/// they may contain brackets.
+fn nested_end(buf: &[u8], pos: usize, open: u8, close: u8) -> usize {
+    // A plain byte loop: nested EVE objects are short and full of short strings, where a SIMD
+    // search would pay its setup cost at every quote.
+    let n = buf.len();
+    let mut depth = 0usize;
+    let mut i = pos;
+    while i < n {
+        let c = buf[i];
+        if c == b'"' {
+            i += 1;
+            while i < n {
+                match buf[i] {
+                    b'\\' => i += 2,
+                    b'"' => break,
+                    _ => i += 1,
+                }
+            }
+        } else if c == open {
+            depth += 1;
+        } else if c == close {
+            depth -= 1;
+            if depth == 0 {
+                return i + 1;
+            }
+        }
+        i += 1;
+    }
+    n
+}
+
+/// Position of the first member of the object opening with `{` at `pos` (or `None` when it
+/// is not an object).
+pub fn first_member(buf: &[u8], pos: usize) -> Option<usize> {
+    if buf.get(pos) != Some(&b'{') {
+        return None;
+    }
+    Some(skip_ws(buf, pos + 1))
+}
+
+/// Reads the member whose key starts at `i`; returns it and the position of the next member
+/// (`None` after the last one, or on malformed input).
+pub fn next_member(buf: &[u8], i: usize) -> Option<(Member, Option<usize>)> {
+    if buf.get(i) != Some(&b'"') {
+        return None;
+    }
+    let (kend, key_escaped) = string_end(buf, i);
+    let colon = skip_ws(buf, kend);
+    if buf.get(colon) != Some(&b':') {
+        return None;
+    }
+    let vstart = skip_ws(buf, colon + 1);
+    let vend = value_end(buf, vstart);
+    if vend <= vstart {
+        return None;
+    }
+    let m = Member {
+        key_start: (i + 1) as u32,
+        key_end: (kend - 1) as u32,
+        key_escaped,
+        val_start: vstart as u32,
+        val_end: vend as u32,
+    };
+    let j = skip_ws(buf, vend);
+    let next = if buf.get(j) == Some(&b',') {
+        Some(skip_ws(buf, j + 1))
+    } else {
+        None
+    };
+    Some((m, next))
+}
+
 /// Collects the members of the object starting with `{` at `pos` into `out` (cleared first).
 pub fn object_members(buf: &[u8], pos: usize, out: &mut Vec<Member>) {
     out.clear();
-    if buf.get(pos) != Some(&b'{') {
-        return;
-    }
-    let mut i = skip_ws(buf, pos + 1);
-    while buf.get(i) == Some(&b'"') {
-        let (kend, key_escaped) = string_end(buf, i);
-        let colon = skip_ws(buf, kend);
-        if buf.get(colon) != Some(&b':') {
-            return;
-        }
-        let vstart = skip_ws(buf, colon + 1);
-        let vend = value_end(buf, vstart);
-        if vend <= vstart {
-            return;
-        }
-        out.push(Member {
-            key_start: (i + 1) as u32,
-            key_end: (kend - 1) as u32,
-            key_escaped,
-            val_start: vstart as u32,
-            val_end: vend as u32,
-        });
-        i = skip_ws(buf, vend);
-        if buf.get(i) == Some(&b',') {
-            i = skip_ws(buf, i + 1);
-        } else {
-            return;
-        }
+    let mut at = first_member(buf, pos);
+    while let Some(i) = at {
+        let Some((m, next)) = next_member(buf, i) else { return };
+        out.push(m);
+        at = next;
     }
 }
 

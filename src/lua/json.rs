@@ -10,6 +10,7 @@ use mlua::ffi::{self, lua_State};
 
 use super::ffi_util::{abs_index, push_bytes, to_bytes};
 use super::proxy;
+use super::worker::MemberCache;
 use crate::event::scan::{self, Member};
 
 const MAX_DEPTH: usize = 1000;
@@ -32,6 +33,37 @@ pub struct Encoder {
     /// Keys changed in the proxies being written (a stack across nesting levels): pointer
     /// and length of a Lua string, and the stack index of the table holding its value.
     overrides: Vec<(*const u8, usize, c_int)>,
+    /// Replacements being written (a stack across nesting levels): value range in the line
+    /// and index into `overrides`.
+    replace: Vec<(u32, u32, usize)>,
+    /// Keys of plain tables being written (a stack across nesting levels); string keys point
+    /// into Lua strings that the table being written keeps alive.
+    keys: Vec<KeyRef>,
+    /// The member cache lent by `encode_cached` for the duration of one call.
+    cache: Option<*mut MemberCache>,
+}
+
+/// A key of a plain Lua table, for sorting.
+#[derive(Clone, Copy)]
+enum KeyRef {
+    Str(*const u8, usize),
+    Num(f64),
+}
+
+impl KeyRef {
+    /// Strings first, in byte order, then numbers in ascending order.
+    fn cmp_key(&self, other: &KeyRef) -> std::cmp::Ordering {
+        use std::cmp::Ordering::*;
+        match (self, other) {
+            // SAFETY: both point into live Lua strings (see `Encoder::keys`).
+            (KeyRef::Str(a, n), KeyRef::Str(b, m)) => unsafe {
+                std::slice::from_raw_parts(*a, *n).cmp(std::slice::from_raw_parts(*b, *m))
+            },
+            (KeyRef::Str(..), KeyRef::Num(_)) => Less,
+            (KeyRef::Num(_), KeyRef::Str(..)) => Greater,
+            (KeyRef::Num(a), KeyRef::Num(b)) => a.total_cmp(b),
+        }
+    }
 }
 
 /// Appends `s` as a JSON string.
@@ -83,12 +115,27 @@ pub fn write_num(out: &mut Vec<u8>, n: f64) -> Result<(), EncodeError> {
 impl Encoder {
     /// Appends the JSON text of the value at `idx` to `out`. On error `out` may hold a prefix.
     pub unsafe fn encode(&mut self, l: *mut lua_State, idx: c_int, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        // SAFETY: forwarded contract.
+        unsafe { self.encode_cached(l, idx, out, None) }
+    }
+
+    /// As `encode`, looking object members up in `cache` (the worker's member cache).
+    pub unsafe fn encode_cached(
+        &mut self,
+        l: *mut lua_State,
+        idx: c_int,
+        out: &mut Vec<u8>,
+        cache: Option<&mut MemberCache>,
+    ) -> Result<(), EncodeError> {
+        self.cache = cache.map(|c| c as *mut MemberCache);
         // SAFETY: the caller owns `l`.
-        unsafe {
+        let r = unsafe {
             let idx = abs_index(l, idx);
             ffi::luaL_checkstack(l, 8, c"json encode".as_ptr());
             self.value(l, idx, out, 0)
-        }
+        };
+        self.cache = None;
+        r
     }
 
     unsafe fn value(
@@ -179,23 +226,61 @@ impl Encoder {
                 out.push(b']');
                 return Ok(());
             }
-            out.push(b'{');
-            let mut first = true;
+            // Objects built in Lua are written with sorted keys: Lua's iteration order changes
+            // from run to run (LuaJIT seeds its string hash), and output must be reproducible.
+            let kbase = self.keys.len();
             ffi::lua_pushnil(l);
             while ffi::lua_next(l, t) != 0 {
-                let v = ffi::lua_gettop(l);
-                if !first {
+                match ffi::lua_type(l, -2) {
+                    ffi::LUA_TSTRING => {
+                        let k = to_bytes(l, -2).unwrap_or(&[]);
+                        self.keys.push(KeyRef::Str(k.as_ptr(), k.len()));
+                    }
+                    ffi::LUA_TNUMBER => self.keys.push(KeyRef::Num(ffi::lua_tonumber(l, -2))),
+                    _ => {
+                        ffi::lua_pop(l, 2);
+                        self.keys.truncate(kbase);
+                        return Err(EncodeError(
+                            "Cannot serialise table: table key must be a number or string".into(),
+                        ));
+                    }
+                }
+                ffi::lua_pop(l, 1);
+            }
+            self.keys[kbase..].sort_unstable_by(|a, b| a.cmp_key(b));
+            out.push(b'{');
+            let mut result = Ok(());
+            for i in kbase..self.keys.len() {
+                if i > kbase {
                     out.push(b',');
                 }
-                first = false;
-                if let Err(e) = self.key(l, v - 1, out).and_then(|()| self.value(l, v, out, depth + 1)) {
-                    ffi::lua_settop(l, v - 2);
-                    return Err(e);
+                match self.keys[i] {
+                    KeyRef::Str(p, n) => {
+                        let k = std::slice::from_raw_parts(p, n);
+                        write_str(out, k);
+                        push_bytes(l, k);
+                    }
+                    KeyRef::Num(n) => {
+                        out.push(b'"');
+                        result = write_num(out, n);
+                        out.push(b'"');
+                        ffi::lua_pushnumber(l, n);
+                    }
+                }
+                out.push(b':');
+                ffi::lua_rawget_(l, t);
+                let v = ffi::lua_gettop(l);
+                if result.is_ok() {
+                    result = self.value(l, v, out, depth + 1);
                 }
                 ffi::lua_settop(l, v - 1);
+                if result.is_err() {
+                    break;
+                }
             }
+            self.keys.truncate(kbase);
             out.push(b'}');
-            Ok(())
+            result
         }
     }
 
@@ -238,56 +323,183 @@ impl Encoder {
             }
             // Keep the line alive on the stack while we hold slices of it.
             ffi::lua_pushvalue(l, t);
-            if self.members.len() <= depth {
-                self.members.resize_with(depth + 1, Vec::new);
-            }
-            let mut members = std::mem::take(&mut self.members[depth]);
-            scan::object_members(p.line, p.start, &mut members);
-            let res = self.proxy_members(l, t, &p, &members, out, depth);
-            self.members[depth] = members;
-            ffi::lua_settop(l, top);
-            res
-        }
-    }
-
-    unsafe fn proxy_members(
-        &mut self,
-        l: *mut lua_State,
-        t: c_int,
-        p: &proxy::Parts<'_>,
-        members: &[Member],
-        out: &mut Vec<u8>,
-        depth: usize,
-    ) -> Result<(), EncodeError> {
-        // SAFETY: as `proxy`. The override keys gathered below are strings held by the write
-        // and nested-proxy tables, which stay on the stack until the function returns.
-        unsafe {
             let set = if proxy::push_writes(l, t) {
                 ffi::lua_gettop(l)
             } else {
                 0
             };
             let cache = if proxy::push_cache(l, t) { ffi::lua_gettop(l) } else { 0 };
+            let order = if proxy::push_order(l, t) { ffi::lua_gettop(l) } else { 0 };
+            // Changed members: every write, and every nested table handed out that may have
+            // changed. A deletion sends us the long way round.
             let base = self.overrides.len();
+            let mut deletion = false;
             for tbl in [set, cache] {
                 if tbl == 0 {
                     continue;
                 }
                 ffi::lua_pushnil(l);
                 while ffi::lua_next(l, tbl) != 0 {
-                    if let Some(k) = super::ffi_util::str_at(l, -2)
+                    let v = ffi::lua_gettop(l);
+                    if tbl == set && proxy::is_tomb(l, v) {
+                        deletion = true;
+                    }
+                    let changed = tbl == set || proxy::member_changed(l, t, v - 1, v);
+                    if changed
+                        && let Some(k) = super::ffi_util::str_at(l, v - 1)
                         && !self.overrides[base..]
                             .iter()
-                            .any(|o| o.0 == k.as_ptr() && o.1 == k.len())
+                            .any(|o| o.1 == k.len() && std::slice::from_raw_parts(o.0, o.1) == k)
                     {
                         self.overrides.push((k.as_ptr(), k.len(), tbl));
                     }
-                    ffi::lua_pop(l, 1);
+                    ffi::lua_settop(l, v - 1);
                 }
             }
-            let r = self.proxy_body(l, p, members, set, base, out, depth);
+            let r = if deletion {
+                if self.members.len() <= depth {
+                    self.members.resize_with(depth + 1, Vec::new);
+                }
+                let mut members = std::mem::take(&mut self.members[depth]);
+                match self.cache {
+                    // The cache outlives this call (lent by `encode_cached`).
+                    Some(c) => {
+                        members.clear();
+                        members.extend_from_slice((*c).members(p.id, p.start, p.line));
+                    }
+                    None => scan::object_members(p.line, p.start, &mut members),
+                }
+                let r = self.proxy_body(l, &p, &members, (set, order), base, out, depth);
+                self.members[depth] = members;
+                r
+            } else {
+                self.proxy_splice(l, &p, (set, order), base, out, depth)
+            };
             self.overrides.truncate(base);
+            ffi::lua_settop(l, top);
             r
+        }
+    }
+
+    /// Writes the members a script added to a proxy (keys of its order list that are not in
+    /// the original object and not deleted), after a comma when `has_members`.
+    unsafe fn write_added(
+        &mut self,
+        l: *mut lua_State,
+        p: &proxy::Parts<'_>,
+        (set, order): (c_int, c_int),
+        has_members: &mut bool,
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), EncodeError> {
+        // SAFETY: `set` and `order` are absolute indices of the proxy's write table and order
+        // list (or 0).
+        unsafe {
+            if order == 0 || set == 0 {
+                return Ok(());
+            }
+            let len = ffi::lua_objlen(l, order) as c_int;
+            for i in 1..=len {
+                ffi::lua_rawgeti_(l, order, i);
+                let k = ffi::lua_gettop(l);
+                let original = match super::ffi_util::str_at(l, k) {
+                    Some(name) => self.find_member(p, name).is_some(),
+                    None => false,
+                };
+                if original {
+                    ffi::lua_settop(l, k - 1);
+                    continue;
+                }
+                ffi::lua_pushvalue(l, k);
+                ffi::lua_rawget_(l, set);
+                let v = k + 1;
+                if proxy::is_tomb(l, v) || ffi::lua_type(l, v) == ffi::LUA_TNIL {
+                    ffi::lua_settop(l, k - 1);
+                    continue;
+                }
+                if *has_members {
+                    out.push(b',');
+                }
+                *has_members = true;
+                let r = self.key(l, k, out).and_then(|()| self.value(l, v, out, depth + 1));
+                ffi::lua_settop(l, k - 1);
+                r?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Finds member `k` of the proxy's object, through the lent cache when there is one.
+    fn find_member(&mut self, p: &proxy::Parts<'_>, k: &[u8]) -> Option<Member> {
+        match self.cache {
+            // SAFETY: the cache outlives this call (lent by `encode_cached`) and nothing else
+            // uses it meanwhile.
+            Some(c) => unsafe { (*c).find(p.id, p.start, p.line, k, &mut self.scratch) },
+            None => {
+                let mut at = scan::first_member(p.line, p.start);
+                while let Some(i) = at {
+                    let (m, next) = scan::next_member(p.line, i)?;
+                    if super::worker::key_matches(p.line, &m, k, &mut self.scratch) {
+                        return Some(m);
+                    }
+                    at = next;
+                }
+                None
+            }
+        }
+    }
+
+    /// Writes a changed proxy without deletions: its original bytes with each changed member's
+    /// value replaced in place and new members appended before the closing brace.
+    unsafe fn proxy_splice(
+        &mut self,
+        l: *mut lua_State,
+        p: &proxy::Parts<'_>,
+        (set, order): (c_int, c_int),
+        base: usize,
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), EncodeError> {
+        // SAFETY: as `proxy`; override pointers refer to live Lua strings.
+        unsafe {
+            let rbase = self.replace.len();
+            let mut appended = false;
+            for oi in base..self.overrides.len() {
+                let (kp, kl, _) = self.overrides[oi];
+                let k = std::slice::from_raw_parts(kp, kl);
+                match self.find_member(p, k) {
+                    Some(m) => self.replace.push((m.val_start, m.val_end, oi)),
+                    None => appended = true,
+                }
+            }
+            self.replace[rbase..].sort_unstable_by_key(|r| r.0);
+            let mut pos = p.start;
+            let mut result = Ok(());
+            for ri in rbase..self.replace.len() {
+                let (vs, ve, oi) = self.replace[ri];
+                let (kp, kl, tbl) = self.overrides[oi];
+                out.extend_from_slice(&p.line[pos..vs as usize]);
+                ffi::lua_pushlstring_(l, kp.cast(), kl);
+                ffi::lua_rawget_(l, tbl);
+                let v = ffi::lua_gettop(l);
+                result = self.value(l, v, out, depth + 1);
+                ffi::lua_settop(l, v - 1);
+                if result.is_err() {
+                    break;
+                }
+                pos = ve as usize;
+            }
+            self.replace.truncate(rbase);
+            result?;
+            // Everything up to (not including) the closing brace, then the new members.
+            let close = p.end.saturating_sub(1).max(pos);
+            out.extend_from_slice(&p.line[pos..close]);
+            let mut has_members = scan::first_member(p.line, p.start).is_some_and(|i| p.line.get(i) == Some(&b'"'));
+            if appended || order != 0 {
+                self.write_added(l, p, (set, order), &mut has_members, out, depth)?;
+            }
+            out.push(b'}');
+            Ok(())
         }
     }
 
@@ -297,7 +509,7 @@ impl Encoder {
         l: *mut lua_State,
         p: &proxy::Parts<'_>,
         members: &[Member],
-        set: c_int,
+        (set, order): (c_int, c_int),
         base: usize,
         out: &mut Vec<u8>,
         depth: usize,
@@ -351,37 +563,8 @@ impl Encoder {
                     }
                 }
             }
-            // New members, in the write table's order.
-            if set != 0 {
-                ffi::lua_pushnil(l);
-                while ffi::lua_next(l, set) != 0 {
-                    let v = ffi::lua_gettop(l);
-                    let is_new = !proxy::is_tomb(l, v)
-                        && match super::ffi_util::str_at(l, v - 1) {
-                            Some(k) => !members.iter().any(|m| {
-                                let raw = &p.line[m.key_start as usize..m.key_end as usize];
-                                if m.key_escaped {
-                                    scan::unescape(raw, &mut self.scratch);
-                                    self.scratch.as_slice() == k
-                                } else {
-                                    raw == k
-                                }
-                            }),
-                            None => true,
-                        };
-                    if is_new {
-                        if !first {
-                            out.push(b',');
-                        }
-                        first = false;
-                        if let Err(e) = self.key(l, v - 1, out).and_then(|()| self.value(l, v, out, depth + 1)) {
-                            ffi::lua_settop(l, set);
-                            return Err(e);
-                        }
-                    }
-                    ffi::lua_settop(l, v - 1);
-                }
-            }
+            // New members, in the order of their first write.
+            self.write_added(l, p, (set, order), &mut !first, out, depth)?;
             out.push(b'}');
             Ok(())
         }

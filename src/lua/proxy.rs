@@ -8,7 +8,9 @@
 //! because `pairs`/`next` materialize a proxy into a plain table first):
 //! `[K_LINE]` the whole line as a Lua string, `[K_SPAN]` the object's byte range packed into a
 //! number, `[K_ID]` the event's id (for the member cache), `[K_SET]` writes (absent until the
-//! first write; deletions are `TOMBSTONE`), `[K_CACHE]` nested proxies handed out so far.
+//! first write; deletions are the metatable itself), `[K_ORDER]` keys in the order of their first
+//! write (so new members are written in a reproducible order), `[K_CACHE]` nested tables
+//! handed out so far.
 
 use std::ffi::c_int;
 
@@ -16,7 +18,7 @@ use mlua::ffi::{self, lua_State};
 
 use super::ffi_util::{abs_index, push_bytes, to_bytes};
 use super::worker::ctx;
-use crate::event::scan::{self, Kind, Member};
+use crate::event::scan::{self, Kind};
 
 // Hidden keys are negative integers: JSON object keys are always strings, and integer keys
 // cost no string interning (lightuserdata keys do, on 64-bit LuaJIT).
@@ -25,6 +27,7 @@ const K_SPAN: i64 = -2;
 const K_ID: i64 = -3;
 const K_SET: i64 = -4;
 const K_CACHE: i64 = -5;
+const K_ORDER: i64 = -6;
 /// Key of the mark in the proxy metatable.
 const K_MARK: i64 = -1;
 /// Registry slot of the proxy metatable (luaL_ref only uses positive keys).
@@ -136,8 +139,13 @@ pub unsafe fn push_event(l: *mut lua_State, line: &[u8], id: f64) {
     unsafe {
         push_bytes(l, line);
         let li = ffi::lua_gettop(l);
+        // The reader validated the line as one JSON object: it ends at the last
+        // non-whitespace byte.
         let start = scan::skip_ws(line, 0);
-        let end = scan::value_end(line, start);
+        let mut end = line.len();
+        while end > start && matches!(line[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
+            end -= 1;
+        }
         push_proxy(l, li, start, end, id);
         ffi::lua_remove(l, li);
     }
@@ -208,25 +216,11 @@ pub unsafe fn push_json(l: *mut lua_State, line_idx: c_int, buf: &[u8], start: u
     }
 }
 
-/// Compares a Lua key with a raw JSON key.
-fn key_eq(buf: &[u8], m: &Member, k: &[u8], scratch: &mut Vec<u8>) -> bool {
-    let raw = &buf[m.key_start as usize..m.key_end as usize];
-    if !m.key_escaped {
-        raw == k
-    } else {
-        scan::unescape(raw, scratch);
-        scratch.as_slice() == k
-    }
-}
-
 /// Finds member `k` of the proxy's object: returns its value range.
 fn find(p: &Parts<'_>, k: &[u8]) -> Option<(usize, usize)> {
     let c = ctx();
-    let members = c.cache.members(p.id, p.start, p.line);
-    let scratch = &mut c.scratch;
-    members
-        .iter()
-        .find(|m| key_eq(p.line, m, k, scratch))
+    c.cache
+        .find(p.id, p.start, p.line, k, &mut c.scratch)
         .map(|m| (m.val_start as usize, m.val_end as usize))
 }
 
@@ -298,7 +292,20 @@ unsafe extern "C-unwind" fn proxy_newindex(l: *mut lua_State) -> c_int {
             ffi::lua_createtable(l, 0, 4);
             ffi::lua_pushvalue(l, -1);
             rawset_i(l, 1, K_SET);
+            ffi::lua_createtable(l, 4, 0);
+            rawset_i(l, 1, K_ORDER);
         }
+        // A key written for the first time joins the order list.
+        ffi::lua_pushvalue(l, 2);
+        ffi::lua_rawget_(l, 4);
+        let first = ffi::lua_type(l, -1) == ffi::LUA_TNIL;
+        ffi::lua_settop(l, 4);
+        if first && rawget_i(l, 1, K_ORDER) == ffi::LUA_TTABLE {
+            let n = ffi::lua_objlen(l, 5) as c_int;
+            ffi::lua_pushvalue(l, 2);
+            ffi::lua_rawseti_(l, 5, n + 1);
+        }
+        ffi::lua_settop(l, 4);
         ffi::lua_pushvalue(l, 2);
         if ffi::lua_type(l, 3) == ffi::LUA_TNIL {
             push_mt(l);
@@ -328,8 +335,7 @@ pub unsafe fn is_dirty(l: *mut lua_State, t: c_int) -> bool {
         ffi::lua_pushnil(l);
         while ffi::lua_next(l, cache) != 0 {
             let v = ffi::lua_gettop(l);
-            // Arrays handed out are plain tables: assume they may have been changed.
-            if !is_proxy(l, v) || is_dirty(l, v) {
+            if member_changed(l, t, v - 1, v) {
                 ffi::lua_settop(l, top);
                 return true;
             }
@@ -389,78 +395,246 @@ pub unsafe fn push_cache(l: *mut lua_State, t: c_int) -> bool {
 }
 
 /// Pops the table on top of the stack into proxy `t` as its write table (`which` = 0) or
-/// nested-proxy table (`which` = 1).
+/// nested-table table (`which` = 1) or order list (`which` = 2).
 pub unsafe fn set_side_table(l: *mut lua_State, t: c_int, which: u8) {
     // SAFETY: `t` is a proxy and a table is on top of the stack.
-    unsafe { rawset_i(l, t, if which == 0 { K_SET } else { K_CACHE }) }
-}
-
-/// Turns the proxy at `idx` into a plain table in place (for `pairs`/`next`).
-pub unsafe fn materialize(l: *mut lua_State, idx: c_int) {
-    // SAFETY: `l` is owned by the caller; the stack is restored.
     unsafe {
-        let t = abs_index(l, idx);
-        if ffi::lua_type(l, t) != ffi::LUA_TTABLE || !is_proxy(l, t) {
-            return;
-        }
-        let top = ffi::lua_gettop(l);
-        let p = parts(l, t);
-        rawget_i(l, t, K_LINE);
-        let line_idx = top + 1;
-        let members: Vec<Member> = ctx().cache.members(p.id, p.start, p.line).to_vec();
-        let has_set = push_writes(l, t);
-        let set_idx = if has_set { ffi::lua_gettop(l) } else { 0 };
-        let mut scratch = Vec::new();
-        for m in &members {
-            let raw = &p.line[m.key_start as usize..m.key_end as usize];
-            let name: &[u8] = if m.key_escaped {
-                scan::unescape(raw, &mut scratch);
-                &scratch
-            } else {
-                raw
-            };
-            push_bytes(l, name);
-            let kidx = ffi::lua_gettop(l);
-            if push_override(l, t, name) {
-                if is_tomb(l, -1) {
-                    ffi::lua_settop(l, kidx - 1);
-                    continue;
-                }
-            } else {
-                push_json(l, line_idx, p.line, m.val_start as usize, m.val_end as usize, p.id);
-            }
-            ffi::lua_rawset(l, t);
-        }
-        if has_set {
-            ffi::lua_pushnil(l);
-            while ffi::lua_next(l, set_idx) != 0 {
-                if is_tomb(l, -1) {
-                    ffi::lua_pop(l, 1);
-                    continue;
-                }
-                ffi::lua_pushvalue(l, -2);
-                ffi::lua_insert(l, -2);
-                ffi::lua_rawset(l, t);
-            }
-        }
-        for k in [K_LINE, K_SPAN, K_ID, K_SET, K_CACHE] {
-            ffi::lua_pushnil(l);
-            rawset_i(l, t, k);
-        }
-        ffi::lua_pushnil(l);
-        ffi::lua_setmetatable(l, t);
-        ffi::lua_settop(l, top);
+        rawset_i(
+            l,
+            t,
+            match which {
+                0 => K_SET,
+                1 => K_CACHE,
+                _ => K_ORDER,
+            },
+        )
     }
 }
 
-/// Lua-callable `materialize(t)`, used by the `pairs`/`next` wrappers.
-pub unsafe extern "C-unwind" fn lua_materialize(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua with at least one argument (or none, a no-op).
+/// Pushes the order list of proxy `t` (or nothing and false).
+pub unsafe fn push_order(l: *mut lua_State, t: c_int) -> bool {
+    // SAFETY: `t` is a proxy.
     unsafe {
-        if ffi::lua_gettop(l) >= 1 {
-            materialize(l, 1);
+        if rawget_i(l, t, K_ORDER) == ffi::LUA_TTABLE {
+            true
+        } else {
+            ffi::lua_pop(l, 1);
+            false
         }
-        0
+    }
+}
+
+/// Whether a nested table handed out (value at `v`, key at `k`, of proxy `t`) was changed:
+/// a nested proxy when it is dirty, an array when its contents differ from the original.
+pub unsafe fn member_changed(l: *mut lua_State, t: c_int, k: c_int, v: c_int) -> bool {
+    // SAFETY: indices are absolute and valid; the stack is restored.
+    unsafe {
+        if is_proxy(l, v) {
+            return is_dirty(l, v);
+        }
+        let Some(name) = super::ffi_util::str_at(l, k) else {
+            return true;
+        };
+        let p = parts(l, t);
+        let mut at = scan::first_member(p.line, p.start);
+        let mut scratch = Vec::new();
+        while let Some(i) = at {
+            let Some((m, next)) = scan::next_member(p.line, i) else {
+                break;
+            };
+            if super::worker::key_matches(p.line, &m, name, &mut scratch) {
+                return !same_as_json(l, v, p.line, m.val_start as usize, m.val_end as usize, 0);
+            }
+            at = next;
+        }
+        true
+    }
+}
+
+/// Whether the Lua value at `v` still equals the JSON value `line[start..end]` it was made
+/// from (numbers by value, strings by bytes, objects by being the unchanged proxy over it).
+unsafe fn same_as_json(l: *mut lua_State, v: c_int, line: &[u8], start: usize, end: usize, depth: usize) -> bool {
+    // SAFETY: `v` is an absolute index; the stack is restored.
+    unsafe {
+        if depth > 100 {
+            return false;
+        }
+        let raw = &line[start..end];
+        match scan::kind(line, start) {
+            Kind::Number => ffi::lua_type(l, v) == ffi::LUA_TNUMBER && ffi::lua_tonumber(l, v) == scan::number(raw),
+            Kind::String => match super::ffi_util::str_at(l, v) {
+                Some(s) => {
+                    let body = &raw[1..raw.len().saturating_sub(1).max(1)];
+                    if memchr::memchr(b'\\', body).is_none() {
+                        s == body
+                    } else {
+                        let mut tmp = Vec::new();
+                        scan::unescape(body, &mut tmp);
+                        s == tmp.as_slice()
+                    }
+                }
+                None => false,
+            },
+            Kind::True => ffi::lua_type(l, v) == ffi::LUA_TBOOLEAN && ffi::lua_toboolean(l, v) != 0,
+            Kind::False => ffi::lua_type(l, v) == ffi::LUA_TBOOLEAN && ffi::lua_toboolean(l, v) == 0,
+            Kind::Null => ffi::lua_type(l, v) == ffi::LUA_TLIGHTUSERDATA && ffi::lua_touserdata(l, v).is_null(),
+            Kind::Object => {
+                if ffi::lua_type(l, v) != ffi::LUA_TTABLE || !is_proxy(l, v) {
+                    return false;
+                }
+                let p = parts(l, v);
+                p.start == start && !is_dirty(l, v)
+            }
+            Kind::Array => {
+                if ffi::lua_type(l, v) != ffi::LUA_TTABLE || is_proxy(l, v) {
+                    return false;
+                }
+                let top = ffi::lua_gettop(l);
+                let mut n = 0usize;
+                let mut same = true;
+                scan::array_elements(line, start, |a, b| {
+                    if !same {
+                        return;
+                    }
+                    n += 1;
+                    ffi::lua_rawgeti_(l, v, n as c_int);
+                    let e = ffi::lua_gettop(l);
+                    same = same_as_json(l, e, line, a, b, depth + 1);
+                    ffi::lua_settop(l, top);
+                });
+                if !same {
+                    return false;
+                }
+                // No extra keys: exactly n entries.
+                let mut count = 0usize;
+                ffi::lua_pushnil(l);
+                while ffi::lua_next(l, v) != 0 {
+                    count += 1;
+                    ffi::lua_pop(l, 1);
+                }
+                count == n
+            }
+            Kind::Invalid => false,
+        }
+    }
+}
+
+/// `next` that understands proxies: the original members in document order (minus deleted
+/// ones), then added keys in the order of their first write; values come through `__index`,
+/// so iterating an event neither changes it nor decodes more than it hands out. Other tables
+/// get the plain `next`.
+pub unsafe extern "C-unwind" fn lua_next_any(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua with (t, k).
+    unsafe {
+        ffi::lua_settop(l, 2);
+        if ffi::lua_type(l, 1) != ffi::LUA_TTABLE {
+            super::ffi_util::raise(l, "bad argument #1 to 'next' (table expected)");
+        }
+        if !is_proxy(l, 1) {
+            if ffi::lua_next(l, 1) != 0 {
+                return 2;
+            }
+            ffi::lua_pushnil(l);
+            return 1;
+        }
+        let p = parts(l, 1);
+        let n_members = ctx().cache.members(p.id, p.start, p.line).len();
+        let has_set = rawget_i(l, 1, K_SET) == ffi::LUA_TTABLE; // 3
+        let mut scratch = Vec::new();
+        // Where to resume: after the member named k, or in the added keys.
+        let mut from_member = 0usize;
+        let mut in_added = false;
+        if ffi::lua_type(l, 2) != ffi::LUA_TNIL {
+            in_added = true;
+            if let Some(k) = super::ffi_util::str_at(l, 2) {
+                let members = ctx().cache.members(p.id, p.start, p.line);
+                if let Some(i) = members
+                    .iter()
+                    .position(|m| super::worker::key_matches(p.line, m, k, &mut scratch))
+                {
+                    from_member = i + 1;
+                    in_added = false;
+                }
+            }
+        }
+        if !in_added {
+            for j in from_member..n_members {
+                let m = ctx().cache.members(p.id, p.start, p.line)[j];
+                let raw = &p.line[m.key_start as usize..m.key_end as usize];
+                let name: &[u8] = if m.key_escaped {
+                    scan::unescape(raw, &mut scratch);
+                    &scratch
+                } else {
+                    raw
+                };
+                push_bytes(l, name);
+                let key = ffi::lua_gettop(l);
+                if has_set {
+                    ffi::lua_pushvalue(l, key);
+                    ffi::lua_rawget_(l, 3);
+                    let deleted = is_tomb(l, -1);
+                    ffi::lua_pop(l, 1);
+                    if deleted {
+                        ffi::lua_settop(l, key - 1);
+                        continue;
+                    }
+                }
+                ffi::lua_pushvalue(l, key);
+                ffi::lua_gettable(l, 1);
+                return 2;
+            }
+        }
+        // Added keys, in order of first write, after the one given (if any).
+        if !has_set || rawget_i(l, 1, K_ORDER) != ffi::LUA_TTABLE {
+            ffi::lua_pushnil(l);
+            return 1;
+        }
+        let order = ffi::lua_gettop(l);
+        let len = ffi::lua_objlen(l, order) as c_int;
+        let mut i = 1;
+        if in_added {
+            while i <= len {
+                ffi::lua_rawgeti_(l, order, i);
+                let same = ffi::lua_rawequal(l, -1, 2) != 0;
+                ffi::lua_pop(l, 1);
+                i += 1;
+                if same {
+                    break;
+                }
+            }
+        }
+        while i <= len {
+            ffi::lua_rawgeti_(l, order, i);
+            let key = ffi::lua_gettop(l);
+            i += 1;
+            let original = match super::ffi_util::str_at(l, key) {
+                Some(k) => ctx()
+                    .cache
+                    .members(p.id, p.start, p.line)
+                    .iter()
+                    .any(|m| super::worker::key_matches(p.line, m, k, &mut scratch)),
+                None => false,
+            };
+            ffi::lua_pushvalue(l, key);
+            ffi::lua_rawget_(l, 3);
+            if original || is_tomb(l, -1) {
+                ffi::lua_settop(l, key - 1);
+                continue;
+            }
+            return 2;
+        }
+        ffi::lua_pushnil(l);
+        1
+    }
+}
+
+/// `isproxy(t)` for the `pairs` wrapper.
+pub unsafe extern "C-unwind" fn lua_is_proxy(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua.
+    unsafe {
+        let yes = ffi::lua_type(l, 1) == ffi::LUA_TTABLE && is_proxy(l, 1);
+        ffi::lua_pushboolean(l, yes as c_int);
+        1
     }
 }
 

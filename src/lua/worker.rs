@@ -49,10 +49,10 @@ impl Drop for Script {
 }
 
 const PRELUDE: &str = r#"
-local materialize, rawnext, rawpairs = ...
--- Event tables are filled lazily; iterating one turns it into a plain table first.
-function pairs(t) materialize(t) return rawpairs(t) end
-function next(t, k) materialize(t) return rawnext(t, k) end
+local next_any, is_proxy, rawpairs = ...
+-- Event tables are filled lazily: pairs/next walk their original members, then added ones.
+next = next_any
+function pairs(t) if is_proxy(t) then return next_any, t, nil end return rawpairs(t) end
 "#;
 
 unsafe fn pcall_msg(l: *mut lua_State) -> String {
@@ -94,8 +94,8 @@ impl Script {
             if pre != 0 {
                 return Err(pcall_msg(l));
             }
-            ffi::lua_pushcclosure(l, proxy::lua_materialize, 0);
-            ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"next".as_ptr());
+            ffi::lua_pushcclosure(l, proxy::lua_next_any, 0);
+            ffi::lua_pushcclosure(l, proxy::lua_is_proxy, 0);
             ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"pairs".as_ptr());
             if ffi::lua_pcall(l, 3, 0, 0) != 0 {
                 return Err(pcall_msg(l));
@@ -132,30 +132,95 @@ impl Script {
     }
 }
 
-/// A small direct-mapped cache of object member lists, keyed by (event id, object offset),
-/// so repeated field lookups on one object scan its bytes once.
+/// One cached object: the members scanned so far and where the scan stopped.
+struct CacheSlot {
+    id: f64,
+    start: usize,
+    members: Vec<Member>,
+    /// Position of the next member to scan; `None` once the whole object is scanned.
+    resume: Option<usize>,
+}
+
+/// A small direct-mapped cache of object member lists, keyed by (event id, object offset).
+/// Scans are incremental: a lookup reads members only up to the one it wants, so reading
+/// `src_ip` never walks the nested objects that Suricata puts after it.
 pub struct MemberCache {
-    slots: Vec<(f64, usize, Vec<Member>)>,
+    slots: Vec<CacheSlot>,
 }
 
 impl Default for MemberCache {
     fn default() -> Self {
         MemberCache {
-            slots: (0..16).map(|_| (-1.0, 0, Vec::with_capacity(32))).collect(),
+            slots: (0..16)
+                .map(|_| CacheSlot {
+                    id: -1.0,
+                    start: 0,
+                    members: Vec::with_capacity(32),
+                    resume: None,
+                })
+                .collect(),
         }
     }
 }
 
+/// Compares a raw JSON key with `k`, unescaping into `scratch` when needed.
+pub fn key_matches(line: &[u8], m: &Member, k: &[u8], scratch: &mut Vec<u8>) -> bool {
+    let raw = &line[m.key_start as usize..m.key_end as usize];
+    if !m.key_escaped {
+        raw == k
+    } else {
+        scan::unescape(raw, scratch);
+        scratch.as_slice() == k
+    }
+}
+
 impl MemberCache {
-    pub fn members(&mut self, id: f64, start: usize, line: &[u8]) -> &[Member] {
+    fn slot(&mut self, id: f64, start: usize, line: &[u8]) -> &mut CacheSlot {
         let h = ((id as u64).wrapping_mul(31) ^ start as u64) as usize & 15;
         let slot = &mut self.slots[h];
-        if slot.0 != id || slot.1 != start {
-            scan::object_members(line, start, &mut slot.2);
-            slot.0 = id;
-            slot.1 = start;
+        if slot.id != id || slot.start != start {
+            slot.id = id;
+            slot.start = start;
+            slot.members.clear();
+            slot.resume = scan::first_member(line, start);
         }
-        &slot.2
+        slot
+    }
+
+    /// Every member of the object at `start`.
+    pub fn members(&mut self, id: f64, start: usize, line: &[u8]) -> &[Member] {
+        let slot = self.slot(id, start, line);
+        while let Some(i) = slot.resume {
+            match scan::next_member(line, i) {
+                Some((m, next)) => {
+                    slot.members.push(m);
+                    slot.resume = next;
+                }
+                None => slot.resume = None,
+            }
+        }
+        &slot.members
+    }
+
+    /// The member named `k` of the object at `start`, scanning no further than needed.
+    pub fn find(&mut self, id: f64, start: usize, line: &[u8], k: &[u8], scratch: &mut Vec<u8>) -> Option<Member> {
+        let slot = self.slot(id, start, line);
+        if let Some(m) = slot.members.iter().find(|m| key_matches(line, m, k, scratch)) {
+            return Some(*m);
+        }
+        while let Some(i) = slot.resume {
+            match scan::next_member(line, i) {
+                Some((m, next)) => {
+                    slot.members.push(m);
+                    slot.resume = next;
+                    if key_matches(line, &m, k, scratch) {
+                        return Some(m);
+                    }
+                }
+                None => slot.resume = None,
+            }
+        }
+        None
     }
 }
 
@@ -311,7 +376,7 @@ impl WorkerCtx {
         let b = &mut self.outs[i];
         let start = b.data.len();
         // SAFETY: `l` belongs to this worker.
-        let r = unsafe { self.enc.encode(l, idx, &mut b.data) };
+        let r = unsafe { self.enc.encode_cached(l, idx, &mut b.data, Some(&mut self.cache)) };
         match r {
             Ok(()) => {
                 b.data.push(b'\n');
@@ -519,6 +584,7 @@ pub unsafe fn copy_value(from: *mut lua_State, idx: c_int, to: *mut lua_State, d
                     for (push, field) in [
                         (proxy::push_writes as unsafe fn(_, _) -> bool, 0),
                         (proxy::push_cache, 1),
+                        (proxy::push_order, 2),
                     ] {
                         if push(from, idx) {
                             let src = ffi::lua_gettop(from);

@@ -1,0 +1,8 @@
+-- Tags the event with its route; writes it to its own output and to "all".
+function setup() end
+
+function loop(msg)
+   msg.route = "alerts"
+   dragonfly.output_event(default_output, msg)
+   dragonfly.output_event("all", msg)
+end
