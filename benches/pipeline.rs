@@ -197,6 +197,8 @@ struct Corpus {
     joined: Vec<u8>,
     tuples: Vec<Tuple>,
     flow_ids: Vec<u64>,
+    /// Top-level key bits of each line, as the reader computes them.
+    keys: Vec<u64>,
 }
 
 fn hex(rng: &mut Rng, nibbles: usize) -> String {
@@ -572,6 +574,7 @@ fn build_corpus() -> Corpus {
     let mut joined = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
     let mut parser = RouteParser::new();
     let mut flow_ids = Vec::with_capacity(EVENTS);
+    let mut keys = Vec::with_capacity(EVENTS);
     for l in &lines {
         joined.extend_from_slice(l);
         joined.push(b'\n');
@@ -580,6 +583,7 @@ fn build_corpus() -> Corpus {
             .unwrap_or_else(|e| panic!("generated line is not valid: {e}: {}", String::from_utf8_lossy(l)));
         assert!(info.hash.is_some(), "generated line has no tuple");
         flow_ids.push(info.flow_id);
+        keys.push(info.keys);
     }
     eprintln!(
         "corpus: {} events, {} bytes, {} bytes/line on average",
@@ -592,6 +596,7 @@ fn build_corpus() -> Corpus {
         joined,
         tuples,
         flow_ids,
+        keys,
     }
 }
 
@@ -800,6 +805,7 @@ fn process_all(corpus: &Corpus, seq: &mut u64, clear: bool) {
             flow_id,
             start: 0,
             end: line.len() as u32,
+            keys: corpus.keys[i],
         };
         *seq += 1;
         WorkerCtx::process(0, &meta, line);

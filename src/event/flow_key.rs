@@ -12,6 +12,8 @@ pub struct RouteInfo {
     pub hash: Option<u64>,
     /// Suricata's flow_id, 0 when absent.
     pub flow_id: u64,
+    /// Bloom bits of the top-level keys (see `EventMeta::keys`).
+    pub keys: u64,
 }
 
 /// Reusable simd-json parser state: parsing a line allocates nothing once warm.
@@ -78,6 +80,7 @@ fn route_from_tape(tape: &[Node<'_>]) -> Result<RouteInfo, LineError> {
     let mut src_port = 0u64;
     let mut dest_port = 0u64;
     let mut flow_id = 0u64;
+    let mut keys = 0u64;
     let mut i = 1;
     for _ in 0..*len {
         let key = match tape.get(i) {
@@ -85,6 +88,7 @@ fn route_from_tape(tape: &[Node<'_>]) -> Result<RouteInfo, LineError> {
             _ => break,
         };
         let val = tape.get(i + 1);
+        keys |= super::key_bit(key.as_bytes());
         match (key, val) {
             (fields::SRC_IP, Some(Node::String(s))) => src_ip = Some(s),
             (fields::DEST_IP, Some(Node::String(s))) => dest_ip = Some(s),
@@ -107,7 +111,7 @@ fn route_from_tape(tape: &[Node<'_>]) -> Result<RouteInfo, LineError> {
         _ if flow_id != 0 => Some(mix(flow_id)),
         _ => None,
     };
-    Ok(RouteInfo { hash, flow_id })
+    Ok(RouteInfo { hash, flow_id, keys })
 }
 
 /// Number of tape nodes a value occupies.

@@ -30,4 +30,16 @@ pub struct EventMeta {
     /// Byte range of the line inside its batch buffer.
     pub start: u32,
     pub end: u32,
+    /// One bit per top-level key ([`key_bit`]): a lookup whose bit is clear skips the scan.
+    pub keys: u64,
+}
+
+/// The bit of a top-level key in [`EventMeta::keys`].
+#[inline]
+pub fn key_bit(key: &[u8]) -> u64 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in key {
+        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+    }
+    1u64 << ((h ^ (h >> 15)) & 63)
 }

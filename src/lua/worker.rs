@@ -139,6 +139,8 @@ struct CacheSlot {
     members: Vec<Member>,
     /// Position of the next member to scan; `None` once the whole object is scanned.
     resume: Option<usize>,
+    /// Bloom bits of the object's keys (all ones when unknown).
+    keys: u64,
 }
 
 /// A small direct-mapped cache of object member lists, keyed by (event id, object offset).
@@ -157,6 +159,7 @@ impl Default for MemberCache {
                     start: 0,
                     members: Vec::with_capacity(32),
                     resume: None,
+                    keys: !0,
                 })
                 .collect(),
         }
@@ -183,8 +186,14 @@ impl MemberCache {
             slot.start = start;
             slot.members.clear();
             slot.resume = scan::first_member(line, start);
+            slot.keys = !0;
         }
         slot
+    }
+
+    /// Records what the reader learned of an event's top-level keys.
+    pub fn prime(&mut self, id: f64, start: usize, line: &[u8], keys: u64) {
+        self.slot(id, start, line).keys = keys;
     }
 
     /// Every member of the object at `start`.
@@ -205,6 +214,9 @@ impl MemberCache {
     /// The member named `k` of the object at `start`, scanning no further than needed.
     pub fn find(&mut self, id: f64, start: usize, line: &[u8], k: &[u8], scratch: &mut Vec<u8>) -> Option<Member> {
         let slot = self.slot(id, start, line);
+        if slot.keys & crate::event::key_bit(k) == 0 {
+            return None;
+        }
         if let Some(m) = slot.members.iter().find(|m| key_matches(line, m, k, scratch)) {
             return Some(*m);
         }
@@ -282,6 +294,13 @@ pub fn ctx() -> &'static mut WorkerCtx {
 }
 
 impl WorkerCtx {
+    /// Retunes the GC of every script state (see [`tune_gc`]); called once per batch.
+    pub fn tune_gc(&self) {
+        for s in self.filters.iter().chain(&self.analyzers) {
+            tune_gc(s.l);
+        }
+    }
+
     /// Creates the context and makes it the current thread's.
     pub fn install(
         input_tags: Vec<String>,
@@ -482,6 +501,7 @@ impl WorkerCtx {
         let id = c.next_id;
         c.next_id += 1.0;
         let l = c.filters[input as usize].l;
+        c.cache.prime(id, scan::skip_ws(line, 0), line, meta.keys);
         // SAFETY: the state belongs to this thread; `call_loop` borrows the context only
         // around (not across) the Lua call.
         unsafe {
@@ -677,4 +697,21 @@ fn run_setup_raw(l: *mut lua_State) -> Result<(), String> {
         ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"io".as_ptr());
     }
     Ok(())
+}
+
+/// Garbage every script state may accumulate before a collection cycle starts, on top of
+/// its live heap (KiB).
+const GC_HEADROOM_KB: c_int = 4096;
+
+/// Keeps the GC of a script state from running a cycle every few dozen events: Lua starts a
+/// cycle when the heap reaches `pause`% of the live heap, which for the small heaps of typical
+/// scripts means constantly. The pause is set so that a cycle starts at the larger of twice the
+/// live heap and the live heap plus [`GC_HEADROOM_KB`].
+fn tune_gc(l: *mut lua_State) {
+    // SAFETY: `l` is a state of this thread; both calls only read or set GC parameters.
+    unsafe {
+        let kb = ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0).max(64);
+        let pause = ((kb + GC_HEADROOM_KB) as i64 * 100 / kb as i64).clamp(200, 10_000) as c_int;
+        ffi::lua_gc(l, ffi::LUA_GCSETPAUSE, pause);
+    }
 }

@@ -126,6 +126,7 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
                 }
                 let _ = io.inputs[input].1.push(batch);
                 let c = ctx();
+                c.tune_gc();
                 let o = &c.outs[input];
                 if o.data.len() >= OUT_BATCH_BYTES || o.recs.len() >= OUT_BATCH_RECS {
                     send(&mut io, input);

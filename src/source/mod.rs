@@ -113,6 +113,7 @@ impl Router {
                     flow_id: route.flow_id,
                     start,
                     end: b.data.len() as u32,
+                    keys: route.keys,
                 });
                 self.seq += 1;
                 self.counted += 1;
