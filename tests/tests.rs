@@ -37,6 +37,23 @@ fn wait_lines(env: &Env, name: &str, n: usize, what: &str) {
     );
 }
 
+/// Stops a running engine with `signal`, then checks that it exited 0 having written exactly
+/// `all` to out.json, and that its summary counts them.
+fn stop_and_expect_all(env: &Env, mut engine: Running, signal: i32, all: &[String]) {
+    engine.signal(signal);
+    let out = engine.wait(WAIT);
+    out.assert_success();
+    let d = diff_lines(&strings(all), &env.lines("out.json"));
+    assert!(d.is_empty(), "out.json:\n{d}");
+    let s = out.summary();
+    assert_eq!(
+        (s.read, s.written),
+        (all.len() as u64, all.len() as u64),
+        "summary: {}",
+        out.stdout
+    );
+}
+
 fn strings(lines: &[String]) -> Vec<Vec<u8>> {
     lines.iter().map(|l| l.as_bytes().to_vec()).collect()
 }
@@ -481,7 +498,7 @@ fn tail_follows_appends_rotation_and_truncation() {
     let initial = phase_lines("initial", 5);
     env.write_log("x", &join_lines(&initial));
     all.extend(initial);
-    let mut engine = env.spawn(&["--shards", "2"]);
+    let engine = env.spawn(&["--shards", "2"]);
     wait_all(&all, "the lines present at start");
 
     // Appends, one of them a line written in two pieces.
@@ -518,18 +535,7 @@ fn tail_follows_appends_rotation_and_truncation() {
     all.extend(after);
     wait_all(&all, "truncation");
 
-    engine.signal(libc::SIGTERM);
-    let out = engine.wait(WAIT);
-    out.assert_success();
-    let d = diff_lines(&strings(&all), &env.lines("out.json"));
-    assert!(d.is_empty(), "final out.json:\n{d}");
-    let s = out.summary();
-    assert_eq!(
-        (s.read, s.written),
-        (all.len() as u64, all.len() as u64),
-        "summary: {}",
-        out.stdout
-    );
+    stop_and_expect_all(&env, engine, libc::SIGTERM, &all);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -841,24 +847,13 @@ fn sigint_on_follow_drains_and_exits_zero() {
     let env = Env::simple("file://in.json", ANALYZER_PASS, "", "tail_poll_ms = 50");
     let first = phase_lines("first", 1000);
     env.write_log("in.json", &join_lines(&first));
-    let mut engine = env.spawn(&["--follow", "--shards", "2"]);
+    let engine = env.spawn(&["--follow", "--shards", "2"]);
     wait_lines(&env, "out.json", first.len(), "the first lines");
     let second = phase_lines("second", 500);
     env.append_log("in.json", &join_lines(&second));
     let all: Vec<String> = first.into_iter().chain(second).collect();
     wait_lines(&env, "out.json", all.len(), "the appended lines");
-    engine.signal(libc::SIGINT);
-    let out = engine.wait(WAIT);
-    out.assert_success();
-    let d = diff_lines(&strings(&all), &env.lines("out.json"));
-    assert!(d.is_empty(), "out.json:\n{d}");
-    let s = out.summary();
-    assert_eq!(
-        (s.read, s.written),
-        (all.len() as u64, all.len() as u64),
-        "summary: {}",
-        out.stdout
-    );
+    stop_and_expect_all(&env, engine, libc::SIGINT, &all);
 }
 
 #[test]
