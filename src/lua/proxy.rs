@@ -100,6 +100,84 @@ pub unsafe fn install(l: *mut lua_State) {
     }
 }
 
+/// What [`df_find`] reports about one member, for the Lua side of the lookup.
+#[repr(C)]
+pub struct FieldOut {
+    /// 0 absent, 1 string, 2 number, 3 true, 4 false, 5 null, 6 object or array.
+    pub kind: i32,
+    pub len: i32,
+    pub num: f64,
+    pub ptr: *const u8,
+}
+
+/// The field lookup called through LuaJIT's FFI by the Lua `__index` of event tables (see
+/// `FAST_META` in `lua/worker.rs`), so that compiled traces read fields without going through
+/// the Lua C API. Objects and arrays are left to the C `__index` (kind 6).
+///
+/// # Safety
+///
+/// Called by LuaJIT with `line` and `key` pointing to live Lua strings of the given lengths
+/// and `out` to a live `FieldOut`; the string a kind-1 answer points to stays valid until the
+/// next call on this thread.
+pub unsafe extern "C" fn df_find(
+    line: *const u8,
+    line_len: usize,
+    span: f64,
+    id: f64,
+    key: *const u8,
+    key_len: usize,
+    out: *mut FieldOut,
+) -> i32 {
+    // SAFETY: see the function's contract.
+    let (line, key, out) = unsafe {
+        (
+            std::slice::from_raw_parts(line, line_len),
+            std::slice::from_raw_parts(key, key_len),
+            &mut *out,
+        )
+    };
+    let (start, end) = unpack_span(span);
+    let start = start.min(line.len());
+    let _ = end;
+    let c = ctx();
+    let Some(m) = c.cache.find(id, start, line, key, &mut c.scratch) else {
+        out.kind = 0;
+        return 0;
+    };
+    let (vs, ve) = (m.val_start as usize, m.val_end as usize);
+    let raw = &line[vs..ve];
+    out.kind = match scan::kind(line, vs) {
+        Kind::String => {
+            let body = &raw[1..raw.len().saturating_sub(1).max(1)];
+            if memchr::memchr(b'\\', body).is_none() {
+                out.ptr = body.as_ptr();
+                out.len = body.len() as i32;
+            } else {
+                scan::unescape(body, &mut c.value_scratch);
+                out.ptr = c.value_scratch.as_ptr();
+                out.len = c.value_scratch.len() as i32;
+            }
+            1
+        }
+        Kind::Number => {
+            out.num = scan::number(raw);
+            2
+        }
+        Kind::True => 3,
+        Kind::False => 4,
+        Kind::Null => 5,
+        Kind::Object | Kind::Array => 6,
+        Kind::Invalid => 0,
+    };
+    out.kind
+}
+
+/// The C `__index` of event tables, for the Lua `__index` to fall back on.
+pub unsafe extern "C-unwind" fn slow_index(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua with (t, k).
+    unsafe { proxy_index(l) }
+}
+
 /// Whether the value at `idx` is a proxy.
 #[inline]
 pub unsafe fn is_proxy(l: *mut lua_State, idx: c_int) -> bool {

@@ -49,10 +49,66 @@ impl Drop for Script {
 }
 
 const PRELUDE: &str = r#"
-local next_any, is_proxy, rawpairs = ...
+local next_any, is_proxy, rawpairs, mt, slow_index, find_ptr = ...
 -- Event tables are filled lazily: pairs/next walk their original members, then added ones.
 next = next_any
 function pairs(t) if is_proxy(t) then return next_any, t, nil end return rawpairs(t) end
+
+-- Field access of event tables in Lua, with the lookup itself called through the FFI, so that
+-- LuaJIT compiles reads and writes into the script's traces. Hidden fields (negative keys):
+-- -1 line, -2 span, -3 event id, -4 writes, -5 nested tables handed out, -6 write order.
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { int32_t kind; int32_t len; double num; const char *ptr; } df_field_out;
+]]
+local find = ffi.cast("int32_t (*)(const char *, size_t, double, double, const char *, size_t, df_field_out *)", find_ptr)
+local out = ffi.new("df_field_out")
+local rawget, rawset, type, ffistring = rawget, rawset, type, ffi.string
+local lnull = select(7, ...)
+local TOMB = mt
+
+mt.__index = function(t, k)
+   local set = rawget(t, -4)
+   if set ~= nil then
+      local v = rawget(set, k)
+      if v ~= nil then
+         if v == TOMB then return nil end
+         return v
+      end
+   end
+   local cache = rawget(t, -5)
+   if cache ~= nil then
+      local v = rawget(cache, k)
+      if v ~= nil then return v end
+   end
+   if type(k) ~= "string" then return nil end
+   local line = rawget(t, -1)
+   local kind = find(line, #line, rawget(t, -2), rawget(t, -3), k, #k, out)
+   if kind == 1 then return ffistring(out.ptr, out.len) end
+   if kind == 2 then return out.num end
+   if kind == 0 then return nil end
+   if kind == 3 then return true end
+   if kind == 4 then return false end
+   if kind == 5 then return lnull end
+   return slow_index(t, k)
+end
+
+mt.__newindex = function(t, k, v)
+   if k == nil then error("table index is nil", 2) end
+   if k ~= k then error("table index is NaN", 2) end
+   local set = rawget(t, -4)
+   if set == nil then
+      set = {}
+      rawset(t, -4, set)
+      rawset(t, -6, {})
+   end
+   if rawget(set, k) == nil then
+      local order = rawget(t, -6)
+      order[#order + 1] = k
+   end
+   if v == nil then v = TOMB end
+   rawset(set, k, v)
+end
 "#;
 
 unsafe fn pcall_msg(l: *mut lua_State) -> String {
@@ -97,7 +153,11 @@ impl Script {
             ffi::lua_pushcclosure(l, proxy::lua_next_any, 0);
             ffi::lua_pushcclosure(l, proxy::lua_is_proxy, 0);
             ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"pairs".as_ptr());
-            if ffi::lua_pcall(l, 3, 0, 0) != 0 {
+            proxy::push_mt(l);
+            ffi::lua_pushcclosure(l, proxy::slow_index, 0);
+            ffi::lua_pushlightuserdata(l, proxy::df_find as *mut std::ffi::c_void);
+            ffi::lua_pushlightuserdata(l, std::ptr::null_mut());
+            if ffi::lua_pcall(l, 7, 0, 0) != 0 {
                 return Err(pcall_msg(l));
             }
             api::install(l);
@@ -257,6 +317,8 @@ pub struct WorkerCtx {
     queue: VecDeque<(u32, c_int)>,
     pub cache: MemberCache,
     pub scratch: Vec<u8>,
+    /// Unescaped string values handed to the FFI field lookup.
+    pub value_scratch: Vec<u8>,
     pub enc: Encoder,
     /// Output batches under construction, one per input, plus one for records written
     /// outside any event (last).
@@ -318,6 +380,7 @@ impl WorkerCtx {
             queue: VecDeque::with_capacity(64),
             cache: MemberCache::default(),
             scratch: Vec::with_capacity(256),
+            value_scratch: Vec::with_capacity(256),
             enc: Encoder::default(),
             outs: (0..=n_inputs)
                 .map(|i| OutBatch {
