@@ -53,20 +53,8 @@ pub fn skip_ws(buf: &[u8], mut pos: usize) -> usize {
 pub fn string_end(buf: &[u8], pos: usize) -> (usize, bool) {
     let mut i = pos + 1;
     let mut escaped = false;
-    // Most EVE strings are short: a plain loop beats a SIMD search's setup cost for them.
-    let short_end = (i + 48).min(buf.len());
-    while i < short_end {
-        match buf[i] {
-            b'"' => return (i + 1, escaped),
-            b'\\' => {
-                escaped = true;
-                i += 2;
-            }
-            _ => i += 1,
-        }
-    }
-    loop {
-        match memchr::memchr2(b'"', b'\\', buf.get(i..).unwrap_or(&[])) {
+    while let Some(rest) = buf.get(i..) {
+        match rest.iter().position(|&c| c == b'"' || c == b'\\') {
             Some(off) => {
                 i += off;
                 if buf[i] == b'\\' {
@@ -76,10 +64,24 @@ pub fn string_end(buf: &[u8], pos: usize) -> (usize, bool) {
                     return (i + 1, escaped);
                 }
             }
-            None => return (buf.len(), escaped),
+            None => break,
         }
     }
+    (buf.len(), escaped)
 }
+
+/// Bytes that end a number or literal.
+static DELIMITER: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b',' as usize] = true;
+    t[b'}' as usize] = true;
+    t[b']' as usize] = true;
+    t[b' ' as usize] = true;
+    t[b'\t' as usize] = true;
+    t[b'\n' as usize] = true;
+    t[b'\r' as usize] = true;
+    t
+};
 
 /// End (exclusive) of the value starting at `pos` (which must not be whitespace).
 pub fn value_end(buf: &[u8], pos: usize) -> usize {
@@ -88,16 +90,10 @@ pub fn value_end(buf: &[u8], pos: usize) -> usize {
         Kind::Object => nested_end(buf, pos, b'{', b'}'),
         Kind::Array => nested_end(buf, pos, b'[', b']'),
         Kind::Invalid => pos,
-        _ => {
-            let mut i = pos;
-            while let Some(c) = buf.get(i) {
-                if matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
-                    break;
-                }
-                i += 1;
-            }
-            i
-        }
+        _ => match buf[pos..].iter().position(|&c| DELIMITER[c as usize]) {
+            Some(off) => pos + off,
+            None => buf.len(),
+        },
     }
 }
 

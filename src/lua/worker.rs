@@ -328,11 +328,16 @@ pub struct WorkerCtx {
     pub ordered: bool,
     cur_input: u32,
     cur: EventMeta,
+    /// Id and start offset of the current event's root table.
+    cur_root: (f64, usize),
     next_id: f64,
     reported: Vec<String>,
     /// Where the current script call comes from (for error reports).
     pub cur_script: (Role, u32),
 }
+
+/// Queue entry meaning "the current event, unchanged" (not a registry reference).
+const UNCHANGED_EVENT: c_int = c_int::MIN;
 
 /// Most analyzer hops one input event may cause (guards against `analyze_event` cycles).
 pub const MAX_HOPS: u32 = 10_000;
@@ -392,6 +397,7 @@ impl WorkerCtx {
             ordered,
             cur_input: NO_INPUT,
             cur: EventMeta::default(),
+            cur_root: (0.0, 0),
             next_id: 1.0,
             reported: Vec::new(),
             cur_script: (Role::Filter, 0),
@@ -538,8 +544,21 @@ impl WorkerCtx {
         }
     }
 
-    /// Queues the value at `idx` of `from` for analyzer `a` (a deep copy, made now).
+    /// Queues the value at `idx` of `from` for analyzer `a` (a deep copy, made now). The
+    /// current event's own table, unchanged, is not copied: the analyzer gets a fresh table
+    /// over the same line when its turn comes, which is the same snapshot.
     pub unsafe fn queue_analyzer(&mut self, from: *mut lua_State, idx: c_int, a: u32) -> Result<(), String> {
+        // SAFETY: `from` belongs to this worker thread.
+        unsafe {
+            let idx = super::ffi_util::abs_index(from, idx);
+            if ffi::lua_type(from, idx) == ffi::LUA_TTABLE && proxy::is_proxy(from, idx) {
+                let p = proxy::parts(from, idx);
+                if (p.id, p.start) == self.cur_root && self.cur_input != NO_INPUT && !proxy::is_dirty(from, idx) {
+                    self.queue.push_back((a, UNCHANGED_EVENT));
+                    return Ok(());
+                }
+            }
+        }
         let to = self.analyzers[a as usize].l;
         // SAFETY: both states belong to this worker thread.
         unsafe {
@@ -564,7 +583,9 @@ impl WorkerCtx {
         let id = c.next_id;
         c.next_id += 1.0;
         let l = c.filters[input as usize].l;
-        c.cache.prime(id, scan::skip_ws(line, 0), line, meta.keys);
+        let root_start = scan::skip_ws(line, 0);
+        c.cur_root = (id, root_start);
+        c.cache.prime(id, root_start, line, meta.keys);
         // SAFETY: the state belongs to this thread; `call_loop` borrows the context only
         // around (not across) the Lua call.
         unsafe {
@@ -577,8 +598,12 @@ impl WorkerCtx {
             hops += 1;
             // SAFETY: as above.
             unsafe {
-                ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
-                ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
+                if r == UNCHANGED_EVENT {
+                    proxy::push_event(l, line, id);
+                } else {
+                    ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
+                    ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
+                }
                 if hops > MAX_HOPS {
                     ffi::lua_pop(l, 1);
                     continue;
