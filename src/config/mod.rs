@@ -102,6 +102,20 @@ impl Config {
         };
         let lua = Lua::new_with(StdLib::NONE, LuaOptions::default())
             .map_err(|e| fail(vec![format!("config: cannot create Lua state: {e}")]))?;
+        // The original evaluated config.lua with no library at all; mlua always opens the base
+        // library, so take away what could reach files or load code.
+        for name in [
+            "dofile",
+            "loadfile",
+            "load",
+            "loadstring",
+            "require",
+            "module",
+            "getfenv",
+            "setfenv",
+        ] {
+            let _ = lua.globals().raw_set(name, Value::Nil);
+        }
         if let Err(e) = lua
             .load(&src[..])
             .set_name(format!("@{}", config_file.display()))

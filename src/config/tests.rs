@@ -1,1 +1,98 @@
-//! Tests of config.lua loading and validation.
+//! Tests of config.lua loading and validation: every problem reported at once, by key.
+
+use std::path::Path;
+
+use super::*;
+
+/// Builds a root with `config.lua` = `src` and the given scripts, and loads it.
+fn check(src: &str, scripts: &[&str]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for d in ["config", "filter", "analyzer"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(root.join("config/config.lua"), src).unwrap();
+    for s in scripts {
+        std::fs::write(root.join(s), "function setup() end function loop(m) end").unwrap();
+    }
+    Config::load(root, Path::new("/tmp/dfm-logs"), None)
+}
+
+const GOOD: &str = r#"
+inputs = { { tag = "eve", uri = "tail://eve.json<", script = "f.lua", default_analyzer = "a" } }
+analyzers = { { tag = "a", script = "a.lua", default_analyzer = "", default_output = "out" } }
+outputs = { { tag = "out", uri = "file:///tmp/out.json<", ordered = false } }
+stats_interval = 5
+"#;
+
+#[test]
+fn a_good_config_loads_with_resolved_paths() {
+    let cfg = check(GOOD, &["filter/f.lua", "analyzer/a.lua"]).unwrap();
+    assert_eq!(
+        cfg.inputs[0].uri,
+        InputUri::Tail {
+            path: "/tmp/dfm-logs/eve.json".into(),
+            from_start: true
+        }
+    );
+    assert!(cfg.inputs[0].script.ends_with("filter/f.lua"));
+    assert_eq!(
+        cfg.outputs[0].uri,
+        OutputUri::File {
+            path: "/tmp/out.json".into(),
+            truncate: true
+        }
+    );
+    assert!(!cfg.outputs[0].ordered);
+    assert_eq!(cfg.stats_interval, Duration::from_secs(5));
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let src = r#"
+inputs = { { tag = "eve", uri = "ipc://x", script = "missing.lua" } }
+analyzers = { { tag = "a", script = "a.lua", default_analyzer = "", default_output = "nope" },
+              { tag = 7, script = "foo.lua", default_analyzer = "", default_output = "" } }
+outputs = { { tag = "out", uri = "bogus://y" } }
+max_line_bytes = 3
+"#;
+    let e = check(src, &["analyzer/a.lua"]).unwrap_err();
+    let all = e.errors.join("\n");
+    for want in [
+        "inputs[1].uri: \"ipc://x\": this scheme is not available",
+        "inputs[1].script: filter/missing.lua not found",
+        "inputs[1].default_analyzer: missing",
+        "analyzers[2].script: analyzer/foo.lua not found",
+        "outputs[1].uri: \"bogus://y\": unknown scheme",
+        "max_line_bytes: must be between",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn config_lua_cannot_reach_files_or_load_code() {
+    let e = check(
+        &format!("dofile('/etc/passwd')\n{GOOD}"),
+        &["filter/f.lua", "analyzer/a.lua"],
+    )
+    .unwrap_err();
+    assert!(e.errors.join("\n").contains("dofile"), "{:?}", e.errors);
+    let e = check(
+        &format!("x = loadstring('return 1')\n{GOOD}"),
+        &["filter/f.lua", "analyzer/a.lua"],
+    )
+    .unwrap_err();
+    assert!(e.errors.join("\n").contains("loadstring"), "{:?}", e.errors);
+}
+
+#[test]
+fn default_tags_must_exist() {
+    let src = GOOD.replace(r#"default_output = "out""#, r#"default_output = "elsewhere""#);
+    let e = check(&src, &["filter/f.lua", "analyzer/a.lua"]).unwrap_err();
+    assert!(
+        e.errors.iter().any(|l| l.starts_with("analyzers[1].default_output")),
+        "{:?}",
+        e.errors
+    );
+}
