@@ -231,6 +231,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
             output_tags: cfg.outputs.iter().map(|o| o.tag.clone()).collect(),
             ordered: any_ordered,
             root: cfg.root.clone(),
+            redis: crate::lua::hiredis::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port),
         };
         let st = Arc::clone(&stats);
         let tx = ready_tx.clone();

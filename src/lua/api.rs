@@ -235,7 +235,7 @@ pub unsafe fn install(l: *mut lua_State) {
 }
 
 /// Sets global `name` and `package.loaded[name]` to the table at `t`, then pops it.
-unsafe fn register(l: *mut lua_State, t: c_int, name: &std::ffi::CStr) {
+pub(super) unsafe fn register(l: *mut lua_State, t: c_int, name: &std::ffi::CStr) {
     // SAFETY: `t` is the top of the stack.
     unsafe {
         ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"package".as_ptr());

@@ -10,6 +10,7 @@
 
 mod api;
 pub mod ffi_util;
+pub mod hiredis;
 pub mod json;
 pub mod proxy;
 pub mod worker;

@@ -161,6 +161,7 @@ impl Script {
                 return Err(pcall_msg(l));
             }
             api::install(l);
+            super::hiredis::install(l);
             let set_global = |name: &std::ffi::CStr, v: &str| {
                 if !v.is_empty() {
                     push_bytes(l, v.as_bytes());
@@ -324,6 +325,8 @@ pub struct WorkerCtx {
     /// outside any event (last).
     pub outs: Vec<OutBatch>,
     pub counters: WorkerCounters,
+    /// Redis connections of this worker's scripts.
+    pub redis: super::hiredis::RedisState,
     /// Whether events end with an END_OF_EVENT record (some output is ordered).
     pub ordered: bool,
     cur_input: u32,
@@ -394,6 +397,10 @@ impl WorkerCtx {
                 })
                 .collect(),
             counters: WorkerCounters::default(),
+            redis: super::hiredis::RedisState::new(
+                super::hiredis::RedisTarget::Tcp("127.0.0.1".into(), 6379),
+                Default::default(),
+            ),
             ordered,
             cur_input: NO_INPUT,
             cur: EventMeta::default(),

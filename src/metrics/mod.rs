@@ -28,6 +28,9 @@ pub struct WorkerStats {
     pub analyzer_errors: Vec<AtomicU64>,
     pub unknown_tags: AtomicU64,
     pub encode_errors: AtomicU64,
+    pub redis_calls: AtomicU64,
+    pub redis_failures: AtomicU64,
+    pub redis_error_replies: AtomicU64,
 }
 
 fn zeros(n: usize) -> Vec<AtomicU64> {
@@ -44,6 +47,9 @@ impl WorkerStats {
             analyzer_errors: zeros(analyzers),
             unknown_tags: AtomicU64::new(0),
             encode_errors: AtomicU64::new(0),
+            redis_calls: AtomicU64::new(0),
+            redis_failures: AtomicU64::new(0),
+            redis_error_replies: AtomicU64::new(0),
         }
     }
 }
@@ -195,6 +201,15 @@ impl Stats {
         num(&mut o, sum(self.workers.iter().map(|w| w.unknown_tags.load(Relaxed))));
         o.extend_from_slice(b",\"encode_error\":");
         num(&mut o, sum(self.workers.iter().map(|w| w.encode_errors.load(Relaxed))));
+        o.extend_from_slice(b"},\"redis\":{\"calls\":");
+        num(&mut o, sum(self.workers.iter().map(|w| w.redis_calls.load(Relaxed))));
+        o.extend_from_slice(b",\"failures\":");
+        num(&mut o, sum(self.workers.iter().map(|w| w.redis_failures.load(Relaxed))));
+        o.extend_from_slice(b",\"error_replies\":");
+        num(
+            &mut o,
+            sum(self.workers.iter().map(|w| w.redis_error_replies.load(Relaxed))),
+        );
         o.extend_from_slice(b"}}");
         o
     }

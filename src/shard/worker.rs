@@ -34,6 +34,7 @@ pub struct WorkerSpec {
     pub output_tags: Vec<String>,
     pub ordered: bool,
     pub root: std::path::PathBuf,
+    pub redis: crate::lua::hiredis::RedisTarget,
 }
 
 fn send(io: &mut WorkerIo, slot: usize) {
@@ -82,6 +83,9 @@ fn publish(stats: &Stats, index: usize) {
     w.events.store(c.counters.events, Relaxed);
     w.unknown_tags.store(c.counters.unknown_tags, Relaxed);
     w.encode_errors.store(c.counters.encode_errors, Relaxed);
+    w.redis_calls.store(c.redis.calls, Relaxed);
+    w.redis_failures.store(c.redis.failures, Relaxed);
+    w.redis_error_replies.store(c.redis.error_replies, Relaxed);
     for (i, s) in c.filters.iter().enumerate() {
         w.filter_calls[i].store(s.calls, Relaxed);
         w.filter_errors[i].store(s.errors, Relaxed);
@@ -105,6 +109,7 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
         spec.ordered,
     );
     let ctx_ref = ctx();
+    ctx_ref.redis.target = spec.redis.clone();
     let r = open_all(ctx_ref, &spec.filters, &spec.analyzers, true, &spec.root);
     let ok = r.is_ok();
     let _ = ready.send(r);

@@ -1,0 +1,634 @@
+//! The `hiredis` Lua module (lua-hiredis compatible, spec §7) on the `redis` crate: one
+//! connection per `hiredis.connect()` per script per worker, binary-safe commands, replies
+//! mapped exactly as the original (`hiredis.NIL`, status constants compared by identity, error
+//! replies returned as tables), and a connection that comes back by itself after Redis went
+//! away: a failed call returns `nil, message, hiredis.ERR_IO` and later calls reconnect with
+//! backoff.
+
+use std::ffi::c_int;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mlua::ffi::{self, lua_State};
+use redis::{ConnectionLike, IntoConnectionInfo, RedisConnectionInfo, Value};
+
+use super::ffi_util::{push_bytes, raise, to_bytes};
+use super::worker::ctx;
+
+pub const ERR_IO: i32 = 1;
+pub const ERR_OTHER: i32 = 2;
+pub const ERR_EOF: i32 = 3;
+pub const ERR_PROTOCOL: i32 = 4;
+pub const REPLY_STRING: i32 = 1;
+pub const REPLY_ARRAY: i32 = 2;
+pub const REPLY_INTEGER: i32 = 3;
+pub const REPLY_NIL: i32 = 4;
+pub const REPLY_STATUS: i32 = 5;
+pub const REPLY_ERROR: i32 = 6;
+
+/// Most arguments one command may have (as lua-hiredis).
+const MAX_ARGS: c_int = 256;
+/// Registry slots of the module table and of the constant metatable.
+const REG_MODULE: i64 = -17_002;
+const REG_CONST_MT: i64 = -17_003;
+const REG_CONN_MT: i64 = -17_004;
+
+/// Where Redis is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisTarget {
+    Tcp(String, u16),
+    Unix(PathBuf),
+}
+
+impl RedisTarget {
+    /// From config.lua's `redis_host`/`redis_port` (a port <= 0 means a unix socket path).
+    pub fn from_config(host: &str, port: i64) -> RedisTarget {
+        if port <= 0 {
+            RedisTarget::Unix(PathBuf::from(host))
+        } else {
+            RedisTarget::Tcp(host.to_string(), port.min(u16::MAX as i64) as u16)
+        }
+    }
+}
+
+/// Timeouts of Redis connections.
+#[derive(Clone, Copy, Debug)]
+pub struct RedisTimeouts {
+    pub connect: Duration,
+    pub io: Duration,
+}
+
+impl Default for RedisTimeouts {
+    fn default() -> Self {
+        RedisTimeouts {
+            connect: Duration::from_secs(2),
+            io: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One script's connection, re-established with backoff after a failure.
+pub struct RedisConn {
+    target: RedisTarget,
+    con: Option<redis::Connection>,
+    /// Commands queued by `append_command`, packed, not yet sent.
+    pending: Vec<u8>,
+    /// Replies still to read with `get_reply`: sent commands, then packed ones.
+    sent: usize,
+    queued: usize,
+    next_try: Instant,
+    backoff: Duration,
+    closed: bool,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Per-worker Redis state.
+pub struct RedisState {
+    pub target: RedisTarget,
+    pub timeouts: RedisTimeouts,
+    conns: Vec<RedisConn>,
+    /// Calls, failures (I/O, protocol) and error replies, for the stats.
+    pub calls: u64,
+    pub failures: u64,
+    pub error_replies: u64,
+}
+
+impl RedisState {
+    pub fn new(target: RedisTarget, timeouts: RedisTimeouts) -> Self {
+        RedisState {
+            target,
+            timeouts,
+            conns: Vec::new(),
+            calls: 0,
+            failures: 0,
+            error_replies: 0,
+        }
+    }
+
+    /// Makes sure connection `i` is up (trying again only after its backoff).
+    fn ensure(&mut self, i: usize) -> Result<(), String> {
+        if self.conns[i].con.is_some() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let target = &self.conns[i].target;
+        if now < self.conns[i].next_try {
+            return Err(format!(
+                "{}: not connected (retrying after backoff)",
+                describe_target(target)
+            ));
+        }
+        match open(target, self.timeouts) {
+            Ok(con) => {
+                let c = &mut self.conns[i];
+                c.con = Some(con);
+                c.backoff = BACKOFF_MIN;
+                Ok(())
+            }
+            Err(e) => {
+                let msg = format!("{}: {e}", describe_target(&self.conns[i].target));
+                self.fail(i);
+                Err(msg)
+            }
+        }
+    }
+
+    /// Drops connection `i` after a transport failure and schedules the next attempt.
+    fn fail(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        c.con = None;
+        c.sent = 0;
+        c.queued = 0;
+        c.pending.clear();
+        c.next_try = Instant::now() + c.backoff;
+        c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Connects to `target` within the connect timeout and sets the I/O timeouts.
+fn open(target: &RedisTarget, timeouts: RedisTimeouts) -> Result<redis::Connection, String> {
+    let info = match target {
+        RedisTarget::Tcp(h, p) => (h.as_str(), *p).into_connection_info(),
+        RedisTarget::Unix(path) => redis::ConnectionAddr::Unix(path.clone()).into_connection_info(),
+    }
+    .map_err(|e| e.to_string())?
+    .set_redis_settings(RedisConnectionInfo::default().set_skip_set_lib_name());
+    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+    let con = client
+        .get_connection_with_timeout(timeouts.connect)
+        .map_err(|e| describe(&e))?;
+    con.set_read_timeout(Some(timeouts.io)).map_err(|e| e.to_string())?;
+    con.set_write_timeout(Some(timeouts.io)).map_err(|e| e.to_string())?;
+    Ok(con)
+}
+
+fn describe_target(t: &RedisTarget) -> String {
+    match t {
+        RedisTarget::Tcp(h, p) => format!("redis {h}:{p}"),
+        RedisTarget::Unix(p) => format!("redis unix:{}", p.display()),
+    }
+}
+
+fn describe(e: &redis::RedisError) -> String {
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+fn error_code(e: &redis::RedisError) -> i32 {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+        ERR_IO
+    } else if matches!(e.kind(), redis::ErrorKind::Parse) {
+        ERR_PROTOCOL
+    } else {
+        ERR_OTHER
+    }
+}
+
+unsafe fn push_const(l: *mut lua_State, name: &[u8], ty: i32) {
+    // SAFETY: the caller owns `l`; the constant metatable was registered by `install`.
+    unsafe {
+        ffi::lua_createtable(l, 0, 2);
+        push_bytes(l, name);
+        ffi::lua_setfield(l, -2, c"name".as_ptr());
+        ffi::lua_pushnumber(l, ty as f64);
+        ffi::lua_setfield(l, -2, c"type".as_ptr());
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, REG_CONST_MT as c_int);
+        ffi::lua_setmetatable(l, -2);
+    }
+}
+
+/// Pushes the status constant `hiredis.status[name]`, creating it on first use.
+unsafe fn push_status(l: *mut lua_State, name: &[u8]) {
+    // SAFETY: the module table is in the registry.
+    unsafe {
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, REG_MODULE as c_int);
+        ffi::lua_getfield(l, -1, c"status".as_ptr());
+        push_bytes(l, name);
+        ffi::lua_rawget_(l, -2);
+        if ffi::lua_type(l, -1) == ffi::LUA_TNIL {
+            ffi::lua_pop(l, 1);
+            push_const(l, name, REPLY_STATUS);
+            push_bytes(l, name);
+            ffi::lua_pushvalue(l, -2);
+            ffi::lua_rawset(l, -4);
+        }
+        ffi::lua_replace(l, -3);
+        ffi::lua_pop(l, 1);
+    }
+}
+
+/// Pushes a reply as lua-hiredis did.
+unsafe fn push_reply(l: *mut lua_State, v: &Value, depth: usize) {
+    // SAFETY: the caller owns `l`.
+    unsafe {
+        ffi::luaL_checkstack(l, 4, c"hiredis reply".as_ptr());
+        match v {
+            Value::Nil => {
+                ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, REG_MODULE as c_int);
+                ffi::lua_getfield(l, -1, c"NIL".as_ptr());
+                ffi::lua_remove(l, -2);
+            }
+            Value::Int(n) => ffi::lua_pushnumber(l, *n as f64),
+            Value::BulkString(b) => push_bytes(l, b),
+            Value::Okay => push_status(l, b"OK"),
+            Value::SimpleString(s) => push_status(l, s.as_bytes()),
+            Value::ServerError(e) => {
+                ctx().redis.error_replies += 1;
+                let text = match e.details() {
+                    Some(d) => format!("{} {d}", e.code()),
+                    None => e.code().to_string(),
+                };
+                push_const(l, text.as_bytes(), REPLY_ERROR);
+            }
+            Value::Array(items) | Value::Set(items) | Value::Push { data: items, .. } => {
+                ffi::lua_createtable(l, items.len() as c_int, 0);
+                for (i, it) in items.iter().enumerate() {
+                    if depth < 64 {
+                        push_reply(l, it, depth + 1);
+                    } else {
+                        ffi::lua_pushnil(l);
+                    }
+                    ffi::lua_rawseti_(l, -2, (i + 1) as c_int);
+                }
+            }
+            Value::Map(pairs) => {
+                ffi::lua_createtable(l, (pairs.len() * 2) as c_int, 0);
+                for (i, (k, val)) in pairs.iter().enumerate() {
+                    push_reply(l, k, depth + 1);
+                    ffi::lua_rawseti_(l, -2, (2 * i + 1) as c_int);
+                    push_reply(l, val, depth + 1);
+                    ffi::lua_rawseti_(l, -2, (2 * i + 2) as c_int);
+                }
+            }
+            Value::Double(d) => ffi::lua_pushnumber(l, *d),
+            Value::Boolean(b) => ffi::lua_pushboolean(l, *b as c_int),
+            Value::VerbatimString { text, .. } => push_bytes(l, text.as_bytes()),
+            Value::Attribute { data, .. } => push_reply(l, data, depth + 1),
+            other => push_bytes(l, format!("{other:?}").as_bytes()),
+        }
+    }
+}
+
+/// The connection slot of the userdata at index 1, raising on a closed connection.
+unsafe fn conn_slot(l: *mut lua_State) -> usize {
+    // SAFETY: called at the start of a connection method.
+    unsafe {
+        let p = ffi::lua_touserdata(l, 1) as *const u32;
+        let ok = !p.is_null() && ffi::lua_getmetatable(l, 1) != 0 && {
+            ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, REG_CONN_MT as c_int);
+            let same = ffi::lua_rawequal(l, -1, -2) != 0;
+            ffi::lua_pop(l, 2);
+            same
+        };
+        if !ok {
+            raise(l, "lua-hiredis error: expected a connection (use conn:method(...))");
+        }
+        let slot = *p as usize;
+        let st = &ctx().redis;
+        if st.conns.get(slot).is_none_or(|c| c.closed) {
+            raise(l, "lua-hiredis error: attempted to use closed connection");
+        }
+        slot
+    }
+}
+
+/// Builds a command from Lua arguments `first..=top` (strings or numbers).
+unsafe fn build_cmd(l: *mut lua_State, first: c_int, what: &str) -> redis::Cmd {
+    // SAFETY: indices are valid arguments.
+    unsafe {
+        let top = ffi::lua_gettop(l);
+        if top < first {
+            raise(l, "missing command name");
+        }
+        if top - first + 1 > MAX_ARGS {
+            raise(l, "too many arguments");
+        }
+        let mut cmd = redis::Cmd::new();
+        for i in first..=top {
+            match ffi::lua_type(l, i) {
+                // Numbers become text exactly as LuaJIT's tostring writes them.
+                ffi::LUA_TSTRING | ffi::LUA_TNUMBER => {
+                    cmd.arg(to_bytes(l, i).unwrap_or(&[]));
+                }
+                _ => raise(
+                    l,
+                    &format!(
+                        "bad argument #{} to '{what}' (expected a string or number value)",
+                        i - first + 1
+                    ),
+                ),
+            }
+        }
+        cmd
+    }
+}
+
+/// Runs one command on connection `slot` and pushes its result(s).
+unsafe fn run(l: *mut lua_State, slot: usize, cmd: &redis::Cmd) -> c_int {
+    // SAFETY: the caller owns `l`.
+    unsafe {
+        let st = &mut ctx().redis;
+        st.calls += 1;
+        if let Err(e) = st.ensure(slot) {
+            return push_failure(l, &e, ERR_IO);
+        }
+        let r = st.conns[slot].con.as_mut().expect("ensured above").req_command(cmd);
+        match r {
+            Ok(v) => {
+                push_reply(l, &v, 0);
+                1
+            }
+            Err(e) => {
+                let code = error_code(&e);
+                let st = &mut ctx().redis;
+                let msg = format!("{}: {}", describe_target(&st.conns[slot].target), describe(&e));
+                if code == ERR_IO || code == ERR_PROTOCOL {
+                    st.fail(slot);
+                }
+                push_failure(l, &msg, code)
+            }
+        }
+    }
+}
+
+/// Pushes `nil, msg, code` and counts the failed call.
+unsafe fn push_failure(l: *mut lua_State, msg: &str, code: i32) -> c_int {
+    ctx().redis.failures += 1;
+    // SAFETY: the caller owns `l`.
+    unsafe {
+        ffi::lua_pushnil(l);
+        push_bytes(l, msg.as_bytes());
+        ffi::lua_pushnumber(l, code as f64);
+        3
+    }
+}
+
+unsafe extern "C-unwind" fn conn_command(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua as conn:command(name, ...).
+    unsafe {
+        let slot = conn_slot(l);
+        let cmd = build_cmd(l, 2, "command");
+        run(l, slot, &cmd)
+    }
+}
+
+unsafe extern "C-unwind" fn conn_command_line(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua as conn:command_line(s).
+    unsafe {
+        let slot = conn_slot(l);
+        if ffi::lua_gettop(l) != 2 {
+            raise(l, "expecting exactly 1 arguments");
+        }
+        let Some(line) = to_bytes(l, 2) else {
+            raise(l, "bad argument #1 to 'command_line' (string expected)")
+        };
+        // Split on ASCII spaces only, runs collapsing; '%' is an ordinary character.
+        let mut cmd = redis::Cmd::new();
+        let mut n = 0;
+        for part in line.split(|&c| c == b' ').filter(|p| !p.is_empty()) {
+            cmd.arg(part);
+            n += 1;
+        }
+        if n == 0 {
+            raise(l, "missing command name");
+        }
+        run(l, slot, &cmd)
+    }
+}
+
+unsafe extern "C-unwind" fn conn_append_command(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua as conn:append_command(name, ...).
+    unsafe {
+        let slot = conn_slot(l);
+        let cmd = build_cmd(l, 2, "append_command");
+        let c = &mut ctx().redis.conns[slot];
+        cmd.write_packed_command(&mut c.pending);
+        c.queued += 1;
+        ffi::lua_pushboolean(l, 1);
+        1
+    }
+}
+
+unsafe extern "C-unwind" fn conn_get_reply(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua as conn:get_reply().
+    unsafe {
+        let slot = conn_slot(l);
+        let st = &mut ctx().redis;
+        if st.conns[slot].sent + st.conns[slot].queued == 0 {
+            return push_failure(l, "get_reply: no command pending (use append_command first)", ERR_OTHER);
+        }
+        st.calls += 1;
+        if let Err(e) = st.ensure(slot) {
+            return push_failure(l, &e, ERR_IO);
+        }
+        let c = &mut st.conns[slot];
+        let con = c.con.as_mut().expect("ensured above");
+        if c.queued > 0 {
+            if let Err(e) = con.send_packed_command(&c.pending) {
+                let (code, msg) = (
+                    error_code(&e),
+                    format!("{}: {}", describe_target(&c.target), describe(&e)),
+                );
+                ctx().redis.fail(slot);
+                return push_failure(l, &msg, code);
+            }
+            c.pending.clear();
+            c.sent += c.queued;
+            c.queued = 0;
+        }
+        match con.recv_response() {
+            Ok(v) => {
+                ctx().redis.conns[slot].sent -= 1;
+                push_reply(l, &v, 0);
+                1
+            }
+            Err(e) => {
+                let st = &mut ctx().redis;
+                let (code, msg) = (
+                    error_code(&e),
+                    format!("{}: {}", describe_target(&st.conns[slot].target), describe(&e)),
+                );
+                st.fail(slot);
+                push_failure(l, &msg, code)
+            }
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn conn_close(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua as conn:close() or by the GC.
+    unsafe {
+        let p = ffi::lua_touserdata(l, 1) as *const u32;
+        if !p.is_null()
+            && let Some(c) = ctx().redis.conns.get_mut(*p as usize)
+        {
+            c.closed = true;
+            c.con = None;
+            c.pending.clear();
+        }
+        0
+    }
+}
+
+unsafe extern "C-unwind" fn conn_tostring(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua.
+    unsafe {
+        push_bytes(l, b"lua-hiredis.connection");
+        1
+    }
+}
+
+unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua as hiredis.connect([host, port]).
+    unsafe {
+        let st = &mut ctx().redis;
+        // With arguments, they name the server (the original ignored them); without, the
+        // configured one.
+        let target = match (ffi::lua_type(l, 1), ffi::lua_type(l, 2)) {
+            (ffi::LUA_TSTRING, t2) => {
+                let host = String::from_utf8_lossy(to_bytes(l, 1).unwrap_or(&[])).into_owned();
+                let port = if t2 == ffi::LUA_TNUMBER {
+                    ffi::lua_tonumber(l, 2) as i64
+                } else {
+                    6379
+                };
+                RedisTarget::from_config(&host, port)
+            }
+            _ => st.target.clone(),
+        };
+        let con = match open(&target, st.timeouts) {
+            Ok(c) => c,
+            Err(e) => {
+                return push_failure(l, &format!("{}: {e}", describe_target(&target)), ERR_IO);
+            }
+        };
+        let slot = st.conns.len();
+        st.conns.push(RedisConn {
+            target,
+            con: Some(con),
+            pending: Vec::new(),
+            sent: 0,
+            queued: 0,
+            next_try: Instant::now(),
+            backoff: BACKOFF_MIN,
+            closed: false,
+        });
+        let ud = ffi::lua_newuserdata(l, std::mem::size_of::<u32>()) as *mut u32;
+        *ud = slot as u32;
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, REG_CONN_MT as c_int);
+        ffi::lua_setmetatable(l, -2);
+        1
+    }
+}
+
+unsafe extern "C-unwind" fn unwrap_reply(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua as hiredis.unwrap_reply(r).
+    unsafe {
+        ffi::lua_settop(l, 1);
+        if ffi::lua_type(l, 1) == ffi::LUA_TTABLE && ffi::lua_getmetatable(l, 1) != 0 {
+            ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, REG_CONST_MT as c_int);
+            let is_const = ffi::lua_rawequal(l, -1, -2) != 0;
+            ffi::lua_settop(l, 1);
+            if is_const {
+                ffi::lua_getfield(l, 1, c"type".as_ptr());
+                let ty = ffi::lua_tonumber(l, -1) as i32;
+                ffi::lua_getfield(l, 1, c"name".as_ptr());
+                if ty == REPLY_STATUS {
+                    ffi::lua_pushnumber(l, REPLY_STATUS as f64);
+                    return 2;
+                }
+                if ty == REPLY_ERROR {
+                    ffi::lua_pushnil(l);
+                    ffi::lua_insert(l, -2);
+                    return 2;
+                }
+                ffi::lua_settop(l, 1);
+            }
+        }
+        1
+    }
+}
+
+unsafe extern "C-unwind" fn const_tostring(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua with a constant table.
+    unsafe {
+        ffi::lua_getfield(l, 1, c"name".as_ptr());
+        1
+    }
+}
+
+/// Installs `hiredis` as a global and in `package.loaded`.
+pub unsafe fn install(l: *mut lua_State) {
+    // SAFETY: a fresh state of this thread with the standard libraries open.
+    unsafe {
+        // The constants' protected metatable.
+        ffi::lua_createtable(l, 0, 2);
+        ffi::lua_pushcclosure(l, const_tostring, 0);
+        ffi::lua_setfield(l, -2, c"__tostring".as_ptr());
+        push_bytes(l, b"lua-hiredis.const");
+        ffi::lua_setfield(l, -2, c"__metatable".as_ptr());
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, REG_CONST_MT as c_int);
+        // The connection metatable.
+        ffi::lua_createtable(l, 0, 4);
+        ffi::lua_createtable(l, 0, 6);
+        for (name, f) in [
+            (c"command", conn_command as ffi::lua_CFunction),
+            (c"command_line", conn_command_line),
+            (c"append_command", conn_append_command),
+            (c"get_reply", conn_get_reply),
+            (c"close", conn_close),
+        ] {
+            ffi::lua_pushcclosure(l, f, 0);
+            ffi::lua_setfield(l, -2, name.as_ptr());
+        }
+        ffi::lua_setfield(l, -2, c"__index".as_ptr());
+        ffi::lua_pushcclosure(l, conn_close, 0);
+        ffi::lua_setfield(l, -2, c"__gc".as_ptr());
+        ffi::lua_pushcclosure(l, conn_tostring, 0);
+        ffi::lua_setfield(l, -2, c"__tostring".as_ptr());
+        push_bytes(l, b"lua-hiredis.connection");
+        ffi::lua_setfield(l, -2, c"__metatable".as_ptr());
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, REG_CONN_MT as c_int);
+        // The module.
+        ffi::lua_createtable(l, 0, 24);
+        let m = ffi::lua_gettop(l);
+        ffi::lua_pushcclosure(l, connect, 0);
+        ffi::lua_setfield(l, m, c"connect".as_ptr());
+        ffi::lua_pushcclosure(l, unwrap_reply, 0);
+        ffi::lua_setfield(l, m, c"unwrap_reply".as_ptr());
+        for (name, v) in [
+            (c"ERR_IO", ERR_IO),
+            (c"ERR_OTHER", ERR_OTHER),
+            (c"ERR_EOF", ERR_EOF),
+            (c"ERR_PROTOCOL", ERR_PROTOCOL),
+            (c"REPLY_STRING", REPLY_STRING),
+            (c"REPLY_ARRAY", REPLY_ARRAY),
+            (c"REPLY_INTEGER", REPLY_INTEGER),
+            (c"REPLY_NIL", REPLY_NIL),
+            (c"REPLY_STATUS", REPLY_STATUS),
+            (c"REPLY_ERROR", REPLY_ERROR),
+        ] {
+            ffi::lua_pushnumber(l, v as f64);
+            ffi::lua_setfield(l, m, name.as_ptr());
+        }
+        push_const(l, b"NIL", REPLY_NIL);
+        ffi::lua_setfield(l, m, c"NIL".as_ptr());
+        ffi::lua_createtable(l, 0, 8);
+        let status = ffi::lua_gettop(l);
+        for name in [c"OK", c"QUEUED", c"PONG"] {
+            push_const(l, name.to_bytes(), REPLY_STATUS);
+            ffi::lua_pushvalue(l, -1);
+            ffi::lua_setfield(l, status, name.as_ptr());
+            ffi::lua_setfield(l, m, name.as_ptr());
+        }
+        ffi::lua_setfield(l, m, c"status".as_ptr());
+        ffi::lua_pushvalue(l, m);
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, REG_MODULE as c_int);
+        super::api::register(l, m, c"hiredis");
+    }
+}

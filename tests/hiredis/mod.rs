@@ -1,0 +1,254 @@
+//! The `hiredis` module against a real `redis-server` started by the test (Debian package
+//! `redis-server`; `.ci/run` installs it): reply types and constants, error replies, NIL,
+//! `command_line`, numbers as arguments, use after close, and Redis dying mid-run.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// A `redis-server` on a free loopback port, persistence off, stopped on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut s = RedisServer {
+            port,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (Debian package redis-server; .ci/run installs it)");
+        self.child = Some(child);
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Runs one `redis-cli` command and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn redis_config(port: u16, input_uri: &str) -> String {
+    format!(
+        "redis_host = \"127.0.0.1\"\nredis_port = {port}\n{}",
+        simple_config(input_uri, "", "tail_poll_ms = 20")
+    )
+}
+
+const REPLIES: &str = r#"
+local conn
+function setup()
+  conn = assert(hiredis.connect())
+  local r = {}
+  r.ping = conn:command("PING") == hiredis.status.PONG and hiredis.PONG == hiredis.status.PONG
+  r.set = conn:command("SET", "k", 1.5) == hiredis.OK
+  r.get = conn:command("GET", "k")
+  r.big = conn:command("SET", "b", 2^53) == hiredis.OK and conn:command("GET", "b")
+  r.bin = conn:command("SET", "z", "a\0b") == hiredis.OK and #conn:command("GET", "z")
+  r.missing = conn:command("GET", "nokey") == hiredis.NIL
+  r.nil_name, r.nil_type = hiredis.NIL.name, hiredis.NIL.type
+  local e = conn:command("BOGUS", "x")
+  r.err_type, r.err_name = e.type, e.name
+  r.wrongtype = conn:command("LPUSH", "z", "x").name
+  r.line = conn:command_line("SET  k2   100%d") == hiredis.OK and conn:command("GET", "k2")
+  r.one_arg = conn:command("INCR c").name
+  conn:append_command("INCR", "c")
+  conn:append_command("INCR", "c")
+  r.pipelined = { conn:get_reply(), conn:get_reply() }
+  r.empty = #conn:command("LRANGE", "nolist", 0, -1)
+  r.array = conn:command("MGET", "k", "nokey")
+  r.array_nil = r.array[2] == hiredis.NIL
+  r.array[2] = nil
+  r.status_new = tostring(conn:command("TYPE", "k"))
+  r.status_same = conn:command("TYPE", "k") == conn:command("TYPE", "k2")
+  local v, t = hiredis.unwrap_reply(hiredis.OK)
+  r.unwrap_status = { v, t }
+  local n, msg = hiredis.unwrap_reply(e)
+  r.unwrap_error = { n == nil, msg == e.name }
+  r.unwrap_other = hiredis.unwrap_reply(5)
+  r.consts = { hiredis.ERR_IO, hiredis.ERR_OTHER, hiredis.ERR_EOF, hiredis.ERR_PROTOCOL,
+               hiredis.REPLY_STRING, hiredis.REPLY_ARRAY, hiredis.REPLY_INTEGER, hiredis.REPLY_NIL,
+               hiredis.REPLY_STATUS, hiredis.REPLY_ERROR }
+  r.tostring = tostring(conn)
+  r.bad_arg = select(2, pcall(conn.command, conn, "SET", "k", {}))
+  r.no_name = select(2, pcall(conn.command, conn))
+  conn:close()
+  r.after_close = select(2, pcall(conn.command, conn, "PING"))
+  dragonfly.log_event(r)
+end
+function loop(msg) end
+"#;
+
+#[test]
+fn every_reply_type_and_constant() {
+    let redis = RedisServer::start();
+    let env = Env::new();
+    env.config(&redis_config(redis.port, "file://in.json"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", REPLIES);
+    env.write_log("in.json", b"");
+    env.run(&[]).assert_success();
+    let recs = env.log_records();
+    let r = recs.iter().find(|r| r.get("ping").is_some()).expect("the setup record");
+    let want = serde_json::json!({
+        "ping": true, "set": true, "get": "1.5", "big": "9.007199254741e+15", "bin": 3,
+        "missing": true, "nil_name": "NIL", "nil_type": 4,
+        "err_type": 6, "err_name": "ERR unknown command 'BOGUS', with args beginning with: 'x' ",
+        "wrongtype": "WRONGTYPE Operation against a key holding the wrong kind of value",
+        "line": "100%d", "one_arg": "ERR unknown command 'INCR c', with args beginning with: ",
+        "pipelined": [1, 2], "empty": 0, "array": ["1.5"], "array_nil": true,
+        "status_new": "string", "status_same": true,
+        "unwrap_status": ["OK", 5], "unwrap_error": [true, true], "unwrap_other": 5,
+        "consts": [1, 2, 3, 4, 1, 2, 3, 4, 5, 6],
+        "tostring": "lua-hiredis.connection",
+        "after_close": "lua-hiredis error: attempted to use closed connection",
+    });
+    for (k, v) in want.as_object().unwrap() {
+        assert_eq!(&r[k], v, "field {k} of {r}");
+    }
+    assert!(
+        r["bad_arg"]
+            .as_str()
+            .unwrap()
+            .contains("expected a string or number value"),
+        "{r}"
+    );
+    assert!(r["no_name"].as_str().unwrap().contains("missing command name"), "{r}");
+    assert_eq!(redis.cli(&["GET", "c"]), "2");
+}
+
+#[test]
+fn a_dead_redis_is_an_error_and_comes_back() {
+    let mut redis = RedisServer::start();
+    let env = Env::new();
+    env.config(&redis_config(redis.port, "tail://in.json<"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        r#"
+local conn
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  local r, err, code = conn:command("INCR", "n")
+  if r then msg.n = r else msg.err = err; msg.code = code end
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    env.write_log("in.json", b"");
+    let engine = env.spawn(&["--shards", "1"]);
+    let mut sent = 0usize;
+    let mut send = |env: &Env, n: usize| {
+        let lines: Vec<String> = (0..n).map(|i| format!("{{\"i\":{}}}", sent + i)).collect();
+        env.append_log("in.json", &join_lines(&lines));
+        sent += n;
+        sent
+    };
+    let wait_out = |env: &Env, n: usize| {
+        wait_until(
+            Duration::from_secs(20),
+            "outputs",
+            || env.lines("out.json").len() >= n,
+            || format!("{} lines", env.lines("out.json").len()),
+        )
+    };
+    let n = send(&env, 5);
+    wait_out(&env, n);
+    redis.kill();
+    let n = send(&env, 5);
+    wait_out(&env, n);
+    redis.restart();
+    // Reconnection waits out its backoff (at most 2 s): keep sending until a call succeeds.
+    let t = Instant::now();
+    loop {
+        let n = send(&env, 1);
+        wait_out(&env, n);
+        let last = env.lines("out.json").last().cloned().unwrap();
+        if String::from_utf8_lossy(&last).contains("\"n\":") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "Redis calls never succeeded again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    engine.signal(libc::SIGTERM);
+    let mut engine = engine;
+    let out = engine.wait(Duration::from_secs(20));
+    out.assert_success();
+    let lines: Vec<serde_json::Value> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), sent, "every event was processed");
+    let ok_before: Vec<_> = lines[..5].iter().map(|l| l["n"].as_i64()).collect();
+    assert_eq!(ok_before, vec![Some(1), Some(2), Some(3), Some(4), Some(5)]);
+    for l in &lines[5..10] {
+        assert_eq!(l["code"], 1, "ERR_IO while Redis is down: {l}");
+        assert!(l["err"].as_str().unwrap().contains("redis 127.0.0.1"), "{l}");
+    }
+    assert_eq!(lines.last().unwrap()["n"], 1, "a fresh Redis counts from 1");
+    let stats = env.stats_records();
+    let last = stats.last().unwrap();
+    assert!(last["redis"]["failures"].as_u64().unwrap() >= 5, "{last}");
+    let _ = Path::new("");
+}
