@@ -28,6 +28,9 @@ pub struct Options {
     pub no_pin: bool,
     pub follow: bool,
     pub verbose: bool,
+    /// Run directory (managed Redis socket); default `/var/run/dragonfly-mle`, else
+    /// `<log dir>/run` when that cannot be created.
+    pub run_dir: Option<PathBuf>,
 }
 
 /// What a finished run did.
@@ -96,6 +99,9 @@ fn load(opts: &Options) -> anyhow::Result<Config> {
 /// `check`: loads the configuration and every script (chunk run, `setup()` not run).
 pub fn check(opts: &Options) -> anyhow::Result<String> {
     let cfg = load(opts)?;
+    if cfg.redis_host == "managed" {
+        crate::lua::managed::configure(&run_dir(opts, &cfg));
+    }
     std::env::set_current_dir(&cfg.root).with_context(|| format!("cannot enter {}", cfg.root.display()))?;
     let (filters, analyzers) = script_specs(&cfg);
     let boxed = WorkerCtx::install(
@@ -104,8 +110,11 @@ pub fn check(opts: &Options) -> anyhow::Result<String> {
         cfg.outputs.iter().map(|o| o.tag.clone()).collect(),
         false,
     );
+    crate::lua::worker::ctx().redis.target =
+        crate::lua::hiredis::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port);
     let r = open_all(crate::lua::worker::ctx(), &filters, &analyzers, false, &cfg.root);
     boxed.uninstall();
+    crate::lua::managed::stop();
     r.map_err(|e| anyhow::anyhow!(e))?;
     Ok(format!(
         "{}: OK ({} inputs, {} analyzers, {} outputs)",
@@ -116,9 +125,59 @@ pub fn check(opts: &Options) -> anyhow::Result<String> {
     ))
 }
 
+/// The run directory: the option, else the original's, else one under the log directory.
+fn run_dir(opts: &Options, cfg: &Config) -> PathBuf {
+    if let Some(d) = &opts.run_dir {
+        return d.clone();
+    }
+    let std_dir = PathBuf::from("/var/run/dragonfly-mle");
+    if std::fs::create_dir_all(&std_dir).is_ok() {
+        std_dir
+    } else {
+        cfg.log_dir.join("run")
+    }
+}
+
+/// Sends `MODULE LOAD` for every module of config.lua; failures are reported, not fatal.
+fn load_modules(cfg: &Config, diag: &crate::source::Diag) {
+    use crate::lua::hiredis::{RedisTarget, RedisTimeouts, open};
+    let target = RedisTarget::from_config(&cfg.redis_host, cfg.redis_port);
+    for (tag, module) in &cfg.modules {
+        let r = open(&target, RedisTimeouts::default()).and_then(|mut con| {
+            redis::ConnectionLike::req_command(&mut con, redis::cmd("MODULE").arg("LOAD").arg(module))
+                .map_err(|e| e.to_string())
+                .and_then(|v| match v {
+                    redis::Value::ServerError(e) => Err(format!("{} {}", e.code(), e.details().unwrap_or(""))),
+                    _ => Ok(()),
+                })
+        });
+        if let Err(e) = r {
+            let mut line = Vec::new();
+            line.extend_from_slice(b"{\"time\":");
+            crate::lua::json::write_str(&mut line, crate::metrics::utc_now().as_bytes());
+            line.extend_from_slice(b",\"level\":\"error\",\"kind\":\"redis_module\",\"module\":");
+            crate::lua::json::write_str(&mut line, tag.as_bytes());
+            line.extend_from_slice(b",\"message\":");
+            crate::lua::json::write_str(&mut line, format!("MODULE LOAD {module}: {e}").as_bytes());
+            line.push(b'}');
+            crate::metrics::stderr_report(&line);
+            let _ = diag.send(line);
+        }
+    }
+}
+
 /// Runs the engine until its inputs end (all `file://`, no `--follow`) or a signal stops it.
 pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     let cfg = load(opts)?;
+    if cfg.redis_host == "managed" {
+        crate::lua::managed::configure(&run_dir(opts, &cfg));
+    }
+    let r = run_configured(opts, cfg);
+    crate::lua::managed::stop();
+    r
+}
+
+fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
     let started = Instant::now();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -216,6 +275,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     let writer = std::thread::Builder::new()
         .name("dfm-writer".into())
         .spawn(move || writer.run())?;
+    load_modules(&cfg, &diag_tx);
 
     let (filters, analyzers) = script_specs(&cfg);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

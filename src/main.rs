@@ -47,6 +47,9 @@ struct Cli {
     /// Keep following file:// inputs after their end instead of exiting.
     #[arg(long)]
     follow: bool,
+    /// Run directory (managed Redis); default /var/run/dragonfly-mle, else <log dir>/run.
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
     /// Validate the configuration and load every script, then exit 0 (valid) or 1.
     #[arg(long = "check")]
     check_flag: bool,
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         no_pin: cli.no_pin,
         follow: cli.follow,
         verbose: cli.verbose,
+        run_dir: cli.run_dir,
     };
     let _ = (cli.drop_privileges, cli.chroot);
     if cli.check_flag || cli.command.is_some() {

@@ -1,12 +1,19 @@
 -- dragonfly-mle configuration: the shipped example pipeline.
 -- Relative file:// and tail:// paths live under the log directory (-l).
--- No Redis is needed by these scripts.
+--
+-- Redis: naming no Redis (or redis_host = "managed") makes the engine run its own
+-- redis-server on a private unix socket, started on first use and stopped at exit
+-- (Debian package redis-server). To use your own: redis_host = "127.0.0.1"; redis_port = 6379
+-- (a port <= 0 makes redis_host a unix socket path).
 
 inputs = {
-   { tag = "eve", uri = "file://eve.json", script = "filter.lua", default_analyzer = "flows" },
+   { tag = "eve", uri = "file://eve.json", script = "filter.lua", default_analyzer = "counter" },
 }
 
 analyzers = {
+   -- The original's hello-world chain: count per event type in Redis, annotate, write out.
+   { tag = "counter", script = "hello-counter.lua", default_analyzer = "flows", default_output = "" },
+   -- Pure Lua: per-flow counters, then to the output.
    { tag = "flows", script = "flow-counter.lua", default_analyzer = "", default_output = "annotated" },
    { tag = "pass", script = "pass-through.lua", default_analyzer = "", default_output = "annotated" },
 }

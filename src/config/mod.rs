@@ -54,6 +54,8 @@ pub struct Config {
     pub config_file: PathBuf,
     pub redis_host: String,
     pub redis_port: i64,
+    /// Redis modules to `MODULE LOAD` at startup: (tag, module path).
+    pub modules: Vec<(String, String)>,
     pub inputs: Vec<InputConfig>,
     pub analyzers: Vec<AnalyzerConfig>,
     pub outputs: Vec<OutputConfig>,
@@ -131,6 +133,7 @@ impl Config {
             config_file: config_file.clone(),
             redis_host: "127.0.0.1".into(),
             redis_port: 6379,
+            modules: Vec::new(),
             inputs: Vec::new(),
             analyzers: Vec::new(),
             outputs: Vec::new(),
@@ -139,8 +142,13 @@ impl Config {
             tail_poll: Duration::from_millis(100),
         };
         let mut v = Validator { errs: &mut errs };
-        if let Some(h) = v.opt_string(&g.get("redis_host").unwrap_or(Value::Nil), "redis_host") {
-            cfg.redis_host = h;
+        let host = v.opt_string(&g.get("redis_host").unwrap_or(Value::Nil), "redis_host");
+        let named_port = !matches!(g.get::<Value>("redis_port").unwrap_or(Value::Nil), Value::Nil);
+        match host {
+            Some(h) => cfg.redis_host = h,
+            // Naming no Redis at all means the engine's own (managed) one.
+            None if !named_port => cfg.redis_host = "managed".into(),
+            None => {}
         }
         if let Some(p) = v.opt_string(&g.get("redis_port").unwrap_or(Value::Nil), "redis_port") {
             match p.trim().parse::<i64>() {
@@ -170,6 +178,16 @@ impl Config {
             }
         }
 
+        if !matches!(g.get::<Value>("modules").unwrap_or(Value::Nil), Value::Nil) {
+            for (i, t) in v.entries(&g, "modules") {
+                let key = |k: &str| format!("modules[{i}].{k}");
+                let tag = v.req_string(&t, &key("tag"), "tag");
+                let module = v.req_string(&t, &key("module"), "module");
+                if let (Some(tag), Some(module)) = (tag, module) {
+                    cfg.modules.push((tag, module));
+                }
+            }
+        }
         for (i, t) in v.entries(&g, "inputs") {
             let key = |k: &str| format!("inputs[{i}].{k}");
             let tag = v.req_string(&t, &key("tag"), "tag");

@@ -38,12 +38,16 @@ const REG_CONN_MT: i64 = -17_004;
 pub enum RedisTarget {
     Tcp(String, u16),
     Unix(PathBuf),
+    /// The engine's own `redis-server` (see `managed`), started on first use.
+    Managed,
 }
 
 impl RedisTarget {
     /// From config.lua's `redis_host`/`redis_port` (a port <= 0 means a unix socket path).
     pub fn from_config(host: &str, port: i64) -> RedisTarget {
-        if port <= 0 {
+        if host == "managed" {
+            RedisTarget::Managed
+        } else if port <= 0 {
             RedisTarget::Unix(PathBuf::from(host))
         } else {
             RedisTarget::Tcp(host.to_string(), port.min(u16::MAX as i64) as u16)
@@ -148,10 +152,11 @@ impl RedisState {
 }
 
 /// Connects to `target` within the connect timeout and sets the I/O timeouts.
-fn open(target: &RedisTarget, timeouts: RedisTimeouts) -> Result<redis::Connection, String> {
+pub fn open(target: &RedisTarget, timeouts: RedisTimeouts) -> Result<redis::Connection, String> {
     let info = match target {
         RedisTarget::Tcp(h, p) => (h.as_str(), *p).into_connection_info(),
         RedisTarget::Unix(path) => redis::ConnectionAddr::Unix(path.clone()).into_connection_info(),
+        RedisTarget::Managed => redis::ConnectionAddr::Unix(super::managed::socket()?).into_connection_info(),
     }
     .map_err(|e| e.to_string())?
     .set_redis_settings(RedisConnectionInfo::default().set_skip_set_lib_name());
@@ -168,6 +173,7 @@ fn describe_target(t: &RedisTarget) -> String {
     match t {
         RedisTarget::Tcp(h, p) => format!("redis {h}:{p}"),
         RedisTarget::Unix(p) => format!("redis unix:{}", p.display()),
+        RedisTarget::Managed => "managed redis".to_string(),
     }
 }
 

@@ -12,5 +12,6 @@ mod api;
 pub mod ffi_util;
 pub mod hiredis;
 pub mod json;
+pub mod managed;
 pub mod proxy;
 pub mod worker;

@@ -3,7 +3,6 @@
 //! `command_line`, numbers as arguments, use after close, and Redis dying mid-run.
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -250,5 +249,110 @@ end
     let stats = env.stats_records();
     let last = stats.last().unwrap();
     assert!(last["redis"]["failures"].as_u64().unwrap() >= 5, "{last}");
-    let _ = Path::new("");
+}
+
+/// Pids of the `redis-server` processes whose command line mentions `needle`, with their
+/// state letter from /proc (Z = dead, not yet reaped).
+fn redis_servers_mentioning(needle: &str) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("redis-server") && cmdline.contains(needle) {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.trim().chars().next())
+                .unwrap_or('?');
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+const COUNTER: &str = r#"
+local conn
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  msg.n = conn:command("INCR", "count:" .. msg.event_type)
+  dragonfly.output_event(default_output, msg)
+end
+"#;
+
+#[test]
+fn managed_redis_is_started_used_and_stopped() {
+    let env = Env::simple("file://in.json", COUNTER, "", "");
+    let run = env.dir.path().join("run");
+    let lines: Vec<String> = (0..10).map(|i| format!("{{\"event_type\":\"t{}\"}}", i % 2)).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    env.run(&["--run-dir", run.to_str().unwrap()]).assert_success();
+    let ns: Vec<i64> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| {
+            serde_json::from_slice::<serde_json::Value>(l).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ns, vec![1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
+    let left: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "run dir not cleaned: {left:?}");
+    let live: Vec<_> = redis_servers_mentioning(run.to_str().unwrap())
+        .into_iter()
+        .filter(|(_, s)| *s != 'Z')
+        .collect();
+    assert!(live.is_empty(), "managed redis-server still running: {live:?}");
+}
+
+#[test]
+fn managed_redis_dies_with_a_killed_engine() {
+    let env = Env::simple("tail://in.json<", COUNTER, "", "tail_poll_ms = 20");
+    let run = env.dir.path().join("run");
+    env.write_log("in.json", b"{\"event_type\":\"x\"}\n");
+    let mut engine = env.spawn(&["--run-dir", run.to_str().unwrap()]);
+    wait_until(
+        Duration::from_secs(20),
+        "first output",
+        || !env.lines("out.json").is_empty(),
+        String::new,
+    );
+    let needle = run.to_str().unwrap().to_string();
+    assert_eq!(
+        redis_servers_mentioning(&needle).len(),
+        1,
+        "one managed redis-server while running"
+    );
+    engine.signal(libc::SIGKILL);
+    let _ = engine.wait(Duration::from_secs(10));
+    wait_until(
+        Duration::from_secs(10),
+        "the managed redis-server to die",
+        || redis_servers_mentioning(&needle).iter().all(|(_, s)| *s == 'Z'),
+        || format!("{:?}", redis_servers_mentioning(&needle)),
+    );
+}
+
+#[test]
+fn managed_redis_without_redis_server_is_a_clear_error() {
+    let env = Env::simple("file://in.json", COUNTER, "", "");
+    let run = env.dir.path().join("run");
+    env.write_log("in.json", b"{\"event_type\":\"x\"}\n");
+    let mut cmd = env.command(&["--run-dir", run.to_str().unwrap()]);
+    cmd.env("PATH", "/nonexistent");
+    let out = run_in(cmd, env.dir.path(), "no-redis");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("install the Debian package redis-server"),
+        "{}",
+        out.stderr
+    );
 }

@@ -1,0 +1,186 @@
+//! Managed Redis: with `redis_host = "managed"` (or no Redis named in config.lua at all) the
+//! engine runs its own `redis-server` on a private unix socket under the run directory,
+//! persistence off. It is started on the first `hiredis.connect()`, so configurations that
+//! never use Redis need none, and stopped when the engine exits; the child also gets
+//! `PR_SET_PDEATHSIG`, so a killed engine leaves no orphan.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The Debian package that provides `redis-server`.
+pub const PACKAGE: &str = "redis-server";
+
+struct Running {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+enum State {
+    /// Not started yet; where to put the socket when it is.
+    Idle(PathBuf),
+    Up(Running),
+    Failed(String),
+    Stopped,
+}
+
+static MANAGED: Mutex<Option<State>> = Mutex::new(None);
+
+/// Enables managed Redis for this process, with its files under `run_dir`.
+pub fn configure(run_dir: &Path) {
+    *MANAGED.lock().unwrap_or_else(|e| e.into_inner()) = Some(State::Idle(run_dir.to_path_buf()));
+}
+
+/// Whether managed Redis is enabled.
+pub fn enabled() -> bool {
+    MANAGED.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+}
+
+/// The socket of the managed server, starting it on first use.
+pub fn socket() -> Result<PathBuf, String> {
+    let mut g = MANAGED.lock().unwrap_or_else(|e| e.into_inner());
+    match g.take() {
+        None => Err("managed Redis is not configured".into()),
+        Some(State::Up(r)) => {
+            let s = r.socket.clone();
+            *g = Some(State::Up(r));
+            Ok(s)
+        }
+        Some(State::Failed(e)) => {
+            *g = Some(State::Failed(e.clone()));
+            Err(e)
+        }
+        Some(State::Stopped) => {
+            *g = Some(State::Stopped);
+            Err("managed Redis was stopped".into())
+        }
+        Some(State::Idle(run_dir)) => match start(&run_dir) {
+            Ok(r) => {
+                let s = r.socket.clone();
+                *g = Some(State::Up(r));
+                Ok(s)
+            }
+            Err(e) => {
+                *g = Some(State::Failed(e.clone()));
+                Err(e)
+            }
+        },
+    }
+}
+
+fn find_server() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("redis-server"))
+        .find(|p| p.is_file())
+}
+
+fn start(run_dir: &Path) -> Result<Running, String> {
+    let server = find_server().ok_or_else(|| {
+        format!(
+            "managed Redis: redis-server not found in PATH; install the Debian package {PACKAGE} \
+             (apt-get install {PACKAGE}), or set redis_host/redis_port in config.lua"
+        )
+    })?;
+    remove_stale(run_dir);
+    let dir = run_dir.join(format!("managed-redis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("managed Redis: cannot create {}: {e}", dir.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    let socket = dir.join("redis.sock");
+    let log = std::fs::File::create(dir.join("redis.log")).map_err(|e| format!("managed Redis: {e}"))?;
+    let mut cmd = Command::new(&server);
+    cmd.args(["--port", "0", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--unixsocket")
+        .arg(&socket)
+        .args(["--unixsocketperm", "700"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| format!("managed Redis: {e}"))?)
+        .stderr(log);
+    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs in the child before
+    // exec.
+    unsafe {
+        let parent = libc::getpid();
+        cmd.pre_exec(move || {
+            // Die with the engine, even when it is killed with SIGKILL.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    // The death signal follows the thread that forks: fork from a thread that lives as long
+    // as the process (it waits for the server to exit).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("dfm-redis".into())
+        .spawn(move || {
+            let r = cmd.spawn();
+            let _ = tx.send(r);
+            // Keep this thread (and so the death-signal tie) alive until the process ends.
+            loop {
+                std::thread::park();
+            }
+        })
+        .map_err(|e| format!("managed Redis: {e}"))?;
+    let mut child = rx
+        .recv()
+        .map_err(|e| format!("managed Redis: {e}"))?
+        .map_err(|e| format!("managed Redis: cannot start {}: {e}", server.display()))?;
+    let t = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+            return Err(format!("managed Redis exited at startup ({status}): {}", log.trim()));
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            return Err("managed Redis did not answer within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(Running { child, dir, socket })
+}
+
+/// Removes the directories of managed servers whose engine no longer runs (killed engines
+/// cannot clean up after themselves).
+fn remove_stale(run_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("managed-redis-")) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Stops the managed server (if it was started) and removes its files.
+pub fn stop() {
+    let mut g = MANAGED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(State::Up(mut r)) = g.take() {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(r.child.id() as libc::pid_t, libc::SIGTERM) };
+        let t = Instant::now();
+        while !matches!(r.child.try_wait(), Ok(Some(_))) {
+            if t.elapsed() > Duration::from_secs(5) {
+                let _ = r.child.kill();
+                let _ = r.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = std::fs::remove_dir_all(&r.dir);
+    }
+    *g = Some(State::Stopped);
+}
