@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# perf/run.sh: throughput benchmark of dragonfly-mle on generated EVE input, configurations (a) and (c).
+# perf/run.sh: throughput benchmark of dragonfly-mle on generated EVE input, configurations (a), (b) and (c).
 #
 # Usage: perf/run.sh [EVENTS] [RUNS] [-- ARGS FOR THE BINARY...]
 #   EVENTS  number of generated events (default 1000000)
@@ -10,7 +10,7 @@
 #   PERF_DIR      work dir for eve.json, roots, out.json, logs (default /tmp/dfm-perf)
 #   PERF_SEED     generator seed (default 1); PERF_FLOWS distinct flows (default 50000)
 #   PERF_ORDERED  0 adds "ordered = false" to the output entry (default: ordered output)
-#   PERF_CONFIGS  configurations to run (default "a c")
+#   PERF_CONFIGS  configurations to run (default "a b c")
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -41,7 +41,7 @@ work=${PERF_DIR:-/tmp/dfm-perf}
 seed=${PERF_SEED:-1}
 flows=${PERF_FLOWS:-50000}
 ordered=${PERF_ORDERED:-1}
-configs=${PERF_CONFIGS:-a c}
+configs=${PERF_CONFIGS:-a b c}
 
 die() { echo "perf/run.sh: FAIL: $*" >&2; exit 1; }
 
@@ -158,6 +158,7 @@ report=$work/results.md
         fi
         case $c in
             a) name="(a) pass-through" ;;
+            b) name="(b) hello-world chain (Redis INCR)" ;;
             c) name="(c) 5-field tuple counter" ;;
             *) name="($c)" ;;
         esac
