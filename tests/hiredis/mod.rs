@@ -356,3 +356,42 @@ fn managed_redis_without_redis_server_is_a_clear_error() {
         out.stderr
     );
 }
+
+#[test]
+fn a_port_of_zero_means_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("r.sock");
+    let mut server = Command::new("redis-server")
+        .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocket"])
+        .arg(&sock)
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    wait_until(
+        Duration::from_secs(10),
+        "redis socket",
+        || std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+        String::new,
+    );
+    let env = Env::new();
+    env.config(&format!(
+        "redis_host = \"{}\"\nredis_port = 0\n{}",
+        sock.display(),
+        simple_config("file://in.json", "", "")
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", COUNTER);
+    env.write_log("in.json", b"{\"event_type\":\"u\"}\n{\"event_type\":\"u\"}\n");
+    env.run(&[]).assert_success();
+    let out = env.lines("out.json");
+    assert_eq!(out.len(), 2);
+    assert!(
+        String::from_utf8_lossy(&out[1]).contains("\"n\":2"),
+        "{:?}",
+        String::from_utf8_lossy(&out[1])
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
