@@ -874,6 +874,7 @@ fn spec(role: Role, tag: &str, path: &Path) -> ScriptSpec {
         path: path.to_path_buf(),
         default_analyzer: "a".into(),
         default_output: "out".into(),
+        pipeline: 1,
     }
 }
 

@@ -10,7 +10,7 @@
 #   PERF_DIR      work dir for eve.json, roots, out.json, logs (default /tmp/dfm-perf)
 #   PERF_SEED     generator seed (default 1); PERF_FLOWS distinct flows (default 50000)
 #   PERF_ORDERED  0 adds "ordered = false" to the output entry (default: ordered output)
-#   PERF_CONFIGS  configurations to run (default "a b c")
+#   PERF_CONFIGS  configurations to run (default "a b bp c")
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -41,7 +41,7 @@ work=${PERF_DIR:-/tmp/dfm-perf}
 seed=${PERF_SEED:-1}
 flows=${PERF_FLOWS:-50000}
 ordered=${PERF_ORDERED:-1}
-configs=${PERF_CONFIGS:-a b c}
+configs=${PERF_CONFIGS:-a b bp c}
 
 die() { echo "perf/run.sh: FAIL: $*" >&2; exit 1; }
 
@@ -159,6 +159,7 @@ report=$work/results.md
         case $c in
             a) name="(a) pass-through" ;;
             b) name="(b) hello-world chain (Redis INCR)" ;;
+            bp) name="(b) same, pipeline = 64" ;;
             c) name="(c) 5-field tuple counter" ;;
             *) name="($c)" ;;
         esac

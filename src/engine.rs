@@ -68,6 +68,7 @@ fn script_specs(cfg: &Config) -> (Vec<ScriptSpec>, Vec<ScriptSpec>) {
             path: i.script.clone(),
             default_analyzer: i.default_analyzer.clone(),
             default_output: String::new(),
+            pipeline: 1,
         })
         .collect();
     let analyzers = cfg
@@ -79,6 +80,7 @@ fn script_specs(cfg: &Config) -> (Vec<ScriptSpec>, Vec<ScriptSpec>) {
             path: a.script.clone(),
             default_analyzer: a.default_analyzer.clone(),
             default_output: a.default_output.clone(),
+            pipeline: a.pipeline,
         })
         .collect();
     (filters, analyzers)

@@ -35,6 +35,8 @@ pub struct AnalyzerConfig {
     pub script: PathBuf,
     pub default_analyzer: String,
     pub default_output: String,
+    /// Events whose `loop()` may run at once with their Redis commands pipelined (1 = off).
+    pub pipeline: usize,
 }
 
 /// One entry of `outputs`.
@@ -218,12 +220,25 @@ impl Config {
             let da = v.req_string(&t, &key("default_analyzer"), "default_analyzer");
             let dout = v.req_string(&t, &key("default_output"), "default_output");
             let script = script.and_then(|s| v.script(root, "analyzer", &s, &key("script")));
+            let pipeline = match t.get::<Value>("pipeline").unwrap_or(Value::Nil) {
+                Value::Nil => 1,
+                Value::Integer(n) if (1..=4096).contains(&n) => n as usize,
+                Value::Number(n) if n.fract() == 0.0 && (1.0..=4096.0).contains(&n) => n as usize,
+                other => {
+                    v.err(
+                        &key("pipeline"),
+                        format!("must be an integer from 1 to 4096, got {other:?}"),
+                    );
+                    1
+                }
+            };
             if let (Some(tag), Some(script), Some(default_analyzer), Some(default_output)) = (tag, script, da, dout) {
                 cfg.analyzers.push(AnalyzerConfig {
                     tag,
                     script,
                     default_analyzer,
                     default_output,
+                    pipeline,
                 });
             }
         }

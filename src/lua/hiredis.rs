@@ -74,6 +74,10 @@ impl Default for RedisTimeouts {
 /// One script's connection, re-established with backoff after a failure.
 pub struct RedisConn {
     target: RedisTarget,
+    /// Commands of suspended pipelined coroutines, packed, and the window events waiting for
+    /// their replies, in order.
+    piped: Vec<u8>,
+    waiters: Vec<usize>,
     con: Option<redis::Connection>,
     /// Commands queued by `append_command`, packed, not yet sent.
     pending: Vec<u8>,
@@ -334,10 +338,88 @@ unsafe fn build_cmd(l: *mut lua_State, first: c_int, what: &str) -> redis::Cmd {
     }
 }
 
-/// Runs one command on connection `slot` and pushes its result(s).
+/// What a pipelined command got back: a reply, or a failure (message, error code).
+pub type PipedResult = Result<Value, (String, i32)>;
+
+/// Sends the commands queued by suspended coroutines (one write per connection) and reads
+/// their replies: (window event, result) in queue order.
+pub fn take_pipelined() -> Vec<(usize, PipedResult)> {
+    let mut out = Vec::new();
+    let st = &mut ctx().redis;
+    for slot in 0..st.conns.len() {
+        if st.conns[slot].waiters.is_empty() {
+            continue;
+        }
+        let piped = std::mem::take(&mut st.conns[slot].piped);
+        let waiters = std::mem::take(&mut st.conns[slot].waiters);
+        st.calls += waiters.len() as u64;
+        let fail_all = |out: &mut Vec<(usize, PipedResult)>, from: usize, msg: String, code: i32| {
+            for &w in &waiters[from..] {
+                out.push((w, Err((msg.clone(), code))));
+            }
+        };
+        if let Err(e) = st.ensure(slot) {
+            fail_all(&mut out, 0, e, ERR_IO);
+            continue;
+        }
+        let target = describe_target(&st.conns[slot].target);
+        let con = st.conns[slot].con.as_mut().expect("ensured above");
+        if let Err(e) = con.send_packed_command(&piped) {
+            let (code, msg) = (error_code(&e), format!("{target}: {}", describe(&e)));
+            st.fail(slot);
+            fail_all(&mut out, 0, msg, code);
+            continue;
+        }
+        for (k, &w) in waiters.iter().enumerate() {
+            match con.recv_response() {
+                Ok(v) => out.push((w, Ok(v))),
+                Err(e) => {
+                    let (code, msg) = (error_code(&e), format!("{target}: {}", describe(&e)));
+                    st.fail(slot);
+                    fail_all(&mut out, k, msg, code);
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Pushes a pipelined command's result on `l` as `command` would return it; returns how many
+/// values.
+pub unsafe fn push_result(l: *mut lua_State, r: PipedResult) -> c_int {
+    // SAFETY: the caller owns `l`.
+    unsafe {
+        match r {
+            Ok(v) => {
+                push_reply(l, &v, 0);
+                1
+            }
+            Err((msg, code)) => push_failure(l, &msg, code),
+        }
+    }
+}
+
+/// Runs one command on connection `slot` and pushes its result(s). Inside a pipelined
+/// analyzer's coroutine the command is queued instead and the coroutine yields; it resumes
+/// with the reply once the worker has sent the queued commands.
 unsafe fn run(l: *mut lua_State, slot: usize, cmd: &redis::Cmd) -> c_int {
     // SAFETY: the caller owns `l`.
     unsafe {
+        let c = ctx();
+        if c.pipelined
+            && let Some(w) = c.cur_win
+            && ffi::lua_pushthread(l) == 0
+        {
+            ffi::lua_pop(l, 1);
+            let conn = &mut c.redis.conns[slot];
+            cmd.write_packed_command(&mut conn.piped);
+            conn.waiters.push(w);
+            return ffi::lua_yield(l, 0);
+        }
+        if c.pipelined {
+            ffi::lua_pop(l, 1);
+        }
         let st = &mut ctx().redis;
         st.calls += 1;
         if let Err(e) = st.ensure(slot) {
@@ -516,6 +598,8 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
         let slot = st.conns.len();
         st.conns.push(RedisConn {
             target,
+            piped: Vec::new(),
+            waiters: Vec::new(),
             con: Some(con),
             pending: Vec::new(),
             sent: 0,

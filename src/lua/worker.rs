@@ -30,6 +30,8 @@ pub struct ScriptSpec {
     pub path: std::path::PathBuf,
     pub default_analyzer: String,
     pub default_output: String,
+    /// Events whose `loop()` may run at once, their Redis commands pipelined (analyzers).
+    pub pipeline: usize,
 }
 
 /// A loaded script: its own Lua state.
@@ -39,6 +41,7 @@ pub struct Script {
     pub role: Role,
     pub calls: u64,
     pub errors: u64,
+    pub pipeline: usize,
 }
 
 impl Drop for Script {
@@ -142,6 +145,7 @@ impl Script {
                 role: spec.role,
                 calls: 0,
                 errors: 0,
+                pipeline: spec.pipeline.max(1),
             };
             ffi::luaL_openlibs(l);
             proxy::install(l);
@@ -204,6 +208,9 @@ struct CacheSlot {
     keys: u64,
 }
 
+/// Slots of the member cache (a power of two): enough for a full pipelining window of events.
+const CACHE_SLOTS: usize = 256;
+
 /// A small direct-mapped cache of object member lists, keyed by (event id, object offset).
 /// Scans are incremental: a lookup reads members only up to the one it wants, so reading
 /// `src_ip` never walks the nested objects that Suricata puts after it.
@@ -214,7 +221,7 @@ pub struct MemberCache {
 impl Default for MemberCache {
     fn default() -> Self {
         MemberCache {
-            slots: (0..16)
+            slots: (0..CACHE_SLOTS)
                 .map(|_| CacheSlot {
                     id: -1.0,
                     start: 0,
@@ -240,7 +247,7 @@ pub fn key_matches(line: &[u8], m: &Member, k: &[u8], scratch: &mut Vec<u8>) -> 
 
 impl MemberCache {
     fn slot(&mut self, id: f64, start: usize, line: &[u8]) -> &mut CacheSlot {
-        let h = ((id as u64).wrapping_mul(31) ^ start as u64) as usize & 15;
+        let h = ((id as u64).wrapping_mul(31) ^ start as u64) as usize & (CACHE_SLOTS - 1);
         let slot = &mut self.slots[h];
         if slot.id != id || slot.start != start {
             slot.id = id;
@@ -327,6 +334,13 @@ pub struct WorkerCtx {
     pub counters: WorkerCounters,
     /// Redis connections of this worker's scripts.
     pub redis: super::hiredis::RedisState,
+    /// Events in flight together when some analyzer pipelines (see `process_window`).
+    window: Vec<WinEvent>,
+    /// The window event being run, if any: its records and analyzer calls go to it.
+    pub cur_win: Option<usize>,
+    /// Whether the code running now is a pipelined analyzer's coroutine (its Redis commands
+    /// are queued and yield instead of waiting for the reply).
+    pub pipelined: bool,
     /// Whether events end with an END_OF_EVENT record (some output is ordered).
     pub ordered: bool,
     cur_input: u32,
@@ -397,6 +411,9 @@ impl WorkerCtx {
                 })
                 .collect(),
             counters: WorkerCounters::default(),
+            window: Vec::new(),
+            cur_win: None,
+            pipelined: false,
             redis: super::hiredis::RedisState::new(
                 super::hiredis::RedisTarget::Tcp("127.0.0.1".into(), 6379),
                 Default::default(),
@@ -437,6 +454,9 @@ impl WorkerCtx {
     }
 
     fn out_batch(&mut self) -> &mut OutBatch {
+        if let Some(w) = self.cur_win {
+            return &mut self.window[w].out;
+        }
         let i = if self.cur_input == NO_INPUT {
             self.outs.len() - 1
         } else {
@@ -468,7 +488,10 @@ impl WorkerCtx {
         } else {
             self.cur_input as usize
         };
-        let b = &mut self.outs[i];
+        let b = match self.cur_win {
+            Some(w) => &mut self.window[w].out,
+            None => &mut self.outs[i],
+        };
         let start = b.data.len();
         // SAFETY: `l` belongs to this worker.
         let r = unsafe { self.enc.encode_cached(l, idx, &mut b.data, Some(&mut self.cache)) };
@@ -551,6 +574,13 @@ impl WorkerCtx {
         }
     }
 
+    fn push_call(&mut self, a: u32, r: c_int) {
+        match self.cur_win {
+            Some(w) => self.window[w].queue.push_back((a, r)),
+            None => self.queue.push_back((a, r)),
+        }
+    }
+
     /// Queues the value at `idx` of `from` for analyzer `a` (a deep copy, made now). The
     /// current event's own table, unchanged, is not copied: the analyzer gets a fresh table
     /// over the same line when its turn comes, which is the same snapshot.
@@ -561,7 +591,7 @@ impl WorkerCtx {
             if ffi::lua_type(from, idx) == ffi::LUA_TTABLE && proxy::is_proxy(from, idx) {
                 let p = proxy::parts(from, idx);
                 if (p.id, p.start) == self.cur_root && self.cur_input != NO_INPUT && !proxy::is_dirty(from, idx) {
-                    self.queue.push_back((a, UNCHANGED_EVENT));
+                    self.push_call(a, UNCHANGED_EVENT);
                     return Ok(());
                 }
             }
@@ -575,7 +605,7 @@ impl WorkerCtx {
                 return Err(e);
             }
             let r = ffi::luaL_ref(to, ffi::LUA_REGISTRYINDEX);
-            self.queue.push_back((a, r));
+            self.push_call(a, r);
         }
         Ok(())
     }
@@ -809,4 +839,239 @@ fn tune_gc(l: *mut lua_State) {
         let pause = ((kb + GC_HEADROOM_KB) as i64 * 100 / kb as i64).clamp(200, 10_000) as c_int;
         ffi::lua_gc(l, ffi::LUA_GCSETPAUSE, pause);
     }
+}
+
+/// One event of a pipelining window: its pending analyzer calls, its records (emitted in
+/// event order once the window is done) and the coroutine it is suspended in, if any.
+#[derive(Default)]
+struct WinEvent {
+    meta: EventMeta,
+    id: f64,
+    line: (usize, usize),
+    root: usize,
+    queue: VecDeque<(u32, c_int)>,
+    out: OutBatch,
+    /// The analyzer and the registry reference of the suspended coroutine.
+    co: Option<(u32, c_int)>,
+    hops: u32,
+}
+
+impl WorkerCtx {
+    /// Whether some analyzer asks for pipelining (then batches go through `process_window`).
+    pub fn max_pipeline(&self) -> usize {
+        self.analyzers.iter().map(|a| a.pipeline).max().unwrap_or(1)
+    }
+
+    /// Runs a window of events of one input: every filter first, then the analyzers as
+    /// coroutines; the Redis commands of pipelined analyzers are sent together and each
+    /// coroutine resumes with its own reply. Records leave in event order.
+    pub fn process_window(input: u32, batch: &[u8], events: &[EventMeta]) {
+        let c = ctx();
+        c.window
+            .resize_with(events.len().max(c.window.len()), WinEvent::default);
+        for (i, meta) in events.iter().enumerate() {
+            let c = ctx();
+            let id = c.next_id;
+            c.next_id += 1.0;
+            let w = &mut c.window[i];
+            w.meta = *meta;
+            w.id = id;
+            w.line = (meta.start as usize, meta.end as usize);
+            w.queue.clear();
+            w.out.clear();
+            w.co = None;
+            w.hops = 0;
+            let line = &batch[meta.start as usize..meta.end as usize];
+            enter(input, i);
+            let c = ctx();
+            c.counters.events += 1;
+            let root_start = scan::skip_ws(line, 0);
+            c.window[i].root = root_start;
+            c.cur_root = (id, root_start);
+            c.cache.prime(id, root_start, line, meta.keys);
+            let l = c.filters[input as usize].l;
+            // SAFETY: the state belongs to this thread.
+            unsafe {
+                proxy::push_event(l, line, id);
+                call_loop(Role::Filter, input);
+            }
+        }
+        // Drive every event's analyzer calls until all are done.
+        loop {
+            let mut waiting = false;
+            for i in 0..events.len() {
+                if ctx().window[i].co.is_none() {
+                    run_calls(input, i, batch);
+                }
+                waiting |= ctx().window[i].co.is_some();
+            }
+            if !waiting {
+                break;
+            }
+            // Send every queued command, one write per connection, and resume each coroutine
+            // with its own reply, in the order the commands were queued.
+            let replies = super::hiredis::take_pipelined();
+            if replies.is_empty() {
+                // Suspended without a command (a script's own coroutine.yield): go on.
+                for i in 0..events.len() {
+                    if ctx().window[i].co.is_some() {
+                        resume(input, i, 0, batch);
+                    }
+                }
+            }
+            for (i, reply) in replies {
+                let Some(co) = coroutine_of(i) else { continue };
+                // SAFETY: `co` is the suspended coroutine of window event `i`.
+                let n = unsafe { super::hiredis::push_result(co, reply) };
+                resume(input, i, n, batch);
+            }
+        }
+        let c = ctx();
+        c.cur_win = None;
+        c.pipelined = false;
+        // Records in event order, each event closed by its end marker.
+        for i in 0..events.len() {
+            let c = ctx();
+            let (seq, ordered) = (c.window[i].meta.seq, c.ordered);
+            let w = std::mem::take(&mut c.window[i].out);
+            let b = &mut c.outs[input as usize];
+            let base = b.data.len() as u32;
+            b.data.extend_from_slice(&w.data);
+            for r in &w.recs {
+                b.recs.push(OutRec {
+                    start: r.start + base,
+                    end: r.end + base,
+                    ..*r
+                });
+            }
+            if ordered {
+                let at = b.data.len() as u32;
+                b.recs.push(OutRec {
+                    seq,
+                    output: END_OF_EVENT,
+                    start: at,
+                    end: at,
+                });
+            }
+            c.window[i].out = w;
+        }
+        ctx().cur_input = NO_INPUT;
+    }
+}
+
+/// The suspended coroutine of window event `i`.
+fn coroutine_of(i: usize) -> Option<*mut lua_State> {
+    let c = ctx();
+    let (a, co_ref) = c.window[i].co?;
+    let l = c.analyzers[a as usize].l;
+    // SAFETY: the coroutine is anchored in the analyzer's registry under `co_ref`.
+    unsafe {
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, co_ref);
+        let co = ffi::lua_tothread(l, -1);
+        ffi::lua_pop(l, 1);
+        Some(co)
+    }
+}
+
+/// Makes window event `i` the current event.
+fn enter(input: u32, i: usize) {
+    let c = ctx();
+    c.cur_input = input;
+    c.cur_win = Some(i);
+    c.cur = c.window[i].meta;
+    c.cur_root = (c.window[i].id, c.window[i].root);
+}
+
+/// Runs window event `i`'s queued analyzer calls, each as a coroutine, until one suspends
+/// on a pipelined Redis command or none is left.
+fn run_calls(input: u32, i: usize, batch: &[u8]) {
+    while let Some((a, r)) = ctx().window[i].queue.pop_front() {
+        enter(input, i);
+        let c = ctx();
+        c.window[i].hops += 1;
+        let (id, (s, e)) = (c.window[i].id, c.window[i].line);
+        let over = c.window[i].hops > MAX_HOPS;
+        let l = c.analyzers[a as usize].l;
+        // SAFETY: the analyzer's state belongs to this thread; the coroutine is anchored in
+        // its registry while it is suspended.
+        unsafe {
+            if over || c.analyzers[a as usize].pipeline <= 1 {
+                // Not pipelined: an ordinary call, no coroutine needed.
+                if r == UNCHANGED_EVENT {
+                    proxy::push_event(l, &batch[s..e], id);
+                } else {
+                    ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
+                    ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
+                }
+                if over {
+                    ffi::lua_pop(l, 1);
+                    continue;
+                }
+                c.pipelined = false;
+                call_loop(Role::Analyzer, a);
+                continue;
+            }
+            let co = ffi::lua_newthread(l);
+            let co_ref = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
+            if r == UNCHANGED_EVENT {
+                proxy::push_event(co, &batch[s..e], id);
+            } else {
+                ffi::lua_rawgeti_(co, ffi::LUA_REGISTRYINDEX, r);
+                ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
+            }
+            ffi::lua_getfield(co, ffi::LUA_GLOBALSINDEX, c"loop".as_ptr());
+            ffi::lua_insert(co, -2);
+            let c = ctx();
+            c.analyzers[a as usize].calls += 1;
+            c.cur_script = (Role::Analyzer, a);
+            c.pipelined = c.analyzers[a as usize].pipeline > 1;
+            if !finish_resume(a, co, co_ref, ffi::lua_resume_(co, 1), i) {
+                return;
+            }
+        }
+    }
+}
+
+/// Resumes window event `i`'s coroutine with `nres` values already pushed on its stack.
+fn resume(input: u32, i: usize, nres: c_int, batch: &[u8]) {
+    let Some((a, co_ref)) = ctx().window[i].co.take() else {
+        return;
+    };
+    enter(input, i);
+    let c = ctx();
+    let l = c.analyzers[a as usize].l;
+    c.cur_script = (Role::Analyzer, a);
+    c.pipelined = c.analyzers[a as usize].pipeline > 1;
+    // SAFETY: the coroutine is anchored in the registry under `co_ref`.
+    unsafe {
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, co_ref);
+        let co = ffi::lua_tothread(l, -1);
+        ffi::lua_pop(l, 1);
+        if finish_resume(a, co, co_ref, ffi::lua_resume_(co, nres), i) {
+            run_calls(input, i, batch);
+        }
+    }
+}
+
+/// After a resume: records a suspension (returns false) or finishes the call, reporting an
+/// error (returns true).
+unsafe fn finish_resume(a: u32, co: *mut lua_State, co_ref: c_int, status: c_int, i: usize) -> bool {
+    let c = ctx();
+    let l = c.analyzers[a as usize].l;
+    // SAFETY: `co` is a live coroutine of `l`.
+    unsafe {
+        if status == ffi::LUA_YIELD {
+            c.window[i].co = Some((a, co_ref));
+            return false;
+        }
+        if status != 0 {
+            let msg = pcall_msg(co);
+            let c = ctx();
+            c.analyzers[a as usize].errors += 1;
+            let tag = c.analyzers[a as usize].tag.clone();
+            c.report("script_error", &[("script", &tag)], &msg);
+        }
+        ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, co_ref);
+    }
+    true
 }

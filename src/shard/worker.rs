@@ -119,15 +119,23 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
     }
     // Records written by setup() go out at once.
     send_all(&mut io);
+    // Events run together when an analyzer pipelines its Redis commands.
+    let window = ctx().max_pipeline();
     let mut backoff = Backoff::default();
     loop {
         let mut got = false;
         for input in 0..io.inputs.len() {
             while let Ok(batch) = io.inputs[input].0.pop() {
                 got = true;
-                for ev in &batch.events {
-                    let line = &batch.data[ev.start as usize..ev.end as usize];
-                    WorkerCtx::process(input as u32, ev, line);
+                if window > 1 {
+                    for evs in batch.events.chunks(window) {
+                        WorkerCtx::process_window(input as u32, &batch.data, evs);
+                    }
+                } else {
+                    for ev in &batch.events {
+                        let line = &batch.data[ev.start as usize..ev.end as usize];
+                        WorkerCtx::process(input as u32, ev, line);
+                    }
                 }
                 let _ = io.inputs[input].1.push(batch);
                 let c = ctx();
