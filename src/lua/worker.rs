@@ -42,6 +42,8 @@ pub struct Script {
     pub calls: u64,
     pub errors: u64,
     pub pipeline: usize,
+    /// Finished coroutines kept for reuse (registry references), for pipelined analyzers.
+    pub spare_threads: Vec<c_int>,
 }
 
 impl Drop for Script {
@@ -146,6 +148,7 @@ impl Script {
                 calls: 0,
                 errors: 0,
                 pipeline: spec.pipeline.max(1),
+                spare_threads: Vec::new(),
             };
             ffi::luaL_openlibs(l);
             proxy::install(l);
@@ -1011,8 +1014,18 @@ fn run_calls(input: u32, i: usize, batch: &[u8]) {
                 call_loop(Role::Analyzer, a);
                 continue;
             }
-            let co = ffi::lua_newthread(l);
-            let co_ref = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
+            let (co, co_ref) = match c.analyzers[a as usize].spare_threads.pop() {
+                Some(r) => {
+                    ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
+                    let co = ffi::lua_tothread(l, -1);
+                    ffi::lua_pop(l, 1);
+                    (co, r)
+                }
+                None => {
+                    let co = ffi::lua_newthread(l);
+                    (co, ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX))
+                }
+            };
             if r == UNCHANGED_EVENT {
                 proxy::push_event(co, &batch[s..e], id);
             } else {
@@ -1070,8 +1083,15 @@ unsafe fn finish_resume(a: u32, co: *mut lua_State, co_ref: c_int, status: c_int
             c.analyzers[a as usize].errors += 1;
             let tag = c.analyzers[a as usize].tag.clone();
             c.report("script_error", &[("script", &tag)], &msg);
+            // A coroutine that died with an error cannot run again.
+            ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, co_ref);
+        } else {
+            // Finished normally: keep it for the next call (creating a coroutine costs an
+            // allocation and a stack).
+            ffi::lua_settop(co, 0);
+            let c = ctx();
+            c.analyzers[a as usize].spare_threads.push(co_ref);
         }
-        ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, co_ref);
     }
     true
 }
