@@ -461,3 +461,30 @@ fn pipelining_gives_the_same_results() {
     assert_eq!(two_counts, plain_counts);
     assert_eq!(two.len(), plain.len());
 }
+
+#[test]
+fn a_failing_module_load_is_reported_not_fatal() {
+    let redis = RedisServer::start();
+    let env = Env::new();
+    env.config(&format!(
+        "redis_host = \"127.0.0.1\"\nredis_port = {}\nmodules = {{ {{ tag = \"ml\", module = \"/nonexistent/redisml.so\" }} }}\n{}",
+        redis.port,
+        simple_config("file://in.json", "", "")
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    env.write_log("in.json", b"{\"a\":1}\n");
+    env.run(&[]).assert_success();
+    assert_eq!(env.lines("out.json").len(), 1);
+    let recs = env.log_records_of("redis_module");
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["module"], "ml");
+    assert!(
+        recs[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("MODULE LOAD /nonexistent/redisml.so"),
+        "{:?}",
+        recs[0]
+    );
+}
