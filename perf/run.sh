@@ -98,11 +98,16 @@ fi
 results=$work/results.tsv
 : > "$results"
 for c in $configs; do
-    src_root=$here/root-$c
+    # (bp) is (b) with pipeline = 64 on its counter analyzer.
+    src_root=$here/root-${c%p}
     [ -d "$src_root" ] || die "no configuration directory $src_root"
     root=$work/root-$c
     rm -rf "$root"
-    cp -r "$src_root" "$root"
+    cp -rL "$src_root" "$root"
+    if [ "$c" = bp ]; then
+        sed -i 's|default_output = "" },|default_output = "", pipeline = 64 },|' "$root/config/config.lua"
+        grep -q 'pipeline = 64' "$root/config/config.lua" || die "could not add pipeline = 64 to $root/config/config.lua"
+    fi
     if [ "$ordered" = 0 ]; then
         sed -i 's|uri = "file://out.json<" }|uri = "file://out.json<", ordered = false }|' "$root/config/config.lua"
         grep -q 'out.json<", ordered = false }' "$root/config/config.lua" || die "could not add ordered = false to $root/config/config.lua"
