@@ -71,6 +71,8 @@ local out = ffi.new("df_field_out")
 local rawget, rawset, type, ffistring = rawget, rawset, type, ffi.string
 local lnull = select(7, ...)
 local TOMB = mt
+-- Presized tables: a first write then costs no rehash.
+local tnew = require("table.new")
 
 mt.__index = function(t, k)
    local set = rawget(t, -4)
@@ -103,9 +105,9 @@ mt.__newindex = function(t, k, v)
    if k ~= k then error("table index is NaN", 2) end
    local set = rawget(t, -4)
    if set == nil then
-      set = {}
+      set = tnew(0, 2)
       rawset(t, -4, set)
-      rawset(t, -6, {})
+      rawset(t, -6, tnew(2, 0))
    end
    if rawget(set, k) == nil then
       local order = rawget(t, -6)
@@ -744,7 +746,8 @@ pub unsafe fn copy_value(from: *mut lua_State, idx: c_int, to: *mut lua_State, d
                     }
                     ffi::lua_remove(to, li);
                 } else {
-                    ffi::lua_createtable(to, 0, 0);
+                    let narr = ffi::lua_objlen(from, idx) as c_int;
+                    ffi::lua_createtable(to, narr, if narr == 0 { 4 } else { 0 });
                     let t = ffi::lua_gettop(to);
                     ffi::lua_pushnil(from);
                     while ffi::lua_next(from, idx) != 0 {
