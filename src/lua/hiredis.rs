@@ -338,6 +338,62 @@ unsafe fn build_cmd(l: *mut lua_State, first: c_int, what: &str) -> redis::Cmd {
     }
 }
 
+/// The window event whose pipelined coroutine is running on `l`, if commands on `l` are to
+/// be queued rather than waited for.
+unsafe fn pipelined_window(l: *mut lua_State) -> Option<usize> {
+    let c = ctx();
+    if !c.pipelined {
+        return None;
+    }
+    let w = c.cur_win?;
+    // SAFETY: pushes and pops one value; yielding is only possible from a coroutine.
+    let main = unsafe {
+        let main = ffi::lua_pushthread(l) != 0;
+        ffi::lua_pop(l, 1);
+        main
+    };
+    if main { None } else { Some(w) }
+}
+
+/// Writes the Lua arguments `first..=top` as one RESP command into `out` (what `Cmd` would
+/// pack, without building one).
+unsafe fn pack_args(l: *mut lua_State, first: c_int, what: &str, out: &mut Vec<u8>) {
+    // SAFETY: indices are valid arguments.
+    unsafe {
+        let top = ffi::lua_gettop(l);
+        if top < first {
+            raise(l, "missing command name");
+        }
+        if top - first + 1 > MAX_ARGS {
+            raise(l, "too many arguments");
+        }
+        // Check every argument before writing any, so that an error leaves `out` whole.
+        for i in first..=top {
+            if !matches!(ffi::lua_type(l, i), ffi::LUA_TSTRING | ffi::LUA_TNUMBER) {
+                raise(
+                    l,
+                    &format!(
+                        "bad argument #{} to '{what}' (expected a string or number value)",
+                        i - first + 1
+                    ),
+                );
+            }
+        }
+        let mut n = itoa::Buffer::new();
+        out.push(b'*');
+        out.extend_from_slice(n.format(top - first + 1).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for i in first..=top {
+            let bytes = to_bytes(l, i).unwrap_or(&[]);
+            out.push(b'$');
+            out.extend_from_slice(n.format(bytes.len()).as_bytes());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(bytes);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
 /// What a pipelined command got back: a reply, or a failure (message, error code).
 pub type PipedResult = Result<Value, (String, i32)>;
 
@@ -406,19 +462,11 @@ pub unsafe fn push_result(l: *mut lua_State, r: PipedResult) -> c_int {
 unsafe fn run(l: *mut lua_State, slot: usize, cmd: &redis::Cmd) -> c_int {
     // SAFETY: the caller owns `l`.
     unsafe {
-        let c = ctx();
-        if c.pipelined
-            && let Some(w) = c.cur_win
-            && ffi::lua_pushthread(l) == 0
-        {
-            ffi::lua_pop(l, 1);
-            let conn = &mut c.redis.conns[slot];
+        if let Some(w) = pipelined_window(l) {
+            let conn = &mut ctx().redis.conns[slot];
             cmd.write_packed_command(&mut conn.piped);
             conn.waiters.push(w);
             return ffi::lua_yield(l, 0);
-        }
-        if c.pipelined {
-            ffi::lua_pop(l, 1);
         }
         let st = &mut ctx().redis;
         st.calls += 1;
@@ -460,6 +508,12 @@ unsafe extern "C-unwind" fn conn_command(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua as conn:command(name, ...).
     unsafe {
         let slot = conn_slot(l);
+        if let Some(w) = pipelined_window(l) {
+            let conn = &mut ctx().redis.conns[slot];
+            pack_args(l, 2, "command", &mut conn.piped);
+            conn.waiters.push(w);
+            return ffi::lua_yield(l, 0);
+        }
         let cmd = build_cmd(l, 2, "command");
         run(l, slot, &cmd)
     }

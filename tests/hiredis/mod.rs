@@ -488,3 +488,48 @@ fn a_failing_module_load_is_reported_not_fatal() {
         recs[0]
     );
 }
+
+#[test]
+fn a_bad_argument_in_a_pipelined_analyzer_fails_only_its_event() {
+    let redis = RedisServer::start();
+    let env = Env::new();
+    env.config(&format!(
+        "redis_host = \"127.0.0.1\"\nredis_port = {}\n\
+         inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\", pipeline = 8 }} }}\n\
+         outputs = {{ {{ tag = \"out\", uri = \"file://out.json<\" }} }}\n",
+        redis.port
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        r#"
+local conn
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  local arg = msg.i % 5 == 0 and {} or "k"
+  msg.n = conn:command("INCR", arg)
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    let lines: Vec<String> = (1..=40).map(|i| format!("{{\"i\":{i}}}")).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&[]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 8, "{}", out.stdout);
+    let ns: Vec<i64> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| {
+            serde_json::from_slice::<serde_json::Value>(l).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        ns,
+        (1..=32).collect::<Vec<i64>>(),
+        "the other events' commands were not disturbed"
+    );
+}
