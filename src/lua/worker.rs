@@ -716,9 +716,15 @@ pub unsafe fn copy_value(from: *mut lua_State, idx: c_int, to: *mut lua_State, d
     }
     // SAFETY: both states belong to this thread; indices are absolute.
     unsafe {
-        ffi::luaL_checkstack(to, 6, c"copy".as_ptr());
-        ffi::luaL_checkstack(from, 6, c"copy".as_ptr());
-        match ffi::lua_type(from, idx) {
+        let ty = ffi::lua_type(from, idx);
+        // Each nesting level holds a few slots on both stacks; scalars need only the one.
+        if ty == ffi::LUA_TTABLE {
+            ffi::luaL_checkstack(to, 6, c"copy".as_ptr());
+            ffi::luaL_checkstack(from, 6, c"copy".as_ptr());
+        } else if depth == 0 {
+            ffi::luaL_checkstack(to, 2, c"copy".as_ptr());
+        }
+        match ty {
             ffi::LUA_TNIL => ffi::lua_pushnil(to),
             ffi::LUA_TBOOLEAN => ffi::lua_pushboolean(to, ffi::lua_toboolean(from, idx)),
             ffi::LUA_TNUMBER => ffi::lua_pushnumber(to, ffi::lua_tonumber(from, idx)),
