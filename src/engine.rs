@@ -145,7 +145,11 @@ fn load_modules(cfg: &Config, diag: &crate::source::Diag) {
     use crate::lua::hiredis::{RedisTarget, RedisTimeouts, open};
     let target = RedisTarget::from_config(&cfg.redis_host, cfg.redis_port);
     for (tag, module) in &cfg.modules {
-        let r = open(&target, RedisTimeouts::default()).and_then(|mut con| {
+        let timeouts = RedisTimeouts {
+            connect: cfg.redis_connect_timeout,
+            io: cfg.redis_timeout,
+        };
+        let r = open(&target, timeouts).and_then(|mut con| {
             redis::ConnectionLike::req_command(&mut con, redis::cmd("MODULE").arg("LOAD").arg(module))
                 .map_err(|e| e.to_string())
                 .and_then(|v| match v {
@@ -294,6 +298,10 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
             ordered: any_ordered,
             root: cfg.root.clone(),
             redis: crate::lua::hiredis::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port),
+            redis_timeouts: crate::lua::hiredis::RedisTimeouts {
+                connect: cfg.redis_connect_timeout,
+                io: cfg.redis_timeout,
+            },
         };
         let st = Arc::clone(&stats);
         let tx = ready_tx.clone();

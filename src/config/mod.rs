@@ -67,6 +67,10 @@ pub struct Config {
     pub max_line: usize,
     /// Poll interval of `tail://` inputs at end of file (`tail_poll_ms`; default 100).
     pub tail_poll: Duration,
+    /// Redis connect timeout (`redis_connect_timeout_ms`; default 2000).
+    pub redis_connect_timeout: Duration,
+    /// Redis read/write timeout (`redis_timeout_ms`; default 5000).
+    pub redis_timeout: Duration,
 }
 
 /// Every problem found in a configuration, one per line.
@@ -142,6 +146,8 @@ impl Config {
             stats_interval: Duration::from_secs(60),
             max_line: DEFAULT_MAX_LINE,
             tail_poll: Duration::from_millis(100),
+            redis_connect_timeout: Duration::from_secs(2),
+            redis_timeout: Duration::from_secs(5),
         };
         let mut v = Validator { errs: &mut errs };
         let host = v.opt_string(&g.get("redis_host").unwrap_or(Value::Nil), "redis_host");
@@ -170,6 +176,18 @@ impl Config {
                 cfg.max_line = s as usize;
             } else {
                 v.err("max_line_bytes", format!("must be between 64 and 2^30, got {s}"));
+            }
+        }
+        for (key, slot) in [
+            ("redis_connect_timeout_ms", &mut cfg.redis_connect_timeout),
+            ("redis_timeout_ms", &mut cfg.redis_timeout),
+        ] {
+            if let Some(ms) = v.opt_number(&g, key) {
+                if (1.0..=600_000.0).contains(&ms) {
+                    *slot = Duration::from_millis(ms as u64);
+                } else {
+                    v.err(key, format!("must be between 1 and 600000, got {ms}"));
+                }
             }
         }
         if let Some(s) = v.opt_number(&g, "tail_poll_ms") {

@@ -96,3 +96,25 @@ fn default_tags_must_exist() {
         e.errors
     );
 }
+
+#[test]
+fn redis_timeouts_are_read_and_checked() {
+    let cfg = check(
+        &format!("redis_timeout_ms = 250\n{GOOD}"),
+        &["filter/f.lua", "analyzer/a.lua"],
+    )
+    .unwrap();
+    assert_eq!(cfg.redis_timeout, Duration::from_millis(250));
+    assert_eq!(cfg.redis_connect_timeout, Duration::from_secs(2));
+    assert_eq!(cfg.redis_host, "managed", "no Redis named means managed Redis");
+    let e = check(
+        &format!("redis_connect_timeout_ms = 0\n{GOOD}"),
+        &["filter/f.lua", "analyzer/a.lua"],
+    )
+    .unwrap_err();
+    assert!(
+        e.errors.iter().any(|l| l.starts_with("redis_connect_timeout_ms")),
+        "{:?}",
+        e.errors
+    );
+}

@@ -35,6 +35,7 @@ pub struct WorkerSpec {
     pub ordered: bool,
     pub root: std::path::PathBuf,
     pub redis: crate::lua::hiredis::RedisTarget,
+    pub redis_timeouts: crate::lua::hiredis::RedisTimeouts,
 }
 
 fn send(io: &mut WorkerIo, slot: usize) {
@@ -110,6 +111,7 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
     );
     let ctx_ref = ctx();
     ctx_ref.redis.target = spec.redis.clone();
+    ctx_ref.redis.timeouts = spec.redis_timeouts;
     let r = open_all(ctx_ref, &spec.filters, &spec.analyzers, true, &spec.root);
     let ok = r.is_ok();
     let _ = ready.send(r);

@@ -533,3 +533,40 @@ end
         "the other events' commands were not disturbed"
     );
 }
+
+#[test]
+fn a_silent_redis_times_out_with_err_io() {
+    // A server that accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let env = Env::new();
+    env.config(&format!(
+        "redis_host = \"127.0.0.1\"\nredis_port = {port}\nredis_timeout_ms = 300\n{}",
+        simple_config("file://in.json", "", "")
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        r#"
+local conn
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  local r, err, code = conn:command("PING")
+  msg.code = code
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    env.write_log("in.json", b"{\"a\":1}\n");
+    let t = Instant::now();
+    env.run(&[]).assert_success();
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    let out = env.lines("out.json");
+    assert_eq!(String::from_utf8_lossy(&out[0]), "{\"a\":1,\"code\":1}");
+}
