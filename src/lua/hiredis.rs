@@ -307,8 +307,9 @@ unsafe fn conn_slot(l: *mut lua_State) -> usize {
     }
 }
 
-/// Builds a command from Lua arguments `first..=top` (strings or numbers).
-unsafe fn build_cmd(l: *mut lua_State, first: c_int, what: &str) -> redis::Cmd {
+/// Checks the Lua arguments `first..=top` of a command: a name, at most 256 arguments, each a
+/// string or a number. Returns `top`.
+unsafe fn check_cmd_args(l: *mut lua_State, first: c_int, what: &str) -> c_int {
     // SAFETY: indices are valid arguments.
     unsafe {
         let top = ffi::lua_gettop(l);
@@ -318,21 +319,30 @@ unsafe fn build_cmd(l: *mut lua_State, first: c_int, what: &str) -> redis::Cmd {
         if top - first + 1 > MAX_ARGS {
             raise(l, "too many arguments");
         }
-        let mut cmd = redis::Cmd::new();
         for i in first..=top {
-            match ffi::lua_type(l, i) {
-                // Numbers become text exactly as LuaJIT's tostring writes them.
-                ffi::LUA_TSTRING | ffi::LUA_TNUMBER => {
-                    cmd.arg(to_bytes(l, i).unwrap_or(&[]));
-                }
-                _ => raise(
+            if !matches!(ffi::lua_type(l, i), ffi::LUA_TSTRING | ffi::LUA_TNUMBER) {
+                raise(
                     l,
                     &format!(
                         "bad argument #{} to '{what}' (expected a string or number value)",
                         i - first + 1
                     ),
-                ),
+                );
             }
+        }
+        top
+    }
+}
+
+/// Builds a command from Lua arguments `first..=top` (strings or numbers; numbers become text
+/// exactly as LuaJIT's tostring writes them).
+unsafe fn build_cmd(l: *mut lua_State, first: c_int, what: &str) -> redis::Cmd {
+    // SAFETY: indices are valid arguments.
+    unsafe {
+        let top = check_cmd_args(l, first, what);
+        let mut cmd = redis::Cmd::new();
+        for i in first..=top {
+            cmd.arg(to_bytes(l, i).unwrap_or(&[]));
         }
         cmd
     }
@@ -360,25 +370,8 @@ unsafe fn pipelined_window(l: *mut lua_State) -> Option<usize> {
 unsafe fn pack_args(l: *mut lua_State, first: c_int, what: &str, out: &mut Vec<u8>) {
     // SAFETY: indices are valid arguments.
     unsafe {
-        let top = ffi::lua_gettop(l);
-        if top < first {
-            raise(l, "missing command name");
-        }
-        if top - first + 1 > MAX_ARGS {
-            raise(l, "too many arguments");
-        }
-        // Check every argument before writing any, so that an error leaves `out` whole.
-        for i in first..=top {
-            if !matches!(ffi::lua_type(l, i), ffi::LUA_TSTRING | ffi::LUA_TNUMBER) {
-                raise(
-                    l,
-                    &format!(
-                        "bad argument #{} to '{what}' (expected a string or number value)",
-                        i - first + 1
-                    ),
-                );
-            }
-        }
+        // Every argument is checked before any is written, so an error leaves `out` whole.
+        let top = check_cmd_args(l, first, what);
         let mut n = itoa::Buffer::new();
         out.push(b'*');
         out.extend_from_slice(n.format(top - first + 1).as_bytes());

@@ -396,18 +396,27 @@ fn a_port_of_zero_means_a_unix_socket() {
     let _ = server.wait();
 }
 
+/// A configuration on the Redis at `port` with the given `analyzers` entries.
+fn pipelined_config(port: u16, analyzers: &str) -> String {
+    format!(
+        "redis_host = \"127.0.0.1\"\nredis_port = {port}\n\
+         inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {analyzers} }}\n\
+         outputs = {{ {{ tag = \"out\", uri = \"file://out.json<\" }} }}\n"
+    )
+}
+
 /// Runs the INCR-per-event-type workload with `pipeline` on a fresh Redis; returns the output
 /// lines and the final counters.
 fn incr_run(pipeline: usize, shards: &str, lines: &[String]) -> (Vec<Vec<u8>>, Vec<String>) {
     let redis = RedisServer::start();
     let env = Env::new();
-    env.config(&format!(
-        "redis_host = \"127.0.0.1\"\nredis_port = {}\n\
-         inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
-         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"b\", default_output = \"\", pipeline = {pipeline} }},\n\
-                        {{ tag = \"b\", script = \"b.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
-         outputs = {{ {{ tag = \"out\", uri = \"file://out.json<\" }} }}\n",
-        redis.port
+    env.config(&pipelined_config(
+        redis.port,
+        &format!(
+            "{{ tag = \"a\", script = \"a.lua\", default_analyzer = \"b\", default_output = \"\", pipeline = {pipeline} }},\n\
+             {{ tag = \"b\", script = \"b.lua\", default_analyzer = \"\", default_output = \"out\" }}"
+        ),
     ));
     env.filter("filter.lua", FILTER_TO_DEFAULT);
     env.analyzer(
@@ -493,12 +502,9 @@ fn a_failing_module_load_is_reported_not_fatal() {
 fn a_bad_argument_in_a_pipelined_analyzer_fails_only_its_event() {
     let redis = RedisServer::start();
     let env = Env::new();
-    env.config(&format!(
-        "redis_host = \"127.0.0.1\"\nredis_port = {}\n\
-         inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
-         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\", pipeline = 8 }} }}\n\
-         outputs = {{ {{ tag = \"out\", uri = \"file://out.json<\" }} }}\n",
-        redis.port
+    env.config(&pipelined_config(
+        redis.port,
+        "{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\", pipeline = 8 }",
     ));
     env.filter("filter.lua", FILTER_TO_DEFAULT);
     env.analyzer(
