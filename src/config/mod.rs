@@ -1,6 +1,7 @@
-//! `config.lua` -> typed, validated [`Config`]. The file is evaluated in a Lua state with no
-//! standard library (as the original did), then every problem is collected into one
-//! [`ConfigError`] whose lines each name the key and the bad value.
+//! `config.lua` -> typed, validated [`Config`]. The file is evaluated in a Lua state with only
+//! the base library, minus everything that loads files or code (the original opened no library
+//! at all), then every problem is collected into one [`ConfigError`] whose lines each name the
+//! key and the bad value.
 
 mod uri;
 
