@@ -395,12 +395,26 @@ impl Encoder {
         // SAFETY: `set` and `order` are absolute indices of the proxy's write table and order
         // list (or 0).
         unsafe {
-            if order == 0 || set == 0 {
+            if set == 0 {
                 return Ok(());
             }
-            let len = ffi::lua_objlen(l, order) as c_int;
+            // The order list exists from the second written key on; with one key, the write
+            // table's only key is the order.
+            let len = if order != 0 {
+                ffi::lua_objlen(l, order) as c_int
+            } else {
+                1
+            };
             for i in 1..=len {
-                ffi::lua_rawgeti_(l, order, i);
+                if order != 0 {
+                    ffi::lua_rawgeti_(l, order, i);
+                } else {
+                    ffi::lua_pushnil(l);
+                    if ffi::lua_next(l, set) == 0 {
+                        break;
+                    }
+                    ffi::lua_pop(l, 1);
+                }
                 let k = ffi::lua_gettop(l);
                 let original = match super::ffi_util::str_at(l, k) {
                     Some(name) => self.find_member(p, name).is_some(),

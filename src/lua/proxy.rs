@@ -663,9 +663,22 @@ pub unsafe extern "C-unwind" fn lua_next_any(l: *mut lua_State) -> c_int {
             }
         }
         // Added keys, in order of first write, after the one given (if any).
-        if !has_set || rawget_i(l, 1, K_ORDER) != ffi::LUA_TTABLE {
+        if !has_set {
             ffi::lua_pushnil(l);
             return 1;
+        }
+        if rawget_i(l, 1, K_ORDER) != ffi::LUA_TTABLE {
+            // One key written so far: its order list is made now (it holds that key).
+            ffi::lua_pop(l, 1);
+            ffi::lua_createtable(l, 4, 0);
+            let o = ffi::lua_gettop(l);
+            ffi::lua_pushnil(l);
+            if ffi::lua_next(l, 3) != 0 {
+                ffi::lua_pop(l, 1);
+                ffi::lua_rawseti_(l, o, 1);
+            }
+            ffi::lua_pushvalue(l, o);
+            rawset_i(l, 1, K_ORDER);
         }
         let order = ffi::lua_gettop(l);
         let len = ffi::lua_objlen(l, order) as c_int;

@@ -55,6 +55,7 @@ impl Drop for Script {
 
 const PRELUDE: &str = r#"
 local next_any, is_proxy, rawpairs, mt, slow_index, find_ptr = ...
+local rawnext = next
 -- Event tables are filled lazily: pairs/next walk their original members, then added ones.
 next = next_any
 function pairs(t) if is_proxy(t) then return next_any, t, nil end return rawpairs(t) end
@@ -105,12 +106,16 @@ mt.__newindex = function(t, k, v)
    if k ~= k then error("table index is NaN", 2) end
    local set = rawget(t, -4)
    if set == nil then
+      -- The first written key needs no order list: it is the write table's only key.
       set = tnew(0, 2)
       rawset(t, -4, set)
-      rawset(t, -6, tnew(2, 0))
-   end
-   if rawget(set, k) == nil then
+   elseif rawget(set, k) == nil then
       local order = rawget(t, -6)
+      if order == nil then
+         order = tnew(4, 0)
+         order[1] = rawnext(set)
+         rawset(t, -6, order)
+      end
       order[#order + 1] = k
    end
    if v == nil then v = TOMB end
