@@ -464,15 +464,22 @@ impl WorkerCtx {
     }
 
     fn out_batch(&mut self) -> &mut OutBatch {
-        if let Some(w) = self.cur_win {
-            return &mut self.window[w].out;
-        }
         let i = if self.cur_input == NO_INPUT {
             self.outs.len() - 1
         } else {
             self.cur_input as usize
         };
         &mut self.outs[i]
+    }
+
+    /// Files a record: in the output batch, or, inside a pipelining window, with its event
+    /// (its bytes already are in the batch; records are put in event order when the window
+    /// ends, and the writer reads bytes by range).
+    fn file_rec(&mut self, rec: OutRec) {
+        match self.cur_win {
+            Some(w) => self.window[w].recs.push(rec),
+            None => self.out_batch().recs.push(rec),
+        }
     }
 
     /// Appends one output record (bytes + newline) for the current event.
@@ -482,11 +489,12 @@ impl WorkerCtx {
         let start = b.data.len() as u32;
         b.data.extend_from_slice(bytes);
         b.data.push(b'\n');
-        b.recs.push(OutRec {
+        let end = b.data.len() as u32;
+        self.file_rec(OutRec {
             seq,
             output,
             start,
-            end: b.data.len() as u32,
+            end,
         });
     }
 
@@ -498,21 +506,19 @@ impl WorkerCtx {
         } else {
             self.cur_input as usize
         };
-        let b = match self.cur_win {
-            Some(w) => &mut self.window[w].out,
-            None => &mut self.outs[i],
-        };
+        let b = &mut self.outs[i];
         let start = b.data.len();
         // SAFETY: `l` belongs to this worker.
         let r = unsafe { self.enc.encode_cached(l, idx, &mut b.data, Some(&mut self.cache)) };
         match r {
             Ok(()) => {
                 b.data.push(b'\n');
-                b.recs.push(OutRec {
+                let end = b.data.len() as u32;
+                self.file_rec(OutRec {
                     seq,
                     output,
                     start: start as u32,
-                    end: b.data.len() as u32,
+                    end,
                 });
                 Ok(())
             }
@@ -867,7 +873,8 @@ struct WinEvent {
     line: (usize, usize),
     root: usize,
     queue: VecDeque<(u32, c_int)>,
-    out: OutBatch,
+    /// Its records (their bytes are in the output batch already).
+    recs: Vec<OutRec>,
     /// The analyzer and the registry reference of the suspended coroutine.
     co: Option<(u32, c_int)>,
     hops: u32,
@@ -895,7 +902,7 @@ impl WorkerCtx {
             w.id = id;
             w.line = (meta.start as usize, meta.end as usize);
             w.queue.clear();
-            w.out.clear();
+            w.recs.clear();
             w.co = None;
             w.hops = 0;
             let line = &batch[meta.start as usize..meta.end as usize];
@@ -950,17 +957,8 @@ impl WorkerCtx {
         for i in 0..events.len() {
             let c = ctx();
             let (seq, ordered) = (c.window[i].meta.seq, c.ordered);
-            let w = std::mem::take(&mut c.window[i].out);
             let b = &mut c.outs[input as usize];
-            let base = b.data.len() as u32;
-            b.data.extend_from_slice(&w.data);
-            for r in &w.recs {
-                b.recs.push(OutRec {
-                    start: r.start + base,
-                    end: r.end + base,
-                    ..*r
-                });
-            }
+            b.recs.extend_from_slice(&c.window[i].recs);
             if ordered {
                 let at = b.data.len() as u32;
                 b.recs.push(OutRec {
@@ -970,7 +968,6 @@ impl WorkerCtx {
                     end: at,
                 });
             }
-            c.window[i].out = w;
         }
         ctx().cur_input = NO_INPUT;
     }
