@@ -896,7 +896,6 @@ fn bench_lua(c: &mut Criterion) {
             &[spec(Role::Filter, "in", &fpath)],
             &[spec(Role::Analyzer, "a", &apath)],
             true,
-            dir.path(),
         )
         .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let mut seq = 0u64;

@@ -114,7 +114,7 @@ pub fn check(opts: &Options) -> anyhow::Result<String> {
     );
     crate::lua::worker::ctx().redis.target =
         crate::lua::hiredis::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port);
-    let r = open_all(crate::lua::worker::ctx(), &filters, &analyzers, false, &cfg.root);
+    let r = open_all(crate::lua::worker::ctx(), &filters, &analyzers, false);
     boxed.uninstall();
     crate::lua::managed::stop();
     r.map_err(|e| anyhow::anyhow!(e))?;
@@ -296,7 +296,6 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
             analyzer_tags: analyzer_tags.clone(),
             output_tags: cfg.outputs.iter().map(|o| o.tag.clone()).collect(),
             ordered: any_ordered,
-            root: cfg.root.clone(),
             redis: crate::lua::hiredis::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port),
             redis_timeouts: crate::lua::hiredis::RedisTimeouts {
                 connect: cfg.redis_connect_timeout,

@@ -1097,3 +1097,35 @@ end
         );
     }
 }
+
+/// Regression: calls that `setup()` queues with `analyze_event` run once, before the first
+/// event, on the plain and on the pipelining path alike.
+#[test]
+fn analyze_event_from_setup_runs_before_the_first_event() {
+    for analyzer_extra in ["", ", pipeline = 4"] {
+        let env = Env::new();
+        env.config(&format!(
+            "inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+             analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\"{analyzer_extra} }} }}\n\
+             outputs = {{ {{ tag = \"out\", uri = \"file://out.json<\" }} }}\n"
+        ));
+        env.filter(
+            "filter.lua",
+            "function setup() dragonfly.analyze_event(default_analyzer, { hello = 1 }) end\n\
+             function loop(msg) dragonfly.analyze_event(default_analyzer, msg) end\n",
+        );
+        env.analyzer("a.lua", ANALYZER_PASS);
+        env.write_log("in.json", b"{\"i\":1}\n{\"i\":2}\n");
+        env.run(&[]).assert_success();
+        let got: Vec<String> = env
+            .lines("out.json")
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        assert_eq!(
+            got,
+            vec!["{\"hello\":1}", "{\"i\":1}", "{\"i\":2}"],
+            "with {analyzer_extra:?}"
+        );
+    }
+}

@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::ffi::c_int;
-use std::path::Path;
 
 use mlua::ffi::{self, lua_State};
 
@@ -331,7 +330,8 @@ pub struct WorkerCtx {
     analyzer_tags: Vec<String>,
     /// User output tags; output index = position + 2.
     output_tags: Vec<String>,
-    /// Analyzer calls queued by `analyze_event`: (analyzer, registry ref in its state).
+    /// Analyzer calls queued by `analyze_event` from `setup()`, outside any event: (analyzer,
+    /// registry ref in its state). Calls made during an event queue on its window entry.
     queue: VecDeque<(u32, c_int)>,
     pub cache: MemberCache,
     pub scratch: Vec<u8>,
@@ -626,65 +626,33 @@ impl WorkerCtx {
         Ok(())
     }
 
-    /// Runs one event through the input's filter and every analyzer it reaches.
-    /// (An associated function: the context is fetched afresh around each Lua call.)
+    /// Runs one event through the input's filter and every analyzer it reaches (a window
+    /// of one event; see `process_window`).
     pub fn process(input: u32, meta: &EventMeta, line: &[u8]) {
-        let c = ctx();
-        c.cur_input = input;
-        c.cur = *meta;
-        c.counters.events += 1;
-        let id = c.next_id;
-        c.next_id += 1.0;
-        let l = c.filters[input as usize].l;
-        let root_start = scan::skip_ws(line, 0);
-        c.cur_root = (id, root_start);
-        c.cache.prime(id, root_start, line, meta.keys);
-        // SAFETY: the state belongs to this thread; `call_loop` borrows the context only
-        // around (not across) the Lua call.
-        unsafe {
-            proxy::push_event(l, line, id);
-            call_loop(Role::Filter, input);
-        }
-        let mut hops = 0u32;
+        let one = EventMeta {
+            start: 0,
+            end: line.len() as u32,
+            ..*meta
+        };
+        Self::process_window(input, line, std::slice::from_ref(&one));
+    }
+
+    /// Runs the analyzer calls that `setup()` functions queued with `analyze_event`, outside
+    /// any event.
+    pub fn run_setup_calls() {
         while let Some((a, r)) = ctx().queue.pop_front() {
-            let l = ctx().analyzers[a as usize].l;
-            hops += 1;
-            // SAFETY: as above.
+            let c = ctx();
+            c.cur_input = NO_INPUT;
+            c.pipelined = false;
+            let l = c.analyzers[a as usize].l;
+            // SAFETY: the state belongs to this thread; `r` is a registry reference made by
+            // `queue_analyzer` (outside an event there is no current event to stand for).
             unsafe {
-                if r == UNCHANGED_EVENT {
-                    proxy::push_event(l, line, id);
-                } else {
-                    ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
-                    ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
-                }
-                if hops > MAX_HOPS {
-                    ffi::lua_pop(l, 1);
-                    continue;
-                }
+                ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
+                ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
                 call_loop(Role::Analyzer, a);
             }
         }
-        let c = ctx();
-        if hops > MAX_HOPS {
-            c.counters.hop_limit += 1;
-            c.report(
-                "hop_limit",
-                &[],
-                &format!("event passed between analyzers more than {MAX_HOPS} times; the rest was dropped"),
-            );
-        }
-        if c.ordered {
-            let seq = c.cur.seq;
-            let b = c.out_batch();
-            let at = b.data.len() as u32;
-            b.recs.push(OutRec {
-                seq,
-                output: END_OF_EVENT,
-                start: at,
-                end: at,
-            });
-        }
-        c.cur_input = NO_INPUT;
     }
 }
 
@@ -795,9 +763,7 @@ pub fn open_all(
     filters: &[ScriptSpec],
     analyzers: &[ScriptSpec],
     run_setup: bool,
-    root: &Path,
 ) -> Result<(), String> {
-    let _ = root;
     for (i, spec) in filters.iter().enumerate() {
         ctx.cur_script = (Role::Filter, i as u32);
         let s = Script::open(spec)
@@ -1005,6 +971,14 @@ fn run_calls(input: u32, i: usize, batch: &[u8]) {
         c.window[i].hops += 1;
         let (id, (s, e)) = (c.window[i].id, c.window[i].line);
         let over = c.window[i].hops > MAX_HOPS;
+        if c.window[i].hops == MAX_HOPS + 1 {
+            c.counters.hop_limit += 1;
+            c.report(
+                "hop_limit",
+                &[],
+                &format!("event passed between analyzers more than {MAX_HOPS} times; the rest was dropped"),
+            );
+        }
         let l = c.analyzers[a as usize].l;
         // SAFETY: the analyzer's state belongs to this thread; the coroutine is anchored in
         // its registry while it is suspended.

@@ -33,7 +33,6 @@ pub struct WorkerSpec {
     pub analyzer_tags: Vec<String>,
     pub output_tags: Vec<String>,
     pub ordered: bool,
-    pub root: std::path::PathBuf,
     pub redis: crate::lua::hiredis::RedisTarget,
     pub redis_timeouts: crate::lua::hiredis::RedisTimeouts,
 }
@@ -112,13 +111,14 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
     let ctx_ref = ctx();
     ctx_ref.redis.target = spec.redis.clone();
     ctx_ref.redis.timeouts = spec.redis_timeouts;
-    let r = open_all(ctx_ref, &spec.filters, &spec.analyzers, true, &spec.root);
+    let r = open_all(ctx_ref, &spec.filters, &spec.analyzers, true);
     let ok = r.is_ok();
     let _ = ready.send(r);
     if !ok {
         boxed.uninstall();
         return;
     }
+    WorkerCtx::run_setup_calls();
     // Records written by setup() go out at once.
     send_all(&mut io);
     // Events run together when an analyzer pipelines its Redis commands.
@@ -129,15 +129,8 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
         for input in 0..io.inputs.len() {
             while let Ok(batch) = io.inputs[input].0.pop() {
                 got = true;
-                if window > 1 {
-                    for evs in batch.events.chunks(window) {
-                        WorkerCtx::process_window(input as u32, &batch.data, evs);
-                    }
-                } else {
-                    for ev in &batch.events {
-                        let line = &batch.data[ev.start as usize..ev.end as usize];
-                        WorkerCtx::process(input as u32, ev, line);
-                    }
+                for evs in batch.events.chunks(window) {
+                    WorkerCtx::process_window(input as u32, &batch.data, evs);
                 }
                 let _ = io.inputs[input].1.push(batch);
                 let c = ctx();
