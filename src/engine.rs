@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use rtrb::RingBuffer;
@@ -383,7 +383,6 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         let _ = w.join();
     }
     let _ = writer.join();
-    let _ = Duration::ZERO;
     Ok(Summary {
         read: stats.events_read(),
         written: stats.written(),

@@ -136,9 +136,7 @@ pub unsafe extern "C" fn df_find(
             &mut *out,
         )
     };
-    let (start, end) = unpack_span(span);
-    let start = start.min(line.len());
-    let _ = end;
+    let start = unpack_span(span).0.min(line.len());
     let c = ctx();
     let Some(m) = c.cache.find(id, start, line, key, &mut c.scratch) else {
         out.kind = 0;

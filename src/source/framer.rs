@@ -94,9 +94,7 @@ impl Framer {
         // No newline in what is left: drop it if it is already too long to be a line.
         let pending = self.end - self.start;
         if pending > self.max_line {
-            let (off, skipped) = self.skipping.get_or_insert((self.offset, 0));
-            let _ = off;
-            *skipped += pending;
+            self.skipping.get_or_insert((self.offset, 0)).1 += pending;
             self.offset += pending as u64;
             self.start = 0;
             self.end = 0;
