@@ -90,10 +90,7 @@ pub unsafe fn install(l: *mut lua_State) {
     unsafe {
         ffi::lua_createtable(l, 0, 4);
         let mt = ffi::lua_gettop(l);
-        ffi::lua_pushcclosure(l, proxy_index, 0);
-        ffi::lua_setfield(l, mt, c"__index".as_ptr());
-        ffi::lua_pushcclosure(l, proxy_newindex, 0);
-        ffi::lua_setfield(l, mt, c"__newindex".as_ptr());
+        // `__index` and `__newindex` are Lua functions, set by the state's prelude.
         ffi::lua_pushboolean(l, 1);
         rawset_i(l, mt, K_MARK);
         ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, REG_MT as c_int);
@@ -168,12 +165,6 @@ pub unsafe extern "C" fn df_find(
         Kind::Invalid => 0,
     };
     out.kind
-}
-
-/// The C `__index` of event tables, for the Lua `__index` to fall back on.
-pub unsafe extern "C-unwind" fn slow_index(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua with (t, k).
-    unsafe { proxy_index(l) }
 }
 
 /// Whether the value at `idx` is a proxy.
@@ -300,37 +291,18 @@ fn find(p: &Parts<'_>, k: &[u8]) -> Option<(usize, usize)> {
         .map(|m| (m.val_start as usize, m.val_end as usize))
 }
 
-unsafe extern "C-unwind" fn proxy_index(l: *mut lua_State) -> c_int {
+/// The C part of `__index` (the Lua part, `FAST_META` in `lua/worker.rs`, has already looked
+/// in the writes and the nested tables, and read scalars itself): decodes member `k` of the
+/// proxy at 1 and, for an object or array, keeps the table it hands out, so that changes made
+/// through it stay.
+pub unsafe extern "C-unwind" fn slow_index(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua with (t, k); t is a proxy.
     unsafe {
         ffi::lua_settop(l, 2);
-        // Writes first, then nested proxies already handed out, then the original bytes.
-        if rawget_i(l, 1, K_SET) == ffi::LUA_TTABLE {
-            ffi::lua_pushvalue(l, 2);
-            ffi::lua_rawget_(l, 3);
-            match ffi::lua_type(l, -1) {
-                ffi::LUA_TNIL => {}
-                ffi::LUA_TTABLE if is_tomb(l, -1) => {
-                    ffi::lua_pushnil(l);
-                    return 1;
-                }
-                _ => return 1,
-            }
-        }
-        ffi::lua_settop(l, 2);
-        if ffi::lua_type(l, 2) != ffi::LUA_TSTRING {
+        let Some(k) = super::ffi_util::str_at(l, 2) else {
             ffi::lua_pushnil(l);
             return 1;
-        }
-        if rawget_i(l, 1, K_CACHE) == ffi::LUA_TTABLE {
-            ffi::lua_pushvalue(l, 2);
-            ffi::lua_rawget_(l, 3);
-            if ffi::lua_type(l, -1) != ffi::LUA_TNIL {
-                return 1;
-            }
-        }
-        ffi::lua_settop(l, 2);
-        let k = to_bytes(l, 2).unwrap_or(&[]);
+        };
         let p = parts(l, 1);
         let Some((vs, ve)) = find(&p, k) else {
             ffi::lua_pushnil(l);
@@ -340,7 +312,6 @@ unsafe extern "C-unwind" fn proxy_index(l: *mut lua_State) -> c_int {
         let kind = scan::kind(p.line, vs);
         push_json(l, 3, p.line, vs, ve, p.id); // 4
         if matches!(kind, Kind::Object | Kind::Array) {
-            // Hand out the same table on every access, so that changes made through it stay.
             if rawget_i(l, 1, K_CACHE) != ffi::LUA_TTABLE {
                 ffi::lua_settop(l, 4);
                 ffi::lua_createtable(l, 0, 2);
@@ -353,43 +324,6 @@ unsafe extern "C-unwind" fn proxy_index(l: *mut lua_State) -> c_int {
             ffi::lua_settop(l, 4);
         }
         1
-    }
-}
-
-unsafe extern "C-unwind" fn proxy_newindex(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua with (t, k, v); t is a proxy.
-    unsafe {
-        ffi::lua_settop(l, 3);
-        if ffi::lua_type(l, 2) == ffi::LUA_TNIL {
-            super::ffi_util::raise(l, "table index is nil");
-        }
-        if rawget_i(l, 1, K_SET) != ffi::LUA_TTABLE {
-            ffi::lua_settop(l, 3);
-            ffi::lua_createtable(l, 0, 4);
-            ffi::lua_pushvalue(l, -1);
-            rawset_i(l, 1, K_SET);
-            ffi::lua_createtable(l, 4, 0);
-            rawset_i(l, 1, K_ORDER);
-        }
-        // A key written for the first time joins the order list.
-        ffi::lua_pushvalue(l, 2);
-        ffi::lua_rawget_(l, 4);
-        let first = ffi::lua_type(l, -1) == ffi::LUA_TNIL;
-        ffi::lua_settop(l, 4);
-        if first && rawget_i(l, 1, K_ORDER) == ffi::LUA_TTABLE {
-            let n = ffi::lua_objlen(l, 5) as c_int;
-            ffi::lua_pushvalue(l, 2);
-            ffi::lua_rawseti_(l, 5, n + 1);
-        }
-        ffi::lua_settop(l, 4);
-        ffi::lua_pushvalue(l, 2);
-        if ffi::lua_type(l, 3) == ffi::LUA_TNIL {
-            push_mt(l);
-        } else {
-            ffi::lua_pushvalue(l, 3);
-        }
-        ffi::lua_rawset(l, 4);
-        0
     }
 }
 
