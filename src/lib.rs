@@ -14,6 +14,7 @@ pub mod engine;
 pub mod event;
 pub mod lua;
 pub mod metrics;
+pub mod ml;
 pub mod shard;
 pub mod sink;
 pub mod source;
