@@ -101,6 +101,7 @@ fn load(opts: &Options) -> anyhow::Result<Config> {
 /// `check`: loads the configuration and every script (chunk run, `setup()` not run).
 pub fn check(opts: &Options) -> anyhow::Result<String> {
     let cfg = load(opts)?;
+    crate::ml::set_native(cfg.ml_native);
     if cfg.redis_host == "managed" {
         crate::lua::managed::configure(&run_dir(opts, &cfg));
     }
@@ -175,6 +176,7 @@ fn load_modules(cfg: &Config, diag: &crate::source::Diag) {
 /// Runs the engine until its inputs end (all `file://`, no `--follow`) or a signal stops it.
 pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     let cfg = load(opts)?;
+    crate::ml::set_native(cfg.ml_native);
     if cfg.redis_host == "managed" {
         crate::lua::managed::configure(&run_dir(opts, &cfg));
     }

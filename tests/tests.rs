@@ -9,6 +9,7 @@
 //! the log directory's `<name>` (e.g. `expected-dragonfly-mle.log`).
 
 mod hiredis;
+mod ml;
 mod util;
 
 use std::fs;

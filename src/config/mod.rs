@@ -59,6 +59,9 @@ pub struct Config {
     pub redis_port: i64,
     /// Redis modules to `MODULE LOAD` at startup: (tag, module path).
     pub modules: Vec<(String, String)>,
+    /// Whether `ML.*` commands sent through `hiredis` are answered in-process (`redis_ml =
+    /// "native"`, the default) or sent to Redis (`"redis"`, for a Redis with the module).
+    pub ml_native: bool,
     pub inputs: Vec<InputConfig>,
     pub analyzers: Vec<AnalyzerConfig>,
     pub outputs: Vec<OutputConfig>,
@@ -149,6 +152,7 @@ impl Config {
             tail_poll: Duration::from_millis(100),
             redis_connect_timeout: Duration::from_secs(2),
             redis_timeout: Duration::from_secs(5),
+            ml_native: true,
         };
         let mut v = Validator { errs: &mut errs };
         let host = v.opt_string(&g.get("redis_host").unwrap_or(Value::Nil), "redis_host");
@@ -164,6 +168,14 @@ impl Config {
                 Ok(n) => cfg.redis_port = n,
                 Err(_) => v.err("redis_port", format!("not a number: {p:?}")),
             }
+        }
+        match v
+            .opt_string(&g.get("redis_ml").unwrap_or(Value::Nil), "redis_ml")
+            .as_deref()
+        {
+            None | Some("native") => {}
+            Some("redis") => cfg.ml_native = false,
+            Some(other) => v.err("redis_ml", format!("must be \"native\" or \"redis\", got {other:?}")),
         }
         if let Some(s) = v.opt_number(&g, "stats_interval") {
             if s > 0.0 && s.is_finite() {

@@ -81,6 +81,9 @@ pub struct RedisConn {
     con: Option<redis::Connection>,
     /// Commands queued by `append_command`, packed, not yet sent.
     pending: Vec<u8>,
+    /// What each `append_command` still awaiting `get_reply` gets: the reply of an `ML.*`
+    /// command answered in-process, or `None` for one sent to Redis.
+    order: std::collections::VecDeque<Option<crate::ml::Reply>>,
     /// Replies still to read with `get_reply`: sent commands, then packed ones.
     sent: usize,
     queued: usize,
@@ -150,6 +153,8 @@ impl RedisState {
         c.sent = 0;
         c.queued = 0;
         c.pending.clear();
+        // The Redis replies are lost with the connection; in-process ones stay.
+        c.order.retain(Option::is_some);
         c.next_try = Instant::now() + c.backoff;
         c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
     }
@@ -497,10 +502,55 @@ unsafe fn push_failure(l: *mut lua_State, msg: &str, code: i32) -> c_int {
     }
 }
 
+/// Pushes the reply of an in-process `ML.*` command as `command` returns a Redis reply.
+pub unsafe fn push_ml_reply(l: *mut lua_State, r: &crate::ml::Reply) {
+    use crate::ml::Reply;
+    // SAFETY: the caller owns `l`.
+    unsafe {
+        ffi::luaL_checkstack(l, 4, c"ML reply".as_ptr());
+        match r {
+            Reply::Ok => push_status(l, b"OK"),
+            Reply::Num(v) => {
+                let mut b = Vec::with_capacity(24);
+                crate::ml::fmt_g17(*v, &mut b);
+                push_bytes(l, &b);
+            }
+            Reply::Int(n) => ffi::lua_pushnumber(l, *n as f64),
+            Reply::Array(items) => {
+                ffi::lua_createtable(l, items.len() as c_int, 0);
+                for (i, it) in items.iter().enumerate() {
+                    push_ml_reply(l, it);
+                    ffi::lua_rawseti_(l, -2, (i + 1) as c_int);
+                }
+            }
+            Reply::Error(e) => push_const(l, e.to_string().as_bytes(), REPLY_ERROR),
+        }
+    }
+}
+
+/// When `ML.*` commands are served in-process and the arguments `first..=top` of `l` are
+/// one, runs it and returns its reply.
+unsafe fn ml_command(l: *mut lua_State, first: c_int, what: &str) -> Option<crate::ml::Reply> {
+    // SAFETY: indices are valid arguments.
+    unsafe {
+        if !crate::ml::native() || !to_bytes(l, first).is_some_and(crate::ml::is_ml_command) {
+            return None;
+        }
+        let top = check_cmd_args(l, first, what);
+        let args: Vec<&[u8]> = (first..=top).map(|i| to_bytes(l, i).unwrap_or(&[])).collect();
+        Some(crate::ml::execute(&args))
+    }
+}
+
 unsafe extern "C-unwind" fn conn_command(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua as conn:command(name, ...).
     unsafe {
         let slot = conn_slot(l);
+        // Answered at once, even in a pipelined coroutine: there is no round trip to save.
+        if let Some(r) = ml_command(l, 2, "command") {
+            push_ml_reply(l, &r);
+            return 1;
+        }
         if let Some(w) = pipelined_window(l) {
             let conn = &mut ctx().redis.conns[slot];
             pack_args(l, 2, "command", &mut conn.piped);
@@ -532,6 +582,14 @@ unsafe extern "C-unwind" fn conn_command_line(l: *mut lua_State) -> c_int {
         if n == 0 {
             raise(l, "missing command name");
         }
+        if crate::ml::native() {
+            let args: Vec<&[u8]> = line.split(|&c| c == b' ').filter(|p| !p.is_empty()).collect();
+            if crate::ml::is_ml_command(args[0]) {
+                let r = crate::ml::execute(&args);
+                push_ml_reply(l, &r);
+                return 1;
+            }
+        }
         run(l, slot, &cmd)
     }
 }
@@ -540,10 +598,16 @@ unsafe extern "C-unwind" fn conn_append_command(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua as conn:append_command(name, ...).
     unsafe {
         let slot = conn_slot(l);
+        if let Some(r) = ml_command(l, 2, "append_command") {
+            ctx().redis.conns[slot].order.push_back(Some(r));
+            ffi::lua_pushboolean(l, 1);
+            return 1;
+        }
         let cmd = build_cmd(l, 2, "append_command");
         let c = &mut ctx().redis.conns[slot];
         cmd.write_packed_command(&mut c.pending);
         c.queued += 1;
+        c.order.push_back(None);
         ffi::lua_pushboolean(l, 1);
         1
     }
@@ -554,8 +618,13 @@ unsafe extern "C-unwind" fn conn_get_reply(l: *mut lua_State) -> c_int {
     unsafe {
         let slot = conn_slot(l);
         let st = &mut ctx().redis;
-        if st.conns[slot].sent + st.conns[slot].queued == 0 {
-            return push_failure(l, "get_reply: no command pending (use append_command first)", ERR_OTHER);
+        match st.conns[slot].order.pop_front() {
+            Some(Some(r)) => {
+                push_ml_reply(l, &r);
+                return 1;
+            }
+            Some(None) => {}
+            None => return push_failure(l, "get_reply: no command pending (use append_command first)", ERR_OTHER),
         }
         st.calls += 1;
         if let Err(e) = st.ensure(slot) {
@@ -605,6 +674,7 @@ unsafe extern "C-unwind" fn conn_close(l: *mut lua_State) -> c_int {
             c.closed = true;
             c.con = None;
             c.pending.clear();
+            c.order.clear();
         }
         0
     }
@@ -649,6 +719,7 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
             waiters: Vec::new(),
             con: Some(con),
             pending: Vec::new(),
+            order: Default::default(),
             sent: 0,
             queued: 0,
             next_try: Instant::now(),

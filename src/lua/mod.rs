@@ -13,5 +13,6 @@ pub mod ffi_util;
 pub mod hiredis;
 pub mod json;
 pub mod managed;
+pub mod ml;
 pub mod proxy;
 pub mod worker;

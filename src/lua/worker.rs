@@ -174,6 +174,7 @@ impl Script {
                 return Err(pcall_msg(l));
             }
             api::install(l);
+            super::ml::install(l).map_err(|e| format!("dragonfly.ml: {e}"))?;
             super::hiredis::install(l);
             let set_global = |name: &std::ffi::CStr, v: &str| {
                 if !v.is_empty() {

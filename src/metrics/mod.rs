@@ -31,6 +31,9 @@ pub struct WorkerStats {
     pub redis_calls: AtomicU64,
     pub redis_failures: AtomicU64,
     pub redis_error_replies: AtomicU64,
+    /// Native Redis-ML calls (command path and direct API) and their error replies.
+    pub ml_calls: AtomicU64,
+    pub ml_errors: AtomicU64,
 }
 
 fn zeros(n: usize) -> Vec<AtomicU64> {
@@ -50,6 +53,8 @@ impl WorkerStats {
             redis_calls: AtomicU64::new(0),
             redis_failures: AtomicU64::new(0),
             redis_error_replies: AtomicU64::new(0),
+            ml_calls: AtomicU64::new(0),
+            ml_errors: AtomicU64::new(0),
         }
     }
 }
@@ -210,6 +215,10 @@ impl Stats {
             &mut o,
             sum(self.workers.iter().map(|w| w.redis_error_replies.load(Relaxed))),
         );
+        o.extend_from_slice(b"},\"ml\":{\"calls\":");
+        num(&mut o, sum(self.workers.iter().map(|w| w.ml_calls.load(Relaxed))));
+        o.extend_from_slice(b",\"errors\":");
+        num(&mut o, sum(self.workers.iter().map(|w| w.ml_errors.load(Relaxed))));
         o.extend_from_slice(b"}}");
         o
     }

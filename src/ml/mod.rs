@@ -174,11 +174,29 @@ pub fn native() -> bool {
 /// Most keys a thread's cache keeps before it starts over.
 const CACHE_MAX: usize = 4096;
 
+/// A thread's view of the store: the generation it was filled at, and key -> entry or known
+/// absence.
+type ThreadCache = (u64, FxHashMap<Box<[u8]>, Option<Arc<Entry>>>);
+
 thread_local! {
-    /// (generation, key -> entry or known absence).
-    static CACHE: RefCell<(u64, FxHashMap<Box<[u8]>, Option<Arc<Entry>>>)> = RefCell::new((0, FxHashMap::default()));
+    static CACHE: RefCell<ThreadCache> = RefCell::new((0, FxHashMap::default()));
     /// The dense feature vector of command-path forest runs.
     static DENSE: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+    /// This thread's model calls and error replies (for the stats line).
+    static COUNTS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Counts one model call on this thread, and whether it failed.
+pub fn count(failed: bool) {
+    COUNTS.with(|c| {
+        let (n, e) = c.get();
+        c.set((n + 1, e + failed as u64));
+    });
+}
+
+/// This thread's (calls, errors) so far.
+pub fn counts() -> (u64, u64) {
+    COUNTS.with(|c| c.get())
 }
 
 /// The entry under `key`, straight from the store.
@@ -542,7 +560,9 @@ pub fn execute(args: &[&[u8]]) -> Reply {
     };
     let a: Vec<&[u8]> = rest.iter().map(|a| a.trim_ascii()).filter(|a| !a.is_empty()).collect();
     let upper = name.to_ascii_uppercase();
-    match run_command(&upper, &a) {
+    let r = run_command(&upper, &a);
+    count(r.is_err());
+    match r {
         Ok(r) => r,
         Err(e) => Reply::Error(e),
     }

@@ -86,6 +86,9 @@ fn publish(stats: &Stats, index: usize) {
     w.redis_calls.store(c.redis.calls, Relaxed);
     w.redis_failures.store(c.redis.failures, Relaxed);
     w.redis_error_replies.store(c.redis.error_replies, Relaxed);
+    let (ml_calls, ml_errors) = crate::ml::counts();
+    w.ml_calls.store(ml_calls, Relaxed);
+    w.ml_errors.store(ml_errors, Relaxed);
     for (i, s) in c.filters.iter().enumerate() {
         w.filter_calls[i].store(s.calls, Relaxed);
         w.filter_errors[i].store(s.errors, Relaxed);
