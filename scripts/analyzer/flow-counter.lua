@@ -23,5 +23,10 @@ function loop(msg)
       msg.flow_events = n
    end
    msg.type_count = by_type[t]
-   dragonfly.output_event(default_output, msg)
+   -- On to the next analyzer when the config names one (default_analyzer is only set then).
+   if default_analyzer then
+      dragonfly.analyze_event(default_analyzer, msg)
+   else
+      dragonfly.output_event(default_output, msg)
+   end
 end

@@ -13,8 +13,11 @@ inputs = {
 analyzers = {
    -- The original's hello-world chain: count per event type in Redis, annotate, write out.
    { tag = "counter", script = "hello-counter.lua", default_analyzer = "flows", default_output = "" },
-   -- Pure Lua: per-flow counters, then to the output.
-   { tag = "flows", script = "flow-counter.lua", default_analyzer = "", default_output = "annotated" },
+   -- Pure Lua: per-flow counters, then on to the DGA detector.
+   { tag = "flows", script = "flow-counter.lua", default_analyzer = "dga", default_output = "annotated" },
+   -- Native Redis-ML: scores dns.rrname with a random forest (dga_score, 0 benign .. 1 DGA).
+   -- dga-score-redis.lua is the same detector written for a Redis with the Redis-ML module.
+   { tag = "dga", script = "dga-score.lua", default_analyzer = "", default_output = "annotated" },
    { tag = "pass", script = "pass-through.lua", default_analyzer = "", default_output = "annotated" },
 }
 

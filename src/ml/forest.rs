@@ -31,11 +31,14 @@ impl AttrKey {
 
 /// The numeric slot an attribute names, if it names one.
 fn slot_of(s: &[u8]) -> Option<u32> {
-    // Names start with a letter in practice: skip the number parse for them.
-    if s.first()
-        .is_some_and(|c| c.is_ascii_alphabetic() && !matches!(c, b'i' | b'I' | b'n' | b'N'))
+    // A name starting with a letter reads as 0 unless it spells inf or nan: skip the parse.
+    if let Some(c) = s.first()
+        && c.is_ascii_alphabetic()
     {
-        return None;
+        let word = |w: &[u8]| s.len() >= 3 && s[..3].eq_ignore_ascii_case(w);
+        if !word(b"inf") && !word(b"nan") {
+            return None;
+        }
     }
     // `as` saturates (C's cast of an out-of-range double is undefined; any value out of
     // 1..=2047 means "a name" either way).

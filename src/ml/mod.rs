@@ -182,6 +182,10 @@ thread_local! {
     static CACHE: RefCell<ThreadCache> = RefCell::new((0, FxHashMap::default()));
     /// The dense feature vector of command-path forest runs.
     static DENSE: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+    /// The names of the last sample parsed, by position, with their dense index in the forest
+    /// version given first: callers send their features in the same order every time, so a
+    /// comparison with the name at the same position replaces the hash lookup.
+    static SAMPLE_ORDER: RefCell<(u64, Vec<(Box<[u8]>, Option<u32>)>)> = const { RefCell::new((0, Vec::new())) };
     /// This thread's model calls and error replies (for the stats line).
     static COUNTS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
@@ -308,27 +312,44 @@ pub fn forest_run_dense(key: &[u8], layout: u64, x: &[f64], mode: Mode) -> Resul
 pub fn forest_run_sample(key: &[u8], sample: &[u8], mode: Mode) -> Result<f64, MlError> {
     with_model(key, |e| {
         let Some(Entry {
+            id,
             model: Model::Forest(f),
-            ..
         }) = e
         else {
             return Err(MlError::WrongType);
         };
         DENSE.with_borrow_mut(|x| {
-            x.clear();
-            x.resize(f.attrs.len(), 0.0);
-            for pair in sample.split(|&c| c == b',').filter(|p| !p.is_empty()) {
-                let bad = || MlError::FeatureVector(String::from_utf8_lossy(pair).into_owned());
-                let colon = memchr::memchr(b':', pair).ok_or_else(bad)?;
-                let (name, value) = (&pair[..colon], &pair[colon + 1..]);
-                if name.is_empty() {
-                    return Err(bad());
+            SAMPLE_ORDER.with_borrow_mut(|(seen, order)| {
+                if *seen != *id {
+                    order.clear();
+                    *seen = *id;
                 }
-                if let Some(i) = f.index_of_raw(name) {
-                    x[i as usize] = atof(value);
+                x.clear();
+                x.resize(f.attrs.len(), 0.0);
+                for (pos, pair) in sample.split(|&c| c == b',').filter(|p| !p.is_empty()).enumerate() {
+                    let bad = || MlError::FeatureVector(String::from_utf8_lossy(pair).into_owned());
+                    let colon = memchr::memchr(b':', pair).ok_or_else(bad)?;
+                    let (name, value) = (&pair[..colon], &pair[colon + 1..]);
+                    if name.is_empty() {
+                        return Err(bad());
+                    }
+                    let index = match order.get(pos) {
+                        Some((n, i)) if **n == *name => *i,
+                        _ => {
+                            let i = f.index_of_raw(name);
+                            if pos < 256 {
+                                order.truncate(pos);
+                                order.push((name.into(), i));
+                            }
+                            i
+                        }
+                    };
+                    if let Some(i) = index {
+                        x[i as usize] = atof(value);
+                    }
                 }
-            }
-            f.run(x, mode)
+                f.run(x, mode)
+            })
         })
     })
 }
@@ -539,11 +560,9 @@ pub fn atof(s: &[u8]) -> f64 {
             i = j;
         }
     }
-    // SAFETY-free: the prefix is ASCII by construction.
-    std::str::from_utf8(&s[start..i])
-        .ok()
-        .and_then(|t| t.parse::<f64>().ok())
-        .unwrap_or(0.0)
+    // SAFETY: `s[start..i]` holds only ASCII signs, digits, '.' and 'e'/'E' (checked above).
+    let t = unsafe { std::str::from_utf8_unchecked(&s[start..i]) };
+    t.parse::<f64>().unwrap_or(0.0)
 }
 
 /// Whether `name` is an `ML.*` command (case-insensitive).
