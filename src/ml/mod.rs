@@ -178,6 +178,9 @@ const CACHE_MAX: usize = 4096;
 /// absence.
 type ThreadCache = (u64, FxHashMap<Box<[u8]>, Option<Arc<Entry>>>);
 
+/// (forest version, (feature name, dense index) by position in the sample).
+type SampleOrder = (u64, Vec<(Box<[u8]>, Option<u32>)>);
+
 thread_local! {
     static CACHE: RefCell<ThreadCache> = RefCell::new((0, FxHashMap::default()));
     /// The dense feature vector of command-path forest runs.
@@ -185,7 +188,7 @@ thread_local! {
     /// The names of the last sample parsed, by position, with their dense index in the forest
     /// version given first: callers send their features in the same order every time, so a
     /// comparison with the name at the same position replaces the hash lookup.
-    static SAMPLE_ORDER: RefCell<(u64, Vec<(Box<[u8]>, Option<u32>)>)> = const { RefCell::new((0, Vec::new())) };
+    static SAMPLE_ORDER: RefCell<SampleOrder> = const { RefCell::new((0, Vec::new())) };
     /// This thread's model calls and error replies (for the stats line).
     static COUNTS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
