@@ -345,3 +345,37 @@ end
         }
     }
 }
+
+/// Two workers re-add a forest while predicting with it: every score comes from one whole
+/// version (all leaves of version v are v), none is missing.
+#[test]
+fn concurrent_add_while_workers_run() {
+    let env = Env::simple(
+        "file://in.json",
+        r#"
+local ml = dragonfly.ml
+local function add(v)
+  assert(ml.forest_add("cc", 0, ". NUMERIC a 0.5 .l NUMERIC b 0.5 .ll LEAF " .. v .. " .lr LEAF " .. v,
+                       ".r NUMERIC c 0.5 .rl LEAF " .. v .. " .rr LEAF " .. v))
+end
+function setup() add(1) end
+function loop(msg)
+  if msg.i % 7 == 0 then add(msg.i % 2 + 1) end
+  msg.score = ml.forest_run("cc", { a = msg.i % 3 / 2, b = 0.2, c = 0.9 }, "REGRESSION")
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+        "",
+        "",
+    );
+    let n = 20_000;
+    let lines: Vec<String> = (0..n).map(|i| format!("{{\"i\":{i},\"src_ip\":\"10.0.0.{}\",\"dest_ip\":\"10.0.1.1\",\"src_port\":{},\"dest_port\":80,\"proto\":\"TCP\"}}", i % 250, 1000 + i % 97)).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    env.run(&["--shards", "2"]).assert_success();
+    let out = json_lines(&env.log("out.json"));
+    assert_eq!(out.len(), n);
+    for v in &out {
+        let s = v["score"].as_f64().unwrap_or_else(|| panic!("no score: {v}"));
+        assert!(s == 1.0 || s == 2.0, "{v}");
+    }
+}
