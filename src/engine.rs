@@ -14,7 +14,8 @@ use crate::lua::worker::{Role, ScriptSpec, WorkerCtx, open_all};
 use crate::metrics::Stats;
 use crate::shard::worker::{WorkerIo, WorkerSpec};
 use crate::shard::{InBatch, OutBatch, RING_BATCHES, pin};
-use crate::sink::{FileSink, WorkerLink, Writer};
+use crate::sink::IpcKind;
+use crate::sink::{FileSink, IpcSink, Sink, WorkerLink, Writer, ZfileSink};
 use crate::source::{ReaderIo, Router};
 
 /// Command-line choices that shape the engine.
@@ -198,16 +199,20 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
 
     // Outputs first: a bad output path is a startup error.
     let mut sinks = vec![
-        FileSink::open(cfg.log_dir.join("dragonfly-mle.log"), false).context("cannot open {log}")?,
-        FileSink::open(cfg.log_dir.join("dragonfly-mle-stats.log"), false).context("cannot open {stats}")?,
+        Sink::File(FileSink::open(cfg.log_dir.join("dragonfly-mle.log"), false).context("cannot open {log}")?),
+        Sink::File(FileSink::open(cfg.log_dir.join("dragonfly-mle-stats.log"), false).context("cannot open {stats}")?),
     ];
     for (i, o) in cfg.outputs.iter().enumerate() {
-        match &o.uri {
-            OutputUri::File { path, truncate } => sinks.push(
-                FileSink::open(path.clone(), *truncate)
-                    .with_context(|| format!("outputs[{}] ({}): cannot open {}", i + 1, o.tag, path.display()))?,
-            ),
-        }
+        let what = |path: &std::path::Path| format!("outputs[{}] ({}): cannot open {}", i + 1, o.tag, path.display());
+        sinks.push(match &o.uri {
+            OutputUri::File { path, truncate } => {
+                Sink::File(FileSink::open(path.clone(), *truncate).with_context(|| what(path))?)
+            }
+            OutputUri::Zfile { path, truncate } => {
+                Sink::Zfile(ZfileSink::open(path.clone(), *truncate).with_context(|| what(path))?)
+            }
+            OutputUri::Ipc { path, kind } => Sink::Ipc(IpcSink::open(path.clone(), *kind)),
+        });
     }
     let any_ordered = cfg.outputs.iter().any(|o| o.ordered);
     let mut ordered = vec![any_ordered, false];
@@ -362,16 +367,30 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                     if let Some(c) = cpu {
                         pin::pin_current(c);
                     }
-                    match &input.uri {
+                    let r = match &input.uri {
                         InputUri::File { path } if !follow => {
-                            if let Err(e) = crate::source::file::read_file(path, max_line, &mut router) {
-                                router.report("input_error", 0, 0, 0, &format!("{}: {e}", path.display()));
-                            }
+                            crate::source::file::read_file(path, false, max_line, &mut router)
                         }
-                        InputUri::File { path } => crate::source::tail::follow(path, true, max_line, poll, &mut router),
+                        InputUri::Zfile { path } => crate::source::file::read_file(path, true, max_line, &mut router),
+                        InputUri::File { path } => {
+                            crate::source::tail::follow(path, true, max_line, poll, &mut router);
+                            Ok(())
+                        }
                         InputUri::Tail { path, from_start } => {
-                            crate::source::tail::follow(path, *from_start, max_line, poll, &mut router)
+                            crate::source::tail::follow(path, *from_start, max_line, poll, &mut router);
+                            Ok(())
                         }
+                        InputUri::Ipc {
+                            path,
+                            kind: IpcKind::Datagram,
+                        } => crate::source::ipc::read_datagrams(path, &mut router),
+                        InputUri::Ipc {
+                            path,
+                            kind: IpcKind::Stream,
+                        } => crate::source::ipc::read_streams(path, max_line, &mut router),
+                    };
+                    if let Err(e) = r {
+                        router.report("input_error", 0, 0, 0, &format!("{}: {e}", input.uri.path().display()));
                     }
                 })?,
         );

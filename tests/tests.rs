@@ -9,6 +9,7 @@
 //! the log directory's `<name>` (e.g. `expected-dragonfly-mle.log`).
 
 mod hiredis;
+mod io;
 mod ml;
 mod util;
 

@@ -336,7 +336,9 @@ impl Config {
 
     /// Whether every input ends by itself (all `file://`).
     pub fn all_inputs_finite(&self) -> bool {
-        self.inputs.iter().all(|i| matches!(i.uri, InputUri::File { .. }))
+        self.inputs
+            .iter()
+            .all(|i| matches!(i.uri, InputUri::File { .. } | InputUri::Zfile { .. }))
     }
 }
 

@@ -16,6 +16,8 @@ pub struct InputStats {
     /// Lines longer than the maximum, skipped.
     pub too_long: AtomicU64,
     pub bytes: AtomicU64,
+    /// Times the reader found a worker's ring full and had to wait (back-pressure).
+    pub ring_full: AtomicU64,
 }
 
 /// Counters of one worker, published after each batch.
@@ -160,6 +162,8 @@ impl Stats {
             num(&mut o, s.too_long.load(Relaxed));
             o.extend_from_slice(b",\"bytes\":");
             num(&mut o, s.bytes.load(Relaxed));
+            o.extend_from_slice(b",\"ring_full\":");
+            num(&mut o, s.ring_full.load(Relaxed));
             o.extend_from_slice(b",\"filter_calls\":");
             num(
                 &mut o,

@@ -55,12 +55,7 @@ impl FileSink {
     /// Renames the file to `<path>.<YYYYMMDD.HHMMSS>` (UTC) and reopens `path`.
     pub fn rotate(&mut self) -> io::Result<PathBuf> {
         self.flush()?;
-        let mut target = PathBuf::from(format!("{}.{}", self.path.display(), crate::metrics::utc_suffix()));
-        let mut n = 1;
-        while target.exists() {
-            target = PathBuf::from(format!("{}.{}.{n}", self.path.display(), crate::metrics::utc_suffix()));
-            n += 1;
-        }
+        let target = rotated_name(&self.path);
         self.out = None;
         std::fs::rename(&self.path, &target)?;
         self.out = Some(BufWriter::with_capacity(
@@ -69,4 +64,15 @@ impl FileSink {
         ));
         Ok(target)
     }
+}
+
+/// `<path>.<YYYYMMDD.HHMMSS>` (UTC), with `.N` added while that name is taken.
+pub fn rotated_name(path: &std::path::Path) -> PathBuf {
+    let mut target = PathBuf::from(format!("{}.{}", path.display(), crate::metrics::utc_suffix()));
+    let mut n = 1;
+    while target.exists() {
+        target = PathBuf::from(format!("{}.{}.{n}", path.display(), crate::metrics::utc_suffix()));
+        n += 1;
+    }
+    target
 }

@@ -4,6 +4,8 @@
 //! stats line and rotates file outputs on SIGUSR1.
 
 pub mod file;
+pub mod ipc;
+pub mod zfile;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,6 +18,61 @@ use rtrb::{Consumer, Producer};
 use crate::metrics::Stats;
 use crate::shard::{Backoff, END_OF_EVENT, NO_INPUT, OutBatch, STATS_OUTPUT};
 pub use file::FileSink;
+pub use ipc::{IpcKind, IpcSink};
+pub use zfile::ZfileSink;
+
+/// One output.
+pub enum Sink {
+    File(FileSink),
+    Zfile(ZfileSink),
+    Ipc(IpcSink),
+}
+
+impl Sink {
+    /// Writes one record (ending with its newline).
+    pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::File(s) => s.write(bytes),
+            Sink::Zfile(s) => s.write(bytes),
+            Sink::Ipc(s) => s.write(bytes),
+        }
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::File(s) => s.flush(),
+            Sink::Zfile(s) => s.flush(),
+            Sink::Ipc(s) => s.flush(),
+        }
+    }
+
+    /// SIGUSR1: file outputs are renamed and reopened (the new name is returned); others
+    /// ignore it.
+    pub fn rotate(&mut self) -> Option<std::io::Result<std::path::PathBuf>> {
+        match self {
+            Sink::File(s) => Some(s.rotate()),
+            Sink::Zfile(s) => Some(s.rotate()),
+            Sink::Ipc(_) => None,
+        }
+    }
+
+    /// At exit: flushes and finishes what needs finishing (gzip trailers).
+    pub fn close(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Zfile(s) => s.close(),
+            other => other.flush(),
+        }
+    }
+
+    /// What to call it in messages.
+    pub fn name(&self) -> String {
+        match self {
+            Sink::File(s) => s.path.display().to_string(),
+            Sink::Zfile(s) => s.path.display().to_string(),
+            Sink::Ipc(s) => s.path.display().to_string(),
+        }
+    }
+}
 
 /// How often buffered output reaches the files.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -32,19 +89,48 @@ struct Pending {
     next: usize,
 }
 
-fn write_to(sinks: &mut [FileSink], stats: &Stats, output: u32, bytes: &[u8]) {
+fn write_to(sinks: &mut [Sink], stats: &Stats, output: u32, bytes: &[u8]) {
     let o = output as usize;
-    if let Some(s) = sinks.get_mut(o) {
-        match s.write(bytes) {
-            Ok(()) => stats.outputs[o].written.fetch_add(1, Relaxed),
-            Err(_) => stats.outputs[o].errors.fetch_add(1, Relaxed),
-        };
+    let Some(s) = sinks.get_mut(o) else { return };
+    match s.write(bytes) {
+        Ok(()) => {
+            stats.outputs[o].written.fetch_add(1, Relaxed);
+        }
+        Err(e) => {
+            let n = stats.outputs[o].errors.fetch_add(1, Relaxed) + 1;
+            // The 1st, 2nd, 4th, 8th, ... failure of an output is reported to {log}.
+            if n.is_power_of_two() && o != crate::shard::LOG_OUTPUT as usize {
+                report_output_error(sinks, stats, o, n, &e);
+            }
+        }
+    }
+}
+
+fn report_output_error(sinks: &mut [Sink], stats: &Stats, o: usize, n: u64, e: &std::io::Error) {
+    use crate::lua::json::write_str;
+    let mut line = Vec::with_capacity(160);
+    line.extend_from_slice(b"{\"time\":");
+    write_str(&mut line, crate::metrics::utc_now().as_bytes());
+    line.extend_from_slice(b",\"level\":\"error\",\"kind\":\"output_error\",\"output\":");
+    write_str(
+        &mut line,
+        stats.output_tags.get(o).map_or("", |t| t.as_str()).as_bytes(),
+    );
+    line.extend_from_slice(format!(",\"errors\":{n},\"message\":").as_bytes());
+    write_str(&mut line, e.to_string().as_bytes());
+    line.push(b'}');
+    crate::metrics::stderr_report(&line);
+    line.push(b'\n');
+    let log = crate::shard::LOG_OUTPUT as usize;
+    if let Some(s) = sinks.get_mut(log) {
+        let _ = s.write(&line);
+        stats.outputs[log].written.fetch_add(1, Relaxed);
     }
 }
 
 /// Merges and writes.
 pub struct Writer {
-    pub sinks: Vec<FileSink>,
+    pub sinks: Vec<Sink>,
     /// Per output: whether it waits for input order.
     ordered: Vec<bool>,
     links: Vec<WorkerLink>,
@@ -61,7 +147,7 @@ pub struct Writer {
 impl Writer {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        sinks: Vec<FileSink>,
+        sinks: Vec<Sink>,
         ordered: Vec<bool>,
         links: Vec<WorkerLink>,
         inputs: usize,
@@ -192,7 +278,7 @@ impl Writer {
     }
 
     /// Runs until every worker has finished and everything is written.
-    pub fn run(mut self) -> Vec<FileSink> {
+    pub fn run(mut self) -> Vec<Sink> {
         let mut last_flush = Instant::now();
         let start = Instant::now();
         let mut last_stats = Instant::now();
@@ -204,10 +290,8 @@ impl Writer {
             self.drain_diag();
             if self.rotate.swap(false, Relaxed) {
                 for s in &mut self.sinks {
-                    if let Err(e) = s.rotate() {
-                        crate::metrics::stderr_report(
-                            format!("rotation of {} failed: {e}", s.path.display()).as_bytes(),
-                        );
+                    if let Some(Err(e)) = s.rotate() {
+                        crate::metrics::stderr_report(format!("rotation of {} failed: {e}", s.name()).as_bytes());
                     }
                 }
             }
@@ -240,6 +324,11 @@ impl Writer {
         }
         self.write_stats();
         self.flush();
+        for (i, s) in self.sinks.iter_mut().enumerate() {
+            if s.close().is_err() {
+                self.stats.outputs[i].errors.fetch_add(1, Relaxed);
+            }
+        }
         self.sinks
     }
 }

@@ -1,5 +1,6 @@
 //! `file://` input: read a file to its end (or, with `--follow`, keep reading what is
-//! appended, as `tail://` from the start does).
+//! appended, as `tail://` from the start does). A gzip file (magic bytes `1f 8b`) is
+//! decompressed on the fly, as is every `zfile://` input.
 
 use std::fs::File;
 use std::path::Path;
@@ -16,10 +17,35 @@ impl LineSink for Router {
     }
 }
 
-/// Reads `path` to the end through `router`. Returns an error only when the file cannot be
-/// opened or read.
-pub fn read_file(path: &Path, max_line: usize, router: &mut Router) -> std::io::Result<()> {
+/// Whether the file starts with the gzip magic bytes.
+pub fn is_gzip(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut magic = [0u8; 2];
     let mut f = File::open(path)?;
+    let mut got = 0;
+    while got < 2 {
+        match f.read(&mut magic[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got == 2 && magic == [0x1f, 0x8b])
+}
+
+/// Reads `path` to the end through `router`, decompressing it when `gzip` is set or the file
+/// is gzip. Returns an error only when the file cannot be opened or read.
+pub fn read_file(path: &Path, gzip: bool, max_line: usize, router: &mut Router) -> std::io::Result<()> {
+    let f = File::open(path)?;
+    if gzip || is_gzip(path)? {
+        // Concatenated members (appended gzip output) are one stream.
+        let d = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(256 * 1024, f));
+        read_all(d, max_line, router)
+    } else {
+        read_all(f, max_line, router)
+    }
+}
+
+fn read_all(mut f: impl std::io::Read, max_line: usize, router: &mut Router) -> std::io::Result<()> {
     let mut framer = Framer::new(max_line);
     loop {
         if router.stopping() {

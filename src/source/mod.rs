@@ -4,6 +4,7 @@
 
 pub mod file;
 pub mod framer;
+pub mod ipc;
 pub mod tail;
 
 use std::sync::Arc;
@@ -156,11 +157,16 @@ impl Router {
         };
         let mut batch = std::mem::replace(&mut self.batches[shard], fresh);
         let mut backoff = Backoff::default();
+        let mut waited = false;
         loop {
             match self.io.to_workers[shard].push(batch) {
                 Ok(()) => break,
                 Err(rtrb::PushError::Full(b)) => {
                     batch = b;
+                    if !waited {
+                        waited = true;
+                        self.my_stats().ring_full.fetch_add(1, Relaxed);
+                    }
                     if self.io.to_workers[shard].is_abandoned() {
                         return;
                     }

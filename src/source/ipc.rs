@@ -1,0 +1,192 @@
+//! `ipc://` input: a unix datagram socket the engine binds (Suricata `filetype: unix_dgram`:
+//! one event per datagram), and `ipc+stream://`: a unix stream socket it listens on (Suricata
+//! `unix_stream`: any number of producers, one event per line). Each runs in the input's own
+//! reader thread with a large socket buffer; when the rings to the workers are full the reader
+//! waits, and the stats line counts those waits (`inputs.<tag>.ring_full`), since a producer
+//! like Suricata drops events while nobody reads.
+
+use std::io::{self, ErrorKind};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::Path;
+use std::time::Duration;
+
+use super::Router;
+use super::framer::Framer;
+
+/// Largest datagram accepted (a unix datagram cannot be larger than the socket buffer).
+const MAX_DATAGRAM: usize = 4 * 1024 * 1024;
+/// Receive buffer asked of the kernel (capped by `net.core.rmem_max`).
+const RCVBUF: libc::c_int = 8 * 1024 * 1024;
+/// How often an idle reader looks at the stop flag and hands out partial batches.
+const IDLE: Duration = Duration::from_millis(50);
+
+fn set_rcvbuf(fd: libc::c_int) {
+    let v = RCVBUF;
+    // SAFETY: `fd` is an open socket; the option value is a live c_int of the given size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Removes a stale socket file (only a socket: never a regular file someone named by mistake).
+fn unlink_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(io::Error::new(
+            ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        )),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Binds `path` as a datagram socket and routes every datagram as one event until the engine
+/// stops.
+pub fn read_datagrams(path: &Path, router: &mut Router) -> io::Result<()> {
+    unlink_socket(path)?;
+    let sock = UnixDatagram::bind(path)?;
+    set_rcvbuf(sock.as_raw_fd());
+    sock.set_read_timeout(Some(IDLE))?;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut n_msgs = 0u64;
+    let mut offset = 0u64;
+    let mut idle = false;
+    while !router.stopping() {
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                idle = false;
+                n_msgs += 1;
+                router.add_bytes(n);
+                // One datagram is one event; a trailing newline is tolerated.
+                let mut line = &buf[..n];
+                while let Some(l) = line.strip_suffix(b"\n") {
+                    line = l;
+                }
+                router.line(line, n_msgs, offset);
+                offset += n as u64;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                if !idle {
+                    router.flush();
+                    idle = true;
+                }
+            }
+            Err(e) => {
+                router.report("read_error", n_msgs, offset, 0, &format!("{}: {e}", path.display()));
+                std::thread::sleep(IDLE);
+            }
+        }
+    }
+    router.flush();
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+/// One producer connected to a stream socket.
+struct Producer {
+    stream: UnixStream,
+    framer: Framer,
+}
+
+/// Listens on `path` and routes the lines of every connected producer until the engine stops.
+pub fn read_streams(path: &Path, max_line: usize, router: &mut Router) -> io::Result<()> {
+    unlink_socket(path)?;
+    let listener = UnixListener::bind(path)?;
+    listener.set_nonblocking(true)?;
+    let mut conns: Vec<Producer> = Vec::new();
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    while !router.stopping() {
+        fds.clear();
+        fds.push(libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        for c in &conns {
+            fds.push(libc::pollfd {
+                fd: c.stream.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: `fds` is a live array of `fds.len()` pollfd structures.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, IDLE.as_millis() as i32) };
+        if ready <= 0 {
+            // Idle (or EINTR): hand out partial batches.
+            router.flush();
+            continue;
+        }
+        if fds[0].revents != 0 {
+            loop {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        set_rcvbuf(s.as_raw_fd());
+                        if s.set_nonblocking(true).is_ok() {
+                            conns.push(Producer {
+                                stream: s,
+                                framer: Framer::new(max_line),
+                            });
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        router.report("accept_error", 0, 0, 0, &format!("{}: {e}", path.display()));
+                        break;
+                    }
+                }
+            }
+        }
+        let mut closed = Vec::new();
+        for (i, c) in conns.iter_mut().enumerate() {
+            if fds.get(i + 1).is_none_or(|f| f.revents == 0) {
+                continue;
+            }
+            // Read what is there (bounded, so one busy producer cannot starve the others).
+            for _ in 0..16 {
+                match c.framer.fill(&mut c.stream, router) {
+                    Ok(0) => {
+                        c.framer.finish(router);
+                        closed.push(i);
+                        break;
+                    }
+                    Ok(n) => router.add_bytes(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        router.report(
+                            "read_error",
+                            c.framer.line_no,
+                            c.framer.position(),
+                            0,
+                            &format!("{}: {e}", path.display()),
+                        );
+                        c.framer.finish(router);
+                        closed.push(i);
+                        break;
+                    }
+                }
+            }
+        }
+        for i in closed.into_iter().rev() {
+            conns.swap_remove(i);
+        }
+    }
+    for c in &mut conns {
+        c.framer.finish(router);
+    }
+    router.flush();
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! Sources and sinks on real sockets and files: `ipc://` (datagram) and `ipc+stream://`
+//! inputs fed by several concurrent producers, the same as outputs read by a test peer, gzip
+//! input through `file://` and `zfile://`, and the `zfile://` output.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::util::*;
+
+/// Events numbered `p * per + i` (producer p, event i), each with a flow tuple.
+fn event(p: usize, i: usize, per: usize) -> String {
+    let n = p * per + i;
+    format!(
+        "{{\"timestamp\":\"2024-03-01T12:00:00.{:06}+0000\",\"event_type\":\"flow\",\"src_ip\":\"10.0.{}.{}\",\"src_port\":{},\"dest_ip\":\"10.1.0.1\",\"dest_port\":443,\"proto\":\"TCP\",\"n\":{n},\"p\":{p}}}",
+        n % 1_000_000,
+        p,
+        i % 250,
+        1024 + i % 5000
+    )
+}
+
+/// Checks that `lines` hold every event of `producers x per` exactly once, and each producer's
+/// events in the order it sent them (per-flow order, one flow per producer and source port).
+fn check_all_once(lines: &[Vec<u8>], producers: usize, per: usize) {
+    let mut seen = BTreeSet::new();
+    let mut last = vec![None; producers];
+    for l in lines {
+        let n = u64_member(l, "n").unwrap_or_else(|| panic!("no n in {}", show(l)));
+        assert!(seen.insert(n), "event {n} twice");
+        let p = u64_member(l, "p").unwrap() as usize;
+        assert!(last[p].is_none_or(|m| m < n), "producer {p}: {n} after {:?}", last[p]);
+        last[p] = Some(n);
+    }
+    assert_eq!(seen.len(), producers * per, "events missing");
+}
+
+fn wait_lines(env: &Env, name: &str, n: usize) {
+    wait_until(
+        Duration::from_secs(120),
+        &format!("{n} lines in {name}"),
+        || env.lines(name).len() >= n,
+        || format!("{} lines; log: {:?}", env.lines(name).len(), env.log_records()),
+    );
+}
+
+fn short_dir() -> tempfile::TempDir {
+    // Socket paths must stay under 108 bytes: keep them in /tmp.
+    tempfile::Builder::new().prefix("dfm").tempdir_in("/tmp").unwrap()
+}
+
+#[test]
+fn datagram_input_with_concurrent_producers() {
+    let sockdir = short_dir();
+    let sock = sockdir.path().join("in.sock");
+    let env = Env::simple(
+        &format!("ipc://{}", sock.display()),
+        ANALYZER_PASS,
+        "",
+        "stats_interval = 1",
+    );
+    let mut engine = env.spawn(&["--shards", "2"]);
+    wait_until(Duration::from_secs(10), "the socket", || sock.exists(), String::new);
+    let (producers, per) = (4, 25_000);
+    let threads: Vec<_> = (0..producers)
+        .map(|p| {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                let s = UnixDatagram::unbound().unwrap();
+                for i in 0..per {
+                    // Blocking sends: the kernel makes the producer wait rather than drop.
+                    s.send_to(event(p, i, per).as_bytes(), &sock).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    wait_lines(&env, "out.json", producers * per);
+    engine.signal(libc::SIGINT);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    check_all_once(&env.lines("out.json"), producers, per);
+    let stats = env.stats_records();
+    let last = stats.last().unwrap();
+    assert_eq!(last["inputs"]["eve"]["events"], (producers * per) as u64, "{last}");
+    assert!(last["inputs"]["eve"]["ring_full"].is_u64(), "{last}");
+}
+
+#[test]
+fn stream_input_with_concurrent_producers() {
+    let sockdir = short_dir();
+    let sock = sockdir.path().join("in.sock");
+    let env = Env::simple(&format!("ipc+stream://{}", sock.display()), ANALYZER_PASS, "", "");
+    let mut engine = env.spawn(&["--shards", "2"]);
+    wait_until(Duration::from_secs(10), "the socket", || sock.exists(), String::new);
+    let (producers, per) = (4, 25_000);
+    let threads: Vec<_> = (0..producers)
+        .map(|p| {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                let mut s = std::io::BufWriter::new(UnixStream::connect(&sock).unwrap());
+                for i in 0..per {
+                    s.write_all(event(p, i, per).as_bytes()).unwrap();
+                    // Some producers end lines with CRLF, the last line of one has none.
+                    if !(p == 3 && i + 1 == per) {
+                        s.write_all(if p == 1 { b"\r\n" } else { b"\n" }).unwrap();
+                    }
+                }
+                s.flush().unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    wait_lines(&env, "out.json", producers * per);
+    engine.signal(libc::SIGINT);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    check_all_once(&env.lines("out.json"), producers, per);
+}
+
+/// A datagram peer that counts what it receives.
+fn datagram_peer(path: PathBuf, expect: usize) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    let s = UnixDatagram::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = Vec::new();
+        while got.len() < expect {
+            match s.recv(&mut buf) {
+                Ok(3) if &buf[..3] == b"END" => break,
+                Ok(n) => got.push(buf[..n].to_vec()),
+                Err(_) => break,
+            }
+        }
+        got
+    })
+}
+
+#[test]
+fn datagram_and_stream_outputs() {
+    let sockdir = short_dir();
+    let dsock = sockdir.path().join("d.sock");
+    let ssock = sockdir.path().join("s.sock");
+    let n = 20_000;
+    let dgram = datagram_peer(dsock.clone(), n + 1);
+    let listener = UnixListener::bind(&ssock).unwrap();
+    let stream = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        BufReader::new(s)
+            .lines()
+            .map(|l| l.unwrap().into_bytes())
+            .collect::<Vec<_>>()
+    });
+    let env = Env::new();
+    env.config(&format!(
+        "inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"d\" }} }}\n\
+         outputs = {{ {{ tag = \"d\", uri = \"ipc://{}\" }}, {{ tag = \"s\", uri = \"ipc+stream://{}\" }} }}\n",
+        dsock.display(),
+        ssock.display()
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    // Every event to both outputs; one event too large for a datagram.
+    env.analyzer(
+        "a.lua",
+        r#"
+function setup() end
+function loop(msg)
+  if msg.n == 7 then msg.big = string.rep("x", 8 * 1024 * 1024) end
+  dragonfly.output_event("d", msg)
+  dragonfly.output_event("s", msg)
+end
+"#,
+    );
+    let lines: Vec<String> = (0..n).map(|i| event(0, i, n)).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    env.run(&["--shards", "2"]).assert_success();
+    let got_s = stream.join().unwrap();
+    assert_eq!(got_s.len(), n, "stream output");
+    check_all_once(&got_s, 1, n);
+    UnixDatagram::unbound().unwrap().send_to(b"END", &dsock).unwrap();
+    let got_d = dgram.join().unwrap();
+    // The 8 MiB event is counted and reported, the others arrive (no newline in a datagram).
+    assert_eq!(got_d.len(), n - 1, "datagram output");
+    assert!(got_d.iter().all(|d| !d.ends_with(b"\n")));
+    let stats = env.stats_records();
+    let last = stats.last().unwrap();
+    assert_eq!(last["outputs"]["d"]["errors"], 1, "{last}");
+    assert_eq!(last["outputs"]["d"]["written"], (n - 1) as u64, "{last}");
+    let errs = env.log_records_of("output_error");
+    assert!(
+        errs.iter()
+            .any(|r| r["message"].as_str().unwrap_or("").contains("larger than a datagram")),
+        "{errs:?}"
+    );
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn gunzip(path: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn gzip_inputs_and_zfile_output() {
+    let n = 5000;
+    let lines: Vec<String> = (0..n).map(|i| event(0, i, n)).collect();
+    let plain = join_lines(&lines);
+    for (uri, name) in [("file://in.json.gz", "in.json.gz"), ("zfile://in.z", "in.z")] {
+        let env = Env::simple(uri, ANALYZER_PASS, "", "");
+        env.config(&simple_config(uri, "", "").replace("file://out.json<", "zfile://out.json.gz<"));
+        // Two gzip members, as appended gzip output has.
+        let half = plain.len() / 2;
+        let cut = half + plain[half..].iter().position(|&c| c == b'\n').unwrap() + 1;
+        let mut gz = gzip(&plain[..cut]);
+        gz.extend(gzip(&plain[cut..]));
+        env.write_log(name, &gz);
+        let out = env.run(&[]);
+        out.assert_success();
+        assert_eq!(out.summary().read, n as u64, "{uri}");
+        let back = gunzip(&env.log("out.json.gz"));
+        assert_eq!(split_lines(&back), split_lines(&plain), "{uri}");
+    }
+}
