@@ -215,6 +215,15 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         });
     }
     let any_ordered = cfg.outputs.iter().any(|o| o.ordered);
+    // Inputs that wait for their events to be written (tail checkpoints) need end-of-event
+    // marks from the workers even when no output is ordered.
+    let needs_marks = cfg.inputs.iter().any(|i| matches!(i.uri, InputUri::Tail { .. }));
+    let marks: crate::source::checkpoint::Watermarks = Arc::new(
+        (0..cfg.inputs.len())
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect(),
+    );
+    let state_dir = run_dir(opts, &cfg);
     let mut ordered = vec![any_ordered, false];
     ordered.extend(cfg.outputs.iter().map(|o| o.ordered));
 
@@ -284,6 +293,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         diag_rx,
         Arc::clone(&rotate),
         cfg.stats_interval,
+        Arc::clone(&marks),
     );
     let writer = std::thread::Builder::new()
         .name("dfm-writer".into())
@@ -302,7 +312,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
             input_tags: input_tags.clone(),
             analyzer_tags: analyzer_tags.clone(),
             output_tags: cfg.outputs.iter().map(|o| o.tag.clone()).collect(),
-            ordered: any_ordered,
+            ordered: any_ordered || needs_marks,
             redis: crate::lua::hiredis::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port),
             redis_timeouts: crate::lua::hiredis::RedisTimeouts {
                 connect: cfg.redis_connect_timeout,
@@ -358,6 +368,16 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         );
         let cpu = cpu_for(r);
         let follow = opts.follow;
+        let mut ckpt = match &input.uri {
+            InputUri::Tail { path, .. } => Some(crate::source::checkpoint::Checkpoint::new(
+                &state_dir,
+                &input.tag,
+                r,
+                path,
+                Arc::clone(&marks),
+            )),
+            _ => None,
+        };
         let max_line = cfg.max_line;
         let poll = cfg.tail_poll;
         readers.push(
@@ -373,11 +393,11 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                         }
                         InputUri::Zfile { path } => crate::source::file::read_file(path, true, max_line, &mut router),
                         InputUri::File { path } => {
-                            crate::source::tail::follow(path, true, max_line, poll, &mut router);
+                            crate::source::tail::follow(path, true, max_line, poll, &mut router, None);
                             Ok(())
                         }
                         InputUri::Tail { path, from_start } => {
-                            crate::source::tail::follow(path, *from_start, max_line, poll, &mut router);
+                            crate::source::tail::follow(path, *from_start, max_line, poll, &mut router, ckpt.as_mut());
                             Ok(())
                         }
                         InputUri::Ipc {
@@ -392,18 +412,28 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                     if let Err(e) = r {
                         router.report("input_error", 0, 0, 0, &format!("{}: {e}", input.uri.path().display()));
                     }
+                    ckpt
                 })?,
         );
     }
     drop(diag_tx);
 
+    let mut ckpts = Vec::new();
     for r in readers {
-        let _ = r.join();
+        if let Ok(Some(c)) = r.join() {
+            ckpts.push(c);
+        }
     }
     for w in workers {
         let _ = w.join();
     }
     let _ = writer.join();
+    // Everything read is written now: the final checkpoints.
+    for mut c in ckpts {
+        if let Err(e) = c.save(true) {
+            eprintln!("dragonfly-mle: cannot save {}: {e}", c.state_path.display());
+        }
+    }
     Ok(Summary {
         read: stats.events_read(),
         written: stats.written(),

@@ -50,7 +50,7 @@ fn a_good_config_loads_with_resolved_paths() {
 #[test]
 fn every_problem_is_reported_with_its_key() {
     let src = r#"
-inputs = { { tag = "eve", uri = "ipc://x", script = "missing.lua" } }
+inputs = { { tag = "eve", uri = "nats://x", script = "missing.lua" } }
 analyzers = { { tag = "a", script = "a.lua", default_analyzer = "", default_output = "nope" },
               { tag = 7, script = "foo.lua", default_analyzer = "", default_output = "" } }
 outputs = { { tag = "out", uri = "bogus://y" } }
@@ -59,7 +59,7 @@ max_line_bytes = 3
     let e = check(src, &["analyzer/a.lua"]).unwrap_err();
     let all = e.errors.join("\n");
     for want in [
-        "inputs[1].uri: \"ipc://x\": this scheme is not available",
+        "inputs[1].uri: \"nats://x\": this scheme is not available",
         "inputs[1].script: filter/missing.lua not found",
         "inputs[1].default_analyzer: missing",
         "analyzers[2].script: analyzer/foo.lua not found",

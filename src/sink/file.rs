@@ -20,7 +20,10 @@ impl FileSink {
         {
             std::fs::create_dir_all(dir)?;
         }
-        let f = Self::open_file(&path, truncate)?;
+        let mut f = Self::open_file(&path, truncate)?;
+        if !truncate {
+            end_partial_line(&path, &mut f)?;
+        }
         Ok(FileSink {
             path,
             out: Some(BufWriter::with_capacity(256 * 1024, f)),
@@ -75,4 +78,23 @@ pub fn rotated_name(path: &std::path::Path) -> PathBuf {
         n += 1;
     }
     target
+}
+
+/// After a crash (`kill -9` in the middle of a write) an appended file may end in a partial
+/// line: end it, so that the next event starts a line of its own. (The partial record stays
+/// as an invalid line; its event was not checkpointed as written, so it is written again.)
+fn end_partial_line(path: &std::path::Path, f: &mut File) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut r = File::open(path)?;
+    r.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    r.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        f.write_all(b"\n")?;
+    }
+    Ok(())
 }

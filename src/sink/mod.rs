@@ -142,6 +142,9 @@ pub struct Writer {
     diag: Receiver<Vec<u8>>,
     rotate: Arc<AtomicBool>,
     stats_interval: Duration,
+    /// Published after each flush: per input, the events below this sequence number are
+    /// written (tail checkpoints and Kafka commits wait for it).
+    marks: crate::source::checkpoint::Watermarks,
 }
 
 impl Writer {
@@ -155,6 +158,7 @@ impl Writer {
         diag: Receiver<Vec<u8>>,
         rotate: Arc<AtomicBool>,
         stats_interval: Duration,
+        marks: crate::source::checkpoint::Watermarks,
     ) -> Self {
         let pending = links
             .iter()
@@ -170,6 +174,7 @@ impl Writer {
             diag,
             rotate,
             stats_interval,
+            marks,
         }
     }
 
@@ -268,6 +273,10 @@ impl Writer {
             if s.flush().is_err() {
                 self.stats.outputs[i].errors.fetch_add(1, Relaxed);
             }
+        }
+        // Everything below next_seq has been handed to the sinks and flushed.
+        for (m, &n) in self.marks.iter().zip(&self.next_seq) {
+            m.store(n, std::sync::atomic::Ordering::Release);
         }
     }
 

@@ -46,6 +46,11 @@ impl Framer {
         self.offset + (self.end - self.start) as u64
     }
 
+    /// Stream offset just after the last line handed out (where a restart would resume).
+    pub fn consumed(&self) -> u64 {
+        self.offset
+    }
+
     /// Forgets any partial line and restarts at stream offset `offset`.
     pub fn reset(&mut self, offset: u64) {
         self.start = 0;

@@ -2,6 +2,7 @@
 //! line (simd-json), and batching into the per-worker rings. One reader thread per input;
 //! [`file`] reads to the end, [`tail`] follows a file through truncation and rotation.
 
+pub mod checkpoint;
 pub mod file;
 pub mod framer;
 pub mod ipc;
@@ -191,6 +192,11 @@ impl Router {
 
     pub fn add_bytes(&self, n: usize) {
         self.my_stats().bytes.fetch_add(n as u64, Relaxed);
+    }
+
+    /// The sequence number the next event will get (= events routed so far).
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     pub fn stopping(&self) -> bool {

@@ -1,0 +1,170 @@
+//! Checkpoints of `tail://` inputs: (file identity, offset) saved to a state file under the
+//! run directory, only once every event read before that offset has been written by the
+//! outputs. The writer publishes, per input, the sequence number below which every event is
+//! written (`Watermarks`); the reader remembers where in which file each sequence number
+//! ended and saves the furthest point the watermark has passed. After a restart (also after
+//! `kill -9`) the input resumes there: nothing is lost, and what is read again is bounded by
+//! what was in flight.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Per input: every event with a smaller sequence number has been written and flushed.
+pub type Watermarks = Arc<Vec<AtomicU64>>;
+
+/// A file's identity: device and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(m: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+}
+
+/// How often a moving checkpoint is written.
+const SAVE_EVERY: Duration = Duration::from_millis(200);
+
+/// The checkpoint of one tailed file.
+pub struct Checkpoint {
+    pub state_path: PathBuf,
+    watched: PathBuf,
+    input: usize,
+    marks: Watermarks,
+    /// (sequence number reached, file, offset reached), oldest first.
+    pending: VecDeque<(u64, FileId, u64)>,
+    /// What the state file holds.
+    saved: Option<(FileId, u64)>,
+    /// The furthest point known written, not saved yet.
+    best: Option<(FileId, u64)>,
+    last_save: Instant,
+}
+
+fn fnv64(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &c| {
+        (h ^ c as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+impl Checkpoint {
+    /// The checkpoint of input `input` (tag `tag`) following `watched`, kept in `run_dir`.
+    pub fn new(run_dir: &Path, tag: &str, input: usize, watched: &Path, marks: Watermarks) -> Checkpoint {
+        let safe: String = tag
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let name = format!(
+            "tail-{safe}-{:016x}.json",
+            fnv64(watched.as_os_str().as_encoded_bytes())
+        );
+        Checkpoint {
+            state_path: run_dir.join(name),
+            watched: watched.to_path_buf(),
+            input,
+            marks,
+            pending: VecDeque::new(),
+            saved: None,
+            best: None,
+            last_save: Instant::now(),
+        }
+    }
+
+    /// The saved (file, offset), if the state file exists and is about this path.
+    pub fn load(&mut self) -> Option<(FileId, u64)> {
+        let mut text = std::fs::read(&self.state_path).ok()?;
+        let v = simd_json::to_owned_value(&mut text).ok()?;
+        use simd_json::prelude::*;
+        if v.get_str("path")? != self.watched.to_string_lossy() {
+            return None;
+        }
+        let id = FileId {
+            dev: v.get_u64("dev")?,
+            ino: v.get_u64("ino")?,
+        };
+        let at = (id, v.get_u64("offset")?);
+        self.saved = Some(at);
+        Some(at)
+    }
+
+    /// Events up to (not including) sequence number `seq` were read from `file` up to
+    /// `offset`.
+    pub fn note(&mut self, seq: u64, file: FileId, offset: u64) {
+        if let Some(last) = self.pending.back_mut()
+            && last.0 == seq
+        {
+            *last = (seq, file, offset);
+            return;
+        }
+        self.pending.push_back((seq, file, offset));
+    }
+
+    /// Saves the furthest point the outputs have passed, at most every 200 ms unless `force`.
+    pub fn save(&mut self, force: bool) -> std::io::Result<()> {
+        let written = self.marks[self.input].load(Ordering::Acquire);
+        while let Some(&(seq, file, offset)) = self.pending.front() {
+            if seq > written {
+                break;
+            }
+            self.best = Some((file, offset));
+            // Keep the last entry when it is reached: later lines of the same file may add to it.
+            self.pending.pop_front();
+        }
+        if self.best == self.saved || (!force && self.last_save.elapsed() < SAVE_EVERY) {
+            return Ok(());
+        }
+        let Some((file, offset)) = self.best else { return Ok(()) };
+        self.last_save = Instant::now();
+        let mut body = Vec::with_capacity(160);
+        body.extend_from_slice(b"{\"path\":");
+        crate::lua::json::write_str(&mut body, self.watched.to_string_lossy().as_bytes());
+        body.extend_from_slice(
+            format!(
+                ",\"dev\":{},\"ino\":{},\"offset\":{offset},\"time\":\"{}\"}}\n",
+                file.dev,
+                file.ino,
+                crate::metrics::utc_now()
+            )
+            .as_bytes(),
+        );
+        if let Some(dir) = self.state_path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = self.state_path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, &self.state_path)?;
+        self.saved = Some((file, offset));
+        Ok(())
+    }
+}
+
+/// The file in `path`'s directory whose identity is `id` (where a rotated file went).
+pub fn find_by_id(path: &Path, id: FileId) -> Option<PathBuf> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file() && FileId::of(&m) == id))
+        .map(|e| e.path())
+}
