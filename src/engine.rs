@@ -15,7 +15,7 @@ use crate::metrics::Stats;
 use crate::shard::worker::{WorkerIo, WorkerSpec};
 use crate::shard::{InBatch, OutBatch, RING_BATCHES, pin};
 use crate::sink::IpcKind;
-use crate::sink::{FileSink, IpcSink, Sink, WorkerLink, Writer, ZfileSink};
+use crate::sink::{FileSink, IpcSink, KafkaSink, Sink, WorkerLink, Writer, ZfileSink};
 use crate::source::{ReaderIo, Router};
 
 /// Command-line choices that shape the engine.
@@ -212,12 +212,20 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                 Sink::Zfile(ZfileSink::open(path.clone(), *truncate).with_context(|| what(path))?)
             }
             OutputUri::Ipc { path, kind } => Sink::Ipc(IpcSink::open(path.clone(), *kind)),
+            OutputUri::Kafka { brokers, topic, key } => {
+                Sink::Kafka(Box::new(KafkaSink::open(brokers, topic, *key).with_context(|| {
+                    format!("outputs[{}] ({}): cannot create the Kafka producer", i + 1, o.tag)
+                })?))
+            }
         });
     }
     let any_ordered = cfg.outputs.iter().any(|o| o.ordered);
     // Inputs that wait for their events to be written (tail checkpoints) need end-of-event
     // marks from the workers even when no output is ordered.
-    let needs_marks = cfg.inputs.iter().any(|i| matches!(i.uri, InputUri::Tail { .. }));
+    let needs_marks = cfg
+        .inputs
+        .iter()
+        .any(|i| matches!(i.uri, InputUri::Tail { .. } | InputUri::Kafka(_)));
     let marks: crate::source::checkpoint::Watermarks = Arc::new(
         (0..cfg.inputs.len())
             .map(|_| std::sync::atomic::AtomicU64::new(0))
@@ -368,6 +376,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         );
         let cpu = cpu_for(r);
         let follow = opts.follow;
+        let input_marks = Arc::clone(&marks);
         let mut ckpt = match &input.uri {
             InputUri::Tail { path, .. } => Some(crate::source::checkpoint::Checkpoint::new(
                 &state_dir,
@@ -408,6 +417,8 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                             path,
                             kind: IpcKind::Stream,
                         } => crate::source::ipc::read_streams(path, max_line, &mut router),
+                        InputUri::Kafka(spec) => crate::source::kafka::read_kafka(spec, r, &input_marks, &mut router)
+                            .map_err(std::io::Error::other),
                     };
                     if let Err(e) = r {
                         router.report("input_error", 0, 0, 0, &format!("{}: {e}", input.uri.path().display()));

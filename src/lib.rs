@@ -9,6 +9,7 @@
 //! [`config`] turns `config.lua` into a validated configuration; [`metrics`] keeps counters
 //! and the stats line; [`engine`] wires it all together.
 
+pub mod bench;
 pub mod config;
 pub mod engine;
 pub mod event;

@@ -76,6 +76,46 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Hidden load generators for perf/: `bench-send URI FILE PRODUCERS`,
+    // `bench-kafka-produce BROKERS TOPIC FILE`.
+    if args.get(1).map(String::as_str) == Some("bench-send") && args.len() == 5 {
+        let producers = args[4].parse().unwrap_or(1);
+        return match dragonfly_mle::bench::send(&args[2], std::path::Path::new(&args[3]), producers) {
+            Ok((n, secs)) => {
+                println!("sent: {n} events in {secs:.3} s ({:.0} events/s)", n as f64 / secs);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dragonfly-mle: bench-send: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if args.get(1).map(String::as_str) == Some("bench-kafka-produce") && args.len() == 5 {
+        return match dragonfly_mle::bench::kafka_produce(&args[2], &args[3], std::path::Path::new(&args[4])) {
+            Ok((n, secs)) => {
+                println!("produced: {n} events in {secs:.3} s ({:.0} events/s)", n as f64 / secs);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dragonfly-mle: bench-kafka-produce: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if args.get(1).map(String::as_str) == Some("bench-kafka-count") && args.len() == 5 {
+        let n = args[4].parse().unwrap_or(0);
+        return match dragonfly_mle::bench::kafka_count(&args[2], &args[3], n) {
+            Ok(secs) => {
+                println!("consumed: {n} events in {secs:.3} s ({:.0} events/s)", n as f64 / secs);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dragonfly-mle: bench-kafka-count: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let cli = Cli::parse();
     if cli.version {
         println!(

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-pub use crate::sink::IpcKind;
+pub use crate::sink::{IpcKind, KafkaKey};
+pub use crate::source::kafka::KafkaSpec;
 
 /// Where events come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +20,8 @@ pub enum InputUri {
     /// Bind a unix datagram socket (`ipc://`) or listen on a unix stream socket
     /// (`ipc+stream://`).
     Ipc { path: PathBuf, kind: IpcKind },
+    /// Consume a Kafka topic as a member of a consumer group.
+    Kafka(KafkaSpec),
 }
 
 /// Where results go.
@@ -31,9 +34,15 @@ pub enum OutputUri {
     /// Send to a unix datagram socket (`ipc://`, one datagram per event) or a unix stream
     /// socket (`ipc+stream://`, one line per event).
     Ipc { path: PathBuf, kind: IpcKind },
+    /// Produce to a Kafka topic.
+    Kafka {
+        brokers: String,
+        topic: String,
+        key: KafkaKey,
+    },
 }
 
-const PLANNED: &[&str] = &["kafka://", "parquet://", "syslog://", "nats://"];
+const PLANNED: &[&str] = &["parquet://", "syslog://", "nats://"];
 
 fn split_suffix(s: &str) -> (&str, Option<char>) {
     match s.chars().last() {
@@ -82,8 +91,31 @@ impl InputUri {
             })
         } else if let Some((path, kind)) = ipc(uri, log_dir)? {
             Ok(InputUri::Ipc { path, kind })
+        } else if let Some(rest) = uri.strip_prefix("kafka://") {
+            let (brokers, topic, params) = kafka_parts(uri, rest)?;
+            let mut spec = KafkaSpec {
+                brokers,
+                topic,
+                group: "dragonfly-mle".into(),
+                offset: "latest".into(),
+            };
+            for (k, v) in params {
+                match k.as_str() {
+                    "group" if !v.is_empty() => spec.group = v,
+                    "offset" if v == "earliest" || v == "latest" => spec.offset = v,
+                    _ => {
+                        return Err(format!(
+                            "{uri:?}: unknown parameter {k}={v} (group=NAME, offset=earliest|latest)"
+                        ));
+                    }
+                }
+            }
+            Ok(InputUri::Kafka(spec))
         } else {
-            Err(unsupported(uri, "file://, zfile://, tail://, ipc://, ipc+stream://"))
+            Err(unsupported(
+                uri,
+                "file://, zfile://, tail://, ipc://, ipc+stream://, kafka://",
+            ))
         }
     }
 
@@ -93,6 +125,7 @@ impl InputUri {
             | InputUri::Zfile { path }
             | InputUri::Tail { path, .. }
             | InputUri::Ipc { path, .. } => path,
+            InputUri::Kafka(k) => Path::new(&k.topic),
         }
     }
 }
@@ -115,8 +148,19 @@ impl OutputUri {
             Err(format!("{uri:?}: tail:// is an input scheme"))
         } else if let Some((path, kind)) = ipc(uri, log_dir)? {
             Ok(OutputUri::Ipc { path, kind })
+        } else if let Some(rest) = uri.strip_prefix("kafka://") {
+            let (brokers, topic, params) = kafka_parts(uri, rest)?;
+            let mut key = KafkaKey::Flow;
+            for (k, v) in params {
+                match (k.as_str(), v.as_str()) {
+                    ("key", "flow") => key = KafkaKey::Flow,
+                    ("key", "none") => key = KafkaKey::None,
+                    _ => return Err(format!("{uri:?}: unknown parameter {k}={v} (key=flow|none)")),
+                }
+            }
+            Ok(OutputUri::Kafka { brokers, topic, key })
         } else {
-            Err(unsupported(uri, "file://, zfile://, ipc://, ipc+stream://"))
+            Err(unsupported(uri, "file://, zfile://, ipc://, ipc+stream://, kafka://"))
         }
     }
 }
@@ -136,4 +180,31 @@ fn ipc(uri: &str, log_dir: &Path) -> Result<Option<(PathBuf, IpcKind)>, String> 
         return Err(format!("{uri:?}: socket path longer than 107 bytes"));
     }
     Ok(Some((path, kind)))
+}
+
+/// Brokers, topic and `?k=v` parameters of a `kafka://` URI.
+type KafkaParts = (String, String, Vec<(String, String)>);
+
+/// `host:port[,host:port...]/topic[?k=v&...]` -> (brokers, topic, parameters).
+fn kafka_parts(uri: &str, rest: &str) -> Result<KafkaParts, String> {
+    let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let Some((brokers, topic)) = main.split_once('/') else {
+        return Err(format!("{uri:?}: expected kafka://host:port[,host:port...]/topic"));
+    };
+    if brokers.is_empty() || brokers.split(',').any(|b| !b.contains(':')) {
+        return Err(format!("{uri:?}: brokers must be host:port[,host:port...]"));
+    }
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if topic.is_empty() || !topic.chars().all(valid) {
+        return Err(format!("{uri:?}: invalid topic name {topic:?}"));
+    }
+    let params = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    Ok((brokers.to_string(), topic.to_string(), params))
 }

@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod ipc;
+pub mod kafka;
 pub mod zfile;
 
 use std::collections::VecDeque;
@@ -19,6 +20,7 @@ use crate::metrics::Stats;
 use crate::shard::{Backoff, END_OF_EVENT, NO_INPUT, OutBatch, STATS_OUTPUT};
 pub use file::FileSink;
 pub use ipc::{IpcKind, IpcSink};
+pub use kafka::{KafkaKey, KafkaSink};
 pub use zfile::ZfileSink;
 
 /// One output.
@@ -26,6 +28,7 @@ pub enum Sink {
     File(FileSink),
     Zfile(ZfileSink),
     Ipc(IpcSink),
+    Kafka(Box<KafkaSink>),
 }
 
 impl Sink {
@@ -35,6 +38,7 @@ impl Sink {
             Sink::File(s) => s.write(bytes),
             Sink::Zfile(s) => s.write(bytes),
             Sink::Ipc(s) => s.write(bytes),
+            Sink::Kafka(s) => s.write(bytes),
         }
     }
 
@@ -43,6 +47,7 @@ impl Sink {
             Sink::File(s) => s.flush(),
             Sink::Zfile(s) => s.flush(),
             Sink::Ipc(s) => s.flush(),
+            Sink::Kafka(s) => s.flush(),
         }
     }
 
@@ -52,7 +57,7 @@ impl Sink {
         match self {
             Sink::File(s) => Some(s.rotate()),
             Sink::Zfile(s) => Some(s.rotate()),
-            Sink::Ipc(_) => None,
+            Sink::Ipc(_) | Sink::Kafka(_) => None,
         }
     }
 
@@ -70,6 +75,7 @@ impl Sink {
             Sink::File(s) => s.path.display().to_string(),
             Sink::Zfile(s) => s.path.display().to_string(),
             Sink::Ipc(s) => s.path.display().to_string(),
+            Sink::Kafka(s) => s.name.clone(),
         }
     }
 }
@@ -269,14 +275,29 @@ impl Writer {
     }
 
     fn flush(&mut self) {
-        for (i, s) in self.sinks.iter_mut().enumerate() {
-            if s.flush().is_err() {
-                self.stats.outputs[i].errors.fetch_add(1, Relaxed);
+        let mut all_ok = true;
+        for i in 0..self.sinks.len() {
+            if let Err(e) = self.sinks[i].flush() {
+                all_ok = false;
+                let n = self.stats.outputs[i].errors.fetch_add(1, Relaxed) + 1;
+                if n.is_power_of_two() {
+                    report_output_error(&mut self.sinks, &self.stats, i, n, &e);
+                }
+            }
+            if let Sink::Kafka(k) = &mut self.sinks[i]
+                && let Some((failed, msg)) = k.new_failures()
+            {
+                let n = self.stats.outputs[i].errors.fetch_add(failed, Relaxed) + failed;
+                report_output_error(&mut self.sinks, &self.stats, i, n, &std::io::Error::other(msg));
             }
         }
-        // Everything below next_seq has been handed to the sinks and flushed.
-        for (m, &n) in self.marks.iter().zip(&self.next_seq) {
-            m.store(n, std::sync::atomic::Ordering::Release);
+        // Everything below next_seq has been handed to the sinks and flushed (acknowledged,
+        // for Kafka): tail checkpoints and Kafka commits may pass it. After a failed flush
+        // they wait.
+        if all_ok {
+            for (m, &n) in self.marks.iter().zip(&self.next_seq) {
+                m.store(n, std::sync::atomic::Ordering::Release);
+            }
         }
     }
 

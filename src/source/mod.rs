@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod file;
 pub mod framer;
 pub mod ipc;
+pub mod kafka;
 pub mod tail;
 
 use std::sync::Arc;

@@ -1,0 +1,152 @@
+//! `kafka://host:port[,host:port...]/topic[?key=flow|none]` output (rdkafka): an idempotent
+//! producer with acks from all in-sync replicas, batching and retries. The message key is by
+//! default the flow tuple (both directions alike), so one flow stays in one partition and
+//! keeps its order. A full producer queue makes the writer wait (nothing is dropped); a
+//! delivery failure is counted in the output's errors and reported. `flush` waits until
+//! everything handed over is acknowledged, so the writer's watermarks (tail checkpoints,
+//! Kafka input commits) never pass an event that is not in Kafka.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+
+use crate::event::flow_key::RouteParser;
+
+/// Which key messages get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KafkaKey {
+    /// The symmetric flow tuple hash (else the flow_id, else no key).
+    Flow,
+    None,
+}
+
+/// Counts delivery failures (librdkafka calls back on its own thread).
+pub struct Deliveries {
+    pub failed: AtomicU64,
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+/// The producer's callbacks.
+pub struct Ctx(Arc<Deliveries>);
+
+impl ClientContext for Ctx {}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = r {
+            self.0.failed.fetch_add(1, Relaxed);
+            if let Ok(mut l) = self.0.last_error.lock() {
+                *l = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// How long `flush` waits for acknowledgements before it reports failure.
+const FLUSH_WAIT: Duration = Duration::from_secs(30);
+
+/// A Kafka topic sink.
+pub struct KafkaSink {
+    pub name: String,
+    topic: String,
+    key: KafkaKey,
+    producer: BaseProducer<Ctx>,
+    pub deliveries: Arc<Deliveries>,
+    /// Delivery failures already reported by `flush`.
+    reported: u64,
+    parser: RouteParser,
+    key_buf: Vec<u8>,
+}
+
+impl KafkaSink {
+    pub fn open(brokers: &str, topic: &str, key: KafkaKey) -> Result<KafkaSink, KafkaError> {
+        let deliveries = Arc::new(Deliveries {
+            failed: AtomicU64::new(0),
+            last_error: std::sync::Mutex::new(None),
+        });
+        let producer: BaseProducer<Ctx> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "200000")
+            .set("compression.type", "lz4")
+            .create_with_context(Ctx(Arc::clone(&deliveries)))?;
+        Ok(KafkaSink {
+            name: format!("kafka://{brokers}/{topic}"),
+            topic: topic.to_string(),
+            key,
+            producer,
+            deliveries,
+            reported: 0,
+            parser: RouteParser::new(),
+            key_buf: Vec::with_capacity(24),
+        })
+    }
+
+    /// Sends one event (`bytes` ends with its newline, which is not sent).
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        self.key_buf.clear();
+        if self.key == KafkaKey::Flow
+            && let Ok(r) = self.parser.parse(body)
+            && let Some(k) = r.hash
+        {
+            for i in (0..16).rev() {
+                self.key_buf.push(b"0123456789abcdef"[((k >> (i * 4)) & 0xf) as usize]);
+            }
+        }
+        loop {
+            let mut rec = BaseRecord::to(&self.topic).payload(body);
+            if !self.key_buf.is_empty() {
+                rec = rec.key(&self.key_buf[..]);
+            }
+            match self.producer.send(rec) {
+                Ok(()) => {
+                    self.producer.poll(Duration::ZERO);
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    // Back-pressure: serve delivery reports until there is room.
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(io::Error::other(format!("{}: {e}", self.name))),
+            }
+        }
+    }
+
+    /// Waits until everything sent is acknowledged (or failed).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.producer
+            .flush(FLUSH_WAIT)
+            .map_err(|e| io::Error::other(format!("{}: {e}", self.name)))
+    }
+
+    /// Delivery failures since the last call, with the last error message.
+    pub fn new_failures(&mut self) -> Option<(u64, String)> {
+        let failed = self.deliveries.failed.load(Relaxed);
+        if failed == self.reported {
+            return None;
+        }
+        let n = failed - self.reported;
+        self.reported = failed;
+        let last = self
+            .deliveries
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|l| l.clone())
+            .unwrap_or_default();
+        Some((n, format!("{}: {n} message(s) not delivered: {last}", self.name)))
+    }
+}

@@ -1,0 +1,142 @@
+//! `kafka://host:port[,host:port...]/topic?group=G&offset=earliest|latest` input (rdkafka): a
+//! member of consumer group G. Each message is one event. Offsets are committed only once the
+//! outputs have written (and flushed, or had acknowledged) every event up to them, so delivery
+//! is at-least-once: after a crash the group re-reads from the last commit. Several engines in
+//! one group (on one machine or many) split the topic's partitions between them; a partition's
+//! messages are read in order, so the events of one flow (one partition, when producers key
+//! by flow) keep their order.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::Router;
+use super::checkpoint::Watermarks;
+
+/// Where a Kafka input reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaSpec {
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    /// `auto.offset.reset` for partitions the group has no commit for.
+    pub offset: String,
+}
+
+/// How often offsets that became safe are committed.
+const COMMIT_EVERY: Duration = Duration::from_millis(200);
+/// How long a stopping input waits for its last events to be written before its last commit.
+const DRAIN_WAIT: Duration = Duration::from_secs(30);
+
+struct Commits {
+    /// (sequence number reached, partition, next offset), oldest first.
+    pending: VecDeque<(u64, i32, i64)>,
+    last: Instant,
+}
+
+impl Commits {
+    /// The offsets every event before which has been written: partition -> next offset.
+    fn safe(&mut self, written: u64) -> BTreeMap<i32, i64> {
+        let mut out = BTreeMap::new();
+        while let Some(&(seq, p, o)) = self.pending.front() {
+            if seq > written {
+                break;
+            }
+            out.insert(p, o);
+            self.pending.pop_front();
+        }
+        out
+    }
+}
+
+fn commit(consumer: &BaseConsumer, topic: &str, offsets: &BTreeMap<i32, i64>, mode: CommitMode) -> Result<(), String> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (&p, &o) in offsets {
+        tpl.add_partition_offset(topic, p, Offset::Offset(o))
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.commit(&tpl, mode).map_err(|e| e.to_string())
+}
+
+/// Consumes until the engine stops, then waits for the events read to be written and commits
+/// their offsets.
+pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &mut Router) -> Result<(), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &spec.brokers)
+        .set("group.id", &spec.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &spec.offset)
+        .set("enable.partition.eof", "false")
+        // A member that died (kill -9) gives its partitions back after 10 s, not 45.
+        .set("session.timeout.ms", "10000")
+        .set("fetch.min.bytes", "1")
+        .set("queued.max.messages.kbytes", "65536")
+        .create()
+        .map_err(|e| format!("kafka://{}/{}: {e}", spec.brokers, spec.topic))?;
+    consumer
+        .subscribe(&[&spec.topic])
+        .map_err(|e| format!("kafka://{}/{}: {e}", spec.brokers, spec.topic))?;
+    let mut commits = Commits {
+        pending: VecDeque::new(),
+        last: Instant::now(),
+    };
+    let mut idle = false;
+    let report = |router: &Router, what: &str, e: String| {
+        router.report(what, 0, 0, 0, &format!("kafka://{}/{}: {e}", spec.brokers, spec.topic));
+    };
+    while !router.stopping() {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                idle = false;
+                let payload = m.payload().unwrap_or_default();
+                router.add_bytes(payload.len());
+                let mut line = payload;
+                while let Some(l) = line.strip_suffix(b"\n") {
+                    line = l;
+                }
+                router.line(line, m.offset().max(0) as u64, m.partition().max(0) as u64);
+                let (seq, p, o) = (router.seq(), m.partition(), m.offset() + 1);
+                match commits.pending.back_mut() {
+                    // Coalesce: consecutive messages of one partition need one entry.
+                    Some(last) if last.1 == p => *last = (seq, p, o),
+                    _ => commits.pending.push_back((seq, p, o)),
+                }
+            }
+            Some(Err(e)) => report(router, "kafka_error", e.to_string()),
+            None => {
+                if !idle {
+                    router.flush();
+                    idle = true;
+                }
+            }
+        }
+        if commits.last.elapsed() >= COMMIT_EVERY {
+            commits.last = Instant::now();
+            let safe = commits.safe(marks[input].load(Ordering::Acquire));
+            if let Err(e) = commit(&consumer, &spec.topic, &safe, CommitMode::Async) {
+                report(router, "kafka_commit_error", e);
+            }
+        }
+    }
+    // Stopping: hand out what is batched, wait for it to be written, commit synchronously.
+    router.flush();
+    let target = router.seq();
+    let start = Instant::now();
+    while marks[input].load(Ordering::Acquire) < target && start.elapsed() < DRAIN_WAIT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let safe = commits.safe(marks[input].load(Ordering::Acquire));
+    if let Err(e) = commit(&consumer, &spec.topic, &safe, CommitMode::Sync) {
+        report(router, "kafka_commit_error", e);
+    }
+    Ok(())
+}
