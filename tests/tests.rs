@@ -10,6 +10,7 @@
 
 mod hiredis;
 mod io;
+mod kafka;
 mod ml;
 mod util;
 

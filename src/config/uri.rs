@@ -98,14 +98,24 @@ impl InputUri {
                 topic,
                 group: "dragonfly-mle".into(),
                 offset: "latest".into(),
+                instance: None,
+                partitions: None,
             };
             for (k, v) in params {
                 match k.as_str() {
                     "group" if !v.is_empty() => spec.group = v,
                     "offset" if v == "earliest" || v == "latest" => spec.offset = v,
+                    "instance" if !v.is_empty() => spec.instance = Some(v),
+                    "partitions" => {
+                        let ps: Result<Vec<i32>, _> = v.split(',').map(|p| p.trim().parse::<i32>()).collect();
+                        match ps {
+                            Ok(ps) if !ps.is_empty() && ps.iter().all(|&p| p >= 0) => spec.partitions = Some(ps),
+                            _ => return Err(format!("{uri:?}: partitions must be a list like 0,1,2")),
+                        }
+                    }
                     _ => {
                         return Err(format!(
-                            "{uri:?}: unknown parameter {k}={v} (group=NAME, offset=earliest|latest)"
+                            "{uri:?}: unknown parameter {k}={v} (group=NAME, offset=earliest|latest, instance=ID, partitions=0,1,...)"
                         ));
                     }
                 }

@@ -2,9 +2,9 @@
 //! producer with acks from all in-sync replicas, batching and retries. The message key is by
 //! default the flow tuple (both directions alike), so one flow stays in one partition and
 //! keeps its order. A full producer queue makes the writer wait (nothing is dropped); a
-//! delivery failure is counted in the output's errors and reported. `flush` waits until
-//! everything handed over is acknowledged, so the writer's watermarks (tail checkpoints,
-//! Kafka input commits) never pass an event that is not in Kafka.
+//! delivery failure is counted in the output's errors and reported. The writer's watermarks
+//! (tail checkpoints, Kafka input commits) pass an event only once every message sent before
+//! it has been acknowledged (`sent` / `delivered`); at exit everything is flushed.
 
 use std::io;
 use std::sync::Arc;
@@ -29,6 +29,8 @@ pub enum KafkaKey {
 
 /// Counts delivery failures (librdkafka calls back on its own thread).
 pub struct Deliveries {
+    /// Messages the broker acknowledged or that failed for good.
+    pub done: AtomicU64,
     pub failed: AtomicU64,
     pub last_error: std::sync::Mutex<Option<String>>,
 }
@@ -42,6 +44,7 @@ impl ProducerContext for Ctx {
     type DeliveryOpaque = ();
 
     fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        self.0.done.fetch_add(1, Relaxed);
         if let Err((e, _)) = r {
             self.0.failed.fetch_add(1, Relaxed);
             if let Ok(mut l) = self.0.last_error.lock() {
@@ -63,6 +66,8 @@ pub struct KafkaSink {
     pub deliveries: Arc<Deliveries>,
     /// Delivery failures already reported by `flush`.
     reported: u64,
+    /// Messages handed to the producer.
+    pub sent: u64,
     parser: RouteParser,
     key_buf: Vec<u8>,
 }
@@ -70,6 +75,7 @@ pub struct KafkaSink {
 impl KafkaSink {
     pub fn open(brokers: &str, topic: &str, key: KafkaKey) -> Result<KafkaSink, KafkaError> {
         let deliveries = Arc::new(Deliveries {
+            done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             last_error: std::sync::Mutex::new(None),
         });
@@ -89,6 +95,7 @@ impl KafkaSink {
             producer,
             deliveries,
             reported: 0,
+            sent: 0,
             parser: RouteParser::new(),
             key_buf: Vec::with_capacity(24),
         })
@@ -113,6 +120,7 @@ impl KafkaSink {
             }
             match self.producer.send(rec) {
                 Ok(()) => {
+                    self.sent += 1;
                     self.producer.poll(Duration::ZERO);
                     return Ok(());
                 }
@@ -125,8 +133,20 @@ impl KafkaSink {
         }
     }
 
-    /// Waits until everything sent is acknowledged (or failed).
+    /// Serves delivery reports without waiting (the writer's periodic flush: batches leave by
+    /// themselves after `linger.ms`; see `delivered`).
     pub fn flush(&mut self) -> io::Result<()> {
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Messages acknowledged (or failed for good) so far.
+    pub fn delivered(&self) -> u64 {
+        self.deliveries.done.load(Relaxed)
+    }
+
+    /// Waits until everything sent is acknowledged (at exit).
+    pub fn close(&mut self) -> io::Result<()> {
         self.producer
             .flush(FLUSH_WAIT)
             .map_err(|e| io::Error::other(format!("{}: {e}", self.name)))

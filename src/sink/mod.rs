@@ -65,6 +65,7 @@ impl Sink {
     pub fn close(&mut self) -> std::io::Result<()> {
         match self {
             Sink::Zfile(s) => s.close(),
+            Sink::Kafka(s) => s.close(),
             other => other.flush(),
         }
     }
@@ -151,6 +152,9 @@ pub struct Writer {
     /// Published after each flush: per input, the events below this sequence number are
     /// written (tail checkpoints and Kafka commits wait for it).
     marks: crate::source::checkpoint::Watermarks,
+    /// Watermarks waiting for Kafka acknowledgements: (next_seq per input, messages sent per
+    /// sink) at a flush; published once every sink has delivered that many.
+    acks: VecDeque<(Vec<u64>, Vec<u64>)>,
 }
 
 impl Writer {
@@ -181,6 +185,7 @@ impl Writer {
             rotate,
             stats_interval,
             marks,
+            acks: VecDeque::new(),
         }
     }
 
@@ -291,13 +296,32 @@ impl Writer {
                 report_output_error(&mut self.sinks, &self.stats, i, n, &std::io::Error::other(msg));
             }
         }
-        // Everything below next_seq has been handed to the sinks and flushed (acknowledged,
-        // for Kafka): tail checkpoints and Kafka commits may pass it. After a failed flush
-        // they wait.
+        // Everything below next_seq has been handed to the sinks and flushed: tail checkpoints
+        // and Kafka commits may pass it once the Kafka outputs have acknowledged what was sent
+        // so far. After a failed flush they wait.
         if all_ok {
-            for (m, &n) in self.marks.iter().zip(&self.next_seq) {
+            let sent: Vec<u64> = self
+                .sinks
+                .iter()
+                .map(|s| if let Sink::Kafka(k) = s { k.sent } else { 0 })
+                .collect();
+            if self.acks.back().is_none_or(|(seqs, _)| *seqs != self.next_seq) {
+                self.acks.push_back((self.next_seq.clone(), sent));
+            }
+        }
+        let delivered: Vec<u64> = self
+            .sinks
+            .iter()
+            .map(|s| if let Sink::Kafka(k) = s { k.delivered() } else { 0 })
+            .collect();
+        while let Some((seqs, sent)) = self.acks.front() {
+            if sent.iter().zip(&delivered).any(|(s, d)| d < s) {
+                break;
+            }
+            for (m, &n) in self.marks.iter().zip(seqs) {
                 m.store(n, std::sync::atomic::Ordering::Release);
             }
+            self.acks.pop_front();
         }
     }
 
@@ -359,6 +383,8 @@ impl Writer {
                 self.stats.outputs[i].errors.fetch_add(1, Relaxed);
             }
         }
+        // Publish the final watermarks (everything is acknowledged now).
+        self.flush();
         self.sinks
     }
 }

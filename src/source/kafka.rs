@@ -26,6 +26,12 @@ pub struct KafkaSpec {
     pub group: String,
     /// `auto.offset.reset` for partitions the group has no commit for.
     pub offset: String,
+    /// Static group membership (`group.instance.id`): a restarted engine with the same id takes
+    /// its partitions back at once instead of after the session timeout.
+    pub instance: Option<String>,
+    /// Manual assignment (`partitions=0,1,...`): these partitions, no group membership (the
+    /// group still stores the commits). For brokers or setups without group rebalancing.
+    pub partitions: Option<Vec<i32>>,
 }
 
 /// How often offsets that became safe are committed.
@@ -69,7 +75,11 @@ fn commit(consumer: &BaseConsumer, topic: &str, offsets: &BTreeMap<i32, i64>, mo
 /// Consumes until the engine stops, then waits for the events read to be written and commits
 /// their offsets.
 pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &mut Router) -> Result<(), String> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    if let Some(id) = &spec.instance {
+        config.set("group.instance.id", id);
+    }
+    let consumer: BaseConsumer = config
         .set("bootstrap.servers", &spec.brokers)
         .set("group.id", &spec.group)
         .set("enable.auto.commit", "false")
@@ -79,12 +89,24 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
         // A member that died (kill -9) gives its partitions back after 10 s, not 45.
         .set("session.timeout.ms", "10000")
         .set("fetch.min.bytes", "1")
+        // Some brokers (tansu) answer a fetch only after the full wait when it returns little.
+        .set("fetch.wait.max.ms", "50")
         .set("queued.max.messages.kbytes", "65536")
         .create()
         .map_err(|e| format!("kafka://{}/{}: {e}", spec.brokers, spec.topic))?;
-    consumer
-        .subscribe(&[&spec.topic])
-        .map_err(|e| format!("kafka://{}/{}: {e}", spec.brokers, spec.topic))?;
+    match &spec.partitions {
+        None => consumer.subscribe(&[&spec.topic]),
+        Some(ps) => {
+            // Resume each partition at the group's committed offset (else auto.offset.reset).
+            let mut tpl = TopicPartitionList::new();
+            for &p in ps {
+                tpl.add_partition_offset(&spec.topic, p, Offset::Stored)
+                    .map_err(|e| format!("kafka://{}/{}: {e}", spec.brokers, spec.topic))?;
+            }
+            consumer.assign(&tpl)
+        }
+    }
+    .map_err(|e| format!("kafka://{}/{}: {e}", spec.brokers, spec.topic))?;
     let mut commits = Commits {
         pending: VecDeque::new(),
         last: Instant::now(),

@@ -24,7 +24,11 @@ pub struct Broker {
 fn tansu() -> String {
     let home = std::env::var("HOME").unwrap_or_default();
     let local = format!("{home}/.cargo/bin/tansu");
-    if std::path::Path::new(&local).exists() { local } else { "tansu".into() }
+    if std::path::Path::new(&local).exists() {
+        local
+    } else {
+        "tansu".into()
+    }
 }
 
 impl Broker {
@@ -67,7 +71,8 @@ impl Broker {
     pub fn produce(&self, topic: &str, events: &[(String, String)]) {
         let p: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", self.brokers())
-            .set("linger.ms", "5")
+            .set("linger.ms", "20")
+            .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "200000")
             .create()
             .unwrap();
@@ -80,23 +85,22 @@ impl Broker {
         p.flush(Duration::from_secs(60)).unwrap();
     }
 
-    /// Reads `topic` from the start until `done` says so (or 120 s pass): (partition, payload).
+    /// Reads `topic` (`partitions` of them) from the start until `done` says so (or 120 s
+    /// pass): (partition, payload). Partitions are assigned, not taken through a group: tansu's
+    /// group coordination is not what this reader tests.
     pub fn consume(&self, topic: &str, mut done: impl FnMut(&[(i32, Vec<u8>)]) -> bool) -> Vec<(i32, Vec<u8>)> {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.brokers())
-            .set(
-                "group.id",
-                format!(
-                    "test-reader-{}-{}",
-                    std::process::id(),
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-                ),
-            )
-            .set("auto.offset.reset", "earliest")
+            .set("group.id", "test-reader")
             .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "20")
             .create()
             .unwrap();
-        c.subscribe(&[topic]).unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..4 {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
+        }
+        c.assign(&tpl).unwrap();
         let mut got = Vec::new();
         let t = Instant::now();
         while !done(&got) {
@@ -105,8 +109,10 @@ impl Broker {
                 "consumed {} messages of {topic}",
                 got.len()
             );
-            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-                got.push((m.partition(), m.payload().unwrap_or_default().to_vec()));
+            match c.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => got.push((m.partition(), m.payload().unwrap_or_default().to_vec())),
+                Some(Err(e)) => eprintln!("consume {topic}: {e}"),
+                None => {}
             }
         }
         got
@@ -137,8 +143,12 @@ fn events(n: usize, flows: usize) -> Vec<(String, String)> {
 }
 
 fn config(brokers: &str, group: &str) -> String {
+    config_with(brokers, &format!("group={group}"))
+}
+
+fn config_with(brokers: &str, params: &str) -> String {
     format!(
-        "inputs = {{ {{ tag = \"k\", uri = \"kafka://{brokers}/in?group={group}&offset=earliest\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+        "inputs = {{ {{ tag = \"k\", uri = \"kafka://{brokers}/in?{params}&offset=earliest\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
          analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
          outputs = {{ {{ tag = \"out\", uri = \"kafka://{brokers}/out\" }} }}\n"
     )
@@ -191,6 +201,37 @@ fn kafka_in_kafka_out_100k_in_order() {
     assert_eq!(check(&got, n), 0);
 }
 
+/// The engine's last stats line: (events read, records written to `out`).
+fn progress(env: &Env) -> (u64, u64) {
+    env.stats_records().last().map_or((0, 0), |s| {
+        (
+            s["inputs"]["k"]["events"].as_u64().unwrap_or(0),
+            s["outputs"]["out"]["written"].as_u64().unwrap_or(0),
+        )
+    })
+}
+
+/// Waits until the engine's counters stop moving for 3 s (it has done all it can).
+fn wait_idle(env: &Env) {
+    let mut last = (u64::MAX, u64::MAX);
+    let mut still = Instant::now();
+    let t = Instant::now();
+    loop {
+        let p = progress(env);
+        if p != last {
+            last = p;
+            still = Instant::now();
+        } else if still.elapsed() > Duration::from_secs(3) {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(180), "engine never settled: {p:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An analyzer slow enough (about 50 us an event) for a kill to land mid-run.
+const SLOW_PASS: &str = "function setup() end\nfunction loop(msg)\n  local t = os.clock()\n  while os.clock() - t < 0.00005 do end\n  dragonfly.output_event(default_output, msg)\nend\n";
+
 #[test]
 fn kafka_kill_9_and_restart_loses_nothing() {
     let broker = Broker::start();
@@ -198,18 +239,87 @@ fn kafka_kill_9_and_restart_loses_nothing() {
     broker.create_topic("out", 4);
     let n = 100_000;
     broker.produce("in", &events(n, 1000));
-    let env = env_with(&config(&broker.brokers(), "g2"));
+    // Manual assignment of the four partitions, commits in group g2: tansu does not expire a
+    // group member that died (a real broker does after session.timeout.ms, 10 s here), so
+    // with group membership the restarted engine would wait for the dead one's partitions.
+    // The output is a file here: tansu mishandles a partition that a producer killed in the
+    // middle of a batch was writing to, which is not what this test is about (the Kafka
+    // output's part, holding commits back until the broker acknowledged, is exercised above).
+    let env = env_with(&format!(
+        "{}stats_interval = 1\n",
+        config_with(&broker.brokers(), "group=g2&partitions=0,1,2,3")
+            .replace(&format!("kafka://{}/out", broker.brokers()), "file://out.json")
+    ));
+    env.analyzer("a.lua", SLOW_PASS);
     let mut engine = env.spawn(&["--shards", "2"]);
-    let first = broker.consume("out", |g| g.len() >= n / 4);
+    wait_until(
+        Duration::from_secs(120),
+        "a quarter of the events written",
+        || progress(&env).1 >= n as u64 / 4,
+        || format!("{:?}", progress(&env)),
+    );
     engine.signal(libc::SIGKILL);
     let _ = engine.wait(Duration::from_secs(10));
+    let before = progress(&env).1;
+    assert!(before < n as u64, "the engine finished before the kill");
     let mut engine = env.spawn(&["--shards", "2"]);
-    let got = broker.consume("out", |g| {
-        g.iter().filter_map(|(_, p)| u64_member(p, "n")).collect::<BTreeSet<_>>().len() >= n
-    });
+    std::thread::sleep(Duration::from_secs(2));
+    wait_idle(&env);
     engine.signal(libc::SIGINT);
     engine.wait(Duration::from_secs(60)).assert_success();
+    // Lines in file order; the partition does not matter for a file (0 for all).
+    let got: Vec<(i32, Vec<u8>)> = env
+        .lines("out.json")
+        .into_iter()
+        .filter(|l| u64_member(l, "n").is_some())
+        .map(|l| (0, l))
+        .collect();
     let dups = check(&got, n);
-    eprintln!("kafka kill -9: {} read before the kill, {dups} duplicates", first.len());
-    assert!(dups <= 60_000, "{dups} duplicates");
+    eprintln!("kafka kill -9: about {before} written before the kill, {dups} duplicates");
+    // Reading again from the start would repeat at least n / 4.
+    assert!(dups < n / 4, "{dups} duplicates");
+}
+
+/// Two engines in one consumer group split the partitions: every event arrives, each engine
+/// took part.
+#[test]
+fn kafka_two_engines_share_a_group() {
+    let broker = Broker::start();
+    broker.create_topic("in", 4);
+    broker.create_topic("out", 4);
+    let n = 100_000;
+    broker.produce("in", &events(n, 1000));
+    // Each engine writes its own topic: tansu mixes up a partition two producers write to
+    // at the same time (a real broker does not).
+    broker.create_topic("out2", 4);
+    let cfg = format!("{}stats_interval = 1\n", config(&broker.brokers(), "g3"));
+    let envs = [env_with(&cfg), env_with(&cfg.replace("/out\"", "/out2\""))];
+    for e in &envs {
+        e.analyzer("a.lua", SLOW_PASS);
+    }
+    let mut engines: Vec<_> = envs.iter().map(|e| e.spawn(&["--shards", "1"])).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    wait_until(
+        Duration::from_secs(180),
+        "every event written by the two engines",
+        || envs.iter().map(|e| progress(e).1).sum::<u64>() >= n as u64,
+        || format!("{:?}", envs.iter().map(progress).collect::<Vec<_>>()),
+    );
+    // Partitions that moved during the join are read again by their new owner: let both
+    // finish.
+    for e in &envs {
+        wait_idle(e);
+    }
+    for e in &engines {
+        e.signal(libc::SIGINT);
+    }
+    let mut read = Vec::new();
+    for e in engines.iter_mut() {
+        read.push(e.wait(Duration::from_secs(60)).assert_success().summary().read);
+    }
+    let mut got = broker.consume("out", |g| g.len() as u64 >= progress(&envs[0]).1);
+    got.extend(broker.consume("out2", |g| g.len() as u64 >= progress(&envs[1]).1));
+    let dups = check(&got, n);
+    eprintln!("kafka two engines: read {read:?}, {dups} duplicates (partitions moving during the join)");
+    assert!(read.iter().all(|&r| r > 0), "an engine got no partition: {read:?}");
 }
