@@ -4,6 +4,7 @@
 //! stats line and rotates file outputs on SIGUSR1.
 
 pub mod file;
+pub mod parquet;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
