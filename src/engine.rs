@@ -212,6 +212,14 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                 Sink::Zfile(ZfileSink::open(path.clone(), *truncate).with_context(|| what(path))?)
             }
             OutputUri::Ipc { path, kind } => Sink::Ipc(IpcSink::open(path.clone(), *kind)),
+            OutputUri::Parquet { dir, prefix, opts } => {
+                let s = crate::sink::parquet::ParquetSink::open(dir.clone(), prefix.clone(), opts.clone())
+                    .with_context(|| what(dir))?;
+                if let Some(r) = s.stale_report() {
+                    eprintln!("dragonfly-mle: outputs[{}] ({}): {r}", i + 1, o.tag);
+                }
+                Sink::Parquet(Box::new(s))
+            }
             OutputUri::Kafka { brokers, topic, key } => {
                 Sink::Kafka(Box::new(KafkaSink::open(brokers, topic, *key).with_context(|| {
                     format!("outputs[{}] ({}): cannot create the Kafka producer", i + 1, o.tag)

@@ -40,9 +40,15 @@ pub enum OutputUri {
         topic: String,
         key: KafkaKey,
     },
+    /// Parquet files `<dir>/<prefix>-...parquet` with an index (`parquet://DIR/PREFIX`).
+    Parquet {
+        dir: PathBuf,
+        prefix: String,
+        opts: crate::sink::parquet::ParquetOptions,
+    },
 }
 
-const PLANNED: &[&str] = &["parquet://", "syslog://", "nats://"];
+const PLANNED: &[&str] = &["syslog://", "nats://"];
 
 fn split_suffix(s: &str) -> (&str, Option<char>) {
     match s.chars().last() {
@@ -169,8 +175,38 @@ impl OutputUri {
                 }
             }
             Ok(OutputUri::Kafka { brokers, topic, key })
+        } else if let Some(rest) = uri.strip_prefix("parquet://") {
+            let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let full = resolve(main, log_dir).map_err(|e| format!("{uri:?}: {e}"))?;
+            let prefix = full
+                .file_name()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let dir = full.parent().map(Path::to_path_buf).unwrap_or_default();
+            if prefix.is_empty() || main.ends_with('/') {
+                return Err(format!("{uri:?}: expected parquet://DIR/PREFIX"));
+            }
+            let mut opts = crate::sink::parquet::ParquetOptions::default();
+            for p in query.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                let n: Option<u64> = v.parse().ok().filter(|&n| n > 0);
+                match (k, n) {
+                    ("rows", Some(n)) => opts.max_rows = n as usize,
+                    ("mb", Some(n)) => opts.max_bytes = n * 1024 * 1024,
+                    ("seconds", Some(n)) => opts.max_age = std::time::Duration::from_secs(n),
+                    _ => {
+                        return Err(format!(
+                            "{uri:?}: unknown parameter {p} (rows=N, mb=N, seconds=N: positive numbers)"
+                        ));
+                    }
+                }
+            }
+            Ok(OutputUri::Parquet { dir, prefix, opts })
         } else {
-            Err(unsupported(uri, "file://, zfile://, ipc://, ipc+stream://, kafka://"))
+            Err(unsupported(
+                uri,
+                "file://, zfile://, ipc://, ipc+stream://, kafka://, parquet://",
+            ))
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod file;
 pub mod ipc;
 pub mod kafka;
+pub mod parquet;
 pub mod zfile;
 
 use std::collections::VecDeque;
@@ -29,6 +30,7 @@ pub enum Sink {
     Zfile(ZfileSink),
     Ipc(IpcSink),
     Kafka(Box<KafkaSink>),
+    Parquet(Box<parquet::ParquetSink>),
 }
 
 impl Sink {
@@ -39,6 +41,7 @@ impl Sink {
             Sink::Zfile(s) => s.write(bytes),
             Sink::Ipc(s) => s.write(bytes),
             Sink::Kafka(s) => s.write(bytes),
+            Sink::Parquet(s) => s.write(bytes),
         }
     }
 
@@ -48,6 +51,7 @@ impl Sink {
             Sink::Zfile(s) => s.flush(),
             Sink::Ipc(s) => s.flush(),
             Sink::Kafka(s) => s.flush(),
+            Sink::Parquet(s) => s.flush(),
         }
     }
 
@@ -57,6 +61,8 @@ impl Sink {
         match self {
             Sink::File(s) => Some(s.rotate()),
             Sink::Zfile(s) => Some(s.rotate()),
+            // The current Parquet file is finished; the next event starts a new one.
+            Sink::Parquet(s) => Some(s.close().map(|()| s.dir().to_path_buf())),
             Sink::Ipc(_) | Sink::Kafka(_) => None,
         }
     }
@@ -66,6 +72,7 @@ impl Sink {
         match self {
             Sink::Zfile(s) => s.close(),
             Sink::Kafka(s) => s.close(),
+            Sink::Parquet(s) => s.close(),
             other => other.flush(),
         }
     }
@@ -77,6 +84,7 @@ impl Sink {
             Sink::Zfile(s) => s.path.display().to_string(),
             Sink::Ipc(s) => s.path.display().to_string(),
             Sink::Kafka(s) => s.name.clone(),
+            Sink::Parquet(s) => format!("parquet://{}", s.dir().display()),
         }
     }
 }

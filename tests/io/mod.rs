@@ -345,3 +345,91 @@ fn tail_checkpoint_follows_a_rotation_while_stopped() {
     assert_eq!(bad, 0);
     assert_eq!(ns, (0..total as u64).collect::<Vec<_>>(), "each line once, in order");
 }
+
+fn python() -> String {
+    if let Ok(p) = std::env::var("DFM_PYTHON") {
+        return p;
+    }
+    for p in ["/tmp/dfm-venv/bin/python", "python3"] {
+        if std::process::Command::new(p)
+            .args(["-c", "import pyarrow"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return p.into();
+        }
+    }
+    panic!(
+        "pyarrow is needed: python3 -m venv /tmp/dfm-venv && /tmp/dfm-venv/bin/pip install pyarrow (.ci/run does it)"
+    );
+}
+
+/// The engine's `parquet://` output, read back with pyarrow: every event, field by field, in
+/// files rolled by rows; the index finds the files of a time range and event type.
+#[test]
+fn parquet_output_read_back_with_pyarrow() {
+    let n = 10_000;
+    let types = ["flow", "dns", "alert", "http"];
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "{{\"timestamp\":\"2024-03-01T12:{:02}:{:02}.000000+0000\",\"flow_id\":{},\"event_type\":\"{}\",\"src_ip\":\"10.0.0.{}\",\"src_port\":{},\"dest_ip\":\"10.1.0.1\",\"dest_port\":53,\"proto\":\"UDP\",\"n\":{i}}}",
+                i / 600,
+                (i / 10) % 60,
+                9007199254740991u64 - i as u64,
+                types[i % 4],
+                i % 250,
+                1024 + i % 5000
+            )
+        })
+        .collect();
+    let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
+    env.config(&simple_config("file://in.json", "", "").replace("file://out.json<", "parquet://pq/eve?rows=3000"));
+    env.write_log("in.json", &join_lines(&lines));
+    env.run(&["--shards", "2"]).assert_success();
+    let dir = env.log("pq");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 4, "10,000 rows in files of 3,000: {files:?}");
+    let script = manifest_dir().join("tests/fixtures/parquet_check.py");
+    let out = std::process::Command::new(python())
+        .arg(&script)
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: Vec<&serde_json::Value> = doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["rows"].as_array().unwrap())
+        .collect();
+    assert_eq!(rows.len(), n);
+    // Ordered output: rows in input order.
+    for (i, (row, line)) in rows.iter().zip(&lines).enumerate() {
+        let want: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(row["event"].as_str().unwrap(), line, "row {i}");
+        assert_eq!(row["flow_id"], want["flow_id"], "row {i}");
+        for k in ["event_type", "src_ip", "src_port", "dest_ip", "dest_port", "proto"] {
+            assert_eq!(row[k], want[k], "row {i} {k}");
+        }
+        let ts = row["timestamp"].as_i64().unwrap();
+        assert_eq!(
+            ts,
+            1709294400_000000 + ((i / 600) * 60 + (i / 10) % 60) as i64 * 1_000_000,
+            "row {i}"
+        );
+    }
+    // The index: minute 12:05 holds rows 3000..3599, in files 2 (3000..5999).
+    let from = 1709294400_000000 + 5 * 60 * 1_000_000;
+    let found =
+        dragonfly_mle::sink::parquet::find_files(&dir, "eve", from, from + 60 * 1_000_000, Some("dns")).unwrap();
+    assert_eq!(found, vec![files[1].clone()], "{found:?}");
+    let none = dragonfly_mle::sink::parquet::find_files(&dir, "eve", from, from + 1, Some("tls")).unwrap();
+    assert!(none.is_empty());
+}
