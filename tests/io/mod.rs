@@ -421,12 +421,12 @@ fn parquet_output_read_back_with_pyarrow() {
         let ts = row["timestamp"].as_i64().unwrap();
         assert_eq!(
             ts,
-            1709294400_000000 + ((i / 600) * 60 + (i / 10) % 60) as i64 * 1_000_000,
+            1_709_294_400_000_000 + ((i / 600) * 60 + (i / 10) % 60) as i64 * 1_000_000,
             "row {i}"
         );
     }
     // The index: minute 12:05 holds rows 3000..3599, in files 2 (3000..5999).
-    let from = 1709294400_000000 + 5 * 60 * 1_000_000;
+    let from = 1_709_294_400_000_000 + 5 * 60 * 1_000_000;
     let found =
         dragonfly_mle::sink::parquet::find_files(&dir, "eve", from, from + 60 * 1_000_000, Some("dns")).unwrap();
     assert_eq!(found, vec![files[1].clone()], "{found:?}");
