@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use dragonfly_mle::bench;
 use dragonfly_mle::config::{DEFAULT_LOG_DIR, DEFAULT_ROOT};
 use dragonfly_mle::engine::{self, Options};
 
@@ -77,44 +78,36 @@ fn main() -> ExitCode {
         };
     }
     // Hidden load generators for perf/: `bench-send URI FILE PRODUCERS`,
-    // `bench-kafka-produce BROKERS TOPIC FILE`.
-    if args.get(1).map(String::as_str) == Some("bench-send") && args.len() == 5 {
-        let producers = args[4].parse().unwrap_or(1);
-        return match dragonfly_mle::bench::send(&args[2], std::path::Path::new(&args[3]), producers) {
-            Ok((n, secs)) => {
-                println!("sent: {n} events in {secs:.3} s ({:.0} events/s)", n as f64 / secs);
-                ExitCode::SUCCESS
+    // `bench-kafka-produce BROKERS TOPIC FILE`, `bench-kafka-count BROKERS TOPIC N`.
+    if args.len() == 5 {
+        let path = std::path::Path::new(&args[3]);
+        let r = match args[1].as_str() {
+            "bench-send" => Some(
+                bench::send(&args[2], path, args[4].parse().unwrap_or(1))
+                    .map(|(n, secs)| ("sent", n, secs))
+                    .map_err(|e| e.to_string()),
+            ),
+            "bench-kafka-produce" => Some(
+                bench::kafka_produce(&args[2], &args[3], std::path::Path::new(&args[4]))
+                    .map(|(n, secs)| ("produced", n, secs)),
+            ),
+            "bench-kafka-count" => {
+                let n = args[4].parse().unwrap_or(0);
+                Some(bench::kafka_count(&args[2], &args[3], n).map(|secs| ("consumed", n, secs)))
             }
-            Err(e) => {
-                eprintln!("dragonfly-mle: bench-send: {e}");
-                ExitCode::from(1)
-            }
+            _ => None,
         };
-    }
-    if args.get(1).map(String::as_str) == Some("bench-kafka-produce") && args.len() == 5 {
-        return match dragonfly_mle::bench::kafka_produce(&args[2], &args[3], std::path::Path::new(&args[4])) {
-            Ok((n, secs)) => {
-                println!("produced: {n} events in {secs:.3} s ({:.0} events/s)", n as f64 / secs);
-                ExitCode::SUCCESS
+        match r {
+            Some(Ok((what, n, secs))) => {
+                println!("{what}: {n} events in {secs:.3} s ({:.0} events/s)", n as f64 / secs);
+                return ExitCode::SUCCESS;
             }
-            Err(e) => {
-                eprintln!("dragonfly-mle: bench-kafka-produce: {e}");
-                ExitCode::from(1)
+            Some(Err(e)) => {
+                eprintln!("dragonfly-mle: {}: {e}", args[1]);
+                return ExitCode::from(1);
             }
-        };
-    }
-    if args.get(1).map(String::as_str) == Some("bench-kafka-count") && args.len() == 5 {
-        let n = args[4].parse().unwrap_or(0);
-        return match dragonfly_mle::bench::kafka_count(&args[2], &args[3], n) {
-            Ok(secs) => {
-                println!("consumed: {n} events in {secs:.3} s ({:.0} events/s)", n as f64 / secs);
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("dragonfly-mle: bench-kafka-count: {e}");
-                ExitCode::from(1)
-            }
-        };
+            None => {}
+        }
     }
     let cli = Cli::parse();
     if cli.version {

@@ -572,23 +572,20 @@ unsafe extern "C-unwind" fn conn_command_line(l: *mut lua_State) -> c_int {
         let Some(line) = to_bytes(l, 2) else {
             raise(l, "bad argument #1 to 'command_line' (string expected)")
         };
-        // Split on ASCII spaces only, runs collapsing; '%' is an ordinary character.
-        let mut cmd = redis::Cmd::new();
-        let mut n = 0;
-        for part in line.split(|&c| c == b' ').filter(|p| !p.is_empty()) {
-            cmd.arg(part);
-            n += 1;
-        }
-        if n == 0 {
+        // Raise before anything with a destructor is live.
+        if line.iter().all(|&c| c == b' ') {
             raise(l, "missing command name");
         }
-        if crate::ml::native() {
-            let args: Vec<&[u8]> = line.split(|&c| c == b' ').filter(|p| !p.is_empty()).collect();
-            if crate::ml::is_ml_command(args[0]) {
-                let r = crate::ml::execute(&args);
-                push_ml_reply(l, &r);
-                return 1;
-            }
+        // Split on ASCII spaces only, runs collapsing; '%' is an ordinary character.
+        let args: Vec<&[u8]> = line.split(|&c| c == b' ').filter(|p| !p.is_empty()).collect();
+        if crate::ml::native() && crate::ml::is_ml_command(args[0]) {
+            let r = crate::ml::execute(&args);
+            push_ml_reply(l, &r);
+            return 1;
+        }
+        let mut cmd = redis::Cmd::new();
+        for a in &args {
+            cmd.arg(*a);
         }
         run(l, slot, &cmd)
     }

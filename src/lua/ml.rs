@@ -295,7 +295,7 @@ unsafe extern "C-unwind" fn forest_add(l: *mut lua_State) -> c_int {
         let tree = key_arg(l, "forest_add", 2);
         let nodes = tokens(l, "forest_add", 3);
         let r = if nodes.is_empty() {
-            Err(MlError::Arity("ml.forest.add"))
+            Err(MlError::Arity("ml.forest.add".into()))
         } else {
             ml::forest_add(key, tree, &nodes)
         };
@@ -320,7 +320,7 @@ pub fn load_forest_file(path: &std::path::Path) -> Result<usize, String> {
             t.remove(0);
         }
         let r = if t.len() < 4 {
-            Err(MlError::Arity("ml.forest.add"))
+            Err(MlError::Arity("ml.forest.add".into()))
         } else {
             ml::forest_add(t[0], t[1], &t[2..])
         };

@@ -270,7 +270,7 @@ impl Forest {
             return Err(MlError::Generic);
         }
         if args.is_empty() {
-            return Err(MlError::Arity("ml.forest.add"));
+            return Err(MlError::Arity("ml.forest.add".into()));
         }
         let mut tree = self.trees.get(id).cloned().unwrap_or_default();
         let mut i = 0;
@@ -280,13 +280,13 @@ impl Forest {
                 return Err(MlError::BadPath(lossy(path)));
             }
             let Some(&ty) = args.get(i + 1) else {
-                return Err(MlError::Arity("ml.forest.add"));
+                return Err(MlError::Arity("ml.forest.add".into()));
             };
             let prefix_of =
                 |word: &[u8]| !ty.is_empty() && ty.len() <= word.len() && word[..ty.len()].eq_ignore_ascii_case(ty);
             let (node, used) = if prefix_of(b"NUMERIC") || prefix_of(b"CATEGORIC") {
                 let (Some(&attr), Some(&val)) = (args.get(i + 2), args.get(i + 3)) else {
-                    return Err(MlError::Arity("ml.forest.add"));
+                    return Err(MlError::Arity("ml.forest.add".into()));
                 };
                 let a = self.attr(attr);
                 let (kind, thr) = if prefix_of(b"NUMERIC") {
@@ -307,13 +307,13 @@ impl Forest {
                 )
             } else if prefix_of(b"LEAF") {
                 let Some(&val) = args.get(i + 2) else {
-                    return Err(MlError::Arity("ml.forest.add"));
+                    return Err(MlError::Arity("ml.forest.add".into()));
                 };
                 let value = super::parse_num("leaf value", val)?;
                 let (stats, used) = match args.get(i + 3) {
                     Some(s) if s.eq_ignore_ascii_case(b"STATS") => {
                         let Some(&list) = args.get(i + 4) else {
-                            return Err(MlError::Arity("ml.forest.add"));
+                            return Err(MlError::Arity("ml.forest.add".into()));
                         };
                         let stats = list
                             .split(|&c| c == b':')

@@ -25,7 +25,7 @@ pub enum MlError {
     #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
     WrongType,
     #[error("ERR wrong number of arguments for '{0}' command")]
-    Arity(&'static str),
+    Arity(String),
     #[error("ERR Generic: tree id beyond the number of trees (use the tree count to append a tree)")]
     Generic,
     #[error("ERR Tree node path containes wrong characters: '{0}' (a root character, then l or r per level)")]
@@ -591,15 +591,21 @@ pub fn execute(args: &[&[u8]]) -> Reply {
 }
 
 fn run_command(name: &[u8], a: &[&[u8]]) -> Result<Reply, MlError> {
-    let arity = |ok: bool, cmd: &'static str| if ok { Ok(()) } else { Err(MlError::Arity(cmd)) };
+    let arity = |ok: bool| {
+        if ok {
+            Ok(())
+        } else {
+            Err(MlError::Arity(String::from_utf8_lossy(name).to_ascii_lowercase()))
+        }
+    };
     Ok(match name {
         b"ML.FOREST.ADD" => {
-            arity(a.len() >= 4, "ml.forest.add")?;
+            arity(a.len() >= 4)?;
             forest_add(a[0], a[1], &a[2..])?;
             Reply::Ok
         }
         b"ML.FOREST.RUN" => {
-            arity(matches!(a.len(), 2 | 3), "ml.forest.run")?;
+            arity(matches!(a.len(), 2 | 3))?;
             let mode = match a.get(2) {
                 None | Some(&b"CLASSIFICATION") => Mode::Classification,
                 Some(&b"REGRESSION") => Mode::Regression,
@@ -609,31 +615,24 @@ fn run_command(name: &[u8], a: &[&[u8]]) -> Result<Reply, MlError> {
         }
         b"ML.LINREG.SET" | b"ML.LOGREG.SET" => {
             let logistic = name == b"ML.LOGREG.SET";
-            arity(a.len() >= 3, if logistic { "ml.logreg.set" } else { "ml.linreg.set" })?;
+            arity(a.len() >= 3)?;
             let intercept = parse_num("intercept", a[1])?;
             reg_set(a[0], logistic, intercept, nums("coefficient", &a[2..])?)?;
             Reply::Ok
         }
         b"ML.LINREG.PREDICT" | b"ML.LOGREG.PREDICT" => {
             let logistic = name == b"ML.LOGREG.PREDICT";
-            arity(
-                a.len() >= 2,
-                if logistic {
-                    "ml.logreg.predict"
-                } else {
-                    "ml.linreg.predict"
-                },
-            )?;
+            arity(a.len() >= 2)?;
             Reply::Num(reg_predict(a[0], logistic, &nums("feature", &a[1..])?)?)
         }
         b"ML.MATRIX.SET" => {
-            arity(a.len() >= 4, "ml.matrix.set")?;
+            arity(a.len() >= 4)?;
             let (n, m) = (parse_count("row count", a[1])?, parse_count("column count", a[2])?);
             matrix_set(a[0], n, m, nums("matrix entry", &a[3..])?)?;
             Reply::Ok
         }
         b"ML.MATRIX.GET" => {
-            arity(a.len() == 1, "ml.matrix.get")?;
+            arity(a.len() == 1)?;
             let m = matrix_get(a[0])?;
             let mut v = Vec::with_capacity(2 + m.data.len());
             v.push(Reply::Int(m.n as i64));
@@ -642,28 +641,28 @@ fn run_command(name: &[u8], a: &[&[u8]]) -> Result<Reply, MlError> {
             Reply::Array(v)
         }
         b"ML.MATRIX.ADD" => {
-            arity(a.len() == 3, "ml.matrix.add")?;
+            arity(a.len() == 3)?;
             matrix_add(a[0], a[1], a[2])?;
             Reply::Ok
         }
         b"ML.MATRIX.MULTIPLY" => {
-            arity(a.len() == 3, "ml.matrix.multiply")?;
+            arity(a.len() == 3)?;
             matrix_multiply(a[0], a[1], a[2])?;
             Reply::Ok
         }
         b"ML.MATRIX.SCALE" => {
-            arity(a.len() == 2, "ml.matrix.scale")?;
+            arity(a.len() == 2)?;
             matrix_scale(a[0], parse_num("scalar", a[1])?)?;
             Reply::Ok
         }
         b"ML.KMEANS.SET" => {
-            arity(a.len() >= 4, "ml.kmeans.set")?;
+            arity(a.len() >= 4)?;
             let (k, dims) = (parse_count("k", a[1])?, parse_count("dimension count", a[2])?);
             kmeans_set(a[0], k, dims, nums("center coordinate", &a[3..])?)?;
             Reply::Ok
         }
         b"ML.KMEANS.PREDICT" => {
-            arity(a.len() >= 2, "ml.kmeans.predict")?;
+            arity(a.len() >= 2)?;
             Reply::Int(kmeans_predict(a[0], &nums("feature", &a[1..])?)?)
         }
         _ => return Err(MlError::UnknownCommand(String::from_utf8_lossy(name).into_owned())),

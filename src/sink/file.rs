@@ -15,12 +15,8 @@ pub struct FileSink {
 impl FileSink {
     /// Opens (creating it and its directory if needed) `path`.
     pub fn open(path: PathBuf, truncate: bool) -> io::Result<FileSink> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut f = Self::open_file(&path, truncate)?;
+        create_parent(&path)?;
+        let mut f = open_file(&path, truncate)?;
         if !truncate {
             end_partial_line(&path, &mut f)?;
         }
@@ -28,17 +24,6 @@ impl FileSink {
             path,
             out: Some(BufWriter::with_capacity(256 * 1024, f)),
         })
-    }
-
-    fn open_file(path: &PathBuf, truncate: bool) -> io::Result<File> {
-        let mut o = OpenOptions::new();
-        o.create(true);
-        if truncate {
-            o.write(true).truncate(true);
-        } else {
-            o.append(true);
-        }
-        o.open(path)
     }
 
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -61,12 +46,29 @@ impl FileSink {
         let target = rotated_name(&self.path);
         self.out = None;
         std::fs::rename(&self.path, &target)?;
-        self.out = Some(BufWriter::with_capacity(
-            256 * 1024,
-            Self::open_file(&self.path, false)?,
-        ));
+        self.out = Some(BufWriter::with_capacity(256 * 1024, open_file(&self.path, false)?));
         Ok(target)
     }
+}
+
+/// Creates the directory `path` goes in, if needed.
+pub(super) fn create_parent(path: &std::path::Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+        _ => Ok(()),
+    }
+}
+
+/// Opens an output file: appending, or truncated with `truncate` (the `<` suffix).
+pub(super) fn open_file(path: &std::path::Path, truncate: bool) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.create(true);
+    if truncate {
+        o.write(true).truncate(true);
+    } else {
+        o.append(true);
+    }
+    o.open(path)
 }
 
 /// `<path>.<YYYYMMDD.HHMMSS>` (UTC), with `.N` added while that name is taken.

@@ -2,7 +2,7 @@
 //! finished). Appending adds a gzip member, which gzip readers treat as one stream; each
 //! flush ends a deflate block, so what is on disk is always readable up to the last flush.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
@@ -17,24 +17,13 @@ pub struct ZfileSink {
 
 impl ZfileSink {
     pub fn open(path: PathBuf, truncate: bool) -> io::Result<ZfileSink> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir)?;
-        }
+        super::file::create_parent(&path)?;
         let out = Some(Self::encoder(&path, truncate)?);
         Ok(ZfileSink { path, out })
     }
 
-    fn encoder(path: &PathBuf, truncate: bool) -> io::Result<GzEncoder<BufWriter<File>>> {
-        let mut o = OpenOptions::new();
-        o.create(true);
-        if truncate {
-            o.write(true).truncate(true);
-        } else {
-            o.append(true);
-        }
-        let f = o.open(path)?;
+    fn encoder(path: &std::path::Path, truncate: bool) -> io::Result<GzEncoder<BufWriter<File>>> {
+        let f = super::file::open_file(path, truncate)?;
         Ok(GzEncoder::new(
             BufWriter::with_capacity(256 * 1024, f),
             Compression::fast(),

@@ -33,6 +33,50 @@ impl FileId {
     }
 }
 
+/// Positions in an input, each with the sequence number the input had reached there, oldest
+/// first; [`Progress::passed`] takes out those whose events are all written. Shared by tail
+/// checkpoints and Kafka commits.
+pub struct Progress<T> {
+    /// (sequence number reached, position, entries merged into this one).
+    pending: VecDeque<(u64, T, u32)>,
+    /// How many positions with new events may be merged into one entry (see `note`).
+    max_merge: u32,
+}
+
+impl<T: Copy> Progress<T> {
+    pub fn new(max_merge: u32) -> Self {
+        Progress {
+            pending: VecDeque::new(),
+            max_merge,
+        }
+    }
+
+    /// Events before sequence number `seq` were read, up to position `at`. It replaces the
+    /// last entry when no event came in between, or when `same` (a position of the same kind,
+    /// such as one Kafka partition) and fewer than `max_merge` were merged into it: a steady
+    /// stream still leaves positions the watermark can pass.
+    pub fn note(&mut self, seq: u64, at: T, same: impl FnOnce(&T) -> bool) {
+        if let Some(last) = self.pending.back_mut()
+            && (last.0 == seq || (last.2 < self.max_merge && same(&last.1)))
+        {
+            *last = (seq, at, last.2 + u32::from(last.0 != seq));
+            return;
+        }
+        self.pending.push_back((seq, at, 0));
+    }
+
+    /// Takes out, oldest first, the positions every event before which is written.
+    pub fn passed(&mut self, written: u64, mut f: impl FnMut(T)) {
+        while let Some(&(seq, at, _)) = self.pending.front() {
+            if seq > written {
+                break;
+            }
+            f(at);
+            self.pending.pop_front();
+        }
+    }
+}
+
 /// How often a moving checkpoint is written.
 const SAVE_EVERY: Duration = Duration::from_millis(200);
 
@@ -42,8 +86,8 @@ pub struct Checkpoint {
     watched: PathBuf,
     input: usize,
     marks: Watermarks,
-    /// (sequence number reached, file, offset reached), oldest first.
-    pending: VecDeque<(u64, FileId, u64)>,
+    /// (file, offset) reached, by sequence number.
+    progress: Progress<(FileId, u64)>,
     /// What the state file holds.
     saved: Option<(FileId, u64)>,
     /// The furthest point known written, not saved yet.
@@ -79,7 +123,7 @@ impl Checkpoint {
             watched: watched.to_path_buf(),
             input,
             marks,
-            pending: VecDeque::new(),
+            progress: Progress::new(0),
             saved: None,
             best: None,
             last_save: Instant::now(),
@@ -106,26 +150,14 @@ impl Checkpoint {
     /// Events up to (not including) sequence number `seq` were read from `file` up to
     /// `offset`.
     pub fn note(&mut self, seq: u64, file: FileId, offset: u64) {
-        if let Some(last) = self.pending.back_mut()
-            && last.0 == seq
-        {
-            *last = (seq, file, offset);
-            return;
-        }
-        self.pending.push_back((seq, file, offset));
+        self.progress.note(seq, (file, offset), |_| false);
     }
 
     /// Saves the furthest point the outputs have passed, at most every 200 ms unless `force`.
     pub fn save(&mut self, force: bool) -> std::io::Result<()> {
         let written = self.marks[self.input].load(Ordering::Acquire);
-        while let Some(&(seq, file, offset)) = self.pending.front() {
-            if seq > written {
-                break;
-            }
-            self.best = Some((file, offset));
-            // Keep the last entry when it is reached: later lines of the same file may add to it.
-            self.pending.pop_front();
-        }
+        let best = &mut self.best;
+        self.progress.passed(written, |at| *best = Some(at));
         if self.best == self.saved || (!force && self.last_save.elapsed() < SAVE_EVERY) {
             return Ok(());
         }
@@ -167,4 +199,36 @@ pub fn find_by_id(path: &Path, id: FileId) -> Option<PathBuf> {
         .filter_map(Result::ok)
         .find(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file() && FileId::of(&m) == id))
         .map(|e| e.path())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Progress;
+
+    #[test]
+    fn a_steady_stream_of_one_partition_still_gets_positions_passed() {
+        let mut p = Progress::new(4);
+        // One message per event, all partition 0: entries merge at most 4 at a time.
+        for seq in 1..=20u64 {
+            p.note(seq, (0, seq as i64), |last| last.0 == 0);
+        }
+        let mut got = Vec::new();
+        p.passed(12, |at| got.push(at));
+        assert!(!got.is_empty(), "nothing passed the watermark");
+        assert!(got.iter().all(|&(_, o)| o <= 12), "{got:?}");
+        assert!(got.last().unwrap().1 >= 12 - 4, "{got:?}");
+    }
+
+    #[test]
+    fn positions_without_new_events_replace_the_last() {
+        let mut p = Progress::new(0);
+        p.note(5, 100u64, |_| false);
+        p.note(5, 200, |_| false);
+        p.note(6, 300, |_| false);
+        let mut got = Vec::new();
+        p.passed(5, |at| got.push(at));
+        assert_eq!(got, vec![200]);
+        p.passed(6, |at| got.push(at));
+        assert_eq!(got, vec![200, 300]);
+    }
 }

@@ -6,7 +6,7 @@
 //! messages are read in order, so the events of one flow (one partition, when producers key
 //! by flow) keep their order.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Router;
-use super::checkpoint::Watermarks;
+use super::checkpoint::{Progress, Watermarks};
 
 /// Where a Kafka input reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,25 +39,17 @@ const COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// How long a stopping input waits for its last events to be written before its last commit.
 const DRAIN_WAIT: Duration = Duration::from_secs(30);
 
-struct Commits {
-    /// (sequence number reached, partition, next offset), oldest first.
-    pending: VecDeque<(u64, i32, i64)>,
-    last: Instant,
-}
+/// Consecutive messages of one partition that share one progress entry (the commit lags by
+/// at most that many).
+const MERGE: u32 = 1024;
 
-impl Commits {
-    /// The offsets every event before which has been written: partition -> next offset.
-    fn safe(&mut self, written: u64) -> BTreeMap<i32, i64> {
-        let mut out = BTreeMap::new();
-        while let Some(&(seq, p, o)) = self.pending.front() {
-            if seq > written {
-                break;
-            }
-            out.insert(p, o);
-            self.pending.pop_front();
-        }
-        out
-    }
+/// The offsets every event before which has been written: partition -> next offset.
+fn safe(progress: &mut Progress<(i32, i64)>, written: u64) -> BTreeMap<i32, i64> {
+    let mut out = BTreeMap::new();
+    progress.passed(written, |(p, o)| {
+        out.insert(p, o);
+    });
+    out
 }
 
 fn commit(consumer: &BaseConsumer, topic: &str, offsets: &BTreeMap<i32, i64>, mode: CommitMode) -> Result<(), String> {
@@ -107,10 +99,8 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
         }
     }
     .map_err(|e| format!("kafka://{}/{}: {e}", spec.brokers, spec.topic))?;
-    let mut commits = Commits {
-        pending: VecDeque::new(),
-        last: Instant::now(),
-    };
+    let mut progress = Progress::new(MERGE);
+    let mut last_commit = Instant::now();
     let mut idle = false;
     let report = |router: &Router, what: &str, e: String| {
         router.report(what, 0, 0, 0, &format!("kafka://{}/{}: {e}", spec.brokers, spec.topic));
@@ -126,12 +116,8 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
                     line = l;
                 }
                 router.line(line, m.offset().max(0) as u64, m.partition().max(0) as u64);
-                let (seq, p, o) = (router.seq(), m.partition(), m.offset() + 1);
-                match commits.pending.back_mut() {
-                    // Coalesce: consecutive messages of one partition need one entry.
-                    Some(last) if last.1 == p => *last = (seq, p, o),
-                    _ => commits.pending.push_back((seq, p, o)),
-                }
+                let p = m.partition();
+                progress.note(router.seq(), (p, m.offset() + 1), |last| last.0 == p);
             }
             Some(Err(e)) => report(router, "kafka_error", e.to_string()),
             None => {
@@ -141,9 +127,9 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
                 }
             }
         }
-        if commits.last.elapsed() >= COMMIT_EVERY {
-            commits.last = Instant::now();
-            let safe = commits.safe(marks[input].load(Ordering::Acquire));
+        if last_commit.elapsed() >= COMMIT_EVERY {
+            last_commit = Instant::now();
+            let safe = safe(&mut progress, marks[input].load(Ordering::Acquire));
             if let Err(e) = commit(&consumer, &spec.topic, &safe, CommitMode::Async) {
                 report(router, "kafka_commit_error", e);
             }
@@ -156,7 +142,7 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
     while marks[input].load(Ordering::Acquire) < target && start.elapsed() < DRAIN_WAIT {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let safe = commits.safe(marks[input].load(Ordering::Acquire));
+    let safe = safe(&mut progress, marks[input].load(Ordering::Acquire));
     if let Err(e) = commit(&consumer, &spec.topic, &safe, CommitMode::Sync) {
         report(router, "kafka_commit_error", e);
     }

@@ -17,6 +17,13 @@ fn identity(m: &std::fs::Metadata) -> FileId {
     FileId::of(m)
 }
 
+/// Records where the events routed so far end, when the input keeps a checkpoint.
+fn note(ckpt: &mut Option<&mut Checkpoint>, router: &Router, id: FileId, offset: u64) {
+    if let Some(c) = ckpt.as_deref_mut() {
+        c.note(router.seq(), id, offset);
+    }
+}
+
 fn save(ckpt: &mut Option<&mut Checkpoint>, router: &Router, force: bool) {
     if let Some(c) = ckpt.as_deref_mut()
         && let Err(e) = c.save(force)
@@ -45,15 +52,11 @@ fn finish_rotated(
             break;
         }
         router.add_bytes(n);
-        if let Some(c) = ckpt.as_deref_mut() {
-            c.note(router.seq(), id, framer.consumed());
-        }
+        note(ckpt, router, id, framer.consumed());
     }
     framer.finish(router);
     router.flush();
-    if let Some(c) = ckpt.as_deref_mut() {
-        c.note(router.seq(), id, framer.consumed());
-    }
+    note(ckpt, router, id, framer.consumed());
 }
 
 /// Follows `path` until the engine stops. `from_start` is the `<` suffix; a saved checkpoint
@@ -124,16 +127,12 @@ pub fn follow(
             }
         }
     }
-    if let Some(c) = ckpt.as_deref_mut() {
-        c.note(router.seq(), id, framer.consumed());
-    }
+    note(&mut ckpt, router, id, framer.consumed());
     loop {
         match framer.fill(&mut file, router) {
             Ok(n) if n > 0 => {
                 router.add_bytes(n);
-                if let Some(c) = ckpt.as_deref_mut() {
-                    c.note(router.seq(), id, framer.consumed());
-                }
+                note(&mut ckpt, router, id, framer.consumed());
                 save(&mut ckpt, router, false);
                 continue;
             }
@@ -168,17 +167,13 @@ pub fn follow(
                 }
                 framer.finish(router);
                 router.flush();
-                if let Some(c) = ckpt.as_deref_mut() {
-                    c.note(router.seq(), id, framer.consumed());
-                }
+                note(&mut ckpt, router, id, framer.consumed());
                 match File::open(path) {
                     Ok(f) => {
                         file = f;
                         id = file.metadata().map(|m| identity(&m)).unwrap_or_default();
                         framer.reset(0);
-                        if let Some(c) = ckpt.as_deref_mut() {
-                            c.note(router.seq(), id, 0);
-                        }
+                        note(&mut ckpt, router, id, 0);
                     }
                     Err(_) => continue,
                 }
@@ -189,9 +184,7 @@ pub fn follow(
                     framer.finish(router);
                     if file.seek(SeekFrom::Start(0)).is_ok() {
                         framer.reset(0);
-                        if let Some(c) = ckpt.as_deref_mut() {
-                            c.note(router.seq(), id, 0);
-                        }
+                        note(&mut ckpt, router, id, 0);
                     }
                 }
             }
