@@ -157,6 +157,15 @@ fn config_with(brokers: &str, params: &str) -> String {
 /// Checks every event is there and, per flow, in one partition in increasing order (counting
 /// only first arrivals); returns the number of duplicates.
 fn check(got: &[(i32, Vec<u8>)], n: usize) -> usize {
+    let dups = check_order(got);
+    let seen: BTreeSet<u64> = got.iter().filter_map(|(_, p)| u64_member(p, "n")).collect();
+    assert_eq!(seen.len(), n, "events missing");
+    dups
+}
+
+/// Per flow, in the order read: one partition, increasing (first arrivals only); returns the
+/// number of duplicates.
+fn check_order(got: &[(i32, Vec<u8>)]) -> usize {
     let mut seen = BTreeSet::new();
     let mut last: BTreeMap<u64, u64> = BTreeMap::new();
     let mut part_of: BTreeMap<u64, i32> = BTreeMap::new();
@@ -174,7 +183,6 @@ fn check(got: &[(i32, Vec<u8>)], n: usize) -> usize {
         }
         last.insert(f, i);
     }
-    assert_eq!(seen.len(), n, "events missing");
     dups
 }
 
@@ -280,36 +288,37 @@ fn kafka_kill_9_and_restart_loses_nothing() {
     assert!(dups < n / 4, "{dups} duplicates");
 }
 
-/// Two engines in one consumer group split the partitions: every event arrives, each engine
-/// took part.
+/// Two engines share one topic, each with its half of the partitions (`partitions=`), commits
+/// in one group: every event arrives exactly once and each engine read its share. (With group
+/// membership instead, tansu's rebalancing was unreliable here: in 3 runs one engine got no
+/// partition once and the partitions stalled once, so the automatic split is not tested.)
 #[test]
-fn kafka_two_engines_share_a_group() {
+fn kafka_two_engines_split_the_partitions() {
     let broker = Broker::start();
     broker.create_topic("in", 4);
     broker.create_topic("out", 4);
+    broker.create_topic("out2", 4);
     let n = 100_000;
     broker.produce("in", &events(n, 1000));
-    // Each engine writes its own topic: tansu mixes up a partition two producers write to
-    // at the same time (a real broker does not).
-    broker.create_topic("out2", 4);
-    let cfg = format!("{}stats_interval = 1\n", config(&broker.brokers(), "g3"));
-    let envs = [env_with(&cfg), env_with(&cfg.replace("/out\"", "/out2\""))];
-    for e in &envs {
-        e.analyzer("a.lua", SLOW_PASS);
-    }
+    let b = broker.brokers();
+    // Each engine writes its own topic: tansu mixes up a partition two producers write to at
+    // the same time (a real broker does not).
+    let envs = [
+        env_with(&format!(
+            "{}stats_interval = 1\n",
+            config_with(&b, "group=g3&partitions=0,1")
+        )),
+        env_with(
+            &format!("{}stats_interval = 1\n", config_with(&b, "group=g3&partitions=2,3")).replace("/out\"", "/out2\""),
+        ),
+    ];
     let mut engines: Vec<_> = envs.iter().map(|e| e.spawn(&["--shards", "1"])).collect();
-    std::thread::sleep(Duration::from_secs(2));
     wait_until(
         Duration::from_secs(180),
         "every event written by the two engines",
         || envs.iter().map(|e| progress(e).1).sum::<u64>() >= n as u64,
         || format!("{:?}", envs.iter().map(progress).collect::<Vec<_>>()),
     );
-    // Partitions that moved during the join are read again by their new owner: let both
-    // finish.
-    for e in &envs {
-        wait_idle(e);
-    }
     for e in &engines {
         e.signal(libc::SIGINT);
     }
@@ -317,9 +326,13 @@ fn kafka_two_engines_share_a_group() {
     for e in engines.iter_mut() {
         read.push(e.wait(Duration::from_secs(60)).assert_success().summary().read);
     }
-    let mut got = broker.consume("out", |g| g.len() as u64 >= progress(&envs[0]).1);
-    got.extend(broker.consume("out2", |g| g.len() as u64 >= progress(&envs[1]).1));
-    let dups = check(&got, n);
-    eprintln!("kafka two engines: read {read:?}, {dups} duplicates (partitions moving during the join)");
-    assert!(read.iter().all(|&r| r > 0), "an engine got no partition: {read:?}");
+    let out1 = broker.consume("out", |g| g.len() as u64 >= read[0]);
+    let out2 = broker.consume("out2", |g| g.len() as u64 >= read[1]);
+    check_order(&out1);
+    check_order(&out2);
+    let got: Vec<_> = out1.into_iter().chain(out2).collect();
+    assert_eq!(check(&got, n), 0, "duplicates");
+    eprintln!("kafka two engines: read {read:?}");
+    assert!(read.iter().all(|&r| r > 0), "an engine read nothing: {read:?}");
+    assert_eq!(read.iter().sum::<u64>(), n as u64);
 }
