@@ -263,7 +263,7 @@ fn kafka_kill_9_and_restart_loses_nothing() {
             .len()
     };
     wait_until(
-        Duration::from_secs(120),
+        Duration::from_secs(300),
         "every event in out.json",
         || distinct() >= n,
         || format!("{} distinct events; engine {:?}", distinct(), progress(&env)),
