@@ -32,6 +32,13 @@ pub struct Options {
     /// Run directory (managed Redis socket); default `/var/run/dragonfly-mle`, else
     /// `<log dir>/run` when that cannot be created.
     pub run_dir: Option<PathBuf>,
+    /// HTTP endpoint address from the command line (`--http`), overriding config.lua;
+    /// `off` turns it off.
+    pub http: Option<String>,
+    /// Drop to this user once inputs, outputs and sockets are open (`-p`: nobody).
+    pub user: Option<String>,
+    /// Chroot to the root directory before dropping privileges (`-c`).
+    pub chroot: bool,
 }
 
 /// What a finished run did.
@@ -142,6 +149,108 @@ fn run_dir(opts: &Options, cfg: &Config) -> PathBuf {
     }
 }
 
+/// Once every input has opened its file, socket or consumer (or 30 s have passed), chroots
+/// (`-c`) and drops to the user (`-p`, `--user`).
+fn drop_privileges(
+    opts: &Options,
+    cfg: &Config,
+    state_dir: &std::path::Path,
+    inputs: usize,
+    opened: &std::sync::atomic::AtomicUsize,
+    diag: &crate::source::Diag,
+) -> anyhow::Result<()> {
+    if opts.user.is_none() && !opts.chroot {
+        return Ok(());
+    }
+    let t = Instant::now();
+    while opened.load(std::sync::atomic::Ordering::Acquire) < inputs && t.elapsed() < std::time::Duration::from_secs(30)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let user = opts
+        .user
+        .as_deref()
+        .map(crate::privilege::lookup)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--user: {e}"))?;
+    let root = opts.chroot.then_some(cfg.root.as_path());
+    if let Some(u) = user
+        && std::fs::create_dir_all(state_dir).is_ok()
+    {
+        crate::privilege::hand_over(state_dir, u).map_err(|e| anyhow::anyhow!("run directory: {e}"))?;
+    }
+    crate::privilege::drop_privileges(user, root).map_err(|e| anyhow::anyhow!("dropping privileges: {e}"))?;
+    let mut what = Vec::new();
+    if let Some(r) = root {
+        what.push(format!("chrooted to {}", r.display()));
+    }
+    if let (Some(name), Some(u)) = (&opts.user, user) {
+        what.push(format!("running as {name} (uid {}, gid {})", u.uid, u.gid));
+    }
+    let _ = diag.send(info_line("privileges", &[], &what.join(", ")));
+    Ok(())
+}
+
+/// An information record for `{log}`.
+fn info_line(kind: &str, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
+    use crate::lua::json::write_str;
+    let mut line = Vec::with_capacity(128);
+    line.extend_from_slice(b"{\"time\":");
+    write_str(&mut line, crate::metrics::utc_now().as_bytes());
+    line.extend_from_slice(b",\"level\":\"info\",\"kind\":");
+    write_str(&mut line, kind.as_bytes());
+    for (k, v) in fields {
+        line.push(b',');
+        write_str(&mut line, k.as_bytes());
+        line.push(b':');
+        write_str(&mut line, v.as_bytes());
+    }
+    line.extend_from_slice(b",\"message\":");
+    write_str(&mut line, message.as_bytes());
+    line.push(b'}');
+    line
+}
+
+/// Starts the HTTP endpoint. An address given on the command line or in config.lua that
+/// cannot be bound is a startup error; the default one is reported and skipped.
+fn start_http(
+    opts: &Options,
+    cfg: &Config,
+    stats: &Arc<Stats>,
+    diag: &crate::source::Diag,
+) -> anyhow::Result<Option<crate::metrics::http::HttpServer>> {
+    let (addr, explicit) = match &opts.http {
+        Some(a) => (
+            crate::config::parse_http_address(a).map_err(|e| anyhow::anyhow!("--http: {e}"))?,
+            true,
+        ),
+        None => (cfg.http_address.clone(), cfg.http_explicit),
+    };
+    let Some(addr) = addr else { return Ok(None) };
+    match crate::metrics::http::start(&addr, Arc::clone(stats), &cfg.root.join("www")) {
+        Ok(s) => {
+            let bound = s.addr.to_string();
+            let _ = diag.send(info_line(
+                "http_listening",
+                &[("address", &bound)],
+                &format!("HTTP endpoint on http://{bound}/ (/metrics, /stats, /health, /www/)"),
+            ));
+            Ok(Some(s))
+        }
+        Err(e) if explicit => bail!("http_address: cannot listen on {addr}: {e}"),
+        Err(e) => {
+            let line = info_line(
+                "http_unavailable",
+                &[("address", &addr)],
+                &format!("cannot listen on {addr}: {e}; running without the HTTP endpoint"),
+            );
+            crate::metrics::stderr_report(&line);
+            let _ = diag.send(line);
+            Ok(None)
+        }
+    }
+}
+
 /// Sends `MODULE LOAD` for every module of config.lua; failures are reported, not fatal.
 fn load_modules(cfg: &Config, diag: &crate::source::Diag) {
     use crate::lua::hiredis::{RedisTarget, RedisTimeouts, open};
@@ -177,6 +286,10 @@ fn load_modules(cfg: &Config, diag: &crate::source::Diag) {
 /// Runs the engine until its inputs end (all `file://`, no `--follow`) or a signal stops it.
 pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     let cfg = load(opts)?;
+    // A user that does not exist is a startup error, found before anything starts.
+    if let Some(u) = &opts.user {
+        crate::privilege::lookup(u).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
+    }
     crate::ml::set_native(cfg.ml_native);
     if cfg.redis_host == "managed" {
         crate::lua::managed::configure(&run_dir(opts, &cfg));
@@ -264,12 +377,9 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
     let analyzer_tags: Vec<String> = cfg.analyzers.iter().map(|a| a.tag.clone()).collect();
     let mut output_tags = vec!["log".to_string(), "stats".to_string()];
     output_tags.extend(cfg.outputs.iter().map(|o| o.tag.clone()));
-    let stats = Arc::new(Stats::new(
-        input_tags.clone(),
-        analyzer_tags.clone(),
-        output_tags.clone(),
-        shards,
-    ));
+    let mut stats = Stats::new(input_tags.clone(), analyzer_tags.clone(), output_tags.clone(), shards);
+    stats.histograms = cfg.latency_histograms;
+    let stats = Arc::new(stats);
 
     // Rings: reader r -> worker w (and back), worker w -> writer (and back).
     let mut reader_ios: Vec<ReaderIo> = (0..n_inputs)
@@ -315,6 +425,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         .name("dfm-writer".into())
         .spawn(move || writer.run())?;
     load_modules(&cfg, &diag_tx);
+    let _http = start_http(opts, &cfg, &stats, &diag_tx)?;
 
     let (filters, analyzers) = script_specs(&cfg);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -371,6 +482,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         );
     }
 
+    let open_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut readers = Vec::new();
     for (r, io) in reader_ios.into_iter().enumerate() {
         let input = cfg.inputs[r].clone();
@@ -382,6 +494,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
             diag_tx.clone(),
             Arc::clone(&stop),
         );
+        router.count_open_in(Arc::clone(&open_count));
         let cpu = cpu_for(r);
         let follow = opts.follow;
         let input_marks = Arc::clone(&marks);
@@ -428,12 +541,17 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                         InputUri::Kafka(spec) => crate::source::kafka::read_kafka(spec, r, &input_marks, &mut router)
                             .map_err(std::io::Error::other),
                     };
+                    router.opened();
                     if let Err(e) = r {
                         router.report("input_error", 0, 0, 0, &format!("{}: {e}", input.uri.path().display()));
                     }
                     ckpt
                 })?,
         );
+    }
+    let dropped = drop_privileges(opts, &cfg, &state_dir, n_inputs, &open_count, &diag_tx);
+    if dropped.is_err() {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     drop(diag_tx);
 
@@ -447,6 +565,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         let _ = w.join();
     }
     let _ = writer.join();
+    dropped?;
     // Everything read is written now: the final checkpoints.
     for mut c in ckpts {
         if let Err(e) = c.save(true) {

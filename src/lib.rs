@@ -7,7 +7,8 @@
 //! ([`lua`]); events reach Lua as lazy tables over their original bytes. The writer
 //! ([`sink`]) merges the workers' records back into input order and writes the outputs.
 //! [`config`] turns `config.lua` into a validated configuration; [`metrics`] keeps counters
-//! and the stats line; [`engine`] wires it all together.
+//! and the stats line, latency histograms and the HTTP endpoint; [`privilege`] drops root;
+//! [`engine`] wires it all together.
 
 pub mod bench;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod event;
 pub mod lua;
 pub mod metrics;
 pub mod ml;
+pub mod privilege;
 pub mod shard;
 pub mod sink;
 pub mod source;

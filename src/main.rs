@@ -27,12 +27,19 @@ struct Cli {
     /// Print the version and exit.
     #[arg(short = 'V')]
     version: bool,
-    /// Drop privileges (accepted; takes effect in a later release).
+    /// Drop privileges to user nobody once inputs, outputs and sockets are open.
     #[arg(short = 'p')]
     drop_privileges: bool,
-    /// Chroot (accepted; takes effect in a later release).
+    /// Drop privileges to this user (implies -p).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// Chroot to the root directory (before dropping privileges); see docs/operations.md.
     #[arg(short = 'c')]
     chroot: bool,
+    /// HTTP endpoint address (metrics, stats, health, www), or "off"; default from
+    /// config.lua's http_address, else 127.0.0.1:7070.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
     /// Number of worker shards (default: one per CPU left after the reader threads, at least 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     shards: Option<u32>,
@@ -139,8 +146,10 @@ fn main() -> ExitCode {
         follow: cli.follow,
         verbose: cli.verbose,
         run_dir: cli.run_dir,
+        http: cli.http,
+        user: cli.user.or_else(|| cli.drop_privileges.then(|| "nobody".to_string())),
+        chroot: cli.chroot,
     };
-    let _ = (cli.drop_privileges, cli.chroot);
     if cli.check_flag || cli.command.is_some() {
         return match engine::check(&opts) {
             Ok(msg) => {

@@ -75,6 +75,28 @@ pub struct Config {
     pub redis_connect_timeout: Duration,
     /// Redis read/write timeout (`redis_timeout_ms`; default 5000).
     pub redis_timeout: Duration,
+    /// Address of the HTTP endpoint (`http_address`; default 127.0.0.1:7070; `""` or `"off"`
+    /// turns it off).
+    pub http_address: Option<String>,
+    /// Whether `http_address` was set in config.lua (then failing to bind it is an error).
+    pub http_explicit: bool,
+    /// Whether latency histograms are recorded (`latency_histograms`; default true).
+    pub latency_histograms: bool,
+}
+
+/// The HTTP endpoint's address when config.lua names none (the original's web service).
+pub const DEFAULT_HTTP_ADDRESS: &str = "127.0.0.1:7070";
+
+/// Checks an HTTP endpoint address: `off`/empty (None) or `HOST:PORT`.
+pub fn parse_http_address(s: &str) -> Result<Option<String>, String> {
+    let s = s.trim();
+    if s.is_empty() || s == "off" {
+        return Ok(None);
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(Some(s.to_string())),
+        _ => Err(format!("expected HOST:PORT or \"off\", got {s:?}")),
+    }
 }
 
 /// Every problem found in a configuration, one per line.
@@ -153,6 +175,9 @@ impl Config {
             redis_connect_timeout: Duration::from_secs(2),
             redis_timeout: Duration::from_secs(5),
             ml_native: true,
+            http_address: Some(DEFAULT_HTTP_ADDRESS.to_string()),
+            http_explicit: false,
+            latency_histograms: true,
         };
         let mut v = Validator { errs: &mut errs };
         let host = v.opt_string(&g.get("redis_host").unwrap_or(Value::Nil), "redis_host");
@@ -209,6 +234,21 @@ impl Config {
             } else {
                 v.err("tail_poll_ms", format!("must be between 1 and 60000, got {s}"));
             }
+        }
+        if let Some(a) = v.opt_string(&g.get("http_address").unwrap_or(Value::Nil), "http_address") {
+            cfg.http_explicit = true;
+            match parse_http_address(&a) {
+                Ok(addr) => cfg.http_address = addr,
+                Err(e) => v.err("http_address", e),
+            }
+        }
+        match g.get::<Value>("latency_histograms").unwrap_or(Value::Nil) {
+            Value::Nil => {}
+            Value::Boolean(b) => cfg.latency_histograms = b,
+            other => v.err(
+                "latency_histograms",
+                format!("expected true or false, got {}", other.type_name()),
+            ),
         }
 
         if !matches!(g.get::<Value>("modules").unwrap_or(Value::Nil), Value::Nil) {

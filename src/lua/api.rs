@@ -96,6 +96,30 @@ unsafe extern "C-unwind" fn stats_event(l: *mut lua_State) -> c_int {
     }
 }
 
+unsafe extern "C-unwind" fn timer_event(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua.
+    unsafe {
+        check_args(l, "timer_event", 3);
+        let tag = tag_arg(l, "timer_event", 1);
+        // As the original's lua_tointeger: a non-number is 0; fractions are kept.
+        let secs = if ffi::lua_type(l, 2) == ffi::LUA_TNUMBER {
+            ffi::lua_tonumber(l, 2)
+        } else {
+            0.0
+        };
+        let c = ctx();
+        match c.analyzer_index(tag) {
+            Some(a) => {
+                if let Err(e) = c.set_timer(l, 3, a, secs) {
+                    raise(l, &format!("timer_event: {e}"));
+                }
+            }
+            None => c.unknown_tag("analyzer", tag),
+        }
+        0
+    }
+}
+
 unsafe extern "C-unwind" fn echo(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
     unsafe {
@@ -202,6 +226,7 @@ pub unsafe fn install(l: *mut lua_State) {
         set_fn(l, d, c"log_event", log_event);
         set_fn(l, d, c"stats_event", stats_event);
         set_fn(l, d, c"echo", echo);
+        set_fn(l, d, c"timer_event", timer_event);
         register(l, d, c"dragonfly");
 
         ffi::lua_createtable(l, 0, 16);

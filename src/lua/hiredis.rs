@@ -418,6 +418,7 @@ pub fn take_pipelined() -> Vec<(usize, PipedResult)> {
         }
         let target = describe_target(&st.conns[slot].target);
         let con = st.conns[slot].con.as_mut().expect("ensured above");
+        let t0 = super::worker::lat_start();
         if let Err(e) = con.send_packed_command(&piped) {
             let (code, msg) = (error_code(&e), format!("{target}: {}", describe(&e)));
             st.fail(slot);
@@ -434,6 +435,13 @@ pub fn take_pipelined() -> Vec<(usize, PipedResult)> {
                     break;
                 }
             }
+        }
+        // The batch's round trip, once per command in it.
+        if t0 != 0
+            && let Some(l) = ctx().lat.as_mut()
+        {
+            let ns = crate::metrics::latency::mono_ns() - t0;
+            crate::metrics::latency::record_n(&mut l.redis, ns, waiters.len() as u64);
         }
     }
     out
@@ -471,7 +479,9 @@ unsafe fn run(l: *mut lua_State, slot: usize, cmd: &redis::Cmd) -> c_int {
         if let Err(e) = st.ensure(slot) {
             return push_failure(l, &e, ERR_IO);
         }
+        let t0 = super::worker::lat_start();
         let r = st.conns[slot].con.as_mut().expect("ensured above").req_command(cmd);
+        record_redis(t0);
         match r {
             Ok(v) => {
                 push_reply(l, &v, 0);
@@ -487,6 +497,15 @@ unsafe fn run(l: *mut lua_State, slot: usize, cmd: &redis::Cmd) -> c_int {
                 push_failure(l, &msg, code)
             }
         }
+    }
+}
+
+/// Records a Redis round trip started at `t0` (0: histograms off).
+fn record_redis(t0: u64) {
+    if t0 != 0
+        && let Some(l) = ctx().lat.as_mut()
+    {
+        crate::metrics::latency::record(&mut l.redis, crate::metrics::latency::mono_ns() - t0);
     }
 }
 

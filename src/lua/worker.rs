@@ -362,6 +362,69 @@ pub struct WorkerCtx {
     reported: Vec<String>,
     /// Where the current script call comes from (for error reports).
     pub cur_script: (Role, u32),
+    /// Latency recording of this worker, when histograms are on.
+    pub lat: Option<Box<WorkerLatency>>,
+    /// Per analyzer: its pending timer (due time in `mono_ns`, registry reference of the
+    /// value in the analyzer's state).
+    pub timers: Vec<Option<(u64, c_int)>>,
+    pub timers_pending: u64,
+    pub timers_fired: u64,
+}
+
+/// A worker's own latency histograms, merged into the shared ones about once a second.
+pub struct WorkerLatency {
+    /// `loop()` time: one per filter, then one per analyzer.
+    pub scripts: Vec<hdrhistogram::Histogram<u64>>,
+    pub redis: hdrhistogram::Histogram<u64>,
+    pub last_merge: std::time::Instant,
+}
+
+impl WorkerLatency {
+    pub fn new(scripts: usize) -> Self {
+        use crate::metrics::latency::new_hist;
+        WorkerLatency {
+            scripts: (0..scripts).map(|_| new_hist()).collect(),
+            redis: new_hist(),
+            last_merge: std::time::Instant::now(),
+        }
+    }
+
+    /// Moves the recordings into the shared histograms.
+    pub fn merge_into(&mut self, stats: &crate::metrics::Stats) {
+        for (shared, local) in stats.script_latency.iter().zip(&mut self.scripts) {
+            shared.absorb(local);
+        }
+        stats.redis_latency.absorb(&mut self.redis);
+        self.last_merge = std::time::Instant::now();
+    }
+}
+
+/// Starts timing a script call (0 when histograms are off).
+#[inline]
+pub fn lat_start() -> u64 {
+    if ctx().lat.is_some() {
+        crate::metrics::latency::mono_ns()
+    } else {
+        0
+    }
+}
+
+/// Records the time of a script call started at `t0` (see [`lat_start`]).
+#[inline]
+pub fn lat_end(role: Role, i: u32, t0: u64) {
+    if t0 == 0 {
+        return;
+    }
+    let c = ctx();
+    let k = match role {
+        Role::Filter => i as usize,
+        Role::Analyzer => c.filters.len() + i as usize,
+    };
+    if let Some(l) = c.lat.as_mut()
+        && let Some(h) = l.scripts.get_mut(k)
+    {
+        crate::metrics::latency::record(h, crate::metrics::latency::mono_ns() - t0);
+    }
 }
 
 /// Queue entry meaning "the current event, unchanged" (not a registry reference).
@@ -436,6 +499,10 @@ impl WorkerCtx {
             next_id: 1.0,
             reported: Vec::new(),
             cur_script: (Role::Filter, 0),
+            lat: None,
+            timers: Vec::new(),
+            timers_pending: 0,
+            timers_fired: 0,
         });
         let p: *mut WorkerCtx = &mut *b;
         CTX.with(|c| c.set(p));
@@ -638,6 +705,59 @@ impl WorkerCtx {
         Self::process_window(input, line, std::slice::from_ref(&one));
     }
 
+    /// Arms analyzer `a`'s one-shot timer with a deep copy of the value at `idx` of `from`,
+    /// due `secs` from now; a pending one is replaced.
+    pub unsafe fn set_timer(&mut self, from: *mut lua_State, idx: c_int, a: u32, secs: f64) -> Result<(), String> {
+        let to = self.analyzers[a as usize].l;
+        // SAFETY: both states belong to this worker thread.
+        let r = unsafe {
+            let top = ffi::lua_gettop(to);
+            if let Err(e) = copy_value(from, super::ffi_util::abs_index(from, idx), to, 0) {
+                ffi::lua_settop(to, top);
+                return Err(e);
+            }
+            ffi::luaL_ref(to, ffi::LUA_REGISTRYINDEX)
+        };
+        let secs = if secs.is_finite() { secs.clamp(0.0, 1e9) } else { 0.0 };
+        let due = crate::metrics::latency::mono_ns() + (secs * 1e9) as u64;
+        if self.timers.len() < self.analyzers.len() {
+            self.timers.resize(self.analyzers.len(), None);
+        }
+        match self.timers[a as usize].replace((due, r)) {
+            // SAFETY: the old value's reference was made in the same state.
+            Some((_, old)) => unsafe { ffi::luaL_unref(to, ffi::LUA_REGISTRYINDEX, old) },
+            None => self.timers_pending += 1,
+        }
+        Ok(())
+    }
+
+    /// Delivers every due timer to its analyzer's `loop()`, outside any event (its records
+    /// are not held back for input order).
+    pub fn run_timers() {
+        let now = crate::metrics::latency::mono_ns();
+        for a in 0..ctx().timers.len() {
+            let c = ctx();
+            let Some((due, r)) = c.timers[a] else { continue };
+            if due > now {
+                continue;
+            }
+            c.timers[a] = None;
+            c.timers_pending -= 1;
+            c.timers_fired += 1;
+            c.cur_input = NO_INPUT;
+            c.cur_win = None;
+            c.pipelined = false;
+            let l = c.analyzers[a].l;
+            // SAFETY: the state belongs to this thread; `r` was made by `set_timer` in it.
+            unsafe {
+                ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
+                ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
+                call_loop(Role::Analyzer, a as u32);
+            }
+            Self::run_setup_calls();
+        }
+    }
+
     /// Runs the analyzer calls that `setup()` functions queued with `analyze_event`, outside
     /// any event.
     pub fn run_setup_calls() {
@@ -673,7 +793,10 @@ unsafe fn call_loop(role: Role, i: u32) {
     unsafe {
         ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"loop".as_ptr());
         ffi::lua_insert(l, -2);
-        if ffi::lua_pcall(l, 1, 0, 0) != 0 {
+        let t0 = lat_start();
+        let status = ffi::lua_pcall(l, 1, 0, 0);
+        lat_end(role, i, t0);
+        if status != 0 {
             let msg = pcall_msg(l);
             let c = ctx();
             let s = match role {
@@ -844,6 +967,8 @@ struct WinEvent {
     recs: Vec<OutRec>,
     /// The analyzer and the registry reference of the suspended coroutine.
     co: Option<(u32, c_int)>,
+    /// When the suspended coroutine's `loop()` started (`lat_start`).
+    co_t0: u64,
     hops: u32,
 }
 
@@ -1024,9 +1149,13 @@ fn run_calls(input: u32, i: usize, batch: &[u8]) {
             c.analyzers[a as usize].calls += 1;
             c.cur_script = (Role::Analyzer, a);
             c.pipelined = c.analyzers[a as usize].pipeline > 1;
-            if !finish_resume(a, co, co_ref, ffi::lua_resume_(co, 1), i) {
+            let t0 = lat_start();
+            ctx().window[i].co_t0 = t0;
+            let status = ffi::lua_resume_(co, 1);
+            if !finish_resume(a, co, co_ref, status, i) {
                 return;
             }
+            lat_end(Role::Analyzer, a, t0);
         }
     }
 }
@@ -1046,7 +1175,9 @@ fn resume(input: u32, i: usize, nres: c_int, batch: &[u8]) {
         ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, co_ref);
         let co = ffi::lua_tothread(l, -1);
         ffi::lua_pop(l, 1);
-        if finish_resume(a, co, co_ref, ffi::lua_resume_(co, nres), i) {
+        let status = ffi::lua_resume_(co, nres);
+        if finish_resume(a, co, co_ref, status, i) {
+            lat_end(Role::Analyzer, a, ctx().window[i].co_t0);
             run_calls(input, i, batch);
         }
     }

@@ -1,6 +1,11 @@
 //! Counters shared between threads, the periodic stats line and the exit summary. Hot-path
 //! counters are plain integers owned by their thread and published with relaxed atomic
-//! stores once per batch.
+//! stores once per batch. Latency histograms are in [`latency`], the Prometheus text and the
+//! HTTP endpoint in [`prometheus`] and [`http`].
+
+pub mod http;
+pub mod latency;
+pub mod prometheus;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -36,6 +41,14 @@ pub struct WorkerStats {
     /// Native Redis-ML calls (command path and direct API) and their error replies.
     pub ml_calls: AtomicU64,
     pub ml_errors: AtomicU64,
+    /// Batches waiting in this worker's input rings (all inputs), at its last publication.
+    pub ring_batches: AtomicU64,
+    /// Pending timers (`dragonfly.timer_event`) and timers fired.
+    pub timers_pending: AtomicU64,
+    pub timers_fired: AtomicU64,
+    /// Script reloads (SIGHUP) that took effect, and scripts that failed to reload.
+    pub reloads: AtomicU64,
+    pub reload_errors: AtomicU64,
 }
 
 fn zeros(n: usize) -> Vec<AtomicU64> {
@@ -57,6 +70,11 @@ impl WorkerStats {
             redis_error_replies: AtomicU64::new(0),
             ml_calls: AtomicU64::new(0),
             ml_errors: AtomicU64::new(0),
+            ring_batches: AtomicU64::new(0),
+            timers_pending: AtomicU64::new(0),
+            timers_fired: AtomicU64::new(0),
+            reloads: AtomicU64::new(0),
+            reload_errors: AtomicU64::new(0),
         }
     }
 }
@@ -78,6 +96,17 @@ pub struct Stats {
     pub inputs: Vec<InputStats>,
     pub workers: Vec<WorkerStats>,
     pub outputs: Vec<OutputStats>,
+    /// Whether latency histograms are recorded (`latency_histograms` in config.lua).
+    pub histograms: bool,
+    /// Time in `loop()`: one per input's filter, then one per analyzer.
+    pub script_latency: Vec<latency::Shared>,
+    /// End to end (read -> handed to the output), per output (`log`, `stats`, then yours).
+    pub output_latency: Vec<latency::Shared>,
+    /// Redis round trips of `hiredis` (a pipelined batch counts once per command).
+    pub redis_latency: latency::Shared,
+    /// Capacity of each input ring, in batches.
+    pub ring_capacity: u64,
+    pub started: std::time::Instant,
 }
 
 fn sum(v: impl Iterator<Item = u64>) -> u64 {
@@ -92,6 +121,14 @@ impl Stats {
                 .map(|_| WorkerStats::new(input_tags.len(), analyzer_tags.len()))
                 .collect(),
             outputs: output_tags.iter().map(|_| OutputStats::default()).collect(),
+            histograms: true,
+            script_latency: (0..input_tags.len() + analyzer_tags.len())
+                .map(|_| latency::Shared::default())
+                .collect(),
+            output_latency: output_tags.iter().map(|_| latency::Shared::default()).collect(),
+            redis_latency: latency::Shared::default(),
+            ring_capacity: crate::shard::RING_BATCHES as u64,
+            started: std::time::Instant::now(),
             input_tags,
             analyzer_tags,
             output_tags,
@@ -223,8 +260,59 @@ impl Stats {
         num(&mut o, sum(self.workers.iter().map(|w| w.ml_calls.load(Relaxed))));
         o.extend_from_slice(b",\"errors\":");
         num(&mut o, sum(self.workers.iter().map(|w| w.ml_errors.load(Relaxed))));
-        o.extend_from_slice(b"}}");
+        o.extend_from_slice(b"},\"timers\":{\"pending\":");
+        num(&mut o, sum(self.workers.iter().map(|w| w.timers_pending.load(Relaxed))));
+        o.extend_from_slice(b",\"fired\":");
+        num(&mut o, sum(self.workers.iter().map(|w| w.timers_fired.load(Relaxed))));
+        o.extend_from_slice(b"},\"reload\":{\"done\":");
+        num(&mut o, sum(self.workers.iter().map(|w| w.reloads.load(Relaxed))));
+        o.extend_from_slice(b",\"errors\":");
+        num(&mut o, sum(self.workers.iter().map(|w| w.reload_errors.load(Relaxed))));
+        o.push(b'}');
+        if self.histograms {
+            o.extend_from_slice(b",\"latency_us\":{");
+            let mut first = true;
+            for (name, h) in self.latency_series() {
+                if !first {
+                    o.push(b',');
+                }
+                first = false;
+                write_str(&mut o, name.as_bytes());
+                o.extend_from_slice(b":{\"count\":");
+                num(&mut o, h.len());
+                for (q, label) in latency::QUANTILES {
+                    o.extend_from_slice(b",\"");
+                    o.extend_from_slice(label.as_bytes());
+                    o.extend_from_slice(b"\":");
+                    let us = h.value_at_quantile(q) as f64 / 1000.0;
+                    o.extend_from_slice(ryu::Buffer::new().format((us * 10.0).round() / 10.0).as_bytes());
+                }
+                o.push(b'}');
+            }
+            o.push(b'}');
+        }
+        o.push(b'}');
         o
+    }
+
+    /// Every latency histogram with its name in the stats line: `filter:<input>`,
+    /// `analyzer:<tag>`, `output:<tag>` (end to end), `redis`.
+    pub fn latency_series(&self) -> Vec<(String, hdrhistogram::Histogram<u64>)> {
+        let mut v = Vec::new();
+        for (i, t) in self.input_tags.iter().enumerate() {
+            v.push((format!("filter:{t}"), self.script_latency[i].snapshot()));
+        }
+        for (i, t) in self.analyzer_tags.iter().enumerate() {
+            v.push((
+                format!("analyzer:{t}"),
+                self.script_latency[self.input_tags.len() + i].snapshot(),
+            ));
+        }
+        for (i, t) in self.output_tags.iter().enumerate().skip(2) {
+            v.push((format!("output:{t}"), self.output_latency[i].snapshot()));
+        }
+        v.push(("redis".to_string(), self.redis_latency.snapshot()));
+        v
     }
 }
 

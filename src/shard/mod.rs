@@ -21,12 +21,15 @@ pub const RING_BATCHES: usize = 32;
 pub struct InBatch {
     pub data: Vec<u8>,
     pub events: Vec<EventMeta>,
+    /// When its first event was read (`metrics::latency::mono_ns`).
+    pub read_ns: u64,
 }
 
 impl InBatch {
     pub fn clear(&mut self) {
         self.data.clear();
         self.events.clear();
+        self.read_ns = 0;
     }
 }
 
@@ -55,12 +58,16 @@ pub struct OutBatch {
     pub input: u32,
     pub data: Vec<u8>,
     pub recs: Vec<OutRec>,
+    /// Read time of the oldest event whose records are in it (0: none), for the end-to-end
+    /// latency.
+    pub read_ns: u64,
 }
 
 impl OutBatch {
     pub fn clear(&mut self) {
         self.data.clear();
         self.recs.clear();
+        self.read_ns = 0;
     }
 }
 

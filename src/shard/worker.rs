@@ -51,6 +51,7 @@ fn send(io: &mut WorkerIo, slot: usize) {
             data: Vec::with_capacity(OUT_BATCH_BYTES + 4096),
             recs: Vec::with_capacity(OUT_BATCH_RECS),
             input: 0,
+            read_ns: 0,
         },
     };
     let input = c.outs[slot].input;
@@ -77,9 +78,18 @@ fn send_all(io: &mut WorkerIo) {
     }
 }
 
-fn publish(stats: &Stats, index: usize) {
+fn publish(stats: &Stats, index: usize, io: &WorkerIo) {
     let c = ctx();
     let w = &stats.workers[index];
+    let waiting: usize = io.inputs.iter().map(|(rx, _)| rx.slots()).sum();
+    w.ring_batches.store(waiting as u64, Relaxed);
+    w.timers_pending.store(c.timers_pending, Relaxed);
+    w.timers_fired.store(c.timers_fired, Relaxed);
+    if let Some(l) = c.lat.as_mut()
+        && l.last_merge.elapsed() >= crate::metrics::latency::MERGE_EVERY
+    {
+        l.merge_into(stats);
+    }
     w.events.store(c.counters.events, Relaxed);
     w.unknown_tags.store(c.counters.unknown_tags, Relaxed);
     w.encode_errors.store(c.counters.encode_errors, Relaxed);
@@ -114,6 +124,11 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
     let ctx_ref = ctx();
     ctx_ref.redis.target = spec.redis.clone();
     ctx_ref.redis.timeouts = spec.redis_timeouts;
+    if stats.histograms {
+        ctx_ref.lat = Some(Box::new(crate::lua::worker::WorkerLatency::new(
+            spec.filters.len() + spec.analyzers.len(),
+        )));
+    }
     let r = open_all(ctx_ref, &spec.filters, &spec.analyzers, true);
     let ok = r.is_ok();
     let _ = ready.send(r);
@@ -132,6 +147,10 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
         for input in 0..io.inputs.len() {
             while let Ok(batch) = io.inputs[input].0.pop() {
                 got = true;
+                let o = &mut ctx().outs[input];
+                if o.read_ns == 0 || batch.read_ns < o.read_ns {
+                    o.read_ns = batch.read_ns;
+                }
                 for evs in batch.events.chunks(window) {
                     WorkerCtx::process_window(input as u32, &batch.data, evs);
                 }
@@ -146,8 +165,13 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
                 if !c.outs[last].recs.is_empty() {
                     send(&mut io, last);
                 }
-                publish(&stats, spec.index);
+                publish(&stats, spec.index, &io);
             }
+        }
+        if ctx().timers_pending > 0 {
+            WorkerCtx::run_timers();
+            let last = ctx().outs.len() - 1;
+            send(&mut io, last);
         }
         if got {
             backoff.reset();
@@ -155,13 +179,16 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
         }
         // Idle: hand out what is pending so that low rates still see their results promptly.
         send_all(&mut io);
-        publish(&stats, spec.index);
+        publish(&stats, spec.index, &io);
         if io.inputs.iter().all(|(rx, _)| rx.is_abandoned() && rx.is_empty()) {
             break;
         }
         backoff.wait();
     }
     send_all(&mut io);
-    publish(&stats, spec.index);
+    publish(&stats, spec.index, &io);
+    if let Some(l) = ctx().lat.as_mut() {
+        l.merge_into(&stats);
+    }
     boxed.uninstall();
 }

@@ -43,10 +43,11 @@ impl FileSink {
     /// Renames the file to `<path>.<YYYYMMDD.HHMMSS>` (UTC) and reopens `path`.
     pub fn rotate(&mut self) -> io::Result<PathBuf> {
         self.flush()?;
-        let target = rotated_name(&self.path);
+        let path = crate::privilege::host_path(&self.path).into_owned();
+        let target = rotated_name(&path);
         self.out = None;
-        std::fs::rename(&self.path, &target)?;
-        self.out = Some(BufWriter::with_capacity(256 * 1024, open_file(&self.path, false)?));
+        std::fs::rename(&path, &target)?;
+        self.out = Some(BufWriter::with_capacity(256 * 1024, open_file(&path, false)?));
         Ok(target)
     }
 }

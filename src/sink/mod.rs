@@ -163,6 +163,10 @@ pub struct Writer {
     /// Watermarks waiting for Kafka acknowledgements: (next_seq per input, messages sent per
     /// sink) at a flush; published once every sink has delivered that many.
     acks: VecDeque<(Vec<u64>, Vec<u64>)>,
+    /// End-to-end latency per output, merged into the shared histograms once a second
+    /// (None when histograms are off).
+    lat: Option<Vec<hdrhistogram::Histogram<u64>>>,
+    last_merge: Instant,
 }
 
 impl Writer {
@@ -188,13 +192,40 @@ impl Writer {
             links,
             pending,
             next_seq: vec![0; inputs],
-            stats,
             diag,
             rotate,
             stats_interval,
+            lat: stats.histograms.then(|| {
+                stats
+                    .output_latency
+                    .iter()
+                    .map(|_| crate::metrics::latency::new_hist())
+                    .collect()
+            }),
+            last_merge: Instant::now(),
             marks,
             acks: VecDeque::new(),
+            stats,
         }
+    }
+
+    /// Records that a record of `output` read at `read_ns` was handed to its sink.
+    #[inline]
+    fn record_latency(lat: &mut Option<Vec<hdrhistogram::Histogram<u64>>>, output: u32, read_ns: u64, now: u64) {
+        if read_ns != 0
+            && let Some(h) = lat.as_mut().and_then(|v| v.get_mut(output as usize))
+        {
+            crate::metrics::latency::record(h, now.saturating_sub(read_ns));
+        }
+    }
+
+    fn merge_latency(&mut self) {
+        if let Some(v) = self.lat.as_mut() {
+            for (shared, local) in self.stats.output_latency.iter().zip(v) {
+                shared.absorb(local);
+            }
+        }
+        self.last_merge = Instant::now();
     }
 
     fn write(&mut self, output: u32, bytes: &[u8]) {
@@ -205,6 +236,11 @@ impl Writer {
     /// anything arrived.
     fn receive(&mut self) -> bool {
         let mut got = false;
+        let now = if self.lat.is_some() {
+            crate::metrics::latency::mono_ns()
+        } else {
+            0
+        };
         for w in 0..self.links.len() {
             while let Ok(batch) = self.links[w].from.pop() {
                 got = true;
@@ -217,6 +253,7 @@ impl Writer {
                     } else {
                         let bytes = &batch.data[r.start as usize..r.end as usize];
                         write_to(&mut self.sinks, &self.stats, r.output, bytes);
+                        Self::record_latency(&mut self.lat, r.output, batch.read_ns, now);
                     }
                 }
                 if has_ordered {
@@ -236,6 +273,11 @@ impl Writer {
 
     /// Writes every ordered record whose turn has come.
     fn emit_ordered(&mut self) {
+        let now = if self.lat.is_some() {
+            crate::metrics::latency::mono_ns()
+        } else {
+            0
+        };
         for input in 0..self.next_seq.len() {
             loop {
                 let want = self.next_seq[input];
@@ -273,6 +315,7 @@ impl Writer {
                         let p = self.pending[w][input].front().expect("front checked above");
                         let bytes = &p.batch.data[r.start as usize..r.end as usize];
                         write_to(&mut self.sinks, &self.stats, r.output, bytes);
+                        Self::record_latency(&mut self.lat, r.output, p.batch.read_ns, now);
                     }
                 }
             }
@@ -334,6 +377,7 @@ impl Writer {
     }
 
     fn write_stats(&mut self) {
+        self.merge_latency();
         let mut line = self.stats.line();
         line.push(b'\n');
         self.write(STATS_OUTPUT, &line);
@@ -365,6 +409,9 @@ impl Writer {
             if last_stats.elapsed() >= self.stats_interval {
                 self.write_stats();
                 last_stats = Instant::now();
+            }
+            if self.lat.is_some() && self.last_merge.elapsed() >= crate::metrics::latency::MERGE_EVERY {
+                self.merge_latency();
             }
             if last_flush.elapsed() >= FLUSH_INTERVAL {
                 self.flush();

@@ -83,6 +83,8 @@ const SAVE_EVERY: Duration = Duration::from_millis(200);
 /// The checkpoint of one tailed file.
 pub struct Checkpoint {
     pub state_path: PathBuf,
+    /// The last save failure reported (reports are not repeated).
+    pub last_error: Option<String>,
     watched: PathBuf,
     input: usize,
     marks: Watermarks,
@@ -127,12 +129,13 @@ impl Checkpoint {
             saved: None,
             best: None,
             last_save: Instant::now(),
+            last_error: None,
         }
     }
 
     /// The saved (file, offset), if the state file exists and is about this path.
     pub fn load(&mut self) -> Option<(FileId, u64)> {
-        let mut text = std::fs::read(&self.state_path).ok()?;
+        let mut text = std::fs::read(crate::privilege::host_path(&self.state_path)).ok()?;
         let v = simd_json::to_owned_value(&mut text).ok()?;
         use simd_json::prelude::*;
         if v.get_str("path")? != self.watched.to_string_lossy() {
@@ -175,14 +178,15 @@ impl Checkpoint {
             )
             .as_bytes(),
         );
-        if let Some(dir) = self.state_path.parent() {
+        let state_path = crate::privilege::host_path(&self.state_path);
+        if let Some(dir) = state_path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = self.state_path.with_extension("json.tmp");
+        let tmp = state_path.with_extension("json.tmp");
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&body)?;
         f.sync_data()?;
-        std::fs::rename(&tmp, &self.state_path)?;
+        std::fs::rename(&tmp, &state_path)?;
         self.saved = Some((file, offset));
         Ok(())
     }

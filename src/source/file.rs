@@ -36,6 +36,7 @@ pub fn is_gzip(path: &Path) -> std::io::Result<bool> {
 /// is gzip. Returns an error only when the file cannot be opened or read.
 pub fn read_file(path: &Path, gzip: bool, max_line: usize, router: &mut Router) -> std::io::Result<()> {
     let f = File::open(path)?;
+    router.opened();
     if gzip || is_gzip(path)? {
         // Concatenated members (appended gzip output) are one stream.
         let d = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(256 * 1024, f));

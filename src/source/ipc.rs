@@ -57,6 +57,7 @@ const SLOT: usize = 256 * 1024;
 pub fn read_datagrams(path: &Path, router: &mut Router) -> io::Result<()> {
     unlink_socket(path)?;
     let sock = UnixDatagram::bind(path)?;
+    router.opened();
     set_rcvbuf(sock.as_raw_fd());
     sock.set_read_timeout(Some(IDLE))?;
     let fd = sock.as_raw_fd();
@@ -139,6 +140,7 @@ struct Producer {
 pub fn read_streams(path: &Path, max_line: usize, router: &mut Router) -> io::Result<()> {
     unlink_socket(path)?;
     let listener = UnixListener::bind(path)?;
+    router.opened();
     listener.set_nonblocking(true)?;
     let mut conns: Vec<Producer> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();

@@ -99,6 +99,7 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
         }
     }
     .map_err(|e| format!("kafka://{}/{}: {e}", spec.brokers, spec.topic))?;
+    router.opened();
     let mut progress = Progress::new(MERGE);
     let mut last_commit = Instant::now();
     let mut idle = false;

@@ -41,6 +41,9 @@ pub struct Router {
     diag: Diag,
     pub stop: Arc<AtomicBool>,
     counted: u64,
+    /// Counts the inputs that have opened their file or socket (privileges are dropped once
+    /// all have); `None` once this one has counted itself.
+    open_count: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl Router {
@@ -65,6 +68,20 @@ impl Router {
             diag,
             stop,
             counted: 0,
+            open_count: None,
+        }
+    }
+
+    /// Counts this input in `count` once it has opened its file, socket or consumer.
+    pub fn count_open_in(&mut self, count: Arc<std::sync::atomic::AtomicUsize>) {
+        self.open_count = Some(count);
+    }
+
+    /// The input's file, socket or consumer is open (or its first attempt failed): it needs
+    /// no privilege from now on.
+    pub fn opened(&mut self) {
+        if let Some(c) = self.open_count.take() {
+            c.fetch_add(1, std::sync::atomic::Ordering::Release);
         }
     }
 
@@ -108,6 +125,9 @@ impl Router {
                     }
                 };
                 let b = &mut self.batches[shard];
+                if b.events.is_empty() {
+                    b.read_ns = crate::metrics::latency::mono_ns();
+                }
                 let start = b.data.len() as u32;
                 b.data.extend_from_slice(line);
                 b.events.push(EventMeta {
@@ -155,6 +175,7 @@ impl Router {
             Err(_) => InBatch {
                 data: Vec::with_capacity(BATCH_BYTES + 4096),
                 events: Vec::with_capacity(BATCH_EVENTS),
+                read_ns: 0,
             },
         };
         let mut batch = std::mem::replace(&mut self.batches[shard], fresh);

@@ -25,10 +25,18 @@ fn note(ckpt: &mut Option<&mut Checkpoint>, router: &Router, id: FileId, offset:
 }
 
 fn save(ckpt: &mut Option<&mut Checkpoint>, router: &Router, force: bool) {
-    if let Some(c) = ckpt.as_deref_mut()
-        && let Err(e) = c.save(force)
-    {
-        router.report("checkpoint_error", 0, 0, 0, &format!("{}: {e}", c.state_path.display()));
+    if let Some(c) = ckpt.as_deref_mut() {
+        match c.save(force) {
+            Ok(()) => c.last_error = None,
+            Err(e) => {
+                // Reported once per distinct failure, not at every attempt.
+                let msg = format!("{}: {e}", c.state_path.display());
+                if c.last_error.as_deref() != Some(msg.as_str()) {
+                    router.report("checkpoint_error", 0, 0, 0, &msg);
+                    c.last_error = Some(msg);
+                }
+            }
+        }
     }
 }
 
@@ -77,7 +85,9 @@ pub fn follow(
         if router.stopping() {
             return;
         }
-        match File::open(path) {
+        let r = File::open(path);
+        router.opened();
+        match r {
             Ok(f) => break f,
             Err(e) => {
                 if !reported_missing {
@@ -168,7 +178,7 @@ pub fn follow(
                 framer.finish(router);
                 router.flush();
                 note(&mut ckpt, router, id, framer.consumed());
-                match File::open(path) {
+                match File::open(crate::privilege::host_path(path)) {
                     Ok(f) => {
                         file = f;
                         id = file.metadata().map(|m| identity(&m)).unwrap_or_default();

@@ -1,0 +1,168 @@
+//! The HTTP endpoint (replaces the original's web service on 127.0.0.1:7070): `/metrics`
+//! (Prometheus text), `/stats` (the stats line as JSON), `/health`, and `/www/<name>` (the
+//! analyzer descriptions under `<root>/www`, no path can leave that directory). GET and HEAD
+//! only, one request per connection, served by one thread.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::Stats;
+
+/// The running endpoint; stops when dropped.
+pub struct HttpServer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds `addr` and serves until the returned server is dropped. `www` is the directory of
+/// the `/www/` files (opened now, so it keeps working after a chroot).
+pub fn start(addr: &str, stats: Arc<Stats>, www: &std::path::Path) -> std::io::Result<HttpServer> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let www = std::fs::File::open(www)
+        .ok()
+        .filter(|f| f.metadata().is_ok_and(|m| m.is_dir()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let thread = std::thread::Builder::new().name("dfm-http".into()).spawn(move || {
+        while !flag.load(Relaxed) {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    let _ = serve(s, &stats, www.as_ref());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    })?;
+    Ok(HttpServer {
+        addr: local,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Reads the request head (at most 8 KiB); returns the method and the path.
+fn read_request(s: &mut TcpStream) -> std::io::Result<Option<(String, String)>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
+        if buf.len() > 8192 {
+            return Ok(None);
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let first = head.lines().next().unwrap_or("");
+    let mut parts = first.split_ascii_whitespace();
+    match (parts.next(), parts.next()) {
+        (Some(m), Some(p)) => Ok(Some((m.to_string(), p.to_string()))),
+        _ => Ok(None),
+    }
+}
+
+fn respond(s: &mut TcpStream, head_only: bool, status: &str, ctype: &str, body: &[u8]) -> std::io::Result<()> {
+    let h = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
+        body.len()
+    );
+    s.write_all(h.as_bytes())?;
+    if !head_only {
+        s.write_all(body)?;
+    }
+    s.flush()
+}
+
+const NOT_FOUND: &[u8] = b"<html><head><title>File not found</title></head><body>File not found</body></html>";
+
+fn serve(mut s: TcpStream, stats: &Stats, www: Option<&std::fs::File>) -> std::io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let Some((method, target)) = read_request(&mut s)? else {
+        return respond(&mut s, false, "400 Bad Request", "text/plain", b"bad request\n");
+    };
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return respond(&mut s, false, "405 Method Not Allowed", "text/plain", b"GET only\n");
+    }
+    let path = target.split('?').next().unwrap_or("");
+    match path {
+        "/metrics" => respond(
+            &mut s,
+            head_only,
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            super::prometheus::render(stats).as_bytes(),
+        ),
+        "/stats" => respond(&mut s, head_only, "200 OK", "application/json", &stats.line()),
+        "/health" => {
+            let body = format!(
+                "{{\"status\":\"ok\",\"uptime_s\":{:.3},\"events\":{}}}",
+                stats.started.elapsed().as_secs_f64(),
+                stats.processed()
+            );
+            respond(&mut s, head_only, "200 OK", "application/json", body.as_bytes())
+        }
+        _ => match path.strip_prefix("/www/").and_then(|name| read_www(www?, name)) {
+            Some(body) => respond(&mut s, head_only, "200 OK", "application/json", &body),
+            None => respond(&mut s, head_only, "404 Not Found", "text/html", NOT_FOUND),
+        },
+    }
+}
+
+/// A file directly inside the www directory: the name is one plain component (letters,
+/// digits, `.`, `_`, `-`, not starting with a dot), and a symbolic link is not followed.
+fn read_www(dir: &std::fs::File, name: &str) -> Option<Vec<u8>> {
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !plain {
+        return None;
+    }
+    let cname = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `dir` is an open directory and `cname` a NUL-terminated name; the returned
+    // descriptor is owned by the File made from it below.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            cname.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut body = Vec::new();
+    f.read_to_end(&mut body).ok()?;
+    Some(body)
+}

@@ -1,0 +1,121 @@
+//! Least privilege: once every input, output and socket is open, the whole process (every
+//! thread: glibc's `setuid` applies to all of them) optionally chroots to the root directory
+//! and drops to an unprivileged user.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The directory the process chrooted to, if it did.
+static CHROOT: OnceLock<PathBuf> = OnceLock::new();
+
+/// Where a path configured before the chroot is now: paths under the new root lose that
+/// prefix; others are unchanged (and are unreachable: see docs/operations.md).
+pub fn host_path(p: &Path) -> std::borrow::Cow<'_, Path> {
+    match CHROOT.get().and_then(|root| p.strip_prefix(root).ok()) {
+        Some(rest) => std::borrow::Cow::Owned(Path::new("/").join(rest)),
+        None => std::borrow::Cow::Borrowed(p),
+    }
+}
+
+/// A user's ids, looked up before any chroot (the password database lives outside it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserIds {
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+}
+
+/// Looks a user up by name (or numeric id).
+pub fn lookup(name: &str) -> Result<UserIds, String> {
+    let cname = CString::new(name).map_err(|_| format!("user {name:?}: not a valid name"))?;
+    let mut pw: libc::passwd = unsafe_zeroed_passwd();
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut res: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call: `pw` and `buf` outlive it, `res` receives a
+    // pointer to `pw` or null.
+    let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
+    if rc == 0 && !res.is_null() {
+        return Ok(UserIds {
+            uid: pw.pw_uid,
+            gid: pw.pw_gid,
+        });
+    }
+    if let Ok(uid) = name.parse::<libc::uid_t>() {
+        return Ok(UserIds { uid, gid: uid });
+    }
+    Err(format!("user {name:?}: no such user"))
+}
+
+fn unsafe_zeroed_passwd() -> libc::passwd {
+    // SAFETY: `passwd` is a plain C struct of integers and pointers, for which all-zero bytes
+    // are a valid value (null pointers); getpwnam_r fills it.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Gives the engine's own run directory to `user`, with what is in it (checkpoints, the
+/// managed Redis directory and socket), so that checkpoints can still be saved and Redis
+/// reached after the drop.
+pub fn hand_over(dir: &Path, user: UserIds) -> Result<(), String> {
+    fn walk(p: &Path, user: UserIds, depth: u32) -> Result<(), String> {
+        std::os::unix::fs::lchown(p, Some(user.uid), Some(user.gid))
+            .map_err(|e| format!("chown {}: {e}", p.display()))?;
+        if depth < 2
+            && std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+            && let Ok(rd) = std::fs::read_dir(p)
+        {
+            for e in rd.flatten() {
+                walk(&e.path(), user, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+    walk(dir, user, 0)
+}
+
+fn os_err(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+/// Chroots to `root` (when given), then drops to `user` (when given): supplementary groups
+/// cleared, then the group, then the user. Checks that the user cannot be regained.
+pub fn drop_privileges(user: Option<UserIds>, root: Option<&Path>) -> Result<(), String> {
+    if let Some(root) = root {
+        let c = CString::new(root.as_os_str().as_encoded_bytes()).map_err(|_| "chroot: bad path".to_string())?;
+        // SAFETY: `c` is a NUL-terminated path.
+        if unsafe { libc::chroot(c.as_ptr()) } != 0 {
+            return Err(os_err(&format!("chroot {}", root.display())));
+        }
+        std::env::set_current_dir("/").map_err(|e| format!("chdir / after chroot: {e}"))?;
+        let _ = CHROOT.set(root.to_path_buf());
+    }
+    let Some(u) = user else { return Ok(()) };
+    // SAFETY: plain system calls on integer arguments; a null list with size 0 clears the
+    // supplementary groups.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0 {
+            return Err(os_err("setgroups"));
+        }
+        if libc::setgid(u.gid) != 0 {
+            return Err(os_err(&format!("setgid {}", u.gid)));
+        }
+        if libc::setuid(u.uid) != 0 {
+            return Err(os_err(&format!("setuid {}", u.uid)));
+        }
+        if u.uid != 0 && (libc::setuid(0) == 0 || libc::geteuid() != u.uid || libc::getegid() != u.gid) {
+            return Err("privileges were not dropped (root could be regained)".into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looks_up_root_and_rejects_unknown_users() {
+        assert_eq!(lookup("root"), Ok(UserIds { uid: 0, gid: 0 }));
+        assert!(lookup("no-such-user-dfm").unwrap_err().contains("no such user"));
+        assert_eq!(lookup("4242"), Ok(UserIds { uid: 4242, gid: 4242 }));
+    }
+}
