@@ -191,6 +191,33 @@ fn drop_privileges(
     Ok(())
 }
 
+/// The control thread: on SIGHUP, reads every script once and publishes the texts for the
+/// workers to reload (see `shard::worker::Reload`). Ends when the readers are done.
+fn reload_on_hup(
+    hup: &AtomicBool,
+    done: &AtomicBool,
+    paths: &[PathBuf],
+    reload: &crate::shard::worker::Reload,
+    diag: &crate::source::Diag,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    while !done.load(Relaxed) {
+        if hup.swap(false, Relaxed) {
+            let sources: Vec<Result<Vec<u8>, String>> = paths
+                .iter()
+                .map(|p| std::fs::read(crate::privilege::host_path(p)).map_err(|e| format!("{}: {e}", p.display())))
+                .collect();
+            let g = reload.publish(sources);
+            let _ = diag.send(info_line(
+                "reload",
+                &[],
+                &format!("SIGHUP: reload {g} of {} scripts requested", paths.len()),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// An information record for `{log}`.
 fn info_line(kind: &str, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
     use crate::lua::json::write_str;
@@ -308,6 +335,9 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handlers")?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&rotate))
+        .context("cannot install signal handlers")?;
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
         .context("cannot install signal handlers")?;
 
     // Outputs first: a bad output path is a startup error.
@@ -428,6 +458,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
     let _http = start_http(opts, &cfg, &stats, &diag_tx)?;
 
     let (filters, analyzers) = script_specs(&cfg);
+    let reload = Arc::new(crate::shard::worker::Reload::default());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut workers = Vec::new();
     for (w, io) in worker_ios.into_iter().enumerate() {
@@ -445,6 +476,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                 connect: cfg.redis_connect_timeout,
                 io: cfg.redis_timeout,
             },
+            reload: Arc::clone(&reload),
         };
         let st = Arc::clone(&stats);
         let tx = ready_tx.clone();
@@ -553,6 +585,14 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
     if dropped.is_err() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+    let readers_done = Arc::new(AtomicBool::new(false));
+    let control = {
+        let paths: Vec<PathBuf> = filters.iter().chain(&analyzers).map(|s| s.path.clone()).collect();
+        let (hup, done, diag) = (Arc::clone(&hup), Arc::clone(&readers_done), diag_tx.clone());
+        std::thread::Builder::new()
+            .name("dfm-control".into())
+            .spawn(move || reload_on_hup(&hup, &done, &paths, &reload, &diag))?
+    };
     drop(diag_tx);
 
     let mut ckpts = Vec::new();
@@ -561,6 +601,8 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
             ckpts.push(c);
         }
     }
+    readers_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = control.join();
     for w in workers {
         let _ = w.join();
     }

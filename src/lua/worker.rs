@@ -141,6 +141,11 @@ impl Script {
     /// Creates the state, installs the modules and runs the chunk (not `setup()`).
     pub fn open(spec: &ScriptSpec) -> Result<Script, String> {
         let src = std::fs::read(&spec.path).map_err(|e| format!("{}: {e}", spec.path.display()))?;
+        Self::open_source(spec, &src)
+    }
+
+    /// As [`Script::open`], with the script's text given.
+    pub fn open_source(spec: &ScriptSpec, src: &[u8]) -> Result<Script, String> {
         // SAFETY: a fresh state, used only on this thread and closed by `Drop`.
         unsafe {
             let l = ffi::luaL_newstate();
@@ -879,6 +884,82 @@ pub unsafe fn copy_value(from: *mut lua_State, idx: c_int, to: *mut lua_State, d
         }
     }
     Ok(())
+}
+
+/// Replaces this worker's scripts with new versions (`sources`: the text of every filter,
+/// then every analyzer, read once for all workers), between two events. Each script is
+/// loaded and set up in a fresh state first; one that fails keeps its old version. A pending
+/// timer moves to the new state. Returns (scripts reloaded, errors as "key (tag): message").
+pub fn reload(
+    filters: &[ScriptSpec],
+    analyzers: &[ScriptSpec],
+    sources: &[Result<Vec<u8>, String>],
+) -> (u64, Vec<String>) {
+    let mut done = 0;
+    let mut errors = Vec::new();
+    let specs = filters
+        .iter()
+        .map(|s| (Role::Filter, s))
+        .chain(analyzers.iter().map(|s| (Role::Analyzer, s)));
+    for (k, (role, spec)) in specs.enumerate() {
+        let i = if role == Role::Filter { k } else { k - filters.len() };
+        let key = match role {
+            Role::Filter => format!("inputs[{}]", i + 1),
+            Role::Analyzer => format!("analyzers[{}]", i + 1),
+        };
+        let src = match sources.get(k) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                errors.push(format!("{key} ({}): {e}", spec.tag));
+                continue;
+            }
+            None => continue,
+        };
+        let c = ctx();
+        c.cur_script = (role, i as u32);
+        let new = match Script::open_source(spec, src) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(format!("{key} ({}): {}: {e}", spec.tag, spec.path.display()));
+                continue;
+            }
+        };
+        if let Err(e) = run_setup_raw(new.l) {
+            errors.push(format!("{key} ({}): {}: {e}", spec.tag, spec.path.display()));
+            continue;
+        }
+        let c = ctx();
+        let mut new = new;
+        let slot = match role {
+            Role::Filter => &mut c.filters[i],
+            Role::Analyzer => &mut c.analyzers[i],
+        };
+        new.calls = slot.calls;
+        new.errors = slot.errors;
+        let old = std::mem::replace(slot, new);
+        if role == Role::Analyzer
+            && let Some(Some((due, r))) = c.timers.get(i).copied()
+        {
+            let to = c.analyzers[i].l;
+            // SAFETY: both states belong to this thread; `r` is a reference in the old one.
+            unsafe {
+                ffi::lua_rawgeti_(old.l, ffi::LUA_REGISTRYINDEX, r);
+                let top = ffi::lua_gettop(to);
+                match copy_value(old.l, ffi::lua_gettop(old.l), to, 0) {
+                    Ok(()) => c.timers[i] = Some((due, ffi::luaL_ref(to, ffi::LUA_REGISTRYINDEX))),
+                    Err(_) => {
+                        ffi::lua_settop(to, top);
+                        c.timers[i] = None;
+                        c.timers_pending -= 1;
+                    }
+                }
+                ffi::lua_settop(old.l, 0);
+            }
+        }
+        drop(old);
+        done += 1;
+    }
+    (done, errors)
 }
 
 /// Opens every script of a configuration on the current thread.

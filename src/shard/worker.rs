@@ -23,6 +23,23 @@ pub struct WorkerIo {
     pub out_back: Consumer<OutBatch>,
 }
 
+/// Script reloads (SIGHUP): the engine reads every script once and publishes the texts
+/// under a new generation; each worker swaps its scripts between two batches.
+#[derive(Default)]
+pub struct Reload {
+    pub generation: std::sync::atomic::AtomicU64,
+    /// The text of every filter, then every analyzer (or why it could not be read).
+    pub sources: std::sync::Mutex<Arc<Vec<Result<Vec<u8>, String>>>>,
+}
+
+impl Reload {
+    /// Publishes new script texts.
+    pub fn publish(&self, sources: Vec<Result<Vec<u8>, String>>) -> u64 {
+        *self.sources.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(sources);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Release) + 1
+    }
+}
+
 /// What a worker needs to start.
 pub struct WorkerSpec {
     pub index: usize,
@@ -35,6 +52,37 @@ pub struct WorkerSpec {
     pub ordered: bool,
     pub redis: crate::lua::hiredis::RedisTarget,
     pub redis_timeouts: crate::lua::hiredis::RedisTimeouts,
+    pub reload: Arc<Reload>,
+}
+
+/// Applies a published reload on this worker; worker 0 reports the outcome to `{log}`.
+fn apply_reload(spec: &WorkerSpec, generation: u64) -> (u64, u64) {
+    let sources = Arc::clone(&spec.reload.sources.lock().unwrap_or_else(|e| e.into_inner()));
+    let (done, errors) = crate::lua::worker::reload(&spec.filters, &spec.analyzers, &sources);
+    WorkerCtx::run_setup_calls();
+    if spec.index == 0 {
+        let c = ctx();
+        for e in &errors {
+            c.report("reload_error", &[], &format!("{e}; the previous version keeps running"));
+        }
+        let msg = format!(
+            "reload {generation}: {done} of {} scripts reloaded on every worker{}",
+            sources.len(),
+            if errors.is_empty() {
+                ""
+            } else {
+                ", the others kept their previous version"
+            }
+        );
+        let mut line = Vec::with_capacity(128);
+        line.extend_from_slice(b"{\"time\":");
+        crate::lua::json::write_str(&mut line, crate::metrics::utc_now().as_bytes());
+        line.extend_from_slice(b",\"level\":\"info\",\"kind\":\"reload\",\"message\":");
+        crate::lua::json::write_str(&mut line, msg.as_bytes());
+        line.push(b'}');
+        c.emit(crate::shard::LOG_OUTPUT, &line);
+    }
+    (done, errors.len() as u64)
 }
 
 fn send(io: &mut WorkerIo, slot: usize) {
@@ -142,7 +190,20 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
     // Events run together when an analyzer pipelines its Redis commands.
     let window = ctx().max_pipeline();
     let mut backoff = Backoff::default();
+    let mut generation = spec.reload.generation.load(std::sync::atomic::Ordering::Acquire);
+    let (mut reloads, mut reload_errors) = (0, 0);
     loop {
+        let g = spec.reload.generation.load(std::sync::atomic::Ordering::Acquire);
+        if g != generation {
+            generation = g;
+            let (d, e) = apply_reload(&spec, g);
+            reloads += d;
+            reload_errors += e;
+            stats.workers[spec.index].reloads.store(reloads, Relaxed);
+            stats.workers[spec.index].reload_errors.store(reload_errors, Relaxed);
+            let last = ctx().outs.len() - 1;
+            send(&mut io, last);
+        }
         let mut got = false;
         for input in 0..io.inputs.len() {
             while let Ok(batch) = io.inputs[input].0.pop() {
