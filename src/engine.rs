@@ -103,6 +103,7 @@ fn load(opts: &Options) -> anyhow::Result<Config> {
 pub fn check(opts: &Options) -> anyhow::Result<String> {
     let cfg = load(opts)?;
     crate::ml::set_native(cfg.ml_native);
+    crate::lua::builtins::configure(cfg.http_timeout, cfg.http_insecure, cfg.dns_timeout);
     if cfg.redis_host == "managed" {
         crate::lua::managed::configure(&run_dir(opts, &cfg));
     }
@@ -178,6 +179,7 @@ fn load_modules(cfg: &Config, diag: &crate::source::Diag) {
 pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     let cfg = load(opts)?;
     crate::ml::set_native(cfg.ml_native);
+    crate::lua::builtins::configure(cfg.http_timeout, cfg.http_insecure, cfg.dns_timeout);
     if cfg.redis_host == "managed" {
         crate::lua::managed::configure(&run_dir(opts, &cfg));
     }
