@@ -247,8 +247,19 @@ const RUNNING: u8 = 0;
 const DONE: u8 = 1;
 const ABANDONED: u8 = 2;
 
+/// A resolver run on the helper thread.
+type Resolver = fn(&CStr) -> Result<Vec<IpAddr>, String>;
+
 /// Resolves `host` on a helper thread, waiting at most `dns_timeout`.
 fn lookup(host: &[u8]) -> Result<Vec<IpAddr>, String> {
+    let timeout = Duration::from_nanos(DNS_TIMEOUT_NS.load(Ordering::Relaxed));
+    lookup_with(host, timeout, resolve)
+}
+
+/// Runs `resolver` on a helper thread and waits at most `timeout` for it. A thread still
+/// running at its timeout is counted in `STUCK_LOOKUPS` until it ends; while
+/// `MAX_STUCK_LOOKUPS` are, lookups fail at once instead of starting more threads.
+fn lookup_with(host: &[u8], timeout: Duration, resolver: Resolver) -> Result<Vec<IpAddr>, String> {
     let shown = String::from_utf8_lossy(host);
     let fail = |why: &dyn std::fmt::Display| format!("getaddrinfo: {shown} - {why}");
     let Ok(name) = CString::new(host) else {
@@ -259,7 +270,6 @@ fn lookup(host: &[u8]) -> Result<Vec<IpAddr>, String> {
             "{MAX_STUCK_LOOKUPS} earlier lookups are still stuck past their timeout"
         )));
     }
-    let timeout = Duration::from_nanos(DNS_TIMEOUT_NS.load(Ordering::Relaxed));
     let state = Arc::new(AtomicU8::new(RUNNING));
     let (tx, rx) = mpsc::sync_channel(1);
     let st = Arc::clone(&state);
@@ -267,7 +277,7 @@ fn lookup(host: &[u8]) -> Result<Vec<IpAddr>, String> {
         .name("dfm-dnslookup".into())
         .stack_size(128 * 1024)
         .spawn(move || {
-            let r = resolve(&name);
+            let r = resolver(&name);
             let _ = tx.send(r);
             if st
                 .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)
@@ -537,6 +547,43 @@ mod tests {
                 "{s}: got {got:?}, want {want}"
             );
         }
+    }
+
+    /// Blocks until `RELEASE` is set, then resolves to 192.0.2.1.
+    fn stuck_resolver(_: &CStr) -> Result<Vec<IpAddr>, String> {
+        while !RELEASE.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))])
+    }
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+
+    #[test]
+    fn stuck_lookups_time_out_and_are_bounded() {
+        let t = Duration::from_millis(20);
+        for _ in 0..MAX_STUCK_LOOKUPS {
+            let e = lookup_with(b"stuck.example", t, stuck_resolver).unwrap_err();
+            assert_eq!(e, "getaddrinfo: stuck.example - timed out after 0.02 s");
+        }
+        assert_eq!(STUCK_LOOKUPS.load(Ordering::Acquire), MAX_STUCK_LOOKUPS);
+        // The bound is reached: fail at once, even with a resolver that would answer.
+        let e = lookup_with(b"other.example", t, |_| Ok(Vec::new())).unwrap_err();
+        assert!(e.starts_with("getaddrinfo: other.example - 8 earlier lookups"), "{e}");
+        RELEASE.store(true, Ordering::Release);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while STUCK_LOOKUPS.load(Ordering::Acquire) != 0 {
+            assert!(std::time::Instant::now() < deadline, "stuck lookups never ended");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let r = lookup_with(b"stuck.example", Duration::from_secs(5), stuck_resolver);
+        assert_eq!(r, Ok(vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))]));
+    }
+
+    #[test]
+    fn resolve_dedups_and_reports_the_reason() {
+        let a = resolve(c"127.0.0.1").unwrap();
+        assert_eq!(a, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)], "one address despite several socket types");
+        assert!(resolve(c"no-such-host.invalid").is_err());
     }
 
     #[test]
