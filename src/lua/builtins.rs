@@ -20,7 +20,7 @@ use std::time::Duration;
 use mlua::ffi::{self, lua_State};
 
 use super::api::check_args;
-use super::ffi_util::{push_bytes, raise, to_bytes};
+use super::ffi_util::{push_bytes, to_bytes};
 
 /// `http_timeout` in nanoseconds (default 10 s).
 static HTTP_TIMEOUT_NS: AtomicU64 = AtomicU64::new(10_000_000_000);
@@ -64,7 +64,7 @@ unsafe fn str_arg<'a>(l: *mut lua_State, name: &str, idx: c_int) -> &'a [u8] {
     unsafe {
         match ffi::lua_type(l, idx) {
             ffi::LUA_TSTRING | ffi::LUA_TNUMBER => to_bytes(l, idx).unwrap_or(&[]),
-            _ => raise(l, &format!("{name}: bad argument #{idx} (string expected)")),
+            _ => raise_owned(l, format!("{name}: bad argument #{idx} (string expected)")),
         }
     }
 }
@@ -430,18 +430,11 @@ pub fn parse_timestamp(s: &[u8]) -> Option<f64> {
     let hour = digits(s, 11, 2)?;
     let min = digits(s, 14, 2)?;
     let sec = digits(s, 17, 2)?;
-    if s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't' | b' ') || s[13] != b':' || s[16] != b':'
-    {
+    if s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't' | b' ') || s[13] != b':' || s[16] != b':' {
         return None;
     }
     let y = i64::from(year);
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(y, month)
-        || hour > 23
-        || min > 59
-        || sec > 60
-    {
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(y, month) || hour > 23 || min > 59 || sec > 60 {
         return None;
     }
     let mut i = 19;
@@ -495,9 +488,7 @@ pub fn parse_timestamp(s: &[u8]) -> Option<f64> {
         return None;
     }
     let whole = match offset {
-        Some(o) => {
-            days_from_civil(y, month, day) * 86_400 + i64::from(hour * 3600 + min * 60 + sec) - o
-        }
+        Some(o) => days_from_civil(y, month, day) * 86_400 + i64::from(hour * 3600 + min * 60 + sec) - o,
         None => local_epoch(year, month, day, hour, min, sec)?,
     };
     Some(whole as f64 + frac)
@@ -582,7 +573,11 @@ mod tests {
     #[test]
     fn resolve_dedups_and_reports_the_reason() {
         let a = resolve(c"127.0.0.1").unwrap();
-        assert_eq!(a, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)], "one address despite several socket types");
+        assert_eq!(
+            a,
+            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            "one address despite several socket types"
+        );
         assert!(resolve(c"no-such-host.invalid").is_err());
     }
 

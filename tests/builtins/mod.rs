@@ -224,7 +224,9 @@ fn https_server() -> u16 {
             let cfg = Arc::clone(&cfg);
             std::thread::spawn(move || {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                let Ok(conn) = rustls::ServerConnection::new(cfg) else { return };
+                let Ok(conn) = rustls::ServerConnection::new(cfg) else {
+                    return;
+                };
                 let mut tls = rustls::StreamOwned::new(conn, s);
                 if read_request(&mut tls).is_some() {
                     respond(&mut tls, "200 OK", "", b"secret over TLS\n");
@@ -308,11 +310,12 @@ fn http_get_downloads_follows_redirects_and_reports_failures() {
     assert_eq!(o.ok("after"), 200);
     assert_eq!(o.errors.len(), 1, "script errors: {:?}", o.errors);
     let msg = o.errors[0]["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("dragonfly_http_get: failed: "), "script error: {}", o.errors[0]);
-    assert_eq!(
-        (o.summary.read, o.summary.written, o.summary.script_errors),
-        (9, 8, 1)
+    assert!(
+        msg.contains("dragonfly_http_get: failed: "),
+        "script error: {}",
+        o.errors[0]
     );
+    assert_eq!((o.summary.read, o.summary.written, o.summary.script_errors), (9, 8, 1));
 }
 
 #[test]
@@ -321,8 +324,18 @@ fn http_get_times_out_on_a_silent_server() {
     let port = http_server();
     let env = Env::new();
     let events = vec![
-        call("connect", "http_get", &[&format!("http://127.0.0.1:{silent}/"), "a.bin"], false),
-        call("stall", "http_get", &[&format!("http://127.0.0.1:{port}/stall"), "b.bin"], false),
+        call(
+            "connect",
+            "http_get",
+            &[&format!("http://127.0.0.1:{silent}/"), "a.bin"],
+            false,
+        ),
+        call(
+            "stall",
+            "http_get",
+            &[&format!("http://127.0.0.1:{port}/stall"), "b.bin"],
+            false,
+        ),
     ];
     let o = run_calls(&env, &events, "http_timeout = 1", &[]);
     for id in ["connect", "stall"] {
@@ -340,7 +353,7 @@ fn http_get_times_out_on_a_silent_server() {
 #[test]
 fn http_get_verifies_certificates_unless_http_insecure() {
     let port = https_server();
-    let url = format!("https://localhost:{port}/");
+    let url = format!("https://127.0.0.1:{port}/");
     let events = vec![call("tls", "http_get", &[&url, "tls.txt"], false)];
 
     let env = Env::new();
@@ -355,7 +368,10 @@ fn http_get_verifies_certificates_unless_http_insecure() {
     let env = Env::new();
     let o = run_calls(&env, &events, "http_insecure = true", &[]);
     assert_eq!(o.ok("tls"), 200);
-    assert_eq!(fs::read(env.root.join("tls.txt")).expect("tls.txt"), b"secret over TLS\n");
+    assert_eq!(
+        fs::read(env.root.join("tls.txt")).expect("tls.txt"),
+        b"secret over TLS\n"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,6 +386,7 @@ fn dnslookup_resolves_localhost_and_raises_on_unknown_names() {
         call("literal", "dnslookup", &["192.0.2.7"], false),
         call("invalid", "dnslookup", &["no-such-host.invalid"], false),
         call("arity", "dnslookup", &[], false),
+        json!({ "id": "badtype", "fn": "dnslookup", "n": 1, "a1": { "x": 1 } }).to_string(),
         call("raw", "dnslookup", &["another.invalid"], true),
         call("after", "dnslookup", &["127.0.0.1"], false),
     ];
@@ -394,11 +411,12 @@ fn dnslookup_resolves_localhost_and_raises_on_unknown_names() {
     assert!(e.starts_with("getaddrinfo: no-such-host.invalid - "), "invalid: {e}");
     assert!(!e.ends_with('\n'), "{e:?}");
     assert_eq!(o.err("arity"), "dnslookup: expecting exactly 1 argument");
+    assert_eq!(o.err("badtype"), "dnslookup: bad argument #1 (string expected)");
     assert_eq!(o.ok("after"), &json!(["127.0.0.1"]));
     assert_eq!(o.errors.len(), 1, "script errors: {:?}", o.errors);
     let msg = o.errors[0]["message"].as_str().unwrap_or_default();
     assert!(msg.contains("getaddrinfo: another.invalid - "), "{}", o.errors[0]);
-    assert_eq!((o.summary.read, o.summary.script_errors), (6, 1));
+    assert_eq!((o.summary.read, o.summary.script_errors), (7, 1));
 }
 
 // ---------------------------------------------------------------------------------------------
