@@ -110,6 +110,7 @@ fn load(opts: &Options) -> anyhow::Result<Config> {
 pub fn check(opts: &Options) -> anyhow::Result<String> {
     let cfg = load(opts)?;
     crate::ml::set_native(cfg.ml_native);
+    crate::lua::builtins::configure(cfg.http_timeout, cfg.http_insecure, cfg.dns_timeout);
     if cfg.redis_host == "managed" {
         crate::lua::managed::configure(&run_dir(opts, &cfg));
     }
@@ -318,6 +319,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
         crate::privilege::lookup(u).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
     }
     crate::ml::set_native(cfg.ml_native);
+    crate::lua::builtins::configure(cfg.http_timeout, cfg.http_insecure, cfg.dns_timeout);
     if cfg.redis_host == "managed" {
         crate::lua::managed::configure(&run_dir(opts, &cfg));
     }
@@ -585,6 +587,20 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
     if dropped.is_err() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+    // A live status line (and progress of file inputs) when stderr is a terminal.
+    let sized: Vec<crate::metrics::status::Sized> = cfg
+        .inputs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, input)| match &input.uri {
+            InputUri::File { path } if !opts.follow => std::fs::metadata(path)
+                .ok()
+                .filter(|_| !crate::source::file::is_gzip(path).unwrap_or(true))
+                .map(|m| (i, m.len())),
+            _ => None,
+        })
+        .collect();
+    let status = crate::metrics::status::StatusLine::start(Arc::clone(&stats), sized);
     let readers_done = Arc::new(AtomicBool::new(false));
     let control = {
         let paths: Vec<PathBuf> = filters.iter().chain(&analyzers).map(|s| s.path.clone()).collect();
@@ -607,6 +623,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         let _ = w.join();
     }
     let _ = writer.join();
+    drop(status);
     dropped?;
     // Everything read is written now: the final checkpoints.
     for mut c in ckpts {

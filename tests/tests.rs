@@ -8,6 +8,7 @@
 //! `expected.json` with the log directory's `output.json` and every `expected-<name>` with
 //! the log directory's `<name>` (e.g. `expected-dragonfly-mle.log`).
 
+mod builtins;
 mod hiredis;
 mod io;
 mod kafka;
@@ -83,7 +84,7 @@ fn run_golden(case: &Path, shards: &str) -> Result<(), String> {
         .arg(&logs)
         .arg("--config")
         .arg(case.join("config.lua"))
-        .args(["--no-pin", "--shards", shards]);
+        .args(["--no-pin", "--http", "off", "--shards", shards]);
     let out = run_in(cmd, tmp.path(), "golden");
     if !out.status.success() {
         return Err(format!(

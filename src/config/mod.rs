@@ -82,6 +82,13 @@ pub struct Config {
     pub http_explicit: bool,
     /// Whether latency histograms are recorded (`latency_histograms`; default true).
     pub latency_histograms: bool,
+    /// Whole-transfer timeout of `dragonfly.http_get` (`http_timeout`, seconds; default 10).
+    pub http_timeout: Duration,
+    /// Whether `dragonfly.http_get` skips TLS certificate verification (`http_insecure`;
+    /// default false). Dangerous: anyone on the path can impersonate the server.
+    pub http_insecure: bool,
+    /// Timeout of `dragonfly.dnslookup` (`dns_timeout`, seconds; default 5).
+    pub dns_timeout: Duration,
 }
 
 /// The HTTP endpoint's address when config.lua names none (the original's web service).
@@ -174,6 +181,9 @@ impl Config {
             tail_poll: Duration::from_millis(100),
             redis_connect_timeout: Duration::from_secs(2),
             redis_timeout: Duration::from_secs(5),
+            http_timeout: Duration::from_secs(10),
+            http_insecure: false,
+            dns_timeout: Duration::from_secs(5),
             ml_native: true,
             http_address: Some(DEFAULT_HTTP_ADDRESS.to_string()),
             http_explicit: false,
@@ -227,6 +237,26 @@ impl Config {
                     v.err(key, format!("must be between 1 and 600000, got {ms}"));
                 }
             }
+        }
+        for (key, slot) in [
+            ("http_timeout", &mut cfg.http_timeout),
+            ("dns_timeout", &mut cfg.dns_timeout),
+        ] {
+            if let Some(s) = v.opt_number(&g, key) {
+                if s > 0.0 && s <= 3600.0 {
+                    *slot = Duration::from_secs_f64(s);
+                } else {
+                    v.err(key, format!("must be > 0 and at most 3600 (seconds), got {s}"));
+                }
+            }
+        }
+        match g.get::<Value>("http_insecure").unwrap_or(Value::Nil) {
+            Value::Nil => {}
+            Value::Boolean(b) => cfg.http_insecure = b,
+            other => v.err(
+                "http_insecure",
+                format!("expected a boolean, got {}", other.type_name()),
+            ),
         }
         if let Some(s) = v.opt_number(&g, "tail_poll_ms") {
             if (1.0..=60_000.0).contains(&s) {

@@ -118,3 +118,38 @@ fn redis_timeouts_are_read_and_checked() {
         e.errors
     );
 }
+
+#[test]
+fn builtin_timeouts_and_http_insecure_are_read_and_checked() {
+    let scripts = &["filter/f.lua", "analyzer/a.lua"];
+    let cfg = check(GOOD, scripts).unwrap();
+    assert_eq!(
+        (cfg.http_timeout, cfg.http_insecure, cfg.dns_timeout),
+        (Duration::from_secs(10), false, Duration::from_secs(5))
+    );
+    let cfg = check(
+        &format!("http_timeout = 2.5\ndns_timeout = 1\nhttp_insecure = true\n{GOOD}"),
+        scripts,
+    )
+    .unwrap();
+    assert_eq!(
+        (cfg.http_timeout, cfg.http_insecure, cfg.dns_timeout),
+        (Duration::from_millis(2500), true, Duration::from_secs(1))
+    );
+    let e = check(
+        &format!("http_timeout = 0\ndns_timeout = -1\nhttp_insecure = \"yes\"\n{GOOD}"),
+        scripts,
+    )
+    .unwrap_err();
+    for (key, value) in [
+        ("http_timeout", "got 0"),
+        ("dns_timeout", "got -1"),
+        ("http_insecure", "got string"),
+    ] {
+        assert!(
+            e.errors.iter().any(|l| l.starts_with(key) && l.contains(value)),
+            "no error naming {key} and {value:?}: {:?}",
+            e.errors
+        );
+    }
+}

@@ -10,7 +10,7 @@ use super::json::{self, Encoder};
 use super::worker::ctx;
 use crate::shard::{LOG_OUTPUT, STATS_OUTPUT};
 
-unsafe fn check_args(l: *mut lua_State, name: &str, n: c_int) {
+pub(super) unsafe fn check_args(l: *mut lua_State, name: &str, n: c_int) {
     // SAFETY: called at the start of a C function.
     unsafe {
         if ffi::lua_gettop(l) != n {
@@ -218,7 +218,7 @@ unsafe fn set_fn(l: *mut lua_State, t: c_int, name: &std::ffi::CStr, f: ffi::lua
 pub unsafe fn install(l: *mut lua_State) {
     // SAFETY: `l` is a fresh state of this thread with the standard libraries open.
     unsafe {
-        ffi::lua_createtable(l, 0, 8);
+        ffi::lua_createtable(l, 0, 12);
         let d = ffi::lua_gettop(l);
         set_fn(l, d, c"analyze_event", analyze_event);
         set_fn(l, d, c"output_event", output_event);
@@ -227,6 +227,9 @@ pub unsafe fn install(l: *mut lua_State) {
         set_fn(l, d, c"stats_event", stats_event);
         set_fn(l, d, c"echo", echo);
         set_fn(l, d, c"timer_event", timer_event);
+        set_fn(l, d, c"http_get", super::builtins::http_get);
+        set_fn(l, d, c"dnslookup", super::builtins::dnslookup);
+        set_fn(l, d, c"date2epoch", super::builtins::date2epoch);
         register(l, d, c"dragonfly");
 
         ffi::lua_createtable(l, 0, 16);

@@ -9,6 +9,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod api;
+pub mod builtins;
 pub mod ffi_util;
 pub mod hiredis;
 pub mod json;

@@ -6,6 +6,7 @@
 pub mod http;
 pub mod latency;
 pub mod prometheus;
+pub mod status;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -23,18 +23,21 @@ pub struct WorkerIo {
     pub out_back: Consumer<OutBatch>,
 }
 
+/// The text of every script (filters, then analyzers), or why one could not be read.
+pub type Sources = Vec<Result<Vec<u8>, String>>;
+
 /// Script reloads (SIGHUP): the engine reads every script once and publishes the texts
 /// under a new generation; each worker swaps its scripts between two batches.
 #[derive(Default)]
 pub struct Reload {
     pub generation: std::sync::atomic::AtomicU64,
     /// The text of every filter, then every analyzer (or why it could not be read).
-    pub sources: std::sync::Mutex<Arc<Vec<Result<Vec<u8>, String>>>>,
+    pub sources: std::sync::Mutex<Arc<Sources>>,
 }
 
 impl Reload {
     /// Publishes new script texts.
-    pub fn publish(&self, sources: Vec<Result<Vec<u8>, String>>) -> u64 {
+    pub fn publish(&self, sources: Sources) -> u64 {
         *self.sources.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(sources);
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release) + 1
     }

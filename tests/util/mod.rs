@@ -218,10 +218,14 @@ impl Env {
         f.flush().expect("flush");
     }
 
-    /// The engine command for this installation: `-r root -l logs --no-pin` then `args`.
+    /// The engine command for this installation: `-r root -l logs --no-pin` then `args`
+    /// (with `--http off` unless `args` name an address: tests run many engines at once).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("-r").arg(&self.root).arg("-l").arg(&self.logs).arg("--no-pin");
+        if !args.contains(&"--http") {
+            c.args(["--http", "off"]);
+        }
         c.args(args);
         c
     }
