@@ -13,6 +13,7 @@ mod hiredis;
 mod io;
 mod kafka;
 mod ml;
+mod ops;
 mod util;
 
 use std::fs;

@@ -1,0 +1,541 @@
+//! Operations: the HTTP endpoint (every route, path traversal, `/metrics` parsed by the
+//! Prometheus client's parser and checked against the events processed), timers on every
+//! shard, script reload under load (SIGHUP), privileges dropped after the inputs are open,
+//! and the terminal status line.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// The address the engine's HTTP endpoint reported in `{log}`.
+fn http_address(env: &Env) -> String {
+    let mut addr = String::new();
+    wait_until(
+        Duration::from_secs(30),
+        "the http_listening record",
+        || {
+            if let Some(r) = env.log_records_of("http_listening").first() {
+                addr = r["address"].as_str().unwrap_or_default().to_string();
+            }
+            !addr.is_empty()
+        },
+        || format!("{:?}", env.log_records()),
+    );
+    addr
+}
+
+/// Sends a raw request (the target is not normalised) and returns (status, body).
+fn request(addr: &str, method: &str, target: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect to the endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("read the response");
+    let head_end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8_lossy(&resp[..head_end]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    (status, resp[head_end + 4..].to_vec())
+}
+
+fn python() -> String {
+    std::env::var("DFM_PYTHON").unwrap_or_else(|_| "/tmp/dfm-venv/bin/python".into())
+}
+
+/// `/metrics` through the prometheus_client parser: (name, labels, value) of every sample.
+fn parse_metrics(text: &[u8]) -> Vec<(String, serde_json::Map<String, Value>, f64)> {
+    let script = manifest_dir().join("tests/fixtures/prom_parse.py");
+    let mut child = std::process::Command::new(python())
+        .arg(&script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python with prometheus_client is needed (.ci/run installs it in /tmp/dfm-venv)");
+    child.stdin.take().unwrap().write_all(text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser rejected /metrics: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(text)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["labels"].as_object().unwrap().clone(),
+                v["value"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The value of the sample `name` whose labels include every pair of `labels`.
+fn sample(samples: &[(String, serde_json::Map<String, Value>, f64)], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).and_then(Value::as_str) == Some(v)))
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+        .2
+}
+
+#[test]
+fn http_endpoint_serves_every_route_and_metrics_match_the_events() {
+    let n = 3000;
+    let events = gen_events(n, 200, 7);
+    let env = Env::simple(
+        "tail://in.json<",
+        "function setup() end\nfunction loop(msg)\n  if msg.event_type == 'dns' then error('no dns') end\n  dragonfly.output_event(default_output, msg)\nend\n",
+        "",
+        "",
+    );
+    let dns = events
+        .iter()
+        .filter(|e| e.line.contains("\"event_type\":\"dns\""))
+        .count();
+    env.write_log(
+        "in.json",
+        &join_lines(&events.iter().map(|e| e.line.clone()).collect::<Vec<_>>()),
+    );
+    std::fs::create_dir_all(env.root.join("www")).unwrap();
+    std::fs::write(env.root.join("www/a.json"), br#"{"id":"a","name":"pass"}"#).unwrap();
+    std::fs::write(env.root.join("www/.hidden.json"), b"{}").unwrap();
+    std::os::unix::fs::symlink(env.root.join("config/config.lua"), env.root.join("www/link.json")).unwrap();
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0", "--shards", "2"]);
+    let addr = http_address(&env);
+    wait_until(
+        Duration::from_secs(60),
+        "every event processed",
+        || env.lines("out.json").len() == n - dns,
+        || format!("{} lines", env.lines("out.json").len()),
+    );
+    // Histograms and counters are published about once a second.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let (code, body) = request(&addr, "GET", "/health");
+    assert_eq!(code, 200);
+    let h: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["events"], n as u64);
+
+    let (code, body) = request(&addr, "GET", "/stats");
+    assert_eq!(code, 200);
+    let st: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(st["inputs"]["eve"]["events"], n as u64);
+    assert_eq!(st["analyzers"]["a"]["errors"], dns as u64);
+    assert_eq!(st["latency_us"]["analyzer:a"]["count"], n as u64);
+    assert!(st["latency_us"]["analyzer:a"]["p99"].as_f64().unwrap() > 0.0);
+
+    let (code, body) = request(&addr, "GET", "/metrics");
+    assert_eq!(code, 200);
+    let m = parse_metrics(&body);
+    let nf = n as f64;
+    assert_eq!(sample(&m, "dragonfly_input_events_total", &[("input", "eve")]), nf);
+    assert_eq!(sample(&m, "dragonfly_input_invalid_total", &[("input", "eve")]), 0.0);
+    assert_eq!(sample(&m, "dragonfly_filter_calls_total", &[("input", "eve")]), nf);
+    assert_eq!(sample(&m, "dragonfly_analyzer_calls_total", &[("analyzer", "a")]), nf);
+    assert_eq!(
+        sample(&m, "dragonfly_analyzer_errors_total", &[("analyzer", "a")]),
+        dns as f64
+    );
+    assert_eq!(sample(&m, "dragonfly_script_errors_total", &[]), dns as f64);
+    assert_eq!(
+        sample(&m, "dragonfly_output_written_total", &[("output", "out")]),
+        (n - dns) as f64
+    );
+    assert_eq!(sample(&m, "dragonfly_events_processed_total", &[]), nf);
+    // Two shards, each with a ring gauge.
+    sample(&m, "dragonfly_shard_ring_batches", &[("shard", "0")]);
+    sample(&m, "dragonfly_shard_ring_batches", &[("shard", "1")]);
+    // Histograms: every loop() call and every record written is counted once; buckets are
+    // cumulative and end with +Inf = count.
+    let loop_count = sample(
+        &m,
+        "dragonfly_loop_duration_seconds_count",
+        &[("role", "analyzer"), ("script", "a")],
+    );
+    assert_eq!(loop_count, nf);
+    let inf = sample(
+        &m,
+        "dragonfly_loop_duration_seconds_bucket",
+        &[("role", "analyzer"), ("script", "a"), ("le", "+Inf")],
+    );
+    assert_eq!(inf, nf);
+    let buckets: Vec<f64> = m
+        .iter()
+        .filter(|(name, l, _)| {
+            name == "dragonfly_loop_duration_seconds_bucket" && l.get("script").and_then(Value::as_str) == Some("a")
+        })
+        .map(|(_, _, v)| *v)
+        .collect();
+    assert!(
+        buckets.windows(2).all(|w| w[0] <= w[1]),
+        "buckets not cumulative: {buckets:?}"
+    );
+    assert_eq!(
+        sample(&m, "dragonfly_end_to_end_seconds_count", &[("output", "out")]),
+        (n - dns) as f64
+    );
+    let p99 = sample(
+        &m,
+        "dragonfly_loop_duration_quantile_seconds",
+        &[("script", "a"), ("quantile", "0.99")],
+    );
+    assert!(p99 > 0.0 && p99 < 10.0, "p99 {p99}");
+
+    let (code, body) = request(&addr, "GET", "/www/a.json");
+    assert_eq!(
+        (code, body.as_slice()),
+        (200, br#"{"id":"a","name":"pass"}"#.as_slice())
+    );
+    for bad in [
+        "/www/../config/config.lua",
+        "/www/%2e%2e/config/config.lua",
+        "/www/..%2fconfig%2fconfig.lua",
+        "/www/./a.json",
+        "/www//etc/passwd",
+        "/www/.hidden.json",
+        "/www/link.json",
+        "/www/",
+        "/www/missing.json",
+        "/config/config.lua",
+        "/",
+    ] {
+        let (code, body) = request(&addr, "GET", bad);
+        assert_eq!(code, 404, "{bad}: {}", String::from_utf8_lossy(&body));
+        assert!(
+            !String::from_utf8_lossy(&body).contains("inputs"),
+            "{bad} leaked the config"
+        );
+    }
+    assert_eq!(request(&addr, "POST", "/metrics").0, 405);
+    assert_eq!(request(&addr, "HEAD", "/health").0, 200);
+
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(60)).assert_success();
+}
+
+#[test]
+fn an_explicit_http_address_that_cannot_be_bound_is_a_startup_error() {
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = blocker.local_addr().unwrap().to_string();
+    let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
+    env.write_log("in.json", b"{\"a\":1}\n");
+    let out = env.run(&["--http", &addr]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(out.stderr.contains("cannot listen on"), "{}", out.stderr);
+    // The same address in config.lua, and a malformed one.
+    env.config(&simple_config(
+        "file://in.json",
+        "",
+        &format!("http_address = \"{addr}\""),
+    ));
+    let out = env.run(&["--http", "off"]);
+    out.assert_success();
+    let out = Env::simple("file://in.json", ANALYZER_PASS, "", "http_address = \"nonsense\"").run(&[]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("http_address: expected HOST:PORT"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn timers_fire_on_every_shard_with_intact_values() {
+    let shards = 4;
+    let n = 4000;
+    let events = gen_events(n, 500, 11);
+    let env = Env::new();
+    env.config(
+        "inputs = { { tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" } }\n\
+         analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" },\n\
+                       { tag = \"b\", script = \"b.lua\", default_analyzer = \"\", default_output = \"out\" } }\n\
+         outputs = { { tag = \"out\", uri = \"file://out.json<\", ordered = false } }\n",
+    );
+    // The filter arms analyzer b's timer (0 s: a non-number counts as 0); analyzer a arms its
+    // own with a nested value naming the event, re-armed by every event, so each shard's
+    // last event fires once, about 0.3 s after it.
+    env.filter(
+        "filter.lua",
+        "function setup() end\nfunction loop(msg)\n  dragonfly.timer_event('b', 'soon', {from = 'filter', n = 9007199254740991})\n  dragonfly.analyze_event(default_analyzer, msg)\nend\n",
+    );
+    env.analyzer(
+        "a.lua",
+        "function setup() end\nfunction loop(msg)\n  if msg.timer then dragonfly.output_event(default_output, msg) return end\n  dragonfly.output_event(default_output, msg)\n  dragonfly.timer_event('a', 0.3, {timer = true, flow_id = msg.flow_id, nested = {list = {1, 'two', {three = 3}}, s = 'q\"\\\\'}, neg = -0.5})\nend\n",
+    );
+    env.analyzer(
+        "b.lua",
+        "function setup() end\nfunction loop(v)\n  dragonfly.output_event(default_output, {timer_b = v.from, n = v.n})\nend\n",
+    );
+    env.write_log(
+        "in.json",
+        &join_lines(&events.iter().map(|e| e.line.clone()).collect::<Vec<_>>()),
+    );
+    let mut engine = env.spawn(&["--shards", &shards.to_string()]);
+    let timer_lines = |env: &Env| -> Vec<Value> {
+        env.lines("out.json")
+            .iter()
+            .map(|l| serde_json::from_slice::<Value>(l).unwrap())
+            .filter(|v| v.get("timer").is_some() || v.get("timer_b").is_some())
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "a's timers on every shard",
+        || timer_lines(&env).iter().filter(|v| v["timer"] == true).count() >= shards,
+        || format!("{:?}", timer_lines(&env)),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(60)).assert_success();
+
+    let timers = timer_lines(&env);
+    let a: Vec<&Value> = timers.iter().filter(|v| v["timer"] == true).collect();
+    // One pending timer per analyzer per worker: exactly one firing per shard.
+    assert_eq!(a.len(), shards, "{a:?}");
+    let mut flows: Vec<u64> = a.iter().map(|v| v["flow_id"].as_u64().unwrap_or(0)).collect();
+    flows.sort();
+    flows.dedup();
+    assert_eq!(flows.len(), shards, "each shard's last event: {a:?}");
+    for v in &a {
+        assert_eq!(
+            v["nested"],
+            serde_json::json!({"list": [1, "two", {"three": 3}], "s": "q\"\\"})
+        );
+        assert_eq!(v["neg"], -0.5);
+    }
+    // b's timers, armed from the filter, fired with the value intact (n = 2^53 - 1).
+    let b: Vec<&Value> = timers.iter().filter(|v| v["timer_b"] == "filter").collect();
+    assert!(!b.is_empty(), "{timers:?}");
+    assert!(b.iter().all(|v| v["n"] == 9007199254740991u64), "{b:?}");
+    let last = env.stats_records().pop().unwrap();
+    assert_eq!(last["timers"]["fired"].as_u64().unwrap(), (a.len() + b.len()) as u64);
+    // Every event still arrived once.
+    assert_eq!(env.lines("out.json").len() - timers.len(), n);
+}
+
+#[test]
+fn sighup_reloads_scripts_under_load_without_losing_events() {
+    let per = 2000;
+    let rounds = 12;
+    let env = Env::simple(
+        "tail://in.json<",
+        "function setup() end\nfunction loop(msg)\n  msg.ver = 1\n  dragonfly.output_event(default_output, msg)\nend\n",
+        "",
+        "",
+    );
+    env.write_log("in.json", b"");
+    let mut engine = env.spawn(&["--shards", "2"]);
+    let mut k = 0u64;
+    for round in 0..rounds {
+        let lines: Vec<String> = (0..per)
+            .map(|_| {
+                k += 1;
+                format!(
+                    "{{\"event_type\":\"flow\",\"src_ip\":\"10.0.0.{}\",\"src_port\":{},\"dest_ip\":\"10.9.9.9\",\"dest_port\":80,\"proto\":\"TCP\",\"k\":{k}}}",
+                    k % 200,
+                    1000 + k % 7
+                )
+            })
+            .collect();
+        env.append_log("in.json", &join_lines(&lines));
+        match round {
+            3 => {
+                env.analyzer(
+                    "a.lua",
+                    "function setup() end\nfunction loop(msg)\n  msg.ver = 2\n  dragonfly.output_event(default_output, msg)\nend\n",
+                );
+                engine.signal(libc::SIGHUP);
+            }
+            6 => {
+                // A broken version: reported, and version 2 keeps running.
+                env.analyzer(
+                    "a.lua",
+                    "function setup() error('no setup today') end\nfunction loop(msg) end\n",
+                );
+                engine.signal(libc::SIGHUP);
+            }
+            8 => {
+                env.analyzer("a.lua", "function loop(msg syntax error\n");
+                engine.signal(libc::SIGHUP);
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let total = per * rounds;
+    wait_until(
+        Duration::from_secs(60),
+        "every event written",
+        || env.lines("out.json").len() >= total,
+        || format!("{} of {total}", env.lines("out.json").len()),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(60)).assert_success();
+    let out: Vec<Value> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(out.len(), total, "events lost or duplicated");
+    let ks: Vec<u64> = out.iter().map(|v| v["k"].as_u64().unwrap()).collect();
+    assert_eq!(ks, (1..=total as u64).collect::<Vec<_>>(), "input order kept");
+    let vers: Vec<u64> = out.iter().map(|v| v["ver"].as_u64().unwrap()).collect();
+    let first2 = vers.iter().position(|&v| v == 2).expect("version 2 never ran");
+    assert!(first2 > 0, "version 1 never ran");
+    // Each worker switches between two events: once version 2 ran on both, never 1 again.
+    assert!(
+        vers[first2..].iter().filter(|&&v| v == 1).count() < 2 * 2000,
+        "{vers:?}"
+    );
+    assert_eq!(*vers.last().unwrap(), 2, "the broken versions replaced version 2");
+    let errors = env.log_records_of("reload_error");
+    assert!(errors.len() >= 2, "{:?}", env.log_records());
+    assert!(
+        errors
+            .iter()
+            .any(|r| r["message"].as_str().unwrap().contains("no setup today"))
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|r| r["message"].as_str().unwrap().contains("load error"))
+    );
+    let stats = env.stats_records().pop().unwrap();
+    assert!(stats["reload"]["errors"].as_u64().unwrap() >= 2 * 2, "{stats}");
+    assert!(stats["reload"]["done"].as_u64().unwrap() >= 2, "{stats}");
+}
+
+/// `/proc/<pid>/status` fields.
+fn proc_status(pid: u32) -> std::collections::HashMap<String, String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn privileges_are_dropped_after_the_sockets_are_open() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test checks setuid/chroot and must run as root (as .ci/run does)"
+    );
+    let sockdir = tempfile::Builder::new().prefix("dfm").tempdir_in("/tmp").unwrap();
+    let sock = sockdir.path().join("in.sock");
+    let env = Env::simple(&format!("ipc://{}", sock.display()), ANALYZER_PASS, "", "");
+    // The root must be reachable by nobody after the chroot.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [env.dir.path(), env.root.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let run = env.root.join("run");
+    let mut engine = env.spawn(&["--user", "nobody", "-c", "--run-dir", run.to_str().unwrap()]);
+    let pid = engine.child.id();
+    wait_until(
+        Duration::from_secs(30),
+        "the privileges record",
+        || !env.log_records_of("privileges").is_empty(),
+        || format!("{:?}", env.log_records()),
+    );
+    let st = proc_status(pid);
+    let nobody = "65534\t65534\t65534\t65534";
+    assert_eq!(st["Uid"], nobody, "{st:?}");
+    assert_eq!(st["Gid"], nobody, "{st:?}");
+    assert_eq!(st["Groups"], "", "{st:?}");
+    assert_eq!(std::fs::read_link(format!("/proc/{pid}/root")).unwrap(), env.root);
+    // Threads too (setuid applies to the whole process).
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let s = std::fs::read_to_string(t.path().join("status")).unwrap();
+        assert!(
+            s.contains(&format!("Uid:\t{nobody}")),
+            "thread {:?} kept its uid",
+            t.path()
+        );
+    }
+    // The socket was bound before the drop and still works; the output opened before it too.
+    let tx = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    for i in 0..100 {
+        tx.send_to(format!("{{\"event_type\":\"x\",\"i\":{i}}}").as_bytes(), &sock)
+            .unwrap();
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "100 events",
+        || env.lines("out.json").len() == 100,
+        || format!("{}", env.lines("out.json").len()),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+
+    // A user that does not exist stops the start.
+    let out = env.run(&["--user", "no-such-user-dfm"]);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("no such user"), "{}", out.stderr);
+}
+
+#[test]
+fn status_line_only_on_a_terminal() {
+    let n = 20_000;
+    let events = gen_events(n, 100, 3);
+    let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
+    env.write_log(
+        "in.json",
+        &join_lines(&events.iter().map(|e| e.line.clone()).collect::<Vec<_>>()),
+    );
+    // Not a terminal: nothing of it.
+    let out = env.run(&[]);
+    out.assert_success();
+    assert!(!out.stderr.contains("events/s"), "{}", out.stderr);
+    // Under a pseudo-terminal (python's pty): a status line with the progress bar. The
+    // analyzer is slowed down so that the run lasts a few seconds.
+    env.analyzer(
+        "a.lua",
+        "function setup() end\nfunction loop(msg)\n  local t = os.clock() + 0.0002\n  while os.clock() < t do end\n  dragonfly.output_event(default_output, msg)\nend\n",
+    );
+    let mut cmd = vec![bin().to_string()];
+    cmd.extend(
+        [
+            "-r",
+            env.root.to_str().unwrap(),
+            "-l",
+            env.logs.to_str().unwrap(),
+            "--no-pin",
+            "--http",
+            "off",
+        ]
+        .map(String::from),
+    );
+    let script = format!(
+        "import pty, sys, os\nout = bytearray()\ndef rd(fd):\n    d = os.read(fd, 4096)\n    out.extend(d)\n    return d\nst = pty.spawn({cmd:?}, rd)\nsys.stdout.write(out.decode('utf-8', 'replace'))\nsys.exit(os.waitstatus_to_exitcode(st))\n"
+    );
+    let o = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("events/s |"), "{text}");
+    assert!(
+        text.contains("% ") && text.contains("MiB of"),
+        "no progress bar: {text}"
+    );
+    assert!(text.contains(&format!("{n} events read")), "{text}");
+}
