@@ -82,9 +82,10 @@ pub const BUCKETS: [f64; 20] = [
 pub fn bucket_counts(h: &Histogram<u64>) -> [u64; BUCKETS.len()] {
     let mut out = [0u64; BUCKETS.len()];
     for v in h.iter_recorded() {
-        // Values are kept at 1% resolution; each one counts in the first bucket that holds it.
-        let secs = h.highest_equivalent(v.value_iterated_to()) as f64 / 1e9;
-        if let Some(b) = BUCKETS.iter().position(|&ub| secs <= ub) {
+        // Values are kept at 1% resolution: each counts, by the lowest value of its bin, in
+        // the first bucket that holds it (bounds compared in whole nanoseconds).
+        let ns = h.lowest_equivalent(v.value_iterated_to());
+        if let Some(b) = BUCKETS.iter().position(|&ub| ns <= (ub * 1e9).round() as u64) {
             out[b] += v.count_at_value();
         }
     }
