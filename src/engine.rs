@@ -409,6 +409,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
     let analyzer_tags: Vec<String> = cfg.analyzers.iter().map(|a| a.tag.clone()).collect();
     let mut output_tags = vec!["log".to_string(), "stats".to_string()];
     output_tags.extend(cfg.outputs.iter().map(|o| o.tag.clone()));
+    crate::metrics::latency::init_clock();
     let mut stats = Stats::new(input_tags.clone(), analyzer_tags.clone(), output_tags.clone(), shards);
     stats.histograms = cfg.latency_histograms;
     let stats = Arc::new(stats);
