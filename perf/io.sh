@@ -9,6 +9,11 @@
 #   DFM_BIN      binary (default ~/.cache/dfm-target/release/dragonfly-mle)
 #   PERF_DIR     work dir (default /tmp/dfm-perf-io); PERF_CASES (default "dgram stream kafka gzip parquet")
 #   PRODUCERS    socket producer threads (default 4); TANSU: broker binary (default tansu in PATH or ~/.cargo/bin)
+#   DGRAM_QLEN   if set, net.unix.max_dgram_qlen for the dgram case (needs root; restored
+#                afterwards). The kernel default, 10 datagrams, makes producers stall as soon as
+#                the reader is 10 datagrams behind; the value in force is printed either way.
+# The load generator sends datagrams with sendmmsg (64 per call) and stream lines through a
+# 1 MiB buffer; it shares the machine's cores with the engine.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -104,7 +109,15 @@ file_case() { # name in_uri out_uri
 
 for c in $cases; do
     case "$c" in
-        dgram) socket_case dgram ipc ;;
+        dgram)
+            qfile=/proc/sys/net/unix/max_dgram_qlen
+            old_qlen=$(cat "$qfile")
+            if [ -n "${DGRAM_QLEN:-}" ]; then
+                echo "$DGRAM_QLEN" > "$qfile" || die "cannot set net.unix.max_dgram_qlen (root needed)"
+            fi
+            echo "dgram: net.unix.max_dgram_qlen = $(cat "$qfile"), $producers producer(s)"
+            socket_case dgram ipc
+            [ -z "${DGRAM_QLEN:-}" ] || echo "$old_qlen" > "$qfile" ;;
         stream) socket_case stream ipc+stream ;;
         gzip)
             gzip -1 -c "$input" > "$work/eve.json.gz"

@@ -46,6 +46,34 @@ fn unlink_socket(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Queue length under which producers stall (or, like Suricata, drop) as soon as the engine
+/// is a few datagrams behind.
+const MIN_DGRAM_QLEN: u64 = 512;
+
+/// Reports a kernel datagram queue too short for a high-rate producer: a unix datagram
+/// socket queues at most `net.unix.max_dgram_qlen` datagrams (10 by default), whatever its
+/// buffer size.
+fn warn_small_queue(router: &Router) {
+    let Some(q) = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    else {
+        return;
+    };
+    if q < MIN_DGRAM_QLEN {
+        router.report(
+            "dgram_queue_short",
+            0,
+            0,
+            0,
+            &format!(
+                "net.unix.max_dgram_qlen is {q}: a producer blocks or drops as soon as {q} datagrams wait; \
+                 raise it (sysctl -w net.unix.max_dgram_qlen=1024) for high event rates"
+            ),
+        );
+    }
+}
+
 /// Datagrams taken per `recvmmsg` call.
 const BATCH: usize = 32;
 /// Room for each (a unix datagram cannot exceed the sender's socket buffer, 208 KiB by
@@ -58,6 +86,7 @@ pub fn read_datagrams(path: &Path, router: &mut Router) -> io::Result<()> {
     unlink_socket(path)?;
     let sock = UnixDatagram::bind(path)?;
     router.opened();
+    warn_small_queue(router);
     set_rcvbuf(sock.as_raw_fd());
     sock.set_read_timeout(Some(IDLE))?;
     let fd = sock.as_raw_fd();
