@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # perf/metrics-cost.sh: the cost of metrics, latency histograms and the HTTP endpoint, measured
 # by alternating runs of configuration (a) (pass-through) with them on (the default, with the
-# endpoint on an ephemeral port, scraped every 100 ms during the run) and off
+# endpoint on an ephemeral port, scraped every second during the run) and off
 # (`latency_histograms = false`, `--http off`), in the same minute on the same machine.
 # Usage: perf/metrics-cost.sh [RUNS] [-- ARGS FOR THE BINARY]; run perf/run.sh once first (it
 # generates $PERF_DIR/eve.json).
@@ -32,10 +32,16 @@ scrape() {
         printf 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
         cat <&3 > /dev/null
         exec 3>&-
-        sleep 0.1
+        sleep 1
     done
 }
-rate() { "$bin" -r "$1" -l "$work" "${@:2}" | sed -E 's/.*\(([0-9]+) events\/s\).*/\1/'; }
+# Prints "<events/s> <CPU seconds>" of one run (CPU: user + sys, less sensitive than wall
+# time to other tenants of a shared machine).
+rate() {
+    local r
+    r=$(/usr/bin/time -f "cpu %U %S" "$bin" -r "$1" -l "$work" "${@:2}" 2>&1 | tr '\n' ' ')
+    echo "$(echo "$r" | sed -E 's/.*\(([0-9]+) events\/s\).*/\1/') $(echo "$r" | sed -E 's/.*cpu ([0-9.]+) ([0-9.]+).*/\1 \2/' | awk '{print $1 + $2}')"
+}
 : > "$work/metrics-cost.tsv"
 for _ in $(seq "$runs"); do
     : > "$work/dragonfly-mle.log"
@@ -44,6 +50,7 @@ for _ in $(seq "$runs"); do
     wait "$scraper" 2>/dev/null || true
     echo "off $(rate "$work/root-moff" --http off "$@")" >> "$work/metrics-cost.tsv"
 done
-median() { grep "^$1 " "$work/metrics-cost.tsv" | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-on=$(median on); off=$(median off)
-echo "metrics on: $on events/s, off: $off events/s (medians of $runs alternating runs), on/off = $(echo "scale=3; $on / $off" | bc)"
+median() { grep "^$1 " "$work/metrics-cost.tsv" | awk -v c="$2" '{print $c}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+on=$(median on 2); off=$(median off 2); con=$(median on 3); coff=$(median off 3)
+echo "metrics on: $on events/s, $con CPU s; off: $off events/s, $coff CPU s (medians of $runs alternating runs)"
+echo "throughput on/off = $(echo "scale=3; $on / $off" | bc); CPU on/off = $(echo "scale=3; $con / $coff" | bc)"

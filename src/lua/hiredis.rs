@@ -441,7 +441,9 @@ pub fn take_pipelined() -> Vec<(usize, PipedResult)> {
             && let Some(l) = ctx().lat.as_mut()
         {
             let ns = crate::metrics::latency::mono_ns() - t0;
-            crate::metrics::latency::record_n(&mut l.redis, ns, waiters.len() as u64);
+            for _ in 0..waiters.len() {
+                l.redis.record(ns);
+            }
         }
     }
     out
@@ -505,7 +507,7 @@ fn record_redis(t0: u64) {
     if t0 != 0
         && let Some(l) = ctx().lat.as_mut()
     {
-        crate::metrics::latency::record(&mut l.redis, crate::metrics::latency::mono_ns() - t0);
+        l.redis.record(crate::metrics::latency::mono_ns() - t0);
     }
 }
 

@@ -379,17 +379,17 @@ pub struct WorkerCtx {
 /// A worker's own latency histograms, merged into the shared ones about once a second.
 pub struct WorkerLatency {
     /// `loop()` time: one per filter, then one per analyzer.
-    pub scripts: Vec<hdrhistogram::Histogram<u64>>,
-    pub redis: hdrhistogram::Histogram<u64>,
+    pub scripts: Vec<crate::metrics::latency::LocalHist>,
+    pub redis: crate::metrics::latency::LocalHist,
     pub last_merge: std::time::Instant,
 }
 
 impl WorkerLatency {
     pub fn new(scripts: usize) -> Self {
-        use crate::metrics::latency::new_hist;
+        use crate::metrics::latency::LocalHist;
         WorkerLatency {
-            scripts: (0..scripts).map(|_| new_hist()).collect(),
-            redis: new_hist(),
+            scripts: (0..scripts).map(|_| LocalHist::default()).collect(),
+            redis: LocalHist::default(),
             last_merge: std::time::Instant::now(),
         }
     }
@@ -428,7 +428,7 @@ pub fn lat_end(role: Role, i: u32, t0: u64) {
     if let Some(l) = c.lat.as_mut()
         && let Some(h) = l.scripts.get_mut(k)
     {
-        crate::metrics::latency::record(h, crate::metrics::latency::mono_ns() - t0);
+        h.record(crate::metrics::latency::mono_ns() - t0);
     }
 }
 
@@ -555,9 +555,18 @@ impl WorkerCtx {
         }
     }
 
+    /// Index of the running script among filters then analyzers.
+    fn script_index(&self) -> u16 {
+        match self.cur_script {
+            (Role::Filter, i) => i as u16,
+            (Role::Analyzer, i) => (self.filters.len() as u32 + i) as u16,
+        }
+    }
+
     /// Appends one output record (bytes + newline) for the current event.
     pub fn emit(&mut self, output: u32, bytes: &[u8]) {
         let seq = self.cur.seq;
+        let script = self.script_index();
         let b = self.out_batch();
         let start = b.data.len() as u32;
         b.data.extend_from_slice(bytes);
@@ -568,12 +577,14 @@ impl WorkerCtx {
             output,
             start,
             end,
+            script,
         });
     }
 
     /// Encodes the value at `idx` of `l` as one record for `output`.
     pub unsafe fn emit_value(&mut self, l: *mut lua_State, idx: c_int, output: u32) -> Result<(), EncodeError> {
         let seq = self.cur.seq;
+        let script = self.script_index();
         let i = if self.cur_input == NO_INPUT {
             self.outs.len() - 1
         } else {
@@ -592,6 +603,7 @@ impl WorkerCtx {
                     output,
                     start: start as u32,
                     end,
+                    script,
                 });
                 Ok(())
             }
@@ -1139,6 +1151,7 @@ impl WorkerCtx {
                     output: END_OF_EVENT,
                     start: at,
                     end: at,
+                    script: 0,
                 });
             }
         }

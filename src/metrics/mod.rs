@@ -103,6 +103,8 @@ pub struct Stats {
     pub script_latency: Vec<latency::Shared>,
     /// End to end (read -> handed to the output), per output (`log`, `stats`, then yours).
     pub output_latency: Vec<latency::Shared>,
+    /// End to end per script that wrote the record to a user output (filters, then analyzers).
+    pub script_e2e: Vec<latency::Shared>,
     /// Redis round trips of `hiredis` (a pipelined batch counts once per command).
     pub redis_latency: latency::Shared,
     /// Capacity of each input ring, in batches.
@@ -127,6 +129,9 @@ impl Stats {
                 .map(|_| latency::Shared::default())
                 .collect(),
             output_latency: output_tags.iter().map(|_| latency::Shared::default()).collect(),
+            script_e2e: (0..input_tags.len() + analyzer_tags.len())
+                .map(|_| latency::Shared::default())
+                .collect(),
             redis_latency: latency::Shared::default(),
             ring_capacity: crate::shard::RING_BATCHES as u64,
             started: std::time::Instant::now(),
@@ -307,6 +312,12 @@ impl Stats {
             v.push((
                 format!("analyzer:{t}"),
                 self.script_latency[self.input_tags.len() + i].snapshot(),
+            ));
+        }
+        for (i, t) in self.analyzer_tags.iter().enumerate() {
+            v.push((
+                format!("end_to_end:analyzer:{t}"),
+                self.script_e2e[self.input_tags.len() + i].snapshot(),
             ));
         }
         for (i, t) in self.output_tags.iter().enumerate().skip(2) {

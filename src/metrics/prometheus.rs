@@ -326,6 +326,19 @@ pub fn render(stats: &Stats) -> String {
         for (tag, h) in &e2e {
             o.histogram(name, &[("output", tag)], h);
         }
+        let name = "dragonfly_script_end_to_end_seconds";
+        o.head(
+            name,
+            "histogram",
+            "Time from reading an event to handing a record the script wrote to a user output.",
+        );
+        for (k, (role, tag, _)) in scripts.iter().enumerate() {
+            o.histogram(
+                name,
+                &[("role", role), ("script", tag)],
+                &stats.script_e2e[k].snapshot(),
+            );
+        }
         let name = "dragonfly_redis_duration_seconds";
         o.head(name, "histogram", "Redis round trips of hiredis calls.");
         o.histogram(name, &[], &redis);

@@ -50,6 +50,9 @@ pub struct OutRec {
     pub output: u32,
     pub start: u32,
     pub end: u32,
+    /// The script that wrote it (filters, then analyzers), for the per-script end-to-end
+    /// latency (fits in what was padding).
+    pub script: u16,
 }
 
 /// Records of one input produced by one worker, in the input's order.

@@ -165,7 +165,9 @@ pub struct Writer {
     acks: VecDeque<(Vec<u64>, Vec<u64>)>,
     /// End-to-end latency per output, merged into the shared histograms once a second
     /// (None when histograms are off).
-    lat: Option<Vec<hdrhistogram::Histogram<u64>>>,
+    lat: Option<Vec<crate::metrics::latency::LocalHist>>,
+    /// The same per script that wrote the record (user outputs only).
+    lat_script: Vec<crate::metrics::latency::LocalHist>,
     last_merge: Instant,
 }
 
@@ -199,9 +201,14 @@ impl Writer {
                 stats
                     .output_latency
                     .iter()
-                    .map(|_| crate::metrics::latency::new_hist())
+                    .map(|_| crate::metrics::latency::LocalHist::default())
                     .collect()
             }),
+            lat_script: if stats.histograms {
+                stats.script_e2e.iter().map(|_| Default::default()).collect()
+            } else {
+                Vec::new()
+            },
             last_merge: Instant::now(),
             marks,
             acks: VecDeque::new(),
@@ -209,19 +216,36 @@ impl Writer {
         }
     }
 
-    /// Records that a record of `output` read at `read_ns` was handed to its sink.
+    /// Records that record `r`, read at `read_ns`, was handed to its sink: per output, and per
+    /// script for user outputs.
     #[inline]
-    fn record_latency(lat: &mut Option<Vec<hdrhistogram::Histogram<u64>>>, output: u32, read_ns: u64, now: u64) {
-        if read_ns != 0
-            && let Some(h) = lat.as_mut().and_then(|v| v.get_mut(output as usize))
-        {
-            crate::metrics::latency::record(h, now.saturating_sub(read_ns));
+    fn record_latency(
+        lat: &mut Option<Vec<crate::metrics::latency::LocalHist>>,
+        lat_script: &mut [crate::metrics::latency::LocalHist],
+        r: &crate::shard::OutRec,
+        read_ns: u64,
+        now: u64,
+    ) {
+        if read_ns == 0 {
+            return;
+        }
+        let ns = now.saturating_sub(read_ns);
+        if let Some(h) = lat.as_mut().and_then(|v| v.get_mut(r.output as usize)) {
+            h.record(ns);
+            if r.output >= 2
+                && let Some(h) = lat_script.get_mut(r.script as usize)
+            {
+                h.record(ns);
+            }
         }
     }
 
     fn merge_latency(&mut self) {
         if let Some(v) = self.lat.as_mut() {
             for (shared, local) in self.stats.output_latency.iter().zip(v) {
+                shared.absorb(local);
+            }
+            for (shared, local) in self.stats.script_e2e.iter().zip(&mut self.lat_script) {
                 shared.absorb(local);
             }
         }
@@ -253,7 +277,7 @@ impl Writer {
                     } else {
                         let bytes = &batch.data[r.start as usize..r.end as usize];
                         write_to(&mut self.sinks, &self.stats, r.output, bytes);
-                        Self::record_latency(&mut self.lat, r.output, batch.read_ns, now);
+                        Self::record_latency(&mut self.lat, &mut self.lat_script, r, batch.read_ns, now);
                     }
                 }
                 if has_ordered {
@@ -315,7 +339,7 @@ impl Writer {
                         let p = self.pending[w][input].front().expect("front checked above");
                         let bytes = &p.batch.data[r.start as usize..r.end as usize];
                         write_to(&mut self.sinks, &self.stats, r.output, bytes);
-                        Self::record_latency(&mut self.lat, r.output, p.batch.read_ns, now);
+                        Self::record_latency(&mut self.lat, &mut self.lat_script, &r, p.batch.read_ns, now);
                     }
                 }
             }

@@ -137,6 +137,7 @@ fn http_endpoint_serves_every_route_and_metrics_match_the_events() {
     assert_eq!(st["inputs"]["eve"]["events"], n as u64);
     assert_eq!(st["analyzers"]["a"]["errors"], dns as u64);
     assert_eq!(st["latency_us"]["analyzer:a"]["count"], n as u64);
+    assert_eq!(st["latency_us"]["end_to_end:analyzer:a"]["count"], (n - dns) as u64);
     assert!(st["latency_us"]["analyzer:a"]["p99"].as_f64().unwrap() > 0.0);
 
     let (code, body) = request(&addr, "GET", "/metrics");
@@ -188,6 +189,23 @@ fn http_endpoint_serves_every_route_and_metrics_match_the_events() {
     assert_eq!(
         sample(&m, "dragonfly_end_to_end_seconds_count", &[("output", "out")]),
         (n - dns) as f64
+    );
+    // Per script: the analyzer wrote every record of the output.
+    assert_eq!(
+        sample(
+            &m,
+            "dragonfly_script_end_to_end_seconds_count",
+            &[("role", "analyzer"), ("script", "a")]
+        ),
+        (n - dns) as f64
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "dragonfly_script_end_to_end_seconds_count",
+            &[("role", "filter"), ("script", "eve")]
+        ),
+        0.0
     );
     let p99 = sample(
         &m,
