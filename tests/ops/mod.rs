@@ -557,3 +557,27 @@ fn status_line_only_on_a_terminal() {
     );
     assert!(text.contains(&format!("{n} events read")), "{text}");
 }
+
+/// The shipped root describes each of its analyzers for `/www/<tag>.json`, as the original's
+/// analyzers did (`{id, version, name, description, features}`).
+#[test]
+fn shipped_analyzers_have_www_descriptions() {
+    let root = manifest_dir().join("scripts");
+    let config = std::fs::read_to_string(root.join("config/config.lua")).unwrap();
+    let tags: Vec<&str> = config
+        .lines()
+        .filter(|l| l.contains("script =") && l.contains("default_output ="))
+        .filter_map(|l| l.split("tag = \"").nth(1)?.split('"').next())
+        .collect();
+    assert!(tags.len() >= 3, "{tags:?}");
+    for tag in tags {
+        let path = root.join(format!("www/{tag}.json"));
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(v["id"], tag, "{}", path.display());
+        for k in ["version", "name", "description", "features"] {
+            assert!(v.get(k).is_some(), "{}: no {k}", path.display());
+        }
+    }
+}
