@@ -40,6 +40,8 @@ pub struct Script {
     pub role: Role,
     pub calls: u64,
     pub errors: u64,
+    /// Records it wrote to user outputs.
+    pub out: u64,
     pub pipeline: usize,
     /// Finished coroutines kept for reuse (registry references), for pipelined analyzers.
     pub spare_threads: Vec<c_int>,
@@ -158,6 +160,7 @@ impl Script {
                 role: spec.role,
                 calls: 0,
                 errors: 0,
+                out: 0,
                 pipeline: spec.pipeline.max(1),
                 spare_threads: Vec::new(),
             };
@@ -555,6 +558,20 @@ impl WorkerCtx {
         }
     }
 
+    /// Counts a record the running script wrote to a user output.
+    fn count_out(&mut self, output: u32) {
+        if output < 2 {
+            return;
+        }
+        let s = match self.cur_script {
+            (Role::Filter, i) => self.filters.get_mut(i as usize),
+            (Role::Analyzer, i) => self.analyzers.get_mut(i as usize),
+        };
+        if let Some(s) = s {
+            s.out += 1;
+        }
+    }
+
     /// Index of the running script among filters then analyzers.
     fn script_index(&self) -> u16 {
         match self.cur_script {
@@ -598,6 +615,7 @@ impl WorkerCtx {
             Ok(()) => {
                 b.data.push(b'\n');
                 let end = b.data.len() as u32;
+                self.count_out(output);
                 self.file_rec(OutRec {
                     seq,
                     output,
@@ -948,6 +966,7 @@ pub fn reload(
         };
         new.calls = slot.calls;
         new.errors = slot.errors;
+        new.out = slot.out;
         let old = std::mem::replace(slot, new);
         if role == Role::Analyzer
             && let Some(Some((due, r))) = c.timers.get(i).copied()

@@ -34,6 +34,9 @@ pub struct WorkerStats {
     pub filter_errors: Vec<AtomicU64>,
     pub analyzer_calls: Vec<AtomicU64>,
     pub analyzer_errors: Vec<AtomicU64>,
+    /// Records written to user outputs by each filter and each analyzer.
+    pub filter_out: Vec<AtomicU64>,
+    pub analyzer_out: Vec<AtomicU64>,
     pub unknown_tags: AtomicU64,
     pub encode_errors: AtomicU64,
     pub redis_calls: AtomicU64,
@@ -64,6 +67,8 @@ impl WorkerStats {
             filter_errors: zeros(inputs),
             analyzer_calls: zeros(analyzers),
             analyzer_errors: zeros(analyzers),
+            filter_out: zeros(inputs),
+            analyzer_out: zeros(analyzers),
             unknown_tags: AtomicU64::new(0),
             encode_errors: AtomicU64::new(0),
             redis_calls: AtomicU64::new(0),
@@ -234,6 +239,11 @@ impl Stats {
             num(
                 &mut o,
                 sum(self.workers.iter().map(|w| w.analyzer_errors[i].load(Relaxed))),
+            );
+            o.extend_from_slice(b",\"out\":");
+            num(
+                &mut o,
+                sum(self.workers.iter().map(|w| w.analyzer_out[i].load(Relaxed))),
             );
             o.push(b'}');
         }

@@ -159,6 +159,20 @@ pub fn render(stats: &Stats) -> String {
         &per_analyzer(&|k| total(stats, |w| w.analyzer_calls[k].load(Relaxed))),
     );
     o.family(
+        "dragonfly_analyzer_out_total",
+        "counter",
+        "Records each analyzer wrote to user outputs.",
+        "analyzer",
+        &per_analyzer(&|k| total(stats, |w| w.analyzer_out[k].load(Relaxed))),
+    );
+    o.family(
+        "dragonfly_filter_out_total",
+        "counter",
+        "Records each input's filter wrote to user outputs.",
+        "input",
+        &per_input(&|k| total(stats, |w| w.filter_out[k].load(Relaxed))),
+    );
+    o.family(
         "dragonfly_analyzer_errors_total",
         "counter",
         "Analyzer loop() runtime errors.",

@@ -153,10 +153,12 @@ fn publish(stats: &Stats, index: usize, io: &WorkerIo) {
     for (i, s) in c.filters.iter().enumerate() {
         w.filter_calls[i].store(s.calls, Relaxed);
         w.filter_errors[i].store(s.errors, Relaxed);
+        w.filter_out[i].store(s.out, Relaxed);
     }
     for (i, s) in c.analyzers.iter().enumerate() {
         w.analyzer_calls[i].store(s.calls, Relaxed);
         w.analyzer_errors[i].store(s.errors, Relaxed);
+        w.analyzer_out[i].store(s.out, Relaxed);
     }
 }
 

@@ -136,6 +136,7 @@ fn http_endpoint_serves_every_route_and_metrics_match_the_events() {
     let st: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(st["inputs"]["eve"]["events"], n as u64);
     assert_eq!(st["analyzers"]["a"]["errors"], dns as u64);
+    assert_eq!(st["analyzers"]["a"]["out"], (n - dns) as u64);
     assert_eq!(st["latency_us"]["analyzer:a"]["count"], n as u64);
     assert_eq!(st["latency_us"]["end_to_end:analyzer:a"]["count"], (n - dns) as u64);
     assert!(st["latency_us"]["analyzer:a"]["p99"].as_f64().unwrap() > 0.0);
