@@ -373,12 +373,17 @@ impl Writer {
         }
         // Everything below next_seq has been handed to the sinks and flushed: tail checkpoints
         // and Kafka commits may pass it once the Kafka outputs have acknowledged what was sent
-        // so far. After a failed flush they wait.
+        // so far and the Parquet outputs have completed the files holding it (rows of a file
+        // in progress are not readable yet). After a failed flush they wait.
         if all_ok {
             let sent: Vec<u64> = self
                 .sinks
                 .iter()
-                .map(|s| if let Sink::Kafka(k) = s { k.sent } else { 0 })
+                .map(|s| match s {
+                    Sink::Kafka(k) => k.sent,
+                    Sink::Parquet(p) => p.sent,
+                    _ => 0,
+                })
                 .collect();
             if self.acks.back().is_none_or(|(seqs, _)| *seqs != self.next_seq) {
                 self.acks.push_back((self.next_seq.clone(), sent));
@@ -387,7 +392,11 @@ impl Writer {
         let delivered: Vec<u64> = self
             .sinks
             .iter()
-            .map(|s| if let Sink::Kafka(k) = s { k.delivered() } else { 0 })
+            .map(|s| match s {
+                Sink::Kafka(k) => k.delivered(),
+                Sink::Parquet(p) => p.delivered,
+                _ => 0,
+            })
             .collect();
         while let Some((seqs, sent)) = self.acks.front() {
             if sent.iter().zip(&delivered).any(|(s, d)| d < s) {

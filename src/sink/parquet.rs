@@ -337,6 +337,11 @@ pub struct ParquetSink {
     tape: Option<Tape<'static>>,
     /// Slices of one row group's text, handed to the column writer.
     arrays: Vec<ByteArray>,
+    /// Records handed to the sink, and how many of them are in completed (renamed) files:
+    /// only those are readable, so the writer's watermark (tail checkpoints, Kafka commits)
+    /// waits for `delivered` as it waits for Kafka acknowledgements.
+    pub sent: u64,
+    pub delivered: u64,
 }
 
 fn parquet_err(what: &str, path: &Path, e: ParquetError) -> io::Error {
@@ -379,6 +384,8 @@ impl ParquetSink {
             buffers: simd_json::Buffers::new(4096),
             tape: Some(Tape(Vec::with_capacity(512))),
             arrays: Vec::new(),
+            sent: 0,
+            delivered: 0,
         })
     }
 
@@ -413,6 +420,7 @@ impl ParquetSink {
             self.start_file()?;
         }
         self.push_row(line);
+        self.sent += 1;
         let cur = self.cur.as_ref().expect("a file was started above");
         if cur.stats.rows >= self.opts.max_rows as u64 || cur.stats.input_bytes >= self.opts.max_bytes {
             return self.close();
@@ -444,7 +452,8 @@ impl ParquetSink {
             return Ok(());
         };
         let tmp = cur.tmp.clone();
-        self.finish(cur).inspect_err(|_| {
+        let sent = self.sent;
+        self.finish(cur).inspect(|()| self.delivered = sent).inspect_err(|_| {
             // After the rename the data file is complete; only an index write failed.
             if tmp.exists() {
                 self.stale.push(tmp);

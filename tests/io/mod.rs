@@ -433,3 +433,61 @@ fn parquet_output_read_back_with_pyarrow() {
     let none = dragonfly_mle::sink::parquet::find_files(&dir, "eve", from, from + 1, Some("tls")).unwrap();
     assert!(none.is_empty());
 }
+
+/// The offset of the one tail checkpoint in `run` (None before the first save).
+fn checkpoint_offset(run: &Path) -> Option<u64> {
+    let f = std::fs::read_dir(run).ok()?.filter_map(Result::ok).find(|e| {
+        e.file_name().to_string_lossy().starts_with("tail-") && e.file_name().to_string_lossy().ends_with(".json")
+    })?;
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f.path()).ok()?).ok()?;
+    v["offset"].as_u64()
+}
+
+/// Rows of a Parquet file in progress are not readable yet, so a tail checkpoint must not pass
+/// them: it waits until the file is complete (here: SIGUSR1 closes it), else a crash would lose
+/// them while the checkpoint says they were written.
+#[test]
+fn tail_checkpoint_waits_for_parquet_files_to_complete() {
+    let dir = short_dir();
+    let run = dir.path().join("run");
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.config(&simple_config("tail://in.json<", "", "stats_interval = 1").replace(
+        "file://out.json<\"",
+        &format!("parquet://{}/pq/eve?seconds=3600\"", dir.path().display()),
+    ));
+    let lines: Vec<String> = (0..1000).map(|i| event(0, i, 1000)).collect();
+    let body = join_lines(&lines);
+    env.write_log("in.json", &body);
+    let mut engine = env.spawn(&["--run-dir", run.to_str().unwrap()]);
+    // Every event reaches the sink (the stats line counts it) well before we look.
+    wait_until(
+        Duration::from_secs(30),
+        "1000 events processed",
+        || {
+            env.stats_records()
+                .last()
+                .is_some_and(|s| s["outputs"]["out"]["written"] == 1000)
+        },
+        || format!("{:?}", env.stats_records().last()),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        checkpoint_offset(&run).unwrap_or(0) == 0,
+        "checkpoint passed rows of a Parquet file in progress: {:?}",
+        checkpoint_offset(&run)
+    );
+    engine.signal(libc::SIGUSR1);
+    wait_until(
+        Duration::from_secs(30),
+        "the checkpoint after the file completed",
+        || checkpoint_offset(&run) == Some(body.len() as u64),
+        || format!("{:?}", checkpoint_offset(&run)),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    let done = files_with_prefix(&dir.path().join("pq"), "eve-");
+    assert!(
+        done.iter().any(|p| p.extension().is_some_and(|e| e == "parquet")),
+        "{done:?}"
+    );
+}
