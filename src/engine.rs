@@ -316,7 +316,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     let cfg = load(opts)?;
     // A user that does not exist is a startup error, found before anything starts.
     if let Some(u) = &opts.user {
-        crate::privilege::lookup(u).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
+        let ids = crate::privilege::lookup(u).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
+        crate::privilege::set_target(ids);
     }
     crate::ml::set_native(cfg.ml_native);
     crate::lua::builtins::configure(cfg.http_timeout, cfg.http_insecure, cfg.dns_timeout);

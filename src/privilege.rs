@@ -9,6 +9,23 @@ use std::sync::OnceLock;
 /// The directory the process chrooted to, if it did.
 static CHROOT: OnceLock<PathBuf> = OnceLock::new();
 
+/// The user the process will drop to (set at startup): helpers it starts before the drop,
+/// such as the managed `redis-server`, run as that user from the start.
+static TARGET: OnceLock<UserIds> = OnceLock::new();
+
+/// Records the user the process will drop to.
+pub fn set_target(u: UserIds) {
+    let _ = TARGET.set(u);
+}
+
+/// The user a helper process should run as: the target user while this process is still
+/// root, else none (it already runs as that user, or no drop was asked).
+pub fn helper_user() -> Option<UserIds> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    TARGET.get().copied().filter(|_| root)
+}
+
 /// Where a path configured before the chroot is now: paths under the new root lose that
 /// prefix; others are unchanged (and are unreachable: see docs/operations.md).
 pub fn host_path(p: &Path) -> std::borrow::Cow<'_, Path> {

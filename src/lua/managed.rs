@@ -92,6 +92,15 @@ fn start(run_dir: &Path) -> Result<Running, String> {
     let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
     let socket = dir.join("redis.sock");
     let log = std::fs::File::create(dir.join("redis.log")).map_err(|e| format!("managed Redis: {e}"))?;
+    // With a privilege drop ahead (`--user`), the server runs as that user from the start
+    // and owns its directory.
+    let user = crate::privilege::helper_user();
+    if let Some(u) = user {
+        for p in [dir.clone(), dir.join("redis.log")] {
+            std::os::unix::fs::chown(&p, Some(u.uid), Some(u.gid))
+                .map_err(|e| format!("managed Redis: chown {}: {e}", p.display()))?;
+        }
+    }
     let mut cmd = Command::new(&server);
     cmd.args(["--port", "0", "--save", "", "--appendonly", "no", "--daemonize", "no"])
         .arg("--unixsocket")
@@ -102,6 +111,10 @@ fn start(run_dir: &Path) -> Result<Running, String> {
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| format!("managed Redis: {e}"))?)
         .stderr(log);
+    if let Some(u) = user {
+        // std clears the supplementary groups before setuid when it runs as root.
+        cmd.uid(u.uid).gid(u.gid);
+    }
     // SAFETY: prctl and getppid are async-signal-safe; nothing else runs in the child before
     // exec.
     unsafe {

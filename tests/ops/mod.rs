@@ -582,3 +582,57 @@ fn shipped_analyzers_have_www_descriptions() {
         }
     }
 }
+
+/// With `--user`, the managed `redis-server` (started by a script's `setup()`, before the
+/// drop) runs as that user from the start, and the dropped engine keeps using it.
+#[test]
+fn managed_redis_runs_as_the_target_user() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test starts processes as nobody and must run as root"
+    );
+    let env = Env::simple(
+        "tail://in.json<",
+        "local conn\nfunction setup() conn = assert(hiredis.connect()) end\nfunction loop(msg)\n  msg.n = conn:command('INCR', 'c')\n  dragonfly.output_event(default_output, msg)\nend\n",
+        "",
+        "",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = env.dir.path().join("run");
+    env.write_log(
+        "in.json",
+        &join_lines(&(0..50).map(|i| format!("{{\"i\":{i}}}")).collect::<Vec<_>>()),
+    );
+    let mut engine = env.spawn(&["--user", "nobody", "--run-dir", run.to_str().unwrap()]);
+    wait_until(
+        Duration::from_secs(30),
+        "50 events",
+        || env.lines("out.json").len() == 50,
+        || format!("{} lines; log {:?}", env.lines("out.json").len(), env.log_records()),
+    );
+    let pid = engine.child.id();
+    let children: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|p| {
+            let st = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let ppid = st
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                .unwrap_or("");
+            ppid == pid.to_string() && st.contains("(redis-server)")
+        })
+        .collect();
+    assert_eq!(children.len(), 1, "one managed redis-server child: {children:?}");
+    assert_eq!(proc_status(children[0])["Uid"], "65534\t65534\t65534\t65534");
+    assert_eq!(proc_status(pid)["Uid"], "65534\t65534\t65534\t65534");
+    let last = env.lines("out.json").pop().unwrap();
+    assert_eq!(u64_member(&last, "n"), Some(50));
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+}
