@@ -14,6 +14,9 @@
 //! after the previous one closed, so an idle sink leaves no empty files. It is closed after
 //! `max_rows` rows or `max_bytes` bytes of input JSON (checked after each row), by
 //! [`ParquetSink::flush`] once it is `max_age` old, and by `close` (exit, SIGUSR1 rotation).
+//! Only then are its rows readable: `sent` counts the records handed to the sink and
+//! `delivered` those in completed files, and the writer holds tail checkpoints and Kafka
+//! commits back until `delivered` has passed them.
 //!
 //! Rows are buffered and written as one row group every [`ROW_GROUP_ROWS`] rows or
 //! [`ROW_GROUP_BYTES`] bytes of string data. Pages are Snappy-compressed; `event`,
