@@ -136,10 +136,11 @@ pub fn read_datagrams(path: &Path, router: &mut Router) -> io::Result<()> {
             continue;
         }
         idle = false;
+        let mut bytes = 0;
         for (i, m) in msgs.iter_mut().enumerate().take(got as usize) {
             let n = m.msg_len as usize;
             n_msgs += 1;
-            router.add_bytes(n);
+            bytes += n;
             if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 router.too_long(n_msgs, offset, n, SLOT);
             } else {
@@ -153,6 +154,8 @@ pub fn read_datagrams(path: &Path, router: &mut Router) -> io::Result<()> {
             offset += n as u64;
             m.msg_hdr.msg_flags = 0;
         }
+        // One counter update per call, not per datagram.
+        router.add_bytes(bytes);
     }
     router.flush();
     let _ = std::fs::remove_file(path);
