@@ -1,7 +1,8 @@
 //! The HTTP endpoint (replaces the original's web service on 127.0.0.1:7070): `/metrics`
 //! (Prometheus text), `/stats` (the stats line as JSON), `/health`, and `/www/<name>` (the
 //! analyzer descriptions under `<root>/www`, no path can leave that directory). GET and HEAD
-//! only, one request per connection, served by one thread.
+//! only, one request per connection, each on a short-lived thread (at most 8 at once, each
+//! given 2 s to send its request).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,6 +13,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::Stats;
+
+/// Requests served at once; more are answered 503 at once.
+const MAX_CONNECTIONS: usize = 8;
 
 /// The running endpoint; stops when dropped.
 pub struct HttpServer {
@@ -35,16 +39,34 @@ pub fn start(addr: &str, stats: Arc<Stats>, www: &std::path::Path) -> std::io::R
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
-    let www = std::fs::File::open(www)
-        .ok()
-        .filter(|f| f.metadata().is_ok_and(|m| m.is_dir()));
+    let www = Arc::new(
+        std::fs::File::open(www)
+            .ok()
+            .filter(|f| f.metadata().is_ok_and(|m| m.is_dir())),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
+    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let thread = std::thread::Builder::new().name("dfm-http".into()).spawn(move || {
         while !flag.load(Relaxed) {
             match listener.accept() {
-                Ok((s, _)) => {
-                    let _ = serve(s, &stats, www.as_ref());
+                Ok((mut s, _)) => {
+                    // Each request on a short-lived thread, so that a client that connects and
+                    // says nothing delays no one; beyond MAX_CONNECTIONS the answer is 503.
+                    if busy.load(Relaxed) >= MAX_CONNECTIONS {
+                        let _ = s.set_nonblocking(false);
+                        let _ = respond(&mut s, false, "503 Service Unavailable", "text/plain", b"busy\n");
+                        continue;
+                    }
+                    busy.fetch_add(1, Relaxed);
+                    let (stats, www, mine) = (Arc::clone(&stats), Arc::clone(&www), Arc::clone(&busy));
+                    let spawned = std::thread::Builder::new().name("dfm-http-req".into()).spawn(move || {
+                        let _ = serve(s, &stats, (*www).as_ref());
+                        mine.fetch_sub(1, Relaxed);
+                    });
+                    if spawned.is_err() {
+                        busy.fetch_sub(1, Relaxed);
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(20));

@@ -241,6 +241,16 @@ fn http_endpoint_serves_every_route_and_metrics_match_the_events() {
         );
     }
     assert_eq!(request(&addr, "POST", "/metrics").0, 405);
+    // Clients that connect and say nothing delay no one (each is given 2 s).
+    let idle: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let t = std::time::Instant::now();
+    assert_eq!(request(&addr, "GET", "/health").0, 200);
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "/health waited {:?} behind idle clients",
+        t.elapsed()
+    );
+    drop(idle);
     assert_eq!(request(&addr, "HEAD", "/health").0, 200);
 
     engine.signal(libc::SIGTERM);
