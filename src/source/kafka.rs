@@ -100,6 +100,23 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
     }
     .map_err(|e| format!("kafka://{}/{}: {e}", spec.brokers, spec.topic))?;
     router.opened();
+    // Where each assigned partition resumes (its committed offset), to check that the broker
+    // delivers from there: a later first offset means messages were skipped, which at-least-
+    // once cannot allow to pass silently (tansu did it when a commit fell inside a batch).
+    let mut resume: BTreeMap<i32, i64> = BTreeMap::new();
+    if let Some(ps) = &spec.partitions {
+        let mut q = TopicPartitionList::new();
+        for &p in ps {
+            q.add_partition(&spec.topic, p);
+        }
+        if let Ok(tpl) = consumer.committed_offsets(q, Duration::from_secs(5)) {
+            for e in tpl.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    resume.insert(e.partition(), o);
+                }
+            }
+        }
+    }
     let mut progress = Progress::new(MERGE);
     let mut last_commit = Instant::now();
     let mut idle = false;
@@ -118,6 +135,19 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
                 }
                 router.line(line, m.offset().max(0) as u64, m.partition().max(0) as u64);
                 let p = m.partition();
+                if let Some(want) = resume.remove(&p)
+                    && m.offset() > want
+                {
+                    report(
+                        router,
+                        "kafka_gap",
+                        format!(
+                            "partition {p}: resuming at the committed offset {want}, the broker delivered offset {} first ({} messages skipped)",
+                            m.offset(),
+                            m.offset() - want
+                        ),
+                    );
+                }
                 progress.note(router.seq(), (p, m.offset() + 1), |last| last.0 == p);
             }
             Some(Err(e)) => report(router, "kafka_error", e.to_string()),
