@@ -6,6 +6,7 @@
 
 pub mod flow_key;
 pub mod scan;
+pub mod timestamp;
 
 /// Suricata EVE field names, spelled as in Suricata's schema.
 pub mod fields {

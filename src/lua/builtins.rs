@@ -389,109 +389,16 @@ pub unsafe extern "C-unwind" fn date2epoch(l: *mut lua_State) -> c_int {
 }
 
 /// `n` ASCII digits at `s[i..]` as a number.
-fn digits(s: &[u8], i: usize, n: usize) -> Option<u32> {
-    let d = s.get(i..i + n)?;
-    d.iter().try_fold(0u32, |acc, &c| {
-        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-    })
-}
-
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days from 1970-01-01 to the given civil date (proleptic Gregorian).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction][Z|±HH|±HHMM|±HH:MM]` into seconds since the epoch,
 /// fraction included. Without a zone the time is local (`mktime`, DST decided by the zone
 /// rules). `None` when malformed or out of range.
 pub fn parse_timestamp(s: &[u8]) -> Option<f64> {
-    let year = digits(s, 0, 4)?;
-    let month = digits(s, 5, 2)?;
-    let day = digits(s, 8, 2)?;
-    let hour = digits(s, 11, 2)?;
-    let min = digits(s, 14, 2)?;
-    let sec = digits(s, 17, 2)?;
-    if s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't' | b' ') || s[13] != b':' || s[16] != b':' {
-        return None;
-    }
-    let y = i64::from(year);
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(y, month) || hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut frac = 0.0f64;
-    if matches!(s.get(i), Some(b'.' | b',')) {
-        i += 1;
-        let start = i;
-        let (mut num, mut scale) = (0u64, 1u64);
-        while let Some(&c) = s.get(i).filter(|c| c.is_ascii_digit()) {
-            // Nanoseconds are plenty for a double; further digits are checked, not used.
-            if i - start < 9 {
-                num = num * 10 + u64::from(c - b'0');
-                scale *= 10;
-            }
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        frac = num as f64 / scale as f64;
-    }
-    let offset: Option<i64> = match s.get(i) {
-        None => None,
-        Some(b'Z' | b'z') => {
-            i += 1;
-            Some(0)
-        }
-        Some(&sign @ (b'+' | b'-')) => {
-            let oh = digits(s, i + 1, 2)?;
-            i += 3;
-            let om = if s.get(i) == Some(&b':') {
-                let m = digits(s, i + 1, 2)?;
-                i += 3;
-                m
-            } else if s.len() > i {
-                let m = digits(s, i, 2)?;
-                i += 2;
-                m
-            } else {
-                0
-            };
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let o = i64::from(oh * 3600 + om * 60);
-            Some(if sign == b'-' { -o } else { o })
-        }
-        Some(_) => return None,
+    let t = crate::event::timestamp::parse(s)?;
+    let whole = match t.offset {
+        Some(o) => t.epoch_secs(o),
+        None => local_epoch(t.year as u32, t.month, t.day, t.hour, t.min, t.sec)?,
     };
-    if i != s.len() {
-        return None;
-    }
-    let whole = match offset {
-        Some(o) => days_from_civil(y, month, day) * 86_400 + i64::from(hour * 3600 + min * 60 + sec) - o,
-        None => local_epoch(year, month, day, hour, min, sec)?,
-    };
-    Some(whole as f64 + frac)
+    Some(whole as f64 + f64::from(t.nanos) / 1e9)
 }
 
 /// `mktime` of a zeroed `tm` with `tm_isdst = -1` (the zone's rules decide DST).
