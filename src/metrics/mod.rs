@@ -92,6 +92,109 @@ pub struct OutputStats {
     pub errors: AtomicU64,
 }
 
+/// A counter every worker keeps, summed over the workers: where it goes in the stats line
+/// (`section.key`) and in `/metrics` (`metric`, empty when it is rendered otherwise).
+pub struct WorkerTotal {
+    pub section: &'static str,
+    pub key: &'static str,
+    pub metric: &'static str,
+    pub kind: &'static str,
+    pub help: &'static str,
+    pub get: fn(&WorkerStats) -> &AtomicU64,
+}
+
+/// The summed worker counters, in stats-line order (one section's keys together).
+pub const WORKER_TOTALS: &[WorkerTotal] = &[
+    WorkerTotal {
+        section: "drops",
+        key: "unknown_tag",
+        metric: "",
+        kind: "counter",
+        help: "",
+        get: |w| &w.unknown_tags,
+    },
+    WorkerTotal {
+        section: "drops",
+        key: "encode_error",
+        metric: "",
+        kind: "counter",
+        help: "",
+        get: |w| &w.encode_errors,
+    },
+    WorkerTotal {
+        section: "redis",
+        key: "calls",
+        metric: "dragonfly_redis_calls_total",
+        kind: "counter",
+        help: "Redis commands sent by hiredis.",
+        get: |w| &w.redis_calls,
+    },
+    WorkerTotal {
+        section: "redis",
+        key: "failures",
+        metric: "dragonfly_redis_failures_total",
+        kind: "counter",
+        help: "Redis calls that failed (connection, timeout, protocol).",
+        get: |w| &w.redis_failures,
+    },
+    WorkerTotal {
+        section: "redis",
+        key: "error_replies",
+        metric: "dragonfly_redis_error_replies_total",
+        kind: "counter",
+        help: "Redis error replies returned to scripts.",
+        get: |w| &w.redis_error_replies,
+    },
+    WorkerTotal {
+        section: "ml",
+        key: "calls",
+        metric: "dragonfly_ml_calls_total",
+        kind: "counter",
+        help: "Native Redis-ML calls.",
+        get: |w| &w.ml_calls,
+    },
+    WorkerTotal {
+        section: "ml",
+        key: "errors",
+        metric: "dragonfly_ml_errors_total",
+        kind: "counter",
+        help: "Native Redis-ML error replies.",
+        get: |w| &w.ml_errors,
+    },
+    WorkerTotal {
+        section: "timers",
+        key: "pending",
+        metric: "dragonfly_timers_pending",
+        kind: "gauge",
+        help: "Timers armed and not yet fired.",
+        get: |w| &w.timers_pending,
+    },
+    WorkerTotal {
+        section: "timers",
+        key: "fired",
+        metric: "dragonfly_timers_fired_total",
+        kind: "counter",
+        help: "Timers delivered to loop().",
+        get: |w| &w.timers_fired,
+    },
+    WorkerTotal {
+        section: "reload",
+        key: "done",
+        metric: "dragonfly_reloads_total",
+        kind: "counter",
+        help: "Script reloads that took effect (per worker).",
+        get: |w| &w.reloads,
+    },
+    WorkerTotal {
+        section: "reload",
+        key: "errors",
+        metric: "dragonfly_reload_errors_total",
+        kind: "counter",
+        help: "Scripts that failed to reload and kept their old version (per worker).",
+        get: |w| &w.reload_errors,
+    },
+];
+
 /// Every counter of the engine.
 #[derive(Debug)]
 pub struct Stats {
@@ -144,6 +247,11 @@ impl Stats {
             analyzer_tags,
             output_tags,
         }
+    }
+
+    /// One of [`WORKER_TOTALS`], summed over the workers.
+    pub fn worker_total(&self, t: &WorkerTotal) -> u64 {
+        sum(self.workers.iter().map(|w| (t.get)(w).load(Relaxed)))
     }
 
     pub fn events_read(&self) -> u64 {
@@ -259,31 +367,25 @@ impl Stats {
             num(&mut o, self.outputs[i].errors.load(Relaxed));
             o.push(b'}');
         }
-        o.extend_from_slice(b"},\"drops\":{\"unknown_tag\":");
-        num(&mut o, sum(self.workers.iter().map(|w| w.unknown_tags.load(Relaxed))));
-        o.extend_from_slice(b",\"encode_error\":");
-        num(&mut o, sum(self.workers.iter().map(|w| w.encode_errors.load(Relaxed))));
-        o.extend_from_slice(b"},\"redis\":{\"calls\":");
-        num(&mut o, sum(self.workers.iter().map(|w| w.redis_calls.load(Relaxed))));
-        o.extend_from_slice(b",\"failures\":");
-        num(&mut o, sum(self.workers.iter().map(|w| w.redis_failures.load(Relaxed))));
-        o.extend_from_slice(b",\"error_replies\":");
-        num(
-            &mut o,
-            sum(self.workers.iter().map(|w| w.redis_error_replies.load(Relaxed))),
-        );
-        o.extend_from_slice(b"},\"ml\":{\"calls\":");
-        num(&mut o, sum(self.workers.iter().map(|w| w.ml_calls.load(Relaxed))));
-        o.extend_from_slice(b",\"errors\":");
-        num(&mut o, sum(self.workers.iter().map(|w| w.ml_errors.load(Relaxed))));
-        o.extend_from_slice(b"},\"timers\":{\"pending\":");
-        num(&mut o, sum(self.workers.iter().map(|w| w.timers_pending.load(Relaxed))));
-        o.extend_from_slice(b",\"fired\":");
-        num(&mut o, sum(self.workers.iter().map(|w| w.timers_fired.load(Relaxed))));
-        o.extend_from_slice(b"},\"reload\":{\"done\":");
-        num(&mut o, sum(self.workers.iter().map(|w| w.reloads.load(Relaxed))));
-        o.extend_from_slice(b",\"errors\":");
-        num(&mut o, sum(self.workers.iter().map(|w| w.reload_errors.load(Relaxed))));
+        o.push(b'}');
+        let mut section = "";
+        for t in WORKER_TOTALS {
+            if t.section != section {
+                if !section.is_empty() {
+                    o.push(b'}');
+                }
+                o.extend_from_slice(b",\"");
+                o.extend_from_slice(t.section.as_bytes());
+                o.extend_from_slice(b"\":{");
+                section = t.section;
+            } else {
+                o.push(b',');
+            }
+            o.push(b'"');
+            o.extend_from_slice(t.key.as_bytes());
+            o.extend_from_slice(b"\":");
+            num(&mut o, self.worker_total(t));
+        }
         o.push(b'}');
         if self.histograms {
             o.extend_from_slice(b",\"latency_us\":{");

@@ -225,60 +225,10 @@ pub fn render(stats: &Stats) -> String {
             ("encode_error", total(stats, |w| w.encode_errors.load(Relaxed))),
         ],
     );
-    scalar(
-        &mut o,
-        "dragonfly_redis_calls_total",
-        "Redis commands sent by hiredis.",
-        total(stats, |w| w.redis_calls.load(Relaxed)),
-    );
-    scalar(
-        &mut o,
-        "dragonfly_redis_failures_total",
-        "Redis calls that failed (connection, timeout, protocol).",
-        total(stats, |w| w.redis_failures.load(Relaxed)),
-    );
-    scalar(
-        &mut o,
-        "dragonfly_redis_error_replies_total",
-        "Redis error replies returned to scripts.",
-        total(stats, |w| w.redis_error_replies.load(Relaxed)),
-    );
-    scalar(
-        &mut o,
-        "dragonfly_ml_calls_total",
-        "Native Redis-ML calls.",
-        total(stats, |w| w.ml_calls.load(Relaxed)),
-    );
-    scalar(
-        &mut o,
-        "dragonfly_ml_errors_total",
-        "Native Redis-ML error replies.",
-        total(stats, |w| w.ml_errors.load(Relaxed)),
-    );
-    scalar(
-        &mut o,
-        "dragonfly_timers_fired_total",
-        "Timers delivered to loop().",
-        total(stats, |w| w.timers_fired.load(Relaxed)),
-    );
-    scalar(
-        &mut o,
-        "dragonfly_reloads_total",
-        "Script reloads that took effect (per worker).",
-        total(stats, |w| w.reloads.load(Relaxed)),
-    );
-    scalar(
-        &mut o,
-        "dragonfly_reload_errors_total",
-        "Scripts that failed to reload and kept their old version (per worker).",
-        total(stats, |w| w.reload_errors.load(Relaxed)),
-    );
-    o.head("dragonfly_timers_pending", "gauge", "Timers armed and not yet fired.");
-    o.sample(
-        "dragonfly_timers_pending",
-        &[],
-        total(stats, |w| w.timers_pending.load(Relaxed)) as f64,
-    );
+    for t in super::WORKER_TOTALS.iter().filter(|t| !t.metric.is_empty()) {
+        o.head(t.metric, t.kind, t.help);
+        o.sample(t.metric, &[], stats.worker_total(t) as f64);
+    }
     o.head(
         "dragonfly_shard_ring_batches",
         "gauge",
