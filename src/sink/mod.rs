@@ -77,6 +77,25 @@ impl Sink {
         }
     }
 
+    /// Records handed to a sink whose records become durable later than its flush (Kafka:
+    /// when the broker acknowledges; Parquet: when the file is complete); 0 for the others.
+    pub fn sent(&self) -> u64 {
+        match self {
+            Sink::Kafka(k) => k.sent,
+            Sink::Parquet(p) => p.sent,
+            _ => 0,
+        }
+    }
+
+    /// How many of [`sent`](Self::sent) are durable.
+    pub fn delivered(&self) -> u64 {
+        match self {
+            Sink::Kafka(k) => k.delivered(),
+            Sink::Parquet(p) => p.delivered,
+            _ => 0,
+        }
+    }
+
     /// What to call it in messages.
     pub fn name(&self) -> String {
         match self {
@@ -376,28 +395,12 @@ impl Writer {
         // so far and the Parquet outputs have completed the files holding it (rows of a file
         // in progress are not readable yet). After a failed flush they wait.
         if all_ok {
-            let sent: Vec<u64> = self
-                .sinks
-                .iter()
-                .map(|s| match s {
-                    Sink::Kafka(k) => k.sent,
-                    Sink::Parquet(p) => p.sent,
-                    _ => 0,
-                })
-                .collect();
+            let sent: Vec<u64> = self.sinks.iter().map(Sink::sent).collect();
             if self.acks.back().is_none_or(|(seqs, _)| *seqs != self.next_seq) {
                 self.acks.push_back((self.next_seq.clone(), sent));
             }
         }
-        let delivered: Vec<u64> = self
-            .sinks
-            .iter()
-            .map(|s| match s {
-                Sink::Kafka(k) => k.delivered(),
-                Sink::Parquet(p) => p.delivered,
-                _ => 0,
-            })
-            .collect();
+        let delivered: Vec<u64> = self.sinks.iter().map(Sink::delivered).collect();
         while let Some((seqs, sent)) = self.acks.front() {
             if sent.iter().zip(&delivered).any(|(s, d)| d < s) {
                 break;
