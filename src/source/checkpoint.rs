@@ -65,6 +65,16 @@ impl<T: Copy> Progress<T> {
         self.pending.push_back((seq, at, 0));
     }
 
+    /// The sequence number of the newest position noted.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.pending.back().map(|e| e.0)
+    }
+
+    /// Keeps only the positions for which `keep` holds (a Kafka partition given away).
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        self.pending.retain(|e| keep(&e.1));
+    }
+
     /// Takes out, oldest first, the positions every event before which is written.
     pub fn passed(&mut self, written: u64, mut f: impl FnMut(T)) {
         while let Some(&(seq, at, _)) = self.pending.front() {

@@ -4,14 +4,17 @@
 //! is at-least-once: after a crash the group re-reads from the last commit. Several engines in
 //! one group (on one machine or many) split the topic's partitions between them; a partition's
 //! messages are read in order, so the events of one flow (one partition, when producers key
-//! by flow) keep their order.
+//! by flow) keep their order. When a rebalance takes partitions away, what is already
+//! written is committed first, so the next owner starts after it.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -39,6 +42,11 @@ const COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// How long a stopping input waits for its last events to be written before its last commit.
 const DRAIN_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a revocation waits for the events with the workers to be written, at most, and
+/// once the outputs stop making progress.
+const REVOKE_WAIT: Duration = Duration::from_secs(2);
+const REVOKE_STALL: Duration = Duration::from_millis(200);
+
 /// Consecutive messages of one partition that share one progress entry (the commit lags by
 /// at most that many).
 const MERGE: u32 = 1024;
@@ -52,7 +60,12 @@ fn safe(progress: &mut Progress<(i32, i64)>, written: u64) -> BTreeMap<i32, i64>
     out
 }
 
-fn commit(consumer: &BaseConsumer, topic: &str, offsets: &BTreeMap<i32, i64>, mode: CommitMode) -> Result<(), String> {
+fn commit<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    offsets: &BTreeMap<i32, i64>,
+    mode: CommitMode,
+) -> Result<(), String> {
     if offsets.is_empty() {
         return Ok(());
     }
@@ -64,6 +77,108 @@ fn commit(consumer: &BaseConsumer, topic: &str, offsets: &BTreeMap<i32, i64>, mo
     consumer.commit(&tpl, mode).map_err(|e| e.to_string())
 }
 
+/// What the reading loop and the rebalance callbacks (run by rdkafka inside `poll`, on the
+/// same thread) share.
+#[derive(Default)]
+struct Shared {
+    /// Offsets read, by sequence number (see `Progress`).
+    progress: Option<Progress<(i32, i64)>>,
+    /// Where each newly assigned partition resumes (its committed offset), to check that the
+    /// broker delivers from there: a later first offset means messages were skipped, which
+    /// at-least-once cannot let pass silently (tansu did it when a commit fell inside a batch).
+    resume: BTreeMap<i32, i64>,
+    /// Reports made in the callbacks, for the loop to send: (kind, message).
+    reports: Vec<(&'static str, String)>,
+}
+
+/// The consumer's context: commits what is safe when partitions are taken away, and learns
+/// where assigned partitions resume.
+struct Ctx {
+    shared: Mutex<Shared>,
+    marks: Watermarks,
+    input: usize,
+    topic: String,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else { return };
+        let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        if revoked.is_empty() {
+            return;
+        }
+        let mut sh = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let sh = &mut *sh;
+        let Some(progress) = sh.progress.as_mut() else { return };
+        // Give the events already with the workers a moment to be written (those still
+        // batched in the reader cannot be: this runs inside the reader's poll).
+        let mark = &self.marks[self.input];
+        if let Some(target) = progress.last_seq() {
+            let start = Instant::now();
+            let (mut last, mut moved) = (mark.load(Ordering::Acquire), Instant::now());
+            while last < target && start.elapsed() < REVOKE_WAIT && moved.elapsed() < REVOKE_STALL {
+                std::thread::sleep(Duration::from_millis(5));
+                let w = mark.load(Ordering::Acquire);
+                if w != last {
+                    (last, moved) = (w, Instant::now());
+                }
+            }
+        }
+        // Commit what is written before the partitions go to another member, so that it
+        // starts after them; what is read and not yet written goes there again (duplicates,
+        // not losses). Positions of the revoked partitions are then forgotten: committing
+        // them later would move the new owner's offsets back.
+        let offsets = safe(progress, mark.load(Ordering::Acquire));
+        progress.retain(|(p, _)| !revoked.contains(p));
+        for p in &revoked {
+            sh.resume.remove(p);
+        }
+        let r = commit(consumer, &self.topic, &offsets, CommitMode::Sync);
+        let kept: Vec<String> = offsets
+            .iter()
+            .filter(|(p, _)| revoked.contains(p))
+            .map(|(p, o)| format!("{p}:{o}"))
+            .collect();
+        sh.reports.push(match r {
+            Ok(()) => (
+                "kafka_revoked",
+                format!(
+                    "partitions {revoked:?} revoked; committed before giving them up: [{}]",
+                    kept.join(", ")
+                ),
+            ),
+            Err(e) => (
+                "kafka_commit_error",
+                format!("partitions {revoked:?} revoked; committing their offsets failed: {e}"),
+            ),
+        });
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else { return };
+        if tpl.count() == 0 {
+            return;
+        }
+        let committed = consumer.committed_offsets((*tpl).clone(), Duration::from_secs(5));
+        let mut sh = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        match committed {
+            Ok(c) => {
+                for e in c.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        sh.resume.insert(e.partition(), o);
+                    }
+                }
+            }
+            Err(e) => sh.reports.push((
+                "kafka_error",
+                format!("reading the committed offsets of the assigned partitions: {e}"),
+            )),
+        }
+    }
+}
+
 /// Consumes until the engine stops, then waits for the events read to be written and commits
 /// their offsets.
 pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &mut Router) -> Result<(), String> {
@@ -71,7 +186,16 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
     if let Some(id) = &spec.instance {
         config.set("group.instance.id", id);
     }
-    let consumer: BaseConsumer = config
+    let ctx = Ctx {
+        shared: Mutex::new(Shared {
+            progress: Some(Progress::new(MERGE)),
+            ..Default::default()
+        }),
+        marks: marks.clone(),
+        input,
+        topic: spec.topic.clone(),
+    };
+    let consumer: BaseConsumer<Ctx> = config
         .set("bootstrap.servers", &spec.brokers)
         .set("group.id", &spec.group)
         .set("enable.auto.commit", "false")
@@ -84,7 +208,7 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
         // Some brokers (tansu) answer a fetch only after the full wait when it returns little.
         .set("fetch.wait.max.ms", "50")
         .set("queued.max.messages.kbytes", "65536")
-        .create()
+        .create_with_context(ctx)
         .map_err(|e| format!("kafka://{}/{}: {e}", spec.brokers, spec.topic))?;
     match &spec.partitions {
         None => consumer.subscribe(&[&spec.topic]),
@@ -100,31 +224,40 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
     }
     .map_err(|e| format!("kafka://{}/{}: {e}", spec.brokers, spec.topic))?;
     router.opened();
-    // Where each assigned partition resumes (its committed offset), to check that the broker
-    // delivers from there: a later first offset means messages were skipped, which at-least-
-    // once cannot allow to pass silently (tansu did it when a commit fell inside a batch).
-    let mut resume: BTreeMap<i32, i64> = BTreeMap::new();
+    // A manual assignment has no rebalance callback: learn where it resumes now. (Under
+    // group membership, `post_rebalance` does it for each assignment.)
     if let Some(ps) = &spec.partitions {
         let mut q = TopicPartitionList::new();
         for &p in ps {
             q.add_partition(&spec.topic, p);
         }
         if let Ok(tpl) = consumer.committed_offsets(q, Duration::from_secs(5)) {
+            let mut sh = consumer.context().shared.lock().unwrap_or_else(|e| e.into_inner());
             for e in tpl.elements() {
                 if let Offset::Offset(o) = e.offset() {
-                    resume.insert(e.partition(), o);
+                    sh.resume.insert(e.partition(), o);
                 }
             }
         }
     }
-    let mut progress = Progress::new(MERGE);
     let mut last_commit = Instant::now();
     let mut idle = false;
     let report = |router: &Router, what: &str, e: String| {
         router.report(what, 0, 0, 0, &format!("kafka://{}/{}: {e}", spec.brokers, spec.topic));
     };
+    let shared = &consumer.context().shared;
+    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
     while !router.stopping() {
-        match consumer.poll(Duration::from_millis(100)) {
+        let polled = consumer.poll(Duration::from_millis(100));
+        // Reports made by the rebalance callbacks during the poll.
+        for (what, msg) in std::mem::take(&mut lock().reports) {
+            if what == "kafka_revoked" {
+                router.info(what, &format!("kafka://{}/{}: {msg}", spec.brokers, spec.topic));
+            } else {
+                report(router, what, msg);
+            }
+        }
+        match polled {
             Some(Ok(m)) => {
                 idle = false;
                 let payload = m.payload().unwrap_or_default();
@@ -135,7 +268,8 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
                 }
                 router.line(line, m.offset().max(0) as u64, m.partition().max(0) as u64);
                 let p = m.partition();
-                if let Some(want) = resume.remove(&p)
+                let mut sh = lock();
+                if let Some(want) = sh.resume.remove(&p)
                     && m.offset() > want
                 {
                     report(
@@ -148,7 +282,9 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
                         ),
                     );
                 }
-                progress.note(router.seq(), (p, m.offset() + 1), |last| last.0 == p);
+                if let Some(progress) = sh.progress.as_mut() {
+                    progress.note(router.seq(), (p, m.offset() + 1), |last| last.0 == p);
+                }
             }
             Some(Err(e)) => report(router, "kafka_error", e.to_string()),
             None => {
@@ -160,7 +296,11 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
         }
         if last_commit.elapsed() >= COMMIT_EVERY {
             last_commit = Instant::now();
-            let safe = safe(&mut progress, marks[input].load(Ordering::Acquire));
+            let safe = lock()
+                .progress
+                .as_mut()
+                .map(|p| safe(p, marks[input].load(Ordering::Acquire)))
+                .unwrap_or_default();
             if let Err(e) = commit(&consumer, &spec.topic, &safe, CommitMode::Async) {
                 report(router, "kafka_commit_error", e);
             }
@@ -173,7 +313,11 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
     while marks[input].load(Ordering::Acquire) < target && start.elapsed() < DRAIN_WAIT {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let safe = safe(&mut progress, marks[input].load(Ordering::Acquire));
+    let safe = lock()
+        .progress
+        .as_mut()
+        .map(|p| safe(p, marks[input].load(Ordering::Acquire)))
+        .unwrap_or_default();
     if let Err(e) = commit(&consumer, &spec.topic, &safe, CommitMode::Sync) {
         report(router, "kafka_commit_error", e);
     }

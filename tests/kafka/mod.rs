@@ -1,7 +1,9 @@
 //! Kafka through a real Kafka-protocol broker (`tansu`, in memory; `.ci/run` installs it with
 //! `cargo install tansu`): 100,000 events from a topic through the engine to a topic, per-key
 //! order kept; and `kill -9` of the engine mid-run, then a restart in the same consumer group:
-//! every event arrives at least once, duplicates counted and bounded.
+//! every event arrives at least once, duplicates counted and bounded; a group member resuming
+//! past its committed offset reports the skipped messages; a rebalance that revokes the
+//! engine's partitions commits what it wrote first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
@@ -86,6 +88,57 @@ impl Broker {
             p.poll(Duration::ZERO);
         }
         p.flush(Duration::from_secs(60)).unwrap();
+    }
+
+    /// Produces `events` to partition 0 of `topic` as one record batch (they must fit in
+    /// one), and waits until they are acknowledged.
+    pub fn produce_one_batch(&self, topic: &str, events: &[(String, String)]) {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("linger.ms", "1000")
+            .set("batch.num.messages", "100000")
+            .set("batch.size", "100000000")
+            .create()
+            .unwrap();
+        for (k, v) in events {
+            p.send(BaseRecord::to(topic).partition(0).key(k).payload(v)).unwrap();
+        }
+        p.flush(Duration::from_secs(60)).unwrap();
+    }
+
+    /// Commits `offset` for partition 0 of `topic` in `group`.
+    pub fn commit(&self, group: &str, topic: &str, offset: i64) {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset))
+            .unwrap();
+        c.commit(&tpl, rdkafka::consumer::CommitMode::Sync).unwrap();
+    }
+
+    /// The offsets committed in `group` for partitions 0..n of `topic` (-1: none).
+    pub fn committed(&self, group: &str, topic: &str, n: i32) -> Vec<i64> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..n {
+            tpl.add_partition(topic, p);
+        }
+        let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        (0..n)
+            .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+                Some(rdkafka::Offset::Offset(o)) => o,
+                _ => -1,
+            })
+            .collect()
     }
 
     /// Reads `topic` (`partitions` of them) from the start until `done` says so (or 120 s
@@ -339,4 +392,118 @@ fn kafka_two_engines_split_the_partitions() {
     eprintln!("kafka two engines: read {read:?}");
     assert!(read.iter().all(|&r| r > 0), "an engine read nothing: {read:?}");
     assert_eq!(read.iter().sum::<u64>(), n as u64);
+}
+
+/// Under group membership too, the engine checks that each assigned partition starts at the
+/// group's committed offset. The commit is put in the middle of a record batch, where tansu
+/// resumes at the next batch: the skipped messages must be reported, with their count.
+#[test]
+fn kafka_group_member_reports_messages_the_broker_skipped() {
+    let broker = Broker::start();
+    broker.create_topic("in", 1);
+    let all = events(2000, 10);
+    broker.produce_one_batch("in", &all[..1000]);
+    broker.produce_one_batch("in", &all[1000..]);
+    broker.commit("gap", "in", 500);
+    let env = env_with(
+        &config_with(&broker.brokers(), "group=gap")
+            .replace(&format!("kafka://{}/out", broker.brokers()), "file://out.json"),
+    );
+    let mut engine = env.spawn(&["--shards", "1"]);
+    let ns = || -> BTreeSet<u64> {
+        env.lines("out.json")
+            .iter()
+            .filter_map(|l| u64_member(l, "n"))
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "the second batch in out.json",
+        || ns().contains(&1999),
+        || format!("{} events", ns().len()),
+    );
+    engine.signal(libc::SIGINT);
+    engine.wait(Duration::from_secs(60)).assert_success();
+    let got = ns();
+    let first = *got.iter().next().unwrap();
+    assert!(got.iter().all(|&n| n >= 500), "read before the committed offset");
+    let gaps = env.log_records_of("kafka_gap");
+    eprintln!("kafka gap: first delivered {first}; reports {gaps:?}");
+    if first > 500 {
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        let msg = gaps[0]["message"].as_str().unwrap_or_default().to_string();
+        let want = format!(
+            "resuming at the committed offset 500, the broker delivered offset {first} first ({} messages skipped)",
+            first - 500
+        );
+        assert!(msg.contains(&want), "{msg}");
+    } else {
+        assert!(gaps.is_empty(), "{gaps:?}");
+    }
+}
+
+/// When a rebalance takes partitions away, the engine commits what it has written before
+/// giving them up, and reports it: another member joining the group takes partitions.
+#[test]
+fn kafka_revoked_partitions_are_committed_first() {
+    let broker = Broker::start();
+    broker.create_topic("in", 2);
+    let n = 60_000;
+    broker.produce("in", &events(n, 100));
+    let env = env_with(&format!(
+        "{}stats_interval = 1\n",
+        config_with(&broker.brokers(), "group=rv")
+            .replace(&format!("kafka://{}/out", broker.brokers()), "file://out.json")
+    ));
+    // About 200 us an event: the engine is still busy when the rebalance comes.
+    env.analyzer("a.lua", &SLOW_PASS.replace("0.00005", "0.0002"));
+    let mut engine = env.spawn(&["--shards", "1"]);
+    wait_until(
+        Duration::from_secs(120),
+        "some events written",
+        || progress(&env).1 >= 2000,
+        || format!("{:?}", progress(&env)),
+    );
+    // A second member of the group: the next rebalance revokes the engine's partitions.
+    let other: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("group.id", "rv")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    other.subscribe(&["in"]).unwrap();
+    let t = Instant::now();
+    while env.log_records_of("kafka_revoked").is_empty() && t.elapsed() < Duration::from_secs(60) {
+        let _ = other.poll(Duration::from_millis(100));
+    }
+    let revoked = env.log_records_of("kafka_revoked");
+    let committed = broker.committed("rv", "in", 2);
+    drop(other);
+    engine.signal(libc::SIGINT);
+    engine.wait(Duration::from_secs(60)).assert_success();
+    assert!(!revoked.is_empty(), "no revocation reported");
+    assert_eq!(revoked[0]["level"], "info");
+    let msg = revoked[0]["message"].as_str().unwrap_or_default().to_string();
+    eprintln!("kafka revoke: {msg}; committed then {committed:?}");
+    // "partitions [0, 1] revoked; committed before giving them up: [0:123, 1:456]"
+    let list = msg.rsplit('[').next().unwrap_or_default().trim_end_matches(']');
+    let pairs: Vec<(i32, i64)> = list
+        .split(", ")
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (p, o) = s.split_once(':').unwrap();
+            (p.parse().unwrap(), o.parse().unwrap())
+        })
+        .collect();
+    assert!(!pairs.is_empty(), "nothing committed on revocation: {msg}");
+    for (p, o) in pairs {
+        assert!(o > 0, "{msg}");
+        // The group's offset is at least what was committed on revocation (the engine may
+        // have committed more since, for partitions it got back).
+        assert!(
+            committed[p as usize] >= o,
+            "partition {p}: committed {committed:?}, reported {o}"
+        );
+    }
 }
