@@ -54,7 +54,7 @@ pub fn string_end(buf: &[u8], pos: usize) -> (usize, bool) {
     let mut i = pos + 1;
     let mut escaped = false;
     while let Some(rest) = buf.get(i..) {
-        match rest.iter().position(|&c| c == b'"' || c == b'\\') {
+        match memchr::memchr2(b'"', b'\\', rest) {
             Some(off) => {
                 i += off;
                 if buf[i] == b'\\' {
@@ -98,36 +98,112 @@ pub fn value_end(buf: &[u8], pos: usize) -> usize {
 }
 
 /// End of the object or array opening at `pos`. Only the bracket kind that opened it needs
-/// counting (the other kind is balanced inside valid JSON); strings are skipped whole, since
-/// they may contain brackets.
+/// counting (the other kind is balanced inside valid JSON); brackets inside strings are not
+/// counted. Works 64 bytes at a time: bit masks of quotes, backslashes and both brackets,
+/// escaped quotes removed by the parity of the backslash runs before them, the inside of
+/// strings found by a prefix XOR of the remaining quotes; then only the brackets outside
+/// strings are visited, one bit each.
 fn nested_end(buf: &[u8], pos: usize, open: u8, close: u8) -> usize {
-    // A plain byte loop: nested EVE objects are short and full of short strings, where a SIMD
-    // search would pay its setup cost at every quote.
     let n = buf.len();
     let mut depth = 0usize;
-    let mut i = pos;
-    while i < n {
-        let c = buf[i];
-        if c == b'"' {
-            i += 1;
-            while i < n {
-                match buf[i] {
-                    b'\\' => i += 2,
-                    b'"' => break,
-                    _ => i += 1,
+    // Whether the first byte of the next block is escaped by a backslash run ending this one.
+    let mut carry_escape = 0u64;
+    // All ones when this block starts inside a string.
+    let mut carry_string = 0u64;
+    let mut base = pos;
+    // The last, partial block, padded with spaces.
+    let mut tail = [b' '; 64];
+    while base < n {
+        let block: &[u8; 64] = match buf.get(base..base + 64) {
+            Some(b) => b.try_into().unwrap_or(&tail),
+            None => {
+                tail[..n - base].copy_from_slice(&buf[base..]);
+                &tail
+            }
+        };
+        let [quote, backslash, opens, closes] = block_masks(block, open, close);
+        let escaped = escaped_bytes(backslash, &mut carry_escape);
+        let inside = prefix_xor(quote & !escaped) ^ carry_string;
+        carry_string = ((inside as i64) >> 63) as u64;
+        let mut brackets = (opens | closes) & !inside;
+        while brackets != 0 {
+            let i = brackets.trailing_zeros() as usize;
+            if opens >> i & 1 == 1 {
+                depth += 1;
+            } else {
+                depth = depth.wrapping_sub(1);
+                if depth == 0 {
+                    return base + i + 1;
                 }
             }
-        } else if c == open {
-            depth += 1;
-        } else if c == close {
-            depth -= 1;
-            if depth == 0 {
-                return i + 1;
-            }
+            brackets &= brackets - 1;
         }
-        i += 1;
+        base += 64;
     }
     n
+}
+
+/// Bit i set when byte i is escaped (preceded by an odd run of backslashes); `carry` says
+/// whether the first byte is, and is set for the next block. (The odd/even run trick of
+/// simdjson's stage 1, as its paper describes it.)
+#[inline]
+fn escaped_bytes(backslash: u64, carry: &mut u64) -> u64 {
+    const EVEN: u64 = 0x5555_5555_5555_5555;
+    let backslash = backslash & !*carry;
+    let follows = (backslash << 1) | *carry;
+    let odd_starts = backslash & !EVEN & !follows;
+    let (sum, overflow) = odd_starts.overflowing_add(backslash);
+    *carry = u64::from(overflow);
+    (EVEN ^ (sum << 1)) & follows
+}
+
+/// Bit i set when an odd number of bits at or below i are set in `x`.
+#[inline]
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
+}
+
+/// Masks of `"`, `\\`, `open` and `close` in a block.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn block_masks(b: &[u8; 64], open: u8, close: u8) -> [u64; 4] {
+    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    // SAFETY: SSE2 is part of the x86_64 baseline; the four unaligned 16-byte loads lie
+    // inside the 64-byte block.
+    unsafe {
+        let wanted = [
+            _mm_set1_epi8(b'"' as i8),
+            _mm_set1_epi8(b'\\' as i8),
+            _mm_set1_epi8(open as i8),
+            _mm_set1_epi8(close as i8),
+        ];
+        let mut out = [0u64; 4];
+        for k in 0..4 {
+            let v = _mm_loadu_si128(b.as_ptr().add(16 * k).cast::<__m128i>());
+            for (w, o) in wanted.iter().zip(out.iter_mut()) {
+                *o |= u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, *w)) as u16) << (16 * k);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn block_masks(b: &[u8; 64], open: u8, close: u8) -> [u64; 4] {
+    let mut out = [0u64; 4];
+    for (i, &c) in b.iter().enumerate() {
+        for (w, o) in [b'"', b'\\', open, close].iter().zip(out.iter_mut()) {
+            *o |= u64::from(c == *w) << i;
+        }
+    }
+    out
 }
 
 /// Position of the first member of the object opening with `{` at `pos` (or `None` when it
@@ -273,6 +349,120 @@ pub fn number(raw: &[u8]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The byte-at-a-time scan `nested_end` replaced, as the reference.
+    fn nested_end_bytes(buf: &[u8], pos: usize, open: u8, close: u8) -> usize {
+        let n = buf.len();
+        let mut depth = 0usize;
+        let mut i = pos;
+        while i < n {
+            let c = buf[i];
+            if c == b'"' {
+                i += 1;
+                while i < n {
+                    match buf[i] {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+            } else if c == open {
+                depth += 1;
+            } else if c == close {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            i += 1;
+        }
+        n
+    }
+
+    /// A random JSON value: nested objects and arrays, strings full of brackets, quotes and
+    /// backslash runs of every length.
+    fn random_value(r: &mut u64, depth: u32, out: &mut String) {
+        let mut next = |m: u64| {
+            *r ^= *r << 13;
+            *r ^= *r >> 7;
+            *r ^= *r << 17;
+            *r % m
+        };
+        match if depth > 4 { 2 + next(2) } else { next(4) } {
+            0 => {
+                out.push('{');
+                for i in 0..next(5) {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&format!("\"k{i}\":"));
+                    random_value(r, depth + 1, out);
+                }
+                out.push('}');
+            }
+            1 => {
+                out.push('[');
+                for i in 0..next(5) {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    random_value(r, depth + 1, out);
+                }
+                out.push(']');
+            }
+            2 => {
+                out.push('"');
+                for _ in 0..next(90) {
+                    match next(9) {
+                        0 => out.push_str("\\\""),
+                        1 => out.push_str(&"\\\\".repeat(1 + next(4) as usize)),
+                        2 => out.push('{'),
+                        3 => out.push('}'),
+                        4 => out.push('['),
+                        5 => out.push(']'),
+                        6 => out.push('é'),
+                        _ => out.push('x'),
+                    }
+                }
+                out.push('"');
+            }
+            _ => out.push_str(["1", "-2.5e3", "true", "null"][next(4) as usize]),
+        }
+    }
+
+    #[test]
+    fn nested_end_agrees_with_the_byte_scan() {
+        let mut r = 0x9e37_79b9_7f4a_7c15u64;
+        let mut checked = 0;
+        for _ in 0..4000 {
+            let mut s = String::from("{\"a\":");
+            random_value(&mut r, 0, &mut s);
+            s.push_str(",\"b\":1}");
+            let b = s.as_bytes();
+            // Every object and array opening outside a string, at every offset.
+            let mut i = 0;
+            while i < b.len() {
+                match b[i] {
+                    b'"' => i = string_end(b, i).0,
+                    c @ (b'{' | b'[') => {
+                        let close = if c == b'{' { b'}' } else { b']' };
+                        assert_eq!(
+                            nested_end(b, i, c, close),
+                            nested_end_bytes(b, i, c, close),
+                            "{s} at {i}"
+                        );
+                        checked += 1;
+                        i += 1;
+                    }
+                    _ => i += 1,
+                }
+            }
+            // Cut short: no panic, and the end of the buffer when the close is missing.
+            let cut = &b[..b.len() / 2];
+            assert!(nested_end(cut, 0, b'{', b'}') <= cut.len());
+        }
+        assert!(checked > 10_000, "{checked}");
+    }
 
     fn members(s: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
