@@ -34,7 +34,10 @@ function ml.forest_run(key, f, mode)
    elseif mode ~= nil and mode ~= "CLASSIFICATION" then
       return nil, "ERR unknown mode '" .. tostring(mode) .. "' (CLASSIFICATION or REGRESSION)"
    end
-   for _ = 1, 3 do
+   -- A forest replaced between the layout lookup and the run makes the run stale: look the
+   -- layout up again. Three tries were too few on a loaded machine with other workers
+   -- re-adding the forest (tests/ml: concurrent_add_while_workers_run failed 2 runs in 3).
+   for _ = 1, 100 do
       local lay = layouts[key]
       if lay == nil then
          local id, names = layout_of(key)

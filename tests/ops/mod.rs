@@ -605,7 +605,7 @@ fn managed_redis_runs_as_the_target_user() {
     );
     let env = Env::simple(
         "tail://in.json<",
-        "local conn\nfunction setup() conn = assert(hiredis.connect()) end\nfunction loop(msg)\n  msg.n = conn:command('INCR', 'c')\n  dragonfly.output_event(default_output, msg)\nend\n",
+        "local conn\nfunction setup() conn = assert(hiredis.connect()) end\nfunction loop(msg)\n  msg.n = conn:command('INCR', 'ops:managed-redis:count')\n  dragonfly.output_event(default_output, msg)\nend\n",
         "",
         "",
     );
