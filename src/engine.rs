@@ -157,6 +157,7 @@ fn drop_privileges(
     cfg: &Config,
     state_dir: &std::path::Path,
     inputs: usize,
+    workers: usize,
     opened: &std::sync::atomic::AtomicUsize,
     diag: &crate::source::Diag,
 ) -> anyhow::Result<()> {
@@ -180,7 +181,13 @@ fn drop_privileges(
     {
         crate::privilege::hand_over(state_dir, u).map_err(|e| anyhow::anyhow!("run directory: {e}"))?;
     }
-    crate::privilege::drop_privileges(user, root).map_err(|e| anyhow::anyhow!("dropping privileges: {e}"))?;
+    // With the workers between batches: none is in the middle of a Redis call that the
+    // credential change's signals would interrupt.
+    crate::shard::worker::GATE
+        .with_workers_parked(workers, std::time::Duration::from_secs(5), || {
+            crate::privilege::drop_privileges(user, root)
+        })
+        .map_err(|e| anyhow::anyhow!("dropping privileges: {e}"))?;
     let mut what = Vec::new();
     if let Some(r) = root {
         what.push(format!("chrooted to {}", r.display()));
@@ -585,7 +592,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                 })?,
         );
     }
-    let dropped = drop_privileges(opts, &cfg, &state_dir, n_inputs, &open_count, &diag_tx);
+    let dropped = drop_privileges(opts, &cfg, &state_dir, n_inputs, shards, &open_count, &diag_tx);
     if dropped.is_err() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }

@@ -162,6 +162,53 @@ fn publish(stats: &Stats, index: usize, io: &WorkerIo) {
     }
 }
 
+/// Holds every worker at a batch boundary while the process drops its privileges: glibc
+/// changes the credentials of all threads by signalling each, and a worker blocked in a
+/// Redis read with a timeout would see the read fail with EINTR (such reads are never
+/// restarted) and lose its connection.
+pub struct Gate {
+    pause: std::sync::atomic::AtomicBool,
+    parked: std::sync::atomic::AtomicUsize,
+}
+
+pub static GATE: Gate = Gate {
+    pause: std::sync::atomic::AtomicBool::new(false),
+    parked: std::sync::atomic::AtomicUsize::new(0),
+};
+
+impl Gate {
+    /// Runs `f` once `workers` workers are parked (or `wait` has passed), then lets them go.
+    pub fn with_workers_parked<T>(&self, workers: usize, wait: std::time::Duration, f: impl FnOnce() -> T) -> T {
+        use std::sync::atomic::Ordering::{Acquire, Release};
+        self.pause.store(true, Release);
+        let t = std::time::Instant::now();
+        while self.parked.load(Acquire) < workers && t.elapsed() < wait {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let r = f();
+        self.pause.store(false, Release);
+        r
+    }
+
+    /// A worker that has stopped is out of the way for good.
+    fn leave(&self) {
+        self.parked.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Called by a worker between batches: waits while a pause is asked for.
+    fn check(&self) {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        if !self.pause.load(Acquire) {
+            return;
+        }
+        self.parked.fetch_add(1, AcqRel);
+        while self.pause.load(Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.parked.fetch_sub(1, AcqRel);
+    }
+}
+
 /// Runs a worker until every input ring is closed and empty. `ready` receives the outcome
 /// of loading the scripts and running their `setup()`.
 pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sync::mpsc::Sender<Result<(), String>>) {
@@ -186,6 +233,7 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
     let ok = r.is_ok();
     let _ = ready.send(r);
     if !ok {
+        GATE.leave();
         boxed.uninstall();
         return;
     }
@@ -198,6 +246,7 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
     let mut generation = spec.reload.generation.load(std::sync::atomic::Ordering::Acquire);
     let (mut reloads, mut reload_errors) = (0, 0);
     loop {
+        GATE.check();
         let g = spec.reload.generation.load(std::sync::atomic::Ordering::Acquire);
         if g != generation {
             generation = g;
@@ -253,6 +302,7 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
     }
     send_all(&mut io);
     publish(&stats, spec.index, &io);
+    GATE.leave();
     if let Some(l) = ctx().lat.as_mut() {
         l.merge_into(&stats);
     }

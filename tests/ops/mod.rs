@@ -605,7 +605,7 @@ fn managed_redis_runs_as_the_target_user() {
     );
     let env = Env::simple(
         "tail://in.json<",
-        "local conn\nfunction setup() conn = assert(hiredis.connect()) end\nfunction loop(msg)\n  msg.n = conn:command('INCR', 'ops:managed-redis:count')\n  dragonfly.output_event(default_output, msg)\nend\n",
+        "local conn\nfunction setup() conn = assert(hiredis.connect()) end\nfunction loop(msg)\n  local n, e = conn:command('INCR', 'ops:managed-redis:count'); msg.n = n; msg.err = e\n  dragonfly.output_event(default_output, msg)\nend\n",
         "",
         "",
     );
@@ -642,7 +642,14 @@ fn managed_redis_runs_as_the_target_user() {
     assert_eq!(proc_status(children[0])["Uid"], "65534\t65534\t65534\t65534");
     assert_eq!(proc_status(pid)["Uid"], "65534\t65534\t65534\t65534");
     let last = env.lines("out.json").pop().unwrap();
-    assert_eq!(u64_member(&last, "n"), Some(50));
+    assert_eq!(
+        u64_member(&last, "n"),
+        Some(50),
+        "first line {}; last line {}; log {:?}",
+        String::from_utf8_lossy(&env.lines("out.json")[0]),
+        String::from_utf8_lossy(&last),
+        env.log_records()
+    );
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(30)).assert_success();
 }
