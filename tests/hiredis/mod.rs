@@ -576,3 +576,61 @@ end
     let out = env.lines("out.json");
     assert_eq!(String::from_utf8_lossy(&out[0]), "{\"a\":1,\"code\":1}");
 }
+
+/// Bursts of SIGUSR1 rotations while every event makes a Redis round trip: the rotated pieces
+/// of the output hold every event once, and no Redis call fails (a worker's socket read, which
+/// has a timeout, would fail with EINTR if a signal handler ran on its thread; the kernel
+/// gives process signals to the main thread, which waits in `join`).
+#[test]
+fn signals_do_not_interrupt_redis_calls() {
+    let redis = RedisServer::start();
+    let env = Env::new();
+    env.config(&format!(
+        "redis_host = \"127.0.0.1\"\nredis_port = {}\n{}",
+        redis.port,
+        simple_config("file://in.json", "", "")
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        "local conn\nfunction setup() conn = assert(hiredis.connect()) end\nfunction loop(msg)\n  local n, e = conn:command('INCR', 'signals')\n  msg.n = n\n  msg.err = e\n  dragonfly.output_event(default_output, msg)\nend\n",
+    );
+    let n = 40_000;
+    let lines: Vec<String> = (0..n).map(|i| format!("{{\"i\":{i},\"src_ip\":\"10.0.0.{}\",\"dest_ip\":\"10.0.1.1\",\"src_port\":{},\"dest_port\":80,\"proto\":\"TCP\"}}", i % 250, 1000 + i % 97)).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let mut engine = env.spawn(&["--shards", "2"]);
+    // Signals before the handlers are installed would end the process: wait for output.
+    wait_until(
+        Duration::from_secs(30),
+        "the first events written",
+        || std::fs::metadata(env.log("out.json")).is_ok_and(|m| m.len() > 0),
+        String::new,
+    );
+    // Bursts: while the main thread still has one pending, the kernel hands the next to
+    // another thread.
+    for _ in 0..100 {
+        for _ in 0..4 {
+            if engine.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            engine.signal(libc::SIGUSR1);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    engine.wait(Duration::from_secs(120)).assert_success();
+    // Rotation renamed out.json a number of times: read every piece.
+    let mut got = Vec::new();
+    for e in std::fs::read_dir(&env.logs).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("out.json") {
+            got.extend(split_lines(&std::fs::read(e.path()).unwrap()));
+        }
+    }
+    assert_eq!(got.len(), n, "events written");
+    let failed: Vec<String> = got
+        .iter()
+        .filter(|l| u64_member(l, "n").is_none())
+        .take(3)
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    assert!(failed.is_empty(), "Redis calls failed: {failed:?}");
+}
