@@ -3,7 +3,8 @@
 //! order kept; and `kill -9` of the engine mid-run, then a restart in the same consumer group:
 //! every event arrives at least once, duplicates counted and bounded; a group member resuming
 //! past its committed offset reports the skipped messages; a rebalance that revokes the
-//! engine's partitions commits what it wrote first.
+//! engine's partitions commits what it wrote first; two engines in one group split the
+//! partitions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
@@ -346,9 +347,8 @@ fn kafka_kill_9_and_restart_loses_nothing() {
 }
 
 /// Two engines share one topic, each with its half of the partitions (`partitions=`), commits
-/// in one group: every event arrives exactly once and each engine read its share. (With group
-/// membership instead, tansu's rebalancing was unreliable here: in 3 runs one engine got no
-/// partition once and the partitions stalled once, so the automatic split is not tested.)
+/// in one group: every event arrives exactly once and each engine read its share. (The split
+/// by group membership is `kafka_group_members_split_the_partitions`.)
 #[test]
 fn kafka_two_engines_split_the_partitions() {
     let broker = Broker::start();
@@ -506,4 +506,74 @@ fn kafka_revoked_partitions_are_committed_first() {
             "partition {p}: committed {committed:?}, reported {o}"
         );
     }
+}
+
+/// Two engines join one consumer group (no `partitions=`): the group protocol splits the
+/// topic's partitions between them, each reads its share, and together they read every event
+/// (duplicates only around the rebalance, counted).
+#[test]
+fn kafka_group_members_split_the_partitions() {
+    let broker = Broker::start();
+    broker.create_topic("in", 4);
+    let n = 100_000;
+    broker.produce("in", &events(n, 1000));
+    let b = broker.brokers();
+    let make = |out: &str| {
+        let env = env_with(&format!(
+            "{}stats_interval = 1\n",
+            config_with(&b, "group=split").replace(&format!("kafka://{b}/out"), &format!("file://{out}"))
+        ));
+        // About 200 us an event: both engines are still busy when the second one joins.
+        env.analyzer("a.lua", &SLOW_PASS.replace("0.00005", "0.0002"));
+        env
+    };
+    let envs = [make("out.json"), make("out.json")];
+    let mut engines = vec![envs[0].spawn(&["--shards", "1"])];
+    wait_until(
+        Duration::from_secs(60),
+        "the first engine reading",
+        || progress(&envs[0]).1 > 0,
+        || format!("{:?}", progress(&envs[0])),
+    );
+    engines.push(envs[1].spawn(&["--shards", "1"]));
+    let distinct = || {
+        envs.iter()
+            .flat_map(|e| e.lines("out.json"))
+            .filter_map(|l| u64_member(&l, "n"))
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    wait_until(
+        Duration::from_secs(180),
+        "every event written by the two engines",
+        || distinct() >= n,
+        || {
+            format!(
+                "{} distinct; {:?}",
+                distinct(),
+                envs.iter().map(progress).collect::<Vec<_>>()
+            )
+        },
+    );
+    for e in &engines {
+        e.signal(libc::SIGINT);
+    }
+    let mut read = Vec::new();
+    for e in engines.iter_mut() {
+        read.push(e.wait(Duration::from_secs(60)).assert_success().summary().read);
+    }
+    let got: Vec<(i32, Vec<u8>)> = envs
+        .iter()
+        .flat_map(|e| e.lines("out.json"))
+        .filter(|l| u64_member(l, "n").is_some())
+        .map(|l| (0, l))
+        .collect();
+    let dups = check(&got, n);
+    eprintln!("kafka group split: read {read:?}, {dups} duplicates");
+    assert!(read[1] > 0, "the second member got no partition: {read:?}");
+    assert!(dups < n / 2, "{dups} duplicates");
+    assert!(
+        !envs[0].log_records_of("kafka_revoked").is_empty(),
+        "the first engine gave nothing up"
+    );
 }
