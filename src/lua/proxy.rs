@@ -187,7 +187,8 @@ pub unsafe fn is_proxy(l: *mut lua_State, idx: c_int) -> bool {
 pub unsafe fn push_proxy(l: *mut lua_State, line_idx: c_int, start: usize, end: usize, id: f64) {
     // SAFETY: `l` is owned by the caller and `line_idx` holds a string.
     unsafe {
-        ffi::lua_createtable(l, 0, 8);
+        // Four hash slots: the three hidden keys and the write table of a changed event.
+        ffi::lua_createtable(l, 0, 4);
         let t = ffi::lua_gettop(l);
         ffi::lua_pushvalue(l, line_idx);
         rawset_i(l, t, K_LINE);
