@@ -79,10 +79,9 @@ fn commit<C: ConsumerContext>(
 
 /// What the reading loop and the rebalance callbacks (run by rdkafka inside `poll`, on the
 /// same thread) share.
-#[derive(Default)]
 struct Shared {
     /// Offsets read, by sequence number (see `Progress`).
-    progress: Option<Progress<(i32, i64)>>,
+    progress: Progress<(i32, i64)>,
     /// Where each newly assigned partition resumes (its committed offset), to check that the
     /// broker delivers from there: a later first offset means messages were skipped, which
     /// at-least-once cannot let pass silently (tansu did it when a commit fell inside a batch).
@@ -111,7 +110,7 @@ impl ConsumerContext for Ctx {
         }
         let mut sh = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let sh = &mut *sh;
-        let Some(progress) = sh.progress.as_mut() else { return };
+        let progress = &mut sh.progress;
         // Give the events already with the workers a moment to be written (those still
         // batched in the reader cannot be: this runs inside the reader's poll).
         let mark = &self.marks[self.input];
@@ -188,8 +187,9 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
     }
     let ctx = Ctx {
         shared: Mutex::new(Shared {
-            progress: Some(Progress::new(MERGE)),
-            ..Default::default()
+            progress: Progress::new(MERGE),
+            resume: BTreeMap::new(),
+            reports: Vec::new(),
         }),
         marks: marks.clone(),
         input,
@@ -282,9 +282,7 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
                         ),
                     );
                 }
-                if let Some(progress) = sh.progress.as_mut() {
-                    progress.note(router.seq(), (p, m.offset() + 1), |last| last.0 == p);
-                }
+                sh.progress.note(router.seq(), (p, m.offset() + 1), |last| last.0 == p);
             }
             Some(Err(e)) => report(router, "kafka_error", e.to_string()),
             None => {
@@ -296,11 +294,7 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
         }
         if last_commit.elapsed() >= COMMIT_EVERY {
             last_commit = Instant::now();
-            let safe = lock()
-                .progress
-                .as_mut()
-                .map(|p| safe(p, marks[input].load(Ordering::Acquire)))
-                .unwrap_or_default();
+            let safe = safe(&mut lock().progress, marks[input].load(Ordering::Acquire));
             if let Err(e) = commit(&consumer, &spec.topic, &safe, CommitMode::Async) {
                 report(router, "kafka_commit_error", e);
             }
@@ -313,11 +307,7 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
     while marks[input].load(Ordering::Acquire) < target && start.elapsed() < DRAIN_WAIT {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let safe = lock()
-        .progress
-        .as_mut()
-        .map(|p| safe(p, marks[input].load(Ordering::Acquire)))
-        .unwrap_or_default();
+    let safe = safe(&mut lock().progress, marks[input].load(Ordering::Acquire));
     if let Err(e) = commit(&consumer, &spec.topic, &safe, CommitMode::Sync) {
         report(router, "kafka_commit_error", e);
     }
