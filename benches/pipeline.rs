@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the per-event hot path (line framing, simd-json validation and
-//! routing, the shard hash, the worker's Lua runtime) on a deterministic in-memory corpus of
+//! routing, the structural scanner, the shard hash, the worker's Lua runtime) on a deterministic in-memory corpus of
 //! realistic Suricata EVE lines generated here.
 //!
 //! `cargo bench --bench pipeline -- lua` runs only the Lua group. Every group reports
@@ -672,6 +672,34 @@ fn bench_parse(c: &mut Criterion) {
     g.finish();
 }
 
+/// The structural scanner's walk over every top-level member of each line (what a lookup of
+/// a late field, the Parquet sink's field extraction and `pairs` pay): strings searched with
+/// memchr2, nested values skipped 64 bytes at a time.
+fn bench_scan(c: &mut Criterion) {
+    use dragonfly_mle::event::scan;
+    let corpus = corpus();
+    let mut g = c.benchmark_group("scan");
+    g.throughput(Throughput::Elements(corpus.lines.len() as u64));
+    g.bench_function("all_top_level_members", |b| {
+        b.iter(|| {
+            let mut acc = 0usize;
+            for l in &corpus.lines {
+                let l = black_box(l.as_slice());
+                let mut next = scan::first_member(l, scan::skip_ws(l, 0));
+                while let Some(at) = next {
+                    let Some((m, after)) = scan::next_member(l, at) else {
+                        break;
+                    };
+                    acc = acc.wrapping_add(m.val_end as usize);
+                    next = after;
+                }
+            }
+            black_box(acc)
+        })
+    });
+    g.finish();
+}
+
 fn bench_route(c: &mut Criterion) {
     let corpus = corpus();
     let shards = black_box(SHARDS);
@@ -918,6 +946,6 @@ fn bench_lua(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_line_split, bench_parse, bench_route, bench_lua
+    targets = bench_line_split, bench_parse, bench_scan, bench_route, bench_lua
 }
 criterion_main!(benches);
