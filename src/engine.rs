@@ -195,7 +195,7 @@ fn drop_privileges(
     if let (Some(name), Some(u)) = (&opts.user, user) {
         what.push(format!("running as {name} (uid {}, gid {})", u.uid, u.gid));
     }
-    let _ = diag.send(info_line("privileges", &[], &what.join(", ")));
+    let _ = diag.send(crate::metrics::info_line("privileges", &[], &what.join(", ")));
     Ok(())
 }
 
@@ -216,7 +216,7 @@ fn reload_on_hup(
                 .map(|p| std::fs::read(crate::privilege::host_path(p)).map_err(|e| format!("{}: {e}", p.display())))
                 .collect();
             let g = reload.publish(sources);
-            let _ = diag.send(info_line(
+            let _ = diag.send(crate::metrics::info_line(
                 "reload",
                 &[],
                 &format!("SIGHUP: reload {g} of {} scripts requested", paths.len()),
@@ -224,26 +224,6 @@ fn reload_on_hup(
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-}
-
-/// An information record for `{log}`.
-fn info_line(kind: &str, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
-    use crate::lua::json::write_str;
-    let mut line = Vec::with_capacity(128);
-    line.extend_from_slice(b"{\"time\":");
-    write_str(&mut line, crate::metrics::utc_now().as_bytes());
-    line.extend_from_slice(b",\"level\":\"info\",\"kind\":");
-    write_str(&mut line, kind.as_bytes());
-    for (k, v) in fields {
-        line.push(b',');
-        write_str(&mut line, k.as_bytes());
-        line.push(b':');
-        write_str(&mut line, v.as_bytes());
-    }
-    line.extend_from_slice(b",\"message\":");
-    write_str(&mut line, message.as_bytes());
-    line.push(b'}');
-    line
 }
 
 /// Starts the HTTP endpoint. An address given on the command line or in config.lua that
@@ -265,7 +245,7 @@ fn start_http(
     match crate::metrics::http::start(&addr, Arc::clone(stats), &cfg.root.join("www")) {
         Ok(s) => {
             let bound = s.addr.to_string();
-            let _ = diag.send(info_line(
+            let _ = diag.send(crate::metrics::info_line(
                 "http_listening",
                 &[("address", &bound)],
                 &format!("HTTP endpoint on http://{bound}/ (/metrics, /stats, /health, /www/)"),
@@ -274,7 +254,7 @@ fn start_http(
         }
         Err(e) if explicit => bail!("http_address: cannot listen on {addr}: {e}"),
         Err(e) => {
-            let line = info_line(
+            let line = crate::metrics::info_line(
                 "http_unavailable",
                 &[("address", &addr)],
                 &format!("cannot listen on {addr}: {e}; running without the HTTP endpoint"),

@@ -441,9 +441,7 @@ pub fn take_pipelined() -> Vec<(usize, PipedResult)> {
             && let Some(l) = ctx().lat.as_mut()
         {
             let ns = crate::metrics::latency::mono_ns() - t0;
-            for _ in 0..waiters.len() {
-                l.redis.record(ns);
-            }
+            l.redis.record_n(ns, waiters.len() as u64);
         }
     }
     out

@@ -121,8 +121,14 @@ fn local_value(i: usize) -> u64 {
 impl LocalHist {
     #[inline]
     pub fn record(&mut self, ns: u64) {
-        self.counts[local_index(ns)] += 1;
-        self.total += 1;
+        self.record_n(ns, 1);
+    }
+
+    /// Records `n` values of `ns`.
+    #[inline]
+    pub fn record_n(&mut self, ns: u64, n: u64) {
+        self.counts[local_index(ns)] += n;
+        self.total += n;
     }
 
     pub fn is_empty(&self) -> bool {

@@ -483,6 +483,26 @@ static STDERR_REPORTS: AtomicU64 = AtomicU64::new(0);
 /// Problems copied to stderr before it goes quiet (all of them always go to `{log}`).
 pub const STDERR_REPORT_LIMIT: u64 = 20;
 
+/// An information record for `{log}`.
+pub fn info_line(kind: &str, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
+    use crate::lua::json::write_str;
+    let mut line = Vec::with_capacity(128);
+    line.extend_from_slice(b"{\"time\":");
+    write_str(&mut line, crate::metrics::utc_now().as_bytes());
+    line.extend_from_slice(b",\"level\":\"info\",\"kind\":");
+    write_str(&mut line, kind.as_bytes());
+    for (k, v) in fields {
+        line.push(b',');
+        write_str(&mut line, k.as_bytes());
+        line.push(b':');
+        write_str(&mut line, v.as_bytes());
+    }
+    line.extend_from_slice(b",\"message\":");
+    write_str(&mut line, message.as_bytes());
+    line.push(b'}');
+    line
+}
+
 /// Copies a problem report to stderr, for the first few only.
 pub fn stderr_report(line: &[u8]) {
     let n = STDERR_REPORTS.fetch_add(1, Relaxed);

@@ -86,8 +86,9 @@ struct Shared {
     /// broker delivers from there: a later first offset means messages were skipped, which
     /// at-least-once cannot let pass silently (tansu did it when a commit fell inside a batch).
     resume: BTreeMap<i32, i64>,
-    /// Reports made in the callbacks, for the loop to send: (kind, message).
-    reports: Vec<(&'static str, String)>,
+    /// Reports made in the callbacks, for the loop to send: (problem or information, kind,
+    /// message).
+    reports: Vec<(bool, &'static str, String)>,
 }
 
 /// The consumer's context: commits what is safe when partitions are taken away, and learns
@@ -142,6 +143,7 @@ impl ConsumerContext for Ctx {
             .collect();
         sh.reports.push(match r {
             Ok(()) => (
+                false,
                 "kafka_revoked",
                 format!(
                     "partitions {revoked:?} revoked; committed before giving them up: [{}]",
@@ -149,6 +151,7 @@ impl ConsumerContext for Ctx {
                 ),
             ),
             Err(e) => (
+                true,
                 "kafka_commit_error",
                 format!("partitions {revoked:?} revoked; committing their offsets failed: {e}"),
             ),
@@ -171,6 +174,7 @@ impl ConsumerContext for Ctx {
                 }
             }
             Err(e) => sh.reports.push((
+                true,
                 "kafka_error",
                 format!("reading the committed offsets of the assigned partitions: {e}"),
             )),
@@ -250,11 +254,11 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
     while !router.stopping() {
         let polled = consumer.poll(Duration::from_millis(100));
         // Reports made by the rebalance callbacks during the poll.
-        for (what, msg) in std::mem::take(&mut lock().reports) {
-            if what == "kafka_revoked" {
-                router.info(what, &format!("kafka://{}/{}: {msg}", spec.brokers, spec.topic));
-            } else {
+        for (problem, what, msg) in std::mem::take(&mut lock().reports) {
+            if problem {
                 report(router, what, msg);
+            } else {
+                router.info(what, &format!("kafka://{}/{}: {msg}", spec.brokers, spec.topic));
             }
         }
         match polled {

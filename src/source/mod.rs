@@ -91,24 +91,11 @@ impl Router {
 
     /// Reports a problem with a line to `{log}` and stderr.
     pub fn report(&self, kind: &str, line_no: u64, offset: u64, len: usize, msg: &str) {
-        let o = self.record("error", kind, line_no, offset, len, msg);
-        crate::metrics::stderr_report(&o);
-        let _ = self.diag.send(o);
-    }
-
-    /// Writes an information record (`"level":"info"`) about the input to `{log}`.
-    pub fn info(&self, kind: &str, msg: &str) {
-        let _ = self.diag.send(self.record("info", kind, 0, 0, 0, msg));
-    }
-
-    fn record(&self, level: &str, kind: &str, line_no: u64, offset: u64, len: usize, msg: &str) -> Vec<u8> {
         use crate::lua::json::write_str;
         let mut o = Vec::with_capacity(160);
         o.extend_from_slice(b"{\"time\":");
         write_str(&mut o, crate::metrics::utc_now().as_bytes());
-        o.extend_from_slice(b",\"level\":");
-        write_str(&mut o, level.as_bytes());
-        o.extend_from_slice(b",\"kind\":");
+        o.extend_from_slice(b",\"level\":\"error\",\"kind\":");
         write_str(&mut o, kind.as_bytes());
         o.extend_from_slice(b",\"input\":");
         write_str(&mut o, self.tag.as_bytes());
@@ -117,7 +104,15 @@ impl Router {
         );
         write_str(&mut o, msg.as_bytes());
         o.push(b'}');
-        o
+        crate::metrics::stderr_report(&o);
+        let _ = self.diag.send(o);
+    }
+
+    /// Writes an information record (`"level":"info"`) about the input to `{log}`.
+    pub fn info(&self, kind: &str, msg: &str) {
+        let _ = self
+            .diag
+            .send(crate::metrics::info_line(kind, &[("input", &self.tag)], msg));
     }
 
     /// Handles one framed line (without its newline).
