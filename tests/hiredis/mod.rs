@@ -585,18 +585,14 @@ end
 fn signals_do_not_interrupt_redis_calls() {
     let redis = RedisServer::start();
     let env = Env::new();
-    env.config(&format!(
-        "redis_host = \"127.0.0.1\"\nredis_port = {}\n{}",
-        redis.port,
-        simple_config("file://in.json", "", "")
-    ));
+    env.config(&redis_config(redis.port, "file://in.json"));
     env.filter("filter.lua", FILTER_TO_DEFAULT);
     env.analyzer(
         "a.lua",
         "local conn\nfunction setup() conn = assert(hiredis.connect()) end\nfunction loop(msg)\n  local n, e = conn:command('INCR', 'signals')\n  msg.n = n\n  msg.err = e\n  dragonfly.output_event(default_output, msg)\nend\n",
     );
     let n = 40_000;
-    let lines: Vec<String> = (0..n).map(|i| format!("{{\"i\":{i},\"src_ip\":\"10.0.0.{}\",\"dest_ip\":\"10.0.1.1\",\"src_port\":{},\"dest_port\":80,\"proto\":\"TCP\"}}", i % 250, 1000 + i % 97)).collect();
+    let lines: Vec<String> = gen_events(n, 500, 11).into_iter().map(|e| e.line).collect();
     env.write_log("in.json", &join_lines(&lines));
     let mut engine = env.spawn(&["--shards", "2"]);
     // Signals before the handlers are installed would end the process: wait for output.

@@ -70,16 +70,36 @@ impl Broker {
         );
     }
 
+    /// A client configuration for this broker with `settings`.
+    pub fn client(&self, settings: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.brokers());
+        for (k, v) in settings {
+            c.set(*k, *v);
+        }
+        c
+    }
+
+    /// A consumer in `group` that commits only when told to, with `settings` added.
+    pub fn consumer(&self, group: &str, settings: &[(&str, &str)]) -> BaseConsumer {
+        let mut c = self.client(&[("group.id", group), ("enable.auto.commit", "false")]);
+        for (k, v) in settings {
+            c.set(*k, *v);
+        }
+        c.create().unwrap()
+    }
+
     /// Produces `events` (key, payload) and waits until all are acknowledged. One message per
     /// record batch: tansu answers a fetch from an offset inside a batch with the *next*
     /// batch, so a consumer resuming from a commit in the middle of a batch would skip the
     /// rest of it (seen here: committed offset 7175, first message delivered 11421).
     pub fn produce(&self, topic: &str, events: &[(String, String)]) {
-        let p: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", self.brokers())
-            .set("linger.ms", "5")
-            .set("batch.num.messages", "1")
-            .set("queue.buffering.max.messages", "200000")
+        let p: BaseProducer = self
+            .client(&[
+                ("linger.ms", "5"),
+                ("batch.num.messages", "1"),
+                ("queue.buffering.max.messages", "200000"),
+            ])
             .create()
             .unwrap();
         for (k, v) in events {
@@ -94,11 +114,12 @@ impl Broker {
     /// Produces `events` to partition 0 of `topic` as one record batch (they must fit in
     /// one), and waits until they are acknowledged.
     pub fn produce_one_batch(&self, topic: &str, events: &[(String, String)]) {
-        let p: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", self.brokers())
-            .set("linger.ms", "1000")
-            .set("batch.num.messages", "100000")
-            .set("batch.size", "100000000")
+        let p: BaseProducer = self
+            .client(&[
+                ("linger.ms", "1000"),
+                ("batch.num.messages", "100000"),
+                ("batch.size", "100000000"),
+            ])
             .create()
             .unwrap();
         for (k, v) in events {
@@ -109,12 +130,7 @@ impl Broker {
 
     /// Commits `offset` for partition 0 of `topic` in `group`.
     pub fn commit(&self, group: &str, topic: &str, offset: i64) {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.brokers())
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
+        let c = self.consumer(group, &[]);
         let mut tpl = rdkafka::TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset))
             .unwrap();
@@ -123,12 +139,7 @@ impl Broker {
 
     /// The offsets committed in `group` for partitions 0..n of `topic` (-1: none).
     pub fn committed(&self, group: &str, topic: &str, n: i32) -> Vec<i64> {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.brokers())
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
+        let c = self.consumer(group, &[]);
         let mut tpl = rdkafka::TopicPartitionList::new();
         for p in 0..n {
             tpl.add_partition(topic, p);
@@ -146,13 +157,7 @@ impl Broker {
     /// pass): (partition, payload). Partitions are assigned, not taken through a group: tansu's
     /// group coordination is not what this reader tests.
     pub fn consume(&self, topic: &str, mut done: impl FnMut(&[(i32, Vec<u8>)]) -> bool) -> Vec<(i32, Vec<u8>)> {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.brokers())
-            .set("group.id", "test-reader")
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "20")
-            .create()
-            .unwrap();
+        let c = self.consumer("test-reader", &[("fetch.wait.max.ms", "20")]);
         let mut tpl = rdkafka::TopicPartitionList::new();
         for p in 0..4 {
             tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
@@ -465,13 +470,7 @@ fn kafka_revoked_partitions_are_committed_first() {
         || format!("{:?}", progress(&env)),
     );
     // A second member of the group: the next rebalance revokes the engine's partitions.
-    let other: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.brokers())
-        .set("group.id", "rv")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "10000")
-        .create()
-        .unwrap();
+    let other = broker.consumer("rv", &[("session.timeout.ms", "10000")]);
     other.subscribe(&["in"]).unwrap();
     let t = Instant::now();
     while env.log_records_of("kafka_revoked").is_empty() && t.elapsed() < Duration::from_secs(60) {
