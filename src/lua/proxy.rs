@@ -6,7 +6,8 @@
 //!
 //! Layout of a proxy (all keys are lightuserdata, invisible to scripts that use `pairs`,
 //! because `pairs`/`next` materialize a proxy into a plain table first):
-//! `[K_LINE]` the whole line as a Lua string, `[K_SPAN]` the object's byte range packed into a
+//! `[K_LINE]` the whole line as a userdata of its bytes (not a string: a line is unique, so
+//! interning it would only cost a hash and a string-table probe per event), `[K_SPAN]` the object's byte range packed into a
 //! number, `[K_ID]` the event's id (for the member cache), `[K_SET]` writes (absent until the
 //! first write; deletions are the metatable itself), `[K_ORDER]` keys in the order of their first
 //! write (so new members are written in a reproducible order), `[K_CACHE]` nested tables
@@ -16,7 +17,7 @@ use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
 
-use super::ffi_util::{abs_index, push_bytes, to_bytes};
+use super::ffi_util::{abs_index, push_bytes};
 use super::worker::ctx;
 use crate::event::scan::{self, Kind};
 
@@ -113,12 +114,11 @@ pub struct FieldOut {
 ///
 /// # Safety
 ///
-/// Called by LuaJIT with `line` and `key` pointing to live Lua strings of the given lengths
-/// and `out` to a live `FieldOut`; the string a kind-1 answer points to stays valid until the
+/// Called by LuaJIT with `line` pointing to a live line userdata block (see [`push_event`]),
+/// `key` to a live Lua string of the given length and `out` to a live `FieldOut`; the string a kind-1 answer points to stays valid until the
 /// next call on this thread.
 pub unsafe extern "C" fn df_find(
     line: *const u8,
-    line_len: usize,
     span: f64,
     id: f64,
     key: *const u8,
@@ -126,13 +126,7 @@ pub unsafe extern "C" fn df_find(
     out: *mut FieldOut,
 ) -> i32 {
     // SAFETY: see the function's contract.
-    let (line, key, out) = unsafe {
-        (
-            std::slice::from_raw_parts(line, line_len),
-            std::slice::from_raw_parts(key, key_len),
-            &mut *out,
-        )
-    };
+    let (line, key, out) = unsafe { (line_of(line), std::slice::from_raw_parts(key, key_len), &mut *out) };
     let start = unpack_span(span).0.min(line.len());
     let c = ctx();
     let Some(m) = c.cache.find(id, start, line, key, &mut c.scratch) else {
@@ -203,9 +197,11 @@ pub unsafe fn push_proxy(l: *mut lua_State, line_idx: c_int, start: usize, end: 
 
 /// Pushes a new top-level proxy for an event whose bytes are `line`.
 pub unsafe fn push_event(l: *mut lua_State, line: &[u8], id: f64) {
-    // SAFETY: `l` is owned by the caller.
+    // SAFETY: `l` is owned by the caller; the new userdata has room for `line`.
     unsafe {
-        push_bytes(l, line);
+        let ud = ffi::lua_newuserdata(l, LINE_HEADER + line.len()).cast::<u8>();
+        ud.cast::<u64>().write_unaligned(line.len() as u64);
+        std::ptr::copy_nonoverlapping(line.as_ptr(), ud.add(LINE_HEADER), line.len());
         let li = ffi::lua_gettop(l);
         // The reader validated the line as one JSON object: it ends at the last
         // non-whitespace byte.
@@ -216,6 +212,43 @@ pub unsafe fn push_event(l: *mut lua_State, line: &[u8], id: f64) {
         }
         push_proxy(l, li, start, end, id);
         ffi::lua_remove(l, li);
+    }
+}
+
+/// Bytes before the line in its userdata: the line's length (a `u64`), which is all the FFI
+/// lookup gets besides the block's address.
+const LINE_HEADER: usize = 8;
+
+/// The line in a line userdata block.
+///
+/// # Safety
+///
+/// `ud` points to a block made by [`push_event`] that outlives `'a`.
+#[inline]
+unsafe fn line_of<'a>(ud: *const u8) -> &'a [u8] {
+    // SAFETY: see the contract; the header holds the length of the bytes after it.
+    unsafe {
+        let len = ud.cast::<u64>().read_unaligned() as usize;
+        std::slice::from_raw_parts(ud.add(LINE_HEADER), len)
+    }
+}
+
+/// The bytes of the line userdata at `idx` (empty for anything else).
+#[inline]
+unsafe fn line_at<'a>(l: *mut lua_State, idx: c_int) -> &'a [u8] {
+    // SAFETY: a userdata's block does not move and lives while the proxy holding it does.
+    // Only `push_event` makes userdata of this size with this content under `K_LINE`;
+    // a script that stores other userdata there gets a block too short for a header.
+    unsafe {
+        let p = ffi::lua_touserdata(l, idx);
+        if p.is_null() || ffi::lua_objlen(l, idx) < LINE_HEADER {
+            return &[];
+        }
+        let line = line_of(p.cast::<u8>());
+        if LINE_HEADER + line.len() != ffi::lua_objlen(l, idx) {
+            return &[];
+        }
+        line
     }
 }
 
@@ -231,7 +264,7 @@ pub unsafe fn parts<'a>(l: *mut lua_State, t: c_int) -> Parts<'a> {
     // SAFETY: `t` is a proxy; the line string stays referenced by it while it is alive.
     unsafe {
         rawget_i(l, t, K_LINE);
-        let line = to_bytes(l, -1).unwrap_or(&[]);
+        let line = line_at(l, -1);
         rawget_i(l, t, K_SPAN);
         let (start, end) = unpack_span(ffi::lua_tonumber(l, -1));
         rawget_i(l, t, K_ID);
