@@ -199,6 +199,7 @@ struct Corpus {
     flow_ids: Vec<u64>,
     /// Top-level key bits of each line, as the reader computes them.
     keys: Vec<u64>,
+    dup_keys: Vec<bool>,
 }
 
 fn hex(rng: &mut Rng, nibbles: usize) -> String {
@@ -575,6 +576,7 @@ fn build_corpus() -> Corpus {
     let mut parser = RouteParser::new();
     let mut flow_ids = Vec::with_capacity(EVENTS);
     let mut keys = Vec::with_capacity(EVENTS);
+    let mut dup_keys = Vec::with_capacity(EVENTS);
     for l in &lines {
         joined.extend_from_slice(l);
         joined.push(b'\n');
@@ -584,6 +586,7 @@ fn build_corpus() -> Corpus {
         assert!(info.hash.is_some(), "generated line has no tuple");
         flow_ids.push(info.flow_id);
         keys.push(info.keys);
+        dup_keys.push(info.dup_keys);
     }
     eprintln!(
         "corpus: {} events, {} bytes, {} bytes/line on average",
@@ -597,6 +600,7 @@ fn build_corpus() -> Corpus {
         tuples,
         flow_ids,
         keys,
+        dup_keys,
     }
 }
 
@@ -834,6 +838,7 @@ fn process_all(corpus: &Corpus, seq: &mut u64, clear: bool) {
             start: 0,
             end: line.len() as u32,
             keys: corpus.keys[i],
+            dup_keys: corpus.dup_keys[i],
         };
         *seq += 1;
         WorkerCtx::process(0, &meta, line);

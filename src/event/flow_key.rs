@@ -14,6 +14,8 @@ pub struct RouteInfo {
     pub flow_id: u64,
     /// Bloom bits of the top-level keys (see `EventMeta::keys`).
     pub keys: u64,
+    /// Whether a top-level key occurs twice.
+    pub dup_keys: bool,
 }
 
 /// Reusable simd-json parser state: parsing a line allocates nothing once warm.
@@ -81,6 +83,8 @@ fn route_from_tape(tape: &[Node<'_>]) -> Result<RouteInfo, LineError> {
     let mut dest_port = 0u64;
     let mut flow_id = 0u64;
     let mut keys = 0u64;
+    let mut keys2 = 0u64;
+    let mut dup_keys = false;
     let mut i = 1;
     for _ in 0..*len {
         let key = match tape.get(i) {
@@ -88,7 +92,14 @@ fn route_from_tape(tape: &[Node<'_>]) -> Result<RouteInfo, LineError> {
             _ => break,
         };
         let val = tape.get(i + 1);
-        keys |= super::key_bit(key.as_bytes());
+        let (bit, bit2) = super::key_bits(key.as_bytes());
+        // Only a key whose bits are both set already can repeat an earlier one: compare it
+        // with them (rare for distinct keys: both blooms must collide).
+        if keys & bit != 0 && keys2 & bit2 != 0 && !dup_keys {
+            dup_keys = earlier_keys(tape, i).any(|k| k == key);
+        }
+        keys |= bit;
+        keys2 |= bit2;
         match (key, val) {
             (fields::SRC_IP, Some(Node::String(s))) => src_ip = Some(s),
             (fields::DEST_IP, Some(Node::String(s))) => dest_ip = Some(s),
@@ -111,7 +122,27 @@ fn route_from_tape(tape: &[Node<'_>]) -> Result<RouteInfo, LineError> {
         _ if flow_id != 0 => Some(mix(flow_id)),
         _ => None,
     };
-    Ok(RouteInfo { hash, flow_id, keys })
+    Ok(RouteInfo {
+        hash,
+        flow_id,
+        keys,
+        dup_keys,
+    })
+}
+
+/// The keys of the top-level members before tape position `end`.
+fn earlier_keys<'t>(tape: &'t [Node<'t>], end: usize) -> impl Iterator<Item = &'t str> + 't {
+    let mut i = 1;
+    std::iter::from_fn(move || {
+        if i >= end {
+            return None;
+        }
+        let Some(Node::String(k)) = tape.get(i) else {
+            return None;
+        };
+        i += 1 + node_width(tape.get(i + 1));
+        Some(*k)
+    })
 }
 
 /// Number of tape nodes a value occupies.

@@ -33,14 +33,23 @@ pub struct EventMeta {
     pub end: u32,
     /// One bit per top-level key ([`key_bit`]): a lookup whose bit is clear skips the scan.
     pub keys: u64,
+    /// Whether a top-level key occurs twice (see `scan::has_duplicate_keys`).
+    pub dup_keys: bool,
 }
 
 /// The bit of a top-level key in [`EventMeta::keys`].
 #[inline]
 pub fn key_bit(key: &[u8]) -> u64 {
+    key_bits(key).0
+}
+
+/// Two independent bits of a key: the first is [`key_bit`]; the reader keeps a second bloom
+/// of the other to tell likely duplicate keys from mere collisions cheaply.
+#[inline]
+pub fn key_bits(key: &[u8]) -> (u64, u64) {
     let mut h: u32 = 0x811c_9dc5;
     for &b in key {
         h = (h ^ b as u32).wrapping_mul(0x0100_0193);
     }
-    1u64 << ((h ^ (h >> 15)) & 63)
+    (1u64 << ((h ^ (h >> 15)) & 63), 1u64 << ((h >> 21) & 63))
 }

@@ -276,6 +276,33 @@ pub fn next_member(buf: &[u8], i: usize) -> Option<(Member, Option<usize>)> {
     Some((m, next))
 }
 
+/// Whether two of `members` (of an object in `buf`) have the same key. JSON allows it (RFC
+/// 8259 only says names should be unique); the engine reads the first occurrence, iterates
+/// each key once and applies a change to every occurrence.
+pub fn has_duplicate_keys(buf: &[u8], members: &[Member]) -> bool {
+    let raw = |m: &Member| &buf[m.key_start as usize..m.key_end as usize];
+    if members.len() <= 32 && !members.iter().any(|m| m.key_escaped) {
+        return members
+            .iter()
+            .enumerate()
+            .any(|(j, m)| members[..j].iter().any(|e| raw(e) == raw(m)));
+    }
+    let mut names: Vec<Vec<u8>> = members
+        .iter()
+        .map(|m| {
+            let mut v = Vec::new();
+            if m.key_escaped {
+                unescape(raw(m), &mut v);
+            } else {
+                v.extend_from_slice(raw(m));
+            }
+            v
+        })
+        .collect();
+    names.sort_unstable();
+    names.windows(2).any(|w| w[0] == w[1])
+}
+
 /// Collects the members of the object starting with `{` at `pos` into `out` (cleared first).
 pub fn object_members(buf: &[u8], pos: usize, out: &mut Vec<Member>) {
     out.clear();

@@ -356,7 +356,20 @@ impl Encoder {
                     ffi::lua_settop(l, v - 1);
                 }
             }
-            let r = if deletion {
+            // A key that occurs twice must change everywhere: also the long way round.
+            let dup_keys = match self.cache {
+                // The cache outlives this call (lent by `encode_cached`).
+                Some(c) => (*c).has_dup_keys(p.id, p.start, p.line),
+                None => {
+                    if self.members.len() <= depth {
+                        self.members.resize_with(depth + 1, Vec::new);
+                    }
+                    let members = &mut self.members[depth];
+                    scan::object_members(p.line, p.start, members);
+                    scan::has_duplicate_keys(p.line, members)
+                }
+            };
+            let r = if deletion || dup_keys {
                 if self.members.len() <= depth {
                     self.members.resize_with(depth + 1, Vec::new);
                 }

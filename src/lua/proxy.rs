@@ -564,7 +564,8 @@ unsafe fn same_as_json(l: *mut lua_State, v: c_int, line: &[u8], start: usize, e
 }
 
 /// `next` that understands proxies: the original members in document order (minus deleted
-/// ones), then added keys in the order of their first write; values come through `__index`,
+/// ones; a key that occurs twice only at its first occurrence, whose value `__index` gives),
+/// then added keys in the order of their first write; values come through `__index`,
 /// so iterating an event neither changes it nor decodes more than it hands out. Other tables
 /// get the plain `next`.
 pub unsafe extern "C-unwind" fn lua_next_any(l: *mut lua_State) -> c_int {
@@ -583,6 +584,7 @@ pub unsafe extern "C-unwind" fn lua_next_any(l: *mut lua_State) -> c_int {
         }
         let p = parts(l, 1);
         let n_members = ctx().cache.members(p.id, p.start, p.line).len();
+        let dup_keys = ctx().cache.has_dup_keys(p.id, p.start, p.line);
         let has_set = rawget_i(l, 1, K_SET) == ffi::LUA_TTABLE; // 3
         let mut scratch = Vec::new();
         // Where to resume: after the member named k, or in the added keys.
@@ -611,6 +613,13 @@ pub unsafe extern "C-unwind" fn lua_next_any(l: *mut lua_State) -> c_int {
                 } else {
                     raw
                 };
+                if dup_keys
+                    && ctx().cache.members(p.id, p.start, p.line)[..j]
+                        .iter()
+                        .any(|e| super::worker::key_matches(p.line, e, name, &mut Vec::new()))
+                {
+                    continue;
+                }
                 push_bytes(l, name);
                 let key = ffi::lua_gettop(l);
                 if has_set {

@@ -223,6 +223,8 @@ struct CacheSlot {
     resume: Option<usize>,
     /// Bloom bits of the object's keys (all ones when unknown).
     keys: u64,
+    /// Whether a key occurs twice in the object (`None` until known).
+    dup_keys: Option<bool>,
 }
 
 /// Slots of the member cache (a power of two): enough for a full pipelining window of events.
@@ -245,6 +247,7 @@ impl Default for MemberCache {
                     members: Vec::with_capacity(32),
                     resume: None,
                     keys: !0,
+                    dup_keys: None,
                 })
                 .collect(),
         }
@@ -272,13 +275,27 @@ impl MemberCache {
             slot.members.clear();
             slot.resume = scan::first_member(line, start);
             slot.keys = !0;
+            slot.dup_keys = None;
         }
         slot
     }
 
     /// Records what the reader learned of an event's top-level keys.
-    pub fn prime(&mut self, id: f64, start: usize, line: &[u8], keys: u64) {
-        self.slot(id, start, line).keys = keys;
+    pub fn prime(&mut self, id: f64, start: usize, line: &[u8], keys: u64, dup_keys: bool) {
+        let slot = self.slot(id, start, line);
+        slot.keys = keys;
+        slot.dup_keys = Some(dup_keys);
+    }
+
+    /// Whether a key occurs twice in the object at `start` (known from the reader for an
+    /// event's top level; found by a full scan otherwise).
+    pub fn has_dup_keys(&mut self, id: f64, start: usize, line: &[u8]) -> bool {
+        if let Some(d) = self.slot(id, start, line).dup_keys {
+            return d;
+        }
+        let d = scan::has_duplicate_keys(line, self.members(id, start, line));
+        self.slot(id, start, line).dup_keys = Some(d);
+        d
     }
 
     /// Every member of the object at `start`.
@@ -1115,7 +1132,7 @@ impl WorkerCtx {
             let root_start = scan::skip_ws(line, 0);
             c.window[i].root = root_start;
             c.cur_root = (id, root_start);
-            c.cache.prime(id, root_start, line, meta.keys);
+            c.cache.prime(id, root_start, line, meta.keys, meta.dup_keys);
             let l = c.filters[input as usize].l;
             // SAFETY: the state belongs to this thread.
             unsafe {

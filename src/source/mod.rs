@@ -144,6 +144,7 @@ impl Router {
                     start,
                     end: b.data.len() as u32,
                     keys: route.keys,
+                    dup_keys: route.dup_keys,
                 });
                 self.seq += 1;
                 self.counted += 1;

@@ -1,0 +1,6 @@
+-- Golden case: JSON objects with a key that occurs twice (RFC 8259 allows it; Suricata never
+-- writes it). Scripts read the first occurrence, pairs() gives each key once, and a change or
+-- deletion applies to every occurrence, so that any reader of the output sees the new value.
+inputs = { { tag = "eve", uri = "file://input.json", script = "filter.lua", default_analyzer = "dups" } }
+analyzers = { { tag = "dups", script = "dups.lua", default_analyzer = "", default_output = "out" } }
+outputs = { { tag = "out", uri = "file://output.json<" } }
