@@ -4,12 +4,12 @@
 //! proxies over the same bytes. When the event is written out, an unmodified proxy is copied
 //! as its original bytes and a modified one as those bytes with the changed members spliced in.
 //!
-//! Layout of a proxy (all keys are lightuserdata, invisible to scripts that use `pairs`,
-//! because `pairs`/`next` materialize a proxy into a plain table first):
-//! `[K_LINE]` the whole line as a userdata of its bytes (not a string: a line is unique, so
-//! interning it would only cost a hash and a string-table probe per event), `[K_SPAN]` the object's byte range packed into a
-//! number, `[K_ID]` the event's id (for the member cache), `[K_SET]` writes (absent until the
-//! first write; deletions are the metatable itself), `[K_ORDER]` keys in the order of their first
+//! Layout of a proxy (all keys are negative integers, which `pairs`/`next` of a proxy never
+//! show): `[K_LINE]` the whole line as a userdata holding a small header (length, event id,
+//! range of the top-level object) and the bytes (not a string: a line is unique, so
+//! interning it would only cost a hash and a string-table probe per event), `[K_SPAN]` the
+//! object's byte range packed into a number (absent for the top-level object), `[K_SET]`
+//! writes (absent until the first write; deletions are the metatable itself), `[K_ORDER]` keys in the order of their first
 //! write (so new members are written in a reproducible order), `[K_CACHE]` nested tables
 //! handed out so far.
 
@@ -25,7 +25,6 @@ use crate::event::scan::{self, Kind};
 // cost no string interning (lightuserdata keys do, on 64-bit LuaJIT).
 const K_LINE: i64 = -1;
 const K_SPAN: i64 = -2;
-const K_ID: i64 = -3;
 const K_SET: i64 = -4;
 const K_CACHE: i64 = -5;
 const K_ORDER: i64 = -6;
@@ -114,20 +113,26 @@ pub struct FieldOut {
 ///
 /// # Safety
 ///
-/// Called by LuaJIT with `line` pointing to a live line userdata block (see [`push_event`]),
+/// Called by LuaJIT with `line` pointing to a live line userdata block (see [`push_line`]),
 /// `key` to a live Lua string of the given length and `out` to a live `FieldOut`; the string a kind-1 answer points to stays valid until the
 /// next call on this thread.
 pub unsafe extern "C" fn df_find(
     line: *const u8,
     span: f64,
-    id: f64,
     key: *const u8,
     key_len: usize,
     out: *mut FieldOut,
 ) -> i32 {
     // SAFETY: see the function's contract.
-    let (line, key, out) = unsafe { (line_of(line), std::slice::from_raw_parts(key, key_len), &mut *out) };
-    let start = unpack_span(span).0.min(line.len());
+    let ((h, line), key, out) = unsafe { (line_of(line), std::slice::from_raw_parts(key, key_len), &mut *out) };
+    let id = h.id;
+    // Span 0: the top-level object (its table has no span).
+    let start = if span == 0.0 {
+        h.root_start as usize
+    } else {
+        unpack_span(span).0
+    }
+    .min(line.len());
     let c = ctx();
     let Some(m) = c.cache.find(id, start, line, key, &mut c.scratch) else {
         out.kind = 0;
@@ -176,79 +181,103 @@ pub unsafe fn is_proxy(l: *mut lua_State, idx: c_int) -> bool {
     }
 }
 
-/// Pushes a new proxy over `line` (a string at absolute index `line_idx`) for the object at
-/// `start..end`, belonging to event `id`.
-pub unsafe fn push_proxy(l: *mut lua_State, line_idx: c_int, start: usize, end: usize, id: f64) {
-    // SAFETY: `l` is owned by the caller and `line_idx` holds a string.
+/// Pushes a new proxy over the line userdata at absolute index `line_idx` for the object at
+/// `span` (`None`: the line's top-level object).
+pub unsafe fn push_proxy(l: *mut lua_State, line_idx: c_int, span: Option<(usize, usize)>) {
+    // SAFETY: `l` is owned by the caller and `line_idx` holds a line userdata.
     unsafe {
-        // Four hash slots: the three hidden keys and the write table of a changed event.
+        // Four hash slots: the hidden keys and the write table of a changed event.
         ffi::lua_createtable(l, 0, 4);
         let t = ffi::lua_gettop(l);
         ffi::lua_pushvalue(l, line_idx);
         rawset_i(l, t, K_LINE);
-        ffi::lua_pushnumber(l, pack_span(start, end));
-        rawset_i(l, t, K_SPAN);
-        ffi::lua_pushnumber(l, id);
-        rawset_i(l, t, K_ID);
+        if let Some((start, end)) = span {
+            ffi::lua_pushnumber(l, pack_span(start, end));
+            rawset_i(l, t, K_SPAN);
+        }
         push_mt(l);
         ffi::lua_setmetatable(l, t);
     }
 }
 
-/// Pushes a new top-level proxy for an event whose bytes are `line`.
-pub unsafe fn push_event(l: *mut lua_State, line: &[u8], id: f64) {
-    // SAFETY: `l` is owned by the caller; the new userdata has room for `line`.
+/// Pushes a line userdata for `line`, the bytes of event `id`: a header (see [`LineHeader`])
+/// and the bytes. Returns its absolute index.
+pub unsafe fn push_line(l: *mut lua_State, line: &[u8], id: f64) -> c_int {
+    // The reader validated the line as one JSON object: it ends at the last non-whitespace
+    // byte.
+    let start = scan::skip_ws(line, 0);
+    let mut end = line.len();
+    while end > start && matches!(line[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
+        end -= 1;
+    }
+    let h = LineHeader {
+        len: line.len() as u64,
+        id,
+        root_start: start as u32,
+        root_end: end as u32,
+    };
+    // SAFETY: `l` is owned by the caller; the new userdata has room for the header and
+    // `line`.
     unsafe {
         let ud = ffi::lua_newuserdata(l, LINE_HEADER + line.len()).cast::<u8>();
-        ud.cast::<u64>().write_unaligned(line.len() as u64);
+        ud.cast::<LineHeader>().write_unaligned(h);
         std::ptr::copy_nonoverlapping(line.as_ptr(), ud.add(LINE_HEADER), line.len());
-        let li = ffi::lua_gettop(l);
-        // The reader validated the line as one JSON object: it ends at the last
-        // non-whitespace byte.
-        let start = scan::skip_ws(line, 0);
-        let mut end = line.len();
-        while end > start && matches!(line[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
-            end -= 1;
-        }
-        push_proxy(l, li, start, end, id);
+        ffi::lua_gettop(l)
+    }
+}
+
+/// Pushes a new top-level proxy for an event whose bytes are `line`.
+pub unsafe fn push_event(l: *mut lua_State, line: &[u8], id: f64) {
+    // SAFETY: `l` is owned by the caller.
+    unsafe {
+        let li = push_line(l, line, id);
+        push_proxy(l, li, None);
         ffi::lua_remove(l, li);
     }
 }
 
-/// Bytes before the line in its userdata: the line's length (a `u64`), which is all the FFI
-/// lookup gets besides the block's address.
-const LINE_HEADER: usize = 8;
+/// What a line userdata holds before the line's bytes: all the FFI lookup gets besides the
+/// block's address, and what every proxy over the line shares (the event id, for the member
+/// cache; the top-level object's range, which top-level proxies leave out of their table).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct LineHeader {
+    len: u64,
+    id: f64,
+    root_start: u32,
+    root_end: u32,
+}
 
-/// The line in a line userdata block.
+const LINE_HEADER: usize = std::mem::size_of::<LineHeader>();
+
+/// The header and the line of a line userdata block.
 ///
 /// # Safety
 ///
-/// `ud` points to a block made by [`push_event`] that outlives `'a`.
+/// `ud` points to a block made by [`push_line`] that outlives `'a`.
 #[inline]
-unsafe fn line_of<'a>(ud: *const u8) -> &'a [u8] {
+unsafe fn line_of<'a>(ud: *const u8) -> (LineHeader, &'a [u8]) {
     // SAFETY: see the contract; the header holds the length of the bytes after it.
     unsafe {
-        let len = ud.cast::<u64>().read_unaligned() as usize;
-        std::slice::from_raw_parts(ud.add(LINE_HEADER), len)
+        let h = ud.cast::<LineHeader>().read_unaligned();
+        (h, std::slice::from_raw_parts(ud.add(LINE_HEADER), h.len as usize))
     }
 }
 
-/// The bytes of the line userdata at `idx` (empty for anything else).
+/// The header and bytes of the line userdata at `idx` (`None` for anything else).
 #[inline]
-unsafe fn line_at<'a>(l: *mut lua_State, idx: c_int) -> &'a [u8] {
+unsafe fn line_at<'a>(l: *mut lua_State, idx: c_int) -> Option<(LineHeader, &'a [u8])> {
     // SAFETY: a userdata's block does not move and lives while the proxy holding it does.
-    // Only `push_event` makes userdata of this size with this content under `K_LINE`;
-    // a script that stores other userdata there gets a block too short for a header.
+    // Only `push_line` makes the userdata found under `K_LINE`; a script that stores another
+    // there gets a block whose size does not match a header.
     unsafe {
         let p = ffi::lua_touserdata(l, idx);
-        if p.is_null() || ffi::lua_objlen(l, idx) < LINE_HEADER {
-            return &[];
+        let size = ffi::lua_objlen(l, idx);
+        if p.is_null() || size < LINE_HEADER {
+            return None;
         }
-        let line = line_of(p.cast::<u8>());
-        if LINE_HEADER + line.len() != ffi::lua_objlen(l, idx) {
-            return &[];
-        }
-        line
+        let (h, line) = line_of(p.cast::<u8>());
+        (LINE_HEADER + line.len() == size).then_some((h, line))
     }
 }
 
@@ -261,15 +290,25 @@ pub struct Parts<'a> {
 }
 
 pub unsafe fn parts<'a>(l: *mut lua_State, t: c_int) -> Parts<'a> {
-    // SAFETY: `t` is a proxy; the line string stays referenced by it while it is alive.
+    // SAFETY: `t` is a proxy; the line userdata stays referenced by it while it is alive.
     unsafe {
         rawget_i(l, t, K_LINE);
-        let line = line_at(l, -1);
-        rawget_i(l, t, K_SPAN);
-        let (start, end) = unpack_span(ffi::lua_tonumber(l, -1));
-        rawget_i(l, t, K_ID);
-        let id = ffi::lua_tonumber(l, -1);
-        ffi::lua_settop(l, -4);
+        let Some((h, line)) = line_at(l, -1) else {
+            ffi::lua_pop(l, 1);
+            return Parts {
+                line: &[],
+                start: 0,
+                end: 0,
+                id: -1.0,
+            };
+        };
+        let (start, end) = if rawget_i(l, t, K_SPAN) == ffi::LUA_TNUMBER {
+            unpack_span(ffi::lua_tonumber(l, -1))
+        } else {
+            (h.root_start as usize, h.root_end as usize)
+        };
+        let id = h.id;
+        ffi::lua_settop(l, -3);
         let end = end.min(line.len());
         Parts {
             line,
@@ -282,7 +321,7 @@ pub unsafe fn parts<'a>(l: *mut lua_State, t: c_int) -> Parts<'a> {
 
 /// Pushes the decoded JSON value `buf[start..end]`; objects become proxies over the line at
 /// absolute index `line_idx`.
-pub unsafe fn push_json(l: *mut lua_State, line_idx: c_int, buf: &[u8], start: usize, end: usize, id: f64) {
+pub unsafe fn push_json(l: *mut lua_State, line_idx: c_int, buf: &[u8], start: usize, end: usize) {
     // SAFETY: `l` is owned by the caller; `buf` is the string at `line_idx`.
     unsafe {
         let raw = &buf[start..end];
@@ -301,14 +340,14 @@ pub unsafe fn push_json(l: *mut lua_State, line_idx: c_int, buf: &[u8], start: u
             Kind::True => ffi::lua_pushboolean(l, 1),
             Kind::False => ffi::lua_pushboolean(l, 0),
             Kind::Null => ffi::lua_pushlightuserdata(l, std::ptr::null_mut()),
-            Kind::Object => push_proxy(l, line_idx, start, end, id),
+            Kind::Object => push_proxy(l, line_idx, Some((start, end))),
             Kind::Array => {
                 ffi::lua_createtable(l, 4, 0);
                 let t = ffi::lua_gettop(l);
                 let mut n = 0;
                 scan::array_elements(buf, start, |a, b| {
                     n += 1;
-                    push_json(l, line_idx, buf, a, b, id);
+                    push_json(l, line_idx, buf, a, b);
                     ffi::lua_rawseti_(l, t, n);
                 });
             }
@@ -344,7 +383,7 @@ pub unsafe extern "C-unwind" fn slow_index(l: *mut lua_State) -> c_int {
         };
         rawget_i(l, 1, K_LINE); // 3: the line, for nested proxies
         let kind = scan::kind(p.line, vs);
-        push_json(l, 3, p.line, vs, ve, p.id); // 4
+        push_json(l, 3, p.line, vs, ve); // 4
         if matches!(kind, Kind::Object | Kind::Array) {
             if rawget_i(l, 1, K_CACHE) != ffi::LUA_TTABLE {
                 ffi::lua_settop(l, 4);

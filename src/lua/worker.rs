@@ -63,12 +63,12 @@ function pairs(t) if is_proxy(t) then return next_any, t, nil end return rawpair
 
 -- Field access of event tables in Lua, with the lookup itself called through the FFI, so that
 -- LuaJIT compiles reads and writes into the script's traces. Hidden fields (negative keys):
--- -1 line (a userdata), -2 span, -3 event id, -4 writes, -5 nested tables handed out, -6 write order.
+-- -1 line (a userdata), -2 span (absent: the top-level object), -4 writes, -5 nested tables handed out, -6 write order.
 local ffi = require("ffi")
 ffi.cdef[[
 typedef struct { int32_t kind; int32_t len; double num; const char *ptr; } df_field_out;
 ]]
-local find = ffi.cast("int32_t (*)(const void *, double, double, const char *, size_t, df_field_out *)", find_ptr)
+local find = ffi.cast("int32_t (*)(const void *, double, const char *, size_t, df_field_out *)", find_ptr)
 local out = ffi.new("df_field_out")
 local rawget, rawset, type, ffistring = rawget, rawset, type, ffi.string
 local lnull = select(7, ...)
@@ -91,7 +91,7 @@ mt.__index = function(t, k)
       if v ~= nil then return v end
    end
    if type(k) ~= "string" then return nil end
-   local kind = find(rawget(t, -1), rawget(t, -2), rawget(t, -3), k, #k, out)
+   local kind = find(rawget(t, -1), rawget(t, -2) or 0, k, #k, out)
    if kind == 1 then return ffistring(out.ptr, out.len) end
    if kind == 2 then return out.num end
    if kind == 0 then return nil end
@@ -887,9 +887,8 @@ pub unsafe fn copy_value(from: *mut lua_State, idx: c_int, to: *mut lua_State, d
             ffi::LUA_TTABLE => {
                 if proxy::is_proxy(from, idx) {
                     let p = proxy::parts(from, idx);
-                    push_bytes(to, p.line);
-                    let li = ffi::lua_gettop(to);
-                    proxy::push_proxy(to, li, p.start, p.end, p.id);
+                    let li = proxy::push_line(to, p.line, p.id);
+                    proxy::push_proxy(to, li, Some((p.start, p.end)));
                     let t = ffi::lua_gettop(to);
                     for (push, field) in [
                         (proxy::push_writes as unsafe fn(_, _) -> bool, 0),

@@ -254,7 +254,15 @@ fn ns_of(lines: &[Vec<u8>]) -> (Vec<u64>, usize) {
 /// and what arrives twice is bounded by what was in flight.
 #[test]
 fn tail_checkpoint_survives_kill_9() {
-    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "tail_poll_ms = 20");
+    // About 10 µs of work per event, so that the kill lands in the middle of the run however
+    // fast the engine gets.
+    let slow = "function setup() end\n\
+                function loop(msg)\n\
+                  local t = os.clock() + 0.00001\n\
+                  while os.clock() < t do end\n\
+                  dragonfly.output_event(default_output, msg)\n\
+                end\n";
+    let env = Env::simple("tail://in.json<", slow, "", "tail_poll_ms = 20");
     // Appending output: the restarted engine adds to what the first run wrote.
     env.config(&simple_config("tail://in.json<", "", "tail_poll_ms = 20").replace("out.json<", "out.json"));
     let run = env.dir.path().join("run");
