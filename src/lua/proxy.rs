@@ -186,8 +186,9 @@ pub unsafe fn is_proxy(l: *mut lua_State, idx: c_int) -> bool {
 pub unsafe fn push_proxy(l: *mut lua_State, line_idx: c_int, span: Option<(usize, usize)>) {
     // SAFETY: `l` is owned by the caller and `line_idx` holds a line userdata.
     unsafe {
-        // Four hash slots: the hidden keys and the write table of a changed event.
-        ffi::lua_createtable(l, 0, 4);
+        // Two hash slots: the line and the write table of a changed event (a nested object
+        // also has its span, and grows on its first write).
+        ffi::lua_createtable(l, 0, 2);
         let t = ffi::lua_gettop(l);
         ffi::lua_pushvalue(l, line_idx);
         rawset_i(l, t, K_LINE);
