@@ -225,6 +225,10 @@ struct CacheSlot {
     keys: u64,
     /// Whether a key occurs twice in the object (`None` until known).
     dup_keys: Option<bool>,
+    /// Index in `members` after the last member found. Scripts tend to read fields in the
+    /// order they appear (the 5-tuple, say), so when the object is known to have no duplicate
+    /// key (any match is then the only one) the search starts there.
+    hint: usize,
 }
 
 /// Slots of the member cache (a power of two): enough for a full pipelining window of events.
@@ -248,6 +252,7 @@ impl Default for MemberCache {
                     resume: None,
                     keys: !0,
                     dup_keys: None,
+                    hint: 0,
                 })
                 .collect(),
         }
@@ -276,6 +281,7 @@ impl MemberCache {
             slot.resume = scan::first_member(line, start);
             slot.keys = !0;
             slot.dup_keys = None;
+            slot.hint = 0;
         }
         slot
     }
@@ -319,7 +325,30 @@ impl MemberCache {
         if slot.keys & crate::event::key_bit(k) == 0 {
             return None;
         }
-        if let Some(m) = slot.members.iter().find(|m| key_matches(line, m, k, scratch)) {
+        let n = slot.members.len();
+        if slot.dup_keys == Some(false) {
+            // No duplicates: the members after the hint, the next unscanned one, the rest.
+            let h = slot.hint.min(n);
+            if let Some(j) = (h..n).find(|&j| key_matches(line, &slot.members[j], k, scratch)) {
+                slot.hint = j + 1;
+                return Some(slot.members[j]);
+            }
+            if h == n
+                && h > 0
+                && let Some((m, next)) = slot.resume.and_then(|i| scan::next_member(line, i))
+            {
+                slot.members.push(m);
+                slot.resume = next;
+                if key_matches(line, &m, k, scratch) {
+                    slot.hint = n + 1;
+                    return Some(m);
+                }
+            }
+            if let Some(j) = (0..h).find(|&j| key_matches(line, &slot.members[j], k, scratch)) {
+                slot.hint = j + 1;
+                return Some(slot.members[j]);
+            }
+        } else if let Some(m) = slot.members.iter().find(|m| key_matches(line, m, k, scratch)) {
             return Some(*m);
         }
         while let Some(i) = slot.resume {
@@ -328,6 +357,7 @@ impl MemberCache {
                     slot.members.push(m);
                     slot.resume = next;
                     if key_matches(line, &m, k, scratch) {
+                        slot.hint = slot.members.len();
                         return Some(m);
                     }
                 }
@@ -1339,4 +1369,66 @@ unsafe fn finish_resume(a: u32, co: *mut lua_State, co_ref: c_int, status: c_int
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the order of lookups, the cache finds what a search from the first member
+    /// finds: with the hint (an object primed as having no duplicate key) and without it.
+    #[test]
+    fn member_cache_finds_what_a_linear_search_finds() {
+        let mut r = 0x853c_49e6_748f_ea9bu64;
+        let mut next = |n: u64| {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            r % n
+        };
+        let mut cache = MemberCache::default();
+        let mut scratch = Vec::new();
+        for round in 0..2000 {
+            let n_keys = 1 + next(12) as usize;
+            // Objects that are not primed may repeat keys: the first occurrence must win.
+            let keys: Vec<String> = (0..n_keys)
+                .map(|i| {
+                    if round % 2 == 1 {
+                        format!("k{}", next(n_keys as u64))
+                    } else {
+                        format!("k{i}")
+                    }
+                })
+                .collect();
+            let mut line = String::from("{");
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    line.push(',');
+                }
+                line.push_str(&format!("\"{k}\":{{\"v\":{i}}}"));
+            }
+            line.push('}');
+            let b = line.as_bytes();
+            let id = round as f64;
+            let mut all = Vec::new();
+            scan::object_members(b, 0, &mut all);
+            let mut bits = 0;
+            for k in &keys {
+                bits |= crate::event::key_bit(k.as_bytes());
+            }
+            // Half the objects primed by "the reader" (no duplicate keys), half unknown.
+            if round % 2 == 0 {
+                cache.prime(id, 0, b, bits, false);
+            }
+            for _ in 0..20 {
+                let want = format!("k{}", next(n_keys as u64 + 2));
+                let expect = all
+                    .iter()
+                    .find(|m| key_matches(b, m, want.as_bytes(), &mut scratch))
+                    .copied();
+                let got = cache.find(id, 0, b, want.as_bytes(), &mut scratch);
+                assert_eq!(got, expect, "{line} {want}");
+            }
+        }
+    }
 }
