@@ -385,13 +385,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         .shards
         .unwrap_or_else(|| cpus.len().saturating_sub(n_inputs).max(1))
         .max(1);
-    let cpu_for = |slot: usize| -> Option<usize> {
-        if opts.no_pin || cpus.is_empty() {
-            None
-        } else {
-            Some(cpus[slot % cpus.len()])
-        }
-    };
+    let cpu_for = |slot: usize| pin::placement(&cpus, n_inputs + shards, slot, opts.no_pin);
 
     let input_tags: Vec<String> = cfg.inputs.iter().map(|i| i.tag.clone()).collect();
     let analyzer_tags: Vec<String> = cfg.analyzers.iter().map(|a| a.tag.clone()).collect();
@@ -500,8 +494,14 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
     }
     if opts.verbose {
         eprintln!(
-            "dragonfly-mle: {n_inputs} input(s), {shards} shard(s), CPUs {cpus:?}, pinning {}",
-            !opts.no_pin
+            "dragonfly-mle: {n_inputs} input(s), {shards} shard(s), CPUs {cpus:?}, {}",
+            if opts.no_pin {
+                "not pinned (--no-pin)".to_string()
+            } else if n_inputs + shards <= cpus.len() {
+                "one CPU per thread".to_string()
+            } else {
+                format!("{} threads share the CPUs (not pinned one per CPU)", n_inputs + shards)
+            }
         );
     }
 
@@ -538,7 +538,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                 .name(format!("dfm-reader-{r}"))
                 .spawn(move || {
                     if let Some(c) = cpu {
-                        pin::pin_current(c);
+                        pin::pin_current(&c);
                     }
                     let r = match &input.uri {
                         InputUri::File { path } if !follow => {

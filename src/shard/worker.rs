@@ -46,7 +46,7 @@ impl Reload {
 /// What a worker needs to start.
 pub struct WorkerSpec {
     pub index: usize,
-    pub cpu: Option<usize>,
+    pub cpu: Option<super::pin::Pin>,
     pub filters: Vec<ScriptSpec>,
     pub analyzers: Vec<ScriptSpec>,
     pub input_tags: Vec<String>,
@@ -212,7 +212,7 @@ impl Gate {
 /// Runs a worker until every input ring is closed and empty. `ready` receives the outcome
 /// of loading the scripts and running their `setup()`.
 pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sync::mpsc::Sender<Result<(), String>>) {
-    if let Some(cpu) = spec.cpu {
+    if let Some(cpu) = &spec.cpu {
         super::pin::pin_current(cpu);
     }
     let boxed = WorkerCtx::install(
