@@ -55,6 +55,16 @@ impl Sink {
         }
     }
 
+    /// Records lost since the last call after they were handed over (Kafka: not delivered;
+    /// Parquet: in a file that could not be written), with a message.
+    pub fn new_failures(&mut self) -> Option<(u64, String)> {
+        match self {
+            Sink::Kafka(k) => k.new_failures(),
+            Sink::Parquet(p) => p.new_failures(),
+            _ => None,
+        }
+    }
+
     /// SIGUSR1: file outputs are renamed and reopened (the new name is returned); others
     /// ignore it.
     pub fn rotate(&mut self) -> Option<std::io::Result<std::path::PathBuf>> {
@@ -383,9 +393,7 @@ impl Writer {
                     report_output_error(&mut self.sinks, &self.stats, i, n, &e);
                 }
             }
-            if let Sink::Kafka(k) = &mut self.sinks[i]
-                && let Some((failed, msg)) = k.new_failures()
-            {
+            if let Some((failed, msg)) = self.sinks[i].new_failures() {
                 let n = self.stats.outputs[i].errors.fetch_add(failed, Relaxed) + failed;
                 report_output_error(&mut self.sinks, &self.stats, i, n, &std::io::Error::other(msg));
             }
@@ -467,15 +475,24 @@ impl Writer {
             }
             backoff.wait();
         }
-        self.write_stats();
         self.flush();
-        for (i, s) in self.sinks.iter_mut().enumerate() {
+        // The user's outputs first: what finishing them loses (a Parquet file that cannot be
+        // completed) is reported by the flush after and counted in the last stats line.
+        let internal = crate::shard::LOG_OUTPUT as usize..=crate::shard::STATS_OUTPUT as usize;
+        self.close_outputs(|i| !internal.contains(&i));
+        // Publish the final watermarks (everything is acknowledged now).
+        self.flush();
+        self.write_stats();
+        self.close_outputs(|i| internal.contains(&i));
+        self.flush();
+        self.sinks
+    }
+
+    fn close_outputs(&mut self, which: impl Fn(usize) -> bool) {
+        for (i, s) in self.sinks.iter_mut().enumerate().filter(|(i, _)| which(*i)) {
             if s.close().is_err() {
                 self.stats.outputs[i].errors.fetch_add(1, Relaxed);
             }
         }
-        // Publish the final watermarks (everything is acknowledged now).
-        self.flush();
-        self.sinks
     }
 }

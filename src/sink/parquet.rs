@@ -455,6 +455,11 @@ pub struct ParquetSink {
     /// waits for `delivered` as it waits for Kafka acknowledgements.
     pub sent: u64,
     pub delivered: u64,
+    /// Rows of abandoned files (a write or finish failed: the file is left unfinished), and
+    /// how many of them were reported (see [`new_failures`](Self::new_failures)).
+    lost: u64,
+    lost_reported: u64,
+    last_loss: String,
 }
 
 fn parquet_err(what: &str, path: &Path, e: ParquetError) -> io::Error {
@@ -498,6 +503,9 @@ impl ParquetSink {
             tape: Some(Tape(Vec::with_capacity(512))),
             generation: 0,
             enc: EncoderThread::spawn()?,
+            lost: 0,
+            lost_reported: 0,
+            last_loss: String::new(),
             sent: 0,
             delivered: 0,
         })
@@ -573,8 +581,8 @@ impl ParquetSink {
                 .map_err(|e| parquet_err("finishing", &tmp, e))
         });
         if let Err(e) = written {
-            self.stale.push(tmp);
-            return Err(e);
+            self.abandon(cur, e);
+            return Ok(());
         }
         self.finish(cur).inspect(|()| self.delivered = sent).inspect_err(|_| {
             // After the rename the data file is complete; only an index write failed.
@@ -652,7 +660,8 @@ impl ParquetSink {
         self.enc.send(Job::Group(self.generation, Box::new(rows)))
     }
 
-    /// Returns (once) the failure of a row group of the current file, abandoning the file.
+    /// Abandons the current file after a failure of one of its row groups (reported by the
+    /// encoding thread): its rows are lost, counted by [`new_failures`](Self::new_failures).
     fn check_failed(&mut self) -> io::Result<()> {
         while let Ok(d) = self.enc.done.try_recv() {
             if let Done::Failed(g, e) = d
@@ -661,11 +670,30 @@ impl ParquetSink {
             {
                 self.rows.clear();
                 let err = parquet_err("writing", &cur.tmp, e);
-                self.stale.push(cur.tmp);
-                return Err(err);
+                self.abandon(cur, err);
             }
         }
         Ok(())
+    }
+
+    /// Leaves `cur` unfinished (listed in the stale files) and counts its rows as lost.
+    fn abandon(&mut self, cur: Current, err: io::Error) {
+        self.lost += cur.stats.rows;
+        self.last_loss = format!(
+            "{err}; the file is left unfinished and its {} row(s) are lost",
+            cur.stats.rows
+        );
+        self.stale.push(cur.tmp);
+    }
+
+    /// Rows lost in abandoned files since the last call, with the last failure.
+    pub fn new_failures(&mut self) -> Option<(u64, String)> {
+        if self.lost == self.lost_reported {
+            return None;
+        }
+        let n = self.lost - self.lost_reported;
+        self.lost_reported = self.lost;
+        Some((n, self.last_loss.clone()))
     }
 
     /// Waits for the encoding thread to finish file `generation`.

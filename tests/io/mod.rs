@@ -396,6 +396,81 @@ fn python() -> String {
     );
 }
 
+/// A Parquet file that cannot be written (here: past the engine's file size limit, so that
+/// writes fail with EFBIG) is left unfinished and reported, its rows are counted as output
+/// errors, and the engine goes on to the end: every event is either in a complete file or
+/// counted.
+#[test]
+fn parquet_files_that_cannot_be_written_are_counted_not_hidden() {
+    use std::os::unix::process::CommandExt;
+    let n = 60_000;
+    let events = gen_events(n, 2_000, 11);
+    let lines: Vec<&str> = events.iter().map(|e| e.line.as_str()).collect();
+    let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
+    env.config(&simple_config("file://in.json", "", "").replace("file://out.json<", "parquet://pq/eve"));
+    env.write_log("in.json", &join_lines(&lines));
+    let mut cmd = env.command(&[]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run_in(cmd, env.dir.path(), "fsize");
+    out.assert_success();
+    let s = parse_summary(&out.stdout).expect("a summary line");
+    assert_eq!(s.read, n as u64);
+    // The losses, as reported.
+    let errors: Vec<serde_json::Value> = env
+        .log_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "output_error")
+        .collect();
+    assert!(!errors.is_empty(), "no output_error in the log");
+    assert!(
+        errors
+            .iter()
+            .all(|r| r["message"].as_str().unwrap().contains("row(s) are lost")),
+        "{errors:?}"
+    );
+    let stats = env.stats_records();
+    let last = stats.last().expect("a stats line");
+    let lost = last["outputs"]["out"]["errors"].as_u64().expect("errors of out");
+    assert_eq!(errors.last().unwrap()["errors"].as_u64(), Some(lost));
+    // Complete files, by the index, and unfinished ones left in place.
+    let index = std::fs::read_to_string(env.log("pq").join("eve.index.jsonl")).unwrap_or_default();
+    let in_files: u64 = index
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["rows"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    let unfinished = std::fs::read_dir(env.log("pq"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet.inprogress"))
+        .count();
+    assert!(
+        unfinished >= 1 && lost > 0,
+        "{unfinished} unfinished files, {lost} lost"
+    );
+    assert_eq!(
+        in_files + lost,
+        n as u64,
+        "{in_files} rows in complete files, {lost} lost"
+    );
+}
+
 /// The engine's `parquet://` output, read back with pyarrow: every event, field by field, in
 /// files rolled by rows; the index finds the files of a time range and event type.
 #[test]
