@@ -329,6 +329,10 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
         .context("cannot install signal handlers")?;
+    // A write past the file size limit (RLIMIT_FSIZE) fails with EFBIG, which is counted and
+    // reported like any output error, instead of killing the engine with SIGXFSZ.
+    // SAFETY: setting a signal to be ignored has no handler to run and no other effect.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 
     // Outputs first: a bad output path is a startup error.
     let mut sinks = vec![
