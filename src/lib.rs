@@ -21,3 +21,5 @@ pub mod privilege;
 pub mod shard;
 pub mod sink;
 pub mod source;
+#[cfg(test)]
+pub(crate) mod test_rng;

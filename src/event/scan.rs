@@ -438,12 +438,7 @@ mod tests {
     /// A random JSON value: nested objects and arrays, strings full of brackets, quotes and
     /// backslash runs of every length.
     fn random_value(r: &mut u64, depth: u32, out: &mut String) {
-        let mut next = |m: u64| {
-            *r ^= *r << 13;
-            *r ^= *r >> 7;
-            *r ^= *r << 17;
-            *r % m
-        };
+        let mut next = |m: u64| crate::test_rng::below(r, m);
         match if depth > 4 { 2 + next(2) } else { next(4) } {
             0 => {
                 out.push('{');
@@ -539,12 +534,7 @@ mod tests {
     #[test]
     fn string_end_agrees_with_the_byte_scan() {
         let mut r = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: u64| {
-            r ^= r << 13;
-            r ^= r >> 7;
-            r ^= r << 17;
-            r % n
-        };
+        let mut next = |n: u64| crate::test_rng::below(&mut r, n);
         // Lengths around the 16-byte steps, quotes and backslash runs at every position,
         // and strings cut short (no closing quote).
         for _ in 0..20_000 {
