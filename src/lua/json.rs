@@ -356,31 +356,26 @@ impl Encoder {
                     ffi::lua_settop(l, v - 1);
                 }
             }
-            // A key that occurs twice must change everywhere: also the long way round.
+            if self.members.len() <= depth {
+                self.members.resize_with(depth + 1, Vec::new);
+            }
+            // A key that occurs twice must change everywhere: also the long way round. Without
+            // the member cache, the members read for that check serve the long way too.
             let dup_keys = match self.cache {
                 // The cache outlives this call (lent by `encode_cached`).
                 Some(c) => (*c).has_dup_keys(p.id, p.start, p.line),
                 None => {
-                    if self.members.len() <= depth {
-                        self.members.resize_with(depth + 1, Vec::new);
-                    }
                     let members = &mut self.members[depth];
                     scan::object_members(p.line, p.start, members);
                     scan::has_duplicate_keys(p.line, members)
                 }
             };
             let r = if deletion || dup_keys {
-                if self.members.len() <= depth {
-                    self.members.resize_with(depth + 1, Vec::new);
-                }
                 let mut members = std::mem::take(&mut self.members[depth]);
-                match self.cache {
+                if let Some(c) = self.cache {
                     // The cache outlives this call (lent by `encode_cached`).
-                    Some(c) => {
-                        members.clear();
-                        members.extend_from_slice((*c).members(p.id, p.start, p.line));
-                    }
-                    None => scan::object_members(p.line, p.start, &mut members),
+                    members.clear();
+                    members.extend_from_slice((*c).members(p.id, p.start, p.line));
                 }
                 let r = self.proxy_body(l, &p, &members, (set, order), base, out, depth);
                 self.members[depth] = members;

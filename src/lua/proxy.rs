@@ -9,9 +9,9 @@
 //! range of the top-level object) and the bytes (not a string: a line is unique, so
 //! interning it would only cost a hash and a string-table probe per event), `[K_SPAN]` the
 //! object's byte range packed into a number (absent for the top-level object), `[K_SET]`
-//! writes (absent until the first write; deletions are the metatable itself), `[K_ORDER]` keys in the order of their first
-//! write (so new members are written in a reproducible order), `[K_CACHE]` nested tables
-//! handed out so far.
+//! writes (absent until the first write; deletions are the metatable itself), `[K_ORDER]`
+//! keys in the order of their first write (so new members are written in a reproducible
+//! order), `[K_CACHE]` nested tables handed out so far.
 
 use std::ffi::c_int;
 
@@ -114,8 +114,8 @@ pub struct FieldOut {
 /// # Safety
 ///
 /// Called by LuaJIT with `line` pointing to a live line userdata block (see [`push_line`]),
-/// `key` to a live Lua string of the given length and `out` to a live `FieldOut`; the string a kind-1 answer points to stays valid until the
-/// next call on this thread.
+/// `key` to a live Lua string of the given length and `out` to a live `FieldOut`; the string
+/// a kind-1 answer points to stays valid until the next call on this thread.
 pub unsafe extern "C" fn df_find(
     line: *const u8,
     span: f64,

@@ -63,7 +63,8 @@ function pairs(t) if is_proxy(t) then return next_any, t, nil end return rawpair
 
 -- Field access of event tables in Lua, with the lookup itself called through the FFI, so that
 -- LuaJIT compiles reads and writes into the script's traces. Hidden fields (negative keys):
--- -1 line (a userdata), -2 span (absent: the top-level object), -4 writes, -5 nested tables handed out, -6 write order.
+-- -1 line (a userdata), -2 span (absent: the top-level object), -4 writes, -5 nested tables
+-- handed out, -6 write order.
 local ffi = require("ffi")
 ffi.cdef[[
 typedef struct { int32_t kind; int32_t len; double num; const char *ptr; } df_field_out;
@@ -307,15 +308,7 @@ impl MemberCache {
     /// Every member of the object at `start`.
     pub fn members(&mut self, id: f64, start: usize, line: &[u8]) -> &[Member] {
         let slot = self.slot(id, start, line);
-        while let Some(i) = slot.resume {
-            match scan::next_member(line, i) {
-                Some((m, next)) => {
-                    slot.members.push(m);
-                    slot.resume = next;
-                }
-                None => slot.resume = None,
-            }
-        }
+        while slot.scan_next(line).is_some() {}
         &slot.members
     }
 
@@ -335,14 +328,11 @@ impl MemberCache {
             }
             if h == n
                 && h > 0
-                && let Some((m, next)) = slot.resume.and_then(|i| scan::next_member(line, i))
+                && let Some(m) = slot.scan_next(line)
+                && key_matches(line, &m, k, scratch)
             {
-                slot.members.push(m);
-                slot.resume = next;
-                if key_matches(line, &m, k, scratch) {
-                    slot.hint = n + 1;
-                    return Some(m);
-                }
+                slot.hint = n + 1;
+                return Some(m);
             }
             if let Some(j) = (0..h).find(|&j| key_matches(line, &slot.members[j], k, scratch)) {
                 slot.hint = j + 1;
@@ -351,20 +341,31 @@ impl MemberCache {
         } else if let Some(m) = slot.members.iter().find(|m| key_matches(line, m, k, scratch)) {
             return Some(*m);
         }
-        while let Some(i) = slot.resume {
-            match scan::next_member(line, i) {
-                Some((m, next)) => {
-                    slot.members.push(m);
-                    slot.resume = next;
-                    if key_matches(line, &m, k, scratch) {
-                        slot.hint = slot.members.len();
-                        return Some(m);
-                    }
-                }
-                None => slot.resume = None,
+        while let Some(m) = slot.scan_next(line) {
+            if key_matches(line, &m, k, scratch) {
+                slot.hint = slot.members.len();
+                return Some(m);
             }
         }
         None
+    }
+}
+
+impl CacheSlot {
+    /// Reads the next member not read yet and adds it to `members` (`None` at the end).
+    fn scan_next(&mut self, line: &[u8]) -> Option<Member> {
+        let i = self.resume?;
+        match scan::next_member(line, i) {
+            Some((m, next)) => {
+                self.members.push(m);
+                self.resume = next;
+                Some(m)
+            }
+            None => {
+                self.resume = None;
+                None
+            }
+        }
     }
 }
 
@@ -1380,12 +1381,7 @@ mod tests {
     #[test]
     fn member_cache_finds_what_a_linear_search_finds() {
         let mut r = 0x853c_49e6_748f_ea9bu64;
-        let mut next = |n: u64| {
-            r ^= r << 13;
-            r ^= r >> 7;
-            r ^= r << 17;
-            r % n
-        };
+        let mut next = |n: u64| crate::test_rng::below(&mut r, n);
         let mut cache = MemberCache::default();
         let mut scratch = Vec::new();
         for round in 0..2000 {

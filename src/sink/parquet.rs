@@ -20,10 +20,12 @@
 //!
 //! Rows are buffered and written as one row group every [`ROW_GROUP_ROWS`] rows or
 //! [`ROW_GROUP_BYTES`] bytes of string data. Row groups are encoded and compressed on the
-//! sink's own thread (`dfm-parquet`) while the writer thread reads the fields of the next rows;
-//! an encoding error is returned by the sink's next call, and `close` waits for the file. Pages are Snappy-compressed; `event`,
-//! `timestamp` and `flow_id` have no dictionary (they are nearly unique) and `event` has no
-//! statistics (its min/max would be two arbitrary events).
+//! sink's own thread (`dfm-parquet`) while the writer thread reads the fields of the next rows,
+//! and `close` waits for the file. A file that cannot be written or finished is left
+//! unfinished and all its rows count as lost ([`ParquetSink::new_failures`]); the next row
+//! starts a new file. Pages are Snappy-compressed; `event`, `timestamp` and `flow_id` have no
+//! dictionary (they are nearly unique) and `event` has no statistics (its min/max would be
+//! two arbitrary events).
 //!
 //! # Columns
 //!
@@ -644,13 +646,13 @@ impl ParquetSink {
         self.tape = Some(tape.reset());
     }
 
-    /// Hands the buffered rows to the encoding thread as one row group of the current file.
-    /// A failure of an earlier group of this file is returned here (the file is abandoned).
+    /// Hands the buffered rows to the encoding thread as one row group of the current file
+    /// (after abandoning the file if an earlier group of it failed).
     fn write_row_group(&mut self) -> io::Result<()> {
         if self.rows.len == 0 {
             return Ok(());
         }
-        self.check_failed()?;
+        self.check_failed();
         if self.cur.is_none() {
             self.rows.clear();
             return Ok(());
@@ -662,7 +664,7 @@ impl ParquetSink {
 
     /// Abandons the current file after a failure of one of its row groups (reported by the
     /// encoding thread): its rows are lost, counted by [`new_failures`](Self::new_failures).
-    fn check_failed(&mut self) -> io::Result<()> {
+    fn check_failed(&mut self) {
         while let Ok(d) = self.enc.done.try_recv() {
             if let Done::Failed(g, e) = d
                 && g == self.generation
@@ -673,7 +675,6 @@ impl ParquetSink {
                 self.abandon(cur, err);
             }
         }
-        Ok(())
     }
 
     /// Leaves `cur` unfinished (listed in the stale files) and counts its rows as lost.
