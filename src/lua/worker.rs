@@ -150,7 +150,7 @@ impl Script {
     pub fn open_source(spec: &ScriptSpec, src: &[u8]) -> Result<Script, String> {
         // SAFETY: a fresh state, used only on this thread and closed by `Drop`.
         unsafe {
-            let l = ffi::luaL_newstate();
+            let l = super::ffi_util::new_state();
             if l.is_null() {
                 return Err("cannot create a Lua state (out of memory)".into());
             }
