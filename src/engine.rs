@@ -13,7 +13,7 @@ use crate::config::{Config, InputUri, OutputUri};
 use crate::lua::worker::{Role, ScriptSpec, WorkerCtx, open_all};
 use crate::metrics::Stats;
 use crate::shard::worker::{WorkerIo, WorkerSpec};
-use crate::shard::{InBatch, OutBatch, RING_BATCHES, pin};
+use crate::shard::{InBatch, OUT_RING_BATCHES, OutBatch, RING_BATCHES, pin};
 use crate::sink::IpcKind;
 use crate::sink::{FileSink, IpcSink, KafkaSink, Sink, WorkerLink, Writer, ZfileSink};
 use crate::source::{ReaderIo, Router};
@@ -418,8 +418,8 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
             rio.returned.push(brx);
             inputs.push((rx, btx));
         }
-        let (otx, orx) = RingBuffer::<OutBatch>::new(64);
-        let (obtx, obrx) = RingBuffer::<OutBatch>::new(72);
+        let (otx, orx) = RingBuffer::<OutBatch>::new(OUT_RING_BATCHES);
+        let (obtx, obrx) = RingBuffer::<OutBatch>::new(OUT_RING_BATCHES + 8);
         worker_ios.push(WorkerIo {
             inputs,
             out: otx,
