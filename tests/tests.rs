@@ -614,6 +614,106 @@ end
     );
 }
 
+/// The FFI fast paths of `output_event` and `analyze_event` keep the C functions' behaviour
+/// for what they do not handle themselves: unknown tags are counted and reported once, wrong
+/// argument counts and unencodable numbers are script errors, numeric tags and tables that
+/// are not the current event still work.
+#[test]
+fn fast_output_and_analyze_paths_keep_errors_and_odd_calls() {
+    let env = Env::new();
+    env.config(
+        r#"
+inputs = { { tag = "eve", uri = "file://in.json", script = "f.lua", default_analyzer = "a" } }
+analyzers = { { tag = "a", script = "a.lua", default_analyzer = "", default_output = "out" } }
+outputs = { { tag = "out", uri = "file://out.json<" }, { tag = "7", uri = "file://seven.json<" } }
+"#,
+    );
+    env.filter(
+        "f.lua",
+        r#"
+local kept
+function setup() end
+function loop(msg)
+   local op = msg.op
+   if op == "kept" then kept = msg end
+   if op == "later" then
+      -- An earlier event's table: not the current event, so it is copied.
+      dragonfly.analyze_event("a", kept)
+      return
+   end
+   if op == "badtag" then dragonfly.analyze_event("nope", msg) return end
+   if op == "farity1" then dragonfly.analyze_event("a") end
+   if op == "farity3" then dragonfly.analyze_event("a", msg, 1) end
+   dragonfly.analyze_event("a", msg)
+end
+"#,
+    );
+    env.analyzer(
+        "a.lua",
+        r#"
+function setup() end
+function loop(msg)
+   local op = msg.op
+   if op == "badtag" then error("not reached") end
+   if op == "nan" then msg.added = 0/0 end
+   if op == "inf" then msg.added = 1/0 end
+   if op == "outtag" then dragonfly.output_event("nope", msg) return end
+   if op == "numtag" then dragonfly.output_event(7, msg) return end
+   if op == "arity1" then dragonfly.output_event(default_output) end
+   if op == "arity3" then dragonfly.output_event(default_output, msg, 1) end
+   dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    let ops = [
+        "kept", "plain", "badtag", "badtag", "nan", "inf", "outtag", "outtag", "numtag", "arity1", "arity3", "farity1",
+        "farity3", "later",
+    ];
+    let lines: Vec<String> = ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| format!(r#"{{"op":"{op}","i":{i}}}"#))
+        .collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+
+    // Written: kept, plain, numtag (to "7"), and the copy of "kept" made for "later".
+    let expected = [lines[0].clone(), lines[1].clone(), lines[0].clone()];
+    let d = diff_lines(&strings(&expected), &env.lines("out.json"));
+    assert!(d.is_empty(), "out.json:\n{d}");
+    let d = diff_lines(&strings(&lines[8..9]), &env.lines("seven.json"));
+    assert!(d.is_empty(), "seven.json:\n{d}");
+
+    let unknown = env.log_records_of("unknown_tag");
+    let msgs: Vec<&str> = unknown.iter().filter_map(|r| r["message"].as_str()).collect();
+    assert_eq!(unknown.len(), 2, "reported once per tag: {unknown:?}");
+    assert!(msgs[0].contains(r#"analyzer: no analyzer has tag "nope""#), "{msgs:?}");
+    assert!(msgs[1].contains(r#"output: no output has tag "nope""#), "{msgs:?}");
+
+    let errors = env.log_records_of("script_error");
+    let msgs: Vec<&str> = errors.iter().filter_map(|r| r["message"].as_str()).collect();
+    let want = [
+        "Cannot serialise number: must not be NaN or Inf",
+        "Cannot serialise number: must not be NaN or Inf",
+        "output_event: expecting exactly 2 arguments",
+        "output_event: expecting exactly 2 arguments",
+        "analyze_event: expecting exactly 2 arguments",
+        "analyze_event: expecting exactly 2 arguments",
+    ];
+    let mut kinds: Vec<&str> = msgs
+        .iter()
+        .map(|m| want.iter().find(|w| m.contains(*w)).copied().unwrap_or(m))
+        .collect();
+    kinds.sort_unstable();
+    let mut want = want.to_vec();
+    want.sort_unstable();
+    assert_eq!(kinds, want, "script errors: {msgs:?}");
+    let last = env.stats_records().pop().expect("a stats line at exit");
+    assert_eq!(last["drops"]["unknown_tag"].as_u64(), Some(4), "stats: {last}");
+    assert_eq!(last["drops"]["encode_error"].as_u64(), Some(2), "stats: {last}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Exact flow ids
 // ---------------------------------------------------------------------------------------------

@@ -124,15 +124,13 @@ pub unsafe extern "C" fn df_find(
     out: *mut FieldOut,
 ) -> i32 {
     // SAFETY: see the function's contract.
-    let ((h, line), key, out) = unsafe { (line_of(line), std::slice::from_raw_parts(key, key_len), &mut *out) };
-    let id = h.id;
-    // Span 0: the top-level object (its table has no span).
-    let start = if span == 0.0 {
-        h.root_start as usize
-    } else {
-        unpack_span(span).0
-    }
-    .min(line.len());
+    let ((id, line, start, _), key, out) = unsafe {
+        (
+            ffi_object(line, span),
+            std::slice::from_raw_parts(key, key_len),
+            &mut *out,
+        )
+    };
     let c = ctx();
     let Some(m) = c.cache.find(id, start, line, key, &mut c.scratch) else {
         out.kind = 0;
@@ -164,6 +162,26 @@ pub unsafe extern "C" fn df_find(
         Kind::Invalid => 0,
     };
     out.kind
+}
+
+/// The object a proxy stands for, from what its Lua side hands the FFI: its line block and its
+/// span (0 for the top-level object, whose table has no span). Returns the event id, the line
+/// and the object's byte range.
+///
+/// # Safety
+///
+/// `ud` points to a line block made by [`push_line`] that outlives `'a`.
+#[inline]
+pub unsafe fn ffi_object<'a>(ud: *const u8, span: f64) -> (f64, &'a [u8], usize, usize) {
+    // SAFETY: see the contract.
+    let (h, line) = unsafe { line_of(ud) };
+    let (start, end) = if span == 0.0 {
+        (h.root_start as usize, h.root_end as usize)
+    } else {
+        unpack_span(span)
+    };
+    let end = end.min(line.len());
+    (h.id, line, start.min(end), end)
 }
 
 /// Whether the value at `idx` is a proxy.

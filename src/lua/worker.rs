@@ -72,7 +72,7 @@ typedef struct { int32_t kind; int32_t len; double num; const char *ptr; } df_fi
 local find = ffi.cast("int32_t (*)(const void *, double, const char *, size_t, df_field_out *)", find_ptr)
 local out = ffi.new("df_field_out")
 local rawget, rawset, type, ffistring = rawget, rawset, type, ffi.string
-local lnull = select(7, ...)
+local lnull, emit_ptr, queue_ptr = select(7, ...)
 local TOMB = mt
 -- Presized tables: a first write then costs no rehash.
 local tnew = require("table.new")
@@ -122,6 +122,60 @@ mt.__newindex = function(t, k, v)
    if v == nil then v = TOMB end
    rawset(set, k, v)
 end
+
+-- output_event (and forward_event) and analyze_event of the common cases through the FFI, so
+-- that a compiled trace does not leave for the C API: an event table unchanged or with one
+-- member added (a scalar), and the current event passed on unchanged. Everything else, and
+-- every case the FFI side declines (it returns 0), goes to the C functions.
+local emit = ffi.cast("int32_t (*)(const char *, size_t, const void *, double, const char *, size_t, int32_t, double, const char *, size_t)", emit_ptr)
+local queue = ffi.cast("int32_t (*)(const char *, size_t, const void *)", queue_ptr)
+local getmetatable, select = getmetatable, select
+local d = dragonfly
+local c_output, c_analyze = d.output_event, d.analyze_event
+
+local function output_event(...)
+   if select('#', ...) == 2 then
+      local tag, msg = ...
+      if type(tag) == "string" and getmetatable(msg) == mt and rawget(msg, -5) == nil
+         and rawget(msg, -6) == nil then
+         local line = rawget(msg, -1)
+         if type(line) == "userdata" then
+            local span = rawget(msg, -2) or 0
+            local set = rawget(msg, -4)
+            if set == nil then
+               if emit(tag, #tag, line, span, nil, 0, 0, 0, nil, 0) ~= 0 then return end
+            else
+               local k, v = rawnext(set)
+               if type(k) == "string" and rawnext(set, k) == nil then
+                  local tv = type(v)
+                  if tv == "number" then
+                     if emit(tag, #tag, line, span, k, #k, 1, v, nil, 0) ~= 0 then return end
+                  elseif tv == "string" then
+                     if emit(tag, #tag, line, span, k, #k, 2, 0, v, #v) ~= 0 then return end
+                  elseif tv == "boolean" then
+                     if emit(tag, #tag, line, span, k, #k, v and 3 or 4, 0, nil, 0) ~= 0 then return end
+                  end
+               end
+            end
+         end
+      end
+   end
+   return c_output(...)
+end
+d.output_event = output_event
+d.forward_event = output_event
+
+d.analyze_event = function(...)
+   if select('#', ...) == 2 then
+      local tag, msg = ...
+      if type(tag) == "string" and getmetatable(msg) == mt and rawget(msg, -2) == nil
+         and rawget(msg, -4) == nil and rawget(msg, -5) == nil then
+         local line = rawget(msg, -1)
+         if type(line) == "userdata" and queue(tag, #tag, line) ~= 0 then return end
+      end
+   end
+   return c_analyze(...)
+end
 "#;
 
 unsafe fn pcall_msg(l: *mut lua_State) -> String {
@@ -166,6 +220,8 @@ impl Script {
             };
             ffi::luaL_openlibs(l);
             proxy::install(l);
+            // Before the prelude, which puts the FFI fast paths in front of some of its functions.
+            api::install(l);
             // The prelude gets materialize and the original next/pairs as arguments.
             let pre = ffi::luaL_loadbuffer(l, PRELUDE.as_ptr().cast(), PRELUDE.len(), c"=prelude".as_ptr());
             if pre != 0 {
@@ -178,10 +234,11 @@ impl Script {
             ffi::lua_pushcclosure(l, proxy::slow_index, 0);
             ffi::lua_pushlightuserdata(l, proxy::df_find as *mut std::ffi::c_void);
             ffi::lua_pushlightuserdata(l, std::ptr::null_mut());
-            if ffi::lua_pcall(l, 7, 0, 0) != 0 {
+            ffi::lua_pushlightuserdata(l, df_emit as *mut std::ffi::c_void);
+            ffi::lua_pushlightuserdata(l, df_queue as *mut std::ffi::c_void);
+            if ffi::lua_pcall(l, 9, 0, 0) != 0 {
                 return Err(pcall_msg(l));
             }
-            api::install(l);
             super::ml::install(l).map_err(|e| format!("dragonfly.ml: {e}"))?;
             super::hiredis::install(l);
             let set_global = |name: &std::ffi::CStr, v: &str| {
@@ -587,11 +644,7 @@ impl WorkerCtx {
     }
 
     fn out_batch(&mut self) -> &mut OutBatch {
-        let i = if self.cur_input == NO_INPUT {
-            self.outs.len() - 1
-        } else {
-            self.cur_input as usize
-        };
+        let i = self.out_index();
         &mut self.outs[i]
     }
 
@@ -647,37 +700,57 @@ impl WorkerCtx {
 
     /// Encodes the value at `idx` of `l` as one record for `output`.
     pub unsafe fn emit_value(&mut self, l: *mut lua_State, idx: c_int, output: u32) -> Result<(), EncodeError> {
-        let seq = self.cur.seq;
-        let script = self.script_index();
-        let i = if self.cur_input == NO_INPUT {
-            self.outs.len() - 1
-        } else {
-            self.cur_input as usize
-        };
+        let i = self.out_index();
         let b = &mut self.outs[i];
         let start = b.data.len();
         // SAFETY: `l` belongs to this worker.
         let r = unsafe { self.enc.encode_cached(l, idx, &mut b.data, Some(&mut self.cache)) };
         match r {
             Ok(()) => {
-                b.data.push(b'\n');
-                let end = b.data.len() as u32;
-                self.count_out(output);
-                self.file_rec(OutRec {
-                    seq,
-                    output,
-                    start: start as u32,
-                    end,
-                    script,
-                });
+                self.end_record(output, start);
                 Ok(())
             }
             Err(e) => {
-                b.data.truncate(start);
+                self.outs[i].data.truncate(start);
                 self.counters.encode_errors += 1;
                 Err(e)
             }
         }
+    }
+
+    /// Writes one record for `output` with `write` (which cannot fail).
+    pub fn emit_with(&mut self, output: u32, write: impl FnOnce(&mut Vec<u8>)) {
+        let i = self.out_index();
+        let start = self.outs[i].data.len();
+        write(&mut self.outs[i].data);
+        self.end_record(output, start);
+    }
+
+    /// Index of the output batch records go to now.
+    fn out_index(&self) -> usize {
+        if self.cur_input == NO_INPUT {
+            self.outs.len() - 1
+        } else {
+            self.cur_input as usize
+        }
+    }
+
+    /// Ends the record whose bytes start at `start` of the current output batch (a script's
+    /// record: counted for the running script).
+    fn end_record(&mut self, output: u32, start: usize) {
+        let (seq, script) = (self.cur.seq, self.script_index());
+        let i = self.out_index();
+        let b = &mut self.outs[i];
+        b.data.push(b'\n');
+        let end = b.data.len() as u32;
+        self.count_out(output);
+        self.file_rec(OutRec {
+            seq,
+            output,
+            start: start as u32,
+            end,
+            script,
+        });
     }
 
     /// Reports a problem to `{log}` (in event order) and, for the first ones, to stderr.
@@ -859,6 +932,113 @@ impl WorkerCtx {
     }
 }
 
+/// What the one member a script added to an event is, as the Lua `output_event` hands it to
+/// [`df_emit`] (none: the event is unchanged).
+const ADDED_NONE: i32 = 0;
+const ADDED_NUMBER: i32 = 1;
+const ADDED_STRING: i32 = 2;
+const ADDED_TRUE: i32 = 3;
+const ADDED_FALSE: i32 = 4;
+
+/// `dragonfly.output_event` of an event table that is unchanged or has one member added (a
+/// number, string or boolean under a new key), called through LuaJIT's FFI by the Lua side of
+/// `output_event` (see `PRELUDE`), so that a compiled trace writes the record without leaving
+/// for the C API. Writes what the C path writes for the same table. Returns 1 when done, 0 when
+/// the C path must do it (the key exists in the original, or the number is NaN or infinite).
+///
+/// # Safety
+///
+/// Called by LuaJIT on a worker thread with `tag`, `key` and `s` pointing to live Lua strings
+/// of the given lengths (`key` and `s` may be null when unused) and `line` to the live line
+/// block of the table (see `proxy::push_line`).
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn df_emit(
+    tag: *const u8,
+    tag_len: usize,
+    line: *const u8,
+    span: f64,
+    key: *const u8,
+    key_len: usize,
+    kind: i32,
+    num: f64,
+    s: *const u8,
+    s_len: usize,
+) -> i32 {
+    let bytes = |p: *const u8, n: usize| -> &[u8] {
+        if p.is_null() {
+            &[]
+        } else {
+            // SAFETY: see the function's contract.
+            unsafe { std::slice::from_raw_parts(p, n) }
+        }
+    };
+    let (tag, key, s) = (bytes(tag, tag_len), bytes(key, key_len), bytes(s, s_len));
+    let c = ctx();
+    let Some(output) = c.output_index(tag) else {
+        c.unknown_tag("output", tag);
+        return 1;
+    };
+    // SAFETY: see the function's contract.
+    let (id, line, start, end) = unsafe { proxy::ffi_object(line, span) };
+    match kind {
+        ADDED_NONE => {
+            c.emit_with(output, |out| out.extend_from_slice(&line[start..end]));
+            return 1;
+        }
+        ADDED_NUMBER if !num.is_finite() => return 0,
+        ADDED_NUMBER | ADDED_STRING | ADDED_TRUE | ADDED_FALSE => {}
+        _ => return 0,
+    }
+    if c.cache.find(id, start, line, key, &mut c.scratch).is_some() {
+        return 0;
+    }
+    // As `Encoder::proxy_splice` with nothing replaced: the object up to its closing brace,
+    // then the new member.
+    let has_members = scan::first_member(line, start).is_some_and(|i| line.get(i) == Some(&b'"'));
+    let close = end.saturating_sub(1).max(start);
+    c.emit_with(output, |out| {
+        out.extend_from_slice(&line[start..close]);
+        if has_members {
+            out.push(b',');
+        }
+        super::json::write_str(out, key);
+        out.push(b':');
+        match kind {
+            ADDED_NUMBER => {
+                let _ = super::json::write_num(out, num);
+            }
+            ADDED_STRING => super::json::write_str(out, s),
+            ADDED_TRUE => out.extend_from_slice(b"true"),
+            _ => out.extend_from_slice(b"false"),
+        }
+        out.push(b'}');
+    });
+    1
+}
+
+/// `dragonfly.analyze_event` of the current event's own table, unchanged (no write, no nested
+/// table handed out), called through LuaJIT's FFI by the Lua side of `analyze_event`: queues
+/// the call as the C path does, with no copy. Returns 1 when done, 0 when the C path must do it
+/// (another table: it is deep-copied).
+///
+/// # Safety
+///
+/// Called by LuaJIT on a worker thread with `tag` pointing to a live Lua string of `tag_len`
+/// bytes and `line` to the live line block of a top-level event table.
+pub unsafe extern "C" fn df_queue(tag: *const u8, tag_len: usize, line: *const u8) -> i32 {
+    // SAFETY: see the function's contract.
+    let (tag, (id, _, start, _)) = unsafe { (std::slice::from_raw_parts(tag, tag_len), proxy::ffi_object(line, 0.0)) };
+    let c = ctx();
+    if c.cur_input == NO_INPUT || (id, start) != c.cur_root {
+        return 0;
+    }
+    match c.analyzer_index(tag) {
+        Some(a) => c.push_call(a, UNCHANGED_EVENT),
+        None => c.unknown_tag("analyzer", tag),
+    }
+    1
+}
+
 /// Calls `loop(value)` of a script with the value on top of its stack; counts and reports
 /// an error.
 unsafe fn call_loop(role: Role, i: u32) {
@@ -915,6 +1095,8 @@ pub unsafe fn copy_value(from: *mut lua_State, idx: c_int, to: *mut lua_State, d
             ffi::LUA_TNUMBER => ffi::lua_pushnumber(to, ffi::lua_tonumber(from, idx)),
             ffi::LUA_TSTRING => push_bytes(to, to_bytes(from, idx).unwrap_or(&[])),
             ffi::LUA_TLIGHTUSERDATA => ffi::lua_pushlightuserdata(to, ffi::lua_touserdata(from, idx)),
+            // A deletion in an event's write table: the marker of the other state.
+            ffi::LUA_TTABLE if proxy::is_tomb(from, idx) => proxy::push_mt(to),
             ffi::LUA_TTABLE => {
                 if proxy::is_proxy(from, idx) {
                     let p = proxy::parts(from, idx);
