@@ -220,6 +220,8 @@ impl Script {
             };
             ffi::luaL_openlibs(l);
             proxy::install(l);
+            push_bytes(l, b"loop");
+            ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, REG_LOOP);
             // Before the prelude, which puts the FFI fast paths in front of some of its functions.
             api::install(l);
             // The prelude gets materialize and the original next/pairs as arguments.
@@ -1039,6 +1041,23 @@ pub unsafe extern "C" fn df_queue(tag: *const u8, tag_len: usize, line: *const u
     1
 }
 
+/// Registry slot of the string "loop" in every script state, so that looking the function up
+/// per event interns nothing (luaL_ref only uses positive keys; -17_001 to -17_004 are taken
+/// by `proxy` and `hiredis`).
+const REG_LOOP: c_int = -17_010;
+
+/// Pushes the global `loop` of the state (or thread) `l`, as `lua_getfield` would, with the
+/// key string taken from the registry.
+#[inline]
+unsafe fn push_loop(l: *mut lua_State) {
+    // SAFETY: `l` is a script state of this thread (or one of its threads); `Script::open`
+    // stored the key.
+    unsafe {
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, REG_LOOP);
+        ffi::lua_gettable(l, ffi::LUA_GLOBALSINDEX);
+    }
+}
+
 /// Calls `loop(value)` of a script with the value on top of its stack; counts and reports
 /// an error.
 unsafe fn call_loop(role: Role, i: u32) {
@@ -1053,7 +1072,7 @@ unsafe fn call_loop(role: Role, i: u32) {
     // SAFETY: the state belongs to this thread; no Rust reference into the context is used
     // across the call below.
     unsafe {
-        ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"loop".as_ptr());
+        push_loop(l);
         ffi::lua_insert(l, -2);
         let t0 = lat_start();
         let status = ffi::lua_pcall(l, 1, 0, 0);
@@ -1484,7 +1503,7 @@ fn run_calls(input: u32, i: usize, batch: &[u8]) {
                 ffi::lua_rawgeti_(co, ffi::LUA_REGISTRYINDEX, r);
                 ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
             }
-            ffi::lua_getfield(co, ffi::LUA_GLOBALSINDEX, c"loop".as_ptr());
+            push_loop(co);
             ffi::lua_insert(co, -2);
             let c = ctx();
             c.analyzers[a as usize].calls += 1;
