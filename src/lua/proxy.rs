@@ -249,9 +249,14 @@ pub unsafe fn push_line(l: *mut lua_State, line: &[u8], id: f64) -> c_int {
 pub unsafe fn push_event(l: *mut lua_State, line: &[u8], id: f64) {
     // SAFETY: `l` is owned by the caller.
     unsafe {
-        let li = push_line(l, line, id);
-        push_proxy(l, li, None);
-        ffi::lua_remove(l, li);
+        // As `push_proxy` over a new line block, with the block made right under its table
+        // (no copy of it left to remove from the stack).
+        ffi::lua_createtable(l, 0, 2);
+        let t = ffi::lua_gettop(l);
+        push_line(l, line, id);
+        rawset_i(l, t, K_LINE);
+        push_mt(l);
+        ffi::lua_setmetatable(l, t);
     }
 }
 
