@@ -292,7 +292,8 @@ struct CacheSlot {
 }
 
 /// Slots of the member cache (a power of two): enough for a full pipelining window of events.
-const CACHE_SLOTS: usize = 256;
+const CACHE_SLOTS: usize = 1 << CACHE_BITS;
+const CACHE_BITS: u32 = 8;
 
 /// A small direct-mapped cache of object member lists, keyed by (event id, object offset).
 /// Scans are incremental: a lookup reads members only up to the one it wants, so reading
@@ -332,7 +333,8 @@ pub fn key_matches(line: &[u8], m: &Member, k: &[u8], scratch: &mut Vec<u8>) -> 
 
 impl MemberCache {
     fn slot(&mut self, id: f64, start: usize, line: &[u8]) -> &mut CacheSlot {
-        let h = ((id as u64).wrapping_mul(31) ^ start as u64) as usize & (CACHE_SLOTS - 1);
+        // Fibonacci hashing of the id's bits and the offset: the top bits of the product.
+        let h = ((id.to_bits() ^ start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_BITS)) as usize;
         let slot = &mut self.slots[h];
         if slot.id != id || slot.start != start {
             slot.id = id;
