@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dragonfly_mle::event::EventMeta;
 use dragonfly_mle::event::flow_key::{RouteParser, tuple_hash};
+use dragonfly_mle::event::{EventMeta, KeyBloom};
 use dragonfly_mle::lua::worker::{self, Role, ScriptSpec, WorkerCtx};
 use dragonfly_mle::shard::LOG_OUTPUT;
 use dragonfly_mle::source::framer::{Framer, LineSink};
@@ -198,7 +198,7 @@ struct Corpus {
     tuples: Vec<Tuple>,
     flow_ids: Vec<u64>,
     /// Top-level key bits of each line, as the reader computes them.
-    keys: Vec<u64>,
+    keys: Vec<KeyBloom>,
     dup_keys: Vec<bool>,
 }
 

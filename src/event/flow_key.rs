@@ -13,7 +13,7 @@ pub struct RouteInfo {
     /// Suricata's flow_id, 0 when absent.
     pub flow_id: u64,
     /// Bloom bits of the top-level keys (see `EventMeta::keys`).
-    pub keys: u64,
+    pub keys: super::KeyBloom,
     /// Whether a top-level key occurs twice.
     pub dup_keys: bool,
 }
@@ -82,8 +82,7 @@ fn route_from_tape(tape: &[Node<'_>]) -> Result<RouteInfo, LineError> {
     let mut src_port = 0u64;
     let mut dest_port = 0u64;
     let mut flow_id = 0u64;
-    let mut keys = 0u64;
-    let mut keys2 = 0u64;
+    let mut keys = super::KeyBloom::default();
     let mut dup_keys = false;
     let mut i = 1;
     for _ in 0..*len {
@@ -92,14 +91,13 @@ fn route_from_tape(tape: &[Node<'_>]) -> Result<RouteInfo, LineError> {
             _ => break,
         };
         let val = tape.get(i + 1);
-        let (bit, bit2) = super::key_bits(key.as_bytes());
+        let bits = super::key_bits(key.as_bytes());
         // Only a key whose bits are both set already can repeat an earlier one: compare it
         // with them (rare for distinct keys: both blooms must collide).
-        if keys & bit != 0 && keys2 & bit2 != 0 && !dup_keys {
+        if keys.may_contain(bits) && !dup_keys {
             dup_keys = earlier_keys(tape, i).any(|k| k == key);
         }
-        keys |= bit;
-        keys2 |= bit2;
+        keys.add(bits);
         match (key, val) {
             (fields::SRC_IP, Some(Node::String(s))) => src_ip = Some(s),
             (fields::DEST_IP, Some(Node::String(s))) => dest_ip = Some(s),

@@ -281,8 +281,8 @@ struct CacheSlot {
     members: Vec<Member>,
     /// Position of the next member to scan; `None` once the whole object is scanned.
     resume: Option<usize>,
-    /// Bloom bits of the object's keys (all ones when unknown).
-    keys: u64,
+    /// Bloom bits of the object's keys (all set when unknown).
+    keys: crate::event::KeyBloom,
     /// Whether a key occurs twice in the object (`None` until known).
     dup_keys: Option<bool>,
     /// Index in `members` after the last member found. Scripts tend to read fields in the
@@ -311,7 +311,7 @@ impl Default for MemberCache {
                     start: 0,
                     members: Vec::with_capacity(32),
                     resume: None,
-                    keys: !0,
+                    keys: crate::event::KeyBloom::UNKNOWN,
                     dup_keys: None,
                     hint: 0,
                 })
@@ -341,7 +341,7 @@ impl MemberCache {
             slot.start = start;
             slot.members.clear();
             slot.resume = scan::first_member(line, start);
-            slot.keys = !0;
+            slot.keys = crate::event::KeyBloom::UNKNOWN;
             slot.dup_keys = None;
             slot.hint = 0;
         }
@@ -349,7 +349,7 @@ impl MemberCache {
     }
 
     /// Records what the reader learned of an event's top-level keys.
-    pub fn prime(&mut self, id: f64, start: usize, line: &[u8], keys: u64, dup_keys: bool) {
+    pub fn prime(&mut self, id: f64, start: usize, line: &[u8], keys: crate::event::KeyBloom, dup_keys: bool) {
         let slot = self.slot(id, start, line);
         slot.keys = keys;
         slot.dup_keys = Some(dup_keys);
@@ -376,7 +376,7 @@ impl MemberCache {
     /// The member named `k` of the object at `start`, scanning no further than needed.
     pub fn find(&mut self, id: f64, start: usize, line: &[u8], k: &[u8], scratch: &mut Vec<u8>) -> Option<Member> {
         let slot = self.slot(id, start, line);
-        if slot.keys & crate::event::key_bit(k) == 0 {
+        if !slot.keys.may_contain(crate::event::key_bits(k)) {
             return None;
         }
         let n = slot.members.len();
@@ -1611,9 +1611,9 @@ mod tests {
             let id = round as f64;
             let mut all = Vec::new();
             scan::object_members(b, 0, &mut all);
-            let mut bits = 0;
+            let mut bits = crate::event::KeyBloom::default();
             for k in &keys {
-                bits |= crate::event::key_bit(k.as_bytes());
+                bits.add(crate::event::key_bits(k.as_bytes()));
             }
             // Half the objects primed by "the reader" (no duplicate keys), half unknown.
             if round % 2 == 0 {
