@@ -97,6 +97,16 @@ pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
+/// Writes `line[pos..]` of the object at `start..end` up to (not including) its closing brace,
+/// where new members go; returns whether the object has members (the next one needs a comma).
+/// Shared by the encoder and the FFI fast path of `output_event`, which must write the same
+/// bytes.
+pub fn write_until_close(out: &mut Vec<u8>, line: &[u8], start: usize, pos: usize, end: usize) -> bool {
+    let close = end.saturating_sub(1).max(pos);
+    out.extend_from_slice(&line[pos..close]);
+    scan::first_member(line, start).is_some_and(|i| line.get(i) == Some(&b'"'))
+}
+
 /// Appends a number: integers exactly, others shortest round-trip; NaN and infinities fail.
 pub fn write_num(out: &mut Vec<u8>, n: f64) -> Result<(), EncodeError> {
     if !n.is_finite() {
@@ -513,10 +523,7 @@ impl Encoder {
             }
             self.replace.truncate(rbase);
             result?;
-            // Everything up to (not including) the closing brace, then the new members.
-            let close = p.end.saturating_sub(1).max(pos);
-            out.extend_from_slice(&p.line[pos..close]);
-            let mut has_members = scan::first_member(p.line, p.start).is_some_and(|i| p.line.get(i) == Some(&b'"'));
+            let mut has_members = write_until_close(out, p.line, p.start, pos, p.end);
             if appended || order != 0 {
                 self.write_added(l, p, (set, order), &mut has_members, out, depth)?;
             }

@@ -175,13 +175,20 @@ pub unsafe extern "C" fn df_find(
 pub unsafe fn ffi_object<'a>(ud: *const u8, span: f64) -> (f64, &'a [u8], usize, usize) {
     // SAFETY: see the contract.
     let (h, line) = unsafe { line_of(ud) };
+    let (start, end) = object_range(&h, line, span);
+    (h.id, line, start, end)
+}
+
+/// The byte range of the object at `span` (0: the top-level object) of a line, clamped to it.
+#[inline]
+fn object_range(h: &LineHeader, line: &[u8], span: f64) -> (usize, usize) {
     let (start, end) = if span == 0.0 {
         (h.root_start as usize, h.root_end as usize)
     } else {
         unpack_span(span)
     };
     let end = end.min(line.len());
-    (h.id, line, start.min(end), end)
+    (start.min(end), end)
 }
 
 /// Whether the value at `idx` is a proxy.
@@ -203,12 +210,19 @@ pub unsafe fn is_proxy(l: *mut lua_State, idx: c_int) -> bool {
 /// `span` (`None`: the line's top-level object).
 pub unsafe fn push_proxy(l: *mut lua_State, line_idx: c_int, span: Option<(usize, usize)>) {
     // SAFETY: `l` is owned by the caller and `line_idx` holds a line userdata.
+    unsafe { push_proxy_with(l, || ffi::lua_pushvalue(l, line_idx), span) }
+}
+
+/// Pushes a new proxy whose line `push_line` pushes (right under the new table, so no copy of
+/// it is left on the stack), for the object at `span`.
+unsafe fn push_proxy_with(l: *mut lua_State, push_line: impl FnOnce(), span: Option<(usize, usize)>) {
+    // SAFETY: `l` is owned by the caller and `push_line` pushes one line userdata.
     unsafe {
         // Two hash slots: the line and the write table of a changed event (a nested object
         // also has its span, and grows on its first write).
         ffi::lua_createtable(l, 0, 2);
         let t = ffi::lua_gettop(l);
-        ffi::lua_pushvalue(l, line_idx);
+        push_line();
         rawset_i(l, t, K_LINE);
         if let Some((start, end)) = span {
             ffi::lua_pushnumber(l, pack_span(start, end));
@@ -249,14 +263,13 @@ pub unsafe fn push_line(l: *mut lua_State, line: &[u8], id: f64) -> c_int {
 pub unsafe fn push_event(l: *mut lua_State, line: &[u8], id: f64) {
     // SAFETY: `l` is owned by the caller.
     unsafe {
-        // As `push_proxy` over a new line block, with the block made right under its table
-        // (no copy of it left to remove from the stack).
-        ffi::lua_createtable(l, 0, 2);
-        let t = ffi::lua_gettop(l);
-        push_line(l, line, id);
-        rawset_i(l, t, K_LINE);
-        push_mt(l);
-        ffi::lua_setmetatable(l, t);
+        push_proxy_with(
+            l,
+            || {
+                push_line(l, line, id);
+            },
+            None,
+        )
     }
 }
 
@@ -326,19 +339,15 @@ pub unsafe fn parts<'a>(l: *mut lua_State, t: c_int) -> Parts<'a> {
                 id: -1.0,
             };
         };
-        let (start, end) = if rawget_i(l, t, K_SPAN) == ffi::LUA_TNUMBER {
-            unpack_span(ffi::lua_tonumber(l, -1))
-        } else {
-            (h.root_start as usize, h.root_end as usize)
-        };
-        let id = h.id;
+        // No span (nil, read as 0): the top-level object.
+        rawget_i(l, t, K_SPAN);
+        let (start, end) = object_range(&h, line, ffi::lua_tonumber(l, -1));
         ffi::lua_settop(l, -3);
-        let end = end.min(line.len());
         Parts {
             line,
-            start: start.min(end),
+            start,
             end,
-            id,
+            id: h.id,
         }
     }
 }

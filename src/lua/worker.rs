@@ -537,19 +537,13 @@ const LAT_SAMPLE_EVERY: u64 = 8;
 /// Value of [`lat_start_call`] for a call that is counted but not timed.
 const LAT_UNTIMED: u64 = u64::MAX;
 
-/// Starts timing a call of script `(role, i)`, whose call count already includes this call:
-/// 0 when histograms are off, [`LAT_UNTIMED`] when this call is not sampled.
+/// Starts timing the `calls`-th call of a script: 0 when histograms are off, [`LAT_UNTIMED`]
+/// when this call is not sampled.
 #[inline]
-pub fn lat_start_call(role: Role, i: u32) -> u64 {
-    let c = ctx();
-    if c.lat.is_none() {
+pub fn lat_start_call(calls: u64) -> u64 {
+    if ctx().lat.is_none() {
         return 0;
     }
-    let calls = match role {
-        Role::Filter => c.filters.get(i as usize),
-        Role::Analyzer => c.analyzers.get(i as usize),
-    }
-    .map_or(0, |s| s.calls);
     if calls <= LAT_TIME_ALL || calls.is_multiple_of(LAT_SAMPLE_EVERY) {
         crate::metrics::latency::mono_ns()
     } else {
@@ -1041,11 +1035,8 @@ pub unsafe extern "C" fn df_emit(
     }
     // As `Encoder::proxy_splice` with nothing replaced: the object up to its closing brace,
     // then the new member.
-    let has_members = scan::first_member(line, start).is_some_and(|i| line.get(i) == Some(&b'"'));
-    let close = end.saturating_sub(1).max(start);
     c.emit_with(output, |out| {
-        out.extend_from_slice(&line[start..close]);
-        if has_members {
+        if super::json::write_until_close(out, line, start, start, end) {
             out.push(b',');
         }
         super::json::write_str(out, key);
@@ -1113,13 +1104,13 @@ unsafe fn call_loop(role: Role, i: u32) {
         Role::Analyzer => &mut c.analyzers[i as usize],
     };
     s.calls += 1;
-    let l = s.l;
+    let (l, calls) = (s.l, s.calls);
     // SAFETY: the state belongs to this thread; no Rust reference into the context is used
     // across the call below.
     unsafe {
         push_loop(l);
         ffi::lua_insert(l, -2);
-        let t0 = lat_start_call(role, i);
+        let t0 = lat_start_call(calls);
         let status = ffi::lua_pcall(l, 1, 0, 0);
         lat_end(role, i, t0);
         if status != 0 {
@@ -1554,7 +1545,7 @@ fn run_calls(input: u32, i: usize, batch: &[u8]) {
             c.analyzers[a as usize].calls += 1;
             c.cur_script = (Role::Analyzer, a);
             c.pipelined = c.analyzers[a as usize].pipeline > 1;
-            let t0 = lat_start_call(Role::Analyzer, a);
+            let t0 = lat_start_call(c.analyzers[a as usize].calls);
             ctx().window[i].co_t0 = t0;
             let status = ffi::lua_resume_(co, 1);
             if !finish_resume(a, co, co_ref, status, i) {
