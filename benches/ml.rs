@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dragonfly_mle::lua::hiredis::RedisTarget;
-use dragonfly_mle::lua::worker::{self, Role, ScriptSpec, WorkerCtx};
+use dragonfly_mle::lua::{Role, ScriptSpec, WorkerCtx};
 use dragonfly_mle::ml::{self, AttrKey, Mode};
 use mlua::ffi;
 
@@ -107,13 +107,13 @@ impl Drop for Redis {
 }
 
 /// Calls the global Lua function `name(n)` of the analyzer and returns its result as text.
-fn call(name: &std::ffi::CStr, n: u64) -> String {
-    let l = worker::ctx().analyzers[0].l;
+fn call(c: &mut WorkerCtx, name: &std::ffi::CStr, n: u64) -> String {
+    let l = c.analyzers[0].l;
     // SAFETY: the analyzer's state belongs to this thread; the stack is restored.
     unsafe {
         ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, name.as_ptr());
         ffi::lua_pushnumber(l, n as f64);
-        let r = ffi::lua_pcall(l, 1, 1, 0);
+        let r = c.lend(|| ffi::lua_pcall(l, 1, 1, 0));
         let mut len = 0usize;
         let p = ffi::lua_tolstring(l, -1, &mut len);
         let s = if p.is_null() {
@@ -127,15 +127,15 @@ fn call(name: &std::ffi::CStr, n: u64) -> String {
     }
 }
 
-fn bench_ml(c: &mut Criterion) {
+fn bench_ml(crit: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
     std::env::set_current_dir(&root).expect("enter scripts/");
     let redis = Redis::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ml_bench.lua");
     std::fs::write(&path, SCRIPT).expect("write the bench script");
-    let boxed = WorkerCtx::install(vec!["in".into()], vec!["a".into()], vec!["out".into()], false);
-    worker::ctx().redis.target = RedisTarget::Unix(redis.sock.clone());
+    let mut c = WorkerCtx::new(vec!["in".into()], vec!["a".into()], vec!["out".into()], false);
+    c.redis.target = RedisTarget::Unix(redis.sock.clone());
     let spec = ScriptSpec {
         role: Role::Analyzer,
         tag: "a".into(),
@@ -144,7 +144,7 @@ fn bench_ml(c: &mut Criterion) {
         default_output: "out".into(),
         pipeline: 1,
     };
-    worker::open_all(worker::ctx(), &[], &[spec], true).expect("open the bench script");
+    c.open_all(&[], &[spec], true).expect("open the bench script");
 
     // Dense vectors for the evaluator alone, from the same domains.
     let (layout, attrs) = ml::forest_layout(KEY).expect("the forest is loaded");
@@ -180,7 +180,7 @@ fn bench_ml(c: &mut Criterion) {
         dense.len()
     );
 
-    let mut g = c.benchmark_group("ml_forest_run");
+    let mut g = crit.benchmark_group("ml_forest_run");
     g.throughput(Throughput::Elements(1));
     g.bench_function("evaluator", |b| {
         let mut i = 0;
@@ -192,7 +192,7 @@ fn bench_ml(c: &mut Criterion) {
     g.bench_function("direct_lua_api", |b| {
         b.iter_custom(|iters| {
             let t = Instant::now();
-            black_box(call(c"bench_direct", iters));
+            black_box(call(&mut c, c"bench_direct", iters));
             t.elapsed()
         })
     });
@@ -200,7 +200,7 @@ fn bench_ml(c: &mut Criterion) {
         ml::set_native(true);
         b.iter_custom(|iters| {
             let t = Instant::now();
-            let last = call(c"bench_command", iters);
+            let last = call(&mut c, c"bench_command", iters);
             let e = t.elapsed();
             assert!(last.parse::<f64>().is_ok(), "expected a score, got {last}");
             e
@@ -210,7 +210,7 @@ fn bench_ml(c: &mut Criterion) {
         ml::set_native(false);
         b.iter_custom(|iters| {
             let t = Instant::now();
-            let last = call(c"bench_command", iters);
+            let last = call(&mut c, c"bench_command", iters);
             let e = t.elapsed();
             assert!(
                 last.starts_with("ERR unknown command"),
@@ -221,7 +221,7 @@ fn bench_ml(c: &mut Criterion) {
     });
     ml::set_native(true);
     g.finish();
-    boxed.uninstall();
+    c.close();
     drop(redis);
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dragonfly_mle::event::flow_key::{RouteParser, tuple_hash};
 use dragonfly_mle::event::{EventMeta, KeyBloom};
-use dragonfly_mle::lua::worker::{self, Role, ScriptSpec, WorkerCtx};
+use dragonfly_mle::lua::{Role, ScriptSpec, WorkerCtx};
 use dragonfly_mle::shard::LOG_OUTPUT;
 use dragonfly_mle::source::framer::{Framer, LineSink};
 
@@ -822,14 +822,14 @@ end
     },
 ];
 
-fn clear_outputs() {
-    for o in worker::ctx().outs.iter_mut() {
+fn clear_outputs(c: &mut WorkerCtx) {
+    for o in c.outs.iter_mut() {
         o.clear();
     }
 }
 
 /// Runs every corpus event through the installed scripts; `seq` keeps increasing.
-fn process_all(corpus: &Corpus, seq: &mut u64, clear: bool) {
+fn process_all(c: &mut WorkerCtx, corpus: &Corpus, seq: &mut u64, clear: bool) {
     for (i, (line, &flow_id)) in corpus.lines.iter().zip(&corpus.flow_ids).enumerate() {
         let meta = EventMeta {
             seq: *seq,
@@ -841,19 +841,18 @@ fn process_all(corpus: &Corpus, seq: &mut u64, clear: bool) {
             dup_keys: corpus.dup_keys[i],
         };
         *seq += 1;
-        WorkerCtx::process(0, &meta, line);
+        c.process(0, &meta, line);
         if clear && (i + 1) % CLEAR_EVERY == 0 {
-            clear_outputs();
+            clear_outputs(c);
         }
     }
     if clear {
-        clear_outputs();
+        clear_outputs(c);
     }
 }
 
 /// Checks one pass of a case's output (nothing is cleared during it).
-fn check_outputs(case: &LuaCase, corpus: &Corpus) {
-    let c = worker::ctx();
+fn check_outputs(c: &WorkerCtx, case: &LuaCase, corpus: &Corpus) {
     let mut parser = RouteParser::new();
     for o in &c.outs {
         if let Some(r) = o.recs.iter().find(|r| r.output == LOG_OUTPUT) {
@@ -923,27 +922,26 @@ fn bench_lua(c: &mut Criterion) {
         let apath = dir.path().join(format!("{}_analyzer.lua", case.name));
         std::fs::write(&fpath, case.filter).expect("write filter");
         std::fs::write(&apath, case.analyzer).expect("write analyzer");
-        let boxed = WorkerCtx::install(vec!["in".into()], vec!["a".into()], vec!["out".into()], false);
-        worker::open_all(
-            worker::ctx(),
+        let mut c = WorkerCtx::new(vec!["in".into()], vec!["a".into()], vec!["out".into()], false);
+        c.open_all(
             &[spec(Role::Filter, "in", &fpath)],
             &[spec(Role::Analyzer, "a", &apath)],
             true,
         )
         .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let mut seq = 0u64;
-        process_all(corpus, &mut seq, false);
-        check_outputs(case, corpus);
-        clear_outputs();
-        g.bench_function(case.name, |b| b.iter(|| process_all(corpus, &mut seq, true)));
-        let counters = &worker::ctx().counters;
+        process_all(&mut c, corpus, &mut seq, false);
+        check_outputs(&c, case, corpus);
+        clear_outputs(&mut c);
+        g.bench_function(case.name, |b| b.iter(|| process_all(&mut c, corpus, &mut seq, true)));
+        let counters = &c.counters;
         assert_eq!(
             (counters.encode_errors, counters.unknown_tags, counters.hop_limit),
             (0, 0, 0),
             "{}: worker counters",
             case.name
         );
-        boxed.uninstall();
+        c.close();
     }
     g.finish();
 }

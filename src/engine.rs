@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use rtrb::RingBuffer;
 
 use crate::config::{Config, InputUri, OutputUri};
-use crate::lua::worker::{Role, ScriptSpec, WorkerCtx, open_all};
+use crate::lua::{Role, ScriptSpec, WorkerCtx};
 use crate::metrics::Stats;
 use crate::shard::worker::{WorkerIo, WorkerSpec};
 use crate::shard::{InBatch, OUT_RING_BATCHES, OutBatch, RING_BATCHES, pin};
@@ -116,16 +116,16 @@ pub fn check(opts: &Options) -> anyhow::Result<String> {
     }
     std::env::set_current_dir(&cfg.root).with_context(|| format!("cannot enter {}", cfg.root.display()))?;
     let (filters, analyzers) = script_specs(&cfg);
-    let boxed = WorkerCtx::install(
+    let mut c = WorkerCtx::new(
         cfg.inputs.iter().map(|i| i.tag.clone()).collect(),
         cfg.analyzers.iter().map(|a| a.tag.clone()).collect(),
         cfg.outputs.iter().map(|o| o.tag.clone()).collect(),
         false,
     );
-    crate::lua::worker::ctx().redis.target =
-        crate::lua::hiredis::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port);
-    let r = open_all(crate::lua::worker::ctx(), &filters, &analyzers, false);
-    boxed.uninstall();
+    c.redis.target = crate::lua::hiredis::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port);
+    c.set_memory_limit(cfg.script_memory);
+    let r = c.open_all(&filters, &analyzers, false);
+    c.close();
     crate::lua::managed::stop();
     r.map_err(|e| anyhow::anyhow!(e))?;
     Ok(format!(
@@ -465,6 +465,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                 connect: cfg.redis_connect_timeout,
                 io: cfg.redis_timeout,
             },
+            memory_limit: cfg.script_memory,
             reload: Arc::clone(&reload),
         };
         let st = Arc::clone(&stats);

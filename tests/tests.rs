@@ -8,6 +8,7 @@
 //! `expected.json` with the log directory's `output.json` and every `expected-<name>` with
 //! the log directory's `<name>` (e.g. `expected-dragonfly-mle.log`).
 
+mod boundary;
 mod builtins;
 mod hiredis;
 mod io;

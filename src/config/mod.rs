@@ -89,6 +89,9 @@ pub struct Config {
     pub http_insecure: bool,
     /// Timeout of `dragonfly.dnslookup` (`dns_timeout`, seconds; default 5).
     pub dns_timeout: Duration,
+    /// Memory limit of each script state, in bytes (`script_memory_mb`; default 1024 MiB):
+    /// past it, an allocation in the script fails and that event's call is a script error.
+    pub script_memory: usize,
 }
 
 /// The HTTP endpoint's address when config.lua names none (the original's web service).
@@ -184,6 +187,7 @@ impl Config {
             http_timeout: Duration::from_secs(10),
             http_insecure: false,
             dns_timeout: Duration::from_secs(5),
+            script_memory: crate::lua::context::DEFAULT_MEMORY_LIMIT,
             ml_native: true,
             http_address: Some(DEFAULT_HTTP_ADDRESS.to_string()),
             http_explicit: false,
@@ -217,6 +221,16 @@ impl Config {
                 cfg.stats_interval = Duration::from_secs_f64(s);
             } else {
                 v.err("stats_interval", format!("must be > 0, got {s}"));
+            }
+        }
+        if let Some(mb) = v.opt_number(&g, "script_memory_mb") {
+            if (1.0..=1_048_576.0).contains(&mb) {
+                cfg.script_memory = (mb * 1024.0 * 1024.0) as usize;
+            } else {
+                v.err(
+                    "script_memory_mb",
+                    format!("must be between 1 and 1048576 (MiB), got {mb}"),
+                );
             }
         }
         if let Some(s) = v.opt_number(&g, "max_line_bytes") {

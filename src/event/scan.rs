@@ -335,6 +335,49 @@ pub fn array_elements(buf: &[u8], pos: usize, mut f: impl FnMut(usize, usize)) {
     }
 }
 
+/// Whether `buf[start..end]` is exactly an object value inside the JSON value at `root`
+/// (the value itself included): the structure is walked from `root`, descending only into the
+/// member or element that contains `start`, so a range that begins inside a string or ends
+/// anywhere but the object's own closing brace is refused.
+pub fn is_object_at(buf: &[u8], root: usize, start: usize, end: usize) -> bool {
+    let mut pos = root;
+    loop {
+        if pos == start {
+            return kind(buf, pos) == Kind::Object && value_end(buf, pos) == end;
+        }
+        if pos > start {
+            return false;
+        }
+        let mut inner = None;
+        match kind(buf, pos) {
+            Kind::Object => {
+                let mut at = first_member(buf, pos);
+                while let Some(i) = at {
+                    let Some((m, next)) = next_member(buf, i) else { break };
+                    if (m.val_start as usize) <= start && start < m.val_end as usize {
+                        inner = Some(m.val_start as usize);
+                        break;
+                    }
+                    if m.val_start as usize > start {
+                        break;
+                    }
+                    at = next;
+                }
+            }
+            Kind::Array => array_elements(buf, pos, |a, b| {
+                if inner.is_none() && a <= start && start < b {
+                    inner = Some(a);
+                }
+            }),
+            _ => return false,
+        }
+        match inner {
+            Some(p) if p > pos => pos = p,
+            _ => return false,
+        }
+    }
+}
+
 /// Decodes the JSON string body `raw` (between the quotes) into `out`.
 pub fn unescape(raw: &[u8], out: &mut Vec<u8>) {
     out.clear();
@@ -595,6 +638,26 @@ mod tests {
             let _ = members(s);
             let _ = value_end(s.as_bytes(), 0);
         }
+    }
+
+    #[test]
+    fn object_spans_are_found_only_where_objects_are() {
+        let doc = br#"{"a":{"b":[1,{"c":"{x}"}],"d":{}},"e":"{\"f\":1}"}"#;
+        let objects: Vec<(usize, usize)> = (0..doc.len())
+            .filter(|&i| doc[i] == b'{')
+            .map(|i| (i, value_end(doc, i)))
+            .collect();
+        let mut valid = Vec::new();
+        for &(s, e) in &objects {
+            if is_object_at(doc, 0, s, e) {
+                valid.push(&doc[s..e]);
+            }
+            assert!(!is_object_at(doc, 0, s, e - 1) && !is_object_at(doc, 0, s, e + 1));
+        }
+        // Every real object, and neither "{x}" nor the escaped object inside the string "e".
+        let want: Vec<&[u8]> = vec![&doc[..], br#"{"b":[1,{"c":"{x}"}],"d":{}}"#, br#"{"c":"{x}"}"#, b"{}"];
+        assert_eq!(valid, want);
+        assert!(!is_object_at(doc, 0, 3, 3));
     }
 
     #[test]

@@ -1,136 +1,124 @@
 //! The modules every script sees: `dragonfly` (event routing, logging) and `cjson_safe`
-//! (also as `cjson`), as raw C functions over the worker context.
+//! (also as `cjson`), as C functions over the worker context.
 
 use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
 
-use super::ffi_util::{push_bytes, raise, to_bytes};
+use super::boundary::{Coerce, LuaFail, arg_bytes, arg_count, c_entry};
+use super::context::with_ctx;
+use super::ffi_util::push_bytes;
 use super::json::{self, Encoder};
-use super::worker::ctx;
 use crate::shard::{LOG_OUTPUT, STATS_OUTPUT};
 
-pub(super) unsafe fn check_args(l: *mut lua_State, name: &str, n: c_int) {
-    // SAFETY: called at the start of a C function.
-    unsafe {
-        if ffi::lua_gettop(l) != n {
-            raise(
-                l,
-                &format!(
-                    "{name}: expecting exactly {n} argument{}",
-                    if n == 1 { "" } else { "s" }
-                ),
-            );
-        }
-    }
-}
-
-/// A tag argument: a string or a number (as `luaL_checkstring`).
-unsafe fn tag_arg<'a>(l: *mut lua_State, name: &str, idx: c_int) -> &'a [u8] {
-    // SAFETY: `idx` is a valid argument index.
-    unsafe {
-        match ffi::lua_type(l, idx) {
-            ffi::LUA_TSTRING | ffi::LUA_TNUMBER => to_bytes(l, idx).unwrap_or(&[]),
-            _ => raise(l, &format!("{name}: bad argument #{idx} (string expected)")),
-        }
-    }
-}
-
 unsafe extern "C-unwind" fn analyze_event(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: called by Lua; the body runs behind the boundary.
     unsafe {
-        check_args(l, "analyze_event", 2);
-        let tag = tag_arg(l, "analyze_event", 1);
-        let c = ctx();
-        match c.analyzer_index(tag) {
-            Some(a) => {
-                if let Err(e) = c.queue_analyzer(l, 2, a) {
-                    raise(l, &format!("analyze_event: {e}"));
+        c_entry(l, "analyze_event", |l| {
+            arg_count(l, "analyze_event", 2)?;
+            let tag = arg_bytes(l, "analyze_event", 1, Coerce::StrOrNum)?;
+            with_ctx(|c| match c.analyzer_index(tag) {
+                Some(a) => c
+                    .queue_analyzer(l, 2, a)
+                    .map_err(|e| LuaFail(format!("analyze_event: {e}"))),
+                None => {
+                    c.unknown_tag("analyzer", tag);
+                    Ok(())
                 }
-            }
-            None => c.unknown_tag("analyzer", tag),
-        }
-        0
+            })?;
+            Ok(0)
+        })
     }
 }
 
-unsafe fn output_to(l: *mut lua_State, name: &str, output: u32, idx: c_int) -> c_int {
+/// Encodes argument `idx` as one record for `output`.
+unsafe fn output_to(l: *mut lua_State, name: &str, output: u32, idx: c_int) -> Result<c_int, LuaFail> {
     // SAFETY: called from C functions with a valid argument index.
     unsafe {
-        if let Err(e) = ctx().emit_value(l, idx, output) {
-            raise(l, &format!("{name}: {e}"));
-        }
-        0
+        with_ctx(|c| c.emit_value(l, idx, output)).map_err(|e| LuaFail(format!("{name}: {e}")))?;
+        Ok(0)
     }
 }
 
 unsafe extern "C-unwind" fn output_event(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: called by Lua; the body runs behind the boundary.
     unsafe {
-        check_args(l, "output_event", 2);
-        let tag = tag_arg(l, "output_event", 1);
-        let c = ctx();
-        match c.output_index(tag) {
-            Some(o) => output_to(l, "output_event", o, 2),
-            None => {
-                c.unknown_tag("output", tag);
-                0
+        c_entry(l, "output_event", |l| {
+            arg_count(l, "output_event", 2)?;
+            let tag = arg_bytes(l, "output_event", 1, Coerce::StrOrNum)?;
+            match with_ctx(|c| {
+                let o = c.output_index(tag);
+                if o.is_none() {
+                    c.unknown_tag("output", tag);
+                }
+                o
+            }) {
+                Some(o) => output_to(l, "output_event", o, 2),
+                None => Ok(0),
             }
-        }
+        })
     }
 }
 
 unsafe extern "C-unwind" fn log_event(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: called by Lua; the body runs behind the boundary.
     unsafe {
-        check_args(l, "log_event", 1);
-        output_to(l, "log_event", LOG_OUTPUT, 1)
+        c_entry(l, "log_event", |l| {
+            arg_count(l, "log_event", 1)?;
+            output_to(l, "log_event", LOG_OUTPUT, 1)
+        })
     }
 }
 
 unsafe extern "C-unwind" fn stats_event(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: called by Lua; the body runs behind the boundary.
     unsafe {
-        check_args(l, "stats_event", 1);
-        output_to(l, "stats_event", STATS_OUTPUT, 1)
+        c_entry(l, "stats_event", |l| {
+            arg_count(l, "stats_event", 1)?;
+            output_to(l, "stats_event", STATS_OUTPUT, 1)
+        })
     }
 }
 
 unsafe extern "C-unwind" fn timer_event(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: called by Lua; the body runs behind the boundary.
     unsafe {
-        check_args(l, "timer_event", 3);
-        let tag = tag_arg(l, "timer_event", 1);
-        // As the original's lua_tointeger: a non-number is 0; fractions are kept.
-        let secs = if ffi::lua_type(l, 2) == ffi::LUA_TNUMBER {
-            ffi::lua_tonumber(l, 2)
-        } else {
-            0.0
-        };
-        let c = ctx();
-        match c.analyzer_index(tag) {
-            Some(a) => {
-                if let Err(e) = c.set_timer(l, 3, a, secs) {
-                    raise(l, &format!("timer_event: {e}"));
+        c_entry(l, "timer_event", |l| {
+            arg_count(l, "timer_event", 3)?;
+            let tag = arg_bytes(l, "timer_event", 1, Coerce::StrOrNum)?;
+            // As the original's lua_tointeger: a non-number is 0; fractions are kept.
+            let secs = if ffi::lua_type(l, 2) == ffi::LUA_TNUMBER {
+                ffi::lua_tonumber(l, 2)
+            } else {
+                0.0
+            };
+            with_ctx(|c| match c.analyzer_index(tag) {
+                Some(a) => c
+                    .set_timer(l, 3, a, secs)
+                    .map_err(|e| LuaFail(format!("timer_event: {e}"))),
+                None => {
+                    c.unknown_tag("analyzer", tag);
+                    Ok(())
                 }
-            }
-            None => c.unknown_tag("analyzer", tag),
-        }
-        0
+            })?;
+            Ok(0)
+        })
     }
 }
 
 unsafe extern "C-unwind" fn echo(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: called by Lua; the body runs behind the boundary.
     unsafe {
-        check_args(l, "echo", 1);
-        let s = to_bytes(l, 1).unwrap_or(b"nil");
-        let mut line = Vec::with_capacity(s.len() + 1);
-        line.extend_from_slice(s);
-        line.push(b'\n');
-        use std::io::Write;
-        let _ = std::io::stderr().write_all(&line);
-        0
+        c_entry(l, "echo", |l| {
+            arg_count(l, "echo", 1)?;
+            let s = super::ffi_util::to_bytes(l, 1).unwrap_or(b"nil");
+            let mut line = Vec::with_capacity(s.len() + 1);
+            line.extend_from_slice(s);
+            line.push(b'\n');
+            use std::io::Write;
+            let _ = std::io::stderr().write_all(&line);
+            Ok(0)
+        })
     }
 }
 
@@ -139,60 +127,64 @@ thread_local! {
 }
 
 unsafe extern "C-unwind" fn cjson_encode(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua. The encoder reads the stack only; nothing raises inside it but
-    // `luaL_checkstack` (out of memory).
+    // SAFETY: called by Lua; the body runs behind the boundary. The encoder reads the stack
+    // only (raw accesses: no metamethod runs).
     unsafe {
-        check_args(l, "encode", 1);
-        let r = SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            let (enc, out) = &mut *s;
-            out.clear();
-            match enc.encode(l, 1, out) {
-                Ok(()) => {
-                    push_bytes(l, out);
-                    None
+        c_entry(l, "encode", |l| {
+            arg_count(l, "encode", 1)?;
+            let r = SCRATCH.with(|s| {
+                let mut s = s.try_borrow_mut().map_err(|_| "encode: called from inside itself")?;
+                let (enc, out) = &mut *s;
+                out.clear();
+                Ok::<_, &str>(match enc.encode(l, 1, out) {
+                    Ok(()) => {
+                        push_bytes(l, out);
+                        None
+                    }
+                    Err(e) => Some(e.0),
+                })
+            })?;
+            match r {
+                None => Ok(1),
+                Some(msg) => {
+                    ffi::lua_pushnil(l);
+                    push_bytes(l, msg.as_bytes());
+                    Ok(2)
                 }
-                Err(e) => Some(e.0),
             }
-        });
-        match r {
-            None => 1,
-            Some(msg) => {
-                ffi::lua_pushnil(l);
-                push_bytes(l, msg.as_bytes());
-                2
-            }
-        }
+        })
     }
 }
 
 unsafe extern "C-unwind" fn cjson_decode(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: called by Lua; the body runs behind the boundary.
     unsafe {
-        check_args(l, "decode", 1);
-        let Some(s) = super::ffi_util::str_at(l, 1) else {
-            ffi::lua_pushnil(l);
-            push_bytes(l, b"Expected JSON text (a string)");
-            return 2;
-        };
-        let mut buf = s.to_vec();
-        match simd_json::to_borrowed_value(&mut buf) {
-            Ok(v) => {
-                json::push_decoded(l, &v, 0);
-                1
-            }
-            Err(e) => {
+        c_entry(l, "decode", |l| {
+            arg_count(l, "decode", 1)?;
+            let Some(s) = super::ffi_util::str_at(l, 1) else {
                 ffi::lua_pushnil(l);
-                push_bytes(l, format!("Expected value but found invalid JSON: {e}").as_bytes());
-                2
+                push_bytes(l, b"Expected JSON text (a string)");
+                return Ok(2);
+            };
+            let mut buf = s.to_vec();
+            match simd_json::to_borrowed_value(&mut buf) {
+                Ok(v) => {
+                    json::push_decoded(l, &v, 0);
+                    Ok(1)
+                }
+                Err(e) => {
+                    ffi::lua_pushnil(l);
+                    push_bytes(l, format!("Expected value but found invalid JSON: {e}").as_bytes());
+                    Ok(2)
+                }
             }
-        }
+        })
     }
 }
 
 /// `cjson_safe.new()`: the same module (its settings are fixed here).
 unsafe extern "C-unwind" fn cjson_new(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua with the module as upvalue 1.
+    // SAFETY: called by Lua with the module as upvalue 1; nothing here can fail.
     unsafe {
         ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
         1
@@ -202,7 +194,7 @@ unsafe extern "C-unwind" fn cjson_new(l: *mut lua_State) -> c_int {
 /// The lua-cjson configuration setters: accepted for compatibility, settings unchanged;
 /// they return their argument(s) like a successful set.
 unsafe extern "C-unwind" fn cjson_setting(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: called by Lua; nothing here can fail.
     unsafe { ffi::lua_gettop(l) }
 }
 

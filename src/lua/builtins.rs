@@ -4,9 +4,8 @@
 //! Their settings (`http_timeout`, `http_insecure`, `dns_timeout` in config.lua) are process
 //! wide: [`configure`] stores them at startup, before any script runs.
 //!
-//! Raising: every function computes its result or its error message in a helper that owns all
-//! the Rust values, and raises only after they are dropped (`raise_owned` drops the message
-//! itself after copying it into Lua), so no destructor is skipped by the unwind.
+//! Errors are returned to the boundary (`boundary::c_entry`), which raises them once the
+//! function's Rust values are dropped.
 
 use std::ffi::{CStr, CString, c_int};
 use std::fs::{File, OpenOptions};
@@ -19,8 +18,8 @@ use std::time::Duration;
 
 use mlua::ffi::{self, lua_State};
 
-use super::api::check_args;
-use super::ffi_util::{push_bytes, to_bytes};
+use super::boundary::{Coerce, LuaFail, arg_bytes, arg_count, c_entry};
+use super::ffi_util::push_bytes;
 
 /// `http_timeout` in nanoseconds (default 10 s).
 static HTTP_TIMEOUT_NS: AtomicU64 = AtomicU64::new(10_000_000_000);
@@ -47,28 +46,6 @@ pub fn configure(http_timeout: Duration, http_insecure: bool, dns_timeout: Durat
     *AGENT.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
-/// Raises `msg`, dropping it first (after Lua has its copy).
-unsafe fn raise_owned(l: *mut lua_State, msg: String) -> ! {
-    // SAFETY: the caller owns `l` and holds nothing with a destructor; `msg` is copied into
-    // Lua and dropped before the unwind starts.
-    unsafe {
-        push_bytes(l, msg.as_bytes());
-        drop(msg);
-        ffi::lua_error(l)
-    }
-}
-
-/// A string (or number) argument, raising `<name>: bad argument #<idx> (string expected)`.
-unsafe fn str_arg<'a>(l: *mut lua_State, name: &str, idx: c_int) -> &'a [u8] {
-    // SAFETY: `idx` is a valid argument index; nothing with a destructor is live here.
-    unsafe {
-        match ffi::lua_type(l, idx) {
-            ffi::LUA_TSTRING | ffi::LUA_TNUMBER => to_bytes(l, idx).unwrap_or(&[]),
-            _ => raise_owned(l, format!("{name}: bad argument #{idx} (string expected)")),
-        }
-    }
-}
-
 /// Seconds as shown in messages (`5`, `0.5`).
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
@@ -82,16 +59,14 @@ fn secs(d: Duration) -> f64 {
 pub unsafe extern "C-unwind" fn http_get(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua; the strings stay on the stack during the call.
     unsafe {
-        check_args(l, "http_get", 2);
-        let url = str_arg(l, "http_get", 1);
-        let file = str_arg(l, "http_get", 2);
-        match fetch(url, file) {
-            Ok(code) => {
-                ffi::lua_pushnumber(l, code as f64);
-                1
-            }
-            Err(msg) => raise_owned(l, msg),
-        }
+        c_entry(l, "http_get", |l| {
+            arg_count(l, "http_get", 2)?;
+            let url = arg_bytes(l, "http_get", 1, Coerce::StrOrNum)?;
+            let file = arg_bytes(l, "http_get", 2, Coerce::StrOrNum)?;
+            let code = fetch(url, file)?;
+            ffi::lua_pushnumber(l, code as f64);
+            Ok(1)
+        })
     }
 }
 
@@ -222,23 +197,22 @@ fn copy_body(body: &mut impl Read, out: &mut File) -> Result<(), CopyError> {
 pub unsafe extern "C-unwind" fn dnslookup(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua; the host string stays on the stack during the call.
     unsafe {
-        check_args(l, "dnslookup", 1);
-        let host = str_arg(l, "dnslookup", 1);
-        let addrs = match lookup(host) {
-            Ok(a) => a,
-            Err(msg) => raise_owned(l, msg),
-        };
-        ffi::lua_createtable(l, addrs.len() as c_int, 0);
-        let mut text = [0u8; 64];
-        for (i, a) in addrs.iter().enumerate() {
-            let mut w = &mut text[..];
-            // An IPv6 address is at most 45 characters: the write cannot fail.
-            let _ = write!(w, "{a}");
-            let len = 64 - w.len();
-            push_bytes(l, &text[..len]);
-            ffi::lua_rawseti_(l, -2, i as c_int + 1);
-        }
-        1
+        c_entry(l, "dnslookup", |l| {
+            arg_count(l, "dnslookup", 1)?;
+            let host = arg_bytes(l, "dnslookup", 1, Coerce::StrOrNum)?;
+            let addrs = lookup(host)?;
+            ffi::lua_createtable(l, addrs.len() as c_int, 0);
+            let mut text = [0u8; 64];
+            for (i, a) in addrs.iter().enumerate() {
+                let mut w = &mut text[..];
+                // An IPv6 address is at most 45 characters: the write cannot fail.
+                let _ = write!(w, "{a}");
+                let len = 64 - w.len();
+                push_bytes(l, &text[..len]);
+                ffi::lua_rawseti_(l, -2, i as c_int + 1);
+            }
+            Ok(1)
+        })
     }
 }
 
@@ -369,22 +343,22 @@ fn resolve(host: &CStr) -> Result<Vec<IpAddr>, String> {
 pub unsafe extern "C-unwind" fn date2epoch(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua; the string stays on the stack during the call.
     unsafe {
-        check_args(l, "date2epoch", 1);
-        let ts = str_arg(l, "date2epoch", 1);
-        match parse_timestamp(ts) {
-            Some(t) => {
-                ffi::lua_pushnumber(l, t);
-                1
+        c_entry(l, "date2epoch", |l| {
+            arg_count(l, "date2epoch", 1)?;
+            let ts = arg_bytes(l, "date2epoch", 1, Coerce::StrOrNum)?;
+            match parse_timestamp(ts) {
+                Some(t) => {
+                    ffi::lua_pushnumber(l, t);
+                    Ok(1)
+                }
+                None => {
+                    const MAX_SHOWN: usize = 100;
+                    let shown = String::from_utf8_lossy(&ts[..ts.len().min(MAX_SHOWN)]);
+                    let more = if ts.len() > MAX_SHOWN { "..." } else { "" };
+                    Err(LuaFail(format!("date2epoch: malformed timestamp '{shown}{more}'")))
+                }
             }
-            None => {
-                const MAX_SHOWN: usize = 100;
-                let shown = String::from_utf8_lossy(&ts[..ts.len().min(MAX_SHOWN)]);
-                let more = if ts.len() > MAX_SHOWN { "..." } else { "" };
-                let msg = format!("date2epoch: malformed timestamp '{shown}{more}'");
-                drop(shown);
-                raise_owned(l, msg)
-            }
-        }
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! Small helpers over the raw Lua C API (`mlua::ffi`) used by the hot-path modules.
 
+use std::cell::Cell;
 use std::ffi::{c_int, c_void};
 
 use mlua::ffi::{self, lua_State};
@@ -72,12 +73,37 @@ pub unsafe fn abs_index(l: *mut lua_State, idx: c_int) -> c_int {
     }
 }
 
-/// Raises a Lua error with `msg`. Nothing with a destructor may be live in the caller.
-pub unsafe fn raise(l: *mut lua_State, msg: &str) -> ! {
-    // SAFETY: the caller owns `l`; the message is copied into Lua before unwinding.
-    unsafe {
-        push_bytes(l, msg.as_bytes());
-        ffi::lua_error(l)
+/// Registry slots the engine keeps in every script state (negative integers: `luaL_ref`
+/// only uses positive keys), in one place so that no two modules pick the same.
+pub mod reg {
+    use std::ffi::c_int;
+    /// The metatable of event tables (also the deletion marker).
+    pub const PROXY_MT: c_int = -17_001;
+    /// The `hiredis` status table, its constants' metatable, its connections' metatable and
+    /// its NIL constant.
+    pub const HIREDIS_STATUS: c_int = -17_002;
+    pub const HIREDIS_CONST_MT: c_int = -17_003;
+    pub const HIREDIS_CONN_MT: c_int = -17_004;
+    pub const HIREDIS_NIL: c_int = -17_006;
+    /// The metatable of line blocks.
+    pub const LINE_MT: c_int = -17_005;
+    /// The string "loop", so that looking the function up per event interns nothing.
+    pub const LOOP_KEY: c_int = -17_010;
+    /// The set (weak keys) of coroutines the engine runs pipelined calls in.
+    pub const ENGINE_THREADS: c_int = -17_011;
+}
+
+/// Memory accounting of one script state: the bytes its allocator handed out and the limit
+/// that applies while the script's own code runs (see `boundary::TimeMark`).
+pub struct StateMemory {
+    used: Cell<usize>,
+    limit: usize,
+}
+
+impl StateMemory {
+    /// Bytes in use.
+    pub fn used(&self) -> usize {
+        self.used.get()
     }
 }
 
@@ -89,25 +115,45 @@ pub unsafe fn raise(l: *mut lua_State, msg: &str) -> ! {
 /// allocator aligns to 8); the aligned entry points the Rust `GlobalAlloc` goes through take a
 /// slower path. Follows the `lua_Alloc` contract: `nsize == 0` frees `ptr` (which may be null)
 /// and returns null; otherwise it returns a block of `nsize` bytes holding the first
-/// `min(osize, nsize)` bytes of `ptr`, or null (with `ptr` untouched) when out of memory.
-pub unsafe extern "C" fn lua_alloc(_ud: *mut c_void, ptr: *mut c_void, _osize: usize, nsize: usize) -> *mut c_void {
+/// `min(osize, nsize)` bytes of `ptr`, or null (with `ptr` untouched) when out of memory. A
+/// growth past the state's limit during script time is refused (null): LuaJIT then raises
+/// "not enough memory" in the script, a script error for that event.
+///
+/// # Safety
+///
+/// `ud` is the state's `StateMemory`, which outlives the state; every non-null `ptr` was
+/// returned by this function.
+pub unsafe extern "C" fn lua_alloc(ud: *mut c_void, ptr: *mut c_void, osize: usize, nsize: usize) -> *mut c_void {
     use libmimalloc_sys::{mi_free, mi_malloc, mi_realloc};
+    // SAFETY: see the contract.
+    let m = unsafe { &*(ud as *const StateMemory) };
+    let old = if ptr.is_null() { 0 } else { osize };
     // SAFETY: every non-null `ptr` was returned by this function, i.e. by mimalloc.
     unsafe {
         if nsize == 0 {
             mi_free(ptr);
-            std::ptr::null_mut()
-        } else if ptr.is_null() {
+            m.used.set(m.used.get().saturating_sub(old));
+            return std::ptr::null_mut();
+        }
+        if nsize > old && m.used.get().saturating_add(nsize - old) > m.limit && super::boundary::script_time() {
+            return std::ptr::null_mut();
+        }
+        let p = if ptr.is_null() {
             mi_malloc(nsize)
         } else {
             mi_realloc(ptr, nsize)
+        };
+        if !p.is_null() {
+            m.used.set(m.used.get().saturating_sub(old).saturating_add(nsize));
         }
+        p
     }
 }
 
 /// What a state does on an error outside any protected call: the message goes to stderr
 /// (LuaJIT then exits the process, as with `luaL_newstate`'s handler). Script code always runs
-/// in `lua_pcall`, so this is only reached by an engine bug.
+/// in `lua_pcall` or a coroutine, and the engine's own allocations are exempt from the memory
+/// limit, so this is only reached when the process itself is out of memory.
 pub unsafe extern "C-unwind" fn lua_panic(l: *mut lua_State) -> c_int {
     // SAFETY: LuaJIT calls this with the error value on top of the stack of `l`.
     let msg = unsafe { to_bytes(l, -1) }.map(|b| String::from_utf8_lossy(b).into_owned());
@@ -118,15 +164,22 @@ pub unsafe extern "C-unwind" fn lua_panic(l: *mut lua_State) -> c_int {
     0
 }
 
-/// Creates a script state whose memory comes from [`lua_alloc`]. Null when out of memory.
-pub fn new_state() -> *mut lua_State {
-    // SAFETY: `lua_alloc` follows the allocator contract; the new state is handed to the caller.
+/// Creates a script state whose memory comes from [`lua_alloc`], limited to `limit` bytes
+/// during script time. `None` when out of memory. The `StateMemory` must outlive the state.
+pub fn new_state(limit: usize) -> Option<(*mut lua_State, Box<StateMemory>)> {
+    let mem = Box::new(StateMemory {
+        used: Cell::new(0),
+        limit,
+    });
+    // SAFETY: `lua_alloc` follows the allocator contract; `mem` is handed to the caller with
+    // the state, and it does not move (boxed).
     unsafe {
-        let l = ffi::lua_newstate(lua_alloc, std::ptr::null_mut());
-        if !l.is_null() {
-            ffi::lua_atpanic(l, lua_panic);
+        let l = ffi::lua_newstate(lua_alloc, (&*mem as *const StateMemory).cast_mut().cast());
+        if l.is_null() {
+            return None;
         }
-        l
+        ffi::lua_atpanic(l, lua_panic);
+        Some((l, mem))
     }
 }
 
@@ -138,8 +191,7 @@ mod tests {
     /// heap count follows, and values survive every move of their blocks.
     #[test]
     fn states_on_the_global_allocator_grow_shrink_and_free() {
-        let l = new_state();
-        assert!(!l.is_null());
+        let (l, mem) = new_state(usize::MAX).expect("a state");
         let chunk = br#"
             local t = {}
             for i = 1, 100000 do t[i] = ("v%d"):rep(3):format(i, i, i) end
@@ -178,7 +230,9 @@ mod tests {
                 .sum();
             assert_eq!(sum as usize, expect);
             assert_eq!(big, (1 << 20) as f64);
+            assert!(mem.used() > 0);
             ffi::lua_close(l);
+            assert_eq!(mem.used(), 0, "every block freed");
         }
     }
 }

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use mlua::ffi::{self, lua_State};
 use redis::{ConnectionLike, IntoConnectionInfo, RedisConnectionInfo, Value};
 
-use super::ffi_util::{push_bytes, raise, to_bytes};
-use super::worker::ctx;
+use super::boundary::{Coerce, LuaFail, LuaResult, YIELD, arg_bytes, c_entry};
+use super::context::{WorkerCtx, with_ctx};
+use super::ffi_util::{push_bytes, reg, to_bytes};
 
 pub const ERR_IO: i32 = 1;
 pub const ERR_OTHER: i32 = 2;
@@ -28,10 +29,6 @@ pub const REPLY_ERROR: i32 = 6;
 
 /// Most arguments one command may have (as lua-hiredis).
 const MAX_ARGS: c_int = 256;
-/// Registry slots of the module table and of the constant metatable.
-const REG_MODULE: i64 = -17_002;
-const REG_CONST_MT: i64 = -17_003;
-const REG_CONN_MT: i64 = -17_004;
 
 /// Where Redis is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,7 +74,7 @@ pub struct RedisConn {
     /// Commands of suspended pipelined coroutines, packed, and the window events waiting for
     /// their replies, in order.
     piped: Vec<u8>,
-    waiters: Vec<usize>,
+    waiters: Vec<(usize, u64)>,
     con: Option<redis::Connection>,
     /// Commands queued by `append_command`, packed, not yet sent.
     pending: Vec<u8>,
@@ -212,17 +209,16 @@ unsafe fn push_const(l: *mut lua_State, name: &[u8], ty: i32) {
         ffi::lua_setfield(l, -2, c"name".as_ptr());
         ffi::lua_pushnumber(l, ty as f64);
         ffi::lua_setfield(l, -2, c"type".as_ptr());
-        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, REG_CONST_MT as c_int);
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_CONST_MT);
         ffi::lua_setmetatable(l, -2);
     }
 }
 
 /// Pushes the status constant `hiredis.status[name]`, creating it on first use.
 unsafe fn push_status(l: *mut lua_State, name: &[u8]) {
-    // SAFETY: the module table is in the registry.
+    // SAFETY: the status table is in the registry.
     unsafe {
-        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, REG_MODULE as c_int);
-        ffi::lua_getfield(l, -1, c"status".as_ptr());
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_STATUS);
         push_bytes(l, name);
         ffi::lua_rawget_(l, -2);
         if ffi::lua_type(l, -1) == ffi::LUA_TNIL {
@@ -232,28 +228,25 @@ unsafe fn push_status(l: *mut lua_State, name: &[u8]) {
             ffi::lua_pushvalue(l, -2);
             ffi::lua_rawset(l, -4);
         }
-        ffi::lua_replace(l, -3);
-        ffi::lua_pop(l, 1);
+        ffi::lua_remove(l, -2);
     }
 }
 
 /// Pushes a reply as lua-hiredis did.
-unsafe fn push_reply(l: *mut lua_State, v: &Value, depth: usize) {
+unsafe fn push_reply(l: *mut lua_State, v: &Value, depth: usize, errors: &mut u64) {
     // SAFETY: the caller owns `l`.
     unsafe {
-        ffi::luaL_checkstack(l, 4, c"hiredis reply".as_ptr());
+        ffi::lua_checkstack(l, 4);
         match v {
             Value::Nil => {
-                ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, REG_MODULE as c_int);
-                ffi::lua_getfield(l, -1, c"NIL".as_ptr());
-                ffi::lua_remove(l, -2);
+                ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_NIL);
             }
             Value::Int(n) => ffi::lua_pushnumber(l, *n as f64),
             Value::BulkString(b) => push_bytes(l, b),
             Value::Okay => push_status(l, b"OK"),
             Value::SimpleString(s) => push_status(l, s.as_bytes()),
             Value::ServerError(e) => {
-                ctx().redis.error_replies += 1;
+                *errors += 1;
                 let text = match e.details() {
                     Some(d) => format!("{} {d}", e.code()),
                     None => e.code().to_string(),
@@ -264,7 +257,7 @@ unsafe fn push_reply(l: *mut lua_State, v: &Value, depth: usize) {
                 ffi::lua_createtable(l, items.len() as c_int, 0);
                 for (i, it) in items.iter().enumerate() {
                     if depth < 64 {
-                        push_reply(l, it, depth + 1);
+                        push_reply(l, it, depth + 1, errors);
                     } else {
                         ffi::lua_pushnil(l);
                     }
@@ -274,109 +267,111 @@ unsafe fn push_reply(l: *mut lua_State, v: &Value, depth: usize) {
             Value::Map(pairs) => {
                 ffi::lua_createtable(l, (pairs.len() * 2) as c_int, 0);
                 for (i, (k, val)) in pairs.iter().enumerate() {
-                    push_reply(l, k, depth + 1);
+                    push_reply(l, k, depth + 1, errors);
                     ffi::lua_rawseti_(l, -2, (2 * i + 1) as c_int);
-                    push_reply(l, val, depth + 1);
+                    push_reply(l, val, depth + 1, errors);
                     ffi::lua_rawseti_(l, -2, (2 * i + 2) as c_int);
                 }
             }
             Value::Double(d) => ffi::lua_pushnumber(l, *d),
             Value::Boolean(b) => ffi::lua_pushboolean(l, *b as c_int),
             Value::VerbatimString { text, .. } => push_bytes(l, text.as_bytes()),
-            Value::Attribute { data, .. } => push_reply(l, data, depth + 1),
+            Value::Attribute { data, .. } => push_reply(l, data, depth + 1, errors),
             other => push_bytes(l, format!("{other:?}").as_bytes()),
         }
     }
 }
 
-/// The connection slot of the userdata at index 1, raising on a closed connection.
-unsafe fn conn_slot(l: *mut lua_State) -> usize {
-    // SAFETY: called at the start of a connection method.
+/// The connection slot of the userdata at index 1, or the error for a closed connection or
+/// something else.
+unsafe fn conn_slot(l: *mut lua_State, st: &RedisState) -> Result<usize, LuaFail> {
+    // SAFETY: called at the start of a connection method; the stack is restored.
     unsafe {
         let p = ffi::lua_touserdata(l, 1) as *const u32;
         let ok = !p.is_null() && ffi::lua_getmetatable(l, 1) != 0 && {
-            ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, REG_CONN_MT as c_int);
+            ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_CONN_MT);
             let same = ffi::lua_rawequal(l, -1, -2) != 0;
             ffi::lua_pop(l, 2);
             same
         };
         if !ok {
-            raise(l, "lua-hiredis error: expected a connection (use conn:method(...))");
+            return Err("lua-hiredis error: expected a connection (use conn:method(...))".into());
         }
         let slot = *p as usize;
-        let st = &ctx().redis;
         if st.conns.get(slot).is_none_or(|c| c.closed) {
-            raise(l, "lua-hiredis error: attempted to use closed connection");
+            return Err("lua-hiredis error: attempted to use closed connection".into());
         }
-        slot
+        Ok(slot)
     }
 }
 
 /// Checks the Lua arguments `first..=top` of a command: a name, at most 256 arguments, each a
 /// string or a number. Returns `top`.
-unsafe fn check_cmd_args(l: *mut lua_State, first: c_int, what: &str) -> c_int {
+unsafe fn check_cmd_args(l: *mut lua_State, first: c_int, what: &str) -> Result<c_int, LuaFail> {
     // SAFETY: indices are valid arguments.
     unsafe {
         let top = ffi::lua_gettop(l);
         if top < first {
-            raise(l, "missing command name");
+            return Err("missing command name".into());
         }
         if top - first + 1 > MAX_ARGS {
-            raise(l, "too many arguments");
+            return Err("too many arguments".into());
         }
         for i in first..=top {
             if !matches!(ffi::lua_type(l, i), ffi::LUA_TSTRING | ffi::LUA_TNUMBER) {
-                raise(
-                    l,
-                    &format!(
-                        "bad argument #{} to '{what}' (expected a string or number value)",
-                        i - first + 1
-                    ),
-                );
+                return Err(LuaFail(format!(
+                    "bad argument #{} to '{what}' (expected a string or number value)",
+                    i - first + 1
+                )));
             }
         }
-        top
+        Ok(top)
     }
 }
 
 /// Builds a command from Lua arguments `first..=top` (strings or numbers; numbers become text
 /// exactly as LuaJIT's tostring writes them).
-unsafe fn build_cmd(l: *mut lua_State, first: c_int, what: &str) -> redis::Cmd {
+unsafe fn build_cmd(l: *mut lua_State, first: c_int, what: &str) -> Result<redis::Cmd, LuaFail> {
     // SAFETY: indices are valid arguments.
     unsafe {
-        let top = check_cmd_args(l, first, what);
+        let top = check_cmd_args(l, first, what)?;
         let mut cmd = redis::Cmd::new();
         for i in first..=top {
             cmd.arg(to_bytes(l, i).unwrap_or(&[]));
         }
-        cmd
+        Ok(cmd)
     }
 }
 
-/// The window event whose pipelined coroutine is running on `l`, if commands on `l` are to
-/// be queued rather than waited for.
-unsafe fn pipelined_window(l: *mut lua_State) -> Option<usize> {
-    let c = ctx();
-    if !c.pipelined {
+/// The window event whose pipelined coroutine is running on `l`, if a command on `l` is to be
+/// queued rather than waited for: only the coroutine the engine resumed for that event, and
+/// only where it can yield (`yieldable`, from the Lua side's `coroutine.isyieldable()`). A
+/// command from any other coroutine (one the script made itself) runs at once.
+fn pipelined_window(c: &WorkerCtx, l: *mut lua_State, yieldable: bool) -> Option<usize> {
+    if !yieldable || c.cur_co.is_null() || c.cur_co != l {
         return None;
     }
-    let w = c.cur_win?;
-    // SAFETY: pushes and pops one value; yielding is only possible from a coroutine.
-    let main = unsafe {
-        let main = ffi::lua_pushthread(l) != 0;
-        ffi::lua_pop(l, 1);
-        main
-    };
-    if main { None } else { Some(w) }
+    c.cur_win
+}
+
+/// Queues a command (already packed into the connection's buffer by `pack`) for window event
+/// `w` and asks the boundary to yield: the coroutine resumes with the reply.
+fn queue_piped(c: &mut WorkerCtx, slot: usize, w: usize, pack: impl FnOnce(&mut Vec<u8>)) -> LuaResult {
+    c.next_ticket += 1;
+    let ticket = c.next_ticket;
+    let conn = &mut c.redis.conns[slot];
+    pack(&mut conn.piped);
+    conn.waiters.push((w, ticket));
+    c.yield_ticket = ticket;
+    Ok(YIELD)
 }
 
 /// Writes the Lua arguments `first..=top` as one RESP command into `out` (what `Cmd` would
-/// pack, without building one).
-unsafe fn pack_args(l: *mut lua_State, first: c_int, what: &str, out: &mut Vec<u8>) {
-    // SAFETY: indices are valid arguments.
+/// pack, without building one). Every argument is checked before any is written, so an
+/// error leaves `out` whole.
+unsafe fn pack_args(l: *mut lua_State, first: c_int, top: c_int, out: &mut Vec<u8>) {
+    // SAFETY: indices are valid, checked arguments.
     unsafe {
-        // Every argument is checked before any is written, so an error leaves `out` whole.
-        let top = check_cmd_args(l, first, what);
         let mut n = itoa::Buffer::new();
         out.push(b'*');
         out.extend_from_slice(n.format(top - first + 1).as_bytes());
@@ -395,123 +390,111 @@ unsafe fn pack_args(l: *mut lua_State, first: c_int, what: &str, out: &mut Vec<u
 /// What a pipelined command got back: a reply, or a failure (message, error code).
 pub type PipedResult = Result<Value, (String, i32)>;
 
-/// Sends the commands queued by suspended coroutines (one write per connection) and reads
-/// their replies: (window event, result) in queue order.
-pub fn take_pipelined() -> Vec<(usize, PipedResult)> {
-    let mut out = Vec::new();
-    let st = &mut ctx().redis;
-    for slot in 0..st.conns.len() {
-        if st.conns[slot].waiters.is_empty() {
-            continue;
-        }
-        let piped = std::mem::take(&mut st.conns[slot].piped);
-        let waiters = std::mem::take(&mut st.conns[slot].waiters);
-        st.calls += waiters.len() as u64;
-        let fail_all = |out: &mut Vec<(usize, PipedResult)>, from: usize, msg: String, code: i32| {
-            for &w in &waiters[from..] {
-                out.push((w, Err((msg.clone(), code))));
+impl WorkerCtx {
+    /// Sends the commands queued by suspended coroutines (one write per connection) and reads
+    /// their replies: (window event, ticket, result) in queue order.
+    pub(super) fn take_pipelined(&mut self) -> Vec<(usize, u64, PipedResult)> {
+        let mut out = Vec::new();
+        for slot in 0..self.redis.conns.len() {
+            if self.redis.conns[slot].waiters.is_empty() {
+                continue;
             }
-        };
-        if let Err(e) = st.ensure(slot) {
-            fail_all(&mut out, 0, e, ERR_IO);
-            continue;
-        }
-        let target = describe_target(&st.conns[slot].target);
-        let con = st.conns[slot].con.as_mut().expect("ensured above");
-        let t0 = super::worker::lat_start();
-        if let Err(e) = con.send_packed_command(&piped) {
-            let (code, msg) = (error_code(&e), format!("{target}: {}", describe(&e)));
-            st.fail(slot);
-            fail_all(&mut out, 0, msg, code);
-            continue;
-        }
-        for (k, &w) in waiters.iter().enumerate() {
-            match con.recv_response() {
-                Ok(v) => out.push((w, Ok(v))),
-                Err(e) => {
-                    let (code, msg) = (error_code(&e), format!("{target}: {}", describe(&e)));
-                    st.fail(slot);
-                    fail_all(&mut out, k, msg, code);
-                    break;
+            let st = &mut self.redis;
+            let piped = std::mem::take(&mut st.conns[slot].piped);
+            let waiters = std::mem::take(&mut st.conns[slot].waiters);
+            st.calls += waiters.len() as u64;
+            let fail_all = |out: &mut Vec<(usize, u64, PipedResult)>, from: usize, msg: String, code: i32| {
+                for &(w, t) in &waiters[from..] {
+                    out.push((w, t, Err((msg.clone(), code))));
+                }
+            };
+            if let Err(e) = st.ensure(slot) {
+                fail_all(&mut out, 0, e, ERR_IO);
+                continue;
+            }
+            let t0 = if self.lat.is_some() {
+                crate::metrics::latency::mono_ns()
+            } else {
+                0
+            };
+            let st = &mut self.redis;
+            let target = describe_target(&st.conns[slot].target);
+            let con = st.conns[slot].con.as_mut().expect("ensured above");
+            if let Err(e) = con.send_packed_command(&piped) {
+                let (code, msg) = (error_code(&e), format!("{target}: {}", describe(&e)));
+                st.fail(slot);
+                fail_all(&mut out, 0, msg, code);
+                continue;
+            }
+            for (k, &(w, t)) in waiters.iter().enumerate() {
+                match con.recv_response() {
+                    Ok(v) => out.push((w, t, Ok(v))),
+                    Err(e) => {
+                        let (code, msg) = (error_code(&e), format!("{target}: {}", describe(&e)));
+                        st.fail(slot);
+                        fail_all(&mut out, k, msg, code);
+                        break;
+                    }
                 }
             }
+            // The batch's round trip, once per command in it.
+            self.record_redis(t0, waiters.len() as u64);
         }
-        // The batch's round trip, once per command in it.
-        if t0 != 0
-            && let Some(l) = ctx().lat.as_mut()
-        {
-            let ns = crate::metrics::latency::mono_ns() - t0;
-            l.redis.record_n(ns, waiters.len() as u64);
-        }
+        out
     }
-    out
 }
 
 /// Pushes a pipelined command's result on `l` as `command` would return it; returns how many
 /// values.
-pub unsafe fn push_result(l: *mut lua_State, r: PipedResult) -> c_int {
+pub unsafe fn push_result(c: &mut WorkerCtx, l: *mut lua_State, r: PipedResult) -> c_int {
     // SAFETY: the caller owns `l`.
     unsafe {
         match r {
             Ok(v) => {
-                push_reply(l, &v, 0);
+                push_reply(l, &v, 0, &mut c.redis.error_replies);
                 1
             }
-            Err((msg, code)) => push_failure(l, &msg, code),
+            Err((msg, code)) => push_failure(&mut c.redis, l, &msg, code),
         }
     }
 }
 
-/// Runs one command on connection `slot` and pushes its result(s). Inside a pipelined
-/// analyzer's coroutine the command is queued instead and the coroutine yields; it resumes
-/// with the reply once the worker has sent the queued commands.
-unsafe fn run(l: *mut lua_State, slot: usize, cmd: &redis::Cmd) -> c_int {
+/// Runs one command on connection `slot` at once and pushes its result(s).
+unsafe fn run(c: &mut WorkerCtx, l: *mut lua_State, slot: usize, cmd: &redis::Cmd) -> c_int {
     // SAFETY: the caller owns `l`.
     unsafe {
-        if let Some(w) = pipelined_window(l) {
-            let conn = &mut ctx().redis.conns[slot];
-            cmd.write_packed_command(&mut conn.piped);
-            conn.waiters.push(w);
-            return ffi::lua_yield(l, 0);
+        c.redis.calls += 1;
+        if let Err(e) = c.redis.ensure(slot) {
+            return push_failure(&mut c.redis, l, &e, ERR_IO);
         }
-        let st = &mut ctx().redis;
-        st.calls += 1;
-        if let Err(e) = st.ensure(slot) {
-            return push_failure(l, &e, ERR_IO);
-        }
-        let t0 = super::worker::lat_start();
-        let r = st.conns[slot].con.as_mut().expect("ensured above").req_command(cmd);
-        record_redis(t0);
+        let t0 = c.lat_start();
+        let r = c.redis.conns[slot]
+            .con
+            .as_mut()
+            .expect("ensured above")
+            .req_command(cmd);
+        c.record_redis(t0, 1);
+        let st = &mut c.redis;
         match r {
             Ok(v) => {
-                push_reply(l, &v, 0);
+                push_reply(l, &v, 0, &mut st.error_replies);
                 1
             }
             Err(e) => {
                 let code = error_code(&e);
-                let st = &mut ctx().redis;
                 let msg = format!("{}: {}", describe_target(&st.conns[slot].target), describe(&e));
                 if code == ERR_IO || code == ERR_PROTOCOL {
                     st.fail(slot);
                 }
-                push_failure(l, &msg, code)
+                push_failure(st, l, &msg, code)
             }
         }
     }
 }
 
-/// Records a Redis round trip started at `t0` (0: histograms off).
-fn record_redis(t0: u64) {
-    if t0 != 0
-        && let Some(l) = ctx().lat.as_mut()
-    {
-        l.redis.record(crate::metrics::latency::mono_ns() - t0);
-    }
-}
-
 /// Pushes `nil, msg, code` and counts the failed call.
-unsafe fn push_failure(l: *mut lua_State, msg: &str, code: i32) -> c_int {
-    ctx().redis.failures += 1;
+unsafe fn push_failure(st: &mut RedisState, l: *mut lua_State, msg: &str, code: i32) -> c_int {
+    st.failures += 1;
     // SAFETY: the caller owns `l`.
     unsafe {
         ffi::lua_pushnil(l);
@@ -526,7 +509,7 @@ pub unsafe fn push_ml_reply(l: *mut lua_State, r: &crate::ml::Reply) {
     use crate::ml::Reply;
     // SAFETY: the caller owns `l`.
     unsafe {
-        ffi::luaL_checkstack(l, 4, c"ML reply".as_ptr());
+        ffi::lua_checkstack(l, 4);
         match r {
             Reply::Ok => push_status(l, b"OK"),
             Reply::Num(v) => {
@@ -549,150 +532,198 @@ pub unsafe fn push_ml_reply(l: *mut lua_State, r: &crate::ml::Reply) {
 
 /// When `ML.*` commands are served in-process and the arguments `first..=top` of `l` are
 /// one, runs it and returns its reply.
-unsafe fn ml_command(l: *mut lua_State, first: c_int, what: &str) -> Option<crate::ml::Reply> {
+unsafe fn ml_command(l: *mut lua_State, first: c_int, what: &str) -> Result<Option<crate::ml::Reply>, LuaFail> {
     // SAFETY: indices are valid arguments.
     unsafe {
         if !crate::ml::native() || !to_bytes(l, first).is_some_and(crate::ml::is_ml_command) {
-            return None;
+            return Ok(None);
         }
-        let top = check_cmd_args(l, first, what);
+        let top = check_cmd_args(l, first, what)?;
         let args: Vec<&[u8]> = (first..=top).map(|i| to_bytes(l, i).unwrap_or(&[])).collect();
-        Some(crate::ml::execute(&args))
+        Ok(Some(crate::ml::execute(&args)))
     }
 }
 
+/// `conn:command(name, ...)`, reached through the prelude's Lua wrapper, which passes
+/// `coroutine.isyieldable()` as argument 2 (the command's arguments start at 3).
 unsafe extern "C-unwind" fn conn_command(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua as conn:command(name, ...).
+    // SAFETY: called by Lua as conn:command(yieldable, name, ...).
     unsafe {
-        let slot = conn_slot(l);
-        // Answered at once, even in a pipelined coroutine: there is no round trip to save.
-        if let Some(r) = ml_command(l, 2, "command") {
-            push_ml_reply(l, &r);
-            return 1;
-        }
-        if let Some(w) = pipelined_window(l) {
-            let conn = &mut ctx().redis.conns[slot];
-            pack_args(l, 2, "command", &mut conn.piped);
-            conn.waiters.push(w);
-            return ffi::lua_yield(l, 0);
-        }
-        let cmd = build_cmd(l, 2, "command");
-        run(l, slot, &cmd)
+        c_entry(l, "command", |l| {
+            with_ctx(|c| {
+                let slot = conn_slot(l, &c.redis)?;
+                let yieldable = ffi::lua_toboolean(l, 2) != 0;
+                // Answered at once, even in a pipelined coroutine: there is no round trip to
+                // save.
+                if let Some(r) = ml_command(l, 3, "command")? {
+                    push_ml_reply(l, &r);
+                    return Ok(1);
+                }
+                if let Some(w) = pipelined_window(c, l, yieldable) {
+                    let top = check_cmd_args(l, 3, "command")?;
+                    return queue_piped(c, slot, w, |out| pack_args(l, 3, top, out));
+                }
+                let cmd = build_cmd(l, 3, "command")?;
+                Ok(run(c, l, slot, &cmd))
+            })
+        })
     }
 }
 
+/// `conn:command_line(s)`, reached through the prelude's Lua wrapper (see `conn_command`).
 unsafe extern "C-unwind" fn conn_command_line(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua as conn:command_line(s).
+    // SAFETY: called by Lua as conn:command_line(yieldable, s).
     unsafe {
-        let slot = conn_slot(l);
-        if ffi::lua_gettop(l) != 2 {
-            raise(l, "expecting exactly 1 arguments");
-        }
-        let Some(line) = to_bytes(l, 2) else {
-            raise(l, "bad argument #1 to 'command_line' (string expected)")
-        };
-        // Raise before anything with a destructor is live.
-        if line.iter().all(|&c| c == b' ') {
-            raise(l, "missing command name");
-        }
-        // Split on ASCII spaces only, runs collapsing; '%' is an ordinary character.
-        let args: Vec<&[u8]> = line.split(|&c| c == b' ').filter(|p| !p.is_empty()).collect();
-        if crate::ml::native() && crate::ml::is_ml_command(args[0]) {
-            let r = crate::ml::execute(&args);
-            push_ml_reply(l, &r);
-            return 1;
-        }
-        let mut cmd = redis::Cmd::new();
-        for a in &args {
-            cmd.arg(*a);
-        }
-        run(l, slot, &cmd)
+        c_entry(l, "command_line", |l| {
+            with_ctx(|c| {
+                let slot = conn_slot(l, &c.redis)?;
+                if ffi::lua_gettop(l) != 3 {
+                    return Err("expecting exactly 1 arguments".into());
+                }
+                let yieldable = ffi::lua_toboolean(l, 2) != 0;
+                let line = arg_bytes(l, "command_line", 3, Coerce::StrOrNum)
+                    .map_err(|_| LuaFail::from("bad argument #1 to 'command_line' (string expected)"))?;
+                if line.iter().all(|&c| c == b' ') {
+                    return Err("missing command name".into());
+                }
+                // Split on ASCII spaces only, runs collapsing; '%' is an ordinary character.
+                let args: Vec<&[u8]> = line.split(|&c| c == b' ').filter(|p| !p.is_empty()).collect();
+                if crate::ml::native() && crate::ml::is_ml_command(args[0]) {
+                    let r = crate::ml::execute(&args);
+                    push_ml_reply(l, &r);
+                    return Ok(1);
+                }
+                let mut cmd = redis::Cmd::new();
+                for a in &args {
+                    cmd.arg(*a);
+                }
+                if let Some(w) = pipelined_window(c, l, yieldable) {
+                    return queue_piped(c, slot, w, |out| cmd.write_packed_command(out));
+                }
+                Ok(run(c, l, slot, &cmd))
+            })
+        })
     }
 }
 
 unsafe extern "C-unwind" fn conn_append_command(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua as conn:append_command(name, ...).
     unsafe {
-        let slot = conn_slot(l);
-        if let Some(r) = ml_command(l, 2, "append_command") {
-            ctx().redis.conns[slot].order.push_back(Some(r));
-            ffi::lua_pushboolean(l, 1);
-            return 1;
-        }
-        let cmd = build_cmd(l, 2, "append_command");
-        let c = &mut ctx().redis.conns[slot];
-        cmd.write_packed_command(&mut c.pending);
-        c.queued += 1;
-        c.order.push_back(None);
-        ffi::lua_pushboolean(l, 1);
-        1
+        c_entry(l, "append_command", |l| {
+            with_ctx(|c| {
+                let slot = conn_slot(l, &c.redis)?;
+                if let Some(r) = ml_command(l, 2, "append_command")? {
+                    c.redis.conns[slot].order.push_back(Some(r));
+                    ffi::lua_pushboolean(l, 1);
+                    return Ok(1);
+                }
+                let cmd = build_cmd(l, 2, "append_command")?;
+                let conn = &mut c.redis.conns[slot];
+                cmd.write_packed_command(&mut conn.pending);
+                conn.queued += 1;
+                conn.order.push_back(None);
+                ffi::lua_pushboolean(l, 1);
+                Ok(1)
+            })
+        })
     }
 }
 
 unsafe extern "C-unwind" fn conn_get_reply(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua as conn:get_reply().
     unsafe {
-        let slot = conn_slot(l);
-        let st = &mut ctx().redis;
-        match st.conns[slot].order.pop_front() {
-            Some(Some(r)) => {
-                push_ml_reply(l, &r);
-                return 1;
-            }
-            Some(None) => {}
-            None => return push_failure(l, "get_reply: no command pending (use append_command first)", ERR_OTHER),
-        }
-        st.calls += 1;
-        if let Err(e) = st.ensure(slot) {
-            return push_failure(l, &e, ERR_IO);
-        }
-        let c = &mut st.conns[slot];
-        let con = c.con.as_mut().expect("ensured above");
-        if c.queued > 0 {
-            if let Err(e) = con.send_packed_command(&c.pending) {
-                let (code, msg) = (
-                    error_code(&e),
-                    format!("{}: {}", describe_target(&c.target), describe(&e)),
-                );
-                ctx().redis.fail(slot);
-                return push_failure(l, &msg, code);
-            }
-            c.pending.clear();
-            c.sent += c.queued;
-            c.queued = 0;
-        }
-        match con.recv_response() {
-            Ok(v) => {
-                ctx().redis.conns[slot].sent -= 1;
-                push_reply(l, &v, 0);
-                1
-            }
-            Err(e) => {
-                let st = &mut ctx().redis;
-                let (code, msg) = (
-                    error_code(&e),
-                    format!("{}: {}", describe_target(&st.conns[slot].target), describe(&e)),
-                );
-                st.fail(slot);
-                push_failure(l, &msg, code)
-            }
-        }
+        c_entry(l, "get_reply", |l| {
+            with_ctx(|c| {
+                let slot = conn_slot(l, &c.redis)?;
+                let st = &mut c.redis;
+                match st.conns[slot].order.pop_front() {
+                    Some(Some(r)) => {
+                        push_ml_reply(l, &r);
+                        return Ok(1);
+                    }
+                    Some(None) => {}
+                    None => {
+                        return Ok(push_failure(
+                            st,
+                            l,
+                            "get_reply: no command pending (use append_command first)",
+                            ERR_OTHER,
+                        ));
+                    }
+                }
+                st.calls += 1;
+                if let Err(e) = st.ensure(slot) {
+                    return Ok(push_failure(st, l, &e, ERR_IO));
+                }
+                let conn = &mut st.conns[slot];
+                let con = conn.con.as_mut().expect("ensured above");
+                if conn.queued > 0 {
+                    if let Err(e) = con.send_packed_command(&conn.pending) {
+                        let (code, msg) = (
+                            error_code(&e),
+                            format!("{}: {}", describe_target(&conn.target), describe(&e)),
+                        );
+                        st.fail(slot);
+                        return Ok(push_failure(st, l, &msg, code));
+                    }
+                    conn.pending.clear();
+                    conn.sent += conn.queued;
+                    conn.queued = 0;
+                }
+                match con.recv_response() {
+                    Ok(v) => {
+                        conn.sent -= 1;
+                        push_reply(l, &v, 0, &mut st.error_replies);
+                        Ok(1)
+                    }
+                    Err(e) => {
+                        let (code, msg) = (
+                            error_code(&e),
+                            format!("{}: {}", describe_target(&st.conns[slot].target), describe(&e)),
+                        );
+                        st.fail(slot);
+                        Ok(push_failure(st, l, &msg, code))
+                    }
+                }
+            })
+        })
     }
 }
 
 unsafe extern "C-unwind" fn conn_close(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua as conn:close() or by the GC.
+    // SAFETY: called by Lua as conn:close() or by the GC (then possibly while the worker
+    // context is not lent, e.g. when a state closes: nothing to do then).
     unsafe {
-        let p = ffi::lua_touserdata(l, 1) as *const u32;
-        if !p.is_null()
-            && let Some(c) = ctx().redis.conns.get_mut(*p as usize)
-        {
-            c.closed = true;
-            c.con = None;
-            c.pending.clear();
-            c.order.clear();
+        c_entry(l, "close", |l| {
+            let p = ffi::lua_touserdata(l, 1) as *const u32;
+            if p.is_null() || !has_conn_mt(l) {
+                return Ok(0);
+            }
+            let slot = *p as usize;
+            super::context::try_with_ctx(|c| {
+                if let Some(conn) = c.redis.conns.get_mut(slot) {
+                    conn.closed = true;
+                    conn.con = None;
+                    conn.pending.clear();
+                    conn.order.clear();
+                }
+            });
+            Ok(0)
+        })
+    }
+}
+
+/// Whether the value at 1 has the connection metatable.
+unsafe fn has_conn_mt(l: *mut lua_State) -> bool {
+    // SAFETY: the stack is restored.
+    unsafe {
+        if ffi::lua_getmetatable(l, 1) == 0 {
+            return false;
         }
-        0
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_CONN_MT);
+        let same = ffi::lua_rawequal(l, -1, -2) != 0;
+        ffi::lua_pop(l, 2);
+        same
     }
 }
 
@@ -707,46 +738,55 @@ unsafe extern "C-unwind" fn conn_tostring(l: *mut lua_State) -> c_int {
 unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua as hiredis.connect([host, port]).
     unsafe {
-        let st = &mut ctx().redis;
-        // With arguments, they name the server (the original ignored them); without, the
-        // configured one.
-        let target = match (ffi::lua_type(l, 1), ffi::lua_type(l, 2)) {
-            (ffi::LUA_TSTRING, t2) => {
-                let host = String::from_utf8_lossy(to_bytes(l, 1).unwrap_or(&[])).into_owned();
-                let port = if t2 == ffi::LUA_TNUMBER {
-                    ffi::lua_tonumber(l, 2) as i64
-                } else {
-                    6379
+        c_entry(l, "connect", |l| {
+            with_ctx(|c| {
+                let st = &mut c.redis;
+                // With arguments, they name the server (the original ignored them); without, the
+                // configured one.
+                let target = match (ffi::lua_type(l, 1), ffi::lua_type(l, 2)) {
+                    (ffi::LUA_TSTRING, t2) => {
+                        let host = String::from_utf8_lossy(to_bytes(l, 1).unwrap_or(&[])).into_owned();
+                        let port = if t2 == ffi::LUA_TNUMBER {
+                            ffi::lua_tonumber(l, 2) as i64
+                        } else {
+                            6379
+                        };
+                        RedisTarget::from_config(&host, port)
+                    }
+                    _ => st.target.clone(),
                 };
-                RedisTarget::from_config(&host, port)
-            }
-            _ => st.target.clone(),
-        };
-        let con = match open(&target, st.timeouts) {
-            Ok(c) => c,
-            Err(e) => {
-                return push_failure(l, &format!("{}: {e}", describe_target(&target)), ERR_IO);
-            }
-        };
-        let slot = st.conns.len();
-        st.conns.push(RedisConn {
-            target,
-            piped: Vec::new(),
-            waiters: Vec::new(),
-            con: Some(con),
-            pending: Vec::new(),
-            order: Default::default(),
-            sent: 0,
-            queued: 0,
-            next_try: Instant::now(),
-            backoff: BACKOFF_MIN,
-            closed: false,
-        });
-        let ud = ffi::lua_newuserdata(l, std::mem::size_of::<u32>()) as *mut u32;
-        *ud = slot as u32;
-        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, REG_CONN_MT as c_int);
-        ffi::lua_setmetatable(l, -2);
-        1
+                let con = match open(&target, st.timeouts) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return Ok(push_failure(
+                            st,
+                            l,
+                            &format!("{}: {e}", describe_target(&target)),
+                            ERR_IO,
+                        ));
+                    }
+                };
+                let slot = st.conns.len();
+                st.conns.push(RedisConn {
+                    target,
+                    piped: Vec::new(),
+                    waiters: Vec::new(),
+                    con: Some(con),
+                    pending: Vec::new(),
+                    order: Default::default(),
+                    sent: 0,
+                    queued: 0,
+                    next_try: Instant::now(),
+                    backoff: BACKOFF_MIN,
+                    closed: false,
+                });
+                let ud = ffi::lua_newuserdata(l, std::mem::size_of::<u32>()) as *mut u32;
+                *ud = slot as u32;
+                ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_CONN_MT);
+                ffi::lua_setmetatable(l, -2);
+                Ok(1)
+            })
+        })
     }
 }
 
@@ -755,7 +795,7 @@ unsafe extern "C-unwind" fn unwrap_reply(l: *mut lua_State) -> c_int {
     unsafe {
         ffi::lua_settop(l, 1);
         if ffi::lua_type(l, 1) == ffi::LUA_TTABLE && ffi::lua_getmetatable(l, 1) != 0 {
-            ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, REG_CONST_MT as c_int);
+            ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_CONST_MT);
             let is_const = ffi::lua_rawequal(l, -1, -2) != 0;
             ffi::lua_settop(l, 1);
             if is_const {
@@ -796,7 +836,7 @@ pub unsafe fn install(l: *mut lua_State) {
         ffi::lua_setfield(l, -2, c"__tostring".as_ptr());
         push_bytes(l, b"lua-hiredis.const");
         ffi::lua_setfield(l, -2, c"__metatable".as_ptr());
-        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, REG_CONST_MT as c_int);
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_CONST_MT);
         // The connection metatable.
         ffi::lua_createtable(l, 0, 4);
         ffi::lua_createtable(l, 0, 6);
@@ -817,7 +857,7 @@ pub unsafe fn install(l: *mut lua_State) {
         ffi::lua_setfield(l, -2, c"__tostring".as_ptr());
         push_bytes(l, b"lua-hiredis.connection");
         ffi::lua_setfield(l, -2, c"__metatable".as_ptr());
-        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, REG_CONN_MT as c_int);
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_CONN_MT);
         // The module.
         ffi::lua_createtable(l, 0, 24);
         let m = ffi::lua_gettop(l);
@@ -841,6 +881,8 @@ pub unsafe fn install(l: *mut lua_State) {
             ffi::lua_setfield(l, m, name.as_ptr());
         }
         push_const(l, b"NIL", REPLY_NIL);
+        ffi::lua_pushvalue(l, -1);
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_NIL);
         ffi::lua_setfield(l, m, c"NIL".as_ptr());
         ffi::lua_createtable(l, 0, 8);
         let status = ffi::lua_gettop(l);
@@ -850,9 +892,9 @@ pub unsafe fn install(l: *mut lua_State) {
             ffi::lua_setfield(l, status, name.as_ptr());
             ffi::lua_setfield(l, m, name.as_ptr());
         }
+        ffi::lua_pushvalue(l, status);
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_STATUS);
         ffi::lua_setfield(l, m, c"status".as_ptr());
-        ffi::lua_pushvalue(l, m);
-        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, REG_MODULE as c_int);
         super::api::register(l, m, c"hiredis");
     }
 }

@@ -9,8 +9,8 @@ use std::ffi::c_int;
 use mlua::ffi::{self, lua_State};
 
 use super::ffi_util::{abs_index, push_bytes, to_bytes};
+use super::member_cache::MemberCache;
 use super::proxy;
-use super::worker::MemberCache;
 use crate::event::scan::{self, Member};
 
 const MAX_DEPTH: usize = 1000;
@@ -18,6 +18,12 @@ const MAX_DEPTH: usize = 1000;
 /// Why a value cannot be encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodeError(pub String);
+
+impl From<proxy::Tampered> for EncodeError {
+    fn from(t: proxy::Tampered) -> Self {
+        EncodeError(t.to_string())
+    }
+}
 
 impl std::fmt::Display for EncodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -326,8 +332,9 @@ impl Encoder {
         // SAFETY: `t` is an absolute index of a proxy; the stack is restored.
         unsafe {
             let top = ffi::lua_gettop(l);
-            let p = proxy::parts(l, t);
-            if !proxy::is_dirty(l, t) {
+            // The cache outlives this call (lent by `encode_cached`).
+            let p = proxy::parts(l, t, self.cache.map(|c| &mut *c))?;
+            if !proxy::is_dirty(l, t, self.cache.map(|c| &mut *c)) {
                 out.extend_from_slice(&p.line[p.start..p.end]);
                 return Ok(());
             }
@@ -354,7 +361,7 @@ impl Encoder {
                     if tbl == set && proxy::is_tomb(l, v) {
                         deletion = true;
                     }
-                    let changed = tbl == set || proxy::member_changed(l, t, v - 1, v);
+                    let changed = tbl == set || proxy::member_changed(l, t, v - 1, v, self.cache.map(|c| &mut *c));
                     if changed
                         && let Some(k) = super::ffi_util::str_at(l, v - 1)
                         && !self.overrides[base..]
@@ -471,7 +478,7 @@ impl Encoder {
                 let mut at = scan::first_member(p.line, p.start);
                 while let Some(i) = at {
                     let (m, next) = scan::next_member(p.line, i)?;
-                    if super::worker::key_matches(p.line, &m, k, &mut self.scratch) {
+                    if super::member_cache::key_matches(p.line, &m, k, &mut self.scratch) {
                         return Some(m);
                     }
                     at = next;

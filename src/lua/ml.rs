@@ -7,7 +7,8 @@ use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
 
-use super::ffi_util::{push_bytes, raise, str_at, to_bytes};
+use super::boundary::{Coerce, LuaFail, LuaResult, arg_bytes, c_entry};
+use super::ffi_util::{push_bytes, str_at, to_bytes};
 use crate::ml::{self, AttrKey, MlError, Mode, RunError};
 
 /// The Lua half of `forest_run`: looks up the forest's feature layout once per version,
@@ -60,6 +61,7 @@ function ml.forest_run(key, f, mode)
       layouts[key] = nil
       if st == 2 then return nil, WRONG end
       if st == 3 then return nil, "ERR the forest has no trees" end
+      if st == 4 then return nil, "ERR internal error in the evaluator (reported on the engine's stderr)" end
    end
    return nil, "ERR the forest kept changing during the call"
 end
@@ -71,7 +73,8 @@ thread_local! {
 }
 
 /// The evaluator `forest_run` calls through the FFI: 0 done (`*out` set), 1 the layout
-/// changed, 2 no forest under the key, 3 a forest without trees.
+/// changed, 2 no forest under the key, 3 a forest without trees, 4 an internal error (a
+/// panic, caught).
 ///
 /// # Safety
 ///
@@ -86,30 +89,32 @@ pub unsafe extern "C" fn df_ml_forest_run(
     mode: i32,
     out: *mut f64,
 ) -> i32 {
-    // SAFETY: see the function's contract.
-    let (key, x) = unsafe {
-        (
-            std::slice::from_raw_parts(key, key_len),
-            std::slice::from_raw_parts(x, n),
-        )
-    };
-    let mode = if mode == 1 {
-        Mode::Regression
-    } else {
-        Mode::Classification
-    };
-    let r = ml::forest_run_dense(key, layout as u64, x, mode);
-    ml::count(!matches!(r, Ok(_) | Err(RunError::Stale)));
-    match r {
-        Ok(v) => {
-            // SAFETY: `out` points to a live double.
-            unsafe { *out = v };
-            0
+    super::boundary::ffi_entry(4, || {
+        // SAFETY: see the function's contract.
+        let (key, x) = unsafe {
+            (
+                std::slice::from_raw_parts(key, key_len),
+                std::slice::from_raw_parts(x, n),
+            )
+        };
+        let mode = if mode == 1 {
+            Mode::Regression
+        } else {
+            Mode::Classification
+        };
+        let r = ml::forest_run_dense(key, layout as u64, x, mode);
+        ml::count(!matches!(r, Ok(_) | Err(RunError::Stale)));
+        match r {
+            Ok(v) => {
+                // SAFETY: `out` points to a live double.
+                unsafe { *out = v };
+                0
+            }
+            Err(RunError::Stale) => 1,
+            Err(RunError::Ml(MlError::Empty)) => 3,
+            Err(RunError::Ml(_)) => 2,
         }
-        Err(RunError::Stale) => 1,
-        Err(RunError::Ml(MlError::Empty)) => 3,
-        Err(RunError::Ml(_)) => 2,
-    }
+    })
 }
 
 /// `layout_of(key)`: the forest's layout id and its features (slot numbers or names), or
@@ -117,22 +122,26 @@ pub unsafe extern "C" fn df_ml_forest_run(
 unsafe extern "C-unwind" fn layout_of(l: *mut lua_State) -> c_int {
     // SAFETY: called by the ML prelude with a string key.
     unsafe {
-        let key = to_bytes(l, 1).unwrap_or(&[]);
-        match ml::forest_layout(key) {
-            Ok((id, attrs)) => {
-                ffi::lua_pushnumber(l, id as f64);
-                ffi::lua_createtable(l, attrs.len() as c_int, 0);
-                for (i, a) in attrs.iter().enumerate() {
-                    match a {
-                        AttrKey::Slot(n) => ffi::lua_pushnumber(l, *n as f64),
-                        AttrKey::Name(b) => push_bytes(l, b),
+        c_entry(l, "layout_of", |l| {
+            Ok({
+                let key = to_bytes(l, 1).unwrap_or(&[]);
+                match ml::forest_layout(key) {
+                    Ok((id, attrs)) => {
+                        ffi::lua_pushnumber(l, id as f64);
+                        ffi::lua_createtable(l, attrs.len() as c_int, 0);
+                        for (i, a) in attrs.iter().enumerate() {
+                            match a {
+                                AttrKey::Slot(n) => ffi::lua_pushnumber(l, *n as f64),
+                                AttrKey::Name(b) => push_bytes(l, b),
+                            }
+                            ffi::lua_rawseti_(l, -2, i as c_int + 1);
+                        }
+                        2
                     }
-                    ffi::lua_rawseti_(l, -2, i as c_int + 1);
+                    Err(e) => fail(l, &e),
                 }
-                2
-            }
-            Err(e) => fail(l, &e),
-        }
+            })
+        })
     }
 }
 
@@ -176,53 +185,50 @@ unsafe fn number(l: *mut lua_State, r: Result<f64, MlError>) -> c_int {
     }
 }
 
-unsafe fn key_arg<'a>(l: *mut lua_State, f: &str, idx: c_int) -> &'a [u8] {
+unsafe fn key_arg<'a>(l: *mut lua_State, f: &str, idx: c_int) -> Result<&'a [u8], LuaFail> {
     // SAFETY: `idx` is an argument index.
-    unsafe {
-        match ffi::lua_type(l, idx) {
-            ffi::LUA_TSTRING | ffi::LUA_TNUMBER => to_bytes(l, idx).unwrap_or(&[]),
-            _ => raise(l, &format!("{f}: bad argument #{idx} (string expected)")),
-        }
-    }
+    unsafe { arg_bytes(l, f, idx, Coerce::StrOrNum) }
 }
 
-unsafe fn num_arg(l: *mut lua_State, f: &str, idx: c_int) -> f64 {
+unsafe fn num_arg(l: *mut lua_State, f: &str, idx: c_int) -> Result<f64, LuaFail> {
     // SAFETY: `idx` is an argument index.
     unsafe {
         if ffi::lua_type(l, idx) != ffi::LUA_TNUMBER {
-            raise(l, &format!("{f}: bad argument #{idx} (number expected)"));
+            return Err(LuaFail(format!("{f}: bad argument #{idx} (number expected)")));
         }
-        ffi::lua_tonumber(l, idx)
+        Ok(ffi::lua_tonumber(l, idx))
     }
 }
 
-unsafe fn count_arg(l: *mut lua_State, f: &str, idx: c_int) -> usize {
+unsafe fn count_arg(l: *mut lua_State, f: &str, idx: c_int) -> Result<usize, LuaFail> {
     // SAFETY: `idx` is an argument index.
     unsafe {
-        let v = num_arg(l, f, idx);
+        let v = num_arg(l, f, idx)?;
         if v < 0.0 || v.fract() != 0.0 || v > u32::MAX as f64 {
-            raise(l, &format!("{f}: bad argument #{idx} (a count expected, got {v})"));
+            return Err(LuaFail(format!("{f}: bad argument #{idx} (a count expected, got {v})")));
         }
-        v as usize
+        Ok(v as usize)
     }
 }
 
 /// Checks that argument `idx` is a table whose array part `t[1..#t]` holds only numbers.
-/// Call it before anything with a destructor is live: it raises.
-unsafe fn check_numbers(l: *mut lua_State, f: &str, idx: c_int) {
+unsafe fn check_numbers(l: *mut lua_State, f: &str, idx: c_int) -> Result<(), LuaFail> {
     // SAFETY: `idx` is an argument index; one slot is pushed and popped per element.
     unsafe {
         if ffi::lua_type(l, idx) != ffi::LUA_TTABLE {
-            raise(l, &format!("{f}: bad argument #{idx} (table of numbers expected)"));
+            return Err(LuaFail(format!("{f}: bad argument #{idx} (table of numbers expected)")));
         }
         for i in 1..=ffi::lua_objlen(l, idx) {
             ffi::lua_rawgeti_(l, idx, i as c_int);
             let ok = ffi::lua_type(l, -1) == ffi::LUA_TNUMBER;
             ffi::lua_pop(l, 1);
             if !ok {
-                raise(l, &format!("{f}: bad argument #{idx} (element {i} is not a number)"));
+                return Err(LuaFail(format!(
+                    "{f}: bad argument #{idx} (element {i} is not a number)"
+                )));
             }
         }
+        Ok(())
     }
 }
 
@@ -239,13 +245,14 @@ unsafe fn fill_numbers(l: *mut lua_State, idx: c_int, out: &mut Vec<f64>) {
     }
 }
 
-/// Checks that arguments `from..=top` are strings or numbers (raises otherwise).
-unsafe fn check_keys(l: *mut lua_State, f: &str, from: c_int) {
+/// Checks that arguments `from..=top` are strings or numbers.
+unsafe fn check_keys(l: *mut lua_State, f: &str, from: c_int) -> Result<(), LuaFail> {
     // SAFETY: indices are arguments.
     unsafe {
         for i in from..=ffi::lua_gettop(l) {
-            key_arg(l, f, i);
+            key_arg(l, f, i)?;
         }
+        Ok(())
     }
 }
 
@@ -254,39 +261,43 @@ unsafe fn check_keys(l: *mut lua_State, f: &str, from: c_int) {
 unsafe extern "C-unwind" fn command(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
     unsafe {
-        let top = ffi::lua_gettop(l);
-        if top == 0 {
-            raise(l, "command: missing command name");
-        }
-        check_keys(l, "command", 1);
-        let mut args = Vec::with_capacity(top as usize);
-        for i in 1..=top {
-            args.push(key_arg(l, "command", i));
-        }
-        let r = if ml::is_ml_command(args[0]) {
-            ml::execute(&args)
-        } else {
-            ml::Reply::Error(MlError::UnknownCommand(String::from_utf8_lossy(args[0]).into_owned()))
-        };
-        super::hiredis::push_ml_reply(l, &r);
-        1
+        c_entry(l, "command", |l| {
+            Ok({
+                let top = ffi::lua_gettop(l);
+                if top == 0 {
+                    return Err("command: missing command name".into());
+                }
+                check_keys(l, "command", 1)?;
+                let mut args = Vec::with_capacity(top as usize);
+                for i in 1..=top {
+                    args.push(key_arg(l, "command", i)?);
+                }
+                let r = if ml::is_ml_command(args[0]) {
+                    ml::execute(&args)
+                } else {
+                    ml::Reply::Error(MlError::UnknownCommand(String::from_utf8_lossy(args[0]).into_owned()))
+                };
+                super::hiredis::push_ml_reply(l, &r);
+                1
+            })
+        })
     }
 }
 
 /// Splits string arguments `from..=top` on ASCII white space.
-unsafe fn tokens<'a>(l: *mut lua_State, f: &str, from: c_int) -> Vec<&'a [u8]> {
+unsafe fn tokens<'a>(l: *mut lua_State, f: &str, from: c_int) -> Result<Vec<&'a [u8]>, LuaFail> {
     // SAFETY: indices are arguments.
     unsafe {
-        check_keys(l, f, from);
+        check_keys(l, f, from)?;
         let mut out = Vec::new();
         for i in from..=ffi::lua_gettop(l) {
             out.extend(
-                key_arg(l, f, i)
+                key_arg(l, f, i)?
                     .split(|c| c.is_ascii_whitespace())
                     .filter(|t| !t.is_empty()),
             );
         }
-        out
+        Ok(out)
     }
 }
 
@@ -294,15 +305,19 @@ unsafe fn tokens<'a>(l: *mut lua_State, f: &str, from: c_int) -> Vec<&'a [u8]> {
 unsafe extern "C-unwind" fn forest_add(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
     unsafe {
-        let key = key_arg(l, "forest_add", 1);
-        let tree = key_arg(l, "forest_add", 2);
-        let nodes = tokens(l, "forest_add", 3);
-        let r = if nodes.is_empty() {
-            Err(MlError::Arity("ml.forest.add".into()))
-        } else {
-            ml::forest_add(key, tree, &nodes)
-        };
-        done(l, r)
+        c_entry(l, "forest_add", |l| {
+            Ok({
+                let key = key_arg(l, "forest_add", 1)?;
+                let tree = key_arg(l, "forest_add", 2)?;
+                let nodes = tokens(l, "forest_add", 3)?;
+                let r = if nodes.is_empty() {
+                    Err(MlError::Arity("ml.forest.add".into()))
+                } else {
+                    ml::forest_add(key, tree, &nodes)
+                };
+                done(l, r)
+            })
+        })
     }
 }
 
@@ -338,78 +353,90 @@ pub fn load_forest_file(path: &std::path::Path) -> Result<usize, String> {
 unsafe extern "C-unwind" fn load_forest(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
     unsafe {
-        let path = key_arg(l, "load_forest", 1);
-        let path = std::path::PathBuf::from(String::from_utf8_lossy(path).into_owned());
-        match load_forest_file(&path) {
-            Ok(n) => {
-                ffi::lua_pushnumber(l, n as f64);
-                1
-            }
-            Err(e) => {
-                ffi::lua_pushnil(l);
-                push_bytes(l, e.as_bytes());
-                2
-            }
-        }
+        c_entry(l, "load_forest", |l| {
+            Ok({
+                let path = key_arg(l, "load_forest", 1)?;
+                let path = std::path::PathBuf::from(String::from_utf8_lossy(path).into_owned());
+                match load_forest_file(&path) {
+                    Ok(n) => {
+                        ffi::lua_pushnumber(l, n as f64);
+                        1
+                    }
+                    Err(e) => {
+                        ffi::lua_pushnil(l);
+                        push_bytes(l, e.as_bytes());
+                        2
+                    }
+                }
+            })
+        })
     }
 }
 
-unsafe fn reg_set(l: *mut lua_State, logistic: bool, f: &str) -> c_int {
+unsafe fn reg_set(l: *mut lua_State, logistic: bool, f: &str) -> LuaResult {
     // SAFETY: called by Lua.
     unsafe {
-        let key = key_arg(l, f, 1);
-        let intercept = num_arg(l, f, 2);
-        check_numbers(l, f, 3);
-        let mut coef = Vec::new();
-        fill_numbers(l, 3, &mut coef);
-        done(l, ml::reg_set(key, logistic, intercept, coef))
+        Ok({
+            let key = key_arg(l, f, 1)?;
+            let intercept = num_arg(l, f, 2)?;
+            check_numbers(l, f, 3)?;
+            let mut coef = Vec::new();
+            fill_numbers(l, 3, &mut coef);
+            done(l, ml::reg_set(key, logistic, intercept, coef))
+        })
     }
 }
 
-unsafe fn reg_predict(l: *mut lua_State, logistic: bool, f: &str) -> c_int {
+unsafe fn reg_predict(l: *mut lua_State, logistic: bool, f: &str) -> LuaResult {
     // SAFETY: called by Lua.
     unsafe {
-        let key = key_arg(l, f, 1);
-        check_numbers(l, f, 2);
-        let mut xs = XS.take();
-        fill_numbers(l, 2, &mut xs);
-        let r = ml::reg_predict(key, logistic, &xs);
-        XS.set(xs);
-        number(l, r)
+        Ok({
+            let key = key_arg(l, f, 1)?;
+            check_numbers(l, f, 2)?;
+            let mut xs = XS.take();
+            fill_numbers(l, 2, &mut xs);
+            let r = ml::reg_predict(key, logistic, &xs);
+            XS.set(xs);
+            number(l, r)
+        })
     }
 }
 
 unsafe extern "C-unwind" fn linreg_set(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
-    unsafe { reg_set(l, false, "linreg_set") }
+    unsafe { c_entry(l, "linreg_set", |l| reg_set(l, false, "linreg_set")) }
 }
 
 unsafe extern "C-unwind" fn logreg_set(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
-    unsafe { reg_set(l, true, "logreg_set") }
+    unsafe { c_entry(l, "logreg_set", |l| reg_set(l, true, "logreg_set")) }
 }
 
 unsafe extern "C-unwind" fn linreg_predict(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
-    unsafe { reg_predict(l, false, "linreg_predict") }
+    unsafe { c_entry(l, "linreg_predict", |l| reg_predict(l, false, "linreg_predict")) }
 }
 
 unsafe extern "C-unwind" fn logreg_predict(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
-    unsafe { reg_predict(l, true, "logreg_predict") }
+    unsafe { c_entry(l, "logreg_predict", |l| reg_predict(l, true, "logreg_predict")) }
 }
 
 /// `ml.kmeans_set(key, k, dims, centers)` with the centers flat, row after row.
 unsafe extern "C-unwind" fn kmeans_set(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
     unsafe {
-        let f = "kmeans_set";
-        let key = key_arg(l, f, 1);
-        let (k, dims) = (count_arg(l, f, 2), count_arg(l, f, 3));
-        check_numbers(l, f, 4);
-        let mut centers = Vec::new();
-        fill_numbers(l, 4, &mut centers);
-        done(l, ml::kmeans_set(key, k, dims, centers))
+        c_entry(l, "kmeans_set", |l| {
+            Ok({
+                let f = "kmeans_set";
+                let key = key_arg(l, f, 1)?;
+                let (k, dims) = (count_arg(l, f, 2)?, count_arg(l, f, 3)?);
+                check_numbers(l, f, 4)?;
+                let mut centers = Vec::new();
+                fill_numbers(l, 4, &mut centers);
+                done(l, ml::kmeans_set(key, k, dims, centers))
+            })
+        })
     }
 }
 
@@ -417,26 +444,34 @@ unsafe extern "C-unwind" fn kmeans_set(l: *mut lua_State) -> c_int {
 unsafe extern "C-unwind" fn kmeans_predict(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
     unsafe {
-        let key = key_arg(l, "kmeans_predict", 1);
-        check_numbers(l, "kmeans_predict", 2);
-        let mut xs = XS.take();
-        fill_numbers(l, 2, &mut xs);
-        let r = ml::kmeans_predict(key, &xs).map(|i| i as f64);
-        XS.set(xs);
-        number(l, r)
+        c_entry(l, "kmeans_predict", |l| {
+            Ok({
+                let key = key_arg(l, "kmeans_predict", 1)?;
+                check_numbers(l, "kmeans_predict", 2)?;
+                let mut xs = XS.take();
+                fill_numbers(l, 2, &mut xs);
+                let r = ml::kmeans_predict(key, &xs).map(|i| i as f64);
+                XS.set(xs);
+                number(l, r)
+            })
+        })
     }
 }
 
 unsafe extern "C-unwind" fn matrix_set(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
     unsafe {
-        let f = "matrix_set";
-        let key = key_arg(l, f, 1);
-        let (n, m) = (count_arg(l, f, 2), count_arg(l, f, 3));
-        check_numbers(l, f, 4);
-        let mut data = Vec::new();
-        fill_numbers(l, 4, &mut data);
-        done(l, ml::matrix_set(key, n, m, data))
+        c_entry(l, "matrix_set", |l| {
+            Ok({
+                let f = "matrix_set";
+                let key = key_arg(l, f, 1)?;
+                let (n, m) = (count_arg(l, f, 2)?, count_arg(l, f, 3)?);
+                check_numbers(l, f, 4)?;
+                let mut data = Vec::new();
+                fill_numbers(l, 4, &mut data);
+                done(l, ml::matrix_set(key, n, m, data))
+            })
+        })
     }
 }
 
@@ -444,51 +479,65 @@ unsafe extern "C-unwind" fn matrix_set(l: *mut lua_State) -> c_int {
 unsafe extern "C-unwind" fn matrix_get(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
     unsafe {
-        let r = ml::matrix_get(key_arg(l, "matrix_get", 1));
-        ml::count(r.is_err());
-        match r {
-            Ok(m) => {
-                ffi::lua_pushnumber(l, m.n as f64);
-                ffi::lua_pushnumber(l, m.m as f64);
-                ffi::lua_createtable(l, m.data.len() as c_int, 0);
-                for (i, v) in m.data.iter().enumerate() {
-                    ffi::lua_pushnumber(l, *v);
-                    ffi::lua_rawseti_(l, -2, i as c_int + 1);
+        c_entry(l, "matrix_get", |l| {
+            Ok({
+                let r = ml::matrix_get(key_arg(l, "matrix_get", 1)?);
+                ml::count(r.is_err());
+                match r {
+                    Ok(m) => {
+                        ffi::lua_pushnumber(l, m.n as f64);
+                        ffi::lua_pushnumber(l, m.m as f64);
+                        ffi::lua_createtable(l, m.data.len() as c_int, 0);
+                        for (i, v) in m.data.iter().enumerate() {
+                            ffi::lua_pushnumber(l, *v);
+                            ffi::lua_rawseti_(l, -2, i as c_int + 1);
+                        }
+                        3
+                    }
+                    Err(e) => fail(l, &e),
                 }
-                3
-            }
-            Err(e) => fail(l, &e),
-        }
+            })
+        })
     }
 }
 
 /// A matrix operation `(a, b, destination)`.
 type MatrixOp = fn(&[u8], &[u8], &[u8]) -> Result<(), MlError>;
 
-unsafe fn matrix_op(l: *mut lua_State, f: &str, op: MatrixOp) -> c_int {
+unsafe fn matrix_op(l: *mut lua_State, f: &str, op: MatrixOp) -> LuaResult {
     // SAFETY: called by Lua.
     unsafe {
-        let (a, b, dst) = (key_arg(l, f, 1), key_arg(l, f, 2), key_arg(l, f, 3));
-        done(l, op(a, b, dst))
+        Ok({
+            let (a, b, dst) = (key_arg(l, f, 1)?, key_arg(l, f, 2)?, key_arg(l, f, 3)?);
+            done(l, op(a, b, dst))
+        })
     }
 }
 
 unsafe extern "C-unwind" fn matrix_add(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
-    unsafe { matrix_op(l, "matrix_add", ml::matrix_add) }
+    unsafe { c_entry(l, "matrix_add", |l| matrix_op(l, "matrix_add", ml::matrix_add)) }
 }
 
 unsafe extern "C-unwind" fn matrix_multiply(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
-    unsafe { matrix_op(l, "matrix_multiply", ml::matrix_multiply) }
+    unsafe {
+        c_entry(l, "matrix_multiply", |l| {
+            matrix_op(l, "matrix_multiply", ml::matrix_multiply)
+        })
+    }
 }
 
 unsafe extern "C-unwind" fn matrix_scale(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
     unsafe {
-        let key = key_arg(l, "matrix_scale", 1);
-        let s = num_arg(l, "matrix_scale", 2);
-        done(l, ml::matrix_scale(key, s))
+        c_entry(l, "matrix_scale", |l| {
+            Ok({
+                let key = key_arg(l, "matrix_scale", 1)?;
+                let s = num_arg(l, "matrix_scale", 2)?;
+                done(l, ml::matrix_scale(key, s))
+            })
+        })
     }
 }
 
@@ -496,9 +545,13 @@ unsafe extern "C-unwind" fn matrix_scale(l: *mut lua_State) -> c_int {
 unsafe extern "C-unwind" fn delete(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua.
     unsafe {
-        let key = key_arg(l, "delete", 1);
-        ffi::lua_pushboolean(l, ml::delete(key) as c_int);
-        1
+        c_entry(l, "delete", |l| {
+            Ok({
+                let key = key_arg(l, "delete", 1)?;
+                ffi::lua_pushboolean(l, ml::delete(key) as c_int);
+                1
+            })
+        })
     }
 }
 

@@ -5,55 +5,93 @@
 //! as its original bytes and a modified one as those bytes with the changed members spliced in.
 //!
 //! Layout of a proxy (all keys are negative integers, which `pairs`/`next` of a proxy never
-//! show): `[K_LINE]` the whole line as a userdata holding a small header (length, event id,
-//! range of the top-level object) and the bytes (not a string: a line is unique, so
-//! interning it would only cost a hash and a string-table probe per event), `[K_SPAN]` the
-//! object's byte range packed into a number (absent for the top-level object), `[K_SET]`
-//! writes (absent until the first write; deletions are the metatable itself), `[K_ORDER]`
-//! keys in the order of their first write (so new members are written in a reproducible
-//! order), `[K_CACHE]` nested tables handed out so far.
+//! show): `[K_LINE]` the whole line as a *line block*, a userdata holding a small header
+//! (length, event id, seal, range of the top-level object) and the bytes (not a string: a line
+//! is unique, so interning it would only cost a hash and a string-table probe per event),
+//! `[K_SPAN]` the object's byte range packed into a number (absent for the top-level object),
+//! `[K_SEAL]` the seal of its line block, `[K_SET]` writes (absent until the first write;
+//! deletions are the metatable itself), `[K_ORDER]` keys in the order of their first write
+//! (so new members are written in a reproducible order), `[K_CACHE]` nested tables handed out
+//! so far.
+//!
+//! # Provenance
+//!
+//! A script can overwrite those slots (`msg[-1] = x` is a raw store: the key exists), so
+//! nothing read from them is trusted. A line block is recognised by its metatable (only
+//! [`push_line`] sets it, and scripts have no `debug.setmetatable`), and its size must match
+//! its header; the table's seal must equal the block's (a random number per block, so a
+//! block moved from another event's table is refused); a span must be one the engine handed
+//! out or, failing that, exactly an object of the line (`scan::is_object_at`). Side tables
+//! must be tables. Anything else is [`Tampered`]: a script error for that event.
 
+use std::cell::Cell;
 use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
 
-use super::ffi_util::{abs_index, push_bytes};
-use super::worker::ctx;
+use super::context::{WorkerCtx, with_ctx};
+use super::ffi_util::{abs_index, push_bytes, reg};
+use super::member_cache::MemberCache;
 use crate::event::scan::{self, Kind};
 
 // Hidden keys are negative integers: JSON object keys are always strings, and integer keys
-// cost no string interning (lightuserdata keys do, on 64-bit LuaJIT).
-const K_LINE: i64 = -1;
-const K_SPAN: i64 = -2;
-const K_SET: i64 = -4;
-const K_CACHE: i64 = -5;
-const K_ORDER: i64 = -6;
-/// Key of the mark in the proxy metatable.
-const K_MARK: i64 = -1;
-/// Registry slot of the proxy metatable (luaL_ref only uses positive keys).
-const REG_MT: i64 = -17_001;
+// cost no string interning (lightuserdata keys do, on 64-bit LuaJIT). The prelude gets these
+// numbers from `prelude_constants`.
+pub const K_LINE: c_int = -1;
+pub const K_SPAN: c_int = -2;
+pub const K_SEAL: c_int = -3;
+pub const K_SET: c_int = -4;
+pub const K_CACHE: c_int = -5;
+pub const K_ORDER: c_int = -6;
+
+/// What [`df_find`] reports about one member (`FieldOut::kind`), for the Lua side of the
+/// lookup; the prelude gets these numbers from `prelude_constants`.
+pub const F_ABSENT: i32 = 0;
+pub const F_STRING: i32 = 1;
+pub const F_NUMBER: i32 = 2;
+pub const F_TRUE: i32 = 3;
+pub const F_FALSE: i32 = 4;
+pub const F_NULL: i32 = 5;
+/// An object or array: left to the C `__index`.
+pub const F_NESTED: i32 = 6;
+/// The table's hidden fields are not what the engine put there.
+pub const F_TAMPERED: i32 = 7;
+
+/// The message of a script error for an event table whose hidden fields were changed.
+pub const TAMPERED_MSG: &str = "event table: a reserved field (negative key) was changed, deleted or forged; \
+     negative keys of event tables belong to the engine";
+
+/// Why a table cannot be used as an event table: which hidden field failed its check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tampered(pub &'static str);
+
+impl std::fmt::Display for Tampered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{TAMPERED_MSG} ({})", self.0)
+    }
+}
 
 #[inline]
-unsafe fn rawget_i(l: *mut lua_State, t: c_int, k: i64) -> c_int {
+unsafe fn rawget_i(l: *mut lua_State, t: c_int, k: c_int) -> c_int {
     // SAFETY: `t` is an absolute index of a table.
     unsafe {
-        ffi::lua_rawgeti_(l, t, k as c_int);
+        ffi::lua_rawgeti_(l, t, k);
         ffi::lua_type(l, -1)
     }
 }
 
 #[inline]
-unsafe fn rawset_i(l: *mut lua_State, t: c_int, k: i64) {
+unsafe fn rawset_i(l: *mut lua_State, t: c_int, k: c_int) {
     // SAFETY: `t` is an absolute index of a table and a value is on top.
-    unsafe { ffi::lua_rawseti_(l, t, k as c_int) }
+    unsafe { ffi::lua_rawseti_(l, t, k) }
 }
 
 /// Pushes the proxy metatable of this state; it doubles as the deletion marker in write
-/// tables (no script can produce it by accident).
+/// tables (scripts cannot reach it: its `__metatable` field hides it from `getmetatable`).
 #[inline]
 pub unsafe fn push_mt(l: *mut lua_State) {
     // SAFETY: `install` stored the metatable in the registry.
-    unsafe { ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, REG_MT as c_int) }
+    unsafe { ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::PROXY_MT) }
 }
 
 /// Whether the value at `idx` is the deletion marker.
@@ -78,29 +116,38 @@ fn pack_span(start: usize, end: usize) -> f64 {
     start as f64 * SPAN_SHIFT + (end - start) as f64
 }
 
+/// The range a span number stands for (any number: a forged one gives some range, which
+/// the caller checks).
 fn unpack_span(v: f64) -> (usize, usize) {
     let start = (v / SPAN_SHIFT).floor();
     let len = v - start * SPAN_SHIFT;
-    (start as usize, start as usize + len as usize)
+    let (start, len) = (start as usize, len as usize);
+    (start, start.saturating_add(len))
 }
 
-/// Installs the proxy metatable in the registry of `l` (once per state).
+/// Installs the proxy metatable and the line-block metatable in the registry of `l` (once
+/// per state).
 pub unsafe fn install(l: *mut lua_State) {
     // SAFETY: `l` is a fresh state owned by the calling worker thread.
     unsafe {
+        // `__index`, `__newindex` and `__metatable` are set by the state's prelude.
         ffi::lua_createtable(l, 0, 4);
-        let mt = ffi::lua_gettop(l);
-        // `__index` and `__newindex` are Lua functions, set by the state's prelude.
-        ffi::lua_pushboolean(l, 1);
-        rawset_i(l, mt, K_MARK);
-        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, REG_MT as c_int);
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::PROXY_MT);
+        ffi::lua_createtable(l, 0, 0);
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::LINE_MT);
     }
+}
+
+/// Pushes the line-block metatable of this state.
+pub unsafe fn push_line_mt(l: *mut lua_State) {
+    // SAFETY: `install` stored it in the registry.
+    unsafe { ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::LINE_MT) }
 }
 
 /// What [`df_find`] reports about one member, for the Lua side of the lookup.
 #[repr(C)]
 pub struct FieldOut {
-    /// 0 absent, 1 string, 2 number, 3 true, 4 false, 5 null, 6 object or array.
+    /// One of the `F_*` codes.
     pub kind: i32,
     pub len: i32,
     pub num: f64,
@@ -108,122 +155,167 @@ pub struct FieldOut {
 }
 
 /// The field lookup called through LuaJIT's FFI by the Lua `__index` of event tables (see
-/// `FAST_META` in `lua/worker.rs`), so that compiled traces read fields without going through
-/// the Lua C API. Objects and arrays are left to the C `__index` (kind 6).
+/// `prelude.lua`), so that compiled traces read fields without going through the Lua C API.
+/// Objects and arrays are left to the C `__index` ([`F_NESTED`]); hidden fields that fail
+/// their checks give [`F_TAMPERED`] (the Lua side raises the error).
 ///
 /// # Safety
 ///
-/// Called by LuaJIT with `line` pointing to a live line userdata block (see [`push_line`]),
-/// `key` to a live Lua string of the given length and `out` to a live `FieldOut`; the string
-/// a kind-1 answer points to stays valid until the next call on this thread.
+/// Called by the prelude with `line` a line block (it checked the block's metatable, which
+/// only [`push_line`] sets; it may also pass null), `key` a live Lua string of `key_len`
+/// bytes and `out` its own `FieldOut`; the string a kind-1 answer points to stays valid until
+/// the next call on this thread.
 pub unsafe extern "C" fn df_find(
     line: *const u8,
     span: f64,
+    seal: f64,
     key: *const u8,
     key_len: usize,
     out: *mut FieldOut,
 ) -> i32 {
-    // SAFETY: see the function's contract.
-    let ((id, line, start, _), key, out) = unsafe {
-        (
-            ffi_object(line, span),
-            std::slice::from_raw_parts(key, key_len),
-            &mut *out,
-        )
-    };
-    let c = ctx();
-    let Some(m) = c.cache.find(id, start, line, key, &mut c.scratch) else {
-        out.kind = 0;
-        return 0;
-    };
-    let (vs, ve) = (m.val_start as usize, m.val_end as usize);
-    let raw = &line[vs..ve];
-    out.kind = match scan::kind(line, vs) {
-        Kind::String => {
-            let body = &raw[1..raw.len().saturating_sub(1).max(1)];
-            if memchr::memchr(b'\\', body).is_none() {
-                out.ptr = body.as_ptr();
-                out.len = body.len() as i32;
-            } else {
-                scan::unescape(body, &mut c.value_scratch);
-                out.ptr = c.value_scratch.as_ptr();
-                out.len = c.value_scratch.len() as i32;
-            }
-            1
+    super::boundary::ffi_entry(F_TAMPERED, || {
+        if line.is_null() || out.is_null() {
+            return F_TAMPERED;
         }
-        Kind::Number => {
-            out.num = scan::number(raw);
-            2
-        }
-        Kind::True => 3,
-        Kind::False => 4,
-        Kind::Null => 5,
-        Kind::Object | Kind::Array => 6,
-        Kind::Invalid => 0,
-    };
-    out.kind
+        // SAFETY: see the function's contract.
+        let ((h, line), key, out) = unsafe { (line_of(line), std::slice::from_raw_parts(key, key_len), &mut *out) };
+        with_ctx(|c| {
+            let Ok((start, _)) = checked_range(&h, line, span, seal, Some(&mut c.cache)) else {
+                out.kind = F_TAMPERED;
+                return F_TAMPERED;
+            };
+            let Some(m) = c.cache.find(h.id, start, line, key, &mut c.scratch) else {
+                out.kind = F_ABSENT;
+                return F_ABSENT;
+            };
+            let (vs, ve) = (m.val_start as usize, m.val_end as usize);
+            let raw = &line[vs..ve];
+            out.kind = match scan::kind(line, vs) {
+                Kind::String => {
+                    let body = &raw[1..raw.len().saturating_sub(1).max(1)];
+                    if memchr::memchr(b'\\', body).is_none() {
+                        out.ptr = body.as_ptr();
+                        out.len = body.len() as i32;
+                    } else {
+                        scan::unescape(body, &mut c.value_scratch);
+                        out.ptr = c.value_scratch.as_ptr();
+                        out.len = c.value_scratch.len() as i32;
+                    }
+                    F_STRING
+                }
+                Kind::Number => {
+                    out.num = scan::number(raw);
+                    F_NUMBER
+                }
+                Kind::True => F_TRUE,
+                Kind::False => F_FALSE,
+                Kind::Null => F_NULL,
+                Kind::Object | Kind::Array => F_NESTED,
+                Kind::Invalid => F_ABSENT,
+            };
+            out.kind
+        })
+    })
 }
 
-/// The object a proxy stands for, from what its Lua side hands the FFI: its line block and its
-/// span (0 for the top-level object, whose table has no span). Returns the event id, the line
-/// and the object's byte range.
+/// The object a table's hidden fields name, checked: the table's `seal` must be the block's,
+/// and a `span` (0: the top-level object) must be an object of the line (known from `cache`
+/// when given, else found by walking the line). Returns its byte range.
+fn checked_range(
+    h: &LineHeader,
+    line: &[u8],
+    span: f64,
+    seal: f64,
+    cache: Option<&mut MemberCache>,
+) -> Result<(usize, usize), Tampered> {
+    if seal != h.seal {
+        return Err(Tampered("the seal does not match the line"));
+    }
+    let (root_start, root_end) = (h.root_start as usize, h.root_end as usize);
+    if span == 0.0 {
+        return Ok((root_start, root_end));
+    }
+    let (start, end) = unpack_span(span);
+    let ok = end <= root_end
+        && start >= root_start
+        && match cache {
+            Some(c) => c.span_is_valid(h.id, root_start, start, end, line),
+            None => start < end && scan::is_object_at(line, root_start, start, end),
+        };
+    if ok {
+        Ok((start, end))
+    } else {
+        Err(Tampered("the span is not an object of the line"))
+    }
+}
+
+/// The object a proxy stands for, from what its Lua side hands the FFI (its line block, span
+/// and seal), checked as [`df_find`] checks them. Returns the event id, the line and the
+/// object's byte range.
 ///
 /// # Safety
 ///
-/// `ud` points to a line block made by [`push_line`] that outlives `'a`.
+/// `ud` is null or a line block (see [`df_find`]) that outlives `'a`.
 #[inline]
-pub unsafe fn ffi_object<'a>(ud: *const u8, span: f64) -> (f64, &'a [u8], usize, usize) {
+pub unsafe fn ffi_object<'a>(
+    ud: *const u8,
+    span: f64,
+    seal: f64,
+    cache: &mut MemberCache,
+) -> Result<(f64, &'a [u8], usize, usize), Tampered> {
+    if ud.is_null() {
+        return Err(Tampered("no line"));
+    }
     // SAFETY: see the contract.
     let (h, line) = unsafe { line_of(ud) };
-    let (start, end) = object_range(&h, line, span);
-    (h.id, line, start, end)
+    let (start, end) = checked_range(&h, line, span, seal, Some(cache))?;
+    Ok((h.id, line, start, end))
 }
 
-/// The byte range of the object at `span` (0: the top-level object) of a line, clamped to it.
-#[inline]
-fn object_range(h: &LineHeader, line: &[u8], span: f64) -> (usize, usize) {
-    let (start, end) = if span == 0.0 {
-        (h.root_start as usize, h.root_end as usize)
-    } else {
-        unpack_span(span)
-    };
-    let end = end.min(line.len());
-    (start.min(end), end)
-}
-
-/// Whether the value at `idx` is a proxy.
+/// Whether the value at `idx` is a proxy (its metatable is this state's proxy metatable,
+/// compared raw: `__metatable` does not fool it).
 #[inline]
 pub unsafe fn is_proxy(l: *mut lua_State, idx: c_int) -> bool {
     // SAFETY: `l` is owned by the caller; the stack is restored.
     unsafe {
-        if ffi::lua_getmetatable(l, idx) == 0 {
+        let idx = abs_index(l, idx);
+        if ffi::lua_type(l, idx) != ffi::LUA_TTABLE || ffi::lua_getmetatable(l, idx) == 0 {
             return false;
         }
-        let mt = ffi::lua_gettop(l);
-        let t = rawget_i(l, mt, K_MARK);
-        ffi::lua_settop(l, mt - 1);
-        t == ffi::LUA_TBOOLEAN
+        push_mt(l);
+        let same = ffi::lua_rawequal(l, -1, -2) != 0;
+        ffi::lua_pop(l, 2);
+        same
     }
 }
 
-/// Pushes a new proxy over the line userdata at absolute index `line_idx` for the object at
+/// Pushes a new proxy over the line block at absolute index `line_idx` for the object at
 /// `span` (`None`: the line's top-level object).
 pub unsafe fn push_proxy(l: *mut lua_State, line_idx: c_int, span: Option<(usize, usize)>) {
-    // SAFETY: `l` is owned by the caller and `line_idx` holds a line userdata.
+    // SAFETY: `l` is owned by the caller and `line_idx` holds a line block.
     unsafe { push_proxy_with(l, || ffi::lua_pushvalue(l, line_idx), span) }
+}
+
+/// The seal of the line block at `idx`.
+unsafe fn block_seal(l: *mut lua_State, idx: c_int) -> f64 {
+    // SAFETY: `idx` holds a line block made by `push_line`.
+    unsafe { line_of(ffi::lua_touserdata(l, idx).cast::<u8>().cast_const()).0.seal }
 }
 
 /// Pushes a new proxy whose line `push_line` pushes (right under the new table, so no copy of
 /// it is left on the stack), for the object at `span`.
 unsafe fn push_proxy_with(l: *mut lua_State, push_line: impl FnOnce(), span: Option<(usize, usize)>) {
-    // SAFETY: `l` is owned by the caller and `push_line` pushes one line userdata.
+    // SAFETY: `l` is owned by the caller and `push_line` pushes one line block.
     unsafe {
-        // Two hash slots: the line and the write table of a changed event (a nested object
-        // also has its span, and grows on its first write).
-        ffi::lua_createtable(l, 0, 2);
+        // Three hash slots: the line, its seal and the write table of a changed event (a
+        // nested object also has its span, and grows on its first write).
+        ffi::lua_createtable(l, 0, 3);
         let t = ffi::lua_gettop(l);
         push_line();
+        let seal = block_seal(l, -1);
         rawset_i(l, t, K_LINE);
+        ffi::lua_pushnumber(l, seal);
+        rawset_i(l, t, K_SEAL);
         if let Some((start, end)) = span {
             ffi::lua_pushnumber(l, pack_span(start, end));
             rawset_i(l, t, K_SPAN);
@@ -233,8 +325,34 @@ unsafe fn push_proxy_with(l: *mut lua_State, push_line: impl FnOnce(), span: Opt
     }
 }
 
-/// Pushes a line userdata for `line`, the bytes of event `id`: a header (see [`LineHeader`])
-/// and the bytes. Returns its absolute index.
+thread_local! {
+    static SEAL_STATE: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A fresh seal: a random 52-bit number (exact as a double), never 0.
+fn next_seal() -> f64 {
+    SEAL_STATE.with(|s| {
+        let mut x = s.get();
+        if x == 0 {
+            let mut b = [0u8; 8];
+            // SAFETY: `b` is a writable buffer of its length.
+            let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+            x = u64::from_ne_bytes(b) ^ (n as u64) ^ crate::metrics::latency::mono_ns() ^ 0x9E37_79B9_7F4A_7C15;
+            if x == 0 {
+                x = 0x2545_F491_4F6C_DD1D;
+            }
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        ((x >> 12) | 1) as f64
+    })
+}
+
+/// Pushes a line block for `line`, the bytes of event `id`: a header (see [`LineHeader`]) with
+/// a fresh seal, and the bytes; its metatable marks it as the engine's. Returns its absolute
+/// index.
 pub unsafe fn push_line(l: *mut lua_State, line: &[u8], id: f64) -> c_int {
     // The reader validated the line as one JSON object: it ends at the last non-whitespace
     // byte.
@@ -246,6 +364,7 @@ pub unsafe fn push_line(l: *mut lua_State, line: &[u8], id: f64) -> c_int {
     let h = LineHeader {
         len: line.len() as u64,
         id,
+        seal: next_seal(),
         root_start: start as u32,
         root_end: end as u32,
     };
@@ -255,7 +374,10 @@ pub unsafe fn push_line(l: *mut lua_State, line: &[u8], id: f64) -> c_int {
         let ud = ffi::lua_newuserdata(l, LINE_HEADER + line.len()).cast::<u8>();
         ud.cast::<LineHeader>().write_unaligned(h);
         std::ptr::copy_nonoverlapping(line.as_ptr(), ud.add(LINE_HEADER), line.len());
-        ffi::lua_gettop(l)
+        let at = ffi::lua_gettop(l);
+        push_line_mt(l);
+        ffi::lua_setmetatable(l, at);
+        at
     }
 }
 
@@ -273,21 +395,23 @@ pub unsafe fn push_event(l: *mut lua_State, line: &[u8], id: f64) {
     }
 }
 
-/// What a line userdata holds before the line's bytes: all the FFI lookup gets besides the
+/// What a line block holds before the line's bytes: all the FFI lookup gets besides the
 /// block's address, and what every proxy over the line shares (the event id, for the member
-/// cache; the top-level object's range, which top-level proxies leave out of their table).
+/// cache; the seal its tables carry; the top-level object's range, which top-level proxies
+/// leave out of their table).
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct LineHeader {
     len: u64,
     id: f64,
+    seal: f64,
     root_start: u32,
     root_end: u32,
 }
 
 const LINE_HEADER: usize = std::mem::size_of::<LineHeader>();
 
-/// The header and the line of a line userdata block.
+/// The header and the line of a line block.
 ///
 /// # Safety
 ///
@@ -301,16 +425,24 @@ unsafe fn line_of<'a>(ud: *const u8) -> (LineHeader, &'a [u8]) {
     }
 }
 
-/// The header and bytes of the line userdata at `idx` (`None` for anything else).
+/// The header and bytes of the line block at `idx` (`None` for anything else: not a
+/// userdata, another metatable, a size that does not match its header).
 #[inline]
 unsafe fn line_at<'a>(l: *mut lua_State, idx: c_int) -> Option<(LineHeader, &'a [u8])> {
     // SAFETY: a userdata's block does not move and lives while the proxy holding it does.
-    // Only `push_line` makes the userdata found under `K_LINE`; a script that stores another
-    // there gets a block whose size does not match a header.
+    // Only `push_line` gives a userdata the line-block metatable (scripts cannot set a
+    // userdata's metatable), so the block has a header.
     unsafe {
+        let idx = abs_index(l, idx);
+        if ffi::lua_type(l, idx) != ffi::LUA_TUSERDATA || ffi::lua_getmetatable(l, idx) == 0 {
+            return None;
+        }
+        push_line_mt(l);
+        let branded = ffi::lua_rawequal(l, -1, -2) != 0;
+        ffi::lua_pop(l, 2);
         let p = ffi::lua_touserdata(l, idx);
         let size = ffi::lua_objlen(l, idx);
-        if p.is_null() || size < LINE_HEADER {
+        if !branded || p.is_null() || size < LINE_HEADER {
             return None;
         }
         let (h, line) = line_of(p.cast::<u8>());
@@ -324,38 +456,60 @@ pub struct Parts<'a> {
     pub start: usize,
     pub end: usize,
     pub id: f64,
+    pub seal: f64,
+    /// Whether it is the line's top-level object (the table has no span).
+    pub top: bool,
 }
 
-pub unsafe fn parts<'a>(l: *mut lua_State, t: c_int) -> Parts<'a> {
-    // SAFETY: `t` is a proxy; the line userdata stays referenced by it while it is alive.
+/// The checked parts of the proxy at absolute index `t` (its line block, seal and span; see
+/// the module's "Provenance"). Spans are checked against `cache` when given.
+pub unsafe fn parts<'a>(l: *mut lua_State, t: c_int, cache: Option<&mut MemberCache>) -> Result<Parts<'a>, Tampered> {
+    // SAFETY: the line block stays referenced by the proxy while it is alive; the stack is
+    // restored.
     unsafe {
+        let top = ffi::lua_gettop(l);
         rawget_i(l, t, K_LINE);
-        let Some((h, line)) = line_at(l, -1) else {
-            ffi::lua_pop(l, 1);
-            return Parts {
-                line: &[],
-                start: 0,
-                end: 0,
-                id: -1.0,
-            };
+        let block = line_at(l, -1);
+        let seal_ty = rawget_i(l, t, K_SEAL);
+        let seal = ffi::lua_tonumber(l, -1);
+        let span_ty = rawget_i(l, t, K_SPAN);
+        let span = ffi::lua_tonumber(l, -1);
+        ffi::lua_settop(l, top);
+        let Some((h, line)) = block else {
+            return Err(Tampered("the line is missing or not a line block"));
         };
-        // No span (nil, read as 0): the top-level object.
-        rawget_i(l, t, K_SPAN);
-        let (start, end) = object_range(&h, line, ffi::lua_tonumber(l, -1));
-        ffi::lua_settop(l, -3);
-        Parts {
+        if seal_ty != ffi::LUA_TNUMBER {
+            return Err(Tampered("the seal is missing"));
+        }
+        let span = match span_ty {
+            ffi::LUA_TNIL => 0.0,
+            ffi::LUA_TNUMBER if span != 0.0 => span,
+            _ => return Err(Tampered("the span is not a number")),
+        };
+        let (start, end) = checked_range(&h, line, span, seal, cache)?;
+        for (k, what) in [(K_SET, "writes"), (K_CACHE, "nested tables"), (K_ORDER, "write order")] {
+            let ty = rawget_i(l, t, k);
+            ffi::lua_settop(l, top);
+            if ty != ffi::LUA_TNIL && ty != ffi::LUA_TTABLE {
+                return Err(Tampered(what));
+            }
+        }
+        Ok(Parts {
             line,
             start,
             end,
             id: h.id,
-        }
+            seal: h.seal,
+            top: span == 0.0,
+        })
     }
 }
 
-/// Pushes the decoded JSON value `buf[start..end]`; objects become proxies over the line at
-/// absolute index `line_idx`.
-pub unsafe fn push_json(l: *mut lua_State, line_idx: c_int, buf: &[u8], start: usize, end: usize) {
-    // SAFETY: `l` is owned by the caller; `buf` is the string at `line_idx`.
+/// Pushes the decoded JSON value `buf[start..end]` of the event whose line block is at
+/// absolute index `line_idx`; objects become proxies over that block (their spans recorded
+/// in the member cache as handed out), arrays plain tables.
+pub unsafe fn push_json(l: *mut lua_State, line_idx: c_int, buf: &[u8], start: usize, end: usize, c: &mut WorkerCtx) {
+    // SAFETY: `l` is owned by the caller; `buf` is the line of the block at `line_idx`.
     unsafe {
         let raw = &buf[start..end];
         match scan::kind(buf, start) {
@@ -364,7 +518,6 @@ pub unsafe fn push_json(l: *mut lua_State, line_idx: c_int, buf: &[u8], start: u
                 if memchr::memchr(b'\\', body).is_none() {
                     push_bytes(l, body);
                 } else {
-                    let c = ctx();
                     scan::unescape(body, &mut c.scratch);
                     push_bytes(l, &c.scratch);
                 }
@@ -373,14 +526,18 @@ pub unsafe fn push_json(l: *mut lua_State, line_idx: c_int, buf: &[u8], start: u
             Kind::True => ffi::lua_pushboolean(l, 1),
             Kind::False => ffi::lua_pushboolean(l, 0),
             Kind::Null => ffi::lua_pushlightuserdata(l, std::ptr::null_mut()),
-            Kind::Object => push_proxy(l, line_idx, Some((start, end))),
+            Kind::Object => {
+                let id = line_of(ffi::lua_touserdata(l, line_idx).cast::<u8>().cast_const()).0.id;
+                c.cache.mark_span(id, start, end, buf);
+                push_proxy(l, line_idx, Some((start, end)))
+            }
             Kind::Array => {
                 ffi::lua_createtable(l, 4, 0);
                 let t = ffi::lua_gettop(l);
                 let mut n = 0;
                 scan::array_elements(buf, start, |a, b| {
                     n += 1;
-                    push_json(l, line_idx, buf, a, b);
+                    push_json(l, line_idx, buf, a, b, c);
                     ffi::lua_rawseti_(l, t, n);
                 });
             }
@@ -389,56 +546,92 @@ pub unsafe fn push_json(l: *mut lua_State, line_idx: c_int, buf: &[u8], start: u
     }
 }
 
-/// Finds member `k` of the proxy's object: returns its value range.
-fn find(p: &Parts<'_>, k: &[u8]) -> Option<(usize, usize)> {
-    let c = ctx();
-    c.cache
-        .find(p.id, p.start, p.line, k, &mut c.scratch)
-        .map(|m| (m.val_start as usize, m.val_end as usize))
-}
-
-/// The C part of `__index` (the Lua part, `FAST_META` in `lua/worker.rs`, has already looked
-/// in the writes and the nested tables, and read scalars itself): decodes member `k` of the
-/// proxy at 1 and, for an object or array, keeps the table it hands out, so that changes made
-/// through it stay.
-pub unsafe extern "C-unwind" fn slow_index(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua with (t, k); t is a proxy.
+/// Pushes the value of the proxy at absolute index `t` under the key at absolute index `k`,
+/// as a script reads it: its writes first (a deletion reads nil), then the nested tables
+/// handed out, else the member decoded from the line (an object or array is kept in the
+/// nested-table table, so that changes made through it stay). Pushes exactly one value.
+pub unsafe fn push_field(l: *mut lua_State, t: c_int, k: c_int, c: &mut WorkerCtx) -> Result<(), Tampered> {
+    // SAFETY: `t` and `k` are absolute indices; the stack ends one value above its start.
     unsafe {
-        ffi::lua_settop(l, 2);
-        let Some(k) = super::ffi_util::str_at(l, 2) else {
+        let top = ffi::lua_gettop(l);
+        for slot in [K_SET, K_CACHE] {
+            match rawget_i(l, t, slot) {
+                ffi::LUA_TTABLE => {
+                    ffi::lua_pushvalue(l, k);
+                    ffi::lua_rawget_(l, -2);
+                    if ffi::lua_type(l, -1) != ffi::LUA_TNIL {
+                        if is_tomb(l, -1) {
+                            ffi::lua_pushnil(l);
+                            ffi::lua_replace(l, -2);
+                        }
+                        ffi::lua_replace(l, top + 1);
+                        ffi::lua_settop(l, top + 1);
+                        return Ok(());
+                    }
+                }
+                ffi::LUA_TNIL => {}
+                _ => {
+                    ffi::lua_settop(l, top);
+                    return Err(Tampered("a side table is not a table"));
+                }
+            }
+            ffi::lua_settop(l, top);
+        }
+        let Some(key) = super::ffi_util::str_at(l, k) else {
             ffi::lua_pushnil(l);
-            return 1;
+            return Ok(());
         };
-        let p = parts(l, 1);
-        let Some((vs, ve)) = find(&p, k) else {
+        let p = parts(l, t, Some(&mut c.cache))?;
+        let Some(m) = c.cache.find(p.id, p.start, p.line, key, &mut c.scratch) else {
             ffi::lua_pushnil(l);
-            return 1;
+            return Ok(());
         };
-        rawget_i(l, 1, K_LINE); // 3: the line, for nested proxies
-        let kind = scan::kind(p.line, vs);
-        push_json(l, 3, p.line, vs, ve); // 4
-        if matches!(kind, Kind::Object | Kind::Array) {
-            if rawget_i(l, 1, K_CACHE) != ffi::LUA_TTABLE {
-                ffi::lua_settop(l, 4);
+        let (vs, ve) = (m.val_start as usize, m.val_end as usize);
+        rawget_i(l, t, K_LINE); // top + 1: the line, for nested proxies
+        push_json(l, top + 1, p.line, vs, ve, c); // top + 2
+        if matches!(scan::kind(p.line, vs), Kind::Object | Kind::Array) {
+            if rawget_i(l, t, K_CACHE) != ffi::LUA_TTABLE {
+                ffi::lua_settop(l, top + 2);
                 ffi::lua_createtable(l, 0, 2);
                 ffi::lua_pushvalue(l, -1);
-                rawset_i(l, 1, K_CACHE);
+                rawset_i(l, t, K_CACHE);
             }
-            ffi::lua_pushvalue(l, 2);
-            ffi::lua_pushvalue(l, 4);
-            ffi::lua_rawset(l, 5);
-            ffi::lua_settop(l, 4);
+            ffi::lua_pushvalue(l, k);
+            ffi::lua_pushvalue(l, top + 2);
+            ffi::lua_rawset(l, top + 3);
+            ffi::lua_settop(l, top + 2);
         }
-        1
+        // The value replaces the line under it.
+        ffi::lua_replace(l, top + 1);
+        ffi::lua_settop(l, top + 1);
+        Ok(())
+    }
+}
+
+/// The C part of `__index` (the Lua part in `prelude.lua` has already looked in the writes
+/// and the nested tables, and read scalars itself): decodes member `k` of the proxy at 1.
+pub unsafe extern "C-unwind" fn slow_index(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua with (t, k).
+    unsafe {
+        super::boundary::c_entry(l, "event field", |l| {
+            ffi::lua_settop(l, 2);
+            if !is_proxy(l, 1) {
+                ffi::lua_pushnil(l);
+                return Ok(1);
+            }
+            with_ctx(|c| push_field(l, 1, 2, c)).map_err(|e| e.to_string())?;
+            Ok(1)
+        })
     }
 }
 
 /// Whether the proxy at absolute index `t` (or any nested proxy it handed out) was changed.
-pub unsafe fn is_dirty(l: *mut lua_State, t: c_int) -> bool {
+/// A nested table that is not what the engine handed out for its member counts as changed.
+pub unsafe fn is_dirty(l: *mut lua_State, t: c_int, mut cache: Option<&mut MemberCache>) -> bool {
     // SAFETY: `t` is a proxy; the stack is restored.
     unsafe {
         let top = ffi::lua_gettop(l);
-        if rawget_i(l, t, K_SET) == ffi::LUA_TTABLE {
+        if rawget_i(l, t, K_SET) != ffi::LUA_TNIL {
             ffi::lua_settop(l, top);
             return true;
         }
@@ -447,11 +640,11 @@ pub unsafe fn is_dirty(l: *mut lua_State, t: c_int) -> bool {
             ffi::lua_settop(l, top);
             return false;
         }
-        let cache = top + 1;
+        let nested = top + 1;
         ffi::lua_pushnil(l);
-        while ffi::lua_next(l, cache) != 0 {
+        while ffi::lua_next(l, nested) != 0 {
             let v = ffi::lua_gettop(l);
-            if member_changed(l, t, v - 1, v) {
+            if member_changed(l, t, v - 1, v, cache.as_deref_mut()) {
                 ffi::lua_settop(l, top);
                 return true;
             }
@@ -462,46 +655,28 @@ pub unsafe fn is_dirty(l: *mut lua_State, t: c_int) -> bool {
     }
 }
 
-/// Pushes the current value of member `m` of proxy `t`: from its writes (tombstones included),
-/// its nested proxies, or else `None` when the original bytes stand.
-pub unsafe fn push_override(l: *mut lua_State, t: c_int, name: &[u8]) -> bool {
-    // SAFETY: `t` is a proxy; leaves exactly one value when it returns true.
-    unsafe {
-        let top = ffi::lua_gettop(l);
-        for k in [K_SET, K_CACHE] {
-            if rawget_i(l, t, k) == ffi::LUA_TTABLE {
-                push_bytes(l, name);
-                ffi::lua_rawget_(l, -2);
-                if ffi::lua_type(l, -1) != ffi::LUA_TNIL {
-                    ffi::lua_replace(l, top + 1);
-                    ffi::lua_settop(l, top + 1);
-                    return true;
-                }
-            }
-            ffi::lua_settop(l, top);
-        }
-        false
-    }
-}
-
-/// Pushes the write table of proxy `t` (or nil).
+/// Pushes the write table of proxy `t` (or nothing and false).
 pub unsafe fn push_writes(l: *mut lua_State, t: c_int) -> bool {
     // SAFETY: `t` is a proxy.
-    unsafe {
-        if rawget_i(l, t, K_SET) == ffi::LUA_TTABLE {
-            true
-        } else {
-            ffi::lua_pop(l, 1);
-            false
-        }
-    }
+    unsafe { push_side(l, t, K_SET) }
 }
 
-/// Pushes the nested-proxy table of proxy `t` (or nothing and false).
+/// Pushes the nested-table table of proxy `t` (or nothing and false).
 pub unsafe fn push_cache(l: *mut lua_State, t: c_int) -> bool {
     // SAFETY: `t` is a proxy.
+    unsafe { push_side(l, t, K_CACHE) }
+}
+
+/// Pushes the order list of proxy `t` (or nothing and false).
+pub unsafe fn push_order(l: *mut lua_State, t: c_int) -> bool {
+    // SAFETY: `t` is a proxy.
+    unsafe { push_side(l, t, K_ORDER) }
+}
+
+unsafe fn push_side(l: *mut lua_State, t: c_int, k: c_int) -> bool {
+    // SAFETY: `t` is a proxy.
     unsafe {
-        if rawget_i(l, t, K_CACHE) == ffi::LUA_TTABLE {
+        if rawget_i(l, t, k) == ffi::LUA_TTABLE {
             true
         } else {
             ffi::lua_pop(l, 1);
@@ -510,56 +685,63 @@ pub unsafe fn push_cache(l: *mut lua_State, t: c_int) -> bool {
     }
 }
 
-/// Pops the table on top of the stack into proxy `t` as its write table (`which` = 0) or
-/// nested-table table (`which` = 1) or order list (`which` = 2).
-pub unsafe fn set_side_table(l: *mut lua_State, t: c_int, which: u8) {
+/// Which side table of a proxy [`set_side_table`] sets.
+#[derive(Clone, Copy)]
+pub enum Side {
+    Writes,
+    Nested,
+    Order,
+}
+
+/// Pops the table on top of the stack into proxy `t` as the given side table.
+pub unsafe fn set_side_table(l: *mut lua_State, t: c_int, which: Side) {
     // SAFETY: `t` is a proxy and a table is on top of the stack.
     unsafe {
         rawset_i(
             l,
             t,
             match which {
-                0 => K_SET,
-                1 => K_CACHE,
-                _ => K_ORDER,
+                Side::Writes => K_SET,
+                Side::Nested => K_CACHE,
+                Side::Order => K_ORDER,
             },
         )
     }
 }
 
-/// Pushes the order list of proxy `t` (or nothing and false).
-pub unsafe fn push_order(l: *mut lua_State, t: c_int) -> bool {
-    // SAFETY: `t` is a proxy.
-    unsafe {
-        if rawget_i(l, t, K_ORDER) == ffi::LUA_TTABLE {
-            true
-        } else {
-            ffi::lua_pop(l, 1);
-            false
-        }
-    }
-}
-
 /// Whether a nested table handed out (value at `v`, key at `k`, of proxy `t`) was changed:
-/// a nested proxy when it is dirty, an array when its contents differ from the original.
-pub unsafe fn member_changed(l: *mut lua_State, t: c_int, k: c_int, v: c_int) -> bool {
+/// a nested proxy when it is dirty or not the one over that member, an array when its
+/// contents differ from the original.
+pub unsafe fn member_changed(
+    l: *mut lua_State,
+    t: c_int,
+    k: c_int,
+    v: c_int,
+    mut cache: Option<&mut MemberCache>,
+) -> bool {
     // SAFETY: indices are absolute and valid; the stack is restored.
     unsafe {
-        if is_proxy(l, v) {
-            return is_dirty(l, v);
-        }
         let Some(name) = super::ffi_util::str_at(l, k) else {
             return true;
         };
-        let p = parts(l, t);
+        let Ok(p) = parts(l, t, cache.as_deref_mut()) else {
+            return true;
+        };
         let mut at = scan::first_member(p.line, p.start);
         let mut scratch = Vec::new();
         while let Some(i) = at {
             let Some((m, next)) = scan::next_member(p.line, i) else {
                 break;
             };
-            if super::worker::key_matches(p.line, &m, name, &mut scratch) {
-                return !same_as_json(l, v, p.line, m.val_start as usize, m.val_end as usize, 0);
+            if super::member_cache::key_matches(p.line, &m, name, &mut scratch) {
+                if is_proxy(l, v) {
+                    let same = match parts(l, v, cache.as_deref_mut()) {
+                        Ok(n) => n.seal == p.seal && n.start == m.val_start as usize,
+                        Err(_) => false,
+                    };
+                    return !same || is_dirty(l, v, cache);
+                }
+                return !same_as_json(l, v, p.line, p.seal, m.val_start as usize, m.val_end as usize, 0);
             }
             at = next;
         }
@@ -569,7 +751,15 @@ pub unsafe fn member_changed(l: *mut lua_State, t: c_int, k: c_int, v: c_int) ->
 
 /// Whether the Lua value at `v` still equals the JSON value `line[start..end]` it was made
 /// from (numbers by value, strings by bytes, objects by being the unchanged proxy over it).
-unsafe fn same_as_json(l: *mut lua_State, v: c_int, line: &[u8], start: usize, end: usize, depth: usize) -> bool {
+unsafe fn same_as_json(
+    l: *mut lua_State,
+    v: c_int,
+    line: &[u8],
+    seal: f64,
+    start: usize,
+    end: usize,
+    depth: usize,
+) -> bool {
     // SAFETY: `v` is an absolute index; the stack is restored.
     unsafe {
         if depth > 100 {
@@ -598,8 +788,10 @@ unsafe fn same_as_json(l: *mut lua_State, v: c_int, line: &[u8], start: usize, e
                 if ffi::lua_type(l, v) != ffi::LUA_TTABLE || !is_proxy(l, v) {
                     return false;
                 }
-                let p = parts(l, v);
-                p.start == start && !is_dirty(l, v)
+                match parts(l, v, None) {
+                    Ok(p) => p.seal == seal && p.start == start && !is_dirty(l, v, None),
+                    Err(_) => false,
+                }
             }
             Kind::Array => {
                 if ffi::lua_type(l, v) != ffi::LUA_TTABLE || is_proxy(l, v) {
@@ -615,7 +807,7 @@ unsafe fn same_as_json(l: *mut lua_State, v: c_int, line: &[u8], start: usize, e
                     n += 1;
                     ffi::lua_rawgeti_(l, v, n as c_int);
                     let e = ffi::lua_gettop(l);
-                    same = same_as_json(l, e, line, a, b, depth + 1);
+                    same = same_as_json(l, e, line, seal, a, b, depth + 1);
                     ffi::lua_settop(l, top);
                 });
                 if !same {
@@ -635,28 +827,31 @@ unsafe fn same_as_json(l: *mut lua_State, v: c_int, line: &[u8], start: usize, e
     }
 }
 
-/// `next` that understands proxies: the original members in document order (minus deleted
-/// ones; a key that occurs twice only at its first occurrence, whose value `__index` gives),
-/// then added keys in the order of their first write; values come through `__index`,
-/// so iterating an event neither changes it nor decodes more than it hands out. Other tables
-/// get the plain `next`.
-pub unsafe extern "C-unwind" fn lua_next_any(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua with (t, k).
+/// `next` of event tables: the original members in document order (minus deleted ones; a
+/// key that occurs twice only at its first occurrence, whose value a read gives), then added
+/// keys in the order of their first write; values are what a read gives (`push_field`), so
+/// iterating an event neither changes it nor decodes more than it hands out. The prelude's
+/// `next` calls it for event tables and the original `next` for the others.
+pub unsafe extern "C-unwind" fn lua_next_proxy(l: *mut lua_State) -> c_int {
+    // SAFETY: called by the prelude's `next` with (t, k), t an event table.
     unsafe {
-        ffi::lua_settop(l, 2);
-        if ffi::lua_type(l, 1) != ffi::LUA_TTABLE {
-            super::ffi_util::raise(l, "bad argument #1 to 'next' (table expected)");
-        }
-        if !is_proxy(l, 1) {
-            if ffi::lua_next(l, 1) != 0 {
-                return 2;
+        super::boundary::c_entry(l, "next", |l| {
+            ffi::lua_settop(l, 2);
+            if !is_proxy(l, 1) {
+                return Err("bad argument #1 to 'next' (table expected)".into());
             }
-            ffi::lua_pushnil(l);
-            return 1;
-        }
-        let p = parts(l, 1);
-        let n_members = ctx().cache.members(p.id, p.start, p.line).len();
-        let dup_keys = ctx().cache.has_dup_keys(p.id, p.start, p.line);
+            with_ctx(|c| next_proxy(l, c)).map_err(|e| e.to_string().into())
+        })
+    }
+}
+
+/// The body of [`lua_next_proxy`], with (t, k) at 1 and 2.
+unsafe fn next_proxy(l: *mut lua_State, c: &mut WorkerCtx) -> Result<c_int, Tampered> {
+    // SAFETY: 1 is a proxy; values are pushed above 2.
+    unsafe {
+        let p = parts(l, 1, Some(&mut c.cache))?;
+        let n_members = c.cache.members(p.id, p.start, p.line).len();
+        let dup_keys = c.cache.has_dup_keys(p.id, p.start, p.line);
         let has_set = rawget_i(l, 1, K_SET) == ffi::LUA_TTABLE; // 3
         let mut scratch = Vec::new();
         // Where to resume: after the member named k, or in the added keys.
@@ -665,10 +860,10 @@ pub unsafe extern "C-unwind" fn lua_next_any(l: *mut lua_State) -> c_int {
         if ffi::lua_type(l, 2) != ffi::LUA_TNIL {
             in_added = true;
             if let Some(k) = super::ffi_util::str_at(l, 2) {
-                let members = ctx().cache.members(p.id, p.start, p.line);
+                let members = c.cache.members(p.id, p.start, p.line);
                 if let Some(i) = members
                     .iter()
-                    .position(|m| super::worker::key_matches(p.line, m, k, &mut scratch))
+                    .position(|m| super::member_cache::key_matches(p.line, m, k, &mut scratch))
                 {
                     from_member = i + 1;
                     in_added = false;
@@ -677,7 +872,7 @@ pub unsafe extern "C-unwind" fn lua_next_any(l: *mut lua_State) -> c_int {
         }
         if !in_added {
             for j in from_member..n_members {
-                let m = ctx().cache.members(p.id, p.start, p.line)[j];
+                let m = c.cache.members(p.id, p.start, p.line)[j];
                 let raw = &p.line[m.key_start as usize..m.key_end as usize];
                 let name: &[u8] = if m.key_escaped {
                     scan::unescape(raw, &mut scratch);
@@ -686,9 +881,9 @@ pub unsafe extern "C-unwind" fn lua_next_any(l: *mut lua_State) -> c_int {
                     raw
                 };
                 if dup_keys
-                    && ctx().cache.members(p.id, p.start, p.line)[..j]
+                    && c.cache.members(p.id, p.start, p.line)[..j]
                         .iter()
-                        .any(|e| super::worker::key_matches(p.line, e, name, &mut Vec::new()))
+                        .any(|e| super::member_cache::key_matches(p.line, e, name, &mut Vec::new()))
                 {
                     continue;
                 }
@@ -704,15 +899,14 @@ pub unsafe extern "C-unwind" fn lua_next_any(l: *mut lua_State) -> c_int {
                         continue;
                     }
                 }
-                ffi::lua_pushvalue(l, key);
-                ffi::lua_gettable(l, 1);
-                return 2;
+                push_field(l, 1, key, c)?;
+                return Ok(2);
             }
         }
         // Added keys, in order of first write, after the one given (if any).
         if !has_set {
             ffi::lua_pushnil(l);
-            return 1;
+            return Ok(1);
         }
         if rawget_i(l, 1, K_ORDER) != ffi::LUA_TTABLE {
             // One key written so far: its order list is made now (it holds that key).
@@ -746,11 +940,11 @@ pub unsafe extern "C-unwind" fn lua_next_any(l: *mut lua_State) -> c_int {
             let key = ffi::lua_gettop(l);
             i += 1;
             let original = match super::ffi_util::str_at(l, key) {
-                Some(k) => ctx()
+                Some(k) => c
                     .cache
                     .members(p.id, p.start, p.line)
                     .iter()
-                    .any(|m| super::worker::key_matches(p.line, m, k, &mut scratch)),
+                    .any(|m| super::member_cache::key_matches(p.line, m, k, &mut scratch)),
                 None => false,
             };
             ffi::lua_pushvalue(l, key);
@@ -759,18 +953,18 @@ pub unsafe extern "C-unwind" fn lua_next_any(l: *mut lua_State) -> c_int {
                 ffi::lua_settop(l, key - 1);
                 continue;
             }
-            return 2;
+            return Ok(2);
         }
         ffi::lua_pushnil(l);
-        1
+        Ok(1)
     }
 }
 
-/// `isproxy(t)` for the `pairs` wrapper.
+/// `isproxy(t)` for the prelude's `pairs` and `next`.
 pub unsafe extern "C-unwind" fn lua_is_proxy(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: called by Lua; nothing here can raise.
     unsafe {
-        let yes = ffi::lua_type(l, 1) == ffi::LUA_TTABLE && is_proxy(l, 1);
+        let yes = is_proxy(l, 1);
         ffi::lua_pushboolean(l, yes as c_int);
         1
     }

@@ -53,6 +53,9 @@ pub struct WorkerStats {
     /// Script reloads (SIGHUP) that took effect, and scripts that failed to reload.
     pub reloads: AtomicU64,
     pub reload_errors: AtomicU64,
+    /// Panics caught at the script boundary (an engine bug reached from a script; the call
+    /// became a script error).
+    pub boundary_panics: AtomicU64,
 }
 
 fn zeros(n: usize) -> Vec<AtomicU64> {
@@ -81,6 +84,7 @@ impl WorkerStats {
             timers_fired: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             reload_errors: AtomicU64::new(0),
+            boundary_panics: AtomicU64::new(0),
         }
     }
 }
@@ -192,6 +196,14 @@ pub const WORKER_TOTALS: &[WorkerTotal] = &[
         kind: "counter",
         help: "Scripts that failed to reload and kept their old version (per worker).",
         get: |w| &w.reload_errors,
+    },
+    WorkerTotal {
+        section: "scripts",
+        key: "internal_errors",
+        metric: "dragonfly_script_boundary_panics_total",
+        kind: "counter",
+        help: "Engine panics caught at the script boundary (each became a script error or a declined call).",
+        get: |w| &w.boundary_panics,
     },
 ];
 

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use rtrb::{Consumer, Producer};
 
 use super::{Backoff, InBatch, OutBatch};
-use crate::lua::worker::{ScriptSpec, WorkerCtx, ctx, open_all};
+use crate::lua::{ScriptSpec, WorkerCtx};
 use crate::metrics::Stats;
 
 /// Bytes of output records per batch before it is handed to the writer.
@@ -55,16 +55,17 @@ pub struct WorkerSpec {
     pub ordered: bool,
     pub redis: crate::lua::hiredis::RedisTarget,
     pub redis_timeouts: crate::lua::hiredis::RedisTimeouts,
+    /// Memory limit of each script state during script time (bytes).
+    pub memory_limit: usize,
     pub reload: Arc<Reload>,
 }
 
 /// Applies a published reload on this worker; worker 0 reports the outcome to `{log}`.
-fn apply_reload(spec: &WorkerSpec, generation: u64) -> (u64, u64) {
+fn apply_reload(c: &mut WorkerCtx, spec: &WorkerSpec, generation: u64) -> (u64, u64) {
     let sources = Arc::clone(&spec.reload.sources.lock().unwrap_or_else(|e| e.into_inner()));
-    let (done, errors) = crate::lua::worker::reload(&spec.filters, &spec.analyzers, &sources);
-    WorkerCtx::run_setup_calls();
+    let (done, errors) = c.reload(&spec.filters, &spec.analyzers, &sources);
+    c.run_setup_calls();
     if spec.index == 0 {
-        let c = ctx();
         for e in &errors {
             c.report("reload_error", &[], &format!("{e}; the previous version keeps running"));
         }
@@ -88,8 +89,7 @@ fn apply_reload(spec: &WorkerSpec, generation: u64) -> (u64, u64) {
     (done, errors.len() as u64)
 }
 
-fn send(io: &mut WorkerIo, slot: usize) {
-    let c = ctx();
+fn send(c: &mut WorkerCtx, io: &mut WorkerIo, slot: usize) {
     if c.outs[slot].recs.is_empty() {
         return;
     }
@@ -123,14 +123,13 @@ fn send(io: &mut WorkerIo, slot: usize) {
     }
 }
 
-fn send_all(io: &mut WorkerIo) {
-    for slot in 0..ctx().outs.len() {
-        send(io, slot);
+fn send_all(c: &mut WorkerCtx, io: &mut WorkerIo) {
+    for slot in 0..c.outs.len() {
+        send(c, io, slot);
     }
 }
 
-fn publish(stats: &Stats, index: usize, io: &WorkerIo) {
-    let c = ctx();
+fn publish(c: &mut WorkerCtx, stats: &Stats, index: usize, io: &WorkerIo) {
     let w = &stats.workers[index];
     let waiting: usize = io.inputs.iter().map(|(rx, _)| rx.slots()).sum();
     w.ring_batches.store(waiting as u64, Relaxed);
@@ -144,6 +143,7 @@ fn publish(stats: &Stats, index: usize, io: &WorkerIo) {
     w.events.store(c.counters.events, Relaxed);
     w.unknown_tags.store(c.counters.unknown_tags, Relaxed);
     w.encode_errors.store(c.counters.encode_errors, Relaxed);
+    w.boundary_panics.store(crate::lua::boundary::panics_caught(), Relaxed);
     w.redis_calls.store(c.redis.calls, Relaxed);
     w.redis_failures.store(c.redis.failures, Relaxed);
     w.redis_error_replies.store(c.redis.error_replies, Relaxed);
@@ -215,33 +215,33 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
     if let Some(cpu) = &spec.cpu {
         super::pin::pin_current(cpu);
     }
-    let boxed = WorkerCtx::install(
+    let mut c = WorkerCtx::new(
         spec.input_tags.clone(),
         spec.analyzer_tags.clone(),
         spec.output_tags.clone(),
         spec.ordered,
     );
-    let ctx_ref = ctx();
-    ctx_ref.redis.target = spec.redis.clone();
-    ctx_ref.redis.timeouts = spec.redis_timeouts;
+    c.redis.target = spec.redis.clone();
+    c.redis.timeouts = spec.redis_timeouts;
+    c.set_memory_limit(spec.memory_limit);
     if stats.histograms {
-        ctx_ref.lat = Some(Box::new(crate::lua::worker::WorkerLatency::new(
+        c.lat = Some(Box::new(crate::lua::WorkerLatency::new(
             spec.filters.len() + spec.analyzers.len(),
         )));
     }
-    let r = open_all(ctx_ref, &spec.filters, &spec.analyzers, true);
+    let r = c.open_all(&spec.filters, &spec.analyzers, true);
     let ok = r.is_ok();
     let _ = ready.send(r);
     if !ok {
         GATE.leave();
-        boxed.uninstall();
+        c.close();
         return;
     }
-    WorkerCtx::run_setup_calls();
+    c.run_setup_calls();
     // Records written by setup() go out at once.
-    send_all(&mut io);
+    send_all(&mut c, &mut io);
     // Events run together when an analyzer pipelines its Redis commands.
-    let window = ctx().max_pipeline();
+    let window = c.max_pipeline();
     let mut backoff = Backoff::default();
     let mut generation = spec.reload.generation.load(std::sync::atomic::Ordering::Acquire);
     let (mut reloads, mut reload_errors) = (0, 0);
@@ -250,61 +250,60 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
         let g = spec.reload.generation.load(std::sync::atomic::Ordering::Acquire);
         if g != generation {
             generation = g;
-            let (d, e) = apply_reload(&spec, g);
+            let (d, e) = apply_reload(&mut c, &spec, g);
             reloads += d;
             reload_errors += e;
             stats.workers[spec.index].reloads.store(reloads, Relaxed);
             stats.workers[spec.index].reload_errors.store(reload_errors, Relaxed);
-            let last = ctx().outs.len() - 1;
-            send(&mut io, last);
+            let last = c.outs.len() - 1;
+            send(&mut c, &mut io, last);
         }
         let mut got = false;
         for input in 0..io.inputs.len() {
             while let Ok(batch) = io.inputs[input].0.pop() {
                 got = true;
-                let o = &mut ctx().outs[input];
+                let o = &mut c.outs[input];
                 if o.read_ns == 0 || batch.read_ns < o.read_ns {
                     o.read_ns = batch.read_ns;
                 }
                 for evs in batch.events.chunks(window) {
-                    WorkerCtx::process_window(input as u32, &batch.data, evs);
+                    c.process_window(input as u32, &batch.data, evs);
                 }
                 let _ = io.inputs[input].1.push(batch);
-                let c = ctx();
                 c.tune_gc();
                 let o = &c.outs[input];
                 if o.data.len() >= OUT_BATCH_BYTES || o.recs.len() >= OUT_BATCH_RECS {
-                    send(&mut io, input);
+                    send(&mut c, &mut io, input);
                 }
                 let last = c.outs.len() - 1;
                 if !c.outs[last].recs.is_empty() {
-                    send(&mut io, last);
+                    send(&mut c, &mut io, last);
                 }
-                publish(&stats, spec.index, &io);
+                publish(&mut c, &stats, spec.index, &io);
             }
         }
-        if ctx().timers_pending > 0 {
-            WorkerCtx::run_timers();
-            let last = ctx().outs.len() - 1;
-            send(&mut io, last);
+        if c.timers_pending > 0 {
+            c.run_timers();
+            let last = c.outs.len() - 1;
+            send(&mut c, &mut io, last);
         }
         if got {
             backoff.reset();
             continue;
         }
         // Idle: hand out what is pending so that low rates still see their results promptly.
-        send_all(&mut io);
-        publish(&stats, spec.index, &io);
+        send_all(&mut c, &mut io);
+        publish(&mut c, &stats, spec.index, &io);
         if io.inputs.iter().all(|(rx, _)| rx.is_abandoned() && rx.is_empty()) {
             break;
         }
         backoff.wait();
     }
-    send_all(&mut io);
-    publish(&stats, spec.index, &io);
+    send_all(&mut c, &mut io);
+    publish(&mut c, &stats, spec.index, &io);
     GATE.leave();
-    if let Some(l) = ctx().lat.as_mut() {
+    if let Some(l) = c.lat.as_mut() {
         l.merge_into(&stats);
     }
-    boxed.uninstall();
+    c.close();
 }

@@ -1,0 +1,305 @@
+//! The door between Lua and Rust: every C function and every FFI function the scripts reach
+//! runs its body through [`c_entry`] or [`ffi_entry`], which catch panics, and Lua errors are
+//! raised in one place ([`c_entry`], after the body and everything it owned are dropped).
+//! Also the per-state memory limit's switch (script time vs engine time) and the one helper
+//! that reads string arguments.
+
+use std::cell::Cell;
+use std::ffi::c_int;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use mlua::ffi::{self, lua_State};
+
+use super::ffi_util::push_bytes;
+
+/// A Lua error a C function asks for: its message (raised by [`c_entry`] once the body has
+/// returned and dropped its values).
+#[derive(Debug)]
+pub struct LuaFail(pub String);
+
+impl From<String> for LuaFail {
+    fn from(s: String) -> Self {
+        LuaFail(s)
+    }
+}
+
+impl From<&str> for LuaFail {
+    fn from(s: &str) -> Self {
+        LuaFail(s.to_string())
+    }
+}
+
+/// What a C function's body returns: how many values it pushed, or the error to raise.
+pub type LuaResult = Result<c_int, LuaFail>;
+
+/// What a body returns to make [`c_entry`] yield the running coroutine (with no values),
+/// which happens after the body has returned: LuaJIT may raise "attempt to yield across a
+/// C-call boundary" there, which must not cross `catch_unwind`.
+pub const YIELD: c_int = c_int::MIN;
+
+thread_local! {
+    /// Whether the code running now is a script's (its state's memory limit applies) rather
+    /// than the engine's (whose allocations must not fail: a Lua error raised there would
+    /// unwind through Rust frames that catch panics).
+    static SCRIPT_TIME: Cell<bool> = const { Cell::new(false) };
+    /// Panics caught at the boundary on this thread (added to the worker's counters).
+    static PANICS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Whether script memory limits apply to allocations now.
+#[inline]
+pub fn script_time() -> bool {
+    SCRIPT_TIME.with(|s| s.get())
+}
+
+/// Panics caught at the boundary on this thread so far.
+pub fn panics_caught() -> u64 {
+    PANICS.with(|p| p.get())
+}
+
+/// Marks a stretch of script time (or engine time) and restores the previous mark on drop.
+pub struct TimeMark {
+    prev: bool,
+}
+
+impl TimeMark {
+    /// Script code runs until the mark drops: its allocations count against its limit.
+    #[inline]
+    pub fn script() -> TimeMark {
+        TimeMark {
+            prev: SCRIPT_TIME.with(|s| s.replace(true)),
+        }
+    }
+
+    /// Engine code runs until the mark drops: allocations do not fail on the limit.
+    #[inline]
+    pub fn engine() -> TimeMark {
+        TimeMark {
+            prev: SCRIPT_TIME.with(|s| s.replace(false)),
+        }
+    }
+}
+
+impl Drop for TimeMark {
+    #[inline]
+    fn drop(&mut self) {
+        SCRIPT_TIME.with(|s| s.set(self.prev));
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+/// Runs the body of a C function called by Lua (`lua_CFunction`). A body never raises a Lua
+/// error itself: it returns `Err`, and the error is raised here once the body's values are
+/// dropped. A panic in the body is caught, counted and raised as a Lua error naming `name`.
+///
+/// The body runs in engine time (allocations do not fail on the script's memory limit), and
+/// it must not run Lua code or call a Lua API function that can raise (metamethods, the
+/// `luaL_check*` family): such an error would unwind through `catch_unwind`, which aborts on
+/// foreign exceptions. What remains able to raise is a real out-of-memory of the process.
+///
+/// # Safety
+///
+/// `l` is the live state that called the C function, on this thread.
+#[inline]
+pub unsafe fn c_entry(l: *mut lua_State, name: &str, body: impl FnOnce(*mut lua_State) -> LuaResult) -> c_int {
+    let r = {
+        let _engine = TimeMark::engine();
+        catch_unwind(AssertUnwindSafe(|| body(l)))
+    };
+    let msg = match r {
+        // SAFETY: `l` is the running state; nothing of the body is alive any more.
+        Ok(Ok(YIELD)) => return unsafe { ffi::lua_yield(l, 0) },
+        Ok(Ok(n)) => return n,
+        Ok(Err(LuaFail(msg))) => msg,
+        Err(p) => {
+            PANICS.with(|c| c.set(c.get() + 1));
+            format!(
+                "{name}: internal error ({}); the call was abandoned, the engine goes on",
+                panic_text(&*p)
+            )
+        }
+    };
+    // SAFETY: nothing of the body is alive any more; `raise` owns the message.
+    unsafe { raise(l, msg) }
+}
+
+/// Runs the body of a function called through LuaJIT's FFI from compiled code. These never
+/// touch the Lua API (an FFI call may not raise a Lua error); a panic is caught and counted
+/// and `on_panic` returned, which the Lua side turns into an error.
+#[inline]
+pub fn ffi_entry<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(v) => v,
+        Err(p) => {
+            PANICS.with(|c| c.set(c.get() + 1));
+            eprintln!(
+                "dragonfly-mle: internal error in an FFI call ({}); the call was declined",
+                panic_text(&*p)
+            );
+            on_panic
+        }
+    }
+}
+
+/// The one way the engine raises a Lua error: the message is copied into Lua and dropped
+/// before `lua_error` unwinds, so no Rust value is skipped.
+///
+/// # Safety
+///
+/// `l` is a live state of this thread running a C function called by Lua; the caller's frame
+/// holds nothing with a destructor (the message is moved in here).
+pub unsafe fn raise(l: *mut lua_State, msg: String) -> ! {
+    // SAFETY: see the contract.
+    unsafe {
+        push_bytes(l, msg.as_bytes());
+        drop(msg);
+        ffi::lua_error(l)
+    }
+}
+
+/// How a string argument may be given.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Coerce {
+    /// Only a Lua string.
+    Str,
+    /// A string, or a number (converted as `tostring` writes it, as `luaL_checkstring`).
+    StrOrNum,
+}
+
+/// Argument `idx` of the C function `fname` as bytes, or the error naming both.
+///
+/// # Safety
+///
+/// `l` is the running state and `idx` an argument index; the bytes live while the argument
+/// stays on the stack.
+pub unsafe fn arg_bytes<'a>(l: *mut lua_State, fname: &str, idx: c_int, how: Coerce) -> Result<&'a [u8], LuaFail> {
+    // SAFETY: see the contract.
+    unsafe {
+        let ok = match ffi::lua_type(l, idx) {
+            ffi::LUA_TSTRING => true,
+            ffi::LUA_TNUMBER => how == Coerce::StrOrNum,
+            _ => false,
+        };
+        match ok.then(|| super::ffi_util::to_bytes(l, idx)).flatten() {
+            Some(b) => Ok(b),
+            None => Err(LuaFail(format!("{fname}: bad argument #{idx} (string expected)"))),
+        }
+    }
+}
+
+/// Requires exactly `n` arguments.
+///
+/// # Safety
+///
+/// `l` is the running state.
+pub unsafe fn arg_count(l: *mut lua_State, fname: &str, n: c_int) -> Result<(), LuaFail> {
+    // SAFETY: see the contract.
+    if unsafe { ffi::lua_gettop(l) } != n {
+        return Err(LuaFail(format!(
+            "{fname}: expecting exactly {n} argument{}",
+            if n == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    unsafe extern "C-unwind" fn panics(l: *mut lua_State) -> c_int {
+        // SAFETY: called by Lua.
+        unsafe { c_entry(l, "panics", |_| panic!("a broken invariant")) }
+    }
+
+    unsafe extern "C-unwind" fn fails(l: *mut lua_State) -> c_int {
+        // SAFETY: called by Lua.
+        unsafe {
+            c_entry(l, "fails", |l| {
+                let s = arg_bytes(l, "fails", 1, Coerce::Str)?;
+                Err(LuaFail(format!("got {}", String::from_utf8_lossy(s))))
+            })
+        }
+    }
+
+    /// Runs `chunk` calling the C function as `f`; returns (status, message or result).
+    fn call(f: ffi::lua_CFunction, chunk: &[u8]) -> (c_int, String) {
+        let (l, _mem) = super::super::ffi_util::new_state(usize::MAX).expect("a state");
+        // SAFETY: a fresh state used only here and closed at the end.
+        unsafe {
+            ffi::luaL_openlibs(l);
+            ffi::lua_pushcclosure(l, f, 0);
+            ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"f".as_ptr());
+            assert_eq!(
+                ffi::luaL_loadbuffer(l, chunk.as_ptr().cast(), chunk.len(), c"t".as_ptr()),
+                0
+            );
+            let status = ffi::lua_pcall(l, 0, 1, 0);
+            let msg = super::super::ffi_util::to_bytes(l, -1)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            ffi::lua_close(l);
+            (status, msg)
+        }
+    }
+
+    /// A panic in a C function's body is a Lua error naming the function; the caller's
+    /// `pcall` gets it, the process goes on, and it is counted.
+    #[test]
+    fn a_panic_in_a_c_function_is_a_lua_error() {
+        let before = panics_caught();
+        let (status, msg) = call(panics, b"return f()");
+        assert_ne!(status, 0);
+        assert!(msg.contains("panics: internal error (a broken invariant)"), "{msg}");
+        assert_eq!(panics_caught(), before + 1);
+        // Inside the script's own pcall, the script goes on.
+        let (status, msg) = call(panics, b"local ok, e = pcall(f) return tostring(ok) .. ' ' .. e");
+        assert_eq!(status, 0);
+        assert!(msg.starts_with("false panics: internal error"), "{msg}");
+    }
+
+    /// An error a body returns is raised with its message, after the body's values are gone.
+    #[test]
+    fn a_returned_error_is_raised() {
+        let (status, msg) = call(fails, b"return f('x')");
+        assert_ne!(status, 0);
+        assert_eq!(msg, "got x");
+        let (_, msg) = call(fails, b"return f(1)");
+        assert_eq!(msg, "fails: bad argument #1 (string expected)");
+    }
+
+    /// An FFI body's panic gives the caller's answer for it.
+    #[test]
+    fn a_panic_in_an_ffi_function_is_declined() {
+        let before = panics_caught();
+        assert_eq!(ffi_entry(7, || -> i32 { panic!("boom") }), 7);
+        assert_eq!(ffi_entry(7, || 1), 1);
+        assert_eq!(panics_caught(), before + 1);
+    }
+
+    /// Script time applies the memory limit; engine time inside it lifts it, and the marks
+    /// restore what was there.
+    #[test]
+    fn time_marks_nest() {
+        assert!(!script_time());
+        {
+            let _s = TimeMark::script();
+            assert!(script_time());
+            {
+                let _e = TimeMark::engine();
+                assert!(!script_time());
+            }
+            assert!(script_time());
+        }
+        assert!(!script_time());
+    }
+}

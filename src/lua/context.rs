@@ -1,0 +1,390 @@
+//! The worker context: what the engine keeps per worker for its scripts (their states, output
+//! batches, the pipelining window, the member cache, Redis connections, timers, counters), and
+//! the one way code called by Lua reaches it.
+//!
+//! The worker loop owns its `WorkerCtx` and passes `&mut WorkerCtx` explicitly. C functions
+//! and FFI functions called by scripts cannot be handed a reference, so whenever the worker
+//! runs Lua it *lends* the context ([`WorkerCtx::lend`]): a guard puts a pointer to it in a
+//! thread-local for the duration of the call and restores the previous value on drop (as
+//! tokio's runtime context does). Code called by Lua reaches the context only through
+//! [`with_ctx`], which takes the pointer out of the thread-local for the closure's duration:
+//! a nested `with_ctx` (say, from a finalizer that an allocation inside the closure ran) finds
+//! none and panics, which the boundary turns into a script error, never a second `&mut`. A
+//! closure given to `with_ctx` must not run Lua code; code that must, lends the context again.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::ffi::c_int;
+
+use super::json::Encoder;
+use super::member_cache::MemberCache;
+use super::script::{Role, Script};
+use super::window::WinEvent;
+use crate::event::EventMeta;
+use crate::shard::{NO_INPUT, OutBatch};
+
+/// Counters of one worker, published to the engine after each batch.
+#[derive(Default, Clone, Debug)]
+pub struct WorkerCounters {
+    pub events: u64,
+    pub unknown_tags: u64,
+    pub encode_errors: u64,
+    pub hop_limit: u64,
+}
+
+/// Everything the `dragonfly` functions need on a worker.
+pub struct WorkerCtx {
+    pub filters: Vec<Script>,
+    pub analyzers: Vec<Script>,
+    pub input_tags: Vec<String>,
+    pub(super) analyzer_tags: Vec<String>,
+    /// User output tags; output index = position + 2.
+    pub(super) output_tags: Vec<String>,
+    /// Analyzer calls queued by `analyze_event` from `setup()` or a timer, outside any event:
+    /// (analyzer, registry ref in its state). Calls made during an event queue on its window
+    /// entry.
+    pub(super) queue: VecDeque<(u32, c_int)>,
+    pub cache: MemberCache,
+    pub scratch: Vec<u8>,
+    /// Unescaped string values handed to the FFI field lookup.
+    pub value_scratch: Vec<u8>,
+    pub enc: Encoder,
+    /// Output batches under construction, one per input, plus one for records written
+    /// outside any event (last).
+    pub outs: Vec<OutBatch>,
+    pub counters: WorkerCounters,
+    /// Redis connections of this worker's scripts.
+    pub redis: super::hiredis::RedisState,
+    /// Events in flight together when some analyzer pipelines (see `process_window`).
+    pub(super) window: Vec<WinEvent>,
+    /// The lowest window event not finished yet.
+    pub(super) first_open: usize,
+    /// The window event being run, if any: its records and analyzer calls go to it.
+    pub cur_win: Option<usize>,
+    /// The coroutine of the window event whose pipelined call is running (null otherwise):
+    /// only a Redis command issued on exactly this thread is queued; any other runs at once.
+    pub(super) cur_co: *mut mlua::ffi::lua_State,
+    /// Whether events end with an END_OF_EVENT record (some output is ordered).
+    pub ordered: bool,
+    pub(super) cur_input: u32,
+    pub(super) cur: EventMeta,
+    /// Id and start offset of the current event's root table.
+    pub(super) cur_root: (f64, usize),
+    pub(super) next_id: f64,
+    pub(super) reported: Vec<String>,
+    /// Where the current script call comes from (for error reports).
+    pub cur_script: (Role, u32),
+    /// Latency recording of this worker, when histograms are on.
+    pub lat: Option<Box<WorkerLatency>>,
+    /// Per analyzer: its pending timer (due time in `mono_ns`, registry reference of the
+    /// value in the analyzer's state).
+    pub timers: Vec<Option<(u64, c_int)>>,
+    pub timers_pending: u64,
+    pub timers_fired: u64,
+    /// Memory limit of each script state during script time (bytes).
+    pub(super) memory_limit: usize,
+    /// The last ticket given to a pipelined command (each command gets the next).
+    pub(super) next_ticket: u64,
+    /// The ticket of the command the running coroutine queued before asking to yield (0:
+    /// none); the window driver moves it to the suspended event.
+    pub(super) yield_ticket: u64,
+}
+
+/// A worker's own latency histograms, merged into the shared ones about once a second.
+pub struct WorkerLatency {
+    /// `loop()` time: one per filter, then one per analyzer.
+    pub scripts: Vec<crate::metrics::latency::LocalHist>,
+    /// Per script, its last measured `loop()` time (ns), which its untimed calls count with.
+    pub last: Vec<u64>,
+    pub redis: crate::metrics::latency::LocalHist,
+    pub last_merge: std::time::Instant,
+}
+
+impl WorkerLatency {
+    pub fn new(scripts: usize) -> Self {
+        use crate::metrics::latency::LocalHist;
+        WorkerLatency {
+            scripts: (0..scripts).map(|_| LocalHist::default()).collect(),
+            last: vec![0; scripts],
+            redis: LocalHist::default(),
+            last_merge: std::time::Instant::now(),
+        }
+    }
+
+    /// Moves the recordings into the shared histograms.
+    pub fn merge_into(&mut self, stats: &crate::metrics::Stats) {
+        for (shared, local) in stats.script_latency.iter().zip(&mut self.scripts) {
+            shared.absorb(local);
+        }
+        stats.redis_latency.absorb(&mut self.redis);
+        self.last_merge = std::time::Instant::now();
+    }
+}
+
+/// Every call of a script is timed up to this many calls; after that one call in
+/// [`LAT_SAMPLE_EVERY`] (reading the clock twice per call was 4% of a pass-through event).
+const LAT_TIME_ALL: u64 = 64;
+const LAT_SAMPLE_EVERY: u64 = 8;
+
+/// Value of [`WorkerCtx::lat_start_call`] for a call that is counted but not timed.
+const LAT_UNTIMED: u64 = u64::MAX;
+
+/// Default memory limit of a script state (`script_memory_mb` in config.lua).
+pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
+
+thread_local! {
+    static CURRENT: Cell<*mut WorkerCtx> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// Runs `f` with the worker context lent to the Lua code running now.
+///
+/// Panics when no context is lent on this thread, or when it is already taken by an
+/// enclosing `with_ctx` (re-entry): callers are C and FFI functions, whose boundary catches
+/// the panic.
+pub fn with_ctx<R>(f: impl FnOnce(&mut WorkerCtx) -> R) -> R {
+    let p = CURRENT.with(|c| c.replace(std::ptr::null_mut()));
+    assert!(
+        !p.is_null(),
+        "the worker context is not available here (no worker lent it, or it is in use by an enclosing call)"
+    );
+    let _back = Restore(p);
+    // SAFETY: `p` was set by `lend` from a `&mut WorkerCtx` that is not used until the lend
+    // ends (the lending code is inside the call that reached us), and it was taken out of the
+    // thread-local above, so this is the only reference made from it until `_back` puts it
+    // back.
+    f(unsafe { &mut *p })
+}
+
+/// As [`with_ctx`], or `None` without calling `f` when no context is available (for
+/// finalizers, which may run when no worker lends one).
+pub fn try_with_ctx<R>(f: impl FnOnce(&mut WorkerCtx) -> R) -> Option<R> {
+    if CURRENT.with(|c| c.get().is_null()) {
+        return None;
+    }
+    Some(with_ctx(f))
+}
+
+/// Puts a pointer back into the thread-local when dropped.
+struct Restore(*mut WorkerCtx);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.0));
+    }
+}
+
+impl WorkerCtx {
+    /// A context for the given tags (not lent to anything yet).
+    pub fn new(
+        input_tags: Vec<String>,
+        analyzer_tags: Vec<String>,
+        output_tags: Vec<String>,
+        ordered: bool,
+    ) -> Box<WorkerCtx> {
+        let n_inputs = input_tags.len();
+        Box::new(WorkerCtx {
+            filters: Vec::new(),
+            analyzers: Vec::new(),
+            input_tags,
+            analyzer_tags,
+            output_tags,
+            queue: VecDeque::with_capacity(64),
+            cache: MemberCache::default(),
+            scratch: Vec::with_capacity(256),
+            value_scratch: Vec::with_capacity(256),
+            enc: Encoder::default(),
+            outs: (0..=n_inputs)
+                .map(|i| OutBatch {
+                    input: if i == n_inputs { NO_INPUT } else { i as u32 },
+                    ..Default::default()
+                })
+                .collect(),
+            counters: WorkerCounters::default(),
+            window: Vec::new(),
+            first_open: 0,
+            cur_win: None,
+            cur_co: std::ptr::null_mut(),
+            redis: super::hiredis::RedisState::new(
+                super::hiredis::RedisTarget::Tcp("127.0.0.1".into(), 6379),
+                Default::default(),
+            ),
+            ordered,
+            cur_input: NO_INPUT,
+            cur: EventMeta::default(),
+            cur_root: (0.0, 0),
+            next_id: 1.0,
+            reported: Vec::new(),
+            cur_script: (Role::Filter, 0),
+            lat: None,
+            timers: Vec::new(),
+            timers_pending: 0,
+            timers_fired: 0,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+            next_ticket: 0,
+            yield_ticket: 0,
+        })
+    }
+
+    /// Sets the memory limit of script states opened from now on (bytes).
+    pub fn set_memory_limit(&mut self, bytes: usize) {
+        self.memory_limit = bytes;
+    }
+
+    /// Lends the context to the Lua code `f` runs: C functions reach it through
+    /// [`with_ctx`] until `f` returns (the guard restores the previous lender, also when `f`
+    /// unwinds).
+    pub fn lend<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let _back = Restore(CURRENT.with(|c| c.replace(self as *mut WorkerCtx)));
+        f()
+    }
+
+    /// Lends the context to script code: as [`WorkerCtx::lend`], and the scripts' memory
+    /// limits apply while `f` runs.
+    pub fn run_script<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        self.lend(|| {
+            let _script = super::boundary::TimeMark::script();
+            f()
+        })
+    }
+
+    pub fn analyzer_index(&self, tag: &[u8]) -> Option<u32> {
+        self.analyzer_tags
+            .iter()
+            .position(|t| t.as_bytes().eq_ignore_ascii_case(tag))
+            .map(|i| i as u32)
+    }
+
+    pub fn output_index(&self, tag: &[u8]) -> Option<u32> {
+        self.output_tags
+            .iter()
+            .position(|t| t.as_bytes().eq_ignore_ascii_case(tag))
+            .map(|i| i as u32 + 2)
+    }
+
+    /// The state of script `(role, i)`.
+    pub(super) fn state(&self, role: Role, i: u32) -> *mut mlua::ffi::lua_State {
+        match role {
+            Role::Filter => self.filters[i as usize].l,
+            Role::Analyzer => self.analyzers[i as usize].l,
+        }
+    }
+
+    pub(super) fn script_mut(&mut self, role: Role, i: u32) -> Option<&mut Script> {
+        match role {
+            Role::Filter => self.filters.get_mut(i as usize),
+            Role::Analyzer => self.analyzers.get_mut(i as usize),
+        }
+    }
+
+    /// The time now for a latency measurement (0 when histograms are off).
+    #[inline]
+    pub fn lat_start(&self) -> u64 {
+        if self.lat.is_some() {
+            crate::metrics::latency::mono_ns()
+        } else {
+            0
+        }
+    }
+
+    /// Starts timing the `calls`-th call of a script: 0 when histograms are off,
+    /// [`LAT_UNTIMED`] when this call is not sampled.
+    #[inline]
+    pub(super) fn lat_start_call(&self, calls: u64) -> u64 {
+        if self.lat.is_none() {
+            return 0;
+        }
+        if calls <= LAT_TIME_ALL || calls.is_multiple_of(LAT_SAMPLE_EVERY) {
+            crate::metrics::latency::mono_ns()
+        } else {
+            LAT_UNTIMED
+        }
+    }
+
+    /// Records the time of a script call started at `t0` (see [`WorkerCtx::lat_start_call`]).
+    /// A call that was not timed counts with the script's last measured time, so the
+    /// histogram's count is the number of calls and its distribution that of the sampled
+    /// calls.
+    #[inline]
+    pub(super) fn lat_end(&mut self, role: Role, i: u32, t0: u64) {
+        if t0 == 0 {
+            return;
+        }
+        let k = match role {
+            Role::Filter => i as usize,
+            Role::Analyzer => self.filters.len() + i as usize,
+        };
+        if let Some(l) = self.lat.as_mut()
+            && let Some(h) = l.scripts.get_mut(k)
+        {
+            let ns = if t0 == LAT_UNTIMED {
+                l.last.get(k).copied().unwrap_or(0)
+            } else {
+                let ns = crate::metrics::latency::mono_ns() - t0;
+                if let Some(last) = l.last.get_mut(k) {
+                    *last = ns;
+                }
+                ns
+            };
+            h.record(ns);
+        }
+    }
+
+    /// Records one Redis round trip started at `t0` (0: histograms off), `n` commands.
+    pub(super) fn record_redis(&mut self, t0: u64, n: u64) {
+        if t0 != 0
+            && let Some(l) = self.lat.as_mut()
+        {
+            l.redis.record_n(crate::metrics::latency::mono_ns() - t0, n);
+        }
+    }
+
+    /// Retunes the GC of every script state (see `script::tune_gc`); called once per batch.
+    pub fn tune_gc(&self) {
+        for s in self.filters.iter().chain(&self.analyzers) {
+            super::script::tune_gc(s.l);
+        }
+    }
+
+    /// Closes every script state, with the context lent (their finalizers may call the
+    /// `dragonfly` functions).
+    pub fn close(mut self: Box<Self>) {
+        let scripts: Vec<Script> = self.filters.drain(..).chain(self.analyzers.drain(..)).collect();
+        self.lend(move || drop(scripts));
+    }
+}
+
+impl Drop for WorkerCtx {
+    fn drop(&mut self) {
+        let scripts: Vec<Script> = self.filters.drain(..).chain(self.analyzers.drain(..)).collect();
+        if !scripts.is_empty() {
+            self.lend(move || drop(scripts));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The context is reachable only while lent, once at a time, and a nested lend (code
+    /// called by Lua that runs Lua again) makes it reachable again inside.
+    #[test]
+    fn the_context_is_lent_once_at_a_time() {
+        let mut c = WorkerCtx::new(vec!["in".into()], vec![], vec!["out".into()], false);
+        assert!(try_with_ctx(|_| ()).is_none(), "not lent yet");
+        c.lend(|| {
+            with_ctx(|c| {
+                c.counters.events += 1;
+                // Re-entry finds nothing (a finalizer running inside would panic, caught at
+                // its boundary).
+                assert!(try_with_ctx(|_| ()).is_none());
+                let nested = std::panic::catch_unwind(|| with_ctx(|_| ()));
+                assert!(nested.is_err());
+                c.lend(|| with_ctx(|c| c.counters.events += 10));
+            });
+            with_ctx(|c| c.counters.events += 100);
+        });
+        assert!(try_with_ctx(|_| ()).is_none(), "the guard restored the thread-local");
+        assert_eq!(c.counters.events, 111);
+    }
+}

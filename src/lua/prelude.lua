@@ -1,0 +1,231 @@
+-- prelude.lua: runs in every script state before the script, with the engine's functions and
+-- constants in a table (script.rs, `run_prelude`). It makes event tables behave as tables
+-- (field access in Lua, the lookup called through LuaJIT's FFI so that reads compile into
+-- the script's traces), puts FFI fast paths in front of output_event/analyze_event, and
+-- closes what would let a script reach memory the engine owns (ffi, the raw debug library,
+-- bytecode loading) or stop the process (os.exit).
+local E = ...
+local mt, LINE_MT, VIEW = E.mt, E.line_mt, E.view
+local LINE, SPAN, SEAL, SET, CACHE, ORDER = E.LINE, E.SPAN, E.SEAL, E.SET, E.CACHE, E.ORDER
+local F_ABSENT, F_STRING, F_NUMBER, F_TRUE, F_FALSE, F_NULL, F_TAMPERED =
+   E.F_ABSENT, E.F_STRING, E.F_NUMBER, E.F_TRUE, E.F_FALSE, E.F_NULL, E.F_TAMPERED
+local ADDED_NONE, ADDED_NUMBER, ADDED_STRING, ADDED_TRUE, ADDED_FALSE =
+   E.ADDED_NONE, E.ADDED_NUMBER, E.ADDED_STRING, E.ADDED_TRUE, E.ADDED_FALSE
+local DONE, DECLINED = E.DONE, E.DECLINED
+local TAMPERED_MSG = E.TAMPERED_MSG
+local is_proxy, next_proxy, slow_index = E.is_proxy, E.next_proxy, E.slow_index
+local lnull = E.null
+
+local rawnext, rawpairs, rawget, rawset, type, error, select, getmetatable =
+   next, pairs, rawget, rawset, type, error, select, getmetatable
+
+-- Event tables are filled lazily: pairs/next walk their original members, then added ones.
+function next(t, k)
+   if is_proxy(t) then return next_proxy(t, k) end
+   return rawnext(t, k)
+end
+function pairs(t)
+   if is_proxy(t) then return next_proxy, t, nil end
+   return rawpairs(t)
+end
+
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { int32_t kind; int32_t len; double num; const char *ptr; } df_field_out;
+]]
+local find = ffi.cast("int32_t (*)(const void *, double, double, const char *, size_t, df_field_out *)", E.find)
+local out = ffi.new("df_field_out")
+local ffistring = ffi.string
+local TOMB = mt
+-- Presized tables: a first write then costs no rehash.
+local tnew = require("table.new")
+
+local function tampered(level)
+   error(TAMPERED_MSG, level + 1)
+end
+
+-- The line block of an event table, checked: only the engine makes userdata with LINE_MT.
+local function block_of(t)
+   local line = rawget(t, LINE)
+   if type(line) ~= "userdata" or getmetatable(line) ~= LINE_MT then return nil end
+   return line
+end
+
+mt.__index = function(t, k)
+   local set = rawget(t, SET)
+   if set ~= nil then
+      if type(set) ~= "table" then tampered(2) end
+      local v = rawget(set, k)
+      if v ~= nil then
+         if v == TOMB then return nil end
+         return v
+      end
+   end
+   local cache = rawget(t, CACHE)
+   if cache ~= nil then
+      if type(cache) ~= "table" then tampered(2) end
+      local v = rawget(cache, k)
+      if v ~= nil then return v end
+   end
+   if type(k) ~= "string" then return nil end
+   local line = block_of(t)
+   local span, seal = rawget(t, SPAN) or 0, rawget(t, SEAL)
+   if line == nil or type(span) ~= "number" or type(seal) ~= "number" then tampered(2) end
+   local kind = find(line, span, seal, k, #k, out)
+   if kind == F_STRING then return ffistring(out.ptr, out.len) end
+   if kind == F_NUMBER then return out.num end
+   if kind == F_ABSENT then return nil end
+   if kind == F_TRUE then return true end
+   if kind == F_FALSE then return false end
+   if kind == F_NULL then return lnull end
+   if kind == F_TAMPERED then tampered(2) end
+   return slow_index(t, k)
+end
+
+mt.__newindex = function(t, k, v)
+   if k == nil then error("table index is nil", 2) end
+   if k ~= k then error("table index is NaN", 2) end
+   if type(k) == "number" and k < 0 and k >= ORDER then tampered(2) end
+   local set = rawget(t, SET)
+   if set == nil then
+      -- The first written key needs no order list: it is the write table's only key.
+      set = tnew(0, 2)
+      rawset(t, SET, set)
+   elseif type(set) ~= "table" then
+      tampered(2)
+   elseif rawget(set, k) == nil then
+      local order = rawget(t, ORDER)
+      if order == nil then
+         order = tnew(4, 0)
+         order[1] = rawnext(set)
+         rawset(t, ORDER, order)
+      elseif type(order) ~= "table" then
+         tampered(2)
+      end
+      order[#order + 1] = k
+   end
+   if v == nil then v = TOMB end
+   rawset(set, k, v)
+end
+
+-- getmetatable(event) gives VIEW, not the metatable (which is also the deletion marker), and
+-- setmetatable(event, ...) raises: the metatable is protected.
+mt.__metatable = VIEW
+
+-- output_event (and forward_event) and analyze_event of the common cases through the FFI, so
+-- that a compiled trace does not leave for the C API: an event table unchanged or with one
+-- member added (a scalar), and the current event passed on unchanged. Everything else, and
+-- every case the FFI side declines, goes to the C functions (which check the table and report
+-- what is wrong with it).
+local emit = ffi.cast("int32_t (*)(const char *, size_t, const void *, double, double, const char *, size_t, int32_t, double, const char *, size_t)", E.emit)
+local queue = ffi.cast("int32_t (*)(const char *, size_t, const void *, double)", E.queue)
+local d = dragonfly
+local c_output, c_analyze = d.output_event, d.analyze_event
+
+local function output_event(...)
+   if select('#', ...) == 2 then
+      local tag, msg = ...
+      if type(tag) == "string" and getmetatable(msg) == VIEW and rawget(msg, CACHE) == nil
+         and rawget(msg, ORDER) == nil then
+         local line, seal = block_of(msg), rawget(msg, SEAL)
+         if line ~= nil and type(seal) == "number" then
+            local span = rawget(msg, SPAN) or 0
+            local set = rawget(msg, SET)
+            if type(span) ~= "number" then
+            elseif set == nil then
+               if emit(tag, #tag, line, span, seal, nil, 0, ADDED_NONE, 0, nil, 0) == DONE then return end
+            elseif type(set) == "table" then
+               local k, v = rawnext(set)
+               if type(k) == "string" and rawnext(set, k) == nil then
+                  local tv = type(v)
+                  local r
+                  if tv == "number" then
+                     r = emit(tag, #tag, line, span, seal, k, #k, ADDED_NUMBER, v, nil, 0)
+                  elseif tv == "string" then
+                     r = emit(tag, #tag, line, span, seal, k, #k, ADDED_STRING, 0, v, #v)
+                  elseif tv == "boolean" then
+                     r = emit(tag, #tag, line, span, seal, k, #k, v and ADDED_TRUE or ADDED_FALSE, 0, nil, 0)
+                  end
+                  if r == DONE then return end
+               end
+            end
+         end
+      end
+   end
+   return c_output(...)
+end
+d.output_event = output_event
+d.forward_event = output_event
+
+d.analyze_event = function(...)
+   if select('#', ...) == 2 then
+      local tag, msg = ...
+      if type(tag) == "string" and getmetatable(msg) == VIEW and rawget(msg, SPAN) == nil
+         and rawget(msg, SET) == nil and rawget(msg, CACHE) == nil then
+         local line, seal = block_of(msg), rawget(msg, SEAL)
+         if line ~= nil and type(seal) == "number" and queue(tag, #tag, line, seal) == DONE then return end
+      end
+   end
+   return c_analyze(...)
+end
+
+-- hiredis commands tell the C side whether the caller can yield: a command of a pipelined
+-- analyzer is queued (and its coroutine suspended) only where it can.
+local conn_methods, isyieldable = E.conn_methods, coroutine.isyieldable
+local c_command, c_command_line = conn_methods.command, conn_methods.command_line
+conn_methods.command = function(c, ...) return c_command(c, isyieldable(), ...) end
+conn_methods.command_line = function(c, ...) return c_command_line(c, isyieldable(), ...) end
+
+-- What scripts may not reach. The FFI and the raw debug library read and write any memory
+-- of the process; bytecode loaded by load/loadstring/loadfile/dofile/require can too (LuaJIT
+-- does not verify bytecode); os.exit ends the engine. The modules above took what they need.
+local preload, loaded = package.preload, package.loaded
+preload.ffi, loaded.ffi = nil, nil
+preload["jit.util"], loaded["jit.util"] = nil, nil
+preload["jit.profile"], loaded["jit.profile"] = nil, nil
+local function unavailable(name, why)
+   return function() error(name .. " is not available to scripts (" .. why .. ")", 2) end
+end
+local dbg = debug
+local safe_debug = { traceback = dbg.traceback, getinfo = dbg.getinfo }
+debug = safe_debug
+loaded.debug = safe_debug
+local raw_require = require
+function require(name)
+   if name == "ffi" or name == "jit.util" or name == "jit.profile" then
+      error("module '" .. tostring(name) .. "' is not available to scripts (it can read and write any memory of the engine)", 2)
+   end
+   return raw_require(name)
+end
+local raw_load, raw_loadfile = load, loadfile
+-- Text chunks only: mode "t" whatever the caller asks.
+function load(chunk, name, _, env) return raw_load(chunk, name, "t", env) end
+function loadstring(s, name) return raw_load(s, name, "t") end
+function loadfile(path, _, env) return raw_loadfile(path, "t", env) end
+function dofile(path)
+   local f, err = raw_loadfile(path, "t")
+   if f == nil then error(err, 2) end
+   return f()
+end
+-- require's Lua-file searcher, text only (the C searchers load native modules: the
+-- operator's code, outside the scripts' sandbox).
+local loaders = package.loaders
+if loaders ~= nil and package.searchpath ~= nil then
+   loaders[2] = function(name)
+      local path, err = package.searchpath(name, package.path)
+      if path == nil then return err end
+      local f, lerr = raw_loadfile(path, "t")
+      if f == nil then error("error loading module '" .. name .. "' from file '" .. path .. "':\n\t" .. lerr, 3) end
+      return f
+   end
+end
+os.exit = unavailable("os.exit", "a script cannot stop the engine")
+-- Coroutines the engine runs pipelined calls in are resumed only by the engine.
+local engine_threads = E.engine_threads
+local raw_resume = coroutine.resume
+coroutine.resume = function(co, ...)
+   if engine_threads[co] then
+      return false, "cannot resume the engine's coroutine (it is waiting for a Redis reply)"
+   end
+   return raw_resume(co, ...)
+end

@@ -1,0 +1,190 @@
+//! Records: what scripts and the engine write from a worker (output records, `{log}`
+//! reports), filed with the current event so that they leave in event order.
+
+use std::ffi::c_int;
+
+use mlua::ffi::lua_State;
+
+use super::context::WorkerCtx;
+use super::json::EncodeError;
+use super::script::Role;
+use crate::shard::{LOG_OUTPUT, NO_INPUT, OutBatch, OutRec};
+
+impl WorkerCtx {
+    fn out_batch(&mut self) -> &mut OutBatch {
+        let i = self.out_index();
+        &mut self.outs[i]
+    }
+
+    /// Files a record: in the output batch, or, inside a pipelining window, with its event
+    /// (its bytes already are in the batch; records are put in event order when the window
+    /// ends, and the writer reads bytes by range).
+    fn file_rec(&mut self, rec: OutRec) {
+        match self.cur_win {
+            Some(w) => self.window[w].recs.push(rec),
+            None => self.out_batch().recs.push(rec),
+        }
+    }
+
+    /// Counts a record the running script wrote to a user output.
+    fn count_out(&mut self, output: u32) {
+        if output < 2 {
+            return;
+        }
+        let s = match self.cur_script {
+            (Role::Filter, i) => self.filters.get_mut(i as usize),
+            (Role::Analyzer, i) => self.analyzers.get_mut(i as usize),
+        };
+        if let Some(s) = s {
+            s.out += 1;
+        }
+    }
+
+    /// Index of the running script among filters then analyzers.
+    fn script_index(&self) -> u16 {
+        match self.cur_script {
+            (Role::Filter, i) => i as u16,
+            (Role::Analyzer, i) => (self.filters.len() as u32 + i) as u16,
+        }
+    }
+
+    /// Appends one output record (bytes + newline) for the current event.
+    pub fn emit(&mut self, output: u32, bytes: &[u8]) {
+        let seq = self.cur.seq;
+        let script = self.script_index();
+        let b = self.out_batch();
+        let start = b.data.len() as u32;
+        b.data.extend_from_slice(bytes);
+        b.data.push(b'\n');
+        let end = b.data.len() as u32;
+        self.file_rec(OutRec {
+            seq,
+            output,
+            start,
+            end,
+            script,
+        });
+    }
+
+    /// Encodes the value at `idx` of `l` as one record for `output`.
+    pub unsafe fn emit_value(&mut self, l: *mut lua_State, idx: c_int, output: u32) -> Result<(), EncodeError> {
+        let i = self.out_index();
+        let b = &mut self.outs[i];
+        let start = b.data.len();
+        // SAFETY: `l` belongs to this worker.
+        let r = unsafe { self.enc.encode_cached(l, idx, &mut b.data, Some(&mut self.cache)) };
+        match r {
+            Ok(()) => {
+                self.end_record(output, start);
+                Ok(())
+            }
+            Err(e) => {
+                self.outs[i].data.truncate(start);
+                self.counters.encode_errors += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes one record for `output` with `write` (which cannot fail).
+    pub fn emit_with(&mut self, output: u32, write: impl FnOnce(&mut Vec<u8>)) {
+        let i = self.out_index();
+        let start = self.outs[i].data.len();
+        write(&mut self.outs[i].data);
+        self.end_record(output, start);
+    }
+
+    /// Index of the output batch records go to now.
+    fn out_index(&self) -> usize {
+        if self.cur_input == NO_INPUT {
+            self.outs.len() - 1
+        } else {
+            self.cur_input as usize
+        }
+    }
+
+    /// Ends the record whose bytes start at `start` of the current output batch (a script's
+    /// record: counted for the running script).
+    fn end_record(&mut self, output: u32, start: usize) {
+        let (seq, script) = (self.cur.seq, self.script_index());
+        let i = self.out_index();
+        let b = &mut self.outs[i];
+        b.data.push(b'\n');
+        let end = b.data.len() as u32;
+        self.count_out(output);
+        self.file_rec(OutRec {
+            seq,
+            output,
+            start: start as u32,
+            end,
+            script,
+        });
+    }
+
+    /// Reports a problem to `{log}` (in event order) and, for the first ones, to stderr.
+    pub fn report(&mut self, kind: &str, fields: &[(&str, &str)], message: &str) {
+        let mut line = Vec::with_capacity(128);
+        line.extend_from_slice(b"{\"time\":");
+        super::json::write_str(&mut line, crate::metrics::utc_now().as_bytes());
+        line.extend_from_slice(b",\"level\":\"error\",\"kind\":");
+        super::json::write_str(&mut line, kind.as_bytes());
+        for (k, v) in fields {
+            line.push(b',');
+            super::json::write_str(&mut line, k.as_bytes());
+            line.push(b':');
+            super::json::write_str(&mut line, v.as_bytes());
+        }
+        if self.cur_input != NO_INPUT {
+            line.extend_from_slice(b",\"input\":");
+            let tag = self
+                .input_tags
+                .get(self.cur_input as usize)
+                .cloned()
+                .unwrap_or_default();
+            super::json::write_str(&mut line, tag.as_bytes());
+            line.extend_from_slice(b",\"line\":");
+            line.extend_from_slice(itoa::Buffer::new().format(self.cur.line_no).as_bytes());
+            line.extend_from_slice(b",\"flow_id\":");
+            line.extend_from_slice(itoa::Buffer::new().format(self.cur.flow_id).as_bytes());
+        }
+        line.extend_from_slice(b",\"message\":");
+        super::json::write_str(&mut line, message.as_bytes());
+        line.push(b'}');
+        crate::metrics::stderr_report(&line);
+        self.emit(LOG_OUTPUT, &line);
+    }
+
+    /// Counts and reports (once per tag) a call naming an unknown analyzer or output.
+    pub fn unknown_tag(&mut self, what: &str, tag: &[u8]) {
+        self.counters.unknown_tags += 1;
+        let tag = String::from_utf8_lossy(tag).into_owned();
+        let key = format!("{what}:{tag}");
+        if !self.reported.contains(&key) && self.reported.len() < 1000 {
+            self.reported.push(key);
+            let script = self.script_tag();
+            self.report(
+                "unknown_tag",
+                &[("script", &script)],
+                &format!("{what}: no {what} has tag {tag:?} (reported once per tag)"),
+            );
+        }
+    }
+
+    pub fn script_tag(&self) -> String {
+        match self.cur_script {
+            (Role::Filter, i) => self.filters.get(i as usize).map(|s| s.tag.clone()).unwrap_or_default(),
+            (Role::Analyzer, i) => self
+                .analyzers
+                .get(i as usize)
+                .map(|s| s.tag.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub(super) fn push_call(&mut self, a: u32, r: c_int) {
+        match self.cur_win {
+            Some(w) => self.window[w].queue.push_back((a, r)),
+            None => self.queue.push_back((a, r)),
+        }
+    }
+}

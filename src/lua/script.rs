@@ -1,0 +1,411 @@
+//! A loaded script: its own LuaJIT state (each input's filter and every analyzer, per
+//! worker), created with the modules and the prelude (`prelude.lua`), and what opens, sets
+//! up and reloads the scripts of a worker.
+
+use std::ffi::c_int;
+
+use mlua::ffi::{self, lua_State};
+
+use super::context::WorkerCtx;
+use super::ffi_util::{StateMemory, push_bytes, reg, to_bytes};
+use super::{api, fast_path, proxy};
+
+/// A script's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Filter,
+    Analyzer,
+}
+
+/// What is needed to open one script.
+#[derive(Clone, Debug)]
+pub struct ScriptSpec {
+    pub role: Role,
+    pub tag: String,
+    pub path: std::path::PathBuf,
+    pub default_analyzer: String,
+    pub default_output: String,
+    /// Events whose `loop()` may run at once, their Redis commands pipelined (analyzers).
+    pub pipeline: usize,
+}
+
+/// A loaded script: its own Lua state.
+pub struct Script {
+    pub l: *mut lua_State,
+    /// The state's memory accounting (its allocator's `ud`); outlives the state.
+    mem: Box<StateMemory>,
+    pub tag: String,
+    pub role: Role,
+    pub calls: u64,
+    pub errors: u64,
+    /// Records it wrote to user outputs.
+    pub out: u64,
+    pub pipeline: usize,
+    /// Finished coroutines kept for reuse (registry references), for pipelined analyzers.
+    pub spare_threads: Vec<c_int>,
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        // SAFETY: the state was created by `Script::open` on this thread and is closed once;
+        // `mem` is dropped after this, so the allocator's `ud` outlives the state.
+        unsafe { ffi::lua_close(self.l) }
+    }
+}
+
+impl Script {
+    /// Bytes the state's allocator has handed out.
+    pub fn memory_used(&self) -> usize {
+        self.mem.used()
+    }
+}
+
+/// The Lua side of event tables and of the FFI fast paths, and the sandbox (see the file).
+const PRELUDE: &str = include_str!("prelude.lua");
+
+/// The message of the error on top of the stack of `l`, popped.
+pub(super) unsafe fn pcall_msg(l: *mut lua_State) -> String {
+    // SAFETY: an error value is on top of the stack of `l`.
+    unsafe {
+        let m = match to_bytes(l, -1) {
+            Some(b) => String::from_utf8_lossy(b).into_owned(),
+            None => format!(
+                "(error object is a {} value)",
+                std::ffi::CStr::from_ptr(ffi::lua_typename(l, ffi::lua_type(l, -1))).to_string_lossy()
+            ),
+        };
+        ffi::lua_pop(l, 1);
+        m
+    }
+}
+
+/// Sets `t[name] = top of stack` (pops it); `t` is an absolute index.
+unsafe fn set_field(l: *mut lua_State, t: c_int, name: &std::ffi::CStr) {
+    // SAFETY: `t` is a table of this state.
+    unsafe { ffi::lua_setfield(l, t, name.as_ptr()) }
+}
+
+/// Runs the prelude with the engine's constants and functions in a table: the hidden keys,
+/// kind codes and answers of the FFI functions are defined once, in Rust.
+unsafe fn run_prelude(l: *mut lua_State) -> Result<(), String> {
+    // SAFETY: `l` is a fresh state of this thread with the modules installed.
+    unsafe {
+        if ffi::luaL_loadbuffer(l, PRELUDE.as_ptr().cast(), PRELUDE.len(), c"=prelude".as_ptr()) != 0 {
+            return Err(pcall_msg(l));
+        }
+        ffi::lua_createtable(l, 0, 40);
+        let e = ffi::lua_gettop(l);
+        proxy::push_mt(l);
+        set_field(l, e, c"mt");
+        proxy::push_line_mt(l);
+        set_field(l, e, c"line_mt");
+        ffi::lua_createtable(l, 0, 0);
+        set_field(l, e, c"view");
+        for (name, v) in [
+            (c"LINE", proxy::K_LINE),
+            (c"SPAN", proxy::K_SPAN),
+            (c"SEAL", proxy::K_SEAL),
+            (c"SET", proxy::K_SET),
+            (c"CACHE", proxy::K_CACHE),
+            (c"ORDER", proxy::K_ORDER),
+            (c"F_ABSENT", proxy::F_ABSENT),
+            (c"F_STRING", proxy::F_STRING),
+            (c"F_NUMBER", proxy::F_NUMBER),
+            (c"F_TRUE", proxy::F_TRUE),
+            (c"F_FALSE", proxy::F_FALSE),
+            (c"F_NULL", proxy::F_NULL),
+            (c"F_TAMPERED", proxy::F_TAMPERED),
+            (c"ADDED_NONE", fast_path::ADDED_NONE),
+            (c"ADDED_NUMBER", fast_path::ADDED_NUMBER),
+            (c"ADDED_STRING", fast_path::ADDED_STRING),
+            (c"ADDED_TRUE", fast_path::ADDED_TRUE),
+            (c"ADDED_FALSE", fast_path::ADDED_FALSE),
+            (c"DONE", fast_path::DONE),
+            (c"DECLINED", fast_path::DECLINED),
+        ] {
+            ffi::lua_pushnumber(l, v as f64);
+            set_field(l, e, name);
+        }
+        push_bytes(l, proxy::TAMPERED_MSG.as_bytes());
+        set_field(l, e, c"TAMPERED_MSG");
+        for (name, f) in [
+            (c"is_proxy", proxy::lua_is_proxy as ffi::lua_CFunction),
+            (c"next_proxy", proxy::lua_next_proxy),
+            (c"slow_index", proxy::slow_index),
+        ] {
+            ffi::lua_pushcclosure(l, f, 0);
+            set_field(l, e, name);
+        }
+        ffi::lua_pushlightuserdata(l, std::ptr::null_mut());
+        set_field(l, e, c"null");
+        for (name, p) in [
+            (c"find", proxy::df_find as *mut std::ffi::c_void),
+            (c"emit", fast_path::df_emit as *mut std::ffi::c_void),
+            (c"queue", fast_path::df_queue as *mut std::ffi::c_void),
+        ] {
+            ffi::lua_pushlightuserdata(l, p);
+            set_field(l, e, name);
+        }
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_CONN_MT);
+        push_bytes(l, b"__index");
+        ffi::lua_rawget_(l, -2);
+        ffi::lua_remove(l, -2);
+        set_field(l, e, c"conn_methods");
+        // The engine's coroutines, weak keys (reused ones stay, finished ones may go).
+        ffi::lua_createtable(l, 0, 8);
+        ffi::lua_createtable(l, 0, 1);
+        push_bytes(l, b"k");
+        set_field(l, ffi::lua_gettop(l) - 1, c"__mode");
+        ffi::lua_setmetatable(l, -2);
+        ffi::lua_pushvalue(l, -1);
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::ENGINE_THREADS);
+        set_field(l, e, c"engine_threads");
+        if ffi::lua_pcall(l, 1, 0, 0) != 0 {
+            return Err(pcall_msg(l));
+        }
+        Ok(())
+    }
+}
+
+impl Script {
+    /// Creates the state, installs the modules and runs the chunk (not `setup()`).
+    pub fn open(spec: &ScriptSpec, memory_limit: usize) -> Result<Script, String> {
+        let src = std::fs::read(&spec.path).map_err(|e| format!("{}: {e}", spec.path.display()))?;
+        Self::open_source(spec, &src, memory_limit)
+    }
+
+    /// As [`Script::open`], with the script's text given. The chunk runs in script time (its
+    /// memory limit applies); the caller lends the context.
+    pub fn open_source(spec: &ScriptSpec, src: &[u8], memory_limit: usize) -> Result<Script, String> {
+        let Some((l, mem)) = super::ffi_util::new_state(memory_limit) else {
+            return Err("cannot create a Lua state (out of memory)".into());
+        };
+        let s = Script {
+            l,
+            mem,
+            tag: spec.tag.clone(),
+            role: spec.role,
+            calls: 0,
+            errors: 0,
+            out: 0,
+            pipeline: spec.pipeline.max(1),
+            spare_threads: Vec::new(),
+        };
+        // SAFETY: a fresh state, used only on this thread and closed by `Drop`.
+        unsafe {
+            ffi::luaL_openlibs(l);
+            proxy::install(l);
+            push_bytes(l, b"loop");
+            ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::LOOP_KEY);
+            // The modules first: the ML module takes the FFI before the prelude withdraws it,
+            // and the prelude puts the FFI fast paths in front of some `dragonfly` functions.
+            api::install(l);
+            super::ml::install(l).map_err(|e| format!("dragonfly.ml: {e}"))?;
+            super::hiredis::install(l);
+            run_prelude(l)?;
+            let set_global = |name: &std::ffi::CStr, v: &str| {
+                if !v.is_empty() {
+                    push_bytes(l, v.as_bytes());
+                    ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, name.as_ptr());
+                }
+            };
+            set_global(c"default_analyzer", &spec.default_analyzer);
+            if spec.role == Role::Analyzer {
+                set_global(c"default_output", &spec.default_output);
+            }
+            let name = format!("@{}", spec.path.display());
+            let cname = std::ffi::CString::new(name).unwrap_or_default();
+            if ffi::luaL_loadbuffer(l, src.as_ptr().cast(), src.len(), cname.as_ptr()) != 0 {
+                return Err(format!("load error: {}", pcall_msg(l)));
+            }
+            let status = {
+                let _script = super::boundary::TimeMark::script();
+                ffi::lua_pcall(l, 0, 0, 0)
+            };
+            if status != 0 {
+                return Err(format!("error running the script: {}", pcall_msg(l)));
+            }
+            for f in [c"setup", c"loop"] {
+                push_global(l, f);
+                let ok = ffi::lua_type(l, -1) == ffi::LUA_TFUNCTION;
+                ffi::lua_pop(l, 1);
+                if !ok {
+                    return Err(format!("the script defines no {}() function", f.to_string_lossy()));
+                }
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// Pushes the global `loop` of the state (or thread) `l`, as `lua_getfield` would, with the
+/// key string taken from the registry.
+#[inline]
+pub(super) unsafe fn push_loop(l: *mut lua_State) {
+    // SAFETY: `l` is a script state of this thread (or one of its threads); `Script::open`
+    // stored the key. A raw get: this runs outside any protected call, so no metamethod a
+    // script put on its globals may run here.
+    unsafe {
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::LOOP_KEY);
+        ffi::lua_rawget_(l, ffi::LUA_GLOBALSINDEX);
+    }
+}
+
+/// Pushes the global `name` of `l` (a raw get: no metamethod of the script's runs here).
+unsafe fn push_global(l: *mut lua_State, name: &std::ffi::CStr) {
+    // SAFETY: `l` is a state of this thread.
+    unsafe {
+        push_bytes(l, name.to_bytes());
+        ffi::lua_rawget_(l, ffi::LUA_GLOBALSINDEX);
+    }
+}
+
+/// Garbage every script state may accumulate before a collection cycle starts, on top of
+/// its live heap (KiB).
+const GC_HEADROOM_KB: c_int = 4096;
+
+/// Keeps the GC of a script state from running a cycle every few dozen events: Lua starts a
+/// cycle when the heap reaches `pause`% of the live heap, which for the small heaps of typical
+/// scripts means constantly. The pause is set so that a cycle starts at the larger of twice the
+/// live heap and the live heap plus [`GC_HEADROOM_KB`]. A collector a script stopped
+/// (`collectgarbage("stop")`) is restarted: the memory limit would otherwise fail every event.
+pub(super) fn tune_gc(l: *mut lua_State) {
+    // SAFETY: `l` is a state of this thread; these calls only read or set GC parameters.
+    unsafe {
+        let kb = ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0).max(64);
+        let pause = ((kb + GC_HEADROOM_KB) as i64 * 100 / kb as i64).clamp(200, 10_000) as c_int;
+        ffi::lua_gc(l, ffi::LUA_GCSETPAUSE, pause);
+    }
+}
+
+impl WorkerCtx {
+    /// Opens every script of a configuration on this thread, and runs their `setup()` when
+    /// `run_setup`.
+    pub fn open_all(
+        &mut self,
+        filters: &[ScriptSpec],
+        analyzers: &[ScriptSpec],
+        run_setup: bool,
+    ) -> Result<(), String> {
+        for (role, specs) in [(Role::Filter, filters), (Role::Analyzer, analyzers)] {
+            for (i, spec) in specs.iter().enumerate() {
+                self.cur_script = (role, i as u32);
+                let limit = self.memory_limit;
+                let s = self
+                    .run_script(|| Script::open(spec, limit))
+                    .map_err(|e| format!("{} ({}): {}: {e}", script_key(role, i), spec.tag, spec.path.display()))?;
+                match role {
+                    Role::Filter => self.filters.push(s),
+                    Role::Analyzer => self.analyzers.push(s),
+                }
+            }
+        }
+        if run_setup {
+            for (role, specs) in [(Role::Filter, filters), (Role::Analyzer, analyzers)] {
+                for (i, spec) in specs.iter().enumerate() {
+                    self.cur_script = (role, i as u32);
+                    let l = self.state(role, i as u32);
+                    self.run_setup(l)
+                        .map_err(|e| format!("{} ({}): {}: {e}", script_key(role, i), spec.tag, spec.path.display()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `setup()` of the state `l` (the context lent: setup may call dragonfly functions).
+    fn run_setup(&mut self, l: *mut lua_State) -> Result<(), String> {
+        // SAFETY: `l` is a state of this thread.
+        unsafe {
+            push_global(l, c"setup");
+            let status = self.run_script(|| ffi::lua_pcall(l, 0, 0, 0));
+            if status != 0 {
+                return Err(format!("setup() failed: {}", pcall_msg(l)));
+            }
+            ffi::lua_pushnil(l);
+            ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"io".as_ptr());
+        }
+        Ok(())
+    }
+
+    /// Replaces this worker's scripts with new versions (`sources`: the text of every filter,
+    /// then every analyzer, read once for all workers), between two events. Each script is
+    /// loaded and set up in a fresh state first; one that fails keeps its old version. A
+    /// pending timer moves to the new state. Returns (scripts reloaded, errors as "key (tag):
+    /// message").
+    pub fn reload(
+        &mut self,
+        filters: &[ScriptSpec],
+        analyzers: &[ScriptSpec],
+        sources: &[Result<Vec<u8>, String>],
+    ) -> (u64, Vec<String>) {
+        let mut done = 0;
+        let mut errors = Vec::new();
+        let specs = filters
+            .iter()
+            .map(|s| (Role::Filter, s))
+            .chain(analyzers.iter().map(|s| (Role::Analyzer, s)));
+        for (k, (role, spec)) in specs.enumerate() {
+            let i = if role == Role::Filter { k } else { k - filters.len() };
+            let key = script_key(role, i);
+            let src = match sources.get(k) {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    errors.push(format!("{key} ({}): {e}", spec.tag));
+                    continue;
+                }
+                None => continue,
+            };
+            self.cur_script = (role, i as u32);
+            let limit = self.memory_limit;
+            let mut new = match self.run_script(|| Script::open_source(spec, src, limit)) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(format!("{key} ({}): {}: {e}", spec.tag, spec.path.display()));
+                    continue;
+                }
+            };
+            if let Err(e) = self.run_setup(new.l) {
+                errors.push(format!("{key} ({}): {}: {e}", spec.tag, spec.path.display()));
+                continue;
+            }
+            let Some(slot) = self.script_mut(role, i as u32) else {
+                continue;
+            };
+            new.calls = slot.calls;
+            new.errors = slot.errors;
+            new.out = slot.out;
+            let old = std::mem::replace(slot, new);
+            if role == Role::Analyzer
+                && let Some(Some((due, r))) = self.timers.get(i).copied()
+            {
+                let to = self.analyzers[i].l;
+                // SAFETY: both states belong to this thread; `r` is a reference in the old one.
+                unsafe {
+                    ffi::lua_rawgeti_(old.l, ffi::LUA_REGISTRYINDEX, r);
+                    let top = ffi::lua_gettop(to);
+                    match super::copy::copy_value(old.l, ffi::lua_gettop(old.l), to, 0, &mut self.cache) {
+                        Ok(()) => self.timers[i] = Some((due, ffi::luaL_ref(to, ffi::LUA_REGISTRYINDEX))),
+                        Err(_) => {
+                            ffi::lua_settop(to, top);
+                            self.timers[i] = None;
+                            self.timers_pending -= 1;
+                        }
+                    }
+                    ffi::lua_settop(old.l, 0);
+                }
+            }
+            self.lend(move || drop(old));
+            done += 1;
+        }
+        (done, errors)
+    }
+}
+
+/// The config key naming script `i` of a role (`inputs[1]`, `analyzers[2]`).
+fn script_key(role: Role, i: usize) -> String {
+    match role {
+        Role::Filter => format!("inputs[{}]", i + 1),
+        Role::Analyzer => format!("analyzers[{}]", i + 1),
+    }
+}

@@ -1,0 +1,474 @@
+//! The window driver: how a worker runs events through its scripts. Events are processed in
+//! windows of one event, or of N when some analyzer has `pipeline = N`: every event's filter
+//! first, in order, then the analyzer calls each event queued, pipelined analyzers as
+//! coroutines whose Redis commands are sent together. Also timers and the calls `setup()`
+//! queued, which run outside any event.
+//!
+//! Order: calls of an event before its first pipelined call run at once (in window order).
+//! Once an event has started a pipelined call, each of its further calls waits until every
+//! earlier event of the window is done, so every analyzer after a pipelined one sees the
+//! window's events in input order, as without pipelining. Records leave in event order.
+
+use std::collections::VecDeque;
+use std::ffi::c_int;
+
+use mlua::ffi::{self, lua_State};
+
+use super::context::WorkerCtx;
+use super::proxy;
+use super::script::{Role, pcall_msg, push_loop};
+use crate::event::EventMeta;
+use crate::event::scan;
+use crate::shard::{END_OF_EVENT, NO_INPUT, OutRec};
+
+/// Queue entry meaning "the current event, unchanged" (not a registry reference).
+pub const UNCHANGED_EVENT: c_int = c_int::MIN;
+
+/// Most analyzer hops one input event may cause (guards against `analyze_event` cycles).
+pub const MAX_HOPS: u32 = 10_000;
+
+/// One event of a window: its pending analyzer calls, its records (emitted in event order
+/// once the window is done) and the coroutine it is suspended in, if any.
+#[derive(Default)]
+pub struct WinEvent {
+    meta: EventMeta,
+    id: f64,
+    line: (usize, usize),
+    root: usize,
+    pub(super) queue: VecDeque<(u32, c_int)>,
+    /// Its records (their bytes are in the output batch already).
+    pub(super) recs: Vec<OutRec>,
+    /// The analyzer and the registry reference of the suspended coroutine.
+    co: Option<(u32, c_int)>,
+    /// The pipelined command the suspended coroutine waits for (0: it yielded by itself).
+    pub(super) ticket: u64,
+    /// When the suspended coroutine's `loop()` started (`lat_start_call`).
+    co_t0: u64,
+    hops: u32,
+    /// Whether it has started a pipelined call (its later calls keep window order).
+    piped: bool,
+}
+
+impl WinEvent {
+    fn done(&self) -> bool {
+        self.co.is_none() && self.queue.is_empty()
+    }
+}
+
+impl WorkerCtx {
+    /// Whether some analyzer asks for pipelining (then batches go through `process_window`).
+    pub fn max_pipeline(&self) -> usize {
+        self.analyzers.iter().map(|a| a.pipeline).max().unwrap_or(1)
+    }
+
+    /// Runs one event through the input's filter and every analyzer it reaches (a window
+    /// of one event).
+    pub fn process(&mut self, input: u32, meta: &EventMeta, line: &[u8]) {
+        let one = EventMeta {
+            start: 0,
+            end: line.len() as u32,
+            ..*meta
+        };
+        self.process_window(input, line, std::slice::from_ref(&one));
+    }
+
+    /// Runs a window of events of one input: every filter first, then the analyzers as
+    /// coroutines; the Redis commands of pipelined analyzers are sent together and each
+    /// coroutine resumes with its own reply. Records leave in event order.
+    pub fn process_window(&mut self, input: u32, batch: &[u8], events: &[EventMeta]) {
+        if self.window.len() < events.len() {
+            self.window.resize_with(events.len(), WinEvent::default);
+        }
+        for (i, meta) in events.iter().enumerate() {
+            let id = self.next_id;
+            self.next_id += 1.0;
+            let line = &batch[meta.start as usize..meta.end as usize];
+            let root = scan::skip_ws(line, 0);
+            let w = &mut self.window[i];
+            w.meta = *meta;
+            w.id = id;
+            w.line = (meta.start as usize, meta.end as usize);
+            w.root = root;
+            w.queue.clear();
+            w.recs.clear();
+            w.co = None;
+            w.ticket = 0;
+            w.hops = 0;
+            w.piped = false;
+            self.enter(input, i);
+            self.counters.events += 1;
+            self.cache.prime(id, root, line, meta.keys, meta.dup_keys);
+            let l = self.filters[input as usize].l;
+            // SAFETY: the state belongs to this thread.
+            unsafe { proxy::push_event(l, line, id) };
+            self.call_loop(Role::Filter, input);
+        }
+        self.first_open = 0;
+        self.drive(input, batch, events.len());
+        self.cur_win = None;
+        self.cur_co = std::ptr::null_mut();
+        // Records in event order, each event closed by its end marker.
+        for i in 0..events.len() {
+            let (seq, ordered) = (self.window[i].meta.seq, self.ordered);
+            let b = &mut self.outs[input as usize];
+            b.recs.extend_from_slice(&self.window[i].recs);
+            if ordered {
+                let at = b.data.len() as u32;
+                b.recs.push(OutRec {
+                    seq,
+                    output: END_OF_EVENT,
+                    start: at,
+                    end: at,
+                    script: 0,
+                });
+            }
+        }
+        self.cur_input = NO_INPUT;
+    }
+
+    /// Drives every event's analyzer calls until all are done: runs what may run, in window
+    /// order, then sends the queued Redis commands (one write per connection) and resumes
+    /// each coroutine with the reply to its own command.
+    fn drive(&mut self, input: u32, batch: &[u8], n: usize) {
+        loop {
+            for i in self.open(n)..n {
+                if self.window[i].co.is_none() && !self.window[i].queue.is_empty() {
+                    self.run_calls(input, i, batch);
+                }
+            }
+            let first = self.open(n);
+            if first >= n {
+                return;
+            }
+            let replies = self.take_pipelined();
+            if replies.is_empty() {
+                // Suspended without a command (a script's own coroutine.yield): go on.
+                for i in first..n {
+                    if self.window[i].co.is_some() && self.window[i].ticket == 0 {
+                        self.resume(input, i, 0, batch);
+                    }
+                }
+            }
+            for (i, ticket, reply) in replies {
+                if self.window[i].co.is_none() || self.window[i].ticket != ticket {
+                    // Its coroutine is no longer waiting for this command (the yield failed).
+                    continue;
+                }
+                let Some(co) = self.coroutine_of(i) else { continue };
+                // SAFETY: `co` is the suspended coroutine of window event `i`.
+                let nres = unsafe { super::hiredis::push_result(self, co, reply) };
+                self.resume(input, i, nres, batch);
+            }
+        }
+    }
+
+    /// The first window event not done (of `n`).
+    fn open(&mut self, n: usize) -> usize {
+        while self.first_open < n && self.window[self.first_open].done() {
+            self.first_open += 1;
+        }
+        self.first_open
+    }
+
+    /// The suspended coroutine of window event `i`.
+    fn coroutine_of(&self, i: usize) -> Option<*mut lua_State> {
+        let (a, co_ref) = self.window[i].co?;
+        let l = self.analyzers[a as usize].l;
+        // SAFETY: the coroutine is anchored in the analyzer's registry under `co_ref`.
+        unsafe {
+            ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, co_ref);
+            let co = ffi::lua_tothread(l, -1);
+            ffi::lua_pop(l, 1);
+            Some(co)
+        }
+    }
+
+    /// Makes window event `i` the current event.
+    fn enter(&mut self, input: u32, i: usize) {
+        self.cur_input = input;
+        self.cur_win = Some(i);
+        self.cur = self.window[i].meta;
+        self.cur_root = (self.window[i].id, self.window[i].root);
+        self.cur_co = std::ptr::null_mut();
+    }
+
+    /// Runs window event `i`'s queued analyzer calls, pipelined ones as coroutines, until one
+    /// suspends on a pipelined Redis command, none is left, or the next must wait for the
+    /// earlier events (see the module's "Order").
+    fn run_calls(&mut self, input: u32, i: usize, batch: &[u8]) {
+        loop {
+            if self.window[i].piped && self.open(i + 1) < i {
+                return;
+            }
+            let Some((a, r)) = self.window[i].queue.pop_front() else {
+                return;
+            };
+            self.enter(input, i);
+            let w = &mut self.window[i];
+            w.hops += 1;
+            let (id, (s, e), hops) = (w.id, w.line, w.hops);
+            let over = hops > MAX_HOPS;
+            if hops == MAX_HOPS + 1 {
+                self.counters.hop_limit += 1;
+                self.report(
+                    "hop_limit",
+                    &[],
+                    &format!("event passed between analyzers more than {MAX_HOPS} times; the rest was dropped"),
+                );
+            }
+            let l = self.analyzers[a as usize].l;
+            let pipelined = self.analyzers[a as usize].pipeline > 1;
+            // SAFETY: the analyzer's state belongs to this thread; the coroutine is anchored
+            // in its registry while it is suspended.
+            unsafe {
+                if over || !pipelined {
+                    // Not pipelined: an ordinary call, no coroutine needed.
+                    if r == UNCHANGED_EVENT {
+                        proxy::push_event(l, &batch[s..e], id);
+                    } else {
+                        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
+                        ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
+                    }
+                    if over {
+                        ffi::lua_pop(l, 1);
+                        continue;
+                    }
+                    self.call_loop(Role::Analyzer, a);
+                    continue;
+                }
+                let (co, co_ref) = match self.analyzers[a as usize].spare_threads.pop() {
+                    Some(r) => {
+                        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
+                        let co = ffi::lua_tothread(l, -1);
+                        ffi::lua_pop(l, 1);
+                        (co, r)
+                    }
+                    None => {
+                        let co = ffi::lua_newthread(l);
+                        // Known to the prelude's coroutine.resume, which refuses it.
+                        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, super::ffi_util::reg::ENGINE_THREADS);
+                        ffi::lua_pushvalue(l, -2);
+                        ffi::lua_pushboolean(l, 1);
+                        ffi::lua_rawset(l, -3);
+                        ffi::lua_pop(l, 1);
+                        (co, ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX))
+                    }
+                };
+                if r == UNCHANGED_EVENT {
+                    proxy::push_event(co, &batch[s..e], id);
+                } else {
+                    ffi::lua_rawgeti_(co, ffi::LUA_REGISTRYINDEX, r);
+                    ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
+                }
+                push_loop(co);
+                ffi::lua_insert(co, -2);
+                self.window[i].piped = true;
+                let script = &mut self.analyzers[a as usize];
+                script.calls += 1;
+                let calls = script.calls;
+                self.cur_script = (Role::Analyzer, a);
+                let t0 = self.lat_start_call(calls);
+                self.window[i].co_t0 = t0;
+                self.cur_co = co;
+                let status = self.run_script(|| ffi::lua_resume_(co, 1));
+                self.cur_co = std::ptr::null_mut();
+                if !self.finish_resume(a, co, co_ref, status, i) {
+                    return;
+                }
+                self.lat_end(Role::Analyzer, a, t0);
+            }
+        }
+    }
+
+    /// Resumes window event `i`'s coroutine with `nres` values already pushed on its stack.
+    fn resume(&mut self, input: u32, i: usize, nres: c_int, batch: &[u8]) {
+        let Some((a, co_ref)) = self.window[i].co.take() else {
+            return;
+        };
+        self.enter(input, i);
+        let l = self.analyzers[a as usize].l;
+        self.cur_script = (Role::Analyzer, a);
+        // SAFETY: the coroutine is anchored in the registry under `co_ref`.
+        unsafe {
+            ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, co_ref);
+            let co = ffi::lua_tothread(l, -1);
+            ffi::lua_pop(l, 1);
+            self.cur_co = co;
+            let status = self.run_script(|| ffi::lua_resume_(co, nres));
+            self.cur_co = std::ptr::null_mut();
+            if self.finish_resume(a, co, co_ref, status, i) {
+                let t0 = self.window[i].co_t0;
+                self.lat_end(Role::Analyzer, a, t0);
+                self.run_calls(input, i, batch);
+            }
+        }
+    }
+
+    /// After a resume: records a suspension (returns false) or finishes the call, reporting an
+    /// error (returns true).
+    unsafe fn finish_resume(&mut self, a: u32, co: *mut lua_State, co_ref: c_int, status: c_int, i: usize) -> bool {
+        let l = self.analyzers[a as usize].l;
+        // SAFETY: `co` is a live coroutine of `l`.
+        unsafe {
+            if status == ffi::LUA_YIELD {
+                self.window[i].co = Some((a, co_ref));
+                // A command queued by this resume set the ticket; a yield of the script's own
+                // leaves it at 0.
+                self.window[i].ticket = std::mem::take(&mut self.yield_ticket);
+                return false;
+            }
+            self.yield_ticket = 0;
+            self.window[i].ticket = 0;
+            if status != 0 {
+                let msg = pcall_msg(co);
+                self.script_failed(Role::Analyzer, a, l, status, &msg);
+                // A coroutine that died with an error cannot run again.
+                ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, co_ref);
+            } else {
+                // Finished normally: keep it for the next call (creating a coroutine costs an
+                // allocation and a stack).
+                ffi::lua_settop(co, 0);
+                self.analyzers[a as usize].spare_threads.push(co_ref);
+            }
+        }
+        true
+    }
+
+    /// Counts and reports a failed script call; after a memory error, collects the state's
+    /// garbage at once (the limit stopped the script before the collector could run).
+    pub(super) fn script_failed(&mut self, role: Role, i: u32, l: *mut lua_State, status: c_int, msg: &str) {
+        if status == ffi::LUA_ERRMEM {
+            // SAFETY: `l` is a state of this thread, not running.
+            self.lend(|| unsafe { ffi::lua_gc(l, ffi::LUA_GCCOLLECT, 0) });
+        }
+        let Some(s) = self.script_mut(role, i) else { return };
+        s.errors += 1;
+        let tag = s.tag.clone();
+        let msg = if status == ffi::LUA_ERRMEM {
+            format!("{msg} (the script's state reached its memory limit, script_memory_mb)")
+        } else {
+            msg.to_string()
+        };
+        self.report("script_error", &[("script", &tag)], &msg);
+    }
+
+    /// Calls `loop(value)` of a script with the value on top of its stack; counts and reports
+    /// an error.
+    pub(super) fn call_loop(&mut self, role: Role, i: u32) {
+        self.cur_script = (role, i);
+        let Some(s) = self.script_mut(role, i) else { return };
+        s.calls += 1;
+        let (l, calls) = (s.l, s.calls);
+        // SAFETY: the state belongs to this thread; the context is lent for the call.
+        unsafe {
+            push_loop(l);
+            ffi::lua_insert(l, -2);
+            let t0 = self.lat_start_call(calls);
+            let status = self.run_script(|| ffi::lua_pcall(l, 1, 0, 0));
+            self.lat_end(role, i, t0);
+            if status != 0 {
+                let msg = pcall_msg(l);
+                self.script_failed(role, i, l, status, &msg);
+            }
+            ffi::lua_settop(l, 0);
+        }
+    }
+
+    /// Queues the value at `idx` of `from` for analyzer `a` (a deep copy, made now). The
+    /// current event's own table, unchanged, is not copied: the analyzer gets a fresh table
+    /// over the same line when its turn comes, which is the same snapshot.
+    pub unsafe fn queue_analyzer(&mut self, from: *mut lua_State, idx: c_int, a: u32) -> Result<(), String> {
+        // SAFETY: `from` belongs to this worker thread.
+        unsafe {
+            let idx = super::ffi_util::abs_index(from, idx);
+            if proxy::is_proxy(from, idx) {
+                let p = proxy::parts(from, idx, Some(&mut self.cache)).map_err(|e| e.to_string())?;
+                if (p.id, p.start) == self.cur_root
+                    && self.cur_input != NO_INPUT
+                    && !proxy::is_dirty(from, idx, Some(&mut self.cache))
+                {
+                    self.push_call(a, UNCHANGED_EVENT);
+                    return Ok(());
+                }
+            }
+            let to = self.analyzers[a as usize].l;
+            let top = ffi::lua_gettop(to);
+            if let Err(e) = super::copy::copy_value(from, idx, to, 0, &mut self.cache) {
+                ffi::lua_settop(to, top);
+                return Err(e);
+            }
+            let r = ffi::luaL_ref(to, ffi::LUA_REGISTRYINDEX);
+            self.push_call(a, r);
+        }
+        Ok(())
+    }
+
+    /// Arms analyzer `a`'s one-shot timer with a deep copy of the value at `idx` of `from`,
+    /// due `secs` from now; a pending one is replaced.
+    pub unsafe fn set_timer(&mut self, from: *mut lua_State, idx: c_int, a: u32, secs: f64) -> Result<(), String> {
+        let to = self.analyzers[a as usize].l;
+        // SAFETY: both states belong to this worker thread.
+        let r = unsafe {
+            let top = ffi::lua_gettop(to);
+            let idx = super::ffi_util::abs_index(from, idx);
+            if let Err(e) = super::copy::copy_value(from, idx, to, 0, &mut self.cache) {
+                ffi::lua_settop(to, top);
+                return Err(e);
+            }
+            ffi::luaL_ref(to, ffi::LUA_REGISTRYINDEX)
+        };
+        let secs = if secs.is_finite() { secs.clamp(0.0, 1e9) } else { 0.0 };
+        let due = crate::metrics::latency::mono_ns() + (secs * 1e9) as u64;
+        if self.timers.len() < self.analyzers.len() {
+            self.timers.resize(self.analyzers.len(), None);
+        }
+        match self.timers[a as usize].replace((due, r)) {
+            // SAFETY: the old value's reference was made in the same state.
+            Some((_, old)) => unsafe { ffi::luaL_unref(to, ffi::LUA_REGISTRYINDEX, old) },
+            None => self.timers_pending += 1,
+        }
+        Ok(())
+    }
+
+    /// Delivers every due timer to its analyzer's `loop()`, outside any event (its records
+    /// are not held back for input order).
+    pub fn run_timers(&mut self) {
+        let now = crate::metrics::latency::mono_ns();
+        for a in 0..self.timers.len() {
+            let Some((due, r)) = self.timers[a] else { continue };
+            if due > now {
+                continue;
+            }
+            self.timers[a] = None;
+            self.timers_pending -= 1;
+            self.timers_fired += 1;
+            self.cur_input = NO_INPUT;
+            self.cur_win = None;
+            let l = self.analyzers[a].l;
+            // SAFETY: the state belongs to this thread; `r` was made by `set_timer` in it.
+            unsafe {
+                ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
+                ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
+            }
+            self.call_loop(Role::Analyzer, a as u32);
+            self.run_setup_calls();
+        }
+    }
+
+    /// Runs the analyzer calls that `setup()` functions (or timers) queued with
+    /// `analyze_event`, outside any event.
+    pub fn run_setup_calls(&mut self) {
+        while let Some((a, r)) = self.queue.pop_front() {
+            self.cur_input = NO_INPUT;
+            self.cur_win = None;
+            let l = self.analyzers[a as usize].l;
+            // SAFETY: the state belongs to this thread; `r` is a registry reference made by
+            // `queue_analyzer` (outside an event there is no current event to stand for).
+            unsafe {
+                ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
+                ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
+            }
+            self.call_loop(Role::Analyzer, a);
+        }
+    }
+}

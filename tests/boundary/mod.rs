@@ -1,0 +1,205 @@
+//! The script boundary (issue 14) on the real binary: hostile scripts without `pcall` are
+//! script errors for their events while the engine goes on, a runaway script meets its
+//! memory limit instead of ending the process, and finalizers that call the engine from
+//! inside its own calls do no harm.
+
+use crate::util::*;
+
+fn event(i: usize) -> String {
+    format!(
+        "{{\"i\":{i},\"src_ip\":\"10.0.0.{}\",\"src_port\":{},\"dest_ip\":\"10.1.0.1\",\"dest_port\":80,\"proto\":\"TCP\",\"flow\":{{\"pkts\":{i},\"age\":3}}}}",
+        i % 9,
+        2000 + i % 9
+    )
+}
+
+/// Unprotected attacks on event tables: every one is a script error for its event (counted
+/// and reported), the others are written unchanged, and the process exits 0.
+#[test]
+fn hostile_scripts_without_pcall_are_script_errors_not_crashes() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", ""));
+    env.filter(
+        "filter.lua",
+        r#"
+local prev
+local attacks = {
+  function(msg) msg[-1] = nil return msg.src_ip end,
+  function(msg) msg[-1] = "short" return msg.src_ip end,
+  function(msg) msg[-1] = newproxy(false) return msg.proto end,
+  function(msg) rawset(msg, -3, 1) return msg.proto end,
+  function(msg) local f = msg.flow rawset(f, -2, 0.5) return f.pkts end,
+  function(msg) msg[-1] = prev[-1] return msg.src_ip end,
+  function(msg) msg[-1] = nil dragonfly.analyze_event(default_analyzer, msg) end,
+  function(msg) msg[-1] = nil dragonfly.output_event("out", msg) end,
+  function(msg) msg[-4] = 1 end,
+  function(msg) setmetatable(msg, {}) end,
+}
+function setup() end
+function loop(msg)
+  local k = msg.i % 20
+  if msg.i > 0 and k < #attacks then
+    attacks[k + 1](msg)
+  end
+  prev = msg
+  dragonfly.analyze_event(default_analyzer, msg)
+end
+"#,
+    );
+    env.analyzer("a.lua", ANALYZER_PASS);
+    let lines: Vec<String> = (0..400).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "2"]);
+    out.assert_success();
+    let attacked: Vec<usize> = (0..400).filter(|i| *i > 0 && i % 20 < 10).collect();
+    let s = out.summary();
+    assert_eq!(s.script_errors, attacked.len() as u64, "{}", out.stdout);
+    let errors = env.log_records_of("script_error");
+    assert_eq!(errors.len(), attacked.len());
+    let tampered = errors
+        .iter()
+        .filter(|r| {
+            r["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("event table: a reserved field")
+        })
+        .count();
+    // All but setmetatable ("cannot change a protected metatable") name the tampering.
+    let setmetatable = attacked.iter().filter(|i| *i % 20 == 9).count();
+    assert_eq!(tampered, attacked.len() - setmetatable, "{errors:?}");
+    let mut want: Vec<Vec<u8>> = (0..400)
+        .filter(|i| !attacked.contains(i))
+        .map(|i| event(i).into_bytes())
+        .collect();
+    let mut got = env.lines("out.json");
+    want.sort();
+    got.sort();
+    assert!(got == want, "the events not attacked are written unchanged");
+}
+
+/// A script that allocates past `script_memory_mb` gets a script error for that event (the
+/// state's garbage is collected), the next events run, and the engine exits 0.
+#[test]
+fn a_runaway_script_meets_its_memory_limit() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", "script_memory_mb = 32"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        r#"
+local hoard = {}
+function setup() end
+function loop(msg)
+  if msg.i % 10 == 3 then
+    -- 64 MiB at once: past the limit.
+    local s = string.rep("x", 64 * 1024 * 1024)
+    msg.len = #s
+  elseif msg.i % 10 == 7 then
+    -- 40 strings of 1 MiB (distinct, so not interned as one), kept only for this event.
+    local t = {}
+    for j = 1, 40 do t[j] = string.rep("x", 1024 * 1024 + j) end
+    msg.len = #t
+  end
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    let lines: Vec<String> = (0..50).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&[]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 10, "{}", out.stdout);
+    let errors = env.log_records_of("script_error");
+    assert!(
+        errors
+            .iter()
+            .all(|r| r["message"].as_str().unwrap_or("").contains("not enough memory")
+                && r["message"].as_str().unwrap_or("").contains("script_memory_mb")),
+        "{errors:?}"
+    );
+    assert_eq!(env.lines("out.json").len(), 40);
+}
+
+/// A leaking script stops leaking at its limit: its events fail from then on, the process
+/// does not grow past it, and it still exits 0.
+#[test]
+fn a_leaking_script_is_stopped_at_its_limit() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", "script_memory_mb = 24"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        r#"
+hoard = {}
+function setup() end
+function loop(msg)
+  hoard[#hoard + 1] = string.rep(tostring(msg.i), 262144)
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    let lines: Vec<String> = (0..200).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&[]);
+    out.assert_success();
+    let s = out.summary();
+    assert!(s.script_errors > 100, "the leak was stopped: {}", out.stdout);
+    assert_eq!(s.written + s.script_errors, 200, "{}", out.stdout);
+}
+
+/// Finalizers run during allocations, also inside the engine's own calls (a nested field
+/// read, a copy for analyze_event); ones that call the engine must not crash it or disturb
+/// the event being processed.
+#[test]
+fn finalizers_that_call_the_engine_do_no_harm() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", ""));
+    env.filter(
+        "filter.lua",
+        r#"
+local function arm()
+  local p = newproxy(true)
+  getmetatable(p).__gc = function()
+    dragonfly.log_event({ gc = true })
+    dragonfly.output_event("out", { from_gc = true })
+  end
+end
+function setup() end
+function loop(msg)
+  for _ = 1, 30 do arm() end
+  local copy = {}
+  for j = 1, 20 do copy[j] = { a = msg.flow.pkts, b = tostring(j) } end
+  msg.copy = copy
+  dragonfly.analyze_event(default_analyzer, msg)
+end
+"#,
+    );
+    env.analyzer(
+        "a.lua",
+        r#"
+function setup() end
+function loop(msg)
+  local n = 0
+  for k, v in pairs(msg) do n = n + 1 end
+  dragonfly.output_event(default_output, { i = msg.i, members = n, pkts = msg.flow.pkts })
+end
+"#,
+    );
+    let lines: Vec<String> = (0..2000).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&[]);
+    out.assert_success();
+    let recs: Vec<serde_json::Value> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .filter(|v: &serde_json::Value| v.get("from_gc").is_none())
+        .collect();
+    assert_eq!(recs.len(), 2000, "{}", out.stdout);
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r["i"], i);
+        assert_eq!(r["pkts"], i);
+        assert_eq!(r["members"], 8, "{r}");
+    }
+}
