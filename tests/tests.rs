@@ -15,6 +15,7 @@ mod io;
 mod kafka;
 mod ml;
 mod ops;
+mod oracle;
 mod util;
 
 use std::fs;

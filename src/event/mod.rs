@@ -6,6 +6,8 @@
 
 pub mod flow_key;
 pub mod scan;
+#[cfg(test)]
+mod scan_props;
 pub mod timestamp;
 
 /// Suricata EVE field names, spelled as in Suricata's schema.
