@@ -10,7 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use mlua::ffi::{self, lua_State};
 
-use super::ffi_util::push_bytes;
+use super::ffi_util::{TimeMark, to_bytes};
 
 /// A Lua error a C function asks for: its message (raised by [`c_entry`] once the body has
 /// returned and dropped its values).
@@ -38,53 +38,13 @@ pub type LuaResult = Result<c_int, LuaFail>;
 pub const YIELD: c_int = c_int::MIN;
 
 thread_local! {
-    /// Whether the code running now is a script's (its state's memory limit applies) rather
-    /// than the engine's (whose allocations must not fail: a Lua error raised there would
-    /// unwind through Rust frames that catch panics).
-    static SCRIPT_TIME: Cell<bool> = const { Cell::new(false) };
     /// Panics caught at the boundary on this thread (added to the worker's counters).
     static PANICS: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Whether script memory limits apply to allocations now.
-#[inline]
-pub fn script_time() -> bool {
-    SCRIPT_TIME.with(|s| s.get())
 }
 
 /// Panics caught at the boundary on this thread so far.
 pub fn panics_caught() -> u64 {
     PANICS.with(|p| p.get())
-}
-
-/// Marks a stretch of script time (or engine time) and restores the previous mark on drop.
-pub struct TimeMark {
-    prev: bool,
-}
-
-impl TimeMark {
-    /// Script code runs until the mark drops: its allocations count against its limit.
-    #[inline]
-    pub fn script() -> TimeMark {
-        TimeMark {
-            prev: SCRIPT_TIME.with(|s| s.replace(true)),
-        }
-    }
-
-    /// Engine code runs until the mark drops: allocations do not fail on the limit.
-    #[inline]
-    pub fn engine() -> TimeMark {
-        TimeMark {
-            prev: SCRIPT_TIME.with(|s| s.replace(false)),
-        }
-    }
-}
-
-impl Drop for TimeMark {
-    #[inline]
-    fn drop(&mut self) {
-        SCRIPT_TIME.with(|s| s.set(self.prev));
-    }
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
@@ -160,7 +120,7 @@ pub fn ffi_entry<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
 pub unsafe fn raise(l: *mut lua_State, msg: String) -> ! {
     // SAFETY: see the contract.
     unsafe {
-        push_bytes(l, msg.as_bytes());
+        ffi::lua_pushlstring_(l, msg.as_ptr().cast(), msg.len());
         drop(msg);
         ffi::lua_error(l)
     }
@@ -189,7 +149,7 @@ pub unsafe fn arg_bytes<'a>(l: *mut lua_State, fname: &str, idx: c_int, how: Coe
             ffi::LUA_TNUMBER => how == Coerce::StrOrNum,
             _ => false,
         };
-        match ok.then(|| super::ffi_util::to_bytes(l, idx)).flatten() {
+        match ok.then(|| to_bytes(l, idx)).flatten() {
             Some(b) => Ok(b),
             None => Err(LuaFail(format!("{fname}: bad argument #{idx} (string expected)"))),
         }
@@ -214,6 +174,7 @@ pub unsafe fn arg_count(l: *mut lua_State, fname: &str, n: c_int) -> Result<(), 
 
 #[cfg(test)]
 mod tests {
+    use super::super::ffi_util::script_time;
     use super::*;
 
     unsafe extern "C-unwind" fn panics(l: *mut lua_State) -> c_int {

@@ -18,10 +18,43 @@ use std::ffi::c_int;
 
 use super::json::Encoder;
 use super::member_cache::MemberCache;
-use super::script::{Role, Script};
-use super::window::WinEvent;
+use super::state::{Role, Script};
 use crate::event::EventMeta;
-use crate::shard::{NO_INPUT, OutBatch};
+use crate::shard::{NO_INPUT, OutBatch, OutRec};
+
+/// Queue entry meaning "the current event, unchanged" (not a registry reference).
+pub const UNCHANGED_EVENT: c_int = c_int::MIN;
+
+/// Most analyzer hops one input event may cause (guards against `analyze_event` cycles).
+pub const MAX_HOPS: u32 = 10_000;
+
+/// One event of a window: its pending analyzer calls, its records (emitted in event order
+/// once the window is done) and the coroutine it is suspended in, if any.
+#[derive(Default)]
+pub struct WinEvent {
+    pub(super) meta: EventMeta,
+    pub(super) id: f64,
+    pub(super) line: (usize, usize),
+    pub(super) root: usize,
+    pub(super) queue: VecDeque<(u32, c_int)>,
+    /// Its records (their bytes are in the output batch already).
+    pub(super) recs: Vec<OutRec>,
+    /// The analyzer and the registry reference of the suspended coroutine.
+    pub(super) co: Option<(u32, c_int)>,
+    /// The pipelined command the suspended coroutine waits for (0: it yielded by itself).
+    pub(super) ticket: u64,
+    /// When the suspended coroutine's `loop()` started (`lat_start_call`).
+    pub(super) co_t0: u64,
+    pub(super) hops: u32,
+    /// Whether it has started a pipelined call (its later calls keep window order).
+    pub(super) piped: bool,
+}
+
+impl WinEvent {
+    pub(super) fn done(&self) -> bool {
+        self.co.is_none() && self.queue.is_empty()
+    }
+}
 
 /// Counters of one worker, published to the engine after each batch.
 #[derive(Default, Clone, Debug)]
@@ -54,7 +87,7 @@ pub struct WorkerCtx {
     pub outs: Vec<OutBatch>,
     pub counters: WorkerCounters,
     /// Redis connections of this worker's scripts.
-    pub redis: super::hiredis::RedisState,
+    pub redis: super::redis_conn::RedisState,
     /// Events in flight together when some analyzer pipelines (see `process_window`).
     pub(super) window: Vec<WinEvent>,
     /// The lowest window event not finished yet.
@@ -204,8 +237,8 @@ impl WorkerCtx {
             first_open: 0,
             cur_win: None,
             cur_co: std::ptr::null_mut(),
-            redis: super::hiredis::RedisState::new(
-                super::hiredis::RedisTarget::Tcp("127.0.0.1".into(), 6379),
+            redis: super::redis_conn::RedisState::new(
+                super::redis_conn::RedisTarget::Tcp("127.0.0.1".into(), 6379),
                 Default::default(),
             ),
             ordered,
@@ -242,7 +275,7 @@ impl WorkerCtx {
     /// limits apply while `f` runs.
     pub fn run_script<R>(&mut self, f: impl FnOnce() -> R) -> R {
         self.lend(|| {
-            let _script = super::boundary::TimeMark::script();
+            let _script = super::ffi_util::TimeMark::script();
             f()
         })
     }
@@ -341,7 +374,7 @@ impl WorkerCtx {
     /// Retunes the GC of every script state (see `script::tune_gc`); called once per batch.
     pub fn tune_gc(&self) {
         for s in self.filters.iter().chain(&self.analyzers) {
-            super::script::tune_gc(s.l);
+            super::state::tune_gc(s.l);
         }
     }
 

@@ -5,9 +5,9 @@
 //! the work and report what is wrong) rather than guess.
 
 use super::boundary::ffi_entry;
+use super::context::UNCHANGED_EVENT;
 use super::context::with_ctx;
 use super::proxy;
-use super::window::UNCHANGED_EVENT;
 use crate::shard::NO_INPUT;
 
 /// What the one member a script added to an event is, as the Lua `output_event` hands it to

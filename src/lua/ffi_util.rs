@@ -73,12 +73,15 @@ pub unsafe fn abs_index(l: *mut lua_State, idx: c_int) -> c_int {
     }
 }
 
-/// Registry slots the engine keeps in every script state (negative integers: `luaL_ref`
-/// only uses positive keys), in one place so that no two modules pick the same.
+/// Registry slots the engine keeps in every script state, in one place so that no two
+/// modules pick the same. The three read per event take the first positive keys, which
+/// `Script::open` reserves before anything calls `luaL_ref` (they live in the registry's
+/// array part: a lookup costs an index, not a hash probe); the others are negative
+/// integers, which `luaL_ref` never uses.
 pub mod reg {
     use std::ffi::c_int;
     /// The metatable of event tables (also the deletion marker).
-    pub const PROXY_MT: c_int = -17_001;
+    pub const PROXY_MT: c_int = 1;
     /// The `hiredis` status table, its constants' metatable, its connections' metatable and
     /// its NIL constant.
     pub const HIREDIS_STATUS: c_int = -17_002;
@@ -86,11 +89,54 @@ pub mod reg {
     pub const HIREDIS_CONN_MT: c_int = -17_004;
     pub const HIREDIS_NIL: c_int = -17_006;
     /// The metatable of line blocks.
-    pub const LINE_MT: c_int = -17_005;
+    pub const LINE_MT: c_int = 2;
     /// The string "loop", so that looking the function up per event interns nothing.
-    pub const LOOP_KEY: c_int = -17_010;
+    pub const LOOP_KEY: c_int = 3;
     /// The set (weak keys) of coroutines the engine runs pipelined calls in.
     pub const ENGINE_THREADS: c_int = -17_011;
+}
+
+thread_local! {
+    /// Whether the code running now is a script's (its state's memory limit applies) rather
+    /// than the engine's (whose allocations must not fail: a Lua error raised there would
+    /// unwind through Rust frames that catch panics).
+    static SCRIPT_TIME: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether script memory limits apply to allocations now.
+#[inline]
+pub fn script_time() -> bool {
+    SCRIPT_TIME.with(|s| s.get())
+}
+
+/// Marks a stretch of script time (or engine time) and restores the previous mark on drop.
+pub struct TimeMark {
+    prev: bool,
+}
+
+impl TimeMark {
+    /// Script code runs until the mark drops: its allocations count against its limit.
+    #[inline]
+    pub fn script() -> TimeMark {
+        TimeMark {
+            prev: SCRIPT_TIME.with(|s| s.replace(true)),
+        }
+    }
+
+    /// Engine code runs until the mark drops: allocations do not fail on the limit.
+    #[inline]
+    pub fn engine() -> TimeMark {
+        TimeMark {
+            prev: SCRIPT_TIME.with(|s| s.replace(false)),
+        }
+    }
+}
+
+impl Drop for TimeMark {
+    #[inline]
+    fn drop(&mut self) {
+        SCRIPT_TIME.with(|s| s.set(self.prev));
+    }
 }
 
 /// Memory accounting of one script state: the bytes its allocator handed out and the limit
@@ -127,15 +173,19 @@ pub unsafe extern "C" fn lua_alloc(ud: *mut c_void, ptr: *mut c_void, osize: usi
     use libmimalloc_sys::{mi_free, mi_malloc, mi_realloc};
     // SAFETY: see the contract.
     let m = unsafe { &*(ud as *const StateMemory) };
-    let old = if ptr.is_null() { 0 } else { osize };
-    // SAFETY: every non-null `ptr` was returned by this function, i.e. by mimalloc.
+    // SAFETY: every non-null `ptr` was returned by this function, i.e. by mimalloc. The count
+    // wraps instead of checking: LuaJIT passes the sizes it allocated, so it cannot go wrong.
     unsafe {
         if nsize == 0 {
+            if !ptr.is_null() {
+                m.used.set(m.used.get().wrapping_sub(osize));
+            }
             mi_free(ptr);
-            m.used.set(m.used.get().saturating_sub(old));
             return std::ptr::null_mut();
         }
-        if nsize > old && m.used.get().saturating_add(nsize - old) > m.limit && super::boundary::script_time() {
+        let old = if ptr.is_null() { 0 } else { osize };
+        let used = m.used.get().wrapping_add(nsize).wrapping_sub(old);
+        if used > m.limit && nsize > old && script_time() {
             return std::ptr::null_mut();
         }
         let p = if ptr.is_null() {
@@ -144,7 +194,7 @@ pub unsafe extern "C" fn lua_alloc(ud: *mut c_void, ptr: *mut c_void, osize: usi
             mi_realloc(ptr, nsize)
         };
         if !p.is_null() {
-            m.used.set(m.used.get().saturating_sub(old).saturating_add(nsize));
+            m.used.set(used);
         }
         p
     }

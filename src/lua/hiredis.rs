@@ -6,200 +6,23 @@
 //! backoff.
 
 use std::ffi::c_int;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mlua::ffi::{self, lua_State};
-use redis::{ConnectionLike, IntoConnectionInfo, RedisConnectionInfo, Value};
+use redis::{ConnectionLike, Value};
 
 use super::boundary::{Coerce, LuaFail, LuaResult, YIELD, arg_bytes, c_entry};
 use super::context::{WorkerCtx, with_ctx};
 use super::ffi_util::{push_bytes, reg, to_bytes};
 
-pub const ERR_IO: i32 = 1;
-pub const ERR_OTHER: i32 = 2;
-pub const ERR_EOF: i32 = 3;
-pub const ERR_PROTOCOL: i32 = 4;
-pub const REPLY_STRING: i32 = 1;
-pub const REPLY_ARRAY: i32 = 2;
-pub const REPLY_INTEGER: i32 = 3;
-pub const REPLY_NIL: i32 = 4;
-pub const REPLY_STATUS: i32 = 5;
-pub const REPLY_ERROR: i32 = 6;
+use super::redis_conn::{BACKOFF_MIN, RedisConn, describe, describe_target, error_code};
+pub use super::redis_conn::{
+    ERR_EOF, ERR_IO, ERR_OTHER, ERR_PROTOCOL, REPLY_ARRAY, REPLY_ERROR, REPLY_INTEGER, REPLY_NIL, REPLY_STATUS,
+    REPLY_STRING, RedisState, RedisTarget, RedisTimeouts, open,
+};
 
 /// Most arguments one command may have (as lua-hiredis).
 const MAX_ARGS: c_int = 256;
-
-/// Where Redis is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RedisTarget {
-    Tcp(String, u16),
-    Unix(PathBuf),
-    /// The engine's own `redis-server` (see `managed`), started on first use.
-    Managed,
-}
-
-impl RedisTarget {
-    /// From config.lua's `redis_host`/`redis_port` (a port <= 0 means a unix socket path).
-    pub fn from_config(host: &str, port: i64) -> RedisTarget {
-        if host == "managed" {
-            RedisTarget::Managed
-        } else if port <= 0 {
-            RedisTarget::Unix(PathBuf::from(host))
-        } else {
-            RedisTarget::Tcp(host.to_string(), port.min(u16::MAX as i64) as u16)
-        }
-    }
-}
-
-/// Timeouts of Redis connections.
-#[derive(Clone, Copy, Debug)]
-pub struct RedisTimeouts {
-    pub connect: Duration,
-    pub io: Duration,
-}
-
-impl Default for RedisTimeouts {
-    fn default() -> Self {
-        RedisTimeouts {
-            connect: Duration::from_secs(2),
-            io: Duration::from_secs(5),
-        }
-    }
-}
-
-/// One script's connection, re-established with backoff after a failure.
-pub struct RedisConn {
-    target: RedisTarget,
-    /// Commands of suspended pipelined coroutines, packed, and the window events waiting for
-    /// their replies, in order.
-    piped: Vec<u8>,
-    waiters: Vec<(usize, u64)>,
-    con: Option<redis::Connection>,
-    /// Commands queued by `append_command`, packed, not yet sent.
-    pending: Vec<u8>,
-    /// What each `append_command` still awaiting `get_reply` gets: the reply of an `ML.*`
-    /// command answered in-process, or `None` for one sent to Redis.
-    order: std::collections::VecDeque<Option<crate::ml::Reply>>,
-    /// Replies still to read with `get_reply`: sent commands, then packed ones.
-    sent: usize,
-    queued: usize,
-    next_try: Instant,
-    backoff: Duration,
-    closed: bool,
-}
-
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-/// Per-worker Redis state.
-pub struct RedisState {
-    pub target: RedisTarget,
-    pub timeouts: RedisTimeouts,
-    conns: Vec<RedisConn>,
-    /// Calls, failures (I/O, protocol) and error replies, for the stats.
-    pub calls: u64,
-    pub failures: u64,
-    pub error_replies: u64,
-}
-
-impl RedisState {
-    pub fn new(target: RedisTarget, timeouts: RedisTimeouts) -> Self {
-        RedisState {
-            target,
-            timeouts,
-            conns: Vec::new(),
-            calls: 0,
-            failures: 0,
-            error_replies: 0,
-        }
-    }
-
-    /// Makes sure connection `i` is up (trying again only after its backoff).
-    fn ensure(&mut self, i: usize) -> Result<(), String> {
-        if self.conns[i].con.is_some() {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let target = &self.conns[i].target;
-        if now < self.conns[i].next_try {
-            return Err(format!(
-                "{}: not connected (retrying after backoff)",
-                describe_target(target)
-            ));
-        }
-        match open(target, self.timeouts) {
-            Ok(con) => {
-                let c = &mut self.conns[i];
-                c.con = Some(con);
-                c.backoff = BACKOFF_MIN;
-                Ok(())
-            }
-            Err(e) => {
-                let msg = format!("{}: {e}", describe_target(&self.conns[i].target));
-                self.fail(i);
-                Err(msg)
-            }
-        }
-    }
-
-    /// Drops connection `i` after a transport failure and schedules the next attempt.
-    fn fail(&mut self, i: usize) {
-        let c = &mut self.conns[i];
-        c.con = None;
-        c.sent = 0;
-        c.queued = 0;
-        c.pending.clear();
-        // The Redis replies are lost with the connection; in-process ones stay.
-        c.order.retain(Option::is_some);
-        c.next_try = Instant::now() + c.backoff;
-        c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-/// Connects to `target` within the connect timeout and sets the I/O timeouts.
-pub fn open(target: &RedisTarget, timeouts: RedisTimeouts) -> Result<redis::Connection, String> {
-    let info = match target {
-        RedisTarget::Tcp(h, p) => (h.as_str(), *p).into_connection_info(),
-        RedisTarget::Unix(path) => redis::ConnectionAddr::Unix(path.clone()).into_connection_info(),
-        RedisTarget::Managed => redis::ConnectionAddr::Unix(super::managed::socket()?).into_connection_info(),
-    }
-    .map_err(|e| e.to_string())?
-    .set_redis_settings(RedisConnectionInfo::default().set_skip_set_lib_name());
-    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
-    let con = client
-        .get_connection_with_timeout(timeouts.connect)
-        .map_err(|e| describe(&e))?;
-    con.set_read_timeout(Some(timeouts.io)).map_err(|e| e.to_string())?;
-    con.set_write_timeout(Some(timeouts.io)).map_err(|e| e.to_string())?;
-    Ok(con)
-}
-
-fn describe_target(t: &RedisTarget) -> String {
-    match t {
-        RedisTarget::Tcp(h, p) => format!("redis {h}:{p}"),
-        RedisTarget::Unix(p) => format!("redis unix:{}", p.display()),
-        RedisTarget::Managed => "managed redis".to_string(),
-    }
-}
-
-fn describe(e: &redis::RedisError) -> String {
-    match (e.code(), e.detail()) {
-        (Some(code), Some(detail)) => format!("{code} {detail}"),
-        (Some(code), None) => code.to_string(),
-        _ => e.to_string(),
-    }
-}
-
-fn error_code(e: &redis::RedisError) -> i32 {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-        ERR_IO
-    } else if matches!(e.kind(), redis::ErrorKind::Parse) {
-        ERR_PROTOCOL
-    } else {
-        ERR_OTHER
-    }
-}
 
 unsafe fn push_const(l: *mut lua_State, name: &[u8], ty: i32) {
     // SAFETY: the caller owns `l`; the constant metatable was registered by `install`.

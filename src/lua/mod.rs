@@ -49,6 +49,7 @@
 // indices given are valid for it.
 #![allow(clippy::missing_safety_doc)]
 
+mod access;
 mod api;
 pub mod boundary;
 pub mod builtins;
@@ -63,8 +64,10 @@ pub mod member_cache;
 pub mod ml;
 pub mod proxy;
 mod records;
+pub mod redis_conn;
 pub mod script;
+pub mod state;
 pub mod window;
 
 pub use context::{WorkerCounters, WorkerCtx, WorkerLatency};
-pub use script::{Role, Script, ScriptSpec};
+pub use state::{Role, Script, ScriptSpec};

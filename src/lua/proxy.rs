@@ -29,7 +29,6 @@ use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
 
-use super::context::{WorkerCtx, with_ctx};
 use super::ffi_util::{abs_index, push_bytes, reg};
 use super::member_cache::MemberCache;
 use crate::event::scan::{self, Kind};
@@ -72,7 +71,7 @@ impl std::fmt::Display for Tampered {
 }
 
 #[inline]
-unsafe fn rawget_i(l: *mut lua_State, t: c_int, k: c_int) -> c_int {
+pub(super) unsafe fn rawget_i(l: *mut lua_State, t: c_int, k: c_int) -> c_int {
     // SAFETY: `t` is an absolute index of a table.
     unsafe {
         ffi::lua_rawgeti_(l, t, k);
@@ -81,7 +80,7 @@ unsafe fn rawget_i(l: *mut lua_State, t: c_int, k: c_int) -> c_int {
 }
 
 #[inline]
-unsafe fn rawset_i(l: *mut lua_State, t: c_int, k: c_int) {
+pub(super) unsafe fn rawset_i(l: *mut lua_State, t: c_int, k: c_int) {
     // SAFETY: `t` is an absolute index of a table and a value is on top.
     unsafe { ffi::lua_rawseti_(l, t, k) }
 }
@@ -154,74 +153,10 @@ pub struct FieldOut {
     pub ptr: *const u8,
 }
 
-/// The field lookup called through LuaJIT's FFI by the Lua `__index` of event tables (see
-/// `prelude.lua`), so that compiled traces read fields without going through the Lua C API.
-/// Objects and arrays are left to the C `__index` ([`F_NESTED`]); hidden fields that fail
-/// their checks give [`F_TAMPERED`] (the Lua side raises the error).
-///
-/// # Safety
-///
-/// Called by the prelude with `line` a line block (it checked the block's metatable, which
-/// only [`push_line`] sets; it may also pass null), `key` a live Lua string of `key_len`
-/// bytes and `out` its own `FieldOut`; the string a kind-1 answer points to stays valid until
-/// the next call on this thread.
-pub unsafe extern "C" fn df_find(
-    line: *const u8,
-    span: f64,
-    seal: f64,
-    key: *const u8,
-    key_len: usize,
-    out: *mut FieldOut,
-) -> i32 {
-    super::boundary::ffi_entry(F_TAMPERED, || {
-        if line.is_null() || out.is_null() {
-            return F_TAMPERED;
-        }
-        // SAFETY: see the function's contract.
-        let ((h, line), key, out) = unsafe { (line_of(line), std::slice::from_raw_parts(key, key_len), &mut *out) };
-        with_ctx(|c| {
-            let Ok((start, _)) = checked_range(&h, line, span, seal, Some(&mut c.cache)) else {
-                out.kind = F_TAMPERED;
-                return F_TAMPERED;
-            };
-            let Some(m) = c.cache.find(h.id, start, line, key, &mut c.scratch) else {
-                out.kind = F_ABSENT;
-                return F_ABSENT;
-            };
-            let (vs, ve) = (m.val_start as usize, m.val_end as usize);
-            let raw = &line[vs..ve];
-            out.kind = match scan::kind(line, vs) {
-                Kind::String => {
-                    let body = &raw[1..raw.len().saturating_sub(1).max(1)];
-                    if memchr::memchr(b'\\', body).is_none() {
-                        out.ptr = body.as_ptr();
-                        out.len = body.len() as i32;
-                    } else {
-                        scan::unescape(body, &mut c.value_scratch);
-                        out.ptr = c.value_scratch.as_ptr();
-                        out.len = c.value_scratch.len() as i32;
-                    }
-                    F_STRING
-                }
-                Kind::Number => {
-                    out.num = scan::number(raw);
-                    F_NUMBER
-                }
-                Kind::True => F_TRUE,
-                Kind::False => F_FALSE,
-                Kind::Null => F_NULL,
-                Kind::Object | Kind::Array => F_NESTED,
-                Kind::Invalid => F_ABSENT,
-            };
-            out.kind
-        })
-    })
-}
-
 /// The object a table's hidden fields name, checked: the table's `seal` must be the block's,
 /// and a `span` (0: the top-level object) must be an object of the line (known from `cache`
 /// when given, else found by walking the line). Returns its byte range.
-fn checked_range(
+pub(super) fn checked_range(
     h: &LineHeader,
     line: &[u8],
     span: f64,
@@ -401,9 +336,9 @@ pub unsafe fn push_event(l: *mut lua_State, line: &[u8], id: f64) {
 /// leave out of their table).
 #[derive(Clone, Copy)]
 #[repr(C)]
-struct LineHeader {
+pub(super) struct LineHeader {
     len: u64,
-    id: f64,
+    pub(super) id: f64,
     seal: f64,
     root_start: u32,
     root_end: u32,
@@ -417,7 +352,7 @@ const LINE_HEADER: usize = std::mem::size_of::<LineHeader>();
 ///
 /// `ud` points to a block made by [`push_line`] that outlives `'a`.
 #[inline]
-unsafe fn line_of<'a>(ud: *const u8) -> (LineHeader, &'a [u8]) {
+pub(super) unsafe fn line_of<'a>(ud: *const u8) -> (LineHeader, &'a [u8]) {
     // SAFETY: see the contract; the header holds the length of the bytes after it.
     unsafe {
         let h = ud.cast::<LineHeader>().read_unaligned();
@@ -508,7 +443,14 @@ pub unsafe fn parts<'a>(l: *mut lua_State, t: c_int, cache: Option<&mut MemberCa
 /// Pushes the decoded JSON value `buf[start..end]` of the event whose line block is at
 /// absolute index `line_idx`; objects become proxies over that block (their spans recorded
 /// in the member cache as handed out), arrays plain tables.
-pub unsafe fn push_json(l: *mut lua_State, line_idx: c_int, buf: &[u8], start: usize, end: usize, c: &mut WorkerCtx) {
+pub unsafe fn push_json(
+    l: *mut lua_State,
+    line_idx: c_int,
+    buf: &[u8],
+    (start, end): (usize, usize),
+    cache: &mut MemberCache,
+    scratch: &mut Vec<u8>,
+) {
     // SAFETY: `l` is owned by the caller; `buf` is the line of the block at `line_idx`.
     unsafe {
         let raw = &buf[start..end];
@@ -518,8 +460,8 @@ pub unsafe fn push_json(l: *mut lua_State, line_idx: c_int, buf: &[u8], start: u
                 if memchr::memchr(b'\\', body).is_none() {
                     push_bytes(l, body);
                 } else {
-                    scan::unescape(body, &mut c.scratch);
-                    push_bytes(l, &c.scratch);
+                    scan::unescape(body, scratch);
+                    push_bytes(l, scratch);
                 }
             }
             Kind::Number => ffi::lua_pushnumber(l, scan::number(raw)),
@@ -528,7 +470,7 @@ pub unsafe fn push_json(l: *mut lua_State, line_idx: c_int, buf: &[u8], start: u
             Kind::Null => ffi::lua_pushlightuserdata(l, std::ptr::null_mut()),
             Kind::Object => {
                 let id = line_of(ffi::lua_touserdata(l, line_idx).cast::<u8>().cast_const()).0.id;
-                c.cache.mark_span(id, start, end, buf);
+                cache.mark_span(id, start, end, buf);
                 push_proxy(l, line_idx, Some((start, end)))
             }
             Kind::Array => {
@@ -537,7 +479,7 @@ pub unsafe fn push_json(l: *mut lua_State, line_idx: c_int, buf: &[u8], start: u
                 let mut n = 0;
                 scan::array_elements(buf, start, |a, b| {
                     n += 1;
-                    push_json(l, line_idx, buf, a, b, c);
+                    push_json(l, line_idx, buf, (a, b), cache, scratch);
                     ffi::lua_rawseti_(l, t, n);
                 });
             }
@@ -550,7 +492,13 @@ pub unsafe fn push_json(l: *mut lua_State, line_idx: c_int, buf: &[u8], start: u
 /// as a script reads it: its writes first (a deletion reads nil), then the nested tables
 /// handed out, else the member decoded from the line (an object or array is kept in the
 /// nested-table table, so that changes made through it stay). Pushes exactly one value.
-pub unsafe fn push_field(l: *mut lua_State, t: c_int, k: c_int, c: &mut WorkerCtx) -> Result<(), Tampered> {
+pub unsafe fn push_field(
+    l: *mut lua_State,
+    t: c_int,
+    k: c_int,
+    cache: &mut MemberCache,
+    scratch: &mut Vec<u8>,
+) -> Result<(), Tampered> {
     // SAFETY: `t` and `k` are absolute indices; the stack ends one value above its start.
     unsafe {
         let top = ffi::lua_gettop(l);
@@ -581,14 +529,14 @@ pub unsafe fn push_field(l: *mut lua_State, t: c_int, k: c_int, c: &mut WorkerCt
             ffi::lua_pushnil(l);
             return Ok(());
         };
-        let p = parts(l, t, Some(&mut c.cache))?;
-        let Some(m) = c.cache.find(p.id, p.start, p.line, key, &mut c.scratch) else {
+        let p = parts(l, t, Some(&mut *cache))?;
+        let Some(m) = cache.find(p.id, p.start, p.line, key, scratch) else {
             ffi::lua_pushnil(l);
             return Ok(());
         };
         let (vs, ve) = (m.val_start as usize, m.val_end as usize);
         rawget_i(l, t, K_LINE); // top + 1: the line, for nested proxies
-        push_json(l, top + 1, p.line, vs, ve, c); // top + 2
+        push_json(l, top + 1, p.line, (vs, ve), cache, scratch); // top + 2
         if matches!(scan::kind(p.line, vs), Kind::Object | Kind::Array) {
             if rawget_i(l, t, K_CACHE) != ffi::LUA_TTABLE {
                 ffi::lua_settop(l, top + 2);
@@ -605,23 +553,6 @@ pub unsafe fn push_field(l: *mut lua_State, t: c_int, k: c_int, c: &mut WorkerCt
         ffi::lua_replace(l, top + 1);
         ffi::lua_settop(l, top + 1);
         Ok(())
-    }
-}
-
-/// The C part of `__index` (the Lua part in `prelude.lua` has already looked in the writes
-/// and the nested tables, and read scalars itself): decodes member `k` of the proxy at 1.
-pub unsafe extern "C-unwind" fn slow_index(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua with (t, k).
-    unsafe {
-        super::boundary::c_entry(l, "event field", |l| {
-            ffi::lua_settop(l, 2);
-            if !is_proxy(l, 1) {
-                ffi::lua_pushnil(l);
-                return Ok(1);
-            }
-            with_ctx(|c| push_field(l, 1, 2, c)).map_err(|e| e.to_string())?;
-            Ok(1)
-        })
     }
 }
 
@@ -824,149 +755,6 @@ unsafe fn same_as_json(
             }
             Kind::Invalid => false,
         }
-    }
-}
-
-/// `next` of event tables: the original members in document order (minus deleted ones; a
-/// key that occurs twice only at its first occurrence, whose value a read gives), then added
-/// keys in the order of their first write; values are what a read gives (`push_field`), so
-/// iterating an event neither changes it nor decodes more than it hands out. The prelude's
-/// `next` calls it for event tables and the original `next` for the others.
-pub unsafe extern "C-unwind" fn lua_next_proxy(l: *mut lua_State) -> c_int {
-    // SAFETY: called by the prelude's `next` with (t, k), t an event table.
-    unsafe {
-        super::boundary::c_entry(l, "next", |l| {
-            ffi::lua_settop(l, 2);
-            if !is_proxy(l, 1) {
-                return Err("bad argument #1 to 'next' (table expected)".into());
-            }
-            with_ctx(|c| next_proxy(l, c)).map_err(|e| e.to_string().into())
-        })
-    }
-}
-
-/// The body of [`lua_next_proxy`], with (t, k) at 1 and 2.
-unsafe fn next_proxy(l: *mut lua_State, c: &mut WorkerCtx) -> Result<c_int, Tampered> {
-    // SAFETY: 1 is a proxy; values are pushed above 2.
-    unsafe {
-        let p = parts(l, 1, Some(&mut c.cache))?;
-        let n_members = c.cache.members(p.id, p.start, p.line).len();
-        let dup_keys = c.cache.has_dup_keys(p.id, p.start, p.line);
-        let has_set = rawget_i(l, 1, K_SET) == ffi::LUA_TTABLE; // 3
-        let mut scratch = Vec::new();
-        // Where to resume: after the member named k, or in the added keys.
-        let mut from_member = 0usize;
-        let mut in_added = false;
-        if ffi::lua_type(l, 2) != ffi::LUA_TNIL {
-            in_added = true;
-            if let Some(k) = super::ffi_util::str_at(l, 2) {
-                let members = c.cache.members(p.id, p.start, p.line);
-                if let Some(i) = members
-                    .iter()
-                    .position(|m| super::member_cache::key_matches(p.line, m, k, &mut scratch))
-                {
-                    from_member = i + 1;
-                    in_added = false;
-                }
-            }
-        }
-        if !in_added {
-            for j in from_member..n_members {
-                let m = c.cache.members(p.id, p.start, p.line)[j];
-                let raw = &p.line[m.key_start as usize..m.key_end as usize];
-                let name: &[u8] = if m.key_escaped {
-                    scan::unescape(raw, &mut scratch);
-                    &scratch
-                } else {
-                    raw
-                };
-                if dup_keys
-                    && c.cache.members(p.id, p.start, p.line)[..j]
-                        .iter()
-                        .any(|e| super::member_cache::key_matches(p.line, e, name, &mut Vec::new()))
-                {
-                    continue;
-                }
-                push_bytes(l, name);
-                let key = ffi::lua_gettop(l);
-                if has_set {
-                    ffi::lua_pushvalue(l, key);
-                    ffi::lua_rawget_(l, 3);
-                    let deleted = is_tomb(l, -1);
-                    ffi::lua_pop(l, 1);
-                    if deleted {
-                        ffi::lua_settop(l, key - 1);
-                        continue;
-                    }
-                }
-                push_field(l, 1, key, c)?;
-                return Ok(2);
-            }
-        }
-        // Added keys, in order of first write, after the one given (if any).
-        if !has_set {
-            ffi::lua_pushnil(l);
-            return Ok(1);
-        }
-        if rawget_i(l, 1, K_ORDER) != ffi::LUA_TTABLE {
-            // One key written so far: its order list is made now (it holds that key).
-            ffi::lua_pop(l, 1);
-            ffi::lua_createtable(l, 4, 0);
-            let o = ffi::lua_gettop(l);
-            ffi::lua_pushnil(l);
-            if ffi::lua_next(l, 3) != 0 {
-                ffi::lua_pop(l, 1);
-                ffi::lua_rawseti_(l, o, 1);
-            }
-            ffi::lua_pushvalue(l, o);
-            rawset_i(l, 1, K_ORDER);
-        }
-        let order = ffi::lua_gettop(l);
-        let len = ffi::lua_objlen(l, order) as c_int;
-        let mut i = 1;
-        if in_added {
-            while i <= len {
-                ffi::lua_rawgeti_(l, order, i);
-                let same = ffi::lua_rawequal(l, -1, 2) != 0;
-                ffi::lua_pop(l, 1);
-                i += 1;
-                if same {
-                    break;
-                }
-            }
-        }
-        while i <= len {
-            ffi::lua_rawgeti_(l, order, i);
-            let key = ffi::lua_gettop(l);
-            i += 1;
-            let original = match super::ffi_util::str_at(l, key) {
-                Some(k) => c
-                    .cache
-                    .members(p.id, p.start, p.line)
-                    .iter()
-                    .any(|m| super::member_cache::key_matches(p.line, m, k, &mut scratch)),
-                None => false,
-            };
-            ffi::lua_pushvalue(l, key);
-            ffi::lua_rawget_(l, 3);
-            if original || is_tomb(l, -1) {
-                ffi::lua_settop(l, key - 1);
-                continue;
-            }
-            return Ok(2);
-        }
-        ffi::lua_pushnil(l);
-        Ok(1)
-    }
-}
-
-/// `isproxy(t)` for the prelude's `pairs` and `next`.
-pub unsafe extern "C-unwind" fn lua_is_proxy(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua; nothing here can raise.
-    unsafe {
-        let yes = is_proxy(l, 1);
-        ffi::lua_pushboolean(l, yes as c_int);
-        1
     }
 }
 

@@ -7,7 +7,7 @@ use mlua::ffi::lua_State;
 
 use super::context::WorkerCtx;
 use super::json::EncodeError;
-use super::script::Role;
+use super::state::Role;
 use crate::shard::{LOG_OUTPUT, NO_INPUT, OutBatch, OutRec};
 
 impl WorkerCtx {

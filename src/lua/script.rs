@@ -1,83 +1,18 @@
-//! A loaded script: its own LuaJIT state (each input's filter and every analyzer, per
-//! worker), created with the modules and the prelude (`prelude.lua`), and what opens, sets
-//! up and reloads the scripts of a worker.
+//! Opening scripts: a state with the modules and the prelude (`prelude.lua`) for each
+//! input's filter and every analyzer, per worker, and what sets up and reloads a worker's
+//! scripts.
 
 use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
 
 use super::context::WorkerCtx;
-use super::ffi_util::{StateMemory, push_bytes, reg, to_bytes};
-use super::{api, fast_path, proxy};
-
-/// A script's role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Filter,
-    Analyzer,
-}
-
-/// What is needed to open one script.
-#[derive(Clone, Debug)]
-pub struct ScriptSpec {
-    pub role: Role,
-    pub tag: String,
-    pub path: std::path::PathBuf,
-    pub default_analyzer: String,
-    pub default_output: String,
-    /// Events whose `loop()` may run at once, their Redis commands pipelined (analyzers).
-    pub pipeline: usize,
-}
-
-/// A loaded script: its own Lua state.
-pub struct Script {
-    pub l: *mut lua_State,
-    /// The state's memory accounting (its allocator's `ud`); outlives the state.
-    mem: Box<StateMemory>,
-    pub tag: String,
-    pub role: Role,
-    pub calls: u64,
-    pub errors: u64,
-    /// Records it wrote to user outputs.
-    pub out: u64,
-    pub pipeline: usize,
-    /// Finished coroutines kept for reuse (registry references), for pipelined analyzers.
-    pub spare_threads: Vec<c_int>,
-}
-
-impl Drop for Script {
-    fn drop(&mut self) {
-        // SAFETY: the state was created by `Script::open` on this thread and is closed once;
-        // `mem` is dropped after this, so the allocator's `ud` outlives the state.
-        unsafe { ffi::lua_close(self.l) }
-    }
-}
-
-impl Script {
-    /// Bytes the state's allocator has handed out.
-    pub fn memory_used(&self) -> usize {
-        self.mem.used()
-    }
-}
+use super::ffi_util::{push_bytes, reg};
+use super::state::{Role, Script, ScriptSpec, pcall_msg};
+use super::{access, api, fast_path, proxy};
 
 /// The Lua side of event tables and of the FFI fast paths, and the sandbox (see the file).
 const PRELUDE: &str = include_str!("prelude.lua");
-
-/// The message of the error on top of the stack of `l`, popped.
-pub(super) unsafe fn pcall_msg(l: *mut lua_State) -> String {
-    // SAFETY: an error value is on top of the stack of `l`.
-    unsafe {
-        let m = match to_bytes(l, -1) {
-            Some(b) => String::from_utf8_lossy(b).into_owned(),
-            None => format!(
-                "(error object is a {} value)",
-                std::ffi::CStr::from_ptr(ffi::lua_typename(l, ffi::lua_type(l, -1))).to_string_lossy()
-            ),
-        };
-        ffi::lua_pop(l, 1);
-        m
-    }
-}
 
 /// Sets `t[name] = top of stack` (pops it); `t` is an absolute index.
 unsafe fn set_field(l: *mut lua_State, t: c_int, name: &std::ffi::CStr) {
@@ -129,9 +64,9 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), String> {
         push_bytes(l, proxy::TAMPERED_MSG.as_bytes());
         set_field(l, e, c"TAMPERED_MSG");
         for (name, f) in [
-            (c"is_proxy", proxy::lua_is_proxy as ffi::lua_CFunction),
-            (c"next_proxy", proxy::lua_next_proxy),
-            (c"slow_index", proxy::slow_index),
+            (c"is_proxy", access::lua_is_proxy as ffi::lua_CFunction),
+            (c"next_proxy", access::lua_next_proxy),
+            (c"slow_index", access::slow_index),
         ] {
             ffi::lua_pushcclosure(l, f, 0);
             set_field(l, e, name);
@@ -139,7 +74,7 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), String> {
         ffi::lua_pushlightuserdata(l, std::ptr::null_mut());
         set_field(l, e, c"null");
         for (name, p) in [
-            (c"find", proxy::df_find as *mut std::ffi::c_void),
+            (c"find", access::df_find as *mut std::ffi::c_void),
             (c"emit", fast_path::df_emit as *mut std::ffi::c_void),
             (c"queue", fast_path::df_queue as *mut std::ffi::c_void),
         ] {
@@ -194,6 +129,10 @@ impl Script {
         // SAFETY: a fresh state, used only on this thread and closed by `Drop`.
         unsafe {
             ffi::luaL_openlibs(l);
+            // The engine's positive registry slots come first (see `reg`).
+            if ffi::lua_objlen(l, ffi::LUA_REGISTRYINDEX) != 0 {
+                return Err("internal error: the registry's first slots are taken".into());
+            }
             proxy::install(l);
             push_bytes(l, b"loop");
             ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::LOOP_KEY);
@@ -219,7 +158,7 @@ impl Script {
                 return Err(format!("load error: {}", pcall_msg(l)));
             }
             let status = {
-                let _script = super::boundary::TimeMark::script();
+                let _script = super::ffi_util::TimeMark::script();
                 ffi::lua_pcall(l, 0, 0, 0)
             };
             if status != 0 {
@@ -238,43 +177,12 @@ impl Script {
     }
 }
 
-/// Pushes the global `loop` of the state (or thread) `l`, as `lua_getfield` would, with the
-/// key string taken from the registry.
-#[inline]
-pub(super) unsafe fn push_loop(l: *mut lua_State) {
-    // SAFETY: `l` is a script state of this thread (or one of its threads); `Script::open`
-    // stored the key. A raw get: this runs outside any protected call, so no metamethod a
-    // script put on its globals may run here.
-    unsafe {
-        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::LOOP_KEY);
-        ffi::lua_rawget_(l, ffi::LUA_GLOBALSINDEX);
-    }
-}
-
 /// Pushes the global `name` of `l` (a raw get: no metamethod of the script's runs here).
 unsafe fn push_global(l: *mut lua_State, name: &std::ffi::CStr) {
     // SAFETY: `l` is a state of this thread.
     unsafe {
         push_bytes(l, name.to_bytes());
         ffi::lua_rawget_(l, ffi::LUA_GLOBALSINDEX);
-    }
-}
-
-/// Garbage every script state may accumulate before a collection cycle starts, on top of
-/// its live heap (KiB).
-const GC_HEADROOM_KB: c_int = 4096;
-
-/// Keeps the GC of a script state from running a cycle every few dozen events: Lua starts a
-/// cycle when the heap reaches `pause`% of the live heap, which for the small heaps of typical
-/// scripts means constantly. The pause is set so that a cycle starts at the larger of twice the
-/// live heap and the live heap plus [`GC_HEADROOM_KB`]. A collector a script stopped
-/// (`collectgarbage("stop")`) is restarted: the memory limit would otherwise fail every event.
-pub(super) fn tune_gc(l: *mut lua_State) {
-    // SAFETY: `l` is a state of this thread; these calls only read or set GC parameters.
-    unsafe {
-        let kb = ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0).max(64);
-        let pause = ((kb + GC_HEADROOM_KB) as i64 * 100 / kb as i64).clamp(200, 10_000) as c_int;
-        ffi::lua_gc(l, ffi::LUA_GCSETPAUSE, pause);
     }
 }
 

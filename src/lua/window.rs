@@ -9,51 +9,16 @@
 //! earlier event of the window is done, so every analyzer after a pipelined one sees the
 //! window's events in input order, as without pipelining. Records leave in event order.
 
-use std::collections::VecDeque;
 use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
 
-use super::context::WorkerCtx;
+use super::context::{MAX_HOPS, UNCHANGED_EVENT, WinEvent, WorkerCtx};
 use super::proxy;
-use super::script::{Role, pcall_msg, push_loop};
+use super::state::{Role, pcall_msg, push_loop};
 use crate::event::EventMeta;
 use crate::event::scan;
 use crate::shard::{END_OF_EVENT, NO_INPUT, OutRec};
-
-/// Queue entry meaning "the current event, unchanged" (not a registry reference).
-pub const UNCHANGED_EVENT: c_int = c_int::MIN;
-
-/// Most analyzer hops one input event may cause (guards against `analyze_event` cycles).
-pub const MAX_HOPS: u32 = 10_000;
-
-/// One event of a window: its pending analyzer calls, its records (emitted in event order
-/// once the window is done) and the coroutine it is suspended in, if any.
-#[derive(Default)]
-pub struct WinEvent {
-    meta: EventMeta,
-    id: f64,
-    line: (usize, usize),
-    root: usize,
-    pub(super) queue: VecDeque<(u32, c_int)>,
-    /// Its records (their bytes are in the output batch already).
-    pub(super) recs: Vec<OutRec>,
-    /// The analyzer and the registry reference of the suspended coroutine.
-    co: Option<(u32, c_int)>,
-    /// The pipelined command the suspended coroutine waits for (0: it yielded by itself).
-    pub(super) ticket: u64,
-    /// When the suspended coroutine's `loop()` started (`lat_start_call`).
-    co_t0: u64,
-    hops: u32,
-    /// Whether it has started a pipelined call (its later calls keep window order).
-    piped: bool,
-}
-
-impl WinEvent {
-    fn done(&self) -> bool {
-        self.co.is_none() && self.queue.is_empty()
-    }
-}
 
 impl WorkerCtx {
     /// Whether some analyzer asks for pipelining (then batches go through `process_window`).

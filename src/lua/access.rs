@@ -1,0 +1,240 @@
+//! The entry points of event tables that scripts reach: the FFI field lookup `df_find` the
+//! prelude's `__index` calls from compiled code, the C part of `__index`, and `next`. Each
+//! reaches the worker context through `with_ctx` behind the boundary; the table itself, and
+//! the checks of its hidden fields, are `proxy`'s.
+
+use std::ffi::c_int;
+
+use mlua::ffi::{self, lua_State};
+
+use super::context::{WorkerCtx, with_ctx};
+use super::ffi_util::push_bytes;
+use super::proxy::{
+    F_ABSENT, F_FALSE, F_NESTED, F_NULL, F_NUMBER, F_STRING, F_TAMPERED, F_TRUE, FieldOut, K_ORDER, K_SET, Tampered,
+    checked_range, is_proxy, is_tomb, line_of, parts, push_field, rawget_i, rawset_i,
+};
+use crate::event::scan::{self, Kind};
+
+/// The field lookup called through LuaJIT's FFI by the Lua `__index` of event tables (see
+/// `prelude.lua`), so that compiled traces read fields without going through the Lua C API.
+/// Objects and arrays are left to the C `__index` ([`F_NESTED`]); hidden fields that fail
+/// their checks give [`F_TAMPERED`] (the Lua side raises the error).
+///
+/// # Safety
+///
+/// Called by the prelude with `line` a line block (it checked the block's metatable, which
+/// only [`push_line`] sets; it may also pass null), `key` a live Lua string of `key_len`
+/// bytes and `out` its own `FieldOut`; the string a kind-1 answer points to stays valid until
+/// the next call on this thread.
+pub unsafe extern "C" fn df_find(
+    line: *const u8,
+    span: f64,
+    seal: f64,
+    key: *const u8,
+    key_len: usize,
+    out: *mut FieldOut,
+) -> i32 {
+    super::boundary::ffi_entry(F_TAMPERED, || {
+        if line.is_null() || out.is_null() {
+            return F_TAMPERED;
+        }
+        // SAFETY: see the function's contract.
+        let ((h, line), key, out) = unsafe { (line_of(line), std::slice::from_raw_parts(key, key_len), &mut *out) };
+        with_ctx(|c| {
+            let Ok((start, _)) = checked_range(&h, line, span, seal, Some(&mut c.cache)) else {
+                out.kind = F_TAMPERED;
+                return F_TAMPERED;
+            };
+            let Some(m) = c.cache.find(h.id, start, line, key, &mut c.scratch) else {
+                out.kind = F_ABSENT;
+                return F_ABSENT;
+            };
+            let (vs, ve) = (m.val_start as usize, m.val_end as usize);
+            let raw = &line[vs..ve];
+            out.kind = match scan::kind(line, vs) {
+                Kind::String => {
+                    let body = &raw[1..raw.len().saturating_sub(1).max(1)];
+                    if memchr::memchr(b'\\', body).is_none() {
+                        out.ptr = body.as_ptr();
+                        out.len = body.len() as i32;
+                    } else {
+                        scan::unescape(body, &mut c.value_scratch);
+                        out.ptr = c.value_scratch.as_ptr();
+                        out.len = c.value_scratch.len() as i32;
+                    }
+                    F_STRING
+                }
+                Kind::Number => {
+                    out.num = scan::number(raw);
+                    F_NUMBER
+                }
+                Kind::True => F_TRUE,
+                Kind::False => F_FALSE,
+                Kind::Null => F_NULL,
+                Kind::Object | Kind::Array => F_NESTED,
+                Kind::Invalid => F_ABSENT,
+            };
+            out.kind
+        })
+    })
+}
+
+/// The C part of `__index` (the Lua part in `prelude.lua` has already looked in the writes
+/// and the nested tables, and read scalars itself): decodes member `k` of the proxy at 1.
+pub unsafe extern "C-unwind" fn slow_index(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua with (t, k).
+    unsafe {
+        super::boundary::c_entry(l, "event field", |l| {
+            ffi::lua_settop(l, 2);
+            if !is_proxy(l, 1) {
+                ffi::lua_pushnil(l);
+                return Ok(1);
+            }
+            with_ctx(|c| push_field(l, 1, 2, &mut c.cache, &mut c.scratch)).map_err(|e| e.to_string())?;
+            Ok(1)
+        })
+    }
+}
+
+/// `next` of event tables: the original members in document order (minus deleted ones; a
+/// key that occurs twice only at its first occurrence, whose value a read gives), then added
+/// keys in the order of their first write; values are what a read gives (`push_field`), so
+/// iterating an event neither changes it nor decodes more than it hands out. The prelude's
+/// `next` calls it for event tables and the original `next` for the others.
+pub unsafe extern "C-unwind" fn lua_next_proxy(l: *mut lua_State) -> c_int {
+    // SAFETY: called by the prelude's `next` with (t, k), t an event table.
+    unsafe {
+        super::boundary::c_entry(l, "next", |l| {
+            ffi::lua_settop(l, 2);
+            if !is_proxy(l, 1) {
+                return Err("bad argument #1 to 'next' (table expected)".into());
+            }
+            with_ctx(|c| next_proxy(l, c)).map_err(|e| e.to_string().into())
+        })
+    }
+}
+
+/// The body of [`lua_next_proxy`], with (t, k) at 1 and 2.
+unsafe fn next_proxy(l: *mut lua_State, c: &mut WorkerCtx) -> Result<c_int, Tampered> {
+    // SAFETY: 1 is a proxy; values are pushed above 2.
+    unsafe {
+        let p = parts(l, 1, Some(&mut c.cache))?;
+        let n_members = c.cache.members(p.id, p.start, p.line).len();
+        let dup_keys = c.cache.has_dup_keys(p.id, p.start, p.line);
+        let has_set = rawget_i(l, 1, K_SET) == ffi::LUA_TTABLE; // 3
+        let mut scratch = Vec::new();
+        // Where to resume: after the member named k, or in the added keys.
+        let mut from_member = 0usize;
+        let mut in_added = false;
+        if ffi::lua_type(l, 2) != ffi::LUA_TNIL {
+            in_added = true;
+            if let Some(k) = super::ffi_util::str_at(l, 2) {
+                let members = c.cache.members(p.id, p.start, p.line);
+                if let Some(i) = members
+                    .iter()
+                    .position(|m| super::member_cache::key_matches(p.line, m, k, &mut scratch))
+                {
+                    from_member = i + 1;
+                    in_added = false;
+                }
+            }
+        }
+        if !in_added {
+            for j in from_member..n_members {
+                let m = c.cache.members(p.id, p.start, p.line)[j];
+                let raw = &p.line[m.key_start as usize..m.key_end as usize];
+                let name: &[u8] = if m.key_escaped {
+                    scan::unescape(raw, &mut scratch);
+                    &scratch
+                } else {
+                    raw
+                };
+                if dup_keys
+                    && c.cache.members(p.id, p.start, p.line)[..j]
+                        .iter()
+                        .any(|e| super::member_cache::key_matches(p.line, e, name, &mut Vec::new()))
+                {
+                    continue;
+                }
+                push_bytes(l, name);
+                let key = ffi::lua_gettop(l);
+                if has_set {
+                    ffi::lua_pushvalue(l, key);
+                    ffi::lua_rawget_(l, 3);
+                    let deleted = is_tomb(l, -1);
+                    ffi::lua_pop(l, 1);
+                    if deleted {
+                        ffi::lua_settop(l, key - 1);
+                        continue;
+                    }
+                }
+                push_field(l, 1, key, &mut c.cache, &mut c.scratch)?;
+                return Ok(2);
+            }
+        }
+        // Added keys, in order of first write, after the one given (if any).
+        if !has_set {
+            ffi::lua_pushnil(l);
+            return Ok(1);
+        }
+        if rawget_i(l, 1, K_ORDER) != ffi::LUA_TTABLE {
+            // One key written so far: its order list is made now (it holds that key).
+            ffi::lua_pop(l, 1);
+            ffi::lua_createtable(l, 4, 0);
+            let o = ffi::lua_gettop(l);
+            ffi::lua_pushnil(l);
+            if ffi::lua_next(l, 3) != 0 {
+                ffi::lua_pop(l, 1);
+                ffi::lua_rawseti_(l, o, 1);
+            }
+            ffi::lua_pushvalue(l, o);
+            rawset_i(l, 1, K_ORDER);
+        }
+        let order = ffi::lua_gettop(l);
+        let len = ffi::lua_objlen(l, order) as c_int;
+        let mut i = 1;
+        if in_added {
+            while i <= len {
+                ffi::lua_rawgeti_(l, order, i);
+                let same = ffi::lua_rawequal(l, -1, 2) != 0;
+                ffi::lua_pop(l, 1);
+                i += 1;
+                if same {
+                    break;
+                }
+            }
+        }
+        while i <= len {
+            ffi::lua_rawgeti_(l, order, i);
+            let key = ffi::lua_gettop(l);
+            i += 1;
+            let original = match super::ffi_util::str_at(l, key) {
+                Some(k) => c
+                    .cache
+                    .members(p.id, p.start, p.line)
+                    .iter()
+                    .any(|m| super::member_cache::key_matches(p.line, m, k, &mut scratch)),
+                None => false,
+            };
+            ffi::lua_pushvalue(l, key);
+            ffi::lua_rawget_(l, 3);
+            if original || is_tomb(l, -1) {
+                ffi::lua_settop(l, key - 1);
+                continue;
+            }
+            return Ok(2);
+        }
+        ffi::lua_pushnil(l);
+        Ok(1)
+    }
+}
+
+/// `isproxy(t)` for the prelude's `pairs` and `next`.
+pub unsafe extern "C-unwind" fn lua_is_proxy(l: *mut lua_State) -> c_int {
+    // SAFETY: called by Lua; nothing here can raise.
+    unsafe {
+        let yes = is_proxy(l, 1);
+        ffi::lua_pushboolean(l, yes as c_int);
+        1
+    }
+}

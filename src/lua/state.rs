@@ -1,0 +1,105 @@
+//! A script's state: its LuaJIT state and memory accounting, its role and counters, and the
+//! few raw operations the engine does on it (the `loop` lookup, error messages, GC tuning).
+
+use std::ffi::c_int;
+
+use mlua::ffi::{self, lua_State};
+
+use super::ffi_util::{StateMemory, reg, to_bytes};
+
+/// A script's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Filter,
+    Analyzer,
+}
+
+/// What is needed to open one script.
+#[derive(Clone, Debug)]
+pub struct ScriptSpec {
+    pub role: Role,
+    pub tag: String,
+    pub path: std::path::PathBuf,
+    pub default_analyzer: String,
+    pub default_output: String,
+    /// Events whose `loop()` may run at once, their Redis commands pipelined (analyzers).
+    pub pipeline: usize,
+}
+
+/// A loaded script: its own Lua state.
+pub struct Script {
+    pub l: *mut lua_State,
+    /// The state's memory accounting (its allocator's `ud`); outlives the state.
+    pub(super) mem: Box<StateMemory>,
+    pub tag: String,
+    pub role: Role,
+    pub calls: u64,
+    pub errors: u64,
+    /// Records it wrote to user outputs.
+    pub out: u64,
+    pub pipeline: usize,
+    /// Finished coroutines kept for reuse (registry references), for pipelined analyzers.
+    pub spare_threads: Vec<c_int>,
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        // SAFETY: the state was created by `Script::open` on this thread and is closed once;
+        // `mem` is dropped after this, so the allocator's `ud` outlives the state.
+        unsafe { ffi::lua_close(self.l) }
+    }
+}
+
+impl Script {
+    /// Bytes the state's allocator has handed out.
+    pub fn memory_used(&self) -> usize {
+        self.mem.used()
+    }
+}
+
+/// The message of the error on top of the stack of `l`, popped.
+pub(super) unsafe fn pcall_msg(l: *mut lua_State) -> String {
+    // SAFETY: an error value is on top of the stack of `l`.
+    unsafe {
+        let m = match to_bytes(l, -1) {
+            Some(b) => String::from_utf8_lossy(b).into_owned(),
+            None => format!(
+                "(error object is a {} value)",
+                std::ffi::CStr::from_ptr(ffi::lua_typename(l, ffi::lua_type(l, -1))).to_string_lossy()
+            ),
+        };
+        ffi::lua_pop(l, 1);
+        m
+    }
+}
+
+/// Pushes the global `loop` of the state (or thread) `l`, as `lua_getfield` would, with the
+/// key string taken from the registry.
+#[inline]
+pub(super) unsafe fn push_loop(l: *mut lua_State) {
+    // SAFETY: `l` is a script state of this thread (or one of its threads); `Script::open`
+    // stored the key. A raw get: this runs outside any protected call, so no metamethod a
+    // script put on its globals may run here.
+    unsafe {
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::LOOP_KEY);
+        ffi::lua_rawget_(l, ffi::LUA_GLOBALSINDEX);
+    }
+}
+
+/// Garbage every script state may accumulate before a collection cycle starts, on top of
+/// its live heap (KiB).
+const GC_HEADROOM_KB: c_int = 4096;
+
+/// Keeps the GC of a script state from running a cycle every few dozen events: Lua starts a
+/// cycle when the heap reaches `pause`% of the live heap, which for the small heaps of typical
+/// scripts means constantly. The pause is set so that a cycle starts at the larger of twice the
+/// live heap and the live heap plus [`GC_HEADROOM_KB`]. A collector a script stopped
+/// (`collectgarbage("stop")`) is restarted: the memory limit would otherwise fail every event.
+pub(super) fn tune_gc(l: *mut lua_State) {
+    // SAFETY: `l` is a state of this thread; these calls only read or set GC parameters.
+    unsafe {
+        let kb = ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0).max(64);
+        let pause = ((kb + GC_HEADROOM_KB) as i64 * 100 / kb as i64).clamp(200, 10_000) as c_int;
+        ffi::lua_gc(l, ffi::LUA_GCSETPAUSE, pause);
+    }
+}
