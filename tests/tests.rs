@@ -14,6 +14,7 @@ mod hiredis;
 mod io;
 mod kafka;
 mod ml;
+mod model;
 mod ops;
 mod oracle;
 mod util;
