@@ -5,7 +5,7 @@
 # output differs from the case's expected.json. Too slow for the default test run (a few
 # minutes); run it by hand or in CI jobs that have the time.
 #
-# Usage: perf/memcheck.sh [CASE_DIR...]   (default: tests/golden/*hostile*)
+# Usage: perf/memcheck.sh [CASE_DIR...]   (default: tests/golden/*hostile*; tests/golden/* for all)
 # Environment: DFM_BIN (default: $CARGO_TARGET_DIR or ~/.cache/dragonfly-mle-target, release)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,10 +21,8 @@ for case in "${cases[@]}"; do
         work=$(mktemp -d)
         mkdir -p "$work/logs"
         cp "$case/input.json" "$work/logs/"
-        # LuaJIT's string functions read whole words past the end of short strings (within
-        # their allocation, by design); the suppressions name only those LuaJIT-internal frames.
-        valgrind --tool=memcheck --error-exitcode=99 --track-origins=no \
-            --suppressions="$here/perf/luajit.supp" --log-file="$work/memcheck.log" \
+        # No suppressions: every error memcheck reports counts.
+        valgrind --tool=memcheck --error-exitcode=99 --track-origins=no --log-file="$work/memcheck.log" \
             "$bin" -r "$case" -l "$work/logs" --config "$case/config.lua" --no-pin --http off --shards "$shards" \
             > "$work/stdout" 2> "$work/stderr" || true
         errors=$(grep -Eo 'ERROR SUMMARY: [0-9]+' "$work/memcheck.log" | tail -1 | grep -Eo '[0-9]+$' || echo "?")
