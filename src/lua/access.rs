@@ -82,7 +82,8 @@ pub unsafe extern "C" fn df_find(
 /// The C part of `__index` (the Lua part in `prelude.lua` has already looked in the writes
 /// and the nested tables, and read scalars itself): decodes member `k` of the proxy at 1.
 pub unsafe extern "C-unwind" fn slow_index(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua with (t, k).
+    // SAFETY: a lua_CFunction called by the prelude's `__index` with (t, k); the body runs behind
+    // `c_entry`.
     unsafe {
         super::boundary::c_entry(l, "event field", |l| {
             ffi::lua_settop(l, 2);
@@ -231,7 +232,8 @@ unsafe fn next_proxy(l: *mut lua_State, c: &mut WorkerCtx) -> Result<c_int, Tamp
 
 /// `isproxy(t)` for the prelude's `pairs` and `next`.
 pub unsafe extern "C-unwind" fn lua_is_proxy(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua; nothing here can raise.
+    // SAFETY: a lua_CFunction: `l` is the running state; only raw reads and a push, which cannot
+    // raise.
     unsafe {
         let yes = is_proxy(l, 1);
         ffi::lua_pushboolean(l, yes as c_int);

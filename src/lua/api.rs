@@ -12,7 +12,8 @@ use super::json::{self, Encoder};
 use crate::shard::{LOG_OUTPUT, STATS_OUTPUT};
 
 unsafe extern "C-unwind" fn analyze_event(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua; the body runs behind the boundary.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "analyze_event", |l| {
             arg_count(l, "analyze_event", 2)?;
@@ -41,7 +42,8 @@ unsafe fn output_to(l: *mut lua_State, name: &str, output: u32, idx: c_int) -> R
 }
 
 unsafe extern "C-unwind" fn output_event(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua; the body runs behind the boundary.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "output_event", |l| {
             arg_count(l, "output_event", 2)?;
@@ -61,7 +63,8 @@ unsafe extern "C-unwind" fn output_event(l: *mut lua_State) -> c_int {
 }
 
 unsafe extern "C-unwind" fn log_event(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua; the body runs behind the boundary.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "log_event", |l| {
             arg_count(l, "log_event", 1)?;
@@ -71,7 +74,8 @@ unsafe extern "C-unwind" fn log_event(l: *mut lua_State) -> c_int {
 }
 
 unsafe extern "C-unwind" fn stats_event(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua; the body runs behind the boundary.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "stats_event", |l| {
             arg_count(l, "stats_event", 1)?;
@@ -81,7 +85,8 @@ unsafe extern "C-unwind" fn stats_event(l: *mut lua_State) -> c_int {
 }
 
 unsafe extern "C-unwind" fn timer_event(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua; the body runs behind the boundary.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "timer_event", |l| {
             arg_count(l, "timer_event", 3)?;
@@ -107,7 +112,8 @@ unsafe extern "C-unwind" fn timer_event(l: *mut lua_State) -> c_int {
 }
 
 unsafe extern "C-unwind" fn echo(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua; the body runs behind the boundary.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "echo", |l| {
             arg_count(l, "echo", 1)?;
@@ -127,7 +133,9 @@ thread_local! {
 }
 
 unsafe extern "C-unwind" fn cjson_encode(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua; the body runs behind the boundary. The encoder reads the stack
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns). The encoder
+    // reads the stack
     // only (raw accesses: no metamethod runs).
     unsafe {
         c_entry(l, "encode", |l| {
@@ -157,7 +165,8 @@ unsafe extern "C-unwind" fn cjson_encode(l: *mut lua_State) -> c_int {
 }
 
 unsafe extern "C-unwind" fn cjson_decode(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua; the body runs behind the boundary.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "decode", |l| {
             arg_count(l, "decode", 1)?;
@@ -184,7 +193,7 @@ unsafe extern "C-unwind" fn cjson_decode(l: *mut lua_State) -> c_int {
 
 /// `cjson_safe.new()`: the same module (its settings are fixed here).
 unsafe extern "C-unwind" fn cjson_new(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua with the module as upvalue 1; nothing here can fail.
+    // SAFETY: a lua_CFunction made with the module as upvalue 1 (`install`); a push cannot raise.
     unsafe {
         ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
         1
@@ -194,7 +203,7 @@ unsafe extern "C-unwind" fn cjson_new(l: *mut lua_State) -> c_int {
 /// The lua-cjson configuration setters: accepted for compatibility, settings unchanged;
 /// they return their argument(s) like a successful set.
 unsafe extern "C-unwind" fn cjson_setting(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua; nothing here can fail.
+    // SAFETY: a lua_CFunction: `l` is the running state; nothing here can raise.
     unsafe { ffi::lua_gettop(l) }
 }
 

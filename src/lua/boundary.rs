@@ -178,12 +178,14 @@ mod tests {
     use super::*;
 
     unsafe extern "C-unwind" fn panics(l: *mut lua_State) -> c_int {
-        // SAFETY: called by Lua.
+        // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+        // the body runs behind `c_entry` (panics caught, errors raised after it returns).
         unsafe { c_entry(l, "panics", |_| panic!("a broken invariant")) }
     }
 
     unsafe extern "C-unwind" fn fails(l: *mut lua_State) -> c_int {
-        // SAFETY: called by Lua.
+        // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+        // the body runs behind `c_entry` (panics caught, errors raised after it returns).
         unsafe {
             c_entry(l, "fails", |l| {
                 let s = arg_bytes(l, "fails", 1, Coerce::Str)?;

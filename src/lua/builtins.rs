@@ -57,7 +57,8 @@ fn secs(d: Duration) -> f64 {
 
 /// `dragonfly.http_get(url, file)` -> HTTP status code.
 pub unsafe extern "C-unwind" fn http_get(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua; the strings stay on the stack during the call.
+    // SAFETY: a lua_CFunction: `l` is the running state; the argument strings stay on its stack
+    // during the call; the body runs behind `c_entry`.
     unsafe {
         c_entry(l, "http_get", |l| {
             arg_count(l, "http_get", 2)?;
@@ -195,7 +196,8 @@ fn copy_body(body: &mut impl Read, out: &mut File) -> Result<(), CopyError> {
 
 /// `dragonfly.dnslookup(host)` -> `{ "addr", ... }`.
 pub unsafe extern "C-unwind" fn dnslookup(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua; the host string stays on the stack during the call.
+    // SAFETY: a lua_CFunction: `l` is the running state; the host string stays on its stack during
+    // the call; the body runs behind `c_entry`.
     unsafe {
         c_entry(l, "dnslookup", |l| {
             arg_count(l, "dnslookup", 1)?;
@@ -341,7 +343,8 @@ fn resolve(host: &CStr) -> Result<Vec<IpAddr>, String> {
 
 /// `dragonfly.date2epoch(ts)` -> seconds since the epoch, fraction included.
 pub unsafe extern "C-unwind" fn date2epoch(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua; the string stays on the stack during the call.
+    // SAFETY: a lua_CFunction: `l` is the running state; the string stays on its stack during the
+    // call; the body runs behind `c_entry`.
     unsafe {
         c_entry(l, "date2epoch", |l| {
             arg_count(l, "date2epoch", 1)?;

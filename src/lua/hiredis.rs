@@ -370,7 +370,9 @@ unsafe fn ml_command(l: *mut lua_State, first: c_int, what: &str) -> Result<Opti
 /// `conn:command(name, ...)`, reached through the prelude's Lua wrapper, which passes
 /// `coroutine.isyieldable()` as argument 2 (the command's arguments start at 3).
 unsafe extern "C-unwind" fn conn_command(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua as conn:command(yieldable, name, ...).
+    // SAFETY: a lua_CFunction called as conn:command(yieldable, name, ...): `l` is the running
+    // state
+    // with those arguments; the body runs behind `c_entry`.
     unsafe {
         c_entry(l, "command", |l| {
             with_ctx(|c| {
@@ -395,7 +397,8 @@ unsafe extern "C-unwind" fn conn_command(l: *mut lua_State) -> c_int {
 
 /// `conn:command_line(s)`, reached through the prelude's Lua wrapper (see `conn_command`).
 unsafe extern "C-unwind" fn conn_command_line(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua as conn:command_line(yieldable, s).
+    // SAFETY: a lua_CFunction called as conn:command_line(yieldable, s): `l` is the running state
+    // with those arguments; the body runs behind `c_entry`.
     unsafe {
         c_entry(l, "command_line", |l| {
             with_ctx(|c| {
@@ -430,7 +433,8 @@ unsafe extern "C-unwind" fn conn_command_line(l: *mut lua_State) -> c_int {
 }
 
 unsafe extern "C-unwind" fn conn_append_command(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua as conn:append_command(name, ...).
+    // SAFETY: a lua_CFunction called as conn:append_command(name, ...): `l` is the running state
+    // with those arguments; the body runs behind `c_entry`.
     unsafe {
         c_entry(l, "append_command", |l| {
             with_ctx(|c| {
@@ -453,7 +457,8 @@ unsafe extern "C-unwind" fn conn_append_command(l: *mut lua_State) -> c_int {
 }
 
 unsafe extern "C-unwind" fn conn_get_reply(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua as conn:get_reply().
+    // SAFETY: a lua_CFunction called as conn:get_reply(): `l` is the running state
+    // with those arguments; the body runs behind `c_entry`.
     unsafe {
         c_entry(l, "get_reply", |l| {
             with_ctx(|c| {
@@ -551,7 +556,8 @@ unsafe fn has_conn_mt(l: *mut lua_State) -> bool {
 }
 
 unsafe extern "C-unwind" fn conn_tostring(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         push_bytes(l, b"lua-hiredis.connection");
         1
@@ -559,7 +565,8 @@ unsafe extern "C-unwind" fn conn_tostring(l: *mut lua_State) -> c_int {
 }
 
 unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua as hiredis.connect([host, port]).
+    // SAFETY: a lua_CFunction called as hiredis.connect([host, port]): `l` is the running state
+    // with those arguments; the body runs behind `c_entry`.
     unsafe {
         c_entry(l, "connect", |l| {
             with_ctx(|c| {
@@ -614,7 +621,8 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
 }
 
 unsafe extern "C-unwind" fn unwrap_reply(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua as hiredis.unwrap_reply(r).
+    // SAFETY: a lua_CFunction called as hiredis.unwrap_reply(r): `l` is the running state
+    // with those arguments; the body runs behind `c_entry`.
     unsafe {
         ffi::lua_settop(l, 1);
         if ffi::lua_type(l, 1) == ffi::LUA_TTABLE && ffi::lua_getmetatable(l, 1) != 0 {
@@ -642,7 +650,8 @@ unsafe extern "C-unwind" fn unwrap_reply(l: *mut lua_State) -> c_int {
 }
 
 unsafe extern "C-unwind" fn const_tostring(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua with a constant table.
+    // SAFETY: the `__tostring` of constants: 1 is a table with the constant metatable, which has no
+    // `__index` (a raw-equivalent get).
     unsafe {
         ffi::lua_getfield(l, 1, c"name".as_ptr());
         1

@@ -259,7 +259,8 @@ unsafe fn check_keys(l: *mut lua_State, f: &str, from: c_int) -> Result<(), LuaF
 /// `ml.command(name, ...)`: any `ML.*` command, answered in-process with the reply
 /// `hiredis` would give.
 unsafe extern "C-unwind" fn command(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "command", |l| {
             Ok({
@@ -303,7 +304,8 @@ unsafe fn tokens<'a>(l: *mut lua_State, f: &str, from: c_int) -> Result<Vec<&'a 
 
 /// `ml.forest_add(key, treeid, "path node ...", ...)`.
 unsafe extern "C-unwind" fn forest_add(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "forest_add", |l| {
             Ok({
@@ -351,7 +353,8 @@ pub fn load_forest_file(path: &std::path::Path) -> Result<usize, String> {
 
 /// `ml.load_forest(path)`: the number of trees added, or nil and the error.
 unsafe extern "C-unwind" fn load_forest(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "load_forest", |l| {
             Ok({
@@ -374,7 +377,8 @@ unsafe extern "C-unwind" fn load_forest(l: *mut lua_State) -> c_int {
 }
 
 unsafe fn reg_set(l: *mut lua_State, logistic: bool, f: &str) -> LuaResult {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         Ok({
             let key = key_arg(l, f, 1)?;
@@ -388,7 +392,8 @@ unsafe fn reg_set(l: *mut lua_State, logistic: bool, f: &str) -> LuaResult {
 }
 
 unsafe fn reg_predict(l: *mut lua_State, logistic: bool, f: &str) -> LuaResult {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         Ok({
             let key = key_arg(l, f, 1)?;
@@ -403,28 +408,33 @@ unsafe fn reg_predict(l: *mut lua_State, logistic: bool, f: &str) -> LuaResult {
 }
 
 unsafe extern "C-unwind" fn linreg_set(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe { c_entry(l, "linreg_set", |l| reg_set(l, false, "linreg_set")) }
 }
 
 unsafe extern "C-unwind" fn logreg_set(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe { c_entry(l, "logreg_set", |l| reg_set(l, true, "logreg_set")) }
 }
 
 unsafe extern "C-unwind" fn linreg_predict(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe { c_entry(l, "linreg_predict", |l| reg_predict(l, false, "linreg_predict")) }
 }
 
 unsafe extern "C-unwind" fn logreg_predict(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe { c_entry(l, "logreg_predict", |l| reg_predict(l, true, "logreg_predict")) }
 }
 
 /// `ml.kmeans_set(key, k, dims, centers)` with the centers flat, row after row.
 unsafe extern "C-unwind" fn kmeans_set(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "kmeans_set", |l| {
             Ok({
@@ -442,7 +452,8 @@ unsafe extern "C-unwind" fn kmeans_set(l: *mut lua_State) -> c_int {
 
 /// `ml.kmeans_predict(key, xs)`: the 0-based index of the nearest center.
 unsafe extern "C-unwind" fn kmeans_predict(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "kmeans_predict", |l| {
             Ok({
@@ -459,7 +470,8 @@ unsafe extern "C-unwind" fn kmeans_predict(l: *mut lua_State) -> c_int {
 }
 
 unsafe extern "C-unwind" fn matrix_set(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "matrix_set", |l| {
             Ok({
@@ -477,7 +489,8 @@ unsafe extern "C-unwind" fn matrix_set(l: *mut lua_State) -> c_int {
 
 /// `ml.matrix_get(key)`: rows, columns and the entries (row-major), or nil and the error.
 unsafe extern "C-unwind" fn matrix_get(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "matrix_get", |l| {
             Ok({
@@ -505,7 +518,8 @@ unsafe extern "C-unwind" fn matrix_get(l: *mut lua_State) -> c_int {
 type MatrixOp = fn(&[u8], &[u8], &[u8]) -> Result<(), MlError>;
 
 unsafe fn matrix_op(l: *mut lua_State, f: &str, op: MatrixOp) -> LuaResult {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         Ok({
             let (a, b, dst) = (key_arg(l, f, 1)?, key_arg(l, f, 2)?, key_arg(l, f, 3)?);
@@ -515,12 +529,14 @@ unsafe fn matrix_op(l: *mut lua_State, f: &str, op: MatrixOp) -> LuaResult {
 }
 
 unsafe extern "C-unwind" fn matrix_add(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe { c_entry(l, "matrix_add", |l| matrix_op(l, "matrix_add", ml::matrix_add)) }
 }
 
 unsafe extern "C-unwind" fn matrix_multiply(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "matrix_multiply", |l| {
             matrix_op(l, "matrix_multiply", ml::matrix_multiply)
@@ -529,7 +545,8 @@ unsafe extern "C-unwind" fn matrix_multiply(l: *mut lua_State) -> c_int {
 }
 
 unsafe extern "C-unwind" fn matrix_scale(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "matrix_scale", |l| {
             Ok({
@@ -543,7 +560,8 @@ unsafe extern "C-unwind" fn matrix_scale(l: *mut lua_State) -> c_int {
 
 /// `ml.delete(key)`: whether a model was there.
 unsafe extern "C-unwind" fn delete(l: *mut lua_State) -> c_int {
-    // SAFETY: called by Lua.
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "delete", |l| {
             Ok({

@@ -220,6 +220,12 @@ if loaders ~= nil and package.searchpath ~= nil then
    end
 end
 os.exit = unavailable("os.exit", "a script cannot stop the engine")
+-- The collector keeps a state within its memory limit: "stop" is ignored.
+local raw_collectgarbage = collectgarbage
+function collectgarbage(opt, ...)
+   if opt == "stop" then return 0 end
+   return raw_collectgarbage(opt, ...)
+end
 -- Coroutines the engine runs pipelined calls in are resumed only by the engine.
 local engine_threads = E.engine_threads
 local raw_resume = coroutine.resume

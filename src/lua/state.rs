@@ -93,8 +93,8 @@ const GC_HEADROOM_KB: c_int = 4096;
 /// Keeps the GC of a script state from running a cycle every few dozen events: Lua starts a
 /// cycle when the heap reaches `pause`% of the live heap, which for the small heaps of typical
 /// scripts means constantly. The pause is set so that a cycle starts at the larger of twice the
-/// live heap and the live heap plus [`GC_HEADROOM_KB`]. A collector a script stopped
-/// (`collectgarbage("stop")`) is restarted: the memory limit would otherwise fail every event.
+/// live heap and the live heap plus [`GC_HEADROOM_KB`]. (Scripts cannot stop the collector:
+/// the prelude's `collectgarbage` ignores "stop".)
 pub(super) fn tune_gc(l: *mut lua_State) {
     // SAFETY: `l` is a state of this thread; these calls only read or set GC parameters.
     unsafe {

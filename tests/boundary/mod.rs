@@ -203,3 +203,37 @@ end
         assert_eq!(r["members"], 8, "{r}");
     }
 }
+
+/// A script that stops its collector (`collectgarbage("stop")`) and makes garbage per event
+/// does not run into its memory limit: "stop" is ignored.
+#[test]
+fn collectgarbage_stop_cannot_defeat_the_memory_limit() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", "script_memory_mb = 16"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        r#"
+function setup() end
+function loop(msg)
+  collectgarbage("stop")
+  -- 256 KiB of garbage per event: 4,000 events make 1 GiB.
+  local s = string.rep(tostring(msg.i), 65536)
+  msg.running = collectgarbage("count") > 0
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    let lines: Vec<String> = (0..4000).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&[]);
+    out.assert_success();
+    assert_eq!(
+        out.summary().script_errors,
+        0,
+        "{}\n{:?}",
+        out.stdout,
+        env.log_records_of("script_error")
+    );
+    assert_eq!(env.lines("out.json").len(), 4000);
+}
