@@ -64,6 +64,9 @@ struct Cli {
     /// `check`: same as --check.
     #[arg(value_parser = ["check"])]
     command: Option<String>,
+    /// With check: also run every script's setup() (connects to Redis, loads models, ...).
+    #[arg(long)]
+    setup: bool,
 }
 
 fn main() -> ExitCode {
@@ -150,8 +153,12 @@ fn main() -> ExitCode {
         user: cli.user.or_else(|| cli.drop_privileges.then(|| "nobody".to_string())),
         chroot: cli.chroot,
     };
+    if cli.setup && !(cli.check_flag || cli.command.is_some()) {
+        eprintln!("dragonfly-mle: --setup goes with check (dragonfly-mle check --setup)");
+        return ExitCode::from(2);
+    }
     if cli.check_flag || cli.command.is_some() {
-        return match engine::check(&opts) {
+        return match engine::check(&opts, cli.setup) {
             Ok(msg) => {
                 println!("{msg}");
                 ExitCode::SUCCESS

@@ -835,11 +835,46 @@ fn check_accepts_a_good_root_without_running_setup() {
     // setup() fails, but `check` runs only the chunk.
     let analyzer = "function setup() error(\"setup must not run in check\") end\nfunction loop(msg) end\n";
     let env = Env::simple("file://in.json", analyzer, "", "");
+    env.write_log("in.json", b"{\"a\":1}\n");
     for args in [&["check"][..], &["--check"][..]] {
         let out = env.run(args);
         assert!(out.status.success(), "{args:?} failed on a good root: {out:?}");
     }
     assert!(!env.log("out.json").exists(), "check opened the outputs");
+    // With --setup it runs setup(), which fails here.
+    let out = env.run(&["check", "--setup"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("setup must not run in check"), "{}", out.stderr);
+    assert_eq!(env.run(&["--setup"]).status.code(), Some(2), "--setup without check");
+}
+
+/// Issue 15: `check` also verifies what the configuration names outside itself: a missing
+/// `file://` input, an output directory that cannot be written, a named Redis that does not
+/// answer; all are reported at once, each with its key.
+#[test]
+fn check_verifies_inputs_outputs_and_redis() {
+    let env = Env::new();
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.config(&format!(
+        "redis_host = \"127.0.0.1\"\nredis_port = {dead_port}\nredis_connect_timeout_ms = 500\n{}",
+        simple_config("file://nowhere.json", "", "").replace("file://out.json<", "file:///etc/hostname/out.json<")
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    let out = env.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    for want in [
+        "inputs[1].uri: cannot read",
+        "nowhere.json",
+        "outputs[1].uri: cannot write in /etc/hostname: /etc/hostname is not a directory",
+        &format!("redis_host/redis_port: no answer from 127.0.0.1:{dead_port}"),
+    ] {
+        assert!(out.stderr.contains(want), "stderr lacks {want:?}: {}", out.stderr);
+    }
 }
 
 #[test]

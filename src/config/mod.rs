@@ -160,6 +160,14 @@ impl Config {
         ] {
             let _ = lua.globals().raw_set(name, Value::Nil);
         }
+        // What exists before the file runs (the base library's names): everything else the file
+        // leaves in its globals is a setting, known or not.
+        let before: Vec<String> = lua
+            .globals()
+            .pairs::<Value, Value>()
+            .filter_map(|kv| kv.ok())
+            .map(|(k, _)| key_text(&k))
+            .collect();
         if let Err(e) = lua
             .load(&src[..])
             .set_name(format!("@{}", config_file.display()))
@@ -169,6 +177,13 @@ impl Config {
             return Err(fail(errs));
         }
         let g = lua.globals();
+        let mut v = Validator { errs: &mut errs };
+        for kv in g.pairs::<Value, Value>().filter_map(|kv| kv.ok()) {
+            let name = key_text(&kv.0);
+            if !before.contains(&name) && !TOP_LEVEL_KEYS.contains(&name.as_str()) {
+                v.err(&name, unknown_key(&name, TOP_LEVEL_KEYS));
+            }
+        }
         let mut cfg = Config {
             root: root.to_path_buf(),
             log_dir: log_dir.to_path_buf(),
@@ -193,7 +208,6 @@ impl Config {
             http_explicit: false,
             latency_histograms: true,
         };
-        let mut v = Validator { errs: &mut errs };
         let host = v.opt_string(&g.get("redis_host").unwrap_or(Value::Nil), "redis_host");
         let named_port = !matches!(g.get::<Value>("redis_port").unwrap_or(Value::Nil), Value::Nil);
         match host {
@@ -305,9 +319,13 @@ impl Config {
                 }
             }
         }
+        // Every tag an entry declares, also of entries with other errors: references to them are
+        // not reported again, and duplicates are.
+        let mut declared: [Vec<(usize, String)>; 3] = Default::default();
         for (i, t) in v.entries(&g, "inputs") {
             let key = |k: &str| format!("inputs[{i}].{k}");
             let tag = v.req_string(&t, &key("tag"), "tag");
+            declared[0].extend(tag.clone().map(|t| (i, t)));
             let uri = v.req_string(&t, &key("uri"), "uri");
             let script = v.req_string(&t, &key("script"), "script");
             let da = v.req_string(&t, &key("default_analyzer"), "default_analyzer");
@@ -331,6 +349,7 @@ impl Config {
         for (i, t) in v.entries(&g, "analyzers") {
             let key = |k: &str| format!("analyzers[{i}].{k}");
             let tag = v.req_string(&t, &key("tag"), "tag");
+            declared[1].extend(tag.clone().map(|t| (i, t)));
             let script = v.req_string(&t, &key("script"), "script");
             let da = v.req_string(&t, &key("default_analyzer"), "default_analyzer");
             let dout = v.req_string(&t, &key("default_output"), "default_output");
@@ -342,7 +361,7 @@ impl Config {
                 other => {
                     v.err(
                         &key("pipeline"),
-                        format!("must be an integer from 1 to 4096, got {other:?}"),
+                        format!("must be an integer from 1 to 4096, got {}", describe(&other)),
                     );
                     1
                 }
@@ -360,6 +379,7 @@ impl Config {
         for (i, t) in v.entries(&g, "outputs") {
             let key = |k: &str| format!("outputs[{i}].{k}");
             let tag = v.req_string(&t, &key("tag"), "tag");
+            declared[2].extend(tag.clone().map(|t| (i, t)));
             let uri = v.req_string(&t, &key("uri"), "uri");
             let ordered = match t.get::<Value>("ordered").unwrap_or(Value::Nil) {
                 Value::Nil => true,
@@ -383,14 +403,25 @@ impl Config {
                 cfg.outputs.push(OutputConfig { tag, uri, ordered });
             }
         }
-        cfg.check_tags(&mut errs);
+        cfg.check_tags(&declared, &mut errs);
         if errs.is_empty() { Ok(cfg) } else { Err(fail(errs)) }
     }
 
-    /// Default analyzers and outputs must name something that exists.
-    fn check_tags(&self, errs: &mut Vec<String>) {
-        let has_analyzer = |t: &str| self.analyzers.iter().any(|a| a.tag.eq_ignore_ascii_case(t));
-        let has_output = |t: &str| self.outputs.iter().any(|o| o.tag.eq_ignore_ascii_case(t));
+    /// Tags are unique among the inputs, the analyzers and the outputs (compared as the
+    /// engine looks them up: ignoring ASCII case), and default analyzers and outputs name one
+    /// that is declared (an entry with other errors still declares its tag).
+    fn check_tags(&self, declared: &[Vec<(usize, String)>; 3], errs: &mut Vec<String>) {
+        for (table, tags) in ["inputs", "analyzers", "outputs"].iter().zip(declared) {
+            for (k, (i, t)) in tags.iter().enumerate() {
+                if let Some((j, _)) = tags[..k].iter().find(|(_, u)| u.eq_ignore_ascii_case(t)) {
+                    errs.push(format!(
+                        "{table}[{i}].tag: {t:?} is also the tag of {table}[{j}] (tags must be unique)"
+                    ));
+                }
+            }
+        }
+        let has_analyzer = |t: &str| declared[1].iter().any(|(_, a)| a.eq_ignore_ascii_case(t));
+        let has_output = |t: &str| declared[2].iter().any(|(_, o)| o.eq_ignore_ascii_case(t));
         for (i, inp) in self.inputs.iter().enumerate() {
             if !inp.default_analyzer.is_empty() && !has_analyzer(&inp.default_analyzer) {
                 errs.push(format!(
@@ -474,8 +505,23 @@ impl Validator<'_> {
         }
     }
 
-    /// The entries of an array-like global table, 1-based, up to the first nil.
+    /// The entries of an array-like global table, 1-based, up to the first nil; a key an entry
+    /// of that table cannot have is an error.
     fn entries(&mut self, g: &Table, name: &str) -> Vec<(usize, Table)> {
+        let out = self.entries_unchecked(g, name);
+        let known = entry_keys(name);
+        for (i, t) in &out {
+            for kv in t.clone().pairs::<Value, Value>().filter_map(|kv| kv.ok()) {
+                let k = key_text(&kv.0);
+                if !known.contains(&k.as_str()) {
+                    self.err(&format!("{name}[{i}].{k}"), unknown_key(&k, known));
+                }
+            }
+        }
+        out
+    }
+
+    fn entries_unchecked(&mut self, g: &Table, name: &str) -> Vec<(usize, Table)> {
         let mut out = Vec::new();
         match g.get::<Value>(name).unwrap_or(Value::Nil) {
             Value::Table(t) => {
@@ -519,6 +565,88 @@ impl Validator<'_> {
             None
         }
     }
+}
+
+/// The settings config.lua may set (`responders` is the original's, parsed and ignored).
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "redis_host",
+    "redis_port",
+    "modules",
+    "redis_ml",
+    "stats_interval",
+    "max_line_bytes",
+    "redis_connect_timeout_ms",
+    "redis_timeout_ms",
+    "http_timeout",
+    "dns_timeout",
+    "http_insecure",
+    "tail_poll_ms",
+    "http_address",
+    "latency_histograms",
+    "script_memory_mb",
+    "inputs",
+    "analyzers",
+    "outputs",
+    "responders",
+];
+
+/// The keys an entry of `inputs`, `analyzers`, `outputs` or `modules` may have.
+fn entry_keys(table: &str) -> &'static [&'static str] {
+    match table {
+        "inputs" => &["tag", "uri", "script", "default_analyzer"],
+        "analyzers" => &["tag", "script", "default_analyzer", "default_output", "pipeline"],
+        "outputs" => &["tag", "uri", "ordered"],
+        "modules" => &["tag", "module"],
+        _ => &[],
+    }
+}
+
+/// A table key as config.lua spells it (strings as they are, numbers as numbers).
+fn key_text(k: &Value) -> String {
+    match k {
+        Value::String(s) => s.to_string_lossy().to_string(),
+        Value::Integer(n) => format!("[{n}]"),
+        Value::Number(n) => format!("[{n}]"),
+        other => format!("[{}]", other.type_name()),
+    }
+}
+
+/// A Lua value as a message shows it: the value of a scalar, the type of anything else.
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Integer(n) => n.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("{:?}", s.to_string_lossy()),
+        Value::Boolean(b) => b.to_string(),
+        other => format!("a {}", other.type_name()),
+    }
+}
+
+/// The message for an unknown key, with the nearest known one when it is close.
+fn unknown_key(k: &str, known: &[&str]) -> String {
+    let near = known
+        .iter()
+        .map(|c| (edit_distance(k, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min();
+    match near {
+        Some((_, c)) => format!("unknown setting (did you mean \"{c}\"?)"),
+        None => format!("unknown setting (known: {})", known.join(", ")),
+    }
+}
+
+/// Levenshtein distance of two ASCII-ish strings (by bytes).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 #[cfg(test)]

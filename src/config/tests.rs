@@ -153,3 +153,84 @@ fn builtin_timeouts_and_http_insecure_are_read_and_checked() {
         );
     }
 }
+
+/// Issue 15: misspelt settings (top level and in every entry) are errors naming the key and
+/// the setting meant; names the file sets that are no setting at all list the known ones.
+#[test]
+fn unknown_keys_are_errors_with_a_suggestion() {
+    let src = r#"
+inputs = { { tag = "eve", uri = "tail://eve.json<", script = "f.lua", default_analyzer = "a", scirpt = "x" } }
+analyzers = { { tag = "a", script = "a.lua", default_analyzer = "", default_output = "out", pipline = 64 } }
+outputs = { { tag = "out", uri = "file:///tmp/out.json<", orderd = false } }
+modules = { { tag = "m", module = "/x.so", modul = "y" } }
+stats_intervall = 5
+http_adress = "127.0.0.1:1"
+pipline = 64
+totally_unrelated = 1
+"#;
+    let e = check(src, &["filter/f.lua", "analyzer/a.lua"]).unwrap_err();
+    let all = e.errors.join("\n");
+    for want in [
+        r#"inputs[1].scirpt: unknown setting (did you mean "script"?)"#,
+        r#"analyzers[1].pipline: unknown setting (did you mean "pipeline"?)"#,
+        r#"outputs[1].orderd: unknown setting (did you mean "ordered"?)"#,
+        r#"modules[1].modul: unknown setting (did you mean "module"?)"#,
+        r#"stats_intervall: unknown setting (did you mean "stats_interval"?)"#,
+        r#"http_adress: unknown setting (did you mean "http_address"?)"#,
+        "pipline: unknown setting (known: redis_host,",
+        "totally_unrelated: unknown setting (known: redis_host,",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
+    assert_eq!(e.errors.len(), 8, "{all}");
+    // The original's ignored `responders` stays accepted.
+    check(
+        &format!("{GOOD}\nresponders = {{}}\n"),
+        &["filter/f.lua", "analyzer/a.lua"],
+    )
+    .unwrap();
+}
+
+/// Two inputs, analyzers or outputs with one tag (as the engine compares them, ignoring case)
+/// are an error naming both entries.
+#[test]
+fn duplicate_tags_are_errors() {
+    let src = r#"
+inputs = { { tag = "eve", uri = "tail://a.json", script = "f.lua", default_analyzer = "a" },
+           { tag = "EVE", uri = "tail://b.json", script = "f.lua", default_analyzer = "a" } }
+analyzers = { { tag = "a", script = "a.lua", default_analyzer = "", default_output = "out" },
+              { tag = "a", script = "a.lua", default_analyzer = "", default_output = "out" } }
+outputs = { { tag = "out", uri = "file:///tmp/o1.json" }, { tag = "out", uri = "file:///tmp/o2.json" } }
+"#;
+    let e = check(src, &["filter/f.lua", "analyzer/a.lua"]).unwrap_err();
+    let all = e.errors.join("\n");
+    for want in [
+        r#"inputs[2].tag: "EVE" is also the tag of inputs[1]"#,
+        r#"analyzers[2].tag: "a" is also the tag of analyzers[1]"#,
+        r#"outputs[2].tag: "out" is also the tag of outputs[1]"#,
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
+    assert_eq!(e.errors.len(), 3, "{all}");
+}
+
+/// An entry with an error still declares its tag: a missing script is one error, not also
+/// "no analyzer has tag" for everything naming it; and no message shows Rust debug text.
+#[test]
+fn errors_do_not_cascade_and_show_no_debug_text() {
+    let src = r#"
+inputs = { { tag = "eve", uri = "tail://a.json", script = "f.lua", default_analyzer = "a" } }
+analyzers = { { tag = "a", script = "missing.lua", default_analyzer = "", default_output = "out", pipeline = 0 } }
+outputs = { { tag = "out", uri = "file:///tmp/o1.json" } }
+"#;
+    let e = check(src, &["filter/f.lua"]).unwrap_err();
+    let all = e.errors.join("\n");
+    assert_eq!(
+        e.errors,
+        vec![
+            "analyzers[1].script: analyzer/missing.lua not found".to_string(),
+            "analyzers[1].pipeline: must be an integer from 1 to 4096, got 0".to_string(),
+        ],
+        "{all}"
+    );
+}
