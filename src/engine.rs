@@ -127,7 +127,7 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
         false,
     );
     c.redis.target = crate::lua::hiredis::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port);
-    c.set_memory_limit(cfg.script_memory);
+    c.set_state_settings(state_settings(&cfg));
     let r = c.open_all(&filters, &analyzers, setup);
     if setup && r.is_ok() {
         c.run_setup_calls();
@@ -148,6 +148,14 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
         cfg.outputs.len(),
         if setup { "; every setup() ran" } else { "" }
     ))
+}
+
+/// What every script state is opened with, from config.lua.
+fn state_settings(cfg: &Config) -> crate::lua::state::StateSettings {
+    crate::lua::state::StateSettings {
+        memory_limit: cfg.script_memory,
+        precision: cfg.number_precision,
+    }
 }
 
 /// What `check` verifies beyond config.lua itself, as "key: problem" lines.
@@ -542,7 +550,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                 connect: cfg.redis_connect_timeout,
                 io: cfg.redis_timeout,
             },
-            memory_limit: cfg.script_memory,
+            state: state_settings(&cfg),
             reload: Arc::clone(&reload),
         };
         let st = Arc::clone(&stats);

@@ -92,6 +92,10 @@ pub struct Config {
     /// Memory limit of each script state, in bytes (`script_memory_mb`; default 1024 MiB):
     /// past it, an allocation in the script fails and that event's call is a script error.
     pub script_memory: usize,
+    /// Significant digits of non-integer numbers scripts write (`number_precision`, 1 to 17;
+    /// default 14 as lua-cjson; 17: the shortest form that reads back to the same double).
+    /// A script may change its own with `cjson_safe.encode_number_precision(n)`.
+    pub number_precision: u8,
 }
 
 /// The HTTP endpoint's address when config.lua names none (the original's web service).
@@ -202,7 +206,8 @@ impl Config {
             http_timeout: Duration::from_secs(10),
             http_insecure: false,
             dns_timeout: Duration::from_secs(5),
-            script_memory: crate::lua::context::DEFAULT_MEMORY_LIMIT,
+            script_memory: crate::lua::state::DEFAULT_MEMORY_LIMIT,
+            number_precision: crate::lua::ffi_util::DEFAULT_PRECISION,
             ml_native: true,
             http_address: Some(DEFAULT_HTTP_ADDRESS.to_string()),
             http_explicit: false,
@@ -245,6 +250,13 @@ impl Config {
                     "script_memory_mb",
                     format!("must be between 1 and 1048576 (MiB), got {mb}"),
                 );
+            }
+        }
+        if let Some(p) = v.opt_number(&g, "number_precision") {
+            if (1.0..=17.0).contains(&p) && p.fract() == 0.0 {
+                cfg.number_precision = p as u8;
+            } else {
+                v.err("number_precision", format!("must be an integer from 1 to 17, got {p}"));
             }
         }
         if let Some(s) = v.opt_number(&g, "max_line_bytes") {
@@ -584,6 +596,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "http_address",
     "latency_histograms",
     "script_memory_mb",
+    "number_precision",
     "inputs",
     "analyzers",
     "outputs",

@@ -144,6 +144,7 @@ unsafe extern "C-unwind" fn cjson_encode(l: *mut lua_State) -> c_int {
                 let mut s = s.try_borrow_mut().map_err(|_| "encode: called from inside itself")?;
                 let (enc, out) = &mut *s;
                 out.clear();
+                enc.precision = super::ffi_util::state_precision(l);
                 Ok::<_, &str>(match enc.encode(l, 1, out) {
                     Ok(()) => {
                         push_bytes(l, out);
@@ -200,6 +201,35 @@ unsafe extern "C-unwind" fn cjson_new(l: *mut lua_State) -> c_int {
     }
 }
 
+/// `cjson_safe.encode_number_precision([n])`: significant digits of non-integer numbers this
+/// state writes (`cjson_safe.encode` and its records), 1 to 17 (17: the shortest form that
+/// reads back to the same double); returns the setting. The prelude wraps it (its output fast
+/// path needs the value too).
+unsafe extern "C-unwind" fn cjson_precision(l: *mut lua_State) -> c_int {
+    // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
+    // the body runs behind `c_entry` (panics caught, errors raised after it returns).
+    unsafe {
+        c_entry(l, "encode_number_precision", |l| {
+            if ffi::lua_gettop(l) >= 1 && ffi::lua_type(l, 1) != ffi::LUA_TNIL {
+                let n = if ffi::lua_type(l, 1) == ffi::LUA_TNUMBER {
+                    ffi::lua_tonumber(l, 1)
+                } else {
+                    0.0
+                };
+                if !(1.0..=17.0).contains(&n) || n.fract() != 0.0 {
+                    return Err(
+                        "bad argument #1 to 'encode_number_precision' (expected integer between 1 and 17)".into(),
+                    );
+                }
+                ffi::lua_pushnumber(l, n);
+                ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, super::ffi_util::reg::PRECISION);
+            }
+            ffi::lua_pushnumber(l, super::ffi_util::state_precision(l) as f64);
+            Ok(1)
+        })
+    }
+}
+
 /// The lua-cjson configuration setters: accepted for compatibility, settings unchanged;
 /// they return their argument(s) like a successful set.
 unsafe extern "C-unwind" fn cjson_setting(l: *mut lua_State) -> c_int {
@@ -244,13 +274,13 @@ pub unsafe fn install(l: *mut lua_State) {
             c"encode_sparse_array",
             c"encode_max_depth",
             c"decode_max_depth",
-            c"encode_number_precision",
             c"encode_keep_buffer",
             c"encode_invalid_numbers",
             c"decode_invalid_numbers",
         ] {
             set_fn(l, j, name, cjson_setting);
         }
+        set_fn(l, j, c"encode_number_precision", cjson_precision);
         ffi::lua_pushlightuserdata(l, std::ptr::null_mut());
         ffi::lua_setfield(l, j, c"null".as_ptr());
         push_bytes(l, b"cjson");

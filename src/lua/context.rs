@@ -114,8 +114,8 @@ pub struct WorkerCtx {
     pub timers: Vec<Option<(u64, c_int)>>,
     pub timers_pending: u64,
     pub timers_fired: u64,
-    /// Memory limit of each script state during script time (bytes).
-    pub(super) memory_limit: usize,
+    /// What script states are opened with (memory limit, number precision).
+    pub(super) state_settings: super::state::StateSettings,
     /// The last ticket given to a pipelined command (each command gets the next).
     pub(super) next_ticket: u64,
     /// The ticket of the command the running coroutine queued before asking to yield (0:
@@ -161,9 +161,6 @@ const LAT_SAMPLE_EVERY: u64 = 8;
 
 /// Value of [`WorkerCtx::lat_start_call`] for a call that is counted but not timed.
 const LAT_UNTIMED: u64 = u64::MAX;
-
-/// Default memory limit of a script state (`script_memory_mb` in config.lua).
-pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 
 thread_local! {
     static CURRENT: Cell<*mut WorkerCtx> = const { Cell::new(std::ptr::null_mut()) };
@@ -252,15 +249,16 @@ impl WorkerCtx {
             timers: Vec::new(),
             timers_pending: 0,
             timers_fired: 0,
-            memory_limit: DEFAULT_MEMORY_LIMIT,
+            state_settings: Default::default(),
             next_ticket: 0,
             yield_ticket: 0,
         })
     }
 
-    /// Sets the memory limit of script states opened from now on (bytes).
-    pub fn set_memory_limit(&mut self, bytes: usize) {
-        self.memory_limit = bytes;
+    /// Sets what script states opened from now on get: their memory limit (bytes) and number
+    /// precision.
+    pub fn set_state_settings(&mut self, settings: super::state::StateSettings) {
+        self.state_settings = settings;
     }
 
     /// Lends the context to the Lua code `f` runs: C functions reach it through

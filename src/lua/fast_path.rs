@@ -24,7 +24,7 @@ pub const DECLINED: i32 = 0;
 
 /// `dragonfly.output_event` of an event table that is unchanged or has one member added (a
 /// number, string or boolean under a new key). Writes what the C path writes for the same
-/// table. Returns [`DONE`], or [`DECLINED`] when the C path must do it (the key exists in the
+/// table (numbers with the state's `precision`). Returns [`DONE`], or [`DECLINED`] when the C path must do it (the key exists in the
 /// original, the number is NaN or infinite, the hidden fields fail their checks).
 ///
 /// # Safety
@@ -45,6 +45,7 @@ pub unsafe extern "C" fn df_emit(
     num: f64,
     s: *const u8,
     s_len: usize,
+    precision: i32,
 ) -> i32 {
     ffi_entry(DECLINED, || {
         let bytes = |p: *const u8, n: usize| -> &[u8] {
@@ -87,7 +88,7 @@ pub unsafe extern "C" fn df_emit(
                 out.push(b':');
                 match kind {
                     ADDED_NUMBER => {
-                        let _ = super::json::write_num(out, num);
+                        let _ = super::json::write_num(out, num, precision.clamp(1, 17) as u8);
                     }
                     ADDED_STRING => super::json::write_str(out, s),
                     ADDED_TRUE => out.extend_from_slice(b"true"),

@@ -62,6 +62,26 @@ pub unsafe fn rawset_ptr(l: *mut lua_State, t: c_int, key: *const c_void) {
     }
 }
 
+/// Significant digits of non-integer numbers unless a script or config.lua says otherwise:
+/// lua-cjson's default, `%.14g`.
+pub const DEFAULT_PRECISION: u8 = 14;
+
+/// The state's number precision (`reg::PRECISION`; the default when unset).
+#[inline]
+pub unsafe fn state_precision(l: *mut lua_State) -> u8 {
+    // SAFETY: the caller owns `l`; the stack is restored.
+    unsafe {
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::PRECISION);
+        let p = ffi::lua_tonumber(l, -1);
+        ffi::lua_pop(l, 1);
+        if (1.0..=17.0).contains(&p) {
+            p as u8
+        } else {
+            DEFAULT_PRECISION
+        }
+    }
+}
+
 /// Converts a relative stack index into an absolute one.
 #[inline]
 pub unsafe fn abs_index(l: *mut lua_State, idx: c_int) -> c_int {
@@ -92,6 +112,8 @@ pub mod reg {
     pub const LINE_MT: c_int = 2;
     /// The string "loop", so that looking the function up per event interns nothing.
     pub const LOOP_KEY: c_int = 3;
+    /// The state's `cjson_safe.encode_number_precision` (a number).
+    pub const PRECISION: c_int = 4;
     /// The set (weak keys) of coroutines the engine runs pipelined calls in.
     pub const ENGINE_THREADS: c_int = -17_011;
 }

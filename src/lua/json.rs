@@ -31,8 +31,9 @@ impl std::fmt::Display for EncodeError {
     }
 }
 
+pub use super::ffi_util::DEFAULT_PRECISION;
+
 /// Reusable encoder state: per-depth member lists and a string scratch buffer.
-#[derive(Default)]
 pub struct Encoder {
     members: Vec<Vec<Member>>,
     scratch: Vec<u8>,
@@ -47,6 +48,24 @@ pub struct Encoder {
     keys: Vec<KeyRef>,
     /// The member cache lent by `encode_cached` for the duration of one call.
     cache: Option<*mut MemberCache>,
+    /// Significant digits of non-integer numbers (`%.14g` as lua-cjson by default; 17 writes
+    /// the shortest form that reads back to the same double). Set per call by the caller,
+    /// from the state's `cjson_safe.encode_number_precision`.
+    pub precision: u8,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder {
+            members: Vec::new(),
+            scratch: Vec::new(),
+            overrides: Vec::new(),
+            replace: Vec::new(),
+            keys: Vec::new(),
+            cache: None,
+            precision: DEFAULT_PRECISION,
+        }
+    }
 }
 
 /// A key of a plain Lua table, for sorting.
@@ -114,7 +133,7 @@ pub fn write_until_close(out: &mut Vec<u8>, line: &[u8], start: usize, pos: usiz
 }
 
 /// Appends a number: integers exactly, others shortest round-trip; NaN and infinities fail.
-pub fn write_num(out: &mut Vec<u8>, n: f64) -> Result<(), EncodeError> {
+pub fn write_num(out: &mut Vec<u8>, n: f64, precision: u8) -> Result<(), EncodeError> {
     if !n.is_finite() {
         return Err(EncodeError(format!(
             "Cannot serialise number: must not be NaN or Inf ({n})"
@@ -122,8 +141,10 @@ pub fn write_num(out: &mut Vec<u8>, n: f64) -> Result<(), EncodeError> {
     }
     if n.fract() == 0.0 && n.abs() < 1e17 {
         out.extend_from_slice(itoa::Buffer::new().format(n as i64).as_bytes());
-    } else {
+    } else if precision >= 17 {
         out.extend_from_slice(ryu::Buffer::new().format_finite(n).as_bytes());
+    } else {
+        crate::ml::fmt_g(n, precision as usize, out);
     }
     Ok(())
 }
@@ -170,7 +191,7 @@ impl Encoder {
                 } else {
                     b"false"
                 }),
-                ffi::LUA_TNUMBER => write_num(out, ffi::lua_tonumber(l, idx))?,
+                ffi::LUA_TNUMBER => write_num(out, ffi::lua_tonumber(l, idx), self.precision)?,
                 ffi::LUA_TSTRING => write_str(out, to_bytes(l, idx).unwrap_or(&[])),
                 ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(l, idx).is_null() => out.extend_from_slice(b"null"),
                 ffi::LUA_TTABLE => {
@@ -278,7 +299,7 @@ impl Encoder {
                     }
                     KeyRef::Num(n) => {
                         out.push(b'"');
-                        result = write_num(out, n);
+                        result = write_num(out, n, self.precision);
                         out.push(b'"');
                         ffi::lua_pushnumber(l, n);
                     }
@@ -308,7 +329,7 @@ impl Encoder {
                 ffi::LUA_TSTRING => write_str(out, to_bytes(l, k).unwrap_or(&[])),
                 ffi::LUA_TNUMBER => {
                     out.push(b'"');
-                    write_num(out, ffi::lua_tonumber(l, k))?;
+                    write_num(out, ffi::lua_tonumber(l, k), self.precision)?;
                     out.push(b'"');
                 }
                 _ => {
@@ -655,18 +676,39 @@ mod tests {
         assert_eq!(out, b"\"a\\\"b\\\\c/d\\n\\u0001\\u007f\xc3\xa9\"");
     }
 
+    /// Non-integers as lua-cjson writes them by default (`%.14g`), or shortest round-trip at
+    /// 17; integers exact up to 1e17 whatever the precision.
+    #[test]
+    fn numbers_follow_the_precision() {
+        let w = |n: f64, p: u8| {
+            let mut out = Vec::new();
+            write_num(&mut out, n, p).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(w(2.0 / 3.0, 14), "0.66666666666667");
+        assert_eq!(w(2.0 / 3.0, 17), "0.6666666666666666");
+        assert_eq!(w(2.0 / 3.0, 3), "0.667");
+        assert_eq!(w(0.1, 14), "0.1");
+        assert_eq!(w(1e-5, 14), "1e-05");
+        assert_eq!(w(123456.5, 14), "123456.5");
+        assert_eq!(w(1.5e20, 14), "1.5e+20");
+        assert_eq!(w(-2.5, 14), "-2.5");
+        assert_eq!(w(1234567890123456.0, 14), "1234567890123456");
+        assert_eq!(w(1e17, 14), "1e+17");
+    }
+
     #[test]
     fn numbers_are_exact() {
         let mut out = Vec::new();
         for n in [9007199254740991.0, 0.1, -3.0, 1e20, 2.5e-7] {
             out.clear();
-            write_num(&mut out, n).unwrap();
+            write_num(&mut out, n, 17).unwrap();
             let back: f64 = std::str::from_utf8(&out).unwrap().parse().unwrap();
             assert_eq!(back, n);
         }
         out.clear();
-        write_num(&mut out, 9007199254740991.0).unwrap();
+        write_num(&mut out, 9007199254740991.0, 17).unwrap();
         assert_eq!(out, b"9007199254740991");
-        assert!(write_num(&mut out, f64::NAN).is_err());
+        assert!(write_num(&mut out, f64::NAN, 14).is_err());
     }
 }

@@ -69,6 +69,8 @@ impl WorkerCtx {
     /// Encodes the value at `idx` of `l` as one record for `output`.
     pub unsafe fn emit_value(&mut self, l: *mut lua_State, idx: c_int, output: u32) -> Result<(), EncodeError> {
         let i = self.out_index();
+        // SAFETY: `l` belongs to this worker.
+        self.enc.precision = unsafe { super::ffi_util::state_precision(l) };
         let b = &mut self.outs[i];
         let start = b.data.len();
         // SAFETY: `l` belongs to this worker.

@@ -8,7 +8,7 @@ use mlua::ffi::{self, lua_State};
 
 use super::context::WorkerCtx;
 use super::ffi_util::{push_bytes, reg};
-use super::state::{Role, Script, ScriptSpec, pcall_msg};
+use super::state::{Role, Script, ScriptSpec, StateSettings, pcall_msg};
 use super::{access, api, fast_path, proxy};
 
 /// The Lua side of event tables and of the FFI fast paths, and the sandbox (see the file).
@@ -104,15 +104,15 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), String> {
 
 impl Script {
     /// Creates the state, installs the modules and runs the chunk (not `setup()`).
-    pub fn open(spec: &ScriptSpec, memory_limit: usize) -> Result<Script, String> {
+    pub fn open(spec: &ScriptSpec, limits: StateSettings) -> Result<Script, String> {
         let src = std::fs::read(&spec.path).map_err(|e| format!("{}: {e}", spec.path.display()))?;
-        Self::open_source(spec, &src, memory_limit)
+        Self::open_source(spec, &src, limits)
     }
 
     /// As [`Script::open`], with the script's text given. The chunk runs in script time (its
     /// memory limit applies); the caller lends the context.
-    pub fn open_source(spec: &ScriptSpec, src: &[u8], memory_limit: usize) -> Result<Script, String> {
-        let Some((l, mem)) = super::ffi_util::new_state(memory_limit) else {
+    pub fn open_source(spec: &ScriptSpec, src: &[u8], settings: StateSettings) -> Result<Script, String> {
+        let Some((l, mem)) = super::ffi_util::new_state(settings.memory_limit) else {
             return Err("cannot create a Lua state (out of memory)".into());
         };
         let s = Script {
@@ -136,6 +136,8 @@ impl Script {
             proxy::install(l);
             push_bytes(l, b"loop");
             ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::LOOP_KEY);
+            ffi::lua_pushnumber(l, settings.precision as f64);
+            ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::PRECISION);
             // The modules first: the ML module takes the FFI before the prelude withdraws it,
             // and the prelude puts the FFI fast paths in front of some `dragonfly` functions.
             api::install(l);
@@ -198,9 +200,9 @@ impl WorkerCtx {
         for (role, specs) in [(Role::Filter, filters), (Role::Analyzer, analyzers)] {
             for (i, spec) in specs.iter().enumerate() {
                 self.cur_script = (role, i as u32);
-                let limit = self.memory_limit;
+                let settings = self.state_settings;
                 let s = self
-                    .run_script(|| Script::open(spec, limit))
+                    .run_script(|| Script::open(spec, settings))
                     .map_err(|e| format!("{} ({}): {}: {e}", script_key(role, i), spec.tag, spec.path.display()))?;
                 match role {
                     Role::Filter => self.filters.push(s),
@@ -265,8 +267,8 @@ impl WorkerCtx {
                 None => continue,
             };
             self.cur_script = (role, i as u32);
-            let limit = self.memory_limit;
-            let mut new = match self.run_script(|| Script::open_source(spec, src, limit)) {
+            let settings = self.state_settings;
+            let mut new = match self.run_script(|| Script::open_source(spec, src, settings)) {
                 Ok(s) => s,
                 Err(e) => {
                     errors.push(format!("{key} ({}): {}: {e}", spec.tag, spec.path.display()));

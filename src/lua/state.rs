@@ -7,6 +7,29 @@ use mlua::ffi::{self, lua_State};
 
 use super::ffi_util::{StateMemory, reg, to_bytes};
 
+/// Default memory limit of a script state (`script_memory_mb` in config.lua).
+pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
+
+/// What every script state of a worker is opened with (config.lua's `script_memory_mb` and
+/// `number_precision`).
+#[derive(Clone, Copy, Debug)]
+pub struct StateSettings {
+    /// Memory limit during script time (bytes).
+    pub memory_limit: usize,
+    /// Significant digits of non-integer numbers the state writes (its initial
+    /// `cjson_safe.encode_number_precision`).
+    pub precision: u8,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+            precision: super::ffi_util::DEFAULT_PRECISION,
+        }
+    }
+}
+
 /// A script's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {

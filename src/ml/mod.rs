@@ -671,7 +671,14 @@ fn run_command(name: &[u8], a: &[&[u8]]) -> Result<Reply, MlError> {
 
 /// Writes `v` as C's `printf("%.17g", v)` does (glibc).
 pub fn fmt_g17(v: f64, out: &mut Vec<u8>) {
+    fmt_g(v, 17, out)
+}
+
+/// `%.{prec}g` as C's printf writes it (`prec` from 1 to 17): `prec` significant digits,
+/// correctly rounded, trailing zeros dropped, exponent form below 1e-4 and from 1e`prec` up.
+pub fn fmt_g(v: f64, prec: usize, out: &mut Vec<u8>) {
     use std::io::Write as _;
+    let prec = prec.clamp(1, 17);
     if v.is_nan() {
         out.extend_from_slice(if v.is_sign_negative() { b"-nan" } else { b"nan" });
         return;
@@ -684,10 +691,10 @@ pub fn fmt_g17(v: f64, out: &mut Vec<u8>) {
         out.extend_from_slice(if v.is_sign_negative() { b"-0" } else { b"0" });
         return;
     }
-    // 17 significant digits, correctly rounded: d.dddddddddddddddde±x.
+    // `prec` significant digits, correctly rounded: d.ddd...e±x.
     let mut buf = [0u8; 40];
     let mut cur = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cur, "{:.16e}", v.abs());
+    let _ = write!(cur, "{:.*e}", prec - 1, v.abs());
     let len = cur.position() as usize;
     let s = &buf[..len];
     let e_at = s.iter().position(|&c| c == b'e').unwrap_or(len);
@@ -698,7 +705,7 @@ pub fn fmt_g17(v: f64, out: &mut Vec<u8>) {
     let mut digits = [0u8; 17];
     let mut nd = 0;
     for &c in &s[..e_at] {
-        if c.is_ascii_digit() && nd < 17 {
+        if c.is_ascii_digit() && nd < prec {
             digits[nd] = c;
             nd += 1;
         }
@@ -711,7 +718,7 @@ pub fn fmt_g17(v: f64, out: &mut Vec<u8>) {
     if v < 0.0 {
         out.push(b'-');
     }
-    if !(-4..17).contains(&exp) {
+    if !(-4..prec as i32).contains(&exp) {
         out.push(d[0]);
         if nd > 1 {
             out.push(b'.');

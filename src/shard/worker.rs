@@ -55,8 +55,8 @@ pub struct WorkerSpec {
     pub ordered: bool,
     pub redis: crate::lua::hiredis::RedisTarget,
     pub redis_timeouts: crate::lua::hiredis::RedisTimeouts,
-    /// Memory limit of each script state during script time (bytes).
-    pub memory_limit: usize,
+    /// What each script state is opened with (memory limit, number precision).
+    pub state: crate::lua::state::StateSettings,
     pub reload: Arc<Reload>,
 }
 
@@ -223,7 +223,7 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
     );
     c.redis.target = spec.redis.clone();
     c.redis.timeouts = spec.redis_timeouts;
-    c.set_memory_limit(spec.memory_limit);
+    c.set_state_settings(spec.state);
     if stats.histograms {
         c.lat = Some(Box::new(crate::lua::WorkerLatency::new(
             spec.filters.len() + spec.analyzers.len(),

@@ -237,3 +237,55 @@ end
     );
     assert_eq!(env.lines("out.json").len(), 4000);
 }
+
+/// Issue 15 (numbers like the original): non-integers a script computes are written with 14
+/// significant digits, as lua-cjson by default, on both output paths and by
+/// `cjson_safe.encode`; `encode_number_precision(17)` (or `number_precision = 17` in
+/// config.lua) gives the shortest round-trip form; integers stay exact and untouched input
+/// bytes are written as they came.
+#[test]
+fn numbers_are_written_as_the_original_wrote_them() {
+    let script = r#"
+function setup() end
+function loop(msg)
+  if msg.i == 2 then cjson_safe.encode_number_precision(17) end
+  msg.ratio = 2 / 3
+  dragonfly.output_event(default_output, msg)
+  local two = { ratio = 2 / 3, big = 2^53 - 1, small = 1e-5 }
+  dragonfly.output_event(default_output, two)
+  dragonfly.output_event(default_output, { enc = cjson_safe.encode({ 2 / 3 }), prec = cjson_safe.encode_number_precision() })
+end
+"#;
+    let run = |extra: &str| {
+        let env = Env::new();
+        env.config(&simple_config("file://in.json", "", extra));
+        env.filter("filter.lua", FILTER_TO_DEFAULT);
+        env.analyzer("a.lua", script);
+        env.write_log(
+            "in.json",
+            b"{\"i\":1,\"kept\":0.6666666666666666}\n{\"i\":2,\"kept\":0.1}\n",
+        );
+        let out = env.run(&["--shards", "1"]);
+        out.assert_success();
+        assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
+        env.lines("out.json")
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        run(""),
+        vec![
+            r#"{"i":1,"kept":0.6666666666666666,"ratio":0.66666666666667}"#,
+            r#"{"big":9007199254740991,"ratio":0.66666666666667,"small":1e-05}"#,
+            r#"{"enc":"[0.66666666666667]","prec":14}"#,
+            r#"{"i":2,"kept":0.1,"ratio":0.6666666666666666}"#,
+            r#"{"big":9007199254740991,"ratio":0.6666666666666666,"small":0.00001}"#,
+            r#"{"enc":"[0.6666666666666666]","prec":17}"#,
+        ]
+    );
+    assert_eq!(
+        run("number_precision = 17")[0],
+        r#"{"i":1,"kept":0.6666666666666666,"ratio":0.6666666666666666}"#
+    );
+}

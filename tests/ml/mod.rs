@@ -9,9 +9,11 @@ use serde_json::Value;
 use crate::hiredis::RedisServer;
 use crate::util::*;
 
+/// Predictions are compared exactly, so numbers are written to read back exactly (14
+/// significant digits is the default).
 fn redis_config(port: u16, extra: &str) -> String {
     format!(
-        "redis_host = \"127.0.0.1\"\nredis_port = {port}\n{}",
+        "number_precision = 17\nredis_host = \"127.0.0.1\"\nredis_port = {port}\n{}",
         simple_config("file://in.json", "", extra)
     )
 }
@@ -183,7 +185,8 @@ end
 function loop(msg) end
 "#,
         "",
-        "",
+        // Predictions are compared exactly: numbers written to read back.
+        "number_precision = 17",
     );
     env.write_log("in.json", b"");
     env.run(&[]).assert_success();
@@ -310,9 +313,9 @@ fn shipped_dga_detector() {
         assert!((s - want).abs() < 1e-12, "{}: engine {s}, training script {want}", r[0]);
     }
 
-    // The Lua features against the Python ones, bit for bit.
+    // The Lua features against the Python ones, bit for bit (numbers written to read back).
     let env = Env::new();
-    env.config(&simple_config("file://in.json", "", ""));
+    env.config(&simple_config("file://in.json", "", "number_precision = 17"));
     env.filter("filter.lua", FILTER_TO_DEFAULT);
     fs::create_dir_all(env.root.join("analyzer/dga")).unwrap();
     fs::copy(

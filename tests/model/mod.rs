@@ -630,8 +630,10 @@ fn config(pipeline: u32) -> String {
         .iter()
         .map(|t| format!("  {{ tag = \"{t}\", uri = \"file://{t}.json<\" }},\n"))
         .collect();
+    // Numbers the model re-encodes must read back exactly (14 digits is the default).
     format!(
-        "inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"model_filter.lua\", default_analyzer = \"a\" }} }}\n\
+        "number_precision = 17\n\
+         inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"model_filter.lua\", default_analyzer = \"a\" }} }}\n\
          analyzers = {{\n  {{ tag = \"a\", script = \"model_a.lua\", default_analyzer = \"\", default_output = \"aout\", pipeline = {pipeline} }},\n  \
          {{ tag = \"b\", script = \"model_b.lua\", default_analyzer = \"\", default_output = \"bout\" }},\n}}\n\
          outputs = {{\n{}}}\n",

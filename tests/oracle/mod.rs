@@ -142,8 +142,10 @@ const ANALYZER_LOOP: &str = r#"function loop(msg)
 end"#;
 
 fn config(walk_ordered: bool) -> String {
+    // Numbers the walk re-encodes must read back exactly (14 digits is the default).
     format!(
-        "inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"oracle.lua\", default_analyzer = \"a\" }} }}\n\
+        "number_precision = 17\n\
+         inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"oracle.lua\", default_analyzer = \"a\" }} }}\n\
          analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"same\" }} }}\n\
          outputs = {{ {{ tag = \"same\", uri = \"file://same.json<\" }},\n\
            {{ tag = \"after\", uri = \"file://after.json<\" }},\n\
