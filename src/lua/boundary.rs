@@ -111,7 +111,9 @@ pub fn ffi_entry<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
 }
 
 /// The one way the engine raises a Lua error: the message is copied into Lua and dropped
-/// before `lua_error` unwinds, so no Rust value is skipped.
+/// before `lua_error` unwinds, so no Rust value is skipped. Like `luaL_error`, it starts with
+/// the position of the Lua code that made the call (`file:line: `), so that an error raised
+/// by a built-in names the script line that called it.
 ///
 /// # Safety
 ///
@@ -120,8 +122,10 @@ pub fn ffi_entry<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
 pub unsafe fn raise(l: *mut lua_State, msg: String) -> ! {
     // SAFETY: see the contract.
     unsafe {
+        ffi::luaL_where(l, 1);
         ffi::lua_pushlstring_(l, msg.as_ptr().cast(), msg.len());
         drop(msg);
+        ffi::lua_concat(l, 2);
         ffi::lua_error(l)
     }
 }

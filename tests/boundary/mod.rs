@@ -289,3 +289,25 @@ end
         r#"{"i":1,"kept":0.6666666666666666,"ratio":0.6666666666666666}"#
     );
 }
+
+/// Issue 15: an error a built-in raises names the script file and line that called it.
+#[test]
+fn errors_of_built_ins_name_the_calling_line() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", ""));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        "function setup() end\nfunction loop(msg)\n  dragonfly.analyze_event({}, msg)\n  return 1\nend\n",
+    );
+    env.write_log("in.json", b"{\"a\":1}\n");
+    let out = env.run(&[]);
+    out.assert_success();
+    let errors = env.log_records_of("script_error");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let msg = errors[0]["message"].as_str().unwrap();
+    assert!(
+        msg.ends_with("analyzer/a.lua:3: analyze_event: bad argument #1 (string expected)"),
+        "{msg}"
+    );
+}
