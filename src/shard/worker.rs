@@ -292,6 +292,7 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
             continue;
         }
         // Idle: hand out what is pending so that low rates still see their results promptly.
+        c.flush_reports(false);
         send_all(&mut c, &mut io);
         publish(&mut c, &stats, spec.index, &io);
         if io.inputs.iter().all(|(rx, _)| rx.is_abandoned() && rx.is_empty()) {
@@ -299,6 +300,7 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
         }
         backoff.wait();
     }
+    c.flush_reports(true);
     send_all(&mut c, &mut io);
     publish(&mut c, &stats, spec.index, &io);
     GATE.leave();
