@@ -116,7 +116,7 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
     crate::ml::set_native(cfg.ml_native);
     crate::lua::builtins::configure(cfg.http_timeout, cfg.http_insecure, cfg.dns_timeout);
     if cfg.redis_host == "managed" {
-        crate::lua::managed::configure(&run_dir(opts, &cfg));
+        crate::lua::managed::configure(&run_dir(opts, &cfg), cfg.redis_persist);
     }
     std::env::set_current_dir(&cfg.root).with_context(|| format!("cannot enter {}", cfg.root.display()))?;
     let (filters, analyzers) = script_specs(&cfg);
@@ -394,7 +394,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     crate::ml::set_native(cfg.ml_native);
     crate::lua::builtins::configure(cfg.http_timeout, cfg.http_insecure, cfg.dns_timeout);
     if cfg.redis_host == "managed" {
-        crate::lua::managed::configure(&run_dir(opts, &cfg));
+        crate::lua::managed::configure(&run_dir(opts, &cfg), cfg.redis_persist);
     }
     let r = run_configured(opts, cfg);
     crate::lua::managed::stop();

@@ -96,6 +96,8 @@ pub struct Config {
     /// default 14 as lua-cjson; 17: the shortest form that reads back to the same double).
     /// A script may change its own with `cjson_safe.encode_number_precision(n)`.
     pub number_precision: u8,
+    /// Whether managed Redis keeps its data across restarts (`redis_persist`; default true).
+    pub redis_persist: bool,
 }
 
 /// The HTTP endpoint's address when config.lua names none (the original's web service).
@@ -208,6 +210,7 @@ impl Config {
             dns_timeout: Duration::from_secs(5),
             script_memory: crate::lua::state::DEFAULT_MEMORY_LIMIT,
             number_precision: crate::lua::ffi_util::DEFAULT_PRECISION,
+            redis_persist: true,
             ml_native: true,
             http_address: Some(DEFAULT_HTTP_ADDRESS.to_string()),
             http_explicit: false,
@@ -311,6 +314,14 @@ impl Config {
                 Ok(addr) => cfg.http_address = addr,
                 Err(e) => v.err("http_address", e),
             }
+        }
+        match g.get::<Value>("redis_persist").unwrap_or(Value::Nil) {
+            Value::Nil => {}
+            Value::Boolean(b) => cfg.redis_persist = b,
+            other => v.err(
+                "redis_persist",
+                format!("expected true or false, got {}", describe(&other)),
+            ),
         }
         match g.get::<Value>("latency_histograms").unwrap_or(Value::Nil) {
             Value::Nil => {}
@@ -597,6 +608,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "latency_histograms",
     "script_memory_mb",
     "number_precision",
+    "redis_persist",
     "inputs",
     "analyzers",
     "outputs",

@@ -1,8 +1,12 @@
 //! Managed Redis: with `redis_host = "managed"` (or no Redis named in config.lua at all) the
-//! engine runs its own `redis-server` on a private unix socket under the run directory,
-//! persistence off. It is started on the first `hiredis.connect()`, so configurations that
-//! never use Redis need none, and stopped when the engine exits; the child also gets
-//! `PR_SET_PDEATHSIG`, so a killed engine leaves no orphan.
+//! engine runs its own `redis-server` on a private unix socket under the run directory. Its
+//! data persists across restarts (an append-only file, fsync once a second, in
+//! `<run dir>/managed-redis-data/`, locked by one engine at a time) unless `redis_persist =
+//! false`; it runs with no memory limit and the `noeviction` policy, as Redis's defaults. It
+//! is started on the first `hiredis.connect()`, so configurations that never use Redis need
+//! none, and stopped when the engine exits (gracefully: the file is complete); the child also
+//! gets `PR_SET_PDEATHSIG`, so a killed engine leaves no orphan (then up to the last second of
+//! writes may be lost).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -17,11 +21,20 @@ struct Running {
     child: Child,
     dir: PathBuf,
     socket: PathBuf,
+    /// The data directory's lock (held while the server runs).
+    _lock: Option<std::fs::File>,
+}
+
+/// Where the managed server keeps its files, and whether its data persists.
+#[derive(Clone)]
+struct Setup {
+    run_dir: PathBuf,
+    persist: bool,
 }
 
 enum State {
     /// Not started yet; where to put the socket when it is.
-    Idle(PathBuf),
+    Idle(Setup),
     Up(Running),
     Failed(String),
     Stopped,
@@ -29,9 +42,18 @@ enum State {
 
 static MANAGED: Mutex<Option<State>> = Mutex::new(None);
 
-/// Enables managed Redis for this process, with its files under `run_dir`.
-pub fn configure(run_dir: &Path) {
-    *MANAGED.lock().unwrap_or_else(|e| e.into_inner()) = Some(State::Idle(run_dir.to_path_buf()));
+/// Enables managed Redis for this process, with its files under `run_dir`; its data persists
+/// across restarts when `persist`.
+pub fn configure(run_dir: &Path, persist: bool) {
+    *MANAGED.lock().unwrap_or_else(|e| e.into_inner()) = Some(State::Idle(Setup {
+        run_dir: run_dir.to_path_buf(),
+        persist,
+    }));
+}
+
+/// The directory of the managed server's persistent data under `run_dir`.
+pub fn data_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("managed-redis-data")
 }
 
 /// Whether managed Redis is enabled.
@@ -57,7 +79,7 @@ pub fn socket() -> Result<PathBuf, String> {
             *g = Some(State::Stopped);
             Err("managed Redis was stopped".into())
         }
-        Some(State::Idle(run_dir)) => match start(&run_dir) {
+        Some(State::Idle(setup)) => match start(&setup) {
             Ok(r) => {
                 let s = r.socket.clone();
                 *g = Some(State::Up(r));
@@ -78,7 +100,8 @@ fn find_server() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn start(run_dir: &Path) -> Result<Running, String> {
+fn start(setup: &Setup) -> Result<Running, String> {
+    let run_dir = setup.run_dir.as_path();
     let server = find_server().ok_or_else(|| {
         format!(
             "managed Redis: redis-server not found in PATH; install the Debian package {PACKAGE} \
@@ -95,19 +118,58 @@ fn start(run_dir: &Path) -> Result<Running, String> {
     // With a privilege drop ahead (`--user`), the server runs as that user from the start
     // and owns its directory.
     let user = crate::privilege::helper_user();
+    // Persistent data: one directory that outlives the engine, locked so that two engines
+    // sharing a run directory cannot write one append-only file.
+    let (data, lock) = if setup.persist {
+        let data = data_dir(run_dir);
+        std::fs::create_dir_all(&data).map_err(|e| format!("managed Redis: cannot create {}: {e}", data.display()))?;
+        let _ = std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data.join("lock"))
+            .map_err(|e| format!("managed Redis: {}: {e}", data.display()))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(format!(
+                "managed Redis: {} is in use by another engine (give each engine its own --run-dir, \
+                 or set redis_persist = false)",
+                data.display()
+            ));
+        }
+        (data, Some(lock))
+    } else {
+        (dir.clone(), None)
+    };
     if let Some(u) = user {
-        for p in [dir.clone(), dir.join("redis.log")] {
+        for p in [dir.clone(), dir.join("redis.log"), data.clone()] {
             std::os::unix::fs::chown(&p, Some(u.uid), Some(u.gid))
                 .map_err(|e| format!("managed Redis: chown {}: {e}", p.display()))?;
         }
     }
     let mut cmd = Command::new(&server);
-    cmd.args(["--port", "0", "--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .arg("--unixsocket")
+    cmd.args([
+        "--port",
+        "0",
+        "--daemonize",
+        "no",
+        "--maxmemory",
+        "0",
+        "--maxmemory-policy",
+        "noeviction",
+    ]);
+    if setup.persist {
+        cmd.args(["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]);
+    } else {
+        cmd.args(["--save", "", "--appendonly", "no"]);
+    }
+    cmd.arg("--unixsocket")
         .arg(&socket)
         .args(["--unixsocketperm", "700"])
         .arg("--dir")
-        .arg(&dir)
+        .arg(&data)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| format!("managed Redis: {e}"))?)
         .stderr(log);
@@ -158,7 +220,12 @@ fn start(run_dir: &Path) -> Result<Running, String> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(Running { child, dir, socket })
+    Ok(Running {
+        child,
+        dir,
+        socket,
+        _lock: lock,
+    })
 }
 
 /// Removes the directories of managed servers whose engine no longer runs (killed engines

@@ -300,12 +300,17 @@ fn managed_redis_is_started_used_and_stopped() {
         })
         .collect();
     assert_eq!(ns, vec![1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
+    // Only the persistent data stays (redis_persist, on by default).
     let left: Vec<_> = std::fs::read_dir(&run)
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    assert!(left.is_empty(), "run dir not cleaned: {left:?}");
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("managed-redis-data")],
+        "run dir not cleaned"
+    );
     let live: Vec<_> = redis_servers_mentioning(run.to_str().unwrap())
         .into_iter()
         .filter(|(_, s)| *s != 'Z')
@@ -786,4 +791,52 @@ end
     two.sort();
     one.sort();
     assert!(two == one, "per-flow values differ with two shards");
+}
+
+/// Issue 15: managed Redis keeps its data across restarts (append-only file in the run
+/// directory), unless `redis_persist = false`; a second engine on the same run directory is
+/// refused with a clear error instead of sharing the file.
+#[test]
+fn managed_redis_keeps_state_across_restarts() {
+    let lines: Vec<String> = (0..10).map(|i| format!("{{\"event_type\":\"t{}\"}}", i % 2)).collect();
+    let counts = |extra: &str, run: &std::path::Path| {
+        let env = Env::simple("file://in.json", COUNTER, "", extra);
+        env.write_log("in.json", &join_lines(&lines));
+        env.run(&["--run-dir", run.to_str().unwrap()]).assert_success();
+        env.lines("out.json")
+            .iter()
+            .map(|l| {
+                serde_json::from_slice::<serde_json::Value>(l).unwrap()["n"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect::<Vec<i64>>()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    assert_eq!(counts("", &run), vec![1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
+    assert_eq!(counts("", &run), vec![6, 6, 7, 7, 8, 8, 9, 9, 10, 10], "state kept");
+    let fresh = dir.path().join("fresh");
+    assert_eq!(
+        counts("redis_persist = false", &fresh),
+        vec![1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    );
+    assert_eq!(
+        counts("redis_persist = false", &fresh),
+        vec![1, 1, 2, 2, 3, 3, 4, 4, 5, 5],
+        "nothing kept"
+    );
+    // A second engine on the same run directory while one runs.
+    let lock = std::fs::File::open(run.join("managed-redis-data/lock")).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    let env = Env::simple("file://in.json", COUNTER, "", "");
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--run-dir", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("is in use by another engine"), "{}", out.stderr);
 }
