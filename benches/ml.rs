@@ -143,6 +143,7 @@ fn bench_ml(crit: &mut Criterion) {
         default_analyzer: String::new(),
         default_output: "out".into(),
         pipeline: 1,
+        on_error: Default::default(),
     };
     c.open_all(&[], &[spec], true).expect("open the bench script");
 

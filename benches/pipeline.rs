@@ -907,6 +907,7 @@ fn spec(role: Role, tag: &str, path: &Path) -> ScriptSpec {
         default_analyzer: "a".into(),
         default_output: "out".into(),
         pipeline: 1,
+        on_error: Default::default(),
     }
 }
 

@@ -77,6 +77,7 @@ fn script_specs(cfg: &Config) -> (Vec<ScriptSpec>, Vec<ScriptSpec>) {
             default_analyzer: i.default_analyzer.clone(),
             default_output: String::new(),
             pipeline: 1,
+            on_error: i.on_error.clone(),
         })
         .collect();
     let analyzers = cfg
@@ -89,6 +90,7 @@ fn script_specs(cfg: &Config) -> (Vec<ScriptSpec>, Vec<ScriptSpec>) {
             default_analyzer: a.default_analyzer.clone(),
             default_output: a.default_output.clone(),
             pipeline: a.pipeline,
+            on_error: a.on_error.clone(),
         })
         .collect();
     (filters, analyzers)

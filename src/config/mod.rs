@@ -27,6 +27,8 @@ pub struct InputConfig {
     /// Resolved filter script path.
     pub script: PathBuf,
     pub default_analyzer: String,
+    /// What happens to an event whose filter `loop()` raised (`on_error`).
+    pub on_error: crate::lua::state::OnError,
 }
 
 /// One entry of `analyzers`.
@@ -38,6 +40,8 @@ pub struct AnalyzerConfig {
     pub default_output: String,
     /// Events whose `loop()` may run at once with their Redis commands pipelined (1 = off).
     pub pipeline: usize,
+    /// What happens to an event whose `loop()` raised (`on_error`).
+    pub on_error: crate::lua::state::OnError,
 }
 
 /// One entry of `outputs`.
@@ -360,12 +364,14 @@ impl Config {
                 }
             });
             let script = script.and_then(|s| v.script(root, "filter", &s, &key("script")));
+            let on_error = v.on_error(&t, &key("on_error"));
             if let (Some(tag), Some(uri), Some(script), Some(default_analyzer)) = (tag, uri, script, da) {
                 cfg.inputs.push(InputConfig {
                     tag,
                     uri,
                     script,
                     default_analyzer,
+                    on_error,
                 });
             }
         }
@@ -389,6 +395,7 @@ impl Config {
                     1
                 }
             };
+            let on_error = v.on_error(&t, &key("on_error"));
             if let (Some(tag), Some(script), Some(default_analyzer), Some(default_output)) = (tag, script, da, dout) {
                 cfg.analyzers.push(AnalyzerConfig {
                     tag,
@@ -396,6 +403,7 @@ impl Config {
                     default_analyzer,
                     default_output,
                     pipeline,
+                    on_error,
                 });
             }
         }
@@ -451,6 +459,26 @@ impl Config {
                     "inputs[{}].default_analyzer: no analyzer has tag {:?}",
                     i + 1,
                     inp.default_analyzer
+                ));
+            }
+        }
+        let on_errors = self
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (format!("inputs[{}]", i + 1), &e.on_error))
+            .chain(
+                self.analyzers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (format!("analyzers[{}]", i + 1), &e.on_error)),
+            );
+        for (key, on_error) in on_errors {
+            if let crate::lua::state::OnError::Output(tag) = on_error
+                && !has_output(tag)
+            {
+                errs.push(format!(
+                    "{key}.on_error: no output has tag {tag:?} (on_error is \"drop\", \"pass\" or an output tag)"
                 ));
             }
         }
@@ -568,6 +596,22 @@ impl Validator<'_> {
         out
     }
 
+    /// An entry's `on_error`: "drop" (the default), "pass" or an output tag (checked with the
+    /// other tags).
+    fn on_error(&mut self, t: &Table, key: &str) -> crate::lua::state::OnError {
+        use crate::lua::state::OnError;
+        match self.opt_string(&t.get::<Value>("on_error").unwrap_or(Value::Nil), key) {
+            None => OnError::Drop,
+            Some(s) if s == "drop" => OnError::Drop,
+            Some(s) if s == "pass" => OnError::Pass,
+            Some(s) if s.is_empty() => {
+                self.err(key, "expected \"drop\", \"pass\" or an output tag, got \"\"");
+                OnError::Drop
+            }
+            Some(s) => OnError::Output(s),
+        }
+    }
+
     /// Resolves a script path (relative ones under `<root>/<dir>/`) and checks it is a file.
     fn script(&mut self, root: &Path, dir: &str, s: &str, key: &str) -> Option<PathBuf> {
         let p = Path::new(s);
@@ -618,8 +662,15 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 /// The keys an entry of `inputs`, `analyzers`, `outputs` or `modules` may have.
 fn entry_keys(table: &str) -> &'static [&'static str] {
     match table {
-        "inputs" => &["tag", "uri", "script", "default_analyzer"],
-        "analyzers" => &["tag", "script", "default_analyzer", "default_output", "pipeline"],
+        "inputs" => &["tag", "uri", "script", "default_analyzer", "on_error"],
+        "analyzers" => &[
+            "tag",
+            "script",
+            "default_analyzer",
+            "default_output",
+            "pipeline",
+            "on_error",
+        ],
         "outputs" => &["tag", "uri", "ordered"],
         "modules" => &["tag", "module"],
         _ => &[],

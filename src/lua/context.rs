@@ -48,6 +48,9 @@ pub struct WinEvent {
     pub(super) hops: u32,
     /// Whether it has started a pipelined call (its later calls keep window order).
     pub(super) piped: bool,
+    /// The value the running pipelined call got, kept (registry reference in its analyzer's
+    /// state) for its `on_error`.
+    pub(super) err_ref: Option<c_int>,
 }
 
 impl WinEvent {

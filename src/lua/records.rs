@@ -88,6 +88,55 @@ impl WorkerCtx {
         }
     }
 
+    /// Writes the value at `idx` of `l` to a dead-letter `output` with a `dragonfly_error`
+    /// member: the script, the place (`file:line`, when the message starts with one) and the
+    /// message. An object gets the member appended; any other value is wrapped as `event`.
+    pub unsafe fn emit_dead_letter(
+        &mut self,
+        l: *mut lua_State,
+        idx: c_int,
+        output: u32,
+        script: &str,
+        msg: &str,
+    ) -> Result<(), EncodeError> {
+        // SAFETY: `l` belongs to this worker.
+        self.enc.precision = unsafe { super::ffi_util::state_precision(l) };
+        let i = self.out_index();
+        let start = self.outs[i].data.len();
+        let b = &mut self.outs[i];
+        // SAFETY: `l` belongs to this worker.
+        let r = unsafe { self.enc.encode_cached(l, idx, &mut b.data, Some(&mut self.cache)) };
+        if let Err(e) = r {
+            self.outs[i].data.truncate(start);
+            self.counters.encode_errors += 1;
+            return Err(e);
+        }
+        let data = &mut self.outs[i].data;
+        if data.get(start) == Some(&b'{') && data.last() == Some(&b'}') {
+            data.pop();
+            if data.len() > start + 1 {
+                data.push(b',');
+            }
+        } else {
+            let value = data.split_off(start);
+            data.extend_from_slice(b"{\"event\":");
+            data.extend_from_slice(&value);
+            data.push(b',');
+        }
+        let (place, text) = split_place(msg);
+        data.extend_from_slice(b"\"dragonfly_error\":{\"script\":");
+        super::json::write_str(data, script.as_bytes());
+        if let Some(p) = place {
+            data.extend_from_slice(b",\"where\":");
+            super::json::write_str(data, p.as_bytes());
+        }
+        data.extend_from_slice(b",\"message\":");
+        super::json::write_str(data, text.as_bytes());
+        data.extend_from_slice(b"}}");
+        self.end_record(output, start);
+        Ok(())
+    }
+
     /// Writes one record for `output` with `write` (which cannot fail).
     pub fn emit_with(&mut self, output: u32, write: impl FnOnce(&mut Vec<u8>)) {
         let i = self.out_index();
@@ -270,5 +319,42 @@ impl WorkerCtx {
             Some(w) => self.window[w].queue.push_back((a, r)),
             None => self.queue.push_back((a, r)),
         }
+    }
+}
+
+/// Splits a Lua error message into its place (`file:line`) and the rest, when it starts with
+/// one (`/root/analyzer/a.lua:12: attempt to ...`).
+fn split_place(msg: &str) -> (Option<&str>, &str) {
+    let mut from = 0;
+    while let Some(off) = msg[from..].find(": ") {
+        let head = &msg[..from + off];
+        if let Some((file, line)) = head.rsplit_once(':')
+            && !file.is_empty()
+            && !line.is_empty()
+            && line.bytes().all(|c| c.is_ascii_digit())
+        {
+            return (Some(head), &msg[from + off + 2..]);
+        }
+        from += off + 2;
+        if from >= msg.len() {
+            break;
+        }
+    }
+    (None, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_place;
+
+    #[test]
+    fn places_are_split_off_messages() {
+        assert_eq!(
+            split_place("/r/analyzer/a.lua:12: attempt to index a nil value"),
+            (Some("/r/analyzer/a.lua:12"), "attempt to index a nil value")
+        );
+        assert_eq!(split_place("boom"), (None, "boom"));
+        assert_eq!(split_place("x: y"), (None, "x: y"));
+        assert_eq!(split_place("[string \"a\"]:3: bad"), (Some("[string \"a\"]:3"), "bad"));
     }
 }

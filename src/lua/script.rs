@@ -8,7 +8,7 @@ use mlua::ffi::{self, lua_State};
 
 use super::context::WorkerCtx;
 use super::ffi_util::{push_bytes, reg};
-use super::state::{Role, Script, ScriptSpec, StateSettings, pcall_msg};
+use super::state::{OnError, OnErrorAction, Role, Script, ScriptSpec, StateSettings, pcall_msg};
 use super::{access, api, fast_path, proxy};
 
 /// The Lua side of event tables and of the FFI fast paths, and the sandbox (see the file).
@@ -125,6 +125,7 @@ impl Script {
             out: 0,
             pipeline: spec.pipeline.max(1),
             spare_threads: Vec::new(),
+            on_error: OnErrorAction::Drop,
         };
         // SAFETY: a fresh state, used only on this thread and closed by `Drop`.
         unsafe {
@@ -201,9 +202,10 @@ impl WorkerCtx {
             for (i, spec) in specs.iter().enumerate() {
                 self.cur_script = (role, i as u32);
                 let settings = self.state_settings;
-                let s = self
+                let mut s = self
                     .run_script(|| Script::open(spec, settings))
                     .map_err(|e| format!("{} ({}): {}: {e}", script_key(role, i), spec.tag, spec.path.display()))?;
+                s.on_error = self.on_error_action(spec);
                 match role {
                     Role::Filter => self.filters.push(s),
                     Role::Analyzer => self.analyzers.push(s),
@@ -221,6 +223,23 @@ impl WorkerCtx {
             }
         }
         Ok(())
+    }
+
+    /// What a script's `on_error` means on this worker (tags the configuration checked).
+    fn on_error_action(&self, spec: &ScriptSpec) -> OnErrorAction {
+        let analyzer = |t: &str| (!t.is_empty()).then(|| self.analyzer_index(t.as_bytes())).flatten();
+        let output = |t: &str| (!t.is_empty()).then(|| self.output_index(t.as_bytes())).flatten();
+        match &spec.on_error {
+            OnError::Drop => OnErrorAction::Drop,
+            OnError::Output(tag) => output(tag).map_or(OnErrorAction::Drop, OnErrorAction::DeadLetter),
+            OnError::Pass => match (analyzer(&spec.default_analyzer), spec.role) {
+                (Some(a), _) => OnErrorAction::ToAnalyzer(a),
+                (None, Role::Analyzer) => {
+                    output(&spec.default_output).map_or(OnErrorAction::Drop, OnErrorAction::ToOutput)
+                }
+                (None, Role::Filter) => OnErrorAction::Drop,
+            },
+        }
     }
 
     /// Runs `setup()` of the state `l` (the context lent: setup may call dragonfly functions).
@@ -279,6 +298,7 @@ impl WorkerCtx {
                 errors.push(format!("{key} ({}): {}: {e}", spec.tag, spec.path.display()));
                 continue;
             }
+            new.on_error = self.on_error_action(spec);
             let Some(slot) = self.script_mut(role, i as u32) else {
                 continue;
             };

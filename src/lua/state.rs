@@ -47,6 +47,33 @@ pub struct ScriptSpec {
     pub default_output: String,
     /// Events whose `loop()` may run at once, their Redis commands pipelined (analyzers).
     pub pipeline: usize,
+    /// What happens to an event whose `loop()` raised (`on_error` in config.lua).
+    pub on_error: OnError,
+}
+
+/// What happens to an event whose `loop()` raised: dropped (the default, as the original),
+/// passed on as if the call had not failed (a filter's to its default analyzer, an analyzer's
+/// to its default analyzer, else its default output), or written to an output (a dead-letter
+/// output) with a `dragonfly_error` member naming the script, the place and the message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum OnError {
+    #[default]
+    Drop,
+    Pass,
+    Output(String),
+}
+
+/// [`OnError`] resolved against a worker's tags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnErrorAction {
+    #[default]
+    Drop,
+    /// Pass to this analyzer.
+    ToAnalyzer(u32),
+    /// Write as it is to this output (an analyzer's default output).
+    ToOutput(u32),
+    /// Write with the error to this output.
+    DeadLetter(u32),
 }
 
 /// A loaded script: its own Lua state.
@@ -63,6 +90,8 @@ pub struct Script {
     pub pipeline: usize,
     /// Finished coroutines kept for reuse (registry references), for pipelined analyzers.
     pub spare_threads: Vec<c_int>,
+    /// What happens to an event whose `loop()` raised.
+    pub on_error: OnErrorAction,
 }
 
 impl Drop for Script {

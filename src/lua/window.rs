@@ -15,7 +15,7 @@ use mlua::ffi::{self, lua_State};
 
 use super::context::{MAX_HOPS, UNCHANGED_EVENT, WinEvent, WorkerCtx};
 use super::proxy;
-use super::state::{Role, pcall_msg, push_loop};
+use super::state::{OnErrorAction, Role, pcall_msg, push_loop};
 use crate::event::EventMeta;
 use crate::event::scan;
 use crate::shard::{END_OF_EVENT, NO_INPUT, OutRec};
@@ -225,6 +225,13 @@ impl WorkerCtx {
                     ffi::lua_rawgeti_(co, ffi::LUA_REGISTRYINDEX, r);
                     ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
                 }
+                // With an `on_error` other than drop, a reference to the value is kept until
+                // the call ends.
+                if self.analyzers[a as usize].on_error != OnErrorAction::Drop {
+                    ffi::lua_pushvalue(co, -1);
+                    ffi::lua_xmove(co, l, 1);
+                    self.window[i].err_ref = Some(ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX));
+                }
                 push_loop(co);
                 ffi::lua_insert(co, -2);
                 self.window[i].piped = true;
@@ -284,16 +291,27 @@ impl WorkerCtx {
             }
             self.yield_ticket = 0;
             self.window[i].ticket = 0;
+            let kept = self.window[i].err_ref.take();
             if status != 0 {
                 let msg = pcall_msg(co);
                 self.script_failed(Role::Analyzer, a, l, status, &msg);
                 // A coroutine that died with an error cannot run again.
                 ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, co_ref);
+                if let Some(r) = kept {
+                    ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
+                    ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
+                    let on_error = self.analyzers[a as usize].on_error;
+                    self.apply_on_error(on_error, l, ffi::lua_gettop(l), &msg);
+                    ffi::lua_pop(l, 1);
+                }
             } else {
                 // Finished normally: keep it for the next call (creating a coroutine costs an
                 // allocation and a stack).
                 ffi::lua_settop(co, 0);
                 self.analyzers[a as usize].spare_threads.push(co_ref);
+            }
+            if let Some(r) = kept.filter(|_| status == 0) {
+                ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
             }
         }
         true
@@ -323,9 +341,14 @@ impl WorkerCtx {
         self.cur_script = (role, i);
         let Some(s) = self.script_mut(role, i) else { return };
         s.calls += 1;
-        let (l, calls) = (s.l, s.calls);
+        let (l, calls, on_error) = (s.l, s.calls, s.on_error);
         // SAFETY: the state belongs to this thread; the context is lent for the call.
         unsafe {
+            // With an `on_error` other than drop, a copy of the value stays under the call.
+            let keep = on_error != OnErrorAction::Drop;
+            if keep {
+                ffi::lua_pushvalue(l, -1);
+            }
             push_loop(l);
             ffi::lua_insert(l, -2);
             let t0 = self.lat_start_call(calls);
@@ -334,8 +357,36 @@ impl WorkerCtx {
             if status != 0 {
                 let msg = pcall_msg(l);
                 self.script_failed(role, i, l, status, &msg);
+                if keep {
+                    self.apply_on_error(on_error, l, ffi::lua_gettop(l), &msg);
+                }
             }
             ffi::lua_settop(l, 0);
+        }
+    }
+
+    /// Does what `on_error` says with the value at absolute index `v` of `l` (what `loop()`
+    /// got before it raised `msg`).
+    unsafe fn apply_on_error(&mut self, action: OnErrorAction, l: *mut lua_State, v: c_int, msg: &str) {
+        // SAFETY: `l` is a state of this thread, not running; `v` holds the value.
+        let r = unsafe {
+            match action {
+                OnErrorAction::Drop => Ok(()),
+                OnErrorAction::ToAnalyzer(a) => self.queue_analyzer(l, v, a),
+                OnErrorAction::ToOutput(o) => self.emit_value(l, v, o).map_err(|e| e.to_string()),
+                OnErrorAction::DeadLetter(o) => {
+                    let script = self.script_tag();
+                    self.emit_dead_letter(l, v, o, &script, msg).map_err(|e| e.to_string())
+                }
+            }
+        };
+        if let Err(e) = r {
+            let script = self.script_tag();
+            self.report(
+                "on_error",
+                &[("script", &script)],
+                &format!("on_error could not pass the event on: {e}"),
+            );
         }
     }
 

@@ -354,3 +354,89 @@ fn an_error_storm_keeps_the_log_small() {
     let size = std::fs::metadata(env.log("dragonfly-mle.log")).unwrap().len();
     assert!(size < 64 * 1024, "log of {size} bytes for 20,000 errors");
 }
+
+/// Issue 15 (failed events): `on_error` sends an event whose `loop()` raised to a dead-letter
+/// output with a `dragonfly_error` member (script, file:line, message), or passes it on as if
+/// the call had not failed; the default drops it. Pipelined analyzers too.
+#[test]
+fn on_error_routes_failed_events() {
+    let run = |filter_on_error: &str, analyzer_entry: &str| {
+        let env = Env::new();
+        env.config(&format!(
+            "inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\"{filter_on_error} }} }}\n\
+             analyzers = {{ {analyzer_entry} }}\n\
+             outputs = {{ {{ tag = \"out\", uri = \"file://out.json<\" }}, {{ tag = \"dead\", uri = \"file://dead.json<\" }} }}\n"
+        ));
+        env.filter(
+            "filter.lua",
+            "function setup() end\nfunction loop(msg)\n  if msg.i % 5 == 0 then msg.touched = true error(\"filter boom \" .. msg.i) end\n  dragonfly.analyze_event(default_analyzer, msg)\nend\n",
+        );
+        env.analyzer(
+            "a.lua",
+            "function setup() end\nfunction loop(msg)\n  if msg.i % 3 == 0 then\n    error(\"boom \" .. msg.i)\n  end\n  dragonfly.output_event(\"out\", msg)\nend\n",
+        );
+        let lines: Vec<String> = (1..=30).map(event).collect();
+        env.write_log("in.json", &join_lines(&lines));
+        let out = env.run(&["--shards", "1"]);
+        out.assert_success();
+        let read = |name: &str| -> Vec<serde_json::Value> {
+            env.lines(name)
+                .iter()
+                .map(|l| serde_json::from_slice(l).unwrap())
+                .collect()
+        };
+        (out.summary(), read("out.json"), read("dead.json"))
+    };
+    let ids = |v: &[serde_json::Value]| v.iter().map(|r| r["i"].as_u64().unwrap()).collect::<Vec<_>>();
+    // Dead letters from the analyzer, the filter's failures dropped (its default).
+    for pipeline in ["", ", pipeline = 4"] {
+        let (s, out, dead) = run(
+            "",
+            &format!(
+                "{{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\", on_error = \"dead\"{pipeline} }}"
+            ),
+        );
+        assert_eq!(s.script_errors, 6 + 8, "{s:?}");
+        assert_eq!(
+            ids(&out),
+            vec![1, 2, 4, 7, 8, 11, 13, 14, 16, 17, 19, 22, 23, 26, 28, 29]
+        );
+        assert_eq!(ids(&dead), vec![3, 6, 9, 12, 18, 21, 24, 27], "{pipeline}");
+        let e = &dead[0]["dragonfly_error"];
+        assert_eq!(e["script"], "a");
+        assert_eq!(e["message"], "boom 3");
+        assert!(e["where"].as_str().unwrap().ends_with("analyzer/a.lua:4"), "{e}");
+        assert_eq!(dead[0]["src_ip"], "10.0.0.3", "the event as loop() got it");
+    }
+    // The filter passes failed events on (as they were when it raised), the analyzer writes
+    // its failed ones to its default output.
+    let (s, out, dead) = run(
+        ", on_error = \"pass\"",
+        "{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\", on_error = \"pass\" }",
+    );
+    assert_eq!(s.script_errors, 6 + 10, "{s:?}");
+    assert_eq!(ids(&out), (1..=30).collect::<Vec<_>>());
+    assert!(dead.is_empty());
+    assert_eq!(out[4]["touched"], true, "passed on with the filter's changes");
+}
+
+/// `on_error` names an output that exists.
+#[test]
+fn on_error_must_name_an_output() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", "").replace(
+        "default_output = \"out\"",
+        "default_output = \"out\", on_error = \"nowhere\"",
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    env.write_log("in.json", b"{\"a\":1}\n");
+    let out = env.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("analyzers[1].on_error: no output has tag \"nowhere\""),
+        "{}",
+        out.stderr
+    );
+}
