@@ -214,6 +214,20 @@ unsafe fn pack_args(l: *mut lua_State, first: c_int, top: c_int, out: &mut Vec<u
 pub type PipedResult = Result<Value, (String, i32)>;
 
 impl WorkerCtx {
+    /// Writes the outages of Redis connections that began or ended since the last call: one
+    /// `redis_lost` record (error) and one `redis_restored` record (info, with the outage's
+    /// length and the calls that failed) per outage of a connection.
+    pub fn report_redis_outages(&mut self) {
+        if self.redis.notices.is_empty() {
+            return;
+        }
+        for (kind, msg) in std::mem::take(&mut self.redis.notices) {
+            let level = if kind == "redis_restored" { "info" } else { "error" };
+            let script = self.script_tag();
+            self.report_at(level, kind, &[("script", &script)], &msg);
+        }
+    }
+
     /// Sends the commands queued by suspended coroutines (one write per connection) and reads
     /// their replies: (window event, ticket, result) in queue order.
     pub(super) fn take_pipelined(&mut self) -> Vec<(usize, u64, PipedResult)> {
@@ -263,6 +277,7 @@ impl WorkerCtx {
             // The batch's round trip, once per command in it.
             self.record_redis(t0, waiters.len() as u64);
         }
+        self.report_redis_outages();
         out
     }
 }
@@ -389,7 +404,9 @@ unsafe extern "C-unwind" fn conn_command(l: *mut lua_State) -> c_int {
                     return queue_piped(c, slot, w, |out| pack_args(l, 3, top, out));
                 }
                 let cmd = build_cmd(l, 3, "command")?;
-                Ok(run(c, l, slot, &cmd))
+                let n = run(c, l, slot, &cmd);
+                c.report_redis_outages();
+                Ok(n)
             })
         })
     }
@@ -426,7 +443,9 @@ unsafe extern "C-unwind" fn conn_command_line(l: *mut lua_State) -> c_int {
                 if let Some(w) = pipelined_window(c, l, yieldable) {
                     return queue_piped(c, slot, w, |out| cmd.write_packed_command(out));
                 }
-                Ok(run(c, l, slot, &cmd))
+                let n = run(c, l, slot, &cmd);
+                c.report_redis_outages();
+                Ok(n)
             })
         })
     }
@@ -462,6 +481,7 @@ unsafe extern "C-unwind" fn conn_get_reply(l: *mut lua_State) -> c_int {
     unsafe {
         c_entry(l, "get_reply", |l| {
             with_ctx(|c| {
+                c.report_redis_outages();
                 let slot = conn_slot(l, &c.redis)?;
                 let st = &mut c.redis;
                 match st.conns[slot].order.pop_front() {
@@ -609,6 +629,7 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
                     next_try: Instant::now(),
                     backoff: BACKOFF_MIN,
                     closed: false,
+                    down: None,
                 });
                 let ud = ffi::lua_newuserdata(l, std::mem::size_of::<u32>()) as *mut u32;
                 *ud = slot as u32;

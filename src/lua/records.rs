@@ -179,13 +179,20 @@ impl WorkerCtx {
     /// the worker stops) one `suppressed` record per kind says how many were left out. The
     /// counters of the problems themselves stay exact.
     pub fn report(&mut self, kind: &str, fields: &[(&str, &str)], message: &str) {
+        self.report_at("error", kind, fields, message)
+    }
+
+    /// As [`WorkerCtx::report`], at `level` ("error" or "info").
+    pub fn report_at(&mut self, level: &str, kind: &str, fields: &[(&str, &str)], message: &str) {
         if !self.report_allowed(kind) {
             return;
         }
         let mut line = Vec::with_capacity(128);
         line.extend_from_slice(b"{\"time\":");
         super::json::write_str(&mut line, crate::metrics::utc_now().as_bytes());
-        line.extend_from_slice(b",\"level\":\"error\",\"kind\":");
+        line.extend_from_slice(b",\"level\":");
+        super::json::write_str(&mut line, level.as_bytes());
+        line.extend_from_slice(b",\"kind\":");
         super::json::write_str(&mut line, kind.as_bytes());
         for (k, v) in fields {
             line.push(b',');

@@ -75,6 +75,8 @@ pub struct RedisConn {
     pub(super) next_try: Instant,
     pub(super) backoff: Duration,
     pub(super) closed: bool,
+    /// Since when the connection is down, and the failure count then (`None`: up).
+    pub(super) down: Option<(Instant, u64)>,
 }
 
 pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -89,6 +91,9 @@ pub struct RedisState {
     pub calls: u64,
     pub failures: u64,
     pub error_replies: u64,
+    /// Outages begun and ended since the worker last reported them: (kind, message), kind
+    /// `redis_lost` or `redis_restored` (one record each per outage of a connection).
+    pub(super) notices: Vec<(&'static str, String)>,
 }
 
 impl RedisState {
@@ -100,6 +105,7 @@ impl RedisState {
             calls: 0,
             failures: 0,
             error_replies: 0,
+            notices: Vec::new(),
         }
     }
 
@@ -118,9 +124,19 @@ impl RedisState {
         }
         match open(target, self.timeouts) {
             Ok(con) => {
+                let failures = self.failures;
                 let c = &mut self.conns[i];
                 c.con = Some(con);
                 c.backoff = BACKOFF_MIN;
+                if let Some((since, failures_then)) = c.down.take() {
+                    let msg = format!(
+                        "{}: connection restored after {:.1} s; {} calls failed meanwhile",
+                        describe_target(&c.target),
+                        since.elapsed().as_secs_f64(),
+                        failures.saturating_sub(failures_then)
+                    );
+                    self.notices.push(("redis_restored", msg));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -133,6 +149,16 @@ impl RedisState {
 
     /// Drops connection `i` after a transport failure and schedules the next attempt.
     pub(super) fn fail(&mut self, i: usize) {
+        let failures = self.failures;
+        let c = &mut self.conns[i];
+        if c.down.is_none() {
+            c.down = Some((Instant::now(), failures));
+            let msg = format!(
+                "{}: connection lost; calls fail with ERR_IO until it is back (retrying with backoff)",
+                describe_target(&c.target)
+            );
+            self.notices.push(("redis_lost", msg));
+        }
         let c = &mut self.conns[i];
         c.con = None;
         c.sent = 0;

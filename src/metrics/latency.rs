@@ -252,11 +252,20 @@ mod tests {
     #[test]
     fn clock_follows_instant() {
         init_clock();
-        let (a, t) = (mono_ns(), Instant::now());
-        std::thread::sleep(Duration::from_millis(50));
-        let (b, dt) = (mono_ns(), t.elapsed().as_nanos() as f64);
-        let d = (b - a) as f64;
-        assert!((d - dt).abs() / dt < 0.05, "clock {d} ns vs Instant {dt} ns");
+        // A preemption between the two clock reads skews one attempt on a loaded machine (seen
+        // once: 6% over 50 ms); the clock must agree within 5% in one of three.
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let (a, t) = (mono_ns(), Instant::now());
+            std::thread::sleep(Duration::from_millis(50));
+            let (b, dt) = (mono_ns(), t.elapsed().as_nanos() as f64);
+            let d = (b - a) as f64;
+            if (d - dt).abs() / dt < 0.05 {
+                return;
+            }
+            seen.push((d, dt));
+        }
+        panic!("clock vs Instant (ns): {seen:?}");
     }
 
     #[test]

@@ -300,6 +300,7 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
         }
         backoff.wait();
     }
+    c.report_redis_outages();
     c.flush_reports(true);
     send_all(&mut c, &mut io);
     publish(&mut c, &stats, spec.index, &io);

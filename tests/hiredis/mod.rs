@@ -246,6 +246,26 @@ end
         assert!(l["err"].as_str().unwrap().contains("redis 127.0.0.1"), "{l}");
     }
     assert_eq!(lines.last().unwrap()["n"], 1, "a fresh Redis counts from 1");
+    // Issue 15: the outage is logged once when it begins and once when it ends.
+    let lost = env.log_records_of("redis_lost");
+    let restored = env.log_records_of("redis_restored");
+    assert_eq!((lost.len(), restored.len()), (1, 1), "{lost:?} {restored:?}");
+    assert_eq!(restored[0]["level"], "info");
+    let m = restored[0]["message"].as_str().unwrap();
+    assert!(
+        m.contains("connection restored after") && m.contains("calls failed meanwhile"),
+        "{m}"
+    );
+    let failed: u64 = m
+        .split("; ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(failed >= 5, "{m}");
     let stats = env.stats_records();
     let last = stats.last().unwrap();
     assert!(last["redis"]["failures"].as_u64().unwrap() >= 5, "{last}");
