@@ -97,6 +97,11 @@ pub struct RedisState {
 }
 
 impl RedisState {
+    /// Connections that are down now (closed ones do not count).
+    pub fn down_count(&self) -> u64 {
+        self.conns.iter().filter(|c| !c.closed && c.down.is_some()).count() as u64
+    }
+
     pub fn new(target: RedisTarget, timeouts: RedisTimeouts) -> Self {
         RedisState {
             target,

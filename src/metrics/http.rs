@@ -141,12 +141,33 @@ fn serve(mut s: TcpStream, stats: &Stats, www: Option<&std::fs::File>) -> std::i
         ),
         "/stats" => respond(&mut s, head_only, "200 OK", "application/json", &stats.line()),
         "/health" => {
-            let body = format!(
-                "{{\"status\":\"ok\",\"uptime_s\":{:.3},\"events\":{}}}",
+            // 503 with the reasons while something is wrong: a failing output, a missing
+            // input, a Redis connection down, stalled rings; 200 again once it recovers.
+            let problems = stats.health_problems();
+            let mut body = format!(
+                "{{\"status\":\"{}\",\"uptime_s\":{:.3},\"events\":{}",
+                if problems.is_empty() { "ok" } else { "failing" },
                 stats.started.elapsed().as_secs_f64(),
                 stats.processed()
-            );
-            respond(&mut s, head_only, "200 OK", "application/json", body.as_bytes())
+            )
+            .into_bytes();
+            if !problems.is_empty() {
+                body.extend_from_slice(b",\"reasons\":[");
+                for (k, p) in problems.iter().enumerate() {
+                    if k > 0 {
+                        body.push(b',');
+                    }
+                    crate::lua::json::write_str(&mut body, p.as_bytes());
+                }
+                body.push(b']');
+            }
+            body.push(b'}');
+            let status = if problems.is_empty() {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            respond(&mut s, head_only, status, "application/json", &body)
         }
         _ => match path.strip_prefix("/www/").and_then(|name| read_www(www?, name)) {
             Some(body) => respond(&mut s, head_only, "200 OK", "application/json", &body),

@@ -24,6 +24,8 @@ pub struct InputStats {
     pub bytes: AtomicU64,
     /// Times the reader found a worker's ring full and had to wait (back-pressure).
     pub ring_full: AtomicU64,
+    /// Whether the input's file is missing now (a `tail://` waiting for it to appear).
+    pub missing: std::sync::atomic::AtomicBool,
 }
 
 /// Counters of one worker, published after each batch.
@@ -56,6 +58,11 @@ pub struct WorkerStats {
     /// Panics caught at the script boundary (an engine bug reached from a script; the call
     /// became a script error).
     pub boundary_panics: AtomicU64,
+    /// Redis connections of this worker that are down now.
+    pub redis_down: AtomicU64,
+    /// When (`Stats::now_ms`) this worker last made progress (its event count moved, or it
+    /// had nothing waiting).
+    pub last_progress_ms: AtomicU64,
 }
 
 fn zeros(n: usize) -> Vec<AtomicU64> {
@@ -85,6 +92,8 @@ impl WorkerStats {
             reloads: AtomicU64::new(0),
             reload_errors: AtomicU64::new(0),
             boundary_panics: AtomicU64::new(0),
+            redis_down: AtomicU64::new(0),
+            last_progress_ms: AtomicU64::new(0),
         }
     }
 }
@@ -94,6 +103,10 @@ impl WorkerStats {
 pub struct OutputStats {
     pub written: AtomicU64,
     pub errors: AtomicU64,
+    /// When (`Stats::now_ms`) the output last failed, and last flushed without failing (0:
+    /// never): it is failing while the first is the later.
+    pub last_error_ms: AtomicU64,
+    pub last_ok_ms: AtomicU64,
 }
 
 /// A counter every worker keeps, summed over the workers: where it goes in the stats line
@@ -207,6 +220,10 @@ pub const WORKER_TOTALS: &[WorkerTotal] = &[
     },
 ];
 
+/// How long a worker may have events waiting without processing one before `/health` calls
+/// its rings stalled.
+pub const STALL_MS: u64 = 10_000;
+
 /// Every counter of the engine.
 #[derive(Debug)]
 pub struct Stats {
@@ -237,6 +254,45 @@ fn sum(v: impl Iterator<Item = u64>) -> u64 {
 }
 
 impl Stats {
+    /// Milliseconds since the engine started, plus 1 (so that 0 can mean "never").
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + 1
+    }
+
+    /// What `/health` reports as wrong now: a failing output, a missing input, a Redis
+    /// connection down, a worker whose rings are stalled. Empty when all is well.
+    pub fn health_problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (tag, o) in self.output_tags.iter().zip(&self.outputs) {
+            if o.last_error_ms.load(Relaxed) > o.last_ok_ms.load(Relaxed) {
+                out.push(format!(
+                    "output {tag}: failing ({} errors so far)",
+                    o.errors.load(Relaxed)
+                ));
+            }
+        }
+        for (tag, i) in self.input_tags.iter().zip(&self.inputs) {
+            if i.missing.load(Relaxed) {
+                out.push(format!("input {tag}: missing (waiting for it to appear)"));
+            }
+        }
+        let down: u64 = self.workers.iter().map(|w| w.redis_down.load(Relaxed)).sum();
+        if down > 0 {
+            out.push(format!("redis: {down} connections down"));
+        }
+        let now = self.now_ms();
+        for (k, w) in self.workers.iter().enumerate() {
+            let last = w.last_progress_ms.load(Relaxed);
+            if w.ring_batches.load(Relaxed) > 0 && last > 0 && now.saturating_sub(last) > STALL_MS {
+                out.push(format!(
+                    "worker {k}: rings stalled (events waiting, none processed for {} s)",
+                    (now - last) / 1000
+                ));
+            }
+        }
+        out
+    }
+
     pub fn new(input_tags: Vec<String>, analyzer_tags: Vec<String>, output_tags: Vec<String>, workers: usize) -> Self {
         Stats {
             inputs: input_tags.iter().map(|_| InputStats::default()).collect(),

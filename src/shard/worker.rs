@@ -133,6 +133,10 @@ fn publish(c: &mut WorkerCtx, stats: &Stats, index: usize, io: &WorkerIo) {
     let w = &stats.workers[index];
     let waiting: usize = io.inputs.iter().map(|(rx, _)| rx.slots()).sum();
     w.ring_batches.store(waiting as u64, Relaxed);
+    if waiting == 0 || w.events.load(Relaxed) != c.counters.events {
+        w.last_progress_ms.store(stats.now_ms(), Relaxed);
+    }
+    w.redis_down.store(c.redis.down_count(), Relaxed);
     w.timers_pending.store(c.timers_pending, Relaxed);
     w.timers_fired.store(c.timers_fired, Relaxed);
     if let Some(l) = c.lat.as_mut()

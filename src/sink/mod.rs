@@ -142,6 +142,7 @@ fn write_to(sinks: &mut [Sink], stats: &Stats, output: u32, bytes: &[u8]) {
         }
         Err(e) => {
             let n = stats.outputs[o].errors.fetch_add(1, Relaxed) + 1;
+            stats.outputs[o].last_error_ms.store(stats.now_ms(), Relaxed);
             // The 1st, 2nd, 4th, 8th, ... failure of an output is reported to {log}.
             if n.is_power_of_two() && o != crate::shard::LOG_OUTPUT as usize {
                 report_output_error(sinks, stats, o, n, &e);
@@ -198,6 +199,9 @@ pub struct Writer {
     /// The same per script that wrote the record (user outputs only).
     lat_script: Vec<crate::metrics::latency::LocalHist>,
     last_merge: Instant,
+    /// Per output: (written, errors) at the previous flush, to tell a working output (records
+    /// written and no error since) from a failing one for `/health`.
+    health_prev: Vec<(u64, u64)>,
 }
 
 impl Writer {
@@ -242,6 +246,7 @@ impl Writer {
             marks,
             acks: VecDeque::new(),
             stats,
+            health_prev: Vec::new(),
         }
     }
 
@@ -385,17 +390,38 @@ impl Writer {
 
     fn flush(&mut self) {
         let mut all_ok = true;
+        if self.health_prev.len() < self.sinks.len() {
+            self.health_prev.resize(self.sinks.len(), (0, 0));
+        }
         for i in 0..self.sinks.len() {
+            let mut failed_now = false;
             if let Err(e) = self.sinks[i].flush() {
                 all_ok = false;
+                failed_now = true;
+                self.stats.outputs[i].last_error_ms.store(self.stats.now_ms(), Relaxed);
                 let n = self.stats.outputs[i].errors.fetch_add(1, Relaxed) + 1;
                 if n.is_power_of_two() {
                     report_output_error(&mut self.sinks, &self.stats, i, n, &e);
                 }
             }
             if let Some((failed, msg)) = self.sinks[i].new_failures() {
+                failed_now = true;
+                self.stats.outputs[i].last_error_ms.store(self.stats.now_ms(), Relaxed);
                 let n = self.stats.outputs[i].errors.fetch_add(failed, Relaxed) + failed;
                 report_output_error(&mut self.sinks, &self.stats, i, n, &std::io::Error::other(msg));
+            }
+            // Records written and no error since the previous flush: the output works (again).
+            let o = &self.stats.outputs[i];
+            let now = (o.written.load(Relaxed), o.errors.load(Relaxed));
+            if let Some(prev) = self.health_prev.get_mut(i) {
+                if !failed_now
+                    && now.1 == prev.1
+                    && now.0 > prev.0
+                    && o.last_error_ms.load(Relaxed) >= o.last_ok_ms.load(Relaxed)
+                {
+                    o.last_ok_ms.store(self.stats.now_ms() + 1, Relaxed);
+                }
+                *prev = now;
             }
         }
         // Everything below next_seq has been handed to the sinks and flushed: tail checkpoints

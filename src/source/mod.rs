@@ -229,6 +229,13 @@ impl Router {
         self.seq
     }
 
+    /// Marks the input's file as missing (or found again), for `/health`.
+    pub fn set_missing(&self, missing: bool) {
+        if let Some(s) = self.stats.inputs.get(self.input as usize) {
+            s.missing.store(missing, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     pub fn stopping(&self) -> bool {
         self.stop.load(Relaxed)
     }

@@ -88,8 +88,12 @@ pub fn follow(
         let r = File::open(path);
         router.opened();
         match r {
-            Ok(f) => break f,
+            Ok(f) => {
+                router.set_missing(false);
+                break f;
+            }
             Err(e) => {
+                router.set_missing(true);
                 if !reported_missing {
                     router.report(
                         "input_missing",

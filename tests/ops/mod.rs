@@ -653,3 +653,79 @@ fn managed_redis_runs_as_the_target_user() {
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(30)).assert_success();
 }
+
+/// Issue 15: `/health` answers 503 with the reasons while an input is missing or a Redis
+/// connection is down, and 200 again once they recover.
+#[test]
+fn health_reports_a_missing_input_and_a_dead_redis() {
+    let mut redis = crate::hiredis::RedisServer::start();
+    let env = Env::new();
+    env.config(&format!(
+        "redis_host = \"127.0.0.1\"\nredis_port = {}\nredis_connect_timeout_ms = 500\n{}",
+        redis.port,
+        simple_config("tail://in.json<", "", "tail_poll_ms = 20")
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        "local conn\nfunction setup() conn = assert(hiredis.connect()) end\n\
+         function loop(msg)\n  local r, err = conn:command(\"INCR\", \"n\")\n  msg.n = r or err\n  dragonfly.output_event(default_output, msg)\nend\n",
+    );
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0", "--shards", "1"]);
+    let addr = http_address(&env);
+    let health = |want: u16, reason: &str| {
+        let last = std::cell::RefCell::new((0, Vec::new()));
+        wait_until(
+            Duration::from_secs(20),
+            "the health answer",
+            || {
+                let r = request(&addr, "GET", "/health");
+                let ok = r.0 == want && String::from_utf8_lossy(&r.1).contains(reason);
+                *last.borrow_mut() = r;
+                ok
+            },
+            || {
+                let l = last.borrow();
+                format!("{} {}", l.0, String::from_utf8_lossy(&l.1))
+            },
+        );
+    };
+    health(503, "input eve: missing");
+    let mut sent = 0;
+    let mut send = |env: &Env, n: usize| {
+        let lines: Vec<String> = (sent..sent + n).map(|i| format!("{{\"i\":{i}}}")).collect();
+        env.append_log("in.json", &join_lines(&lines));
+        sent += n;
+        sent
+    };
+    let wait_out = |env: &Env, n: usize| {
+        wait_until(
+            Duration::from_secs(20),
+            "outputs",
+            || env.lines("out.json").len() >= n,
+            || format!("{} lines", env.lines("out.json").len()),
+        )
+    };
+    let n = send(&env, 2);
+    wait_out(&env, n);
+    health(200, "\"status\":\"ok\"");
+    redis.kill();
+    let n = send(&env, 1);
+    wait_out(&env, n);
+    health(503, "redis: 1 connections down");
+    redis.restart();
+    // Calls come back after the reconnection's backoff (at most 2 s).
+    let t = std::time::Instant::now();
+    loop {
+        let n = send(&env, 1);
+        wait_out(&env, n);
+        if String::from_utf8_lossy(env.lines("out.json").last().unwrap()).contains("\"n\":1") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "Redis never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    health(200, "\"status\":\"ok\"");
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(20)).assert_success();
+}
