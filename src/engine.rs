@@ -49,6 +49,38 @@ pub struct Summary {
     pub invalid: u64,
     pub script_errors: u64,
     pub seconds: f64,
+    /// Records the user outputs failed to take.
+    pub output_errors: u64,
+    /// Values scripts sent to an unknown analyzer or output.
+    pub dropped: u64,
+    /// Inputs missing or unreadable at the end.
+    pub missing_inputs: Vec<String>,
+}
+
+/// Exit status of a run that lost events (output errors, dropped values, missing inputs).
+pub const EXIT_LOSSES: u8 = 3;
+
+impl Summary {
+    /// What the run lost, as one line (`None` when nothing was lost).
+    pub fn losses(&self) -> Option<String> {
+        if self.output_errors == 0 && self.dropped == 0 && self.missing_inputs.is_empty() {
+            return None;
+        }
+        let mut parts = vec![
+            format!("{} output errors", self.output_errors),
+            format!("{} dropped", self.dropped),
+        ];
+        if !self.missing_inputs.is_empty() {
+            parts.push(format!(
+                "inputs missing or unreadable: {}",
+                self.missing_inputs.join(", ")
+            ));
+        }
+        Some(format!(
+            "dragonfly-mle: events were lost: {} (see dragonfly-mle.log; exit status {EXIT_LOSSES})",
+            parts.join(", ")
+        ))
+    }
 }
 
 impl std::fmt::Display for Summary {
@@ -658,6 +690,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                     };
                     router.opened();
                     if let Err(e) = r {
+                        router.set_missing(true);
                         router.report("input_error", 0, 0, 0, &format!("{}: {e}", input.uri.path().display()));
                     }
                     ckpt
@@ -718,6 +751,9 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         invalid: stats.invalid(),
         script_errors: stats.script_errors(),
         seconds: started.elapsed().as_secs_f64(),
+        output_errors: stats.output_errors(),
+        dropped: stats.dropped(),
+        missing_inputs: stats.missing_inputs(),
     })
 }
 

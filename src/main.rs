@@ -172,7 +172,13 @@ fn main() -> ExitCode {
     match engine::run(&opts) {
         Ok(summary) => {
             println!("{summary}");
-            ExitCode::SUCCESS
+            match summary.losses() {
+                Some(line) => {
+                    eprintln!("{line}");
+                    ExitCode::from(engine::EXIT_LOSSES)
+                }
+                None => ExitCode::SUCCESS,
+            }
         }
         Err(e) => {
             eprintln!("dragonfly-mle: {e:#}");

@@ -679,7 +679,9 @@ end
         .collect();
     env.write_log("in.json", &join_lines(&lines));
     let out = env.run(&["--shards", "1"]);
-    out.assert_success();
+    // Values sent to unknown tags were dropped: exit status 3 (issue 15).
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(out.stderr.contains("dropped"), "{}", out.stderr);
 
     // Written: kept, plain, numtag (to "7"), and the copy of "kept" made for "later".
     let expected = [lines[0].clone(), lines[1].clone(), lines[0].clone()];

@@ -348,6 +348,28 @@ impl Stats {
         sum(self.outputs.iter().skip(2).map(|o| o.written.load(Relaxed)))
     }
 
+    /// Records the user outputs failed to take (write, flush or file errors).
+    pub fn output_errors(&self) -> u64 {
+        sum(self.outputs.iter().skip(2).map(|o| o.errors.load(Relaxed)))
+    }
+
+    /// Values scripts sent that went nowhere without an error in the script: calls naming an
+    /// unknown analyzer or output (`drops.unknown_tag`). Values that could not be encoded are
+    /// not counted here: the call raised in the script, which is a script error.
+    pub fn dropped(&self) -> u64 {
+        sum(self.workers.iter().map(|w| w.unknown_tags.load(Relaxed)))
+    }
+
+    /// Tags of the inputs that are missing or could not be read now.
+    pub fn missing_inputs(&self) -> Vec<String> {
+        self.input_tags
+            .iter()
+            .zip(&self.inputs)
+            .filter(|(_, i)| i.missing.load(Relaxed))
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
     /// The stats line: the original's `time` + `operations`, extended per input, analyzer and
     /// output.
     pub fn line(&self) -> Vec<u8> {

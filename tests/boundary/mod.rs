@@ -440,3 +440,23 @@ fn on_error_must_name_an_output() {
         out.stderr
     );
 }
+
+/// Issue 15: a run that lost events exits with status 3 and a line naming the losses (a
+/// missing `file://` input here); a clean run exits 0.
+#[test]
+fn a_run_that_lost_events_exits_3() {
+    let env = Env::new();
+    env.config(&simple_config("file://nowhere.json", "", ""));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    let out = env.run(&[]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        out.stderr.contains("inputs missing or unreadable: eve"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.summary().read, 0);
+    env.write_log("nowhere.json", b"{\"a\":1}\n");
+    env.run(&[]).assert_success();
+}

@@ -178,7 +178,14 @@ end
     );
     let lines: Vec<String> = (0..n).map(|i| event(0, i, n)).collect();
     env.write_log("in.json", &join_lines(&lines));
-    env.run(&["--shards", "2"]).assert_success();
+    // The event too large for a datagram is lost: exit status 3, and a line saying so.
+    let out = env.run(&["--shards", "2"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        out.stderr.contains("events were lost: 1 output errors"),
+        "{}",
+        out.stderr
+    );
     let got_s = stream.join().unwrap();
     assert_eq!(got_s.len(), n, "stream output");
     check_all_once(&got_s, 1, n);
@@ -431,7 +438,8 @@ fn parquet_files_that_cannot_be_written_are_counted_not_hidden() {
         });
     }
     let out = run_in(cmd, env.dir.path(), "fsize");
-    out.assert_success();
+    // Rows were lost: exit status 3 (issue 15).
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
     let s = parse_summary(&out.stdout).expect("a summary line");
     assert_eq!(s.read, n as u64);
     // The losses, as reported.
