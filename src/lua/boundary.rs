@@ -78,7 +78,7 @@ pub unsafe fn c_entry(l: *mut lua_State, name: &str, body: impl FnOnce(*mut lua_
     let msg = match r {
         // SAFETY: `l` is the running state; nothing of the body is alive any more.
         Ok(Ok(YIELD)) => return unsafe { ffi::lua_yield(l, 0) },
-        Ok(Ok(n)) => return n,
+        Ok(Ok(n)) => return zero_extended(n),
         Ok(Err(LuaFail(msg))) => msg,
         Err(p) => {
             PANICS.with(|c| c.set(c.get() + 1));
@@ -90,6 +90,27 @@ pub unsafe fn c_entry(l: *mut lua_State, name: &str, body: impl FnOnce(*mut lua_
     };
     // SAFETY: nothing of the body is alive any more; `raise` owns the message.
     unsafe { raise(l, msg) }
+}
+
+/// The count a C function returns, with the upper half of the 64-bit return register zeroed.
+/// The C ABI leaves those bits undefined, but LuaJIT's interpreter uses the whole register as
+/// the result count when a C function returns to a continuation frame (a call stitched into a
+/// JIT trace). A release build may load the count with a 64-bit move out of the body's
+/// `Result`, leaving garbage there, and LuaJIT then wrote nils far outside the stack (a
+/// segfault in `lj_cont_dispatch` on the first `log_event` after its loop was compiled).
+#[inline(always)]
+fn zero_extended(n: c_int) -> c_int {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut r = n;
+        // SAFETY: a 32-bit register move of a register onto itself: it touches no memory, no
+        // flags and no other register, and zeroes the upper 32 bits (x86-64 does so on every
+        // 32-bit write).
+        unsafe { std::arch::asm!("mov {0:e}, {0:e}", inout(reg) r, options(pure, nomem, nostack, preserves_flags)) };
+        r
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    n
 }
 
 /// Runs the body of a function called through LuaJIT's FFI from compiled code. These never
