@@ -431,22 +431,32 @@ fn pipelined_config(port: u16, analyzers: &str) -> String {
     )
 }
 
+/// An environment on the Redis at `port` whose filter sends every event to `a.lua` (run with
+/// `pipeline`), which passes it on to `out`, or with `b`, to `b.lua` (unpipelined), which does.
+fn pipelined_env(port: u16, pipeline: usize, a: &str, b: Option<&str>) -> Env {
+    let next = match b {
+        Some(_) => "default_analyzer = \"b\", default_output = \"\"",
+        None => "default_analyzer = \"\", default_output = \"out\"",
+    };
+    let mut analyzers = format!("{{ tag = \"a\", script = \"a.lua\", {next}, pipeline = {pipeline} }}");
+    if b.is_some() {
+        analyzers.push_str(",\n{ tag = \"b\", script = \"b.lua\", default_analyzer = \"\", default_output = \"out\" }");
+    }
+    let env = Env::new();
+    env.config(&pipelined_config(port, &analyzers));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", a);
+    if let Some(b) = b {
+        env.analyzer("b.lua", b);
+    }
+    env
+}
+
 /// Runs the INCR-per-event-type workload with `pipeline` on a fresh Redis; returns the output
 /// lines and the final counters.
 fn incr_run(pipeline: usize, shards: &str, lines: &[String]) -> (Vec<Vec<u8>>, Vec<String>) {
     let redis = RedisServer::start();
-    let env = Env::new();
-    env.config(&pipelined_config(
-        redis.port,
-        &format!(
-            "{{ tag = \"a\", script = \"a.lua\", default_analyzer = \"b\", default_output = \"\", pipeline = {pipeline} }},\n\
-             {{ tag = \"b\", script = \"b.lua\", default_analyzer = \"\", default_output = \"out\" }}"
-        ),
-    ));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
-        r#"
+    const A: &str = r#"
 local conn
 function setup() conn = assert(hiredis.connect()) end
 function loop(msg)
@@ -454,9 +464,8 @@ function loop(msg)
   if msg.i % 97 == 0 then error("boom " .. msg.i) end
   dragonfly.analyze_event(default_analyzer, msg)
 end
-"#,
-    );
-    env.analyzer("b.lua", ANALYZER_PASS);
+"#;
+    let env = pipelined_env(redis.port, pipeline, A, Some(ANALYZER_PASS));
     env.write_log("in.json", &join_lines(lines));
     let out = env.run(&["--shards", shards]);
     out.assert_success();
@@ -526,14 +535,9 @@ fn a_failing_module_load_is_reported_not_fatal() {
 #[test]
 fn a_bad_argument_in_a_pipelined_analyzer_fails_only_its_event() {
     let redis = RedisServer::start();
-    let env = Env::new();
-    env.config(&pipelined_config(
+    let env = pipelined_env(
         redis.port,
-        "{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\", pipeline = 8 }",
-    ));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
+        8,
         r#"
 local conn
 function setup() conn = assert(hiredis.connect()) end
@@ -543,6 +547,7 @@ function loop(msg)
   dragonfly.output_event(default_output, msg)
 end
 "#,
+        None,
     );
     let lines: Vec<String> = (1..=40).map(|i| format!("{{\"i\":{i}}}")).collect();
     env.write_log("in.json", &join_lines(&lines));
@@ -663,14 +668,9 @@ fn signals_do_not_interrupt_redis_calls() {
 #[test]
 fn a_command_from_a_scripts_own_coroutine_gets_its_own_reply() {
     let redis = RedisServer::start();
-    let env = Env::new();
-    env.config(&pipelined_config(
+    let env = pipelined_env(
         redis.port,
-        "{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\", pipeline = 4 }",
-    ));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
+        4,
         r#"
 local conn, saved
 function setup() conn = assert(hiredis.connect()) end
@@ -689,6 +689,7 @@ function loop(msg)
   dragonfly.output_event(default_output, msg)
 end
 "#,
+        None,
     );
     let n = 40;
     let lines: Vec<String> = (1..=n).map(|i| format!("{{\"i\":{i}}}")).collect();
@@ -750,32 +751,18 @@ fn pipelining_keeps_per_flow_order_downstream() {
         .collect();
     let run = |pipeline: usize, shards: &str| {
         let redis = RedisServer::start();
-        let env = Env::new();
-        env.config(&pipelined_config(
-            redis.port,
-            &format!(
-                "{{ tag = \"a\", script = \"a.lua\", default_analyzer = \"b\", default_output = \"\", pipeline = {pipeline} }},\n\
-                 {{ tag = \"b\", script = \"b.lua\", default_analyzer = \"\", default_output = \"out\" }}"
-            ),
-        ));
-        env.filter("filter.lua", FILTER_TO_DEFAULT);
         // Between one and three round trips per event, so that pipelined events finish their
         // Redis work out of input order.
-        env.analyzer(
-            "a.lua",
-            r#"
+        let a = r#"
 local conn
 function setup() conn = assert(hiredis.connect()) end
 function loop(msg)
   for j = 1, 1 + (msg.i * 7919) % 3 do conn:command("INCR", "k" .. j) end
   dragonfly.analyze_event(default_analyzer, msg)
 end
-"#,
-        );
+"#;
         // Per flow: how many events so far, and the input index of the previous one.
-        env.analyzer(
-            "b.lua",
-            r#"
+        let b = r#"
 local count, last = {}, {}
 function setup() end
 function loop(msg)
@@ -786,8 +773,8 @@ function loop(msg)
   last[f] = msg.i
   dragonfly.output_event(default_output, msg)
 end
-"#,
-        );
+"#;
+        let env = pipelined_env(redis.port, pipeline, a, Some(b));
         env.write_log("in.json", &join_lines(&lines));
         let out = env.run(&["--shards", shards]);
         out.assert_success();
