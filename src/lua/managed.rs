@@ -208,15 +208,32 @@ fn start(setup: &Setup) -> Result<Running, String> {
         .recv()
         .map_err(|e| format!("managed Redis: {e}"))?
         .map_err(|e| format!("managed Redis: cannot start {}: {e}", server.display()))?;
+    // Ready when it answers PING with PONG: a server loading its persisted data accepts
+    // connections but answers every command with -LOADING until it is done, which it may
+    // take longer than 10 s to be on a large data set; that wait lasts as long as the server.
     let t = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+    let mut told = false;
+    loop {
+        match ping(&socket) {
+            Ping::Pong => break,
+            Ping::Loading => {
+                if !told {
+                    eprintln!(
+                        "dragonfly-mle: managed Redis is loading its data from {}",
+                        data.display()
+                    );
+                    told = true;
+                }
+            }
+            Ping::NoAnswer if t.elapsed() > Duration::from_secs(10) => {
+                let _ = child.kill();
+                return Err("managed Redis did not answer within 10 s".into());
+            }
+            Ping::NoAnswer => {}
+        }
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
             return Err(format!("managed Redis exited at startup ({status}): {}", log.trim()));
-        }
-        if t.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            return Err("managed Redis did not answer within 10 s".into());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -226,6 +243,40 @@ fn start(setup: &Setup) -> Result<Running, String> {
         socket,
         _lock: lock,
     })
+}
+
+/// What a starting server answered to PING.
+enum Ping {
+    Pong,
+    Loading,
+    NoAnswer,
+}
+
+/// Sends one PING on a new connection to `socket` and reads the reply's first line.
+fn ping(socket: &Path) -> Ping {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
+        return Ping::NoAnswer;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"*1\r\n$4\r\nPING\r\n").is_err() {
+        return Ping::NoAnswer;
+    }
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    while n < buf.len() && !buf[..n].ends_with(b"\r\n") {
+        match s.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    if buf[..n].starts_with(b"+PONG") {
+        Ping::Pong
+    } else if buf[..n].starts_with(b"-LOADING") {
+        Ping::Loading
+    } else {
+        Ping::NoAnswer
+    }
 }
 
 /// Removes the directories of managed servers whose engine no longer runs (killed engines

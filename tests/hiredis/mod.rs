@@ -338,6 +338,44 @@ fn managed_redis_is_started_used_and_stopped() {
     assert!(live.is_empty(), "managed redis-server still running: {live:?}");
 }
 
+/// A managed Redis with a large persisted data set accepts connections while it loads it
+/// and answers -LOADING; the engine waits until it answers PING, so the scripts see the data.
+#[test]
+fn managed_redis_is_used_only_once_it_has_loaded_its_data() {
+    let env = Env::simple("file://in.json", COUNTER, "", "");
+    let run = env.dir.path().join("run");
+    let data = run.join("managed-redis-data");
+    std::fs::create_dir_all(&data).unwrap();
+    // An append-only file of 400,000 SETs (about 20 MB) then the counters' start values.
+    let mut aof = Vec::new();
+    let mut cmd = |args: &[&str]| {
+        aof.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            aof.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+    };
+    for i in 0..400_000 {
+        cmd(&["SET", &format!("filler:{i}"), "some value to load"]);
+    }
+    cmd(&["SET", "count:t0", "1000"]);
+    cmd(&["SET", "count:t1", "2000"]);
+    std::fs::write(data.join("appendonly.aof"), aof).unwrap();
+    let lines: Vec<String> = (0..4).map(|i| format!("{{\"event_type\":\"t{}\"}}", i % 2)).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--run-dir", run.to_str().unwrap()]);
+    out.assert_success();
+    let ns: Vec<i64> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| {
+            serde_json::from_slice::<serde_json::Value>(l).unwrap()["n"]
+                .as_i64()
+                .unwrap_or(-1)
+        })
+        .collect();
+    assert_eq!(ns, vec![1001, 2001, 1002, 2002], "{}", out.stderr);
+}
+
 #[test]
 fn managed_redis_dies_with_a_killed_engine() {
     let env = Env::simple("tail://in.json<", COUNTER, "", "tail_poll_ms = 20");
