@@ -51,7 +51,8 @@ pub struct Summary {
     pub seconds: f64,
     /// Records the user outputs failed to take.
     pub output_errors: u64,
-    /// Values scripts sent to an unknown analyzer or output.
+    /// Values scripts sent to an unknown analyzer or output, and records full outputs dropped
+    /// (`drop_when_full`).
     pub dropped: u64,
     /// Inputs missing or unreadable at the end.
     pub missing_inputs: Vec<String>,
@@ -92,8 +93,15 @@ impl std::fmt::Display for Summary {
         };
         write!(
             f,
-            "dragonfly-mle: {} events read, {} written, {} invalid, {} script errors in {:.3} s ({:.0} events/s)",
-            self.read, self.written, self.invalid, self.script_errors, self.seconds, rate
+            "dragonfly-mle: {} events read, {} written, {} invalid, {} script errors, {} output errors, {} dropped in {:.3} s ({:.0} events/s)",
+            self.read,
+            self.written,
+            self.invalid,
+            self.script_errors,
+            self.output_errors,
+            self.dropped,
+            self.seconds,
+            rate
         )
     }
 }
@@ -548,8 +556,12 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
     }
 
     let (diag_tx, diag_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let readers_done = Arc::new(AtomicBool::new(false));
+    let mut policies = vec![crate::sink::Policy::default(); 2];
+    policies.extend(cfg.outputs.iter().map(|o| o.policy));
+    let gate = crate::sink::Gate::new(Arc::clone(&stop), Arc::clone(&readers_done), cfg.shutdown_grace);
     let writer = Writer::new(
-        sinks,
+        crate::sink::Outputs::new(sinks, policies, Arc::clone(&stats), gate),
         ordered,
         links,
         n_inputs,
@@ -715,7 +727,6 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         })
         .collect();
     let status = crate::metrics::status::StatusLine::start(Arc::clone(&stats), sized);
-    let readers_done = Arc::new(AtomicBool::new(false));
     let control = {
         let paths: Vec<PathBuf> = filters.iter().chain(&analyzers).map(|s| s.path.clone()).collect();
         let (hup, done, diag) = (Arc::clone(&hup), Arc::clone(&readers_done), diag_tx.clone());

@@ -51,6 +51,9 @@ pub struct OutputConfig {
     pub uri: OutputUri,
     /// Whether the output receives events in input order (the default).
     pub ordered: bool,
+    /// What the output holds while it cannot deliver (`buffer_mb`), and whether it then drops
+    /// (`drop_when_full`) instead of making the pipeline wait.
+    pub policy: crate::sink::Policy,
 }
 
 /// A loaded, validated configuration.
@@ -100,6 +103,9 @@ pub struct Config {
     /// default 14 as lua-cjson; 17: the shortest form that reads back to the same double).
     /// A script may change its own with `cjson_safe.encode_number_precision(n)`.
     pub number_precision: u8,
+    /// How long, once the engine is stopping, outputs that cannot deliver are waited for
+    /// before what they hold is given up (counted as lost).
+    pub shutdown_grace: Duration,
     /// Whether managed Redis keeps its data across restarts (`redis_persist`; default true).
     pub redis_persist: bool,
 }
@@ -214,6 +220,7 @@ impl Config {
             dns_timeout: Duration::from_secs(5),
             script_memory: crate::lua::state::DEFAULT_MEMORY_LIMIT,
             number_precision: crate::lua::ffi_util::DEFAULT_PRECISION,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             redis_persist: true,
             ml_native: true,
             http_address: Some(DEFAULT_HTTP_ADDRESS.to_string()),
@@ -256,6 +263,16 @@ impl Config {
                 v.err(
                     "script_memory_mb",
                     format!("must be between 1 and 1048576 (MiB), got {mb}"),
+                );
+            }
+        }
+        if let Some(s) = v.opt_number(&g, "shutdown_grace") {
+            if (0.0..=86_400.0).contains(&s) {
+                cfg.shutdown_grace = Duration::from_secs_f64(s);
+            } else {
+                v.err(
+                    "shutdown_grace",
+                    format!("must be between 0 and 86400 (seconds), got {s}"),
                 );
             }
         }
@@ -430,8 +447,33 @@ impl Config {
                     None
                 }
             });
+            let mut policy = crate::sink::Policy::default();
+            match t.get::<Value>("buffer_mb").unwrap_or(Value::Nil) {
+                Value::Nil => {}
+                Value::Integer(mb) if (1..=1_048_576).contains(&mb) => policy.limit = (mb as usize) << 20,
+                Value::Number(mb) if (1.0..=1_048_576.0).contains(&mb) => {
+                    policy.limit = (mb * 1024.0 * 1024.0) as usize;
+                }
+                other => v.err(
+                    &key("buffer_mb"),
+                    format!("must be a number from 1 to 1048576 (MiB), got {}", describe(&other)),
+                ),
+            }
+            match t.get::<Value>("drop_when_full").unwrap_or(Value::Nil) {
+                Value::Nil => {}
+                Value::Boolean(b) => policy.drop_when_full = b,
+                other => v.err(
+                    &key("drop_when_full"),
+                    format!("expected a boolean, got {}", other.type_name()),
+                ),
+            }
             if let (Some(tag), Some(uri)) = (tag, uri) {
-                cfg.outputs.push(OutputConfig { tag, uri, ordered });
+                cfg.outputs.push(OutputConfig {
+                    tag,
+                    uri,
+                    ordered,
+                    policy,
+                });
             }
         }
         cfg.check_tags(&declared, &mut errs);
@@ -634,6 +676,9 @@ impl Validator<'_> {
     }
 }
 
+/// The default of `shutdown_grace`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// The settings config.lua may set (`responders` is the original's, parsed and ignored).
 const TOP_LEVEL_KEYS: &[&str] = &[
     "redis_host",
@@ -653,6 +698,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "script_memory_mb",
     "number_precision",
     "redis_persist",
+    "shutdown_grace",
     "inputs",
     "analyzers",
     "outputs",
@@ -671,7 +717,7 @@ fn entry_keys(table: &str) -> &'static [&'static str] {
             "pipeline",
             "on_error",
         ],
-        "outputs" => &["tag", "uri", "ordered"],
+        "outputs" => &["tag", "uri", "ordered", "buffer_mb", "drop_when_full"],
         "modules" => &["tag", "module"],
         _ => &[],
     }

@@ -101,8 +101,14 @@ impl WorkerStats {
 /// Counters of one output, written by the writer.
 #[derive(Default, Debug)]
 pub struct OutputStats {
+    /// Records delivered (taken by the file, socket or broker).
     pub written: AtomicU64,
+    /// Records lost: rejected, or given up at exit after the grace.
     pub errors: AtomicU64,
+    /// Records dropped because the output was full (`drop_when_full = true`).
+    pub dropped: AtomicU64,
+    /// Records held now, waiting to be delivered (file and socket outputs).
+    pub held: AtomicU64,
     /// When (`Stats::now_ms`) the output last failed, and last flushed without failing (0:
     /// never): it is failing while the first is the later.
     pub last_error_ms: AtomicU64,
@@ -266,7 +272,8 @@ impl Stats {
         for (tag, o) in self.output_tags.iter().zip(&self.outputs) {
             if o.last_error_ms.load(Relaxed) > o.last_ok_ms.load(Relaxed) {
                 out.push(format!(
-                    "output {tag}: failing ({} errors so far)",
+                    "output {tag}: failing ({} records held, {} lost so far)",
+                    o.held.load(Relaxed),
                     o.errors.load(Relaxed)
                 ));
             }
@@ -353,11 +360,12 @@ impl Stats {
         sum(self.outputs.iter().skip(2).map(|o| o.errors.load(Relaxed)))
     }
 
-    /// Values scripts sent that went nowhere without an error in the script: calls naming an
-    /// unknown analyzer or output (`drops.unknown_tag`). Values that could not be encoded are
+    /// Values that went nowhere without an error: calls naming an unknown analyzer or output
+    /// (`drops.unknown_tag`), and records a full output dropped (`drop_when_full = true`). Values that could not be encoded are
     /// not counted here: the call raised in the script, which is a script error.
     pub fn dropped(&self) -> u64 {
         sum(self.workers.iter().map(|w| w.unknown_tags.load(Relaxed)))
+            + sum(self.outputs.iter().skip(2).map(|o| o.dropped.load(Relaxed)))
     }
 
     /// Tags of the inputs that are missing or could not be read now.
@@ -455,6 +463,10 @@ impl Stats {
             num(&mut o, self.outputs[i].written.load(Relaxed));
             o.extend_from_slice(b",\"errors\":");
             num(&mut o, self.outputs[i].errors.load(Relaxed));
+            o.extend_from_slice(b",\"dropped\":");
+            num(&mut o, self.outputs[i].dropped.load(Relaxed));
+            o.extend_from_slice(b",\"held\":");
+            num(&mut o, self.outputs[i].held.load(Relaxed));
             o.push(b'}');
         }
         o.push(b'}');

@@ -195,9 +195,31 @@ pub fn render(stats: &Stats) -> String {
     o.family(
         "dragonfly_output_errors_total",
         "counter",
-        "Write failures per output.",
+        "Records lost per output: rejected, or given up at exit after the grace.",
         "output",
         &outputs.iter().map(|(t, _, e)| (*t, *e)).collect::<Vec<_>>(),
+    );
+    let per_output = |get: fn(&crate::metrics::OutputStats) -> u64| -> Vec<(&str, u64)> {
+        stats
+            .output_tags
+            .iter()
+            .zip(&stats.outputs)
+            .map(|(t, s)| (t.as_str(), get(s)))
+            .collect()
+    };
+    o.family(
+        "dragonfly_output_dropped_total",
+        "counter",
+        "Records dropped because the output was full (drop_when_full = true).",
+        "output",
+        &per_output(|s| s.dropped.load(Relaxed)),
+    );
+    o.family(
+        "dragonfly_output_held",
+        "gauge",
+        "Records an output holds, waiting to be delivered.",
+        "output",
+        &per_output(|s| s.held.load(Relaxed)),
     );
     let scalar = |o: &mut Out, name: &str, help: &str, v: u64| {
         o.head(name, "counter", help);

@@ -1,15 +1,25 @@
-//! `file://` output: one event per line, appended (or truncated with `<`), buffered, flushed
-//! by the writer at least every 100 ms and at exit; SIGUSR1 renames it with a UTC timestamp
-//! suffix and reopens it.
+//! `file://` output: one event per line, appended (or truncated with `<`), held in memory and
+//! written by the writer at least every 100 ms and at exit; SIGUSR1 renames it with a UTC
+//! timestamp suffix and reopens it. A write that fails part way (disk full, file size limit)
+//! is rolled back to the end of the last whole record, so the file never holds a torn line;
+//! the records stay held and are written again when the writer retries.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Seek, Write};
 use std::path::PathBuf;
+
+use super::held::Held;
+
+/// Held bytes that make the writer write them out without waiting for the next flush.
+const WRITE_AT: usize = 256 * 1024;
 
 /// A file sink.
 pub struct FileSink {
     pub path: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: Option<File>,
+    pub held: Held,
+    /// The last delivery failed.
+    failing: bool,
 }
 
 impl FileSink {
@@ -22,32 +32,71 @@ impl FileSink {
         }
         Ok(FileSink {
             path,
-            out: Some(BufWriter::with_capacity(256 * 1024, f)),
+            out: Some(f),
+            held: Held::default(),
+            failing: false,
         })
     }
 
+    /// Takes one record; it is written once enough is held (or at the next flush). An error
+    /// is a failed write of what is held, which stays held.
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match &mut self.out {
-            Some(w) => w.write_all(bytes),
-            None => Err(io::Error::other("output is closed")),
+        self.held.push(bytes);
+        // After a failed delivery, the next attempt waits for the writer's flush or retry.
+        if self.held.len() >= WRITE_AT && !self.failing {
+            return self.flush();
         }
+        Ok(())
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
-        match &mut self.out {
-            Some(w) => w.flush(),
-            None => Ok(()),
-        }
+        let r = self.deliver();
+        self.failing = r.is_err();
+        r
     }
 
-    /// Renames the file to `<path>.<YYYYMMDD.HHMMSS>` (UTC) and reopens `path`.
+    /// Writes what is held. On a failure the file is cut back to the end of the last whole
+    /// record written, and the rest stays held.
+    fn deliver(&mut self) -> io::Result<()> {
+        let Some(f) = self.out.as_mut() else {
+            return Err(io::Error::other("output is closed"));
+        };
+        while !self.held.unsent().is_empty() {
+            match f.write(self.held.unsent()) {
+                Ok(0) => return self.roll_back(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => self.held.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.roll_back(e),
+            }
+        }
+        self.held.settle();
+        Ok(())
+    }
+
+    fn roll_back(&mut self, e: io::Error) -> io::Result<()> {
+        let torn = self.held.settle() as u64;
+        if torn > 0
+            && let Some(f) = self.out.as_mut()
+        {
+            // A truncating output writes at its position, not at the end: both move back.
+            let len = f.metadata()?.len().saturating_sub(torn);
+            f.set_len(len)
+                .and_then(|()| f.seek(io::SeekFrom::Start(len)).map(drop))
+                .map_err(|t| {
+                    io::Error::new(t.kind(), format!("{e}; cutting off the partial record failed too: {t}"))
+                })?;
+        }
+        Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
+    }
+
+    /// Renames the file to `<path>.<YYYYMMDD.HHMMSS>` (UTC) and reopens `path`. What cannot
+    /// be written now stays held and goes to the new file.
     pub fn rotate(&mut self) -> io::Result<PathBuf> {
-        self.flush()?;
+        let _ = self.deliver();
         let path = crate::privilege::host_path(&self.path).into_owned();
         let target = rotated_name(&path);
-        self.out = None;
         std::fs::rename(&path, &target)?;
-        self.out = Some(BufWriter::with_capacity(256 * 1024, open_file(&path, false)?));
+        self.out = Some(open_file(&path, false)?);
         Ok(target)
     }
 }
@@ -87,7 +136,7 @@ pub fn rotated_name(path: &std::path::Path) -> PathBuf {
 /// line: end it, so that the next event starts a line of its own. (The partial record stays
 /// as an invalid line; its event was not checkpointed as written, so it is written again.)
 fn end_partial_line(path: &std::path::Path, f: &mut File) -> io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
+    use std::io::{Read, SeekFrom};
     let len = f.metadata()?.len();
     if len == 0 {
         return Ok(());

@@ -1,10 +1,13 @@
 //! `ipc://` output: one datagram per event to a unix datagram socket another program has
 //! bound (as the original), or `ipc+stream://`: newline-framed events over a unix stream
 //! socket another program listens on. The socket is reconnected (with backoff) when the
-//! peer goes away; events that cannot be sent meanwhile, or that are larger than a datagram,
-//! are errors: counted in the stats line and reported, never dropped silently.
+//! peer goes away; events that cannot be sent meanwhile are held (see `held`) and sent once
+//! the peer is back or reads again. An event larger than a datagram can never be sent: it is
+//! an error, counted and reported.
 
 use std::io::{self, Write};
+
+use super::held::Held;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -19,13 +22,16 @@ pub enum IpcKind {
 enum Conn {
     None,
     Datagram(UnixDatagram),
-    Stream(io::BufWriter<UnixStream>),
+    Stream(UnixStream),
 }
 
-/// How long a send may block on a peer that does not read before it counts as failed.
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one send may block on a peer that does not read: the writer then goes on with
+/// its other work and retries, the records stay held.
+const SEND_TIMEOUT: Duration = Duration::from_millis(100);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Held bytes that make the sink send without waiting for the next flush.
+const SEND_AT: usize = 256 * 1024;
 
 /// A unix socket sink.
 pub struct IpcSink {
@@ -34,8 +40,13 @@ pub struct IpcSink {
     conn: Conn,
     next_try: Instant,
     backoff: Duration,
-    /// The last failure, for the writer to report once per change.
-    pub last_error: Option<String>,
+    pub held: Held,
+    /// The last delivery failed.
+    failing: bool,
+    /// Records that can never be sent (a datagram too large), since the last call of
+    /// [`IpcSink::take_rejected`], with the last message.
+    rejected: u64,
+    pub last_rejection: Option<String>,
 }
 
 impl IpcSink {
@@ -48,7 +59,10 @@ impl IpcSink {
             conn: Conn::None,
             next_try: Instant::now(),
             backoff: BACKOFF_MIN,
-            last_error: None,
+            held: Held::default(),
+            failing: false,
+            rejected: 0,
+            last_rejection: None,
         };
         let _ = s.connect();
         s
@@ -73,7 +87,7 @@ impl IpcSink {
             }),
             IpcKind::Stream => UnixStream::connect(&self.path).and_then(|s| {
                 s.set_write_timeout(Some(SEND_TIMEOUT))?;
-                Ok(Conn::Stream(io::BufWriter::with_capacity(256 * 1024, s)))
+                Ok(Conn::Stream(s))
             }),
         };
         match r {
@@ -83,72 +97,102 @@ impl IpcSink {
                 Ok(())
             }
             Err(e) => {
-                self.fail();
+                self.disconnect();
                 Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
             }
         }
     }
 
-    fn fail(&mut self) {
+    /// The connection is gone: what was sent of a record is sent again, whole, on the next.
+    fn disconnect(&mut self) {
         self.conn = Conn::None;
+        self.held.settle();
         self.next_try = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
-    fn note(&mut self, e: &io::Error) {
-        self.last_error = Some(e.to_string());
-    }
-
-    /// Sends one event (`bytes` ends with its newline).
+    /// Takes one event (`bytes` ends with its newline); it is sent once enough is held (or at
+    /// the next flush). An error is a failed send of what is held, which stays held.
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let r = self.send(bytes);
-        if let Err(e) = &r {
-            self.note(e);
-        }
-        r
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.connect()?;
-        match &mut self.conn {
-            Conn::Datagram(s) => {
-                let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-                match s.send(body) {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!(
-                            "{}: event of {} bytes is larger than a datagram (use ipc+stream://)",
-                            self.path.display(),
-                            body.len()
-                        ),
-                    )),
-                    Err(e) => {
-                        self.fail();
-                        Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
-                    }
-                }
-            }
-            Conn::Stream(w) => match w.write_all(bytes) {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    self.fail();
-                    Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
-                }
-            },
-            Conn::None => unreachable!("connected above"),
-        }
-    }
-
-    pub fn flush(&mut self) -> io::Result<()> {
-        if let Conn::Stream(w) = &mut self.conn
-            && let Err(e) = w.flush()
-        {
-            self.fail();
-            let e = io::Error::new(e.kind(), format!("{}: {e}", self.path.display()));
-            self.note(&e);
-            return Err(e);
+        self.held.push(bytes);
+        // After a failed delivery, the next attempt waits for the writer's flush or retry.
+        if self.held.len() >= SEND_AT && !self.failing {
+            return self.flush();
         }
         Ok(())
     }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        let r = self.deliver();
+        self.failing = r.is_err();
+        r
+    }
+
+    /// Records rejected since the last call (never sendable, counted as errors).
+    pub fn take_rejected(&mut self) -> u64 {
+        std::mem::take(&mut self.rejected)
+    }
+
+    /// Sends what is held, as far as the peer takes it.
+    fn deliver(&mut self) -> io::Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        self.connect()?;
+        let r = match &mut self.conn {
+            Conn::Datagram(s) => send_datagrams(s, &mut self.held, &mut self.rejected, &mut self.last_rejection),
+            Conn::Stream(s) => send_stream(s, &mut self.held),
+            Conn::None => unreachable!("connected above"),
+        };
+        match r {
+            Ok(()) => {
+                self.held.settle();
+                Ok(())
+            }
+            // A peer that does not read (yet): keep the connection, try again later.
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Err(io::Error::new(
+                e.kind(),
+                format!("{}: the reader does not keep up ({e})", self.path.display()),
+            )),
+            Err(e) => {
+                self.disconnect();
+                Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
+            }
+        }
+    }
+}
+
+/// One datagram per held record, without its newline.
+fn send_datagrams(s: &UnixDatagram, held: &mut Held, rejected: &mut u64, why: &mut Option<String>) -> io::Result<()> {
+    while let Some(end) = memchr::memchr(b'\n', held.unsent()) {
+        let body = &held.unsent()[..end];
+        match s.send(body) {
+            Ok(_) => held.sent += end + 1,
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                *rejected += 1;
+                *why = Some(format!(
+                    "event of {} bytes is larger than a datagram (use ipc+stream://)",
+                    body.len()
+                ));
+                // Not delivered: taken out without being counted as written.
+                held.reject_next(end + 1);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The held bytes down the stream, as far as the peer reads.
+fn send_stream(s: &mut UnixStream, held: &mut Held) -> io::Result<()> {
+    while !held.unsent().is_empty() {
+        match s.write(held.unsent()) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => held.sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

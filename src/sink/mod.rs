@@ -4,6 +4,7 @@
 //! stats line and rotates file outputs on SIGUSR1.
 
 pub mod file;
+pub mod held;
 pub mod ipc;
 pub mod kafka;
 pub mod parquet;
@@ -20,6 +21,7 @@ use rtrb::{Consumer, Producer};
 use crate::metrics::Stats;
 use crate::shard::{Backoff, END_OF_EVENT, NO_INPUT, OutBatch, STATS_OUTPUT};
 pub use file::FileSink;
+pub use held::Held;
 pub use ipc::{IpcKind, IpcSink};
 pub use kafka::{KafkaKey, KafkaSink};
 pub use zfile::ZfileSink;
@@ -52,6 +54,35 @@ impl Sink {
             Sink::Ipc(s) => s.flush(),
             Sink::Kafka(s) => s.flush(),
             Sink::Parquet(s) => s.flush(),
+        }
+    }
+
+    /// The records a file or socket output holds (the others keep no such buffer).
+    pub fn held(&self) -> Option<&Held> {
+        match self {
+            Sink::File(s) => Some(&s.held),
+            Sink::Ipc(s) => Some(&s.held),
+            _ => None,
+        }
+    }
+
+    pub fn held_mut(&mut self) -> Option<&mut Held> {
+        match self {
+            Sink::File(s) => Some(&mut s.held),
+            Sink::Ipc(s) => Some(&mut s.held),
+            _ => None,
+        }
+    }
+
+    /// Records that can never be delivered (a datagram too large) since the last call, with
+    /// the reason.
+    pub fn take_rejected(&mut self) -> (u64, String) {
+        match self {
+            Sink::Ipc(s) => match s.take_rejected() {
+                0 => (0, String::new()),
+                n => (n, s.last_rejection.clone().unwrap_or_default()),
+            },
+            _ => (0, String::new()),
         }
     }
 
@@ -133,49 +164,279 @@ struct Pending {
     next: usize,
 }
 
-fn write_to(sinks: &mut [Sink], stats: &Stats, output: u32, bytes: &[u8]) {
-    let o = output as usize;
-    let Some(s) = sinks.get_mut(o) else { return };
-    match s.write(bytes) {
-        Ok(()) => {
-            stats.outputs[o].written.fetch_add(1, Relaxed);
-        }
-        Err(e) => {
-            let n = stats.outputs[o].errors.fetch_add(1, Relaxed) + 1;
-            stats.outputs[o].last_error_ms.store(stats.now_ms(), Relaxed);
-            // The 1st, 2nd, 4th, 8th, ... failure of an output is reported to {log}.
-            if n.is_power_of_two() && o != crate::shard::LOG_OUTPUT as usize {
-                report_output_error(sinks, stats, o, n, &e);
-            }
+/// What an output does when it cannot deliver: how much it holds, and whether it then drops
+/// (`drop_when_full`) instead of making the pipeline wait.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    pub limit: usize,
+    pub drop_when_full: bool,
+}
+
+/// The default bound of what an output holds (`buffer_mb`).
+pub const DEFAULT_HOLD: usize = 64 << 20;
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            limit: DEFAULT_HOLD,
+            drop_when_full: false,
         }
     }
 }
 
-fn report_output_error(sinks: &mut [Sink], stats: &Stats, o: usize, n: u64, e: &std::io::Error) {
-    use crate::lua::json::write_str;
-    let mut line = Vec::with_capacity(160);
-    line.extend_from_slice(b"{\"time\":");
-    write_str(&mut line, crate::metrics::utc_now().as_bytes());
-    line.extend_from_slice(b",\"level\":\"error\",\"kind\":\"output_error\",\"output\":");
-    write_str(
-        &mut line,
-        stats.output_tags.get(o).map_or("", |t| t.as_str()).as_bytes(),
-    );
-    line.extend_from_slice(format!(",\"errors\":{n},\"message\":").as_bytes());
-    write_str(&mut line, e.to_string().as_bytes());
-    line.push(b'}');
-    crate::metrics::stderr_report(&line);
-    line.push(b'\n');
-    let log = crate::shard::LOG_OUTPUT as usize;
-    if let Some(s) = sinks.get_mut(log) {
-        let _ = s.write(&line);
-        stats.outputs[log].written.fetch_add(1, Relaxed);
+/// When waiting for an output ends: once the engine is stopping (a signal, or its inputs
+/// ended) and `grace` has passed since, what an output still cannot deliver is given up and
+/// counted as lost.
+pub struct Gate {
+    pub stop: Arc<AtomicBool>,
+    pub inputs_done: Arc<AtomicBool>,
+    pub grace: Duration,
+    /// Set by the writer once every worker has finished.
+    finishing: bool,
+    since: Option<Instant>,
+}
+
+impl Gate {
+    pub fn new(stop: Arc<AtomicBool>, inputs_done: Arc<AtomicBool>, grace: Duration) -> Gate {
+        Gate {
+            stop,
+            inputs_done,
+            grace,
+            finishing: false,
+            since: None,
+        }
+    }
+
+    fn give_up(&mut self) -> bool {
+        if !(self.finishing || self.stop.load(Relaxed) || self.inputs_done.load(Relaxed)) {
+            return false;
+        }
+        self.since.get_or_insert_with(Instant::now).elapsed() >= self.grace
+    }
+}
+
+/// Per output: since when it cannot deliver, and how many attempts failed since.
+#[derive(Default)]
+struct Waiting {
+    since: Option<Instant>,
+    attempts: u64,
+}
+
+/// The sinks with their policies: every record goes through [`Outputs::write`], which counts
+/// it once it is delivered, lost or dropped, never before.
+pub struct Outputs {
+    pub sinks: Vec<Sink>,
+    policy: Vec<Policy>,
+    waiting: Vec<Waiting>,
+    stats: Arc<Stats>,
+    gate: Gate,
+}
+
+impl Outputs {
+    pub fn new(sinks: Vec<Sink>, policy: Vec<Policy>, stats: Arc<Stats>, gate: Gate) -> Outputs {
+        let waiting = sinks.iter().map(|_| Waiting::default()).collect();
+        Outputs {
+            sinks,
+            policy,
+            waiting,
+            stats,
+            gate,
+        }
+    }
+
+    fn policy(&self, o: usize) -> Policy {
+        self.policy.get(o).copied().unwrap_or_default()
+    }
+
+    /// Hands one record to output `output`.
+    fn write(&mut self, output: u32, bytes: &[u8]) {
+        let o = output as usize;
+        let Some(s) = self.sinks.get_mut(o) else { return };
+        if s.held().is_none() {
+            match s.write(bytes) {
+                Ok(()) => {
+                    self.stats.outputs[o].written.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    let n = self.stats.outputs[o].errors.fetch_add(1, Relaxed) + 1;
+                    self.stats.outputs[o].last_error_ms.store(self.stats.now_ms(), Relaxed);
+                    // The 1st, 2nd, 4th, 8th, ... failure of an output is reported to {log}.
+                    if n.is_power_of_two() {
+                        let msg = format!("{e}");
+                        self.report(o, "error", "output_error", &format!(",\"errors\":{n}"), &msg);
+                    }
+                }
+            }
+            return;
+        }
+        let held = s.held().map_or(0, |h| h.len());
+        if held > 0 && held + bytes.len() > self.policy(o).limit && !self.make_room(o, bytes.len()) {
+            self.stats.outputs[o].dropped.fetch_add(1, Relaxed);
+            return;
+        }
+        let r = self.sinks[o].write(bytes);
+        self.settle(o, r, false);
+    }
+
+    /// Counts what a held output delivered or rejected; notes that it fails or works again
+    /// (`tried`: a delivery of everything held was attempted).
+    fn settle(&mut self, o: usize, r: std::io::Result<()>, tried: bool) {
+        let s = &mut self.sinks[o];
+        let delivered = s.held_mut().map_or(0, |h| h.take_delivered());
+        let (rejected, why) = s.take_rejected();
+        let held = s.held().map_or(0, |h| h.records());
+        let st = &self.stats.outputs[o];
+        st.written.fetch_add(delivered, Relaxed);
+        st.held.store(held, Relaxed);
+        if rejected > 0 {
+            let n = st.errors.fetch_add(rejected, Relaxed) + rejected;
+            st.last_error_ms.store(self.stats.now_ms(), Relaxed);
+            if n.is_power_of_two() || rejected > 1 {
+                report_to(
+                    &mut self.sinks,
+                    &self.stats,
+                    o,
+                    "error",
+                    "output_error",
+                    &format!(",\"errors\":{n}"),
+                    &why,
+                );
+            }
+        }
+        match r {
+            Err(e) => {
+                let w = &mut self.waiting[o];
+                w.attempts += 1;
+                st.last_error_ms.store(self.stats.now_ms(), Relaxed);
+                if w.since.is_none() {
+                    w.since = Some(Instant::now());
+                    let msg = format!("{e}; holding {held} records and retrying (nothing is dropped)");
+                    report_to(
+                        &mut self.sinks,
+                        &self.stats,
+                        o,
+                        "error",
+                        "output_waiting",
+                        &format!(",\"held\":{held}"),
+                        &msg,
+                    );
+                }
+            }
+            Ok(()) if tried => {
+                if let Some(t) = self.waiting[o].since.take() {
+                    let secs = t.elapsed().as_secs_f64();
+                    let attempts = std::mem::take(&mut self.waiting[o].attempts);
+                    let msg = format!("delivering again after {secs:.1} s ({attempts} attempts failed)");
+                    let extra = format!(",\"seconds\":{secs:.3},\"failed_attempts\":{attempts}");
+                    report_to(&mut self.sinks, &self.stats, o, "info", "output_resumed", &extra, &msg);
+                }
+                if rejected == 0 {
+                    st.last_ok_ms.store(self.stats.now_ms() + 1, Relaxed);
+                }
+            }
+            Ok(()) => {}
+        }
+    }
+
+    /// Output `o` is full: it delivers what it can; while there is no room for `n` more bytes
+    /// the writer waits (and with it the pipeline: the rings fill, the inputs wait), unless the
+    /// output drops when full (false: drop this record) or the engine is past its grace.
+    fn make_room(&mut self, o: usize, n: usize) -> bool {
+        let limit = self.policy(o).limit;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let r = self.sinks[o].flush();
+            self.settle(o, r, true);
+            let held = self.sinks[o].held().map_or(0, |h| h.len());
+            if held == 0 || held + n <= limit {
+                return true;
+            }
+            if self.policy(o).drop_when_full {
+                return false;
+            }
+            if self.gate.give_up() {
+                self.abandon(o);
+                return true;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// At exit: waits (up to the grace) until output `o` has delivered what it holds.
+    fn drain(&mut self, o: usize) {
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let r = self.sinks[o].flush();
+            let failed = r.is_err();
+            self.settle(o, r, true);
+            if self.sinks[o].held().is_none_or(Held::is_empty) && !failed {
+                return;
+            }
+            if self.gate.give_up() {
+                self.abandon(o);
+                return;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Gives up what output `o` holds: counted as errors (lost) and reported.
+    fn abandon(&mut self, o: usize) {
+        let Some(h) = self.sinks[o].held_mut() else { return };
+        let n = h.abandon();
+        if n == 0 {
+            return;
+        }
+        let st = &self.stats.outputs[o];
+        st.errors.fetch_add(n, Relaxed);
+        st.held.store(0, Relaxed);
+        let msg = format!(
+            "the engine is stopping and the output still cannot take its records after the {:.0} s grace: {n} records lost",
+            self.gate.grace.as_secs_f64()
+        );
+        self.report(o, "error", "output_gave_up", &format!(",\"lost\":{n}"), &msg);
+    }
+
+    /// A `{log}` record about output `o` (and a line on stderr).
+    fn report(&mut self, o: usize, level: &str, kind: &str, extra: &str, message: &str) {
+        report_to(&mut self.sinks, &self.stats, o, level, kind, extra, message);
+    }
+}
+
+/// A `{log}` record about output `o` (and a line on stderr), for callers that hold parts of
+/// [`Outputs`].
+fn report_to(sinks: &mut [Sink], stats: &Stats, o: usize, level: &str, kind: &str, extra: &str, message: &str) {
+    {
+        use crate::lua::json::write_str;
+        let mut line = Vec::with_capacity(160);
+        line.extend_from_slice(b"{\"time\":");
+        write_str(&mut line, crate::metrics::utc_now().as_bytes());
+        line.extend_from_slice(format!(",\"level\":\"{level}\",\"kind\":\"{kind}\",\"output\":").as_bytes());
+        write_str(
+            &mut line,
+            stats.output_tags.get(o).map_or("", |t| t.as_str()).as_bytes(),
+        );
+        line.extend_from_slice(extra.as_bytes());
+        line.extend_from_slice(b",\"message\":");
+        write_str(&mut line, message.as_bytes());
+        line.push(b'}');
+        crate::metrics::stderr_report(&line);
+        line.push(b'\n');
+        // Not through `write`: a report must not wait, nor report about itself.
+        let log = crate::shard::LOG_OUTPUT as usize;
+        if o != log
+            && let Some(s) = sinks.get_mut(log)
+        {
+            let _ = s.write(&line);
+        }
     }
 }
 
 /// Merges and writes.
 pub struct Writer {
-    pub sinks: Vec<Sink>,
+    out: Outputs,
     /// Per output: whether it waits for input order.
     ordered: Vec<bool>,
     links: Vec<WorkerLink>,
@@ -207,7 +468,7 @@ pub struct Writer {
 impl Writer {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        sinks: Vec<Sink>,
+        out: Outputs,
         ordered: Vec<bool>,
         links: Vec<WorkerLink>,
         inputs: usize,
@@ -222,7 +483,7 @@ impl Writer {
             .map(|_| (0..inputs).map(|_| VecDeque::new()).collect())
             .collect();
         Writer {
-            sinks,
+            out,
             ordered,
             links,
             pending,
@@ -287,7 +548,7 @@ impl Writer {
     }
 
     fn write(&mut self, output: u32, bytes: &[u8]) {
-        write_to(&mut self.sinks, &self.stats, output, bytes);
+        self.out.write(output, bytes);
     }
 
     /// Takes what the workers produced; writes unordered records at once. Returns whether
@@ -310,7 +571,7 @@ impl Writer {
                         has_ordered = true;
                     } else {
                         let bytes = &batch.data[r.start as usize..r.end as usize];
-                        write_to(&mut self.sinks, &self.stats, r.output, bytes);
+                        self.out.write(r.output, bytes);
                         Self::record_latency(&mut self.lat, &mut self.lat_script, r, batch.read_ns, now);
                     }
                 }
@@ -372,7 +633,7 @@ impl Writer {
                     if self.ordered.get(r.output as usize) == Some(&true) {
                         let p = self.pending[w][input].front().expect("front checked above");
                         let bytes = &p.batch.data[r.start as usize..r.end as usize];
-                        write_to(&mut self.sinks, &self.stats, r.output, bytes);
+                        self.out.write(r.output, bytes);
                         Self::record_latency(&mut self.lat, &mut self.lat_script, &r, p.batch.read_ns, now);
                     }
                 }
@@ -390,25 +651,34 @@ impl Writer {
 
     fn flush(&mut self) {
         let mut all_ok = true;
-        if self.health_prev.len() < self.sinks.len() {
-            self.health_prev.resize(self.sinks.len(), (0, 0));
+        if self.health_prev.len() < self.out.sinks.len() {
+            self.health_prev.resize(self.out.sinks.len(), (0, 0));
         }
-        for i in 0..self.sinks.len() {
+        for i in 0..self.out.sinks.len() {
+            if self.out.sinks[i].held().is_some() {
+                // File and socket outputs: a failed delivery keeps the records held.
+                let r = self.out.sinks[i].flush();
+                all_ok &= r.is_ok();
+                self.out.settle(i, r, true);
+                continue;
+            }
             let mut failed_now = false;
-            if let Err(e) = self.sinks[i].flush() {
+            if let Err(e) = self.out.sinks[i].flush() {
                 all_ok = false;
                 failed_now = true;
                 self.stats.outputs[i].last_error_ms.store(self.stats.now_ms(), Relaxed);
                 let n = self.stats.outputs[i].errors.fetch_add(1, Relaxed) + 1;
                 if n.is_power_of_two() {
-                    report_output_error(&mut self.sinks, &self.stats, i, n, &e);
+                    self.out
+                        .report(i, "error", "output_error", &format!(",\"errors\":{n}"), &e.to_string());
                 }
             }
-            if let Some((failed, msg)) = self.sinks[i].new_failures() {
+            if let Some((failed, msg)) = self.out.sinks[i].new_failures() {
                 failed_now = true;
                 self.stats.outputs[i].last_error_ms.store(self.stats.now_ms(), Relaxed);
                 let n = self.stats.outputs[i].errors.fetch_add(failed, Relaxed) + failed;
-                report_output_error(&mut self.sinks, &self.stats, i, n, &std::io::Error::other(msg));
+                self.out
+                    .report(i, "error", "output_error", &format!(",\"errors\":{n}"), &msg);
             }
             // Records written and no error since the previous flush: the output works (again).
             let o = &self.stats.outputs[i];
@@ -429,12 +699,12 @@ impl Writer {
         // so far and the Parquet outputs have completed the files holding it (rows of a file
         // in progress are not readable yet). After a failed flush they wait.
         if all_ok {
-            let sent: Vec<u64> = self.sinks.iter().map(Sink::sent).collect();
+            let sent: Vec<u64> = self.out.sinks.iter().map(Sink::sent).collect();
             if self.acks.back().is_none_or(|(seqs, _)| *seqs != self.next_seq) {
                 self.acks.push_back((self.next_seq.clone(), sent));
             }
         }
-        let delivered: Vec<u64> = self.sinks.iter().map(Sink::delivered).collect();
+        let delivered: Vec<u64> = self.out.sinks.iter().map(Sink::delivered).collect();
         while let Some((seqs, sent)) = self.acks.front() {
             if sent.iter().zip(&delivered).any(|(s, d)| d < s) {
                 break;
@@ -465,7 +735,7 @@ impl Writer {
             self.emit_ordered();
             self.drain_diag();
             if self.rotate.swap(false, Relaxed) {
-                for s in &mut self.sinks {
+                for s in &mut self.out.sinks {
                     if let Some(Err(e)) = s.rotate() {
                         crate::metrics::stderr_report(format!("rotation of {} failed: {e}", s.name()).as_bytes());
                     }
@@ -493,6 +763,7 @@ impl Writer {
             }
             let done = self.links.iter().all(|l| l.from.is_abandoned() && l.from.is_empty());
             if done {
+                self.out.gate.finishing = true;
                 // A last look: workers may have pushed between our pop and their exit.
                 self.receive();
                 self.emit_ordered();
@@ -502,20 +773,27 @@ impl Writer {
             backoff.wait();
         }
         self.flush();
+        // Outputs that could not deliver get until the grace has passed.
+        let internal = crate::shard::LOG_OUTPUT as usize..=crate::shard::STATS_OUTPUT as usize;
+        for o in (0..self.out.sinks.len()).filter(|o| !internal.contains(o)) {
+            self.out.drain(o);
+        }
         // The user's outputs first: what finishing them loses (a Parquet file that cannot be
         // completed) is reported by the flush after and counted in the last stats line.
-        let internal = crate::shard::LOG_OUTPUT as usize..=crate::shard::STATS_OUTPUT as usize;
         self.close_outputs(|i| !internal.contains(&i));
         // Publish the final watermarks (everything is acknowledged now).
         self.flush();
         self.write_stats();
+        for o in internal.clone() {
+            self.out.drain(o);
+        }
         self.close_outputs(|i| internal.contains(&i));
         self.flush();
-        self.sinks
+        self.out.sinks
     }
 
     fn close_outputs(&mut self, which: impl Fn(usize) -> bool) {
-        for (i, s) in self.sinks.iter_mut().enumerate().filter(|(i, _)| which(*i)) {
+        for (i, s) in self.out.sinks.iter_mut().enumerate().filter(|(i, _)| which(*i)) {
             if s.close().is_err() {
                 self.stats.outputs[i].errors.fetch_add(1, Relaxed);
             }

@@ -356,9 +356,12 @@ pub struct Summary {
     pub written: u64,
     pub invalid: u64,
     pub script_errors: u64,
+    pub output_errors: u64,
+    pub dropped: u64,
 }
 
-/// Parses `dragonfly-mle: N events read, W written, I invalid, E script errors in S s (R events/s)`.
+/// Parses `dragonfly-mle: N events read, W written, I invalid, E script errors, O output
+/// errors, D dropped in S s (R events/s)`.
 pub fn parse_summary(stdout: &str) -> Option<Summary> {
     let line = stdout
         .lines()
@@ -372,7 +375,9 @@ pub fn parse_summary(stdout: &str) -> Option<Summary> {
     let (read, rest) = num(rest, " events read, ")?;
     let (written, rest) = num(&rest, " written, ")?;
     let (invalid, rest) = num(&rest, " invalid, ")?;
-    let (script_errors, rest) = num(&rest, " script errors in ")?;
+    let (script_errors, rest) = num(&rest, " script errors, ")?;
+    let (output_errors, rest) = num(&rest, " output errors, ")?;
+    let (dropped, rest) = num(&rest, " dropped in ")?;
     let (secs, rest) = rest.split_once(" s (")?;
     secs.parse::<f64>().ok()?;
     rest.strip_suffix(" events/s)")?.parse::<f64>().ok()?;
@@ -381,6 +386,8 @@ pub fn parse_summary(stdout: &str) -> Option<Summary> {
         written,
         invalid,
         script_errors,
+        output_errors,
+        dropped,
     })
 }
 

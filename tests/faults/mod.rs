@@ -1,0 +1,219 @@
+//! Outputs that cannot deliver: a socket reader that is absent or stops reading, a full disk
+//! (a file size limit the test lifts while the engine waits). Nothing may be dropped unless
+//! the configuration says so, no record may be torn, and the counts must add up: written +
+//! errors + dropped = what reached the output.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+use crate::util::*;
+
+fn event(i: usize) -> String {
+    format!(
+        "{{\"timestamp\":\"2024-03-01T12:00:00.{:06}+0000\",\"event_type\":\"flow\",\"src_ip\":\"10.0.0.{}\",\"src_port\":{},\"dest_ip\":\"10.1.0.1\",\"dest_port\":443,\"proto\":\"TCP\",\"n\":{i},\"pad\":\"{}\"}}",
+        i % 1_000_000,
+        i % 250,
+        1024 + i % 5000,
+        "x".repeat(120)
+    )
+}
+
+/// Every line parses and the `n` members are 0..n in order.
+fn check_in_order(lines: &[Vec<u8>], n: usize) {
+    for (k, l) in lines.iter().enumerate() {
+        let v: serde_json::Value =
+            serde_json::from_slice(l).unwrap_or_else(|e| panic!("line {k} is not JSON ({e}): {}", show(l)));
+        assert_eq!(v["n"], k as u64, "line {k} out of order: {}", show(l));
+    }
+    assert_eq!(lines.len(), n, "lines delivered");
+}
+
+/// One output `out` with `uri` and `extra` keys in its entry; `global` appended.
+fn env_with_output(uri: &str, entry_extra: &str, global: &str, n: usize) -> Env {
+    let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
+    env.config(&format!(
+        "inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
+         outputs = {{ {{ tag = \"out\", uri = \"{uri}\"{entry_extra} }} }}\n\
+         stats_interval = 0.2\n{global}\n"
+    ));
+    let lines: Vec<String> = (0..n).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    env
+}
+
+/// The last stats line's counts of output `out`: (written, errors, dropped).
+fn out_counts(env: &Env) -> (u64, u64, u64) {
+    let stats = env.stats_records();
+    let last = stats.last().expect("a stats line");
+    let o = &last["outputs"]["out"];
+    (
+        o["written"].as_u64().unwrap(),
+        o["errors"].as_u64().unwrap(),
+        o["dropped"].as_u64().unwrap(),
+    )
+}
+
+/// No reader for 1.5 s, then one that reads 2,000 lines, stops for 2 s and reads the rest:
+/// with a 1 MiB bound the engine waits (it cannot finish early), then delivers every record
+/// whole and in order, and exits 0.
+#[test]
+fn a_stream_output_waits_for_its_reader_and_delivers_everything() {
+    let n = 30_000;
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("out.sock");
+    let env = env_with_output(&format!("ipc+stream://{}", sock.display()), ", buffer_mb = 1", "", n);
+    let mut engine = env.spawn(&["--shards", "2"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        engine.child.try_wait().unwrap().is_none(),
+        "the engine ended although its output never had a reader"
+    );
+    let listener = UnixListener::bind(&sock).unwrap();
+    let reader = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut r = BufReader::new(s);
+        let mut lines = Vec::new();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line).unwrap() == 0 {
+                break;
+            }
+            assert!(line.ends_with(b"\n"), "a torn record at the end: {}", show(&line));
+            lines.push(line[..line.len() - 1].to_vec());
+            if lines.len() == 2000 {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
+        lines
+    });
+    let out = engine.wait(RUN_TIMEOUT);
+    out.assert_success();
+    let got = reader.join().unwrap();
+    check_in_order(&got, n);
+    let s = out.summary();
+    assert_eq!(
+        (s.written, s.output_errors, s.dropped),
+        (n as u64, 0, 0),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out_counts(&env), (n as u64, 0, 0));
+    let waiting = env.log_records_of("output_waiting");
+    assert!(!waiting.is_empty(), "no output_waiting record");
+    assert_eq!(env.log_records_of("output_resumed").len(), waiting.len(), "{waiting:?}");
+}
+
+/// A reader that never comes: once the input has ended the engine waits `shutdown_grace`,
+/// then counts what the output holds as lost and exits 3.
+#[test]
+fn an_output_that_never_delivers_is_given_up_after_the_grace() {
+    let n = 500;
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("nobody.sock");
+    let env = env_with_output(&format!("ipc+stream://{}", sock.display()), "", "shutdown_grace = 1", n);
+    let out = env.run(&[]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let s = out.summary();
+    assert_eq!(
+        (s.read, s.written, s.output_errors, s.dropped),
+        (n as u64, 0, n as u64, 0)
+    );
+    assert!(out.stderr.contains("events were lost"), "{}", out.stderr);
+    assert_eq!(out_counts(&env), (0, n as u64, 0));
+    let gave_up = env.log_records_of("output_gave_up");
+    assert_eq!(gave_up.len(), 1, "{gave_up:?}");
+    assert_eq!(gave_up[0]["lost"], n as u64);
+}
+
+/// `drop_when_full = true`: a full output drops instead of waiting, and says how many.
+#[test]
+fn drop_when_full_drops_and_counts() {
+    let n = 30_000;
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("nobody.sock");
+    let env = env_with_output(
+        &format!("ipc+stream://{}", sock.display()),
+        ", buffer_mb = 1, drop_when_full = true",
+        "shutdown_grace = 0.5",
+        n,
+    );
+    let out = env.run(&["--shards", "2"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let s = out.summary();
+    assert!(s.dropped > 0 && s.dropped < n as u64, "{}", out.stdout);
+    assert_eq!(s.written + s.output_errors + s.dropped, n as u64, "{}", out.stdout);
+    let (w, e, d) = out_counts(&env);
+    assert_eq!((w, e, d), (s.written, s.output_errors, s.dropped));
+}
+
+fn set_fsize(pid: libc::pid_t, bytes: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit(2) with a valid rlimit and no old-limit pointer.
+    let r = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// A full disk, made by a file size limit: the output file stops at the end of a whole
+/// record, the engine waits, and once the limit is lifted it writes the rest: every record
+/// once, in order, exit 0.
+#[test]
+fn a_full_disk_never_tears_a_record_and_resumes() {
+    let n = 6000;
+    let env = env_with_output("file://out.json<", "", "", n);
+    let limit = 300 * 1024;
+    let mut cmd = env.command(&[]);
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only setrlimit(2) runs between fork and exec, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut engine = spawn_in(cmd, env.dir.path(), "fsize");
+    let out_path = env.log("out.json");
+    let size = || std::fs::metadata(&out_path).map(|m| m.len()).unwrap_or(0);
+    wait_until(
+        Duration::from_secs(60),
+        "the output to fill up to the limit",
+        || size() > limit - 4096 && !env.log_records_of("output_waiting").is_empty(),
+        || format!("size {}", size()),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        engine.child.try_wait().unwrap().is_none(),
+        "the engine ended at the limit"
+    );
+    // Stopped at a record boundary, every line whole.
+    let bytes = std::fs::read(&out_path).unwrap();
+    assert!(bytes.ends_with(b"\n"), "the file ends with a torn record");
+    let partial = split_lines(&bytes);
+    assert!(partial.len() < n);
+    check_in_order(&partial, partial.len());
+    set_fsize(engine.child.id() as libc::pid_t, libc::RLIM_INFINITY);
+    let out = engine.wait(RUN_TIMEOUT);
+    out.assert_success();
+    check_in_order(&env.lines("out.json"), n);
+    let s = out.summary();
+    assert_eq!(
+        (s.written, s.output_errors, s.dropped),
+        (n as u64, 0, 0),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(env.log_records_of("output_resumed").len(), 1);
+}
