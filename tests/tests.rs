@@ -18,6 +18,7 @@ mod ml;
 mod model;
 mod ops;
 mod oracle;
+mod rotation;
 mod util;
 
 use std::fs;

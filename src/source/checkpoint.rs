@@ -1,5 +1,5 @@
-//! Checkpoints of `tail://` inputs: (file identity, offset) saved to a state file under the
-//! run directory, only once every event read before that offset has been written by the
+//! Checkpoints of `tail://` inputs: (file identity, fingerprint, offset) saved to a state file
+//! under the run directory, only once every event read before that offset has been written by the
 //! outputs. The writer publishes, per input, the sequence number below which every event is
 //! written (`Watermarks`); the reader remembers where in which file each sequence number
 //! ended and saves the furthest point the watermark has passed. After a restart (also after
@@ -31,6 +31,53 @@ impl FileId {
             ino: m.ino(),
         }
     }
+}
+
+/// How many first bytes of a file make its fingerprint.
+pub const FP_MAX: usize = 1024;
+
+/// The first bytes of a file (up to [`FP_MAX`]; fewer while the file is shorter): with the
+/// device and inode they tell a file from another that reuses its inode (a new file after a
+/// deletion, or the same file truncated and rewritten), and find its content again under
+/// another inode (a copy, a compressed rotation). `len` 0: unknown (a checkpoint of an older
+/// version, or an empty file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    pub len: u32,
+    pub hash: u64,
+}
+
+impl Fingerprint {
+    pub fn of(bytes: &[u8]) -> Fingerprint {
+        Fingerprint {
+            len: bytes.len() as u32,
+            hash: fnv64(bytes),
+        }
+    }
+
+    /// The fingerprint of the first `len` bytes `r` gives (None when it has fewer).
+    pub fn read(r: &mut impl std::io::Read, len: usize) -> Option<Fingerprint> {
+        let mut buf = vec![0u8; len];
+        r.read_exact(&mut buf).ok()?;
+        Some(Fingerprint::of(&buf))
+    }
+
+    /// The fingerprint of the first `len` bytes of an open file (None when it is shorter).
+    pub fn at(f: &std::fs::File, len: usize) -> Option<Fingerprint> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, 0).ok()?;
+        Some(Fingerprint::of(&buf))
+    }
+}
+
+/// A point in a tailed input: which file (identity and fingerprint) and the offset in it
+/// (in its uncompressed bytes for a compressed rotation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Spot {
+    pub id: FileId,
+    pub fp: Fingerprint,
+    pub offset: u64,
 }
 
 /// Positions in an input, each with the sequence number the input had reached there, oldest
@@ -99,11 +146,11 @@ pub struct Checkpoint {
     input: usize,
     marks: Watermarks,
     /// (file, offset) reached, by sequence number.
-    progress: Progress<(FileId, u64)>,
+    progress: Progress<Spot>,
     /// What the state file holds.
-    saved: Option<(FileId, u64)>,
+    saved: Option<Spot>,
     /// The furthest point known written, not saved yet.
-    best: Option<(FileId, u64)>,
+    best: Option<Spot>,
     last_save: Instant,
 }
 
@@ -143,8 +190,8 @@ impl Checkpoint {
         }
     }
 
-    /// The saved (file, offset), if the state file exists and is about this path.
-    pub fn load(&mut self) -> Option<(FileId, u64)> {
+    /// The saved point, if the state file exists and is about this path.
+    pub fn load(&mut self) -> Option<Spot> {
         let mut text = std::fs::read(crate::privilege::host_path(&self.state_path)).ok()?;
         let v = simd_json::to_owned_value(&mut text).ok()?;
         use simd_json::prelude::*;
@@ -155,15 +202,26 @@ impl Checkpoint {
             dev: v.get_u64("dev")?,
             ino: v.get_u64("ino")?,
         };
-        let at = (id, v.get_u64("offset")?);
+        // A checkpoint written before fingerprints has none: the file is known by its inode.
+        let fp = match (v.get_u64("fp_len"), v.get_str("fp")) {
+            (Some(len), Some(hash)) => Fingerprint {
+                len: len.min(FP_MAX as u64) as u32,
+                hash: u64::from_str_radix(hash, 16).ok()?,
+            },
+            _ => Fingerprint::default(),
+        };
+        let at = Spot {
+            id,
+            fp,
+            offset: v.get_u64("offset")?,
+        };
         self.saved = Some(at);
         Some(at)
     }
 
-    /// Events up to (not including) sequence number `seq` were read from `file` up to
-    /// `offset`.
-    pub fn note(&mut self, seq: u64, file: FileId, offset: u64) {
-        self.progress.note(seq, (file, offset), |_| false);
+    /// Events up to (not including) sequence number `seq` were read up to `at`.
+    pub fn note(&mut self, seq: u64, at: Spot) {
+        self.progress.note(seq, at, |_| false);
     }
 
     /// Saves the furthest point the outputs have passed, at most every 200 ms unless `force`.
@@ -174,16 +232,19 @@ impl Checkpoint {
         if self.best == self.saved || (!force && self.last_save.elapsed() < SAVE_EVERY) {
             return Ok(());
         }
-        let Some((file, offset)) = self.best else { return Ok(()) };
+        let Some(at) = self.best else { return Ok(()) };
         self.last_save = Instant::now();
         let mut body = Vec::with_capacity(160);
         body.extend_from_slice(b"{\"path\":");
         crate::lua::json::write_str(&mut body, self.watched.to_string_lossy().as_bytes());
         body.extend_from_slice(
             format!(
-                ",\"dev\":{},\"ino\":{},\"offset\":{offset},\"time\":\"{}\"}}\n",
-                file.dev,
-                file.ino,
+                ",\"dev\":{},\"ino\":{},\"fp_len\":{},\"fp\":\"{:016x}\",\"offset\":{},\"time\":\"{}\"}}\n",
+                at.id.dev,
+                at.id.ino,
+                at.fp.len,
+                at.fp.hash,
+                at.offset,
                 crate::metrics::utc_now()
             )
             .as_bytes(),
@@ -197,22 +258,9 @@ impl Checkpoint {
         f.write_all(&body)?;
         f.sync_data()?;
         std::fs::rename(&tmp, &state_path)?;
-        self.saved = Some((file, offset));
+        self.saved = Some(at);
         Ok(())
     }
-}
-
-/// The file in `path`'s directory whose identity is `id` (where a rotated file went).
-pub fn find_by_id(path: &Path, id: FileId) -> Option<PathBuf> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .find(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file() && FileId::of(&m) == id))
-        .map(|e| e.path())
 }
 
 #[cfg(test)]

@@ -1,26 +1,32 @@
-//! `tail://` input: follow a file as it grows. At end of file it polls; a file that shrank
-//! was truncated and is read again from the start; a path that now names another file was
-//! rotated: the old file is read to its end first (nothing written before the rotation is
-//! lost), then the new one from its start. With a checkpoint (see `checkpoint`), it resumes
-//! where the outputs had got to, also in a file rotated while the engine was stopped.
+//! `tail://` input: follow a file as it grows. At end of file it polls. A file is known by its
+//! device, inode and fingerprint (its first bytes, see `checkpoint::Fingerprint`):
+//! - shorter than what was read, or with other first bytes (truncated, even if it regrew past
+//!   the old offset between two polls): read again from the start; when a copy of the old
+//!   content sits next to it (`copytruncate`), the rest of that copy first;
+//! - the path names another file (rotated): the old file is read to its end, then every file
+//!   rotated after it (two rotations within one poll), then the new one from its start.
+//!
+//! With a checkpoint it resumes where the outputs had got to. When the checkpointed file is no
+//! longer the one at the path (rotated, compressed, or its inode reused while the engine was
+//! stopped), it is looked for among the rotated files next to it (`PATH.<suffix>`,
+//! `PATH-<suffix>`, `PATH_<suffix>`, gzip-compressed or not) by inode and fingerprint; the rest
+//! of it is read, then the files rotated after it, oldest first, then the current file. A
+//! checkpointed file that cannot be found is reported.
 
+use std::cmp::Reverse;
 use std::fs::File;
-use std::io::{Seek, SeekFrom};
-use std::path::Path;
-use std::time::Duration;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use super::Router;
-use super::checkpoint::{Checkpoint, FileId, find_by_id};
+use super::checkpoint::{Checkpoint, FP_MAX, FileId, Fingerprint, Spot};
 use super::framer::Framer;
 
-fn identity(m: &std::fs::Metadata) -> FileId {
-    FileId::of(m)
-}
-
 /// Records where the events routed so far end, when the input keeps a checkpoint.
-fn note(ckpt: &mut Option<&mut Checkpoint>, router: &Router, id: FileId, offset: u64) {
+fn note(ckpt: &mut Option<&mut Checkpoint>, router: &Router, at: Spot) {
     if let Some(c) = ckpt.as_deref_mut() {
-        c.note(router.seq(), id, offset);
+        c.note(router.seq(), at);
     }
 }
 
@@ -40,31 +46,196 @@ fn save(ckpt: &mut Option<&mut Checkpoint>, router: &Router, force: bool) {
     }
 }
 
-/// Reads the rest of the file that was rotated away while the engine was stopped.
-fn finish_rotated(
-    old: &Path,
+/// The fingerprint of an open file as far as `upto` (at most [`FP_MAX`] bytes).
+fn fingerprint(f: &File, upto: u64) -> Fingerprint {
+    let n = (upto as usize).min(FP_MAX);
+    Fingerprint::at(f, n).unwrap_or_default()
+}
+
+/// Whether the open file `f` (identity `id`) is the one `spot` is in.
+fn is_spot_file(f: &File, id: FileId, spot: &Spot) -> bool {
+    id == spot.id && (spot.fp.len == 0 || Fingerprint::at(f, spot.fp.len as usize) == Some(spot.fp))
+}
+
+/// A rotated file next to the followed one.
+struct Rotated {
+    path: PathBuf,
+    gz: bool,
     id: FileId,
-    offset: u64,
-    max_line: usize,
-    router: &mut Router,
-    ckpt: &mut Option<&mut Checkpoint>,
-) {
-    let Ok(mut f) = File::open(old) else { return };
-    if f.seek(SeekFrom::Start(offset)).is_err() {
-        return;
+    /// (modification time, the number of a numbered name reversed): later is newer; among
+    /// files of one mtime, `eve.json.2` is older than `eve.json.1`.
+    age: (SystemTime, Reverse<u64>),
+}
+
+impl Rotated {
+    /// Its (uncompressed) bytes from `offset`.
+    fn open_at(&self, offset: u64) -> io::Result<Box<dyn Read>> {
+        let mut f = File::open(&self.path)?;
+        if !self.gz {
+            f.seek(SeekFrom::Start(offset))?;
+            return Ok(Box::new(f));
+        }
+        let mut r = flate2::read::MultiGzDecoder::new(io::BufReader::new(f));
+        let skipped = io::copy(&mut (&mut r).take(offset), &mut io::sink())?;
+        if skipped < offset {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} has only {skipped} bytes, the checkpoint is at {offset}",
+                    self.path.display()
+                ),
+            ));
+        }
+        Ok(Box::new(r))
     }
+
+    /// The fingerprint of its first `len` (uncompressed) bytes; `None` when it is shorter.
+    fn fingerprint(&self, len: usize) -> Option<Fingerprint> {
+        Fingerprint::read(&mut self.open_at(0).ok()?, len)
+    }
+
+    /// Its fingerprint as far as it goes (at most [`FP_MAX`] bytes).
+    fn full_fingerprint(&self) -> Fingerprint {
+        let Ok(r) = self.open_at(0) else {
+            return Fingerprint::default();
+        };
+        let mut buf = Vec::with_capacity(FP_MAX);
+        let _ = r.take(FP_MAX as u64).read_to_end(&mut buf);
+        Fingerprint::of(&buf)
+    }
+
+    /// Whether it holds the file `spot` is in: that file (inode and first bytes), or a copy of
+    /// it (the same first bytes: a compressed rotation, a `copytruncate` copy).
+    fn holds(&self, spot: &Spot) -> bool {
+        if spot.fp.len == 0 {
+            return !self.gz && self.id == spot.id;
+        }
+        self.fingerprint(spot.fp.len as usize) == Some(spot.fp)
+    }
+}
+
+/// The rotated files next to `path`: `PATH.<suffix>`, `PATH-<suffix>` or `PATH_<suffix>`
+/// (`.gz`: gzip-compressed).
+fn rotated_files(path: &Path) -> Vec<Rotated> {
+    let host = crate::privilege::host_path(path);
+    let dir = match host.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Some(base) = host.file_name().map(|n| n.as_encoded_bytes().to_vec()) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name();
+        let name = name.as_encoded_bytes();
+        let Some(rest) = name.strip_prefix(base.as_slice()) else {
+            continue;
+        };
+        if !matches!(rest.first(), Some(b'.' | b'-' | b'_')) {
+            continue;
+        }
+        let Ok(m) = std::fs::metadata(e.path()) else { continue };
+        if !m.is_file() {
+            continue;
+        }
+        let num = rest[1..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .fold(0u64, |n, &c| n.saturating_mul(10).saturating_add(u64::from(c - b'0')));
+        out.push(Rotated {
+            path: e.path(),
+            gz: rest.ends_with(b".gz"),
+            id: FileId::of(&m),
+            age: (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), Reverse(num)),
+        });
+    }
+    out
+}
+
+/// The rotated files written after a file of age `age` (identity `id`, fingerprint `fp`),
+/// oldest first, without that file itself, its copies (same first bytes) and the file now at
+/// the path (`current`): what came between it and the current file.
+fn rotated_after(
+    files: &[Rotated],
+    id: FileId,
+    fp: Fingerprint,
+    age: (SystemTime, Reverse<u64>),
+    current: FileId,
+) -> Vec<&Rotated> {
+    let mut later: Vec<&Rotated> = files
+        .iter()
+        .filter(|r| r.age > age && r.id != id && r.id != current)
+        .filter(|r| fp.len == 0 || r.fingerprint(fp.len as usize) != Some(fp))
+        .collect();
+    later.sort_by_key(|r| r.age);
+    // The same content twice (a rotation and its compressed copy during compression): once.
+    let mut seen: Vec<Fingerprint> = Vec::new();
+    later.retain(|r| {
+        let f = r.full_fingerprint();
+        let new = f.len == 0 || !seen.contains(&f);
+        seen.push(f);
+        new
+    });
+    later
+}
+
+/// Reads a rotated file from `offset` to its end, noting the checkpoint as it goes.
+fn read_rotated(r: &Rotated, offset: u64, max_line: usize, router: &mut Router, ckpt: &mut Option<&mut Checkpoint>) {
+    let mut src = match r.open_at(offset) {
+        Ok(s) => s,
+        Err(e) => {
+            router.report(
+                "read_error",
+                0,
+                offset,
+                0,
+                &format!("{}: {e}; its remaining lines are skipped", r.path.display()),
+            );
+            return;
+        }
+    };
+    let mut at = Spot {
+        id: r.id,
+        fp: r.full_fingerprint(),
+        offset,
+    };
     let mut framer = Framer::new(max_line);
     framer.reset(offset);
-    while let Ok(n) = framer.fill(&mut f, router) {
-        if n == 0 {
-            break;
+    loop {
+        match framer.fill(&mut src, router) {
+            Ok(0) => break,
+            Ok(n) => {
+                router.add_bytes(n);
+                at.offset = framer.consumed();
+                note(ckpt, router, at);
+            }
+            Err(e) => {
+                router.report(
+                    "read_error",
+                    framer.line_no,
+                    framer.position(),
+                    0,
+                    &format!("{}: {e}", r.path.display()),
+                );
+                break;
+            }
         }
-        router.add_bytes(n);
-        note(ckpt, router, id, framer.consumed());
     }
     framer.finish(router);
     router.flush();
-    note(ckpt, router, id, framer.consumed());
+    at.offset = framer.consumed();
+    note(ckpt, router, at);
+}
+
+/// The modification time of an open file.
+fn mtime(f: &File) -> SystemTime {
+    f.metadata()
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// Follows `path` until the engine stops. `from_start` is the `<` suffix; a saved checkpoint
@@ -108,29 +279,38 @@ pub fn follow(
             }
         }
     };
-    let mut id = file.metadata().map(|m| identity(&m)).unwrap_or_default();
+    let mut id = file.metadata().map(|m| FileId::of(&m)).unwrap_or_default();
     match resume {
-        Some((saved, offset)) if saved == id => {
+        Some(spot) if is_spot_file(&file, id, &spot) => {
             // Same file: go on from the checkpoint (from the start if it was truncated since).
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            let at = if offset <= len { offset } else { 0 };
+            let at = if spot.offset <= len { spot.offset } else { 0 };
             if file.seek(SeekFrom::Start(at)).is_ok() {
                 framer.reset(at);
             }
         }
-        Some((saved, offset)) => {
-            // Rotated while stopped: the rest of the old file first, then the new one.
-            match find_by_id(path, saved) {
-                Some(old) => finish_rotated(&old, saved, offset, max_line, router, &mut ckpt),
+        Some(spot) => {
+            // Rotated (renamed, compressed, or its inode reused) while stopped: the rest of the
+            // checkpointed file, the files rotated after it, then the current file.
+            let files = rotated_files(path);
+            match files.iter().find(|r| r.holds(&spot)) {
+                Some(x) => {
+                    let later = rotated_after(&files, x.id, spot.fp, x.age, id);
+                    read_rotated(x, spot.offset, max_line, router, &mut ckpt);
+                    for r in later {
+                        read_rotated(r, 0, max_line, router, &mut ckpt);
+                    }
+                }
                 None => router.report(
                     "checkpoint_file_gone",
                     0,
-                    offset,
+                    spot.offset,
                     0,
                     &format!(
-                        "{}: the checkpointed file (inode {}) is gone; reading the current file from its start",
+                        "{}: the checkpointed file (inode {}, {} first bytes known) is gone, and no rotated file next to it holds it; reading the current file from its start",
                         path.display(),
-                        saved.ino
+                        spot.id.ino,
+                        spot.fp.len
                     ),
                 ),
             }
@@ -141,12 +321,25 @@ pub fn follow(
             }
         }
     }
-    note(&mut ckpt, router, id, framer.consumed());
+    let mut fp = fingerprint(&file, framer.position());
+    note(
+        &mut ckpt,
+        router,
+        Spot {
+            id,
+            fp,
+            offset: framer.consumed(),
+        },
+    );
     loop {
         match framer.fill(&mut file, router) {
             Ok(n) if n > 0 => {
                 router.add_bytes(n);
-                note(&mut ckpt, router, id, framer.consumed());
+                if (fp.len as usize) < FP_MAX && framer.position() > u64::from(fp.len) {
+                    fp = fingerprint(&file, framer.position());
+                }
+                let at = framer.consumed();
+                note(&mut ckpt, router, Spot { id, fp, offset: at });
                 save(&mut ckpt, router, false);
                 continue;
             }
@@ -169,9 +362,8 @@ pub fn follow(
             return;
         }
         std::thread::sleep(poll);
-        let now = std::fs::metadata(path);
-        match now {
-            Ok(m) if identity(&m) != id => {
+        match std::fs::metadata(path) {
+            Ok(m) if FileId::of(&m) != id => {
                 // Rotated: finish the old file (it may have grown before the rename).
                 loop {
                     match framer.fill(&mut file, router) {
@@ -181,24 +373,51 @@ pub fn follow(
                 }
                 framer.finish(router);
                 router.flush();
-                note(&mut ckpt, router, id, framer.consumed());
+                fp = fingerprint(&file, framer.position());
+                note(
+                    &mut ckpt,
+                    router,
+                    Spot {
+                        id,
+                        fp,
+                        offset: framer.consumed(),
+                    },
+                );
+                // Files rotated after it, before the current one (two rotations in one poll).
+                let files = rotated_files(path);
+                let num = files.iter().find(|r| r.id == id).map_or(u64::MAX, |r| r.age.1.0);
+                for r in rotated_after(&files, id, fp, (mtime(&file), Reverse(num)), FileId::of(&m)) {
+                    read_rotated(r, 0, max_line, router, &mut ckpt);
+                }
                 match File::open(crate::privilege::host_path(path)) {
                     Ok(f) => {
                         file = f;
-                        id = file.metadata().map(|m| identity(&m)).unwrap_or_default();
+                        id = file.metadata().map(|m| FileId::of(&m)).unwrap_or_default();
                         framer.reset(0);
-                        note(&mut ckpt, router, id, 0);
+                        fp = Fingerprint::default();
+                        note(&mut ckpt, router, Spot { id, fp, offset: 0 });
                     }
                     Err(_) => continue,
                 }
             }
             Ok(m) => {
-                // Same file: shorter than what was read means it was truncated.
-                if m.len() < framer.position() {
-                    framer.finish(router);
+                // Same inode: shorter than what was read, or other first bytes (truncated and
+                // rewritten, maybe past the old offset), means it was truncated.
+                let rewritten =
+                    m.len() < framer.position() || (fp.len > 0 && Fingerprint::at(&file, fp.len as usize) != Some(fp));
+                if rewritten {
+                    // `copytruncate`: what was added before the copy is in the copy.
+                    let copy = rotated_files(path)
+                        .into_iter()
+                        .find(|r| r.id != id && fp.len > 0 && r.fingerprint(fp.len as usize) == Some(fp));
+                    match copy {
+                        Some(c) => read_rotated(&c, framer.consumed(), max_line, router, &mut ckpt),
+                        None => framer.finish(router),
+                    }
                     if file.seek(SeekFrom::Start(0)).is_ok() {
                         framer.reset(0);
-                        note(&mut ckpt, router, id, 0);
+                        fp = Fingerprint::default();
+                        note(&mut ckpt, router, Spot { id, fp, offset: 0 });
                     }
                 }
             }

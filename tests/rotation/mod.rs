@@ -1,0 +1,221 @@
+//! `tail://` checkpoints that cannot skip: rotations while stopped and while running (two
+//! within one poll, compressed, the inode reused), truncation followed by regrowth between two
+//! polls, and a full disk. Every scenario must give each input line exactly once (at least
+//! once after a `kill -9`), in order.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::util::*;
+
+fn event(i: usize) -> String {
+    format!(
+        "{{\"timestamp\":\"2024-03-01T12:00:{:02}.{:06}+0000\",\"event_type\":\"flow\",\"src_ip\":\"10.0.0.{}\",\"src_port\":{},\"dest_ip\":\"10.1.0.1\",\"dest_port\":443,\"proto\":\"TCP\",\"n\":{i}}}",
+        (i / 1_000_000) % 60,
+        i % 1_000_000,
+        i % 250,
+        1024 + i % 5000
+    )
+}
+
+fn lines(from: usize, to: usize) -> Vec<u8> {
+    let l: Vec<String> = (from..to).map(event).collect();
+    join_lines(&l)
+}
+
+/// A tail input with a checkpoint in `run/` and an appending output (a restart adds to it).
+fn tail_env(poll_ms: u64) -> (Env, String) {
+    let extra = format!("tail_poll_ms = {poll_ms}");
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", &extra);
+    env.config(&simple_config("tail://in.json<", "", &extra).replace("out.json<", "out.json"));
+    let run = env.dir.path().join("run").to_string_lossy().into_owned();
+    (env, run)
+}
+
+fn ns(env: &Env) -> Vec<u64> {
+    env.lines("out.json")
+        .iter()
+        .map(|l| u64_member(l, "n").unwrap_or_else(|| panic!("not an event: {}", show(l))))
+        .collect()
+}
+
+/// Waits until `out.json` has `n` lines, lets the engine run a little longer (to catch
+/// extra lines), then stops it with SIGTERM.
+fn stop_after(env: &Env, engine: &mut Running, n: usize) {
+    wait_until(
+        Duration::from_secs(60),
+        &format!("{n} lines"),
+        || env.lines("out.json").len() >= n,
+        || format!("{} lines", env.lines("out.json").len()),
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+}
+
+fn assert_each_once(env: &Env, total: usize) {
+    let got = ns(env);
+    let want: Vec<u64> = (0..total as u64).collect();
+    if got != want {
+        let missing = want.iter().filter(|n| !got.contains(n)).count();
+        panic!(
+            "{} lines, {missing} of {total} missing, first lines {:?}, log: {:?}",
+            got.len(),
+            &got[..got.len().min(5)],
+            env.log_records()
+        );
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// While stopped: the file grows, is copied to `in.json.1.gz` and rewritten in place (same
+/// inode) with more lines than the checkpoint's offset. The rest of the old content comes from
+/// the compressed copy, then the new content from its start.
+#[test]
+fn a_compressed_rotation_and_a_reused_inode_are_not_confused() {
+    let (env, run) = tail_env(20);
+    env.write_log("in.json", &lines(0, 10_000));
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    stop_after(&env, &mut engine, 10_000);
+    let ino = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).unwrap().ino()
+    };
+    let before = ino(&env.log("in.json"));
+    env.append_log("in.json", &lines(10_000, 15_000));
+    std::fs::write(
+        env.log("in.json.1.gz"),
+        gzip(&std::fs::read(env.log("in.json")).unwrap()),
+    )
+    .unwrap();
+    // Rewritten in place: the same inode, new content longer than the old offset.
+    env.write_log("in.json", &lines(15_000, 27_000));
+    assert_eq!(ino(&env.log("in.json")), before, "the test needs the inode kept");
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    stop_after(&env, &mut engine, 27_000);
+    assert_each_once(&env, 27_000);
+}
+
+/// Two rotations while stopped (in.json -> .1 -> .2): the rest of .2, all of .1, then the new
+/// file.
+#[test]
+fn two_rotations_while_stopped_are_both_read() {
+    let (env, run) = tail_env(20);
+    env.write_log("in.json", &lines(0, 10_000));
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    stop_after(&env, &mut engine, 10_000);
+    env.append_log("in.json", &lines(10_000, 13_000));
+    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+    env.write_log("in.json", &lines(13_000, 17_000));
+    std::fs::rename(env.log("in.json.1"), env.log("in.json.2")).unwrap();
+    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+    env.write_log("in.json", &lines(17_000, 20_000));
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    stop_after(&env, &mut engine, 20_000);
+    assert_each_once(&env, 20_000);
+}
+
+/// Two rotations within one poll while running (a 2 s poll): the middle file is read too.
+#[test]
+fn two_rotations_within_one_poll_are_both_read() {
+    let (env, run) = tail_env(2000);
+    env.write_log("in.json", &lines(0, 10_000));
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    wait_until(
+        Duration::from_secs(60),
+        "10000 lines",
+        || env.lines("out.json").len() >= 10_000,
+        String::new,
+    );
+    env.append_log("in.json", &lines(10_000, 13_000));
+    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+    env.write_log("in.json", &lines(13_000, 17_000));
+    std::fs::rename(env.log("in.json.1"), env.log("in.json.2")).unwrap();
+    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+    env.write_log("in.json", &lines(17_000, 20_000));
+    stop_after(&env, &mut engine, 20_000);
+    assert_each_once(&env, 20_000);
+}
+
+/// Truncated and rewritten past the old offset between two polls (a 2 s poll): the new
+/// content is read from its start.
+#[test]
+fn truncation_and_regrowth_between_polls_is_seen() {
+    let (env, run) = tail_env(2000);
+    env.write_log("in.json", &lines(0, 10_000));
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    wait_until(
+        Duration::from_secs(60),
+        "10000 lines",
+        || env.lines("out.json").len() >= 10_000,
+        String::new,
+    );
+    env.write_log("in.json", &lines(10_000, 25_000));
+    stop_after(&env, &mut engine, 25_000);
+    assert_each_once(&env, 25_000);
+}
+
+/// A full disk (a file size limit on the engine): the checkpoint stays before the first event
+/// not written. After a `kill -9` in that state and a restart without the limit, every event
+/// is in the output at least once, and what is repeated is bounded.
+#[test]
+fn a_checkpoint_never_passes_an_event_that_was_not_written() {
+    let (env, run) = tail_env(20);
+    let total = 6000;
+    let input = lines(0, total);
+    env.write_log("in.json", &input);
+    let limit: u64 = 200 * 1024;
+    let mut cmd = env.command(&["--run-dir", &run]);
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only setrlimit(2) runs between fork and exec, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut engine = spawn_in(cmd, env.dir.path(), "fsize");
+    wait_until(
+        Duration::from_secs(60),
+        "the output to fill up",
+        || !env.log_records_of("output_waiting").is_empty(),
+        String::new,
+    );
+    // Give the checkpoint time to move if it were going to.
+    std::thread::sleep(Duration::from_millis(800));
+    let state = std::fs::read_dir(&run)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| std::fs::read(e.path()).unwrap());
+    let offset = state.as_deref().and_then(|s| u64_member(s, "offset")).unwrap_or(0);
+    let written = env.lines("out.json").len();
+    let checkpointed = input[..offset as usize].iter().filter(|&&c| c == b'\n').count();
+    assert!(written < total, "the limit did not stop the output");
+    assert!(
+        checkpointed <= written,
+        "the checkpoint passed {checkpointed} lines but only {written} were written"
+    );
+    engine.signal(libc::SIGKILL);
+    let _ = engine.wait(Duration::from_secs(10));
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    stop_after(&env, &mut engine, total);
+    let got = ns(&env);
+    for n in 0..total as u64 {
+        assert!(got.contains(&n), "event {n} lost");
+    }
+    assert!(got.len() - total <= written, "{} lines for {total} events", got.len());
+}
