@@ -67,6 +67,9 @@ struct Cli {
     /// With check: also run every script's setup() (connects to Redis, loads models, ...).
     #[arg(long)]
     setup: bool,
+    /// Engine records in dragonfly-mle.log and on stderr: JSON objects (default) or text lines.
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"], default_value = "json")]
+    log_format: String,
 }
 
 fn main() -> ExitCode {
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse();
+    dragonfly_mle::metrics::set_log_format_text(cli.log_format == "text");
     if cli.version {
         println!(
             "DragonFly Machine Learning Engine (MLE)\nVersion: {}",

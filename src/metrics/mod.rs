@@ -605,13 +605,61 @@ pub fn info_line(kind: &str, fields: &[(&str, &str)], message: &str) -> Vec<u8> 
     line
 }
 
+/// `--log-format text`: engine records in `{log}` and on stderr as text lines.
+static LOG_TEXT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets `--log-format` (`text` or `json`, the default).
+pub fn set_log_format_text(text: bool) {
+    LOG_TEXT.store(text, Relaxed);
+}
+
+/// An engine record (a JSON object with `time`, `level`, `kind` and `message`; `line` without
+/// its newline) as `--log-format` wants it: unchanged for `json`, and for `text`
+/// `<time> <LEVEL> <kind> <key>=<value> ...: <message>` (other members sorted by key). Records
+/// of other shapes (a script's `log_event`) stay as they are.
+pub fn log_line(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    if !LOG_TEXT.load(Relaxed) {
+        return Cow::Borrowed(line);
+    }
+    use simd_json::prelude::*;
+    let Ok(simd_json::OwnedValue::Object(m)) = simd_json::to_owned_value(&mut line.to_vec()) else {
+        return Cow::Borrowed(line);
+    };
+    let text = |k: &str| m.get(k).and_then(|v| v.as_str());
+    let (Some(time), Some(level), Some(kind), Some(message)) =
+        (text("time"), text("level"), text("kind"), text("message"))
+    else {
+        return Cow::Borrowed(line);
+    };
+    let mut out = format!("{time} {} {kind}", level.to_ascii_uppercase());
+    let mut keys: Vec<&String> = m
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "time" | "level" | "kind" | "message"))
+        .collect();
+    keys.sort();
+    for k in keys {
+        let v = match m.get(k.as_str()) {
+            Some(v) => match v.as_str() {
+                Some(s) if !s.is_empty() && !s.contains([' ', '"', '=']) => s.to_string(),
+                _ => v.encode(),
+            },
+            None => continue,
+        };
+        out.push_str(&format!(" {k}={v}"));
+    }
+    out.push_str(": ");
+    out.push_str(message);
+    Cow::Owned(out.into_bytes())
+}
+
 /// Copies a problem report to stderr, for the first few only.
 pub fn stderr_report(line: &[u8]) {
     let n = STDERR_REPORTS.fetch_add(1, Relaxed);
     let mut e = std::io::stderr().lock();
     if n < STDERR_REPORT_LIMIT {
         let _ = e.write_all(b"dragonfly-mle: ");
-        let _ = e.write_all(line);
+        let _ = e.write_all(&log_line(line));
         let _ = e.write_all(b"\n");
     } else if n == STDERR_REPORT_LIMIT {
         let _ = e.write_all(b"dragonfly-mle: further problems are reported only in dragonfly-mle.log\n");

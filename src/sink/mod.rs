@@ -250,6 +250,17 @@ impl Outputs {
 
     /// Hands one record to output `output`.
     fn write(&mut self, output: u32, bytes: &[u8]) {
+        if output == crate::shard::LOG_OUTPUT {
+            let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+            if let std::borrow::Cow::Owned(mut text) = crate::metrics::log_line(body) {
+                text.push(b'\n');
+                return self.write_record(output, &text);
+            }
+        }
+        self.write_record(output, bytes)
+    }
+
+    fn write_record(&mut self, output: u32, bytes: &[u8]) {
         let o = output as usize;
         let Some(s) = self.sinks.get_mut(o) else { return };
         if s.held().is_none() {
@@ -423,6 +434,7 @@ fn report_to(sinks: &mut [Sink], stats: &Stats, o: usize, level: &str, kind: &st
         write_str(&mut line, message.as_bytes());
         line.push(b'}');
         crate::metrics::stderr_report(&line);
+        let mut line = crate::metrics::log_line(&line).into_owned();
         line.push(b'\n');
         // Not through `write`: a report must not wait, nor report about itself.
         let log = crate::shard::LOG_OUTPUT as usize;

@@ -217,3 +217,36 @@ fn a_full_disk_never_tears_a_record_and_resumes() {
     );
     assert_eq!(env.log_records_of("output_resumed").len(), 1);
 }
+
+/// `--log-format text`: the engine's records in `dragonfly-mle.log` and on stderr are text
+/// lines (`<time> <LEVEL> <kind> key=value ...: message`); a script's own `log_event` records
+/// stay JSON.
+#[test]
+fn log_format_text_writes_text_lines() {
+    let env = env_with_output("file://out.json<", "", "", 3);
+    env.analyzer(
+        "a.lua",
+        "function setup() end\nfunction loop(msg)\n  if msg.n == 1 then error('boom') end\n  dragonfly.log_event({ note = 'mine' })\n  dragonfly.output_event(default_output, msg)\nend\n",
+    );
+    let out = env.run(&["--log-format", "text"]);
+    out.assert_success();
+    let log = std::fs::read_to_string(env.log("dragonfly-mle.log")).unwrap();
+    let err = log
+        .lines()
+        .find(|l| l.contains(" ERROR script_error "))
+        .unwrap_or_else(|| panic!("no text script_error line:\n{log}"));
+    assert!(err.contains("script=a") && err.ends_with("boom"), "{err}");
+    assert!(err.starts_with("20") && !err.starts_with('{'), "{err}");
+    assert_eq!(
+        log.lines().filter(|l| l.contains("\"note\":\"mine\"")).count(),
+        2,
+        "{log}"
+    );
+    assert!(out.stderr.contains(" ERROR script_error "), "{}", out.stderr);
+    // The default stays JSON.
+    std::fs::remove_file(env.log("dragonfly-mle.log")).unwrap();
+    let out = env.run(&[]);
+    out.assert_success();
+    assert!(!env.log_records_of("script_error").is_empty());
+    assert!(out.stderr.contains("\"kind\":\"script_error\""), "{}", out.stderr);
+}
