@@ -65,11 +65,23 @@ impl Held {
     /// record sent (a failed delivery) is to be sent again: returns how many bytes of it
     /// were sent.
     pub fn settle(&mut self) -> usize {
+        if self.sent == self.buf.len() {
+            // Everything went out (the usual case): no need to look for record ends.
+            self.delivered += std::mem::take(&mut self.count);
+            self.buf.clear();
+            self.sent = 0;
+            return 0;
+        }
         let whole = self.sent_boundary();
         let torn = self.sent - whole;
         self.sent = whole;
         self.delivered_upto(whole);
         torn
+    }
+
+    /// Whether records were delivered since the last [`Held::take_delivered`].
+    pub fn has_delivered(&self) -> bool {
+        self.delivered > 0
     }
 
     /// Records delivered since the last call.

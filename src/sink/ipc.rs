@@ -128,6 +128,10 @@ impl IpcSink {
         r
     }
 
+    pub fn has_rejected(&self) -> bool {
+        self.rejected > 0
+    }
+
     /// Records rejected since the last call (never sendable, counted as errors).
     pub fn take_rejected(&mut self) -> u64 {
         std::mem::take(&mut self.rejected)

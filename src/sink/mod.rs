@@ -74,6 +74,15 @@ impl Sink {
         }
     }
 
+    /// Whether records were delivered or rejected since the last [`Outputs`] settling.
+    fn has_news(&self) -> bool {
+        match self {
+            Sink::File(s) => s.held.has_delivered(),
+            Sink::Ipc(s) => s.held.has_delivered() || s.has_rejected(),
+            _ => false,
+        }
+    }
+
     /// Records that can never be delivered (a datagram too large) since the last call, with
     /// the reason.
     pub fn take_rejected(&mut self) -> (u64, String) {
@@ -286,7 +295,11 @@ impl Outputs {
             return;
         }
         let r = self.sinks[o].write(bytes);
-        self.settle(o, r, false);
+        // Most records are only held: nothing to count until a delivery (the flush every
+        // 100 ms settles the rest, and the `held` gauge with it).
+        if r.is_err() || self.sinks[o].has_news() {
+            self.settle(o, r, false);
+        }
     }
 
     /// Counts what a held output delivered or rejected; notes that it fails or works again
