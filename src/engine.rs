@@ -39,6 +39,8 @@ pub struct Options {
     pub user: Option<String>,
     /// Chroot to the root directory before dropping privileges (`-c`).
     pub chroot: bool,
+    /// Reload when config.lua or a script changes (as SIGHUP does).
+    pub watch: bool,
 }
 
 /// What a finished run did.
@@ -161,20 +163,7 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
         crate::lua::managed::configure(&run_dir(opts, &cfg), cfg.redis_persist);
     }
     std::env::set_current_dir(&cfg.root).with_context(|| format!("cannot enter {}", cfg.root.display()))?;
-    let (filters, analyzers) = script_specs(&cfg);
-    let mut c = WorkerCtx::new(
-        cfg.inputs.iter().map(|i| i.tag.clone()).collect(),
-        cfg.analyzers.iter().map(|a| a.tag.clone()).collect(),
-        cfg.outputs.iter().map(|o| o.tag.clone()).collect(),
-        false,
-    );
-    c.redis.target = crate::lua::hiredis::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port);
-    c.set_state_settings(state_settings(&cfg));
-    let r = c.open_all(&filters, &analyzers, setup);
-    if setup && r.is_ok() {
-        c.run_setup_calls();
-    }
-    c.close();
+    let r = load_scripts(&cfg, setup);
     crate::lua::managed::stop();
     if let Err(e) = r {
         problems.push(e);
@@ -190,6 +179,25 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
         cfg.outputs.len(),
         if setup { "; every setup() ran" } else { "" }
     ))
+}
+
+/// Loads every script of `cfg` in a scratch worker (and runs their `setup()` with `setup`).
+fn load_scripts(cfg: &Config, setup: bool) -> Result<(), String> {
+    let (filters, analyzers) = script_specs(cfg);
+    let mut c = WorkerCtx::new(
+        cfg.inputs.iter().map(|i| i.tag.clone()).collect(),
+        cfg.analyzers.iter().map(|a| a.tag.clone()).collect(),
+        cfg.outputs.iter().map(|o| o.tag.clone()).collect(),
+        false,
+    );
+    c.redis.target = crate::lua::hiredis::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port);
+    c.set_state_settings(state_settings(cfg));
+    let r = c.open_all(&filters, &analyzers, setup);
+    if setup && r.is_ok() {
+        c.run_setup_calls();
+    }
+    c.close();
+    r
 }
 
 /// What every script state is opened with, from config.lua.
@@ -328,16 +336,29 @@ fn drop_privileges(
 
 /// The control thread: on SIGHUP, reads every script once and publishes the texts for the
 /// workers to reload (see `shard::worker::Reload`). Ends when the readers are done.
-fn reload_on_hup(
-    hup: &AtomicBool,
-    done: &AtomicBool,
+fn reload_request(
+    why: &str,
+    opts: &Options,
+    running: &Config,
     paths: &[PathBuf],
     reload: &crate::shard::worker::Reload,
+    next: &std::sync::Mutex<Option<Config>>,
     diag: &crate::source::Diag,
-) {
-    use std::sync::atomic::Ordering::Relaxed;
-    while !done.load(Relaxed) {
-        if hup.swap(false, Relaxed) {
+) -> bool {
+    use crate::reconfig::Decision;
+    let check = |c: &Config| -> Result<(), String> {
+        let mut problems = check_surroundings(c);
+        if let Err(e) = load_scripts(c, false) {
+            problems.push(e);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    };
+    match crate::reconfig::decide(running, || load(opts), check) {
+        Decision::Scripts => {
             let sources: Vec<Result<Vec<u8>, String>> = paths
                 .iter()
                 .map(|p| std::fs::read(crate::privilege::host_path(p)).map_err(|e| format!("{}: {e}", p.display())))
@@ -346,10 +367,34 @@ fn reload_on_hup(
             let _ = diag.send(crate::metrics::info_line(
                 "reload",
                 &[],
-                &format!("SIGHUP: reload {g} of {} scripts requested", paths.len()),
+                &format!("{why}: reload {g} of {} scripts requested", paths.len()),
             ));
+            false
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        Decision::Rebuild(cfg) => {
+            let _ = diag.send(crate::metrics::info_line(
+                "reload",
+                &[],
+                &format!(
+                    "{why}: the configuration changed ({} inputs, {} analyzers, {} outputs); draining the pipeline and building it again",
+                    cfg.inputs.len(),
+                    cfg.analyzers.len(),
+                    cfg.outputs.len()
+                ),
+            ));
+            *next.lock().unwrap_or_else(|e| e.into_inner()) = Some(*cfg);
+            true
+        }
+        Decision::Refused(e) => {
+            let line = crate::metrics::problem_line(
+                "reload_error",
+                &[],
+                &format!("{why}: the new configuration is not applied, the running one stays: {e}"),
+            );
+            crate::metrics::stderr_report(&line);
+            let _ = diag.send(line);
+            false
+        }
     }
 }
 
@@ -443,9 +488,15 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     r
 }
 
+/// The process's signal flags.
+struct Signals {
+    stop: Arc<AtomicBool>,
+    rotate: Arc<AtomicBool>,
+    hup: Arc<AtomicBool>,
+}
+
 fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
     let started = Instant::now();
-
     let stop = Arc::new(AtomicBool::new(false));
     let rotate = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -460,7 +511,37 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
     // reported like any output error, instead of killing the engine with SIGXFSZ.
     // SAFETY: setting a signal to be ignored has no handler to run and no other effect.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let sig = Signals { stop, rotate, hup };
+    // One pipeline per configuration: a reload that changes inputs, outputs or analyzers
+    // drains the running one and builds the next (see `reconfig`).
+    let mut carry = crate::reconfig::Carry::default();
+    let mut cfg = cfg;
+    while let Some(next) = run_pipeline(opts, &cfg, &sig, &mut carry)? {
+        cfg = next;
+        carry.generation += 1;
+    }
+    Ok(Summary {
+        read: carry.read,
+        written: carry.written,
+        invalid: carry.invalid,
+        script_errors: carry.script_errors,
+        seconds: started.elapsed().as_secs_f64(),
+        output_errors: carry.output_errors,
+        dropped: carry.dropped,
+        missing_inputs: carry.missing_inputs,
+    })
+}
 
+/// Runs one pipeline until its inputs end, a signal stops it (returns `None`), or a reload
+/// replaces its configuration (returns the new one, once everything read is written).
+fn run_pipeline(
+    opts: &Options,
+    cfg: &Config,
+    sig: &Signals,
+    carry: &mut crate::reconfig::Carry,
+) -> anyhow::Result<Option<Config>> {
+    let first = carry.generation == 0;
+    let (stop, rotate, hup) = (&sig.stop, &sig.rotate, &sig.hup);
     // Outputs first: a bad output path is a startup error.
     let mut sinks = vec![
         Sink::File(FileSink::open(cfg.log_dir.join("dragonfly-mle.log"), false).context("cannot open {log}")?),
@@ -469,12 +550,15 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
     for (i, o) in cfg.outputs.iter().enumerate() {
         let what = |path: &std::path::Path| format!("outputs[{}] ({}): cannot open {}", i + 1, o.tag, path.display());
         sinks.push(match &o.uri {
-            OutputUri::File { path, truncate } => {
-                Sink::File(FileSink::open(path.clone(), *truncate).with_context(|| what(path))?)
-            }
-            OutputUri::Zfile { path, truncate } => {
-                Sink::Zfile(ZfileSink::open(path.clone(), *truncate).with_context(|| what(path))?)
-            }
+            // After a reload, an output that was open already is appended to, not truncated.
+            OutputUri::File { path, truncate } => Sink::File(
+                FileSink::open(path.clone(), carry.opened.insert(path.clone()) && *truncate)
+                    .with_context(|| what(path))?,
+            ),
+            OutputUri::Zfile { path, truncate } => Sink::Zfile(
+                ZfileSink::open(path.clone(), carry.opened.insert(path.clone()) && *truncate)
+                    .with_context(|| what(path))?,
+            ),
             OutputUri::Ipc { path, kind } => Sink::Ipc(IpcSink::open(path.clone(), *kind)),
             OutputUri::Parquet { dir, prefix, opts } => {
                 let s = crate::sink::parquet::ParquetSink::open(dir.clone(), prefix.clone(), opts.clone())
@@ -503,7 +587,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
     );
-    let state_dir = run_dir(opts, &cfg);
+    let state_dir = run_dir(opts, cfg);
     let mut ordered = vec![any_ordered, false];
     ordered.extend(cfg.outputs.iter().map(|o| o.ordered));
 
@@ -557,9 +641,16 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
 
     let (diag_tx, diag_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let readers_done = Arc::new(AtomicBool::new(false));
+    let readers_stop = Arc::new(AtomicBool::new(false));
+    let rebuilding = Arc::new(AtomicBool::new(false));
     let mut policies = vec![crate::sink::Policy::default(); 2];
     policies.extend(cfg.outputs.iter().map(|o| o.policy));
-    let gate = crate::sink::Gate::new(Arc::clone(&stop), Arc::clone(&readers_done), cfg.shutdown_grace);
+    let gate = crate::sink::Gate::new(
+        Arc::clone(stop),
+        Arc::clone(&readers_done),
+        Arc::clone(&rebuilding),
+        cfg.shutdown_grace,
+    );
     let writer = Writer::new(
         crate::sink::Outputs::new(sinks, policies, Arc::clone(&stats), gate),
         ordered,
@@ -567,17 +658,29 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         n_inputs,
         Arc::clone(&stats),
         diag_rx,
-        Arc::clone(&rotate),
+        Arc::clone(rotate),
         cfg.stats_interval,
         Arc::clone(&marks),
     );
     let writer = std::thread::Builder::new()
         .name("dfm-writer".into())
         .spawn(move || writer.run())?;
-    load_modules(&cfg, &diag_tx);
-    let _http = start_http(opts, &cfg, &stats, &diag_tx)?;
+    if first {
+        load_modules(cfg, &diag_tx);
+    }
+    let _http = match start_http(opts, cfg, &stats, &diag_tx) {
+        Ok(h) => h,
+        Err(e) if first => return Err(e),
+        // After a reload the endpoint is reported missing, the pipeline runs.
+        Err(e) => {
+            let line = crate::metrics::info_line("http_unavailable", &[], &format!("{e:#}"));
+            crate::metrics::stderr_report(&line);
+            let _ = diag_tx.send(line);
+            None
+        }
+    };
 
-    let (filters, analyzers) = script_specs(&cfg);
+    let (filters, analyzers) = script_specs(cfg);
     let reload = Arc::new(crate::shard::worker::Reload::default());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut workers = Vec::new();
@@ -596,7 +699,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                 connect: cfg.redis_connect_timeout,
                 io: cfg.redis_timeout,
             },
-            state: state_settings(&cfg),
+            state: state_settings(cfg),
             reload: Arc::clone(&reload),
         };
         let st = Arc::clone(&stats);
@@ -651,7 +754,7 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
             io,
             Arc::clone(&stats),
             diag_tx.clone(),
-            Arc::clone(&stop),
+            Arc::clone(&readers_stop),
         );
         router.count_open_in(Arc::clone(&open_count));
         let cpu = cpu_for(r);
@@ -669,6 +772,16 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         };
         let max_line = cfg.max_line;
         let poll = cfg.tail_poll;
+        let pos_key = match &input.uri {
+            InputUri::File { path } | InputUri::Zfile { path } => Some((input.tag.clone(), path.clone())),
+            _ => None,
+        };
+        let start = pos_key
+            .as_ref()
+            .and_then(|k| carry.file_pos.get(k))
+            .copied()
+            .unwrap_or(0);
+        let follow_from = pos_key.as_ref().and_then(|k| carry.follow_pos.get(k)).copied();
         readers.push(
             std::thread::Builder::new()
                 .name(format!("dfm-reader-{r}"))
@@ -676,17 +789,33 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                     if let Some(c) = cpu {
                         pin::pin_current(&c);
                     }
+                    let mut pos = None;
+                    let mut followed = None;
                     let r = match &input.uri {
                         InputUri::File { path } if !follow => {
-                            crate::source::file::read_file(path, false, max_line, &mut router)
+                            crate::source::file::read_file(path, false, start, max_line, &mut router)
+                                .map(|p| pos = Some(p))
                         }
-                        InputUri::Zfile { path } => crate::source::file::read_file(path, true, max_line, &mut router),
+                        InputUri::Zfile { path } => {
+                            crate::source::file::read_file(path, true, start, max_line, &mut router)
+                                .map(|p| pos = Some(p))
+                        }
                         InputUri::File { path } => {
-                            crate::source::tail::follow(path, true, max_line, poll, &mut router, None);
+                            let at =
+                                crate::source::tail::follow(path, true, max_line, poll, &mut router, None, follow_from);
+                            followed = Some(at);
                             Ok(())
                         }
                         InputUri::Tail { path, from_start } => {
-                            crate::source::tail::follow(path, *from_start, max_line, poll, &mut router, ckpt.as_mut());
+                            crate::source::tail::follow(
+                                path,
+                                *from_start,
+                                max_line,
+                                poll,
+                                &mut router,
+                                ckpt.as_mut(),
+                                None,
+                            );
                             Ok(())
                         }
                         InputUri::Ipc {
@@ -705,11 +834,15 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
                         router.set_missing(true);
                         router.report("input_error", 0, 0, 0, &format!("{}: {e}", input.uri.path().display()));
                     }
-                    ckpt
+                    (ckpt, pos_key.clone().zip(pos), pos_key.zip(followed.flatten()))
                 })?,
         );
     }
-    let dropped = drop_privileges(opts, &cfg, &state_dir, n_inputs, shards, &open_count, &diag_tx);
+    let dropped = if first {
+        drop_privileges(opts, cfg, &state_dir, n_inputs, shards, &open_count, &diag_tx)
+    } else {
+        Ok(())
+    };
     if dropped.is_err() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
@@ -727,19 +860,38 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
         })
         .collect();
     let status = crate::metrics::status::StatusLine::start(Arc::clone(&stats), sized);
+    let next = Arc::new(std::sync::Mutex::new(None));
     let control = {
         let paths: Vec<PathBuf> = filters.iter().chain(&analyzers).map(|s| s.path.clone()).collect();
-        let (hup, done, diag) = (Arc::clone(&hup), Arc::clone(&readers_done), diag_tx.clone());
-        std::thread::Builder::new()
-            .name("dfm-control".into())
-            .spawn(move || reload_on_hup(&hup, &done, &paths, &reload, &diag))?
+        let mut control = crate::reconfig::Control {
+            hup: Arc::clone(hup),
+            stop: Arc::clone(stop),
+            readers_stop: Arc::clone(&readers_stop),
+            rebuilding: Arc::clone(&rebuilding),
+            next: Arc::clone(&next),
+            watch: opts.watch.then(|| crate::reconfig::watched(cfg)),
+        };
+        let (done, diag) = (Arc::clone(&readers_done), diag_tx.clone());
+        let (opts, running) = (opts.clone(), cfg.clone());
+        std::thread::Builder::new().name("dfm-control".into()).spawn(move || {
+            let next = Arc::clone(&control.next);
+            control.run(&done, |why| {
+                reload_request(why, &opts, &running, &paths, &reload, &next, &diag)
+            })
+        })?
     };
     drop(diag_tx);
 
     let mut ckpts = Vec::new();
     for r in readers {
-        if let Ok(Some(c)) = r.join() {
-            ckpts.push(c);
+        if let Ok((c, pos, followed)) = r.join() {
+            ckpts.extend(c);
+            if let Some((key, p)) = pos {
+                carry.file_pos.insert(key, p);
+            }
+            if let Some((key, at)) = followed {
+                carry.follow_pos.insert(key, at);
+            }
         }
     }
     readers_done.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -756,16 +908,18 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
             eprintln!("dragonfly-mle: cannot save {}: {e}", c.state_path.display());
         }
     }
-    Ok(Summary {
-        read: stats.events_read(),
-        written: stats.written(),
-        invalid: stats.invalid(),
-        script_errors: stats.script_errors(),
-        seconds: started.elapsed().as_secs_f64(),
-        output_errors: stats.output_errors(),
-        dropped: stats.dropped(),
-        missing_inputs: stats.missing_inputs(),
-    })
+    carry.read += stats.events_read();
+    carry.written += stats.written();
+    carry.invalid += stats.invalid();
+    carry.script_errors += stats.script_errors();
+    carry.output_errors += stats.output_errors();
+    carry.dropped += stats.dropped();
+    carry.missing_inputs = stats.missing_inputs();
+    // A stop signal during the rebuild's drain wins: the engine ends.
+    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(None);
+    }
+    Ok(next.lock().unwrap_or_else(|e| e.into_inner()).take())
 }
 
 /// The one-core parse-only rate of a file: framing (memchr) and validation + routing

@@ -8,7 +8,7 @@
 //! ([`sink`]) merges the workers' records back into input order and writes the outputs.
 //! [`config`] turns `config.lua` into a validated configuration; [`metrics`] keeps counters
 //! and the stats line, latency histograms and the HTTP endpoint; [`privilege`] drops root;
-//! [`engine`] wires it all together.
+//! [`engine`] wires it all together; [`reconfig`] decides what a reload does.
 
 pub mod bench;
 pub mod config;
@@ -18,6 +18,7 @@ pub mod lua;
 pub mod metrics;
 pub mod ml;
 pub mod privilege;
+pub mod reconfig;
 pub mod shard;
 pub mod sink;
 pub mod source;

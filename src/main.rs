@@ -55,6 +55,9 @@ struct Cli {
     /// Keep following file:// inputs after their end instead of exiting.
     #[arg(long)]
     follow: bool,
+    /// Reload when config.lua or a script changes, as SIGHUP does (checked every second).
+    #[arg(long)]
+    watch: bool,
     /// Run directory (managed Redis); default /var/run/dragonfly-mle, else <log dir>/run.
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
@@ -156,6 +159,7 @@ fn main() -> ExitCode {
         http: cli.http,
         user: cli.user.or_else(|| cli.drop_privileges.then(|| "nobody".to_string())),
         chroot: cli.chroot,
+        watch: cli.watch,
     };
     if cli.setup && !(cli.check_flag || cli.command.is_some()) {
         eprintln!("dragonfly-mle: --setup goes with check (dragonfly-mle check --setup)");

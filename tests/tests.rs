@@ -18,6 +18,7 @@ mod ml;
 mod model;
 mod ops;
 mod oracle;
+mod reload;
 mod rotation;
 mod util;
 

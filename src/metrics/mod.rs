@@ -587,11 +587,22 @@ pub const STDERR_REPORT_LIMIT: u64 = 20;
 
 /// An information record for `{log}`.
 pub fn info_line(kind: &str, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
+    record_line("info", kind, fields, message)
+}
+
+/// An error record for `{log}`.
+pub fn problem_line(kind: &str, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
+    record_line("error", kind, fields, message)
+}
+
+fn record_line(level: &str, kind: &str, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
     use crate::lua::json::write_str;
     let mut line = Vec::with_capacity(128);
     line.extend_from_slice(b"{\"time\":");
     write_str(&mut line, crate::metrics::utc_now().as_bytes());
-    line.extend_from_slice(b",\"level\":\"info\",\"kind\":");
+    line.extend_from_slice(b",\"level\":");
+    write_str(&mut line, level.as_bytes());
+    line.extend_from_slice(b",\"kind\":");
     write_str(&mut line, kind.as_bytes());
     for (k, v) in fields {
         line.push(b',');

@@ -199,6 +199,9 @@ impl Default for Policy {
 pub struct Gate {
     pub stop: Arc<AtomicBool>,
     pub inputs_done: Arc<AtomicBool>,
+    /// The pipeline ends for a reload: outputs are waited for without a grace (what they hold
+    /// would be lost), unless a stop signal comes.
+    pub rebuilding: Arc<AtomicBool>,
     pub grace: Duration,
     /// Set by the writer once every worker has finished.
     finishing: bool,
@@ -206,10 +209,16 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn new(stop: Arc<AtomicBool>, inputs_done: Arc<AtomicBool>, grace: Duration) -> Gate {
+    pub fn new(
+        stop: Arc<AtomicBool>,
+        inputs_done: Arc<AtomicBool>,
+        rebuilding: Arc<AtomicBool>,
+        grace: Duration,
+    ) -> Gate {
         Gate {
             stop,
             inputs_done,
+            rebuilding,
             grace,
             finishing: false,
             since: None,
@@ -217,7 +226,8 @@ impl Gate {
     }
 
     fn give_up(&mut self) -> bool {
-        if !(self.finishing || self.stop.load(Relaxed) || self.inputs_done.load(Relaxed)) {
+        let stop = self.stop.load(Relaxed);
+        if !(self.finishing || stop || self.inputs_done.load(Relaxed)) || (self.rebuilding.load(Relaxed) && !stop) {
             return false;
         }
         self.since.get_or_insert_with(Instant::now).elapsed() >= self.grace

@@ -32,22 +32,28 @@ pub fn is_gzip(path: &Path) -> std::io::Result<bool> {
     Ok(got == 2 && magic == [0x1f, 0x8b])
 }
 
-/// Reads `path` to the end through `router`, decompressing it when `gzip` is set or the file
-/// is gzip. Returns an error only when the file cannot be opened or read.
-pub fn read_file(path: &Path, gzip: bool, max_line: usize, router: &mut Router) -> std::io::Result<()> {
-    let f = File::open(path)?;
+/// Reads `path` from (uncompressed) offset `start` to the end through `router`,
+/// decompressing it when `gzip` is set or the file is gzip. Returns the offset after the last
+/// line handed out (where a reload goes on), or an error when the file cannot be opened or
+/// read.
+pub fn read_file(path: &Path, gzip: bool, start: u64, max_line: usize, router: &mut Router) -> std::io::Result<u64> {
+    use std::io::{Read, Seek};
+    let mut f = File::open(path)?;
     router.opened();
     if gzip || is_gzip(path)? {
         // Concatenated members (appended gzip output) are one stream.
-        let d = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(256 * 1024, f));
-        read_all(d, max_line, router)
+        let mut d = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(256 * 1024, f));
+        std::io::copy(&mut (&mut d).take(start), &mut std::io::sink())?;
+        read_all(d, start, max_line, router)
     } else {
-        read_all(f, max_line, router)
+        f.seek(std::io::SeekFrom::Start(start))?;
+        read_all(f, start, max_line, router)
     }
 }
 
-fn read_all(mut f: impl std::io::Read, max_line: usize, router: &mut Router) -> std::io::Result<()> {
+fn read_all(mut f: impl std::io::Read, start: u64, max_line: usize, router: &mut Router) -> std::io::Result<u64> {
     let mut framer = Framer::new(max_line);
+    framer.reset(start);
     loop {
         if router.stopping() {
             break;
@@ -60,5 +66,5 @@ fn read_all(mut f: impl std::io::Read, max_line: usize, router: &mut Router) -> 
         }
     }
     router.flush();
-    Ok(())
+    Ok(framer.consumed())
 }

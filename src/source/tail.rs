@@ -238,8 +238,9 @@ fn mtime(f: &File) -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
-/// Follows `path` until the engine stops. `from_start` is the `<` suffix; a saved checkpoint
-/// takes precedence over it.
+/// Follows `path` until the engine stops. `from_start` is the `<` suffix; a saved checkpoint,
+/// or `resume` (where the previous pipeline stopped, after a reload), takes precedence over it.
+/// Returns where it stopped (`None` if the file never appeared).
 pub fn follow(
     path: &Path,
     from_start: bool,
@@ -247,14 +248,15 @@ pub fn follow(
     poll: Duration,
     router: &mut Router,
     mut ckpt: Option<&mut Checkpoint>,
-) {
+    resume: Option<Spot>,
+) -> Option<Spot> {
     let mut framer = Framer::new(max_line);
-    let resume = ckpt.as_deref_mut().and_then(|c| c.load());
+    let resume = ckpt.as_deref_mut().and_then(|c| c.load()).or(resume);
     let mut reported_missing = false;
     // Wait for the file to exist.
     let mut file = loop {
         if router.stopping() {
-            return;
+            return None;
         }
         let r = File::open(path);
         router.opened();
@@ -341,6 +343,11 @@ pub fn follow(
                 let at = framer.consumed();
                 note(&mut ckpt, router, Spot { id, fp, offset: at });
                 save(&mut ckpt, router, false);
+                // A file that keeps growing never reaches its end: stop between two reads.
+                if router.stopping() {
+                    router.flush();
+                    return Some(Spot { id, fp, offset: at });
+                }
                 continue;
             }
             Ok(_) => {}
@@ -359,7 +366,11 @@ pub fn follow(
         router.flush();
         save(&mut ckpt, router, false);
         if router.stopping() {
-            return;
+            return Some(Spot {
+                id,
+                fp,
+                offset: framer.consumed(),
+            });
         }
         std::thread::sleep(poll);
         match std::fs::metadata(path) {

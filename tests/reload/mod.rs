@@ -1,0 +1,203 @@
+//! Whole-configuration reload (SIGHUP and `--watch`): a changed output or analyzer entry is
+//! applied while events keep coming, without losing or repeating one; an invalid new
+//! configuration leaves the running one in place and says why.
+
+use std::time::Duration;
+
+use crate::util::*;
+
+fn event(i: usize) -> String {
+    format!(
+        "{{\"timestamp\":\"2024-03-01T12:00:00.{:06}+0000\",\"event_type\":\"flow\",\"src_ip\":\"10.0.0.{}\",\"src_port\":{},\"dest_ip\":\"10.1.0.1\",\"dest_port\":443,\"proto\":\"TCP\",\"n\":{i}}}",
+        i % 1_000_000,
+        i % 250,
+        1024 + i % 5000
+    )
+}
+
+fn lines(from: usize, to: usize) -> Vec<u8> {
+    let l: Vec<String> = (from..to).map(event).collect();
+    join_lines(&l)
+}
+
+/// A tail input, one pass-through analyzer writing to `default_output`, the outputs given.
+fn config(default_output: &str, outputs: &str, extra: &str) -> String {
+    format!(
+        "inputs = {{ {{ tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"{default_output}\" }} }}\n\
+         outputs = {{ {outputs} }}\n\
+         tail_poll_ms = 20\n{extra}\n"
+    )
+}
+
+fn ns(env: &Env, name: &str) -> Vec<u64> {
+    env.lines(name)
+        .iter()
+        .map(|l| u64_member(l, "n").unwrap_or_else(|| panic!("not an event: {}", show(l))))
+        .collect()
+}
+
+/// Events keep being appended while SIGHUP applies a configuration whose analyzer writes to a
+/// new output: each event is in exactly one of the two files, in order, and the first file,
+/// a truncating output kept by the new configuration, is not truncated again.
+#[test]
+fn a_reload_applies_a_new_output_without_losing_or_repeating_events() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    let run = env.dir.path().join("run").to_string_lossy().into_owned();
+    let out = "{ tag = \"out\", uri = \"file://out.json<\" }";
+    env.config(&config("out", out, ""));
+    env.write_log("in.json", &lines(0, 2000));
+    let mut engine = env.spawn(&["--run-dir", &run, "--shards", "2"]);
+    wait_until(
+        Duration::from_secs(60),
+        "2000 lines",
+        || env.lines("out.json").len() >= 2000,
+        String::new,
+    );
+    let total = 12_000;
+    let appender = {
+        let path = env.log("in.json");
+        std::thread::spawn(move || {
+            for k in 0..20 {
+                let from = 2000 + k * 500;
+                let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+                std::io::Write::write_all(&mut f, &lines(from, from + 500)).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    env.config(&config(
+        "all",
+        &format!("{out}, {{ tag = \"all\", uri = \"file://all.json<\" }}"),
+        "",
+    ));
+    engine.signal(libc::SIGHUP);
+    appender.join().unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "every event written",
+        || env.lines("out.json").len() + env.lines("all.json").len() >= total,
+        || format!("{} + {}", env.lines("out.json").len(), env.lines("all.json").len()),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    engine.signal(libc::SIGTERM);
+    let res = engine.wait(Duration::from_secs(30));
+    res.assert_success();
+    let (a, b) = (ns(&env, "out.json"), ns(&env, "all.json"));
+    assert!(a.len() >= 2000 && !b.is_empty(), "{} and {} lines", a.len(), b.len());
+    let both: Vec<u64> = a.iter().chain(&b).copied().collect();
+    assert_eq!(both, (0..total as u64).collect::<Vec<_>>(), "each event once, in order");
+    let s = res.summary();
+    assert_eq!((s.read, s.written), (total as u64, total as u64), "{}", res.stdout);
+    let reloads = env.log_records_of("reload");
+    assert!(
+        reloads
+            .iter()
+            .any(|r| r["message"].as_str().unwrap_or("").contains("building it again")),
+        "{reloads:?}"
+    );
+}
+
+/// A new configuration with an error: reported with the reason, and the running one goes on.
+#[test]
+fn an_invalid_new_configuration_keeps_the_running_one() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    let out = "{ tag = \"out\", uri = \"file://out.json<\" }";
+    env.config(&config("out", out, ""));
+    env.write_log("in.json", &lines(0, 1000));
+    let mut engine = env.spawn(&["--run-dir", &env.dir.path().join("run").to_string_lossy()]);
+    wait_until(
+        Duration::from_secs(60),
+        "1000 lines",
+        || env.lines("out.json").len() >= 1000,
+        String::new,
+    );
+    env.config(&config("nowhere", out, "stats_intervall = 5"));
+    engine.signal(libc::SIGHUP);
+    wait_until(
+        Duration::from_secs(20),
+        "a reload_error record",
+        || !env.log_records_of("reload_error").is_empty(),
+        || format!("{:?}", env.log_records()),
+    );
+    let e = env.log_records_of("reload_error");
+    let msg = e[0]["message"].as_str().unwrap();
+    assert!(msg.contains("stats_intervall") && msg.contains("did you mean"), "{msg}");
+    assert!(msg.contains("the running one stays"), "{msg}");
+    env.append_log("in.json", &lines(1000, 2000));
+    wait_until(
+        Duration::from_secs(60),
+        "2000 lines",
+        || env.lines("out.json").len() >= 2000,
+        String::new,
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    assert_eq!(ns(&env, "out.json"), (0..2000u64).collect::<Vec<_>>());
+}
+
+/// `--watch`: a changed script is reloaded without a signal; a changed config.lua rebuilds.
+#[test]
+fn watch_reloads_changed_files_without_a_signal() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    let out = "{ tag = \"out\", uri = \"file://out.json<\" }";
+    env.config(&config("out", out, ""));
+    env.write_log("in.json", &lines(0, 100));
+    let mut engine = env.spawn(&["--watch", "--run-dir", &env.dir.path().join("run").to_string_lossy()]);
+    wait_until(
+        Duration::from_secs(60),
+        "100 lines",
+        || env.lines("out.json").len() >= 100,
+        String::new,
+    );
+    env.analyzer(
+        "a.lua",
+        "function setup() end\nfunction loop(msg)\n  msg.ver = 2\n  dragonfly.output_event(default_output, msg)\nend\n",
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the script reload",
+        || {
+            env.log_records()
+                .iter()
+                .any(|r| r["message"].as_str().unwrap_or("").contains("scripts reloaded"))
+        },
+        || format!("{:?}", env.log_records()),
+    );
+    env.append_log("in.json", &lines(100, 200));
+    wait_until(
+        Duration::from_secs(60),
+        "200 lines",
+        || env.lines("out.json").len() >= 200,
+        String::new,
+    );
+    let l = env.lines("out.json");
+    assert_eq!(u64_member(&l[150], "ver"), Some(2), "{}", show(&l[150]));
+    env.config(&config(
+        "two",
+        &format!("{out}, {{ tag = \"two\", uri = \"file://two.json<\" }}"),
+        "",
+    ));
+    wait_until(
+        Duration::from_secs(20),
+        "the rebuild",
+        || {
+            env.log_records()
+                .iter()
+                .any(|r| r["message"].as_str().unwrap_or("").contains("building it again"))
+        },
+        || format!("{:?}", env.log_records()),
+    );
+    env.append_log("in.json", &lines(200, 300));
+    wait_until(
+        Duration::from_secs(60),
+        "100 lines in two.json",
+        || env.lines("two.json").len() >= 100,
+        String::new,
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    assert_eq!(ns(&env, "out.json"), (0..200u64).collect::<Vec<_>>());
+    assert_eq!(ns(&env, "two.json"), (200..300u64).collect::<Vec<_>>());
+}
