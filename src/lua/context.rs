@@ -59,18 +59,6 @@ impl WinEvent {
     }
 }
 
-/// Records of one kind written in full per window (per worker), and the window.
-pub const REPORT_BURST: u32 = 50;
-pub const REPORT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The rate limit of one kind of `{log}` record on a worker.
-pub struct ReportLimit {
-    pub(super) kind: String,
-    pub(super) since: std::time::Instant,
-    pub(super) written: u32,
-    pub(super) suppressed: u64,
-}
-
 /// Counters of one worker, published to the engine after each batch.
 #[derive(Default, Clone, Debug)]
 pub struct WorkerCounters {
@@ -121,7 +109,7 @@ pub struct WorkerCtx {
     pub(super) next_id: f64,
     pub(super) reported: Vec<String>,
     /// Rate limits of `{log}` records, per kind (see `report`).
-    pub(super) report_limits: Vec<ReportLimit>,
+    pub(super) report_limits: crate::metrics::limit::Limiter,
     /// Where the current script call comes from (for error reports).
     pub cur_script: (Role, u32),
     /// Latency recording of this worker, when histograms are on.
@@ -261,7 +249,7 @@ impl WorkerCtx {
             cur_root: (0.0, 0),
             next_id: 1.0,
             reported: Vec::new(),
-            report_limits: Vec::new(),
+            report_limits: Default::default(),
             cur_script: (Role::Filter, 0),
             lat: None,
             timers: Vec::new(),

@@ -5,7 +5,7 @@ use std::ffi::c_int;
 
 use mlua::ffi::lua_State;
 
-use super::context::{REPORT_BURST, REPORT_WINDOW, ReportLimit, WorkerCtx};
+use super::context::WorkerCtx;
 use super::json::EncodeError;
 use super::state::Role;
 use crate::shard::{LOG_OUTPUT, NO_INPUT, OutBatch, OutRec};
@@ -174,8 +174,8 @@ impl WorkerCtx {
 
     /// Reports a problem to `{log}` (in event order) and, for the first ones, to stderr.
     ///
-    /// Rate-limited per kind: the first [`REPORT_BURST`] records of a kind in each
-    /// [`REPORT_WINDOW`] are written in full, the rest only counted; when the window ends (or
+    /// Rate-limited per kind: the first [`crate::metrics::limit::BURST`] records of a kind in each
+    /// [`crate::metrics::limit::WINDOW`] are written in full, the rest only counted; when the window ends (or
     /// the worker stops) one `suppressed` record per kind says how many were left out. The
     /// counters of the problems themselves stay exact.
     pub fn report(&mut self, kind: &str, fields: &[(&str, &str)], message: &str) {
@@ -222,73 +222,29 @@ impl WorkerCtx {
 
     /// Whether a record of `kind` may be written now (see [`WorkerCtx::report`]).
     fn report_allowed(&mut self, kind: &str) -> bool {
-        let now = std::time::Instant::now();
-        let i = match self.report_limits.iter().position(|r| r.kind == kind) {
-            Some(i) => i,
-            None => {
-                self.report_limits.push(ReportLimit {
-                    kind: kind.to_string(),
-                    since: now,
-                    written: 0,
-                    suppressed: 0,
-                });
-                self.report_limits.len() - 1
-            }
-        };
-        if now.duration_since(self.report_limits[i].since) >= REPORT_WINDOW {
-            self.flush_suppressed(i);
-            self.report_limits[i].since = now;
+        let mut ended = None;
+        let ok = self.report_limits.allow(kind, &mut ended);
+        if let Some(line) = ended {
+            self.emit_outside_event(&line);
         }
-        let r = &mut self.report_limits[i];
-        if r.written < REPORT_BURST {
-            r.written += 1;
-            true
-        } else {
-            r.suppressed += 1;
-            false
-        }
+        ok
     }
 
-    /// Writes the `suppressed` record of limit `i`, if any, and starts its count again.
-    fn flush_suppressed(&mut self, i: usize) {
-        let r = &mut self.report_limits[i];
-        let (n, written) = (std::mem::take(&mut r.suppressed), std::mem::take(&mut r.written));
-        if n == 0 {
-            return;
-        }
-        let kind = r.kind.clone();
-        let mut line = Vec::with_capacity(160);
-        line.extend_from_slice(b"{\"time\":");
-        super::json::write_str(&mut line, crate::metrics::utc_now().as_bytes());
-        line.extend_from_slice(b",\"level\":\"error\",\"kind\":\"suppressed\",\"of\":");
-        super::json::write_str(&mut line, kind.as_bytes());
-        line.extend_from_slice(b",\"count\":");
-        line.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        line.extend_from_slice(b",\"message\":");
-        let msg = format!(
-            "{n} more {kind} records were not written ({written} were, in {} s; the counters are exact)",
-            REPORT_WINDOW.as_secs()
-        );
-        super::json::write_str(&mut line, msg.as_bytes());
-        line.push(b'}');
+    /// Writes a record outside any event: it is not held back for input order.
+    fn emit_outside_event(&mut self, line: &[u8]) {
         let (input, win) = (self.cur_input, self.cur_win);
-        // Outside any event: the record is not held back for input order.
         self.cur_input = NO_INPUT;
         self.cur_win = None;
-        self.emit(LOG_OUTPUT, &line);
+        self.emit(LOG_OUTPUT, line);
         self.cur_input = input;
         self.cur_win = win;
     }
 
     /// Writes the `suppressed` records of every kind whose window has ended (`all`: of every
-    /// kind, when the worker stops).
+    /// kind, at the end).
     pub fn flush_reports(&mut self, all: bool) {
-        let now = std::time::Instant::now();
-        for i in 0..self.report_limits.len() {
-            if all || now.duration_since(self.report_limits[i].since) >= REPORT_WINDOW {
-                self.flush_suppressed(i);
-                self.report_limits[i].since = now;
-            }
+        for line in self.report_limits.due(all) {
+            self.emit_outside_event(&line);
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod latency;
+pub mod limit;
 pub mod prometheus;
 pub mod status;
 

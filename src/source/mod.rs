@@ -44,6 +44,17 @@ pub struct Router {
     /// Counts the inputs that have opened their file or socket (privileges are dropped once
     /// all have); `None` once this one has counted itself.
     open_count: Option<Arc<std::sync::atomic::AtomicUsize>>,
+    /// The rate limit of this input's problem records (counters stay exact).
+    limiter: std::cell::RefCell<crate::metrics::limit::Limiter>,
+}
+
+impl Drop for Router {
+    /// The last `suppressed` records, when the input ends.
+    fn drop(&mut self) {
+        for line in self.limiter.get_mut().due(true) {
+            let _ = self.diag.send(line);
+        }
+    }
 }
 
 impl Router {
@@ -69,6 +80,7 @@ impl Router {
             stop,
             counted: 0,
             open_count: None,
+            limiter: Default::default(),
         }
     }
 
@@ -89,9 +101,18 @@ impl Router {
         &self.stats.inputs[self.input as usize]
     }
 
-    /// Reports a problem with a line to `{log}` and stderr.
+    /// Reports a problem with a line to `{log}` and stderr, rate-limited per kind (see
+    /// `metrics::limit`).
     pub fn report(&self, kind: &str, line_no: u64, offset: u64, len: usize, msg: &str) {
         use crate::lua::json::write_str;
+        let mut ended = None;
+        let allowed = self.limiter.borrow_mut().allow(kind, &mut ended);
+        if let Some(line) = ended {
+            let _ = self.diag.send(line);
+        }
+        if !allowed {
+            return;
+        }
         let mut o = Vec::with_capacity(160);
         o.extend_from_slice(b"{\"time\":");
         write_str(&mut o, crate::metrics::utc_now().as_bytes());
@@ -218,6 +239,9 @@ impl Router {
         }
         let c = std::mem::take(&mut self.counted);
         self.stats.inputs[self.input as usize].events.fetch_add(c, Relaxed);
+        for line in self.limiter.get_mut().due(false) {
+            let _ = self.diag.send(line);
+        }
     }
 
     pub fn add_bytes(&self, n: usize) {

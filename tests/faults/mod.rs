@@ -250,3 +250,29 @@ fn log_format_text_writes_text_lines() {
     assert!(!env.log_records_of("script_error").is_empty());
     assert!(out.stderr.contains("\"kind\":\"script_error\""), "{}", out.stderr);
 }
+
+/// An input full of invalid lines: the first 50 are reported in full, the rest counted in one
+/// `suppressed` record; the counter stays exact and the log small.
+#[test]
+fn an_invalid_line_storm_keeps_the_log_small() {
+    let n = 20_000;
+    let env = env_with_output("file://out.json<", "", "", 0);
+    let mut input: Vec<String> = (0..n).map(|i| format!("not json {i}")).collect();
+    input.extend((0..10).map(event));
+    env.write_log("in.json", &join_lines(&input));
+    let out = env.run(&[]);
+    out.assert_success();
+    assert_eq!(out.summary().invalid, n as u64, "{}", out.stdout);
+    assert_eq!(env.lines("out.json").len(), 10);
+    assert_eq!(env.log_records_of("invalid_line").len(), 50);
+    let sup = env.log_records_of("suppressed");
+    assert_eq!(sup.len(), 1, "{sup:?}");
+    assert_eq!(
+        (sup[0]["of"].as_str(), sup[0]["count"].as_u64()),
+        (Some("invalid_line"), Some(n as u64 - 50))
+    );
+    let size = std::fs::metadata(env.log("dragonfly-mle.log")).unwrap().len();
+    assert!(size < 64 * 1024, "log of {size} bytes");
+    let stats = env.stats_records();
+    assert_eq!(stats.last().unwrap()["inputs"]["eve"]["invalid"], n as u64);
+}
