@@ -712,6 +712,9 @@ impl Writer {
                 failed_now = true;
                 self.stats.outputs[i].last_error_ms.store(self.stats.now_ms(), Relaxed);
                 let n = self.stats.outputs[i].errors.fetch_add(failed, Relaxed) + failed;
+                // They were counted as written when handed over: a record is one or the other.
+                let w = &self.stats.outputs[i].written;
+                let _ = w.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(failed)));
                 self.out
                     .report(i, "error", "output_error", &format!(",\"errors\":{n}"), &msg);
             }

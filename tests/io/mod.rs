@@ -483,6 +483,13 @@ fn parquet_files_that_cannot_be_written_are_counted_not_hidden() {
         n as u64,
         "{in_files} rows in complete files, {lost} lost"
     );
+    // The accounting identity: a record is written or lost, never both.
+    assert_eq!(
+        last["outputs"]["out"]["written"].as_u64(),
+        Some(n as u64 - lost),
+        "{last}"
+    );
+    assert_eq!((s.written, s.output_errors), (n as u64 - lost, lost), "{}", out.stdout);
 }
 
 /// The engine's `parquet://` output, read back with pyarrow: every event, field by field, in
