@@ -330,7 +330,11 @@ fn drop_privileges(
     if let (Some(name), Some(u)) = (&opts.user, user) {
         what.push(format!("running as {name} (uid {}, gid {})", u.uid, u.gid));
     }
-    let _ = diag.send(crate::metrics::info_line("privileges", &[], &what.join(", ")));
+    let _ = diag.send(crate::metrics::events::line(
+        crate::metrics::events::Kind::Privileges,
+        &[],
+        &what.join(", "),
+    ));
     Ok(())
 }
 
@@ -364,16 +368,16 @@ fn reload_request(
                 .map(|p| std::fs::read(crate::privilege::host_path(p)).map_err(|e| format!("{}: {e}", p.display())))
                 .collect();
             let g = reload.publish(sources);
-            let _ = diag.send(crate::metrics::info_line(
-                "reload",
+            let _ = diag.send(crate::metrics::events::line(
+                crate::metrics::events::Kind::Reload,
                 &[],
                 &format!("{why}: reload {g} of {} scripts requested", paths.len()),
             ));
             false
         }
         Decision::Rebuild(cfg) => {
-            let _ = diag.send(crate::metrics::info_line(
-                "reload",
+            let _ = diag.send(crate::metrics::events::line(
+                crate::metrics::events::Kind::Reload,
                 &[],
                 &format!(
                     "{why}: the configuration changed ({} inputs, {} analyzers, {} outputs); draining the pipeline and building it again",
@@ -386,8 +390,8 @@ fn reload_request(
             true
         }
         Decision::Refused(e) => {
-            let line = crate::metrics::problem_line(
-                "reload_error",
+            let line = crate::metrics::events::line(
+                crate::metrics::events::Kind::ReloadError,
                 &[],
                 &format!("{why}: the new configuration is not applied, the running one stays: {e}"),
             );
@@ -417,8 +421,8 @@ fn start_http(
     match crate::metrics::http::start(&addr, Arc::clone(stats), &cfg.root.join("www")) {
         Ok(s) => {
             let bound = s.addr.to_string();
-            let _ = diag.send(crate::metrics::info_line(
-                "http_listening",
+            let _ = diag.send(crate::metrics::events::line(
+                crate::metrics::events::Kind::HttpListening,
                 &[("address", &bound)],
                 &format!("HTTP endpoint on http://{bound}/ (/metrics, /stats, /health, /www/)"),
             ));
@@ -426,8 +430,8 @@ fn start_http(
         }
         Err(e) if explicit => bail!("http_address: cannot listen on {addr}: {e}"),
         Err(e) => {
-            let line = crate::metrics::info_line(
-                "http_unavailable",
+            let line = crate::metrics::events::line(
+                crate::metrics::events::Kind::HttpUnavailable,
                 &[("address", &addr)],
                 &format!("cannot listen on {addr}: {e}; running without the HTTP endpoint"),
             );
@@ -456,14 +460,11 @@ fn load_modules(cfg: &Config, diag: &crate::source::Diag) {
                 })
         });
         if let Err(e) = r {
-            let mut line = Vec::new();
-            line.extend_from_slice(b"{\"time\":");
-            crate::lua::json::write_str(&mut line, crate::metrics::utc_now().as_bytes());
-            line.extend_from_slice(b",\"level\":\"error\",\"kind\":\"redis_module\",\"module\":");
-            crate::lua::json::write_str(&mut line, tag.as_bytes());
-            line.extend_from_slice(b",\"message\":");
-            crate::lua::json::write_str(&mut line, format!("MODULE LOAD {module}: {e}").as_bytes());
-            line.push(b'}');
+            let line = crate::metrics::events::line(
+                crate::metrics::events::Kind::RedisModule,
+                &[("module", tag)],
+                &format!("MODULE LOAD {module}: {e}"),
+            );
             crate::metrics::stderr_report(&line);
             let _ = diag.send(line);
         }
@@ -673,7 +674,8 @@ fn run_pipeline(
         Err(e) if first => return Err(e),
         // After a reload the endpoint is reported missing, the pipeline runs.
         Err(e) => {
-            let line = crate::metrics::info_line("http_unavailable", &[], &format!("{e:#}"));
+            let line =
+                crate::metrics::events::line(crate::metrics::events::Kind::HttpUnavailable, &[], &format!("{e:#}"));
             crate::metrics::stderr_report(&line);
             let _ = diag_tx.send(line);
             None
@@ -832,7 +834,13 @@ fn run_pipeline(
                     router.opened();
                     if let Err(e) = r {
                         router.set_missing(true);
-                        router.report("input_error", 0, 0, 0, &format!("{}: {e}", input.uri.path().display()));
+                        router.report(
+                            crate::metrics::events::Kind::InputError,
+                            0,
+                            0,
+                            0,
+                            &format!("{}: {e}", input.uri.path().display()),
+                        );
                     }
                     (ckpt, pos_key.clone().zip(pos), pos_key.zip(followed.flatten()))
                 })?,

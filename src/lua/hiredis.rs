@@ -222,9 +222,8 @@ impl WorkerCtx {
             return;
         }
         for (kind, msg) in std::mem::take(&mut self.redis.notices) {
-            let level = if kind == "redis_restored" { "info" } else { "error" };
             let script = self.script_tag();
-            self.report_at(level, kind, &[("script", &script)], &msg);
+            self.report(kind, &[("script", &script)], &msg);
         }
     }
 

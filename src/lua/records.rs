@@ -8,6 +8,7 @@ use mlua::ffi::lua_State;
 use super::context::WorkerCtx;
 use super::json::EncodeError;
 use super::state::Role;
+use crate::metrics::events::Kind;
 use crate::shard::{LOG_OUTPUT, NO_INPUT, OutBatch, OutRec};
 
 impl WorkerCtx {
@@ -178,22 +179,12 @@ impl WorkerCtx {
     /// [`crate::metrics::limit::WINDOW`] are written in full, the rest only counted; when the window ends (or
     /// the worker stops) one `suppressed` record per kind says how many were left out. The
     /// counters of the problems themselves stay exact.
-    pub fn report(&mut self, kind: &str, fields: &[(&str, &str)], message: &str) {
-        self.report_at("error", kind, fields, message)
-    }
-
-    /// As [`WorkerCtx::report`], at `level` ("error" or "info").
-    pub fn report_at(&mut self, level: &str, kind: &str, fields: &[(&str, &str)], message: &str) {
+    pub fn report(&mut self, kind: Kind, fields: &[(&str, &str)], message: &str) {
         if !self.report_allowed(kind) {
             return;
         }
         let mut line = Vec::with_capacity(128);
-        line.extend_from_slice(b"{\"time\":");
-        super::json::write_str(&mut line, crate::metrics::utc_now().as_bytes());
-        line.extend_from_slice(b",\"level\":");
-        super::json::write_str(&mut line, level.as_bytes());
-        line.extend_from_slice(b",\"kind\":");
-        super::json::write_str(&mut line, kind.as_bytes());
+        crate::metrics::events::head(kind, &mut line);
         for (k, v) in fields {
             line.push(b',');
             super::json::write_str(&mut line, k.as_bytes());
@@ -221,7 +212,7 @@ impl WorkerCtx {
     }
 
     /// Whether a record of `kind` may be written now (see [`WorkerCtx::report`]).
-    fn report_allowed(&mut self, kind: &str) -> bool {
+    fn report_allowed(&mut self, kind: Kind) -> bool {
         let mut ended = None;
         let ok = self.report_limits.allow(kind, &mut ended);
         if let Some(line) = ended {
@@ -259,7 +250,7 @@ impl WorkerCtx {
             self.reported.push(key);
             let script = self.script_tag();
             self.report(
-                "unknown_tag",
+                Kind::UnknownTag,
                 &[("script", &script)],
                 &format!("{what}: no {what} has tag {tag:?} (reported once per tag)"),
             );

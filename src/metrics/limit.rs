@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 pub const BURST: u32 = 50;
 pub const WINDOW: Duration = Duration::from_secs(10);
 
-struct Kind {
-    kind: String,
+use super::events::{self, Kind};
+
+struct Limit {
+    kind: Kind,
     since: Instant,
     written: u32,
     suppressed: u64,
@@ -20,19 +22,19 @@ struct Kind {
 /// The limits of one emitter.
 #[derive(Default)]
 pub struct Limiter {
-    kinds: Vec<Kind>,
+    kinds: Vec<Limit>,
 }
 
 impl Limiter {
     /// Whether a record of `kind` may be written now. When the kind's window had ended, its
     /// `suppressed` record (if any) is put in `ended`, to be written first.
-    pub fn allow(&mut self, kind: &str, ended: &mut Option<Vec<u8>>) -> bool {
+    pub fn allow(&mut self, kind: Kind, ended: &mut Option<Vec<u8>>) -> bool {
         let now = Instant::now();
         let i = match self.kinds.iter().position(|r| r.kind == kind) {
             Some(i) => i,
             None => {
-                self.kinds.push(Kind {
-                    kind: kind.to_string(),
+                self.kinds.push(Limit {
+                    kind,
                     since: now,
                     written: 0,
                     suppressed: 0,
@@ -49,6 +51,8 @@ impl Limiter {
             k.written += 1;
             true
         } else {
+            // Left out, but counted as every record of its kind is.
+            events::count(kind);
             k.suppressed += 1;
             false
         }
@@ -74,22 +78,21 @@ impl Limiter {
 
 /// The `suppressed` record of a kind whose window ended (and a new window's counts), if
 /// records were left out.
-fn take_suppressed(k: &mut Kind) -> Option<Vec<u8>> {
+fn take_suppressed(k: &mut Limit) -> Option<Vec<u8>> {
     let (n, written) = (std::mem::take(&mut k.suppressed), std::mem::take(&mut k.written));
     if n == 0 {
         return None;
     }
     let msg = format!(
         "{n} more {} records were not written ({written} were, in {} s; the counters are exact)",
-        k.kind,
+        k.kind.name(),
         WINDOW.as_secs()
     );
     use crate::lua::json::write_str;
     let mut line = Vec::with_capacity(192);
-    line.extend_from_slice(b"{\"time\":");
-    write_str(&mut line, super::utc_now().as_bytes());
-    line.extend_from_slice(b",\"level\":\"error\",\"kind\":\"suppressed\",\"of\":");
-    write_str(&mut line, k.kind.as_bytes());
+    events::head(Kind::Suppressed, &mut line);
+    line.extend_from_slice(b",\"of\":");
+    write_str(&mut line, k.kind.name().as_bytes());
     line.extend_from_slice(format!(",\"count\":{n},\"message\":").as_bytes());
     write_str(&mut line, msg.as_bytes());
     line.push(b'}');
@@ -104,10 +107,10 @@ mod tests {
     fn a_storm_is_cut_to_the_burst_and_one_summary() {
         let mut l = Limiter::default();
         let mut ended = None;
-        let allowed = (0..1000).filter(|_| l.allow("invalid_line", &mut ended)).count();
+        let allowed = (0..1000).filter(|_| l.allow(Kind::InvalidLine, &mut ended)).count();
         assert_eq!(allowed, BURST as usize);
         assert!(ended.is_none());
-        assert!(l.allow("other", &mut ended), "kinds are limited apart");
+        assert!(l.allow(Kind::ReadError, &mut ended), "kinds are limited apart");
         let due = l.due(true);
         assert_eq!(due.len(), 1);
         let v: serde_json::Value = serde_json::from_slice(&due[0]).unwrap();

@@ -3,6 +3,7 @@
 //! stores once per batch. Latency histograms are in [`latency`], the Prometheus text and the
 //! HTTP endpoint in [`prometheus`] and [`http`].
 
+pub mod events;
 pub mod http;
 pub mod latency;
 pub mod limit;
@@ -490,6 +491,20 @@ impl Stats {
             num(&mut o, self.worker_total(t));
         }
         o.push(b'}');
+        // Diagnostic records by kind (written or left out by the rate limit), those seen.
+        o.extend_from_slice(b",\"diagnostics\":{");
+        let mut first = true;
+        for (k, n) in events::counts().filter(|(_, n)| *n > 0) {
+            if !first {
+                o.push(b',');
+            }
+            first = false;
+            o.push(b'"');
+            o.extend_from_slice(k.name().as_bytes());
+            o.extend_from_slice(b"\":");
+            num(&mut o, n);
+        }
+        o.push(b'}');
         if self.histograms {
             o.extend_from_slice(b",\"latency_us\":{");
             let mut first = true;
@@ -585,37 +600,6 @@ pub fn utc_suffix() -> String {
 static STDERR_REPORTS: AtomicU64 = AtomicU64::new(0);
 /// Problems copied to stderr before it goes quiet (all of them always go to `{log}`).
 pub const STDERR_REPORT_LIMIT: u64 = 20;
-
-/// An information record for `{log}`.
-pub fn info_line(kind: &str, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
-    record_line("info", kind, fields, message)
-}
-
-/// An error record for `{log}`.
-pub fn problem_line(kind: &str, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
-    record_line("error", kind, fields, message)
-}
-
-fn record_line(level: &str, kind: &str, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
-    use crate::lua::json::write_str;
-    let mut line = Vec::with_capacity(128);
-    line.extend_from_slice(b"{\"time\":");
-    write_str(&mut line, crate::metrics::utc_now().as_bytes());
-    line.extend_from_slice(b",\"level\":");
-    write_str(&mut line, level.as_bytes());
-    line.extend_from_slice(b",\"kind\":");
-    write_str(&mut line, kind.as_bytes());
-    for (k, v) in fields {
-        line.push(b',');
-        write_str(&mut line, k.as_bytes());
-        line.push(b':');
-        write_str(&mut line, v.as_bytes());
-    }
-    line.extend_from_slice(b",\"message\":");
-    write_str(&mut line, message.as_bytes());
-    line.push(b'}');
-    line
-}
 
 /// `--log-format text`: engine records in `{log}` and on stderr as text lines.
 static LOG_TEXT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -225,6 +225,14 @@ pub fn render(stats: &Stats) -> String {
         o.head(name, "counter", help);
         o.sample(name, &[], v as f64);
     };
+    let kinds: Vec<(&str, u64)> = crate::metrics::events::counts().map(|(k, n)| (k.name(), n)).collect();
+    o.family(
+        "dragonfly_diagnostics_total",
+        "counter",
+        "Diagnostic records by kind (dragonfly-mle.log), written or left out by the rate limit.",
+        "kind",
+        &kinds,
+    );
     scalar(
         &mut o,
         "dragonfly_events_processed_total",

@@ -67,7 +67,11 @@ fn apply_reload(c: &mut WorkerCtx, spec: &WorkerSpec, generation: u64) -> (u64, 
     c.run_setup_calls();
     if spec.index == 0 {
         for e in &errors {
-            c.report("reload_error", &[], &format!("{e}; the previous version keeps running"));
+            c.report(
+                crate::metrics::events::Kind::ReloadError,
+                &[],
+                &format!("{e}; the previous version keeps running"),
+            );
         }
         let msg = format!(
             "reload {generation}: {done} of {} scripts reloaded on every worker{}",
@@ -78,12 +82,7 @@ fn apply_reload(c: &mut WorkerCtx, spec: &WorkerSpec, generation: u64) -> (u64, 
                 ", the others kept their previous version"
             }
         );
-        let mut line = Vec::with_capacity(128);
-        line.extend_from_slice(b"{\"time\":");
-        crate::lua::json::write_str(&mut line, crate::metrics::utc_now().as_bytes());
-        line.extend_from_slice(b",\"level\":\"info\",\"kind\":\"reload\",\"message\":");
-        crate::lua::json::write_str(&mut line, msg.as_bytes());
-        line.push(b'}');
+        let line = crate::metrics::events::line(crate::metrics::events::Kind::Reload, &[], &msg);
         c.emit(crate::shard::LOG_OUTPUT, &line);
     }
     (done, errors.len() as u64)

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use rtrb::{Consumer, Producer};
 
 use crate::metrics::Stats;
+use crate::metrics::events::Kind;
 use crate::shard::{Backoff, END_OF_EVENT, NO_INPUT, OutBatch, STATS_OUTPUT};
 pub use file::FileSink;
 pub use held::Held;
@@ -293,7 +294,7 @@ impl Outputs {
                     // The 1st, 2nd, 4th, 8th, ... failure of an output is reported to {log}.
                     if n.is_power_of_two() {
                         let msg = format!("{e}");
-                        self.report(o, "error", "output_error", &format!(",\"errors\":{n}"), &msg);
+                        self.report(o, Kind::OutputError, &format!(",\"errors\":{n}"), &msg);
                     }
                 }
             }
@@ -330,8 +331,7 @@ impl Outputs {
                     &mut self.sinks,
                     &self.stats,
                     o,
-                    "error",
-                    "output_error",
+                    Kind::OutputError,
                     &format!(",\"errors\":{n}"),
                     &why,
                 );
@@ -349,8 +349,7 @@ impl Outputs {
                         &mut self.sinks,
                         &self.stats,
                         o,
-                        "error",
-                        "output_waiting",
+                        Kind::OutputWaiting,
                         &format!(",\"held\":{held}"),
                         &msg,
                     );
@@ -362,7 +361,7 @@ impl Outputs {
                     let attempts = std::mem::take(&mut self.waiting[o].attempts);
                     let msg = format!("delivering again after {secs:.1} s ({attempts} attempts failed)");
                     let extra = format!(",\"seconds\":{secs:.3},\"failed_attempts\":{attempts}");
-                    report_to(&mut self.sinks, &self.stats, o, "info", "output_resumed", &extra, &msg);
+                    report_to(&mut self.sinks, &self.stats, o, Kind::OutputResumed, &extra, &msg);
                 }
                 if rejected == 0 {
                     st.last_ok_ms.store(self.stats.now_ms() + 1, Relaxed);
@@ -430,24 +429,23 @@ impl Outputs {
             "the engine is stopping and the output still cannot take its records after the {:.0} s grace: {n} records lost",
             self.gate.grace.as_secs_f64()
         );
-        self.report(o, "error", "output_gave_up", &format!(",\"lost\":{n}"), &msg);
+        self.report(o, Kind::OutputGaveUp, &format!(",\"lost\":{n}"), &msg);
     }
 
     /// A `{log}` record about output `o` (and a line on stderr).
-    fn report(&mut self, o: usize, level: &str, kind: &str, extra: &str, message: &str) {
-        report_to(&mut self.sinks, &self.stats, o, level, kind, extra, message);
+    fn report(&mut self, o: usize, kind: Kind, extra: &str, message: &str) {
+        report_to(&mut self.sinks, &self.stats, o, kind, extra, message);
     }
 }
 
 /// A `{log}` record about output `o` (and a line on stderr), for callers that hold parts of
 /// [`Outputs`].
-fn report_to(sinks: &mut [Sink], stats: &Stats, o: usize, level: &str, kind: &str, extra: &str, message: &str) {
+fn report_to(sinks: &mut [Sink], stats: &Stats, o: usize, kind: Kind, extra: &str, message: &str) {
     {
         use crate::lua::json::write_str;
         let mut line = Vec::with_capacity(160);
-        line.extend_from_slice(b"{\"time\":");
-        write_str(&mut line, crate::metrics::utc_now().as_bytes());
-        line.extend_from_slice(format!(",\"level\":\"{level}\",\"kind\":\"{kind}\",\"output\":").as_bytes());
+        crate::metrics::events::head(kind, &mut line);
+        line.extend_from_slice(b",\"output\":");
         write_str(
             &mut line,
             stats.output_tags.get(o).map_or("", |t| t.as_str()).as_bytes(),
@@ -705,7 +703,7 @@ impl Writer {
                 let n = self.stats.outputs[i].errors.fetch_add(1, Relaxed) + 1;
                 if n.is_power_of_two() {
                     self.out
-                        .report(i, "error", "output_error", &format!(",\"errors\":{n}"), &e.to_string());
+                        .report(i, Kind::OutputError, &format!(",\"errors\":{n}"), &e.to_string());
                 }
             }
             if let Some((failed, msg)) = self.out.sinks[i].new_failures() {
@@ -715,8 +713,7 @@ impl Writer {
                 // They were counted as written when handed over: a record is one or the other.
                 let w = &self.stats.outputs[i].written;
                 let _ = w.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(failed)));
-                self.out
-                    .report(i, "error", "output_error", &format!(",\"errors\":{n}"), &msg);
+                self.out.report(i, Kind::OutputError, &format!(",\"errors\":{n}"), &msg);
             }
             // Records written and no error since the previous flush: the output works (again).
             let o = &self.stats.outputs[i];

@@ -62,7 +62,7 @@ fn warn_small_queue(router: &Router) {
     };
     if q < MIN_DGRAM_QLEN {
         router.report(
-            "dgram_queue_short",
+            crate::metrics::events::Kind::DgramQueueShort,
             0,
             0,
             0,
@@ -129,7 +129,13 @@ pub fn read_datagrams(path: &Path, router: &mut Router) -> io::Result<()> {
                     }
                 }
                 _ => {
-                    router.report("read_error", n_msgs, offset, 0, &format!("{}: {e}", path.display()));
+                    router.report(
+                        crate::metrics::events::Kind::ReadError,
+                        n_msgs,
+                        offset,
+                        0,
+                        &format!("{}: {e}", path.display()),
+                    );
                     std::thread::sleep(IDLE);
                 }
             }
@@ -211,7 +217,13 @@ pub fn read_streams(path: &Path, max_line: usize, router: &mut Router) -> io::Re
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => {
-                        router.report("accept_error", 0, 0, 0, &format!("{}: {e}", path.display()));
+                        router.report(
+                            crate::metrics::events::Kind::AcceptError,
+                            0,
+                            0,
+                            0,
+                            &format!("{}: {e}", path.display()),
+                        );
                         break;
                     }
                 }
@@ -234,7 +246,7 @@ pub fn read_streams(path: &Path, max_line: usize, router: &mut Router) -> io::Re
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => {
                         router.report(
-                            "read_error",
+                            crate::metrics::events::Kind::ReadError,
                             c.framer.line_no,
                             c.framer.position(),
                             0,

@@ -20,6 +20,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::Router;
 use super::checkpoint::{Progress, Watermarks};
+use crate::metrics::events::Kind;
 
 /// Where a Kafka input reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,7 +89,7 @@ struct Shared {
     resume: BTreeMap<i32, i64>,
     /// Reports made in the callbacks, for the loop to send: (problem or information, kind,
     /// message).
-    reports: Vec<(bool, &'static str, String)>,
+    reports: Vec<(Kind, String)>,
 }
 
 /// The consumer's context: commits what is safe when partitions are taken away, and learns
@@ -143,16 +144,14 @@ impl ConsumerContext for Ctx {
             .collect();
         sh.reports.push(match r {
             Ok(()) => (
-                false,
-                "kafka_revoked",
+                Kind::KafkaRevoked,
                 format!(
                     "partitions {revoked:?} revoked; committed before giving them up: [{}]",
                     kept.join(", ")
                 ),
             ),
             Err(e) => (
-                true,
-                "kafka_commit_error",
+                Kind::KafkaCommitError,
                 format!("partitions {revoked:?} revoked; committing their offsets failed: {e}"),
             ),
         });
@@ -174,8 +173,7 @@ impl ConsumerContext for Ctx {
                 }
             }
             Err(e) => sh.reports.push((
-                true,
-                "kafka_error",
+                Kind::KafkaError,
                 format!("reading the committed offsets of the assigned partitions: {e}"),
             )),
         }
@@ -246,7 +244,7 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
     }
     let mut last_commit = Instant::now();
     let mut idle = false;
-    let report = |router: &Router, what: &str, e: String| {
+    let report = |router: &Router, what: Kind, e: String| {
         router.report(what, 0, 0, 0, &format!("kafka://{}/{}: {e}", spec.brokers, spec.topic));
     };
     let shared = &consumer.context().shared;
@@ -254,8 +252,8 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
     while !router.stopping() {
         let polled = consumer.poll(Duration::from_millis(100));
         // Reports made by the rebalance callbacks during the poll.
-        for (problem, what, msg) in std::mem::take(&mut lock().reports) {
-            if problem {
+        for (what, msg) in std::mem::take(&mut lock().reports) {
+            if what.level() == "error" {
                 report(router, what, msg);
             } else {
                 router.info(what, &format!("kafka://{}/{}: {msg}", spec.brokers, spec.topic));
@@ -278,7 +276,7 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
                 {
                     report(
                         router,
-                        "kafka_gap",
+                        Kind::KafkaGap,
                         format!(
                             "partition {p}: resuming at the committed offset {want}, the broker delivered offset {} first ({} messages skipped)",
                             m.offset(),
@@ -288,7 +286,7 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
                 }
                 sh.progress.note(router.seq(), (p, m.offset() + 1), |last| last.0 == p);
             }
-            Some(Err(e)) => report(router, "kafka_error", e.to_string()),
+            Some(Err(e)) => report(router, Kind::KafkaError, e.to_string()),
             None => {
                 if !idle {
                     router.flush();
@@ -300,7 +298,7 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
             last_commit = Instant::now();
             let safe = safe(&mut lock().progress, marks[input].load(Ordering::Acquire));
             if let Err(e) = commit(&consumer, &spec.topic, &safe, CommitMode::Async) {
-                report(router, "kafka_commit_error", e);
+                report(router, Kind::KafkaCommitError, e);
             }
         }
     }
@@ -313,7 +311,7 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
     }
     let safe = safe(&mut lock().progress, marks[input].load(Ordering::Acquire));
     if let Err(e) = commit(&consumer, &spec.topic, &safe, CommitMode::Sync) {
-        report(router, "kafka_commit_error", e);
+        report(router, Kind::KafkaCommitError, e);
     }
     Ok(())
 }

@@ -103,7 +103,7 @@ impl Router {
 
     /// Reports a problem with a line to `{log}` and stderr, rate-limited per kind (see
     /// `metrics::limit`).
-    pub fn report(&self, kind: &str, line_no: u64, offset: u64, len: usize, msg: &str) {
+    pub fn report(&self, kind: crate::metrics::events::Kind, line_no: u64, offset: u64, len: usize, msg: &str) {
         use crate::lua::json::write_str;
         let mut ended = None;
         let allowed = self.limiter.borrow_mut().allow(kind, &mut ended);
@@ -114,10 +114,7 @@ impl Router {
             return;
         }
         let mut o = Vec::with_capacity(160);
-        o.extend_from_slice(b"{\"time\":");
-        write_str(&mut o, crate::metrics::utc_now().as_bytes());
-        o.extend_from_slice(b",\"level\":\"error\",\"kind\":");
-        write_str(&mut o, kind.as_bytes());
+        crate::metrics::events::head(kind, &mut o);
         o.extend_from_slice(b",\"input\":");
         write_str(&mut o, self.tag.as_bytes());
         o.extend_from_slice(
@@ -129,11 +126,11 @@ impl Router {
         let _ = self.diag.send(o);
     }
 
-    /// Writes an information record (`"level":"info"`) about the input to `{log}`.
-    pub fn info(&self, kind: &str, msg: &str) {
+    /// Writes a record about the input to `{log}`, not rate-limited (an information record).
+    pub fn info(&self, kind: crate::metrics::events::Kind, msg: &str) {
         let _ = self
             .diag
-            .send(crate::metrics::info_line(kind, &[("input", &self.tag)], msg));
+            .send(crate::metrics::events::line(kind, &[("input", &self.tag)], msg));
     }
 
     /// Handles one framed line (without its newline).
@@ -175,7 +172,13 @@ impl Router {
             }
             Err(e) => {
                 self.my_stats().invalid.fetch_add(1, Relaxed);
-                self.report("invalid_line", line_no, offset, raw.len(), &e.to_string());
+                self.report(
+                    crate::metrics::events::Kind::InvalidLine,
+                    line_no,
+                    offset,
+                    raw.len(),
+                    &e.to_string(),
+                );
             }
         }
     }
@@ -184,7 +187,7 @@ impl Router {
     pub fn too_long(&mut self, line_no: u64, offset: u64, len: usize, max: usize) {
         self.my_stats().too_long.fetch_add(1, Relaxed);
         self.report(
-            "line_too_long",
+            crate::metrics::events::Kind::LineTooLong,
             line_no,
             offset,
             len,

@@ -274,5 +274,9 @@ fn an_invalid_line_storm_keeps_the_log_small() {
     let size = std::fs::metadata(env.log("dragonfly-mle.log")).unwrap().len();
     assert!(size < 64 * 1024, "log of {size} bytes");
     let stats = env.stats_records();
-    assert_eq!(stats.last().unwrap()["inputs"]["eve"]["invalid"], n as u64);
+    let last = stats.last().unwrap();
+    assert_eq!(last["inputs"]["eve"]["invalid"], n as u64);
+    // Every record is counted by kind, those left out included.
+    assert_eq!(last["diagnostics"]["invalid_line"], n as u64, "{last}");
+    assert_eq!(last["diagnostics"]["suppressed"], 1, "{last}");
 }

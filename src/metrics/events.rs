@@ -1,0 +1,135 @@
+//! The engine's diagnostics, one [`Kind`] per kind of record: its name in `{log}` and its
+//! level live here and nowhere else, and every record is counted per kind
+//! (`diagnostics.<kind>` in the stats line, `dragonfly_diagnostics_total{kind}` in `/metrics`)
+//! whether it was written in full or left out by the rate limit (`limit`): the log stays
+//! small in a storm, the counts stay exact. docs/metrics.md lists the same kinds with their
+//! members.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! kinds {
+    ($($v:ident => $name:literal, $level:literal;)*) => {
+        /// A kind of diagnostic record.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Kind { $($v),* }
+
+        impl Kind {
+            /// Every kind, in the order of [`Kind::index`].
+            pub const ALL: &[Kind] = &[$(Kind::$v),*];
+
+            /// The `kind` member of its records.
+            pub fn name(self) -> &'static str {
+                match self { $(Kind::$v => $name),* }
+            }
+
+            /// The `level` member of its records (`error` or `info`).
+            pub fn level(self) -> &'static str {
+                match self { $(Kind::$v => $level),* }
+            }
+        }
+    };
+}
+
+kinds! {
+    InvalidLine => "invalid_line", "error";
+    LineTooLong => "line_too_long", "error";
+    ReadError => "read_error", "error";
+    InputMissing => "input_missing", "error";
+    InputError => "input_error", "error";
+    AcceptError => "accept_error", "error";
+    DgramQueueShort => "dgram_queue_short", "error";
+    CheckpointError => "checkpoint_error", "error";
+    CheckpointFileGone => "checkpoint_file_gone", "error";
+    KafkaError => "kafka_error", "error";
+    KafkaCommitError => "kafka_commit_error", "error";
+    KafkaGap => "kafka_gap", "error";
+    KafkaRevoked => "kafka_revoked", "info";
+    ScriptError => "script_error", "error";
+    OnError => "on_error", "error";
+    UnknownTag => "unknown_tag", "error";
+    HopLimit => "hop_limit", "error";
+    RedisLost => "redis_lost", "error";
+    RedisRestored => "redis_restored", "info";
+    RedisModule => "redis_module", "error";
+    OutputError => "output_error", "error";
+    OutputWaiting => "output_waiting", "error";
+    OutputResumed => "output_resumed", "info";
+    OutputGaveUp => "output_gave_up", "error";
+    Reload => "reload", "info";
+    ReloadError => "reload_error", "error";
+    HttpListening => "http_listening", "info";
+    HttpUnavailable => "http_unavailable", "info";
+    Privileges => "privileges", "info";
+    Suppressed => "suppressed", "error";
+}
+
+impl Kind {
+    /// Its position in [`Kind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+static COUNTS: [AtomicU64; Kind::ALL.len()] = [const { AtomicU64::new(0) }; Kind::ALL.len()];
+
+/// Counts one record of `kind` (written or left out).
+pub fn count(kind: Kind) {
+    COUNTS[kind.index()].fetch_add(1, Relaxed);
+}
+
+/// Records of each kind so far (since the process started).
+pub fn counts() -> impl Iterator<Item = (Kind, u64)> {
+    Kind::ALL.iter().map(|&k| (k, COUNTS[k.index()].load(Relaxed)))
+}
+
+/// Starts a record of `kind` (`{"time":...,"level":...,"kind":...`) in `line`, and counts it.
+pub fn head(kind: Kind, line: &mut Vec<u8>) {
+    use crate::lua::json::write_str;
+    count(kind);
+    line.extend_from_slice(b"{\"time\":");
+    write_str(line, super::utc_now().as_bytes());
+    line.extend_from_slice(b",\"level\":\"");
+    line.extend_from_slice(kind.level().as_bytes());
+    line.extend_from_slice(b"\",\"kind\":\"");
+    line.extend_from_slice(kind.name().as_bytes());
+    line.push(b'"');
+}
+
+/// A whole record of `kind`: string members `fields`, then `message`.
+pub fn line(kind: Kind, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
+    use crate::lua::json::write_str;
+    let mut line = Vec::with_capacity(128);
+    head(kind, &mut line);
+    for (k, v) in fields {
+        line.push(b',');
+        write_str(&mut line, k.as_bytes());
+        line.push(b':');
+        write_str(&mut line, v.as_bytes());
+    }
+    line.extend_from_slice(b",\"message\":");
+    write_str(&mut line, message.as_bytes());
+    line.push(b'}');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_named_once_and_records_counted() {
+        let mut names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Kind::ALL.len(), "a name used twice");
+        assert!(Kind::ALL.iter().enumerate().all(|(i, k)| k.index() == i));
+        let before = counts().find(|(k, _)| *k == Kind::HopLimit).unwrap().1;
+        let l = line(Kind::HopLimit, &[("script", "a")], "m");
+        let v: serde_json::Value = serde_json::from_slice(&l).unwrap();
+        assert_eq!(
+            (v["level"].as_str(), v["kind"].as_str(), v["script"].as_str()),
+            (Some("error"), Some("hop_limit"), Some("a"))
+        );
+        assert!(counts().find(|(k, _)| *k == Kind::HopLimit).unwrap().1 > before);
+    }
+}
