@@ -280,3 +280,56 @@ fn an_invalid_line_storm_keeps_the_log_small() {
     assert_eq!(last["diagnostics"]["invalid_line"], n as u64, "{last}");
     assert_eq!(last["diagnostics"]["suppressed"], 1, "{last}");
 }
+
+/// `/health` answers 503 naming the output while it cannot deliver, and 200 once it does.
+#[test]
+fn health_reports_an_output_that_cannot_deliver() {
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("late.sock");
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.config(&format!(
+        "inputs = {{ {{ tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
+         outputs = {{ {{ tag = \"out\", uri = \"ipc+stream://{}\" }} }}\n",
+        sock.display()
+    ));
+    let lines: Vec<String> = (0..100).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let run = env.dir.path().join("run");
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0", "--run-dir", run.to_str().unwrap()]);
+    let addr = crate::ops::http_address(&env);
+    wait_until(
+        Duration::from_secs(30),
+        "output_waiting",
+        || !env.log_records_of("output_waiting").is_empty(),
+        String::new,
+    );
+    let health = || {
+        let (code, body) = crate::ops::request(&addr, "GET", "/health");
+        (code, String::from_utf8_lossy(&body).to_string())
+    };
+    let (code, body) = health();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("output out: failing ("), "{body}");
+    // The held count is refreshed at each flush (100 ms).
+    wait_until(
+        Duration::from_secs(5),
+        "100 records held",
+        || health().1.contains("output out: failing (100 records held"),
+        || health().1,
+    );
+    let listener = UnixListener::bind(&sock).unwrap();
+    let reader = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        BufReader::new(s).lines().take(100).count()
+    });
+    assert_eq!(reader.join().unwrap(), 100);
+    wait_until(
+        Duration::from_secs(10),
+        "/health 200",
+        || health().0 == 200,
+        || health().1,
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+}

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::util::*;
 
 /// The address the engine's HTTP endpoint reported in `{log}`.
-fn http_address(env: &Env) -> String {
+pub(crate) fn http_address(env: &Env) -> String {
     let mut addr = String::new();
     wait_until(
         Duration::from_secs(30),
@@ -29,7 +29,7 @@ fn http_address(env: &Env) -> String {
 }
 
 /// Sends a raw request (the target is not normalised) and returns (status, body).
-fn request(addr: &str, method: &str, target: &str) -> (u16, Vec<u8>) {
+pub(crate) fn request(addr: &str, method: &str, target: &str) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(addr).expect("connect to the endpoint");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
