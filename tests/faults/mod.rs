@@ -333,3 +333,30 @@ fn health_reports_an_output_that_cannot_deliver() {
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(30)).assert_success();
 }
+
+/// A datagram output whose socket is bound 1 s late, and whose reader is slower than the
+/// engine: every event arrives, one datagram each, in order.
+#[test]
+fn a_datagram_output_waits_for_its_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let n = 5000;
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("out.dgram");
+    let env = env_with_output(&format!("ipc://{}", sock.display()), "", "", n);
+    let mut engine = env.spawn(&[]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let rx = UnixDatagram::bind(&sock).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while got.len() < n {
+        let k = rx.recv(&mut buf).unwrap();
+        got.push(buf[..k].to_vec());
+        if got.len() % 1000 == 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let out = engine.wait(RUN_TIMEOUT);
+    out.assert_success();
+    check_in_order(&got, n);
+    assert_eq!(out.summary().written, n as u64);
+}
