@@ -517,10 +517,20 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
     // drains the running one and builds the next (see `reconfig`).
     let mut carry = crate::reconfig::Carry::default();
     let mut cfg = cfg;
-    while let Some(next) = run_pipeline(opts, &cfg, &sig, &mut carry)? {
-        cfg = next;
-        carry.generation += 1;
+    loop {
+        match run_pipeline(opts, &cfg, &sig, &mut carry) {
+            Ok(Some(next)) => {
+                cfg = next;
+                carry.generation += 1;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                carry.stop_workers();
+                return Err(e);
+            }
+        }
     }
+    carry.stop_workers();
     Ok(Summary {
         read: carry.read,
         written: carry.written,
@@ -597,10 +607,15 @@ fn run_pipeline(
     // Thread plan: readers first on the CPU list, then workers.
     let cpus = opts.cores.clone().unwrap_or_else(pin::available);
     let n_inputs = cfg.inputs.len();
-    let shards = opts
-        .shards
-        .unwrap_or_else(|| cpus.len().saturating_sub(n_inputs).max(1))
-        .max(1);
+    // The workers (and their Lua states) outlive a rebuild: their number is the first
+    // pipeline's.
+    let shards = match carry.workers.len() {
+        0 => opts
+            .shards
+            .unwrap_or_else(|| cpus.len().saturating_sub(n_inputs).max(1))
+            .max(1),
+        n => n,
+    };
     let cpu_for = |slot: usize| pin::placement(&cpus, n_inputs + shards, slot, opts.no_pin);
 
     let input_tags: Vec<String> = cfg.inputs.iter().map(|i| i.tag.clone()).collect();
@@ -685,7 +700,6 @@ fn run_pipeline(
     let (filters, analyzers) = script_specs(cfg);
     let reload = Arc::new(crate::shard::worker::Reload::default());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let mut workers = Vec::new();
     for (w, io) in worker_ios.into_iter().enumerate() {
         let spec = WorkerSpec {
             index: w,
@@ -706,11 +720,23 @@ fn run_pipeline(
         };
         let st = Arc::clone(&stats);
         let tx = ready_tx.clone();
-        workers.push(
-            std::thread::Builder::new()
-                .name(format!("dfm-worker-{w}"))
-                .spawn(move || crate::shard::worker::run(spec, io, st, tx))?,
-        );
+        if let Some((_, next)) = carry.workers.get(w) {
+            let n = crate::shard::worker::NextPipeline {
+                spec,
+                io,
+                stats: st,
+                ready: tx,
+            };
+            if next.send(n).is_err() {
+                bail!("worker {w} has stopped");
+            }
+            continue;
+        }
+        let (next_tx, next_rx) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name(format!("dfm-worker-{w}"))
+            .spawn(move || crate::shard::worker::run(spec, io, st, tx, next_rx))?;
+        carry.workers.push((handle, next_tx));
     }
     drop(ready_tx);
     let mut startup_error = None;
@@ -727,9 +753,7 @@ fn run_pipeline(
     }
     if let Some(e) = startup_error {
         drop(reader_ios);
-        for w in workers {
-            let _ = w.join();
-        }
+        carry.stop_workers();
         let _ = writer.join();
         bail!("{e}");
     }
@@ -904,9 +928,7 @@ fn run_pipeline(
     }
     readers_done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = control.join();
-    for w in workers {
-        let _ = w.join();
-    }
+    // The workers end this pipeline (and wait for the next one); the writer ends once all have.
     let _ = writer.join();
     drop(status);
     dropped?;

@@ -6,7 +6,8 @@
 //! readers stop at a line boundary (tail checkpoints saved, `file://` positions kept, Kafka
 //! offsets committed), every event read is processed and written, and the pipeline is built
 //! again from the new configuration, where each kept input resumes exactly where it stopped.
-//! Nothing is lost and nothing is written twice.
+//! The worker threads stay and keep the Lua states of unchanged scripts. Nothing is lost and
+//! nothing is written twice.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -34,6 +35,22 @@ pub struct Carry {
     pub output_errors: u64,
     pub dropped: u64,
     pub missing_inputs: Vec<String>,
+    /// The worker threads, which outlive a rebuild with their Lua states, and where each is
+    /// sent its next pipeline.
+    pub workers: Vec<(
+        std::thread::JoinHandle<()>,
+        std::sync::mpsc::Sender<crate::shard::worker::NextPipeline>,
+    )>,
+}
+
+impl Carry {
+    /// Tells the workers there is no next pipeline, and waits for them to close their states.
+    pub fn stop_workers(&mut self) {
+        for (handle, next) in self.workers.drain(..) {
+            drop(next);
+            let _ = handle.join();
+        }
+    }
 }
 
 /// Settings a running engine cannot change (a restart applies them).

@@ -126,6 +126,7 @@ impl Script {
             pipeline: spec.pipeline.max(1),
             spare_threads: Vec::new(),
             on_error: OnErrorAction::Drop,
+            source_hash: source_hash(src),
         };
         // SAFETY: a fresh state, used only on this thread and closed by `Drop`.
         unsafe {
@@ -329,6 +330,126 @@ impl WorkerCtx {
             done += 1;
         }
         (done, errors)
+    }
+}
+
+/// A hash of a script's text.
+pub fn source_hash(src: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    src.hash(&mut h);
+    h.finish()
+}
+
+impl WorkerCtx {
+    /// Takes the configuration of a rebuilt pipeline (a reload that changed config.lua), between
+    /// two pipelines, when no event is in flight: the new tags, and the scripts. A script whose
+    /// entry (`old` spec) and text are unchanged keeps its state, with its Lua data and its
+    /// pending timer; the others are opened and set up; those no longer configured are closed.
+    /// The counters start again (the new pipeline's stats start from 0). Returns how many
+    /// states were kept.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reconfigure(
+        &mut self,
+        input_tags: Vec<String>,
+        analyzer_tags: Vec<String>,
+        output_tags: Vec<String>,
+        ordered: bool,
+        old: (&[ScriptSpec], &[ScriptSpec]),
+        filters: &[ScriptSpec],
+        analyzers: &[ScriptSpec],
+    ) -> Result<usize, String> {
+        let mut old_filters: Vec<Option<Script>> = std::mem::take(&mut self.filters).into_iter().map(Some).collect();
+        let mut old_analyzers: Vec<Option<Script>> =
+            std::mem::take(&mut self.analyzers).into_iter().map(Some).collect();
+        let old_timers = std::mem::take(&mut self.timers);
+        let n_inputs = input_tags.len();
+        self.input_tags = input_tags;
+        self.analyzer_tags = analyzer_tags;
+        self.output_tags = output_tags;
+        self.ordered = ordered;
+        self.outs = (0..=n_inputs)
+            .map(|i| crate::shard::OutBatch {
+                input: if i == n_inputs {
+                    crate::shard::NO_INPUT
+                } else {
+                    i as u32
+                },
+                ..Default::default()
+            })
+            .collect();
+        self.counters = Default::default();
+        self.timers = vec![None; analyzers.len()];
+        if let Some(l) = self.lat.as_mut() {
+            **l = super::WorkerLatency::new(filters.len() + analyzers.len());
+        }
+        let mut kept = 0;
+        let mut fresh = Vec::new();
+        for (role, specs, olds, old_specs) in [
+            (Role::Filter, filters, &mut old_filters, old.0),
+            (Role::Analyzer, analyzers, &mut old_analyzers, old.1),
+        ] {
+            for (i, spec) in specs.iter().enumerate() {
+                let text = std::fs::read(crate::privilege::host_path(&spec.path)).ok();
+                let same = old_specs.iter().enumerate().position(|(j, o)| {
+                    o == spec
+                        && olds[j]
+                            .as_ref()
+                            .is_some_and(|s| text.as_deref().is_some_and(|t| source_hash(t) == s.source_hash))
+                });
+                let s = match same.and_then(|j| olds[j].take().map(|s| (j, s))) {
+                    Some((j, mut s)) => {
+                        kept += 1;
+                        (s.calls, s.errors, s.out) = (0, 0, 0);
+                        if role == Role::Analyzer
+                            && let Some(t) = old_timers.get(j).copied().flatten()
+                        {
+                            self.timers[i] = Some(t);
+                        }
+                        s
+                    }
+                    None => {
+                        self.cur_script = (role, i as u32);
+                        let settings = self.state_settings;
+                        let src = text.ok_or_else(|| format!("{}: cannot be read", spec.path.display()))?;
+                        let s = self
+                            .run_script(|| Script::open_source(spec, &src, settings))
+                            .map_err(|e| {
+                                format!("{} ({}): {}: {e}", script_key(role, i), spec.tag, spec.path.display())
+                            })?;
+                        fresh.push((role, i));
+                        s
+                    }
+                };
+                match role {
+                    Role::Filter => self.filters.push(s),
+                    Role::Analyzer => self.analyzers.push(s),
+                }
+            }
+        }
+        // Indexes of analyzers and outputs may have moved: every script's on_error again.
+        for (i, spec) in filters.iter().enumerate() {
+            self.filters[i].on_error = self.on_error_action(spec);
+        }
+        for (i, spec) in analyzers.iter().enumerate() {
+            self.analyzers[i].on_error = self.on_error_action(spec);
+        }
+        // Timers of analyzers closed now are gone with their states.
+        self.timers_pending = self.timers.iter().flatten().count() as u64;
+        let gone: Vec<Script> = old_filters.into_iter().chain(old_analyzers).flatten().collect();
+        self.lend(move || drop(gone));
+        for (role, i) in fresh {
+            self.cur_script = (role, i as u32);
+            let l = self.state(role, i as u32);
+            let spec = if role == Role::Filter {
+                &filters[i]
+            } else {
+                &analyzers[i]
+            };
+            self.run_setup(l)
+                .map_err(|e| format!("{} ({}): {}: {e}", script_key(role, i), spec.tag, spec.path.display()))?;
+        }
+        Ok(kept)
     }
 }
 

@@ -12,7 +12,7 @@ pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 
 /// What every script state of a worker is opened with (config.lua's `script_memory_mb` and
 /// `number_precision`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StateSettings {
     /// Memory limit during script time (bytes).
     pub memory_limit: usize,
@@ -38,7 +38,7 @@ pub enum Role {
 }
 
 /// What is needed to open one script.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ScriptSpec {
     pub role: Role,
     pub tag: String,
@@ -92,6 +92,8 @@ pub struct Script {
     pub spare_threads: Vec<c_int>,
     /// What happens to an event whose `loop()` raised.
     pub on_error: OnErrorAction,
+    /// A hash of the text it was loaded from (a rebuilt pipeline keeps an unchanged script).
+    pub source_hash: u64,
 }
 
 impl Drop for Script {

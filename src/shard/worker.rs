@@ -212,9 +212,26 @@ impl Gate {
     }
 }
 
-/// Runs a worker until every input ring is closed and empty. `ready` receives the outcome
-/// of loading the scripts and running their `setup()`.
-pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+/// What a worker needs for the next pipeline, after a reload rebuilt it: its rings, the new
+/// configuration's scripts and tags, the new pipeline's stats, and where to say it is ready.
+pub struct NextPipeline {
+    pub spec: WorkerSpec,
+    pub io: WorkerIo,
+    pub stats: Arc<Stats>,
+    pub ready: std::sync::mpsc::Sender<Result<(), String>>,
+}
+
+/// Runs a worker: each pipeline until every input ring is closed and empty, then, while the
+/// engine sends one, the next pipeline (a reload that rebuilt it) with the same Lua states for
+/// the scripts it keeps. `ready` receives the outcome of loading the scripts and running their
+/// `setup()`.
+pub fn run(
+    spec: WorkerSpec,
+    io: WorkerIo,
+    stats: Arc<Stats>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+    next: std::sync::mpsc::Receiver<NextPipeline>,
+) {
     if let Some(cpu) = &spec.cpu {
         super::pin::pin_current(cpu);
     }
@@ -241,8 +258,46 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
         return;
     }
     c.run_setup_calls();
+    let (mut spec, mut io, mut stats) = (spec, io, stats);
+    loop {
+        run_pipeline(&mut c, &spec, &mut io, &stats);
+        // The writer sees this pipeline's end once the rings are dropped.
+        drop(io);
+        let Ok(n) = next.recv() else { break };
+        // States opened with other settings (memory limit, number precision) are not kept.
+        let same_settings = n.spec.state == spec.state;
+        c.set_state_settings(n.spec.state);
+        let none: &[crate::lua::ScriptSpec] = &[];
+        let old = if same_settings {
+            (&spec.filters[..], &spec.analyzers[..])
+        } else {
+            (none, none)
+        };
+        let r = c.reconfigure(
+            n.spec.input_tags.clone(),
+            n.spec.analyzer_tags.clone(),
+            n.spec.output_tags.clone(),
+            n.spec.ordered,
+            old,
+            &n.spec.filters,
+            &n.spec.analyzers,
+        );
+        let ok = r.is_ok();
+        let _ = n.ready.send(r.map(drop));
+        (spec, io, stats) = (n.spec, n.io, n.stats);
+        if !ok {
+            break;
+        }
+        c.run_setup_calls();
+    }
+    GATE.leave();
+    c.close();
+}
+
+/// One pipeline's events, until every input ring is closed and empty.
+fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: &Stats) {
     // Records written by setup() go out at once.
-    send_all(&mut c, &mut io);
+    send_all(c, io);
     // Events run together when an analyzer pipelines its Redis commands.
     let window = c.max_pipeline();
     let mut backoff = Backoff::default();
@@ -253,13 +308,13 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
         let g = spec.reload.generation.load(std::sync::atomic::Ordering::Acquire);
         if g != generation {
             generation = g;
-            let (d, e) = apply_reload(&mut c, &spec, g);
+            let (d, e) = apply_reload(c, spec, g);
             reloads += d;
             reload_errors += e;
             stats.workers[spec.index].reloads.store(reloads, Relaxed);
             stats.workers[spec.index].reload_errors.store(reload_errors, Relaxed);
             let last = c.outs.len() - 1;
-            send(&mut c, &mut io, last);
+            send(c, io, last);
         }
         let mut got = false;
         for input in 0..io.inputs.len() {
@@ -276,19 +331,19 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
                 c.tune_gc();
                 let o = &c.outs[input];
                 if o.data.len() >= OUT_BATCH_BYTES || o.recs.len() >= OUT_BATCH_RECS {
-                    send(&mut c, &mut io, input);
+                    send(c, io, input);
                 }
                 let last = c.outs.len() - 1;
                 if !c.outs[last].recs.is_empty() {
-                    send(&mut c, &mut io, last);
+                    send(c, io, last);
                 }
-                publish(&mut c, &stats, spec.index, &io);
+                publish(c, stats, spec.index, io);
             }
         }
         if c.timers_pending > 0 {
             c.run_timers();
             let last = c.outs.len() - 1;
-            send(&mut c, &mut io, last);
+            send(c, io, last);
         }
         if got {
             backoff.reset();
@@ -296,8 +351,8 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
         }
         // Idle: hand out what is pending so that low rates still see their results promptly.
         c.flush_reports(false);
-        send_all(&mut c, &mut io);
-        publish(&mut c, &stats, spec.index, &io);
+        send_all(c, io);
+        publish(c, stats, spec.index, io);
         if io.inputs.iter().all(|(rx, _)| rx.is_abandoned() && rx.is_empty()) {
             break;
         }
@@ -305,11 +360,9 @@ pub fn run(spec: WorkerSpec, mut io: WorkerIo, stats: Arc<Stats>, ready: std::sy
     }
     c.report_redis_outages();
     c.flush_reports(true);
-    send_all(&mut c, &mut io);
-    publish(&mut c, &stats, spec.index, &io);
-    GATE.leave();
+    send_all(c, io);
+    publish(c, stats, spec.index, io);
     if let Some(l) = c.lat.as_mut() {
-        l.merge_into(&stats);
+        l.merge_into(stats);
     }
-    c.close();
 }
