@@ -58,10 +58,12 @@ impl Sink {
         }
     }
 
-    /// The records a file or socket output holds (the others keep no such buffer).
+    /// The records a file (plain or gzip) or socket output holds (the others keep no such
+    /// buffer).
     pub fn held(&self) -> Option<&Held> {
         match self {
             Sink::File(s) => Some(&s.held),
+            Sink::Zfile(s) => Some(&s.held),
             Sink::Ipc(s) => Some(&s.held),
             _ => None,
         }
@@ -70,6 +72,7 @@ impl Sink {
     pub fn held_mut(&mut self) -> Option<&mut Held> {
         match self {
             Sink::File(s) => Some(&mut s.held),
+            Sink::Zfile(s) => Some(&mut s.held),
             Sink::Ipc(s) => Some(&mut s.held),
             _ => None,
         }
@@ -79,6 +82,7 @@ impl Sink {
     fn has_news(&self) -> bool {
         match self {
             Sink::File(s) => s.held.has_delivered(),
+            Sink::Zfile(s) => s.held.has_delivered(),
             Sink::Ipc(s) => s.held.has_delivered() || s.has_rejected(),
             _ => false,
         }

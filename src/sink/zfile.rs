@@ -1,63 +1,102 @@
 //! `zfile://` output: like `file://`, gzip-compressed (the original's zfile output was never
-//! finished). Appending adds a gzip member, which gzip readers treat as one stream; each
-//! flush ends a deflate block, so what is on disk is always readable up to the last flush.
+//! finished). Records are held as `file://` holds them (see `held`); each delivery (every
+//! 100 ms or 256 KiB) appends one complete gzip member, which gzip readers treat as one
+//! stream with the others, so the file is always a valid gzip file up to its end. A delivery
+//! that fails part way (disk full, file size limit) is cut off again, whole: the file never
+//! holds a partial member, and the records stay held for the next attempt.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Seek, Write};
 use std::path::PathBuf;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
+use super::held::Held;
+
+/// Held bytes that make the sink deliver without waiting for the next flush.
+const WRITE_AT: usize = 256 * 1024;
+
 /// A gzip file sink.
 pub struct ZfileSink {
     pub path: PathBuf,
-    out: Option<GzEncoder<BufWriter<File>>>,
+    out: Option<File>,
+    pub held: Held,
+    /// The last delivery failed.
+    failing: bool,
+    /// The compressed member being written, reused.
+    member: Vec<u8>,
 }
 
 impl ZfileSink {
     pub fn open(path: PathBuf, truncate: bool) -> io::Result<ZfileSink> {
         super::file::create_parent(&path)?;
-        let out = Some(Self::encoder(&path, truncate)?);
-        Ok(ZfileSink { path, out })
+        let out = Some(super::file::open_file(&path, truncate)?);
+        Ok(ZfileSink {
+            path,
+            out,
+            held: Held::default(),
+            failing: false,
+            member: Vec::new(),
+        })
     }
 
-    fn encoder(path: &std::path::Path, truncate: bool) -> io::Result<GzEncoder<BufWriter<File>>> {
-        let f = super::file::open_file(path, truncate)?;
-        Ok(GzEncoder::new(
-            BufWriter::with_capacity(256 * 1024, f),
-            Compression::fast(),
-        ))
-    }
-
+    /// Takes one record (ending with its newline).
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match &mut self.out {
-            Some(w) => w.write_all(bytes),
-            None => Err(io::Error::other("output is closed")),
+        self.held.push(bytes);
+        if self.held.len() >= WRITE_AT && !self.failing {
+            return self.flush();
         }
+        Ok(())
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
-        match &mut self.out {
-            Some(w) => w.flush(),
-            None => Ok(()),
-        }
+        let r = self.deliver();
+        self.failing = r.is_err();
+        r
     }
 
-    /// Writes the gzip trailer (at exit).
+    /// Compresses what is held into one gzip member and appends it, or nothing at all.
+    fn deliver(&mut self) -> io::Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let Some(f) = self.out.as_mut() else {
+            return Err(io::Error::other("output is closed"));
+        };
+        let mut gz = GzEncoder::new(std::mem::take(&mut self.member), Compression::fast());
+        gz.write_all(&self.held.buf)?;
+        self.member = gz.finish()?;
+        let before = f.metadata()?.len();
+        let r = f.write_all(&self.member);
+        self.member.clear();
+        if let Err(e) = r {
+            // A truncating output writes at its position: both move back.
+            f.set_len(before)
+                .and_then(|()| f.seek(io::SeekFrom::Start(before)).map(drop))
+                .map_err(|t| {
+                    io::Error::new(t.kind(), format!("{e}; cutting off the partial member failed too: {t}"))
+                })?;
+            return Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())));
+        }
+        self.held.sent = self.held.len();
+        self.held.settle();
+        Ok(())
+    }
+
+    /// At exit: delivers what is held.
     pub fn close(&mut self) -> io::Result<()> {
-        match self.out.take() {
-            Some(w) => w.finish()?.flush(),
-            None => Ok(()),
-        }
+        self.flush()
     }
 
-    /// Closes the file, renames it to `<path>.<YYYYMMDD.HHMMSS>` (UTC) and starts a new one.
+    /// Renames the file to `<path>.<YYYYMMDD.HHMMSS>` (UTC) and starts a new one; what cannot
+    /// be written now stays held and goes to the new file.
     pub fn rotate(&mut self) -> io::Result<PathBuf> {
-        self.close()?;
-        let target = super::file::rotated_name(&self.path);
-        std::fs::rename(&self.path, &target)?;
-        self.out = Some(Self::encoder(&self.path, false)?);
+        let _ = self.flush();
+        let path = crate::privilege::host_path(&self.path).into_owned();
+        let target = super::file::rotated_name(&path);
+        std::fs::rename(&path, &target)?;
+        self.out = Some(super::file::open_file(&path, false)?);
         Ok(target)
     }
 }
