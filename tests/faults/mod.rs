@@ -149,16 +149,6 @@ fn drop_when_full_drops_and_counts() {
     assert_eq!((w, e, d), (s.written, s.output_errors, s.dropped));
 }
 
-fn set_fsize(pid: libc::pid_t, bytes: u64) {
-    let lim = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: prlimit(2) with a valid rlimit and no old-limit pointer.
-    let r = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
-    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
-}
-
 /// The lines of an output file, decompressed for `zfile://` (which must be a valid gzip
 /// file, every member complete, at any time).
 fn read_output(path: &std::path::Path, gz: bool) -> Vec<u8> {
@@ -180,22 +170,7 @@ fn full_disk(uri: &str, name: &str, gz: bool) {
     let env = env_with_output(uri, "", "", n);
     let limit = if gz { 24 * 1024 } else { 300 * 1024 };
     let mut cmd = env.command(&[]);
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: only setrlimit(2) runs between fork and exec, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                let lim = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: libc::RLIM_INFINITY,
-                };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
+    with_file_size_limit(&mut cmd, limit);
     let mut engine = spawn_in(cmd, env.dir.path(), "fsize");
     let out_path = env.log(name);
     wait_until(
@@ -218,7 +193,7 @@ fn full_disk(uri: &str, name: &str, gz: bool) {
     let partial = split_lines(&bytes);
     assert!(partial.len() < n);
     check_in_order(&partial, partial.len());
-    set_fsize(engine.child.id() as libc::pid_t, libc::RLIM_INFINITY);
+    lift_file_size_limit(engine.child.id() as libc::pid_t);
     let out = engine.wait(RUN_TIMEOUT);
     out.assert_success();
     check_in_order(&split_lines(&read_output(&out_path, gz)), n);

@@ -6,20 +6,6 @@ use std::time::Duration;
 
 use crate::util::*;
 
-fn event(i: usize) -> String {
-    format!(
-        "{{\"timestamp\":\"2024-03-01T12:00:00.{:06}+0000\",\"event_type\":\"flow\",\"src_ip\":\"10.0.0.{}\",\"src_port\":{},\"dest_ip\":\"10.1.0.1\",\"dest_port\":443,\"proto\":\"TCP\",\"n\":{i}}}",
-        i % 1_000_000,
-        i % 250,
-        1024 + i % 5000
-    )
-}
-
-fn lines(from: usize, to: usize) -> Vec<u8> {
-    let l: Vec<String> = (from..to).map(event).collect();
-    join_lines(&l)
-}
-
 /// A tail input, one pass-through analyzer writing to `default_output`, the outputs given.
 fn config(default_output: &str, outputs: &str, extra: &str) -> String {
     format!(
@@ -46,7 +32,7 @@ fn a_reload_applies_a_new_output_without_losing_or_repeating_events() {
     let run = env.dir.path().join("run").to_string_lossy().into_owned();
     let out = "{ tag = \"out\", uri = \"file://out.json<\" }";
     env.config(&config("out", out, ""));
-    env.write_log("in.json", &lines(0, 2000));
+    env.write_log("in.json", &numbered_lines(0, 2000));
     let mut engine = env.spawn(&["--run-dir", &run, "--shards", "2"]);
     wait_until(
         Duration::from_secs(60),
@@ -61,7 +47,7 @@ fn a_reload_applies_a_new_output_without_losing_or_repeating_events() {
             for k in 0..20 {
                 let from = 2000 + k * 500;
                 let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-                std::io::Write::write_all(&mut f, &lines(from, from + 500)).unwrap();
+                std::io::Write::write_all(&mut f, &numbered_lines(from, from + 500)).unwrap();
                 std::thread::sleep(Duration::from_millis(50));
             }
         })
@@ -105,7 +91,7 @@ fn an_invalid_new_configuration_keeps_the_running_one() {
     let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
     let out = "{ tag = \"out\", uri = \"file://out.json<\" }";
     env.config(&config("out", out, ""));
-    env.write_log("in.json", &lines(0, 1000));
+    env.write_log("in.json", &numbered_lines(0, 1000));
     let mut engine = env.spawn(&["--run-dir", &env.dir.path().join("run").to_string_lossy()]);
     wait_until(
         Duration::from_secs(60),
@@ -125,7 +111,7 @@ fn an_invalid_new_configuration_keeps_the_running_one() {
     let msg = e[0]["message"].as_str().unwrap();
     assert!(msg.contains("stats_intervall") && msg.contains("did you mean"), "{msg}");
     assert!(msg.contains("the running one stays"), "{msg}");
-    env.append_log("in.json", &lines(1000, 2000));
+    env.append_log("in.json", &numbered_lines(1000, 2000));
     wait_until(
         Duration::from_secs(60),
         "2000 lines",
@@ -143,7 +129,7 @@ fn watch_reloads_changed_files_without_a_signal() {
     let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
     let out = "{ tag = \"out\", uri = \"file://out.json<\" }";
     env.config(&config("out", out, ""));
-    env.write_log("in.json", &lines(0, 100));
+    env.write_log("in.json", &numbered_lines(0, 100));
     let mut engine = env.spawn(&["--watch", "--run-dir", &env.dir.path().join("run").to_string_lossy()]);
     wait_until(
         Duration::from_secs(60),
@@ -155,17 +141,8 @@ fn watch_reloads_changed_files_without_a_signal() {
         "a.lua",
         "function setup() end\nfunction loop(msg)\n  msg.ver = 2\n  dragonfly.output_event(default_output, msg)\nend\n",
     );
-    wait_until(
-        Duration::from_secs(20),
-        "the script reload",
-        || {
-            env.log_records()
-                .iter()
-                .any(|r| r["message"].as_str().unwrap_or("").contains("scripts reloaded"))
-        },
-        || format!("{:?}", env.log_records()),
-    );
-    env.append_log("in.json", &lines(100, 200));
+    wait_log_message(&env, "scripts reloaded");
+    env.append_log("in.json", &numbered_lines(100, 200));
     wait_until(
         Duration::from_secs(60),
         "200 lines",
@@ -179,17 +156,8 @@ fn watch_reloads_changed_files_without_a_signal() {
         &format!("{out}, {{ tag = \"two\", uri = \"file://two.json<\" }}"),
         "",
     ));
-    wait_until(
-        Duration::from_secs(20),
-        "the rebuild",
-        || {
-            env.log_records()
-                .iter()
-                .any(|r| r["message"].as_str().unwrap_or("").contains("building it again"))
-        },
-        || format!("{:?}", env.log_records()),
-    );
-    env.append_log("in.json", &lines(200, 300));
+    wait_log_message(&env, "building it again");
+    env.append_log("in.json", &numbered_lines(200, 300));
     wait_until(
         Duration::from_secs(60),
         "100 lines in two.json",
@@ -210,7 +178,7 @@ fn a_rebuild_keeps_the_state_of_unchanged_scripts() {
     let env = Env::simple("tail://in.json<", counter, "", "");
     let out = "{ tag = \"out\", uri = \"file://out.json<\" }";
     env.config(&config("out", out, ""));
-    env.write_log("in.json", &lines(0, 500));
+    env.write_log("in.json", &numbered_lines(0, 500));
     let run = env.dir.path().join("run").to_string_lossy().into_owned();
     let mut engine = env.spawn(&["--run-dir", &run, "--shards", "1"]);
     wait_until(
@@ -225,19 +193,10 @@ fn a_rebuild_keeps_the_state_of_unchanged_scripts() {
         "",
     ));
     engine.signal(libc::SIGHUP);
-    wait_until(
-        Duration::from_secs(20),
-        "the rebuild",
-        || {
-            env.log_records()
-                .iter()
-                .any(|r| r["message"].as_str().unwrap_or("").contains("building it again"))
-        },
-        || format!("{:?}", env.log_records()),
-    );
+    wait_log_message(&env, "building it again");
     // Appended once the new pipeline runs (the rebuild record comes before the drain).
     std::thread::sleep(Duration::from_millis(500));
-    env.append_log("in.json", &lines(500, 1000));
+    env.append_log("in.json", &numbered_lines(500, 1000));
     wait_until(
         Duration::from_secs(60),
         "1000 lines",

@@ -8,21 +8,6 @@ use std::time::Duration;
 
 use crate::util::*;
 
-fn event(i: usize) -> String {
-    format!(
-        "{{\"timestamp\":\"2024-03-01T12:00:{:02}.{:06}+0000\",\"event_type\":\"flow\",\"src_ip\":\"10.0.0.{}\",\"src_port\":{},\"dest_ip\":\"10.1.0.1\",\"dest_port\":443,\"proto\":\"TCP\",\"n\":{i}}}",
-        (i / 1_000_000) % 60,
-        i % 1_000_000,
-        i % 250,
-        1024 + i % 5000
-    )
-}
-
-fn lines(from: usize, to: usize) -> Vec<u8> {
-    let l: Vec<String> = (from..to).map(event).collect();
-    join_lines(&l)
-}
-
 /// A tail input with a checkpoint in `run/` and an appending output (a restart adds to it).
 fn tail_env(poll_ms: u64) -> (Env, String) {
     let extra = format!("tail_poll_ms = {poll_ms}");
@@ -79,7 +64,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 #[test]
 fn a_compressed_rotation_and_a_reused_inode_are_not_confused() {
     let (env, run) = tail_env(20);
-    env.write_log("in.json", &lines(0, 10_000));
+    env.write_log("in.json", &numbered_lines(0, 10_000));
     let mut engine = env.spawn(&["--run-dir", &run]);
     stop_after(&env, &mut engine, 10_000);
     let ino = |p: &std::path::Path| {
@@ -87,18 +72,29 @@ fn a_compressed_rotation_and_a_reused_inode_are_not_confused() {
         std::fs::metadata(p).unwrap().ino()
     };
     let before = ino(&env.log("in.json"));
-    env.append_log("in.json", &lines(10_000, 15_000));
+    env.append_log("in.json", &numbered_lines(10_000, 15_000));
     std::fs::write(
         env.log("in.json.1.gz"),
         gzip(&std::fs::read(env.log("in.json")).unwrap()),
     )
     .unwrap();
     // Rewritten in place: the same inode, new content longer than the old offset.
-    env.write_log("in.json", &lines(15_000, 27_000));
+    env.write_log("in.json", &numbered_lines(15_000, 27_000));
     assert_eq!(ino(&env.log("in.json")), before, "the test needs the inode kept");
     let mut engine = env.spawn(&["--run-dir", &run]);
     stop_after(&env, &mut engine, 27_000);
     assert_each_once(&env, 27_000);
+}
+
+/// After lines 0..10,000 were read: 3,000 more, then in.json -> in.json.1 and a new file of
+/// 4,000, then .1 -> .2, in.json -> .1, and a new file of 3,000 (lines up to 20,000).
+fn rotate_twice(env: &Env) {
+    env.append_log("in.json", &numbered_lines(10_000, 13_000));
+    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+    env.write_log("in.json", &numbered_lines(13_000, 17_000));
+    std::fs::rename(env.log("in.json.1"), env.log("in.json.2")).unwrap();
+    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+    env.write_log("in.json", &numbered_lines(17_000, 20_000));
 }
 
 /// Two rotations while stopped (in.json -> .1 -> .2): the rest of .2, all of .1, then the new
@@ -106,15 +102,10 @@ fn a_compressed_rotation_and_a_reused_inode_are_not_confused() {
 #[test]
 fn two_rotations_while_stopped_are_both_read() {
     let (env, run) = tail_env(20);
-    env.write_log("in.json", &lines(0, 10_000));
+    env.write_log("in.json", &numbered_lines(0, 10_000));
     let mut engine = env.spawn(&["--run-dir", &run]);
     stop_after(&env, &mut engine, 10_000);
-    env.append_log("in.json", &lines(10_000, 13_000));
-    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
-    env.write_log("in.json", &lines(13_000, 17_000));
-    std::fs::rename(env.log("in.json.1"), env.log("in.json.2")).unwrap();
-    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
-    env.write_log("in.json", &lines(17_000, 20_000));
+    rotate_twice(&env);
     let mut engine = env.spawn(&["--run-dir", &run]);
     stop_after(&env, &mut engine, 20_000);
     assert_each_once(&env, 20_000);
@@ -124,7 +115,7 @@ fn two_rotations_while_stopped_are_both_read() {
 #[test]
 fn two_rotations_within_one_poll_are_both_read() {
     let (env, run) = tail_env(2000);
-    env.write_log("in.json", &lines(0, 10_000));
+    env.write_log("in.json", &numbered_lines(0, 10_000));
     let mut engine = env.spawn(&["--run-dir", &run]);
     wait_until(
         Duration::from_secs(60),
@@ -132,12 +123,7 @@ fn two_rotations_within_one_poll_are_both_read() {
         || env.lines("out.json").len() >= 10_000,
         String::new,
     );
-    env.append_log("in.json", &lines(10_000, 13_000));
-    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
-    env.write_log("in.json", &lines(13_000, 17_000));
-    std::fs::rename(env.log("in.json.1"), env.log("in.json.2")).unwrap();
-    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
-    env.write_log("in.json", &lines(17_000, 20_000));
+    rotate_twice(&env);
     stop_after(&env, &mut engine, 20_000);
     assert_each_once(&env, 20_000);
 }
@@ -147,7 +133,7 @@ fn two_rotations_within_one_poll_are_both_read() {
 #[test]
 fn truncation_and_regrowth_between_polls_is_seen() {
     let (env, run) = tail_env(2000);
-    env.write_log("in.json", &lines(0, 10_000));
+    env.write_log("in.json", &numbered_lines(0, 10_000));
     let mut engine = env.spawn(&["--run-dir", &run]);
     wait_until(
         Duration::from_secs(60),
@@ -155,7 +141,7 @@ fn truncation_and_regrowth_between_polls_is_seen() {
         || env.lines("out.json").len() >= 10_000,
         String::new,
     );
-    env.write_log("in.json", &lines(10_000, 25_000));
+    env.write_log("in.json", &numbered_lines(10_000, 25_000));
     stop_after(&env, &mut engine, 25_000);
     assert_each_once(&env, 25_000);
 }
@@ -167,26 +153,11 @@ fn truncation_and_regrowth_between_polls_is_seen() {
 fn a_checkpoint_never_passes_an_event_that_was_not_written() {
     let (env, run) = tail_env(20);
     let total = 6000;
-    let input = lines(0, total);
+    let input = numbered_lines(0, total);
     env.write_log("in.json", &input);
     let limit: u64 = 200 * 1024;
     let mut cmd = env.command(&["--run-dir", &run]);
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: only setrlimit(2) runs between fork and exec, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                let lim = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: libc::RLIM_INFINITY,
-                };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
+    with_file_size_limit(&mut cmd, limit);
     let mut engine = spawn_in(cmd, env.dir.path(), "fsize");
     wait_until(
         Duration::from_secs(60),

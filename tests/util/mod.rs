@@ -506,3 +506,64 @@ pub fn files_with_prefix(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// A flow event numbered `i` (member `n`), one flow per source address and port.
+pub fn numbered_event(i: usize) -> String {
+    format!(
+        "{{\"timestamp\":\"2024-03-01T12:00:{:02}.{:06}+0000\",\"event_type\":\"flow\",\"src_ip\":\"10.0.0.{}\",\"src_port\":{},\"dest_ip\":\"10.1.0.1\",\"dest_port\":443,\"proto\":\"TCP\",\"n\":{i}}}",
+        (i / 1_000_000) % 60,
+        i % 1_000_000,
+        i % 250,
+        1024 + i % 5000
+    )
+}
+
+/// The events numbered `from..to`, one per line.
+pub fn numbered_lines(from: usize, to: usize) -> Vec<u8> {
+    let l: Vec<String> = (from..to).map(numbered_event).collect();
+    join_lines(&l)
+}
+
+/// Runs `cmd` with a file size limit (RLIMIT_FSIZE) of `bytes`: a full disk, in effect (the
+/// engine ignores SIGXFSZ, so writes past it fail with EFBIG); `lift_file_size_limit` ends it.
+pub fn with_file_size_limit(cmd: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only setrlimit(2) runs between fork and exec, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Lifts the file size limit of a running process.
+pub fn lift_file_size_limit(pid: libc::pid_t) {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit(2) with a valid rlimit and no old-limit pointer.
+    let r = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Waits until a `{log}` record's message contains `text`.
+pub fn wait_log_message(env: &Env, text: &str) {
+    wait_until(
+        Duration::from_secs(20),
+        text,
+        || {
+            env.log_records()
+                .iter()
+                .any(|r| r["message"].as_str().unwrap_or("").contains(text))
+        },
+        || format!("{:?}", env.log_records()),
+    )
+}
