@@ -526,11 +526,13 @@ fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
             Ok(None) => break,
             Err(e) => {
                 carry.stop_workers();
+                carry.close_sockets();
                 return Err(e);
             }
         }
     }
     carry.stop_workers();
+    carry.close_sockets();
     Ok(Summary {
         read: carry.read,
         written: carry.written,
@@ -808,6 +810,13 @@ fn run_pipeline(
             .copied()
             .unwrap_or(0);
         let follow_from = pos_key.as_ref().and_then(|k| carry.follow_pos.get(k)).copied();
+        // A socket input the previous pipeline kept open (same tag, path and kind).
+        let sock_key = match &input.uri {
+            InputUri::Ipc { path, kind } => Some((input.tag.clone(), path.clone(), *kind)),
+            _ => None,
+        };
+        let mut kept = sock_key.as_ref().and_then(|k| carry.sockets.remove(k));
+        let rebuilding_r = Arc::clone(&rebuilding);
         readers.push(
             std::thread::Builder::new()
                 .name(format!("dfm-reader-{r}"))
@@ -817,6 +826,7 @@ fn run_pipeline(
                     }
                     let mut pos = None;
                     let mut followed = None;
+                    let mut keep = None;
                     let r = match &input.uri {
                         InputUri::File { path } if !follow => {
                             crate::source::file::read_file(path, false, start, max_line, &mut router)
@@ -847,11 +857,24 @@ fn run_pipeline(
                         InputUri::Ipc {
                             path,
                             kind: IpcKind::Datagram,
-                        } => crate::source::ipc::read_datagrams(path, &mut router),
+                        } => {
+                            let s = match kept.take() {
+                                Some(crate::source::ipc::Kept::Datagram(s)) => Some(s),
+                                _ => None,
+                            };
+                            crate::source::ipc::read_datagrams(path, &mut router, s, &rebuilding_r).map(|k| keep = k)
+                        }
                         InputUri::Ipc {
                             path,
                             kind: IpcKind::Stream,
-                        } => crate::source::ipc::read_streams(path, max_line, &mut router),
+                        } => {
+                            let s = match kept.take() {
+                                Some(crate::source::ipc::Kept::Stream(l, c)) => Some((l, c)),
+                                _ => None,
+                            };
+                            crate::source::ipc::read_streams(path, max_line, &mut router, s, &rebuilding_r)
+                                .map(|k| keep = k)
+                        }
                         InputUri::Kafka(spec) => crate::source::kafka::read_kafka(spec, r, &input_marks, &mut router)
                             .map_err(std::io::Error::other),
                     };
@@ -866,10 +889,17 @@ fn run_pipeline(
                             &format!("{}: {e}", input.uri.path().display()),
                         );
                     }
-                    (ckpt, pos_key.clone().zip(pos), pos_key.zip(followed.flatten()))
+                    (
+                        ckpt,
+                        pos_key.clone().zip(pos),
+                        pos_key.zip(followed.flatten()),
+                        sock_key.zip(keep),
+                    )
                 })?,
         );
     }
+    // Sockets of inputs the new configuration removed.
+    carry.close_sockets();
     let dropped = if first {
         drop_privileges(opts, cfg, &state_dir, n_inputs, shards, &open_count, &diag_tx)
     } else {
@@ -916,8 +946,11 @@ fn run_pipeline(
 
     let mut ckpts = Vec::new();
     for r in readers {
-        if let Ok((c, pos, followed)) = r.join() {
+        if let Ok((c, pos, followed, sock)) = r.join() {
             ckpts.extend(c);
+            if let Some((key, s)) = sock {
+                carry.sockets.insert(key, s);
+            }
             if let Some((key, p)) = pos {
                 carry.file_pos.insert(key, p);
             }

@@ -35,6 +35,8 @@ pub struct Carry {
     pub output_errors: u64,
     pub dropped: u64,
     pub missing_inputs: Vec<String>,
+    /// Socket inputs kept open for the next pipeline (by tag, path and kind).
+    pub sockets: HashMap<(String, PathBuf, crate::sink::IpcKind), crate::source::ipc::Kept>,
     /// The worker threads, which outlive a rebuild with their Lua states, and where each is
     /// sent its next pipeline.
     pub workers: Vec<(
@@ -44,6 +46,14 @@ pub struct Carry {
 }
 
 impl Carry {
+    /// Closes the sockets no pipeline took over (their inputs were removed, or the engine
+    /// ends), removing their socket files.
+    pub fn close_sockets(&mut self) {
+        for ((_, path, _), _) in self.sockets.drain() {
+            let _ = std::fs::remove_file(crate::privilege::host_path(&path));
+        }
+    }
+
     /// Tells the workers there is no next pipeline, and waits for them to close their states.
     pub fn stop_workers(&mut self) {
         for (handle, next) in self.workers.drain(..) {

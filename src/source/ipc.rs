@@ -9,6 +9,7 @@ use std::io::{self, ErrorKind};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::Router;
@@ -80,14 +81,35 @@ const BATCH: usize = 32;
 /// default; a larger one is reported as too long).
 const SLOT: usize = 256 * 1024;
 
-/// Binds `path` as a datagram socket and routes every datagram as one event until the engine
-/// stops. Datagrams are taken up to 32 at a time (`recvmmsg`).
-pub fn read_datagrams(path: &Path, router: &mut Router) -> io::Result<()> {
-    unlink_socket(path)?;
-    let sock = UnixDatagram::bind(path)?;
+/// A socket input's socket, kept open from one pipeline to the next when a reload rebuilds
+/// it: producers are never refused, datagrams sent meanwhile wait in the socket, and a stream
+/// producer stays connected with the partial line it had sent.
+pub enum Kept {
+    Datagram(UnixDatagram),
+    Stream(UnixListener, Vec<Producer>),
+}
+
+/// Binds `path` as a datagram socket (or takes the one a previous pipeline kept) and routes
+/// every datagram as one event until the engine stops. Datagrams are taken up to 32 at a time
+/// (`recvmmsg`). When the stop is for a rebuild (`rebuilding`), the socket is returned, still
+/// bound.
+pub fn read_datagrams(
+    path: &Path,
+    router: &mut Router,
+    kept: Option<UnixDatagram>,
+    rebuilding: &AtomicBool,
+) -> io::Result<Option<Kept>> {
+    let sock = match kept {
+        Some(s) => s,
+        None => {
+            unlink_socket(path)?;
+            let s = UnixDatagram::bind(path)?;
+            warn_small_queue(router);
+            set_rcvbuf(s.as_raw_fd());
+            s
+        }
+    };
     router.opened();
-    warn_small_queue(router);
-    set_rcvbuf(sock.as_raw_fd());
     sock.set_read_timeout(Some(IDLE))?;
     let fd = sock.as_raw_fd();
     let mut buf = vec![0u8; BATCH * SLOT];
@@ -164,23 +186,40 @@ pub fn read_datagrams(path: &Path, router: &mut Router) -> io::Result<()> {
         router.add_bytes(bytes);
     }
     router.flush();
+    if rebuilding.load(Relaxed) {
+        return Ok(Some(Kept::Datagram(sock)));
+    }
     let _ = std::fs::remove_file(path);
-    Ok(())
+    Ok(None)
 }
 
 /// One producer connected to a stream socket.
-struct Producer {
+pub struct Producer {
     stream: UnixStream,
     framer: Framer,
 }
 
-/// Listens on `path` and routes the lines of every connected producer until the engine stops.
-pub fn read_streams(path: &Path, max_line: usize, router: &mut Router) -> io::Result<()> {
-    unlink_socket(path)?;
-    let listener = UnixListener::bind(path)?;
+/// Listens on `path` (or takes the listener and producers a previous pipeline kept) and routes
+/// the lines of every connected producer until the engine stops. When the stop is for a
+/// rebuild (`rebuilding`), the listener and the producers, with their partial lines, are
+/// returned.
+pub fn read_streams(
+    path: &Path,
+    max_line: usize,
+    router: &mut Router,
+    kept: Option<(UnixListener, Vec<Producer>)>,
+    rebuilding: &AtomicBool,
+) -> io::Result<Option<Kept>> {
+    let (listener, mut conns) = match kept {
+        Some(k) => k,
+        None => {
+            unlink_socket(path)?;
+            let l = UnixListener::bind(path)?;
+            l.set_nonblocking(true)?;
+            (l, Vec::new())
+        }
+    };
     router.opened();
-    listener.set_nonblocking(true)?;
-    let mut conns: Vec<Producer> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     while !router.stopping() {
         fds.clear();
@@ -263,10 +302,14 @@ pub fn read_streams(path: &Path, max_line: usize, router: &mut Router) -> io::Re
             conns.swap_remove(i);
         }
     }
+    if rebuilding.load(Relaxed) {
+        router.flush();
+        return Ok(Some(Kept::Stream(listener, conns)));
+    }
     for c in &mut conns {
         c.framer.finish(router);
     }
     router.flush();
     let _ = std::fs::remove_file(path);
-    Ok(())
+    Ok(None)
 }

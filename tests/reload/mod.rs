@@ -213,3 +213,76 @@ fn a_rebuild_keeps_the_state_of_unchanged_scripts() {
     assert_eq!(counts, (1..=1000u64).collect::<Vec<_>>(), "the counter started again");
     assert_eq!(ns(&env, "out.json"), (0..1000u64).collect::<Vec<_>>());
 }
+
+/// Socket inputs keep their socket across a rebuild: a datagram producer and a stream
+/// producer sending all along are never refused, and every event arrives once, in order.
+#[test]
+fn socket_inputs_stay_open_across_a_rebuild() {
+    use std::io::Write as _;
+    use std::os::unix::net::{UnixDatagram, UnixStream};
+    let sock_dir = tempfile::tempdir().unwrap();
+    let (dpath, spath) = (sock_dir.path().join("in.dgram"), sock_dir.path().join("in.stream"));
+    let env = Env::simple("file://unused.json", ANALYZER_PASS, "", "");
+    let cfg = |outputs: &str| {
+        format!(
+            "inputs = {{ {{ tag = \"d\", uri = \"ipc://{}\", script = \"filter.lua\", default_analyzer = \"a\" }},\n\
+             {{ tag = \"s\", uri = \"ipc+stream://{}\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+             analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
+             outputs = {{ {outputs} }}\n",
+            dpath.display(),
+            spath.display()
+        )
+    };
+    let out = "{ tag = \"out\", uri = \"file://out.json<\" }";
+    env.config(&cfg(out));
+    let run = env.dir.path().join("run").to_string_lossy().into_owned();
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    wait_until(
+        Duration::from_secs(30),
+        "the sockets",
+        || dpath.exists() && spath.exists(),
+        String::new,
+    );
+    let n = 3000;
+    let producers = {
+        let (dpath, spath) = (dpath.clone(), spath.clone());
+        std::thread::spawn(move || {
+            let d = UnixDatagram::unbound().unwrap();
+            let mut s = UnixStream::connect(&spath).unwrap();
+            let mut refused = 0;
+            for i in 0..n {
+                // Even numbers by datagram, odd ones on the stream.
+                if i % 2 == 0 {
+                    if d.send_to(numbered_event(i).as_bytes(), &dpath).is_err() {
+                        refused += 1;
+                    }
+                } else if s.write_all(format!("{}\n", numbered_event(i)).as_bytes()).is_err() {
+                    refused += 1;
+                }
+                if i % 100 == 0 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            refused
+        })
+    };
+    std::thread::sleep(Duration::from_millis(150));
+    env.config(&cfg(&format!(
+        "{out}, {{ tag = \"extra\", uri = \"file://extra.json\" }}"
+    )));
+    engine.signal(libc::SIGHUP);
+    wait_log_message(&env, "building it again");
+    assert_eq!(producers.join().unwrap(), 0, "sends were refused");
+    wait_until(
+        Duration::from_secs(60),
+        "every event",
+        || env.lines("out.json").len() >= n,
+        || format!("{} lines", env.lines("out.json").len()),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    let mut got = ns(&env, "out.json");
+    got.sort_unstable();
+    assert_eq!(got, (0..n as u64).collect::<Vec<_>>(), "each event once");
+    assert!(!dpath.exists() && !spath.exists(), "socket files left behind");
+}
