@@ -1,5 +1,5 @@
 //! The `hiredis` module against a real `redis-server` started by the test (Debian package
-//! `redis-server`; `.ci/run` installs it): reply types and constants, error replies, NIL,
+//! `redis-server`; `.ci/test` installs it): reply types and constants, error replies, NIL,
 //! `command_line`, numbers as arguments, use after close, and Redis dying mid-run.
 
 use std::net::TcpListener;
@@ -43,7 +43,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (Debian package redis-server; .ci/run installs it)");
+            .expect("redis-server must be installed (Debian package redis-server; .ci/test installs it)");
         self.child = Some(child);
         let t = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {

@@ -406,7 +406,7 @@ fn python() -> String {
         }
     }
     panic!(
-        "pyarrow is needed: python3 -m venv /tmp/dfm-venv && /tmp/dfm-venv/bin/pip install pyarrow (.ci/run does it)"
+        "pyarrow is needed: python3 -m venv /tmp/dfm-venv && /tmp/dfm-venv/bin/pip install pyarrow (.ci/test does it)"
     );
 }
 

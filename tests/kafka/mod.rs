@@ -1,4 +1,4 @@
-//! Kafka through a real Kafka-protocol broker (`tansu`, in memory; `.ci/run` installs it with
+//! Kafka through a real Kafka-protocol broker (`tansu`, in memory; `.ci/test` installs it with
 //! `cargo install tansu`): 100,000 events from a topic through the engine to a topic, per-key
 //! order kept; and `kill -9` of the engine mid-run, then a restart in the same consumer group:
 //! every event arrives at least once, duplicates counted and bounded, and a static group
@@ -45,7 +45,7 @@ impl Broker {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("tansu must be installed (cargo install tansu --locked --features dynostore; .ci/run does it)");
+            .expect("tansu must be installed (cargo install tansu --locked --features dynostore; .ci/test does it)");
         let t = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(t.elapsed() < Duration::from_secs(20), "tansu did not start");

@@ -61,7 +61,7 @@ fn parse_metrics(text: &[u8]) -> Vec<(String, serde_json::Map<String, Value>, f6
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("python with prometheus_client is needed (.ci/run installs it in /tmp/dfm-venv)");
+        .expect("python with prometheus_client is needed (.ci/test installs it in /tmp/dfm-venv)");
     child.stdin.take().unwrap().write_all(text).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -465,7 +465,7 @@ fn privileges_are_dropped_after_the_sockets_are_open() {
     assert_eq!(
         unsafe { libc::geteuid() },
         0,
-        "this test checks setuid/chroot and must run as root (as .ci/run does)"
+        "this test checks setuid/chroot and must run as root (as .ci/test and .ci/run do in CI)"
     );
     let sockdir = tempfile::Builder::new().prefix("dfm").tempdir_in("/tmp").unwrap();
     let sock = sockdir.path().join("in.sock");
