@@ -330,11 +330,7 @@ fn drop_privileges(
     if let (Some(name), Some(u)) = (&opts.user, user) {
         what.push(format!("running as {name} (uid {}, gid {})", u.uid, u.gid));
     }
-    let _ = diag.send(crate::metrics::events::line(
-        crate::metrics::events::Kind::Privileges,
-        &[],
-        &what.join(", "),
-    ));
+    let _ = diag.send(crate::diag::line(crate::diag::Kind::Privileges, &[], &what.join(", ")));
     Ok(())
 }
 
@@ -368,16 +364,16 @@ fn reload_request(
                 .map(|p| std::fs::read(crate::privilege::host_path(p)).map_err(|e| format!("{}: {e}", p.display())))
                 .collect();
             let g = reload.publish(sources);
-            let _ = diag.send(crate::metrics::events::line(
-                crate::metrics::events::Kind::Reload,
+            let _ = diag.send(crate::diag::line(
+                crate::diag::Kind::Reload,
                 &[],
                 &format!("{why}: reload {g} of {} scripts requested", paths.len()),
             ));
             false
         }
         Decision::Rebuild(cfg) => {
-            let _ = diag.send(crate::metrics::events::line(
-                crate::metrics::events::Kind::Reload,
+            let _ = diag.send(crate::diag::line(
+                crate::diag::Kind::Reload,
                 &[],
                 &format!(
                     "{why}: the configuration changed ({} inputs, {} analyzers, {} outputs); draining the pipeline and building it again",
@@ -390,12 +386,12 @@ fn reload_request(
             true
         }
         Decision::Refused(e) => {
-            let line = crate::metrics::events::line(
-                crate::metrics::events::Kind::ReloadError,
+            let line = crate::diag::line(
+                crate::diag::Kind::ReloadError,
                 &[],
                 &format!("{why}: the new configuration is not applied, the running one stays: {e}"),
             );
-            crate::metrics::stderr_report(&line);
+            crate::diag::stderr_report(&line);
             let _ = diag.send(line);
             false
         }
@@ -421,8 +417,8 @@ fn start_http(
     match crate::metrics::http::start(&addr, Arc::clone(stats), &cfg.root.join("www")) {
         Ok(s) => {
             let bound = s.addr.to_string();
-            let _ = diag.send(crate::metrics::events::line(
-                crate::metrics::events::Kind::HttpListening,
+            let _ = diag.send(crate::diag::line(
+                crate::diag::Kind::HttpListening,
                 &[("address", &bound)],
                 &format!("HTTP endpoint on http://{bound}/ (/metrics, /stats, /health, /www/)"),
             ));
@@ -430,12 +426,12 @@ fn start_http(
         }
         Err(e) if explicit => bail!("http_address: cannot listen on {addr}: {e}"),
         Err(e) => {
-            let line = crate::metrics::events::line(
-                crate::metrics::events::Kind::HttpUnavailable,
+            let line = crate::diag::line(
+                crate::diag::Kind::HttpUnavailable,
                 &[("address", &addr)],
                 &format!("cannot listen on {addr}: {e}; running without the HTTP endpoint"),
             );
-            crate::metrics::stderr_report(&line);
+            crate::diag::stderr_report(&line);
             let _ = diag.send(line);
             Ok(None)
         }
@@ -460,12 +456,12 @@ fn load_modules(cfg: &Config, diag: &crate::source::Diag) {
                 })
         });
         if let Err(e) = r {
-            let line = crate::metrics::events::line(
-                crate::metrics::events::Kind::RedisModule,
+            let line = crate::diag::line(
+                crate::diag::Kind::RedisModule,
                 &[("module", tag)],
                 &format!("MODULE LOAD {module}: {e}"),
             );
-            crate::metrics::stderr_report(&line);
+            crate::diag::stderr_report(&line);
             let _ = diag.send(line);
         }
     }
@@ -691,9 +687,8 @@ fn run_pipeline(
         Err(e) if first => return Err(e),
         // After a reload the endpoint is reported missing, the pipeline runs.
         Err(e) => {
-            let line =
-                crate::metrics::events::line(crate::metrics::events::Kind::HttpUnavailable, &[], &format!("{e:#}"));
-            crate::metrics::stderr_report(&line);
+            let line = crate::diag::line(crate::diag::Kind::HttpUnavailable, &[], &format!("{e:#}"));
+            crate::diag::stderr_report(&line);
             let _ = diag_tx.send(line);
             None
         }
@@ -882,7 +877,7 @@ fn run_pipeline(
                     if let Err(e) = r {
                         router.set_missing(true);
                         router.report(
-                            crate::metrics::events::Kind::InputError,
+                            crate::diag::Kind::InputError,
                             0,
                             0,
                             0,

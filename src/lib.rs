@@ -12,11 +12,13 @@
 
 pub mod bench;
 pub mod config;
+pub mod diag;
 pub mod engine;
 pub mod event;
 pub mod lua;
 pub mod metrics;
 pub mod ml;
+pub mod primitives;
 pub mod privilege;
 pub mod reconfig;
 pub mod shard;

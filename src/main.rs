@@ -126,7 +126,7 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse();
-    dragonfly_mle::metrics::set_log_format_text(cli.log_format == "text");
+    dragonfly_mle::diag::set_log_format_text(cli.log_format == "text");
     if cli.version {
         println!(
             "DragonFly Machine Learning Engine (MLE)\nVersion: {}",

@@ -3,6 +3,7 @@
 //! at all), then every problem is collected into one [`ConfigError`] whose lines each name the
 //! key and the bad value.
 
+pub mod types;
 mod uri;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ pub struct InputConfig {
     pub script: PathBuf,
     pub default_analyzer: String,
     /// What happens to an event whose filter `loop()` raised (`on_error`).
-    pub on_error: crate::lua::state::OnError,
+    pub on_error: types::OnError,
 }
 
 /// One entry of `analyzers`.
@@ -41,7 +42,7 @@ pub struct AnalyzerConfig {
     /// Events whose `loop()` may run at once with their Redis commands pipelined (1 = off).
     pub pipeline: usize,
     /// What happens to an event whose `loop()` raised (`on_error`).
-    pub on_error: crate::lua::state::OnError,
+    pub on_error: types::OnError,
 }
 
 /// One entry of `outputs`.
@@ -53,7 +54,7 @@ pub struct OutputConfig {
     pub ordered: bool,
     /// What the output holds while it cannot deliver (`buffer_mb`), and whether it then drops
     /// (`drop_when_full`) instead of making the pipeline wait.
-    pub policy: crate::sink::Policy,
+    pub policy: types::Policy,
 }
 
 /// A loaded, validated configuration.
@@ -218,8 +219,8 @@ impl Config {
             http_timeout: Duration::from_secs(10),
             http_insecure: false,
             dns_timeout: Duration::from_secs(5),
-            script_memory: crate::lua::state::DEFAULT_MEMORY_LIMIT,
-            number_precision: crate::lua::ffi_util::DEFAULT_PRECISION,
+            script_memory: types::DEFAULT_MEMORY_LIMIT,
+            number_precision: types::DEFAULT_PRECISION,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             redis_persist: true,
             ml_native: true,
@@ -447,7 +448,7 @@ impl Config {
                     None
                 }
             });
-            let mut policy = crate::sink::Policy::default();
+            let mut policy = types::Policy::default();
             match t.get::<Value>("buffer_mb").unwrap_or(Value::Nil) {
                 Value::Nil => {}
                 Value::Integer(mb) if (1..=1_048_576).contains(&mb) => policy.limit = (mb as usize) << 20,
@@ -516,7 +517,7 @@ impl Config {
                     .map(|(i, e)| (format!("analyzers[{}]", i + 1), &e.on_error)),
             );
         for (key, on_error) in on_errors {
-            if let crate::lua::state::OnError::Output(tag) = on_error
+            if let types::OnError::Output(tag) = on_error
                 && !has_output(tag)
             {
                 errs.push(format!(
@@ -640,8 +641,8 @@ impl Validator<'_> {
 
     /// An entry's `on_error`: "drop" (the default), "pass" or an output tag (checked with the
     /// other tags).
-    fn on_error(&mut self, t: &Table, key: &str) -> crate::lua::state::OnError {
-        use crate::lua::state::OnError;
+    fn on_error(&mut self, t: &Table, key: &str) -> types::OnError {
+        use self::types::OnError;
         match self.opt_string(&t.get::<Value>("on_error").unwrap_or(Value::Nil), key) {
             None => OnError::Drop,
             Some(s) if s == "drop" => OnError::Drop,

@@ -5,8 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-pub use crate::sink::{IpcKind, KafkaKey};
-pub use crate::source::kafka::KafkaSpec;
+pub use super::types::{IpcKind, KafkaKey, KafkaSpec, ParquetOptions};
 
 /// Where events come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +43,7 @@ pub enum OutputUri {
     Parquet {
         dir: PathBuf,
         prefix: String,
-        opts: crate::sink::parquet::ParquetOptions,
+        opts: ParquetOptions,
     },
 }
 
@@ -186,7 +185,7 @@ impl OutputUri {
             if prefix.is_empty() || main.ends_with('/') {
                 return Err(format!("{uri:?}: expected parquet://DIR/PREFIX"));
             }
-            let mut opts = crate::sink::parquet::ParquetOptions::default();
+            let mut opts = ParquetOptions::default();
             for p in query.split('&').filter(|p| !p.is_empty()) {
                 let (k, v) = p.split_once('=').unwrap_or((p, ""));
                 let n: Option<u64> = v.parse().ok().filter(|&n| n > 0);

@@ -109,7 +109,7 @@ pub struct WorkerCtx {
     pub(super) next_id: f64,
     pub(super) reported: Vec<String>,
     /// Rate limits of `{log}` records, per kind (see `report`).
-    pub(super) report_limits: crate::metrics::limit::Limiter,
+    pub(super) report_limits: crate::diag::limit::Limiter,
     /// Where the current script call comes from (for error reports).
     pub cur_script: (Role, u32),
     /// Latency recording of this worker, when histograms are on.

@@ -1,5 +1,7 @@
 //! Small helpers over the raw Lua C API (`mlua::ffi`) used by the hot-path modules.
 
+pub use crate::config::types::DEFAULT_PRECISION;
+
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
 
@@ -61,10 +63,6 @@ pub unsafe fn rawset_ptr(l: *mut lua_State, t: c_int, key: *const c_void) {
         ffi::lua_rawset(l, t);
     }
 }
-
-/// Significant digits of non-integer numbers unless a script or config.lua says otherwise:
-/// lua-cjson's default, `%.14g`.
-pub const DEFAULT_PRECISION: u8 = 14;
 
 /// The state's number precision (`reg::PRECISION`; the default when unset).
 #[inline]

@@ -12,6 +12,7 @@ use super::ffi_util::{abs_index, push_bytes, to_bytes};
 use super::member_cache::MemberCache;
 use super::proxy;
 use crate::event::scan::{self, Member};
+pub use crate::primitives::json::write_str;
 
 const MAX_DEPTH: usize = 1000;
 
@@ -89,37 +90,6 @@ impl KeyRef {
             (KeyRef::Num(a), KeyRef::Num(b)) => a.total_cmp(b),
         }
     }
-}
-
-/// Appends `s` as a JSON string.
-pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.push(b'"');
-    let mut start = 0;
-    for (i, &c) in s.iter().enumerate() {
-        let esc: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            8 => b"\\b",
-            12 => b"\\f",
-            0..=0x1f | 0x7f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&s[start..i]);
-        if esc.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[(c >> 4) as usize]);
-            out.push(HEX[(c & 15) as usize]);
-        } else {
-            out.extend_from_slice(esc);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&s[start..]);
-    out.push(b'"');
 }
 
 /// Writes `line[pos..]` of the object at `start..end` up to (not including) its closing brace,

@@ -8,7 +8,7 @@ use mlua::ffi::lua_State;
 use super::context::WorkerCtx;
 use super::json::EncodeError;
 use super::state::Role;
-use crate::metrics::events::Kind;
+use crate::diag::Kind;
 use crate::shard::{LOG_OUTPUT, NO_INPUT, OutBatch, OutRec};
 
 impl WorkerCtx {
@@ -175,8 +175,8 @@ impl WorkerCtx {
 
     /// Reports a problem to `{log}` (in event order) and, for the first ones, to stderr.
     ///
-    /// Rate-limited per kind: the first [`crate::metrics::limit::BURST`] records of a kind in each
-    /// [`crate::metrics::limit::WINDOW`] are written in full, the rest only counted; when the window ends (or
+    /// Rate-limited per kind: the first [`crate::diag::limit::BURST`] records of a kind in each
+    /// [`crate::diag::limit::WINDOW`] are written in full, the rest only counted; when the window ends (or
     /// the worker stops) one `suppressed` record per kind says how many were left out. The
     /// counters of the problems themselves stay exact.
     pub fn report(&mut self, kind: Kind, fields: &[(&str, &str)], message: &str) {
@@ -184,7 +184,7 @@ impl WorkerCtx {
             return;
         }
         let mut line = Vec::with_capacity(128);
-        crate::metrics::events::head(kind, &mut line);
+        crate::diag::head(kind, &mut line);
         for (k, v) in fields {
             line.push(b',');
             super::json::write_str(&mut line, k.as_bytes());
@@ -207,7 +207,7 @@ impl WorkerCtx {
         line.extend_from_slice(b",\"message\":");
         super::json::write_str(&mut line, message.as_bytes());
         line.push(b'}');
-        crate::metrics::stderr_report(&line);
+        crate::diag::stderr_report(&line);
         self.emit(LOG_OUTPUT, &line);
     }
 

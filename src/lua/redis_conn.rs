@@ -93,7 +93,7 @@ pub struct RedisState {
     pub error_replies: u64,
     /// Outages begun and ended since the worker last reported them: (kind, message), kind
     /// `redis_lost` or `redis_restored` (one record each per outage of a connection).
-    pub(super) notices: Vec<(crate::metrics::events::Kind, String)>,
+    pub(super) notices: Vec<(crate::diag::Kind, String)>,
 }
 
 impl RedisState {
@@ -140,7 +140,7 @@ impl RedisState {
                         since.elapsed().as_secs_f64(),
                         failures.saturating_sub(failures_then)
                     );
-                    self.notices.push((crate::metrics::events::Kind::RedisRestored, msg));
+                    self.notices.push((crate::diag::Kind::RedisRestored, msg));
                 }
                 Ok(())
             }
@@ -162,7 +162,7 @@ impl RedisState {
                 "{}: connection lost; calls fail with ERR_IO until it is back (retrying with backoff)",
                 describe_target(&c.target)
             );
-            self.notices.push((crate::metrics::events::Kind::RedisLost, msg));
+            self.notices.push((crate::diag::Kind::RedisLost, msg));
         }
         let c = &mut self.conns[i];
         c.con = None;

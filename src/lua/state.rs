@@ -6,9 +6,7 @@ use std::ffi::c_int;
 use mlua::ffi::{self, lua_State};
 
 use super::ffi_util::{StateMemory, reg, to_bytes};
-
-/// Default memory limit of a script state (`script_memory_mb` in config.lua).
-pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
+pub use crate::config::types::{DEFAULT_MEMORY_LIMIT, OnError};
 
 /// What every script state of a worker is opened with (config.lua's `script_memory_mb` and
 /// `number_precision`).
@@ -49,18 +47,6 @@ pub struct ScriptSpec {
     pub pipeline: usize,
     /// What happens to an event whose `loop()` raised (`on_error` in config.lua).
     pub on_error: OnError,
-}
-
-/// What happens to an event whose `loop()` raised: dropped (the default, as the original),
-/// passed on as if the call had not failed (a filter's to its default analyzer, an analyzer's
-/// to its default analyzer, else its default output), or written to an output (a dead-letter
-/// output) with a `dragonfly_error` member naming the script, the place and the message.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum OnError {
-    #[default]
-    Drop,
-    Pass,
-    Output(String),
 }
 
 /// [`OnError`] resolved against a worker's tags.

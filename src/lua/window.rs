@@ -176,7 +176,7 @@ impl WorkerCtx {
             if hops == MAX_HOPS + 1 {
                 self.counters.hop_limit += 1;
                 self.report(
-                    crate::metrics::events::Kind::HopLimit,
+                    crate::diag::Kind::HopLimit,
                     &[],
                     &format!("event passed between analyzers more than {MAX_HOPS} times; the rest was dropped"),
                 );
@@ -332,7 +332,7 @@ impl WorkerCtx {
         } else {
             msg.to_string()
         };
-        self.report(crate::metrics::events::Kind::ScriptError, &[("script", &tag)], &msg);
+        self.report(crate::diag::Kind::ScriptError, &[("script", &tag)], &msg);
     }
 
     /// Calls `loop(value)` of a script with the value on top of its stack; counts and reports
@@ -383,7 +383,7 @@ impl WorkerCtx {
         if let Err(e) = r {
             let script = self.script_tag();
             self.report(
-                crate::metrics::events::Kind::OnError,
+                crate::diag::Kind::OnError,
                 &[("script", &script)],
                 &format!("on_error could not pass the event on: {e}"),
             );

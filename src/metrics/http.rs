@@ -157,7 +157,7 @@ fn serve(mut s: TcpStream, stats: &Stats, www: Option<&std::fs::File>) -> std::i
                     if k > 0 {
                         body.push(b',');
                     }
-                    crate::lua::json::write_str(&mut body, p.as_bytes());
+                    crate::primitives::json::write_str(&mut body, p.as_bytes());
                 }
                 body.push(b']');
             }

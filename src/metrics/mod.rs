@@ -3,16 +3,15 @@
 //! stores once per batch. Latency histograms are in [`latency`], the Prometheus text and the
 //! HTTP endpoint in [`prometheus`] and [`http`].
 
-pub mod events;
 pub mod http;
 pub mod latency;
-pub mod limit;
 pub mod prometheus;
 pub mod status;
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::diag as events;
+use crate::primitives::clock::utc_now;
 
 /// Counters of one input, written by its reader.
 #[derive(Default, Debug)]
@@ -383,7 +382,7 @@ impl Stats {
     /// The stats line: the original's `time` + `operations`, extended per input, analyzer and
     /// output.
     pub fn line(&self) -> Vec<u8> {
-        use crate::lua::json::write_str;
+        use crate::primitives::json::write_str;
         let mut o = Vec::with_capacity(512);
         let num = |o: &mut Vec<u8>, n: u64| o.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         let filter_calls = sum(self
@@ -555,121 +554,5 @@ impl Stats {
         }
         v.push(("redis".to_string(), self.redis_latency.snapshot()));
         v
-    }
-}
-
-/// Formats a Unix time as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn format_utc(secs: i64, sep_date: &str, sep_time: &str, t: &str, z: &str) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z0 = days + 719_468;
-    let era = z0.div_euclid(146_097);
-    let doe = z0.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}{sep_date}{m:02}{sep_date}{d:02}{t}{:02}{sep_time}{:02}{sep_time}{:02}{z}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// The current time as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn utc_now() -> String {
-    format_utc(now_secs(), "-", ":", "T", "Z")
-}
-
-/// The current time as a file suffix, `YYYYMMDD.HHMMSS` (UTC, zero-padded).
-pub fn utc_suffix() -> String {
-    format_utc(now_secs(), "", "", ".", "")
-}
-
-static STDERR_REPORTS: AtomicU64 = AtomicU64::new(0);
-/// Problems copied to stderr before it goes quiet (all of them always go to `{log}`).
-pub const STDERR_REPORT_LIMIT: u64 = 20;
-
-/// `--log-format text`: engine records in `{log}` and on stderr as text lines.
-static LOG_TEXT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Sets `--log-format` (`text` or `json`, the default).
-pub fn set_log_format_text(text: bool) {
-    LOG_TEXT.store(text, Relaxed);
-}
-
-/// An engine record (a JSON object with `time`, `level`, `kind` and `message`; `line` without
-/// its newline) as `--log-format` wants it: unchanged for `json`, and for `text`
-/// `<time> <LEVEL> <kind> <key>=<value> ...: <message>` (other members sorted by key). Records
-/// of other shapes (a script's `log_event`) stay as they are.
-pub fn log_line(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    use std::borrow::Cow;
-    if !LOG_TEXT.load(Relaxed) {
-        return Cow::Borrowed(line);
-    }
-    use simd_json::prelude::*;
-    let Ok(simd_json::OwnedValue::Object(m)) = simd_json::to_owned_value(&mut line.to_vec()) else {
-        return Cow::Borrowed(line);
-    };
-    let text = |k: &str| m.get(k).and_then(|v| v.as_str());
-    let (Some(time), Some(level), Some(kind), Some(message)) =
-        (text("time"), text("level"), text("kind"), text("message"))
-    else {
-        return Cow::Borrowed(line);
-    };
-    let mut out = format!("{time} {} {kind}", level.to_ascii_uppercase());
-    let mut keys: Vec<&String> = m
-        .keys()
-        .filter(|k| !matches!(k.as_str(), "time" | "level" | "kind" | "message"))
-        .collect();
-    keys.sort();
-    for k in keys {
-        let v = match m.get(k.as_str()) {
-            Some(v) => match v.as_str() {
-                Some(s) if !s.is_empty() && !s.contains([' ', '"', '=']) => s.to_string(),
-                _ => v.encode(),
-            },
-            None => continue,
-        };
-        out.push_str(&format!(" {k}={v}"));
-    }
-    out.push_str(": ");
-    out.push_str(message);
-    Cow::Owned(out.into_bytes())
-}
-
-/// Copies a problem report to stderr, for the first few only.
-pub fn stderr_report(line: &[u8]) {
-    let n = STDERR_REPORTS.fetch_add(1, Relaxed);
-    let mut e = std::io::stderr().lock();
-    if n < STDERR_REPORT_LIMIT {
-        let _ = e.write_all(b"dragonfly-mle: ");
-        let _ = e.write_all(&log_line(line));
-        let _ = e.write_all(b"\n");
-    } else if n == STDERR_REPORT_LIMIT {
-        let _ = e.write_all(b"dragonfly-mle: further problems are reported only in dragonfly-mle.log\n");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_utc() {
-        assert_eq!(format_utc(0, "-", ":", "T", "Z"), "1970-01-01T00:00:00Z");
-        assert_eq!(format_utc(1_709_251_199, "-", ":", "T", "Z"), "2024-02-29T23:59:59Z");
-        assert_eq!(format_utc(951_782_400, "", "", ".", ""), "20000229.000000");
     }
 }

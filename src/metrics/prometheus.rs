@@ -225,7 +225,7 @@ pub fn render(stats: &Stats) -> String {
         o.head(name, "counter", help);
         o.sample(name, &[], v as f64);
     };
-    let kinds: Vec<(&str, u64)> = crate::metrics::events::counts().map(|(k, n)| (k.name(), n)).collect();
+    let kinds: Vec<(&str, u64)> = crate::diag::counts().map(|(k, n)| (k.name(), n)).collect();
     o.family(
         "dragonfly_diagnostics_total",
         "counter",

@@ -68,7 +68,7 @@ fn apply_reload(c: &mut WorkerCtx, spec: &WorkerSpec, generation: u64) -> (u64, 
     if spec.index == 0 {
         for e in &errors {
             c.report(
-                crate::metrics::events::Kind::ReloadError,
+                crate::diag::Kind::ReloadError,
                 &[],
                 &format!("{e}; the previous version keeps running"),
             );
@@ -82,7 +82,7 @@ fn apply_reload(c: &mut WorkerCtx, spec: &WorkerSpec, generation: u64) -> (u64, 
                 ", the others kept their previous version"
             }
         );
-        let line = crate::metrics::events::line(crate::metrics::events::Kind::Reload, &[], &msg);
+        let line = crate::diag::line(crate::diag::Kind::Reload, &[], &msg);
         c.emit(crate::shard::LOG_OUTPUT, &line);
     }
     (done, errors.len() as u64)

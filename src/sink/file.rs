@@ -123,10 +123,14 @@ pub(super) fn open_file(path: &std::path::Path, truncate: bool) -> io::Result<Fi
 
 /// `<path>.<YYYYMMDD.HHMMSS>` (UTC), with `.N` added while that name is taken.
 pub fn rotated_name(path: &std::path::Path) -> PathBuf {
-    let mut target = PathBuf::from(format!("{}.{}", path.display(), crate::metrics::utc_suffix()));
+    let mut target = PathBuf::from(format!("{}.{}", path.display(), crate::primitives::clock::utc_suffix()));
     let mut n = 1;
     while target.exists() {
-        target = PathBuf::from(format!("{}.{}.{n}", path.display(), crate::metrics::utc_suffix()));
+        target = PathBuf::from(format!(
+            "{}.{}.{n}",
+            path.display(),
+            crate::primitives::clock::utc_suffix()
+        ));
         n += 1;
     }
     target

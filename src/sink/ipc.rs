@@ -5,19 +5,13 @@
 //! the peer is back or reads again. An event larger than a datagram can never be sent: it is
 //! an error, counted and reported.
 
+use crate::config::types::IpcKind;
 use std::io::{self, Write};
 
 use super::held::Held;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// Datagram or stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IpcKind {
-    Datagram,
-    Stream,
-}
 
 enum Conn {
     None,

@@ -6,6 +6,7 @@
 //! (tail checkpoints, Kafka input commits) pass an event only once every message sent before
 //! it has been acknowledged (`sent` / `delivered`); at exit everything is flushed.
 
+use crate::config::types::KafkaKey;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,14 +19,6 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 
 use crate::event::flow_key::RouteParser;
-
-/// Which key messages get.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KafkaKey {
-    /// The symmetric flow tuple hash (else the flow_id, else no key).
-    Flow,
-    None,
-}
 
 /// Counts delivery failures (librdkafka calls back on its own thread).
 pub struct Deliveries {

@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 
 use rtrb::{Consumer, Producer};
 
+pub use crate::config::types::{DEFAULT_HOLD, IpcKind, KafkaKey, Policy};
+use crate::diag::Kind;
 use crate::metrics::Stats;
-use crate::metrics::events::Kind;
 use crate::shard::{Backoff, END_OF_EVENT, NO_INPUT, OutBatch, STATS_OUTPUT};
 pub use file::FileSink;
 pub use held::Held;
-pub use ipc::{IpcKind, IpcSink};
-pub use kafka::{KafkaKey, KafkaSink};
+pub use ipc::IpcSink;
+pub use kafka::KafkaSink;
 pub use zfile::ZfileSink;
 
 /// One output.
@@ -178,26 +179,6 @@ struct Pending {
     next: usize,
 }
 
-/// What an output does when it cannot deliver: how much it holds, and whether it then drops
-/// (`drop_when_full`) instead of making the pipeline wait.
-#[derive(Clone, Copy, Debug)]
-pub struct Policy {
-    pub limit: usize,
-    pub drop_when_full: bool,
-}
-
-/// The default bound of what an output holds (`buffer_mb`).
-pub const DEFAULT_HOLD: usize = 64 << 20;
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            limit: DEFAULT_HOLD,
-            drop_when_full: false,
-        }
-    }
-}
-
 /// When waiting for an output ends: once the engine is stopping (a signal, or its inputs
 /// ended) and `grace` has passed since, what an output still cannot deliver is given up and
 /// counted as lost.
@@ -276,7 +257,7 @@ impl Outputs {
     fn write(&mut self, output: u32, bytes: &[u8]) {
         if output == crate::shard::LOG_OUTPUT {
             let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-            if let std::borrow::Cow::Owned(mut text) = crate::metrics::log_line(body) {
+            if let std::borrow::Cow::Owned(mut text) = crate::diag::log_line(body) {
                 text.push(b'\n');
                 return self.write_record(output, &text);
             }
@@ -446,9 +427,9 @@ impl Outputs {
 /// [`Outputs`].
 fn report_to(sinks: &mut [Sink], stats: &Stats, o: usize, kind: Kind, extra: &str, message: &str) {
     {
-        use crate::lua::json::write_str;
+        use crate::primitives::json::write_str;
         let mut line = Vec::with_capacity(160);
-        crate::metrics::events::head(kind, &mut line);
+        crate::diag::head(kind, &mut line);
         line.extend_from_slice(b",\"output\":");
         write_str(
             &mut line,
@@ -458,8 +439,8 @@ fn report_to(sinks: &mut [Sink], stats: &Stats, o: usize, kind: Kind, extra: &st
         line.extend_from_slice(b",\"message\":");
         write_str(&mut line, message.as_bytes());
         line.push(b'}');
-        crate::metrics::stderr_report(&line);
-        let mut line = crate::metrics::log_line(&line).into_owned();
+        crate::diag::stderr_report(&line);
+        let mut line = crate::diag::log_line(&line).into_owned();
         line.push(b'\n');
         // Not through `write`: a report must not wait, nor report about itself.
         let log = crate::shard::LOG_OUTPUT as usize;
@@ -776,7 +757,7 @@ impl Writer {
             if self.rotate.swap(false, Relaxed) {
                 for s in &mut self.out.sinks {
                     if let Some(Err(e)) = s.rotate() {
-                        crate::metrics::stderr_report(format!("rotation of {} failed: {e}", s.name()).as_bytes());
+                        crate::diag::stderr_report(format!("rotation of {} failed: {e}", s.name()).as_bytes());
                     }
                 }
             }

@@ -78,12 +78,13 @@
 //! after the rename (sidecar already written, `.jsonl` append failed) leaves a complete,
 //! indexed file and is only reported.
 
+pub use crate::config::types::ParquetOptions;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use parquet::basic::Compression;
@@ -113,27 +114,6 @@ pub const ROW_GROUP_ROWS: usize = 16_384;
 /// String data (`event` and the string columns) buffered before a row group is written,
 /// whatever its row count.
 pub const ROW_GROUP_BYTES: usize = 16 << 20;
-
-/// When a file is closed and the next one started.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ParquetOptions {
-    /// Rows in one file (0 counts as 1).
-    pub max_rows: usize,
-    /// Bytes of input JSON in one file, about (a file closes after the row that reaches it).
-    pub max_bytes: u64,
-    /// Age of a file, from its first row; enforced by [`ParquetSink::flush`].
-    pub max_age: Duration,
-}
-
-impl Default for ParquetOptions {
-    fn default() -> Self {
-        ParquetOptions {
-            max_rows: 1_000_000,
-            max_bytes: 256 << 20,
-            max_age: Duration::from_secs(300),
-        }
-    }
-}
 
 /// Where a column's values come from in the row buffer.
 #[derive(Clone, Copy)]
@@ -598,7 +578,7 @@ impl ParquetSink {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let stamp = crate::metrics::format_utc(now, "", "", "T", "Z");
+        let stamp = crate::primitives::clock::format_utc(now, "", "", "T", "Z");
         loop {
             let name = format!("{}-{stamp}-{:06}.parquet", self.prefix, self.next_seq);
             self.next_seq += 1;
@@ -1012,7 +992,7 @@ fn iso_micros(t: i64) -> String {
     let secs = t.div_euclid(1_000_000);
     format!(
         "{}.{:06}Z",
-        crate::metrics::format_utc(secs, "-", ":", "T", ""),
+        crate::primitives::clock::format_utc(secs, "-", ":", "T", ""),
         t.rem_euclid(1_000_000)
     )
 }
@@ -1040,8 +1020,8 @@ fn index_entry(name: &str, st: &FileStats, created: i64, closed: i64) -> String 
     let _ = write!(
         o,
         ",\"created\":\"{}\",\"closed\":\"{}\"",
-        crate::metrics::format_utc(created, "-", ":", "T", "Z"),
-        crate::metrics::format_utc(closed, "-", ":", "T", "Z")
+        crate::primitives::clock::format_utc(created, "-", ":", "T", "Z"),
+        crate::primitives::clock::format_utc(closed, "-", ":", "T", "Z")
     );
     match st.span {
         Some((lo, hi)) => {
@@ -1184,6 +1164,7 @@ mod tests {
     use super::*;
     use serde_json::{Map, Value, json};
     use std::process::Command;
+    use std::time::Duration;
 
     /// 2024-03-01T12:00:00Z.
     const BASE: i64 = 1_709_294_400_000_000;
@@ -1210,7 +1191,7 @@ mod tests {
         let local = utc + off * 1_000_000;
         format!(
             "{}.{:06}{suffix}",
-            crate::metrics::format_utc(local.div_euclid(1_000_000), "-", ":", "T", ""),
+            crate::primitives::clock::format_utc(local.div_euclid(1_000_000), "-", ":", "T", ""),
             local.rem_euclid(1_000_000)
         )
     }

@@ -236,7 +236,7 @@ impl Checkpoint {
         self.last_save = Instant::now();
         let mut body = Vec::with_capacity(160);
         body.extend_from_slice(b"{\"path\":");
-        crate::lua::json::write_str(&mut body, self.watched.to_string_lossy().as_bytes());
+        crate::primitives::json::write_str(&mut body, self.watched.to_string_lossy().as_bytes());
         body.extend_from_slice(
             format!(
                 ",\"dev\":{},\"ino\":{},\"fp_len\":{},\"fp\":\"{:016x}\",\"offset\":{},\"time\":\"{}\"}}\n",
@@ -245,7 +245,7 @@ impl Checkpoint {
                 at.fp.len,
                 at.fp.hash,
                 at.offset,
-                crate::metrics::utc_now()
+                crate::primitives::clock::utc_now()
             )
             .as_bytes(),
         );

@@ -63,7 +63,7 @@ fn warn_small_queue(router: &Router) {
     };
     if q < MIN_DGRAM_QLEN {
         router.report(
-            crate::metrics::events::Kind::DgramQueueShort,
+            crate::diag::Kind::DgramQueueShort,
             0,
             0,
             0,
@@ -152,7 +152,7 @@ pub fn read_datagrams(
                 }
                 _ => {
                     router.report(
-                        crate::metrics::events::Kind::ReadError,
+                        crate::diag::Kind::ReadError,
                         n_msgs,
                         offset,
                         0,
@@ -257,7 +257,7 @@ pub fn read_streams(
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => {
                         router.report(
-                            crate::metrics::events::Kind::AcceptError,
+                            crate::diag::Kind::AcceptError,
                             0,
                             0,
                             0,
@@ -285,7 +285,7 @@ pub fn read_streams(
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => {
                         router.report(
-                            crate::metrics::events::Kind::ReadError,
+                            crate::diag::Kind::ReadError,
                             c.framer.line_no,
                             c.framer.position(),
                             0,

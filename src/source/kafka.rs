@@ -7,6 +7,7 @@
 //! by flow) keep their order. When a rebalance takes partitions away, what is already
 //! written is committed first, so the next owner starts after it.
 
+pub use crate::config::types::KafkaSpec;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -20,23 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::Router;
 use super::checkpoint::{Progress, Watermarks};
-use crate::metrics::events::Kind;
-
-/// Where a Kafka input reads.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KafkaSpec {
-    pub brokers: String,
-    pub topic: String,
-    pub group: String,
-    /// `auto.offset.reset` for partitions the group has no commit for.
-    pub offset: String,
-    /// Static group membership (`group.instance.id`): a restarted engine with the same id takes
-    /// its partitions back at once instead of after the session timeout.
-    pub instance: Option<String>,
-    /// Manual assignment (`partitions=0,1,...`): these partitions, no group membership (the
-    /// group still stores the commits). For brokers or setups without group rebalancing.
-    pub partitions: Option<Vec<i32>>,
-}
+use crate::diag::Kind;
 
 /// How often offsets that became safe are committed.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);

@@ -45,7 +45,7 @@ pub struct Router {
     /// all have); `None` once this one has counted itself.
     open_count: Option<Arc<std::sync::atomic::AtomicUsize>>,
     /// The rate limit of this input's problem records (counters stay exact).
-    limiter: std::cell::RefCell<crate::metrics::limit::Limiter>,
+    limiter: std::cell::RefCell<crate::diag::limit::Limiter>,
 }
 
 impl Drop for Router {
@@ -103,8 +103,8 @@ impl Router {
 
     /// Reports a problem with a line to `{log}` and stderr, rate-limited per kind (see
     /// `metrics::limit`).
-    pub fn report(&self, kind: crate::metrics::events::Kind, line_no: u64, offset: u64, len: usize, msg: &str) {
-        use crate::lua::json::write_str;
+    pub fn report(&self, kind: crate::diag::Kind, line_no: u64, offset: u64, len: usize, msg: &str) {
+        use crate::primitives::json::write_str;
         let mut ended = None;
         let allowed = self.limiter.borrow_mut().allow(kind, &mut ended);
         if let Some(line) = ended {
@@ -114,7 +114,7 @@ impl Router {
             return;
         }
         let mut o = Vec::with_capacity(160);
-        crate::metrics::events::head(kind, &mut o);
+        crate::diag::head(kind, &mut o);
         o.extend_from_slice(b",\"input\":");
         write_str(&mut o, self.tag.as_bytes());
         o.extend_from_slice(
@@ -122,15 +122,13 @@ impl Router {
         );
         write_str(&mut o, msg.as_bytes());
         o.push(b'}');
-        crate::metrics::stderr_report(&o);
+        crate::diag::stderr_report(&o);
         let _ = self.diag.send(o);
     }
 
     /// Writes a record about the input to `{log}`, not rate-limited (an information record).
-    pub fn info(&self, kind: crate::metrics::events::Kind, msg: &str) {
-        let _ = self
-            .diag
-            .send(crate::metrics::events::line(kind, &[("input", &self.tag)], msg));
+    pub fn info(&self, kind: crate::diag::Kind, msg: &str) {
+        let _ = self.diag.send(crate::diag::line(kind, &[("input", &self.tag)], msg));
     }
 
     /// Handles one framed line (without its newline).
@@ -173,7 +171,7 @@ impl Router {
             Err(e) => {
                 self.my_stats().invalid.fetch_add(1, Relaxed);
                 self.report(
-                    crate::metrics::events::Kind::InvalidLine,
+                    crate::diag::Kind::InvalidLine,
                     line_no,
                     offset,
                     raw.len(),
@@ -187,7 +185,7 @@ impl Router {
     pub fn too_long(&mut self, line_no: u64, offset: u64, len: usize, max: usize) {
         self.my_stats().too_long.fetch_add(1, Relaxed);
         self.report(
-            crate::metrics::events::Kind::LineTooLong,
+            crate::diag::Kind::LineTooLong,
             line_no,
             offset,
             len,

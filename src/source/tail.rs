@@ -38,7 +38,7 @@ fn save(ckpt: &mut Option<&mut Checkpoint>, router: &Router, force: bool) {
                 // Reported once per distinct failure, not at every attempt.
                 let msg = format!("{}: {e}", c.state_path.display());
                 if c.last_error.as_deref() != Some(msg.as_str()) {
-                    router.report(crate::metrics::events::Kind::CheckpointError, 0, 0, 0, &msg);
+                    router.report(crate::diag::Kind::CheckpointError, 0, 0, 0, &msg);
                     c.last_error = Some(msg);
                 }
             }
@@ -189,7 +189,7 @@ fn read_rotated(r: &Rotated, offset: u64, max_line: usize, router: &mut Router, 
         Ok(s) => s,
         Err(e) => {
             router.report(
-                crate::metrics::events::Kind::ReadError,
+                crate::diag::Kind::ReadError,
                 0,
                 offset,
                 0,
@@ -215,7 +215,7 @@ fn read_rotated(r: &Rotated, offset: u64, max_line: usize, router: &mut Router, 
             }
             Err(e) => {
                 router.report(
-                    crate::metrics::events::Kind::ReadError,
+                    crate::diag::Kind::ReadError,
                     framer.line_no,
                     framer.position(),
                     0,
@@ -269,7 +269,7 @@ pub fn follow(
                 router.set_missing(true);
                 if !reported_missing {
                     router.report(
-                        crate::metrics::events::Kind::InputMissing,
+                        crate::diag::Kind::InputMissing,
                         0,
                         0,
                         0,
@@ -304,7 +304,7 @@ pub fn follow(
                     }
                 }
                 None => router.report(
-                    crate::metrics::events::Kind::CheckpointFileGone,
+                    crate::diag::Kind::CheckpointFileGone,
                     0,
                     spot.offset,
                     0,
@@ -353,7 +353,7 @@ pub fn follow(
             Ok(_) => {}
             Err(e) => {
                 router.report(
-                    crate::metrics::events::Kind::ReadError,
+                    crate::diag::Kind::ReadError,
                     framer.line_no,
                     framer.position(),
                     0,

@@ -1,11 +1,15 @@
-//! The engine's diagnostics, one [`Kind`] per kind of record: its name in `{log}` and its
+//! The engine's diagnostics (a leaf: it uses only `primitives`), one [`Kind`] per kind of
+//! record: its name in `{log}` and its
 //! level live here and nowhere else, and every record is counted per kind
 //! (`diagnostics.<kind>` in the stats line, `dragonfly_diagnostics_total{kind}` in `/metrics`)
 //! whether it was written in full or left out by the rate limit (`limit`): the log stays
 //! small in a storm, the counts stay exact. docs/metrics.md lists the same kinds with their
 //! members.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+pub mod limit;
 
 macro_rules! kinds {
     ($($v:ident => $name:literal, $level:literal;)*) => {
@@ -84,10 +88,10 @@ pub fn counts() -> impl Iterator<Item = (Kind, u64)> {
 
 /// Starts a record of `kind` (`{"time":...,"level":...,"kind":...`) in `line`, and counts it.
 pub fn head(kind: Kind, line: &mut Vec<u8>) {
-    use crate::lua::json::write_str;
+    use crate::primitives::json::write_str;
     count(kind);
     line.extend_from_slice(b"{\"time\":");
-    write_str(line, super::utc_now().as_bytes());
+    write_str(line, crate::primitives::clock::utc_now().as_bytes());
     line.extend_from_slice(b",\"level\":\"");
     line.extend_from_slice(kind.level().as_bytes());
     line.extend_from_slice(b"\",\"kind\":\"");
@@ -97,7 +101,7 @@ pub fn head(kind: Kind, line: &mut Vec<u8>) {
 
 /// A whole record of `kind`: string members `fields`, then `message`.
 pub fn line(kind: Kind, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
-    use crate::lua::json::write_str;
+    use crate::primitives::json::write_str;
     let mut line = Vec::with_capacity(128);
     head(kind, &mut line);
     for (k, v) in fields {
@@ -110,6 +114,71 @@ pub fn line(kind: Kind, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
     write_str(&mut line, message.as_bytes());
     line.push(b'}');
     line
+}
+
+static STDERR_REPORTS: AtomicU64 = AtomicU64::new(0);
+/// Problems copied to stderr before it goes quiet (all of them always go to `{log}`).
+pub const STDERR_REPORT_LIMIT: u64 = 20;
+
+/// `--log-format text`: engine records in `{log}` and on stderr as text lines.
+static LOG_TEXT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets `--log-format` (`text` or `json`, the default).
+pub fn set_log_format_text(text: bool) {
+    LOG_TEXT.store(text, Relaxed);
+}
+
+/// An engine record (a JSON object with `time`, `level`, `kind` and `message`; `line` without
+/// its newline) as `--log-format` wants it: unchanged for `json`, and for `text`
+/// `<time> <LEVEL> <kind> <key>=<value> ...: <message>` (other members sorted by key). Records
+/// of other shapes (a script's `log_event`) stay as they are.
+pub fn log_line(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    if !LOG_TEXT.load(Relaxed) {
+        return Cow::Borrowed(line);
+    }
+    use simd_json::prelude::*;
+    let Ok(simd_json::OwnedValue::Object(m)) = simd_json::to_owned_value(&mut line.to_vec()) else {
+        return Cow::Borrowed(line);
+    };
+    let text = |k: &str| m.get(k).and_then(|v| v.as_str());
+    let (Some(time), Some(level), Some(kind), Some(message)) =
+        (text("time"), text("level"), text("kind"), text("message"))
+    else {
+        return Cow::Borrowed(line);
+    };
+    let mut out = format!("{time} {} {kind}", level.to_ascii_uppercase());
+    let mut keys: Vec<&String> = m
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "time" | "level" | "kind" | "message"))
+        .collect();
+    keys.sort();
+    for k in keys {
+        let v = match m.get(k.as_str()) {
+            Some(v) => match v.as_str() {
+                Some(s) if !s.is_empty() && !s.contains([' ', '"', '=']) => s.to_string(),
+                _ => v.encode(),
+            },
+            None => continue,
+        };
+        out.push_str(&format!(" {k}={v}"));
+    }
+    out.push_str(": ");
+    out.push_str(message);
+    Cow::Owned(out.into_bytes())
+}
+
+/// Copies a problem report to stderr, for the first few only.
+pub fn stderr_report(line: &[u8]) {
+    let n = STDERR_REPORTS.fetch_add(1, Relaxed);
+    let mut e = std::io::stderr().lock();
+    if n < STDERR_REPORT_LIMIT {
+        let _ = e.write_all(b"dragonfly-mle: ");
+        let _ = e.write_all(&log_line(line));
+        let _ = e.write_all(b"\n");
+    } else if n == STDERR_REPORT_LIMIT {
+        let _ = e.write_all(b"dragonfly-mle: further problems are reported only in dragonfly-mle.log\n");
+    }
 }
 
 #[cfg(test)]

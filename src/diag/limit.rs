@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 pub const BURST: u32 = 50;
 pub const WINDOW: Duration = Duration::from_secs(10);
 
-use super::events::{self, Kind};
+use super::{self as events, Kind};
 
 struct Limit {
     kind: Kind,
@@ -88,7 +88,7 @@ fn take_suppressed(k: &mut Limit) -> Option<Vec<u8>> {
         k.kind.name(),
         WINDOW.as_secs()
     );
-    use crate::lua::json::write_str;
+    use crate::primitives::json::write_str;
     let mut line = Vec::with_capacity(192);
     events::head(Kind::Suppressed, &mut line);
     line.extend_from_slice(b",\"of\":");

@@ -1,0 +1,95 @@
+//! The types a configuration is made of, owned here and taken by the stages that use them
+//! (inputs, outputs, scripts), so that config depends on no stage.
+
+use std::time::Duration;
+
+/// Default memory limit of a script state (`script_memory_mb` in config.lua).
+pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
+
+/// Significant digits of non-integer numbers unless a script or config.lua says otherwise:
+/// lua-cjson's default, `%.14g`.
+pub const DEFAULT_PRECISION: u8 = 14;
+
+/// What happens to an event whose `loop()` raised: dropped (the default, as the original),
+/// passed on as if the call had not failed (a filter's to its default analyzer, an analyzer's
+/// to its default analyzer, else its default output), or written to an output (a dead-letter
+/// output) with a `dragonfly_error` member naming the script, the place and the message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum OnError {
+    #[default]
+    Drop,
+    Pass,
+    Output(String),
+}
+
+/// Datagram or stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IpcKind {
+    Datagram,
+    Stream,
+}
+
+/// Which key messages get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KafkaKey {
+    /// The symmetric flow tuple hash (else the flow_id, else no key).
+    Flow,
+    None,
+}
+
+/// Where a Kafka input reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaSpec {
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    /// `auto.offset.reset` for partitions the group has no commit for.
+    pub offset: String,
+    /// Static group membership (`group.instance.id`): a restarted engine with the same id takes
+    /// its partitions back at once instead of after the session timeout.
+    pub instance: Option<String>,
+    /// Manual assignment (`partitions=0,1,...`): these partitions, no group membership (the
+    /// group still stores the commits). For brokers or setups without group rebalancing.
+    pub partitions: Option<Vec<i32>>,
+}
+
+/// When a file is closed and the next one started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParquetOptions {
+    /// Rows in one file (0 counts as 1).
+    pub max_rows: usize,
+    /// Bytes of input JSON in one file, about (a file closes after the row that reaches it).
+    pub max_bytes: u64,
+    /// Age of a file, from its first row; enforced by the Parquet sink's flush.
+    pub max_age: Duration,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        ParquetOptions {
+            max_rows: 1_000_000,
+            max_bytes: 256 << 20,
+            max_age: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What an output does when it cannot deliver: how much it holds, and whether it then drops
+/// (`drop_when_full`) instead of making the pipeline wait.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    pub limit: usize,
+    pub drop_when_full: bool,
+}
+
+/// The default bound of what an output holds (`buffer_mb`).
+pub const DEFAULT_HOLD: usize = 64 << 20;
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            limit: DEFAULT_HOLD,
+            drop_when_full: false,
+        }
+    }
+}
