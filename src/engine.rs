@@ -10,9 +10,9 @@ use anyhow::{Context, bail};
 use rtrb::RingBuffer;
 
 use crate::config::{Config, InputUri, OutputUri};
+use crate::lua::worker::{WorkerIo, WorkerSpec};
 use crate::lua::{Role, ScriptSpec, WorkerCtx};
 use crate::metrics::Stats;
-use crate::shard::worker::{WorkerIo, WorkerSpec};
 use crate::shard::{InBatch, OUT_RING_BATCHES, OutBatch, RING_BATCHES, pin};
 use crate::sink::IpcKind;
 use crate::sink::{FileSink, IpcSink, KafkaSink, Sink, WorkerLink, Writer, ZfileSink};
@@ -318,7 +318,7 @@ fn drop_privileges(
     }
     // With the workers between batches: none is in the middle of a Redis call that the
     // credential change's signals would interrupt.
-    crate::shard::worker::GATE
+    crate::lua::worker::GATE
         .with_workers_parked(workers, std::time::Duration::from_secs(5), || {
             crate::privilege::drop_privileges(user, root)
         })
@@ -341,7 +341,7 @@ fn reload_request(
     opts: &Options,
     running: &Config,
     paths: &[PathBuf],
-    reload: &crate::shard::worker::Reload,
+    reload: &crate::lua::worker::Reload,
     next: &std::sync::Mutex<Option<Config>>,
     diag: &crate::source::Diag,
 ) -> bool {
@@ -622,6 +622,7 @@ fn run_pipeline(
     output_tags.extend(cfg.outputs.iter().map(|o| o.tag.clone()));
     crate::metrics::latency::init_clock();
     let mut stats = Stats::new(input_tags.clone(), analyzer_tags.clone(), output_tags.clone(), shards);
+    stats.ring_capacity = RING_BATCHES as u64;
     stats.histograms = cfg.latency_histograms;
     let stats = Arc::new(stats);
 
@@ -695,7 +696,7 @@ fn run_pipeline(
     };
 
     let (filters, analyzers) = script_specs(cfg);
-    let reload = Arc::new(crate::shard::worker::Reload::default());
+    let reload = Arc::new(crate::lua::worker::Reload::default());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     for (w, io) in worker_ios.into_iter().enumerate() {
         let spec = WorkerSpec {
@@ -718,7 +719,7 @@ fn run_pipeline(
         let st = Arc::clone(&stats);
         let tx = ready_tx.clone();
         if let Some((_, next)) = carry.workers.get(w) {
-            let n = crate::shard::worker::NextPipeline {
+            let n = crate::lua::worker::NextPipeline {
                 spec,
                 io,
                 stats: st,
@@ -732,7 +733,7 @@ fn run_pipeline(
         let (next_tx, next_rx) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
             .name(format!("dfm-worker-{w}"))
-            .spawn(move || crate::shard::worker::run(spec, io, st, tx, next_rx))?;
+            .spawn(move || crate::lua::worker::run(spec, io, st, tx, next_rx))?;
         carry.workers.push((handle, next_tx));
     }
     drop(ready_tx);

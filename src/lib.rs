@@ -12,6 +12,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod counters;
 pub mod diag;
 pub mod engine;
 pub mod event;

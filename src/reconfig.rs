@@ -41,7 +41,7 @@ pub struct Carry {
     /// sent its next pipeline.
     pub workers: Vec<(
         std::thread::JoinHandle<()>,
-        std::sync::mpsc::Sender<crate::shard::worker::NextPipeline>,
+        std::sync::mpsc::Sender<crate::lua::worker::NextPipeline>,
     )>,
 }
 

@@ -4,6 +4,7 @@
 //! extracts only what routing needs ([`flow_key`]); the workers look fields up lazily with the
 //! structural scanner in [`scan`], so no field that no script reads is ever decoded.
 
+pub mod batch;
 pub mod flow_key;
 pub mod scan;
 #[cfg(test)]

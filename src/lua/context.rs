@@ -131,16 +131,16 @@ pub struct WorkerCtx {
 /// A worker's own latency histograms, merged into the shared ones about once a second.
 pub struct WorkerLatency {
     /// `loop()` time: one per filter, then one per analyzer.
-    pub scripts: Vec<crate::metrics::latency::LocalHist>,
+    pub scripts: Vec<crate::counters::latency::LocalHist>,
     /// Per script, its last measured `loop()` time (ns), which its untimed calls count with.
     pub last: Vec<u64>,
-    pub redis: crate::metrics::latency::LocalHist,
+    pub redis: crate::counters::latency::LocalHist,
     pub last_merge: std::time::Instant,
 }
 
 impl WorkerLatency {
     pub fn new(scripts: usize) -> Self {
-        use crate::metrics::latency::LocalHist;
+        use crate::counters::latency::LocalHist;
         WorkerLatency {
             scripts: (0..scripts).map(|_| LocalHist::default()).collect(),
             last: vec![0; scripts],
@@ -150,7 +150,7 @@ impl WorkerLatency {
     }
 
     /// Moves the recordings into the shared histograms.
-    pub fn merge_into(&mut self, stats: &crate::metrics::Stats) {
+    pub fn merge_into(&mut self, stats: &crate::counters::Stats) {
         for (shared, local) in stats.script_latency.iter().zip(&mut self.scripts) {
             shared.absorb(local);
         }
@@ -317,7 +317,7 @@ impl WorkerCtx {
     #[inline]
     pub fn lat_start(&self) -> u64 {
         if self.lat.is_some() {
-            crate::metrics::latency::mono_ns()
+            crate::counters::latency::mono_ns()
         } else {
             0
         }
@@ -331,7 +331,7 @@ impl WorkerCtx {
             return 0;
         }
         if calls <= LAT_TIME_ALL || calls.is_multiple_of(LAT_SAMPLE_EVERY) {
-            crate::metrics::latency::mono_ns()
+            crate::counters::latency::mono_ns()
         } else {
             LAT_UNTIMED
         }
@@ -356,7 +356,7 @@ impl WorkerCtx {
             let ns = if t0 == LAT_UNTIMED {
                 l.last.get(k).copied().unwrap_or(0)
             } else {
-                let ns = crate::metrics::latency::mono_ns() - t0;
+                let ns = crate::counters::latency::mono_ns() - t0;
                 if let Some(last) = l.last.get_mut(k) {
                     *last = ns;
                 }
@@ -371,7 +371,7 @@ impl WorkerCtx {
         if t0 != 0
             && let Some(l) = self.lat.as_mut()
         {
-            l.redis.record_n(crate::metrics::latency::mono_ns() - t0, n);
+            l.redis.record_n(crate::counters::latency::mono_ns() - t0, n);
         }
     }
 

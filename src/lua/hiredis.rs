@@ -249,7 +249,7 @@ impl WorkerCtx {
                 continue;
             }
             let t0 = if self.lat.is_some() {
-                crate::metrics::latency::mono_ns()
+                crate::counters::latency::mono_ns()
             } else {
                 0
             };

@@ -68,6 +68,7 @@ pub mod redis_conn;
 pub mod script;
 pub mod state;
 pub mod window;
+pub mod worker;
 
 pub use context::{WorkerCounters, WorkerCtx, WorkerLatency};
 pub use state::{Role, Script, ScriptSpec};

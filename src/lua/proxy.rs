@@ -272,7 +272,7 @@ fn next_seal() -> f64 {
             let mut b = [0u8; 8];
             // SAFETY: `b` is a writable buffer of its length.
             let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-            x = u64::from_ne_bytes(b) ^ (n as u64) ^ crate::metrics::latency::mono_ns() ^ 0x9E37_79B9_7F4A_7C15;
+            x = u64::from_ne_bytes(b) ^ (n as u64) ^ crate::counters::latency::mono_ns() ^ 0x9E37_79B9_7F4A_7C15;
             if x == 0 {
                 x = 0x2545_F491_4F6C_DD1D;
             }

@@ -434,7 +434,7 @@ impl WorkerCtx {
             ffi::luaL_ref(to, ffi::LUA_REGISTRYINDEX)
         };
         let secs = if secs.is_finite() { secs.clamp(0.0, 1e9) } else { 0.0 };
-        let due = crate::metrics::latency::mono_ns() + (secs * 1e9) as u64;
+        let due = crate::counters::latency::mono_ns() + (secs * 1e9) as u64;
         if self.timers.len() < self.analyzers.len() {
             self.timers.resize(self.analyzers.len(), None);
         }
@@ -449,7 +449,7 @@ impl WorkerCtx {
     /// Delivers every due timer to its analyzer's `loop()`, outside any event (its records
     /// are not held back for input order).
     pub fn run_timers(&mut self) {
-        let now = crate::metrics::latency::mono_ns();
+        let now = crate::counters::latency::mono_ns();
         for a in 0..self.timers.len() {
             let Some((due, r)) = self.timers[a] else { continue };
             if due > now {

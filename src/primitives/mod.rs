@@ -1,5 +1,6 @@
 //! The bottom of the house: small pieces every stage uses and that use nothing of the engine
-//! (JSON string writing, UTC time as text).
+//! (JSON string writing, UTC time as text, waiting on a ring).
 
+pub mod backoff;
 pub mod clock;
 pub mod json;

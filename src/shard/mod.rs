@@ -5,14 +5,9 @@
 
 pub mod pin;
 
-use std::time::Duration;
+pub use crate::event::batch::{BATCH_BYTES, BATCH_EVENTS, InBatch};
+pub use crate::primitives::backoff::Backoff;
 
-use crate::event::EventMeta;
-
-/// Events per input batch before it is handed to a worker.
-pub const BATCH_EVENTS: usize = 128;
-/// Bytes per input batch before it is handed to a worker.
-pub const BATCH_BYTES: usize = 128 * 1024;
 /// Batches in flight per (reader, worker) ring: bounds memory whatever the input size.
 /// 2,048 events: room for the bursts of a Kafka fetch. Measured on 2 CPUs: with 8, Kafka in ->
 /// out gave 139k-164k events/s (median 141k of 5 runs) against 163k with 16 (3 runs) and 161k
@@ -20,23 +15,6 @@ pub const BATCH_BYTES: usize = 128 * 1024;
 pub const RING_BATCHES: usize = 16;
 /// Record batches in flight per worker -> writer ring (up to 128 KiB each).
 pub const OUT_RING_BATCHES: usize = 16;
-
-/// A run of events from one input for one worker; `data` holds the lines back to back.
-#[derive(Default)]
-pub struct InBatch {
-    pub data: Vec<u8>,
-    pub events: Vec<EventMeta>,
-    /// When its first event was read (`metrics::latency::mono_ns`).
-    pub read_ns: u64,
-}
-
-impl InBatch {
-    pub fn clear(&mut self) {
-        self.data.clear();
-        self.events.clear();
-        self.read_ns = 0;
-    }
-}
 
 /// Output index of the internal `{log}` sink.
 pub const LOG_OUTPUT: u32 = 0;
@@ -78,30 +56,3 @@ impl OutBatch {
         self.read_ns = 0;
     }
 }
-
-/// Waits politely: spin a little, then yield, then sleep, so an idle engine costs no CPU and
-/// a busy one no syscalls.
-#[derive(Default)]
-pub struct Backoff {
-    n: u32,
-}
-
-impl Backoff {
-    pub fn reset(&mut self) {
-        self.n = 0;
-    }
-
-    pub fn wait(&mut self) {
-        if self.n < 16 {
-            std::hint::spin_loop();
-        } else if self.n < 48 {
-            std::thread::yield_now();
-        } else {
-            let us = (50u64 << ((self.n - 48).min(5))).min(1000);
-            std::thread::sleep(Duration::from_micros(us));
-        }
-        self.n = self.n.saturating_add(1);
-    }
-}
-
-pub mod worker;

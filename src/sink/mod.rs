@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use rtrb::{Consumer, Producer};
 
 pub use crate::config::types::{DEFAULT_HOLD, IpcKind, KafkaKey, Policy};
+use crate::counters::Stats;
 use crate::diag::Kind;
-use crate::metrics::Stats;
 use crate::shard::{Backoff, END_OF_EVENT, NO_INPUT, OutBatch, STATS_OUTPUT};
 pub use file::FileSink;
 pub use held::Held;
@@ -474,9 +474,9 @@ pub struct Writer {
     acks: VecDeque<(Vec<u64>, Vec<u64>)>,
     /// End-to-end latency per output, merged into the shared histograms once a second
     /// (None when histograms are off).
-    lat: Option<Vec<crate::metrics::latency::LocalHist>>,
+    lat: Option<Vec<crate::counters::latency::LocalHist>>,
     /// The same per script that wrote the record (user outputs only).
-    lat_script: Vec<crate::metrics::latency::LocalHist>,
+    lat_script: Vec<crate::counters::latency::LocalHist>,
     last_merge: Instant,
     /// Per output: (written, errors) at the previous flush, to tell a working output (records
     /// written and no error since) from a failing one for `/health`.
@@ -513,7 +513,7 @@ impl Writer {
                 stats
                     .output_latency
                     .iter()
-                    .map(|_| crate::metrics::latency::LocalHist::default())
+                    .map(|_| crate::counters::latency::LocalHist::default())
                     .collect()
             }),
             lat_script: if stats.histograms {
@@ -533,8 +533,8 @@ impl Writer {
     /// script for user outputs.
     #[inline]
     fn record_latency(
-        lat: &mut Option<Vec<crate::metrics::latency::LocalHist>>,
-        lat_script: &mut [crate::metrics::latency::LocalHist],
+        lat: &mut Option<Vec<crate::counters::latency::LocalHist>>,
+        lat_script: &mut [crate::counters::latency::LocalHist],
         r: &crate::shard::OutRec,
         read_ns: u64,
         now: u64,
@@ -574,7 +574,7 @@ impl Writer {
     fn receive(&mut self) -> bool {
         let mut got = false;
         let now = if self.lat.is_some() {
-            crate::metrics::latency::mono_ns()
+            crate::counters::latency::mono_ns()
         } else {
             0
         };
@@ -611,7 +611,7 @@ impl Writer {
     /// Writes every ordered record whose turn has come.
     fn emit_ordered(&mut self) {
         let now = if self.lat.is_some() {
-            crate::metrics::latency::mono_ns()
+            crate::counters::latency::mono_ns()
         } else {
             0
         };
@@ -770,7 +770,7 @@ impl Writer {
                 self.write_stats();
                 last_stats = Instant::now();
             }
-            if self.lat.is_some() && self.last_merge.elapsed() >= crate::metrics::latency::MERGE_EVERY {
+            if self.lat.is_some() && self.last_merge.elapsed() >= crate::counters::latency::MERGE_EVERY {
                 self.merge_latency();
             }
             if last_flush.elapsed() >= FLUSH_INTERVAL {

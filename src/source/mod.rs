@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use rtrb::{Consumer, Producer};
 
+use crate::counters::InputStats;
 use crate::event::EventMeta;
+use crate::event::batch::{BATCH_BYTES, BATCH_EVENTS, InBatch};
 use crate::event::flow_key::RouteParser;
-use crate::metrics::InputStats;
-use crate::shard::{BATCH_BYTES, BATCH_EVENTS, Backoff, InBatch};
+use crate::primitives::backoff::Backoff;
 
 /// A diagnostic line for `{log}` from a thread that has no ordered output path.
 pub type Diag = std::sync::mpsc::Sender<Vec<u8>>;
@@ -37,7 +38,7 @@ pub struct Router {
     parser: RouteParser,
     seq: u64,
     rr: usize,
-    stats: Arc<crate::metrics::Stats>,
+    stats: Arc<crate::counters::Stats>,
     diag: Diag,
     pub stop: Arc<AtomicBool>,
     counted: u64,
@@ -62,7 +63,7 @@ impl Router {
         input: u32,
         tag: String,
         io: ReaderIo,
-        stats: Arc<crate::metrics::Stats>,
+        stats: Arc<crate::counters::Stats>,
         diag: Diag,
         stop: Arc<AtomicBool>,
     ) -> Self {
@@ -149,7 +150,7 @@ impl Router {
                 };
                 let b = &mut self.batches[shard];
                 if b.events.is_empty() {
-                    b.read_ns = crate::metrics::latency::mono_ns();
+                    b.read_ns = crate::counters::latency::mono_ns();
                 }
                 let start = b.data.len() as u32;
                 b.data.extend_from_slice(line);

@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use rtrb::{Consumer, Producer};
 
-use super::{Backoff, InBatch, OutBatch};
-use crate::lua::{ScriptSpec, WorkerCtx};
-use crate::metrics::Stats;
+use super::{ScriptSpec, WorkerCtx};
+use crate::counters::Stats;
+use crate::shard::{Backoff, InBatch, OutBatch};
 
 /// Bytes of output records per batch before it is handed to the writer.
 const OUT_BATCH_BYTES: usize = 128 * 1024;
@@ -46,7 +46,7 @@ impl Reload {
 /// What a worker needs to start.
 pub struct WorkerSpec {
     pub index: usize,
-    pub cpu: Option<super::pin::Pin>,
+    pub cpu: Option<crate::shard::pin::Pin>,
     pub filters: Vec<ScriptSpec>,
     pub analyzers: Vec<ScriptSpec>,
     pub input_tags: Vec<String>,
@@ -139,7 +139,7 @@ fn publish(c: &mut WorkerCtx, stats: &Stats, index: usize, io: &WorkerIo) {
     w.timers_pending.store(c.timers_pending, Relaxed);
     w.timers_fired.store(c.timers_fired, Relaxed);
     if let Some(l) = c.lat.as_mut()
-        && l.last_merge.elapsed() >= crate::metrics::latency::MERGE_EVERY
+        && l.last_merge.elapsed() >= crate::counters::latency::MERGE_EVERY
     {
         l.merge_into(stats);
     }
@@ -233,7 +233,7 @@ pub fn run(
     next: std::sync::mpsc::Receiver<NextPipeline>,
 ) {
     if let Some(cpu) = &spec.cpu {
-        super::pin::pin_current(cpu);
+        crate::shard::pin::pin_current(cpu);
     }
     let mut c = WorkerCtx::new(
         spec.input_tags.clone(),

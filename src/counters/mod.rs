@@ -1,0 +1,376 @@
+//! Counters shared between threads: what every stage counts (inputs, workers, outputs) and
+//! the latency histograms ([`latency`]). Hot-path counters are plain integers owned by their
+//! thread and published with relaxed atomic stores once per batch. They sit low in the house
+//! (above `primitives` and `diag`): every stage writes them; `metrics` renders them.
+
+pub mod latency;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Counters of one input, written by its reader.
+#[derive(Default, Debug)]
+pub struct InputStats {
+    /// Valid events handed to the workers.
+    pub events: AtomicU64,
+    /// Lines that were not a JSON object.
+    pub invalid: AtomicU64,
+    /// Lines longer than the maximum, skipped.
+    pub too_long: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Times the reader found a worker's ring full and had to wait (back-pressure).
+    pub ring_full: AtomicU64,
+    /// Whether the input's file is missing now (a `tail://` waiting for it to appear).
+    pub missing: std::sync::atomic::AtomicBool,
+}
+
+/// Counters of one worker, published after each batch.
+#[derive(Debug)]
+pub struct WorkerStats {
+    pub events: AtomicU64,
+    pub filter_calls: Vec<AtomicU64>,
+    pub filter_errors: Vec<AtomicU64>,
+    pub analyzer_calls: Vec<AtomicU64>,
+    pub analyzer_errors: Vec<AtomicU64>,
+    /// Records written to user outputs by each filter and each analyzer.
+    pub filter_out: Vec<AtomicU64>,
+    pub analyzer_out: Vec<AtomicU64>,
+    pub unknown_tags: AtomicU64,
+    pub encode_errors: AtomicU64,
+    pub redis_calls: AtomicU64,
+    pub redis_failures: AtomicU64,
+    pub redis_error_replies: AtomicU64,
+    /// Native Redis-ML calls (command path and direct API) and their error replies.
+    pub ml_calls: AtomicU64,
+    pub ml_errors: AtomicU64,
+    /// Batches waiting in this worker's input rings (all inputs), at its last publication.
+    pub ring_batches: AtomicU64,
+    /// Pending timers (`dragonfly.timer_event`) and timers fired.
+    pub timers_pending: AtomicU64,
+    pub timers_fired: AtomicU64,
+    /// Script reloads (SIGHUP) that took effect, and scripts that failed to reload.
+    pub reloads: AtomicU64,
+    pub reload_errors: AtomicU64,
+    /// Panics caught at the script boundary (an engine bug reached from a script; the call
+    /// became a script error).
+    pub boundary_panics: AtomicU64,
+    /// Redis connections of this worker that are down now.
+    pub redis_down: AtomicU64,
+    /// When (`Stats::now_ms`) this worker last made progress (its event count moved, or it
+    /// had nothing waiting).
+    pub last_progress_ms: AtomicU64,
+}
+
+fn zeros(n: usize) -> Vec<AtomicU64> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+impl WorkerStats {
+    pub fn new(inputs: usize, analyzers: usize) -> Self {
+        WorkerStats {
+            events: AtomicU64::new(0),
+            filter_calls: zeros(inputs),
+            filter_errors: zeros(inputs),
+            analyzer_calls: zeros(analyzers),
+            analyzer_errors: zeros(analyzers),
+            filter_out: zeros(inputs),
+            analyzer_out: zeros(analyzers),
+            unknown_tags: AtomicU64::new(0),
+            encode_errors: AtomicU64::new(0),
+            redis_calls: AtomicU64::new(0),
+            redis_failures: AtomicU64::new(0),
+            redis_error_replies: AtomicU64::new(0),
+            ml_calls: AtomicU64::new(0),
+            ml_errors: AtomicU64::new(0),
+            ring_batches: AtomicU64::new(0),
+            timers_pending: AtomicU64::new(0),
+            timers_fired: AtomicU64::new(0),
+            reloads: AtomicU64::new(0),
+            reload_errors: AtomicU64::new(0),
+            boundary_panics: AtomicU64::new(0),
+            redis_down: AtomicU64::new(0),
+            last_progress_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Counters of one output, written by the writer.
+#[derive(Default, Debug)]
+pub struct OutputStats {
+    /// Records delivered (taken by the file, socket or broker).
+    pub written: AtomicU64,
+    /// Records lost: rejected, or given up at exit after the grace.
+    pub errors: AtomicU64,
+    /// Records dropped because the output was full (`drop_when_full = true`).
+    pub dropped: AtomicU64,
+    /// Records held now, waiting to be delivered (file and socket outputs).
+    pub held: AtomicU64,
+    /// When (`Stats::now_ms`) the output last failed, and last flushed without failing (0:
+    /// never): it is failing while the first is the later.
+    pub last_error_ms: AtomicU64,
+    pub last_ok_ms: AtomicU64,
+}
+
+/// A counter every worker keeps, summed over the workers: where it goes in the stats line
+/// (`section.key`) and in `/metrics` (`metric`, empty when it is rendered otherwise).
+pub struct WorkerTotal {
+    pub section: &'static str,
+    pub key: &'static str,
+    pub metric: &'static str,
+    pub kind: &'static str,
+    pub help: &'static str,
+    pub get: fn(&WorkerStats) -> &AtomicU64,
+}
+
+/// The summed worker counters, in stats-line order (one section's keys together).
+pub const WORKER_TOTALS: &[WorkerTotal] = &[
+    WorkerTotal {
+        section: "drops",
+        key: "unknown_tag",
+        metric: "",
+        kind: "counter",
+        help: "",
+        get: |w| &w.unknown_tags,
+    },
+    WorkerTotal {
+        section: "drops",
+        key: "encode_error",
+        metric: "",
+        kind: "counter",
+        help: "",
+        get: |w| &w.encode_errors,
+    },
+    WorkerTotal {
+        section: "redis",
+        key: "calls",
+        metric: "dragonfly_redis_calls_total",
+        kind: "counter",
+        help: "Redis commands sent by hiredis.",
+        get: |w| &w.redis_calls,
+    },
+    WorkerTotal {
+        section: "redis",
+        key: "failures",
+        metric: "dragonfly_redis_failures_total",
+        kind: "counter",
+        help: "Redis calls that failed (connection, timeout, protocol).",
+        get: |w| &w.redis_failures,
+    },
+    WorkerTotal {
+        section: "redis",
+        key: "error_replies",
+        metric: "dragonfly_redis_error_replies_total",
+        kind: "counter",
+        help: "Redis error replies returned to scripts.",
+        get: |w| &w.redis_error_replies,
+    },
+    WorkerTotal {
+        section: "ml",
+        key: "calls",
+        metric: "dragonfly_ml_calls_total",
+        kind: "counter",
+        help: "Native Redis-ML calls.",
+        get: |w| &w.ml_calls,
+    },
+    WorkerTotal {
+        section: "ml",
+        key: "errors",
+        metric: "dragonfly_ml_errors_total",
+        kind: "counter",
+        help: "Native Redis-ML error replies.",
+        get: |w| &w.ml_errors,
+    },
+    WorkerTotal {
+        section: "timers",
+        key: "pending",
+        metric: "dragonfly_timers_pending",
+        kind: "gauge",
+        help: "Timers armed and not yet fired.",
+        get: |w| &w.timers_pending,
+    },
+    WorkerTotal {
+        section: "timers",
+        key: "fired",
+        metric: "dragonfly_timers_fired_total",
+        kind: "counter",
+        help: "Timers delivered to loop().",
+        get: |w| &w.timers_fired,
+    },
+    WorkerTotal {
+        section: "reload",
+        key: "done",
+        metric: "dragonfly_reloads_total",
+        kind: "counter",
+        help: "Script reloads that took effect (per worker).",
+        get: |w| &w.reloads,
+    },
+    WorkerTotal {
+        section: "reload",
+        key: "errors",
+        metric: "dragonfly_reload_errors_total",
+        kind: "counter",
+        help: "Scripts that failed to reload and kept their old version (per worker).",
+        get: |w| &w.reload_errors,
+    },
+    WorkerTotal {
+        section: "scripts",
+        key: "internal_errors",
+        metric: "dragonfly_script_boundary_panics_total",
+        kind: "counter",
+        help: "Engine panics caught at the script boundary (each became a script error or a declined call).",
+        get: |w| &w.boundary_panics,
+    },
+];
+
+/// How long a worker may have events waiting without processing one before `/health` calls
+/// its rings stalled.
+pub const STALL_MS: u64 = 10_000;
+
+/// Every counter of the engine.
+#[derive(Debug)]
+pub struct Stats {
+    pub input_tags: Vec<String>,
+    pub analyzer_tags: Vec<String>,
+    /// `log`, `stats`, then the user outputs.
+    pub output_tags: Vec<String>,
+    pub inputs: Vec<InputStats>,
+    pub workers: Vec<WorkerStats>,
+    pub outputs: Vec<OutputStats>,
+    /// Whether latency histograms are recorded (`latency_histograms` in config.lua).
+    pub histograms: bool,
+    /// Time in `loop()`: one per input's filter, then one per analyzer.
+    pub script_latency: Vec<latency::Shared>,
+    /// End to end (read -> handed to the output), per output (`log`, `stats`, then yours).
+    pub output_latency: Vec<latency::Shared>,
+    /// End to end per script that wrote the record to a user output (filters, then analyzers).
+    pub script_e2e: Vec<latency::Shared>,
+    /// Redis round trips of `hiredis` (a pipelined batch counts once per command).
+    pub redis_latency: latency::Shared,
+    /// Capacity of each input ring, in batches.
+    pub ring_capacity: u64,
+    pub started: std::time::Instant,
+}
+
+fn sum(v: impl Iterator<Item = u64>) -> u64 {
+    v.sum()
+}
+
+impl Stats {
+    /// Milliseconds since the engine started, plus 1 (so that 0 can mean "never").
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + 1
+    }
+
+    /// What `/health` reports as wrong now: a failing output, a missing input, a Redis
+    /// connection down, a worker whose rings are stalled. Empty when all is well.
+    pub fn health_problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (tag, o) in self.output_tags.iter().zip(&self.outputs) {
+            if o.last_error_ms.load(Relaxed) > o.last_ok_ms.load(Relaxed) {
+                out.push(format!(
+                    "output {tag}: failing ({} records held, {} lost so far)",
+                    o.held.load(Relaxed),
+                    o.errors.load(Relaxed)
+                ));
+            }
+        }
+        for (tag, i) in self.input_tags.iter().zip(&self.inputs) {
+            if i.missing.load(Relaxed) {
+                out.push(format!("input {tag}: missing (waiting for it to appear)"));
+            }
+        }
+        let down: u64 = self.workers.iter().map(|w| w.redis_down.load(Relaxed)).sum();
+        if down > 0 {
+            out.push(format!("redis: {down} connections down"));
+        }
+        let now = self.now_ms();
+        for (k, w) in self.workers.iter().enumerate() {
+            let last = w.last_progress_ms.load(Relaxed);
+            if w.ring_batches.load(Relaxed) > 0 && last > 0 && now.saturating_sub(last) > STALL_MS {
+                out.push(format!(
+                    "worker {k}: rings stalled (events waiting, none processed for {} s)",
+                    (now - last) / 1000
+                ));
+            }
+        }
+        out
+    }
+
+    pub fn new(input_tags: Vec<String>, analyzer_tags: Vec<String>, output_tags: Vec<String>, workers: usize) -> Self {
+        Stats {
+            inputs: input_tags.iter().map(|_| InputStats::default()).collect(),
+            workers: (0..workers)
+                .map(|_| WorkerStats::new(input_tags.len(), analyzer_tags.len()))
+                .collect(),
+            outputs: output_tags.iter().map(|_| OutputStats::default()).collect(),
+            histograms: true,
+            script_latency: (0..input_tags.len() + analyzer_tags.len())
+                .map(|_| latency::Shared::default())
+                .collect(),
+            output_latency: output_tags.iter().map(|_| latency::Shared::default()).collect(),
+            script_e2e: (0..input_tags.len() + analyzer_tags.len())
+                .map(|_| latency::Shared::default())
+                .collect(),
+            redis_latency: latency::Shared::default(),
+            // Set by the engine, which sizes the rings.
+            ring_capacity: 0,
+            started: std::time::Instant::now(),
+            input_tags,
+            analyzer_tags,
+            output_tags,
+        }
+    }
+
+    /// One of [`WORKER_TOTALS`], summed over the workers.
+    pub fn worker_total(&self, t: &WorkerTotal) -> u64 {
+        sum(self.workers.iter().map(|w| (t.get)(w).load(Relaxed)))
+    }
+
+    pub fn events_read(&self) -> u64 {
+        sum(self.inputs.iter().map(|i| i.events.load(Relaxed)))
+    }
+    pub fn invalid(&self) -> u64 {
+        sum(self
+            .inputs
+            .iter()
+            .map(|i| i.invalid.load(Relaxed) + i.too_long.load(Relaxed)))
+    }
+    pub fn processed(&self) -> u64 {
+        sum(self.workers.iter().map(|w| w.events.load(Relaxed)))
+    }
+    pub fn script_errors(&self) -> u64 {
+        sum(self.workers.iter().map(|w| {
+            sum(w
+                .filter_errors
+                .iter()
+                .chain(&w.analyzer_errors)
+                .map(|e| e.load(Relaxed)))
+        }))
+    }
+    /// Records written to user outputs.
+    pub fn written(&self) -> u64 {
+        sum(self.outputs.iter().skip(2).map(|o| o.written.load(Relaxed)))
+    }
+
+    /// Records the user outputs failed to take (write, flush or file errors).
+    pub fn output_errors(&self) -> u64 {
+        sum(self.outputs.iter().skip(2).map(|o| o.errors.load(Relaxed)))
+    }
+
+    /// Values that went nowhere without an error: calls naming an unknown analyzer or output
+    /// (`drops.unknown_tag`), and records a full output dropped (`drop_when_full = true`). Values that could not be encoded are
+    /// not counted here: the call raised in the script, which is a script error.
+    pub fn dropped(&self) -> u64 {
+        sum(self.workers.iter().map(|w| w.unknown_tags.load(Relaxed)))
+            + sum(self.outputs.iter().skip(2).map(|o| o.dropped.load(Relaxed)))
+    }
+
+    /// Tags of the inputs that are missing or could not be read now.
+    pub fn missing_inputs(&self) -> Vec<String> {
+        self.input_tags
+            .iter()
+            .zip(&self.inputs)
+            .filter(|(_, i)| i.missing.load(Relaxed))
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+}
