@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use rtrb::RingBuffer;
 
+use crate::config::types::RedisTarget;
 use crate::config::{Config, InputUri, OutputUri};
 use crate::lua::worker::{WorkerIo, WorkerSpec};
 use crate::lua::{Role, ScriptSpec, WorkerCtx};
@@ -159,7 +160,7 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
     let mut problems = check_surroundings(&cfg);
     crate::ml::set_native(cfg.ml_native);
     crate::lua::builtins::configure(cfg.http_timeout, cfg.http_insecure, cfg.dns_timeout);
-    if cfg.redis_host == "managed" {
+    if cfg.redis == RedisTarget::Managed {
         crate::lua::managed::configure(&run_dir(opts, &cfg), cfg.redis_persist);
     }
     std::env::set_current_dir(&cfg.root).with_context(|| format!("cannot enter {}", cfg.root.display()))?;
@@ -190,7 +191,7 @@ fn load_scripts(cfg: &Config, setup: bool) -> Result<(), String> {
         cfg.outputs.iter().map(|o| o.tag.clone()).collect(),
         false,
     );
-    c.redis.target = crate::lua::hiredis::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port);
+    c.redis.target = cfg.redis.clone();
     c.set_state_settings(state_settings(cfg));
     let r = c.open_all(&filters, &analyzers, setup);
     if setup && r.is_ok() {
@@ -235,13 +236,8 @@ fn check_surroundings(cfg: &Config) -> Vec<String> {
             ));
         }
     }
-    if cfg.redis_host != "managed" {
-        let target = crate::lua::hiredis::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port);
-        let timeouts = crate::lua::hiredis::RedisTimeouts {
-            connect: cfg.redis_connect_timeout,
-            io: cfg.redis_timeout,
-        };
-        let answer = crate::lua::hiredis::open(&target, timeouts)
+    if cfg.redis != RedisTarget::Managed {
+        let answer = crate::lua::hiredis::open(&cfg.redis, cfg.redis_timeouts())
             .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).map_err(|e| e.to_string()));
         if let Err(e) = answer {
             out.push(format!(
@@ -440,14 +436,8 @@ fn start_http(
 
 /// Sends `MODULE LOAD` for every module of config.lua; failures are reported, not fatal.
 fn load_modules(cfg: &Config, diag: &crate::source::Diag) {
-    use crate::lua::hiredis::{RedisTarget, RedisTimeouts, open};
-    let target = RedisTarget::from_config(&cfg.redis_host, cfg.redis_port);
     for (tag, module) in &cfg.modules {
-        let timeouts = RedisTimeouts {
-            connect: cfg.redis_connect_timeout,
-            io: cfg.redis_timeout,
-        };
-        let r = open(&target, timeouts).and_then(|mut con| {
+        let r = crate::lua::hiredis::open(&cfg.redis, cfg.redis_timeouts()).and_then(|mut con| {
             redis::ConnectionLike::req_command(&mut con, redis::cmd("MODULE").arg("LOAD").arg(module))
                 .map_err(|e| e.to_string())
                 .and_then(|v| match v {
@@ -477,7 +467,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     }
     crate::ml::set_native(cfg.ml_native);
     crate::lua::builtins::configure(cfg.http_timeout, cfg.http_insecure, cfg.dns_timeout);
-    if cfg.redis_host == "managed" {
+    if cfg.redis == RedisTarget::Managed {
         crate::lua::managed::configure(&run_dir(opts, &cfg), cfg.redis_persist);
     }
     let r = run_configured(opts, cfg);
@@ -708,11 +698,8 @@ fn run_pipeline(
             analyzer_tags: analyzer_tags.clone(),
             output_tags: cfg.outputs.iter().map(|o| o.tag.clone()).collect(),
             ordered: any_ordered || needs_marks,
-            redis: crate::lua::hiredis::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port),
-            redis_timeouts: crate::lua::hiredis::RedisTimeouts {
-                connect: cfg.redis_connect_timeout,
-                io: cfg.redis_timeout,
-            },
+            redis: cfg.redis.clone(),
+            redis_timeouts: cfg.redis_timeouts(),
             state: state_settings(cfg),
             reload: Arc::clone(&reload),
         };

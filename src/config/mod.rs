@@ -65,6 +65,8 @@ pub struct Config {
     pub config_file: PathBuf,
     pub redis_host: String,
     pub redis_port: i64,
+    /// Where Redis is, from `redis_host`/`redis_port` (`Managed`: the engine's own).
+    pub redis: types::RedisTarget,
     /// Redis modules to `MODULE LOAD` at startup: (tag, module path).
     pub modules: Vec<(String, String)>,
     /// Whether `ML.*` commands sent through `hiredis` are answered in-process (`redis_ml =
@@ -135,6 +137,14 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// The Redis connection timeouts (`redis_connect_timeout_ms`, `redis_timeout_ms`).
+    pub fn redis_timeouts(&self) -> types::RedisTimeouts {
+        types::RedisTimeouts {
+            connect: self.redis_connect_timeout,
+            io: self.redis_timeout,
+        }
+    }
+
     /// Loads `config_file` (default `<root>/config/config.lua`) and validates the root layout.
     pub fn load(root: &Path, log_dir: &Path, config_file: Option<&Path>) -> Result<Config, ConfigError> {
         let config_file = config_file
@@ -207,6 +217,7 @@ impl Config {
             config_file: config_file.clone(),
             redis_host: "127.0.0.1".into(),
             redis_port: 6379,
+            redis: types::RedisTarget::Managed,
             modules: Vec::new(),
             inputs: Vec::new(),
             analyzers: Vec::new(),
@@ -477,6 +488,7 @@ impl Config {
                 });
             }
         }
+        cfg.redis = types::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port);
         cfg.check_tags(&declared, &mut errs);
         if errs.is_empty() { Ok(cfg) } else { Err(fail(errs)) }
     }

@@ -107,6 +107,20 @@ fn redis_timeouts_are_read_and_checked() {
     assert_eq!(cfg.redis_timeout, Duration::from_millis(250));
     assert_eq!(cfg.redis_connect_timeout, Duration::from_secs(2));
     assert_eq!(cfg.redis_host, "managed", "no Redis named means managed Redis");
+    assert_eq!(cfg.redis, super::types::RedisTarget::Managed);
+    assert_eq!(cfg.redis_timeouts().io, Duration::from_millis(250));
+    let tcp = check(
+        &format!("redis_host = \"10.0.0.5\"\nredis_port = 6380\n{GOOD}"),
+        &["filter/f.lua", "analyzer/a.lua"],
+    )
+    .unwrap();
+    assert_eq!(tcp.redis, super::types::RedisTarget::Tcp("10.0.0.5".into(), 6380));
+    let unix = check(
+        &format!("redis_host = \"/run/redis.sock\"\nredis_port = 0\n{GOOD}"),
+        &["filter/f.lua", "analyzer/a.lua"],
+    )
+    .unwrap();
+    assert_eq!(unix.redis, super::types::RedisTarget::Unix("/run/redis.sock".into()));
     let e = check(
         &format!("redis_connect_timeout_ms = 0\n{GOOD}"),
         &["filter/f.lua", "analyzer/a.lua"],

@@ -1,6 +1,7 @@
 //! The types a configuration is made of, owned here and taken by the stages that use them
 //! (inputs, outputs, scripts), so that config depends on no stage.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Default memory limit of a script state (`script_memory_mb` in config.lua).
@@ -90,6 +91,44 @@ impl Default for Policy {
         Policy {
             limit: DEFAULT_HOLD,
             drop_when_full: false,
+        }
+    }
+}
+
+/// Where Redis is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisTarget {
+    Tcp(String, u16),
+    Unix(PathBuf),
+    /// The engine's own `redis-server` (see `managed`), started on first use.
+    Managed,
+}
+
+impl RedisTarget {
+    /// From config.lua's `redis_host`/`redis_port` (a port <= 0 means a unix socket path).
+    pub fn from_config(host: &str, port: i64) -> RedisTarget {
+        if host == "managed" {
+            RedisTarget::Managed
+        } else if port <= 0 {
+            RedisTarget::Unix(PathBuf::from(host))
+        } else {
+            RedisTarget::Tcp(host.to_string(), port.min(u16::MAX as i64) as u16)
+        }
+    }
+}
+
+/// Timeouts of Redis connections.
+#[derive(Clone, Copy, Debug)]
+pub struct RedisTimeouts {
+    pub connect: Duration,
+    pub io: Duration,
+}
+
+impl Default for RedisTimeouts {
+    fn default() -> Self {
+        RedisTimeouts {
+            connect: Duration::from_secs(2),
+            io: Duration::from_secs(5),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! `hiredis.connect()` per script, re-established with backoff after a failure, with the
 //! queues of pipelined and appended commands.
 
-use std::path::PathBuf;
+pub use crate::config::types::{RedisTarget, RedisTimeouts};
 use std::time::{Duration, Instant};
 
 use redis::{IntoConnectionInfo, RedisConnectionInfo};
@@ -17,44 +17,6 @@ pub const REPLY_INTEGER: i32 = 3;
 pub const REPLY_NIL: i32 = 4;
 pub const REPLY_STATUS: i32 = 5;
 pub const REPLY_ERROR: i32 = 6;
-
-/// Where Redis is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RedisTarget {
-    Tcp(String, u16),
-    Unix(PathBuf),
-    /// The engine's own `redis-server` (see `managed`), started on first use.
-    Managed,
-}
-
-impl RedisTarget {
-    /// From config.lua's `redis_host`/`redis_port` (a port <= 0 means a unix socket path).
-    pub fn from_config(host: &str, port: i64) -> RedisTarget {
-        if host == "managed" {
-            RedisTarget::Managed
-        } else if port <= 0 {
-            RedisTarget::Unix(PathBuf::from(host))
-        } else {
-            RedisTarget::Tcp(host.to_string(), port.min(u16::MAX as i64) as u16)
-        }
-    }
-}
-
-/// Timeouts of Redis connections.
-#[derive(Clone, Copy, Debug)]
-pub struct RedisTimeouts {
-    pub connect: Duration,
-    pub io: Duration,
-}
-
-impl Default for RedisTimeouts {
-    fn default() -> Self {
-        RedisTimeouts {
-            connect: Duration::from_secs(2),
-            io: Duration::from_secs(5),
-        }
-    }
-}
 
 /// One script's connection, re-established with backoff after a failure.
 pub struct RedisConn {
