@@ -7,6 +7,7 @@ pub mod file;
 pub mod held;
 pub mod ipc;
 pub mod kafka;
+pub mod merge;
 pub mod parquet;
 pub mod zfile;
 
@@ -21,7 +22,7 @@ use rtrb::{Consumer, Producer};
 pub use crate::config::types::{DEFAULT_HOLD, IpcKind, KafkaKey, Policy};
 use crate::counters::Stats;
 use crate::diag::Kind;
-use crate::shard::{Backoff, END_OF_EVENT, NO_INPUT, OutBatch, STATS_OUTPUT};
+use crate::shard::{Backoff, OutBatch, STATS_OUTPUT};
 pub use file::FileSink;
 pub use held::Held;
 pub use ipc::IpcSink;
@@ -171,12 +172,6 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 pub struct WorkerLink {
     pub from: Consumer<OutBatch>,
     pub back: Producer<OutBatch>,
-}
-
-/// A batch being emitted, with the index of its next record.
-struct Pending {
-    batch: OutBatch,
-    next: usize,
 }
 
 /// When waiting for an output ends: once the engine is stopping (a signal, or its inputs
@@ -458,10 +453,8 @@ pub struct Writer {
     /// Per output: whether it waits for input order.
     ordered: Vec<bool>,
     links: Vec<WorkerLink>,
-    /// Per worker, per input: batches received and not yet fully written.
-    pending: Vec<Vec<VecDeque<Pending>>>,
-    /// Per input: the next sequence number to write.
-    next_seq: Vec<u64>,
+    /// Batches waiting for their turn (ordered outputs), and the input order reached.
+    merge: merge::Merge,
     stats: Arc<Stats>,
     diag: Receiver<Vec<u8>>,
     rotate: Arc<AtomicBool>,
@@ -496,16 +489,12 @@ impl Writer {
         stats_interval: Duration,
         marks: crate::source::checkpoint::Watermarks,
     ) -> Self {
-        let pending = links
-            .iter()
-            .map(|_| (0..inputs).map(|_| VecDeque::new()).collect())
-            .collect();
+        let merge = merge::Merge::new(links.len(), inputs);
         Writer {
             out,
             ordered,
             links,
-            pending,
-            next_seq: vec![0; inputs],
+            merge,
             diag,
             rotate,
             stats_interval,
@@ -578,34 +567,30 @@ impl Writer {
         } else {
             0
         };
-        for w in 0..self.links.len() {
-            while let Ok(batch) = self.links[w].from.pop() {
+        let Writer {
+            out,
+            ordered,
+            links,
+            merge,
+            lat,
+            lat_script,
+            ..
+        } = self;
+        let ordered = |o: u32| ordered.get(o as usize) == Some(&true);
+        for (w, link) in links.iter_mut().enumerate() {
+            while let Ok(batch) = link.from.pop() {
                 got = true;
-                let mut has_ordered = false;
-                for r in &batch.recs {
-                    if r.output == END_OF_EVENT
-                        || self.ordered.get(r.output as usize) == Some(&true) && batch.input != NO_INPUT
-                    {
-                        has_ordered = true;
-                    } else {
-                        let bytes = &batch.data[r.start as usize..r.end as usize];
-                        self.out.write(r.output, bytes);
-                        Self::record_latency(&mut self.lat, &mut self.lat_script, r, batch.read_ns, now);
-                    }
-                }
-                if has_ordered {
-                    self.pending[w][batch.input as usize].push_back(Pending { batch, next: 0 });
-                } else {
-                    self.recycle(w, batch);
+                let back = merge.take(w, batch, ordered, |r, bytes, read_ns| {
+                    out.write(r.output, bytes);
+                    Self::record_latency(lat, lat_script, r, read_ns, now);
+                });
+                if let Some(mut b) = back {
+                    b.clear();
+                    let _ = link.back.push(b);
                 }
             }
         }
         got
-    }
-
-    fn recycle(&mut self, w: usize, mut batch: OutBatch) {
-        batch.clear();
-        let _ = self.links[w].back.push(batch);
     }
 
     /// Writes every ordered record whose turn has come.
@@ -615,48 +600,27 @@ impl Writer {
         } else {
             0
         };
-        for input in 0..self.next_seq.len() {
-            loop {
-                let want = self.next_seq[input];
-                let Some(w) = (0..self.pending.len()).find(|&w| {
-                    self.pending[w][input]
-                        .front()
-                        .is_some_and(|p| p.batch.recs.get(p.next).is_some_and(|r| r.seq == want))
-                }) else {
-                    break;
-                };
-                // Write this event's records from worker w, up to its end marker.
-                while let Some(p) = self.pending[w][input].front_mut() {
-                    let Some(r) = p.batch.recs.get(p.next).copied() else {
-                        let done = self.pending[w][input].pop_front().map(|p| p.batch);
-                        if let Some(b) = done {
-                            self.recycle(w, b);
-                        }
-                        continue;
-                    };
-                    if r.seq != want {
-                        break;
-                    }
-                    p.next += 1;
-                    if r.output == END_OF_EVENT {
-                        self.next_seq[input] += 1;
-                        if p.next == p.batch.recs.len() {
-                            let done = self.pending[w][input].pop_front().map(|p| p.batch);
-                            if let Some(b) = done {
-                                self.recycle(w, b);
-                            }
-                        }
-                        break;
-                    }
-                    if self.ordered.get(r.output as usize) == Some(&true) {
-                        let p = self.pending[w][input].front().expect("front checked above");
-                        let bytes = &p.batch.data[r.start as usize..r.end as usize];
-                        self.out.write(r.output, bytes);
-                        Self::record_latency(&mut self.lat, &mut self.lat_script, &r, p.batch.read_ns, now);
-                    }
-                }
-            }
-        }
+        let Writer {
+            out,
+            ordered,
+            links,
+            merge,
+            lat,
+            lat_script,
+            ..
+        } = self;
+        let ordered = |o: u32| ordered.get(o as usize) == Some(&true);
+        merge.emit(
+            ordered,
+            |r, bytes, read_ns| {
+                out.write(r.output, bytes);
+                Self::record_latency(lat, lat_script, r, read_ns, now);
+            },
+            |w, mut b| {
+                b.clear();
+                let _ = links[w].back.push(b);
+            },
+        );
     }
 
     fn drain_diag(&mut self) {
@@ -720,8 +684,8 @@ impl Writer {
         // in progress are not readable yet). After a failed flush they wait.
         if all_ok {
             let sent: Vec<u64> = self.out.sinks.iter().map(Sink::sent).collect();
-            if self.acks.back().is_none_or(|(seqs, _)| *seqs != self.next_seq) {
-                self.acks.push_back((self.next_seq.clone(), sent));
+            if self.acks.back().is_none_or(|(seqs, _)| *seqs != self.merge.next_seq()) {
+                self.acks.push_back((self.merge.next_seq().to_vec(), sent));
             }
         }
         let delivered: Vec<u64> = self.out.sinks.iter().map(Sink::delivered).collect();

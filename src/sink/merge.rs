@@ -1,0 +1,193 @@
+//! The reorder merge: workers hand over records in their own order; every ordered output must
+//! receive them in input order. Each record carries its event's sequence number (per input),
+//! and each event ends with an `END_OF_EVENT` record, so that an event with no output still
+//! advances the order. Batches wait in per-(worker, input) queues until their turn; records of
+//! unordered outputs (and records outside any input) are written at once.
+
+use std::collections::VecDeque;
+
+use crate::shard::{END_OF_EVENT, NO_INPUT, OutBatch, OutRec};
+
+/// A batch being emitted, with the index of its next record.
+struct Pending {
+    batch: OutBatch,
+    next: usize,
+}
+
+/// Batches waiting for their turn, and the next sequence number of each input.
+pub struct Merge {
+    /// Per worker, per input: batches received and not yet fully written.
+    pending: Vec<Vec<VecDeque<Pending>>>,
+    /// Per input: the next sequence number to write.
+    next_seq: Vec<u64>,
+}
+
+impl Merge {
+    pub fn new(workers: usize, inputs: usize) -> Merge {
+        Merge {
+            pending: (0..workers)
+                .map(|_| (0..inputs).map(|_| VecDeque::new()).collect())
+                .collect(),
+            next_seq: vec![0; inputs],
+        }
+    }
+
+    /// Per input: every event below this sequence number has been written.
+    pub fn next_seq(&self) -> &[u64] {
+        &self.next_seq
+    }
+
+    /// Takes a batch from worker `w`: records of unordered outputs go to `write` at once. The
+    /// batch is returned when nothing in it waits for its turn (to be recycled), else kept.
+    pub fn take(
+        &mut self,
+        w: usize,
+        batch: OutBatch,
+        ordered: impl Fn(u32) -> bool,
+        mut write: impl FnMut(&OutRec, &[u8], u64),
+    ) -> Option<OutBatch> {
+        let mut has_ordered = false;
+        for r in &batch.recs {
+            if r.output == END_OF_EVENT || ordered(r.output) && batch.input != NO_INPUT {
+                has_ordered = true;
+            } else {
+                write(r, &batch.data[r.start as usize..r.end as usize], batch.read_ns);
+            }
+        }
+        if !has_ordered {
+            return Some(batch);
+        }
+        self.pending[w][batch.input as usize].push_back(Pending { batch, next: 0 });
+        None
+    }
+
+    /// Writes every ordered record whose turn has come; a batch all written goes to
+    /// `recycle` with its worker.
+    pub fn emit(
+        &mut self,
+        ordered: impl Fn(u32) -> bool,
+        mut write: impl FnMut(&OutRec, &[u8], u64),
+        mut recycle: impl FnMut(usize, OutBatch),
+    ) {
+        for input in 0..self.next_seq.len() {
+            loop {
+                let want = self.next_seq[input];
+                let Some(w) = (0..self.pending.len()).find(|&w| {
+                    self.pending[w][input]
+                        .front()
+                        .is_some_and(|p| p.batch.recs.get(p.next).is_some_and(|r| r.seq == want))
+                }) else {
+                    break;
+                };
+                // Write this event's records from worker w, up to its end marker.
+                let queue = &mut self.pending[w][input];
+                while let Some(p) = queue.front_mut() {
+                    let Some(r) = p.batch.recs.get(p.next).copied() else {
+                        if let Some(done) = queue.pop_front() {
+                            recycle(w, done.batch);
+                        }
+                        continue;
+                    };
+                    if r.seq != want {
+                        break;
+                    }
+                    p.next += 1;
+                    if r.output == END_OF_EVENT {
+                        self.next_seq[input] += 1;
+                        if p.next == p.batch.recs.len()
+                            && let Some(done) = queue.pop_front()
+                        {
+                            recycle(w, done.batch);
+                        }
+                        break;
+                    }
+                    if ordered(r.output) {
+                        write(&r, &p.batch.data[r.start as usize..r.end as usize], p.batch.read_ns);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch of input 0 with, per event `(seq, outputs)`, one record per output (its text is
+    /// `"<seq>:<output>"`) and the end-of-event marker.
+    fn batch(events: &[(u64, &[u32])]) -> OutBatch {
+        let mut b = OutBatch::default();
+        for &(seq, outputs) in events {
+            for &o in outputs {
+                let start = b.data.len() as u32;
+                b.data.extend_from_slice(format!("{seq}:{o}").as_bytes());
+                b.recs.push(OutRec {
+                    seq,
+                    output: o,
+                    start,
+                    end: b.data.len() as u32,
+                    script: 0,
+                });
+            }
+            b.recs.push(OutRec {
+                seq,
+                output: END_OF_EVENT,
+                ..Default::default()
+            });
+        }
+        b
+    }
+
+    /// Output 2 is ordered, output 3 is not.
+    fn ordered(o: u32) -> bool {
+        o == 2
+    }
+
+    #[test]
+    fn ordered_records_come_out_in_sequence_whatever_the_arrival() {
+        let mut m = Merge::new(2, 1);
+        let out = std::cell::RefCell::new(Vec::<String>::new());
+        let mut recycled = Vec::new();
+        // Worker 1 has events 1 and 3, worker 0 events 0 and 2 (event 2 writes nothing); worker
+        // 1's batch arrives first.
+        let b1 = batch(&[(1, &[2, 3]), (3, &[2])]);
+        let b0 = batch(&[(0, &[2]), (2, &[])]);
+        let write =
+            |_: &OutRec, bytes: &[u8], _: u64| out.borrow_mut().push(String::from_utf8(bytes.to_vec()).unwrap());
+        assert!(m.take(1, b1, ordered, write).is_none());
+        // The unordered record is written at once.
+        assert_eq!(*out.borrow(), ["1:3"]);
+        m.emit(ordered, write, |w, _| recycled.push(w));
+        assert_eq!(
+            *out.borrow(),
+            ["1:3"],
+            "event 0 has not arrived: nothing ordered may go out"
+        );
+        assert!(m.take(0, b0, ordered, write).is_none());
+        m.emit(ordered, write, |w, _| recycled.push(w));
+        assert_eq!(*out.borrow(), ["1:3", "0:2", "1:2", "3:2"]);
+        assert_eq!(m.next_seq(), [4]);
+        recycled.sort_unstable();
+        assert_eq!(recycled, [0, 1], "both batches recycled once written");
+    }
+
+    #[test]
+    fn a_batch_without_ordered_records_is_handed_back_at_once() {
+        let mut m = Merge::new(1, 1);
+        let mut b = batch(&[]);
+        b.input = NO_INPUT;
+        b.data.extend_from_slice(b"log");
+        b.recs.push(OutRec {
+            seq: 0,
+            output: 2,
+            start: 0,
+            end: 3,
+            script: 0,
+        });
+        let mut out = Vec::new();
+        let back = m.take(0, b, ordered, |_, bytes, _| out.push(bytes.to_vec()));
+        assert!(back.is_some());
+        assert_eq!(out, [b"log".to_vec()], "records outside any input are never held back");
+    }
+}
