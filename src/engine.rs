@@ -542,36 +542,35 @@ fn run_pipeline(
     let first = carry.generation == 0;
     let (stop, rotate, hup) = (&sig.stop, &sig.rotate, &sig.hup);
     // Outputs first: a bad output path is a startup error.
-    let mut sinks = vec![
-        Sink::File(FileSink::open(cfg.log_dir.join("dragonfly-mle.log"), false).context("cannot open {log}")?),
-        Sink::File(FileSink::open(cfg.log_dir.join("dragonfly-mle-stats.log"), false).context("cannot open {stats}")?),
+    let mut sinks: Vec<Sink> = vec![
+        Box::new(FileSink::open(cfg.log_dir.join("dragonfly-mle.log"), false).context("cannot open {log}")?),
+        Box::new(FileSink::open(cfg.log_dir.join("dragonfly-mle-stats.log"), false).context("cannot open {stats}")?),
     ];
     for (i, o) in cfg.outputs.iter().enumerate() {
         let what = |path: &std::path::Path| format!("outputs[{}] ({}): cannot open {}", i + 1, o.tag, path.display());
         sinks.push(match &o.uri {
             // After a reload, an output that was open already is appended to, not truncated.
-            OutputUri::File { path, truncate } => Sink::File(
+            OutputUri::File { path, truncate } => Box::new(
                 FileSink::open(path.clone(), carry.opened.insert(path.clone()) && *truncate)
                     .with_context(|| what(path))?,
             ),
-            OutputUri::Zfile { path, truncate } => Sink::Zfile(
+            OutputUri::Zfile { path, truncate } => Box::new(
                 ZfileSink::open(path.clone(), carry.opened.insert(path.clone()) && *truncate)
                     .with_context(|| what(path))?,
             ),
-            OutputUri::Ipc { path, kind } => Sink::Ipc(IpcSink::open(path.clone(), *kind)),
+            OutputUri::Ipc { path, kind } => Box::new(IpcSink::open(path.clone(), *kind)),
             OutputUri::Parquet { dir, prefix, opts } => {
                 let s = crate::sink::parquet::ParquetSink::open(dir.clone(), prefix.clone(), opts.clone())
                     .with_context(|| what(dir))?;
                 if let Some(r) = s.stale_report() {
                     eprintln!("dragonfly-mle: outputs[{}] ({}): {r}", i + 1, o.tag);
                 }
-                Sink::Parquet(Box::new(s))
+                Box::new(s)
             }
-            OutputUri::Kafka { brokers, topic, key } => {
-                Sink::Kafka(Box::new(KafkaSink::open(brokers, topic, *key).with_context(|| {
-                    format!("outputs[{}] ({}): cannot create the Kafka producer", i + 1, o.tag)
-                })?))
-            }
+            OutputUri::Kafka { brokers, topic, key } => Box::new(
+                KafkaSink::open(brokers, topic, *key)
+                    .with_context(|| format!("outputs[{}] ({}): cannot create the Kafka producer", i + 1, o.tag))?,
+            ),
         });
     }
     let any_ordered = cfg.outputs.iter().any(|o| o.ordered);

@@ -29,139 +29,196 @@ pub use ipc::IpcSink;
 pub use kafka::KafkaSink;
 pub use zfile::ZfileSink;
 
-/// One output.
-pub enum Sink {
-    File(FileSink),
-    Zfile(ZfileSink),
-    Ipc(IpcSink),
-    Kafka(Box<KafkaSink>),
-    Parquet(Box<parquet::ParquetSink>),
-}
+/// One output, as the writer drives it. The default methods fit an output that writes at
+/// once and loses nothing after a successful write; the others override what they do more.
+pub trait Output: Send {
+    /// Takes one record (ending with its newline).
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
 
-impl Sink {
-    /// Writes one record (ending with its newline).
-    pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self {
-            Sink::File(s) => s.write(bytes),
-            Sink::Zfile(s) => s.write(bytes),
-            Sink::Ipc(s) => s.write(bytes),
-            Sink::Kafka(s) => s.write(bytes),
-            Sink::Parquet(s) => s.write(bytes),
-        }
-    }
+    /// Delivers what it buffers (every 100 ms, and at exit).
+    fn flush(&mut self) -> std::io::Result<()>;
 
-    pub fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Sink::File(s) => s.flush(),
-            Sink::Zfile(s) => s.flush(),
-            Sink::Ipc(s) => s.flush(),
-            Sink::Kafka(s) => s.flush(),
-            Sink::Parquet(s) => s.flush(),
-        }
-    }
-
-    /// The records a file (plain or gzip) or socket output holds (the others keep no such
-    /// buffer).
-    pub fn held(&self) -> Option<&Held> {
-        match self {
-            Sink::File(s) => Some(&s.held),
-            Sink::Zfile(s) => Some(&s.held),
-            Sink::Ipc(s) => Some(&s.held),
-            _ => None,
-        }
-    }
-
-    pub fn held_mut(&mut self) -> Option<&mut Held> {
-        match self {
-            Sink::File(s) => Some(&mut s.held),
-            Sink::Zfile(s) => Some(&mut s.held),
-            Sink::Ipc(s) => Some(&mut s.held),
-            _ => None,
-        }
-    }
-
-    /// Whether records were delivered or rejected since the last [`Outputs`] settling.
-    fn has_news(&self) -> bool {
-        match self {
-            Sink::File(s) => s.held.has_delivered(),
-            Sink::Zfile(s) => s.held.has_delivered(),
-            Sink::Ipc(s) => s.held.has_delivered() || s.has_rejected(),
-            _ => false,
-        }
-    }
-
-    /// Records that can never be delivered (a datagram too large) since the last call, with
-    /// the reason.
-    pub fn take_rejected(&mut self) -> (u64, String) {
-        match self {
-            Sink::Ipc(s) => match s.take_rejected() {
-                0 => (0, String::new()),
-                n => (n, s.last_rejection.clone().unwrap_or_default()),
-            },
-            _ => (0, String::new()),
-        }
-    }
-
-    /// Records lost since the last call after they were handed over (Kafka: not delivered;
-    /// Parquet: in a file that could not be written), with a message.
-    pub fn new_failures(&mut self) -> Option<(u64, String)> {
-        match self {
-            Sink::Kafka(k) => k.new_failures(),
-            Sink::Parquet(p) => p.new_failures(),
-            _ => None,
-        }
+    /// At exit: flushes and finishes what needs finishing (a Parquet file, the producer queue).
+    fn close(&mut self) -> std::io::Result<()> {
+        self.flush()
     }
 
     /// SIGUSR1: file outputs are renamed and reopened (the new name is returned); others
     /// ignore it.
-    pub fn rotate(&mut self) -> Option<std::io::Result<std::path::PathBuf>> {
-        match self {
-            Sink::File(s) => Some(s.rotate()),
-            Sink::Zfile(s) => Some(s.rotate()),
-            // The current Parquet file is finished; the next event starts a new one.
-            Sink::Parquet(s) => Some(s.close().map(|()| s.dir().to_path_buf())),
-            Sink::Ipc(_) | Sink::Kafka(_) => None,
-        }
+    fn rotate(&mut self) -> Option<std::io::Result<std::path::PathBuf>> {
+        None
     }
 
-    /// At exit: flushes and finishes what needs finishing (gzip trailers).
-    pub fn close(&mut self) -> std::io::Result<()> {
-        match self {
-            Sink::Zfile(s) => s.close(),
-            Sink::Kafka(s) => s.close(),
-            Sink::Parquet(s) => s.close(),
-            other => other.flush(),
-        }
+    /// The records a file (plain or gzip) or socket output holds until they are delivered.
+    fn held(&self) -> Option<&Held> {
+        None
     }
 
-    /// Records handed to a sink whose records become durable later than its flush (Kafka:
+    fn held_mut(&mut self) -> Option<&mut Held> {
+        None
+    }
+
+    /// Records that can never be delivered (a datagram too large) since the last call, with
+    /// the reason.
+    fn take_rejected(&mut self) -> (u64, String) {
+        (0, String::new())
+    }
+
+    /// Whether records were rejected since the last [`Output::take_rejected`].
+    fn has_rejected(&self) -> bool {
+        false
+    }
+
+    /// Records lost since the last call after they were handed over (Kafka: not delivered;
+    /// Parquet: in a file that could not be written), with a message.
+    fn new_failures(&mut self) -> Option<(u64, String)> {
+        None
+    }
+
+    /// Records handed to an output whose records become durable later than its flush (Kafka:
     /// when the broker acknowledges; Parquet: when the file is complete); 0 for the others.
-    pub fn sent(&self) -> u64 {
-        match self {
-            Sink::Kafka(k) => k.sent,
-            Sink::Parquet(p) => p.sent,
-            _ => 0,
-        }
+    fn sent(&self) -> u64 {
+        0
     }
 
-    /// How many of [`sent`](Self::sent) are durable.
-    pub fn delivered(&self) -> u64 {
-        match self {
-            Sink::Kafka(k) => k.delivered(),
-            Sink::Parquet(p) => p.delivered,
-            _ => 0,
-        }
+    /// How many of [`Output::sent`] are durable.
+    fn delivered(&self) -> u64 {
+        0
     }
 
     /// What to call it in messages.
-    pub fn name(&self) -> String {
-        match self {
-            Sink::File(s) => s.path.display().to_string(),
-            Sink::Zfile(s) => s.path.display().to_string(),
-            Sink::Ipc(s) => s.path.display().to_string(),
-            Sink::Kafka(s) => s.name.clone(),
-            Sink::Parquet(s) => format!("parquet://{}", s.dir().display()),
+    fn name(&self) -> String;
+}
+
+/// An output of the writer.
+pub type Sink = Box<dyn Output>;
+
+/// Whether an output has delivered or rejected records since its counts were last settled.
+fn has_news(s: &dyn Output) -> bool {
+    s.held().is_some_and(Held::has_delivered) || s.has_rejected()
+}
+
+impl Output for FileSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        FileSink::write(self, bytes)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        FileSink::flush(self)
+    }
+    fn rotate(&mut self) -> Option<std::io::Result<std::path::PathBuf>> {
+        Some(FileSink::rotate(self))
+    }
+    fn held(&self) -> Option<&Held> {
+        Some(&self.held)
+    }
+    fn held_mut(&mut self) -> Option<&mut Held> {
+        Some(&mut self.held)
+    }
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl Output for ZfileSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        ZfileSink::write(self, bytes)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        ZfileSink::flush(self)
+    }
+    fn close(&mut self) -> std::io::Result<()> {
+        ZfileSink::close(self)
+    }
+    fn rotate(&mut self) -> Option<std::io::Result<std::path::PathBuf>> {
+        Some(ZfileSink::rotate(self))
+    }
+    fn held(&self) -> Option<&Held> {
+        Some(&self.held)
+    }
+    fn held_mut(&mut self) -> Option<&mut Held> {
+        Some(&mut self.held)
+    }
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl Output for IpcSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        IpcSink::write(self, bytes)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        IpcSink::flush(self)
+    }
+    fn held(&self) -> Option<&Held> {
+        Some(&self.held)
+    }
+    fn held_mut(&mut self) -> Option<&mut Held> {
+        Some(&mut self.held)
+    }
+    fn take_rejected(&mut self) -> (u64, String) {
+        match IpcSink::take_rejected(self) {
+            0 => (0, String::new()),
+            n => (n, self.last_rejection.clone().unwrap_or_default()),
         }
+    }
+    fn has_rejected(&self) -> bool {
+        IpcSink::has_rejected(self)
+    }
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl Output for KafkaSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        KafkaSink::write(self, bytes)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        KafkaSink::flush(self)
+    }
+    fn close(&mut self) -> std::io::Result<()> {
+        KafkaSink::close(self)
+    }
+    fn new_failures(&mut self) -> Option<(u64, String)> {
+        KafkaSink::new_failures(self)
+    }
+    fn sent(&self) -> u64 {
+        self.sent
+    }
+    fn delivered(&self) -> u64 {
+        KafkaSink::delivered(self)
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+impl Output for parquet::ParquetSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        parquet::ParquetSink::write(self, bytes)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        parquet::ParquetSink::flush(self)
+    }
+    fn close(&mut self) -> std::io::Result<()> {
+        parquet::ParquetSink::close(self)
+    }
+    /// The current Parquet file is finished; the next event starts a new one.
+    fn rotate(&mut self) -> Option<std::io::Result<std::path::PathBuf>> {
+        Some(parquet::ParquetSink::close(self).map(|()| self.dir().to_path_buf()))
+    }
+    fn new_failures(&mut self) -> Option<(u64, String)> {
+        parquet::ParquetSink::new_failures(self)
+    }
+    fn sent(&self) -> u64 {
+        self.sent
+    }
+    fn delivered(&self) -> u64 {
+        self.delivered
+    }
+    fn name(&self) -> String {
+        format!("parquet://{}", self.dir().display())
     }
 }
 
@@ -288,7 +345,7 @@ impl Outputs {
         let r = self.sinks[o].write(bytes);
         // Most records are only held: nothing to count until a delivery (the flush every
         // 100 ms settles the rest, and the `held` gauge with it).
-        if r.is_err() || self.sinks[o].has_news() {
+        if r.is_err() || has_news(self.sinks[o].as_ref()) {
             self.settle(o, r, false);
         }
     }
@@ -683,12 +740,12 @@ impl Writer {
         // so far and the Parquet outputs have completed the files holding it (rows of a file
         // in progress are not readable yet). After a failed flush they wait.
         if all_ok {
-            let sent: Vec<u64> = self.out.sinks.iter().map(Sink::sent).collect();
+            let sent: Vec<u64> = self.out.sinks.iter().map(|s| s.sent()).collect();
             if self.acks.back().is_none_or(|(seqs, _)| *seqs != self.merge.next_seq()) {
                 self.acks.push_back((self.merge.next_seq().to_vec(), sent));
             }
         }
-        let delivered: Vec<u64> = self.out.sinks.iter().map(Sink::delivered).collect();
+        let delivered: Vec<u64> = self.out.sinks.iter().map(|s| s.delivered()).collect();
         while let Some((seqs, sent)) = self.acks.front() {
             if sent.iter().zip(&delivered).any(|(s, d)| d < s) {
                 break;
