@@ -15,7 +15,6 @@ use crate::lua::worker::{WorkerIo, WorkerSpec};
 use crate::lua::{Role, ScriptSpec, WorkerCtx};
 use crate::metrics::Stats;
 use crate::shard::{InBatch, OUT_RING_BATCHES, OutBatch, RING_BATCHES, pin};
-use crate::sink::IpcKind;
 use crate::sink::{FileSink, IpcSink, KafkaSink, Sink, WorkerLink, Writer, ZfileSink};
 use crate::source::{ReaderIo, Router};
 
@@ -655,17 +654,17 @@ fn run_pipeline(
         Arc::clone(&rebuilding),
         cfg.shutdown_grace,
     );
-    let writer = Writer::new(
-        crate::sink::Outputs::new(sinks, policies, Arc::clone(&stats), gate),
+    let writer = Writer::new(crate::sink::WriterParts {
+        out: crate::sink::Outputs::new(sinks, policies, Arc::clone(&stats), gate),
         ordered,
         links,
-        n_inputs,
-        Arc::clone(&stats),
-        diag_rx,
-        Arc::clone(rotate),
-        cfg.stats_interval,
-        Arc::clone(&marks),
-    );
+        inputs: n_inputs,
+        stats: Arc::clone(&stats),
+        diag: diag_rx,
+        rotate: Arc::clone(rotate),
+        stats_interval: cfg.stats_interval,
+        marks: Arc::clone(&marks),
+    });
     let writer = std::thread::Builder::new()
         .name("dfm-writer".into())
         .spawn(move || writer.run())?;
@@ -806,60 +805,20 @@ fn run_pipeline(
                     if let Some(c) = cpu {
                         pin::pin_current(&c);
                     }
-                    let mut pos = None;
-                    let mut followed = None;
-                    let mut keep = None;
-                    let r = match &input.uri {
-                        InputUri::File { path } if !follow => {
-                            crate::source::file::read_file(path, false, start, max_line, &mut router)
-                                .map(|p| pos = Some(p))
-                        }
-                        InputUri::Zfile { path } => {
-                            crate::source::file::read_file(path, true, start, max_line, &mut router)
-                                .map(|p| pos = Some(p))
-                        }
-                        InputUri::File { path } => {
-                            let at =
-                                crate::source::tail::follow(path, true, max_line, poll, &mut router, None, follow_from);
-                            followed = Some(at);
-                            Ok(())
-                        }
-                        InputUri::Tail { path, from_start } => {
-                            crate::source::tail::follow(
-                                path,
-                                *from_start,
-                                max_line,
-                                poll,
-                                &mut router,
-                                ckpt.as_mut(),
-                                None,
-                            );
-                            Ok(())
-                        }
-                        InputUri::Ipc {
-                            path,
-                            kind: IpcKind::Datagram,
-                        } => {
-                            let s = match kept.take() {
-                                Some(crate::source::ipc::Kept::Datagram(s)) => Some(s),
-                                _ => None,
-                            };
-                            crate::source::ipc::read_datagrams(path, &mut router, s, &rebuilding_r).map(|k| keep = k)
-                        }
-                        InputUri::Ipc {
-                            path,
-                            kind: IpcKind::Stream,
-                        } => {
-                            let s = match kept.take() {
-                                Some(crate::source::ipc::Kept::Stream(l, c)) => Some((l, c)),
-                                _ => None,
-                            };
-                            crate::source::ipc::read_streams(path, max_line, &mut router, s, &rebuilding_r)
-                                .map(|k| keep = k)
-                        }
-                        InputUri::Kafka(spec) => crate::source::kafka::read_kafka(spec, r, &input_marks, &mut router)
-                            .map_err(std::io::Error::other),
+                    let how = crate::source::Reading {
+                        input: r,
+                        follow,
+                        max_line,
+                        poll,
+                        marks: &input_marks,
+                        rebuilding: &rebuilding_r,
                     };
+                    let resume = crate::source::Resume {
+                        file_pos: start,
+                        followed: follow_from,
+                        socket: kept.take(),
+                    };
+                    let (r, stopped) = crate::source::read_input(&input.uri, &how, &mut router, ckpt.as_mut(), resume);
                     router.opened();
                     if let Err(e) = r {
                         router.set_missing(true);
@@ -873,9 +832,9 @@ fn run_pipeline(
                     }
                     (
                         ckpt,
-                        pos_key.clone().zip(pos),
-                        pos_key.zip(followed.flatten()),
-                        sock_key.zip(keep),
+                        pos_key.clone().zip(stopped.file_pos),
+                        pos_key.zip(stopped.followed),
+                        sock_key.zip(stopped.socket),
                     )
                 })?,
         );

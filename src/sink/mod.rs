@@ -533,19 +533,39 @@ pub struct Writer {
     health_prev: Vec<(u64, u64)>,
 }
 
+/// What the writer is made of.
+pub struct WriterParts {
+    /// The sinks with their policies (`{log}`, `{stats}`, then the user outputs).
+    pub out: Outputs,
+    /// Per output: whether it waits for input order.
+    pub ordered: Vec<bool>,
+    /// The writer's end of each worker's rings.
+    pub links: Vec<WorkerLink>,
+    /// How many inputs the pipeline has.
+    pub inputs: usize,
+    pub stats: Arc<Stats>,
+    /// `{log}` records of the readers and the engine.
+    pub diag: Receiver<Vec<u8>>,
+    /// Set by SIGUSR1.
+    pub rotate: Arc<AtomicBool>,
+    pub stats_interval: Duration,
+    /// Where the written watermarks are published (tail checkpoints and Kafka commits).
+    pub marks: crate::source::checkpoint::Watermarks,
+}
+
 impl Writer {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        out: Outputs,
-        ordered: Vec<bool>,
-        links: Vec<WorkerLink>,
-        inputs: usize,
-        stats: Arc<Stats>,
-        diag: Receiver<Vec<u8>>,
-        rotate: Arc<AtomicBool>,
-        stats_interval: Duration,
-        marks: crate::source::checkpoint::Watermarks,
-    ) -> Self {
+    pub fn new(parts: WriterParts) -> Self {
+        let WriterParts {
+            out,
+            ordered,
+            links,
+            inputs,
+            stats,
+            diag,
+            rotate,
+            stats_interval,
+            marks,
+        } = parts;
         let merge = merge::Merge::new(links.len(), inputs);
         Writer {
             out,

@@ -266,3 +266,89 @@ impl Router {
         self.stop.load(Relaxed)
     }
 }
+
+/// How a reader reads its input.
+pub struct Reading<'a> {
+    /// The input's index (Kafka commits follow its watermark).
+    pub input: usize,
+    /// `--follow`: `file://` inputs are followed as `tail://PATH<` is.
+    pub follow: bool,
+    pub max_line: usize,
+    /// `tail_poll_ms`.
+    pub poll: std::time::Duration,
+    /// The writer's watermarks (Kafka commits wait for them).
+    pub marks: &'a checkpoint::Watermarks,
+    /// Set when the pipeline ends for a rebuild: socket inputs then keep their socket.
+    pub rebuilding: &'a std::sync::atomic::AtomicBool,
+}
+
+/// Where a reader goes on after a reload rebuilt the pipeline.
+#[derive(Default)]
+pub struct Resume {
+    /// A `file://` input read to here.
+    pub file_pos: u64,
+    /// A followed `file://` input (`--follow`) stopped here.
+    pub followed: Option<checkpoint::Spot>,
+    /// A socket input's socket, kept open.
+    pub socket: Option<ipc::Kept>,
+}
+
+/// Where a reader stopped, for the next pipeline.
+#[derive(Default)]
+pub struct Stopped {
+    pub file_pos: Option<u64>,
+    pub followed: Option<checkpoint::Spot>,
+    pub socket: Option<ipc::Kept>,
+}
+
+/// Reads one input until it ends or the pipeline stops: the source stage's entry point, run
+/// on the input's reader thread. An error is one that ends the input (cannot open or read it).
+pub fn read_input(
+    uri: &crate::config::InputUri,
+    how: &Reading<'_>,
+    router: &mut Router,
+    ckpt: Option<&mut checkpoint::Checkpoint>,
+    mut resume: Resume,
+) -> (std::io::Result<()>, Stopped) {
+    use crate::config::InputUri;
+    use crate::config::types::IpcKind;
+    let mut stopped = Stopped::default();
+    let r = match uri {
+        InputUri::File { path } if !how.follow => {
+            file::read_file(path, false, resume.file_pos, how.max_line, router).map(|p| stopped.file_pos = Some(p))
+        }
+        InputUri::Zfile { path } => {
+            file::read_file(path, true, resume.file_pos, how.max_line, router).map(|p| stopped.file_pos = Some(p))
+        }
+        InputUri::File { path } => {
+            stopped.followed = tail::follow(path, true, how.max_line, how.poll, router, None, resume.followed);
+            Ok(())
+        }
+        InputUri::Tail { path, from_start } => {
+            tail::follow(path, *from_start, how.max_line, how.poll, router, ckpt, None);
+            Ok(())
+        }
+        InputUri::Ipc {
+            path,
+            kind: IpcKind::Datagram,
+        } => {
+            let s = match resume.socket.take() {
+                Some(ipc::Kept::Datagram(s)) => Some(s),
+                _ => None,
+            };
+            ipc::read_datagrams(path, router, s, how.rebuilding).map(|k| stopped.socket = k)
+        }
+        InputUri::Ipc {
+            path,
+            kind: IpcKind::Stream,
+        } => {
+            let s = match resume.socket.take() {
+                Some(ipc::Kept::Stream(l, c)) => Some((l, c)),
+                _ => None,
+            };
+            ipc::read_streams(path, how.max_line, router, s, how.rebuilding).map(|k| stopped.socket = k)
+        }
+        InputUri::Kafka(spec) => kafka::read_kafka(spec, how.input, how.marks, router).map_err(std::io::Error::other),
+    };
+    (r, stopped)
+}
