@@ -9,9 +9,8 @@ pub use crate::event::batch::{BATCH_BYTES, BATCH_EVENTS, InBatch};
 pub use crate::primitives::backoff::Backoff;
 
 /// Batches in flight per (reader, worker) ring: bounds memory whatever the input size.
-/// 2,048 events: room for the bursts of a Kafka fetch. Measured on 2 CPUs: with 8, Kafka in ->
-/// out gave 139k-164k events/s (median 141k of 5 runs) against 163k with 16 (3 runs) and 161k
-/// with 32 (5 runs); peak RSS of (c) with two shards 78 MB with 16, 87 MB with 32.
+/// 2,048 events: room for the bursts of a Kafka fetch (the measurements behind the choice:
+/// perf/README.md, "Sizes chosen by measurement").
 pub const RING_BATCHES: usize = 16;
 /// Record batches in flight per worker -> writer ring (up to 128 KiB each).
 pub const OUT_RING_BATCHES: usize = 16;

@@ -43,9 +43,8 @@ pub enum Pin {
 /// The placement of thread `slot` (readers first, then workers) out of `threads`, on `cpus`.
 /// With a CPU per thread, each thread gets its own. With more threads than CPUs, none is
 /// pinned to one CPU: fixed pins leave a reader and a worker sharing one CPU while another
-/// CPU's worker waits for them (measured on 2 CPUs, 1 reader and 2 workers: 12% fewer events
-/// per second than letting the scheduler place them), so threads may run on any CPU of the
-/// list (`None` when that is every CPU the process has).
+/// CPU's worker waits for them (perf/README.md, "Sizes chosen by measurement"), so threads may
+/// run on any CPU of the list (`None` when that is every CPU the process has).
 pub fn placement(cpus: &[usize], threads: usize, slot: usize, no_pin: bool) -> Option<Pin> {
     if no_pin || cpus.is_empty() {
         return None;
