@@ -46,6 +46,35 @@ pub struct Carry {
 }
 
 impl Carry {
+    /// What a reader hands to the next pipeline.
+    pub fn take_reader_end(
+        &mut self,
+        file_pos: Option<((String, PathBuf), u64)>,
+        followed: Option<((String, PathBuf), crate::source::checkpoint::Spot)>,
+        socket: Option<((String, PathBuf, crate::sink::IpcKind), crate::source::ipc::Kept)>,
+    ) {
+        if let Some((key, s)) = socket {
+            self.sockets.insert(key, s);
+        }
+        if let Some((key, p)) = file_pos {
+            self.file_pos.insert(key, p);
+        }
+        if let Some((key, at)) = followed {
+            self.follow_pos.insert(key, at);
+        }
+    }
+
+    /// Adds a finished pipeline's totals to the run's.
+    pub fn add_totals(&mut self, stats: &crate::counters::Stats) {
+        self.read += stats.events_read();
+        self.written += stats.written();
+        self.invalid += stats.invalid();
+        self.script_errors += stats.script_errors();
+        self.output_errors += stats.output_errors();
+        self.dropped += stats.dropped();
+        self.missing_inputs = stats.missing_inputs();
+    }
+
     /// Closes the sockets no pipeline took over (their inputs were removed, or the engine
     /// ends), removing their socket files.
     pub fn close_sockets(&mut self) {

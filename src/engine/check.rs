@@ -1,0 +1,113 @@
+//! `dragonfly-mle check`: the configuration, every script, and what the configuration names
+//! outside itself (inputs readable, output directories writable, a named Redis answering).
+
+use super::*;
+
+/// `check`: loads the configuration and every script (chunk run; `setup()` too when `setup`),
+/// and checks what the configuration names outside itself: `file://` inputs exist and can be
+/// read, file and Parquet outputs can be written where they go, a named Redis answers.
+/// Every problem is reported at once.
+pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
+    let cfg = load(opts)?;
+    let mut problems = check_surroundings(&cfg);
+    crate::ml::set_native(cfg.ml_native);
+    crate::lua::builtins::configure(cfg.http_timeout, cfg.http_insecure, cfg.dns_timeout);
+    if cfg.redis == RedisTarget::Managed {
+        crate::lua::managed::configure(&run_dir(opts, &cfg), cfg.redis_persist);
+    }
+    std::env::set_current_dir(&cfg.root).with_context(|| format!("cannot enter {}", cfg.root.display()))?;
+    let r = load_scripts(&cfg, setup);
+    crate::lua::managed::stop();
+    if let Err(e) = r {
+        problems.push(e);
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("{}:\n  {}", cfg.config_file.display(), problems.join("\n  "));
+    }
+    Ok(format!(
+        "{}: OK ({} inputs, {} analyzers, {} outputs{})",
+        cfg.config_file.display(),
+        cfg.inputs.len(),
+        cfg.analyzers.len(),
+        cfg.outputs.len(),
+        if setup { "; every setup() ran" } else { "" }
+    ))
+}
+
+/// Loads every script of `cfg` in a scratch worker (and runs their `setup()` with `setup`).
+pub(super) fn load_scripts(cfg: &Config, setup: bool) -> Result<(), String> {
+    let (filters, analyzers) = script_specs(cfg);
+    let mut c = WorkerCtx::new(
+        cfg.inputs.iter().map(|i| i.tag.clone()).collect(),
+        cfg.analyzers.iter().map(|a| a.tag.clone()).collect(),
+        cfg.outputs.iter().map(|o| o.tag.clone()).collect(),
+        false,
+    );
+    c.redis.target = cfg.redis.clone();
+    c.set_state_settings(state_settings(cfg));
+    let r = c.open_all(&filters, &analyzers, setup);
+    if setup && r.is_ok() {
+        c.run_setup_calls();
+    }
+    c.close();
+    r
+}
+
+/// What `check` verifies beyond config.lua itself, as "key: problem" lines.
+pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
+    use crate::config::{InputUri, OutputUri};
+    let mut out = Vec::new();
+    for (i, inp) in cfg.inputs.iter().enumerate() {
+        if let InputUri::File { path } | InputUri::Zfile { path } = &inp.uri
+            && let Err(e) = std::fs::File::open(path)
+        {
+            out.push(format!("inputs[{}].uri: cannot read {}: {e}", i + 1, path.display()));
+        }
+    }
+    for (i, o) in cfg.outputs.iter().enumerate() {
+        let dir = match &o.uri {
+            OutputUri::File { path, .. } | OutputUri::Zfile { path, .. } => {
+                path.parent().map(std::path::Path::to_path_buf).unwrap_or_default()
+            }
+            OutputUri::Parquet { dir, .. } => dir.clone(),
+            _ => continue,
+        };
+        if let Err(e) = writable_dir(&dir) {
+            out.push(format!(
+                "outputs[{}].uri: cannot write in {}: {e}",
+                i + 1,
+                dir.display()
+            ));
+        }
+    }
+    if cfg.redis != RedisTarget::Managed {
+        let answer = crate::lua::hiredis::open(&cfg.redis, cfg.redis_timeouts())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).map_err(|e| e.to_string()));
+        if let Err(e) = answer {
+            out.push(format!(
+                "redis_host/redis_port: no answer from {}:{}: {e}",
+                cfg.redis_host, cfg.redis_port
+            ));
+        }
+    }
+    out
+}
+
+/// Whether files can be created in `dir` (the log directory is created at startup, so a
+/// directory that does not exist yet counts when its nearest existing parent is writable).
+pub(super) fn writable_dir(dir: &std::path::Path) -> Result<(), String> {
+    let mut d = dir;
+    while !d.exists() {
+        d = d.parent().ok_or("no existing parent directory")?;
+    }
+    if !d.is_dir() {
+        return Err(format!("{} is not a directory", d.display()));
+    }
+    let c = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: `c` is a NUL-terminated path; access(2) only reads it.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().to_string())
+    }
+}

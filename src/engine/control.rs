@@ -1,0 +1,131 @@
+//! The pipeline's surroundings: reload requests (SIGHUP, `--watch`), the HTTP endpoint,
+//! Redis modules.
+
+use super::*;
+
+/// The control thread: on SIGHUP, reads every script once and publishes the texts for the
+/// workers to reload (see `shard::worker::Reload`). Ends when the readers are done.
+pub(super) fn reload_request(
+    why: &str,
+    opts: &Options,
+    running: &Config,
+    paths: &[PathBuf],
+    reload: &crate::lua::worker::Reload,
+    next: &std::sync::Mutex<Option<Config>>,
+    diag: &crate::source::Diag,
+) -> bool {
+    use crate::reconfig::Decision;
+    let check = |c: &Config| -> Result<(), String> {
+        let mut problems = check_surroundings(c);
+        if let Err(e) = load_scripts(c, false) {
+            problems.push(e);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    };
+    match crate::reconfig::decide(running, || load(opts), check) {
+        Decision::Scripts => {
+            let sources: Vec<Result<Vec<u8>, String>> = paths
+                .iter()
+                .map(|p| std::fs::read(crate::privilege::host_path(p)).map_err(|e| format!("{}: {e}", p.display())))
+                .collect();
+            let g = reload.publish(sources);
+            let _ = diag.send(crate::diag::line(
+                crate::diag::Kind::Reload,
+                &[],
+                &format!("{why}: reload {g} of {} scripts requested", paths.len()),
+            ));
+            false
+        }
+        Decision::Rebuild(cfg) => {
+            let _ = diag.send(crate::diag::line(
+                crate::diag::Kind::Reload,
+                &[],
+                &format!(
+                    "{why}: the configuration changed ({} inputs, {} analyzers, {} outputs); draining the pipeline and building it again",
+                    cfg.inputs.len(),
+                    cfg.analyzers.len(),
+                    cfg.outputs.len()
+                ),
+            ));
+            *next.lock().unwrap_or_else(|e| e.into_inner()) = Some(*cfg);
+            true
+        }
+        Decision::Refused(e) => {
+            let line = crate::diag::line(
+                crate::diag::Kind::ReloadError,
+                &[],
+                &format!("{why}: the new configuration is not applied, the running one stays: {e}"),
+            );
+            crate::diag::stderr_report(&line);
+            let _ = diag.send(line);
+            false
+        }
+    }
+}
+
+/// Starts the HTTP endpoint. An address given on the command line or in config.lua that
+/// cannot be bound is a startup error; the default one is reported and skipped.
+pub(super) fn start_http(
+    opts: &Options,
+    cfg: &Config,
+    stats: &Arc<Stats>,
+    diag: &crate::source::Diag,
+) -> anyhow::Result<Option<crate::metrics::http::HttpServer>> {
+    let (addr, explicit) = match &opts.http {
+        Some(a) => (
+            crate::config::parse_http_address(a).map_err(|e| anyhow::anyhow!("--http: {e}"))?,
+            true,
+        ),
+        None => (cfg.http_address.clone(), cfg.http_explicit),
+    };
+    let Some(addr) = addr else { return Ok(None) };
+    match crate::metrics::http::start(&addr, Arc::clone(stats), &cfg.root.join("www")) {
+        Ok(s) => {
+            let bound = s.addr.to_string();
+            let _ = diag.send(crate::diag::line(
+                crate::diag::Kind::HttpListening,
+                &[("address", &bound)],
+                &format!("HTTP endpoint on http://{bound}/ (/metrics, /stats, /health, /www/)"),
+            ));
+            Ok(Some(s))
+        }
+        Err(e) if explicit => bail!("http_address: cannot listen on {addr}: {e}"),
+        Err(e) => {
+            let line = crate::diag::line(
+                crate::diag::Kind::HttpUnavailable,
+                &[("address", &addr)],
+                &format!("cannot listen on {addr}: {e}; running without the HTTP endpoint"),
+            );
+            crate::diag::stderr_report(&line);
+            let _ = diag.send(line);
+            Ok(None)
+        }
+    }
+}
+
+/// Sends `MODULE LOAD` for every module of config.lua; failures are reported, not fatal.
+pub(super) fn load_modules(cfg: &Config, diag: &crate::source::Diag) {
+    for (tag, module) in &cfg.modules {
+        let r = crate::lua::hiredis::open(&cfg.redis, cfg.redis_timeouts()).and_then(|mut con| {
+            redis::ConnectionLike::req_command(&mut con, redis::cmd("MODULE").arg("LOAD").arg(module))
+                .map_err(|e| e.to_string())
+                .and_then(|v| match v {
+                    redis::Value::ServerError(e) => Err(format!("{} {}", e.code(), e.details().unwrap_or(""))),
+                    _ => Ok(()),
+                })
+        });
+        if let Err(e) = r {
+            let line = crate::diag::line(
+                crate::diag::Kind::RedisModule,
+                &[("module", tag)],
+                &format!("MODULE LOAD {module}: {e}"),
+            );
+            crate::diag::stderr_report(&line);
+            let _ = diag.send(line);
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Wiring: loads the configuration, builds the rings, starts the writer, the workers (and
+//! waits for their scripts' setup) and the readers, handles signals, and reports the summary.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use rtrb::RingBuffer;
+
+use crate::config::types::RedisTarget;
+use crate::config::{Config, InputUri, OutputUri};
+use crate::lua::worker::{WorkerIo, WorkerSpec};
+use crate::lua::{Role, ScriptSpec, WorkerCtx};
+use crate::metrics::Stats;
+use crate::shard::{InBatch, OUT_RING_BATCHES, OutBatch, RING_BATCHES, pin};
+use crate::sink::{FileSink, IpcSink, KafkaSink, Sink, WorkerLink, Writer, ZfileSink};
+use crate::source::{ReaderIo, Router};
+
+mod check;
+mod control;
+mod pipeline;
+mod privileges;
+
+pub use check::check;
+use check::*;
+use control::*;
+use pipeline::*;
+use privileges::*;
+
+/// Command-line choices that shape the engine.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub root: PathBuf,
+    pub log_dir: PathBuf,
+    pub config_file: Option<PathBuf>,
+    pub shards: Option<usize>,
+    pub cores: Option<Vec<usize>>,
+    pub no_pin: bool,
+    pub follow: bool,
+    pub verbose: bool,
+    /// Run directory (managed Redis socket); default `/var/run/dragonfly-mle`, else
+    /// `<log dir>/run` when that cannot be created.
+    pub run_dir: Option<PathBuf>,
+    /// HTTP endpoint address from the command line (`--http`), overriding config.lua;
+    /// `off` turns it off.
+    pub http: Option<String>,
+    /// Drop to this user once inputs, outputs and sockets are open (`-p`: nobody).
+    pub user: Option<String>,
+    /// Chroot to the root directory before dropping privileges (`-c`).
+    pub chroot: bool,
+    /// Reload when config.lua or a script changes (as SIGHUP does).
+    pub watch: bool,
+}
+
+/// What a finished run did.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub read: u64,
+    pub written: u64,
+    pub invalid: u64,
+    pub script_errors: u64,
+    pub seconds: f64,
+    /// Records the user outputs failed to take.
+    pub output_errors: u64,
+    /// Values scripts sent to an unknown analyzer or output, and records full outputs dropped
+    /// (`drop_when_full`).
+    pub dropped: u64,
+    /// Inputs missing or unreadable at the end.
+    pub missing_inputs: Vec<String>,
+}
+
+/// Exit status of a run that lost events (output errors, dropped values, missing inputs).
+pub const EXIT_LOSSES: u8 = 3;
+
+impl Summary {
+    /// What the run lost, as one line (`None` when nothing was lost).
+    pub fn losses(&self) -> Option<String> {
+        if self.output_errors == 0 && self.dropped == 0 && self.missing_inputs.is_empty() {
+            return None;
+        }
+        let mut parts = vec![
+            format!("{} output errors", self.output_errors),
+            format!("{} dropped", self.dropped),
+        ];
+        if !self.missing_inputs.is_empty() {
+            parts.push(format!(
+                "inputs missing or unreadable: {}",
+                self.missing_inputs.join(", ")
+            ));
+        }
+        Some(format!(
+            "dragonfly-mle: events were lost: {} (see dragonfly-mle.log; exit status {EXIT_LOSSES})",
+            parts.join(", ")
+        ))
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = if self.seconds > 0.0 {
+            self.read as f64 / self.seconds
+        } else {
+            0.0
+        };
+        write!(
+            f,
+            "dragonfly-mle: {} events read, {} written, {} invalid, {} script errors, {} output errors, {} dropped in {:.3} s ({:.0} events/s)",
+            self.read,
+            self.written,
+            self.invalid,
+            self.script_errors,
+            self.output_errors,
+            self.dropped,
+            self.seconds,
+            rate
+        )
+    }
+}
+
+fn script_specs(cfg: &Config) -> (Vec<ScriptSpec>, Vec<ScriptSpec>) {
+    let filters = cfg
+        .inputs
+        .iter()
+        .map(|i| ScriptSpec {
+            role: Role::Filter,
+            tag: i.tag.clone(),
+            path: i.script.clone(),
+            default_analyzer: i.default_analyzer.clone(),
+            default_output: String::new(),
+            pipeline: 1,
+            on_error: i.on_error.clone(),
+        })
+        .collect();
+    let analyzers = cfg
+        .analyzers
+        .iter()
+        .map(|a| ScriptSpec {
+            role: Role::Analyzer,
+            tag: a.tag.clone(),
+            path: a.script.clone(),
+            default_analyzer: a.default_analyzer.clone(),
+            default_output: a.default_output.clone(),
+            pipeline: a.pipeline,
+            on_error: a.on_error.clone(),
+        })
+        .collect();
+    (filters, analyzers)
+}
+
+fn load(opts: &Options) -> anyhow::Result<Config> {
+    std::fs::create_dir_all(&opts.log_dir)
+        .with_context(|| format!("cannot create the log directory {}", opts.log_dir.display()))?;
+    let root = std::fs::canonicalize(&opts.root).unwrap_or_else(|_| opts.root.clone());
+    let log_dir = std::fs::canonicalize(&opts.log_dir).unwrap_or_else(|_| opts.log_dir.clone());
+    let config_file = opts
+        .config_file
+        .as_ref()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+    Ok(Config::load(&root, &log_dir, config_file.as_deref())?)
+}
+
+/// What every script state is opened with, from config.lua.
+fn state_settings(cfg: &Config) -> crate::lua::state::StateSettings {
+    crate::lua::state::StateSettings {
+        memory_limit: cfg.script_memory,
+        precision: cfg.number_precision,
+    }
+}
+
+/// The run directory: the option, else the original's, else one under the log directory.
+fn run_dir(opts: &Options, cfg: &Config) -> PathBuf {
+    if let Some(d) = &opts.run_dir {
+        return d.clone();
+    }
+    let std_dir = PathBuf::from("/var/run/dragonfly-mle");
+    if std::fs::create_dir_all(&std_dir).is_ok() {
+        std_dir
+    } else {
+        cfg.log_dir.join("run")
+    }
+}
+
+/// Runs the engine until its inputs end (all `file://`, no `--follow`) or a signal stops it.
+pub fn run(opts: &Options) -> anyhow::Result<Summary> {
+    let cfg = load(opts)?;
+    // A user that does not exist is a startup error, found before anything starts.
+    if let Some(u) = &opts.user {
+        let ids = crate::privilege::lookup(u).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
+        crate::privilege::set_target(ids);
+    }
+    crate::ml::set_native(cfg.ml_native);
+    crate::lua::builtins::configure(cfg.http_timeout, cfg.http_insecure, cfg.dns_timeout);
+    if cfg.redis == RedisTarget::Managed {
+        crate::lua::managed::configure(&run_dir(opts, &cfg), cfg.redis_persist);
+    }
+    let r = run_configured(opts, cfg);
+    crate::lua::managed::stop();
+    r
+}
+
+/// The one-core parse-only rate of a file: framing (memchr) and validation + routing
+/// (simd-json), no Lua, no output. Returns (events, invalid, seconds).
+pub fn bench_parse(path: &std::path::Path) -> std::io::Result<(u64, u64, f64)> {
+    use crate::event::flow_key::RouteParser;
+    use crate::source::framer::{Framer, LineSink};
+    struct Count {
+        parser: RouteParser,
+        ok: u64,
+        bad: u64,
+        hash: u64,
+    }
+    impl LineSink for Count {
+        fn line(&mut self, line: &[u8], _: u64, _: u64) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                return;
+            }
+            match self.parser.parse(line) {
+                Ok(r) => {
+                    self.ok += 1;
+                    self.hash ^= r.hash.unwrap_or(0);
+                }
+                Err(_) => self.bad += 1,
+            }
+        }
+        fn too_long(&mut self, _: u64, _: u64, _: usize, _: usize) {
+            self.bad += 1;
+        }
+    }
+    let mut f = std::fs::File::open(path)?;
+    let mut framer = Framer::new(crate::config::DEFAULT_MAX_LINE);
+    let mut sink = Count {
+        parser: RouteParser::new(),
+        ok: 0,
+        bad: 0,
+        hash: 0,
+    };
+    let t = Instant::now();
+    while framer.fill(&mut f, &mut sink)? > 0 {}
+    framer.finish(&mut sink);
+    std::hint::black_box(sink.hash);
+    Ok((sink.ok, sink.bad, t.elapsed().as_secs_f64()))
+}

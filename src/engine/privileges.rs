@@ -1,0 +1,53 @@
+//! Dropping root (`-p`, `--user`, `-c`) once every input reports itself open, with the
+//! workers parked between batches.
+
+use super::*;
+
+/// Once every input has opened its file, socket or consumer (or 30 s have passed), chroots
+/// (`-c`) and drops to the user (`-p`, `--user`).
+pub(super) fn drop_privileges(
+    opts: &Options,
+    cfg: &Config,
+    state_dir: &std::path::Path,
+    inputs: usize,
+    workers: usize,
+    opened: &std::sync::atomic::AtomicUsize,
+    diag: &crate::source::Diag,
+) -> anyhow::Result<()> {
+    if opts.user.is_none() && !opts.chroot {
+        return Ok(());
+    }
+    let t = Instant::now();
+    while opened.load(std::sync::atomic::Ordering::Acquire) < inputs && t.elapsed() < std::time::Duration::from_secs(30)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let user = opts
+        .user
+        .as_deref()
+        .map(crate::privilege::lookup)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--user: {e}"))?;
+    let root = opts.chroot.then_some(cfg.root.as_path());
+    if let Some(u) = user
+        && std::fs::create_dir_all(state_dir).is_ok()
+    {
+        crate::privilege::hand_over(state_dir, u).map_err(|e| anyhow::anyhow!("run directory: {e}"))?;
+    }
+    // With the workers between batches: none is in the middle of a Redis call that the
+    // credential change's signals would interrupt.
+    crate::lua::worker::GATE
+        .with_workers_parked(workers, std::time::Duration::from_secs(5), || {
+            crate::privilege::drop_privileges(user, root)
+        })
+        .map_err(|e| anyhow::anyhow!("dropping privileges: {e}"))?;
+    let mut what = Vec::new();
+    if let Some(r) = root {
+        what.push(format!("chrooted to {}", r.display()));
+    }
+    if let (Some(name), Some(u)) = (&opts.user, user) {
+        what.push(format!("running as {name} (uid {}, gid {})", u.uid, u.gid));
+    }
+    let _ = diag.send(crate::diag::line(crate::diag::Kind::Privileges, &[], &what.join(", ")));
+    Ok(())
+}
