@@ -16,116 +16,137 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "dragonfly-mle", disable_version_flag = true)]
 struct Cli {
     /// Root directory (config/, filter/, analyzer/).
-    #[arg(short = 'r', value_name = "DIR", default_value = DEFAULT_ROOT)]
+    #[arg(global = true, short = 'r', value_name = "DIR", default_value = DEFAULT_ROOT)]
     root: PathBuf,
     /// Log directory (created with its parents); relative file:// and tail:// paths live here.
-    #[arg(short = 'l', value_name = "DIR", default_value = DEFAULT_LOG_DIR)]
+    #[arg(global = true, short = 'l', value_name = "DIR", default_value = DEFAULT_LOG_DIR)]
     log_dir: PathBuf,
     /// Verbose startup information.
-    #[arg(short = 'v')]
+    #[arg(global = true, short = 'v')]
     verbose: bool,
     /// Print the version and exit.
-    #[arg(short = 'V')]
+    #[arg(global = true, short = 'V')]
     version: bool,
     /// Drop privileges to user nobody once inputs, outputs and sockets are open.
-    #[arg(short = 'p')]
+    #[arg(global = true, short = 'p')]
     drop_privileges: bool,
     /// Drop privileges to this user (implies -p).
-    #[arg(long, value_name = "NAME")]
+    #[arg(global = true, long, value_name = "NAME")]
     user: Option<String>,
     /// Chroot to the root directory (before dropping privileges); see docs/operations.md.
-    #[arg(short = 'c')]
+    #[arg(global = true, short = 'c')]
     chroot: bool,
     /// HTTP endpoint address (metrics, stats, health, www), or "off"; default from
     /// config.lua's http_address, else 127.0.0.1:7070.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(global = true, long, value_name = "ADDR")]
     http: Option<String>,
     /// Number of worker shards (default: one per CPU left after the reader threads, at least 1).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(global = true, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     shards: Option<u32>,
     /// CPUs to pin threads to, e.g. "0,2-5" (readers first, then workers).
-    #[arg(long, value_name = "LIST")]
+    #[arg(global = true, long, value_name = "LIST")]
     cores: Option<String>,
     /// Do not pin threads to CPUs.
-    #[arg(long)]
+    #[arg(global = true, long)]
     no_pin: bool,
     /// Configuration file instead of <root>/config/config.lua.
-    #[arg(long, value_name = "FILE")]
+    #[arg(global = true, long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Keep following file:// inputs after their end instead of exiting.
-    #[arg(long)]
+    #[arg(global = true, long)]
     follow: bool,
     /// Reload when config.lua or a script changes, as SIGHUP does (checked every second).
-    #[arg(long)]
+    #[arg(global = true, long)]
     watch: bool,
     /// Run directory (managed Redis); default /var/run/dragonfly-mle, else <log dir>/run.
-    #[arg(long, value_name = "DIR")]
+    #[arg(global = true, long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
     /// Validate the configuration and load every script, then exit 0 (valid) or 1.
-    #[arg(long = "check")]
+    #[arg(global = true, long = "check")]
     check_flag: bool,
-    /// `check`: same as --check.
-    #[arg(value_parser = ["check"])]
-    command: Option<String>,
+    #[command(subcommand)]
+    command: Option<Mode>,
     /// With check: also run every script's setup() (connects to Redis, loads models, ...).
-    #[arg(long)]
+    #[arg(global = true, long)]
     setup: bool,
     /// Engine records in dragonfly-mle.log and on stderr: JSON objects (default) or text lines.
-    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"], default_value = "json")]
+    #[arg(global = true, long, value_name = "FORMAT", value_parser = ["text", "json"], default_value = "json")]
     log_format: String,
 }
 
-fn main() -> ExitCode {
-    // Hidden: `dragonfly-mle bench-parse FILE`, the one-core parse-only rate used by perf/.
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("bench-parse") && args.len() == 3 {
-        return match engine::bench_parse(std::path::Path::new(&args[2])) {
-            Ok((n, bad, secs)) => {
-                println!(
-                    "parse-only: {n} events in {secs:.3} s ({:.0} events/s), {bad} invalid",
-                    n as f64 / secs
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("dragonfly-mle: {}: {e}", args[2]);
-                ExitCode::from(1)
-            }
-        };
-    }
-    // Hidden load generators for perf/: `bench-send URI FILE PRODUCERS`,
-    // `bench-kafka-produce BROKERS TOPIC FILE`, `bench-kafka-count BROKERS TOPIC N`.
-    if args.len() == 5 {
-        let path = std::path::Path::new(&args[3]);
-        let r = match args[1].as_str() {
-            "bench-send" => Some(
-                bench::send(&args[2], path, args[4].parse().unwrap_or(1))
-                    .map(|(n, secs)| ("sent", n, secs))
-                    .map_err(|e| e.to_string()),
-            ),
-            "bench-kafka-produce" => Some(
-                bench::kafka_produce(&args[2], &args[3], std::path::Path::new(&args[4]))
-                    .map(|(n, secs)| ("produced", n, secs)),
-            ),
-            "bench-kafka-count" => {
-                let n = args[4].parse().unwrap_or(0);
-                Some(bench::kafka_count(&args[2], &args[3], n).map(|secs| ("consumed", n, secs)))
-            }
-            _ => None,
-        };
-        match r {
-            Some(Ok((what, n, secs))) => {
-                println!("{what}: {n} events in {secs:.3} s ({:.0} events/s)", n as f64 / secs);
-                return ExitCode::SUCCESS;
-            }
-            Some(Err(e)) => {
-                eprintln!("dragonfly-mle: {}: {e}", args[1]);
-                return ExitCode::from(1);
-            }
-            None => {}
+/// What to do besides running the engine.
+#[derive(clap::Subcommand, Debug)]
+enum Mode {
+    /// Validate the configuration and load every script (same as --check).
+    Check,
+    /// The one-core parse-only rate of a file (perf/).
+    #[command(hide = true, name = "bench-parse")]
+    BenchParse { file: PathBuf },
+    /// Sends a file's lines to a socket input from several producers (perf/io.sh).
+    #[command(hide = true, name = "bench-send")]
+    BenchSend {
+        uri: String,
+        file: PathBuf,
+        producers: usize,
+    },
+    /// Produces a file's lines to a Kafka topic (perf/io.sh).
+    #[command(hide = true, name = "bench-kafka-produce")]
+    BenchKafkaProduce {
+        brokers: String,
+        topic: String,
+        file: PathBuf,
+    },
+    /// Consumes N messages from a Kafka topic (perf/io.sh).
+    #[command(hide = true, name = "bench-kafka-count")]
+    BenchKafkaCount { brokers: String, topic: String, n: usize },
+}
+
+/// Runs a hidden load tool; its exit code.
+fn bench_tool(mode: &Mode) -> ExitCode {
+    let r = match mode {
+        Mode::BenchParse { file } => {
+            return match engine::bench_parse(file) {
+                Ok((n, bad, secs)) => {
+                    println!(
+                        "parse-only: {n} events in {secs:.3} s ({:.0} events/s), {bad} invalid",
+                        n as f64 / secs
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("dragonfly-mle: {}: {e}", file.display());
+                    ExitCode::from(1)
+                }
+            };
+        }
+        Mode::BenchSend { uri, file, producers } => bench::send(uri, file, *producers)
+            .map(|(n, secs)| ("sent", n, secs))
+            .map_err(|e| e.to_string()),
+        Mode::BenchKafkaProduce { brokers, topic, file } => {
+            bench::kafka_produce(brokers, topic, file).map(|(n, secs)| ("produced", n, secs))
+        }
+        Mode::BenchKafkaCount { brokers, topic, n } => {
+            bench::kafka_count(brokers, topic, *n).map(|secs| ("consumed", *n, secs))
+        }
+        Mode::Check => unreachable!("not a load tool"),
+    };
+    match r {
+        Ok((what, n, secs)) => {
+            println!("{what}: {n} events in {secs:.3} s ({:.0} events/s)", n as f64 / secs);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dragonfly-mle: {e}");
+            ExitCode::from(1)
         }
     }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(m) = cli.command.as_ref().filter(|m| !matches!(m, Mode::Check)) {
+        return bench_tool(m);
+    }
     dragonfly_mle::diag::set_log_format_text(cli.log_format == "text");
     if cli.version {
         println!(
