@@ -98,50 +98,41 @@ fn has_news(s: &dyn Output) -> bool {
     s.held().is_some_and(Held::has_delivered) || s.has_rejected()
 }
 
-impl Output for FileSink {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        FileSink::write(self, bytes)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        FileSink::flush(self)
-    }
-    fn rotate(&mut self) -> Option<std::io::Result<std::path::PathBuf>> {
-        Some(FileSink::rotate(self))
-    }
-    fn held(&self) -> Option<&Held> {
-        Some(&self.held)
-    }
-    fn held_mut(&mut self) -> Option<&mut Held> {
-        Some(&mut self.held)
-    }
-    fn name(&self) -> String {
-        self.path.display().to_string()
-    }
+/// The `Output` of a sink that holds its records (`held`) for a file at `path`: its inherent
+/// `write`, `flush` and `rotate`, and any further methods given.
+macro_rules! held_file_output {
+    ($t:ty $(, $extra:item)*) => {
+        impl Output for $t {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+                <$t>::write(self, bytes)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                <$t>::flush(self)
+            }
+            fn rotate(&mut self) -> Option<std::io::Result<std::path::PathBuf>> {
+                Some(<$t>::rotate(self))
+            }
+            fn held(&self) -> Option<&Held> {
+                Some(&self.held)
+            }
+            fn held_mut(&mut self) -> Option<&mut Held> {
+                Some(&mut self.held)
+            }
+            fn name(&self) -> String {
+                self.path.display().to_string()
+            }
+            $($extra)*
+        }
+    };
 }
 
-impl Output for ZfileSink {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        ZfileSink::write(self, bytes)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        ZfileSink::flush(self)
-    }
+held_file_output!(FileSink);
+held_file_output!(
+    ZfileSink,
     fn close(&mut self) -> std::io::Result<()> {
         ZfileSink::close(self)
     }
-    fn rotate(&mut self) -> Option<std::io::Result<std::path::PathBuf>> {
-        Some(ZfileSink::rotate(self))
-    }
-    fn held(&self) -> Option<&Held> {
-        Some(&self.held)
-    }
-    fn held_mut(&mut self) -> Option<&mut Held> {
-        Some(&mut self.held)
-    }
-    fn name(&self) -> String {
-        self.path.display().to_string()
-    }
-}
+);
 
 impl Output for IpcSink {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
