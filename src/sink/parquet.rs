@@ -997,17 +997,12 @@ fn iso_micros(t: i64) -> String {
     )
 }
 
+/// `s` as a JSON string, with the one escaper every output uses.
 fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    let mut b = Vec::with_capacity(s.len() + 2);
+    crate::primitives::json::write_str(&mut b, s.as_bytes());
+    // Escaping keeps UTF-8 text UTF-8 (every escape is ASCII).
+    out.push_str(&String::from_utf8_lossy(&b));
 }
 
 /// The index object of one file, on one line (see the module docs).
