@@ -30,8 +30,10 @@ const FLOWS: usize = 300;
 const SHARDS: u64 = 8;
 /// Output records are dropped after this many events, so memory stays flat.
 const CLEAR_EVERY: usize = 256;
-/// Output index of the first user output (`out`).
-const OUT: u32 = 2;
+/// The first user output (`out`).
+fn out_id() -> dragonfly_mle::shard::OutputId {
+    dragonfly_mle::shard::OutputId::user(0)
+}
 
 // ---------------------------------------------------------------------------------------------
 // Corpus
@@ -866,7 +868,7 @@ fn check_outputs(c: &WorkerCtx, case: &LuaCase, corpus: &Corpus) {
     let recs: Vec<&[u8]> = c.outs[0]
         .recs
         .iter()
-        .filter(|r| r.output == OUT)
+        .filter(|r| r.output == out_id())
         .map(|r| &c.outs[0].data[r.start as usize..r.end as usize - 1])
         .collect();
     let want = if matches!(case.expect, Expect::Nothing) {

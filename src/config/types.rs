@@ -132,3 +132,34 @@ impl Default for RedisTimeouts {
         }
     }
 }
+
+/// An output as the pipeline numbers it: `{log}`, `{stats}`, then config.lua's outputs in
+/// order; also the end-of-event marker. The only place that knows the numbering.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OutputId(u32);
+
+impl OutputId {
+    /// The internal `{log}` sink.
+    pub const LOG: OutputId = OutputId(0);
+    /// The internal `{stats}` sink.
+    pub const STATS: OutputId = OutputId(1);
+    /// Not an output: the record that closes an event (the watermark for ordered outputs).
+    pub const END_OF_EVENT: OutputId = OutputId(u32::MAX);
+    /// Outputs before the user's (`{log}`, `{stats}`).
+    pub const INTERNAL: usize = 2;
+
+    /// The user output at `position` in config.lua's `outputs`.
+    pub fn user(position: usize) -> OutputId {
+        OutputId(position as u32 + Self::INTERNAL as u32)
+    }
+
+    /// Whether it is one of config.lua's outputs (not `{log}`, `{stats}` or the marker).
+    pub fn is_user(self) -> bool {
+        self != Self::END_OF_EVENT && self.0 as usize >= Self::INTERNAL
+    }
+
+    /// Its index among the writer's outputs and the stats' outputs.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}

@@ -348,12 +348,20 @@ impl Stats {
     }
     /// Records written to user outputs.
     pub fn written(&self) -> u64 {
-        sum(self.outputs.iter().skip(2).map(|o| o.written.load(Relaxed)))
+        sum(self
+            .outputs
+            .iter()
+            .skip(crate::config::types::OutputId::INTERNAL)
+            .map(|o| o.written.load(Relaxed)))
     }
 
     /// Records the user outputs failed to take (write, flush or file errors).
     pub fn output_errors(&self) -> u64 {
-        sum(self.outputs.iter().skip(2).map(|o| o.errors.load(Relaxed)))
+        sum(self
+            .outputs
+            .iter()
+            .skip(crate::config::types::OutputId::INTERNAL)
+            .map(|o| o.errors.load(Relaxed)))
     }
 
     /// Values that went nowhere without an error: calls naming an unknown analyzer or output
@@ -361,7 +369,11 @@ impl Stats {
     /// not counted here: the call raised in the script, which is a script error.
     pub fn dropped(&self) -> u64 {
         sum(self.workers.iter().map(|w| w.unknown_tags.load(Relaxed)))
-            + sum(self.outputs.iter().skip(2).map(|o| o.dropped.load(Relaxed)))
+            + sum(self
+                .outputs
+                .iter()
+                .skip(crate::config::types::OutputId::INTERNAL)
+                .map(|o| o.dropped.load(Relaxed)))
     }
 
     /// Tags of the inputs that are missing or could not be read now.

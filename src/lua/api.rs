@@ -33,7 +33,12 @@ unsafe extern "C-unwind" fn analyze_event(l: *mut lua_State) -> c_int {
 }
 
 /// Encodes argument `idx` as one record for `output`.
-unsafe fn output_to(l: *mut lua_State, name: &str, output: u32, idx: c_int) -> Result<c_int, LuaFail> {
+unsafe fn output_to(
+    l: *mut lua_State,
+    name: &str,
+    output: crate::shard::OutputId,
+    idx: c_int,
+) -> Result<c_int, LuaFail> {
     // SAFETY: called from C functions with a valid argument index.
     unsafe {
         with_ctx(|c| c.emit_value(l, idx, output)).map_err(|e| LuaFail(format!("{name}: {e}")))?;

@@ -74,7 +74,7 @@ pub struct WorkerCtx {
     pub analyzers: Vec<Script>,
     pub input_tags: Vec<String>,
     pub(super) analyzer_tags: Vec<String>,
-    /// User output tags; output index = position + 2.
+    /// User output tags, in config.lua's order (`OutputId::user` numbers them).
     pub(super) output_tags: Vec<String>,
     /// Analyzer calls queued by `analyze_event` from `setup()` or a timer, outside any event:
     /// (analyzer, registry ref in its state). Calls made during an event queue on its window
@@ -292,11 +292,11 @@ impl WorkerCtx {
             .map(|i| i as u32)
     }
 
-    pub fn output_index(&self, tag: &[u8]) -> Option<u32> {
+    pub fn output_index(&self, tag: &[u8]) -> Option<crate::shard::OutputId> {
         self.output_tags
             .iter()
             .position(|t| t.as_bytes().eq_ignore_ascii_case(tag))
-            .map(|i| i as u32 + 2)
+            .map(crate::shard::OutputId::user)
     }
 
     /// The state of script `(role, i)`.

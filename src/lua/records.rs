@@ -28,8 +28,8 @@ impl WorkerCtx {
     }
 
     /// Counts a record the running script wrote to a user output.
-    fn count_out(&mut self, output: u32) {
-        if output < 2 {
+    fn count_out(&mut self, output: crate::shard::OutputId) {
+        if !output.is_user() {
             return;
         }
         let s = match self.cur_script {
@@ -50,7 +50,7 @@ impl WorkerCtx {
     }
 
     /// Appends one output record (bytes + newline) for the current event.
-    pub fn emit(&mut self, output: u32, bytes: &[u8]) {
+    pub fn emit(&mut self, output: crate::shard::OutputId, bytes: &[u8]) {
         let seq = self.cur.seq;
         let script = self.script_index();
         let b = self.out_batch();
@@ -68,7 +68,12 @@ impl WorkerCtx {
     }
 
     /// Encodes the value at `idx` of `l` as one record for `output`.
-    pub unsafe fn emit_value(&mut self, l: *mut lua_State, idx: c_int, output: u32) -> Result<(), EncodeError> {
+    pub unsafe fn emit_value(
+        &mut self,
+        l: *mut lua_State,
+        idx: c_int,
+        output: crate::shard::OutputId,
+    ) -> Result<(), EncodeError> {
         let i = self.out_index();
         // SAFETY: `l` belongs to this worker.
         self.enc.precision = unsafe { super::ffi_util::state_precision(l) };
@@ -96,7 +101,7 @@ impl WorkerCtx {
         &mut self,
         l: *mut lua_State,
         idx: c_int,
-        output: u32,
+        output: crate::shard::OutputId,
         script: &str,
         msg: &str,
     ) -> Result<(), EncodeError> {
@@ -139,7 +144,7 @@ impl WorkerCtx {
     }
 
     /// Writes one record for `output` with `write` (which cannot fail).
-    pub fn emit_with(&mut self, output: u32, write: impl FnOnce(&mut Vec<u8>)) {
+    pub fn emit_with(&mut self, output: crate::shard::OutputId, write: impl FnOnce(&mut Vec<u8>)) {
         let i = self.out_index();
         let start = self.outs[i].data.len();
         write(&mut self.outs[i].data);
@@ -157,7 +162,7 @@ impl WorkerCtx {
 
     /// Ends the record whose bytes start at `start` of the current output batch (a script's
     /// record: counted for the running script).
-    fn end_record(&mut self, output: u32, start: usize) {
+    fn end_record(&mut self, output: crate::shard::OutputId, start: usize) {
         let (seq, script) = (self.cur.seq, self.script_index());
         let i = self.out_index();
         let b = &mut self.outs[i];

@@ -57,9 +57,9 @@ pub enum OnErrorAction {
     /// Pass to this analyzer.
     ToAnalyzer(u32),
     /// Write as it is to this output (an analyzer's default output).
-    ToOutput(u32),
+    ToOutput(crate::shard::OutputId),
     /// Write with the error to this output.
-    DeadLetter(u32),
+    DeadLetter(crate::shard::OutputId),
 }
 
 /// A loaded script: its own Lua state.

@@ -187,7 +187,12 @@ impl Stats {
                 self.script_e2e[self.input_tags.len() + i].snapshot(),
             ));
         }
-        for (i, t) in self.output_tags.iter().enumerate().skip(2) {
+        for (i, t) in self
+            .output_tags
+            .iter()
+            .enumerate()
+            .skip(crate::config::types::OutputId::INTERNAL)
+        {
             v.push((format!("output:{t}"), self.output_latency[i].snapshot()));
         }
         v.push(("redis".to_string(), self.redis_latency.snapshot()));

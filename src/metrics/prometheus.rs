@@ -297,7 +297,7 @@ pub fn render(stats: &Stats) -> String {
             .output_tags
             .iter()
             .enumerate()
-            .skip(2)
+            .skip(crate::config::types::OutputId::INTERNAL)
             .map(|(k, t)| (t.as_str(), stats.output_latency[k].snapshot()))
             .collect();
         let redis = stats.redis_latency.snapshot();

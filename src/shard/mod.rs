@@ -15,12 +15,14 @@ pub const RING_BATCHES: usize = 16;
 /// Record batches in flight per worker -> writer ring (up to 128 KiB each).
 pub const OUT_RING_BATCHES: usize = 16;
 
-/// Output index of the internal `{log}` sink.
-pub const LOG_OUTPUT: u32 = 0;
-/// Output index of the internal `{stats}` sink.
-pub const STATS_OUTPUT: u32 = 1;
-/// Output value of the record that closes an event (the watermark for ordered outputs).
-pub const END_OF_EVENT: u32 = u32::MAX;
+pub use crate::config::types::OutputId;
+
+/// The internal `{log}` sink.
+pub const LOG_OUTPUT: OutputId = OutputId::LOG;
+/// The internal `{stats}` sink.
+pub const STATS_OUTPUT: OutputId = OutputId::STATS;
+/// The record that closes an event (the watermark for ordered outputs).
+pub const END_OF_EVENT: OutputId = OutputId::END_OF_EVENT;
 /// Input value of records written outside any event (from `setup()`); they are never held
 /// back for ordering.
 pub const NO_INPUT: u32 = u32::MAX;
@@ -29,7 +31,7 @@ pub const NO_INPUT: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OutRec {
     pub seq: u64,
-    pub output: u32,
+    pub output: OutputId,
     pub start: u32,
     pub end: u32,
     /// The script that wrote it (filters, then analyzers), for the per-script end-to-end

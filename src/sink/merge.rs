@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use crate::shard::{END_OF_EVENT, NO_INPUT, OutBatch, OutRec};
+use crate::shard::{END_OF_EVENT, NO_INPUT, OutBatch, OutRec, OutputId};
 
 /// A batch being emitted, with the index of its next record.
 struct Pending {
@@ -43,7 +43,7 @@ impl Merge {
         &mut self,
         w: usize,
         batch: OutBatch,
-        ordered: impl Fn(u32) -> bool,
+        ordered: impl Fn(OutputId) -> bool,
         mut write: impl FnMut(&OutRec, &[u8], u64),
     ) -> Option<OutBatch> {
         let mut has_ordered = false;
@@ -65,7 +65,7 @@ impl Merge {
     /// `recycle` with its worker.
     pub fn emit(
         &mut self,
-        ordered: impl Fn(u32) -> bool,
+        ordered: impl Fn(OutputId) -> bool,
         mut write: impl FnMut(&OutRec, &[u8], u64),
         mut recycle: impl FnMut(usize, OutBatch),
     ) {
@@ -116,7 +116,7 @@ mod tests {
 
     /// A batch of input 0 with, per event `(seq, outputs)`, one record per output (its text is
     /// `"<seq>:<output>"`) and the end-of-event marker.
-    fn batch(events: &[(u64, &[u32])]) -> OutBatch {
+    fn batch(events: &[(u64, &[usize])]) -> OutBatch {
         let mut b = OutBatch::default();
         for &(seq, outputs) in events {
             for &o in outputs {
@@ -124,7 +124,7 @@ mod tests {
                 b.data.extend_from_slice(format!("{seq}:{o}").as_bytes());
                 b.recs.push(OutRec {
                     seq,
-                    output: o,
+                    output: OutputId::user(o),
                     start,
                     end: b.data.len() as u32,
                     script: 0,
@@ -139,9 +139,9 @@ mod tests {
         b
     }
 
-    /// Output 2 is ordered, output 3 is not.
-    fn ordered(o: u32) -> bool {
-        o == 2
+    /// User output 0 is ordered, user output 1 is not.
+    fn ordered(o: OutputId) -> bool {
+        o == OutputId::user(0)
     }
 
     #[test]
@@ -151,22 +151,22 @@ mod tests {
         let mut recycled = Vec::new();
         // Worker 1 has events 1 and 3, worker 0 events 0 and 2 (event 2 writes nothing); worker
         // 1's batch arrives first.
-        let b1 = batch(&[(1, &[2, 3]), (3, &[2])]);
-        let b0 = batch(&[(0, &[2]), (2, &[])]);
+        let b1 = batch(&[(1, &[0, 1]), (3, &[0])]);
+        let b0 = batch(&[(0, &[0]), (2, &[])]);
         let write =
             |_: &OutRec, bytes: &[u8], _: u64| out.borrow_mut().push(String::from_utf8(bytes.to_vec()).unwrap());
         assert!(m.take(1, b1, ordered, write).is_none());
         // The unordered record is written at once.
-        assert_eq!(*out.borrow(), ["1:3"]);
+        assert_eq!(*out.borrow(), ["1:1"]);
         m.emit(ordered, write, |w, _| recycled.push(w));
         assert_eq!(
             *out.borrow(),
-            ["1:3"],
+            ["1:1"],
             "event 0 has not arrived: nothing ordered may go out"
         );
         assert!(m.take(0, b0, ordered, write).is_none());
         m.emit(ordered, write, |w, _| recycled.push(w));
-        assert_eq!(*out.borrow(), ["1:3", "0:2", "1:2", "3:2"]);
+        assert_eq!(*out.borrow(), ["1:1", "0:0", "1:0", "3:0"]);
         assert_eq!(m.next_seq(), [4]);
         recycled.sort_unstable();
         assert_eq!(recycled, [0, 1], "both batches recycled once written");
@@ -180,7 +180,7 @@ mod tests {
         b.data.extend_from_slice(b"log");
         b.recs.push(OutRec {
             seq: 0,
-            output: 2,
+            output: OutputId::user(0),
             start: 0,
             end: 3,
             script: 0,

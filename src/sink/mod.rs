@@ -22,7 +22,7 @@ use rtrb::{Consumer, Producer};
 pub use crate::config::types::{DEFAULT_HOLD, IpcKind, KafkaKey, Policy};
 use crate::counters::Stats;
 use crate::diag::Kind;
-use crate::shard::{Backoff, OutBatch, STATS_OUTPUT};
+use crate::shard::{Backoff, OutBatch, OutputId, STATS_OUTPUT};
 pub use file::FileSink;
 pub use held::Held;
 pub use ipc::IpcSink;
@@ -297,7 +297,7 @@ impl Outputs {
     }
 
     /// Hands one record to output `output`.
-    fn write(&mut self, output: u32, bytes: &[u8]) {
+    fn write(&mut self, output: OutputId, bytes: &[u8]) {
         if output == crate::shard::LOG_OUTPUT {
             let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
             if let std::borrow::Cow::Owned(mut text) = crate::diag::log_line(body) {
@@ -308,8 +308,8 @@ impl Outputs {
         self.write_record(output, bytes)
     }
 
-    fn write_record(&mut self, output: u32, bytes: &[u8]) {
-        let o = output as usize;
+    fn write_record(&mut self, output: OutputId, bytes: &[u8]) {
+        let o = output.index();
         let Some(s) = self.sinks.get_mut(o) else { return };
         if s.held().is_none() {
             match s.write(bytes) {
@@ -486,7 +486,7 @@ fn report_to(sinks: &mut [Sink], stats: &Stats, o: usize, kind: Kind, extra: &st
         let mut line = crate::diag::log_line(&line).into_owned();
         line.push(b'\n');
         // Not through `write`: a report must not wait, nor report about itself.
-        let log = crate::shard::LOG_OUTPUT as usize;
+        let log = crate::shard::LOG_OUTPUT.index();
         if o != log
             && let Some(s) = sinks.get_mut(log)
         {
@@ -600,9 +600,9 @@ impl Writer {
             return;
         }
         let ns = now.saturating_sub(read_ns);
-        if let Some(h) = lat.as_mut().and_then(|v| v.get_mut(r.output as usize)) {
+        if let Some(h) = lat.as_mut().and_then(|v| v.get_mut(r.output.index())) {
             h.record(ns);
-            if r.output >= 2
+            if r.output.is_user()
                 && let Some(h) = lat_script.get_mut(r.script as usize)
             {
                 h.record(ns);
@@ -622,7 +622,7 @@ impl Writer {
         self.last_merge = Instant::now();
     }
 
-    fn write(&mut self, output: u32, bytes: &[u8]) {
+    fn write(&mut self, output: OutputId, bytes: &[u8]) {
         self.out.write(output, bytes);
     }
 
@@ -644,7 +644,7 @@ impl Writer {
             lat_script,
             ..
         } = self;
-        let ordered = |o: u32| ordered.get(o as usize) == Some(&true);
+        let ordered = |o: OutputId| ordered.get(o.index()) == Some(&true);
         for (w, link) in links.iter_mut().enumerate() {
             while let Ok(batch) = link.from.pop() {
                 got = true;
@@ -677,7 +677,7 @@ impl Writer {
             lat_script,
             ..
         } = self;
-        let ordered = |o: u32| ordered.get(o as usize) == Some(&true);
+        let ordered = |o: OutputId| ordered.get(o.index()) == Some(&true);
         merge.emit(
             ordered,
             |r, bytes, read_ns| {
@@ -826,7 +826,7 @@ impl Writer {
         }
         self.flush();
         // Outputs that could not deliver get until the grace has passed.
-        let internal = crate::shard::LOG_OUTPUT as usize..=crate::shard::STATS_OUTPUT as usize;
+        let internal = crate::shard::LOG_OUTPUT.index()..=crate::shard::STATS_OUTPUT.index();
         for o in (0..self.out.sinks.len()).filter(|o| !internal.contains(o)) {
             self.out.drain(o);
         }
