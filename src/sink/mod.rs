@@ -404,39 +404,33 @@ impl Outputs {
     /// output drops when full (false: drop this record) or the engine is past its grace.
     fn make_room(&mut self, o: usize, n: usize) -> bool {
         let limit = self.policy(o).limit;
+        let drops = self.policy(o).drop_when_full;
+        self.wait_for(o, |held, _| held == 0 || held + n <= limit, drops)
+    }
+
+    /// At exit: waits (up to the grace) until output `o` has delivered what it holds.
+    fn drain(&mut self, o: usize) {
+        self.wait_for(o, |held, delivered| held == 0 && delivered, false);
+    }
+
+    /// Delivers what output `o` holds, retrying with backoff, until `done(held bytes, the last
+    /// delivery worked)`; true then. False at once when it is not done and `give_up_now`; after
+    /// the stop's grace, what it holds is abandoned (counted as lost) and it returns true.
+    fn wait_for(&mut self, o: usize, done: impl Fn(usize, bool) -> bool, give_up_now: bool) -> bool {
         let mut pause = Duration::from_millis(5);
         loop {
             let r = self.sinks[o].flush();
+            let ok = r.is_ok();
             self.settle(o, r, true);
-            let held = self.sinks[o].held().map_or(0, |h| h.len());
-            if held == 0 || held + n <= limit {
+            if done(self.sinks[o].held().map_or(0, Held::len), ok) {
                 return true;
             }
-            if self.policy(o).drop_when_full {
+            if give_up_now {
                 return false;
             }
             if self.gate.give_up() {
                 self.abandon(o);
                 return true;
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
-    }
-
-    /// At exit: waits (up to the grace) until output `o` has delivered what it holds.
-    fn drain(&mut self, o: usize) {
-        let mut pause = Duration::from_millis(5);
-        loop {
-            let r = self.sinks[o].flush();
-            let failed = r.is_err();
-            self.settle(o, r, true);
-            if self.sinks[o].held().is_none_or(Held::is_empty) && !failed {
-                return;
-            }
-            if self.gate.give_up() {
-                self.abandon(o);
-                return;
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(200));
@@ -626,15 +620,20 @@ impl Writer {
         self.out.write(output, bytes);
     }
 
+    /// The clock for end-to-end latency (0 when histograms are off: no clock read).
+    fn lat_now(&self) -> u64 {
+        if self.lat.is_some() {
+            crate::counters::latency::mono_ns()
+        } else {
+            0
+        }
+    }
+
     /// Takes what the workers produced; writes unordered records at once. Returns whether
     /// anything arrived.
     fn receive(&mut self) -> bool {
         let mut got = false;
-        let now = if self.lat.is_some() {
-            crate::counters::latency::mono_ns()
-        } else {
-            0
-        };
+        let now = self.lat_now();
         let Writer {
             out,
             ordered,
@@ -663,11 +662,7 @@ impl Writer {
 
     /// Writes every ordered record whose turn has come.
     fn emit_ordered(&mut self) {
-        let now = if self.lat.is_some() {
-            crate::counters::latency::mono_ns()
-        } else {
-            0
-        };
+        let now = self.lat_now();
         let Writer {
             out,
             ordered,
