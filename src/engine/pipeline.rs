@@ -116,6 +116,17 @@ pub(super) fn run_pipeline(
     let (reader_ios, worker_ios, links) = wire(n_inputs, shards);
 
     let (diag_tx, diag_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    if !first {
+        // Tells the operator (and tests) from when events go by the new configuration.
+        let _ = diag_tx.send(crate::diag::line(
+            crate::diag::Kind::Reload,
+            &[],
+            &format!(
+                "reload applied: pipeline {} runs the new configuration",
+                carry.generation + 1
+            ),
+        ));
+    }
     let readers_done = Arc::new(AtomicBool::new(false));
     let readers_stop = Arc::new(AtomicBool::new(false));
     let rebuilding = Arc::new(AtomicBool::new(false));

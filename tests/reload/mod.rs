@@ -157,6 +157,8 @@ fn watch_reloads_changed_files_without_a_signal() {
         "",
     ));
     wait_log_message(&env, "building it again");
+    // Lines read before the switch go by the old configuration: append once the new one runs.
+    wait_log_message(&env, "runs the new configuration");
     env.append_log("in.json", &numbered_lines(200, 300));
     wait_until(
         Duration::from_secs(60),
@@ -193,9 +195,8 @@ fn a_rebuild_keeps_the_state_of_unchanged_scripts() {
         "",
     ));
     engine.signal(libc::SIGHUP);
-    wait_log_message(&env, "building it again");
-    // Appended once the new pipeline runs (the rebuild record comes before the drain).
-    std::thread::sleep(Duration::from_millis(500));
+    // Appended once the new pipeline runs (lines read before the switch go by the old one).
+    wait_log_message(&env, "runs the new configuration");
     env.append_log("in.json", &numbered_lines(500, 1000));
     wait_until(
         Duration::from_secs(60),
