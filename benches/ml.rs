@@ -14,9 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dragonfly_mle::lua::hiredis::RedisTarget;
-use dragonfly_mle::lua::{Role, ScriptSpec, WorkerCtx};
-use dragonfly_mle::ml::{self, AttrKey, Mode};
+use dragonfly_mle::bench::{self as ml, AttrKey, MlMode as Mode, RedisTarget, Role, ScriptSpec, WorkerCtx};
 use mlua::ffi;
 
 const KEY: &[u8] = b"dga:tree";
@@ -170,7 +168,7 @@ fn bench_ml(crit: &mut Criterion) {
                 .collect()
         })
         .collect();
-    let tree_depths = match &ml::get(KEY).expect("forest").model {
+    let tree_depths = match &ml::ml_get(KEY).expect("forest").model {
         ml::Model::Forest(f) => f.trees.iter().map(|t| t.depth()).collect::<Vec<_>>(),
         _ => unreachable!(),
     };

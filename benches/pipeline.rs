@@ -12,11 +12,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dragonfly_mle::event::flow_key::{RouteParser, tuple_hash};
-use dragonfly_mle::event::{EventMeta, KeyBloom};
-use dragonfly_mle::lua::{Role, ScriptSpec, WorkerCtx};
-use dragonfly_mle::shard::LOG_OUTPUT;
-use dragonfly_mle::source::framer::{Framer, LineSink};
+use dragonfly_mle::bench::{
+    EventMeta, Framer, KeyBloom, LOG_OUTPUT, LineSink, Role, RouteParser, ScriptSpec, WorkerCtx, tuple_hash,
+};
 
 // The engine binary runs on mimalloc; measure with the same allocator.
 #[global_allocator]
@@ -31,8 +29,8 @@ const SHARDS: u64 = 8;
 /// Output records are dropped after this many events, so memory stays flat.
 const CLEAR_EVERY: usize = 256;
 /// The first user output (`out`).
-fn out_id() -> dragonfly_mle::shard::OutputId {
-    dragonfly_mle::shard::OutputId::user(0)
+fn out_id() -> dragonfly_mle::bench::OutputId {
+    dragonfly_mle::bench::OutputId::user(0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -682,7 +680,7 @@ fn bench_parse(c: &mut Criterion) {
 /// a late field, the Parquet sink's field extraction and `pairs` pay): strings searched 16
 /// bytes at a time, nested values skipped 64 bytes at a time.
 fn bench_scan(c: &mut Criterion) {
-    use dragonfly_mle::event::scan;
+    use dragonfly_mle::bench::scan;
     let corpus = corpus();
     let mut g = c.benchmark_group("scan");
     g.throughput(Throughput::Elements(corpus.lines.len() as u64));

@@ -1,153 +1,61 @@
-//! Load generators for the end-to-end benchmarks in `perf/` (hidden subcommands of the
-//! binary): replay an EVE file into a unix socket from several producers, or into a Kafka
-//! topic keyed by flow.
+//! The benchmarks' way in (`benches/`, the binary's hidden `bench-*` tools): the few internal
+//! pieces they drive directly, re-exported, so that the rest of the library can stay
+//! crate-private. Not a stable API.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::{UnixDatagram, UnixStream};
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+pub use crate::config::types::OutputId;
+pub use crate::event::flow_key::{RouteParser, tuple_hash};
+pub use crate::event::{EventMeta, KeyBloom};
+pub use crate::lua::hiredis::RedisTarget;
+pub use crate::lua::{Role, ScriptSpec, WorkerCtx};
+pub use crate::ml::{AttrKey, Mode as MlMode, Model, forest_layout, forest_run_dense, get as ml_get, set_native};
+pub use crate::shard::LOG_OUTPUT;
+pub use crate::source::framer::{Framer, LineSink};
 
-fn lines(file: &Path) -> std::io::Result<Vec<Vec<u8>>> {
-    BufReader::new(std::fs::File::open(file)?)
-        .split(b'\n')
-        .filter(|l| l.as_ref().map_or(true, |l| !l.is_empty()))
-        .collect()
+/// The JSON scanner's member walk (`event::scan`).
+pub mod scan {
+    pub use crate::event::scan::{first_member, next_member, skip_ws};
 }
 
-/// Sends every line of `file` to the socket of `uri` (`ipc://` datagrams or `ipc+stream://`
-/// lines), split between `producers` threads. Returns (events, seconds).
-pub fn send(uri: &str, file: &Path, producers: usize) -> std::io::Result<(usize, f64)> {
-    let all = std::sync::Arc::new(lines(file)?);
-    let (path, stream) = if let Some(p) = uri.strip_prefix("ipc+stream://") {
-        (p.to_string(), true)
-    } else if let Some(p) = uri.strip_prefix("ipc://") {
-        (p.to_string(), false)
-    } else {
-        return Err(std::io::Error::other("expected ipc://PATH or ipc+stream://PATH"));
-    };
-    let start = Instant::now();
-    let threads: Vec<_> = (0..producers.max(1))
-        .map(|p| {
-            let all = std::sync::Arc::clone(&all);
-            let path = path.clone();
-            let n = producers.max(1);
-            std::thread::spawn(move || -> std::io::Result<()> {
-                if stream {
-                    let mut s = std::io::BufWriter::with_capacity(1 << 20, UnixStream::connect(&path)?);
-                    for l in all.iter().skip(p).step_by(n) {
-                        s.write_all(l)?;
-                        s.write_all(b"\n")?;
-                    }
-                    s.flush()
-                } else {
-                    let s = UnixDatagram::unbound()?;
-                    s.connect(&path)?;
-                    let mine: Vec<&Vec<u8>> = all.iter().skip(p).step_by(n).collect();
-                    for chunk in mine.chunks(SEND_BATCH) {
-                        send_batch(&s, chunk)?;
-                    }
-                    Ok(())
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().map_err(|_| std::io::Error::other("producer panicked"))??;
+/// The one-core parse-only rate of a file: framing (memchr) and validation + routing
+/// (simd-json), no Lua, no output. Returns (events, invalid, seconds).
+pub fn parse_only(path: &std::path::Path) -> std::io::Result<(u64, u64, f64)> {
+    struct Count {
+        parser: RouteParser,
+        ok: u64,
+        bad: u64,
+        hash: u64,
     }
-    Ok((all.len(), start.elapsed().as_secs_f64()))
-}
-
-/// Datagrams per `sendmmsg` call of the load generator.
-const SEND_BATCH: usize = 64;
-
-/// Sends each line as one datagram, `SEND_BATCH` per system call (a full socket buffer blocks).
-fn send_batch(s: &UnixDatagram, lines: &[&Vec<u8>]) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut iovs: Vec<libc::iovec> = lines
-        .iter()
-        .map(|l| libc::iovec {
-            iov_base: l.as_ptr() as *mut libc::c_void,
-            iov_len: l.len(),
-        })
-        .collect();
-    // SAFETY: `mmsghdr` is a plain C struct for which all-zero bytes are valid.
-    let mut msgs: Vec<libc::mmsghdr> = (0..iovs.len()).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
-        m.msg_hdr.msg_iov = iov;
-        m.msg_hdr.msg_iovlen = 1;
-    }
-    let mut sent = 0;
-    while sent < msgs.len() {
-        // SAFETY: `msgs[sent..]` are valid headers pointing at live iovecs over live lines.
-        let n = unsafe {
-            libc::sendmmsg(
-                s.as_raw_fd(),
-                msgs[sent..].as_mut_ptr(),
-                (msgs.len() - sent) as libc::c_uint,
-                0,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
+    impl LineSink for Count {
+        fn line(&mut self, line: &[u8], _: u64, _: u64) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                return;
             }
-            return Err(e);
+            match self.parser.parse(line) {
+                Ok(r) => {
+                    self.ok += 1;
+                    self.hash ^= r.hash.unwrap_or(0);
+                }
+                Err(_) => self.bad += 1,
+            }
         }
-        sent += n as usize;
-    }
-    Ok(())
-}
-
-/// Produces every line of `file` to `topic`, keyed by flow tuple. Returns (events, seconds).
-pub fn kafka_produce(brokers: &str, topic: &str, file: &Path) -> Result<(usize, f64), String> {
-    let all = lines(file).map_err(|e| e.to_string())?;
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "500000")
-        .set("compression.type", "lz4")
-        .create()
-        .map_err(|e| e.to_string())?;
-    let mut parser = crate::event::flow_key::RouteParser::new();
-    let start = Instant::now();
-    for l in &all {
-        let key = parser.parse(l).ok().and_then(|r| r.hash).unwrap_or(0).to_le_bytes();
-        while p.send(BaseRecord::to(topic).key(&key[..]).payload(&l[..])).is_err() {
-            p.poll(Duration::from_millis(5));
-        }
-        p.poll(Duration::ZERO);
-    }
-    p.flush(Duration::from_secs(120)).map_err(|e| e.to_string())?;
-    Ok((all.len(), start.elapsed().as_secs_f64()))
-}
-
-/// Consumes `topic` from the start with a fresh group until `n` messages arrived. Returns the
-/// seconds from the call to the last message.
-pub fn kafka_count(brokers: &str, topic: &str, n: usize) -> Result<f64, String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let start = Instant::now();
-    let group = format!("bench-count-{}", std::process::id());
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", &group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| e.to_string())?;
-    c.subscribe(&[topic]).map_err(|e| e.to_string())?;
-    let mut got = 0;
-    while got < n {
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(_)) => got += 1,
-            Some(Err(e)) => return Err(e.to_string()),
-            None if start.elapsed() > Duration::from_secs(600) => return Err(format!("only {got} of {n} messages")),
-            None => {}
+        fn too_long(&mut self, _: u64, _: u64, _: usize, _: usize) {
+            self.bad += 1;
         }
     }
-    Ok(start.elapsed().as_secs_f64())
+    let mut f = std::fs::File::open(path)?;
+    let mut framer = Framer::new(crate::config::DEFAULT_MAX_LINE);
+    let mut sink = Count {
+        parser: RouteParser::new(),
+        ok: 0,
+        bad: 0,
+        hash: 0,
+    };
+    let t = Instant::now();
+    while framer.fill(&mut f, &mut sink)? > 0 {}
+    framer.finish(&mut sink);
+    std::hint::black_box(sink.hash);
+    Ok((sink.ok, sink.bad, t.elapsed().as_secs_f64()))
 }

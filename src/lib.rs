@@ -10,20 +10,29 @@
 //! and the stats line, latency histograms and the HTTP endpoint; [`privilege`] drops root;
 //! [`engine`] wires it all together; [`reconfig`] decides what a reload does.
 
+//!
+//! The public API is narrow: [`engine`] (run, check, their options and summary) and
+//! [`find_files`] (the Parquet index query). [`bench`] re-exports the internals that the
+//! benchmarks drive; it is not a stable API.
+
+#[doc(hidden)]
 pub mod bench;
-pub mod config;
-pub mod counters;
-pub mod diag;
 pub mod engine;
-pub mod event;
-pub mod lua;
-pub mod metrics;
-pub mod ml;
-pub mod primitives;
-pub mod privilege;
-pub mod reconfig;
-pub mod shard;
-pub mod sink;
-pub mod source;
+
+mod config;
+mod counters;
+mod diag;
+mod event;
+mod lua;
+mod metrics;
+mod ml;
+mod primitives;
+mod privilege;
+mod reconfig;
+mod shard;
+mod sink;
+mod source;
+
+pub use sink::parquet::find_files;
 #[cfg(test)]
 pub(crate) mod test_rng;

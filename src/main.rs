@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use dragonfly_mle::bench;
-use dragonfly_mle::config::{DEFAULT_LOG_DIR, DEFAULT_ROOT};
-use dragonfly_mle::engine::{self, Options};
+use dragonfly_mle::engine::{self, DEFAULT_LOG_DIR, DEFAULT_ROOT, Options};
+
+mod load;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -105,7 +105,7 @@ enum Mode {
 fn bench_tool(mode: &Mode) -> ExitCode {
     let r = match mode {
         Mode::BenchParse { file } => {
-            return match engine::bench_parse(file) {
+            return match dragonfly_mle::bench::parse_only(file) {
                 Ok((n, bad, secs)) => {
                     println!(
                         "parse-only: {n} events in {secs:.3} s ({:.0} events/s), {bad} invalid",
@@ -119,14 +119,14 @@ fn bench_tool(mode: &Mode) -> ExitCode {
                 }
             };
         }
-        Mode::BenchSend { uri, file, producers } => bench::send(uri, file, *producers)
+        Mode::BenchSend { uri, file, producers } => load::send(uri, file, *producers)
             .map(|(n, secs)| ("sent", n, secs))
-            .map_err(|e| e.to_string()),
+            .map_err(anyhow::Error::from),
         Mode::BenchKafkaProduce { brokers, topic, file } => {
-            bench::kafka_produce(brokers, topic, file).map(|(n, secs)| ("produced", n, secs))
+            load::kafka_produce(brokers, topic, file).map(|(n, secs)| ("produced", n, secs))
         }
         Mode::BenchKafkaCount { brokers, topic, n } => {
-            bench::kafka_count(brokers, topic, *n).map(|secs| ("consumed", *n, secs))
+            load::kafka_count(brokers, topic, *n).map(|secs| ("consumed", *n, secs))
         }
         Mode::Check => unreachable!("not a load tool"),
     };
@@ -136,7 +136,7 @@ fn bench_tool(mode: &Mode) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("dragonfly-mle: {e}");
+            eprintln!("dragonfly-mle: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -147,7 +147,7 @@ fn main() -> ExitCode {
     if let Some(m) = cli.command.as_ref().filter(|m| !matches!(m, Mode::Check)) {
         return bench_tool(m);
     }
-    dragonfly_mle::diag::set_log_format_text(cli.log_format == "text");
+    engine::set_log_format_text(cli.log_format == "text");
     if cli.version {
         println!(
             "DragonFly Machine Learning Engine (MLE)\nVersion: {}",
@@ -155,12 +155,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let cores = match cli
-        .cores
-        .as_deref()
-        .map(dragonfly_mle::shard::pin::parse_cores)
-        .transpose()
-    {
+    let cores = match cli.cores.as_deref().map(engine::parse_cores).transpose() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("dragonfly-mle: {e}");

@@ -42,9 +42,26 @@ pub struct UserIds {
     pub gid: libc::gid_t,
 }
 
+/// Why privileges could not be handed over or dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    #[error("user {0:?}: not a valid name")]
+    BadName(String),
+    #[error("user {0:?}: no such user")]
+    NoSuchUser(String),
+    #[error("chown {}: {source}", path.display())]
+    Chown { path: PathBuf, source: std::io::Error },
+    #[error("chroot: bad path")]
+    BadRoot,
+    #[error("{what}: {source}")]
+    Call { what: String, source: std::io::Error },
+    #[error("privileges were not dropped (root could be regained)")]
+    RootRegainable,
+}
+
 /// Looks a user up by name (or numeric id).
-pub fn lookup(name: &str) -> Result<UserIds, String> {
-    let cname = CString::new(name).map_err(|_| format!("user {name:?}: not a valid name"))?;
+pub fn lookup(name: &str) -> Result<UserIds, PrivilegeError> {
+    let cname = CString::new(name).map_err(|_| PrivilegeError::BadName(name.to_string()))?;
     let mut pw: libc::passwd = unsafe_zeroed_passwd();
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut res: *mut libc::passwd = std::ptr::null_mut();
@@ -60,7 +77,7 @@ pub fn lookup(name: &str) -> Result<UserIds, String> {
     if let Ok(uid) = name.parse::<libc::uid_t>() {
         return Ok(UserIds { uid, gid: uid });
     }
-    Err(format!("user {name:?}: no such user"))
+    Err(PrivilegeError::NoSuchUser(name.to_string()))
 }
 
 fn unsafe_zeroed_passwd() -> libc::passwd {
@@ -72,10 +89,12 @@ fn unsafe_zeroed_passwd() -> libc::passwd {
 /// Gives the engine's own run directory to `user`, with what is in it (checkpoints, the
 /// managed Redis directory and socket), so that checkpoints can still be saved and Redis
 /// reached after the drop.
-pub fn hand_over(dir: &Path, user: UserIds) -> Result<(), String> {
-    fn walk(p: &Path, user: UserIds, depth: u32) -> Result<(), String> {
-        std::os::unix::fs::lchown(p, Some(user.uid), Some(user.gid))
-            .map_err(|e| format!("chown {}: {e}", p.display()))?;
+pub fn hand_over(dir: &Path, user: UserIds) -> Result<(), PrivilegeError> {
+    fn walk(p: &Path, user: UserIds, depth: u32) -> Result<(), PrivilegeError> {
+        std::os::unix::fs::lchown(p, Some(user.uid), Some(user.gid)).map_err(|source| PrivilegeError::Chown {
+            path: p.to_path_buf(),
+            source,
+        })?;
         if depth < 2
             && std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
             && let Ok(rd) = std::fs::read_dir(p)
@@ -89,20 +108,26 @@ pub fn hand_over(dir: &Path, user: UserIds) -> Result<(), String> {
     walk(dir, user, 0)
 }
 
-fn os_err(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
+fn os_err(what: impl Into<String>) -> PrivilegeError {
+    PrivilegeError::Call {
+        what: what.into(),
+        source: std::io::Error::last_os_error(),
+    }
 }
 
 /// Chroots to `root` (when given), then drops to `user` (when given): supplementary groups
 /// cleared, then the group, then the user. Checks that the user cannot be regained.
-pub fn drop_privileges(user: Option<UserIds>, root: Option<&Path>) -> Result<(), String> {
+pub fn drop_privileges(user: Option<UserIds>, root: Option<&Path>) -> Result<(), PrivilegeError> {
     if let Some(root) = root {
-        let c = CString::new(root.as_os_str().as_encoded_bytes()).map_err(|_| "chroot: bad path".to_string())?;
+        let c = CString::new(root.as_os_str().as_encoded_bytes()).map_err(|_| PrivilegeError::BadRoot)?;
         // SAFETY: `c` is a NUL-terminated path.
         if unsafe { libc::chroot(c.as_ptr()) } != 0 {
-            return Err(os_err(&format!("chroot {}", root.display())));
+            return Err(os_err(format!("chroot {}", root.display())));
         }
-        std::env::set_current_dir("/").map_err(|e| format!("chdir / after chroot: {e}"))?;
+        std::env::set_current_dir("/").map_err(|source| PrivilegeError::Call {
+            what: "chdir / after chroot".into(),
+            source,
+        })?;
         let _ = CHROOT.set(root.to_path_buf());
     }
     let Some(u) = user else { return Ok(()) };
@@ -113,13 +138,13 @@ pub fn drop_privileges(user: Option<UserIds>, root: Option<&Path>) -> Result<(),
             return Err(os_err("setgroups"));
         }
         if libc::setgid(u.gid) != 0 {
-            return Err(os_err(&format!("setgid {}", u.gid)));
+            return Err(os_err(format!("setgid {}", u.gid)));
         }
         if libc::setuid(u.uid) != 0 {
-            return Err(os_err(&format!("setuid {}", u.uid)));
+            return Err(os_err(format!("setuid {}", u.uid)));
         }
         if u.uid != 0 && (libc::setuid(0) == 0 || libc::geteuid() != u.uid || libc::getegid() != u.gid) {
-            return Err("privileges were not dropped (root could be regained)".into());
+            return Err(PrivilegeError::RootRegainable);
         }
     }
     Ok(())
@@ -131,8 +156,14 @@ mod tests {
 
     #[test]
     fn looks_up_root_and_rejects_unknown_users() {
-        assert_eq!(lookup("root"), Ok(UserIds { uid: 0, gid: 0 }));
-        assert!(lookup("no-such-user-dfm").unwrap_err().contains("no such user"));
-        assert_eq!(lookup("4242"), Ok(UserIds { uid: 4242, gid: 4242 }));
+        assert_eq!(lookup("root").unwrap(), UserIds { uid: 0, gid: 0 });
+        assert!(matches!(lookup("no-such-user-dfm"), Err(PrivilegeError::NoSuchUser(_))));
+        assert!(
+            lookup("no-such-user-dfm")
+                .unwrap_err()
+                .to_string()
+                .contains("no such user")
+        );
+        assert_eq!(lookup("4242").unwrap(), UserIds { uid: 4242, gid: 4242 });
     }
 }

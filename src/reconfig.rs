@@ -115,7 +115,7 @@ pub enum Decision {
 pub fn decide(
     running: &Config,
     load: impl FnOnce() -> anyhow::Result<Config>,
-    check: impl FnOnce(&Config) -> Result<(), String>,
+    check: impl FnOnce(&Config) -> anyhow::Result<()>,
 ) -> Decision {
     let new = match load() {
         Ok(c) => c,
@@ -132,7 +132,7 @@ pub fn decide(
     }
     match check(&new) {
         Ok(()) => Decision::Rebuild(Box::new(new)),
-        Err(e) => Decision::Refused(e),
+        Err(e) => Decision::Refused(format!("{e:#}")),
     }
 }
 

@@ -117,16 +117,21 @@ pub struct Config {
 pub const DEFAULT_HTTP_ADDRESS: &str = "127.0.0.1:7070";
 
 /// Checks an HTTP endpoint address: `off`/empty (None) or `HOST:PORT`.
-pub fn parse_http_address(s: &str) -> Result<Option<String>, String> {
+pub fn parse_http_address(s: &str) -> Result<Option<String>, AddressError> {
     let s = s.trim();
     if s.is_empty() || s == "off" {
         return Ok(None);
     }
     match s.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(Some(s.to_string())),
-        _ => Err(format!("expected HOST:PORT or \"off\", got {s:?}")),
+        _ => Err(AddressError(s.to_string())),
     }
 }
+
+/// An HTTP endpoint address that is neither `HOST:PORT` nor `off`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected HOST:PORT or \"off\", got {0:?}")]
+pub struct AddressError(pub String);
 
 /// Every problem found in a configuration, one per line.
 #[derive(Debug, thiserror::Error)]
@@ -345,7 +350,7 @@ impl Config {
             cfg.http_explicit = true;
             match parse_http_address(&a) {
                 Ok(addr) => cfg.http_address = addr,
-                Err(e) => v.err("http_address", e),
+                Err(e) => v.err("http_address", e.to_string()),
             }
         }
         match g.get::<Value>("redis_persist").unwrap_or(Value::Nil) {
@@ -388,7 +393,7 @@ impl Config {
             let uri = uri.and_then(|u| match InputUri::parse(&u, log_dir) {
                 Ok(u) => Some(u),
                 Err(e) => {
-                    v.err(&key("uri"), e);
+                    v.err(&key("uri"), e.to_string());
                     None
                 }
             });
@@ -455,7 +460,7 @@ impl Config {
             let uri = uri.and_then(|u| match OutputUri::parse(&u, log_dir) {
                 Ok(u) => Some(u),
                 Err(e) => {
-                    v.err(&key("uri"), e);
+                    v.err(&key("uri"), e.to_string());
                     None
                 }
             });
@@ -553,13 +558,6 @@ impl Config {
                 ));
             }
         }
-    }
-
-    /// Whether every input ends by itself (all `file://`).
-    pub fn all_inputs_finite(&self) -> bool {
-        self.inputs
-            .iter()
-            .all(|i| matches!(i.uri, InputUri::File { .. } | InputUri::Zfile { .. }))
     }
 }
 

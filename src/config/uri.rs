@@ -49,6 +49,50 @@ pub enum OutputUri {
 
 const PLANNED: &[&str] = &["syslog://", "nats://"];
 
+/// Why a URI of config.lua was refused; shown after the URI itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{uri:?}: {problem}")]
+pub struct UriError {
+    pub uri: String,
+    pub problem: UriProblem,
+}
+
+/// What is wrong with a URI.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UriProblem {
+    #[error("empty path")]
+    EmptyPath,
+    #[error("unknown scheme (supported: {0})")]
+    UnknownScheme(&'static str),
+    #[error("this scheme is not available in this build (supported: {0})")]
+    NotInThisBuild(&'static str),
+    #[error("tail:// is an input scheme")]
+    InputOnly,
+    #[error("socket path longer than 107 bytes")]
+    SocketPathTooLong,
+    #[error("expected kafka://host:port[,host:port...]/topic")]
+    KafkaForm,
+    #[error("brokers must be host:port[,host:port...]")]
+    KafkaBrokers,
+    #[error("invalid topic name {0:?}")]
+    KafkaTopic(String),
+    #[error("partitions must be a list like 0,1,2")]
+    KafkaPartitions,
+    #[error("expected parquet://DIR/PREFIX")]
+    ParquetForm,
+    #[error("unknown parameter {param} ({expected})")]
+    UnknownParameter { param: String, expected: &'static str },
+}
+
+impl UriProblem {
+    fn of(self, uri: &str) -> UriError {
+        UriError {
+            uri: uri.to_string(),
+            problem: self,
+        }
+    }
+}
+
 fn split_suffix(s: &str) -> (&str, Option<char>) {
     match s.chars().last() {
         Some(c @ ('<' | '>')) => (&s[..s.len() - 1], Some(c)),
@@ -56,9 +100,9 @@ fn split_suffix(s: &str) -> (&str, Option<char>) {
     }
 }
 
-fn resolve(path: &str, log_dir: &Path) -> Result<PathBuf, String> {
+fn resolve(uri: &str, path: &str, log_dir: &Path) -> Result<PathBuf, UriError> {
     if path.is_empty() {
-        return Err("empty path".into());
+        return Err(UriProblem::EmptyPath.of(uri));
     }
     let p = Path::new(path);
     Ok(if p.is_absolute() {
@@ -68,30 +112,30 @@ fn resolve(path: &str, log_dir: &Path) -> Result<PathBuf, String> {
     })
 }
 
-fn unsupported(uri: &str, supported: &str) -> String {
+fn unsupported(uri: &str, supported: &'static str) -> UriError {
     if PLANNED.iter().any(|p| uri.starts_with(p)) {
-        format!("{uri:?}: this scheme is not available in this build (supported: {supported})")
+        UriProblem::NotInThisBuild(supported).of(uri)
     } else {
-        format!("{uri:?}: unknown scheme (supported: {supported})")
+        UriProblem::UnknownScheme(supported).of(uri)
     }
 }
 
 impl InputUri {
-    pub fn parse(uri: &str, log_dir: &Path) -> Result<InputUri, String> {
+    pub fn parse(uri: &str, log_dir: &Path) -> Result<InputUri, UriError> {
         if let Some(rest) = uri.strip_prefix("file://") {
             let (p, _) = split_suffix(rest);
             Ok(InputUri::File {
-                path: resolve(p, log_dir).map_err(|e| format!("{uri:?}: {e}"))?,
+                path: resolve(uri, p, log_dir)?,
             })
         } else if let Some(rest) = uri.strip_prefix("zfile://") {
             let (p, _) = split_suffix(rest);
             Ok(InputUri::Zfile {
-                path: resolve(p, log_dir).map_err(|e| format!("{uri:?}: {e}"))?,
+                path: resolve(uri, p, log_dir)?,
             })
         } else if let Some(rest) = uri.strip_prefix("tail://") {
             let (p, suffix) = split_suffix(rest);
             Ok(InputUri::Tail {
-                path: resolve(p, log_dir).map_err(|e| format!("{uri:?}: {e}"))?,
+                path: resolve(uri, p, log_dir)?,
                 from_start: suffix == Some('<'),
             })
         } else if let Some((path, kind)) = ipc(uri, log_dir)? {
@@ -115,13 +159,15 @@ impl InputUri {
                         let ps: Result<Vec<i32>, _> = v.split(',').map(|p| p.trim().parse::<i32>()).collect();
                         match ps {
                             Ok(ps) if !ps.is_empty() && ps.iter().all(|&p| p >= 0) => spec.partitions = Some(ps),
-                            _ => return Err(format!("{uri:?}: partitions must be a list like 0,1,2")),
+                            _ => return Err(UriProblem::KafkaPartitions.of(uri)),
                         }
                     }
                     _ => {
-                        return Err(format!(
-                            "{uri:?}: unknown parameter {k}={v} (group=NAME, offset=earliest|latest, instance=ID, partitions=0,1,...)"
-                        ));
+                        return Err(UriProblem::UnknownParameter {
+                            param: format!("{k}={v}"),
+                            expected: "group=NAME, offset=earliest|latest, instance=ID, partitions=0,1,...",
+                        }
+                        .of(uri));
                     }
                 }
             }
@@ -146,21 +192,21 @@ impl InputUri {
 }
 
 impl OutputUri {
-    pub fn parse(uri: &str, log_dir: &Path) -> Result<OutputUri, String> {
+    pub fn parse(uri: &str, log_dir: &Path) -> Result<OutputUri, UriError> {
         if let Some(rest) = uri.strip_prefix("file://") {
             let (p, suffix) = split_suffix(rest);
             Ok(OutputUri::File {
-                path: resolve(p, log_dir).map_err(|e| format!("{uri:?}: {e}"))?,
+                path: resolve(uri, p, log_dir)?,
                 truncate: suffix == Some('<'),
             })
         } else if let Some(rest) = uri.strip_prefix("zfile://") {
             let (p, suffix) = split_suffix(rest);
             Ok(OutputUri::Zfile {
-                path: resolve(p, log_dir).map_err(|e| format!("{uri:?}: {e}"))?,
+                path: resolve(uri, p, log_dir)?,
                 truncate: suffix == Some('<'),
             })
         } else if uri.starts_with("tail://") {
-            Err(format!("{uri:?}: tail:// is an input scheme"))
+            Err(UriProblem::InputOnly.of(uri))
         } else if let Some((path, kind)) = ipc(uri, log_dir)? {
             Ok(OutputUri::Ipc { path, kind })
         } else if let Some(rest) = uri.strip_prefix("kafka://") {
@@ -170,20 +216,26 @@ impl OutputUri {
                 match (k.as_str(), v.as_str()) {
                     ("key", "flow") => key = KafkaKey::Flow,
                     ("key", "none") => key = KafkaKey::None,
-                    _ => return Err(format!("{uri:?}: unknown parameter {k}={v} (key=flow|none)")),
+                    _ => {
+                        return Err(UriProblem::UnknownParameter {
+                            param: format!("{k}={v}"),
+                            expected: "key=flow|none",
+                        }
+                        .of(uri));
+                    }
                 }
             }
             Ok(OutputUri::Kafka { brokers, topic, key })
         } else if let Some(rest) = uri.strip_prefix("parquet://") {
             let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
-            let full = resolve(main, log_dir).map_err(|e| format!("{uri:?}: {e}"))?;
+            let full = resolve(uri, main, log_dir)?;
             let prefix = full
                 .file_name()
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let dir = full.parent().map(Path::to_path_buf).unwrap_or_default();
             if prefix.is_empty() || main.ends_with('/') {
-                return Err(format!("{uri:?}: expected parquet://DIR/PREFIX"));
+                return Err(UriProblem::ParquetForm.of(uri));
             }
             let mut opts = ParquetOptions::default();
             for p in query.split('&').filter(|p| !p.is_empty()) {
@@ -194,9 +246,11 @@ impl OutputUri {
                     ("mb", Some(n)) => opts.max_bytes = n * 1024 * 1024,
                     ("seconds", Some(n)) => opts.max_age = std::time::Duration::from_secs(n),
                     _ => {
-                        return Err(format!(
-                            "{uri:?}: unknown parameter {p} (rows=N, mb=N, seconds=N: positive numbers)"
-                        ));
+                        return Err(UriProblem::UnknownParameter {
+                            param: p.to_string(),
+                            expected: "rows=N, mb=N, seconds=N: positive numbers",
+                        }
+                        .of(uri));
                     }
                 }
             }
@@ -211,7 +265,7 @@ impl OutputUri {
 }
 
 /// `ipc://PATH` (datagram) or `ipc+stream://PATH`.
-fn ipc(uri: &str, log_dir: &Path) -> Result<Option<(PathBuf, IpcKind)>, String> {
+fn ipc(uri: &str, log_dir: &Path) -> Result<Option<(PathBuf, IpcKind)>, UriError> {
     let (rest, kind) = if let Some(r) = uri.strip_prefix("ipc+stream://") {
         (r, IpcKind::Stream)
     } else if let Some(r) = uri.strip_prefix("ipc://") {
@@ -219,10 +273,10 @@ fn ipc(uri: &str, log_dir: &Path) -> Result<Option<(PathBuf, IpcKind)>, String> 
     } else {
         return Ok(None);
     };
-    let path = resolve(rest, log_dir).map_err(|e| format!("{uri:?}: {e}"))?;
+    let path = resolve(uri, rest, log_dir)?;
     // sun_path holds 108 bytes with its terminating NUL.
     if path.as_os_str().len() > 107 {
-        return Err(format!("{uri:?}: socket path longer than 107 bytes"));
+        return Err(UriProblem::SocketPathTooLong.of(uri));
     }
     Ok(Some((path, kind)))
 }
@@ -231,17 +285,17 @@ fn ipc(uri: &str, log_dir: &Path) -> Result<Option<(PathBuf, IpcKind)>, String> 
 type KafkaParts = (String, String, Vec<(String, String)>);
 
 /// `host:port[,host:port...]/topic[?k=v&...]` -> (brokers, topic, parameters).
-fn kafka_parts(uri: &str, rest: &str) -> Result<KafkaParts, String> {
+fn kafka_parts(uri: &str, rest: &str) -> Result<KafkaParts, UriError> {
     let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
     let Some((brokers, topic)) = main.split_once('/') else {
-        return Err(format!("{uri:?}: expected kafka://host:port[,host:port...]/topic"));
+        return Err(UriProblem::KafkaForm.of(uri));
     };
     if brokers.is_empty() || brokers.split(',').any(|b| !b.contains(':')) {
-        return Err(format!("{uri:?}: brokers must be host:port[,host:port...]"));
+        return Err(UriProblem::KafkaBrokers.of(uri));
     }
     let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if topic.is_empty() || !topic.chars().all(valid) {
-        return Err(format!("{uri:?}: invalid topic name {topic:?}"));
+        return Err(UriProblem::KafkaTopic(topic.to_string()).of(uri));
     }
     let params = query
         .split('&')

@@ -181,12 +181,6 @@ impl Shared {
     }
 }
 
-/// Records one value, saturating at the histogram's highest value.
-#[inline]
-pub fn record(h: &mut Histogram<u64>, ns: u64) {
-    h.saturating_record(ns.max(1));
-}
-
 /// Records `n` values.
 #[inline]
 pub fn record_n(h: &mut Histogram<u64>, ns: u64, n: u64) {
@@ -234,7 +228,7 @@ mod tests {
     fn buckets_are_cumulative_and_quantiles_close() {
         let mut h = new_hist();
         for us in 1..=1000u64 {
-            record(&mut h, us * 1000);
+            record_n(&mut h, us * 1000, 1);
         }
         let b = bucket_counts(&h);
         // 1 µs..1 ms: 1 value <= 1 µs, 10 <= 10 µs, 100 <= 100 µs, all <= 1 ms (1% slack).

@@ -19,7 +19,7 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
     let r = load_scripts(&cfg, setup);
     crate::lua::managed::stop();
     if let Err(e) = r {
-        problems.push(e);
+        problems.push(e.to_string());
     }
     if !problems.is_empty() {
         anyhow::bail!("{}:\n  {}", cfg.config_file.display(), problems.join("\n  "));
@@ -35,7 +35,7 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
 }
 
 /// Loads every script of `cfg` in a scratch worker (and runs their `setup()` with `setup`).
-pub(super) fn load_scripts(cfg: &Config, setup: bool) -> Result<(), String> {
+pub(super) fn load_scripts(cfg: &Config, setup: bool) -> Result<(), crate::lua::ScriptError> {
     let (filters, analyzers) = script_specs(cfg);
     let mut c = WorkerCtx::new(
         cfg.inputs.iter().map(|i| i.tag.clone()).collect(),
@@ -82,7 +82,7 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
     }
     if cfg.redis != RedisTarget::Managed {
         let answer = crate::lua::hiredis::open(&cfg.redis, cfg.redis_timeouts())
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).map_err(|e| e.to_string()));
+            .and_then(|mut c| Ok(redis::cmd("PING").query::<String>(&mut c)?));
         if let Err(e) = answer {
             out.push(format!(
                 "redis_host/redis_port: no answer from {}:{}: {e}",
@@ -95,19 +95,19 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
 
 /// Whether files can be created in `dir` (the log directory is created at startup, so a
 /// directory that does not exist yet counts when its nearest existing parent is writable).
-pub(super) fn writable_dir(dir: &std::path::Path) -> Result<(), String> {
+pub(super) fn writable_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     let mut d = dir;
     while !d.exists() {
-        d = d.parent().ok_or("no existing parent directory")?;
+        d = d.parent().context("no existing parent directory")?;
     }
     if !d.is_dir() {
-        return Err(format!("{} is not a directory", d.display()));
+        anyhow::bail!("{} is not a directory", d.display());
     }
-    let c = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    let c = std::ffi::CString::new(d.as_os_str().as_encoded_bytes())?;
     // SAFETY: `c` is a NUL-terminated path; access(2) only reads it.
     if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
         Ok(())
     } else {
-        Err(std::io::Error::last_os_error().to_string())
+        Err(std::io::Error::last_os_error().into())
     }
 }

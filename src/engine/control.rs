@@ -2,6 +2,7 @@
 //! Redis modules.
 
 use super::*;
+use anyhow::Context;
 
 /// The control thread: on SIGHUP, reads every script once and publishes the texts for the
 /// workers to reload (see `shard::worker::Reload`). Ends when the readers are done.
@@ -15,22 +16,25 @@ pub(super) fn reload_request(
     diag: &crate::source::Diag,
 ) -> bool {
     use crate::reconfig::Decision;
-    let check = |c: &Config| -> Result<(), String> {
+    let check = |c: &Config| -> anyhow::Result<()> {
         let mut problems = check_surroundings(c);
         if let Err(e) = load_scripts(c, false) {
-            problems.push(e);
+            problems.push(e.to_string());
         }
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(problems.join("; "))
+            anyhow::bail!(problems.join("; "))
         }
     };
     match crate::reconfig::decide(running, || load(opts), check) {
         Decision::Scripts => {
-            let sources: Vec<Result<Vec<u8>, String>> = paths
+            let sources: crate::lua::worker::Sources = paths
                 .iter()
-                .map(|p| std::fs::read(crate::privilege::host_path(p)).map_err(|e| format!("{}: {e}", p.display())))
+                .map(|p| {
+                    std::fs::read(crate::privilege::host_path(p))
+                        .map_err(|e| crate::lua::ScriptCause::Read(e.to_string()))
+                })
                 .collect();
             let g = reload.publish(sources);
             let _ = diag.send(crate::diag::line(
@@ -76,10 +80,7 @@ pub(super) fn start_http(
     diag: &crate::source::Diag,
 ) -> anyhow::Result<Option<crate::metrics::http::HttpServer>> {
     let (addr, explicit) = match &opts.http {
-        Some(a) => (
-            crate::config::parse_http_address(a).map_err(|e| anyhow::anyhow!("--http: {e}"))?,
-            true,
-        ),
+        Some(a) => (crate::config::parse_http_address(a).context("--http")?, true),
         None => (cfg.http_address.clone(), cfg.http_explicit),
     };
     let Some(addr) = addr else { return Ok(None) };
@@ -110,14 +111,13 @@ pub(super) fn start_http(
 /// Sends `MODULE LOAD` for every module of config.lua; failures are reported, not fatal.
 pub(super) fn load_modules(cfg: &Config, diag: &crate::source::Diag) {
     for (tag, module) in &cfg.modules {
-        let r = crate::lua::hiredis::open(&cfg.redis, cfg.redis_timeouts()).and_then(|mut con| {
-            redis::ConnectionLike::req_command(&mut con, redis::cmd("MODULE").arg("LOAD").arg(module))
-                .map_err(|e| e.to_string())
-                .and_then(|v| match v {
-                    redis::Value::ServerError(e) => Err(format!("{} {}", e.code(), e.details().unwrap_or(""))),
-                    _ => Ok(()),
-                })
-        });
+        let r = (|| -> anyhow::Result<()> {
+            let mut con = crate::lua::hiredis::open(&cfg.redis, cfg.redis_timeouts())?;
+            match redis::ConnectionLike::req_command(&mut con, redis::cmd("MODULE").arg("LOAD").arg(module))? {
+                redis::Value::ServerError(e) => anyhow::bail!("{} {}", e.code(), e.details().unwrap_or("")),
+                _ => Ok(()),
+            }
+        })();
         if let Err(e) = r {
             let line = crate::diag::line(
                 crate::diag::Kind::RedisModule,

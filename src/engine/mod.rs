@@ -23,6 +23,9 @@ mod control;
 mod pipeline;
 mod privileges;
 
+pub use crate::config::{DEFAULT_LOG_DIR, DEFAULT_ROOT};
+pub use crate::diag::set_log_format_text;
+pub use crate::shard::pin::{CoresError, parse_cores};
 pub use check::check;
 use check::*;
 use control::*;
@@ -187,7 +190,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     let cfg = load(opts)?;
     // A user that does not exist is a startup error, found before anything starts.
     if let Some(u) = &opts.user {
-        let ids = crate::privilege::lookup(u).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
+        let ids = crate::privilege::lookup(u).context("--user")?;
         crate::privilege::set_target(ids);
     }
     crate::ml::set_native(cfg.ml_native);
@@ -198,48 +201,4 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     let r = run_configured(opts, cfg);
     crate::lua::managed::stop();
     r
-}
-
-/// The one-core parse-only rate of a file: framing (memchr) and validation + routing
-/// (simd-json), no Lua, no output. Returns (events, invalid, seconds).
-pub fn bench_parse(path: &std::path::Path) -> std::io::Result<(u64, u64, f64)> {
-    use crate::event::flow_key::RouteParser;
-    use crate::source::framer::{Framer, LineSink};
-    struct Count {
-        parser: RouteParser,
-        ok: u64,
-        bad: u64,
-        hash: u64,
-    }
-    impl LineSink for Count {
-        fn line(&mut self, line: &[u8], _: u64, _: u64) {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                return;
-            }
-            match self.parser.parse(line) {
-                Ok(r) => {
-                    self.ok += 1;
-                    self.hash ^= r.hash.unwrap_or(0);
-                }
-                Err(_) => self.bad += 1,
-            }
-        }
-        fn too_long(&mut self, _: u64, _: u64, _: usize, _: usize) {
-            self.bad += 1;
-        }
-    }
-    let mut f = std::fs::File::open(path)?;
-    let mut framer = Framer::new(crate::config::DEFAULT_MAX_LINE);
-    let mut sink = Count {
-        parser: RouteParser::new(),
-        ok: 0,
-        bad: 0,
-        hash: 0,
-    };
-    let t = Instant::now();
-    while framer.fill(&mut f, &mut sink)? > 0 {}
-    framer.finish(&mut sink);
-    std::hint::black_box(sink.hash);
-    Ok((sink.ok, sink.bad, t.elapsed().as_secs_f64()))
 }

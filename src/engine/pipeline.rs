@@ -211,7 +211,7 @@ pub(super) fn run_pipeline(
         drop(reader_ios);
         carry.stop_workers();
         let _ = writer.join();
-        bail!("{e}");
+        return Err(e);
     }
     if opts.verbose {
         eprintln!(
@@ -385,16 +385,19 @@ fn wire(n_inputs: usize, shards: usize) -> (Vec<ReaderIo>, Vec<WorkerIo>, Vec<Wo
 }
 
 /// Waits for every worker to say whether its scripts loaded and set up; the first error.
-fn wait_ready(ready: &std::sync::mpsc::Receiver<Result<(), String>>, shards: usize) -> Option<String> {
+fn wait_ready(
+    ready: &std::sync::mpsc::Receiver<Result<(), crate::lua::ScriptError>>,
+    shards: usize,
+) -> Option<anyhow::Error> {
     let mut startup_error = None;
     for _ in 0..shards {
         match ready.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                startup_error.get_or_insert(e);
+                startup_error.get_or_insert(e.into());
             }
             Err(_) => {
-                startup_error.get_or_insert("a worker thread died during startup".into());
+                startup_error.get_or_insert(anyhow::anyhow!("a worker thread died during startup"));
             }
         }
     }

@@ -2,6 +2,7 @@
 //! workers parked between batches.
 
 use super::*;
+use anyhow::Context;
 
 /// Once every input has opened its file, socket or consumer (or 30 s have passed), chroots
 /// (`-c`) and drops to the user (`-p`, `--user`).
@@ -27,12 +28,12 @@ pub(super) fn drop_privileges(
         .as_deref()
         .map(crate::privilege::lookup)
         .transpose()
-        .map_err(|e| anyhow::anyhow!("--user: {e}"))?;
+        .context("--user")?;
     let root = opts.chroot.then_some(cfg.root.as_path());
     if let Some(u) = user
         && std::fs::create_dir_all(state_dir).is_ok()
     {
-        crate::privilege::hand_over(state_dir, u).map_err(|e| anyhow::anyhow!("run directory: {e}"))?;
+        crate::privilege::hand_over(state_dir, u).context("run directory")?;
     }
     // With the workers between batches: none is in the middle of a Redis call that the
     // credential change's signals would interrupt.
@@ -40,7 +41,7 @@ pub(super) fn drop_privileges(
         .with_workers_parked(workers, std::time::Duration::from_secs(5), || {
             crate::privilege::drop_privileges(user, root)
         })
-        .map_err(|e| anyhow::anyhow!("dropping privileges: {e}"))?;
+        .context("dropping privileges")?;
     let mut what = Vec::new();
     if let Some(r) = root {
         what.push(format!("chrooted to {}", r.display()));

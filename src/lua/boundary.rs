@@ -155,6 +155,7 @@ pub unsafe fn raise(l: *mut lua_State, msg: String) -> ! {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Coerce {
     /// Only a Lua string.
+    #[cfg(test)]
     Str,
     /// A string, or a number (converted as `tostring` writes it, as `luaL_checkstring`).
     StrOrNum,

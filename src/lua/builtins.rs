@@ -64,7 +64,7 @@ pub unsafe extern "C-unwind" fn http_get(l: *mut lua_State) -> c_int {
             arg_count(l, "http_get", 2)?;
             let url = arg_bytes(l, "http_get", 1, Coerce::StrOrNum)?;
             let file = arg_bytes(l, "http_get", 2, Coerce::StrOrNum)?;
-            let code = fetch(url, file)?;
+            let code = fetch(url, file).map_err(|e| LuaFail(e.to_string()))?;
             ffi::lua_pushnumber(l, code as f64);
             Ok(1)
         })
@@ -134,39 +134,60 @@ fn temp_path(target: &Path) -> PathBuf {
     target.with_file_name(name)
 }
 
+/// Why `dragonfly_http_get` failed; the text is what the script gets.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("dragonfly_http_get: cannot open {0}: not a file name")]
+    NotAFile(String),
+    #[error("dragonfly_http_get: {what} {file}: {source}")]
+    File {
+        what: &'static str,
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("dragonfly_http_get: failed: the URL is not valid UTF-8")]
+    BadUrl,
+    #[error("dragonfly_http_get: failed: {0}")]
+    Http(#[from] ureq::Error),
+    #[error("dragonfly_http_get: failed: {0}")]
+    Body(std::io::Error),
+}
+
 /// Downloads `url` to `file` through a temporary file renamed into place.
-fn fetch(url: &[u8], file: &[u8]) -> Result<u16, String> {
+fn fetch(url: &[u8], file: &[u8]) -> Result<u16, FetchError> {
     use std::os::unix::ffi::OsStrExt;
-    let shown = String::from_utf8_lossy(file);
+    let shown = || String::from_utf8_lossy(file).into_owned();
     let target = Path::new(std::ffi::OsStr::from_bytes(file));
-    let cannot = |what: &str, e: &dyn std::fmt::Display| format!("dragonfly_http_get: {what} {shown}: {e}");
+    let cannot = |what: &'static str| {
+        move |source: std::io::Error| FetchError::File {
+            what,
+            file: shown(),
+            source,
+        }
+    };
     if file.is_empty() || target.file_name().is_none() {
-        return Err(cannot("cannot open", &"not a file name"));
+        return Err(FetchError::NotAFile(shown()));
     }
     let tmp_path = temp_path(target);
-    let mut out = match OpenOptions::new().write(true).create_new(true).open(&tmp_path) {
-        Ok(f) => f,
-        Err(e) => return Err(cannot("cannot open", &e)),
-    };
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp_path)
+        .map_err(cannot("cannot open"))?;
     let mut tmp = TempFile(Some(tmp_path));
-    let Ok(url) = std::str::from_utf8(url) else {
-        return Err("dragonfly_http_get: failed: the URL is not valid UTF-8".into());
-    };
-    let mut resp = match agent().get(url).call() {
-        Ok(r) => r,
-        Err(e) => return Err(format!("dragonfly_http_get: failed: {e}")),
-    };
+    let url = std::str::from_utf8(url).map_err(|_| FetchError::BadUrl)?;
+    let mut resp = agent().get(url).call()?;
     let code = resp.status().as_u16();
     let mut body = resp.body_mut().as_reader();
     copy_body(&mut body, &mut out).map_err(|e| match e {
-        CopyError::Read(e) => format!("dragonfly_http_get: failed: {e}"),
-        CopyError::Write(e) => cannot("cannot write", &e),
+        CopyError::Read(e) => FetchError::Body(e),
+        CopyError::Write(e) => cannot("cannot write")(e),
     })?;
     drop(out);
     let tmp_path = tmp.0.take().unwrap_or_default();
     if let Err(e) = std::fs::rename(&tmp_path, target) {
         tmp.0 = Some(tmp_path);
-        return Err(cannot("cannot write", &e));
+        return Err(cannot("cannot write")(e));
     }
     Ok(code)
 }
@@ -202,7 +223,7 @@ pub unsafe extern "C-unwind" fn dnslookup(l: *mut lua_State) -> c_int {
         c_entry(l, "dnslookup", |l| {
             arg_count(l, "dnslookup", 1)?;
             let host = arg_bytes(l, "dnslookup", 1, Coerce::StrOrNum)?;
-            let addrs = lookup(host)?;
+            let addrs = lookup(host).map_err(|e| LuaFail(e.to_string()))?;
             ffi::lua_createtable(l, addrs.len() as c_int, 0);
             let mut text = [0u8; 64];
             for (i, a) in addrs.iter().enumerate() {
@@ -224,10 +245,38 @@ const DONE: u8 = 1;
 const ABANDONED: u8 = 2;
 
 /// A resolver run on the helper thread.
-type Resolver = fn(&CStr) -> Result<Vec<IpAddr>, String>;
+type Resolver = fn(&CStr) -> Result<Vec<IpAddr>, LookupWhy>;
+
+/// Why `dnslookup` failed, for the host it was given; the text is what the script gets.
+#[derive(Debug, thiserror::Error)]
+#[error("getaddrinfo: {host} - {why}")]
+struct LookupError {
+    host: String,
+    why: LookupWhy,
+}
+
+/// What went wrong with a lookup.
+#[derive(Debug, thiserror::Error)]
+enum LookupWhy {
+    #[error("the name contains a NUL byte")]
+    Nul,
+    #[error("{MAX_STUCK_LOOKUPS} earlier lookups are still stuck past their timeout")]
+    TooManyStuck,
+    #[error("cannot start the lookup thread: {0}")]
+    Thread(std::io::Error),
+    #[error("timed out after {} s", secs(*.0))]
+    TimedOut(Duration),
+    #[error("the lookup thread ended without a result")]
+    NoResult,
+    /// The resolver's own reason (`gai_strerror`).
+    #[error("{0}")]
+    Resolver(String),
+    #[error(transparent)]
+    System(std::io::Error),
+}
 
 /// Resolves `host` on a helper thread, waiting at most `dns_timeout`.
-fn lookup(host: &[u8]) -> Result<Vec<IpAddr>, String> {
+fn lookup(host: &[u8]) -> Result<Vec<IpAddr>, LookupError> {
     let timeout = Duration::from_nanos(DNS_TIMEOUT_NS.load(Ordering::Relaxed));
     lookup_with(host, timeout, resolve)
 }
@@ -235,16 +284,16 @@ fn lookup(host: &[u8]) -> Result<Vec<IpAddr>, String> {
 /// Runs `resolver` on a helper thread and waits at most `timeout` for it. A thread still
 /// running at its timeout is counted in `STUCK_LOOKUPS` until it ends; while
 /// `MAX_STUCK_LOOKUPS` are, lookups fail at once instead of starting more threads.
-fn lookup_with(host: &[u8], timeout: Duration, resolver: Resolver) -> Result<Vec<IpAddr>, String> {
-    let shown = String::from_utf8_lossy(host);
-    let fail = |why: &dyn std::fmt::Display| format!("getaddrinfo: {shown} - {why}");
+fn lookup_with(host: &[u8], timeout: Duration, resolver: Resolver) -> Result<Vec<IpAddr>, LookupError> {
+    let fail = |why: LookupWhy| LookupError {
+        host: String::from_utf8_lossy(host).into_owned(),
+        why,
+    };
     let Ok(name) = CString::new(host) else {
-        return Err(fail(&"the name contains a NUL byte"));
+        return Err(fail(LookupWhy::Nul));
     };
     if STUCK_LOOKUPS.load(Ordering::Acquire) >= MAX_STUCK_LOOKUPS {
-        return Err(fail(&format_args!(
-            "{MAX_STUCK_LOOKUPS} earlier lookups are still stuck past their timeout"
-        )));
+        return Err(fail(LookupWhy::TooManyStuck));
     }
     let state = Arc::new(AtomicU8::new(RUNNING));
     let (tx, rx) = mpsc::sync_channel(1);
@@ -264,7 +313,7 @@ fn lookup_with(host: &[u8], timeout: Duration, resolver: Resolver) -> Result<Vec
             }
         });
     if let Err(e) = spawned {
-        return Err(fail(&format_args!("cannot start the lookup thread: {e}")));
+        return Err(fail(LookupWhy::Thread(e)));
     }
     let r = match rx.recv_timeout(timeout) {
         Ok(r) => r,
@@ -274,21 +323,21 @@ fn lookup_with(host: &[u8], timeout: Duration, resolver: Resolver) -> Result<Vec
                 .is_ok()
             {
                 STUCK_LOOKUPS.fetch_add(1, Ordering::AcqRel);
-                return Err(fail(&format_args!("timed out after {} s", secs(timeout))));
+                return Err(fail(LookupWhy::TimedOut(timeout)));
             }
             // It finished just now: its result is in the channel.
             match rx.try_recv() {
                 Ok(r) => r,
-                Err(_) => Err("the lookup thread ended without a result".into()),
+                Err(_) => Err(LookupWhy::NoResult),
             }
         }
     };
-    r.map_err(|why| fail(&why))
+    r.map_err(fail)
 }
 
 /// `getaddrinfo(host, AF_UNSPEC, SOCK_DGRAM)`: the addresses, de-duplicated, in resolver
 /// order, or the resolver's reason.
-fn resolve(host: &CStr) -> Result<Vec<IpAddr>, String> {
+fn resolve(host: &CStr) -> Result<Vec<IpAddr>, LookupWhy> {
     // SAFETY: a zeroed addrinfo is a valid "no hints" value; the fields set are plain ints.
     let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
     hints.ai_family = libc::AF_UNSPEC;
@@ -299,11 +348,11 @@ fn resolve(host: &CStr) -> Result<Vec<IpAddr>, String> {
     let rc = unsafe { libc::getaddrinfo(host.as_ptr(), std::ptr::null(), &hints, &mut res) };
     if rc != 0 {
         if rc == libc::EAI_SYSTEM {
-            return Err(std::io::Error::last_os_error().to_string());
+            return Err(LookupWhy::System(std::io::Error::last_os_error()));
         }
         // SAFETY: gai_strerror returns a static NUL-terminated string.
         let why = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
-        return Err(why.to_string_lossy().into_owned());
+        return Err(LookupWhy::Resolver(why.to_string_lossy().into_owned()));
     }
     let mut out: Vec<IpAddr> = Vec::new();
     let mut p = res;
@@ -425,7 +474,7 @@ mod tests {
     }
 
     /// Blocks until `RELEASE` is set, then resolves to 192.0.2.1.
-    fn stuck_resolver(_: &CStr) -> Result<Vec<IpAddr>, String> {
+    fn stuck_resolver(_: &CStr) -> Result<Vec<IpAddr>, LookupWhy> {
         while !RELEASE.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -437,12 +486,16 @@ mod tests {
     fn stuck_lookups_time_out_and_are_bounded() {
         let t = Duration::from_millis(20);
         for _ in 0..MAX_STUCK_LOOKUPS {
-            let e = lookup_with(b"stuck.example", t, stuck_resolver).unwrap_err();
+            let e = lookup_with(b"stuck.example", t, stuck_resolver)
+                .unwrap_err()
+                .to_string();
             assert_eq!(e, "getaddrinfo: stuck.example - timed out after 0.02 s");
         }
         assert_eq!(STUCK_LOOKUPS.load(Ordering::Acquire), MAX_STUCK_LOOKUPS);
         // The bound is reached: fail at once, even with a resolver that would answer.
-        let e = lookup_with(b"other.example", t, |_| Ok(Vec::new())).unwrap_err();
+        let e = lookup_with(b"other.example", t, |_| Ok(Vec::new()))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("getaddrinfo: other.example - 8 earlier lookups"), "{e}");
         RELEASE.store(true, Ordering::Release);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -451,7 +504,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         let r = lookup_with(b"stuck.example", Duration::from_secs(5), stuck_resolver);
-        assert_eq!(r, Ok(vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))]));
+        assert_eq!(r.unwrap(), vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))]);
     }
 
     #[test]

@@ -9,6 +9,17 @@ use super::ffi_util::{push_bytes, to_bytes};
 use super::member_cache::MemberCache;
 use super::proxy::{self, Side};
 
+/// Why a value cannot be passed to another script's state.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CopyError {
+    #[error("value too deeply nested (or cyclic) to pass to an analyzer")]
+    TooDeep,
+    #[error("cannot pass a {0} value to an analyzer")]
+    Unsupported(String),
+    #[error(transparent)]
+    Tampered(#[from] proxy::Tampered),
+}
+
 /// Deep-copies the value at absolute index `idx` of `from` onto the stack of `to`.
 /// Proxies stay proxies (the line is shared, not re-parsed); `cjson_safe.null` stays null.
 pub unsafe fn copy_value(
@@ -17,9 +28,9 @@ pub unsafe fn copy_value(
     to: *mut lua_State,
     depth: usize,
     cache: &mut MemberCache,
-) -> Result<(), String> {
+) -> Result<(), CopyError> {
     if depth > 200 {
-        return Err("value too deeply nested (or cyclic) to pass to an analyzer".into());
+        return Err(CopyError::TooDeep);
     }
     // SAFETY: both states belong to this thread; indices are absolute.
     unsafe {
@@ -41,7 +52,7 @@ pub unsafe fn copy_value(
             ffi::LUA_TTABLE if proxy::is_tomb(from, idx) => proxy::push_mt(to),
             ffi::LUA_TTABLE => {
                 if proxy::is_proxy(from, idx) {
-                    let p = proxy::parts(from, idx, Some(&mut *cache)).map_err(|e| e.to_string())?;
+                    let p = proxy::parts(from, idx, Some(&mut *cache))?;
                     let li = proxy::push_line(to, p.line, p.id);
                     if p.top {
                         proxy::push_proxy(to, li, None);
@@ -84,7 +95,7 @@ pub unsafe fn copy_value(
             }
             t => {
                 let name = std::ffi::CStr::from_ptr(ffi::lua_typename(from, t)).to_string_lossy();
-                return Err(format!("cannot pass a {name} value to an analyzer"));
+                return Err(CopyError::Unsupported(name.into_owned()));
             }
         }
     }

@@ -42,28 +42,6 @@ pub unsafe fn str_at<'a>(l: *mut lua_State, idx: c_int) -> Option<&'a [u8]> {
     }
 }
 
-/// `t[lightuserdata key]` raw get; leaves the value on the stack and returns its type.
-#[inline]
-pub unsafe fn rawget_ptr(l: *mut lua_State, t: c_int, key: *const c_void) -> c_int {
-    // SAFETY: the caller owns `l` and `t` is an absolute index of a table.
-    unsafe {
-        ffi::lua_pushlightuserdata(l, key as *mut c_void);
-        ffi::lua_rawget_(l, t);
-        ffi::lua_type(l, -1)
-    }
-}
-
-/// `t[lightuserdata key] = top of stack` (pops the value).
-#[inline]
-pub unsafe fn rawset_ptr(l: *mut lua_State, t: c_int, key: *const c_void) {
-    // SAFETY: the caller owns `l`, `t` is an absolute index of a table, a value is on top.
-    unsafe {
-        ffi::lua_pushlightuserdata(l, key as *mut c_void);
-        ffi::lua_insert(l, -2);
-        ffi::lua_rawset(l, t);
-    }
-}
-
 /// The state's number precision (`reg::PRECISION`; the default when unset).
 #[inline]
 pub unsafe fn state_precision(l: *mut lua_State) -> u8 {

@@ -245,7 +245,7 @@ impl WorkerCtx {
                 }
             };
             if let Err(e) = st.ensure(slot) {
-                fail_all(&mut out, 0, e, ERR_IO);
+                fail_all(&mut out, 0, e.to_string(), ERR_IO);
                 continue;
             }
             let t0 = if self.lat.is_some() {
@@ -302,7 +302,7 @@ unsafe fn run(c: &mut WorkerCtx, l: *mut lua_State, slot: usize, cmd: &redis::Cm
     unsafe {
         c.redis.calls += 1;
         if let Err(e) = c.redis.ensure(slot) {
-            return push_failure(&mut c.redis, l, &e, ERR_IO);
+            return push_failure(&mut c.redis, l, &e.to_string(), ERR_IO);
         }
         let t0 = c.lat_start();
         let r = c.redis.conns[slot]
@@ -500,7 +500,7 @@ unsafe extern "C-unwind" fn conn_get_reply(l: *mut lua_State) -> c_int {
                 }
                 st.calls += 1;
                 if let Err(e) = st.ensure(slot) {
-                    return Ok(push_failure(st, l, &e, ERR_IO));
+                    return Ok(push_failure(st, l, &e.to_string(), ERR_IO));
                 }
                 let conn = &mut st.conns[slot];
                 let con = conn.con.as_mut().expect("ensured above");

@@ -26,6 +26,8 @@ impl From<proxy::Tampered> for EncodeError {
     }
 }
 
+impl std::error::Error for EncodeError {}
+
 impl std::fmt::Display for EncodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

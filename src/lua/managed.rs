@@ -17,6 +17,45 @@ use std::time::{Duration, Instant};
 /// The Debian package that provides `redis-server`.
 pub const PACKAGE: &str = "redis-server";
 
+/// Why the managed server cannot be reached. Cloneable: a failed start is kept and given to
+/// every later connection attempt.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ManagedError {
+    #[error("managed Redis is not configured")]
+    NotConfigured,
+    #[error("managed Redis was stopped")]
+    Stopped,
+    #[error(
+        "managed Redis: redis-server not found in PATH; install the Debian package {PACKAGE} \
+         (apt-get install {PACKAGE}), or set redis_host/redis_port in config.lua"
+    )]
+    NoServer,
+    #[error("managed Redis: {what}: {source}")]
+    Io {
+        what: String,
+        source: std::sync::Arc<std::io::Error>,
+    },
+    #[error(
+        "managed Redis: {} is in use by another engine (give each engine its own --run-dir, \
+         or set redis_persist = false)",
+        .0.display()
+    )]
+    InUse(PathBuf),
+    #[error("managed Redis did not answer within 10 s")]
+    NoAnswer,
+    #[error("managed Redis exited at startup ({status}): {log}")]
+    Exited { status: String, log: String },
+}
+
+/// A failed file or process operation of the managed server, described by `what`.
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ManagedError {
+    let what = what.into();
+    move |e| ManagedError::Io {
+        what,
+        source: std::sync::Arc::new(e),
+    }
+}
+
 struct Running {
     child: Child,
     dir: PathBuf,
@@ -36,7 +75,7 @@ enum State {
     /// Not started yet; where to put the socket when it is.
     Idle(Setup),
     Up(Running),
-    Failed(String),
+    Failed(ManagedError),
     Stopped,
 }
 
@@ -56,16 +95,11 @@ pub fn data_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("managed-redis-data")
 }
 
-/// Whether managed Redis is enabled.
-pub fn enabled() -> bool {
-    MANAGED.lock().unwrap_or_else(|e| e.into_inner()).is_some()
-}
-
 /// The socket of the managed server, starting it on first use.
-pub fn socket() -> Result<PathBuf, String> {
+pub fn socket() -> Result<PathBuf, ManagedError> {
     let mut g = MANAGED.lock().unwrap_or_else(|e| e.into_inner());
     match g.take() {
-        None => Err("managed Redis is not configured".into()),
+        None => Err(ManagedError::NotConfigured),
         Some(State::Up(r)) => {
             let s = r.socket.clone();
             *g = Some(State::Up(r));
@@ -77,7 +111,7 @@ pub fn socket() -> Result<PathBuf, String> {
         }
         Some(State::Stopped) => {
             *g = Some(State::Stopped);
-            Err("managed Redis was stopped".into())
+            Err(ManagedError::Stopped)
         }
         Some(State::Idle(setup)) => match start(&setup) {
             Ok(r) => {
@@ -100,21 +134,16 @@ fn find_server() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn start(setup: &Setup) -> Result<Running, String> {
+fn start(setup: &Setup) -> Result<Running, ManagedError> {
     let run_dir = setup.run_dir.as_path();
-    let server = find_server().ok_or_else(|| {
-        format!(
-            "managed Redis: redis-server not found in PATH; install the Debian package {PACKAGE} \
-             (apt-get install {PACKAGE}), or set redis_host/redis_port in config.lua"
-        )
-    })?;
+    let server = find_server().ok_or(ManagedError::NoServer)?;
     remove_stale(run_dir);
     let dir = run_dir.join(format!("managed-redis-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("managed Redis: cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
     let socket = dir.join("redis.sock");
-    let log = std::fs::File::create(dir.join("redis.log")).map_err(|e| format!("managed Redis: {e}"))?;
+    let log = std::fs::File::create(dir.join("redis.log")).map_err(io("redis.log"))?;
     // With a privilege drop ahead (`--user`), the server runs as that user from the start
     // and owns its directory.
     let user = crate::privilege::helper_user();
@@ -122,22 +151,18 @@ fn start(setup: &Setup) -> Result<Running, String> {
     // sharing a run directory cannot write one append-only file.
     let (data, lock) = if setup.persist {
         let data = data_dir(run_dir);
-        std::fs::create_dir_all(&data).map_err(|e| format!("managed Redis: cannot create {}: {e}", data.display()))?;
+        std::fs::create_dir_all(&data).map_err(io(format!("cannot create {}", data.display())))?;
         let _ = std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700));
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(data.join("lock"))
-            .map_err(|e| format!("managed Redis: {}: {e}", data.display()))?;
+            .map_err(io(data.display().to_string()))?;
         use std::os::fd::AsRawFd;
         // SAFETY: flock on a descriptor this function owns.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(format!(
-                "managed Redis: {} is in use by another engine (give each engine its own --run-dir, \
-                 or set redis_persist = false)",
-                data.display()
-            ));
+            return Err(ManagedError::InUse(data));
         }
         (data, Some(lock))
     } else {
@@ -145,8 +170,7 @@ fn start(setup: &Setup) -> Result<Running, String> {
     };
     if let Some(u) = user {
         for p in [dir.clone(), dir.join("redis.log"), data.clone()] {
-            std::os::unix::fs::chown(&p, Some(u.uid), Some(u.gid))
-                .map_err(|e| format!("managed Redis: chown {}: {e}", p.display()))?;
+            std::os::unix::fs::chown(&p, Some(u.uid), Some(u.gid)).map_err(io(format!("chown {}", p.display())))?;
         }
     }
     let mut cmd = Command::new(&server);
@@ -171,7 +195,7 @@ fn start(setup: &Setup) -> Result<Running, String> {
         .arg("--dir")
         .arg(&data)
         .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| format!("managed Redis: {e}"))?)
+        .stdout(log.try_clone().map_err(io("redis.log"))?)
         .stderr(log);
     if let Some(u) = user {
         // std clears the supplementary groups before setuid when it runs as root.
@@ -203,11 +227,11 @@ fn start(setup: &Setup) -> Result<Running, String> {
                 std::thread::park();
             }
         })
-        .map_err(|e| format!("managed Redis: {e}"))?;
+        .map_err(io("starting its thread"))?;
     let mut child = rx
         .recv()
-        .map_err(|e| format!("managed Redis: {e}"))?
-        .map_err(|e| format!("managed Redis: cannot start {}: {e}", server.display()))?;
+        .map_err(|e| io("starting its thread")(std::io::Error::other(e)))?
+        .map_err(io(format!("cannot start {}", server.display())))?;
     // Ready when it answers PING with PONG: a server loading its persisted data accepts
     // connections but answers every command with -LOADING until it is done, which it may
     // take longer than 10 s to be on a large data set; that wait lasts as long as the server.
@@ -227,13 +251,16 @@ fn start(setup: &Setup) -> Result<Running, String> {
             }
             Ping::NoAnswer if t.elapsed() > Duration::from_secs(10) => {
                 let _ = child.kill();
-                return Err("managed Redis did not answer within 10 s".into());
+                return Err(ManagedError::NoAnswer);
             }
             Ping::NoAnswer => {}
         }
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
-            return Err(format!("managed Redis exited at startup ({status}): {}", log.trim()));
+            return Err(ManagedError::Exited {
+                status: status.to_string(),
+                log: log.trim().to_string(),
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     }

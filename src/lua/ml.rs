@@ -323,10 +323,29 @@ unsafe extern "C-unwind" fn forest_add(l: *mut lua_State) -> c_int {
     }
 }
 
+/// Why a model file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFileError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {source}", path.display())]
+    Line {
+        path: std::path::PathBuf,
+        line: usize,
+        source: MlError,
+    },
+}
+
 /// Loads a model file: one `ML.FOREST.ADD` per line, with or without the command name
 /// (`key treeid path node ...`); blank lines and lines starting with `#` are skipped.
-pub fn load_forest_file(path: &std::path::Path) -> Result<usize, String> {
-    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn load_forest_file(path: &std::path::Path) -> Result<usize, ModelFileError> {
+    let text = std::fs::read(path).map_err(|source| ModelFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut n = 0;
     for (i, line) in text.split(|&c| c == b'\n').enumerate() {
         let mut t: Vec<&[u8]> = line
@@ -345,7 +364,11 @@ pub fn load_forest_file(path: &std::path::Path) -> Result<usize, String> {
             ml::forest_add(t[0], t[1], &t[2..])
         };
         ml::count(r.is_err());
-        r.map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+        r.map_err(|source| ModelFileError::Line {
+            path: path.to_path_buf(),
+            line: i + 1,
+            source,
+        })?;
         n += 1;
     }
     Ok(n)
@@ -367,7 +390,7 @@ unsafe extern "C-unwind" fn load_forest(l: *mut lua_State) -> c_int {
                     }
                     Err(e) => {
                         ffi::lua_pushnil(l);
-                        push_bytes(l, e.as_bytes());
+                        push_bytes(l, e.to_string().as_bytes());
                         2
                     }
                 }
@@ -573,8 +596,9 @@ unsafe extern "C-unwind" fn delete(l: *mut lua_State) -> c_int {
     }
 }
 
-/// Installs `dragonfly.ml` (the `dragonfly` global must exist).
-pub unsafe fn install(l: *mut lua_State) -> Result<(), String> {
+/// Installs `dragonfly.ml` (the `dragonfly` global must exist); fails with Lua's message if
+/// its Lua part does not load.
+pub unsafe fn install(l: *mut lua_State) -> Result<(), super::ScriptCause> {
     // SAFETY: a fresh state of this thread.
     unsafe {
         ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"dragonfly".as_ptr());
@@ -607,7 +631,7 @@ pub unsafe fn install(l: *mut lua_State) -> Result<(), String> {
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .unwrap_or_default();
             ffi::lua_settop(l, t - 2);
-            return Err(e);
+            return Err(super::ScriptCause::Prelude(format!("dragonfly.ml: {e}")));
         }
         ffi::lua_pushvalue(l, t);
         ffi::lua_pushlightuserdata(l, df_ml_forest_run as *mut std::ffi::c_void);
@@ -623,6 +647,8 @@ pub unsafe fn install(l: *mut lua_State) -> Result<(), String> {
             None
         };
         ffi::lua_settop(l, t - 2);
-        e.map_or(Ok(()), Err)
+        e.map_or(Ok(()), |e| {
+            Err(super::ScriptCause::Prelude(format!("dragonfly.ml: {e}")))
+        })
     }
 }

@@ -70,5 +70,6 @@ pub mod state;
 pub mod window;
 pub mod worker;
 
-pub use context::{WorkerCounters, WorkerCtx, WorkerLatency};
-pub use state::{Role, Script, ScriptSpec};
+pub use context::{WorkerCtx, WorkerLatency};
+pub use script::{ScriptCause, ScriptError};
+pub use state::{Role, ScriptSpec};

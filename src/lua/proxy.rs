@@ -64,6 +64,8 @@ pub const TAMPERED_MSG: &str = "event table: a reserved field (negative key) was
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tampered(pub &'static str);
 
+impl std::error::Error for Tampered {}
+
 impl std::fmt::Display for Tampered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{TAMPERED_MSG} ({})", self.0)

@@ -18,6 +18,26 @@ pub const REPLY_NIL: i32 = 4;
 pub const REPLY_STATUS: i32 = 5;
 pub const REPLY_ERROR: i32 = 6;
 
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Managed(#[from] super::managed::ManagedError),
+    #[error("{}", describe(.0))]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a script's connection is down, as its calls report it.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{}: not connected (retrying after backoff)", describe_target(.0))]
+    Backoff(RedisTarget),
+    #[error("{}: {source}", describe_target(target))]
+    Connect { target: RedisTarget, source: ConnectError },
+}
+
 /// One script's connection, re-established with backoff after a failure.
 pub struct RedisConn {
     pub(super) target: RedisTarget,
@@ -77,17 +97,14 @@ impl RedisState {
     }
 
     /// Makes sure connection `i` is up (trying again only after its backoff).
-    pub(super) fn ensure(&mut self, i: usize) -> Result<(), String> {
+    pub(super) fn ensure(&mut self, i: usize) -> Result<(), LinkError> {
         if self.conns[i].con.is_some() {
             return Ok(());
         }
         let now = Instant::now();
         let target = &self.conns[i].target;
         if now < self.conns[i].next_try {
-            return Err(format!(
-                "{}: not connected (retrying after backoff)",
-                describe_target(target)
-            ));
+            return Err(LinkError::Backoff(target.clone()));
         }
         match open(target, self.timeouts) {
             Ok(con) => {
@@ -106,10 +123,10 @@ impl RedisState {
                 }
                 Ok(())
             }
-            Err(e) => {
-                let msg = format!("{}: {e}", describe_target(&self.conns[i].target));
+            Err(source) => {
+                let target = self.conns[i].target.clone();
                 self.fail(i);
-                Err(msg)
+                Err(LinkError::Connect { target, source })
             }
         }
     }
@@ -139,20 +156,17 @@ impl RedisState {
 }
 
 /// Connects to `target` within the connect timeout and sets the I/O timeouts.
-pub fn open(target: &RedisTarget, timeouts: RedisTimeouts) -> Result<redis::Connection, String> {
+pub fn open(target: &RedisTarget, timeouts: RedisTimeouts) -> Result<redis::Connection, ConnectError> {
     let info = match target {
         RedisTarget::Tcp(h, p) => (h.as_str(), *p).into_connection_info(),
         RedisTarget::Unix(path) => redis::ConnectionAddr::Unix(path.clone()).into_connection_info(),
         RedisTarget::Managed => redis::ConnectionAddr::Unix(super::managed::socket()?).into_connection_info(),
-    }
-    .map_err(|e| e.to_string())?
+    }?
     .set_redis_settings(RedisConnectionInfo::default().set_skip_set_lib_name());
-    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
-    let con = client
-        .get_connection_with_timeout(timeouts.connect)
-        .map_err(|e| describe(&e))?;
-    con.set_read_timeout(Some(timeouts.io)).map_err(|e| e.to_string())?;
-    con.set_write_timeout(Some(timeouts.io)).map_err(|e| e.to_string())?;
+    let client = redis::Client::open(info)?;
+    let con = client.get_connection_with_timeout(timeouts.connect)?;
+    con.set_read_timeout(Some(timeouts.io))?;
+    con.set_write_timeout(Some(timeouts.io))?;
     Ok(con)
 }
 

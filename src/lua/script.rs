@@ -11,6 +11,52 @@ use super::ffi_util::{push_bytes, reg};
 use super::state::{OnError, OnErrorAction, Role, Script, ScriptSpec, StateSettings, pcall_msg};
 use super::{access, api, fast_path, proxy};
 
+/// What went wrong with one script: the cause, named by the script's config key and tag.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{key} ({tag}): {}: {cause}", path.display())]
+pub struct ScriptError {
+    /// The config key (`inputs[1]`, `analyzers[2]`).
+    pub key: String,
+    pub tag: String,
+    pub path: std::path::PathBuf,
+    pub cause: ScriptCause,
+}
+
+/// Why a script could not be opened, run or set up; Lua's own messages as Lua gave them.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ScriptCause {
+    /// Its file could not be read.
+    #[error("{0}")]
+    Read(String),
+    #[error("cannot create a Lua state (out of memory)")]
+    NoState,
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+    /// The engine's own Lua code (the prelude, `dragonfly.ml`'s) failed to load.
+    #[error("{0}")]
+    Prelude(String),
+    #[error("load error: {0}")]
+    Load(String),
+    #[error("error running the script: {0}")]
+    Run(String),
+    #[error("the script defines no {0}() function")]
+    Missing(&'static str),
+    #[error("setup() failed: {0}")]
+    Setup(String),
+}
+
+impl ScriptCause {
+    /// This cause, for script `i` of `role` configured as `spec`.
+    pub fn of(self, role: Role, i: usize, spec: &ScriptSpec) -> ScriptError {
+        ScriptError {
+            key: script_key(role, i),
+            tag: spec.tag.clone(),
+            path: spec.path.clone(),
+            cause: self,
+        }
+    }
+}
+
 /// The Lua side of event tables and of the FFI fast paths, and the sandbox (see the file).
 const PRELUDE: &str = include_str!("prelude.lua");
 
@@ -22,11 +68,11 @@ unsafe fn set_field(l: *mut lua_State, t: c_int, name: &std::ffi::CStr) {
 
 /// Runs the prelude with the engine's constants and functions in a table: the hidden keys,
 /// kind codes and answers of the FFI functions are defined once, in Rust.
-unsafe fn run_prelude(l: *mut lua_State) -> Result<(), String> {
+unsafe fn run_prelude(l: *mut lua_State) -> Result<(), ScriptCause> {
     // SAFETY: `l` is a fresh state of this thread with the modules installed.
     unsafe {
         if ffi::luaL_loadbuffer(l, PRELUDE.as_ptr().cast(), PRELUDE.len(), c"=prelude".as_ptr()) != 0 {
-            return Err(pcall_msg(l));
+            return Err(ScriptCause::Prelude(pcall_msg(l)));
         }
         ffi::lua_createtable(l, 0, 40);
         let e = ffi::lua_gettop(l);
@@ -96,7 +142,7 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), String> {
         ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::ENGINE_THREADS);
         set_field(l, e, c"engine_threads");
         if ffi::lua_pcall(l, 1, 0, 0) != 0 {
-            return Err(pcall_msg(l));
+            return Err(ScriptCause::Prelude(pcall_msg(l)));
         }
         Ok(())
     }
@@ -104,16 +150,16 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), String> {
 
 impl Script {
     /// Creates the state, installs the modules and runs the chunk (not `setup()`).
-    pub fn open(spec: &ScriptSpec, limits: StateSettings) -> Result<Script, String> {
-        let src = std::fs::read(&spec.path).map_err(|e| format!("{}: {e}", spec.path.display()))?;
+    pub fn open(spec: &ScriptSpec, limits: StateSettings) -> Result<Script, ScriptCause> {
+        let src = std::fs::read(&spec.path).map_err(|e| ScriptCause::Read(e.to_string()))?;
         Self::open_source(spec, &src, limits)
     }
 
     /// As [`Script::open`], with the script's text given. The chunk runs in script time (its
     /// memory limit applies); the caller lends the context.
-    pub fn open_source(spec: &ScriptSpec, src: &[u8], settings: StateSettings) -> Result<Script, String> {
+    pub fn open_source(spec: &ScriptSpec, src: &[u8], settings: StateSettings) -> Result<Script, ScriptCause> {
         let Some((l, mem)) = super::ffi_util::new_state(settings.memory_limit) else {
-            return Err("cannot create a Lua state (out of memory)".into());
+            return Err(ScriptCause::NoState);
         };
         let s = Script {
             l,
@@ -133,7 +179,7 @@ impl Script {
             ffi::luaL_openlibs(l);
             // The engine's positive registry slots come first (see `reg`).
             if ffi::lua_objlen(l, ffi::LUA_REGISTRYINDEX) != 0 {
-                return Err("internal error: the registry's first slots are taken".into());
+                return Err(ScriptCause::Internal("the registry's first slots are taken"));
             }
             proxy::install(l);
             push_bytes(l, b"loop");
@@ -143,7 +189,7 @@ impl Script {
             // The modules first: the ML module takes the FFI before the prelude withdraws it,
             // and the prelude puts the FFI fast paths in front of some `dragonfly` functions.
             api::install(l);
-            super::ml::install(l).map_err(|e| format!("dragonfly.ml: {e}"))?;
+            super::ml::install(l)?;
             super::hiredis::install(l);
             run_prelude(l)?;
             let set_global = |name: &std::ffi::CStr, v: &str| {
@@ -159,21 +205,21 @@ impl Script {
             let name = format!("@{}", spec.path.display());
             let cname = std::ffi::CString::new(name).unwrap_or_default();
             if ffi::luaL_loadbuffer(l, src.as_ptr().cast(), src.len(), cname.as_ptr()) != 0 {
-                return Err(format!("load error: {}", pcall_msg(l)));
+                return Err(ScriptCause::Load(pcall_msg(l)));
             }
             let status = {
                 let _script = super::ffi_util::TimeMark::script();
                 ffi::lua_pcall(l, 0, 0, 0)
             };
             if status != 0 {
-                return Err(format!("error running the script: {}", pcall_msg(l)));
+                return Err(ScriptCause::Run(pcall_msg(l)));
             }
-            for f in [c"setup", c"loop"] {
+            for (f, name) in [(c"setup", "setup"), (c"loop", "loop")] {
                 push_global(l, f);
                 let ok = ffi::lua_type(l, -1) == ffi::LUA_TFUNCTION;
                 ffi::lua_pop(l, 1);
                 if !ok {
-                    return Err(format!("the script defines no {}() function", f.to_string_lossy()));
+                    return Err(ScriptCause::Missing(name));
                 }
             }
         }
@@ -198,14 +244,14 @@ impl WorkerCtx {
         filters: &[ScriptSpec],
         analyzers: &[ScriptSpec],
         run_setup: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), ScriptError> {
         for (role, specs) in [(Role::Filter, filters), (Role::Analyzer, analyzers)] {
             for (i, spec) in specs.iter().enumerate() {
                 self.cur_script = (role, i as u32);
                 let settings = self.state_settings;
                 let mut s = self
                     .run_script(|| Script::open(spec, settings))
-                    .map_err(|e| format!("{} ({}): {}: {e}", script_key(role, i), spec.tag, spec.path.display()))?;
+                    .map_err(|e| e.of(role, i, spec))?;
                 s.on_error = self.on_error_action(spec);
                 match role {
                     Role::Filter => self.filters.push(s),
@@ -218,8 +264,7 @@ impl WorkerCtx {
                 for (i, spec) in specs.iter().enumerate() {
                     self.cur_script = (role, i as u32);
                     let l = self.state(role, i as u32);
-                    self.run_setup(l)
-                        .map_err(|e| format!("{} ({}): {}: {e}", script_key(role, i), spec.tag, spec.path.display()))?;
+                    self.run_setup(l).map_err(|e| e.of(role, i, spec))?;
                 }
             }
         }
@@ -244,13 +289,13 @@ impl WorkerCtx {
     }
 
     /// Runs `setup()` of the state `l` (the context lent: setup may call dragonfly functions).
-    fn run_setup(&mut self, l: *mut lua_State) -> Result<(), String> {
+    fn run_setup(&mut self, l: *mut lua_State) -> Result<(), ScriptCause> {
         // SAFETY: `l` is a state of this thread.
         unsafe {
             push_global(l, c"setup");
             let status = self.run_script(|| ffi::lua_pcall(l, 0, 0, 0));
             if status != 0 {
-                return Err(format!("setup() failed: {}", pcall_msg(l)));
+                return Err(ScriptCause::Setup(pcall_msg(l)));
             }
             ffi::lua_pushnil(l);
             ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"io".as_ptr());
@@ -261,14 +306,13 @@ impl WorkerCtx {
     /// Replaces this worker's scripts with new versions (`sources`: the text of every filter,
     /// then every analyzer, read once for all workers), between two events. Each script is
     /// loaded and set up in a fresh state first; one that fails keeps its old version. A
-    /// pending timer moves to the new state. Returns (scripts reloaded, errors as "key (tag):
-    /// message").
+    /// pending timer moves to the new state. Returns (scripts reloaded, errors).
     pub fn reload(
         &mut self,
         filters: &[ScriptSpec],
         analyzers: &[ScriptSpec],
-        sources: &[Result<Vec<u8>, String>],
-    ) -> (u64, Vec<String>) {
+        sources: &[Result<Vec<u8>, ScriptCause>],
+    ) -> (u64, Vec<ScriptError>) {
         let mut done = 0;
         let mut errors = Vec::new();
         let specs = filters
@@ -277,11 +321,10 @@ impl WorkerCtx {
             .chain(analyzers.iter().map(|s| (Role::Analyzer, s)));
         for (k, (role, spec)) in specs.enumerate() {
             let i = if role == Role::Filter { k } else { k - filters.len() };
-            let key = script_key(role, i);
             let src = match sources.get(k) {
                 Some(Ok(s)) => s,
                 Some(Err(e)) => {
-                    errors.push(format!("{key} ({}): {e}", spec.tag));
+                    errors.push(e.clone().of(role, i, spec));
                     continue;
                 }
                 None => continue,
@@ -291,12 +334,12 @@ impl WorkerCtx {
             let mut new = match self.run_script(|| Script::open_source(spec, src, settings)) {
                 Ok(s) => s,
                 Err(e) => {
-                    errors.push(format!("{key} ({}): {}: {e}", spec.tag, spec.path.display()));
+                    errors.push(e.of(role, i, spec));
                     continue;
                 }
             };
             if let Err(e) = self.run_setup(new.l) {
-                errors.push(format!("{key} ({}): {}: {e}", spec.tag, spec.path.display()));
+                errors.push(e.of(role, i, spec));
                 continue;
             }
             new.on_error = self.on_error_action(spec);
@@ -358,7 +401,7 @@ impl WorkerCtx {
         old: (&[ScriptSpec], &[ScriptSpec]),
         filters: &[ScriptSpec],
         analyzers: &[ScriptSpec],
-    ) -> Result<usize, String> {
+    ) -> Result<usize, ScriptError> {
         let mut old_filters: Vec<Option<Script>> = std::mem::take(&mut self.filters).into_iter().map(Some).collect();
         let mut old_analyzers: Vec<Option<Script>> =
             std::mem::take(&mut self.analyzers).into_iter().map(Some).collect();
@@ -411,12 +454,10 @@ impl WorkerCtx {
                     None => {
                         self.cur_script = (role, i as u32);
                         let settings = self.state_settings;
-                        let src = text.ok_or_else(|| format!("{}: cannot be read", spec.path.display()))?;
+                        let src = text.ok_or_else(|| ScriptCause::Read("cannot be read".into()).of(role, i, spec))?;
                         let s = self
                             .run_script(|| Script::open_source(spec, &src, settings))
-                            .map_err(|e| {
-                                format!("{} ({}): {}: {e}", script_key(role, i), spec.tag, spec.path.display())
-                            })?;
+                            .map_err(|e| e.of(role, i, spec))?;
                         fresh.push((role, i));
                         s
                     }
@@ -446,8 +487,7 @@ impl WorkerCtx {
             } else {
                 &analyzers[i]
             };
-            self.run_setup(l)
-                .map_err(|e| format!("{} ({}): {}: {e}", script_key(role, i), spec.tag, spec.path.display()))?;
+            self.run_setup(l).map_err(|e| e.of(role, i, spec))?;
         }
         Ok(kept)
     }

@@ -14,11 +14,22 @@ use std::ffi::c_int;
 use mlua::ffi::{self, lua_State};
 
 use super::context::{MAX_HOPS, UNCHANGED_EVENT, WinEvent, WorkerCtx};
+use super::copy::CopyError;
+use super::json::EncodeError;
 use super::proxy;
 use super::state::{OnErrorAction, Role, pcall_msg, push_loop};
 use crate::event::EventMeta;
 use crate::event::scan;
 use crate::shard::{END_OF_EVENT, NO_INPUT, OutRec};
+
+/// Why `on_error` could not pass a failed event on.
+#[derive(Debug, thiserror::Error)]
+enum PassError {
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
 
 impl WorkerCtx {
     /// Whether some analyzer asks for pipelining (then batches go through `process_window`).
@@ -372,11 +383,11 @@ impl WorkerCtx {
         let r = unsafe {
             match action {
                 OnErrorAction::Drop => Ok(()),
-                OnErrorAction::ToAnalyzer(a) => self.queue_analyzer(l, v, a),
-                OnErrorAction::ToOutput(o) => self.emit_value(l, v, o).map_err(|e| e.to_string()),
+                OnErrorAction::ToAnalyzer(a) => self.queue_analyzer(l, v, a).map_err(PassError::from),
+                OnErrorAction::ToOutput(o) => self.emit_value(l, v, o).map_err(PassError::from),
                 OnErrorAction::DeadLetter(o) => {
                     let script = self.script_tag();
-                    self.emit_dead_letter(l, v, o, &script, msg).map_err(|e| e.to_string())
+                    self.emit_dead_letter(l, v, o, &script, msg).map_err(PassError::from)
                 }
             }
         };
@@ -393,12 +404,12 @@ impl WorkerCtx {
     /// Queues the value at `idx` of `from` for analyzer `a` (a deep copy, made now). The
     /// current event's own table, unchanged, is not copied: the analyzer gets a fresh table
     /// over the same line when its turn comes, which is the same snapshot.
-    pub unsafe fn queue_analyzer(&mut self, from: *mut lua_State, idx: c_int, a: u32) -> Result<(), String> {
+    pub unsafe fn queue_analyzer(&mut self, from: *mut lua_State, idx: c_int, a: u32) -> Result<(), CopyError> {
         // SAFETY: `from` belongs to this worker thread.
         unsafe {
             let idx = super::ffi_util::abs_index(from, idx);
             if proxy::is_proxy(from, idx) {
-                let p = proxy::parts(from, idx, Some(&mut self.cache)).map_err(|e| e.to_string())?;
+                let p = proxy::parts(from, idx, Some(&mut self.cache))?;
                 if (p.id, p.start) == self.cur_root
                     && self.cur_input != NO_INPUT
                     && !proxy::is_dirty(from, idx, Some(&mut self.cache))
@@ -421,7 +432,7 @@ impl WorkerCtx {
 
     /// Arms analyzer `a`'s one-shot timer with a deep copy of the value at `idx` of `from`,
     /// due `secs` from now; a pending one is replaced.
-    pub unsafe fn set_timer(&mut self, from: *mut lua_State, idx: c_int, a: u32, secs: f64) -> Result<(), String> {
+    pub unsafe fn set_timer(&mut self, from: *mut lua_State, idx: c_int, a: u32, secs: f64) -> Result<(), CopyError> {
         let to = self.analyzers[a as usize].l;
         // SAFETY: both states belong to this worker thread.
         let r = unsafe {

@@ -24,7 +24,7 @@ pub struct WorkerIo {
 }
 
 /// The text of every script (filters, then analyzers), or why one could not be read.
-pub type Sources = Vec<Result<Vec<u8>, String>>;
+pub type Sources = Vec<Result<Vec<u8>, crate::lua::ScriptCause>>;
 
 /// Script reloads (SIGHUP): the engine reads every script once and publishes the texts
 /// under a new generation; each worker swaps its scripts between two batches.
@@ -218,7 +218,7 @@ pub struct NextPipeline {
     pub spec: WorkerSpec,
     pub io: WorkerIo,
     pub stats: Arc<Stats>,
-    pub ready: std::sync::mpsc::Sender<Result<(), String>>,
+    pub ready: std::sync::mpsc::Sender<Result<(), crate::lua::ScriptError>>,
 }
 
 /// Runs a worker: each pipeline until every input ring is closed and empty, then, while the
@@ -229,7 +229,7 @@ pub fn run(
     spec: WorkerSpec,
     io: WorkerIo,
     stats: Arc<Stats>,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
+    ready: std::sync::mpsc::Sender<Result<(), crate::lua::ScriptError>>,
     next: std::sync::mpsc::Receiver<NextPipeline>,
 ) {
     if let Some(cpu) = &spec.cpu {

@@ -5,7 +5,7 @@
 
 pub mod pin;
 
-pub use crate::event::batch::{BATCH_BYTES, BATCH_EVENTS, InBatch};
+pub use crate::event::batch::InBatch;
 pub use crate::primitives::backoff::Backoff;
 
 /// Batches in flight per (reader, worker) ring: bounds memory whatever the input size.

@@ -2,11 +2,20 @@
 
 use core_affinity::CoreId;
 
+/// A `--cores` list that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoresError {
+    #[error("--cores: bad CPU list item {0:?} (expected N or N-M)")]
+    BadItem(String),
+    #[error("--cores: empty CPU list")]
+    Empty,
+}
+
 /// Parses `--cores` ("0,2-5") into CPU ids.
-pub fn parse_cores(s: &str) -> Result<Vec<usize>, String> {
+pub fn parse_cores(s: &str) -> Result<Vec<usize>, CoresError> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || format!("--cores: bad CPU list item {part:?} (expected N or N-M)");
+        let bad = || CoresError::BadItem(part.to_string());
         if let Some((a, b)) = part.split_once('-') {
             let a: usize = a.trim().parse().map_err(|_| bad())?;
             let b: usize = b.trim().parse().map_err(|_| bad())?;
@@ -19,7 +28,7 @@ pub fn parse_cores(s: &str) -> Result<Vec<usize>, String> {
         }
     }
     if out.is_empty() {
-        return Err("--cores: empty CPU list".into());
+        return Err(CoresError::Empty);
     }
     Ok(out)
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use rtrb::{Consumer, Producer};
 
-pub use crate::config::types::{DEFAULT_HOLD, IpcKind, KafkaKey, Policy};
+pub use crate::config::types::{IpcKind, Policy};
 use crate::counters::Stats;
 use crate::diag::Kind;
 use crate::shard::{Backoff, OutBatch, OutputId, STATS_OUTPUT};

@@ -46,21 +46,29 @@ fn safe(progress: &mut Progress<(i32, i64)>, written: u64) -> BTreeMap<i32, i64>
     out
 }
 
+/// A Kafka client call that failed, for the input's brokers and topic.
+#[derive(Debug, thiserror::Error)]
+#[error("kafka://{brokers}/{topic}: {source}")]
+pub struct KafkaError {
+    pub brokers: String,
+    pub topic: String,
+    pub source: Box<rdkafka::error::KafkaError>,
+}
+
 fn commit<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     offsets: &BTreeMap<i32, i64>,
     mode: CommitMode,
-) -> Result<(), String> {
+) -> Result<(), rdkafka::error::KafkaError> {
     if offsets.is_empty() {
         return Ok(());
     }
     let mut tpl = TopicPartitionList::new();
     for (&p, &o) in offsets {
-        tpl.add_partition_offset(topic, p, Offset::Offset(o))
-            .map_err(|e| e.to_string())?;
+        tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
     }
-    consumer.commit(&tpl, mode).map_err(|e| e.to_string())
+    consumer.commit(&tpl, mode)
 }
 
 /// What the reading loop and the rebalance callbacks (run by rdkafka inside `poll`, on the
@@ -167,7 +175,12 @@ impl ConsumerContext for Ctx {
 
 /// Consumes until the engine stops, then waits for the events read to be written and commits
 /// their offsets.
-pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &mut Router) -> Result<(), String> {
+pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &mut Router) -> Result<(), KafkaError> {
+    let fail = |source| KafkaError {
+        brokers: spec.brokers.clone(),
+        topic: spec.topic.clone(),
+        source: Box::new(source),
+    };
     let mut config = ClientConfig::new();
     if let Some(id) = &spec.instance {
         config.set("group.instance.id", id);
@@ -196,20 +209,19 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
         .set("fetch.wait.max.ms", "50")
         .set("queued.max.messages.kbytes", "65536")
         .create_with_context(ctx)
-        .map_err(|e| format!("kafka://{}/{}: {e}", spec.brokers, spec.topic))?;
+        .map_err(fail)?;
     match &spec.partitions {
         None => consumer.subscribe(&[&spec.topic]),
         Some(ps) => {
             // Resume each partition at the group's committed offset (else auto.offset.reset).
             let mut tpl = TopicPartitionList::new();
             for &p in ps {
-                tpl.add_partition_offset(&spec.topic, p, Offset::Stored)
-                    .map_err(|e| format!("kafka://{}/{}: {e}", spec.brokers, spec.topic))?;
+                tpl.add_partition_offset(&spec.topic, p, Offset::Stored).map_err(fail)?;
             }
             consumer.assign(&tpl)
         }
     }
-    .map_err(|e| format!("kafka://{}/{}: {e}", spec.brokers, spec.topic))?;
+    .map_err(fail)?;
     router.opened();
     // A manual assignment has no rebalance callback: learn where it resumes now. (Under
     // group membership, `post_rebalance` does it for each assignment.)
@@ -283,7 +295,7 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
             last_commit = Instant::now();
             let safe = safe(&mut lock().progress, marks[input].load(Ordering::Acquire));
             if let Err(e) = commit(&consumer, &spec.topic, &safe, CommitMode::Async) {
-                report(router, Kind::KafkaCommitError, e);
+                report(router, Kind::KafkaCommitError, e.to_string());
             }
         }
     }
@@ -296,7 +308,7 @@ pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &m
     }
     let safe = safe(&mut lock().progress, marks[input].load(Ordering::Acquire));
     if let Err(e) = commit(&consumer, &spec.topic, &safe, CommitMode::Sync) {
-        report(router, Kind::KafkaCommitError, e);
+        report(router, Kind::KafkaCommitError, e.to_string());
     }
     Ok(())
 }

@@ -555,10 +555,9 @@ fn parquet_output_read_back_with_pyarrow() {
     }
     // The index: minute 12:05 holds rows 3000..3599, in files 2 (3000..5999).
     let from = 1_709_294_400_000_000 + 5 * 60 * 1_000_000;
-    let found =
-        dragonfly_mle::sink::parquet::find_files(&dir, "eve", from, from + 60 * 1_000_000, Some("dns")).unwrap();
+    let found = dragonfly_mle::find_files(&dir, "eve", from, from + 60 * 1_000_000, Some("dns")).unwrap();
     assert_eq!(found, vec![files[1].clone()], "{found:?}");
-    let none = dragonfly_mle::sink::parquet::find_files(&dir, "eve", from, from + 1, Some("tls")).unwrap();
+    let none = dragonfly_mle::find_files(&dir, "eve", from, from + 1, Some("tls")).unwrap();
     assert!(none.is_empty());
 }
 

@@ -109,7 +109,6 @@ mod tests;
 
 use columns::*;
 use encoder::*;
-pub use extract::parse_timestamp_micros;
 use extract::*;
 pub use index::find_files;
 use index::*;
@@ -199,6 +198,7 @@ impl ParquetSink {
 
     /// Unfinished files of this prefix: those a crash left before [`open`](Self::open), and
     /// those abandoned since after a write error. They are never deleted by the sink.
+    #[cfg(test)]
     pub fn stale_files(&self) -> Vec<PathBuf> {
         self.stale.clone()
     }

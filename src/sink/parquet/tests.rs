@@ -1,5 +1,6 @@
 //! Unit tests of the Parquet sink (files read back by the parquet crate, pyarrow where present).
 
+use super::extract::parse_timestamp_micros;
 use super::*;
 use serde_json::{Map, Value, json};
 use std::process::Command;
