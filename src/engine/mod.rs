@@ -21,7 +21,11 @@ use crate::source::{ReaderIo, Router};
 mod check;
 mod control;
 mod pipeline;
+mod plan;
 mod privileges;
+mod signals;
+mod start;
+mod wiring;
 
 pub use crate::config::{DEFAULT_LOG_DIR, DEFAULT_ROOT};
 pub use crate::diag::set_log_format_text;
@@ -30,7 +34,11 @@ pub use check::check;
 use check::*;
 use control::*;
 use pipeline::*;
+use plan::Plan;
 use privileges::*;
+use signals::Signals;
+use start::*;
+use wiring::*;
 
 /// Command-line choices that shape the engine.
 #[derive(Clone, Debug, Default)]

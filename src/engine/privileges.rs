@@ -9,12 +9,11 @@ use anyhow::Context;
 pub(super) fn drop_privileges(
     opts: &Options,
     cfg: &Config,
-    state_dir: &std::path::Path,
-    inputs: usize,
+    shared: &Shared,
     workers: usize,
-    opened: &std::sync::atomic::AtomicUsize,
     diag: &crate::source::Diag,
 ) -> anyhow::Result<()> {
+    let (state_dir, inputs, opened) = (&shared.state_dir, cfg.inputs.len(), &shared.opened);
     if opts.user.is_none() && !opts.chroot {
         return Ok(());
     }

@@ -1,0 +1,291 @@
+//! Starting a pipeline's threads: the writer, the workers (waiting for their scripts'
+//! `setup()`), the readers (resuming where the previous pipeline stopped), the control thread
+//! and the status line.
+
+use super::*;
+use std::sync::atomic::AtomicUsize;
+
+/// What the threads of one pipeline share besides the rings.
+pub(super) struct Shared {
+    pub stats: Arc<Stats>,
+    /// Per input: the sequence number below which every event is written.
+    pub marks: crate::source::checkpoint::Watermarks,
+    /// Set once every reader has ended.
+    pub readers_done: Arc<AtomicBool>,
+    /// The readers stop when it is set (a stop signal or a rebuild).
+    pub readers_stop: Arc<AtomicBool>,
+    /// Set when the pipeline ends for a rebuild: outputs then wait without a grace.
+    pub rebuilding: Arc<AtomicBool>,
+    /// How many inputs have opened their file, socket or consumer.
+    pub opened: Arc<AtomicUsize>,
+    /// Where checkpoints live.
+    pub state_dir: PathBuf,
+}
+
+impl Shared {
+    pub fn new(stats: Arc<Stats>, inputs: usize, state_dir: PathBuf) -> Shared {
+        Shared {
+            stats,
+            marks: Arc::new((0..inputs).map(|_| std::sync::atomic::AtomicU64::new(0)).collect()),
+            readers_done: Arc::new(AtomicBool::new(false)),
+            readers_stop: Arc::new(AtomicBool::new(false)),
+            rebuilding: Arc::new(AtomicBool::new(false)),
+            opened: Arc::new(AtomicUsize::new(0)),
+            state_dir,
+        }
+    }
+}
+
+/// Starts the writer: it merges the workers' records and writes the outputs.
+pub(super) fn start_writer(
+    (cfg, plan, sig): (&Config, &Plan, &Signals),
+    sinks: Vec<Sink>,
+    links: Vec<WorkerLink>,
+    diag: std::sync::mpsc::Receiver<Vec<u8>>,
+    shared: &Shared,
+) -> std::io::Result<std::thread::JoinHandle<Vec<Sink>>> {
+    let mut policies = vec![crate::sink::Policy::default(); 2];
+    policies.extend(cfg.outputs.iter().map(|o| o.policy));
+    let gate = crate::sink::Gate::new(
+        Arc::clone(&sig.stop),
+        Arc::clone(&shared.readers_done),
+        Arc::clone(&shared.rebuilding),
+        cfg.shutdown_grace,
+    );
+    let writer = Writer::new(crate::sink::WriterParts {
+        out: crate::sink::Outputs::new(sinks, policies, Arc::clone(&shared.stats), gate),
+        ordered: plan.ordered.clone(),
+        links,
+        inputs: plan.inputs,
+        stats: Arc::clone(&shared.stats),
+        diag,
+        rotate: Arc::clone(&sig.rotate),
+        stats_interval: cfg.stats_interval,
+        marks: Arc::clone(&shared.marks),
+    });
+    std::thread::Builder::new()
+        .name("dfm-writer".into())
+        .spawn(move || writer.run())
+}
+
+/// Starts the workers, or hands the next pipeline to those a rebuild kept, and waits until
+/// every one has loaded its scripts and run their `setup()`; the first failure.
+pub(super) fn start_workers(
+    (cfg, plan): (&Config, &Plan),
+    ios: Vec<WorkerIo>,
+    stats: &Arc<Stats>,
+    reload: &Arc<crate::lua::worker::Reload>,
+    carry: &mut crate::reconfig::Carry,
+) -> anyhow::Result<()> {
+    let (filters, analyzers) = script_specs(cfg);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    for (w, io) in ios.into_iter().enumerate() {
+        let spec = WorkerSpec {
+            index: w,
+            cpu: plan.worker_cpu(w),
+            filters: filters.clone(),
+            analyzers: analyzers.clone(),
+            input_tags: plan.input_tags.clone(),
+            analyzer_tags: plan.analyzer_tags.clone(),
+            output_tags: cfg.outputs.iter().map(|o| o.tag.clone()).collect(),
+            ordered: plan.marks,
+            redis: cfg.redis.clone(),
+            redis_timeouts: cfg.redis_timeouts(),
+            state: state_settings(cfg),
+            reload: Arc::clone(reload),
+        };
+        let (st, tx) = (Arc::clone(stats), ready_tx.clone());
+        if let Some((_, next)) = carry.workers.get(w) {
+            let n = crate::lua::worker::NextPipeline {
+                spec,
+                io,
+                stats: st,
+                ready: tx,
+            };
+            if next.send(n).is_err() {
+                bail!("worker {w} has stopped");
+            }
+            continue;
+        }
+        let (next_tx, next_rx) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name(format!("dfm-worker-{w}"))
+            .spawn(move || crate::lua::worker::run(spec, io, st, tx, next_rx))?;
+        carry.workers.push((handle, next_tx));
+    }
+    drop(ready_tx);
+    let mut first_error = None;
+    for _ in 0..plan.shards {
+        let e = match ready_rx.recv() {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.into(),
+            Err(_) => anyhow::anyhow!("a worker thread died during startup"),
+        };
+        first_error.get_or_insert(e);
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Starts a reader thread per input.
+pub(super) fn start_readers(
+    (cfg, plan, opts): (&Config, &Plan, &Options),
+    ios: Vec<ReaderIo>,
+    shared: &Shared,
+    diag: &crate::source::Diag,
+    carry: &mut crate::reconfig::Carry,
+) -> std::io::Result<Vec<std::thread::JoinHandle<ReaderEnd>>> {
+    ios.into_iter()
+        .enumerate()
+        .map(|(r, io)| spawn_reader(r, io, (cfg, plan, opts.follow), shared, diag, carry))
+        .collect()
+}
+
+/// Where a reader stopped: its checkpoint, and what the next pipeline resumes from.
+pub(super) struct ReaderEnd {
+    pub ckpt: Option<crate::source::checkpoint::Checkpoint>,
+    pub file_pos: Option<((String, PathBuf), u64)>,
+    pub followed: Option<((String, PathBuf), crate::source::checkpoint::Spot)>,
+    pub socket: Option<(
+        (String, PathBuf, crate::config::types::IpcKind),
+        crate::source::ipc::Kept,
+    )>,
+}
+
+/// Starts the reader thread of input `r`, resuming where the previous pipeline stopped.
+fn spawn_reader(
+    r: usize,
+    io: ReaderIo,
+    (cfg, plan, follow): (&Config, &Plan, bool),
+    shared: &Shared,
+    diag: &crate::source::Diag,
+    carry: &mut crate::reconfig::Carry,
+) -> std::io::Result<std::thread::JoinHandle<ReaderEnd>> {
+    let input = cfg.inputs[r].clone();
+    let mut router = Router::new(
+        r as u32,
+        input.tag.clone(),
+        io,
+        Arc::clone(&shared.stats),
+        diag.clone(),
+        Arc::clone(&shared.readers_stop),
+    );
+    router.count_open_in(Arc::clone(&shared.opened));
+    let cpu = plan.cpu(r);
+    let input_marks = Arc::clone(&shared.marks);
+    let mut ckpt = match &input.uri {
+        InputUri::Tail { path, .. } => Some(crate::source::checkpoint::Checkpoint::new(
+            &shared.state_dir,
+            &input.tag,
+            r,
+            path,
+            Arc::clone(&shared.marks),
+        )),
+        _ => None,
+    };
+    let max_line = cfg.max_line;
+    let poll = cfg.tail_poll;
+    let pos_key = match &input.uri {
+        InputUri::File { path } | InputUri::Zfile { path } => Some((input.tag.clone(), path.clone())),
+        _ => None,
+    };
+    let start = pos_key
+        .as_ref()
+        .and_then(|k| carry.file_pos.get(k))
+        .copied()
+        .unwrap_or(0);
+    let follow_from = pos_key.as_ref().and_then(|k| carry.follow_pos.get(k)).copied();
+    // A socket input the previous pipeline kept open (same tag, path and kind).
+    let sock_key = match &input.uri {
+        InputUri::Ipc { path, kind } => Some((input.tag.clone(), path.clone(), *kind)),
+        _ => None,
+    };
+    let mut kept = sock_key.as_ref().and_then(|k| carry.sockets.remove(k));
+    let rebuilding_r = Arc::clone(&shared.rebuilding);
+    std::thread::Builder::new()
+        .name(format!("dfm-reader-{r}"))
+        .spawn(move || {
+            if let Some(c) = cpu {
+                pin::pin_current(&c);
+            }
+            let how = crate::source::Reading {
+                input: r,
+                follow,
+                max_line,
+                poll,
+                marks: &input_marks,
+                rebuilding: &rebuilding_r,
+            };
+            let resume = crate::source::Resume {
+                file_pos: start,
+                followed: follow_from,
+                socket: kept.take(),
+            };
+            let (r, stopped) = crate::source::read_input(&input.uri, &how, &mut router, ckpt.as_mut(), resume);
+            router.opened();
+            if let Err(e) = r {
+                router.set_missing(true);
+                router.report(
+                    crate::diag::Kind::InputError,
+                    0,
+                    0,
+                    0,
+                    &format!("{}: {e}", input.uri.path().display()),
+                );
+            }
+            ReaderEnd {
+                ckpt,
+                file_pos: pos_key.clone().zip(stopped.file_pos),
+                followed: pos_key.zip(stopped.followed),
+                socket: sock_key.zip(stopped.socket),
+            }
+        })
+}
+
+/// Starts the control thread: reload requests (SIGHUP, `--watch`) and the stop signal.
+pub(super) fn start_control(
+    (opts, cfg, sig): (&Options, &Config, &Signals),
+    shared: &Shared,
+    next: &Arc<std::sync::Mutex<Option<Config>>>,
+    reload: Arc<crate::lua::worker::Reload>,
+    diag: crate::source::Diag,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let (filters, analyzers) = script_specs(cfg);
+    let paths: Vec<PathBuf> = filters.iter().chain(&analyzers).map(|s| s.path.clone()).collect();
+    let mut control = crate::reconfig::Control {
+        hup: Arc::clone(&sig.hup),
+        stop: Arc::clone(&sig.stop),
+        readers_stop: Arc::clone(&shared.readers_stop),
+        rebuilding: Arc::clone(&shared.rebuilding),
+        next: Arc::clone(next),
+        watch: opts.watch.then(|| crate::reconfig::watched(cfg)),
+    };
+    let done = Arc::clone(&shared.readers_done);
+    let (opts, running) = (opts.clone(), cfg.clone());
+    std::thread::Builder::new().name("dfm-control".into()).spawn(move || {
+        let next = Arc::clone(&control.next);
+        control.run(&done, |why| {
+            reload_request(why, &opts, &running, &paths, &reload, &next, &diag)
+        })
+    })
+}
+
+/// A live status line (and the progress of file inputs) when stderr is a terminal.
+pub(super) fn status_line(
+    opts: &Options,
+    cfg: &Config,
+    stats: &Arc<Stats>,
+) -> Option<crate::metrics::status::StatusLine> {
+    let sized: Vec<crate::metrics::status::Sized> = cfg
+        .inputs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, input)| match &input.uri {
+            InputUri::File { path } if !opts.follow => std::fs::metadata(path)
+                .ok()
+                .filter(|_| !crate::source::file::is_gzip(path).unwrap_or(true))
+                .map(|m| (i, m.len())),
+            _ => None,
+        })
+        .collect();
+    crate::metrics::status::StatusLine::start(Arc::clone(stats), sized)
+}

@@ -1,0 +1,82 @@
+//! Wiring a pipeline: the rings between readers, workers and the writer, and the outputs.
+
+use super::*;
+
+/// The rings of a pipeline: reader r -> worker w (and back), worker w -> writer (and back).
+pub(super) struct Rings {
+    pub readers: Vec<ReaderIo>,
+    pub workers: Vec<WorkerIo>,
+    pub links: Vec<WorkerLink>,
+}
+
+/// Builds the rings for `inputs` readers and `shards` workers.
+pub(super) fn wire(inputs: usize, shards: usize) -> Rings {
+    let mut readers: Vec<ReaderIo> = (0..inputs)
+        .map(|_| ReaderIo {
+            to_workers: Vec::new(),
+            returned: Vec::new(),
+        })
+        .collect();
+    let mut workers = Vec::new();
+    let mut links = Vec::new();
+    for _ in 0..shards {
+        let mut inputs = Vec::new();
+        for rio in readers.iter_mut() {
+            let (tx, rx) = RingBuffer::<InBatch>::new(RING_BATCHES);
+            let (btx, brx) = RingBuffer::<InBatch>::new(RING_BATCHES + 4);
+            rio.to_workers.push(tx);
+            rio.returned.push(brx);
+            inputs.push((rx, btx));
+        }
+        let (otx, orx) = RingBuffer::<OutBatch>::new(OUT_RING_BATCHES);
+        let (obtx, obrx) = RingBuffer::<OutBatch>::new(OUT_RING_BATCHES + 8);
+        workers.push(WorkerIo {
+            inputs,
+            out: otx,
+            out_back: obrx,
+        });
+        links.push(WorkerLink { from: orx, back: obtx });
+    }
+    Rings {
+        readers,
+        workers,
+        links,
+    }
+}
+
+/// Opens `{log}`, `{stats}` and the user outputs. After a reload, an output that was open
+/// already is appended to, not truncated again.
+pub(super) fn open_outputs(cfg: &Config, carry: &mut crate::reconfig::Carry) -> anyhow::Result<Vec<Sink>> {
+    let mut sinks: Vec<Sink> = vec![
+        Box::new(FileSink::open(cfg.log_dir.join("dragonfly-mle.log"), false).context("cannot open {log}")?),
+        Box::new(FileSink::open(cfg.log_dir.join("dragonfly-mle-stats.log"), false).context("cannot open {stats}")?),
+    ];
+    for (i, o) in cfg.outputs.iter().enumerate() {
+        let what = |path: &std::path::Path| format!("outputs[{}] ({}): cannot open {}", i + 1, o.tag, path.display());
+        sinks.push(match &o.uri {
+            // After a reload, an output that was open already is appended to, not truncated.
+            OutputUri::File { path, truncate } => Box::new(
+                FileSink::open(path.clone(), carry.opened.insert(path.clone()) && *truncate)
+                    .with_context(|| what(path))?,
+            ),
+            OutputUri::Zfile { path, truncate } => Box::new(
+                ZfileSink::open(path.clone(), carry.opened.insert(path.clone()) && *truncate)
+                    .with_context(|| what(path))?,
+            ),
+            OutputUri::Ipc { path, kind } => Box::new(IpcSink::open(path.clone(), *kind)),
+            OutputUri::Parquet { dir, prefix, opts } => {
+                let s = crate::sink::parquet::ParquetSink::open(dir.clone(), prefix.clone(), opts.clone())
+                    .with_context(|| what(dir))?;
+                if let Some(r) = s.stale_report() {
+                    eprintln!("dragonfly-mle: outputs[{}] ({}): {r}", i + 1, o.tag);
+                }
+                Box::new(s)
+            }
+            OutputUri::Kafka { brokers, topic, key } => Box::new(
+                KafkaSink::open(brokers, topic, *key)
+                    .with_context(|| format!("outputs[{}] ({}): cannot create the Kafka producer", i + 1, o.tag))?,
+            ),
+        });
+    }
+    Ok(sinks)
+}
