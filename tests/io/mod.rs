@@ -511,6 +511,12 @@ fn parquet_output_read_back_with_pyarrow() {
             )
         })
         .collect();
+    // Values a reader must decode exactly: escapes and a control character in a string, and
+    // a column absent from the event (null).
+    let mut lines = lines;
+    lines[7] = lines[7].replace(",\"n\":", r#","host":"sensor-\"quoted\"\\\n\u0001","n":"#);
+    lines[11] = lines[11].replace("\"event_type\":\"http\",", "");
+    assert!(!lines[11].contains("event_type"));
     let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
     env.config(&simple_config("file://in.json", "", "").replace("file://out.json<", "parquet://pq/eve?rows=3000"));
     env.write_log("in.json", &join_lines(&lines));
@@ -531,6 +537,22 @@ fn parquet_output_read_back_with_pyarrow() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The columns' types as pyarrow sees them, and the codec of every column chunk.
+    let f0 = &doc["files"][0];
+    assert_eq!(
+        f0["schema"],
+        serde_json::json!({
+            "timestamp": "timestamp[us, tz=UTC]", "event_type": "string", "src_ip": "string",
+            "src_port": "int32", "dest_ip": "string", "dest_port": "int32", "proto": "string",
+            "flow_id": "int64", "app_proto": "string", "in_iface": "string",
+            "community_id": "string", "host": "string", "event": "string"
+        })
+    );
+    assert!(
+        f0["codecs"].as_array().unwrap().iter().all(|c| c == "SNAPPY"),
+        "{}",
+        f0["codecs"]
+    );
     let rows: Vec<&serde_json::Value> = doc["files"]
         .as_array()
         .unwrap()
@@ -538,12 +560,14 @@ fn parquet_output_read_back_with_pyarrow() {
         .flat_map(|f| f["rows"].as_array().unwrap())
         .collect();
     assert_eq!(rows.len(), n);
+    assert_eq!(rows[7]["host"], "sensor-\"quoted\"\\\n\u{1}");
+    assert!(rows[11]["event_type"].is_null());
     // Ordered output: rows in input order.
     for (i, (row, line)) in rows.iter().zip(&lines).enumerate() {
         let want: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(row["event"].as_str().unwrap(), line, "row {i}");
         assert_eq!(row["flow_id"], want["flow_id"], "row {i}");
-        for k in ["event_type", "src_ip", "src_port", "dest_ip", "dest_port", "proto"] {
+        for k in ["event_type", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "host"] {
             assert_eq!(row[k], want[k], "row {i} {k}");
         }
         let ts = row["timestamp"].as_i64().unwrap();

@@ -1,9 +1,8 @@
-//! Unit tests of the Parquet sink (files read back by the parquet crate, pyarrow where present).
+//! Unit tests of the Parquet sink; files are read back by the parquet crate (pyarrow reads the engine's files in tests/io).
 
 use super::extract::parse_timestamp_micros;
 use super::*;
 use serde_json::{Map, Value, json};
-use std::process::Command;
 use std::time::Duration;
 
 /// 2024-03-01T12:00:00Z.
@@ -160,36 +159,67 @@ fn expected_row(input: &Input) -> Map<String, Value> {
     row
 }
 
-fn python() -> String {
-    if let Ok(p) = std::env::var("DFM_PYTHON") {
-        return p;
-    }
-    if Path::new("/tmp/dfm-venv/bin/python").exists() {
-        return "/tmp/dfm-venv/bin/python".into();
-    }
-    "python3".into()
-}
-
-/// Reads `files` with pyarrow through tests/fixtures/parquet_check.py.
+/// Reads `files` back with the `parquet` crate's own reader: per file its row count, row
+/// groups, the codec of each column chunk of row group 0, each column's type, and its rows
+/// (timestamps as microseconds, nulls as null). That pyarrow, an independent reader, reads
+/// the engine's files the same way is tests/parquet's business.
 fn read_back(files: &[PathBuf]) -> Value {
-    let py = python();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parquet_check.py");
-    let hint = "these tests read the files back with pyarrow: pip install pyarrow \
-                (python3 -m venv /tmp/dfm-venv && /tmp/dfm-venv/bin/pip install pyarrow, \
-                or set DFM_PYTHON to a python that has it)";
-    let out = Command::new(&py)
-        .arg(&script)
-        .args(files)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {py}: {e}; {hint}"));
-    assert!(
-        out.status.success(),
-        "{py} {} failed ({}): {}\n{hint}",
-        script.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("parquet_check.py prints JSON")
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let field = |f: &Field| match f {
+        Field::Null => Value::Null,
+        Field::Int(v) => json!(v),
+        Field::Long(v) => json!(v),
+        Field::TimestampMicros(v) => json!(v),
+        Field::Str(s) => json!(s),
+        other => panic!("unexpected value {other:?}"),
+    };
+    let files: Vec<Value> = files
+        .iter()
+        .map(|p| {
+            let r = SerializedFileReader::new(fs::File::open(p).unwrap()).unwrap();
+            let md = r.metadata();
+            let codecs: Vec<Value> = match md.num_row_groups() {
+                0 => Vec::new(),
+                _ => md
+                    .row_group(0)
+                    .columns()
+                    .iter()
+                    .map(|c| json!(c.compression().to_string()))
+                    .collect(),
+            };
+            let schema: Map<String, Value> = md
+                .file_metadata()
+                .schema_descr()
+                .columns()
+                .iter()
+                .map(|c| {
+                    let logical = c.logical_type_ref().map(|l| format!(" {l:?}")).unwrap_or_default();
+                    (c.name().to_string(), json!(format!("{}{logical}", c.physical_type())))
+                })
+                .collect();
+            let rows: Vec<Value> = r
+                .get_row_iter(None)
+                .unwrap()
+                .map(|row| {
+                    Value::Object(
+                        row.unwrap()
+                            .get_column_iter()
+                            .map(|(n, f)| (n.clone(), field(f)))
+                            .collect(),
+                    )
+                })
+                .collect();
+            json!({
+                "num_rows": md.file_metadata().num_rows(),
+                "num_row_groups": md.num_row_groups(),
+                "codecs": codecs,
+                "schema": schema,
+                "rows": rows,
+            })
+        })
+        .collect();
+    json!({ "files": files })
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -243,7 +273,7 @@ fn check_rows(files: &Value, inputs: &[Input]) {
 }
 
 #[test]
-fn rolls_by_rows_and_pyarrow_reads_every_field() {
+fn rolls_by_rows_and_every_field_reads_back() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("out");
     let inputs = events(3500);
@@ -276,10 +306,12 @@ fn rolls_by_rows_and_pyarrow_reads_every_field() {
     assert_eq!(
         f0["schema"],
         json!({
-            "timestamp": "timestamp[us, tz=UTC]", "event_type": "string", "src_ip": "string",
-            "src_port": "int32", "dest_ip": "string", "dest_port": "int32", "proto": "string",
-            "flow_id": "int64", "app_proto": "string", "in_iface": "string",
-            "community_id": "string", "host": "string", "event": "string"
+            "timestamp": "INT64 Timestamp(TimestampType { is_adjusted_to_u_t_c: true, unit: MICROS })",
+            "event_type": "BYTE_ARRAY String", "src_ip": "BYTE_ARRAY String",
+            "src_port": "INT32", "dest_ip": "BYTE_ARRAY String", "dest_port": "INT32",
+            "proto": "BYTE_ARRAY String", "flow_id": "INT64", "app_proto": "BYTE_ARRAY String",
+            "in_iface": "BYTE_ARRAY String", "community_id": "BYTE_ARRAY String",
+            "host": "BYTE_ARRAY String", "event": "BYTE_ARRAY String"
         })
     );
     assert!(
@@ -300,7 +332,7 @@ fn rolls_by_rows_and_pyarrow_reads_every_field() {
             .contains('\u{fffd}')
     );
 
-    // The index agrees with what pyarrow read.
+    // The index agrees with what was read back.
     let jsonl = fs::read_to_string(dir.join("eve.index.jsonl")).unwrap();
     let lines: Vec<Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 4);
@@ -497,7 +529,7 @@ fn find_files_returns_the_files_with_matching_rows() {
         .collect::<Vec<_>>();
     assert_eq!(files.len(), 6);
     let back = read_back(&files);
-    // Ground truth from pyarrow: per file, (timestamp, event_type) of each row.
+    // Ground truth read back: per file, (timestamp, event_type) of each row.
     let truth: Vec<Vec<(Option<i64>, Option<String>)>> = back["files"]
         .as_array()
         .unwrap()
@@ -681,70 +713,6 @@ fn names_and_index_json() {
             ("dns".to_string(), 1, None),
             ("we\"ird\\\n".to_string(), 2, Some((BASE, BASE + 1)))
         ]
-    );
-}
-
-/// Nanoseconds of CPU this process has used, all threads (the sink's encoding thread
-/// included).
-fn process_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid timespec for the call to fill.
-    let r = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    assert_eq!(r, 0, "clock_gettime");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Throughput of `write` on 200,000 typical events (about 650 bytes). Run once, in
-/// release mode:
-/// `cargo test --release --lib sink::parquet::tests::write_throughput -- --ignored --nocapture`
-#[test]
-#[ignore = "a measurement; run in release mode"]
-fn write_throughput() {
-    let tmp = tempfile::tempdir().unwrap();
-    let lines: Vec<Vec<u8>> = (0..200_000)
-        .map(|i| {
-            // Typical events only: skip the deliberately broken ones.
-            let j = if (100..=108).contains(&(i % 1000)) { i + 50 } else { i };
-            event(j).line
-        })
-        .collect();
-    let bytes: usize = lines.iter().map(Vec::len).sum();
-    let mut sink = ParquetSink::open(tmp.path().to_path_buf(), "bench".into(), ParquetOptions::default()).unwrap();
-    // Warm up buffers and the page cache of the output directory.
-    for l in &lines[..20_000] {
-        sink.write(l).unwrap();
-    }
-    sink.close().unwrap();
-    let warm = data_files(tmp.path());
-    let cpu0 = process_cpu_ns();
-    let t = Instant::now();
-    for l in &lines {
-        sink.write(l).unwrap();
-    }
-    let write_only = t.elapsed();
-    sink.close().unwrap();
-    let total = t.elapsed();
-    let cpu = (process_cpu_ns() - cpu0) as f64 / 1e9;
-    let wall_eps = lines.len() as f64 / total.as_secs_f64();
-    // CPU time of the process (this thread and the sink's encoding thread): what the sink
-    // costs, whatever else shares the machine.
-    let eps = lines.len() as f64 / cpu;
-    let size: u64 = data_files(tmp.path())
-        .iter()
-        .filter(|p| !warm.contains(p))
-        .map(|p| fs::metadata(p).unwrap().len())
-        .sum();
-    println!(
-        "parquet write: {} events, {:.0} bytes/event; wall: write {:.3} s, write+close {:.3} s, \
-         {wall_eps:.0} events/s; CPU {cpu:.3} s: {eps:.0} events/s, {:.1} MB/s of JSON; \
-         files {:.1} MB (ratio {:.2})",
-        lines.len(),
-        bytes as f64 / lines.len() as f64,
-        write_only.as_secs_f64(),
-        total.as_secs_f64(),
-        bytes as f64 / cpu / 1e6,
-        size as f64 / 1e6,
-        bytes as f64 / size as f64,
     );
 }
 
