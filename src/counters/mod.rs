@@ -7,6 +7,10 @@ pub mod latency;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+/// Per input: every event with a smaller sequence number has been written and flushed. The
+/// writer raises them; readers save checkpoints and commit offsets behind them.
+pub type Watermarks = std::sync::Arc<Vec<AtomicU64>>;
+
 /// Counters of one input, written by its reader.
 #[derive(Default, Debug)]
 pub struct InputStats {

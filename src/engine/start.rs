@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicUsize;
 pub(super) struct Shared {
     pub stats: Arc<Stats>,
     /// Per input: the sequence number below which every event is written.
-    pub marks: crate::source::checkpoint::Watermarks,
+    pub marks: crate::counters::Watermarks,
     /// Set once every reader has ended.
     pub readers_done: Arc<AtomicBool>,
     /// The readers stop when it is set (a stop signal or a rebuild).

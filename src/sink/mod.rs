@@ -503,7 +503,7 @@ pub struct Writer {
     stats_interval: Duration,
     /// Published after each flush: per input, the events below this sequence number are
     /// written (tail checkpoints and Kafka commits wait for it).
-    marks: crate::source::checkpoint::Watermarks,
+    marks: crate::counters::Watermarks,
     /// Watermarks waiting for Kafka acknowledgements: (next_seq per input, messages sent per
     /// sink) at a flush; published once every sink has delivered that many.
     acks: VecDeque<(Vec<u64>, Vec<u64>)>,
@@ -535,7 +535,7 @@ pub struct WriterParts {
     pub rotate: Arc<AtomicBool>,
     pub stats_interval: Duration,
     /// Where the written watermarks are published (tail checkpoints and Kafka commits).
-    pub marks: crate::source::checkpoint::Watermarks,
+    pub marks: crate::counters::Watermarks,
 }
 
 impl Writer {

@@ -9,12 +9,10 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// Per input: every event with a smaller sequence number has been written and flushed.
-pub type Watermarks = Arc<Vec<AtomicU64>>;
+pub use crate::counters::Watermarks;
 
 /// A file's identity: device and inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
