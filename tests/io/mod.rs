@@ -567,7 +567,15 @@ fn parquet_output_read_back_with_pyarrow() {
         let want: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(row["event"].as_str().unwrap(), line, "row {i}");
         assert_eq!(row["flow_id"], want["flow_id"], "row {i}");
-        for k in ["event_type", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "host"] {
+        for k in [
+            "event_type",
+            "src_ip",
+            "src_port",
+            "dest_ip",
+            "dest_port",
+            "proto",
+            "host",
+        ] {
             assert_eq!(row[k], want[k], "row {i} {k}");
         }
         let ts = row["timestamp"].as_i64().unwrap();

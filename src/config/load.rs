@@ -1,0 +1,410 @@
+//! Loading config.lua: the file is evaluated in a restricted Lua state, then read key by key
+//! (settings, modules, inputs, analyzers, outputs), every problem collected with its key.
+
+use super::*;
+
+impl Config {
+    /// Loads `config_file` (default `<root>/config/config.lua`) and validates the root layout.
+    pub fn load(root: &Path, log_dir: &Path, config_file: Option<&Path>) -> Result<Config, ConfigError> {
+        let config_file = config_file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| root.join("config").join("config.lua"));
+        let mut errs = root_layout(root);
+        let fail = |errors: Vec<String>| ConfigError {
+            file: config_file.clone(),
+            errors,
+        };
+        let (lua, before) = match evaluate(&config_file) {
+            Ok(l) => l,
+            Err(e) => {
+                errs.push(e);
+                return Err(fail(errs));
+            }
+        };
+        let g = lua.globals();
+        let mut v = Validator { errs: &mut errs };
+        for kv in g.pairs::<Value, Value>().filter_map(|kv| kv.ok()) {
+            let name = key_text(&kv.0);
+            if !before.contains(&name) && !TOP_LEVEL_KEYS.contains(&name.as_str()) {
+                v.err(&name, unknown_key(&name, TOP_LEVEL_KEYS));
+            }
+        }
+        let mut cfg = Config::defaults(root, log_dir, &config_file);
+        cfg.read_redis(&g, &mut v);
+        cfg.read_settings(&g, &mut v);
+        cfg.read_modules(&g, &mut v);
+        // Every tag an entry declares, also of entries with other errors: references to them
+        // are not reported again, and duplicates are.
+        let declared = [
+            cfg.read_inputs(&g, &mut v),
+            cfg.read_analyzers(&g, &mut v),
+            cfg.read_outputs(&g, &mut v),
+        ];
+        cfg.redis = types::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port);
+        cfg.check_tags(&declared, &mut errs);
+        if errs.is_empty() { Ok(cfg) } else { Err(fail(errs)) }
+    }
+
+    /// Every setting at its default.
+    fn defaults(root: &Path, log_dir: &Path, config_file: &Path) -> Config {
+        Config {
+            root: root.to_path_buf(),
+            log_dir: log_dir.to_path_buf(),
+            config_file: config_file.to_path_buf(),
+            redis_host: "127.0.0.1".into(),
+            redis_port: 6379,
+            redis: types::RedisTarget::Managed,
+            modules: Vec::new(),
+            inputs: Vec::new(),
+            analyzers: Vec::new(),
+            outputs: Vec::new(),
+            stats_interval: Duration::from_secs(60),
+            max_line: DEFAULT_MAX_LINE,
+            tail_poll: Duration::from_millis(100),
+            redis_connect_timeout: Duration::from_secs(2),
+            redis_timeout: Duration::from_secs(5),
+            http_timeout: Duration::from_secs(10),
+            http_insecure: false,
+            dns_timeout: Duration::from_secs(5),
+            script_memory: types::DEFAULT_MEMORY_LIMIT,
+            number_precision: types::DEFAULT_PRECISION,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            redis_persist: true,
+            ml_native: true,
+            http_address: Some(DEFAULT_HTTP_ADDRESS.to_string()),
+            http_explicit: false,
+            latency_histograms: true,
+        }
+    }
+
+    /// `redis_host`, `redis_port`, `redis_persist` and `redis_ml`.
+    fn read_redis(&mut self, g: &Table, v: &mut Validator<'_>) {
+        let cfg = self;
+        let host = v.opt_string(&g.get("redis_host").unwrap_or(Value::Nil), "redis_host");
+        let named_port = !matches!(g.get::<Value>("redis_port").unwrap_or(Value::Nil), Value::Nil);
+        match host {
+            Some(h) => cfg.redis_host = h,
+            // Naming no Redis at all means the engine's own (managed) one.
+            None if !named_port => cfg.redis_host = "managed".into(),
+            None => {}
+        }
+        if let Some(p) = v.opt_string(&g.get("redis_port").unwrap_or(Value::Nil), "redis_port") {
+            match p.trim().parse::<i64>() {
+                Ok(n) => cfg.redis_port = n,
+                Err(_) => v.err("redis_port", format!("not a number: {p:?}")),
+            }
+        }
+        match v
+            .opt_string(&g.get("redis_ml").unwrap_or(Value::Nil), "redis_ml")
+            .as_deref()
+        {
+            None | Some("native") => {}
+            Some("redis") => cfg.ml_native = false,
+            Some(other) => v.err("redis_ml", format!("must be \"native\" or \"redis\", got {other:?}")),
+        }
+        match g.get::<Value>("redis_persist").unwrap_or(Value::Nil) {
+            Value::Nil => {}
+            Value::Boolean(b) => cfg.redis_persist = b,
+            other => v.err(
+                "redis_persist",
+                format!("expected true or false, got {}", describe(&other)),
+            ),
+        }
+    }
+
+    /// The engine's settings (intervals, limits, timeouts, the HTTP endpoint).
+    fn read_settings(&mut self, g: &Table, v: &mut Validator<'_>) {
+        let cfg = self;
+        if let Some(s) = v.opt_number(g, "stats_interval") {
+            if s > 0.0 && s.is_finite() {
+                cfg.stats_interval = Duration::from_secs_f64(s);
+            } else {
+                v.err("stats_interval", format!("must be > 0, got {s}"));
+            }
+        }
+        if let Some(mb) = v.opt_number(g, "script_memory_mb") {
+            if (1.0..=1_048_576.0).contains(&mb) {
+                cfg.script_memory = (mb * 1024.0 * 1024.0) as usize;
+            } else {
+                v.err(
+                    "script_memory_mb",
+                    format!("must be between 1 and 1048576 (MiB), got {mb}"),
+                );
+            }
+        }
+        if let Some(s) = v.opt_number(g, "shutdown_grace") {
+            if (0.0..=86_400.0).contains(&s) {
+                cfg.shutdown_grace = Duration::from_secs_f64(s);
+            } else {
+                v.err(
+                    "shutdown_grace",
+                    format!("must be between 0 and 86400 (seconds), got {s}"),
+                );
+            }
+        }
+        if let Some(p) = v.opt_number(g, "number_precision") {
+            if (1.0..=17.0).contains(&p) && p.fract() == 0.0 {
+                cfg.number_precision = p as u8;
+            } else {
+                v.err("number_precision", format!("must be an integer from 1 to 17, got {p}"));
+            }
+        }
+        if let Some(s) = v.opt_number(g, "max_line_bytes") {
+            if (64.0..=(1u64 << 30) as f64).contains(&s) {
+                cfg.max_line = s as usize;
+            } else {
+                v.err("max_line_bytes", format!("must be between 64 and 2^30, got {s}"));
+            }
+        }
+        for (key, slot) in [
+            ("redis_connect_timeout_ms", &mut cfg.redis_connect_timeout),
+            ("redis_timeout_ms", &mut cfg.redis_timeout),
+        ] {
+            if let Some(ms) = v.opt_number(g, key) {
+                if (1.0..=600_000.0).contains(&ms) {
+                    *slot = Duration::from_millis(ms as u64);
+                } else {
+                    v.err(key, format!("must be between 1 and 600000, got {ms}"));
+                }
+            }
+        }
+        for (key, slot) in [
+            ("http_timeout", &mut cfg.http_timeout),
+            ("dns_timeout", &mut cfg.dns_timeout),
+        ] {
+            if let Some(s) = v.opt_number(g, key) {
+                if s > 0.0 && s <= 3600.0 {
+                    *slot = Duration::from_secs_f64(s);
+                } else {
+                    v.err(key, format!("must be > 0 and at most 3600 (seconds), got {s}"));
+                }
+            }
+        }
+        match g.get::<Value>("http_insecure").unwrap_or(Value::Nil) {
+            Value::Nil => {}
+            Value::Boolean(b) => cfg.http_insecure = b,
+            other => v.err(
+                "http_insecure",
+                format!("expected a boolean, got {}", other.type_name()),
+            ),
+        }
+        if let Some(s) = v.opt_number(g, "tail_poll_ms") {
+            if (1.0..=60_000.0).contains(&s) {
+                cfg.tail_poll = Duration::from_millis(s as u64);
+            } else {
+                v.err("tail_poll_ms", format!("must be between 1 and 60000, got {s}"));
+            }
+        }
+        if let Some(a) = v.opt_string(&g.get("http_address").unwrap_or(Value::Nil), "http_address") {
+            cfg.http_explicit = true;
+            match parse_http_address(&a) {
+                Ok(addr) => cfg.http_address = addr,
+                Err(e) => v.err("http_address", e.to_string()),
+            }
+        }
+        match g.get::<Value>("latency_histograms").unwrap_or(Value::Nil) {
+            Value::Nil => {}
+            Value::Boolean(b) => cfg.latency_histograms = b,
+            other => v.err(
+                "latency_histograms",
+                format!("expected true or false, got {}", other.type_name()),
+            ),
+        }
+    }
+
+    /// `modules`: Redis modules to load.
+    fn read_modules(&mut self, g: &Table, v: &mut Validator<'_>) {
+        let cfg = self;
+        if !matches!(g.get::<Value>("modules").unwrap_or(Value::Nil), Value::Nil) {
+            for (i, t) in v.entries(g, "modules") {
+                let key = |k: &str| format!("modules[{i}].{k}");
+                let tag = v.req_string(&t, &key("tag"), "tag");
+                let module = v.req_string(&t, &key("module"), "module");
+                if let (Some(tag), Some(module)) = (tag, module) {
+                    cfg.modules.push((tag, module));
+                }
+            }
+        }
+    }
+
+    /// `inputs`; returns the tags they declare.
+    fn read_inputs(&mut self, g: &Table, v: &mut Validator<'_>) -> Vec<(usize, String)> {
+        let (root, log_dir) = (self.root.clone(), self.log_dir.clone());
+        let cfg = self;
+        let mut declared = Vec::new();
+        for (i, t) in v.entries(g, "inputs") {
+            let key = |k: &str| format!("inputs[{i}].{k}");
+            let tag = v.req_string(&t, &key("tag"), "tag");
+            declared.extend(tag.clone().map(|t| (i, t)));
+            let uri = v.req_string(&t, &key("uri"), "uri");
+            let script = v.req_string(&t, &key("script"), "script");
+            let da = v.req_string(&t, &key("default_analyzer"), "default_analyzer");
+            let uri = uri.and_then(|u| match InputUri::parse(&u, &log_dir) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    v.err(&key("uri"), e.to_string());
+                    None
+                }
+            });
+            let script = script.and_then(|s| v.script(&root, "filter", &s, &key("script")));
+            let on_error = v.on_error(&t, &key("on_error"));
+            if let (Some(tag), Some(uri), Some(script), Some(default_analyzer)) = (tag, uri, script, da) {
+                cfg.inputs.push(InputConfig {
+                    tag,
+                    uri,
+                    script,
+                    default_analyzer,
+                    on_error,
+                });
+            }
+        }
+        declared
+    }
+
+    /// `analyzers`; returns the tags they declare.
+    fn read_analyzers(&mut self, g: &Table, v: &mut Validator<'_>) -> Vec<(usize, String)> {
+        let root = self.root.clone();
+        let cfg = self;
+        let mut declared = Vec::new();
+        for (i, t) in v.entries(g, "analyzers") {
+            let key = |k: &str| format!("analyzers[{i}].{k}");
+            let tag = v.req_string(&t, &key("tag"), "tag");
+            declared.extend(tag.clone().map(|t| (i, t)));
+            let script = v.req_string(&t, &key("script"), "script");
+            let da = v.req_string(&t, &key("default_analyzer"), "default_analyzer");
+            let dout = v.req_string(&t, &key("default_output"), "default_output");
+            let script = script.and_then(|s| v.script(&root, "analyzer", &s, &key("script")));
+            let pipeline = match t.get::<Value>("pipeline").unwrap_or(Value::Nil) {
+                Value::Nil => 1,
+                Value::Integer(n) if (1..=4096).contains(&n) => n as usize,
+                Value::Number(n) if n.fract() == 0.0 && (1.0..=4096.0).contains(&n) => n as usize,
+                other => {
+                    v.err(
+                        &key("pipeline"),
+                        format!("must be an integer from 1 to 4096, got {}", describe(&other)),
+                    );
+                    1
+                }
+            };
+            let on_error = v.on_error(&t, &key("on_error"));
+            if let (Some(tag), Some(script), Some(default_analyzer), Some(default_output)) = (tag, script, da, dout) {
+                cfg.analyzers.push(AnalyzerConfig {
+                    tag,
+                    script,
+                    default_analyzer,
+                    default_output,
+                    pipeline,
+                    on_error,
+                });
+            }
+        }
+        declared
+    }
+
+    /// `outputs`; returns the tags they declare.
+    fn read_outputs(&mut self, g: &Table, v: &mut Validator<'_>) -> Vec<(usize, String)> {
+        let log_dir = self.log_dir.clone();
+        let cfg = self;
+        let mut declared = Vec::new();
+        for (i, t) in v.entries(g, "outputs") {
+            let key = |k: &str| format!("outputs[{i}].{k}");
+            let tag = v.req_string(&t, &key("tag"), "tag");
+            declared.extend(tag.clone().map(|t| (i, t)));
+            let uri = v.req_string(&t, &key("uri"), "uri");
+            let ordered = match t.get::<Value>("ordered").unwrap_or(Value::Nil) {
+                Value::Nil => true,
+                Value::Boolean(b) => b,
+                other => {
+                    v.err(
+                        &key("ordered"),
+                        format!("expected a boolean, got {}", other.type_name()),
+                    );
+                    true
+                }
+            };
+            let uri = uri.and_then(|u| match OutputUri::parse(&u, &log_dir) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    v.err(&key("uri"), e.to_string());
+                    None
+                }
+            });
+            let mut policy = types::Policy::default();
+            match t.get::<Value>("buffer_mb").unwrap_or(Value::Nil) {
+                Value::Nil => {}
+                Value::Integer(mb) if (1..=1_048_576).contains(&mb) => policy.limit = (mb as usize) << 20,
+                Value::Number(mb) if (1.0..=1_048_576.0).contains(&mb) => {
+                    policy.limit = (mb * 1024.0 * 1024.0) as usize;
+                }
+                other => v.err(
+                    &key("buffer_mb"),
+                    format!("must be a number from 1 to 1048576 (MiB), got {}", describe(&other)),
+                ),
+            }
+            match t.get::<Value>("drop_when_full").unwrap_or(Value::Nil) {
+                Value::Nil => {}
+                Value::Boolean(b) => policy.drop_when_full = b,
+                other => v.err(
+                    &key("drop_when_full"),
+                    format!("expected a boolean, got {}", other.type_name()),
+                ),
+            }
+            if let (Some(tag), Some(uri)) = (tag, uri) {
+                cfg.outputs.push(OutputConfig {
+                    tag,
+                    uri,
+                    ordered,
+                    policy,
+                });
+            }
+        }
+        declared
+    }
+}
+
+/// The root directory and its `analyzer/` and `filter/` folders.
+fn root_layout(root: &Path) -> Vec<String> {
+    let mut errs = Vec::new();
+    if !root.is_dir() {
+        errs.push(format!("root: {} is not a directory", root.display()));
+    } else {
+        for d in ["analyzer", "filter"] {
+            if !root.join(d).is_dir() {
+                errs.push(format!("root: {}/{d} is not a directory", root.display()));
+            }
+        }
+    }
+    errs
+}
+
+/// Runs config.lua in a state with the base library minus everything that reaches files or
+/// loads code (the original evaluated it with no library at all); the state, and the global
+/// names that existed before the file ran (everything else it leaves is a setting).
+fn evaluate(config_file: &Path) -> Result<(Lua, Vec<String>), String> {
+    let src = std::fs::read(config_file).map_err(|e| format!("config: cannot read {}: {e}", config_file.display()))?;
+    let lua = Lua::new_with(StdLib::NONE, LuaOptions::default())
+        .map_err(|e| format!("config: cannot create Lua state: {e}"))?;
+    for name in [
+        "dofile",
+        "loadfile",
+        "load",
+        "loadstring",
+        "require",
+        "module",
+        "getfenv",
+        "setfenv",
+    ] {
+        let _ = lua.globals().raw_set(name, Value::Nil);
+    }
+    let before: Vec<String> = lua
+        .globals()
+        .pairs::<Value, Value>()
+        .filter_map(|kv| kv.ok())
+        .map(|(k, _)| key_text(&k))
+        .collect();
+    lua.load(&src[..])
+        .set_name(format!("@{}", config_file.display()))
+        .exec()
+        .map_err(|e| format!("config: {e}"))?;
+    Ok((lua, before))
+}
