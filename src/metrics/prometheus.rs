@@ -85,14 +85,31 @@ fn total(stats: &Stats, f: impl Fn(&super::WorkerStats) -> u64) -> u64 {
 /// Renders every metric.
 pub fn render(stats: &Stats) -> String {
     let mut o = Out(String::with_capacity(8192));
-    let inputs: Vec<&str> = stats.input_tags.iter().map(String::as_str).collect();
-    let per_input =
-        |f: &dyn Fn(usize) -> u64| -> Vec<(&str, u64)> { inputs.iter().enumerate().map(|(i, t)| (*t, f(i))).collect() };
     o.head("dragonfly_build_info", "gauge", "Version of the engine.");
     o.sample("dragonfly_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
     o.head("dragonfly_uptime_seconds", "gauge", "Seconds since the engine started.");
     o.sample("dragonfly_uptime_seconds", &[], stats.started.elapsed().as_secs_f64());
+    inputs(&mut o, stats);
+    analyzers(&mut o, stats);
+    outputs(&mut o, stats);
+    totals(&mut o, stats);
+    shards(&mut o, stats);
+    if stats.histograms {
+        histograms(&mut o, stats);
+    }
+    o.0
+}
 
+/// Per input: what its reader read, and its filter's calls and errors.
+fn inputs(o: &mut Out, stats: &Stats) {
+    let per_input = |f: &dyn Fn(usize) -> u64| -> Vec<(&str, u64)> {
+        stats
+            .input_tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), f(i)))
+            .collect()
+    };
     let i = &stats.inputs;
     o.family(
         "dragonfly_input_events_total",
@@ -143,6 +160,18 @@ pub fn render(stats: &Stats) -> String {
         "input",
         &per_input(&|k| total(stats, |w| w.filter_errors[k].load(Relaxed))),
     );
+}
+
+/// Per analyzer: calls, records written, errors; per input, its filter's records.
+fn analyzers(o: &mut Out, stats: &Stats) {
+    let per_input = |f: &dyn Fn(usize) -> u64| -> Vec<(&str, u64)> {
+        stats
+            .input_tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), f(i)))
+            .collect()
+    };
     let analyzers: Vec<(&str, usize)> = stats
         .analyzer_tags
         .iter()
@@ -179,6 +208,10 @@ pub fn render(stats: &Stats) -> String {
         "analyzer",
         &per_analyzer(&|k| total(stats, |w| w.analyzer_errors[k].load(Relaxed))),
     );
+}
+
+/// Per output: written, lost, dropped, held.
+fn outputs(o: &mut Out, stats: &Stats) {
     let outputs: Vec<(&str, u64, u64)> = stats
         .output_tags
         .iter()
@@ -221,6 +254,10 @@ pub fn render(stats: &Stats) -> String {
         "output",
         &per_output(|s| s.held.load(Relaxed)),
     );
+}
+
+/// Engine-wide totals: diagnostics by kind, events, script errors, drops, worker totals.
+fn totals(o: &mut Out, stats: &Stats) {
     let scalar = |o: &mut Out, name: &str, help: &str, v: u64| {
         o.head(name, "counter", help);
         o.sample(name, &[], v as f64);
@@ -234,13 +271,13 @@ pub fn render(stats: &Stats) -> String {
         &kinds,
     );
     scalar(
-        &mut o,
+        o,
         "dragonfly_events_processed_total",
         "Events taken by the workers.",
         stats.processed(),
     );
     scalar(
-        &mut o,
+        o,
         "dragonfly_script_errors_total",
         "Runtime errors in loop(), all scripts.",
         stats.script_errors(),
@@ -259,6 +296,10 @@ pub fn render(stats: &Stats) -> String {
         o.head(t.metric, t.kind, t.help);
         o.sample(t.metric, &[], stats.worker_total(t) as f64);
     }
+}
+
+/// Per shard: ring fill.
+fn shards(o: &mut Out, stats: &Stats) {
     o.head(
         "dragonfly_shard_ring_batches",
         "gauge",
@@ -277,76 +318,77 @@ pub fn render(stats: &Stats) -> String {
         "Capacity of one input ring, in batches.",
     );
     o.sample("dragonfly_shard_ring_capacity", &[], stats.ring_capacity as f64);
+}
 
-    if stats.histograms {
-        let n_in = stats.input_tags.len();
-        let scripts: Vec<(&str, &str, Histogram<u64>)> = stats
-            .input_tags
-            .iter()
-            .enumerate()
-            .map(|(k, t)| ("filter", t.as_str(), stats.script_latency[k].snapshot()))
-            .chain(
-                stats
-                    .analyzer_tags
-                    .iter()
-                    .enumerate()
-                    .map(|(k, t)| ("analyzer", t.as_str(), stats.script_latency[n_in + k].snapshot())),
-            )
-            .collect();
-        let e2e: Vec<(&str, Histogram<u64>)> = stats
-            .output_tags
-            .iter()
-            .enumerate()
-            .skip(crate::config::types::OutputId::INTERNAL)
-            .map(|(k, t)| (t.as_str(), stats.output_latency[k].snapshot()))
-            .collect();
-        let redis = stats.redis_latency.snapshot();
+/// Latency histograms and quantiles: scripts' loop(), end to end per output and per script,
+/// Redis round trips.
+fn histograms(o: &mut Out, stats: &Stats) {
+    let n_in = stats.input_tags.len();
+    let scripts: Vec<(&str, &str, Histogram<u64>)> = stats
+        .input_tags
+        .iter()
+        .enumerate()
+        .map(|(k, t)| ("filter", t.as_str(), stats.script_latency[k].snapshot()))
+        .chain(
+            stats
+                .analyzer_tags
+                .iter()
+                .enumerate()
+                .map(|(k, t)| ("analyzer", t.as_str(), stats.script_latency[n_in + k].snapshot())),
+        )
+        .collect();
+    let e2e: Vec<(&str, Histogram<u64>)> = stats
+        .output_tags
+        .iter()
+        .enumerate()
+        .skip(crate::config::types::OutputId::INTERNAL)
+        .map(|(k, t)| (t.as_str(), stats.output_latency[k].snapshot()))
+        .collect();
+    let redis = stats.redis_latency.snapshot();
 
-        let name = "dragonfly_loop_duration_seconds";
-        o.head(
-            name,
-            "histogram",
-            "Time in a script's loop() per call (filters and analyzers).",
-        );
-        for (role, tag, h) in &scripts {
-            o.histogram(name, &[("role", role), ("script", tag)], h);
-        }
-        let name = "dragonfly_end_to_end_seconds";
-        o.head(
-            name,
-            "histogram",
-            "Time from reading an event to handing its record to the output.",
-        );
-        for (tag, h) in &e2e {
-            o.histogram(name, &[("output", tag)], h);
-        }
-        let name = "dragonfly_script_end_to_end_seconds";
-        o.head(
-            name,
-            "histogram",
-            "Time from reading an event to handing a record the script wrote to a user output.",
-        );
-        for (k, (role, tag, _)) in scripts.iter().enumerate() {
-            o.histogram(
-                name,
-                &[("role", role), ("script", tag)],
-                &stats.script_e2e[k].snapshot(),
-            );
-        }
-        let name = "dragonfly_redis_duration_seconds";
-        o.head(name, "histogram", "Redis round trips of hiredis calls.");
-        o.histogram(name, &[], &redis);
-
-        let name = "dragonfly_loop_duration_quantile_seconds";
-        o.head(name, "gauge", "Quantiles of loop() time since start.");
-        for (role, tag, h) in &scripts {
-            o.quantiles(name, &[("role", role), ("script", tag)], h);
-        }
-        let name = "dragonfly_end_to_end_quantile_seconds";
-        o.head(name, "gauge", "Quantiles of end-to-end time since start.");
-        for (tag, h) in &e2e {
-            o.quantiles(name, &[("output", tag)], h);
-        }
+    let name = "dragonfly_loop_duration_seconds";
+    o.head(
+        name,
+        "histogram",
+        "Time in a script's loop() per call (filters and analyzers).",
+    );
+    for (role, tag, h) in &scripts {
+        o.histogram(name, &[("role", role), ("script", tag)], h);
     }
-    o.0
+    let name = "dragonfly_end_to_end_seconds";
+    o.head(
+        name,
+        "histogram",
+        "Time from reading an event to handing its record to the output.",
+    );
+    for (tag, h) in &e2e {
+        o.histogram(name, &[("output", tag)], h);
+    }
+    let name = "dragonfly_script_end_to_end_seconds";
+    o.head(
+        name,
+        "histogram",
+        "Time from reading an event to handing a record the script wrote to a user output.",
+    );
+    for (k, (role, tag, _)) in scripts.iter().enumerate() {
+        o.histogram(
+            name,
+            &[("role", role), ("script", tag)],
+            &stats.script_e2e[k].snapshot(),
+        );
+    }
+    let name = "dragonfly_redis_duration_seconds";
+    o.head(name, "histogram", "Redis round trips of hiredis calls.");
+    o.histogram(name, &[], &redis);
+
+    let name = "dragonfly_loop_duration_quantile_seconds";
+    o.head(name, "gauge", "Quantiles of loop() time since start.");
+    for (role, tag, h) in &scripts {
+        o.quantiles(name, &[("role", role), ("script", tag)], h);
+    }
+    let name = "dragonfly_end_to_end_quantile_seconds";
+    o.head(name, "gauge", "Quantiles of end-to-end time since start.");
+    for (tag, h) in &e2e {
+        o.quantiles(name, &[("output", tag)], h);
+    }
 }
