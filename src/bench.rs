@@ -4,10 +4,10 @@
 
 use std::time::Instant;
 
+pub use crate::config::types::RedisTarget;
 pub use crate::config::types::{OutputId, ParquetOptions};
 pub use crate::event::flow_key::{RouteParser, tuple_hash};
 pub use crate::event::{EventMeta, KeyBloom};
-pub use crate::lua::hiredis::RedisTarget;
 pub use crate::lua::{Role, ScriptSpec, WorkerCtx};
 pub use crate::ml::{AttrKey, Mode as MlMode, Model, forest_layout, forest_run_dense, get as ml_get, set_native};
 pub use crate::shard::LOG_OUTPUT;

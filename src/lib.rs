@@ -15,6 +15,8 @@
 //! [`find_files`] (the Parquet index query). [`bench`] re-exports the internals that the
 //! benchmarks drive; it is not a stable API.
 
+#![warn(unreachable_pub)]
+
 #[doc(hidden)]
 pub mod bench;
 pub mod engine;

@@ -14,13 +14,13 @@ static CHROOT: OnceLock<PathBuf> = OnceLock::new();
 static TARGET: OnceLock<UserIds> = OnceLock::new();
 
 /// Records the user the process will drop to.
-pub fn set_target(u: UserIds) {
+pub(crate) fn set_target(u: UserIds) {
     let _ = TARGET.set(u);
 }
 
 /// The user a helper process should run as: the target user while this process is still
 /// root, else none (it already runs as that user, or no drop was asked).
-pub fn helper_user() -> Option<UserIds> {
+pub(crate) fn helper_user() -> Option<UserIds> {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     TARGET.get().copied().filter(|_| root)
@@ -28,7 +28,7 @@ pub fn helper_user() -> Option<UserIds> {
 
 /// Where a path configured before the chroot is now: paths under the new root lose that
 /// prefix; others are unchanged (and are unreachable: see docs/operations.md).
-pub fn host_path(p: &Path) -> std::borrow::Cow<'_, Path> {
+pub(crate) fn host_path(p: &Path) -> std::borrow::Cow<'_, Path> {
     match CHROOT.get().and_then(|root| p.strip_prefix(root).ok()) {
         Some(rest) => std::borrow::Cow::Owned(Path::new("/").join(rest)),
         None => std::borrow::Cow::Borrowed(p),
@@ -37,14 +37,14 @@ pub fn host_path(p: &Path) -> std::borrow::Cow<'_, Path> {
 
 /// A user's ids, looked up before any chroot (the password database lives outside it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UserIds {
+pub(crate) struct UserIds {
     pub uid: libc::uid_t,
     pub gid: libc::gid_t,
 }
 
 /// Why privileges could not be handed over or dropped.
 #[derive(Debug, thiserror::Error)]
-pub enum PrivilegeError {
+pub(crate) enum PrivilegeError {
     #[error("user {0:?}: not a valid name")]
     BadName(String),
     #[error("user {0:?}: no such user")]
@@ -60,7 +60,7 @@ pub enum PrivilegeError {
 }
 
 /// Looks a user up by name (or numeric id).
-pub fn lookup(name: &str) -> Result<UserIds, PrivilegeError> {
+pub(crate) fn lookup(name: &str) -> Result<UserIds, PrivilegeError> {
     let cname = CString::new(name).map_err(|_| PrivilegeError::BadName(name.to_string()))?;
     let mut pw: libc::passwd = unsafe_zeroed_passwd();
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
@@ -89,7 +89,7 @@ fn unsafe_zeroed_passwd() -> libc::passwd {
 /// Gives the engine's own run directory to `user`, with what is in it (checkpoints, the
 /// managed Redis directory and socket), so that checkpoints can still be saved and Redis
 /// reached after the drop.
-pub fn hand_over(dir: &Path, user: UserIds) -> Result<(), PrivilegeError> {
+pub(crate) fn hand_over(dir: &Path, user: UserIds) -> Result<(), PrivilegeError> {
     fn walk(p: &Path, user: UserIds, depth: u32) -> Result<(), PrivilegeError> {
         std::os::unix::fs::lchown(p, Some(user.uid), Some(user.gid)).map_err(|source| PrivilegeError::Chown {
             path: p.to_path_buf(),
@@ -117,7 +117,7 @@ fn os_err(what: impl Into<String>) -> PrivilegeError {
 
 /// Chroots to `root` (when given), then drops to `user` (when given): supplementary groups
 /// cleared, then the group, then the user. Checks that the user cannot be regained.
-pub fn drop_privileges(user: Option<UserIds>, root: Option<&Path>) -> Result<(), PrivilegeError> {
+pub(crate) fn drop_privileges(user: Option<UserIds>, root: Option<&Path>) -> Result<(), PrivilegeError> {
     if let Some(root) = root {
         let c = CString::new(root.as_os_str().as_encoded_bytes()).map_err(|_| PrivilegeError::BadRoot)?;
         // SAFETY: `c` is a NUL-terminated path.

@@ -19,7 +19,7 @@ use crate::config::Config;
 
 /// What one pipeline hands to the next across a reload, and the run's totals.
 #[derive(Default)]
-pub struct Carry {
+pub(crate) struct Carry {
     /// Pipelines built so far, minus one.
     pub generation: u64,
     /// Where each `file://` input (by tag and path) stopped.
@@ -47,7 +47,7 @@ pub struct Carry {
 
 impl Carry {
     /// What a reader hands to the next pipeline.
-    pub fn take_reader_end(
+    pub(crate) fn take_reader_end(
         &mut self,
         file_pos: Option<((String, PathBuf), u64)>,
         followed: Option<((String, PathBuf), crate::source::checkpoint::Spot)>,
@@ -65,7 +65,7 @@ impl Carry {
     }
 
     /// Adds a finished pipeline's totals to the run's.
-    pub fn add_totals(&mut self, stats: &crate::counters::Stats) {
+    pub(crate) fn add_totals(&mut self, stats: &crate::counters::Stats) {
         self.read += stats.events_read();
         self.written += stats.written();
         self.invalid += stats.invalid();
@@ -77,14 +77,14 @@ impl Carry {
 
     /// Closes the sockets no pipeline took over (their inputs were removed, or the engine
     /// ends), removing their socket files.
-    pub fn close_sockets(&mut self) {
+    pub(crate) fn close_sockets(&mut self) {
         for ((_, path, _), _) in self.sockets.drain() {
             let _ = std::fs::remove_file(crate::privilege::host_path(&path));
         }
     }
 
     /// Tells the workers there is no next pipeline, and waits for them to close their states.
-    pub fn stop_workers(&mut self) {
+    pub(crate) fn stop_workers(&mut self) {
         for (handle, next) in self.workers.drain(..) {
             drop(next);
             let _ = handle.join();
@@ -101,7 +101,7 @@ fn fixed_settings(c: &Config) -> String {
 }
 
 /// What a reload request leads to.
-pub enum Decision {
+pub(crate) enum Decision {
     /// config.lua is unchanged: reload the scripts only.
     Scripts,
     /// A new configuration to build the pipeline from.
@@ -112,7 +112,7 @@ pub enum Decision {
 
 /// Reads and checks the configuration again; `check` verifies what `dragonfly-mle check`
 /// would (inputs readable, outputs writable, scripts load).
-pub fn decide(
+pub(crate) fn decide(
     running: &Config,
     load: impl FnOnce() -> anyhow::Result<Config>,
     check: impl FnOnce(&Config) -> anyhow::Result<()>,
@@ -138,7 +138,7 @@ pub fn decide(
 
 /// The pipeline's control: turns SIGHUP (and, with `--watch`, a changed config.lua or script)
 /// into reloads, and a stop signal into the readers' stop.
-pub struct Control {
+pub(crate) struct Control {
     pub hup: Arc<AtomicBool>,
     pub stop: Arc<AtomicBool>,
     /// The readers of this pipeline stop when it is set (by a stop signal or a rebuild).
@@ -163,7 +163,7 @@ fn mtimes(paths: impl Iterator<Item = PathBuf>) -> Vec<(PathBuf, Option<SystemTi
 }
 
 /// The files `--watch` follows for `cfg`.
-pub fn watched(cfg: &Config) -> Vec<(PathBuf, Option<SystemTime>)> {
+pub(crate) fn watched(cfg: &Config) -> Vec<(PathBuf, Option<SystemTime>)> {
     let scripts = cfg
         .inputs
         .iter()
@@ -175,7 +175,7 @@ pub fn watched(cfg: &Config) -> Vec<(PathBuf, Option<SystemTime>)> {
 impl Control {
     /// Runs until `done`: `on_request` is called for each reload request and returns whether
     /// the pipeline is to be rebuilt (the readers are then stopped).
-    pub fn run(&mut self, done: &AtomicBool, mut on_request: impl FnMut(&str) -> bool) {
+    pub(crate) fn run(&mut self, done: &AtomicBool, mut on_request: impl FnMut(&str) -> bool) {
         let mut last_look = std::time::Instant::now();
         while !done.load(Relaxed) {
             if self.stop.load(Relaxed) {

@@ -1,7 +1,7 @@
 //! A small deterministic random source for the crate's property tests (xorshift64).
 
 /// Advances `state` and returns a value below `n`.
-pub fn below(state: &mut u64, n: u64) -> u64 {
+pub(crate) fn below(state: &mut u64, n: u64) -> u64 {
     *state ^= *state << 13;
     *state ^= *state >> 7;
     *state ^= *state << 17;

@@ -5,7 +5,7 @@ use super::*;
 
 impl Config {
     /// Loads `config_file` (default `<root>/config/config.lua`) and validates the root layout.
-    pub fn load(root: &Path, log_dir: &Path, config_file: Option<&Path>) -> Result<Config, ConfigError> {
+    pub(crate) fn load(root: &Path, log_dir: &Path, config_file: Option<&Path>) -> Result<Config, ConfigError> {
         let config_file = config_file
             .map(Path::to_path_buf)
             .unwrap_or_else(|| root.join("config").join("config.lua"));

@@ -4,7 +4,7 @@
 //! key and the bad value.
 
 mod load;
-pub mod types;
+pub(crate) mod types;
 mod uri;
 
 use std::path::{Path, PathBuf};
@@ -12,18 +12,18 @@ use std::time::Duration;
 
 use mlua::{Lua, LuaOptions, StdLib, Table, Value};
 
-pub use uri::{InputUri, OutputUri};
+pub(crate) use uri::{InputUri, OutputUri};
 
 /// Default root directory, as the original.
 pub const DEFAULT_ROOT: &str = "/usr/local/dragonfly-mle";
 /// Default log directory, as the original.
 pub const DEFAULT_LOG_DIR: &str = "/var/log/dragonfly-mle";
 /// Default maximum accepted line length.
-pub const DEFAULT_MAX_LINE: usize = 1 << 20;
+pub(crate) const DEFAULT_MAX_LINE: usize = 1 << 20;
 
 /// One entry of `inputs`.
 #[derive(Clone, Debug)]
-pub struct InputConfig {
+pub(crate) struct InputConfig {
     pub tag: String,
     pub uri: InputUri,
     /// Resolved filter script path.
@@ -35,7 +35,7 @@ pub struct InputConfig {
 
 /// One entry of `analyzers`.
 #[derive(Clone, Debug)]
-pub struct AnalyzerConfig {
+pub(crate) struct AnalyzerConfig {
     pub tag: String,
     pub script: PathBuf,
     pub default_analyzer: String,
@@ -48,7 +48,7 @@ pub struct AnalyzerConfig {
 
 /// One entry of `outputs`.
 #[derive(Clone, Debug)]
-pub struct OutputConfig {
+pub(crate) struct OutputConfig {
     pub tag: String,
     pub uri: OutputUri,
     /// Whether the output receives events in input order (the default).
@@ -60,7 +60,7 @@ pub struct OutputConfig {
 
 /// A loaded, validated configuration.
 #[derive(Clone, Debug)]
-pub struct Config {
+pub(crate) struct Config {
     pub root: PathBuf,
     pub log_dir: PathBuf,
     pub config_file: PathBuf,
@@ -115,10 +115,10 @@ pub struct Config {
 }
 
 /// The HTTP endpoint's address when config.lua names none (the original's web service).
-pub const DEFAULT_HTTP_ADDRESS: &str = "127.0.0.1:7070";
+pub(crate) const DEFAULT_HTTP_ADDRESS: &str = "127.0.0.1:7070";
 
 /// Checks an HTTP endpoint address: `off`/empty (None) or `HOST:PORT`.
-pub fn parse_http_address(s: &str) -> Result<Option<String>, AddressError> {
+pub(crate) fn parse_http_address(s: &str) -> Result<Option<String>, AddressError> {
     let s = s.trim();
     if s.is_empty() || s == "off" {
         return Ok(None);
@@ -132,19 +132,19 @@ pub fn parse_http_address(s: &str) -> Result<Option<String>, AddressError> {
 /// An HTTP endpoint address that is neither `HOST:PORT` nor `off`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("expected HOST:PORT or \"off\", got {0:?}")]
-pub struct AddressError(pub String);
+pub(crate) struct AddressError(pub String);
 
 /// Every problem found in a configuration, one per line.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration {}:\n  {}", file.display(), errors.join("\n  "))]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     pub file: PathBuf,
     pub errors: Vec<String>,
 }
 
 impl Config {
     /// The Redis connection timeouts (`redis_connect_timeout_ms`, `redis_timeout_ms`).
-    pub fn redis_timeouts(&self) -> types::RedisTimeouts {
+    pub(crate) fn redis_timeouts(&self) -> types::RedisTimeouts {
         types::RedisTimeouts {
             connect: self.redis_connect_timeout,
             io: self.redis_timeout,
@@ -341,7 +341,7 @@ impl Validator<'_> {
 }
 
 /// The default of `shutdown_grace`.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The settings config.lua may set (`responders` is the original's, parsed and ignored).
 const TOP_LEVEL_KEYS: &[&str] = &[

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Default memory limit of a script state (`script_memory_mb` in config.lua).
-pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
+pub(crate) const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 
 /// Significant digits of non-integer numbers unless a script or config.lua says otherwise:
 /// lua-cjson's default, `%.14g`.
-pub const DEFAULT_PRECISION: u8 = 14;
+pub(crate) const DEFAULT_PRECISION: u8 = 14;
 
 /// What happens to an event whose `loop()` raised: dropped (the default, as the original),
 /// passed on as if the call had not failed (a filter's to its default analyzer, an analyzer's
@@ -25,14 +25,14 @@ pub enum OnError {
 
 /// Datagram or stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IpcKind {
+pub(crate) enum IpcKind {
     Datagram,
     Stream,
 }
 
 /// Which key messages get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KafkaKey {
+pub(crate) enum KafkaKey {
     /// The symmetric flow tuple hash (else the flow_id, else no key).
     Flow,
     None,
@@ -40,7 +40,7 @@ pub enum KafkaKey {
 
 /// Where a Kafka input reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KafkaSpec {
+pub(crate) struct KafkaSpec {
     pub brokers: String,
     pub topic: String,
     pub group: String,
@@ -78,13 +78,13 @@ impl Default for ParquetOptions {
 /// What an output does when it cannot deliver: how much it holds, and whether it then drops
 /// (`drop_when_full`) instead of making the pipeline wait.
 #[derive(Clone, Copy, Debug)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub limit: usize,
     pub drop_when_full: bool,
 }
 
 /// The default bound of what an output holds (`buffer_mb`).
-pub const DEFAULT_HOLD: usize = 64 << 20;
+pub(crate) const DEFAULT_HOLD: usize = 64 << 20;
 
 impl Default for Policy {
     fn default() -> Self {

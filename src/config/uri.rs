@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-pub use super::types::{IpcKind, KafkaKey, KafkaSpec, ParquetOptions};
+pub(super) use super::types::{IpcKind, KafkaKey, KafkaSpec, ParquetOptions};
 
 /// Where events come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum InputUri {
+pub(crate) enum InputUri {
     /// Read a file to its end (gzip-compressed files are recognised by their magic bytes).
     File { path: PathBuf },
     /// Read a gzip file to its end (`zfile://`).
@@ -25,7 +25,7 @@ pub enum InputUri {
 
 /// Where results go.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OutputUri {
+pub(crate) enum OutputUri {
     /// Append (or, with `<`, truncate) to a file, one event per line.
     File { path: PathBuf, truncate: bool },
     /// The same, gzip-compressed (`zfile://`).
@@ -52,14 +52,14 @@ const PLANNED: &[&str] = &["syslog://", "nats://"];
 /// Why a URI of config.lua was refused; shown after the URI itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{uri:?}: {problem}")]
-pub struct UriError {
+pub(crate) struct UriError {
     pub uri: String,
     pub problem: UriProblem,
 }
 
 /// What is wrong with a URI.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UriProblem {
+pub(crate) enum UriProblem {
     #[error("empty path")]
     EmptyPath,
     #[error("unknown scheme (supported: {0})")]
@@ -121,7 +121,7 @@ fn unsupported(uri: &str, supported: &'static str) -> UriError {
 }
 
 impl InputUri {
-    pub fn parse(uri: &str, log_dir: &Path) -> Result<InputUri, UriError> {
+    pub(crate) fn parse(uri: &str, log_dir: &Path) -> Result<InputUri, UriError> {
         if let Some(rest) = uri.strip_prefix("file://") {
             let (p, _) = split_suffix(rest);
             Ok(InputUri::File {
@@ -180,7 +180,7 @@ impl InputUri {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         match self {
             InputUri::File { path }
             | InputUri::Zfile { path }
@@ -192,7 +192,7 @@ impl InputUri {
 }
 
 impl OutputUri {
-    pub fn parse(uri: &str, log_dir: &Path) -> Result<OutputUri, UriError> {
+    pub(crate) fn parse(uri: &str, log_dir: &Path) -> Result<OutputUri, UriError> {
         if let Some(rest) = uri.strip_prefix("file://") {
             let (p, suffix) = split_suffix(rest);
             Ok(OutputUri::File {

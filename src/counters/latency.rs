@@ -10,10 +10,10 @@ use hdrhistogram::Histogram;
 /// Largest value a histogram keeps exactly (ns); larger ones count as this.
 const HIGHEST_NS: u64 = 600_000_000_000;
 /// How often a thread merges what it recorded into the shared histograms.
-pub const MERGE_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const MERGE_EVERY: Duration = Duration::from_secs(1);
 
 /// A histogram of nanoseconds, 2 significant digits (1% resolution), 1 ns to 10 min.
-pub fn new_hist() -> Histogram<u64> {
+pub(crate) fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIGHEST_NS, 2).expect("valid histogram bounds")
 }
 
@@ -60,13 +60,13 @@ fn calibrate() -> Clock {
 }
 
 /// Sets the clock up (a 5 ms calibration); called at startup so that no event pays for it.
-pub fn init_clock() {
+pub(crate) fn init_clock() {
     CLOCK.get_or_init(calibrate);
 }
 
 /// Monotonic nanoseconds since the clock was set up (never 0).
 #[inline]
-pub fn mono_ns() -> u64 {
+pub(crate) fn mono_ns() -> u64 {
     let c = CLOCK.get_or_init(calibrate);
     #[cfg(target_arch = "x86_64")]
     if let Some((t0, ns_per_tick)) = c.tsc {
@@ -183,21 +183,21 @@ impl Shared {
 
 /// Records `n` values.
 #[inline]
-pub fn record_n(h: &mut Histogram<u64>, ns: u64, n: u64) {
+pub(crate) fn record_n(h: &mut Histogram<u64>, ns: u64, n: u64) {
     let _ = h.record_n(ns.clamp(1, HIGHEST_NS), n);
 }
 
 /// The quantiles reported everywhere: p50, p90, p99, p99.9.
-pub const QUANTILES: [(f64, &str); 4] = [(0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p999")];
+pub(crate) const QUANTILES: [(f64, &str); 4] = [(0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p999")];
 
 /// Upper bounds (seconds) of the Prometheus histogram buckets.
-pub const BUCKETS: [f64; 20] = [
+pub(crate) const BUCKETS: [f64; 20] = [
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5,
     1.0, 10.0,
 ];
 
 /// The count of values at or below each bucket bound (cumulative, as Prometheus wants).
-pub fn bucket_counts(h: &Histogram<u64>) -> [u64; BUCKETS.len()] {
+pub(crate) fn bucket_counts(h: &Histogram<u64>) -> [u64; BUCKETS.len()] {
     let mut out = [0u64; BUCKETS.len()];
     for v in h.iter_recorded() {
         // Values are kept at 1% resolution: each counts, by the lowest value of its bin, in
@@ -214,7 +214,7 @@ pub fn bucket_counts(h: &Histogram<u64>) -> [u64; BUCKETS.len()] {
 }
 
 /// Sum of the recorded values (ns, at the histogram's resolution).
-pub fn sum_ns(h: &Histogram<u64>) -> f64 {
+pub(crate) fn sum_ns(h: &Histogram<u64>) -> f64 {
     h.iter_recorded()
         .map(|v| h.median_equivalent(v.value_iterated_to()) as f64 * v.count_at_value() as f64)
         .fold(0.0, |a, b| a + b)

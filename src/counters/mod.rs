@@ -3,13 +3,13 @@
 //! thread and published with relaxed atomic stores once per batch. They sit low in the house
 //! (above `primitives` and `diag`): every stage writes them; `metrics` renders them.
 
-pub mod latency;
+pub(crate) mod latency;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Per input: every event with a smaller sequence number has been written and flushed. The
 /// writer raises them; readers save checkpoints and commit offsets behind them.
-pub type Watermarks = std::sync::Arc<Vec<AtomicU64>>;
+pub(crate) type Watermarks = std::sync::Arc<Vec<AtomicU64>>;
 
 /// Counters of one input, written by its reader.
 #[derive(Default, Debug)]
@@ -126,7 +126,7 @@ pub struct WorkerTotal {
 }
 
 /// The summed worker counters, in stats-line order (one section's keys together).
-pub const WORKER_TOTALS: &[WorkerTotal] = &[
+pub(crate) const WORKER_TOTALS: &[WorkerTotal] = &[
     WorkerTotal {
         section: "drops",
         key: "unknown_tag",
@@ -227,7 +227,7 @@ pub const WORKER_TOTALS: &[WorkerTotal] = &[
 
 /// How long a worker may have events waiting without processing one before `/health` calls
 /// its rings stalled.
-pub const STALL_MS: u64 = 10_000;
+pub(crate) const STALL_MS: u64 = 10_000;
 
 /// Every counter of the engine.
 #[derive(Debug)]

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 /// Records of one kind written in full per window (per emitter), and the window.
-pub const BURST: u32 = 50;
-pub const WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const BURST: u32 = 50;
+pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 
 use super::{self as events, Kind};
 
@@ -21,14 +21,14 @@ struct Limit {
 
 /// The limits of one emitter.
 #[derive(Default)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     kinds: Vec<Limit>,
 }
 
 impl Limiter {
     /// Whether a record of `kind` may be written now. When the kind's window had ended, its
     /// `suppressed` record (if any) is put in `ended`, to be written first.
-    pub fn allow(&mut self, kind: Kind, ended: &mut Option<Vec<u8>>) -> bool {
+    pub(crate) fn allow(&mut self, kind: Kind, ended: &mut Option<Vec<u8>>) -> bool {
         let now = Instant::now();
         let i = match self.kinds.iter().position(|r| r.kind == kind) {
             Some(i) => i,
@@ -60,7 +60,7 @@ impl Limiter {
 
     /// The `suppressed` records of every kind whose window has ended (`all`: of every kind, at
     /// the end), to be written.
-    pub fn due(&mut self, all: bool) -> Vec<Vec<u8>> {
+    pub(crate) fn due(&mut self, all: bool) -> Vec<Vec<u8>> {
         if self.kinds.iter().all(|k| k.suppressed == 0) {
             return Vec::new();
         }

@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-pub mod limit;
+pub(crate) mod limit;
 
 macro_rules! kinds {
     ($($v:ident => $name:literal, $level:literal;)*) => {
@@ -77,17 +77,17 @@ impl Kind {
 static COUNTS: [AtomicU64; Kind::ALL.len()] = [const { AtomicU64::new(0) }; Kind::ALL.len()];
 
 /// Counts one record of `kind` (written or left out).
-pub fn count(kind: Kind) {
+pub(crate) fn count(kind: Kind) {
     COUNTS[kind.index()].fetch_add(1, Relaxed);
 }
 
 /// Records of each kind so far (since the process started).
-pub fn counts() -> impl Iterator<Item = (Kind, u64)> {
+pub(crate) fn counts() -> impl Iterator<Item = (Kind, u64)> {
     Kind::ALL.iter().map(|&k| (k, COUNTS[k.index()].load(Relaxed)))
 }
 
 /// Starts a record of `kind` (`{"time":...,"level":...,"kind":...`) in `line`, and counts it.
-pub fn head(kind: Kind, line: &mut Vec<u8>) {
+pub(crate) fn head(kind: Kind, line: &mut Vec<u8>) {
     use crate::primitives::json::write_str;
     count(kind);
     line.extend_from_slice(b"{\"time\":");
@@ -100,7 +100,7 @@ pub fn head(kind: Kind, line: &mut Vec<u8>) {
 }
 
 /// A whole record of `kind`: string members `fields`, then `message`.
-pub fn line(kind: Kind, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
+pub(crate) fn line(kind: Kind, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
     use crate::primitives::json::write_str;
     let mut line = Vec::with_capacity(128);
     head(kind, &mut line);
@@ -118,7 +118,7 @@ pub fn line(kind: Kind, fields: &[(&str, &str)], message: &str) -> Vec<u8> {
 
 static STDERR_REPORTS: AtomicU64 = AtomicU64::new(0);
 /// Problems copied to stderr before it goes quiet (all of them always go to `{log}`).
-pub const STDERR_REPORT_LIMIT: u64 = 20;
+pub(crate) const STDERR_REPORT_LIMIT: u64 = 20;
 
 /// `--log-format text`: engine records in `{log}` and on stderr as text lines.
 static LOG_TEXT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -132,7 +132,7 @@ pub fn set_log_format_text(text: bool) {
 /// its newline) as `--log-format` wants it: unchanged for `json`, and for `text`
 /// `<time> <LEVEL> <kind> <key>=<value> ...: <message>` (other members sorted by key). Records
 /// of other shapes (a script's `log_event`) stay as they are.
-pub fn log_line(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+pub(crate) fn log_line(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     use std::borrow::Cow;
     if !LOG_TEXT.load(Relaxed) {
         return Cow::Borrowed(line);
@@ -169,7 +169,7 @@ pub fn log_line(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 }
 
 /// Copies a problem report to stderr, for the first few only.
-pub fn stderr_report(line: &[u8]) {
+pub(crate) fn stderr_report(line: &[u8]) {
     let n = STDERR_REPORTS.fetch_add(1, Relaxed);
     let mut e = std::io::stderr().lock();
     if n < STDERR_REPORT_LIMIT {

@@ -23,7 +23,7 @@ pub(super) struct Plan {
 impl Plan {
     /// The plan for `cfg`. `workers` already running (a rebuild) keep their number: they
     /// outlive it with their Lua states.
-    pub fn new(opts: &Options, cfg: &Config, workers: usize) -> Plan {
+    pub(super) fn new(opts: &Options, cfg: &Config, workers: usize) -> Plan {
         let cpus = opts.cores.clone().unwrap_or_else(pin::available);
         let inputs = cfg.inputs.len();
         let shards = match workers {
@@ -56,17 +56,17 @@ impl Plan {
     }
 
     /// Where thread `slot` runs: readers first on the CPU list, then workers.
-    pub fn cpu(&self, slot: usize) -> Option<pin::Pin> {
+    pub(super) fn cpu(&self, slot: usize) -> Option<pin::Pin> {
         pin::placement(&self.cpus, self.inputs + self.shards, slot, self.no_pin)
     }
 
     /// Where worker `w` runs.
-    pub fn worker_cpu(&self, w: usize) -> Option<pin::Pin> {
+    pub(super) fn worker_cpu(&self, w: usize) -> Option<pin::Pin> {
         self.cpu(self.inputs + w)
     }
 
     /// The counters of a pipeline run to this plan.
-    pub fn stats(&self, cfg: &Config) -> Arc<Stats> {
+    pub(super) fn stats(&self, cfg: &Config) -> Arc<Stats> {
         crate::metrics::latency::init_clock();
         let mut stats = Stats::new(
             self.input_tags.clone(),
@@ -80,7 +80,7 @@ impl Plan {
     }
 
     /// The plan in words (`-v`).
-    pub fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         let (n, cpus) = (self.inputs + self.shards, &self.cpus);
         let placement = if self.no_pin {
             "not pinned (--no-pin)".to_string()

@@ -12,7 +12,7 @@ pub(super) struct Signals {
 
 impl Signals {
     /// Installs the handlers.
-    pub fn install() -> anyhow::Result<Signals> {
+    pub(super) fn install() -> anyhow::Result<Signals> {
         let sig = Signals {
             stop: Arc::new(AtomicBool::new(false)),
             rotate: Arc::new(AtomicBool::new(false)),

@@ -23,7 +23,7 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub fn new(stats: Arc<Stats>, inputs: usize, state_dir: PathBuf) -> Shared {
+    pub(super) fn new(stats: Arc<Stats>, inputs: usize, state_dir: PathBuf) -> Shared {
         Shared {
             stats,
             marks: Arc::new((0..inputs).map(|_| std::sync::atomic::AtomicU64::new(0)).collect()),

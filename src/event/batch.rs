@@ -4,12 +4,12 @@
 use super::EventMeta;
 
 /// Events per input batch before it is handed to a worker.
-pub const BATCH_EVENTS: usize = 128;
+pub(crate) const BATCH_EVENTS: usize = 128;
 /// Bytes per input batch before it is handed to a worker.
-pub const BATCH_BYTES: usize = 128 * 1024;
+pub(crate) const BATCH_BYTES: usize = 128 * 1024;
 /// A run of events from one input for one worker; `data` holds the lines back to back.
 #[derive(Default)]
-pub struct InBatch {
+pub(crate) struct InBatch {
     pub data: Vec<u8>,
     pub events: Vec<EventMeta>,
     /// When its first event was read (`metrics::latency::mono_ns`).
@@ -17,7 +17,7 @@ pub struct InBatch {
 }
 
 impl InBatch {
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.data.clear();
         self.events.clear();
         self.read_ns = 0;

@@ -171,7 +171,7 @@ fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
 }
 
 /// A 64-bit finaliser (from splitmix64) so that nearby inputs spread over shards.
-pub fn mix(mut x: u64) -> u64 {
+pub(crate) fn mix(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 27;

@@ -4,22 +4,22 @@
 //! extracts only what routing needs ([`flow_key`]); the workers look fields up lazily with the
 //! structural scanner in [`scan`], so no field that no script reads is ever decoded.
 
-pub mod batch;
-pub mod flow_key;
-pub mod scan;
+pub(crate) mod batch;
+pub(crate) mod flow_key;
+pub(crate) mod scan;
 #[cfg(test)]
 mod scan_props;
-pub mod timestamp;
+pub(crate) mod timestamp;
 
 /// Suricata EVE field names, spelled as in Suricata's schema.
-pub mod fields {
-    pub const SRC_IP: &str = "src_ip";
-    pub const SRC_PORT: &str = "src_port";
-    pub const DEST_IP: &str = "dest_ip";
-    pub const DEST_PORT: &str = "dest_port";
-    pub const PROTO: &str = "proto";
-    pub const FLOW_ID: &str = "flow_id";
-    pub const EVENT_TYPE: &str = "event_type";
+pub(crate) mod fields {
+    pub(crate) const SRC_IP: &str = "src_ip";
+    pub(crate) const SRC_PORT: &str = "src_port";
+    pub(crate) const DEST_IP: &str = "dest_ip";
+    pub(crate) const DEST_PORT: &str = "dest_port";
+    pub(crate) const PROTO: &str = "proto";
+    pub(crate) const FLOW_ID: &str = "flow_id";
+    pub(crate) const EVENT_TYPE: &str = "event_type";
 }
 
 /// Where one event sits in its input, carried with it to the outputs.
@@ -67,7 +67,7 @@ impl KeyBloom {
 
 /// Two independent bits of a key, one for each filter of a [`KeyBloom`].
 #[inline]
-pub fn key_bits(key: &[u8]) -> (u64, u64) {
+pub(crate) fn key_bits(key: &[u8]) -> (u64, u64) {
     let mut h: u32 = 0x811c_9dc5;
     for &b in key {
         h = (h ^ b as u32).wrapping_mul(0x0100_0193);

@@ -16,7 +16,7 @@ pub struct Member {
 
 /// The kind of a JSON value, from its first byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Object,
     Array,
     String,
@@ -27,7 +27,7 @@ pub enum Kind {
     Invalid,
 }
 
-pub fn kind(buf: &[u8], pos: usize) -> Kind {
+pub(crate) fn kind(buf: &[u8], pos: usize) -> Kind {
     match buf.get(pos) {
         Some(b'{') => Kind::Object,
         Some(b'[') => Kind::Array,
@@ -52,7 +52,7 @@ pub fn skip_ws(buf: &[u8], mut pos: usize) -> usize {
 /// EVE strings are short (keys, addresses, timestamps): 16 bytes are tested per step with
 /// inline SSE2 compares, which costs less than a call into a general substring search.
 #[inline]
-pub fn string_end(buf: &[u8], pos: usize) -> (usize, bool) {
+pub(crate) fn string_end(buf: &[u8], pos: usize) -> (usize, bool) {
     let mut i = pos + 1;
     let mut escaped = false;
     while let Some(off) = quote_or_backslash(buf, i) {
@@ -113,7 +113,7 @@ static DELIMITER: [bool; 256] = {
 };
 
 /// End (exclusive) of the value starting at `pos` (which must not be whitespace).
-pub fn value_end(buf: &[u8], pos: usize) -> usize {
+pub(crate) fn value_end(buf: &[u8], pos: usize) -> usize {
     match kind(buf, pos) {
         Kind::String => string_end(buf, pos).0,
         Kind::Object => nested_end(buf, pos, b'{', b'}'),
@@ -279,7 +279,7 @@ pub fn next_member(buf: &[u8], i: usize) -> Option<(Member, Option<usize>)> {
 /// Whether two of `members` (of an object in `buf`) have the same key. JSON allows it (RFC
 /// 8259 only says names should be unique); the engine reads the first occurrence, iterates
 /// each key once and applies a change to every occurrence.
-pub fn has_duplicate_keys(buf: &[u8], members: &[Member]) -> bool {
+pub(crate) fn has_duplicate_keys(buf: &[u8], members: &[Member]) -> bool {
     let raw = |m: &Member| &buf[m.key_start as usize..m.key_end as usize];
     if members.len() <= 32 && !members.iter().any(|m| m.key_escaped) {
         return members
@@ -304,7 +304,7 @@ pub fn has_duplicate_keys(buf: &[u8], members: &[Member]) -> bool {
 }
 
 /// Collects the members of the object starting with `{` at `pos` into `out` (cleared first).
-pub fn object_members(buf: &[u8], pos: usize, out: &mut Vec<Member>) {
+pub(crate) fn object_members(buf: &[u8], pos: usize, out: &mut Vec<Member>) {
     out.clear();
     let mut at = first_member(buf, pos);
     while let Some(i) = at {
@@ -315,7 +315,7 @@ pub fn object_members(buf: &[u8], pos: usize, out: &mut Vec<Member>) {
 }
 
 /// Calls `f` with the (start, end) range of each element of the array starting at `pos`.
-pub fn array_elements(buf: &[u8], pos: usize, mut f: impl FnMut(usize, usize)) {
+pub(crate) fn array_elements(buf: &[u8], pos: usize, mut f: impl FnMut(usize, usize)) {
     if buf.get(pos) != Some(&b'[') {
         return;
     }
@@ -339,7 +339,7 @@ pub fn array_elements(buf: &[u8], pos: usize, mut f: impl FnMut(usize, usize)) {
 /// (the value itself included): the structure is walked from `root`, descending only into the
 /// member or element that contains `start`, so a range that begins inside a string or ends
 /// anywhere but the object's own closing brace is refused.
-pub fn is_object_at(buf: &[u8], root: usize, start: usize, end: usize) -> bool {
+pub(crate) fn is_object_at(buf: &[u8], root: usize, start: usize, end: usize) -> bool {
     let mut pos = root;
     loop {
         if pos == start {
@@ -379,7 +379,7 @@ pub fn is_object_at(buf: &[u8], root: usize, start: usize, end: usize) -> bool {
 }
 
 /// Decodes the JSON string body `raw` (between the quotes) into `out`.
-pub fn unescape(raw: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn unescape(raw: &[u8], out: &mut Vec<u8>) {
     out.clear();
     let mut i = 0;
     while i < raw.len() {
@@ -431,7 +431,7 @@ fn hex4(raw: &[u8], i: usize) -> u32 {
 }
 
 /// Parses a JSON number as a Lua number (a double). Integers are exact up to 2^53.
-pub fn number(raw: &[u8]) -> f64 {
+pub(crate) fn number(raw: &[u8]) -> f64 {
     if raw.len() <= 18 && raw.iter().all(u8::is_ascii_digit) && !raw.is_empty() {
         let mut v = 0u64;
         for &c in raw {

@@ -4,7 +4,7 @@
 /// The parts of a timestamp: the civil time as written, the fraction (first 9 digits, as
 /// nanoseconds) and the UTC offset in seconds when one is given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timestamp {
+pub(crate) struct Timestamp {
     pub year: i64,
     pub month: u32,
     pub day: u32,
@@ -17,7 +17,7 @@ pub struct Timestamp {
 
 impl Timestamp {
     /// Whole seconds since the epoch of the civil time at UTC offset `offset`.
-    pub fn epoch_secs(&self, offset: i64) -> i64 {
+    pub(crate) fn epoch_secs(&self, offset: i64) -> i64 {
         days_from_civil(self.year, self.month, self.day) * 86_400
             + i64::from(self.hour * 3600 + self.min * 60 + self.sec)
             - offset
@@ -30,7 +30,7 @@ fn digits(s: &[u8], at: usize, n: usize) -> Option<u32> {
         .try_fold(0u32, |v, &c| c.is_ascii_digit().then(|| v * 10 + u32::from(c - b'0')))
 }
 
-pub fn days_in_month(y: i64, m: u32) -> u32 {
+pub(crate) fn days_in_month(y: i64, m: u32) -> u32 {
     match m {
         2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
         2 => 28,
@@ -40,7 +40,7 @@ pub fn days_in_month(y: i64, m: u32) -> u32 {
 }
 
 /// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -53,7 +53,7 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 /// Parses `YYYY-MM-DD(T|t| )HH:MM:SS[(.|,)fraction][Z|±HH|±HHMM|±HH:MM]`: a fraction of any
 /// length (digits past the ninth are checked, not kept), the zone optional. `None` when
 /// malformed or out of range.
-pub fn parse(s: &[u8]) -> Option<Timestamp> {
+pub(crate) fn parse(s: &[u8]) -> Option<Timestamp> {
     let (year, month, day) = (digits(s, 0, 4)?, digits(s, 5, 2)?, digits(s, 8, 2)?);
     let (hour, min, sec) = (digits(s, 11, 2)?, digits(s, 14, 2)?, digits(s, 17, 2)?);
     if s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't' | b' ') || s[13] != b':' || s[16] != b':' {

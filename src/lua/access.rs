@@ -26,7 +26,7 @@ use crate::event::scan::{self, Kind};
 /// only [`push_line`] sets; it may also pass null), `key` a live Lua string of `key_len`
 /// bytes and `out` its own `FieldOut`; the string a kind-1 answer points to stays valid until
 /// the next call on this thread.
-pub unsafe extern "C" fn df_find(
+pub(super) unsafe extern "C" fn df_find(
     line: *const u8,
     span: f64,
     seal: f64,
@@ -81,7 +81,7 @@ pub unsafe extern "C" fn df_find(
 
 /// The C part of `__index` (the Lua part in `prelude.lua` has already looked in the writes
 /// and the nested tables, and read scalars itself): decodes member `k` of the proxy at 1.
-pub unsafe extern "C-unwind" fn slow_index(l: *mut lua_State) -> c_int {
+pub(super) unsafe extern "C-unwind" fn slow_index(l: *mut lua_State) -> c_int {
     // SAFETY: a lua_CFunction called by the prelude's `__index` with (t, k); the body runs behind
     // `c_entry`.
     unsafe {
@@ -102,7 +102,7 @@ pub unsafe extern "C-unwind" fn slow_index(l: *mut lua_State) -> c_int {
 /// keys in the order of their first write; values are what a read gives (`push_field`), so
 /// iterating an event neither changes it nor decodes more than it hands out. The prelude's
 /// `next` calls it for event tables and the original `next` for the others.
-pub unsafe extern "C-unwind" fn lua_next_proxy(l: *mut lua_State) -> c_int {
+pub(super) unsafe extern "C-unwind" fn lua_next_proxy(l: *mut lua_State) -> c_int {
     // SAFETY: called by the prelude's `next` with (t, k), t an event table.
     unsafe {
         super::boundary::c_entry(l, "next", |l| {
@@ -231,7 +231,7 @@ unsafe fn next_proxy(l: *mut lua_State, c: &mut WorkerCtx) -> Result<c_int, Tamp
 }
 
 /// `isproxy(t)` for the prelude's `pairs` and `next`.
-pub unsafe extern "C-unwind" fn lua_is_proxy(l: *mut lua_State) -> c_int {
+pub(super) unsafe extern "C-unwind" fn lua_is_proxy(l: *mut lua_State) -> c_int {
     // SAFETY: a lua_CFunction: `l` is the running state; only raw reads and a push, which cannot
     // raise.
     unsafe {

@@ -251,7 +251,7 @@ unsafe fn set_fn(l: *mut lua_State, t: c_int, name: &std::ffi::CStr, f: ffi::lua
 }
 
 /// Installs `dragonfly`, `cjson_safe` and `cjson` as globals and in `package.loaded`.
-pub unsafe fn install(l: *mut lua_State) {
+pub(super) unsafe fn install(l: *mut lua_State) {
     // SAFETY: `l` is a fresh state of this thread with the standard libraries open.
     unsafe {
         ffi::lua_createtable(l, 0, 12);

@@ -15,7 +15,7 @@ use super::ffi_util::{TimeMark, to_bytes};
 /// A Lua error a C function asks for: its message (raised by [`c_entry`] once the body has
 /// returned and dropped its values).
 #[derive(Debug)]
-pub struct LuaFail(pub String);
+pub(crate) struct LuaFail(pub String);
 
 impl From<String> for LuaFail {
     fn from(s: String) -> Self {
@@ -30,12 +30,12 @@ impl From<&str> for LuaFail {
 }
 
 /// What a C function's body returns: how many values it pushed, or the error to raise.
-pub type LuaResult = Result<c_int, LuaFail>;
+pub(crate) type LuaResult = Result<c_int, LuaFail>;
 
 /// What a body returns to make [`c_entry`] yield the running coroutine (with no values),
 /// which happens after the body has returned: LuaJIT may raise "attempt to yield across a
 /// C-call boundary" there, which must not cross `catch_unwind`.
-pub const YIELD: c_int = c_int::MIN;
+pub(crate) const YIELD: c_int = c_int::MIN;
 
 thread_local! {
     /// Panics caught at the boundary on this thread (added to the worker's counters).
@@ -43,7 +43,7 @@ thread_local! {
 }
 
 /// Panics caught at the boundary on this thread so far.
-pub fn panics_caught() -> u64 {
+pub(crate) fn panics_caught() -> u64 {
     PANICS.with(|p| p.get())
 }
 
@@ -70,7 +70,7 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 ///
 /// `l` is the live state that called the C function, on this thread.
 #[inline]
-pub unsafe fn c_entry(l: *mut lua_State, name: &str, body: impl FnOnce(*mut lua_State) -> LuaResult) -> c_int {
+pub(crate) unsafe fn c_entry(l: *mut lua_State, name: &str, body: impl FnOnce(*mut lua_State) -> LuaResult) -> c_int {
     let r = {
         let _engine = TimeMark::engine();
         catch_unwind(AssertUnwindSafe(|| body(l)))
@@ -117,7 +117,7 @@ fn zero_extended(n: c_int) -> c_int {
 /// touch the Lua API (an FFI call may not raise a Lua error); a panic is caught and counted
 /// and `on_panic` returned, which the Lua side turns into an error.
 #[inline]
-pub fn ffi_entry<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
+pub(crate) fn ffi_entry<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(v) => v,
         Err(p) => {
@@ -140,7 +140,7 @@ pub fn ffi_entry<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
 ///
 /// `l` is a live state of this thread running a C function called by Lua; the caller's frame
 /// holds nothing with a destructor (the message is moved in here).
-pub unsafe fn raise(l: *mut lua_State, msg: String) -> ! {
+pub(crate) unsafe fn raise(l: *mut lua_State, msg: String) -> ! {
     // SAFETY: see the contract.
     unsafe {
         ffi::luaL_where(l, 1);
@@ -153,7 +153,7 @@ pub unsafe fn raise(l: *mut lua_State, msg: String) -> ! {
 
 /// How a string argument may be given.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Coerce {
+pub(crate) enum Coerce {
     /// Only a Lua string.
     #[cfg(test)]
     Str,
@@ -167,7 +167,12 @@ pub enum Coerce {
 ///
 /// `l` is the running state and `idx` an argument index; the bytes live while the argument
 /// stays on the stack.
-pub unsafe fn arg_bytes<'a>(l: *mut lua_State, fname: &str, idx: c_int, how: Coerce) -> Result<&'a [u8], LuaFail> {
+pub(crate) unsafe fn arg_bytes<'a>(
+    l: *mut lua_State,
+    fname: &str,
+    idx: c_int,
+    how: Coerce,
+) -> Result<&'a [u8], LuaFail> {
     // SAFETY: see the contract.
     unsafe {
         let ok = match ffi::lua_type(l, idx) {
@@ -187,7 +192,7 @@ pub unsafe fn arg_bytes<'a>(l: *mut lua_State, fname: &str, idx: c_int, how: Coe
 /// # Safety
 ///
 /// `l` is the running state.
-pub unsafe fn arg_count(l: *mut lua_State, fname: &str, n: c_int) -> Result<(), LuaFail> {
+pub(crate) unsafe fn arg_count(l: *mut lua_State, fname: &str, n: c_int) -> Result<(), LuaFail> {
     // SAFETY: see the contract.
     if unsafe { ffi::lua_gettop(l) } != n {
         return Err(LuaFail(format!(

@@ -31,15 +31,15 @@ static DNS_TIMEOUT_NS: AtomicU64 = AtomicU64::new(5_000_000_000);
 static AGENT: Mutex<Option<ureq::Agent>> = Mutex::new(None);
 
 /// Redirects `http_get` follows before failing.
-pub const MAX_REDIRECTS: u32 = 5;
+pub(crate) const MAX_REDIRECTS: u32 = 5;
 /// Lookup threads that may still be running past their timeout; `dnslookup` raises at once
 /// while this many are stuck.
-pub const MAX_STUCK_LOOKUPS: usize = 8;
+pub(crate) const MAX_STUCK_LOOKUPS: usize = 8;
 /// Lookup threads abandoned at their timeout and not finished yet.
 static STUCK_LOOKUPS: AtomicUsize = AtomicUsize::new(0);
 
 /// Stores the settings of config.lua; called at startup, before any script runs.
-pub fn configure(http_timeout: Duration, http_insecure: bool, dns_timeout: Duration) {
+pub(crate) fn configure(http_timeout: Duration, http_insecure: bool, dns_timeout: Duration) {
     HTTP_TIMEOUT_NS.store(http_timeout.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
     HTTP_INSECURE.store(http_insecure, Ordering::Relaxed);
     DNS_TIMEOUT_NS.store(dns_timeout.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
@@ -56,7 +56,7 @@ fn secs(d: Duration) -> f64 {
 // ---------------------------------------------------------------------------------------------
 
 /// `dragonfly.http_get(url, file)` -> HTTP status code.
-pub unsafe extern "C-unwind" fn http_get(l: *mut lua_State) -> c_int {
+pub(crate) unsafe extern "C-unwind" fn http_get(l: *mut lua_State) -> c_int {
     // SAFETY: a lua_CFunction: `l` is the running state; the argument strings stay on its stack
     // during the call; the body runs behind `c_entry`.
     unsafe {
@@ -216,7 +216,7 @@ fn copy_body(body: &mut impl Read, out: &mut File) -> Result<(), CopyError> {
 // ---------------------------------------------------------------------------------------------
 
 /// `dragonfly.dnslookup(host)` -> `{ "addr", ... }`.
-pub unsafe extern "C-unwind" fn dnslookup(l: *mut lua_State) -> c_int {
+pub(crate) unsafe extern "C-unwind" fn dnslookup(l: *mut lua_State) -> c_int {
     // SAFETY: a lua_CFunction: `l` is the running state; the host string stays on its stack during
     // the call; the body runs behind `c_entry`.
     unsafe {
@@ -391,7 +391,7 @@ fn resolve(host: &CStr) -> Result<Vec<IpAddr>, LookupWhy> {
 // ---------------------------------------------------------------------------------------------
 
 /// `dragonfly.date2epoch(ts)` -> seconds since the epoch, fraction included.
-pub unsafe extern "C-unwind" fn date2epoch(l: *mut lua_State) -> c_int {
+pub(crate) unsafe extern "C-unwind" fn date2epoch(l: *mut lua_State) -> c_int {
     // SAFETY: a lua_CFunction: `l` is the running state; the string stays on its stack during the
     // call; the body runs behind `c_entry`.
     unsafe {
@@ -418,7 +418,7 @@ pub unsafe extern "C-unwind" fn date2epoch(l: *mut lua_State) -> c_int {
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction][Z|±HH|±HHMM|±HH:MM]` into seconds since the epoch,
 /// fraction included. Without a zone the time is local (`mktime`, DST decided by the zone
 /// rules). `None` when malformed or out of range.
-pub fn parse_timestamp(s: &[u8]) -> Option<f64> {
+pub(crate) fn parse_timestamp(s: &[u8]) -> Option<f64> {
     let t = crate::event::timestamp::parse(s)?;
     let whole = match t.offset {
         Some(o) => t.epoch_secs(o),

@@ -23,15 +23,15 @@ use crate::event::EventMeta;
 use crate::shard::{NO_INPUT, OutBatch, OutRec};
 
 /// Queue entry meaning "the current event, unchanged" (not a registry reference).
-pub const UNCHANGED_EVENT: c_int = c_int::MIN;
+pub(crate) const UNCHANGED_EVENT: c_int = c_int::MIN;
 
 /// Most analyzer hops one input event may cause (guards against `analyze_event` cycles).
-pub const MAX_HOPS: u32 = 10_000;
+pub(crate) const MAX_HOPS: u32 = 10_000;
 
 /// One event of a window: its pending analyzer calls, its records (emitted in event order
 /// once the window is done) and the coroutine it is suspended in, if any.
 #[derive(Default)]
-pub struct WinEvent {
+pub(crate) struct WinEvent {
     pub(super) meta: EventMeta,
     pub(super) id: f64,
     pub(super) line: (usize, usize),
@@ -177,7 +177,7 @@ thread_local! {
 /// Panics when no context is lent on this thread, or when it is already taken by an
 /// enclosing `with_ctx` (re-entry): callers are C and FFI functions, whose boundary catches
 /// the panic.
-pub fn with_ctx<R>(f: impl FnOnce(&mut WorkerCtx) -> R) -> R {
+pub(crate) fn with_ctx<R>(f: impl FnOnce(&mut WorkerCtx) -> R) -> R {
     let p = CURRENT.with(|c| c.replace(std::ptr::null_mut()));
     assert!(
         !p.is_null(),
@@ -193,7 +193,7 @@ pub fn with_ctx<R>(f: impl FnOnce(&mut WorkerCtx) -> R) -> R {
 
 /// As [`with_ctx`], or `None` without calling `f` when no context is available (for
 /// finalizers, which may run when no worker lends one).
-pub fn try_with_ctx<R>(f: impl FnOnce(&mut WorkerCtx) -> R) -> Option<R> {
+pub(crate) fn try_with_ctx<R>(f: impl FnOnce(&mut WorkerCtx) -> R) -> Option<R> {
     if CURRENT.with(|c| c.get().is_null()) {
         return None;
     }

@@ -22,7 +22,7 @@ pub enum CopyError {
 
 /// Deep-copies the value at absolute index `idx` of `from` onto the stack of `to`.
 /// Proxies stay proxies (the line is shared, not re-parsed); `cjson_safe.null` stays null.
-pub unsafe fn copy_value(
+pub(super) unsafe fn copy_value(
     from: *mut lua_State,
     idx: c_int,
     to: *mut lua_State,

@@ -12,15 +12,15 @@ use crate::shard::NO_INPUT;
 
 /// What the one member a script added to an event is, as the Lua `output_event` hands it to
 /// [`df_emit`] (none: the event is unchanged).
-pub const ADDED_NONE: i32 = 0;
-pub const ADDED_NUMBER: i32 = 1;
-pub const ADDED_STRING: i32 = 2;
-pub const ADDED_TRUE: i32 = 3;
-pub const ADDED_FALSE: i32 = 4;
+pub(super) const ADDED_NONE: i32 = 0;
+pub(super) const ADDED_NUMBER: i32 = 1;
+pub(super) const ADDED_STRING: i32 = 2;
+pub(super) const ADDED_TRUE: i32 = 3;
+pub(super) const ADDED_FALSE: i32 = 4;
 
 /// Answers of the fast paths: the call was done, or the C function must do it.
-pub const DONE: i32 = 1;
-pub const DECLINED: i32 = 0;
+pub(super) const DONE: i32 = 1;
+pub(super) const DECLINED: i32 = 0;
 
 /// `dragonfly.output_event` of an event table that is unchanged or has one member added (a
 /// number, string or boolean under a new key). Writes what the C path writes for the same
@@ -33,7 +33,7 @@ pub const DECLINED: i32 = 0;
 /// lengths (`key` and `s` may be null when unused) and `line` null or a line block (the
 /// prelude checked its metatable, which only `proxy::push_line` sets).
 #[allow(clippy::too_many_arguments)]
-pub unsafe extern "C" fn df_emit(
+pub(super) unsafe extern "C" fn df_emit(
     tag: *const u8,
     tag_len: usize,
     line: *const u8,
@@ -110,7 +110,7 @@ pub unsafe extern "C" fn df_emit(
 ///
 /// Called by the prelude with `tag` pointing to a live Lua string of `tag_len` bytes and
 /// `line` null or a line block (see [`df_emit`]).
-pub unsafe extern "C" fn df_queue(tag: *const u8, tag_len: usize, line: *const u8, seal: f64) -> i32 {
+pub(super) unsafe extern "C" fn df_queue(tag: *const u8, tag_len: usize, line: *const u8, seal: f64) -> i32 {
     ffi_entry(DECLINED, || {
         // SAFETY: see the function's contract.
         let tag = unsafe { std::slice::from_raw_parts(tag, tag_len) };

@@ -1,6 +1,6 @@
 //! Small helpers over the raw Lua C API (`mlua::ffi`) used by the hot-path modules.
 
-pub use crate::config::types::DEFAULT_PRECISION;
+pub(crate) use crate::config::types::DEFAULT_PRECISION;
 
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
@@ -9,14 +9,14 @@ use mlua::ffi::{self, lua_State};
 
 /// Pushes a byte string.
 #[inline]
-pub unsafe fn push_bytes(l: *mut lua_State, b: &[u8]) {
+pub(crate) unsafe fn push_bytes(l: *mut lua_State, b: &[u8]) {
     // SAFETY: the caller owns `l`; `b` is valid for its length.
     unsafe { ffi::lua_pushlstring_(l, b.as_ptr().cast(), b.len()) }
 }
 
 /// Reads the string (or number, converted in place) at `idx`.
 #[inline]
-pub unsafe fn to_bytes<'a>(l: *mut lua_State, idx: c_int) -> Option<&'a [u8]> {
+pub(crate) unsafe fn to_bytes<'a>(l: *mut lua_State, idx: c_int) -> Option<&'a [u8]> {
     let mut len = 0usize;
     // SAFETY: the caller owns `l`; Lua keeps the string alive while it stays on the stack.
     unsafe {
@@ -31,7 +31,7 @@ pub unsafe fn to_bytes<'a>(l: *mut lua_State, idx: c_int) -> Option<&'a [u8]> {
 
 /// The string at `idx` only when it really is a string (no number coercion).
 #[inline]
-pub unsafe fn str_at<'a>(l: *mut lua_State, idx: c_int) -> Option<&'a [u8]> {
+pub(crate) unsafe fn str_at<'a>(l: *mut lua_State, idx: c_int) -> Option<&'a [u8]> {
     // SAFETY: as `to_bytes`.
     unsafe {
         if ffi::lua_type(l, idx) == ffi::LUA_TSTRING {
@@ -44,7 +44,7 @@ pub unsafe fn str_at<'a>(l: *mut lua_State, idx: c_int) -> Option<&'a [u8]> {
 
 /// The state's number precision (`reg::PRECISION`; the default when unset).
 #[inline]
-pub unsafe fn state_precision(l: *mut lua_State) -> u8 {
+pub(crate) unsafe fn state_precision(l: *mut lua_State) -> u8 {
     // SAFETY: the caller owns `l`; the stack is restored.
     unsafe {
         ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::PRECISION);
@@ -60,7 +60,7 @@ pub unsafe fn state_precision(l: *mut lua_State) -> u8 {
 
 /// Converts a relative stack index into an absolute one.
 #[inline]
-pub unsafe fn abs_index(l: *mut lua_State, idx: c_int) -> c_int {
+pub(crate) unsafe fn abs_index(l: *mut lua_State, idx: c_int) -> c_int {
     // SAFETY: the caller owns `l`.
     if idx > 0 || idx <= ffi::LUA_REGISTRYINDEX {
         idx
@@ -74,24 +74,24 @@ pub unsafe fn abs_index(l: *mut lua_State, idx: c_int) -> c_int {
 /// `Script::open` reserves before anything calls `luaL_ref` (they live in the registry's
 /// array part: a lookup costs an index, not a hash probe); the others are negative
 /// integers, which `luaL_ref` never uses.
-pub mod reg {
+pub(crate) mod reg {
     use std::ffi::c_int;
     /// The metatable of event tables (also the deletion marker).
-    pub const PROXY_MT: c_int = 1;
+    pub(crate) const PROXY_MT: c_int = 1;
     /// The `hiredis` status table, its constants' metatable, its connections' metatable and
     /// its NIL constant.
-    pub const HIREDIS_STATUS: c_int = -17_002;
-    pub const HIREDIS_CONST_MT: c_int = -17_003;
-    pub const HIREDIS_CONN_MT: c_int = -17_004;
-    pub const HIREDIS_NIL: c_int = -17_006;
+    pub(crate) const HIREDIS_STATUS: c_int = -17_002;
+    pub(crate) const HIREDIS_CONST_MT: c_int = -17_003;
+    pub(crate) const HIREDIS_CONN_MT: c_int = -17_004;
+    pub(crate) const HIREDIS_NIL: c_int = -17_006;
     /// The metatable of line blocks.
-    pub const LINE_MT: c_int = 2;
+    pub(crate) const LINE_MT: c_int = 2;
     /// The string "loop", so that looking the function up per event interns nothing.
-    pub const LOOP_KEY: c_int = 3;
+    pub(crate) const LOOP_KEY: c_int = 3;
     /// The state's `cjson_safe.encode_number_precision` (a number).
-    pub const PRECISION: c_int = 4;
+    pub(crate) const PRECISION: c_int = 4;
     /// The set (weak keys) of coroutines the engine runs pipelined calls in.
-    pub const ENGINE_THREADS: c_int = -17_011;
+    pub(crate) const ENGINE_THREADS: c_int = -17_011;
 }
 
 thread_local! {
@@ -103,19 +103,19 @@ thread_local! {
 
 /// Whether script memory limits apply to allocations now.
 #[inline]
-pub fn script_time() -> bool {
+pub(crate) fn script_time() -> bool {
     SCRIPT_TIME.with(|s| s.get())
 }
 
 /// Marks a stretch of script time (or engine time) and restores the previous mark on drop.
-pub struct TimeMark {
+pub(crate) struct TimeMark {
     prev: bool,
 }
 
 impl TimeMark {
     /// Script code runs until the mark drops: its allocations count against its limit.
     #[inline]
-    pub fn script() -> TimeMark {
+    pub(crate) fn script() -> TimeMark {
         TimeMark {
             prev: SCRIPT_TIME.with(|s| s.replace(true)),
         }
@@ -123,7 +123,7 @@ impl TimeMark {
 
     /// Engine code runs until the mark drops: allocations do not fail on the limit.
     #[inline]
-    pub fn engine() -> TimeMark {
+    pub(crate) fn engine() -> TimeMark {
         TimeMark {
             prev: SCRIPT_TIME.with(|s| s.replace(false)),
         }
@@ -139,14 +139,14 @@ impl Drop for TimeMark {
 
 /// Memory accounting of one script state: the bytes its allocator handed out and the limit
 /// that applies while the script's own code runs (see `boundary::TimeMark`).
-pub struct StateMemory {
+pub(crate) struct StateMemory {
     used: Cell<usize>,
     limit: usize,
 }
 
 impl StateMemory {
     /// Bytes in use.
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used.get()
     }
 }
@@ -167,7 +167,12 @@ impl StateMemory {
 ///
 /// `ud` is the state's `StateMemory`, which outlives the state; every non-null `ptr` was
 /// returned by this function.
-pub unsafe extern "C" fn lua_alloc(ud: *mut c_void, ptr: *mut c_void, osize: usize, nsize: usize) -> *mut c_void {
+pub(crate) unsafe extern "C" fn lua_alloc(
+    ud: *mut c_void,
+    ptr: *mut c_void,
+    osize: usize,
+    nsize: usize,
+) -> *mut c_void {
     use libmimalloc_sys::{mi_free, mi_malloc, mi_realloc};
     // SAFETY: see the contract.
     let m = unsafe { &*(ud as *const StateMemory) };
@@ -202,7 +207,7 @@ pub unsafe extern "C" fn lua_alloc(ud: *mut c_void, ptr: *mut c_void, osize: usi
 /// (LuaJIT then exits the process, as with `luaL_newstate`'s handler). Script code always runs
 /// in `lua_pcall` or a coroutine, and the engine's own allocations are exempt from the memory
 /// limit, so this is only reached when the process itself is out of memory.
-pub unsafe extern "C-unwind" fn lua_panic(l: *mut lua_State) -> c_int {
+pub(crate) unsafe extern "C-unwind" fn lua_panic(l: *mut lua_State) -> c_int {
     // SAFETY: LuaJIT calls this with the error value on top of the stack of `l`.
     let msg = unsafe { to_bytes(l, -1) }.map(|b| String::from_utf8_lossy(b).into_owned());
     eprintln!(
@@ -214,7 +219,7 @@ pub unsafe extern "C-unwind" fn lua_panic(l: *mut lua_State) -> c_int {
 
 /// Creates a script state whose memory comes from [`lua_alloc`], limited to `limit` bytes
 /// during script time. `None` when out of memory. The `StateMemory` must outlive the state.
-pub fn new_state(limit: usize) -> Option<(*mut lua_State, Box<StateMemory>)> {
+pub(crate) fn new_state(limit: usize) -> Option<(*mut lua_State, Box<StateMemory>)> {
     let mem = Box::new(StateMemory {
         used: Cell::new(0),
         limit,

@@ -16,7 +16,7 @@ use super::context::{WorkerCtx, with_ctx};
 use super::ffi_util::{push_bytes, reg, to_bytes};
 
 use super::redis_conn::{BACKOFF_MIN, RedisConn, describe, describe_target, error_code};
-pub use super::redis_conn::{
+pub(crate) use super::redis_conn::{
     ERR_EOF, ERR_IO, ERR_OTHER, ERR_PROTOCOL, REPLY_ARRAY, REPLY_ERROR, REPLY_INTEGER, REPLY_NIL, REPLY_STATUS,
     REPLY_STRING, RedisState, RedisTarget, RedisTimeouts, open,
 };
@@ -211,7 +211,7 @@ unsafe fn pack_args(l: *mut lua_State, first: c_int, top: c_int, out: &mut Vec<u
 }
 
 /// What a pipelined command got back: a reply, or a failure (message, error code).
-pub type PipedResult = Result<Value, (String, i32)>;
+pub(crate) type PipedResult = Result<Value, (String, i32)>;
 
 impl WorkerCtx {
     /// Writes the outages of Redis connections that began or ended since the last call: one
@@ -283,7 +283,7 @@ impl WorkerCtx {
 
 /// Pushes a pipelined command's result on `l` as `command` would return it; returns how many
 /// values.
-pub unsafe fn push_result(c: &mut WorkerCtx, l: *mut lua_State, r: PipedResult) -> c_int {
+pub(crate) unsafe fn push_result(c: &mut WorkerCtx, l: *mut lua_State, r: PipedResult) -> c_int {
     // SAFETY: the caller owns `l`.
     unsafe {
         match r {
@@ -342,7 +342,7 @@ unsafe fn push_failure(st: &mut RedisState, l: *mut lua_State, msg: &str, code: 
 }
 
 /// Pushes the reply of an in-process `ML.*` command as `command` returns a Redis reply.
-pub unsafe fn push_ml_reply(l: *mut lua_State, r: &crate::ml::Reply) {
+pub(crate) unsafe fn push_ml_reply(l: *mut lua_State, r: &crate::ml::Reply) {
     use crate::ml::Reply;
     // SAFETY: the caller owns `l`.
     unsafe {
@@ -679,7 +679,7 @@ unsafe extern "C-unwind" fn const_tostring(l: *mut lua_State) -> c_int {
 }
 
 /// Installs `hiredis` as a global and in `package.loaded`.
-pub unsafe fn install(l: *mut lua_State) {
+pub(crate) unsafe fn install(l: *mut lua_State) {
     // SAFETY: a fresh state of this thread with the standard libraries open.
     unsafe {
         // The constants' protected metatable.

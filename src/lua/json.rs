@@ -12,7 +12,7 @@ use super::ffi_util::{abs_index, push_bytes, to_bytes};
 use super::member_cache::MemberCache;
 use super::proxy;
 use crate::event::scan::{self, Member};
-pub use crate::primitives::json::write_str;
+pub(crate) use crate::primitives::json::write_str;
 
 const MAX_DEPTH: usize = 1000;
 
@@ -34,7 +34,7 @@ impl std::fmt::Display for EncodeError {
     }
 }
 
-pub use super::ffi_util::DEFAULT_PRECISION;
+pub(crate) use super::ffi_util::DEFAULT_PRECISION;
 
 /// Reusable encoder state: per-depth member lists and a string scratch buffer.
 pub struct Encoder {
@@ -98,14 +98,14 @@ impl KeyRef {
 /// where new members go; returns whether the object has members (the next one needs a comma).
 /// Shared by the encoder and the FFI fast path of `output_event`, which must write the same
 /// bytes.
-pub fn write_until_close(out: &mut Vec<u8>, line: &[u8], start: usize, pos: usize, end: usize) -> bool {
+pub(crate) fn write_until_close(out: &mut Vec<u8>, line: &[u8], start: usize, pos: usize, end: usize) -> bool {
     let close = end.saturating_sub(1).max(pos);
     out.extend_from_slice(&line[pos..close]);
     scan::first_member(line, start).is_some_and(|i| line.get(i) == Some(&b'"'))
 }
 
 /// Appends a number: integers exactly, others shortest round-trip; NaN and infinities fail.
-pub fn write_num(out: &mut Vec<u8>, n: f64, precision: u8) -> Result<(), EncodeError> {
+pub(crate) fn write_num(out: &mut Vec<u8>, n: f64, precision: u8) -> Result<(), EncodeError> {
     if !n.is_finite() {
         return Err(EncodeError(format!(
             "Cannot serialise number: must not be NaN or Inf ({n})"
@@ -602,7 +602,7 @@ impl Encoder {
 
 /// Pushes the Lua value of a JSON document (eagerly, as plain tables). Used by
 /// `cjson_safe.decode`, which is not on the per-event path.
-pub unsafe fn push_decoded(l: *mut lua_State, v: &simd_json::BorrowedValue<'_>, depth: usize) {
+pub(crate) unsafe fn push_decoded(l: *mut lua_State, v: &simd_json::BorrowedValue<'_>, depth: usize) {
     use simd_json::{BorrowedValue as V, StaticNode as S};
     // SAFETY: the caller owns `l`.
     unsafe {

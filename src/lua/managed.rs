@@ -15,12 +15,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The Debian package that provides `redis-server`.
-pub const PACKAGE: &str = "redis-server";
+pub(crate) const PACKAGE: &str = "redis-server";
 
 /// Why the managed server cannot be reached. Cloneable: a failed start is kept and given to
 /// every later connection attempt.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ManagedError {
+pub(crate) enum ManagedError {
     #[error("managed Redis is not configured")]
     NotConfigured,
     #[error("managed Redis was stopped")]
@@ -83,7 +83,7 @@ static MANAGED: Mutex<Option<State>> = Mutex::new(None);
 
 /// Enables managed Redis for this process, with its files under `run_dir`; its data persists
 /// across restarts when `persist`.
-pub fn configure(run_dir: &Path, persist: bool) {
+pub(crate) fn configure(run_dir: &Path, persist: bool) {
     *MANAGED.lock().unwrap_or_else(|e| e.into_inner()) = Some(State::Idle(Setup {
         run_dir: run_dir.to_path_buf(),
         persist,
@@ -91,12 +91,12 @@ pub fn configure(run_dir: &Path, persist: bool) {
 }
 
 /// The directory of the managed server's persistent data under `run_dir`.
-pub fn data_dir(run_dir: &Path) -> PathBuf {
+pub(crate) fn data_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("managed-redis-data")
 }
 
 /// The socket of the managed server, starting it on first use.
-pub fn socket() -> Result<PathBuf, ManagedError> {
+pub(crate) fn socket() -> Result<PathBuf, ManagedError> {
     let mut g = MANAGED.lock().unwrap_or_else(|e| e.into_inner());
     match g.take() {
         None => Err(ManagedError::NotConfigured),
@@ -324,7 +324,7 @@ fn remove_stale(run_dir: &Path) {
 }
 
 /// Stops the managed server (if it was started) and removes its files.
-pub fn stop() {
+pub(crate) fn stop() {
     let mut g = MANAGED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(State::Up(mut r)) = g.take() {
         // SAFETY: kill on our own child's pid.

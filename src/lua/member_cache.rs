@@ -55,7 +55,7 @@ impl Default for MemberCache {
 }
 
 /// Compares a raw JSON key with `k`, unescaping into `scratch` when needed.
-pub fn key_matches(line: &[u8], m: &Member, k: &[u8], scratch: &mut Vec<u8>) -> bool {
+pub(crate) fn key_matches(line: &[u8], m: &Member, k: &[u8], scratch: &mut Vec<u8>) -> bool {
     let raw = &line[m.key_start as usize..m.key_end as usize];
     if !m.key_escaped {
         raw == k

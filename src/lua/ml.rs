@@ -80,7 +80,7 @@ thread_local! {
 ///
 /// Called by LuaJIT with `key` pointing to `key_len` bytes of a live string, `x` to `n`
 /// doubles and `out` to one.
-pub unsafe extern "C" fn df_ml_forest_run(
+pub(crate) unsafe extern "C" fn df_ml_forest_run(
     key: *const u8,
     key_len: usize,
     layout: f64,
@@ -325,7 +325,7 @@ unsafe extern "C-unwind" fn forest_add(l: *mut lua_State) -> c_int {
 
 /// Why a model file could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum ModelFileError {
+pub(crate) enum ModelFileError {
     #[error("{}: {source}", path.display())]
     Read {
         path: std::path::PathBuf,
@@ -341,7 +341,7 @@ pub enum ModelFileError {
 
 /// Loads a model file: one `ML.FOREST.ADD` per line, with or without the command name
 /// (`key treeid path node ...`); blank lines and lines starting with `#` are skipped.
-pub fn load_forest_file(path: &std::path::Path) -> Result<usize, ModelFileError> {
+pub(crate) fn load_forest_file(path: &std::path::Path) -> Result<usize, ModelFileError> {
     let text = std::fs::read(path).map_err(|source| ModelFileError::Read {
         path: path.to_path_buf(),
         source,
@@ -598,7 +598,7 @@ unsafe extern "C-unwind" fn delete(l: *mut lua_State) -> c_int {
 
 /// Installs `dragonfly.ml` (the `dragonfly` global must exist); fails with Lua's message if
 /// its Lua part does not load.
-pub unsafe fn install(l: *mut lua_State) -> Result<(), super::ScriptCause> {
+pub(crate) unsafe fn install(l: *mut lua_State) -> Result<(), super::ScriptCause> {
     // SAFETY: a fresh state of this thread.
     unsafe {
         ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"dragonfly".as_ptr());

@@ -36,28 +36,28 @@ use crate::event::scan::{self, Kind};
 // Hidden keys are negative integers: JSON object keys are always strings, and integer keys
 // cost no string interning (lightuserdata keys do, on 64-bit LuaJIT). The prelude gets these
 // numbers from `prelude_constants`.
-pub const K_LINE: c_int = -1;
-pub const K_SPAN: c_int = -2;
-pub const K_SEAL: c_int = -3;
-pub const K_SET: c_int = -4;
-pub const K_CACHE: c_int = -5;
-pub const K_ORDER: c_int = -6;
+pub(crate) const K_LINE: c_int = -1;
+pub(crate) const K_SPAN: c_int = -2;
+pub(crate) const K_SEAL: c_int = -3;
+pub(crate) const K_SET: c_int = -4;
+pub(crate) const K_CACHE: c_int = -5;
+pub(crate) const K_ORDER: c_int = -6;
 
 /// What [`df_find`] reports about one member (`FieldOut::kind`), for the Lua side of the
 /// lookup; the prelude gets these numbers from `prelude_constants`.
-pub const F_ABSENT: i32 = 0;
-pub const F_STRING: i32 = 1;
-pub const F_NUMBER: i32 = 2;
-pub const F_TRUE: i32 = 3;
-pub const F_FALSE: i32 = 4;
-pub const F_NULL: i32 = 5;
+pub(crate) const F_ABSENT: i32 = 0;
+pub(crate) const F_STRING: i32 = 1;
+pub(crate) const F_NUMBER: i32 = 2;
+pub(crate) const F_TRUE: i32 = 3;
+pub(crate) const F_FALSE: i32 = 4;
+pub(crate) const F_NULL: i32 = 5;
 /// An object or array: left to the C `__index`.
-pub const F_NESTED: i32 = 6;
+pub(crate) const F_NESTED: i32 = 6;
 /// The table's hidden fields are not what the engine put there.
-pub const F_TAMPERED: i32 = 7;
+pub(crate) const F_TAMPERED: i32 = 7;
 
 /// The message of a script error for an event table whose hidden fields were changed.
-pub const TAMPERED_MSG: &str = "event table: a reserved field (negative key) was changed, deleted or forged; \
+pub(crate) const TAMPERED_MSG: &str = "event table: a reserved field (negative key) was changed, deleted or forged; \
      negative keys of event tables belong to the engine";
 
 /// Why a table cannot be used as an event table: which hidden field failed its check.
@@ -90,14 +90,14 @@ pub(super) unsafe fn rawset_i(l: *mut lua_State, t: c_int, k: c_int) {
 /// Pushes the proxy metatable of this state; it doubles as the deletion marker in write
 /// tables (scripts cannot reach it: its `__metatable` field hides it from `getmetatable`).
 #[inline]
-pub unsafe fn push_mt(l: *mut lua_State) {
+pub(crate) unsafe fn push_mt(l: *mut lua_State) {
     // SAFETY: `install` stored the metatable in the registry.
     unsafe { ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::PROXY_MT) }
 }
 
 /// Whether the value at `idx` is the deletion marker.
 #[inline]
-pub unsafe fn is_tomb(l: *mut lua_State, idx: c_int) -> bool {
+pub(crate) unsafe fn is_tomb(l: *mut lua_State, idx: c_int) -> bool {
     // SAFETY: `idx` is a valid index; the stack is restored.
     unsafe {
         if ffi::lua_type(l, idx) != ffi::LUA_TTABLE {
@@ -128,7 +128,7 @@ fn unpack_span(v: f64) -> (usize, usize) {
 
 /// Installs the proxy metatable and the line-block metatable in the registry of `l` (once
 /// per state).
-pub unsafe fn install(l: *mut lua_State) {
+pub(crate) unsafe fn install(l: *mut lua_State) {
     // SAFETY: `l` is a fresh state owned by the calling worker thread.
     unsafe {
         // `__index`, `__newindex` and `__metatable` are set by the state's prelude.
@@ -140,14 +140,14 @@ pub unsafe fn install(l: *mut lua_State) {
 }
 
 /// Pushes the line-block metatable of this state.
-pub unsafe fn push_line_mt(l: *mut lua_State) {
+pub(crate) unsafe fn push_line_mt(l: *mut lua_State) {
     // SAFETY: `install` stored it in the registry.
     unsafe { ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::LINE_MT) }
 }
 
 /// What [`df_find`] reports about one member, for the Lua side of the lookup.
 #[repr(C)]
-pub struct FieldOut {
+pub(crate) struct FieldOut {
     /// One of the `F_*` codes.
     pub kind: i32,
     pub len: i32,
@@ -194,7 +194,7 @@ pub(super) fn checked_range(
 ///
 /// `ud` is null or a line block (see [`df_find`]) that outlives `'a`.
 #[inline]
-pub unsafe fn ffi_object<'a>(
+pub(crate) unsafe fn ffi_object<'a>(
     ud: *const u8,
     span: f64,
     seal: f64,
@@ -212,7 +212,7 @@ pub unsafe fn ffi_object<'a>(
 /// Whether the value at `idx` is a proxy (its metatable is this state's proxy metatable,
 /// compared raw: `__metatable` does not fool it).
 #[inline]
-pub unsafe fn is_proxy(l: *mut lua_State, idx: c_int) -> bool {
+pub(crate) unsafe fn is_proxy(l: *mut lua_State, idx: c_int) -> bool {
     // SAFETY: `l` is owned by the caller; the stack is restored.
     unsafe {
         let idx = abs_index(l, idx);
@@ -228,7 +228,7 @@ pub unsafe fn is_proxy(l: *mut lua_State, idx: c_int) -> bool {
 
 /// Pushes a new proxy over the line block at absolute index `line_idx` for the object at
 /// `span` (`None`: the line's top-level object).
-pub unsafe fn push_proxy(l: *mut lua_State, line_idx: c_int, span: Option<(usize, usize)>) {
+pub(crate) unsafe fn push_proxy(l: *mut lua_State, line_idx: c_int, span: Option<(usize, usize)>) {
     // SAFETY: `l` is owned by the caller and `line_idx` holds a line block.
     unsafe { push_proxy_with(l, || ffi::lua_pushvalue(l, line_idx), span) }
 }
@@ -290,7 +290,7 @@ fn next_seal() -> f64 {
 /// Pushes a line block for `line`, the bytes of event `id`: a header (see [`LineHeader`]) with
 /// a fresh seal, and the bytes; its metatable marks it as the engine's. Returns its absolute
 /// index.
-pub unsafe fn push_line(l: *mut lua_State, line: &[u8], id: f64) -> c_int {
+pub(crate) unsafe fn push_line(l: *mut lua_State, line: &[u8], id: f64) -> c_int {
     // The reader validated the line as one JSON object: it ends at the last non-whitespace
     // byte.
     let start = scan::skip_ws(line, 0);
@@ -319,7 +319,7 @@ pub unsafe fn push_line(l: *mut lua_State, line: &[u8], id: f64) -> c_int {
 }
 
 /// Pushes a new top-level proxy for an event whose bytes are `line`.
-pub unsafe fn push_event(l: *mut lua_State, line: &[u8], id: f64) {
+pub(crate) unsafe fn push_event(l: *mut lua_State, line: &[u8], id: f64) {
     // SAFETY: `l` is owned by the caller.
     unsafe {
         push_proxy_with(
@@ -388,7 +388,7 @@ unsafe fn line_at<'a>(l: *mut lua_State, idx: c_int) -> Option<(LineHeader, &'a 
 }
 
 /// The parts of the proxy at absolute index `t`; pushes nothing.
-pub struct Parts<'a> {
+pub(crate) struct Parts<'a> {
     pub line: &'a [u8],
     pub start: usize,
     pub end: usize,
@@ -400,7 +400,11 @@ pub struct Parts<'a> {
 
 /// The checked parts of the proxy at absolute index `t` (its line block, seal and span; see
 /// the module's "Provenance"). Spans are checked against `cache` when given.
-pub unsafe fn parts<'a>(l: *mut lua_State, t: c_int, cache: Option<&mut MemberCache>) -> Result<Parts<'a>, Tampered> {
+pub(crate) unsafe fn parts<'a>(
+    l: *mut lua_State,
+    t: c_int,
+    cache: Option<&mut MemberCache>,
+) -> Result<Parts<'a>, Tampered> {
     // SAFETY: the line block stays referenced by the proxy while it is alive; the stack is
     // restored.
     unsafe {
@@ -445,7 +449,7 @@ pub unsafe fn parts<'a>(l: *mut lua_State, t: c_int, cache: Option<&mut MemberCa
 /// Pushes the decoded JSON value `buf[start..end]` of the event whose line block is at
 /// absolute index `line_idx`; objects become proxies over that block (their spans recorded
 /// in the member cache as handed out), arrays plain tables.
-pub unsafe fn push_json(
+pub(crate) unsafe fn push_json(
     l: *mut lua_State,
     line_idx: c_int,
     buf: &[u8],
@@ -494,7 +498,7 @@ pub unsafe fn push_json(
 /// as a script reads it: its writes first (a deletion reads nil), then the nested tables
 /// handed out, else the member decoded from the line (an object or array is kept in the
 /// nested-table table, so that changes made through it stay). Pushes exactly one value.
-pub unsafe fn push_field(
+pub(crate) unsafe fn push_field(
     l: *mut lua_State,
     t: c_int,
     k: c_int,
@@ -560,7 +564,7 @@ pub unsafe fn push_field(
 
 /// Whether the proxy at absolute index `t` (or any nested proxy it handed out) was changed.
 /// A nested table that is not what the engine handed out for its member counts as changed.
-pub unsafe fn is_dirty(l: *mut lua_State, t: c_int, mut cache: Option<&mut MemberCache>) -> bool {
+pub(crate) unsafe fn is_dirty(l: *mut lua_State, t: c_int, mut cache: Option<&mut MemberCache>) -> bool {
     // SAFETY: `t` is a proxy; the stack is restored.
     unsafe {
         let top = ffi::lua_gettop(l);
@@ -589,19 +593,19 @@ pub unsafe fn is_dirty(l: *mut lua_State, t: c_int, mut cache: Option<&mut Membe
 }
 
 /// Pushes the write table of proxy `t` (or nothing and false).
-pub unsafe fn push_writes(l: *mut lua_State, t: c_int) -> bool {
+pub(crate) unsafe fn push_writes(l: *mut lua_State, t: c_int) -> bool {
     // SAFETY: `t` is a proxy.
     unsafe { push_side(l, t, K_SET) }
 }
 
 /// Pushes the nested-table table of proxy `t` (or nothing and false).
-pub unsafe fn push_cache(l: *mut lua_State, t: c_int) -> bool {
+pub(crate) unsafe fn push_cache(l: *mut lua_State, t: c_int) -> bool {
     // SAFETY: `t` is a proxy.
     unsafe { push_side(l, t, K_CACHE) }
 }
 
 /// Pushes the order list of proxy `t` (or nothing and false).
-pub unsafe fn push_order(l: *mut lua_State, t: c_int) -> bool {
+pub(crate) unsafe fn push_order(l: *mut lua_State, t: c_int) -> bool {
     // SAFETY: `t` is a proxy.
     unsafe { push_side(l, t, K_ORDER) }
 }
@@ -620,14 +624,14 @@ unsafe fn push_side(l: *mut lua_State, t: c_int, k: c_int) -> bool {
 
 /// Which side table of a proxy [`set_side_table`] sets.
 #[derive(Clone, Copy)]
-pub enum Side {
+pub(crate) enum Side {
     Writes,
     Nested,
     Order,
 }
 
 /// Pops the table on top of the stack into proxy `t` as the given side table.
-pub unsafe fn set_side_table(l: *mut lua_State, t: c_int, which: Side) {
+pub(crate) unsafe fn set_side_table(l: *mut lua_State, t: c_int, which: Side) {
     // SAFETY: `t` is a proxy and a table is on top of the stack.
     unsafe {
         rawset_i(
@@ -645,7 +649,7 @@ pub unsafe fn set_side_table(l: *mut lua_State, t: c_int, which: Side) {
 /// Whether a nested table handed out (value at `v`, key at `k`, of proxy `t`) was changed:
 /// a nested proxy when it is dirty or not the one over that member, an array when its
 /// contents differ from the original.
-pub unsafe fn member_changed(
+pub(crate) unsafe fn member_changed(
     l: *mut lua_State,
     t: c_int,
     k: c_int,

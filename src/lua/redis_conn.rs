@@ -2,25 +2,25 @@
 //! `hiredis.connect()` per script, re-established with backoff after a failure, with the
 //! queues of pipelined and appended commands.
 
-pub use crate::config::types::{RedisTarget, RedisTimeouts};
+pub(crate) use crate::config::types::{RedisTarget, RedisTimeouts};
 use std::time::{Duration, Instant};
 
 use redis::{IntoConnectionInfo, RedisConnectionInfo};
 
-pub const ERR_IO: i32 = 1;
-pub const ERR_OTHER: i32 = 2;
-pub const ERR_EOF: i32 = 3;
-pub const ERR_PROTOCOL: i32 = 4;
-pub const REPLY_STRING: i32 = 1;
-pub const REPLY_ARRAY: i32 = 2;
-pub const REPLY_INTEGER: i32 = 3;
-pub const REPLY_NIL: i32 = 4;
-pub const REPLY_STATUS: i32 = 5;
-pub const REPLY_ERROR: i32 = 6;
+pub(crate) const ERR_IO: i32 = 1;
+pub(crate) const ERR_OTHER: i32 = 2;
+pub(crate) const ERR_EOF: i32 = 3;
+pub(crate) const ERR_PROTOCOL: i32 = 4;
+pub(crate) const REPLY_STRING: i32 = 1;
+pub(crate) const REPLY_ARRAY: i32 = 2;
+pub(crate) const REPLY_INTEGER: i32 = 3;
+pub(crate) const REPLY_NIL: i32 = 4;
+pub(crate) const REPLY_STATUS: i32 = 5;
+pub(crate) const REPLY_ERROR: i32 = 6;
 
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error(transparent)]
     Managed(#[from] super::managed::ManagedError),
     #[error("{}", describe(.0))]
@@ -31,7 +31,7 @@ pub enum ConnectError {
 
 /// Why a script's connection is down, as its calls report it.
 #[derive(Debug, thiserror::Error)]
-pub enum LinkError {
+pub(crate) enum LinkError {
     #[error("{}: not connected (retrying after backoff)", describe_target(.0))]
     Backoff(RedisTarget),
     #[error("{}: {source}", describe_target(target))]
@@ -39,7 +39,7 @@ pub enum LinkError {
 }
 
 /// One script's connection, re-established with backoff after a failure.
-pub struct RedisConn {
+pub(crate) struct RedisConn {
     pub(super) target: RedisTarget,
     /// Commands of suspended pipelined coroutines, packed, and the window events waiting for
     /// their replies, in order.
@@ -156,7 +156,7 @@ impl RedisState {
 }
 
 /// Connects to `target` within the connect timeout and sets the I/O timeouts.
-pub fn open(target: &RedisTarget, timeouts: RedisTimeouts) -> Result<redis::Connection, ConnectError> {
+pub(crate) fn open(target: &RedisTarget, timeouts: RedisTimeouts) -> Result<redis::Connection, ConnectError> {
     let info = match target {
         RedisTarget::Tcp(h, p) => (h.as_str(), *p).into_connection_info(),
         RedisTarget::Unix(path) => redis::ConnectionAddr::Unix(path.clone()).into_connection_info(),

@@ -377,7 +377,7 @@ impl WorkerCtx {
 }
 
 /// A hash of a script's text.
-pub fn source_hash(src: &[u8]) -> u64 {
+pub(crate) fn source_hash(src: &[u8]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     src.hash(&mut h);

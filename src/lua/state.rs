@@ -6,7 +6,7 @@ use std::ffi::c_int;
 use mlua::ffi::{self, lua_State};
 
 use super::ffi_util::{StateMemory, reg, to_bytes};
-pub use crate::config::types::{DEFAULT_MEMORY_LIMIT, OnError};
+pub(crate) use crate::config::types::{DEFAULT_MEMORY_LIMIT, OnError};
 
 /// What every script state of a worker is opened with (config.lua's `script_memory_mb` and
 /// `number_precision`).

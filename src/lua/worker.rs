@@ -16,7 +16,7 @@ const OUT_BATCH_BYTES: usize = 128 * 1024;
 const OUT_BATCH_RECS: usize = 256;
 
 /// A worker's ends of the rings.
-pub struct WorkerIo {
+pub(crate) struct WorkerIo {
     /// Per input: batches in, and the ring they go back on.
     pub inputs: Vec<(Consumer<InBatch>, Producer<InBatch>)>,
     pub out: Producer<OutBatch>,
@@ -24,12 +24,12 @@ pub struct WorkerIo {
 }
 
 /// The text of every script (filters, then analyzers), or why one could not be read.
-pub type Sources = Vec<Result<Vec<u8>, crate::lua::ScriptCause>>;
+pub(crate) type Sources = Vec<Result<Vec<u8>, crate::lua::ScriptCause>>;
 
 /// Script reloads (SIGHUP): the engine reads every script once and publishes the texts
 /// under a new generation; each worker swaps its scripts between two batches.
 #[derive(Default)]
-pub struct Reload {
+pub(crate) struct Reload {
     pub generation: std::sync::atomic::AtomicU64,
     /// The text of every filter, then every analyzer (or why it could not be read).
     pub sources: std::sync::Mutex<Arc<Sources>>,
@@ -37,14 +37,14 @@ pub struct Reload {
 
 impl Reload {
     /// Publishes new script texts.
-    pub fn publish(&self, sources: Sources) -> u64 {
+    pub(crate) fn publish(&self, sources: Sources) -> u64 {
         *self.sources.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(sources);
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release) + 1
     }
 }
 
 /// What a worker needs to start.
-pub struct WorkerSpec {
+pub(crate) struct WorkerSpec {
     pub index: usize,
     pub cpu: Option<crate::shard::pin::Pin>,
     pub filters: Vec<ScriptSpec>,
@@ -169,19 +169,19 @@ fn publish(c: &mut WorkerCtx, stats: &Stats, index: usize, io: &WorkerIo) {
 /// changes the credentials of all threads by signalling each, and a worker blocked in a
 /// Redis read with a timeout would see the read fail with EINTR (such reads are never
 /// restarted) and lose its connection.
-pub struct Gate {
+pub(crate) struct Gate {
     pause: std::sync::atomic::AtomicBool,
     parked: std::sync::atomic::AtomicUsize,
 }
 
-pub static GATE: Gate = Gate {
+pub(crate) static GATE: Gate = Gate {
     pause: std::sync::atomic::AtomicBool::new(false),
     parked: std::sync::atomic::AtomicUsize::new(0),
 };
 
 impl Gate {
     /// Runs `f` once `workers` workers are parked (or `wait` has passed), then lets them go.
-    pub fn with_workers_parked<T>(&self, workers: usize, wait: std::time::Duration, f: impl FnOnce() -> T) -> T {
+    pub(crate) fn with_workers_parked<T>(&self, workers: usize, wait: std::time::Duration, f: impl FnOnce() -> T) -> T {
         use std::sync::atomic::Ordering::{Acquire, Release};
         self.pause.store(true, Release);
         let t = std::time::Instant::now();
@@ -214,7 +214,7 @@ impl Gate {
 
 /// What a worker needs for the next pipeline, after a reload rebuilt it: its rings, the new
 /// configuration's scripts and tags, the new pipeline's stats, and where to say it is ready.
-pub struct NextPipeline {
+pub(crate) struct NextPipeline {
     pub spec: WorkerSpec,
     pub io: WorkerIo,
     pub stats: Arc<Stats>,
@@ -225,7 +225,7 @@ pub struct NextPipeline {
 /// engine sends one, the next pipeline (a reload that rebuilt it) with the same Lua states for
 /// the scripts it keeps. `ready` receives the outcome of loading the scripts and running their
 /// `setup()`.
-pub fn run(
+pub(crate) fn run(
     spec: WorkerSpec,
     io: WorkerIo,
     stats: Arc<Stats>,

@@ -18,7 +18,7 @@ use super::Stats;
 const MAX_CONNECTIONS: usize = 8;
 
 /// The running endpoint; stops when dropped.
-pub struct HttpServer {
+pub(crate) struct HttpServer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -35,7 +35,7 @@ impl Drop for HttpServer {
 
 /// Binds `addr` and serves until the returned server is dropped. `www` is the directory of
 /// the `/www/` files (opened now, so it keeps working after a chroot).
-pub fn start(addr: &str, stats: Arc<Stats>, www: &std::path::Path) -> std::io::Result<HttpServer> {
+pub(crate) fn start(addr: &str, stats: Arc<Stats>, www: &std::path::Path) -> std::io::Result<HttpServer> {
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;

@@ -2,13 +2,13 @@
 //! totals, the Prometheus text ([`prometheus`]), the HTTP endpoint ([`http`]) and the status
 //! line on a terminal ([`status`]).
 
-pub mod http;
-pub mod prometheus;
-pub mod status;
+pub(crate) mod http;
+pub(crate) mod prometheus;
+pub(crate) mod status;
 
 use std::sync::atomic::Ordering::Relaxed;
 
-pub use crate::counters::*;
+pub(crate) use crate::counters::*;
 use crate::diag as events;
 use crate::primitives::clock::utc_now;
 

@@ -83,7 +83,7 @@ fn total(stats: &Stats, f: impl Fn(&super::WorkerStats) -> u64) -> u64 {
 }
 
 /// Renders every metric.
-pub fn render(stats: &Stats) -> String {
+pub(crate) fn render(stats: &Stats) -> String {
     let mut o = Out(String::with_capacity(8192));
     o.head("dragonfly_build_info", "gauge", "Version of the engine.");
     o.sample("dragonfly_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1.0);

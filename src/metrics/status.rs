@@ -11,23 +11,23 @@ use std::time::{Duration, Instant};
 use super::Stats;
 
 /// Whether stderr is a terminal.
-pub fn stderr_is_tty() -> bool {
+pub(crate) fn stderr_is_tty() -> bool {
     // SAFETY: isatty only inspects the descriptor.
     unsafe { libc::isatty(2) == 1 }
 }
 
 /// A `file://` input whose size is known: (input index, bytes in the file).
-pub type Sized = (usize, u64);
+pub(crate) type Sized = (usize, u64);
 
 /// The running status line; clears it when stopped.
-pub struct StatusLine {
+pub(crate) struct StatusLine {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl StatusLine {
     /// Starts drawing when stderr is a terminal (else does nothing).
-    pub fn start(stats: Arc<Stats>, files: Vec<Sized>) -> Option<StatusLine> {
+    pub(crate) fn start(stats: Arc<Stats>, files: Vec<Sized>) -> Option<StatusLine> {
         if !stderr_is_tty() {
             return None;
         }
@@ -88,7 +88,7 @@ fn mib(b: u64) -> String {
 }
 
 /// One status line; `last` is the (time, events) of the previous one, for the rate.
-pub fn render(stats: &Stats, files: &[Sized], last: &mut (Instant, u64)) -> String {
+pub(crate) fn render(stats: &Stats, files: &[Sized], last: &mut (Instant, u64)) -> String {
     let processed = stats.processed();
     let dt = last.0.elapsed().as_secs_f64().max(1e-3);
     let rate = (processed.saturating_sub(last.1)) as f64 / dt;

@@ -9,7 +9,7 @@ use super::{MlError, atof};
 const NIL: u32 = u32::MAX;
 
 /// Highest numeric feature slot (`(int)atof(attr)` in 1..=2047 names a slot).
-pub const MAX_SLOT: i64 = 2047;
+pub(crate) const MAX_SLOT: i64 = 2047;
 
 /// A feature as a model or a sample names it: a numeric slot or an exact name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -391,14 +391,14 @@ impl Forest {
 /// The vote tally of one classification, without allocating for up to 16 classes.
 mod smallvec_lite {
     #[derive(Default)]
-    pub struct Votes {
+    pub(super) struct Votes {
         inline: [(i64, f64); 16],
         n: usize,
         more: Vec<(i64, f64)>,
     }
 
     impl Votes {
-        pub fn add(&mut self, class: i64, w: f64) {
+        pub(super) fn add(&mut self, class: i64, w: f64) {
             if let Some(e) = self.inline[..self.n]
                 .iter_mut()
                 .chain(self.more.iter_mut())
@@ -414,7 +414,7 @@ mod smallvec_lite {
         }
 
         /// The class with the largest total; ties go to the lowest class.
-        pub fn winner(&self) -> i64 {
+        pub(super) fn winner(&self) -> i64 {
             let mut best: Option<(i64, f64)> = None;
             for &(c, w) in self.inline[..self.n].iter().chain(self.more.iter()) {
                 best = match best {

@@ -7,7 +7,7 @@
 //! generation counter: a prediction takes no lock and touches no shared cache line unless
 //! some model changed since the thread last looked.
 
-pub mod forest;
+pub(crate) mod forest;
 #[cfg(test)]
 mod tests;
 
@@ -17,7 +17,8 @@ use std::sync::{Arc, LazyLock, RwLock};
 
 use rustc_hash::FxHashMap;
 
-pub use forest::{AttrKey, Forest, Mode};
+pub(crate) use forest::Forest;
+pub use forest::{AttrKey, Mode};
 
 /// An error reply; the text is what Redis-ML clients see (`ERR ...`, `WRONGTYPE ...`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -58,7 +59,7 @@ impl MlError {
 
 /// A reply as Redis-ML gives it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// The status `OK`.
     Ok,
     /// A double, sent as a bulk string printed `%.17g`.
@@ -167,7 +168,7 @@ pub fn set_native(native: bool) {
     NATIVE.store(native, Ordering::Relaxed);
 }
 
-pub fn native() -> bool {
+pub(crate) fn native() -> bool {
     NATIVE.load(Ordering::Relaxed)
 }
 
@@ -194,7 +195,7 @@ thread_local! {
 }
 
 /// Counts one model call on this thread, and whether it failed.
-pub fn count(failed: bool) {
+pub(crate) fn count(failed: bool) {
     COUNTS.with(|c| {
         let (n, e) = c.get();
         c.set((n + 1, e + failed as u64));
@@ -202,7 +203,7 @@ pub fn count(failed: bool) {
 }
 
 /// This thread's (calls, errors) so far.
-pub fn counts() -> (u64, u64) {
+pub(crate) fn counts() -> (u64, u64) {
     COUNTS.with(|c| c.get())
 }
 
@@ -213,7 +214,7 @@ pub fn get(key: &[u8]) -> Option<Arc<Entry>> {
 }
 
 /// Runs `f` on the entry under `key` (or `None`) through this thread's cache.
-pub fn with_model<R>(key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
+pub(crate) fn with_model<R>(key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
     let generation = STORE.generation.load(Ordering::Acquire);
     CACHE.with_borrow_mut(|(seen, cache)| {
         if *seen != generation || cache.len() >= CACHE_MAX {
@@ -252,7 +253,7 @@ fn update(key: &[u8], f: impl FnOnce(Option<&Model>) -> Result<Model, MlError>) 
 }
 
 /// Removes the model under `key`; whether there was one.
-pub fn delete(key: &[u8]) -> bool {
+pub(crate) fn delete(key: &[u8]) -> bool {
     let mut map = STORE.map.write().unwrap_or_else(|p| p.into_inner());
     let had = map.remove(key).is_some();
     if had {
@@ -264,7 +265,7 @@ pub fn delete(key: &[u8]) -> bool {
 // ---- Typed operations (the direct Lua API and the command path share them) ----
 
 /// `ML.FOREST.ADD key treeid path node ...`.
-pub fn forest_add(key: &[u8], treeid: &[u8], nodes: &[&[u8]]) -> Result<(), MlError> {
+pub(crate) fn forest_add(key: &[u8], treeid: &[u8], nodes: &[&[u8]]) -> Result<(), MlError> {
     update(key, |old| {
         let mut f = match old {
             None => Forest::default(),
@@ -312,7 +313,7 @@ pub fn forest_run_dense(key: &[u8], layout: u64, x: &[f64], mode: Mode) -> Resul
 }
 
 /// `ML.FOREST.RUN key sample mode` with the sample as text (`name:value,...`).
-pub fn forest_run_sample(key: &[u8], sample: &[u8], mode: Mode) -> Result<f64, MlError> {
+pub(crate) fn forest_run_sample(key: &[u8], sample: &[u8], mode: Mode) -> Result<f64, MlError> {
     with_model(key, |e| {
         let Some(Entry {
             id,
@@ -358,7 +359,7 @@ pub fn forest_run_sample(key: &[u8], sample: &[u8], mode: Mode) -> Result<f64, M
 }
 
 /// `ML.LINREG.SET` / `ML.LOGREG.SET`.
-pub fn reg_set(key: &[u8], logistic: bool, intercept: f64, coef: Vec<f64>) -> Result<(), MlError> {
+pub(crate) fn reg_set(key: &[u8], logistic: bool, intercept: f64, coef: Vec<f64>) -> Result<(), MlError> {
     update(key, |old| {
         match (old, logistic) {
             (None, _) | (Some(Model::LinReg(_)), false) | (Some(Model::LogReg(_)), true) => {}
@@ -370,7 +371,7 @@ pub fn reg_set(key: &[u8], logistic: bool, intercept: f64, coef: Vec<f64>) -> Re
 }
 
 /// `ML.LINREG.PREDICT` / `ML.LOGREG.PREDICT`.
-pub fn reg_predict(key: &[u8], logistic: bool, x: &[f64]) -> Result<f64, MlError> {
+pub(crate) fn reg_predict(key: &[u8], logistic: bool, x: &[f64]) -> Result<f64, MlError> {
     with_model(key, |e| match e.map(|e| &e.model) {
         Some(Model::LinReg(r)) if !logistic => Ok(r.linear(x)),
         Some(Model::LogReg(r)) if logistic => Ok(r.logistic(x)),
@@ -379,7 +380,7 @@ pub fn reg_predict(key: &[u8], logistic: bool, x: &[f64]) -> Result<f64, MlError
 }
 
 /// `ML.KMEANS.SET key k dims centers...`.
-pub fn kmeans_set(key: &[u8], k: usize, dims: usize, centers: Vec<f64>) -> Result<(), MlError> {
+pub(crate) fn kmeans_set(key: &[u8], k: usize, dims: usize, centers: Vec<f64>) -> Result<(), MlError> {
     if k == 0 || dims == 0 || centers.len() != k * dims {
         return Err(MlError::Dims(format!(
             "K-means needs k * dims = {k} * {dims} center coordinates, got {}",
@@ -393,7 +394,7 @@ pub fn kmeans_set(key: &[u8], k: usize, dims: usize, centers: Vec<f64>) -> Resul
 }
 
 /// `ML.KMEANS.PREDICT key x1 ... xdims`.
-pub fn kmeans_predict(key: &[u8], x: &[f64]) -> Result<i64, MlError> {
+pub(crate) fn kmeans_predict(key: &[u8], x: &[f64]) -> Result<i64, MlError> {
     with_model(key, |e| match e.map(|e| &e.model) {
         Some(Model::KMeans(km)) => {
             if x.len() != km.dims {
@@ -410,7 +411,7 @@ pub fn kmeans_predict(key: &[u8], x: &[f64]) -> Result<i64, MlError> {
 }
 
 /// `ML.MATRIX.SET key n m entries...`.
-pub fn matrix_set(key: &[u8], n: usize, m: usize, data: Vec<f64>) -> Result<(), MlError> {
+pub(crate) fn matrix_set(key: &[u8], n: usize, m: usize, data: Vec<f64>) -> Result<(), MlError> {
     if n == 0 || m == 0 || data.len() != n * m {
         return Err(MlError::Dims(format!(
             "a {n} x {m} matrix needs {} entries, got {}",
@@ -439,7 +440,7 @@ fn as_matrix(e: &Entry) -> &Matrix {
 }
 
 /// `ML.MATRIX.GET key`.
-pub fn matrix_get(key: &[u8]) -> Result<Matrix, MlError> {
+pub(crate) fn matrix_get(key: &[u8]) -> Result<Matrix, MlError> {
     matrix_of(key).map(|e| as_matrix(&e).clone())
 }
 
@@ -451,7 +452,7 @@ fn store_matrix(key: &[u8], m: Matrix) -> Result<(), MlError> {
 }
 
 /// `ML.MATRIX.ADD a b sum`.
-pub fn matrix_add(a: &[u8], b: &[u8], dst: &[u8]) -> Result<(), MlError> {
+pub(crate) fn matrix_add(a: &[u8], b: &[u8], dst: &[u8]) -> Result<(), MlError> {
     let (ea, eb) = (matrix_of(a)?, matrix_of(b)?);
     let (x, y) = (as_matrix(&ea), as_matrix(&eb));
     if (x.n, x.m) != (y.n, y.m) {
@@ -465,7 +466,7 @@ pub fn matrix_add(a: &[u8], b: &[u8], dst: &[u8]) -> Result<(), MlError> {
 }
 
 /// `ML.MATRIX.MULTIPLY a b product`.
-pub fn matrix_multiply(a: &[u8], b: &[u8], dst: &[u8]) -> Result<(), MlError> {
+pub(crate) fn matrix_multiply(a: &[u8], b: &[u8], dst: &[u8]) -> Result<(), MlError> {
     let (ea, eb) = (matrix_of(a)?, matrix_of(b)?);
     let (x, y) = (as_matrix(&ea), as_matrix(&eb));
     if x.m != y.n {
@@ -488,7 +489,7 @@ pub fn matrix_multiply(a: &[u8], b: &[u8], dst: &[u8]) -> Result<(), MlError> {
 }
 
 /// `ML.MATRIX.SCALE key scalar` (in place).
-pub fn matrix_scale(key: &[u8], s: f64) -> Result<(), MlError> {
+pub(crate) fn matrix_scale(key: &[u8], s: f64) -> Result<(), MlError> {
     update(key, |old| match old {
         Some(Model::Matrix(m)) => Ok(Model::Matrix(Matrix {
             n: m.n,
@@ -502,7 +503,7 @@ pub fn matrix_scale(key: &[u8], s: f64) -> Result<(), MlError> {
 // ---- The command path ----
 
 /// Parses a number argument strictly (the whole token, as Rust reads floats).
-pub fn parse_num(what: &'static str, s: &[u8]) -> Result<f64, MlError> {
+pub(crate) fn parse_num(what: &'static str, s: &[u8]) -> Result<f64, MlError> {
     std::str::from_utf8(s)
         .ok()
         .and_then(|t| t.parse::<f64>().ok())
@@ -522,7 +523,7 @@ fn nums(what: &'static str, args: &[&[u8]]) -> Result<Vec<f64>, MlError> {
 
 /// C's `atof`: the longest prefix that reads as a decimal number (after leading white space),
 /// else 0.
-pub fn atof(s: &[u8]) -> f64 {
+pub(crate) fn atof(s: &[u8]) -> f64 {
     let mut i = 0;
     while i < s.len() && s[i].is_ascii_whitespace() {
         i += 1;
@@ -569,14 +570,14 @@ pub fn atof(s: &[u8]) -> f64 {
 }
 
 /// Whether `name` is an `ML.*` command (case-insensitive).
-pub fn is_ml_command(name: &[u8]) -> bool {
+pub(crate) fn is_ml_command(name: &[u8]) -> bool {
     name.len() > 3 && name[..3].eq_ignore_ascii_case(b"ML.")
 }
 
 /// Executes one `ML.*` command (`args[0]` is its name). Arguments are trimmed of white space
 /// and white-space-only ones dropped, so the trailing `" \n"` of a model file line is no
 /// argument (RedisML took it as a root path).
-pub fn execute(args: &[&[u8]]) -> Reply {
+pub(crate) fn execute(args: &[&[u8]]) -> Reply {
     let Some((&name, rest)) = args.split_first() else {
         return Reply::Error(MlError::UnknownCommand(String::new()));
     };
@@ -670,13 +671,13 @@ fn run_command(name: &[u8], a: &[&[u8]]) -> Result<Reply, MlError> {
 }
 
 /// Writes `v` as C's `printf("%.17g", v)` does (glibc).
-pub fn fmt_g17(v: f64, out: &mut Vec<u8>) {
+pub(crate) fn fmt_g17(v: f64, out: &mut Vec<u8>) {
     fmt_g(v, 17, out)
 }
 
 /// `%.{prec}g` as C's printf writes it (`prec` from 1 to 17): `prec` significant digits,
 /// correctly rounded, trailing zeros dropped, exponent form below 1e-4 and from 1e`prec` up.
-pub fn fmt_g(v: f64, prec: usize, out: &mut Vec<u8>) {
+pub(crate) fn fmt_g(v: f64, prec: usize, out: &mut Vec<u8>) {
     use std::io::Write as _;
     let prec = prec.clamp(1, 17);
     if v.is_nan() {

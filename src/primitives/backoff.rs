@@ -5,16 +5,16 @@ use std::time::Duration;
 /// Waits politely: spin a little, then yield, then sleep, so an idle engine costs no CPU and
 /// a busy one no syscalls.
 #[derive(Default)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     n: u32,
 }
 
 impl Backoff {
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.n = 0;
     }
 
-    pub fn wait(&mut self) {
+    pub(crate) fn wait(&mut self) {
         if self.n < 16 {
             std::hint::spin_loop();
         } else if self.n < 48 {

@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Formats a Unix time as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn format_utc(secs: i64, sep_date: &str, sep_time: &str, t: &str, z: &str) -> String {
+pub(crate) fn format_utc(secs: i64, sep_date: &str, sep_time: &str, t: &str, z: &str) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil-from-days (Howard Hinnant's algorithm).
@@ -24,7 +24,7 @@ pub fn format_utc(secs: i64, sep_date: &str, sep_time: &str, t: &str, z: &str) -
     )
 }
 
-pub fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -32,12 +32,12 @@ pub fn now_secs() -> i64 {
 }
 
 /// The current time as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     format_utc(now_secs(), "-", ":", "T", "Z")
 }
 
 /// The current time as a file suffix, `YYYYMMDD.HHMMSS` (UTC, zero-padded).
-pub fn utc_suffix() -> String {
+pub(crate) fn utc_suffix() -> String {
     format_utc(now_secs(), "", "", ".", "")
 }
 

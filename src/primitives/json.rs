@@ -1,7 +1,7 @@
 //! JSON output primitives every stage writes with (records, stats lines, checkpoints).
 
 /// Appends `s` as a JSON string.
-pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
     let mut start = 0;
     for (i, &c) in s.iter().enumerate() {

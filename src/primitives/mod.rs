@@ -1,6 +1,6 @@
 //! The bottom of the house: small pieces every stage uses and that use nothing of the engine
 //! (JSON string writing, UTC time as text, waiting on a ring).
 
-pub mod backoff;
-pub mod clock;
-pub mod json;
+pub(crate) mod backoff;
+pub(crate) mod clock;
+pub(crate) mod json;

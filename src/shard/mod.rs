@@ -3,29 +3,29 @@
 //! the writer, with a return ring beside each so that batch buffers are recycled, not
 //! reallocated. Also the CPU pinning plan.
 
-pub mod pin;
+pub(crate) mod pin;
 
-pub use crate::event::batch::InBatch;
-pub use crate::primitives::backoff::Backoff;
+pub(crate) use crate::event::batch::InBatch;
+pub(crate) use crate::primitives::backoff::Backoff;
 
 /// Batches in flight per (reader, worker) ring: bounds memory whatever the input size.
 /// 2,048 events: room for the bursts of a Kafka fetch (the measurements behind the choice:
 /// perf/README.md, "Sizes chosen by measurement").
-pub const RING_BATCHES: usize = 16;
+pub(crate) const RING_BATCHES: usize = 16;
 /// Record batches in flight per worker -> writer ring (up to 128 KiB each).
-pub const OUT_RING_BATCHES: usize = 16;
+pub(crate) const OUT_RING_BATCHES: usize = 16;
 
-pub use crate::config::types::OutputId;
+pub(crate) use crate::config::types::OutputId;
 
 /// The internal `{log}` sink.
 pub const LOG_OUTPUT: OutputId = OutputId::LOG;
 /// The internal `{stats}` sink.
-pub const STATS_OUTPUT: OutputId = OutputId::STATS;
+pub(crate) const STATS_OUTPUT: OutputId = OutputId::STATS;
 /// The record that closes an event (the watermark for ordered outputs).
-pub const END_OF_EVENT: OutputId = OutputId::END_OF_EVENT;
+pub(crate) const END_OF_EVENT: OutputId = OutputId::END_OF_EVENT;
 /// Input value of records written outside any event (from `setup()`); they are never held
 /// back for ordering.
-pub const NO_INPUT: u32 = u32::MAX;
+pub(crate) const NO_INPUT: u32 = u32::MAX;
 
 /// One record for the writer: bytes for an output, or the end marker of an event.
 #[derive(Clone, Copy, Debug, Default)]

@@ -34,7 +34,7 @@ pub fn parse_cores(s: &str) -> Result<Vec<usize>, CoresError> {
 }
 
 /// The CPUs this process may run on.
-pub fn available() -> Vec<usize> {
+pub(crate) fn available() -> Vec<usize> {
     core_affinity::get_core_ids()
         .map(|v| v.into_iter().map(|c| c.id).collect())
         .unwrap_or_default()
@@ -42,7 +42,7 @@ pub fn available() -> Vec<usize> {
 
 /// Where a reader or worker thread may run.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Pin {
+pub(crate) enum Pin {
     /// Its own CPU.
     Cpu(usize),
     /// Any of these CPUs (shared with other threads).
@@ -54,7 +54,7 @@ pub enum Pin {
 /// pinned to one CPU: fixed pins leave a reader and a worker sharing one CPU while another
 /// CPU's worker waits for them (perf/README.md, "Sizes chosen by measurement"), so threads may
 /// run on any CPU of the list (`None` when that is every CPU the process has).
-pub fn placement(cpus: &[usize], threads: usize, slot: usize, no_pin: bool) -> Option<Pin> {
+pub(crate) fn placement(cpus: &[usize], threads: usize, slot: usize, no_pin: bool) -> Option<Pin> {
     if no_pin || cpus.is_empty() {
         return None;
     }
@@ -70,7 +70,7 @@ pub fn placement(cpus: &[usize], threads: usize, slot: usize, no_pin: bool) -> O
 }
 
 /// Places the calling thread; returns false when the OS refused.
-pub fn pin_current(pin: &Pin) -> bool {
+pub(crate) fn pin_current(pin: &Pin) -> bool {
     match pin {
         Pin::Cpu(cpu) => core_affinity::set_for_current(CoreId { id: *cpu }),
         Pin::Set(cpus) => {

@@ -14,7 +14,7 @@ use super::held::Held;
 const WRITE_AT: usize = 256 * 1024;
 
 /// A file sink.
-pub struct FileSink {
+pub(crate) struct FileSink {
     pub path: PathBuf,
     out: Option<File>,
     pub held: Held,
@@ -24,7 +24,7 @@ pub struct FileSink {
 
 impl FileSink {
     /// Opens (creating it and its directory if needed) `path`.
-    pub fn open(path: PathBuf, truncate: bool) -> io::Result<FileSink> {
+    pub(crate) fn open(path: PathBuf, truncate: bool) -> io::Result<FileSink> {
         create_parent(&path)?;
         let mut f = open_file(&path, truncate)?;
         if !truncate {
@@ -40,7 +40,7 @@ impl FileSink {
 
     /// Takes one record; it is written once enough is held (or at the next flush). An error
     /// is a failed write of what is held, which stays held.
-    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.held.push(bytes);
         // After a failed delivery, the next attempt waits for the writer's flush or retry.
         if self.held.len() >= WRITE_AT && !self.failing {
@@ -49,7 +49,7 @@ impl FileSink {
         Ok(())
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         let r = self.deliver();
         self.failing = r.is_err();
         r
@@ -91,7 +91,7 @@ impl FileSink {
 
     /// Renames the file to `<path>.<YYYYMMDD.HHMMSS>` (UTC) and reopens `path`. What cannot
     /// be written now stays held and goes to the new file.
-    pub fn rotate(&mut self) -> io::Result<PathBuf> {
+    pub(crate) fn rotate(&mut self) -> io::Result<PathBuf> {
         let _ = self.deliver();
         let path = crate::privilege::host_path(&self.path).into_owned();
         let target = rotated_name(&path);
@@ -122,7 +122,7 @@ pub(super) fn open_file(path: &std::path::Path, truncate: bool) -> io::Result<Fi
 }
 
 /// `<path>.<YYYYMMDD.HHMMSS>` (UTC), with `.N` added while that name is taken.
-pub fn rotated_name(path: &std::path::Path) -> PathBuf {
+pub(crate) fn rotated_name(path: &std::path::Path) -> PathBuf {
     let mut target = PathBuf::from(format!("{}.{}", path.display(), crate::primitives::clock::utc_suffix()));
     let mut n = 1;
     while target.exists() {

@@ -6,7 +6,7 @@
 
 /// The held records of one output.
 #[derive(Default)]
-pub struct Held {
+pub(crate) struct Held {
     /// Whole records, oldest first.
     pub buf: Vec<u8>,
     /// Bytes at the front of `buf` already handed to the kernel (on the current file or
@@ -20,37 +20,37 @@ pub struct Held {
 
 impl Held {
     /// Adds one record (ending with its newline).
-    pub fn push(&mut self, bytes: &[u8]) {
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
         self.count += 1;
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
 
     /// Bytes held (sent or not).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.buf.len()
     }
 
     /// The records held.
-    pub fn records(&self) -> u64 {
+    pub(crate) fn records(&self) -> u64 {
         self.count
     }
 
     /// The unsent bytes.
-    pub fn unsent(&self) -> &[u8] {
+    pub(crate) fn unsent(&self) -> &[u8] {
         &self.buf[self.sent..]
     }
 
     /// The end of the last whole record among the sent bytes (0 when none is whole).
-    pub fn sent_boundary(&self) -> usize {
+    pub(crate) fn sent_boundary(&self) -> usize {
         memchr::memrchr(b'\n', &self.buf[..self.sent]).map_or(0, |i| i + 1)
     }
 
     /// The first `upto` bytes (whole records) are delivered: counted and taken out.
-    pub fn delivered_upto(&mut self, upto: usize) {
+    pub(crate) fn delivered_upto(&mut self, upto: usize) {
         if upto == 0 {
             return;
         }
@@ -64,7 +64,7 @@ impl Held {
     /// Everything sent is delivered and whole records end where it ends; the part of a
     /// record sent (a failed delivery) is to be sent again: returns how many bytes of it
     /// were sent.
-    pub fn settle(&mut self) -> usize {
+    pub(crate) fn settle(&mut self) -> usize {
         if self.sent == self.buf.len() {
             // Everything went out (the usual case): no need to look for record ends.
             self.delivered += std::mem::take(&mut self.count);
@@ -80,18 +80,18 @@ impl Held {
     }
 
     /// Whether records were delivered since the last [`Held::take_delivered`].
-    pub fn has_delivered(&self) -> bool {
+    pub(crate) fn has_delivered(&self) -> bool {
         self.delivered > 0
     }
 
     /// Records delivered since the last call.
-    pub fn take_delivered(&mut self) -> u64 {
+    pub(crate) fn take_delivered(&mut self) -> u64 {
         std::mem::take(&mut self.delivered)
     }
 
     /// Gives up the held records (the engine is stopping and the output cannot take them):
     /// returns how many there were.
-    pub fn abandon(&mut self) -> u64 {
+    pub(crate) fn abandon(&mut self) -> u64 {
         self.buf.clear();
         self.sent = 0;
         std::mem::take(&mut self.count)
@@ -99,7 +99,7 @@ impl Held {
 
     /// Takes out the unsent record of `len` bytes (with its newline) that starts at `sent`:
     /// it can never be delivered.
-    pub fn reject_next(&mut self, len: usize) {
+    pub(crate) fn reject_next(&mut self, len: usize) {
         let start = self.sent;
         self.buf.drain(start..start + len);
         self.count -= 1;

@@ -28,7 +28,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const SEND_AT: usize = 256 * 1024;
 
 /// A unix socket sink.
-pub struct IpcSink {
+pub(crate) struct IpcSink {
     pub path: PathBuf,
     kind: IpcKind,
     conn: Conn,
@@ -46,7 +46,7 @@ pub struct IpcSink {
 impl IpcSink {
     /// Prepares the sink; the first connection is tried now, and again later if the peer is
     /// not there yet (an absent peer is not a startup error: it may start after us).
-    pub fn open(path: PathBuf, kind: IpcKind) -> IpcSink {
+    pub(crate) fn open(path: PathBuf, kind: IpcKind) -> IpcSink {
         let mut s = IpcSink {
             path,
             kind,
@@ -107,7 +107,7 @@ impl IpcSink {
 
     /// Takes one event (`bytes` ends with its newline); it is sent once enough is held (or at
     /// the next flush). An error is a failed send of what is held, which stays held.
-    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.held.push(bytes);
         // After a failed delivery, the next attempt waits for the writer's flush or retry.
         if self.held.len() >= SEND_AT && !self.failing {
@@ -116,18 +116,18 @@ impl IpcSink {
         Ok(())
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         let r = self.deliver();
         self.failing = r.is_err();
         r
     }
 
-    pub fn has_rejected(&self) -> bool {
+    pub(crate) fn has_rejected(&self) -> bool {
         self.rejected > 0
     }
 
     /// Records rejected since the last call (never sendable, counted as errors).
-    pub fn take_rejected(&mut self) -> u64 {
+    pub(crate) fn take_rejected(&mut self) -> u64 {
         std::mem::take(&mut self.rejected)
     }
 

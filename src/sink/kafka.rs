@@ -21,7 +21,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use crate::event::flow_key::RouteParser;
 
 /// Counts delivery failures (librdkafka calls back on its own thread).
-pub struct Deliveries {
+pub(crate) struct Deliveries {
     /// Messages the broker acknowledged or that failed for good.
     pub done: AtomicU64,
     pub failed: AtomicU64,
@@ -29,7 +29,7 @@ pub struct Deliveries {
 }
 
 /// The producer's callbacks.
-pub struct Ctx(Arc<Deliveries>);
+pub(crate) struct Ctx(Arc<Deliveries>);
 
 impl ClientContext for Ctx {}
 
@@ -51,7 +51,7 @@ impl ProducerContext for Ctx {
 const FLUSH_WAIT: Duration = Duration::from_secs(30);
 
 /// A Kafka topic sink.
-pub struct KafkaSink {
+pub(crate) struct KafkaSink {
     pub name: String,
     topic: String,
     key: KafkaKey,
@@ -66,7 +66,7 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    pub fn open(brokers: &str, topic: &str, key: KafkaKey) -> Result<KafkaSink, KafkaError> {
+    pub(crate) fn open(brokers: &str, topic: &str, key: KafkaKey) -> Result<KafkaSink, KafkaError> {
         let deliveries = Arc::new(Deliveries {
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -95,7 +95,7 @@ impl KafkaSink {
     }
 
     /// Sends one event (`bytes` ends with its newline, which is not sent).
-    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         self.key_buf.clear();
         if self.key == KafkaKey::Flow
@@ -128,25 +128,25 @@ impl KafkaSink {
 
     /// Serves delivery reports without waiting (the writer's periodic flush: batches leave by
     /// themselves after `linger.ms`; see `delivered`).
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         self.producer.poll(Duration::ZERO);
         Ok(())
     }
 
     /// Messages acknowledged (or failed for good) so far.
-    pub fn delivered(&self) -> u64 {
+    pub(crate) fn delivered(&self) -> u64 {
         self.deliveries.done.load(Relaxed)
     }
 
     /// Waits until everything sent is acknowledged (at exit).
-    pub fn close(&mut self) -> io::Result<()> {
+    pub(crate) fn close(&mut self) -> io::Result<()> {
         self.producer
             .flush(FLUSH_WAIT)
             .map_err(|e| io::Error::other(format!("{}: {e}", self.name)))
     }
 
     /// Delivery failures since the last call, with the last error message.
-    pub fn new_failures(&mut self) -> Option<(u64, String)> {
+    pub(crate) fn new_failures(&mut self) -> Option<(u64, String)> {
         let failed = self.deliveries.failed.load(Relaxed);
         if failed == self.reported {
             return None;

@@ -15,7 +15,7 @@ struct Pending {
 }
 
 /// Batches waiting for their turn, and the next sequence number of each input.
-pub struct Merge {
+pub(crate) struct Merge {
     /// Per worker, per input: batches received and not yet fully written.
     pending: Vec<Vec<VecDeque<Pending>>>,
     /// Per input: the next sequence number to write.
@@ -23,7 +23,7 @@ pub struct Merge {
 }
 
 impl Merge {
-    pub fn new(workers: usize, inputs: usize) -> Merge {
+    pub(crate) fn new(workers: usize, inputs: usize) -> Merge {
         Merge {
             pending: (0..workers)
                 .map(|_| (0..inputs).map(|_| VecDeque::new()).collect())
@@ -33,13 +33,13 @@ impl Merge {
     }
 
     /// Per input: every event below this sequence number has been written.
-    pub fn next_seq(&self) -> &[u64] {
+    pub(crate) fn next_seq(&self) -> &[u64] {
         &self.next_seq
     }
 
     /// Takes a batch from worker `w`: records of unordered outputs go to `write` at once. The
     /// batch is returned when nothing in it waits for its turn (to be recycled), else kept.
-    pub fn take(
+    pub(crate) fn take(
         &mut self,
         w: usize,
         batch: OutBatch,
@@ -63,7 +63,7 @@ impl Merge {
 
     /// Writes every ordered record whose turn has come; a batch all written goes to
     /// `recycle` with its worker.
-    pub fn emit(
+    pub(crate) fn emit(
         &mut self,
         ordered: impl Fn(OutputId) -> bool,
         mut write: impl FnMut(&OutRec, &[u8], u64),

@@ -3,13 +3,13 @@
 //! end-of-event records as watermarks), flushes at least every 100 ms, writes the periodic
 //! stats line and rotates file outputs on SIGUSR1.
 
-pub mod file;
-pub mod held;
-pub mod ipc;
-pub mod kafka;
-pub mod merge;
-pub mod parquet;
-pub mod zfile;
+pub(crate) mod file;
+pub(crate) mod held;
+pub(crate) mod ipc;
+pub(crate) mod kafka;
+pub(crate) mod merge;
+pub(crate) mod parquet;
+pub(crate) mod zfile;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,19 +19,19 @@ use std::time::{Duration, Instant};
 
 use rtrb::{Consumer, Producer};
 
-pub use crate::config::types::{IpcKind, Policy};
+pub(crate) use crate::config::types::{IpcKind, Policy};
 use crate::counters::Stats;
 use crate::diag::Kind;
 use crate::shard::{Backoff, OutBatch, OutputId, STATS_OUTPUT};
-pub use file::FileSink;
-pub use held::Held;
-pub use ipc::IpcSink;
-pub use kafka::KafkaSink;
-pub use zfile::ZfileSink;
+pub(crate) use file::FileSink;
+pub(crate) use held::Held;
+pub(crate) use ipc::IpcSink;
+pub(crate) use kafka::KafkaSink;
+pub(crate) use zfile::ZfileSink;
 
 /// One output, as the writer drives it. The default methods fit an output that writes at
 /// once and loses nothing after a successful write; the others override what they do more.
-pub trait Output: Send {
+pub(crate) trait Output: Send {
     /// Takes one record (ending with its newline).
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
 
@@ -91,7 +91,7 @@ pub trait Output: Send {
 }
 
 /// An output of the writer.
-pub type Sink = Box<dyn Output>;
+pub(crate) type Sink = Box<dyn Output>;
 
 /// Whether an output has delivered or rejected records since its counts were last settled.
 fn has_news(s: &dyn Output) -> bool {
@@ -214,10 +214,10 @@ impl Output for parquet::ParquetSink {
 }
 
 /// How often buffered output reaches the files.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The writer's end of one worker's rings.
-pub struct WorkerLink {
+pub(crate) struct WorkerLink {
     pub from: Consumer<OutBatch>,
     pub back: Producer<OutBatch>,
 }
@@ -225,7 +225,7 @@ pub struct WorkerLink {
 /// When waiting for an output ends: once the engine is stopping (a signal, or its inputs
 /// ended) and `grace` has passed since, what an output still cannot deliver is given up and
 /// counted as lost.
-pub struct Gate {
+pub(crate) struct Gate {
     pub stop: Arc<AtomicBool>,
     pub inputs_done: Arc<AtomicBool>,
     /// The pipeline ends for a reload: outputs are waited for without a grace (what they hold
@@ -238,7 +238,7 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn new(
+    pub(crate) fn new(
         stop: Arc<AtomicBool>,
         inputs_done: Arc<AtomicBool>,
         rebuilding: Arc<AtomicBool>,
@@ -272,7 +272,7 @@ struct Waiting {
 
 /// The sinks with their policies: every record goes through [`Outputs::write`], which counts
 /// it once it is delivered, lost or dropped, never before.
-pub struct Outputs {
+pub(crate) struct Outputs {
     pub sinks: Vec<Sink>,
     policy: Vec<Policy>,
     waiting: Vec<Waiting>,
@@ -281,7 +281,7 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    pub fn new(sinks: Vec<Sink>, policy: Vec<Policy>, stats: Arc<Stats>, gate: Gate) -> Outputs {
+    pub(crate) fn new(sinks: Vec<Sink>, policy: Vec<Policy>, stats: Arc<Stats>, gate: Gate) -> Outputs {
         let waiting = sinks.iter().map(|_| Waiting::default()).collect();
         Outputs {
             sinks,
@@ -490,7 +490,7 @@ fn report_to(sinks: &mut [Sink], stats: &Stats, o: usize, kind: Kind, extra: &st
 }
 
 /// Merges and writes.
-pub struct Writer {
+pub(crate) struct Writer {
     out: Outputs,
     /// Per output: whether it waits for input order.
     ordered: Vec<bool>,
@@ -519,7 +519,7 @@ pub struct Writer {
 }
 
 /// What the writer is made of.
-pub struct WriterParts {
+pub(crate) struct WriterParts {
     /// The sinks with their policies (`{log}`, `{stats}`, then the user outputs).
     pub out: Outputs,
     /// Per output: whether it waits for input order.
@@ -539,7 +539,7 @@ pub struct WriterParts {
 }
 
 impl Writer {
-    pub fn new(parts: WriterParts) -> Self {
+    pub(crate) fn new(parts: WriterParts) -> Self {
         let WriterParts {
             out,
             ordered,
@@ -771,7 +771,7 @@ impl Writer {
     }
 
     /// Runs until every worker has finished and everything is written.
-    pub fn run(mut self) -> Vec<Sink> {
+    pub(crate) fn run(mut self) -> Vec<Sink> {
         let mut last_flush = Instant::now();
         let start = Instant::now();
         let mut last_stats = Instant::now();

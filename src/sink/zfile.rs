@@ -18,7 +18,7 @@ use super::held::Held;
 const WRITE_AT: usize = 256 * 1024;
 
 /// A gzip file sink.
-pub struct ZfileSink {
+pub(crate) struct ZfileSink {
     pub path: PathBuf,
     out: Option<File>,
     pub held: Held,
@@ -29,7 +29,7 @@ pub struct ZfileSink {
 }
 
 impl ZfileSink {
-    pub fn open(path: PathBuf, truncate: bool) -> io::Result<ZfileSink> {
+    pub(crate) fn open(path: PathBuf, truncate: bool) -> io::Result<ZfileSink> {
         super::file::create_parent(&path)?;
         let out = Some(super::file::open_file(&path, truncate)?);
         Ok(ZfileSink {
@@ -42,7 +42,7 @@ impl ZfileSink {
     }
 
     /// Takes one record (ending with its newline).
-    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.held.push(bytes);
         if self.held.len() >= WRITE_AT && !self.failing {
             return self.flush();
@@ -50,7 +50,7 @@ impl ZfileSink {
         Ok(())
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         let r = self.deliver();
         self.failing = r.is_err();
         r
@@ -85,13 +85,13 @@ impl ZfileSink {
     }
 
     /// At exit: delivers what is held.
-    pub fn close(&mut self) -> io::Result<()> {
+    pub(crate) fn close(&mut self) -> io::Result<()> {
         self.flush()
     }
 
     /// Renames the file to `<path>.<YYYYMMDD.HHMMSS>` (UTC) and starts a new one; what cannot
     /// be written now stays held and goes to the new file.
-    pub fn rotate(&mut self) -> io::Result<PathBuf> {
+    pub(crate) fn rotate(&mut self) -> io::Result<PathBuf> {
         let _ = self.flush();
         let path = crate::privilege::host_path(&self.path).into_owned();
         let target = super::file::rotated_name(&path);

@@ -12,17 +12,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-pub use crate::counters::Watermarks;
+pub(crate) use crate::counters::Watermarks;
 
 /// A file's identity: device and inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct FileId {
+pub(crate) struct FileId {
     pub dev: u64,
     pub ino: u64,
 }
 
 impl FileId {
-    pub fn of(m: &std::fs::Metadata) -> FileId {
+    pub(crate) fn of(m: &std::fs::Metadata) -> FileId {
         use std::os::unix::fs::MetadataExt;
         FileId {
             dev: m.dev(),
@@ -32,7 +32,7 @@ impl FileId {
 }
 
 /// How many first bytes of a file make its fingerprint.
-pub const FP_MAX: usize = 1024;
+pub(crate) const FP_MAX: usize = 1024;
 
 /// The first bytes of a file (up to [`FP_MAX`]; fewer while the file is shorter): with the
 /// device and inode they tell a file from another that reuses its inode (a new file after a
@@ -40,13 +40,13 @@ pub const FP_MAX: usize = 1024;
 /// another inode (a copy, a compressed rotation). `len` 0: unknown (a checkpoint of an older
 /// version, or an empty file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Fingerprint {
+pub(crate) struct Fingerprint {
     pub len: u32,
     pub hash: u64,
 }
 
 impl Fingerprint {
-    pub fn of(bytes: &[u8]) -> Fingerprint {
+    pub(crate) fn of(bytes: &[u8]) -> Fingerprint {
         Fingerprint {
             len: bytes.len() as u32,
             hash: fnv64(bytes),
@@ -54,14 +54,14 @@ impl Fingerprint {
     }
 
     /// The fingerprint of the first `len` bytes `r` gives (None when it has fewer).
-    pub fn read(r: &mut impl std::io::Read, len: usize) -> Option<Fingerprint> {
+    pub(crate) fn read(r: &mut impl std::io::Read, len: usize) -> Option<Fingerprint> {
         let mut buf = vec![0u8; len];
         r.read_exact(&mut buf).ok()?;
         Some(Fingerprint::of(&buf))
     }
 
     /// The fingerprint of the first `len` bytes of an open file (None when it is shorter).
-    pub fn at(f: &std::fs::File, len: usize) -> Option<Fingerprint> {
+    pub(crate) fn at(f: &std::fs::File, len: usize) -> Option<Fingerprint> {
         use std::os::unix::fs::FileExt;
         let mut buf = vec![0u8; len];
         f.read_exact_at(&mut buf, 0).ok()?;
@@ -72,7 +72,7 @@ impl Fingerprint {
 /// A point in a tailed input: which file (identity and fingerprint) and the offset in it
 /// (in its uncompressed bytes for a compressed rotation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Spot {
+pub(crate) struct Spot {
     pub id: FileId,
     pub fp: Fingerprint,
     pub offset: u64,
@@ -81,7 +81,7 @@ pub struct Spot {
 /// Positions in an input, each with the sequence number the input had reached there, oldest
 /// first; [`Progress::passed`] takes out those whose events are all written. Shared by tail
 /// checkpoints and Kafka commits.
-pub struct Progress<T> {
+pub(crate) struct Progress<T> {
     /// (sequence number reached, position, entries merged into this one).
     pending: VecDeque<(u64, T, u32)>,
     /// How many positions with new events may be merged into one entry (see `note`).
@@ -89,7 +89,7 @@ pub struct Progress<T> {
 }
 
 impl<T: Copy> Progress<T> {
-    pub fn new(max_merge: u32) -> Self {
+    pub(crate) fn new(max_merge: u32) -> Self {
         Progress {
             pending: VecDeque::new(),
             max_merge,
@@ -100,7 +100,7 @@ impl<T: Copy> Progress<T> {
     /// last entry when no event came in between, or when `same` (a position of the same kind,
     /// such as one Kafka partition) and fewer than `max_merge` were merged into it: a steady
     /// stream still leaves positions the watermark can pass.
-    pub fn note(&mut self, seq: u64, at: T, same: impl FnOnce(&T) -> bool) {
+    pub(crate) fn note(&mut self, seq: u64, at: T, same: impl FnOnce(&T) -> bool) {
         if let Some(last) = self.pending.back_mut()
             && (last.0 == seq || (last.2 < self.max_merge && same(&last.1)))
         {
@@ -111,17 +111,17 @@ impl<T: Copy> Progress<T> {
     }
 
     /// The sequence number of the newest position noted.
-    pub fn last_seq(&self) -> Option<u64> {
+    pub(crate) fn last_seq(&self) -> Option<u64> {
         self.pending.back().map(|e| e.0)
     }
 
     /// Keeps only the positions for which `keep` holds (a Kafka partition given away).
-    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         self.pending.retain(|e| keep(&e.1));
     }
 
     /// Takes out, oldest first, the positions every event before which is written.
-    pub fn passed(&mut self, written: u64, mut f: impl FnMut(T)) {
+    pub(crate) fn passed(&mut self, written: u64, mut f: impl FnMut(T)) {
         while let Some(&(seq, at, _)) = self.pending.front() {
             if seq > written {
                 break;
@@ -136,7 +136,7 @@ impl<T: Copy> Progress<T> {
 const SAVE_EVERY: Duration = Duration::from_millis(200);
 
 /// The checkpoint of one tailed file.
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     pub state_path: PathBuf,
     /// The last save failure reported (reports are not repeated).
     pub last_error: Option<String>,
@@ -160,7 +160,7 @@ fn fnv64(b: &[u8]) -> u64 {
 
 impl Checkpoint {
     /// The checkpoint of input `input` (tag `tag`) following `watched`, kept in `run_dir`.
-    pub fn new(run_dir: &Path, tag: &str, input: usize, watched: &Path, marks: Watermarks) -> Checkpoint {
+    pub(crate) fn new(run_dir: &Path, tag: &str, input: usize, watched: &Path, marks: Watermarks) -> Checkpoint {
         let safe: String = tag
             .chars()
             .map(|c| {
@@ -189,7 +189,7 @@ impl Checkpoint {
     }
 
     /// The saved point, if the state file exists and is about this path.
-    pub fn load(&mut self) -> Option<Spot> {
+    pub(crate) fn load(&mut self) -> Option<Spot> {
         let mut text = std::fs::read(crate::privilege::host_path(&self.state_path)).ok()?;
         let v = simd_json::to_owned_value(&mut text).ok()?;
         use simd_json::prelude::*;
@@ -218,12 +218,12 @@ impl Checkpoint {
     }
 
     /// Events up to (not including) sequence number `seq` were read up to `at`.
-    pub fn note(&mut self, seq: u64, at: Spot) {
+    pub(crate) fn note(&mut self, seq: u64, at: Spot) {
         self.progress.note(seq, at, |_| false);
     }
 
     /// Saves the furthest point the outputs have passed, at most every 200 ms unless `force`.
-    pub fn save(&mut self, force: bool) -> std::io::Result<()> {
+    pub(crate) fn save(&mut self, force: bool) -> std::io::Result<()> {
         let written = self.marks[self.input].load(Ordering::Acquire);
         let best = &mut self.best;
         self.progress.passed(written, |at| *best = Some(at));

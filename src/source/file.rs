@@ -18,7 +18,7 @@ impl LineSink for Router {
 }
 
 /// Whether the file starts with the gzip magic bytes.
-pub fn is_gzip(path: &Path) -> std::io::Result<bool> {
+pub(crate) fn is_gzip(path: &Path) -> std::io::Result<bool> {
     use std::io::Read;
     let mut magic = [0u8; 2];
     let mut f = File::open(path)?;
@@ -36,7 +36,13 @@ pub fn is_gzip(path: &Path) -> std::io::Result<bool> {
 /// decompressing it when `gzip` is set or the file is gzip. Returns the offset after the last
 /// line handed out (where a reload goes on), or an error when the file cannot be opened or
 /// read.
-pub fn read_file(path: &Path, gzip: bool, start: u64, max_line: usize, router: &mut Router) -> std::io::Result<u64> {
+pub(crate) fn read_file(
+    path: &Path,
+    gzip: bool,
+    start: u64,
+    max_line: usize,
+    router: &mut Router,
+) -> std::io::Result<u64> {
     use std::io::{Read, Seek};
     let mut f = File::open(path)?;
     router.opened();

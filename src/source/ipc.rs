@@ -84,7 +84,7 @@ const SLOT: usize = 256 * 1024;
 /// A socket input's socket, kept open from one pipeline to the next when a reload rebuilds
 /// it: producers are never refused, datagrams sent meanwhile wait in the socket, and a stream
 /// producer stays connected with the partial line it had sent.
-pub enum Kept {
+pub(crate) enum Kept {
     Datagram(UnixDatagram),
     Stream(UnixListener, Vec<Producer>),
 }
@@ -93,7 +93,7 @@ pub enum Kept {
 /// every datagram as one event until the engine stops. Datagrams are taken up to 32 at a time
 /// (`recvmmsg`). When the stop is for a rebuild (`rebuilding`), the socket is returned, still
 /// bound.
-pub fn read_datagrams(
+pub(crate) fn read_datagrams(
     path: &Path,
     router: &mut Router,
     kept: Option<UnixDatagram>,
@@ -194,7 +194,7 @@ pub fn read_datagrams(
 }
 
 /// One producer connected to a stream socket.
-pub struct Producer {
+pub(crate) struct Producer {
     stream: UnixStream,
     framer: Framer,
 }
@@ -203,7 +203,7 @@ pub struct Producer {
 /// the lines of every connected producer until the engine stops. When the stop is for a
 /// rebuild (`rebuilding`), the listener and the producers, with their partial lines, are
 /// returned.
-pub fn read_streams(
+pub(crate) fn read_streams(
     path: &Path,
     max_line: usize,
     router: &mut Router,

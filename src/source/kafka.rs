@@ -7,7 +7,7 @@
 //! by flow) keep their order. When a rebalance takes partitions away, what is already
 //! written is committed first, so the next owner starts after it.
 
-pub use crate::config::types::KafkaSpec;
+pub(crate) use crate::config::types::KafkaSpec;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -49,7 +49,7 @@ fn safe(progress: &mut Progress<(i32, i64)>, written: u64) -> BTreeMap<i32, i64>
 /// A Kafka client call that failed, for the input's brokers and topic.
 #[derive(Debug, thiserror::Error)]
 #[error("kafka://{brokers}/{topic}: {source}")]
-pub struct KafkaError {
+pub(crate) struct KafkaError {
     pub brokers: String,
     pub topic: String,
     pub source: Box<rdkafka::error::KafkaError>,
@@ -175,7 +175,12 @@ impl ConsumerContext for Ctx {
 
 /// Consumes until the engine stops, then waits for the events read to be written and commits
 /// their offsets.
-pub fn read_kafka(spec: &KafkaSpec, input: usize, marks: &Watermarks, router: &mut Router) -> Result<(), KafkaError> {
+pub(crate) fn read_kafka(
+    spec: &KafkaSpec,
+    input: usize,
+    marks: &Watermarks,
+    router: &mut Router,
+) -> Result<(), KafkaError> {
     let fail = |source| KafkaError {
         brokers: spec.brokers.clone(),
         topic: spec.topic.clone(),

@@ -2,12 +2,12 @@
 //! line (simd-json), and batching into the per-worker rings. One reader thread per input;
 //! [`file`] reads to the end, [`tail`] follows a file through truncation and rotation.
 
-pub mod checkpoint;
-pub mod file;
-pub mod framer;
-pub mod ipc;
-pub mod kafka;
-pub mod tail;
+pub(crate) mod checkpoint;
+pub(crate) mod file;
+pub(crate) mod framer;
+pub(crate) mod ipc;
+pub(crate) mod kafka;
+pub(crate) mod tail;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -21,16 +21,16 @@ use crate::event::flow_key::RouteParser;
 use crate::primitives::backoff::Backoff;
 
 /// A diagnostic line for `{log}` from a thread that has no ordered output path.
-pub type Diag = std::sync::mpsc::Sender<Vec<u8>>;
+pub(crate) type Diag = std::sync::mpsc::Sender<Vec<u8>>;
 
 /// The reader's end of the rings to every worker.
-pub struct ReaderIo {
+pub(crate) struct ReaderIo {
     pub to_workers: Vec<Producer<InBatch>>,
     pub returned: Vec<Consumer<InBatch>>,
 }
 
 /// Validates, routes and batches the lines of one input.
-pub struct Router {
+pub(crate) struct Router {
     input: u32,
     tag: String,
     io: ReaderIo,
@@ -59,7 +59,7 @@ impl Drop for Router {
 }
 
 impl Router {
-    pub fn new(
+    pub(crate) fn new(
         input: u32,
         tag: String,
         io: ReaderIo,
@@ -86,13 +86,13 @@ impl Router {
     }
 
     /// Counts this input in `count` once it has opened its file, socket or consumer.
-    pub fn count_open_in(&mut self, count: Arc<std::sync::atomic::AtomicUsize>) {
+    pub(crate) fn count_open_in(&mut self, count: Arc<std::sync::atomic::AtomicUsize>) {
         self.open_count = Some(count);
     }
 
     /// The input's file, socket or consumer is open (or its first attempt failed): it needs
     /// no privilege from now on.
-    pub fn opened(&mut self) {
+    pub(crate) fn opened(&mut self) {
         if let Some(c) = self.open_count.take() {
             c.fetch_add(1, std::sync::atomic::Ordering::Release);
         }
@@ -104,7 +104,7 @@ impl Router {
 
     /// Reports a problem with a line to `{log}` and stderr, rate-limited per kind (see
     /// `metrics::limit`).
-    pub fn report(&self, kind: crate::diag::Kind, line_no: u64, offset: u64, len: usize, msg: &str) {
+    pub(crate) fn report(&self, kind: crate::diag::Kind, line_no: u64, offset: u64, len: usize, msg: &str) {
         use crate::primitives::json::write_str;
         let mut ended = None;
         let allowed = self.limiter.borrow_mut().allow(kind, &mut ended);
@@ -128,12 +128,12 @@ impl Router {
     }
 
     /// Writes a record about the input to `{log}`, not rate-limited (an information record).
-    pub fn info(&self, kind: crate::diag::Kind, msg: &str) {
+    pub(crate) fn info(&self, kind: crate::diag::Kind, msg: &str) {
         let _ = self.diag.send(crate::diag::line(kind, &[("input", &self.tag)], msg));
     }
 
     /// Handles one framed line (without its newline).
-    pub fn line(&mut self, raw: &[u8], line_no: u64, offset: u64) {
+    pub(crate) fn line(&mut self, raw: &[u8], line_no: u64, offset: u64) {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if line.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r')) {
             return;
@@ -183,7 +183,7 @@ impl Router {
     }
 
     /// A line longer than the maximum was skipped.
-    pub fn too_long(&mut self, line_no: u64, offset: u64, len: usize, max: usize) {
+    pub(crate) fn too_long(&mut self, line_no: u64, offset: u64, len: usize, max: usize) {
         self.my_stats().too_long.fetch_add(1, Relaxed);
         self.report(
             crate::diag::Kind::LineTooLong,
@@ -235,7 +235,7 @@ impl Router {
     }
 
     /// Hands every partial batch to its worker (at end of input or when the input is idle).
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         for s in 0..self.batches.len() {
             self.send(s);
         }
@@ -246,29 +246,29 @@ impl Router {
         }
     }
 
-    pub fn add_bytes(&self, n: usize) {
+    pub(crate) fn add_bytes(&self, n: usize) {
         self.my_stats().bytes.fetch_add(n as u64, Relaxed);
     }
 
     /// The sequence number the next event will get (= events routed so far).
-    pub fn seq(&self) -> u64 {
+    pub(crate) fn seq(&self) -> u64 {
         self.seq
     }
 
     /// Marks the input's file as missing (or found again), for `/health`.
-    pub fn set_missing(&self, missing: bool) {
+    pub(crate) fn set_missing(&self, missing: bool) {
         if let Some(s) = self.stats.inputs.get(self.input as usize) {
             s.missing.store(missing, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
-    pub fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         self.stop.load(Relaxed)
     }
 }
 
 /// How a reader reads its input.
-pub struct Reading<'a> {
+pub(crate) struct Reading<'a> {
     /// The input's index (Kafka commits follow its watermark).
     pub input: usize,
     /// `--follow`: `file://` inputs are followed as `tail://PATH<` is.
@@ -284,7 +284,7 @@ pub struct Reading<'a> {
 
 /// Where a reader goes on after a reload rebuilt the pipeline.
 #[derive(Default)]
-pub struct Resume {
+pub(crate) struct Resume {
     /// A `file://` input read to here.
     pub file_pos: u64,
     /// A followed `file://` input (`--follow`) stopped here.
@@ -295,7 +295,7 @@ pub struct Resume {
 
 /// Where a reader stopped, for the next pipeline.
 #[derive(Default)]
-pub struct Stopped {
+pub(crate) struct Stopped {
     pub file_pos: Option<u64>,
     pub followed: Option<checkpoint::Spot>,
     pub socket: Option<ipc::Kept>,
@@ -303,7 +303,7 @@ pub struct Stopped {
 
 /// Reads one input until it ends or the pipeline stops: the source stage's entry point, run
 /// on the input's reader thread. An error is one that ends the input (cannot open or read it).
-pub fn read_input(
+pub(crate) fn read_input(
     uri: &crate::config::InputUri,
     how: &Reading<'_>,
     router: &mut Router,

@@ -241,7 +241,7 @@ fn mtime(f: &File) -> SystemTime {
 /// Follows `path` until the engine stops. `from_start` is the `<` suffix; a saved checkpoint,
 /// or `resume` (where the previous pipeline stopped, after a reload), takes precedence over it.
 /// Returns where it stopped (`None` if the file never appeared).
-pub fn follow(
+pub(crate) fn follow(
     path: &Path,
     from_start: bool,
     max_line: usize,

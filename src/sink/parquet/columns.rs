@@ -12,10 +12,10 @@ pub(super) const HOST: &str = "host";
 pub(super) const EVENT: &str = "event";
 
 /// Rows buffered before they are written as one row group.
-pub const ROW_GROUP_ROWS: usize = 16_384;
+pub(super) const ROW_GROUP_ROWS: usize = 16_384;
 /// String data (`event` and the string columns) buffered before a row group is written,
 /// whatever its row count.
-pub const ROW_GROUP_BYTES: usize = 16 << 20;
+pub(super) const ROW_GROUP_BYTES: usize = 16 << 20;
 
 /// Where a column's values come from in the row buffer.
 #[derive(Clone, Copy)]

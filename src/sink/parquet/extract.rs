@@ -126,7 +126,7 @@ pub(super) fn int_of(n: Option<&Node<'_>>) -> Option<i64> {
 /// epoch: `2024-03-01T12:00:00.124448+0000` (Suricata), `...Z`, `...+00:00`, `...-05`; the
 /// `T` may be a space, the fraction may have any number of digits (truncated to
 /// microseconds) or be absent. A timestamp without an offset is rejected: its zone is unknown.
-pub fn parse_timestamp_micros(s: &[u8]) -> Option<i64> {
+pub(super) fn parse_timestamp_micros(s: &[u8]) -> Option<i64> {
     let t = crate::event::timestamp::parse(s)?;
     Some(t.epoch_secs(t.offset?) * 1_000_000 + i64::from(t.nanos / 1000))
 }

@@ -78,7 +78,7 @@
 //! after the rename (sidecar already written, `.jsonl` append failed) leaves a complete,
 //! indexed file and is only reported.
 
-pub use crate::config::types::ParquetOptions;
+pub(crate) use crate::config::types::ParquetOptions;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
