@@ -100,7 +100,7 @@ pub(crate) fn render(stats: &Stats) -> String {
     o.0
 }
 
-/// Per input: what its reader read, and its filter's calls and errors.
+/// Per input: what its reader read, and its filter's calls, errors and records.
 fn inputs(o: &mut Out, stats: &Stats) {
     let per_input = |f: &dyn Fn(usize) -> u64| -> Vec<(&str, u64)> {
         stats
@@ -160,18 +160,17 @@ fn inputs(o: &mut Out, stats: &Stats) {
         "input",
         &per_input(&|k| total(stats, |w| w.filter_errors[k].load(Relaxed))),
     );
+    o.family(
+        "dragonfly_filter_out_total",
+        "counter",
+        "Records each input's filter wrote to user outputs.",
+        "input",
+        &per_input(&|k| total(stats, |w| w.filter_out[k].load(Relaxed))),
+    );
 }
 
-/// Per analyzer: calls, records written, errors; per input, its filter's records.
+/// Per analyzer: calls, records written, errors.
 fn analyzers(o: &mut Out, stats: &Stats) {
-    let per_input = |f: &dyn Fn(usize) -> u64| -> Vec<(&str, u64)> {
-        stats
-            .input_tags
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.as_str(), f(i)))
-            .collect()
-    };
     let analyzers: Vec<(&str, usize)> = stats
         .analyzer_tags
         .iter()
@@ -193,13 +192,6 @@ fn analyzers(o: &mut Out, stats: &Stats) {
         "Records each analyzer wrote to user outputs.",
         "analyzer",
         &per_analyzer(&|k| total(stats, |w| w.analyzer_out[k].load(Relaxed))),
-    );
-    o.family(
-        "dragonfly_filter_out_total",
-        "counter",
-        "Records each input's filter wrote to user outputs.",
-        "input",
-        &per_input(&|k| total(stats, |w| w.filter_out[k].load(Relaxed))),
     );
     o.family(
         "dragonfly_analyzer_errors_total",
