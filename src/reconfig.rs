@@ -15,17 +15,16 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::config::Config;
+use crate::config::{Config, InputConfig, InputUri};
 
 /// What one pipeline hands to the next across a reload, and the run's totals.
 #[derive(Default)]
 pub(crate) struct Carry {
     /// Pipelines built so far, minus one.
     pub generation: u64,
-    /// Where each `file://` input (by tag and path) stopped.
-    pub file_pos: HashMap<(String, PathBuf), u64>,
-    /// The same for `file://` inputs followed (`--follow`): the file and the offset.
-    pub follow_pos: HashMap<(String, PathBuf), crate::source::checkpoint::Spot>,
+    /// Where each input (by tag and URI) stopped: a `file://` input's offset (or, followed,
+    /// its file and offset), a socket input's socket kept open.
+    pub stopped: HashMap<(String, InputUri), crate::source::Stopped>,
     /// Outputs opened already: a truncating one (`<`) is not truncated again.
     pub opened: HashSet<PathBuf>,
     pub read: u64,
@@ -35,8 +34,6 @@ pub(crate) struct Carry {
     pub output_errors: u64,
     pub dropped: u64,
     pub missing_inputs: Vec<String>,
-    /// Socket inputs kept open for the next pipeline (by tag, path and kind).
-    pub sockets: HashMap<(String, PathBuf, crate::sink::IpcKind), crate::source::ipc::Kept>,
     /// The worker threads, which outlive a rebuild with their Lua states, and where each is
     /// sent its next pipeline.
     pub workers: Vec<(
@@ -46,21 +43,24 @@ pub(crate) struct Carry {
 }
 
 impl Carry {
-    /// What a reader hands to the next pipeline.
-    pub(crate) fn take_reader_end(
-        &mut self,
-        file_pos: Option<((String, PathBuf), u64)>,
-        followed: Option<((String, PathBuf), crate::source::checkpoint::Spot)>,
-        socket: Option<((String, PathBuf, crate::sink::IpcKind), crate::source::ipc::Kept)>,
-    ) {
-        if let Some((key, s)) = socket {
-            self.sockets.insert(key, s);
-        }
-        if let Some((key, p)) = file_pos {
-            self.file_pos.insert(key, p);
-        }
-        if let Some((key, at)) = followed {
-            self.follow_pos.insert(key, at);
+    /// Where the reader of `input` stopped, for the next pipeline. A position replaces the
+    /// one kept, and stays for later pipelines; a socket passes to the next one only.
+    pub(crate) fn reader_stopped(&mut self, input: &InputConfig, stopped: crate::source::Stopped) {
+        let kept = self.stopped.entry((input.tag.clone(), input.uri.clone())).or_default();
+        kept.file_pos = stopped.file_pos.or(kept.file_pos);
+        kept.followed = stopped.followed.or(kept.followed);
+        kept.socket = stopped.socket;
+    }
+
+    /// Where the reader of `input` resumes (the same tag and URI as a previous pipeline's).
+    pub(crate) fn resume(&mut self, input: &InputConfig) -> crate::source::Resume {
+        match self.stopped.get_mut(&(input.tag.clone(), input.uri.clone())) {
+            Some(s) => crate::source::Resume {
+                file_pos: s.file_pos.unwrap_or(0),
+                followed: s.followed,
+                socket: s.socket.take(),
+            },
+            None => Default::default(),
         }
     }
 
@@ -78,8 +78,10 @@ impl Carry {
     /// Closes the sockets no pipeline took over (their inputs were removed, or the engine
     /// ends), removing their socket files.
     pub(crate) fn close_sockets(&mut self) {
-        for ((_, path, _), _) in self.sockets.drain() {
-            let _ = std::fs::remove_file(crate::privilege::host_path(&path));
+        for ((_, uri), s) in self.stopped.iter_mut() {
+            if s.socket.take().is_some() {
+                let _ = std::fs::remove_file(crate::privilege::host_path(uri.path()));
+            }
         }
     }
 

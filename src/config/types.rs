@@ -39,7 +39,7 @@ pub(crate) enum KafkaKey {
 }
 
 /// Where a Kafka input reads.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct KafkaSpec {
     pub brokers: String,
     pub topic: String,

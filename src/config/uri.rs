@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 pub(super) use super::types::{IpcKind, KafkaKey, KafkaSpec, ParquetOptions};
 
 /// Where events come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum InputUri {
     /// Read a file to its end (gzip-compressed files are recognised by their magic bytes).
     File { path: PathBuf },

@@ -14,9 +14,10 @@ use crate::config::{Config, InputUri, OutputUri};
 use crate::lua::worker::{WorkerIo, WorkerSpec};
 use crate::lua::{Role, ScriptSpec, WorkerCtx};
 use crate::metrics::Stats;
-use crate::shard::{InBatch, OUT_RING_BATCHES, OutBatch, RING_BATCHES, pin};
+use crate::primitives::pin;
+use crate::shard::{InBatch, OUT_RING_BATCHES, OutBatch, RING_BATCHES};
 use crate::sink::{FileSink, IpcSink, KafkaSink, Sink, WorkerLink, Writer, ZfileSink};
-use crate::source::{ReaderIo, Router};
+use crate::source::ReaderIo;
 
 mod check;
 mod control;
@@ -29,7 +30,7 @@ mod wiring;
 
 pub use crate::config::{DEFAULT_LOG_DIR, DEFAULT_ROOT};
 pub use crate::diag::set_log_format_text;
-pub use crate::shard::pin::{CoresError, parse_cores};
+pub use crate::primitives::pin::{CoresError, parse_cores};
 pub use check::check;
 use check::*;
 use control::*;

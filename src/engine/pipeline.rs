@@ -103,7 +103,7 @@ pub(super) fn run_pipeline(
     let control = start_control((opts, cfg, sig), &shared, &next, reload, diag_tx.clone())?;
     drop(diag_tx);
 
-    join(readers, control, writer, &shared, carry);
+    join(readers, &cfg.inputs, control, writer, &shared, carry);
     drop(status);
     dropped?;
     // A stop signal during the rebuild's drain wins: the engine ends.
@@ -117,17 +117,18 @@ pub(super) fn run_pipeline(
 /// pipeline and the writer; saves the final checkpoints (everything read is written then) and
 /// adds the pipeline's totals.
 fn join(
-    readers: Vec<std::thread::JoinHandle<ReaderEnd>>,
+    readers: Vec<std::thread::JoinHandle<crate::source::ReaderEnd>>,
+    inputs: &[crate::config::InputConfig],
     control: std::thread::JoinHandle<()>,
     writer: std::thread::JoinHandle<Vec<Sink>>,
     shared: &Shared,
     carry: &mut crate::reconfig::Carry,
 ) {
     let mut ckpts = Vec::new();
-    for r in readers {
+    for (r, input) in readers.into_iter().zip(inputs) {
         if let Ok(end) = r.join() {
             ckpts.extend(end.ckpt);
-            carry.take_reader_end(end.file_pos, end.followed, end.socket);
+            carry.reader_stopped(input, end.stopped);
         }
     }
     shared.readers_done.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -126,119 +126,40 @@ pub(super) fn start_workers(
     first_error.map_or(Ok(()), Err)
 }
 
-/// Starts a reader thread per input.
+/// Starts a reader thread per input, each resuming where the previous pipeline's reader of
+/// the same input stopped.
 pub(super) fn start_readers(
     (cfg, plan, opts): (&Config, &Plan, &Options),
     ios: Vec<ReaderIo>,
     shared: &Shared,
     diag: &crate::source::Diag,
     carry: &mut crate::reconfig::Carry,
-) -> std::io::Result<Vec<std::thread::JoinHandle<ReaderEnd>>> {
-    ios.into_iter()
-        .enumerate()
-        .map(|(r, io)| spawn_reader(r, io, (cfg, plan, opts.follow), shared, diag, carry))
-        .collect()
-}
-
-/// Where a reader stopped: its checkpoint, and what the next pipeline resumes from.
-pub(super) struct ReaderEnd {
-    pub ckpt: Option<crate::source::checkpoint::Checkpoint>,
-    pub file_pos: Option<((String, PathBuf), u64)>,
-    pub followed: Option<((String, PathBuf), crate::source::checkpoint::Spot)>,
-    pub socket: Option<(
-        (String, PathBuf, crate::config::types::IpcKind),
-        crate::source::ipc::Kept,
-    )>,
-}
-
-/// Starts the reader thread of input `r`, resuming where the previous pipeline stopped.
-fn spawn_reader(
-    r: usize,
-    io: ReaderIo,
-    (cfg, plan, follow): (&Config, &Plan, bool),
-    shared: &Shared,
-    diag: &crate::source::Diag,
-    carry: &mut crate::reconfig::Carry,
-) -> std::io::Result<std::thread::JoinHandle<ReaderEnd>> {
-    let input = cfg.inputs[r].clone();
-    let mut router = Router::new(
-        r as u32,
-        input.tag.clone(),
-        io,
-        Arc::clone(&shared.stats),
-        diag.clone(),
-        Arc::clone(&shared.readers_stop),
-    );
-    router.count_open_in(Arc::clone(&shared.opened));
-    let cpu = plan.cpu(r);
-    let input_marks = Arc::clone(&shared.marks);
-    let mut ckpt = match &input.uri {
-        InputUri::Tail { path, .. } => Some(crate::source::checkpoint::Checkpoint::new(
-            &shared.state_dir,
-            &input.tag,
+) -> std::io::Result<Vec<std::thread::JoinHandle<crate::source::ReaderEnd>>> {
+    let mut readers = Vec::new();
+    for (r, io) in ios.into_iter().enumerate() {
+        let input = &cfg.inputs[r];
+        let setup = crate::source::ReaderSetup {
+            stats: Arc::clone(&shared.stats),
+            diag: diag.clone(),
+            stop: Arc::clone(&shared.readers_stop),
+            opened: Arc::clone(&shared.opened),
+            marks: Arc::clone(&shared.marks),
+            state_dir: shared.state_dir.clone(),
+            rebuilding: Arc::clone(&shared.rebuilding),
+            follow: opts.follow,
+            max_line: cfg.max_line,
+            poll: cfg.tail_poll,
+            cpu: plan.cpu(r),
+        };
+        readers.push(crate::source::spawn_reader(
             r,
-            path,
-            Arc::clone(&shared.marks),
-        )),
-        _ => None,
-    };
-    let max_line = cfg.max_line;
-    let poll = cfg.tail_poll;
-    let pos_key = match &input.uri {
-        InputUri::File { path } | InputUri::Zfile { path } => Some((input.tag.clone(), path.clone())),
-        _ => None,
-    };
-    let start = pos_key
-        .as_ref()
-        .and_then(|k| carry.file_pos.get(k))
-        .copied()
-        .unwrap_or(0);
-    let follow_from = pos_key.as_ref().and_then(|k| carry.follow_pos.get(k)).copied();
-    // A socket input the previous pipeline kept open (same tag, path and kind).
-    let sock_key = match &input.uri {
-        InputUri::Ipc { path, kind } => Some((input.tag.clone(), path.clone(), *kind)),
-        _ => None,
-    };
-    let mut kept = sock_key.as_ref().and_then(|k| carry.sockets.remove(k));
-    let rebuilding_r = Arc::clone(&shared.rebuilding);
-    std::thread::Builder::new()
-        .name(format!("dfm-reader-{r}"))
-        .spawn(move || {
-            if let Some(c) = cpu {
-                pin::pin_current(&c);
-            }
-            let how = crate::source::Reading {
-                input: r,
-                follow,
-                max_line,
-                poll,
-                marks: &input_marks,
-                rebuilding: &rebuilding_r,
-            };
-            let resume = crate::source::Resume {
-                file_pos: start,
-                followed: follow_from,
-                socket: kept.take(),
-            };
-            let (r, stopped) = crate::source::read_input(&input.uri, &how, &mut router, ckpt.as_mut(), resume);
-            router.opened();
-            if let Err(e) = r {
-                router.set_missing(true);
-                router.report(
-                    crate::diag::Kind::InputError,
-                    0,
-                    0,
-                    0,
-                    &format!("{}: {e}", input.uri.path().display()),
-                );
-            }
-            ReaderEnd {
-                ckpt,
-                file_pos: pos_key.clone().zip(stopped.file_pos),
-                followed: pos_key.zip(stopped.followed),
-                socket: sock_key.zip(stopped.socket),
-            }
-        })
+            input.clone(),
+            io,
+            setup,
+            carry.resume(input),
+        )?);
+    }
+    Ok(readers)
 }
 
 /// Starts the control thread: reload requests (SIGHUP, `--watch`) and the stop signal.

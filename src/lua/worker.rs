@@ -46,7 +46,7 @@ impl Reload {
 /// What a worker needs to start.
 pub(crate) struct WorkerSpec {
     pub index: usize,
-    pub cpu: Option<crate::shard::pin::Pin>,
+    pub cpu: Option<crate::primitives::pin::Pin>,
     pub filters: Vec<ScriptSpec>,
     pub analyzers: Vec<ScriptSpec>,
     pub input_tags: Vec<String>,
@@ -233,7 +233,7 @@ pub(crate) fn run(
     next: std::sync::mpsc::Receiver<NextPipeline>,
 ) {
     if let Some(cpu) = &spec.cpu {
-        crate::shard::pin::pin_current(cpu);
+        crate::primitives::pin::pin_current(cpu);
     }
     let mut c = WorkerCtx::new(
         spec.input_tags.clone(),

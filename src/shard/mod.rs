@@ -3,8 +3,6 @@
 //! the writer, with a return ring beside each so that batch buffers are recycled, not
 //! reallocated. Also the CPU pinning plan.
 
-pub(crate) mod pin;
-
 pub(crate) use crate::event::batch::InBatch;
 pub(crate) use crate::primitives::backoff::Backoff;
 

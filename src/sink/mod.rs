@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use rtrb::{Consumer, Producer};
 
-pub(crate) use crate::config::types::{IpcKind, Policy};
+pub(crate) use crate::config::types::Policy;
 use crate::counters::Stats;
 use crate::diag::Kind;
 use crate::shard::{Backoff, OutBatch, OutputId, STATS_OUTPUT};

@@ -7,7 +7,10 @@ pub(crate) mod file;
 pub(crate) mod framer;
 pub(crate) mod ipc;
 pub(crate) mod kafka;
+mod reader;
 pub(crate) mod tail;
+
+pub(crate) use reader::{ReaderEnd, ReaderSetup, Resume, Stopped, spawn_reader};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -282,28 +285,9 @@ pub(crate) struct Reading<'a> {
     pub rebuilding: &'a std::sync::atomic::AtomicBool,
 }
 
-/// Where a reader goes on after a reload rebuilt the pipeline.
-#[derive(Default)]
-pub(crate) struct Resume {
-    /// A `file://` input read to here.
-    pub file_pos: u64,
-    /// A followed `file://` input (`--follow`) stopped here.
-    pub followed: Option<checkpoint::Spot>,
-    /// A socket input's socket, kept open.
-    pub socket: Option<ipc::Kept>,
-}
-
-/// Where a reader stopped, for the next pipeline.
-#[derive(Default)]
-pub(crate) struct Stopped {
-    pub file_pos: Option<u64>,
-    pub followed: Option<checkpoint::Spot>,
-    pub socket: Option<ipc::Kept>,
-}
-
 /// Reads one input until it ends or the pipeline stops: the source stage's entry point, run
 /// on the input's reader thread. An error is one that ends the input (cannot open or read it).
-pub(crate) fn read_input(
+fn read_input(
     uri: &crate::config::InputUri,
     how: &Reading<'_>,
     router: &mut Router,
