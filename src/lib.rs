@@ -11,8 +11,8 @@
 //! [`engine`] wires it all together; [`reconfig`] decides what a reload does.
 
 //!
-//! The public API is narrow: [`engine`] (run, check, their options and summary) and
-//! [`find_files`] (the Parquet index query). [`bench`] re-exports the internals that the
+//! The public API is narrow: [`engine`] (run, check, their options and summary),
+//! [`testkit`] (`dragonfly-mle test`) and [`find_files`] (the Parquet index query). [`bench`] re-exports the internals that the
 //! benchmarks drive; it is not a stable API.
 
 #![warn(unreachable_pub)]
@@ -20,6 +20,7 @@
 #[doc(hidden)]
 pub mod bench;
 pub mod engine;
+pub mod testkit;
 
 mod config;
 mod counters;

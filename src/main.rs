@@ -79,6 +79,17 @@ struct Cli {
 enum Mode {
     /// Validate the configuration and load every script (same as --check).
     Check,
+    /// Run analyzer tests (*.test.lua) against the real engine; see docs/testing.md.
+    Test {
+        /// Test files, or folders searched for *.test.lua (default: <root>/tests).
+        paths: Vec<PathBuf>,
+        /// Write the expected records (<file>.expected/<test>/<output>.jsonl) from this run.
+        #[arg(long)]
+        update: bool,
+        /// Keep every run's folder (those of failed runs are always kept).
+        #[arg(long)]
+        keep: bool,
+    },
     /// The one-core parse-only rate of a file (perf/).
     #[command(hide = true, name = "bench-parse")]
     BenchParse { file: PathBuf },
@@ -128,7 +139,7 @@ fn bench_tool(mode: &Mode) -> ExitCode {
         Mode::BenchKafkaCount { brokers, topic, n } => {
             load::kafka_count(brokers, topic, *n).map(|secs| ("consumed", *n, secs))
         }
-        Mode::Check => unreachable!("not a load tool"),
+        Mode::Check | Mode::Test { .. } => unreachable!("not a load tool"),
     };
     match r {
         Ok((what, n, secs)) => {
@@ -142,8 +153,38 @@ fn bench_tool(mode: &Mode) -> ExitCode {
     }
 }
 
+/// `dragonfly-mle test`: 0 when every test passed, 1 otherwise.
+fn test(cli: &Cli, paths: &[PathBuf], update: bool, keep: bool) -> ExitCode {
+    let engine = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("dragonfly-mle: cannot find this program's path: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let opts = dragonfly_mle::testkit::TestOptions {
+        paths: paths.to_vec(),
+        root: cli.root.clone(),
+        update,
+        shards: cli.shards.map(|n| n as usize),
+        keep,
+        engine,
+    };
+    match dragonfly_mle::testkit::run(&opts, &mut std::io::stdout()) {
+        Ok(r) if r.failed == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("dragonfly-mle: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Mode::Test { paths, update, keep }) = &cli.command {
+        return test(&cli, paths, *update, *keep);
+    }
     if let Some(m) = cli.command.as_ref().filter(|m| !matches!(m, Mode::Check)) {
         return bench_tool(m);
     }

@@ -14,6 +14,7 @@ mod faults;
 mod hiredis;
 mod io;
 mod kafka;
+mod kit;
 mod ml;
 mod model;
 mod ops;

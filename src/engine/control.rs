@@ -108,6 +108,37 @@ pub(super) fn start_http(
     }
 }
 
+/// Runs the Redis commands of a file (one JSON array of strings per line) against the
+/// configured Redis: a test's contents, loaded before anything starts.
+pub(super) fn preload_redis(cfg: &Config, path: &std::path::Path) -> anyhow::Result<()> {
+    use simd_json::prelude::*;
+    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut con = crate::lua::hiredis::open(&cfg.redis, cfg.redis_timeouts())?;
+    for (i, line) in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        let mut b = line.to_vec();
+        let v = simd_json::to_owned_value(&mut b).with_context(|| format!("command {}", i + 1))?;
+        let args: Vec<&str> = v
+            .as_array()
+            .and_then(|a| a.iter().map(|x| x.as_str()).collect())
+            .filter(|a: &Vec<&str>| !a.is_empty())
+            .with_context(|| format!("command {}: expected a list of strings", i + 1))?;
+        let mut c = redis::cmd(args[0]);
+        for a in &args[1..] {
+            c.arg(*a);
+        }
+        if let redis::Value::ServerError(e) = redis::ConnectionLike::req_command(&mut con, &c)? {
+            anyhow::bail!(
+                "command {} ({}): {} {}",
+                i + 1,
+                args.join(" "),
+                e.code(),
+                e.details().unwrap_or("")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Sends `MODULE LOAD` for every module of config.lua; failures are reported, not fatal.
 pub(super) fn load_modules(cfg: &Config, diag: &crate::source::Diag) {
     for (tag, module) in &cfg.modules {

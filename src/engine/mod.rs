@@ -41,6 +41,10 @@ use signals::Signals;
 use start::*;
 use wiring::*;
 
+/// The variable `dragonfly-mle test` passes a test's Redis commands in: a file of JSON arrays,
+/// one command per line, run before anything starts.
+pub(crate) const TEST_REDIS_ENV: &str = "DFM_TEST_REDIS";
+
 /// Command-line choices that shape the engine.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -206,6 +210,13 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     crate::lua::builtins::configure(cfg.http_timeout, cfg.http_insecure, cfg.dns_timeout);
     if cfg.redis == RedisTarget::Managed {
         crate::lua::managed::configure(&run_dir(opts, &cfg), cfg.redis_persist);
+    }
+    if let Some(path) = std::env::var_os(TEST_REDIS_ENV) {
+        let r = preload_redis(&cfg, std::path::Path::new(&path));
+        if r.is_err() {
+            crate::lua::managed::stop();
+        }
+        r.context("the test's Redis commands")?;
     }
     let r = run_configured(opts, cfg);
     crate::lua::managed::stop();

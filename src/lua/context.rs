@@ -119,6 +119,9 @@ pub struct WorkerCtx {
     pub timers: Vec<Option<(u64, c_int)>>,
     pub timers_pending: u64,
     pub timers_fired: u64,
+    /// A test's virtual clock, and where this worker is on it (Unix ns).
+    pub(super) vclock: Option<crate::primitives::clock::Virtual>,
+    pub(super) vnow_ns: u64,
     /// What script states are opened with (memory limit, number precision).
     pub(super) state_settings: super::state::StateSettings,
     /// The last ticket given to a pipelined command (each command gets the next).
@@ -210,6 +213,29 @@ impl Drop for Restore {
 }
 
 impl WorkerCtx {
+    /// The scripts' clock in nanoseconds: monotonic time, or a test's virtual clock (Unix
+    /// time) where this worker is on it.
+    pub(crate) fn now_ns(&self) -> u64 {
+        match self.vclock {
+            Some(_) => self.vnow_ns,
+            None => crate::counters::latency::mono_ns(),
+        }
+    }
+
+    /// A test's input has ended: its virtual clock runs on by `after`, stopping at each timer
+    /// due by then to fire it (also those they arm, up to 10,000 firings).
+    pub(crate) fn run_clock_out(&mut self) {
+        let Some(v) = self.vclock else { return };
+        let end = self.vnow_ns.saturating_add(v.after_ns);
+        for _ in 0..10_000 {
+            let next = self.timers.iter().flatten().map(|t| t.0).filter(|&d| d <= end).min();
+            let Some(due) = next else { break };
+            self.vnow_ns = self.vnow_ns.max(due);
+            self.run_timers();
+        }
+        self.vnow_ns = end;
+    }
+
     /// A context for the given tags (not lent to anything yet).
     pub fn new(
         input_tags: Vec<String>,
@@ -256,6 +282,8 @@ impl WorkerCtx {
             timers: Vec::new(),
             timers_pending: 0,
             timers_fired: 0,
+            vclock: crate::primitives::clock::virtual_clock(),
+            vnow_ns: crate::primitives::clock::virtual_clock().map_or(0, |v| v.start_ns),
             state_settings: Default::default(),
             next_ticket: 0,
             yield_ticket: 0,

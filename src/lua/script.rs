@@ -66,6 +66,19 @@ unsafe fn set_field(l: *mut lua_State, t: c_int, name: &std::ffi::CStr) {
     unsafe { ffi::lua_setfield(l, t, name.as_ptr()) }
 }
 
+/// `os.time()` under a test's virtual clock: the worker's place on it, in whole seconds.
+unsafe extern "C-unwind" fn virtual_time(l: *mut lua_State) -> c_int {
+    // SAFETY: a lua_CFunction: `l` is this thread's running state; the body runs behind
+    // `c_entry` (panics caught, errors raised after it returns).
+    unsafe {
+        super::boundary::c_entry(l, "os.time", |l| {
+            let ns = super::context::with_ctx(|c| c.now_ns());
+            ffi::lua_pushnumber(l, (ns / 1_000_000_000) as f64);
+            Ok(1)
+        })
+    }
+}
+
 /// Runs the prelude with the engine's constants and functions in a table: the hidden keys,
 /// kind codes and answers of the FFI functions are defined once, in Rust.
 unsafe fn run_prelude(l: *mut lua_State) -> Result<(), ScriptCause> {
@@ -141,6 +154,10 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), ScriptCause> {
         ffi::lua_pushvalue(l, -1);
         ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::ENGINE_THREADS);
         set_field(l, e, c"engine_threads");
+        if crate::primitives::clock::virtual_clock().is_some() {
+            ffi::lua_pushcclosure(l, virtual_time, 0);
+            set_field(l, e, c"vtime");
+        }
         if ffi::lua_pcall(l, 1, 0, 0) != 0 {
             return Err(ScriptCause::Prelude(pcall_msg(l)));
         }

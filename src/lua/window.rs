@@ -63,6 +63,9 @@ impl WorkerCtx {
             let w = &mut self.window[i];
             w.meta = *meta;
             w.id = id;
+            if let Some(v) = self.vclock {
+                self.vnow_ns = self.vnow_ns.max(v.start_ns + v.step_ns.saturating_mul(meta.seq));
+            }
             w.line = (meta.start as usize, meta.end as usize);
             w.root = root;
             w.queue.clear();
@@ -445,7 +448,7 @@ impl WorkerCtx {
             ffi::luaL_ref(to, ffi::LUA_REGISTRYINDEX)
         };
         let secs = if secs.is_finite() { secs.clamp(0.0, 1e9) } else { 0.0 };
-        let due = crate::counters::latency::mono_ns() + (secs * 1e9) as u64;
+        let due = self.now_ns() + (secs * 1e9) as u64;
         if self.timers.len() < self.analyzers.len() {
             self.timers.resize(self.analyzers.len(), None);
         }
@@ -460,10 +463,19 @@ impl WorkerCtx {
     /// Delivers every due timer to its analyzer's `loop()`, outside any event (its records
     /// are not held back for input order).
     pub fn run_timers(&mut self) {
-        let now = crate::counters::latency::mono_ns();
-        for a in 0..self.timers.len() {
-            let Some((due, r)) = self.timers[a] else { continue };
-            if due > now {
+        let now = self.now_ns();
+        if !self.timers.iter().flatten().any(|t| t.0 <= now) {
+            return;
+        }
+        // In due order (then analyzer order); a timer armed by one that fires waits for the
+        // next call.
+        let mut due: Vec<(u64, usize)> = (0..self.timers.len())
+            .filter_map(|a| self.timers[a].filter(|t| t.0 <= now).map(|t| (t.0, a)))
+            .collect();
+        due.sort_unstable();
+        for (when, a) in due {
+            let Some((d, r)) = self.timers[a] else { continue };
+            if d != when {
                 continue;
             }
             self.timers[a] = None;

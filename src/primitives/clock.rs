@@ -52,3 +52,33 @@ mod tests {
         assert_eq!(format_utc(951_782_400, "", "", ".", ""), "20000229.000000");
     }
 }
+
+/// A test's virtual clock (`dragonfly-mle test`): scripts see `start` at the first event of an
+/// input and `step` more per event after it (by the event's position in its input, so the
+/// time an event sees does not depend on the shard it runs on); timers fall due on this clock,
+/// and when the input ends it runs on by `after` (firing the timers due by then).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Virtual {
+    /// Unix time, nanoseconds.
+    pub start_ns: u64,
+    pub step_ns: u64,
+    pub after_ns: u64,
+}
+
+/// The variable a test run passes its clock in: `START_NS,STEP_NS,AFTER_NS`.
+pub(crate) const VIRTUAL_CLOCK_ENV: &str = "DFM_TEST_CLOCK";
+
+static VIRTUAL: std::sync::OnceLock<Option<Virtual>> = std::sync::OnceLock::new();
+
+/// The virtual clock of this process, if it runs a test (read once from the environment).
+pub(crate) fn virtual_clock() -> Option<Virtual> {
+    *VIRTUAL.get_or_init(|| {
+        let v = std::env::var(VIRTUAL_CLOCK_ENV).ok()?;
+        let mut n = v.split(',').map(|p| p.trim().parse::<u64>().ok());
+        Some(Virtual {
+            start_ns: n.next()??,
+            step_ns: n.next().flatten().unwrap_or(0),
+            after_ns: n.next().flatten().unwrap_or(0),
+        })
+    })
+}

@@ -37,6 +37,11 @@ impl Merge {
         &self.next_seq
     }
 
+    /// Whether worker `w` has ordered records waiting for their turn.
+    pub(crate) fn waiting(&self, w: usize) -> bool {
+        self.pending[w].iter().any(|q| !q.is_empty())
+    }
+
     /// Takes a batch from worker `w`: records of unordered outputs go to `write` at once. The
     /// batch is returned when nothing in it waits for its turn (to be recycled), else kept.
     pub(crate) fn take(

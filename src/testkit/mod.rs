@@ -1,0 +1,510 @@
+//! `dragonfly-mle test`: analyzer tests without a deployment. Each test of a test file
+//! (`*.test.lua`, see [`spec`]) runs the real engine (this binary, as a child process) on the
+//! root and config.lua under test, with the test's events as the input, every output written to
+//! a file of its own, the engine's managed Redis (loaded with the test's commands first), and a
+//! virtual clock; once on one shard and once on several. The records are then checked: against
+//! the expected files (`<file>.expected/<test>/<output>.jsonl`, written by `--update`), and
+//! against the test's field assertions, counts, log records and script error count. Failures
+//! print what differs, path by path.
+
+mod compare;
+mod spec;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use simd_json::OwnedValue;
+use simd_json::prelude::ValueAsScalar;
+
+use spec::{Matcher, TestCase, Which};
+
+/// What `dragonfly-mle test` was asked.
+#[derive(Clone, Debug)]
+pub struct TestOptions {
+    /// Test files, or folders searched for `*.test.lua`; none: `<root>/tests`.
+    pub paths: Vec<PathBuf>,
+    /// The root of tests that name none and do not sit in a root's `tests/` folder.
+    pub root: PathBuf,
+    /// Write the expected files from what the engine produced.
+    pub update: bool,
+    /// Run on this shard count only, instead of each test's.
+    pub shards: Option<usize>,
+    /// Keep every run's files (they are kept for failed runs anyway).
+    pub keep: bool,
+    /// The engine binary to run.
+    pub engine: PathBuf,
+}
+
+/// What a test session found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub passed: usize,
+    pub failed: usize,
+    /// Tests whose expected files `--update` wrote.
+    pub updated: usize,
+}
+
+/// Runs every test named by `opts`, printing progress and failures to `out`.
+pub fn run(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Report> {
+    let files = test_files(opts)?;
+    let mut cases = Vec::new();
+    for f in &files {
+        cases.extend(spec::load(f, &opts.root)?);
+    }
+    let lua = mlua::Lua::new();
+    let mut report = Report::default();
+    let mut failures = Vec::new();
+    let _ = writeln!(out, "running {} tests from {} files", cases.len(), files.len());
+    for case in &cases {
+        let shards = opts.shards.map_or_else(|| case.shards.clone(), |n| vec![n]);
+        let mut updated = false;
+        for n in shards {
+            let label = format!(
+                "{}: {:?} ({n} shard{})",
+                short(&case.file),
+                case.name,
+                if n == 1 { "" } else { "s" }
+            );
+            let _ = write!(out, "test {label} ... ");
+            let _ = out.flush();
+            let (problems, dir) = match run_case(case, n, opts, &lua, &mut updated) {
+                Ok(r) => r,
+                Err(e) => (vec![format!("{e:#}")], None),
+            };
+            if problems.is_empty() {
+                report.passed += 1;
+                let _ = writeln!(out, "ok");
+                if let Some(d) = dir.filter(|_| !opts.keep) {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+            } else {
+                report.failed += 1;
+                let _ = writeln!(out, "FAILED");
+                failures.push((label, problems, dir));
+            }
+        }
+        report.updated += usize::from(updated);
+    }
+    for (label, problems, dir) in &failures {
+        let _ = writeln!(out, "\n---- {label} ----");
+        for p in problems {
+            let _ = writeln!(out, "  {}", p.replace('\n', "\n  "));
+        }
+        if let Some(d) = dir {
+            let _ = writeln!(out, "  (the run's files: {})", d.display());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\ntest result: {}. {} passed; {} failed{}",
+        if report.failed == 0 { "ok" } else { "FAILED" },
+        report.passed,
+        report.failed,
+        if opts.update {
+            format!("; expected files written for {} tests", report.updated)
+        } else {
+            String::new()
+        }
+    );
+    Ok(report)
+}
+
+fn short(p: &Path) -> String {
+    p.file_name()
+        .map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into_owned())
+}
+
+/// The test files: those named, and every `*.test.lua` under the folders named.
+fn test_files(opts: &TestOptions) -> anyhow::Result<Vec<PathBuf>> {
+    let paths = if opts.paths.is_empty() {
+        vec![opts.root.join("tests")]
+    } else {
+        opts.paths.clone()
+    };
+    let mut files = Vec::new();
+    for p in &paths {
+        if p.is_dir() {
+            let before = files.len();
+            find(p, &mut files).with_context(|| format!("cannot read {}", p.display()))?;
+            files[before..].sort();
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            anyhow::bail!("{}: no such test file or folder", p.display());
+        }
+    }
+    if files.is_empty() {
+        anyhow::bail!(
+            "no test files (*.test.lua) in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(files)
+}
+
+fn find(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            find(&p, out)?;
+        } else if p.to_string_lossy().ends_with(".test.lua") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Where the expected records of `case` live.
+fn expected_dir(case: &TestCase) -> PathBuf {
+    let stem = short(&case.file);
+    let stem = stem.strip_suffix(".lua").unwrap_or(&stem);
+    let name: String = case
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    case.file.with_file_name(format!("{stem}.expected")).join(name)
+}
+
+/// What one run of the engine left.
+struct RunOutput {
+    /// Per output tag, its records.
+    outputs: Vec<(String, Vec<Vec<u8>>)>,
+    log: Vec<OwnedValue>,
+    script_errors: u64,
+}
+
+/// Runs `case` on `shards` shards and checks it; the problems found and the run's folder.
+fn run_case(
+    case: &TestCase,
+    shards: usize,
+    opts: &TestOptions,
+    lua: &mlua::Lua,
+    updated: &mut bool,
+) -> anyhow::Result<(Vec<String>, Option<PathBuf>)> {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("dfm-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let got = match engine_run(case, shards, opts, &dir) {
+        Ok(g) => g,
+        Err(e) => return Ok((vec![format!("{e:#}")], Some(dir))),
+    };
+    let exp_dir = expected_dir(case);
+    if opts.update && !*updated {
+        write_expected(&exp_dir, &got)?;
+        *updated = true;
+    }
+    let mut problems = Vec::new();
+    check_expected(&exp_dir, &got, &mut problems)?;
+    check_assertions(case, &got, lua, &mut problems);
+    Ok((problems, Some(dir)))
+}
+
+/// A string as a Lua literal.
+fn lua_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\{:03}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// Runs the engine for `case` in `dir`: config.lua as written, then this run's inputs,
+/// outputs and Redis.
+fn engine_run(case: &TestCase, shards: usize, opts: &TestOptions, dir: &Path) -> anyhow::Result<RunOutput> {
+    let cfg = crate::config::Config::load(&case.root, dir, Some(&case.config))?;
+    let tag = match &case.input {
+        Some(t) => t.clone(),
+        None => cfg
+            .inputs
+            .first()
+            .map(|i| i.tag.clone())
+            .context("the configuration has no input")?,
+    };
+    if !cfg.inputs.iter().any(|i| i.tag == tag) {
+        anyhow::bail!("the configuration has no input with tag {tag:?}");
+    }
+    let input = dir.join("input.json");
+    let mut events = case.events.join(&b'\n');
+    events.push(b'\n');
+    std::fs::write(&input, events)?;
+    let mut text =
+        std::fs::read_to_string(&case.config).with_context(|| format!("cannot read {}", case.config.display()))?;
+    text.push_str(&format!(
+        "\n\n-- dragonfly-mle test: this run's input, outputs and Redis.\ndo\n   local keep\n   for _, i in ipairs(inputs or {{}}) do\n      if i.tag == {tag} then keep = i end\n   end\n   keep.uri = {uri}\n   inputs = {{ keep }}\n   for k, o in ipairs(outputs or {{}}) do\n      o.uri = {out} .. k .. \".json<\"\n      o.ordered = true\n   end\n   redis_host = \"managed\"\n   redis_port = nil\n   redis_persist = false\n   http_address = \"off\"\nend\n",
+        tag = lua_str(&tag),
+        uri = lua_str(&format!("file://{}", input.display())),
+        out = lua_str(&format!("file://{}/output-", dir.display())),
+    ));
+    let config = dir.join("config.lua");
+    std::fs::write(&config, text)?;
+    let mut cmd = std::process::Command::new(&opts.engine);
+    cmd.arg("-r")
+        .arg(&case.root)
+        .arg("-l")
+        .arg(dir)
+        .arg("--config")
+        .arg(&config)
+        .args(["--shards", &shards.to_string(), "--http", "off", "--no-pin"])
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .env(
+            crate::primitives::clock::VIRTUAL_CLOCK_ENV,
+            format!("{},{},{}", case.clock.start_ns, case.clock.step_ns, case.clock.after_ns),
+        )
+        .env("TZ", "UTC")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.join("stdout.txt"))?)
+        .stderr(std::fs::File::create(dir.join("stderr.txt"))?);
+    if !case.redis.is_empty() {
+        let mut cmds = String::new();
+        for c in &case.redis {
+            let args: Vec<OwnedValue> = c.iter().map(|a| OwnedValue::from(a.as_str())).collect();
+            cmds.push_str(&simd_json::prelude::Writable::encode(&OwnedValue::from(args)));
+            cmds.push('\n');
+        }
+        std::fs::write(dir.join("redis.json"), cmds)?;
+        cmd.env(crate::engine::TEST_REDIS_ENV, dir.join("redis.json"));
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {}", opts.engine.display()))?;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs_f64(case.timeout) {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!(
+                "the engine did not finish within {} s (the test's timeout)",
+                case.timeout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = std::fs::read_to_string(dir.join("stdout.txt")).unwrap_or_default();
+    let stderr = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
+    // 3: events were lost, which the checks below show; anything else is a failed run.
+    if !(status.success() || status.code() == Some(3)) {
+        anyhow::bail!("the engine failed ({status}):\n{}", stderr.trim());
+    }
+    let script_errors = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("dragonfly-mle: "))
+        .flat_map(|l| l.split(", "))
+        .find_map(|p| p.strip_suffix(" script errors")?.trim().parse().ok())
+        .unwrap_or(0);
+    let mut outputs = Vec::new();
+    for (k, o) in cfg.outputs.iter().enumerate() {
+        let text = std::fs::read(dir.join(format!("output-{}.json", k + 1))).unwrap_or_default();
+        let lines = text
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        outputs.push((o.tag.clone(), lines));
+    }
+    let log = std::fs::read(dir.join("dragonfly-mle.log"))
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| compare::parse(l).ok())
+        .collect();
+    Ok(RunOutput {
+        outputs,
+        log,
+        script_errors,
+    })
+}
+
+/// `--update`: the expected files are what this run wrote.
+fn write_expected(dir: &Path, got: &RunOutput) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (tag, lines) in &got.outputs {
+        let mut text = lines.join(&b'\n');
+        text.push(b'\n');
+        let path = dir.join(format!("{tag}.jsonl"));
+        std::fs::write(&path, if lines.is_empty() { Vec::new() } else { text })
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The records of every output against its expected file, when the test has them.
+fn check_expected(dir: &Path, got: &RunOutput, problems: &mut Vec<String>) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    for (tag, lines) in &got.outputs {
+        let path = dir.join(format!("{tag}.jsonl"));
+        let want: Vec<Vec<u8>> = match std::fs::read(&path) {
+            Ok(t) => t
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut shown = 0;
+        for i in 0..want.len().max(lines.len()) {
+            let (w, g) = (want.get(i), lines.get(i));
+            let differ = match (w, g) {
+                (Some(w), Some(g)) => match (compare::parse(w), compare::parse(g)) {
+                    (Ok(wv), Ok(gv)) => {
+                        let mut d = Vec::new();
+                        compare::differences("", &wv, &gv, &mut d, 8);
+                        (!d.is_empty()).then_some(d)
+                    }
+                    (Err(e), _) => Some(vec![format!("{}: {e}", path.display())]),
+                    (_, Err(e)) => Some(vec![e]),
+                },
+                _ => Some(Vec::new()),
+            };
+            let Some(d) = differ else { continue };
+            shown += 1;
+            if shown > 5 {
+                problems.push(format!("output {tag}: more records differ"));
+                break;
+            }
+            let show = |l: Option<&Vec<u8>>| {
+                l.map_or_else(|| "(none)".to_string(), |l| String::from_utf8_lossy(l).into_owned())
+            };
+            let mut p = format!(
+                "output {tag}, record {} ({}):\n  expected {}\n  got      {}",
+                i + 1,
+                path.display(),
+                show(w),
+                show(g)
+            );
+            for line in d {
+                p.push_str(&format!("\n    {line}"));
+            }
+            problems.push(p);
+        }
+        if want.len() != lines.len() {
+            problems.push(format!(
+                "output {tag}: expected {} records, got {}",
+                want.len(),
+                lines.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The test's own assertions: counts, fields, log records, script errors.
+fn check_assertions(case: &TestCase, got: &RunOutput, lua: &mlua::Lua, problems: &mut Vec<String>) {
+    let records = |tag: &str| -> Option<Vec<OwnedValue>> {
+        got.outputs
+            .iter()
+            .find(|(t, _)| t == tag)
+            .map(|(_, lines)| lines.iter().filter_map(|l| compare::parse(l).ok()).collect())
+    };
+    let matches = |text: &str, pattern: &str| -> bool {
+        let find = lua
+            .globals()
+            .get::<mlua::Table>("string")
+            .and_then(|s| s.get::<mlua::Function>("find"));
+        find.and_then(|f| f.call::<mlua::Value>((text, pattern)))
+            .is_ok_and(|v| !v.is_nil())
+    };
+    for (tag, n) in &case.counts {
+        match records(tag) {
+            None => problems.push(format!("counts: no output has tag {tag:?}")),
+            Some(r) if r.len() != *n => problems.push(format!("output {tag}: expected {n} records, got {}", r.len())),
+            Some(_) => {}
+        }
+    }
+    for f in &case.fields {
+        let Some(recs) = records(&f.output) else {
+            problems.push(format!("fields: no output has tag {:?}", f.output));
+            continue;
+        };
+        let picked: Vec<(usize, &OwnedValue)> = match f.which {
+            Which::Nth(n) => match recs.get(n - 1) {
+                Some(r) => vec![(n, r)],
+                None => {
+                    problems.push(format!("output {}: no record {n} (it has {})", f.output, recs.len()));
+                    continue;
+                }
+            },
+            Which::Each => recs.iter().enumerate().map(|(i, r)| (i + 1, r)).collect(),
+        };
+        for (n, r) in picked {
+            let v = compare::lookup(r, &f.path);
+            let at = format!("output {}, record {n}, {}", f.output, f.path);
+            let problem = match (&f.matcher, v) {
+                (Matcher::Exists, None) => Some("expected to exist, absent".to_string()),
+                (Matcher::Absent, Some(v)) => Some(format!("expected absent, got {}", compare::text(v))),
+                (Matcher::Equals(w), None) => {
+                    Some(format!("expected {}, absent", simd_json::prelude::Writable::encode(w)))
+                }
+                (Matcher::Equals(w), Some(v)) if !compare::same(w, v) => Some(format!(
+                    "expected {}, got {}",
+                    simd_json::prelude::Writable::encode(w),
+                    simd_json::prelude::Writable::encode(v)
+                )),
+                (Matcher::Matches(p), None) => Some(format!("expected to match {p:?}, absent")),
+                (Matcher::Matches(p), Some(v)) if !matches(&compare::text(v), p) => {
+                    Some(format!("expected to match {p:?}, got {}", compare::text(v)))
+                }
+                _ => None,
+            };
+            if let Some(p) = problem {
+                problems.push(format!("{at}: {p}"));
+            }
+        }
+    }
+    for want in &case.logs {
+        let found = got.log.iter().any(|rec| {
+            want.iter()
+                .all(|(k, pattern)| compare::lookup(rec, k).is_some_and(|v| matches(&compare::text(v), pattern)))
+        });
+        if !found {
+            let shown: Vec<String> = want.iter().map(|(k, p)| format!("{k} ~ {p:?}")).collect();
+            problems.push(format!(
+                "log: no record with {} among the {} records of dragonfly-mle.log",
+                shown.join(", "),
+                got.log.len()
+            ));
+        }
+    }
+    if got.script_errors != case.script_errors {
+        let mut p = format!(
+            "script errors: expected {}, the run had {}",
+            case.script_errors, got.script_errors
+        );
+        for rec in got
+            .log
+            .iter()
+            .filter(|r| compare::lookup(r, "kind").is_some_and(|k| k.as_str() == Some("script_error")))
+            .take(3)
+        {
+            p.push_str(&format!("\n  {}", simd_json::prelude::Writable::encode(rec)));
+        }
+        problems.push(p);
+    }
+}

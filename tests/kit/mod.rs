@@ -1,0 +1,147 @@
+//! `dragonfly-mle test`: the shipped analyzers' tests pass; a wrong expectation fails with the
+//! difference and exit status 1; `--update` writes expected files that then catch a change; the
+//! test clock makes `os.time`, `os.date`, `date2epoch` and timers deterministic.
+
+use std::fs;
+use std::process::Command;
+
+use crate::util::*;
+
+/// Runs `dragonfly-mle [args]`; (exit code, stdout).
+fn kit(args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin()).args(args).output().expect("run dragonfly-mle test");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn the_shipped_analyzers_tests_pass() {
+    let scripts = manifest_dir().join("scripts");
+    let (code, out) = kit(&["-r", scripts.to_str().unwrap(), "test"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("test result: ok. 5 passed; 0 failed"), "{out}");
+    // Each shipped analyzer has a test that ran.
+    for f in ["hello-counter.test.lua", "flow-counter.test.lua", "dga-score.test.lua"] {
+        assert!(out.contains(&format!("test {f}: ")), "{f} did not run:\n{out}");
+    }
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_the_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = manifest_dir().join("scripts");
+    let file = dir.path().join("wrong.test.lua");
+    fs::write(
+        &file,
+        format!(
+            "tests = {{ {{ name = \"wrong\", root = {root:?}, shards = 1,\n\
+               redis = {{ {{ \"SET\", \"count:dns\", \"41\" }} }},\n\
+               events = {{ {{ event_type = \"dns\", src_ip = \"10.0.0.1\", dest_ip = \"10.0.0.2\", src_port = 1, dest_port = 53, proto = \"UDP\", dns = {{ rrname = \"a.example\" }} }} }},\n\
+               expect = {{ fields = {{ annotated = {{ [1] = {{ type_total = 41, nope = {{ exists = true }} }} }} }} }} }} }}\n",
+            root = scripts.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (code, out) = kit(&["test", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("output annotated, record 1, type_total: expected 41, got 42"),
+        "{out}"
+    );
+    assert!(
+        out.contains("output annotated, record 1, nope: expected to exist, absent"),
+        "{out}"
+    );
+    assert!(out.contains("test result: FAILED. 0 passed; 1 failed"), "{out}");
+}
+
+/// A root of its own: one analyzer that stamps the clock on each event and arms a timer.
+fn clock_root(dir: &std::path::Path, analyzer: &str) -> std::path::PathBuf {
+    let root = dir.join("root");
+    for d in ["config", "filter", "analyzer", "tests"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("config/config.lua"), simple_config("file://in.json", "", "")).unwrap();
+    fs::write(root.join("filter/filter.lua"), FILTER_TO_DEFAULT).unwrap();
+    fs::write(root.join("analyzer/a.lua"), analyzer).unwrap();
+    root
+}
+
+const STAMPER: &str = r#"
+function setup() end
+function loop(msg)
+   msg.now = os.time()
+   msg.day = os.date("!%Y-%m-%d %H:%M:%S")
+   if msg.timestamp then msg.epoch = dragonfly.date2epoch(msg.timestamp) end
+   if msg.n == 1 then dragonfly.timer_event("a", 10, { timer = true }) end
+   dragonfly.output_event(default_output, msg)
+end
+"#;
+
+#[test]
+fn the_clock_is_virtual_and_timers_fire_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = clock_root(dir.path(), STAMPER);
+    fs::write(
+        root.join("tests/clock.test.lua"),
+        r#"
+tests = { {
+   name = "clock",
+   clock = "2024-03-01T00:00:00Z", clock_step = 1, clock_after = 60,
+   -- On one shard a timer's record follows the events' records; on several its place
+   -- among them depends on which worker ends first.
+   shards = 1,
+   events = {
+      { n = 1, timestamp = "2024-03-01T12:00:00" },
+      { n = 2 },
+      { n = 3 },
+   },
+   expect = {
+      counts = { out = 4 },
+      fields = { out = {
+         [1] = { now = 1709251200, day = "2024-03-01 00:00:00", epoch = 1709294400 },
+         [2] = { now = 1709251201 },
+         [3] = { now = 1709251202, day = "2024-03-01 00:00:02" },
+         -- The timer armed at the first event fires 10 s later on the test's clock.
+         [4] = { timer = true, now = 1709251210, n = { absent = true } },
+      } },
+   },
+} }
+"#,
+    )
+    .unwrap();
+    let (code, out) = kit(&["-r", root.to_str().unwrap(), "test"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 passed; 0 failed"), "{out}");
+}
+
+#[test]
+fn update_writes_expected_records_that_catch_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = clock_root(dir.path(), ANALYZER_PASS);
+    let file = root.join("tests/pass.test.lua");
+    fs::write(
+        &file,
+        "tests = { { name = \"pass through\", events = { { a = 1 }, '{\"b\":[1,2]}' } } }\n",
+    )
+    .unwrap();
+    let r = root.to_str().unwrap();
+    let (code, out) = kit(&["-r", r, "test", "--update"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("expected files written for 1 tests"), "{out}");
+    let expected = root.join("tests/pass.test.expected/pass_through/out.jsonl");
+    assert_eq!(fs::read_to_string(&expected).unwrap(), "{\"a\":1}\n{\"b\":[1,2]}\n");
+    let (code, out) = kit(&["-r", r, "test"]);
+    assert_eq!(code, 0, "{out}");
+    // The analyzer changes: the expected records catch it.
+    fs::write(
+        root.join("analyzer/a.lua"),
+        "function setup() end\nfunction loop(msg)\n  msg.extra = true\n  dragonfly.output_event(default_output, msg)\nend\n",
+    )
+    .unwrap();
+    let (code, out) = kit(&["-r", r, "test"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("extra: not expected, got true"), "{out}");
+    assert!(out.contains("output out, record 2"), "{out}");
+}
