@@ -38,6 +38,21 @@ pub(crate) enum KafkaKey {
     None,
 }
 
+/// How fast a `file://` input replays its events: N times the pace their timestamps were
+/// recorded at (`?pace=N`), kept in millionths so that a configuration compares exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Pace(u64);
+
+impl Pace {
+    pub(crate) fn new(factor: f64) -> Pace {
+        Pace((factor * 1e6).round().max(1.0) as u64)
+    }
+
+    pub(crate) fn factor(self) -> f64 {
+        self.0 as f64 / 1e6
+    }
+}
+
 /// Where a Kafka input reads.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct KafkaSpec {

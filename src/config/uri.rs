@@ -5,15 +5,16 @@
 
 use std::path::{Path, PathBuf};
 
-pub(super) use super::types::{IpcKind, KafkaKey, KafkaSpec, ParquetOptions};
+pub(super) use super::types::{IpcKind, KafkaKey, KafkaSpec, Pace, ParquetOptions};
 
 /// Where events come from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum InputUri {
-    /// Read a file to its end (gzip-compressed files are recognised by their magic bytes).
-    File { path: PathBuf },
+    /// Read a file to its end (gzip-compressed files are recognised by their magic bytes);
+    /// with `?pace=N`, at N times the pace its timestamps were recorded at.
+    File { path: PathBuf, pace: Option<Pace> },
     /// Read a gzip file to its end (`zfile://`).
-    Zfile { path: PathBuf },
+    Zfile { path: PathBuf, pace: Option<Pace> },
     /// Follow a file; `from_start` is the `<` suffix.
     Tail { path: PathBuf, from_start: bool },
     /// Bind a unix datagram socket (`ipc://`) or listen on a unix stream socket
@@ -123,14 +124,18 @@ fn unsupported(uri: &str, supported: &'static str) -> UriError {
 impl InputUri {
     pub(crate) fn parse(uri: &str, log_dir: &Path) -> Result<InputUri, UriError> {
         if let Some(rest) = uri.strip_prefix("file://") {
+            let (rest, pace) = pace_of(uri, rest)?;
             let (p, _) = split_suffix(rest);
             Ok(InputUri::File {
                 path: resolve(uri, p, log_dir)?,
+                pace,
             })
         } else if let Some(rest) = uri.strip_prefix("zfile://") {
+            let (rest, pace) = pace_of(uri, rest)?;
             let (p, _) = split_suffix(rest);
             Ok(InputUri::Zfile {
                 path: resolve(uri, p, log_dir)?,
+                pace,
             })
         } else if let Some(rest) = uri.strip_prefix("tail://") {
             let (p, suffix) = split_suffix(rest);
@@ -182,8 +187,8 @@ impl InputUri {
 
     pub(crate) fn path(&self) -> &Path {
         match self {
-            InputUri::File { path }
-            | InputUri::Zfile { path }
+            InputUri::File { path, .. }
+            | InputUri::Zfile { path, .. }
             | InputUri::Tail { path, .. }
             | InputUri::Ipc { path, .. } => path,
             InputUri::Kafka(k) => Path::new(&k.topic),
@@ -261,6 +266,24 @@ impl OutputUri {
                 "file://, zfile://, ipc://, ipc+stream://, kafka://, parquet://",
             ))
         }
+    }
+}
+
+/// A `file://` input's `?pace=N` (N > 0, at most 1,000,000): the rest of the URI and the pace.
+fn pace_of<'a>(uri: &str, rest: &'a str) -> Result<(&'a str, Option<Pace>), UriError> {
+    let Some((path, query)) = rest.rsplit_once('?') else {
+        return Ok((rest, None));
+    };
+    let Some(v) = query.strip_prefix("pace=") else {
+        return Ok((rest, None));
+    };
+    match v.parse::<f64>() {
+        Ok(n) if n > 0.0 && n <= 1e6 => Ok((path, Some(Pace::new(n)))),
+        _ => Err(UriProblem::UnknownParameter {
+            param: query.to_string(),
+            expected: "pace=N: replay at N times the recorded pace, N > 0",
+        }
+        .of(uri)),
     }
 }
 

@@ -25,6 +25,9 @@ pub struct InputStats {
     pub ring_full: AtomicU64,
     /// Whether the input's file is missing now (a `tail://` waiting for it to appear).
     pub missing: std::sync::atomic::AtomicBool,
+    /// A paced replay (`file://...?pace=N`): how far it is behind its schedule (µs; 0 on time).
+    pub paced: std::sync::atomic::AtomicBool,
+    pub pace_lag_us: AtomicU64,
 }
 
 /// Counters of one worker, published after each batch.

@@ -58,7 +58,7 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
     use crate::config::{InputUri, OutputUri};
     let mut out = Vec::new();
     for (i, inp) in cfg.inputs.iter().enumerate() {
-        if let InputUri::File { path } | InputUri::Zfile { path } = &inp.uri
+        if let InputUri::File { path, .. } | InputUri::Zfile { path, .. } = &inp.uri
             && let Err(e) = std::fs::File::open(path)
         {
             out.push(format!("inputs[{}].uri: cannot read {}: {e}", i + 1, path.display()));

@@ -90,6 +90,7 @@ pub(crate) fn render(stats: &Stats) -> String {
     o.head("dragonfly_uptime_seconds", "gauge", "Seconds since the engine started.");
     o.sample("dragonfly_uptime_seconds", &[], stats.started.elapsed().as_secs_f64());
     inputs(&mut o, stats);
+    paced(&mut o, stats);
     analyzers(&mut o, stats);
     outputs(&mut o, stats);
     totals(&mut o, stats);
@@ -167,6 +168,21 @@ fn inputs(o: &mut Out, stats: &Stats) {
         "input",
         &per_input(&|k| total(stats, |w| w.filter_out[k].load(Relaxed))),
     );
+}
+
+/// Paced replays (`file://...?pace=N`): how far each is behind its schedule.
+fn paced(o: &mut Out, stats: &Stats) {
+    let name = "dragonfly_input_pace_lag_seconds";
+    o.head(
+        name,
+        "gauge",
+        "How far a paced replay (file://...?pace=N) is behind its schedule.",
+    );
+    for (tag, s) in stats.input_tags.iter().zip(&stats.inputs) {
+        if s.paced.load(Relaxed) {
+            o.sample(name, &[("input", tag)], s.pace_lag_us.load(Relaxed) as f64 / 1e6);
+        }
+    }
 }
 
 /// Per analyzer: calls, records written, errors.

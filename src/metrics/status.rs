@@ -101,6 +101,16 @@ pub(crate) fn render(stats: &Stats, files: &[Sized], last: &mut (Instant, u64)) 
         grouped(stats.invalid()),
         grouped(stats.script_errors())
     );
+    // Paced replays (`?pace=N`): the furthest behind schedule.
+    if let Some(lag) = stats
+        .inputs
+        .iter()
+        .filter(|i| i.paced.load(Relaxed))
+        .map(|i| i.pace_lag_us.load(Relaxed))
+        .max()
+    {
+        s.push_str(&format!(" | lag {:.1} s", lag as f64 / 1e6));
+    }
     let (done, total) = files.iter().fold((0u64, 0u64), |(d, t), &(i, size)| {
         (d + stats.inputs[i].bytes.load(Relaxed).min(size), t + size)
     });

@@ -4,6 +4,9 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::config::types::Pace;
 
 use super::Router;
 use super::framer::{Framer, LineSink};
@@ -33,14 +36,15 @@ pub(crate) fn is_gzip(path: &Path) -> std::io::Result<bool> {
 }
 
 /// Reads `path` from (uncompressed) offset `start` to the end through `router`,
-/// decompressing it when `gzip` is set or the file is gzip. Returns the offset after the last
-/// line handed out (where a reload goes on), or an error when the file cannot be opened or
-/// read.
+/// decompressing it when `gzip` is set or the file is gzip; with a `pace`, at that many times
+/// the pace of the events' timestamps. Returns the offset after the last line handed out
+/// (where a reload goes on), or an error when the file cannot be opened or read.
 pub(crate) fn read_file(
     path: &Path,
     gzip: bool,
     start: u64,
     max_line: usize,
+    pace: Option<Pace>,
     router: &mut Router,
 ) -> std::io::Result<u64> {
     use std::io::{Read, Seek};
@@ -50,27 +54,141 @@ pub(crate) fn read_file(
         // Concatenated members (appended gzip output) are one stream.
         let mut d = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(256 * 1024, f));
         std::io::copy(&mut (&mut d).take(start), &mut std::io::sink())?;
-        read_all(d, start, max_line, router)
+        read_all(d, start, max_line, pace, router)
     } else {
         f.seek(std::io::SeekFrom::Start(start))?;
-        read_all(f, start, max_line, router)
+        read_all(f, start, max_line, pace, router)
     }
 }
 
-fn read_all(mut f: impl std::io::Read, start: u64, max_line: usize, router: &mut Router) -> std::io::Result<u64> {
+fn read_all(
+    f: impl std::io::Read,
+    start: u64,
+    max_line: usize,
+    pace: Option<Pace>,
+    router: &mut Router,
+) -> std::io::Result<u64> {
+    match pace {
+        None => frame_all(f, start, max_line, router),
+        Some(p) => {
+            let mut paced = Paced {
+                router,
+                factor: p.factor(),
+                origin: None,
+            };
+            paced.router.set_pace_lag(0);
+            frame_all(f, start, max_line, &mut paced)
+        }
+    }
+}
+
+/// What `read_all` hands lines to: the router, or the router behind a pace.
+trait Reading: LineSink {
+    fn router(&mut self) -> &mut Router;
+}
+
+impl Reading for Router {
+    fn router(&mut self) -> &mut Router {
+        self
+    }
+}
+
+impl Reading for Paced<'_> {
+    fn router(&mut self) -> &mut Router {
+        self.router
+    }
+}
+
+fn frame_all(mut f: impl std::io::Read, start: u64, max_line: usize, sink: &mut impl Reading) -> std::io::Result<u64> {
     let mut framer = Framer::new(max_line);
     framer.reset(start);
     loop {
-        if router.stopping() {
+        if sink.router().stopping() {
             break;
         }
-        let n = framer.fill(&mut f, router)?;
-        router.add_bytes(n);
+        let n = framer.fill(&mut f, sink)?;
+        sink.router().add_bytes(n);
         if n == 0 {
-            framer.finish(router);
+            framer.finish(sink);
             break;
         }
     }
-    router.flush();
+    sink.router().flush();
     Ok(framer.consumed())
+}
+
+/// Replays lines on the schedule of their `timestamp`s, `factor` times faster: the first
+/// event goes at once, each later one when its time since the first, divided by `factor`,
+/// has passed. Events without a timestamp (or earlier than the first) go at once. The lag
+/// behind the schedule is published for the status line and `/metrics`.
+struct Paced<'a> {
+    router: &'a mut Router,
+    factor: f64,
+    /// The first event's timestamp (µs) and when it went.
+    origin: Option<(i64, Instant)>,
+}
+
+impl LineSink for Paced<'_> {
+    fn line(&mut self, line: &[u8], line_no: u64, offset: u64) {
+        if let Some(ts) = timestamp_micros(line) {
+            match self.origin {
+                None => self.origin = Some((ts, Instant::now())),
+                Some((first, at)) => {
+                    let due = at + Duration::from_secs_f64((ts - first).max(0) as f64 / 1e6 / self.factor);
+                    let now = Instant::now();
+                    if due > now {
+                        // What was read so far goes to the workers before the wait.
+                        self.router.flush();
+                        while !self.router.stopping() {
+                            let now = Instant::now();
+                            if now >= due {
+                                break;
+                            }
+                            std::thread::sleep((due - now).min(Duration::from_millis(50)));
+                        }
+                        self.router.set_pace_lag(0);
+                    } else {
+                        self.router.set_pace_lag((now - due).as_micros() as u64);
+                    }
+                }
+            }
+        }
+        self.router.line(line, line_no, offset)
+    }
+    fn too_long(&mut self, line_no: u64, offset: u64, len: usize, max: usize) {
+        self.router.too_long(line_no, offset, len, max)
+    }
+}
+
+/// The `timestamp` member of an EVE line, in µs since the epoch (UTC when it has no zone).
+fn timestamp_micros(line: &[u8]) -> Option<i64> {
+    let at = memchr::memmem::find(line, b"\"timestamp\"")? + 11;
+    let rest = &line[at..];
+    let q = rest.iter().position(|&b| b == b'"')?;
+    if rest[..q].iter().any(|&b| !matches!(b, b' ' | b'\t' | b':')) {
+        return None;
+    }
+    let text = &rest[q + 1..];
+    let end = text.iter().position(|&b| b == b'"')?;
+    let t = crate::event::timestamp::parse(&text[..end])?;
+    Some(t.epoch_secs(t.offset.unwrap_or(0)) * 1_000_000 + i64::from(t.nanos / 1000))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_of_eve_lines() {
+        let t = |l: &str| super::timestamp_micros(l.as_bytes());
+        assert_eq!(
+            t(r#"{"timestamp":"2024-03-01T12:00:00.123456+0000","event_type":"dns"}"#),
+            Some(1_709_294_400_123_456)
+        );
+        assert_eq!(
+            t(r#"{"event_type":"dns", "timestamp" : "2024-03-01T13:00:00.5+0100"}"#),
+            Some(1_709_294_400_500_000)
+        );
+        assert_eq!(t(r#"{"event_type":"dns"}"#), None);
+        assert_eq!(t(r#"{"timestamp":12}"#), None);
+        assert_eq!(t(r#"{"x":{"timestamp":"bad"}}"#), None);
+    }
 }

@@ -249,6 +249,13 @@ impl Router {
         }
     }
 
+    /// A paced replay's lag behind its schedule.
+    pub(crate) fn set_pace_lag(&self, us: u64) {
+        let s = self.my_stats();
+        s.paced.store(true, Relaxed);
+        s.pace_lag_us.store(us, Relaxed);
+    }
+
     pub(crate) fn add_bytes(&self, n: usize) {
         self.my_stats().bytes.fetch_add(n as u64, Relaxed);
     }
@@ -298,13 +305,13 @@ fn read_input(
     use crate::config::types::IpcKind;
     let mut stopped = Stopped::default();
     let r = match uri {
-        InputUri::File { path } if !how.follow => {
-            file::read_file(path, false, resume.file_pos, how.max_line, router).map(|p| stopped.file_pos = Some(p))
+        InputUri::File { path, pace } if !how.follow => {
+            file::read_file(path, false, resume.file_pos, how.max_line, *pace, router)
+                .map(|p| stopped.file_pos = Some(p))
         }
-        InputUri::Zfile { path } => {
-            file::read_file(path, true, resume.file_pos, how.max_line, router).map(|p| stopped.file_pos = Some(p))
-        }
-        InputUri::File { path } => {
+        InputUri::Zfile { path, pace } => file::read_file(path, true, resume.file_pos, how.max_line, *pace, router)
+            .map(|p| stopped.file_pos = Some(p)),
+        InputUri::File { path, .. } => {
             stopped.followed = tail::follow(path, true, how.max_line, how.poll, router, None, resume.followed);
             Ok(())
         }

@@ -650,3 +650,54 @@ fn tail_checkpoint_waits_for_parquet_files_to_complete() {
         "{done:?}"
     );
 }
+
+/// `file://...?pace=N` replays events on the schedule of their timestamps, N times faster:
+/// 2 s of recorded events at pace=2 take at least 1 s; the lag gauge is in /metrics; a bad pace
+/// is a configuration error.
+#[test]
+fn a_paced_replay_keeps_the_recorded_schedule() {
+    let lines: Vec<String> = (0..5)
+        .map(|i| {
+            format!(
+                "{{\"timestamp\":\"2024-03-01T12:00:0{}.{}00000+0000\",\"event_type\":\"flow\",\"n\":{i}}}",
+                i / 2,
+                (i % 2) * 5
+            )
+        })
+        .collect();
+    let env = Env::simple("file://in.json?pace=2", ANALYZER_PASS, "", "");
+    env.write_log("in.json", &join_lines(&lines));
+    let t = std::time::Instant::now();
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0"]);
+    let addr = crate::ops::http_address(&env);
+    let (status, body) = crate::ops::request(&addr, "GET", "/metrics");
+    assert_eq!(status, 200);
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("dragonfly_input_pace_lag_seconds{input=\"eve\"} ")),
+        "no lag gauge in /metrics:\n{body}"
+    );
+    engine.wait(RUN_TIMEOUT).assert_success();
+    let secs = t.elapsed().as_secs_f64();
+    assert!(secs >= 0.95, "2 s of events at pace=2 took {secs:.3} s");
+    assert_eq!(
+        env.lines("out.json"),
+        join_lines(&lines)
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect::<Vec<_>>()
+    );
+
+    // As fast as the schedule allows at pace=1000; a pace of 0 is refused.
+    let fast = Env::simple("file://in.json?pace=1000", ANALYZER_PASS, "", "");
+    fast.write_log("in.json", &join_lines(&lines));
+    fast.run(&[]).assert_success();
+    assert_eq!(fast.lines("out.json").len(), 5);
+    let bad = Env::simple("file://in.json?pace=0", ANALYZER_PASS, "", "");
+    bad.write_log("in.json", &join_lines(&lines));
+    let out = bad.run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("pace=N"), "{}", out.stderr);
+}
