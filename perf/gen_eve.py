@@ -264,6 +264,9 @@ def generate(args, write):
         return pool[int(len(pool) * rnd() * rnd())]  # skewed: a few busy flows, a long tail
 
     us = BASE_TS * 1_000_000 + 123456
+    # --span: the events' timestamps cover about SPAN seconds (mean gap span/events); by
+    # default, gaps of 1 + up to 400 us (mean ~100 us), as before the option existed.
+    gap = 400 if args.span is None else max(4, int(args.span * 1_000_000 / max(1, args.events) * 4))
     sec_cache = [-1, ""]
     counts = dict.fromkeys(types, 0)
     total = 0
@@ -274,7 +277,7 @@ def generate(args, write):
         n = min(20000, args.events - done)
         batch_types = rng.choices(types, weights, k=n)
         for et in batch_types:
-            us += 1 + int(rnd() * rnd() * 400)
+            us += 1 + int(rnd() * rnd() * gap)
             s, frac = divmod(us, 1_000_000)
             if s != sec_cache[0]:
                 sec_cache[0] = s
@@ -466,6 +469,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     ap.add_argument("--flows", type=int, default=50_000, help="distinct flow tuples, at least 4 (default 50000)")
     ap.add_argument("-o", dest="output", default="-", help="output file (default stdout)")
+    ap.add_argument("--span", type=float, default=None,
+                    help="seconds the timestamps cover (default: ~100 us per event)")
     ap.add_argument("--check", action="store_true",
                     help="also parse the lines with json (all up to 200000, then a sample) and check them")
     args = ap.parse_args()

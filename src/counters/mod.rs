@@ -28,6 +28,8 @@ pub struct InputStats {
     /// A paced replay (`file://...?pace=N`): how far it is behind its schedule (µs; 0 on time).
     pub paced: std::sync::atomic::AtomicBool,
     pub pace_lag_us: AtomicU64,
+    /// The largest lag seen so far (µs).
+    pub pace_lag_max_us: AtomicU64,
 }
 
 /// Counters of one worker, published after each batch.

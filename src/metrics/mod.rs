@@ -67,6 +67,12 @@ impl Stats {
                 &mut o,
                 sum(self.workers.iter().map(|w| w.filter_errors[i].load(Relaxed))),
             );
+            if s.paced.load(Relaxed) {
+                o.extend_from_slice(b",\"pace_lag_ms\":");
+                num(&mut o, s.pace_lag_us.load(Relaxed) / 1000);
+                o.extend_from_slice(b",\"pace_lag_max_ms\":");
+                num(&mut o, s.pace_lag_max_us.load(Relaxed) / 1000);
+            }
             o.push(b'}');
         }
         o.extend_from_slice(b"},\"analyzers\":{");

@@ -183,6 +183,17 @@ fn paced(o: &mut Out, stats: &Stats) {
             o.sample(name, &[("input", tag)], s.pace_lag_us.load(Relaxed) as f64 / 1e6);
         }
     }
+    let name = "dragonfly_input_pace_lag_max_seconds";
+    o.head(
+        name,
+        "gauge",
+        "The largest lag behind its schedule a paced replay has had.",
+    );
+    for (tag, s) in stats.input_tags.iter().zip(&stats.inputs) {
+        if s.paced.load(Relaxed) {
+            o.sample(name, &[("input", tag)], s.pace_lag_max_us.load(Relaxed) as f64 / 1e6);
+        }
+    }
 }
 
 /// Per analyzer: calls, records written, errors.

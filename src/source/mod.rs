@@ -254,6 +254,7 @@ impl Router {
         let s = self.my_stats();
         s.paced.store(true, Relaxed);
         s.pace_lag_us.store(us, Relaxed);
+        s.pace_lag_max_us.fetch_max(us, Relaxed);
     }
 
     pub(crate) fn add_bytes(&self, n: usize) {
