@@ -7,6 +7,7 @@ use clap::Parser;
 use dragonfly_mle::engine::{self, DEFAULT_LOG_DIR, DEFAULT_ROOT, Options};
 
 mod load;
+mod tap;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -90,6 +91,28 @@ enum Mode {
         #[arg(long)]
         keep: bool,
     },
+    /// Print a sample of the live events passing one point of a running engine (its HTTP
+    /// endpoint: --http ADDR, else config.lua's http_address, else 127.0.0.1:7070).
+    Tap {
+        /// What an input reads (its valid events).
+        #[arg(long, value_name = "TAG", conflicts_with_all = ["analyzer", "output"])]
+        input: Option<String>,
+        /// What an analyzer's loop() is called with.
+        #[arg(long, value_name = "TAG", conflicts_with_all = ["input", "output"])]
+        analyzer: Option<String>,
+        /// What an output writes.
+        #[arg(long, value_name = "TAG", conflicts_with_all = ["input", "analyzer"])]
+        output: Option<String>,
+        /// How many events.
+        #[arg(short = 'n', default_value_t = 10)]
+        n: usize,
+        /// Take one event in this many.
+        #[arg(long, default_value_t = 1)]
+        every: u64,
+        /// Seconds to wait for them.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
     /// The one-core parse-only rate of a file (perf/).
     #[command(hide = true, name = "bench-parse")]
     BenchParse { file: PathBuf },
@@ -139,7 +162,7 @@ fn bench_tool(mode: &Mode) -> ExitCode {
         Mode::BenchKafkaCount { brokers, topic, n } => {
             load::kafka_count(brokers, topic, *n).map(|secs| ("consumed", *n, secs))
         }
-        Mode::Check | Mode::Test { .. } => unreachable!("not a load tool"),
+        Mode::Check | Mode::Test { .. } | Mode::Tap { .. } => unreachable!("not a load tool"),
     };
     match r {
         Ok((what, n, secs)) => {
@@ -148,6 +171,54 @@ fn bench_tool(mode: &Mode) -> ExitCode {
         }
         Err(e) => {
             eprintln!("dragonfly-mle: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `dragonfly-mle tap`: prints the events; 0 when some came, 1 otherwise.
+fn tap(cli: &Cli) -> ExitCode {
+    let Some(Mode::Tap {
+        input,
+        analyzer,
+        output,
+        n,
+        every,
+        timeout,
+    }) = &cli.command
+    else {
+        return ExitCode::from(2);
+    };
+    let point = match (input, analyzer, output) {
+        (Some(t), _, _) => ("input", t.as_str()),
+        (_, Some(t), _) => ("analyzer", t.as_str()),
+        (_, _, Some(t)) => ("output", t.as_str()),
+        _ => {
+            eprintln!("dragonfly-mle: tap: name the point: --input TAG, --analyzer TAG or --output TAG");
+            return ExitCode::from(2);
+        }
+    };
+    let addr = match &cli.http {
+        Some(a) => a.clone(),
+        None => engine::http_address(&cli.root, cli.config.as_deref()).unwrap_or_else(|| "127.0.0.1:7070".into()),
+    };
+    let t = tap::Tap {
+        point,
+        n: *n,
+        every: *every,
+        timeout: *timeout,
+    };
+    match tap::run(&addr, &t, &mut std::io::stdout()) {
+        Ok(0) => {
+            eprintln!(
+                "dragonfly-mle: tap: no event passed {} {:?} within {timeout} s",
+                point.0, point.1
+            );
+            ExitCode::from(1)
+        }
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dragonfly-mle: tap: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -184,6 +255,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Mode::Test { paths, update, keep }) = &cli.command {
         return test(&cli, paths, *update, *keep);
+    }
+    if let Some(Mode::Tap { .. }) = &cli.command {
+        return tap(&cli);
     }
     if let Some(m) = cli.command.as_ref().filter(|m| !matches!(m, Mode::Check)) {
         return bench_tool(m);

@@ -4,6 +4,7 @@
 //! (above `primitives` and `diag`): every stage writes them; `metrics` renders them.
 
 pub(crate) mod latency;
+pub(crate) mod tap;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

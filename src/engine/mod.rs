@@ -41,6 +41,14 @@ use signals::Signals;
 use start::*;
 use wiring::*;
 
+/// The HTTP endpoint's address config.lua names (`http_address`), if it loads and names one;
+/// what `dragonfly-mle tap` connects to without `--http`.
+pub fn http_address(root: &std::path::Path, config_file: Option<&std::path::Path>) -> Option<String> {
+    let log_dir = std::env::temp_dir();
+    let cfg = Config::load(root, &log_dir, config_file).ok()?;
+    cfg.http_address
+}
+
 /// The variable `dragonfly-mle test` passes a test's Redis commands in: a file of JSON arrays,
 /// one command per line, run before anything starts.
 pub(crate) const TEST_REDIS_ENV: &str = "DFM_TEST_REDIS";

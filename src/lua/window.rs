@@ -356,6 +356,9 @@ impl WorkerCtx {
         let Some(s) = self.script_mut(role, i) else { return };
         s.calls += 1;
         let (l, calls, on_error) = (s.l, s.calls, s.on_error);
+        if role == Role::Analyzer && crate::counters::tap::active() {
+            self.tap_value(l, i);
+        }
         // SAFETY: the state belongs to this thread; the context is lent for the call.
         unsafe {
             // With an `on_error` other than drop, a copy of the value stays under the call.
@@ -377,6 +380,22 @@ impl WorkerCtx {
             }
             ffi::lua_settop(l, 0);
         }
+    }
+
+    /// Offers the value on top of `l` (what analyzer `a`'s `loop()` is about to get) to the tap.
+    fn tap_value(&mut self, l: *mut lua_State, a: u32) {
+        let (enc, cache) = (&mut self.enc, &mut self.cache);
+        crate::counters::tap::offer(crate::counters::tap::Point::Analyzer, a as usize, |v| {
+            // SAFETY: `l` belongs to this thread; the value is on top of its stack.
+            let top = unsafe { ffi::lua_gettop(l) };
+            // SAFETY: as above; encoding reads the value and leaves the stack as it was.
+            if let Err(e) = unsafe { enc.encode_cached(l, top, v, Some(cache)) } {
+                v.clear();
+                v.extend_from_slice(b"{\"tap_error\":");
+                crate::primitives::json::write_str(v, e.to_string().as_bytes());
+                v.push(b'}');
+            }
+        });
     }
 
     /// Does what `on_error` says with the value at absolute index `v` of `l` (what `loop()`

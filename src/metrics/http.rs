@@ -105,6 +105,96 @@ fn read_request(s: &mut TcpStream) -> std::io::Result<Option<(String, String)>> 
     }
 }
 
+/// A tap request: `input=TAG`, `analyzer=TAG` or `output=TAG`; `n` events (default 10),
+/// one in `every` (default 1), for at most `timeout` seconds (default 10, at most 300).
+struct TapRequest {
+    point: crate::counters::tap::Point,
+    index: usize,
+    n: usize,
+    every: u64,
+    timeout: Duration,
+}
+
+fn tap_request(query: &str, stats: &Stats) -> Result<TapRequest, (&'static str, String)> {
+    use crate::counters::tap::Point;
+    let bad = |m: String| ("400 Bad Request", m + "\n");
+    let (mut at, mut n, mut every, mut timeout) = (None, 10usize, 1u64, 10.0f64);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        let num = |v: &str| v.parse::<f64>().ok().filter(|x| x.is_finite() && *x > 0.0);
+        match k {
+            "input" => at = Some((Point::Input, &stats.input_tags, v)),
+            "analyzer" => at = Some((Point::Analyzer, &stats.analyzer_tags, v)),
+            "output" => at = Some((Point::Output, &stats.output_tags, v)),
+            "n" => {
+                n = num(&v)
+                    .map(|x| x.min(10_000.0) as usize)
+                    .ok_or_else(|| bad(format!("n: a count, got {v:?}")))?
+            }
+            "every" => {
+                every = num(&v)
+                    .map(|x| x as u64)
+                    .ok_or_else(|| bad(format!("every: a count, got {v:?}")))?
+            }
+            "timeout" => {
+                timeout = num(&v)
+                    .map(|x| x.min(300.0))
+                    .ok_or_else(|| bad(format!("timeout: seconds, got {v:?}")))?
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown parameter {k:?} (input, analyzer or output=TAG; n, every, timeout)"
+                )));
+            }
+        }
+    }
+    let Some((point, tags, tag)) = at else {
+        return Err(bad(
+            "name the point to tap: input=TAG, analyzer=TAG or output=TAG".into()
+        ));
+    };
+    let index = tags.iter().position(|t| t.eq_ignore_ascii_case(&tag)).ok_or_else(|| {
+        (
+            "404 Not Found",
+            format!("no {point:?} has tag {tag:?} (tags: {})\n", tags.join(", ")).to_lowercase(),
+        )
+    })?;
+    Ok(TapRequest {
+        point,
+        index,
+        n,
+        every,
+        timeout: Duration::from_secs_f64(timeout),
+    })
+}
+
+/// `%XX` and `+` of a query value.
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn respond(s: &mut TcpStream, head_only: bool, status: &str, ctype: &str, body: &[u8]) -> std::io::Result<()> {
     let h = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
@@ -132,6 +222,29 @@ fn serve(mut s: TcpStream, stats: &Stats, www: Option<&std::fs::File>) -> std::i
     }
     let path = target.split('?').next().unwrap_or("");
     match path {
+        "/tap" => {
+            let query = target.split_once('?').map_or("", |q| q.1);
+            match tap_request(query, stats) {
+                Err((status, msg)) => respond(&mut s, head_only, status, "text/plain", msg.as_bytes()),
+                Ok(t) => match crate::counters::tap::tap(t.point, t.index, t.n, t.every, t.timeout) {
+                    Ok(lines) => {
+                        let mut body = Vec::new();
+                        for l in lines {
+                            body.extend_from_slice(&l);
+                            body.push(b'\n');
+                        }
+                        respond(&mut s, head_only, "200 OK", "application/x-ndjson", &body)
+                    }
+                    Err(e) => respond(
+                        &mut s,
+                        head_only,
+                        "409 Conflict",
+                        "text/plain",
+                        format!("{e}\n").as_bytes(),
+                    ),
+                },
+            }
+        }
         "/metrics" => respond(
             &mut s,
             head_only,

@@ -298,6 +298,11 @@ impl Outputs {
 
     /// Hands one record to output `output`.
     fn write(&mut self, output: OutputId, bytes: &[u8]) {
+        if crate::counters::tap::active() {
+            crate::counters::tap::offer(crate::counters::tap::Point::Output, output.index(), |v| {
+                v.extend_from_slice(bytes)
+            });
+        }
         if output == crate::shard::LOG_OUTPUT {
             let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
             if let std::borrow::Cow::Owned(mut text) = crate::diag::log_line(body) {

@@ -151,6 +151,11 @@ impl Router {
                         self.rr
                     }
                 };
+                if crate::counters::tap::active() {
+                    crate::counters::tap::offer(crate::counters::tap::Point::Input, self.input as usize, |v| {
+                        v.extend_from_slice(line)
+                    });
+                }
                 let b = &mut self.batches[shard];
                 if b.events.is_empty() {
                     b.read_ns = crate::counters::latency::mono_ns();

@@ -729,3 +729,79 @@ fn health_reports_a_missing_input_and_a_dead_redis() {
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(20)).assert_success();
 }
+
+/// `dragonfly-mle tap` on a running engine: a sample of what an input reads, what an
+/// analyzer's loop() gets (after the filter's change), what an output writes; one in `--every`;
+/// an unknown tag is an error that names the tags.
+#[test]
+fn tap_shows_live_events_at_each_point() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.filter(
+        "filter.lua",
+        "function setup() end\nfunction loop(msg)\n  msg.filtered = true\n  dragonfly.analyze_event(default_analyzer, msg)\nend\n",
+    );
+    env.write_log("in.json", b"");
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0"]);
+    let addr = http_address(&env);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let (stop, path) = (std::sync::Arc::clone(&stop), env.log("in.json"));
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+                for _ in 0..20 {
+                    writeln!(f, "{{\"event_type\":\"flow\",\"n\":{i}}}").unwrap();
+                    i += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let tap = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .args(["tap", "--http", &addr, "--timeout", "20"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.code(),
+            stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let records = |text: &str| -> Vec<Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    let (code, out, err) = tap(&["--input", "eve", "-n", "5"]);
+    assert_eq!(code, Some(0), "{err}");
+    let got = records(&out);
+    assert_eq!(got.len(), 5, "{out}");
+    assert!(got.iter().all(|r| r["filtered"].is_null() && r["n"].is_u64()), "{out}");
+    let (code, out, err) = tap(&["--analyzer", "a", "-n", "3"]);
+    assert_eq!(code, Some(0), "{err}");
+    let got = records(&out);
+    assert_eq!(got.len(), 3, "{out}");
+    assert!(
+        got.iter().all(|r| r["filtered"] == true),
+        "the analyzer gets the filter's change: {out}"
+    );
+    let (code, out, err) = tap(&["--output", "out", "-n", "4", "--every", "5"]);
+    assert_eq!(code, Some(0), "{err}");
+    let n: Vec<u64> = records(&out).iter().map(|r| r["n"].as_u64().unwrap()).collect();
+    assert_eq!(n.len(), 4, "{out}");
+    assert!(n.windows(2).all(|w| w[1] == w[0] + 5), "one in five, in order: {n:?}");
+    let (code, _, err) = tap(&["--output", "nope", "-n", "1"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("no output has tag \"nope\"") && err.contains("out"),
+        "{err}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    feeder.join().unwrap();
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+}
