@@ -155,9 +155,14 @@ fn tap_request(query: &str, stats: &Stats) -> Result<TapRequest, (&'static str, 
         ));
     };
     let index = tags.iter().position(|t| t.eq_ignore_ascii_case(&tag)).ok_or_else(|| {
+        let what = match point {
+            Point::Input => "input",
+            Point::Analyzer => "analyzer",
+            Point::Output => "output",
+        };
         (
             "404 Not Found",
-            format!("no {point:?} has tag {tag:?} (tags: {})\n", tags.join(", ")).to_lowercase(),
+            format!("no {what} has tag {tag:?} (tags: {})\n", tags.join(", ")),
         )
     })?;
     Ok(TapRequest {
