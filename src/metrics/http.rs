@@ -1,5 +1,6 @@
 //! The HTTP endpoint (replaces the original's web service on 127.0.0.1:7070): `/metrics`
-//! (Prometheus text), `/stats` (the stats line as JSON), `/health`, and `/www/<name>` (the
+//! (Prometheus text), `/stats` (the stats line as JSON), `/health`, `/` (the status page),
+//! `/tap` (a sample of live events), and `/www/<name>` (the
 //! analyzer descriptions under `<root>/www`, no path can leave that directory). GET and HEAD
 //! only, one request per connection, each on a short-lived thread (at most 8 at once, each
 //! given 2 s to send its request).
@@ -47,8 +48,15 @@ pub(crate) fn start(addr: &str, stats: Arc<Stats>, www: &std::path::Path) -> std
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let history = Arc::new(super::page::History::default());
     let thread = std::thread::Builder::new().name("dfm-http".into()).spawn(move || {
+        let started = std::time::Instant::now();
+        let mut next_sample = started;
         while !flag.load(Relaxed) {
+            if std::time::Instant::now() >= next_sample {
+                history.sample(&stats, started);
+                next_sample += Duration::from_secs(1);
+            }
             match listener.accept() {
                 Ok((mut s, _)) => {
                     // Each request on a short-lived thread, so that a client that connects and
@@ -60,8 +68,9 @@ pub(crate) fn start(addr: &str, stats: Arc<Stats>, www: &std::path::Path) -> std
                     }
                     busy.fetch_add(1, Relaxed);
                     let (stats, www, mine) = (Arc::clone(&stats), Arc::clone(&www), Arc::clone(&busy));
+                    let history = Arc::clone(&history);
                     let spawned = std::thread::Builder::new().name("dfm-http-req".into()).spawn(move || {
-                        let _ = serve(s, &stats, (*www).as_ref());
+                        let _ = serve(s, &stats, (*www).as_ref(), &history);
                         mine.fetch_sub(1, Relaxed);
                     });
                     if spawned.is_err() {
@@ -214,7 +223,12 @@ fn respond(s: &mut TcpStream, head_only: bool, status: &str, ctype: &str, body: 
 
 const NOT_FOUND: &[u8] = b"<html><head><title>File not found</title></head><body>File not found</body></html>";
 
-fn serve(mut s: TcpStream, stats: &Stats, www: Option<&std::fs::File>) -> std::io::Result<()> {
+fn serve(
+    mut s: TcpStream,
+    stats: &Stats,
+    www: Option<&std::fs::File>,
+    history: &super::page::History,
+) -> std::io::Result<()> {
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
@@ -227,6 +241,13 @@ fn serve(mut s: TcpStream, stats: &Stats, www: Option<&std::fs::File>) -> std::i
     }
     let path = target.split('?').next().unwrap_or("");
     match path {
+        "/" => respond(
+            &mut s,
+            head_only,
+            "200 OK",
+            "text/html; charset=utf-8",
+            super::page::render(stats, history).as_bytes(),
+        ),
         "/tap" => {
             let query = target.split_once('?').map_or("", |q| q.1);
             match tap_request(query, stats) {

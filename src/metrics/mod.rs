@@ -3,6 +3,7 @@
 //! line on a terminal ([`status`]).
 
 pub(crate) mod http;
+pub(crate) mod page;
 pub(crate) mod prometheus;
 pub(crate) mod status;
 

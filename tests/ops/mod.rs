@@ -805,3 +805,122 @@ fn tap_shows_live_events_at_each_point() {
     engine.signal(libc::SIGTERM);
     engine.wait(RUN_TIMEOUT).assert_success();
 }
+
+/// Headless Chromium (Debian's `chromium`, which .ci/test installs) at `url`: its DOM after
+/// loading, or (with `shot`) a screenshot written there.
+pub(crate) fn chromium(url: &str, shot: Option<&std::path::Path>) -> String {
+    let mut c = std::process::Command::new("chromium");
+    c.args([
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1100",
+    ]);
+    match shot {
+        Some(p) => c.arg(format!("--screenshot={}", p.display())),
+        None => c.arg("--dump-dom"),
+    };
+    let out = c
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run chromium ({e}): apt-get install chromium (.ci/test installs it)"));
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of attribute `attr` of the first element of the DOM text that has `marker`.
+fn attr(dom: &str, marker: &str, attr: &str) -> Option<String> {
+    attr_at(dom, dom.find(marker)?, attr)
+}
+
+/// The value of attribute `attr` of the element whose tag holds byte `at` of the DOM text.
+fn attr_at(dom: &str, at: usize, attr: &str) -> Option<String> {
+    let start = dom[..at].rfind('<')?;
+    let end = at + dom[at..].find('>')?;
+    let tag = &dom[start..end];
+    let key = format!("{attr}=\"");
+    let v = tag.find(&key)? + key.len();
+    Some(tag[v..v + tag[v..].find('"')?].to_string())
+}
+
+/// The status page at `/`, loaded in headless Chromium: its totals, throughput plot and
+/// per-script latency histograms carry the engine's own figures (checked against /stats).
+#[test]
+fn status_page_draws_the_engines_figures() {
+    let env = Env::simple(
+        "tail://in.json<",
+        "function setup() end\nfunction loop(msg)\n  if msg.n % 10 == 0 then error('every tenth') end\n  dragonfly.output_event(default_output, msg)\nend\n",
+        "",
+        "",
+    );
+    let n = 2000;
+    let lines: Vec<String> = (0..n)
+        .map(|i| format!("{{\"event_type\":\"flow\",\"n\":{i}}}"))
+        .collect();
+    env.write_log("in.json", &join_lines(&lines[..n / 2]));
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0"]);
+    let addr = http_address(&env);
+    std::thread::sleep(Duration::from_millis(1500));
+    env.append_log("in.json", &join_lines(&lines[n / 2..]));
+    let stats = || -> Value { serde_json::from_slice(&request(&addr, "GET", "/stats").1).unwrap() };
+    wait_until(
+        Duration::from_secs(30),
+        "every event processed",
+        || stats()["inputs"]["eve"]["filter_calls"].as_u64() == Some(n as u64),
+        || stats().to_string(),
+    );
+    // Two samples of throughput at least.
+    std::thread::sleep(Duration::from_millis(2100));
+    let dom = chromium(&format!("http://{addr}/"), None);
+    let s = stats();
+    assert_eq!(
+        attr(&dom, "id=\"totals\"", "data-read").as_deref(),
+        Some("2000"),
+        "{dom}"
+    );
+    assert_eq!(
+        attr(&dom, "id=\"totals\"", "data-script-errors"),
+        s["analyzers"]["a"]["errors"].as_u64().map(|e| e.to_string()),
+        "{dom}"
+    );
+    let points: usize = attr(&dom, "id=\"throughput\"", "data-points").unwrap().parse().unwrap();
+    assert!(points >= 2, "throughput samples: {points}");
+    assert!(dom.contains("<polyline"), "no throughput line drawn");
+    assert_eq!(
+        attr(&dom, "data-script=\"a\"", "data-count").as_deref(),
+        Some("2000"),
+        "{dom}"
+    );
+    assert_eq!(
+        attr(&dom, "data-script=\"a\"", "data-errors").as_deref(),
+        Some("200"),
+        "{dom}"
+    );
+    assert_eq!(
+        attr(&dom, "data-script=\"eve\"", "data-count").as_deref(),
+        Some("2000"),
+        "{dom}"
+    );
+    // The histogram's bars hold every call.
+    let bars: u64 = dom
+        .match_indices("class=\"bar\"")
+        .filter_map(|(i, _)| attr_at(&dom, i, "data-n"))
+        .take(20)
+        .map(|v| v.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(bars, 2000, "the filter's bars");
+    for link in ["/metrics", "/stats", "/www/"] {
+        assert!(dom.contains(&format!("href=\"{link}\"")), "no link to {link}");
+    }
+    let shot = env.log("status.png");
+    chromium(&format!("http://{addr}/"), Some(&shot));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+}
