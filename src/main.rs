@@ -8,6 +8,7 @@ use dragonfly_mle::engine::{self, DEFAULT_LOG_DIR, DEFAULT_ROOT, Options};
 
 mod load;
 mod tap;
+mod top;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -113,6 +114,13 @@ enum Mode {
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
     },
+    /// A live view of a running engine (its HTTP endpoint, as tap): per input, analyzer and
+    /// output its rates, totals, errors and loop() p50/p99, ring fill and load per shard.
+    Top {
+        /// Print one frame and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// The one-core parse-only rate of a file (perf/).
     #[command(hide = true, name = "bench-parse")]
     BenchParse { file: PathBuf },
@@ -162,7 +170,7 @@ fn bench_tool(mode: &Mode) -> ExitCode {
         Mode::BenchKafkaCount { brokers, topic, n } => {
             load::kafka_count(brokers, topic, *n).map(|secs| ("consumed", *n, secs))
         }
-        Mode::Check | Mode::Test { .. } | Mode::Tap { .. } => unreachable!("not a load tool"),
+        Mode::Check | Mode::Test { .. } | Mode::Tap { .. } | Mode::Top { .. } => unreachable!("not a load tool"),
     };
     match r {
         Ok((what, n, secs)) => {
@@ -173,6 +181,15 @@ fn bench_tool(mode: &Mode) -> ExitCode {
             eprintln!("dragonfly-mle: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The running engine's HTTP endpoint: `--http`, else config.lua's `http_address`, else the
+/// default.
+fn endpoint(cli: &Cli) -> String {
+    match &cli.http {
+        Some(a) => a.clone(),
+        None => engine::http_address(&cli.root, cli.config.as_deref()).unwrap_or_else(|| "127.0.0.1:7070".into()),
     }
 }
 
@@ -198,10 +215,7 @@ fn tap(cli: &Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let addr = match &cli.http {
-        Some(a) => a.clone(),
-        None => engine::http_address(&cli.root, cli.config.as_deref()).unwrap_or_else(|| "127.0.0.1:7070".into()),
-    };
+    let addr = endpoint(cli);
     let t = tap::Tap {
         point,
         n: *n,
@@ -258,6 +272,15 @@ fn main() -> ExitCode {
     }
     if let Some(Mode::Tap { .. }) = &cli.command {
         return tap(&cli);
+    }
+    if let Some(Mode::Top { once }) = &cli.command {
+        return match top::run(&endpoint(&cli), *once) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dragonfly-mle: top: {e:#}");
+                ExitCode::from(1)
+            }
+        };
     }
     if let Some(m) = cli.command.as_ref().filter(|m| !matches!(m, Mode::Check)) {
         return bench_tool(m);

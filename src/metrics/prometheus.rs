@@ -337,6 +337,11 @@ fn shards(o: &mut Out, stats: &Stats) {
         "Capacity of one input ring, in batches.",
     );
     o.sample("dragonfly_shard_ring_capacity", &[], stats.ring_capacity as f64);
+    let name = "dragonfly_shard_events_total";
+    o.head(name, "counter", "Events each shard (worker) has taken.");
+    for (k, w) in stats.workers.iter().enumerate() {
+        o.sample(name, &[("shard", &k.to_string())], w.events.load(Relaxed) as f64);
+    }
 }
 
 /// Latency histograms and quantiles: scripts' loop(), end to end per output and per script,

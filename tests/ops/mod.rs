@@ -924,3 +924,86 @@ fn status_page_draws_the_engines_figures() {
     engine.signal(libc::SIGTERM);
     engine.wait(RUN_TIMEOUT).assert_success();
 }
+
+/// `dragonfly-mle top` driven in tmux: the screen shows the running engine's inputs,
+/// analyzers, outputs and shards with their counts, is redrawn, and `q` leaves it.
+#[test]
+fn top_shows_a_running_engine_in_a_terminal() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.write_log("in.json", b"");
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0", "--shards", "2"]);
+    let addr = http_address(&env);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let (stop, path) = (std::sync::Arc::clone(&stop), env.log("in.json"));
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+                for _ in 0..50 {
+                    writeln!(f, "{{\"event_type\":\"flow\",\"src_ip\":\"10.0.0.{}\",\"dest_ip\":\"10.1.0.1\",\"src_port\":{},\"dest_port\":53,\"proto\":\"UDP\",\"n\":{i}}}", i % 200, 1024 + i % 999).unwrap();
+                    i += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let socket = format!("dfm-top-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tmux ({e}): apt-get install tmux (.ci/test installs it)"))
+    };
+    let cmd = format!("{} top --http {addr}", bin());
+    let out = tmux(&["new-session", "-d", "-s", "top", "-x", "150", "-y", "45", &cmd]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let screen = || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "top"]).stdout).into_owned();
+    let count = |s: &str, row: &str, col: usize| -> Option<u64> {
+        let line = s.lines().find(|l| l.starts_with(row))?;
+        line.split_whitespace().nth(col)?.replace(',', "").parse().ok()
+    };
+    let mut first = String::new();
+    wait_until(
+        Duration::from_secs(30),
+        "a screen with every section and moving counts",
+        || {
+            first = screen();
+            ["INPUT", "ANALYZER", "OUTPUT", "SHARD"]
+                .iter()
+                .all(|h| first.contains(h))
+                && count(&first, "a ", 2).is_some_and(|n| n > 0)
+                && count(&first, "shard 1", 3).is_some()
+        },
+        screen,
+    );
+    // Redrawn: the analyzer's total moves on.
+    let before = count(&first, "a ", 2).unwrap();
+    let mut later = String::new();
+    wait_until(
+        Duration::from_secs(30),
+        "a redrawn screen",
+        || {
+            later = screen();
+            count(&later, "a ", 2).is_some_and(|n| n > before)
+        },
+        screen,
+    );
+    assert!(
+        count(&later, "eve ", 1).is_some_and(|r| r > 0),
+        "events/s of the input:\n{later}"
+    );
+    assert!(later.contains("out "), "the output's row:\n{later}");
+    tmux(&["send-keys", "-t", "top", "q"]);
+    wait_until(
+        Duration::from_secs(10),
+        "top to leave on q",
+        || !tmux(&["has-session", "-t", "top"]).status.success(),
+        screen,
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    feeder.join().unwrap();
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+}
