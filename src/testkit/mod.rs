@@ -431,6 +431,33 @@ fn check_assertions(case: &TestCase, got: &RunOutput, lua: &mlua::Lua, problems:
         find.and_then(|f| f.call::<mlua::Value>((text, pattern)))
             .is_ok_and(|v| !v.is_nil())
     };
+    for (tag, want) in &case.outputs {
+        let Some(got) = records(tag) else {
+            problems.push(format!("outputs: no output has tag {tag:?}"));
+            continue;
+        };
+        for (i, w) in want.iter().enumerate() {
+            let Some(g) = got.get(i) else { break };
+            let mut d = Vec::new();
+            compare::differences("", w, g, &mut d, 8);
+            if !d.is_empty() {
+                problems.push(format!(
+                    "output {tag}, record {}:\n  expected {}\n  got      {}\n    {}",
+                    i + 1,
+                    simd_json::prelude::Writable::encode(w),
+                    simd_json::prelude::Writable::encode(g),
+                    d.join("\n    ")
+                ));
+            }
+        }
+        if want.len() != got.len() {
+            problems.push(format!(
+                "output {tag}: expected {} records, got {}",
+                want.len(),
+                got.len()
+            ));
+        }
+    }
     for (tag, n) in &case.counts {
         match records(tag) {
             None => problems.push(format!("counts: no output has tag {tag:?}")),

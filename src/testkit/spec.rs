@@ -44,6 +44,8 @@ pub(crate) struct TestCase {
     pub shards: Vec<usize>,
     pub fields: Vec<FieldCheck>,
     pub counts: Vec<(String, usize)>,
+    /// Exact records per output, written in the test (`expect.outputs`).
+    pub outputs: Vec<(String, Vec<OwnedValue>)>,
     pub logs: Vec<Vec<(String, String)>>,
     /// Script errors the run may have (default 0).
     pub script_errors: u64,
@@ -262,6 +264,7 @@ fn test_case(file: &Path, dir: &Path, default_root: &Path, k: usize, t: &Table) 
         shards,
         fields: Vec::new(),
         counts: Vec::new(),
+        outputs: Vec::new(),
         logs: Vec::new(),
         script_errors: 0,
         timeout: number("timeout")?.unwrap_or(60.0),
@@ -272,8 +275,29 @@ fn test_case(file: &Path, dir: &Path, default_root: &Path, k: usize, t: &Table) 
     Ok(case)
 }
 
-/// `expect`: `fields`, `counts`, `log`, `script_errors`.
+/// `expect`: `outputs`, `fields`, `counts`, `log`, `script_errors`.
 fn read_expect(e: &Table, case: &mut TestCase) -> Result<(), (String, String)> {
+    if let Some(outputs) = e
+        .get::<Option<Table>>("outputs")
+        .map_err(|err| ("outputs".to_string(), err.to_string()))?
+    {
+        for pair in outputs.pairs::<String, Table>() {
+            let (tag, list) = pair.map_err(|err| ("outputs".to_string(), err.to_string()))?;
+            let w = format!("outputs.{tag}");
+            let mut records = Vec::new();
+            for (i, v) in list.sequence_values::<Value>().enumerate() {
+                let v = v.map_err(|err| (w.clone(), err.to_string()))?;
+                records.push(match &v {
+                    Value::String(s) => {
+                        super::compare::parse(&s.as_bytes()).map_err(|m| (format!("{w}[{}]", i + 1), m))?
+                    }
+                    _ => to_json(&v).map_err(|m| (format!("{w}[{}]", i + 1), m))?,
+                });
+            }
+            case.outputs.push((tag, records));
+        }
+        case.outputs.sort_by(|a, b| a.0.cmp(&b.0));
+    }
     let lua_err = |w: &str| {
         let w = w.to_string();
         move |err: mlua::Error| (w, err.to_string())

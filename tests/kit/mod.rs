@@ -145,3 +145,37 @@ fn update_writes_expected_records_that_catch_a_change() {
     assert!(out.contains("extra: not expected, got true"), "{out}");
     assert!(out.contains("output out, record 2"), "{out}");
 }
+
+#[test]
+fn inline_exact_records_are_compared_as_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = clock_root(
+        dir.path(),
+        "function setup() end\nfunction loop(msg)\n  msg.seen = true\n  dragonfly.output_event(default_output, msg)\nend\n",
+    );
+    fs::write(
+        root.join("tests/inline.test.lua"),
+        r#"
+tests = {
+   { name = "right", events = { { a = 1 }, '{"b":[1,2]}' },
+     expect = { outputs = { out = { { a = 1, seen = true }, '{"seen":true,"b":[1,2.0]}' } } } },
+   { name = "wrong", shards = 1, events = { { a = 1 } },
+     expect = { outputs = { out = { { a = 2, seen = true }, { a = 3 } } } } },
+}
+"#,
+    )
+    .unwrap();
+    let (code, out) = kit(&["-r", root.to_str().unwrap(), "test"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("test inline.test.lua: \"right\" (1 shard) ... ok"),
+        "{out}"
+    );
+    assert!(
+        out.contains("test inline.test.lua: \"right\" (2 shards) ... ok"),
+        "{out}"
+    );
+    assert!(out.contains("a: expected 2, got 1"), "{out}");
+    assert!(out.contains("output out: expected 2 records, got 1"), "{out}");
+    assert!(out.contains("2 passed; 1 failed"), "{out}");
+}
