@@ -234,7 +234,10 @@ fn http_endpoint_serves_every_route_and_metrics_match_the_events() {
     ] {
         let (code, body) = request(&addr, "GET", bad);
         assert_eq!(code, 404, "{bad}: {}", String::from_utf8_lossy(&body));
-        assert!(!String::from_utf8_lossy(&body).contains("dragonfly-mle 0"), "{bad}: the status page");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("dragonfly-mle 0"),
+            "{bad}: the status page"
+        );
         assert!(
             !String::from_utf8_lossy(&body).contains("inputs"),
             "{bad} leaked the config"
