@@ -733,6 +733,36 @@ fn health_reports_a_missing_input_and_a_dead_redis() {
     engine.wait(Duration::from_secs(20)).assert_success();
 }
 
+/// Appends numbered events to a file in bursts until stopped (a live input).
+struct Feeder {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Feeder {
+    fn start(path: std::path::PathBuf, burst: u64, pause: Duration, line: fn(u64) -> String) -> Feeder {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+                for _ in 0..burst {
+                    writeln!(f, "{}", line(i)).unwrap();
+                    i += 1;
+                }
+                std::thread::sleep(pause);
+            }
+        });
+        Feeder { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
+}
+
 /// `dragonfly-mle tap` on a running engine: a sample of what an input reads, what an
 /// analyzer's loop() gets (after the filter's change), what an output writes; one in `--every`;
 /// an unknown tag is an error that names the tags.
@@ -746,21 +776,9 @@ fn tap_shows_live_events_at_each_point() {
     env.write_log("in.json", b"");
     let mut engine = env.spawn(&["--http", "127.0.0.1:0"]);
     let addr = http_address(&env);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let feeder = {
-        let (stop, path) = (std::sync::Arc::clone(&stop), env.log("in.json"));
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-                for _ in 0..20 {
-                    writeln!(f, "{{\"event_type\":\"flow\",\"n\":{i}}}").unwrap();
-                    i += 1;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let feeder = Feeder::start(env.log("in.json"), 20, Duration::from_millis(20), |i| {
+        format!("{{\"event_type\":\"flow\",\"n\":{i}}}")
+    });
     let tap = |args: &[&str]| {
         let out = std::process::Command::new(bin())
             .args(["tap", "--http", &addr, "--timeout", "20"])
@@ -803,8 +821,7 @@ fn tap_shows_live_events_at_each_point() {
         err.contains("no output has tag \"nope\"") && err.contains("out"),
         "{err}"
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    feeder.join().unwrap();
+    feeder.stop();
     engine.signal(libc::SIGTERM);
     engine.wait(RUN_TIMEOUT).assert_success();
 }
@@ -936,21 +953,13 @@ fn top_shows_a_running_engine_in_a_terminal() {
     env.write_log("in.json", b"");
     let mut engine = env.spawn(&["--http", "127.0.0.1:0", "--shards", "2"]);
     let addr = http_address(&env);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let feeder = {
-        let (stop, path) = (std::sync::Arc::clone(&stop), env.log("in.json"));
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-                for _ in 0..50 {
-                    writeln!(f, "{{\"event_type\":\"flow\",\"src_ip\":\"10.0.0.{}\",\"dest_ip\":\"10.1.0.1\",\"src_port\":{},\"dest_port\":53,\"proto\":\"UDP\",\"n\":{i}}}", i % 200, 1024 + i % 999).unwrap();
-                    i += 1;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
+    let feeder = Feeder::start(env.log("in.json"), 50, Duration::from_millis(10), |i| {
+        format!(
+            "{{\"event_type\":\"flow\",\"src_ip\":\"10.0.0.{}\",\"dest_ip\":\"10.1.0.1\",\"src_port\":{},\"dest_port\":53,\"proto\":\"UDP\",\"n\":{i}}}",
+            i % 200,
+            1024 + i % 999
+        )
+    });
     let socket = format!("dfm-top-{}", std::process::id());
     let tmux = |args: &[&str]| {
         std::process::Command::new("tmux")
@@ -1005,8 +1014,7 @@ fn top_shows_a_running_engine_in_a_terminal() {
         || !tmux(&["has-session", "-t", "top"]).status.success(),
         screen,
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    feeder.join().unwrap();
+    feeder.stop();
     engine.signal(libc::SIGTERM);
     engine.wait(RUN_TIMEOUT).assert_success();
 }
