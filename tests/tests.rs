@@ -19,6 +19,7 @@ mod ml;
 mod model;
 mod ops;
 mod oracle;
+mod redis_in;
 mod reload;
 mod rotation;
 mod util;

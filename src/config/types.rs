@@ -53,6 +53,33 @@ impl Pace {
     }
 }
 
+/// Where a `redis://` input reads: Suricata's Redis output (`filetype: redis`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RedisInSpec {
+    pub host: String,
+    pub port: u16,
+    pub key: String,
+    pub mode: RedisInMode,
+}
+
+/// How a `redis://` input takes events.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum RedisInMode {
+    /// A list as a reliable queue: each event is moved to `<key>:processing` and removed from
+    /// it once written (at-least-once). `left`: take from the left end (producers that RPUSH);
+    /// by default from the right (Suricata's `list`/`lpush`).
+    List { left: bool },
+    /// A list popped directly: an event is gone from Redis once read (at-most-once).
+    Pop { left: bool },
+    /// A stream read as `consumer` of consumer group `group`, each entry acknowledged once
+    /// written (at-least-once); a new group starts at `start` (`$`: new entries, `0`: all).
+    Stream {
+        group: String,
+        consumer: String,
+        start: String,
+    },
+}
+
 /// Where a Kafka input reads.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct KafkaSpec {

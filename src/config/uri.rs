@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-pub(super) use super::types::{IpcKind, KafkaKey, KafkaSpec, Pace, ParquetOptions};
+pub(super) use super::types::{IpcKind, KafkaKey, KafkaSpec, Pace, ParquetOptions, RedisInMode, RedisInSpec};
 
 /// Where events come from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -22,6 +22,8 @@ pub(crate) enum InputUri {
     Ipc { path: PathBuf, kind: IpcKind },
     /// Consume a Kafka topic as a member of a consumer group.
     Kafka(KafkaSpec),
+    /// Take Suricata's Redis output: a list or a stream (`redis://HOST:PORT/KEY?mode=...`).
+    Redis(RedisInSpec),
 }
 
 /// Where results go.
@@ -81,6 +83,8 @@ pub(crate) enum UriProblem {
     KafkaPartitions,
     #[error("expected parquet://DIR/PREFIX")]
     ParquetForm,
+    #[error("expected redis://HOST:PORT/KEY")]
+    RedisForm,
     #[error("unknown parameter {param} ({expected})")]
     UnknownParameter { param: String, expected: &'static str },
 }
@@ -177,10 +181,12 @@ impl InputUri {
                 }
             }
             Ok(InputUri::Kafka(spec))
+        } else if let Some(rest) = uri.strip_prefix("redis://") {
+            redis_input(uri, rest).map(InputUri::Redis)
         } else {
             Err(unsupported(
                 uri,
-                "file://, zfile://, tail://, ipc://, ipc+stream://, kafka://",
+                "file://, zfile://, tail://, ipc://, ipc+stream://, kafka://, redis://",
             ))
         }
     }
@@ -192,6 +198,7 @@ impl InputUri {
             | InputUri::Tail { path, .. }
             | InputUri::Ipc { path, .. } => path,
             InputUri::Kafka(k) => Path::new(&k.topic),
+            InputUri::Redis(r) => Path::new(&r.key),
         }
     }
 }
@@ -267,6 +274,51 @@ impl OutputUri {
             ))
         }
     }
+}
+
+/// `HOST:PORT/KEY[?mode=list|pop|stream&side=left|right&group=G&consumer=C&start=$|0]`.
+fn redis_input(uri: &str, rest: &str) -> Result<RedisInSpec, UriError> {
+    let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let form = || UriProblem::RedisForm.of(uri);
+    let (addr, key) = main.split_once('/').ok_or_else(form)?;
+    let (host, port) = addr.rsplit_once(':').ok_or_else(form)?;
+    let port: u16 = port.parse().map_err(|_| form())?;
+    if host.is_empty() || key.is_empty() {
+        return Err(form());
+    }
+    let (mut mode, mut left, mut group, mut consumer, mut start) = ("list".to_string(), false, None, None, None);
+    for p in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        match (k, v) {
+            ("mode", "list" | "pop" | "stream") => mode = v.to_string(),
+            ("side", "left" | "right") => left = v == "left",
+            ("group", g) if !g.is_empty() => group = Some(g.to_string()),
+            ("consumer", c) if !c.is_empty() => consumer = Some(c.to_string()),
+            ("start", "$" | "0") => start = Some(v.to_string()),
+            _ => {
+                return Err(UriProblem::UnknownParameter {
+                    param: p.to_string(),
+                    expected: "mode=list|pop|stream, side=left|right, group=NAME, consumer=NAME, start=$|0",
+                }
+                .of(uri));
+            }
+        }
+    }
+    let mode = match mode.as_str() {
+        "stream" => RedisInMode::Stream {
+            group: group.unwrap_or_else(|| "dragonfly-mle".into()),
+            consumer: consumer.unwrap_or_else(|| "dragonfly-mle".into()),
+            start: start.unwrap_or_else(|| "$".into()),
+        },
+        "pop" => RedisInMode::Pop { left },
+        _ => RedisInMode::List { left },
+    };
+    Ok(RedisInSpec {
+        host: host.to_string(),
+        port,
+        key: key.to_string(),
+        mode,
+    })
 }
 
 /// A `file://` input's `?pace=N` (N > 0, at most 1,000,000): the rest of the URI and the pace.

@@ -48,6 +48,7 @@ kinds! {
     KafkaCommitError => "kafka_commit_error", "error";
     KafkaGap => "kafka_gap", "error";
     KafkaRevoked => "kafka_revoked", "info";
+    InputResumed => "input_resumed", "info";
     ScriptError => "script_error", "error";
     OnError => "on_error", "error";
     UnknownTag => "unknown_tag", "error";

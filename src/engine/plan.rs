@@ -39,7 +39,7 @@ impl Plan {
         let waits = cfg
             .inputs
             .iter()
-            .any(|i| matches!(i.uri, InputUri::Tail { .. } | InputUri::Kafka(_)));
+            .any(|i| matches!(i.uri, InputUri::Tail { .. } | InputUri::Kafka(_) | InputUri::Redis(_)));
         let mut output_tags = vec!["log".to_string(), "stats".to_string()];
         output_tags.extend(cfg.outputs.iter().map(|o| o.tag.clone()));
         Plan {

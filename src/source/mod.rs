@@ -8,6 +8,7 @@ pub(crate) mod framer;
 pub(crate) mod ipc;
 pub(crate) mod kafka;
 mod reader;
+mod redis_in;
 pub(crate) mod tail;
 
 pub(crate) use reader::{ReaderEnd, ReaderSetup, Resume, Stopped, spawn_reader};
@@ -346,6 +347,9 @@ fn read_input(
             ipc::read_streams(path, how.max_line, router, s, how.rebuilding).map(|k| stopped.socket = k)
         }
         InputUri::Kafka(spec) => kafka::read_kafka(spec, how.input, how.marks, router).map_err(std::io::Error::other),
+        InputUri::Redis(spec) => {
+            redis_in::read_redis(spec, how.input, how.marks, router).map_err(std::io::Error::other)
+        }
     };
     (r, stopped)
 }

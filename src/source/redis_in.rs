@@ -1,0 +1,357 @@
+//! `redis://HOST:PORT/KEY` input: Suricata's Redis output (`filetype: redis`) as a source.
+//!
+//! - `mode=list` (default): a reliable queue. Each event is moved (`LMOVE`, pipelined 500 at a
+//!   time) from `KEY` to `KEY:processing` and removed from there (`LTRIM`) once every output
+//!   has written it; after a crash the events left in `KEY:processing` are read again first.
+//!   At-least-once.
+//! - `mode=pop`: events are popped (`RPOP key count`): gone from Redis once read, so a crash
+//!   loses what was in flight. At-most-once, documented as such.
+//! - `mode=stream`: `XREADGROUP` as `consumer` of `group` (created when missing), entries
+//!   acknowledged (`XACK`) once written; after a crash the consumer's pending entries are read
+//!   again first. At-least-once. An entry's event is its `eve` field (Suricata's), else its
+//!   first field whose value is a JSON object.
+//!
+//! Lists are taken from the right by default (Suricata's `list`/`lpush` mode pushes left);
+//! `side=left` is for `rpush` producers.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use redis::{Connection, Value};
+
+use super::Router;
+use super::checkpoint::Watermarks;
+use crate::config::types::{RedisInMode, RedisInSpec};
+use crate::diag::Kind;
+
+/// Events asked for per round trip.
+const BATCH: usize = 500;
+/// How long a stream read blocks when nothing is there (ms).
+const BLOCK_MS: usize = 100;
+/// How long a stopping reader waits for what it read to be written.
+const DRAIN_WAIT: Duration = Duration::from_secs(30);
+
+/// A failed Redis call of the input.
+#[derive(Debug, thiserror::Error)]
+#[error("redis://{host}:{port}/{key}: {source}")]
+pub(crate) struct RedisInError {
+    host: String,
+    port: u16,
+    key: String,
+    source: Box<redis::RedisError>,
+}
+
+/// What was read and is not acknowledged yet: per entry, the sequence number after it and how
+/// to acknowledge it.
+enum Unacked {
+    /// Items taken into the processing list (trimmed from its right end, oldest first).
+    List(VecDeque<(u64, u64)>),
+    /// Stream entry ids.
+    Stream(VecDeque<(u64, String)>),
+    None,
+}
+
+/// Reads until the engine stops, then waits for what was read to be written and acknowledges it.
+pub(crate) fn read_redis(
+    spec: &RedisInSpec,
+    input: usize,
+    marks: &Watermarks,
+    router: &mut Router,
+) -> Result<(), RedisInError> {
+    let fail = |source: redis::RedisError| RedisInError {
+        host: spec.host.clone(),
+        port: spec.port,
+        key: spec.key.clone(),
+        source: Box::new(source),
+    };
+    let client = redis::Client::open((spec.host.as_str(), spec.port)).map_err(fail)?;
+    let mut con = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .map_err(fail)?;
+    con.set_read_timeout(Some(Duration::from_secs(10))).map_err(fail)?;
+    let processing = format!("{}:processing", spec.key);
+    let mut unacked = match &spec.mode {
+        RedisInMode::List { .. } => Unacked::List(VecDeque::new()),
+        RedisInMode::Stream { .. } => Unacked::Stream(VecDeque::new()),
+        RedisInMode::Pop { .. } => Unacked::None,
+    };
+    // What a crash left: the processing list, or the consumer's pending entries.
+    match &spec.mode {
+        RedisInMode::List { .. } => {
+            let left: Vec<Vec<u8>> = redis::cmd("LRANGE")
+                .arg(&processing)
+                .arg(0)
+                .arg(-1)
+                .query(&mut con)
+                .map_err(fail)?;
+            // LMOVE put each at the left: the oldest is at the right end.
+            for item in left.iter().rev() {
+                take(router, item, &mut unacked, None);
+            }
+            if !left.is_empty() {
+                router.info(
+                    Kind::InputResumed,
+                    &format!(
+                        "redis://{}: {} events left in {processing} by a previous run are read again",
+                        spec.key,
+                        left.len()
+                    ),
+                );
+            }
+        }
+        RedisInMode::Stream { group, start, consumer } => {
+            let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&spec.key)
+                .arg(group)
+                .arg(start)
+                .arg("MKSTREAM")
+                .query(&mut con);
+            match created {
+                Ok(_) => {}
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(fail(e)),
+            }
+            // Own pending entries first (read but not acknowledged by a previous run), each
+            // batch read after the last id of the one before.
+            let mut from = "0".to_string();
+            let mut again = 0usize;
+            loop {
+                let v: Value = xreadgroup(group, consumer, &spec.key, &from, None)
+                    .query(&mut con)
+                    .map_err(fail)?;
+                let entries = stream_entries(&v);
+                let Some((last, _)) = entries.last() else { break };
+                from = last.clone();
+                again += entries.len();
+                for (id, ev) in entries {
+                    take(router, &ev, &mut unacked, Some(id));
+                }
+            }
+            if again > 0 {
+                let msg = format!(
+                    "redis://{}: {again} entries a previous run read but did not acknowledge are read again",
+                    spec.key
+                );
+                router.info(Kind::InputResumed, &msg);
+            }
+        }
+        RedisInMode::Pop { .. } => {}
+    }
+    router.opened();
+    let mut last_ack = Instant::now();
+    let report = |router: &Router, e: &redis::RedisError| {
+        router.report(Kind::InputError, 0, 0, 0, &format!("redis://{}: {e}", spec.key));
+    };
+    while !router.stopping() {
+        let got = match read_batch(&mut con, spec, &processing, router, &mut unacked) {
+            Ok(n) => n,
+            Err(e) => {
+                report(router, &e);
+                std::thread::sleep(Duration::from_millis(500));
+                0
+            }
+        };
+        if got == 0 {
+            router.flush();
+            if !matches!(spec.mode, RedisInMode::Stream { .. }) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if last_ack.elapsed() >= Duration::from_millis(200) {
+            last_ack = Instant::now();
+            if let Err(e) = acknowledge(
+                &mut con,
+                spec,
+                &processing,
+                &mut unacked,
+                marks[input].load(Ordering::Acquire),
+            ) {
+                report(router, &e);
+            }
+        }
+    }
+    // Stopping: hand out what is batched, wait for it to be written, acknowledge.
+    router.flush();
+    let target = router.seq();
+    let start = Instant::now();
+    while marks[input].load(Ordering::Acquire) < target && start.elapsed() < DRAIN_WAIT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    acknowledge(
+        &mut con,
+        spec,
+        &processing,
+        &mut unacked,
+        marks[input].load(Ordering::Acquire),
+    )
+    .map_err(fail)
+}
+
+fn xreadgroup(group: &str, consumer: &str, key: &str, from: &str, block: Option<usize>) -> redis::Cmd {
+    let mut c = redis::cmd("XREADGROUP");
+    c.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(BATCH);
+    if let Some(ms) = block {
+        c.arg("BLOCK").arg(ms);
+    }
+    c.arg("STREAMS").arg(key).arg(from);
+    c
+}
+
+/// Routes one event and remembers how to acknowledge it.
+fn take(router: &mut Router, item: &[u8], unacked: &mut Unacked, id: Option<String>) {
+    router.add_bytes(item.len());
+    let mut line = item;
+    while let Some(l) = line.strip_suffix(b"\n") {
+        line = l;
+    }
+    router.line(line, 0, 0);
+    let seq = router.seq();
+    match (unacked, id) {
+        (Unacked::List(q), _) => match q.back_mut() {
+            // Items with no event in between (invalid lines) share one entry.
+            Some(last) if last.0 == seq => last.1 += 1,
+            _ => q.push_back((seq, 1)),
+        },
+        (Unacked::Stream(q), Some(id)) => q.push_back((seq, id)),
+        _ => {}
+    }
+}
+
+/// One round trip of reading; how many events came.
+fn read_batch(
+    con: &mut Connection,
+    spec: &RedisInSpec,
+    processing: &str,
+    router: &mut Router,
+    unacked: &mut Unacked,
+) -> redis::RedisResult<usize> {
+    match &spec.mode {
+        RedisInMode::List { left } => {
+            let from = if *left { "LEFT" } else { "RIGHT" };
+            let mut pipe = redis::pipe();
+            for _ in 0..BATCH {
+                pipe.cmd("LMOVE").arg(&spec.key).arg(processing).arg(from).arg("LEFT");
+            }
+            let items: Vec<Option<Vec<u8>>> = pipe.query(con)?;
+            let mut n = 0;
+            for item in items.into_iter().flatten() {
+                take(router, &item, unacked, None);
+                n += 1;
+            }
+            Ok(n)
+        }
+        RedisInMode::Pop { left } => {
+            let items: Option<Vec<Vec<u8>>> = redis::cmd(if *left { "LPOP" } else { "RPOP" })
+                .arg(&spec.key)
+                .arg(BATCH)
+                .query(con)?;
+            let items = items.unwrap_or_default();
+            for item in &items {
+                take(router, item, unacked, None);
+            }
+            Ok(items.len())
+        }
+        RedisInMode::Stream { group, consumer, .. } => {
+            let v: Value = xreadgroup(group, consumer, &spec.key, ">", Some(BLOCK_MS)).query(con)?;
+            let entries = stream_entries(&v);
+            let n = entries.len();
+            for (id, ev) in entries {
+                take(router, &ev, unacked, Some(id));
+            }
+            Ok(n)
+        }
+    }
+}
+
+/// Acknowledges what every output has written (events before sequence number `written`).
+fn acknowledge(
+    con: &mut Connection,
+    spec: &RedisInSpec,
+    processing: &str,
+    unacked: &mut Unacked,
+    written: u64,
+) -> redis::RedisResult<()> {
+    match unacked {
+        Unacked::List(q) => {
+            let mut done = 0u64;
+            while q.front().is_some_and(|e| e.0 <= written) {
+                done += q.pop_front().map_or(0, |e| e.1);
+            }
+            if done > 0 {
+                // The oldest `done` items are at the right end.
+                let _: () = redis::cmd("LTRIM")
+                    .arg(processing)
+                    .arg(0)
+                    .arg(-(done as i64) - 1)
+                    .query(con)?;
+            }
+        }
+        Unacked::Stream(q) => {
+            let RedisInMode::Stream { group, .. } = &spec.mode else {
+                return Ok(());
+            };
+            let mut ids = Vec::new();
+            while q.front().is_some_and(|e| e.0 <= written) {
+                if let Some((_, id)) = q.pop_front() {
+                    ids.push(id);
+                }
+            }
+            for chunk in ids.chunks(1000) {
+                let _: i64 = redis::cmd("XACK").arg(&spec.key).arg(group).arg(chunk).query(con)?;
+            }
+        }
+        Unacked::None => {}
+    }
+    Ok(())
+}
+
+fn bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// The (id, event) pairs of an `XREADGROUP` reply (one stream).
+fn stream_entries(v: &Value) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let streams: Vec<&Value> = match v {
+        Value::Array(s) => s.iter().collect(),
+        // RESP3 answers a map of stream -> entries.
+        Value::Map(m) => m.iter().map(|(_, e)| e).collect(),
+        _ => return out,
+    };
+    for s in streams {
+        let entries = match s {
+            Value::Array(pair) if pair.len() == 2 => &pair[1],
+            other => other,
+        };
+        let Value::Array(entries) = entries else { continue };
+        for e in entries {
+            let Value::Array(parts) = e else { continue };
+            let (Some(id), Some(Value::Array(fields))) = (parts.first().and_then(bytes), parts.get(1)) else {
+                // An entry deleted while pending comes back with no fields: acknowledge it
+                // with the others (an empty line is skipped by the router).
+                if let Some(id) = parts.first().and_then(bytes) {
+                    out.push((String::from_utf8_lossy(id).into_owned(), Vec::new()));
+                }
+                continue;
+            };
+            let pairs: Vec<(&[u8], &[u8])> = fields
+                .chunks(2)
+                .filter_map(|kv| Some((bytes(kv.first()?)?, bytes(kv.get(1)?)?)))
+                .collect();
+            let ev = pairs
+                .iter()
+                .find(|(k, _)| *k == b"eve")
+                .or_else(|| pairs.iter().find(|(_, v)| v.first() == Some(&b'{')))
+                .map(|(_, v)| v.to_vec())
+                .unwrap_or_default();
+            out.push((String::from_utf8_lossy(id).into_owned(), ev));
+        }
+    }
+    out
+}
