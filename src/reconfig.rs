@@ -151,6 +151,21 @@ pub(crate) struct Control {
     pub next: Arc<Mutex<Option<Config>>>,
     /// Files `--watch` looks at (config.lua and the scripts), with their modification times.
     pub watch: Option<Vec<(PathBuf, Option<SystemTime>)>>,
+    /// Wildcard inputs, with the files they match: a change rebuilds the pipeline.
+    pub globs: Vec<(PathBuf, Vec<PathBuf>)>,
+}
+
+/// The wildcard paths of `cfg`'s inputs, with the files each matches now.
+pub(crate) fn globs(cfg: &Config) -> Vec<(PathBuf, Vec<PathBuf>)> {
+    let mut patterns: Vec<PathBuf> = cfg.inputs.iter().filter_map(|i| i.glob.clone()).collect();
+    patterns.dedup();
+    patterns
+        .into_iter()
+        .map(|p| {
+            let files = crate::config::glob::expand(&p);
+            (p, files)
+        })
+        .collect()
 }
 
 fn mtimes(paths: impl Iterator<Item = PathBuf>) -> Vec<(PathBuf, Option<SystemTime>)> {
@@ -179,6 +194,7 @@ impl Control {
     /// the pipeline is to be rebuilt (the readers are then stopped).
     pub(crate) fn run(&mut self, done: &AtomicBool, mut on_request: impl FnMut(&str) -> bool) {
         let mut last_look = std::time::Instant::now();
+        let mut last_glob = std::time::Instant::now();
         while !done.load(Relaxed) {
             if self.stop.load(Relaxed) {
                 self.readers_stop.store(true, Relaxed);
@@ -195,6 +211,16 @@ impl Control {
                 if now != *w {
                     *w = now;
                     why = why.or(Some("--watch: a file changed"));
+                }
+            }
+            if !self.globs.is_empty() && last_glob.elapsed() >= Duration::from_secs(1) {
+                last_glob = std::time::Instant::now();
+                for (pattern, files) in self.globs.iter_mut() {
+                    let now = crate::config::glob::expand(pattern);
+                    if now != *files {
+                        *files = now;
+                        why = why.or(Some("the files matching a wildcard input changed"));
+                    }
                 }
             }
             if let Some(why) = why

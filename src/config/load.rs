@@ -249,13 +249,18 @@ impl Config {
             let script = script.and_then(|s| v.script(&root, "filter", &s, &key("script")));
             let on_error = v.on_error(&t, &key("on_error"));
             if let (Some(tag), Some(uri), Some(script), Some(default_analyzer)) = (tag, uri, script, da) {
-                cfg.inputs.push(InputConfig {
+                let input = InputConfig {
                     tag,
                     uri,
                     script,
                     default_analyzer,
                     on_error,
-                });
+                    glob: None,
+                };
+                match expand_glob(input) {
+                    Ok(inputs) => cfg.inputs.extend(inputs),
+                    Err(e) => v.err(&key("uri"), e),
+                }
             }
         }
         declared
@@ -360,6 +365,45 @@ impl Config {
         }
         declared
     }
+}
+
+/// An input whose file name has wildcards becomes one input per matching file, tagged
+/// `TAG:FILE` (each with its own reader and checkpoint). A `tail://` pattern that matches
+/// nothing yet stays one input waiting for its files; the engine rebuilds the pipeline when
+/// the matches change (see `reconfig::Control`).
+fn expand_glob(input: InputConfig) -> Result<Vec<InputConfig>, String> {
+    let pattern = match &input.uri {
+        InputUri::File { path, .. } | InputUri::Zfile { path, .. } | InputUri::Tail { path, .. } => path.clone(),
+        _ => return Ok(vec![input]),
+    };
+    if !glob::has_wildcards(&pattern) {
+        return Ok(vec![input]);
+    }
+    let files = glob::expand(&pattern);
+    if files.is_empty() {
+        return match input.uri {
+            InputUri::Tail { .. } => Ok(vec![InputConfig {
+                glob: Some(pattern),
+                ..input
+            }]),
+            _ => Err(format!("no file matches {}", pattern.display())),
+        };
+    }
+    Ok(files
+        .into_iter()
+        .map(|f| {
+            let mut one = input.clone();
+            match &mut one.uri {
+                InputUri::File { path, .. } | InputUri::Zfile { path, .. } | InputUri::Tail { path, .. } => {
+                    *path = f.clone()
+                }
+                _ => {}
+            }
+            one.tag = format!("{}:{}", input.tag, f.file_name().unwrap_or_default().to_string_lossy());
+            one.glob = Some(pattern.clone());
+            one
+        })
+        .collect())
 }
 
 /// The root directory and its `analyzer/` and `filter/` folders.

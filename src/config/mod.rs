@@ -3,6 +3,7 @@
 //! at all), then every problem is collected into one [`ConfigError`] whose lines each name the
 //! key and the bad value.
 
+pub(crate) mod glob;
 mod load;
 pub(crate) mod types;
 mod uri;
@@ -31,6 +32,8 @@ pub(crate) struct InputConfig {
     pub default_analyzer: String,
     /// What happens to an event whose filter `loop()` raised (`on_error`).
     pub on_error: types::OnError,
+    /// The wildcard path this input was expanded from (one input per matching file).
+    pub glob: Option<PathBuf>,
 }
 
 /// One entry of `analyzers`.

@@ -179,6 +179,7 @@ pub(super) fn start_control(
         rebuilding: Arc::clone(&shared.rebuilding),
         next: Arc::clone(next),
         watch: opts.watch.then(|| crate::reconfig::watched(cfg)),
+        globs: crate::reconfig::globs(cfg),
     };
     let done = Arc::clone(&shared.readers_done);
     let (opts, running) = (opts.clone(), cfg.clone());
