@@ -266,6 +266,7 @@ def generate(args, write):
     us = BASE_TS * 1_000_000 + 123456
     # --span: the events' timestamps cover about SPAN seconds (mean gap span/events); by
     # default, gaps of 1 + up to 400 us (mean ~100 us), as before the option existed.
+    eph = args.ephemeral
     gap = 400 if args.span is None else max(4, int(args.span * 1_000_000 / max(1, args.events) * 4))
     sec_cache = [-1, ""]
     counts = dict.fromkeys(types, 0)
@@ -400,6 +401,11 @@ def generate(args, write):
                         '"start":"%s",%s},"host":"sensor-01"}\n') % (
                     ts, f.fid, f.iface, tup, f.cid, sig, app, "to_client" if rev else "to_server",
                     pts, ptc, pts * (60 + rrange(900)), ptc * (60 + rrange(1400)), start, ftup)
+            if eph and f.proto != "ICMP" and rnd() < eph:
+                # A fresh ephemeral client port: a tuple seen once or twice, as on a real link.
+                port = 32768 + rrange(28232)
+                line = line.replace('"src_port":%d,' % f.sport, '"src_port":%d,' % port, 1) \
+                           .replace('"dest_port":%d,' % f.sport, '"dest_port":%d,' % port, 1)
             buf.append(line)
             total += len(line)
         for et in batch_types:
@@ -469,6 +475,9 @@ def main():
     ap.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     ap.add_argument("--flows", type=int, default=50_000, help="distinct flow tuples, at least 4 (default 50000)")
     ap.add_argument("-o", dest="output", default="-", help="output file (default stdout)")
+    ap.add_argument("--ephemeral", type=float, default=0.0,
+                    help="share of events (0..1) given a fresh ephemeral client port, so that most "
+                         "tuples are seen once or twice (realistic cardinality; default 0)")
     ap.add_argument("--span", type=float, default=None,
                     help="seconds the timestamps cover (default: ~100 us per event)")
     ap.add_argument("--check", action="store_true",

@@ -9,6 +9,9 @@
 #   DFM_BIN       binary (default ~/.cache/dfm-target/release/dragonfly-mle)
 #   PERF_DIR      work dir for eve.json, roots, out.json, logs (default /tmp/dfm-perf)
 #   PERF_SEED     generator seed (default 1); PERF_FLOWS distinct flows (default 50000)
+#   PERF_EPHEMERAL share of events given a fresh ephemeral client port (default 0.6: about
+#                 640,000 distinct tuples per million events, as on a real link; 0 gives the
+#                 50,000-flow input of the figures measured before 2026-12-05)
 #   PERF_ORDERED  0 adds "ordered = false" to the output entry (default: ordered output)
 #   PERF_CONFIGS  configurations to run (default "a b bp c")
 set -euo pipefail
@@ -40,6 +43,7 @@ bin=${DFM_BIN:-$HOME/.cache/dfm-target/release/dragonfly-mle}
 work=${PERF_DIR:-/tmp/dfm-perf}
 seed=${PERF_SEED:-1}
 flows=${PERF_FLOWS:-50000}
+ephemeral=${PERF_EPHEMERAL:-0.6}
 ordered=${PERF_ORDERED:-1}
 configs=${PERF_CONFIGS:-a b bp c}
 
@@ -60,13 +64,13 @@ work=$(cd "$work" && pwd)
 
 # --- input, generated once per (events, seed, flows, generator version) -------------------
 input=$work/eve.json
-stamp="events=$events seed=$seed flows=$flows gen=$(cksum < "$here/gen_eve.py" | cut -d' ' -f1)"
+stamp="events=$events seed=$seed flows=$flows ephemeral=$ephemeral gen=$(cksum < "$here/gen_eve.py" | cut -d' ' -f1)"
 if [ -f "$input" ] && [ -f "$work/eve.stamp" ] && [ "$(cat "$work/eve.stamp")" = "$stamp" ]; then
     echo "input: reusing $input ($stamp)"
 else
     rm -f "$work/eve.stamp"
     echo "input: generating $input ($stamp)"
-    python3 "$here/gen_eve.py" --events "$events" --seed "$seed" --flows "$flows" -o "$input.tmp"
+    python3 "$here/gen_eve.py" --events "$events" --seed "$seed" --flows "$flows" --ephemeral "$ephemeral" -o "$input.tmp"
     mv "$input.tmp" "$input"
     echo "$stamp" > "$work/eve.stamp"
 fi
