@@ -40,7 +40,10 @@ impl Config {
             cfg.read_analyzers(&g, &mut v),
             cfg.read_outputs(&g, &mut v),
         ];
-        cfg.redis = types::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port);
+        cfg.redis = match read_cluster(&g, &mut v) {
+            Some(seeds) => types::RedisTarget::Cluster(seeds),
+            None => types::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port),
+        };
         cfg.check_tags(&declared, &mut errs);
         if errs.is_empty() { Ok(cfg) } else { Err(fail(errs)) }
     }
@@ -404,6 +407,44 @@ fn expand_glob(input: InputConfig) -> Result<Vec<InputConfig>, String> {
             one
         })
         .collect())
+}
+
+/// `redis_cluster = { "host:port", ... }`: the seed nodes of a Redis Cluster (the `hiredis`
+/// module then routes each command to its slot's master).
+fn read_cluster(g: &Table, v: &mut Validator<'_>) -> Option<Vec<(String, u16)>> {
+    let t = match g.get::<Value>("redis_cluster").unwrap_or(Value::Nil) {
+        Value::Nil => return None,
+        Value::Table(t) => t,
+        other => {
+            v.err(
+                "redis_cluster",
+                format!("expected a list of \"host:port\", got {}", other.type_name()),
+            );
+            return None;
+        }
+    };
+    let mut seeds = Vec::new();
+    for (i, s) in t.sequence_values::<Value>().enumerate() {
+        let key = format!("redis_cluster[{}]", i + 1);
+        let parsed = match &s {
+            Ok(Value::String(s)) => {
+                let s = s.to_string_lossy();
+                s.rsplit_once(':')
+                    .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                    .filter(|(h, _)| !h.is_empty())
+            }
+            _ => None,
+        };
+        match parsed {
+            Some(a) => seeds.push(a),
+            None => v.err(&key, "expected \"host:port\"".to_string()),
+        }
+    }
+    if seeds.is_empty() {
+        v.err("redis_cluster", "name at least one node (\"host:port\")".to_string());
+        return None;
+    }
+    Some(seeds)
 }
 
 /// The root directory and its `analyzer/` and `filter/` folders.

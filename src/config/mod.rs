@@ -365,6 +365,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "script_memory_mb",
     "number_precision",
     "redis_persist",
+    "redis_cluster",
     "shutdown_grace",
     "inputs",
     "analyzers",

@@ -144,6 +144,8 @@ pub enum RedisTarget {
     Unix(PathBuf),
     /// The engine's own `redis-server` (see `managed`), started on first use.
     Managed,
+    /// A Redis Cluster, known by seed nodes (`redis_cluster`).
+    Cluster(Vec<(String, u16)>),
 }
 
 impl RedisTarget {

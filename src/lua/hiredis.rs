@@ -9,7 +9,7 @@ use std::ffi::c_int;
 use std::time::Instant;
 
 use mlua::ffi::{self, lua_State};
-use redis::{ConnectionLike, Value};
+use redis::Value;
 
 use super::boundary::{Coerce, LuaFail, LuaResult, YIELD, arg_bytes, c_entry};
 use super::context::{WorkerCtx, with_ctx};
@@ -604,7 +604,7 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
                     }
                     _ => st.target.clone(),
                 };
-                let con = match open(&target, st.timeouts) {
+                let con = match super::redis_conn::open_link(&target, st.timeouts) {
                     Ok(c) => c,
                     Err(e) => {
                         return Ok(push_failure(

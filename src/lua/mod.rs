@@ -64,6 +64,7 @@ pub(crate) mod member_cache;
 pub(crate) mod ml;
 pub(crate) mod proxy;
 mod records;
+pub(crate) mod redis_cluster;
 pub(crate) mod redis_conn;
 pub(crate) mod script;
 pub(crate) mod state;

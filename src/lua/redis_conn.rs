@@ -38,6 +38,45 @@ pub(crate) enum LinkError {
     Connect { target: RedisTarget, source: ConnectError },
 }
 
+/// A connection: to one server, or to a cluster (commands routed by slot).
+pub(crate) enum Link {
+    One(redis::Connection),
+    Cluster(Box<super::redis_cluster::Cluster>),
+}
+
+impl Link {
+    pub(crate) fn req_command(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        match self {
+            Link::One(c) => redis::ConnectionLike::req_command(c, cmd),
+            Link::Cluster(c) => c.req_command(cmd),
+        }
+    }
+
+    pub(crate) fn send_packed_command(&mut self, packed: &[u8]) -> redis::RedisResult<()> {
+        match self {
+            Link::One(c) => c.send_packed_command(packed),
+            Link::Cluster(c) => c.send_packed_command(packed),
+        }
+    }
+
+    pub(crate) fn recv_response(&mut self) -> redis::RedisResult<redis::Value> {
+        match self {
+            Link::One(c) => c.recv_response(),
+            Link::Cluster(c) => c.recv_response(),
+        }
+    }
+}
+
+/// Opens a script's connection to `target`.
+pub(crate) fn open_link(target: &RedisTarget, timeouts: RedisTimeouts) -> Result<Link, ConnectError> {
+    match target {
+        RedisTarget::Cluster(seeds) => Ok(Link::Cluster(Box::new(super::redis_cluster::Cluster::connect(
+            seeds, timeouts,
+        )?))),
+        _ => Ok(Link::One(open(target, timeouts)?)),
+    }
+}
+
 /// One script's connection, re-established with backoff after a failure.
 pub(crate) struct RedisConn {
     pub(super) target: RedisTarget,
@@ -45,7 +84,7 @@ pub(crate) struct RedisConn {
     /// their replies, in order.
     pub(super) piped: Vec<u8>,
     pub(super) waiters: Vec<(usize, u64)>,
-    pub(super) con: Option<redis::Connection>,
+    pub(super) con: Option<Link>,
     /// Commands queued by `append_command`, packed, not yet sent.
     pub(super) pending: Vec<u8>,
     /// What each `append_command` still awaiting `get_reply` gets: the reply of an `ML.*`
@@ -106,7 +145,7 @@ impl RedisState {
         if now < self.conns[i].next_try {
             return Err(LinkError::Backoff(target.clone()));
         }
-        match open(target, self.timeouts) {
+        match open_link(target, self.timeouts) {
             Ok(con) => {
                 let failures = self.failures;
                 let c = &mut self.conns[i];
@@ -161,6 +200,11 @@ pub(crate) fn open(target: &RedisTarget, timeouts: RedisTimeouts) -> Result<redi
         RedisTarget::Tcp(h, p) => (h.as_str(), *p).into_connection_info(),
         RedisTarget::Unix(path) => redis::ConnectionAddr::Unix(path.clone()).into_connection_info(),
         RedisTarget::Managed => redis::ConnectionAddr::Unix(super::managed::socket()?).into_connection_info(),
+        // A plain connection to the first seed (`check`'s PING, module loading).
+        RedisTarget::Cluster(seeds) => {
+            let (h, p) = seeds.first().cloned().unwrap_or_default();
+            (h.as_str(), p).into_connection_info()
+        }
     }?
     .set_redis_settings(RedisConnectionInfo::default().set_skip_set_lib_name());
     let client = redis::Client::open(info)?;
@@ -175,6 +219,14 @@ pub(super) fn describe_target(t: &RedisTarget) -> String {
         RedisTarget::Tcp(h, p) => format!("redis {h}:{p}"),
         RedisTarget::Unix(p) => format!("redis unix:{}", p.display()),
         RedisTarget::Managed => "managed redis".to_string(),
+        RedisTarget::Cluster(seeds) => format!(
+            "redis cluster {}",
+            seeds
+                .iter()
+                .map(|(h, p)| format!("{h}:{p}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     }
 }
 
