@@ -149,13 +149,12 @@ end
 "#;
 
 fn cluster_env(c: &RedisCluster, input: &str, analyzer: &str, extra: &str) -> Env {
-    let env = Env::simple(
+    Env::simple(
         input,
         analyzer,
         "",
         &format!("redis_cluster = {{ {} }}\n{extra}", c.seeds()),
-    );
-    env
+    )
 }
 
 #[test]
