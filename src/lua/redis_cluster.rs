@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 
 use redis::{Connection, RedisResult, Value};
 
-use super::redis_conn::RedisTimeouts;
+use crate::config::types::RedisTimeouts;
 
 /// A node's address.
 type Addr = (String, u16);
