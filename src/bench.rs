@@ -60,3 +60,182 @@ pub fn parse_only(path: &std::path::Path) -> std::io::Result<(u64, u64, f64)> {
     std::hint::black_box(sink.hash);
     Ok((sink.ok, sink.bad, t.elapsed().as_secs_f64()))
 }
+
+/// The valid lines of a file (framed, validated), with what the router learns of each.
+fn valid_lines(path: &std::path::Path) -> std::io::Result<Vec<(Vec<u8>, EventMeta)>> {
+    struct Keep {
+        parser: RouteParser,
+        out: Vec<(Vec<u8>, EventMeta)>,
+    }
+    impl LineSink for Keep {
+        fn line(&mut self, line: &[u8], line_no: u64, _: u64) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Ok(r) = self.parser.parse(line) {
+                let seq = self.out.len() as u64;
+                let meta = EventMeta {
+                    seq,
+                    line_no,
+                    flow_id: r.flow_id,
+                    start: 0,
+                    end: line.len() as u32,
+                    keys: r.keys,
+                    dup_keys: r.dup_keys,
+                };
+                self.out.push((line.to_vec(), meta));
+            }
+        }
+        fn too_long(&mut self, _: u64, _: u64, _: usize, _: usize) {}
+    }
+    let mut f = std::fs::File::open(path)?;
+    let mut framer = Framer::new(crate::config::DEFAULT_MAX_LINE);
+    let mut keep = Keep {
+        parser: RouteParser::new(),
+        out: Vec::new(),
+    };
+    while framer.fill(&mut f, &mut keep)? > 0 {}
+    framer.finish(&mut keep);
+    Ok(keep.out)
+}
+
+/// The worker stage alone, on one core: every valid line of `path` (held in memory) through a
+/// pass-through filter and analyzer in LuaJIT, records encoded as the worker does. Returns
+/// (events, seconds).
+pub fn worker_only(path: &std::path::Path) -> std::io::Result<(u64, f64)> {
+    let lines = valid_lines(path)?;
+    let dir = std::env::temp_dir().join(format!("dfm-bench-worker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (fpath, apath) = (dir.join("filter.lua"), dir.join("analyzer.lua"));
+    std::fs::write(
+        &fpath,
+        "function setup() end\nfunction loop(msg) dragonfly.analyze_event(default_analyzer, msg) end\n",
+    )?;
+    std::fs::write(
+        &apath,
+        "function setup() end\nfunction loop(msg) dragonfly.output_event(default_output, msg) end\n",
+    )?;
+    let spec = |role: Role, tag: &str, path: &std::path::Path| ScriptSpec {
+        role,
+        tag: tag.into(),
+        path: path.to_path_buf(),
+        default_analyzer: "a".into(),
+        default_output: "out".into(),
+        pipeline: 1,
+        on_error: Default::default(),
+    };
+    let mut c = WorkerCtx::new(vec!["in".into()], vec!["a".into()], vec!["out".into()], true);
+    c.open_all(
+        &[spec(Role::Filter, "in", &fpath)],
+        &[spec(Role::Analyzer, "a", &apath)],
+        true,
+    )
+    .map_err(std::io::Error::other)?;
+    let t = Instant::now();
+    for (i, (line, meta)) in lines.iter().enumerate() {
+        c.process(0, meta, line);
+        if i % 128 == 127 {
+            for o in c.outs.iter_mut() {
+                o.clear();
+            }
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    c.close();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((lines.len() as u64, secs))
+}
+
+/// The writer stage alone: every valid line of `path` (held in memory) handed to the writer
+/// as one worker's records for an ordered `file://` output (batches of 128 events with their
+/// end-of-event marks, as workers send them), written to a file under the temporary directory.
+/// A feeder thread fills the batches; the time is the writer's, from the first batch to the
+/// last record written and flushed. Returns (events, seconds).
+pub fn writer_only(path: &std::path::Path) -> std::io::Result<(u64, f64)> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    use crate::shard::{END_OF_EVENT, OUT_RING_BATCHES, OutBatch, OutRec};
+    use crate::sink::{FileSink, Sink};
+
+    let lines = valid_lines(path)?;
+    let n = lines.len() as u64;
+    let dir = std::env::temp_dir().join(format!("dfm-bench-writer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let tags = vec!["log".to_string(), "stats".to_string(), "out".to_string()];
+    let stats = Arc::new(crate::counters::Stats::new(vec!["in".into()], Vec::new(), tags, 1));
+    let sinks: Vec<Sink> = vec![
+        Box::new(FileSink::open(dir.join("log.json"), true)?),
+        Box::new(FileSink::open(dir.join("stats.json"), true)?),
+        Box::new(FileSink::open(dir.join("out.json"), true)?),
+    ];
+    let stop = Arc::new(AtomicBool::new(false));
+    let gate = crate::sink::Gate::new(
+        Arc::clone(&stop),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+        std::time::Duration::from_secs(10),
+    );
+    let (otx, orx) = rtrb::RingBuffer::<OutBatch>::new(OUT_RING_BATCHES);
+    let (mut obtx, mut obrx) = rtrb::RingBuffer::<OutBatch>::new(OUT_RING_BATCHES + 8);
+    for _ in 0..OUT_RING_BATCHES + 4 {
+        let _ = obtx.push(OutBatch::default());
+    }
+    let (_diag_tx, diag_rx) = std::sync::mpsc::channel();
+    let writer = crate::sink::Writer::new(crate::sink::WriterParts {
+        out: crate::sink::Outputs::new(sinks, vec![crate::sink::Policy::default(); 3], Arc::clone(&stats), gate),
+        ordered: vec![true, false, true],
+        links: vec![crate::sink::WorkerLink { from: orx, back: obtx }],
+        inputs: 1,
+        stats: Arc::clone(&stats),
+        diag: diag_rx,
+        rotate: Arc::new(AtomicBool::new(false)),
+        stats_interval: std::time::Duration::from_secs(3600),
+        marks: Arc::new(vec![AtomicU64::new(0)]),
+    });
+    let t = Instant::now();
+    let writer = std::thread::spawn(move || writer.run());
+    let mut otx = otx;
+    let mut batch = OutBatch::default();
+    for chunk in lines.chunks(128) {
+        for (line, meta) in chunk {
+            let start = batch.data.len() as u32;
+            batch.data.extend_from_slice(line);
+            let end = batch.data.len() as u32;
+            batch.recs.push(OutRec {
+                seq: meta.seq,
+                output: OutputId::user(0),
+                start,
+                end,
+                script: 1,
+            });
+            batch.recs.push(OutRec {
+                seq: meta.seq,
+                output: END_OF_EVENT,
+                start: end,
+                end,
+                script: 0,
+            });
+        }
+        let mut b = batch;
+        loop {
+            match otx.push(b) {
+                Ok(()) => break,
+                Err(rtrb::PushError::Full(back)) => {
+                    b = back;
+                    std::thread::yield_now();
+                }
+            }
+        }
+        batch = loop {
+            match obrx.pop() {
+                Ok(b) => break b,
+                Err(_) => std::thread::yield_now(),
+            }
+        };
+        batch.clear();
+    }
+    drop(otx);
+    let _ = writer.join();
+    let secs = t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((n, secs))
+}

@@ -121,6 +121,14 @@ enum Mode {
         #[arg(long)]
         once: bool,
     },
+    /// One stage alone on a file's events: reader (framing, validation, routing: bench-parse),
+    /// worker (pass-through Lua), writer (ordered file output) (perf/stages.sh).
+    #[command(hide = true, name = "bench-stage")]
+    BenchStage {
+        #[arg(value_parser = ["worker", "writer"])]
+        stage: String,
+        file: PathBuf,
+    },
     /// The one-core parse-only rate of a file (perf/).
     #[command(hide = true, name = "bench-parse")]
     BenchParse { file: PathBuf },
@@ -160,6 +168,25 @@ fn bench_tool(mode: &Mode) -> ExitCode {
                     ExitCode::from(1)
                 }
             };
+        }
+        Mode::BenchStage { stage, file } => {
+            let r = if stage == "worker" {
+                dragonfly_mle::bench::worker_only(file)
+            } else {
+                dragonfly_mle::bench::writer_only(file)
+            };
+            r.map(|(n, secs)| {
+                (
+                    if stage == "worker" {
+                        "worker-only"
+                    } else {
+                        "writer-only"
+                    },
+                    n as usize,
+                    secs,
+                )
+            })
+            .map_err(anyhow::Error::from)
         }
         Mode::BenchSend { uri, file, producers } => load::send(uri, file, *producers)
             .map(|(n, secs)| ("sent", n, secs))
