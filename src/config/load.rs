@@ -71,6 +71,7 @@ impl Config {
             dns_timeout: Duration::from_secs(5),
             script_memory: types::DEFAULT_MEMORY_LIMIT,
             number_precision: types::DEFAULT_PRECISION,
+            gc_pause: types::DEFAULT_GC_PAUSE,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             redis_persist: true,
             ml_native: true,
@@ -142,6 +143,16 @@ impl Config {
                 v.err(
                     "shutdown_grace",
                     format!("must be between 0 and 86400 (seconds), got {s}"),
+                );
+            }
+        }
+        if let Some(p) = v.opt_number(g, "gc_pause") {
+            if (100.0..=1000.0).contains(&p) && p.fract() == 0.0 {
+                cfg.gc_pause = p as u16;
+            } else {
+                v.err(
+                    "gc_pause",
+                    format!("must be an integer from 100 to 1000 (percent), got {p}"),
                 );
             }
         }

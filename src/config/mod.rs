@@ -110,6 +110,9 @@ pub(crate) struct Config {
     /// default 14 as lua-cjson; 17: the shortest form that reads back to the same double).
     /// A script may change its own with `cjson_safe.encode_number_precision(n)`.
     pub number_precision: u8,
+    /// The smallest GC pause of script states (`gc_pause`, percent, 100 to 1000; default 200):
+    /// higher trades memory for less collection work, which pays with large script tables.
+    pub gc_pause: u16,
     /// How long, once the engine is stopping, outputs that cannot deliver are waited for
     /// before what they hold is given up (counted as lost).
     pub shutdown_grace: Duration,
@@ -364,6 +367,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "latency_histograms",
     "script_memory_mb",
     "number_precision",
+    "gc_pause",
     "redis_persist",
     "redis_cluster",
     "shutdown_grace",

@@ -248,3 +248,18 @@ outputs = { { tag = "out", uri = "file:///tmp/o1.json" } }
         "{all}"
     );
 }
+
+#[test]
+fn gc_pause_is_read_and_checked() {
+    let scripts = &["filter/f.lua", "analyzer/a.lua"];
+    assert_eq!(check(GOOD, scripts).unwrap().gc_pause, 200);
+    assert_eq!(
+        check(&format!("gc_pause = 400\n{GOOD}"), scripts).unwrap().gc_pause,
+        400
+    );
+    let e = check(&format!("gc_pause = 50\n{GOOD}"), scripts).unwrap_err();
+    assert!(
+        e.to_string().contains("gc_pause: must be an integer from 100 to 1000"),
+        "{e}"
+    );
+}

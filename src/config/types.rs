@@ -53,6 +53,9 @@ impl Pace {
     }
 }
 
+/// The default smallest GC pause of script states (percent): Lua's own.
+pub(crate) const DEFAULT_GC_PAUSE: u16 = 200;
+
 /// Where a `redis://` input reads: Suricata's Redis output (`filetype: redis`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct RedisInSpec {

@@ -190,6 +190,7 @@ fn state_settings(cfg: &Config) -> crate::lua::state::StateSettings {
     crate::lua::state::StateSettings {
         memory_limit: cfg.script_memory,
         precision: cfg.number_precision,
+        gc_pause: cfg.gc_pause,
     }
 }
 

@@ -17,6 +17,9 @@ pub struct StateSettings {
     /// Significant digits of non-integer numbers the state writes (its initial
     /// `cjson_safe.encode_number_precision`).
     pub precision: u8,
+    /// The smallest GC pause (`gc_pause`, percent): a collection cycle starts when the heap
+    /// reaches this share of the live heap (at least the live heap plus the headroom).
+    pub gc_pause: u16,
 }
 
 impl Default for StateSettings {
@@ -24,6 +27,7 @@ impl Default for StateSettings {
         StateSettings {
             memory_limit: DEFAULT_MEMORY_LIMIT,
             precision: super::ffi_util::DEFAULT_PRECISION,
+            gc_pause: crate::config::types::DEFAULT_GC_PAUSE,
         }
     }
 }
@@ -135,11 +139,39 @@ const GC_HEADROOM_KB: c_int = 4096;
 /// scripts means constantly. The pause is set so that a cycle starts at the larger of twice the
 /// live heap and the live heap plus [`GC_HEADROOM_KB`]. (Scripts cannot stop the collector:
 /// the prelude's `collectgarbage` ignores "stop".)
-pub(super) fn tune_gc(l: *mut lua_State) {
+pub(super) fn tune_gc(l: *mut lua_State, min_pause: u16) {
     // SAFETY: `l` is a state of this thread; these calls only read or set GC parameters.
     unsafe {
         let kb = ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0).max(64);
-        let pause = ((kb + GC_HEADROOM_KB) as i64 * 100 / kb as i64).clamp(200, 10_000) as c_int;
+        let pause = ((kb + GC_HEADROOM_KB) as i64 * 100 / kb as i64).clamp(i64::from(min_pause), 10_000) as c_int;
         ffi::lua_gc(l, ffi::LUA_GCSETPAUSE, pause);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With a heap of several MiB, the pause follows the setting: Lua's 200 %, or the larger
+    /// `gc_pause`.
+    #[test]
+    fn the_gc_pause_is_at_least_the_setting() {
+        let (l, _mem) = super::super::ffi_util::new_state(1 << 30).expect("a state");
+        // SAFETY: a fresh state of this thread, closed at the end; the chunk is ours.
+        unsafe {
+            ffi::luaL_openlibs(l);
+            let chunk = b"t = {} for i = 1, 200000 do t[i] = tostring(i) .. 'padding-padding' end";
+            assert_eq!(
+                ffi::luaL_loadbuffer(l, chunk.as_ptr().cast(), chunk.len(), c"=t".as_ptr()),
+                0
+            );
+            assert_eq!(ffi::lua_pcall(l, 0, 0, 0), 0);
+            assert!(ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0) > 8192, "a heap of several MiB");
+            tune_gc(l, 200);
+            assert_eq!(ffi::lua_gc(l, ffi::LUA_GCSETPAUSE, 200), 200);
+            tune_gc(l, 400);
+            assert_eq!(ffi::lua_gc(l, ffi::LUA_GCSETPAUSE, 200), 400);
+            ffi::lua_close(l);
+        }
     }
 }
