@@ -65,11 +65,24 @@ pub(crate) fn read_redis(
         key: spec.key.clone(),
         source: Box::new(source),
     };
-    let client = redis::Client::open((spec.host.as_str(), spec.port)).map_err(fail)?;
-    let mut con = client
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .map_err(fail)?;
-    con.set_read_timeout(Some(Duration::from_secs(10))).map_err(fail)?;
+    let report = |router: &Router, e: &redis::RedisError| {
+        router.report(Kind::InputError, 0, 0, 0, &format!("redis://{}: {e}", spec.key));
+    };
+    // Redis not there yet: reported once, tried again until it is (or the engine stops).
+    let mut told = false;
+    let mut con = loop {
+        match connect(spec) {
+            Ok(c) => break c,
+            Err(e) if router.stopping() => return Err(fail(e)),
+            Err(e) => {
+                if !told {
+                    report(router, &e);
+                    told = true;
+                }
+                wait_a_while(router, Duration::from_secs(1));
+            }
+        }
+    };
     let processing = format!("{}:processing", spec.key);
     let mut unacked = match &spec.mode {
         RedisInMode::List { .. } => Unacked::List(VecDeque::new()),
@@ -100,19 +113,8 @@ pub(crate) fn read_redis(
                 );
             }
         }
-        RedisInMode::Stream { group, start, consumer } => {
-            let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&spec.key)
-                .arg(group)
-                .arg(start)
-                .arg("MKSTREAM")
-                .query(&mut con);
-            match created {
-                Ok(_) => {}
-                Err(e) if e.code() == Some("BUSYGROUP") => {}
-                Err(e) => return Err(fail(e)),
-            }
+        RedisInMode::Stream { group, consumer, .. } => {
+            create_group(&mut con, spec).map_err(fail)?;
             // Own pending entries first (read but not acknowledged by a previous run), each
             // batch read after the last id of the one before.
             let mut from = "0".to_string();
@@ -141,15 +143,27 @@ pub(crate) fn read_redis(
     }
     router.opened();
     let mut last_ack = Instant::now();
-    let report = |router: &Router, e: &redis::RedisError| {
-        router.report(Kind::InputError, 0, 0, 0, &format!("redis://{}: {e}", spec.key));
-    };
+    let mut con = Some(con);
     while !router.stopping() {
-        let got = match read_batch(&mut con, spec, &processing, router, &mut unacked) {
+        let Some(c) = con.as_mut() else {
+            con = reconnect(spec, router);
+            continue;
+        };
+        let got = match read_batch(c, spec, &processing, router, &mut unacked) {
             Ok(n) => n,
             Err(e) => {
                 report(router, &e);
-                std::thread::sleep(Duration::from_millis(500));
+                if lost(&e) {
+                    con = None;
+                } else if e.code() == Some("NOGROUP") {
+                    // The stream or its group is gone (a Redis that restarted without its
+                    // data): made again, and reading goes on with what comes next.
+                    if let Err(e) = create_group(c, spec) {
+                        report(router, &e);
+                    }
+                } else {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
                 0
             }
         };
@@ -159,34 +173,93 @@ pub(crate) fn read_redis(
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        if last_ack.elapsed() >= Duration::from_millis(200) {
+        if last_ack.elapsed() >= Duration::from_millis(200)
+            && let Some(c) = con.as_mut()
+        {
             last_ack = Instant::now();
-            if let Err(e) = acknowledge(
-                &mut con,
-                spec,
-                &processing,
-                &mut unacked,
-                marks[input].load(Ordering::Acquire),
-            ) {
+            let written = marks[input].load(Ordering::Acquire);
+            if let Err(e) = acknowledge(c, spec, &processing, &mut unacked, written) {
                 report(router, &e);
+                if lost(&e) {
+                    con = None;
+                }
             }
         }
     }
-    // Stopping: hand out what is batched, wait for it to be written, acknowledge.
+    // Stopping: hand out what is batched, wait for it to be written, acknowledge (without
+    // Redis, what was not acknowledged is read again after a restart: at-least-once).
     router.flush();
     let target = router.seq();
     let start = Instant::now();
     while marks[input].load(Ordering::Acquire) < target && start.elapsed() < DRAIN_WAIT {
         std::thread::sleep(Duration::from_millis(20));
     }
-    acknowledge(
-        &mut con,
-        spec,
-        &processing,
-        &mut unacked,
-        marks[input].load(Ordering::Acquire),
-    )
-    .map_err(fail)
+    let written = marks[input].load(Ordering::Acquire);
+    let mut con = match con {
+        Some(c) => c,
+        None => connect(spec).map_err(fail)?,
+    };
+    acknowledge(&mut con, spec, &processing, &mut unacked, written).map_err(fail)
+}
+
+fn connect(spec: &RedisInSpec) -> redis::RedisResult<Connection> {
+    let client = redis::Client::open((spec.host.as_str(), spec.port))?;
+    let con = client.get_connection_with_timeout(Duration::from_secs(5))?;
+    con.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(con)
+}
+
+/// Creates the stream's consumer group (and the stream) unless it exists.
+fn create_group(con: &mut Connection, spec: &RedisInSpec) -> redis::RedisResult<()> {
+    let RedisInMode::Stream { group, start, .. } = &spec.mode else {
+        return Ok(());
+    };
+    let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&spec.key)
+        .arg(group)
+        .arg(start)
+        .arg("MKSTREAM")
+        .query(con);
+    match created {
+        Err(e) if e.code() != Some("BUSYGROUP") => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the connection is gone (as opposed to an error reply).
+fn lost(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
+/// Sleeps up to `d`, waking for a stop.
+fn wait_a_while(router: &Router, d: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < d && !router.stopping() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A new connection after one was lost: tried every second until Redis answers; `None` when
+/// the engine stops first. What was read and not acknowledged stays so: it is acknowledged on
+/// the new connection once written (or read again after a restart).
+fn reconnect(spec: &RedisInSpec, router: &Router) -> Option<Connection> {
+    let since = Instant::now();
+    while !router.stopping() {
+        wait_a_while(router, Duration::from_secs(1));
+        if let Ok(c) = connect(spec) {
+            router.info(
+                Kind::InputResumed,
+                &format!(
+                    "redis://{}: connected again after {:.1} s",
+                    spec.key,
+                    since.elapsed().as_secs_f64()
+                ),
+            );
+            return Some(c);
+        }
+    }
+    None
 }
 
 fn xreadgroup(group: &str, consumer: &str, key: &str, from: &str, block: Option<usize>) -> redis::Cmd {

@@ -187,3 +187,41 @@ fn kill_9_loses_no_event_of_a_stream() {
 fn kill_9_loses_no_event_of_a_list() {
     kill_9_loses_nothing(false);
 }
+
+/// Redis goes away and comes back (restarted, without its data): the input reconnects, makes
+/// the stream's group again, and reads what is written after; the engine keeps running.
+fn survives_a_redis_restart(stream: bool) {
+    let mut r = RedisServer::start();
+    produce(&r, stream, 0, 1000);
+    let env = env_for(
+        &r,
+        if stream {
+            "mode=stream&group=g&consumer=c1&start=0"
+        } else {
+            "mode=list"
+        },
+    );
+    let mut engine = env.spawn(&[]);
+    wait_for(&env, "the first 1,000 events", 1000);
+    r.restart();
+    produce(&r, stream, 1000, 500);
+    wait_for(&env, "the events written after the restart", 1500);
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    assert_eq!(written(&env).len(), 1500);
+    assert!(
+        !env.log_records_of("input_resumed").is_empty(),
+        "the reconnection is reported: {:?}",
+        env.log_records()
+    );
+}
+
+#[test]
+fn a_stream_input_survives_a_redis_restart() {
+    survives_a_redis_restart(true);
+}
+
+#[test]
+fn a_list_input_survives_a_redis_restart() {
+    survives_a_redis_restart(false);
+}
