@@ -900,15 +900,7 @@ fn check_outputs(c: &WorkerCtx, case: &LuaCase, corpus: &Corpus) {
 }
 
 fn spec(role: Role, tag: &str, path: &Path) -> ScriptSpec {
-    ScriptSpec {
-        role,
-        tag: tag.into(),
-        path: path.to_path_buf(),
-        default_analyzer: "a".into(),
-        default_output: "out".into(),
-        pipeline: 1,
-        on_error: Default::default(),
-    }
+    dragonfly_mle::bench::script_spec(role, tag, path)
 }
 
 fn bench_lua(c: &mut Criterion) {

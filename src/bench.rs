@@ -61,6 +61,20 @@ pub fn parse_only(path: &std::path::Path) -> std::io::Result<(u64, u64, f64)> {
     Ok((sink.ok, sink.bad, t.elapsed().as_secs_f64()))
 }
 
+/// The script of a benchmark worker: a filter (tag "in") or analyzer ("a") at `path`, whose
+/// default analyzer is "a" and default output "out".
+pub fn script_spec(role: Role, tag: &str, path: &std::path::Path) -> ScriptSpec {
+    ScriptSpec {
+        role,
+        tag: tag.into(),
+        path: path.to_path_buf(),
+        default_analyzer: "a".into(),
+        default_output: "out".into(),
+        pipeline: 1,
+        on_error: Default::default(),
+    }
+}
+
 /// The valid lines of a file (framed, validated), with what the router learns of each.
 fn valid_lines(path: &std::path::Path) -> std::io::Result<Vec<(Vec<u8>, EventMeta)>> {
     struct Keep {
@@ -113,15 +127,7 @@ pub fn worker_only(path: &std::path::Path) -> std::io::Result<(u64, f64)> {
         &apath,
         "function setup() end\nfunction loop(msg) dragonfly.output_event(default_output, msg) end\n",
     )?;
-    let spec = |role: Role, tag: &str, path: &std::path::Path| ScriptSpec {
-        role,
-        tag: tag.into(),
-        path: path.to_path_buf(),
-        default_analyzer: "a".into(),
-        default_output: "out".into(),
-        pipeline: 1,
-        on_error: Default::default(),
-    };
+    let spec = script_spec;
     let mut c = WorkerCtx::new(vec!["in".into()], vec!["a".into()], vec!["out".into()], true);
     c.open_all(
         &[spec(Role::Filter, "in", &fpath)],
