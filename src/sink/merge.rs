@@ -2,7 +2,9 @@
 //! receive them in input order. Each record carries its event's sequence number (per input),
 //! and each event ends with an `END_OF_EVENT` record, so that an event with no output still
 //! advances the order. Batches wait in per-(worker, input) queues until their turn; records of
-//! unordered outputs (and records outside any input) are written at once.
+//! unordered outputs are written at once. Records outside any input (`setup()`, timers, `{log}`
+//! reports) keep their worker's order: they wait until every ordered record that worker sent
+//! before them is written (held in the merge; the worker's ring keeps being drained).
 
 use std::collections::VecDeque;
 
@@ -20,6 +22,8 @@ pub(crate) struct Merge {
     pending: Vec<Vec<VecDeque<Pending>>>,
     /// Per input: the next sequence number to write.
     next_seq: Vec<u64>,
+    /// Per worker: batches outside any input waiting for that worker's pending batches.
+    held: Vec<VecDeque<OutBatch>>,
 }
 
 impl Merge {
@@ -29,6 +33,7 @@ impl Merge {
                 .map(|_| (0..inputs).map(|_| VecDeque::new()).collect())
                 .collect(),
             next_seq: vec![0; inputs],
+            held: (0..workers).map(|_| VecDeque::new()).collect(),
         }
     }
 
@@ -37,9 +42,36 @@ impl Merge {
         &self.next_seq
     }
 
-    /// Whether worker `w` has ordered records waiting for their turn.
-    pub(crate) fn waiting(&self, w: usize) -> bool {
-        self.pending[w].iter().any(|q| !q.is_empty())
+    /// Whether worker `w` has records waiting (ordered ones for their turn, or ones outside
+    /// any input behind them).
+    fn waiting(&self, w: usize) -> bool {
+        !self.held[w].is_empty() || self.pending[w].iter().any(|q| !q.is_empty())
+    }
+
+    /// Writes the held batches of workers with nothing ordered pending (all of them with
+    /// `all`: the run ends), handing each batch to `recycle`.
+    fn release(
+        &mut self,
+        all: bool,
+        mut write: impl FnMut(&OutRec, &[u8], u64),
+        mut recycle: impl FnMut(usize, OutBatch),
+    ) {
+        for w in 0..self.held.len() {
+            if !all && self.pending[w].iter().any(|q| !q.is_empty()) {
+                continue;
+            }
+            while let Some(b) = self.held[w].pop_front() {
+                for r in b.recs.iter().filter(|r| r.output != END_OF_EVENT) {
+                    write(r, &b.data[r.start as usize..r.end as usize], b.read_ns);
+                }
+                recycle(w, b);
+            }
+        }
+    }
+
+    /// The run ends: every held batch is written, whatever is still pending.
+    pub(crate) fn release_all(&mut self, write: impl FnMut(&OutRec, &[u8], u64), recycle: impl FnMut(usize, OutBatch)) {
+        self.release(true, write, recycle);
     }
 
     /// Takes a batch from worker `w`: records of unordered outputs go to `write` at once. The
@@ -51,6 +83,10 @@ impl Merge {
         ordered: impl Fn(OutputId) -> bool,
         mut write: impl FnMut(&OutRec, &[u8], u64),
     ) -> Option<OutBatch> {
+        if batch.input == NO_INPUT && self.waiting(w) {
+            self.held[w].push_back(batch);
+            return None;
+        }
         let mut has_ordered = false;
         for r in &batch.recs {
             if r.output == END_OF_EVENT || ordered(r.output) && batch.input != NO_INPUT {
@@ -112,6 +148,7 @@ impl Merge {
                 }
             }
         }
+        self.release(false, write, recycle);
     }
 }
 
@@ -194,5 +231,72 @@ mod tests {
         let back = m.take(0, b, ordered, |_, bytes, _| out.push(bytes.to_vec()));
         assert!(back.is_some());
         assert_eq!(out, [b"log".to_vec()], "records outside any input are never held back");
+    }
+
+    /// A record outside any input (a timer's, a `{log}` report) from a worker whose ordered
+    /// records still wait.
+    fn outside(text: &str) -> OutBatch {
+        let mut b = OutBatch {
+            input: NO_INPUT,
+            ..Default::default()
+        };
+        b.data.extend_from_slice(text.as_bytes());
+        b.recs.push(OutRec {
+            seq: 0,
+            output: OutputId::user(0),
+            start: 0,
+            end: text.len() as u32,
+            script: 0,
+        });
+        b
+    }
+
+    #[test]
+    fn records_outside_any_input_keep_their_workers_order_without_blocking_it() {
+        // Two inputs, two workers, each waiting for the other: worker 0 holds input 0's event 1
+        // (event 0 is worker 1's) and input 1's event 0; worker 1 the reverse. Each sends a
+        // record outside any input between its two batches.
+        let mut m = Merge::new(2, 2);
+        let out = std::cell::RefCell::new(Vec::<String>::new());
+        let write =
+            |_: &OutRec, bytes: &[u8], _: u64| out.borrow_mut().push(String::from_utf8(bytes.to_vec()).unwrap());
+        let on = |input: u32, events: &[(u64, &[usize])]| {
+            let mut b = batch(events);
+            b.input = input;
+            b
+        };
+        assert!(m.take(0, on(0, &[(1, &[0])]), ordered, write).is_none());
+        assert!(
+            m.take(0, outside("timer-0"), ordered, write).is_none(),
+            "held behind event 1"
+        );
+        assert!(m.take(1, on(1, &[(1, &[0])]), ordered, write).is_none());
+        assert!(
+            m.take(1, outside("timer-1"), ordered, write).is_none(),
+            "held behind event 1"
+        );
+        m.emit(ordered, write, |_, _| {});
+        assert!(out.borrow().is_empty(), "{:?}", out.borrow());
+        // The batches after the held records still come in: nothing blocks.
+        assert!(m.take(0, on(1, &[(0, &[0])]), ordered, write).is_none());
+        assert!(m.take(1, on(0, &[(0, &[0])]), ordered, write).is_none());
+        m.emit(ordered, write, |_, _| {});
+        let got = out.borrow().clone();
+        assert_eq!(got.len(), 6, "{got:?}");
+        let at = |s: &str| got.iter().position(|g| g == s).unwrap();
+        assert!(at("1:0") < at("timer-0") && at("0:0") < at("timer-0"), "{got:?}");
+        assert!(at("timer-1") > at("1:0"), "{got:?}");
+    }
+
+    #[test]
+    fn the_end_releases_what_still_waits() {
+        let mut m = Merge::new(1, 1);
+        let mut out = Vec::new();
+        assert!(m.take(0, batch(&[(5, &[0])]), ordered, |_, _, _| {}).is_none());
+        assert!(m.take(0, outside("late"), ordered, |_, _, _| {}).is_none());
+        m.emit(ordered, |_, b, _| out.push(b.to_vec()), |_, _| {});
+        assert!(out.is_empty(), "event 5 never gets its turn");
+        m.release_all(|_, b, _| out.push(b.to_vec()), |_, _| {});
+        assert_eq!(out, [b"late".to_vec()]);
     }
 }

@@ -22,7 +22,7 @@ use rtrb::{Consumer, Producer};
 pub(crate) use crate::config::types::Policy;
 use crate::counters::Stats;
 use crate::diag::Kind;
-use crate::shard::{Backoff, NO_INPUT, OutBatch, OutputId, STATS_OUTPUT};
+use crate::shard::{Backoff, OutBatch, OutputId, STATS_OUTPUT};
 pub(crate) use file::FileSink;
 pub(crate) use held::Held;
 pub(crate) use ipc::IpcSink;
@@ -634,12 +634,10 @@ impl Writer {
         }
     }
 
-    /// Takes what the workers produced; writes unordered records at once. A worker's records
-    /// outside any event (setup, timers) wait until its earlier ordered records are written,
-    /// so that they keep the worker's order, unless `force` (the merge is stuck). Returns
-    /// whether anything arrived, and whether such records wait.
-    fn receive(&mut self, force: bool) -> (bool, bool) {
-        let (mut got, mut held) = (false, false);
+    /// Takes what the workers produced; writes unordered records at once. Returns whether
+    /// anything arrived.
+    fn receive(&mut self) -> bool {
+        let mut got = false;
         let now = self.lat_now();
         let Writer {
             out,
@@ -652,12 +650,7 @@ impl Writer {
         } = self;
         let ordered = |o: OutputId| ordered.get(o.index()) == Some(&true);
         for (w, link) in links.iter_mut().enumerate() {
-            while let Ok(next) = link.from.peek() {
-                if next.input == NO_INPUT && !force && merge.waiting(w) {
-                    held = true;
-                    break;
-                }
-                let Ok(batch) = link.from.pop() else { break };
+            while let Ok(batch) = link.from.pop() {
                 got = true;
                 let back = merge.take(w, batch, ordered, |r, bytes, read_ns| {
                     out.write(r.output, bytes);
@@ -669,12 +662,12 @@ impl Writer {
                 }
             }
         }
-        (got, held)
+        got
     }
 
-    /// Writes every ordered record whose turn has come; whether any event's turn came.
-    fn emit_ordered(&mut self) -> bool {
-        let before: u64 = self.merge.next_seq().iter().sum();
+    /// Writes every ordered record whose turn has come (and the records outside any event
+    /// that waited for them); with `end`, also what still waits.
+    fn emit_ordered(&mut self, end: bool) {
         let now = self.lat_now();
         let Writer {
             out,
@@ -697,7 +690,18 @@ impl Writer {
                 let _ = links[w].back.push(b);
             },
         );
-        self.merge.next_seq().iter().sum::<u64>() != before
+        if end {
+            merge.release_all(
+                |r, bytes, read_ns| {
+                    out.write(r.output, bytes);
+                    Self::record_latency(lat, lat_script, r, read_ns, now);
+                },
+                |w, mut b| {
+                    b.clear();
+                    let _ = links[w].back.push(b);
+                },
+            );
+        }
     }
 
     fn drain_diag(&mut self) {
@@ -791,13 +795,9 @@ impl Writer {
         let mut last_stats = Instant::now();
         let mut first_stats = false;
         let mut backoff = Backoff::default();
-        let mut force = false;
         loop {
-            let (got, held) = self.receive(force);
-            let moved = self.emit_ordered();
-            // Records held behind a merge that cannot move while no worker runs any more
-            // would wait for ever: let them go.
-            force = held && !got && !moved && self.links.iter().all(|l| l.from.is_abandoned());
+            let got = self.receive();
+            self.emit_ordered(false);
             self.drain_diag();
             if self.rotate.swap(false, Relaxed) {
                 for s in &mut self.out.sinks {
@@ -830,8 +830,8 @@ impl Writer {
             if done {
                 self.out.gate.finishing = true;
                 // A last look: workers may have pushed between our pop and their exit.
-                self.receive(true);
-                self.emit_ordered();
+                self.receive();
+                self.emit_ordered(true);
                 self.drain_diag();
                 break;
             }
