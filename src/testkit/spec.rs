@@ -126,12 +126,52 @@ pub(crate) fn load(file: &Path, default_root: &Path) -> Result<Vec<TestCase>, Sp
     Ok(out)
 }
 
+/// The keys a test may have, and those of its `expect`.
+const TEST_KEYS: &[&str] = &[
+    "name",
+    "root",
+    "config",
+    "input",
+    "events",
+    "events_file",
+    "redis",
+    "clock",
+    "clock_step",
+    "clock_after",
+    "shards",
+    "timeout",
+    "expect",
+];
+const EXPECT_KEYS: &[&str] = &["outputs", "fields", "counts", "log", "script_errors"];
+
+/// A key of `t` that is not one of `known` (a typo would otherwise make a check vanish).
+fn unknown_key(t: &Table, known: &[&str]) -> Option<String> {
+    t.pairs::<Value, Value>()
+        .filter_map(|kv| kv.ok())
+        .map(|(k, _)| match k {
+            Value::String(s) => s.to_string_lossy(),
+            other => format!("{other:?}"),
+        })
+        .find(|k| !known.contains(&k.as_str()))
+}
+
 fn test_case(file: &Path, dir: &Path, default_root: &Path, k: usize, t: &Table) -> Result<TestCase, SpecError> {
     let at = |key: &str, message: String| SpecError::Field {
         path: file.to_path_buf(),
         where_: format!("tests[{k}].{key}"),
         message,
     };
+    if let Some(key) = unknown_key(t, TEST_KEYS) {
+        return Err(at(&key, format!("unknown key (a test has {})", TEST_KEYS.join(", "))));
+    }
+    if let Ok(Value::Table(e)) = t.get::<Value>("expect")
+        && let Some(key) = unknown_key(&e, EXPECT_KEYS)
+    {
+        return Err(at(
+            &format!("expect.{key}"),
+            format!("unknown key (expect has {})", EXPECT_KEYS.join(", ")),
+        ));
+    }
     let string = |key: &str| -> Result<Option<String>, SpecError> {
         match t.get::<Value>(key).unwrap_or(Value::Nil) {
             Value::Nil => Ok(None),

@@ -179,3 +179,17 @@ tests = {
     assert!(out.contains("output out: expected 2 records, got 1"), "{out}");
     assert!(out.contains("2 passed; 1 failed"), "{out}");
 }
+
+#[test]
+fn a_typo_in_a_test_file_is_an_error_not_a_vanished_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = clock_root(dir.path(), ANALYZER_PASS);
+    fs::write(
+        root.join("tests/typo.test.lua"),
+        "tests = { { name = \"t\", events = { { a = 1 } }, expect = { feilds = { out = { [1] = { a = 2 } } } } } }\n",
+    )
+    .unwrap();
+    let (code, out) = kit(&["-r", root.to_str().unwrap(), "test"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("tests[1].expect.feilds: unknown key"), "{out}");
+}
