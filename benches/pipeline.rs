@@ -839,6 +839,7 @@ fn process_all(c: &mut WorkerCtx, corpus: &Corpus, seq: &mut u64, clear: bool) {
             end: line.len() as u32,
             keys: corpus.keys[i],
             dup_keys: corpus.dup_keys[i],
+            ..EventMeta::default()
         };
         *seq += 1;
         c.process(0, &meta, line);

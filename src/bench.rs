@@ -61,6 +61,98 @@ pub fn parse_only(path: &std::path::Path) -> std::io::Result<(u64, u64, f64)> {
     Ok((sink.ok, sink.bad, t.elapsed().as_secs_f64()))
 }
 
+/// The reader stage alone, on one core: framing and routing by the engine's own reader code
+/// (`source::Router`: the top-level walk for the route, lines copied into per-worker batches
+/// of `shards` rings); this thread also plays the workers, handing each batch straight back.
+/// Returns (events, seconds).
+pub fn reader_only(path: &std::path::Path, shards: usize) -> std::io::Result<(u64, f64)> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use crate::event::batch::InBatch;
+    use crate::source::{ReaderIo, Router};
+
+    struct Drain<'a> {
+        router: Router,
+        from: &'a mut [rtrb::Consumer<InBatch>],
+        back: &'a mut [rtrb::Producer<InBatch>],
+        events: u64,
+    }
+    impl Drain<'_> {
+        fn drain(&mut self) {
+            for (rx, tx) in self.from.iter_mut().zip(self.back.iter_mut()) {
+                while let Ok(b) = rx.pop() {
+                    self.events += b.events.len() as u64;
+                    let _ = tx.push(b);
+                }
+            }
+        }
+    }
+    impl LineSink for Drain<'_> {
+        fn line(&mut self, line: &[u8], line_no: u64, offset: u64) {
+            self.router.line(line, line_no, offset);
+            // Every 128 lines at most one batch per shard is full: the rings never fill.
+            if line_no.is_multiple_of(128) {
+                self.drain();
+            }
+        }
+        fn too_long(&mut self, line_no: u64, offset: u64, len: usize, max: usize) {
+            self.router.too_long(line_no, offset, len, max);
+        }
+    }
+    let shards = shards.max(1);
+    let (mut to_workers, mut from) = (Vec::new(), Vec::new());
+    let (mut back, mut returned) = (Vec::new(), Vec::new());
+    for _ in 0..shards {
+        let (tx, rx) = rtrb::RingBuffer::<InBatch>::new(64);
+        let (btx, brx) = rtrb::RingBuffer::<InBatch>::new(64);
+        to_workers.push(tx);
+        from.push(rx);
+        back.push(btx);
+        returned.push(brx);
+    }
+    let stats = Arc::new(crate::counters::Stats::new(
+        vec!["in".into()],
+        Vec::new(),
+        Vec::new(),
+        shards,
+    ));
+    let (diag, _diag_rx) = std::sync::mpsc::channel();
+    let router = Router::new(
+        0,
+        "in".into(),
+        ReaderIo { to_workers, returned },
+        stats,
+        diag,
+        Arc::new(AtomicBool::new(false)),
+    );
+    let mut f = std::fs::File::open(path)?;
+    let mut framer = Framer::new(crate::config::DEFAULT_MAX_LINE);
+    let mut sink = Drain {
+        router,
+        from: &mut from,
+        back: &mut back,
+        events: 0,
+    };
+    let t = Instant::now();
+    while framer.fill(&mut f, &mut sink)? > 0 {}
+    framer.finish(&mut sink);
+    sink.router.flush();
+    sink.drain();
+    Ok((sink.events, t.elapsed().as_secs_f64()))
+}
+
+/// Full validation alone, as each worker does it before the scripts (`event::validate`), on
+/// every line of `path` held in memory. Returns (lines, valid, seconds).
+pub fn validate_only(path: &std::path::Path) -> std::io::Result<(u64, u64, f64)> {
+    let data = std::fs::read(path)?;
+    let lines: Vec<&[u8]> = data.split(|&c| c == b'\n').filter(|l| !l.is_empty()).collect();
+    let mut v = crate::event::validate::Validator::default();
+    let t = Instant::now();
+    let valid = lines.iter().filter(|l| v.check_object(l).is_some()).count();
+    Ok((lines.len() as u64, valid as u64, t.elapsed().as_secs_f64()))
+}
+
 /// The script of a benchmark worker: a filter (tag "in") or analyzer ("a") at `path`, whose
 /// default analyzer is "a" and default output "out".
 pub fn script_spec(role: Role, tag: &str, path: &std::path::Path) -> ScriptSpec {
@@ -94,6 +186,7 @@ fn valid_lines(path: &std::path::Path) -> std::io::Result<Vec<(Vec<u8>, EventMet
                     end: line.len() as u32,
                     keys: r.keys,
                     dup_keys: r.dup_keys,
+                    ..EventMeta::default()
                 };
                 self.out.push((line.to_vec(), meta));
             }
@@ -111,9 +204,9 @@ fn valid_lines(path: &std::path::Path) -> std::io::Result<Vec<(Vec<u8>, EventMet
     Ok(keep.out)
 }
 
-/// The worker stage alone, on one core: every valid line of `path` (held in memory) through a
-/// pass-through filter and analyzer in LuaJIT, records encoded as the worker does. Returns
-/// (events, seconds).
+/// The worker stage alone, on one core: every valid line of `path` (held in memory, in
+/// batches of 128 as readers hand them over) validated and run through a pass-through filter
+/// and analyzer in LuaJIT, records encoded, as the worker does. Returns (events, seconds).
 pub fn worker_only(path: &std::path::Path) -> std::io::Result<(u64, f64)> {
     let lines = valid_lines(path)?;
     let dir = std::env::temp_dir().join(format!("dfm-bench-worker-{}", std::process::id()));
@@ -135,13 +228,27 @@ pub fn worker_only(path: &std::path::Path) -> std::io::Result<(u64, f64)> {
         true,
     )
     .map_err(std::io::Error::other)?;
+    let mut batches: Vec<(Vec<u8>, Vec<EventMeta>)> = Vec::new();
+    for chunk in lines.chunks(crate::event::batch::BATCH_EVENTS) {
+        let (mut data, mut metas) = (Vec::new(), Vec::new());
+        for (line, meta) in chunk {
+            let start = data.len() as u32;
+            data.extend_from_slice(line);
+            metas.push(EventMeta {
+                start,
+                end: data.len() as u32,
+                keys: KeyBloom::default(),
+                dup_keys: false,
+                ..*meta
+            });
+        }
+        batches.push((data, metas));
+    }
     let t = Instant::now();
-    for (i, (line, meta)) in lines.iter().enumerate() {
-        c.process(0, meta, line);
-        if i % 128 == 127 {
-            for o in c.outs.iter_mut() {
-                o.clear();
-            }
+    for (data, metas) in &mut batches {
+        std::hint::black_box(c.process_batch(0, data, metas, 1));
+        for o in c.outs.iter_mut() {
+            o.clear();
         }
     }
     let secs = t.elapsed().as_secs_f64();

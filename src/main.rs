@@ -121,11 +121,12 @@ enum Mode {
         #[arg(long)]
         once: bool,
     },
-    /// One stage alone on a file's events: reader (framing, validation, routing: bench-parse),
-    /// worker (pass-through Lua), writer (ordered file output) (perf/stages.sh).
+    /// One stage alone on a file's events: reader (framing, routing to 2 shards), validate
+    /// (the workers' full validation), worker (pass-through Lua), writer (ordered file output)
+    /// (perf/stages.sh).
     #[command(hide = true, name = "bench-stage")]
     BenchStage {
-        #[arg(value_parser = ["worker", "writer"])]
+        #[arg(value_parser = ["reader", "validate", "worker", "writer"])]
         stage: String,
         file: PathBuf,
     },
@@ -170,23 +171,19 @@ fn bench_tool(mode: &Mode) -> ExitCode {
             };
         }
         Mode::BenchStage { stage, file } => {
-            let r = if stage == "worker" {
-                dragonfly_mle::bench::worker_only(file)
-            } else {
-                dragonfly_mle::bench::writer_only(file)
+            let r = match stage.as_str() {
+                "reader" => dragonfly_mle::bench::reader_only(file, 2),
+                "validate" => dragonfly_mle::bench::validate_only(file).map(|(n, _, secs)| (n, secs)),
+                "worker" => dragonfly_mle::bench::worker_only(file),
+                _ => dragonfly_mle::bench::writer_only(file),
             };
-            r.map(|(n, secs)| {
-                (
-                    if stage == "worker" {
-                        "worker-only"
-                    } else {
-                        "writer-only"
-                    },
-                    n as usize,
-                    secs,
-                )
-            })
-            .map_err(anyhow::Error::from)
+            let name = match stage.as_str() {
+                "reader" => "reader-only",
+                "validate" => "validate-only",
+                "worker" => "worker-only",
+                _ => "writer-only",
+            };
+            r.map(|(n, secs)| (name, n as usize, secs)).map_err(anyhow::Error::from)
         }
         Mode::BenchSend { uri, file, producers } => load::send(uri, file, *producers)
             .map(|(n, secs)| ("sent", n, secs))

@@ -192,6 +192,11 @@ impl OutputId {
     pub const STATS: OutputId = OutputId(1);
     /// Not an output: the record that closes an event (the watermark for ordered outputs).
     pub const END_OF_EVENT: OutputId = OutputId(u32::MAX);
+    /// Not a sink: a worker's report of a line that is no event (not a JSON object, or too
+    /// long), for `{log}`. The writer rate-limits these per input (the record's `script` holds
+    /// the input) in the input's order, so "the first reports in full" are the first lines.
+    pub const INVALID_LINE: OutputId = OutputId(u32::MAX - 1);
+    pub const LINE_TOO_LONG: OutputId = OutputId(u32::MAX - 2);
     /// Outputs before the user's (`{log}`, `{stats}`).
     pub const INTERNAL: usize = 2;
 
@@ -200,9 +205,19 @@ impl OutputId {
         OutputId(position as u32 + Self::INTERNAL as u32)
     }
 
-    /// Whether it is one of config.lua's outputs (not `{log}`, `{stats}` or the marker).
+    /// Whether it is one of config.lua's outputs (not `{log}`, `{stats}`, a line report or
+    /// the marker).
     pub fn is_user(self) -> bool {
-        self != Self::END_OF_EVENT && self.0 as usize >= Self::INTERNAL
+        self.0 < Self::LINE_TOO_LONG.0 && self.0 as usize >= Self::INTERNAL
+    }
+
+    /// The output a record goes to: `{log}` for a line report, else itself.
+    pub fn sink(self) -> OutputId {
+        if self == Self::INVALID_LINE || self == Self::LINE_TOO_LONG {
+            Self::LOG
+        } else {
+            self
+        }
     }
 
     /// Its index among the writer's outputs and the stats' outputs.

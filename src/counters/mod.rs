@@ -15,7 +15,7 @@ pub(crate) type Watermarks = std::sync::Arc<Vec<AtomicU64>>;
 /// Counters of one input, written by its reader.
 #[derive(Default, Debug)]
 pub struct InputStats {
-    /// Valid events handed to the workers.
+    /// Valid events (counted by the workers, which validate each line).
     pub events: AtomicU64,
     /// Lines that were not a JSON object.
     pub invalid: AtomicU64,

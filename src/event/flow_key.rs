@@ -128,6 +128,182 @@ fn route_from_tape(tape: &[Node<'_>]) -> Result<RouteInfo, LineError> {
     })
 }
 
+/// Where the reader sends a line: the routing hash and Suricata's flow_id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Route {
+    /// Hash used to pick the shard; `None` when the event has neither tuple nor flow_id.
+    pub hash: Option<u64>,
+    /// Suricata's flow_id, 0 when absent.
+    pub flow_id: u64,
+}
+
+/// The reader's routing without validation: a walk over the top-level members with the
+/// structural scanner (`event::scan`) that stops once the six routing fields are found (in
+/// Suricata's EVE they come first, before the nested objects), so it costs a fraction of a
+/// full parse; the workers validate each line (`event::validate`) before any script sees it.
+/// On a valid line without a repeated routing field it gives [`RouteParser::parse`]'s hash and
+/// flow_id (of a repeated one it takes the first occurrence, the tape the last: a route
+/// either way); on an invalid line some route (its worker rejects the line).
+#[derive(Default)]
+pub(crate) struct RouteScanner {
+    /// Unescaped text of an escaped key.
+    key: Vec<u8>,
+    src_ip: Vec<u8>,
+    dest_ip: Vec<u8>,
+    proto: Vec<u8>,
+}
+
+/// The routing fields, one bit each in the scan's mask of fields found.
+const SRC_IP: u8 = 1;
+const DEST_IP: u8 = 2;
+const PROTO: u8 = 4;
+const SRC_PORT: u8 = 8;
+const DEST_PORT: u8 = 16;
+const FLOW_ID: u8 = 32;
+const ALL: u8 = 63;
+
+/// Which routing field `key` names (0: none); byte patterns, compiled to a length switch and
+/// a few compares.
+#[inline]
+fn field_bit(key: &[u8]) -> u8 {
+    match *key {
+        [b's', b'r', b'c', b'_', b'i', b'p'] => SRC_IP,
+        [b'd', b'e', b's', b't', b'_', b'i', b'p'] => DEST_IP,
+        [b'p', b'r', b'o', b't', b'o'] => PROTO,
+        [b's', b'r', b'c', b'_', b'p', b'o', b'r', b't'] => SRC_PORT,
+        [b'd', b'e', b's', b't', b'_', b'p', b'o', b'r', b't'] => DEST_PORT,
+        [b'f', b'l', b'o', b'w', b'_', b'i', b'd'] => FLOW_ID,
+        _ => 0,
+    }
+}
+
+impl RouteScanner {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// The route of `line` (see the type's description).
+    pub(crate) fn route(&mut self, line: &[u8]) -> Route {
+        use super::scan::{skip_ws, string_end, value_end};
+        let mut found = 0u8;
+        let (mut src_port, mut dest_port, mut flow_id) = (0u64, 0u64, 0u64);
+        let root = skip_ws(line, 0);
+        let mut i = if line.get(root) == Some(&b'{') {
+            skip_ws(line, root + 1)
+        } else {
+            line.len()
+        };
+        // One member per turn: `i` is at its key's opening quote.
+        while found != ALL && line.get(i) == Some(&b'"') {
+            let (key_end, key_escaped) = string_end(line, i);
+            let raw = &line[i + 1..key_end.saturating_sub(1).max(i + 1)];
+            // Compact EVE has the colon right after the key.
+            let colon = if line.get(key_end) == Some(&b':') {
+                key_end
+            } else {
+                skip_ws(line, key_end)
+            };
+            if line.get(colon) != Some(&b':') {
+                break;
+            }
+            let v = skip_ws(line, colon + 1);
+            let bit = if key_escaped {
+                super::scan::unescape(raw, &mut self.key);
+                field_bit(&self.key)
+            } else {
+                field_bit(raw)
+            };
+            let v_end = match line.get(v) {
+                Some(b'"') => {
+                    let (end, escaped) = string_end(line, v);
+                    if bit & (SRC_IP | DEST_IP | PROTO) != 0 && found & bit == 0 {
+                        let slot = match bit {
+                            SRC_IP => &mut self.src_ip,
+                            DEST_IP => &mut self.dest_ip,
+                            _ => &mut self.proto,
+                        };
+                        let body = &line[v + 1..end.saturating_sub(1).max(v + 1)];
+                        if escaped {
+                            super::scan::unescape(body, slot);
+                        } else {
+                            slot.clear();
+                            slot.extend_from_slice(body);
+                        }
+                        found |= bit;
+                    }
+                    end
+                }
+                Some(b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+                    let end = value_end(line, v);
+                    if bit & (SRC_PORT | DEST_PORT | FLOW_ID) != 0 && found & bit == 0 {
+                        let n = number_u64(&line[v..end]);
+                        match bit {
+                            SRC_PORT => src_port = n,
+                            DEST_PORT => dest_port = n,
+                            _ => flow_id = n,
+                        }
+                        found |= bit;
+                    }
+                    end
+                }
+                // Another type: as if the field were absent (the tape's rule).
+                Some(_) => value_end(line, v),
+                None => break,
+            };
+            if v_end <= v {
+                break;
+            }
+            i = match line.get(v_end) {
+                Some(b',') => v_end + 1,
+                _ => {
+                    let j = skip_ws(line, v_end);
+                    if line.get(j) != Some(&b',') {
+                        break;
+                    }
+                    j + 1
+                }
+            };
+            if line.get(i) != Some(&b'"') {
+                i = skip_ws(line, i);
+            }
+        }
+        let hash = if found & (SRC_IP | DEST_IP) == SRC_IP | DEST_IP {
+            Some(tuple_hash(
+                &self.src_ip,
+                src_port,
+                &self.dest_ip,
+                dest_port,
+                if found & PROTO != 0 { &self.proto } else { b"" },
+            ))
+        } else if flow_id != 0 {
+            Some(mix(flow_id))
+        } else {
+            None
+        };
+        Route { hash, flow_id }
+    }
+}
+
+/// A number as the tape's `static_u64` has it: an integer as `u64` (a negative one as its
+/// `i64` bits), a float converted with saturation; `true`, `false` and `null` give 0.
+fn number_u64(raw: &[u8]) -> u64 {
+    let (negative, digits) = match raw.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, raw),
+    };
+    if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+        let mut v: u64 = 0;
+        for &c in digits {
+            v = v.wrapping_mul(10).wrapping_add((c - b'0') as u64);
+        }
+        return if negative { v.wrapping_neg() } else { v };
+    }
+    match raw.first() {
+        Some(b'-' | b'0'..=b'9') => super::scan::number(raw) as u64,
+        _ => 0,
+    }
+}
+
 /// The keys of the top-level members before tape position `end`.
 fn earlier_keys<'t>(tape: &'t [Node<'t>], end: usize) -> impl Iterator<Item = &'t str> + 't {
     let mut i = 1;
@@ -161,13 +337,30 @@ fn static_u64(n: &StaticNode) -> u64 {
     }
 }
 
-/// FNV-1a over bytes, then a final avalanche.
-fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100_0000_01b3);
+/// A hash of bytes eight at a time (a multiply and a shift per word), seeded; the last
+/// 1-7 bytes are read as two overlapping 4-byte words (or three single bytes), never copied.
+#[inline]
+fn words(mut h: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().unwrap_or_default());
+        h = (h ^ w).wrapping_mul(K);
+        h ^= h >> 29;
     }
-    h
+    let r = chunks.remainder();
+    let n = r.len();
+    let last = if n >= 4 {
+        let lo = u32::from_le_bytes(r[..4].try_into().unwrap_or_default());
+        let hi = u32::from_le_bytes(r[n - 4..].try_into().unwrap_or_default());
+        lo as u64 | (hi as u64) << 32
+    } else if n > 0 {
+        r[0] as u64 | (r[n / 2] as u64) << 8 | (r[n - 1] as u64) << 16
+    } else {
+        0
+    };
+    h = (h ^ last ^ (bytes.len() as u64) << 56).wrapping_mul(K);
+    h ^ (h >> 29)
 }
 
 /// A 64-bit finaliser (from splitmix64) so that nearby inputs spread over shards.
@@ -182,10 +375,10 @@ pub(crate) fn mix(mut x: u64) -> u64 {
 /// Symmetric 5-tuple hash: swapping source and destination gives the same value.
 pub fn tuple_hash(src_ip: &[u8], src_port: u64, dst_ip: &[u8], dst_port: u64, proto: &[u8]) -> u64 {
     const SEED: u64 = 0xcbf2_9ce4_8422_2325;
-    let a = fnv(fnv(SEED, src_ip), &src_port.to_le_bytes());
-    let b = fnv(fnv(SEED, dst_ip), &dst_port.to_le_bytes());
+    let a = words(SEED ^ src_port.wrapping_mul(0xff51_afd7_ed55_8ccd), src_ip);
+    let b = words(SEED ^ dst_port.wrapping_mul(0xff51_afd7_ed55_8ccd), dst_ip);
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    mix(fnv(lo ^ hi.rotate_left(17), proto) ^ hi)
+    mix(words(lo ^ hi.rotate_left(17), proto) ^ hi)
 }
 
 #[cfg(test)]
@@ -206,6 +399,25 @@ mod tests {
             route(r#"{"src_ip":"10.0.0.1","src_port":1235,"dest_ip":"8.8.8.8","dest_port":53,"proto":"UDP"}"#).unwrap();
         assert_eq!(a.hash, b.hash);
         assert_ne!(a.hash, c.hash);
+    }
+
+    #[test]
+    fn tuples_spread_evenly_over_shards() {
+        for shards in [2u64, 3, 4, 7, 16] {
+            let mut counts = vec![0u32; shards as usize];
+            let n = 20_000u32;
+            for i in 0..n {
+                let src = format!("10.{}.{}.{}", i % 7, (i / 7) % 256, i % 251);
+                let h = tuple_hash(src.as_bytes(), 32768 + (i as u64 % 28000), b"192.168.1.10", 443, b"TCP");
+                counts[(h % shards) as usize] += 1;
+            }
+            // Within four standard deviations of a fair split (binomial, p = 1/shards).
+            let fair = n as f64 / shards as f64;
+            let sigma = (fair * (1.0 - 1.0 / shards as f64)).sqrt();
+            for &c in &counts {
+                assert!((c as f64 - fair).abs() < 4.0 * sigma, "{shards} shards: {counts:?}");
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Events as they travel the pipeline: Suricata field names, routing keys and JSON scanning.
 //!
-//! An event is the raw bytes of one EVE line. The reader validates it with simd-json and
-//! extracts only what routing needs ([`flow_key`]); the workers look fields up lazily with the
+//! An event is the raw bytes of one EVE line. The reader extracts only what routing needs
+//! ([`flow_key::RouteScanner`], a walk over the top-level members); each worker validates the
+//! line in full ([`validate`]) before a script sees it, and looks fields up lazily with the
 //! structural scanner in [`scan`], so no field that no script reads is ever decoded.
 
 pub(crate) mod batch;
@@ -10,6 +11,7 @@ pub(crate) mod scan;
 #[cfg(test)]
 mod scan_props;
 pub(crate) mod timestamp;
+pub(crate) mod validate;
 
 /// Suricata EVE field names, spelled as in Suricata's schema.
 pub(crate) mod fields {
@@ -25,19 +27,28 @@ pub(crate) mod fields {
 /// Where one event sits in its input, carried with it to the outputs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventMeta {
-    /// Position among the valid events of its input, from 0; outputs merge by it.
+    /// Position among the lines of its input that are not blank, from 0; outputs merge by it
+    /// (a line its worker finds invalid ends with no record but its report).
     pub seq: u64,
     /// 1-based line number in the input (blank and invalid lines count).
     pub line_no: u64,
     /// Suricata's flow_id, 0 when absent.
     pub flow_id: u64,
-    /// Byte range of the line inside its batch buffer.
+    /// Byte offset of the line in its input (for reports), and its length there (a `\r`
+    /// before the newline included; for a line too long, the length skipped).
+    pub offset: u64,
+    pub raw_len: u64,
+    /// Byte range of the line inside its batch buffer (of a line too long: the text of its
+    /// report).
     pub start: u32,
     pub end: u32,
     /// The top-level keys' bloom bits: a lookup of a key not in it skips the scan.
     pub keys: KeyBloom,
     /// Whether a top-level key occurs twice (see `scan::has_duplicate_keys`).
     pub dup_keys: bool,
+    /// The line was longer than the maximum and skipped: not an event, only its report
+    /// travels (through its worker, so that reports keep the input's order).
+    pub too_long: bool,
 }
 
 /// Two 64-bit bloom filters of an object's keys: each key sets one bit of each (its

@@ -950,3 +950,69 @@ fn scanner_survives_arbitrary_bytes() {
         let _ = scan::number(&body);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The workers' validator and the reader's route scan, against simd-json
+// ---------------------------------------------------------------------------------------------
+
+/// The validator accepts what simd-json accepts, and the route scan of every accepted line is
+/// the tape's route: on generated documents, mutated ones and arbitrary bytes, each read
+/// flush against a guard page.
+#[test]
+fn validator_and_route_scan_agree_with_simd_json() {
+    use super::flow_key::{RouteParser, RouteScanner};
+    use super::validate::Validator;
+    let mut r = Rng(0x5eed_0004_7a11_da7e);
+    let (mut v, mut p, mut s) = (Validator::default(), RouteParser::new(), RouteScanner::new());
+    let (mut valid, mut invalid) = (0, 0);
+    for case in 0..12000 {
+        let (mut doc, _) = gen_doc(&mut r);
+        match case % 3 {
+            0 => {}
+            1 => mutate(&mut r, &mut doc),
+            _ => {
+                let len = r.below(120) as usize;
+                doc = (0..len).map(|_| *r.pick(b"{}[]\"\\,: a1-e.0tn\xc3\xa9")).collect();
+                doc.insert(0, b'{');
+            }
+        }
+        for at_end in [true, false] {
+            let g = Guarded::new(&doc, at_end);
+            let want = p.parse(g.bytes());
+            let got = v.check_object(g.bytes());
+            assert_eq!(
+                got.is_some(),
+                want.is_ok(),
+                "case {case}: validator {got:?}, simd-json {want:?}\ndocument: {}",
+                show(&doc)
+            );
+            if let (Ok(tape), Some(top)) = (want, got) {
+                assert_eq!(
+                    (top.keys, top.dup_keys),
+                    (tape.keys, tape.dup_keys),
+                    "case {case}: top level\ndocument: {}",
+                    show(&doc)
+                );
+                let route = s.route(g.bytes());
+                // A repeated routing field: the scan takes the first, the tape the last.
+                if !tape.dup_keys {
+                    assert_eq!(
+                        (route.hash, route.flow_id),
+                        (tape.hash, tape.flow_id),
+                        "case {case}: route\ndocument: {}",
+                        show(&doc)
+                    );
+                }
+            }
+        }
+        if v.is_valid_object(&doc) {
+            valid += 1;
+        } else {
+            invalid += 1;
+        }
+    }
+    assert!(
+        valid > 3000 && invalid > 3000,
+        "{valid} valid, {invalid} invalid documents"
+    );
+}

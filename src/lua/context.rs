@@ -110,6 +110,8 @@ pub struct WorkerCtx {
     pub(super) reported: Vec<String>,
     /// Rate limits of `{log}` records, per kind (see `report`).
     pub(super) report_limits: crate::diag::limit::Limiter,
+    /// Validation of each line before the scripts see it (see `process_batch`).
+    pub(super) lines: crate::event::validate::LineCheck,
     /// Where the current script call comes from (for error reports).
     pub cur_script: (Role, u32),
     /// Latency recording of this worker, when histograms are on.
@@ -277,6 +279,7 @@ impl WorkerCtx {
             next_id: 1.0,
             reported: Vec::new(),
             report_limits: Default::default(),
+            lines: Default::default(),
             cur_script: (Role::Filter, 0),
             lat: None,
             timers: Vec::new(),

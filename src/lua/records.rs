@@ -217,7 +217,7 @@ impl WorkerCtx {
     }
 
     /// Whether a record of `kind` may be written now (see [`WorkerCtx::report`]).
-    fn report_allowed(&mut self, kind: Kind) -> bool {
+    pub(super) fn report_allowed(&mut self, kind: Kind) -> bool {
         let mut ended = None;
         let ok = self.report_limits.allow(kind, &mut ended);
         if let Some(line) = ended {

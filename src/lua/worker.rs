@@ -318,16 +318,19 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
         }
         let mut got = false;
         for input in 0..io.inputs.len() {
-            while let Ok(batch) = io.inputs[input].0.pop() {
+            while let Ok(mut batch) = io.inputs[input].0.pop() {
                 got = true;
                 let o = &mut c.outs[input];
                 if o.read_ns == 0 || batch.read_ns < o.read_ns {
                     o.read_ns = batch.read_ns;
                 }
-                for evs in batch.events.chunks(window) {
-                    c.process_window(input as u32, &batch.data, evs);
-                }
+                let counts = c.process_batch(input as u32, &batch.data, &mut batch.events, window);
                 let _ = io.inputs[input].1.push(batch);
+                let s = &stats.inputs[input];
+                s.events.fetch_add(counts.events, Relaxed);
+                if counts.invalid > 0 {
+                    s.invalid.fetch_add(counts.invalid, Relaxed);
+                }
                 c.tune_gc();
                 let o = &c.outs[input];
                 if o.data.len() >= OUT_BATCH_BYTES || o.recs.len() >= OUT_BATCH_RECS {

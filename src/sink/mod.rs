@@ -278,6 +278,8 @@ pub(crate) struct Outputs {
     waiting: Vec<Waiting>,
     stats: Arc<Stats>,
     gate: Gate,
+    /// Per input: the rate limit of its line reports (see `OutputId::INVALID_LINE`).
+    line_limits: Vec<crate::diag::limit::Limiter>,
 }
 
 impl Outputs {
@@ -289,6 +291,46 @@ impl Outputs {
             waiting,
             stats,
             gate,
+            line_limits: Vec::new(),
+        }
+    }
+
+    /// Hands one record from a worker to its output; a line report goes to `{log}` under its
+    /// input's rate limit (and, when written in full, to stderr).
+    fn write_rec(&mut self, r: &crate::shard::OutRec, bytes: &[u8]) {
+        let kind = match r.output {
+            OutputId::INVALID_LINE => Kind::InvalidLine,
+            OutputId::LINE_TOO_LONG => Kind::LineTooLong,
+            o => return self.write(o, bytes),
+        };
+        let input = r.script as usize;
+        if self.line_limits.len() <= input {
+            self.line_limits.resize_with(input + 1, Default::default);
+        }
+        let mut ended = None;
+        let allowed = self.line_limits[input].allow(kind, &mut ended);
+        if let Some(mut line) = ended {
+            line.push(b'\n');
+            self.write(crate::shard::LOG_OUTPUT, &line);
+        }
+        if allowed {
+            // Counted here (a record left out is counted by the limit).
+            crate::diag::count(kind);
+            crate::diag::stderr_report(bytes.strip_suffix(b"\n").unwrap_or(bytes));
+            self.write(crate::shard::LOG_OUTPUT, bytes);
+        }
+    }
+
+    /// Writes the `suppressed` records of line reports whose window has ended (`all`: every
+    /// one, at the end).
+    fn line_limits_due(&mut self, all: bool) {
+        let mut due = Vec::new();
+        for l in &mut self.line_limits {
+            due.extend(l.due(all));
+        }
+        for mut line in due {
+            line.push(b'\n');
+            self.write(crate::shard::LOG_OUTPUT, &line);
         }
     }
 
@@ -648,12 +690,12 @@ impl Writer {
             lat_script,
             ..
         } = self;
-        let ordered = |o: OutputId| ordered.get(o.index()) == Some(&true);
+        let ordered = |o: OutputId| ordered.get(o.sink().index()) == Some(&true);
         for (w, link) in links.iter_mut().enumerate() {
             while let Ok(batch) = link.from.pop() {
                 got = true;
                 let back = merge.take(w, batch, ordered, |r, bytes, read_ns| {
-                    out.write(r.output, bytes);
+                    out.write_rec(r, bytes);
                     Self::record_latency(lat, lat_script, r, read_ns, now);
                 });
                 if let Some(mut b) = back {
@@ -678,11 +720,11 @@ impl Writer {
             lat_script,
             ..
         } = self;
-        let ordered = |o: OutputId| ordered.get(o.index()) == Some(&true);
+        let ordered = |o: OutputId| ordered.get(o.sink().index()) == Some(&true);
         merge.emit(
             ordered,
             |r, bytes, read_ns| {
-                out.write(r.output, bytes);
+                out.write_rec(r, bytes);
                 Self::record_latency(lat, lat_script, r, read_ns, now);
             },
             |w, mut b| {
@@ -693,7 +735,7 @@ impl Writer {
         if end {
             merge.release_all(
                 |r, bytes, read_ns| {
-                    out.write(r.output, bytes);
+                    out.write_rec(r, bytes);
                     Self::record_latency(lat, lat_script, r, read_ns, now);
                 },
                 |w, mut b| {
@@ -799,6 +841,7 @@ impl Writer {
             let got = self.receive();
             self.emit_ordered(false);
             self.drain_diag();
+            self.out.line_limits_due(false);
             if self.rotate.swap(false, Relaxed) {
                 for s in &mut self.out.sinks {
                     if let Some(Err(e)) = s.rotate() {
@@ -833,6 +876,7 @@ impl Writer {
                 self.receive();
                 self.emit_ordered(true);
                 self.drain_diag();
+                self.out.line_limits_due(true);
                 break;
             }
             backoff.wait();

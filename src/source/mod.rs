@@ -1,5 +1,5 @@
-//! Inputs: line framing with memchr over a reusable buffer, validation and routing of each
-//! line (simd-json), and batching into the per-worker rings. One reader thread per input;
+//! Inputs: line framing with memchr over a reusable buffer, routing of each line (a walk over
+//! its top-level members; the workers validate it), and batching into the per-worker rings. One reader thread per input;
 //! [`file`] reads to the end, [`tail`] follows a file through truncation and rotation.
 
 pub(crate) mod checkpoint;
@@ -21,7 +21,7 @@ use rtrb::{Consumer, Producer};
 use crate::counters::InputStats;
 use crate::event::EventMeta;
 use crate::event::batch::{BATCH_BYTES, BATCH_EVENTS, InBatch};
-use crate::event::flow_key::RouteParser;
+use crate::event::flow_key::RouteScanner;
 use crate::primitives::backoff::Backoff;
 
 /// A diagnostic line for `{log}` from a thread that has no ordered output path.
@@ -33,19 +33,18 @@ pub(crate) struct ReaderIo {
     pub returned: Vec<Consumer<InBatch>>,
 }
 
-/// Validates, routes and batches the lines of one input.
+/// Routes and batches the lines of one input (validation is the workers').
 pub(crate) struct Router {
     input: u32,
     tag: String,
     io: ReaderIo,
     batches: Vec<InBatch>,
-    parser: RouteParser,
+    scanner: RouteScanner,
     seq: u64,
     rr: usize,
     stats: Arc<crate::counters::Stats>,
     diag: Diag,
     pub stop: Arc<AtomicBool>,
-    counted: u64,
     /// Counts the inputs that have opened their file or socket (privileges are dropped once
     /// all have); `None` once this one has counted itself.
     open_count: Option<Arc<std::sync::atomic::AtomicUsize>>,
@@ -76,14 +75,19 @@ impl Router {
             input,
             tag,
             io,
-            batches: (0..n).map(|_| InBatch::default()).collect(),
-            parser: RouteParser::new(),
+            batches: (0..n)
+                .map(|_| InBatch {
+                    data: Vec::with_capacity(BATCH_BYTES + 4096),
+                    events: Vec::with_capacity(BATCH_EVENTS),
+                    read_ns: 0,
+                })
+                .collect(),
+            scanner: RouteScanner::new(),
             seq: 0,
             rr: 0,
             stats,
             diag,
             stop,
-            counted: 0,
             open_count: None,
             limiter: Default::default(),
         }
@@ -136,70 +140,78 @@ impl Router {
         let _ = self.diag.send(crate::diag::line(kind, &[("input", &self.tag)], msg));
     }
 
-    /// Handles one framed line (without its newline).
+    /// Handles one framed line (without its newline): routes it to its worker, which
+    /// validates it (the reader only walks the top-level members for the route).
     pub(crate) fn line(&mut self, raw: &[u8], line_no: u64, offset: u64) {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if line.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r')) {
             return;
         }
-        match self.parser.parse(line) {
-            Ok(route) => {
-                let n = self.batches.len();
-                let shard = match route.hash {
-                    Some(h) => (h % n as u64) as usize,
-                    None => {
-                        self.rr = (self.rr + 1) % n;
-                        self.rr
-                    }
-                };
-                if crate::counters::tap::active() {
-                    crate::counters::tap::offer(crate::counters::tap::Point::Input, self.input as usize, |v| {
-                        v.extend_from_slice(line)
-                    });
-                }
-                let b = &mut self.batches[shard];
-                if b.events.is_empty() {
-                    b.read_ns = crate::counters::latency::mono_ns();
-                }
-                let start = b.data.len() as u32;
-                b.data.extend_from_slice(line);
-                b.events.push(EventMeta {
-                    seq: self.seq,
-                    line_no,
-                    flow_id: route.flow_id,
-                    start,
-                    end: b.data.len() as u32,
-                    keys: route.keys,
-                    dup_keys: route.dup_keys,
-                });
-                self.seq += 1;
-                self.counted += 1;
-                if b.events.len() >= BATCH_EVENTS || b.data.len() >= BATCH_BYTES {
-                    self.send(shard);
-                }
-            }
-            Err(e) => {
-                self.my_stats().invalid.fetch_add(1, Relaxed);
-                self.report(
-                    crate::diag::Kind::InvalidLine,
-                    line_no,
-                    offset,
-                    raw.len(),
-                    &e.to_string(),
-                );
+        let route = self.scanner.route(line);
+        let shard = self.shard_of(route.hash);
+        if crate::counters::tap::active() {
+            crate::counters::tap::offer(crate::counters::tap::Point::Input, self.input as usize, |v| {
+                v.extend_from_slice(line)
+            });
+        }
+        self.push(
+            shard,
+            line,
+            EventMeta {
+                line_no,
+                flow_id: route.flow_id,
+                offset,
+                raw_len: raw.len() as u64,
+                ..EventMeta::default()
+            },
+        );
+    }
+
+    fn shard_of(&mut self, hash: Option<u64>) -> usize {
+        let n = self.batches.len();
+        match hash {
+            Some(h) => (h % n as u64) as usize,
+            None => {
+                self.rr = (self.rr + 1) % n;
+                self.rr
             }
         }
     }
 
-    /// A line longer than the maximum was skipped.
+    /// Appends a line (or a report's text) to its worker's batch with the next sequence
+    /// number, and hands the batch over when it is full.
+    fn push(&mut self, shard: usize, bytes: &[u8], mut meta: EventMeta) {
+        let b = &mut self.batches[shard];
+        if b.events.is_empty() {
+            b.read_ns = crate::counters::latency::mono_ns();
+        }
+        meta.seq = self.seq;
+        meta.start = b.data.len() as u32;
+        b.data.extend_from_slice(bytes);
+        meta.end = b.data.len() as u32;
+        b.events.push(meta);
+        self.seq += 1;
+        if b.events.len() >= BATCH_EVENTS || b.data.len() >= BATCH_BYTES {
+            self.send(shard);
+        }
+    }
+
+    /// A line longer than the maximum was skipped: counted here, reported by a worker in
+    /// the input's order.
     pub(crate) fn too_long(&mut self, line_no: u64, offset: u64, len: usize, max: usize) {
         self.my_stats().too_long.fetch_add(1, Relaxed);
-        self.report(
-            crate::diag::Kind::LineTooLong,
-            line_no,
-            offset,
-            len,
-            &format!("line longer than the maximum of {max} bytes, skipped"),
+        let shard = self.shard_of(None);
+        let text = format!("line longer than the maximum of {max} bytes, skipped");
+        self.push(
+            shard,
+            text.as_bytes(),
+            EventMeta {
+                line_no,
+                offset,
+                raw_len: len as u64,
+                too_long: true,
+                ..EventMeta::default()
+            },
         );
     }
 
@@ -237,10 +249,6 @@ impl Router {
                 }
             }
         }
-        self.stats.inputs[self.input as usize]
-            .events
-            .fetch_add(self.counted, Relaxed);
-        self.counted = 0;
     }
 
     /// Hands every partial batch to its worker (at end of input or when the input is idle).
@@ -248,8 +256,6 @@ impl Router {
         for s in 0..self.batches.len() {
             self.send(s);
         }
-        let c = std::mem::take(&mut self.counted);
-        self.stats.inputs[self.input as usize].events.fetch_add(c, Relaxed);
         for line in self.limiter.get_mut().due(false) {
             let _ = self.diag.send(line);
         }

@@ -29,7 +29,8 @@ local attacks = {
   function(msg) msg[-1] = newproxy(false) return msg.proto end,
   function(msg) rawset(msg, -3, 1) return msg.proto end,
   function(msg) local f = msg.flow rawset(f, -2, 0.5) return f.pkts end,
-  function(msg) msg[-1] = prev[-1] return msg.src_ip end,
+  -- Another event's id (or, on a shard's first event, a number): both forge the field.
+  function(msg) msg[-1] = prev and prev[-1] or 7 return msg.src_ip end,
   function(msg) msg[-1] = nil dragonfly.analyze_event(default_analyzer, msg) end,
   function(msg) msg[-1] = nil dragonfly.output_event("out", msg) end,
   function(msg) msg[-4] = 1 end,

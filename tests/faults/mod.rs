@@ -359,3 +359,64 @@ fn a_datagram_output_waits_for_its_socket() {
     check_in_order(&got, n);
     assert_eq!(out.summary().written, n as u64);
 }
+
+/// Validation runs on the workers, yet line reports keep the input's order: with two shards,
+/// invalid and too-long lines among valid events are each reported once, in line order, with
+/// their line number, byte offset and length, and only the valid events are written.
+#[test]
+fn line_reports_keep_the_input_order_on_two_shards() {
+    let env = env_with_output("file://out.json", "", "max_line_bytes = 4096\n", 0);
+    let mut text = Vec::new();
+    // (line number, offset, length, kind) of every line that is no event.
+    let mut bad: Vec<(u64, u64, u64, &str)> = Vec::new();
+    let mut valid = 0;
+    for i in 0..600usize {
+        let line = match i % 7 {
+            3 => format!("{{\"n\":{i},\"broken\":"),
+            5 if i % 3 == 0 => format!("{{\"n\":{i},\"pad\":\"{}\"}}", "y".repeat(5000)),
+            6 => format!("[{i}]\r"),
+            _ => {
+                valid += 1;
+                event(i)
+            }
+        };
+        match i % 7 {
+            3 | 6 => bad.push((i as u64 + 1, text.len() as u64, line.len() as u64, "invalid_line")),
+            5 if i % 3 == 0 => bad.push((i as u64 + 1, text.len() as u64, line.len() as u64, "line_too_long")),
+            _ => {}
+        }
+        text.extend_from_slice(line.as_bytes());
+        text.push(b'\n');
+    }
+    std::fs::write(env.log("in.json"), &text).unwrap();
+    let out = env.run(&["--shards", "2"]);
+    out.assert_success();
+    // The summary's invalid count holds both kinds.
+    let s = out.summary();
+    assert_eq!((s.read, s.invalid), (valid, bad.len() as u64), "{}", out.stdout);
+    assert_eq!(env.lines("out.json").len() as u64, valid);
+    let reports: Vec<(u64, u64, u64, String)> = env
+        .log_records()
+        .iter()
+        .filter(|r| r["kind"] == "invalid_line" || r["kind"] == "line_too_long")
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["offset"].as_u64().unwrap(),
+                r["length"].as_u64().unwrap(),
+                r["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // The first 50 of each kind in full (the limit), in the order of the lines.
+    let mut want: Vec<(u64, u64, u64, String)> = Vec::new();
+    let (mut inv, mut long) = (0, 0);
+    for b in &bad {
+        let n = if b.3 == "invalid_line" { &mut inv } else { &mut long };
+        *n += 1;
+        if *n <= 50 {
+            want.push((b.0, b.1, b.2, b.3.to_string()));
+        }
+    }
+    assert_eq!(reports, want);
+}

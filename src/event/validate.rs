@@ -1,0 +1,570 @@
+//! Full JSON validation of an event line without building anything: the workers run it on
+//! every line before a script sees it (the reader only frames and routes), and learn on the
+//! way the top level's keys (bloom bits and duplicates) that field lookups use. It accepts exactly
+//! what the reader's simd-json parse used to accept: RFC 8259 JSON whose root is an object,
+//! UTF-8, no lone surrogate in a `\u` escape, integers within 64 bits (`-2^63 ..= 2^64-1`) and
+//! numbers that do not overflow a double, at most 1,024 nested objects and arrays (simd-json's
+//! and simdjson's default depth limit). A rejected line is parsed once more by simd-json
+//! (`flow_key::RouteParser`) for the message of its report, so reports read as they did.
+
+use super::KeyBloom;
+use super::flow_key::{LineError, RouteParser};
+
+/// A reusable validator: its stack of open objects and arrays and its key lists are kept
+/// between lines, so a line allocates nothing once warm.
+#[derive(Default)]
+pub(crate) struct Validator {
+    /// One byte per open container: `OBJECT` or `ARRAY`.
+    stack: Vec<u8>,
+    /// The top-level keys seen so far on this line (range, escaped), for the duplicate check.
+    keys: Vec<(u32, u32, bool)>,
+    /// Unescaped keys, when a key has an escape.
+    text: Vec<u8>,
+    other: Vec<u8>,
+}
+
+/// What validation learns of a valid event's top level, for the field lookups.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TopLevel {
+    /// The top-level keys' bloom bits (`EventMeta::keys`).
+    pub keys: KeyBloom,
+    /// Whether a top-level key occurs twice.
+    pub dup_keys: bool,
+}
+
+const OBJECT: u8 = b'{';
+const ARRAY: u8 = b'[';
+/// Open objects and arrays allowed at once (simd-json's `DEFAULT_MAX_DEPTH`).
+const MAX_DEPTH: usize = 1024;
+
+impl Validator {
+    /// `Some` with the top level's keys when `line` is a valid JSON object (see the module's
+    /// rules).
+    pub(crate) fn check_object(&mut self, line: &[u8]) -> Option<TopLevel> {
+        let root = ws(line, 0);
+        if line.get(root) != Some(&b'{') {
+            return None;
+        }
+        self.keys.clear();
+        let mut top = TopLevel::default();
+        self.document(line, root, &mut top)?;
+        Some(top)
+    }
+
+    /// Whether `line` is a valid JSON object.
+    #[cfg(test)]
+    pub(crate) fn is_valid_object(&mut self, line: &[u8]) -> bool {
+        self.check_object(line).is_some()
+    }
+
+    /// Walks the value at `i` to the end of `b`; `None` at the first error.
+    fn document(&mut self, b: &[u8], mut i: usize, top: &mut TopLevel) -> Option<()> {
+        self.stack.clear();
+        'value: loop {
+            match *b.get(i)? {
+                b'{' | b'[' if self.stack.len() >= MAX_DEPTH => return None,
+                b'{' => {
+                    i = ws(b, i + 1);
+                    if b.get(i) == Some(&b'}') {
+                        i += 1;
+                    } else {
+                        self.stack.push(OBJECT);
+                        i = self.key(b, i, top)?;
+                        continue 'value;
+                    }
+                }
+                b'[' => {
+                    i = ws(b, i + 1);
+                    if b.get(i) == Some(&b']') {
+                        i += 1;
+                    } else {
+                        self.stack.push(ARRAY);
+                        continue 'value;
+                    }
+                }
+                b'"' => i = string(b, i)?.0,
+                b't' => i = literal(b, i, b"true")?,
+                b'f' => i = literal(b, i, b"false")?,
+                b'n' => i = literal(b, i, b"null")?,
+                b'-' | b'0'..=b'9' => i = number(b, i)?,
+                _ => return None,
+            }
+            // After a value: a separator, the end of its container, or the end of the line.
+            loop {
+                i = ws(b, i);
+                let Some(&open) = self.stack.last() else {
+                    return (i == b.len()).then_some(());
+                };
+                match (*b.get(i)?, open) {
+                    (b',', OBJECT) => {
+                        i = self.key(b, ws(b, i + 1), top)?;
+                        continue 'value;
+                    }
+                    (b',', _) => {
+                        i = ws(b, i + 1);
+                        continue 'value;
+                    }
+                    (b'}', OBJECT) | (b']', ARRAY) => {
+                        self.stack.pop();
+                        i += 1;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    /// A member's key at `i` and its colon: the position of its value. A key of the top
+    /// level goes into `top`.
+    #[inline]
+    fn key(&mut self, b: &[u8], i: usize, top: &mut TopLevel) -> Option<usize> {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let (end, escaped) = string(b, i)?;
+        if self.stack.len() == 1 {
+            self.top_key(b, i + 1, end - 1, escaped, top);
+        }
+        let i = ws(b, end);
+        (b.get(i) == Some(&b':')).then(|| ws(b, i + 1))
+    }
+
+    /// Adds the top-level key `b[start..end]` to the bloom, and notes whether it repeats one.
+    fn top_key(&mut self, b: &[u8], start: usize, end: usize, escaped: bool, top: &mut TopLevel) {
+        let raw = &b[start..end];
+        let key: &[u8] = if escaped {
+            super::scan::unescape(raw, &mut self.text);
+            &self.text
+        } else {
+            raw
+        };
+        let bits = super::key_bits(key);
+        // Only a key whose bits are both set already can repeat an earlier one: compare it
+        // with them (rare for distinct keys: both blooms must collide).
+        if top.keys.may_contain(bits) && !top.dup_keys {
+            let other = &mut self.other;
+            top.dup_keys = self.keys.iter().any(|&(s, e, esc)| {
+                let earlier = &b[s as usize..e as usize];
+                if esc {
+                    super::scan::unescape(earlier, other);
+                    other.as_slice() == key
+                } else {
+                    earlier == key
+                }
+            });
+        }
+        top.keys.add(bits);
+        self.keys.push((start as u32, end as u32, escaped));
+    }
+}
+
+/// A worker's judge of lines: the validator and, for the rare rejected line, simd-json's
+/// parse (its message is the report's, and a line it accepts is processed: the two never
+/// disagree in the tests).
+#[derive(Default)]
+pub(crate) struct LineCheck {
+    validator: Validator,
+    parser: Option<RouteParser>,
+}
+
+impl LineCheck {
+    /// The line's top level when it is a valid event, else why not.
+    pub(crate) fn verdict(&mut self, line: &[u8]) -> Result<TopLevel, LineError> {
+        if let Some(top) = self.validator.check_object(line) {
+            return Ok(top);
+        }
+        let r = self.parser.get_or_insert_with(RouteParser::new).parse(line)?;
+        Ok(TopLevel {
+            keys: r.keys,
+            dup_keys: r.dup_keys,
+        })
+    }
+}
+
+/// Skips JSON whitespace.
+#[inline]
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+#[inline]
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    (b.get(i..i + word.len())? == word).then_some(i + word.len())
+}
+
+/// The end of the string whose opening quote is at `i`, and whether it has an escape:
+/// escapes checked, no control character, valid UTF-8.
+#[inline]
+fn string(b: &[u8], i: usize) -> Option<(usize, bool)> {
+    let mut j = i + 1;
+    let mut escaped = false;
+    loop {
+        j += plain_run(b, j);
+        match *b.get(j)? {
+            b'"' => return Some((j + 1, escaped)),
+            b'\\' => {
+                escaped = true;
+                j = escape(b, j)?;
+            }
+            c if c < 0x20 => return None,
+            _ => j = utf8(b, j)?,
+        }
+    }
+}
+
+/// Length of the run of bytes at `j` that need no check: printable ASCII other than `"` and
+/// `\`. Sixteen bytes per step with SSE2 (one signed compare finds both control characters
+/// and bytes >= 0x80).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn plain_run(b: &[u8], j: usize) -> usize {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    let mut k = j;
+    while k + 16 <= b.len() {
+        // SAFETY: SSE2 is part of the x86_64 baseline; the 16 bytes at `k` lie inside `b`
+        // (checked by the loop condition).
+        let mask = unsafe {
+            let v = _mm_loadu_si128(b.as_ptr().add(k).cast::<__m128i>());
+            let q = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let s = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            let c = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, s), c)) as u32
+        };
+        if mask != 0 {
+            return k - j + mask.trailing_zeros() as usize;
+        }
+        k += 16;
+    }
+    k - j + plain_run_bytes(&b[k..])
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn plain_run(b: &[u8], j: usize) -> usize {
+    plain_run_bytes(b.get(j..).unwrap_or_default())
+}
+
+#[inline]
+fn plain_run_bytes(b: &[u8]) -> usize {
+    b.iter()
+        .position(|&c| !(0x20..0x80).contains(&c) || c == b'"' || c == b'\\')
+        .unwrap_or(b.len())
+}
+
+/// The escape at `j` (a backslash): the position after it. A `\u` high surrogate must be
+/// followed by a `\u` low surrogate; a lone low surrogate is an error (as simd-json has it).
+#[inline]
+fn escape(b: &[u8], j: usize) -> Option<usize> {
+    match *b.get(j + 1)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(j + 2),
+        b'u' => {
+            let cp = hex4(b, j + 2)?;
+            match cp {
+                0xd800..=0xdbff => {
+                    if b.get(j + 6..j + 8)? != b"\\u" {
+                        return None;
+                    }
+                    matches!(hex4(b, j + 8)?, 0xdc00..=0xdfff).then_some(j + 12)
+                }
+                0xdc00..=0xdfff => None,
+                _ => Some(j + 6),
+            }
+        }
+        _ => None,
+    }
+}
+
+fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    let mut v = 0;
+    for &c in b.get(at..at + 4)? {
+        v = v << 4 | (c as char).to_digit(16)?;
+    }
+    Some(v)
+}
+
+/// The UTF-8 sequence starting with the byte >= 0x80 at `j`: the position after it (the
+/// rules of `std::str::from_utf8`: no overlong form, no surrogate, at most U+10FFFF).
+#[inline]
+fn utf8(b: &[u8], j: usize) -> Option<usize> {
+    let cont = |k: usize| b.get(k).is_some_and(|&c| c & 0xc0 == 0x80);
+    let second = |lo: u8, hi: u8| b.get(j + 1).is_some_and(|&c| (lo..=hi).contains(&c));
+    let n = match b[j] {
+        0xc2..=0xdf => 2,
+        0xe0 if second(0xa0, 0xbf) => 3,
+        0xe1..=0xec | 0xee..=0xef => 3,
+        0xed if second(0x80, 0x9f) => 3,
+        0xf0 if second(0x90, 0xbf) => 4,
+        0xf1..=0xf3 => 4,
+        0xf4 if second(0x80, 0x8f) => 4,
+        _ => return None,
+    };
+    (1..n).all(|k| cont(j + k)).then_some(j + n)
+}
+
+/// The end of the number at `i`: RFC 8259's grammar, then the range simd-json accepts.
+#[inline]
+fn number(b: &[u8], i: usize) -> Option<usize> {
+    let digits = |mut k: usize| {
+        while b.get(k).is_some_and(u8::is_ascii_digit) {
+            k += 1;
+        }
+        k
+    };
+    let negative = b[i] == b'-';
+    let int_start = i + usize::from(negative);
+    let int_end = match *b.get(int_start)? {
+        b'0' => int_start + 1,
+        b'1'..=b'9' => digits(int_start + 1),
+        _ => return None,
+    };
+    let mut end = int_end;
+    let mut float = false;
+    if b.get(end) == Some(&b'.') {
+        let frac_end = digits(end + 1);
+        if frac_end == end + 1 {
+            return None;
+        }
+        end = frac_end;
+        float = true;
+    }
+    let mut exp: i64 = 0;
+    if let Some(b'e' | b'E') = b.get(end) {
+        let mut k = end + 1;
+        let neg_exp = b.get(k) == Some(&b'-');
+        if let Some(b'+' | b'-') = b.get(k) {
+            k += 1;
+        }
+        let exp_end = digits(k);
+        if exp_end == k {
+            return None;
+        }
+        for &c in &b[k..exp_end] {
+            exp = (exp * 10 + (c - b'0') as i64).min(1 << 40);
+        }
+        if neg_exp {
+            exp = -exp;
+        }
+        end = exp_end;
+        float = true;
+    }
+    let int_digits = (int_end - int_start) as i64;
+    let in_range = if float {
+        // |value| < 10^(int_digits + exp): surely finite below 10^300; nearer the top of the
+        // double range the exact parse decides.
+        int_digits + exp <= 300 || finite(&b[i..end])
+    } else {
+        int_digits < 19 || integer_fits(&b[int_start..int_end], negative)
+    };
+    in_range.then_some(end)
+}
+
+#[cold]
+fn finite(text: &[u8]) -> bool {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .is_some_and(f64::is_finite)
+}
+
+/// Whether a long integer fits: `u64` when positive, `i64` when negative.
+#[cold]
+fn integer_fits(digits: &[u8], negative: bool) -> bool {
+    let mut v: u64 = 0;
+    for &c in digits {
+        let Some(n) = v.checked_mul(10).and_then(|v| v.checked_add((c - b'0') as u64)) else {
+            return false;
+        };
+        v = n;
+    }
+    !negative || v <= 1 << 63
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::flow_key::RouteParser;
+
+    fn agree(line: &[u8]) {
+        let mine = Validator::default().is_valid_object(line);
+        let simd = RouteParser::new().parse(line).is_ok();
+        assert_eq!(
+            mine,
+            simd,
+            "validator {mine}, simd-json {simd}: {:?}",
+            String::from_utf8_lossy(line)
+        );
+    }
+
+    #[test]
+    fn agrees_with_simd_json_on_hand_picked_lines() {
+        let cases: &[&str] = &[
+            r#"{}"#,
+            r#"  { }  "#,
+            r#"{"a":1}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":1 "b":2}"#,
+            r#"{"a" 1}"#,
+            r#"{a:1}"#,
+            r#"{"a":[1,2,[],{}, {"b":null}]}"#,
+            r#"{"a":[1,2,]}"#,
+            r#"{"a":[1 2]}"#,
+            r#"{"a":[}"#,
+            r#"{"a":{]}"#,
+            r#"{"a":1}}"#,
+            r#"{"a":1} x"#,
+            r#"{"a":1"#,
+            r#"[1,2]"#,
+            r#""text""#,
+            r#"12"#,
+            r#"null"#,
+            r#"{"a":tru}"#,
+            r#"{"a":true,"b":false,"c":null}"#,
+            r#"{"a":nulll}"#,
+            r#"{"a":-}"#,
+            r#"{"a":-0}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":.5}"#,
+            r#"{"a":1.5e}"#,
+            r#"{"a":1.5e+}"#,
+            r#"{"a":1.5E-3}"#,
+            r#"{"a":+1}"#,
+            r#"{"a":1e308}"#,
+            r#"{"a":1e309}"#,
+            r#"{"a":1.7976931348623157e308}"#,
+            r#"{"a":1.7976931348623159e308}"#,
+            r#"{"a":-1e309}"#,
+            r#"{"a":0e99999999999}"#,
+            r#"{"a":1e-99999999999}"#,
+            r#"{"a":1e99999999999}"#,
+            r#"{"a":18446744073709551615}"#,
+            r#"{"a":18446744073709551616}"#,
+            r#"{"a":99999999999999999999}"#,
+            r#"{"a":-9223372036854775808}"#,
+            r#"{"a":-9223372036854775809}"#,
+            r#"{"a":1000000000000000000000.5}"#,
+            r#"{"a":"\u00e9\n\t\"\\\/\b\f\r"}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":"\u12"}"#,
+            r#"{"a":"\u12g4"}"#,
+            r#"{"a":"\ud83d\ude00"}"#,
+            r#"{"a":"\ud83d"}"#,
+            r#"{"a":"\ud83dx"}"#,
+            r#"{"a":"\ud83d\u0041"}"#,
+            r#"{"a":"\ude00"}"#,
+            r#"{"a":"é ü 😀"}"#,
+            r#"{"a\"b":1}"#,
+            "{\"a\":\"tab\there\"}",
+            "{\"a\":\"nul\u{0}\"}",
+            "{\"a\":\"del\u{7f}\"}",
+            "{\r\n\t\"a\" :\t1 }",
+            "{\"a\":1}\u{0}",
+            "\u{feff}{\"a\":1}",
+        ];
+        for c in cases {
+            agree(c.as_bytes());
+        }
+        for bad in [
+            &b"{\"a\":\"\xff\"}"[..],
+            b"{\"a\":\"\xc0\xaf\"}",
+            b"{\"a\":\"\xed\xa0\x80\"}",
+            b"{\"a\":\"\xf4\x90\x80\x80\"}",
+            b"{\"a\":\"\xe2\x82\"}",
+            b"{\"a\":\"\xe2\x82\xac\"}",
+            b"{\"a\":\"\xf0\x9f\x98\x80\"}",
+            b"{\"\xff\":1}",
+            b"{\"a\":1}\xff",
+        ] {
+            agree(bad);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_and_long_strings() {
+        for depth in [1022, 1023, 1024, 5000] {
+            for empty_last in [false, true] {
+                let mut deep = b"{\"a\":".to_vec();
+                deep.extend(std::iter::repeat_n(b'[', depth));
+                if !empty_last {
+                    deep.extend_from_slice(b"1");
+                }
+                deep.extend(std::iter::repeat_n(b']', depth));
+                deep.push(b'}');
+                agree(&deep);
+                deep.truncate(deep.len() - 2);
+                agree(&deep);
+            }
+        }
+        for n in [0, 1, 15, 16, 17, 31, 32, 33, 100] {
+            let s = "x".repeat(n);
+            agree(format!("{{\"k\":\"{s}\"}}").as_bytes());
+            agree(format!("{{\"k\":\"{s}\\\"{s}\"}}").as_bytes());
+            agree(format!("{{\"k\":\"{s}\u{1}{s}\"}}").as_bytes());
+            agree(format!("{{\"k\":\"{s}é{s}\"}}").as_bytes());
+            agree(format!("{{\"k\":\"{s}").as_bytes());
+        }
+    }
+}
+
+/// The real Suricata files of `../shared/data/eve` (when the checkout has them): every line
+/// is judged as simd-json judges it, and the route scan of each valid one is the tape's.
+#[cfg(test)]
+mod real_files {
+    use super::Validator;
+    use crate::event::flow_key::{RouteParser, RouteScanner};
+
+    #[test]
+    fn shared_eve_files_agree_with_simd_json() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/eve");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            eprintln!("{} is not here: nothing to compare", dir.display());
+            return;
+        };
+        let (mut v, mut p, mut s) = (Validator::default(), RouteParser::new(), RouteScanner::new());
+        let (mut lines, mut invalid) = (0, 0);
+        for e in entries.flatten() {
+            let Ok(data) = std::fs::read(e.path()) else { continue };
+            if data.starts_with(&[0x1f, 0x8b]) {
+                continue;
+            }
+            for line in data.split(|&c| c == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(|c| matches!(c, b' ' | b'\t')) {
+                    continue;
+                }
+                lines += 1;
+                let want = p.parse(line);
+                let got = v.check_object(line);
+                assert_eq!(
+                    got.is_some(),
+                    want.is_ok(),
+                    "{}: {:?}",
+                    e.path().display(),
+                    String::from_utf8_lossy(line)
+                );
+                match (want, got) {
+                    (Ok(tape), Some(top)) => {
+                        assert_eq!((top.keys, top.dup_keys), (tape.keys, tape.dup_keys));
+                        if !tape.dup_keys {
+                            let route = s.route(line);
+                            assert_eq!(
+                                (route.hash, route.flow_id),
+                                (tape.hash, tape.flow_id),
+                                "{}",
+                                e.path().display()
+                            );
+                        }
+                    }
+                    _ => invalid += 1,
+                }
+            }
+        }
+        assert!(lines > 40_000, "{lines} lines read");
+        eprintln!("{lines} lines, {invalid} invalid");
+    }
+}

@@ -1,0 +1,106 @@
+//! The worker's first step on a batch: each line is validated in full here, on the worker's
+//! core, before any script sees it (the reader only routed it). A line that is not a JSON
+//! object, and a line too long (which the reader skipped), ends as one `{log}` report filed at
+//! its own place in the input's order, so reports keep the order of the lines as ordered
+//! outputs keep that of events.
+
+use crate::config::types::OutputId;
+use crate::diag::Kind;
+use crate::event::EventMeta;
+use crate::shard::{END_OF_EVENT, OutRec};
+
+use super::context::WorkerCtx;
+
+/// What a batch held, for the input's counters.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchCounts {
+    /// Valid events run through the scripts.
+    pub events: u64,
+    /// Lines that were not a JSON object.
+    pub invalid: u64,
+}
+
+impl WorkerCtx {
+    /// Runs a batch of one input: every valid event through the scripts (in windows of
+    /// `window` events), every other line as its report.
+    /// Each valid event's top-level keys are filled in on the way (`EventMeta::keys`).
+    pub fn process_batch(&mut self, input: u32, data: &[u8], events: &mut [EventMeta], window: usize) -> BatchCounts {
+        let mut counts = BatchCounts::default();
+        let mut run = 0;
+        for i in 0..events.len() {
+            let meta = &mut events[i];
+            let line = &data[meta.start as usize..meta.end as usize];
+            let problem = if meta.too_long {
+                Some((Kind::LineTooLong, String::from_utf8_lossy(line).into_owned()))
+            } else {
+                match self.lines.verdict(line) {
+                    Ok(top) => {
+                        meta.keys = top.keys;
+                        meta.dup_keys = top.dup_keys;
+                        None
+                    }
+                    Err(e) => Some((Kind::InvalidLine, e.to_string())),
+                }
+            };
+            let Some((kind, message)) = problem else { continue };
+            let meta = *meta;
+            self.run_events(input, data, &events[run..i], window);
+            run = i + 1;
+            counts.invalid += u64::from(kind == Kind::InvalidLine);
+            self.line_report(input, &meta, kind, &message);
+        }
+        self.run_events(input, data, &events[run..], window);
+        counts.events = events.len() as u64 - counts.invalid - events.iter().filter(|m| m.too_long).count() as u64;
+        counts
+    }
+
+    fn run_events(&mut self, input: u32, data: &[u8], events: &[EventMeta], window: usize) {
+        for evs in events.chunks(window.max(1)) {
+            self.process_window(input, data, evs);
+        }
+    }
+
+    /// Files the report of a line that is no event at the line's place, and its end mark;
+    /// the writer applies the rate limit in the input's order (see `OutputId::INVALID_LINE`).
+    fn line_report(&mut self, input: u32, meta: &EventMeta, kind: Kind, message: &str) {
+        use crate::primitives::json::write_str;
+        let b = &mut self.outs[input as usize];
+        let start = b.data.len() as u32;
+        let o = &mut b.data;
+        crate::diag::head_uncounted(kind, o);
+        o.extend_from_slice(b",\"input\":");
+        let tag = self.input_tags.get(input as usize).map_or("", String::as_str);
+        write_str(o, tag.as_bytes());
+        o.extend_from_slice(
+            format!(
+                ",\"line\":{},\"offset\":{},\"length\":{},\"message\":",
+                meta.line_no, meta.offset, meta.raw_len
+            )
+            .as_bytes(),
+        );
+        write_str(o, message.as_bytes());
+        o.extend_from_slice(b"}\n");
+        let end = o.len() as u32;
+        let output = if kind == Kind::LineTooLong {
+            OutputId::LINE_TOO_LONG
+        } else {
+            OutputId::INVALID_LINE
+        };
+        b.recs.push(OutRec {
+            seq: meta.seq,
+            output,
+            start,
+            end,
+            script: input as u16,
+        });
+        if self.ordered {
+            b.recs.push(OutRec {
+                seq: meta.seq,
+                output: END_OF_EVENT,
+                start: end,
+                end,
+                script: 0,
+            });
+        }
+    }
+}
