@@ -117,6 +117,12 @@ for c in $configs; do
         grep -q 'out.json<", ordered = false }' "$root/config/config.lua" || die "could not add ordered = false to $root/config/config.lua"
     fi
     for i in $(seq 1 "$runs"); do
+        # The parse-only rate right before the run: on a shared machine whose speed drifts,
+        # each run's ratio is taken to its own neighbour (the "paired" column).
+        paired=""
+        if [ -n "$parse_rate" ]; then
+            paired=$(timeout 600 "$bin" bench-parse "$input" 2>/dev/null | sed -n 's/.*(\([0-9.]*\) events\/s).*/\1/p' | head -n 1)
+        fi
         rm -f "$work/out.json"
         status=0
         /usr/bin/time -f '%e %U %S %M' -o "$work/time.$c" \
@@ -138,8 +144,9 @@ for c in $configs; do
         rate=$(printf '%s\n' "$summary" | sed -n 's/.*(\([0-9.]*\) events\/s).*/\1/p')
         [ -n "$rate" ] || die "config ($c) run $i: cannot read events/s from: $summary"
         read -r wall user sys rss_kb < <(tail -n 1 "$work/time.$c")
-        printf '%s\t%s\t%s\t%s\t%s\n' "$c" "$rate" "$wall" "$(echo "$user $sys" | awk '{ printf "%.2f", $1 + $2 }')" \
-            "$(echo "$rss_kb" | awk '{ printf "%.1f", $1 / 1024 }')" >> "$results"
+        ratio_run=$(awk -v r="$rate" -v p="${paired:-0}" 'BEGIN { if (p > 0) printf "%.3f", r / p; else print "nan" }')
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$rate" "$wall" "$(echo "$user $sys" | awk '{ printf "%.2f", $1 + $2 }')" \
+            "$(echo "$rss_kb" | awk '{ printf "%.1f", $1 / 1024 }')" "$ratio_run" >> "$results"
     done
 done
 
@@ -155,11 +162,13 @@ report=$work/results.md
         echo "parse-only: unavailable"
     fi
     echo
-    echo "| config | events/s | wall s | CPU s (user+sys) | peak RSS MB | ratio to parse-only |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| config | events/s | wall s | CPU s (user+sys) | peak RSS MB | ratio to parse-only | paired ratio |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
     for c in $configs; do
         col() { awk -F'\t' -v c="$c" -v k="$1" '$1 == c { print $k }' "$results" | median; }
         rate=$(col 2); wall=$(col 3); cpu=$(col 4); rss=$(col 5)
+        paired_ratio=$(awk -F'\t' -v c="$c" '$1 == c && $6 != "nan" { print $6 }' "$results" | median || true)
+        [ -n "$paired_ratio" ] || paired_ratio="n/a"
         if [ -n "$parse_rate" ]; then
             ratio=$(awk -v r="$rate" -v p="$parse_rate" 'BEGIN { printf "%.2f", r / p }')
         else
@@ -172,7 +181,7 @@ report=$work/results.md
             c) name="(c) 5-field tuple counter" ;;
             *) name="($c)" ;;
         esac
-        printf '| %s | %.0f | %.2f | %.2f | %.1f | %s |\n' "$name" "$rate" "$wall" "$cpu" "$rss" "$ratio"
+        printf '| %s | %.0f | %.2f | %.2f | %.1f | %s | %s |\n' "$name" "$rate" "$wall" "$cpu" "$rss" "$ratio" "$paired_ratio"
     done
 } | tee "$report"
 echo

@@ -2,12 +2,16 @@
 # perf/stages.sh [EVENTS] [RUNS] : each stage of the pipeline alone, on one core, on the same
 # generated input (perf/gen_eve.py, the realistic-cardinality default of perf/run.sh), and a
 # projected throughput for 2 to 64 cores from those costs.
-#   reader-only  framing (memchr), validation and routing (simd-json): `bench-parse`
-#   worker-only  a pass-through filter and analyzer in LuaJIT, records encoded: `bench-stage worker`
+#   parse-only   the reference: framing (memchr) + simd-json parse and routing: `bench-parse`
+#   reader-only  the engine's reader: framing, the top-level walk for the route, lines copied
+#                into batches for 2 shards: `bench-stage reader`
+#   validate     the workers' full validation alone (part of worker-only): `bench-stage validate`
+#   worker-only  validation + a pass-through filter and analyzer in LuaJIT, records encoded:
+#                `bench-stage worker`
 #   writer-only  one worker's records (128-event batches with end-of-event marks) merged in
 #                order and written to a file: `bench-stage writer`
-# Runs alternate (reader, worker, writer, reader, ...); medians of RUNS (default 3) are shown,
-# with each stage's ratio to the reader (the one-core parse rate of the same file).
+# Runs alternate (parse, reader, validate, worker, writer, parse, ...); medians of RUNS
+# (default 3) are shown, with each stage's ratio to the parse-only rate of the same file.
 # Environment: DFM_BIN (default ~/.cache/dfm-target/release/dragonfly-mle), STAGES_DIR
 # (default /tmp/dfm-stages), PERF_EPHEMERAL (default 0.6, as perf/run.sh).
 set -euo pipefail
@@ -29,21 +33,24 @@ fi
 rate() { sed -n 's/.*(\([0-9.]*\) events\/s).*/\1/p'; }
 : > "$work/rates.tsv"
 for i in $(seq "$runs"); do
-    r=$("$bin" bench-parse "$input" | rate)
+    p=$("$bin" bench-parse "$input" | rate)
+    r=$("$bin" bench-stage reader "$input" | rate)
+    v=$("$bin" bench-stage validate "$input" | rate)
     w=$("$bin" bench-stage worker "$input" | rate)
     o=$("$bin" bench-stage writer "$input" | rate)
-    echo "run $i: reader $r, worker $w, writer $o events/s"
-    printf '%s\t%s\t%s\n' "$r" "$w" "$o" >> "$work/rates.tsv"
+    echo "run $i: parse $p, reader $r, validate $v, worker $w, writer $o events/s"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$p" "$r" "$v" "$w" "$o" >> "$work/rates.tsv"
 done
 python3 - "$work/rates.tsv" <<'PY'
 import statistics, sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
-r, w, o = (statistics.median(c) for c in zip(*rows))
+p, r, v, w, o = (statistics.median(c) for c in zip(*rows))
 print()
-print("| stage (one core) | events/s | ns/event | ratio to reader |")
+print("| stage (one core) | events/s | ns/event | ratio to parse-only |")
 print("|---|---:|---:|---:|")
-for name, v in (("reader-only", r), ("worker-only (pass-through)", w), ("writer-only (ordered file)", o)):
-    print(f"| {name} | {v:,.0f} | {1e9 / v:,.0f} | {v / r:.2f} x |")
+for name, x in (("parse-only (reference)", p), ("reader-only", r), ("validate (in the workers)", v),
+                ("worker-only (validate + pass-through)", w), ("writer-only (ordered file)", o)):
+    print(f"| {name} | {x:,.0f} | {1e9 / x:,.0f} | {x / p:.2f} x |")
 print()
 print("Projected throughput (events/s), pass-through, from these costs. Assumptions: one reader")
 print("per input file (Suricata's threaded output: one eve.N.json per thread), every stage on")

@@ -337,32 +337,6 @@ fn static_u64(n: &StaticNode) -> u64 {
     }
 }
 
-/// A hash of bytes eight at a time (a multiply and a shift per word), seeded; the last
-/// 1-7 bytes are read as two overlapping 4-byte words (or three single bytes), never copied.
-#[inline]
-fn words(mut h: u64, bytes: &[u8]) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().unwrap_or_default());
-        h = (h ^ w).wrapping_mul(K);
-        h ^= h >> 29;
-    }
-    let r = chunks.remainder();
-    let n = r.len();
-    let last = if n >= 4 {
-        let lo = u32::from_le_bytes(r[..4].try_into().unwrap_or_default());
-        let hi = u32::from_le_bytes(r[n - 4..].try_into().unwrap_or_default());
-        lo as u64 | (hi as u64) << 32
-    } else if n > 0 {
-        r[0] as u64 | (r[n / 2] as u64) << 8 | (r[n - 1] as u64) << 16
-    } else {
-        0
-    };
-    h = (h ^ last ^ (bytes.len() as u64) << 56).wrapping_mul(K);
-    h ^ (h >> 29)
-}
-
 /// A 64-bit finaliser (from splitmix64) so that nearby inputs spread over shards.
 pub(crate) fn mix(mut x: u64) -> u64 {
     x ^= x >> 30;
@@ -375,10 +349,10 @@ pub(crate) fn mix(mut x: u64) -> u64 {
 /// Symmetric 5-tuple hash: swapping source and destination gives the same value.
 pub fn tuple_hash(src_ip: &[u8], src_port: u64, dst_ip: &[u8], dst_port: u64, proto: &[u8]) -> u64 {
     const SEED: u64 = 0xcbf2_9ce4_8422_2325;
-    let a = words(SEED ^ src_port.wrapping_mul(0xff51_afd7_ed55_8ccd), src_ip);
-    let b = words(SEED ^ dst_port.wrapping_mul(0xff51_afd7_ed55_8ccd), dst_ip);
+    let a = super::hash_words(SEED ^ src_port.wrapping_mul(0xff51_afd7_ed55_8ccd), src_ip);
+    let b = super::hash_words(SEED ^ dst_port.wrapping_mul(0xff51_afd7_ed55_8ccd), dst_ip);
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    mix(words(lo ^ hi.rotate_left(17), proto) ^ hi)
+    mix(super::hash_words(lo ^ hi.rotate_left(17), proto) ^ hi)
 }
 
 #[cfg(test)]

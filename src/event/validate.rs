@@ -116,7 +116,7 @@ impl Validator {
 
     /// A member's key at `i` and its colon: the position of its value. A key of the top
     /// level goes into `top`.
-    #[inline]
+    #[inline(always)]
     fn key(&mut self, b: &[u8], i: usize, top: &mut TopLevel) -> Option<usize> {
         if b.get(i) != Some(&b'"') {
             return None;
@@ -197,7 +197,7 @@ fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
 
 /// The end of the string whose opening quote is at `i`, and whether it has an escape:
 /// escapes checked, no control character, valid UTF-8.
-#[inline]
+#[inline(always)]
 fn string(b: &[u8], i: usize) -> Option<(usize, bool)> {
     let mut j = i + 1;
     let mut escaped = false;
@@ -219,7 +219,7 @@ fn string(b: &[u8], i: usize) -> Option<(usize, bool)> {
 /// `\`. Sixteen bytes per step with SSE2 (one signed compare finds both control characters
 /// and bytes >= 0x80).
 #[cfg(target_arch = "x86_64")]
-#[inline]
+#[inline(always)]
 fn plain_run(b: &[u8], j: usize) -> usize {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
@@ -244,7 +244,7 @@ fn plain_run(b: &[u8], j: usize) -> usize {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-#[inline]
+#[inline(always)]
 fn plain_run(b: &[u8], j: usize) -> usize {
     plain_run_bytes(b.get(j..).unwrap_or_default())
 }
