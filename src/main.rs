@@ -95,7 +95,7 @@ enum Mode {
     /// Print a sample of the live events passing one point of a running engine (its HTTP
     /// endpoint: --http ADDR, else config.lua's http_address, else 127.0.0.1:7070).
     Tap {
-        /// What an input reads (its valid events).
+        /// What an input reads (its lines, before the workers validate them).
         #[arg(long, value_name = "TAG", conflicts_with_all = ["analyzer", "output"])]
         input: Option<String>,
         /// What an analyzer's loop() is called with.

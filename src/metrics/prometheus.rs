@@ -115,7 +115,7 @@ fn inputs(o: &mut Out, stats: &Stats) {
     o.family(
         "dragonfly_input_events_total",
         "counter",
-        "Valid events read and handed to the workers.",
+        "Valid events read (counted by the workers, which validate each line).",
         "input",
         &per_input(&|k| i[k].events.load(Relaxed)),
     );

@@ -273,7 +273,7 @@ impl Router {
         self.my_stats().bytes.fetch_add(n as u64, Relaxed);
     }
 
-    /// The sequence number the next event will get (= events routed so far).
+    /// The sequence number the next line will get (= lines routed so far, blank ones aside).
     pub(crate) fn seq(&self) -> u64 {
         self.seq
     }
