@@ -1,5 +1,5 @@
-//! Criterion benchmarks of the per-event hot path (line framing, simd-json validation and
-//! routing, the structural scanner, the shard hash, the worker's Lua runtime) on a deterministic in-memory corpus of
+//! Criterion benchmarks of the per-event hot path (line framing, the simd-json parse
+//! (reference), the reader's routing walk and the workers' validation, the structural scanner, the shard hash, the worker's Lua runtime) on a deterministic in-memory corpus of
 //! realistic Suricata EVE lines generated here.
 //!
 //! `cargo bench --bench pipeline -- lua` runs only the Lua group. Every group reports
@@ -669,6 +669,30 @@ fn bench_parse(c: &mut Criterion) {
             for l in &corpus.lines {
                 let info = parser.parse(black_box(l)).expect("corpus lines are valid");
                 acc = acc.wrapping_add(info.hash.unwrap_or(0) ^ info.flow_id);
+            }
+            black_box(acc)
+        })
+    });
+    // What the engine does with a line now: the reader's routing walk (stops once it has the
+    // routing fields), and the workers' full validation; together they replace route_parser.
+    let mut route = dragonfly_mle::bench::ReaderRoute::default();
+    g.bench_function("reader_route_scan", |b| {
+        b.iter(|| {
+            let mut acc = 0u64;
+            for l in &corpus.lines {
+                let (hash, flow_id) = route.route(black_box(l));
+                acc = acc.wrapping_add(hash.unwrap_or(0) ^ flow_id);
+            }
+            black_box(acc)
+        })
+    });
+    let mut validator = dragonfly_mle::bench::LineValidator::default();
+    g.bench_function("worker_validate", |b| {
+        b.iter(|| {
+            let mut acc = 0u64;
+            for l in &corpus.lines {
+                let keys = validator.check(black_box(l)).expect("corpus lines are valid");
+                acc = acc.wrapping_add(keys.0 ^ keys.1);
             }
             black_box(acc)
         })

@@ -14,6 +14,29 @@ pub use crate::shard::LOG_OUTPUT;
 pub use crate::sink::parquet::ParquetSink;
 pub use crate::source::framer::{Framer, LineSink};
 
+/// The reader's routing walk (`event::flow_key::RouteScanner`).
+#[derive(Default)]
+pub struct ReaderRoute(crate::event::flow_key::RouteScanner);
+
+impl ReaderRoute {
+    /// The routing hash (if any) and the flow_id of `line`.
+    pub fn route(&mut self, line: &[u8]) -> (Option<u64>, u64) {
+        let r = self.0.route(line);
+        (r.hash, r.flow_id)
+    }
+}
+
+/// The workers' full validation of a line (`event::validate::Validator`).
+#[derive(Default)]
+pub struct LineValidator(crate::event::validate::Validator);
+
+impl LineValidator {
+    /// Whether `line` is a valid event, and its top-level key bloom.
+    pub fn check(&mut self, line: &[u8]) -> Option<KeyBloom> {
+        self.0.check_object(line).map(|t| t.keys)
+    }
+}
+
 /// The JSON scanner's member walk (`event::scan`).
 pub mod scan {
     pub use crate::event::scan::{first_member, next_member, skip_ws};
