@@ -18,7 +18,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 
-use crate::event::flow_key::RouteParser;
+use crate::event::flow_key::RouteScanner;
 
 /// Counts delivery failures (librdkafka calls back on its own thread).
 pub(crate) struct Deliveries {
@@ -61,7 +61,8 @@ pub(crate) struct KafkaSink {
     reported: u64,
     /// Messages handed to the producer.
     pub sent: u64,
-    parser: RouteParser,
+    /// The flow key's walk (records are valid JSON: a parse is not needed).
+    route: RouteScanner,
     key_buf: Vec<u8>,
 }
 
@@ -89,7 +90,7 @@ impl KafkaSink {
             deliveries,
             reported: 0,
             sent: 0,
-            parser: RouteParser::new(),
+            route: RouteScanner::new(),
             key_buf: Vec::with_capacity(24),
         })
     }
@@ -99,8 +100,7 @@ impl KafkaSink {
         let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         self.key_buf.clear();
         if self.key == KafkaKey::Flow
-            && let Ok(r) = self.parser.parse(body)
-            && let Some(k) = r.hash
+            && let Some(k) = self.route.route(body).hash
         {
             for i in (0..16).rev() {
                 self.key_buf.push(b"0123456789abcdef"[((k >> (i * 4)) & 0xf) as usize]);

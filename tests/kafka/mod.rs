@@ -739,3 +739,73 @@ fn scale_out_two_engines_share_state_through_a_redis_cluster() {
         );
     }
 }
+
+/// A `kafka://` output keys each record by its flow (`key=flow`, the default): both directions
+/// of a flow share one key, different flows get different keys, an event with only a flow_id
+/// is keyed by it, one with neither has no key; `key=none` sends no key at all.
+#[test]
+fn kafka_output_keys_records_by_flow() {
+    let broker = Broker::start();
+    broker.create_topic("flows", 1);
+    broker.create_topic("plain", 1);
+    let env = Env::new();
+    env.config(&format!(
+        "inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"flows\" }} }}\n\
+         outputs = {{ {{ tag = \"flows\", uri = \"kafka://{b}/flows\" }}, {{ tag = \"plain\", uri = \"kafka://{b}/plain?key=none\" }} }}\n",
+        b = broker.brokers()
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        "function setup() end\nfunction loop(msg) dragonfly.output_event(\"flows\", msg) dragonfly.output_event(\"plain\", msg) end\n",
+    );
+    let tuple = |n: usize, a: &str, pa: u16, b: &str, pb: u16| {
+        format!(
+            "{{\"n\":{n},\"src_ip\":\"{a}\",\"src_port\":{pa},\"dest_ip\":\"{b}\",\"dest_port\":{pb},\"proto\":\"TCP\"}}"
+        )
+    };
+    let lines = [
+        tuple(0, "10.0.0.1", 40000, "10.9.9.9", 443),
+        tuple(1, "10.9.9.9", 443, "10.0.0.1", 40000),
+        tuple(2, "10.0.0.2", 40000, "10.9.9.9", 443),
+        tuple(3, "10.0.0.1", 40001, "10.9.9.9", 443),
+        "{\"n\":4,\"flow_id\":1234567,\"event_type\":\"stats\"}".to_string(),
+        "{\"n\":5,\"event_type\":\"stats\"}".to_string(),
+    ];
+    env.write_log("in.json", &join_lines(&lines));
+    env.run(&["--shards", "2"]).assert_success();
+    let read = |topic: &str| -> BTreeMap<u64, Option<Vec<u8>>> {
+        let c = broker.consumer(&format!("keys-{topic}"), &[("fetch.wait.max.ms", "20")]);
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
+        c.assign(&tpl).unwrap();
+        let mut got = BTreeMap::new();
+        let t = Instant::now();
+        while got.len() < lines.len() {
+            assert!(t.elapsed() < Duration::from_secs(60), "{topic}: {got:?}");
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                let n = u64_member(m.payload().unwrap(), "n").unwrap();
+                got.insert(n, m.key().map(<[u8]>::to_vec));
+            }
+        }
+        got
+    };
+    let keys = read("flows");
+    let key = |n: u64| {
+        keys[&n]
+            .clone()
+            .unwrap_or_else(|| panic!("event {n} has no key: {keys:?}"))
+    };
+    assert_eq!(key(0), key(1), "both directions of a flow share a key");
+    assert_ne!(key(0), key(2));
+    assert_ne!(key(0), key(3));
+    assert_ne!(key(2), key(3));
+    assert!(
+        key(4).len() == 16 && key(4).iter().all(u8::is_ascii_hexdigit),
+        "{:?}",
+        key(4)
+    );
+    assert_eq!(keys[&5], None, "no tuple and no flow_id: no key");
+    assert!(read("plain").values().all(Option::is_none), "key=none sends no key");
+}
