@@ -1,6 +1,7 @@
 //! Inputs: line framing with memchr over a reusable buffer, routing of each line (a walk over
-//! its top-level members; the workers validate it), and batching into the per-worker rings. One reader thread per input;
-//! [`file`] reads to the end, [`tail`] follows a file through truncation and rotation.
+//! its top-level members; the workers validate it), and batching into the per-worker rings.
+//! One reader thread per input; [`file`] reads to the end, [`tail`] follows a file through
+//! truncation and rotation.
 
 pub(crate) mod checkpoint;
 pub(crate) mod file;
