@@ -144,7 +144,12 @@ pub fn reader_only(path: &std::path::Path, shards: usize) -> std::io::Result<(u6
     let router = Router::new(
         0,
         "in".into(),
-        ReaderIo { to_workers, returned },
+        ReaderIo {
+            to_workers,
+            returned,
+            me: crate::primitives::backoff::Parker::new(),
+            workers: Vec::new(),
+        },
         stats,
         diag,
         Arc::new(AtomicBool::new(false)),
@@ -316,10 +321,16 @@ pub fn writer_only(path: &std::path::Path) -> std::io::Result<(u64, f64)> {
         let _ = obtx.push(OutBatch::default());
     }
     let (_diag_tx, diag_rx) = std::sync::mpsc::channel();
+    let wake_writer = crate::primitives::backoff::Parker::new();
     let writer = crate::sink::Writer::new(crate::sink::WriterParts {
         out: crate::sink::Outputs::new(sinks, vec![crate::sink::Policy::default(); 3], Arc::clone(&stats), gate),
         ordered: vec![true, false, true],
-        links: vec![crate::sink::WorkerLink { from: orx, back: obtx }],
+        links: vec![crate::sink::WorkerLink {
+            from: orx,
+            back: obtx,
+            worker: crate::primitives::backoff::Parker::new(),
+            writer: Arc::clone(&wake_writer),
+        }],
         inputs: 1,
         stats: Arc::clone(&stats),
         diag: diag_rx,
@@ -354,7 +365,10 @@ pub fn writer_only(path: &std::path::Path) -> std::io::Result<(u64, f64)> {
         let mut b = batch;
         loop {
             match otx.push(b) {
-                Ok(()) => break,
+                Ok(()) => {
+                    wake_writer.wake();
+                    break;
+                }
                 Err(rtrb::PushError::Full(back)) => {
                     b = back;
                     std::thread::yield_now();

@@ -9,17 +9,25 @@ pub(super) struct Rings {
     pub links: Vec<WorkerLink>,
 }
 
-/// Builds the rings for `inputs` readers and `shards` workers.
+/// Builds the rings for `inputs` readers and `shards` workers, and the parkers through which
+/// each side wakes the other.
 pub(super) fn wire(inputs: usize, shards: usize) -> Rings {
-    let mut readers: Vec<ReaderIo> = (0..inputs)
-        .map(|_| ReaderIo {
+    use crate::primitives::backoff::Parker;
+    let reader_parkers: Vec<_> = (0..inputs).map(|_| Parker::new()).collect();
+    let worker_parkers: Vec<_> = (0..shards).map(|_| Parker::new()).collect();
+    let writer = Parker::new();
+    let mut readers: Vec<ReaderIo> = reader_parkers
+        .iter()
+        .map(|me| ReaderIo {
             to_workers: Vec::new(),
             returned: Vec::new(),
+            me: Arc::clone(me),
+            workers: worker_parkers.clone(),
         })
         .collect();
     let mut workers = Vec::new();
     let mut links = Vec::new();
-    for _ in 0..shards {
+    for me in &worker_parkers {
         let mut inputs = Vec::new();
         for rio in readers.iter_mut() {
             let (tx, rx) = RingBuffer::<InBatch>::new(RING_BATCHES);
@@ -34,8 +42,16 @@ pub(super) fn wire(inputs: usize, shards: usize) -> Rings {
             inputs,
             out: otx,
             out_back: obrx,
+            me: Arc::clone(me),
+            readers: reader_parkers.clone(),
+            writer: Arc::clone(&writer),
         });
-        links.push(WorkerLink { from: orx, back: obtx });
+        links.push(WorkerLink {
+            from: orx,
+            back: obtx,
+            worker: Arc::clone(me),
+            writer: Arc::clone(&writer),
+        });
     }
     Rings {
         readers,

@@ -9,6 +9,7 @@ use rtrb::{Consumer, Producer};
 
 use super::{ScriptSpec, WorkerCtx};
 use crate::counters::Stats;
+use crate::primitives::backoff::Parker;
 use crate::shard::{Backoff, InBatch, OutBatch};
 
 /// Bytes of output records per batch before it is handed to the writer.
@@ -21,6 +22,12 @@ pub(crate) struct WorkerIo {
     pub inputs: Vec<(Consumer<InBatch>, Producer<InBatch>)>,
     pub out: Producer<OutBatch>,
     pub out_back: Consumer<OutBatch>,
+    /// The worker's own parker (it sleeps on it when idle or when the writer's ring is full),
+    /// each input's reader's (woken after a pop frees a slot) and the writer's (woken after a
+    /// push).
+    pub me: Arc<Parker>,
+    pub readers: Vec<Arc<Parker>>,
+    pub writer: Arc<Parker>,
 }
 
 /// The text of every script (filters, then analyzers), or why one could not be read.
@@ -110,13 +117,14 @@ fn send(c: &mut WorkerCtx, io: &mut WorkerIo, slot: usize) {
     let mut backoff = Backoff::default();
     loop {
         match io.out.push(batch) {
-            Ok(()) => return,
+            Ok(()) => return io.writer.wake(),
             Err(rtrb::PushError::Full(b)) => {
                 batch = b;
                 if io.out.is_abandoned() {
                     return;
                 }
-                backoff.wait();
+                let out = &io.out;
+                backoff.wait_on(&io.me, || out.slots() > 0 || out.is_abandoned());
             }
         }
     }
@@ -296,6 +304,7 @@ pub(crate) fn run(
 
 /// One pipeline's events, until every input ring is closed and empty.
 fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: &Stats) {
+    io.me.register();
     // Records written by setup() go out at once.
     send_all(c, io);
     // Events run together when an analyzer pipelines its Redis commands.
@@ -320,6 +329,10 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
         for input in 0..io.inputs.len() {
             while let Ok(mut batch) = io.inputs[input].0.pop() {
                 got = true;
+                // A slot is free: the reader may be waiting for one.
+                if let Some(r) = io.readers.get(input) {
+                    r.wake();
+                }
                 let o = &mut c.outs[input];
                 if o.read_ns == 0 || batch.read_ns < o.read_ns {
                     o.read_ns = batch.read_ns;
@@ -359,7 +372,10 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
         if io.inputs.iter().all(|(rx, _)| rx.is_abandoned() && rx.is_empty()) {
             break;
         }
-        backoff.wait();
+        let inputs = &io.inputs;
+        backoff.wait_on(&io.me, || {
+            inputs.iter().any(|(rx, _)| !rx.is_empty() || rx.is_abandoned())
+        });
     }
     if c.vclock.is_some() {
         // A test's timers fire after the input's records are handed out: on one shard they

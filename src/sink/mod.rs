@@ -220,6 +220,10 @@ pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 pub(crate) struct WorkerLink {
     pub from: Consumer<OutBatch>,
     pub back: Producer<OutBatch>,
+    /// The worker's parker (woken after a pop frees a slot of its ring) and the writer's own
+    /// (the same for every link: the writer sleeps on it when idle).
+    pub worker: Arc<crate::primitives::backoff::Parker>,
+    pub writer: Arc<crate::primitives::backoff::Parker>,
 }
 
 /// When waiting for an output ends: once the engine is stopping (a signal, or its inputs
@@ -694,6 +698,7 @@ impl Writer {
         for (w, link) in links.iter_mut().enumerate() {
             while let Ok(batch) = link.from.pop() {
                 got = true;
+                link.worker.wake();
                 let back = merge.take(w, batch, ordered, |r, bytes, read_ns| {
                     out.write_rec(r, bytes);
                     Self::record_latency(lat, lat_script, r, read_ns, now);
@@ -832,6 +837,9 @@ impl Writer {
 
     /// Runs until every worker has finished and everything is written.
     pub(crate) fn run(mut self) -> Vec<Sink> {
+        if let Some(l) = self.links.first() {
+            l.writer.register();
+        }
         let mut last_flush = Instant::now();
         let start = Instant::now();
         let mut last_stats = Instant::now();
@@ -879,7 +887,15 @@ impl Writer {
                 self.out.line_limits_due(true);
                 break;
             }
-            backoff.wait();
+            match self.links.first().map(|l| Arc::clone(&l.writer)) {
+                Some(me) => {
+                    let links = &self.links;
+                    backoff.wait_on(&me, || {
+                        links.iter().any(|l| !l.from.is_empty() || l.from.is_abandoned())
+                    });
+                }
+                None => backoff.wait(),
+            }
         }
         self.flush();
         // Outputs that could not deliver get until the grace has passed.

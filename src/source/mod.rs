@@ -32,6 +32,10 @@ pub(crate) type Diag = std::sync::mpsc::Sender<Vec<u8>>;
 pub(crate) struct ReaderIo {
     pub to_workers: Vec<Producer<InBatch>>,
     pub returned: Vec<Consumer<InBatch>>,
+    /// The reader's own parker (it sleeps on it while a worker's ring is full), and each
+    /// worker's (woken after a push).
+    pub me: std::sync::Arc<crate::primitives::backoff::Parker>,
+    pub workers: Vec<std::sync::Arc<crate::primitives::backoff::Parker>>,
 }
 
 /// Routes and batches the lines of one input (validation is the workers').
@@ -92,6 +96,12 @@ impl Router {
             open_count: None,
             limiter: Default::default(),
         }
+    }
+
+    /// The calling thread is this input's reader: the workers wake it when a ring it waits
+    /// on has room again.
+    pub(crate) fn register(&self) {
+        self.io.me.register();
     }
 
     /// Counts this input in `count` once it has opened its file, socket or consumer.
@@ -243,12 +253,16 @@ impl Router {
                         waited = true;
                         self.my_stats().ring_full.fetch_add(1, Relaxed);
                     }
-                    if self.io.to_workers[shard].is_abandoned() {
+                    let ring = &self.io.to_workers[shard];
+                    if ring.is_abandoned() {
                         return;
                     }
-                    backoff.wait();
+                    backoff.wait_on(&self.io.me, || ring.slots() > 0 || ring.is_abandoned());
                 }
             }
+        }
+        if let Some(w) = self.io.workers.get(shard) {
+            w.wake();
         }
     }
 

@@ -87,6 +87,7 @@ pub(crate) fn spawn_reader(
             if let Some(c) = cpu {
                 crate::primitives::pin::pin_current(&c);
             }
+            router.register();
             let how = super::Reading {
                 input: r,
                 follow,
