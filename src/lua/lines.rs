@@ -91,7 +91,8 @@ impl WorkerCtx {
             output,
             start,
             end,
-            script: input as u16,
+            // The writer's rate limit is per input (inputs past 65,535 share the last one).
+            script: u16::try_from(input).unwrap_or(u16::MAX),
         });
         if self.ordered {
             b.recs.push(OutRec {
