@@ -637,7 +637,7 @@ impl LineSink for CountSink {
 }
 
 fn split_all(framer: &mut Framer, mut src: &[u8]) -> CountSink {
-    framer.reset(0);
+    framer.reset(0, 0);
     framer.line_no = 0;
     let mut sink = CountSink::default();
     while framer.fill(&mut src, &mut sink).expect("reading a slice cannot fail") > 0 {}

@@ -76,6 +76,9 @@ pub(crate) struct Spot {
     pub id: FileId,
     pub fp: Fingerprint,
     pub offset: u64,
+    /// Lines before `offset` (reports after a restart keep the file's line numbers; 0 in a
+    /// checkpoint written before it was kept: numbers then count from the restart).
+    pub line: u64,
 }
 
 /// Positions in an input, each with the sequence number the input had reached there, oldest
@@ -212,6 +215,7 @@ impl Checkpoint {
             id,
             fp,
             offset: v.get_u64("offset")?,
+            line: v.get_u64("line").unwrap_or(0),
         };
         self.saved = Some(at);
         Some(at)
@@ -237,12 +241,13 @@ impl Checkpoint {
         crate::primitives::json::write_str(&mut body, self.watched.to_string_lossy().as_bytes());
         body.extend_from_slice(
             format!(
-                ",\"dev\":{},\"ino\":{},\"fp_len\":{},\"fp\":\"{:016x}\",\"offset\":{},\"time\":\"{}\"}}\n",
+                ",\"dev\":{},\"ino\":{},\"fp_len\":{},\"fp\":\"{:016x}\",\"offset\":{},\"line\":{},\"time\":\"{}\"}}\n",
                 at.id.dev,
                 at.id.ino,
                 at.fp.len,
                 at.fp.hash,
                 at.offset,
+                at.line,
                 crate::primitives::clock::utc_now()
             )
             .as_bytes(),

@@ -101,7 +101,7 @@ impl Reading for Paced<'_> {
 
 fn frame_all(mut f: impl std::io::Read, start: u64, max_line: usize, sink: &mut impl Reading) -> std::io::Result<u64> {
     let mut framer = Framer::new(max_line);
-    framer.reset(start);
+    framer.reset(start, 0);
     loop {
         if sink.router().stopping() {
             break;

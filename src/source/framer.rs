@@ -51,11 +51,13 @@ impl Framer {
         self.offset
     }
 
-    /// Forgets any partial line and restarts at stream offset `offset`.
-    pub fn reset(&mut self, offset: u64) {
+    /// Forgets any partial line and restarts at stream offset `offset`, after `line_no`
+    /// lines (so that the next line is number `line_no + 1`).
+    pub fn reset(&mut self, offset: u64, line_no: u64) {
         self.start = 0;
         self.end = 0;
         self.offset = offset;
+        self.line_no = line_no;
         self.skipping = None;
     }
 

@@ -184,7 +184,13 @@ fn rotated_after(
 }
 
 /// Reads a rotated file from `offset` to its end, noting the checkpoint as it goes.
-fn read_rotated(r: &Rotated, offset: u64, max_line: usize, router: &mut Router, ckpt: &mut Option<&mut Checkpoint>) {
+fn read_rotated(
+    r: &Rotated,
+    (offset, line): (u64, u64),
+    max_line: usize,
+    router: &mut Router,
+    ckpt: &mut Option<&mut Checkpoint>,
+) {
     let mut src = match r.open_at(offset) {
         Ok(s) => s,
         Err(e) => {
@@ -202,15 +208,17 @@ fn read_rotated(r: &Rotated, offset: u64, max_line: usize, router: &mut Router, 
         id: r.id,
         fp: r.full_fingerprint(),
         offset,
+        line,
     };
     let mut framer = Framer::new(max_line);
-    framer.reset(offset);
+    framer.reset(offset, line);
     loop {
         match framer.fill(&mut src, router) {
             Ok(0) => break,
             Ok(n) => {
                 router.add_bytes(n);
                 at.offset = framer.consumed();
+                at.line = framer.line_no;
                 note(ckpt, router, at);
             }
             Err(e) => {
@@ -228,6 +236,7 @@ fn read_rotated(r: &Rotated, offset: u64, max_line: usize, router: &mut Router, 
     framer.finish(router);
     router.flush();
     at.offset = framer.consumed();
+    at.line = framer.line_no;
     note(ckpt, router, at);
 }
 
@@ -286,9 +295,13 @@ pub(crate) fn follow(
         Some(spot) if is_spot_file(&file, id, &spot) => {
             // Same file: go on from the checkpoint (from the start if it was truncated since).
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            let at = if spot.offset <= len { spot.offset } else { 0 };
+            let (at, line) = if spot.offset <= len {
+                (spot.offset, spot.line)
+            } else {
+                (0, 0)
+            };
             if file.seek(SeekFrom::Start(at)).is_ok() {
-                framer.reset(at);
+                framer.reset(at, line);
             }
         }
         Some(spot) => {
@@ -298,9 +311,9 @@ pub(crate) fn follow(
             match files.iter().find(|r| r.holds(&spot)) {
                 Some(x) => {
                     let later = rotated_after(&files, x.id, spot.fp, x.age, id);
-                    read_rotated(x, spot.offset, max_line, router, &mut ckpt);
+                    read_rotated(x, (spot.offset, spot.line), max_line, router, &mut ckpt);
                     for r in later {
-                        read_rotated(r, 0, max_line, router, &mut ckpt);
+                        read_rotated(r, (0, 0), max_line, router, &mut ckpt);
                     }
                 }
                 None => router.report(
@@ -319,7 +332,7 @@ pub(crate) fn follow(
         }
         None => {
             if !from_start && let Ok(end) = file.seek(SeekFrom::End(0)) {
-                framer.reset(end);
+                framer.reset(end, 0);
             }
         }
     }
@@ -331,6 +344,7 @@ pub(crate) fn follow(
             id,
             fp,
             offset: framer.consumed(),
+            line: framer.line_no,
         },
     );
     loop {
@@ -340,13 +354,18 @@ pub(crate) fn follow(
                 if (fp.len as usize) < FP_MAX && framer.position() > u64::from(fp.len) {
                     fp = fingerprint(&file, framer.position());
                 }
-                let at = framer.consumed();
-                note(&mut ckpt, router, Spot { id, fp, offset: at });
+                let at = Spot {
+                    id,
+                    fp,
+                    offset: framer.consumed(),
+                    line: framer.line_no,
+                };
+                note(&mut ckpt, router, at);
                 save(&mut ckpt, router, false);
                 // A file that keeps growing never reaches its end: stop between two reads.
                 if router.stopping() {
                     router.flush();
-                    return Some(Spot { id, fp, offset: at });
+                    return Some(at);
                 }
                 continue;
             }
@@ -370,6 +389,7 @@ pub(crate) fn follow(
                 id,
                 fp,
                 offset: framer.consumed(),
+                line: framer.line_no,
             });
         }
         std::thread::sleep(poll);
@@ -392,21 +412,31 @@ pub(crate) fn follow(
                         id,
                         fp,
                         offset: framer.consumed(),
+                        line: framer.line_no,
                     },
                 );
                 // Files rotated after it, before the current one (two rotations in one poll).
                 let files = rotated_files(path);
                 let num = files.iter().find(|r| r.id == id).map_or(u64::MAX, |r| r.age.1.0);
                 for r in rotated_after(&files, id, fp, (mtime(&file), Reverse(num)), FileId::of(&m)) {
-                    read_rotated(r, 0, max_line, router, &mut ckpt);
+                    read_rotated(r, (0, 0), max_line, router, &mut ckpt);
                 }
                 match File::open(crate::privilege::host_path(path)) {
                     Ok(f) => {
                         file = f;
                         id = file.metadata().map(|m| FileId::of(&m)).unwrap_or_default();
-                        framer.reset(0);
+                        framer.reset(0, 0);
                         fp = Fingerprint::default();
-                        note(&mut ckpt, router, Spot { id, fp, offset: 0 });
+                        note(
+                            &mut ckpt,
+                            router,
+                            Spot {
+                                id,
+                                fp,
+                                offset: 0,
+                                line: 0,
+                            },
+                        );
                     }
                     Err(_) => continue,
                 }
@@ -422,13 +452,22 @@ pub(crate) fn follow(
                         .into_iter()
                         .find(|r| r.id != id && fp.len > 0 && r.fingerprint(fp.len as usize) == Some(fp));
                     match copy {
-                        Some(c) => read_rotated(&c, framer.consumed(), max_line, router, &mut ckpt),
+                        Some(c) => read_rotated(&c, (framer.consumed(), framer.line_no), max_line, router, &mut ckpt),
                         None => framer.finish(router),
                     }
                     if file.seek(SeekFrom::Start(0)).is_ok() {
-                        framer.reset(0);
+                        framer.reset(0, 0);
                         fp = Fingerprint::default();
-                        note(&mut ckpt, router, Spot { id, fp, offset: 0 });
+                        note(
+                            &mut ckpt,
+                            router,
+                            Spot {
+                                id,
+                                fp,
+                                offset: 0,
+                                line: 0,
+                            },
+                        );
                     }
                 }
             }

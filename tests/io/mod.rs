@@ -701,3 +701,79 @@ fn a_paced_replay_keeps_the_recorded_schedule() {
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("pace=N"), "{}", out.stderr);
 }
+
+/// Invalid lines have their place in the input's order (the workers validate): a tail
+/// checkpoint passes them once the lines before them are written, so the checkpoint reaches
+/// the end of a file whose last lines are invalid, and a restart reads neither them nor the
+/// valid ones again: every valid event is written once and every invalid line reported once,
+/// with its line number in the file (the checkpoint keeps the line count).
+#[test]
+fn tail_checkpoint_passes_invalid_lines() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "tail_poll_ms = 20");
+    env.config(&simple_config("tail://in.json<", "", "tail_poll_ms = 20").replace("out.json<", "out.json"));
+    let run = env.dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let line = |i: usize| {
+        if i % 40 == 7 || (997..1000).contains(&i) {
+            format!("{{\"n\":{i},\"broken\":")
+        } else {
+            event(0, i, 2000)
+        }
+    };
+    let first: Vec<String> = (0..1000).map(line).collect();
+    env.write_log("in.json", &join_lines(&first));
+    let size = std::fs::metadata(env.logs.join("in.json")).unwrap().len();
+    let saved_offset = || -> Option<u64> {
+        let f = std::fs::read_dir(&run)
+            .ok()?
+            .filter_map(Result::ok)
+            .find(|e| e.path().extension().is_some_and(|x| x == "json"))?;
+        u64_member(&std::fs::read(f.path()).ok()?, "offset")
+    };
+    let valid_first = (0..1000)
+        .filter(|&i| !(i % 40 == 7 || (997..1000).contains(&i)))
+        .count();
+    let mut engine = env.spawn(&["--shards", "2", "--run-dir", run_s]);
+    wait_until(
+        Duration::from_secs(60),
+        "the first file written and checkpointed to its end",
+        || env.lines("out.json").len() == valid_first && saved_offset() == Some(size),
+        || {
+            format!(
+                "{} lines, checkpoint {:?} of {size}",
+                env.lines("out.json").len(),
+                saved_offset()
+            )
+        },
+    );
+    engine.signal(libc::SIGINT);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    // Restart: only what is appended now is read.
+    let mut engine = env.spawn(&["--shards", "2", "--run-dir", run_s]);
+    let more: Vec<String> = (1000..1100).map(line).collect();
+    env.append_log("in.json", &join_lines(&more));
+    let valid = valid_first + (1000..1100).filter(|i| i % 40 != 7).count();
+    wait_until(
+        Duration::from_secs(60),
+        "the appended lines",
+        || env.lines("out.json").len() >= valid,
+        || format!("{} lines", env.lines("out.json").len()),
+    );
+    engine.signal(libc::SIGINT);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    let (ns, bad) = ns_of(&env.lines("out.json"));
+    assert_eq!(bad, 0);
+    let distinct: BTreeSet<_> = ns.iter().copied().collect();
+    assert_eq!((ns.len(), distinct.len()), (valid, valid), "each valid event once");
+    let mut reported: Vec<u64> = env
+        .log_records_of("invalid_line")
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
+    reported.sort_unstable();
+    let want: Vec<u64> = (0..1100u64)
+        .filter(|&i| i % 40 == 7 || (997..1000).contains(&i))
+        .map(|i| i + 1)
+        .collect();
+    assert_eq!(reported, want, "each invalid line reported once");
+}
