@@ -81,6 +81,13 @@ pub(crate) struct Spot {
     pub line: u64,
 }
 
+impl Spot {
+    /// The start of the file `id`, whose fingerprint is not known yet.
+    pub(crate) fn start_of(id: FileId) -> Spot {
+        Spot { id, ..Spot::default() }
+    }
+}
+
 /// Positions in an input, each with the sequence number the input had reached there, oldest
 /// first; [`Progress::passed`] takes out those whose events are all written. Shared by tail
 /// checkpoints and Kafka commits.

@@ -427,16 +427,7 @@ pub(crate) fn follow(
                         id = file.metadata().map(|m| FileId::of(&m)).unwrap_or_default();
                         framer.reset(0, 0);
                         fp = Fingerprint::default();
-                        note(
-                            &mut ckpt,
-                            router,
-                            Spot {
-                                id,
-                                fp,
-                                offset: 0,
-                                line: 0,
-                            },
-                        );
+                        note(&mut ckpt, router, Spot::start_of(id));
                     }
                     Err(_) => continue,
                 }
@@ -458,16 +449,7 @@ pub(crate) fn follow(
                     if file.seek(SeekFrom::Start(0)).is_ok() {
                         framer.reset(0, 0);
                         fp = Fingerprint::default();
-                        note(
-                            &mut ckpt,
-                            router,
-                            Spot {
-                                id,
-                                fp,
-                                offset: 0,
-                                line: 0,
-                            },
-                        );
+                        note(&mut ckpt, router, Spot::start_of(id));
                     }
                 }
             }
