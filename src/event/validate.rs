@@ -21,7 +21,13 @@ pub(crate) struct Validator {
     /// Unescaped keys, when a key has an escape.
     text: Vec<u8>,
     other: Vec<u8>,
+    /// A possible repeat was seen among more keys than the pairwise check takes: the keys are
+    /// sorted at the end instead (a line of 100,000 distinct keys must not cost 10^10 compares).
+    sort_check: bool,
 }
+
+/// Top-level keys compared pairwise; past them a possible repeat is settled by sorting.
+const PAIRWISE_KEYS: usize = 32;
 
 /// What validation learns of a valid event's top level, for the field lookups.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,9 +52,39 @@ impl Validator {
             return None;
         }
         self.keys.clear();
+        self.sort_check = false;
         let mut top = TopLevel::default();
         self.document(line, root, &mut top)?;
+        if self.sort_check && !top.dup_keys {
+            top.dup_keys = self.sorted_keys_repeat(line);
+        }
         Some(top)
+    }
+
+    /// Whether two top-level keys are equal, by sorting them (keys with escapes compared
+    /// decoded).
+    #[cold]
+    fn sorted_keys_repeat(&mut self, b: &[u8]) -> bool {
+        let raw = |&(s, e, _): &(u32, u32, bool)| &b[s as usize..e as usize];
+        if !self.keys.iter().any(|k| k.2) {
+            self.keys.sort_unstable_by(|x, y| raw(x).cmp(raw(y)));
+            return self.keys.windows(2).any(|w| raw(&w[0]) == raw(&w[1]));
+        }
+        let mut names: Vec<Vec<u8>> = self
+            .keys
+            .iter()
+            .map(|k| {
+                let mut v = Vec::new();
+                if k.2 {
+                    super::scan::unescape(raw(k), &mut v);
+                } else {
+                    v.extend_from_slice(raw(k));
+                }
+                v
+            })
+            .collect();
+        names.sort_unstable();
+        names.windows(2).any(|w| w[0] == w[1])
     }
 
     /// Whether `line` is a valid JSON object.
@@ -141,7 +177,9 @@ impl Validator {
         let bits = super::key_bits(key);
         // Only a key whose bits are both set already can repeat an earlier one: compare it
         // with them (rare for distinct keys: both blooms must collide).
-        if top.keys.may_contain(bits) && !top.dup_keys {
+        if top.keys.may_contain(bits) && !top.dup_keys && self.keys.len() > PAIRWISE_KEYS {
+            self.sort_check = true;
+        } else if top.keys.may_contain(bits) && !top.dup_keys {
             let other = &mut self.other;
             top.dup_keys = self.keys.iter().any(|&(s, e, esc)| {
                 let earlier = &b[s as usize..e as usize];
@@ -482,6 +520,48 @@ mod tests {
         ] {
             agree(bad);
         }
+    }
+
+    /// Objects with many top-level keys: a repeat is found however far apart the two are (by
+    /// sorting, past the pairwise check), and 200,000 distinct keys are settled in n log n
+    /// (pairwise, this test would take minutes).
+    #[test]
+    fn many_top_level_keys() {
+        let line = |n: usize, repeat: Option<(usize, &str)>| {
+            let mut o = String::from("{");
+            for i in 0..n {
+                match repeat {
+                    Some((at, k)) if at == i => o.push_str(&format!("\"{k}\":{i},")),
+                    _ => o.push_str(&format!("\"k{i}\":{i},")),
+                }
+            }
+            o.pop();
+            o.push('}');
+            o
+        };
+        let mut v = Validator::default();
+        let mut p = RouteParser::new();
+        for (n, repeat) in [
+            (40, None),
+            (40, Some((39, "k0"))),
+            (40, Some((39, "k\\u0030"))),
+            (500, Some((499, "k3"))),
+            (500, Some((10, "k499"))),
+            (500, None),
+        ] {
+            let l = line(n, repeat);
+            let top = v.check_object(l.as_bytes()).expect("valid");
+            assert_eq!(
+                top.dup_keys,
+                p.parse(l.as_bytes()).unwrap().dup_keys,
+                "{n} keys, {repeat:?}"
+            );
+            assert_eq!(top.dup_keys, repeat.is_some(), "{n} keys, {repeat:?}");
+        }
+        let big = line(200_000, None);
+        assert_eq!(v.check_object(big.as_bytes()).map(|t| t.dup_keys), Some(false));
+        let big = line(200_000, Some((199_999, "k1")));
+        assert_eq!(v.check_object(big.as_bytes()).map(|t| t.dup_keys), Some(true));
     }
 
     #[test]
