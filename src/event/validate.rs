@@ -9,6 +9,7 @@
 
 use super::KeyBloom;
 use super::flow_key::{LineError, RouteParser};
+use super::scan::Member;
 
 /// A reusable validator: its stack of open objects and arrays and its key lists are kept
 /// between lines, so a line allocates nothing once warm.
@@ -16,18 +17,13 @@ use super::flow_key::{LineError, RouteParser};
 pub(crate) struct Validator {
     /// One byte per open container: `OBJECT` or `ARRAY`.
     stack: Vec<u8>,
-    /// The top-level keys seen so far on this line (range, escaped), for the duplicate check.
-    keys: Vec<(u32, u32, bool)>,
-    /// Unescaped keys, when a key has an escape.
+    /// The top-level keys of this line (key ranges only), for the duplicate check.
+    keys: Vec<Member>,
+    /// Whether some top-level key's bloom bits were set already (a possible repeat).
+    maybe_dup: bool,
+    /// An escaped key, unescaped for its bloom bits.
     text: Vec<u8>,
-    other: Vec<u8>,
-    /// A possible repeat was seen among more keys than the pairwise check takes: the keys are
-    /// sorted at the end instead (a line of 100,000 distinct keys must not cost 10^10 compares).
-    sort_check: bool,
 }
-
-/// Top-level keys compared pairwise; past them a possible repeat is settled by sorting.
-const PAIRWISE_KEYS: usize = 32;
 
 /// What validation learns of a valid event's top level, for the field lookups.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,39 +48,13 @@ impl Validator {
             return None;
         }
         self.keys.clear();
-        self.sort_check = false;
+        self.maybe_dup = false;
         let mut top = TopLevel::default();
         self.document(line, root, &mut top)?;
-        if self.sort_check && !top.dup_keys {
-            top.dup_keys = self.sorted_keys_repeat(line);
-        }
+        // Only when two keys' bloom bits collided: compare the keys themselves (pairwise when
+        // few, by sorting when many, as the lazy lookups' own check does).
+        top.dup_keys = self.maybe_dup && super::scan::has_duplicate_keys(line, &self.keys);
         Some(top)
-    }
-
-    /// Whether two top-level keys are equal, by sorting them (keys with escapes compared
-    /// decoded).
-    #[cold]
-    fn sorted_keys_repeat(&mut self, b: &[u8]) -> bool {
-        let raw = |&(s, e, _): &(u32, u32, bool)| &b[s as usize..e as usize];
-        if !self.keys.iter().any(|k| k.2) {
-            self.keys.sort_unstable_by(|x, y| raw(x).cmp(raw(y)));
-            return self.keys.windows(2).any(|w| raw(&w[0]) == raw(&w[1]));
-        }
-        let mut names: Vec<Vec<u8>> = self
-            .keys
-            .iter()
-            .map(|k| {
-                let mut v = Vec::new();
-                if k.2 {
-                    super::scan::unescape(raw(k), &mut v);
-                } else {
-                    v.extend_from_slice(raw(k));
-                }
-                v
-            })
-            .collect();
-        names.sort_unstable();
-        names.windows(2).any(|w| w[0] == w[1])
     }
 
     /// Whether `line` is a valid JSON object.
@@ -175,24 +145,14 @@ impl Validator {
             raw
         };
         let bits = super::key_bits(key);
-        // Only a key whose bits are both set already can repeat an earlier one: compare it
-        // with them (rare for distinct keys: both blooms must collide).
-        if top.keys.may_contain(bits) && !top.dup_keys && self.keys.len() > PAIRWISE_KEYS {
-            self.sort_check = true;
-        } else if top.keys.may_contain(bits) && !top.dup_keys {
-            let other = &mut self.other;
-            top.dup_keys = self.keys.iter().any(|&(s, e, esc)| {
-                let earlier = &b[s as usize..e as usize];
-                if esc {
-                    super::scan::unescape(earlier, other);
-                    other.as_slice() == key
-                } else {
-                    earlier == key
-                }
-            });
-        }
+        self.maybe_dup |= top.keys.may_contain(bits);
         top.keys.add(bits);
-        self.keys.push((start as u32, end as u32, escaped));
+        self.keys.push(Member {
+            key_start: start as u32,
+            key_end: end as u32,
+            key_escaped: escaped,
+            ..Member::default()
+        });
     }
 }
 

@@ -42,7 +42,10 @@ impl WorkerCtx {
                     Err(e) => Some((Kind::InvalidLine, e.to_string())),
                 }
             };
-            let Some((kind, message)) = problem else { continue };
+            let Some((kind, message)) = problem else {
+                counts.events += 1;
+                continue;
+            };
             let meta = *meta;
             self.run_events(input, data, &events[run..i], window);
             run = i + 1;
@@ -50,7 +53,6 @@ impl WorkerCtx {
             self.line_report(input, &meta, kind, &message);
         }
         self.run_events(input, data, &events[run..], window);
-        counts.events = events.len() as u64 - counts.invalid - events.iter().filter(|m| m.too_long).count() as u64;
         counts
     }
 

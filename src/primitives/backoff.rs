@@ -14,14 +14,18 @@ impl Backoff {
         self.n = 0;
     }
 
+    /// The sleep after the spins and yields: 50 µs, doubling up to 1 ms.
+    fn sleep(&self) -> Duration {
+        Duration::from_micros((50u64 << (self.n.saturating_sub(48)).min(5)).min(1000))
+    }
+
     pub(crate) fn wait(&mut self) {
         if self.n < 16 {
             std::hint::spin_loop();
         } else if self.n < 48 {
             std::thread::yield_now();
         } else {
-            let us = (50u64 << ((self.n - 48).min(5))).min(1000);
-            std::thread::sleep(Duration::from_micros(us));
+            std::thread::sleep(self.sleep());
         }
         self.n = self.n.saturating_add(1);
     }
@@ -70,11 +74,10 @@ impl Backoff {
             return self.wait();
         }
         use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-        let us = (50u64 << ((self.n - 48).min(5))).min(1000);
         me.sleeping.store(true, Relaxed);
         std::sync::atomic::fence(SeqCst);
         if !ready() {
-            std::thread::park_timeout(Duration::from_micros(us));
+            std::thread::park_timeout(self.sleep());
         }
         me.sleeping.store(false, Relaxed);
         self.n = self.n.saturating_add(1);

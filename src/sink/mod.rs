@@ -726,28 +726,17 @@ impl Writer {
             ..
         } = self;
         let ordered = |o: OutputId| ordered.get(o.sink().index()) == Some(&true);
-        merge.emit(
-            ordered,
-            |r, bytes, read_ns| {
-                out.write_rec(r, bytes);
-                Self::record_latency(lat, lat_script, r, read_ns, now);
-            },
-            |w, mut b| {
-                b.clear();
-                let _ = links[w].back.push(b);
-            },
-        );
+        let mut write = |r: &crate::shard::OutRec, bytes: &[u8], read_ns: u64| {
+            out.write_rec(r, bytes);
+            Self::record_latency(lat, lat_script, r, read_ns, now);
+        };
+        let mut recycle = |w: usize, mut b: OutBatch| {
+            b.clear();
+            let _ = links[w].back.push(b);
+        };
+        merge.emit(ordered, &mut write, &mut recycle);
         if end {
-            merge.release_all(
-                |r, bytes, read_ns| {
-                    out.write_rec(r, bytes);
-                    Self::record_latency(lat, lat_script, r, read_ns, now);
-                },
-                |w, mut b| {
-                    b.clear();
-                    let _ = links[w].back.push(b);
-                },
-            );
+            merge.release_all(&mut write, &mut recycle);
         }
     }
 
