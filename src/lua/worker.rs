@@ -372,10 +372,10 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
         if io.inputs.iter().all(|(rx, _)| rx.is_abandoned() && rx.is_empty()) {
             break;
         }
+        // Woken by a batch (an input that ended stays ended: it is no reason to stay awake;
+        // the check above sees the last one end within a sleep).
         let inputs = &io.inputs;
-        backoff.wait_on(&io.me, || {
-            inputs.iter().any(|(rx, _)| !rx.is_empty() || rx.is_abandoned())
-        });
+        backoff.wait_on(&io.me, || inputs.iter().any(|(rx, _)| !rx.is_empty()));
     }
     if c.vclock.is_some() {
         // A test's timers fire after the input's records are handed out: on one shard they

@@ -879,9 +879,7 @@ impl Writer {
             match self.links.first().map(|l| Arc::clone(&l.writer)) {
                 Some(me) => {
                     let links = &self.links;
-                    backoff.wait_on(&me, || {
-                        links.iter().any(|l| !l.from.is_empty() || l.from.is_abandoned())
-                    });
+                    backoff.wait_on(&me, || links.iter().any(|l| !l.from.is_empty()));
                 }
                 None => backoff.wait(),
             }

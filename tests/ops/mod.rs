@@ -1018,3 +1018,51 @@ fn top_shows_a_running_engine_in_a_terminal() {
     engine.signal(libc::SIGTERM);
     engine.wait(RUN_TIMEOUT).assert_success();
 }
+
+/// CPU seconds (user + system) the process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let f: Vec<&str> = st.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// An engine with nothing to do sleeps, also when one of its inputs has ended and another
+/// waits for more (a worker must not take the ended input for work to wake up for).
+#[test]
+fn an_idle_engine_with_an_ended_input_sleeps() {
+    let env = Env::new();
+    env.config(
+        "inputs = {\n\
+           { tag = \"done\", uri = \"file://a.json\", script = \"filter.lua\", default_analyzer = \"a\" },\n\
+           { tag = \"waits\", uri = \"tail://b.json\", script = \"filter.lua\", default_analyzer = \"a\" },\n\
+         }\n\
+         analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" } }\n\
+         outputs = { { tag = \"out\", uri = \"file://out.json<\" } }\n",
+    );
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    env.write_log(
+        "a.json",
+        &join_lines(&(0..20).map(|i| format!("{{\"i\":{i}}}")).collect::<Vec<_>>()),
+    );
+    env.write_log("b.json", b"");
+    let mut engine = env.spawn(&["--shards", "2", "--http", "off"]);
+    wait_until(
+        Duration::from_secs(30),
+        "the first input's events",
+        || env.lines("out.json").len() == 20,
+        String::new,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = engine.child.id();
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_seconds(pid) - before;
+    engine.signal(libc::SIGINT);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    // A thread spinning would use about 2 s of CPU here; sleeping threads use a few ms.
+    assert!(used < 0.5, "{used:.2} CPU seconds in 2 s of idling");
+}
