@@ -137,7 +137,17 @@ pub(super) fn start_readers(
 ) -> std::io::Result<Vec<std::thread::JoinHandle<crate::source::ReaderEnd>>> {
     let mut readers = Vec::new();
     for (r, io) in ios.into_iter().enumerate() {
-        let input = &cfg.inputs[r];
+        let mut input = cfg.inputs[r].clone();
+        // A file that began to match a wildcard `tail://` after the start is new: all of it
+        // is unread (without a checkpoint it would be followed from its end, losing what
+        // Suricata wrote before the rebuild noticed it).
+        if carry.generation > 0
+            && input.glob.is_some()
+            && !carry.stopped.keys().any(|(tag, _)| *tag == input.tag)
+            && let crate::config::InputUri::Tail { from_start, .. } = &mut input.uri
+        {
+            *from_start = true;
+        }
         let setup = crate::source::ReaderSetup {
             stats: Arc::clone(&shared.stats),
             diag: diag.clone(),
@@ -151,13 +161,8 @@ pub(super) fn start_readers(
             poll: cfg.tail_poll,
             cpu: plan.cpu(r),
         };
-        readers.push(crate::source::spawn_reader(
-            r,
-            input.clone(),
-            io,
-            setup,
-            carry.resume(input),
-        )?);
+        let resume = carry.resume(&input);
+        readers.push(crate::source::spawn_reader(r, input, io, setup, resume)?);
     }
     Ok(readers)
 }

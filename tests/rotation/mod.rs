@@ -288,3 +288,63 @@ fn a_wildcard_file_input_reads_every_match() {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stderr.contains("no file matches"), "{}", out.stderr);
 }
+
+/// Without `<`, a wildcard `tail://` follows the files there at the start from their end, but
+/// a file that begins to match later is new: it is read from its start, nothing it held when
+/// the engine noticed it is lost.
+#[test]
+fn a_wildcard_tail_reads_a_new_file_from_its_start() {
+    let env = Env::new();
+    let dir = env.log("suricata");
+    std::fs::create_dir_all(&dir).unwrap();
+    let uri = format!("tail://{}/eve.*.json", dir.display());
+    env.config(&simple_config(&uri, "", "tail_poll_ms = 20"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    let write = |file: usize, from: usize, to: usize| {
+        let lines: Vec<String> = (from..to)
+            .map(|i| format!("{{\"event_type\":\"flow\",\"file\":{file},\"n\":{i}}}"))
+            .collect();
+        env.append_log(&format!("suricata/eve.{file}.json"), &join_lines(&lines));
+    };
+    let records = || -> Vec<(u64, u64)> {
+        env.lines("out.json")
+            .iter()
+            .map(|l| (u64_member(l, "file").unwrap(), u64_member(l, "n").unwrap()))
+            .collect()
+    };
+    write(1, 0, 200);
+    let mut engine = env.spawn(&["--shards", "2"]);
+    // Lines written to the first file from now on are read (one at a time until one is).
+    let mut n = 200;
+    wait_until(
+        Duration::from_secs(30),
+        "the first file followed",
+        || {
+            write(1, n, n + 1);
+            n += 1;
+            !records().is_empty()
+        },
+        String::new,
+    );
+    write(2, 0, 300);
+    wait_until(
+        Duration::from_secs(30),
+        "all of the new file",
+        || records().iter().filter(|r| r.0 == 2).count() >= 300,
+        || format!("{:?}", records().iter().filter(|r| r.0 == 2).count()),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    let got = records();
+    let second: Vec<u64> = got.iter().filter(|r| r.0 == 2).map(|r| r.1).collect();
+    assert_eq!(
+        second,
+        (0..300).collect::<Vec<u64>>(),
+        "the new file from its start, once, in order"
+    );
+    assert!(
+        got.iter().all(|r| r.0 == 2 || r.1 >= 200),
+        "the first file's old lines were read"
+    );
+}
