@@ -110,8 +110,8 @@ enum Mode {
         /// Take one event in this many.
         #[arg(long, default_value_t = 1)]
         every: u64,
-        /// Seconds to wait for them.
-        #[arg(long, default_value_t = 10.0)]
+        /// Seconds to wait for them (above 0, at most 300).
+        #[arg(long, default_value_t = 10.0, value_parser = tap_seconds)]
         timeout: f64,
     },
     /// A live view of a running engine (its HTTP endpoint, as tap): per input, analyzer and
@@ -150,6 +150,14 @@ enum Mode {
     /// Consumes N messages from a Kafka topic (perf/io.sh).
     #[command(hide = true, name = "bench-kafka-count")]
     BenchKafkaCount { brokers: String, topic: String, n: usize },
+}
+
+/// `tap --timeout`: seconds above 0, at most 300 (what the engine holds a tap open for).
+fn tap_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(t) if t > 0.0 && t <= 300.0 => Ok(t),
+        _ => Err(format!("{s:?}: expected seconds above 0 and at most 300")),
+    }
 }
 
 /// Runs a hidden load tool; its exit code.

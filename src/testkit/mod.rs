@@ -53,6 +53,16 @@ pub fn run(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Report> {
     for f in &files {
         cases.extend(spec::load(f, &opts.root)?);
     }
+    if cases.is_empty() {
+        anyhow::bail!(
+            "no test in {} (a file's tests are a list: tests = {{ {{ name = ..., ... }} }})",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let lua = mlua::Lua::new();
     let mut report = Report::default();
     let mut failures = Vec::new();
@@ -251,7 +261,7 @@ fn engine_run(case: &TestCase, shards: usize, opts: &TestOptions, dir: &Path) ->
     let mut text =
         std::fs::read_to_string(&case.config).with_context(|| format!("cannot read {}", case.config.display()))?;
     text.push_str(&format!(
-        "\n\n-- dragonfly-mle test: this run's input, outputs and Redis.\ndo\n   local keep\n   for _, i in ipairs(inputs or {{}}) do\n      if i.tag == {tag} then keep = i end\n   end\n   keep.uri = {uri}\n   inputs = {{ keep }}\n   for k, o in ipairs(outputs or {{}}) do\n      o.uri = {out} .. k .. \".json<\"\n      o.ordered = true\n   end\n   redis_host = \"managed\"\n   redis_port = nil\n   redis_persist = false\n   http_address = \"off\"\nend\n",
+        "\n\n-- dragonfly-mle test: this run's input, outputs and Redis.\ndo\n   local keep\n   for _, i in ipairs(inputs or {{}}) do\n      if i.tag == {tag} then keep = i end\n   end\n   keep.uri = {uri}\n   inputs = {{ keep }}\n   for k, o in ipairs(outputs or {{}}) do\n      o.uri = {out} .. k .. \".json<\"\n      o.ordered = true\n   end\n   redis_host = \"managed\"\n   redis_port = nil\n   redis_cluster = nil\n   redis_persist = false\n   http_address = \"off\"\nend\n",
         tag = lua_str(&tag),
         uri = lua_str(&format!("file://{}", input.display())),
         out = lua_str(&format!("file://{}/output-", dir.display())),

@@ -289,9 +289,20 @@ fn test_case(file: &Path, dir: &Path, default_root: &Path, k: usize, t: &Table) 
                 Ok(n) if (1..=64).contains(&n) => Ok(n as usize),
                 _ => Err(at("shards", "a list of shard counts from 1 to 64".into())),
             })
-            .collect::<Result<_, _>>()?,
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|v| match v.is_empty() {
+                true => Err(at("shards", "an empty list runs the test nowhere".into())),
+                false => Ok(v),
+            })?,
         _ => return Err(at("shards", "a shard count or a list of them (1 to 64)".into())),
     };
+    let timeout = number("timeout")?.unwrap_or(60.0);
+    if !(timeout > 0.0 && timeout <= 86_400.0) {
+        return Err(at(
+            "timeout",
+            format!("must be seconds above 0 and at most 86400, got {timeout}"),
+        ));
+    }
     let mut case = TestCase {
         file: file.to_path_buf(),
         name,
@@ -307,7 +318,7 @@ fn test_case(file: &Path, dir: &Path, default_root: &Path, k: usize, t: &Table) 
         outputs: Vec::new(),
         logs: Vec::new(),
         script_errors: 0,
-        timeout: number("timeout")?.unwrap_or(60.0),
+        timeout,
     };
     if let Value::Table(expect) = t.get::<Value>("expect").unwrap_or(Value::Nil) {
         read_expect(&expect, &mut case).map_err(|(w, m)| at(&format!("expect.{w}"), m))?;

@@ -193,3 +193,32 @@ fn a_typo_in_a_test_file_is_an_error_not_a_vanished_check() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("tests[1].expect.feilds: unknown key"), "{out}");
 }
+
+/// More shapes of a mistaken test file, each an error that says what is wrong: no test at all
+/// (the list's braces forgotten), an empty list of shard counts, a timeout that is no duration.
+#[test]
+fn a_test_file_that_would_run_nothing_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = clock_root(dir.path(), ANALYZER_PASS);
+    for (text, says) in [
+        ("tests = {}\n", "no test in"),
+        (
+            "tests = { { name = \"t\", events = { { a = 1 } }, shards = {} } }\n",
+            "tests[1].shards: an empty list runs the test nowhere",
+        ),
+        (
+            "tests = { { name = \"t\", events = { { a = 1 } }, timeout = -1 } }\n",
+            "tests[1].timeout: must be seconds above 0",
+        ),
+    ] {
+        fs::write(root.join("tests/bad.test.lua"), text).unwrap();
+        let (code, out) = kit(&[
+            "-r",
+            root.to_str().unwrap(),
+            "test",
+            root.join("tests/bad.test.lua").to_str().unwrap(),
+        ]);
+        assert_ne!(code, 0, "{text}: {out}");
+        assert!(out.contains(says), "{text}: {out}");
+    }
+}
