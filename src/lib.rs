@@ -1,8 +1,8 @@
 //! dragonfly-mle: a scriptable streaming engine for network threat detection.
 //!
-//! Reader threads (one per input, [`source`]) frame Suricata EVE lines with memchr, validate
-//! them with simd-json and route each by a symmetric hash of its flow tuple ([`event`]) into
-//! bounded SPSC rings ([`shard`]). Pinned workers run each event through the input's filter
+//! Reader threads (one per input, [`source`]) frame Suricata EVE lines with memchr and route
+//! each by a symmetric hash of its flow tuple ([`event`]) into bounded SPSC rings ([`shard`]).
+//! Pinned workers validate each line, then run each event through the input's filter
 //! and the analyzers it reaches, each script in its own LuaJIT state on that worker
 //! ([`lua`]); events reach Lua as lazy tables over their original bytes. The writer
 //! ([`sink`]) merges the workers' records back into input order and writes the outputs.

@@ -194,7 +194,8 @@ impl OutputId {
     pub const END_OF_EVENT: OutputId = OutputId(u32::MAX);
     /// Not a sink: a worker's report of a line that is no event (not a JSON object, or too
     /// long), for `{log}`. The writer rate-limits these per input (the record's `script` holds
-    /// the input) in the input's order, so "the first reports in full" are the first lines.
+    /// the input) in the input's order when `{log}` is ordered (some output is), so "the first
+    /// reports in full" are then the first lines.
     pub const INVALID_LINE: OutputId = OutputId(u32::MAX - 1);
     pub const LINE_TOO_LONG: OutputId = OutputId(u32::MAX - 2);
     /// Outputs before the user's (`{log}`, `{stats}`).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// Where a tap looks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Point {
-    /// Valid lines an input routes (by input index).
+    /// Lines an input routes, before the workers validate them (by input index).
     Input,
     /// Values an analyzer's `loop()` is called with (by analyzer index).
     Analyzer,

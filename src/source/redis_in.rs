@@ -283,7 +283,7 @@ fn take(router: &mut Router, item: &[u8], unacked: &mut Unacked, id: Option<Stri
     let seq = router.seq();
     match (unacked, id) {
         (Unacked::List(q), _) => match q.back_mut() {
-            // Items with no event in between (invalid lines) share one entry.
+            // Items with no line in between (blank ones) share one entry.
             Some(last) if last.0 == seq => last.1 += 1,
             _ => q.push_back((seq, 1)),
         },
