@@ -155,14 +155,22 @@ pub(crate) struct Control {
     pub globs: Vec<(PathBuf, Vec<PathBuf>)>,
 }
 
-/// The wildcard paths of `cfg`'s inputs, with the files each matches now.
+/// The wildcard paths of `cfg`'s inputs, with the files `cfg` reads for each (not the files
+/// matching now: one that appeared since `cfg` was loaded must count as a change). A pattern
+/// that matched nothing has one input waiting on the pattern itself, which is no file.
 pub(crate) fn globs(cfg: &Config) -> Vec<(PathBuf, Vec<PathBuf>)> {
     let mut patterns: Vec<PathBuf> = cfg.inputs.iter().filter_map(|i| i.glob.clone()).collect();
     patterns.dedup();
     patterns
         .into_iter()
         .map(|p| {
-            let files = crate::config::glob::expand(&p);
+            let mut files: Vec<PathBuf> = cfg
+                .inputs
+                .iter()
+                .filter(|i| i.glob.as_ref() == Some(&p) && i.uri.path() != p)
+                .map(|i| i.uri.path().to_path_buf())
+                .collect();
+            files.sort();
             (p, files)
         })
         .collect()
@@ -213,7 +221,9 @@ impl Control {
                     why = why.or(Some("--watch: a file changed"));
                 }
             }
-            if !self.globs.is_empty() && last_glob.elapsed() >= Duration::from_secs(1) {
+            // While a rebuild is under way a change waits (and is seen again after it).
+            if !self.globs.is_empty() && last_glob.elapsed() >= Duration::from_secs(1) && !self.rebuilding.load(Relaxed)
+            {
                 last_glob = std::time::Instant::now();
                 for (pattern, files) in self.globs.iter_mut() {
                     let now = crate::config::glob::expand(pattern);
