@@ -63,6 +63,10 @@ impl WinEvent {
 #[derive(Default, Clone, Debug)]
 pub struct WorkerCounters {
     pub events: u64,
+    /// Lines that were no event (invalid, too long), reported: progress too.
+    pub line_reports: u64,
+    /// `events + line_reports` at the last publication (progress is a change of it).
+    pub handled_published: u64,
     pub unknown_tags: u64,
     pub encode_errors: u64,
     pub hop_limit: u64,

@@ -47,6 +47,7 @@ impl WorkerCtx {
                 continue;
             };
             let meta = *meta;
+            self.counters.line_reports += 1;
             self.run_events(input, data, &events[run..i], window);
             run = i + 1;
             counts.invalid += u64::from(kind == Kind::InvalidLine);

@@ -140,8 +140,12 @@ fn publish(c: &mut WorkerCtx, stats: &Stats, index: usize, io: &WorkerIo) {
     let w = &stats.workers[index];
     let waiting: usize = io.inputs.iter().map(|(rx, _)| rx.slots()).sum();
     w.ring_batches.store(waiting as u64, Relaxed);
-    if waiting == 0 || w.events.load(Relaxed) != c.counters.events {
+    // A worker given only lines that are no event (a file of something else) is busy, not
+    // stalled.
+    let handled = c.counters.events + c.counters.line_reports;
+    if waiting == 0 || handled != c.counters.handled_published {
         w.last_progress_ms.store(stats.now_ms(), Relaxed);
+        c.counters.handled_published = handled;
     }
     w.redis_down.store(c.redis.down_count(), Relaxed);
     w.timers_pending.store(c.timers_pending, Relaxed);

@@ -543,6 +543,8 @@ fn report_to(sinks: &mut [Sink], stats: &Stats, o: usize, kind: Kind, extra: &st
 /// Merges and writes.
 pub(crate) struct Writer {
     out: Outputs,
+    /// The writer's parker (the workers wake it after a push; the same one in every link).
+    me: Arc<crate::primitives::backoff::Parker>,
     /// Per output: whether it waits for input order.
     ordered: Vec<bool>,
     links: Vec<WorkerLink>,
@@ -604,6 +606,9 @@ impl Writer {
         } = parts;
         let merge = merge::Merge::new(links.len(), inputs);
         Writer {
+            me: links
+                .first()
+                .map_or_else(crate::primitives::backoff::Parker::new, |l| Arc::clone(&l.writer)),
             out,
             ordered,
             links,
@@ -826,9 +831,7 @@ impl Writer {
 
     /// Runs until every worker has finished and everything is written.
     pub(crate) fn run(mut self) -> Vec<Sink> {
-        if let Some(l) = self.links.first() {
-            l.writer.register();
-        }
+        self.me.register();
         let mut last_flush = Instant::now();
         let start = Instant::now();
         let mut last_stats = Instant::now();
@@ -876,13 +879,8 @@ impl Writer {
                 self.out.line_limits_due(true);
                 break;
             }
-            match self.links.first().map(|l| Arc::clone(&l.writer)) {
-                Some(me) => {
-                    let links = &self.links;
-                    backoff.wait_on(&me, || links.iter().any(|l| !l.from.is_empty()));
-                }
-                None => backoff.wait(),
-            }
+            let links = &self.links;
+            backoff.wait_on(&self.me, || links.iter().any(|l| !l.from.is_empty()));
         }
         self.flush();
         // Outputs that could not deliver get until the grace has passed.
