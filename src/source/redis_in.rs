@@ -147,6 +147,12 @@ pub(crate) fn read_redis(
     while !router.stopping() {
         let Some(c) = con.as_mut() else {
             con = reconnect(spec, router);
+            if let Some(c) = con.as_mut()
+                && let Err(e) = resync_list(c, &processing, router, &mut unacked)
+            {
+                report(router, &e);
+                con = None;
+            }
             continue;
         };
         let got = match read_batch(c, spec, &processing, router, &mut unacked) {
@@ -338,6 +344,51 @@ fn read_batch(
     }
 }
 
+/// After a lost connection, makes the processing list and what is tracked of it agree again:
+/// a pipelined `LMOVE` whose replies were lost moved items nobody read (they are at the left,
+/// the newest end: read them now, oldest first); a trim done whose reply was lost removed
+/// items still tracked (the oldest: forget them, they were written before the trim was sent).
+fn resync_list(
+    con: &mut Connection,
+    processing: &str,
+    router: &mut Router,
+    unacked: &mut Unacked,
+) -> redis::RedisResult<()> {
+    let Unacked::List(q) = unacked else { return Ok(()) };
+    let tracked: u64 = q.iter().map(|e| e.1).sum();
+    let len: u64 = redis::cmd("LLEN").arg(processing).query(con)?;
+    if len < tracked {
+        let mut gone = tracked - len;
+        while gone > 0
+            && let Some(front) = q.front_mut()
+        {
+            let n = front.1.min(gone);
+            front.1 -= n;
+            gone -= n;
+            if front.1 == 0 {
+                q.pop_front();
+            }
+        }
+    } else if len > tracked {
+        let unread: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(processing)
+            .arg(0)
+            .arg((len - tracked) as i64 - 1)
+            .query(con)?;
+        for item in unread.iter().rev() {
+            take(router, item, unacked, None);
+        }
+        router.info(
+            Kind::InputResumed,
+            &format!(
+                "{processing}: {} items moved before the connection was lost are read now",
+                unread.len()
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// Acknowledges what every output has written (events before sequence number `written`).
 fn acknowledge(
     con: &mut Connection,
@@ -348,17 +399,17 @@ fn acknowledge(
 ) -> redis::RedisResult<()> {
     match unacked {
         Unacked::List(q) => {
-            let mut done = 0u64;
-            while q.front().is_some_and(|e| e.0 <= written) {
-                done += q.pop_front().map_or(0, |e| e.1);
-            }
+            let entries = q.iter().take_while(|e| e.0 <= written).count();
+            let done: u64 = q.iter().take(entries).map(|e| e.1).sum();
             if done > 0 {
-                // The oldest `done` items are at the right end.
+                // The oldest `done` items are at the right end. They are forgotten here only
+                // once the trim is known to be done (see `resync_list` for the rest).
                 let _: () = redis::cmd("LTRIM")
                     .arg(processing)
                     .arg(0)
                     .arg(-(done as i64) - 1)
                     .query(con)?;
+                q.drain(..entries);
             }
         }
         Unacked::Stream(q) => {

@@ -225,3 +225,44 @@ fn a_stream_input_survives_a_redis_restart() {
 fn a_list_input_survives_a_redis_restart() {
     survives_a_redis_restart(false);
 }
+
+/// A connection lost between Redis moving items to the processing list and the engine reading
+/// the replies leaves items there that nobody read: after reconnecting the engine finds them
+/// (the list is longer than what it tracks) and reads them; nothing is lost or written twice.
+/// The lost replies are simulated: items pushed straight onto the processing list, then every
+/// client connection killed.
+#[test]
+fn a_list_input_reads_what_a_lost_connection_left_unread() {
+    let r = RedisServer::start();
+    produce(&r, false, 0, 1000);
+    let env = env_for(&r, "mode=list");
+    let mut engine = env.spawn(&[]);
+    wait_for(&env, "1,000 events", 1000);
+    wait_until(
+        Duration::from_secs(30),
+        "the processing list emptied",
+        || r.cli(&["LLEN", "suricata:processing"]).trim() == "0",
+        String::new,
+    );
+    let mut c = connect(&r);
+    for i in 1000..1005 {
+        let _: () = redis::cmd("LPUSH")
+            .arg("suricata:processing")
+            .arg(event(i))
+            .query(&mut c)
+            .unwrap();
+    }
+    r.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    wait_for(&env, "the 5 unread items", 1005);
+    wait_until(
+        Duration::from_secs(30),
+        "them acknowledged",
+        || r.cli(&["LLEN", "suricata:processing"]).trim() == "0",
+        || r.cli(&["LLEN", "suricata:processing"]),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    let w = written(&env);
+    assert_eq!(w.len(), 1005);
+    assert!(w.values().all(|&n| n == 1), "each event once");
+}
