@@ -263,3 +263,16 @@ fn gc_pause_is_read_and_checked() {
         "{e}"
     );
 }
+
+/// A reload cannot move the engine to another Redis, a cluster included: it is refused with
+/// the reason (the workers keep the Redis they started with).
+#[test]
+fn a_reload_to_a_redis_cluster_is_refused() {
+    let scripts = ["filter/f.lua", "analyzer/a.lua"];
+    let running = check(GOOD, &scripts).unwrap();
+    let new = check(&format!("{GOOD}redis_cluster = {{ \"127.0.0.1:7000\" }}\n"), &scripts).unwrap();
+    match crate::reconfig::decide(&running, || Ok(new), |_| Ok(())) {
+        crate::reconfig::Decision::Refused(why) => assert!(why.contains("redis_cluster"), "{why}"),
+        _ => panic!("a reload to a cluster was not refused"),
+    }
+}

@@ -21,8 +21,20 @@ fn number(v: &OwnedValue) -> Option<f64> {
     }
 }
 
+/// An integer exactly (beyond 2^53 a double would make two different ids equal).
+fn integer(v: &OwnedValue) -> Option<i128> {
+    match v {
+        OwnedValue::Static(StaticNode::I64(n)) => Some(*n as i128),
+        OwnedValue::Static(StaticNode::U64(n)) => Some(*n as i128),
+        _ => None,
+    }
+}
+
 /// Whether two values are the same JSON value.
 pub(crate) fn same(a: &OwnedValue, b: &OwnedValue) -> bool {
+    if let (Some(x), Some(y)) = (integer(a), integer(b)) {
+        return x == y;
+    }
     if let (Some(x), Some(y)) = (number(a), number(b)) {
         return x == y;
     }
@@ -111,6 +123,9 @@ mod tests {
         assert!(same(&a, &b));
         let c = parse(br#"{"a":1,"b":[1,2,{"c":false}]}"#).unwrap();
         assert!(!same(&a, &c));
+        // Integers are compared exactly: these two are one double apart from nothing.
+        let (x, y) = (parse(b"9007199254740993").unwrap(), parse(b"9007199254740992").unwrap());
+        assert!(!same(&x, &y));
         let mut d = Vec::new();
         differences("", &a, &c, &mut d, 10);
         assert_eq!(d, ["b[3].c: expected null, got false"]);
