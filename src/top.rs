@@ -236,8 +236,12 @@ impl Drop for Raw {
     }
 }
 
-/// Whether `q` was pressed (reads what is waiting on stdin, without blocking).
-fn quit_pressed() -> bool {
+/// Whether `q` was pressed (reads what is waiting on stdin, without blocking). Only in raw
+/// mode: on a pipe or a file a read would block (and Ctrl-C could not end it).
+fn quit_pressed(raw: &Raw) -> bool {
+    if raw.0.is_none() {
+        return false;
+    }
     let mut buf = [0u8; 64];
     // SAFETY: reading into a stack buffer of its length; VMIN=0 makes it return at once.
     let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
@@ -266,7 +270,7 @@ pub fn run(addr: &str, once: bool) -> anyhow::Result<()> {
     'run: loop {
         for _ in 0..20 {
             std::thread::sleep(Duration::from_millis(50));
-            if stop.load(std::sync::atomic::Ordering::Relaxed) || quit_pressed() {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) || quit_pressed(&raw) {
                 break 'run;
             }
         }
@@ -279,12 +283,17 @@ pub fn run(addr: &str, once: bool) -> anyhow::Result<()> {
         };
         let secs = at.elapsed().as_secs_f64();
         at = Instant::now();
-        write!(
+        // A write error (the terminal gone) ends the view, still leaving the screen as it was.
+        let drawn = write!(
             out,
             "\x1b[H\x1b[2J{}",
             frame(addr, &now, &then, secs).replace('\n', "\r\n")
-        )?;
-        out.flush()?;
+        )
+        .and_then(|()| out.flush());
+        if let Err(e) = drawn {
+            result = Err(e.into());
+            break;
+        }
         then = now;
     }
     write!(out, "\x1b[?25h\x1b[?1049l")?;

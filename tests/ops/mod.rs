@@ -1066,3 +1066,36 @@ fn an_idle_engine_with_an_ended_input_sleeps() {
     // A thread spinning would use about 2 s of CPU here; sleeping threads use a few ms.
     assert!(used < 0.5, "{used:.2} CPU seconds in 2 s of idling");
 }
+
+/// `top` with a pipe for stdin (no terminal: `ssh host dragonfly-mle top` without `-t`) does
+/// not block reading it: Ctrl-C (SIGINT) ends it.
+#[test]
+fn top_without_a_terminal_stops_on_sigint() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.write_log("in.json", b"");
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0"]);
+    let addr = http_address(&env);
+    let mut top = std::process::Command::new(bin())
+        .args(["top", "--http", &addr])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(top.id() as i32, libc::SIGINT) };
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = top.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = top.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    engine.signal(libc::SIGINT);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    assert!(status.is_some(), "top did not stop on SIGINT");
+}
