@@ -46,7 +46,7 @@ impl Carry {
     /// Where the reader of `input` stopped, for the next pipeline. A position replaces the
     /// one kept, and stays for later pipelines; a socket passes to the next one only.
     pub(crate) fn reader_stopped(&mut self, input: &InputConfig, stopped: crate::source::Stopped) {
-        let kept = self.stopped.entry((input.tag.clone(), input.uri.clone())).or_default();
+        let kept = self.stopped.entry(carry_key(input)).or_default();
         kept.file_pos = stopped.file_pos.or(kept.file_pos);
         kept.followed = stopped.followed.or(kept.followed);
         kept.socket = stopped.socket;
@@ -54,7 +54,7 @@ impl Carry {
 
     /// Where the reader of `input` resumes (the same tag and URI as a previous pipeline's).
     pub(crate) fn resume(&mut self, input: &InputConfig) -> crate::source::Resume {
-        match self.stopped.get_mut(&(input.tag.clone(), input.uri.clone())) {
+        match self.stopped.get_mut(&carry_key(input)) {
             Some(s) => crate::source::Resume {
                 file_pos: s.file_pos.unwrap_or(0),
                 followed: s.followed,
@@ -92,6 +92,16 @@ impl Carry {
             let _ = handle.join();
         }
     }
+}
+
+/// The key an input's position is kept under: its tag and URI, the replay pace left out (a
+/// reload that only changes `?pace=` goes on where the file was, not from its start).
+fn carry_key(input: &InputConfig) -> (String, InputUri) {
+    let mut uri = input.uri.clone();
+    if let InputUri::File { pace, .. } | InputUri::Zfile { pace, .. } = &mut uri {
+        *pace = None;
+    }
+    (input.tag.clone(), uri)
 }
 
 /// Settings a running engine cannot change (a restart applies them).

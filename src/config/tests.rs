@@ -276,3 +276,27 @@ fn a_reload_to_a_redis_cluster_is_refused() {
         _ => panic!("a reload to a cluster was not refused"),
     }
 }
+
+/// A reload that changes only a replay's pace goes on where the file was read to.
+#[test]
+fn a_new_pace_keeps_the_position_of_a_replay() {
+    let scripts = ["filter/f.lua", "analyzer/a.lua"];
+    let with = |pace: &str| {
+        check(
+            &GOOD.replace("tail://eve.json<", &format!("file:///tmp/eve.json?pace={pace}")),
+            &scripts,
+        )
+        .unwrap()
+    };
+    let (slow, fast) = (with("10"), with("100"));
+    assert_ne!(slow.inputs[0].uri, fast.inputs[0].uri);
+    let mut carry = crate::reconfig::Carry::default();
+    carry.reader_stopped(
+        &slow.inputs[0],
+        crate::source::Stopped {
+            file_pos: Some(4096),
+            ..Default::default()
+        },
+    );
+    assert_eq!(carry.resume(&fast.inputs[0]).file_pos, 4096);
+}
