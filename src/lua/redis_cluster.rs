@@ -86,6 +86,12 @@ fn command_slot(args: &[Vec<u8>]) -> Result<Option<u16>, String> {
     Ok(s)
 }
 
+/// An error reply with `text` (its first word the code), as Redis sends one.
+fn error_reply(text: &str) -> Value {
+    let line = format!("-{}\r\n", text.replace(['\r', '\n'], " "));
+    redis::parse_redis_value(line.as_bytes()).unwrap_or(Value::Nil)
+}
+
 /// A redirection in a reply: (ASK?, slot, node).
 fn redirect(v: &RedisResult<Value>) -> Option<(bool, u16, Addr)> {
     let (code, detail) = match v {
@@ -224,17 +230,13 @@ impl Cluster {
             .unwrap_or_else(|| self.seeds[0].clone())
     }
 
-    /// Runs one command, following redirections.
+    /// Runs one command, following redirections. A command's own failure (an error reply, a
+    /// cross-slot command, too many redirections) is an error *reply* (`Ok`), as a single
+    /// server gives it: only a transport failure is `Err` (which drops the link).
     fn exec(&mut self, args: &[Vec<u8>]) -> RedisResult<Value> {
         let slot = match command_slot(args) {
             Ok(s) => s,
-            Err(msg) => {
-                return Err(redis::RedisError::from((
-                    redis::ErrorKind::Client,
-                    "cross-slot command",
-                    msg,
-                )));
-            }
+            Err(msg) => return Ok(error_reply(&msg)),
         };
         let mut addr = self.addr_of(slot);
         let mut asking = false;
@@ -243,6 +245,12 @@ impl Cluster {
             for a in args {
                 cmd.arg(a.as_slice());
             }
+            let mut packed = if asking {
+                redis::cmd("ASKING").get_packed_command()
+            } else {
+                Vec::new()
+            };
+            packed.extend_from_slice(&cmd.get_packed_command());
             let con = match self.node(&addr) {
                 Ok(c) => c,
                 Err(e) => {
@@ -251,13 +259,14 @@ impl Cluster {
                     return Err(e);
                 }
             };
-            let r = if asking {
-                let mut p = redis::pipe();
-                p.cmd("ASKING").ignore().add_command(cmd);
-                p.query::<Vec<Value>>(con).map(|mut v| v.pop().unwrap_or(Value::Nil))
-            } else {
-                redis::ConnectionLike::req_command(con, &cmd)
-            };
+            // Raw send and receive: an error reply stays a value (`req_command` would make it
+            // an `Err`, which the caller takes for a broken connection).
+            let r = con.send_packed_command(&packed).and_then(|()| {
+                if asking {
+                    con.recv_response()?;
+                }
+                con.recv_response()
+            });
             if let Err(e) = &r
                 && (e.is_io_error() || e.is_connection_dropped())
             {
@@ -276,10 +285,7 @@ impl Cluster {
                 None => return r,
             }
         }
-        Err(redis::RedisError::from((
-            redis::ErrorKind::Io,
-            "too many cluster redirections",
-        )))
+        Ok(error_reply("TRYAGAIN too many cluster redirections"))
     }
 
     /// One command.

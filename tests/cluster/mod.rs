@@ -129,7 +129,7 @@ impl RedisCluster {
 }
 
 /// Counts per key in the cluster (keys spread over every slot range), checks a same-slot MGET,
-/// reports what a cross-slot one says.
+/// reports what a cross-slot one and an error reply say, and counts again after them.
 const COUNTER: &str = r#"
 local conn
 function setup()
@@ -143,6 +143,10 @@ function loop(msg)
    msg.mget = both[1] .. both[2]
    local r, err = conn:command("MGET", "count:1", "count:2")
    if type(r) == "table" and r.name then msg.cross = r.name else msg.cross = tostring(err or r) end
+   -- An error reply (a list command on a string) is the command's, not the connection's.
+   local w, werr = conn:command("LPUSH", "count:" .. (msg.n % 50), "x")
+   if type(w) == "table" and w.name then msg.wrong = w.name else msg.wrong = tostring(werr or w) end
+   conn:command("INCR", "after:" .. (msg.n % 50))
    msg.count = n
    dragonfly.output_event(default_output, msg)
 end
@@ -175,10 +179,20 @@ fn commands_reach_their_slots_master_and_cross_slot_is_an_error() {
             s.contains("CROSSSLOT") || s.contains("cross-slot"),
             "a cross-slot MGET says so: {s}"
         );
+        assert!(s.contains("WRONGTYPE"), "an error reply reaches the script: {s}");
     }
     for k in 0..50 {
         assert_eq!(c.get(&format!("count:{k}")), "20", "count:{k}");
+        assert_eq!(
+            c.get(&format!("after:{k}")),
+            "20",
+            "after:{k}: commands after an error reply work"
+        );
     }
+    assert!(
+        env.log_records_of("redis_lost").is_empty(),
+        "an error reply drops no connection"
+    );
     // The keys live on every master.
     for &p in &c.ports {
         let n: u64 = c.cli(p, &["DBSIZE"]).trim().parse().unwrap();
