@@ -276,8 +276,12 @@ pub(crate) fn run(
         // The writer sees this pipeline's end once the rings are dropped.
         drop(io);
         let Ok(n) = next.recv() else { break };
-        // States opened with other settings (memory limit, number precision) are not kept.
-        let same_settings = n.spec.state == spec.state;
+        // States opened with other settings (memory limit, number precision) are not kept; a
+        // new GC pause needs no new state (`tune_gc` applies it every batch).
+        let same_settings = crate::lua::state::StateSettings {
+            gc_pause: spec.state.gc_pause,
+            ..n.spec.state
+        } == spec.state;
         c.set_state_settings(n.spec.state);
         let none: &[crate::lua::ScriptSpec] = &[];
         let old = if same_settings {

@@ -173,7 +173,8 @@ fn watch_reloads_changed_files_without_a_signal() {
 }
 
 /// A rebuild keeps the Lua state of a script whose entry and text did not change: an
-/// analyzer's in-memory counter goes on across a reload that adds an output.
+/// analyzer's in-memory counter goes on across a reload that adds an output and changes the
+/// GC pause.
 #[test]
 fn a_rebuild_keeps_the_state_of_unchanged_scripts() {
     let counter = "local count = 0\nfunction setup() end\nfunction loop(msg)\n  count = count + 1\n  msg.count = count\n  dragonfly.output_event(default_output, msg)\nend\n";
@@ -189,10 +190,11 @@ fn a_rebuild_keeps_the_state_of_unchanged_scripts() {
         || env.lines("out.json").len() >= 500,
         String::new,
     );
+    // A new output, and a new GC pause (which needs no new Lua state).
     env.config(&config(
         "out",
         &format!("{out}, {{ tag = \"extra\", uri = \"file://extra.json\" }}"),
-        "",
+        "gc_pause = 400",
     ));
     engine.signal(libc::SIGHUP);
     // Appended once the new pipeline runs (lines read before the switch go by the old one).
