@@ -56,7 +56,7 @@ impl Carry {
     pub(crate) fn resume(&mut self, input: &InputConfig) -> crate::source::Resume {
         match self.stopped.get_mut(&carry_key(input)) {
             Some(s) => crate::source::Resume {
-                file_pos: s.file_pos.unwrap_or(0),
+                file_pos: s.file_pos.unwrap_or_default(),
                 followed: s.followed,
                 socket: s.socket.take(),
             },

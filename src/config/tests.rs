@@ -294,9 +294,9 @@ fn a_new_pace_keeps_the_position_of_a_replay() {
     carry.reader_stopped(
         &slow.inputs[0],
         crate::source::Stopped {
-            file_pos: Some(4096),
+            file_pos: Some(crate::source::FilePos { offset: 4096, line: 50 }),
             ..Default::default()
         },
     );
-    assert_eq!(carry.resume(&fast.inputs[0]).file_pos, 4096);
+    assert_eq!(carry.resume(&fast.inputs[0]).file_pos.offset, 4096);
 }

@@ -37,37 +37,37 @@ pub(crate) fn is_gzip(path: &Path) -> std::io::Result<bool> {
 
 /// Reads `path` from (uncompressed) offset `start` to the end through `router`,
 /// decompressing it when `gzip` is set or the file is gzip; with a `pace`, at that many times
-/// the pace of the events' timestamps. Returns the offset after the last line handed out
-/// (where a reload goes on), or an error when the file cannot be opened or read.
+/// the pace of the events' timestamps. Returns where the last line handed out ends (where a
+/// reload goes on), or an error when the file cannot be opened or read.
 pub(crate) fn read_file(
     path: &Path,
     gzip: bool,
-    start: u64,
+    start: super::FilePos,
     max_line: usize,
     pace: Option<Pace>,
     router: &mut Router,
-) -> std::io::Result<u64> {
+) -> std::io::Result<super::FilePos> {
     use std::io::{Read, Seek};
     let mut f = File::open(path)?;
     router.opened();
     if gzip || is_gzip(path)? {
         // Concatenated members (appended gzip output) are one stream.
         let mut d = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(256 * 1024, f));
-        std::io::copy(&mut (&mut d).take(start), &mut std::io::sink())?;
+        std::io::copy(&mut (&mut d).take(start.offset), &mut std::io::sink())?;
         read_all(d, start, max_line, pace, router)
     } else {
-        f.seek(std::io::SeekFrom::Start(start))?;
+        f.seek(std::io::SeekFrom::Start(start.offset))?;
         read_all(f, start, max_line, pace, router)
     }
 }
 
 fn read_all(
     f: impl std::io::Read,
-    start: u64,
+    start: super::FilePos,
     max_line: usize,
     pace: Option<Pace>,
     router: &mut Router,
-) -> std::io::Result<u64> {
+) -> std::io::Result<super::FilePos> {
     match pace {
         None => frame_all(f, start, max_line, router),
         Some(p) => {
@@ -99,9 +99,14 @@ impl Reading for Paced<'_> {
     }
 }
 
-fn frame_all(mut f: impl std::io::Read, start: u64, max_line: usize, sink: &mut impl Reading) -> std::io::Result<u64> {
+fn frame_all(
+    mut f: impl std::io::Read,
+    start: super::FilePos,
+    max_line: usize,
+    sink: &mut impl Reading,
+) -> std::io::Result<super::FilePos> {
     let mut framer = Framer::new(max_line);
-    framer.reset(start, 0);
+    framer.reset(start.offset, start.line);
     loop {
         if sink.router().stopping() {
             break;
@@ -114,7 +119,10 @@ fn frame_all(mut f: impl std::io::Read, start: u64, max_line: usize, sink: &mut 
         }
     }
     sink.router().flush();
-    Ok(framer.consumed())
+    Ok(super::FilePos {
+        offset: framer.consumed(),
+        line: framer.line_no,
+    })
 }
 
 /// Replays lines on the schedule of their `timestamp`s, `factor` times faster: the first

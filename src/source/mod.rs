@@ -12,7 +12,7 @@ mod reader;
 mod redis_in;
 pub(crate) mod tail;
 
-pub(crate) use reader::{ReaderEnd, ReaderSetup, Resume, Stopped, spawn_reader};
+pub(crate) use reader::{FilePos, ReaderEnd, ReaderSetup, Resume, Stopped, spawn_reader};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};

@@ -33,11 +33,19 @@ pub(crate) struct ReaderSetup {
     pub cpu: Option<crate::primitives::pin::Pin>,
 }
 
+/// Where a `file://` input was read to: the offset after the last line handed out, and the
+/// lines before it (so that reports after a reload keep the file's line numbers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FilePos {
+    pub offset: u64,
+    pub line: u64,
+}
+
 /// Where a reader goes on after a reload rebuilt the pipeline.
 #[derive(Default)]
 pub(crate) struct Resume {
     /// A `file://` input read to here.
-    pub file_pos: u64,
+    pub file_pos: FilePos,
     /// A followed `file://` input (`--follow`) stopped here.
     pub followed: Option<Spot>,
     /// A socket input's socket, kept open.
@@ -47,7 +55,7 @@ pub(crate) struct Resume {
 /// Where a reader stopped, for the next pipeline.
 #[derive(Default)]
 pub(crate) struct Stopped {
-    pub file_pos: Option<u64>,
+    pub file_pos: Option<FilePos>,
     pub followed: Option<Spot>,
     pub socket: Option<ipc::Kept>,
 }

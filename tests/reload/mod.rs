@@ -289,3 +289,61 @@ fn socket_inputs_stay_open_across_a_rebuild() {
     assert_eq!(got, (0..n as u64).collect::<Vec<_>>(), "each event once");
     assert!(!dpath.exists() && !spath.exists(), "socket files left behind");
 }
+
+/// A `file://` replay rebuilt mid-file by a reload goes on where it was and keeps the file's
+/// line numbers: an invalid line after the reload is reported with its number in the file.
+#[test]
+fn a_reload_mid_replay_keeps_the_files_line_numbers() {
+    let env = Env::simple("file://in.json?pace=1", ANALYZER_PASS, "", "");
+    let cfg = |outputs: &str| {
+        format!(
+            "inputs = {{ {{ tag = \"eve\", uri = \"file://in.json?pace=1\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+             analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
+             outputs = {{ {outputs} }}\nmax_line_bytes = 4096\n"
+        )
+    };
+    let out = "{ tag = \"out\", uri = \"file://out.json<\" }";
+    env.config(&cfg(out));
+    // 600 lines of 2 KB, 10 ms apart (6 s at pace 1, over three of the reader's 512 KiB reads
+    // with max_line_bytes = 4096: a rebuild resumes after the read under way); line 451 is not
+    // JSON.
+    let pad = "x".repeat(2000);
+    let lines: Vec<String> = (0..600)
+        .map(|i| {
+            let ts = format!("2024-03-01T12:00:{:02}.{:06}+0000", i / 100, (i % 100) * 10_000);
+            if i == 450 {
+                format!("{{\"timestamp\":\"{ts}\",\"broken\":")
+            } else {
+                format!("{{\"timestamp\":\"{ts}\",\"event_type\":\"flow\",\"n\":{i},\"pad\":\"{pad}\"}}")
+            }
+        })
+        .collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let mut engine = env.spawn(&[]);
+    wait_until(
+        Duration::from_secs(30),
+        "50 events",
+        || env.lines("out.json").len() >= 50,
+        String::new,
+    );
+    env.config(&cfg(&format!(
+        "{out}, {{ tag = \"extra\", uri = \"file://extra.json\" }}"
+    )));
+    engine.signal(libc::SIGHUP);
+    wait_log_message(&env, "runs the new configuration");
+    assert!(
+        env.lines("out.json").len() < 450,
+        "the reload came after the invalid line"
+    );
+    engine.wait(Duration::from_secs(60)).assert_success();
+    assert_eq!(
+        ns(&env, "out.json"),
+        (0..600u64).filter(|&i| i != 450).collect::<Vec<_>>()
+    );
+    let reported: Vec<u64> = env
+        .log_records_of("invalid_line")
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(reported, [451], "the invalid line's number in the file");
+}
