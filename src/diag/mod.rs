@@ -48,6 +48,7 @@ kinds! {
     KafkaCommitError => "kafka_commit_error", "error";
     KafkaGap => "kafka_gap", "error";
     KafkaRevoked => "kafka_revoked", "info";
+    KafkaAssigned => "kafka_assigned", "info";
     InputResumed => "input_resumed", "info";
     ScriptError => "script_error", "error";
     OnError => "on_error", "error";

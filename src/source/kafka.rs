@@ -159,11 +159,23 @@ impl ConsumerContext for Ctx {
         let mut sh = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         match committed {
             Ok(c) => {
+                let mut at = Vec::new();
                 for e in c.elements() {
                     if let Offset::Offset(o) = e.offset() {
                         sh.resume.insert(e.partition(), o);
+                        at.push(format!("{}:{o}", e.partition()));
+                    } else {
+                        at.push(format!("{}:none", e.partition()));
                     }
                 }
+                let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                sh.reports.push((
+                    Kind::KafkaAssigned,
+                    format!(
+                        "partitions {assigned:?} assigned; the group's committed offsets: [{}]",
+                        at.join(", ")
+                    ),
+                ));
             }
             Err(e) => sh.reports.push((
                 Kind::KafkaError,

@@ -5,7 +5,9 @@
 //! member (`instance=`) restarted after `kill -9` resumes at the committed offsets; a group
 //! member resuming past its committed offset reports the skipped messages; a rebalance that
 //! revokes the engine's partitions commits what it wrote first; two engines in one group split
-//! the partitions.
+//! the partitions; a member killed with `kill -9` has its partitions taken over by the other
+//! after its session timeout (against librdkafka's built-in cluster: tansu never expires a
+//! member).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
@@ -738,6 +740,113 @@ fn scale_out_two_engines_share_state_through_a_redis_cluster() {
             "flow {f}: the last count an engine saw"
         );
     }
+}
+
+/// A group member killed with `kill -9` is expired by the broker after its session timeout
+/// (10 s) and a live member takes its partitions over, resuming at the dead one's last
+/// commits: every event is written, each flow's events keep their order in each engine's
+/// output, and the survivor reports the partitions it was given (`kafka_assigned`). tansu never
+/// expires a dead member, so this test runs against librdkafka's built-in Kafka cluster (a
+/// Kafka-protocol broker in the test process, on real TCP sockets, with the group
+/// coordinator's session timeouts).
+#[test]
+fn kafka_a_dead_members_partitions_are_taken_over() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("librdkafka's cluster");
+    let b = cluster.bootstrap_servers();
+    cluster.create_topic("in", 4, 1).unwrap();
+    let n = 40_000;
+    let flows = 400;
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "200000")
+        .create()
+        .unwrap();
+    for (k, v) in events(n, flows) {
+        while p.send(BaseRecord::to("in").key(&k).payload(&v)).is_err() {
+            p.poll(Duration::from_millis(10));
+        }
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    let make = || {
+        let env = env_with(&format!(
+            "{}stats_interval = 1\n",
+            config_with(&b, "group=takeover").replace(&format!("kafka://{b}/out"), "file://out.json")
+        ));
+        // About 200 us an event: each member's share takes seconds, so the kill lands mid-share.
+        env.analyzer("a.lua", &SLOW_PASS.replace("0.00005", "0.0002"));
+        env
+    };
+    let envs = [make(), make()];
+    let mut engines: Vec<_> = envs.iter().map(|e| e.spawn(&["--shards", "1"])).collect();
+    let assigned = |e: &Env| -> BTreeSet<u64> {
+        let mut got = BTreeSet::new();
+        for r in e.log_records_of("kafka_assigned") {
+            let m = r["message"].as_str().unwrap_or_default();
+            let list = m.split(['[', ']']).nth(1).unwrap_or_default();
+            got.extend(list.split(',').filter_map(|p| p.trim().parse::<u64>().ok()));
+        }
+        got
+    };
+    wait_until(
+        Duration::from_secs(120),
+        "both members reading their share",
+        || envs.iter().all(|e| e.lines("out.json").len() >= 3000) && assigned(&envs[1]).len() < 4,
+        || format!("{:?}", envs.iter().map(progress).collect::<Vec<_>>()),
+    );
+    engines[0].signal(libc::SIGKILL);
+    let _ = engines[0].wait(Duration::from_secs(10));
+    let before: Vec<Vec<u8>> = envs[0].lines("out.json");
+    assert!(
+        before.len() < n / 2,
+        "the first member finished its share before the kill"
+    );
+    let distinct = || -> BTreeSet<u64> {
+        envs.iter()
+            .flat_map(|e| e.lines("out.json"))
+            .filter_map(|l| u64_member(&l, "n"))
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(180),
+        "every event written, the dead member's share by the survivor",
+        || distinct().len() >= n,
+        || format!("{} distinct; {:?}", distinct().len(), progress(&envs[1])),
+    );
+    engines[1].signal(libc::SIGINT);
+    engines[1].wait(Duration::from_secs(60)).assert_success();
+    assert_eq!(
+        assigned(&envs[1]),
+        (0..4).collect(),
+        "the survivor holds every partition"
+    );
+    let mut dups = 0;
+    for env in &envs {
+        let got: Vec<(i32, Vec<u8>)> = env.lines("out.json").into_iter().map(|l| (0, l)).collect();
+        dups += check_order(&got);
+    }
+    // The survivor wrote events of the flows the dead member had been reading.
+    let dead_flows: BTreeSet<u64> = before.iter().filter_map(|l| u64_member(l, "flow")).collect();
+    let survivor_flows: BTreeSet<u64> = envs[1]
+        .lines("out.json")
+        .iter()
+        .filter_map(|l| u64_member(l, "flow"))
+        .collect();
+    assert!(
+        dead_flows.is_subset(&survivor_flows),
+        "the dead member's flows were not taken over"
+    );
+    let total: usize = envs.iter().map(|e| e.lines("out.json").len()).sum();
+    let again = total - n;
+    eprintln!(
+        "takeover: {} written before the kill, {total} lines in all, {again} read twice ({dups} by one member)",
+        before.len()
+    );
+    assert_eq!(distinct().len(), n, "no event lost");
+    // The survivor resumed at the dead member's commits, not at the start of its partitions:
+    // only what was written after the last commit (about 300 ms) comes again.
+    assert!(again < before.len() / 2, "{again} of {} read again", before.len());
 }
 
 /// A `kafka://` output keys each record by its flow (`key=flow`, the default): both directions
