@@ -742,10 +742,12 @@ fn scale_out_two_engines_share_state_through_a_redis_cluster() {
     }
 }
 
-/// A group member killed with `kill -9` is expired by the broker after its session timeout
-/// (10 s) and a live member takes its partitions over, resuming at the dead one's last
-/// commits: every event is written, each flow's events keep their order in each engine's
-/// output, and the survivor reports the partitions it was given (`kafka_assigned`). tansu never
+/// Scale-out with a dynamic group: two engines in one consumer group share per-flow counters
+/// through a Redis Cluster; one killed with `kill -9` is expired by the broker after its
+/// session timeout (10 s) and the other takes its partitions over, resuming at the dead one's
+/// last commits: every event is written, each flow's events keep their order in each engine's
+/// output, every flow's counter counted each event at least once, and the survivor reports the
+/// partitions it was given (`kafka_assigned`). tansu never
 /// expires a dead member, so this test runs against librdkafka's built-in Kafka cluster (a
 /// Kafka-protocol broker in the test process, on real TCP sockets, with the group
 /// coordinator's session timeouts).
@@ -769,13 +771,17 @@ fn kafka_a_dead_members_partitions_are_taken_over() {
         p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(60)).unwrap();
+    let redis = crate::cluster::RedisCluster::start();
+    // About 200 us an event (each member's share takes seconds, so the kill lands mid-share),
+    // and a per-flow counter in the shared Redis Cluster.
+    let analyzer = "function setup() conn = assert(hiredis.connect()) end\nfunction loop(msg)\n  local t = os.clock()\n  while os.clock() - t < 0.0002 do end\n  msg.seen = conn:command(\"INCR\", \"flow:\" .. msg.flow)\n  dragonfly.output_event(default_output, msg)\nend\n";
     let make = || {
         let env = env_with(&format!(
-            "{}stats_interval = 1\n",
-            config_with(&b, "group=takeover").replace(&format!("kafka://{b}/out"), "file://out.json")
+            "{}stats_interval = 1\nredis_cluster = {{ {} }}\n",
+            config_with(&b, "group=takeover").replace(&format!("kafka://{b}/out"), "file://out.json"),
+            redis.seeds()
         ));
-        // About 200 us an event: each member's share takes seconds, so the kill lands mid-share.
-        env.analyzer("a.lua", &SLOW_PASS.replace("0.00005", "0.0002"));
+        env.analyzer("a.lua", analyzer);
         env
     };
     let envs = [make(), make()];
@@ -822,9 +828,22 @@ fn kafka_a_dead_members_partitions_are_taken_over() {
         "the survivor holds every partition"
     );
     let mut dups = 0;
+    let mut per_flow: BTreeMap<u64, u64> = BTreeMap::new();
     for env in &envs {
         let got: Vec<(i32, Vec<u8>)> = env.lines("out.json").into_iter().map(|l| (0, l)).collect();
         dups += check_order(&got);
+        for (_, l) in &got {
+            let seen = u64_member(l, "seen").unwrap();
+            let e = per_flow.entry(u64_member(l, "flow").unwrap()).or_insert(0);
+            *e = (*e).max(seen);
+        }
+    }
+    // Every flow counted each of its events at least once in the shared cluster, and the last
+    // count an engine saw is the cluster's.
+    for f in 0..flows as u64 {
+        let counted: u64 = redis.get(&format!("flow:{f}")).parse().unwrap();
+        assert!(counted >= (n / flows) as u64, "flow {f}: {counted}");
+        assert_eq!(per_flow.get(&f).copied(), Some(counted), "flow {f}");
     }
     // The survivor wrote events of the flows the dead member had been reading.
     let dead_flows: BTreeSet<u64> = before.iter().filter_map(|l| u64_member(l, "flow")).collect();
