@@ -218,6 +218,11 @@ impl WorkerCtx {
     /// `redis_lost` record (error) and one `redis_restored` record (info, with the outage's
     /// length and the calls that failed) per outage of a connection.
     pub fn report_redis_outages(&mut self) {
+        for c in &mut self.redis.conns {
+            if let Some(link) = c.con.as_mut() {
+                self.redis.notices.extend(link.take_notices());
+            }
+        }
         if self.redis.notices.is_empty() {
             return;
         }
@@ -256,15 +261,22 @@ impl WorkerCtx {
             let st = &mut self.redis;
             let target = describe_target(&st.conns[slot].target);
             let con = st.conns[slot].con.as_mut().expect("ensured above");
+            let survives = con.survives_failures();
             if let Err(e) = con.send_packed_command(&piped) {
                 let (code, msg) = (error_code(&e), format!("{target}: {}", describe(&e)));
-                st.fail(slot);
+                if !survives {
+                    st.fail(slot);
+                }
                 fail_all(&mut out, 0, msg, code);
                 continue;
             }
             for (k, &(w, t)) in waiters.iter().enumerate() {
                 match con.recv_response() {
                     Ok(v) => out.push((w, t, Ok(v))),
+                    // A cluster node that failed fails its own commands only.
+                    Err(e) if survives => {
+                        out.push((w, t, Err((format!("{target}: {}", describe(&e)), error_code(&e)))))
+                    }
                     Err(e) => {
                         let (code, msg) = (error_code(&e), format!("{target}: {}", describe(&e)));
                         st.fail(slot);
@@ -305,11 +317,9 @@ unsafe fn run(c: &mut WorkerCtx, l: *mut lua_State, slot: usize, cmd: &redis::Cm
             return push_failure(&mut c.redis, l, &e.to_string(), ERR_IO);
         }
         let t0 = c.lat_start();
-        let r = c.redis.conns[slot]
-            .con
-            .as_mut()
-            .expect("ensured above")
-            .req_command(cmd);
+        let con = c.redis.conns[slot].con.as_mut().expect("ensured above");
+        let r = con.req_command(cmd);
+        let survives = con.survives_failures();
         c.record_redis(t0, 1);
         let st = &mut c.redis;
         match r {
@@ -320,7 +330,7 @@ unsafe fn run(c: &mut WorkerCtx, l: *mut lua_State, slot: usize, cmd: &redis::Cm
             Err(e) => {
                 let code = error_code(&e);
                 let msg = format!("{}: {}", describe_target(&st.conns[slot].target), describe(&e));
-                if code == ERR_IO || code == ERR_PROTOCOL {
+                if (code == ERR_IO || code == ERR_PROTOCOL) && !survives {
                     st.fail(slot);
                 }
                 push_failure(st, l, &msg, code)
@@ -504,6 +514,7 @@ unsafe extern "C-unwind" fn conn_get_reply(l: *mut lua_State) -> c_int {
                 }
                 let conn = &mut st.conns[slot];
                 let con = conn.con.as_mut().expect("ensured above");
+                let survives = con.survives_failures();
                 if conn.queued > 0 {
                     if let Err(e) = con.send_packed_command(&conn.pending) {
                         let (code, msg) = (
@@ -528,7 +539,12 @@ unsafe extern "C-unwind" fn conn_get_reply(l: *mut lua_State) -> c_int {
                             error_code(&e),
                             format!("{}: {}", describe_target(&st.conns[slot].target), describe(&e)),
                         );
-                        st.fail(slot);
+                        // A cluster node that failed fails its own commands only.
+                        if survives {
+                            st.conns[slot].sent -= 1;
+                        } else {
+                            st.fail(slot);
+                        }
                         Ok(push_failure(st, l, &msg, code))
                     }
                 }

@@ -1,15 +1,20 @@
 //! Redis Cluster behind the `hiredis` module (`redis_cluster = { "host:port", ... }`): each
 //! command goes to the master that owns its key's slot (CRC16 of the key, or of its `{hash
 //! tag}`); `MOVED` updates the slot map and retries, `ASK` retries once on the named node after
-//! `ASKING`; a command whose keys are in different slots is an error that says so. Pipelined
-//! commands (the window's and `append_command`'s) are split by node, sent to each node as one
-//! write, and their replies put back in the order they were queued.
+//! `ASKING`, `TRYAGAIN` is waited out; a command whose keys are in different slots is an error
+//! reply that says so. Pipelined commands (the window's and `append_command`'s) are split by
+//! node, sent to each node as one write, and their replies put back in the order they were
+//! queued. Transactions are pinned to one master and sent whole at `EXEC`; `SCRIPT LOAD` goes
+//! to every master. A node that fails fails only its own commands: it is dropped, tried again
+//! after a backoff, and reported once (`redis_lost`, `redis_restored`).
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use redis::{Connection, RedisResult, Value};
 
 use crate::config::types::RedisTimeouts;
+use crate::diag::Kind;
 
 /// A node's address.
 type Addr = (String, u16);
@@ -48,21 +53,61 @@ pub(crate) fn slot(key: &[u8]) -> u16 {
 /// The key arguments of a command (by the commands' key positions; most have one, at 1).
 fn keys(args: &[Vec<u8>]) -> Vec<&[u8]> {
     let name = args.first().map(|a| a.to_ascii_uppercase()).unwrap_or_default();
-    let rest = &args[1.min(args.len())..];
+    let all = |from: usize| args.iter().skip(from).map(Vec::as_slice).collect::<Vec<_>>();
+    let at = |i: usize| args.get(i).map(|k| vec![k.as_slice()]).unwrap_or_default();
+    let count_at = |i: usize| {
+        args.get(i)
+            .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
     match name.as_slice() {
         b"PING" | b"ECHO" | b"INFO" | b"TIME" | b"DBSIZE" | b"CLUSTER" | b"COMMAND" | b"SCRIPT" | b"FLUSHALL"
-        | b"FLUSHDB" | b"CONFIG" | b"CLIENT" | b"MODULE" | b"SELECT" | b"AUTH" | b"HELLO" => Vec::new(),
-        b"MGET" | b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" | b"WATCH" | b"SINTER" | b"SUNION" | b"SDIFF"
-        | b"PFCOUNT" => rest.iter().map(Vec::as_slice).collect(),
-        b"MSET" | b"MSETNX" => rest.iter().step_by(2).map(Vec::as_slice).collect(),
-        b"EVAL" | b"EVALSHA" | b"FCALL" => {
-            let n = args
-                .get(2)
-                .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
-                .unwrap_or(0);
-            args.iter().skip(3).take(n).map(Vec::as_slice).collect()
+        | b"FLUSHDB" | b"CONFIG" | b"CLIENT" | b"MODULE" | b"SELECT" | b"AUTH" | b"HELLO" | b"MULTI" | b"EXEC"
+        | b"DISCARD" | b"UNWATCH" | b"SCAN" | b"RANDOMKEY" | b"KEYS" | b"WAIT" | b"LASTSAVE" | b"FUNCTION" => {
+            Vec::new()
         }
-        _ => rest.first().map(|k| vec![k.as_slice()]).unwrap_or_default(),
+        b"MGET" | b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" | b"WATCH" | b"SINTER" | b"SUNION" | b"SDIFF"
+        | b"PFCOUNT" | b"PFMERGE" | b"SINTERSTORE" | b"SUNIONSTORE" | b"SDIFFSTORE" => all(1),
+        b"MSET" | b"MSETNX" => args.iter().skip(1).step_by(2).map(Vec::as_slice).collect(),
+        // Source and destination.
+        b"RENAME" | b"RENAMENX" | b"SMOVE" | b"LMOVE" | b"BLMOVE" | b"RPOPLPUSH" | b"BRPOPLPUSH" | b"COPY"
+        | b"GEOSEARCHSTORE" | b"ZRANGESTORE" => args.iter().skip(1).take(2).map(Vec::as_slice).collect(),
+        // Keys, then a timeout.
+        b"BLPOP" | b"BRPOP" | b"BZPOPMIN" | b"BZPOPMAX" => args
+            .iter()
+            .skip(1)
+            .take(args.len().saturating_sub(2))
+            .map(Vec::as_slice)
+            .collect(),
+        // A destination, a count, the keys.
+        b"ZUNIONSTORE" | b"ZINTERSTORE" | b"ZDIFFSTORE" => {
+            let mut k = at(1);
+            k.extend(args.iter().skip(3).take(count_at(2)).map(Vec::as_slice));
+            k
+        }
+        // A count, the keys.
+        b"ZUNION" | b"ZINTER" | b"ZDIFF" | b"SINTERCARD" | b"ZINTERCARD" | b"LMPOP" | b"ZMPOP" => {
+            args.iter().skip(2).take(count_at(1)).map(Vec::as_slice).collect()
+        }
+        // A script or function, a count, the keys.
+        b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
+            args.iter().skip(3).take(count_at(2)).map(Vec::as_slice).collect()
+        }
+        // A timeout, a count, the keys.
+        b"BLMPOP" | b"BZMPOP" => args.iter().skip(4).take(count_at(3)).map(Vec::as_slice).collect(),
+        // An operation, a destination, the sources.
+        b"BITOP" => all(2),
+        // A subcommand, then the key.
+        b"OBJECT" | b"MEMORY" | b"XINFO" | b"XGROUP" => at(2),
+        // ... STREAMS key [key ...] id [id ...]
+        b"XREAD" | b"XREADGROUP" => {
+            let Some(p) = args.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS")) else {
+                return Vec::new();
+            };
+            let n = (args.len() - p - 1) / 2;
+            args.iter().skip(p + 1).take(n).map(Vec::as_slice).collect()
+        }
+        _ => at(1),
     }
 }
 
@@ -139,15 +184,41 @@ fn unpack(mut b: &[u8]) -> Option<Vec<Vec<Vec<u8>>>> {
     Some(out)
 }
 
+/// A node whose connection failed: reported once, tried again after its backoff.
+struct Down {
+    since: Instant,
+    next_try: Instant,
+    backoff: Duration,
+}
+
+/// A transaction (`WATCH`, `MULTI` ... `EXEC`): pinned to the master of its first key; its
+/// commands are queued here and sent with `MULTI` and `EXEC` in one write at `EXEC`.
+#[derive(Default)]
+struct Tx {
+    /// The master the transaction runs on (known from its first key, or from `WATCH`).
+    node: Option<Addr>,
+    /// Whether `MULTI` was given (else only `WATCH` is in force).
+    multi: bool,
+    watching: bool,
+    queued: Vec<Vec<Vec<u8>>>,
+    /// Why `EXEC` must abort (a command refused while queueing).
+    error: bool,
+}
+
 /// A script's connection to a cluster: one connection per master it has talked to.
 pub(crate) struct Cluster {
     seeds: Vec<Addr>,
     timeouts: RedisTimeouts,
     nodes: HashMap<Addr, Connection>,
+    down: HashMap<Addr, Down>,
     /// The master of each slot, as last learned.
     slots: Vec<Option<Addr>>,
+    last_refresh: Option<Instant>,
+    tx: Option<Tx>,
     /// Replies of pipelined commands, in the order they were sent, for `recv_response`.
     replies: VecDeque<RedisResult<Value>>,
+    /// Nodes lost and restored since the worker last looked (`redis_lost`, `redis_restored`).
+    pub(crate) notices: Vec<(Kind, String)>,
 }
 
 fn connect(addr: &Addr, t: RedisTimeouts) -> RedisResult<Connection> {
@@ -158,69 +229,182 @@ fn connect(addr: &Addr, t: RedisTimeouts) -> RedisResult<Connection> {
     Ok(con)
 }
 
+/// A failure of the connection itself (the node is down or unreachable), as opposed to a
+/// command's error reply.
+fn is_transport(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_timeout()
+}
+
+/// A transport failure naming the node.
+fn node_error(addr: &Addr, what: &str) -> redis::RedisError {
+    std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        format!("cluster node {}:{}: {what}", addr.0, addr.1),
+    )
+    .into()
+}
+
+/// The error code of a reply (`MOVED`, `TRYAGAIN`, ...), if it is an error reply.
+fn reply_code(v: &RedisResult<Value>) -> Option<String> {
+    match v {
+        Ok(Value::ServerError(e)) => Some(e.code().to_string()),
+        Err(e) => e.code().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// Commands that begin, run or end a transaction.
+fn is_tx_command(args: &[Vec<u8>]) -> bool {
+    let name = args.first().map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+    matches!(name.as_slice(), b"MULTI" | b"EXEC" | b"DISCARD" | b"WATCH" | b"UNWATCH")
+}
+
+/// Commands sent to every master (scripts must be known wherever their keys live).
+fn is_broadcast(args: &[Vec<u8>]) -> bool {
+    args.len() >= 2
+        && args[0].eq_ignore_ascii_case(b"SCRIPT")
+        && (args[1].eq_ignore_ascii_case(b"LOAD") || args[1].eq_ignore_ascii_case(b"FLUSH"))
+}
+
+/// How long to wait before trying a command refused with `TRYAGAIN` again (a multi-key
+/// command on a slot being migrated): 10 ms doubling, about 0.6 s in all.
+const TRYAGAIN_WAITS: [u64; 6] = [10, 20, 40, 80, 160, 320];
+
+/// The slot map is read again at most this often after failures.
+const REFRESH_EVERY: Duration = Duration::from_millis(100);
+
+const NODE_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const NODE_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
 impl Cluster {
-    /// Connects to the first seed that answers and learns the slot map from it.
+    /// Connects to the first seed that answers with a slot map and learns it.
     pub(crate) fn connect(seeds: &[Addr], timeouts: RedisTimeouts) -> RedisResult<Cluster> {
         let mut c = Cluster {
             seeds: seeds.to_vec(),
             timeouts,
             nodes: HashMap::new(),
+            down: HashMap::new(),
             slots: vec![None; SLOTS],
+            last_refresh: None,
+            tx: None,
             replies: VecDeque::new(),
+            notices: Vec::new(),
         };
         c.refresh()?;
+        c.notices.clear();
         Ok(c)
     }
 
-    /// Reads `CLUSTER SLOTS` from a known node (or a seed).
+    /// Reads `CLUSTER SLOTS` from a known node, a master of the map or a seed (nodes in their
+    /// backoff last); a node that answers with no slot (not a member of a cluster, or one
+    /// with no slots assigned) is passed over.
     fn refresh(&mut self) -> RedisResult<()> {
+        self.last_refresh = Some(Instant::now());
+        let mut candidates: Vec<Addr> = Vec::new();
+        let known = self.nodes.keys().cloned();
+        let masters = self.slots.iter().flatten().cloned();
+        for a in known.chain(masters).chain(self.seeds.iter().cloned()) {
+            if !candidates.contains(&a) {
+                candidates.push(a);
+            }
+        }
+        let now = Instant::now();
+        candidates.sort_by_key(|a| self.down.get(a).is_some_and(|d| d.next_try > now));
         let mut last = None;
-        let candidates: Vec<Addr> = self.nodes.keys().cloned().chain(self.seeds.iter().cloned()).collect();
         for addr in candidates {
-            let v = match self
-                .node(&addr)
+            let v = match connect_or_reuse(&mut self.nodes, &addr, self.timeouts)
                 .and_then(|con| redis::cmd("CLUSTER").arg("SLOTS").query::<Value>(con))
             {
                 Ok(v) => v,
                 Err(e) => {
                     self.nodes.remove(&addr);
-                    last = Some(e);
+                    last = Some(node_error(&addr, &super::redis_conn::describe(&e)));
                     continue;
                 }
             };
-            if let Value::Array(ranges) = v {
-                for r in ranges {
-                    let Value::Array(r) = r else { continue };
-                    let (Some(Value::Int(from)), Some(Value::Int(to)), Some(Value::Array(master))) =
-                        (r.first(), r.get(1), r.get(2))
-                    else {
-                        continue;
-                    };
-                    let host = match master.first() {
-                        Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
-                        Some(Value::SimpleString(h)) => h.clone(),
-                        _ => continue,
-                    };
-                    let host = if host.is_empty() { addr.0.clone() } else { host };
-                    let Some(Value::Int(port)) = master.get(1) else {
-                        continue;
-                    };
-                    for s in (*from as usize)..=(*to as usize).min(SLOTS - 1) {
-                        self.slots[s] = Some((host.clone(), *port as u16));
-                    }
-                }
+            let map = slot_map(&v, &addr);
+            if map.iter().all(Option::is_none) {
+                last = Some(node_error(
+                    &addr,
+                    "CLUSTER SLOTS lists no slot (not a member of a cluster, or no slots assigned)",
+                ));
+                continue;
             }
+            self.slots = map;
             return Ok(());
         }
         Err(last.unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "no cluster node answered"))))
     }
 
+    /// Reads the slot map again after a failure, at most every [`REFRESH_EVERY`].
+    fn refresh_soon(&mut self) {
+        if self.last_refresh.is_none_or(|t| t.elapsed() >= REFRESH_EVERY) {
+            let _ = self.refresh();
+        }
+    }
+
+    /// The connection to `addr`: opened when needed, unless the node failed and its backoff
+    /// has not passed.
     fn node(&mut self, addr: &Addr) -> RedisResult<&mut Connection> {
         if !self.nodes.contains_key(addr) {
-            let con = connect(addr, self.timeouts)?;
-            self.nodes.insert(addr.clone(), con);
+            if let Some(d) = self.down.get(addr)
+                && Instant::now() < d.next_try
+            {
+                return Err(node_error(addr, "not connected (retrying after backoff)"));
+            }
+            match connect(addr, self.timeouts) {
+                Ok(con) => {
+                    self.nodes.insert(addr.clone(), con);
+                    if let Some(d) = self.down.remove(addr) {
+                        self.notices.push((
+                            Kind::RedisRestored,
+                            format!(
+                                "redis cluster node {}:{}: connection restored after {:.1} s",
+                                addr.0,
+                                addr.1,
+                                d.since.elapsed().as_secs_f64()
+                            ),
+                        ));
+                    }
+                }
+                Err(e) => {
+                    self.mark_down(addr, &e);
+                    return Err(node_error(addr, &super::redis_conn::describe(&e)));
+                }
+            }
         }
         Ok(self.nodes.get_mut(addr).expect("inserted above"))
+    }
+
+    /// Drops the connection to a node that failed; reported once until it is back.
+    fn mark_down(&mut self, addr: &Addr, e: &redis::RedisError) {
+        self.nodes.remove(addr);
+        let now = Instant::now();
+        match self.down.get_mut(addr) {
+            Some(d) => {
+                d.next_try = now + d.backoff;
+                d.backoff = (d.backoff * 2).min(NODE_BACKOFF_MAX);
+            }
+            None => {
+                self.down.insert(
+                    addr.clone(),
+                    Down {
+                        since: now,
+                        next_try: now + NODE_BACKOFF_MIN,
+                        backoff: NODE_BACKOFF_MIN * 2,
+                    },
+                );
+                self.notices.push((
+                    Kind::RedisLost,
+                    format!(
+                        "redis cluster node {}:{}: connection lost ({}); calls for its slots fail with ERR_IO until it, or a replica that takes over, answers",
+                        addr.0,
+                        addr.1,
+                        super::redis_conn::describe(e)
+                    ),
+                ));
+            }
+        }
     }
 
     /// Where a command goes.
@@ -230,62 +414,247 @@ impl Cluster {
             .unwrap_or_else(|| self.seeds[0].clone())
     }
 
-    /// Runs one command, following redirections. A command's own failure (an error reply, a
-    /// cross-slot command, too many redirections) is an error *reply* (`Ok`), as a single
-    /// server gives it: only a transport failure is `Err` (which drops the link).
+    /// Sends `packed` (commands) to `addr` and reads `n` replies. Only a transport failure is
+    /// `Err`; it marks the node down.
+    fn round_trip(&mut self, addr: &Addr, packed: &[u8], n: usize) -> RedisResult<Vec<RedisResult<Value>>> {
+        let con = self.node(addr)?;
+        // Raw send and receive: an error reply stays a value (`req_command` would make it an
+        // `Err`, which would look like a broken connection).
+        let r = con.send_packed_command(packed).and_then(|()| {
+            let mut out = Vec::with_capacity(n);
+            for _ in 0..n {
+                match con.recv_response() {
+                    Err(e) if is_transport(&e) => return Err(e),
+                    r => out.push(r),
+                }
+            }
+            Ok(out)
+        });
+        r.map_err(|e| {
+            self.mark_down(addr, &e);
+            node_error(addr, &super::redis_conn::describe(&e))
+        })
+    }
+
+    /// Runs one command (transactions and broadcasts included). A command's own failure (an
+    /// error reply, a cross-slot command, too many redirections) is an error *reply* (`Ok`),
+    /// as a single server gives it; `Err` is a node that cannot be reached, for this command
+    /// only: the other nodes' commands go on.
     fn exec(&mut self, args: &[Vec<u8>]) -> RedisResult<Value> {
+        if is_tx_command(args) || self.tx.as_ref().is_some_and(|t| t.multi) {
+            return self.exec_tx(args);
+        }
+        if is_broadcast(args) {
+            return self.broadcast(args);
+        }
         let slot = match command_slot(args) {
             Ok(s) => s,
             Err(msg) => return Ok(error_reply(&msg)),
         };
+        self.exec_at(args, slot)
+    }
+
+    /// [`exec`] of a command for `slot`: redirections followed, `TRYAGAIN` waited out, and a
+    /// node that fails replaced once by what the slot map then says (a replica that took over).
+    fn exec_at(&mut self, args: &[Vec<u8>], slot: Option<u16>) -> RedisResult<Value> {
+        let mut cmd = redis::Cmd::new();
+        for a in args {
+            cmd.arg(a.as_slice());
+        }
+        let plain = cmd.get_packed_command();
         let mut addr = self.addr_of(slot);
         let mut asking = false;
-        for _ in 0..MAX_REDIRECTS {
-            let mut cmd = redis::Cmd::new();
-            for a in args {
-                cmd.arg(a.as_slice());
-            }
+        let (mut redirects, mut waits, mut failed_over) = (0, 0, false);
+        loop {
             let mut packed = if asking {
                 redis::cmd("ASKING").get_packed_command()
             } else {
                 Vec::new()
             };
-            packed.extend_from_slice(&cmd.get_packed_command());
-            let con = match self.node(&addr) {
-                Ok(c) => c,
+            packed.extend_from_slice(&plain);
+            let r = match self.round_trip(&addr, &packed, 1 + usize::from(asking)) {
+                Ok(mut replies) => replies.pop().unwrap_or(Ok(Value::Nil)),
                 Err(e) => {
-                    self.nodes.remove(&addr);
-                    let _ = self.refresh();
+                    self.refresh_soon();
+                    let now = self.addr_of(slot);
+                    if !failed_over && now != addr && slot.is_some() {
+                        failed_over = true;
+                        (addr, asking) = (now, false);
+                        continue;
+                    }
                     return Err(e);
                 }
             };
-            // Raw send and receive: an error reply stays a value (`req_command` would make it
-            // an `Err`, which the caller takes for a broken connection).
-            let r = con.send_packed_command(&packed).and_then(|()| {
-                if asking {
-                    con.recv_response()?;
+            if let Some((ask, s, to)) = redirect(&r) {
+                redirects += 1;
+                if redirects > MAX_REDIRECTS {
+                    return Ok(error_reply("TRYAGAIN too many cluster redirections"));
                 }
-                con.recv_response()
-            });
-            if let Err(e) = &r
-                && (e.is_io_error() || e.is_connection_dropped())
-            {
-                self.nodes.remove(&addr);
-                let _ = self.refresh();
+                if !ask {
+                    self.slots[s as usize] = Some(to.clone());
+                }
+                (addr, asking) = (to, ask);
+                continue;
+            }
+            if reply_code(&r).as_deref() == Some("TRYAGAIN") && waits < TRYAGAIN_WAITS.len() {
+                std::thread::sleep(Duration::from_millis(TRYAGAIN_WAITS[waits]));
+                waits += 1;
+                (addr, asking) = (self.addr_of(slot), false);
+                continue;
+            }
+            return r;
+        }
+    }
+
+    /// `SCRIPT LOAD`/`SCRIPT FLUSH`: sent to every master, so that `EVALSHA` finds the script
+    /// wherever its keys live. The reply is the first master's (the same SHA1 everywhere);
+    /// a master's error reply or failure is the call's.
+    fn broadcast(&mut self, args: &[Vec<u8>]) -> RedisResult<Value> {
+        let mut masters: Vec<Addr> = Vec::new();
+        for a in self.slots.iter().flatten() {
+            if !masters.contains(a) {
+                masters.push(a.clone());
+            }
+        }
+        let mut cmd = redis::Cmd::new();
+        for a in args {
+            cmd.arg(a.as_slice());
+        }
+        let packed = cmd.get_packed_command();
+        let mut first = None;
+        for m in masters {
+            let r = self.round_trip(&m, &packed, 1)?.pop().unwrap_or(Ok(Value::Nil));
+            if matches!(r, Ok(Value::ServerError(_)) | Err(_)) {
                 return r;
             }
-            match redirect(&r) {
-                Some((ask, s, to)) => {
+            first.get_or_insert(r);
+        }
+        first.unwrap_or_else(|| Ok(error_reply("CLUSTERDOWN no master known")))
+    }
+
+    /// The transaction commands, and any command while `MULTI` is open: queued (`QUEUED`) and
+    /// sent at `EXEC` as `MULTI`, the commands, `EXEC` in one write to the transaction's
+    /// master. Keys on another master than the transaction's are refused (`CROSSSLOT`) and
+    /// make `EXEC` abort, as Redis does with a command refused while queueing.
+    fn exec_tx(&mut self, args: &[Vec<u8>]) -> RedisResult<Value> {
+        let name = args.first().map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+        let multi = self.tx.as_ref().is_some_and(|t| t.multi);
+        match name.as_slice() {
+            b"MULTI" if multi => Ok(error_reply("ERR MULTI calls can not be nested")),
+            b"MULTI" => {
+                self.tx.get_or_insert_with(Tx::default).multi = true;
+                Ok(Value::Okay)
+            }
+            b"WATCH" if multi => Ok(error_reply("ERR WATCH inside MULTI is not allowed")),
+            b"WATCH" => {
+                let slot = match command_slot(args) {
+                    Ok(s) => s,
+                    Err(msg) => return Ok(error_reply(&msg)),
+                };
+                let addr = self.addr_of(slot);
+                if let Some(node) = self.tx.as_ref().and_then(|t| t.node.clone())
+                    && node != addr
+                {
+                    return Ok(error_reply(
+                        "CROSSSLOT the keys of WATCH are on another master than the keys already watched; use a {hash tag} to keep a transaction's keys together",
+                    ));
+                }
+                let r = self.exec_at(args, slot)?;
+                if !matches!(r, Value::ServerError(_)) {
+                    let node = self.addr_of(slot);
+                    let tx = self.tx.get_or_insert_with(Tx::default);
+                    tx.node = Some(node);
+                    tx.watching = true;
+                }
+                Ok(r)
+            }
+            b"UNWATCH" | b"DISCARD" => {
+                if name.as_slice() == b"DISCARD" && !multi {
+                    return Ok(error_reply("ERR DISCARD without MULTI"));
+                }
+                let tx = self.tx.take();
+                if let Some(Tx {
+                    node: Some(node),
+                    watching: true,
+                    ..
+                }) = tx
+                {
+                    let packed = redis::cmd("UNWATCH").get_packed_command();
+                    self.round_trip(&node, &packed, 1)?;
+                }
+                Ok(Value::Okay)
+            }
+            b"EXEC" if !multi => Ok(error_reply("ERR EXEC without MULTI")),
+            b"EXEC" => self.run_tx(),
+            _ => {
+                let slot = command_slot(args);
+                let node = match &slot {
+                    Ok(s) if s.is_some() => Some(self.addr_of(*s)),
+                    _ => None,
+                };
+                let tx = self.tx.as_mut().expect("MULTI is open");
+                let refused = match (&slot, &node, &tx.node) {
+                    (Err(msg), _, _) => Some(msg.clone()),
+                    (_, Some(n), Some(pinned)) if n != pinned => Some(format!(
+                        "CROSSSLOT the keys of {} are on another master than the transaction's; use a {{hash tag}} to keep a transaction's keys together",
+                        String::from_utf8_lossy(&args[0])
+                    )),
+                    _ => None,
+                };
+                if let Some(msg) = refused {
+                    tx.error = true;
+                    return Ok(error_reply(&msg));
+                }
+                if tx.node.is_none() {
+                    tx.node = node;
+                }
+                tx.queued.push(args.to_vec());
+                Ok(Value::SimpleString("QUEUED".into()))
+            }
+        }
+    }
+
+    /// `EXEC`: the queued commands between `MULTI` and `EXEC` in one write to the
+    /// transaction's master; its `EXEC` reply is the call's. When the slots moved (a `MOVED`
+    /// while queueing) and nothing is watched, the transaction is sent once more where the
+    /// slot map then says.
+    fn run_tx(&mut self) -> RedisResult<Value> {
+        let tx = self.tx.take().expect("MULTI is open");
+        if tx.error {
+            if let (Some(node), true) = (&tx.node, tx.watching) {
+                let packed = redis::cmd("UNWATCH").get_packed_command();
+                self.round_trip(node, &packed, 1)?;
+            }
+            return Ok(error_reply(
+                "EXECABORT Transaction discarded because of previous errors.",
+            ));
+        }
+        let first_key = tx.queued.iter().find_map(|c| command_slot(c).ok().flatten());
+        let mut node = tx.node.clone().unwrap_or_else(|| self.addr_of(first_key));
+        let mut packed = redis::cmd("MULTI").get_packed_command();
+        for c in &tx.queued {
+            let mut cmd = redis::Cmd::new();
+            for a in c {
+                cmd.arg(a.as_slice());
+            }
+            cmd.write_packed_command(&mut packed);
+        }
+        redis::cmd("EXEC").write_packed_command(&mut packed);
+        for attempt in 0..2 {
+            let mut replies = self.round_trip(&node, &packed, tx.queued.len() + 2)?;
+            let exec = replies.pop().unwrap_or(Ok(Value::Nil));
+            let moved = replies.iter().find_map(redirect);
+            match moved {
+                Some((ask, s, to)) if attempt == 0 && !tx.watching => {
                     if !ask {
                         self.slots[s as usize] = Some(to.clone());
                     }
-                    asking = ask;
-                    addr = to;
+                    node = to;
                 }
-                None => return r,
+                _ => return exec,
             }
         }
-        Ok(error_reply("TRYAGAIN too many cluster redirections"))
+        unreachable!("the loop returns on its second attempt")
     }
 
     /// One command.
@@ -299,10 +668,18 @@ impl Cluster {
     }
 
     /// Pipelined commands (packed): sent to each node as one write, replies kept in order for
-    /// `recv_response`.
+    /// `recv_response`. A node that fails fails its own commands only (each an `Err` reply);
+    /// transactions and broadcasts run one command at a time.
     pub(crate) fn send_packed_command(&mut self, packed: &[u8]) -> RedisResult<()> {
         let cmds = unpack(packed)
             .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "a malformed pipeline")))?;
+        if self.tx.is_some() || cmds.iter().any(|c| is_tx_command(c) || is_broadcast(c)) {
+            for c in &cmds {
+                let r = self.exec(c);
+                self.replies.push_back(r);
+            }
+            return Ok(());
+        }
         let mut results: Vec<Option<RedisResult<Value>>> = (0..cmds.len()).map(|_| None).collect();
         // By node, in order.
         let mut by_node: Vec<(Addr, Vec<usize>)> = Vec::new();
@@ -319,34 +696,29 @@ impl Cluster {
             }
         }
         for (addr, idx) in by_node {
-            let mut pipe = redis::pipe();
+            let mut batch = Vec::new();
             for &i in &idx {
                 let mut cmd = redis::Cmd::new();
                 for a in &cmds[i] {
                     cmd.arg(a.as_slice());
                 }
-                pipe.add_command(cmd);
+                cmd.write_packed_command(&mut batch);
             }
-            let sent = self.node(&addr).and_then(|con| {
-                let packed = pipe.get_packed_pipeline();
-                con.send_packed_command(&packed)?;
-                let mut replies = Vec::with_capacity(idx.len());
-                for _ in &idx {
-                    replies.push(con.recv_response());
-                }
-                Ok(replies)
-            });
-            match sent {
+            match self.round_trip(&addr, &batch, idx.len()) {
                 Ok(replies) => {
                     for (&i, r) in idx.iter().zip(replies) {
-                        // A redirected command is run again on its own.
-                        results[i] = Some(if redirect(&r).is_some() { self.exec(&cmds[i]) } else { r });
+                        // A redirected command, or one to try again, is run again on its own.
+                        let again = redirect(&r).is_some() || reply_code(&r).as_deref() == Some("TRYAGAIN");
+                        results[i] = Some(if again { self.exec(&cmds[i]) } else { r });
                     }
                 }
-                Err(e) => {
-                    self.nodes.remove(&addr);
-                    let _ = self.refresh();
-                    return Err(e);
+                // The node failed: its commands are tried once more each, where the slot map
+                // then says (a replica that took over), else fail on their own.
+                Err(_) => {
+                    self.refresh_soon();
+                    for &i in &idx {
+                        results[i] = Some(self.exec(&cmds[i]));
+                    }
                 }
             }
         }
@@ -364,6 +736,45 @@ impl Cluster {
             )))
         })
     }
+}
+
+/// The connection to `addr` in `nodes`, opened when missing (for the slot map's reads).
+fn connect_or_reuse<'a>(
+    nodes: &'a mut HashMap<Addr, Connection>,
+    addr: &Addr,
+    t: RedisTimeouts,
+) -> RedisResult<&'a mut Connection> {
+    if !nodes.contains_key(addr) {
+        nodes.insert(addr.clone(), connect(addr, t)?);
+    }
+    Ok(nodes.get_mut(addr).expect("inserted above"))
+}
+
+/// The slot map in a `CLUSTER SLOTS` reply from `from` (an empty host is `from`'s).
+fn slot_map(v: &Value, from: &Addr) -> Vec<Option<Addr>> {
+    let mut map = vec![None; SLOTS];
+    let Value::Array(ranges) = v else { return map };
+    for r in ranges {
+        let Value::Array(r) = r else { continue };
+        let (Some(Value::Int(lo)), Some(Value::Int(hi)), Some(Value::Array(master))) = (r.first(), r.get(1), r.get(2))
+        else {
+            continue;
+        };
+        let host = match master.first() {
+            Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+            Some(Value::SimpleString(h)) => h.clone(),
+            _ => continue,
+        };
+        let host = if host.is_empty() { from.0.clone() } else { host };
+        let Some(Value::Int(port)) = master.get(1) else {
+            continue;
+        };
+        let (lo, hi) = ((*lo).max(0) as usize, (*hi).clamp(0, SLOTS as i64 - 1) as usize);
+        if lo <= hi {
+            map[lo..=hi].fill(Some((host.clone(), *port as u16)));
+        }
+    }
+    map
 }
 
 #[cfg(test)]
@@ -396,6 +807,24 @@ mod tests {
             vec![&b"k1"[..], &b"k2"[..]]
         );
         assert_eq!(keys(&a(&["EVAL", "return 1", "1", "k", "arg"])), vec![&b"k"[..]]);
+        assert_eq!(
+            keys(&a(&["XREAD", "COUNT", "1", "STREAMS", "s1", "s2", "0", "0"])),
+            vec![&b"s1"[..], &b"s2"[..]]
+        );
+        assert_eq!(keys(&a(&["OBJECT", "ENCODING", "k"])), vec![&b"k"[..]]);
+        assert_eq!(keys(&a(&["BITOP", "AND", "d", "k1", "k2"])).len(), 3);
+        assert_eq!(keys(&a(&["BLPOP", "k1", "k2", "0"])), vec![&b"k1"[..], &b"k2"[..]]);
+        assert_eq!(
+            keys(&a(&["ZUNIONSTORE", "d", "2", "k1", "k2", "WEIGHTS", "1", "2"])),
+            vec![&b"d"[..], &b"k1"[..], &b"k2"[..]]
+        );
+        assert_eq!(
+            keys(&a(&["ZUNION", "2", "k1", "k2", "WITHSCORES"])),
+            vec![&b"k1"[..], &b"k2"[..]]
+        );
+        assert!(command_slot(&a(&["RENAME", "a", "b"])).is_err());
+        assert!(command_slot(&a(&["RENAME", "{t}a", "{t}b"])).is_ok());
+        assert_eq!(command_slot(&a(&["MULTI"])), Ok(None));
     }
 
     #[test]

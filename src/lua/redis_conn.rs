@@ -45,6 +45,20 @@ pub(crate) enum Link {
 }
 
 impl Link {
+    /// Whether a failed call leaves the link usable: a cluster's node failure fails that
+    /// node's commands only (the cluster drops and retries the node itself).
+    pub(crate) fn survives_failures(&self) -> bool {
+        matches!(self, Link::Cluster(_))
+    }
+
+    /// Node outages a cluster saw since the last call (`redis_lost`, `redis_restored`).
+    pub(crate) fn take_notices(&mut self) -> Vec<(crate::diag::Kind, String)> {
+        match self {
+            Link::One(_) => Vec::new(),
+            Link::Cluster(c) => std::mem::take(&mut c.notices),
+        }
+    }
+
     pub(crate) fn req_command(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
         match self {
             Link::One(c) => redis::ConnectionLike::req_command(c, cmd),

@@ -1,8 +1,10 @@
 //! The `hiredis` module against a real local Redis Cluster (three masters, `redis-server
 //! --cluster-enabled yes`, `redis-cli --cluster create`): commands reach the master of their
 //! key's slot, same-slot multi-key commands work and cross-slot ones are a clear error,
-//! pipelined analyzers too, and a resharding while the engine runs (MOVED and ASK) loses no
-//! increment.
+//! pipelined analyzers too, a resharding while the engine runs (MOVED and ASK) loses no
+//! increment, `TRYAGAIN` during a migration is waited out, a dead master fails only its own
+//! commands, transactions run on one master, `SCRIPT LOAD` reaches every master, and a seed
+//! without slots is passed over.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -28,6 +30,11 @@ impl Drop for RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
+        RedisCluster::start_with(&[])
+    }
+
+    /// A cluster whose servers get `extra` arguments too.
+    pub fn start_with(extra: &[&str]) -> RedisCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut ports = Vec::new();
         let mut children = Vec::new();
@@ -52,6 +59,7 @@ impl RedisCluster {
                     "--appendonly",
                     "no",
                 ])
+                .args(extra)
                 .current_dir(&d)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -125,6 +133,21 @@ impl RedisCluster {
 
     fn node_id(&self, port: u16) -> String {
         self.cli(port, &["CLUSTER", "MYID"]).trim().to_string()
+    }
+
+    /// The port of the master that owns `key`'s slot (asked of a live node `via`).
+    fn owner(&self, key: &str, via: u16) -> u16 {
+        let r = self.cli(via, &["GET", key]);
+        match r.trim().strip_prefix("MOVED ") {
+            Some(rest) => rest.rsplit(':').next().unwrap().trim().parse().unwrap(),
+            None => via,
+        }
+    }
+
+    /// Kills node `i` (`kill -9`).
+    fn kill(&mut self, i: usize) {
+        let _ = self.children[i].kill();
+        let _ = self.children[i].wait();
     }
 }
 
@@ -270,4 +293,281 @@ fn a_resharding_while_running_loses_no_increment() {
     for k in 0..200 {
         assert_eq!(c.get(&format!("r:{k}")), "100", "r:{k}");
     }
+}
+
+/// One master dies (`kill -9`) while the others serve (`cluster-require-full-coverage no`):
+/// only the commands for its slots fail (`ERR_IO`, the node named), every command for the
+/// other masters' slots succeeds, and the loss is reported once, naming the node. (Before,
+/// one node's failure dropped the whole cluster connection: calls to healthy masters failed
+/// too during the backoff.)
+#[test]
+fn a_dead_master_fails_only_its_own_commands() {
+    let mut c = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
+    let dead = c.ports[2];
+    c.kill(2);
+    let analyzer = r#"
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+   msg.key = "k:" .. (msg.n % 60)
+   local r, err, code = conn:command("INCR", msg.key)
+   if r ~= nil and type(r) ~= "table" then msg.ok = true else msg.err = tostring(err); msg.code = code end
+   dragonfly.output_event(default_output, msg)
+end
+"#;
+    let env = cluster_env(&c, "file://in.json", analyzer, "");
+    let lines: Vec<String> = (0..600)
+        .map(|i| format!("{{\"event_type\":\"flow\",\"n\":{i}}}"))
+        .collect();
+    env.write_log("in.json", &join_lines(&lines));
+    env.run(&["--shards", "1"]).assert_success();
+    let out = env.lines("out.json");
+    assert_eq!(out.len(), 600);
+    let live = c.ports[0];
+    let mut on_dead = 0;
+    for l in &out {
+        let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+        let key = v["key"].as_str().unwrap();
+        if c.owner(key, live) == dead {
+            on_dead += 1;
+            assert_eq!(v["code"], 1, "ERR_IO for the dead master's key: {v}");
+            assert!(
+                v["err"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("cluster node 127.0.0.1:{dead}")),
+                "the failure names the node: {v}"
+            );
+        } else {
+            assert_eq!(v["ok"], true, "a live master's command failed: {v}");
+        }
+    }
+    assert!(
+        on_dead > 0 && on_dead < 600,
+        "{on_dead} events for the dead master's keys"
+    );
+    for k in 0..60 {
+        let key = format!("k:{k}");
+        if c.owner(&key, live) != dead {
+            assert_eq!(c.get(&key), "10", "{key}");
+        }
+    }
+    let lost = env.log_records_of("redis_lost");
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(
+        lost[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{dead}")),
+        "{lost:?}"
+    );
+}
+
+/// A multi-key command on a slot being migrated gets `TRYAGAIN` from Redis; the engine waits
+/// and sends it again (as cluster clients do), so the script gets the result, not the error,
+/// and no update is lost. The test finishes the migration once Redis has refused the command.
+#[test]
+fn a_multi_key_command_during_a_migration_is_tried_again() {
+    let c = RedisCluster::start();
+    let (a, b) = ("{t}:a", "{t}:b");
+    let src = c.owner(a, c.ports[0]);
+    let dst = *c.ports.iter().find(|&&p| p != src).unwrap();
+    let slot = c.cli(src, &["CLUSTER", "KEYSLOT", a]).trim().to_string();
+    assert_eq!(c.cli(src, &["SET", a, "0"]).trim(), "OK");
+    assert_eq!(c.cli(src, &["SET", b, "0"]).trim(), "OK");
+    let (src_id, dst_id) = (c.node_id(src), c.node_id(dst));
+    c.cli(dst, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id]);
+    c.cli(src, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id]);
+    let moved = c.cli(
+        src,
+        &["MIGRATE", "127.0.0.1", &dst.to_string(), "", "0", "5000", "KEYS", a],
+    );
+    assert_eq!(moved.trim(), "OK", "MIGRATE");
+    let analyzer = r#"
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+   local r, err = conn:command("EVAL", "return {redis.call('INCR', KEYS[1]), redis.call('INCR', KEYS[2])}", "2", "{t}:a", "{t}:b")
+   if type(r) == "table" and r.name then msg.err = r.name elseif r == nil then msg.err = tostring(err) else msg.eval = r[1] .. "," .. r[2] end
+   local m = conn:command("MGET", "{t}:a", "{t}:b")
+   if type(m) == "table" and m.name then msg.mget_err = m.name elseif m then msg.mget = m[1] .. "," .. m[2] end
+   dragonfly.output_event(default_output, msg)
+end
+"#;
+    let env = cluster_env(&c, "tail://in.json<", analyzer, "");
+    env.write_log("in.json", b"");
+    let mut engine = env.spawn(&["--shards", "1"]);
+    let tryagain = |p: u16| -> u64 {
+        c.cli(p, &["INFO", "errorstats"])
+            .lines()
+            .find_map(|l| l.strip_prefix("errorstat_TRYAGAIN:count="))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    env.append_log("in.json", b"{\"event_type\":\"flow\",\"n\":1}\n");
+    wait_until(
+        Duration::from_secs(30),
+        "Redis refusing the EVAL with TRYAGAIN",
+        || tryagain(src) + tryagain(dst) > 0,
+        || c.cli(src, &["INFO", "errorstats"]),
+    );
+    // Finish the migration (as redis-cli --cluster reshard does) while the engine waits.
+    let moved = c.cli(
+        src,
+        &["MIGRATE", "127.0.0.1", &dst.to_string(), "", "0", "5000", "KEYS", b],
+    );
+    assert_eq!(moved.trim(), "OK", "MIGRATE");
+    for p in [dst, src] {
+        c.cli(p, &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "the event written",
+        || !env.lines("out.json").is_empty(),
+        String::new,
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    let v: serde_json::Value = serde_json::from_slice(&env.lines("out.json")[0]).unwrap();
+    assert_eq!(v["eval"], "1,1", "{v}");
+    assert_eq!(v["mget"], "1,1", "{v}");
+    assert_eq!(c.get(a), "1");
+    assert_eq!(c.get(b), "1");
+}
+
+/// Transactions on a cluster: `MULTI` ... `EXEC` runs on the master of its keys (queued
+/// commands answer `QUEUED`, `EXEC` gives their results), `DISCARD` applies nothing, a key on
+/// another master inside the transaction is refused and makes `EXEC` abort, `WATCH` pins the
+/// transaction and an `append_command` transaction works too; `SCRIPT LOAD` reaches every
+/// master, so `EVALSHA` works on keys anywhere.
+#[test]
+fn transactions_and_script_load_on_a_cluster() {
+    let c = RedisCluster::start();
+    let live = c.ports[0];
+    let home = c.owner("{tx}", live);
+    let other = (1..50)
+        .map(|i| format!("{{o{i}}}"))
+        .find(|k| c.owner(k, live) != home)
+        .unwrap();
+    let spread: Vec<String> = (0..30).map(|i| format!("s:{i}")).collect();
+    assert!(
+        spread
+            .iter()
+            .map(|k| c.owner(k, live))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            == 3,
+        "keys on every master"
+    );
+    let analyzer = format!(
+        r#"
+local function show(r, err)
+   if r == nil then return "nil:" .. tostring(err) end
+   if type(r) == "table" then
+      if r.type == 6 then return "E:" .. r.name:sub(1, 9) end
+      if r.type == 5 then return r.name end
+      local t = {{}}
+      for i, x in ipairs(r) do t[i] = show(x) end
+      return "[" .. table.concat(t, ",") .. "]"
+   end
+   return tostring(r)
+end
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+   local t = {{}}
+   local function run(...) t[#t + 1] = show(conn:command(...)) end
+   run("MULTI") run("INCR", "{{tx}}:a") run("INCR", "{{tx}}:b") run("EXEC")
+   run("MULTI") run("INCR", "{{tx}}:a") run("DISCARD") run("GET", "{{tx}}:a")
+   run("MULTI") run("INCR", "{{tx}}:a") run("INCR", "{other}:x") run("EXEC") run("GET", "{{tx}}:a")
+   run("WATCH", "{{tx}}:a") run("MULTI") run("SET", "{{tx}}:w", "1") run("EXEC")
+   msg.tx = table.concat(t, " ")
+   conn:append_command("MULTI") conn:append_command("INCR", "{{tx}}:c") conn:append_command("EXEC")
+   local a = {{}}
+   for i = 1, 3 do a[i] = show(conn:get_reply()) end
+   msg.appended = table.concat(a, " ")
+   local sha = conn:command("SCRIPT", "LOAD", "return redis.call('INCR', KEYS[1])")
+   local ok = 0
+   for i = 0, 29 do
+      local r = conn:command("EVALSHA", sha, "1", "s:" .. i)
+      if r == 1 then ok = ok + 1 end
+   end
+   msg.evalsha = ok
+   dragonfly.output_event(default_output, msg)
+end
+"#
+    );
+    let env = cluster_env(&c, "file://in.json", &analyzer, "");
+    env.write_log("in.json", b"{\"event_type\":\"flow\",\"n\":1}\n");
+    env.run(&["--shards", "1"]).assert_success();
+    let v: serde_json::Value = serde_json::from_slice(&env.lines("out.json")[0]).unwrap();
+    assert_eq!(
+        v["tx"], "OK QUEUED QUEUED [1,1] OK QUEUED OK 1 OK QUEUED E:CROSSSLOT E:EXECABORT 1 OK OK QUEUED [OK]",
+        "{v}"
+    );
+    assert_eq!(v["appended"], "OK QUEUED [1]", "{v}");
+    assert_eq!(v["evalsha"], 30, "EVALSHA found the script on every master: {v}");
+    assert_eq!(c.get("{tx}:a"), "1");
+    assert_eq!(c.get("{tx}:w"), "1");
+    assert_eq!(c.get(&format!("{other}:x")), "", "the refused command was not run");
+}
+
+/// A seed that is a cluster-enabled server outside any cluster (`CLUSTER SLOTS` is empty) is
+/// passed over for the next seed; alone, it makes `hiredis.connect()` fail saying why.
+#[test]
+fn a_seed_without_slots_is_passed_over() {
+    let c = RedisCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut lone = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+        ])
+        .args(["--save", "", "--appendonly", "no"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let analyzer = "function setup() conn = assert(hiredis.connect()) end\nfunction loop(msg)\n  msg.r = conn:command(\"INCR\", \"lone\")\n  dragonfly.output_event(default_output, msg)\nend\n";
+    let env = Env::simple(
+        "file://in.json",
+        analyzer,
+        "",
+        &format!("redis_cluster = {{ \"127.0.0.1:{port}\", {} }}", c.seeds()),
+    );
+    env.write_log("in.json", b"{\"n\":1}\n{\"n\":2}\n");
+    env.run(&["--shards", "1"]).assert_success();
+    let out = env.lines("out.json");
+    assert_eq!(
+        u64_member(&out[1], "r"),
+        Some(2),
+        "{:?}",
+        String::from_utf8_lossy(&out[1])
+    );
+    assert_eq!(c.get("lone"), "2");
+    // Alone, the seed is refused at connect (setup fails, the engine does not start).
+    let env = Env::simple(
+        "file://in.json",
+        analyzer,
+        "",
+        &format!("redis_cluster = {{ \"127.0.0.1:{port}\" }}"),
+    );
+    env.write_log("in.json", b"{\"n\":1}\n");
+    let run = env.run(&["--shards", "1"]);
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("lists no slot"), "{}", run.stderr);
+    let _ = lone.kill();
+    let _ = lone.wait();
 }
