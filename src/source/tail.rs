@@ -415,22 +415,25 @@ pub(crate) fn follow(
                         line: framer.line_no,
                     },
                 );
-                // Files rotated after it, before the current one (two rotations in one poll).
+                // The file now at the path is opened first: another rotation may have
+                // happened while the old file was finished, and the file seen at the path
+                // then is among the rotated ones now. (Not there: the next poll does this.)
+                let Ok(next) = File::open(crate::privilege::host_path(path)) else {
+                    continue;
+                };
+                let next_id = next.metadata().map(|m| FileId::of(&m)).unwrap_or_default();
+                // Files rotated after the old one, before the current one (rotations between
+                // two polls, or while the old file was finished).
                 let files = rotated_files(path);
                 let num = files.iter().find(|r| r.id == id).map_or(u64::MAX, |r| r.age.1.0);
-                for r in rotated_after(&files, id, fp, (mtime(&file), Reverse(num)), FileId::of(&m)) {
+                for r in rotated_after(&files, id, fp, (mtime(&file), Reverse(num)), next_id) {
                     read_rotated(r, (0, 0), max_line, router, &mut ckpt);
                 }
-                match File::open(crate::privilege::host_path(path)) {
-                    Ok(f) => {
-                        file = f;
-                        id = file.metadata().map(|m| FileId::of(&m)).unwrap_or_default();
-                        framer.reset(0, 0);
-                        fp = Fingerprint::default();
-                        note(&mut ckpt, router, Spot::start_of(id));
-                    }
-                    Err(_) => continue,
-                }
+                file = next;
+                id = next_id;
+                framer.reset(0, 0);
+                fp = Fingerprint::default();
+                note(&mut ckpt, router, Spot::start_of(id));
             }
             Ok(m) => {
                 // Same inode: shorter than what was read, or other first bytes (truncated and

@@ -128,6 +128,35 @@ fn two_rotations_within_one_poll_are_both_read() {
     assert_each_once(&env, 20_000);
 }
 
+/// A rotation while the engine is still finishing the file of the previous rotation: the old
+/// file gets a large chunk and is rotated at once with a new file after it, and 500 ms later
+/// (while the old file is still being read) that new file is rotated too. The file in the
+/// middle must be read (it was taken for "the file at the path" when the first rotation was
+/// seen, and skipped).
+#[test]
+fn a_rotation_while_the_previous_one_is_finished_loses_nothing() {
+    // A 300 ms poll: the engine looks at the path (and sees the first new file) before it
+    // reads the chunk, which then takes seconds (the workers' pace).
+    let (env, run) = tail_env(300);
+    env.write_log("in.json", &numbered_lines(0, 100));
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    wait_until(
+        Duration::from_secs(60),
+        "100 lines",
+        || env.lines("out.json").len() >= 100,
+        String::new,
+    );
+    env.append_log("in.json", &numbered_lines(100, 150_100));
+    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+    env.write_log("in.json", &numbered_lines(150_100, 150_200));
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::rename(env.log("in.json.1"), env.log("in.json.2")).unwrap();
+    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+    env.write_log("in.json", &numbered_lines(150_200, 150_300));
+    stop_after(&env, &mut engine, 150_300);
+    assert_each_once(&env, 150_300);
+}
+
 /// Truncated and rewritten past the old offset between two polls (a 2 s poll): the new
 /// content is read from its start.
 #[test]
