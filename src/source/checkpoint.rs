@@ -168,6 +168,9 @@ fn fnv64(b: &[u8]) -> u64 {
     })
 }
 
+/// The longest file name (bytes) of common file systems.
+const MAX_NAME: usize = 255;
+
 impl Checkpoint {
     /// The checkpoint of input `input` (tag `tag`) following `watched`, kept in `run_dir`.
     pub(crate) fn new(run_dir: &Path, tag: &str, input: usize, watched: &Path, marks: Watermarks) -> Checkpoint {
@@ -181,10 +184,15 @@ impl Checkpoint {
                 }
             })
             .collect();
-        let name = format!(
-            "tail-{safe}-{:016x}.json",
-            fnv64(watched.as_os_str().as_encoded_bytes())
-        );
+        let hash = fnv64(watched.as_os_str().as_encoded_bytes());
+        let mut name = format!("tail-{safe}-{hash:016x}.json");
+        // A file name has at most 255 bytes, and the temporary file adds ".tmp": a long tag
+        // (a wildcard input's, from a long file name) is cut, the whole tag then in the hash.
+        if name.len() > MAX_NAME - ".tmp".len() {
+            let keep = MAX_NAME - ".tmp".len() - "tail--0123456789abcdef.json".len();
+            let hash = hash ^ fnv64(tag.as_bytes()).rotate_left(1);
+            name = format!("tail-{}-{hash:016x}.json", &safe[..keep]);
+        }
         Checkpoint {
             state_path: run_dir.join(name),
             watched: watched.to_path_buf(),
@@ -275,7 +283,33 @@ impl Checkpoint {
 
 #[cfg(test)]
 mod tests {
-    use super::Progress;
+    use super::{Checkpoint, MAX_NAME, Progress};
+
+    /// A tag too long for a file name (a wildcard input of a long file name) is cut so that
+    /// the checkpoint and its temporary file fit in 255 bytes, and stays unique; a short tag
+    /// keeps its name.
+    #[test]
+    fn long_tags_give_file_names_that_fit() {
+        let marks = std::sync::Arc::new(vec![std::sync::atomic::AtomicU64::new(0)]);
+        let name = |tag: &str| {
+            let c = Checkpoint::new(
+                std::path::Path::new("/run"),
+                tag,
+                0,
+                std::path::Path::new("/x"),
+                marks.clone(),
+            );
+            c.state_path.file_name().unwrap().to_string_lossy().into_owned()
+        };
+        let short = name("eve");
+        assert!(short.starts_with("tail-eve-") && short.ends_with(".json"), "{short}");
+        let (a, b) = (format!("{}a", "x".repeat(300)), format!("{}b", "x".repeat(300)));
+        let (na, nb) = (name(&a), name(&b));
+        assert!(na.len() + ".tmp".len() <= MAX_NAME, "{}", na.len());
+        assert_ne!(na, nb, "tags that differ past the cut");
+        let fits = "y".repeat(200);
+        assert_eq!(name(&fits).len(), "tail--0123456789abcdef.json".len() + 200, "not cut");
+    }
 
     #[test]
     fn a_steady_stream_of_one_partition_still_gets_positions_passed() {
