@@ -68,10 +68,10 @@ pub(crate) struct RedisInSpec {
 /// How a `redis://` input takes events.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum RedisInMode {
-    /// A list as a reliable queue: each event is moved to `<key>:processing` and removed from
-    /// it once written (at-least-once). `left`: take from the left end (producers that RPUSH);
+    /// A list as a reliable queue: each event is moved to `processing` (default
+    /// `<key>:processing`) and removed from it once written (at-least-once). `left`: take from the left end (producers that RPUSH);
     /// by default from the right (Suricata's `list`/`lpush`).
-    List { left: bool },
+    List { left: bool, processing: String },
     /// A list popped directly: an event is gone from Redis once read (at-most-once).
     Pop { left: bool },
     /// A stream read as `consumer` of consumer group `group`, each entry acknowledged once

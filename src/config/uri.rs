@@ -276,7 +276,7 @@ impl OutputUri {
     }
 }
 
-/// `HOST:PORT/KEY[?mode=list|pop|stream&side=left|right&group=G&consumer=C&start=$|0]`.
+/// `HOST:PORT/KEY[?mode=list|pop|stream&side=left|right&processing=P&group=G&consumer=C&start=$|0]`.
 fn redis_input(uri: &str, rest: &str) -> Result<RedisInSpec, UriError> {
     let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
     let form = || UriProblem::RedisForm.of(uri);
@@ -287,6 +287,7 @@ fn redis_input(uri: &str, rest: &str) -> Result<RedisInSpec, UriError> {
         return Err(form());
     }
     let (mut mode, mut left, mut group, mut consumer, mut start) = ("list".to_string(), false, None, None, None);
+    let mut processing = None;
     for p in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         match (k, v) {
@@ -295,14 +296,31 @@ fn redis_input(uri: &str, rest: &str) -> Result<RedisInSpec, UriError> {
             ("group", g) if !g.is_empty() => group = Some(g.to_string()),
             ("consumer", c) if !c.is_empty() => consumer = Some(c.to_string()),
             ("start", "$" | "0") => start = Some(v.to_string()),
+            ("processing", q) if !q.is_empty() => processing = Some(q.to_string()),
             _ => {
                 return Err(UriProblem::UnknownParameter {
                     param: p.to_string(),
-                    expected: "mode=list|pop|stream, side=left|right, group=NAME, consumer=NAME, start=$|0",
+                    expected: "mode=list|pop|stream, side=left|right, processing=KEY, group=NAME, consumer=NAME, start=$|0",
                 }
                 .of(uri));
             }
         }
+    }
+    // Parameters of another mode are a mistake worth saying (a `group=` on a list would
+    // suggest several engines can share it safely).
+    let misplaced = match mode.as_str() {
+        "stream" => processing.is_some().then_some("processing= (mode=list only)"),
+        "pop" => (group.is_some() || consumer.is_some() || start.is_some() || processing.is_some())
+            .then_some("group=, consumer=, start= (mode=stream only) or processing= (mode=list only)"),
+        _ => (group.is_some() || consumer.is_some() || start.is_some())
+            .then_some("group=, consumer=, start= (mode=stream only)"),
+    };
+    if let Some(what) = misplaced {
+        return Err(UriProblem::UnknownParameter {
+            param: what.to_string(),
+            expected: "only the parameters of the chosen mode",
+        }
+        .of(uri));
     }
     let mode = match mode.as_str() {
         "stream" => RedisInMode::Stream {
@@ -311,7 +329,10 @@ fn redis_input(uri: &str, rest: &str) -> Result<RedisInSpec, UriError> {
             start: start.unwrap_or_else(|| "$".into()),
         },
         "pop" => RedisInMode::Pop { left },
-        _ => RedisInMode::List { left },
+        _ => RedisInMode::List {
+            left,
+            processing: processing.unwrap_or_else(|| format!("{key}:processing")),
+        },
     };
     Ok(RedisInSpec {
         host: host.to_string(),

@@ -191,6 +191,7 @@ pub(crate) fn read_kafka(
     spec: &KafkaSpec,
     input: usize,
     marks: &Watermarks,
+    max_line: usize,
     router: &mut Router,
 ) -> Result<(), KafkaError> {
     let fail = |source| KafkaError {
@@ -282,7 +283,13 @@ pub(crate) fn read_kafka(
                 while let Some(l) = line.strip_suffix(b"\n") {
                     line = l;
                 }
-                router.line(line, m.offset().max(0) as u64, m.partition().max(0) as u64);
+                let (offset, partition) = (m.offset().max(0) as u64, m.partition().max(0) as u64);
+                // A message longer than `max_line_bytes` is reported and skipped, as a line is.
+                if line.len() > max_line {
+                    router.too_long(offset, partition, line.len(), max_line);
+                } else {
+                    router.line(line, offset, partition);
+                }
                 let p = m.partition();
                 let mut sh = lock();
                 if let Some(want) = sh.resume.remove(&p)

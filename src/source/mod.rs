@@ -367,9 +367,12 @@ fn read_input(
             };
             ipc::read_streams(path, how.max_line, router, s, how.rebuilding).map(|k| stopped.socket = k)
         }
-        InputUri::Kafka(spec) => kafka::read_kafka(spec, how.input, how.marks, router).map_err(std::io::Error::other),
+        InputUri::Kafka(spec) => {
+            kafka::read_kafka(spec, how.input, how.marks, how.max_line, router).map_err(std::io::Error::other)
+        }
         InputUri::Redis(spec) => {
-            redis_in::read_redis(spec, how.input, how.marks, router).map_err(std::io::Error::other)
+            redis_in::read_redis(spec, how.input, how.marks, how.max_line, router);
+            Ok(())
         }
     };
     (r, stopped)

@@ -1,9 +1,9 @@
 //! `redis://HOST:PORT/KEY` input: Suricata's Redis output (`filetype: redis`) as a source.
 //!
 //! - `mode=list` (default): a reliable queue. Each event is moved (`LMOVE`, pipelined 500 at a
-//!   time) from `KEY` to `KEY:processing` and removed from there (`LTRIM`) once every output
-//!   has written it; after a crash the events left in `KEY:processing` are read again first.
-//!   At-least-once.
+//!   time) from `KEY` to `KEY:processing` (or `processing=`) and removed from there (`LTRIM`)
+//!   once every output has written it; after a crash the events left in the processing list
+//!   are read again first. At-least-once.
 //! - `mode=pop`: events are popped (`RPOP key count`): gone from Redis once read, so a crash
 //!   loses what was in flight. At-most-once, documented as such.
 //! - `mode=stream`: `XREADGROUP` as `consumer` of `group` (created when missing), entries
@@ -12,7 +12,8 @@
 //!   first field whose value is a JSON object.
 //!
 //! Lists are taken from the right by default (Suricata's `list`/`lpush` mode pushes left);
-//! `side=left` is for `rpush` producers.
+//! `side=left` is for `rpush` producers. Redis being away (or hung, or the key of another type)
+//! is reported and waited out, never the input's end; every wait on it is bounded.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -32,16 +33,6 @@ const BLOCK_MS: usize = 100;
 /// How long a stopping reader waits for what it read to be written.
 const DRAIN_WAIT: Duration = Duration::from_secs(30);
 
-/// A failed Redis call of the input.
-#[derive(Debug, thiserror::Error)]
-#[error("redis://{host}:{port}/{key}: {source}")]
-pub(crate) struct RedisInError {
-    host: String,
-    port: u16,
-    key: String,
-    source: Box<redis::RedisError>,
-}
-
 /// What was read and is not acknowledged yet: per entry, the sequence number after it and how
 /// to acknowledge it.
 enum Unacked {
@@ -53,109 +44,78 @@ enum Unacked {
 }
 
 /// Reads until the engine stops, then waits for what was read to be written and acknowledges it.
-pub(crate) fn read_redis(
-    spec: &RedisInSpec,
-    input: usize,
-    marks: &Watermarks,
-    router: &mut Router,
-) -> Result<(), RedisInError> {
-    let fail = |source: redis::RedisError| RedisInError {
-        host: spec.host.clone(),
-        port: spec.port,
-        key: spec.key.clone(),
-        source: Box::new(source),
-    };
+/// Redis problems are reported and waited out, never an end: what is not acknowledged stays
+/// in Redis and is read again.
+pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, max_line: usize, router: &mut Router) {
     let report = |router: &Router, e: &redis::RedisError| {
         router.report(Kind::InputError, 0, 0, 0, &format!("redis://{}: {e}", spec.key));
     };
-    // Redis not there yet: reported once, tried again until it is (or the engine stops).
-    let mut told = false;
-    let mut con = loop {
-        match connect(spec) {
-            Ok(c) => break c,
-            Err(e) if router.stopping() => return Err(fail(e)),
-            Err(e) => {
-                if !told {
-                    report(router, &e);
-                    told = true;
-                }
-                wait_a_while(router, Duration::from_secs(1));
-            }
-        }
+    let processing = match &spec.mode {
+        RedisInMode::List { processing, .. } => processing.clone(),
+        _ => String::new(),
     };
-    let processing = format!("{}:processing", spec.key);
     let mut unacked = match &spec.mode {
         RedisInMode::List { .. } => Unacked::List(VecDeque::new()),
         RedisInMode::Stream { .. } => Unacked::Stream(VecDeque::new()),
         RedisInMode::Pop { .. } => Unacked::None,
     };
-    // What a crash left: the processing list, or the consumer's pending entries.
-    match &spec.mode {
-        RedisInMode::List { .. } => {
-            let left: Vec<Vec<u8>> = redis::cmd("LRANGE")
-                .arg(&processing)
-                .arg(0)
-                .arg(-1)
-                .query(&mut con)
-                .map_err(fail)?;
-            // LMOVE put each at the left: the oldest is at the right end.
-            for item in left.iter().rev() {
-                take(router, item, &mut unacked, None);
+    // Redis not there yet, or the key not usable (another type): reported once, tried again
+    // every second until it works (or the engine stops: nothing was read, nothing is lost).
+    let (mut told, since) = (false, Instant::now());
+    let con = loop {
+        let started = connect(spec)
+            .and_then(|mut c| resume_left(&mut c, spec, &processing, max_line, router, &mut unacked).map(|()| c));
+        match started {
+            Ok(c) => break c,
+            // Stopping: nothing was read, nothing is lost (not a missing input at the end).
+            Err(_) if router.stopping() => {
+                router.set_missing(false);
+                return;
             }
-            if !left.is_empty() {
-                router.info(
-                    Kind::InputResumed,
-                    &format!(
-                        "redis://{}: {} events left in {processing} by a previous run are read again",
-                        spec.key,
-                        left.len()
-                    ),
-                );
-            }
-        }
-        RedisInMode::Stream { group, consumer, .. } => {
-            create_group(&mut con, spec).map_err(fail)?;
-            // Own pending entries first (read but not acknowledged by a previous run), each
-            // batch read after the last id of the one before.
-            let mut from = "0".to_string();
-            let mut again = 0usize;
-            loop {
-                let v: Value = xreadgroup(group, consumer, &spec.key, &from, None)
-                    .query(&mut con)
-                    .map_err(fail)?;
-                let entries = stream_entries(&v);
-                let Some((last, _)) = entries.last() else { break };
-                from = last.clone();
-                again += entries.len();
-                for (id, ev) in entries {
-                    take(router, &ev, &mut unacked, Some(id));
+            Err(e) => {
+                if !told {
+                    report(router, &e);
+                    told = true;
+                    // Down for `/health` (503) until it works.
+                    router.set_missing(true);
                 }
-            }
-            if again > 0 {
-                let msg = format!(
-                    "redis://{}: {again} entries a previous run read but did not acknowledge are read again",
-                    spec.key
-                );
-                router.info(Kind::InputResumed, &msg);
+                // What a failed attempt took in is read again by the next one.
+                match &mut unacked {
+                    Unacked::List(q) => q.clear(),
+                    Unacked::Stream(q) => q.clear(),
+                    Unacked::None => {}
+                }
+                wait_a_while(router, Duration::from_secs(1));
             }
         }
-        RedisInMode::Pop { .. } => {}
+    };
+    if told {
+        router.set_missing(false);
+        router.info(
+            Kind::InputResumed,
+            &format!(
+                "redis://{}: reading after {:.1} s",
+                spec.key,
+                since.elapsed().as_secs_f64()
+            ),
+        );
     }
     router.opened();
+    let mut last_id = last_stream_id(&unacked, None);
     let mut last_ack = Instant::now();
     let mut con = Some(con);
     while !router.stopping() {
         let Some(c) = con.as_mut() else {
             con = reconnect(spec, router);
             if let Some(c) = con.as_mut()
-                && let Err(e) = resync_list(c, &processing, router, &mut unacked)
+                && let Err(e) = resync_list(c, &processing, max_line, router, &mut unacked)
             {
                 report(router, &e);
                 con = None;
             }
             continue;
         };
-        let got = match read_batch(c, spec, &processing, router, &mut unacked) {
+        let got = match read_batch(c, spec, &processing, max_line, router, &mut unacked) {
             Ok(n) => n,
             Err(e) => {
                 report(router, &e);
@@ -163,16 +123,26 @@ pub(crate) fn read_redis(
                     con = None;
                 } else if e.code() == Some("NOGROUP") {
                     // The stream or its group is gone (a Redis that restarted without its
-                    // data): made again, and reading goes on with what comes next.
-                    if let Err(e) = create_group(c, spec) {
-                        report(router, &e);
+                    // data): made again after the last entry read (all of a new stream), so
+                    // that what was added meanwhile is read.
+                    let at = last_id.clone().unwrap_or_else(|| "0".into());
+                    match create_group_at(c, spec, &at) {
+                        Ok(()) => router.info(
+                            Kind::InputResumed,
+                            &format!(
+                                "redis://{}: the consumer group was gone (Redis restarted without its data?); made again at entry {at}",
+                                spec.key
+                            ),
+                        ),
+                        Err(e) => report(router, &e),
                     }
                 } else {
-                    std::thread::sleep(Duration::from_millis(500));
+                    wait_a_while(router, Duration::from_millis(500));
                 }
                 0
             }
         };
+        last_id = last_stream_id(&unacked, last_id);
         if got == 0 {
             router.flush();
             if !matches!(spec.mode, RedisInMode::Stream { .. }) {
@@ -201,23 +171,113 @@ pub(crate) fn read_redis(
         std::thread::sleep(Duration::from_millis(20));
     }
     let written = marks[input].load(Ordering::Acquire);
-    let mut con = match con {
-        Some(c) => c,
-        None => connect(spec).map_err(fail)?,
+    let acked = match con {
+        Some(mut c) => acknowledge(&mut c, spec, &processing, &mut unacked, written),
+        None => connect(spec).and_then(|mut c| acknowledge(&mut c, spec, &processing, &mut unacked, written)),
     };
-    acknowledge(&mut con, spec, &processing, &mut unacked, written).map_err(fail)
+    if let Err(e) = acked {
+        // Not a loss: what is not acknowledged stays in Redis and is read again next time.
+        router.report(
+            Kind::InputError,
+            0,
+            0,
+            0,
+            &format!(
+                "redis://{}: acknowledging at the stop failed ({e}); what was written since the last acknowledgement is read again after a restart",
+                spec.key
+            ),
+        );
+    }
 }
 
+/// The newest stream entry read so far (`prev` when nothing new is tracked).
+fn last_stream_id(unacked: &Unacked, prev: Option<String>) -> Option<String> {
+    match unacked {
+        Unacked::Stream(q) => q.back().map(|(_, id)| id.clone()).or(prev),
+        _ => prev,
+    }
+}
+
+/// At the start: what a crash left (the processing list, or the consumer's pending entries)
+/// is read again first; the stream's group is made when missing.
+fn resume_left(
+    con: &mut Connection,
+    spec: &RedisInSpec,
+    processing: &str,
+    max_line: usize,
+    router: &mut Router,
+    unacked: &mut Unacked,
+) -> redis::RedisResult<()> {
+    match &spec.mode {
+        RedisInMode::List { .. } => {
+            let left: Vec<Vec<u8>> = redis::cmd("LRANGE").arg(processing).arg(0).arg(-1).query(con)?;
+            // LMOVE put each at the left: the oldest is at the right end.
+            for item in left.iter().rev() {
+                take(router, item, max_line, unacked, None);
+            }
+            if !left.is_empty() {
+                router.info(
+                    Kind::InputResumed,
+                    &format!(
+                        "redis://{}: {} events left in {processing} by a previous run are read again",
+                        spec.key,
+                        left.len()
+                    ),
+                );
+            }
+        }
+        RedisInMode::Stream { group, consumer, .. } => {
+            create_group(con, spec)?;
+            // Own pending entries first (read but not acknowledged by a previous run), each
+            // batch read after the last id of the one before.
+            let mut from = "0".to_string();
+            let mut again = 0usize;
+            loop {
+                let v: Value = xreadgroup(group, consumer, &spec.key, &from, None).query(con)?;
+                let entries = stream_entries(&v);
+                let Some((last, _)) = entries.last() else { break };
+                from = last.clone();
+                again += entries.len();
+                for (id, ev) in entries {
+                    take(router, &ev, max_line, unacked, Some(id));
+                }
+            }
+            if again > 0 {
+                let msg = format!(
+                    "redis://{}: {again} entries a previous run read but did not acknowledge are read again",
+                    spec.key
+                );
+                router.info(Kind::InputResumed, &msg);
+            }
+        }
+        RedisInMode::Pop { .. } => {}
+    }
+    Ok(())
+}
+
+/// A connection with bounded waits: connecting (and the handshake) 5 s, each reply or write
+/// 10 s, so that a hung Redis (stopped, partitioned) cannot hold a stopping engine.
 fn connect(spec: &RedisInSpec) -> redis::RedisResult<Connection> {
-    let client = redis::Client::open((spec.host.as_str(), spec.port))?;
+    let info = redis::IntoConnectionInfo::into_connection_info((spec.host.as_str(), spec.port))?
+        .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
+    let client = redis::Client::open(info)?;
     let con = client.get_connection_with_timeout(Duration::from_secs(5))?;
     con.set_read_timeout(Some(Duration::from_secs(10)))?;
+    con.set_write_timeout(Some(Duration::from_secs(10)))?;
     Ok(con)
 }
 
 /// Creates the stream's consumer group (and the stream) unless it exists.
 fn create_group(con: &mut Connection, spec: &RedisInSpec) -> redis::RedisResult<()> {
-    let RedisInMode::Stream { group, start, .. } = &spec.mode else {
+    let RedisInMode::Stream { start, .. } = &spec.mode else {
+        return Ok(());
+    };
+    create_group_at(con, spec, start)
+}
+
+/// Creates the stream's consumer group (and the stream) at entry `start` unless it exists.
+fn create_group_at(con: &mut Connection, spec: &RedisInSpec, start: &str) -> redis::RedisResult<()> {
+    let RedisInMode::Stream { group, .. } = &spec.mode else {
         return Ok(());
     };
     let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
@@ -251,9 +311,11 @@ fn wait_a_while(router: &Router, d: Duration) {
 /// the new connection once written (or read again after a restart).
 fn reconnect(spec: &RedisInSpec, router: &Router) -> Option<Connection> {
     let since = Instant::now();
+    router.set_missing(true);
     while !router.stopping() {
         wait_a_while(router, Duration::from_secs(1));
         if let Ok(c) = connect(spec) {
+            router.set_missing(false);
             router.info(
                 Kind::InputResumed,
                 &format!(
@@ -265,6 +327,7 @@ fn reconnect(spec: &RedisInSpec, router: &Router) -> Option<Connection> {
             return Some(c);
         }
     }
+    router.set_missing(false);
     None
 }
 
@@ -278,14 +341,19 @@ fn xreadgroup(group: &str, consumer: &str, key: &str, from: &str, block: Option<
     c
 }
 
-/// Routes one event and remembers how to acknowledge it.
-fn take(router: &mut Router, item: &[u8], unacked: &mut Unacked, id: Option<String>) {
+/// Routes one event (one longer than `max_line` is reported and skipped, as a file's line
+/// is) and remembers how to acknowledge it.
+fn take(router: &mut Router, item: &[u8], max_line: usize, unacked: &mut Unacked, id: Option<String>) {
     router.add_bytes(item.len());
     let mut line = item;
     while let Some(l) = line.strip_suffix(b"\n") {
         line = l;
     }
-    router.line(line, 0, 0);
+    if line.len() > max_line {
+        router.too_long(0, 0, line.len(), max_line);
+    } else {
+        router.line(line, 0, 0);
+    }
     let seq = router.seq();
     match (unacked, id) {
         (Unacked::List(q), _) => match q.back_mut() {
@@ -303,23 +371,44 @@ fn read_batch(
     con: &mut Connection,
     spec: &RedisInSpec,
     processing: &str,
+    max_line: usize,
     router: &mut Router,
     unacked: &mut Unacked,
 ) -> redis::RedisResult<usize> {
     match &spec.mode {
-        RedisInMode::List { left } => {
+        RedisInMode::List { left, .. } => {
             let from = if *left { "LEFT" } else { "RIGHT" };
-            let mut pipe = redis::pipe();
+            let mut packed = Vec::new();
             for _ in 0..BATCH {
-                pipe.cmd("LMOVE").arg(&spec.key).arg(processing).arg(from).arg("LEFT");
+                redis::cmd("LMOVE")
+                    .arg(&spec.key)
+                    .arg(processing)
+                    .arg(from)
+                    .arg("LEFT")
+                    .write_packed_command(&mut packed);
             }
-            let items: Vec<Option<Vec<u8>>> = pipe.query(con)?;
-            let mut n = 0;
-            for item in items.into_iter().flatten() {
-                take(router, &item, unacked, None);
-                n += 1;
+            con.send_packed_command(&packed)?;
+            // Replies read one by one: a connection that fails ends the batch at once (a
+            // pipeline's `query` would wait out the read timeout for each missing reply, 500
+            // times, holding a stopping engine). An error reply is the batch's after the rest
+            // are read (the connection stays in step).
+            let (mut n, mut refused) = (0, None);
+            for _ in 0..BATCH {
+                match con.recv_response()? {
+                    Value::BulkString(item) => {
+                        take(router, &item, max_line, unacked, None);
+                        n += 1;
+                    }
+                    Value::ServerError(e) => {
+                        refused.get_or_insert(e);
+                    }
+                    _ => {}
+                }
             }
-            Ok(n)
+            match refused {
+                Some(e) => Err(e.into()),
+                None => Ok(n),
+            }
         }
         RedisInMode::Pop { left } => {
             let items: Option<Vec<Vec<u8>>> = redis::cmd(if *left { "LPOP" } else { "RPOP" })
@@ -328,7 +417,7 @@ fn read_batch(
                 .query(con)?;
             let items = items.unwrap_or_default();
             for item in &items {
-                take(router, item, unacked, None);
+                take(router, item, max_line, unacked, None);
             }
             Ok(items.len())
         }
@@ -337,7 +426,7 @@ fn read_batch(
             let entries = stream_entries(&v);
             let n = entries.len();
             for (id, ev) in entries {
-                take(router, &ev, unacked, Some(id));
+                take(router, &ev, max_line, unacked, Some(id));
             }
             Ok(n)
         }
@@ -351,6 +440,7 @@ fn read_batch(
 fn resync_list(
     con: &mut Connection,
     processing: &str,
+    max_line: usize,
     router: &mut Router,
     unacked: &mut Unacked,
 ) -> redis::RedisResult<()> {
@@ -376,7 +466,7 @@ fn resync_list(
             .arg((len - tracked) as i64 - 1)
             .query(con)?;
         for item in unread.iter().rev() {
-            take(router, item, unacked, None);
+            take(router, item, max_line, unacked, None);
         }
         router.info(
             Kind::InputResumed,
@@ -468,11 +558,20 @@ fn stream_entries(v: &Value) -> Vec<(String, Vec<u8>)> {
                 .chunks(2)
                 .filter_map(|kv| Some((bytes(kv.first()?)?, bytes(kv.get(1)?)?)))
                 .collect();
+            // No such field: the first field's value, which validation then rejects and
+            // reports (an entry is never dropped unseen).
             let ev = pairs
                 .iter()
                 .find(|(k, _)| *k == b"eve")
                 .or_else(|| pairs.iter().find(|(_, v)| v.first() == Some(&b'{')))
-                .map(|(_, v)| v.to_vec())
+                .or_else(|| pairs.first())
+                .map(|(_, v)| {
+                    if v.iter().all(u8::is_ascii_whitespace) {
+                        b"(an empty field)".to_vec()
+                    } else {
+                        v.to_vec()
+                    }
+                })
                 .unwrap_or_default();
             out.push((String::from_utf8_lossy(id).into_owned(), ev));
         }

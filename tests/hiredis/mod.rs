@@ -60,6 +60,14 @@ impl RedisServer {
         }
     }
 
+    /// Sends `sig` to the server (`SIGSTOP`: it hangs, connections stay open).
+    pub fn signal(&self, sig: libc::c_int) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+            unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+        }
+    }
+
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.kill();

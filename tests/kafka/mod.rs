@@ -868,6 +868,42 @@ fn kafka_a_dead_members_partitions_are_taken_over() {
     assert!(again < before.len() / 2, "{again} of {} read again", before.len());
 }
 
+/// A message longer than `max_line_bytes` is reported (`line_too_long`) and skipped, as a
+/// file's long line is; the messages around it are read.
+#[test]
+fn kafka_a_message_too_long_is_reported_and_skipped() {
+    let broker = Broker::start();
+    broker.create_topic("in", 1);
+    let long = format!("{{\"n\":1,\"flow\":1,\"pad\":\"{}\"}}", "x".repeat(3000));
+    let msgs = vec![
+        ("a".to_string(), "{\"n\":0,\"flow\":0}".to_string()),
+        ("a".to_string(), long),
+        ("a".to_string(), "{\"n\":2,\"flow\":0}".to_string()),
+    ];
+    broker.produce("in", &msgs);
+    let b = broker.brokers();
+    let env = env_with(&format!(
+        "{}max_line_bytes = 1000\n",
+        config(&b, "long").replace(&format!("kafka://{b}/out"), "file://out.json")
+    ));
+    let mut engine = env.spawn(&[]);
+    wait_until(
+        Duration::from_secs(60),
+        "the two short messages",
+        || env.lines("out.json").len() >= 2 && !env.log_records_of("line_too_long").is_empty(),
+        || format!("{:?}", env.log_records()),
+    );
+    engine.signal(libc::SIGINT);
+    engine.wait(Duration::from_secs(60)).assert_success();
+    let ns: Vec<u64> = env
+        .lines("out.json")
+        .iter()
+        .filter_map(|l| u64_member(l, "n"))
+        .collect();
+    assert_eq!(ns, vec![0, 2]);
+    assert_eq!(env.log_records_of("line_too_long").len(), 1);
+}
+
 /// A `kafka://` output keys each record by its flow (`key=flow`, the default): both directions
 /// of a flow share one key, different flows get different keys, an event with only a flow_id
 /// is keyed by it, one with neither has no key; `key=none` sends no key at all.

@@ -140,14 +140,19 @@ fn a_list_is_a_reliable_queue_and_pop_is_at_most_once() {
 
 /// kill -9 mid-run, then a restart: every event is written at least once, and what is written
 /// twice was in flight at the kill.
-fn kill_9_loses_nothing(stream: bool) {
+fn kill_9_loses_nothing(stream: bool, processing: &str) {
     let r = RedisServer::start();
     let total = 12_000;
     produce(&r, stream, 0, total);
+    let list_query = if processing == "suricata:processing" {
+        "mode=list".to_string()
+    } else {
+        format!("mode=list&processing={processing}")
+    };
     let query = if stream {
         "mode=stream&group=g&consumer=c1&start=0"
     } else {
-        "mode=list"
+        list_query.as_str()
     };
     let env = env_with(&r, query, SLOW_PASS);
     let mut first = env.spawn(&["--shards", "2"]);
@@ -174,18 +179,176 @@ fn kill_9_loses_nothing(stream: bool) {
         let pending = r.cli(&["XPENDING", "suricata", "g"]);
         assert!(pending.trim_start().starts_with('0'), "nothing pending: {pending}");
     } else {
-        assert_eq!(r.cli(&["LLEN", "suricata:processing"]).trim(), "0");
+        assert_eq!(r.cli(&["LLEN", processing]).trim(), "0");
+        assert_eq!(
+            r.cli(&["EXISTS", "suricata:processing"]).trim(),
+            "0",
+            "only the processing list named"
+        );
     }
 }
 
 #[test]
 fn kill_9_loses_no_event_of_a_stream() {
-    kill_9_loses_nothing(true);
+    kill_9_loses_nothing(true, "");
 }
 
 #[test]
 fn kill_9_loses_no_event_of_a_list() {
-    kill_9_loses_nothing(false);
+    kill_9_loses_nothing(false, "suricata:processing");
+}
+
+/// `processing=KEY` (one per engine when several engines read one list): the items go through
+/// that list, and after a `kill -9` what it holds is read again.
+#[test]
+fn kill_9_loses_no_event_of_a_list_with_its_own_processing_list() {
+    kill_9_loses_nothing(false, "engine-1:processing");
+}
+
+/// Redis restarted without its data while the engine reads a stream from its new entries on
+/// (`start=$`, the default): the group is made again after the last entry read, so the entries
+/// added before the engine noticed the restart are read too (it was made at `$`, after them,
+/// losing them silently).
+#[test]
+fn a_stream_group_made_again_after_a_restart_misses_nothing() {
+    let mut r = RedisServer::start();
+    let env = env_for(&r, "mode=stream&group=g&consumer=c1");
+    let mut engine = env.spawn(&[]);
+    wait_until(
+        Duration::from_secs(30),
+        "the group made",
+        || r.cli(&["XINFO", "GROUPS", "suricata"]).contains('g'),
+        String::new,
+    );
+    produce(&r, true, 0, 1000);
+    wait_for(&env, "the first 1,000 events", 1000);
+    r.restart();
+    produce(&r, true, 1000, 500);
+    wait_for(&env, "the events added right after the restart", 1500);
+    produce(&r, true, 1500, 500);
+    wait_for(&env, "the events added later", 2000);
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    assert_eq!(written(&env).len(), 2000);
+    let made = env.log_records_of("input_resumed");
+    assert!(
+        made.iter()
+            .any(|r| r["message"].as_str().unwrap_or("").contains("made again at entry")),
+        "{made:?}"
+    );
+}
+
+/// Items that are not events are counted and reported, never dropped unseen: a stream entry
+/// with no JSON field, and items longer than `max_line_bytes` (a stream entry, a list item),
+/// which are skipped as a file's long line is.
+#[test]
+fn bad_items_are_counted_and_reported() {
+    let r = RedisServer::start();
+    let mut c = connect(&r);
+    let long = format!("{{\"n\":99,\"pad\":\"{}\"}}", "x".repeat(2000));
+    let _: String = redis::cmd("XADD")
+        .arg("suricata")
+        .arg("*")
+        .arg("a")
+        .arg("x")
+        .arg("b")
+        .arg("y")
+        .query(&mut c)
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("suricata")
+        .arg("*")
+        .arg("eve")
+        .arg(&long)
+        .query(&mut c)
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("suricata")
+        .arg("*")
+        .arg("eve")
+        .arg(event(1))
+        .query(&mut c)
+        .unwrap();
+    let _: i64 = redis::cmd("LPUSH").arg("list").arg(&long).query(&mut c).unwrap();
+    let _: i64 = redis::cmd("LPUSH").arg("list").arg(event(2)).query(&mut c).unwrap();
+    let uri = |key: &str, q: &str| format!("redis://127.0.0.1:{}/{key}?{q}", r.port);
+    let env = Env::new();
+    env.config(&format!(
+        "inputs = {{ {{ tag = \"s\", uri = \"{}\", script = \"filter.lua\", default_analyzer = \"a\" }}, {{ tag = \"l\", uri = \"{}\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
+         outputs = {{ {{ tag = \"out\", uri = \"file://out.json\" }} }}\nmax_line_bytes = 1000\n",
+        uri("suricata", "mode=stream&start=0"),
+        uri("list", "mode=list")
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    let mut engine = env.spawn(&[]);
+    wait_for(&env, "the two good events", 2);
+    wait_until(
+        Duration::from_secs(30),
+        "the reports",
+        || env.log_records_of("line_too_long").len() >= 2 && !env.log_records_of("invalid_line").is_empty(),
+        || format!("{:?}", env.log_records()),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    let w = written(&env);
+    assert_eq!(
+        w.keys().copied().collect::<Vec<_>>(),
+        vec![1, 2],
+        "only the good events"
+    );
+    let invalid = env.log_records_of("invalid_line");
+    assert_eq!(invalid.len(), 1, "{invalid:?}");
+    assert_eq!(env.log_records_of("line_too_long").len(), 2);
+    // Everything was acknowledged: nothing is read again.
+    assert!(
+        r.cli(&["XPENDING", "suricata", "dragonfly-mle"])
+            .trim_start()
+            .starts_with('0')
+    );
+    assert_eq!(r.cli(&["LLEN", "list:processing"]).trim(), "0");
+}
+
+/// SIGTERM while Redis hangs (stopped with SIGSTOP: connections open, no reply): the engine
+/// stops within its bounded waits instead of waiting for Redis to come back.
+#[test]
+fn the_engine_stops_while_redis_hangs() {
+    let r = RedisServer::start();
+    produce(&r, false, 0, 1000);
+    let env = env_for(&r, "mode=list");
+    let mut engine = env.spawn(&[]);
+    wait_for(&env, "1,000 events", 1000);
+    r.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(300));
+    engine.signal(libc::SIGTERM);
+    let t = std::time::Instant::now();
+    let out = engine.wait(Duration::from_secs(90));
+    let took = t.elapsed();
+    r.signal(libc::SIGCONT);
+    out.assert_success();
+    assert!(took < Duration::from_secs(60), "stopped after {took:?}");
+    assert_eq!(written(&env).len(), 1000);
+}
+
+/// Parameters of another mode are refused (`group=` on a list would suggest it can be shared).
+#[test]
+fn parameters_of_another_mode_are_refused() {
+    for q in [
+        "mode=list&group=g",
+        "mode=pop&processing=p",
+        "mode=stream&processing=p",
+        "consumer=c",
+    ] {
+        let env = Env::simple(&format!("redis://127.0.0.1:1/k?{q}"), ANALYZER_PASS, "", "");
+        let out = env.run(&["check"]);
+        assert!(!out.status.success(), "{q}: accepted");
+        assert!(
+            out.stderr.contains("only the parameters of the chosen mode"),
+            "{q}: {}",
+            out.stderr
+        );
+    }
 }
 
 /// Redis goes away and comes back (restarted, without its data): the input reconnects, makes
