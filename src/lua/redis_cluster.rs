@@ -229,6 +229,15 @@ fn connect(addr: &Addr, t: RedisTimeouts) -> RedisResult<Connection> {
     Ok(con)
 }
 
+/// A Redis error as the scripts see it: its code and detail, else its text.
+pub(crate) fn describe(e: &redis::RedisError) -> String {
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_string(),
+        _ => e.to_string(),
+    }
+}
+
 /// A failure of the connection itself (the node is down or unreachable), as opposed to a
 /// command's error reply.
 fn is_transport(e: &redis::RedisError) -> bool {
@@ -318,7 +327,7 @@ impl Cluster {
                 Ok(v) => v,
                 Err(e) => {
                     self.nodes.remove(&addr);
-                    last = Some(node_error(&addr, &super::redis_conn::describe(&e)));
+                    last = Some(node_error(&addr, &describe(&e)));
                     continue;
                 }
             };
@@ -369,7 +378,7 @@ impl Cluster {
                 }
                 Err(e) => {
                     self.mark_down(addr, &e);
-                    return Err(node_error(addr, &super::redis_conn::describe(&e)));
+                    return Err(node_error(addr, &describe(&e)));
                 }
             }
         }
@@ -400,7 +409,7 @@ impl Cluster {
                         "redis cluster node {}:{}: connection lost ({}); calls for its slots fail with ERR_IO until it, or a replica that takes over, answers",
                         addr.0,
                         addr.1,
-                        super::redis_conn::describe(e)
+                        describe(e)
                     ),
                 ));
             }
@@ -432,7 +441,7 @@ impl Cluster {
         });
         r.map_err(|e| {
             self.mark_down(addr, &e);
-            node_error(addr, &super::redis_conn::describe(&e))
+            node_error(addr, &describe(&e))
         })
     }
 

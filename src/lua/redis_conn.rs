@@ -2,6 +2,7 @@
 //! `hiredis.connect()` per script, re-established with backoff after a failure, with the
 //! queues of pipelined and appended commands.
 
+pub(crate) use super::redis_cluster::describe;
 pub(crate) use crate::config::types::{RedisTarget, RedisTimeouts};
 use std::time::{Duration, Instant};
 
@@ -241,14 +242,6 @@ pub(super) fn describe_target(t: &RedisTarget) -> String {
                 .collect::<Vec<_>>()
                 .join(",")
         ),
-    }
-}
-
-pub(super) fn describe(e: &redis::RedisError) -> String {
-    match (e.code(), e.detail()) {
-        (Some(code), Some(detail)) => format!("{code} {detail}"),
-        (Some(code), None) => code.to_string(),
-        _ => e.to_string(),
     }
 }
 
