@@ -34,6 +34,10 @@ pub(crate) struct Carry {
     pub output_errors: u64,
     pub dropped: u64,
     pub missing_inputs: Vec<String>,
+    /// The files the wildcard `tail://` inputs followed when their pipeline started: (pattern,
+    /// tag, path, file). A new match that is one of them under a new name (rotated into a name
+    /// the pattern matches) takes over where its reader was, instead of reading it again.
+    pub glob_files: Vec<(PathBuf, String, PathBuf, crate::source::checkpoint::FileId)>,
     /// The worker threads, which outlive a rebuild with their Lua states, and where each is
     /// sent its next pipeline.
     pub workers: Vec<(

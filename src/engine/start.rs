@@ -136,17 +136,46 @@ pub(super) fn start_readers(
     carry: &mut crate::reconfig::Carry,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<crate::source::ReaderEnd>>> {
     let mut readers = Vec::new();
+    let before = std::mem::take(&mut carry.glob_files);
     for (r, io) in ios.into_iter().enumerate() {
         let mut input = cfg.inputs[r].clone();
+        let file = std::fs::metadata(crate::privilege::host_path(input.uri.path()))
+            .ok()
+            .map(|m| crate::source::checkpoint::FileId::of(&m));
+        let mut handed = None;
+        if let (Some(pattern), Some(f), crate::config::InputUri::Tail { .. }) = (&input.glob, file, &input.uri) {
+            carry
+                .glob_files
+                .push((pattern.clone(), input.tag.clone(), input.uri.path().to_path_buf(), f));
+        }
         // A file that began to match a wildcard `tail://` after the start is new: all of it
         // is unread (without a checkpoint it would be followed from its end, losing what
-        // Suricata wrote before the rebuild noticed it).
+        // Suricata wrote before the rebuild noticed it) -- unless it is a file another match
+        // was following, renamed into a name the pattern matches (a rotation such as
+        // eve.0.json -> eve.0-20261205.json): then it goes on where that reader's checkpoint
+        // is (or, that reader having finished it, from its end).
         if carry.generation > 0
             && input.glob.is_some()
             && !carry.stopped.keys().any(|(tag, _)| *tag == input.tag)
             && let crate::config::InputUri::Tail { from_start, .. } = &mut input.uri
         {
-            *from_start = true;
+            let known = before
+                .iter()
+                .find(|(p, tag, _, id)| Some(p) == input.glob.as_ref() && *tag != input.tag && Some(*id) == file);
+            match known {
+                Some((_, tag, path, id)) => {
+                    let mut theirs = crate::source::checkpoint::Checkpoint::new(
+                        &shared.state_dir,
+                        tag,
+                        r,
+                        path,
+                        Arc::clone(&shared.marks),
+                    );
+                    handed = theirs.load().filter(|spot| spot.id == *id);
+                    *from_start = false;
+                }
+                None => *from_start = true,
+            }
         }
         let setup = crate::source::ReaderSetup {
             stats: Arc::clone(&shared.stats),
@@ -161,7 +190,10 @@ pub(super) fn start_readers(
             poll: cfg.tail_poll,
             cpu: plan.cpu(r),
         };
-        let resume = carry.resume(&input);
+        let mut resume = carry.resume(&input);
+        if handed.is_some() {
+            resume.followed = handed;
+        }
         readers.push(crate::source::spawn_reader(r, input, io, setup, resume)?);
     }
     Ok(readers)

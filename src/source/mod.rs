@@ -344,7 +344,9 @@ fn read_input(
             Ok(())
         }
         InputUri::Tail { path, from_start } => {
-            tail::follow(path, *from_start, how.max_line, how.poll, router, ckpt, None);
+            // `followed`: a point handed over from another input's checkpoint (a wildcard
+            // match that is a file another match was reading: see `start_readers`).
+            tail::follow(path, *from_start, how.max_line, how.poll, router, ckpt, resume.followed);
             Ok(())
         }
         InputUri::Ipc {

@@ -377,3 +377,59 @@ fn a_wildcard_tail_reads_a_new_file_from_its_start() {
         "the first file's old lines were read"
     );
 }
+
+/// A file rotated into a name the wildcard also matches (logrotate's `dateext` with
+/// `extension .json`: eve.0.json -> eve.0-20261205.json) is the same file, not a new one: the
+/// new match goes on where the reader of eve.0.json was (its checkpoint), so what it had read
+/// is not read again and what it had not is not lost; the new eve.0.json is read from its
+/// start. Every line once. With a short poll the reader of eve.0.json has finished the old
+/// file when the pipeline is rebuilt for the new match (which then starts at its end); with a
+/// poll longer than the wildcard's 1 s look it has not (the new match goes on from its
+/// checkpoint in the old file).
+#[test]
+fn a_file_rotated_into_a_matching_name_is_not_read_twice() {
+    rotated_into_a_matching_name(50);
+}
+
+#[test]
+fn a_file_rotated_into_a_matching_name_before_its_reader_saw_it_is_not_read_twice() {
+    rotated_into_a_matching_name(4000);
+}
+
+fn rotated_into_a_matching_name(poll_ms: u64) {
+    let env = Env::new();
+    let dir = env.log("suricata");
+    std::fs::create_dir_all(&dir).unwrap();
+    let uri = format!("tail://{}/eve.*.json<", dir.display());
+    env.config(&simple_config(&uri, "", &format!("tail_poll_ms = {poll_ms}")).replace("out.json<", "out.json"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    let run = env.dir.path().join("run").to_string_lossy().into_owned();
+    env.write_log("suricata/eve.0.json", &numbered_lines(0, 1000));
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    wait_until(
+        Duration::from_secs(60),
+        "1000 lines",
+        || env.lines("out.json").len() >= 1000,
+        String::new,
+    );
+    // More lines, then at once the rotation into a matching name and a new file.
+    env.append_log("suricata/eve.0.json", &numbered_lines(1000, 3000));
+    std::fs::rename(dir.join("eve.0.json"), dir.join("eve.0-20261205.json")).unwrap();
+    env.write_log("suricata/eve.0.json", &numbered_lines(3000, 3500));
+    wait_until(
+        Duration::from_secs(60),
+        "the pipeline rebuilt for the new match",
+        || env.log_records_of("reload").len() >= 2,
+        || format!("{:?}", env.log_records()),
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    stop_after(&env, &mut engine, 3500);
+    let mut got = ns(&env);
+    got.sort();
+    let want: Vec<u64> = (0..3500).collect();
+    if got != want {
+        let dups = got.windows(2).filter(|w| w[0] == w[1]).count();
+        panic!("{} lines for 3500, {dups} repeated", got.len());
+    }
+}
