@@ -80,6 +80,9 @@ pub(crate) enum RedisInMode {
         group: String,
         consumer: String,
         start: String,
+        /// Entries other consumers of the group have left pending this long (a dead engine's)
+        /// are claimed and read here; `None`: never.
+        claim_after: Option<std::time::Duration>,
     },
 }
 

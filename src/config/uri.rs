@@ -276,7 +276,7 @@ impl OutputUri {
     }
 }
 
-/// `HOST:PORT/KEY[?mode=list|pop|stream&side=left|right&processing=P&group=G&consumer=C&start=$|0]`.
+/// `HOST:PORT/KEY[?mode=list|pop|stream&side=left|right&processing=P&group=G&consumer=C&start=$|0&claim=S]`.
 fn redis_input(uri: &str, rest: &str) -> Result<RedisInSpec, UriError> {
     let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
     let form = || UriProblem::RedisForm.of(uri);
@@ -288,6 +288,7 @@ fn redis_input(uri: &str, rest: &str) -> Result<RedisInSpec, UriError> {
     }
     let (mut mode, mut left, mut group, mut consumer, mut start) = ("list".to_string(), false, None, None, None);
     let mut processing = None;
+    let mut claim = None;
     for p in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         match (k, v) {
@@ -297,10 +298,11 @@ fn redis_input(uri: &str, rest: &str) -> Result<RedisInSpec, UriError> {
             ("consumer", c) if !c.is_empty() => consumer = Some(c.to_string()),
             ("start", "$" | "0") => start = Some(v.to_string()),
             ("processing", q) if !q.is_empty() => processing = Some(q.to_string()),
+            ("claim", c) if c.parse::<u32>().is_ok() => claim = c.parse::<u32>().ok(),
             _ => {
                 return Err(UriProblem::UnknownParameter {
                     param: p.to_string(),
-                    expected: "mode=list|pop|stream, side=left|right, processing=KEY, group=NAME, consumer=NAME, start=$|0",
+                    expected: "mode=list|pop|stream, side=left|right, processing=KEY, group=NAME, consumer=NAME, start=$|0, claim=SECONDS",
                 }
                 .of(uri));
             }
@@ -310,10 +312,10 @@ fn redis_input(uri: &str, rest: &str) -> Result<RedisInSpec, UriError> {
     // suggest several engines can share it safely).
     let misplaced = match mode.as_str() {
         "stream" => processing.is_some().then_some("processing= (mode=list only)"),
-        "pop" => (group.is_some() || consumer.is_some() || start.is_some() || processing.is_some())
-            .then_some("group=, consumer=, start= (mode=stream only) or processing= (mode=list only)"),
-        _ => (group.is_some() || consumer.is_some() || start.is_some())
-            .then_some("group=, consumer=, start= (mode=stream only)"),
+        "pop" => (group.is_some() || consumer.is_some() || start.is_some() || claim.is_some() || processing.is_some())
+            .then_some("group=, consumer=, start=, claim= (mode=stream only) or processing= (mode=list only)"),
+        _ => (group.is_some() || consumer.is_some() || start.is_some() || claim.is_some())
+            .then_some("group=, consumer=, start=, claim= (mode=stream only)"),
     };
     if let Some(what) = misplaced {
         return Err(UriProblem::UnknownParameter {
@@ -327,6 +329,11 @@ fn redis_input(uri: &str, rest: &str) -> Result<RedisInSpec, UriError> {
             group: group.unwrap_or_else(|| "dragonfly-mle".into()),
             consumer: consumer.unwrap_or_else(|| "dragonfly-mle".into()),
             start: start.unwrap_or_else(|| "$".into()),
+            // A minute by default: far longer than a live engine keeps an entry unacknowledged.
+            claim_after: match claim.unwrap_or(60) {
+                0 => None,
+                s => Some(std::time::Duration::from_secs(s.into())),
+            },
         },
         "pop" => RedisInMode::Pop { left },
         _ => RedisInMode::List {

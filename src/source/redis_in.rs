@@ -103,6 +103,14 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
     router.opened();
     let mut last_id = last_stream_id(&unacked, None);
     let mut last_ack = Instant::now();
+    let claim_every = match &spec.mode {
+        RedisInMode::Stream {
+            claim_after: Some(idle),
+            ..
+        } => Some((*idle / 4).max(Duration::from_secs(1))),
+        _ => None,
+    };
+    let mut last_claim: Option<Instant> = None;
     let mut con = Some(con);
     while !router.stopping() {
         let Some(c) = con.as_mut() else {
@@ -115,6 +123,18 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
             }
             continue;
         };
+        if let Some(every) = claim_every
+            && last_claim.is_none_or(|t| t.elapsed() >= every)
+        {
+            last_claim = Some(Instant::now());
+            if let Err(e) = claim(c, spec, max_line, router, &mut unacked) {
+                report(router, &e);
+                if lost(&e) {
+                    con = None;
+                    continue;
+                }
+            }
+        }
         let got = match read_batch(c, spec, &processing, max_line, router, &mut unacked) {
             Ok(n) => n,
             Err(e) => {
@@ -190,11 +210,100 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
     }
 }
 
+/// Claims the entries other consumers of the stream's group have left pending longer than
+/// `claim_after` (an engine that died and is not coming back) and reads them here; they are
+/// acknowledged once written, as this consumer's own. How many were claimed.
+fn claim(
+    con: &mut Connection,
+    spec: &RedisInSpec,
+    max_line: usize,
+    router: &mut Router,
+    unacked: &mut Unacked,
+) -> redis::RedisResult<usize> {
+    let RedisInMode::Stream {
+        group,
+        consumer,
+        claim_after: Some(idle),
+        ..
+    } = &spec.mode
+    else {
+        return Ok(0);
+    };
+    let ms = idle.as_millis() as u64;
+    let pending: Value = redis::cmd("XPENDING")
+        .arg(&spec.key)
+        .arg(group)
+        .arg("IDLE")
+        .arg(ms)
+        .arg("-")
+        .arg("+")
+        .arg(BATCH)
+        .query(con)?;
+    let Value::Array(pending) = pending else { return Ok(0) };
+    // (id, consumer) of each entry pending too long, another consumer's.
+    let mut ids: Vec<Vec<u8>> = Vec::new();
+    let mut from: Vec<String> = Vec::new();
+    for p in &pending {
+        let Value::Array(f) = p else { continue };
+        let (Some(id), Some(owner)) = (f.first().and_then(bytes), f.get(1).and_then(bytes)) else {
+            continue;
+        };
+        if owner != consumer.as_bytes() {
+            ids.push(id.to_vec());
+            let owner = String::from_utf8_lossy(owner).into_owned();
+            if !from.contains(&owner) {
+                from.push(owner);
+            }
+        }
+    }
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let claimed: Value = redis::cmd("XCLAIM")
+        .arg(&spec.key)
+        .arg(group)
+        .arg(consumer)
+        .arg(ms)
+        .arg(&ids)
+        .query(con)?;
+    // Shaped as an XREADGROUP reply of one stream, for the same reading.
+    let as_read = Value::Array(vec![Value::Array(vec![
+        Value::BulkString(spec.key.as_bytes().to_vec()),
+        claimed,
+    ])]);
+    let entries = stream_entries(&as_read);
+    let n = entries.len();
+    for (id, ev) in entries {
+        take(router, &ev, max_line, unacked, Some(id));
+    }
+    if n > 0 {
+        router.info(
+            Kind::InputResumed,
+            &format!(
+                "redis://{}: claimed {n} entries pending for over {} s with {} of group {group} (gone?); they are read here",
+                spec.key,
+                idle.as_secs(),
+                from.join(", ")
+            ),
+        );
+    }
+    Ok(n)
+}
+
 /// The newest stream entry read so far (`prev` when nothing new is tracked).
 fn last_stream_id(unacked: &Unacked, prev: Option<String>) -> Option<String> {
-    match unacked {
-        Unacked::Stream(q) => q.back().map(|(_, id)| id.clone()).or(prev),
-        _ => prev,
+    // An id `ms-seq` as numbers (claimed entries are older than what was read before them).
+    let key = |id: &str| {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (ms.parse::<u64>().unwrap_or(0), seq.parse::<u64>().unwrap_or(0))
+    };
+    match (unacked, prev) {
+        (Unacked::Stream(q), prev) => match (q.back(), prev) {
+            (Some((_, id)), Some(p)) if key(id) <= key(&p) => Some(p),
+            (Some((_, id)), _) => Some(id.clone()),
+            (None, p) => p,
+        },
+        (_, prev) => prev,
     }
 }
 

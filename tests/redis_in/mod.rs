@@ -429,3 +429,55 @@ fn a_list_input_reads_what_a_lost_connection_left_unread() {
     assert_eq!(w.len(), 1005);
     assert!(w.values().all(|&n| n == 1), "each event once");
 }
+
+/// Two engines read one stream group as consumers c1 and c2; c1 is killed with `kill -9` and
+/// never comes back: c2 claims the entries c1 left pending once they are older than `claim=`
+/// (1 s here; a minute by default) and reads them, so every event is written and nothing stays
+/// pending.
+#[test]
+fn a_dead_consumers_pending_entries_are_claimed() {
+    let r = RedisServer::start();
+    let total = 6000;
+    produce(&r, true, 0, total);
+    let one = env_with(&r, "mode=stream&group=g&consumer=c1&start=0&claim=1", SLOW_PASS);
+    let two = env_with(&r, "mode=stream&group=g&consumer=c2&start=0&claim=1", SLOW_PASS);
+    let mut first = one.spawn(&["--shards", "1"]);
+    let mut second = two.spawn(&["--shards", "1"]);
+    wait_until(
+        Duration::from_secs(60),
+        "both reading",
+        || written(&one).len() >= 300 && !written(&two).is_empty(),
+        || format!("{} and {}", written(&one).len(), written(&two).len()),
+    );
+    first.signal(libc::SIGKILL);
+    let _ = first.wait(RUN_TIMEOUT);
+    let all = || {
+        let mut w = written(&one);
+        for (n, c) in written(&two) {
+            *w.entry(n).or_insert(0) += c;
+        }
+        w
+    };
+    wait_until(
+        Duration::from_secs(120),
+        "every event written",
+        || all().len() >= total,
+        || format!("{} distinct", all().len()),
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "nothing pending",
+        || r.cli(&["XPENDING", "suricata", "g"]).trim_start().starts_with('0'),
+        || r.cli(&["XPENDING", "suricata", "g"]),
+    );
+    second.signal(libc::SIGTERM);
+    second.wait(RUN_TIMEOUT).assert_success();
+    assert_eq!(all().len(), total);
+    let claimed = two.log_records_of("input_resumed");
+    assert!(
+        claimed
+            .iter()
+            .any(|c| c["message"].as_str().unwrap_or("").contains("claimed")),
+        "{claimed:?}"
+    );
+}
