@@ -81,7 +81,7 @@ fn route_from_tape(tape: &[Node<'_>]) -> Result<RouteInfo, LineError> {
     let mut proto: Option<&str> = None;
     let mut src_port = 0u64;
     let mut dest_port = 0u64;
-    let mut flow_id = 0u64;
+    let mut flow_id = None;
     let mut keys = super::KeyBloom::default();
     let mut dup_keys = false;
     let mut i = 1;
@@ -104,7 +104,7 @@ fn route_from_tape(tape: &[Node<'_>]) -> Result<RouteInfo, LineError> {
             (fields::PROTO, Some(Node::String(s))) => proto = Some(s),
             (fields::SRC_PORT, Some(Node::Static(n))) => src_port = static_u64(n),
             (fields::DEST_PORT, Some(Node::Static(n))) => dest_port = static_u64(n),
-            (fields::FLOW_ID, Some(Node::Static(n))) => flow_id = static_u64(n),
+            (fields::FLOW_ID, Some(Node::Static(n))) => flow_id = Some(static_u64(n)),
             _ => {}
         }
         i += 1 + node_width(val);
@@ -117,12 +117,11 @@ fn route_from_tape(tape: &[Node<'_>]) -> Result<RouteInfo, LineError> {
             dest_port,
             proto.unwrap_or("").as_bytes(),
         )),
-        _ if flow_id != 0 => Some(mix(flow_id)),
-        _ => None,
+        _ => flow_id.map(mix),
     };
     Ok(RouteInfo {
         hash,
-        flow_id,
+        flow_id: flow_id.unwrap_or(0),
         keys,
         dup_keys,
     })
@@ -275,7 +274,8 @@ impl RouteScanner {
                 dest_port,
                 if found & PROTO != 0 { &self.proto } else { b"" },
             ))
-        } else if flow_id != 0 {
+        } else if found & FLOW_ID != 0 {
+            // Present, whatever its value (a flow_id of 0 is a flow too).
             Some(mix(flow_id))
         } else {
             None
@@ -400,6 +400,10 @@ mod tests {
         assert_eq!(a.flow_id, 9_007_199_254_740_991);
         assert_eq!(a.hash, Some(mix(9_007_199_254_740_991)));
         assert_eq!(route(r#"{"event_type":"stats"}"#).unwrap().hash, None);
+        // A flow_id of 0 is a flow: its events stay on one shard (not spread round-robin).
+        let zero = r#"{"flow_id":0,"event_type":"stats"}"#;
+        assert_eq!(route(zero).unwrap().hash, Some(mix(0)));
+        assert_eq!(RouteScanner::default().route(zero.as_bytes()).hash, Some(mix(0)));
     }
 
     #[test]
