@@ -285,7 +285,7 @@ impl Stats {
         }
         for (tag, i) in self.input_tags.iter().zip(&self.inputs) {
             if i.missing.load(Relaxed) {
-                out.push(format!("input {tag}: missing (waiting for it to appear)"));
+                out.push(format!("input {tag}: missing or unreadable (waiting for it)"));
             }
         }
         let down: u64 = self.workers.iter().map(|w| w.redis_down.load(Relaxed)).sum();

@@ -282,7 +282,15 @@ pub(crate) fn follow(
                         0,
                         0,
                         0,
-                        &format!("{}: {e}; waiting for it to appear", path.display()),
+                        &format!(
+                            "{}: {e}; {}",
+                            path.display(),
+                            if e.kind() == std::io::ErrorKind::NotFound {
+                                "waiting for it to appear"
+                            } else {
+                                "trying again until it can be opened"
+                            }
+                        ),
                     );
                     reported_missing = true;
                 }
