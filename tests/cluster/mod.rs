@@ -175,6 +175,14 @@ function loop(msg)
 end
 "#;
 
+/// `in.json`: `n` flow events numbered `n` 0 to n-1.
+fn write_flows(env: &Env, n: usize) {
+    let lines: Vec<String> = (0..n)
+        .map(|i| format!("{{\"event_type\":\"flow\",\"n\":{i}}}"))
+        .collect();
+    env.write_log("in.json", &join_lines(&lines));
+}
+
 fn cluster_env(c: &RedisCluster, input: &str, analyzer: &str, extra: &str) -> Env {
     Env::simple(
         input,
@@ -188,10 +196,7 @@ fn cluster_env(c: &RedisCluster, input: &str, analyzer: &str, extra: &str) -> En
 fn commands_reach_their_slots_master_and_cross_slot_is_an_error() {
     let c = RedisCluster::start();
     let env = cluster_env(&c, "file://in.json", COUNTER, "");
-    let lines: Vec<String> = (0..1000)
-        .map(|i| format!("{{\"event_type\":\"flow\",\"n\":{i}}}"))
-        .collect();
-    env.write_log("in.json", &join_lines(&lines));
+    write_flows(&env, 1000);
     env.run(&["--shards", "2"]).assert_success();
     let out = env.lines("out.json");
     assert_eq!(out.len(), 1000);
@@ -315,10 +320,7 @@ function loop(msg)
 end
 "#;
     let env = cluster_env(&c, "file://in.json", analyzer, "");
-    let lines: Vec<String> = (0..600)
-        .map(|i| format!("{{\"event_type\":\"flow\",\"n\":{i}}}"))
-        .collect();
-    env.write_log("in.json", &join_lines(&lines));
+    write_flows(&env, 600);
     env.run(&["--shards", "1"]).assert_success();
     let out = env.lines("out.json");
     assert_eq!(out.len(), 600);

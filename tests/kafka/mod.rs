@@ -251,6 +251,14 @@ fn check_order(got: &[(i32, Vec<u8>)]) -> usize {
     dups
 }
 
+/// The distinct event numbers (`n`) the engines of `envs` wrote to their `out.json`.
+fn distinct_ns(envs: &[Env]) -> BTreeSet<u64> {
+    envs.iter()
+        .flat_map(|e| e.lines("out.json"))
+        .filter_map(|l| u64_member(&l, "n"))
+        .collect()
+}
+
 fn env_with(config: &str) -> Env {
     let env = Env::new();
     env.config(config);
@@ -699,12 +707,7 @@ fn scale_out_two_engines_share_state_through_a_redis_cluster() {
     engines[0].signal(libc::SIGKILL);
     let _ = engines[0].wait(Duration::from_secs(10));
     engines[0] = envs[0].spawn(&["--shards", "2"]);
-    let distinct = || -> BTreeSet<u64> {
-        envs.iter()
-            .flat_map(|e| e.lines("out.json"))
-            .filter_map(|l| u64_member(&l, "n"))
-            .collect()
-    };
+    let distinct = || distinct_ns(&envs);
     wait_until(
         Duration::from_secs(300),
         "every event written by the two engines",
@@ -808,12 +811,7 @@ fn kafka_a_dead_members_partitions_are_taken_over() {
         before.len() < n / 2,
         "the first member finished its share before the kill"
     );
-    let distinct = || -> BTreeSet<u64> {
-        envs.iter()
-            .flat_map(|e| e.lines("out.json"))
-            .filter_map(|l| u64_member(&l, "n"))
-            .collect()
-    };
+    let distinct = || distinct_ns(&envs);
     wait_until(
         Duration::from_secs(180),
         "every event written, the dead member's share by the survivor",
