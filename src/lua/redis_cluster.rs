@@ -276,8 +276,8 @@ fn is_broadcast(args: &[Vec<u8>]) -> bool {
 }
 
 /// How long to wait before trying a command refused with `TRYAGAIN` again (a multi-key
-/// command on a slot being migrated): 10 ms doubling, about 0.6 s in all.
-const TRYAGAIN_WAITS: [u64; 6] = [10, 20, 40, 80, 160, 320];
+/// command on a slot being migrated): 10 ms doubling, about 1.3 s in all.
+const TRYAGAIN_WAITS: [u64; 7] = [10, 20, 40, 80, 160, 320, 640];
 
 /// The slot map is read again at most this often after failures.
 const REFRESH_EVERY: Duration = Duration::from_millis(100);
