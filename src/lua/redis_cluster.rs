@@ -191,6 +191,14 @@ struct Down {
     backoff: Duration,
 }
 
+/// A round trip that failed: whether the commands were written (then each one without a
+/// reply may have run: never sent again), the replies read before the failure, and why.
+struct Failure {
+    sent: bool,
+    got: Vec<RedisResult<Value>>,
+    err: redis::RedisError,
+}
+
 /// A transaction (`WATCH`, `MULTI` ... `EXEC`): pinned to the master of its first key; its
 /// commands are queued here and sent with `MULTI` and `EXEC` in one write at `EXEC`.
 #[derive(Default)]
@@ -221,8 +229,12 @@ pub(crate) struct Cluster {
     pub(crate) notices: Vec<(Kind, String)>,
 }
 
+/// A connection with the timeouts set. No handshake command is sent (`CLIENT SETINFO` would
+/// wait for its reply before any timeout is set: forever on a hung node).
 fn connect(addr: &Addr, t: RedisTimeouts) -> RedisResult<Connection> {
-    let client = redis::Client::open((addr.0.as_str(), addr.1))?;
+    let info = redis::IntoConnectionInfo::into_connection_info((addr.0.as_str(), addr.1))?
+        .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
+    let client = redis::Client::open(info)?;
     let con = client.get_connection_with_timeout(t.connect)?;
     con.set_read_timeout(Some(t.io))?;
     con.set_write_timeout(Some(t.io))?;
@@ -251,6 +263,11 @@ fn node_error(addr: &Addr, what: &str) -> redis::RedisError {
         format!("cluster node {}:{}: {what}", addr.0, addr.1),
     )
     .into()
+}
+
+/// Another error with the same message (one per command of a failed batch).
+fn node_error_like(e: &redis::RedisError) -> redis::RedisError {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, e.to_string()).into()
 }
 
 /// The error code of a reply (`MOVED`, `TRYAGAIN`, ...), if it is an error reply.
@@ -283,7 +300,9 @@ const TRYAGAIN_WAITS: [u64; 7] = [10, 20, 40, 80, 160, 320, 640];
 const REFRESH_EVERY: Duration = Duration::from_millis(100);
 
 const NODE_BACKOFF_MIN: Duration = Duration::from_millis(50);
-const NODE_BACKOFF_MAX: Duration = Duration::from_secs(2);
+const NODE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a failed node has to answer a `PING` before it is used again.
+const PROBE_WAIT: Duration = Duration::from_millis(500);
 
 impl Cluster {
     /// Connects to the first seed that answers with a slot map and learns it.
@@ -304,9 +323,9 @@ impl Cluster {
         Ok(c)
     }
 
-    /// Reads `CLUSTER SLOTS` from a known node, a master of the map or a seed (nodes in their
-    /// backoff last); a node that answers with no slot (not a member of a cluster, or one
-    /// with no slots assigned) is passed over.
+    /// Reads `CLUSTER SLOTS` from a known node, a master of the map or a seed; nodes in their
+    /// backoff are passed over (a hung one would cost its timeout each time), and so is a node
+    /// that answers with no slot (not a member of a cluster, or one with no slots assigned).
     fn refresh(&mut self) -> RedisResult<()> {
         self.last_refresh = Some(Instant::now());
         let mut candidates: Vec<Addr> = Vec::new();
@@ -318,15 +337,24 @@ impl Cluster {
             }
         }
         let now = Instant::now();
-        candidates.sort_by_key(|a| self.down.get(a).is_some_and(|d| d.next_try > now));
+        candidates.retain(|a| self.down.get(a).is_none_or(|d| d.next_try <= now));
         let mut last = None;
         for addr in candidates {
-            let v = match connect_or_reuse(&mut self.nodes, &addr, self.timeouts)
-                .and_then(|con| redis::cmd("CLUSTER").arg("SLOTS").query::<Value>(con))
-            {
+            let v = match self.node(&addr) {
+                Ok(con) => redis::cmd("CLUSTER").arg("SLOTS").query::<Value>(con),
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            let v = match v {
                 Ok(v) => v,
                 Err(e) => {
-                    self.nodes.remove(&addr);
+                    if is_transport(&e) {
+                        self.mark_down(&addr, &e);
+                    } else {
+                        self.nodes.remove(&addr);
+                    }
                     last = Some(node_error(&addr, &describe(&e)));
                     continue;
                 }
@@ -340,9 +368,30 @@ impl Cluster {
                 continue;
             }
             self.slots = map;
+            // A failed node whose slots another serves now (a replica took over): reported,
+            // and no longer tried.
+            let gone: Vec<Addr> = self
+                .down
+                .keys()
+                .filter(|a| !self.slots.iter().flatten().any(|m| m == *a))
+                .cloned()
+                .collect();
+            for a in gone {
+                if let Some(d) = self.down.remove(&a) {
+                    self.notices.push((
+                        Kind::RedisRestored,
+                        format!(
+                            "redis cluster node {}:{}: its slots are served by other masters now (a replica took over after {:.1} s)",
+                            a.0,
+                            a.1,
+                            d.since.elapsed().as_secs_f64()
+                        ),
+                    ));
+                }
+            }
             return Ok(());
         }
-        Err(last.unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "no cluster node answered"))))
+        Err(last.unwrap_or_else(|| node_error(&self.seeds[0], "every known node is down (retrying after backoff)")))
     }
 
     /// Reads the slot map again after a failure, at most every [`REFRESH_EVERY`].
@@ -361,7 +410,18 @@ impl Cluster {
             {
                 return Err(node_error(addr, "not connected (retrying after backoff)"));
             }
-            match connect(addr, self.timeouts) {
+            // A node that failed is probed first with a short wait: a hung one (the kernel
+            // still accepts connections) then costs a fraction of a second per retry, not the
+            // full reply timeout of a real command.
+            let probed = connect(addr, self.timeouts).and_then(|mut con| {
+                if self.down.contains_key(addr) {
+                    con.set_read_timeout(Some(self.timeouts.io.min(PROBE_WAIT)))?;
+                    redis::cmd("PING").query::<Value>(&mut con)?;
+                    con.set_read_timeout(Some(self.timeouts.io))?;
+                }
+                Ok(con)
+            });
+            match probed {
                 Ok(con) => {
                     self.nodes.insert(addr.clone(), con);
                     if let Some(d) = self.down.remove(addr) {
@@ -423,26 +483,46 @@ impl Cluster {
             .unwrap_or_else(|| self.seeds[0].clone())
     }
 
-    /// Sends `packed` (commands) to `addr` and reads `n` replies. Only a transport failure is
-    /// `Err`; it marks the node down.
-    fn round_trip(&mut self, addr: &Addr, packed: &[u8], n: usize) -> RedisResult<Vec<RedisResult<Value>>> {
-        let con = self.node(addr)?;
+    /// Sends `packed` (`n` commands) to `addr` and reads their replies. Only a transport
+    /// failure is an `Err` ([`Failure`]); it marks the node down.
+    fn round_trip(&mut self, addr: &Addr, packed: &[u8], n: usize) -> Result<Vec<RedisResult<Value>>, Failure> {
+        let con = self.node(addr).map_err(|err| Failure {
+            sent: false,
+            got: Vec::new(),
+            err,
+        })?;
         // Raw send and receive: an error reply stays a value (`req_command` would make it an
         // `Err`, which would look like a broken connection).
+        let mut got = Vec::with_capacity(n);
         let r = con.send_packed_command(packed).and_then(|()| {
-            let mut out = Vec::with_capacity(n);
             for _ in 0..n {
                 match con.recv_response() {
                     Err(e) if is_transport(&e) => return Err(e),
-                    r => out.push(r),
+                    r => got.push(r),
                 }
             }
-            Ok(out)
+            Ok(())
         });
-        r.map_err(|e| {
-            self.mark_down(addr, &e);
-            node_error(addr, &describe(&e))
-        })
+        match r {
+            Ok(()) => Ok(got),
+            Err(e) => {
+                self.mark_down(addr, &e);
+                // Written (or partly): what has no reply may have run.
+                let what = if e.is_timeout() {
+                    format!(
+                        "no reply within {:.1} s; the command may have run",
+                        self.timeouts.io.as_secs_f64()
+                    )
+                } else {
+                    format!("{}; the command may have run", describe(&e))
+                };
+                Err(Failure {
+                    sent: true,
+                    got,
+                    err: node_error(addr, &what),
+                })
+            }
+        }
     }
 
     /// Runs one command (transactions and broadcasts included). A command's own failure (an
@@ -483,15 +563,17 @@ impl Cluster {
             packed.extend_from_slice(&plain);
             let r = match self.round_trip(&addr, &packed, 1 + usize::from(asking)) {
                 Ok(mut replies) => replies.pop().unwrap_or(Ok(Value::Nil)),
-                Err(e) => {
+                Err(f) => {
                     self.refresh_soon();
                     let now = self.addr_of(slot);
-                    if !failed_over && now != addr && slot.is_some() {
+                    // Sent to a replica that took over only when it never left: a command
+                    // written to the failed node may have run there (and been replicated).
+                    if !f.sent && !failed_over && now != addr && slot.is_some() {
                         failed_over = true;
                         (addr, asking) = (now, false);
                         continue;
                     }
-                    return Err(e);
+                    return Err(f.err);
                 }
             };
             if let Some((ask, s, to)) = redirect(&r) {
@@ -532,7 +614,11 @@ impl Cluster {
         let packed = cmd.get_packed_command();
         let mut first = None;
         for m in masters {
-            let r = self.round_trip(&m, &packed, 1)?.pop().unwrap_or(Ok(Value::Nil));
+            let r = self
+                .round_trip(&m, &packed, 1)
+                .map_err(|f| f.err)?
+                .pop()
+                .unwrap_or(Ok(Value::Nil));
             if matches!(r, Ok(Value::ServerError(_)) | Err(_)) {
                 return r;
             }
@@ -589,7 +675,7 @@ impl Cluster {
                 }) = tx
                 {
                     let packed = redis::cmd("UNWATCH").get_packed_command();
-                    self.round_trip(&node, &packed, 1)?;
+                    self.round_trip(&node, &packed, 1).map_err(|f| f.err)?;
                 }
                 Ok(Value::Okay)
             }
@@ -632,7 +718,7 @@ impl Cluster {
         if tx.error {
             if let (Some(node), true) = (&tx.node, tx.watching) {
                 let packed = redis::cmd("UNWATCH").get_packed_command();
-                self.round_trip(node, &packed, 1)?;
+                self.round_trip(node, &packed, 1).map_err(|f| f.err)?;
             }
             return Ok(error_reply(
                 "EXECABORT Transaction discarded because of previous errors.",
@@ -650,7 +736,15 @@ impl Cluster {
         }
         redis::cmd("EXEC").write_packed_command(&mut packed);
         for attempt in 0..2 {
-            let mut replies = self.round_trip(&node, &packed, tx.queued.len() + 2)?;
+            let mut replies = match self.round_trip(&node, &packed, tx.queued.len() + 2) {
+                Ok(r) => r,
+                Err(f) => {
+                    // The next transaction goes where the slot map then says (a replica that
+                    // took over); this one may have run: not sent again.
+                    self.refresh_soon();
+                    return Err(f.err);
+                }
+            };
             let exec = replies.pop().unwrap_or(Ok(Value::Nil));
             let moved = replies.iter().find_map(redirect);
             match moved {
@@ -721,12 +815,19 @@ impl Cluster {
                         results[i] = Some(if again { self.exec(&cmds[i]) } else { r });
                     }
                 }
-                // The node failed: its commands are tried once more each, where the slot map
-                // then says (a replica that took over), else fail on their own.
-                Err(_) => {
+                // The node failed: commands with a reply keep it; the rest, when they were
+                // never written, are tried once more each where the slot map then says (a
+                // replica that took over), else fail on their own (written ones may have run:
+                // never sent again).
+                Err(f) => {
                     self.refresh_soon();
+                    let mut got = f.got.into_iter();
                     for &i in &idx {
-                        results[i] = Some(self.exec(&cmds[i]));
+                        results[i] = Some(match got.next() {
+                            Some(r) => r,
+                            None if !f.sent => self.exec(&cmds[i]),
+                            None => Err(node_error_like(&f.err)),
+                        });
                     }
                 }
             }
@@ -745,18 +846,6 @@ impl Cluster {
             )))
         })
     }
-}
-
-/// The connection to `addr` in `nodes`, opened when missing (for the slot map's reads).
-fn connect_or_reuse<'a>(
-    nodes: &'a mut HashMap<Addr, Connection>,
-    addr: &Addr,
-    t: RedisTimeouts,
-) -> RedisResult<&'a mut Connection> {
-    if !nodes.contains_key(addr) {
-        nodes.insert(addr.clone(), connect(addr, t)?);
-    }
-    Ok(nodes.get_mut(addr).expect("inserted above"))
 }
 
 /// The slot map in a `CLUSTER SLOTS` reply from `from` (an empty host is `from`'s).

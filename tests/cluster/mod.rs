@@ -35,10 +35,15 @@ impl RedisCluster {
 
     /// A cluster whose servers get `extra` arguments too.
     pub fn start_with(extra: &[&str]) -> RedisCluster {
+        RedisCluster::start_nodes(3, 0, extra)
+    }
+
+    /// A cluster of `nodes` servers, `replicas` per master (the first ports are the masters).
+    pub fn start_nodes(count: usize, replicas: usize, extra: &[&str]) -> RedisCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut ports = Vec::new();
         let mut children = Vec::new();
-        for k in 0..3 {
+        for k in 0..count {
             let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let d = dir.path().join(format!("n{k}"));
             std::fs::create_dir_all(&d).unwrap();
@@ -84,7 +89,7 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .unwrap();
         assert!(
@@ -102,6 +107,18 @@ impl RedisCluster {
             },
             || c.cli(c.ports[0], &["CLUSTER", "INFO"]),
         );
+        if replicas > 0 {
+            wait_until(
+                Duration::from_secs(30),
+                "every replica in sync",
+                || {
+                    c.ports[count / (replicas + 1)..]
+                        .iter()
+                        .all(|&p| c.cli(p, &["INFO", "replication"]).contains("master_link_status:up"))
+                },
+                String::new,
+            );
+        }
         c
     }
 
@@ -142,6 +159,12 @@ impl RedisCluster {
             Some(rest) => rest.rsplit(':').next().unwrap().trim().parse().unwrap(),
             None => via,
         }
+    }
+
+    /// Sends `sig` to node `i` (`SIGSTOP`: it hangs, its connections stay open).
+    fn signal(&self, i: usize, sig: libc::c_int) {
+        // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+        unsafe { libc::kill(self.children[i].id() as libc::pid_t, sig) };
     }
 
     /// Kills node `i` (`kill -9`).
@@ -572,4 +595,127 @@ fn a_seed_without_slots_is_passed_over() {
     assert!(run.stderr.contains("lists no slot"), "{}", run.stderr);
     let _ = lone.kill();
     let _ = lone.wait();
+}
+
+/// Every master hangs (SIGSTOP: connections accepted, no reply) and the engine is told to
+/// stop: it stops in bounded time (the first command waits out its reply timeout, the nodes
+/// are then in their backoff and each retry is a short probe), not when Redis comes back.
+#[test]
+fn the_engine_stops_while_every_master_hangs() {
+    let c = RedisCluster::start();
+    let analyzer = "function setup() conn = assert(hiredis.connect()) end\nfunction loop(msg)\n  msg.r = conn:command(\"INCR\", \"h:\" .. (msg.n % 30))\n  dragonfly.output_event(default_output, msg)\nend\n";
+    let env = cluster_env(&c, "tail://in.json<", analyzer, "");
+    let feed = |from: usize, to: usize| {
+        let lines: Vec<String> = (from..to)
+            .map(|i| format!("{{\"event_type\":\"flow\",\"n\":{i}}}"))
+            .collect();
+        env.append_log("in.json", &join_lines(&lines));
+    };
+    env.write_log("in.json", b"");
+    let mut engine = env.spawn(&["--shards", "2"]);
+    feed(0, 100);
+    wait_until(
+        Duration::from_secs(60),
+        "100 events",
+        || env.lines("out.json").len() >= 100,
+        String::new,
+    );
+    for i in 0..3 {
+        c.signal(i, libc::SIGSTOP);
+    }
+    feed(100, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    engine.signal(libc::SIGTERM);
+    let t = Instant::now();
+    let out = engine.wait(Duration::from_secs(120));
+    let took = t.elapsed();
+    for i in 0..3 {
+        c.signal(i, libc::SIGCONT);
+    }
+    out.assert_success();
+    assert!(took < Duration::from_secs(60), "stopped after {took:?}");
+    assert_eq!(env.lines("out.json").len(), 200, "every event written (with its error)");
+}
+
+/// A master with a replica is killed (`kill -9`); once the replica has taken over, the
+/// transactions on its slots go there (they stayed pinned to the dead master before: every
+/// `EXEC` failed with "not connected" for good), and the loss and the takeover are reported.
+#[test]
+fn transactions_go_to_the_replica_that_took_over() {
+    let mut c = RedisCluster::start_nodes(6, 1, &["--cluster-node-timeout", "1000"]);
+    let home = c.owner("{tx}", c.ports[0]);
+    let home_i = c.ports.iter().position(|&p| p == home).unwrap();
+    let analyzer = r#"
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+   conn:command("MULTI")
+   conn:command("INCR", "{tx}:n")
+   local r, err = conn:command("EXEC")
+   msg.ok = type(r) == "table" and r.type == nil and r[1] ~= nil
+   if not msg.ok then msg.err = tostring(err or (type(r) == "table" and r.name)) end
+   dragonfly.output_event(default_output, msg)
+end
+"#;
+    let env = cluster_env(&c, "tail://in.json<", analyzer, "");
+    let feed = |from: usize, to: usize| {
+        let lines: Vec<String> = (from..to)
+            .map(|i| format!("{{\"event_type\":\"flow\",\"n\":{i}}}"))
+            .collect();
+        env.append_log("in.json", &join_lines(&lines));
+    };
+    let oks = |from: usize| -> Vec<bool> {
+        env.lines("out.json")
+            .iter()
+            .filter(|l| u64_member(l, "n").is_some_and(|n| n >= from as u64))
+            .map(|l| String::from_utf8_lossy(l).contains("\"ok\":true"))
+            .collect()
+    };
+    env.write_log("in.json", b"");
+    let mut engine = env.spawn(&["--shards", "1"]);
+    feed(0, 50);
+    wait_until(Duration::from_secs(60), "50 events", || oks(0).len() >= 50, String::new);
+    assert!(oks(0).iter().all(|&ok| ok), "transactions work before the kill");
+    c.kill(home_i);
+    let live = c.ports[(home_i + 1) % 3];
+    wait_until(
+        Duration::from_secs(60),
+        "a replica taking over {tx}'s slot",
+        || c.owner("{tx}", live) != home && c.cli(live, &["CLUSTER", "INFO"]).contains("cluster_state:ok"),
+        || c.cli(live, &["CLUSTER", "NODES"]),
+    );
+    // Batches of events until the transactions succeed again.
+    let mut from = 50;
+    wait_until(
+        Duration::from_secs(60),
+        "transactions succeeding on the new master",
+        || {
+            feed(from, from + 20);
+            from += 20;
+            let got = || oks(from - 20);
+            let t = Instant::now();
+            while got().len() < 20 && t.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            got().len() == 20 && got().iter().all(|&ok| ok)
+        },
+        || {
+            format!(
+                "{:?}",
+                env.lines("out.json")
+                    .last()
+                    .map(|l| String::from_utf8_lossy(l).into_owned())
+            )
+        },
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    let restored = env.log_records_of("redis_restored");
+    assert!(
+        restored.iter().any(|r| r["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("127.0.0.1:{home}"))),
+        "the takeover is reported: {restored:?} / lost: {:?}",
+        env.log_records_of("redis_lost")
+    );
 }
