@@ -463,13 +463,17 @@ impl Cluster {
                         backoff: NODE_BACKOFF_MIN * 2,
                     },
                 );
+                let why = if e.is_timeout() {
+                    format!("no reply within {:.1} s", self.timeouts.io.as_secs_f64())
+                } else {
+                    describe(e)
+                };
                 self.notices.push((
                     Kind::RedisLost,
                     format!(
-                        "redis cluster node {}:{}: connection lost ({}); calls for its slots fail with ERR_IO until it, or a replica that takes over, answers",
+                        "redis cluster node {}:{}: connection lost ({why}); calls for its slots fail with ERR_IO until it, or a replica that takes over, answers",
                         addr.0,
                         addr.1,
-                        describe(e)
                     ),
                 ));
             }

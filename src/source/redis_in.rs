@@ -30,6 +30,8 @@ use crate::diag::Kind;
 const BATCH: usize = 500;
 /// How long a stream read blocks when nothing is there (ms).
 const BLOCK_MS: usize = 100;
+/// How long a reply (or a write) may take before the connection counts as lost.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping reader waits for what it read to be written.
 const DRAIN_WAIT: Duration = Duration::from_secs(30);
 
@@ -48,7 +50,15 @@ enum Unacked {
 /// in Redis and is read again.
 pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, max_line: usize, router: &mut Router) {
     let report = |router: &Router, e: &redis::RedisError| {
-        router.report(Kind::InputError, 0, 0, 0, &format!("redis://{}: {e}", spec.key));
+        let what = if e.is_timeout() {
+            format!(
+                "no reply within {} s (Redis hung or unreachable)",
+                READ_TIMEOUT.as_secs()
+            )
+        } else {
+            e.to_string()
+        };
+        router.report(Kind::InputError, 0, 0, 0, &format!("redis://{}: {what}", spec.key));
     };
     let processing = match &spec.mode {
         RedisInMode::List { processing, .. } => processing.clone(),
@@ -115,11 +125,15 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
     while !router.stopping() {
         let Some(c) = con.as_mut() else {
             con = reconnect(spec, router);
-            if let Some(c) = con.as_mut()
-                && let Err(e) = resync_list(c, &processing, max_line, router, &mut unacked)
-            {
-                report(router, &e);
-                con = None;
+            if let Some(c) = con.as_mut() {
+                let synced = match &spec.mode {
+                    RedisInMode::Stream { .. } => resync_stream(c, spec, max_line, router, &mut unacked),
+                    _ => resync_list(c, &processing, max_line, router, &mut unacked),
+                };
+                if let Err(e) = synced {
+                    report(router, &e);
+                    con = None;
+                }
             }
             continue;
         };
@@ -340,14 +354,19 @@ fn resume_left(
             // Own pending entries first (read but not acknowledged by a previous run), each
             // batch read after the last id of the one before.
             let mut from = "0".to_string();
-            let mut again = 0usize;
+            let (mut again, mut gone) = (0usize, 0usize);
             loop {
                 let v: Value = xreadgroup(group, consumer, &spec.key, &from, None).query(con)?;
                 let entries = stream_entries(&v);
                 let Some((last, _)) = entries.last() else { break };
                 from = last.clone();
-                again += entries.len();
                 for (id, ev) in entries {
+                    // An entry deleted since (trimmed) comes back without fields.
+                    if ev.is_empty() {
+                        gone += 1;
+                    } else {
+                        again += 1;
+                    }
                     take(router, &ev, max_line, unacked, Some(id));
                 }
             }
@@ -357,6 +376,18 @@ fn resume_left(
                     spec.key
                 );
                 router.info(Kind::InputResumed, &msg);
+            }
+            if gone > 0 {
+                router.report(
+                    Kind::InputError,
+                    0,
+                    0,
+                    0,
+                    &format!(
+                        "redis://{}: {gone} entries a previous run read but did not acknowledge were deleted from the stream since (trimmed): they cannot be read again",
+                        spec.key
+                    ),
+                );
             }
         }
         RedisInMode::Pop { .. } => {}
@@ -371,8 +402,8 @@ fn connect(spec: &RedisInSpec) -> redis::RedisResult<Connection> {
         .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
     let client = redis::Client::open(info)?;
     let con = client.get_connection_with_timeout(Duration::from_secs(5))?;
-    con.set_read_timeout(Some(Duration::from_secs(10)))?;
-    con.set_write_timeout(Some(Duration::from_secs(10)))?;
+    con.set_read_timeout(Some(READ_TIMEOUT))?;
+    con.set_write_timeout(Some(READ_TIMEOUT))?;
     Ok(con)
 }
 
@@ -423,7 +454,14 @@ fn reconnect(spec: &RedisInSpec, router: &Router) -> Option<Connection> {
     router.set_missing(true);
     while !router.stopping() {
         wait_a_while(router, Duration::from_secs(1));
-        if let Ok(c) = connect(spec) {
+        // Answering a PING, not only accepting the connection (a hung Redis's kernel does).
+        let probed = connect(spec).and_then(|mut c| {
+            c.set_read_timeout(Some(Duration::from_secs(1)))?;
+            redis::cmd("PING").query::<Value>(&mut c)?;
+            c.set_read_timeout(Some(READ_TIMEOUT))?;
+            Ok(c)
+        });
+        if let Ok(c) = probed {
             router.set_missing(false);
             router.info(
                 Kind::InputResumed,
@@ -582,6 +620,51 @@ fn resync_list(
             &format!(
                 "{processing}: {} items moved before the connection was lost are read now",
                 unread.len()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// After a lost connection, reads this consumer's pending entries it does not track: an
+/// `XREADGROUP` whose reply was lost made them pending here without anyone reading them (they
+/// would wait for a restart).
+fn resync_stream(
+    con: &mut Connection,
+    spec: &RedisInSpec,
+    max_line: usize,
+    router: &mut Router,
+    unacked: &mut Unacked,
+) -> redis::RedisResult<()> {
+    let (RedisInMode::Stream { group, consumer, .. }, Unacked::Stream(q)) = (&spec.mode, &*unacked) else {
+        return Ok(());
+    };
+    let tracked: std::collections::HashSet<String> = q.iter().map(|(_, id)| id.clone()).collect();
+    let (mut from, mut unread) = ("0".to_string(), 0usize);
+    loop {
+        let v: Value = match xreadgroup(group, consumer, &spec.key, &from, None).query(con) {
+            Ok(v) => v,
+            // The group is gone (Redis restarted without its data): nothing is pending; the
+            // next read makes it again.
+            Err(e) if e.code() == Some("NOGROUP") => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let entries = stream_entries(&v);
+        let Some((last, _)) = entries.last() else { break };
+        from = last.clone();
+        for (id, ev) in entries {
+            if !tracked.contains(&id) {
+                unread += 1;
+                take(router, &ev, max_line, unacked, Some(id));
+            }
+        }
+    }
+    if unread > 0 {
+        router.info(
+            Kind::InputResumed,
+            &format!(
+                "redis://{}: {unread} entries read before the connection was lost, whose reply never came, are read now",
+                spec.key
             ),
         );
     }

@@ -481,3 +481,43 @@ fn a_dead_consumers_pending_entries_are_claimed() {
         "{claimed:?}"
     );
 }
+
+/// A stream read whose reply was lost with the connection made entries pending for this
+/// consumer that nobody read: after reconnecting, the engine reads its pending entries it does
+/// not track (before, they waited for a restart). The lost reply is simulated: entries read as
+/// the engine's consumer by the test, then every client connection killed.
+#[test]
+fn a_stream_input_reads_what_a_lost_connection_left_pending() {
+    let r = RedisServer::start();
+    produce(&r, true, 0, 1000);
+    let env = env_for(&r, "mode=stream&group=g&consumer=c1&start=0");
+    let mut engine = env.spawn(&[]);
+    wait_for(&env, "1,000 events", 1000);
+    produce(&r, true, 1000, 5);
+    // Taken by "the engine" (its consumer name), reply never seen by it.
+    let mut c = connect(&r);
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("c1")
+        .arg("COUNT")
+        .arg(5)
+        .arg("STREAMS")
+        .arg("suricata")
+        .arg(">")
+        .query(&mut c)
+        .unwrap();
+    r.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    wait_for(&env, "the 5 pending entries", 1005);
+    wait_until(
+        Duration::from_secs(30),
+        "them acknowledged",
+        || r.cli(&["XPENDING", "suricata", "g"]).trim_start().starts_with('0'),
+        || r.cli(&["XPENDING", "suricata", "g"]),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    let w = written(&env);
+    assert_eq!(w.len(), 1005);
+    assert!(w.values().all(|&n| n == 1), "each event once");
+}
