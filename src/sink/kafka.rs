@@ -26,12 +26,22 @@ pub(crate) struct Deliveries {
     pub done: AtomicU64,
     pub failed: AtomicU64,
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// The client's last error of its own (see `Ctx::error`).
+    pub problem: std::sync::Mutex<Option<String>>,
 }
 
 /// The producer's callbacks.
 pub(crate) struct Ctx(Arc<Deliveries>);
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    /// The client's own errors (a broker down, all brokers down, a request refused): kept for
+    /// the report of a stalled output.
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Ok(mut l) = self.0.problem.lock() {
+            *l = Some(format!("{error}: {reason}"));
+        }
+    }
+}
 
 impl ProducerContext for Ctx {
     type DeliveryOpaque = ();
@@ -72,6 +82,7 @@ impl KafkaSink {
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             last_error: std::sync::Mutex::new(None),
+            problem: std::sync::Mutex::new(None),
         });
         let producer: BaseProducer<Ctx> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
@@ -136,6 +147,11 @@ impl KafkaSink {
     /// Messages acknowledged (or failed for good) so far.
     pub(crate) fn delivered(&self) -> u64 {
         self.deliveries.done.load(Relaxed)
+    }
+
+    /// The client's last error of its own, if any.
+    pub(crate) fn last_problem(&self) -> Option<String> {
+        self.deliveries.problem.lock().ok().and_then(|p| p.clone())
     }
 
     /// Waits until everything sent is acknowledged (at exit).

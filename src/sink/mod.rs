@@ -86,6 +86,19 @@ pub(crate) trait Output: Send {
         0
     }
 
+    /// The last problem the output's client saw by itself (Kafka: a broker down, a request
+    /// refused), for the report of an output whose deliveries stalled.
+    fn last_problem(&self) -> Option<String> {
+        None
+    }
+
+    /// How long records sent may wait for their acknowledgement before the output counts as
+    /// stalled (Kafka); `None` when a wait says nothing (Parquet: a file completes when it is
+    /// full or old enough).
+    fn stall_after(&self) -> Option<Duration> {
+        None
+    }
+
     /// What to call it in messages.
     fn name(&self) -> String;
 }
@@ -179,6 +192,12 @@ impl Output for KafkaSink {
     }
     fn delivered(&self) -> u64 {
         KafkaSink::delivered(self)
+    }
+    fn last_problem(&self) -> Option<String> {
+        KafkaSink::last_problem(self)
+    }
+    fn stall_after(&self) -> Option<Duration> {
+        Some(STALL_AFTER)
     }
     fn name(&self) -> String {
         self.name.clone()
@@ -569,7 +588,14 @@ pub(crate) struct Writer {
     /// Per output: (written, errors) at the previous flush, to tell a working output (records
     /// written and no error since) from a failing one for `/health`.
     health_prev: Vec<(u64, u64)>,
+    /// Per output with acknowledgements (Kafka, Parquet): the delivered count last seen, since
+    /// when it has not moved while records wait, and whether that stall was reported.
+    stalls: Vec<(u64, Instant, bool)>,
 }
+
+/// Records sent and not acknowledged for this long make an output "waiting" (reported, and
+/// failing for `/health`) until acknowledgements move again.
+const STALL_AFTER: Duration = Duration::from_secs(10);
 
 /// What the writer is made of.
 pub(crate) struct WriterParts {
@@ -633,6 +659,7 @@ impl Writer {
             acks: VecDeque::new(),
             stats,
             health_prev: Vec::new(),
+            stalls: Vec::new(),
         }
     }
 
@@ -766,7 +793,7 @@ impl Writer {
                 self.out.settle(i, r, true);
                 continue;
             }
-            let mut failed_now = false;
+            let mut failed_now = self.stalled(i);
             if let Err(e) = self.out.sinks[i].flush() {
                 all_ok = false;
                 failed_now = true;
@@ -903,10 +930,70 @@ impl Writer {
     }
 
     fn close_outputs(&mut self, which: impl Fn(usize) -> bool) {
-        for (i, s) in self.out.sinks.iter_mut().enumerate().filter(|(i, _)| which(*i)) {
-            if s.close().is_err() {
-                self.stats.outputs[i].errors.fetch_add(1, Relaxed);
+        for i in (0..self.out.sinks.len()).filter(|&i| which(i)) {
+            let closed = self.out.sinks[i].close();
+            let s = &mut self.out.sinks[i];
+            // Records sent and never acknowledged are lost, not written: a record is one or
+            // the other (failures the client reported are settled by the flush after this,
+            // through `new_failures`).
+            // Kafka: what was sent and not acknowledged (other outputs settle their losses
+            // by `new_failures`; a failed close counts once).
+            let unacked = match s.stall_after() {
+                Some(_) => s.sent().saturating_sub(s.delivered()),
+                None => 0,
+            };
+            if let Err(e) = closed {
+                let lost = unacked.max(1);
+                self.stats.outputs[i].errors.fetch_add(lost, Relaxed);
+                let w = &self.stats.outputs[i].written;
+                let _ = w.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(unacked)));
+                let msg = format!("{e}; {unacked} records sent were never acknowledged: lost");
+                self.out
+                    .report(i, Kind::OutputError, &format!(",\"errors\":{lost}"), &msg);
             }
         }
+    }
+
+    /// Whether output `i` has records sent and not acknowledged for [`STALL_AFTER`] without
+    /// any acknowledgement: reported once as `output_waiting` (with what its client last
+    /// saw), `output_resumed` when acknowledgements move again.
+    fn stalled(&mut self, i: usize) -> bool {
+        if self.stalls.len() < self.out.sinks.len() {
+            self.stalls.resize(self.out.sinks.len(), (0, Instant::now(), false));
+        }
+        let s = &self.out.sinks[i];
+        let Some(after) = s.stall_after() else { return false };
+        let (sent, delivered) = (s.sent(), s.delivered());
+        let st = &mut self.stalls[i];
+        if delivered != st.0 || sent <= delivered {
+            let was = st.2;
+            *st = (delivered, Instant::now(), false);
+            if was {
+                let msg = format!("{}: acknowledgements again", s.name());
+                self.out.report(i, Kind::OutputResumed, "", &msg);
+            }
+            return false;
+        }
+        if st.1.elapsed() < after {
+            return false;
+        }
+        if !st.2 {
+            st.2 = true;
+            let why = s.last_problem().map(|p| format!(" (last: {p})")).unwrap_or_default();
+            let msg = format!(
+                "{}: {} records sent and not acknowledged for {} s{why}; they are kept and retried (nothing passes the watermark meanwhile)",
+                s.name(),
+                sent - delivered,
+                after.as_secs()
+            );
+            self.out.report(
+                i,
+                Kind::OutputWaiting,
+                &format!(",\"waiting\":{}", sent - delivered),
+                &msg,
+            );
+        }
+        self.stats.outputs[i].last_error_ms.store(self.stats.now_ms(), Relaxed);
+        true
     }
 }

@@ -867,6 +867,59 @@ fn kafka_a_dead_members_partitions_are_taken_over() {
     assert!(again < before.len(), "{again} of {} read again", before.len());
 }
 
+/// The broker goes away while the engine writes to it: after 10 s without acknowledgements
+/// the output is reported as waiting (with what the client saw) and failing for the stats; at
+/// the stop, the records never acknowledged are counted as lost (errors), not as written, so
+/// written + errors is every record the output got.
+#[test]
+fn kafka_output_with_the_broker_gone_is_reported_and_counted() {
+    let broker = Broker::start();
+    broker.create_topic("out", 1);
+    let env = Env::new();
+    env.config(&format!(
+        "inputs = {{ {{ tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
+         outputs = {{ {{ tag = \"out\", uri = \"kafka://{}/out\" }} }}\nstats_interval = 1\n",
+        broker.brokers()
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    let lines = |from: usize, to: usize| {
+        let l: Vec<String> = events(to, 10).into_iter().skip(from).map(|(_, e)| e).collect();
+        join_lines(&l)
+    };
+    env.write_log("in.json", &lines(0, 100));
+    let mut engine = env.spawn(&[]);
+    let got = broker.consume("out", |g| g.len() >= 100);
+    assert_eq!(got.len(), 100);
+    drop(broker);
+    env.append_log("in.json", &lines(100, 200));
+    wait_until(
+        Duration::from_secs(60),
+        "output_waiting reported",
+        || !env.log_records_of("output_waiting").is_empty(),
+        || format!("{:?}", env.log_records()),
+    );
+    let waiting = env.log_records_of("output_waiting");
+    assert!(
+        waiting[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not acknowledged"),
+        "{waiting:?}"
+    );
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(90));
+    let sum = out.summary();
+    assert_eq!(sum.read, 200);
+    assert_eq!(
+        sum.output_errors, 100,
+        "the 100 records never acknowledged: {}",
+        out.stdout
+    );
+    assert_eq!(sum.written, 100, "{}", out.stdout);
+}
+
 /// A message longer than `max_line_bytes` is reported (`line_too_long`) and skipped, as a
 /// file's long line is; the messages around it are read.
 #[test]
