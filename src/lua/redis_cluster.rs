@@ -223,6 +223,8 @@ pub(crate) struct Cluster {
     slots: Vec<Option<Addr>>,
     last_refresh: Option<Instant>,
     tx: Option<Tx>,
+    /// Time waited on `TRYAGAIN` since a command last succeeded (see `TRYAGAIN_BUDGET`).
+    tryagain_spent: Duration,
     /// Replies of pipelined commands, in the order they were sent, for `recv_response`.
     replies: VecDeque<RedisResult<Value>>,
     /// Nodes lost and restored since the worker last looked (`redis_lost`, `redis_restored`).
@@ -295,6 +297,8 @@ fn is_broadcast(args: &[Vec<u8>]) -> bool {
 /// How long to wait before trying a command refused with `TRYAGAIN` again (a multi-key
 /// command on a slot being migrated): 10 ms doubling, about 1.3 s in all.
 const TRYAGAIN_WAITS: [u64; 7] = [10, 20, 40, 80, 160, 320, 640];
+/// The most the commands refused with `TRYAGAIN` in a row wait together.
+const TRYAGAIN_BUDGET: Duration = Duration::from_millis(1270);
 
 /// The slot map is read again at most this often after failures.
 const REFRESH_EVERY: Duration = Duration::from_millis(100);
@@ -315,6 +319,7 @@ impl Cluster {
             slots: vec![None; SLOTS],
             last_refresh: None,
             tx: None,
+            tryagain_spent: Duration::ZERO,
             replies: VecDeque::new(),
             notices: Vec::new(),
         };
@@ -592,10 +597,22 @@ impl Cluster {
                 continue;
             }
             if reply_code(&r).as_deref() == Some("TRYAGAIN") && waits < TRYAGAIN_WAITS.len() {
-                std::thread::sleep(Duration::from_millis(TRYAGAIN_WAITS[waits]));
+                // One budget for every command refused so in a row (a batch of them, or a slot
+                // left half-migrated, waits about 1.3 s in all, not that much each).
+                let wait = Duration::from_millis(TRYAGAIN_WAITS[waits]);
+                if self.tryagain_spent + wait > TRYAGAIN_BUDGET {
+                    return r;
+                }
+                std::thread::sleep(wait);
+                self.tryagain_spent += wait;
                 waits += 1;
+                // The ASK back to the target is part of the wait, not a new redirection.
+                redirects = 0;
                 (addr, asking) = (self.addr_of(slot), false);
                 continue;
+            }
+            if !matches!(&r, Ok(Value::ServerError(_))) {
+                self.tryagain_spent = Duration::ZERO;
             }
             return r;
         }
@@ -667,6 +684,7 @@ impl Cluster {
                 }
                 Ok(r)
             }
+            b"UNWATCH" if multi => self.queue_in_tx(args),
             b"UNWATCH" | b"DISCARD" => {
                 if name.as_slice() == b"DISCARD" && !multi {
                     return Ok(error_reply("ERR DISCARD without MULTI"));
@@ -685,32 +703,36 @@ impl Cluster {
             }
             b"EXEC" if !multi => Ok(error_reply("ERR EXEC without MULTI")),
             b"EXEC" => self.run_tx(),
-            _ => {
-                let slot = command_slot(args);
-                let node = match &slot {
-                    Ok(s) if s.is_some() => Some(self.addr_of(*s)),
-                    _ => None,
-                };
-                let tx = self.tx.as_mut().expect("MULTI is open");
-                let refused = match (&slot, &node, &tx.node) {
-                    (Err(msg), _, _) => Some(msg.clone()),
-                    (_, Some(n), Some(pinned)) if n != pinned => Some(format!(
-                        "CROSSSLOT the keys of {} are on another master than the transaction's; use a {{hash tag}} to keep a transaction's keys together",
-                        String::from_utf8_lossy(&args[0])
-                    )),
-                    _ => None,
-                };
-                if let Some(msg) = refused {
-                    tx.error = true;
-                    return Ok(error_reply(&msg));
-                }
-                if tx.node.is_none() {
-                    tx.node = node;
-                }
-                tx.queued.push(args.to_vec());
-                Ok(Value::SimpleString("QUEUED".into()))
-            }
+            _ => self.queue_in_tx(args),
         }
+    }
+
+    /// A command while `MULTI` is open: queued (`QUEUED`), or refused (`CROSSSLOT`, and `EXEC`
+    /// will abort) when its keys are on another master than the transaction's.
+    fn queue_in_tx(&mut self, args: &[Vec<u8>]) -> RedisResult<Value> {
+        let slot = command_slot(args);
+        let node = match &slot {
+            Ok(s) if s.is_some() => Some(self.addr_of(*s)),
+            _ => None,
+        };
+        let tx = self.tx.as_mut().expect("MULTI is open");
+        let refused = match (&slot, &node, &tx.node) {
+            (Err(msg), _, _) => Some(msg.clone()),
+            (_, Some(n), Some(pinned)) if n != pinned => Some(format!(
+                "CROSSSLOT the keys of {} are on another master than the transaction's; use a {{hash tag}} to keep a transaction's keys together",
+                String::from_utf8_lossy(&args[0])
+            )),
+            _ => None,
+        };
+        if let Some(msg) = refused {
+            tx.error = true;
+            return Ok(error_reply(&msg));
+        }
+        if tx.node.is_none() {
+            tx.node = node;
+        }
+        tx.queued.push(args.to_vec());
+        Ok(Value::SimpleString("QUEUED".into()))
     }
 
     /// `EXEC`: the queued commands between `MULTI` and `EXEC` in one write to the
@@ -780,7 +802,7 @@ impl Cluster {
     pub(crate) fn send_packed_command(&mut self, packed: &[u8]) -> RedisResult<()> {
         let cmds = unpack(packed)
             .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "a malformed pipeline")))?;
-        if self.tx.is_some() || cmds.iter().any(|c| is_tx_command(c) || is_broadcast(c)) {
+        if self.tx.as_ref().is_some_and(|t| t.multi) || cmds.iter().any(|c| is_tx_command(c) || is_broadcast(c)) {
             for c in &cmds {
                 let r = self.exec(c);
                 self.replies.push_back(r);
@@ -828,6 +850,10 @@ impl Cluster {
                     let mut got = f.got.into_iter();
                     for &i in &idx {
                         results[i] = Some(match got.next() {
+                            // A redirection or TRYAGAIN did not run: run it on its own.
+                            Some(r) if redirect(&r).is_some() || reply_code(&r).as_deref() == Some("TRYAGAIN") => {
+                                self.exec(&cmds[i])
+                            }
                             Some(r) => r,
                             None if !f.sent => self.exec(&cmds[i]),
                             None => Err(node_error_like(&f.err)),

@@ -113,7 +113,7 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
     router.opened();
     let mut last_id = last_stream_id(&unacked, None);
     let mut last_ack = Instant::now();
-    let claim_every = match &spec.mode {
+    let mut claim_every = match &spec.mode {
         RedisInMode::Stream {
             claim_after: Some(idle),
             ..
@@ -142,11 +142,23 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
         {
             last_claim = Some(Instant::now());
             if let Err(e) = claim(c, spec, max_line, router, &mut unacked) {
-                report(router, &e);
                 if lost(&e) {
+                    report(router, &e);
                     con = None;
                     continue;
                 }
+                // Refused (XPENDING ... IDLE needs Redis 6.2): said once, then not tried again.
+                router.report(
+                    Kind::InputError,
+                    0,
+                    0,
+                    0,
+                    &format!(
+                        "redis://{}: claiming other consumers' pending entries failed ({e}); claim= is off for this run",
+                        spec.key
+                    ),
+                );
+                claim_every = None;
             }
         }
         let got = match read_batch(c, spec, &processing, max_line, router, &mut unacked) {
@@ -698,14 +710,20 @@ fn acknowledge(
             let RedisInMode::Stream { group, .. } = &spec.mode else {
                 return Ok(());
             };
-            let mut ids = Vec::new();
-            while q.front().is_some_and(|e| e.0 <= written) {
-                if let Some((_, id)) = q.pop_front() {
-                    ids.push(id);
+            // Forgotten only once their XACK is done (one lost with the connection would
+            // leave them pending, and the resync after reconnecting would read them again).
+            loop {
+                let chunk: Vec<String> = q
+                    .iter()
+                    .take_while(|e| e.0 <= written)
+                    .take(1000)
+                    .map(|e| e.1.clone())
+                    .collect();
+                if chunk.is_empty() {
+                    break;
                 }
-            }
-            for chunk in ids.chunks(1000) {
-                let _: i64 = redis::cmd("XACK").arg(&spec.key).arg(group).arg(chunk).query(con)?;
+                let _: i64 = redis::cmd("XACK").arg(&spec.key).arg(group).arg(&chunk).query(con)?;
+                q.drain(..chunk.len());
             }
         }
         Unacked::None => {}

@@ -462,7 +462,8 @@ end
 /// commands answer `QUEUED`, `EXEC` gives their results), `DISCARD` applies nothing, a key on
 /// another master inside the transaction is refused and makes `EXEC` abort, `WATCH` pins the
 /// transaction and an `append_command` transaction works too; `SCRIPT LOAD` reaches every
-/// master, so `EVALSHA` works on keys anywhere.
+/// master, so `EVALSHA` works on keys anywhere; `UNWATCH` inside `MULTI` is queued, as Redis
+/// has it.
 #[test]
 fn transactions_and_script_load_on_a_cluster() {
     let c = RedisCluster::start();
@@ -503,6 +504,7 @@ function loop(msg)
    run("MULTI") run("INCR", "{{tx}}:a") run("DISCARD") run("GET", "{{tx}}:a")
    run("MULTI") run("INCR", "{{tx}}:a") run("INCR", "{other}:x") run("EXEC") run("GET", "{{tx}}:a")
    run("WATCH", "{{tx}}:a") run("MULTI") run("SET", "{{tx}}:w", "1") run("EXEC")
+   run("MULTI") run("INCR", "{{tx}}:u") run("UNWATCH") run("EXEC")
    msg.tx = table.concat(t, " ")
    conn:append_command("MULTI") conn:append_command("INCR", "{{tx}}:c") conn:append_command("EXEC")
    local a = {{}}
@@ -524,7 +526,8 @@ end
     env.run(&["--shards", "1"]).assert_success();
     let v: serde_json::Value = serde_json::from_slice(&env.lines("out.json")[0]).unwrap();
     assert_eq!(
-        v["tx"], "OK QUEUED QUEUED [1,1] OK QUEUED OK 1 OK QUEUED E:CROSSSLOT E:EXECABORT 1 OK OK QUEUED [OK]",
+        v["tx"],
+        "OK QUEUED QUEUED [1,1] OK QUEUED OK 1 OK QUEUED E:CROSSSLOT E:EXECABORT 1 OK OK QUEUED [OK] OK QUEUED QUEUED [1,OK]",
         "{v}"
     );
     assert_eq!(v["appended"], "OK QUEUED [1]", "{v}");
