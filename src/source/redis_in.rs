@@ -361,27 +361,10 @@ fn resume_left(
                 );
             }
         }
-        RedisInMode::Stream { group, consumer, .. } => {
+        RedisInMode::Stream { .. } => {
             create_group(con, spec)?;
-            // Own pending entries first (read but not acknowledged by a previous run), each
-            // batch read after the last id of the one before.
-            let mut from = "0".to_string();
-            let (mut again, mut gone) = (0usize, 0usize);
-            loop {
-                let v: Value = xreadgroup(group, consumer, &spec.key, &from, None).query(con)?;
-                let entries = stream_entries(&v);
-                let Some((last, _)) = entries.last() else { break };
-                from = last.clone();
-                for (id, ev) in entries {
-                    // An entry deleted since (trimmed) comes back without fields.
-                    if ev.is_empty() {
-                        gone += 1;
-                    } else {
-                        again += 1;
-                    }
-                    take(router, &ev, max_line, unacked, Some(id));
-                }
-            }
+            // Own pending entries first (read but not acknowledged by a previous run).
+            let (again, gone) = read_own_pending(con, spec, max_line, router, unacked)?;
             if again > 0 {
                 let msg = format!(
                     "redis://{}: {again} entries a previous run read but did not acknowledge are read again",
@@ -648,29 +631,16 @@ fn resync_stream(
     router: &mut Router,
     unacked: &mut Unacked,
 ) -> redis::RedisResult<()> {
-    let (RedisInMode::Stream { group, consumer, .. }, Unacked::Stream(q)) = (&spec.mode, &*unacked) else {
+    if !matches!(unacked, Unacked::Stream(_)) {
         return Ok(());
-    };
-    let tracked: std::collections::HashSet<String> = q.iter().map(|(_, id)| id.clone()).collect();
-    let (mut from, mut unread) = ("0".to_string(), 0usize);
-    loop {
-        let v: Value = match xreadgroup(group, consumer, &spec.key, &from, None).query(con) {
-            Ok(v) => v,
-            // The group is gone (Redis restarted without its data): nothing is pending; the
-            // next read makes it again.
-            Err(e) if e.code() == Some("NOGROUP") => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let entries = stream_entries(&v);
-        let Some((last, _)) = entries.last() else { break };
-        from = last.clone();
-        for (id, ev) in entries {
-            if !tracked.contains(&id) {
-                unread += 1;
-                take(router, &ev, max_line, unacked, Some(id));
-            }
-        }
     }
+    let unread = match read_own_pending(con, spec, max_line, router, unacked) {
+        Ok((again, gone)) => again + gone,
+        // The group is gone (Redis restarted without its data): nothing is pending; the next
+        // read makes it again.
+        Err(e) if e.code() == Some("NOGROUP") => return Ok(()),
+        Err(e) => return Err(e),
+    };
     if unread > 0 {
         router.info(
             Kind::InputResumed,
@@ -681,6 +651,38 @@ fn resync_stream(
         );
     }
     Ok(())
+}
+
+/// Reads this consumer's pending entries that it does not track (all of them at the start),
+/// in batches each read after the last id of the one before: (entries read, entries deleted
+/// from the stream since: they come back without fields).
+fn read_own_pending(
+    con: &mut Connection,
+    spec: &RedisInSpec,
+    max_line: usize,
+    router: &mut Router,
+    unacked: &mut Unacked,
+) -> redis::RedisResult<(usize, usize)> {
+    let (RedisInMode::Stream { group, consumer, .. }, Unacked::Stream(q)) = (&spec.mode, &*unacked) else {
+        return Ok((0, 0));
+    };
+    let tracked: std::collections::HashSet<String> = q.iter().map(|(_, id)| id.clone()).collect();
+    let (mut from, mut again, mut gone) = ("0".to_string(), 0, 0);
+    loop {
+        let v: Value = xreadgroup(group, consumer, &spec.key, &from, None).query(con)?;
+        let entries = stream_entries(&v);
+        let Some((last, _)) = entries.last() else { break };
+        from = last.clone();
+        for (id, ev) in entries.into_iter().filter(|(id, _)| !tracked.contains(id)) {
+            if ev.is_empty() {
+                gone += 1;
+            } else {
+                again += 1;
+            }
+            take(router, &ev, max_line, unacked, Some(id));
+        }
+    }
+    Ok((again, gone))
 }
 
 /// Acknowledges what every output has written (events before sequence number `written`).
