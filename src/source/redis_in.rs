@@ -89,12 +89,8 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
                     // Down for `/health` (503) until it works.
                     router.set_missing(true);
                 }
-                // What a failed attempt took in is read again by the next one.
-                match &mut unacked {
-                    Unacked::List(q) => q.clear(),
-                    Unacked::Stream(q) => q.clear(),
-                    Unacked::None => {}
-                }
+                // What a failed attempt already routed stays tracked: the next attempt skips
+                // those pending entries (a list's LRANGE is taken whole or not at all).
                 wait_a_while(router, Duration::from_secs(1));
             }
         }
