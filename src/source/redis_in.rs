@@ -28,6 +28,8 @@ use crate::diag::Kind;
 
 /// Events asked for per round trip.
 const BATCH: usize = 500;
+/// Pages of pending entries looked at per claiming round (of BATCH each).
+const CLAIM_PAGES: usize = 20;
 /// How long a stream read blocks when nothing is there (ms).
 const BLOCK_MS: usize = 100;
 /// How long a reply (or a write) may take before the connection counts as lost.
@@ -252,30 +254,44 @@ fn claim(
         return Ok(0);
     };
     let ms = idle.as_millis() as u64;
-    let pending: Value = redis::cmd("XPENDING")
-        .arg(&spec.key)
-        .arg(group)
-        .arg("IDLE")
-        .arg(ms)
-        .arg("-")
-        .arg("+")
-        .arg(BATCH)
-        .query(con)?;
-    let Value::Array(pending) = pending else { return Ok(0) };
-    // (id, consumer) of each entry pending too long, another consumer's.
+    // (id, consumer) of each entry pending too long, another consumer's: page by page (this
+    // consumer's own idle entries, an output stalled past `claim=`, must not hide the others),
+    // up to BATCH of them and a bounded number of pages per round.
     let mut ids: Vec<Vec<u8>> = Vec::new();
     let mut from: Vec<String> = Vec::new();
-    for p in &pending {
-        let Value::Array(f) = p else { continue };
-        let (Some(id), Some(owner)) = (f.first().and_then(bytes), f.get(1).and_then(bytes)) else {
-            continue;
-        };
-        if owner != consumer.as_bytes() {
-            ids.push(id.to_vec());
-            let owner = String::from_utf8_lossy(owner).into_owned();
-            if !from.contains(&owner) {
-                from.push(owner);
+    let mut start = "-".to_string();
+    for _ in 0..CLAIM_PAGES {
+        let pending: Value = redis::cmd("XPENDING")
+            .arg(&spec.key)
+            .arg(group)
+            .arg("IDLE")
+            .arg(ms)
+            .arg(&start)
+            .arg("+")
+            .arg(BATCH)
+            .query(con)?;
+        let Value::Array(pending) = pending else { break };
+        let mut last = None;
+        for p in &pending {
+            let Value::Array(f) = p else { continue };
+            let (Some(id), Some(owner)) = (f.first().and_then(bytes), f.get(1).and_then(bytes)) else {
+                continue;
+            };
+            last = Some(id.to_vec());
+            if owner != consumer.as_bytes() && ids.len() < BATCH {
+                ids.push(id.to_vec());
+                let owner = String::from_utf8_lossy(owner).into_owned();
+                if !from.contains(&owner) {
+                    from.push(owner);
+                }
             }
+        }
+        match last {
+            // The next page starts after the last id seen (an exclusive start).
+            Some(id) if pending.len() == BATCH && ids.len() < BATCH => {
+                start = format!("({}", String::from_utf8_lossy(&id));
+            }
+            _ => break,
         }
     }
     if ids.is_empty() {
