@@ -231,11 +231,19 @@ pub(crate) struct Cluster {
     pub(crate) notices: Vec<(Kind, String)>,
 }
 
-/// A connection with the timeouts set. No handshake command is sent (`CLIENT SETINFO` would
-/// wait for its reply before any timeout is set: forever on a hung node).
+/// A connection to a node (see [`connect_info`]).
 fn connect(addr: &Addr, t: RedisTimeouts) -> RedisResult<Connection> {
-    let info = redis::IntoConnectionInfo::into_connection_info((addr.0.as_str(), addr.1))?
-        .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
+    connect_info(
+        redis::IntoConnectionInfo::into_connection_info((addr.0.as_str(), addr.1))?,
+        t,
+    )
+}
+
+/// A connection with the timeouts set, for every script connection (one server or a cluster's
+/// nodes). No handshake command is sent (`CLIENT SETINFO` would wait for its reply before any
+/// timeout is set: forever on a hung server).
+pub(crate) fn connect_info(info: redis::ConnectionInfo, t: RedisTimeouts) -> RedisResult<Connection> {
+    let info = info.set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
     let client = redis::Client::open(info)?;
     let con = client.get_connection_with_timeout(t.connect)?;
     con.set_read_timeout(Some(t.io))?;

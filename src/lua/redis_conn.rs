@@ -6,7 +6,7 @@ pub(crate) use super::redis_cluster::describe;
 pub(crate) use crate::config::types::{RedisTarget, RedisTimeouts};
 use std::time::{Duration, Instant};
 
-use redis::{IntoConnectionInfo, RedisConnectionInfo};
+use redis::IntoConnectionInfo;
 
 pub(crate) const ERR_IO: i32 = 1;
 pub(crate) const ERR_OTHER: i32 = 2;
@@ -220,13 +220,8 @@ pub(crate) fn open(target: &RedisTarget, timeouts: RedisTimeouts) -> Result<redi
             let (h, p) = seeds.first().cloned().unwrap_or_default();
             (h.as_str(), p).into_connection_info()
         }
-    }?
-    .set_redis_settings(RedisConnectionInfo::default().set_skip_set_lib_name());
-    let client = redis::Client::open(info)?;
-    let con = client.get_connection_with_timeout(timeouts.connect)?;
-    con.set_read_timeout(Some(timeouts.io))?;
-    con.set_write_timeout(Some(timeouts.io))?;
-    Ok(con)
+    }?;
+    Ok(super::redis_cluster::connect_info(info, timeouts)?)
 }
 
 pub(super) fn describe_target(t: &RedisTarget) -> String {
