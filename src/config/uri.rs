@@ -87,6 +87,10 @@ pub(crate) enum UriProblem {
     RedisForm,
     #[error("unknown parameter {param} ({expected})")]
     UnknownParameter { param: String, expected: &'static str },
+    #[error(
+        "{params} not for mode={mode}: only the parameters of the chosen mode apply (group=, consumer=, start=, claim=: mode=stream; processing=: mode=list)"
+    )]
+    OtherMode { params: String, mode: String },
 }
 
 impl UriProblem {
@@ -310,17 +314,24 @@ fn redis_input(uri: &str, rest: &str) -> Result<RedisInSpec, UriError> {
     }
     // Parameters of another mode are a mistake worth saying (a `group=` on a list would
     // suggest several engines can share it safely).
-    let misplaced = match mode.as_str() {
-        "stream" => processing.is_some().then_some("processing= (mode=list only)"),
-        "pop" => (group.is_some() || consumer.is_some() || start.is_some() || claim.is_some() || processing.is_some())
-            .then_some("group=, consumer=, start=, claim= (mode=stream only) or processing= (mode=list only)"),
-        _ => (group.is_some() || consumer.is_some() || start.is_some() || claim.is_some())
-            .then_some("group=, consumer=, start=, claim= (mode=stream only)"),
-    };
-    if let Some(what) = misplaced {
-        return Err(UriProblem::UnknownParameter {
-            param: what.to_string(),
-            expected: "only the parameters of the chosen mode",
+    let stream_only = [
+        ("group", group.is_some()),
+        ("consumer", consumer.is_some()),
+        ("start", start.is_some()),
+        ("claim", claim.is_some()),
+    ];
+    let misplaced: Vec<&str> = match mode.as_str() {
+        "stream" => vec![("processing", processing.is_some())],
+        "pop" => [&stream_only[..], &[("processing", processing.is_some())]].concat(),
+        _ => stream_only.to_vec(),
+    }
+    .into_iter()
+    .filter_map(|(name, given)| given.then_some(name))
+    .collect();
+    if !misplaced.is_empty() {
+        return Err(UriProblem::OtherMode {
+            params: misplaced.join("=, ") + "=",
+            mode: mode.clone(),
         }
         .of(uri));
     }
