@@ -308,6 +308,10 @@ const TRYAGAIN_WAITS: [u64; 7] = [10, 20, 40, 80, 160, 320, 640];
 /// The most the commands refused with `TRYAGAIN` in a row wait together.
 const TRYAGAIN_BUDGET: Duration = Duration::from_millis(1270);
 
+/// Commands one transaction may queue (they are held in the engine until `EXEC`: a script
+/// that never sends it must not grow the worker's memory without end).
+const MAX_TX_QUEUED: usize = 10_000;
+
 /// The slot map is read again at most this often after failures.
 const REFRESH_EVERY: Duration = Duration::from_millis(100);
 
@@ -732,6 +736,10 @@ impl Cluster {
             )),
             _ => None,
         };
+        let refused = refused.or_else(|| {
+            (tx.queued.len() >= MAX_TX_QUEUED)
+                .then(|| format!("ERR a transaction holds at most {MAX_TX_QUEUED} commands (MULTI without EXEC?)"))
+        });
         if let Some(msg) = refused {
             tx.error = true;
             return Ok(error_reply(&msg));

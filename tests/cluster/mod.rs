@@ -722,3 +722,32 @@ end
         env.log_records_of("redis_lost")
     );
 }
+
+/// A transaction is held in the engine until `EXEC`: one that grows past 10,000 commands (a
+/// script that never sends `EXEC`) is refused from there and aborts, instead of growing the
+/// worker's memory without end; the connection works on afterwards.
+#[test]
+fn a_transaction_without_end_is_bounded() {
+    let c = RedisCluster::start();
+    let analyzer = r#"
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+   conn:command("MULTI")
+   local last
+   for i = 1, 10001 do last = conn:command("INCR", "{big}:n") end
+   msg.last = type(last) == "table" and last.name or tostring(last)
+   local r = conn:command("EXEC")
+   msg.exec = type(r) == "table" and r.name or tostring(r)
+   msg.after = conn:command("INCR", "{big}:after")
+   dragonfly.output_event(default_output, msg)
+end
+"#;
+    let env = cluster_env(&c, "file://in.json", analyzer, "");
+    write_flows(&env, 1);
+    env.run(&["--shards", "1"]).assert_success();
+    let v: serde_json::Value = serde_json::from_slice(&env.lines("out.json")[0]).unwrap();
+    assert!(v["last"].as_str().unwrap().contains("at most 10000 commands"), "{v}");
+    assert!(v["exec"].as_str().unwrap().starts_with("EXECABORT"), "{v}");
+    assert_eq!(v["after"], 1, "{v}");
+    assert_eq!(c.get("{big}:n"), "", "nothing of the aborted transaction ran");
+}
