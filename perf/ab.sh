@@ -7,7 +7,8 @@
 #   PAIRS   number of A/B pairs; default 5
 # Environment:
 #   AB_ARGS    engine arguments (default "--shards 2", as perf/run.sh ... -- --shards 2)
-#   AB_EVENTS  generated events (default 1000000); AB_SEED (1), AB_FLOWS (50000) as perf/run.sh
+#   AB_EVENTS  generated events (default 1000000); AB_SEED (1), AB_FLOWS (50000),
+#              AB_EPHEMERAL (0.6: the realistic cardinality) as perf/run.sh
 #   AB_WORK    work dir (default /tmp/dfm-ab); eve.json is generated once and reused
 #              while eve.stamp matches
 #   AB_SRC     root-a/, root-c/, gen_eve.py (default: this perf/ directory)
@@ -30,6 +31,7 @@ read -r -a args <<< "${AB_ARGS:---shards 2}"
 events=${AB_EVENTS:-1000000}
 seed=${AB_SEED:-1}
 flows=${AB_FLOWS:-50000}
+ephemeral=${AB_EPHEMERAL:-0.6}
 work=${AB_WORK:-/tmp/dfm-ab}
 src=${AB_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 do_md5=${AB_MD5:-1}
@@ -41,13 +43,13 @@ work=$(cd "$work" && pwd)
 
 # --- input, as perf/run.sh: generated once per (events, seed, flows, generator) --------------
 input=$work/eve.json
-stamp="events=$events seed=$seed flows=$flows gen=$(cksum < "$src/gen_eve.py" | cut -d' ' -f1)"
+stamp="events=$events seed=$seed flows=$flows ephemeral=$ephemeral gen=$(cksum < "$src/gen_eve.py" | cut -d' ' -f1)"
 if [ -f "$input" ] && [ -f "$work/eve.stamp" ] && [ "$(cat "$work/eve.stamp")" = "$stamp" ]; then
     echo "input: reusing $input ($stamp)"
 else
     rm -f "$work/eve.stamp"
     echo "input: generating $input ($stamp)"
-    python3 "$src/gen_eve.py" --events "$events" --seed "$seed" --flows "$flows" -o "$input.tmp"
+    python3 "$src/gen_eve.py" --events "$events" --seed "$seed" --flows "$flows" --ephemeral "$ephemeral" -o "$input.tmp"
     mv "$input.tmp" "$input"
     echo "$stamp" > "$work/eve.stamp"
 fi
