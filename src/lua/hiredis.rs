@@ -15,7 +15,7 @@ use super::boundary::{Coerce, LuaFail, LuaResult, YIELD, arg_bytes, c_entry};
 use super::context::{WorkerCtx, with_ctx};
 use super::ffi_util::{push_bytes, reg, to_bytes};
 
-use super::redis_conn::{BACKOFF_MIN, RedisConn, describe, describe_target, error_code};
+use super::redis_conn::{Appended, BACKOFF_MIN, RedisConn, describe, describe_target, error_code};
 pub(crate) use super::redis_conn::{
     ERR_EOF, ERR_IO, ERR_OTHER, ERR_PROTOCOL, REPLY_ARRAY, REPLY_ERROR, REPLY_INTEGER, REPLY_NIL, REPLY_STATUS,
     REPLY_STRING, RedisState, RedisTarget, RedisTimeouts, open,
@@ -241,6 +241,7 @@ impl WorkerCtx {
                 continue;
             }
             let st = &mut self.redis;
+            read_appended(st, slot);
             let piped = std::mem::take(&mut st.conns[slot].piped);
             let waiters = std::mem::take(&mut st.conns[slot].waiters);
             st.calls += waiters.len() as u64;
@@ -308,11 +309,51 @@ pub(crate) unsafe fn push_result(c: &mut WorkerCtx, l: *mut lua_State, r: PipedR
     }
 }
 
+/// Reads the replies of appended commands already sent on connection `slot` (a `get_reply`
+/// read fewer than were sent), so that the next command on it reads its own reply; they wait
+/// in the connection's order for their `get_reply`.
+fn read_appended(st: &mut RedisState, slot: usize) {
+    let conn = &mut st.conns[slot];
+    if conn.sent == 0 {
+        return;
+    }
+    let Some(con) = conn.con.as_mut() else {
+        return;
+    };
+    let survives = con.survives_failures();
+    let mut waiting = conn.order.iter_mut().filter(|a| matches!(a, Appended::Redis));
+    let mut broken = false;
+    while conn.sent > 0 {
+        let Some(a) = waiting.next() else {
+            break;
+        };
+        match con.recv_response() {
+            Ok(v) => *a = Appended::Read(Ok(v)),
+            // A cluster node that failed fails its own commands only.
+            Err(e) if survives => {
+                *a = Appended::Read(Err((
+                    format!("{}: {}", describe_target(&conn.target), describe(&e)),
+                    error_code(&e),
+                )))
+            }
+            Err(_) => {
+                broken = true;
+                break;
+            }
+        }
+        conn.sent -= 1;
+    }
+    if broken {
+        st.fail(slot);
+    }
+}
+
 /// Runs one command on connection `slot` at once and pushes its result(s).
 unsafe fn run(c: &mut WorkerCtx, l: *mut lua_State, slot: usize, cmd: &redis::Cmd) -> c_int {
     // SAFETY: the caller owns `l`.
     unsafe {
         c.redis.calls += 1;
+        read_appended(&mut c.redis, slot);
         if let Err(e) = c.redis.ensure(slot) {
             return push_failure(&mut c.redis, l, &e.to_string(), ERR_IO);
         }
@@ -468,7 +509,7 @@ unsafe extern "C-unwind" fn conn_append_command(l: *mut lua_State) -> c_int {
             with_ctx(|c| {
                 let slot = conn_slot(l, &c.redis)?;
                 if let Some(r) = ml_command(l, 2, "append_command")? {
-                    c.redis.conns[slot].order.push_back(Some(r));
+                    c.redis.conns[slot].order.push_back(Appended::Ml(r));
                     ffi::lua_pushboolean(l, 1);
                     return Ok(1);
                 }
@@ -476,7 +517,7 @@ unsafe extern "C-unwind" fn conn_append_command(l: *mut lua_State) -> c_int {
                 let conn = &mut c.redis.conns[slot];
                 cmd.write_packed_command(&mut conn.pending);
                 conn.queued += 1;
-                conn.order.push_back(None);
+                conn.order.push_back(Appended::Redis);
                 ffi::lua_pushboolean(l, 1);
                 Ok(1)
             })
@@ -494,11 +535,23 @@ unsafe extern "C-unwind" fn conn_get_reply(l: *mut lua_State) -> c_int {
                 let slot = conn_slot(l, &c.redis)?;
                 let st = &mut c.redis;
                 match st.conns[slot].order.pop_front() {
-                    Some(Some(r)) => {
+                    Some(Appended::Ml(r)) => {
                         push_ml_reply(l, &r);
                         return Ok(1);
                     }
-                    Some(None) => {}
+                    Some(Appended::Read(Ok(v))) => {
+                        push_reply(l, &v, 0, &mut st.error_replies);
+                        return Ok(1);
+                    }
+                    Some(Appended::Read(Err((msg, code)))) => return Ok(push_failure(st, l, &msg, code)),
+                    Some(Appended::Lost) => {
+                        let msg = format!(
+                            "{}: the connection failed before this command's reply was read (it may or may not have run)",
+                            describe_target(&st.conns[slot].target)
+                        );
+                        return Ok(push_failure(st, l, &msg, ERR_IO));
+                    }
+                    Some(Appended::Redis) => {}
                     None => {
                         return Ok(push_failure(
                             st,
@@ -510,6 +563,9 @@ unsafe extern "C-unwind" fn conn_get_reply(l: *mut lua_State) -> c_int {
                 }
                 st.calls += 1;
                 if let Err(e) = st.ensure(slot) {
+                    // Down: this command and the others appended with it are lost (sent once
+                    // the connection is back, their replies would answer later commands).
+                    st.lose_appended(slot);
                     return Ok(push_failure(st, l, &e.to_string(), ERR_IO));
                 }
                 let conn = &mut st.conns[slot];

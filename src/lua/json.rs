@@ -344,6 +344,9 @@ impl Encoder {
             // changed. A deletion sends us the long way round.
             let base = self.overrides.len();
             let mut deletion = false;
+            // A written key that is not a string (`msg[1] = v`) is never an override of an
+            // original member: it is always added.
+            let mut other_key = false;
             for tbl in [set, cache] {
                 if tbl == 0 {
                     continue;
@@ -355,6 +358,9 @@ impl Encoder {
                         deletion = true;
                     }
                     let changed = tbl == set || proxy::member_changed(l, t, v - 1, v, self.cache.map(|c| &mut *c));
+                    if tbl == set && ffi::lua_type(l, v - 1) != ffi::LUA_TSTRING {
+                        other_key = true;
+                    }
                     if changed
                         && let Some(k) = super::ffi_util::str_at(l, v - 1)
                         && !self.overrides[base..]
@@ -391,7 +397,7 @@ impl Encoder {
                 self.members[depth] = members;
                 r
             } else {
-                self.proxy_splice(l, &p, (set, order), base, out, depth)
+                self.proxy_splice(l, &p, (set, order), base, other_key, out, depth)
             };
             self.overrides.truncate(base);
             ffi::lua_settop(l, top);
@@ -483,19 +489,21 @@ impl Encoder {
 
     /// Writes a changed proxy without deletions: its original bytes with each changed member's
     /// value replaced in place and new members appended before the closing brace.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn proxy_splice(
         &mut self,
         l: *mut lua_State,
         p: &proxy::Parts<'_>,
         (set, order): (c_int, c_int),
         base: usize,
+        other_key: bool,
         out: &mut Vec<u8>,
         depth: usize,
     ) -> Result<(), EncodeError> {
         // SAFETY: as `proxy`; override pointers refer to live Lua strings.
         unsafe {
             let rbase = self.replace.len();
-            let mut appended = false;
+            let mut appended = other_key;
             for oi in base..self.overrides.len() {
                 let (kp, kl, _) = self.overrides[oi];
                 let k = std::slice::from_raw_parts(kp, kl);

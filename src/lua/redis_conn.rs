@@ -102,9 +102,8 @@ pub(crate) struct RedisConn {
     pub(super) con: Option<Link>,
     /// Commands queued by `append_command`, packed, not yet sent.
     pub(super) pending: Vec<u8>,
-    /// What each `append_command` still awaiting `get_reply` gets: the reply of an `ML.*`
-    /// command answered in-process, or `None` for one sent to Redis.
-    pub(super) order: std::collections::VecDeque<Option<crate::ml::Reply>>,
+    /// What each `append_command` still awaiting `get_reply` gets, in order.
+    pub(super) order: std::collections::VecDeque<Appended>,
     /// Replies still to read with `get_reply`: sent commands, then packed ones.
     pub(super) sent: usize,
     pub(super) queued: usize,
@@ -113,6 +112,18 @@ pub(crate) struct RedisConn {
     pub(super) closed: bool,
     /// Since when the connection is down, and the failure count then (`None`: up).
     pub(super) down: Option<(Instant, u64)>,
+}
+
+/// What an `append_command` awaiting its `get_reply` will get.
+pub(crate) enum Appended {
+    /// The reply of an `ML.*` command answered in-process.
+    Ml(crate::ml::Reply),
+    /// The reply of a command sent (or to be sent) to Redis, still on the connection.
+    Redis,
+    /// Its reply (or failure), read early: another command needed the connection.
+    Read(Result<redis::Value, (String, i32)>),
+    /// Lost with its connection before its reply was read (it may or may not have run).
+    Lost,
 }
 
 pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -185,6 +196,21 @@ impl RedisState {
         }
     }
 
+    /// Forgets the appended commands of connection `i` whose replies are not read yet (sent
+    /// or not): each one's `get_reply` fails with `ERR_IO`, and no later command gets one of
+    /// their replies. In-process replies and replies read early stay.
+    pub(super) fn lose_appended(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        c.sent = 0;
+        c.queued = 0;
+        c.pending.clear();
+        for a in c.order.iter_mut() {
+            if matches!(a, Appended::Redis) {
+                *a = Appended::Lost;
+            }
+        }
+    }
+
     /// Drops connection `i` after a transport failure and schedules the next attempt.
     pub(super) fn fail(&mut self, i: usize) {
         let failures = self.failures;
@@ -197,13 +223,9 @@ impl RedisState {
             );
             self.notices.push((crate::diag::Kind::RedisLost, msg));
         }
+        self.lose_appended(i);
         let c = &mut self.conns[i];
         c.con = None;
-        c.sent = 0;
-        c.queued = 0;
-        c.pending.clear();
-        // The Redis replies are lost with the connection; in-process ones stay.
-        c.order.retain(Option::is_some);
         c.next_try = Instant::now() + c.backoff;
         c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
     }

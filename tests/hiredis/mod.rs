@@ -279,6 +279,94 @@ end
     assert!(last["redis"]["failures"].as_u64().unwrap() >= 5, "{last}");
 }
 
+/// Commands appended while Redis is down fail and are forgotten: once it is back, no later
+/// command gets one of their replies; and a command run while appended ones are sent but not
+/// yet read gets its own reply (both answered later commands before).
+#[test]
+fn appended_commands_never_answer_later_ones() {
+    let mut redis = RedisServer::start();
+    let env = Env::new();
+    env.config(&redis_config(redis.port, "tail://in.json<"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        r#"
+local conn
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  local n, _, code = conn:command("INCR", "n")
+  conn:append_command("ECHO", "a" .. msg.i)
+  conn:append_command("ECHO", "b" .. msg.i)
+  local a = conn:get_reply()
+  local c = conn:command("ECHO", "c" .. msg.i)
+  local b = conn:get_reply()
+  msg.n, msg.code, msg.a, msg.b, msg.c = n, code, a, b, c
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    env.write_log("in.json", b"");
+    let engine = env.spawn(&["--shards", "1"]);
+    let mut sent = 0usize;
+    let mut send = |env: &Env, n: usize| {
+        let lines: Vec<String> = (0..n).map(|i| format!("{{\"i\":{}}}", sent + i)).collect();
+        env.append_log("in.json", &join_lines(&lines));
+        sent += n;
+        sent
+    };
+    let wait_out = |env: &Env, n: usize| {
+        wait_until(
+            Duration::from_secs(20),
+            "outputs",
+            || env.lines("out.json").len() >= n,
+            || format!("{} lines", env.lines("out.json").len()),
+        )
+    };
+    let n = send(&env, 3);
+    wait_out(&env, n);
+    redis.kill();
+    let n = send(&env, 3);
+    wait_out(&env, n);
+    redis.restart();
+    let t = Instant::now();
+    loop {
+        let n = send(&env, 1);
+        wait_out(&env, n);
+        let last = env.lines("out.json").last().cloned().unwrap();
+        if String::from_utf8_lossy(&last).contains("\"n\":") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "Redis calls never succeeded again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A few more once it is back.
+    let n = send(&env, 3);
+    wait_out(&env, n);
+    let mut engine = engine;
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(20)).assert_success();
+    let lines: Vec<serde_json::Value> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), sent, "every event was processed");
+    let mut failed = 0;
+    for l in &lines {
+        let i = l["i"].as_u64().unwrap();
+        for k in ["a", "b", "c"] {
+            match l.get(k) {
+                Some(v) => assert_eq!(v, &format!("{k}{i}"), "{k} of event {i}: {l}"),
+                None => failed += 1,
+            }
+        }
+    }
+    assert!(failed >= 9, "calls failed while Redis was down: {failed}");
+    for l in &lines[lines.len() - 4..] {
+        assert!(l["n"].is_u64() && l["a"].is_string() && l["b"].is_string() && l["c"].is_string(), "{l}");
+    }
+}
+
 /// Pids of the `redis-server` processes whose command line mentions `needle`, with their
 /// state letter from /proc (Z = dead, not yet reaped).
 fn redis_servers_mentioning(needle: &str) -> Vec<(u32, char)> {
