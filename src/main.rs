@@ -332,16 +332,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Relative paths are made absolute now: the engine enters the root directory, and a
+    // reload (SIGHUP, --watch, a wildcard's new file) reads the configuration again from there.
+    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     let opts = Options {
-        root: cli.root,
-        log_dir: cli.log_dir,
-        config_file: cli.config,
+        root: abs(cli.root),
+        log_dir: abs(cli.log_dir),
+        config_file: cli.config.map(abs),
         shards: cli.shards.map(|n| n as usize),
         cores,
         no_pin: cli.no_pin,
         follow: cli.follow,
         verbose: cli.verbose,
-        run_dir: cli.run_dir,
+        run_dir: cli.run_dir.map(abs),
         http: cli.http,
         user: cli.user.or_else(|| cli.drop_privileges.then(|| "nobody".to_string())),
         chroot: cli.chroot,

@@ -347,3 +347,48 @@ fn a_reload_mid_replay_keeps_the_files_line_numbers() {
         .collect();
     assert_eq!(reported, [451], "the invalid line's number in the file");
 }
+
+/// With relative `-r`, `-l` and `--config` (the engine enters the root directory), a reload
+/// still finds its configuration: the new output is used (it failed with "root is not a
+/// directory" before).
+#[test]
+fn a_reload_works_with_relative_paths() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    let out = "{ tag = \"out\", uri = \"file://out.json<\" }";
+    env.config(&config("out", out, ""));
+    env.write_log("in.json", &numbered_lines(0, 100));
+    let mut cmd = std::process::Command::new(bin());
+    cmd.current_dir(env.dir.path())
+        .args(["-r", "root", "-l", "logs", "--config", "root/config/config.lua"])
+        .args(["--no-pin", "--http", "off", "--shards", "1"]);
+    let mut engine = spawn_in(cmd, env.dir.path(), "bg");
+    wait_until(
+        Duration::from_secs(60),
+        "100 lines",
+        || env.lines("out.json").len() >= 100,
+        String::new,
+    );
+    env.config(&config(
+        "all",
+        &format!("{out}, {{ tag = \"all\", uri = \"file://all.json<\" }}"),
+        "",
+    ));
+    engine.signal(libc::SIGHUP);
+    wait_until(
+        Duration::from_secs(30),
+        "the reload",
+        || !env.log_records_of("reload").is_empty() || !env.log_records_of("reload_error").is_empty(),
+        String::new,
+    );
+    env.append_log("in.json", &numbered_lines(100, 200));
+    wait_until(
+        Duration::from_secs(30),
+        "every event written",
+        || env.lines("out.json").len() + env.lines("all.json").len() >= 200,
+        || format!("{:?}", env.log_records_of("reload_error")),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    assert_eq!(ns(&env, "all.json"), (100..200).collect::<Vec<u64>>(), "the new output's events");
+    assert!(env.log_records_of("reload_error").is_empty());
+}
