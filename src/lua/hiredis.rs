@@ -110,7 +110,7 @@ unsafe fn push_reply(l: *mut lua_State, v: &Value, depth: usize, errors: &mut u6
 unsafe fn conn_slot(l: *mut lua_State, st: &RedisState) -> Result<usize, LuaFail> {
     // SAFETY: called at the start of a connection method; the stack is restored.
     unsafe {
-        let p = ffi::lua_touserdata(l, 1) as *const u32;
+        let p = ffi::lua_touserdata(l, 1) as *const [u32; 2];
         let ok = !p.is_null() && ffi::lua_getmetatable(l, 1) != 0 && {
             ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_CONN_MT);
             let same = ffi::lua_rawequal(l, -1, -2) != 0;
@@ -120,8 +120,13 @@ unsafe fn conn_slot(l: *mut lua_State, st: &RedisState) -> Result<usize, LuaFail
         if !ok {
             return Err("lua-hiredis error: expected a connection (use conn:method(...))".into());
         }
-        let slot = *p as usize;
-        if st.conns.get(slot).is_none_or(|c| c.closed) {
+        let [slot, generation] = *p;
+        let slot = slot as usize;
+        if st
+            .conns
+            .get(slot)
+            .is_none_or(|c| c.closed || c.generation != generation)
+        {
             return Err("lua-hiredis error: attempted to use closed connection".into());
         }
         Ok(slot)
@@ -614,13 +619,15 @@ unsafe extern "C-unwind" fn conn_close(l: *mut lua_State) -> c_int {
     // context is not lent, e.g. when a state closes: nothing to do then).
     unsafe {
         c_entry(l, "close", |l| {
-            let p = ffi::lua_touserdata(l, 1) as *const u32;
+            let p = ffi::lua_touserdata(l, 1) as *const [u32; 2];
             if p.is_null() || !has_conn_mt(l) {
                 return Ok(0);
             }
-            let slot = *p as usize;
+            let [slot, generation] = *p;
             super::context::try_with_ctx(|c| {
-                if let Some(conn) = c.redis.conns.get_mut(slot) {
+                if let Some(conn) = c.redis.conns.get_mut(slot as usize)
+                    && conn.generation == generation
+                {
                     conn.closed = true;
                     conn.con = None;
                     conn.pending.clear();
@@ -676,6 +683,13 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
                     }
                     _ => st.target.clone(),
                 };
+                let open = st.open_count();
+                if open >= MAX_OPEN_CONNECTIONS {
+                    let msg = format!(
+                        "exceeded the number of allowable redis connections ({open} open on this worker; close() the ones no longer needed)"
+                    );
+                    return Ok(push_failure(st, l, &msg, ERR_EOF));
+                }
                 let con = match super::redis_conn::open_link(&target, st.timeouts) {
                     Ok(c) => c,
                     Err(e) => {
@@ -687,8 +701,13 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
                         ));
                     }
                 };
-                let slot = st.conns.len();
-                st.conns.push(RedisConn {
+                // A closed slot no coroutine waits on is used again, under a new generation.
+                let reuse = st.conns.iter().position(|c| c.closed && c.waiters.is_empty());
+                let (slot, generation) = match reuse {
+                    Some(i) => (i, st.conns[i].generation.wrapping_add(1)),
+                    None => (st.conns.len(), 0),
+                };
+                let conn = RedisConn {
                     target,
                     piped: Vec::new(),
                     waiters: Vec::new(),
@@ -701,14 +720,36 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
                     backoff: BACKOFF_MIN,
                     closed: false,
                     down: None,
-                });
-                let ud = ffi::lua_newuserdata(l, std::mem::size_of::<u32>()) as *mut u32;
-                *ud = slot as u32;
+                    generation,
+                };
+                if slot == st.conns.len() {
+                    st.conns.push(conn);
+                } else {
+                    st.conns[slot] = conn;
+                }
+                let ud = ffi::lua_newuserdata(l, std::mem::size_of::<[u32; 2]>()) as *mut [u32; 2];
+                *ud = [slot as u32, generation];
                 ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_CONN_MT);
                 ffi::lua_setmetatable(l, -2);
                 Ok(1)
             })
         })
+    }
+}
+
+/// Open connections a worker's scripts may hold at once; `connect` fails beyond (file
+/// descriptors are the engine's too: its outputs and inputs need them).
+pub(crate) const MAX_OPEN_CONNECTIONS: usize = 256;
+
+/// `E.hiredis_open()` of the prelude: the connections open on this worker. Beyond
+/// `GC_BEFORE_CONNECT` (prelude.lua), `hiredis.connect` first runs a full collection, which
+/// closes the connections no script holds any more.
+pub(crate) unsafe extern "C-unwind" fn open_count(l: *mut lua_State) -> c_int {
+    // SAFETY: a lua_CFunction called by the prelude with no arguments; it pushes one number.
+    unsafe {
+        let n = super::context::try_with_ctx(|c| c.redis.open_count()).unwrap_or(0);
+        ffi::lua_pushnumber(l, n as f64);
+        1
     }
 }
 

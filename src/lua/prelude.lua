@@ -178,6 +178,16 @@ d.analyze_event = function(...)
    return c_analyze(...)
 end
 
+-- A script that connects per event and never calls close() leaves its connections to the
+-- collector, which may not run for a long time: beyond GC_BEFORE_CONNECT open connections on
+-- the worker, connect first runs a full collection (closing the ones nothing holds).
+local GC_BEFORE_CONNECT = 32
+local c_connect, hiredis_open, full_gc = hiredis.connect, E.hiredis_open, collectgarbage
+hiredis.connect = function(...)
+   if hiredis_open() >= GC_BEFORE_CONNECT then full_gc("collect") end
+   return c_connect(...)
+end
+
 -- hiredis commands tell the C side whether the caller can yield: a command of a pipelined
 -- analyzer is queued (and its coroutine suspended) only where it can.
 local conn_methods, isyieldable = E.conn_methods, coroutine.isyieldable

@@ -112,6 +112,9 @@ pub(crate) struct RedisConn {
     pub(super) closed: bool,
     /// Since when the connection is down, and the failure count then (`None`: up).
     pub(super) down: Option<(Instant, u64)>,
+    /// Which use of this slot it is: a closed slot is reused by a later `connect`, and a
+    /// connection userdata of an earlier use (which holds slot and generation) is closed.
+    pub(super) generation: u32,
 }
 
 /// What an `append_command` awaiting its `get_reply` will get.
@@ -144,6 +147,11 @@ pub struct RedisState {
 }
 
 impl RedisState {
+    /// Connections not closed (up or down).
+    pub fn open_count(&self) -> usize {
+        self.conns.iter().filter(|c| !c.closed).count()
+    }
+
     /// Connections that are down now (closed ones do not count).
     pub fn down_count(&self) -> u64 {
         self.conns.iter().filter(|c| !c.closed && c.down.is_some()).count() as u64

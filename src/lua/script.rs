@@ -126,6 +126,7 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), ScriptCause> {
             (c"is_proxy", access::lua_is_proxy as ffi::lua_CFunction),
             (c"next_proxy", access::lua_next_proxy),
             (c"slow_index", access::slow_index),
+            (c"hiredis_open", super::hiredis::open_count),
         ] {
             ffi::lua_pushcclosure(l, f, 0);
             set_field(l, e, name);

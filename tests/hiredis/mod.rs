@@ -336,7 +336,10 @@ end
         if String::from_utf8_lossy(&last).contains("\"n\":") {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "Redis calls never succeeded again");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "Redis calls never succeeded again"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // A few more once it is back.
@@ -363,8 +366,66 @@ end
     }
     assert!(failed >= 9, "calls failed while Redis was down: {failed}");
     for l in &lines[lines.len() - 4..] {
-        assert!(l["n"].is_u64() && l["a"].is_string() && l["b"].is_string() && l["c"].is_string(), "{l}");
+        assert!(
+            l["n"].is_u64() && l["a"].is_string() && l["b"].is_string() && l["c"].is_string(),
+            "{l}"
+        );
     }
+}
+
+/// A script that connects for every event and never closes: its connections are closed by
+/// the collection `connect` runs beyond 32 open ones (the engine ran out of file descriptors
+/// before); one that keeps every connection gets a clear error beyond 256.
+#[test]
+fn connections_are_bounded() {
+    let redis = RedisServer::start();
+    let env = Env::new();
+    env.config(&redis_config(redis.port, "file://in.json"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        r#"
+local kept = {}
+function setup() end
+function loop(msg)
+  local c, err, code = hiredis.connect()
+  if msg.keep then
+    if c then kept[#kept + 1] = c else msg.err, msg.code = err, code end
+  elseif c then
+    msg.r = c:command("INCR", "n")
+  else
+    msg.err = err
+  end
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    let lines: Vec<String> = (0..3000)
+        .map(|i| format!("{{\"i\":{i}}}"))
+        .chain((0..300).map(|i| format!("{{\"i\":{},\"keep\":true}}", 3000 + i)))
+        .collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    let lines: Vec<serde_json::Value> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3300);
+    for (i, l) in lines[..3000].iter().enumerate() {
+        assert_eq!(l["r"], i + 1, "{l}");
+    }
+    assert_eq!(redis.cli(&["GET", "n"]), "3000");
+    // The 3,000 unreferenced ones were collected, so all 256 allowed were free for kept ones.
+    let refused: Vec<&serde_json::Value> = lines[3000..].iter().filter(|l| l.get("err").is_some()).collect();
+    assert_eq!(refused.len(), 300 - 256, "{:?}", lines.last());
+    let err = refused[0]["err"].as_str().unwrap();
+    assert!(
+        err.starts_with("exceeded the number of allowable redis connections (256 open"),
+        "{err}"
+    );
+    assert_eq!(refused[0]["code"], 3);
 }
 
 /// Pids of the `redis-server` processes whose command line mentions `needle`, with their

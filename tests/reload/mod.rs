@@ -389,6 +389,10 @@ fn a_reload_works_with_relative_paths() {
     );
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(30)).assert_success();
-    assert_eq!(ns(&env, "all.json"), (100..200).collect::<Vec<u64>>(), "the new output's events");
+    assert_eq!(
+        ns(&env, "all.json"),
+        (100..200).collect::<Vec<u64>>(),
+        "the new output's events"
+    );
     assert!(env.log_records_of("reload_error").is_empty());
 }
