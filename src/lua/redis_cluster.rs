@@ -462,6 +462,11 @@ impl Cluster {
         Ok(self.nodes.get_mut(addr).expect("inserted above"))
     }
 
+    /// Nodes that failed and are not back (nor replaced by a replica) yet.
+    pub(crate) fn nodes_down(&self) -> usize {
+        self.down.len()
+    }
+
     /// Drops the connection to a node that failed; reported once until it is back.
     fn mark_down(&mut self, addr: &Addr, e: &redis::RedisError) {
         self.nodes.remove(addr);

@@ -52,6 +52,14 @@ impl Link {
         matches!(self, Link::Cluster(_))
     }
 
+    /// A cluster's nodes that are down now (0 for one server: its own failure drops the link).
+    pub(crate) fn nodes_down(&self) -> usize {
+        match self {
+            Link::One(_) => 0,
+            Link::Cluster(c) => c.nodes_down(),
+        }
+    }
+
     /// Node outages a cluster saw since the last call (`redis_lost`, `redis_restored`).
     pub(crate) fn take_notices(&mut self) -> Vec<(crate::diag::Kind, String)> {
         match self {
@@ -152,9 +160,18 @@ impl RedisState {
         self.conns.iter().filter(|c| !c.closed).count()
     }
 
-    /// Connections that are down now (closed ones do not count).
+    /// Connections that are down now (closed ones do not count), a cluster's failed nodes
+    /// counting one each.
     pub fn down_count(&self) -> u64 {
-        self.conns.iter().filter(|c| !c.closed && c.down.is_some()).count() as u64
+        self.conns
+            .iter()
+            .filter(|c| !c.closed)
+            .map(|c| match (&c.down, &c.con) {
+                (Some(_), _) => 1,
+                (None, Some(link)) => link.nodes_down() as u64,
+                (None, None) => 0,
+            })
+            .sum()
     }
 
     pub fn new(target: RedisTarget, timeouts: RedisTimeouts) -> Self {

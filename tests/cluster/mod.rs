@@ -387,6 +387,64 @@ end
     );
 }
 
+/// `/health` answers 503 while a master the scripts use is down (it stayed 200: only a lost
+/// connection to one server counted), naming the failure as for one Redis.
+#[test]
+fn health_reports_a_dead_master() {
+    let mut c = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
+    let analyzer = r#"
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+   local r, err = conn:command("INCR", "k:" .. (msg.n % 60))
+   msg.ok = r ~= nil and type(r) ~= "table"
+   dragonfly.output_event(default_output, msg)
+end
+"#;
+    let env = cluster_env(&c, "tail://in.json<", analyzer, "tail_poll_ms = 20");
+    write_flows(&env, 100);
+    let run = env.dir.path().join("run");
+    let mut engine = env.spawn(&[
+        "--shards",
+        "1",
+        "--http",
+        "127.0.0.1:0",
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
+    let addr = crate::ops::http_address(&env);
+    let health = || {
+        let (code, body) = crate::ops::request(&addr, "GET", "/health");
+        (code, String::from_utf8_lossy(&body).to_string())
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "100 events",
+        || env.lines("out.json").len() >= 100,
+        String::new,
+    );
+    assert_eq!(health().0, 200, "{}", health().1);
+    c.kill(2);
+    let more: Vec<String> = (100..200)
+        .map(|i| format!("{{\"event_type\":\"flow\",\"n\":{i}}}"))
+        .collect();
+    env.append_log("in.json", &join_lines(&more));
+    wait_until(
+        Duration::from_secs(60),
+        "200 events",
+        || env.lines("out.json").len() >= 200,
+        String::new,
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "/health 503",
+        || health().0 == 503,
+        || health().1,
+    );
+    assert!(health().1.contains("redis: 1 connections down"), "{}", health().1);
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+}
+
 /// A multi-key command on a slot being migrated gets `TRYAGAIN` from Redis; the engine waits
 /// and sends it again (as cluster clients do), so the script gets the result, not the error,
 /// and no update is lost. The test finishes the migration once Redis has refused the command.
