@@ -80,7 +80,15 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
             ));
         }
     }
-    if cfg.redis != RedisTarget::Managed {
+    if let RedisTarget::Cluster(seeds) = &cfg.redis {
+        if let Err(e) = crate::lua::hiredis::open_link(&cfg.redis, cfg.redis_timeouts()) {
+            let names: Vec<String> = seeds.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+            out.push(format!(
+                "redis_cluster: no seed node ({}) gave the cluster's slots: {e}",
+                names.join(", ")
+            ));
+        }
+    } else if cfg.redis != RedisTarget::Managed {
         let answer = crate::lua::hiredis::open(&cfg.redis, cfg.redis_timeouts())
             .and_then(|mut c| Ok(redis::cmd("PING").query::<String>(&mut c)?));
         if let Err(e) = answer {

@@ -18,7 +18,7 @@ use super::ffi_util::{push_bytes, reg, to_bytes};
 use super::redis_conn::{Appended, BACKOFF_MIN, RedisConn, describe, describe_target, error_code};
 pub(crate) use super::redis_conn::{
     ERR_EOF, ERR_IO, ERR_OTHER, ERR_PROTOCOL, REPLY_ARRAY, REPLY_ERROR, REPLY_INTEGER, REPLY_NIL, REPLY_STATUS,
-    REPLY_STRING, RedisState, RedisTarget, RedisTimeouts, open,
+    REPLY_STRING, RedisState, RedisTarget, RedisTimeouts, open, open_link,
 };
 
 /// Most arguments one command may have (as lua-hiredis).

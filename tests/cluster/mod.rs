@@ -445,6 +445,33 @@ end
     engine.wait(Duration::from_secs(30)).assert_success();
 }
 
+/// `check` asks the cluster's seeds, not `redis_host`: a live cluster passes; seeds that do
+/// not answer fail, named (it blamed "managed:6379" before).
+#[test]
+fn check_asks_the_clusters_seeds() {
+    let c = RedisCluster::start();
+    let env = cluster_env(&c, "file://in.json", ANALYZER_PASS, "");
+    write_flows(&env, 1);
+    let out = env.run(&["check"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let env = Env::simple(
+        "file://in.json",
+        ANALYZER_PASS,
+        "",
+        "redis_cluster = { \"127.0.0.1:1\", \"127.0.0.1:2\" }\n",
+    );
+    write_flows(&env, 1);
+    let out = env.run(&["check"]);
+    assert!(!out.status.success(), "closed seeds accepted");
+    assert!(
+        out.stderr
+            .contains("redis_cluster: no seed node (127.0.0.1:1, 127.0.0.1:2)")
+            && !out.stderr.contains("managed"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// A multi-key command on a slot being migrated gets `TRYAGAIN` from Redis; the engine waits
 /// and sends it again (as cluster clients do), so the script gets the result, not the error,
 /// and no update is lost. The test finishes the migration once Redis has refused the command.
