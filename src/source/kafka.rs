@@ -156,6 +156,14 @@ impl ConsumerContext for Ctx {
             return;
         }
         let committed = consumer.committed_offsets((*tpl).clone(), Duration::from_secs(5));
+        self.assigned(tpl, committed);
+    }
+}
+
+impl Ctx {
+    /// Learns where newly assigned partitions resume (the group's committed offsets) and
+    /// reports the assignment (`kafka_assigned`), for the group's assignments and `partitions=`.
+    fn assigned(&self, tpl: &TopicPartitionList, committed: rdkafka::error::KafkaResult<TopicPartitionList>) {
         let mut sh = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         match committed {
             Ok(c) => {
@@ -248,14 +256,8 @@ pub(crate) fn read_kafka(
         for &p in ps {
             q.add_partition(&spec.topic, p);
         }
-        if let Ok(tpl) = consumer.committed_offsets(q, Duration::from_secs(5)) {
-            let mut sh = consumer.context().shared.lock().unwrap_or_else(|e| e.into_inner());
-            for e in tpl.elements() {
-                if let Offset::Offset(o) = e.offset() {
-                    sh.resume.insert(e.partition(), o);
-                }
-            }
-        }
+        let committed = consumer.committed_offsets(q.clone(), Duration::from_secs(5));
+        consumer.context().assigned(&q, committed);
     }
     let mut last_commit = Instant::now();
     let mut idle = false;

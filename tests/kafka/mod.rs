@@ -360,6 +360,21 @@ fn kafka_kill_9_and_restart_loses_nothing() {
     );
     // Reading again from the start would repeat at least n / 4.
     assert!(dups < n / 4, "{dups} duplicates");
+    // Each run reported its `partitions=` with the commits it resumes at (manual assignments
+    // were not reported before): the first from nothing, the restart from the first's commits.
+    let assigned = env.log_records_of("kafka_assigned");
+    assert_eq!(assigned.len(), 2, "{assigned:?}");
+    let msg = |i: usize| assigned[i]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg(0).contains("partitions [0, 1, 2, 3] assigned") && msg(0).contains("[0:none, 1:none, 2:none, 3:none]"),
+        "{}",
+        msg(0)
+    );
+    assert!(
+        msg(1).contains("partitions [0, 1, 2, 3] assigned") && !msg(1).contains("[0:none, 1:none, 2:none, 3:none]"),
+        "{}",
+        msg(1)
+    );
 }
 
 /// Two engines share one topic, each with its half of the partitions (`partitions=`), commits
