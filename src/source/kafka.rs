@@ -193,6 +193,9 @@ impl Ctx {
     }
 }
 
+/// How often an input whose brokers are unreachable asks for the topic's metadata.
+const DOWN_PROBE_EVERY: Duration = Duration::from_secs(2);
+
 /// Consumes until the engine stops, then waits for the events read to be written and commits
 /// their offsets.
 pub(crate) fn read_kafka(
@@ -261,6 +264,8 @@ pub(crate) fn read_kafka(
     }
     let mut last_commit = Instant::now();
     let mut idle = false;
+    // The brokers unreachable: since when, transport errors not reported since, next probe.
+    let mut down: Option<(Instant, u64, Instant)> = None;
     let report = |router: &Router, what: Kind, e: String| {
         router.report(what, 0, 0, 0, &format!("kafka://{}/{}: {e}", spec.brokers, spec.topic));
     };
@@ -274,6 +279,30 @@ pub(crate) fn read_kafka(
                 report(router, what, msg);
             } else {
                 router.info(what, &format!("kafka://{}/{}: {msg}", spec.brokers, spec.topic));
+            }
+        }
+        // While the brokers are unreachable, ask for the topic's metadata now and then: an
+        // idle topic sends no message to say they are back.
+        if let Some((since, quiet, next)) = down {
+            let mut back = matches!(polled, Some(Ok(_)));
+            if !back && Instant::now() >= next {
+                back = consumer
+                    .fetch_metadata(Some(&spec.topic), Duration::from_millis(500))
+                    .is_ok();
+                down = Some((since, quiet, Instant::now() + DOWN_PROBE_EVERY));
+            }
+            if back {
+                down = None;
+                router.set_missing(false);
+                router.info(
+                    Kind::InputResumed,
+                    &format!(
+                        "kafka://{}/{}: the brokers answer again after {:.1} s ({quiet} more transport errors meanwhile, not reported)",
+                        spec.brokers,
+                        spec.topic,
+                        since.elapsed().as_secs_f64()
+                    ),
+                );
             }
         }
         match polled {
@@ -309,7 +338,29 @@ pub(crate) fn read_kafka(
                 }
                 sh.progress.note(router.seq(), (p, m.offset() + 1), |last| last.0 == p);
             }
-            Some(Err(e)) => report(router, Kind::KafkaError, e.to_string()),
+            Some(Err(e)) => {
+                use rdkafka::types::RDKafkaErrorCode::{AllBrokersDown, BrokerTransportFailure};
+                let transport = matches!(e.rdkafka_error_code(), Some(AllBrokersDown | BrokerTransportFailure));
+                match &mut down {
+                    Some((_, quiet, _)) if transport => *quiet += 1,
+                    _ => {
+                        if transport {
+                            // `/health` answers 503 until the brokers answer again.
+                            down = Some((Instant::now(), 0, Instant::now() + DOWN_PROBE_EVERY));
+                            router.set_missing(true);
+                            report(
+                                router,
+                                Kind::KafkaError,
+                                format!(
+                                    "{e}; waiting for the brokers (further transport errors are counted, not reported, until they answer)"
+                                ),
+                            );
+                        } else {
+                            report(router, Kind::KafkaError, e.to_string());
+                        }
+                    }
+                }
+            }
             None => {
                 if !idle {
                     router.flush();

@@ -39,7 +39,11 @@ fn tansu() -> String {
 
 impl Broker {
     pub fn start() -> Broker {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Broker::start_on(TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+    }
+
+    /// A broker on `port` (one an engine was told of before the broker existed).
+    pub fn start_on(port: u16) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(tansu())
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
@@ -1039,4 +1043,48 @@ fn kafka_output_keys_records_by_flow() {
     );
     assert_eq!(keys[&5], None, "no tuple and no flow_id: no key");
     assert!(read("plain").values().all(Option::is_none), "key=none sends no key");
+}
+
+/// Brokers unreachable at start: one report (not one per connection attempt), `/health` 503
+/// while they are, then `input_resumed` and the events once a broker answers.
+#[test]
+fn kafka_brokers_down_at_start_are_reported_once_and_waited_for() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let brokers = format!("127.0.0.1:{port}");
+    let env =
+        env_with(&config_with(&brokers, "group=down").replace(&format!("kafka://{brokers}/out"), "file://out.json"));
+    env.analyzer("a.lua", ANALYZER_PASS);
+    let run = env.dir.path().join("run");
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0", "--run-dir", run.to_str().unwrap()]);
+    let addr = crate::ops::http_address(&env);
+    let health = || crate::ops::request(&addr, "GET", "/health").0;
+    wait_until(
+        Duration::from_secs(30),
+        "a kafka_error",
+        || !env.log_records_of("kafka_error").is_empty(),
+        String::new,
+    );
+    wait_until(Duration::from_secs(10), "/health 503", || health() == 503, String::new);
+    std::thread::sleep(Duration::from_secs(3));
+    let broker = Broker::start_on(port);
+    broker.create_topic("in", 2);
+    broker.produce("in", &events(100, 10));
+    wait_until(
+        Duration::from_secs(120),
+        "100 events",
+        || env.lines("out.json").len() >= 100,
+        || format!("{:?}", env.log_records()),
+    );
+    wait_until(Duration::from_secs(10), "/health 200", || health() == 200, String::new);
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(60)).assert_success();
+    let errors = env.log_records_of("kafka_error");
+    assert!(errors.len() <= 2, "one report per outage: {errors:?}");
+    let resumed = env.log_records_of("input_resumed");
+    assert!(
+        resumed
+            .iter()
+            .any(|r| r["message"].as_str().unwrap().contains("the brokers answer again")),
+        "{resumed:?}"
+    );
 }
