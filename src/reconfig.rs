@@ -63,6 +63,7 @@ impl Carry {
                 file_pos: s.file_pos.unwrap_or_default(),
                 followed: s.followed,
                 socket: s.socket.take(),
+                siblings: Vec::new(),
             },
             None => Default::default(),
         }

@@ -44,6 +44,7 @@ kinds! {
     DgramQueueShort => "dgram_queue_short", "error";
     CheckpointError => "checkpoint_error", "error";
     CheckpointFileGone => "checkpoint_file_gone", "error";
+    CheckpointHandedOver => "checkpoint_handed_over", "info";
     KafkaError => "kafka_error", "error";
     KafkaCommitError => "kafka_commit_error", "error";
     KafkaGap => "kafka_gap", "error";

@@ -137,11 +137,19 @@ pub(super) fn start_readers(
 ) -> std::io::Result<Vec<std::thread::JoinHandle<crate::source::ReaderEnd>>> {
     let mut readers = Vec::new();
     let before = std::mem::take(&mut carry.glob_files);
+    // The file each input reads now, for the wildcard matches' siblings.
+    let files: Vec<Option<crate::source::checkpoint::FileId>> = cfg
+        .inputs
+        .iter()
+        .map(|i| {
+            std::fs::metadata(crate::privilege::host_path(i.uri.path()))
+                .ok()
+                .map(|m| crate::source::checkpoint::FileId::of(&m))
+        })
+        .collect();
     for (r, io) in ios.into_iter().enumerate() {
         let mut input = cfg.inputs[r].clone();
-        let file = std::fs::metadata(crate::privilege::host_path(input.uri.path()))
-            .ok()
-            .map(|m| crate::source::checkpoint::FileId::of(&m));
+        let file = files[r];
         let mut handed = None;
         if let (Some(pattern), Some(f), crate::config::InputUri::Tail { .. }) = (&input.glob, file, &input.uri) {
             carry
@@ -193,6 +201,12 @@ pub(super) fn start_readers(
         let mut resume = carry.resume(&input);
         if handed.is_some() {
             resume.followed = handed;
+        }
+        if input.glob.is_some() {
+            resume.siblings = (0..cfg.inputs.len())
+                .filter(|&o| o != r && cfg.inputs[o].glob == input.glob)
+                .filter_map(|o| files[o])
+                .collect();
         }
         readers.push(crate::source::spawn_reader(r, input, io, setup, resume)?);
     }

@@ -340,13 +340,23 @@ fn read_input(
         InputUri::Zfile { path, pace } => file::read_file(path, true, resume.file_pos, how.max_line, *pace, router)
             .map(|p| stopped.file_pos = Some(p)),
         InputUri::File { path, .. } => {
-            stopped.followed = tail::follow(path, true, how.max_line, how.poll, router, None, resume.followed);
+            let start = tail::Start {
+                from_start: true,
+                resume: resume.followed,
+                siblings: Vec::new(),
+            };
+            stopped.followed = tail::follow(path, start, how.max_line, how.poll, router, None);
             Ok(())
         }
         InputUri::Tail { path, from_start } => {
             // `followed`: a point handed over from another input's checkpoint (a wildcard
             // match that is a file another match was reading: see `start_readers`).
-            tail::follow(path, *from_start, how.max_line, how.poll, router, ckpt, resume.followed);
+            let start = tail::Start {
+                from_start: *from_start,
+                resume: resume.followed,
+                siblings: std::mem::take(&mut resume.siblings),
+            };
+            tail::follow(path, start, how.max_line, how.poll, router, ckpt);
             Ok(())
         }
         InputUri::Ipc {

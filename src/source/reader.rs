@@ -50,6 +50,8 @@ pub(crate) struct Resume {
     pub followed: Option<Spot>,
     /// A socket input's socket, kept open.
     pub socket: Option<ipc::Kept>,
+    /// Files the other matches of its wildcard read (`tail::Start::siblings`).
+    pub siblings: Vec<super::checkpoint::FileId>,
 }
 
 /// Where a reader stopped, for the next pipeline.

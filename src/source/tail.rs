@@ -247,18 +247,34 @@ fn mtime(f: &File) -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
-/// Follows `path` until the engine stops. `from_start` is the `<` suffix; a saved checkpoint,
-/// or `resume` (where the previous pipeline stopped, after a reload), takes precedence over it.
-/// Returns where it stopped (`None` if the file never appeared).
+/// Where a followed file starts.
+#[derive(Default)]
+pub(crate) struct Start {
+    /// The `<` suffix: from the start of the file present at the start, else from its end.
+    pub from_start: bool,
+    /// Where the previous pipeline stopped (after a reload), or a point handed over from
+    /// another input's checkpoint; a saved checkpoint of its own takes precedence.
+    pub resume: Option<Spot>,
+    /// Files the other matches of the same wildcard read: a checkpointed file found among them
+    /// was renamed into a matching name and is read by its own reader, not gone.
+    pub siblings: Vec<FileId>,
+}
+
+/// Follows `path` until the engine stops, starting as `start` says. Returns where it stopped
+/// (`None` if the file never appeared).
 pub(crate) fn follow(
     path: &Path,
-    from_start: bool,
+    start: Start,
     max_line: usize,
     poll: Duration,
     router: &mut Router,
     mut ckpt: Option<&mut Checkpoint>,
-    resume: Option<Spot>,
 ) -> Option<Spot> {
+    let Start {
+        from_start,
+        resume,
+        siblings,
+    } = start;
     let mut framer = Framer::new(max_line);
     let resume = ckpt.as_deref_mut().and_then(|c| c.load()).or(resume);
     let mut reported_missing = false;
@@ -324,6 +340,14 @@ pub(crate) fn follow(
                         read_rotated(r, (0, 0), max_line, router, &mut ckpt);
                     }
                 }
+                None if siblings.contains(&spot.id) => router.info(
+                    crate::diag::Kind::CheckpointHandedOver,
+                    &format!(
+                        "{}: the checkpointed file (inode {}) was renamed to a name the wildcard matches and is read by its own input from this checkpoint; reading the current file from its start",
+                        path.display(),
+                        spot.id.ino
+                    ),
+                ),
                 None => router.report(
                     crate::diag::Kind::CheckpointFileGone,
                     0,

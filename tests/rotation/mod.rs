@@ -388,15 +388,23 @@ fn a_wildcard_tail_reads_a_new_file_from_its_start() {
 /// checkpoint in the old file).
 #[test]
 fn a_file_rotated_into_a_matching_name_is_not_read_twice() {
-    rotated_into_a_matching_name(50);
+    rotated_into_a_matching_name(50, Duration::ZERO);
 }
 
 #[test]
 fn a_file_rotated_into_a_matching_name_before_its_reader_saw_it_is_not_read_twice() {
-    rotated_into_a_matching_name(4000);
+    rotated_into_a_matching_name(4000, Duration::ZERO);
 }
 
-fn rotated_into_a_matching_name(poll_ms: u64) {
+/// The new file appears only after the pipeline was rebuilt for the renamed one: the reader of
+/// eve.0.json starts again with its checkpoint in the renamed file, which is no error
+/// (`checkpoint_handed_over`, it was `checkpoint_file_gone`).
+#[test]
+fn a_file_rotated_into_a_matching_name_then_a_new_file_later_is_no_error() {
+    rotated_into_a_matching_name(50, Duration::from_secs(2));
+}
+
+fn rotated_into_a_matching_name(poll_ms: u64, new_file_after: Duration) {
     let env = Env::new();
     let dir = env.log("suricata");
     std::fs::create_dir_all(&dir).unwrap();
@@ -416,6 +424,7 @@ fn rotated_into_a_matching_name(poll_ms: u64) {
     // More lines, then at once the rotation into a matching name and a new file.
     env.append_log("suricata/eve.0.json", &numbered_lines(1000, 3000));
     std::fs::rename(dir.join("eve.0.json"), dir.join("eve.0-20261205.json")).unwrap();
+    std::thread::sleep(new_file_after);
     env.write_log("suricata/eve.0.json", &numbered_lines(3000, 3500));
     wait_until(
         Duration::from_secs(60),
@@ -431,5 +440,18 @@ fn rotated_into_a_matching_name(poll_ms: u64) {
     if got != want {
         let dups = got.windows(2).filter(|w| w[0] == w[1]).count();
         panic!("{} lines for 3500, {dups} repeated", got.len());
+    }
+    // A normal rotation is no error: the file is not gone, another match reads it.
+    assert!(
+        env.log_records_of("checkpoint_file_gone").is_empty(),
+        "{:?}",
+        env.log_records_of("checkpoint_file_gone")
+    );
+    if !new_file_after.is_zero() {
+        assert!(
+            !env.log_records_of("checkpoint_handed_over").is_empty(),
+            "{:?}",
+            env.log_records()
+        );
     }
 }
