@@ -65,6 +65,13 @@ pub(crate) struct RedisInSpec {
     pub mode: RedisInMode,
 }
 
+impl RedisInSpec {
+    /// `redis://HOST:PORT/KEY`, for reports.
+    pub(crate) fn name(&self) -> String {
+        format!("redis://{}:{}/{}", self.host, self.port, self.key)
+    }
+}
+
 /// How a `redis://` input takes events.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum RedisInMode {

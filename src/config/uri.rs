@@ -87,6 +87,10 @@ pub(crate) enum UriProblem {
     RedisForm,
     #[error("unknown parameter {param} ({expected})")]
     UnknownParameter { param: String, expected: &'static str },
+    #[error("bad value in {param} ({expected})")]
+    BadValue { param: String, expected: &'static str },
+    #[error("{param}= given twice")]
+    Repeated { param: String },
     #[error(
         "{params} not for mode={mode}: only the parameters of the chosen mode apply (group=, consumer=, start=, claim=: mode=stream; processing=: mode=list)"
     )]
@@ -94,6 +98,26 @@ pub(crate) enum UriProblem {
 }
 
 impl UriProblem {
+    /// A parameter `key=value` not accepted: a bad value of a parameter in `known`, else an
+    /// unknown parameter.
+    fn parameter(key: &str, value: &str, known: &[&str], expected: &'static str) -> UriProblem {
+        let param = format!("{key}={value}");
+        if known.contains(&key) {
+            UriProblem::BadValue { param, expected }
+        } else {
+            UriProblem::UnknownParameter { param, expected }
+        }
+    }
+
+    /// `Err(Repeated)` when `key` is in `seen`, which it joins.
+    fn once<'a>(key: &'a str, seen: &mut Vec<&'a str>) -> Result<(), UriProblem> {
+        if seen.contains(&key) {
+            return Err(UriProblem::Repeated { param: key.to_string() });
+        }
+        seen.push(key);
+        Ok(())
+    }
+
     fn of(self, uri: &str) -> UriError {
         UriError {
             uri: uri.to_string(),
@@ -163,6 +187,10 @@ impl InputUri {
                 instance: None,
                 partitions: None,
             };
+            let mut seen = Vec::new();
+            for (k, _) in &params {
+                UriProblem::once(k, &mut seen).map_err(|p| p.of(uri))?;
+            }
             for (k, v) in params {
                 match k.as_str() {
                     "group" if !v.is_empty() => spec.group = v,
@@ -176,10 +204,12 @@ impl InputUri {
                         }
                     }
                     _ => {
-                        return Err(UriProblem::UnknownParameter {
-                            param: format!("{k}={v}"),
-                            expected: "group=NAME, offset=earliest|latest, instance=ID, partitions=0,1,...",
-                        }
+                        return Err(UriProblem::parameter(
+                            &k,
+                            &v,
+                            &["group", "offset", "instance"],
+                            "group=NAME, offset=earliest|latest, instance=ID, partitions=0,1,...",
+                        )
                         .of(uri));
                     }
                 }
@@ -293,8 +323,10 @@ fn redis_input(uri: &str, rest: &str) -> Result<RedisInSpec, UriError> {
     let (mut mode, mut left, mut group, mut consumer, mut start) = ("list".to_string(), false, None, None, None);
     let mut processing = None;
     let mut claim = None;
+    let mut seen = Vec::new();
     for p in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        UriProblem::once(k, &mut seen).map_err(|p| p.of(uri))?;
         match (k, v) {
             ("mode", "list" | "pop" | "stream") => mode = v.to_string(),
             ("side", "left" | "right") => left = v == "left",
@@ -304,10 +336,12 @@ fn redis_input(uri: &str, rest: &str) -> Result<RedisInSpec, UriError> {
             ("processing", q) if !q.is_empty() => processing = Some(q.to_string()),
             ("claim", c) if c.parse::<u32>().is_ok() => claim = c.parse::<u32>().ok(),
             _ => {
-                return Err(UriProblem::UnknownParameter {
-                    param: p.to_string(),
-                    expected: "mode=list|pop|stream, side=left|right, processing=KEY, group=NAME, consumer=NAME, start=$|0, claim=SECONDS",
-                }
+                return Err(UriProblem::parameter(
+                    k,
+                    v,
+                    &["mode", "side", "group", "consumer", "start", "processing", "claim"],
+                    "mode=list|pop|stream, side=left|right, processing=KEY, group=NAME, consumer=NAME, start=$|0, claim=SECONDS",
+                )
                 .of(uri));
             }
         }
@@ -420,4 +454,36 @@ fn kafka_parts(uri: &str, rest: &str) -> Result<KafkaParts, UriError> {
         })
         .collect();
     Ok((brokers.to_string(), topic.to_string(), params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input_error(uri: &str) -> String {
+        InputUri::parse(uri, Path::new("/tmp")).expect_err(uri).to_string()
+    }
+
+    /// A known parameter with a bad value is named as such, a repeated one too; an unknown
+    /// one is unknown.
+    #[test]
+    fn parameter_mistakes_are_named() {
+        for (uri, says) in [
+            ("redis://h:1/k?mode=stream&claim=abc", "bad value in claim=abc"),
+            ("redis://h:1/k?mode=stream&start=1", "bad value in start=1"),
+            ("redis://h:1/k?mode=stream&group=", "bad value in group="),
+            (
+                "redis://h:1/k?mode=stream&consumer=a&consumer=b",
+                "consumer= given twice",
+            ),
+            ("redis://h:1/k?groupp=g", "unknown parameter groupp=g"),
+            ("kafka://b:1/t?offset=earliests", "bad value in offset=earliests"),
+            ("kafka://b:1/t?group=a&group=b", "group= given twice"),
+            ("kafka://b:1/t?grup=a", "unknown parameter grup=a"),
+        ] {
+            let e = input_error(uri);
+            assert!(e.contains(says), "{uri}: {e}");
+        }
+        assert!(InputUri::parse("redis://h:1/k?mode=stream&claim=5", Path::new("/tmp")).is_ok());
+    }
 }

@@ -285,7 +285,9 @@ impl Stats {
         }
         for (tag, i) in self.input_tags.iter().zip(&self.inputs) {
             if i.missing.load(Relaxed) {
-                out.push(format!("input {tag}: missing or unreadable (waiting for it)"));
+                out.push(format!(
+                    "input {tag}: missing, unreadable or its server unreachable (waiting for it)"
+                ));
             }
         }
         let down: u64 = self.workers.iter().map(|w| w.redis_down.load(Relaxed)).sum();

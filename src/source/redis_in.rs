@@ -60,7 +60,7 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
         } else {
             e.to_string()
         };
-        router.report(Kind::InputError, 0, 0, 0, &format!("redis://{}: {what}", spec.key));
+        router.report(Kind::InputError, 0, 0, 0, &format!("{}: {what}", spec.name()));
     };
     let processing = match &spec.mode {
         RedisInMode::List { processing, .. } => processing.clone(),
@@ -101,11 +101,7 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
         router.set_missing(false);
         router.info(
             Kind::InputResumed,
-            &format!(
-                "redis://{}: reading after {:.1} s",
-                spec.key,
-                since.elapsed().as_secs_f64()
-            ),
+            &format!("{}: reading after {:.1} s", spec.name(), since.elapsed().as_secs_f64()),
         );
     }
     router.opened();
@@ -152,8 +148,8 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
                     0,
                     0,
                     &format!(
-                        "redis://{}: claiming other consumers' pending entries failed ({e}); claim= is off for this run",
-                        spec.key
+                        "{}: claiming other consumers' pending entries failed ({e}); claim= is off for this run",
+                        spec.name()
                     ),
                 );
                 claim_every = None;
@@ -174,8 +170,8 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
                         Ok(()) => router.info(
                             Kind::InputResumed,
                             &format!(
-                                "redis://{}: the consumer group was gone (Redis restarted without its data?); made again at entry {at}",
-                                spec.key
+                                "{}: the consumer group was gone (Redis restarted without its data?); made again at entry {at}",
+                                spec.name()
                             ),
                         ),
                         Err(e) => report(router, &e),
@@ -227,8 +223,8 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
             0,
             0,
             &format!(
-                "redis://{}: acknowledging at the stop failed ({e}); what was written since the last acknowledgement is read again after a restart",
-                spec.key
+                "{}: acknowledging at the stop failed ({e}); what was written since the last acknowledgement is read again after a restart",
+                spec.name()
             ),
         );
     }
@@ -318,8 +314,8 @@ fn claim(
         router.info(
             Kind::InputResumed,
             &format!(
-                "redis://{}: claimed {n} entries pending for over {} s with {} of group {group} (gone?); they are read here",
-                spec.key,
+                "{}: claimed {n} entries pending for over {} s with {} of group {group} (gone?); they are read here",
+                spec.name(),
                 idle.as_secs(),
                 from.join(", ")
             ),
@@ -366,8 +362,8 @@ fn resume_left(
                 router.info(
                     Kind::InputResumed,
                     &format!(
-                        "redis://{}: {} events left in {processing} by a previous run are read again",
-                        spec.key,
+                        "{}: {} events left in {processing} by a previous run are read again",
+                        spec.name(),
                         left.len()
                     ),
                 );
@@ -379,8 +375,8 @@ fn resume_left(
             let (again, gone) = read_own_pending(con, spec, max_line, router, unacked)?;
             if again > 0 {
                 let msg = format!(
-                    "redis://{}: {again} entries a previous run read but did not acknowledge are read again",
-                    spec.key
+                    "{}: {again} entries a previous run read but did not acknowledge are read again",
+                    spec.name()
                 );
                 router.info(Kind::InputResumed, &msg);
             }
@@ -391,8 +387,8 @@ fn resume_left(
                     0,
                     0,
                     &format!(
-                        "redis://{}: {gone} entries a previous run read but did not acknowledge were deleted from the stream since (trimmed): they cannot be read again",
-                        spec.key
+                        "{}: {gone} entries a previous run read but did not acknowledge were deleted from the stream since (trimmed): they cannot be read again",
+                        spec.name()
                     ),
                 );
             }
@@ -473,8 +469,8 @@ fn reconnect(spec: &RedisInSpec, router: &Router) -> Option<Connection> {
             router.info(
                 Kind::InputResumed,
                 &format!(
-                    "redis://{}: connected again after {:.1} s",
-                    spec.key,
+                    "{}: connected again after {:.1} s",
+                    spec.name(),
                     since.elapsed().as_secs_f64()
                 ),
             );
@@ -657,8 +653,8 @@ fn resync_stream(
         router.info(
             Kind::InputResumed,
             &format!(
-                "redis://{}: {unread} entries read before the connection was lost, whose reply never came, are read now",
-                spec.key
+                "{}: {unread} entries read before the connection was lost, whose reply never came, are read now",
+                spec.name()
             ),
         );
     }
