@@ -176,11 +176,23 @@ unsafe extern "C-unwind" fn cjson_decode(l: *mut lua_State) -> c_int {
     unsafe {
         c_entry(l, "decode", |l| {
             arg_count(l, "decode", 1)?;
+            // As lua-cjson: a number is decoded as its text (`decode(123)` is 123).
+            if ffi::lua_type(l, 1) == ffi::LUA_TNUMBER {
+                ffi::lua_tolstring(l, 1, std::ptr::null_mut());
+            }
             let Some(s) = super::ffi_util::str_at(l, 1) else {
                 ffi::lua_pushnil(l);
                 push_bytes(l, b"Expected JSON text (a string)");
                 return Ok(2);
             };
+            // As lua-cjson: a NUL in the first two bytes is refused (its UTF-16 check), a later
+            // one ends the text.
+            if s.iter().take(2).any(|&b| b == 0) {
+                ffi::lua_pushnil(l);
+                push_bytes(l, b"JSON parser does not support UTF-16 or UTF-32");
+                return Ok(2);
+            }
+            let s = s.split(|&b| b == 0).next().unwrap_or_default();
             let mut buf = s.to_vec();
             match simd_json::to_borrowed_value(&mut buf) {
                 Ok(v) => {
