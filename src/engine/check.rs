@@ -1,11 +1,13 @@
 //! `dragonfly-mle check`: the configuration, every script, and what the configuration names
-//! outside itself (inputs readable, output directories writable, a named Redis answering).
+//! outside itself (inputs readable, Redis and Kafka inputs answering, output directories
+//! writable, a named Redis answering).
 
 use super::*;
 
 /// `check`: loads the configuration and every script (chunk run; `setup()` too when `setup`),
 /// and checks what the configuration names outside itself: `file://` inputs exist and can be
-/// read, file and Parquet outputs can be written where they go, a named Redis answers.
+/// read, Redis and Kafka inputs answer, file and Parquet outputs can be written where they go,
+/// a named Redis (or a cluster's seeds) answers.
 /// Every problem is reported at once.
 pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
     let cfg = load(opts)?;
@@ -58,10 +60,26 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
     use crate::config::{InputUri, OutputUri};
     let mut out = Vec::new();
     for (i, inp) in cfg.inputs.iter().enumerate() {
-        if let InputUri::File { path, .. } | InputUri::Zfile { path, .. } = &inp.uri
-            && let Err(e) = std::fs::File::open(path)
-        {
-            out.push(format!("inputs[{}].uri: cannot read {}: {e}", i + 1, path.display()));
+        match &inp.uri {
+            InputUri::File { path, .. } | InputUri::Zfile { path, .. } => {
+                if let Err(e) = std::fs::File::open(path) {
+                    out.push(format!("inputs[{}].uri: cannot read {}: {e}", i + 1, path.display()));
+                }
+            }
+            InputUri::Redis(spec) => {
+                let target = RedisTarget::Tcp(spec.host.clone(), spec.port);
+                let answer = crate::lua::hiredis::open(&target, cfg.redis_timeouts())
+                    .and_then(|mut c| Ok(redis::cmd("PING").query::<String>(&mut c)?));
+                if let Err(e) = answer {
+                    out.push(format!("inputs[{}].uri: no answer from {}: {e}", i + 1, spec.name()));
+                }
+            }
+            InputUri::Kafka(spec) => {
+                if let Err(e) = crate::source::kafka::probe(spec, std::time::Duration::from_secs(5)) {
+                    out.push(format!("inputs[{}].uri: {e}", i + 1));
+                }
+            }
+            _ => {}
         }
     }
     for (i, o) in cfg.outputs.iter().enumerate() {

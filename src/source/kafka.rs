@@ -193,6 +193,34 @@ impl Ctx {
     }
 }
 
+/// For `check`: the brokers answer within `timeout`, the topic exists, and the partitions of
+/// `partitions=` are in it; else what is wrong.
+pub(crate) fn probe(spec: &KafkaSpec, timeout: Duration) -> Result<(), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &spec.brokers)
+        .set("allow.auto.create.topics", "false")
+        .set("log_level", "0")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let md = consumer
+        .fetch_metadata(Some(&spec.topic), timeout)
+        .map_err(|e| format!("no answer from the brokers {}: {e}", spec.brokers))?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == spec.topic) else {
+        return Err(format!("topic {} not found", spec.topic));
+    };
+    if t.error().is_some() || t.partitions().is_empty() {
+        return Err(format!("topic {} does not exist on {}", spec.topic, spec.brokers));
+    }
+    let n = t.partitions().len() as i32;
+    if let Some(missing) = spec.partitions.iter().flatten().find(|&&p| p >= n) {
+        return Err(format!(
+            "partition {missing} is not in topic {} ({n} partitions)",
+            spec.topic
+        ));
+    }
+    Ok(())
+}
+
 /// How often an input whose brokers are unreachable asks for the topic's metadata.
 const DOWN_PROBE_EVERY: Duration = Duration::from_secs(2);
 

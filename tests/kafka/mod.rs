@@ -1088,3 +1088,46 @@ fn kafka_brokers_down_at_start_are_reported_once_and_waited_for() {
         "{resumed:?}"
     );
 }
+
+/// `check` asks the brokers: a reachable topic passes; a wrong port, a topic that does not
+/// exist and a partition the topic does not have are named (all passed before).
+#[test]
+fn check_asks_the_brokers() {
+    let broker = Broker::start();
+    broker.create_topic("in", 4);
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    for (brokers, params, topic, says) in [
+        (broker.brokers(), "group=c", "in", None),
+        (broker.brokers(), "group=c&partitions=0,3", "in", None),
+        (
+            format!("127.0.0.1:{closed}"),
+            "group=c",
+            "in",
+            Some("no answer from the brokers"),
+        ),
+        (broker.brokers(), "group=c", "nosuch", Some("topic nosuch")),
+        (
+            broker.brokers(),
+            "group=c&partitions=7",
+            "in",
+            Some("partition 7 is not in topic in (4 partitions)"),
+        ),
+    ] {
+        let config = config_with(&brokers, params)
+            .replace(
+                &format!("kafka://{brokers}/in?"),
+                &format!("kafka://{brokers}/{topic}?"),
+            )
+            .replace(&format!("kafka://{brokers}/out"), "file://out.json");
+        let env = env_with(&config);
+        env.analyzer("a.lua", ANALYZER_PASS);
+        let out = env.run(&["check"]);
+        match says {
+            None => assert!(out.status.success(), "{brokers} {params}: {}", out.stderr),
+            Some(s) => {
+                assert!(!out.status.success(), "{brokers} {params} {topic}: accepted");
+                assert!(out.stderr.contains(s), "{params} {topic}: {}", out.stderr);
+            }
+        }
+    }
+}

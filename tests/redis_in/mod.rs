@@ -351,6 +351,30 @@ fn parameters_of_another_mode_are_refused() {
     }
 }
 
+/// `check` asks a `redis://` input's server: one that answers passes, a wrong port is named
+/// with its host and port (it passed before).
+#[test]
+fn check_asks_the_inputs_redis() {
+    let r = RedisServer::start();
+    let env = Env::simple(&format!("redis://127.0.0.1:{}/k", r.port), ANALYZER_PASS, "", "");
+    let out = env.run(&["check"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = Env::simple(&format!("redis://127.0.0.1:{closed}/k"), ANALYZER_PASS, "", "");
+    let out = env.run(&["check"]);
+    assert!(!out.status.success(), "a closed port accepted");
+    assert!(
+        out.stderr
+            .contains(&format!("inputs[1].uri: no answer from redis://127.0.0.1:{closed}/k")),
+        "{}",
+        out.stderr
+    );
+}
+
 /// Redis goes away and comes back (restarted, without its data): the input reconnects, makes
 /// the stream's group again, and reads what is written after; the engine keeps running.
 fn survives_a_redis_restart(stream: bool) {
