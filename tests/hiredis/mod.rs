@@ -201,42 +201,13 @@ end
     );
     env.write_log("in.json", b"");
     let engine = env.spawn(&["--shards", "1"]);
-    let mut sent = 0usize;
-    let mut send = |env: &Env, n: usize| {
-        let lines: Vec<String> = (0..n).map(|i| format!("{{\"i\":{}}}", sent + i)).collect();
-        env.append_log("in.json", &join_lines(&lines));
-        sent += n;
-        sent
-    };
-    let wait_out = |env: &Env, n: usize| {
-        wait_until(
-            Duration::from_secs(20),
-            "outputs",
-            || env.lines("out.json").len() >= n,
-            || format!("{} lines", env.lines("out.json").len()),
-        )
-    };
-    let n = send(&env, 5);
-    wait_out(&env, n);
+    let mut feed = Feed::default();
+    feed.step(&env, 5);
     redis.kill();
-    let n = send(&env, 5);
-    wait_out(&env, n);
+    feed.step(&env, 5);
     redis.restart();
     // Reconnection waits out its backoff (at most 2 s): keep sending until a call succeeds.
-    let t = Instant::now();
-    loop {
-        let n = send(&env, 1);
-        wait_out(&env, n);
-        let last = env.lines("out.json").last().cloned().unwrap();
-        if String::from_utf8_lossy(&last).contains("\"n\":") {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "Redis calls never succeeded again"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    feed.until_written(&env, "\"n\":");
     engine.signal(libc::SIGTERM);
     let mut engine = engine;
     let out = engine.wait(Duration::from_secs(20));
@@ -246,7 +217,7 @@ end
         .iter()
         .map(|l| serde_json::from_slice(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), sent, "every event was processed");
+    assert_eq!(lines.len(), feed.sent, "every event was processed");
     let ok_before: Vec<_> = lines[..5].iter().map(|l| l["n"].as_i64()).collect();
     assert_eq!(ok_before, vec![Some(1), Some(2), Some(3), Some(4), Some(5)]);
     for l in &lines[5..10] {
@@ -307,44 +278,14 @@ end
     );
     env.write_log("in.json", b"");
     let engine = env.spawn(&["--shards", "1"]);
-    let mut sent = 0usize;
-    let mut send = |env: &Env, n: usize| {
-        let lines: Vec<String> = (0..n).map(|i| format!("{{\"i\":{}}}", sent + i)).collect();
-        env.append_log("in.json", &join_lines(&lines));
-        sent += n;
-        sent
-    };
-    let wait_out = |env: &Env, n: usize| {
-        wait_until(
-            Duration::from_secs(20),
-            "outputs",
-            || env.lines("out.json").len() >= n,
-            || format!("{} lines", env.lines("out.json").len()),
-        )
-    };
-    let n = send(&env, 3);
-    wait_out(&env, n);
+    let mut feed = Feed::default();
+    feed.step(&env, 3);
     redis.kill();
-    let n = send(&env, 3);
-    wait_out(&env, n);
+    feed.step(&env, 3);
     redis.restart();
-    let t = Instant::now();
-    loop {
-        let n = send(&env, 1);
-        wait_out(&env, n);
-        let last = env.lines("out.json").last().cloned().unwrap();
-        if String::from_utf8_lossy(&last).contains("\"n\":") {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "Redis calls never succeeded again"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    feed.until_written(&env, "\"n\":");
     // A few more once it is back.
-    let n = send(&env, 3);
-    wait_out(&env, n);
+    feed.step(&env, 3);
     let mut engine = engine;
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(20)).assert_success();
@@ -353,7 +294,7 @@ end
         .iter()
         .map(|l| serde_json::from_slice(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), sent, "every event was processed");
+    assert_eq!(lines.len(), feed.sent, "every event was processed");
     let mut failed = 0;
     for l in &lines {
         let i = l["i"].as_u64().unwrap();

@@ -694,40 +694,15 @@ fn health_reports_a_missing_input_and_a_dead_redis() {
         );
     };
     health(503, "input eve: missing");
-    let mut sent = 0;
-    let mut send = |env: &Env, n: usize| {
-        let lines: Vec<String> = (sent..sent + n).map(|i| format!("{{\"i\":{i}}}")).collect();
-        env.append_log("in.json", &join_lines(&lines));
-        sent += n;
-        sent
-    };
-    let wait_out = |env: &Env, n: usize| {
-        wait_until(
-            Duration::from_secs(20),
-            "outputs",
-            || env.lines("out.json").len() >= n,
-            || format!("{} lines", env.lines("out.json").len()),
-        )
-    };
-    let n = send(&env, 2);
-    wait_out(&env, n);
+    let mut feed = Feed::default();
+    feed.step(&env, 2);
     health(200, "\"status\":\"ok\"");
     redis.kill();
-    let n = send(&env, 1);
-    wait_out(&env, n);
+    feed.step(&env, 1);
     health(503, "redis: 1 connections down");
     redis.restart();
     // Calls come back after the reconnection's backoff (at most 2 s).
-    let t = std::time::Instant::now();
-    loop {
-        let n = send(&env, 1);
-        wait_out(&env, n);
-        if String::from_utf8_lossy(env.lines("out.json").last().unwrap()).contains("\"n\":1") {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "Redis never came back");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    feed.until_written(&env, "\"n\":1");
     health(200, "\"status\":\"ok\"");
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(20)).assert_success();

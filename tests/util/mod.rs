@@ -567,3 +567,45 @@ pub fn wait_log_message(env: &Env, text: &str) {
         || format!("{:?}", env.log_records()),
     )
 }
+
+/// Feeds an engine in steps: appends numbered events `{"i":N}` to `in.json` under the log
+/// directory and waits until `out.json` has a line for each event sent so far.
+#[derive(Default)]
+pub struct Feed {
+    /// Events sent so far.
+    pub sent: usize,
+}
+
+impl Feed {
+    /// Sends `n` more events and waits (20 s at most) until every event sent is written.
+    pub fn step(&mut self, env: &Env, n: usize) {
+        let lines: Vec<String> = (self.sent..self.sent + n).map(|i| format!("{{\"i\":{i}}}")).collect();
+        env.append_log("in.json", &join_lines(&lines));
+        self.sent += n;
+        let want = self.sent;
+        wait_until(
+            Duration::from_secs(20),
+            "outputs",
+            || env.lines("out.json").len() >= want,
+            || format!("{} lines", env.lines("out.json").len()),
+        );
+    }
+
+    /// Sends one event at a time until the last line written contains `text` (a Redis call
+    /// succeeding again after the reconnection's backoff); panics after 20 s.
+    pub fn until_written(&mut self, env: &Env, text: &str) {
+        let t = Instant::now();
+        loop {
+            self.step(env, 1);
+            let last = env.lines("out.json").last().cloned().unwrap_or_default();
+            if String::from_utf8_lossy(&last).contains(text) {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "no line with {text} written in 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
