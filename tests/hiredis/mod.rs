@@ -181,14 +181,20 @@ fn every_reply_type_and_constant() {
     assert_eq!(redis.cli(&["GET", "c"]), "2");
 }
 
-#[test]
-fn a_dead_redis_is_an_error_and_comes_back() {
-    let mut redis = RedisServer::start();
+/// A `tail://in.json<` input into the analyzer `a.lua` (given), on `redis`.
+fn tail_env(redis: &RedisServer, analyzer: &str) -> Env {
     let env = Env::new();
     env.config(&redis_config(redis.port, "tail://in.json<"));
     env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
+    env.analyzer("a.lua", analyzer);
+    env
+}
+
+#[test]
+fn a_dead_redis_is_an_error_and_comes_back() {
+    let mut redis = RedisServer::start();
+    let env = tail_env(
+        &redis,
         r#"
 local conn
 function setup() conn = assert(hiredis.connect()) end
@@ -256,11 +262,8 @@ end
 #[test]
 fn appended_commands_never_answer_later_ones() {
     let mut redis = RedisServer::start();
-    let env = Env::new();
-    env.config(&redis_config(redis.port, "tail://in.json<"));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
+    let env = tail_env(
+        &redis,
         r#"
 local conn
 function setup() conn = assert(hiredis.connect()) end
