@@ -190,6 +190,21 @@ fn tail_env(redis: &RedisServer, analyzer: &str) -> Env {
     env
 }
 
+/// Starts the engine on `env` (its analyzer outputs `n` once `INCR` works), feeds it `each`
+/// events, kills Redis, feeds `each` more, restarts Redis and feeds until a call succeeds.
+fn through_an_outage(redis: &mut RedisServer, env: &Env, each: usize) -> (Running, Feed) {
+    env.write_log("in.json", b"");
+    let engine = env.spawn(&["--shards", "1"]);
+    let mut feed = Feed::default();
+    feed.step(env, each);
+    redis.kill();
+    feed.step(env, each);
+    redis.restart();
+    // Reconnection waits out its backoff (at most 2 s): keep sending until a call succeeds.
+    feed.until_written(env, "\"n\":");
+    (engine, feed)
+}
+
 #[test]
 fn a_dead_redis_is_an_error_and_comes_back() {
     let mut redis = RedisServer::start();
@@ -205,17 +220,8 @@ function loop(msg)
 end
 "#,
     );
-    env.write_log("in.json", b"");
-    let engine = env.spawn(&["--shards", "1"]);
-    let mut feed = Feed::default();
-    feed.step(&env, 5);
-    redis.kill();
-    feed.step(&env, 5);
-    redis.restart();
-    // Reconnection waits out its backoff (at most 2 s): keep sending until a call succeeds.
-    feed.until_written(&env, "\"n\":");
+    let (mut engine, feed) = through_an_outage(&mut redis, &env, 5);
     engine.signal(libc::SIGTERM);
-    let mut engine = engine;
     let out = engine.wait(Duration::from_secs(20));
     out.assert_success();
     let lines: Vec<serde_json::Value> = env
@@ -279,17 +285,9 @@ function loop(msg)
 end
 "#,
     );
-    env.write_log("in.json", b"");
-    let engine = env.spawn(&["--shards", "1"]);
-    let mut feed = Feed::default();
-    feed.step(&env, 3);
-    redis.kill();
-    feed.step(&env, 3);
-    redis.restart();
-    feed.until_written(&env, "\"n\":");
+    let (mut engine, mut feed) = through_an_outage(&mut redis, &env, 3);
     // A few more once it is back.
     feed.step(&env, 3);
-    let mut engine = engine;
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(20)).assert_success();
     let lines: Vec<serde_json::Value> = env
