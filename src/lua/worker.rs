@@ -361,6 +361,13 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
                 if !c.outs[last].recs.is_empty() {
                     send(c, io, last);
                 }
+                // A test's timers are looked at after each batch (the ring may hold the whole
+                // input), once the records of the events before them are handed out.
+                if c.vclock.is_some() && c.timers_pending > 0 {
+                    send_all(c, io);
+                    c.run_timers();
+                    send(c, io, last);
+                }
                 publish(c, stats, spec.index, io);
             }
         }

@@ -529,6 +529,30 @@ fn check_assertions(case: &TestCase, got: &RunOutput, lua: &mlua::Lua, problems:
             ));
         }
     }
+    // Values sent to no analyzer or output, and lines refused, are losses a test does not
+    // pass silently, unless it expects them (a `log` entry of that kind).
+    for kind in ["unknown_tag", "invalid_line", "line_too_long"] {
+        let expected = case
+            .logs
+            .iter()
+            .any(|want| want.iter().any(|(k, p)| k == "kind" && matches(kind, p)));
+        let recs: Vec<&OwnedValue> = got
+            .log
+            .iter()
+            .filter(|r| compare::lookup(r, "kind").is_some_and(|k| k.as_str() == Some(kind)))
+            .collect();
+        if expected || recs.is_empty() {
+            continue;
+        }
+        let mut p = format!(
+            "{kind}: {} record(s) in dragonfly-mle.log (a test that means it says so: log = {{ {{ kind = \"{kind}\" }} }})",
+            recs.len()
+        );
+        for rec in recs.iter().take(3) {
+            p.push_str(&format!("\n  {}", simd_json::prelude::Writable::encode(*rec)));
+        }
+        problems.push(p);
+    }
     if got.script_errors != case.script_errors {
         let mut p = format!(
             "script errors: expected {}, the run had {}",

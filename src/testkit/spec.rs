@@ -117,11 +117,24 @@ pub(crate) fn load(file: &Path, default_root: &Path) -> Result<Vec<TestCase>, Sp
             }
         },
     };
-    let dir = file.parent().unwrap_or(Path::new("."));
-    let mut out = Vec::new();
+    // Absolute, so that `tests/x.test.lua` given inside a root has that root above it (its
+    // relative parent would be the empty path).
+    let abs = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let dir = abs.parent().unwrap_or(Path::new("."));
+    let mut out: Vec<TestCase> = Vec::new();
     for (k, t) in tests.sequence_values::<Table>().enumerate() {
         let t = t.map_err(lua_err)?;
-        out.push(test_case(file, dir, default_root, k + 1, &t)?);
+        let case = test_case(file, dir, default_root, k + 1, &t)?;
+        if out.iter().any(|c| c.name == case.name) {
+            return Err(SpecError::Lua {
+                path: file.to_path_buf(),
+                message: format!(
+                    "two tests are named {:?} (a test's name also names its expected files)",
+                    case.name
+                ),
+            });
+        }
+        out.push(case);
     }
     Ok(out)
 }

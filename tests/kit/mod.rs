@@ -222,3 +222,102 @@ fn a_test_file_that_would_run_nothing_is_an_error() {
         assert!(out.contains(says), "{text}: {out}");
     }
 }
+
+/// Run from inside a root, `test tests/x.test.lua` finds the root above `tests/` (the relative
+/// parent was the empty path: "root:  is not a directory"); two tests of one name are refused
+/// (they shared one expected folder).
+#[test]
+fn relative_test_paths_and_duplicate_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = clock_root(dir.path(), ANALYZER_PASS);
+    fs::write(
+        root.join("tests/one.test.lua"),
+        "tests = { { name = \"one\", shards = 1, events = { { a = 1 } }, expect = { counts = { out = 1 } } } }\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .current_dir(&root)
+        .args(["-r", ".", "test", "tests/one.test.lua"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("test result: ok. 1 passed"), "{text}");
+    fs::write(
+        root.join("tests/one.test.lua"),
+        "tests = { { name = \"same\", events = { { a = 1 } } }, { name = \"same\", events = { { a = 2 } } } }\n",
+    )
+    .unwrap();
+    let (code, out) = kit(&["-r", root.to_str().unwrap(), "test"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("two tests are named \"same\""), "{out}");
+}
+
+/// A value sent to an unknown tag, or an event line that is not JSON, fails the test with the
+/// records that say so (the test passed, or failed only on counts); a test that expects them
+/// says so with `log`.
+#[test]
+fn lost_values_and_invalid_lines_fail_a_test_unless_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = clock_root(
+        dir.path(),
+        "function setup() end\nfunction loop(msg)\n  dragonfly.analyze_event(\"nosuch\", msg)\n  dragonfly.output_event(default_output, msg)\nend\n",
+    );
+    fs::write(
+        root.join("tests/lost.test.lua"),
+        "tests = {\n\
+           { name = \"tag\", shards = 1, events = { { a = 1 } } },\n\
+           { name = \"tag expected\", shards = 1, events = { { a = 1 } }, expect = { log = { { kind = \"unknown_tag\" } } } },\n\
+           { name = \"invalid\", shards = 1, events = { '{\"a\":' }, expect = { log = { { kind = \"unknown_tag\" } } } },\n\
+         }\n",
+    )
+    .unwrap();
+    let (code, out) = kit(&["-r", root.to_str().unwrap(), "test"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("test result: FAILED. 1 passed; 2 failed"), "{out}");
+    assert!(out.contains("unknown_tag: 1 record(s) in dragonfly-mle.log"), "{out}");
+    assert!(out.contains("no analyzer has tag"), "{out}");
+    assert!(out.contains("invalid_line: 1 record(s) in dragonfly-mle.log"), "{out}");
+}
+
+/// With more events than a batch, a timer due mid-input fires after the batch that passed its
+/// time (it fired only once the whole input had been read), and sees its due time (it saw the
+/// clock of the last event read).
+#[test]
+fn a_timer_due_mid_input_fires_at_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = clock_root(
+        dir.path(),
+        r#"
+local seen = 0
+function setup() end
+function loop(msg)
+   if msg.timer then
+      dragonfly.log_event({ timer_now = os.time(), in_time = (seen >= 10 and seen <= 200), seen = seen })
+      return
+   end
+   seen = seen + 1
+   if seen == 1 then dragonfly.timer_event("a", 10, { timer = true }) end
+   dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    fs::write(
+        root.join("tests/mid.test.lua"),
+        r#"
+local ev = {}
+for i = 1, 600 do ev[i] = { n = i } end
+tests = { {
+   name = "mid", shards = 1, clock = 1000, clock_step = 1, events = ev,
+   expect = { counts = { out = 600 }, log = { { timer_now = "^1010$", in_time = "^true$" } } },
+} }
+"#,
+    )
+    .unwrap();
+    let (code, out) = kit(&["-r", root.to_str().unwrap(), "test"]);
+    assert_eq!(code, 0, "{out}");
+}
