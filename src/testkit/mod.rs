@@ -67,6 +67,13 @@ pub fn run(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let mut failures = Vec::new();
     let _ = writeln!(out, "running {} tests from {} files", cases.len(), files.len());
+    for stale in stale_expected(&cases) {
+        let _ = writeln!(
+            out,
+            "warning: {} belongs to no test (a test renamed? its records are no longer checked; --update writes the new name's)",
+            stale.display()
+        );
+    }
     for case in &cases {
         let shards = opts.shards.map_or_else(|| case.shards.clone(), |n| vec![n]);
         let mut updated = false;
@@ -168,6 +175,26 @@ fn find(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Folders of expected records next to the test files of `cases` that no test of theirs
+/// uses.
+fn stale_expected(cases: &[TestCase]) -> Vec<PathBuf> {
+    let used: std::collections::HashSet<PathBuf> = cases.iter().map(expected_dir).collect();
+    let parents: std::collections::BTreeSet<PathBuf> =
+        used.iter().filter_map(|d| d.parent().map(Path::to_path_buf)).collect();
+    let mut stale = Vec::new();
+    for p in parents {
+        let Ok(entries) = std::fs::read_dir(&p) else { continue };
+        for e in entries.filter_map(Result::ok) {
+            let path = e.path();
+            if path.is_dir() && !used.contains(&path) {
+                stale.push(path);
+            }
+        }
+    }
+    stale.sort();
+    stale
 }
 
 /// Where the expected records of `case` live.

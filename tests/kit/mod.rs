@@ -144,6 +144,18 @@ fn update_writes_expected_records_that_catch_a_change() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("extra: not expected, got true"), "{out}");
     assert!(out.contains("output out, record 2"), "{out}");
+    // Renamed, the test no longer has expected records: the old folder is pointed out.
+    fs::write(
+        &file,
+        "tests = { { name = \"renamed\", events = { { a = 1 }, '{\"b\":[1,2]}' } } }\n",
+    )
+    .unwrap();
+    let (code, out) = kit(&["-r", r, "test"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("pass.test.expected/pass_through belongs to no test (a test renamed?"),
+        "{out}"
+    );
 }
 
 #[test]
