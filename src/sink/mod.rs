@@ -303,6 +303,10 @@ pub(crate) struct Outputs {
     gate: Gate,
     /// Per input: the rate limit of its line reports (see `OutputId::INVALID_LINE`).
     line_limits: Vec<crate::diag::limit::Limiter>,
+    /// Records were given up (lost) at the stop: the watermarks stay where they are, so that
+    /// tail checkpoints and Kafka commits do not pass events that were never written (a
+    /// restart reads them again).
+    abandoned: bool,
 }
 
 impl Outputs {
@@ -315,6 +319,7 @@ impl Outputs {
             stats,
             gate,
             line_limits: Vec::new(),
+            abandoned: false,
         }
     }
 
@@ -514,6 +519,9 @@ impl Outputs {
         if n == 0 {
             return;
         }
+        self.abandoned = true;
+        // Given up, not delivered: no `output_resumed` follows.
+        self.waiting[o] = Waiting::default();
         let st = &self.stats.outputs[o];
         st.errors.fetch_add(n, Relaxed);
         st.held.store(0, Relaxed);
@@ -838,7 +846,7 @@ impl Writer {
             }
         }
         let delivered: Vec<u64> = self.out.sinks.iter().map(|s| s.delivered()).collect();
-        while let Some((seqs, sent)) = self.acks.front() {
+        while let Some((seqs, sent)) = self.acks.front().filter(|_| !self.out.abandoned) {
             if sent.iter().zip(&delivered).any(|(s, d)| d < s) {
                 break;
             }

@@ -128,6 +128,58 @@ fn an_output_that_never_delivers_is_given_up_after_the_grace() {
     assert_eq!(gave_up[0]["lost"], n as u64);
 }
 
+/// Records given up at the stop are not passed by the tail checkpoint: the next run reads
+/// them again (the checkpoint moved past them, so they were lost for good).
+#[test]
+fn records_given_up_at_the_stop_are_read_again_by_the_next_run() {
+    let n = 300;
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("nobody.sock");
+    let config = |uri: &str| {
+        format!(
+            "inputs = {{ {{ tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+             analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
+             outputs = {{ {{ tag = \"out\", uri = \"{uri}\" }} }}\n\
+             shutdown_grace = 1\ntail_poll_ms = 20\n"
+        )
+    };
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.config(&config(&format!("ipc+stream://{}", sock.display())));
+    let lines: Vec<String> = (0..n).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let run = env.dir.path().join("run");
+    let run = run.to_str().unwrap();
+    let mut engine = env.spawn(&["--run-dir", run]);
+    wait_until(
+        Duration::from_secs(30),
+        "output_waiting",
+        || !env.log_records_of("output_waiting").is_empty(),
+        String::new,
+    );
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(env.log_records_of("output_gave_up").len(), 1);
+    // Given up is not delivering again (an `output_resumed` followed it).
+    assert!(
+        env.log_records_of("output_resumed").is_empty(),
+        "{:?}",
+        env.log_records_of("output_resumed")
+    );
+    // The next run, with an output that works, writes every event the first one lost.
+    env.config(&config("file://out.json"));
+    let mut engine = env.spawn(&["--run-dir", run]);
+    wait_until(
+        Duration::from_secs(30),
+        "the lost events written",
+        || env.lines("out.json").len() >= n,
+        || format!("{} lines", env.lines("out.json").len()),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    check_in_order(&env.lines("out.json"), n);
+}
+
 /// `drop_when_full = true`: a full output drops instead of waiting, and says how many.
 #[test]
 fn drop_when_full_drops_and_counts() {
