@@ -61,6 +61,7 @@ kinds! {
     OutputError => "output_error", "error";
     OutputWaiting => "output_waiting", "error";
     OutputResumed => "output_resumed", "info";
+    OutputReopened => "output_reopened", "error";
     OutputGaveUp => "output_gave_up", "error";
     Reload => "reload", "info";
     ReloadError => "reload_error", "error";

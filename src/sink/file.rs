@@ -20,6 +20,8 @@ pub(crate) struct FileSink {
     pub held: Held,
     /// The last delivery failed.
     failing: bool,
+    /// What the writer should report: the file was deleted and opened again.
+    pub notice: Option<String>,
 }
 
 impl FileSink {
@@ -35,6 +37,7 @@ impl FileSink {
             out: Some(f),
             held: Held::default(),
             failing: false,
+            notice: None,
         })
     }
 
@@ -58,6 +61,9 @@ impl FileSink {
     /// Writes what is held. On a failure the file is cut back to the end of the last whole
     /// record written, and the rest stays held.
     fn deliver(&mut self) -> io::Result<()> {
+        if !self.held.unsent().is_empty() {
+            self.reopen_if_deleted()?;
+        }
         let Some(f) = self.out.as_mut() else {
             return Err(io::Error::other("output is closed"));
         };
@@ -89,13 +95,55 @@ impl FileSink {
         Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
     }
 
+    /// A file deleted while open (`rm`, its directory removed) would swallow every record
+    /// written to it: before writing, one `fstat` looks at its link count, and a deleted file
+    /// is opened again at its path (its directory made again if needed), to be reported.
+    fn reopen_if_deleted(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(f) = self.out.as_ref() else { return Ok(()) };
+        if f.metadata().map_or(true, |m| m.nlink() > 0) {
+            return Ok(());
+        }
+        let path = crate::privilege::host_path(&self.path).into_owned();
+        create_parent(&path)
+            .and_then(|()| open_file(&path, false))
+            .map(|f| {
+                self.out = Some(f);
+                self.notice = Some(format!(
+                    "{}: the file was deleted while open; opened again at its path (what it held went with it)",
+                    self.path.display()
+                ));
+            })
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{}: deleted while open, and opening it again failed: {e}",
+                        self.path.display()
+                    ),
+                )
+            })
+    }
+
     /// Renames the file to `<path>.<YYYYMMDD.HHMMSS>` (UTC) and reopens `path`. What cannot
-    /// be written now stays held and goes to the new file.
+    /// be written now stays held and goes to the new file. A file that is gone (deleted) is
+    /// just opened again.
     pub(crate) fn rotate(&mut self) -> io::Result<PathBuf> {
         let _ = self.deliver();
         let path = crate::privilege::host_path(&self.path).into_owned();
         let target = rotated_name(&path);
-        std::fs::rename(&path, &target)?;
+        match std::fs::rename(&path, &target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_parent(&path)?;
+                self.out = Some(open_file(&path, false)?);
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{} was gone (deleted?): opened again, nothing renamed", path.display()),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
         self.out = Some(open_file(&path, false)?);
         Ok(target)
     }

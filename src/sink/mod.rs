@@ -99,6 +99,12 @@ pub(crate) trait Output: Send {
         None
     }
 
+    /// Something the writer should report that is no failure of a delivery (a file output
+    /// found its file deleted and opened it again), once.
+    fn take_notice(&mut self) -> Option<String> {
+        None
+    }
+
     /// What to call it in messages.
     fn name(&self) -> String;
 }
@@ -139,7 +145,12 @@ macro_rules! held_file_output {
     };
 }
 
-held_file_output!(FileSink);
+held_file_output!(
+    FileSink,
+    fn take_notice(&mut self) -> Option<String> {
+        self.notice.take()
+    }
+);
 held_file_output!(
     ZfileSink,
     fn close(&mut self) -> std::io::Result<()> {
@@ -799,6 +810,9 @@ impl Writer {
                 let r = self.out.sinks[i].flush();
                 all_ok &= r.is_ok();
                 self.out.settle(i, r, true);
+                if let Some(msg) = self.out.sinks[i].take_notice() {
+                    self.out.report(i, Kind::OutputReopened, "", &msg);
+                }
                 continue;
             }
             let mut failed_now = self.stalled(i);
@@ -878,9 +892,10 @@ impl Writer {
             self.drain_diag();
             self.out.line_limits_due(false);
             if self.rotate.swap(false, Relaxed) {
-                for s in &mut self.out.sinks {
-                    if let Some(Err(e)) = s.rotate() {
-                        crate::diag::stderr_report(format!("rotation of {} failed: {e}", s.name()).as_bytes());
+                for o in 0..self.out.sinks.len() {
+                    if let Some(Err(e)) = self.out.sinks[o].rotate() {
+                        let msg = format!("rotation (SIGUSR1) of {} failed: {e}", self.out.sinks[o].name());
+                        self.out.report(o, Kind::OutputError, "", &msg);
                     }
                 }
             }

@@ -180,6 +180,48 @@ fn records_given_up_at_the_stop_are_read_again_by_the_next_run() {
     check_in_order(&env.lines("out.json"), n);
 }
 
+/// An output file deleted while the engine writes it (`rm`, its directory removed) is opened
+/// again at its path before more is written, and reported (everything written after the
+/// deletion went into the deleted file, counted as written).
+#[test]
+fn a_deleted_output_file_is_opened_again() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.config(
+        "inputs = { { tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" } }\n\
+         analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" } }\n\
+         outputs = { { tag = \"out\", uri = \"file://o/out.json\" } }\ntail_poll_ms = 20\n",
+    );
+    let lines = |from: usize, to: usize| join_lines(&(from..to).map(event).collect::<Vec<_>>());
+    env.write_log("in.json", &lines(0, 100));
+    let mut engine = env.spawn(&[]);
+    let out = "o/out.json";
+    let wait = |what: &str, n: usize| {
+        wait_until(
+            Duration::from_secs(30),
+            what,
+            || env.lines(out).len() >= n,
+            || format!("{} lines; {:?}", env.lines(out).len(), env.log_records()),
+        )
+    };
+    wait("100 lines", 100);
+    std::fs::remove_file(env.log(out)).unwrap();
+    env.append_log("in.json", &lines(100, 200));
+    wait("the next 100 lines in a new file", 100);
+    std::fs::remove_dir_all(env.log("o")).unwrap();
+    env.append_log("in.json", &lines(200, 300));
+    wait("the next 100 lines in a new directory", 100);
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    let got: Vec<u64> = env.lines(out).iter().filter_map(|l| u64_member(l, "n")).collect();
+    assert_eq!(got, (200..300).collect::<Vec<u64>>());
+    let reopened = env.log_records_of("output_reopened");
+    assert_eq!(reopened.len(), 2, "{reopened:?}");
+    assert!(
+        reopened[0]["message"].as_str().unwrap().contains("deleted while open"),
+        "{reopened:?}"
+    );
+}
+
 /// `drop_when_full = true`: a full output drops instead of waiting, and says how many.
 #[test]
 fn drop_when_full_drops_and_counts() {
