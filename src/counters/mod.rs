@@ -68,6 +68,9 @@ pub struct WorkerStats {
     /// When (`Stats::now_ms`) this worker last made progress (its event count moved, or it
     /// had nothing waiting).
     pub last_progress_ms: AtomicU64,
+    /// Since when (`Stats::now_ms`) the worker has been running the batch (or timers) it is
+    /// on; 0 between batches. A script's `loop()` that never returns keeps it set.
+    pub busy_since_ms: AtomicU64,
 }
 
 fn zeros(n: usize) -> Vec<AtomicU64> {
@@ -99,6 +102,7 @@ impl WorkerStats {
             boundary_panics: AtomicU64::new(0),
             redis_down: AtomicU64::new(0),
             last_progress_ms: AtomicU64::new(0),
+            busy_since_ms: AtomicU64::new(0),
         }
     }
 }
@@ -295,6 +299,11 @@ impl Stats {
             out.push(format!("redis: {down} connections down"));
         }
         let now = self.now_ms();
+        for (k, secs) in self.stuck_workers() {
+            out.push(format!(
+                "worker {k}: one batch has run for {secs} s (a script's loop() that does not return?)"
+            ));
+        }
         for (k, w) in self.workers.iter().enumerate() {
             let last = w.last_progress_ms.load(Relaxed);
             if w.ring_batches.load(Relaxed) > 0 && last > 0 && now.saturating_sub(last) > STALL_MS {
@@ -305,6 +314,19 @@ impl Stats {
             }
         }
         out
+    }
+
+    /// Workers that have been on one batch for more than [`STALL_MS`], with the seconds.
+    pub fn stuck_workers(&self) -> Vec<(usize, u64)> {
+        let now = self.now_ms();
+        self.workers
+            .iter()
+            .enumerate()
+            .filter_map(|(k, w)| {
+                let since = w.busy_since_ms.load(Relaxed);
+                (since > 0 && now.saturating_sub(since) > STALL_MS).then(|| (k, (now - since) / 1000))
+            })
+            .collect()
     }
 
     pub fn new(input_tags: Vec<String>, analyzer_tags: Vec<String>, output_tags: Vec<String>, workers: usize) -> Self {

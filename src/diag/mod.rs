@@ -62,6 +62,7 @@ kinds! {
     OutputWaiting => "output_waiting", "error";
     OutputResumed => "output_resumed", "info";
     OutputReopened => "output_reopened", "error";
+    WorkerStuck => "worker_stuck", "error";
     OutputGaveUp => "output_gave_up", "error";
     Reload => "reload", "info";
     ReloadError => "reload_error", "error";

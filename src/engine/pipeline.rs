@@ -103,7 +103,7 @@ pub(super) fn run_pipeline(
     let control = start_control((opts, cfg, sig), &shared, &next, reload, diag_tx.clone())?;
     drop(diag_tx);
 
-    join(readers, &cfg.inputs, control, writer, &shared, carry);
+    join(readers, &cfg.inputs, control, writer, &shared, carry, &sig.stop);
     drop(status);
     dropped?;
     // A stop signal during the rebuild's drain wins: the engine ends.
@@ -123,6 +123,7 @@ fn join(
     writer: std::thread::JoinHandle<Vec<Sink>>,
     shared: &Shared,
     carry: &mut crate::reconfig::Carry,
+    stop: &std::sync::atomic::AtomicBool,
 ) {
     let mut ckpts = Vec::new();
     for (r, input) in readers.into_iter().zip(inputs) {
@@ -134,6 +135,7 @@ fn join(
     shared.readers_done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = control.join();
     // The workers end this pipeline (and wait for the next one); the writer ends once all have.
+    wait_for_writer(&writer, shared, stop);
     let _ = writer.join();
     for mut c in ckpts {
         if let Err(e) = c.save(true) {
@@ -141,4 +143,34 @@ fn join(
         }
     }
     carry.add_totals(&shared.stats);
+}
+
+/// How long a stop waits for a worker stuck in a script before the engine exits without it.
+const STUCK_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until the writer has finished. A worker stuck in a script (a `loop()` that never
+/// returns: no Lua code can be interrupted inside a compiled loop) would keep it from ever
+/// finishing: once a stop was asked and some worker has been on one batch for over 10 s (and
+/// the stop has waited [`STUCK_STOP_WAIT`]), the engine exits with status 3 at once. What the
+/// writer had not written is lost for this run; checkpoints and commits never passed it, so a
+/// restart reads it again.
+fn wait_for_writer(writer: &std::thread::JoinHandle<Vec<Sink>>, shared: &Shared, stop: &std::sync::atomic::AtomicBool) {
+    let mut stop_seen: Option<std::time::Instant> = None;
+    while !writer.is_finished() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
+        let since = *stop_seen.get_or_insert_with(std::time::Instant::now);
+        let stuck = shared.stats.stuck_workers();
+        if let Some((k, secs)) = stuck.first()
+            && since.elapsed() >= STUCK_STOP_WAIT
+        {
+            eprintln!(
+                "dragonfly-mle: worker {k} has been stuck in a script for {secs} s (a loop() that does not return?); exiting without it: events not yet written are lost for this run and read again by the next (exit status {EXIT_LOSSES})"
+            );
+            crate::lua::managed::stop();
+            std::process::exit(i32::from(EXIT_LOSSES));
+        }
+    }
 }

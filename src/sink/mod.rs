@@ -610,6 +610,8 @@ pub(crate) struct Writer {
     /// Per output with acknowledgements (Kafka, Parquet): the delivered count last seen, since
     /// when it has not moved while records wait, and whether that stall was reported.
     stalls: Vec<(u64, Instant, bool)>,
+    /// Workers reported stuck (`report_stuck_workers`) and still so.
+    stuck_reported: Vec<usize>,
 }
 
 /// Records sent and not acknowledged for this long make an output "waiting" (reported, and
@@ -679,6 +681,7 @@ impl Writer {
             stats,
             health_prev: Vec::new(),
             stalls: Vec::new(),
+            stuck_reported: Vec::new(),
         }
     }
 
@@ -788,6 +791,26 @@ impl Writer {
         merge.emit(ordered, &mut write, &mut recycle);
         if end {
             merge.release_all(&mut write, &mut recycle);
+        }
+    }
+
+    /// Reports a worker that has been on one batch for over 10 s (a script's `loop()` that
+    /// does not return), once per such spell (`worker_stuck`; `/health` says it meanwhile).
+    fn report_stuck_workers(&mut self) {
+        let stuck = self.stats.stuck_workers();
+        self.stuck_reported.retain(|k| stuck.iter().any(|(s, _)| s == k));
+        for (k, secs) in stuck {
+            if self.stuck_reported.contains(&k) {
+                continue;
+            }
+            self.stuck_reported.push(k);
+            let msg = format!(
+                "worker {k} has been on one batch of events for {secs} s: a script's loop() (or a timer's) that does not return? Its events and those after them wait; a stop ends the engine 5 s after it is asked (exit status 3)"
+            );
+            let mut line = crate::diag::line(Kind::WorkerStuck, &[("worker", &k.to_string())], &msg);
+            crate::diag::stderr_report(&line);
+            line.push(b'\n');
+            self.write(crate::shard::LOG_OUTPUT, &line);
         }
     }
 
@@ -913,6 +936,7 @@ impl Writer {
             }
             if last_flush.elapsed() >= FLUSH_INTERVAL {
                 self.flush();
+                self.report_stuck_workers();
                 last_flush = Instant::now();
             }
             if got {

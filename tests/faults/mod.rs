@@ -222,6 +222,38 @@ fn a_deleted_output_file_is_opened_again() {
     );
 }
 
+/// A script whose `loop()` never returns (a compiled Lua loop cannot be interrupted): after
+/// 10 s it is reported (`worker_stuck`) and `/health` says so; a stop then ends the engine
+/// with status 3 instead of hanging (it ignored SIGTERM, with nothing reported).
+#[test]
+fn a_script_that_never_returns_is_reported_and_does_not_block_the_stop() {
+    let env = Env::simple(
+        "file://in.json",
+        "function setup() end\nfunction loop(msg)\n  if msg.n == 5 then while true do end end\n  dragonfly.output_event(default_output, msg)\nend\n",
+        "",
+        "",
+    );
+    let lines: Vec<String> = (0..20).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let run = env.dir.path().join("run");
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0", "--run-dir", run.to_str().unwrap()]);
+    let addr = crate::ops::http_address(&env);
+    wait_until(
+        Duration::from_secs(40),
+        "worker_stuck",
+        || !env.log_records_of("worker_stuck").is_empty(),
+        String::new,
+    );
+    let (code, body) = crate::ops::request(&addr, "GET", "/health");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("worker 0: one batch has run for"), "{body}");
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(out.stderr.contains("stuck in a script"), "{}", out.stderr);
+}
+
 /// `drop_when_full = true`: a full output drops instead of waiting, and says how many.
 #[test]
 fn drop_when_full_drops_and_counts() {
