@@ -26,6 +26,9 @@ pub struct InputStats {
     pub ring_full: AtomicU64,
     /// Whether the input's file is missing now (a `tail://` waiting for it to appear).
     pub missing: std::sync::atomic::AtomicBool,
+    /// Whether its checkpoint cannot be saved now (a crash would read everything since the
+    /// last saved one again).
+    pub checkpoint_failing: std::sync::atomic::AtomicBool,
     /// A paced replay (`file://...?pace=N`): how far it is behind its schedule (µs; 0 on time).
     pub paced: std::sync::atomic::AtomicBool,
     pub pace_lag_us: AtomicU64,
@@ -288,6 +291,11 @@ impl Stats {
             }
         }
         for (tag, i) in self.input_tags.iter().zip(&self.inputs) {
+            if i.checkpoint_failing.load(Relaxed) {
+                out.push(format!(
+                    "input {tag}: its checkpoint cannot be saved (after a crash, everything since the last one saved is read again)"
+                ));
+            }
             if i.missing.load(Relaxed) {
                 out.push(format!(
                     "input {tag}: missing, unreadable or its server unreachable (waiting for it)"

@@ -242,14 +242,14 @@ impl Checkpoint {
     }
 
     /// Saves the furthest point the outputs have passed, at most every 200 ms unless `force`.
-    pub(crate) fn save(&mut self, force: bool) -> std::io::Result<()> {
+    pub(crate) fn save(&mut self, force: bool) -> std::io::Result<bool> {
         let written = self.marks[self.input].load(Ordering::Acquire);
         let best = &mut self.best;
         self.progress.passed(written, |at| *best = Some(at));
         if self.best == self.saved || (!force && self.last_save.elapsed() < SAVE_EVERY) {
-            return Ok(());
+            return Ok(false);
         }
-        let Some(at) = self.best else { return Ok(()) };
+        let Some(at) = self.best else { return Ok(false) };
         self.last_save = Instant::now();
         let mut body = Vec::with_capacity(160);
         body.extend_from_slice(b"{\"path\":");
@@ -277,7 +277,7 @@ impl Checkpoint {
         f.sync_data()?;
         std::fs::rename(&tmp, &state_path)?;
         self.saved = Some(at);
-        Ok(())
+        Ok(true)
     }
 }
 

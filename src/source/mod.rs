@@ -293,6 +293,14 @@ impl Router {
         self.seq
     }
 
+    /// Marks the input's checkpoint as failing to save (or saved again), for `/health`.
+    pub(crate) fn set_checkpoint_failing(&self, failing: bool) {
+        if let Some(s) = self.stats.inputs.get(self.input as usize) {
+            s.checkpoint_failing
+                .store(failing, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Marks the input's file as missing (or found again), for `/health`.
     pub(crate) fn set_missing(&self, missing: bool) {
         if let Some(s) = self.stats.inputs.get(self.input as usize) {

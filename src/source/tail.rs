@@ -33,12 +33,23 @@ fn note(ckpt: &mut Option<&mut Checkpoint>, router: &Router, at: Spot) {
 fn save(ckpt: &mut Option<&mut Checkpoint>, router: &Router, force: bool) {
     if let Some(c) = ckpt.as_deref_mut() {
         match c.save(force) {
-            Ok(()) => c.last_error = None,
+            // A save that was not due says nothing about the last failure.
+            Ok(false) => {}
+            Ok(true) => {
+                if c.last_error.take().is_some() {
+                    router.set_checkpoint_failing(false);
+                    router.info(
+                        crate::diag::Kind::InputResumed,
+                        &format!("{}: the checkpoint is saved again", c.state_path.display()),
+                    );
+                }
+            }
             Err(e) => {
                 // Reported once per distinct failure, not at every attempt.
                 let msg = format!("{}: {e}", c.state_path.display());
                 if c.last_error.as_deref() != Some(msg.as_str()) {
                     router.report(crate::diag::Kind::CheckpointError, 0, 0, 0, &msg);
+                    router.set_checkpoint_failing(true);
                     c.last_error = Some(msg);
                 }
             }

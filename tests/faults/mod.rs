@@ -254,6 +254,79 @@ fn a_script_that_never_returns_is_reported_and_does_not_block_the_stop() {
     assert!(out.stderr.contains("stuck in a script"), "{}", out.stderr);
 }
 
+/// A checkpoint that cannot be saved is reported once (it was reported about five times a
+/// second), `/health` says so, and its recovery is reported.
+#[test]
+fn a_checkpoint_that_cannot_be_saved_is_reported_once() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "tail_poll_ms = 20");
+    let lines = |from: usize, to: usize| join_lines(&(from..to).map(event).collect::<Vec<_>>());
+    env.write_log("in.json", &lines(0, 10));
+    let run = env.dir.path().join("run");
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0", "--run-dir", run.to_str().unwrap()]);
+    let addr = crate::ops::http_address(&env);
+    let health = || {
+        let (code, body) = crate::ops::request(&addr, "GET", "/health");
+        (code, String::from_utf8_lossy(&body).into_owned())
+    };
+    let ckpt = || {
+        std::fs::read_dir(&run)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("tail-")))
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "a checkpoint",
+        || ckpt().is_some(),
+        String::new,
+    );
+    // A directory where the checkpoint goes: every save fails ("Is a directory").
+    let path = ckpt().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    for k in 0..10 {
+        env.append_log("in.json", &lines(10 + k * 10, 20 + k * 10));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "/health 503",
+        || health().0 == 503,
+        || health().1,
+    );
+    assert!(health().1.contains("its checkpoint cannot be saved"), "{}", health().1);
+    assert_eq!(
+        env.log_records_of("checkpoint_error").len(),
+        1,
+        "{:?}",
+        env.log_records_of("checkpoint_error")
+    );
+    std::fs::remove_dir(&path).unwrap();
+    env.append_log("in.json", &lines(110, 120));
+    wait_until(
+        Duration::from_secs(10),
+        "/health 200",
+        || health().0 == 200,
+        || health().1,
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the recovery reported",
+        || {
+            env.log_records_of("input_resumed").iter().any(|r| {
+                r["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("the checkpoint is saved again")
+            })
+        },
+        || format!("{:?}", env.log_records()),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+}
+
 /// `drop_when_full = true`: a full output drops instead of waiting, and says how many.
 #[test]
 fn drop_when_full_drops_and_counts() {
