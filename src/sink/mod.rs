@@ -504,6 +504,8 @@ impl Outputs {
     /// the stop's grace, what it holds is abandoned (counted as lost) and it returns true.
     fn wait_for(&mut self, o: usize, done: impl Fn(usize, bool) -> bool, give_up_now: bool) -> bool {
         let mut pause = Duration::from_millis(5);
+        let start = Instant::now();
+        let mut told = false;
         loop {
             let r = self.sinks[o].flush();
             let ok = r.is_ok();
@@ -517,6 +519,19 @@ impl Outputs {
             if self.gate.give_up() {
                 self.abandon(o);
                 return true;
+            }
+            // A reload that rebuilds the pipeline waits without a grace: say what it waits for.
+            if !told && start.elapsed() >= Duration::from_secs(10) {
+                told = true;
+                let held = self.sinks[o].held().map_or(0, Held::len);
+                let msg = format!(
+                    "the pipeline is ending (a reload or a stop) and waits for this output to deliver what it holds ({held} bytes); a reload goes on once it does, a stop gives up after its grace"
+                );
+                self.report(o, Kind::OutputWaiting, &format!(",\"held\":{held}"), &msg);
+                // The writer's loop, which flushes `{log}`, waits on this: the record goes now.
+                if let Some(log) = self.sinks.get_mut(crate::shard::LOG_OUTPUT.index()) {
+                    let _ = log.flush();
+                }
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(200));

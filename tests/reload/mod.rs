@@ -396,3 +396,57 @@ fn a_reload_works_with_relative_paths() {
     );
     assert!(env.log_records_of("reload_error").is_empty());
 }
+
+/// A reload while an output cannot deliver waits for it (without a grace: nothing may be lost),
+/// and says so after 10 s (it waited in silence); once the output delivers, the reload applies.
+#[test]
+fn a_reload_waiting_for_a_failing_output_says_so() {
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("late.sock");
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    let stream = format!("{{ tag = \"out\", uri = \"ipc+stream://{}\" }}", sock.display());
+    env.config(&config("out", &stream, ""));
+    env.write_log("in.json", &numbered_lines(0, 100));
+    let run = env.dir.path().join("run").to_string_lossy().into_owned();
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    wait_until(
+        Duration::from_secs(30),
+        "output_waiting",
+        || !env.log_records_of("output_waiting").is_empty(),
+        String::new,
+    );
+    env.config(&config(
+        "all",
+        &format!("{stream}, {{ tag = \"all\", uri = \"file://all.json<\" }}"),
+        "",
+    ));
+    engine.signal(libc::SIGHUP);
+    wait_until(
+        Duration::from_secs(40),
+        "the reload's wait reported",
+        || {
+            env.log_records_of("output_waiting").iter().any(|r| {
+                r["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("the pipeline is ending (a reload or a stop)")
+            })
+        },
+        || format!("{:?}", env.log_records()),
+    );
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let reader = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        std::io::BufRead::lines(std::io::BufReader::new(s)).take(100).count()
+    });
+    assert_eq!(reader.join().unwrap(), 100);
+    env.append_log("in.json", &numbered_lines(100, 150));
+    wait_until(
+        Duration::from_secs(30),
+        "the new output used",
+        || env.lines("all.json").len() >= 50,
+        || format!("{:?}", env.log_records()),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30));
+}
