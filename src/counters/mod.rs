@@ -324,7 +324,8 @@ impl Stats {
         out
     }
 
-    /// Workers that have been on one batch for more than [`STALL_MS`], with the seconds.
+    /// Workers that have been on one batch for more than [`STALL_MS`] without a blocking call
+    /// of a script (Redis, HTTP, DNS: [`still_busy`]) in between, with the seconds.
     pub fn stuck_workers(&self) -> Vec<(usize, u64)> {
         let now = self.now_ms();
         self.workers
@@ -427,4 +428,43 @@ impl Stats {
             .map(|(t, _)| t.clone())
             .collect()
     }
+}
+
+thread_local! {
+    /// The stats and index of the worker running on this thread, for [`still_busy`].
+    static BUSY: std::cell::Cell<Option<(*const Stats, usize)>> = const { std::cell::Cell::new(None) };
+}
+
+/// While it lives, [`still_busy`] on this thread marks worker `index` of `stats`.
+pub(crate) struct BusyGuard(());
+
+impl BusyGuard {
+    pub(crate) fn new(stats: &Stats, index: usize) -> BusyGuard {
+        BUSY.with(|b| b.set(Some((stats as *const Stats, index))));
+        BusyGuard(())
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        BUSY.with(|b| b.set(None));
+    }
+}
+
+/// A script's blocking call (a Redis command, `http_get`, `dnslookup`) is under way: the worker
+/// on this thread is slow, not stuck, so its batch's clock starts again (a batch of calls that
+/// each wait their timeout is not a `loop()` that never returns).
+pub(crate) fn still_busy() {
+    BUSY.with(|b| {
+        if let Some((stats, k)) = b.get() {
+            // SAFETY: `BusyGuard` set the pointer on this thread from a `&Stats` that outlives
+            // the guard, and clears it when dropped.
+            let stats = unsafe { &*stats };
+            if let Some(w) = stats.workers.get(k)
+                && w.busy_since_ms.load(Relaxed) != 0
+            {
+                w.busy_since_ms.store(stats.now_ms(), Relaxed);
+            }
+        }
+    });
 }

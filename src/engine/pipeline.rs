@@ -148,10 +148,16 @@ fn join(
 /// How long a stop waits for a worker stuck in a script before the engine exits without it.
 const STUCK_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a worker must have been on one batch without a blocking call of a script starting
+/// (`counters::still_busy`: a Redis command, `http_get`, `dnslookup`, each bounded by its
+/// timeouts) to count as stuck for good at a stop.
+const STUCK_EXIT_SECS: u64 = 30;
+
 /// Waits until the writer has finished. A worker stuck in a script (a `loop()` that never
 /// returns: no Lua code can be interrupted inside a compiled loop) would keep it from ever
-/// finishing: once a stop was asked and some worker has been on one batch for over 10 s (and
-/// the stop has waited [`STUCK_STOP_WAIT`]), the engine exits with status 3 at once. What the
+/// finishing: once a stop was asked and some worker has been on one batch for
+/// [`STUCK_EXIT_SECS`] without starting a blocking call (and the stop has waited
+/// [`STUCK_STOP_WAIT`]), the engine exits with status 3 at once. What the
 /// writer had not written is lost for this run; checkpoints and commits never passed it, so a
 /// restart reads it again.
 fn wait_for_writer(writer: &std::thread::JoinHandle<Vec<Sink>>, shared: &Shared, stop: &std::sync::atomic::AtomicBool) {
@@ -163,7 +169,7 @@ fn wait_for_writer(writer: &std::thread::JoinHandle<Vec<Sink>>, shared: &Shared,
         }
         let since = *stop_seen.get_or_insert_with(std::time::Instant::now);
         let stuck = shared.stats.stuck_workers();
-        if let Some((k, secs)) = stuck.first()
+        if let Some((k, secs)) = stuck.iter().find(|(_, secs)| *secs >= STUCK_EXIT_SECS)
             && since.elapsed() >= STUCK_STOP_WAIT
         {
             eprintln!(

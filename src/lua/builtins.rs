@@ -61,6 +61,7 @@ pub(crate) unsafe extern "C-unwind" fn http_get(l: *mut lua_State) -> c_int {
     // during the call; the body runs behind `c_entry`.
     unsafe {
         c_entry(l, "http_get", |l| {
+            crate::counters::still_busy();
             arg_count(l, "http_get", 2)?;
             let url = arg_bytes(l, "http_get", 1, Coerce::StrOrNum)?;
             let file = arg_bytes(l, "http_get", 2, Coerce::StrOrNum)?;
@@ -221,6 +222,7 @@ pub(crate) unsafe extern "C-unwind" fn dnslookup(l: *mut lua_State) -> c_int {
     // the call; the body runs behind `c_entry`.
     unsafe {
         c_entry(l, "dnslookup", |l| {
+            crate::counters::still_busy();
             arg_count(l, "dnslookup", 1)?;
             let host = arg_bytes(l, "dnslookup", 1, Coerce::StrOrNum)?;
             let addrs = lookup(host).map_err(|e| LuaFail(e.to_string()))?;

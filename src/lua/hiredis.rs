@@ -246,6 +246,7 @@ impl WorkerCtx {
                 continue;
             }
             let st = &mut self.redis;
+            crate::counters::still_busy();
             read_appended(st, slot);
             let piped = std::mem::take(&mut st.conns[slot].piped);
             let waiters = std::mem::take(&mut st.conns[slot].waiters);
@@ -358,6 +359,7 @@ unsafe fn run(c: &mut WorkerCtx, l: *mut lua_State, slot: usize, cmd: &redis::Cm
     // SAFETY: the caller owns `l`.
     unsafe {
         c.redis.calls += 1;
+        crate::counters::still_busy();
         read_appended(&mut c.redis, slot);
         if let Err(e) = c.redis.ensure(slot) {
             return push_failure(&mut c.redis, l, &e.to_string(), ERR_IO);
@@ -567,6 +569,7 @@ unsafe extern "C-unwind" fn conn_get_reply(l: *mut lua_State) -> c_int {
                     }
                 }
                 st.calls += 1;
+                crate::counters::still_busy();
                 if let Err(e) = st.ensure(slot) {
                     // Down: this command and the others appended with it are lost (sent once
                     // the connection is back, their replies would answer later commands).

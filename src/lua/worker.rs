@@ -313,6 +313,7 @@ pub(crate) fn run(
 /// One pipeline's events, until every input ring is closed and empty.
 fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: &Stats) {
     io.me.register();
+    let _busy = crate::counters::BusyGuard::new(stats, spec.index);
     // Records written by setup() go out at once.
     send_all(c, io);
     // Events run together when an analyzer pipelines its Redis commands.
