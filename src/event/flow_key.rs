@@ -65,7 +65,15 @@ impl RouteParser {
         // The tape is kept between lines for its allocation only; `reset` empties it.
         let mut tape: Tape<'_> = self.tape.take().unwrap_or(Tape(Vec::new())).reset();
         let res = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape)
-            .map_err(|e| LineError::Json(e.to_string()))
+            .map_err(|e| {
+                // simd-json places every UTF-8 error at character 0: say where it is.
+                match std::str::from_utf8(line) {
+                    Err(u) if matches!(e.error(), simd_json::ErrorType::InvalidUtf8) => {
+                        LineError::Json(format!("invalid UTF-8 at byte {}", u.valid_up_to()))
+                    }
+                    _ => LineError::Json(e.to_string()),
+                }
+            })
             .and_then(|()| route_from_tape(&tape.0));
         self.tape = Some(tape.reset());
         res
@@ -410,6 +418,12 @@ mod tests {
     fn rejects_bad_lines() {
         assert!(matches!(route("{\"a\":1"), Err(LineError::Json(_))));
         assert_eq!(route("[1,2]"), Err(LineError::NotObject));
+        // An invalid UTF-8 byte is placed where it is (simd-json says character 0).
+        let mut p = RouteParser::new();
+        assert_eq!(
+            p.parse(b"{\"aaaaaaaaaa\":\"x\xff\"}").unwrap_err().to_string(),
+            "invalid JSON: invalid UTF-8 at byte 16"
+        );
         assert!(route("{\"a\":\"\0\"}").is_err());
         assert!(RouteParser::new().parse(b"{\"a\":\"\xff\"}").is_err());
     }
