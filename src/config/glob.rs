@@ -10,6 +10,32 @@ pub(crate) fn has_wildcards(p: &Path) -> bool {
         .is_some_and(|n| n.as_encoded_bytes().iter().any(|b| matches!(b, b'*' | b'?' | b'[')))
 }
 
+/// Mistakes in a pattern that would make it wait for, or match, nothing: a wildcard in a
+/// directory (taken as written, so a directory literally named `x*` is waited for), and a `[`
+/// without its `]` in the file name.
+pub(crate) fn check_pattern(p: &Path) -> Result<(), String> {
+    if let Some(dir) = p.parent()
+        && dir.components().any(|c| {
+            c.as_os_str()
+                .as_encoded_bytes()
+                .iter()
+                .any(|b| matches!(b, b'*' | b'?'))
+        })
+    {
+        return Err(format!(
+            "wildcards are taken only in the file name, not in its directories ({})",
+            p.display()
+        ));
+    }
+    let name = p.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default();
+    if let Some(open) = name.iter().position(|&b| b == b'[')
+        && !name[open + 1..].contains(&b']')
+    {
+        return Err(format!("a [ without its ] in {}", p.display()));
+    }
+    Ok(())
+}
+
 /// The files that match `pattern` now, sorted by name (directories and unreadable entries
 /// left out).
 pub(crate) fn expand(pattern: &Path) -> Vec<PathBuf> {
@@ -77,6 +103,18 @@ mod tests {
         assert!(m("eve.[!0-9].json", "eve.x.json") && !m("eve.[!0-9].json", "eve.7.json"));
         assert!(m("*", "anything") && m("a*b*c", "aXXbYc") && !m("a*b*c", "aXXbY"));
         assert!(has_wildcards(Path::new("/x/eve.*.json")) && !has_wildcards(Path::new("/x*/eve.json")));
+        assert!(check_pattern(Path::new("/x/eve.[0-9].json")).is_ok());
+        assert!(
+            check_pattern(Path::new("/x*/eve.json"))
+                .unwrap_err()
+                .contains("only in the file name")
+        );
+        assert!(check_pattern(Path::new("/x/?/eve.*.json")).is_err());
+        assert!(
+            check_pattern(Path::new("/x/eve.[0-9.json"))
+                .unwrap_err()
+                .contains("a [ without its ]")
+        );
     }
 
     #[test]

@@ -390,6 +390,7 @@ fn expand_glob(input: InputConfig) -> Result<Vec<InputConfig>, String> {
         InputUri::File { path, .. } | InputUri::Zfile { path, .. } | InputUri::Tail { path, .. } => path.clone(),
         _ => return Ok(vec![input]),
     };
+    glob::check_pattern(&pattern)?;
     if !glob::has_wildcards(&pattern) {
         return Ok(vec![input]);
     }
