@@ -61,8 +61,10 @@ impl FileSink {
     /// Writes what is held. On a failure the file is cut back to the end of the last whole
     /// record written, and the rest stays held.
     fn deliver(&mut self) -> io::Result<()> {
-        if !self.held.unsent().is_empty() {
-            self.reopen_if_deleted()?;
+        if !self.held.unsent().is_empty()
+            && let Some(n) = reopen_if_deleted(&mut self.out, &self.path)?
+        {
+            self.notice = Some(n);
         }
         let Some(f) = self.out.as_mut() else {
             return Err(io::Error::other("output is closed"));
@@ -95,36 +97,6 @@ impl FileSink {
         Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
     }
 
-    /// A file deleted while open (`rm`, its directory removed) would swallow every record
-    /// written to it: before writing, one `fstat` looks at its link count, and a deleted file
-    /// is opened again at its path (its directory made again if needed), to be reported.
-    fn reopen_if_deleted(&mut self) -> io::Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        let Some(f) = self.out.as_ref() else { return Ok(()) };
-        if f.metadata().map_or(true, |m| m.nlink() > 0) {
-            return Ok(());
-        }
-        let path = crate::privilege::host_path(&self.path).into_owned();
-        create_parent(&path)
-            .and_then(|()| open_file(&path, false))
-            .map(|f| {
-                self.out = Some(f);
-                self.notice = Some(format!(
-                    "{}: the file was deleted while open; opened again at its path (what it held went with it)",
-                    self.path.display()
-                ));
-            })
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "{}: deleted while open, and opening it again failed: {e}",
-                        self.path.display()
-                    ),
-                )
-            })
-    }
-
     /// Renames the file to `<path>.<YYYYMMDD.HHMMSS>` (UTC) and reopens `path`. What cannot
     /// be written now stays held and goes to the new file. A file that is gone (deleted) is
     /// just opened again.
@@ -146,6 +118,34 @@ impl FileSink {
         }
         self.out = Some(open_file(&path, false)?);
         Ok(target)
+    }
+}
+
+/// A file deleted while open (`rm`, its directory removed) would swallow every record written
+/// to it: before writing, one `fstat` looks at its link count, and a deleted file is opened
+/// again at its path (its directory made again if needed). Returns what to report then.
+pub(super) fn reopen_if_deleted(out: &mut Option<File>, path: &std::path::Path) -> io::Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(f) = out.as_ref() else { return Ok(None) };
+    if f.metadata().map_or(true, |m| m.nlink() > 0) {
+        return Ok(None);
+    }
+    let host = crate::privilege::host_path(path).into_owned();
+    match create_parent(&host).and_then(|()| open_file(&host, false)) {
+        Ok(f) => {
+            *out = Some(f);
+            Ok(Some(format!(
+                "{}: the file was deleted while open; opened again at its path (what it held went with it)",
+                path.display()
+            )))
+        }
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "{}: deleted while open, and opening it again failed: {e}",
+                path.display()
+            ),
+        )),
     }
 }
 

@@ -155,6 +155,9 @@ held_file_output!(
     ZfileSink,
     fn close(&mut self) -> std::io::Result<()> {
         ZfileSink::close(self)
+    },
+    fn take_notice(&mut self) -> Option<String> {
+        self.notice.take()
     }
 );
 

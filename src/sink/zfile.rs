@@ -26,6 +26,8 @@ pub(crate) struct ZfileSink {
     failing: bool,
     /// The compressed member being written, reused.
     member: Vec<u8>,
+    /// What the writer should report: the file was deleted and opened again.
+    pub notice: Option<String>,
 }
 
 impl ZfileSink {
@@ -38,6 +40,7 @@ impl ZfileSink {
             held: Held::default(),
             failing: false,
             member: Vec::new(),
+            notice: None,
         })
     }
 
@@ -60,6 +63,9 @@ impl ZfileSink {
     fn deliver(&mut self) -> io::Result<()> {
         if self.held.is_empty() {
             return Ok(());
+        }
+        if let Some(n) = super::file::reopen_if_deleted(&mut self.out, &self.path)? {
+            self.notice = Some(n);
         }
         let Some(f) = self.out.as_mut() else {
             return Err(io::Error::other("output is closed"));

@@ -185,22 +185,43 @@ fn records_given_up_at_the_stop_are_read_again_by_the_next_run() {
 /// deletion went into the deleted file, counted as written).
 #[test]
 fn a_deleted_output_file_is_opened_again() {
+    deleted_output("file", "o/out.json");
+}
+
+/// The same for a gzip output.
+#[test]
+fn a_deleted_gzip_output_file_is_opened_again() {
+    deleted_output("zfile", "o/out.json.gz");
+}
+
+fn deleted_output(scheme: &str, out: &str) {
     let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
-    env.config(
-        "inputs = { { tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" } }\n\
-         analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" } }\n\
-         outputs = { { tag = \"out\", uri = \"file://o/out.json\" } }\ntail_poll_ms = 20\n",
-    );
+    env.config(&format!(
+        "inputs = {{ {{ tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
+         outputs = {{ {{ tag = \"out\", uri = \"{scheme}://{out}\" }} }}\ntail_poll_ms = 20\n"
+    ));
     let lines = |from: usize, to: usize| join_lines(&(from..to).map(event).collect::<Vec<_>>());
+    // Lines of the output file (gunzipped for a gzip output).
+    let read = || -> Vec<Vec<u8>> {
+        let raw = std::fs::read(env.log(out)).unwrap_or_default();
+        let text = if scheme == "zfile" {
+            let mut t = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&raw[..]), &mut t);
+            t
+        } else {
+            raw
+        };
+        split_lines(&text)
+    };
     env.write_log("in.json", &lines(0, 100));
     let mut engine = env.spawn(&[]);
-    let out = "o/out.json";
     let wait = |what: &str, n: usize| {
         wait_until(
             Duration::from_secs(30),
             what,
-            || env.lines(out).len() >= n,
-            || format!("{} lines; {:?}", env.lines(out).len(), env.log_records()),
+            || read().len() >= n,
+            || format!("{} lines; {:?}", read().len(), env.log_records()),
         )
     };
     wait("100 lines", 100);
@@ -212,7 +233,7 @@ fn a_deleted_output_file_is_opened_again() {
     wait("the next 100 lines in a new directory", 100);
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(30)).assert_success();
-    let got: Vec<u64> = env.lines(out).iter().filter_map(|l| u64_member(l, "n")).collect();
+    let got: Vec<u64> = read().iter().filter_map(|l| u64_member(l, "n")).collect();
     assert_eq!(got, (200..300).collect::<Vec<u64>>());
     let reopened = env.log_records_of("output_reopened");
     assert_eq!(reopened.len(), 2, "{reopened:?}");
