@@ -57,7 +57,26 @@ pub(crate) fn read_file(
         read_all(d, start, max_line, pace, router)
     } else {
         f.seek(std::io::SeekFrom::Start(start.offset))?;
-        read_all(f, start, max_line, pace, router)
+        let meta = f.try_clone();
+        let end = read_all(f, start, max_line, pace, router)?;
+        // A file cut while it was read (truncated, rewritten smaller) ends the read early,
+        // with at most one broken line at the cut: say so, rather than a quiet end.
+        if let Ok(len) = meta.and_then(|m| m.metadata()).map(|m| m.len())
+            && len < end.offset
+        {
+            router.report(
+                crate::diag::Kind::ReadError,
+                end.line,
+                end.offset,
+                0,
+                &format!(
+                    "{}: the file shrank to {len} bytes while it was read (read up to byte {}): what it holds now was not read",
+                    path.display(),
+                    end.offset
+                ),
+            );
+        }
+        Ok(end)
     }
 }
 

@@ -243,6 +243,45 @@ fn deleted_output(scheme: &str, out: &str) {
     );
 }
 
+/// A `file://` input cut while it is read ends with a report that the file shrank (it ended
+/// quietly, with at most one broken line reported at the cut).
+#[test]
+fn a_file_input_cut_while_read_is_reported() {
+    let env = Env::simple("file://in.json?pace=1", ANALYZER_PASS, "", "");
+    // 20,000 events a millisecond apart, about 3 MB: paced at the recorded speed, 20 s.
+    let lines: Vec<String> = (0..20_000)
+        .map(|i| {
+            format!(
+                "{{\"timestamp\":\"2024-03-01T12:{:02}:{:02}.{:03}000+0000\",\"event_type\":\"flow\",\"n\":{i},\"pad\":\"{}\"}}",
+                i / 60_000,
+                (i / 1000) % 60,
+                i % 1000,
+                "x".repeat(100)
+            )
+        })
+        .collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let mut engine = env.spawn(&[]);
+    wait_until(
+        Duration::from_secs(30),
+        "the first lines",
+        || env.lines("out.json").len() >= 100,
+        String::new,
+    );
+    std::fs::File::create(env.log("in.json")).unwrap();
+    let out = engine.wait(Duration::from_secs(60));
+    assert!(out.status.code().is_some(), "{out:?}");
+    let errors = env.log_records_of("read_error");
+    assert!(
+        errors.iter().any(|r| r["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the file shrank to 0 bytes while it was read")),
+        "{:?}",
+        env.log_records()
+    );
+}
+
 /// A script whose `loop()` never returns (a compiled Lua loop cannot be interrupted): after
 /// 10 s it is reported (`worker_stuck`) and `/health` says so; a stop then ends the engine
 /// with status 3 once the worker has been stuck 30 s, instead of hanging (it ignored SIGTERM,
