@@ -76,6 +76,9 @@ impl Plan {
         );
         stats.ring_capacity = RING_BATCHES as u64;
         stats.histograms = cfg.latency_histograms;
+        // Uptime counts from the run's start, not from the last rebuild of the pipeline.
+        static RUN_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        stats.started = *RUN_START.get_or_init(|| stats.started);
         Arc::new(stats)
     }
 

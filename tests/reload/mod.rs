@@ -450,3 +450,53 @@ fn a_reload_waiting_for_a_failing_output_says_so() {
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(30));
 }
+
+/// `/health`'s uptime counts from the run's start, not from the last rebuild (it restarted at
+/// every rebuild).
+#[test]
+fn uptime_survives_a_rebuild() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    let out = "{ tag = \"out\", uri = \"file://out.json<\" }";
+    env.config(&config("out", out, ""));
+    env.write_log("in.json", &numbered_lines(0, 10));
+    let run = env.dir.path().join("run").to_string_lossy().into_owned();
+    let mut engine = env.spawn(&["--run-dir", &run, "--http", "127.0.0.1:0"]);
+    crate::ops::http_address(&env);
+    std::thread::sleep(Duration::from_millis(2000));
+    env.config(&config(
+        "all",
+        &format!("{out}, {{ tag = \"all\", uri = \"file://all.json<\" }}"),
+        "",
+    ));
+    engine.signal(libc::SIGHUP);
+    wait_until(
+        Duration::from_secs(30),
+        "the rebuild",
+        || {
+            env.log_records_of("reload").iter().any(|r| {
+                r["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("runs the new configuration")
+            })
+        },
+        || format!("{:?}", env.log_records()),
+    );
+    // The endpoint is started again with the pipeline (a new ephemeral port here).
+    wait_until(
+        Duration::from_secs(30),
+        "the endpoint of the new pipeline",
+        || env.log_records_of("http_listening").len() >= 2,
+        || format!("{:?}", env.log_records()),
+    );
+    let last = env.log_records_of("http_listening").last().unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, body) = crate::ops::request(&last, "GET", "/health");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let up = v["uptime_s"].as_f64().unwrap();
+    assert!(up >= 2.0, "uptime {up} after a rebuild");
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+}
