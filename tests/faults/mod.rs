@@ -371,18 +371,10 @@ fn a_checkpoint_that_cannot_be_saved_is_reported_once() {
         || health().0 == 200,
         || health().1,
     );
-    wait_until(
+    env.wait_for_record(
+        "input_resumed",
+        "the checkpoint is saved again",
         Duration::from_secs(10),
-        "the recovery reported",
-        || {
-            env.log_records_of("input_resumed").iter().any(|r| {
-                r["message"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("the checkpoint is saved again")
-            })
-        },
-        || format!("{:?}", env.log_records()),
     );
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(30)).assert_success();

@@ -421,18 +421,10 @@ fn a_reload_waiting_for_a_failing_output_says_so() {
         "",
     ));
     engine.signal(libc::SIGHUP);
-    wait_until(
+    env.wait_for_record(
+        "output_waiting",
+        "the pipeline is ending (a reload or a stop)",
         Duration::from_secs(40),
-        "the reload's wait reported",
-        || {
-            env.log_records_of("output_waiting").iter().any(|r| {
-                r["message"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("the pipeline is ending (a reload or a stop)")
-            })
-        },
-        || format!("{:?}", env.log_records()),
     );
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let reader = std::thread::spawn(move || {
@@ -469,19 +461,7 @@ fn uptime_survives_a_rebuild() {
         "",
     ));
     engine.signal(libc::SIGHUP);
-    wait_until(
-        Duration::from_secs(30),
-        "the rebuild",
-        || {
-            env.log_records_of("reload").iter().any(|r| {
-                r["message"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("runs the new configuration")
-            })
-        },
-        || format!("{:?}", env.log_records()),
-    );
+    env.wait_for_record("reload", "runs the new configuration", Duration::from_secs(30));
     // The endpoint is started again with the pipeline (a new ephemeral port here).
     wait_until(
         Duration::from_secs(30),

@@ -609,3 +609,20 @@ impl Feed {
         }
     }
 }
+
+impl Env {
+    /// Waits (up to `timeout`) until `dragonfly-mle.log` has a record of `kind` whose message
+    /// contains `text`; panics with every record otherwise.
+    pub fn wait_for_record(&self, kind: &str, text: &str, timeout: Duration) {
+        wait_until(
+            timeout,
+            &format!("a {kind} record with {text:?}"),
+            || {
+                self.log_records_of(kind)
+                    .iter()
+                    .any(|r| r["message"].as_str().unwrap_or("").contains(text))
+            },
+            || format!("{:?}", self.log_records()),
+        );
+    }
+}
