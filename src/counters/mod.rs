@@ -265,6 +265,8 @@ pub struct Stats {
     /// Capacity of each input ring, in batches.
     pub ring_capacity: u64,
     pub started: std::time::Instant,
+    /// When this pipeline started (a rebuild starts a new one; `started` is the run's).
+    pub pipeline_started: std::time::Instant,
 }
 
 fn sum(v: impl Iterator<Item = u64>) -> u64 {
@@ -357,6 +359,7 @@ impl Stats {
             // Set by the engine, which sizes the rings.
             ring_capacity: 0,
             started: std::time::Instant::now(),
+            pipeline_started: std::time::Instant::now(),
             input_tags,
             analyzer_tags,
             output_tags,

@@ -118,7 +118,8 @@ pub(crate) fn render(stats: &Stats, files: &[Sized], last: &mut (Instant, u64)) 
         let frac = done as f64 / total as f64;
         const WIDTH: usize = 24;
         let filled = ((frac * WIDTH as f64) as usize).min(WIDTH);
-        let elapsed = stats.started.elapsed().as_secs_f64();
+        // The bytes are this pipeline's: so is the time.
+        let elapsed = stats.pipeline_started.elapsed().as_secs_f64();
         let left = if frac > 0.0 { elapsed * (1.0 - frac) / frac } else { 0.0 };
         s.push_str(&format!(
             " | [{}{}] {:>3.0}% {} of {}, {:.0} s left",
