@@ -79,7 +79,7 @@ pub(super) fn run_pipeline(
         }
     };
     let reload = Arc::new(crate::lua::worker::Reload::default());
-    if let Err(e) = start_workers((cfg, &plan), rings.workers, &shared.stats, &reload, carry) {
+    if let Err(e) = start_workers((cfg, &plan), rings.workers, &shared.stats, &reload, carry, &sig.stop) {
         drop(rings.readers);
         carry.stop_workers();
         let _ = writer.join();

@@ -76,6 +76,7 @@ pub(super) fn start_workers(
     stats: &Arc<Stats>,
     reload: &Arc<crate::lua::worker::Reload>,
     carry: &mut crate::reconfig::Carry,
+    stop: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<()> {
     let (filters, analyzers) = script_specs(cfg);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -115,12 +116,40 @@ pub(super) fn start_workers(
     }
     drop(ready_tx);
     let mut first_error = None;
-    for _ in 0..plan.shards {
-        let e = match ready_rx.recv() {
-            Ok(Ok(())) => continue,
+    let start = std::time::Instant::now();
+    let mut told = 0;
+    let mut ready = 0;
+    while ready < plan.shards {
+        let e = match ready_rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(Ok(())) => {
+                ready += 1;
+                continue;
+            }
             Ok(Err(e)) => e.into(),
-            Err(_) => anyhow::anyhow!("a worker thread died during startup"),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // A setup() that never returns cannot be interrupted: say what the start waits
+                // for, every 10 s, and let a stop end the engine.
+                let secs = start.elapsed().as_secs();
+                if secs / 10 > told {
+                    told = secs / 10;
+                    eprintln!(
+                        "dragonfly-mle: {} of {} workers still loading their scripts after {secs} s (a setup() that does not return?)",
+                        plan.shards - ready,
+                        plan.shards
+                    );
+                }
+                if stop.load(std::sync::atomic::Ordering::Relaxed) && secs >= 5 {
+                    eprintln!("dragonfly-mle: stopped while scripts' setup() had not returned");
+                    crate::lua::managed::stop();
+                    std::process::exit(1);
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                anyhow::anyhow!("a worker thread died during startup")
+            }
         };
+        ready += 1;
         first_error.get_or_insert(e);
     }
     first_error.map_or(Ok(()), Err)

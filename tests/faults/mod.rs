@@ -282,6 +282,35 @@ fn a_file_input_cut_while_read_is_reported() {
     );
 }
 
+/// A `setup()` that never returns: the start says what it waits for every 10 s, and a stop
+/// ends the engine (it hung, SIGTERM ignored, nothing said).
+#[test]
+fn a_setup_that_never_returns_is_said_and_does_not_block_the_stop() {
+    let env = Env::simple(
+        "file://in.json",
+        "function setup() while true do end end\nfunction loop(msg) end\n",
+        "",
+        "",
+    );
+    env.write_log("in.json", &join_lines(&[event(0)]));
+    let mut engine = env.spawn(&["--shards", "1"]);
+    std::thread::sleep(Duration::from_secs(11));
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("1 of 1 workers still loading their scripts after 10 s"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("stopped while scripts' setup() had not returned"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// A script whose `loop()` never returns (a compiled Lua loop cannot be interrupted): after
 /// 10 s it is reported (`worker_stuck`) and `/health` says so; a stop then ends the engine
 /// with status 3 once the worker has been stuck 30 s, instead of hanging (it ignored SIGTERM,
