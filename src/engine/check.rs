@@ -18,7 +18,30 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
         crate::lua::managed::configure(&run_dir(opts, &cfg), cfg.redis_persist);
     }
     std::env::set_current_dir(&cfg.root).with_context(|| format!("cannot enter {}", cfg.root.display()))?;
+    // A chunk or `setup()` that never returns cannot be interrupted: after CHECK_SCRIPTS_WAIT
+    // the check gives up on it and fails, instead of hanging.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let done = Arc::clone(&done);
+        let _ = std::thread::Builder::new().name("dfm-check-watch".into()).spawn(move || {
+            let start = std::time::Instant::now();
+            while start.elapsed() < CHECK_SCRIPTS_WAIT {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+            }
+            eprintln!(
+                "dragonfly-mle: check: loading the scripts{} did not finish in {} s (a chunk or setup() that does not return?)",
+                if setup { " and running their setup()" } else { "" },
+                CHECK_SCRIPTS_WAIT.as_secs()
+            );
+            crate::lua::managed::stop();
+            std::process::exit(1);
+        });
+    }
     let r = load_scripts(&cfg, setup);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     crate::lua::managed::stop();
     if let Err(e) = r {
         problems.push(e.to_string());
@@ -35,6 +58,9 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
         if setup { "; every setup() ran" } else { "" }
     ))
 }
+
+/// How long `check` waits for the scripts to load (and their `setup()` to run).
+const CHECK_SCRIPTS_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Loads every script of `cfg` in a scratch worker (and runs their `setup()` with `setup`).
 pub(super) fn load_scripts(cfg: &Config, setup: bool) -> Result<(), crate::lua::ScriptError> {

@@ -311,6 +311,21 @@ fn a_setup_that_never_returns_is_said_and_does_not_block_the_stop() {
     );
 }
 
+/// `check --setup` on a `setup()` that never returns fails after 30 s instead of hanging.
+#[test]
+fn check_gives_up_on_a_setup_that_never_returns() {
+    let env = Env::simple(
+        "file://in.json",
+        "function setup() while true do end end\nfunction loop(msg) end\n",
+        "",
+        "",
+    );
+    env.write_log("in.json", &join_lines(&[event(0)]));
+    let out = env.spawn(&["check", "--setup"]).wait(Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("did not finish in 30 s"), "{}", out.stderr);
+}
+
 /// A script whose `loop()` never returns (a compiled Lua loop cannot be interrupted): after
 /// 10 s it is reported (`worker_stuck`) and `/health` says so; a stop then ends the engine
 /// with status 3 once the worker has been stuck 30 s, instead of hanging (it ignored SIGTERM,
