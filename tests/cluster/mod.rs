@@ -199,6 +199,14 @@ end
 "#;
 
 /// `in.json`: `n` flow events numbered `n` 0 to n-1.
+/// Appends flow events numbered `from..to` to `in.json`.
+fn append_flows(env: &Env, from: usize, to: usize) {
+    let lines: Vec<String> = (from..to)
+        .map(|i| format!("{{\"event_type\":\"flow\",\"n\":{i}}}"))
+        .collect();
+    env.append_log("in.json", &join_lines(&lines));
+}
+
 fn write_flows(env: &Env, n: usize) {
     let lines: Vec<String> = (0..n)
         .map(|i| format!("{{\"event_type\":\"flow\",\"n\":{i}}}"))
@@ -271,12 +279,7 @@ fn a_resharding_while_running_loses_no_increment() {
     env.write_log("in.json", b"");
     let mut engine = env.spawn(&["--shards", "2"]);
     let total = 20_000;
-    let feed = |from: usize, to: usize| {
-        let lines: Vec<String> = (from..to)
-            .map(|i| format!("{{\"event_type\":\"flow\",\"n\":{i}}}"))
-            .collect();
-        env.append_log("in.json", &join_lines(&lines));
-    };
+    let feed = |from: usize, to: usize| append_flows(&env, from, to);
     feed(0, 5000);
     let written = || env.lines("out.json").len();
     wait_until(
@@ -424,10 +427,7 @@ end
     );
     assert_eq!(health().0, 200, "{}", health().1);
     c.kill(2);
-    let more: Vec<String> = (100..200)
-        .map(|i| format!("{{\"event_type\":\"flow\",\"n\":{i}}}"))
-        .collect();
-    env.append_log("in.json", &join_lines(&more));
+    append_flows(&env, 100, 200);
     wait_until(
         Duration::from_secs(60),
         "200 events",
@@ -693,12 +693,7 @@ fn the_engine_stops_while_every_master_hangs() {
     let c = RedisCluster::start();
     let analyzer = "function setup() conn = assert(hiredis.connect()) end\nfunction loop(msg)\n  msg.r = conn:command(\"INCR\", \"h:\" .. (msg.n % 30))\n  dragonfly.output_event(default_output, msg)\nend\n";
     let env = cluster_env(&c, "tail://in.json<", analyzer, "");
-    let feed = |from: usize, to: usize| {
-        let lines: Vec<String> = (from..to)
-            .map(|i| format!("{{\"event_type\":\"flow\",\"n\":{i}}}"))
-            .collect();
-        env.append_log("in.json", &join_lines(&lines));
-    };
+    let feed = |from: usize, to: usize| append_flows(&env, from, to);
     env.write_log("in.json", b"");
     let mut engine = env.spawn(&["--shards", "2"]);
     feed(0, 100);
@@ -745,12 +740,7 @@ function loop(msg)
 end
 "#;
     let env = cluster_env(&c, "tail://in.json<", analyzer, "");
-    let feed = |from: usize, to: usize| {
-        let lines: Vec<String> = (from..to)
-            .map(|i| format!("{{\"event_type\":\"flow\",\"n\":{i}}}"))
-            .collect();
-        env.append_log("in.json", &join_lines(&lines));
-    };
+    let feed = |from: usize, to: usize| append_flows(&env, from, to);
     let oks = |from: usize| -> Vec<bool> {
         env.lines("out.json")
             .iter()
