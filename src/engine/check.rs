@@ -94,9 +94,7 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
             }
             InputUri::Redis(spec) => {
                 let target = RedisTarget::Tcp(spec.host.clone(), spec.port);
-                let answer = crate::lua::hiredis::open(&target, cfg.redis_timeouts())
-                    .and_then(|mut c| Ok(redis::cmd("PING").query::<String>(&mut c)?));
-                if let Err(e) = answer {
+                if let Err(e) = ping(&target, cfg) {
                     out.push(format!("inputs[{}].uri: no answer from {}: {e}", i + 1, spec.name()));
                 }
             }
@@ -132,17 +130,22 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
                 names.join(", ")
             ));
         }
-    } else if cfg.redis != RedisTarget::Managed {
-        let answer = crate::lua::hiredis::open(&cfg.redis, cfg.redis_timeouts())
-            .and_then(|mut c| Ok(redis::cmd("PING").query::<String>(&mut c)?));
-        if let Err(e) = answer {
-            out.push(format!(
-                "redis_host/redis_port: no answer from {}:{}: {e}",
-                cfg.redis_host, cfg.redis_port
-            ));
-        }
+    } else if cfg.redis != RedisTarget::Managed
+        && let Err(e) = ping(&cfg.redis, cfg)
+    {
+        out.push(format!(
+            "redis_host/redis_port: no answer from {}:{}: {e}",
+            cfg.redis_host, cfg.redis_port
+        ));
     }
     out
+}
+
+/// Whether the Redis at `target` answers a `PING` (within the configured timeouts).
+fn ping(target: &RedisTarget, cfg: &Config) -> anyhow::Result<()> {
+    let mut c = crate::lua::hiredis::open(target, cfg.redis_timeouts())?;
+    redis::cmd("PING").query::<String>(&mut c)?;
+    Ok(())
 }
 
 /// Whether files can be created in `dir` (the log directory is created at startup, so a

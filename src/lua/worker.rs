@@ -347,7 +347,7 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
                     o.read_ns = batch.read_ns;
                 }
                 let busy = &stats.workers[spec.index].busy_since_ms;
-                busy.store(stats.now_ms().max(1), Relaxed);
+                busy.store(stats.now_ms(), Relaxed);
                 let counts = c.process_batch(input as u32, &batch.data, &mut batch.events, window);
                 busy.store(0, Relaxed);
                 let _ = io.inputs[input].1.push(batch);
@@ -377,7 +377,7 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
         }
         if c.timers_pending > 0 {
             let busy = &stats.workers[spec.index].busy_since_ms;
-            busy.store(stats.now_ms().max(1), Relaxed);
+            busy.store(stats.now_ms(), Relaxed);
             c.run_timers();
             busy.store(0, Relaxed);
             let last = c.outs.len() - 1;
