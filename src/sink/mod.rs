@@ -99,6 +99,12 @@ pub(crate) trait Output: Send {
         None
     }
 
+    /// Whether nothing it took waits for a retry that the writer should wait for at exit
+    /// (Parquet: a complete file not published yet); see [`Outputs::drain`].
+    fn settled(&self) -> bool {
+        true
+    }
+
     /// Something the writer should report that is no failure of a delivery (a file output
     /// found its file deleted and opened it again), once.
     fn take_notice(&mut self) -> Option<String> {
@@ -225,8 +231,9 @@ impl Output for parquet::ParquetSink {
     fn flush(&mut self) -> std::io::Result<()> {
         parquet::ParquetSink::flush(self)
     }
+    /// At exit: files that still cannot be published are given up (counted as lost).
     fn close(&mut self) -> std::io::Result<()> {
-        parquet::ParquetSink::close(self)
+        parquet::ParquetSink::finish(self)
     }
     /// The current Parquet file is finished; the next event starts a new one.
     fn rotate(&mut self) -> Option<std::io::Result<std::path::PathBuf>> {
@@ -240,6 +247,17 @@ impl Output for parquet::ParquetSink {
     }
     fn delivered(&self) -> u64 {
         self.delivered
+    }
+    /// A file in progress waits for its size or age, which says nothing; a complete file that
+    /// cannot be published is a stall at once.
+    fn stall_after(&self) -> Option<Duration> {
+        self.waiting().map(|_| Duration::ZERO)
+    }
+    fn last_problem(&self) -> Option<String> {
+        self.waiting()
+    }
+    fn settled(&self) -> bool {
+        self.waiting().is_none()
     }
     fn name(&self) -> String {
         format!("parquet://{}", self.dir().display())
@@ -497,7 +515,8 @@ impl Outputs {
         self.wait_for(o, |held, _| held == 0 || held + n <= limit, drops)
     }
 
-    /// At exit: waits (up to the grace) until output `o` has delivered what it holds.
+    /// At exit: waits (up to the grace) until output `o` has delivered what it holds and is
+    /// [settled](Output::settled).
     fn drain(&mut self, o: usize) {
         self.wait_for(o, |held, delivered| held == 0 && delivered, false);
     }
@@ -511,7 +530,7 @@ impl Outputs {
         let mut told = false;
         loop {
             let r = self.sinks[o].flush();
-            let ok = r.is_ok();
+            let ok = r.is_ok() && self.sinks[o].settled();
             self.settle(o, r, true);
             if done(self.sinks[o].held().map_or(0, Held::len), ok) {
                 return true;
@@ -1027,29 +1046,32 @@ impl Writer {
             self.stalls.resize(self.out.sinks.len(), (0, Instant::now(), false));
         }
         let s = &self.out.sinks[i];
-        let Some(after) = s.stall_after() else { return false };
+        let after = s.stall_after();
         let (sent, delivered) = (s.sent(), s.delivered());
         let st = &mut self.stalls[i];
-        if delivered != st.0 || sent <= delivered {
+        if after.is_none() || delivered != st.0 || sent <= delivered {
             let was = st.2;
             *st = (delivered, Instant::now(), false);
             if was {
-                let msg = format!("{}: acknowledgements again", s.name());
+                let msg = format!("{}: delivering again", s.name());
                 self.out.report(i, Kind::OutputResumed, "", &msg);
             }
             return false;
         }
-        if st.1.elapsed() < after {
+        if after.is_some_and(|a| st.1.elapsed() < a) {
             return false;
         }
         if !st.2 {
             st.2 = true;
             let why = s.last_problem().map(|p| format!(" (last: {p})")).unwrap_or_default();
+            let waited = match after.unwrap_or_default().as_secs() {
+                0 => String::new(),
+                n => format!(" for {n} s"),
+            };
             let msg = format!(
-                "{}: {} records sent and not acknowledged for {} s{why}; they are kept and retried (nothing passes the watermark meanwhile)",
+                "{}: {} records sent and not acknowledged{waited}{why}; they are kept and retried (nothing passes the watermark meanwhile)",
                 s.name(),
                 sent - delivered,
-                after.as_secs()
             );
             self.out.report(
                 i,

@@ -651,6 +651,120 @@ fn tail_checkpoint_waits_for_parquet_files_to_complete() {
     );
 }
 
+/// A complete Parquet file whose sidecar index cannot be written (here: a directory where
+/// its temporary file goes; a full disk does the same) is not readable: the tail checkpoint
+/// does not pass it, the wait is reported once, and the publication is retried until it works
+/// (`output_resumed`, the checkpoint moves on). At the stop, a file still unpublished after the
+/// grace counts as lost (exit status 3), and is named in the report.
+#[test]
+fn parquet_files_that_cannot_be_published_wait_and_count() {
+    let dir = short_dir();
+    let run = dir.path().join("run");
+    let pq = dir.path().join("pq");
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.config(
+        &simple_config("tail://in.json<", "", "stats_interval = 1\nshutdown_grace = 1").replace(
+            "file://out.json<\"",
+            &format!("parquet://{}/eve?seconds=3600\"", pq.display()),
+        ),
+    );
+    let lines: Vec<String> = (0..1000).map(|i| event(0, i, 1000)).collect();
+    let body = join_lines(&lines);
+    env.write_log("in.json", &body);
+    let mut engine = env.spawn(&["--run-dir", run.to_str().unwrap()]);
+    let in_progress = || {
+        files_with_prefix(&pq, ".eve-")
+            .into_iter()
+            .find(|p| p.to_string_lossy().ends_with(".parquet.inprogress"))
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "1000 events handed to the parquet output",
+        || {
+            env.stats_records()
+                .last()
+                .is_some_and(|s| s["outputs"]["out"]["written"] == 1000)
+        },
+        || format!("{:?}", env.stats_records().last()),
+    );
+    let block = |file: &Path| {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let name = name.trim_start_matches('.').trim_end_matches(".inprogress");
+        let blocker = pq.join(format!(".{name}.index.json.inprogress"));
+        std::fs::create_dir(&blocker).unwrap();
+        blocker
+    };
+    let blocker = block(&in_progress().expect("a file in progress"));
+    engine.signal(libc::SIGUSR1);
+    wait_until(
+        Duration::from_secs(30),
+        "the wait for the publication reported",
+        || !env.log_records_of("output_waiting").is_empty(),
+        || format!("{:?}", env.log_records()),
+    );
+    let waiting = env.log_records_of("output_waiting");
+    let msg = waiting[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("cannot be published") && msg.contains("1000 rows"),
+        "{msg}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        checkpoint_offset(&run).unwrap_or(0),
+        0,
+        "the checkpoint passed rows of a file that is not readable"
+    );
+    assert!(in_progress().is_some(), "the complete file is kept");
+    std::fs::remove_dir(&blocker).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the checkpoint after the file was published",
+        || checkpoint_offset(&run) == Some(body.len() as u64),
+        || format!("{:?} {:?}", checkpoint_offset(&run), env.log_records()),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "output_resumed",
+        || !env.log_records_of("output_resumed").is_empty(),
+        || format!("{:?}", env.log_records()),
+    );
+    assert_eq!(env.log_records_of("output_waiting").len(), 1);
+    // More events, a file that is still unpublished at the stop.
+    let more: Vec<String> = (1000..1300).map(|i| event(0, i, 1000)).collect();
+    env.append_log("in.json", &join_lines(&more));
+    wait_until(
+        Duration::from_secs(30),
+        "1300 events handed over",
+        || {
+            env.stats_records()
+                .last()
+                .is_some_and(|s| s["outputs"]["out"]["written"] == 1300)
+        },
+        || format!("{:?}", env.stats_records().last()),
+    );
+    let left = in_progress().expect("the second file in progress");
+    block(&left);
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let s = out.summary();
+    assert_eq!((s.written, s.output_errors), (1000, 300), "{}", out.stdout);
+    let lost = env.log_records_of("output_error");
+    assert!(
+        lost.iter().any(|r| {
+            let m = r["message"].as_str().unwrap_or("");
+            m.contains("could not be published") && m.contains(&left.display().to_string())
+        }),
+        "{lost:?}"
+    );
+    assert!(left.exists(), "the unpublished file is kept");
+    assert_eq!(
+        checkpoint_offset(&run),
+        Some(body.len() as u64),
+        "the checkpoint stays before the lost rows"
+    );
+}
+
 /// `file://...?pace=N` replays events on the schedule of their timestamps, N times faster:
 /// 2 s of recorded events at pace=2 take at least 1 s; the lag gauge is in /metrics; a bad pace
 /// is a configuration error.

@@ -23,7 +23,8 @@
 //! sink's own thread (`dfm-parquet`) while the writer thread reads the fields of the next rows,
 //! and `close` waits for the file. A file that cannot be written or finished is left
 //! unfinished and all its rows count as lost ([`ParquetSink::new_failures`]); the next row
-//! starts a new file. Pages are Snappy-compressed; `event`, `timestamp` and `flow_id` have no
+//! starts a new file. A complete file that cannot be published yet (a full disk) waits and
+//! is retried (see Failures). Pages are Snappy-compressed; `event`, `timestamp` and `flow_id` have no
 //! dictionary (they are nearly unique) and `event` has no statistics (its min/max would be
 //! two arbitrary events).
 //!
@@ -71,12 +72,22 @@
 //! # Failures
 //!
 //! [`ParquetSink::open`] lists the `.inprogress` files of this prefix left by a crash in
-//! [`ParquetSink::stale_files`]; nothing is deleted. When writing a row group or closing a
-//! file fails, that file is abandoned where it is (added to `stale_files`), the rows buffered
-//! for it are lost, the error is returned, and the next row starts a new file. When a file
-//! cannot even be created, `write` returns the error without keeping the event. A failure
-//! after the rename (sidecar already written, `.jsonl` append failed) leaves a complete,
-//! indexed file and is only reported.
+//! [`ParquetSink::stale_files`]; nothing is deleted. When writing a row group or writing a
+//! file's footer fails, that file is abandoned where it is (added to `stale_files`), its rows
+//! are lost (counted by `new_failures`), and the next row starts a new file. When a file
+//! cannot even be created, `write` returns the error without keeping the event.
+//!
+//! A file whose data is complete but whose sidecar index or rename fails is not readable yet:
+//! it is kept as it is and its publication is retried at every [`ParquetSink::flush`] (every
+//! 100 ms), files in the order they were completed, while later files go on being written.
+//! `delivered` stays below its rows until it is published, so tail checkpoints and Kafka
+//! commits wait; the writer reports the wait once (`output_waiting`, with the error, through
+//! [`ParquetSink::waiting`]) and `output_resumed` when it is published. At exit
+//! ([`ParquetSink::finish`]) a file still unpublished after the stop's grace is given up: its
+//! rows count as lost and it stays as `.<name>.inprogress` (a complete Parquet file: renaming
+//! it to `<name>` makes it readable). A failure after the rename (the `.jsonl` append, the
+//! directory sync) leaves a complete file found through its sidecar: its rows are delivered
+//! and the failure is only reported (`new_failures`, with no rows lost).
 
 pub(crate) use crate::config::types::ParquetOptions;
 use std::collections::BTreeMap;
@@ -145,6 +156,21 @@ pub struct ParquetSink {
     lost: u64,
     lost_reported: u64,
     last_loss: String,
+    /// Files complete on disk that could not be published yet, oldest first, and the error of
+    /// the last attempt.
+    unpublished: std::collections::VecDeque<Unpublished>,
+    publish_error: Option<String>,
+    /// Index lines not written since the last [`new_failures`](Self::new_failures).
+    index_failures: u64,
+}
+
+/// A file whose data is complete (footer written and synced) and that waits for its sidecar
+/// index and rename.
+struct Unpublished {
+    cur: Current,
+    closed_secs: i64,
+    /// [`ParquetSink::sent`] once its last row was taken: `delivered` once it is published.
+    sent_after: u64,
 }
 
 fn parquet_err(what: &str, path: &Path, e: ParquetError) -> io::Error {
@@ -191,6 +217,9 @@ impl ParquetSink {
             lost: 0,
             lost_reported: 0,
             last_loss: String::new(),
+            unpublished: Default::default(),
+            publish_error: None,
+            index_failures: 0,
             sent: 0,
             delivered: 0,
         })
@@ -242,15 +271,18 @@ impl ParquetSink {
     /// Closes the current file when it has reached `max_age`. Called by the writer at least
     /// every 100 ms; costs a clock read when nothing is due.
     pub fn flush(&mut self) -> io::Result<()> {
+        if !self.unpublished.is_empty() {
+            self.publish();
+        }
         match &self.cur {
             Some(cur) if cur.started.elapsed() >= self.opts.max_age => self.close(),
             _ => Ok(()),
         }
     }
 
-    /// Finishes the current file: last row group, footer, sync, sidecar index, rename, index
-    /// line. Does nothing when no file is open; the next [`write`](Self::write) starts a new
-    /// one.
+    /// Finishes the current file: last row group, footer, sync, then its publication (sidecar
+    /// index, rename, index line; retried at later flushes when it fails). Does nothing when
+    /// no file is open; the next [`write`](Self::write) starts a new one.
     pub fn close(&mut self) -> io::Result<()> {
         if self.cur.is_none() {
             return Ok(());
@@ -260,7 +292,6 @@ impl ParquetSink {
             return Ok(());
         };
         let tmp = cur.tmp.clone();
-        let sent = self.sent;
         let generation = self.generation;
         let written = self.enc.send(Job::Finish(generation)).and_then(|()| {
             self.wait_finished(generation)
@@ -270,18 +301,83 @@ impl ParquetSink {
             self.abandon(cur, e);
             return Ok(());
         }
-        self.finish(cur).inspect(|()| self.delivered = sent).inspect_err(|_| {
-            // After the rename the data file is complete; only an index write failed.
-            if tmp.exists() {
-                self.stale.push(tmp);
+        self.unpublished.push_back(Unpublished {
+            cur,
+            closed_secs: now_secs(),
+            sent_after: self.sent,
+        });
+        self.publish();
+        Ok(())
+    }
+
+    /// At exit: [`close`](Self::close), then gives up the files that still cannot be
+    /// published: their rows count as lost (reported by [`new_failures`](Self::new_failures))
+    /// and each stays complete as `.<name>.inprogress`.
+    pub fn finish(&mut self) -> io::Result<()> {
+        let closed = self.close();
+        while let Some(p) = self.unpublished.pop_front() {
+            let rows = p.cur.stats.rows;
+            self.lost += rows;
+            self.last_loss = format!(
+                "{}; {} is complete but could not be published before the exit: its {rows} row(s) \
+                 are not readable and count as lost (renaming it to {} makes it readable)",
+                self.publish_error.as_deref().unwrap_or("not published"),
+                p.cur.tmp.display(),
+                self.dir.join(&p.cur.name).display()
+            );
+            self.stale.push(p.cur.tmp);
+        }
+        self.publish_error = None;
+        closed
+    }
+
+    /// Why completed files wait for their publication (`None`: none waits).
+    pub fn waiting(&self) -> Option<String> {
+        let first = self.unpublished.front()?;
+        Some(format!(
+            "{} complete file(s) ({} rows) cannot be published yet, retried every flush; the first: {}: {}",
+            self.unpublished.len(),
+            self.unpublished.iter().map(|p| p.cur.stats.rows).sum::<u64>(),
+            first.cur.tmp.display(),
+            self.publish_error.as_deref().unwrap_or("not tried yet")
+        ))
+    }
+
+    /// Publishes the completed files in order, up to the first that fails; `delivered` follows
+    /// each one published.
+    fn publish(&mut self) {
+        while let Some(p) = self.unpublished.front() {
+            if let Err(e) = publish_file(&self.dir, p) {
+                self.publish_error = Some(e.to_string());
+                return;
             }
-        })
+            let p = self.unpublished.pop_front().expect("looked at above");
+            self.publish_error = None;
+            self.delivered = p.sent_after;
+            if let Err(e) = self.append_index(&p) {
+                // Readable and found through its sidecar: reported, nothing lost.
+                self.last_loss = format!(
+                    "{} is complete and indexed by its sidecar, but its index line could not be written: {e}",
+                    self.dir.join(&p.cur.name).display()
+                );
+                self.index_failures += 1;
+            }
+        }
+    }
+
+    /// Appends a published file's line to `<prefix>.index.jsonl` and makes the renames durable.
+    fn append_index(&self, p: &Unpublished) -> io::Result<()> {
+        let mut line = index_entry(&p.cur.name, &p.cur.stats, p.cur.created_secs, p.closed_secs);
+        line.push('\n');
+        let jsonl = self.dir.join(format!("{}.index.jsonl", self.prefix));
+        let mut idx = OpenOptions::new().create(true).append(true).open(&jsonl)?;
+        idx.write_all(line.as_bytes())?;
+        idx.sync_data()?;
+        File::open(&self.dir)?.sync_all()
     }
 
     fn start_file(&mut self) -> io::Result<()> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = now_secs();
         let stamp = crate::primitives::clock::format_utc(now, "", "", "T", "Z");
         loop {
             let name = format!("{}-{stamp}-{:06}.parquet", self.prefix, self.next_seq);
@@ -371,13 +467,15 @@ impl ParquetSink {
         self.stale.push(cur.tmp);
     }
 
-    /// Rows lost in abandoned files since the last call, with the last failure.
+    /// Rows lost in abandoned files since the last call, with the last failure; `Some((0, _))`
+    /// for a failure that lost nothing (an index line not written).
     pub fn new_failures(&mut self) -> Option<(u64, String)> {
-        if self.lost == self.lost_reported {
+        if self.lost == self.lost_reported && self.index_failures == 0 {
             return None;
         }
         let n = self.lost - self.lost_reported;
         self.lost_reported = self.lost;
+        self.index_failures = 0;
         Some((n, self.last_loss.clone()))
     }
 
@@ -391,39 +489,30 @@ impl ParquetSink {
             }
         }
     }
-
-    /// Publishes a file the encoding thread has completed: sidecar index, rename, index line.
-    fn finish(&mut self, cur: Current) -> io::Result<()> {
-        let Current {
-            name,
-            tmp,
-            created_secs,
-            stats,
-            ..
-        } = cur;
-        let closed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let mut line = index_entry(&name, &stats, created_secs, closed);
-        let sidecar = self.dir.join(format!("{name}.index.json"));
-        let sidecar_tmp = self.dir.join(format!(".{name}.index.json.inprogress"));
-        write_atomic(&sidecar, &sidecar_tmp, line.as_bytes())?;
-        fs::rename(&tmp, self.dir.join(&name))
-            .map_err(|e| io::Error::new(e.kind(), format!("renaming {}: {e}", tmp.display())))?;
-        line.push('\n');
-        let jsonl = self.dir.join(format!("{}.index.jsonl", self.prefix));
-        let mut idx = OpenOptions::new().create(true).append(true).open(&jsonl)?;
-        idx.write_all(line.as_bytes())?;
-        idx.sync_data()?;
-        // Make the renames durable too.
-        File::open(&self.dir)?.sync_all()
-    }
 }
 
 impl Drop for ParquetSink {
     fn drop(&mut self) {
         let _ = self.close();
     }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Makes a completed file readable: its sidecar index (atomically), then the rename.
+fn publish_file(dir: &Path, p: &Unpublished) -> io::Result<()> {
+    let name = &p.cur.name;
+    let line = index_entry(name, &p.cur.stats, p.cur.created_secs, p.closed_secs);
+    let sidecar = dir.join(format!("{name}.index.json"));
+    let sidecar_tmp = dir.join(format!(".{name}.index.json.inprogress"));
+    write_atomic(&sidecar, &sidecar_tmp, line.as_bytes())
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", sidecar.display())))?;
+    fs::rename(&p.cur.tmp, dir.join(name))
+        .map_err(|e| io::Error::new(e.kind(), format!("renaming {}: {e}", p.cur.tmp.display())))
 }
 
 /// Appends one row (the fields of `line`) and counts it in the current file's index stats.

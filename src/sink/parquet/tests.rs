@@ -764,3 +764,90 @@ fn fast_extraction_matches_the_parser() {
         }
     }
 }
+
+/// Makes the publication of the file in progress fail: a directory where its sidecar index's
+/// temporary file goes. Returns that directory.
+fn block_publication(sink: &ParquetSink) -> PathBuf {
+    let name = &sink.cur.as_ref().expect("a file in progress").name;
+    let blocker = sink.dir.join(format!(".{name}.index.json.inprogress"));
+    fs::create_dir(&blocker).unwrap();
+    blocker
+}
+
+/// A complete file whose sidecar index cannot be written (a full disk) is not readable, so its
+/// rows are not delivered: it waits, later files are written meanwhile and wait behind it, and
+/// once the index can be written the next flush publishes them all, in order.
+#[test]
+fn a_file_that_cannot_be_published_waits_and_is_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let inputs = events(300);
+    let mut sink = ParquetSink::open(dir.clone(), "eve".into(), opts(100, u64::MAX, HOUR)).unwrap();
+    for e in &inputs[..99] {
+        sink.write(&e.line).unwrap();
+    }
+    let blocker = block_publication(&sink);
+    sink.write(&inputs[99].line).unwrap();
+    assert_eq!((sink.sent, sink.delivered), (100, 0));
+    let why = sink.waiting().expect("the file waits");
+    assert!(why.contains("1 complete file(s) (100 rows)"), "{why}");
+    assert!(data_files(&dir).is_empty(), "{:?}", names(&dir));
+    for e in &inputs[100..300] {
+        sink.write(&e.line).unwrap();
+    }
+    sink.flush().unwrap();
+    assert_eq!(
+        (sink.sent, sink.delivered),
+        (300, 0),
+        "a later file passed the waiting one"
+    );
+    assert!(sink.waiting().unwrap().contains("3 complete file(s) (300 rows)"));
+    assert!(sink.new_failures().is_none(), "nothing is lost yet");
+    fs::remove_dir(&blocker).unwrap();
+    sink.flush().unwrap();
+    assert_eq!((sink.sent, sink.delivered), (300, 300));
+    assert!(sink.waiting().is_none());
+    let files = data_files(&dir);
+    assert_eq!(files.len(), 3);
+    check_rows(&read_back(&files), &inputs);
+    let index = fs::read_to_string(dir.join("eve.index.jsonl")).unwrap();
+    assert_eq!(index.lines().count(), 3, "{index}");
+    assert!(hidden(&dir).is_empty(), "{:?}", hidden(&dir));
+}
+
+/// At exit a file that still cannot be published is given up: its rows count as lost (and are
+/// reported), it stays complete under its hidden name and reads back once renamed; the files
+/// before it are delivered.
+#[test]
+fn a_file_still_unpublished_at_exit_counts_as_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let inputs = events(150);
+    let mut sink = ParquetSink::open(dir.clone(), "eve".into(), opts(100, u64::MAX, HOUR)).unwrap();
+    for e in &inputs[..120] {
+        sink.write(&e.line).unwrap();
+    }
+    let _blocker = block_publication(&sink);
+    for e in &inputs[120..] {
+        sink.write(&e.line).unwrap();
+    }
+    sink.finish().unwrap();
+    assert_eq!((sink.sent, sink.delivered), (150, 100));
+    let (lost, msg) = sink.new_failures().expect("the loss is reported");
+    assert_eq!(lost, 50, "{msg}");
+    assert!(
+        msg.contains("could not be published") && msg.contains("50 row(s)"),
+        "{msg}"
+    );
+    assert!(sink.waiting().is_none());
+    let left = sink.stale_files();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let files = data_files(&dir);
+    assert_eq!(files.len(), 1);
+    check_rows(&read_back(&files), &inputs[..100]);
+    // Complete: renamed, it reads back.
+    let name = left[0].file_name().unwrap().to_str().unwrap();
+    let renamed = dir.join(name.trim_start_matches('.').trim_end_matches(".inprogress"));
+    fs::rename(&left[0], &renamed).unwrap();
+    check_rows(&read_back(&[renamed]), &inputs[100..]);
+}
