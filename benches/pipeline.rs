@@ -844,6 +844,22 @@ end
 ",
         expect: Expect::Keys(&["timestamp", "event_type", "src_ip", "dest_ip", "proto", "flow_id"]),
     },
+    // A threat-intel record as an analyzer reads it from Redis: `cjson_safe.decode` per event.
+    LuaCase {
+        name: "cjson_decode_record",
+        filter: FORWARD_FILTER,
+        analyzer: r#"
+local record = '{"indicator":"203.0.113.7","type":"ipv4","score":87.5,"first_seen":"2024-03-01T12:00:00Z","tags":["c2","botnet","tor-exit"],"sources":[{"name":"feed-a","confidence":90},{"name":"feed-b","confidence":70}],"asn":64500,"country":"ZZ","active":true,"notes":null}'
+local seen = 0
+function setup() end
+function loop(msg)
+  local r = cjson_safe.decode(record)
+  seen = seen + r.sources[2].confidence
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+        expect: Expect::Original,
+    },
 ];
 
 fn clear_outputs(c: &mut WorkerCtx) {

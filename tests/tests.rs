@@ -10,6 +10,7 @@
 
 mod boundary;
 mod builtins;
+mod cjson;
 mod cluster;
 mod faults;
 mod hiredis;

@@ -8,7 +8,7 @@ use mlua::ffi::{self, lua_State};
 use super::boundary::{Coerce, LuaFail, arg_bytes, arg_count, c_entry};
 use super::context::with_ctx;
 use super::ffi_util::push_bytes;
-use super::json::{self, Encoder};
+use super::json::Encoder;
 use crate::shard::{LOG_OUTPUT, STATS_OUTPUT};
 
 unsafe extern "C-unwind" fn analyze_event(l: *mut lua_State) -> c_int {
@@ -181,27 +181,25 @@ unsafe extern "C-unwind" fn cjson_decode(l: *mut lua_State) -> c_int {
                 ffi::lua_tolstring(l, 1, std::ptr::null_mut());
             }
             let Some(s) = super::ffi_util::str_at(l, 1) else {
+                // lua-cjson's message (its protected call leaves the function unnamed).
+                let ty = std::ffi::CStr::from_ptr(ffi::lua_typename(l, ffi::lua_type(l, 1)));
                 ffi::lua_pushnil(l);
-                push_bytes(l, b"Expected JSON text (a string)");
+                let msg = format!("bad argument #1 to '?' (string expected, got {})", ty.to_string_lossy());
+                push_bytes(l, msg.as_bytes());
                 return Ok(2);
             };
-            // As lua-cjson: a NUL in the first two bytes is refused (its UTF-16 check), a later
-            // one ends the text.
-            if s.iter().take(2).any(|&b| b == 0) {
+            // As lua-cjson: a NUL in the first two bytes of a text of two or more is refused
+            // (its UTF-16 check), a later one ends the text.
+            if s.len() >= 2 && s.iter().take(2).any(|&b| b == 0) {
                 ffi::lua_pushnil(l);
                 push_bytes(l, b"JSON parser does not support UTF-16 or UTF-32");
                 return Ok(2);
             }
-            let s = s.split(|&b| b == 0).next().unwrap_or_default();
-            let mut buf = s.to_vec();
-            match simd_json::to_borrowed_value(&mut buf) {
-                Ok(v) => {
-                    json::push_decoded(l, &v, 0);
-                    Ok(1)
-                }
-                Err(e) => {
+            match super::lenient_json::decode(l, s) {
+                Ok(()) => Ok(1),
+                Err(msg) => {
                     ffi::lua_pushnil(l);
-                    push_bytes(l, format!("Expected value but found invalid JSON: {e}").as_bytes());
+                    push_bytes(l, msg.as_bytes());
                     Ok(2)
                 }
             }

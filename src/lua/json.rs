@@ -608,43 +608,6 @@ impl Encoder {
     }
 }
 
-/// Pushes the Lua value of a JSON document (eagerly, as plain tables). Used by
-/// `cjson_safe.decode`, which is not on the per-event path.
-pub(crate) unsafe fn push_decoded(l: *mut lua_State, v: &simd_json::BorrowedValue<'_>, depth: usize) {
-    use simd_json::{BorrowedValue as V, StaticNode as S};
-    // SAFETY: the caller owns `l`.
-    unsafe {
-        ffi::luaL_checkstack(l, 4, c"json decode".as_ptr());
-        if depth > MAX_DEPTH {
-            ffi::lua_pushnil(l);
-            return;
-        }
-        match v {
-            V::Static(S::Null) => ffi::lua_pushlightuserdata(l, std::ptr::null_mut()),
-            V::Static(S::Bool(b)) => ffi::lua_pushboolean(l, *b as c_int),
-            V::Static(S::I64(n)) => ffi::lua_pushnumber(l, *n as f64),
-            V::Static(S::U64(n)) => ffi::lua_pushnumber(l, *n as f64),
-            V::Static(S::F64(n)) => ffi::lua_pushnumber(l, *n),
-            V::String(s) => push_bytes(l, s.as_bytes()),
-            V::Array(a) => {
-                ffi::lua_createtable(l, a.len() as c_int, 0);
-                for (i, e) in a.iter().enumerate() {
-                    push_decoded(l, e, depth + 1);
-                    ffi::lua_rawseti_(l, -2, (i + 1) as c_int);
-                }
-            }
-            V::Object(o) => {
-                ffi::lua_createtable(l, 0, o.len() as c_int);
-                for (k, e) in o.iter() {
-                    push_bytes(l, k.as_bytes());
-                    push_decoded(l, e, depth + 1);
-                    ffi::lua_rawset(l, -3);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

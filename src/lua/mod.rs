@@ -59,6 +59,7 @@ mod fast_path;
 pub(crate) mod ffi_util;
 pub(crate) mod hiredis;
 pub(crate) mod json;
+mod lenient_json;
 mod lines;
 pub(crate) mod managed;
 pub(crate) mod member_cache;

@@ -1,0 +1,358 @@
+//! `cjson_safe.decode` against lua-cjson 2.1.0 itself: Debian's `lua-cjson` module run by
+//! `luajit` is the oracle. Hand-picked edge cases (lua-cjson's "invalid numbers", strings
+//! with raw bytes and escapes, nesting limits, every syntax error message) and random texts
+//! (valid JSON in lua-cjson's extended forms, then mutated) are decoded by both; each result
+//! is printed by the same Lua function (keys sorted, numbers with `%.17g`, strings as bytes,
+//! `null` as the sentinel) and must be the same, error messages included.
+//! `.ci/test` installs `luajit` and `lua-cjson`; the test fails, by design, without them.
+
+use std::fmt::Write as _;
+use std::process::Command;
+
+use crate::util::*;
+
+/// Prints a decoded value; shared by both sides. `null` is `cjson_safe.null`.
+const DUMP: &str = r#"
+local function num(n)
+  if n ~= n then return "nan" end
+  if n == math.huge then return "inf" end
+  if n == -math.huge then return "-inf" end
+  if n == 0 and 1 / n < 0 then return "-0" end
+  return string.format("%.17g", n)
+end
+local function str(s)
+  return (s:gsub("[^%w]", function(c) return string.format("\\%02x", c:byte()) end))
+end
+function dump(v, depth)
+  depth = depth or 0
+  local t = type(v)
+  if t == "nil" then return "nil" end
+  if t == "boolean" then return tostring(v) end
+  if t == "number" then return num(v) end
+  if t == "string" then return '"' .. str(v) .. '"' end
+  if v == cjson_safe.null then return "null" end
+  if t == "table" then
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    local names = {}
+    for _, k in ipairs(keys) do names[k] = dump(k, depth + 1) end
+    table.sort(keys, function(a, b) return names[a] < names[b] end)
+    local parts = {}
+    for _, k in ipairs(keys) do parts[#parts + 1] = names[k] .. "=" .. dump(v[k], depth + 1) end
+    return "{" .. table.concat(parts, ",") .. "}"
+  end
+  return t
+end
+function unhex(h)
+  return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end))
+end
+function result(text)
+  local v, err = cjson_safe.decode(text)
+  if v == nil then return "error: " .. tostring(err) end
+  return dump(v)
+end
+"#;
+
+/// Texts at lua-cjson's edges.
+const CASES: &[&[u8]] = &[
+    b"0x1F",
+    b"-0x10",
+    b"0X1.8p1",
+    b"0x",
+    b"[0x]",
+    b"+5",
+    b"007",
+    b"-007.50",
+    b"1.",
+    b"-.5",
+    b"1e400",
+    b"-1e400",
+    b"1e-400",
+    b"1e",
+    b"[1e+]",
+    b"inf",
+    b"-Infinity",
+    b"[INF, nan, NaN, -nan]",
+    b"nan(123)",
+    b"{\"a\": Infinity}",
+    b"infinit",
+    b"[+inf]",
+    b"-",
+    b"[-]",
+    b"- 1",
+    b".5",
+    b"[.5]",
+    b"18446744073709551617",
+    b"-9007199254740993",
+    b"123456789012345678901234567890",
+    b"0.1",
+    b"-0",
+    b"-0.0",
+    b"1E5",
+    b"\"\x01\x1f raw\tcontrol\"",
+    b"\"\xff\xfe not utf-8 \xc3\"",
+    b"{\"\xe9\":\"\xe9\"}",
+    b"\"\\u00e9\\u20ac\\ud83d\\ude00\"",
+    b"\"\\u0000 nul\"",
+    b"\"\\ud83d\"",
+    b"\"\\ud83d\\u0041\"",
+    b"\"\\ude00\"",
+    b"\"\\u12\"",
+    b"\"\\uZZZZ\"",
+    b"\"\\x41\"",
+    b"\"\\/\\b\\f\\n\\r\\t\\\"\\\\\"",
+    b"\"unterminated",
+    b"\"ends in escape\\",
+    b"",
+    b"   ",
+    b"\x0c1",
+    b"1\x0c",
+    b"[1,]",
+    b"[,1]",
+    b"{\"a\" 1}",
+    b"{\"a\":1,}",
+    b"{1:2}",
+    b"{\"a\":}",
+    b"{\"a\":1 \"b\":2}",
+    b"[1 2]",
+    b"[",
+    b"{",
+    b"]",
+    b"}",
+    b"1 2",
+    b"true false",
+    b"truex",
+    b"True",
+    b"nul",
+    b"NULL",
+    b"fals",
+    b"{\"a\":1,\"a\":2}",
+    b"[[[[[]]]]]",
+    b"[[1,[2,[3,{\"x\":[null,true,false]}]]]]",
+    b"{\"\":\"\"}",
+    b"[null]",
+    b"[1,null,3]",
+    b"x",
+    b"'single'",
+    b"/* c */ 1",
+    b"\x00",
+    b"{\"flow_id\":1234567890123456,\"src_port\":-1,\"x\":1.5e-3}",
+];
+
+/// Random values in lua-cjson's forms, as text; `depth` bounds the nesting.
+fn gen_value(rng: &mut Rng, depth: u32, out: &mut Vec<u8>) {
+    let pick = if depth >= 4 { rng.below(6) } else { rng.below(9) };
+    match pick {
+        0 => out.extend_from_slice([&b"true"[..], b"false", b"null"][rng.below(3) as usize]),
+        1 | 2 => gen_number(rng, out),
+        3..=5 => gen_string(rng, out),
+        6 | 7 => {
+            out.push(b'[');
+            for i in 0..rng.below(5) {
+                if i > 0 {
+                    out.push(b',');
+                }
+                gen_space(rng, out);
+                gen_value(rng, depth + 1, out);
+                gen_space(rng, out);
+            }
+            out.push(b']');
+        }
+        _ => {
+            out.push(b'{');
+            for i in 0..rng.below(5) {
+                if i > 0 {
+                    out.push(b',');
+                }
+                gen_space(rng, out);
+                gen_string(rng, out);
+                gen_space(rng, out);
+                out.push(b':');
+                gen_space(rng, out);
+                gen_value(rng, depth + 1, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+fn gen_space(rng: &mut Rng, out: &mut Vec<u8>) {
+    for _ in 0..rng.below(3).saturating_sub(1) {
+        out.push(b" \t\r\n"[rng.below(4) as usize]);
+    }
+}
+
+fn gen_number(rng: &mut Rng, out: &mut Vec<u8>) {
+    let sign = ["", "-", "+"][rng.below(3) as usize];
+    let body = match rng.below(10) {
+        0 => format!("0x{:x}", rng.below(1 << 40)),
+        1 => ["inf", "Infinity", "nan", "NaN", "INF"][rng.below(5) as usize].to_string(),
+        2 => format!("{:03}", rng.below(1000)),
+        3 => format!("{}e{}", rng.below(1000), rng.below(700) as i64 - 350),
+        4 => format!("{}.{}", rng.below(100_000), rng.below(100_000)),
+        5 => format!("{}", rng.next()),
+        6 => format!("{}.{:06}E-{}", rng.below(10), rng.below(1_000_000), rng.below(20)),
+        _ => format!("{}", rng.below(100_000)),
+    };
+    out.extend_from_slice(sign.as_bytes());
+    out.extend_from_slice(body.as_bytes());
+}
+
+fn gen_string(rng: &mut Rng, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for _ in 0..rng.below(8) {
+        match rng.below(12) {
+            0 => out.extend_from_slice(["\\n", "\\\"", "\\\\", "\\/", "\\t", "\\b"][rng.below(6) as usize].as_bytes()),
+            1 => {
+                let _ = write!(
+                    Bytes(out),
+                    "\\u{:04x}",
+                    [0x41, 0xe9, 0x20ac, 0xd83d, 0xde00, 0x0000][rng.below(6) as usize]
+                );
+            }
+            2 => out.extend_from_slice("\\ud83d\\ude00".as_bytes()),
+            3 => out.push(rng.below(0x20) as u8 | 1),
+            4 => out.push(0x80 + rng.below(0x80) as u8),
+            5 => out.extend_from_slice("é€".as_bytes()),
+            _ => out.push(b'a' + rng.below(26) as u8),
+        }
+    }
+    out.push(b'"');
+}
+
+/// `write!` into a byte vector.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// A copy of `text` with a few bytes deleted, replaced or inserted.
+fn mutate(rng: &mut Rng, text: &[u8]) -> Vec<u8> {
+    let mut t = text.to_vec();
+    for _ in 0..1 + rng.below(2) {
+        let at = rng.below(t.len() as u64 + 1) as usize;
+        let b = b"{}[]:,\"\\ 0-+.exnt"[rng.below(17) as usize];
+        match rng.below(3) {
+            0 if at < t.len() => {
+                t.remove(at);
+            }
+            1 if at < t.len() => t[at] = b,
+            _ => t.insert(at, b),
+        }
+    }
+    t
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().fold(String::new(), |mut s, c| {
+        let _ = write!(s, "{c:02x}");
+        s
+    })
+}
+
+/// The oracle's results, one line per case, from `luajit` with Debian's lua-cjson.
+fn oracle(dir: &std::path::Path, cases: &[Vec<u8>]) -> Vec<String> {
+    let list = dir.join("cases.hex");
+    std::fs::write(&list, cases.iter().map(|c| hex(c) + "\n").collect::<String>()).unwrap();
+    let script = dir.join("oracle.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "cjson_safe = require('cjson.safe')\n{DUMP}\nfor line in io.lines(arg[1]) do io.write(result(unhex(line)), '\\n') end\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new("luajit")
+        .arg(&script)
+        .arg(&list)
+        .output()
+        .unwrap_or_else(|e| panic!("luajit (with lua-cjson) is needed as the oracle; .ci/test installs it: {e}"));
+    assert!(
+        out.status.success(),
+        "the oracle failed (is lua-cjson installed? .ci/test installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn decode_matches_lua_cjson() {
+    let mut cases: Vec<Vec<u8>> = CASES.iter().map(|c| c.to_vec()).collect();
+    // Nesting at lua-cjson's limit (1,000) and beyond.
+    for depth in [999, 1000, 1001, 1030] {
+        let mut t = "[".repeat(depth).into_bytes();
+        t.extend_from_slice("]".repeat(depth).as_bytes());
+        cases.push(t);
+    }
+    let mut t = "{\"a\":".repeat(1001).into_bytes();
+    t.extend_from_slice(b"1");
+    t.extend_from_slice("}".repeat(1001).as_bytes());
+    cases.push(t);
+    let mut rng = Rng::new(0x5eed_c1a0);
+    for _ in 0..600 {
+        let mut v = Vec::new();
+        gen_value(&mut rng, 0, &mut v);
+        if rng.below(2) == 0 {
+            v = mutate(&mut rng, &v);
+        }
+        cases.push(v);
+    }
+
+    let env = Env::new();
+    let expected = oracle(env.dir.path(), &cases);
+    assert_eq!(expected.len(), cases.len());
+    env.config(
+        "inputs = { { tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" } }\n\
+         analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" } }\n\
+         outputs = { { tag = \"out\", uri = \"file://out.json<\" } }\n",
+    );
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        &format!(
+            "{DUMP}\nfunction setup() end\nfunction loop(msg)\n  dragonfly.output_event(default_output, {{ i = msg.i, r = result(unhex(msg.c)) }})\nend\n"
+        ),
+    );
+    let lines: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{{\"i\":{i},\"c\":\"{}\"}}", hex(c)))
+        .collect();
+    env.write_log("in.json", &join_lines(&lines));
+    env.run(&[]).assert_success();
+    let mut got: Vec<(u64, String)> = json_lines(&env.log("out.json"))
+        .into_iter()
+        .map(|v| (v["i"].as_u64().unwrap(), v["r"].as_str().unwrap().to_string()))
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), cases.len());
+    let mut wrong = Vec::new();
+    for ((i, r), want) in got.iter().zip(&expected) {
+        if r != want {
+            wrong.push(format!(
+                "case {i} {:?}:\n  lua-cjson: {}\n  engine:    {}",
+                String::from_utf8_lossy(&cases[*i as usize][..cases[*i as usize].len().min(60)])
+                    .chars()
+                    .take(120)
+                    .collect::<String>(),
+                &want[..want.len().min(200)],
+                &r[..r.len().min(200)]
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases differ:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
