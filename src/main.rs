@@ -91,6 +91,9 @@ enum Mode {
         /// Keep every run's folder (those of failed runs are always kept).
         #[arg(long)]
         keep: bool,
+        /// Run only the tests whose name contains TEXT (repeatable).
+        #[arg(long = "name", value_name = "TEXT")]
+        names: Vec<String>,
     },
     /// Print a sample of the live events passing one point of a running engine (its HTTP
     /// endpoint: --http ADDR, else config.lua's http_address, else 127.0.0.1:7070).
@@ -271,7 +274,7 @@ fn tap(cli: &Cli) -> ExitCode {
 }
 
 /// `dragonfly-mle test`: 0 when every test passed, 1 otherwise.
-fn test(cli: &Cli, paths: &[PathBuf], update: bool, keep: bool) -> ExitCode {
+fn test(cli: &Cli, paths: &[PathBuf], update: bool, keep: bool, names: &[String]) -> ExitCode {
     let engine = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -286,6 +289,7 @@ fn test(cli: &Cli, paths: &[PathBuf], update: bool, keep: bool) -> ExitCode {
         shards: cli.shards.map(|n| n as usize),
         keep,
         engine,
+        names: names.to_vec(),
     };
     match dragonfly_mle::testkit::run(&opts, &mut std::io::stdout()) {
         Ok(r) if r.failed == 0 => ExitCode::SUCCESS,
@@ -299,8 +303,14 @@ fn test(cli: &Cli, paths: &[PathBuf], update: bool, keep: bool) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Mode::Test { paths, update, keep }) = &cli.command {
-        return test(&cli, paths, *update, *keep);
+    if let Some(Mode::Test {
+        paths,
+        update,
+        keep,
+        names,
+    }) = &cli.command
+    {
+        return test(&cli, paths, *update, *keep, names);
     }
     if let Some(Mode::Tap { .. }) = &cli.command {
         return tap(&cli);

@@ -32,6 +32,12 @@ tests = {
                each = { redis_error = { absent = true } },
             },
          },
+         -- What the run left in Redis: a number matches Redis's text of it.
+         redis = {
+            { "GET", "count:dns", equals = 43 },
+            { "GET", "count:flow", equals = 1 },
+            { "GET", "count:alert", absent = true },
+         },
       },
    },
 }

@@ -111,22 +111,9 @@ pub(super) fn start_http(
 /// Runs the Redis commands of a file (one JSON array of strings per line) against the
 /// configured Redis: a test's contents, loaded before anything starts.
 pub(super) fn preload_redis(cfg: &Config, path: &std::path::Path) -> anyhow::Result<()> {
-    use simd_json::prelude::*;
-    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut con = crate::lua::hiredis::open(&cfg.redis, cfg.redis_timeouts())?;
-    for (i, line) in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-        let mut b = line.to_vec();
-        let v = simd_json::to_owned_value(&mut b).with_context(|| format!("command {}", i + 1))?;
-        let args: Vec<&str> = v
-            .as_array()
-            .and_then(|a| a.iter().map(|x| x.as_str()).collect())
-            .filter(|a: &Vec<&str>| !a.is_empty())
-            .with_context(|| format!("command {}: expected a list of strings", i + 1))?;
-        let mut c = redis::cmd(args[0]);
-        for a in &args[1..] {
-            c.arg(*a);
-        }
-        if let redis::Value::ServerError(e) = redis::ConnectionLike::req_command(&mut con, &c)? {
+    for (i, args) in read_commands(path)?.iter().enumerate() {
+        if let redis::Value::ServerError(e) = redis::ConnectionLike::req_command(&mut con, &command(args))? {
             anyhow::bail!(
                 "command {} ({}): {} {}",
                 i + 1,
@@ -137,6 +124,86 @@ pub(super) fn preload_redis(cfg: &Config, path: &std::path::Path) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+/// The commands of a test's file: one JSON array of strings per line.
+fn read_commands(path: &std::path::Path) -> anyhow::Result<Vec<Vec<String>>> {
+    use simd_json::prelude::*;
+    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut cmds = Vec::new();
+    for (i, line) in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        let mut b = line.to_vec();
+        let v = simd_json::to_owned_value(&mut b).with_context(|| format!("command {}", i + 1))?;
+        let args: Vec<String> = v
+            .as_array()
+            .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect())
+            .filter(|a: &Vec<String>| !a.is_empty())
+            .with_context(|| format!("command {}: expected a list of strings", i + 1))?;
+        cmds.push(args);
+    }
+    Ok(cmds)
+}
+
+fn command(args: &[String]) -> redis::Cmd {
+    let mut c = redis::cmd(&args[0]);
+    for a in &args[1..] {
+        c.arg(a);
+    }
+    c
+}
+
+/// Runs a test's Redis checks (`expect.redis`, the commands in file `cmds`) and writes each
+/// reply to `out` as one JSON
+/// value per line: a bulk or status string as a string, an integer as a number, nil as
+/// `null`, an array as an array, an error as `{"error": "CODE detail"}`.
+pub(super) fn redis_replies(
+    target: &crate::config::types::RedisTarget,
+    timeouts: crate::config::types::RedisTimeouts,
+    cmds: &std::path::Path,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let cmds = read_commands(cmds)?;
+    let mut con = crate::lua::hiredis::open(target, timeouts)?;
+    let mut text = Vec::new();
+    for args in &cmds {
+        let v = redis::ConnectionLike::req_command(&mut con, &command(args))?;
+        text.extend_from_slice(simd_json::prelude::Writable::encode(&reply_json(&v)).as_bytes());
+        text.push(b'\n');
+    }
+    std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))
+}
+
+fn reply_json(v: &redis::Value) -> simd_json::OwnedValue {
+    use redis::Value as R;
+    use simd_json::OwnedValue as J;
+    match v {
+        R::Nil => J::Static(simd_json::StaticNode::Null),
+        R::Int(n) => J::from(*n),
+        R::BulkString(b) => J::from(String::from_utf8_lossy(b).into_owned()),
+        R::SimpleString(s) => J::from(s.clone()),
+        R::Okay => J::from("OK"),
+        R::Double(d) => J::from(*d),
+        R::Boolean(b) => J::from(*b),
+        R::Array(a) | R::Set(a) => J::from(a.iter().map(reply_json).collect::<Vec<_>>()),
+        R::Map(m) => J::from(
+            m.iter()
+                .flat_map(|(k, v)| [reply_json(k), reply_json(v)])
+                .collect::<Vec<_>>(),
+        ),
+        R::ServerError(e) => {
+            let mut o = simd_json::value::owned::Object::default();
+            o.insert(
+                "error".into(),
+                J::from(
+                    format!("{} {}", e.code(), e.details().unwrap_or(""))
+                        .trim_end()
+                        .to_string(),
+                ),
+            );
+            J::from(o)
+        }
+        other => J::from(format!("{other:?}")),
+    }
 }
 
 /// Sends `MODULE LOAD` for every module of config.lua; failures are reported, not fatal.

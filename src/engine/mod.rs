@@ -53,6 +53,11 @@ pub fn http_address(root: &std::path::Path, config_file: Option<&std::path::Path
 /// one command per line, run before anything starts.
 pub(crate) const TEST_REDIS_ENV: &str = "DFM_TEST_REDIS";
 
+/// The variable `dragonfly-mle test` passes a test's Redis checks in (`expect.redis`): a file
+/// of commands as [`TEST_REDIS_ENV`]'s, run once the pipeline has ended, before the managed
+/// Redis stops; their replies go to `<file>.replies`, one JSON value per line.
+pub(crate) const TEST_REDIS_CHECKS_ENV: &str = "DFM_TEST_REDIS_CHECKS";
+
 /// Command-line choices that shape the engine.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -227,7 +232,17 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
         }
         r.context("the test's Redis commands")?;
     }
+    let checks =
+        std::env::var_os(TEST_REDIS_CHECKS_ENV).map(|p| (PathBuf::from(p), cfg.redis.clone(), cfg.redis_timeouts()));
     let r = run_configured(opts, cfg);
+    if let (Ok(_), Some((path, target, timeouts))) = (&r, checks) {
+        let mut out = path.clone().into_os_string();
+        out.push(".replies");
+        if let Err(e) = redis_replies(&target, timeouts, &path, &PathBuf::from(&out)) {
+            crate::lua::managed::stop();
+            return Err(e.context("the test's Redis checks"));
+        }
+    }
     crate::lua::managed::stop();
     r
 }

@@ -35,6 +35,8 @@ pub struct TestOptions {
     pub keep: bool,
     /// The engine binary to run.
     pub engine: PathBuf,
+    /// Run only the tests whose name contains one of these (none: every test).
+    pub names: Vec<String>,
 }
 
 /// What a test session found.
@@ -53,6 +55,21 @@ pub fn run(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Report> {
     for f in &files {
         cases.extend(spec::load(f, &opts.root)?);
     }
+    let all = cases.len();
+    if !opts.names.is_empty() {
+        cases.retain(|c| opts.names.iter().any(|n| c.name.contains(n.as_str())));
+        if cases.is_empty() && all > 0 {
+            anyhow::bail!(
+                "no test name contains {} (of {all} tests in {} files)",
+                opts.names
+                    .iter()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                files.len()
+            );
+        }
+    }
     if cases.is_empty() {
         anyhow::bail!(
             "no test in {} (a file's tests are a list: tests = {{ {{ name = ..., ... }} }})",
@@ -67,7 +84,11 @@ pub fn run(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let mut failures = Vec::new();
     let _ = writeln!(out, "running {} tests from {} files", cases.len(), files.len());
-    for stale in stale_expected(&cases) {
+    if cases.len() < all {
+        let _ = writeln!(out, "({} tests left out by --name)", all - cases.len());
+    }
+    // With --name, the tests left out still own their expected folders.
+    for stale in stale_expected(&cases).into_iter().filter(|_| opts.names.is_empty()) {
         let _ = writeln!(
             out,
             "warning: {} belongs to no test (a test renamed? its records are no longer checked; --update writes the new name's)",
@@ -221,6 +242,8 @@ struct RunOutput {
     outputs: Vec<(String, Vec<Vec<u8>>)>,
     log: Vec<OwnedValue>,
     script_errors: u64,
+    /// The replies to the test's `expect.redis` commands, in order.
+    redis: Vec<OwnedValue>,
 }
 
 /// Runs `case` on `shards` shards and checks it; the problems found and the run's folder.
@@ -313,15 +336,23 @@ fn engine_run(case: &TestCase, shards: usize, opts: &TestOptions, dir: &Path) ->
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(dir.join("stdout.txt"))?)
         .stderr(std::fs::File::create(dir.join("stderr.txt"))?);
-    if !case.redis.is_empty() {
+    let write_commands = |name: &str, list: &mut dyn Iterator<Item = &Vec<String>>| -> std::io::Result<PathBuf> {
         let mut cmds = String::new();
-        for c in &case.redis {
+        for c in list {
             let args: Vec<OwnedValue> = c.iter().map(|a| OwnedValue::from(a.as_str())).collect();
             cmds.push_str(&simd_json::prelude::Writable::encode(&OwnedValue::from(args)));
             cmds.push('\n');
         }
-        std::fs::write(dir.join("redis.json"), cmds)?;
-        cmd.env(crate::engine::TEST_REDIS_ENV, dir.join("redis.json"));
+        std::fs::write(dir.join(name), cmds)?;
+        Ok(dir.join(name))
+    };
+    if !case.redis.is_empty() {
+        let path = write_commands("redis.json", &mut case.redis.iter())?;
+        cmd.env(crate::engine::TEST_REDIS_ENV, path);
+    }
+    if !case.redis_checks.is_empty() {
+        let path = write_commands("redis-checks.json", &mut case.redis_checks.iter().map(|(c, _)| c))?;
+        cmd.env(crate::engine::TEST_REDIS_CHECKS_ENV, path);
     }
     let mut child = cmd
         .spawn()
@@ -369,11 +400,39 @@ fn engine_run(case: &TestCase, shards: usize, opts: &TestOptions, dir: &Path) ->
         .filter(|l| !l.is_empty())
         .filter_map(|l| compare::parse(l).ok())
         .collect();
+    let redis = if case.redis_checks.is_empty() {
+        Vec::new()
+    } else {
+        let path = dir.join("redis-checks.json.replies");
+        std::fs::read(&path)
+            .with_context(|| format!("the engine wrote no replies to the Redis checks ({})", path.display()))?
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| compare::parse(l).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())))
+            .collect::<anyhow::Result<_>>()?
+    };
     Ok(RunOutput {
         outputs,
         log,
         script_errors,
+        redis,
     })
+}
+
+/// What is wrong with value `v` (`None`: absent) under check `m`, if anything.
+fn mismatch(m: &Matcher, v: Option<&OwnedValue>, matches: &dyn Fn(&str, &str) -> bool) -> Option<String> {
+    let enc = simd_json::prelude::Writable::encode;
+    match (m, v) {
+        (Matcher::Exists, None) => Some("expected to exist, absent".to_string()),
+        (Matcher::Absent, Some(v)) => Some(format!("expected absent, got {}", compare::text(v))),
+        (Matcher::Equals(w), None) => Some(format!("expected {}, absent", enc(w))),
+        (Matcher::Equals(w), Some(v)) if !compare::same(w, v) => Some(format!("expected {}, got {}", enc(w), enc(v))),
+        (Matcher::Matches(p), None) => Some(format!("expected to match {p:?}, absent")),
+        (Matcher::Matches(p), Some(v)) if !matches(&compare::text(v), p) => {
+            Some(format!("expected to match {p:?}, got {}", compare::text(v)))
+        }
+        _ => None,
+    }
 }
 
 /// `--update`: the expected files are what this run wrote.
@@ -518,28 +577,42 @@ fn check_assertions(case: &TestCase, got: &RunOutput, lua: &mlua::Lua, problems:
             Which::Each => recs.iter().enumerate().map(|(i, r)| (i + 1, r)).collect(),
         };
         for (n, r) in picked {
-            let v = compare::lookup(r, &f.path);
             let at = format!("output {}, record {n}, {}", f.output, f.path);
-            let problem = match (&f.matcher, v) {
-                (Matcher::Exists, None) => Some("expected to exist, absent".to_string()),
-                (Matcher::Absent, Some(v)) => Some(format!("expected absent, got {}", compare::text(v))),
-                (Matcher::Equals(w), None) => {
-                    Some(format!("expected {}, absent", simd_json::prelude::Writable::encode(w)))
-                }
-                (Matcher::Equals(w), Some(v)) if !compare::same(w, v) => Some(format!(
-                    "expected {}, got {}",
-                    simd_json::prelude::Writable::encode(w),
-                    simd_json::prelude::Writable::encode(v)
-                )),
-                (Matcher::Matches(p), None) => Some(format!("expected to match {p:?}, absent")),
-                (Matcher::Matches(p), Some(v)) if !matches(&compare::text(v), p) => {
-                    Some(format!("expected to match {p:?}, got {}", compare::text(v)))
-                }
-                _ => None,
-            };
-            if let Some(p) = problem {
+            if let Some(p) = mismatch(&f.matcher, compare::lookup(r, &f.path), &matches) {
                 problems.push(format!("{at}: {p}"));
             }
+        }
+    }
+    if got.redis.len() != case.redis_checks.len() {
+        problems.push(format!(
+            "redis: {} checks, {} replies",
+            case.redis_checks.len(),
+            got.redis.len()
+        ));
+    }
+    for ((args, m), reply) in case.redis_checks.iter().zip(&got.redis) {
+        use simd_json::prelude::{TypedScalarValue, ValueAsArray, ValueAsObject, ValueAsScalar};
+        let reply = Some(reply).filter(|r| !r.is_null());
+        // A number expected: Redis answers GET and the like with its text.
+        let as_number = match (m, reply.and_then(|r| r.as_str())) {
+            (Matcher::Equals(w), Some(text)) if w.is_number() => {
+                let t = text.trim();
+                t.parse::<i64>()
+                    .map(OwnedValue::from)
+                    .ok()
+                    .or_else(|| t.parse::<f64>().ok().map(OwnedValue::from))
+            }
+            // `{}` in Lua is also the empty list Redis answers for a missing hash or set.
+            (Matcher::Equals(w), _)
+                if w.as_object().is_some_and(|o| o.is_empty())
+                    && reply.and_then(|r| r.as_array()).is_some_and(|a| a.is_empty()) =>
+            {
+                Some(w.clone())
+            }
+            _ => None,
+        };
+        if let Some(p) = mismatch(m, as_number.as_ref().or(reply), &matches) {
+            problems.push(format!("redis {}: {p}", args.join(" ")));
         }
     }
     for want in &case.logs {

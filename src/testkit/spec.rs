@@ -39,6 +39,9 @@ pub(crate) struct TestCase {
     pub events: Vec<Vec<u8>>,
     /// Redis commands run before the engine starts.
     pub redis: Vec<Vec<String>>,
+    /// Redis commands run once the engine has processed everything, and what each reply
+    /// must be (`expect.redis`).
+    pub redis_checks: Vec<(Vec<String>, Matcher)>,
     pub clock: Virtual,
     /// Shard counts to run on.
     pub shards: Vec<usize>,
@@ -155,7 +158,7 @@ const TEST_KEYS: &[&str] = &[
     "timeout",
     "expect",
 ];
-const EXPECT_KEYS: &[&str] = &["outputs", "fields", "counts", "log", "script_errors"];
+const EXPECT_KEYS: &[&str] = &["outputs", "fields", "counts", "log", "script_errors", "redis"];
 
 /// A key of `t` that is not one of `known` (a typo would otherwise make a check vanish).
 fn unknown_key(t: &Table, known: &[&str]) -> Option<String> {
@@ -246,21 +249,7 @@ fn test_case(file: &Path, dir: &Path, default_root: &Path, k: usize, t: &Table) 
     if let Value::Table(list) = t.get::<Value>("redis").unwrap_or(Value::Nil) {
         for (i, c) in list.sequence_values::<Table>().enumerate() {
             let c = c.map_err(|e| at(&format!("redis[{}]", i + 1), e.to_string()))?;
-            let args: Vec<String> = c
-                .sequence_values::<Value>()
-                .map(|a| match a {
-                    Ok(Value::String(s)) => Ok(s.to_string_lossy()),
-                    Ok(Value::Integer(n)) => Ok(n.to_string()),
-                    Ok(Value::Number(n)) => Ok(n.to_string()),
-                    Ok(other) => Err(format!("arguments are strings or numbers, got {}", other.type_name())),
-                    Err(e) => Err(e.to_string()),
-                })
-                .collect::<Result<_, _>>()
-                .map_err(|m| at(&format!("redis[{}]", i + 1), m))?;
-            if args.is_empty() {
-                return Err(at(&format!("redis[{}]", i + 1), "an empty command".into()));
-            }
-            redis.push(args);
+            redis.push(command_args(&c).map_err(|m| at(&format!("redis[{}]", i + 1), m))?);
         }
     }
     let start = match t.get::<Value>("clock").unwrap_or(Value::Nil) {
@@ -324,6 +313,7 @@ fn test_case(file: &Path, dir: &Path, default_root: &Path, k: usize, t: &Table) 
         input: string("input")?,
         events,
         redis,
+        redis_checks: Vec::new(),
         clock,
         shards,
         fields: Vec::new(),
@@ -391,6 +381,29 @@ fn read_expect(e: &Table, case: &mut TestCase) -> Result<(), (String, String)> {
             case.logs.push(fields);
         }
     }
+    if let Some(checks) = e.get::<Option<Table>>("redis").map_err(lua_err("redis"))? {
+        for (i, c) in checks.sequence_values::<Table>().enumerate() {
+            let w = format!("redis[{}]", i + 1);
+            let c = c.map_err(|err| (w.clone(), err.to_string()))?;
+            let args = command_args(&c).map_err(|m| (w.clone(), m))?;
+            let named = ["equals", "exists", "absent", "matches"];
+            if !named.iter().any(|k| !matches!(c.get::<Value>(*k), Ok(Value::Nil))) {
+                return Err((
+                    w,
+                    "say what the reply must be: equals = v, matches = \"pattern\", exists = true or absent = true"
+                        .into(),
+                ));
+            }
+            if let Some(k) = unknown_key_named(&c, &named) {
+                return Err((
+                    w,
+                    format!("unknown setting {k:?} (a check is one of {})", named.join(", ")),
+                ));
+            }
+            let m = matcher(&Value::Table(c)).map_err(|m| (w, m))?;
+            case.redis_checks.push((args, m));
+        }
+    }
     if let Some(fields) = e.get::<Option<Table>>("fields").map_err(lua_err("fields"))? {
         for pair in fields.pairs::<String, Table>() {
             let (output, per) = pair.map_err(lua_err("fields"))?;
@@ -418,6 +431,35 @@ fn read_expect(e: &Table, case: &mut TestCase) -> Result<(), (String, String)> {
             .sort_by(|a, b| (&a.output, &a.path).cmp(&(&b.output, &b.path)));
     }
     Ok(())
+}
+
+/// The array part of `c`: a Redis command and its arguments (strings or numbers).
+fn command_args(c: &Table) -> Result<Vec<String>, String> {
+    let args: Vec<String> = c
+        .sequence_values::<Value>()
+        .map(|a| match a {
+            Ok(Value::String(s)) => Ok(s.to_string_lossy()),
+            Ok(Value::Integer(n)) => Ok(n.to_string()),
+            Ok(Value::Number(n)) => Ok(n.to_string()),
+            Ok(other) => Err(format!("arguments are strings or numbers, got {}", other.type_name())),
+            Err(e) => Err(e.to_string()),
+        })
+        .collect::<Result<_, _>>()?;
+    if args.is_empty() {
+        return Err("an empty command".into());
+    }
+    Ok(args)
+}
+
+/// A string key of `t` that is not one of `known` (its array part aside).
+fn unknown_key_named(t: &Table, known: &[&str]) -> Option<String> {
+    t.clone()
+        .pairs::<Value, Value>()
+        .filter_map(Result::ok)
+        .find_map(|(k, _)| match k {
+            Value::String(s) if !known.contains(&s.to_string_lossy().as_str()) => Some(s.to_string_lossy()),
+            _ => None,
+        })
 }
 
 /// `{ equals = v }`, `{ exists = true }`, `{ absent = true }`, `{ matches = "pattern" }`; a

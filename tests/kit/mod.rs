@@ -333,3 +333,54 @@ tests = { {
     let (code, out) = kit(&["-r", root.to_str().unwrap(), "test"]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// `expect.redis` checks what the analyzers left in Redis once the run ended (a number
+/// against Redis's text of it, a nil reply as absent, a pattern, an integer reply), and
+/// `--name` runs only the tests whose name contains the text.
+#[test]
+fn redis_contents_are_checked_and_tests_run_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = manifest_dir().join("scripts");
+    let file = dir.path().join("redis.test.lua");
+    let event = "{ event_type = \"dns\", src_ip = \"10.0.0.1\", dest_ip = \"10.0.0.2\", src_port = 1, dest_port = 53, proto = \"UDP\", dns = { rrname = \"a.example\" } }";
+    fs::write(
+        &file,
+        format!(
+            "tests = {{\n\
+             {{ name = \"redis right\", root = {root:?}, shards = 1, redis = {{ {{ \"SET\", \"count:dns\", \"41\" }} }},\n\
+               events = {{ {event} }},\n\
+               expect = {{ redis = {{ {{ \"GET\", \"count:dns\", equals = 42 }}, {{ \"GET\", \"count:x\", absent = true }},\n\
+                 {{ \"EXISTS\", \"count:dns\", equals = 1 }}, {{ \"GET\", \"count:dns\", matches = \"^4%d$\" }} }} }} }},\n\
+             {{ name = \"redis wrong\", root = {root:?}, shards = 1, events = {{ {event} }},\n\
+               expect = {{ redis = {{ {{ \"GET\", \"count:dns\", equals = 7 }}, {{ \"GET\", \"count:dns\", absent = true }} }} }} }},\n\
+             }}\n",
+            root = scripts.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let (code, out) = kit(&["test", path, "--name", "right"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("running 1 tests") && out.contains("(1 tests left out by --name)"),
+        "{out}"
+    );
+    assert!(out.contains("test result: ok. 1 passed; 0 failed"), "{out}");
+    let (code, out) = kit(&["test", path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("redis GET count:dns: expected 7, got 1"), "{out}");
+    assert!(out.contains("redis GET count:dns: expected absent, got 1"), "{out}");
+    assert!(out.contains("test result: FAILED. 1 passed; 1 failed"), "{out}");
+    let (code, out) = kit(&["test", path, "--name", "nothing like it"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("no test name contains \"nothing like it\" (of 2 tests"),
+        "{out}"
+    );
+    // A check that says nothing is refused, not passed.
+    fs::write(&file, format!("tests = {{ {{ name = \"t\", root = {root:?}, events = {{ {event} }}, expect = {{ redis = {{ {{ \"GET\", \"k\" }} }} }} }} }}\n", root = scripts.to_str().unwrap())).unwrap();
+    let (code, out) = kit(&["test", path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("expect.redis[1]") || out.contains("redis[1]"), "{out}");
+    assert!(out.contains("say what the reply must be"), "{out}");
+}
