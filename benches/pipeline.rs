@@ -844,6 +844,25 @@ end
 ",
         expect: Expect::Keys(&["timestamp", "event_type", "src_ip", "dest_ip", "proto", "flow_id"]),
     },
+    // A filter that annotates the event before handing it on: the event is copied into the
+    // analyzer's state (its line shared, its changes copied).
+    LuaCase {
+        name: "annotate_then_analyze",
+        filter: "\
+function setup() end
+function loop(msg)
+  msg.seen_by = 'filter'
+  dragonfly.analyze_event(default_analyzer, msg)
+end
+",
+        analyzer: "\
+function setup() end
+function loop(msg)
+  dragonfly.output_event(default_output, msg)
+end
+",
+        expect: Expect::Keys(&["seen_by", "timestamp"]),
+    },
     // A threat-intel record as an analyzer reads it from Redis: `cjson_safe.decode` per event.
     LuaCase {
         name: "cjson_decode_record",

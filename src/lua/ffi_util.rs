@@ -92,6 +92,8 @@ pub(crate) mod reg {
     pub(crate) const PRECISION: c_int = 4;
     /// The set (weak keys) of coroutines the engine runs pipelined calls in.
     pub(crate) const ENGINE_THREADS: c_int = -17_011;
+    /// The table `copy_value` records its copies in (empty between copies).
+    pub(crate) const COPY_SEEN: c_int = -17_012;
 }
 
 thread_local! {

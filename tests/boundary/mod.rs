@@ -461,3 +461,61 @@ fn a_run_that_lost_events_exits_3() {
     env.write_log("nowhere.json", b"{\"a\":1}\n");
     env.run(&[]).assert_success();
 }
+
+/// Values reach an analyzer as the original's `marshal` passed them: a cycle, a table reached
+/// twice (one copy, reached twice), a Lua function with its upvalues (a recursive one too),
+/// an event table that holds itself; a C function is an error in the sender.
+#[test]
+fn values_pass_to_analyzers_as_marshal_passed_them() {
+    let env = Env::simple(
+        "file://in.json",
+        "function setup() end\n\
+         function loop(msg)\n\
+           dragonfly.output_event(default_output, {\n\
+             cyc = rawequal(msg.t.self, msg.t), name = msg.t.self.self.name,\n\
+             shared = rawequal(msg.v.a, msg.v.b), second = msg.v.b[2],\n\
+             add = msg.f(5), fact = msg.fact(5), me = msg.ev.me.i, same_ev = rawequal(msg.ev.me, msg.ev),\n\
+             c_err = msg.c_err })\n\
+         end\n",
+        "",
+        "",
+    );
+    env.filter(
+        "filter.lua",
+        "function setup() end\n\
+         function loop(msg)\n\
+           local t = { name = 'x' }; t.self = t\n\
+           local s = { 1, 2 }\n\
+           local k = 10\n\
+           local function fact(n) if n <= 1 then return 1 end return n * fact(n - 1) end\n\
+           local _, err = pcall(dragonfly.analyze_event, default_analyzer, { p = print })\n\
+           msg.me = msg\n\
+           dragonfly.analyze_event(default_analyzer, { t = t, v = { a = s, b = s },\n\
+             f = function(x) return x + k end, fact = fact, ev = msg, c_err = tostring(err) })\n\
+         end\n",
+    );
+    let n = 40;
+    let lines: Vec<String> = (0..n).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&[]);
+    out.assert_success();
+    let recs = json_lines(&env.log("out.json"));
+    assert_eq!(recs.len(), n, "{}", out.stderr);
+    let mut seen: Vec<u64> = Vec::new();
+    for r in &recs {
+        assert_eq!(r["cyc"], true, "{r}");
+        assert_eq!(r["name"], "x", "{r}");
+        assert_eq!(r["shared"], true, "{r}");
+        assert_eq!(r["second"], 2, "{r}");
+        assert_eq!(r["add"], 15, "{r}");
+        assert_eq!(r["fact"], 120, "{r}");
+        assert_eq!(r["same_ev"], true, "{r}");
+        assert!(
+            r["c_err"].as_str().unwrap().contains("cannot pass a function value"),
+            "{r}"
+        );
+        seen.push(r["me"].as_u64().unwrap());
+    }
+    seen.sort();
+    assert_eq!(seen, (0..n as u64).collect::<Vec<_>>());
+}
