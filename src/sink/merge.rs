@@ -3,8 +3,10 @@
 //! and each event ends with an `END_OF_EVENT` record, so that an event with no output still
 //! advances the order. Batches wait in per-(worker, input) queues until their turn; records of
 //! unordered outputs are written at once. Records outside any input (`setup()`, timers, `{log}`
-//! reports) keep their worker's order: they wait until every ordered record that worker sent
-//! before them is written (held in the merge; the worker's ring keeps being drained).
+//! reports) keep their worker's order: they wait until every ordered batch that worker sent
+//! before them is written, and go out as soon as it is, before the worker's later events (held
+//! in the merge; the worker's ring keeps being drained). So on one worker a timer's record
+//! has one place whatever the timing: after the events of the batches before it.
 
 use std::collections::VecDeque;
 
@@ -22,8 +24,12 @@ pub(crate) struct Merge {
     pending: Vec<Vec<VecDeque<Pending>>>,
     /// Per input: the next sequence number to write.
     next_seq: Vec<u64>,
-    /// Per worker: batches outside any input waiting for that worker's pending batches.
-    held: Vec<VecDeque<OutBatch>>,
+    /// Per worker: batches outside any input waiting for that worker's earlier batches, each
+    /// with the count of ordered batches per input the worker had sent before it.
+    held: Vec<VecDeque<(OutBatch, Vec<u64>)>>,
+    /// Per worker, per input: ordered batches taken, and those fully written.
+    taken: Vec<Vec<u64>>,
+    written: Vec<Vec<u64>>,
 }
 
 impl Merge {
@@ -34,6 +40,8 @@ impl Merge {
                 .collect(),
             next_seq: vec![0; inputs],
             held: (0..workers).map(|_| VecDeque::new()).collect(),
+            taken: vec![vec![0; inputs]; workers],
+            written: vec![vec![0; inputs]; workers],
         }
     }
 
@@ -48,8 +56,8 @@ impl Merge {
         !self.held[w].is_empty() || self.pending[w].iter().any(|q| !q.is_empty())
     }
 
-    /// Writes the held batches of workers with nothing ordered pending (all of them with
-    /// `all`: the run ends), handing each batch to `recycle`.
+    /// Writes the held batches whose earlier batches are all written (all of them with `all`:
+    /// the run ends), handing each batch to `recycle`.
     fn release(
         &mut self,
         all: bool,
@@ -57,15 +65,27 @@ impl Merge {
         mut recycle: impl FnMut(usize, OutBatch),
     ) {
         for w in 0..self.held.len() {
-            if !all && self.pending[w].iter().any(|q| !q.is_empty()) {
-                continue;
+            self.release_worker(w, all, &mut write, &mut recycle);
+        }
+    }
+
+    /// [`release`](Self::release) for worker `w`.
+    fn release_worker(
+        &mut self,
+        w: usize,
+        all: bool,
+        write: &mut impl FnMut(&OutRec, &[u8], u64),
+        recycle: &mut impl FnMut(usize, OutBatch),
+    ) {
+        while let Some((_, before)) = self.held[w].front() {
+            if !all && before.iter().zip(&self.written[w]).any(|(b, done)| done < b) {
+                break;
             }
-            while let Some(b) = self.held[w].pop_front() {
-                for r in b.recs.iter().filter(|r| r.output != END_OF_EVENT) {
-                    write(r, &b.data[r.start as usize..r.end as usize], b.read_ns);
-                }
-                recycle(w, b);
+            let Some((b, _)) = self.held[w].pop_front() else { break };
+            for r in b.recs.iter().filter(|r| r.output != END_OF_EVENT) {
+                write(r, &b.data[r.start as usize..r.end as usize], b.read_ns);
             }
+            recycle(w, b);
         }
     }
 
@@ -84,7 +104,7 @@ impl Merge {
         mut write: impl FnMut(&OutRec, &[u8], u64),
     ) -> Option<OutBatch> {
         if batch.input == NO_INPUT && self.waiting(w) {
-            self.held[w].push_back(batch);
+            self.held[w].push_back((batch, self.taken[w].clone()));
             return None;
         }
         let mut has_ordered = false;
@@ -98,6 +118,7 @@ impl Merge {
         if !has_ordered {
             return Some(batch);
         }
+        self.taken[w][batch.input as usize] += 1;
         self.pending[w][batch.input as usize].push_back(Pending { batch, next: 0 });
         None
     }
@@ -110,6 +131,9 @@ impl Merge {
         mut write: impl FnMut(&OutRec, &[u8], u64),
         mut recycle: impl FnMut(usize, OutBatch),
     ) {
+        // Held batches that can go now (their worker's earlier batches were written by an
+        // earlier call) go before any later event.
+        self.release(false, &mut write, &mut recycle);
         for input in 0..self.next_seq.len() {
             loop {
                 let want = self.next_seq[input];
@@ -122,9 +146,11 @@ impl Merge {
                 };
                 // Write this event's records from worker w, up to its end marker.
                 let queue = &mut self.pending[w][input];
+                let mut finished = 0;
                 while let Some(p) = queue.front_mut() {
                     let Some(r) = p.batch.recs.get(p.next).copied() else {
                         if let Some(done) = queue.pop_front() {
+                            finished += 1;
                             recycle(w, done.batch);
                         }
                         continue;
@@ -138,6 +164,7 @@ impl Merge {
                         if p.next == p.batch.recs.len()
                             && let Some(done) = queue.pop_front()
                         {
+                            finished += 1;
                             recycle(w, done.batch);
                         }
                         break;
@@ -146,9 +173,13 @@ impl Merge {
                         write(&r, &p.batch.data[r.start as usize..r.end as usize], p.batch.read_ns);
                     }
                 }
+                if finished > 0 {
+                    // The worker's records held behind this batch go before its next event.
+                    self.written[w][input] += finished;
+                    self.release_worker(w, false, &mut write, &mut recycle);
+                }
             }
         }
-        self.release(false, write, recycle);
     }
 }
 
@@ -286,6 +317,32 @@ mod tests {
         let at = |s: &str| got.iter().position(|g| g == s).unwrap();
         assert!(at("1:0") < at("timer-0") && at("0:0") < at("timer-0"), "{got:?}");
         assert!(at("timer-1") > at("1:0"), "{got:?}");
+    }
+
+    /// A timer's record sent between two batches goes out between their events, even when
+    /// the writer has taken both batches before it writes anything (its place must not depend
+    /// on how far the writer got).
+    #[test]
+    fn a_held_record_goes_out_right_after_the_batches_before_it() {
+        for split_emit in [false, true] {
+            let mut m = Merge::new(1, 1);
+            let out = std::cell::RefCell::new(Vec::<String>::new());
+            let write =
+                |_: &OutRec, bytes: &[u8], _: u64| out.borrow_mut().push(String::from_utf8(bytes.to_vec()).unwrap());
+            assert!(m.take(0, batch(&[(0, &[0]), (1, &[0])]), ordered, write).is_none());
+            if split_emit {
+                m.emit(ordered, write, |_, _| {});
+            }
+            let held = m.take(0, outside("timer"), ordered, write);
+            assert_eq!(held.is_none(), !split_emit, "held only while batch 1 waits");
+            assert!(m.take(0, batch(&[(2, &[0]), (3, &[0])]), ordered, write).is_none());
+            m.emit(ordered, write, |_, _| {});
+            assert_eq!(
+                *out.borrow(),
+                ["0:0", "1:0", "timer", "2:0", "3:0"],
+                "split {split_emit}"
+            );
+        }
     }
 
     #[test]
