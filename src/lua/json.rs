@@ -104,14 +104,16 @@ pub(crate) fn write_until_close(out: &mut Vec<u8>, line: &[u8], start: usize, po
     scan::first_member(line, start).is_some_and(|i| line.get(i) == Some(&b'"'))
 }
 
-/// Appends a number: integers exactly, others shortest round-trip; NaN and infinities fail.
+/// Appends a number: integers exactly, `-0` as lua-cjson writes it, others with `precision`
+/// significant digits (17: shortest round-trip); NaN and infinities fail with lua-cjson's
+/// message.
 pub(crate) fn write_num(out: &mut Vec<u8>, n: f64, precision: u8) -> Result<(), EncodeError> {
     if !n.is_finite() {
-        return Err(EncodeError(format!(
-            "Cannot serialise number: must not be NaN or Inf ({n})"
-        )));
+        return Err(EncodeError("Cannot serialise number: must not be NaN or Inf".into()));
     }
-    if n.fract() == 0.0 && n.abs() < 1e17 {
+    if n == 0.0 && n.is_sign_negative() {
+        out.extend_from_slice(b"-0");
+    } else if n.fract() == 0.0 && n.abs() < 1e17 {
         out.extend_from_slice(itoa::Buffer::new().format(n as i64).as_bytes());
     } else if precision >= 17 {
         out.extend_from_slice(ryu::Buffer::new().format_finite(n).as_bytes());
