@@ -254,21 +254,14 @@ fn hex(b: &[u8]) -> String {
     })
 }
 
-/// The oracle's results, one line per case, from `luajit` with Debian's lua-cjson.
-fn oracle(dir: &std::path::Path, cases: &[Vec<u8>]) -> Vec<String> {
-    let list = dir.join("cases.hex");
-    std::fs::write(&list, cases.iter().map(|c| hex(c) + "\n").collect::<String>()).unwrap();
-    let script = dir.join("oracle.lua");
-    std::fs::write(
-        &script,
-        format!(
-            "cjson_safe = require('cjson.safe')\n{DUMP}\nfor line in io.lines(arg[1]) do io.write(result(unhex(line)), '\\n') end\n"
-        ),
-    )
-    .unwrap();
+/// Runs `script` (Lua source) with `luajit`, where `cjson_safe` is Debian's lua-cjson, with
+/// `args`; its output lines.
+fn luajit(dir: &std::path::Path, script: &str, args: &[&std::path::Path]) -> Vec<String> {
+    let path = dir.join("oracle.lua");
+    std::fs::write(&path, format!("cjson_safe = require('cjson.safe')\n{script}")).unwrap();
     let out = Command::new("luajit")
-        .arg(&script)
-        .arg(&list)
+        .arg(&path)
+        .args(args)
         .output()
         .unwrap_or_else(|e| panic!("luajit (with lua-cjson) is needed as the oracle; .ci/test installs it: {e}"));
     assert!(
@@ -276,11 +269,38 @@ fn oracle(dir: &std::path::Path, cases: &[Vec<u8>]) -> Vec<String> {
         "the oracle failed (is lua-cjson installed? .ci/test installs it): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// The oracle's results, one line per case.
+fn oracle(dir: &std::path::Path, cases: &[Vec<u8>]) -> Vec<String> {
+    let list = dir.join("cases.hex");
+    std::fs::write(&list, cases.iter().map(|c| hex(c) + "\n").collect::<String>()).unwrap();
+    luajit(
+        dir,
+        &format!("{DUMP}\nfor line in io.lines(arg[1]) do io.write(result(unhex(line)), '\\n') end\n"),
+        &[&list],
+    )
+}
+
+/// Runs the engine with `analyzer` (which writes `{ i = msg.i, r = ... }` per event) on
+/// `lines`; each event's `r`, in the order of `i`.
+fn engine_results(env: &Env, analyzer: &str, lines: &[String]) -> Vec<String> {
+    env.config(&simple_config("file://in.json", "", ""));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", analyzer);
+    env.write_log("in.json", &join_lines(lines));
+    env.run(&[]).assert_success();
+    let mut got: Vec<(u64, String)> = json_lines(&env.log("out.json"))
+        .into_iter()
+        .map(|v| (v["i"].as_u64().unwrap(), v["r"].as_str().unwrap().to_string()))
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), lines.len());
+    got.into_iter().map(|(_, r)| r).collect()
 }
 
 #[test]
@@ -309,37 +329,24 @@ fn decode_matches_lua_cjson() {
     let env = Env::new();
     let expected = oracle(env.dir.path(), &cases);
     assert_eq!(expected.len(), cases.len());
-    env.config(
-        "inputs = { { tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" } }\n\
-         analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" } }\n\
-         outputs = { { tag = \"out\", uri = \"file://out.json<\" } }\n",
-    );
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
-        &format!(
-            "{DUMP}\nfunction setup() end\nfunction loop(msg)\n  dragonfly.output_event(default_output, {{ i = msg.i, r = result(unhex(msg.c)) }})\nend\n"
-        ),
-    );
     let lines: Vec<String> = cases
         .iter()
         .enumerate()
         .map(|(i, c)| format!("{{\"i\":{i},\"c\":\"{}\"}}", hex(c)))
         .collect();
-    env.write_log("in.json", &join_lines(&lines));
-    env.run(&[]).assert_success();
-    let mut got: Vec<(u64, String)> = json_lines(&env.log("out.json"))
-        .into_iter()
-        .map(|v| (v["i"].as_u64().unwrap(), v["r"].as_str().unwrap().to_string()))
-        .collect();
-    got.sort();
-    assert_eq!(got.len(), cases.len());
+    let got = engine_results(
+        &env,
+        &format!(
+            "{DUMP}\nfunction setup() end\nfunction loop(msg)\n  dragonfly.output_event(default_output, {{ i = msg.i, r = result(unhex(msg.c)) }})\nend\n"
+        ),
+        &lines,
+    );
     let mut wrong = Vec::new();
-    for ((i, r), want) in got.iter().zip(&expected) {
+    for (i, (r, want)) in got.iter().zip(&expected).enumerate() {
         if r != want {
             wrong.push(format!(
                 "case {i} {:?}:\n  lua-cjson: {}\n  engine:    {}",
-                String::from_utf8_lossy(&cases[*i as usize][..cases[*i as usize].len().min(60)])
+                String::from_utf8_lossy(&cases[i][..cases[i].len().min(60)])
                     .chars()
                     .take(120)
                     .collect::<String>(),
@@ -418,46 +425,22 @@ end
 fn encode_matches_lua_cjson() {
     let n = 500;
     let env = Env::new();
-    let script = env.dir.path().join("oracle.lua");
-    std::fs::write(
-        &script,
-        format!("cjson_safe = require('cjson.safe')\n{ENCODE_GEN}\nfor i = 0, {n} - 1 do io.write(encode_case(i), '\\n') end\n"),
-    )
-    .unwrap();
-    let out = Command::new("luajit")
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|e| panic!("luajit (with lua-cjson) is needed as the oracle; .ci/test installs it: {e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let expected: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    assert_eq!(expected.len(), n);
-
-    env.config(
-        "inputs = { { tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" } }\n\
-         analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" } }\n\
-         outputs = { { tag = \"out\", uri = \"file://out.json<\" } }\n",
+    let expected = luajit(
+        env.dir.path(),
+        &format!("{ENCODE_GEN}\nfor i = 0, {n} - 1 do io.write(encode_case(i), '\\n') end\n"),
+        &[],
     );
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
+    assert_eq!(expected.len(), n);
+    let lines: Vec<String> = (0..n).map(|i| format!("{{\"i\":{i}}}")).collect();
+    let got = engine_results(
+        &env,
         &format!(
             "{ENCODE_GEN}\nfunction setup() end\nfunction loop(msg)\n  dragonfly.output_event(default_output, {{ i = msg.i, r = encode_case(msg.i) }})\nend\n"
         ),
+        &lines,
     );
-    let lines: Vec<String> = (0..n).map(|i| format!("{{\"i\":{i}}}")).collect();
-    env.write_log("in.json", &join_lines(&lines));
-    env.run(&[]).assert_success();
-    let mut got: Vec<(u64, String)> = json_lines(&env.log("out.json"))
-        .into_iter()
-        .map(|v| (v["i"].as_u64().unwrap(), v["r"].as_str().unwrap().to_string()))
-        .collect();
-    got.sort();
-    assert_eq!(got.len(), n);
     let (mut errors, mut wrong) = (0, Vec::new());
-    for ((i, r), want) in got.iter().zip(&expected) {
+    for (i, (r, want)) in got.iter().zip(&expected).enumerate() {
         let same = if want.starts_with("error: ") {
             errors += 1;
             r == want
