@@ -62,6 +62,7 @@ pub(crate) mod json;
 mod lenient_json;
 mod lines;
 pub(crate) mod managed;
+mod marshal;
 pub(crate) mod member_cache;
 pub(crate) mod ml;
 pub(crate) mod proxy;

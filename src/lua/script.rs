@@ -207,6 +207,7 @@ impl Script {
             // The modules first: the ML module takes the FFI before the prelude withdraws it,
             // and the prelude puts the FFI fast paths in front of some `dragonfly` functions.
             api::install(l);
+            super::marshal::install(l);
             super::ml::install(l)?;
             super::hiredis::install(l);
             run_prelude(l)?;

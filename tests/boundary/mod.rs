@@ -519,3 +519,69 @@ fn values_pass_to_analyzers_as_marshal_passed_them() {
     seen.sort();
     assert_eq!(seen, (0..n as u64).collect::<Vec<_>>());
 }
+
+/// The original's `marshal` module: `encode`/`decode`/`clone` keep shared tables and cycles,
+/// closures with their upvalues, `cjson_safe.null`, strings with NUL bytes and event tables
+/// (as their fields); constants travel as references; C functions and data that is not its
+/// own (a foreign string, a function's bytecode altered) are errors, never code.
+#[test]
+fn marshal_encodes_decodes_and_clones() {
+    let env = Env::simple(
+        "file://in.json",
+        r#"function setup() end
+function loop(msg)
+  local t = { name = "x", list = { 1, 2, 3 } }; t.self = t
+  local k = 10
+  local f = function(x) return x + k end
+  local c = marshal.clone({ t = t, f = f, n = cjson_safe.null, s = "a\0b" })
+  local s = marshal.encode({ v = t, e = msg })
+  local d = marshal.decode(s)
+  local const = { print }
+  local withk = marshal.decode(marshal.encode({ p = print }, const), const)
+  local _, err1 = pcall(marshal.encode, print)
+  local _, err2 = pcall(marshal.decode, "garbage")
+  local fs = marshal.encode(function() return 1 end)
+  local altered = fs:sub(1, #fs - 5) .. string.char((fs:byte(#fs - 4) + 1) % 256) .. fs:sub(#fs - 3)
+  local _, err3 = pcall(marshal.decode, altered)
+  dragonfly.output_event(default_output, {
+    cyc = rawequal(c.t.self, c.t), name = c.t.self.name, third = c.t.list[3],
+    add = c.f(5), null = c.n == cjson_safe.null, s_len = #c.s,
+    dname = d.v.self.name, ev_i = d.e.i, ev_pkts = d.e.flow.pkts,
+    const_ok = withk.p == print, own = marshal.decode(fs)(),
+    err1 = err1, err2 = err2, err3 = err3, typ = type(s) })
+end
+"#,
+        "",
+        "",
+    );
+    let n = 20;
+    let lines: Vec<String> = (0..n).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&[]);
+    out.assert_success();
+    let recs = json_lines(&env.log("out.json"));
+    assert_eq!(recs.len(), n, "{}", out.stderr);
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r["cyc"], true, "{r}");
+        assert_eq!(r["name"], "x", "{r}");
+        assert_eq!(r["third"], 3, "{r}");
+        assert_eq!(r["add"], 15, "{r}");
+        assert_eq!(r["null"], true, "{r}");
+        assert_eq!(r["s_len"], 3, "{r}");
+        assert_eq!(r["dname"], "x", "{r}");
+        assert_eq!(r["ev_i"], i, "{r}");
+        assert_eq!(r["ev_pkts"], i, "{r}");
+        assert_eq!(r["const_ok"], true, "{r}");
+        assert_eq!(r["own"], 1, "{r}");
+        assert_eq!(r["typ"], "string", "{r}");
+        assert!(r["err1"].as_str().unwrap().contains("invalid value type"), "{r}");
+        assert!(
+            r["err2"]
+                .as_str()
+                .unwrap()
+                .contains("not data of this engine's marshal.encode"),
+            "{r}"
+        );
+        assert!(r["err3"].as_str().unwrap().contains("is not loaded"), "{r}");
+    }
+}
