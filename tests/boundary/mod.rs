@@ -543,7 +543,20 @@ function loop(msg)
   local fs = marshal.encode(function() return 1 end)
   local altered = fs:sub(1, #fs - 5) .. string.char((fs:byte(#fs - 4) + 1) % 256) .. fs:sub(#fs - 3)
   local _, err3 = pcall(marshal.decode, altered)
-  dragonfly.output_event(default_output, {
+  -- Random bytes after the header, and cut or altered encodings: errors, never a crash.
+  local seed, failed = msg.i * 7 + 1, 0
+  local function rnd(n) seed = (seed * 1103515245 + 12345) % 2147483648 return seed % n end
+  for _ = 1, 300 do
+    local b = {}
+    for j = 1, rnd(40) do b[j] = string.char(("ntfzdsTerFk"):byte(1 + rnd(11)) or 0, rnd(256)) end
+    local ok = pcall(marshal.decode, "DFM\1" .. table.concat(b))
+    local cut = s:sub(1, rnd(#s))
+    local ok2 = pcall(marshal.decode, cut)
+    local p = 5 + rnd(#s - 5)
+    local ok3 = pcall(marshal.decode, s:sub(1, p - 1) .. string.char(rnd(256)) .. s:sub(p + 1))
+    if not (ok and ok2 and ok3) then failed = failed + 1 end
+  end
+  dragonfly.output_event(default_output, { fuzz_failed = failed,
     cyc = rawequal(c.t.self, c.t), name = c.t.self.name, third = c.t.list[3],
     add = c.f(5), null = c.n == cjson_safe.null, s_len = #c.s,
     dname = d.v.self.name, ev_i = d.e.i, ev_pkts = d.e.flow.pkts,
@@ -574,6 +587,7 @@ end
         assert_eq!(r["const_ok"], true, "{r}");
         assert_eq!(r["own"], 1, "{r}");
         assert_eq!(r["typ"], "string", "{r}");
+        assert!(r["fuzz_failed"].as_u64().unwrap() > 0, "{r}");
         assert!(r["err1"].as_str().unwrap().contains("invalid value type"), "{r}");
         assert!(
             r["err2"]
