@@ -162,21 +162,6 @@ pub(super) unsafe fn copy_value(
     })
 }
 
-/// Collects the bytes of `lua_dump`.
-unsafe extern "C-unwind" fn dump_writer(
-    _l: *mut lua_State,
-    p: *const std::ffi::c_void,
-    sz: usize,
-    ud: *mut std::ffi::c_void,
-) -> c_int {
-    // SAFETY: `ud` is the `Vec<u8>` `copy_inner` passed; `p` holds `sz` bytes.
-    unsafe {
-        let buf = &mut *ud.cast::<Vec<u8>>();
-        buf.extend_from_slice(std::slice::from_raw_parts(p.cast::<u8>(), sz));
-    }
-    0
-}
-
 /// `record`: whether the copy may be reached again (false for an event table's side tables).
 unsafe fn copy_inner(
     from: *mut lua_State,
@@ -214,7 +199,7 @@ unsafe fn copy_inner(
                 ffi::luaL_checkstack(from, 3, c"copy".as_ptr());
                 let mut code: Vec<u8> = Vec::new();
                 ffi::lua_pushvalue(from, idx);
-                let dumped = ffi::lua_dump(from, dump_writer, (&raw mut code).cast(), 0);
+                let dumped = ffi::lua_dump(from, super::ffi_util::dump_to_vec, (&raw mut code).cast(), 0);
                 ffi::lua_pop(from, 1);
                 if dumped != 0
                     || ffi::luaL_loadbuffer(to, code.as_ptr().cast(), code.len(), c"=passed function".as_ptr()) != 0

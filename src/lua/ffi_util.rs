@@ -74,6 +74,21 @@ pub(crate) unsafe fn abs_index(l: *mut lua_State, idx: c_int) -> c_int {
 /// `Script::open` reserves before anything calls `luaL_ref` (they live in the registry's
 /// array part: a lookup costs an index, not a hash probe); the others are negative
 /// integers, which `luaL_ref` never uses.
+/// A `lua_Writer` that appends what `lua_dump` writes to the `Vec<u8>` passed as `ud`.
+pub(crate) unsafe extern "C-unwind" fn dump_to_vec(
+    _l: *mut lua_State,
+    p: *const std::ffi::c_void,
+    sz: usize,
+    ud: *mut std::ffi::c_void,
+) -> c_int {
+    // SAFETY: `ud` is the `Vec<u8>` the caller of `lua_dump` passed; `p` holds `sz` bytes.
+    unsafe {
+        let buf = &mut *ud.cast::<Vec<u8>>();
+        buf.extend_from_slice(std::slice::from_raw_parts(p.cast::<u8>(), sz));
+    }
+    0
+}
+
 pub(crate) mod reg {
     use std::ffi::c_int;
     /// The metatable of event tables (also the deletion marker).

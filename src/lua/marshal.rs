@@ -43,15 +43,6 @@ struct Encoder {
     consts: c_int,
 }
 
-unsafe extern "C-unwind" fn dump_writer(_l: *mut lua_State, p: *const c_void, sz: usize, ud: *mut c_void) -> c_int {
-    // SAFETY: `ud` is the `Vec<u8>` `write_fn` passed; `p` holds `sz` bytes.
-    unsafe {
-        let buf = &mut *ud.cast::<Vec<u8>>();
-        buf.extend_from_slice(std::slice::from_raw_parts(p.cast::<u8>(), sz));
-    }
-    0
-}
-
 impl Encoder {
     fn u32(&mut self, n: usize) -> Result<(), LuaFail> {
         let n = u32::try_from(n).map_err(|_| LuaFail("marshal.encode: value too large".into()))?;
@@ -174,7 +165,7 @@ impl Encoder {
             }
             let mut code: Vec<u8> = Vec::new();
             ffi::lua_pushvalue(l, idx);
-            let dumped = ffi::lua_dump(l, dump_writer, (&raw mut code).cast(), 0);
+            let dumped = ffi::lua_dump(l, super::ffi_util::dump_to_vec, (&raw mut code).cast(), 0);
             ffi::lua_pop(l, 1);
             if dumped != 0 {
                 return Err(LuaFail("marshal.encode: the function cannot be dumped".into()));

@@ -462,6 +462,17 @@ fn a_run_that_lost_events_exits_3() {
     env.run(&[]).assert_success();
 }
 
+/// Runs `env` on events 0..n; the records of `out.json`, all n of them.
+fn run_events(env: &Env, n: usize) -> Vec<serde_json::Value> {
+    let lines: Vec<String> = (0..n).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&[]);
+    out.assert_success();
+    let recs = json_lines(&env.log("out.json"));
+    assert_eq!(recs.len(), n, "{}", out.stderr);
+    recs
+}
+
 /// Values reach an analyzer as the original's `marshal` passed them: a cycle, a table reached
 /// twice (one copy, reached twice), a Lua function with its upvalues (a recursive one too),
 /// an event table that holds itself; a C function is an error in the sender.
@@ -495,12 +506,7 @@ fn values_pass_to_analyzers_as_marshal_passed_them() {
          end\n",
     );
     let n = 40;
-    let lines: Vec<String> = (0..n).map(event).collect();
-    env.write_log("in.json", &join_lines(&lines));
-    let out = env.run(&[]);
-    out.assert_success();
-    let recs = json_lines(&env.log("out.json"));
-    assert_eq!(recs.len(), n, "{}", out.stderr);
+    let recs = run_events(&env, n);
     let mut seen: Vec<u64> = Vec::new();
     for r in &recs {
         assert_eq!(r["cyc"], true, "{r}");
@@ -568,12 +574,7 @@ end
         "",
     );
     let n = 20;
-    let lines: Vec<String> = (0..n).map(event).collect();
-    env.write_log("in.json", &join_lines(&lines));
-    let out = env.run(&[]);
-    out.assert_success();
-    let recs = json_lines(&env.log("out.json"));
-    assert_eq!(recs.len(), n, "{}", out.stderr);
+    let recs = run_events(&env, n);
     for (i, r) in recs.iter().enumerate() {
         assert_eq!(r["cyc"], true, "{r}");
         assert_eq!(r["name"], "x", "{r}");
