@@ -1049,7 +1049,10 @@ impl Writer {
         let after = s.stall_after();
         let (sent, delivered) = (s.sent(), s.delivered());
         let st = &mut self.stalls[i];
-        if after.is_none() || delivered != st.0 || sent <= delivered {
+        // A wait at once (Parquet) ends when the output no longer waits, not when some of its
+        // records are delivered (files before the one that waits).
+        let moving = delivered != st.0 && after != Some(Duration::ZERO);
+        if after.is_none() || moving || sent <= delivered {
             let was = st.2;
             *st = (delivered, Instant::now(), false);
             if was {

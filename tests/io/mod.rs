@@ -765,6 +765,75 @@ fn parquet_files_that_cannot_be_published_wait_and_count() {
     );
 }
 
+/// A Parquet file that cannot be written (a full disk: here the engine's file size limit)
+/// loses nothing: its rows are kept and written again once the disk takes them; meanwhile the
+/// wait is reported and the tail checkpoint stays before them; afterwards every event is in a
+/// complete file, none counted lost, and the checkpoint reaches the end.
+#[test]
+fn parquet_rows_of_files_that_cannot_be_written_are_written_again() {
+    let dir = short_dir();
+    let run = dir.path().join("run");
+    let pq = dir.path().join("pq");
+    let n = 6000;
+    let events = gen_events(n, 500, 7);
+    let lines: Vec<&str> = events.iter().map(|e| e.line.as_str()).collect();
+    let body = join_lines(&lines);
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.config(&simple_config("tail://in.json<", "", "stats_interval = 1").replace(
+        "file://out.json<\"",
+        &format!("parquet://{}/eve?rows=2000\"", pq.display()),
+    ));
+    env.write_log("in.json", &body);
+    let mut cmd = env.command(&["--run-dir", run.to_str().unwrap()]);
+    with_file_size_limit(&mut cmd, 64 * 1024);
+    let mut engine = spawn_in(cmd, env.dir.path(), "fsize");
+    wait_until(
+        Duration::from_secs(30),
+        "the wait for the disk reported",
+        || !env.log_records_of("output_waiting").is_empty(),
+        || format!("{:?}", env.log_records()),
+    );
+    let msg = env.log_records_of("output_waiting")[0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("could not be written are kept"), "{msg}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        checkpoint_offset(&run).unwrap_or(0) < body.len() as u64,
+        "the checkpoint passed rows not written"
+    );
+    lift_file_size_limit(engine.child.id() as libc::pid_t);
+    wait_until(
+        Duration::from_secs(30),
+        "the checkpoint at the end",
+        || checkpoint_offset(&run) == Some(body.len() as u64),
+        || format!("{:?} {:?}", checkpoint_offset(&run), env.log_records()),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "output_resumed",
+        || !env.log_records_of("output_resumed").is_empty(),
+        || format!("{:?}", env.log_records()),
+    );
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(60));
+    out.assert_success();
+    let s = out.summary();
+    assert_eq!((s.written, s.output_errors), (n as u64, 0), "{}", out.stdout);
+    let index = std::fs::read_to_string(pq.join("eve.index.jsonl")).unwrap();
+    let in_files: u64 = index
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["rows"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(in_files, n as u64, "{index}");
+    assert!(env.log_records_of("output_error").is_empty(), "{:?}", env.log_records());
+}
+
 /// `file://...?pace=N` replays events on the schedule of their timestamps, N times faster:
 /// 2 s of recorded events at pace=2 take at least 1 s; the lag gauge is in /metrics; a bad pace
 /// is a configuration error.

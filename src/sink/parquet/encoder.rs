@@ -9,6 +9,9 @@ pub(super) struct Current {
     pub(super) started: Instant,
     pub(super) created_secs: i64,
     pub(super) stats: FileStats,
+    /// `ParquetSink::sent` before its first row (before the first retried row's, for a file
+    /// of rows written again): `delivered` stays below it until the file is published.
+    pub(super) first_sent: u64,
 }
 
 /// Work for the encoding thread, tagged with the generation of the file it belongs to.

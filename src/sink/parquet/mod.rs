@@ -73,9 +73,14 @@
 //!
 //! [`ParquetSink::open`] lists the `.inprogress` files of this prefix left by a crash in
 //! [`ParquetSink::stale_files`]; nothing is deleted. When writing a row group or writing a
-//! file's footer fails, that file is abandoned where it is (added to `stale_files`), its rows
-//! are lost (counted by `new_failures`), and the next row starts a new file. When a file
-//! cannot even be created, `write` returns the error without keeping the event.
+//! file's footer fails (a full disk), that file is abandoned where it is (added to
+//! `stale_files`) and the next row starts a new file; its rows are not lost: the sink keeps the
+//! lines of the file being written (up to [`RETAIN_BYTES`] with those waiting), and writes the
+//! rows of an abandoned file again, into a file of their own, every [`RETRY_AFTER`] until it
+//! works; meanwhile `delivered` stays below them and [`ParquetSink::waiting`] says why. A row
+//! whose file cannot even be created waits the same way. Only what did not fit, or what is
+//! still not written at exit ([`ParquetSink::finish`], after the stop's grace), is lost
+//! (counted by `new_failures`).
 //!
 //! A file whose data is complete but whose sidecar index or rename fails is not readable yet:
 //! it is kept as it is and its publication is retried at every [`ParquetSink::flush`] (every
@@ -162,7 +167,27 @@ pub struct ParquetSink {
     publish_error: Option<String>,
     /// Index lines not written since the last [`new_failures`](Self::new_failures).
     index_failures: u64,
+    /// The lines of the file being written (while they fit in [`RETAIN_BYTES`] with `retry`),
+    /// kept until it is complete so that a file that cannot be written loses nothing.
+    retained: Vec<u8>,
+    retained_ok: bool,
+    /// Lines of files that could not be written (or created), to write again, with their
+    /// count, the lowest `first_sent` among them, when to try next and the last error.
+    retry: Vec<u8>,
+    retry_rows: u64,
+    retry_floor: Option<u64>,
+    retry_at: Instant,
+    retry_error: String,
+    /// The highest `sent` of a published file.
+    published_max: u64,
 }
+
+/// The most bytes of lines the sink keeps to write again after a failure (the file being
+/// written and those waiting); beyond, a file that cannot be written loses its rows (counted).
+const RETAIN_BYTES: usize = 64 << 20;
+
+/// How long a file that could not be written waits before its rows are written again.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A file whose data is complete (footer written and synced) and that waits for its sidecar
 /// index and rename.
@@ -220,6 +245,14 @@ impl ParquetSink {
             unpublished: Default::default(),
             publish_error: None,
             index_failures: 0,
+            retained: Vec::new(),
+            retained_ok: true,
+            retry: Vec::new(),
+            retry_rows: 0,
+            retry_floor: None,
+            retry_at: Instant::now(),
+            retry_error: String::new(),
+            published_max: 0,
             sent: 0,
             delivered: 0,
         })
@@ -253,10 +286,25 @@ impl ParquetSink {
     pub fn write(&mut self, line: &[u8]) -> io::Result<()> {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if self.cur.is_none() {
-            self.start_file()?;
+        if self.cur.is_none()
+            && let Err(e) = self.start_file()
+        {
+            // Kept to write again (a full disk), while it fits.
+            if self.retry.len() + self.retained.len() + line.len() >= RETAIN_BYTES {
+                return Err(e);
+            }
+            self.retry.extend_from_slice(line);
+            self.retry.push(b'\n');
+            self.retry_rows += 1;
+            self.retry_floor = Some(self.retry_floor.map_or(self.sent, |f| f.min(self.sent)));
+            self.retry_error = e.to_string();
+            self.retry_at = Instant::now() + RETRY_AFTER;
+            self.sent += 1;
+            self.update_delivered();
+            return Ok(());
         }
         self.push_row(line);
+        self.retain(line);
         self.sent += 1;
         let cur = self.cur.as_ref().expect("a file was started above");
         if cur.stats.rows >= self.opts.max_rows as u64 || cur.stats.input_bytes >= self.opts.max_bytes {
@@ -273,6 +321,9 @@ impl ParquetSink {
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.unpublished.is_empty() {
             self.publish();
+        }
+        if !self.retry.is_empty() && Instant::now() >= self.retry_at {
+            self.write_again()?;
         }
         match &self.cur {
             Some(cur) if cur.started.elapsed() >= self.opts.max_age => self.close(),
@@ -301,6 +352,9 @@ impl ParquetSink {
             self.abandon(cur, e);
             return Ok(());
         }
+        // On disk, complete: nothing to write again.
+        self.retained.clear();
+        self.retained_ok = true;
         self.unpublished.push_back(Unpublished {
             cur,
             closed_secs: now_secs(),
@@ -314,7 +368,21 @@ impl ParquetSink {
     /// published: their rows count as lost (reported by [`new_failures`](Self::new_failures))
     /// and each stays complete as `.<name>.inprogress`.
     pub fn finish(&mut self) -> io::Result<()> {
-        let closed = self.close();
+        let mut closed = self.close();
+        if !self.retry.is_empty() {
+            closed = closed.and(self.write_again());
+        }
+        if !self.retry.is_empty() {
+            let rows = std::mem::take(&mut self.retry_rows);
+            self.lost += rows;
+            self.last_loss = format!(
+                "{}; files could not be written until the exit: {rows} row(s) are lost (their \
+                 unfinished files are left in place)",
+                self.retry_error
+            );
+            self.retry.clear();
+            self.retry_floor = None;
+        }
         while let Some(p) = self.unpublished.pop_front() {
             let rows = p.cur.stats.rows;
             self.lost += rows;
@@ -331,8 +399,17 @@ impl ParquetSink {
         closed
     }
 
-    /// Why completed files wait for their publication (`None`: none waits).
+    /// Why rows wait: files that could not be written, or complete files that cannot be
+    /// published (`None`: none waits).
     pub fn waiting(&self) -> Option<String> {
+        if !self.retry.is_empty() {
+            return Some(format!(
+                "{} row(s) of files that could not be written are kept and written again every {} s: {}",
+                self.retry_rows,
+                RETRY_AFTER.as_secs(),
+                self.retry_error
+            ));
+        }
         let first = self.unpublished.front()?;
         Some(format!(
             "{} complete file(s) ({} rows) cannot be published yet, retried every flush; the first: {}: {}",
@@ -353,7 +430,8 @@ impl ParquetSink {
             }
             let p = self.unpublished.pop_front().expect("looked at above");
             self.publish_error = None;
-            self.delivered = p.sent_after;
+            self.published_max = self.published_max.max(p.sent_after);
+            self.update_delivered();
             if let Err(e) = self.append_index(&p) {
                 // Readable and found through its sidecar: reported, nothing lost.
                 self.last_loss = format!(
@@ -402,7 +480,10 @@ impl ParquetSink {
                 started: Instant::now(),
                 created_secs: now,
                 stats: FileStats::default(),
+                first_sent: self.sent,
             });
+            self.retained.clear();
+            self.retained_ok = true;
             return Ok(());
         }
     }
@@ -457,8 +538,94 @@ impl ParquetSink {
         }
     }
 
-    /// Leaves `cur` unfinished (listed in the stale files) and counts its rows as lost.
+    /// `delivered`: what published files hold, below the rows waiting to be written again.
+    fn update_delivered(&mut self) {
+        self.delivered = match self.retry_floor {
+            Some(f) => self.published_max.min(f),
+            None => self.published_max,
+        };
+    }
+
+    /// Keeps `line` of the file being written, while it fits.
+    fn retain(&mut self, line: &[u8]) {
+        if !self.retained_ok {
+            return;
+        }
+        if self.retained.len() + self.retry.len() + line.len() >= RETAIN_BYTES {
+            self.retained_ok = false;
+            self.retained = Vec::new();
+            return;
+        }
+        self.retained.extend_from_slice(line);
+        self.retained.push(b'\n');
+    }
+
+    /// Writes the rows of files that could not be written into a file of their own (after
+    /// the file being written is closed); what fails again waits for the next try.
+    fn write_again(&mut self) -> io::Result<()> {
+        self.close()?;
+        let lines = std::mem::take(&mut self.retry);
+        let rows = std::mem::take(&mut self.retry_rows);
+        let floor = self.retry_floor.take();
+        if let Err(e) = self.start_file() {
+            self.retry = lines;
+            self.retry_rows = rows;
+            self.retry_floor = floor;
+            self.retry_error = e.to_string();
+            self.retry_at = Instant::now() + RETRY_AFTER;
+            self.update_delivered();
+            return Ok(());
+        }
+        if let (Some(cur), Some(f)) = (self.cur.as_mut(), floor) {
+            cur.first_sent = f;
+        }
+        let mut rest = lines.split_inclusive(|&b| b == b'\n');
+        while let Some(line) = rest.next() {
+            if self.cur.is_none() {
+                // The file failed: what it held went back to `retry`; the rest follows.
+                let n = 1 + rest.clone().count() as u64;
+                self.retry.extend_from_slice(line);
+                for l in rest.by_ref() {
+                    self.retry.extend_from_slice(l);
+                }
+                self.retry_rows += n;
+                if let Some(f) = floor {
+                    self.retry_floor = Some(self.retry_floor.map_or(f, |g| g.min(f)));
+                }
+                break;
+            }
+            let text = line.strip_suffix(b"\n").unwrap_or(line);
+            self.push_row(text);
+            self.retain(text);
+            if self.rows.len >= self.row_group_rows || self.rows.text.len() >= ROW_GROUP_BYTES {
+                self.write_row_group()?;
+            }
+        }
+        if self.cur.is_some() {
+            self.close()?;
+        }
+        self.update_delivered();
+        Ok(())
+    }
+
+    /// Leaves `cur` unfinished (listed in the stale files); its rows are written again later
+    /// when they were kept, else counted as lost.
     fn abandon(&mut self, cur: Current, err: io::Error) {
+        if self.retained_ok && cur.stats.rows > 0 {
+            let lines = std::mem::take(&mut self.retained);
+            self.retry.extend_from_slice(&lines);
+            self.retained = lines;
+            self.retained.clear();
+            self.retry_rows += cur.stats.rows;
+            self.retry_floor = Some(self.retry_floor.map_or(cur.first_sent, |f| f.min(cur.first_sent)));
+            self.retry_error = format!("{err} (the file is left unfinished)");
+            self.retry_at = Instant::now() + RETRY_AFTER;
+            self.stale.push(cur.tmp);
+            self.update_delivered();
+            return;
+        }
+        self.retained.clear();
+        self.retained_ok = true;
         self.lost += cur.stats.rows;
         self.last_loss = format!(
             "{err}; the file is left unfinished and its {} row(s) are lost",
