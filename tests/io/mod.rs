@@ -460,15 +460,7 @@ fn parquet_files_that_cannot_be_written_are_counted_not_hidden() {
     let lost = last["outputs"]["out"]["errors"].as_u64().expect("errors of out");
     assert_eq!(errors.last().unwrap()["errors"].as_u64(), Some(lost));
     // Complete files, by the index, and unfinished ones left in place.
-    let index = std::fs::read_to_string(env.log("pq").join("eve.index.jsonl")).unwrap_or_default();
-    let in_files: u64 = index
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["rows"]
-                .as_u64()
-                .unwrap()
-        })
-        .sum();
+    let in_files = index_rows(&env.log("pq"));
     let unfinished = std::fs::read_dir(env.log("pq"))
         .unwrap()
         .filter_map(Result::ok)
@@ -602,6 +594,46 @@ fn checkpoint_offset(run: &Path) -> Option<u64> {
     v["offset"].as_u64()
 }
 
+/// An installation reading `tail://in.json<` into `parquet://<pq>/eve?<params>`, with
+/// `stats_interval = 1` and `extra` in config.lua.
+fn tail_to_parquet(pq: &Path, params: &str, extra: &str) -> Env {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.config(
+        &simple_config("tail://in.json<", "", &format!("stats_interval = 1\n{extra}")).replace(
+            "file://out.json<\"",
+            &format!("parquet://{}/eve?{params}\"", pq.display()),
+        ),
+    );
+    env
+}
+
+/// Waits until the stats line counts `n` records handed to output `out`.
+fn wait_handed_over(env: &Env, n: u64) {
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{n} events handed to the output"),
+        || {
+            env.stats_records()
+                .last()
+                .is_some_and(|s| s["outputs"]["out"]["written"] == n)
+        },
+        || format!("{:?}", env.stats_records().last()),
+    );
+}
+
+/// The rows the index (`<pq>/eve.index.jsonl`) counts in complete files.
+fn index_rows(pq: &Path) -> u64 {
+    std::fs::read_to_string(pq.join("eve.index.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["rows"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum()
+}
+
 /// Rows of a Parquet file in progress are not readable yet, so a tail checkpoint must not pass
 /// them: it waits until the file is complete (here: SIGUSR1 closes it), else a crash would lose
 /// them while the checkpoint says they were written.
@@ -609,26 +641,13 @@ fn checkpoint_offset(run: &Path) -> Option<u64> {
 fn tail_checkpoint_waits_for_parquet_files_to_complete() {
     let dir = short_dir();
     let run = dir.path().join("run");
-    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
-    env.config(&simple_config("tail://in.json<", "", "stats_interval = 1").replace(
-        "file://out.json<\"",
-        &format!("parquet://{}/pq/eve?seconds=3600\"", dir.path().display()),
-    ));
+    let env = tail_to_parquet(&dir.path().join("pq"), "seconds=3600", "");
     let lines: Vec<String> = (0..1000).map(|i| event(0, i, 1000)).collect();
     let body = join_lines(&lines);
     env.write_log("in.json", &body);
     let mut engine = env.spawn(&["--run-dir", run.to_str().unwrap()]);
     // Every event reaches the sink (the stats line counts it) well before we look.
-    wait_until(
-        Duration::from_secs(30),
-        "1000 events processed",
-        || {
-            env.stats_records()
-                .last()
-                .is_some_and(|s| s["outputs"]["out"]["written"] == 1000)
-        },
-        || format!("{:?}", env.stats_records().last()),
-    );
+    wait_handed_over(&env, 1000);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
         checkpoint_offset(&run).unwrap_or(0) == 0,
@@ -661,13 +680,7 @@ fn parquet_files_that_cannot_be_published_wait_and_count() {
     let dir = short_dir();
     let run = dir.path().join("run");
     let pq = dir.path().join("pq");
-    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
-    env.config(
-        &simple_config("tail://in.json<", "", "stats_interval = 1\nshutdown_grace = 1").replace(
-            "file://out.json<\"",
-            &format!("parquet://{}/eve?seconds=3600\"", pq.display()),
-        ),
-    );
+    let env = tail_to_parquet(&pq, "seconds=3600", "shutdown_grace = 1");
     let lines: Vec<String> = (0..1000).map(|i| event(0, i, 1000)).collect();
     let body = join_lines(&lines);
     env.write_log("in.json", &body);
@@ -677,16 +690,7 @@ fn parquet_files_that_cannot_be_published_wait_and_count() {
             .into_iter()
             .find(|p| p.to_string_lossy().ends_with(".parquet.inprogress"))
     };
-    wait_until(
-        Duration::from_secs(30),
-        "1000 events handed to the parquet output",
-        || {
-            env.stats_records()
-                .last()
-                .is_some_and(|s| s["outputs"]["out"]["written"] == 1000)
-        },
-        || format!("{:?}", env.stats_records().last()),
-    );
+    wait_handed_over(&env, 1000);
     let block = |file: &Path| {
         let name = file.file_name().unwrap().to_str().unwrap();
         let name = name.trim_start_matches('.').trim_end_matches(".inprogress");
@@ -696,18 +700,10 @@ fn parquet_files_that_cannot_be_published_wait_and_count() {
     };
     let blocker = block(&in_progress().expect("a file in progress"));
     engine.signal(libc::SIGUSR1);
-    wait_until(
-        Duration::from_secs(30),
-        "the wait for the publication reported",
-        || !env.log_records_of("output_waiting").is_empty(),
-        || format!("{:?}", env.log_records()),
-    );
+    env.wait_for_record("output_waiting", "cannot be published", Duration::from_secs(30));
     let waiting = env.log_records_of("output_waiting");
     let msg = waiting[0]["message"].as_str().unwrap();
-    assert!(
-        msg.contains("cannot be published") && msg.contains("1000 rows"),
-        "{msg}"
-    );
+    assert!(msg.contains("1000 rows"), "{msg}");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         checkpoint_offset(&run).unwrap_or(0),
@@ -722,26 +718,12 @@ fn parquet_files_that_cannot_be_published_wait_and_count() {
         || checkpoint_offset(&run) == Some(body.len() as u64),
         || format!("{:?} {:?}", checkpoint_offset(&run), env.log_records()),
     );
-    wait_until(
-        Duration::from_secs(10),
-        "output_resumed",
-        || !env.log_records_of("output_resumed").is_empty(),
-        || format!("{:?}", env.log_records()),
-    );
+    env.wait_for_record("output_resumed", "", Duration::from_secs(10));
     assert_eq!(env.log_records_of("output_waiting").len(), 1);
     // More events, a file that is still unpublished at the stop.
     let more: Vec<String> = (1000..1300).map(|i| event(0, i, 1000)).collect();
     env.append_log("in.json", &join_lines(&more));
-    wait_until(
-        Duration::from_secs(30),
-        "1300 events handed over",
-        || {
-            env.stats_records()
-                .last()
-                .is_some_and(|s| s["outputs"]["out"]["written"] == 1300)
-        },
-        || format!("{:?}", env.stats_records().last()),
-    );
+    wait_handed_over(&env, 1300);
     let left = in_progress().expect("the second file in progress");
     block(&left);
     engine.signal(libc::SIGTERM);
@@ -778,26 +760,16 @@ fn parquet_rows_of_files_that_cannot_be_written_are_written_again() {
     let events = gen_events(n, 500, 7);
     let lines: Vec<&str> = events.iter().map(|e| e.line.as_str()).collect();
     let body = join_lines(&lines);
-    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
-    env.config(&simple_config("tail://in.json<", "", "stats_interval = 1").replace(
-        "file://out.json<\"",
-        &format!("parquet://{}/eve?rows=2000\"", pq.display()),
-    ));
+    let env = tail_to_parquet(&pq, "rows=2000", "");
     env.write_log("in.json", &body);
     let mut cmd = env.command(&["--run-dir", run.to_str().unwrap()]);
     with_file_size_limit(&mut cmd, 64 * 1024);
     let mut engine = spawn_in(cmd, env.dir.path(), "fsize");
-    wait_until(
+    env.wait_for_record(
+        "output_waiting",
+        "could not be written are kept",
         Duration::from_secs(30),
-        "the wait for the disk reported",
-        || !env.log_records_of("output_waiting").is_empty(),
-        || format!("{:?}", env.log_records()),
     );
-    let msg = env.log_records_of("output_waiting")[0]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(msg.contains("could not be written are kept"), "{msg}");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
         checkpoint_offset(&run).unwrap_or(0) < body.len() as u64,
@@ -810,27 +782,13 @@ fn parquet_rows_of_files_that_cannot_be_written_are_written_again() {
         || checkpoint_offset(&run) == Some(body.len() as u64),
         || format!("{:?} {:?}", checkpoint_offset(&run), env.log_records()),
     );
-    wait_until(
-        Duration::from_secs(10),
-        "output_resumed",
-        || !env.log_records_of("output_resumed").is_empty(),
-        || format!("{:?}", env.log_records()),
-    );
+    env.wait_for_record("output_resumed", "", Duration::from_secs(10));
     engine.signal(libc::SIGTERM);
     let out = engine.wait(Duration::from_secs(60));
     out.assert_success();
     let s = out.summary();
     assert_eq!((s.written, s.output_errors), (n as u64, 0), "{}", out.stdout);
-    let index = std::fs::read_to_string(pq.join("eve.index.jsonl")).unwrap();
-    let in_files: u64 = index
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["rows"]
-                .as_u64()
-                .unwrap()
-        })
-        .sum();
-    assert_eq!(in_files, n as u64, "{index}");
+    assert_eq!(index_rows(&pq), n as u64);
     assert!(env.log_records_of("output_error").is_empty(), "{:?}", env.log_records());
 }
 
