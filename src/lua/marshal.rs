@@ -107,18 +107,7 @@ impl Encoder {
                         return self.function(l, idx, p, depth);
                     }
                     if proxy::is_proxy(l, idx) {
-                        // An event table: its fields, as a plain table (through its JSON),
-                        // recorded under the event table's address.
-                        let mut text = Vec::new();
-                        let mut enc = super::json::Encoder::default();
-                        enc.precision = 17;
-                        enc.encode(l, idx, &mut text)
-                            .map_err(|e| LuaFail(format!("marshal.encode: {}", e.0)))?;
-                        super::lenient_json::decode(l, &text).map_err(|e| LuaFail(format!("marshal.encode: {e}")))?;
-                        let t = ffi::lua_gettop(l);
-                        let r = self.table(l, t, p, depth);
-                        ffi::lua_pop(l, 1);
-                        return r;
+                        return self.event_table(l, idx, p, depth);
                     }
                     return self.table(l, idx, p, depth);
                 }
@@ -136,6 +125,52 @@ impl Encoder {
         unsafe {
             ffi::lua_pushnil(l);
             while ffi::lua_next(l, idx) != 0 {
+                let v = ffi::lua_gettop(l);
+                let r = self
+                    .value(l, v - 1, depth + 1)
+                    .and_then(|()| self.value(l, v, depth + 1));
+                ffi::lua_pop(l, 1);
+                if let Err(e) = r {
+                    ffi::lua_pop(l, 1);
+                    return Err(e);
+                }
+            }
+        }
+        self.out.push(b'e');
+        Ok(())
+    }
+
+    /// An event table at `idx`, recorded under address `p`: its fields as a script's `pairs`
+    /// gives them (nested objects as event tables, changes included), written as a table.
+    unsafe fn event_table(
+        &mut self,
+        l: *mut lua_State,
+        idx: c_int,
+        p: *const c_void,
+        depth: usize,
+    ) -> Result<(), LuaFail> {
+        self.seen.push(p);
+        self.out.push(b'T');
+        // SAFETY: `idx` is an event table on `l`'s stack; `value` checks its own stack room;
+        // the engine's `next` of event tables runs protected.
+        unsafe {
+            ffi::lua_pushnil(l);
+            loop {
+                ffi::lua_pushcclosure(l, super::access::lua_next_proxy, 0);
+                ffi::lua_pushvalue(l, idx);
+                ffi::lua_pushvalue(l, -3);
+                if ffi::lua_pcall(l, 2, 2, 0) != 0 {
+                    let msg = super::ffi_util::to_bytes(l, -1).unwrap_or_default();
+                    let msg = format!("marshal.encode: {}", String::from_utf8_lossy(msg));
+                    ffi::lua_pop(l, 2);
+                    return Err(LuaFail(msg));
+                }
+                // The previous key, then the next one and its value.
+                if ffi::lua_type(l, -2) == ffi::LUA_TNIL {
+                    ffi::lua_pop(l, 3);
+                    break;
+                }
+                ffi::lua_remove(l, -3);
                 let v = ffi::lua_gettop(l);
                 let r = self
                     .value(l, v - 1, depth + 1)

@@ -3,6 +3,8 @@
 //! memory limit instead of ending the process, and finalizers that call the engine from
 //! inside its own calls do no harm.
 
+use serde_json::json;
+
 use crate::util::*;
 
 fn event(i: usize) -> String {
@@ -562,7 +564,15 @@ function loop(msg)
     local ok3 = pcall(marshal.decode, s:sub(1, p - 1) .. string.char(rnd(256)) .. s:sub(p + 1))
     if not (ok and ok2 and ok3) then failed = failed + 1 end
   end
-  dragonfly.output_event(default_output, { fuzz_failed = failed,
+  -- An event table holding itself, a table twice, a function and a number key.
+  local shared = { 1 }
+  msg.me = msg; msg.p1 = shared; msg.p2 = shared; msg.fn = f; msg[5] = "five"
+  local ce = marshal.clone({ msg, msg.flow })
+  msg.me = nil
+  dragonfly.output_event(default_output, {
+    ev_self = rawequal(ce[1].me, ce[1]), ev_shared = rawequal(ce[1].p1, ce[1].p2),
+    ev_fn = ce[1].fn(1), ev_five = ce[1][5], ev_flow = rawequal(ce[1].flow, ce[2]),
+    fuzz_failed = failed,
     cyc = rawequal(c.t.self, c.t), name = c.t.self.name, third = c.t.list[3],
     add = c.f(5), null = c.n == cjson_safe.null, s_len = #c.s,
     dname = d.v.self.name, ev_i = d.e.i, ev_pkts = d.e.flow.pkts,
@@ -589,6 +599,17 @@ end
         assert_eq!(r["own"], 1, "{r}");
         assert_eq!(r["typ"], "string", "{r}");
         assert!(r["fuzz_failed"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(
+            (
+                &r["ev_self"],
+                &r["ev_shared"],
+                &r["ev_fn"],
+                &r["ev_five"],
+                &r["ev_flow"]
+            ),
+            (&json!(true), &json!(true), &json!(11), &json!("five"), &json!(true)),
+            "{r}"
+        );
         assert!(r["err1"].as_str().unwrap().contains("invalid value type"), "{r}");
         assert!(
             r["err2"]
