@@ -222,17 +222,7 @@ fn stale_expected(cases: &[TestCase]) -> Vec<PathBuf> {
 fn expected_dir(case: &TestCase) -> PathBuf {
     let stem = short(&case.file);
     let stem = stem.strip_suffix(".lua").unwrap_or(&stem);
-    let name: String = case
-        .name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let name = spec::folder_name(&case.name);
     case.file.with_file_name(format!("{stem}.expected")).join(name)
 }
 

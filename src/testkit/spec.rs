@@ -128,13 +128,31 @@ pub(crate) fn load(file: &Path, default_root: &Path) -> Result<Vec<TestCase>, Sp
     for (k, t) in tests.sequence_values::<Table>().enumerate() {
         let t = t.map_err(lua_err)?;
         let case = test_case(file, dir, default_root, k + 1, &t)?;
-        if out.iter().any(|c| c.name == case.name) {
+        let folder = folder_name(&case.name);
+        if folder.bytes().all(|b| b == b'.') {
             return Err(SpecError::Lua {
                 path: file.to_path_buf(),
                 message: format!(
-                    "two tests are named {:?} (a test's name also names its expected files)",
+                    "test {:?}: a test's name must hold a letter or a digit (it also names its folder of expected files)",
                     case.name
                 ),
+            });
+        }
+        if let Some(other) = out.iter().find(|c| folder_name(&c.name) == folder) {
+            let message = if other.name == case.name {
+                format!(
+                    "two tests are named {:?} (a test's name also names its expected files)",
+                    case.name
+                )
+            } else {
+                format!(
+                    "tests {:?} and {:?} would share the folder of expected files {folder:?} (characters other than A-Za-z0-9._- become _): rename one",
+                    other.name, case.name
+                )
+            };
+            return Err(SpecError::Lua {
+                path: file.to_path_buf(),
+                message,
             });
         }
         out.push(case);
@@ -387,10 +405,20 @@ fn read_expect(e: &Table, case: &mut TestCase) -> Result<(), (String, String)> {
             let c = c.map_err(|err| (w.clone(), err.to_string()))?;
             let args = command_args(&c).map_err(|m| (w.clone(), m))?;
             let named = ["equals", "exists", "absent", "matches"];
-            if !named.iter().any(|k| !matches!(c.get::<Value>(*k), Ok(Value::Nil))) {
+            let given: Vec<(&str, Value)> = named
+                .iter()
+                .filter_map(|k| c.get::<Value>(*k).ok().filter(|v| !v.is_nil()).map(|v| (*k, v)))
+                .collect();
+            let ok = match given.as_slice() {
+                [("exists" | "absent", v)] => *v == Value::Boolean(true),
+                [("matches", v)] => v.is_string(),
+                [("equals", _)] => true,
+                _ => false,
+            };
+            if !ok {
                 return Err((
                     w,
-                    "say what the reply must be: equals = v, matches = \"pattern\", exists = true or absent = true"
+                    "say what the reply must be, once: equals = v, matches = \"pattern\", exists = true or absent = true"
                         .into(),
                 ));
             }
@@ -431,6 +459,20 @@ fn read_expect(e: &Table, case: &mut TestCase) -> Result<(), (String, String)> {
             .sort_by(|a, b| (&a.output, &a.path).cmp(&(&b.output, &b.path)));
     }
     Ok(())
+}
+
+/// The folder a test's expected records go to, from its name: characters other than
+/// `A-Za-z0-9._-` become `_`.
+pub(crate) fn folder_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The array part of `c`: a Redis command and its arguments (strings or numbers).

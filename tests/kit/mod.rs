@@ -384,3 +384,55 @@ fn redis_contents_are_checked_and_tests_run_by_name() {
     assert!(out.contains("expect.redis[1]") || out.contains("redis[1]"), "{out}");
     assert!(out.contains("say what the reply must be"), "{out}");
 }
+
+/// A test name that would make its expected folder `.` or `..` (so `--update` would write into,
+/// and clear, the tests folder itself), or that two tests would share once sanitized, is
+/// refused before anything runs; so is an `expect.redis` check that is not one clear check.
+#[test]
+fn names_and_checks_that_would_mislead_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = manifest_dir().join("scripts");
+    let file = dir.path().join("n.test.lua");
+    let path = file.to_str().unwrap();
+    let event = "{ event_type = \"flow\" }";
+    let write = |tests: &str| fs::write(&file, format!("tests = {{ {tests} }}\n")).unwrap();
+    let case = |name: &str, extra: &str| {
+        format!(
+            "{{ name = {name:?}, root = {:?}, shards = 1, events = {{ {event} }}{extra} }},",
+            scripts.to_str().unwrap()
+        )
+    };
+    for name in ["..", ".", "..."] {
+        write(&case(name, ""));
+        let (code, out) = kit(&["test", path, "--update"]);
+        assert_eq!(code, 1, "{name}: {out}");
+        assert!(out.contains("must hold a letter or a digit"), "{name}: {out}");
+    }
+    write(&(case("x y", "") + &case("x_y", "")));
+    let (code, out) = kit(&["test", path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("would share the folder of expected files \"x_y\""),
+        "{out}"
+    );
+    for check in [
+        "absent = false",
+        "exists = 1",
+        "matches = 1",
+        "equals = 1, matches = \"^nope$\"",
+    ] {
+        write(&case(
+            "r",
+            &format!(", expect = {{ redis = {{ {{ \"GET\", \"count:flow\", {check} }} }} }}"),
+        ));
+        let (code, out) = kit(&["test", path]);
+        assert_eq!(code, 1, "{check}: {out}");
+        assert!(out.contains("say what the reply must be, once"), "{check}: {out}");
+    }
+    // Nothing was written next to the test file.
+    let left: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["n.test.lua"], "{left:?}");
+}
