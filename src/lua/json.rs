@@ -248,12 +248,13 @@ impl Encoder {
                         self.keys.push(KeyRef::Str(k.as_ptr(), k.len()));
                     }
                     ffi::LUA_TNUMBER => self.keys.push(KeyRef::Num(ffi::lua_tonumber(l, -2))),
-                    _ => {
+                    t => {
+                        // lua-cjson names the key's type.
+                        let ty = std::ffi::CStr::from_ptr(ffi::lua_typename(l, t)).to_string_lossy();
+                        let msg = format!("Cannot serialise {ty}: table key must be a number or string");
                         ffi::lua_pop(l, 2);
                         self.keys.truncate(kbase);
-                        return Err(EncodeError(
-                            "Cannot serialise table: table key must be a number or string".into(),
-                        ));
+                        return Err(EncodeError(msg));
                     }
                 }
                 ffi::lua_pop(l, 1);
@@ -306,10 +307,11 @@ impl Encoder {
                     write_num(out, ffi::lua_tonumber(l, k), self.precision)?;
                     out.push(b'"');
                 }
-                _ => {
-                    return Err(EncodeError(
-                        "Cannot serialise table: table key must be a number or string".into(),
-                    ));
+                t => {
+                    let ty = std::ffi::CStr::from_ptr(ffi::lua_typename(l, t)).to_string_lossy();
+                    return Err(EncodeError(format!(
+                        "Cannot serialise {ty}: table key must be a number or string"
+                    )));
                 }
             }
             out.push(b':');

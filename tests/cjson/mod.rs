@@ -375,8 +375,8 @@ end
 local specials = { 0.1, 1e-5, 1e21, 123456.789, -0.0, 1e300, 5e-324, 1 / 3, 2 / 3, 99999999999999 }
 local invalid = { 0 / 0, 1 / 0, -1 / 0 }
 -- One kind of fault per value at most (0: none, 1: NaN or infinity, 2: a sparse array, 3: a
--- function): with two, which one is met first depends on key order, which differs between
--- the two LuaJIT builds.
+-- function, 4: a boolean key): with two, which one is met first depends on key order, which
+-- differs between the two LuaJIT builds.
 local fault
 local function gen(depth)
   local k = rnd(depth >= 3 and 7 or 11)
@@ -405,11 +405,12 @@ local function gen(depth)
     t[key] = gen(depth + 1)
   end
   if fault == 3 and rnd(3) == 0 then t.f = print end
+  if fault == 4 and rnd(3) == 0 then t[rnd(2) == 0] = 1 end
   return t
 end
 function encode_case(i)
   seed = i * 7919 + 1
-  fault = rnd(4)
+  fault = rnd(5)
   local s, err = cjson_safe.encode(gen(0))
   if s == nil then return "error: " .. tostring(err) end
   -- Raw bytes >= 0x80 (both write them as they are) as escapes, so the result reads as JSON.
