@@ -409,6 +409,38 @@ fn engine_run(case: &TestCase, shards: usize, opts: &TestOptions, dir: &Path) ->
     })
 }
 
+/// A Redis reply read as `want` reads it: a bulk string whose text is exactly the way a number
+/// is written (`"42"`, `"-1.5"`; not `"007"` or `"1e2"`) as that number where a number is
+/// expected, at any depth of a list; the empty list as `{}` (Lua's empty table) where `{}` is
+/// expected.
+fn as_expected(want: &OwnedValue, reply: &OwnedValue) -> OwnedValue {
+    use simd_json::prelude::{TypedScalarValue, ValueAsArray, ValueAsObject, ValueAsScalar};
+    if want.is_number()
+        && let Some(t) = reply.as_str()
+    {
+        if let Ok(n) = t.parse::<i64>()
+            && n.to_string() == t
+        {
+            return OwnedValue::from(n);
+        }
+        if let Ok(x) = t.parse::<f64>()
+            && x.is_finite()
+            && x.to_string() == t
+        {
+            return OwnedValue::from(x);
+        }
+    }
+    if want.as_object().is_some_and(|o| o.is_empty()) && reply.as_array().is_some_and(|a| a.is_empty()) {
+        return want.clone();
+    }
+    if let (Some(w), Some(r)) = (want.as_array(), reply.as_array())
+        && w.len() == r.len()
+    {
+        return OwnedValue::from(w.iter().zip(r).map(|(w, r)| as_expected(w, r)).collect::<Vec<_>>());
+    }
+    reply.clone()
+}
+
 /// What is wrong with value `v` (`None`: absent) under check `m`, if anything.
 fn mismatch(m: &Matcher, v: Option<&OwnedValue>, matches: &dyn Fn(&str, &str) -> bool) -> Option<String> {
     let enc = simd_json::prelude::Writable::encode;
@@ -581,27 +613,12 @@ fn check_assertions(case: &TestCase, got: &RunOutput, lua: &mlua::Lua, problems:
         ));
     }
     for ((args, m), reply) in case.redis_checks.iter().zip(&got.redis) {
-        use simd_json::prelude::{TypedScalarValue, ValueAsArray, ValueAsObject, ValueAsScalar};
-        let reply = Some(reply).filter(|r| !r.is_null());
-        // A number expected: Redis answers GET and the like with its text.
-        let as_number = match (m, reply.and_then(|r| r.as_str())) {
-            (Matcher::Equals(w), Some(text)) if w.is_number() => {
-                let t = text.trim();
-                t.parse::<i64>()
-                    .map(OwnedValue::from)
-                    .ok()
-                    .or_else(|| t.parse::<f64>().ok().map(OwnedValue::from))
-            }
-            // `{}` in Lua is also the empty list Redis answers for a missing hash or set.
-            (Matcher::Equals(w), _)
-                if w.as_object().is_some_and(|o| o.is_empty())
-                    && reply.and_then(|r| r.as_array()).is_some_and(|a| a.is_empty()) =>
-            {
-                Some(w.clone())
-            }
+        let reply = Some(reply).filter(|r| !simd_json::prelude::TypedScalarValue::is_null(*r));
+        let read = match (m, reply) {
+            (Matcher::Equals(w), Some(r)) => Some(as_expected(w, r)),
             _ => None,
         };
-        if let Some(p) = mismatch(m, as_number.as_ref().or(reply), &matches) {
+        if let Some(p) = mismatch(m, read.as_ref().or(reply), &matches) {
             problems.push(format!("redis {}: {p}", args.join(" ")));
         }
     }

@@ -347,12 +347,16 @@ fn redis_contents_are_checked_and_tests_run_by_name() {
         &file,
         format!(
             "tests = {{\n\
-             {{ name = \"redis right\", root = {root:?}, shards = 1, redis = {{ {{ \"SET\", \"count:dns\", \"41\" }} }},\n\
+             {{ name = \"redis right\", root = {root:?}, shards = 1,\n\
+               redis = {{ {{ \"SET\", \"count:dns\", \"41\" }}, {{ \"RPUSH\", \"l\", \"a\", \"3\" }} }},\n\
                events = {{ {event} }},\n\
                expect = {{ redis = {{ {{ \"GET\", \"count:dns\", equals = 42 }}, {{ \"GET\", \"count:x\", absent = true }},\n\
+                 {{ \"LRANGE\", \"l\", 0, -1, equals = {{ \"a\", 3 }} }}, {{ \"HGETALL\", \"h\", equals = {{}} }},\n\
                  {{ \"EXISTS\", \"count:dns\", equals = 1 }}, {{ \"GET\", \"count:dns\", matches = \"^4%d$\" }} }} }} }},\n\
-             {{ name = \"redis wrong\", root = {root:?}, shards = 1, events = {{ {event} }},\n\
-               expect = {{ redis = {{ {{ \"GET\", \"count:dns\", equals = 7 }}, {{ \"GET\", \"count:dns\", absent = true }} }} }} }},\n\
+             {{ name = \"redis wrong\", root = {root:?}, shards = 1, redis = {{ {{ \"SET\", \"z\", \"007\" }} }},\n\
+               events = {{ {event} }},\n\
+               expect = {{ redis = {{ {{ \"GET\", \"count:dns\", equals = 7 }}, {{ \"GET\", \"count:dns\", absent = true }},\n\
+                 {{ \"GET\", \"z\", equals = 7 }} }} }} }},\n\
              }}\n",
             root = scripts.to_str().unwrap()
         ),
@@ -370,6 +374,7 @@ fn redis_contents_are_checked_and_tests_run_by_name() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("redis GET count:dns: expected 7, got 1"), "{out}");
     assert!(out.contains("redis GET count:dns: expected absent, got 1"), "{out}");
+    assert!(out.contains("redis GET z: expected 7, got \"007\""), "{out}");
     assert!(out.contains("test result: FAILED. 1 passed; 1 failed"), "{out}");
     let (code, out) = kit(&["test", path, "--name", "nothing like it"]);
     assert_eq!(code, 1, "{out}");
