@@ -144,7 +144,7 @@ unsafe extern "C-unwind" fn cjson_encode(l: *mut lua_State) -> c_int {
     // only (raw accesses: no metamethod runs).
     unsafe {
         c_entry(l, "encode", |l| {
-            arg_count(l, "encode", 1)?;
+            one_argument(l)?;
             let r = SCRATCH.with(|s| {
                 let mut s = s.try_borrow_mut().map_err(|_| "encode: called from inside itself")?;
                 let (enc, out) = &mut *s;
@@ -170,12 +170,21 @@ unsafe extern "C-unwind" fn cjson_encode(l: *mut lua_State) -> c_int {
     }
 }
 
+/// lua-cjson's check of `encode`/`decode`'s argument count, with its message.
+unsafe fn one_argument(l: *mut lua_State) -> Result<(), LuaFail> {
+    // SAFETY: `l` is the running state.
+    if unsafe { ffi::lua_gettop(l) } != 1 {
+        return Err(LuaFail("bad argument #1 to '?' (expected 1 argument)".into()));
+    }
+    Ok(())
+}
+
 unsafe extern "C-unwind" fn cjson_decode(l: *mut lua_State) -> c_int {
     // SAFETY: a lua_CFunction: `l` is this thread's running state, its arguments at 1..=top;
     // the body runs behind `c_entry` (panics caught, errors raised after it returns).
     unsafe {
         c_entry(l, "decode", |l| {
-            arg_count(l, "decode", 1)?;
+            one_argument(l)?;
             // As lua-cjson: a number is decoded as its text (`decode(123)` is 123).
             if ffi::lua_type(l, 1) == ffi::LUA_TNUMBER {
                 ffi::lua_tolstring(l, 1, std::ptr::null_mut());
@@ -226,7 +235,8 @@ unsafe extern "C-unwind" fn cjson_precision(l: *mut lua_State) -> c_int {
     unsafe {
         c_entry(l, "encode_number_precision", |l| {
             if ffi::lua_gettop(l) >= 1 && ffi::lua_type(l, 1) != ffi::LUA_TNIL {
-                let n = if ffi::lua_type(l, 1) == ffi::LUA_TNUMBER {
+                // A number, or a string holding one (as lua-cjson's luaL_checkinteger).
+                let n = if ffi::lua_isnumber(l, 1) != 0 {
                     ffi::lua_tonumber(l, 1)
                 } else {
                     0.0

@@ -468,3 +468,36 @@ fn encode_matches_lua_cjson() {
         wrong.iter().take(30).cloned().collect::<Vec<_>>().join("\n")
     );
 }
+
+/// The argument checks of `encode`/`decode` and the precision setter, as lua-cjson words
+/// and accepts them.
+#[test]
+fn argument_checks_match_lua_cjson() {
+    let calls = r#"
+function arg_results()
+  local r = {}
+  local function add(ok, v) r[#r + 1] = tostring(ok) .. " " .. tostring(v) end
+  add(pcall(cjson_safe.decode))
+  add(pcall(cjson_safe.decode, "1", 2))
+  add(pcall(cjson_safe.encode))
+  add(pcall(cjson_safe.encode, 1, 2))
+  add(pcall(cjson_safe.encode_number_precision, "5"))
+  add(pcall(cjson_safe.encode, 2 / 3))
+  return table.concat(r, " | ")
+end
+"#;
+    let env = Env::new();
+    let expected = luajit(
+        env.dir.path(),
+        &format!("{calls}\nio.write(arg_results(), '\\n')\n"),
+        &[],
+    );
+    let got = engine_results(
+        &env,
+        &format!(
+            "{calls}\nfunction setup() end\nfunction loop(msg)\n  dragonfly.output_event(default_output, {{ i = msg.i, r = arg_results() }})\nend\n"
+        ),
+        &["{\"i\":0}".to_string()],
+    );
+    assert_eq!(got, expected);
+}
