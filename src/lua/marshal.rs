@@ -106,10 +106,7 @@ impl Encoder {
                     if ty == ffi::LUA_TFUNCTION {
                         return self.function(l, idx, p, depth);
                     }
-                    if proxy::is_proxy(l, idx) {
-                        return self.event_table(l, idx, p, depth);
-                    }
-                    return self.table(l, idx, p, depth);
+                    return self.table(l, idx, p, proxy::is_proxy(l, idx), depth);
                 }
                 _ => return Err(LuaFail("marshal.encode: invalid value type".into())),
             }
@@ -117,60 +114,23 @@ impl Encoder {
         Ok(())
     }
 
-    /// The table at `idx`, recorded under address `p`.
-    unsafe fn table(&mut self, l: *mut lua_State, idx: c_int, p: *const c_void, depth: usize) -> Result<(), LuaFail> {
+    /// The table at `idx`, recorded under address `p`: its pairs, as `lua_next` gives them,
+    /// or for an event table (`event`) as a script's `pairs` does (nested objects as event
+    /// tables, changes included).
+    unsafe fn table(
+        &mut self,
+        l: *mut lua_State,
+        idx: c_int,
+        p: *const c_void,
+        event: bool,
+        depth: usize,
+    ) -> Result<(), LuaFail> {
         self.seen.push(p);
         self.out.push(b'T');
         // SAFETY: `idx` is a table on `l`'s stack; `value` checks its own stack room.
         unsafe {
             ffi::lua_pushnil(l);
-            while ffi::lua_next(l, idx) != 0 {
-                let v = ffi::lua_gettop(l);
-                let r = self
-                    .value(l, v - 1, depth + 1)
-                    .and_then(|()| self.value(l, v, depth + 1));
-                ffi::lua_pop(l, 1);
-                if let Err(e) = r {
-                    ffi::lua_pop(l, 1);
-                    return Err(e);
-                }
-            }
-        }
-        self.out.push(b'e');
-        Ok(())
-    }
-
-    /// An event table at `idx`, recorded under address `p`: its fields as a script's `pairs`
-    /// gives them (nested objects as event tables, changes included), written as a table.
-    unsafe fn event_table(
-        &mut self,
-        l: *mut lua_State,
-        idx: c_int,
-        p: *const c_void,
-        depth: usize,
-    ) -> Result<(), LuaFail> {
-        self.seen.push(p);
-        self.out.push(b'T');
-        // SAFETY: `idx` is an event table on `l`'s stack; `value` checks its own stack room;
-        // the engine's `next` of event tables runs protected.
-        unsafe {
-            ffi::lua_pushnil(l);
-            loop {
-                ffi::lua_pushcclosure(l, super::access::lua_next_proxy, 0);
-                ffi::lua_pushvalue(l, idx);
-                ffi::lua_pushvalue(l, -3);
-                if ffi::lua_pcall(l, 2, 2, 0) != 0 {
-                    let msg = super::ffi_util::to_bytes(l, -1).unwrap_or_default();
-                    let msg = format!("marshal.encode: {}", String::from_utf8_lossy(msg));
-                    ffi::lua_pop(l, 2);
-                    return Err(LuaFail(msg));
-                }
-                // The previous key, then the next one and its value.
-                if ffi::lua_type(l, -2) == ffi::LUA_TNIL {
-                    ffi::lua_pop(l, 3);
-                    break;
-                }
-                ffi::lua_remove(l, -3);
+            while next_pair(l, idx, event)? {
                 let v = ffi::lua_gettop(l);
                 let r = self
                     .value(l, v - 1, depth + 1)
@@ -224,6 +184,35 @@ impl Encoder {
             }
         }
         Ok(())
+    }
+}
+
+/// `lua_next` on the table at `idx`, the key on top: replaces it by the next key and its
+/// value and returns true, or pops it and returns false. An event table (`event`) is walked by
+/// the engine's `next` of event tables, run protected (a tampered table is an error).
+unsafe fn next_pair(l: *mut lua_State, idx: c_int, event: bool) -> Result<bool, LuaFail> {
+    // SAFETY: `idx` is a table on `l`'s stack, the key on top; three slots are checked by the
+    // caller (`value`).
+    unsafe {
+        if !event {
+            return Ok(ffi::lua_next(l, idx) != 0);
+        }
+        ffi::lua_pushcclosure(l, super::access::lua_next_proxy, 0);
+        ffi::lua_pushvalue(l, idx);
+        ffi::lua_pushvalue(l, -3);
+        if ffi::lua_pcall(l, 2, 2, 0) != 0 {
+            let msg = super::ffi_util::to_bytes(l, -1).unwrap_or_default();
+            let msg = format!("marshal.encode: {}", String::from_utf8_lossy(msg));
+            ffi::lua_pop(l, 2);
+            return Err(LuaFail(msg));
+        }
+        // The previous key, then the next one and its value.
+        if ffi::lua_type(l, -2) == ffi::LUA_TNIL {
+            ffi::lua_pop(l, 3);
+            return Ok(false);
+        }
+        ffi::lua_remove(l, -3);
+        Ok(true)
     }
 }
 
