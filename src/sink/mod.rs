@@ -99,10 +99,11 @@ pub(crate) trait Output: Send {
         None
     }
 
-    /// Whether nothing it took waits for a retry that the writer should wait for at exit
-    /// (Parquet: a complete file not published yet); see [`Outputs::drain`].
-    fn settled(&self) -> bool {
-        true
+    /// Why records it took wait for a retry of its own now (Parquet: files that could not be
+    /// written or published), `None` when none do: a stall at once (see `Writer::stalled`),
+    /// and what the writer waits for at exit (see [`Outputs::drain`]).
+    fn waiting(&self) -> Option<String> {
+        None
     }
 
     /// Something the writer should report that is no failure of a delivery (a file output
@@ -248,16 +249,8 @@ impl Output for parquet::ParquetSink {
     fn delivered(&self) -> u64 {
         self.delivered
     }
-    /// A file in progress waits for its size or age, which says nothing; a complete file that
-    /// cannot be published is a stall at once.
-    fn stall_after(&self) -> Option<Duration> {
-        self.waiting().map(|_| Duration::ZERO)
-    }
-    fn last_problem(&self) -> Option<String> {
-        self.waiting()
-    }
-    fn settled(&self) -> bool {
-        self.waiting().is_none()
+    fn waiting(&self) -> Option<String> {
+        parquet::ParquetSink::waiting(self)
     }
     fn name(&self) -> String {
         format!("parquet://{}", self.dir().display())
@@ -515,8 +508,8 @@ impl Outputs {
         self.wait_for(o, |held, _| held == 0 || held + n <= limit, drops)
     }
 
-    /// At exit: waits (up to the grace) until output `o` has delivered what it holds and is
-    /// [settled](Output::settled).
+    /// At exit: waits (up to the grace) until output `o` has delivered what it holds and has
+    /// nothing [waiting](Output::waiting).
     fn drain(&mut self, o: usize) {
         self.wait_for(o, |held, delivered| held == 0 && delivered, false);
     }
@@ -530,7 +523,7 @@ impl Outputs {
         let mut told = false;
         loop {
             let r = self.sinks[o].flush();
-            let ok = r.is_ok() && self.sinks[o].settled();
+            let ok = r.is_ok() && self.sinks[o].waiting().is_none();
             self.settle(o, r, true);
             if done(self.sinks[o].held().map_or(0, Held::len), ok) {
                 return true;
@@ -1038,44 +1031,43 @@ impl Writer {
         }
     }
 
-    /// Whether output `i` has records sent and not acknowledged for [`STALL_AFTER`] without
-    /// any acknowledgement: reported once as `output_waiting` (with what its client last
-    /// saw), `output_resumed` when acknowledgements move again.
+    /// Whether output `i` cannot deliver now: it says why ([`Output::waiting`]), or it has
+    /// records sent and not acknowledged for its [`Output::stall_after`] without any
+    /// acknowledgement (Kafka). Reported once as `output_waiting` (with the reason, or what
+    /// its client last saw), `output_resumed` when it delivers again.
     fn stalled(&mut self, i: usize) -> bool {
         if self.stalls.len() < self.out.sinks.len() {
             self.stalls.resize(self.out.sinks.len(), (0, Instant::now(), false));
         }
         let s = &self.out.sinks[i];
-        let after = s.stall_after();
         let (sent, delivered) = (s.sent(), s.delivered());
         let st = &mut self.stalls[i];
-        // A wait at once (Parquet) ends when the output no longer waits, not when some of its
-        // records are delivered (files before the one that waits).
-        let moving = delivered != st.0 && after != Some(Duration::ZERO);
-        if after.is_none() || moving || sent <= delivered {
-            let was = st.2;
-            *st = (delivered, Instant::now(), false);
-            if was {
+        let acks_move = delivered != st.0 || sent <= delivered;
+        if acks_move {
+            (st.0, st.1) = (delivered, Instant::now());
+        }
+        let why = match (s.waiting(), s.stall_after()) {
+            (Some(why), _) => Some(why),
+            (None, Some(after)) if !acks_move && st.1.elapsed() >= after => {
+                let last = s.last_problem().map(|p| format!(" (last: {p})")).unwrap_or_default();
+                Some(format!(
+                    "{} records sent and not acknowledged for {} s{last}; they are kept and retried",
+                    sent - delivered,
+                    after.as_secs()
+                ))
+            }
+            _ => None,
+        };
+        let Some(why) = why else {
+            if std::mem::take(&mut st.2) {
                 let msg = format!("{}: delivering again", s.name());
                 self.out.report(i, Kind::OutputResumed, "", &msg);
             }
             return false;
-        }
-        if after.is_some_and(|a| st.1.elapsed() < a) {
-            return false;
-        }
+        };
         if !st.2 {
             st.2 = true;
-            let why = s.last_problem().map(|p| format!(" (last: {p})")).unwrap_or_default();
-            let waited = match after.unwrap_or_default().as_secs() {
-                0 => String::new(),
-                n => format!(" for {n} s"),
-            };
-            let msg = format!(
-                "{}: {} records sent and not acknowledged{waited}{why}; they are kept and retried (nothing passes the watermark meanwhile)",
-                s.name(),
-                sent - delivered,
-            );
+            let msg = format!("{}: {why} (nothing passes the watermark meanwhile)", s.name());
             self.out.report(
                 i,
                 Kind::OutputWaiting,
