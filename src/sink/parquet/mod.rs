@@ -171,15 +171,42 @@ pub struct ParquetSink {
     /// kept until it is complete so that a file that cannot be written loses nothing.
     retained: Vec<u8>,
     retained_ok: bool,
-    /// Lines of files that could not be written (or created), to write again, with their
-    /// count, the lowest `first_sent` among them, when to try next and the last error.
-    retry: Vec<u8>,
-    retry_rows: u64,
-    retry_floor: Option<u64>,
-    retry_at: Instant,
-    retry_error: String,
+    /// Lines of files that could not be written (or created), to write again.
+    retry: Retry,
     /// The highest `sent` of a published file.
     published_max: u64,
+}
+
+/// Lines of files that could not be written (or created), waiting to be written again.
+#[derive(Default)]
+struct Retry {
+    /// The lines, each ending with `\n`, and how many.
+    lines: Vec<u8>,
+    rows: u64,
+    /// The lowest `first_sent` among them: `delivered` stays below it.
+    floor: Option<u64>,
+    /// When to try next, and why the last try failed.
+    at: Option<Instant>,
+    error: String,
+}
+
+impl Retry {
+    /// Counts `rows` more lines (appended to `lines` by the caller), the first of them the
+    /// `floor`-th handed over.
+    fn add(&mut self, rows: u64, floor: u64) {
+        self.rows += rows;
+        self.floor = Some(self.floor.map_or(floor, |f| f.min(floor)));
+    }
+
+    /// A try failed: the next one after [`RETRY_AFTER`].
+    fn failed(&mut self, error: String) {
+        self.error = error;
+        self.at = Some(Instant::now() + RETRY_AFTER);
+    }
+
+    fn due(&self) -> bool {
+        !self.lines.is_empty() && self.at.is_none_or(|t| Instant::now() >= t)
+    }
 }
 
 /// The most bytes of lines the sink keeps to write again after a failure (the file being
@@ -247,11 +274,7 @@ impl ParquetSink {
             index_failures: 0,
             retained: Vec::new(),
             retained_ok: true,
-            retry: Vec::new(),
-            retry_rows: 0,
-            retry_floor: None,
-            retry_at: Instant::now(),
-            retry_error: String::new(),
+            retry: Retry::default(),
             published_max: 0,
             sent: 0,
             delivered: 0,
@@ -290,15 +313,13 @@ impl ParquetSink {
             && let Err(e) = self.start_file()
         {
             // Kept to write again (a full disk), while it fits.
-            if self.retry.len() + self.retained.len() + line.len() >= RETAIN_BYTES {
+            if !self.fits(line.len()) {
                 return Err(e);
             }
-            self.retry.extend_from_slice(line);
-            self.retry.push(b'\n');
-            self.retry_rows += 1;
-            self.retry_floor = Some(self.retry_floor.map_or(self.sent, |f| f.min(self.sent)));
-            self.retry_error = e.to_string();
-            self.retry_at = Instant::now() + RETRY_AFTER;
+            self.retry.lines.extend_from_slice(line);
+            self.retry.lines.push(b'\n');
+            self.retry.add(1, self.sent);
+            self.retry.failed(e.to_string());
             self.sent += 1;
             self.update_delivered();
             return Ok(());
@@ -322,7 +343,7 @@ impl ParquetSink {
         if !self.unpublished.is_empty() {
             self.publish();
         }
-        if !self.retry.is_empty() && Instant::now() >= self.retry_at {
+        if self.retry.due() {
             self.write_again()?;
         }
         match &self.cur {
@@ -369,19 +390,17 @@ impl ParquetSink {
     /// and each stays complete as `.<name>.inprogress`.
     pub fn finish(&mut self) -> io::Result<()> {
         let mut closed = self.close();
-        if !self.retry.is_empty() {
+        if !self.retry.lines.is_empty() {
             closed = closed.and(self.write_again());
         }
-        if !self.retry.is_empty() {
-            let rows = std::mem::take(&mut self.retry_rows);
-            self.lost += rows;
+        if !self.retry.lines.is_empty() {
+            let r = std::mem::take(&mut self.retry);
+            self.lost += r.rows;
             self.last_loss = format!(
-                "{}; files could not be written until the exit: {rows} row(s) are lost (their \
+                "{}; files could not be written until the exit: {} row(s) are lost (their \
                  unfinished files are left in place)",
-                self.retry_error
+                r.error, r.rows
             );
-            self.retry.clear();
-            self.retry_floor = None;
         }
         while let Some(p) = self.unpublished.pop_front() {
             let rows = p.cur.stats.rows;
@@ -402,12 +421,12 @@ impl ParquetSink {
     /// Why rows wait: files that could not be written, or complete files that cannot be
     /// published (`None`: none waits).
     pub fn waiting(&self) -> Option<String> {
-        if !self.retry.is_empty() {
+        if !self.retry.lines.is_empty() {
             return Some(format!(
                 "{} row(s) of files that could not be written are kept and written again every {} s: {}",
-                self.retry_rows,
+                self.retry.rows,
                 RETRY_AFTER.as_secs(),
-                self.retry_error
+                self.retry.error
             ));
         }
         let first = self.unpublished.front()?;
@@ -540,10 +559,15 @@ impl ParquetSink {
 
     /// `delivered`: what published files hold, below the rows waiting to be written again.
     fn update_delivered(&mut self) {
-        self.delivered = match self.retry_floor {
+        self.delivered = match self.retry.floor {
             Some(f) => self.published_max.min(f),
             None => self.published_max,
         };
+    }
+
+    /// Whether `n` more bytes of lines fit in what the sink keeps to write again.
+    fn fits(&self, n: usize) -> bool {
+        self.retained.len() + self.retry.lines.len() + n < RETAIN_BYTES
     }
 
     /// Keeps `line` of the file being written, while it fits.
@@ -551,7 +575,7 @@ impl ParquetSink {
         if !self.retained_ok {
             return;
         }
-        if self.retained.len() + self.retry.len() + line.len() >= RETAIN_BYTES {
+        if !self.fits(line.len()) {
             self.retained_ok = false;
             self.retained = Vec::new();
             return;
@@ -564,36 +588,28 @@ impl ParquetSink {
     /// the file being written is closed); what fails again waits for the next try.
     fn write_again(&mut self) -> io::Result<()> {
         self.close()?;
-        let lines = std::mem::take(&mut self.retry);
-        let rows = std::mem::take(&mut self.retry_rows);
-        let floor = self.retry_floor.take();
+        let mut taken = std::mem::take(&mut self.retry);
         if let Err(e) = self.start_file() {
-            self.retry = lines;
-            self.retry_rows = rows;
-            self.retry_floor = floor;
-            self.retry_error = e.to_string();
-            self.retry_at = Instant::now() + RETRY_AFTER;
+            taken.failed(e.to_string());
+            self.retry = taken;
             self.update_delivered();
             return Ok(());
         }
-        if let (Some(cur), Some(f)) = (self.cur.as_mut(), floor) {
-            cur.first_sent = f;
+        let floor = taken.floor.unwrap_or(self.sent);
+        if let Some(cur) = self.cur.as_mut() {
+            cur.first_sent = floor;
         }
-        let mut rest = lines.split_inclusive(|&b| b == b'\n');
-        while let Some(line) = rest.next() {
+        let mut pos = 0;
+        for line in taken.lines.split_inclusive(|&b| b == b'\n') {
             if self.cur.is_none() {
                 // The file failed: what it held went back to `retry`; the rest follows.
-                let n = 1 + rest.clone().count() as u64;
-                self.retry.extend_from_slice(line);
-                for l in rest.by_ref() {
-                    self.retry.extend_from_slice(l);
-                }
-                self.retry_rows += n;
-                if let Some(f) = floor {
-                    self.retry_floor = Some(self.retry_floor.map_or(f, |g| g.min(f)));
-                }
+                let rest = &taken.lines[pos..];
+                self.retry.lines.extend_from_slice(rest);
+                self.retry
+                    .add(rest.iter().filter(|&&b| b == b'\n').count() as u64, floor);
                 break;
             }
+            pos += line.len();
             let text = line.strip_suffix(b"\n").unwrap_or(line);
             self.push_row(text);
             self.retain(text);
@@ -611,27 +627,22 @@ impl ParquetSink {
     /// Leaves `cur` unfinished (listed in the stale files); its rows are written again later
     /// when they were kept, else counted as lost.
     fn abandon(&mut self, cur: Current, err: io::Error) {
-        if self.retained_ok && cur.stats.rows > 0 {
-            let lines = std::mem::take(&mut self.retained);
-            self.retry.extend_from_slice(&lines);
-            self.retained = lines;
-            self.retained.clear();
-            self.retry_rows += cur.stats.rows;
-            self.retry_floor = Some(self.retry_floor.map_or(cur.first_sent, |f| f.min(cur.first_sent)));
-            self.retry_error = format!("{err} (the file is left unfinished)");
-            self.retry_at = Instant::now() + RETRY_AFTER;
-            self.stale.push(cur.tmp);
-            self.update_delivered();
-            return;
+        let rows = cur.stats.rows;
+        let kept = self.retained_ok && rows > 0;
+        if kept {
+            self.retry.lines.extend_from_slice(&self.retained);
+            self.retry.add(rows, cur.first_sent);
+            self.retry.failed(format!("{err} (the file is left unfinished)"));
+        } else {
+            self.lost += rows;
+            self.last_loss = format!("{err}; the file is left unfinished and its {rows} row(s) are lost");
         }
         self.retained.clear();
         self.retained_ok = true;
-        self.lost += cur.stats.rows;
-        self.last_loss = format!(
-            "{err}; the file is left unfinished and its {} row(s) are lost",
-            cur.stats.rows
-        );
         self.stale.push(cur.tmp);
+        if kept {
+            self.update_delivered();
+        }
     }
 
     /// Rows lost in abandoned files since the last call, with the last failure; `Some((0, _))`
