@@ -180,8 +180,15 @@ const EXPECT_KEYS: &[&str] = &["outputs", "fields", "counts", "log", "script_err
 
 /// A key of `t` that is not one of `known` (a typo would otherwise make a check vanish).
 fn unknown_key(t: &Table, known: &[&str]) -> Option<String> {
+    unknown_setting(t, known, false)
+}
+
+/// [`unknown_key`], but for a table whose array part is data (a Redis command and its check).
+fn unknown_setting(t: &Table, known: &[&str], array: bool) -> Option<String> {
+    let len = if array { t.raw_len() as i64 } else { 0 };
     t.pairs::<Value, Value>()
         .filter_map(|kv| kv.ok())
+        .filter(|(k, _)| !matches!(k, Value::Integer(i) if (1..=len).contains(i)))
         .map(|(k, _)| match k {
             Value::String(s) => s.to_string_lossy(),
             other => format!("{other:?}"),
@@ -422,7 +429,7 @@ fn read_expect(e: &Table, case: &mut TestCase) -> Result<(), (String, String)> {
                         .into(),
                 ));
             }
-            if let Some(k) = unknown_key_named(&c, &named) {
+            if let Some(k) = unknown_setting(&c, &named, true) {
                 return Err((
                     w,
                     format!("unknown setting {k:?} (a check is one of {})", named.join(", ")),
@@ -491,17 +498,6 @@ fn command_args(c: &Table) -> Result<Vec<String>, String> {
         return Err("an empty command".into());
     }
     Ok(args)
-}
-
-/// A string key of `t` that is not one of `known` (its array part aside).
-fn unknown_key_named(t: &Table, known: &[&str]) -> Option<String> {
-    t.clone()
-        .pairs::<Value, Value>()
-        .filter_map(Result::ok)
-        .find_map(|(k, _)| match k {
-            Value::String(s) if !known.contains(&s.to_string_lossy().as_str()) => Some(s.to_string_lossy()),
-            _ => None,
-        })
 }
 
 /// `{ equals = v }`, `{ exists = true }`, `{ absent = true }`, `{ matches = "pattern" }`; a
