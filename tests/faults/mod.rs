@@ -326,6 +326,20 @@ fn check_gives_up_on_a_setup_that_never_returns() {
     assert!(out.stderr.contains("did not finish in 30 s"), "{}", out.stderr);
 }
 
+/// Starts the engine with an HTTP endpoint and a run directory of its own (`<dir>/run`): the
+/// engine, the endpoint's address and the run directory.
+fn spawn_watched(env: &Env) -> (Running, String, std::path::PathBuf) {
+    let run = env.dir.path().join("run");
+    let engine = env.spawn(&["--http", "127.0.0.1:0", "--run-dir", run.to_str().unwrap()]);
+    (engine, crate::ops::http_address(env), run)
+}
+
+/// `GET /health` of the endpoint at `addr`: its status and body.
+fn health(addr: &str) -> (u16, String) {
+    let (code, body) = crate::ops::request(addr, "GET", "/health");
+    (code, String::from_utf8_lossy(&body).into_owned())
+}
+
 /// A script whose `loop()` never returns (a compiled Lua loop cannot be interrupted): after
 /// 10 s it is reported (`worker_stuck`) and `/health` says so; a stop then ends the engine
 /// with status 3 once the worker has been stuck 30 s, instead of hanging (it ignored SIGTERM,
@@ -340,17 +354,9 @@ fn a_script_that_never_returns_is_reported_and_does_not_block_the_stop() {
     );
     let lines: Vec<String> = (0..20).map(event).collect();
     env.write_log("in.json", &join_lines(&lines));
-    let run = env.dir.path().join("run");
-    let mut engine = env.spawn(&["--http", "127.0.0.1:0", "--run-dir", run.to_str().unwrap()]);
-    let addr = crate::ops::http_address(&env);
-    wait_until(
-        Duration::from_secs(40),
-        "worker_stuck",
-        || !env.log_records_of("worker_stuck").is_empty(),
-        String::new,
-    );
-    let (code, body) = crate::ops::request(&addr, "GET", "/health");
-    let body = String::from_utf8_lossy(&body);
+    let (mut engine, addr, _run) = spawn_watched(&env);
+    env.wait_for_record("worker_stuck", "", Duration::from_secs(40));
+    let (code, body) = health(&addr);
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("worker 0: one batch has run for"), "{body}");
     engine.signal(libc::SIGTERM);
@@ -366,13 +372,8 @@ fn a_checkpoint_that_cannot_be_saved_is_reported_once() {
     let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "tail_poll_ms = 20");
     let lines = |from: usize, to: usize| join_lines(&(from..to).map(event).collect::<Vec<_>>());
     env.write_log("in.json", &lines(0, 10));
-    let run = env.dir.path().join("run");
-    let mut engine = env.spawn(&["--http", "127.0.0.1:0", "--run-dir", run.to_str().unwrap()]);
-    let addr = crate::ops::http_address(&env);
-    let health = || {
-        let (code, body) = crate::ops::request(&addr, "GET", "/health");
-        (code, String::from_utf8_lossy(&body).into_owned())
-    };
+    let (mut engine, addr, run) = spawn_watched(&env);
+    let health = || health(&addr);
     let ckpt = || {
         std::fs::read_dir(&run)
             .ok()?
@@ -608,19 +609,9 @@ fn health_reports_an_output_that_cannot_deliver() {
     ));
     let lines: Vec<String> = (0..100).map(event).collect();
     env.write_log("in.json", &join_lines(&lines));
-    let run = env.dir.path().join("run");
-    let mut engine = env.spawn(&["--http", "127.0.0.1:0", "--run-dir", run.to_str().unwrap()]);
-    let addr = crate::ops::http_address(&env);
-    wait_until(
-        Duration::from_secs(30),
-        "output_waiting",
-        || !env.log_records_of("output_waiting").is_empty(),
-        String::new,
-    );
-    let health = || {
-        let (code, body) = crate::ops::request(&addr, "GET", "/health");
-        (code, String::from_utf8_lossy(&body).to_string())
-    };
+    let (mut engine, addr, _run) = spawn_watched(&env);
+    env.wait_for_record("output_waiting", "", Duration::from_secs(30));
+    let health = || health(&addr);
     let (code, body) = health();
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("output out: failing ("), "{body}");
