@@ -282,10 +282,8 @@ fn a_file_input_cut_while_read_is_reported() {
     );
 }
 
-/// A `setup()` that never returns: the start says what it waits for every 10 s, and a stop
-/// ends the engine (it hung, SIGTERM ignored, nothing said).
-#[test]
-fn a_setup_that_never_returns_is_said_and_does_not_block_the_stop() {
+/// An installation whose analyzer's `setup()` never returns, with one event to read.
+fn setup_never_returns() -> Env {
     let env = Env::simple(
         "file://in.json",
         "function setup() while true do end end\nfunction loop(msg) end\n",
@@ -293,6 +291,14 @@ fn a_setup_that_never_returns_is_said_and_does_not_block_the_stop() {
         "",
     );
     env.write_log("in.json", &join_lines(&[event(0)]));
+    env
+}
+
+/// A `setup()` that never returns: the start says what it waits for every 10 s, and a stop
+/// ends the engine (it hung, SIGTERM ignored, nothing said).
+#[test]
+fn a_setup_that_never_returns_is_said_and_does_not_block_the_stop() {
+    let env = setup_never_returns();
     let mut engine = env.spawn(&["--shards", "1"]);
     std::thread::sleep(Duration::from_secs(11));
     engine.signal(libc::SIGTERM);
@@ -314,13 +320,7 @@ fn a_setup_that_never_returns_is_said_and_does_not_block_the_stop() {
 /// `check --setup` on a `setup()` that never returns fails after 30 s instead of hanging.
 #[test]
 fn check_gives_up_on_a_setup_that_never_returns() {
-    let env = Env::simple(
-        "file://in.json",
-        "function setup() while true do end end\nfunction loop(msg) end\n",
-        "",
-        "",
-    );
-    env.write_log("in.json", &join_lines(&[event(0)]));
+    let env = setup_never_returns();
     let out = env.spawn(&["check", "--setup"]).wait(Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(out.stderr.contains("did not finish in 30 s"), "{}", out.stderr);
