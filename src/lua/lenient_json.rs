@@ -1,5 +1,6 @@
-//! `cjson_safe.decode` for the texts simd-json refuses: lua-cjson 2.1.0's decoder with its
-//! defaults, so that what the original took still decodes (hexadecimal numbers, `inf`/`nan`,
+//! `cjson_safe.decode`: lua-cjson 2.1.0's decoder with its defaults (a script's texts, not the
+//! per-event path, which validates with simd-json), so that what the original took still
+//! decodes (hexadecimal numbers, `inf`/`nan`,
 //! a leading `+` or zeros, numbers out of a double's range as infinities, bytes that are not
 //! UTF-8 and raw control characters in strings, 1,000 levels of nesting), and what it refused
 //! gets its message ("Expected value but found T_END at character 1").
