@@ -868,8 +868,12 @@ impl Writer {
                 }
                 continue;
             }
-            let mut failed_now = self.stalled(i);
-            if let Err(e) = self.out.sinks[i].flush() {
+            let flushed = self.out.sinks[i].flush();
+            let failures = self.out.sinks[i].new_failures();
+            // Records given up end a wait too, but the output does not deliver again.
+            let gave_up = failures.as_ref().is_some_and(|(n, _)| *n > 0);
+            let mut failed_now = self.stalled(i, gave_up);
+            if let Err(e) = flushed {
                 all_ok = false;
                 failed_now = true;
                 self.stats.outputs[i].last_error_ms.store(self.stats.now_ms(), Relaxed);
@@ -879,7 +883,7 @@ impl Writer {
                         .report(i, Kind::OutputError, &format!(",\"errors\":{n}"), &e.to_string());
                 }
             }
-            if let Some((failed, msg)) = self.out.sinks[i].new_failures() {
+            if let Some((failed, msg)) = failures {
                 failed_now = true;
                 self.stats.outputs[i].last_error_ms.store(self.stats.now_ms(), Relaxed);
                 let n = self.stats.outputs[i].errors.fetch_add(failed, Relaxed) + failed;
@@ -1034,8 +1038,9 @@ impl Writer {
     /// Whether output `i` cannot deliver now: it says why ([`Output::waiting`]), or it has
     /// records sent and not acknowledged for its [`Output::stall_after`] without any
     /// acknowledgement (Kafka). Reported once as `output_waiting` (with the reason, or what
-    /// its client last saw), `output_resumed` when it delivers again.
-    fn stalled(&mut self, i: usize) -> bool {
+    /// its client last saw), `output_resumed` when it delivers again (not when the wait ended
+    /// because what it waited for was given up: `gave_up`).
+    fn stalled(&mut self, i: usize, gave_up: bool) -> bool {
         if self.stalls.len() < self.out.sinks.len() {
             self.stalls.resize(self.out.sinks.len(), (0, Instant::now(), false));
         }
@@ -1059,7 +1064,7 @@ impl Writer {
             _ => None,
         };
         let Some(why) = why else {
-            if std::mem::take(&mut st.2) {
+            if std::mem::take(&mut st.2) && !gave_up {
                 let msg = format!("{}: delivering again", s.name());
                 self.out.report(i, Kind::OutputResumed, "", &msg);
             }

@@ -460,6 +460,11 @@ fn parquet_files_that_cannot_be_written_are_counted_not_hidden() {
     let lost = last["outputs"]["out"]["errors"].as_u64().expect("errors of out");
     assert_eq!(errors.last().unwrap()["errors"].as_u64(), Some(lost));
     // Complete files, by the index, and unfinished ones left in place.
+    assert!(
+        env.log_records_of("output_resumed").is_empty(),
+        "rows given up at exit are no delivery: {:?}",
+        env.log_records_of("output_resumed")
+    );
     let in_files = index_rows(&env.log("pq"));
     let unfinished = std::fs::read_dir(env.log("pq"))
         .unwrap()
