@@ -1281,3 +1281,74 @@ fn analyze_event_from_setup_runs_before_the_first_event() {
         );
     }
 }
+
+/// Configurations and scripts written for the original that this engine ran badly: a
+/// `default_analyzer` naming no analyzer (the original ran it: the tag is only a string for the
+/// script) was refused; a user output tagged `log` gave the stats line two `"log"` members (the
+/// internal sink's count lost to JSON readers); a legacy filter decoding its event with
+/// `cjson.decode(msg)` dropped every event without a word.
+#[test]
+fn configurations_and_scripts_of_the_original_run_and_say_what_is_off() {
+    let env = Env::new();
+    env.config(
+        "inputs = {\n\
+           { tag = \"eve\", uri = \"file://in.json\", script = \"legacy.lua\", default_analyzer = \"sink\" },\n\
+           { tag = \"eve2\", uri = \"file://in2.json\", script = \"to-a.lua\", default_analyzer = \"a\" },\n\
+         }\n\
+         analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"log\" } }\n\
+         outputs = { { tag = \"log\", uri = \"file://user-log.json\" } }\n",
+    );
+    env.filter(
+        "legacy.lua",
+        "function setup() end\n\
+         function loop(msg)\n\
+           local ev = cjson.decode(msg)\n\
+           if ev then dragonfly.analyze_event(default_analyzer, ev) end\n\
+         end\n",
+    );
+    env.filter("to-a.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    let events: String = (0..5).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    env.write_log("in.json", events.as_bytes());
+    env.write_log("in2.json", events.as_bytes());
+
+    let out = env.run(&["check"]);
+    assert!(
+        out.status.success(),
+        "check refused the original's configuration: {out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("warning: inputs[1].default_analyzer: no analyzer has tag \"sink\""),
+        "{out:?}"
+    );
+
+    let out = env.run(&[]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.contains("config_warning"), "{}", out.stderr);
+    let warnings = env.log_records_of("config_warning");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0]["message"].as_str().unwrap_or_default().contains("\"sink\""));
+    let decode = env.log_records_of("script_warning");
+    assert_eq!(decode.len(), 1, "once per script: {decode:?}");
+    assert_eq!(decode[0]["script"], "eve", "{decode:?}");
+    assert!(
+        decode[0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("event table"),
+        "{decode:?}"
+    );
+    assert_eq!(env.lines("user-log.json").len(), 5, "the user output tagged log");
+
+    let text = fs::read_to_string(env.log("dragonfly-mle-stats.log")).unwrap();
+    let last = text.lines().last().expect("a stats line");
+    assert_eq!(last.matches("\"log\":").count(), 1, "{last}");
+    let last: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(last["outputs"]["log"]["written"].as_u64(), Some(5), "{last}");
+    let internal = last["outputs"]["{log}"]["written"].as_u64().unwrap_or(0);
+    assert!(
+        internal >= 2,
+        "the warnings were written to {{log}} and counted there: {last}"
+    );
+}

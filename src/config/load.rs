@@ -44,7 +44,9 @@ impl Config {
             Some(seeds) => types::RedisTarget::Cluster(seeds),
             None => types::RedisTarget::from_config(&cfg.redis_host, cfg.redis_port),
         };
-        cfg.check_tags(&declared, &mut errs);
+        let mut warnings = Vec::new();
+        cfg.check_tags(&declared, &mut errs, &mut warnings);
+        cfg.warnings = warnings;
         if errs.is_empty() { Ok(cfg) } else { Err(fail(errs)) }
     }
 
@@ -58,6 +60,7 @@ impl Config {
             redis_port: 6379,
             redis: types::RedisTarget::Managed,
             modules: Vec::new(),
+            warnings: Vec::new(),
             inputs: Vec::new(),
             analyzers: Vec::new(),
             outputs: Vec::new(),

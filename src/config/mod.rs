@@ -64,6 +64,9 @@ pub(crate) struct OutputConfig {
 /// A loaded, validated configuration.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
+    /// What the configuration says that runs but is probably not meant (a default tag that
+    /// names nothing): `check` and the start print them, the start also to `{log}`.
+    pub warnings: Vec<String>,
     pub root: PathBuf,
     pub log_dir: PathBuf,
     pub config_file: PathBuf,
@@ -158,9 +161,12 @@ impl Config {
     }
 
     /// Tags are unique among the inputs, the analyzers and the outputs (compared as the
-    /// engine looks them up: ignoring ASCII case), and default analyzers and outputs name one
-    /// that is declared (an entry with other errors still declares its tag).
-    fn check_tags(&self, declared: &[Vec<(usize, String)>; 3], errs: &mut Vec<String>) {
+    /// engine looks them up: ignoring ASCII case), and `on_error` names a declared output
+    /// (an entry with other errors still declares its tag). A default analyzer or output that
+    /// names none is a warning: in the original it was only a string handed to the script, and
+    /// configurations with a dangling one ran (what a script sends there is dropped, counted
+    /// and reported as `unknown_tag`).
+    fn check_tags(&self, declared: &[Vec<(usize, String)>; 3], errs: &mut Vec<String>, warns: &mut Vec<String>) {
         for (table, tags) in ["inputs", "analyzers", "outputs"].iter().zip(declared) {
             for (k, (i, t)) in tags.iter().enumerate() {
                 if let Some((j, _)) = tags[..k].iter().find(|(_, u)| u.eq_ignore_ascii_case(t)) {
@@ -174,8 +180,8 @@ impl Config {
         let has_output = |t: &str| declared[2].iter().any(|(_, o)| o.eq_ignore_ascii_case(t));
         for (i, inp) in self.inputs.iter().enumerate() {
             if !inp.default_analyzer.is_empty() && !has_analyzer(&inp.default_analyzer) {
-                errs.push(format!(
-                    "inputs[{}].default_analyzer: no analyzer has tag {:?}",
+                warns.push(format!(
+                    "inputs[{}].default_analyzer: no analyzer has tag {:?}{DANGLING}",
                     i + 1,
                     inp.default_analyzer
                 ));
@@ -203,15 +209,15 @@ impl Config {
         }
         for (i, a) in self.analyzers.iter().enumerate() {
             if !a.default_analyzer.is_empty() && !has_analyzer(&a.default_analyzer) {
-                errs.push(format!(
-                    "analyzers[{}].default_analyzer: no analyzer has tag {:?}",
+                warns.push(format!(
+                    "analyzers[{}].default_analyzer: no analyzer has tag {:?}{DANGLING}",
                     i + 1,
                     a.default_analyzer
                 ));
             }
             if !a.default_output.is_empty() && !has_output(&a.default_output) {
-                errs.push(format!(
-                    "analyzers[{}].default_output: no output has tag {:?}",
+                warns.push(format!(
+                    "analyzers[{}].default_output: no output has tag {:?}{DANGLING}",
                     i + 1,
                     a.default_output
                 ));
@@ -219,6 +225,9 @@ impl Config {
         }
     }
 }
+
+/// The end of a warning about a default tag that names nothing.
+const DANGLING: &str = " (what a script sends there is dropped and reported as unknown_tag)";
 
 struct Validator<'a> {
     errs: &'a mut Vec<String>,

@@ -52,6 +52,7 @@ kinds! {
     KafkaAssigned => "kafka_assigned", "info";
     InputResumed => "input_resumed", "info";
     ScriptError => "script_error", "error";
+    ScriptWarning => "script_warning", "error";
     OnError => "on_error", "error";
     UnknownTag => "unknown_tag", "error";
     HopLimit => "hop_limit", "error";
@@ -69,6 +70,7 @@ kinds! {
     HttpListening => "http_listening", "info";
     HttpUnavailable => "http_unavailable", "info";
     Privileges => "privileges", "info";
+    ConfigWarning => "config_warning", "info";
     Suppressed => "suppressed", "error";
 }
 

@@ -49,8 +49,9 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
     if !problems.is_empty() {
         anyhow::bail!("{}:\n  {}", cfg.config_file.display(), problems.join("\n  "));
     }
+    let warnings: String = cfg.warnings.iter().map(|w| format!("\n  warning: {w}")).collect();
     Ok(format!(
-        "{}: OK ({} inputs, {} analyzers, {} outputs{})",
+        "{}: OK ({} inputs, {} analyzers, {} outputs{}){warnings}",
         cfg.config_file.display(),
         cfg.inputs.len(),
         cfg.analyzers.len(),

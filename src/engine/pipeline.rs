@@ -67,6 +67,11 @@ pub(super) fn run_pipeline(
     if first {
         load_modules(cfg, &diag_tx);
     }
+    for w in &cfg.warnings {
+        let line = crate::diag::line(crate::diag::Kind::ConfigWarning, &[], w);
+        crate::diag::stderr_report(&line);
+        let _ = diag_tx.send(line);
+    }
     let _http = match start_http(opts, cfg, &shared.stats, &diag_tx) {
         Ok(h) => h,
         Err(e) if first => return Err(e),

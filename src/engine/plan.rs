@@ -40,7 +40,9 @@ impl Plan {
             .inputs
             .iter()
             .any(|i| matches!(i.uri, InputUri::Tail { .. } | InputUri::Kafka(_) | InputUri::Redis(_)));
-        let mut output_tags = vec!["log".to_string(), "stats".to_string()];
+        // The internal sinks by the names the original gave them: a user output may be tagged
+        // "log" or "stats", and the stats line, /metrics and /status key outputs by name.
+        let mut output_tags = vec!["{log}".to_string(), "{stats}".to_string()];
         output_tags.extend(cfg.outputs.iter().map(|o| o.tag.clone()));
         Plan {
             cpus,

@@ -42,22 +42,6 @@ pub(crate) unsafe fn str_at<'a>(l: *mut lua_State, idx: c_int) -> Option<&'a [u8
     }
 }
 
-/// The state's number precision (`reg::PRECISION`; the default when unset).
-#[inline]
-pub(crate) unsafe fn state_precision(l: *mut lua_State) -> u8 {
-    // SAFETY: the caller owns `l`; the stack is restored.
-    unsafe {
-        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::PRECISION);
-        let p = ffi::lua_tonumber(l, -1);
-        ffi::lua_pop(l, 1);
-        if (1.0..=17.0).contains(&p) {
-            p as u8
-        } else {
-            DEFAULT_PRECISION
-        }
-    }
-}
-
 /// Converts a relative stack index into an absolute one.
 #[inline]
 pub(crate) unsafe fn abs_index(l: *mut lua_State, idx: c_int) -> c_int {
@@ -103,8 +87,8 @@ pub(crate) mod reg {
     pub(crate) const LINE_MT: c_int = 2;
     /// The string "loop", so that looking the function up per event interns nothing.
     pub(crate) const LOOP_KEY: c_int = 3;
-    /// The state's `cjson_safe.encode_number_precision` (a number).
-    pub(crate) const PRECISION: c_int = 4;
+    /// The settings of the state's own `cjson_safe` (a `cjson::CjsonConfig` userdata).
+    pub(crate) const CJSON: c_int = 4;
     /// The set (weak keys) of coroutines the engine runs pipelined calls in.
     pub(crate) const ENGINE_THREADS: c_int = -17_011;
     /// The table `copy_value` records its copies in (empty between copies).

@@ -14,8 +14,6 @@ use super::proxy;
 use crate::event::scan::{self, Member};
 pub(crate) use crate::primitives::json::write_str;
 
-const MAX_DEPTH: usize = 1000;
-
 /// Why a value cannot be encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodeError(pub String);
@@ -34,9 +32,11 @@ impl std::fmt::Display for EncodeError {
     }
 }
 
-pub(crate) use super::ffi_util::DEFAULT_PRECISION;
+pub(crate) use super::cjson::CjsonConfig;
+use super::cjson::{INVALID_NULL, INVALID_ON};
 
 /// Reusable encoder state: per-depth member lists and a string scratch buffer.
+#[derive(Default)]
 pub struct Encoder {
     members: Vec<Vec<Member>>,
     scratch: Vec<u8>,
@@ -51,24 +51,9 @@ pub struct Encoder {
     keys: Vec<KeyRef>,
     /// The member cache lent by `encode_cached` for the duration of one call.
     cache: Option<*mut MemberCache>,
-    /// Significant digits of non-integer numbers (`%.14g` as lua-cjson by default; 17 writes
-    /// the shortest form that reads back to the same double). Set per call by the caller,
-    /// from the state's `cjson_safe.encode_number_precision`.
-    pub precision: u8,
-}
-
-impl Default for Encoder {
-    fn default() -> Self {
-        Encoder {
-            members: Vec::new(),
-            scratch: Vec::new(),
-            overrides: Vec::new(),
-            replace: Vec::new(),
-            keys: Vec::new(),
-            cache: None,
-            precision: DEFAULT_PRECISION,
-        }
-    }
+    /// The `cjson_safe` settings to write with (precision, sparse arrays, nesting, NaN and
+    /// infinities): set per call by the caller, from the module instance or the state's own.
+    pub(crate) cfg: CjsonConfig,
 }
 
 /// A key of a plain Lua table, for sorting.
@@ -124,6 +109,25 @@ pub(crate) fn write_num(out: &mut Vec<u8>, n: f64, precision: u8) -> Result<(), 
 }
 
 impl Encoder {
+    /// Appends a number as [`write_num`] with this encoder's settings, NaN and infinities as
+    /// `encode_invalid_numbers` says (lua-cjson writes `nan`, `inf`, `-inf`, or `null`).
+    fn num(&self, out: &mut Vec<u8>, n: f64) -> Result<(), EncodeError> {
+        if !n.is_finite() {
+            let text: &[u8] = match self.cfg.encode_invalid {
+                INVALID_ON if n.is_nan() => b"nan",
+                INVALID_ON if n > 0.0 => b"inf",
+                INVALID_ON => b"-inf",
+                INVALID_NULL => b"null",
+                _ => b"",
+            };
+            if !text.is_empty() {
+                out.extend_from_slice(text);
+                return Ok(());
+            }
+        }
+        write_num(out, n, self.cfg.precision)
+    }
+
     /// Appends the JSON text of the value at `idx` to `out`. On error `out` may hold a prefix.
     pub unsafe fn encode(&mut self, l: *mut lua_State, idx: c_int, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         // SAFETY: forwarded contract.
@@ -165,11 +169,11 @@ impl Encoder {
                 } else {
                     b"false"
                 }),
-                ffi::LUA_TNUMBER => write_num(out, ffi::lua_tonumber(l, idx), self.precision)?,
+                ffi::LUA_TNUMBER => self.num(out, ffi::lua_tonumber(l, idx))?,
                 ffi::LUA_TSTRING => write_str(out, to_bytes(l, idx).unwrap_or(&[])),
                 ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(l, idx).is_null() => out.extend_from_slice(b"null"),
                 ffi::LUA_TTABLE => {
-                    if depth >= MAX_DEPTH {
+                    if depth >= self.cfg.encode_max_depth.max(1) as usize {
                         return Err(EncodeError(format!(
                             "Cannot serialise, excessive nesting ({})",
                             depth + 1
@@ -219,10 +223,15 @@ impl Encoder {
                     array = false;
                 }
             }
-            if array && count > 0 {
-                if max > 2.0 * count as f64 && max > 10.0 {
-                    return Err(EncodeError("Cannot serialise table: excessively sparse array".into()));
-                }
+            // lua-cjson's sparse-array rule: an error, or an object when `convert` is set.
+            let cfg = &self.cfg;
+            let sparse = cfg.sparse_ratio > 0
+                && max > count as f64 * f64::from(cfg.sparse_ratio)
+                && max > f64::from(cfg.sparse_safe);
+            if array && count > 0 && sparse && !cfg.sparse_convert {
+                return Err(EncodeError("Cannot serialise table: excessively sparse array".into()));
+            }
+            if array && count > 0 && !sparse {
                 out.push(b'[');
                 for i in 1..=(max as i64) {
                     if i > 1 {
@@ -274,7 +283,7 @@ impl Encoder {
                     }
                     KeyRef::Num(n) => {
                         out.push(b'"');
-                        result = write_num(out, n, self.precision);
+                        result = self.num(out, n);
                         out.push(b'"');
                         ffi::lua_pushnumber(l, n);
                     }
@@ -304,7 +313,7 @@ impl Encoder {
                 ffi::LUA_TSTRING => write_str(out, to_bytes(l, k).unwrap_or(&[])),
                 ffi::LUA_TNUMBER => {
                     out.push(b'"');
-                    write_num(out, ffi::lua_tonumber(l, k), self.precision)?;
+                    self.num(out, ffi::lua_tonumber(l, k))?;
                     out.push(b'"');
                 }
                 t => {

@@ -17,8 +17,15 @@ use mlua::ffi::{self, lua_State};
 
 use super::ffi_util::push_bytes;
 
-/// lua-cjson's `decode_max_depth` default.
-const MAX_DEPTH: usize = 1000;
+/// The settings of `cjson_safe` that decoding follows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// `decode_max_depth`: nested objects and arrays allowed (lua-cjson's default 1,000).
+    pub max_depth: usize,
+    /// `decode_invalid_numbers`: hexadecimal numbers, `inf`, `nan`, a leading `+` or zeros
+    /// are read (lua-cjson's default); off, they are errors.
+    pub invalid_numbers: bool,
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Tok {
@@ -64,6 +71,7 @@ struct Parser<'a> {
     /// The last string token's bytes.
     text: Vec<u8>,
     depth: usize,
+    limits: Limits,
 }
 
 /// Decodes `s` (which ends at its first NUL, as lua-cjson's C string does) and pushes the
@@ -71,7 +79,7 @@ struct Parser<'a> {
 ///
 /// # Safety
 /// `l` is this thread's running state.
-pub(crate) unsafe fn decode(l: *mut lua_State, s: &[u8]) -> Result<(), String> {
+pub(crate) unsafe fn decode(l: *mut lua_State, s: &[u8], limits: Limits) -> Result<(), String> {
     let s = s.split(|&b| b == 0).next().unwrap_or_default();
     let mut p = Parser {
         s,
@@ -79,6 +87,7 @@ pub(crate) unsafe fn decode(l: *mut lua_State, s: &[u8]) -> Result<(), String> {
         at: 0,
         text: Vec::new(),
         depth: 0,
+        limits,
     };
     // SAFETY: the caller owns `l`.
     let top = unsafe { ffi::lua_gettop(l) };
@@ -130,6 +139,9 @@ impl Parser<'_> {
         let rest = &self.s[self.pos..];
         match c {
             b'"' => self.string(),
+            b'-' | b'0'..=b'9' if !self.limits.invalid_numbers && is_invalid_number(rest) => {
+                Tok::Error("invalid number")
+            }
             b'-' | b'0'..=b'9' => self.number(),
             b't' if rest.starts_with(b"true") => {
                 self.pos += 4;
@@ -143,7 +155,11 @@ impl Parser<'_> {
                 self.pos += 4;
                 Tok::Null
             }
-            b'+' | b'i' | b'I' | b'n' | b'N' if c == b'+' || starts_inf_or_nan(rest) => self.number(),
+            b'+' | b'i' | b'I' | b'n' | b'N'
+                if self.limits.invalid_numbers && (c == b'+' || starts_inf_or_nan(rest)) =>
+            {
+                self.number()
+            }
             _ => Tok::Error("invalid token"),
         }
     }
@@ -297,13 +313,32 @@ impl Parser<'_> {
     unsafe fn descend(&mut self, l: *mut lua_State, slots: c_int) -> Result<(), String> {
         self.depth += 1;
         // SAFETY: the caller owns `l`; lua_checkstack does not raise.
-        if self.depth <= MAX_DEPTH && unsafe { ffi::lua_checkstack(l, slots) } != 0 {
+        if self.depth <= self.limits.max_depth && unsafe { ffi::lua_checkstack(l, slots) } != 0 {
             return Ok(());
         }
         Err(format!(
             "Found too many nested data structures ({}) at character {}",
             self.depth, self.pos
         ))
+    }
+}
+
+/// lua-cjson's `json_is_invalid_number`: whether the number token at the start of `s` is one
+/// that only `decode_invalid_numbers` admits (a leading `+`, hexadecimal, leading zeros,
+/// `inf`, `nan`).
+fn is_invalid_number(s: &[u8]) -> bool {
+    let at = |i: usize| s.get(i).copied().unwrap_or(0);
+    if at(0) == b'+' {
+        return true;
+    }
+    let p = usize::from(at(0) == b'-');
+    match at(p) {
+        b'0' => {
+            let c = at(p + 1);
+            (c | 0x20) == b'x' || c.is_ascii_digit()
+        }
+        c if c <= b'9' => false,
+        _ => starts_inf_or_nan(&s[p..]),
     }
 }
 

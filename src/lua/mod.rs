@@ -53,6 +53,7 @@ mod access;
 mod api;
 pub(crate) mod boundary;
 pub(crate) mod builtins;
+mod cjson;
 pub(crate) mod context;
 mod copy;
 mod fast_path;

@@ -118,15 +118,9 @@ mt.__metatable = VIEW
 -- every case the FFI side declines, goes to the C functions (which check the table and report
 -- what is wrong with it).
 local emit = ffi.cast("int32_t (*)(const char *, size_t, const void *, double, double, const char *, size_t, int32_t, double, const char *, size_t, int32_t)", E.emit)
--- The state's number precision (cjson_safe.encode_number_precision), for the fast path.
-local c_precision = cjson_safe.encode_number_precision
-local prec = c_precision()
-local function encode_number_precision(...)
-   local r = c_precision(...)
-   prec = r
-   return r
-end
-cjson_safe.encode_number_precision = encode_number_precision
+-- The state's cjson_safe settings (cjson.rs, CjsonConfig): the first byte is the number
+-- precision (cjson_safe.encode_number_precision), which the fast path writes numbers with.
+local cjson_cfg = ffi.cast("const uint8_t *", E.cjson_cfg)
 local queue = ffi.cast("int32_t (*)(const char *, size_t, const void *, double)", E.queue)
 local d = dragonfly
 local c_output, c_analyze = d.output_event, d.analyze_event
@@ -142,18 +136,18 @@ local function output_event(...)
             local set = rawget(msg, SET)
             if type(span) ~= "number" then
             elseif set == nil then
-               if emit(tag, #tag, line, span, seal, nil, 0, ADDED_NONE, 0, nil, 0, prec) == DONE then return end
+               if emit(tag, #tag, line, span, seal, nil, 0, ADDED_NONE, 0, nil, 0, cjson_cfg[0]) == DONE then return end
             elseif type(set) == "table" then
                local k, v = rawnext(set)
                if type(k) == "string" and rawnext(set, k) == nil then
                   local tv = type(v)
                   local r
                   if tv == "number" then
-                     r = emit(tag, #tag, line, span, seal, k, #k, ADDED_NUMBER, v, nil, 0, prec)
+                     r = emit(tag, #tag, line, span, seal, k, #k, ADDED_NUMBER, v, nil, 0, cjson_cfg[0])
                   elseif tv == "string" then
-                     r = emit(tag, #tag, line, span, seal, k, #k, ADDED_STRING, 0, v, #v, prec)
+                     r = emit(tag, #tag, line, span, seal, k, #k, ADDED_STRING, 0, v, #v, cjson_cfg[0])
                   elseif tv == "boolean" then
-                     r = emit(tag, #tag, line, span, seal, k, #k, v and ADDED_TRUE or ADDED_FALSE, 0, nil, 0, prec)
+                     r = emit(tag, #tag, line, span, seal, k, #k, v and ADDED_TRUE or ADDED_FALSE, 0, nil, 0, cjson_cfg[0])
                   end
                   if r == DONE then return end
                end

@@ -76,7 +76,7 @@ impl WorkerCtx {
     ) -> Result<(), EncodeError> {
         let i = self.out_index();
         // SAFETY: `l` belongs to this worker.
-        self.enc.precision = unsafe { super::ffi_util::state_precision(l) };
+        self.enc.cfg = unsafe { super::cjson::state_config(l) };
         let b = &mut self.outs[i];
         let start = b.data.len();
         // SAFETY: `l` belongs to this worker.
@@ -106,7 +106,7 @@ impl WorkerCtx {
         msg: &str,
     ) -> Result<(), EncodeError> {
         // SAFETY: `l` belongs to this worker.
-        self.enc.precision = unsafe { super::ffi_util::state_precision(l) };
+        self.enc.cfg = unsafe { super::cjson::state_config(l) };
         let i = self.out_index();
         let start = self.outs[i].data.len();
         let b = &mut self.outs[i];
@@ -259,6 +259,17 @@ impl WorkerCtx {
                 &[("script", &script)],
                 &format!("{what}: no {what} has tag {tag:?} (reported once per tag)"),
             );
+        }
+    }
+
+    /// Reports, once per script and `what`, something a script does that runs but is
+    /// probably not what its author meant (`script_warning`).
+    pub fn script_warning(&mut self, what: &str, message: &str) {
+        let script = self.script_tag();
+        let key = format!("warning:{script}:{what}");
+        if !self.reported.contains(&key) && self.reported.len() < 1000 {
+            self.reported.push(key);
+            self.report(Kind::ScriptWarning, &[("script", &script)], message);
         }
     }
 

@@ -141,6 +141,8 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), ScriptCause> {
             ffi::lua_pushlightuserdata(l, p);
             set_field(l, e, name);
         }
+        super::cjson::push_state_config_address(l);
+        set_field(l, e, c"cjson_cfg");
         ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_CONN_MT);
         push_bytes(l, b"__index");
         ffi::lua_rawget_(l, -2);
@@ -202,11 +204,10 @@ impl Script {
             proxy::install(l);
             push_bytes(l, b"loop");
             ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::LOOP_KEY);
-            ffi::lua_pushnumber(l, settings.precision as f64);
-            ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::PRECISION);
             // The modules first: the ML module takes the FFI before the prelude withdraws it,
             // and the prelude puts the FFI fast paths in front of some `dragonfly` functions.
             api::install(l);
+            super::cjson::install(l, settings.precision);
             super::marshal::install(l);
             super::ml::install(l)?;
             super::hiredis::install(l);

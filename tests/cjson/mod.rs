@@ -501,3 +501,116 @@ end
     );
     assert_eq!(got, expected);
 }
+
+/// The setters (`encode_sparse_array`, `encode_max_depth`, `decode_max_depth`,
+/// `encode_keep_buffer`, `encode_invalid_numbers`, `decode_invalid_numbers`) and `new()`
+/// against lua-cjson: what they return, what they refuse and how, and what `encode` and
+/// `decode` do under each setting; settings belong to their module instance.
+#[test]
+fn settings_match_lua_cjson() {
+    let calls = r#"
+function settings_results()
+  local c = cjson_safe
+  local r = {}
+  local function add(...)
+    local n, t, s = select('#', ...), { ... }, {}
+    for i = 1, n do
+      local v = t[i]
+      if type(v) == "string" then v = v:gsub("^[^:]*:%d+: ", "") end
+      s[#s + 1] = type(v) == "table" and "table" or tostring(v)
+    end
+    r[#r + 1] = table.concat(s, ",")
+  end
+  add(c.encode_sparse_array())
+  add(c.encode_max_depth(), c.decode_max_depth(), c.encode_keep_buffer(), c.encode_invalid_numbers(), c.decode_invalid_numbers())
+  add(pcall(c.encode_max_depth, "x"))
+  add(pcall(function() local v = c.encode_max_depth("x"); return v end))
+  add(pcall(function() local v = c.encode_max_depth(0); return v end))
+  add(pcall(function() local v = c.decode_max_depth(1, 2); return v end))
+  add(pcall(function() local v = c.encode_sparse_array(nil, nil, -1); return v end))
+  add(pcall(function() local v = c.encode_sparse_array(0); return v end))
+  add(pcall(function() local v = c.encode_keep_buffer({}); return v end))
+  add(pcall(function() local v = c.decode_invalid_numbers("null"); return v end))
+  add(pcall(function() local v = c.encode_invalid_numbers("maybe"); return v end))
+  add(pcall(function() local v = c:encode_max_depth(3); return v end))
+  add(pcall(function() local f = c.decode_max_depth; local v = f(-5); return v end))
+  add(c.encode_max_depth(2.9), c.encode_max_depth("7"), c.encode_max_depth(1e10))
+  add(c.encode_max_depth(2))
+  add(c.encode({ { 1 } }))
+  add(c.encode({ { { 1 } } }))
+  add(c.encode({ a = { b = { c = 1 } } }))
+  add(c.decode_max_depth(2))
+  add(type(c.decode("[[1]]")))
+  add(c.decode("[[[1]]]"))
+  add(c.decode('{"a":{"b":{}}}'))
+  local d = c.new()
+  add(d.encode_max_depth(), d.decode_max_depth(), d.encode({ { { 1 } } }), d._NAME, d._VERSION, d.null == c.null)
+  add(c.encode_max_depth(1000), c.decode_max_depth(1000))
+  add(c.encode({ [1] = 1, [20] = 2 }))
+  add(pcall(function() local a, b, x = c.encode_sparse_array(true, -1); return a end))
+  add(c.encode_sparse_array())
+  add(c.encode_sparse_array("on", "3", 2.7))
+  local t = c.encode({ [1] = 1, [20] = 2 })
+  add(t and #t, t and c.decode(t)["20"], t and c.decode(t)["1"])
+  add(c.encode({ [1] = 1, [5] = 2 }))
+  add(c.encode_sparse_array(false, 0))
+  local big = c.encode({ [1] = 1, [300] = 2 })
+  add(big and #big)
+  add(c.encode_sparse_array("off", 2, 10))
+  add(c.encode({ [1] = 1, [11] = 2 }))
+  add(c.encode({ [1] = 1, [10] = 2 }))
+  add(d.encode({ [1] = 1, [11] = 2 }))
+  add(c.encode({ 0 / 0 }))
+  add(c.encode_invalid_numbers(true))
+  add(c.encode({ 0 / 0, 1 / 0, -1 / 0 }))
+  add(c.encode(1 / 0), c.encode(-(0 / 0)))
+  add(c.encode_invalid_numbers("null"))
+  add(c.encode({ 0 / 0, 1 / 0, -1 / 0, 2.5 }))
+  add(c.encode_invalid_numbers("off"))
+  add(c.encode(-1 / 0))
+  add(d.encode_invalid_numbers("on"), c.encode_invalid_numbers())
+  add(c.decode_invalid_numbers(false))
+  for _, s in ipairs({ "[0x10]", "[inf]", "[+1]", "[01]", "[nan]", "[-inf]", "[-0x1]", "[-01]", "[0]", "[-0]",
+                       "[0.5]", "[-7e3]", "[Infinity]", "[NaN]", "[-nan]", "[1e999]", "0x1p3", "[null]", "[n]", "[-]" }) do
+    local v, e = c.decode(s)
+    add(s, type(v) == "table" and tostring(v[1]) or tostring(v), e)
+  end
+  add(c.decode_invalid_numbers("on"))
+  add(c.decode("[0x10]")[1], d.decode("[inf]")[1])
+  add(c.encode_keep_buffer(false), c.encode_keep_buffer(), c.encode_keep_buffer("on"))
+  return table.concat(r, " | ")
+end
+"#;
+    let env = Env::new();
+    let expected = luajit(
+        env.dir.path(),
+        &format!("{calls}\nio.write(settings_results(), '\\n')\n"),
+        &[],
+    );
+    let got = engine_results(
+        &env,
+        &format!(
+            "{calls}\nfunction setup() end\nfunction loop(msg)\n  dragonfly.output_event(default_output, {{ i = msg.i, r = settings_results() }})\nend\n"
+        ),
+        &["{\"i\":0}".to_string()],
+    );
+    assert_eq!(got.len(), 1);
+    let (want, got) = (&expected[0], &got[0]);
+    let (w, g): (Vec<&str>, Vec<&str>) = (want.split(" | ").collect(), got.split(" | ").collect());
+    let differ: Vec<String> = w
+        .iter()
+        .zip(&g)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, (a, b))| format!("result {i}:\n  lua-cjson: {a}\n  engine:    {b}"))
+        .collect();
+    assert!(
+        differ.is_empty() && w.len() == g.len(),
+        "{} of {} results differ ({} vs {} results):\n{}",
+        differ.len(),
+        w.len(),
+        w.len(),
+        g.len(),
+        differ.join("\n")
+    );
+}
