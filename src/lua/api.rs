@@ -155,24 +155,6 @@ pub(super) unsafe fn install(l: *mut lua_State) {
         set_fn(l, d, c"http_get", super::builtins::http_get);
         set_fn(l, d, c"dnslookup", super::builtins::dnslookup);
         set_fn(l, d, c"date2epoch", super::builtins::date2epoch);
-        register(l, d, c"dragonfly");
-    }
-}
-
-/// Sets global `name` and `package.loaded[name]` to the table at `t`, then pops it.
-pub(super) unsafe fn register(l: *mut lua_State, t: c_int, name: &std::ffi::CStr) {
-    // SAFETY: `t` is the top of the stack.
-    unsafe {
-        ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"package".as_ptr());
-        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-            ffi::lua_getfield(l, -1, c"loaded".as_ptr());
-            if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-                ffi::lua_pushvalue(l, t);
-                ffi::lua_setfield(l, -2, name.as_ptr());
-            }
-            ffi::lua_pop(l, 1);
-        }
-        ffi::lua_pop(l, 1);
-        ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, name.as_ptr());
+        super::ffi_util::register(l, d, c"dragonfly");
     }
 }

@@ -12,82 +12,7 @@ use mlua::ffi::{self, lua_State};
 
 use super::boundary::{LuaFail, c_entry};
 use super::ffi_util::{push_bytes, reg};
-use super::json::Encoder;
-
-/// `encode_invalid_numbers` settings (lua-cjson's option indexes).
-pub(crate) const INVALID_OFF: u8 = 0;
-pub(crate) const INVALID_ON: u8 = 1;
-pub(crate) const INVALID_NULL: u8 = 2;
-
-/// The settings of one module instance, kept in a userdata that its functions hold as
-/// upvalue 1 (the state's own instance's is also in the registry, `reg::CJSON`). `repr(C)`
-/// with `precision` first: the prelude reads it through the FFI for `output_event`'s fast path.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct CjsonConfig {
-    /// Significant digits of non-integer numbers (`encode_number_precision`, 1 to 17).
-    pub precision: u8,
-    /// `encode_sparse_array`'s `convert`: excessively sparse arrays become objects.
-    pub sparse_convert: bool,
-    /// `encode_keep_buffer` (kept and returned; this encoder always reuses its buffer).
-    pub keep_buffer: bool,
-    /// `decode_invalid_numbers`: hexadecimal numbers, `inf`, `nan`, `+1`, `01` are read.
-    pub decode_invalid: bool,
-    /// `encode_invalid_numbers`: [`INVALID_OFF`] (an error), [`INVALID_ON`] (`nan`, `inf`,
-    /// `-inf`) or [`INVALID_NULL`] (`null`).
-    pub encode_invalid: u8,
-    /// The precision the engine's configuration gave this state (`new()` starts with it).
-    pub initial_precision: u8,
-    /// `encode_sparse_array`'s `ratio` (0: sparse arrays always allowed).
-    pub sparse_ratio: i32,
-    /// `encode_sparse_array`'s `safe`: an array whose largest index is at most this is never
-    /// sparse.
-    pub sparse_safe: i32,
-    /// `encode_max_depth`: nested tables allowed in `encode`.
-    pub encode_max_depth: i32,
-    /// `decode_max_depth`: nested objects and arrays allowed in `decode`.
-    pub decode_max_depth: i32,
-}
-
-impl CjsonConfig {
-    /// lua-cjson's defaults, with `precision` significant digits.
-    pub(crate) const fn with_precision(precision: u8) -> Self {
-        CjsonConfig {
-            precision,
-            sparse_convert: false,
-            keep_buffer: true,
-            decode_invalid: true,
-            encode_invalid: INVALID_OFF,
-            initial_precision: precision,
-            sparse_ratio: 2,
-            sparse_safe: 10,
-            encode_max_depth: 1000,
-            decode_max_depth: 1000,
-        }
-    }
-}
-
-impl Default for CjsonConfig {
-    fn default() -> Self {
-        Self::with_precision(super::ffi_util::DEFAULT_PRECISION)
-    }
-}
-
-/// The settings of the state's own `cjson_safe` (lua-cjson's defaults before `install`).
-///
-/// # Safety
-/// `l` is owned by the calling thread.
-#[inline]
-pub(crate) unsafe fn state_config(l: *mut lua_State) -> CjsonConfig {
-    // SAFETY: the caller owns `l`; the stack is restored. The slot holds a `CjsonConfig`
-    // userdata (`install`) or nothing.
-    unsafe {
-        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::CJSON);
-        let p = ffi::lua_touserdata(l, -1).cast::<CjsonConfig>();
-        ffi::lua_pop(l, 1);
-        if p.is_null() { CjsonConfig::default() } else { *p }
-    }
-}
+use super::json::{CjsonConfig, Encoder};
 
 /// The settings of the module instance whose function is running (its upvalue 1).
 ///
@@ -445,8 +370,8 @@ pub(super) unsafe fn install(l: *mut lua_State, precision: u8) {
         ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::CJSON);
         ffi::lua_pop(l, 1);
         ffi::lua_pushvalue(l, j);
-        super::api::register(l, ffi::lua_gettop(l), c"cjson");
-        super::api::register(l, j, c"cjson_safe");
+        super::ffi_util::register(l, ffi::lua_gettop(l), c"cjson");
+        super::ffi_util::register(l, j, c"cjson_safe");
     }
 }
 

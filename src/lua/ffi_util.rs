@@ -87,7 +87,7 @@ pub(crate) mod reg {
     pub(crate) const LINE_MT: c_int = 2;
     /// The string "loop", so that looking the function up per event interns nothing.
     pub(crate) const LOOP_KEY: c_int = 3;
-    /// The settings of the state's own `cjson_safe` (a `cjson::CjsonConfig` userdata).
+    /// The settings of the state's own `cjson_safe` (a `json::CjsonConfig` userdata).
     pub(crate) const CJSON: c_int = 4;
     /// The set (weak keys) of coroutines the engine runs pipelined calls in.
     pub(crate) const ENGINE_THREADS: c_int = -17_011;
@@ -234,6 +234,24 @@ pub(crate) fn new_state(limit: usize) -> Option<(*mut lua_State, Box<StateMemory
         }
         ffi::lua_atpanic(l, lua_panic);
         Some((l, mem))
+    }
+}
+
+/// Sets global `name` and `package.loaded[name]` to the table at `t`, then pops it.
+pub(crate) unsafe fn register(l: *mut lua_State, t: c_int, name: &std::ffi::CStr) {
+    // SAFETY: `t` is the top of the stack.
+    unsafe {
+        ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"package".as_ptr());
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            ffi::lua_getfield(l, -1, c"loaded".as_ptr());
+            if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+                ffi::lua_pushvalue(l, t);
+                ffi::lua_setfield(l, -2, name.as_ptr());
+            }
+            ffi::lua_pop(l, 1);
+        }
+        ffi::lua_pop(l, 1);
+        ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, name.as_ptr());
     }
 }
 

@@ -863,6 +863,6 @@ pub(crate) unsafe fn install(l: *mut lua_State) {
         ffi::lua_pushvalue(l, status);
         ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_STATUS);
         ffi::lua_setfield(l, m, c"status".as_ptr());
-        super::api::register(l, m, c"hiredis");
+        super::ffi_util::register(l, m, c"hiredis");
     }
 }

@@ -462,6 +462,6 @@ pub(super) unsafe fn install(l: *mut lua_State) {
             ffi::lua_pushcclosure(l, f, 0);
             ffi::lua_setfield(l, t, name.as_ptr());
         }
-        super::api::register(l, t, c"marshal");
+        super::ffi_util::register(l, t, c"marshal");
     }
 }
