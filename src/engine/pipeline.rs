@@ -108,7 +108,15 @@ pub(super) fn run_pipeline(
     let control = start_control((opts, cfg, sig), &shared, &next, reload, diag_tx.clone())?;
     drop(diag_tx);
 
-    join(readers, &cfg.inputs, control, writer, &shared, carry, &sig.stop);
+    join(
+        readers,
+        &cfg.inputs,
+        control,
+        writer,
+        &shared,
+        carry,
+        (&sig.stop, &cfg.log_dir),
+    );
     drop(status);
     dropped?;
     // A stop signal during the rebuild's drain wins: the engine ends.
@@ -128,7 +136,7 @@ fn join(
     writer: std::thread::JoinHandle<Vec<Sink>>,
     shared: &Shared,
     carry: &mut crate::reconfig::Carry,
-    stop: &std::sync::atomic::AtomicBool,
+    (stop, log_dir): (&std::sync::atomic::AtomicBool, &std::path::Path),
 ) {
     let mut ckpts = Vec::new();
     for (r, input) in readers.into_iter().zip(inputs) {
@@ -140,7 +148,7 @@ fn join(
     shared.readers_done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = control.join();
     // The workers end this pipeline (and wait for the next one); the writer ends once all have.
-    wait_for_writer(&writer, shared, stop);
+    wait_for_writer(&writer, shared, stop, carry, log_dir);
     let _ = writer.join();
     for mut c in ckpts {
         if let Err(e) = c.save(true) {
@@ -148,6 +156,37 @@ fn join(
         }
     }
     carry.add_totals(&shared.stats);
+}
+
+/// What a forced exit leaves, as a normal end does: the report in `{log}` and a last stats
+/// line (appended to their files directly: the writer that owns them is waiting for the stuck
+/// worker), and the summary on stdout.
+fn forced_exit_records(shared: &Shared, carry: &mut crate::reconfig::Carry, log_dir: &std::path::Path, msg: &str) {
+    use std::io::Write;
+    let append = |name: &str, mut line: Vec<u8>| {
+        line.push(b'\n');
+        let f = std::fs::OpenOptions::new().append(true).open(log_dir.join(name));
+        if let Err(e) = f.and_then(|mut f| f.write_all(&line)) {
+            eprintln!("dragonfly-mle: cannot append to {name}: {e}");
+        }
+    };
+    append(
+        "dragonfly-mle.log",
+        crate::diag::log_line(&crate::diag::line(crate::diag::Kind::WorkerStuck, &[], msg)).into_owned(),
+    );
+    append("dragonfly-mle-stats.log", shared.stats.line());
+    carry.add_totals(&shared.stats);
+    let summary = Summary {
+        read: carry.read,
+        written: carry.written,
+        invalid: carry.invalid,
+        script_errors: carry.script_errors,
+        seconds: shared.stats.started.elapsed().as_secs_f64(),
+        output_errors: carry.output_errors,
+        dropped: carry.dropped,
+        missing_inputs: std::mem::take(&mut carry.missing_inputs),
+    };
+    println!("{summary}");
 }
 
 /// How long a stop waits for a worker stuck in a script before the engine exits without it.
@@ -165,7 +204,13 @@ const STUCK_EXIT_SECS: u64 = 30;
 /// [`STUCK_STOP_WAIT`]), the engine exits with status 3 at once. What the
 /// writer had not written is lost for this run; checkpoints and commits never passed it, so a
 /// restart reads it again.
-fn wait_for_writer(writer: &std::thread::JoinHandle<Vec<Sink>>, shared: &Shared, stop: &std::sync::atomic::AtomicBool) {
+fn wait_for_writer(
+    writer: &std::thread::JoinHandle<Vec<Sink>>,
+    shared: &Shared,
+    stop: &std::sync::atomic::AtomicBool,
+    carry: &mut crate::reconfig::Carry,
+    log_dir: &std::path::Path,
+) {
     let mut stop_seen: Option<std::time::Instant> = None;
     while !writer.is_finished() {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -177,9 +222,11 @@ fn wait_for_writer(writer: &std::thread::JoinHandle<Vec<Sink>>, shared: &Shared,
         if let Some((k, secs)) = stuck.iter().find(|(_, secs)| *secs >= STUCK_EXIT_SECS)
             && since.elapsed() >= STUCK_STOP_WAIT
         {
-            eprintln!(
-                "dragonfly-mle: worker {k} has been stuck in a script for {secs} s (a loop() that does not return?); exiting without it: events not yet written are lost for this run and read again by the next (exit status {EXIT_LOSSES})"
+            let msg = format!(
+                "worker {k} has been stuck in a script for {secs} s (a loop() that does not return, or a state near its memory limit collecting on every event?); exiting without it: events not yet written are lost for this run and read again by the next (exit status {EXIT_LOSSES})"
             );
+            eprintln!("dragonfly-mle: {msg}");
+            forced_exit_records(shared, carry, log_dir, &msg);
             crate::lua::managed::stop();
             std::process::exit(i32::from(EXIT_LOSSES));
         }

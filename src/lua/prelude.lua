@@ -191,7 +191,8 @@ conn_methods.command_line = function(c, ...) return c_command_line(c, isyieldabl
 
 -- What scripts may not reach. The FFI and the raw debug library read and write any memory
 -- of the process; bytecode loaded by load/loadstring/loadfile/dofile/require can too (LuaJIT
--- does not verify bytecode); os.exit ends the engine. The modules above took what they need.
+-- does not verify bytecode); os.exit ends the engine, os.execute and package.loadlib can.
+-- The modules above took what they need.
 local preload, loaded = package.preload, package.loaded
 preload.ffi, loaded.ffi = nil, nil
 preload["jit.util"], loaded["jit.util"] = nil, nil
@@ -233,6 +234,11 @@ if loaders ~= nil and package.searchpath ~= nil then
    end
 end
 os.exit = unavailable("os.exit", "a script cannot stop the engine")
+-- os.execute runs a shell (which can signal the engine: `kill $PPID`); package.loadlib calls
+-- any function of any shared library (`abort` of libc), native code the operator did not
+-- install as a module. require's C searcher does not go through package.loadlib.
+os.execute = unavailable("os.execute", "a script cannot run commands, which could stop the engine")
+package.loadlib = unavailable("package.loadlib", "a script cannot call into arbitrary native libraries; C modules installed on package.cpath load with require")
 
 -- A test's virtual clock (dragonfly-mle test): os.time() and os.date() without a time see it.
 if E.vtime then

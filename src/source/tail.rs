@@ -294,7 +294,14 @@ pub(crate) fn follow(
         if router.stopping() {
             return None;
         }
-        let r = File::open(path);
+        // A directory opens, but every read of it fails: it is not a file to follow yet.
+        let r = File::open(path).and_then(|f| match f.metadata() {
+            Ok(m) if m.is_dir() => Err(std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "is a directory, not a file",
+            )),
+            _ => Ok(f),
+        });
         router.opened();
         match r {
             Ok(f) => {
@@ -390,8 +397,20 @@ pub(crate) fn follow(
             line: framer.line_no,
         },
     );
+    // A read that fails (an I/O error of the disk) is reported once, and the input counts as
+    // unreadable (`/health`, the exit status) until a read works again.
+    let mut read_failing = false;
     loop {
-        match framer.fill(&mut file, router) {
+        let r = framer.fill(&mut file, router);
+        if read_failing && r.is_ok() {
+            read_failing = false;
+            router.set_missing(false);
+            router.info(
+                crate::diag::Kind::InputResumed,
+                &format!("{}: reads work again", path.display()),
+            );
+        }
+        match r {
             Ok(n) if n > 0 => {
                 router.add_bytes(n);
                 if (fp.len as usize) < FP_MAX && framer.position() > u64::from(fp.len) {
@@ -414,13 +433,17 @@ pub(crate) fn follow(
             }
             Ok(_) => {}
             Err(e) => {
-                router.report(
-                    crate::diag::Kind::ReadError,
-                    framer.line_no,
-                    framer.position(),
-                    0,
-                    &format!("{}: {e}", path.display()),
-                );
+                if !read_failing {
+                    read_failing = true;
+                    router.set_missing(true);
+                    router.report(
+                        crate::diag::Kind::ReadError,
+                        framer.line_no,
+                        framer.position(),
+                        0,
+                        &format!("{}: {e}; trying again until it can be read", path.display()),
+                    );
+                }
                 std::thread::sleep(poll);
             }
         }

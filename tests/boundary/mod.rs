@@ -464,6 +464,49 @@ fn a_run_that_lost_events_exits_3() {
     env.run(&[]).assert_success();
 }
 
+/// A `tail://` path that is a directory opens but cannot be read: it was a `read_error` five
+/// times a second with `/health` fine and exit 0. It is an input that cannot be read (reported
+/// once, exit 3), and once a file takes its place the file is read.
+#[test]
+fn a_tail_input_that_is_a_directory_is_unreadable_not_quiet() {
+    let env = Env::new();
+    env.config(&simple_config("tail://in.json<", "", ""));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    std::fs::create_dir(env.log("in.json")).unwrap();
+    let mut running = env.spawn(&[]);
+    wait_log_message(&env, "is a directory");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    running.signal(libc::SIGTERM);
+    let out = running.wait(std::time::Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        out.stderr.contains("inputs missing or unreadable: eve"),
+        "{}",
+        out.stderr
+    );
+    let reports: Vec<_> = env
+        .log_records()
+        .into_iter()
+        .filter(|r| r["message"].as_str().unwrap_or("").contains("in.json"))
+        .collect();
+    assert_eq!(reports.len(), 1, "reported once: {reports:?}");
+    assert_eq!(reports[0]["kind"], "input_missing", "{reports:?}");
+
+    std::fs::remove_dir(env.log("in.json")).unwrap();
+    env.write_log("in.json", b"{\"a\":1}\n");
+    let mut running = env.spawn(&[]);
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "the file is read",
+        || env.lines("out.json").len() == 1,
+        || format!("{:?}", env.log_records()),
+    );
+    running.signal(libc::SIGTERM);
+    let out = running.wait(std::time::Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
 /// Runs `env` on events 0..n; the records of `out.json`, all n of them.
 fn run_events(env: &Env, n: usize) -> Vec<serde_json::Value> {
     let lines: Vec<String> = (0..n).map(event).collect();

@@ -363,6 +363,20 @@ fn a_script_that_never_returns_is_reported_and_does_not_block_the_stop() {
     let out = engine.wait(Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(out.stderr.contains("stuck in a script"), "{}", out.stderr);
+    // The forced exit leaves what a normal end leaves: its report in {log}, a last stats line
+    // and the summary (they went to stderr only).
+    let stuck = env.log_records_of("worker_stuck");
+    assert!(
+        stuck
+            .iter()
+            .any(|r| r["message"].as_str().unwrap_or("").contains("exiting without it")),
+        "{stuck:?}"
+    );
+    // Counted per batch, and the stuck batch held every event.
+    assert_eq!(out.summary().read, 0, "{out:?}");
+    let stats = env.stats_records();
+    assert_eq!(stats.len(), 2, "the first stats line and the last one: {stats:?}");
+    assert!(stats[1]["inputs"]["eve"].is_object(), "{stats:?}");
 }
 
 /// A checkpoint that cannot be saved is reported once (it was reported about five times a

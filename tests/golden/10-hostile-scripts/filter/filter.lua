@@ -75,7 +75,11 @@ local attacks = {
    -- 32: loading a binary chunk from a file.
    function(msg) local p = os.tmpname() local f = io.open(p, "wb") f:write(string.dump(function() return 1 end)) f:close()
       local ok, err = pcall(dofile, p) os.remove(p) assert(ok, err) return "loaded" end,
-   -- 33: an ordinary read after all that: the engine is fine.
+   -- 33: a shell, which could signal the engine.
+   function(msg) os.execute("kill -9 $PPID") return "ran" end,
+   -- 34: a function of a native library that is not a module (libc's abort).
+   function(msg) local f = package.loadlib("libc.so.6", "abort") if f then f() end return "loaded" end,
+   -- 35: an ordinary read after all that: the engine is fine.
    function(msg) return msg.src_ip .. " " .. msg.flow.pkts_toserver end,
 }
 
