@@ -253,6 +253,10 @@ pub(crate) fn connect_info(info: redis::ConnectionInfo, t: RedisTimeouts) -> Red
 
 /// A Redis error as the scripts see it: its code and detail, else its text.
 pub(crate) fn describe(e: &redis::RedisError) -> String {
+    // A socket timeout reads as EAGAIN ("Resource temporarily unavailable"): say what it is.
+    if e.is_timeout() {
+        return format!("no reply within redis_timeout_ms (Redis hangs or is overloaded): {e}");
+    }
     match (e.code(), e.detail()) {
         (Some(code), Some(detail)) => format!("{code} {detail}"),
         (Some(code), None) => code.to_string(),
