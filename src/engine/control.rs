@@ -36,12 +36,16 @@ pub(super) fn reload_request(
                         .map_err(|e| crate::lua::ScriptCause::Read(e.to_string()))
                 })
                 .collect();
-            let g = reload.publish(sources);
+            // Reported before it is published, so that the request comes before the outcome
+            // in `{log}` (this thread is the only publisher: the generation is the next one).
+            let g = reload.generation.load(std::sync::atomic::Ordering::Acquire) + 1;
             let _ = diag.send(crate::diag::line(
                 crate::diag::Kind::Reload,
                 &[],
                 &format!("{why}: reload {g} of {} scripts requested", paths.len()),
             ));
+            let published = reload.publish(sources);
+            debug_assert_eq!(published, g);
             false
         }
         Decision::Rebuild(cfg) => {

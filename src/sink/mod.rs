@@ -944,9 +944,11 @@ impl Writer {
         let mut first_stats = false;
         let mut backoff = Backoff::default();
         loop {
+            // The engine's own records first: one sent before a worker's record (a reload's
+            // request before its outcome) is written before it.
+            self.drain_diag();
             let got = self.receive();
             self.emit_ordered(false);
-            self.drain_diag();
             self.out.line_limits_due(false);
             if self.rotate.swap(false, Relaxed) {
                 for o in 0..self.out.sinks.len() {

@@ -142,6 +142,15 @@ fn watch_reloads_changed_files_without_a_signal() {
         "function setup() end\nfunction loop(msg)\n  msg.ver = 2\n  dragonfly.output_event(default_output, msg)\nend\n",
     );
     wait_log_message(&env, "scripts reloaded");
+    // The request comes before its outcome in {log} (it was written after it).
+    let reload: Vec<String> = env
+        .log_records_of("reload")
+        .iter()
+        .filter_map(|r| r["message"].as_str().map(str::to_string))
+        .collect();
+    let asked = reload.iter().position(|m| m.contains("scripts requested"));
+    let done = reload.iter().position(|m| m.contains("scripts reloaded"));
+    assert!(asked.is_some() && asked < done, "{reload:?}");
     env.append_log("in.json", &numbered_lines(100, 200));
     wait_until(
         Duration::from_secs(60),
