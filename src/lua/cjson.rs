@@ -247,7 +247,14 @@ unsafe fn integer_option(l: *mut lua_State, idx: c_int, setting: &mut i32, min: 
     Ok(())
 }
 
-const OFF_ON: &[&str] = &["off", "on"];
+/// [`enum_option`] of an off/on setting (a boolean, or `"off"`/`"on"`).
+unsafe fn bool_option(l: *mut lua_State, idx: c_int, setting: &mut bool) -> Result<(), LuaFail> {
+    let mut v = u8::from(*setting);
+    // SAFETY: forwarded contract.
+    let r = unsafe { enum_option(l, idx, &mut v, &["off", "on"]) };
+    *setting = v != 0;
+    r
+}
 
 /// Defines a setter: `$args` arguments at most, `$body` sets and pushes (given the state and
 /// the instance's settings), returning how many values it pushed.
@@ -269,10 +276,7 @@ macro_rules! setter {
 }
 
 setter!(encode_sparse_array, 3, |l, cfg| {
-    let mut convert = u8::from(cfg.sparse_convert);
-    let r = enum_option(l, 1, &mut convert, OFF_ON);
-    cfg.sparse_convert = convert != 0;
-    r?;
+    bool_option(l, 1, &mut cfg.sparse_convert)?;
     integer_option(l, 2, &mut cfg.sparse_ratio, 0, i32::MAX)?;
     integer_option(l, 3, &mut cfg.sparse_safe, 0, i32::MAX)?;
     Ok(3)
@@ -297,10 +301,8 @@ setter!(encode_number_precision, 1, |l, cfg| {
 });
 
 setter!(encode_keep_buffer, 1, |l, cfg| {
-    let mut keep = u8::from(cfg.keep_buffer);
-    let r = enum_option(l, 1, &mut keep, OFF_ON);
-    cfg.keep_buffer = keep != 0;
-    r.map(|()| 1)
+    bool_option(l, 1, &mut cfg.keep_buffer)?;
+    Ok(1)
 });
 
 setter!(encode_invalid_numbers, 1, |l, cfg| {
@@ -309,10 +311,8 @@ setter!(encode_invalid_numbers, 1, |l, cfg| {
 });
 
 setter!(decode_invalid_numbers, 1, |l, cfg| {
-    let mut on = u8::from(cfg.decode_invalid);
-    let r = enum_option(l, 1, &mut on, OFF_ON);
-    cfg.decode_invalid = on != 0;
-    r.map(|()| 1)
+    bool_option(l, 1, &mut cfg.decode_invalid)?;
+    Ok(1)
 });
 
 /// Pushes a module instance with settings `cfg`: a table of C closures sharing one settings

@@ -486,20 +486,24 @@ function arg_results()
   return table.concat(r, " | ")
 end
 "#;
+    let (got, expected) = both(calls, "arg_results");
+    assert_eq!(got, expected);
+}
+
+/// The result of the Lua function `name` (defined in `calls`) in the engine and in lua-cjson
+/// under luajit: (engine, oracle).
+fn both(calls: &str, name: &str) -> (String, String) {
     let env = Env::new();
-    let expected = luajit(
-        env.dir.path(),
-        &format!("{calls}\nio.write(arg_results(), '\\n')\n"),
-        &[],
-    );
+    let expected = luajit(env.dir.path(), &format!("{calls}\nio.write({name}(), '\\n')\n"), &[]);
     let got = engine_results(
         &env,
         &format!(
-            "{calls}\nfunction setup() end\nfunction loop(msg)\n  dragonfly.output_event(default_output, {{ i = msg.i, r = arg_results() }})\nend\n"
+            "{calls}\nfunction setup() end\nfunction loop(msg)\n  dragonfly.output_event(default_output, {{ i = msg.i, r = {name}() }})\nend\n"
         ),
         &["{\"i\":0}".to_string()],
     );
-    assert_eq!(got, expected);
+    assert_eq!((got.len(), expected.len()), (1, 1), "{got:?} {expected:?}");
+    (got[0].clone(), expected[0].clone())
 }
 
 /// The setters (`encode_sparse_array`, `encode_max_depth`, `decode_max_depth`,
@@ -581,21 +585,7 @@ function settings_results()
   return table.concat(r, " | ")
 end
 "#;
-    let env = Env::new();
-    let expected = luajit(
-        env.dir.path(),
-        &format!("{calls}\nio.write(settings_results(), '\\n')\n"),
-        &[],
-    );
-    let got = engine_results(
-        &env,
-        &format!(
-            "{calls}\nfunction setup() end\nfunction loop(msg)\n  dragonfly.output_event(default_output, {{ i = msg.i, r = settings_results() }})\nend\n"
-        ),
-        &["{\"i\":0}".to_string()],
-    );
-    assert_eq!(got.len(), 1);
-    let (want, got) = (&expected[0], &got[0]);
+    let (got, want) = both(calls, "settings_results");
     let (w, g): (Vec<&str>, Vec<&str>) = (want.split(" | ").collect(), got.split(" | ").collect());
     let differ: Vec<String> = w
         .iter()
