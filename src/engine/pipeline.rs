@@ -165,7 +165,10 @@ fn forced_exit_records(shared: &Shared, carry: &mut crate::reconfig::Carry, log_
     use std::io::Write;
     let append = |name: &str, mut line: Vec<u8>| {
         line.push(b'\n');
-        let f = std::fs::OpenOptions::new().append(true).open(log_dir.join(name));
+        let path = log_dir.join(name);
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(crate::privilege::host_path(&path));
         if let Err(e) = f.and_then(|mut f| f.write_all(&line)) {
             eprintln!("dragonfly-mle: cannot append to {name}: {e}");
         }

@@ -392,6 +392,34 @@ fn resolve(host: &CStr) -> Result<Vec<IpAddr>, LookupWhy> {
 // date2epoch
 // ---------------------------------------------------------------------------------------------
 
+/// Whether `path` names the memory of a process or of the machine (`/proc/PID/mem`, a task's
+/// `mem`, `/dev/mem`, `/dev/kmem`, `/dev/port`), through any symlink: the prelude refuses to
+/// open it for scripts (writing it writes the engine's memory).
+pub(crate) fn is_memory_file(path: &Path) -> bool {
+    let Ok(c) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    matches!(c.to_str(), Some("/dev/mem" | "/dev/kmem" | "/dev/port"))
+        || (c.starts_with("/proc") && c.file_name().is_some_and(|n| n == "mem"))
+}
+
+/// `E.memory_file(path)` for the prelude: [`is_memory_file`] of a string, false for anything
+/// else.
+pub(crate) unsafe extern "C-unwind" fn memory_file(l: *mut lua_State) -> c_int {
+    // SAFETY: a lua_CFunction: `l` is the running state; the string stays on its stack during
+    // the call; the body runs behind `c_entry`.
+    unsafe {
+        c_entry(l, "memory_file", |l| {
+            let is = super::ffi_util::str_at(l, 1).is_some_and(|p| {
+                use std::os::unix::ffi::OsStrExt;
+                is_memory_file(Path::new(std::ffi::OsStr::from_bytes(p)))
+            });
+            ffi::lua_pushboolean(l, c_int::from(is));
+            Ok(1)
+        })
+    }
+}
+
 /// `dragonfly.date2epoch(ts)` -> seconds since the epoch, fraction included.
 pub(crate) unsafe extern "C-unwind" fn date2epoch(l: *mut lua_State) -> c_int {
     // SAFETY: a lua_CFunction: `l` is the running state; the string stays on its stack during the

@@ -110,7 +110,7 @@ unsafe extern "C-unwind" fn decode(l: *mut lua_State) -> c_int {
                 return Ok(2);
             }
             let limits = super::lenient_json::Limits {
-                max_depth: cfg.decode_max_depth.max(1) as usize,
+                max_depth: cfg.decode_max_depth.clamp(1, super::json::ENGINE_MAX_DEPTH) as usize,
                 invalid_numbers: cfg.decode_invalid,
             };
             match super::lenient_json::decode(l, s, limits) {

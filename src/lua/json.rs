@@ -67,7 +67,23 @@ pub(crate) struct CjsonConfig {
     pub decode_max_depth: i32,
 }
 
+/// The deepest nesting `encode` and `decode` go to whatever `encode_max_depth` and
+/// `decode_max_depth` say (lua-cjson's default): both recurse on the worker's stack, which a
+/// deeper table or text would overflow, ending the process.
+pub(crate) const ENGINE_MAX_DEPTH: i32 = 1000;
+
 impl CjsonConfig {
+    /// The settings for the engine's own outputs (`output_event`, `log_event`, ...): as the
+    /// script set them, except that NaN and infinities are never written bare (`nan` is not
+    /// JSON, and a reader of the output would reject the line): with `encode_invalid_numbers`
+    /// on they are written `null`.
+    pub(crate) fn for_records(mut self) -> Self {
+        if self.encode_invalid == INVALID_ON {
+            self.encode_invalid = INVALID_NULL;
+        }
+        self
+    }
+
     /// lua-cjson's defaults, with `precision` significant digits.
     pub(crate) const fn with_precision(precision: u8) -> Self {
         CjsonConfig {
@@ -245,7 +261,7 @@ impl Encoder {
                 ffi::LUA_TSTRING => write_str(out, to_bytes(l, idx).unwrap_or(&[])),
                 ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(l, idx).is_null() => out.extend_from_slice(b"null"),
                 ffi::LUA_TTABLE => {
-                    if depth >= self.cfg.encode_max_depth.max(1) as usize {
+                    if depth >= self.cfg.encode_max_depth.clamp(1, ENGINE_MAX_DEPTH) as usize {
                         return Err(EncodeError(format!(
                             "Cannot serialise, excessive nesting ({})",
                             depth + 1
@@ -286,7 +302,9 @@ impl Encoder {
                 if array {
                     if ffi::lua_type(l, -1) == ffi::LUA_TNUMBER {
                         let k = ffi::lua_tonumber(l, -1);
-                        if k >= 1.0 && k.fract() == 0.0 {
+                        // lua-cjson keeps the largest index in a C int: a key past it makes
+                        // the table an object there.
+                        if k >= 1.0 && k.fract() == 0.0 && k <= f64::from(i32::MAX) {
                             max = max.max(k);
                             count += 1;
                             continue;

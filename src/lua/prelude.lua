@@ -215,8 +215,17 @@ local raw_load, raw_loadfile = load, loadfile
 -- Text chunks only: mode "t" whatever the caller asks.
 function load(chunk, name, _, env) return raw_load(chunk, name, "t", env) end
 function loadstring(s, name) return raw_load(s, name, "t") end
-function loadfile(path, _, env) return raw_loadfile(path, "t", env) end
+-- The memory of a process (/proc/self/mem) or of the machine is a file: opening it would read
+-- and write the engine's memory. Every way of opening a file by name checks the name.
+local memory_file = E.memory_file
+local function guard(name, path)
+   if type(path) == "string" and memory_file(path) then
+      error(name .. ": " .. path .. " is the memory of a process or of the machine, which scripts may not open", 3)
+   end
+end
+function loadfile(path, _, env) guard("loadfile", path) return raw_loadfile(path, "t", env) end
 function dofile(path)
+   guard("dofile", path)
    local f, err = raw_loadfile(path, "t")
    if f == nil then error(err, 2) end
    return f()
@@ -228,6 +237,7 @@ if loaders ~= nil and package.searchpath ~= nil then
    loaders[2] = function(name)
       local path, err = package.searchpath(name, package.path)
       if path == nil then return err end
+      guard("require", path)
       local f, lerr = raw_loadfile(path, "t")
       if f == nil then error("error loading module '" .. name .. "' from file '" .. path .. "':\n\t" .. lerr, 3) end
       return f
@@ -238,6 +248,12 @@ os.exit = unavailable("os.exit", "a script cannot stop the engine")
 -- any function of any shared library (`abort` of libc), native code the operator did not
 -- install as a module. require's C searcher does not go through package.loadlib.
 os.execute = unavailable("os.execute", "a script cannot run commands, which could stop the engine")
+io.popen = unavailable("io.popen", "a script cannot run commands, which could stop the engine")
+local raw_open, raw_lines, raw_input, raw_output = io.open, io.lines, io.input, io.output
+io.open = function(path, ...) guard("io.open", path) return raw_open(path, ...) end
+io.lines = function(path, ...) guard("io.lines", path) return raw_lines(path, ...) end
+io.input = function(f, ...) guard("io.input", f) return raw_input(f, ...) end
+io.output = function(f, ...) guard("io.output", f) return raw_output(f, ...) end
 package.loadlib = unavailable("package.loadlib", "a script cannot call into arbitrary native libraries; C modules installed on package.cpath load with require")
 
 -- A test's virtual clock (dragonfly-mle test): os.time() and os.date() without a time see it.

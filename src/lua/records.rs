@@ -76,7 +76,7 @@ impl WorkerCtx {
     ) -> Result<(), EncodeError> {
         let i = self.out_index();
         // SAFETY: `l` belongs to this worker.
-        self.enc.cfg = unsafe { super::json::state_config(l) };
+        self.enc.cfg = unsafe { super::json::state_config(l) }.for_records();
         let b = &mut self.outs[i];
         let start = b.data.len();
         // SAFETY: `l` belongs to this worker.
@@ -106,7 +106,7 @@ impl WorkerCtx {
         msg: &str,
     ) -> Result<(), EncodeError> {
         // SAFETY: `l` belongs to this worker.
-        self.enc.cfg = unsafe { super::json::state_config(l) };
+        self.enc.cfg = unsafe { super::json::state_config(l) }.for_records();
         let i = self.out_index();
         let start = self.outs[i].data.len();
         let b = &mut self.outs[i];

@@ -253,9 +253,10 @@ pub(crate) fn connect_info(info: redis::ConnectionInfo, t: RedisTimeouts) -> Red
 
 /// A Redis error as the scripts see it: its code and detail, else its text.
 pub(crate) fn describe(e: &redis::RedisError) -> String {
-    // A socket timeout reads as EAGAIN ("Resource temporarily unavailable"): say what it is.
+    // A socket timeout reads as EAGAIN ("Resource temporarily unavailable"): say what it is
+    // (a connection's or a reply's: redis_connect_timeout_ms or redis_timeout_ms).
     if e.is_timeout() {
-        return format!("no reply within redis_timeout_ms (Redis hangs or is overloaded): {e}");
+        return format!("timed out (Redis unreachable, hanging or overloaded): {e}");
     }
     match (e.code(), e.detail()) {
         (Some(code), Some(detail)) => format!("{code} {detail}"),

@@ -127,6 +127,7 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), ScriptCause> {
             (c"next_proxy", access::lua_next_proxy),
             (c"slow_index", access::slow_index),
             (c"hiredis_open", super::hiredis::open_count),
+            (c"memory_file", super::builtins::memory_file),
         ] {
             ffi::lua_pushcclosure(l, f, 0);
             set_field(l, e, name);

@@ -384,6 +384,8 @@ impl WorkerCtx {
 
     /// Offers the value on top of `l` (what analyzer `a`'s `loop()` is about to get) to the tap.
     fn tap_value(&mut self, l: *mut lua_State, a: u32) {
+        // SAFETY: `l` belongs to this thread. Encoded as its outputs would be.
+        self.enc.cfg = unsafe { super::json::state_config(l) }.for_records();
         let (enc, cache) = (&mut self.enc, &mut self.cache);
         crate::counters::tap::offer(crate::counters::tap::Point::Analyzer, a as usize, |v| {
             // SAFETY: `l` belongs to this thread; the value is on top of its stack.

@@ -557,9 +557,11 @@ function settings_results()
   local t = c.encode({ [1] = 1, [20] = 2 })
   add(t and #t, t and c.decode(t)["20"], t and c.decode(t)["1"])
   add(c.encode({ [1] = 1, [5] = 2 }))
+  add(c.encode({ [2 ^ 31 + 5] = 1 }))
   add(c.encode_sparse_array(false, 0))
   local big = c.encode({ [1] = 1, [300] = 2 })
   add(big and #big)
+  add(c.encode({ [2 ^ 31] = 1 }))
   add(c.encode_sparse_array("off", 2, 10))
   add(c.encode({ [1] = 1, [11] = 2 }))
   add(c.encode({ [1] = 1, [10] = 2 }))
@@ -603,4 +605,48 @@ end
         g.len(),
         differ.join("\n")
     );
+}
+
+/// Where this engine stops short of lua-cjson on purpose: nesting past 1,000 levels is refused
+/// whatever `encode_max_depth`/`decode_max_depth` say (both recurse on the worker's stack,
+/// which a deeper value overflowed, ending the process), and the engine's outputs never write
+/// NaN or infinities bare (`encode_invalid_numbers(true)` writes them `null` there).
+#[test]
+fn settings_stop_where_the_engine_must() {
+    let env = Env::new();
+    let lines: Vec<String> = (0..1).map(|i| format!("{{\"i\":{i}}}")).collect();
+    let got = engine_results(
+        &env,
+        r#"
+function setup() end
+function loop(msg)
+  local c = cjson_safe
+  local r = {}
+  c.encode_max_depth(100000)
+  c.decode_max_depth(2147483647)
+  local t = {}
+  for _ = 1, 5000 do t = { t } end
+  local v, e = c.encode(t)
+  r[#r + 1] = tostring(v) .. " " .. tostring(e)
+  v, e = c.decode(string.rep("[", 10000) .. string.rep("]", 10000))
+  r[#r + 1] = tostring(v) .. " " .. tostring(e)
+  local ok = c.decode(string.rep("[", 1000) .. string.rep("]", 1000))
+  r[#r + 1] = type(ok)
+  c.encode_invalid_numbers(true)
+  r[#r + 1] = c.encode({ 0 / 0 })
+  dragonfly.output_event(default_output, { i = msg.i, r = table.concat(r, " | "), nan = 0 / 0, inf = 1 / 0 })
+end
+"#,
+        &lines,
+    );
+    assert_eq!(
+        got,
+        vec![
+            "nil Cannot serialise, excessive nesting (1001) | nil Found too many nested data structures (1001) at character 1001 | table | [nan]"
+                .to_string()
+        ]
+    );
+    let out = std::fs::read_to_string(env.log("out.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("the output line is JSON");
+    assert_eq!((v["nan"].is_null(), v["inf"].is_null()), (true, true), "{out}");
 }

@@ -79,7 +79,11 @@ local attacks = {
    function(msg) os.execute("kill -9 $PPID") return "ran" end,
    -- 34: a function of a native library that is not a module (libc's abort).
    function(msg) local f = package.loadlib("libc.so.6", "abort") if f then f() end return "loaded" end,
-   -- 35: an ordinary read after all that: the engine is fine.
+   -- 35: a shell through io.popen, kept from the chunk's time.
+   function(msg) local f = io.popen("kill -9 $PPID") if f then f:close() end return "ran" end,
+   -- 36: the engine's memory as a file (/proc/self is a symlink to the engine's pid).
+   function(msg) local ok, f = pcall(io.open, "/proc/self/mem", "r+b") assert(ok, f) return "opened" end,
+   -- 37: an ordinary read after all that: the engine is fine.
    function(msg) return msg.src_ip .. " " .. msg.flow.pkts_toserver end,
 }
 
