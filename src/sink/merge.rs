@@ -89,8 +89,42 @@ impl Merge {
         }
     }
 
-    /// The run ends: every held batch is written, whatever is still pending.
-    pub(crate) fn release_all(&mut self, write: impl FnMut(&OutRec, &[u8], u64), recycle: impl FnMut(usize, OutBatch)) {
+    /// The run ends: every batch still waiting is written. Ordered records go in sequence
+    /// order per input, past sequence numbers that never came (events a reader counted but
+    /// never sent must not take the events after them along: those were processed, and are
+    /// written); then the held records. [`next_seq`](Self::next_seq) stays at the first
+    /// number that never came, so a checkpoint or commit does not pass it (at-least-once).
+    pub(crate) fn release_all(
+        &mut self,
+        ordered: impl Fn(OutputId) -> bool,
+        mut write: impl FnMut(&OutRec, &[u8], u64),
+        mut recycle: impl FnMut(usize, OutBatch),
+    ) {
+        for input in 0..self.next_seq.len() {
+            let mut first_gap = None;
+            loop {
+                let mut lowest: Option<u64> = None;
+                for w in 0..self.pending.len() {
+                    let queue = &mut self.pending[w][input];
+                    while queue.front().is_some_and(|p| p.next >= p.batch.recs.len()) {
+                        if let Some(done) = queue.pop_front() {
+                            self.written[w][input] += 1;
+                            recycle(w, done.batch);
+                        }
+                    }
+                    if let Some(r) = queue.front().and_then(|p| p.batch.recs.get(p.next)) {
+                        lowest = Some(lowest.map_or(r.seq, |l: u64| l.min(r.seq)));
+                    }
+                }
+                let Some(seq) = lowest else { break };
+                first_gap.get_or_insert(self.next_seq[input]);
+                self.next_seq[input] = seq;
+                self.emit(&ordered, &mut write, &mut recycle);
+            }
+            if let Some(gap) = first_gap {
+                self.next_seq[input] = gap;
+            }
+        }
         self.release(true, write, recycle);
     }
 
@@ -352,8 +386,44 @@ mod tests {
         assert!(m.take(0, batch(&[(5, &[0])]), ordered, |_, _, _| {}).is_none());
         assert!(m.take(0, outside("late"), ordered, |_, _, _| {}).is_none());
         m.emit(ordered, |_, b, _| out.push(b.to_vec()), |_, _| {});
-        assert!(out.is_empty(), "event 5 never gets its turn");
-        m.release_all(|_, b, _| out.push(b.to_vec()), |_, _| {});
-        assert_eq!(out, [b"late".to_vec()]);
+        assert!(out.is_empty(), "event 5 does not get its turn while the run goes on");
+        m.release_all(ordered, |_, b, _| out.push(b.to_vec()), |_, _| {});
+        assert_eq!(
+            out,
+            [b"5:0".to_vec(), b"late".to_vec()],
+            "processed events are written at the end"
+        );
+        assert_eq!(m.next_seq(), [0], "checkpoints stay before the events that never came");
+    }
+
+    #[test]
+    fn the_end_writes_past_gaps_in_sequence_order() {
+        // Events 1 and 4 never came (a reader that stopped without sending them); 0 was
+        // written during the run, 2, 3, 5 and 6 wait on two workers.
+        let mut m = Merge::new(2, 1);
+        let mut out = Vec::new();
+        let mut recycled = 0;
+        assert!(
+            m.take(0, batch(&[(0, &[0]), (3, &[0, 1]), (6, &[0])]), ordered, |_, _, _| {})
+                .is_none()
+        );
+        assert!(
+            m.take(1, batch(&[(2, &[0]), (5, &[0])]), ordered, |_, _, _| {})
+                .is_none()
+        );
+        m.emit(
+            ordered,
+            |_, b, _| out.push(String::from_utf8(b.to_vec()).unwrap()),
+            |_, _| {},
+        );
+        assert_eq!(out, ["0:0"]);
+        m.release_all(
+            ordered,
+            |_, b, _| out.push(String::from_utf8(b.to_vec()).unwrap()),
+            |_, _| recycled += 1,
+        );
+        assert_eq!(out, ["0:0", "2:0", "3:0", "5:0", "6:0"]);
+        assert_eq!(recycled, 2, "both batches handed back");
+        assert_eq!(m.next_seq(), [1]);
     }
 }

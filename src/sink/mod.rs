@@ -820,7 +820,7 @@ impl Writer {
         };
         merge.emit(ordered, &mut write, &mut recycle);
         if end {
-            merge.release_all(&mut write, &mut recycle);
+            merge.release_all(ordered, &mut write, &mut recycle);
         }
     }
 

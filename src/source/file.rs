@@ -130,7 +130,17 @@ fn frame_all(
         if sink.router().stopping() {
             break;
         }
-        let n = framer.fill(&mut f, sink)?;
+        let n = match framer.fill(&mut f, sink) {
+            Ok(n) => n,
+            Err(e) => {
+                // A read that fails (a damaged gzip file, an I/O error) keeps what came before
+                // it: the lines framed so far go to the workers, and a line cut by the error is
+                // handed out as the last one (an invalid line, reported as such).
+                framer.finish(sink);
+                sink.router().flush();
+                return Err(e);
+            }
+        };
         sink.router().add_bytes(n);
         if n == 0 {
             framer.finish(sink);

@@ -75,11 +75,11 @@ fn warn_small_queue(router: &Router) {
     }
 }
 
-/// Datagrams taken per `recvmmsg` call.
+/// Datagrams taken per `recvmmsg` call, at most.
 const BATCH: usize = 32;
-/// Room for each (a unix datagram cannot exceed the sender's socket buffer, 208 KiB by
-/// default; a larger one is reported as too long).
-const SLOT: usize = 256 * 1024;
+/// Room for the datagrams of one call: fewer per call when `max_line_bytes` is above 2 MiB.
+/// Only the pages datagrams are written into become resident (32 slots of 1 MiB by default).
+const BATCH_BYTES: usize = 64 << 20;
 
 /// A socket input's socket, kept open from one pipeline to the next when a reload rebuilds
 /// it: producers are never refused, datagrams sent meanwhile wait in the socket, and a stream
@@ -95,6 +95,7 @@ pub(crate) enum Kept {
 /// bound.
 pub(crate) fn read_datagrams(
     path: &Path,
+    max_line: usize,
     router: &mut Router,
     kept: Option<UnixDatagram>,
     rebuilding: &AtomicBool,
@@ -112,16 +113,20 @@ pub(crate) fn read_datagrams(
     router.opened();
     sock.set_read_timeout(Some(IDLE))?;
     let fd = sock.as_raw_fd();
-    let mut buf = vec![0u8; BATCH * SLOT];
-    let mut iovs: Vec<libc::iovec> = (0..BATCH)
+    // Each datagram gets room for a line of `max_line_bytes` and its newline; a longer one is
+    // cut by the kernel, which still tells its length (MSG_TRUNC), and reported as too long.
+    let slot = max_line.saturating_add(2).max(4096);
+    let batch = (BATCH_BYTES / slot).clamp(1, BATCH);
+    let mut buf = vec![0u8; batch * slot];
+    let mut iovs: Vec<libc::iovec> = (0..batch)
         .map(|i| libc::iovec {
             // SAFETY: slot i lies within `buf`, which outlives every use of the iovecs.
-            iov_base: unsafe { buf.as_mut_ptr().add(i * SLOT) }.cast(),
-            iov_len: SLOT,
+            iov_base: unsafe { buf.as_mut_ptr().add(i * slot) }.cast(),
+            iov_len: slot,
         })
         .collect();
     // SAFETY: mmsghdr is plain data; all-zero is a valid value that is filled in below.
-    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+    let mut msgs: Vec<libc::mmsghdr> = (0..batch).map(|_| unsafe { std::mem::zeroed() }).collect();
     for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
         m.msg_hdr.msg_iov = iov;
         m.msg_hdr.msg_iovlen = 1;
@@ -131,13 +136,13 @@ pub(crate) fn read_datagrams(
     let mut idle = false;
     while !router.stopping() {
         // Blocks up to the read timeout for the first datagram, then takes what is queued.
-        // SAFETY: `msgs` holds BATCH headers whose iovecs point into `buf`, all alive.
+        // SAFETY: `msgs` holds `batch` headers whose iovecs point into `buf`, all alive.
         let got = unsafe {
             libc::recvmmsg(
                 fd,
                 msgs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                batch as libc::c_uint,
+                libc::MSG_WAITFORONE | libc::MSG_TRUNC,
                 std::ptr::null_mut(),
             )
         };
@@ -166,17 +171,18 @@ pub(crate) fn read_datagrams(
         idle = false;
         let mut bytes = 0;
         for (i, m) in msgs.iter_mut().enumerate().take(got as usize) {
+            // With MSG_TRUNC, the datagram's whole length, also when it was cut.
             let n = m.msg_len as usize;
             n_msgs += 1;
             bytes += n;
-            if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                router.too_long(n_msgs, offset, n, SLOT);
+            // One datagram is one event; a trailing newline is tolerated.
+            let mut line = &buf[i * slot..i * slot + n.min(slot)];
+            while let Some(l) = line.strip_suffix(b"\n") {
+                line = l;
+            }
+            if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || line.len() > max_line {
+                router.too_long(n_msgs, offset, n, max_line);
             } else {
-                // One datagram is one event; a trailing newline is tolerated.
-                let mut line = &buf[i * SLOT..i * SLOT + n];
-                while let Some(l) = line.strip_suffix(b"\n") {
-                    line = l;
-                }
                 router.line(line, n_msgs, offset);
             }
             offset += n as u64;

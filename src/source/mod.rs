@@ -375,7 +375,7 @@ fn read_input(
                 Some(ipc::Kept::Datagram(s)) => Some(s),
                 _ => None,
             };
-            ipc::read_datagrams(path, router, s, how.rebuilding).map(|k| stopped.socket = k)
+            ipc::read_datagrams(path, how.max_line, router, s, how.rebuilding).map(|k| stopped.socket = k)
         }
         InputUri::Ipc {
             path,
