@@ -1153,6 +1153,72 @@ fn tail_without_lt_starts_at_the_end() {
     );
 }
 
+/// Whether the engine `pid` has a file named `name` open.
+fn has_open(pid: u32, name: &str) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p.file_name().is_some_and(|f| f == name)))
+    })
+}
+
+/// `tail://x` without `<` follows a file present at the start from its end, but a file that
+/// appears later was written after the engine started: it is read from its start (its first
+/// events, written at once, were skipped without a word).
+#[test]
+fn tail_reads_a_file_that_appears_later_from_its_start() {
+    let env = Env::simple("tail://x", ANALYZER_PASS, "", "tail_poll_ms = 50");
+    let mut engine = env.spawn(&["--shards", "1"]);
+    wait_until(
+        WAIT,
+        "the input_missing record",
+        || !env.log_records_of("input_missing").is_empty(),
+        String::new,
+    );
+    let lines = phase_lines("burst", 100);
+    env.write_log("x", &join_lines(&lines));
+    wait_until(
+        WAIT,
+        "the 100 lines",
+        || env.lines("out.json").len() >= lines.len(),
+        || format!("out.json: {} lines", env.lines("out.json").len()),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(WAIT).assert_success();
+    let d = diff_lines(&strings(&lines), &env.lines("out.json"));
+    assert!(d.is_empty(), "out.json:\n{d}");
+}
+
+/// `tail://x` without `<` starting while a line is half written at the end of x starts at
+/// that line, not inside it (its rest was an invalid line and the event lost).
+#[test]
+fn tail_from_the_end_starts_at_a_line_being_written() {
+    let env = Env::simple("tail://x", ANALYZER_PASS, "", "tail_poll_ms = 50");
+    let mut old = join_lines(&phase_lines("old", 50));
+    old.extend_from_slice(br#"{"phase":"cut","i":0"#);
+    env.write_log("x", &old);
+    let mut engine = env.spawn(&["--shards", "1"]);
+    let pid = engine.child.id();
+    wait_until(WAIT, "the engine to open x", || has_open(pid, "x"), String::new);
+    std::thread::sleep(Duration::from_millis(300));
+    env.append_log("x", b",\"rest\":1}\n");
+    let new = phase_lines("new", 10);
+    env.append_log("x", &join_lines(&new));
+    wait_until(
+        WAIT,
+        "the lines appended after start",
+        || env.lines("out.json").last().map(|l| l.as_slice()) == new.last().map(|l| l.as_bytes()),
+        || format!("out.json: {} lines", env.lines("out.json").len()),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(WAIT).assert_success();
+    let expected: Vec<String> = std::iter::once(r#"{"phase":"cut","i":0,"rest":1}"#.to_string())
+        .chain(new)
+        .collect();
+    let d = diff_lines(&strings(&expected), &env.lines("out.json"));
+    assert!(d.is_empty(), "out.json:\n{d}");
+    assert!(env.log_records_of("invalid_line").is_empty(), "{:?}", env.log_records());
+}
+
 #[test]
 fn max_line_bytes_is_the_longest_accepted_line() {
     let env = Env::simple("file://in.json", ANALYZER_PASS, "", "max_line_bytes = 64");

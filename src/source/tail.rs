@@ -258,6 +258,22 @@ fn mtime(f: &File) -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
+/// Where the line that holds byte `end - 1` starts (`end` when that byte ends a line): a file
+/// followed from its end starts there, not inside a line being written. Looks back at most
+/// `max_line` bytes (a longer line is one too long anyway).
+fn line_start_before(file: &mut File, end: u64, max_line: usize) -> u64 {
+    let window = end.min(max_line as u64 + 1);
+    let mut buf = vec![0u8; window as usize];
+    if file.seek(SeekFrom::Start(end - window)).is_err() || file.read_exact(&mut buf).is_err() {
+        return end;
+    }
+    match memchr::memrchr(b'\n', &buf) {
+        Some(i) => end - window + i as u64 + 1,
+        None if window == end => 0,
+        None => end,
+    }
+}
+
 /// Where a followed file starts.
 #[derive(Default)]
 pub(crate) struct Start {
@@ -380,9 +396,18 @@ pub(crate) fn follow(
                 ),
             }
         }
+        // A file present at the start is followed from its end (unless `<`), from the start
+        // of a line being written there; one that appeared later is read whole (its first
+        // events were written after the engine started).
         None => {
-            if !from_start && let Ok(end) = file.seek(SeekFrom::End(0)) {
-                framer.reset(end, 0);
+            if !from_start
+                && !reported_missing
+                && let Ok(end) = file.seek(SeekFrom::End(0))
+            {
+                let at = line_start_before(&mut file, end, max_line);
+                if file.seek(SeekFrom::Start(at)).is_ok() {
+                    framer.reset(at, 0);
+                }
             }
         }
     }
