@@ -23,6 +23,29 @@ pub(crate) struct Validator {
     maybe_dup: bool,
     /// An escaped key, unescaped for its bloom bits.
     text: Vec<u8>,
+    /// Where and why the last rejected line failed (for its report).
+    fail: Option<(usize, Fail)>,
+}
+
+/// Why a line is not a valid event, found where the walk stopped (see [`explain`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fail {
+    /// The line does not start with `{`.
+    Root,
+    /// A value was expected (after `:`, `[` or `,` in an array).
+    Value,
+    /// A string starting there is invalid (the cause is found by [`explain_string`]).
+    Str,
+    Number,
+    Literal,
+    /// A key's opening quote was expected.
+    Key,
+    Colon,
+    /// `,` or the container's end was expected.
+    Separator,
+    /// Text after the root object.
+    Trailing,
+    TooDeep,
 }
 
 /// What validation learns of a valid event's top level, for the field lookups.
@@ -45,10 +68,11 @@ impl Validator {
     pub(crate) fn check_object(&mut self, line: &[u8]) -> Option<TopLevel> {
         let root = ws(line, 0);
         if line.get(root) != Some(&b'{') {
-            return None;
+            return self.failed(root, Fail::Root);
         }
         self.keys.clear();
         self.maybe_dup = false;
+        self.fail = None;
         let mut top = TopLevel::default();
         self.document(line, root, &mut top)?;
         // Only when two keys' bloom bits collided: compare the keys themselves (pairwise when
@@ -67,12 +91,15 @@ impl Validator {
     fn document(&mut self, b: &[u8], mut i: usize, top: &mut TopLevel) -> Option<()> {
         self.stack.clear();
         'value: loop {
-            match *b.get(i)? {
-                b'{' | b'[' if self.stack.len() >= MAX_DEPTH => return None,
+            let Some(&c) = b.get(i) else {
+                return self.failed(i, Fail::Value);
+            };
+            let end = match c {
+                b'{' | b'[' if self.stack.len() >= MAX_DEPTH => return self.failed(i, Fail::TooDeep),
                 b'{' => {
                     i = ws(b, i + 1);
                     if b.get(i) == Some(&b'}') {
-                        i += 1;
+                        Some(i + 1)
                     } else {
                         self.stack.push(OBJECT);
                         i = self.key(b, i, top)?;
@@ -82,42 +109,103 @@ impl Validator {
                 b'[' => {
                     i = ws(b, i + 1);
                     if b.get(i) == Some(&b']') {
-                        i += 1;
+                        Some(i + 1)
                     } else {
                         self.stack.push(ARRAY);
                         continue 'value;
                     }
                 }
-                b'"' => i = string(b, i)?.0,
-                b't' => i = literal(b, i, b"true")?,
-                b'f' => i = literal(b, i, b"false")?,
-                b'n' => i = literal(b, i, b"null")?,
-                b'-' | b'0'..=b'9' => i = number(b, i)?,
-                _ => return None,
-            }
+                b'"' => string(b, i).map(|(end, _)| end),
+                b't' => literal(b, i, b"true"),
+                b'f' => literal(b, i, b"false"),
+                b'n' => literal(b, i, b"null"),
+                b'-' | b'0'..=b'9' => number(b, i),
+                _ => return self.failed(i, Fail::Value),
+            };
+            let Some(end) = end else {
+                let why = match c {
+                    b'"' => Fail::Str,
+                    b't' | b'f' | b'n' => Fail::Literal,
+                    _ => Fail::Number,
+                };
+                return self.failed(i, why);
+            };
+            i = end;
             // After a value: a separator, the end of its container, or the end of the line.
             loop {
                 i = ws(b, i);
                 let Some(&open) = self.stack.last() else {
-                    return (i == b.len()).then_some(());
+                    return if i == b.len() {
+                        Some(())
+                    } else {
+                        self.failed(i, Fail::Trailing)
+                    };
                 };
-                match (*b.get(i)?, open) {
-                    (b',', OBJECT) => {
+                match (b.get(i), open) {
+                    (Some(b','), OBJECT) => {
                         i = self.key(b, ws(b, i + 1), top)?;
                         continue 'value;
                     }
-                    (b',', _) => {
+                    (Some(b','), _) => {
                         i = ws(b, i + 1);
                         continue 'value;
                     }
-                    (b'}', OBJECT) | (b']', ARRAY) => {
+                    (Some(b'}'), OBJECT) | (Some(b']'), ARRAY) => {
                         self.stack.pop();
                         i += 1;
                     }
-                    _ => return None,
+                    _ => return self.failed(i, Fail::Separator),
                 }
             }
         }
+    }
+
+    /// Notes where and why the line failed; `None`.
+    #[cold]
+    fn failed<T>(&mut self, at: usize, why: Fail) -> Option<T> {
+        self.fail = Some((at, why));
+        None
+    }
+
+    /// Why the last line [`check_object`](Self::check_object) rejected is not a valid event,
+    /// for its report.
+    pub(crate) fn explain(&self, line: &[u8]) -> Option<String> {
+        let (at, why) = self.fail?;
+        let found = || match line.get(at) {
+            None => "the end of the line".to_string(),
+            Some(&c) if c.is_ascii_graphic() || c == b' ' => format!("'{}'", c as char),
+            Some(&c) => format!("byte 0x{c:02x}"),
+        };
+        let open = |depth: usize| match self.stack.get(depth.wrapping_sub(1)) {
+            Some(&ARRAY) => "array",
+            _ => "object",
+        };
+        let text = match why {
+            Fail::Root if line[at..].starts_with(b"\xef\xbb\xbf") => {
+                "a UTF-8 byte order mark (bytes ef bb bf) before the event".to_string()
+            }
+            Fail::Root => format!("an event is a JSON object: '{{' expected, found {}", found()),
+            Fail::Value => format!("a value expected, found {}", found()),
+            Fail::Str => return Some(explain_string(line, at)),
+            Fail::Number => {
+                "invalid number, or one out of range (integers from -2^63 to 2^64-1, others within a double's range)"
+                    .to_string()
+            }
+            Fail::Literal => "invalid literal (true, false or null)".to_string(),
+            Fail::Key => format!("a key (a string) expected, found {}", found()),
+            Fail::Colon => format!("':' expected after the key, found {}", found()),
+            Fail::Separator => {
+                let close = if open(self.stack.len()) == "array" { ']' } else { '}' };
+                format!(
+                    "',' or '{close}' expected in an {}, found {}",
+                    open(self.stack.len()),
+                    found()
+                )
+            }
+            Fail::Trailing => format!("text after the end of the object: {}", found()),
+            Fail::TooDeep => format!("more than {MAX_DEPTH} nested objects and arrays"),
+        };
+        Some(format!("{text} at byte offset {at}"))
     }
 
     /// A member's key at `i` and its colon: the position of its value. A key of the top
@@ -125,14 +213,19 @@ impl Validator {
     #[inline(always)]
     fn key(&mut self, b: &[u8], i: usize, top: &mut TopLevel) -> Option<usize> {
         if b.get(i) != Some(&b'"') {
-            return None;
+            return self.failed(i, Fail::Key);
         }
-        let (end, escaped) = string(b, i)?;
+        let Some((end, escaped)) = string(b, i) else {
+            return self.failed(i, Fail::Str);
+        };
         if self.stack.len() == 1 {
             self.top_key(b, i + 1, end - 1, escaped, top);
         }
         let i = ws(b, end);
-        (b.get(i) == Some(&b':')).then(|| ws(b, i + 1))
+        if b.get(i) != Some(&b':') {
+            return self.failed(i, Fail::Colon);
+        }
+        Some(ws(b, i + 1))
     }
 
     /// Adds the top-level key `b[start..end]` to the bloom, and notes whether it repeats one.
@@ -171,11 +264,15 @@ impl LineCheck {
         if let Some(top) = self.validator.check_object(line) {
             return Ok(top);
         }
-        let r = self.parser.get_or_insert_with(RouteParser::new).parse(line)?;
-        Ok(TopLevel {
-            keys: r.keys,
-            dup_keys: r.dup_keys,
-        })
+        match self.parser.get_or_insert_with(RouteParser::new).parse(line) {
+            Ok(r) => Ok(TopLevel {
+                keys: r.keys,
+                dup_keys: r.dup_keys,
+            }),
+            // The validator's account says where and what (simd-json's often did not).
+            Err(LineError::Json(e)) => Err(LineError::Json(self.validator.explain(line).unwrap_or(e))),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -211,6 +308,43 @@ fn string(b: &[u8], i: usize) -> Option<(usize, bool)> {
             _ => j = utf8(b, j)?,
         }
     }
+}
+
+/// Why the string whose opening quote is at `i` is invalid, and where (cold: reports only).
+#[cold]
+fn explain_string(b: &[u8], i: usize) -> String {
+    let mut j = i + 1;
+    let (at, what) = loop {
+        j += plain_run(b, j);
+        match b.get(j) {
+            None => break (i, "a string that does not end (no closing '\"')".to_string()),
+            Some(b'"') => break (i, "an invalid string".to_string()),
+            Some(b'\\') => match escape(b, j) {
+                Some(next) => j = next,
+                None => {
+                    break (
+                        j,
+                        match b.get(j + 1) {
+                            Some(b'u') => "an invalid \\u escape (4 hex digits; surrogates in pairs)".to_string(),
+                            Some(&c) if c.is_ascii_graphic() => format!("an invalid escape '\\{}'", c as char),
+                            _ => "an invalid escape".to_string(),
+                        },
+                    );
+                }
+            },
+            Some(&c) if c < 0x20 => {
+                break (
+                    j,
+                    format!("a raw control character (byte 0x{c:02x}) in a string: JSON needs it escaped (\\u{c:04x})"),
+                );
+            }
+            Some(&c) => match utf8(b, j) {
+                Some(next) => j = next,
+                None => break (j, format!("invalid UTF-8 (byte 0x{c:02x}) in a string")),
+            },
+        }
+    };
+    format!("{what} at byte offset {at}")
 }
 
 /// Length of the run of bytes at `j` that need no check: printable ASCII other than `"` and
@@ -480,6 +614,78 @@ mod tests {
         ] {
             agree(bad);
         }
+    }
+
+    /// A rejected line's report says where and what (simd-json's messages said
+    /// "InternalError at character 13" for text after the object, and "Syntax at character 0"
+    /// for a raw tab inside a string).
+    #[test]
+    fn rejected_lines_say_where_and_why() {
+        let mut c = LineCheck::default();
+        let number =
+            "invalid number, or one out of range (integers from -2^63 to 2^64-1, others within a double's range)";
+        for (line, want) in [
+            (
+                &br#"{"a":1}}"#[..],
+                "text after the end of the object: '}' at byte offset 7".to_string(),
+            ),
+            (
+                b"{\"a\":1}\0",
+                "text after the end of the object: byte 0x00 at byte offset 7".into(),
+            ),
+            (
+                b"{\"a\":\"x\ty\"}",
+                "a raw control character (byte 0x09) in a string: JSON needs it escaped (\\u0009) at byte offset 7"
+                    .into(),
+            ),
+            (
+                b"{\"a\":1 \"b\":2}",
+                "',' or '}' expected in an object, found '\"' at byte offset 7".into(),
+            ),
+            (
+                b"{\"a\":[1 2]}",
+                "',' or ']' expected in an array, found '2' at byte offset 8".into(),
+            ),
+            (
+                b"{\"a\" 1}",
+                "':' expected after the key, found '1' at byte offset 5".into(),
+            ),
+            (b"{a:1}", "a key (a string) expected, found 'a' at byte offset 1".into()),
+            (b"{\"a\":}", "a value expected, found '}' at byte offset 5".into()),
+            (
+                b"{\"a\":1",
+                "',' or '}' expected in an object, found the end of the line at byte offset 6".into(),
+            ),
+            (
+                b"{\"a\":\"abc",
+                "a string that does not end (no closing '\"') at byte offset 5".into(),
+            ),
+            (b"{\"a\":\"\\x\"}", "an invalid escape '\\x' at byte offset 6".into()),
+            (
+                b"{\"a\":\"\xff\"}",
+                "invalid UTF-8 (byte 0xff) in a string at byte offset 6".into(),
+            ),
+            (b"{\"a\":1e400}", format!("{number} at byte offset 5")),
+            (
+                b"{\"a\":tru}",
+                "invalid literal (true, false or null) at byte offset 5".into(),
+            ),
+            (
+                b"\xef\xbb\xbf{\"a\":1}",
+                "a UTF-8 byte order mark (bytes ef bb bf) before the event at byte offset 0".into(),
+            ),
+            (
+                b"hello",
+                "an event is a JSON object: '{' expected, found 'h' at byte offset 0".into(),
+            ),
+        ] {
+            match c.verdict(line) {
+                Err(LineError::Json(m)) => assert_eq!(m, want, "{:?}", String::from_utf8_lossy(line)),
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(line)),
+            }
+        }
+        assert!(matches!(c.verdict(b"[1,2]"), Err(LineError::NotObject)));
+        assert!(c.verdict(br#"{"a":1}"#).is_ok(), "a valid line after rejected ones");
     }
 
     /// Objects with many top-level keys: a repeat is found however far apart the two are (by
