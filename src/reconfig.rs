@@ -34,6 +34,8 @@ pub(crate) struct Carry {
     pub output_errors: u64,
     pub dropped: u64,
     pub missing_inputs: Vec<String>,
+    /// When the run (its first pipeline) started: the summary's seconds, a forced exit's too.
+    pub run_started: Option<std::time::Instant>,
     /// The files the wildcard `tail://` inputs followed when their pipeline started: (pattern,
     /// tag, path, file). A new match that is one of them under a new name (rotated into a name
     /// the pattern matches) takes over where its reader was, instead of reading it again.

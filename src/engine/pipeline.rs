@@ -8,7 +8,10 @@ pub(super) fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summ
     let sig = Signals::install()?;
     // One pipeline per configuration: a reload that changes inputs, outputs or analyzers
     // drains the running one and builds the next (see `reconfig`).
-    let mut carry = crate::reconfig::Carry::default();
+    let mut carry = crate::reconfig::Carry {
+        run_started: Some(started),
+        ..Default::default()
+    };
     let mut cfg = cfg;
     loop {
         match run_pipeline(opts, &cfg, &sig, &mut carry) {
@@ -184,7 +187,11 @@ fn forced_exit_records(shared: &Shared, carry: &mut crate::reconfig::Carry, log_
         written: carry.written,
         invalid: carry.invalid,
         script_errors: carry.script_errors,
-        seconds: shared.stats.started.elapsed().as_secs_f64(),
+        seconds: carry
+            .run_started
+            .unwrap_or(shared.stats.started)
+            .elapsed()
+            .as_secs_f64(),
         output_errors: carry.output_errors,
         dropped: carry.dropped,
         missing_inputs: std::mem::take(&mut carry.missing_inputs),
