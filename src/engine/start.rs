@@ -155,6 +155,63 @@ pub(super) fn start_workers(
     first_error.map_or(Ok(()), Err)
 }
 
+/// Whether wildcard `tail://` input `r` (reading the file `file`) is a file that began to
+/// match while the engine was stopped: it has no checkpoint of its own, while other matches of
+/// its pattern have theirs from the last run. Suricata wrote all of it after that run (a new
+/// `eve.N.json` of a thread), so it is read from its start, not followed from its end. A file
+/// a checkpoint of the last run is about, or one named as a rotation of another match
+/// (`eve.0.json.1`), is not new: its match's reader takes care of it.
+fn new_since_last_run(
+    cfg: &Config,
+    r: usize,
+    file: Option<crate::source::checkpoint::FileId>,
+    state_dir: &std::path::Path,
+    marks: &crate::source::checkpoint::Watermarks,
+) -> bool {
+    use crate::source::checkpoint::Checkpoint;
+    let input = &cfg.inputs[r];
+    let (Some(glob), Some(file)) = (&input.glob, file) else {
+        return false;
+    };
+    let load = |o: usize| {
+        let i = &cfg.inputs[o];
+        Checkpoint::new(state_dir, &i.tag, o, i.uri.path(), Arc::clone(marks)).load()
+    };
+    if load(r).is_some() {
+        return false;
+    }
+    let name = input
+        .uri
+        .path()
+        .file_name()
+        .map(|n| n.as_encoded_bytes().to_vec())
+        .unwrap_or_default();
+    let mut others_checkpointed = false;
+    for (o, other) in cfg.inputs.iter().enumerate() {
+        if o == r || other.glob.as_ref() != Some(glob) {
+            continue;
+        }
+        let theirs = other
+            .uri
+            .path()
+            .file_name()
+            .map(|n| n.as_encoded_bytes())
+            .unwrap_or_default();
+        if name
+            .strip_prefix(theirs)
+            .is_some_and(|rest| matches!(rest.first(), Some(b'.' | b'-' | b'_')))
+        {
+            return false;
+        }
+        match load(o) {
+            Some(spot) if spot.id == file => return false,
+            Some(_) => others_checkpointed = true,
+            None => {}
+        }
+    }
+    others_checkpointed
+}
+
 /// Starts a reader thread per input, each resuming where the previous pipeline's reader of
 /// the same input stopped.
 pub(super) fn start_readers(
@@ -213,6 +270,12 @@ pub(super) fn start_readers(
                 }
                 None => *from_start = true,
             }
+        }
+        if carry.generation == 0
+            && let crate::config::InputUri::Tail { from_start, .. } = &mut input.uri
+            && new_since_last_run(cfg, r, file, &shared.state_dir, &shared.marks)
+        {
+            *from_start = true;
         }
         let setup = crate::source::ReaderSetup {
             stats: Arc::clone(&shared.stats),

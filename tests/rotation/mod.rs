@@ -378,6 +378,76 @@ fn a_wildcard_tail_reads_a_new_file_from_its_start() {
     );
 }
 
+/// A file that began to match while the engine was stopped (a Suricata thread's new
+/// `eve.N.json`) has no checkpoint of its own while the others have theirs: the restart reads
+/// it from its start (it was followed from its end: its events were skipped without a word);
+/// a match followed before goes on from its checkpoint.
+#[test]
+fn a_wildcard_match_made_while_stopped_is_read_from_its_start() {
+    let env = Env::new();
+    let dir = env.log("suricata");
+    std::fs::create_dir_all(&dir).unwrap();
+    let uri = format!("tail://{}/eve.*.json", dir.display());
+    env.config(&simple_config(&uri, "", "tail_poll_ms = 20").replace("out.json<", "out.json"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    let write = |file: usize, from: usize, to: usize| {
+        let lines: Vec<String> = (from..to)
+            .map(|i| format!("{{\"event_type\":\"flow\",\"file\":{file},\"n\":{i}}}"))
+            .collect();
+        env.append_log(&format!("suricata/eve.{file}.json"), &join_lines(&lines));
+    };
+    let records = || -> Vec<(u64, u64)> {
+        env.lines("out.json")
+            .iter()
+            .map(|l| (u64_member(l, "file").unwrap(), u64_member(l, "n").unwrap()))
+            .collect()
+    };
+    write(1, 0, 100);
+    let mut engine = env.spawn(&["--shards", "2"]);
+    let mut n = 100;
+    wait_until(
+        Duration::from_secs(30),
+        "the first file followed",
+        || {
+            write(1, n, n + 1);
+            n += 1;
+            !records().is_empty()
+        },
+        String::new,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    let first_run = records().len();
+    // While stopped: the first file grows, a second one appears.
+    write(1, n, n + 50);
+    write(2, 0, 300);
+    let mut engine = env.spawn(&["--shards", "2"]);
+    wait_until(
+        Duration::from_secs(30),
+        "both files' new lines",
+        || records().len() >= first_run + 350,
+        || format!("{} lines", records().len()),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    let got = &records()[first_run..];
+    let second: Vec<u64> = got.iter().filter(|r| r.0 == 2).map(|r| r.1).collect();
+    assert_eq!(
+        second,
+        (0..300).collect::<Vec<u64>>(),
+        "the new file from its start, once, in order"
+    );
+    let first: Vec<u64> = got.iter().filter(|r| r.0 == 1).map(|r| r.1).collect();
+    assert_eq!(
+        first,
+        (n as u64..n as u64 + 50).collect::<Vec<u64>>(),
+        "the first file from its checkpoint"
+    );
+}
+
 /// A file rotated into a name the wildcard also matches (logrotate's `dateext` with
 /// `extension .json`: eve.0.json -> eve.0-20261205.json) is the same file, not a new one: the
 /// new match goes on where the reader of eve.0.json was (its checkpoint), so what it had read
