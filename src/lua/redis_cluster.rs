@@ -323,7 +323,7 @@ const REFRESH_EVERY: Duration = Duration::from_millis(100);
 const NODE_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const NODE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a failed node has to answer a `PING` before it is used again.
-const PROBE_WAIT: Duration = Duration::from_millis(500);
+pub(super) const PROBE_WAIT: Duration = Duration::from_millis(500);
 
 impl Cluster {
     /// Connects to the first seed that answers with a slot map and learns it.

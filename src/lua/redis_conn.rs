@@ -196,7 +196,20 @@ impl RedisState {
         if now < self.conns[i].next_try {
             return Err(LinkError::Backoff(target.clone()));
         }
-        match open_link(target, self.timeouts) {
+        // A connection that failed is probed first with a short wait: a hung Redis (stopped,
+        // swapping, a frozen VM: its kernel still accepts connections) then stays down, and its
+        // calls fail at once between probes, instead of each taking the full reply timeout.
+        let probed = open_link(target, self.timeouts).and_then(|mut con| {
+            if self.conns[i].down.is_some()
+                && let Link::One(c) = &mut con
+            {
+                c.set_read_timeout(Some(self.timeouts.io.min(super::redis_cluster::PROBE_WAIT)))?;
+                redis::cmd("PING").query::<redis::Value>(c)?;
+                c.set_read_timeout(Some(self.timeouts.io))?;
+            }
+            Ok(con)
+        });
+        match probed {
             Ok(con) => {
                 let failures = self.failures;
                 let c = &mut self.conns[i];

@@ -751,6 +751,62 @@ end
     );
 }
 
+/// A Redis that hangs (its kernel accepts connections, it never answers: stopped with SIGSTOP,
+/// swapping, a frozen VM) stays down: a new connection must answer a `PING` within a short
+/// wait before it counts as restored. A connect alone counted: each backoff ended in a
+/// `redis_restored` record, the backoff went back to 50 ms and the next call waited the whole
+/// reply timeout, so a chain of analyzers crawled at a timeout per call, `/health` said ok.
+#[test]
+fn a_hung_redis_is_not_taken_for_restored_by_a_connect() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let env = Env::new();
+    env.config(&format!(
+        "redis_host = \"127.0.0.1\"\nredis_port = {port}\nredis_timeout_ms = 1000\n{}",
+        simple_config("file://in.json", "", "")
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    // Each event takes 100 ms of the analyzer's time: the run lasts past several backoffs.
+    env.analyzer(
+        "a.lua",
+        r#"
+local conn
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  local t = os.clock()
+  while os.clock() - t < 0.1 do end
+  local r, err, code = conn:command("INCR", "n")
+  msg.code = code
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    let n = 20;
+    let lines: Vec<String> = (0..n).map(|i| format!("{{\"i\":{i}}}")).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let t = Instant::now();
+    env.run(&["--shards", "1"]).assert_success();
+    let took = t.elapsed();
+    let out = env.lines("out.json");
+    assert_eq!(out.len(), n, "every event written");
+    assert!(
+        out.iter().all(|l| u64_member(l, "code") == Some(1)),
+        "every call failed with ERR_IO"
+    );
+    let restored = env.log_records_of("redis_restored");
+    assert!(restored.is_empty(), "a hung Redis counted as restored: {restored:?}");
+    assert_eq!(env.log_records_of("redis_lost").len(), 1, "{:?}", env.log_records());
+    // The first call waits the 1 s reply timeout, later ones at most a probe's 0.5 s each
+    // backoff (the old code: 1 s per backoff).
+    assert!(took < Duration::from_secs(12), "took {took:?}");
+}
+
 /// Bursts of SIGUSR1 rotations while every event makes a Redis round trip: the rotated pieces
 /// of the output hold every event once, and no Redis call fails (a worker's socket read, which
 /// has a timeout, would fail with EINTR if a signal handler ran on its thread; the kernel
