@@ -6,7 +6,8 @@
 //! is started on the first `hiredis.connect()`, so configurations that never use Redis need
 //! none, and stopped when the engine exits (gracefully: the file is complete); the child also
 //! gets `PR_SET_PDEATHSIG`, so a killed engine leaves no orphan (then up to the last second of
-//! writes may be lost).
+//! writes may be lost). A server that dies while the engine runs is started again by the next
+//! connection attempt.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,18 @@ struct Running {
     socket: PathBuf,
     /// The data directory's lock (held while the server runs).
     _lock: Option<std::fs::File>,
+    /// How it was started, to start it again.
+    setup: Setup,
+}
+
+/// The last time the server exited while the engine ran, and how (see [`exited_since`]).
+static LAST_EXIT: Mutex<Option<(Instant, String)>> = Mutex::new(None);
+
+/// How the managed server exited, if it did after `since` (it was started again: a
+/// connection's `redis_restored` record says so).
+pub(crate) fn exited_since(since: Instant) -> Option<String> {
+    let g = LAST_EXIT.lock().unwrap_or_else(|e| e.into_inner());
+    g.as_ref().filter(|(at, _)| *at >= since).map(|(_, how)| how.clone())
 }
 
 /// Where the managed server keeps its files, and whether its data persists.
@@ -100,10 +113,33 @@ pub(crate) fn socket() -> Result<PathBuf, ManagedError> {
     let mut g = MANAGED.lock().unwrap_or_else(|e| e.into_inner());
     match g.take() {
         None => Err(ManagedError::NotConfigured),
-        Some(State::Up(r)) => {
-            let s = r.socket.clone();
-            *g = Some(State::Up(r));
-            Ok(s)
+        Some(State::Up(mut r)) => {
+            let Ok(Some(status)) = r.child.try_wait() else {
+                let s = r.socket.clone();
+                *g = Some(State::Up(r));
+                return Ok(s);
+            };
+            // The server died while the engine ran (the OOM killer, a kill): start it again
+            // with its data (the append-only file), releasing its lock and files first. A
+            // failed start is tried again at the next connection attempt.
+            let how = format!("redis-server exited ({status})");
+            eprintln!("dragonfly-mle: managed Redis: {how}; starting it again");
+            *LAST_EXIT.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), how));
+            let setup = r.setup.clone();
+            let _ = std::fs::remove_dir_all(&r.dir);
+            drop(r);
+            match start(&setup) {
+                Ok(r) => {
+                    let s = r.socket.clone();
+                    *g = Some(State::Up(r));
+                    Ok(s)
+                }
+                Err(e) => {
+                    eprintln!("dragonfly-mle: {e}");
+                    *g = Some(State::Idle(setup));
+                    Err(e)
+                }
+            }
         }
         Some(State::Failed(e)) => {
             *g = Some(State::Failed(e.clone()));
@@ -269,6 +305,7 @@ fn start(setup: &Setup) -> Result<Running, ManagedError> {
         dir,
         socket,
         _lock: lock,
+        setup: setup.clone(),
     })
 }
 

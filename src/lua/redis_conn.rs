@@ -216,8 +216,14 @@ impl RedisState {
                 c.con = Some(con);
                 c.backoff = BACKOFF_MIN;
                 if let Some((since, failures_then)) = c.down.take() {
+                    let restarted = match c.target {
+                        RedisTarget::Managed => super::managed::exited_since(since)
+                            .map(|how| format!(" (the managed {how} and was started again with its data)"))
+                            .unwrap_or_default(),
+                        _ => String::new(),
+                    };
                     let msg = format!(
-                        "{}: connection restored after {:.1} s; {} calls failed meanwhile",
+                        "{}: connection restored after {:.1} s; {} calls failed meanwhile{restarted}",
                         describe_target(&c.target),
                         since.elapsed().as_secs_f64(),
                         failures.saturating_sub(failures_then)

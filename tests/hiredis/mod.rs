@@ -475,6 +475,53 @@ fn managed_redis_is_used_only_once_it_has_loaded_its_data() {
     assert_eq!(ns, vec![1001, 2001, 1002, 2002], "{}", out.stderr);
 }
 
+/// The managed redis-server killed while the engine runs (the OOM killer: it has no memory
+/// limit) is started again with its data: later calls work again, and the `redis_restored`
+/// record says what happened. It was left a zombie, and every later call failed for the rest
+/// of the run with "not connected (retrying after backoff)".
+#[test]
+fn a_managed_redis_that_dies_is_started_again() {
+    let env = Env::new();
+    env.config(&simple_config("tail://in.json<", "", "tail_poll_ms = 20"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        r#"
+local conn
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  local r, err, code = conn:command("INCR", "n")
+  if r then msg.n = r else msg.err = err; msg.code = code end
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    let run = env.dir.path().join("run");
+    env.write_log("in.json", b"");
+    let mut engine = env.spawn(&["--shards", "1", "--run-dir", run.to_str().unwrap()]);
+    let mut feed = Feed::default();
+    feed.step(&env, 5);
+    let needle = run.to_str().unwrap().to_string();
+    let first = redis_servers_mentioning(&needle);
+    assert_eq!(first.len(), 1, "{first:?}");
+    // SAFETY: kill(2) on the managed redis-server this test's engine started.
+    assert_eq!(unsafe { libc::kill(first[0].0 as libc::pid_t, libc::SIGKILL) }, 0);
+    feed.step(&env, 5);
+    feed.until_written(&env, "\"n\":");
+    let now = redis_servers_mentioning(&needle);
+    assert!(
+        now.len() == 1 && now[0].0 != first[0].0 && now[0].1 != 'Z',
+        "one new managed redis-server: {first:?} then {now:?}"
+    );
+    env.wait_for_record(
+        "redis_restored",
+        "was started again with its data",
+        Duration::from_secs(10),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+}
+
 #[test]
 fn managed_redis_dies_with_a_killed_engine() {
     let env = Env::simple("tail://in.json<", COUNTER, "", "tail_poll_ms = 20");
