@@ -42,7 +42,7 @@ pub(super) fn reload_request(
             let _ = diag.send(crate::diag::line(
                 crate::diag::Kind::Reload,
                 &[],
-                &format!("{why}: reload {g} of {} scripts requested", paths.len()),
+                &format!("{why}: reload {g} requested ({} scripts)", paths.len()),
             ));
             let published = reload.publish(sources);
             debug_assert_eq!(published, g);

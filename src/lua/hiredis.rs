@@ -682,6 +682,12 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
                         } else {
                             6379
                         };
+                        // A port past 65535 (`99999`) names no server: refused, not clamped
+                        // (0 or below: `host` is a unix socket's path).
+                        if port > 65535 && host != "managed" {
+                            let msg = format!("invalid port {port} (1 to 65535)");
+                            return Ok(push_failure(st, l, &msg, ERR_OTHER));
+                        }
                         RedisTarget::from_config(&host, port)
                     }
                     _ => st.target.clone(),

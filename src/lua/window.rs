@@ -22,6 +22,9 @@ use crate::event::EventMeta;
 use crate::event::scan;
 use crate::shard::{END_OF_EVENT, NO_INPUT, OutRec};
 
+/// The longest script error text a `script_error` record holds, in bytes.
+const MAX_ERROR_TEXT: usize = 4096;
+
 /// Why `on_error` could not pass a failed event on.
 #[derive(Debug, thiserror::Error)]
 enum PassError {
@@ -331,7 +334,7 @@ impl WorkerCtx {
         true
     }
 
-    /// Counts and reports a failed script call; after a memory error, collects the state's
+    /// Counts and reports a failed script call (its message cut at [`MAX_ERROR_TEXT`]); after a memory error, collects the state's
     /// garbage at once (the limit stopped the script before the collector could run).
     pub(super) fn script_failed(&mut self, role: Role, i: u32, l: *mut lua_State, status: c_int, msg: &str) {
         if status == ffi::LUA_ERRMEM {
@@ -341,10 +344,21 @@ impl WorkerCtx {
         let Some(s) = self.script_mut(role, i) else { return };
         s.errors += 1;
         let tag = s.tag.clone();
-        let msg = if status == ffi::LUA_ERRMEM {
-            format!("{msg} (the script's state reached its memory limit, script_memory_mb)")
+        // A script's error text can be anything it built (`error(string.rep("x", 1e6))`):
+        // a record keeps its first 4 KiB.
+        let cut = if msg.len() > MAX_ERROR_TEXT {
+            let mut end = MAX_ERROR_TEXT;
+            while !msg.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}... ({} bytes in all)", &msg[..end], msg.len())
         } else {
             msg.to_string()
+        };
+        let msg = if status == ffi::LUA_ERRMEM {
+            format!("{cut} (the script's state reached its memory limit, script_memory_mb)")
+        } else {
+            cut
         };
         self.report(crate::diag::Kind::ScriptError, &[("script", &tag)], &msg);
     }

@@ -739,3 +739,27 @@ fn line_reports_keep_the_input_order_on_two_shards() {
     }
     assert_eq!(reports, want);
 }
+
+/// A script's error text is whatever it built: a record keeps its first 4 KiB and says how
+/// long it was (a 200 KB `error()` text made a 200 KB log line per event).
+#[test]
+fn a_huge_script_error_text_is_cut_in_its_record() {
+    let env = Env::simple(
+        "file://in.json",
+        "function setup() end\nfunction loop(msg) error(string.rep('x', 200000)) end\n",
+        "",
+        "",
+    );
+    env.write_log("in.json", b"{\"a\":1}\n");
+    let out = env.run(&[]);
+    assert_eq!(out.summary().script_errors, 1, "{}", out.stderr);
+    let errs = env.log_records_of("script_error");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let m = errs[0]["message"].as_str().unwrap_or_default();
+    assert!(m.len() < 4200, "a {}-byte message", m.len());
+    assert!(
+        m.contains("xxxx") && m.ends_with("bytes in all)"),
+        "{}",
+        &m[m.len().saturating_sub(80)..]
+    );
+}

@@ -754,6 +754,33 @@ end
     );
 }
 
+/// `hiredis.connect(host, port)` with a port past 65535 is refused with a clear message (it
+/// connected to port 65535).
+#[test]
+fn a_port_out_of_range_is_refused() {
+    let env = Env::simple(
+        "file://in.json",
+        r#"
+local c, err, code
+function setup() c, err, code = hiredis.connect("127.0.0.1", 99999) end
+function loop(msg)
+  msg.err = err
+  msg.code = code
+  msg.conn = c ~= nil
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+        "",
+        "",
+    );
+    env.write_log("in.json", b"{\"a\":1}\n");
+    env.run(&[]).assert_success();
+    let out: serde_json::Value = serde_json::from_slice(&env.lines("out.json")[0]).unwrap();
+    assert_eq!(out["err"], "invalid port 99999 (1 to 65535)", "{out}");
+    assert_eq!(out["conn"], false, "{out}");
+    assert_eq!(out["code"], 2, "ERR_OTHER: {out}");
+}
+
 #[test]
 fn a_silent_redis_times_out_with_err_io() {
     // A server that accepts connections and never answers.

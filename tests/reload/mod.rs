@@ -148,7 +148,7 @@ fn watch_reloads_changed_files_without_a_signal() {
         .iter()
         .filter_map(|r| r["message"].as_str().map(str::to_string))
         .collect();
-    let asked = reload.iter().position(|m| m.contains("scripts requested"));
+    let asked = reload.iter().position(|m| m.contains(" requested ("));
     let done = reload.iter().position(|m| m.contains("scripts reloaded"));
     assert!(asked.is_some() && asked < done, "{reload:?}");
     env.append_log("in.json", &numbered_lines(100, 200));
