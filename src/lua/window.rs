@@ -482,7 +482,9 @@ impl WorkerCtx {
             }
             ffi::luaL_ref(to, ffi::LUA_REGISTRYINDEX)
         };
-        let secs = if secs.is_finite() { secs.clamp(0.0, 1e9) } else { 0.0 };
+        // Up to 10^9 s (31 years: `math.huge`, a delay divided by zero, is never); below 0
+        // or NaN: at once.
+        let secs = if secs.is_nan() { 0.0 } else { secs.clamp(0.0, 1e9) };
         let due = self.now_ns() + (secs * 1e9) as u64;
         if self.timers.len() < self.analyzers.len() {
             self.timers.resize(self.analyzers.len(), None);

@@ -1074,3 +1074,36 @@ fn top_without_a_terminal_stops_on_sigint() {
     engine.wait(Duration::from_secs(30)).assert_success();
     assert!(status.is_some(), "top did not stop on SIGINT");
 }
+
+/// `timer_event` with `math.huge` seconds (a delay divided by zero) never fires; NaN and
+/// negative delays fire at once, as 0 does (`math.huge` fired at once).
+#[test]
+fn a_timer_of_infinite_delay_never_fires() {
+    let env = Env::simple(
+        "tail://in.json<",
+        "function setup() end\nfunction loop(msg)\n  if msg.timer then dragonfly.output_event(default_output, msg) return end\n  if msg.i == 0 then dragonfly.timer_event('a', math.huge, {timer = 'huge'}) end\n  if msg.i == 1 then dragonfly.timer_event('b', 0/0, {timer = 'nan'}) end\nend\n",
+        "",
+        "",
+    );
+    env.config(&simple_config("tail://in.json<", "", "").replace(
+        "analyzers = {",
+        "analyzers = { { tag = \"b\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" },",
+    ));
+    env.write_log("in.json", b"{\"i\":0}\n{\"i\":1}\n");
+    let mut engine = env.spawn(&["--shards", "1"]);
+    wait_until(
+        Duration::from_secs(20),
+        "the NaN timer",
+        || !env.lines("out.json").is_empty(),
+        String::new,
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    let got: Vec<String> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    assert_eq!(got, [r#"{"timer":"nan"}"#], "only the NaN timer fired");
+}
