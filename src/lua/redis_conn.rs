@@ -223,7 +223,7 @@ impl RedisState {
                         _ => String::new(),
                     };
                     let msg = format!(
-                        "{}: connection restored after {:.1} s; {} calls failed meanwhile{restarted}",
+                        "{}: connection restored after {:.1} s; {} Redis calls of this worker failed meanwhile{restarted}",
                         describe_target(&c.target),
                         since.elapsed().as_secs_f64(),
                         failures.saturating_sub(failures_then)

@@ -244,7 +244,7 @@ end
     assert_eq!(restored[0]["level"], "info");
     let m = restored[0]["message"].as_str().unwrap();
     assert!(
-        m.contains("connection restored after") && m.contains("calls failed meanwhile"),
+        m.contains("connection restored after") && m.contains("Redis calls of this worker failed meanwhile"),
         "{m}"
     );
     let failed: u64 = m
