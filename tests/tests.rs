@@ -1109,6 +1109,20 @@ fn added_members_come_out_the_same_on_every_run() {
     }
 }
 
+/// Appends `lines` to the tail input `x`, waits until the last one is written, and stops the
+/// engine (SIGTERM, exit 0).
+fn append_until_written_then_stop(env: &Env, engine: &mut Running, lines: &[String]) {
+    env.append_log("x", &join_lines(lines));
+    wait_until(
+        WAIT,
+        "the lines appended after start",
+        || env.lines("out.json").last().map(|l| l.as_slice()) == lines.last().map(|l| l.as_bytes()),
+        || format!("out.json: {} lines", env.lines("out.json").len()),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(WAIT).assert_success();
+}
+
 #[test]
 fn tail_without_lt_starts_at_the_end() {
     let env = Env::simple("tail://x", ANALYZER_PASS, "", "tail_poll_ms = 50");
@@ -1131,15 +1145,7 @@ fn tail_without_lt_starts_at_the_end() {
         String::new,
     );
     let new = phase_lines("new", 10);
-    env.append_log("x", &join_lines(&new));
-    wait_until(
-        WAIT,
-        "the lines appended after start",
-        || env.lines("out.json").last().map(|l| l.as_slice()) == new.last().map(|l| l.as_bytes()),
-        || format!("out.json: {} lines", env.lines("out.json").len()),
-    );
-    engine.signal(libc::SIGTERM);
-    engine.wait(WAIT).assert_success();
+    append_until_written_then_stop(&env, &mut engine, &new);
     let got = env.lines("out.json");
     assert!(got.len() > new.len(), "out.json has {} lines", got.len());
     let k = (probes.len() + new.len())
@@ -1202,15 +1208,7 @@ fn tail_from_the_end_starts_at_a_line_being_written() {
     std::thread::sleep(Duration::from_millis(300));
     env.append_log("x", b",\"rest\":1}\n");
     let new = phase_lines("new", 10);
-    env.append_log("x", &join_lines(&new));
-    wait_until(
-        WAIT,
-        "the lines appended after start",
-        || env.lines("out.json").last().map(|l| l.as_slice()) == new.last().map(|l| l.as_bytes()),
-        || format!("out.json: {} lines", env.lines("out.json").len()),
-    );
-    engine.signal(libc::SIGTERM);
-    engine.wait(WAIT).assert_success();
+    append_until_written_then_stop(&env, &mut engine, &new);
     let expected: Vec<String> = std::iter::once(r#"{"phase":"cut","i":0,"rest":1}"#.to_string())
         .chain(new)
         .collect();

@@ -781,9 +781,9 @@ end
     assert_eq!(out["code"], 2, "ERR_OTHER: {out}");
 }
 
-#[test]
-fn a_silent_redis_times_out_with_err_io() {
-    // A server that accepts connections and never answers.
+/// An engine root whose Redis is a server that accepts connections and never answers, with
+/// `redis_timeout_ms = timeout_ms`, reading `in.json` into `analyzer`.
+fn silent_redis_env(timeout_ms: u64, analyzer: &str) -> Env {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -794,12 +794,18 @@ fn a_silent_redis_times_out_with_err_io() {
     });
     let env = Env::new();
     env.config(&format!(
-        "redis_host = \"127.0.0.1\"\nredis_port = {port}\nredis_timeout_ms = 300\n{}",
+        "redis_host = \"127.0.0.1\"\nredis_port = {port}\nredis_timeout_ms = {timeout_ms}\n{}",
         simple_config("file://in.json", "", "")
     ));
     env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
+    env.analyzer("a.lua", analyzer);
+    env
+}
+
+#[test]
+fn a_silent_redis_times_out_with_err_io() {
+    let env = silent_redis_env(
+        300,
         r#"
 local conn
 function setup() conn = assert(hiredis.connect()) end
@@ -832,23 +838,9 @@ end
 /// reply timeout, so a chain of analyzers crawled at a timeout per call, `/health` said ok.
 #[test]
 fn a_hung_redis_is_not_taken_for_restored_by_a_connect() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming().flatten() {
-            held.push(s);
-        }
-    });
-    let env = Env::new();
-    env.config(&format!(
-        "redis_host = \"127.0.0.1\"\nredis_port = {port}\nredis_timeout_ms = 1000\n{}",
-        simple_config("file://in.json", "", "")
-    ));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
     // Each event takes 100 ms of the analyzer's time: the run lasts past several backoffs.
-    env.analyzer(
-        "a.lua",
+    let env = silent_redis_env(
+        1000,
         r#"
 local conn
 function setup() conn = assert(hiredis.connect()) end

@@ -51,18 +51,21 @@ fn short_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("dfm").tempdir_in("/tmp").unwrap()
 }
 
-#[test]
-fn datagram_input_with_concurrent_producers() {
+/// An engine reading the datagram socket `in.sock` (in a short directory, kept alive by the
+/// returned guard) into the pass-through analyzer, with `extra` in config.lua and `--shards
+/// shards`, started and bound.
+fn datagram_engine(extra: &str, shards: &str) -> (tempfile::TempDir, PathBuf, Env, Running) {
     let sockdir = short_dir();
     let sock = sockdir.path().join("in.sock");
-    let env = Env::simple(
-        &format!("ipc://{}", sock.display()),
-        ANALYZER_PASS,
-        "",
-        "stats_interval = 1",
-    );
-    let mut engine = env.spawn(&["--shards", "2"]);
+    let env = Env::simple(&format!("ipc://{}", sock.display()), ANALYZER_PASS, "", extra);
+    let engine = env.spawn(&["--shards", shards]);
     wait_until(Duration::from_secs(10), "the socket", || sock.exists(), String::new);
+    (sockdir, sock, env, engine)
+}
+
+#[test]
+fn datagram_input_with_concurrent_producers() {
+    let (_sockdir, sock, env, mut engine) = datagram_engine("stats_interval = 1", "2");
     let (producers, per) = (4, 25_000);
     let threads: Vec<_> = (0..producers)
         .map(|p| {
@@ -94,16 +97,7 @@ fn datagram_input_with_concurrent_producers() {
 /// a longer one was reported as 262,144 bytes long).
 #[test]
 fn datagrams_longer_than_max_line_bytes_are_reported_with_their_length() {
-    let sockdir = short_dir();
-    let sock = sockdir.path().join("in.sock");
-    let env = Env::simple(
-        &format!("ipc://{}", sock.display()),
-        ANALYZER_PASS,
-        "",
-        "max_line_bytes = 1000",
-    );
-    let mut engine = env.spawn(&["--shards", "1"]);
-    wait_until(Duration::from_secs(10), "the socket", || sock.exists(), String::new);
+    let (_sockdir, sock, env, mut engine) = datagram_engine("max_line_bytes = 1000", "1");
     let sized = |n: usize, tag: &str| {
         let head = format!("{{\"tag\":\"{tag}\",\"pad\":\"");
         format!("{head}{}\"}}", "x".repeat(n - head.len() - 2))

@@ -318,44 +318,75 @@ fn a_wildcard_file_input_reads_every_match() {
     assert!(out.stderr.contains("no file matches"), "{}", out.stderr);
 }
 
+/// A root reading `tail://DIR/eve.*.json` (no `<`, 20 ms polls) into the pass-through
+/// analyzer, whose files hold `{"event_type":"flow","file":F,"n":N}` events; `appending`: the
+/// output is appended to (a restart adds to it).
+struct Wildcard {
+    env: Env,
+}
+
+impl Wildcard {
+    fn new(appending: bool) -> Wildcard {
+        let env = Env::new();
+        let dir = env.log("suricata");
+        std::fs::create_dir_all(&dir).unwrap();
+        let uri = format!("tail://{}/eve.*.json", dir.display());
+        let config = simple_config(&uri, "", "tail_poll_ms = 20");
+        env.config(&if appending {
+            config.replace("out.json<", "out.json")
+        } else {
+            config
+        });
+        env.filter("filter.lua", FILTER_TO_DEFAULT);
+        env.analyzer("a.lua", ANALYZER_PASS);
+        Wildcard { env }
+    }
+
+    /// Appends events `from..to` to `eve.<file>.json`.
+    fn write(&self, file: usize, from: usize, to: usize) {
+        let lines: Vec<String> = (from..to)
+            .map(|i| format!("{{\"event_type\":\"flow\",\"file\":{file},\"n\":{i}}}"))
+            .collect();
+        self.env
+            .append_log(&format!("suricata/eve.{file}.json"), &join_lines(&lines));
+    }
+
+    /// (file, n) of each output line.
+    fn records(&self) -> Vec<(u64, u64)> {
+        self.env
+            .lines("out.json")
+            .iter()
+            .map(|l| (u64_member(l, "file").unwrap(), u64_member(l, "n").unwrap()))
+            .collect()
+    }
+
+    /// Appends events `n, n+1, ...` to `eve.1.json` one at a time until one is written (the
+    /// file is followed); returns the next `n`.
+    fn until_followed(&self, mut n: usize) -> usize {
+        wait_until(
+            Duration::from_secs(30),
+            "the first file followed",
+            || {
+                self.write(1, n, n + 1);
+                n += 1;
+                !self.records().is_empty()
+            },
+            String::new,
+        );
+        n
+    }
+}
+
 /// Without `<`, a wildcard `tail://` follows the files there at the start from their end, but
 /// a file that begins to match later is new: it is read from its start, nothing it held when
 /// the engine noticed it is lost.
 #[test]
 fn a_wildcard_tail_reads_a_new_file_from_its_start() {
-    let env = Env::new();
-    let dir = env.log("suricata");
-    std::fs::create_dir_all(&dir).unwrap();
-    let uri = format!("tail://{}/eve.*.json", dir.display());
-    env.config(&simple_config(&uri, "", "tail_poll_ms = 20"));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer("a.lua", ANALYZER_PASS);
-    let write = |file: usize, from: usize, to: usize| {
-        let lines: Vec<String> = (from..to)
-            .map(|i| format!("{{\"event_type\":\"flow\",\"file\":{file},\"n\":{i}}}"))
-            .collect();
-        env.append_log(&format!("suricata/eve.{file}.json"), &join_lines(&lines));
-    };
-    let records = || -> Vec<(u64, u64)> {
-        env.lines("out.json")
-            .iter()
-            .map(|l| (u64_member(l, "file").unwrap(), u64_member(l, "n").unwrap()))
-            .collect()
-    };
+    let w = Wildcard::new(false);
+    let (env, write, records) = (&w.env, |f, a, b| w.write(f, a, b), || w.records());
     write(1, 0, 200);
     let mut engine = env.spawn(&["--shards", "2"]);
-    // Lines written to the first file from now on are read (one at a time until one is).
-    let mut n = 200;
-    wait_until(
-        Duration::from_secs(30),
-        "the first file followed",
-        || {
-            write(1, n, n + 1);
-            n += 1;
-            !records().is_empty()
-        },
-        String::new,
-    );
+    w.until_followed(200);
     write(2, 0, 300);
     wait_until(
         Duration::from_secs(30),
@@ -384,38 +415,11 @@ fn a_wildcard_tail_reads_a_new_file_from_its_start() {
 /// a match followed before goes on from its checkpoint.
 #[test]
 fn a_wildcard_match_made_while_stopped_is_read_from_its_start() {
-    let env = Env::new();
-    let dir = env.log("suricata");
-    std::fs::create_dir_all(&dir).unwrap();
-    let uri = format!("tail://{}/eve.*.json", dir.display());
-    env.config(&simple_config(&uri, "", "tail_poll_ms = 20").replace("out.json<", "out.json"));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer("a.lua", ANALYZER_PASS);
-    let write = |file: usize, from: usize, to: usize| {
-        let lines: Vec<String> = (from..to)
-            .map(|i| format!("{{\"event_type\":\"flow\",\"file\":{file},\"n\":{i}}}"))
-            .collect();
-        env.append_log(&format!("suricata/eve.{file}.json"), &join_lines(&lines));
-    };
-    let records = || -> Vec<(u64, u64)> {
-        env.lines("out.json")
-            .iter()
-            .map(|l| (u64_member(l, "file").unwrap(), u64_member(l, "n").unwrap()))
-            .collect()
-    };
+    let w = Wildcard::new(true);
+    let (env, write, records) = (&w.env, |f, a, b| w.write(f, a, b), || w.records());
     write(1, 0, 100);
     let mut engine = env.spawn(&["--shards", "2"]);
-    let mut n = 100;
-    wait_until(
-        Duration::from_secs(30),
-        "the first file followed",
-        || {
-            write(1, n, n + 1);
-            n += 1;
-            !records().is_empty()
-        },
-        String::new,
-    );
+    let n = w.until_followed(100);
     std::thread::sleep(Duration::from_millis(300));
     engine.signal(libc::SIGTERM);
     engine.wait(RUN_TIMEOUT).assert_success();
