@@ -205,12 +205,9 @@ fn through_an_outage(redis: &mut RedisServer, env: &Env, each: usize) -> (Runnin
     (engine, feed)
 }
 
-#[test]
-fn a_dead_redis_is_an_error_and_comes_back() {
-    let mut redis = RedisServer::start();
-    let env = tail_env(
-        &redis,
-        r#"
+/// An analyzer that counts events in Redis (`INCR n`) and writes the count, or the error
+/// and its code when the call fails.
+const INCR_OR_ERROR: &str = r#"
 local conn
 function setup() conn = assert(hiredis.connect()) end
 function loop(msg)
@@ -218,8 +215,12 @@ function loop(msg)
   if r then msg.n = r else msg.err = err; msg.code = code end
   dragonfly.output_event(default_output, msg)
 end
-"#,
-    );
+"#;
+
+#[test]
+fn a_dead_redis_is_an_error_and_comes_back() {
+    let mut redis = RedisServer::start();
+    let env = tail_env(&redis, INCR_OR_ERROR);
     let (mut engine, feed) = through_an_outage(&mut redis, &env, 5);
     engine.signal(libc::SIGTERM);
     let out = engine.wait(Duration::from_secs(20));
@@ -484,18 +485,7 @@ fn a_managed_redis_that_dies_is_started_again() {
     let env = Env::new();
     env.config(&simple_config("tail://in.json<", "", "tail_poll_ms = 20"));
     env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
-        r#"
-local conn
-function setup() conn = assert(hiredis.connect()) end
-function loop(msg)
-  local r, err, code = conn:command("INCR", "n")
-  if r then msg.n = r else msg.err = err; msg.code = code end
-  dragonfly.output_event(default_output, msg)
-end
-"#,
-    );
+    env.analyzer("a.lua", INCR_OR_ERROR);
     let run = env.dir.path().join("run");
     env.write_log("in.json", b"");
     let mut engine = env.spawn(&["--shards", "1", "--run-dir", run.to_str().unwrap()]);
