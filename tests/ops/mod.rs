@@ -1107,3 +1107,63 @@ fn a_timer_of_infinite_delay_never_fires() {
         .collect();
     assert_eq!(got, [r#"{"timer":"nan"}"#], "only the NaN timer fired");
 }
+
+/// A Parquet output in a directory the engine makes, with `--user nobody -c`: the directory is
+/// given to the user (the engine made it as root: every publish failed with "Permission
+/// denied") and the files are written under the new root (the sink kept its pre-chroot path:
+/// "No such file or directory"); every row was lost at exit.
+#[test]
+fn parquet_output_works_after_the_privilege_drop_and_chroot() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test checks setuid/chroot and must run as root"
+    );
+    let env = Env::new();
+    let pq = env.root.join("pq").join("sub");
+    env.config(&simple_config("tail://in.json<", "", "").replace(
+        "uri = \"file://out.json<\"",
+        &format!("uri = \"parquet://{}/ev?rows=40\"", pq.display()),
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    use std::os::unix::fs::PermissionsExt;
+    for p in [env.dir.path(), env.root.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    env.write_log("in.json", b"");
+    let run = env.root.join("run");
+    let mut engine = env.spawn(&["--user", "nobody", "-c", "--run-dir", run.to_str().unwrap()]);
+    wait_until(
+        Duration::from_secs(30),
+        "the privileges record",
+        || !env.log_records_of("privileges").is_empty(),
+        || format!("{:?}", env.log_records()),
+    );
+    let lines: Vec<String> = (0..100)
+        .map(|i| format!("{{\"event_type\":\"x\",\"i\":{i}}}"))
+        .collect();
+    env.append_log("in.json", &join_lines(&lines));
+    let published = || {
+        std::fs::read_dir(&pq)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "two published files of 40 rows",
+        || published() >= 2,
+        || format!("{:?}", env.log_records()),
+    );
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(30));
+    out.assert_success();
+    let s = out.summary();
+    assert_eq!((s.read, s.written, s.output_errors), (100, 100, 0), "{}", out.stderr);
+    assert_eq!(published(), 3, "40 + 40 + 20 rows");
+}

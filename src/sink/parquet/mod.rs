@@ -238,6 +238,11 @@ impl ParquetSink {
         &self.dir
     }
 
+    /// The directory as the engine reaches it now (after a chroot, under the new root).
+    fn here(&self) -> std::borrow::Cow<'_, Path> {
+        crate::privilege::host_path(&self.dir)
+    }
+
     /// Opens a sink writing into `dir` (created if needed); files are
     /// `<dir>/<prefix>-<UTC yyyymmddThhmmssZ>-<seq>.parquet`.
     pub fn open(dir: PathBuf, prefix: String, opts: ParquetOptions) -> io::Result<ParquetSink> {
@@ -247,8 +252,9 @@ impl ParquetSink {
                 format!("parquet prefix {prefix:?} must be a plain, non-hidden file name part"),
             ));
         }
-        fs::create_dir_all(&dir)?;
-        let (stale, max_seq) = scan_dir(&dir, &prefix)?;
+        let here = crate::privilege::host_path(&dir).into_owned();
+        create_dirs_for_user(&here)?;
+        let (stale, max_seq) = scan_dir(&here, &prefix)?;
         let schema = parse_message_type(&schema_text()).expect("the built-in schema parses");
         Ok(ParquetSink {
             dir,
@@ -443,7 +449,7 @@ impl ParquetSink {
     /// each one published.
     fn publish(&mut self) {
         while let Some(p) = self.unpublished.front() {
-            if let Err(e) = publish_file(&self.dir, p) {
+            if let Err(e) = publish_file(&self.here(), p) {
                 self.publish_error = Some(e.to_string());
                 return;
             }
@@ -466,11 +472,11 @@ impl ParquetSink {
     fn append_index(&self, p: &Unpublished) -> io::Result<()> {
         let mut line = index_entry(&p.cur.name, &p.cur.stats, p.cur.created_secs, p.closed_secs);
         line.push('\n');
-        let jsonl = self.dir.join(format!("{}.index.jsonl", self.prefix));
+        let jsonl = self.here().join(format!("{}.index.jsonl", self.prefix));
         let mut idx = OpenOptions::new().create(true).append(true).open(&jsonl)?;
         idx.write_all(line.as_bytes())?;
         idx.sync_data()?;
-        File::open(&self.dir)?.sync_all()
+        File::open(self.here())?.sync_all()
     }
 
     fn start_file(&mut self) -> io::Result<()> {
@@ -479,8 +485,8 @@ impl ParquetSink {
         loop {
             let name = format!("{}-{stamp}-{:06}.parquet", self.prefix, self.next_seq);
             self.next_seq += 1;
-            let path = self.dir.join(&name);
-            let tmp = self.dir.join(format!(".{name}.inprogress"));
+            let path = self.here().join(&name);
+            let tmp = self.here().join(format!(".{name}.inprogress"));
             if path.exists() {
                 continue;
             }
@@ -745,6 +751,23 @@ fn write_atomic(path: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Lists the `.inprogress` files of `prefix` in `dir`, and the highest sequence number of any
 /// file of `prefix` there (0 when none).
+/// Creates `dir` and its missing parents; with a privilege drop ahead (`--user`, as root),
+/// the directories made are given to that user, who writes the files into them later.
+fn create_dirs_for_user(dir: &Path) -> io::Result<()> {
+    let missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    fs::create_dir_all(dir)?;
+    if let Some(u) = crate::privilege::helper_user() {
+        for d in missing {
+            std::os::unix::fs::chown(&d, Some(u.uid), Some(u.gid))?;
+        }
+    }
+    Ok(())
+}
+
 fn scan_dir(dir: &Path, prefix: &str) -> io::Result<(Vec<PathBuf>, u64)> {
     let mut stale = Vec::new();
     let mut max_seq = 0;
