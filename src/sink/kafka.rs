@@ -25,6 +25,9 @@ pub(crate) struct Deliveries {
     /// Messages the broker acknowledged or that failed for good.
     pub done: AtomicU64,
     pub failed: AtomicU64,
+    /// The index (in sending order) of the first message that failed for good (`u64::MAX`:
+    /// none): the watermark stays before it (see `KafkaSink::passable`).
+    pub first_failed: AtomicU64,
     pub last_error: std::sync::Mutex<Option<String>>,
     /// The client's last error of its own (see `Ctx::error`).
     pub problem: std::sync::Mutex<Option<String>>,
@@ -44,12 +47,14 @@ impl ClientContext for Ctx {
 }
 
 impl ProducerContext for Ctx {
-    type DeliveryOpaque = ();
+    /// The message's index in sending order.
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, r: &DeliveryResult<'_>, index: usize) {
         self.0.done.fetch_add(1, Relaxed);
         if let Err((e, _)) = r {
             self.0.failed.fetch_add(1, Relaxed);
+            self.0.first_failed.fetch_min(index as u64, Relaxed);
             if let Ok(mut l) = self.0.last_error.lock() {
                 *l = Some(e.to_string());
             }
@@ -81,6 +86,7 @@ impl KafkaSink {
         let deliveries = Arc::new(Deliveries {
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            first_failed: AtomicU64::new(u64::MAX),
             last_error: std::sync::Mutex::new(None),
             problem: std::sync::Mutex::new(None),
         });
@@ -118,7 +124,7 @@ impl KafkaSink {
             }
         }
         loop {
-            let mut rec = BaseRecord::to(&self.topic).payload(body);
+            let mut rec = BaseRecord::with_opaque_to(&self.topic, self.sent as usize).payload(body);
             if !self.key_buf.is_empty() {
                 rec = rec.key(&self.key_buf[..]);
             }
@@ -149,6 +155,13 @@ impl KafkaSink {
         self.deliveries.done.load(Relaxed)
     }
 
+    /// How many of the messages sent the watermark may pass: those acknowledged, up to the
+    /// first that failed for good (a record not written is read again by the next run:
+    /// at-least-once).
+    pub(crate) fn passable(&self) -> u64 {
+        self.delivered().min(self.deliveries.first_failed.load(Relaxed))
+    }
+
     /// The client's last error of its own, if any.
     pub(crate) fn last_problem(&self) -> Option<String> {
         self.deliveries.problem.lock().ok().and_then(|p| p.clone())
@@ -176,6 +189,12 @@ impl KafkaSink {
             .ok()
             .and_then(|l| l.clone())
             .unwrap_or_default();
-        Some((n, format!("{}: {n} message(s) not delivered: {last}", self.name)))
+        Some((
+            n,
+            format!(
+                "{}: {n} message(s) not delivered: {last} (checkpoints and commits stay before the first of them: the next run reads them again)",
+                self.name
+            ),
+        ))
     }
 }

@@ -81,9 +81,15 @@ pub(crate) trait Output: Send {
         0
     }
 
-    /// How many of [`Output::sent`] are durable.
+    /// How many of [`Output::sent`] are settled: durable, or failed for good (counted).
     fn delivered(&self) -> u64 {
         0
+    }
+
+    /// How many of [`Output::sent`] the watermark may pass (checkpoints, commits): the
+    /// delivered ones, up to the first that failed for good (Kafka).
+    fn passable(&self) -> u64 {
+        self.delivered()
     }
 
     /// The last problem the output's client saw by itself (Kafka: a broker down, a request
@@ -213,6 +219,9 @@ impl Output for KafkaSink {
     }
     fn delivered(&self) -> u64 {
         KafkaSink::delivered(self)
+    }
+    fn passable(&self) -> u64 {
+        KafkaSink::passable(self)
     }
     fn last_problem(&self) -> Option<String> {
         KafkaSink::last_problem(self)
@@ -916,7 +925,7 @@ impl Writer {
                 self.acks.push_back((self.merge.next_seq().to_vec(), sent));
             }
         }
-        let delivered: Vec<u64> = self.out.sinks.iter().map(|s| s.delivered()).collect();
+        let delivered: Vec<u64> = self.out.sinks.iter().map(|s| s.passable()).collect();
         while let Some((seqs, sent)) = self.acks.front().filter(|_| !self.out.abandoned) {
             if sent.iter().zip(&delivered).any(|(s, d)| d < s) {
                 break;

@@ -939,6 +939,46 @@ fn kafka_output_with_the_broker_gone_is_reported_and_counted() {
     assert_eq!(sum.written, 100, "{}", out.stdout);
 }
 
+/// Records a Kafka output never got acknowledged (a topic that does not exist) are lost for
+/// this run, counted, and the tail checkpoint stays before them, so the next run reads them
+/// again (at-least-once): once librdkafka purged them at exit (failures), the watermark passed
+/// them and the checkpoint went to the end of the file.
+#[test]
+fn kafka_output_failures_keep_the_checkpoint_before_them() {
+    let broker = Broker::start();
+    let env = Env::new();
+    env.config(&format!(
+        "inputs = {{ {{ tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
+         outputs = {{ {{ tag = \"out\", uri = \"kafka://{}/no-such-topic\" }} }}\nshutdown_grace = 1\n",
+        broker.brokers()
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    let lines: Vec<String> = events(50, 10).into_iter().map(|(_, e)| e).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let run = env.dir.path().join("run");
+    let mut engine = env.spawn(&["--run-dir", run.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(2));
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(120));
+    let sum = out.summary();
+    assert_eq!(
+        (sum.read, sum.written, sum.output_errors),
+        (50, 0, 50),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
+    let ckpt = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("tail-"))
+        .map(|e| serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).unwrap()).unwrap());
+    let offset = ckpt.as_ref().and_then(|v| v["offset"].as_u64()).unwrap_or(0);
+    assert_eq!(offset, 0, "the checkpoint passed records never written: {ckpt:?}");
+}
+
 /// A message longer than `max_line_bytes` is reported (`line_too_long`) and skipped, as a
 /// file's long line is; the messages around it are read.
 #[test]
