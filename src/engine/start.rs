@@ -288,6 +288,7 @@ pub(super) fn start_readers(
             follow: opts.follow,
             max_line: cfg.max_line,
             poll: cfg.tail_poll,
+            grace: cfg.shutdown_grace,
             cpu: plan.cpu(r),
         };
         let mut resume = carry.resume(&input);

@@ -25,7 +25,8 @@ use crate::diag::Kind;
 
 /// How often offsets that became safe are committed.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
-/// How long a stopping input waits for its last events to be written before its last commit.
+/// How long an input of a pipeline being rebuilt (a reload) waits for its last events to be
+/// written before its last commit (a stop waits `shutdown_grace` and 2 s).
 const DRAIN_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a revocation waits for the events with the workers to be written, at most, and
@@ -226,13 +227,8 @@ const DOWN_PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// Consumes until the engine stops, then waits for the events read to be written and commits
 /// their offsets.
-pub(crate) fn read_kafka(
-    spec: &KafkaSpec,
-    input: usize,
-    marks: &Watermarks,
-    max_line: usize,
-    router: &mut Router,
-) -> Result<(), KafkaError> {
+pub(crate) fn read_kafka(spec: &KafkaSpec, how: &super::Reading<'_>, router: &mut Router) -> Result<(), KafkaError> {
+    let (input, marks, max_line) = (how.input, how.marks, how.max_line);
     let fail = |source| KafkaError {
         brokers: spec.brokers.clone(),
         topic: spec.topic.clone(),
@@ -412,7 +408,14 @@ pub(crate) fn read_kafka(
     router.flush();
     let target = router.seq();
     let start = Instant::now();
-    while marks[input].load(Ordering::Acquire) < target && start.elapsed() < DRAIN_WAIT {
+    // A stop gives the outputs `shutdown_grace`; past it, what they still hold is given up
+    // and the watermark moves no more: waiting longer only delays the exit.
+    let wait = if how.rebuilding.load(Ordering::Relaxed) {
+        DRAIN_WAIT
+    } else {
+        how.grace + Duration::from_secs(2)
+    };
+    while marks[input].load(Ordering::Acquire) < target && start.elapsed() < wait {
         std::thread::sleep(Duration::from_millis(20));
     }
     let safe = safe(&mut lock().progress, marks[input].load(Ordering::Acquire));

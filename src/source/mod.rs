@@ -322,6 +322,8 @@ pub(crate) struct Reading<'a> {
     pub max_line: usize,
     /// `tail_poll_ms`.
     pub poll: std::time::Duration,
+    /// `shutdown_grace`.
+    pub grace: std::time::Duration,
     /// The writer's watermarks (Kafka commits wait for them).
     pub marks: &'a checkpoint::Watermarks,
     /// Set when the pipeline ends for a rebuild: socket inputs then keep their socket.
@@ -387,9 +389,7 @@ fn read_input(
             };
             ipc::read_streams(path, how.max_line, router, s, how.rebuilding).map(|k| stopped.socket = k)
         }
-        InputUri::Kafka(spec) => {
-            kafka::read_kafka(spec, how.input, how.marks, how.max_line, router).map_err(std::io::Error::other)
-        }
+        InputUri::Kafka(spec) => kafka::read_kafka(spec, how, router).map_err(std::io::Error::other),
         InputUri::Redis(spec) => {
             redis_in::read_redis(spec, how.input, how.marks, how.max_line, router);
             Ok(())

@@ -30,6 +30,9 @@ pub(crate) struct ReaderSetup {
     pub max_line: usize,
     /// `tail_poll_ms`.
     pub poll: Duration,
+    /// `shutdown_grace`: how long a stop lets outputs deliver (a Kafka input waits about as
+    /// long for its last commit).
+    pub grace: Duration,
     pub cpu: Option<crate::primitives::pin::Pin>,
 }
 
@@ -90,7 +93,7 @@ pub(crate) fn spawn_reader(
         _ => None,
     };
     let (cpu, marks, rebuilding) = (setup.cpu, setup.marks, setup.rebuilding);
-    let (follow, max_line, poll) = (setup.follow, setup.max_line, setup.poll);
+    let (follow, max_line, poll, grace) = (setup.follow, setup.max_line, setup.poll, setup.grace);
     std::thread::Builder::new()
         .name(format!("dfm-reader-{r}"))
         .spawn(move || {
@@ -103,6 +106,7 @@ pub(crate) fn spawn_reader(
                 follow,
                 max_line,
                 poll,
+                grace,
                 marks: &marks,
                 rebuilding: &rebuilding,
             };

@@ -1004,6 +1004,44 @@ fn kafka_a_topic_created_after_the_start_is_read() {
     engine.wait(Duration::from_secs(60)).assert_success();
 }
 
+/// A stop with a Kafka input while an output cannot deliver ends about `shutdown_grace` after
+/// the signal: the input waits for its last commit only as long as the outputs get (it waited
+/// 30 s whatever the grace).
+#[test]
+fn kafka_input_stops_within_the_grace_when_an_output_cannot_deliver() {
+    let broker = Broker::start();
+    broker.create_topic("in", 1);
+    let sockdir = tempfile::Builder::new().prefix("dfm").tempdir_in("/tmp").unwrap();
+    let env = env_with(&format!(
+        "{}shutdown_grace = 2\nstats_interval = 1\n",
+        config(&broker.brokers(), "grace").replace(
+            &format!("kafka://{}/out", broker.brokers()),
+            &format!("ipc+stream://{}", sockdir.path().join("nobody-listens.sock").display()),
+        )
+    ));
+    let mut engine = env.spawn(&[]);
+    broker.produce("in", &events(100, 10));
+    wait_until(
+        Duration::from_secs(60),
+        "the events read",
+        || {
+            env.stats_records()
+                .last()
+                .is_some_and(|s| s["inputs"]["k"]["events"].as_u64() == Some(100))
+        },
+        || format!("{:?}", env.stats_records().last()),
+    );
+    let t = std::time::Instant::now();
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(90));
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(3), "records given up: {}", out.stderr);
+    assert!(
+        took < Duration::from_secs(15),
+        "the stop took {took:?} with a 2 s grace"
+    );
+}
+
 /// A message longer than `max_line_bytes` is reported (`line_too_long`) and skipped, as a
 /// file's long line is; the messages around it are read.
 #[test]
