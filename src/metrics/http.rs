@@ -62,8 +62,21 @@ pub(crate) fn start(addr: &str, stats: Arc<Stats>, www: &std::path::Path) -> std
                     // Each request on a short-lived thread, so that a client that connects and
                     // says nothing delays no one; beyond MAX_CONNECTIONS the answer is 503.
                     if busy.load(Relaxed) >= MAX_CONNECTIONS {
+                        // `/health` still answers (a liveness probe must not take a busy
+                        // endpoint for a failing engine): its request is read here, within
+                        // 200 ms; anything else is told the endpoint is busy.
                         let _ = s.set_nonblocking(false);
-                        let _ = respond(&mut s, false, "503 Service Unavailable", "text/plain", b"busy\n");
+                        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                        let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+                        let _ = match read_request(&mut s) {
+                            Ok(Some((m, t)))
+                                if (m == "GET" || m == "HEAD") && t.split('?').next() == Some("/health") =>
+                            {
+                                let (status, body) = health(&stats);
+                                respond(&mut s, m == "HEAD", status, "application/json", &body)
+                            }
+                            _ => respond(&mut s, false, "503 Service Unavailable", "text/plain", b"busy\n"),
+                        };
                         continue;
                     }
                     busy.fetch_add(1, Relaxed);
@@ -280,32 +293,7 @@ fn serve(
         ),
         "/stats" => respond(&mut s, head_only, "200 OK", "application/json", &stats.line()),
         "/health" => {
-            // 503 with the reasons while something is wrong: a failing output, a missing
-            // input, a Redis connection down, stalled rings; 200 again once it recovers.
-            let problems = stats.health_problems();
-            let mut body = format!(
-                "{{\"status\":\"{}\",\"uptime_s\":{:.3},\"events\":{}",
-                if problems.is_empty() { "ok" } else { "failing" },
-                stats.started.elapsed().as_secs_f64(),
-                stats.processed()
-            )
-            .into_bytes();
-            if !problems.is_empty() {
-                body.extend_from_slice(b",\"reasons\":[");
-                for (k, p) in problems.iter().enumerate() {
-                    if k > 0 {
-                        body.push(b',');
-                    }
-                    crate::primitives::json::write_str(&mut body, p.as_bytes());
-                }
-                body.push(b']');
-            }
-            body.push(b'}');
-            let status = if problems.is_empty() {
-                "200 OK"
-            } else {
-                "503 Service Unavailable"
-            };
+            let (status, body) = health(stats);
             respond(&mut s, head_only, status, "application/json", &body)
         }
         _ => match path.strip_prefix("/www/").and_then(|name| read_www(www?, name)) {
@@ -313,6 +301,37 @@ fn serve(
             None => respond(&mut s, head_only, "404 Not Found", "text/html", NOT_FOUND),
         },
     }
+}
+
+/// `/health`: 200 and `"ok"`, or 503 with the reasons while something is wrong.
+fn health(stats: &Stats) -> (&'static str, Vec<u8>) {
+    // 503 with the reasons while something is wrong: a failing output, a missing
+    // input, a Redis connection down, stalled rings; 200 again once it recovers.
+    let problems = stats.health_problems();
+    let mut body = format!(
+        "{{\"status\":\"{}\",\"uptime_s\":{:.3},\"events\":{}",
+        if problems.is_empty() { "ok" } else { "failing" },
+        stats.started.elapsed().as_secs_f64(),
+        stats.processed()
+    )
+    .into_bytes();
+    if !problems.is_empty() {
+        body.extend_from_slice(b",\"reasons\":[");
+        for (k, p) in problems.iter().enumerate() {
+            if k > 0 {
+                body.push(b',');
+            }
+            crate::primitives::json::write_str(&mut body, p.as_bytes());
+        }
+        body.push(b']');
+    }
+    body.push(b'}');
+    let status = if problems.is_empty() {
+        "200 OK"
+    } else {
+        "503 Service Unavailable"
+    };
+    (status, body)
 }
 
 /// A file directly inside the www directory: the name is one plain component (letters,

@@ -261,10 +261,6 @@ pub(crate) fn read_kafka(spec: &KafkaSpec, how: &super::Reading<'_>, router: &mu
         // Some brokers (tansu) answer a fetch only after the full wait when it returns little.
         .set("fetch.wait.max.ms", "50")
         .set("queued.max.messages.kbytes", "65536")
-        // A subscribed topic created after the start (or partitions added) is seen within
-        // 10 s, not librdkafka's 5 minutes (with offset=latest, what was produced meanwhile
-        // would be skipped).
-        .set("topic.metadata.refresh.interval.ms", "10000")
         .create_with_context(ctx)
         .map_err(fail)?;
     match &spec.partitions {

@@ -981,8 +981,7 @@ fn kafka_output_failures_keep_the_checkpoint_before_them() {
 
 /// An input whose topic is created after the engine started reads it within seconds. (A
 /// review saw a topic made minutes after the start picked up only after librdkafka's 5-minute
-/// metadata refresh; the consumer now refreshes every 10 s. That delay did not show here with
-/// tansu, on the old code either: this test guards the behaviour, it does not show the fix.)
+/// metadata refresh; that did not show here with tansu: this test guards the behaviour.)
 #[test]
 fn kafka_a_topic_created_after_the_start_is_read() {
     let broker = Broker::start();

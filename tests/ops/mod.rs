@@ -1167,3 +1167,35 @@ fn parquet_output_works_after_the_privilege_drop_and_chroot() {
     assert_eq!((s.read, s.written, s.output_errors), (100, 100, 0), "{}", out.stderr);
     assert_eq!(published(), 3, "40 + 40 + 20 rows");
 }
+
+/// Clients that hold every request slot of the endpoint (a slow client, a stuck scraper) get
+/// others a 503 "busy", but not `/health`: it answers the engine's health (a liveness probe
+/// took a busy endpoint for a failing engine and restarted it).
+#[test]
+fn health_answers_while_slow_clients_hold_the_endpoint() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.write_log("in.json", b"{\"a\":1}\n");
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0"]);
+    let addr = http_address(&env);
+    wait_until(
+        Duration::from_secs(30),
+        "the event written",
+        || env.lines("out.json").len() == 1,
+        String::new,
+    );
+    // Twelve clients that connect and send nothing: more than the endpoint serves at once.
+    let slow: Vec<TcpStream> = (0..12).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = request(&addr, "GET", "/health");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("\"status\":\"ok\""));
+    let (status, body) = request(&addr, "GET", "/metrics");
+    assert_eq!(
+        (status, body.as_slice()),
+        (503, &b"busy\n"[..]),
+        "other paths are told it is busy"
+    );
+    drop(slow);
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+}
