@@ -102,6 +102,7 @@ impl Merge {
     ) {
         for input in 0..self.next_seq.len() {
             let mut first_gap = None;
+            let mut last = None;
             loop {
                 let mut lowest: Option<u64> = None;
                 for w in 0..self.pending.len() {
@@ -116,9 +117,16 @@ impl Merge {
                         lowest = Some(lowest.map_or(r.seq, |l: u64| l.min(r.seq)));
                     }
                 }
-                let Some(seq) = lowest else { break };
-                first_gap.get_or_insert(self.next_seq[input]);
-                self.next_seq[input] = seq;
+                // Each pass writes at least the event `seq` (a pass that could not would
+                // find it again: nothing more can go).
+                let Some(seq) = lowest.filter(|&l| last != Some(l)) else {
+                    break;
+                };
+                last = Some(seq);
+                if seq > self.next_seq[input] {
+                    first_gap.get_or_insert(self.next_seq[input]);
+                    self.next_seq[input] = seq;
+                }
                 self.emit(&ordered, &mut write, &mut recycle);
             }
             if let Some(gap) = first_gap {
