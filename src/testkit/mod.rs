@@ -355,8 +355,17 @@ fn engine_run(case: &TestCase, shards: usize, opts: &TestOptions, dir: &Path) ->
         if start.elapsed() > Duration::from_secs_f64(case.timeout) {
             let _ = child.kill();
             let _ = child.wait();
+            // What the engine said last (a worker_stuck report names the script that hangs).
+            let stderr = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
+            let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+            let said = if tail.is_empty() {
+                String::new()
+            } else {
+                let lines: Vec<&str> = tail.into_iter().rev().collect();
+                format!("; its last words:\n{}", lines.join("\n"))
+            };
             anyhow::bail!(
-                "the engine did not finish within {} s (the test's timeout)",
+                "the engine did not finish within {} s (the test's timeout): a setup() or loop() that never returns, a Redis that never answers, or an input too large for the time (raise `timeout = N` in the test){said}",
                 case.timeout
             );
         }

@@ -441,3 +441,28 @@ fn names_and_checks_that_would_mislead_are_refused() {
         .collect();
     assert_eq!(left, ["n.test.lua"], "{left:?}");
 }
+
+/// A test whose analyzer never returns fails at its timeout with a message that says what
+/// usually causes it and what the engine said last (it said only "did not finish within 3 s").
+#[test]
+fn a_test_that_hangs_says_why_it_may_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = clock_root(
+        dir.path(),
+        "function setup() end\nfunction loop(msg) while true do end end\n",
+    );
+    let file = dir.path().join("hang.test.lua");
+    fs::write(
+        &file,
+        format!(
+            "tests = {{ {{ name = \"hang\", root = {root:?}, shards = 1, timeout = 3, events = {{ {{ a = 1 }} }} }} }}\n",
+            root = root.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (code, out) = kit(&["test", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("did not finish within 3 s"), "{out}");
+    assert!(out.contains("loop() that never returns"), "{out}");
+    assert!(out.contains("test result: FAILED. 0 passed; 1 failed"), "{out}");
+}
