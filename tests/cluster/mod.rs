@@ -44,7 +44,15 @@ impl RedisCluster {
         let mut ports = Vec::new();
         let mut children = Vec::new();
         for k in 0..count {
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            // A cluster node also listens on its port + 10,000 (the cluster bus): redis-server
+            // refuses a port above 55535, which an ephemeral port often is, and the bus port
+            // must be free too.
+            let port = loop {
+                let p = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+                if p <= 55535 && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+                    break p;
+                }
+            };
             let d = dir.path().join(format!("n{k}"));
             std::fs::create_dir_all(&d).unwrap();
             let child = Command::new("redis-server")
