@@ -197,10 +197,7 @@ fn new_since_last_run(
             .file_name()
             .map(|n| n.as_encoded_bytes())
             .unwrap_or_default();
-        if name
-            .strip_prefix(theirs)
-            .is_some_and(|rest| matches!(rest.first(), Some(b'.' | b'-' | b'_')))
-        {
+        if crate::source::tail::rotation_suffix(theirs, &name).is_some() {
             return false;
         }
         match load(o) {

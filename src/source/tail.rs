@@ -125,6 +125,15 @@ impl Rotated {
     }
 }
 
+/// The suffix of `name` when it names a rotation of the file named `base`: `BASE.<suffix>`,
+/// `BASE-<suffix>` or `BASE_<suffix>`.
+pub(crate) fn rotation_suffix<'a>(base: &[u8], name: &'a [u8]) -> Option<&'a [u8]> {
+    match name.strip_prefix(base)? {
+        [b'.' | b'-' | b'_', suffix @ ..] => Some(suffix),
+        _ => None,
+    }
+}
+
 /// The rotated files next to `path`: `PATH.<suffix>`, `PATH-<suffix>` or `PATH_<suffix>`
 /// (`.gz`: gzip-compressed).
 fn rotated_files(path: &Path) -> Vec<Rotated> {
@@ -143,23 +152,20 @@ fn rotated_files(path: &Path) -> Vec<Rotated> {
     for e in entries.filter_map(Result::ok) {
         let name = e.file_name();
         let name = name.as_encoded_bytes();
-        let Some(rest) = name.strip_prefix(base.as_slice()) else {
+        let Some(suffix) = rotation_suffix(&base, name) else {
             continue;
         };
-        if !matches!(rest.first(), Some(b'.' | b'-' | b'_')) {
-            continue;
-        }
         let Ok(m) = std::fs::metadata(e.path()) else { continue };
         if !m.is_file() {
             continue;
         }
-        let num = rest[1..]
+        let num = suffix
             .iter()
             .take_while(|c| c.is_ascii_digit())
             .fold(0u64, |n, &c| n.saturating_mul(10).saturating_add(u64::from(c - b'0')));
         out.push(Rotated {
             path: e.path(),
-            gz: rest.ends_with(b".gz"),
+            gz: name.ends_with(b".gz"),
             id: FileId::of(&m),
             age: (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), Reverse(num)),
         });
