@@ -257,7 +257,8 @@ impl Control {
                 self.rebuilding.store(true, Relaxed);
                 self.readers_stop.store(true, Relaxed);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            // Woken at once when the readers are done (`pipeline::join` unparks it).
+            std::thread::park_timeout(Duration::from_millis(20));
         }
     }
 }

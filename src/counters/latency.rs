@@ -38,6 +38,10 @@ fn rdtsc() -> u64 {
     }
 }
 
+/// How long the counter is compared with the system clock: its rate is then known within
+/// about 0.1 % (a microsecond of jitter in 2 ms), far finer than the histograms' 1 %.
+const CALIBRATION: Duration = Duration::from_millis(2);
+
 fn calibrate() -> Clock {
     let epoch = Instant::now();
     #[cfg(target_arch = "x86_64")]
@@ -46,7 +50,7 @@ fn calibrate() -> Clock {
         let invariant = flags.contains(" constant_tsc") && flags.contains(" nonstop_tsc");
         if invariant {
             let t0 = rdtsc();
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(CALIBRATION);
             let (t1, dt) = (rdtsc(), epoch.elapsed().as_nanos() as f64);
             if t1 > t0 && dt > 0.0 {
                 return Clock {
@@ -59,7 +63,7 @@ fn calibrate() -> Clock {
     Clock { epoch, tsc: None }
 }
 
-/// Sets the clock up (a 5 ms calibration); called at startup so that no event pays for it.
+/// Sets the clock up (a 2 ms calibration); called at startup so that no event pays for it.
 pub(crate) fn init_clock() {
     CLOCK.get_or_init(calibrate);
 }

@@ -90,7 +90,7 @@ pub(super) fn run_pipeline(
     if let Err(e) = start_workers((cfg, &plan), rings.workers, &shared.stats, &reload, carry, &sig.stop) {
         drop(rings.readers);
         carry.stop_workers();
-        let _ = writer.join();
+        let _ = writer.handle.join();
         return Err(e);
     }
     if opts.verbose {
@@ -136,7 +136,7 @@ fn join(
     readers: Vec<std::thread::JoinHandle<crate::source::ReaderEnd>>,
     inputs: &[crate::config::InputConfig],
     control: std::thread::JoinHandle<()>,
-    writer: std::thread::JoinHandle<Vec<Sink>>,
+    writer: super::start::WriterThread,
     shared: &Shared,
     carry: &mut crate::reconfig::Carry,
     (stop, log_dir): (&std::sync::atomic::AtomicBool, &std::path::Path),
@@ -149,10 +149,11 @@ fn join(
         }
     }
     shared.readers_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    control.thread().unpark();
     let _ = control.join();
     // The workers end this pipeline (and wait for the next one); the writer ends once all have.
     wait_for_writer(&writer, shared, stop, carry, log_dir);
-    let _ = writer.join();
+    let _ = writer.handle.join();
     for mut c in ckpts {
         if let Err(e) = c.save(true) {
             eprintln!("dragonfly-mle: cannot save {}: {e}", c.state_path.display());
@@ -215,15 +216,19 @@ const STUCK_EXIT_SECS: u64 = 30;
 /// writer had not written is lost for this run; checkpoints and commits never passed it, so a
 /// restart reads it again.
 fn wait_for_writer(
-    writer: &std::thread::JoinHandle<Vec<Sink>>,
+    writer: &super::start::WriterThread,
     shared: &Shared,
     stop: &std::sync::atomic::AtomicBool,
     carry: &mut crate::reconfig::Carry,
     log_dir: &std::path::Path,
 ) {
     let mut stop_seen: Option<std::time::Instant> = None;
-    while !writer.is_finished() {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    while !writer.handle.is_finished() {
+        match writer.done.recv_timeout(std::time::Duration::from_millis(50)) {
+            // The writer has returned (its thread ends now).
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) | Ok(()) => return,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
         if !stop.load(std::sync::atomic::Ordering::Relaxed) {
             continue;
         }

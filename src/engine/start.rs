@@ -43,7 +43,7 @@ pub(super) fn start_writer(
     links: Vec<WorkerLink>,
     diag: std::sync::mpsc::Receiver<Vec<u8>>,
     shared: &Shared,
-) -> std::io::Result<std::thread::JoinHandle<Vec<Sink>>> {
+) -> std::io::Result<WriterThread> {
     let mut policies = vec![crate::sink::Policy::default(); 2];
     policies.extend(cfg.outputs.iter().map(|o| o.policy));
     let gate = crate::sink::Gate::new(
@@ -63,9 +63,20 @@ pub(super) fn start_writer(
         stats_interval: cfg.stats_interval,
         marks: Arc::clone(&shared.marks),
     });
-    std::thread::Builder::new()
-        .name("dfm-writer".into())
-        .spawn(move || writer.run())
+    let (done_tx, done) = std::sync::mpsc::channel::<()>();
+    let handle = std::thread::Builder::new().name("dfm-writer".into()).spawn(move || {
+        // Dropped when the writer returns (or unwinds): its end wakes `done`'s receiver.
+        let _done = done_tx;
+        writer.run()
+    })?;
+    Ok(WriterThread { handle, done })
+}
+
+/// The writer's thread, and what tells its end at once (the receiver's sender goes with the
+/// thread: `recv` returns when the writer has returned).
+pub(super) struct WriterThread {
+    pub handle: std::thread::JoinHandle<Vec<Sink>>,
+    pub done: std::sync::mpsc::Receiver<()>,
 }
 
 /// Starts the workers, or hands the next pipeline to those a rebuild kept, and waits until
