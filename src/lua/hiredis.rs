@@ -182,6 +182,47 @@ fn pipelined_window(c: &WorkerCtx, l: *mut lua_State, yieldable: bool) -> Option
     c.cur_win
 }
 
+/// What a connection has open of a transaction. The events of a pipelined window share their
+/// connection, so a `MULTI` ... `EXEC` (or `WATCH` ... `EXEC`) queued among the other events'
+/// commands would take theirs into it (or nest): while one is open on any connection, the
+/// running `loop()`'s commands are sent at once, in order, as with `pipeline = 1`. The
+/// running coroutine keeps the worker until its transaction ends (it never yields meanwhile),
+/// so the other events' queued commands go out after it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TxState {
+    multi: bool,
+    watch: bool,
+}
+
+impl TxState {
+    fn open(self) -> bool {
+        self.multi || self.watch
+    }
+
+    /// The state after a command named `name` was sent (whatever its reply: a refused
+    /// `MULTI` leaves one open, an `EXEC` without one closes nothing that is open).
+    fn after(mut self, name: &[u8]) -> TxState {
+        let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+        if is(b"MULTI") {
+            self.multi = true;
+        } else if is(b"EXEC") || is(b"DISCARD") || is(b"RESET") {
+            self = TxState::default();
+        } else if is(b"WATCH") && !self.multi {
+            self.watch = true;
+        } else if is(b"UNWATCH") && !self.multi {
+            self.watch = false;
+        }
+        self
+    }
+}
+
+/// Whether a command named `name` may be queued in a pipelined window: not a transaction
+/// command, and no transaction open on any connection of the worker.
+fn may_queue(c: &WorkerCtx, name: &[u8]) -> bool {
+    const TX: [&[u8]; 6] = [b"MULTI", b"EXEC", b"DISCARD", b"WATCH", b"UNWATCH", b"RESET"];
+    !TX.iter().any(|t| name.eq_ignore_ascii_case(t)) && !c.redis.conns.iter().any(|k| k.tx.open())
+}
+
 /// Queues a command (already packed into the connection's buffer by `pack`) for window event
 /// `w` and asks the boundary to yield: the coroutine resumes with the reply.
 fn queue_piped(c: &mut WorkerCtx, slot: usize, w: usize, pack: impl FnOnce(&mut Vec<u8>)) -> LuaResult {
@@ -456,12 +497,19 @@ unsafe extern "C-unwind" fn conn_command(l: *mut lua_State) -> c_int {
                     push_ml_reply(l, &r);
                     return Ok(1);
                 }
-                if let Some(w) = pipelined_window(c, l, yieldable) {
+                let name = to_bytes(l, 3).unwrap_or_default();
+                if may_queue(c, name)
+                    && let Some(w) = pipelined_window(c, l, yieldable)
+                {
                     let top = check_cmd_args(l, 3, "command")?;
                     return queue_piped(c, slot, w, |out| pack_args(l, 3, top, out));
                 }
                 let cmd = build_cmd(l, 3, "command")?;
+                let tx = c.redis.conns[slot].tx.after(name);
                 let n = run(c, l, slot, &cmd);
+                if c.redis.conns[slot].con.is_some() {
+                    c.redis.conns[slot].tx = tx;
+                }
                 c.report_redis_outages();
                 Ok(n)
             })
@@ -497,10 +545,16 @@ unsafe extern "C-unwind" fn conn_command_line(l: *mut lua_State) -> c_int {
                 for a in &args {
                     cmd.arg(*a);
                 }
-                if let Some(w) = pipelined_window(c, l, yieldable) {
+                if may_queue(c, args[0])
+                    && let Some(w) = pipelined_window(c, l, yieldable)
+                {
                     return queue_piped(c, slot, w, |out| cmd.write_packed_command(out));
                 }
+                let tx = c.redis.conns[slot].tx.after(args[0]);
                 let n = run(c, l, slot, &cmd);
+                if c.redis.conns[slot].con.is_some() {
+                    c.redis.conns[slot].tx = tx;
+                }
                 c.report_redis_outages();
                 Ok(n)
             })
@@ -730,6 +784,7 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
                     closed: false,
                     down: None,
                     generation,
+                    tx: TxState::default(),
                 };
                 if slot == st.conns.len() {
                     st.conns.push(conn);

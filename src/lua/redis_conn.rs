@@ -123,6 +123,10 @@ pub(crate) struct RedisConn {
     /// Which use of this slot it is: a closed slot is reused by a later `connect`, and a
     /// connection userdata of an earlier use (which holds slot and generation) is closed.
     pub(super) generation: u32,
+    /// A transaction is open on the connection (`MULTI` sent, no `EXEC` or `DISCARD` yet), and
+    /// a `WATCH` is in force: while either is, no command of a pipelined `loop()` is queued
+    /// (see `hiredis::TxState`).
+    pub(super) tx: super::hiredis::TxState,
 }
 
 /// What an `append_command` awaiting its `get_reply` will get.
@@ -270,6 +274,8 @@ impl RedisState {
         self.lose_appended(i);
         let c = &mut self.conns[i];
         c.con = None;
+        // The server forgot the connection's transaction and watches with it.
+        c.tx = Default::default();
         c.next_try = Instant::now() + c.backoff;
         c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
     }

@@ -267,6 +267,58 @@ fn commands_reach_their_slots_master_and_cross_slot_is_an_error() {
     }
 }
 
+/// A pipelined analyzer's transactions on the cluster (`{tag}` keys, one master each) stay
+/// whole: each event's `MULTI` ... `EXEC` is its own (the window's events were mixed into each
+/// other's transactions: `EXEC without MULTI`, `EXECABORT`).
+#[test]
+fn transactions_in_a_pipelined_analyzer_stay_whole_on_the_cluster() {
+    let c = RedisCluster::start();
+    let analyzer = r#"
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  local k = "{f" .. (msg.n % 50) .. "}"
+  msg.multi = conn:command("MULTI").name
+  conn:command("INCR", k .. ":a")
+  conn:command("INCR", k .. ":b")
+  local r = conn:command("EXEC")
+  msg.exec_n = type(r) == "table" and #r or -1
+  msg.after = conn:command("INCR", k .. ":c")
+  dragonfly.output_event(default_output, msg)
+end
+"#;
+    let env = cluster_env(&c, "file://in.json", analyzer, "");
+    env.config(
+        &std::fs::read_to_string(env.root.join("config/config.lua"))
+            .unwrap()
+            .replace(
+                "default_output = \"out\" }",
+                "default_output = \"out\", pipeline = 64 }",
+            ),
+    );
+    write_flows(&env, 1000);
+    let out = env.run(&["--shards", "2"]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
+    let recs: Vec<serde_json::Value> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 1000);
+    let bad = recs.iter().filter(|r| r["multi"] != "OK" || r["exec_n"] != 2).count();
+    assert_eq!(
+        bad,
+        0,
+        "transactions mixed up, e.g. {:?}",
+        recs.iter().find(|r| r["exec_n"] != 2)
+    );
+    for k in 0..50 {
+        for part in ["a", "b", "c"] {
+            assert_eq!(c.get(&format!("{{f{k}}}:{part}")), "20", "{{f{k}}}:{part}");
+        }
+    }
+}
+
 /// Slots move while the engine runs (redis-cli --cluster reshard: ASK during the migration,
 /// MOVED after it); a pipelined analyzer keeps counting; no increment is lost.
 #[test]

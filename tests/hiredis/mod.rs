@@ -744,6 +744,66 @@ end
     );
 }
 
+/// Transactions in a pipelined analyzer: each event's `MULTI` ... `EXEC` (and a `WATCH`
+/// before it) reaches Redis whole, not mixed with the other events of the window on the shared
+/// connection (they were: "MULTI calls can not be nested", "EXEC without MULTI", and an
+/// `EXEC` that answered another event's commands).
+#[test]
+fn transactions_in_a_pipelined_analyzer_stay_whole() {
+    let redis = RedisServer::start();
+    let env = pipelined_env(
+        redis.port,
+        64,
+        r#"
+local conn
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  local k = "f" .. (msg.i % 50)
+  msg.before = conn:command("GET", "plain:" .. k)
+  conn:command("INCR", "plain:" .. k)
+  if msg.i % 2 == 0 then
+    msg.watch = conn:command("WATCH", "w:" .. k).name
+  end
+  msg.multi = conn:command("MULTI").name
+  msg.q1 = conn:command("INCR", "a:" .. k).name
+  msg.q2 = conn:command("INCR", "b:" .. k).name
+  local r = conn:command("EXEC")
+  msg.exec_n = type(r) == "table" and #r or -1
+  msg.after = conn:command("INCR", "plain:" .. k)
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+        None,
+    );
+    let lines: Vec<String> = (0..2000).map(|i| format!("{{\"i\":{i}}}")).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "2"]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
+    let recs: Vec<serde_json::Value> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 2000);
+    let bad: Vec<&serde_json::Value> = recs
+        .iter()
+        .filter(|r| r["multi"] != "OK" || r["q1"] != "QUEUED" || r["q2"] != "QUEUED" || r["exec_n"] != 2)
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} events' transactions were mixed up, e.g. {}",
+        bad.len(),
+        bad[0]
+    );
+    for k in 0..50 {
+        for key in [format!("a:f{k}"), format!("b:f{k}")] {
+            assert_eq!(redis.cli(&["GET", &key]), "40", "{key}");
+        }
+        assert_eq!(redis.cli(&["GET", &format!("plain:f{k}")]), "80", "plain:f{k}");
+    }
+}
+
 /// `hiredis.connect(host, port)` with a port past 65535 is refused with a clear message (it
 /// connected to port 65535).
 #[test]
