@@ -40,6 +40,9 @@ pub(crate) struct Carry {
     /// tag, path, file). A new match that is one of them under a new name (rotated into a name
     /// the pattern matches) takes over where its reader was, instead of reading it again.
     pub glob_files: Vec<(PathBuf, String, PathBuf, crate::source::checkpoint::FileId)>,
+    /// Why the configuration a reload asked for could not start (the previous one runs
+    /// again): reported by the next pipeline.
+    pub fallback: Option<String>,
     /// The worker threads, which outlive a rebuild with their Lua states, and where each is
     /// sent its next pipeline.
     pub workers: Vec<(

@@ -858,8 +858,8 @@ fn check_accepts_a_good_root_without_running_setup() {
 }
 
 /// Issue 15: `check` also verifies what the configuration names outside itself: a missing
-/// `file://` input, an output directory that cannot be written, a named Redis that does not
-/// answer; all are reported at once, each with its key.
+/// `file://` input, an output directory that cannot be written, an output path that is a
+/// directory, a named Redis that does not answer; all are reported at once, each with its key.
 #[test]
 fn check_verifies_inputs_outputs_and_redis() {
     let env = Env::new();
@@ -871,6 +871,7 @@ fn check_verifies_inputs_outputs_and_redis() {
     env.config(&format!(
         "redis_host = \"127.0.0.1\"\nredis_port = {dead_port}\nredis_connect_timeout_ms = 500\n{}",
         simple_config("file://nowhere.json", "", "").replace("file://out.json<", "file:///etc/hostname/out.json<")
+            + "\noutputs[#outputs + 1] = { tag = \"d\", uri = \"file:///tmp\" }\n"
     ));
     env.filter("filter.lua", FILTER_TO_DEFAULT);
     env.analyzer("a.lua", ANALYZER_PASS);
@@ -880,6 +881,7 @@ fn check_verifies_inputs_outputs_and_redis() {
         "inputs[1].uri: cannot read",
         "nowhere.json",
         "outputs[1].uri: cannot write in /etc/hostname: /etc/hostname is not a directory",
+        "outputs[2].uri: /tmp is a directory",
         &format!("redis_host/redis_port: no answer from 127.0.0.1:{dead_port}"),
     ] {
         assert!(out.stderr.contains(want), "stderr lacks {want:?}: {}", out.stderr);

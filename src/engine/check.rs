@@ -109,6 +109,10 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
     }
     for (i, o) in cfg.outputs.iter().enumerate() {
         let dir = match &o.uri {
+            OutputUri::File { path, .. } | OutputUri::Zfile { path, .. } if path.is_dir() => {
+                out.push(format!("outputs[{}].uri: {} is a directory", i + 1, path.display()));
+                continue;
+            }
             OutputUri::File { path, .. } | OutputUri::Zfile { path, .. } => {
                 path.parent().map(std::path::Path::to_path_buf).unwrap_or_default()
             }

@@ -13,14 +13,29 @@ pub(super) fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summ
         ..Default::default()
     };
     let mut cfg = cfg;
+    // The configuration that ran before the last reload, while the new one has not started.
+    let mut previous: Option<Config> = None;
     loop {
         match run_pipeline(opts, &cfg, &sig, &mut carry) {
-            Ok(Some(next)) => {
-                cfg = next;
+            Ok(Outcome::Next(next)) => {
+                previous = Some(std::mem::replace(&mut cfg, *next));
                 carry.generation += 1;
             }
-            Ok(None) => break,
-            Err(e) => {
+            Ok(Outcome::Ended) => break,
+            // A reload whose configuration passed the checks but could not start (an output
+            // that cannot be opened, a script whose setup() fails): the previous one runs again.
+            Ok(Outcome::NotStarted(e))
+                if previous.is_some() && !sig.stop.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                let msg = format!(
+                    "the new configuration could not start, the previous one runs again (its scripts' state starts afresh): {e:#}"
+                );
+                eprintln!("dragonfly-mle: reload_error: {msg}");
+                carry.fallback = Some(msg);
+                cfg = previous.take().expect("checked above");
+                carry.generation += 1;
+            }
+            Ok(Outcome::NotStarted(e)) | Err(e) => {
                 carry.stop_workers();
                 carry.close_sockets();
                 return Err(e);
@@ -41,24 +56,41 @@ pub(super) fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summ
     })
 }
 
-/// Runs one pipeline until its inputs end, a signal stops it (returns `None`), or a reload
-/// replaces its configuration (returns the new one, once everything read is written).
+/// How a pipeline ended.
+pub(super) enum Outcome {
+    /// Its inputs ended, or a signal stopped it.
+    Ended,
+    /// A reload replaces its configuration (everything read is written).
+    Next(Box<Config>),
+    /// It could not start (its outputs, its scripts): nothing was read. The first pipeline's
+    /// is a startup error; a later one's, the previous configuration's turn again.
+    NotStarted(anyhow::Error),
+}
+
+/// Runs one pipeline until its inputs end, a signal stops it, or a reload replaces its
+/// configuration.
 pub(super) fn run_pipeline(
     opts: &Options,
     cfg: &Config,
     sig: &Signals,
     carry: &mut crate::reconfig::Carry,
-) -> anyhow::Result<Option<Config>> {
+) -> anyhow::Result<Outcome> {
     let first = carry.generation == 0;
     // Outputs first: a bad output path is a startup error.
-    let sinks = open_outputs(cfg, carry)?;
+    let sinks = match open_outputs(cfg, carry) {
+        Ok(s) => s,
+        Err(e) => return Ok(Outcome::NotStarted(e)),
+    };
     std::env::set_current_dir(&cfg.root).with_context(|| format!("cannot enter {}", cfg.root.display()))?;
     let plan = Plan::new(opts, cfg, carry.workers.len());
     let shared = Shared::new(plan.stats(cfg), plan.inputs, run_dir(opts, cfg));
     let rings = wire(plan.inputs, plan.shards);
 
     let (diag_tx, diag_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    if !first {
+    if let Some(why) = carry.fallback.take() {
+        let line = crate::diag::line(crate::diag::Kind::ReloadError, &[], &why);
+        let _ = diag_tx.send(line);
+    } else if !first {
         // Tells the operator (and tests) from when events go by the new configuration.
         let what = format!(
             "reload applied: pipeline {} runs the new configuration",
@@ -91,7 +123,7 @@ pub(super) fn run_pipeline(
         drop(rings.readers);
         carry.stop_workers();
         let _ = writer.handle.join();
-        return Err(e);
+        return Ok(Outcome::NotStarted(e));
     }
     if opts.verbose {
         eprintln!("dragonfly-mle: {}", plan.describe());
@@ -124,9 +156,12 @@ pub(super) fn run_pipeline(
     dropped?;
     // A stop signal during the rebuild's drain wins: the engine ends.
     if sig.stop.load(std::sync::atomic::Ordering::Relaxed) {
-        return Ok(None);
+        return Ok(Outcome::Ended);
     }
-    Ok(next.lock().unwrap_or_else(|e| e.into_inner()).take())
+    Ok(match next.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        Some(c) => Outcome::Next(Box::new(c)),
+        None => Outcome::Ended,
+    })
 }
 
 /// Waits for the readers to end, then for the control thread, the workers' end of this
