@@ -115,6 +115,9 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
         _ => None,
     };
     let mut last_claim: Option<Instant> = None;
+    // Since when Redis refuses the reads (a key of another type, a cross-slot pair on a
+    // cluster): reported once, `/health` 503, tried again every second until they work.
+    let mut refused: Option<Instant> = None;
     let mut con = Some(con);
     while !router.stopping() {
         let Some(c) = con.as_mut() else {
@@ -156,9 +159,24 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
             }
         }
         let got = match read_batch(c, spec, &processing, max_line, router, &mut unacked) {
-            Ok(n) => n,
+            Ok(n) => {
+                if let Some(since) = refused.take() {
+                    router.set_missing(false);
+                    router.info(
+                        Kind::InputResumed,
+                        &format!(
+                            "{}: reading again after {:.1} s",
+                            spec.name(),
+                            since.elapsed().as_secs_f64()
+                        ),
+                    );
+                }
+                n
+            }
             Err(e) => {
-                report(router, &e);
+                if refused.is_none() || lost(&e) || e.code() == Some("NOGROUP") {
+                    report(router, &e);
+                }
                 if lost(&e) {
                     con = None;
                 } else if e.code() == Some("NOGROUP") {
@@ -177,7 +195,11 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
                         Err(e) => report(router, &e),
                     }
                 } else {
-                    wait_a_while(router, Duration::from_millis(500));
+                    if refused.is_none() {
+                        refused = Some(Instant::now());
+                        router.set_missing(true);
+                    }
+                    wait_a_while(router, Duration::from_secs(1));
                 }
                 0
             }
@@ -201,6 +223,10 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
                 }
             }
         }
+    }
+    if refused.is_some() {
+        // Stopping while refused: nothing was read, nothing is lost (not a missing input).
+        router.set_missing(false);
     }
     // Stopping: hand out what is batched, wait for it to be written, acknowledge (without
     // Redis, what was not acknowledged is read again after a restart: at-least-once).

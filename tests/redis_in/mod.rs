@@ -403,6 +403,45 @@ fn survives_a_redis_restart(stream: bool) {
     );
 }
 
+/// A list input whose key holds another type: reported once (it was twice a second),
+/// `/health` 503 meanwhile (it stayed 200), and `input_resumed` once the key is a list again
+/// (never said); then its events are read.
+#[test]
+fn a_key_of_another_type_is_reported_once_and_its_recovery_too() {
+    let r = RedisServer::start();
+    let _: () = redis::cmd("SET")
+        .arg("suricata")
+        .arg("not a list")
+        .query(&mut connect(&r))
+        .unwrap();
+    let env = env_for(&r, "mode=list");
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0"]);
+    let addr = crate::ops::http_address(&env);
+    wait_until(
+        Duration::from_secs(30),
+        "an input_error record",
+        || !env.log_records_of("input_error").is_empty(),
+        || format!("{:?}", env.log_records()),
+    );
+    std::thread::sleep(Duration::from_millis(3000));
+    let errors = env.log_records_of("input_error");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]["message"].as_str().unwrap().contains("WRONGTYPE"),
+        "{errors:?}"
+    );
+    assert_eq!(crate::ops::request(&addr, "GET", "/health").0, 503);
+    let _: () = redis::cmd("DEL").arg("suricata").query(&mut connect(&r)).unwrap();
+    produce(&r, false, 0, 100);
+    wait_for(&env, "the events pushed after the fix", 100);
+    let resumed = env.log_records_of("input_resumed");
+    assert_eq!(resumed.len(), 1, "{:?}", env.log_records());
+    assert_eq!(crate::ops::request(&addr, "GET", "/health").0, 200);
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    assert_eq!(written(&env).len(), 100);
+}
+
 #[test]
 fn a_stream_input_survives_a_redis_restart() {
     survives_a_redis_restart(true);
