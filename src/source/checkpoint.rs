@@ -157,6 +157,8 @@ pub(crate) struct Checkpoint {
     progress: Progress<Spot>,
     /// What the state file holds.
     saved: Option<Spot>,
+    /// When the loaded checkpoint was saved.
+    saved_time: Option<std::time::SystemTime>,
     /// The furthest point known written, not saved yet.
     best: Option<Spot>,
     last_save: Instant,
@@ -200,6 +202,7 @@ impl Checkpoint {
             marks,
             progress: Progress::new(0),
             saved: None,
+            saved_time: None,
             best: None,
             last_save: Instant::now(),
             last_error: None,
@@ -233,7 +236,17 @@ impl Checkpoint {
             line: v.get_u64("line").unwrap_or(0),
         };
         self.saved = Some(at);
+        self.saved_time = v
+            .get_str("time")
+            .and_then(|t| crate::lua::builtins::parse_timestamp(t.as_bytes()))
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(s));
         Some(at)
+    }
+
+    /// When the loaded checkpoint was saved (whole seconds; `None` without one).
+    pub(crate) fn saved_time(&self) -> Option<std::time::SystemTime> {
+        self.saved_time
     }
 
     /// Events up to (not including) sequence number `seq` were read up to `at`.

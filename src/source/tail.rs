@@ -310,6 +310,7 @@ pub(crate) fn follow(
     } = start;
     let mut framer = Framer::new(max_line);
     let resume = ckpt.as_deref_mut().and_then(|c| c.load()).or(resume);
+    let saved_time = ckpt.as_deref().and_then(Checkpoint::saved_time);
     let mut reported_missing = false;
     // Wait for the file to exist.
     let mut file = loop {
@@ -374,7 +375,17 @@ pub(crate) fn follow(
             let files = rotated_files(path);
             match files.iter().find(|r| r.holds(&spot)) {
                 Some(x) => {
-                    let later = rotated_after(&files, x.id, spot.fp, x.age, id);
+                    // A copy (compressed, say) may be younger than what was rotated after the
+                    // file it holds (`gzip -c` gives it the time of the compression): the
+                    // files rotated after that file are those newer than the checkpoint's
+                    // save, when that is earlier.
+                    let mut age = x.age;
+                    if (x.gz || x.id != spot.id)
+                        && let Some(t) = saved_time
+                    {
+                        age.0 = age.0.min(t);
+                    }
+                    let later = rotated_after(&files, x.id, spot.fp, age, id);
                     read_rotated(x, (spot.offset, spot.line), max_line, router, &mut ckpt);
                     for r in later {
                         read_rotated(r, (0, 0), max_line, router, &mut ckpt);

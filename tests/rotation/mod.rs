@@ -111,6 +111,35 @@ fn two_rotations_while_stopped_are_both_read() {
     assert_each_once(&env, 20_000);
 }
 
+/// Two rotations while stopped, the second compressing the checkpointed file with a fresh
+/// modification time (`gzip -c in.json.1 > in.json.2.gz`, as a `compresscmd` does): the
+/// compressed copy is younger than the file rotated after it, which was skipped without a
+/// word (its 4,000 lines lost); now the files newer than the checkpoint's save are read.
+#[test]
+fn a_compressed_copy_with_a_fresh_time_does_not_hide_the_next_rotation() {
+    let (env, run) = tail_env(20);
+    env.write_log("in.json", &numbered_lines(0, 10_000));
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    stop_after(&env, &mut engine, 10_000);
+    // The checkpoint's save time is in whole seconds: the next file is written after it.
+    std::thread::sleep(Duration::from_millis(1100));
+    env.append_log("in.json", &numbered_lines(10_000, 13_000));
+    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+    env.write_log("in.json", &numbered_lines(13_000, 17_000));
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(
+        env.log("in.json.2.gz"),
+        gzip(&std::fs::read(env.log("in.json.1")).unwrap()),
+    )
+    .unwrap();
+    std::fs::remove_file(env.log("in.json.1")).unwrap();
+    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+    env.write_log("in.json", &numbered_lines(17_000, 20_000));
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    stop_after(&env, &mut engine, 20_000);
+    assert_each_once(&env, 20_000);
+}
+
 /// Two rotations within one poll while running (a 2 s poll): the middle file is read too.
 #[test]
 fn two_rotations_within_one_poll_are_both_read() {
