@@ -170,7 +170,7 @@ pub(crate) struct Control {
     /// The configuration to build next.
     pub next: Arc<Mutex<Option<Config>>>,
     /// Files `--watch` looks at (config.lua and the scripts), with their modification times.
-    pub watch: Option<Vec<(PathBuf, Option<SystemTime>)>>,
+    pub watch: Option<Vec<(PathBuf, Option<Stamp>)>>,
     /// Wildcard inputs, with the files they match: a change rebuilds the pipeline.
     pub globs: Vec<(PathBuf, Vec<PathBuf>)>,
 }
@@ -196,19 +196,26 @@ pub(crate) fn globs(cfg: &Config) -> Vec<(PathBuf, Vec<PathBuf>)> {
         .collect()
 }
 
-fn mtimes(paths: impl Iterator<Item = PathBuf>) -> Vec<(PathBuf, Option<SystemTime>)> {
+/// What `--watch` compares of a file: its modification time and a hash of its content (an
+/// edit that keeps the size and the time, `cp -p` or `rsync -a`, changes the content).
+pub(crate) type Stamp = (SystemTime, u64);
+
+fn mtimes(paths: impl Iterator<Item = PathBuf>) -> Vec<(PathBuf, Option<Stamp>)> {
     paths
         .map(|p| {
-            let t = std::fs::metadata(crate::privilege::host_path(&p))
-                .and_then(|m| m.modified())
-                .ok();
-            (p, t)
+            let host = crate::privilege::host_path(&p);
+            let t = std::fs::metadata(&host).and_then(|m| m.modified()).ok();
+            let stamp = t.map(|t| {
+                let text = std::fs::read(&host).unwrap_or_default();
+                (t, crate::event::hash_words(text.len() as u64, &text))
+            });
+            (p, stamp)
         })
         .collect()
 }
 
 /// The files `--watch` follows for `cfg`.
-pub(crate) fn watched(cfg: &Config) -> Vec<(PathBuf, Option<SystemTime>)> {
+pub(crate) fn watched(cfg: &Config) -> Vec<(PathBuf, Option<Stamp>)> {
     let scripts = cfg
         .inputs
         .iter()

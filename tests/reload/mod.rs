@@ -254,6 +254,49 @@ fn watch_reloads_changed_files_without_a_signal() {
     assert_eq!(ns(&env, "two.json"), (200..300u64).collect::<Vec<_>>());
 }
 
+/// `--watch` sees an edit that keeps the file's size and modification time (`cp -p`,
+/// `rsync -a`): it compares the content too (such an edit was never loaded).
+#[test]
+fn watch_sees_an_edit_that_keeps_size_and_time() {
+    let version = |v: u32| {
+        format!(
+            "function setup() end\nfunction loop(msg)\n  msg.ver = {v}\n  dragonfly.output_event(default_output, msg)\nend\n"
+        )
+    };
+    let env = Env::simple("tail://in.json<", &version(1), "", "");
+    env.config(&config("out", "{ tag = \"out\", uri = \"file://out.json<\" }", ""));
+    env.write_log("in.json", &numbered_lines(0, 100));
+    let mut engine = env.spawn(&["--watch", "--run-dir", &env.dir.path().join("run").to_string_lossy()]);
+    wait_until(
+        Duration::from_secs(60),
+        "100 lines",
+        || env.lines("out.json").len() >= 100,
+        String::new,
+    );
+    let path = env.root.join("analyzer/a.lua");
+    let time = std::fs::metadata(&path).unwrap().modified().unwrap();
+    env.analyzer("a.lua", &version(2));
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(time)
+        .unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), time);
+    wait_log_message(&env, "scripts reloaded");
+    env.append_log("in.json", &numbered_lines(100, 200));
+    wait_until(
+        Duration::from_secs(60),
+        "200 lines",
+        || env.lines("out.json").len() >= 200,
+        String::new,
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    let l = env.lines("out.json");
+    assert_eq!(u64_member(&l[150], "ver"), Some(2), "{}", show(&l[150]));
+}
+
 /// A rebuild keeps the Lua state of a script whose entry and text did not change: an
 /// analyzer's in-memory counter goes on across a reload that adds an output and changes the
 /// GC pause.
