@@ -61,9 +61,26 @@ impl Carry {
         kept.socket = stopped.socket;
     }
 
-    /// Where the reader of `input` resumes (the same tag and URI as a previous pipeline's).
-    pub(crate) fn resume(&mut self, input: &InputConfig) -> crate::source::Resume {
-        match self.stopped.get_mut(&carry_key(input)) {
+    /// Where the reader of `input` resumes: where the previous pipeline's input of the same tag
+    /// and URI stopped, or, for an input renamed (a new tag; the only earlier input of its URI
+    /// has a tag no input of the new configuration has), where that one stopped.
+    pub(crate) fn resume(&mut self, input: &InputConfig, tags_now: &[&str]) -> crate::source::Resume {
+        let key = carry_key(input);
+        if !self.stopped.contains_key(&key) {
+            let renamed: Vec<(String, InputUri)> = self
+                .stopped
+                .keys()
+                .filter(|(tag, uri)| *uri == key.1 && !tags_now.contains(&tag.as_str()))
+                .cloned()
+                .collect();
+            // Its place passes to the new name (the old one, added again later, starts anew).
+            if let [old] = &renamed[..]
+                && let Some(s) = self.stopped.remove(old)
+            {
+                self.stopped.insert(key.clone(), s);
+            }
+        }
+        match self.stopped.get_mut(&key) {
             Some(s) => crate::source::Resume {
                 file_pos: s.file_pos.unwrap_or_default(),
                 followed: s.followed,

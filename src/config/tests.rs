@@ -287,7 +287,7 @@ fn a_new_pace_keeps_the_position_of_a_replay() {
             ..Default::default()
         },
     );
-    assert_eq!(carry.resume(&fast.inputs[0]).file_pos.offset, 4096);
+    assert_eq!(carry.resume(&fast.inputs[0], &[]).file_pos.offset, 4096);
 }
 
 /// A default analyzer or output that names nothing runs, as in the original (the tag is only

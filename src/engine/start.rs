@@ -299,7 +299,8 @@ pub(super) fn start_readers(
             grace: cfg.shutdown_grace,
             cpu: plan.cpu(r),
         };
-        let mut resume = carry.resume(&input);
+        let tags_now: Vec<&str> = cfg.inputs.iter().map(|i| i.tag.as_str()).collect();
+        let mut resume = carry.resume(&input, &tags_now);
         if handed.is_some() {
             resume.followed = handed;
         }

@@ -359,14 +359,16 @@ fn read_input(
             Ok(())
         }
         InputUri::Tail { path, from_start } => {
-            // `followed`: a point handed over from another input's checkpoint (a wildcard
-            // match that is a file another match was reading: see `start_readers`).
+            // `followed`: where the previous pipeline's reader stopped (used when the input has
+            // no checkpoint of its own: renamed by a reload, say), or a point handed over from
+            // another input's checkpoint (a wildcard match that is a file another match was
+            // reading: see `start_readers`).
             let start = tail::Start {
                 from_start: *from_start,
                 resume: resume.followed,
                 siblings: std::mem::take(&mut resume.siblings),
             };
-            tail::follow(path, start, how.max_line, how.poll, router, ckpt);
+            stopped.followed = tail::follow(path, start, how.max_line, how.poll, router, ckpt);
             Ok(())
         }
         InputUri::Ipc {

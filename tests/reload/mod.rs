@@ -254,6 +254,61 @@ fn watch_reloads_changed_files_without_a_signal() {
     assert_eq!(ns(&env, "two.json"), (200..300u64).collect::<Vec<_>>());
 }
 
+/// An input renamed by a reload (a new tag, the same `tail://` path) goes on where it
+/// stopped: events appended during the rebuild were lost (without `<`: followed from the end)
+/// or everything was read again (with `<`).
+#[test]
+fn a_renamed_input_goes_on_where_it_stopped() {
+    for uri in ["tail://in.json", "tail://in.json<"] {
+        let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+        let out = "{ tag = \"out\", uri = \"file://out.json<\" }";
+        let cfg = config("out", out, "").replace("tail://in.json<", uri);
+        env.config(&cfg);
+        env.write_log("in.json", b"");
+        let mut engine = env.spawn(&["--run-dir", &env.dir.path().join("run").to_string_lossy()]);
+        // Followed from its end (without `<`): lines appended once the engine is up.
+        std::thread::sleep(Duration::from_millis(1000));
+        env.append_log("in.json", &numbered_lines(0, 2000));
+        wait_until(
+            Duration::from_secs(60),
+            "2000 lines",
+            || env.lines("out.json").len() >= 2000,
+            String::new,
+        );
+        let total = 8000;
+        let appender = {
+            let path = env.log("in.json");
+            std::thread::spawn(move || {
+                for k in 0..12 {
+                    let from = 2000 + k * 500;
+                    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+                    std::io::Write::write_all(&mut f, &numbered_lines(from, from + 500)).unwrap();
+                    std::thread::sleep(Duration::from_millis(40));
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(150));
+        env.config(&cfg.replace("tag = \"eve\"", "tag = \"sensor1\""));
+        engine.signal(libc::SIGHUP);
+        appender.join().unwrap();
+        wait_log_message(&env, "runs the new configuration");
+        wait_until(
+            Duration::from_secs(60),
+            "every event written",
+            || env.lines("out.json").len() >= total,
+            || env.lines("out.json").len().to_string(),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        engine.signal(libc::SIGTERM);
+        engine.wait(Duration::from_secs(30)).assert_success();
+        assert_eq!(
+            ns(&env, "out.json"),
+            (0..total as u64).collect::<Vec<_>>(),
+            "{uri}: each event once, in order"
+        );
+    }
+}
+
 /// `--watch` sees an edit that keeps the file's size and modification time (`cp -p`,
 /// `rsync -a`): it compares the content too (such an edit was never loaded).
 #[test]
