@@ -182,40 +182,6 @@ fn pipelined_window(c: &WorkerCtx, l: *mut lua_State, yieldable: bool) -> Option
     c.cur_win
 }
 
-/// What a connection has open of a transaction. The events of a pipelined window share their
-/// connection, so a `MULTI` ... `EXEC` (or `WATCH` ... `EXEC`) queued among the other events'
-/// commands would take theirs into it (or nest): while one is open on any connection, the
-/// running `loop()`'s commands are sent at once, in order, as with `pipeline = 1`. The
-/// running coroutine keeps the worker until its transaction ends (it never yields meanwhile),
-/// so the other events' queued commands go out after it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct TxState {
-    multi: bool,
-    watch: bool,
-}
-
-impl TxState {
-    fn open(self) -> bool {
-        self.multi || self.watch
-    }
-
-    /// The state after a command named `name` was sent (whatever its reply: a refused
-    /// `MULTI` leaves one open, an `EXEC` without one closes nothing that is open).
-    fn after(mut self, name: &[u8]) -> TxState {
-        let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
-        if is(b"MULTI") {
-            self.multi = true;
-        } else if is(b"EXEC") || is(b"DISCARD") || is(b"RESET") {
-            self = TxState::default();
-        } else if is(b"WATCH") && !self.multi {
-            self.watch = true;
-        } else if is(b"UNWATCH") && !self.multi {
-            self.watch = false;
-        }
-        self
-    }
-}
-
 /// Whether a command named `name` may be queued in a pipelined window: not a transaction
 /// command, and no transaction open on any connection of the worker.
 fn may_queue(c: &WorkerCtx, name: &[u8]) -> bool {
@@ -784,7 +750,7 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
                     closed: false,
                     down: None,
                     generation,
-                    tx: TxState::default(),
+                    tx: super::redis_conn::TxState::default(),
                 };
                 if slot == st.conns.len() {
                     st.conns.push(conn);

@@ -125,8 +125,42 @@ pub(crate) struct RedisConn {
     pub(super) generation: u32,
     /// A transaction is open on the connection (`MULTI` sent, no `EXEC` or `DISCARD` yet), and
     /// a `WATCH` is in force: while either is, no command of a pipelined `loop()` is queued
-    /// (see `hiredis::TxState`).
-    pub(super) tx: super::hiredis::TxState,
+    /// (see [`TxState`]).
+    pub(super) tx: TxState,
+}
+
+/// What a connection has open of a transaction. The events of a pipelined window share their
+/// connection, so a `MULTI` ... `EXEC` (or `WATCH` ... `EXEC`) queued among the other events'
+/// commands would take theirs into it (or nest): while one is open on any connection, the
+/// running `loop()`'s commands are sent at once, in order, as with `pipeline = 1`. The
+/// running coroutine keeps the worker until its transaction ends (it never yields meanwhile),
+/// so the other events' queued commands go out after it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TxState {
+    multi: bool,
+    watch: bool,
+}
+
+impl TxState {
+    pub(super) fn open(self) -> bool {
+        self.multi || self.watch
+    }
+
+    /// The state after a command named `name` was sent (whatever its reply: a refused
+    /// `MULTI` leaves one open, an `EXEC` without one closes nothing that is open).
+    pub(super) fn after(mut self, name: &[u8]) -> TxState {
+        let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+        if is(b"MULTI") {
+            self.multi = true;
+        } else if is(b"EXEC") || is(b"DISCARD") || is(b"RESET") {
+            self = TxState::default();
+        } else if is(b"WATCH") && !self.multi {
+            self.watch = true;
+        } else if is(b"UNWATCH") && !self.multi {
+            self.watch = false;
+        }
+        self
+    }
 }
 
 /// What an `append_command` awaiting its `get_reply` will get.

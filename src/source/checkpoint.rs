@@ -236,11 +236,12 @@ impl Checkpoint {
             line: v.get_u64("line").unwrap_or(0),
         };
         self.saved = Some(at);
+        // Written as UTC (`...Z`), whole seconds.
         self.saved_time = v
             .get_str("time")
-            .and_then(|t| crate::lua::builtins::parse_timestamp(t.as_bytes()))
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(s));
+            .and_then(|t| crate::event::timestamp::parse(t.as_bytes()))
+            .and_then(|t| u64::try_from(t.epoch_secs(t.offset.unwrap_or(0))).ok())
+            .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
         Some(at)
     }
 
