@@ -299,11 +299,7 @@ end
     let out = env.run(&["--shards", "2"]);
     out.assert_success();
     assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
-    let recs: Vec<serde_json::Value> = env
-        .lines("out.json")
-        .iter()
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect();
+    let recs = json_lines(&env.log("out.json"));
     assert_eq!(recs.len(), 1000);
     let bad = recs.iter().filter(|r| r["multi"] != "OK" || r["exec_n"] != 2).count();
     assert_eq!(

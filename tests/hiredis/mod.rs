@@ -780,11 +780,7 @@ end
     let out = env.run(&["--shards", "2"]);
     out.assert_success();
     assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
-    let recs: Vec<serde_json::Value> = env
-        .lines("out.json")
-        .iter()
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect();
+    let recs = json_lines(&env.log("out.json"));
     assert_eq!(recs.len(), 2000);
     let bad: Vec<&serde_json::Value> = recs
         .iter()
@@ -1019,11 +1015,7 @@ end
         out.stdout,
         env.log_records_of("script_error")
     );
-    let recs: Vec<serde_json::Value> = env
-        .lines("out.json")
-        .iter()
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect();
+    let recs = json_lines(&env.log("out.json"));
     assert_eq!(recs.len(), n);
     for key in ["inner", "wrapped", "outer"] {
         let mut got: Vec<i64> = recs

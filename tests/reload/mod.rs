@@ -16,6 +16,32 @@ fn config(default_output: &str, outputs: &str, extra: &str) -> String {
     )
 }
 
+/// Appends numbered lines to `in.json` from a thread: `steps` runs of 500 from `from`, a
+/// `pause` after each (events keep coming while a reload happens).
+fn append_in_steps(env: &Env, from: usize, steps: usize, pause: Duration) -> std::thread::JoinHandle<()> {
+    let path = env.log("in.json");
+    std::thread::spawn(move || {
+        for k in 0..steps {
+            let at = from + k * 500;
+            let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+            std::io::Write::write_all(&mut f, &numbered_lines(at, at + 500)).unwrap();
+            std::thread::sleep(pause);
+        }
+    })
+}
+
+/// Waits until `name` has `n` lines, then stops the engine with SIGTERM (a clean exit).
+fn stop_when(env: &Env, engine: &mut Running, name: &str, n: usize) {
+    wait_until(
+        Duration::from_secs(60),
+        &format!("{n} lines in {name}"),
+        || env.lines(name).len() >= n,
+        || env.lines(name).len().to_string(),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+}
+
 fn ns(env: &Env, name: &str) -> Vec<u64> {
     env.lines(name)
         .iter()
@@ -41,17 +67,7 @@ fn a_reload_applies_a_new_output_without_losing_or_repeating_events() {
         String::new,
     );
     let total = 12_000;
-    let appender = {
-        let path = env.log("in.json");
-        std::thread::spawn(move || {
-            for k in 0..20 {
-                let from = 2000 + k * 500;
-                let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-                std::io::Write::write_all(&mut f, &numbered_lines(from, from + 500)).unwrap();
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let appender = append_in_steps(&env, 2000, 20, Duration::from_millis(50));
     std::thread::sleep(Duration::from_millis(300));
     env.config(&config(
         "all",
@@ -183,15 +199,7 @@ fn a_new_configuration_that_cannot_start_leaves_the_previous_one_running() {
         };
         assert!(msg.contains(cause), "{case}: {msg}");
         env.append_log("in.json", &numbered_lines(1000, 2000));
-        wait_until(
-            Duration::from_secs(60),
-            "2000 lines",
-            || env.lines("out.json").len() >= 2000,
-            || env.lines("out.json").len().to_string(),
-        );
-        engine.signal(libc::SIGTERM);
-        let res = engine.wait(Duration::from_secs(30));
-        res.assert_success();
+        stop_when(&env, &mut engine, "out.json", 2000);
         assert_eq!(ns(&env, "out.json"), (0..2000u64).collect::<Vec<_>>(), "{case}");
     }
 }
@@ -276,31 +284,13 @@ fn a_renamed_input_goes_on_where_it_stopped() {
             String::new,
         );
         let total = 8000;
-        let appender = {
-            let path = env.log("in.json");
-            std::thread::spawn(move || {
-                for k in 0..12 {
-                    let from = 2000 + k * 500;
-                    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-                    std::io::Write::write_all(&mut f, &numbered_lines(from, from + 500)).unwrap();
-                    std::thread::sleep(Duration::from_millis(40));
-                }
-            })
-        };
+        let appender = append_in_steps(&env, 2000, 12, Duration::from_millis(40));
         std::thread::sleep(Duration::from_millis(150));
         env.config(&cfg.replace("tag = \"eve\"", "tag = \"sensor1\""));
         engine.signal(libc::SIGHUP);
         appender.join().unwrap();
         wait_log_message(&env, "runs the new configuration");
-        wait_until(
-            Duration::from_secs(60),
-            "every event written",
-            || env.lines("out.json").len() >= total,
-            || env.lines("out.json").len().to_string(),
-        );
-        std::thread::sleep(Duration::from_millis(300));
-        engine.signal(libc::SIGTERM);
-        engine.wait(Duration::from_secs(30)).assert_success();
+        stop_when(&env, &mut engine, "out.json", total);
         assert_eq!(
             ns(&env, "out.json"),
             (0..total as u64).collect::<Vec<_>>(),
@@ -340,14 +330,7 @@ fn watch_sees_an_edit_that_keeps_size_and_time() {
     assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), time);
     wait_log_message(&env, "scripts reloaded");
     env.append_log("in.json", &numbered_lines(100, 200));
-    wait_until(
-        Duration::from_secs(60),
-        "200 lines",
-        || env.lines("out.json").len() >= 200,
-        String::new,
-    );
-    engine.signal(libc::SIGTERM);
-    engine.wait(Duration::from_secs(30)).assert_success();
+    stop_when(&env, &mut engine, "out.json", 200);
     let l = env.lines("out.json");
     assert_eq!(u64_member(&l[150], "ver"), Some(2), "{}", show(&l[150]));
 }
