@@ -86,13 +86,12 @@ impl FileSink {
         if torn > 0
             && let Some(f) = self.out.as_mut()
         {
-            // A truncating output writes at its position, not at the end: both move back.
+            // Cut back to the end of the last whole record (outputs are in append mode: the
+            // next write goes to the new end).
             let len = f.metadata()?.len().saturating_sub(torn);
-            f.set_len(len)
-                .and_then(|()| f.seek(io::SeekFrom::Start(len)).map(drop))
-                .map_err(|t| {
-                    io::Error::new(t.kind(), format!("{e}; cutting off the partial record failed too: {t}"))
-                })?;
+            f.set_len(len).map_err(|t| {
+                io::Error::new(t.kind(), format!("{e}; cutting off the partial record failed too: {t}"))
+            })?;
         }
         Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
     }
@@ -159,14 +158,14 @@ pub(super) fn create_parent(path: &std::path::Path) -> io::Result<()> {
 
 /// Opens an output file: appending, or truncated with `truncate` (the `<` suffix).
 pub(super) fn open_file(path: &std::path::Path, truncate: bool) -> io::Result<File> {
-    let mut o = OpenOptions::new();
-    o.create(true);
+    // Always in append mode: a file truncated behind the engine's back (logrotate's
+    // `copytruncate`) is written on at its new end, not at the old offset after a hole of
+    // NUL bytes. A truncating output (`<`) is emptied once, here.
+    let f = OpenOptions::new().create(true).append(true).open(path)?;
     if truncate {
-        o.write(true).truncate(true);
-    } else {
-        o.append(true);
+        f.set_len(0)?;
     }
-    o.open(path)
+    Ok(f)
 }
 
 /// `<path>.<YYYYMMDD.HHMMSS>` (UTC), with `.N` added while that name is taken.

@@ -999,3 +999,47 @@ fn tail_checkpoint_passes_invalid_lines() {
         .collect();
     assert_eq!(reported, want, "each invalid line reported once");
 }
+
+/// A truncating output (`file://out.json<`, as the shipped configuration has) emptied behind the
+/// engine's back (logrotate's `copytruncate`) goes on at the file's new end: it was written at
+/// the old offset, after a hole of NUL bytes (6 MB of them in the review, one record glued to
+/// them).
+#[test]
+fn a_truncating_output_emptied_by_copytruncate_has_no_hole() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "tail_poll_ms = 20");
+    env.write_log("in.json", &numbered_lines(0, 2000));
+    let mut engine = env.spawn(&[]);
+    wait_until(
+        Duration::from_secs(60),
+        "2000 lines",
+        || env.lines("out.json").len() >= 2000,
+        || env.lines("out.json").len().to_string(),
+    );
+    // copytruncate: the content copied elsewhere, then the file cut to nothing.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(env.log("out.json"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    env.append_log("in.json", &numbered_lines(2000, 3000));
+    wait_until(
+        Duration::from_secs(60),
+        "the 1000 later lines",
+        || env.lines("out.json").len() >= 1000,
+        || env.lines("out.json").len().to_string(),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    let bytes = std::fs::read(env.log("out.json")).unwrap();
+    assert!(
+        !bytes.contains(&0),
+        "{} NUL bytes",
+        bytes.iter().filter(|&&b| b == 0).count()
+    );
+    let ns: Vec<u64> = json_lines(&env.log("out.json"))
+        .iter()
+        .map(|v| v["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ns, (2000..3000).collect::<Vec<u64>>());
+}
