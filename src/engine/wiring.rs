@@ -79,7 +79,7 @@ pub(super) fn open_outputs(cfg: &Config, carry: &mut crate::reconfig::Carry) -> 
                 ZfileSink::open(path.clone(), carry.opened.insert(path.clone()) && *truncate)
                     .with_context(|| what(path))?,
             ),
-            OutputUri::Ipc { path, kind } => Box::new(IpcSink::open(path.clone(), *kind)),
+            OutputUri::Ipc { path, kind } => Box::new(IpcSink::open(path.clone(), *kind, o.policy.drop_when_full)),
             OutputUri::Parquet { dir, prefix, opts } => {
                 let s = crate::sink::parquet::ParquetSink::open(dir.clone(), prefix.clone(), opts.clone())
                     .with_context(|| what(dir))?;

@@ -31,6 +31,10 @@ const SEND_AT: usize = 256 * 1024;
 pub(crate) struct IpcSink {
     pub path: PathBuf,
     kind: IpcKind,
+    /// Sends never wait (`drop_when_full`): a peer that does not keep up fills what is held,
+    /// and new records are then dropped, where a blocking send would hold the whole pipeline
+    /// up for its timeout at every attempt.
+    never_wait: bool,
     conn: Conn,
     next_try: Instant,
     backoff: Duration,
@@ -46,10 +50,11 @@ pub(crate) struct IpcSink {
 impl IpcSink {
     /// Prepares the sink; the first connection is tried now, and again later if the peer is
     /// not there yet (an absent peer is not a startup error: it may start after us).
-    pub(crate) fn open(path: PathBuf, kind: IpcKind) -> IpcSink {
+    pub(crate) fn open(path: PathBuf, kind: IpcKind, never_wait: bool) -> IpcSink {
         let mut s = IpcSink {
             path,
             kind,
+            never_wait,
             conn: Conn::None,
             next_try: Instant::now(),
             backoff: BACKOFF_MIN,
@@ -73,14 +78,23 @@ impl IpcSink {
                 format!("{}: not connected (retrying after backoff)", self.path.display()),
             ));
         }
+        let never_wait = self.never_wait;
         let r = match self.kind {
             IpcKind::Datagram => UnixDatagram::unbound().and_then(|s| {
                 s.connect(&self.path)?;
-                s.set_write_timeout(Some(SEND_TIMEOUT))?;
+                if never_wait {
+                    s.set_nonblocking(true)?;
+                } else {
+                    s.set_write_timeout(Some(SEND_TIMEOUT))?;
+                }
                 Ok(Conn::Datagram(s))
             }),
             IpcKind::Stream => UnixStream::connect(&self.path).and_then(|s| {
-                s.set_write_timeout(Some(SEND_TIMEOUT))?;
+                if never_wait {
+                    s.set_nonblocking(true)?;
+                } else {
+                    s.set_write_timeout(Some(SEND_TIMEOUT))?;
+                }
                 Ok(Conn::Stream(s))
             }),
         };

@@ -1043,3 +1043,43 @@ fn a_truncating_output_emptied_by_copytruncate_has_no_hole() {
         .collect();
     assert_eq!(ns, (2000..3000).collect::<Vec<u64>>());
 }
+
+/// A socket output with `drop_when_full` whose peer does not read: new records are dropped at
+/// once and counted, the other output and the input go on, the run ends. (Each record waited
+/// out a 100 ms send timeout before it was dropped: the pipeline crawled at ten events a
+/// second and a stop did not end.)
+#[test]
+fn a_socket_output_that_drops_when_full_never_holds_the_pipeline_up() {
+    let sockdir = short_dir();
+    let dsock = sockdir.path().join("d.sock");
+    // Bound, never read: its queue fills after a few datagrams.
+    let _peer = UnixDatagram::bind(&dsock).unwrap();
+    let n = 20_000;
+    let env = Env::new();
+    env.config(&format!(
+        "inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"d\" }} }}\n\
+         outputs = {{ {{ tag = \"d\", uri = \"ipc://{}\", buffer_mb = 1, drop_when_full = true }}, {{ tag = \"f\", uri = \"file://out.json<\" }} }}\n",
+        dsock.display()
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        "function setup() end\nfunction loop(msg)\n  dragonfly.output_event(\"d\", msg)\n  dragonfly.output_event(\"f\", msg)\nend\n",
+    );
+    let lines: Vec<String> = (0..n).map(|i| event(0, i, n)).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "2"]);
+    assert_eq!(out.status.code(), Some(3), "records were dropped: {}", out.stderr);
+    assert_eq!(env.lines("out.json").len(), n, "the other output got every event");
+    let last = env.stats_records().pop().unwrap();
+    let d = &last["outputs"]["d"];
+    let (written, dropped, errors) = (
+        d["written"].as_u64().unwrap(),
+        d["dropped"].as_u64().unwrap(),
+        d["errors"].as_u64().unwrap(),
+    );
+    assert!(dropped > 0, "{d}");
+    assert_eq!(written + dropped + errors, n as u64, "every record counted once: {d}");
+    assert_eq!(out.summary().dropped, dropped, "{}", out.stdout);
+}
