@@ -73,7 +73,7 @@ impl ZfileSink {
         let mut gz = GzEncoder::new(std::mem::take(&mut self.member), Compression::fast());
         gz.write_all(&self.held.buf)?;
         self.member = gz.finish()?;
-        let before = f.metadata()?.len();
+        let before = super::file::follow_truncation(f)?;
         let r = f.write_all(&self.member);
         self.member.clear();
         if let Err(e) = r {
