@@ -547,11 +547,12 @@ impl Outputs {
             // A reload that rebuilds the pipeline waits without a grace: say what it waits for.
             if !told && start.elapsed() >= Duration::from_secs(10) {
                 told = true;
-                let held = self.sinks[o].held().map_or(0, Held::len);
+                // `held` counts records, as in the other `output_waiting` records.
+                let (records, bytes) = self.sinks[o].held().map_or((0, 0), |h| (h.records(), h.len()));
                 let msg = format!(
-                    "the pipeline is ending (a reload or a stop) and waits for this output to deliver what it holds ({held} bytes); a reload goes on once it does, a stop gives up after its grace"
+                    "the pipeline is ending (a reload or a stop) and waits for this output to deliver what it holds ({records} records, {bytes} bytes); a reload goes on once it does, a stop gives up after its grace"
                 );
-                self.report(o, Kind::OutputWaiting, &format!(",\"held\":{held}"), &msg);
+                self.report(o, Kind::OutputWaiting, &format!(",\"held\":{records}"), &msg);
                 // The writer's loop, which flushes `{log}`, waits on this: the record goes now.
                 if let Some(log) = self.sinks.get_mut(crate::shard::LOG_OUTPUT.index()) {
                     let _ = log.flush();

@@ -589,6 +589,10 @@ fn a_reload_waiting_for_a_failing_output_says_so() {
         "the pipeline is ending (a reload or a stop)",
         Duration::from_secs(40),
     );
+    // Both records count what is held in records (the second gave bytes).
+    let waiting = env.log_records_of("output_waiting");
+    let held: Vec<u64> = waiting.iter().map(|r| r["held"].as_u64().unwrap()).collect();
+    assert_eq!(held, vec![100, 100], "{waiting:?}");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let reader = std::thread::spawn(move || {
         let (s, _) = listener.accept().unwrap();
