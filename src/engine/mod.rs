@@ -214,8 +214,6 @@ fn run_dir(opts: &Options, cfg: &Config) -> PathBuf {
 
 /// Runs the engine until its inputs end (all `file://`, no `--follow`) or a signal stops it.
 pub fn run(opts: &Options) -> anyhow::Result<Summary> {
-    // The latency clock's calibration (2 ms of waiting) overlaps reading the configuration.
-    std::thread::spawn(crate::metrics::latency::init_clock);
     let cfg = load(opts)?;
     // A user that does not exist is a startup error, found before anything starts.
     if let Some(u) = &opts.user {

@@ -230,6 +230,7 @@ pub(super) fn start_readers(
     carry: &mut crate::reconfig::Carry,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<crate::source::ReaderEnd>>> {
     let mut readers = Vec::new();
+    let tags_now: Vec<&str> = cfg.inputs.iter().map(|i| i.tag.as_str()).collect();
     let before = std::mem::take(&mut carry.glob_files);
     // The file each input reads now, for the wildcard matches' siblings.
     let files: Vec<Option<crate::source::checkpoint::FileId>> = cfg
@@ -299,7 +300,6 @@ pub(super) fn start_readers(
             grace: cfg.shutdown_grace,
             cpu: plan.cpu(r),
         };
-        let tags_now: Vec<&str> = cfg.inputs.iter().map(|i| i.tag.as_str()).collect();
         let mut resume = carry.resume(&input, &tags_now);
         if handed.is_some() {
             resume.followed = handed;

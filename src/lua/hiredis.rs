@@ -15,7 +15,7 @@ use super::boundary::{Coerce, LuaFail, LuaResult, YIELD, arg_bytes, c_entry};
 use super::context::{WorkerCtx, with_ctx};
 use super::ffi_util::{push_bytes, reg, to_bytes};
 
-use super::redis_conn::{Appended, BACKOFF_MIN, RedisConn, describe, describe_target, error_code};
+use super::redis_conn::{Appended, BACKOFF_MIN, RedisConn, TxState, describe, describe_target, error_code};
 pub(crate) use super::redis_conn::{
     ERR_EOF, ERR_IO, ERR_OTHER, ERR_PROTOCOL, REPLY_ARRAY, REPLY_ERROR, REPLY_INTEGER, REPLY_NIL, REPLY_STATUS,
     REPLY_STRING, RedisState, RedisTarget, RedisTimeouts, open, open_link,
@@ -185,8 +185,20 @@ fn pipelined_window(c: &WorkerCtx, l: *mut lua_State, yieldable: bool) -> Option
 /// Whether a command named `name` may be queued in a pipelined window: not a transaction
 /// command, and no transaction open on any connection of the worker.
 fn may_queue(c: &WorkerCtx, name: &[u8]) -> bool {
-    const TX: [&[u8]; 6] = [b"MULTI", b"EXEC", b"DISCARD", b"WATCH", b"UNWATCH", b"RESET"];
-    !TX.iter().any(|t| name.eq_ignore_ascii_case(t)) && !c.redis.conns.iter().any(|k| k.tx.open())
+    !TxState::concerns(name) && !c.redis.conns.iter().any(|k| k.tx.open())
+}
+
+/// Runs `cmd` (named `name`) on connection `slot` and waits for its reply, noting what it
+/// opens or closes of a transaction there (a connection lost meanwhile has none left).
+unsafe fn run_noting_tx(c: &mut WorkerCtx, l: *mut lua_State, slot: usize, cmd: &redis::Cmd, name: &[u8]) -> c_int {
+    let tx = c.redis.conns[slot].tx.after(name);
+    // SAFETY: as `run`'s: `l` is the running state.
+    let n = unsafe { run(c, l, slot, cmd) };
+    if c.redis.conns[slot].con.is_some() {
+        c.redis.conns[slot].tx = tx;
+    }
+    c.report_redis_outages();
+    n
 }
 
 /// Queues a command (already packed into the connection's buffer by `pack`) for window event
@@ -471,13 +483,7 @@ unsafe extern "C-unwind" fn conn_command(l: *mut lua_State) -> c_int {
                     return queue_piped(c, slot, w, |out| pack_args(l, 3, top, out));
                 }
                 let cmd = build_cmd(l, 3, "command")?;
-                let tx = c.redis.conns[slot].tx.after(name);
-                let n = run(c, l, slot, &cmd);
-                if c.redis.conns[slot].con.is_some() {
-                    c.redis.conns[slot].tx = tx;
-                }
-                c.report_redis_outages();
-                Ok(n)
+                Ok(run_noting_tx(c, l, slot, &cmd, name))
             })
         })
     }
@@ -516,13 +522,7 @@ unsafe extern "C-unwind" fn conn_command_line(l: *mut lua_State) -> c_int {
                 {
                     return queue_piped(c, slot, w, |out| cmd.write_packed_command(out));
                 }
-                let tx = c.redis.conns[slot].tx.after(args[0]);
-                let n = run(c, l, slot, &cmd);
-                if c.redis.conns[slot].con.is_some() {
-                    c.redis.conns[slot].tx = tx;
-                }
-                c.report_redis_outages();
-                Ok(n)
+                Ok(run_noting_tx(c, l, slot, &cmd, args[0]))
             })
         })
     }
@@ -750,7 +750,7 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
                     closed: false,
                     down: None,
                     generation,
-                    tx: super::redis_conn::TxState::default(),
+                    tx: TxState::default(),
                 };
                 if slot == st.conns.len() {
                     st.conns.push(conn);

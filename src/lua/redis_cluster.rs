@@ -296,8 +296,15 @@ fn reply_code(v: &RedisResult<Value>) -> Option<String> {
 
 /// Commands that begin, run or end a transaction.
 fn is_tx_command(args: &[Vec<u8>]) -> bool {
-    let name = args.first().map(|a| a.to_ascii_uppercase()).unwrap_or_default();
-    matches!(name.as_slice(), b"MULTI" | b"EXEC" | b"DISCARD" | b"WATCH" | b"UNWATCH")
+    args.first().is_some_and(|a| is_tx_name(a))
+}
+
+/// Whether `name` is one of the transaction commands (`MULTI`, `EXEC`, `DISCARD`, `WATCH`,
+/// `UNWATCH`), in any case.
+pub(super) fn is_tx_name(name: &[u8]) -> bool {
+    [&b"MULTI"[..], b"EXEC", b"DISCARD", b"WATCH", b"UNWATCH"]
+        .iter()
+        .any(|t| name.eq_ignore_ascii_case(t))
 }
 
 /// Commands sent to every master (scripts must be known wherever their keys live).

@@ -146,6 +146,11 @@ impl TxState {
         self.multi || self.watch
     }
 
+    /// Whether a command named `name` may change the state (`RESET` ends a transaction too).
+    pub(super) fn concerns(name: &[u8]) -> bool {
+        super::redis_cluster::is_tx_name(name) || name.eq_ignore_ascii_case(b"RESET")
+    }
+
     /// The state after a command named `name` was sent (whatever its reply: a refused
     /// `MULTI` leaves one open, an `EXEC` without one closes nothing that is open).
     pub(super) fn after(mut self, name: &[u8]) -> TxState {
