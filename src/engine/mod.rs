@@ -214,6 +214,11 @@ fn run_dir(opts: &Options, cfg: &Config) -> PathBuf {
 
 /// Runs the engine until its inputs end (all `file://`, no `--follow`) or a signal stops it.
 pub fn run(opts: &Options) -> anyhow::Result<Summary> {
+    // First of all: a SIGHUP or SIGUSR1 sent while the configuration is read (a logrotate
+    // postrotate right after a restart) would otherwise end the process with its default
+    // action; now it is a reload or a reopen once the pipeline runs, and SIGINT/SIGTERM stop it
+    // as soon as it has started.
+    let sig = Signals::install()?;
     let cfg = load(opts)?;
     // A user that does not exist is a startup error, found before anything starts.
     if let Some(u) = &opts.user {
@@ -234,7 +239,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     }
     let checks =
         std::env::var_os(TEST_REDIS_CHECKS_ENV).map(|p| (PathBuf::from(p), cfg.redis.clone(), cfg.redis_timeouts()));
-    let r = run_configured(opts, cfg);
+    let r = run_configured(opts, cfg, &sig);
     if let (Ok(_), Some((path, target, timeouts))) = (&r, checks) {
         let mut out = path.clone().into_os_string();
         out.push(".replies");

@@ -1,11 +1,10 @@
-//! A run as a loop of pipelines: signals installed once, then each pipeline planned, wired,
-//! started and joined; a reload that rebuilds ends one and starts the next.
+//! A run as a loop of pipelines (the signals were installed before the configuration was
+//! read): each pipeline planned, wired, started and joined; a reload that rebuilds ends one and starts the next.
 
 use super::*;
 
-pub(super) fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summary> {
+pub(super) fn run_configured(opts: &Options, cfg: Config, sig: &Signals) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let sig = Signals::install()?;
     // One pipeline per configuration: a reload that changes inputs, outputs or analyzers
     // drains the running one and builds the next (see `reconfig`).
     let mut carry = crate::reconfig::Carry {
@@ -16,7 +15,7 @@ pub(super) fn run_configured(opts: &Options, cfg: Config) -> anyhow::Result<Summ
     // The configuration that ran before the last reload, while the new one has not started.
     let mut previous: Option<Config> = None;
     loop {
-        match run_pipeline(opts, &cfg, &sig, &mut carry) {
+        match run_pipeline(opts, &cfg, sig, &mut carry) {
             Ok(Outcome::Next(next)) => {
                 previous = Some(std::mem::replace(&mut cfg, *next));
                 carry.generation += 1;

@@ -138,24 +138,30 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
             && last_claim.is_none_or(|t| t.elapsed() >= every)
         {
             last_claim = Some(Instant::now());
-            if let Err(e) = claim(c, spec, max_line, router, &mut unacked) {
-                if lost(&e) {
+            match claim(c, spec, max_line, router, &mut unacked) {
+                // A full batch: more may be waiting (a dead consumer's backlog), claimed again
+                // after this round's read instead of a quarter of `claim=` later.
+                Ok(n) if n >= BATCH => last_claim = None,
+                Ok(_) => {}
+                Err(e) if lost(&e) => {
                     report(router, &e);
                     con = None;
                     continue;
                 }
                 // Refused (XPENDING ... IDLE needs Redis 6.2): said once, then not tried again.
-                router.report(
-                    Kind::InputError,
-                    0,
-                    0,
-                    0,
-                    &format!(
-                        "{}: claiming other consumers' pending entries failed ({e}); claim= is off for this run",
-                        spec.name()
-                    ),
-                );
-                claim_every = None;
+                Err(e) => {
+                    router.report(
+                        Kind::InputError,
+                        0,
+                        0,
+                        0,
+                        &format!(
+                            "{}: claiming other consumers' pending entries failed ({e}); claim= is off for this run",
+                            spec.name()
+                        ),
+                    );
+                    claim_every = None;
+                }
             }
         }
         let got = match read_batch(c, spec, &processing, max_line, router, &mut unacked) {
@@ -258,7 +264,8 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
 
 /// Claims the entries other consumers of the stream's group have left pending longer than
 /// `claim_after` (an engine that died and is not coming back) and reads them here; they are
-/// acknowledged once written, as this consumer's own. How many were claimed.
+/// acknowledged once written, as this consumer's own. How many were found to claim (those
+/// deleted from the stream meanwhile are not read).
 fn claim(
     con: &mut Connection,
     spec: &RedisInSpec,
@@ -336,6 +343,7 @@ fn claim(
     for (id, ev) in entries {
         take(router, &ev, max_line, unacked, Some(id));
     }
+    let tried = ids.len();
     if n > 0 {
         router.info(
             Kind::InputResumed,
@@ -347,7 +355,7 @@ fn claim(
             ),
         );
     }
-    Ok(n)
+    Ok(tried)
 }
 
 /// The newest stream entry read so far (`prev` when nothing new is tracked).
@@ -525,10 +533,17 @@ fn take(router: &mut Router, item: &[u8], max_line: usize, unacked: &mut Unacked
     while let Some(l) = line.strip_suffix(b"\n") {
         line = l;
     }
+    // Where a report says the item was: a stream entry's id as its two numbers (`line` the
+    // milliseconds, `offset` the sequence: `XRANGE KEY line-offset line-offset` shows it); a
+    // list item's number among the events this input has read (1-based, `offset` 0).
+    let (line_no, offset) = match id.as_deref().and_then(|id| id.split_once('-')) {
+        Some((ms, n)) => (ms.parse().unwrap_or(0), n.parse().unwrap_or(0)),
+        None => (router.seq() + 1, 0),
+    };
     if line.len() > max_line {
-        router.too_long(0, 0, line.len(), max_line);
+        router.too_long(line_no, offset, line.len(), max_line);
     } else {
-        router.line(line, 0, 0);
+        router.line(line, line_no, offset);
     }
     let seq = router.seq();
     match (unacked, id) {

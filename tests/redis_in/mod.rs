@@ -246,7 +246,7 @@ fn bad_items_are_counted_and_reported() {
     let r = RedisServer::start();
     let mut c = connect(&r);
     let long = format!("{{\"n\":99,\"pad\":\"{}\"}}", "x".repeat(2000));
-    let _: String = redis::cmd("XADD")
+    let no_json: String = redis::cmd("XADD")
         .arg("suricata")
         .arg("*")
         .arg("a")
@@ -255,7 +255,7 @@ fn bad_items_are_counted_and_reported() {
         .arg("y")
         .query(&mut c)
         .unwrap();
-    let _: String = redis::cmd("XADD")
+    let long_id: String = redis::cmd("XADD")
         .arg("suricata")
         .arg("*")
         .arg("eve")
@@ -300,7 +300,20 @@ fn bad_items_are_counted_and_reported() {
     );
     let invalid = env.log_records_of("invalid_line");
     assert_eq!(invalid.len(), 1, "{invalid:?}");
-    assert_eq!(env.log_records_of("line_too_long").len(), 2);
+    let too_long = env.log_records_of("line_too_long");
+    assert_eq!(too_long.len(), 2);
+    // Each report says which item: a stream entry by its id (line-offset), a list item by its
+    // number among the input's items (the long one was pushed first, so read first).
+    let at = |r: &serde_json::Value| format!("{}-{}", r["line"], r["offset"]);
+    assert_eq!(at(&invalid[0]), no_json, "{invalid:?}");
+    let of = |tag: &str| {
+        too_long
+            .iter()
+            .find(|r| r["input"] == tag)
+            .unwrap_or_else(|| panic!("{too_long:?}"))
+    };
+    assert_eq!(at(of("s")), long_id, "{too_long:?}");
+    assert_eq!(at(of("l")), "1-0", "{too_long:?}");
     // Everything was acknowledged: nothing is read again.
     assert!(
         r.cli(&["XPENDING", "suricata", "dragonfly-mle"])
@@ -542,6 +555,70 @@ fn a_dead_consumers_pending_entries_are_claimed() {
             .iter()
             .any(|c| c["message"].as_str().unwrap_or("").contains("claimed")),
         "{claimed:?}"
+    );
+}
+
+/// A dead consumer's backlog (3,000 entries pending for an hour) is taken over round after
+/// round: every entry is written within seconds, where rounds of 500 a quarter of `claim=`
+/// apart (15 s with the default 60) took 75 s.
+#[test]
+fn a_dead_consumers_backlog_is_claimed_round_after_round() {
+    let r = RedisServer::start();
+    let total = 3000;
+    produce(&r, true, 0, total);
+    let mut c = connect(&r);
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("suricata")
+        .arg("g")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    // The dead consumer read everything and never acknowledged; its entries look idle for an
+    // hour (XCLAIM's IDLE option sets that).
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("dead")
+        .arg("COUNT")
+        .arg(total)
+        .arg("STREAMS")
+        .arg("suricata")
+        .arg(">")
+        .query(&mut c)
+        .unwrap();
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg("suricata")
+        .arg("g")
+        .arg("-")
+        .arg("+")
+        .arg(total)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(pending.len(), total);
+    let mut claim = redis::cmd("XCLAIM");
+    claim.arg("suricata").arg("g").arg("dead").arg(0);
+    for (id, ..) in &pending {
+        claim.arg(id);
+    }
+    let _: redis::Value = claim.arg("IDLE").arg(3_600_000).arg("JUSTID").query(&mut c).unwrap();
+    let env = env_for(&r, "mode=stream&group=g&consumer=c2&start=0");
+    let mut engine = env.spawn(&[]);
+    wait_until(
+        Duration::from_secs(30),
+        "the whole backlog written",
+        || written(&env).len() >= total,
+        || format!("{} distinct events written", written(&env).len()),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    let w = written(&env);
+    assert_eq!(w.len(), total);
+    assert!(w.values().all(|&n| n == 1), "each event once");
+    assert!(
+        r.cli(&["XPENDING", "suricata", "g"]).trim_start().starts_with('0'),
+        "{}",
+        r.cli(&["XPENDING", "suricata", "g"])
     );
 }
 

@@ -647,3 +647,78 @@ fn uptime_survives_a_rebuild() {
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(30)).assert_success();
 }
+
+/// CPU time used so far by process `pid`, in clock ticks (utime + stime of /proc/PID/stat).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name is in parentheses and may hold spaces: fields count from after it.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// A config.lua that keeps the engine busy while it is read (a long loop, well over a tenth of
+/// a second of CPU), so that a test can send signals while the configuration is being read.
+fn slow_config(input_uri: &str, extra: &str) -> String {
+    format!(
+        "local x = 0\nfor i = 1, 400000000 do x = x + i % 7 end\n{}",
+        simple_config(input_uri, "", extra)
+    )
+}
+
+/// SIGHUP and SIGUSR1 sent while the configuration is read (a logrotate `postrotate` right
+/// after a restart): the engine goes on and writes every event (they ended it, status 129 and
+/// 138, before its handlers were installed).
+#[test]
+fn reload_and_reopen_signals_while_the_configuration_is_read_do_not_end_the_engine() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.config(&slow_config("tail://in.json<", "tail_poll_ms = 20"));
+    env.write_log("in.json", &numbered_lines(0, 300));
+    let mut engine = env.spawn(&[]);
+    let pid = engine.child.id();
+    // 10 ticks (a tenth of a second) of CPU: the engine is inside config.lua's loop.
+    wait_until(
+        Duration::from_secs(30),
+        "the engine reading its configuration",
+        || cpu_ticks(pid) >= 10,
+        || cpu_ticks(pid).to_string(),
+    );
+    assert!(
+        env.lines("out.json").is_empty(),
+        "the configuration was read already: the test proves nothing"
+    );
+    engine.signal(libc::SIGHUP);
+    engine.signal(libc::SIGUSR1);
+    wait_until(
+        Duration::from_secs(60),
+        "300 lines",
+        || env.lines("out.json").len() >= 300,
+        || format!("{} lines", env.lines("out.json").len()),
+    );
+    env.append_log("in.json", &numbered_lines(300, 600));
+    stop_when(&env, &mut engine, "out.json", 600);
+    assert_eq!(ns(&env, "out.json"), (0..600u64).collect::<Vec<_>>());
+}
+
+/// SIGTERM while the configuration is read ends the run cleanly, with its summary and status 0
+/// (it killed the process without either).
+#[test]
+fn a_stop_signal_while_the_configuration_is_read_ends_the_run_cleanly() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.config(&slow_config("tail://in.json<", ""));
+    env.write_log("in.json", &numbered_lines(0, 100));
+    let mut engine = env.spawn(&[]);
+    let pid = engine.child.id();
+    wait_until(
+        Duration::from_secs(30),
+        "the engine reading its configuration",
+        || cpu_ticks(pid) >= 10,
+        || cpu_ticks(pid).to_string(),
+    );
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(60));
+    out.assert_success();
+    let s = out.summary();
+    assert_eq!(s.read, s.written, "{}", out.stdout);
+}
