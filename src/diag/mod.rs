@@ -65,6 +65,7 @@ kinds! {
     OutputReopened => "output_reopened", "error";
     WorkerStuck => "worker_stuck", "error";
     OutputGaveUp => "output_gave_up", "error";
+    OutputStaleFiles => "output_stale_files", "error";
     Reload => "reload", "info";
     ReloadError => "reload_error", "error";
     HttpListening => "http_listening", "info";

@@ -76,7 +76,8 @@ pub(super) fn run_pipeline(
 ) -> anyhow::Result<Outcome> {
     let first = carry.generation == 0;
     // Outputs first: a bad output path is a startup error.
-    let sinks = match open_outputs(cfg, carry) {
+    let mut notes = Vec::new();
+    let sinks = match open_outputs(cfg, carry, &mut notes) {
         Ok(s) => s,
         Err(e) => return Ok(Outcome::NotStarted(e)),
     };
@@ -86,6 +87,9 @@ pub(super) fn run_pipeline(
     let rings = wire(plan.inputs, plan.shards);
 
     let (diag_tx, diag_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    for line in notes {
+        let _ = diag_tx.send(line);
+    }
     if let Some(why) = carry.fallback.take() {
         let line = crate::diag::line(crate::diag::Kind::ReloadError, &[], &why);
         let _ = diag_tx.send(line);

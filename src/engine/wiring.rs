@@ -62,7 +62,13 @@ pub(super) fn wire(inputs: usize, shards: usize) -> Rings {
 
 /// Opens `{log}`, `{stats}` and the user outputs. After a reload, an output that was open
 /// already is appended to, not truncated again.
-pub(super) fn open_outputs(cfg: &Config, carry: &mut crate::reconfig::Carry) -> anyhow::Result<Vec<Sink>> {
+/// Opens the outputs; what an operator should know about them (a crash's unfinished Parquet
+/// files) goes into `notes` as `{log}` records, also said on stderr.
+pub(super) fn open_outputs(
+    cfg: &Config,
+    carry: &mut crate::reconfig::Carry,
+    notes: &mut Vec<Vec<u8>>,
+) -> anyhow::Result<Vec<Sink>> {
     let mut sinks: Vec<Sink> = vec![
         Box::new(FileSink::open(cfg.log_dir.join("dragonfly-mle.log"), false).context("cannot open {log}")?),
         Box::new(FileSink::open(cfg.log_dir.join("dragonfly-mle-stats.log"), false).context("cannot open {stats}")?),
@@ -84,7 +90,9 @@ pub(super) fn open_outputs(cfg: &Config, carry: &mut crate::reconfig::Carry) -> 
                 let s = crate::sink::parquet::ParquetSink::open(dir.clone(), prefix.clone(), opts.clone())
                     .with_context(|| what(dir))?;
                 if let Some(r) = s.stale_report() {
-                    eprintln!("dragonfly-mle: outputs[{}] ({}): {r}", i + 1, o.tag);
+                    let line = crate::diag::line(crate::diag::Kind::OutputStaleFiles, &[("output", &o.tag)], &r);
+                    crate::diag::stderr_report(&line);
+                    notes.push(line);
                 }
                 Box::new(s)
             }

@@ -565,6 +565,26 @@ fn parquet_files_that_cannot_be_written_are_counted_not_hidden() {
     assert_eq!((s.written, s.output_errors), (n as u64 - lost, lost), "{}", out.stdout);
 }
 
+/// Unfinished Parquet files a crash left are named in `{log}` (`output_stale_files`), not only
+/// on stderr, and left in place.
+#[test]
+fn a_crashs_unfinished_parquet_files_are_reported_in_the_log() {
+    let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
+    env.config(&simple_config("file://in.json", "", "").replace("file://out.json<", "parquet://pq/eve"));
+    env.write_log("in.json", &numbered_lines(0, 10));
+    std::fs::create_dir_all(env.log("pq")).unwrap();
+    let left = env.log("pq").join(".eve-20240101T000000Z-000007.parquet.inprogress");
+    std::fs::write(&left, b"PAR1 unfinished").unwrap();
+    let out = env.run(&[]);
+    out.assert_success();
+    let r = env.log_records_of("output_stale_files");
+    assert_eq!(r.len(), 1, "{:?}", env.log_records());
+    assert_eq!(r[0]["output"], "out");
+    let msg = r[0]["message"].as_str().unwrap();
+    assert!(msg.contains(&left.display().to_string()), "{msg}");
+    assert!(left.exists(), "left in place");
+}
+
 /// The engine's `parquet://` output, read back with pyarrow: every event, field by field, in
 /// files rolled by rows; the index finds the files of a time range and event type.
 #[test]

@@ -749,8 +749,6 @@ fn write_atomic(path: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::rename(tmp, path)
 }
 
-/// Lists the `.inprogress` files of `prefix` in `dir`, and the highest sequence number of any
-/// file of `prefix` there (0 when none).
 /// Creates `dir` and its missing parents; with a privilege drop ahead (`--user`, as root),
 /// the directories made are given to that user, who writes the files into them later.
 fn create_dirs_for_user(dir: &Path) -> io::Result<()> {
@@ -768,6 +766,8 @@ fn create_dirs_for_user(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Lists the `.inprogress` files of `prefix` in `dir`, and the highest sequence number of any
+/// file of `prefix` there (0 when none).
 fn scan_dir(dir: &Path, prefix: &str) -> io::Result<(Vec<PathBuf>, u64)> {
     let mut stale = Vec::new();
     let mut max_seq = 0;
