@@ -354,18 +354,69 @@ pub(crate) fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Symmetric 5-tuple hash: swapping source and destination gives the same value.
+/// Symmetric 5-tuple hash: swapping source and destination gives the same value. An IPv6
+/// address is hashed in its canonical text (RFC 5952, as Suricata writes it), so that the
+/// forms of one address (`2001:DB8::F`, `2001:0db8:0:0:0:0:0:000f`) route a flow alike.
 pub fn tuple_hash(src_ip: &[u8], src_port: u64, dst_ip: &[u8], dst_port: u64, proto: &[u8]) -> u64 {
     const SEED: u64 = 0xcbf2_9ce4_8422_2325;
+    let (mut sbuf, mut dbuf) = ([0u8; IPV6_TEXT_MAX], [0u8; IPV6_TEXT_MAX]);
+    let src_ip = canonical_ip(src_ip, &mut sbuf);
+    let dst_ip = canonical_ip(dst_ip, &mut dbuf);
     let a = super::hash_words(SEED ^ src_port.wrapping_mul(0xff51_afd7_ed55_8ccd), src_ip);
     let b = super::hash_words(SEED ^ dst_port.wrapping_mul(0xff51_afd7_ed55_8ccd), dst_ip);
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     mix(super::hash_words(lo ^ hi.rotate_left(17), proto) ^ hi)
 }
 
+/// Room for the longest IPv6 text (45 bytes: an IPv4-mapped address written in full).
+const IPV6_TEXT_MAX: usize = 48;
+
+/// `ip` as it is, or, for an IPv6 address (it holds a `:`) not written canonically, its
+/// canonical text in `buf` (what is not an IPv6 address stays as it is).
+#[inline]
+fn canonical_ip<'a>(ip: &'a [u8], buf: &'a mut [u8; IPV6_TEXT_MAX]) -> &'a [u8] {
+    if memchr::memchr(b':', ip).is_none() {
+        return ip;
+    }
+    let Some(addr) = std::str::from_utf8(ip)
+        .ok()
+        .and_then(|t| t.parse::<std::net::Ipv6Addr>().ok())
+    else {
+        return ip;
+    };
+    let mut w = &mut buf[..];
+    if std::io::Write::write_fmt(&mut w, format_args!("{addr}")).is_err() {
+        return ip;
+    }
+    let n = IPV6_TEXT_MAX - w.len();
+    &buf[..n]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forms_of_one_ipv6_address_hash_alike() {
+        let h = |a: &str, b: &str| tuple_hash(a.as_bytes(), 1234, b.as_bytes(), 80, b"TCP");
+        let canonical = h("2001:db8::f", "fe80::6a");
+        assert_eq!(h("2001:0DB8:0000:0000:0000:0000:0000:000F", "FE80::6A"), canonical);
+        assert_eq!(h("2001:db8:0:0:0:0:0:f", "fe80:0::6a"), canonical);
+        // Both directions, in different forms.
+        assert_eq!(tuple_hash(b"FE80::6A", 80, b"2001:db8::0:f", 1234, b"TCP"), canonical);
+        assert_ne!(h("2001:db8::e", "fe80::6a"), canonical);
+        // The canonical text hashes as before (Kafka keys of such flows do not move), and
+        // what is no IPv6 address is hashed as it is.
+        let raw = |a: &[u8], b: &[u8]| {
+            const SEED: u64 = 0xcbf2_9ce4_8422_2325;
+            let x = super::super::hash_words(SEED ^ 1234u64.wrapping_mul(0xff51_afd7_ed55_8ccd), a);
+            let y = super::super::hash_words(SEED ^ 80u64.wrapping_mul(0xff51_afd7_ed55_8ccd), b);
+            let (lo, hi) = if x <= y { (x, y) } else { (y, x) };
+            mix(super::super::hash_words(lo ^ hi.rotate_left(17), b"TCP") ^ hi)
+        };
+        assert_eq!(canonical, raw(b"2001:db8::f", b"fe80::6a"));
+        assert_eq!(h("not:an:address", "10.0.0.1"), raw(b"not:an:address", b"10.0.0.1"));
+    }
 
     fn route(line: &str) -> Result<RouteInfo, LineError> {
         RouteParser::new().parse(line.as_bytes())

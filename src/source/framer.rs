@@ -89,7 +89,7 @@ impl Framer {
             self.line_no += 1;
             if let Some((off, skipped)) = self.skipping.take() {
                 sink.too_long(self.line_no, off, skipped + len, self.max_line);
-            } else if len > self.max_line {
+            } else if content_len(&self.buf[self.start..nl]) > self.max_line {
                 sink.too_long(self.line_no, self.offset, len, self.max_line);
             } else {
                 sink.line(&self.buf[self.start..nl], self.line_no, self.offset);
@@ -98,9 +98,10 @@ impl Framer {
             self.start = nl + 1;
             scan_from = self.start;
         }
-        // No newline in what is left: drop it if it is already too long to be a line.
+        // No newline in what is left: drop it if it is already too long to be a line (its
+        // last byte may be the `\r` of a CRLF, which does not count).
         let pending = self.end - self.start;
-        if pending > self.max_line {
+        if pending > self.max_line + 1 || (pending == self.max_line + 1 && self.buf[self.end - 1] != b'\r') {
             self.skipping.get_or_insert((self.offset, 0)).1 += pending;
             self.offset += pending as u64;
             self.start = 0;
@@ -117,6 +118,9 @@ impl Framer {
         if let Some((off, skipped)) = self.skipping.take() {
             self.line_no += 1;
             sink.too_long(self.line_no, off, skipped + len, self.max_line);
+        } else if content_len(&self.buf[self.start..self.end]) > self.max_line {
+            self.line_no += 1;
+            sink.too_long(self.line_no, self.offset, len, self.max_line);
         } else if len > 0 {
             self.line_no += 1;
             sink.line(&self.buf[self.start..self.end], self.line_no, self.offset);
@@ -125,6 +129,12 @@ impl Framer {
         self.start = 0;
         self.end = 0;
     }
+}
+
+/// A line's length without the `\r` of a CRLF end, which is dropped (what `max_line_bytes`
+/// limits).
+fn content_len(line: &[u8]) -> usize {
+    line.len() - usize::from(line.last() == Some(&b'\r'))
 }
 
 #[cfg(test)]
@@ -191,6 +201,26 @@ mod tests {
             let lines: Vec<_> = c.0.iter().map(|l| l.0.as_str()).collect();
             assert_eq!(lines, vec!["a", "b"], "step {step}");
             assert_eq!(c.1, vec![(2, 2, 5000), (4, 5005, 5000)], "step {step}");
+        }
+    }
+
+    /// `max_line_bytes` limits a line without the `\r` of its CRLF end (dropped anyway): a
+    /// line of exactly the maximum is one with either end, one byte more is too long, also as
+    /// the unterminated last line.
+    #[test]
+    fn the_limit_does_not_count_a_crlf_ends_cr() {
+        let at_max = "y".repeat(64);
+        let over = "z".repeat(65);
+        let input = format!("{at_max}\r\n{at_max}\n{over}\r\nok\r\n{over}");
+        for step in [1, 5, 64, 65, 66, 1 << 20] {
+            let c = frame(input.as_bytes(), 64, step);
+            let lines: Vec<_> = c.0.iter().map(|l| l.0.clone()).collect();
+            assert_eq!(
+                lines,
+                vec![format!("{at_max}\r"), at_max.clone(), "ok\r".to_string()],
+                "step {step}"
+            );
+            assert_eq!(c.1, vec![(3, 131, 66), (5, 202, 65)], "step {step}");
         }
     }
 }
