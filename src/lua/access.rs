@@ -130,11 +130,19 @@ unsafe fn next_proxy(l: *mut lua_State, c: &mut WorkerCtx) -> Result<c_int, Tamp
         if ffi::lua_type(l, 2) != ffi::LUA_TNIL {
             in_added = true;
             if let Some(k) = super::ffi_util::str_at(l, 2) {
+                let walk = c.cache.walk;
                 let members = c.cache.members(p.id, p.start, p.line);
-                if let Some(i) = members
-                    .iter()
-                    .position(|m| super::member_cache::key_matches(p.line, m, k, &mut scratch))
-                {
+                // The step after the member handed out last (a `pairs` loop), else a search.
+                let last = (walk.0 == p.id && walk.1 == p.start).then_some(walk.2).filter(|&j| {
+                    members
+                        .get(j)
+                        .is_some_and(|m| super::member_cache::key_matches(p.line, m, k, &mut scratch))
+                });
+                if let Some(i) = last.or_else(|| {
+                    members
+                        .iter()
+                        .position(|m| super::member_cache::key_matches(p.line, m, k, &mut scratch))
+                }) {
                     from_member = i + 1;
                     in_added = false;
                 }
@@ -170,6 +178,7 @@ unsafe fn next_proxy(l: *mut lua_State, c: &mut WorkerCtx) -> Result<c_int, Tamp
                     }
                 }
                 push_field(l, 1, key, &mut c.cache, &mut c.scratch)?;
+                c.cache.walk = (p.id, p.start, j);
                 return Ok(2);
             }
         }

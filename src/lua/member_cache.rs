@@ -24,6 +24,9 @@ struct CacheSlot {
     checked_end: usize,
 }
 
+/// Members from which an object read whole is checked for duplicate keys, for the hint.
+const WIDE_OBJECT: usize = 32;
+
 /// Slots of the member cache (a power of two): enough for a full pipelining window of events.
 const CACHE_SLOTS: usize = 1 << CACHE_BITS;
 const CACHE_BITS: u32 = 8;
@@ -33,6 +36,9 @@ const CACHE_BITS: u32 = 8;
 /// `src_ip` never walks the nested objects that Suricata puts after it.
 pub struct MemberCache {
     slots: Vec<CacheSlot>,
+    /// The member `next` handed out last: (event id, object offset, index), so that the next
+    /// step of a `pairs` loop resumes there instead of searching its key from the start.
+    pub(crate) walk: (f64, usize, usize),
 }
 
 impl Default for MemberCache {
@@ -50,6 +56,7 @@ impl Default for MemberCache {
                     checked_end: usize::MAX,
                 })
                 .collect(),
+            walk: (-1.0, 0, 0),
         }
     }
 }
@@ -137,16 +144,25 @@ impl MemberCache {
         if !slot.keys.may_contain(crate::event::key_bits(k)) {
             return None;
         }
+        // A wide object whose duplicates nobody checked yet (a nested one): scanned whole and
+        // checked once, so that its lookups go by the hint too instead of from its start
+        // (reading every member of a wide object was quadratic).
+        if slot.dup_keys.is_none() && slot.members.len() > WIDE_OBJECT {
+            while slot.scan_next(line).is_some() {}
+            slot.dup_keys = Some(scan::has_duplicate_keys(line, &slot.members));
+        }
         let n = slot.members.len();
         if slot.dup_keys == Some(false) {
-            // No duplicates: the members after the hint, the next unscanned one, the rest.
-            let h = slot.hint.min(n);
+            // No duplicates: from the member found last (read again, as `pairs` then `msg[k]`
+            // do) on, the next unscanned one, the rest.
+            let after = slot.hint.min(n);
+            let h = after.saturating_sub(1);
             if let Some(j) = (h..n).find(|&j| key_matches(line, &slot.members[j], k, scratch)) {
                 slot.hint = j + 1;
                 return Some(slot.members[j]);
             }
-            if h == n
-                && h > 0
+            if after == n
+                && after > 0
                 && let Some(m) = slot.scan_next(line)
                 && key_matches(line, &m, k, scratch)
             {
@@ -201,7 +217,8 @@ mod tests {
         let mut cache = MemberCache::default();
         let mut scratch = Vec::new();
         for round in 0..2000 {
-            let n_keys = 1 + next(12) as usize;
+            // Small objects, and wide ones (checked for duplicates once read past WIDE_OBJECT).
+            let n_keys = 1 + next(if round % 4 < 2 { 12 } else { 3 * WIDE_OBJECT as u64 }) as usize;
             // Objects that are not primed may repeat keys: the first occurrence must win.
             let keys: Vec<String> = (0..n_keys)
                 .map(|i| {
@@ -232,8 +249,15 @@ mod tests {
             if round % 2 == 0 {
                 cache.prime(id, 0, b, bits, false);
             }
-            for _ in 0..20 {
-                let want = format!("k{}", next(n_keys as u64 + 2));
+            let mut last = String::new();
+            for _ in 0..40 {
+                // Now and then the key just read again (as `pairs` then `msg[k]` do).
+                let want = if next(4) == 0 && !last.is_empty() {
+                    last.clone()
+                } else {
+                    format!("k{}", next(n_keys as u64 + 2))
+                };
+                last = want.clone();
                 let expect = all
                     .iter()
                     .find(|m| key_matches(b, m, want.as_bytes(), &mut scratch))
