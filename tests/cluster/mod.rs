@@ -44,40 +44,63 @@ impl RedisCluster {
         let mut ports = Vec::new();
         let mut children = Vec::new();
         for k in 0..count {
-            // A cluster node also listens on its port + 10,000 (the cluster bus): redis-server
-            // refuses a port above 55535, which an ephemeral port often is, and the bus port
-            // must be free too.
-            let port = loop {
-                let p = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-                if p <= 55535 && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
-                    break p;
-                }
-            };
             let d = dir.path().join(format!("n{k}"));
             std::fs::create_dir_all(&d).unwrap();
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                ])
-                .args([
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .args(extra)
-                .current_dir(&d)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (Debian package redis-server; .ci/test installs it)");
+            // A port picked free can be taken before the server binds it (by another test's
+            // connection): a server that exits at once is started again on another port.
+            let mut tries = 0;
+            let (port, child) = loop {
+                tries += 1;
+                // A cluster node also listens on its port + 10,000 (the cluster bus): redis-server
+                // refuses a port above 55535, which an ephemeral port often is, and the bus port
+                // must be free too.
+                let port = loop {
+                    let p = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+                    if p <= 55535 && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+                        break p;
+                    }
+                };
+                // A failed start may have left its node file.
+                let _ = std::fs::remove_file(d.join("nodes.conf"));
+                let mut child = Command::new("redis-server")
+                    .args([
+                        "--port",
+                        &port.to_string(),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                    ])
+                    .args([
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ])
+                    .args(extra)
+                    .current_dir(&d)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-server must be installed (Debian package redis-server; .ci/test installs it)");
+                let t = Instant::now();
+                let up = loop {
+                    if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                        break true;
+                    }
+                    if child.try_wait().ok().flatten().is_some() {
+                        break false;
+                    }
+                    assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
+                    std::thread::sleep(Duration::from_millis(20));
+                };
+                if up {
+                    break (port, child);
+                }
+                assert!(tries < 10, "redis-server exited at start {tries} times");
+            };
             children.push(child);
             ports.push(port);
         }
@@ -86,13 +109,6 @@ impl RedisCluster {
             children,
             _dir: dir,
         };
-        for &p in &c.ports {
-            let t = Instant::now();
-            while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-                assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
         let nodes: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])

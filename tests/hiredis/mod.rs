@@ -17,18 +17,29 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut s = RedisServer {
-            port,
+            port: 0,
             child: None,
             dir: tempfile::tempdir().unwrap(),
         };
-        s.spawn();
-        s
+        // A port picked free can be taken before the server binds it (by another test's
+        // connection): a server that exits at once is started again on another port.
+        for _ in 0..10 {
+            s.port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            if s.try_spawn() {
+                return s;
+            }
+        }
+        panic!("redis-server exited at start 10 times");
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        assert!(self.try_spawn(), "redis-server exited at start (port {})", self.port);
+    }
+
+    /// Starts the server on its port; false when it exited before listening.
+    fn try_spawn(&mut self) -> bool {
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -44,12 +55,16 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (Debian package redis-server; .ci/test installs it)");
-        self.child = Some(child);
         let t = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
             assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.child = Some(child);
+        true
     }
 
     /// Kills the server (SIGKILL) and waits for it.

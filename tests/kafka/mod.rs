@@ -65,16 +65,25 @@ impl Broker {
     }
 
     pub fn create_topic(&self, name: &str, partitions: u32) {
-        let out = Command::new(tansu())
-            .args(["topic", "create", "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
-            .args(["--partitions", &partitions.to_string(), name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "topic create {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // A broker just started can accept a connection before it answers (seen once under
+        // load as "early eof"): tried again a few times.
+        let mut last = String::new();
+        for _ in 0..5 {
+            let out = Command::new(tansu())
+                .args(["topic", "create", "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+                .args(["--partitions", &partitions.to_string(), name])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return;
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            if last.contains("TopicAlreadyExists") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("topic create {name}: {last}");
     }
 
     /// A client configuration for this broker with `settings`.

@@ -658,26 +658,19 @@ fn cpu_ticks(pid: u32) -> u64 {
     field(11) + field(12)
 }
 
-/// A config.lua that keeps the engine busy while it is read (a long loop, well over a tenth of
-/// a second of CPU), so that a test can send signals while the configuration is being read.
-fn slow_config(input_uri: &str, extra: &str) -> String {
-    format!(
-        "local x = 0\nfor i = 1, 400000000 do x = x + i % 7 end\n{}",
-        simple_config(input_uri, "", extra)
-    )
-}
-
-/// SIGHUP and SIGUSR1 sent while the configuration is read (a logrotate `postrotate` right
-/// after a restart): the engine goes on and writes every event (they ended it, status 129 and
-/// 138, before its handlers were installed).
-#[test]
-fn reload_and_reopen_signals_while_the_configuration_is_read_do_not_end_the_engine() {
+/// An installation reading `tail://in.json<` whose config.lua keeps the engine busy while it
+/// is read (a long loop, well over a tenth of a second of CPU), with `lines` numbered lines in
+/// in.json; the engine started and, once it has used a tenth of a second of CPU, inside that
+/// loop (so that a test can send signals while the configuration is read).
+fn engine_reading_a_slow_config(extra: &str, lines: usize) -> (Env, Running) {
     let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
-    env.config(&slow_config("tail://in.json<", "tail_poll_ms = 20"));
-    env.write_log("in.json", &numbered_lines(0, 300));
-    let mut engine = env.spawn(&[]);
+    env.config(&format!(
+        "local x = 0\nfor i = 1, 400000000 do x = x + i % 7 end\n{}",
+        simple_config("tail://in.json<", "", extra)
+    ));
+    env.write_log("in.json", &numbered_lines(0, lines));
+    let engine = env.spawn(&[]);
     let pid = engine.child.id();
-    // 10 ticks (a tenth of a second) of CPU: the engine is inside config.lua's loop.
     wait_until(
         Duration::from_secs(30),
         "the engine reading its configuration",
@@ -688,6 +681,15 @@ fn reload_and_reopen_signals_while_the_configuration_is_read_do_not_end_the_engi
         env.lines("out.json").is_empty(),
         "the configuration was read already: the test proves nothing"
     );
+    (env, engine)
+}
+
+/// SIGHUP and SIGUSR1 sent while the configuration is read (a logrotate `postrotate` right
+/// after a restart): the engine goes on and writes every event (they ended it, status 129 and
+/// 138, before its handlers were installed).
+#[test]
+fn reload_and_reopen_signals_while_the_configuration_is_read_do_not_end_the_engine() {
+    let (env, mut engine) = engine_reading_a_slow_config("tail_poll_ms = 20", 300);
     engine.signal(libc::SIGHUP);
     engine.signal(libc::SIGUSR1);
     wait_until(
@@ -705,17 +707,7 @@ fn reload_and_reopen_signals_while_the_configuration_is_read_do_not_end_the_engi
 /// (it killed the process without either).
 #[test]
 fn a_stop_signal_while_the_configuration_is_read_ends_the_run_cleanly() {
-    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
-    env.config(&slow_config("tail://in.json<", ""));
-    env.write_log("in.json", &numbered_lines(0, 100));
-    let mut engine = env.spawn(&[]);
-    let pid = engine.child.id();
-    wait_until(
-        Duration::from_secs(30),
-        "the engine reading its configuration",
-        || cpu_ticks(pid) >= 10,
-        || cpu_ticks(pid).to_string(),
-    );
+    let (_env, mut engine) = engine_reading_a_slow_config("", 100);
     engine.signal(libc::SIGTERM);
     let out = engine.wait(Duration::from_secs(60));
     out.assert_success();
