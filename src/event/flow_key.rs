@@ -355,47 +355,161 @@ pub(crate) fn mix(mut x: u64) -> u64 {
 }
 
 /// Symmetric 5-tuple hash: swapping source and destination gives the same value. An IPv6
-/// address is hashed in its canonical text (RFC 5952, as Suricata writes it), so that the
-/// forms of one address (`2001:DB8::F`, `2001:0db8:0:0:0:0:0:000f`) route a flow alike.
+/// address is hashed as its 16 bytes, so that the texts of one address (`2001:db8::f`,
+/// `2001:0DB8:0:0:0:0:0:000F`) route a flow alike.
+#[inline]
 pub fn tuple_hash(src_ip: &[u8], src_port: u64, dst_ip: &[u8], dst_port: u64, proto: &[u8]) -> u64 {
+    if is_ipv6(src_ip) || is_ipv6(dst_ip) {
+        return ipv6_tuple_hash(src_ip, src_port, dst_ip, dst_port, proto);
+    }
+    text_tuple_hash(src_ip, src_port, dst_ip, dst_port, proto)
+}
+
+/// [`tuple_hash`] when an address is IPv6 (out of the IPv4 path's way): each IPv6 address
+/// hashed as its 16 bytes, whatever its text.
+#[inline(never)]
+fn ipv6_tuple_hash(src_ip: &[u8], src_port: u64, dst_ip: &[u8], dst_port: u64, proto: &[u8]) -> u64 {
+    let (s, d) = (ipv6_octets(src_ip), ipv6_octets(dst_ip));
+    let src_ip = s.as_ref().map_or(src_ip, |o| &o[..]);
+    let dst_ip = d.as_ref().map_or(dst_ip, |o| &o[..]);
+    text_tuple_hash(src_ip, src_port, dst_ip, dst_port, proto)
+}
+
+/// [`tuple_hash`] of the addresses' texts as they are.
+#[inline]
+fn text_tuple_hash(src_ip: &[u8], src_port: u64, dst_ip: &[u8], dst_port: u64, proto: &[u8]) -> u64 {
     const SEED: u64 = 0xcbf2_9ce4_8422_2325;
-    let (mut sbuf, mut dbuf) = ([0u8; IPV6_TEXT_MAX], [0u8; IPV6_TEXT_MAX]);
-    let src_ip = canonical_ip(src_ip, &mut sbuf);
-    let dst_ip = canonical_ip(dst_ip, &mut dbuf);
     let a = super::hash_words(SEED ^ src_port.wrapping_mul(0xff51_afd7_ed55_8ccd), src_ip);
     let b = super::hash_words(SEED ^ dst_port.wrapping_mul(0xff51_afd7_ed55_8ccd), dst_ip);
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     mix(super::hash_words(lo ^ hi.rotate_left(17), proto) ^ hi)
 }
 
-/// Room for the longest IPv6 text (45 bytes: an IPv4-mapped address written in full).
-const IPV6_TEXT_MAX: usize = 48;
-
-/// `ip` as it is, or, for an IPv6 address (it holds a `:`) not written canonically, its
-/// canonical text in `buf` (what is not an IPv6 address stays as it is).
+/// Whether `ip` may be an IPv6 address: its text has a `:` within its first five bytes (a
+/// group has at most four digits).
 #[inline]
-fn canonical_ip<'a>(ip: &'a [u8], buf: &'a mut [u8; IPV6_TEXT_MAX]) -> &'a [u8] {
-    // An IPv6 text has a `:` within its first five bytes (a group has at most four digits).
-    if !ip.iter().take(5).any(|&c| c == b':') {
-        return ip;
+fn is_ipv6(ip: &[u8]) -> bool {
+    // An IPv4 text has its first `.` at 1, 2 or 3: one load and compare in the common case.
+    match ip {
+        [_, b'.', ..] | [_, _, b'.', ..] | [_, _, _, b'.', ..] => false,
+        _ => ip.iter().take(5).any(|&c| c == b':'),
     }
-    let Some(addr) = std::str::from_utf8(ip)
-        .ok()
-        .and_then(|t| t.parse::<std::net::Ipv6Addr>().ok())
-    else {
-        return ip;
-    };
-    let mut w = &mut buf[..];
-    if std::io::Write::write_fmt(&mut w, format_args!("{addr}")).is_err() {
-        return ip;
-    }
-    let n = IPV6_TEXT_MAX - w.len();
-    &buf[..n]
 }
+
+/// The 16 bytes of an IPv6 address in any of its texts (hex digits of either case, leading
+/// zeros or not, `::` or not); `None` for anything else (an IPv4-mapped address written with
+/// a dotted quad included: such a text is hashed as it is).
+fn ipv6_octets(t: &[u8]) -> Option<[u8; 16]> {
+    let mut g = [0u16; 8];
+    let mut n = 0;
+    // Groups before the `::`, when there is one.
+    let mut before: Option<usize> = None;
+    let mut i = 0;
+    if t.first() == Some(&b':') {
+        if t.get(1) != Some(&b':') {
+            return None;
+        }
+        before = Some(0);
+        i = 2;
+    }
+    while i < t.len() {
+        let start = i;
+        let mut v: u32 = 0;
+        while let Some(&c) = t.get(i) {
+            let d = HEX[c as usize];
+            if d > 15 {
+                break;
+            }
+            v = v << 4 | d as u32;
+            i += 1;
+        }
+        if i == start || i - start > 4 || n == 8 {
+            return None;
+        }
+        g[n] = v as u16;
+        n += 1;
+        match t.get(i) {
+            None => break,
+            Some(b':') => i += 1,
+            Some(_) => return None,
+        }
+        if t.get(i) == Some(&b':') {
+            if before.is_some() {
+                return None;
+            }
+            before = Some(n);
+            i += 1;
+        } else if i == t.len() {
+            return None;
+        }
+    }
+    match before {
+        Some(k) if n <= 7 => {
+            // The groups after the `::` move to the end; the gap is zeros.
+            let tail = n - k;
+            g.copy_within(k..n, 8 - tail);
+            g[k..8 - tail].fill(0);
+        }
+        None if n == 8 => {}
+        _ => return None,
+    }
+    let mut o = [0u8; 16];
+    for (k, x) in g.iter().enumerate() {
+        o[2 * k..2 * k + 2].copy_from_slice(&x.to_be_bytes());
+    }
+    Some(o)
+}
+
+/// Hex digit values; 16 for other bytes.
+static HEX: [u8; 256] = {
+    let mut t = [16u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = match c as u8 {
+            b'0'..=b'9' => c as u8 - b'0',
+            b'a'..=b'f' => c as u8 - b'a' + 10,
+            b'A'..=b'F' => c as u8 - b'A' + 10,
+            _ => 16,
+        };
+        c += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Random addresses (zero groups often, in runs) in several texts: each parses to the
+    /// address std's parser finds, and every text hashes alike.
+    #[test]
+    fn ipv6_texts_hash_alike() {
+        let mut r = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let mut g = [0u16; 8];
+            for x in &mut g {
+                *x = if crate::test_rng::below(&mut r, 5) < 2 {
+                    0
+                } else {
+                    crate::test_rng::below(&mut r, 1 << 16) as u16
+                };
+            }
+            let addr = std::net::Ipv6Addr::from(g);
+            let canonical = addr.to_string();
+            let short: Vec<String> = g.iter().map(|x| format!("{x:x}")).collect();
+            let full: Vec<String> = g.iter().map(|x| format!("{x:04X}")).collect();
+            let want = tuple_hash(canonical.as_bytes(), 1, b"10.0.0.1", 2, b"TCP");
+            for text in [
+                canonical.clone(),
+                short.join(":"),
+                full.join(":"),
+                canonical.to_uppercase(),
+            ] {
+                assert_eq!(ipv6_octets(text.as_bytes()), Some(addr.octets()), "{text}");
+                assert_eq!(tuple_hash(b"10.0.0.1", 2, text.as_bytes(), 1, b"TCP"), want, "{text}");
+            }
+        }
+    }
 
     #[test]
     fn forms_of_one_ipv6_address_hash_alike() {
@@ -406,17 +520,41 @@ mod tests {
         // Both directions, in different forms.
         assert_eq!(tuple_hash(b"FE80::6A", 80, b"2001:db8::0:f", 1234, b"TCP"), canonical);
         assert_ne!(h("2001:db8::e", "fe80::6a"), canonical);
-        // The canonical text hashes as before (Kafka keys of such flows do not move), and
-        // what is no IPv6 address is hashed as it is.
-        let raw = |a: &[u8], b: &[u8]| {
-            const SEED: u64 = 0xcbf2_9ce4_8422_2325;
-            let x = super::super::hash_words(SEED ^ 1234u64.wrapping_mul(0xff51_afd7_ed55_8ccd), a);
-            let y = super::super::hash_words(SEED ^ 80u64.wrapping_mul(0xff51_afd7_ed55_8ccd), b);
-            let (lo, hi) = if x <= y { (x, y) } else { (y, x) };
-            mix(super::super::hash_words(lo ^ hi.rotate_left(17), b"TCP") ^ hi)
-        };
-        assert_eq!(canonical, raw(b"2001:db8::f", b"fe80::6a"));
-        assert_eq!(h("not:an:address", "10.0.0.1"), raw(b"not:an:address", b"10.0.0.1"));
+        // Texts that are no IPv6 address (or one with a dotted quad) are hashed as they are.
+        for bad in [
+            ":1::",
+            "1:::2",
+            "1::2::3",
+            "2001:db8:",
+            "12345::",
+            "1:2:3:4:5:6:7:8:9",
+            "1:2:3:4:5:6:7",
+            "1::2:3:4:5:6:7:8",
+            "::ffff:1.2.3.4",
+            "fe80::1%eth0",
+            "g::1",
+        ] {
+            assert_eq!(ipv6_octets(bad.as_bytes()), None, "{bad}");
+            assert_eq!(
+                tuple_hash(bad.as_bytes(), 1, b"10.0.0.1", 2, b"TCP"),
+                text_tuple_hash(bad.as_bytes(), 1, b"10.0.0.1", 2, b"TCP"),
+                "{bad}"
+            );
+        }
+        for (good, want) in [
+            ("::", "::"),
+            ("::1", "::1"),
+            ("1::", "1::"),
+            ("1:2:3:4:5:6::8", "1:2:3:4:5:6:0:8"),
+        ] {
+            let a: std::net::Ipv6Addr = want.parse().unwrap();
+            assert_eq!(ipv6_octets(good.as_bytes()), Some(a.octets()), "{good}");
+        }
+        // IPv4 texts are hashed as before.
+        assert_eq!(
+            h("10.0.0.1", "192.168.1.10"),
+            text_tuple_hash(b"10.0.0.1", 1234, b"192.168.1.10", 80, b"TCP")
+        );
     }
 
     fn route(line: &str) -> Result<RouteInfo, LineError> {
