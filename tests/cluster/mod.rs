@@ -28,6 +28,27 @@ impl Drop for RedisCluster {
     }
 }
 
+/// Starts a cluster-enabled redis-server on `port` in `dir` (no persistence), with `extra`
+/// arguments.
+fn cluster_node(port: u16, dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+        ])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(extra)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (Debian package redis-server; .ci/test installs it)")
+}
+
 impl RedisCluster {
     pub fn start() -> RedisCluster {
         RedisCluster::start_with(&[])
@@ -62,29 +83,7 @@ impl RedisCluster {
                 };
                 // A failed start may have left its node file.
                 let _ = std::fs::remove_file(d.join("nodes.conf"));
-                let mut child = Command::new("redis-server")
-                    .args([
-                        "--port",
-                        &port.to_string(),
-                        "--bind",
-                        "127.0.0.1",
-                        "--cluster-enabled",
-                        "yes",
-                    ])
-                    .args([
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                    ])
-                    .args(extra)
-                    .current_dir(&d)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("redis-server must be installed (Debian package redis-server; .ci/test installs it)");
+                let mut child = cluster_node(port, &d, &[&["--cluster-config-file", "nodes.conf"], extra].concat());
                 let t = Instant::now();
                 let up = loop {
                     if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -705,21 +704,7 @@ fn a_seed_without_slots_is_passed_over() {
         .local_addr()
         .unwrap()
         .port();
-    let mut lone = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--cluster-enabled",
-            "yes",
-        ])
-        .args(["--save", "", "--appendonly", "no"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut lone = cluster_node(port, dir.path(), &[]);
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
