@@ -155,6 +155,7 @@ pub(crate) struct Route {
 pub(crate) struct RouteScanner {
     /// Unescaped text of an escaped key.
     key: Vec<u8>,
+    /// Unescaped texts of escaped routing fields (unescaped ones are read in the line).
     src_ip: Vec<u8>,
     dest_ip: Vec<u8>,
     proto: Vec<u8>,
@@ -194,6 +195,9 @@ impl RouteScanner {
         use super::scan::{skip_ws, string_end, value_end};
         let mut found = 0u8;
         let (mut src_port, mut dest_port, mut flow_id) = (0u64, 0u64, 0u64);
+        // Where src_ip, dest_ip and proto are in the line, and whether escaped (their text
+        // is then in `self`).
+        let mut texts = [(0usize, 0usize, false); 3];
         let root = skip_ws(line, 0);
         let mut i = if line.get(root) == Some(&b'{') {
             skip_ws(line, root + 1)
@@ -224,18 +228,17 @@ impl RouteScanner {
                 Some(b'"') => {
                     let (end, escaped) = string_end(line, v);
                     if bit & (SRC_IP | DEST_IP | PROTO) != 0 && found & bit == 0 {
-                        let slot = match bit {
-                            SRC_IP => &mut self.src_ip,
-                            DEST_IP => &mut self.dest_ip,
-                            _ => &mut self.proto,
+                        let (k, slot) = match bit {
+                            SRC_IP => (0, &mut self.src_ip),
+                            DEST_IP => (1, &mut self.dest_ip),
+                            _ => (2, &mut self.proto),
                         };
-                        let body = &line[v + 1..end.saturating_sub(1).max(v + 1)];
+                        let (from, to) = (v + 1, end.saturating_sub(1).max(v + 1));
+                        // The text stays in the line unless it needs unescaping.
                         if escaped {
-                            super::scan::unescape(body, slot);
-                        } else {
-                            slot.clear();
-                            slot.extend_from_slice(body);
+                            super::scan::unescape(&line[from..to], slot);
                         }
+                        texts[k] = (from, to, escaped);
                         found |= bit;
                     }
                     end
@@ -275,12 +278,17 @@ impl RouteScanner {
             }
         }
         let hash = if found & (SRC_IP | DEST_IP) == SRC_IP | DEST_IP {
+            let proto = if found & PROTO != 0 {
+                field_text(line, texts[2], &self.proto)
+            } else {
+                b""
+            };
             Some(tuple_hash(
-                &self.src_ip,
+                field_text(line, texts[0], &self.src_ip),
                 src_port,
-                &self.dest_ip,
+                field_text(line, texts[1], &self.dest_ip),
                 dest_port,
-                if found & PROTO != 0 { &self.proto } else { b"" },
+                proto,
             ))
         } else if found & FLOW_ID != 0 {
             // Present, whatever its value (a flow_id of 0 is a flow too).
@@ -290,6 +298,13 @@ impl RouteScanner {
         };
         Route { hash, flow_id }
     }
+}
+
+/// A routing field's text: its range of the line, or, when it was escaped, its unescaped
+/// copy.
+#[inline]
+fn field_text<'a>(line: &'a [u8], (from, to, escaped): (usize, usize, bool), unescaped: &'a [u8]) -> &'a [u8] {
+    if escaped { unescaped } else { &line[from..to] }
 }
 
 /// A number as the tape's `static_u64` has it: an integer as `u64` (a negative one as its
@@ -571,6 +586,28 @@ mod tests {
             route(r#"{"src_ip":"10.0.0.1","src_port":1235,"dest_ip":"8.8.8.8","dest_port":53,"proto":"UDP"}"#).unwrap();
         assert_eq!(a.hash, b.hash);
         assert_ne!(a.hash, c.hash);
+    }
+
+    /// The scanner reads routing fields in the line, or unescaped when escaped: the same
+    /// route as the parse, and as the same fields unescaped.
+    #[test]
+    fn the_scanner_routes_escaped_fields_as_the_parse_does() {
+        let plain = r#"{"src_ip":"10.0.0.1","src_port":1234,"dest_ip":"2001:db8::1","dest_port":53,"proto":"UDP"}"#;
+        let mut scanner = RouteScanner::new();
+        let want = scanner.route(plain.as_bytes()).hash;
+        assert_eq!(want, route(plain).unwrap().hash);
+        for line in [
+            r#"{"src_ip":"10.0.0.1","src_port":1234,"dest_ip":"2001:db8::1","dest_port":53,"proto":"UDP"}"#,
+            r#"{"src_ip":"10.0.0.1","src_port":1234,"dest_ip":"2001:db8::1","dest_port":53,"proto":"UDP"}"#,
+            r#"{"src_ip":"10.0.0.1","src_port":1234,"dest_ip":"2001:DB8::1","dest_port":53,"proto":"UDP"}"#,
+        ] {
+            assert_eq!(scanner.route(line.as_bytes()).hash, want, "{line}");
+            assert_eq!(route(line).unwrap().hash, want, "{line}");
+        }
+        // Texts left from an escaped line do not leak into the next one.
+        let other = r#"{"src_ip":"10.0.0.2","src_port":1234,"dest_ip":"2001:db8::1","dest_port":53,"proto":"UDP"}"#;
+        assert_eq!(scanner.route(other.as_bytes()).hash, route(other).unwrap().hash);
+        assert_ne!(scanner.route(other.as_bytes()).hash, want);
     }
 
     #[test]
