@@ -1,5 +1,6 @@
 //! A run as a loop of pipelines (the signals were installed before the configuration was
-//! read): each pipeline planned, wired, started and joined; a reload that rebuilds ends one and starts the next.
+//! read): each pipeline planned, wired, started and joined; a reload that rebuilds ends one
+//! and starts the next.
 
 use super::*;
 

@@ -61,9 +61,8 @@ pub(super) fn wire(inputs: usize, shards: usize) -> Rings {
 }
 
 /// Opens `{log}`, `{stats}` and the user outputs. After a reload, an output that was open
-/// already is appended to, not truncated again.
-/// Opens the outputs; what an operator should know about them (a crash's unfinished Parquet
-/// files) goes into `notes` as `{log}` records, also said on stderr.
+/// already is appended to, not truncated again. What an operator should know about them (a
+/// crash's unfinished Parquet files) goes into `notes` as `{log}` records, also said on stderr.
 pub(super) fn open_outputs(
     cfg: &Config,
     carry: &mut crate::reconfig::Carry,

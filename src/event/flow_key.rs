@@ -430,12 +430,8 @@ fn ipv6_octets(t: &[u8]) -> Option<[u8; 16]> {
     while i < t.len() {
         let start = i;
         let mut v: u32 = 0;
-        while let Some(&c) = t.get(i) {
-            let d = HEX[c as usize];
-            if d > 15 {
-                break;
-            }
-            v = v << 4 | d as u32;
+        while let Some(d) = t.get(i).and_then(|&c| (c as char).to_digit(16)) {
+            v = v << 4 | d;
             i += 1;
         }
         if i == start || i - start > 4 || n == 8 {
@@ -474,22 +470,6 @@ fn ipv6_octets(t: &[u8]) -> Option<[u8; 16]> {
     }
     Some(o)
 }
-
-/// Hex digit values; 16 for other bytes.
-static HEX: [u8; 256] = {
-    let mut t = [16u8; 256];
-    let mut c = 0;
-    while c < 256 {
-        t[c] = match c as u8 {
-            b'0'..=b'9' => c as u8 - b'0',
-            b'a'..=b'f' => c as u8 - b'a' + 10,
-            b'A'..=b'F' => c as u8 - b'A' + 10,
-            _ => 16,
-        };
-        c += 1;
-    }
-    t
-};
 
 #[cfg(test)]
 mod tests {
@@ -597,9 +577,9 @@ mod tests {
         let want = scanner.route(plain.as_bytes()).hash;
         assert_eq!(want, route(plain).unwrap().hash);
         for line in [
-            r#"{"src_ip":"10.0.0.1","src_port":1234,"dest_ip":"2001:db8::1","dest_port":53,"proto":"UDP"}"#,
-            r#"{"src_ip":"10.0.0.1","src_port":1234,"dest_ip":"2001:db8::1","dest_port":53,"proto":"UDP"}"#,
-            r#"{"src_ip":"10.0.0.1","src_port":1234,"dest_ip":"2001:DB8::1","dest_port":53,"proto":"UDP"}"#,
+            r#"{"src_ip":"10.0.0.\u0031","src_port":1234,"dest_ip":"2001:db8::1","dest_port":53,"proto":"UDP"}"#,
+            r#"{"src_ip":"10.0.0.1","src_port":1234,"dest_ip":"2001:db8::\u0031","dest_port":53,"proto":"U\u0044P"}"#,
+            r#"{"src_\u0069p":"10.0.0.1","src_port":1234,"dest_ip":"2001:DB8::1","dest_port":53,"proto":"UDP"}"#,
         ] {
             assert_eq!(scanner.route(line.as_bytes()).hash, want, "{line}");
             assert_eq!(route(line).unwrap().hash, want, "{line}");

@@ -123,12 +123,7 @@ impl MemberCache {
     /// Whether a key occurs twice in the object at `start` (known from the reader for an
     /// event's top level; found by a full scan otherwise).
     pub fn has_dup_keys(&mut self, id: f64, start: usize, line: &[u8]) -> bool {
-        if let Some(d) = self.slot(id, start, line).dup_keys {
-            return d;
-        }
-        let d = scan::has_duplicate_keys(line, self.members(id, start, line));
-        self.slot(id, start, line).dup_keys = Some(d);
-        d
+        self.slot(id, start, line).dup_keys(line)
     }
 
     /// Every member of the object at `start`.
@@ -147,9 +142,8 @@ impl MemberCache {
         // A wide object whose duplicates nobody checked yet (a nested one): scanned whole and
         // checked once, so that its lookups go by the hint too instead of from its start
         // (reading every member of a wide object was quadratic).
-        if slot.dup_keys.is_none() && slot.members.len() > WIDE_OBJECT {
-            while slot.scan_next(line).is_some() {}
-            slot.dup_keys = Some(scan::has_duplicate_keys(line, &slot.members));
+        if slot.members.len() > WIDE_OBJECT {
+            slot.dup_keys(line);
         }
         let n = slot.members.len();
         if slot.dup_keys == Some(false) {
@@ -187,6 +181,18 @@ impl MemberCache {
 }
 
 impl CacheSlot {
+    /// Whether a key occurs twice in the object (known from the reader for an event's top
+    /// level; found once by a full scan otherwise).
+    fn dup_keys(&mut self, line: &[u8]) -> bool {
+        if let Some(d) = self.dup_keys {
+            return d;
+        }
+        while self.scan_next(line).is_some() {}
+        let d = scan::has_duplicate_keys(line, &self.members);
+        self.dup_keys = Some(d);
+        d
+    }
+
     /// Reads the next member not read yet and adds it to `members` (`None` at the end).
     fn scan_next(&mut self, line: &[u8]) -> Option<Member> {
         let i = self.resume?;

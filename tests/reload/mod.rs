@@ -30,14 +30,19 @@ fn append_in_steps(env: &Env, from: usize, steps: usize, pause: Duration) -> std
     })
 }
 
-/// Waits until `name` has `n` lines, then stops the engine with SIGTERM (a clean exit).
-fn stop_when(env: &Env, engine: &mut Running, name: &str, n: usize) {
+/// Waits (up to a minute) until `name` has `n` lines.
+fn wait_lines(env: &Env, name: &str, n: usize) {
     wait_until(
         Duration::from_secs(60),
         &format!("{n} lines in {name}"),
         || env.lines(name).len() >= n,
         || env.lines(name).len().to_string(),
     );
+}
+
+/// Waits until `name` has `n` lines, then stops the engine with SIGTERM (a clean exit).
+fn stop_when(env: &Env, engine: &mut Running, name: &str, n: usize) {
+    wait_lines(env, name, n);
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(30)).assert_success();
 }
@@ -60,12 +65,7 @@ fn a_reload_applies_a_new_output_without_losing_or_repeating_events() {
     env.config(&config("out", out, ""));
     env.write_log("in.json", &numbered_lines(0, 2000));
     let mut engine = env.spawn(&["--run-dir", &run, "--shards", "2"]);
-    wait_until(
-        Duration::from_secs(60),
-        "2000 lines",
-        || env.lines("out.json").len() >= 2000,
-        String::new,
-    );
+    wait_lines(&env, "out.json", 2000);
     let total = 12_000;
     let appender = append_in_steps(&env, 2000, 20, Duration::from_millis(50));
     std::thread::sleep(Duration::from_millis(300));
@@ -109,12 +109,7 @@ fn an_invalid_new_configuration_keeps_the_running_one() {
     env.config(&config("out", out, ""));
     env.write_log("in.json", &numbered_lines(0, 1000));
     let mut engine = env.spawn(&["--run-dir", &env.dir.path().join("run").to_string_lossy()]);
-    wait_until(
-        Duration::from_secs(60),
-        "1000 lines",
-        || env.lines("out.json").len() >= 1000,
-        String::new,
-    );
+    wait_lines(&env, "out.json", 1000);
     env.config(&config("nowhere", out, "stats_intervall = 5"));
     engine.signal(libc::SIGHUP);
     wait_until(
@@ -128,12 +123,7 @@ fn an_invalid_new_configuration_keeps_the_running_one() {
     assert!(msg.contains("stats_intervall") && msg.contains("did you mean"), "{msg}");
     assert!(msg.contains("the running one stays"), "{msg}");
     env.append_log("in.json", &numbered_lines(1000, 2000));
-    wait_until(
-        Duration::from_secs(60),
-        "2000 lines",
-        || env.lines("out.json").len() >= 2000,
-        String::new,
-    );
+    wait_lines(&env, "out.json", 2000);
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(30)).assert_success();
     assert_eq!(ns(&env, "out.json"), (0..2000u64).collect::<Vec<_>>());
@@ -162,12 +152,7 @@ fn a_new_configuration_that_cannot_start_leaves_the_previous_one_running() {
             "--shards",
             "2",
         ]);
-        wait_until(
-            Duration::from_secs(60),
-            "1000 lines",
-            || env.lines("out.json").len() >= 1000,
-            String::new,
-        );
+        wait_lines(&env, "out.json", 1000);
         let extra = match case {
             "setup" => {
                 env.analyzer(
@@ -212,12 +197,7 @@ fn watch_reloads_changed_files_without_a_signal() {
     env.config(&config("out", out, ""));
     env.write_log("in.json", &numbered_lines(0, 100));
     let mut engine = env.spawn(&["--watch", "--run-dir", &env.dir.path().join("run").to_string_lossy()]);
-    wait_until(
-        Duration::from_secs(60),
-        "100 lines",
-        || env.lines("out.json").len() >= 100,
-        String::new,
-    );
+    wait_lines(&env, "out.json", 100);
     env.analyzer(
         "a.lua",
         "function setup() end\nfunction loop(msg)\n  msg.ver = 2\n  dragonfly.output_event(default_output, msg)\nend\n",
@@ -233,12 +213,7 @@ fn watch_reloads_changed_files_without_a_signal() {
     let done = reload.iter().position(|m| m.contains("scripts reloaded"));
     assert!(asked.is_some() && asked < done, "{reload:?}");
     env.append_log("in.json", &numbered_lines(100, 200));
-    wait_until(
-        Duration::from_secs(60),
-        "200 lines",
-        || env.lines("out.json").len() >= 200,
-        String::new,
-    );
+    wait_lines(&env, "out.json", 200);
     let l = env.lines("out.json");
     assert_eq!(u64_member(&l[150], "ver"), Some(2), "{}", show(&l[150]));
     env.config(&config(
@@ -277,12 +252,7 @@ fn a_renamed_input_goes_on_where_it_stopped() {
         // Followed from its end (without `<`): lines appended once the engine is up.
         std::thread::sleep(Duration::from_millis(1000));
         env.append_log("in.json", &numbered_lines(0, 2000));
-        wait_until(
-            Duration::from_secs(60),
-            "2000 lines",
-            || env.lines("out.json").len() >= 2000,
-            String::new,
-        );
+        wait_lines(&env, "out.json", 2000);
         let total = 8000;
         let appender = append_in_steps(&env, 2000, 12, Duration::from_millis(40));
         std::thread::sleep(Duration::from_millis(150));
@@ -312,12 +282,7 @@ fn watch_sees_an_edit_that_keeps_size_and_time() {
     env.config(&config("out", "{ tag = \"out\", uri = \"file://out.json<\" }", ""));
     env.write_log("in.json", &numbered_lines(0, 100));
     let mut engine = env.spawn(&["--watch", "--run-dir", &env.dir.path().join("run").to_string_lossy()]);
-    wait_until(
-        Duration::from_secs(60),
-        "100 lines",
-        || env.lines("out.json").len() >= 100,
-        String::new,
-    );
+    wait_lines(&env, "out.json", 100);
     let path = env.root.join("analyzer/a.lua");
     let time = std::fs::metadata(&path).unwrap().modified().unwrap();
     env.analyzer("a.lua", &version(2));
@@ -347,12 +312,7 @@ fn a_rebuild_keeps_the_state_of_unchanged_scripts() {
     env.write_log("in.json", &numbered_lines(0, 500));
     let run = env.dir.path().join("run").to_string_lossy().into_owned();
     let mut engine = env.spawn(&["--run-dir", &run, "--shards", "1"]);
-    wait_until(
-        Duration::from_secs(60),
-        "500 lines",
-        || env.lines("out.json").len() >= 500,
-        String::new,
-    );
+    wait_lines(&env, "out.json", 500);
     // A new output, and a new GC pause (which needs no new Lua state).
     env.config(&config(
         "out",
@@ -363,12 +323,7 @@ fn a_rebuild_keeps_the_state_of_unchanged_scripts() {
     // Appended once the new pipeline runs (lines read before the switch go by the old one).
     wait_log_message(&env, "runs the new configuration");
     env.append_log("in.json", &numbered_lines(500, 1000));
-    wait_until(
-        Duration::from_secs(60),
-        "1000 lines",
-        || env.lines("out.json").len() >= 1000,
-        String::new,
-    );
+    wait_lines(&env, "out.json", 1000);
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(30)).assert_success();
     let counts: Vec<u64> = env
@@ -439,12 +394,7 @@ fn socket_inputs_stay_open_across_a_rebuild() {
     engine.signal(libc::SIGHUP);
     wait_log_message(&env, "building it again");
     assert_eq!(producers.join().unwrap(), 0, "sends were refused");
-    wait_until(
-        Duration::from_secs(60),
-        "every event",
-        || env.lines("out.json").len() >= n,
-        || format!("{} lines", env.lines("out.json").len()),
-    );
+    wait_lines(&env, "out.json", n);
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(30)).assert_success();
     let mut got = ns(&env, "out.json");
@@ -525,12 +475,7 @@ fn a_reload_works_with_relative_paths() {
         .args(["-r", "root", "-l", "logs", "--config", "root/config/config.lua"])
         .args(["--no-pin", "--http", "off", "--shards", "1"]);
     let mut engine = spawn_in(cmd, env.dir.path(), "bg");
-    wait_until(
-        Duration::from_secs(60),
-        "100 lines",
-        || env.lines("out.json").len() >= 100,
-        String::new,
-    );
+    wait_lines(&env, "out.json", 100);
     env.config(&config(
         "all",
         &format!("{out}, {{ tag = \"all\", uri = \"file://all.json<\" }}"),
@@ -692,12 +637,7 @@ fn reload_and_reopen_signals_while_the_configuration_is_read_do_not_end_the_engi
     let (env, mut engine) = engine_reading_a_slow_config("tail_poll_ms = 20", 300);
     engine.signal(libc::SIGHUP);
     engine.signal(libc::SIGUSR1);
-    wait_until(
-        Duration::from_secs(60),
-        "300 lines",
-        || env.lines("out.json").len() >= 300,
-        || format!("{} lines", env.lines("out.json").len()),
-    );
+    wait_lines(&env, "out.json", 300);
     env.append_log("in.json", &numbered_lines(300, 600));
     stop_when(&env, &mut engine, "out.json", 600);
     assert_eq!(ns(&env, "out.json"), (0..600u64).collect::<Vec<_>>());
