@@ -148,6 +148,9 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
                     con = None;
                     continue;
                 }
+                // The group is gone (Redis restarted without its data): the read below makes
+                // it again, and the next round claims as before.
+                Err(e) if e.code() == Some("NOGROUP") => {}
                 // Refused (XPENDING ... IDLE needs Redis 6.2): said once, then not tried again.
                 Err(e) => {
                     router.report(

@@ -416,6 +416,32 @@ fn survives_a_redis_restart(stream: bool) {
     );
 }
 
+/// A Redis restarted without its data has lost the stream's group: the claim round that
+/// meets that (`NOGROUP`) waits for the read to make the group again, and claiming stays on
+/// (it was turned off for the rest of the run, as for a Redis too old for it, so that a dead
+/// engine's entries were never taken over after a Redis restart).
+#[test]
+fn claiming_stays_on_after_redis_lost_the_group() {
+    let mut r = RedisServer::start();
+    produce(&r, true, 0, 100);
+    let env = env_for(&r, "mode=stream&group=g&consumer=c1&start=0&claim=1");
+    let mut engine = env.spawn(&[]);
+    wait_for(&env, "the first 100 events", 100);
+    r.restart();
+    // Claim rounds come every second: several meet the new Redis.
+    std::thread::sleep(Duration::from_secs(3));
+    produce(&r, true, 100, 50);
+    wait_for(&env, "the events written after the restart", 150);
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    let off: Vec<_> = env
+        .log_records_of("input_error")
+        .into_iter()
+        .filter(|e| e["message"].as_str().unwrap_or("").contains("claim= is off"))
+        .collect();
+    assert!(off.is_empty(), "{off:?}");
+}
+
 /// A list input whose key holds another type: reported once (it was twice a second),
 /// `/health` 503 meanwhile (it stayed 200), and `input_resumed` once the key is a list again
 /// (never said); then its events are read.
