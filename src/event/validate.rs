@@ -17,7 +17,8 @@ use super::scan::Member;
 pub(crate) struct Validator {
     /// One byte per open container: `OBJECT` or `ARRAY`.
     stack: Vec<u8>,
-    /// The top-level keys of this line (key ranges only), for the duplicate check.
+    /// The top-level members of a line whose keys' bloom bits collided, for the duplicate
+    /// check (collected only then: most lines never need them).
     keys: Vec<Member>,
     /// Whether some top-level key's bloom bits were set already (a possible repeat).
     maybe_dup: bool,
@@ -70,14 +71,16 @@ impl Validator {
         if line.get(root) != Some(&b'{') {
             return self.failed(root, Fail::Root);
         }
-        self.keys.clear();
         self.maybe_dup = false;
         self.fail = None;
         let mut top = TopLevel::default();
         self.document(line, root, &mut top)?;
         // Only when two keys' bloom bits collided: compare the keys themselves (pairwise when
         // few, by sorting when many, as the lazy lookups' own check does).
-        top.dup_keys = self.maybe_dup && super::scan::has_duplicate_keys(line, &self.keys);
+        if self.maybe_dup {
+            super::scan::object_members(line, root, &mut self.keys);
+            top.dup_keys = super::scan::has_duplicate_keys(line, &self.keys);
+        }
         Some(top)
     }
 
@@ -228,24 +231,25 @@ impl Validator {
         Some(ws(b, i + 1))
     }
 
-    /// Adds the top-level key `b[start..end]` to the bloom, and notes whether it repeats one.
+    /// Adds the top-level key `b[start..end]` to the bloom, and notes whether it may repeat
+    /// one.
+    #[inline(always)]
     fn top_key(&mut self, b: &[u8], start: usize, end: usize, escaped: bool, top: &mut TopLevel) {
-        let raw = &b[start..end];
-        let key: &[u8] = if escaped {
-            super::scan::unescape(raw, &mut self.text);
-            &self.text
+        let bits = if escaped {
+            self.escaped_key_bits(&b[start..end])
         } else {
-            raw
+            super::key_bits(&b[start..end])
         };
-        let bits = super::key_bits(key);
         self.maybe_dup |= top.keys.may_contain(bits);
         top.keys.add(bits);
-        self.keys.push(Member {
-            key_start: start as u32,
-            key_end: end as u32,
-            key_escaped: escaped,
-            ..Member::default()
-        });
+    }
+
+    /// The bloom bits of an escaped key (those of its unescaped text).
+    #[cold]
+    #[inline(never)]
+    fn escaped_key_bits(&mut self, raw: &[u8]) -> (u64, u64) {
+        super::scan::unescape(raw, &mut self.text);
+        super::key_bits(&self.text)
     }
 }
 

@@ -224,7 +224,7 @@ unsafe fn copy_inner(
             ffi::LUA_TTABLE => {
                 if proxy::is_proxy(from, idx) {
                     let p = proxy::parts(from, idx, Some(&mut *cache))?;
-                    let li = proxy::push_line(to, p.line, p.id);
+                    let li = proxy::push_line(to, p.line, p.id).0;
                     if p.top {
                         proxy::push_proxy(to, li, None);
                     } else {

@@ -89,6 +89,9 @@ pub(crate) mod reg {
     pub(crate) const LOOP_KEY: c_int = 3;
     /// The settings of the state's own `cjson_safe` (a `json::CjsonConfig` userdata).
     pub(crate) const CJSON: c_int = 4;
+    /// The prelude's `dispatch(loop, line, seal)`: calls `loop` with a new event table over
+    /// a line block.
+    pub(crate) const DISPATCH: c_int = 5;
     /// The set (weak keys) of coroutines the engine runs pipelined calls in.
     pub(crate) const ENGINE_THREADS: c_int = -17_011;
     /// The table `copy_value` records its copies in (empty between copies).

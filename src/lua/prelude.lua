@@ -29,6 +29,24 @@ function pairs(t)
    return rawpairs(t)
 end
 
+-- How the engine calls loop() with a new event: the event table is made here, where the
+-- compiler turns it into an inline allocation, rather than through the C API (script.rs
+-- registers this function; window.rs, `call_loop_event`). A tail call: loop() runs as if the
+-- engine had called it.
+-- The table starts as a copy of a template holding the hidden keys (their numbers written
+-- out: a constant key makes a template), so setting them adds no key; SET and ORDER, set to
+-- nil (absent, as before the first write), keep their slots for a first write.
+local setmetatable_ = setmetatable
+assert(LINE == -1 and SEAL == -3 and SET == -4 and ORDER == -6, "dispatch: hidden keys changed")
+E.dispatch = function(loop, line, seal)
+   local t = {[-1] = false, [-3] = false, [-4] = false, [-6] = false}
+   t[LINE] = line
+   t[SEAL] = seal
+   t[SET] = nil
+   t[ORDER] = nil
+   return loop(setmetatable_(t, mt))
+end
+
 local ffi = require("ffi")
 ffi.cdef[[
 typedef struct { int32_t kind; int32_t len; double num; const char *ptr; } df_field_out;

@@ -289,8 +289,8 @@ fn next_seal() -> f64 {
 
 /// Pushes a line block for `line`, the bytes of event `id`: a header (see [`LineHeader`]) with
 /// a fresh seal, and the bytes; its metatable marks it as the engine's. Returns its absolute
-/// index.
-pub(crate) unsafe fn push_line(l: *mut lua_State, line: &[u8], id: f64) -> c_int {
+/// index and its seal.
+pub(crate) unsafe fn push_line(l: *mut lua_State, line: &[u8], id: f64) -> (c_int, f64) {
     // The reader validated the line as one JSON object: it ends at the last non-whitespace
     // byte.
     let start = scan::skip_ws(line, 0);
@@ -314,7 +314,7 @@ pub(crate) unsafe fn push_line(l: *mut lua_State, line: &[u8], id: f64) -> c_int
         let at = ffi::lua_gettop(l);
         push_line_mt(l);
         ffi::lua_setmetatable(l, at);
-        at
+        (at, h.seal)
     }
 }
 

@@ -162,9 +162,19 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), ScriptCause> {
             ffi::lua_pushcclosure(l, virtual_time, 0);
             set_field(l, e, c"vtime");
         }
+        // A second reference to the table under the chunk: the prelude leaves `dispatch` in it.
+        ffi::lua_pushvalue(l, e);
+        ffi::lua_insert(l, e - 1);
         if ffi::lua_pcall(l, 1, 0, 0) != 0 {
             return Err(ScriptCause::Prelude(pcall_msg(l)));
         }
+        push_bytes(l, b"dispatch");
+        ffi::lua_rawget_(l, -2);
+        if ffi::lua_type(l, -1) != ffi::LUA_TFUNCTION {
+            return Err(ScriptCause::Prelude("the prelude left no dispatch function".into()));
+        }
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::DISPATCH);
+        ffi::lua_pop(l, 1);
         Ok(())
     }
 }

@@ -80,10 +80,7 @@ impl WorkerCtx {
             self.enter(input, i);
             self.counters.events += 1;
             self.cache.prime(id, root, line, meta.keys, meta.dup_keys);
-            let l = self.filters[input as usize].l;
-            // SAFETY: the state belongs to this thread.
-            unsafe { proxy::push_event(l, line, id) };
-            self.call_loop(Role::Filter, input);
+            self.call_loop_event(Role::Filter, input, line, id);
         }
         self.first_open = 0;
         self.drive(input, batch, events.len());
@@ -205,6 +202,10 @@ impl WorkerCtx {
             unsafe {
                 if over || !pipelined {
                     // Not pipelined: an ordinary call, no coroutine needed.
+                    if r == UNCHANGED_EVENT && !over {
+                        self.call_loop_event(Role::Analyzer, a, &batch[s..e], id);
+                        continue;
+                    }
                     if r == UNCHANGED_EVENT {
                         proxy::push_event(l, &batch[s..e], id);
                     } else {
@@ -391,6 +392,54 @@ impl WorkerCtx {
                 if keep {
                     self.apply_on_error(on_error, l, ffi::lua_gettop(l), &msg);
                 }
+            }
+            ffi::lua_settop(l, 0);
+        }
+    }
+
+    /// Calls `loop()` of a script with a new event table over `line` (event `id`), made by
+    /// the prelude's `dispatch` (see `reg::DISPATCH`); as [`call_loop`](Self::call_loop) with
+    /// the event pushed. Where the event must stay on the stack after the call (`on_error`
+    /// other than drop, an analyzer's tap) or `loop` is not a function (its error message is
+    /// the engine's), through `call_loop`.
+    pub(super) fn call_loop_event(&mut self, role: Role, i: u32, line: &[u8], id: f64) {
+        let Some(s) = self.script_mut(role, i) else { return };
+        let (l, on_error) = (s.l, s.on_error);
+        // SAFETY: the state belongs to this thread; `push_loop` leaves the global on top.
+        let plain = on_error == OnErrorAction::Drop
+            && !(role == Role::Analyzer && crate::counters::tap::active())
+            && unsafe {
+                ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, super::ffi_util::reg::DISPATCH);
+                push_loop(l);
+                ffi::lua_type(l, -1) == ffi::LUA_TFUNCTION
+            };
+        if !plain {
+            // SAFETY: as above.
+            unsafe {
+                ffi::lua_settop(l, 0);
+                proxy::push_event(l, line, id);
+            }
+            return self.call_loop(role, i);
+        }
+        self.cur_script = (role, i);
+        let calls = match self.script_mut(role, i) {
+            Some(s) => {
+                s.calls += 1;
+                s.calls
+            }
+            None => return,
+        };
+        // SAFETY: the state belongs to this thread, `dispatch` and `loop` are on its stack;
+        // the context is lent for the call.
+        unsafe {
+            let seal = proxy::push_line(l, line, id).1;
+            ffi::lua_pushnumber(l, seal);
+            let t0 = self.lat_start_call(calls);
+            let status = self.run_script(|| ffi::lua_pcall(l, 3, 0, 0));
+            self.lat_end(role, i, t0);
+            if status != 0 {
+                let msg = pcall_msg(l);
+                self.script_failed(role, i, l, status, &msg);
             }
             ffi::lua_settop(l, 0);
         }
