@@ -3,7 +3,7 @@
 # dragonfly-mle binaries (A, B, A, B, ...) on 1,000,000 generated events, set up as perf/run.sh
 # does (root copied with cp -rL into the work dir, which is the log dir holding eve.json and
 # out.json; each run: BIN -r WORK/root-X -l WORK --shards 2 under /usr/bin/time).
-#   CONFIG  a (pass-through) or c (5-field tuple counter); default a
+#   CONFIG  a (pass-through), c (5-field tuple counter) or n (nested reads); default a
 #   PAIRS   number of A/B pairs; default 5
 # Environment:
 #   AB_ARGS    engine arguments (default "--shards 2", as perf/run.sh ... -- --shards 2)
@@ -11,7 +11,7 @@
 #              AB_EPHEMERAL (0.6: the realistic cardinality) as perf/run.sh
 #   AB_WORK    work dir (default /tmp/dfm-ab); eve.json is generated once and reused
 #              while eve.stamp matches
-#   AB_SRC     root-a/, root-c/, gen_eve.py (default: this perf/ directory)
+#   AB_SRC     root-a/, root-c/, root-n/, gen_eve.py (default: this perf/ directory)
 #   AB_MD5     1 (default): md5 of every out.json, and a check that A and B wrote the same bytes
 # Prints one line per run (events/s from the engine's summary line, wall s, CPU s = user + sys,
 # peak RSS MB, md5), then the medians of each binary and the ratio B/A; per-run rows are kept in
@@ -19,12 +19,12 @@
 # before and after the runs as a gauge of the machine's speed at the time.
 set -euo pipefail
 
-usage="usage: ab.sh BIN_A BIN_B [a|c] [PAIRS]"
+usage="usage: ab.sh BIN_A BIN_B [a|c|n] [PAIRS]"
 [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
 bin_a=$(readlink -f "$1"); bin_b=$(readlink -f "$2")
 cfg=${3:-a}
 pairs=${4:-5}
-case $cfg in a|c) ;; *) echo "ab.sh: CONFIG must be a or c, got '$cfg' ($usage)" >&2; exit 2 ;; esac
+case $cfg in a|c|n) ;; *) echo "ab.sh: CONFIG must be a, c or n, got '$cfg' ($usage)" >&2; exit 2 ;; esac
 [[ "$pairs" =~ ^[1-9][0-9]*$ ]] || { echo "ab.sh: PAIRS must be a positive number ($usage)" >&2; exit 2; }
 for b in "$bin_a" "$bin_b"; do [ -x "$b" ] || { echo "ab.sh: no executable at $b" >&2; exit 1; }; done
 read -r -a args <<< "${AB_ARGS:---shards 2}"

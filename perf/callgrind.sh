@@ -5,19 +5,20 @@
 # on 100,000 generated events (perf/gen_eve.py --events 100000 --seed 1 --flows 50000), and the md5
 # of the output file (out.json in the log dir, as perf/run.sh sets it up).
 #   BIN     the dragonfly-mle binary to measure
-#   CONFIG  a or c (default c): perf/root-a (pass-through) or perf/root-c (5-field tuple counter)
+#   CONFIG  a, c or n (default c): perf/root-a (pass-through), perf/root-c (5-field tuple
+#           counter) or perf/root-n (nested reads)
 # Environment:
 #   CG_WORK   work dir (default /tmp/dfm-cg/cg-<bin md5 prefix>-<config>; recreated each run)
 #   CG_INPUT  input file (default /tmp/dfm-cg/eve100k.json; generated if missing)
-#   CG_SRC    where root-a/, root-c/, gen_eve.py are (default: this perf/ directory)
+#   CG_SRC    where root-a/, root-c/, root-n/, gen_eve.py are (default: this perf/ directory)
 #   CG_EXTRA  extra valgrind options (e.g. "--cache-sim=yes")
 # Prints: the command, the engine's summary line, "instructions: N" (valgrind's "Collected :"
 # line, all threads), callgrind_annotate's total line, the output line count and its md5.
 set -euo pipefail
 
-bin=${1:?usage: callgrind.sh BIN [a|c]}
+bin=${1:?usage: callgrind.sh BIN [a|c|n]}
 cfg=${2:-c}
-case $cfg in a|c) ;; *) echo "callgrind.sh: CONFIG must be a or c, got '$cfg'" >&2; exit 2 ;; esac
+case $cfg in a|c|n) ;; *) echo "callgrind.sh: CONFIG must be a, c or n, got '$cfg'" >&2; exit 2 ;; esac
 bin=$(readlink -f "$bin")
 [ -x "$bin" ] || { echo "callgrind.sh: no executable at $bin" >&2; exit 1; }
 src=${CG_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# perf/run.sh: throughput benchmark of dragonfly-mle on generated EVE input, configurations (a), (b) and (c).
+# perf/run.sh: throughput benchmark of dragonfly-mle on generated EVE input, configurations (a), (b), (c) and (n).
 #
 # Usage: perf/run.sh [EVENTS] [RUNS] [-- ARGS FOR THE BINARY...]
 #   EVENTS  number of generated events (default 1000000)
@@ -13,7 +13,7 @@
 #                 640,000 distinct tuples per million events, as on a real link; 0 gives the
 #                 50,000-flow input of the figures measured before 2026-12-05)
 #   PERF_ORDERED  0 adds "ordered = false" to the output entry (default: ordered output)
-#   PERF_CONFIGS  configurations to run (default "a b bp c")
+#   PERF_CONFIGS  configurations to run (default "a b bp c n")
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -45,7 +45,7 @@ seed=${PERF_SEED:-1}
 flows=${PERF_FLOWS:-50000}
 ephemeral=${PERF_EPHEMERAL:-0.6}
 ordered=${PERF_ORDERED:-1}
-configs=${PERF_CONFIGS:-a b bp c}
+configs=${PERF_CONFIGS:-a b bp c n}
 
 die() { echo "perf/run.sh: FAIL: $*" >&2; exit 1; }
 
@@ -179,6 +179,7 @@ report=$work/results.md
             b) name="(b) hello-world chain (Redis INCR)" ;;
             bp) name="(b) same, pipeline = 64" ;;
             c) name="(c) 5-field tuple counter" ;;
+            n) name="(n) nested reads" ;;
             *) name="($c)" ;;
         esac
         printf '| %s | %.0f | %.2f | %.2f | %.1f | %s | %s |\n' "$name" "$rate" "$wall" "$cpu" "$rss" "$ratio" "$paired_ratio"

@@ -10,14 +10,15 @@ use mlua::ffi::{self, lua_State};
 use super::context::{WorkerCtx, with_ctx};
 use super::ffi_util::push_bytes;
 use super::proxy::{
-    F_ABSENT, F_FALSE, F_NESTED, F_NULL, F_NUMBER, F_STRING, F_TAMPERED, F_TRUE, FieldOut, K_ORDER, K_SET, Tampered,
-    checked_range, is_proxy, is_tomb, line_of, parts, push_field, rawget_i, rawset_i,
+    F_ABSENT, F_FALSE, F_NESTED, F_NULL, F_NUMBER, F_OBJECT, F_STRING, F_TAMPERED, F_TRUE, FieldOut, K_ORDER, K_SET,
+    Tampered, checked_range, is_proxy, is_tomb, line_of, parts, push_field, rawget_i, rawset_i,
 };
 use crate::event::scan::{self, Kind};
 
 /// The field lookup called through LuaJIT's FFI by the Lua `__index` of event tables (see
 /// `prelude.lua`), so that compiled traces read fields without going through the Lua C API.
-/// Objects and arrays are left to the C `__index` ([`F_NESTED`]); hidden fields that fail
+/// An object's span is handed to the Lua side, which makes the nested table ([`F_OBJECT`]);
+/// arrays are left to the C `__index` ([`F_NESTED`]); hidden fields that fail
 /// their checks give [`F_TAMPERED`] (the Lua side raises the error).
 ///
 /// # Safety
@@ -71,7 +72,12 @@ pub(super) unsafe extern "C" fn df_find(
                 Kind::True => F_TRUE,
                 Kind::False => F_FALSE,
                 Kind::Null => F_NULL,
-                Kind::Object | Kind::Array => F_NESTED,
+                Kind::Object => {
+                    c.cache.mark_span(h.id, vs, ve, line);
+                    out.num = super::proxy::pack_span(vs, ve);
+                    F_OBJECT
+                }
+                Kind::Array => F_NESTED,
                 Kind::Invalid => F_ABSENT,
             };
             out.kind

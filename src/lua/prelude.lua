@@ -11,6 +11,7 @@ local F_ABSENT, F_STRING, F_NUMBER, F_TRUE, F_FALSE, F_NULL, F_TAMPERED =
    E.F_ABSENT, E.F_STRING, E.F_NUMBER, E.F_TRUE, E.F_FALSE, E.F_NULL, E.F_TAMPERED
 local ADDED_NONE, ADDED_NUMBER, ADDED_STRING, ADDED_TRUE, ADDED_FALSE =
    E.ADDED_NONE, E.ADDED_NUMBER, E.ADDED_STRING, E.ADDED_TRUE, E.ADDED_FALSE
+local F_OBJECT = E.F_OBJECT
 local DONE, DECLINED = E.DONE, E.DECLINED
 local TAMPERED_MSG = E.TAMPERED_MSG
 local is_proxy, next_proxy, slow_index = E.is_proxy, E.next_proxy, E.slow_index
@@ -37,7 +38,7 @@ end
 -- out: a constant key makes a template), so setting them adds no key; SET and ORDER, set to
 -- nil (absent, as before the first write), keep their slots for a first write.
 local setmetatable_ = setmetatable
-assert(LINE == -1 and SEAL == -3 and SET == -4 and ORDER == -6, "dispatch: hidden keys changed")
+assert(LINE == -1 and SPAN == -2 and SEAL == -3 and SET == -4 and ORDER == -6, "dispatch: hidden keys changed")
 E.dispatch = function(loop, line, seal)
    local t = {[-1] = false, [-3] = false, [-4] = false, [-6] = false}
    t[LINE] = line
@@ -97,6 +98,22 @@ mt.__index = function(t, k)
    if kind == F_FALSE then return false end
    if kind == F_NULL then return lnull end
    if kind == F_TAMPERED then tampered(2) end
+   if kind == F_OBJECT then
+      -- A nested event table over the same line block (as `dispatch` makes the top level's),
+      -- kept with the others handed out so that changes made through it stay.
+      local nt = {[-1] = false, [-2] = false, [-3] = false, [-4] = false}
+      nt[LINE] = line
+      nt[SPAN] = out.num
+      nt[SEAL] = seal
+      nt[SET] = nil
+      setmetatable_(nt, mt)
+      if cache == nil then
+         cache = tnew(0, 2)
+         rawset(t, CACHE, cache)
+      end
+      rawset(cache, k, nt)
+      return nt
+   end
    return slow_index(t, k)
 end
 
@@ -143,16 +160,38 @@ local queue = ffi.cast("int32_t (*)(const char *, size_t, const void *, double)"
 local d = dragonfly
 local c_output, c_analyze = d.output_event, d.analyze_event
 
+-- Whether the nested tables an event table handed out (its CACHE) leave the event as its
+-- bytes say: each one an event table over the same line and seal, unchanged, with nothing
+-- handed out itself, and the one over its member (its span is that member's, which `find`
+-- gives). Reading a nested field then does not send the event through the C encoder.
+local function nested_clean(msg, line, span, seal)
+   local cache = rawget(msg, CACHE)
+   if cache == nil then return true end
+   if type(cache) ~= "table" then return false end
+   local k, nt = rawnext(cache)
+   while k ~= nil do
+      if type(k) ~= "string" or getmetatable(nt) ~= VIEW or rawget(nt, LINE) ~= line
+         or rawget(nt, SEAL) ~= seal or rawget(nt, SET) ~= nil or rawget(nt, CACHE) ~= nil
+         or rawget(nt, ORDER) ~= nil then
+         return false
+      end
+      if find(line, span, seal, k, #k, out) ~= F_OBJECT or out.num ~= rawget(nt, SPAN) then
+         return false
+      end
+      k, nt = rawnext(cache, k)
+   end
+   return true
+end
+
 local function output_event(...)
    if select('#', ...) == 2 then
       local tag, msg = ...
-      if type(tag) == "string" and getmetatable(msg) == VIEW and rawget(msg, CACHE) == nil
-         and rawget(msg, ORDER) == nil then
+      if type(tag) == "string" and getmetatable(msg) == VIEW and rawget(msg, ORDER) == nil then
          local line, seal = block_of(msg), rawget(msg, SEAL)
          if line ~= nil and type(seal) == "number" then
             local span = rawget(msg, SPAN) or 0
             local set = rawget(msg, SET)
-            if type(span) ~= "number" then
+            if type(span) ~= "number" or not nested_clean(msg, line, span, seal) then
             elseif set == nil then
                if emit(tag, #tag, line, span, seal, nil, 0, ADDED_NONE, 0, nil, 0, cjson_cfg[0]) == DONE then return end
             elseif type(set) == "table" then
@@ -182,9 +221,12 @@ d.analyze_event = function(...)
    if select('#', ...) == 2 then
       local tag, msg = ...
       if type(tag) == "string" and getmetatable(msg) == VIEW and rawget(msg, SPAN) == nil
-         and rawget(msg, SET) == nil and rawget(msg, CACHE) == nil then
+         and rawget(msg, SET) == nil then
          local line, seal = block_of(msg), rawget(msg, SEAL)
-         if line ~= nil and type(seal) == "number" and queue(tag, #tag, line, seal) == DONE then return end
+         if line ~= nil and type(seal) == "number" and nested_clean(msg, line, 0, seal)
+            and queue(tag, #tag, line, seal) == DONE then
+            return
+         end
       end
    end
    return c_analyze(...)

@@ -51,8 +51,11 @@ pub(crate) const F_NUMBER: i32 = 2;
 pub(crate) const F_TRUE: i32 = 3;
 pub(crate) const F_FALSE: i32 = 4;
 pub(crate) const F_NULL: i32 = 5;
-/// An object or array: left to the C `__index`.
+/// An array: left to the C `__index`.
 pub(crate) const F_NESTED: i32 = 6;
+/// An object: `FieldOut::num` is its span (packed, see `pack_span`), marked in the member
+/// cache as handed out; the Lua side makes the nested table.
+pub(crate) const F_OBJECT: i32 = 8;
 /// The table's hidden fields are not what the engine put there.
 pub(crate) const F_TAMPERED: i32 = 7;
 
@@ -113,7 +116,7 @@ pub(crate) unsafe fn is_tomb(l: *mut lua_State, idx: c_int) -> bool {
 
 const SPAN_SHIFT: f64 = (1u64 << 26) as f64;
 
-fn pack_span(start: usize, end: usize) -> f64 {
+pub(super) fn pack_span(start: usize, end: usize) -> f64 {
     start as f64 * SPAN_SHIFT + (end - start) as f64
 }
 
@@ -664,25 +667,38 @@ pub(crate) unsafe fn member_changed(
         let Ok(p) = parts(l, t, cache.as_deref_mut()) else {
             return true;
         };
-        let mut at = scan::first_member(p.line, p.start);
         let mut scratch = Vec::new();
-        while let Some(i) = at {
-            let Some((m, next)) = scan::next_member(p.line, i) else {
-                break;
-            };
-            if super::member_cache::key_matches(p.line, &m, name, &mut scratch) {
-                if is_proxy(l, v) {
-                    let same = match parts(l, v, cache.as_deref_mut()) {
-                        Ok(n) => n.seal == p.seal && n.start == m.val_start as usize,
-                        Err(_) => false,
+        // The member a read of `name` gives (the first of that name): from the member cache
+        // when there is one (a walk from the object's start passes every member before it).
+        let found = match cache.as_deref_mut() {
+            Some(c) => c.find(p.id, p.start, p.line, name, &mut scratch),
+            None => {
+                let mut at = scan::first_member(p.line, p.start);
+                let mut found = None;
+                while let Some(i) = at {
+                    let Some((m, next)) = scan::next_member(p.line, i) else {
+                        break;
                     };
-                    return !same || is_dirty(l, v, cache);
+                    if super::member_cache::key_matches(p.line, &m, name, &mut scratch) {
+                        found = Some(m);
+                        break;
+                    }
+                    at = next;
                 }
-                return !same_as_json(l, v, p.line, p.seal, m.val_start as usize, m.val_end as usize, 0);
+                found
             }
-            at = next;
+        };
+        let Some(m) = found else {
+            return true;
+        };
+        if is_proxy(l, v) {
+            let same = match parts(l, v, cache.as_deref_mut()) {
+                Ok(n) => n.seal == p.seal && n.start == m.val_start as usize,
+                Err(_) => false,
+            };
+            return !same || is_dirty(l, v, cache);
         }
-        true
+        !same_as_json(l, v, p.line, p.seal, m.val_start as usize, m.val_end as usize, 0)
     }
 }
 

@@ -109,6 +109,7 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), ScriptCause> {
             (c"F_FALSE", proxy::F_FALSE),
             (c"F_NULL", proxy::F_NULL),
             (c"F_TAMPERED", proxy::F_TAMPERED),
+            (c"F_OBJECT", proxy::F_OBJECT),
             (c"ADDED_NONE", fast_path::ADDED_NONE),
             (c"ADDED_NUMBER", fast_path::ADDED_NUMBER),
             (c"ADDED_STRING", fast_path::ADDED_STRING),

@@ -728,3 +728,56 @@ end
         "i,src_ip,src_port,dest_ip,dest_port,proto,flow,slots,len,members,first,pkts"
     );
 }
+
+/// Nested tables a script read (made by the prelude) leave an unchanged event its bytes, and
+/// every change made through them, or to the hidden table that keeps them, is written: a
+/// write into one, one swapped for another's (a raw store to a reserved slot), one replaced by
+/// a plain table. The filter reads a nested field before passing the event on.
+#[test]
+fn nested_reads_keep_events_whole_and_changes_through_them_are_written() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", ""));
+    env.filter(
+        "filter.lua",
+        "function setup() end\nfunction loop(msg)\n  local p = msg.flow.pkts\n  dragonfly.analyze_event(default_analyzer, msg)\nend\n",
+    );
+    env.analyzer(
+        "a.lua",
+        r#"
+function setup() end
+function loop(msg)
+  local mode = msg.i % 4
+  local f, t = msg.flow, msg.tcp
+  if mode == 1 then
+    local c = rawget(msg, -5); c.flow, c.tcp = c.tcp, c.flow
+  elseif mode == 2 then
+    f.pkts = 99
+  elseif mode == 3 then
+    local c = rawget(msg, -5); c.flow = { x = 1 }
+  end
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    let lines: Vec<String> = (0..8)
+        .map(|i| format!("{{\"i\":{i},\"flow\":{{\"pkts\":{i},\"age\":3}},\"tcp\":{{\"syn\":true}}}}"))
+        .collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
+    let got: Vec<String> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    let want: Vec<String> = (0..8)
+        .map(|i| match i % 4 {
+            0 => lines[i].clone(),
+            1 => format!("{{\"i\":{i},\"flow\":{{\"syn\":true}},\"tcp\":{{\"pkts\":{i},\"age\":3}}}}"),
+            2 => format!("{{\"i\":{i},\"flow\":{{\"pkts\":99,\"age\":3}},\"tcp\":{{\"syn\":true}}}}"),
+            _ => format!("{{\"i\":{i},\"flow\":{{\"x\":1}},\"tcp\":{{\"syn\":true}}}}"),
+        })
+        .collect();
+    assert_eq!(got, want);
+}
