@@ -14,6 +14,8 @@
 #                 50,000-flow input of the figures measured before 2026-12-05)
 #   PERF_ORDERED  0 adds "ordered = false" to the output entry (default: ordered output)
 #   PERF_CONFIGS  configurations to run (default "a b bp c n")
+#   PERF_WARMUP   engine runs per configuration before the counted ones, shown, not counted
+#                 (default 1: the first run after a pause was the slowest on the test VM)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,7 +26,7 @@ npos=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *)
             if ! [[ "$1" =~ ^[0-9]+$ ]] || [ "$1" -lt 1 ]; then
                 echo "perf/run.sh: expected a positive number, got '$1' (usage: perf/run.sh [EVENTS] [RUNS] [-- ARGS])" >&2
@@ -46,6 +48,8 @@ flows=${PERF_FLOWS:-50000}
 ephemeral=${PERF_EPHEMERAL:-0.6}
 ordered=${PERF_ORDERED:-1}
 configs=${PERF_CONFIGS:-a b bp c n}
+warmup=${PERF_WARMUP:-1}
+[[ "$warmup" =~ ^[0-9]+$ ]] || die "PERF_WARMUP must be a number, got '$warmup'"
 
 die() { echo "perf/run.sh: FAIL: $*" >&2; exit 1; }
 
@@ -116,6 +120,15 @@ for c in $configs; do
         sed -i 's|uri = "file://out.json<" }|uri = "file://out.json<", ordered = false }|' "$root/config/config.lua"
         grep -q 'out.json<", ordered = false }' "$root/config/config.lua" || die "could not add ordered = false to $root/config/config.lua"
     fi
+    for i in $(seq 1 "$warmup"); do
+        rm -f "$work/out.json"
+        if "$bin" -r "$root" -l "$work" ${extra[@]+"${extra[@]}"} >"$work/stdout.$c" 2>"$work/stderr.$c"; then
+            echo "($c) warm-up $i (not counted): $(grep -m1 'events read' "$work/stdout.$c" || echo 'no summary')"
+        else
+            tail -n 20 "$work/stderr.$c" >&2
+            die "config ($c) warm-up run $i failed"
+        fi
+    done
     for i in $(seq 1 "$runs"); do
         # The parse-only rate right before the run: on a shared machine whose speed drifts,
         # each run's ratio is taken to its own neighbour (the "paired" column).

@@ -111,6 +111,14 @@ pub(crate) fn script_time() -> bool {
     SCRIPT_TIME.with(|s| s.get())
 }
 
+/// Sets whether script time runs (`on` non-zero) and returns the previous setting (1 or 0),
+/// for the prelude's Lua code that makes event tables: the engine's allocations for a script
+/// are not refused at its memory limit, also when they are made in Lua (called through the
+/// FFI, so the script's trace stays compiled).
+pub(crate) extern "C" fn df_script_time(on: i32) -> i32 {
+    i32::from(SCRIPT_TIME.with(|s| s.replace(on != 0)))
+}
+
 /// Marks a stretch of script time (or engine time) and restores the previous mark on drop.
 pub(crate) struct TimeMark {
     prev: bool,
@@ -146,12 +154,48 @@ impl Drop for TimeMark {
 pub(crate) struct StateMemory {
     used: Cell<usize>,
     limit: usize,
+    /// Whether the state's JIT compiler is off because the state is near its limit.
+    jit_off: Cell<bool>,
 }
 
 impl StateMemory {
     /// Bytes in use.
     pub(crate) fn used(&self) -> usize {
         self.used.get()
+    }
+}
+
+/// Room under a state's memory limit below which its JIT compiler is turned off (and above
+/// twice which it is turned on again): LuaJIT's trace compiler allocates from the state's
+/// heap while the script runs, and an allocation refused there crashed the process (a
+/// segmentation fault in `trace_abort`) instead of raising a memory error.
+const JIT_RESERVE: usize = 4 << 20;
+
+unsafe extern "C" {
+    /// LuaJIT's `luaJIT_setmode` (luajit.h), not declared by mlua.
+    fn luaJIT_setmode(l: *mut lua_State, idx: c_int, mode: c_int) -> c_int;
+}
+const LUAJIT_MODE_ENGINE: c_int = 0;
+const LUAJIT_MODE_OFF: c_int = 0x0000;
+const LUAJIT_MODE_ON: c_int = 0x0100;
+
+/// Turns the JIT compiler of the state `l` (whose memory `m` is) off when the state is within
+/// [`JIT_RESERVE`] of its limit, and on again once it has twice that room; called before
+/// script code runs. Compiled code already there keeps running; no new trace is recorded.
+pub(crate) fn guard_jit(l: *mut lua_State, m: &StateMemory) {
+    let used = m.used.get();
+    let off = m.jit_off.get();
+    let turn = if off {
+        used.saturating_add(2 * JIT_RESERVE) < m.limit
+    } else {
+        used.saturating_add(JIT_RESERVE) > m.limit
+    };
+    if turn {
+        let mode = LUAJIT_MODE_ENGINE | if off { LUAJIT_MODE_ON } else { LUAJIT_MODE_OFF };
+        // SAFETY: `l` is a state of this thread, not running (called between calls); setting
+        // the engine mode allocates nothing.
+        unsafe { luaJIT_setmode(l, 0, mode) };
+        m.jit_off.set(!off);
     }
 }
 
@@ -227,6 +271,7 @@ pub(crate) fn new_state(limit: usize) -> Option<(*mut lua_State, Box<StateMemory
     let mem = Box::new(StateMemory {
         used: Cell::new(0),
         limit,
+        jit_off: Cell::new(false),
     });
     // SAFETY: `lua_alloc` follows the allocator contract; `mem` is handed to the caller with
     // the state, and it does not move (boxed).

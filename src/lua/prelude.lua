@@ -30,24 +30,6 @@ function pairs(t)
    return rawpairs(t)
 end
 
--- How the engine calls loop() with a new event: the event table is made here, where the
--- compiler turns it into an inline allocation, rather than through the C API (script.rs
--- registers this function; window.rs, `call_loop_event`). A tail call: loop() runs as if the
--- engine had called it.
--- The table starts as a copy of a template holding the hidden keys (their numbers written
--- out: a constant key makes a template), so setting them adds no key; SET and ORDER, set to
--- nil (absent, as before the first write), keep their slots for a first write.
-local setmetatable_ = setmetatable
-assert(LINE == -1 and SPAN == -2 and SEAL == -3 and SET == -4 and ORDER == -6, "dispatch: hidden keys changed")
-E.dispatch = function(loop, line, seal)
-   local t = {[-1] = false, [-3] = false, [-4] = false, [-6] = false}
-   t[LINE] = line
-   t[SEAL] = seal
-   t[SET] = nil
-   t[ORDER] = nil
-   return loop(setmetatable_(t, mt))
-end
-
 local ffi = require("ffi")
 ffi.cdef[[
 typedef struct { int32_t kind; int32_t len; double num; const char *ptr; } df_field_out;
@@ -69,6 +51,37 @@ local function block_of(t)
    if type(line) ~= "userdata" or getmetatable(line) ~= LINE_MT then return nil end
    return line
 end
+
+-- How the engine calls loop() with a new event: the event table is made here, where the
+-- compiler turns it into an inline allocation, rather than through the C API (script.rs
+-- registers this function; window.rs, `call_loop_event`). A tail call: loop() runs as if the
+-- engine had called it.
+-- The table starts as a copy of a template holding the hidden keys (their numbers written
+-- out: a constant key makes a template), so setting them adds no key; SET and ORDER, set to
+-- nil (absent, as before the first write), keep their slots for a first write. The engine
+-- calls dispatch in engine time (the table is the engine's allocation: a script at its
+-- memory limit still gets its events) and it turns to script time right before loop().
+local setmetatable_ = setmetatable
+local script_time = ffi.cast("int32_t (*)(int32_t)", E.script_time)
+assert(LINE == -1 and SPAN == -2 and SEAL == -3 and SET == -4 and CACHE == -5 and ORDER == -6,
+   "dispatch: hidden keys changed")
+E.dispatch = function(loop, line, seal)
+   local t = {[-1] = false, [-3] = false, [-4] = false, [-6] = false}
+   t[LINE] = line
+   t[SEAL] = seal
+   t[SET] = nil
+   t[ORDER] = nil
+   setmetatable_(t, mt)
+   script_time(1)
+   return loop(t)
+end
+
+-- The nested event tables this state's __index made, each with the table it was read from
+-- (weak both ways: an entry goes with either). The fast paths of output_event and
+-- analyze_event take a nested table for unchanged only when it is one of these, read from
+-- that event table: a plain table dressed up as one (its metatable's __metatable copied, its
+-- hidden fields too) is not.
+local handed = setmetatable({}, {__mode = "kv"})
 
 mt.__index = function(t, k)
    local set = rawget(t, SET)
@@ -100,19 +113,37 @@ mt.__index = function(t, k)
    if kind == F_TAMPERED then tampered(2) end
    if kind == F_OBJECT then
       -- A nested event table over the same line block (as `dispatch` makes the top level's),
-      -- kept with the others handed out so that changes made through it stay.
+      -- kept with the others handed out so that changes made through it stay. Its span is
+      -- read first: an allocation may run a finalizer that calls `find` (`out` is shared).
+      -- Checked as the C side checks a table before it hands out a nested one.
+      local nspan = out.num
+      local order, tspan = rawget(t, ORDER), rawget(t, SPAN)
+      if (order ~= nil and type(order) ~= "table") or tspan == 0 then tampered(2) end
+      local was = script_time(0)
       local nt = {[-1] = false, [-2] = false, [-3] = false, [-4] = false}
       nt[LINE] = line
-      nt[SPAN] = out.num
+      nt[SPAN] = nspan
       nt[SEAL] = seal
       nt[SET] = nil
       setmetatable_(nt, mt)
+      local fresh = tnew(0, 2)
+      handed[nt] = t
+      -- A finalizer run by those allocations (the GC runs at allocations, not at raw
+      -- stores) may have read the same member or made the table of nested ones: what it
+      -- made stays. The stores below may grow tables: still engine time.
+      cache = rawget(t, CACHE)
       if cache == nil then
-         cache = tnew(0, 2)
+         cache = fresh
          rawset(t, CACHE, cache)
       end
-      rawset(cache, k, nt)
-      return nt
+      local first
+      if type(cache) == "table" then
+         first = rawget(cache, k)
+         if first == nil then rawset(cache, k, nt) end
+      end
+      script_time(was)
+      if type(cache) ~= "table" then tampered(2) end
+      return first or nt
    end
    return slow_index(t, k)
 end
@@ -170,7 +201,7 @@ local function nested_clean(msg, line, span, seal)
    if type(cache) ~= "table" then return false end
    local k, nt = rawnext(cache)
    while k ~= nil do
-      if type(k) ~= "string" or getmetatable(nt) ~= VIEW or rawget(nt, LINE) ~= line
+      if type(k) ~= "string" or handed[nt] ~= msg or rawget(nt, LINE) ~= line
          or rawget(nt, SEAL) ~= seal or rawget(nt, SET) ~= nil or rawget(nt, CACHE) ~= nil
          or rawget(nt, ORDER) ~= nil then
          return false

@@ -260,6 +260,7 @@ impl WorkerCtx {
                 let t0 = self.lat_start_call(calls);
                 self.window[i].co_t0 = t0;
                 self.cur_co = co;
+                super::ffi_util::guard_jit(l, &self.analyzers[a as usize].mem);
                 let status = self.run_script(|| ffi::lua_resume_(co, 1));
                 self.cur_co = std::ptr::null_mut();
                 if !self.finish_resume(a, co, co_ref, status, i) {
@@ -284,6 +285,7 @@ impl WorkerCtx {
             let co = ffi::lua_tothread(l, -1);
             ffi::lua_pop(l, 1);
             self.cur_co = co;
+            super::ffi_util::guard_jit(l, &self.analyzers[a as usize].mem);
             let status = self.run_script(|| ffi::lua_resume_(co, nres));
             self.cur_co = std::ptr::null_mut();
             if self.finish_resume(a, co, co_ref, status, i) {
@@ -370,6 +372,7 @@ impl WorkerCtx {
         self.cur_script = (role, i);
         let Some(s) = self.script_mut(role, i) else { return };
         s.calls += 1;
+        super::ffi_util::guard_jit(s.l, &s.mem);
         let (l, calls, on_error) = (s.l, s.calls, s.on_error);
         if role == Role::Analyzer && crate::counters::tap::active() {
             self.tap_value(l, i);
@@ -425,6 +428,7 @@ impl WorkerCtx {
         let calls = match self.script_mut(role, i) {
             Some(s) => {
                 s.calls += 1;
+                super::ffi_util::guard_jit(s.l, &s.mem);
                 s.calls
             }
             None => return,
@@ -435,7 +439,12 @@ impl WorkerCtx {
             let seal = proxy::push_line(l, line, id).1;
             ffi::lua_pushnumber(l, seal);
             let t0 = self.lat_start_call(calls);
-            let status = self.run_script(|| ffi::lua_pcall(l, 3, 0, 0));
+            // In engine time: `dispatch` makes the table, then turns to script time for
+            // `loop()`; the mark is engine time again after the call.
+            let status = self.lend(|| {
+                let _engine = super::ffi_util::TimeMark::engine();
+                ffi::lua_pcall(l, 3, 0, 0)
+            });
             self.lat_end(role, i, t0);
             if status != 0 {
                 let msg = pcall_msg(l);

@@ -781,3 +781,146 @@ end
         .collect();
     assert_eq!(got, want);
 }
+
+/// A script whose state is full to its `script_memory_mb` (setup() allocated until refused)
+/// still gets every event and writes it: event tables and nested tables are the engine's
+/// allocations, and the JIT compiler, which allocates from the same heap, is off near the
+/// limit (a trace recorded at the limit crashed the process). Hot loops, nested reads, in the
+/// filter and in the analyzer.
+#[test]
+fn a_script_full_to_its_memory_limit_still_gets_and_writes_every_event() {
+    const FILL: &str = r#"
+local tnew = require("table.new")
+hog = tnew(200000, 0)
+local n = 0
+local function add(s) n = n + 1; hog[n] = tnew(s, 0) end
+function setup()
+  for _, s in ipairs({131072, 16384, 2048, 256, 32, 4, 0}) do
+    while pcall(add, s) do end
+  end
+end
+"#;
+    for full in ["filter", "analyzer"] {
+        let env = Env::new();
+        env.config(&simple_config("file://in.json", "", "script_memory_mb = 16"));
+        let work = r#"
+function loop(msg)
+  local s = 0
+  for i = 1, 1000 do s = s + i end
+  local age = msg.flow.age
+  if s > 0 and age == 3 then
+    dragonfly.PASS(msg)
+  end
+end
+"#;
+        let (filter, analyzer) = if full == "filter" {
+            (
+                format!(
+                    "{FILL}{}",
+                    work.replace("dragonfly.PASS(msg)", "dragonfly.analyze_event(default_analyzer, msg)")
+                ),
+                "function setup() end\nfunction loop(msg) dragonfly.output_event(default_output, msg) end\n"
+                    .to_string(),
+            )
+        } else {
+            (
+                FILTER_TO_DEFAULT.to_string(),
+                format!(
+                    "{FILL}{}",
+                    work.replace("dragonfly.PASS(msg)", "dragonfly.output_event(default_output, msg)")
+                ),
+            )
+        };
+        env.filter("filter.lua", &filter);
+        env.analyzer("a.lua", &analyzer);
+        let lines: Vec<String> = (0..600).map(event).collect();
+        env.write_log("in.json", &join_lines(&lines));
+        let out = env.run(&["--shards", "1"]);
+        out.assert_success();
+        assert_eq!(out.summary().script_errors, 0, "{full}: {}", out.stdout);
+        assert_eq!(env.lines("out.json").len(), 600, "{full}: {}", out.stdout);
+    }
+}
+
+/// A finalizer that reads the event being read (`__gc` of garbage made per event, run by the
+/// allocations of a nested read) neither mixes up the nested tables nor loses what it did.
+#[test]
+fn finalizers_reading_the_event_during_a_nested_read_do_not_mix_it_up() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", ""));
+    env.filter(
+        "filter.lua",
+        r#"
+local cur
+local function mk()
+  local p = newproxy(true)
+  getmetatable(p).__gc = function() if cur then local _ = cur.dns end end
+end
+function setup() end
+function loop(msg)
+  cur = msg
+  local f = msg.flow
+  cur = nil
+  dragonfly.output_event("out", msg)
+  for i = 1, 200 do mk() end
+end
+"#,
+    );
+    env.analyzer("a.lua", "function setup() end\nfunction loop(msg) end\n");
+    let line = "{\"flow_id\":1,\"flow\":{\"age\":2},\"dns\":{\"rrname\":\"a.com\"}}";
+    let lines: Vec<String> = (0..3000).map(|_| line.to_string()).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
+    let got = env.lines("out.json");
+    let wrong = got.iter().filter(|l| l.as_slice() != line.as_bytes()).count();
+    assert_eq!((got.len(), wrong), (3000, 0), "every event written as it came");
+}
+
+/// A plain table dressed up as a nested event table (its metatable's `__metatable` copied,
+/// the hidden fields too) put in the place of one (a raw store to a reserved slot) is not
+/// taken for the unchanged original: output_event fails for that event as the C encoder
+/// does, and what the script read is not silently replaced by the original bytes. Tampering
+/// with the write order or the span before a nested read is refused.
+#[test]
+fn forged_nested_tables_and_tampered_slots_are_not_taken_for_the_original() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", ""));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        r#"
+function setup() end
+function loop(msg)
+  if msg.i == 0 then
+    local f = msg.flow
+    local fake = setmetatable({ age = "FORGED" }, { __metatable = getmetatable(msg) })
+    for _, k in ipairs({ -1, -2, -3 }) do rawset(fake, k, rawget(f, k)) end
+    rawset(rawget(msg, -5), "flow", fake)
+  elseif msg.i == 1 then
+    rawset(msg, -6, 5)
+    local _ = msg.flow
+  elseif msg.i == 2 then
+    rawset(msg, -2, 0)
+    local _ = msg.flow
+  end
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    let lines: Vec<String> = (0..4).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 3, "{}", out.stdout);
+    let got = env.lines("out.json");
+    assert_eq!(got, vec![lines[3].clone().into_bytes()]);
+    let errors = env.log_records_of("script_error");
+    assert!(
+        errors[1..]
+            .iter()
+            .all(|r| r["message"].as_str().unwrap_or("").contains("reserved field")),
+        "{errors:?}"
+    );
+}
