@@ -891,8 +891,11 @@ fn kafka_a_dead_members_partitions_are_taken_over() {
     assert_eq!(distinct().len(), n, "no event lost");
     // The survivor resumed at the dead member's commits, not at the start of its partitions
     // (which would repeat all it wrote): only what was written after its last commit comes
-    // again (about 300 ms of output; more on a loaded machine).
-    assert!(again < before.len(), "{again} of {} read again", before.len());
+    // again (about 300 ms of output; more on a loaded machine). Events the survivor read again
+    // of its own partitions (the rebalance revoked them and gave them back; what was read and
+    // not yet written then comes again, at least once) are not the dead member's.
+    let from_dead = again - dups.min(again);
+    assert!(from_dead < before.len(), "{from_dead} of {} read again", before.len());
 }
 
 /// The broker goes away while the engine writes to it: after 10 s without acknowledgements
