@@ -126,14 +126,14 @@ mt.__index = function(t, k)
       nt[SEAL] = seal
       nt[SET] = nil
       setmetatable_(nt, mt)
-      local fresh = tnew(0, 2)
+      local fresh = cache == nil and tnew(0, 2) or nil
       handed[nt] = t
       -- A finalizer run by those allocations (the GC runs at allocations, not at raw
       -- stores) may have read the same member or made the table of nested ones: what it
       -- made stays. The stores below may grow tables: still engine time.
       cache = rawget(t, CACHE)
       if cache == nil then
-         cache = fresh
+         cache = fresh or tnew(0, 2)
          rawset(t, CACHE, cache)
       end
       local first

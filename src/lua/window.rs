@@ -202,16 +202,14 @@ impl WorkerCtx {
             unsafe {
                 if over || !pipelined {
                     // Not pipelined: an ordinary call, no coroutine needed.
-                    if r == UNCHANGED_EVENT && !over {
-                        self.call_loop_event(Role::Analyzer, a, &batch[s..e], id);
+                    if r == UNCHANGED_EVENT {
+                        if !over {
+                            self.call_loop_event(Role::Analyzer, a, &batch[s..e], id);
+                        }
                         continue;
                     }
-                    if r == UNCHANGED_EVENT {
-                        proxy::push_event(l, &batch[s..e], id);
-                    } else {
-                        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
-                        ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
-                    }
+                    ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
+                    ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
                     if over {
                         ffi::lua_pop(l, 1);
                         continue;
@@ -407,9 +405,9 @@ impl WorkerCtx {
     /// the engine's), through `call_loop`.
     pub(super) fn call_loop_event(&mut self, role: Role, i: u32, line: &[u8], id: f64) {
         let Some(s) = self.script_mut(role, i) else { return };
-        let (l, on_error) = (s.l, s.on_error);
+        let l = s.l;
         // SAFETY: the state belongs to this thread; `push_loop` leaves the global on top.
-        let plain = on_error == OnErrorAction::Drop
+        let plain = s.on_error == OnErrorAction::Drop
             && !(role == Role::Analyzer && crate::counters::tap::active())
             && unsafe {
                 ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, super::ffi_util::reg::DISPATCH);
@@ -424,15 +422,10 @@ impl WorkerCtx {
             }
             return self.call_loop(role, i);
         }
+        s.calls += 1;
+        super::ffi_util::guard_jit(l, &s.mem);
+        let calls = s.calls;
         self.cur_script = (role, i);
-        let calls = match self.script_mut(role, i) {
-            Some(s) => {
-                s.calls += 1;
-                super::ffi_util::guard_jit(s.l, &s.mem);
-                s.calls
-            }
-            None => return,
-        };
         // SAFETY: the state belongs to this thread, `dispatch` and `loop` are on its stack;
         // the context is lent for the call.
         unsafe {
