@@ -336,46 +336,27 @@ pub(crate) fn array_elements(buf: &[u8], pos: usize, mut f: impl FnMut(usize, us
 }
 
 /// Whether `buf[start..end]` is exactly an object value inside the JSON value at `root`
-/// (the value itself included): the structure is walked from `root`, descending only into the
-/// member or element that contains `start`, so a range that begins inside a string or ends
-/// anywhere but the object's own closing brace is refused.
+/// (the value itself included), `buf` being valid JSON (a validated line, or the encoder's
+/// output). Outside strings, a `{` of valid JSON always opens an object value, so `start` must
+/// hold one that no string between `root` and it covers, and `end` must be its closing brace's
+/// next byte, within the value at `root`: a range that begins inside a string or ends anywhere
+/// else is refused. A pass over the strings before `start`, one over the object and one over
+/// the value at `root`: linear in the line, whatever the
+/// nesting (descending level by level measured each level's subtree again, and a write 250
+/// levels deep took seconds).
 pub(crate) fn is_object_at(buf: &[u8], root: usize, start: usize, end: usize) -> bool {
+    if start < root || buf.get(start) != Some(&b'{') {
+        return false;
+    }
     let mut pos = root;
-    loop {
-        if pos == start {
-            return kind(buf, pos) == Kind::Object && value_end(buf, pos) == end;
-        }
-        if pos > start {
+    while let Some(off) = memchr::memchr(b'"', &buf[pos..start]) {
+        let after = string_end(buf, pos + off).0;
+        if after > start {
             return false;
         }
-        let mut inner = None;
-        match kind(buf, pos) {
-            Kind::Object => {
-                let mut at = first_member(buf, pos);
-                while let Some(i) = at {
-                    let Some((m, next)) = next_member(buf, i) else { break };
-                    if (m.val_start as usize) <= start && start < m.val_end as usize {
-                        inner = Some(m.val_start as usize);
-                        break;
-                    }
-                    if m.val_start as usize > start {
-                        break;
-                    }
-                    at = next;
-                }
-            }
-            Kind::Array => array_elements(buf, pos, |a, b| {
-                if inner.is_none() && a <= start && start < b {
-                    inner = Some(a);
-                }
-            }),
-            _ => return false,
-        }
-        match inner {
-            Some(p) if p > pos => pos = p,
-            _ => return false,
-        }
+        pos = after;
     }
+    value_end(buf, start) == end && end <= value_end(buf, root)
 }
 
 /// Decodes the JSON string body `raw` (between the quotes) into `out`.
@@ -522,6 +503,77 @@ mod tests {
             }
             _ => out.push_str(["1", "-2.5e3", "true", "null"][next(4) as usize]),
         }
+    }
+
+    /// The walk down the structure `is_object_at` did before (it measured each level's
+    /// subtree again: quadratic in the nesting), as the reference of the one-pass check.
+    fn is_object_at_by_descent(buf: &[u8], root: usize, start: usize, end: usize) -> bool {
+        let mut pos = root;
+        loop {
+            if pos == start {
+                return kind(buf, pos) == Kind::Object && value_end(buf, pos) == end;
+            }
+            if pos > start {
+                return false;
+            }
+            let mut inner = None;
+            match kind(buf, pos) {
+                Kind::Object => {
+                    let mut at = first_member(buf, pos);
+                    while let Some(i) = at {
+                        let Some((m, next)) = next_member(buf, i) else { break };
+                        if (m.val_start as usize) <= start && start < m.val_end as usize {
+                            inner = Some(m.val_start as usize);
+                            break;
+                        }
+                        if m.val_start as usize > start {
+                            break;
+                        }
+                        at = next;
+                    }
+                }
+                Kind::Array => array_elements(buf, pos, |a, b| {
+                    if inner.is_none() && a <= start && start < b {
+                        inner = Some(a);
+                    }
+                }),
+                _ => return false,
+            }
+            match inner {
+                Some(p) if p > pos => pos = p,
+                _ => return false,
+            }
+        }
+    }
+
+    /// `is_object_at` agrees with the walk down the structure on random documents (strings
+    /// full of braces, quotes and backslash runs), at every `{` of the document, inside strings
+    /// or not, with the object's true end, one byte less and one more, and from a root inside.
+    #[test]
+    fn object_spans_agree_with_a_walk_down_the_structure() {
+        let mut r = 0x0b1e_c7a7_u64;
+        let (mut yes, mut no) = (0, 0);
+        for _ in 0..2000 {
+            let mut s = String::from("{\"a\":");
+            random_value(&mut r, 0, &mut s);
+            s.push_str(",\"b\":{\"c\":[{}]}}");
+            let b = s.as_bytes();
+            for start in (0..b.len()).filter(|&i| b[i] == b'{') {
+                let end = value_end(b, start);
+                for e in [end, end - 1, end + 1] {
+                    for root in [0, 5] {
+                        let got = is_object_at(b, root, start, e);
+                        assert_eq!(
+                            got,
+                            is_object_at_by_descent(b, root, start, e),
+                            "{s}: {root} {start}..{e}"
+                        );
+                        if got { yes += 1 } else { no += 1 }
+                    }
+                }
+            }
+        }
+        assert!(yes > 2_000 && no > 2_000, "{yes} objects, {no} refused");
     }
 
     #[test]

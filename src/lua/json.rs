@@ -139,6 +139,8 @@ pub struct Encoder {
     keys: Vec<KeyRef>,
     /// The member cache lent by `encode_cached` for the duration of one call.
     cache: Option<*mut MemberCache>,
+    /// Which event tables were found changed, during one call.
+    dirty: proxy::DirtyMemo,
     /// The `cjson_safe` settings to write with (precision, sparse arrays, nesting, NaN and
     /// infinities): set per call by the caller, from the module instance or the state's own.
     pub(crate) cfg: CjsonConfig,
@@ -231,6 +233,7 @@ impl Encoder {
         cache: Option<&mut MemberCache>,
     ) -> Result<(), EncodeError> {
         self.cache = cache.map(|c| c as *mut MemberCache);
+        self.dirty.clear();
         // SAFETY: the caller owns `l`.
         let r = unsafe {
             let idx = abs_index(l, idx);
@@ -430,7 +433,7 @@ impl Encoder {
             let top = ffi::lua_gettop(l);
             // The cache outlives this call (lent by `encode_cached`).
             let p = proxy::parts(l, t, self.cache.map(|c| &mut *c))?;
-            if !proxy::is_dirty(l, t, self.cache.map(|c| &mut *c)) {
+            if !proxy::is_dirty(l, t, self.cache.map(|c| &mut *c), Some(&mut self.dirty)) {
                 out.extend_from_slice(&p.line[p.start..p.end]);
                 return Ok(());
             }
@@ -460,7 +463,8 @@ impl Encoder {
                     if tbl == set && proxy::is_tomb(l, v) {
                         deletion = true;
                     }
-                    let changed = tbl == set || proxy::member_changed(l, t, v - 1, v, self.cache.map(|c| &mut *c));
+                    let changed = tbl == set
+                        || proxy::member_changed(l, t, v - 1, v, self.cache.map(|c| &mut *c), Some(&mut self.dirty));
                     if tbl == set && ffi::lua_type(l, v - 1) != ffi::LUA_TSTRING {
                         other_key = true;
                     }

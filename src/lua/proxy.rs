@@ -565,9 +565,50 @@ pub(crate) unsafe fn push_field(
     }
 }
 
+/// What [`is_dirty`] found of the proxies it looked at during one encoding, by table address.
+/// The encoder asks about a nested table at every level above it (through its parent's
+/// [`is_dirty`], then [`member_changed`] when it writes the parent), so without this a change
+/// `d` levels down was looked for about `d * d / 2` times.
+#[derive(Default)]
+pub(crate) struct DirtyMemo(Vec<(usize, bool)>);
+
+impl DirtyMemo {
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// Whether the proxy at absolute index `t` (or any nested proxy it handed out) was changed.
 /// A nested table that is not what the engine handed out for its member counts as changed.
-pub(crate) unsafe fn is_dirty(l: *mut lua_State, t: c_int, mut cache: Option<&mut MemberCache>) -> bool {
+/// With `memo`, each table is looked at once (the tables must not change meanwhile).
+pub(crate) unsafe fn is_dirty(
+    l: *mut lua_State,
+    t: c_int,
+    cache: Option<&mut MemberCache>,
+    mut memo: Option<&mut DirtyMemo>,
+) -> bool {
+    // SAFETY: `t` is a proxy; reading its address changes nothing.
+    let at = unsafe { ffi::lua_topointer(l, t) } as usize;
+    if let Some(m) = memo.as_deref()
+        && let Some(&(_, dirty)) = m.0.iter().rev().find(|e| e.0 == at)
+    {
+        return dirty;
+    }
+    // SAFETY: as above.
+    let dirty = unsafe { dirty_now(l, t, cache, memo.as_deref_mut()) };
+    if let Some(m) = memo {
+        m.0.push((at, dirty));
+    }
+    dirty
+}
+
+/// [`is_dirty`], looked at now.
+unsafe fn dirty_now(
+    l: *mut lua_State,
+    t: c_int,
+    mut cache: Option<&mut MemberCache>,
+    mut memo: Option<&mut DirtyMemo>,
+) -> bool {
     // SAFETY: `t` is a proxy; the stack is restored.
     unsafe {
         let top = ffi::lua_gettop(l);
@@ -584,7 +625,7 @@ pub(crate) unsafe fn is_dirty(l: *mut lua_State, t: c_int, mut cache: Option<&mu
         ffi::lua_pushnil(l);
         while ffi::lua_next(l, nested) != 0 {
             let v = ffi::lua_gettop(l);
-            if member_changed(l, t, v - 1, v, cache.as_deref_mut()) {
+            if member_changed(l, t, v - 1, v, cache.as_deref_mut(), memo.as_deref_mut()) {
                 ffi::lua_settop(l, top);
                 return true;
             }
@@ -658,6 +699,7 @@ pub(crate) unsafe fn member_changed(
     k: c_int,
     v: c_int,
     mut cache: Option<&mut MemberCache>,
+    memo: Option<&mut DirtyMemo>,
 ) -> bool {
     // SAFETY: indices are absolute and valid; the stack is restored.
     unsafe {
@@ -696,7 +738,7 @@ pub(crate) unsafe fn member_changed(
                 Ok(n) => n.seal == p.seal && n.start == m.val_start as usize,
                 Err(_) => false,
             };
-            return !same || is_dirty(l, v, cache);
+            return !same || is_dirty(l, v, cache, memo);
         }
         !same_as_json(l, v, p.line, p.seal, m.val_start as usize, m.val_end as usize, 0)
     }
@@ -742,7 +784,7 @@ unsafe fn same_as_json(
                     return false;
                 }
                 match parts(l, v, None) {
-                    Ok(p) => p.seal == seal && p.start == start && !is_dirty(l, v, None),
+                    Ok(p) => p.seal == seal && p.start == start && !is_dirty(l, v, None, None),
                     Err(_) => false,
                 }
             }

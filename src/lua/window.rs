@@ -501,7 +501,7 @@ impl WorkerCtx {
                 let p = proxy::parts(from, idx, Some(&mut self.cache))?;
                 if (p.id, p.start) == self.cur_root
                     && self.cur_input != NO_INPUT
-                    && !proxy::is_dirty(from, idx, Some(&mut self.cache))
+                    && !proxy::is_dirty(from, idx, Some(&mut self.cache), None)
                 {
                     self.push_call(a, UNCHANGED_EVENT);
                     return Ok(());

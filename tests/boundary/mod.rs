@@ -782,6 +782,75 @@ end
     assert_eq!(got, want);
 }
 
+/// Changes 600 levels down are written whole, and an event walked down that deep but left
+/// unchanged is written as its bytes: each level's nested table (and, in the third event, each
+/// level's sibling object read on the way) is looked at once per encoding. Before, the encoder
+/// looked for a change below each level again from every level above it, and checked spans the
+/// member cache had lost by walking down from the root again: a write 250 levels deep took
+/// seconds and one 1,000 levels deep minutes, its worker stuck meanwhile.
+#[test]
+fn changes_deep_down_an_event_are_written_whole() {
+    const DEPTH: usize = 600;
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", ""));
+    env.filter(
+        "filter.lua",
+        "function setup() end\nfunction loop(msg)\n  dragonfly.analyze_event(default_analyzer, msg)\nend\n",
+    );
+    env.analyzer(
+        "a.lua",
+        r#"
+function setup() end
+function loop(msg)
+  local t, d = msg, 0
+  while t.a ~= nil do
+    t = t.a
+    d = d + 1
+    if msg.i == 2 then local k = t.s.k end
+    if msg.i == 2 and d == 300 then t.z = 1 end
+  end
+  if msg.i >= 1 then t.y = 2 end
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    // Level k: {"s":{"k":k},"a":<level k+1>}; the last: {"s":{"k":DEPTH},"x":1}.
+    let event = |i: usize, z_at: Option<usize>, leaf_y: bool| {
+        let mut s = format!("{{\"i\":{i},\"a\":");
+        for k in 1..DEPTH {
+            s.push_str(&format!("{{\"s\":{{\"k\":{k}}},\"a\":"));
+        }
+        s.push_str(&format!("{{\"s\":{{\"k\":{DEPTH}}},\"x\":1"));
+        if leaf_y {
+            s.push_str(",\"y\":2");
+        }
+        s.push('}');
+        for k in (1..DEPTH).rev() {
+            if z_at == Some(k) {
+                s.push_str(",\"z\":1");
+            }
+            s.push('}');
+        }
+        s.push('}');
+        s
+    };
+    let lines = [event(0, None, false), event(1, None, false), event(2, None, false)];
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
+    let got: Vec<String> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    let want = vec![lines[0].clone(), event(1, None, true), event(2, Some(300), true)];
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!(g == w, "written:\n{g}\nwanted:\n{w}");
+    }
+}
+
 /// A script whose state is full to its `script_memory_mb` (setup() allocated until refused)
 /// still gets every event and writes it: event tables and nested tables are the engine's
 /// allocations, and the JIT compiler, which allocates from the same heap, is off near the
