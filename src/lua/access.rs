@@ -7,8 +7,9 @@ use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
 
-use super::context::{WorkerCtx, with_ctx};
+use super::context::{WorkerCtx, try_with_ctx, with_ctx};
 use super::ffi_util::push_bytes;
+use super::member_cache::MemberCache;
 use super::proxy::{
     F_ABSENT, F_FALSE, F_NESTED, F_NULL, F_NUMBER, F_OBJECT, F_STRING, F_TAMPERED, F_TRUE, FieldOut, K_ORDER, K_SET,
     Tampered, checked_range, is_proxy, is_tomb, line_of, parts, push_field, rawget_i, rawset_i,
@@ -41,48 +42,90 @@ pub(super) unsafe extern "C" fn df_find(
         }
         // SAFETY: see the function's contract.
         let ((h, line), key, out) = unsafe { (line_of(line), std::slice::from_raw_parts(key, key_len), &mut *out) };
-        with_ctx(|c| {
-            let Ok((start, _)) = checked_range(&h, line, span, seal, Some(&mut c.cache)) else {
-                out.kind = F_TAMPERED;
-                return F_TAMPERED;
-            };
-            let Some(m) = c.cache.find(h.id, start, line, key, &mut c.scratch) else {
-                out.kind = F_ABSENT;
-                return F_ABSENT;
-            };
-            let (vs, ve) = (m.val_start as usize, m.val_end as usize);
-            let raw = &line[vs..ve];
-            out.kind = match scan::kind(line, vs) {
-                Kind::String => {
-                    let body = &raw[1..raw.len().saturating_sub(1).max(1)];
-                    if memchr::memchr(b'\\', body).is_none() {
-                        out.ptr = body.as_ptr();
-                        out.len = body.len() as i32;
-                    } else {
-                        scan::unescape(body, &mut c.value_scratch);
-                        out.ptr = c.value_scratch.as_ptr();
-                        out.len = c.value_scratch.len() as i32;
-                    }
-                    F_STRING
-                }
-                Kind::Number => {
-                    out.num = scan::number(raw);
-                    F_NUMBER
-                }
-                Kind::True => F_TRUE,
-                Kind::False => F_FALSE,
-                Kind::Null => F_NULL,
-                Kind::Object => {
-                    c.cache.mark_span(h.id, vs, ve, line);
-                    out.num = super::proxy::pack_span(vs, ve);
-                    F_OBJECT
-                }
-                Kind::Array => F_NESTED,
-                Kind::Invalid => F_ABSENT,
-            };
-            out.kind
+        let found = try_with_ctx(|c| {
+            find_member(
+                &h,
+                line,
+                span,
+                seal,
+                key,
+                out,
+                &mut c.cache,
+                &mut c.scratch,
+                &mut c.value_scratch,
+            )
+        });
+        // A read while an enclosing call of the engine holds the worker's context: a
+        // finalizer that reads an event, run by an allocation inside that call. It is served
+        // with a cache of its own.
+        found.unwrap_or_else(|| {
+            NESTED_FIND.with(|n| {
+                let (cache, scratch, value_scratch) = &mut *n.borrow_mut();
+                find_member(&h, line, span, seal, key, out, cache, scratch, value_scratch)
+            })
         })
     })
+}
+
+thread_local! {
+    /// The member cache and scratch buffers of reads made while the worker's own are in use
+    /// (see `df_find`); `find_member` allocates no Lua object, so it never nests in itself.
+    static NESTED_FIND: std::cell::RefCell<(MemberCache, Vec<u8>, Vec<u8>)> = std::cell::RefCell::default();
+}
+
+/// The body of [`df_find`]: looks member `key` up in the object the hidden fields name and
+/// fills `out`; its kind.
+#[allow(clippy::too_many_arguments)]
+fn find_member(
+    h: &super::proxy::LineHeader,
+    line: &[u8],
+    span: f64,
+    seal: f64,
+    key: &[u8],
+    out: &mut FieldOut,
+    cache: &mut MemberCache,
+    scratch: &mut Vec<u8>,
+    value_scratch: &mut Vec<u8>,
+) -> i32 {
+    let Ok((start, _)) = checked_range(h, line, span, seal, Some(cache)) else {
+        out.kind = F_TAMPERED;
+        return F_TAMPERED;
+    };
+    let Some(m) = cache.find(h.id, start, line, key, scratch) else {
+        out.kind = F_ABSENT;
+        return F_ABSENT;
+    };
+    let (vs, ve) = (m.val_start as usize, m.val_end as usize);
+    let raw = &line[vs..ve];
+    out.kind = match scan::kind(line, vs) {
+        Kind::String => {
+            let body = &raw[1..raw.len().saturating_sub(1).max(1)];
+            if memchr::memchr(b'\\', body).is_none() {
+                out.ptr = body.as_ptr();
+                out.len = body.len() as i32;
+            } else {
+                scan::unescape(body, value_scratch);
+                out.ptr = value_scratch.as_ptr();
+                out.len = value_scratch.len() as i32;
+            }
+            F_STRING
+        }
+        Kind::Number => {
+            out.num = scan::number(raw);
+            F_NUMBER
+        }
+        Kind::True => F_TRUE,
+        Kind::False => F_FALSE,
+        Kind::Null => F_NULL,
+        Kind::Object => {
+            cache.mark_span(h.id, vs, ve, line);
+            out.num = super::proxy::pack_span(vs, ve);
+            F_OBJECT
+        }
+        Kind::Array => F_NESTED,
+        Kind::Invalid => F_ABSENT,
+    };
+    out.kind
 }
 
 /// The C part of `__index` (the Lua part in `prelude.lua` has already looked in the writes

@@ -972,6 +972,59 @@ end
     }
 }
 
+/// A finalizer that reads an event while the engine is inside one of its own calls (here the
+/// allocations of `output_event`'s and the nested read's C side run it) gets the field: before,
+/// the read found the worker's context in use and panicked (caught at the boundary, the read
+/// declined), and stderr got a panic message, with a backtrace under `RUST_BACKTRACE=1`, for
+/// each of hundreds of such reads.
+#[test]
+fn finalizers_read_events_while_the_engine_is_in_a_call() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", ""));
+    env.filter(
+        "filter.lua",
+        r#"
+local cur
+local ok, bad = 0, 0
+local function mk()
+  local p = newproxy(true)
+  getmetatable(p).__gc = function()
+    if cur then
+      if cur.flow_id == 7 then ok = ok + 1 else bad = bad + 1 end
+    end
+  end
+end
+function setup() end
+function loop(msg)
+  cur = msg
+  local age = msg.flow.age
+  if msg.i == 2999 then msg.ok, msg.bad = ok, bad end
+  dragonfly.output_event("out", msg)
+  for i = 1, 200 do mk() end
+end
+"#,
+    );
+    env.analyzer("a.lua", "function setup() end\nfunction loop(msg) end\n");
+    let lines: Vec<String> = (0..3000)
+        .map(|i| format!("{{\"i\":{i},\"flow_id\":7,\"flow\":{{\"age\":2}}}}"))
+        .collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
+    assert!(
+        !out.stderr.contains("panicked"),
+        "{}",
+        &out.stderr[..out.stderr.len().min(2000)]
+    );
+    let got = env.lines("out.json");
+    assert_eq!(got.len(), 3000);
+    let last = String::from_utf8_lossy(&got[2999]).into_owned();
+    let counts: serde_json::Value = serde_json::from_str(&last).expect("json");
+    assert_eq!(counts["bad"], 0, "{last}");
+    assert!(counts["ok"].as_u64().unwrap_or(0) > 1000, "{last}");
+}
+
 /// A finalizer that reads the event being read (`__gc` of garbage made per event, run by the
 /// allocations of a nested read) neither mixes up the nested tables nor loses what it did.
 #[test]
