@@ -782,6 +782,26 @@ end
     assert_eq!(got, want);
 }
 
+/// Runs `lines` through a filter that hands every event on and the analyzer `analyzer` (one
+/// shard, no script error allowed); the lines written.
+fn written_through(analyzer: &str, lines: &[String]) -> Vec<String> {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", ""));
+    env.filter(
+        "filter.lua",
+        "function setup() end\nfunction loop(msg)\n  dragonfly.analyze_event(default_analyzer, msg)\nend\n",
+    );
+    env.analyzer("a.lua", analyzer);
+    env.write_log("in.json", &join_lines(lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
+    env.lines("out.json")
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect()
+}
+
 /// Changes 600 levels down are written whole, and an event walked down that deep but left
 /// unchanged is written as its bytes: each level's nested table (and, in the third event, each
 /// level's sibling object read on the way) is looked at once per encoding. Before, the encoder
@@ -791,15 +811,7 @@ end
 #[test]
 fn changes_deep_down_an_event_are_written_whole() {
     const DEPTH: usize = 600;
-    let env = Env::new();
-    env.config(&simple_config("file://in.json", "", ""));
-    env.filter(
-        "filter.lua",
-        "function setup() end\nfunction loop(msg)\n  dragonfly.analyze_event(default_analyzer, msg)\nend\n",
-    );
-    env.analyzer(
-        "a.lua",
-        r#"
+    let analyzer = r#"
 function setup() end
 function loop(msg)
   local t, d = msg, 0
@@ -812,8 +824,7 @@ function loop(msg)
   if msg.i >= 1 then t.y = 2 end
   dragonfly.output_event(default_output, msg)
 end
-"#,
-    );
+"#;
     // Level k: {"s":{"k":k},"a":<level k+1>}; the last: {"s":{"k":DEPTH},"x":1}.
     let event = |i: usize, z_at: Option<usize>, leaf_y: bool| {
         let mut s = format!("{{\"i\":{i},\"a\":");
@@ -835,15 +846,7 @@ end
         s
     };
     let lines = [event(0, None, false), event(1, None, false), event(2, None, false)];
-    env.write_log("in.json", &join_lines(&lines));
-    let out = env.run(&["--shards", "1"]);
-    out.assert_success();
-    assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
-    let got: Vec<String> = env
-        .lines("out.json")
-        .iter()
-        .map(|l| String::from_utf8_lossy(l).into_owned())
-        .collect();
+    let got = written_through(analyzer, &lines);
     let want = vec![lines[0].clone(), event(1, None, true), event(2, Some(300), true)];
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(&want) {
@@ -858,15 +861,7 @@ end
 #[test]
 fn arrays_of_objects_read_whole_are_written_as_they_are() {
     const N: usize = 2_000;
-    let env = Env::new();
-    env.config(&simple_config("file://in.json", "", ""));
-    env.filter(
-        "filter.lua",
-        "function setup() end\nfunction loop(msg)\n  dragonfly.analyze_event(default_analyzer, msg)\nend\n",
-    );
-    env.analyzer(
-        "a.lua",
-        r#"
+    let analyzer = r#"
 function setup() end
 function loop(msg)
   local a, n = msg.a, 0
@@ -876,23 +871,14 @@ function loop(msg)
   msg.n = n
   dragonfly.output_event(default_output, msg)
 end
-"#,
-    );
+"#;
     let array = |f: &dyn Fn(usize) -> String| (0..N).map(f).collect::<Vec<_>>().join(",");
     let plain = |k: usize| format!("{{\"k\":{k}}}");
     let sum: usize = (0..N).sum();
     let lines: Vec<String> = (0..3)
         .map(|i| format!("{{\"i\":{i},\"a\":[{}]}}", array(&plain)))
         .collect();
-    env.write_log("in.json", &join_lines(&lines));
-    let out = env.run(&["--shards", "1"]);
-    out.assert_success();
-    assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
-    let got: Vec<String> = env
-        .lines("out.json")
-        .iter()
-        .map(|l| String::from_utf8_lossy(l).into_owned())
-        .collect();
+    let got = written_through(analyzer, &lines);
     let changed = array(&|k| {
         if k == 999 {
             format!("{{\"k\":{k},\"x\":1}}")
@@ -973,7 +959,7 @@ end
 }
 
 /// A finalizer that reads an event while the engine is inside one of its own calls (here the
-/// allocations of `output_event`'s and the nested read's C side run it) gets the field: before,
+/// allocations of `output_event`'s C side run it) gets the field: before,
 /// the read found the worker's context in use and panicked (caught at the boundary, the read
 /// declined), and stderr got a panic message, with a backtrace under `RUST_BACKTRACE=1`, for
 /// each of hundreds of such reads.
@@ -997,7 +983,7 @@ end
 function setup() end
 function loop(msg)
   cur = msg
-  local age = msg.flow.age
+  local ts = msg.timestamp
   if msg.i == 2999 then msg.ok, msg.bad = ok, bad end
   dragonfly.output_event("out", msg)
   for i = 1, 200 do mk() end
