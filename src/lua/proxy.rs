@@ -401,13 +401,10 @@ pub(crate) struct Parts<'a> {
     pub top: bool,
 }
 
-/// The checked parts of the proxy at absolute index `t` (its line block, seal and span; see
-/// the module's "Provenance"). Spans are checked against `cache` when given.
-pub(crate) unsafe fn parts<'a>(
-    l: *mut lua_State,
-    t: c_int,
-    cache: Option<&mut MemberCache>,
-) -> Result<Parts<'a>, Tampered> {
+/// The hidden fields of the proxy at absolute index `t`, their types checked (the line block,
+/// its bytes, the span (0 for the top level) and the seal, and side tables that are tables or
+/// absent); the span itself is not checked against the line.
+unsafe fn hidden_fields<'a>(l: *mut lua_State, t: c_int) -> Result<(LineHeader, &'a [u8], f64, f64), Tampered> {
     // SAFETY: the line block stays referenced by the proxy while it is alive; the stack is
     // restored.
     unsafe {
@@ -430,7 +427,6 @@ pub(crate) unsafe fn parts<'a>(
             ffi::LUA_TNUMBER if span != 0.0 => span,
             _ => return Err(Tampered("the span is not a number")),
         };
-        let (start, end) = checked_range(&h, line, span, seal, cache)?;
         for (k, what) in [(K_SET, "writes"), (K_CACHE, "nested tables"), (K_ORDER, "write order")] {
             let ty = rawget_i(l, t, k);
             ffi::lua_settop(l, top);
@@ -438,15 +434,28 @@ pub(crate) unsafe fn parts<'a>(
                 return Err(Tampered(what));
             }
         }
-        Ok(Parts {
-            line,
-            start,
-            end,
-            id: h.id,
-            seal: h.seal,
-            top: span == 0.0,
-        })
+        Ok((h, line, span, seal))
     }
+}
+
+/// The checked parts of the proxy at absolute index `t` (its line block, seal and span; see
+/// the module's "Provenance"). Spans are checked against `cache` when given.
+pub(crate) unsafe fn parts<'a>(
+    l: *mut lua_State,
+    t: c_int,
+    cache: Option<&mut MemberCache>,
+) -> Result<Parts<'a>, Tampered> {
+    // SAFETY: forwarded contract (`t` is a proxy of `l`).
+    let (h, line, span, seal) = unsafe { hidden_fields(l, t) }?;
+    let (start, end) = checked_range(&h, line, span, seal, cache)?;
+    Ok(Parts {
+        line,
+        start,
+        end,
+        id: h.id,
+        seal: h.seal,
+        top: span == 0.0,
+    })
 }
 
 /// Pushes the decoded JSON value `buf[start..end]` of the event whose line block is at
@@ -745,33 +754,14 @@ pub(crate) unsafe fn member_changed(
 }
 
 /// Whether the proxy at `v` is the one over the object `start..end` of the line whose block
-/// has `seal` (an object the caller found in the line): its hidden fields say so, and its side
-/// tables are tables or absent, as [`parts`] checks them. Comparing with a range known to be an
-/// object needs no walk of the line (an array of 20,000 objects took a second to write when
-/// each element's span was checked from the line's start).
+/// has `seal` (an object the caller found in the line): its hidden fields say so, as [`parts`]
+/// reads them. Comparing with a range known to be an object needs no walk of the line (an
+/// array of 20,000 objects took a second to write when each element's span was checked from
+/// the line's start).
 unsafe fn proxy_is_over(l: *mut lua_State, v: c_int, seal: f64, start: usize, end: usize) -> bool {
-    // SAFETY: `v` is a table; the stack is restored.
-    unsafe {
-        let top = ffi::lua_gettop(l);
-        rawget_i(l, v, K_LINE);
-        let block = line_at(l, -1).map(|(h, _)| h.seal);
-        let seal_ty = rawget_i(l, v, K_SEAL);
-        let own_seal = ffi::lua_tonumber(l, -1);
-        let span_ty = rawget_i(l, v, K_SPAN);
-        let span = ffi::lua_tonumber(l, -1);
-        ffi::lua_settop(l, top);
-        let sides_ok = [K_SET, K_CACHE, K_ORDER].into_iter().all(|k| {
-            let ty = rawget_i(l, v, k);
-            ffi::lua_settop(l, top);
-            ty == ffi::LUA_TNIL || ty == ffi::LUA_TTABLE
-        });
-        block == Some(seal)
-            && seal_ty == ffi::LUA_TNUMBER
-            && own_seal == seal
-            && span_ty == ffi::LUA_TNUMBER
-            && span == pack_span(start, end)
-            && sides_ok
-    }
+    // SAFETY: `v` is a table of `l`.
+    matches!(unsafe { hidden_fields(l, v) },
+        Ok((h, _, span, own)) if h.seal == seal && own == seal && span == pack_span(start, end))
 }
 
 /// Whether the Lua value at `v` still equals the JSON value `line[start..end]` it was made

@@ -787,10 +787,7 @@ end
 fn written_through(analyzer: &str, lines: &[String]) -> Vec<String> {
     let env = Env::new();
     env.config(&simple_config("file://in.json", "", ""));
-    env.filter(
-        "filter.lua",
-        "function setup() end\nfunction loop(msg)\n  dragonfly.analyze_event(default_analyzer, msg)\nend\n",
-    );
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
     env.analyzer("a.lua", analyzer);
     env.write_log("in.json", &join_lines(lines));
     let out = env.run(&["--shards", "1"]);
