@@ -58,12 +58,14 @@ pub(super) unsafe extern "C" fn df_find(
         // A read while an enclosing call of the engine holds the worker's context: a
         // finalizer that reads an event, run by an allocation inside that call. It is served
         // with a cache of its own.
-        found.unwrap_or_else(|| {
+        let kind = found.unwrap_or_else(|| {
             NESTED_FIND.with(|n| {
                 let (cache, scratch, value_scratch) = &mut *n.borrow_mut();
                 find_member(&h, line, span, seal, key, out, cache, scratch, value_scratch)
             })
-        })
+        });
+        out.kind = stamped(kind);
+        out.kind
     })
 }
 
@@ -71,6 +73,25 @@ thread_local! {
     /// The member cache and scratch buffers of reads made while the worker's own are in use
     /// (see `df_find`); `find_member` allocates no Lua object, so it never nests in itself.
     static NESTED_FIND: std::cell::RefCell<(MemberCache, Vec<u8>, Vec<u8>)> = std::cell::RefCell::default();
+    /// The number of the last answer of [`df_find`] on this thread (see [`stamped`]).
+    static FIND_STAMP: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Bits of an answer's stamp above its kind: the stamp stays a positive `i32`.
+const STAMP_BITS: u32 = 27;
+
+/// `kind` with the number of this answer above its low four bits. The Lua side shares one
+/// `FieldOut` between all reads of its state, and a finalizer run between a call and the
+/// Lua side's reads of `out` can make another call: the Lua side takes `out`'s values only
+/// when `out.kind` still holds the stamp its call returned.
+fn stamped(kind: i32) -> i32 {
+    debug_assert!((0..16).contains(&kind));
+    let n = FIND_STAMP.with(|s| {
+        let n = s.get().wrapping_add(1) & ((1 << STAMP_BITS) - 1);
+        s.set(n);
+        n
+    });
+    kind | (n << 4) as i32
 }
 
 /// The body of [`df_find`]: looks member `key` up in the object the hidden fields name and

@@ -83,7 +83,15 @@ end
 -- hidden fields too) is not.
 local handed = setmetatable({}, {__mode = "kv"})
 
-mt.__index = function(t, k)
+-- `find` writes its answer to `out`, which every read of this state shares, and returns its
+-- kind with a stamp of that call (its low four bits are the kind). A finalizer that reads an
+-- event can run between `find` and the reads of `out` (the collector runs at allocations,
+-- and at the head of a compiled trace, such as the side trace of a kind seen for the first
+-- time there), and its read overwrites `out`: a value is taken only when `out` still holds
+-- this call's stamp after it was read, and the lookup is made again otherwise.
+local band = require("bit").band
+local index
+index = function(t, k)
    local set = rawget(t, SET)
    if set ~= nil then
       if type(set) ~= "table" then tampered(2) end
@@ -103,9 +111,18 @@ mt.__index = function(t, k)
    local line = block_of(t)
    local span, seal = rawget(t, SPAN) or 0, rawget(t, SEAL)
    if line == nil or type(span) ~= "number" or type(seal) ~= "number" then tampered(2) end
-   local kind = find(line, span, seal, k, #k, out)
-   if kind == F_STRING then return ffistring(out.ptr, out.len) end
-   if kind == F_NUMBER then return out.num end
+   local stamp = find(line, span, seal, k, #k, out)
+   local kind = band(stamp, 15)
+   if kind == F_STRING then
+      local v = ffistring(out.ptr, out.len)
+      if out.kind == stamp then return v end
+      return index(t, k)
+   end
+   if kind == F_NUMBER then
+      local v = out.num
+      if out.kind == stamp then return v end
+      return index(t, k)
+   end
    if kind == F_ABSENT then return nil end
    if kind == F_TRUE then return true end
    if kind == F_FALSE then return false end
@@ -114,9 +131,11 @@ mt.__index = function(t, k)
    if kind == F_OBJECT then
       -- A nested event table over the same line block (as `dispatch` makes the top level's),
       -- kept with the others handed out so that changes made through it stay. Its span is
-      -- read first: an allocation may run a finalizer that calls `find` (`out` is shared).
-      -- Checked as the C side checks a table before it hands out a nested one.
+      -- read first (the allocations below may run a finalizer that calls `find`), and taken
+      -- only with this call's stamp. Checked as the C side checks a table before it hands
+      -- out a nested one.
       local nspan = out.num
+      if out.kind ~= stamp then return index(t, k) end
       local order, tspan = rawget(t, ORDER), rawget(t, SPAN)
       if (order ~= nil and type(order) ~= "table") or tspan == 0 then tampered(2) end
       local was = script_time(0)
@@ -147,6 +166,7 @@ mt.__index = function(t, k)
    end
    return slow_index(t, k)
 end
+mt.__index = index
 
 mt.__newindex = function(t, k, v)
    if k == nil then error("table index is nil", 2) end
@@ -206,7 +226,8 @@ local function nested_clean(msg, line, span, seal)
          or rawget(nt, ORDER) ~= nil then
          return false
       end
-      if find(line, span, seal, k, #k, out) ~= F_OBJECT or out.num ~= rawget(nt, SPAN) then
+      local stamp = find(line, span, seal, k, #k, out)
+      if band(stamp, 15) ~= F_OBJECT or out.num ~= rawget(nt, SPAN) or out.kind ~= stamp then
          return false
       end
       k, nt = rawnext(cache, k)

@@ -43,8 +43,9 @@ pub(crate) const K_SET: c_int = -4;
 pub(crate) const K_CACHE: c_int = -5;
 pub(crate) const K_ORDER: c_int = -6;
 
-/// What [`df_find`] reports about one member (`FieldOut::kind`), for the Lua side of the
-/// lookup; the prelude gets these numbers from `prelude_constants`.
+/// What [`df_find`] reports about one member (the low four bits of `FieldOut::kind` and of its
+/// return value), for the Lua side of the lookup; the prelude gets these numbers from
+/// `prelude_constants`.
 pub(crate) const F_ABSENT: i32 = 0;
 pub(crate) const F_STRING: i32 = 1;
 pub(crate) const F_NUMBER: i32 = 2;
@@ -151,7 +152,8 @@ pub(crate) unsafe fn push_line_mt(l: *mut lua_State) {
 /// What [`df_find`] reports about one member, for the Lua side of the lookup.
 #[repr(C)]
 pub(crate) struct FieldOut {
-    /// One of the `F_*` codes.
+    /// One of the `F_*` codes in the low four bits, above them the stamp of the answer (see
+    /// `access::stamped`).
     pub kind: i32,
     pub len: i32,
     pub num: f64,
