@@ -1,13 +1,14 @@
 //! The entry points of event tables that scripts reach: the FFI field lookup `df_find` the
 //! prelude's `__index` calls from compiled code, the C part of `__index`, and `next`. Each
-//! reaches the worker context through `with_ctx` behind the boundary; the table itself, and
-//! the checks of its hidden fields, are `proxy`'s.
+//! reaches the worker context through `try_with_ctx` behind the boundary (a finalizer's read
+//! while the context is in use gets a member cache of its own); the table itself, and the
+//! checks of its hidden fields, are `proxy`'s.
 
 use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
 
-use super::context::{WorkerCtx, try_with_ctx, with_ctx};
+use super::context::try_with_ctx;
 use super::ffi_util::push_bytes;
 use super::member_cache::MemberCache;
 use super::proxy::{
@@ -59,9 +60,18 @@ pub(super) unsafe extern "C" fn df_find(
         // finalizer that reads an event, run by an allocation inside that call. It is served
         // with a cache of its own.
         let kind = found.unwrap_or_else(|| {
-            NESTED_FIND.with(|n| {
-                let (cache, scratch, value_scratch) = &mut *n.borrow_mut();
-                find_member(&h, line, span, seal, key, out, cache, scratch, value_scratch)
+            with_nested_cache(|n| {
+                find_member(
+                    &h,
+                    line,
+                    span,
+                    seal,
+                    key,
+                    out,
+                    &mut n.cache,
+                    &mut n.scratch,
+                    &mut n.value,
+                )
             })
         });
         out.kind = stamped(kind);
@@ -69,10 +79,18 @@ pub(super) unsafe extern "C" fn df_find(
     })
 }
 
+/// A member cache and scratch buffers for reads made while the worker's own are in use.
+#[derive(Default)]
+struct NestedCache {
+    cache: MemberCache,
+    scratch: Vec<u8>,
+    value: Vec<u8>,
+}
+
 thread_local! {
-    /// The member cache and scratch buffers of reads made while the worker's own are in use
-    /// (see `df_find`); `find_member` allocates no Lua object, so it never nests in itself.
-    static NESTED_FIND: std::cell::RefCell<(MemberCache, Vec<u8>, Vec<u8>)> = std::cell::RefCell::default();
+    /// The caches of reads made while the worker's context is in use (see
+    /// [`with_nested_cache`]), kept for the next such read.
+    static NESTED_CACHES: std::cell::RefCell<Vec<NestedCache>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The number of the last answer of [`df_find`] on this thread (see [`stamped`]).
     static FIND_STAMP: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
@@ -92,6 +110,17 @@ fn stamped(kind: i32) -> i32 {
         n
     });
     kind | (n << 4) as i32
+}
+
+/// Runs `f` with a member cache of its own: for the reads of a finalizer that runs while an
+/// enclosing call of the engine holds the worker's context (an allocation inside that call
+/// ran the collector). The cache is taken out of the thread's pool for the call, since a read
+/// that pushes Lua values can run another finalizer that reads too.
+fn with_nested_cache<R>(f: impl FnOnce(&mut NestedCache) -> R) -> R {
+    let mut n = NESTED_CACHES.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    let r = f(&mut n);
+    NESTED_CACHES.with(|p| p.borrow_mut().push(n));
+    r
 }
 
 /// The body of [`df_find`]: looks member `key` up in the object the hidden fields name and
@@ -161,7 +190,9 @@ pub(super) unsafe extern "C-unwind" fn slow_index(l: *mut lua_State) -> c_int {
                 ffi::lua_pushnil(l);
                 return Ok(1);
             }
-            with_ctx(|c| push_field(l, 1, 2, &mut c.cache, &mut c.scratch)).map_err(|e| e.to_string())?;
+            try_with_ctx(|c| push_field(l, 1, 2, &mut c.cache, &mut c.scratch))
+                .unwrap_or_else(|| with_nested_cache(|n| push_field(l, 1, 2, &mut n.cache, &mut n.scratch)))
+                .map_err(|e| e.to_string())?;
             Ok(1)
         })
     }
@@ -180,18 +211,24 @@ pub(super) unsafe extern "C-unwind" fn lua_next_proxy(l: *mut lua_State) -> c_in
             if !is_proxy(l, 1) {
                 return Err("bad argument #1 to 'next' (table expected)".into());
             }
-            with_ctx(|c| next_proxy(l, c)).map_err(|e| e.to_string().into())
+            try_with_ctx(|c| next_proxy(l, &mut c.cache, &mut c.scratch))
+                .unwrap_or_else(|| with_nested_cache(|n| next_proxy(l, &mut n.cache, &mut n.scratch)))
+                .map_err(|e| e.to_string().into())
         })
     }
 }
 
 /// The body of [`lua_next_proxy`], with (t, k) at 1 and 2.
-unsafe fn next_proxy(l: *mut lua_State, c: &mut WorkerCtx) -> Result<c_int, Tampered> {
+unsafe fn next_proxy(
+    l: *mut lua_State,
+    cache: &mut MemberCache,
+    field_scratch: &mut Vec<u8>,
+) -> Result<c_int, Tampered> {
     // SAFETY: 1 is a proxy; values are pushed above 2.
     unsafe {
-        let p = parts(l, 1, Some(&mut c.cache))?;
-        let n_members = c.cache.members(p.id, p.start, p.line).len();
-        let dup_keys = c.cache.has_dup_keys(p.id, p.start, p.line);
+        let p = parts(l, 1, Some(&mut *cache))?;
+        let n_members = cache.members(p.id, p.start, p.line).len();
+        let dup_keys = cache.has_dup_keys(p.id, p.start, p.line);
         let has_set = rawget_i(l, 1, K_SET) == ffi::LUA_TTABLE; // 3
         let mut scratch = Vec::new();
         // Where to resume: after the member named k, or in the added keys.
@@ -200,8 +237,8 @@ unsafe fn next_proxy(l: *mut lua_State, c: &mut WorkerCtx) -> Result<c_int, Tamp
         if ffi::lua_type(l, 2) != ffi::LUA_TNIL {
             in_added = true;
             if let Some(k) = super::ffi_util::str_at(l, 2) {
-                let walk = c.cache.walk;
-                let members = c.cache.members(p.id, p.start, p.line);
+                let walk = cache.walk;
+                let members = cache.members(p.id, p.start, p.line);
                 // The step after the member handed out last (a `pairs` loop), else a search.
                 let last = (walk.0 == p.id && walk.1 == p.start).then_some(walk.2).filter(|&j| {
                     members
@@ -220,7 +257,7 @@ unsafe fn next_proxy(l: *mut lua_State, c: &mut WorkerCtx) -> Result<c_int, Tamp
         }
         if !in_added {
             for j in from_member..n_members {
-                let m = c.cache.members(p.id, p.start, p.line)[j];
+                let m = cache.members(p.id, p.start, p.line)[j];
                 let raw = &p.line[m.key_start as usize..m.key_end as usize];
                 let name: &[u8] = if m.key_escaped {
                     scan::unescape(raw, &mut scratch);
@@ -229,7 +266,7 @@ unsafe fn next_proxy(l: *mut lua_State, c: &mut WorkerCtx) -> Result<c_int, Tamp
                     raw
                 };
                 if dup_keys
-                    && c.cache.members(p.id, p.start, p.line)[..j]
+                    && cache.members(p.id, p.start, p.line)[..j]
                         .iter()
                         .any(|e| super::member_cache::key_matches(p.line, e, name, &mut Vec::new()))
                 {
@@ -247,8 +284,8 @@ unsafe fn next_proxy(l: *mut lua_State, c: &mut WorkerCtx) -> Result<c_int, Tamp
                         continue;
                     }
                 }
-                push_field(l, 1, key, &mut c.cache, &mut c.scratch)?;
-                c.cache.walk = (p.id, p.start, j);
+                push_field(l, 1, key, cache, field_scratch)?;
+                cache.walk = (p.id, p.start, j);
                 return Ok(2);
             }
         }
@@ -289,8 +326,7 @@ unsafe fn next_proxy(l: *mut lua_State, c: &mut WorkerCtx) -> Result<c_int, Tamp
             let key = ffi::lua_gettop(l);
             i += 1;
             let original = match super::ffi_util::str_at(l, key) {
-                Some(k) => c
-                    .cache
+                Some(k) => cache
                     .members(p.id, p.start, p.line)
                     .iter()
                     .any(|m| super::member_cache::key_matches(p.line, m, k, &mut scratch)),

@@ -42,6 +42,82 @@ thread_local! {
     static PANICS: Cell<u64> = const { Cell::new(0) };
 }
 
+thread_local! {
+    /// Errors raised by finalizers (`__gc`) of this thread's states, not yet reported: the
+    /// state (its main thread's address) and the message. LuaJIT catches such an error and
+    /// hands it to the state's "errfin" handler (`finalizer_error`, attached by the prelude);
+    /// the worker counts and reports them as script errors of that state's script.
+    static FINALIZER_ERRORS: std::cell::RefCell<Vec<(usize, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Finalizer errors kept with their messages until the worker reports them; more are counted
+/// with a shorter message.
+const FINALIZER_ERRORS_KEPT: usize = 1024;
+
+/// The "errfin" handler of a state (the prelude attaches it with `jit.attach`): records the
+/// error of a finalizer, which LuaJIT would otherwise drop, for [`take_finalizer_errors`].
+pub(crate) unsafe extern "C-unwind" fn finalizer_error(l: *mut lua_State) -> c_int {
+    // SAFETY: a lua_CFunction with its upvalue set by `run_prelude`; the body runs behind
+    // `c_entry`.
+    unsafe {
+        c_entry(l, "finalizer error", |l| {
+            // Nothing here allocates in Lua (see the prelude).
+            let msg = match super::ffi_util::str_at(l, 1) {
+                Some(b) => String::from_utf8_lossy(b).into_owned(),
+                None => {
+                    let t = std::ffi::CStr::from_ptr(ffi::lua_typename(l, ffi::lua_type(l, 1)));
+                    format!("(an error value of type {})", t.to_string_lossy())
+                }
+            };
+            // A call the engine declined was counted when it was declined.
+            if !msg.contains(CTX_BUSY_MSG) {
+                record_finalizer_error(main_state(l), format!("in a finalizer (__gc): {msg}"));
+            }
+            Ok(0)
+        })
+    }
+}
+
+/// Keeps a finalizer's error of the state `state` for the worker (see [`FINALIZER_ERRORS`]).
+fn record_finalizer_error(state: usize, msg: String) {
+    FINALIZER_ERRORS.with(|f| {
+        let mut f = f.borrow_mut();
+        let msg = if f.len() < FINALIZER_ERRORS_KEPT {
+            msg
+        } else {
+            "(message not kept: too many finalizer errors at once)".to_string()
+        };
+        f.push((state, msg));
+    });
+}
+
+/// The main thread of the state `l` belongs to, by which the worker knows its scripts (the
+/// prelude's set-up keeps it in the registry).
+///
+/// # Safety
+///
+/// `l` is a live state of this thread, set up by `run_prelude`.
+unsafe fn main_state(l: *mut lua_State) -> usize {
+    // SAFETY: a raw read of a registry slot and a pop: no allocation, no error.
+    unsafe {
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, super::ffi_util::reg::MAIN_STATE);
+        let p = ffi::lua_touserdata(l, -1) as usize;
+        ffi::lua_pop(l, 1);
+        p
+    }
+}
+
+/// The finalizer errors recorded on this thread since the last call (state, message).
+pub(crate) fn take_finalizer_errors() -> Vec<(usize, String)> {
+    FINALIZER_ERRORS.with(|f| {
+        if f.borrow().is_empty() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut *f.borrow_mut())
+        }
+    })
+}
+
 /// Panics caught at the boundary on this thread so far.
 pub(crate) fn panics_caught() -> u64 {
     PANICS.with(|p| p.get())
@@ -80,6 +156,14 @@ pub(crate) unsafe fn c_entry(l: *mut lua_State, name: &str, body: impl FnOnce(*m
         Ok(Ok(YIELD)) => return unsafe { ffi::lua_yield(l, 0) },
         Ok(Ok(n)) => return zero_extended(n),
         Ok(Err(LuaFail(msg))) => msg,
+        Err(p) if p.is::<CtxBusy>() => {
+            // Raised in a finalizer, whose error LuaJIT hands to the "errfin" handler (which
+            // skips it: it is counted here).
+            // SAFETY: `l` is the running state.
+            let state = unsafe { main_state(l) };
+            record_finalizer_error(state, format!("in a finalizer (__gc): {name}: {CTX_BUSY_MSG}"));
+            format!("{name}: {CTX_BUSY_MSG}")
+        }
         Err(p) => {
             PANICS.with(|c| c.set(c.get() + 1));
             format!(
@@ -91,6 +175,20 @@ pub(crate) unsafe fn c_entry(l: *mut lua_State, name: &str, body: impl FnOnce(*m
     // SAFETY: nothing of the body is alive any more; `raise` owns the message.
     unsafe { raise(l, msg) }
 }
+
+/// What `context::with_ctx` unwinds with when the context is not there: a finalizer (`__gc`)
+/// that calls the engine while the engine is busy with the state (an allocation of the
+/// engine's, inside one of its C functions or its own calls of the Lua API, ran the
+/// collector). Script code runs only in calls the worker lends its context to, and
+/// finalizers otherwise. The boundary turns it into a Lua error ([`CTX_BUSY_MSG`]), counted
+/// as the script's error; it is not a panic of the engine, so no panic message is printed
+/// (`resume_unwind` skips the panic hook) and it is not counted as one.
+pub(crate) struct CtxBusy;
+
+/// The error of a call of the engine made by a finalizer (`__gc`) while the engine is busy
+/// with the state (see [`CtxBusy`]), after the function's name.
+pub(crate) const CTX_BUSY_MSG: &str = "not available to a finalizer (__gc) that the collector runs while the engine \
+     is busy with the script's state (an allocation of the engine's started it); the call was not made";
 
 /// The count a C function returns, with the upper half of the 64-bit return register zeroed.
 /// The C ABI leaves those bits undefined, but LuaJIT's interpreter uses the whole register as
@@ -120,6 +218,9 @@ fn zero_extended(n: c_int) -> c_int {
 pub(crate) fn ffi_entry<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(v) => v,
+        // A finalizer's call while the context is in use: declined, and the Lua side's C
+        // fallback raises the error (`CTX_BUSY_MSG`).
+        Err(p) if p.is::<CtxBusy>() => on_panic,
         Err(p) => {
             PANICS.with(|c| c.set(c.get() + 1));
             eprintln!(

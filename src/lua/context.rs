@@ -183,15 +183,14 @@ thread_local! {
 
 /// Runs `f` with the worker context lent to the Lua code running now.
 ///
-/// Panics when no context is lent on this thread, or when it is already taken by an
-/// enclosing `with_ctx` (re-entry): callers are C and FFI functions, whose boundary catches
-/// the panic.
+/// Unwinds with [`super::boundary::CtxBusy`] when no context is lent on this thread, or when
+/// it is already taken by an enclosing `with_ctx` (re-entry): callers are C and FFI
+/// functions, whose boundary catches it.
 pub(crate) fn with_ctx<R>(f: impl FnOnce(&mut WorkerCtx) -> R) -> R {
     let p = CURRENT.with(|c| c.replace(std::ptr::null_mut()));
-    assert!(
-        !p.is_null(),
-        "the worker context is not available here (no worker lent it, or it is in use by an enclosing call)"
-    );
+    if p.is_null() {
+        std::panic::resume_unwind(Box::new(super::boundary::CtxBusy));
+    }
     let _back = Restore(p);
     // SAFETY: `p` was set by `lend` from a `&mut WorkerCtx` that is not used until the lend
     // ends (the lending code is inside the call that reached us), and it was taken out of the
@@ -445,14 +444,16 @@ mod tests {
     fn the_context_is_lent_once_at_a_time() {
         let mut c = WorkerCtx::new(vec!["in".into()], vec![], vec!["out".into()], false);
         assert!(try_with_ctx(|_| ()).is_none(), "not lent yet");
+        let absent = std::panic::catch_unwind(|| with_ctx(|_| ()));
+        assert!(absent.is_err_and(|p| p.is::<super::super::boundary::CtxBusy>()));
         c.lend(|| {
             with_ctx(|c| {
                 c.counters.events += 1;
-                // Re-entry finds nothing (a finalizer running inside would panic, caught at
-                // its boundary).
+                // Re-entry finds nothing (a finalizer running inside unwinds with CtxBusy,
+                // caught at its boundary).
                 assert!(try_with_ctx(|_| ()).is_none());
                 let nested = std::panic::catch_unwind(|| with_ctx(|_| ()));
-                assert!(nested.is_err());
+                assert!(nested.is_err_and(|p| p.is::<super::super::boundary::CtxBusy>()));
                 c.lend(|| with_ctx(|c| c.counters.events += 10));
             });
             with_ctx(|c| c.counters.events += 100);

@@ -301,6 +301,13 @@ local c_command, c_command_line = conn_methods.command, conn_methods.command_lin
 conn_methods.command = function(c, ...) return c_command(c, isyieldable(), ...) end
 conn_methods.command_line = function(c, ...) return c_command_line(c, isyieldable(), ...) end
 
+-- An error raised in a finalizer (__gc) does not reach the code the collector interrupted:
+-- LuaJIT hands it to the state's "errfin" handler, and the engine counts and reports it as
+-- a script error (without a handler it would be dropped without a word). The handler
+-- allocates nothing: a collection step it started would run more finalizers while LuaJIT
+-- holds their errors back (it turns its events off during a handler).
+jit.attach(E.finalizer_error, "errfin")
+
 -- What scripts may not reach. The FFI and the raw debug library read and write any memory
 -- of the process; bytecode loaded by load/loadstring/loadfile/dofile/require can too (LuaJIT
 -- does not verify bytecode); os.exit ends the engine, os.execute and package.loadlib can.

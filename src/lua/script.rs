@@ -133,6 +133,10 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), ScriptCause> {
             ffi::lua_pushcclosure(l, f, 0);
             set_field(l, e, name);
         }
+        ffi::lua_pushlightuserdata(l, l.cast());
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::MAIN_STATE);
+        ffi::lua_pushcclosure(l, super::boundary::finalizer_error, 0);
+        set_field(l, e, c"finalizer_error");
         ffi::lua_pushlightuserdata(l, std::ptr::null_mut());
         set_field(l, e, c"null");
         for (name, p) in [

@@ -364,6 +364,31 @@ impl WorkerCtx {
         self.report(crate::diag::Kind::ScriptError, &[("script", &tag)], &msg);
     }
 
+    /// Counts and reports the errors finalizers (`__gc`) of this worker's states raised since
+    /// the last call, each as a script error of the script whose state it was.
+    /// The records name no event: a finalizer runs when the collector gets to its garbage.
+    pub(super) fn report_finalizer_errors(&mut self) {
+        let errors = super::boundary::take_finalizer_errors();
+        if errors.is_empty() {
+            return;
+        }
+        let (input, win) = (self.cur_input, self.cur_win.take());
+        self.cur_input = crate::shard::NO_INPUT;
+        for (state, msg) in errors {
+            let of = |s: &super::state::Script| s.l as usize == state;
+            let found = match self.filters.iter().position(of) {
+                Some(i) => Some((Role::Filter, i)),
+                None => self.analyzers.iter().position(of).map(|i| (Role::Analyzer, i)),
+            };
+            if let Some((role, i)) = found {
+                let l = self.state(role, i as u32);
+                self.script_failed(role, i as u32, l, ffi::LUA_ERRRUN, &msg);
+            }
+        }
+        self.cur_input = input;
+        self.cur_win = win;
+    }
+
     /// Calls `loop(value)` of a script with the value on top of its stack; counts and reports
     /// an error.
     pub(super) fn call_loop(&mut self, role: Role, i: u32) {

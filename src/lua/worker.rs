@@ -137,6 +137,7 @@ fn send_all(c: &mut WorkerCtx, io: &mut WorkerIo) {
 }
 
 fn publish(c: &mut WorkerCtx, stats: &Stats, index: usize, io: &WorkerIo) {
+    c.report_finalizer_errors();
     let w = &stats.workers[index];
     let waiting: usize = io.inputs.iter().map(|(rx, _)| rx.slots()).sum();
     w.ring_batches.store(waiting as u64, Relaxed);
@@ -406,6 +407,7 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
         c.run_clock_out();
     }
     c.report_redis_outages();
+    c.report_finalizer_errors();
     c.flush_reports(true);
     send_all(c, io);
     publish(c, stats, spec.index, io);

@@ -1073,6 +1073,150 @@ end
     assert_eq!(last["wrong"], 0, "events that read a wrong value");
 }
 
+/// Finalizers that read arrays of an event and walk it with `pairs` while the engine is inside
+/// one of its own calls (an allocation of that call ran the collector) get the right values.
+/// Before, each such read found the worker's context in use, panicked (caught at the
+/// boundary, a panic message on stderr for each) and was declined.
+#[test]
+fn finalizers_read_arrays_and_walk_events_during_the_engines_calls() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", ""));
+    env.filter(
+        "filter.lua",
+        r#"
+local cur
+local ok, bad = 0, 0
+local function mk()
+  local p = newproxy(true)
+  getmetatable(p).__gc = function()
+    if cur then
+      local n = 0
+      for k, v in pairs(cur) do n = n + 1 end
+      if cur.arr[2] == 5 and cur.arr[3].x == 1 and n == 4 then ok = ok + 1 else bad = bad + 1 end
+    end
+  end
+end
+function setup() end
+function loop(msg)
+  cur = msg
+  local a = msg.arr
+  local s = 0
+  for k, v in pairs(msg) do s = s + 1 end
+  if msg.i == 2999 then msg.ok, msg.bad = ok, bad end
+  dragonfly.output_event("out", msg)
+  for i = 1, 200 do mk() end
+end
+"#,
+    );
+    env.analyzer("a.lua", "function setup() end\nfunction loop(msg) end\n");
+    let lines: Vec<String> = (0..3000)
+        .map(|i| format!("{{\"i\":{i},\"flow_id\":7,\"arr\":[4,5,{{\"x\":1}}],\"flow\":{{\"age\":2}}}}"))
+        .collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    assert!(
+        !out.stderr.contains("panicked"),
+        "{}",
+        &out.stderr[..out.stderr.len().min(2000)]
+    );
+    assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
+    let got = env.lines("out.json");
+    assert_eq!(got.len(), 3000);
+    let last: serde_json::Value = serde_json::from_slice(&got[2999]).expect("json");
+    assert_eq!(last["bad"], 0, "{last}");
+    assert!(last["ok"].as_u64().unwrap_or(0) > 1000, "{last}");
+}
+
+/// An error a finalizer raises is counted and reported as a script error of its script
+/// (LuaJIT drops it otherwise), and so is a call of `output_event` a finalizer makes while
+/// the engine is inside another call, which is not made: each finalizer's record is either
+/// written or accounted for by a script error, and no panic message is printed. Before,
+/// both were dropped without a count, and each declined call printed a panic message.
+#[test]
+fn finalizer_errors_and_declined_calls_are_counted_and_reported() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", ""));
+    env.filter(
+        "filter.lua",
+        r#"
+local made, fins = 0, 0
+local function mk()
+  made = made + 1
+  local id = made
+  local p = newproxy(true)
+  getmetatable(p).__gc = function()
+    fins = fins + 1
+    if id % 7 == 0 then error("boom " .. id) end
+    dragonfly.output_event("out", { fin = id })
+  end
+end
+function setup() end
+function loop(msg)
+  for i = 1, 50 do mk() end
+  if msg.i == 1999 then
+    collectgarbage("collect")
+    collectgarbage("collect")
+    msg.made, msg.fins = made, fins
+  end
+  dragonfly.output_event("out", msg)
+end
+"#,
+    );
+    env.analyzer("a.lua", "function setup() end\nfunction loop(msg) end\n");
+    let lines: Vec<String> = (0..2000)
+        .map(|i| format!("{{\"i\":{i},\"flow\":{{\"age\":2}}}}"))
+        .collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    assert!(
+        !out.stderr.contains("panicked"),
+        "{}",
+        &out.stderr[..out.stderr.len().min(2000)]
+    );
+    let got: Vec<serde_json::Value> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| serde_json::from_slice(l).expect("json"))
+        .collect();
+    let last = got.iter().find(|v| v["i"] == 1999).expect("the last event");
+    let made = last["made"].as_u64().expect("made");
+    assert_eq!(last["fins"].as_u64(), Some(made), "every finalizer ran: {last}");
+    let written = got.iter().filter(|v| v.get("fin").is_some()).count() as u64;
+    // Each finalizer either raised (every seventh), wrote its record, or had its call
+    // declined: the errors are exactly the raised and the declined ones.
+    assert!(
+        written < made - made / 7,
+        "some calls were made inside the engine's calls"
+    );
+    assert_eq!(out.summary().script_errors, made - written, "{}", out.stdout);
+    // The records (the first ones of each window; the rest are counted in `suppressed`).
+    let errors = env.log_records_of("script_error");
+    let msg = |r: &serde_json::Value| r["message"].as_str().unwrap_or("").to_string();
+    assert!(!errors.is_empty());
+    for r in &errors {
+        let m = msg(r);
+        assert!(m.contains("in a finalizer (__gc): "), "{r}");
+        assert!(
+            m.contains(": boom ") || m.contains("output_event: not available to a finalizer"),
+            "{r}"
+        );
+        assert!(r.get("line").is_none(), "a finalizer's error names no event: {r}");
+    }
+    let left_out: u64 = env
+        .log_records_of("suppressed")
+        .iter()
+        .filter(|r| r["of"] == "script_error")
+        .map(|r| r["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        errors.len() as u64 + left_out,
+        made - written,
+        "each error reported or counted as left out"
+    );
+}
+
 /// A finalizer that reads the event being read (`__gc` of garbage made per event, run by the
 /// allocations of a nested read) neither mixes up the nested tables nor loses what it did.
 #[test]
