@@ -87,7 +87,7 @@ pub struct WorkerCtx {
     pub cache: MemberCache,
     pub scratch: Vec<u8>,
     /// Unescaped string values handed to the FFI field lookup.
-    pub value_scratch: Vec<u8>,
+    pub(crate) value_scratch: super::access::ValueBuf,
     pub enc: Encoder,
     /// Output batches under construction, one per input, plus one for records written
     /// outside any event (last).
@@ -258,7 +258,7 @@ impl WorkerCtx {
             queue: VecDeque::with_capacity(64),
             cache: MemberCache::default(),
             scratch: Vec::with_capacity(256),
-            value_scratch: Vec::with_capacity(256),
+            value_scratch: Default::default(),
             enc: Encoder::default(),
             outs: (0..=n_inputs)
                 .map(|i| OutBatch {
