@@ -10,7 +10,7 @@ use mlua::ffi::{self, lua_State};
 
 use super::context::try_with_ctx;
 use super::ffi_util::push_bytes;
-use super::member_cache::MemberCache;
+use super::member_cache::{MemberCache, ValueBuf};
 use super::proxy::{
     F_ABSENT, F_FALSE, F_NESTED, F_NULL, F_NUMBER, F_OBJECT, F_STRING, F_TAMPERED, F_TRUE, FieldOut, K_ORDER, K_SET,
     Tampered, checked_range, is_proxy, is_tomb, line_of, parts, push_field, rawget_i, rawset_i,
@@ -43,37 +43,16 @@ pub(super) unsafe extern "C" fn df_find(
         }
         // SAFETY: see the function's contract.
         let ((h, line), key, out) = unsafe { (line_of(line), std::slice::from_raw_parts(key, key_len), &mut *out) };
-        let found = try_with_ctx(|c| {
-            find_member(
-                &h,
-                line,
-                span,
-                seal,
-                key,
-                out,
-                &mut c.cache,
-                &mut c.scratch,
-                &mut c.value_scratch,
-            )
-        });
+        let mut find = |cache: &mut MemberCache, scratch: &mut Vec<u8>, value: &mut ValueBuf| {
+            find_member(&h, line, span, seal, key, out, cache, scratch, value)
+        };
         // A read while an enclosing call of the engine holds the worker's context: a
         // finalizer that reads an event, run by an allocation inside that call. It is served
         // with a cache of its own.
-        let kind = found.unwrap_or_else(|| {
-            with_nested_cache(|n| {
-                find_member(
-                    &h,
-                    line,
-                    span,
-                    seal,
-                    key,
-                    out,
-                    &mut n.cache,
-                    &mut n.scratch,
-                    &mut n.value,
-                )
-            })
-        });
+        let kind = match try_with_ctx(|c| find(&mut c.cache, &mut c.scratch, &mut c.value_scratch)) {
+            Some(kind) => kind,
+            None => with_nested_cache(|n| find(&mut n.cache, &mut n.scratch, &mut n.value)),
+        };
         out.kind = stamped(kind);
         out.kind
     })
@@ -110,36 +89,6 @@ fn stamped(kind: i32) -> i32 {
         n
     });
     kind | (n << 4) as i32
-}
-
-/// Where the unescaped string values [`df_find`] hands to the Lua side live (`FieldOut::ptr`).
-/// The Lua side copies the bytes after the call, and a finalizer's read can come in between
-/// (see [`stamped`]). That read may overwrite the bytes (the stamp tells the Lua side), but it
-/// never frees the buffer the pointer is into: a buffer too small for a value is kept, not
-/// freed, and a new one made at least twice as large, so that the kept ones add up to less
-/// than the one in use.
-#[derive(Default)]
-pub(crate) struct ValueBuf {
-    cur: Vec<u8>,
-    kept: Vec<Vec<u8>>,
-}
-
-impl ValueBuf {
-    /// The JSON string body `raw` unescaped, in this buffer.
-    fn unescape(&mut self, raw: &[u8]) -> &[u8] {
-        // An unescaped string is never longer than its escaped form: `unescape` does not
-        // grow the buffer past this.
-        let need = raw.len() + 8;
-        if self.cur.capacity() < need {
-            let bigger = Vec::with_capacity(need.max(2 * self.cur.capacity()).max(256));
-            let old = std::mem::replace(&mut self.cur, bigger);
-            if old.capacity() > 0 {
-                self.kept.push(old);
-            }
-        }
-        scan::unescape(raw, &mut self.cur);
-        &self.cur
-    }
 }
 
 /// Runs `f` with a member cache of its own: for the reads of a finalizer that runs while an
@@ -383,38 +332,5 @@ pub(super) unsafe extern "C-unwind" fn lua_is_proxy(l: *mut lua_State) -> c_int 
         let yes = is_proxy(l, 1);
         ffi::lua_pushboolean(l, yes as c_int);
         1
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A value handed out stays in a live buffer while later values need larger ones: the
-    /// Lua side may copy it after a finalizer's read made another answer.
-    #[test]
-    fn unescaped_values_outlive_the_reads_after_them() {
-        let mut v = ValueBuf::default();
-        let mut handed = Vec::new();
-        for n in [1usize, 3, 200, 1000, 5000, 5000, 70_000] {
-            let got = v.unescape("a\\nb".repeat(n).as_bytes());
-            assert_eq!(got, "a\nb".repeat(n).as_bytes());
-            handed.push(got.as_ptr_range());
-            let held: Vec<(usize, usize)> = v
-                .kept
-                .iter()
-                .chain([&v.cur])
-                .map(|b| (b.as_ptr() as usize, b.as_ptr() as usize + b.capacity()))
-                .collect();
-            for r in &handed {
-                let (start, end) = (r.start as usize, r.end as usize);
-                assert!(
-                    held.iter().any(|&(a, b)| a <= start && end <= b),
-                    "an answer's bytes are in a buffer still held"
-                );
-            }
-        }
-        let kept: usize = v.kept.iter().map(|b| b.capacity()).sum();
-        assert!(kept <= v.cur.capacity(), "{kept} kept beside {}", v.cur.capacity());
     }
 }

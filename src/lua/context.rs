@@ -87,7 +87,7 @@ pub struct WorkerCtx {
     pub cache: MemberCache,
     pub scratch: Vec<u8>,
     /// Unescaped string values handed to the FFI field lookup.
-    pub(crate) value_scratch: super::access::ValueBuf,
+    pub(crate) value_scratch: super::member_cache::ValueBuf,
     pub enc: Encoder,
     /// Output batches under construction, one per input, plus one for records written
     /// outside any event (last).

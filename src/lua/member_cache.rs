@@ -1,6 +1,7 @@
 //! The member cache: per worker, the member lists of the objects scripts read, keyed by
 //! (event id, object offset), scanned incrementally; and the record of which nested-object
-//! spans the engine handed out, so that a span a script forged is refused.
+//! spans the engine handed out, so that a span a script forged is refused. Also the buffer
+//! unescaped string values are handed out of (`ValueBuf`).
 
 use crate::event::scan::{self, Member};
 
@@ -210,6 +211,36 @@ impl CacheSlot {
     }
 }
 
+/// Where the unescaped string values `access::df_find` hands to the Lua side live (`FieldOut::ptr`).
+/// The Lua side copies the bytes after the call, and a finalizer's read can come in between
+/// (see `access::stamped`). That read may overwrite the bytes (the stamp tells the Lua side), but it
+/// never frees the buffer the pointer is into: a buffer too small for a value is kept, not
+/// freed, and a new one made at least twice as large, so that the kept ones add up to less
+/// than the one in use.
+#[derive(Default)]
+pub(crate) struct ValueBuf {
+    cur: Vec<u8>,
+    kept: Vec<Vec<u8>>,
+}
+
+impl ValueBuf {
+    /// The JSON string body `raw` unescaped, in this buffer.
+    pub(crate) fn unescape(&mut self, raw: &[u8]) -> &[u8] {
+        // An unescaped string is never longer than its escaped form: `unescape` does not
+        // grow the buffer past this.
+        let need = raw.len() + 8;
+        if self.cur.capacity() < need {
+            let bigger = Vec::with_capacity(need.max(2 * self.cur.capacity()).max(256));
+            let old = std::mem::replace(&mut self.cur, bigger);
+            if old.capacity() > 0 {
+                self.kept.push(old);
+            }
+        }
+        scan::unescape(raw, &mut self.cur);
+        &self.cur
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +303,33 @@ mod tests {
                 assert_eq!(got, expect, "{line} {want}");
             }
         }
+    }
+
+    /// A value handed out stays in a live buffer while later values need larger ones: the
+    /// Lua side may copy it after a finalizer's read made another answer.
+    #[test]
+    fn unescaped_values_outlive_the_reads_after_them() {
+        let mut v = ValueBuf::default();
+        let mut handed = Vec::new();
+        for n in [1usize, 3, 200, 1000, 5000, 5000, 70_000] {
+            let got = v.unescape("a\\nb".repeat(n).as_bytes());
+            assert_eq!(got, "a\nb".repeat(n).as_bytes());
+            handed.push(got.as_ptr_range());
+            let held: Vec<(usize, usize)> = v
+                .kept
+                .iter()
+                .chain([&v.cur])
+                .map(|b| (b.as_ptr() as usize, b.as_ptr() as usize + b.capacity()))
+                .collect();
+            for r in &handed {
+                let (start, end) = (r.start as usize, r.end as usize);
+                assert!(
+                    held.iter().any(|&(a, b)| a <= start && end <= b),
+                    "an answer's bytes are in a buffer still held"
+                );
+            }
+        }
+        let kept: usize = v.kept.iter().map(|b| b.capacity()).sum();
+        assert!(kept <= v.cur.capacity(), "{kept} kept beside {}", v.cur.capacity());
     }
 }

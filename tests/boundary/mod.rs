@@ -782,6 +782,15 @@ end
     assert_eq!(got, want);
 }
 
+/// That the engine printed no panic message (a panic caught at the boundary prints one).
+fn assert_no_panic(out: &RunOutput) {
+    assert!(
+        !out.stderr.contains("panicked"),
+        "{}",
+        &out.stderr[..out.stderr.len().min(2000)]
+    );
+}
+
 /// Runs `lines` through a filter that hands every event on and the analyzer `analyzer` (one
 /// shard, no script error allowed); the lines written.
 fn written_through(analyzer: &str, lines: &[String]) -> Vec<String> {
@@ -995,11 +1004,7 @@ end
     let out = env.run(&["--shards", "1"]);
     out.assert_success();
     assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
-    assert!(
-        !out.stderr.contains("panicked"),
-        "{}",
-        &out.stderr[..out.stderr.len().min(2000)]
-    );
+    assert_no_panic(&out);
     let got = env.lines("out.json");
     assert_eq!(got.len(), 3000);
     let last = String::from_utf8_lossy(&got[2999]).into_owned();
@@ -1121,11 +1126,7 @@ end
     env.write_log("in.json", &join_lines(&lines));
     let out = env.run(&["--shards", "1"]);
     out.assert_success();
-    assert!(
-        !out.stderr.contains("panicked"),
-        "{}",
-        &out.stderr[..out.stderr.len().min(2000)]
-    );
+    assert_no_panic(&out);
     assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
     let got = env.lines("out.json");
     assert_eq!(got.len(), 3000);
@@ -1176,11 +1177,7 @@ end
     env.write_log("in.json", &join_lines(&lines));
     let out = env.run(&["--shards", "1"]);
     out.assert_success();
-    assert!(
-        !out.stderr.contains("panicked"),
-        "{}",
-        &out.stderr[..out.stderr.len().min(2000)]
-    );
+    assert_no_panic(&out);
     let got: Vec<serde_json::Value> = env
         .lines("out.json")
         .iter()
