@@ -639,7 +639,7 @@ unsafe extern "C-unwind" fn conn_get_reply(l: *mut lua_State) -> c_int {
 
 unsafe extern "C-unwind" fn conn_close(l: *mut lua_State) -> c_int {
     // SAFETY: called by Lua as conn:close() or by the GC (then possibly while the worker
-    // context is not lent, e.g. when a state closes: nothing to do then).
+    // context is not lent or in use: see below).
     unsafe {
         c_entry(l, "close", |l| {
             let p = ffi::lua_touserdata(l, 1) as *const [u32; 2];
@@ -647,16 +647,11 @@ unsafe extern "C-unwind" fn conn_close(l: *mut lua_State) -> c_int {
                 return Ok(0);
             }
             let [slot, generation] = *p;
-            super::context::try_with_ctx(|c| {
-                if let Some(conn) = c.redis.conns.get_mut(slot as usize)
-                    && conn.generation == generation
-                {
-                    conn.closed = true;
-                    conn.con = None;
-                    conn.pending.clear();
-                    conn.order.clear();
-                }
-            });
+            // Collected while the worker's context is in use (a finalizer run by an
+            // allocation inside one of the engine's calls): closed by the worker soon after.
+            if super::context::try_with_ctx(|c| c.redis.close(slot, generation)).is_none() {
+                super::redis_conn::defer_close(slot, generation);
+            }
             Ok(0)
         })
     }

@@ -197,9 +197,43 @@ pub struct RedisState {
     pub(super) notices: Vec<(crate::diag::Kind, String)>,
 }
 
+thread_local! {
+    /// Connections (slot, generation) whose userdata the collector freed while the worker's
+    /// context was in use: a finalizer run by an allocation inside one of the engine's calls
+    /// could not close them. Before, they stayed open for the rest of the run (a script that
+    /// connects per event and never closes leaked some, each counted against the 256 allowed).
+    static DEFERRED_CLOSES: std::cell::RefCell<Vec<[u32; 2]>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Asks for connection (slot, generation) to be closed by the next [`RedisState::close_deferred`].
+pub(crate) fn defer_close(slot: u32, generation: u32) {
+    DEFERRED_CLOSES.with(|d| d.borrow_mut().push([slot, generation]));
+}
+
 impl RedisState {
-    /// Connections not closed (up or down).
-    pub fn open_count(&self) -> usize {
+    /// Closes connection `slot` if it is still the one of `generation` (a slot is reused).
+    pub(crate) fn close(&mut self, slot: u32, generation: u32) {
+        if let Some(conn) = self.conns.get_mut(slot as usize)
+            && conn.generation == generation
+        {
+            conn.closed = true;
+            conn.con = None;
+            conn.pending.clear();
+            conn.order.clear();
+        }
+    }
+
+    /// Closes the connections [`defer_close`] was asked to close on this thread.
+    pub(crate) fn close_deferred(&mut self) {
+        let due = DEFERRED_CLOSES.with(|d| std::mem::take(&mut *d.borrow_mut()));
+        for [slot, generation] in due {
+            self.close(slot, generation);
+        }
+    }
+
+    /// Connections not closed (up or down), once the deferred closes are done.
+    pub fn open_count(&mut self) -> usize {
+        self.close_deferred();
         self.conns.iter().filter(|c| !c.closed).count()
     }
 

@@ -138,6 +138,7 @@ fn send_all(c: &mut WorkerCtx, io: &mut WorkerIo) {
 
 fn publish(c: &mut WorkerCtx, stats: &Stats, index: usize, io: &WorkerIo) {
     c.report_finalizer_errors();
+    c.redis.close_deferred();
     let w = &stats.workers[index];
     let waiting: usize = io.inputs.iter().map(|(rx, _)| rx.slots()).sum();
     w.ring_batches.store(waiting as u64, Relaxed);

@@ -386,6 +386,59 @@ end
     assert_eq!(refused[0]["code"], 3);
 }
 
+/// Connections the collector frees while the engine is inside one of its own calls (here: the
+/// copy of a large table `analyze_event` passes to the analyzer's state) are closed too.
+/// Before, their finalizer found the worker's context in use and left them open for the rest
+/// of the run: 31 of 3,000 dropped connections were still open at the end, each counted
+/// against the 256 allowed, and every `connect` beyond 32 open ran a full collection.
+#[test]
+fn connections_collected_during_the_engines_calls_are_closed() {
+    let redis = RedisServer::start();
+    let env = Env::new();
+    env.config(&redis_config(redis.port, "file://in.json"));
+    env.filter(
+        "filter.lua",
+        r#"
+function setup() end
+function loop(msg)
+  local t = { i = msg.i }
+  for i = 1, 200 do t[i] = { k = "v" .. i, n = i } end
+  dragonfly.analyze_event(default_analyzer, t)
+end
+"#,
+    );
+    env.analyzer(
+        "a.lua",
+        r#"
+function setup() end
+function loop(msg)
+  local c = assert(hiredis.connect())
+  c:command("INCR", "n")
+  if msg.i == 2999 then
+    c = nil
+    collectgarbage("collect")
+    collectgarbage("collect")
+    local c2 = assert(hiredis.connect())
+    local n = 0
+    for _ in string.gmatch(c2:command("CLIENT", "LIST"), "\n") do n = n + 1 end
+    c2:close()
+    dragonfly.output_event(default_output, { clients = n })
+  end
+end
+"#,
+    );
+    let lines: Vec<String> = (0..3000).map(|i| format!("{{\"i\":{i}}}")).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
+    assert_eq!(redis.cli(&["GET", "n"]), "3000");
+    let got = env.lines("out.json");
+    let last: serde_json::Value = serde_json::from_slice(got.last().expect("a record")).expect("json");
+    // The one listing the clients is the only one of the engine's left.
+    assert_eq!(last["clients"], 1, "{last}");
+}
+
 /// Pids of the `redis-server` processes whose command line mentions `needle`, with their
 /// state letter from /proc (Z = dead, not yet reaped).
 fn redis_servers_mentioning(needle: &str) -> Vec<(u32, char)> {
