@@ -782,6 +782,20 @@ end
     assert_eq!(got, want);
 }
 
+/// Runs `filter` over `lines` into the default analyzer (which does nothing), one shard;
+/// the run must succeed with no panic message.
+fn filtered(filter: &str, lines: &[String]) -> (Env, RunOutput) {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", ""));
+    env.filter("filter.lua", filter);
+    env.analyzer("a.lua", "function setup() end\nfunction loop(msg) end\n");
+    env.write_log("in.json", &join_lines(lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    assert_no_panic(&out);
+    (env, out)
+}
+
 /// That the engine printed no panic message (a panic caught at the boundary prints one).
 fn assert_no_panic(out: &RunOutput) {
     assert!(
@@ -971,10 +985,10 @@ end
 /// each of hundreds of such reads.
 #[test]
 fn finalizers_read_events_while_the_engine_is_in_a_call() {
-    let env = Env::new();
-    env.config(&simple_config("file://in.json", "", ""));
-    env.filter(
-        "filter.lua",
+    let lines: Vec<String> = (0..3000)
+        .map(|i| format!("{{\"i\":{i},\"flow_id\":7,\"flow\":{{\"age\":2}}}}"))
+        .collect();
+    let (env, out) = filtered(
         r#"
 local cur
 local ok, bad = 0, 0
@@ -995,14 +1009,8 @@ function loop(msg)
   for i = 1, 200 do mk() end
 end
 "#,
+        &lines,
     );
-    env.analyzer("a.lua", "function setup() end\nfunction loop(msg) end\n");
-    let lines: Vec<String> = (0..3000)
-        .map(|i| format!("{{\"i\":{i},\"flow_id\":7,\"flow\":{{\"age\":2}}}}"))
-        .collect();
-    env.write_log("in.json", &join_lines(&lines));
-    let out = env.run(&["--shards", "1"]);
-    out.assert_success();
     assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
     assert_no_panic(&out);
     let got = env.lines("out.json");
@@ -1024,10 +1032,13 @@ end
 /// its traces are made again and again.
 #[test]
 fn finalizers_reading_an_event_do_not_change_what_the_script_reads() {
-    let env = Env::new();
-    env.config(&simple_config("file://in.json", "", ""));
-    env.filter(
-        "filter.lua",
+    let lines: Vec<String> = (0..20_000)
+        .map(|i| {
+            let e = "a\\n".repeat(i % 40);
+            format!("{{\"i\":{i},\"flow_id\":7,\"s\":\"abc\",\"age\":2,\"flow\":{{\"age\":2}},\"e\":\"{e}\"}}")
+        })
+        .collect();
+    let (env, out) = filtered(
         r#"
 local cur
 local function mk(i)
@@ -1061,17 +1072,8 @@ function loop(msg)
   for i = 1, 200 do mk(i) end
 end
 "#,
+        &lines,
     );
-    env.analyzer("a.lua", "function setup() end\nfunction loop(msg) end\n");
-    let lines: Vec<String> = (0..20_000)
-        .map(|i| {
-            let e = "a\\n".repeat(i % 40);
-            format!("{{\"i\":{i},\"flow_id\":7,\"s\":\"abc\",\"age\":2,\"flow\":{{\"age\":2}},\"e\":\"{e}\"}}")
-        })
-        .collect();
-    env.write_log("in.json", &join_lines(&lines));
-    let out = env.run(&["--shards", "1"]);
-    out.assert_success();
     assert_eq!(
         out.summary().script_errors,
         0,
@@ -1090,10 +1092,10 @@ end
 /// boundary, a panic message on stderr for each) and was declined.
 #[test]
 fn finalizers_read_arrays_and_walk_events_during_the_engines_calls() {
-    let env = Env::new();
-    env.config(&simple_config("file://in.json", "", ""));
-    env.filter(
-        "filter.lua",
+    let lines: Vec<String> = (0..3000)
+        .map(|i| format!("{{\"i\":{i},\"flow_id\":7,\"arr\":[4,5,{{\"x\":1}}],\"flow\":{{\"age\":2}}}}"))
+        .collect();
+    let (env, out) = filtered(
         r#"
 local cur
 local ok, bad = 0, 0
@@ -1118,15 +1120,8 @@ function loop(msg)
   for i = 1, 200 do mk() end
 end
 "#,
+        &lines,
     );
-    env.analyzer("a.lua", "function setup() end\nfunction loop(msg) end\n");
-    let lines: Vec<String> = (0..3000)
-        .map(|i| format!("{{\"i\":{i},\"flow_id\":7,\"arr\":[4,5,{{\"x\":1}}],\"flow\":{{\"age\":2}}}}"))
-        .collect();
-    env.write_log("in.json", &join_lines(&lines));
-    let out = env.run(&["--shards", "1"]);
-    out.assert_success();
-    assert_no_panic(&out);
     assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
     let got = env.lines("out.json");
     assert_eq!(got.len(), 3000);
@@ -1142,10 +1137,10 @@ end
 /// both were dropped without a count, and each declined call printed a panic message.
 #[test]
 fn finalizer_errors_and_declined_calls_are_counted_and_reported() {
-    let env = Env::new();
-    env.config(&simple_config("file://in.json", "", ""));
-    env.filter(
-        "filter.lua",
+    let lines: Vec<String> = (0..2000)
+        .map(|i| format!("{{\"i\":{i},\"flow\":{{\"age\":2}}}}"))
+        .collect();
+    let (env, out) = filtered(
         r#"
 local made, fins = 0, 0
 local function mk()
@@ -1169,15 +1164,8 @@ function loop(msg)
   dragonfly.output_event("out", msg)
 end
 "#,
+        &lines,
     );
-    env.analyzer("a.lua", "function setup() end\nfunction loop(msg) end\n");
-    let lines: Vec<String> = (0..2000)
-        .map(|i| format!("{{\"i\":{i},\"flow\":{{\"age\":2}}}}"))
-        .collect();
-    env.write_log("in.json", &join_lines(&lines));
-    let out = env.run(&["--shards", "1"]);
-    out.assert_success();
-    assert_no_panic(&out);
     let got: Vec<serde_json::Value> = env
         .lines("out.json")
         .iter()
@@ -1224,10 +1212,9 @@ end
 /// allocations of a nested read) neither mixes up the nested tables nor loses what it did.
 #[test]
 fn finalizers_reading_the_event_during_a_nested_read_do_not_mix_it_up() {
-    let env = Env::new();
-    env.config(&simple_config("file://in.json", "", ""));
-    env.filter(
-        "filter.lua",
+    let line = "{\"flow_id\":1,\"flow\":{\"age\":2},\"dns\":{\"rrname\":\"a.com\"}}";
+    let lines: Vec<String> = (0..3000).map(|_| line.to_string()).collect();
+    let (env, out) = filtered(
         r#"
 local cur
 local function mk()
@@ -1243,13 +1230,8 @@ function loop(msg)
   for i = 1, 200 do mk() end
 end
 "#,
+        &lines,
     );
-    env.analyzer("a.lua", "function setup() end\nfunction loop(msg) end\n");
-    let line = "{\"flow_id\":1,\"flow\":{\"age\":2},\"dns\":{\"rrname\":\"a.com\"}}";
-    let lines: Vec<String> = (0..3000).map(|_| line.to_string()).collect();
-    env.write_log("in.json", &join_lines(&lines));
-    let out = env.run(&["--shards", "1"]);
-    out.assert_success();
     assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
     let got = env.lines("out.json");
     let wrong = got.iter().filter(|l| l.as_slice() != line.as_bytes()).count();
