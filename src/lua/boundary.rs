@@ -47,18 +47,29 @@ thread_local! {
     /// state (its main thread's address) and the message. LuaJIT catches such an error and
     /// hands it to the state's "errfin" handler (`finalizer_error`, attached by the prelude);
     /// the worker counts and reports them as script errors of that state's script.
-    static FINALIZER_ERRORS: std::cell::RefCell<Vec<(usize, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+    static FINALIZER_ERRORS: std::cell::RefCell<FinalizerErrors> = const {
+        std::cell::RefCell::new(FinalizerErrors { kept: Vec::new(), more: Vec::new() })
+    };
 }
 
-/// Finalizer errors kept with their messages until the worker reports them; more are counted
-/// with a shorter message.
+/// Finalizer errors not yet reported (see [`FINALIZER_ERRORS`]).
+#[derive(Default)]
+pub(crate) struct FinalizerErrors {
+    /// The first ones: (state, message).
+    pub(crate) kept: Vec<(usize, String)>,
+    /// How many more there were, per state.
+    pub(crate) more: Vec<(usize, u64)>,
+}
+
+/// Finalizer errors kept with their messages until the worker reports them; beyond, they are
+/// only counted (a script can raise millions within one batch).
 const FINALIZER_ERRORS_KEPT: usize = 1024;
 
 /// The "errfin" handler of a state (the prelude attaches it with `jit.attach`): records the
 /// error of a finalizer, which LuaJIT would otherwise drop, for [`take_finalizer_errors`].
 pub(crate) unsafe extern "C-unwind" fn finalizer_error(l: *mut lua_State) -> c_int {
-    // SAFETY: a lua_CFunction with its upvalue set by `run_prelude`; the body runs behind
-    // `c_entry`.
+    // SAFETY: a lua_CFunction called by LuaJIT with the error value at 1; the body runs
+    // behind `c_entry`.
     unsafe {
         c_entry(l, "finalizer error", |l| {
             // Nothing here allocates in Lua (see the prelude).
@@ -82,12 +93,13 @@ pub(crate) unsafe extern "C-unwind" fn finalizer_error(l: *mut lua_State) -> c_i
 fn record_finalizer_error(state: usize, msg: String) {
     FINALIZER_ERRORS.with(|f| {
         let mut f = f.borrow_mut();
-        let msg = if f.len() < FINALIZER_ERRORS_KEPT {
-            msg
+        if f.kept.len() < FINALIZER_ERRORS_KEPT {
+            f.kept.push((state, msg));
+        } else if let Some(m) = f.more.iter_mut().find(|m| m.0 == state) {
+            m.1 += 1;
         } else {
-            "(message not kept: too many finalizer errors at once)".to_string()
-        };
-        f.push((state, msg));
+            f.more.push((state, 1));
+        }
     });
 }
 
@@ -107,11 +119,11 @@ unsafe fn main_state(l: *mut lua_State) -> usize {
     }
 }
 
-/// The finalizer errors recorded on this thread since the last call (state, message).
-pub(crate) fn take_finalizer_errors() -> Vec<(usize, String)> {
+/// The finalizer errors recorded on this thread since the last call.
+pub(crate) fn take_finalizer_errors() -> FinalizerErrors {
     FINALIZER_ERRORS.with(|f| {
-        if f.borrow().is_empty() {
-            Vec::new()
+        if f.borrow().kept.is_empty() {
+            FinalizerErrors::default()
         } else {
             std::mem::take(&mut *f.borrow_mut())
         }

@@ -369,20 +369,32 @@ impl WorkerCtx {
     /// The records name no event: a finalizer runs when the collector gets to its garbage.
     pub(super) fn report_finalizer_errors(&mut self) {
         let errors = super::boundary::take_finalizer_errors();
-        if errors.is_empty() {
+        if errors.kept.is_empty() {
             return;
         }
         let (input, win) = (self.cur_input, self.cur_win.take());
         self.cur_input = crate::shard::NO_INPUT;
-        for (state, msg) in errors {
+        let script_of = |c: &Self, state: usize| {
             let of = |s: &super::state::Script| s.l as usize == state;
-            let found = match self.filters.iter().position(of) {
-                Some(i) => Some((Role::Filter, i)),
-                None => self.analyzers.iter().position(of).map(|i| (Role::Analyzer, i)),
-            };
-            if let Some((role, i)) = found {
-                let l = self.state(role, i as u32);
-                self.script_failed(role, i as u32, l, ffi::LUA_ERRRUN, &msg);
+            match c.filters.iter().position(of) {
+                Some(i) => Some((Role::Filter, i as u32)),
+                None => c.analyzers.iter().position(of).map(|i| (Role::Analyzer, i as u32)),
+            }
+        };
+        for (state, msg) in errors.kept {
+            if let Some((role, i)) = script_of(self, state) {
+                let l = self.state(role, i);
+                self.script_failed(role, i, l, ffi::LUA_ERRRUN, &msg);
+            }
+        }
+        for (state, n) in errors.more {
+            if let Some((role, i)) = script_of(self, state)
+                && let Some(s) = self.script_mut(role, i)
+            {
+                s.errors += n;
+                let tag = s.tag.clone();
+                let msg = format!("{n} more errors in finalizers (__gc) at once; their messages were not kept");
+                self.report(crate::diag::Kind::ScriptError, &[("script", &tag)], &msg);
             }
         }
         self.cur_input = input;
