@@ -114,9 +114,12 @@ index = function(t, k)
    local stamp = find(line, span, seal, k, #k, out)
    local kind = band(stamp, 15)
    if kind == F_STRING then
-      local v = ffistring(out.ptr, out.len)
-      if out.kind == stamp then return v end
-      return index(t, k)
+      -- Reading `out.ptr` makes a pointer object, whose allocation can run a finalizer: the
+      -- stamp is checked after it and before the copy, so that the pointer and the length
+      -- are of the same answer (the copy reads `len` bytes from `ptr`).
+      local n, p = out.len, out.ptr
+      if out.kind ~= stamp then return index(t, k) end
+      return ffistring(p, n)
    end
    if kind == F_NUMBER then
       local v = out.num

@@ -1213,6 +1213,73 @@ end
     );
 }
 
+/// A string read copies only its own bytes while a finalizer reads a long string of the same
+/// event in the middle of it. Outside compiled code, reading the answer's pointer allocates,
+/// which can run a finalizer: before, the copy then took the pointer of the script's answer
+/// and the length of the finalizer's (900 KiB read from a 256-byte buffer, the result thrown
+/// away by the stamp check only after the copy), seen as the heap growing by the long
+/// string's size during the read. The script turns the compiler off, where that happened on
+/// every such read.
+#[test]
+fn a_string_read_interrupted_by_a_finalizer_copies_only_its_own_bytes() {
+    let big = "x".repeat(900 << 10);
+    let lines = vec![format!("{{\"e\":\"a\\nb\",\"big\":\"{big}\"}}")];
+    let (env, out) = filtered(
+        r#"
+jit.off()
+local cur
+local armed, fin_mem = false, 0
+local function mk()
+  local p = newproxy(true)
+  getmetatable(p).__gc = function()
+    if cur and armed then
+      armed = false
+      local b = cur.big
+      fin_mem = collectgarbage("count")
+    end
+  end
+end
+function setup() end
+function loop(msg)
+  cur = msg
+  local during, over, wrong = 0, 0, 0
+  for round = 1, 10 do
+    for i = 1, 300 do mk() end
+    local junk = string.rep("x", 6e6) .. round
+    junk = nil
+    for j = 1, 2000 do
+      fin_mem = 0
+      armed = true
+      local v = msg.e
+      local after = collectgarbage("count")
+      armed = false
+      if v ~= "a\nb" then wrong = wrong + 1 end
+      if fin_mem ~= 0 then
+        during = during + 1
+        if after - fin_mem > 512 then over = over + 1 end
+      end
+    end
+  end
+  cur = nil
+  dragonfly.output_event("out", { during = during, over = over, wrong = wrong })
+end
+"#,
+        &lines,
+    );
+    assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
+    let got = env.lines("out.json");
+    let r: serde_json::Value = serde_json::from_slice(&got[0]).expect("json");
+    assert!(
+        r["during"].as_u64().unwrap_or(0) > 0,
+        "no finalizer read during a read: {r}"
+    );
+    assert_eq!(
+        (&r["over"], &r["wrong"]),
+        (&serde_json::json!(0), &serde_json::json!(0)),
+        "{r}"
+    );
+}
+
 /// Finalizer errors beyond the ones whose messages are kept until the worker reports them
 /// (1,024 at once) are counted all the same: 5,000 raised within one event.
 #[test]
