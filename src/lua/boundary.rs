@@ -44,7 +44,7 @@ thread_local! {
 
 thread_local! {
     /// Errors raised by finalizers (`__gc`) of this thread's states, not yet reported: the
-    /// state (its main thread's address) and the message. LuaJIT catches such an error and
+    /// state (its id, see [`state_id`]) and the message. LuaJIT catches such an error and
     /// hands it to the state's "errfin" handler (`finalizer_error`, attached by the prelude);
     /// the worker counts and reports them as script errors of that state's script.
     static FINALIZER_ERRORS: std::cell::RefCell<FinalizerErrors> = const {
@@ -75,6 +75,9 @@ pub(crate) unsafe extern "C-unwind" fn finalizer_error(l: *mut lua_State) -> c_i
             // Nothing here allocates in Lua (see the prelude).
             let msg = match super::ffi_util::str_at(l, 1) {
                 Some(b) => String::from_utf8_lossy(b).into_owned(),
+                // As `error(42)` in loop() reads (a number is not converted in Lua here: that
+                // would allocate).
+                None if ffi::lua_type(l, 1) == ffi::LUA_TNUMBER => format!("{}", ffi::lua_tonumber(l, 1)),
                 None => {
                     let t = std::ffi::CStr::from_ptr(ffi::lua_typename(l, ffi::lua_type(l, 1)));
                     format!("(an error value of type {})", t.to_string_lossy())
@@ -82,7 +85,7 @@ pub(crate) unsafe extern "C-unwind" fn finalizer_error(l: *mut lua_State) -> c_i
             };
             // A call the engine declined was counted when it was declined.
             if !msg.contains(CTX_BUSY_MSG) {
-                record_finalizer_error(main_state(l), format!("in a finalizer (__gc): {msg}"));
+                record_finalizer_error(state_id(l), format!("in a finalizer (__gc): {msg}"));
             }
             Ok(0)
         })
@@ -103,16 +106,17 @@ fn record_finalizer_error(state: usize, msg: String) {
     });
 }
 
-/// The main thread of the state `l` belongs to, by which the worker knows its scripts (the
-/// prelude's set-up keeps it in the registry).
+/// The id of the state `l` belongs to, unique in the process (`run_prelude` keeps it in the
+/// registry), by which the worker knows its scripts: a closed state's address can be the
+/// next state's.
 ///
 /// # Safety
 ///
 /// `l` is a live state of this thread, set up by `run_prelude`.
-unsafe fn main_state(l: *mut lua_State) -> usize {
+pub(crate) unsafe fn state_id(l: *mut lua_State) -> usize {
     // SAFETY: a raw read of a registry slot and a pop: no allocation, no error.
     unsafe {
-        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, super::ffi_util::reg::MAIN_STATE);
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, super::ffi_util::reg::STATE_ID);
         let p = ffi::lua_touserdata(l, -1) as usize;
         ffi::lua_pop(l, 1);
         p
@@ -172,7 +176,7 @@ pub(crate) unsafe fn c_entry(l: *mut lua_State, name: &str, body: impl FnOnce(*m
             // Raised in a finalizer, whose error LuaJIT hands to the "errfin" handler (which
             // skips it: it is counted here).
             // SAFETY: `l` is the running state.
-            let state = unsafe { main_state(l) };
+            let state = unsafe { state_id(l) };
             record_finalizer_error(state, format!("in a finalizer (__gc): {name}: {CTX_BUSY_MSG}"));
             format!("{name}: {CTX_BUSY_MSG}")
         }

@@ -422,6 +422,8 @@ impl WorkerCtx {
     pub fn close(mut self: Box<Self>) {
         let scripts: Vec<Script> = self.filters.drain(..).chain(self.analyzers.drain(..)).collect();
         self.lend(move || drop(scripts));
+        // Errors of finalizers run as the states closed: their scripts are gone.
+        let _ = super::boundary::take_finalizer_errors();
     }
 }
 
@@ -431,6 +433,7 @@ impl Drop for WorkerCtx {
         if !scripts.is_empty() {
             self.lend(move || drop(scripts));
         }
+        let _ = super::boundary::take_finalizer_errors();
     }
 }
 

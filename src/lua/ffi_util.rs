@@ -96,8 +96,9 @@ pub(crate) mod reg {
     pub(crate) const ENGINE_THREADS: c_int = -17_011;
     /// The table `copy_value` records its copies in (empty between copies).
     pub(crate) const COPY_SEEN: c_int = -17_012;
-    /// The state's main thread (a light userdata), by which the worker knows its scripts.
-    pub(crate) const MAIN_STATE: c_int = -17_013;
+    /// The state's id (a light userdata holding a number unique in the process), by which
+    /// the worker knows its scripts (`boundary::state_id`).
+    pub(crate) const STATE_ID: c_int = -17_013;
 }
 
 thread_local! {

@@ -252,6 +252,9 @@ impl RedisState {
     }
 
     pub fn new(target: RedisTarget, timeouts: RedisTimeouts) -> Self {
+        // Deferred closes left on this thread are of another context's connections (a
+        // reload check's on the control thread): the slots here are numbered afresh.
+        DEFERRED_CLOSES.with(|d| d.borrow_mut().clear());
         RedisState {
             target,
             timeouts,

@@ -79,6 +79,9 @@ unsafe extern "C-unwind" fn virtual_time(l: *mut lua_State) -> c_int {
     }
 }
 
+/// The id the next script state gets (`reg::STATE_ID`).
+static NEXT_STATE_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
 /// Runs the prelude with the engine's constants and functions in a table: the hidden keys,
 /// kind codes and answers of the FFI functions are defined once, in Rust.
 unsafe fn run_prelude(l: *mut lua_State) -> Result<(), ScriptCause> {
@@ -133,8 +136,11 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), ScriptCause> {
             ffi::lua_pushcclosure(l, f, 0);
             set_field(l, e, name);
         }
-        ffi::lua_pushlightuserdata(l, l.cast());
-        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::MAIN_STATE);
+        ffi::lua_pushlightuserdata(
+            l,
+            NEXT_STATE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as *mut _,
+        );
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::STATE_ID);
         ffi::lua_pushcclosure(l, super::boundary::finalizer_error, 0);
         set_field(l, e, c"finalizer_error");
         ffi::lua_pushlightuserdata(l, std::ptr::null_mut());

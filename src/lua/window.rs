@@ -367,6 +367,8 @@ impl WorkerCtx {
     /// Counts and reports the errors finalizers (`__gc`) of this worker's states raised since
     /// the last call, each as a script error of the script whose state it was.
     /// The records name no event: a finalizer runs when the collector gets to its garbage.
+    /// Errors of states closed since (a reload replaced their script) match no script and are
+    /// not reported: their script is gone.
     pub(super) fn report_finalizer_errors(&mut self) {
         let errors = super::boundary::take_finalizer_errors();
         if errors.kept.is_empty() {
@@ -375,7 +377,8 @@ impl WorkerCtx {
         let (input, win) = (self.cur_input, self.cur_win.take());
         self.cur_input = crate::shard::NO_INPUT;
         let script_of = |c: &Self, state: usize| {
-            let of = |s: &super::state::Script| s.l as usize == state;
+            // SAFETY: the scripts' states belong to this thread and none is running.
+            let of = |s: &super::state::Script| unsafe { super::boundary::state_id(s.l) } == state;
             match c.filters.iter().position(of) {
                 Some(i) => Some((Role::Filter, i as u32)),
                 None => c.analyzers.iter().position(of).map(|i| (Role::Analyzer, i as u32)),

@@ -654,3 +654,59 @@ fn a_stop_signal_while_the_configuration_is_read_ends_the_run_cleanly() {
     let s = out.summary();
     assert_eq!(s.read, s.written, "{}", out.stdout);
 }
+
+/// Errors of finalizers that run as a reload closes a script's state are never charged to
+/// another script. Before, they were matched to scripts by the address of their state, and the
+/// next state made could be at that address: each of the filter's "closed" errors was reported
+/// as the analyzer's (5 of 5 reloads in the review's run).
+#[test]
+fn finalizer_errors_of_a_closed_state_are_not_charged_to_another_script() {
+    let scripts = |v: usize| {
+        (
+            format!(
+                "keep = newproxy(true)\ngetmetatable(keep).__gc = function() error(\"filter v{v} closed\") end\n\
+                 function setup() end\nfunction loop(msg) dragonfly.analyze_event(\"a\", msg) end\n"
+            ),
+            format!(
+                "keep = newproxy(true)\ngetmetatable(keep).__gc = function() error(\"analyzer v{v} closed\") end\n\
+                 function setup() end\nfunction loop(msg) dragonfly.output_event(\"out\", msg) end\n"
+            ),
+        )
+    };
+    let env = Env::new();
+    env.config(&config("out", "{ tag = \"out\", uri = \"file://out.json<\" }", ""));
+    let (f, a) = scripts(0);
+    env.filter("filter.lua", &f);
+    env.analyzer("a.lua", &a);
+    env.write_log("in.json", &numbered_lines(0, 100));
+    let run = env.dir.path().join("run").to_string_lossy().into_owned();
+    let mut engine = env.spawn(&["--run-dir", &run, "--shards", "1"]);
+    wait_lines(&env, "out.json", 100);
+    for v in 1..=4 {
+        let (f, a) = scripts(v);
+        env.filter("filter.lua", &f);
+        env.analyzer("a.lua", &a);
+        engine.signal(libc::SIGHUP);
+        wait_until(
+            Duration::from_secs(60),
+            &format!("reload {v}"),
+            || {
+                env.log_records()
+                    .iter()
+                    .filter(|r| r["message"].as_str().is_some_and(|m| m.contains("scripts reloaded")))
+                    .count()
+                    >= v
+            },
+            || format!("{:?}", env.log_records()),
+        );
+        env.append_log("in.json", &numbered_lines(100 * v, 100 * (v + 1)));
+        wait_lines(&env, "out.json", 100 * (v + 1));
+    }
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    for r in env.log_records_of("script_error") {
+        let (script, m) = (r["script"].as_str().unwrap_or(""), r["message"].as_str().unwrap_or(""));
+        let wrong = (script == "a" && m.contains("filter v")) || (script == "eve" && m.contains("analyzer v"));
+        assert!(!wrong, "charged to another script: {r}");
+    }
+}
