@@ -83,6 +83,13 @@ pub(crate) unsafe extern "C-unwind" fn finalizer_error(l: *mut lua_State) -> c_i
                     format!("(an error value of type {})", t.to_string_lossy())
                 }
             };
+            // LuaJIT's message for an allocation the state's limit refused, as `script_failed`
+            // explains it for loop().
+            let msg = if msg == "not enough memory" {
+                format!("{msg} (the script's state reached its memory limit, script_memory_mb)")
+            } else {
+                msg
+            };
             // A call the engine declined was counted when it was declined.
             if !msg.contains(CTX_BUSY_MSG) {
                 record_finalizer_error(state_id(l), format!("in a finalizer (__gc): {msg}"));

@@ -1280,6 +1280,42 @@ end
     );
 }
 
+/// A finalizer that allocates past `script_memory_mb` gets the same explanation as loop()
+/// does; before, the record said only "not enough memory".
+#[test]
+fn a_finalizer_past_the_memory_limit_is_reported_as_such() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", "script_memory_mb = 32"));
+    env.filter(
+        "filter.lua",
+        r#"
+function setup() end
+function loop(msg)
+  if msg.i == 1 then
+    local p = newproxy(true)
+    getmetatable(p).__gc = function() local s = string.rep("x", 64 * 1024 * 1024) end
+    p = nil
+    collectgarbage("collect")
+  end
+  dragonfly.output_event("out", msg)
+end
+"#,
+    );
+    env.analyzer("a.lua", "function setup() end\nfunction loop(msg) end\n");
+    let lines: Vec<String> = (0..3).map(|i| format!("{{\"i\":{i}}}")).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 1, "{}", out.stdout);
+    let r = &env.log_records_of("script_error")[0];
+    let m = r["message"].as_str().unwrap_or("");
+    assert!(
+        m.contains("in a finalizer (__gc): not enough memory") && m.contains("script_memory_mb"),
+        "{r}"
+    );
+    assert_eq!(env.lines("out.json").len(), 3, "the events go on");
+}
+
 /// Finalizer errors beyond the ones whose messages are kept until the worker reports them
 /// (1,024 at once) are counted all the same: 5,000 raised within one event.
 #[test]
