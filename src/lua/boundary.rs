@@ -90,10 +90,7 @@ pub(crate) unsafe extern "C-unwind" fn finalizer_error(l: *mut lua_State) -> c_i
             } else {
                 msg
             };
-            // A call the engine declined was counted when it was declined.
-            if !msg.contains(CTX_BUSY_MSG) {
-                record_finalizer_error(state_id(l), format!("in a finalizer (__gc): {msg}"));
-            }
+            record_finalizer_error(state_id(l), format!("in a finalizer (__gc): {msg}"));
             Ok(0)
         })
     }
@@ -179,14 +176,9 @@ pub(crate) unsafe fn c_entry(l: *mut lua_State, name: &str, body: impl FnOnce(*m
         Ok(Ok(YIELD)) => return unsafe { ffi::lua_yield(l, 0) },
         Ok(Ok(n)) => return zero_extended(n),
         Ok(Err(LuaFail(msg))) => msg,
-        Err(p) if p.is::<CtxBusy>() => {
-            // Raised in a finalizer, whose error LuaJIT hands to the "errfin" handler (which
-            // skips it: it is counted here).
-            // SAFETY: `l` is the running state.
-            let state = unsafe { state_id(l) };
-            record_finalizer_error(state, format!("in a finalizer (__gc): {name}: {CTX_BUSY_MSG}"));
-            format!("{name}: {CTX_BUSY_MSG}")
-        }
+        // Raised in a finalizer: LuaJIT hands the error to the "errfin" handler, which counts
+        // it (as it does every error leaving a finalizer).
+        Err(p) if p.is::<CtxBusy>() => format!("{name}: {CTX_BUSY_MSG}"),
         Err(p) => {
             PANICS.with(|c| c.set(c.get() + 1));
             format!(
