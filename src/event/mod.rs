@@ -46,6 +46,9 @@ pub struct EventMeta {
     pub keys: KeyBloom,
     /// Whether a top-level key occurs twice (see `scan::has_duplicate_keys`).
     pub dup_keys: bool,
+    /// Where the worker's validator kept the line's top-level members (`LineCheck::members_mut`;
+    /// 0: none, lookups scan the line). Set by the worker, for its current batch only.
+    pub members: u32,
     /// The line was longer than the maximum and skipped: not an event, only its report
     /// travels (through its worker, so that reports keep the input's order).
     pub too_long: bool,

@@ -29,6 +29,10 @@ pub(crate) struct Validator {
     text: Vec<u8>,
     /// Where and why the last rejected line failed (for its report).
     fail: Option<(usize, Fail)>,
+    /// The top-level members of the last line, recorded by the compact walk when `record` is
+    /// set (see `TopLevel::members`).
+    members: Vec<Member>,
+    record: bool,
     /// Tests: every line takes the general walk.
     #[cfg(test)]
     general_only: bool,
@@ -62,6 +66,10 @@ pub(crate) struct TopLevel {
     pub keys: KeyBloom,
     /// Whether a top-level key occurs twice.
     pub dup_keys: bool,
+    /// Whether the line's top-level members were recorded (by the compact walk, into
+    /// `Validator::members`; `LineCheck::verdict` turns this into the index of where it kept
+    /// them, plus one).
+    pub members: u32,
 }
 
 const OBJECT: u8 = b'{';
@@ -80,6 +88,7 @@ impl Validator {
         self.maybe_dup = false;
         self.fail = None;
         let mut top = TopLevel::default();
+        self.members.clear();
         #[cfg(test)]
         let compact = !self.general_only && self.compact(line, root, &mut top);
         #[cfg(not(test))]
@@ -87,13 +96,20 @@ impl Validator {
         if !compact {
             self.maybe_dup = false;
             top = TopLevel::default();
+            self.members.clear();
             self.document(line, root, &mut top)?;
         }
+        top.members = u32::from(!self.members.is_empty());
         // Only when two keys' bloom bits collided: compare the keys themselves (pairwise when
         // few, by sorting when many, as the lazy lookups' own check does).
         if self.maybe_dup {
-            super::scan::object_members(line, root, &mut self.keys);
-            top.dup_keys = super::scan::has_duplicate_keys(line, &self.keys);
+            let members = if self.members.is_empty() {
+                super::scan::object_members(line, root, &mut self.keys);
+                &self.keys
+            } else {
+                &self.members
+            };
+            top.dup_keys = super::scan::has_duplicate_keys(line, members);
         }
         Some(top)
     }
@@ -112,16 +128,21 @@ impl Validator {
     /// fewer steps (a member is a key, a colon, a value and a separator, with no whitespace to
     /// skip between them, and no container stack: the nesting is the recursion).
     fn compact(&mut self, b: &[u8], root: usize, top: &mut TopLevel) -> bool {
-        let Some(end) = self.compact_object(b, root + 1, 0, Some(top)) else {
+        let end = if self.record {
+            self.compact_top::<true>(b, root + 1, top)
+        } else {
+            self.compact_top::<false>(b, root + 1, top)
+        };
+        let Some(end) = end else {
             return false;
         };
         ws(b, end) == b.len()
     }
 
-    /// The members of the object whose `{` is right before `i`, in the compact shape; the
-    /// position after its `}`. The keys go into `top` when given (the top level's).
-    #[inline]
-    fn compact_object(&mut self, b: &[u8], mut i: usize, depth: u32, mut top: Option<&mut TopLevel>) -> Option<usize> {
+    /// The members of the root object, whose `{` is right before `i`, in the compact shape;
+    /// the position after its `}`. The keys go into `top`, the members into `members` when
+    /// `RECORD`.
+    fn compact_top<const RECORD: bool>(&mut self, b: &[u8], mut i: usize, top: &mut TopLevel) -> Option<usize> {
         if *b.get(i)? == b'}' {
             return Some(i + 1);
         }
@@ -130,9 +151,42 @@ impl Validator {
                 return None;
             }
             let end = compact_string(b, i)?;
-            if let Some(top) = top.as_deref_mut() {
-                self.top_key(b, i + 1, end - 1, false, top);
+            self.top_key(b, i + 1, end - 1, false, top);
+            if *b.get(end)? != b':' {
+                return None;
             }
+            let key = i;
+            i = self.compact_value(b, end + 1, 0)?;
+            if RECORD {
+                // Offsets fit in u32: lines live in batch buffers indexed by u32.
+                self.members.push(Member {
+                    key_start: (key + 1) as u32,
+                    key_end: (end - 1) as u32,
+                    key_escaped: false,
+                    val_start: (end + 1) as u32,
+                    val_end: i as u32,
+                });
+            }
+            match *b.get(i)? {
+                b',' => i += 1,
+                b'}' => return Some(i + 1),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The members of a nested object whose `{` is right before `i`, in the compact shape;
+    /// the position after its `}`.
+    #[inline]
+    fn compact_object(&mut self, b: &[u8], mut i: usize, depth: u32) -> Option<usize> {
+        if *b.get(i)? == b'}' {
+            return Some(i + 1);
+        }
+        loop {
+            if *b.get(i)? != b'"' {
+                return None;
+            }
+            let end = compact_string(b, i)?;
             if *b.get(end)? != b':' {
                 return None;
             }
@@ -150,7 +204,7 @@ impl Validator {
         match *b.get(i)? {
             b'"' => compact_string(b, i),
             b'-' | b'0'..=b'9' => number(b, i),
-            b'{' if depth < COMPACT_DEPTH => self.compact_object(b, i + 1, depth + 1, None),
+            b'{' if depth < COMPACT_DEPTH => self.compact_object(b, i + 1, depth + 1),
             b'[' if depth < COMPACT_DEPTH => {
                 let mut i = i + 1;
                 if *b.get(i)? == b']' {
@@ -342,18 +396,47 @@ impl Validator {
 pub(crate) struct LineCheck {
     validator: Validator,
     parser: Option<RouteParser>,
+    /// The top-level members of the batch's lines, by `TopLevel::members - 1` (the first
+    /// `used`); their vectors are swapped with the validator's and the member cache's, so
+    /// nothing is copied and, once warm, nothing allocated.
+    recorded: Vec<Vec<Member>>,
+    used: usize,
 }
 
 impl LineCheck {
+    /// Forgets the members kept so far (a new batch starts), and says whether to keep the
+    /// next lines' members: worth it only where scripts read several top-level fields per
+    /// event (recording costs about what scanning for one field does).
+    pub(crate) fn start_batch(&mut self, record_members: bool) {
+        self.used = 0;
+        self.validator.record = record_members;
+    }
+
+    /// The top-level members kept for a line (`TopLevel::members`, 0 for none), for the member
+    /// cache to take (by swapping vectors: nothing is copied).
+    pub(crate) fn members_mut(&mut self, k: u32) -> Option<&mut Vec<Member>> {
+        let k = (k as usize).checked_sub(1)?;
+        self.recorded[..self.used].get_mut(k)
+    }
+
     /// The line's top level when it is a valid event, else why not.
     pub(crate) fn verdict(&mut self, line: &[u8]) -> Result<TopLevel, LineError> {
-        if let Some(top) = self.validator.check_object(line) {
+        if let Some(mut top) = self.validator.check_object(line) {
+            if top.members != 0 {
+                if self.used == self.recorded.len() {
+                    self.recorded.push(Vec::new());
+                }
+                std::mem::swap(&mut self.validator.members, &mut self.recorded[self.used]);
+                self.used += 1;
+                top.members = self.used as u32;
+            }
             return Ok(top);
         }
         match self.parser.get_or_insert_with(RouteParser::new).parse(line) {
             Ok(r) => Ok(TopLevel {
                 keys: r.keys,
                 dup_keys: r.dup_keys,
+                members: 0,
             }),
             // The validator's account says where and what (simd-json's often did not).
             Err(LineError::Json(e)) => Err(LineError::Json(self.validator.explain(line).unwrap_or(e))),
@@ -900,11 +983,24 @@ mod tests {
         lines.extend(mutated);
         let (mut fast, mut general) = (Validator::default(), Validator::default());
         general.general_only = true;
-        let (mut compact_accepted, mut valid, mut invalid) = (0, 0, 0);
+        fast.record = true;
+        let (mut compact_accepted, mut valid, mut invalid, mut with_members) = (0, 0, 0, 0);
         for line in &lines {
             let want = general.check_object(line);
             let got = fast.check_object(line);
-            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(
+                got.map(|t| (t.keys, t.dup_keys)),
+                want.map(|t| (t.keys, t.dup_keys)),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+            // Members recorded on the way are those a scan of the line finds.
+            if got.is_some_and(|t| t.members != 0) {
+                let mut scanned = Vec::new();
+                crate::event::scan::object_members(line, ws(line, 0), &mut scanned);
+                assert_eq!(fast.members, scanned, "{:?}", String::from_utf8_lossy(line));
+                with_members += 1;
+            }
             let root = ws(line, 0);
             let mut top = TopLevel::default();
             if line.get(root) == Some(&b'{') && fast.compact(line, root, &mut top) {
@@ -924,6 +1020,7 @@ mod tests {
             "{valid} valid, {compact_accepted} compact"
         );
         assert!(invalid > 1_000, "{invalid} invalid lines");
+        assert!(with_members > 1_000, "{with_members} lines with members recorded");
     }
 
     #[test]
@@ -989,6 +1086,39 @@ mod tests {
             agree(format!("{{\"k\":\"{s}é{s}\"}}").as_bytes());
             agree(format!("{{\"k\":\"{s}").as_bytes());
         }
+    }
+
+    #[test]
+    fn members_are_kept_per_line_only_when_asked() {
+        let lines: [&[u8]; 4] = [
+            br#"{"timestamp":"t","src_ip":"10.0.0.1","src_port":53,"dns":{"a":[1,{"b":2}]},"x":null}"#,
+            br#"{ "spaced": 1 }"#,
+            br#"{"k\u0041":1,"v":"x"}"#,
+            br#"{"a":1,"b":{"c":"d"},"e":[true,false]}"#,
+        ];
+        let mut check = LineCheck::default();
+        for record in [true, false] {
+            check.start_batch(record);
+            let tops: Vec<TopLevel> = lines.iter().map(|l| check.verdict(l).expect("valid")).collect();
+            for (line, top) in lines.iter().zip(&tops) {
+                // Lines with whitespace or escapes take the general walk: nothing recorded.
+                let compact = !line.contains(&b' ') && !line.contains(&b'\\');
+                assert_eq!(
+                    top.members != 0,
+                    record && compact,
+                    "{:?}",
+                    String::from_utf8_lossy(line)
+                );
+                if top.members != 0 {
+                    let mut scanned = Vec::new();
+                    crate::event::scan::object_members(line, 0, &mut scanned);
+                    assert_eq!(check.members_mut(top.members).map(|m| m.clone()), Some(scanned));
+                }
+            }
+        }
+        // A new batch forgets the last one's members.
+        check.start_batch(true);
+        assert_eq!(check.members_mut(1), None);
     }
 }
 

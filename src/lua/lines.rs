@@ -27,6 +27,8 @@ impl WorkerCtx {
     pub fn process_batch(&mut self, input: u32, data: &[u8], events: &mut [EventMeta], window: usize) -> BatchCounts {
         let mut counts = BatchCounts::default();
         let mut run = 0;
+        self.lines.start_batch(self.record_members);
+        let finds = self.cache.finds;
         for i in 0..events.len() {
             let meta = &mut events[i];
             let line = &data[meta.start as usize..meta.end as usize];
@@ -37,6 +39,7 @@ impl WorkerCtx {
                     Ok(top) => {
                         meta.keys = top.keys;
                         meta.dup_keys = top.dup_keys;
+                        meta.members = top.members;
                         None
                     }
                     Err(e) => Some((Kind::InvalidLine, e.to_string())),
@@ -54,6 +57,9 @@ impl WorkerCtx {
             self.line_report(input, &meta, kind, &message);
         }
         self.run_events(input, data, &events[run..], window);
+        // Members are recorded for the next batch when this one's scripts looked up at least
+        // two fields per event (see `LineCheck::start_batch`).
+        self.record_members = self.cache.finds - finds >= 2 * counts.events;
         counts
     }
 

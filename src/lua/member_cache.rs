@@ -40,6 +40,8 @@ pub struct MemberCache {
     /// The member `next` handed out last: (event id, object offset, index), so that the next
     /// step of a `pairs` loop resumes there instead of searching its key from the start.
     pub(crate) walk: (f64, usize, usize),
+    /// Lookups made (`find`), for the worker's choice of recording members at validation.
+    pub(crate) finds: u64,
 }
 
 impl Default for MemberCache {
@@ -58,6 +60,7 @@ impl Default for MemberCache {
                 })
                 .collect(),
             walk: (-1.0, 0, 0),
+            finds: 0,
         }
     }
 }
@@ -114,11 +117,28 @@ impl MemberCache {
         ok
     }
 
-    /// Records what the reader learned of an event's top-level keys.
-    pub fn prime(&mut self, id: f64, start: usize, line: &[u8], keys: crate::event::KeyBloom, dup_keys: bool) {
+    /// Records what validation learned of an event's top level: its keys' bloom bits,
+    /// whether a key repeats, and its members when recorded (taken by swapping vectors, the
+    /// given one left empty; without them, members are scanned as lookups need them).
+    pub fn prime(
+        &mut self,
+        id: f64,
+        start: usize,
+        line: &[u8],
+        keys: crate::event::KeyBloom,
+        dup_keys: bool,
+        members: Option<&mut Vec<Member>>,
+    ) {
         let slot = self.slot(id, start, line);
         slot.keys = keys;
         slot.dup_keys = Some(dup_keys);
+        if let Some(m) = members.filter(|m| !m.is_empty())
+            && slot.members.is_empty()
+        {
+            std::mem::swap(&mut slot.members, m);
+            m.clear();
+            slot.resume = None;
+        }
     }
 
     /// Whether a key occurs twice in the object at `start` (known from the reader for an
@@ -136,6 +156,7 @@ impl MemberCache {
 
     /// The member named `k` of the object at `start`, scanning no further than needed.
     pub fn find(&mut self, id: f64, start: usize, line: &[u8], k: &[u8], scratch: &mut Vec<u8>) -> Option<Member> {
+        self.finds += 1;
         let slot = self.slot(id, start, line);
         if !slot.keys.may_contain(crate::event::key_bits(k)) {
             return None;
@@ -284,7 +305,7 @@ mod tests {
             }
             // Half the objects primed by "the reader" (no duplicate keys), half unknown.
             if round % 2 == 0 {
-                cache.prime(id, 0, b, bits, false);
+                cache.prime(id, 0, b, bits, false, None);
             }
             let mut last = String::new();
             for _ in 0..40 {

@@ -46,6 +46,8 @@ impl WorkerCtx {
         let one = EventMeta {
             start: 0,
             end: line.len() as u32,
+            // Recorded members belong to a batch's lines; this line is looked up by scanning.
+            members: 0,
             ..*meta
         };
         self.process_window(input, line, std::slice::from_ref(&one));
@@ -79,7 +81,8 @@ impl WorkerCtx {
             w.piped = false;
             self.enter(input, i);
             self.counters.events += 1;
-            self.cache.prime(id, root, line, meta.keys, meta.dup_keys);
+            let members = self.lines.members_mut(meta.members);
+            self.cache.prime(id, root, line, meta.keys, meta.dup_keys, members);
             self.call_loop_event(Role::Filter, input, line, id);
         }
         self.first_open = 0;
