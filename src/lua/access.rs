@@ -12,8 +12,8 @@ use super::context::try_with_ctx;
 use super::ffi_util::push_bytes;
 use super::member_cache::{MemberCache, ValueBuf};
 use super::proxy::{
-    F_ABSENT, F_FALSE, F_NESTED, F_NULL, F_NUMBER, F_OBJECT, F_STRING, F_TAMPERED, F_TRUE, FieldOut, K_ORDER, K_SET,
-    Tampered, checked_range, is_proxy, is_tomb, line_of, parts, push_field, rawget_i, rawset_i,
+    F_ABSENT, F_FALSE, F_INT, F_NESTED, F_NULL, F_NUMBER, F_OBJECT, F_STRING, F_TAMPERED, F_TRUE, FieldOut, K_ORDER,
+    K_SET, Tampered, checked_range, is_proxy, is_tomb, line_of, parts, push_field, rawget_i, rawset_i,
 };
 use crate::event::scan::{self, Kind};
 
@@ -140,8 +140,15 @@ fn find_member(
             F_STRING
         }
         Kind::Number => {
-            out.num = scan::number(raw);
-            F_NUMBER
+            let v = scan::number(raw);
+            let i = v as i32;
+            if f64::from(i) == v && (i != 0 || v.is_sign_positive()) {
+                out.len = i;
+                F_INT
+            } else {
+                out.num = v;
+                F_NUMBER
+            }
         }
         Kind::True => F_TRUE,
         Kind::False => F_FALSE,

@@ -11,7 +11,7 @@ local F_ABSENT, F_STRING, F_NUMBER, F_TRUE, F_FALSE, F_NULL, F_TAMPERED =
    E.F_ABSENT, E.F_STRING, E.F_NUMBER, E.F_TRUE, E.F_FALSE, E.F_NULL, E.F_TAMPERED
 local ADDED_NONE, ADDED_NUMBER, ADDED_STRING, ADDED_TRUE, ADDED_FALSE =
    E.ADDED_NONE, E.ADDED_NUMBER, E.ADDED_STRING, E.ADDED_TRUE, E.ADDED_FALSE
-local F_OBJECT = E.F_OBJECT
+local F_OBJECT, F_INT = E.F_OBJECT, E.F_INT
 local DONE, DECLINED = E.DONE, E.DECLINED
 local TAMPERED_MSG = E.TAMPERED_MSG
 local is_proxy, next_proxy, slow_index = E.is_proxy, E.next_proxy, E.slow_index
@@ -120,6 +120,12 @@ index = function(t, k)
       local n, p = out.len, out.ptr
       if out.kind ~= stamp then return index(t, k) end
       return ffistring(p, n)
+   end
+   if kind == F_INT then
+      -- An integer (read from an int32_t: compiled code keeps it an integer).
+      local v = out.len
+      if out.kind == stamp then return v end
+      return index(t, k)
    end
    if kind == F_NUMBER then
       local v = out.num

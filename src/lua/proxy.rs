@@ -59,6 +59,11 @@ pub(crate) const F_NESTED: i32 = 6;
 pub(crate) const F_OBJECT: i32 = 8;
 /// The table's hidden fields are not what the engine put there.
 pub(crate) const F_TAMPERED: i32 = 7;
+/// A number with an exact 32-bit integer value (not -0): `FieldOut::len` holds it. The Lua
+/// side reads it from an `int32_t` field, which LuaJIT's compiler keeps as an integer, so
+/// that `tostring(msg.src_port)` in a compiled trace formats an integer instead of running
+/// the general `%.14g` formatting of a double (the same text for such values).
+pub(crate) const F_INT: i32 = 9;
 
 /// The message of a script error for an event table whose hidden fields were changed.
 pub(crate) const TAMPERED_MSG: &str = "event table: a reserved field (negative key) was changed, deleted or forged; \
@@ -155,6 +160,7 @@ pub(crate) struct FieldOut {
     /// One of the `F_*` codes in the low four bits, above them the stamp of the answer (see
     /// `access::stamped`).
     pub kind: i32,
+    /// A string's length, or the value of an `F_INT`.
     pub len: i32,
     pub num: f64,
     pub ptr: *const u8,

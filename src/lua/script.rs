@@ -108,6 +108,7 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), ScriptCause> {
             (c"F_ABSENT", proxy::F_ABSENT),
             (c"F_STRING", proxy::F_STRING),
             (c"F_NUMBER", proxy::F_NUMBER),
+            (c"F_INT", proxy::F_INT),
             (c"F_TRUE", proxy::F_TRUE),
             (c"F_FALSE", proxy::F_FALSE),
             (c"F_NULL", proxy::F_NULL),

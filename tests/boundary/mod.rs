@@ -1417,3 +1417,76 @@ end
         "{errors:?}"
     );
 }
+
+/// Numbers read from events keep their Lua text and arithmetic whatever path the read takes:
+/// integers are handed to compiled code as integers (`F_INT`), which must not change what
+/// `tostring`, `..` or arithmetic give, at the edges of the 32-bit range, for -0, for integral
+/// values written as decimals or exponents, and for numbers that are no 32-bit integer. Each
+/// value comes 150 times in a row (read first by the interpreter, then by a compiled trace),
+/// then all of them interleaved (the trace's side exits).
+#[test]
+fn numbers_read_from_events_keep_their_text() {
+    // (JSON text, tostring(n), tostring(n * 2), tostring(n / 2)), as LuaJIT formats doubles.
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("0", "0", "0", "0"),
+        ("-0", "-0", "-0", "-0"),
+        ("-0.0", "-0", "-0", "-0"),
+        ("1.0", "1", "2", "0.5"),
+        ("1e2", "100", "200", "50"),
+        ("53", "53", "106", "26.5"),
+        ("2147483647", "2147483647", "4294967294", "1073741823.5"),
+        ("-2147483648", "-2147483648", "-4294967296", "-1073741824"),
+        ("2147483648", "2147483648", "4294967296", "1073741824"),
+        ("-2147483649", "-2147483649", "-4294967298", "-1073741824.5"),
+        ("1.5", "1.5", "3", "0.75"),
+        (
+            "12345678901234567",
+            "1.2345678901235e+16",
+            "2.4691357802469e+16",
+            "6.1728394506173e+15",
+        ),
+        ("1e300", "1e+300", "2e+300", "5e+299"),
+    ];
+    let analyzer = r#"
+function setup() end
+function loop(msg)
+   local n = msg.n
+   msg.s = tostring(n) .. "|" .. tostring(n * 2) .. "|" .. tostring(n / 2) .. "|" .. msg.k .. n
+   dragonfly.output_event(default_output, msg)
+end
+"#;
+    let mut lines = Vec::new();
+    let mut want = Vec::new();
+    let mut add = |i: usize, c: &(&str, &str, &str, &str)| {
+        lines.push(format!(r#"{{"event_type":"x","k":"v{i}","n":{}}}"#, c.0));
+        want.push(format!("{}|{}|{}|v{i}{}", c.1, c.2, c.3, c.1));
+    };
+    for (i, c) in cases.iter().enumerate() {
+        for _ in 0..150 {
+            add(i, c);
+        }
+    }
+    for _ in 0..40 {
+        for (i, c) in cases.iter().enumerate() {
+            add(i, c);
+        }
+    }
+    let out = written_through(analyzer, &lines);
+    assert_eq!(out.len(), want.len());
+    let wrong: Vec<String> = out
+        .iter()
+        .zip(&want)
+        .enumerate()
+        .filter_map(|(j, (line, want))| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            let got = v["s"].as_str().unwrap_or_default();
+            (got != want).then(|| format!("event {j}: {got:?}, want {want:?}"))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} wrong, first: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
