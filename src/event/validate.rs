@@ -98,6 +98,9 @@ impl Validator {
             top = TopLevel::default();
             self.members.clear();
             self.document(line, root, &mut top)?;
+        } else if self.members.len() >= MAX_RECORDED {
+            // Too many to keep (the lookups scan): bounds what each kept vector holds.
+            self.members.clear();
         }
         top.members = u32::from(!self.members.is_empty());
         // Only when two keys' bloom bits collided: compare the keys themselves (pairwise when
@@ -142,43 +145,40 @@ impl Validator {
     /// The members of the root object, whose `{` is right before `i`, in the compact shape;
     /// the position after its `}`. The keys go into `top`, the members into `members` when
     /// `RECORD`.
-    fn compact_top<const RECORD: bool>(&mut self, b: &[u8], mut i: usize, top: &mut TopLevel) -> Option<usize> {
-        if *b.get(i)? == b'}' {
-            return Some(i + 1);
-        }
-        loop {
-            if *b.get(i)? != b'"' {
-                return None;
-            }
-            let end = compact_string(b, i)?;
-            self.top_key(b, i + 1, end - 1, false, top);
-            if *b.get(end)? != b':' {
-                return None;
-            }
-            let key = i;
-            i = self.compact_value(b, end + 1, 0)?;
-            if RECORD {
+    fn compact_top<const RECORD: bool>(&mut self, b: &[u8], i: usize, top: &mut TopLevel) -> Option<usize> {
+        self.compact_members(b, i, 0, |v, key, end, val_end| {
+            v.top_key(b, key + 1, end - 1, false, top);
+            if RECORD && v.members.len() < MAX_RECORDED {
                 // Offsets fit in u32: lines live in batch buffers indexed by u32.
-                self.members.push(Member {
+                v.members.push(Member {
                     key_start: (key + 1) as u32,
                     key_end: (end - 1) as u32,
                     key_escaped: false,
                     val_start: (end + 1) as u32,
-                    val_end: i as u32,
+                    val_end: val_end as u32,
                 });
             }
-            match *b.get(i)? {
-                b',' => i += 1,
-                b'}' => return Some(i + 1),
-                _ => return None,
-            }
-        }
+        })
     }
 
     /// The members of a nested object whose `{` is right before `i`, in the compact shape;
     /// the position after its `}`.
     #[inline]
-    fn compact_object(&mut self, b: &[u8], mut i: usize, depth: u32) -> Option<usize> {
+    fn compact_object(&mut self, b: &[u8], i: usize, depth: u32) -> Option<usize> {
+        self.compact_members(b, i, depth, |_, _, _, _| {})
+    }
+
+    /// The walk of an object's members in the compact shape (values at `depth`), from `i`
+    /// right after its `{`; the position after its `}`. `member` gets each valid member: the
+    /// positions of its key's quotes and the end of its value.
+    #[inline(always)]
+    fn compact_members(
+        &mut self,
+        b: &[u8],
+        mut i: usize,
+        depth: u32,
+        mut member: impl FnMut(&mut Self, usize, usize, usize),
+    ) -> Option<usize> {
         if *b.get(i)? == b'}' {
             return Some(i + 1);
         }
@@ -190,7 +190,9 @@ impl Validator {
             if *b.get(end)? != b':' {
                 return None;
             }
+            let key = i;
             i = self.compact_value(b, end + 1, depth)?;
+            member(self, key, end, i);
             match *b.get(i)? {
                 b',' => i += 1,
                 b'}' => return Some(i + 1),
@@ -444,6 +446,9 @@ impl LineCheck {
         }
     }
 }
+
+/// Top-level members recorded for a line at most (a line with more records none).
+const MAX_RECORDED: usize = 1024;
 
 /// Nesting the compact fast path follows (deeper lines take the general walk).
 const COMPACT_DEPTH: u32 = 64;
@@ -1119,6 +1124,20 @@ mod tests {
         // A new batch forgets the last one's members.
         check.start_batch(true);
         assert_eq!(check.members_mut(1), None);
+        // A line with more members than are kept records none.
+        let wide = |n: usize| {
+            let body: Vec<String> = (0..n).map(|i| format!("\"k{i}\":{i}")).collect();
+            format!("{{{}}}", body.join(","))
+        };
+        assert_ne!(
+            check.verdict(wide(MAX_RECORDED - 1).as_bytes()).expect("valid").members,
+            0
+        );
+        assert_eq!(check.verdict(wide(MAX_RECORDED).as_bytes()).expect("valid").members, 0);
+        assert_eq!(
+            check.verdict(wide(5 * MAX_RECORDED).as_bytes()).expect("valid").members,
+            0
+        );
     }
 }
 

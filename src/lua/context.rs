@@ -116,9 +116,10 @@ pub struct WorkerCtx {
     pub(super) report_limits: crate::diag::limit::Limiter,
     /// Validation of each line before the scripts see it (see `process_batch`).
     pub(super) lines: crate::event::validate::LineCheck,
-    /// Whether validation records each line's top-level members for the field lookups
-    /// (decided per batch from the last one's lookups: `process_batch`).
-    pub(super) record_members: bool,
+    /// Per input, whether validation records each line's top-level members for the field
+    /// lookups (decided per batch from the input's last batch: `process_batch`; each input
+    /// has its own filter, so its own needs).
+    pub(super) record_members: Vec<bool>,
     /// Where the current script call comes from (for error reports).
     pub cur_script: (Role, u32),
     /// Latency recording of this worker, when histograms are on.
@@ -286,7 +287,7 @@ impl WorkerCtx {
             reported: Vec::new(),
             report_limits: Default::default(),
             lines: Default::default(),
-            record_members: false,
+            record_members: Vec::new(),
             cur_script: (Role::Filter, 0),
             lat: None,
             timers: Vec::new(),

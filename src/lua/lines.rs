@@ -27,7 +27,11 @@ impl WorkerCtx {
     pub fn process_batch(&mut self, input: u32, data: &[u8], events: &mut [EventMeta], window: usize) -> BatchCounts {
         let mut counts = BatchCounts::default();
         let mut run = 0;
-        self.lines.start_batch(self.record_members);
+        let at = input as usize;
+        if self.record_members.len() <= at {
+            self.record_members.resize(at + 1, false);
+        }
+        self.lines.start_batch(self.record_members[at]);
         let finds = self.cache.finds;
         for i in 0..events.len() {
             let meta = &mut events[i];
@@ -57,9 +61,11 @@ impl WorkerCtx {
             self.line_report(input, &meta, kind, &message);
         }
         self.run_events(input, data, &events[run..], window);
-        // Members are recorded for the next batch when this one's scripts looked up at least
-        // two fields per event (see `LineCheck::start_batch`).
-        self.record_members = self.cache.finds - finds >= 2 * counts.events;
+        // Members are recorded for the input's next batch when this one's scripts looked up
+        // at least two top-level fields per event (see `LineCheck::start_batch`).
+        if counts.events > 0 {
+            self.record_members[at] = self.cache.finds - finds >= 2 * counts.events;
+        }
         counts
     }
 
@@ -112,5 +118,80 @@ impl WorkerCtx {
                 script: 0,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::script_spec;
+    use crate::lua::state::Role;
+
+    /// Members are recorded per input, from that input's own last batch: an input whose
+    /// filter reads three top-level fields records, one whose filter reads nothing does not,
+    /// nor one that reads one top-level field and one nested in it, even with their batches
+    /// interleaved; a batch of invalid lines changes nothing.
+    #[test]
+    fn members_are_recorded_per_input_as_its_scripts_read() {
+        let dir = std::env::temp_dir().join(format!("dfm-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (reads, quiet, a) = (dir.join("reads.lua"), dir.join("quiet.lua"), dir.join("a.lua"));
+        std::fs::write(
+            &reads,
+            "function setup() end\nfunction loop(msg) local x = msg.src_ip, msg.dest_ip, msg.proto end\n",
+        )
+        .unwrap();
+        std::fs::write(&quiet, "function setup() end\nfunction loop(msg) end\n").unwrap();
+        let nested = dir.join("nested.lua");
+        std::fs::write(
+            &nested,
+            "function setup() end\nfunction loop(msg) local x = msg.dns.rrname end\n",
+        )
+        .unwrap();
+        std::fs::write(&a, "function setup() end\nfunction loop(msg) end\n").unwrap();
+        let mut c = WorkerCtx::new(
+            vec!["r".into(), "q".into(), "n".into()],
+            vec!["a".into()],
+            vec!["out".into()],
+            true,
+        );
+        c.open_all(
+            &[
+                script_spec(Role::Filter, "r", &reads),
+                script_spec(Role::Filter, "q", &quiet),
+                script_spec(Role::Filter, "n", &nested),
+            ],
+            &[script_spec(Role::Analyzer, "a", &a)],
+            true,
+        )
+        .unwrap();
+        let line = br#"{"timestamp":"t","src_ip":"10.0.0.1","dest_ip":"10.0.0.2","proto":"TCP","dns":{"rrname":"x"}}"#;
+        let batch = |lines: &[&[u8]]| {
+            let (mut data, mut metas) = (Vec::new(), Vec::new());
+            for (i, l) in lines.iter().enumerate() {
+                let start = data.len() as u32;
+                data.extend_from_slice(l);
+                metas.push(EventMeta {
+                    seq: i as u64,
+                    start,
+                    end: data.len() as u32,
+                    ..EventMeta::default()
+                });
+            }
+            (data, metas)
+        };
+        for _ in 0..3 {
+            for input in [0u32, 1, 2] {
+                let (data, mut metas) = batch(&[&line[..]; 8]);
+                let counts = c.process_batch(input, &data, &mut metas, 1);
+                assert_eq!(counts.events, 8);
+            }
+        }
+        assert_eq!(c.record_members, [true, false, false]);
+        let (data, mut metas) = batch(&[&b"not json"[..]; 4]);
+        assert_eq!(c.process_batch(1, &data, &mut metas, 1).invalid, 4);
+        assert_eq!(c.record_members, [true, false, false]);
+        c.close();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

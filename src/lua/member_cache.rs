@@ -40,7 +40,8 @@ pub struct MemberCache {
     /// The member `next` handed out last: (event id, object offset, index), so that the next
     /// step of a `pairs` loop resumes there instead of searching its key from the start.
     pub(crate) walk: (f64, usize, usize),
-    /// Lookups made (`find`), for the worker's choice of recording members at validation.
+    /// Lookups of an event's top level that had to search its members (the key filter let
+    /// them through), for the worker's choice of recording members at validation.
     pub(crate) finds: u64,
 }
 
@@ -78,9 +79,13 @@ pub(crate) fn key_matches(line: &[u8], m: &Member, k: &[u8], scratch: &mut Vec<u
 
 impl MemberCache {
     fn slot(&mut self, id: f64, start: usize, line: &[u8]) -> &mut CacheSlot {
+        Self::slot_in(&mut self.slots, id, start, line)
+    }
+
+    fn slot_in<'a>(slots: &'a mut [CacheSlot], id: f64, start: usize, line: &[u8]) -> &'a mut CacheSlot {
         // Fibonacci hashing of the id's bits and the offset: the top bits of the product.
         let h = ((id.to_bits() ^ start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_BITS)) as usize;
-        let slot = &mut self.slots[h];
+        let slot = &mut slots[h];
         if slot.id != id || slot.start != start {
             slot.id = id;
             slot.start = start;
@@ -156,11 +161,12 @@ impl MemberCache {
 
     /// The member named `k` of the object at `start`, scanning no further than needed.
     pub fn find(&mut self, id: f64, start: usize, line: &[u8], k: &[u8], scratch: &mut Vec<u8>) -> Option<Member> {
-        self.finds += 1;
-        let slot = self.slot(id, start, line);
+        let slot = Self::slot_in(&mut self.slots, id, start, line);
         if !slot.keys.may_contain(crate::event::key_bits(k)) {
             return None;
         }
+        // Counted for an event's top level (the only slots `prime` gives a key filter).
+        self.finds += u64::from(slot.keys != crate::event::KeyBloom::UNKNOWN);
         // A wide object whose duplicates nobody checked yet (a nested one): scanned whole and
         // checked once, so that its lookups go by the hint too instead of from its start
         // (reading every member of a wide object was quadratic).
