@@ -66,9 +66,8 @@ pub(crate) struct TopLevel {
     pub keys: KeyBloom,
     /// Whether a top-level key occurs twice.
     pub dup_keys: bool,
-    /// Whether the line's top-level members were recorded (by the compact walk, into
-    /// `Validator::members`; `LineCheck::verdict` turns this into the index of where it kept
-    /// them, plus one).
+    /// Where `LineCheck::verdict` kept the line's top-level members, plus one (0: none were
+    /// recorded, as for a line that took the general walk); see `Validator::members`.
     pub members: u32,
 }
 
@@ -102,7 +101,6 @@ impl Validator {
             // Too many to keep (the lookups scan): bounds what each kept vector holds.
             self.members.clear();
         }
-        top.members = u32::from(!self.members.is_empty());
         // Only when two keys' bloom bits collided: compare the keys themselves (pairwise when
         // few, by sorting when many, as the lazy lookups' own check does).
         if self.maybe_dup {
@@ -424,7 +422,7 @@ impl LineCheck {
     /// The line's top level when it is a valid event, else why not.
     pub(crate) fn verdict(&mut self, line: &[u8]) -> Result<TopLevel, LineError> {
         if let Some(mut top) = self.validator.check_object(line) {
-            if top.members != 0 {
+            if !self.validator.members.is_empty() {
                 if self.used == self.recorded.len() {
                     self.recorded.push(Vec::new());
                 }
@@ -1000,7 +998,7 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
             // Members recorded on the way are those a scan of the line finds.
-            if got.is_some_and(|t| t.members != 0) {
+            if got.is_some() && !fast.members.is_empty() {
                 let mut scanned = Vec::new();
                 crate::event::scan::object_members(line, ws(line, 0), &mut scanned);
                 assert_eq!(fast.members, scanned, "{:?}", String::from_utf8_lossy(line));

@@ -129,13 +129,7 @@ pub(crate) unsafe fn state_id(l: *mut lua_State) -> usize {
 
 /// The finalizer errors recorded on this thread since the last call.
 pub(crate) fn take_finalizer_errors() -> FinalizerErrors {
-    FINALIZER_ERRORS.with(|f| {
-        if f.borrow().kept.is_empty() {
-            FinalizerErrors::default()
-        } else {
-            std::mem::take(&mut *f.borrow_mut())
-        }
-    })
+    FINALIZER_ERRORS.with(|f| std::mem::take(&mut *f.borrow_mut()))
 }
 
 /// Panics caught at the boundary on this thread so far.
