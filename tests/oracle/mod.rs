@@ -870,12 +870,7 @@ fn run_case(case: &Case, shards: &str, walk_ordered: bool) -> Env {
         case.invalid[..shown],
         "--shards {shards}: line numbers reported invalid"
     );
-    let suppressed: u64 = env
-        .log_records_of("suppressed")
-        .iter()
-        .filter(|r| r["of"] == "invalid_line")
-        .map(|r| r["count"].as_u64().unwrap_or(0))
-        .sum();
+    let suppressed: u64 = env.suppressed_count("invalid_line");
     assert_eq!(suppressed, (case.invalid.len() - shown) as u64, "--shards {shards}");
     let expected: Vec<&[u8]> = case.valid.iter().map(|(l, _)| l.as_slice()).collect();
     for name in ["same.json", "after.json"] {

@@ -255,6 +255,15 @@ impl Env {
         self.log_records().into_iter().filter(|r| r["kind"] == kind).collect()
     }
 
+    /// The records of kind `of` that `suppressed` records of the log say were left out.
+    pub fn suppressed_count(&self, of: &str) -> u64 {
+        self.log_records_of("suppressed")
+            .iter()
+            .filter(|r| r["of"] == of)
+            .map(|r| r["count"].as_u64().expect("a suppressed record has a count"))
+            .sum()
+    }
+
     /// The JSON records of `dragonfly-mle-stats.log`.
     pub fn stats_records(&self) -> Vec<Value> {
         json_lines(&self.log("dragonfly-mle-stats.log"))
