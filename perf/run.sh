@@ -3,7 +3,9 @@
 #
 # Usage: perf/run.sh [EVENTS] [RUNS] [-- ARGS FOR THE BINARY...]
 #   EVENTS  number of generated events (default 1000000)
-#   RUNS    runs per configuration; the table shows the median (default 3)
+#   RUNS    runs per configuration; the table shows the median (default 3) and the spreads
+#           (slowest below fastest) of the runs, of their paired ratios and of the parse-only
+#           runs made beside them (the machine's own spread)
 #   after --, arguments passed to every engine run, e.g. -- --shards 2
 # Environment:
 #   DFM_BIN       binary (default ~/.cache/dfm-target/release/dragonfly-mle)
@@ -26,7 +28,7 @@ npos=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *)
             if ! [[ "$1" =~ ^[0-9]+$ ]] || [ "$1" -lt 1 ]; then
                 echo "perf/run.sh: expected a positive number, got '$1' (usage: perf/run.sh [EVENTS] [RUNS] [-- ARGS])" >&2
@@ -83,6 +85,8 @@ lines=$(wc -l < "$input")
 avg=$(( $(stat -c %s "$input") / events ))
 cat "$input" > /dev/null  # warm the page cache so the first run does not pay for the disk
 
+# The slowest of a column's values below its fastest, in percent ("-" for fewer than 2 values).
+spread() { sort -g | awk '{ v[NR] = $1 } END { if (NR < 2 || v[NR] <= 0) print "-"; else printf "%.1f %%", 100 * (1 - v[1] / v[NR]) }'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit 1; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # --- parse-only rate (hidden subcommand) ---------------------------------------------------
@@ -158,8 +162,8 @@ for c in $configs; do
         [ -n "$rate" ] || die "config ($c) run $i: cannot read events/s from: $summary"
         read -r wall user sys rss_kb < <(tail -n 1 "$work/time.$c")
         ratio_run=$(awk -v r="$rate" -v p="${paired:-0}" 'BEGIN { if (p > 0) printf "%.3f", r / p; else print "nan" }')
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$rate" "$wall" "$(echo "$user $sys" | awk '{ printf "%.2f", $1 + $2 }')" \
-            "$(echo "$rss_kb" | awk '{ printf "%.1f", $1 / 1024 }')" "$ratio_run" >> "$results"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$rate" "$wall" "$(echo "$user $sys" | awk '{ printf "%.2f", $1 + $2 }')" \
+            "$(echo "$rss_kb" | awk '{ printf "%.1f", $1 / 1024 }')" "$ratio_run" "${paired:-nan}" >> "$results"
     done
 done
 
@@ -175,10 +179,11 @@ report=$work/results.md
         echo "parse-only: unavailable"
     fi
     echo
-    echo "| config | events/s | wall s | CPU s (user+sys) | peak RSS MB | ratio to parse-only | paired ratio |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| config | events/s | wall s | CPU s (user+sys) | peak RSS MB | ratio to parse-only | paired ratio | spread: runs, paired ratios, parse-only beside them |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---|"
     for c in $configs; do
-        col() { awk -F'\t' -v c="$c" -v k="$1" '$1 == c { print $k }' "$results" | median; }
+        col_all() { awk -F'\t' -v c="$c" -v k="$1" '$1 == c && $k != "nan" { print $k }' "$results"; }
+        col() { col_all "$1" | median; }
         rate=$(col 2); wall=$(col 3); cpu=$(col 4); rss=$(col 5)
         paired_ratio=$(awk -F'\t' -v c="$c" '$1 == c && $6 != "nan" { print $6 }' "$results" | median || true)
         [ -n "$paired_ratio" ] || paired_ratio="n/a"
@@ -195,7 +200,8 @@ report=$work/results.md
             n) name="(n) nested reads" ;;
             *) name="($c)" ;;
         esac
-        printf '| %s | %.0f | %.2f | %.2f | %.1f | %s | %s |\n' "$name" "$rate" "$wall" "$cpu" "$rss" "$ratio" "$paired_ratio"
+        spreads="$(col_all 2 | spread), $(col_all 6 | spread), $(col_all 7 | spread)"
+        printf '| %s | %.0f | %.2f | %.2f | %.1f | %s | %s | %s |\n' "$name" "$rate" "$wall" "$cpu" "$rss" "$ratio" "$paired_ratio" "$spreads"
     done
 } | tee "$report"
 echo
