@@ -55,6 +55,21 @@ unsafe fn push_status(l: *mut lua_State, name: &[u8]) {
     }
 }
 
+/// `__index` of `hiredis.status`: a string key names a status constant, made on first use.
+unsafe extern "C-unwind" fn status_index(l: *mut lua_State) -> c_int {
+    // SAFETY: a lua_CFunction called by Lua as the metamethod (t, k): `l` is the running state
+    // with those arguments; the key stays at index 2 (and its bytes in place: LuaJIT does not
+    // move strings) while `push_status` reads them.
+    unsafe {
+        if ffi::lua_type(l, 2) != ffi::LUA_TSTRING {
+            return 0;
+        }
+        let Some(name) = to_bytes(l, 2) else { return 0 };
+        push_status(l, name);
+        1
+    }
+}
+
 /// Pushes a reply as lua-hiredis did.
 unsafe fn push_reply(l: *mut lua_State, v: &Value, depth: usize, errors: &mut u64) {
     // SAFETY: the caller owns `l`.
@@ -882,6 +897,12 @@ pub(crate) unsafe fn install(l: *mut lua_State) {
             ffi::lua_setfield(l, status, name.as_ptr());
             ffi::lua_setfield(l, m, name.as_ptr());
         }
+        // Names not met yet are made when first read (as lua-hiredis's status table does), so
+        // `local H = hiredis.status.hash` before any reply is the table a TYPE reply returns.
+        ffi::lua_createtable(l, 0, 1);
+        ffi::lua_pushcfunction(l, status_index);
+        ffi::lua_setfield(l, -2, c"__index".as_ptr());
+        ffi::lua_setmetatable(l, status);
         ffi::lua_pushvalue(l, status);
         ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_STATUS);
         ffi::lua_setfield(l, m, c"status".as_ptr());

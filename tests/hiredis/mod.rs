@@ -138,6 +138,14 @@ function setup()
   r.array = conn:command("MGET", "k", "nokey")
   r.array_nil = r.array[2] == hiredis.NIL
   r.array[2] = nil
+  -- A status constant named before any reply has it is made on demand (lua-hiredis's
+  -- status table creates missing names), and a reply with that status is the same table.
+  local early = hiredis.status.hash
+  r.status_early = early ~= nil and early.name == "hash" and early.type == hiredis.REPLY_STATUS
+    and hiredis.status.hash == early
+  conn:command("HSET", "h", "f", "v")
+  r.status_early_same = conn:command("TYPE", "h") == early
+  r.status_not_string = hiredis.status[1] == nil and rawget(hiredis.status, 1) == nil
   r.status_new = tostring(conn:command("TYPE", "k"))
   r.status_same = conn:command("TYPE", "k") == conn:command("TYPE", "k2")
   local v, t = hiredis.unwrap_reply(hiredis.OK)
@@ -177,6 +185,7 @@ fn every_reply_type_and_constant() {
         "line": "100%d", "one_arg": "ERR unknown command 'INCR c', with args beginning with: ",
         "pipelined": [1, 2], "empty": 0, "array": ["1.5"], "array_nil": true,
         "status_new": "string", "status_same": true,
+        "status_early": true, "status_early_same": true, "status_not_string": true,
         "unwrap_status": ["OK", 5], "unwrap_error": [true, true], "unwrap_other": 5,
         "consts": [1, 2, 3, 4, 1, 2, 3, 4, 5, 6],
         "tostring": "lua-hiredis.connection",
