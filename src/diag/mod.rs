@@ -42,6 +42,7 @@ kinds! {
     InputError => "input_error", "error";
     AcceptError => "accept_error", "error";
     DgramQueueShort => "dgram_queue_short", "error";
+    InputHole => "input_hole", "error";
     CheckpointError => "checkpoint_error", "error";
     CheckpointFileGone => "checkpoint_file_gone", "error";
     CheckpointHandedOver => "checkpoint_handed_over", "info";

@@ -154,7 +154,10 @@ impl Router {
     /// Handles one framed line (without its newline): routes it to its worker, which
     /// validates it (the reader only walks the top-level members for the route).
     pub(crate) fn line(&mut self, raw: &[u8], line_no: u64, offset: u64) {
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let mut line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if line.first() == Some(&0) {
+            line = self.skip_hole(line, line_no, offset);
+        }
         if line.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r')) {
             return;
         }
@@ -176,6 +179,31 @@ impl Router {
                 ..EventMeta::default()
             },
         );
+    }
+
+    /// A line that begins with NUL bytes: a hole in the file, left when the file was cut while
+    /// its writer went on at its old offset (logrotate's `copytruncate` under Suricata). The
+    /// NULs are skipped and reported (`input_hole`), and what follows them is the line.
+    #[cold]
+    fn skip_hole<'a>(&self, line: &'a [u8], line_no: u64, offset: u64) -> &'a [u8] {
+        let n = line.iter().take_while(|&&c| c == 0).count();
+        let rest = &line[n..];
+        let then = if rest.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r')) {
+            "nothing after them on the line"
+        } else {
+            "the line after them was read"
+        };
+        self.report(
+            crate::diag::Kind::InputHole,
+            line_no,
+            offset,
+            n,
+            &format!(
+                "{n} NUL bytes skipped at the start of the line, {then} (a hole in the file: was it \
+                 cut while its writer went on at its old offset, as logrotate's copytruncate does?)"
+            ),
+        );
+        rest
     }
 
     fn shard_of(&mut self, hash: Option<u64>) -> usize {

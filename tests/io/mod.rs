@@ -1103,3 +1103,42 @@ fn a_socket_output_that_drops_when_full_never_holds_the_pipeline_up() {
     assert_eq!(written + dropped + errors, n as u64, "every record counted once: {d}");
     assert_eq!(out.summary().dropped, dropped, "{}", out.stdout);
 }
+
+/// A hole of NUL bytes at the start of a line (a file cut by logrotate's `copytruncate` while
+/// Suricata went on writing at its old offset: the real EVE sample of this kind holds an
+/// alert behind 575 NULs) costs no event: the NULs are skipped and reported (`input_hole`,
+/// with their count), and the event behind them is read; a line of nothing but NULs is
+/// reported and skipped. Nothing is counted invalid and every event is written as it came.
+#[test]
+fn events_behind_a_hole_of_nul_bytes_are_read() {
+    let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
+    let events: Vec<String> = (0..20).map(numbered_event).collect();
+    let mut input = join_lines(&events[..10]);
+    input.extend(std::iter::repeat_n(0u8, 575));
+    input.extend_from_slice(format!("{}\n", events[10]).as_bytes());
+    input.extend(std::iter::repeat_n(0u8, 300));
+    input.push(b'\n');
+    input.extend_from_slice(format!("{}\n\0\0{}\r\n", events[11], events[12]).as_bytes());
+    input.extend(join_lines(&events[13..]));
+    env.write_log("in.json", &input);
+    let out = env.run(&[]);
+    out.assert_success();
+    let s = out.summary();
+    assert_eq!((s.read, s.invalid), (20, 0), "{}", out.stdout);
+    let written = env.lines("out.json");
+    let want: Vec<Vec<u8>> = events.iter().map(|e| e.as_bytes().to_vec()).collect();
+    assert_eq!(written, want, "every event written as it came, in order");
+    let holes: Vec<(u64, u64, bool)> = env
+        .log_records_of("input_hole")
+        .iter()
+        .map(|r| {
+            let m = r["message"].as_str().unwrap();
+            (
+                r["line"].as_u64().unwrap(),
+                r["length"].as_u64().unwrap(),
+                m.contains("nothing after"),
+            )
+        })
+        .collect();
+    assert_eq!(holes, [(11, 575, false), (12, 300, true), (14, 2, false)]);
+}
