@@ -185,6 +185,9 @@ fn classify(bytes: &[u8]) -> (Vec<Vec<u8>>, Vec<u64>) {
     let mut invalid = Vec::new();
     for (i, raw) in split_lines(bytes).iter().enumerate() {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        // NUL bytes that open a line are a hole in the file (copytruncate), skipped: the
+        // event after them is read.
+        let line = &line[line.iter().take_while(|&&c| c == 0).count()..];
         if line.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r')) {
             continue;
         }
