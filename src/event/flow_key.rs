@@ -315,11 +315,14 @@ fn number_u64(raw: &[u8]) -> u64 {
         _ => (false, raw),
     };
     if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
-        let mut v: u64 = 0;
-        for &c in digits {
-            v = v.wrapping_mul(10).wrapping_add((c - b'0') as u64);
+        // An integer beyond 64 bits (-2^63 for a negative one) is a double, as in the tape.
+        let v = digits
+            .iter()
+            .try_fold(0u64, |v, &c| v.checked_mul(10)?.checked_add((c - b'0') as u64))
+            .filter(|&v| !negative || v <= 1 << 63);
+        if let Some(v) = v {
+            return if negative { v.wrapping_neg() } else { v };
         }
-        return if negative { v.wrapping_neg() } else { v };
     }
     match raw.first() {
         Some(b'-' | b'0'..=b'9') => super::scan::number(raw) as u64,

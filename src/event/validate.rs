@@ -2,9 +2,10 @@
 //! every line before a script sees it (the reader only frames and routes), and learn on the
 //! way the top level's keys (bloom bits and duplicates) that field lookups use. It accepts exactly
 //! what the reader's simd-json parse used to accept: RFC 8259 JSON whose root is an object,
-//! UTF-8, no lone surrogate in a `\u` escape, integers within 64 bits (`-2^63 ..= 2^64-1`) and
-//! numbers that do not overflow a double, at most 1,024 nested objects and arrays (simd-json's
-//! and simdjson's default depth limit). A rejected line is parsed once more by simd-json
+//! UTF-8, no lone surrogate in a `\u` escape, numbers that do not overflow a double (integers
+//! beyond 64 bits too, read as doubles, as serde_json and cjson read them; simd-json with its
+//! `big-int-as-float` feature), at most 1,024 nested objects and arrays (simd-json's and
+//! simdjson's default depth limit). A rejected line is parsed once more by simd-json
 //! (`flow_key::RouteParser`) for the message of its report, so reports read as they did.
 //! Lines as Suricata writes them (no whitespace between tokens, no escape, ASCII strings)
 //! take a compact walk first ([`Validator::compact`], about a tenth faster); any other line,
@@ -326,10 +327,7 @@ impl Validator {
             Fail::Root => format!("an event is a JSON object: '{{' expected, found {}", found()),
             Fail::Value => format!("a value expected, found {}", found()),
             Fail::Str => return Some(explain_string(line, at)),
-            Fail::Number => {
-                "invalid number, or one out of range (integers from -2^63 to 2^64-1, others within a double's range)"
-                    .to_string()
-            }
+            Fail::Number => "invalid number, or one beyond a double's range".to_string(),
             Fail::Literal => "invalid literal (true, false or null)".to_string(),
             Fail::Key => format!("a key (a string) expected, found {}", found()),
             Fail::Colon => format!("':' expected after the key, found {}", found()),
@@ -673,7 +671,9 @@ fn number(b: &[u8], i: usize) -> Option<usize> {
         // double range the exact parse decides.
         int_digits + exp <= 300 || finite(&b[i..end])
     } else {
-        int_digits < 19 || integer_fits(&b[int_start..int_end], negative)
+        // Any integer within a double's range (read as a double beyond 64 bits, as serde_json
+        // and cjson do): below 10^308 surely; the exact parse decides above.
+        int_digits <= 308 || finite(&b[i..end])
     };
     in_range.then_some(end)
 }
@@ -684,19 +684,6 @@ fn finite(text: &[u8]) -> bool {
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
         .is_some_and(f64::is_finite)
-}
-
-/// Whether a long integer fits: `u64` when positive, `i64` when negative.
-#[cold]
-fn integer_fits(digits: &[u8], negative: bool) -> bool {
-    let mut v: u64 = 0;
-    for &c in digits {
-        let Some(n) = v.checked_mul(10).and_then(|v| v.checked_add((c - b'0') as u64)) else {
-            return false;
-        };
-        v = n;
-    }
-    !negative || v <= 1 << 63
 }
 
 #[cfg(test)]
@@ -808,8 +795,7 @@ mod tests {
     #[test]
     fn rejected_lines_say_where_and_why() {
         let mut c = LineCheck::default();
-        let number =
-            "invalid number, or one out of range (integers from -2^63 to 2^64-1, others within a double's range)";
+        let number = "invalid number, or one beyond a double's range";
         for (line, want) in [
             (
                 &br#"{"a":1}}"#[..],

@@ -1142,3 +1142,46 @@ fn events_behind_a_hole_of_nul_bytes_are_read() {
         .collect();
     assert_eq!(holes, [(11, 575, false), (12, 300, true), (14, 2, false)]);
 }
+
+/// Integers beyond 64 bits are valid JSON numbers (serde_json and cjson read them as doubles):
+/// such an event is read, a script sees the number as a double, and the event is written with
+/// its text as it came; only a number beyond a double's range (1e400) makes an invalid line.
+#[test]
+fn integers_beyond_64_bits_are_numbers() {
+    let analyzer = r#"
+function setup() end
+function loop(msg)
+  msg.checked = msg.big > 1.8e19 and msg.big < 1.9e19 and msg.neg < -9.2e18
+    and msg.huge > 1.2e29 and msg.huge < 1.3e29
+  dragonfly.output_event(default_output, msg)
+end
+"#;
+    let env = Env::simple("file://in.json", analyzer, "", "");
+    let lines = [
+        r#"{"n":0,"big":18446744073709551616,"neg":-9223372036854775809,"huge":123456789012345678901234567890}"#,
+        r#"{"n":1,"flow_id":71706966405481393675,"big":18446744073709551617,"neg":-99999999999999999999,"huge":123456789012345678901234567891}"#,
+        r#"{"n":2,"big":1e400}"#,
+    ];
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&[]);
+    out.assert_success();
+    let s = out.summary();
+    assert_eq!(
+        (s.read, s.written, s.invalid, s.script_errors),
+        (2, 2, 1, 0),
+        "{}",
+        out.stdout
+    );
+    let written = env.lines("out.json");
+    for (w, l) in written.iter().zip(&lines) {
+        let text = String::from_utf8_lossy(w);
+        assert_eq!(
+            text,
+            format!("{},\"checked\":true}}", &l[..l.len() - 1]),
+            "the event as it came, checked"
+        );
+    }
+    let bad = env.log_records_of("invalid_line");
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0]["line"], 3);
+}
