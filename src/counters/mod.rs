@@ -72,8 +72,27 @@ pub struct WorkerStats {
     /// had nothing waiting).
     pub last_progress_ms: AtomicU64,
     /// Since when (`Stats::now_ms`) the worker has been running the batch (or timers) it is
-    /// on; 0 between batches. A script's `loop()` that never returns keeps it set.
+    /// on, or since a script's last blocking call ([`still_busy`]) started; 0 between
+    /// batches. A script's `loop()` that never returns keeps it set.
     pub busy_since_ms: AtomicU64,
+    /// Since when the worker has been running the batch (or timers) it is on, whatever its
+    /// scripts call; 0 between batches. A `loop()` that never returns while it makes blocking
+    /// calls (Redis commands in an endless loop) keeps it set.
+    pub batch_since_ms: AtomicU64,
+}
+
+impl WorkerStats {
+    /// The worker starts a batch (or its timers) at `now` (`Stats::now_ms`).
+    pub(crate) fn begin_batch(&self, now: u64) {
+        self.busy_since_ms.store(now, Relaxed);
+        self.batch_since_ms.store(now, Relaxed);
+    }
+
+    /// The worker is done with its batch.
+    pub(crate) fn end_batch(&self) {
+        self.busy_since_ms.store(0, Relaxed);
+        self.batch_since_ms.store(0, Relaxed);
+    }
 }
 
 fn zeros(n: usize) -> Vec<AtomicU64> {
@@ -106,6 +125,7 @@ impl WorkerStats {
             redis_down: AtomicU64::new(0),
             last_progress_ms: AtomicU64::new(0),
             busy_since_ms: AtomicU64::new(0),
+            batch_since_ms: AtomicU64::new(0),
         }
     }
 }
@@ -242,6 +262,11 @@ pub(crate) const WORKER_TOTALS: &[WorkerTotal] = &[
 /// its rings stalled.
 pub(crate) const STALL_MS: u64 = 10_000;
 
+/// How long a worker may be on one batch while its scripts make blocking calls (each bounded
+/// by its timeout, so a slow Redis or HTTP server makes a batch slow, not endless) before it
+/// counts as stuck all the same: a `loop()` that calls Redis in an endless loop.
+pub(crate) const STALL_BLOCKING_MS: u64 = 60_000;
+
 /// Every counter of the engine.
 #[derive(Debug)]
 pub struct Stats {
@@ -327,7 +352,9 @@ impl Stats {
     }
 
     /// Workers that have been on one batch for more than [`STALL_MS`] without a blocking call
-    /// of a script (Redis, HTTP, DNS: [`still_busy`]) in between, with the seconds.
+    /// of a script (Redis, HTTP, DNS: [`still_busy`]) in between, or for more than
+    /// [`STALL_BLOCKING_MS`] whatever their scripts called, with the seconds on the clock that
+    /// says so.
     pub fn stuck_workers(&self) -> Vec<(usize, u64)> {
         let now = self.now_ms();
         self.workers
@@ -335,7 +362,12 @@ impl Stats {
             .enumerate()
             .filter_map(|(k, w)| {
                 let since = w.busy_since_ms.load(Relaxed);
-                (since > 0 && now.saturating_sub(since) > STALL_MS).then(|| (k, (now - since) / 1000))
+                let batch = w.batch_since_ms.load(Relaxed);
+                let idle_stuck = since > 0 && now.saturating_sub(since) > STALL_MS;
+                let calls_stuck = batch > 0 && now.saturating_sub(batch) > STALL_BLOCKING_MS;
+                // The seconds on the clock that says so (the batch's when both do).
+                let start = if calls_stuck { batch } else { since };
+                (idle_stuck || calls_stuck).then(|| (k, now.saturating_sub(start) / 1000))
             })
             .collect()
     }

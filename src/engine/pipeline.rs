@@ -244,13 +244,16 @@ const STUCK_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a worker must have been on one batch without a blocking call of a script starting
 /// (`counters::still_busy`: a Redis command, `http_get`, `dnslookup`, each bounded by its
-/// timeouts) to count as stuck for good at a stop.
+/// timeouts) to count as stuck for good at a stop. A worker on one batch for
+/// `counters::STALL_BLOCKING_MS` whatever it called (Redis commands in an endless loop) is
+/// stuck for good too.
 const STUCK_EXIT_SECS: u64 = 30;
 
 /// Waits until the writer has finished. A worker stuck in a script (a `loop()` that never
 /// returns: no Lua code can be interrupted inside a compiled loop) would keep it from ever
 /// finishing: once a stop was asked and some worker has been on one batch for
-/// [`STUCK_EXIT_SECS`] without starting a blocking call (and the stop has waited
+/// [`STUCK_EXIT_SECS`] without starting a blocking call, or for 60 s whatever it called (and
+/// the stop has waited
 /// [`STUCK_STOP_WAIT`]), the engine exits with status 3 at once. What the
 /// writer had not written is lost for this run; checkpoints and commits never passed it, so a
 /// restart reads it again.

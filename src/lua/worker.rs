@@ -348,10 +348,10 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
                 if o.read_ns == 0 || batch.read_ns < o.read_ns {
                     o.read_ns = batch.read_ns;
                 }
-                let busy = &stats.workers[spec.index].busy_since_ms;
-                busy.store(stats.now_ms(), Relaxed);
+                let me = &stats.workers[spec.index];
+                me.begin_batch(stats.now_ms());
                 let counts = c.process_batch(input as u32, &batch.data, &mut batch.events, window);
-                busy.store(0, Relaxed);
+                me.end_batch();
                 let _ = io.inputs[input].1.push(batch);
                 let s = &stats.inputs[input];
                 s.events.fetch_add(counts.events, Relaxed);
@@ -378,10 +378,10 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
             }
         }
         if c.timers_pending > 0 {
-            let busy = &stats.workers[spec.index].busy_since_ms;
-            busy.store(stats.now_ms(), Relaxed);
+            let me = &stats.workers[spec.index];
+            me.begin_batch(stats.now_ms());
             c.run_timers();
-            busy.store(0, Relaxed);
+            me.end_batch();
             let last = c.outs.len() - 1;
             send(c, io, last);
         }

@@ -379,6 +379,30 @@ fn a_script_that_never_returns_is_reported_and_does_not_block_the_stop() {
     assert!(stats[1]["inputs"]["eve"].is_object(), "{stats:?}");
 }
 
+/// A `loop()` that never returns while it makes Redis commands (each call told the stuck
+/// watch the worker was slow, not stuck: the engine then said nothing and ignored SIGTERM for
+/// good) is reported once it has been on one batch for 60 s, and a stop then ends the engine
+/// with status 3.
+#[test]
+fn a_script_looping_on_redis_commands_is_reported_and_does_not_block_the_stop() {
+    let env = Env::simple(
+        "file://in.json",
+        "local c\nfunction setup() c = assert(hiredis.connect()) end\nfunction loop(msg)\n  if msg.n == 5 then while true do c:command(\"PING\") end end\n  dragonfly.output_event(default_output, msg)\nend\n",
+        "",
+        "",
+    );
+    let lines: Vec<String> = (0..20).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let (mut engine, addr, _run) = spawn_watched(&env);
+    env.wait_for_record("worker_stuck", "", Duration::from_secs(120));
+    let (code, body) = health(&addr);
+    assert_eq!(code, 503, "{body}");
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(out.stderr.contains("stuck in a script"), "{}", out.stderr);
+}
+
 /// A checkpoint that cannot be saved is reported once (it was reported about five times a
 /// second), `/health` says so, and its recovery is reported.
 #[test]
