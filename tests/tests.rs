@@ -729,6 +729,41 @@ end
     assert_eq!(last["drops"]["encode_error"].as_u64(), Some(2), "stats: {last}");
 }
 
+/// One input event may lead to at most 10,000 analyzer calls (a guard against events passed
+/// around in a loop); the calls beyond are dropped, and counted as drops: in the summary's
+/// "dropped", in `drops.hop_limit`, and in the exit status (they went uncounted, exit 0).
+#[test]
+fn analyzer_calls_past_the_hop_limit_are_counted_as_dropped() {
+    let env = Env::new();
+    env.config(
+        r#"
+inputs = { { tag = "eve", uri = "file://in.json", script = "f.lua", default_analyzer = "a" } }
+analyzers = { { tag = "a", script = "a.lua", default_analyzer = "", default_output = "out" },
+              { tag = "b", script = "b.lua", default_analyzer = "", default_output = "out" } }
+outputs = { { tag = "out", uri = "file://out.json<" } }
+"#,
+    );
+    env.filter("f.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        "function setup() end\nfunction loop(msg)\n  for i = 1, msg.fan do dragonfly.analyze_event(\"b\", {i = i}) end\nend\n",
+    );
+    env.analyzer(
+        "b.lua",
+        "function setup() end\nfunction loop(msg) dragonfly.output_event(default_output, msg) end\n",
+    );
+    // 1 + 10,002 calls for the first event (3 past the limit), 1 + 5 for the second.
+    env.write_log("in.json", b"{\"fan\":10002}\n{\"fan\":5}\n");
+    let out = env.run(&[]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let s = out.summary();
+    assert_eq!((s.read, s.written, s.dropped), (2, 9_999 + 5, 3), "{}", out.stdout);
+    let last = env.stats_records().pop().expect("a stats line at exit");
+    assert_eq!(last["drops"]["hop_limit"].as_u64(), Some(3), "stats: {last}");
+    let reports = env.log_records_of("hop_limit");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Exact flow ids
 // ---------------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ pub struct WorkerStats {
     pub analyzer_out: Vec<AtomicU64>,
     pub unknown_tags: AtomicU64,
     pub encode_errors: AtomicU64,
+    /// Analyzer calls dropped because their input event had already made `MAX_HOPS`.
+    pub hop_drops: AtomicU64,
     pub redis_calls: AtomicU64,
     pub redis_failures: AtomicU64,
     pub redis_error_replies: AtomicU64,
@@ -110,6 +112,7 @@ impl WorkerStats {
             filter_out: zeros(inputs),
             analyzer_out: zeros(analyzers),
             unknown_tags: AtomicU64::new(0),
+            hop_drops: AtomicU64::new(0),
             encode_errors: AtomicU64::new(0),
             redis_calls: AtomicU64::new(0),
             redis_failures: AtomicU64::new(0),
@@ -175,6 +178,14 @@ pub(crate) const WORKER_TOTALS: &[WorkerTotal] = &[
         kind: "counter",
         help: "",
         get: |w| &w.encode_errors,
+    },
+    WorkerTotal {
+        section: "drops",
+        key: "hop_limit",
+        metric: "",
+        kind: "counter",
+        help: "",
+        get: |w| &w.hop_drops,
     },
     WorkerTotal {
         section: "redis",
@@ -443,10 +454,12 @@ impl Stats {
     }
 
     /// Values that went nowhere without an error: calls naming an unknown analyzer or output
-    /// (`drops.unknown_tag`), and records a full output dropped (`drop_when_full = true`). Values that could not be encoded are
+    /// (`drops.unknown_tag`), analyzer calls past the limit of one input event
+    /// (`drops.hop_limit`), and records a full output dropped (`drop_when_full = true`). Values that could not be encoded are
     /// not counted here: the call raised in the script, which is a script error.
     pub fn dropped(&self) -> u64 {
         sum(self.workers.iter().map(|w| w.unknown_tags.load(Relaxed)))
+            + sum(self.workers.iter().map(|w| w.hop_drops.load(Relaxed)))
             + sum(self
                 .outputs
                 .iter()

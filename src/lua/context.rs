@@ -69,6 +69,7 @@ pub struct WorkerCounters {
     pub handled_published: u64,
     pub unknown_tags: u64,
     pub encode_errors: u64,
+    /// Analyzer calls dropped past `MAX_HOPS` for one input event.
     pub hop_limit: u64,
 }
 

@@ -190,12 +190,18 @@ impl WorkerCtx {
             w.hops += 1;
             let (id, (s, e), hops) = (w.id, w.line, w.hops);
             let over = hops > MAX_HOPS;
-            if hops == MAX_HOPS + 1 {
+            if over {
                 self.counters.hop_limit += 1;
+            }
+            if hops == MAX_HOPS + 1 {
                 self.report(
                     crate::diag::Kind::HopLimit,
                     &[],
-                    &format!("event passed between analyzers more than {MAX_HOPS} times; the rest was dropped"),
+                    &format!(
+                        "one input event led to more than {MAX_HOPS} analyzer calls (analyze_event, also \
+                         from analyzers: events passed around in a loop?); the calls beyond were dropped, \
+                         counted in drops.hop_limit"
+                    ),
                 );
             }
             let l = self.analyzers[a as usize].l;

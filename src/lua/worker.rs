@@ -159,6 +159,7 @@ fn publish(c: &mut WorkerCtx, stats: &Stats, index: usize, io: &WorkerIo) {
     }
     w.events.store(c.counters.events, Relaxed);
     w.unknown_tags.store(c.counters.unknown_tags, Relaxed);
+    w.hop_drops.store(c.counters.hop_limit, Relaxed);
     w.encode_errors.store(c.counters.encode_errors, Relaxed);
     w.boundary_panics.store(crate::lua::boundary::panics_caught(), Relaxed);
     w.redis_calls.store(c.redis.calls, Relaxed);

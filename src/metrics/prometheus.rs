@@ -304,11 +304,12 @@ fn totals(o: &mut Out, stats: &Stats) {
     o.family(
         "dragonfly_drops_total",
         "counter",
-        "Values dropped: calls naming an unknown tag, values that could not be encoded.",
+        "Values dropped: calls naming an unknown tag, values that could not be encoded, analyzer calls past one event's limit.",
         "reason",
         &[
             ("unknown_tag", total(stats, |w| w.unknown_tags.load(Relaxed))),
             ("encode_error", total(stats, |w| w.encode_errors.load(Relaxed))),
+            ("hop_limit", total(stats, |w| w.hop_drops.load(Relaxed))),
         ],
     );
     for t in super::WORKER_TOTALS.iter().filter(|t| !t.metric.is_empty()) {
