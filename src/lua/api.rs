@@ -37,6 +37,9 @@ unsafe fn output_to(
     output: crate::shard::OutputId,
     idx: c_int,
 ) -> Result<c_int, LuaFail> {
+    if let Some(why) = with_ctx(|c| c.records_full()) {
+        return Err(LuaFail(format!("{name}: {why}")));
+    }
     // SAFETY: called from C functions with a valid argument index.
     unsafe {
         with_ctx(|c| c.emit_value(l, idx, output)).map_err(|e| LuaFail(format!("{name}: {e}")))?;

@@ -121,6 +121,10 @@ pub struct WorkerCtx {
     /// lookups (decided per batch from the input's last batch: `process_batch`; each input
     /// has its own filter, so its own needs).
     pub(super) record_members: Vec<bool>,
+    /// The event whose records were filed last, and their bytes so far (one event's records
+    /// are limited: `records::MAX_EVENT_RECORD_BYTES`).
+    pub(super) held_seq: u64,
+    pub(super) held_event_bytes: usize,
     /// Where the current script call comes from (for error reports).
     pub cur_script: (Role, u32),
     /// Latency recording of this worker, when histograms are on.
@@ -289,6 +293,8 @@ impl WorkerCtx {
             report_limits: Default::default(),
             lines: Default::default(),
             record_members: Vec::new(),
+            held_seq: u64::MAX,
+            held_event_bytes: 0,
             cur_script: (Role::Filter, 0),
             lat: None,
             timers: Vec::new(),

@@ -74,6 +74,10 @@ pub(super) unsafe extern "C" fn df_emit(
                 c.unknown_tag("output", tag);
                 return DONE;
             };
+            // Too many records held: the C function says so in the script.
+            if c.records_full().is_some() {
+                return DECLINED;
+            }
             if kind == ADDED_NONE {
                 c.emit_with(output, |out| out.extend_from_slice(&line[start..end]));
                 return DONE;

@@ -11,6 +11,16 @@ use super::state::Role;
 use crate::diag::Kind;
 use crate::shard::{LOG_OUTPUT, NO_INPUT, OutBatch, OutRec};
 
+/// Most bytes of records a worker holds for one input (or for its timers) before it hands
+/// them on, after each batch of events: far above what a batch writes (about 650 bytes per
+/// record), below its 32-bit offsets.
+pub(crate) const MAX_HELD_RECORD_BYTES: usize = 1 << 30;
+
+/// Most bytes of records one input event may write (its filter's and its analyzers' records,
+/// and its timers'): a `loop()` writing without end is stopped there, and the other events of
+/// its batch still have room.
+pub(crate) const MAX_EVENT_RECORD_BYTES: usize = 256 << 20;
+
 impl WorkerCtx {
     fn out_batch(&mut self) -> &mut OutBatch {
         let i = self.out_index();
@@ -21,6 +31,12 @@ impl WorkerCtx {
     /// (its bytes already are in the batch; records are put in event order when the window
     /// ends, and the writer reads bytes by range).
     fn file_rec(&mut self, rec: OutRec) {
+        let n = (rec.end - rec.start) as usize;
+        if rec.seq == self.held_seq {
+            self.held_event_bytes += n;
+        } else {
+            (self.held_seq, self.held_event_bytes) = (rec.seq, n);
+        }
         match self.cur_win {
             Some(w) => self.window[w].recs.push(rec),
             None => self.out_batch().recs.push(rec),
@@ -149,6 +165,35 @@ impl WorkerCtx {
         let start = self.outs[i].data.len();
         write(&mut self.outs[i].data);
         self.end_record(output, start);
+    }
+
+    /// Why a script's next record is refused, if it is: the current event's records reach
+    /// [`MAX_EVENT_RECORD_BYTES`], or those waiting in the output batch records go to now reach
+    /// [`MAX_HELD_RECORD_BYTES`]. A refused record is an error in the script, so that records
+    /// are not held without bound (a `loop()` writing millions of records aborted the process
+    /// at its memory limit) or past the batch's 32-bit offsets.
+    pub fn records_full(&self) -> Option<String> {
+        let event = if self.cur.seq == self.held_seq {
+            self.held_event_bytes
+        } else {
+            0
+        };
+        if event >= MAX_EVENT_RECORD_BYTES {
+            return Some(format!(
+                "this event's records reach {} MiB, the most one event may write: a loop() writing \
+                 without end?",
+                event >> 20
+            ));
+        }
+        let held = self.outs[self.out_index()].data.len();
+        (held >= MAX_HELD_RECORD_BYTES).then(|| {
+            format!(
+                "{} MiB of records already wait on this worker (the records of a batch of events are \
+                 handed on together; at most {} MiB)",
+                held >> 20,
+                MAX_HELD_RECORD_BYTES >> 20
+            )
+        })
     }
 
     /// Index of the output batch records go to now.

@@ -403,6 +403,38 @@ fn a_script_looping_on_redis_commands_is_reported_and_does_not_block_the_stop() 
     assert!(out.stderr.contains("stuck in a script"), "{}", out.stderr);
 }
 
+/// A `loop()` that writes records without end is stopped by an error in the script once its
+/// event's records reach 256 MiB (they were held without bound: the process grew by the size
+/// of everything written and aborted at its memory limit); the records written before stay,
+/// and the events after it, in the same batch, go on.
+#[test]
+fn a_loop_writing_without_end_gets_an_error_not_unbounded_memory() {
+    let env = Env::simple(
+        "file://in.json",
+        "function setup() end\nfunction loop(msg)\n  if msg.n == 1 then\n    local s = string.rep(\"z\", 1000)\n    for i = 1, 1e7 do dragonfly.output_event(default_output, {i = i, s = s}) end\n  end\n  dragonfly.output_event(default_output, msg)\nend\n",
+        "",
+        "",
+    );
+    env.write_log("in.json", b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
+    let out = env.run(&[]);
+    let s = out.summary();
+    assert_eq!((s.read, s.script_errors), (3, 1), "{out:?}");
+    let errors = env.log_records_of("script_error");
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("this event's records reach 256 MiB"),
+        "{errors:?}"
+    );
+    let text = std::fs::read(env.logs.join("out.json")).unwrap();
+    let lines = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+    // 256 MiB of records of about 1,020 bytes, and the events 0 and 2.
+    assert!((250_000..280_000).contains(&lines), "{lines} lines");
+    assert!(text.ends_with(b"{\"n\":2}\n"), "the event after the error is written");
+    assert!(text.starts_with(b"{\"n\":0}\n"));
+}
+
 /// A checkpoint that cannot be saved is reported once (it was reported about five times a
 /// second), `/health` says so, and its recovery is reported.
 #[test]
