@@ -12,7 +12,7 @@ use super::ffi_util::{abs_index, push_bytes, reg, to_bytes};
 use super::member_cache::MemberCache;
 use super::proxy;
 use crate::event::scan::{self, Member};
-pub(crate) use crate::primitives::json::write_str;
+pub(crate) use crate::primitives::json::{write_str, write_str_bytes};
 
 /// Why a value cannot be encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +65,9 @@ pub(crate) struct CjsonConfig {
     pub encode_max_depth: i32,
     /// `decode_max_depth`: nested objects and arrays allowed in `decode`.
     pub decode_max_depth: i32,
+    /// Strings are written as valid UTF-8 (a byte of an ill-formed sequence as U+FFFD): the
+    /// engine's records; lua-cjson's `encode` keeps the bytes.
+    pub valid_utf8: bool,
 }
 
 /// The deepest nesting `encode` and `decode` go to whatever `encode_max_depth` and
@@ -76,11 +79,13 @@ impl CjsonConfig {
     /// The settings for the engine's own outputs (`output_event`, `log_event`, ...): as the
     /// script set them, except that NaN and infinities are never written bare (`nan` is not
     /// JSON, and a reader of the output would reject the line): with `encode_invalid_numbers`
-    /// on they are written `null`.
+    /// on they are written `null`; and strings are written as valid UTF-8 (a reader of the
+    /// output would reject a line that is not).
     pub(crate) fn for_records(mut self) -> Self {
         if self.encode_invalid == INVALID_ON {
             self.encode_invalid = INVALID_NULL;
         }
+        self.valid_utf8 = true;
         self
     }
 
@@ -97,6 +102,7 @@ impl CjsonConfig {
             sparse_safe: 10,
             encode_max_depth: 1000,
             decode_max_depth: 1000,
+            valid_utf8: false,
         }
     }
 }
@@ -218,6 +224,16 @@ impl Encoder {
         write_num(out, n, self.cfg.precision)
     }
 
+    /// Writes a string as the settings say ([`CjsonConfig::valid_utf8`]).
+    #[inline]
+    fn string(&self, out: &mut Vec<u8>, s: &[u8]) {
+        if self.cfg.valid_utf8 {
+            write_str(out, s);
+        } else {
+            write_str_bytes(out, s);
+        }
+    }
+
     /// Appends the JSON text of the value at `idx` to `out`. On error `out` may hold a prefix.
     pub unsafe fn encode(&mut self, l: *mut lua_State, idx: c_int, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         // SAFETY: forwarded contract.
@@ -261,7 +277,7 @@ impl Encoder {
                     b"false"
                 }),
                 ffi::LUA_TNUMBER => self.num(out, ffi::lua_tonumber(l, idx))?,
-                ffi::LUA_TSTRING => write_str(out, to_bytes(l, idx).unwrap_or(&[])),
+                ffi::LUA_TSTRING => self.string(out, to_bytes(l, idx).unwrap_or(&[])),
                 ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(l, idx).is_null() => out.extend_from_slice(b"null"),
                 ffi::LUA_TTABLE => {
                     if depth >= self.cfg.encode_max_depth.clamp(1, ENGINE_MAX_DEPTH) as usize {
@@ -371,7 +387,7 @@ impl Encoder {
                 match self.keys[i] {
                     KeyRef::Str(p, n) => {
                         let k = std::slice::from_raw_parts(p, n);
-                        write_str(out, k);
+                        self.string(out, k);
                         push_bytes(l, k);
                     }
                     KeyRef::Num(n) => {
@@ -403,7 +419,7 @@ impl Encoder {
         // break `lua_next`).
         unsafe {
             match ffi::lua_type(l, k) {
-                ffi::LUA_TSTRING => write_str(out, to_bytes(l, k).unwrap_or(&[])),
+                ffi::LUA_TSTRING => self.string(out, to_bytes(l, k).unwrap_or(&[])),
                 ffi::LUA_TNUMBER => {
                     out.push(b'"');
                     self.num(out, ffi::lua_tonumber(l, k))?;

@@ -1185,3 +1185,45 @@ end
     assert_eq!(bad.len(), 1, "{bad:?}");
     assert_eq!(bad[0]["line"], 3);
 }
+
+/// A string a script cuts inside a character (or any bytes that are not UTF-8) is written as
+/// valid UTF-8, each byte of the broken sequence as U+FFFD: every output line stays JSON a
+/// reader (or this engine) accepts. `cjson_safe.encode` keeps the bytes, as lua-cjson did.
+#[test]
+fn strings_that_are_not_utf8_are_written_as_valid_json() {
+    let analyzer = r#"
+function setup() end
+function loop(msg)
+  local cut = string.sub(msg.ua, 1, 4)
+  msg.ua_short = cut
+  msg.bin = "\255\254"
+  msg["k\255"] = 1
+  msg.encode_keeps_bytes = cjson_safe.encode(cut) == '"Caf\195"'
+  dragonfly.log_event({ua_short = cut})
+  dragonfly.output_event(default_output, {cut = cut})
+  dragonfly.output_event(default_output, msg)
+end
+"#;
+    let env = Env::simple("file://in.json", analyzer, "", "");
+    env.write_log("in.json", "{\"ua\":\"Caf\u{e9}-Agent/1.0\"}\n".as_bytes());
+    let out = env.run(&[]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 0, "{out:?}");
+    let written = env.lines("out.json");
+    assert_eq!(written.len(), 2);
+    let parsed: Vec<serde_json::Value> = written
+        .iter()
+        .map(|l| {
+            let text = std::str::from_utf8(l).unwrap_or_else(|e| panic!("not UTF-8 ({e}): {}", show(l)));
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+        })
+        .collect();
+    assert_eq!(parsed[0]["cut"], "Caf\u{FFFD}");
+    assert_eq!(parsed[1]["ua"], "Caf\u{e9}-Agent/1.0");
+    assert_eq!(parsed[1]["ua_short"], "Caf\u{FFFD}");
+    assert_eq!(parsed[1]["bin"], "\u{FFFD}\u{FFFD}");
+    assert_eq!(parsed[1]["k\u{FFFD}"], 1);
+    assert_eq!(parsed[1]["encode_keeps_bytes"], true);
+    let logged = env.log_records();
+    assert!(logged.iter().any(|r| r["ua_short"] == "Caf\u{FFFD}"), "{logged:?}");
+}
