@@ -730,14 +730,15 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
                     return Ok(push_failure(st, l, &msg, ERR_EOF));
                 }
                 let con = match super::redis_conn::open_link(&target, st.timeouts) {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        st.connect_succeeded(&target);
+                        c
+                    }
                     Err(e) => {
-                        return Ok(push_failure(
-                            st,
-                            l,
-                            &format!("{}: {e}", describe_target(&target)),
-                            ERR_IO,
-                        ));
+                        st.connect_failed(&target, &e.to_string());
+                        let n = push_failure(st, l, &format!("{}: {e}", describe_target(&target)), ERR_IO);
+                        c.report_redis_outages();
+                        return Ok(n);
                     }
                 };
                 // A closed slot no coroutine waits on is used again, under a new generation.

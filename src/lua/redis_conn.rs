@@ -195,6 +195,9 @@ pub struct RedisState {
     /// Outages begun and ended since the worker last reported them: (kind, message), kind
     /// `redis_lost` or `redis_restored` (one record each per outage of a connection).
     pub(super) notices: Vec<(crate::diag::Kind, String)>,
+    /// Since when (and at which failure count) `hiredis.connect()` has failed, until one
+    /// succeeds: a Redis never reached is reported once, as a lost connection is.
+    pub(super) connect_down: Option<(Instant, u64)>,
 }
 
 thread_local! {
@@ -263,6 +266,33 @@ impl RedisState {
             failures: 0,
             error_replies: 0,
             notices: Vec::new(),
+            connect_down: None,
+        }
+    }
+
+    /// `hiredis.connect()` to `target` failed with `error`: reported once until a connect
+    /// succeeds ([`RedisState::connect_succeeded`]).
+    pub(super) fn connect_failed(&mut self, target: &RedisTarget, error: &str) {
+        if self.connect_down.is_none() {
+            self.connect_down = Some((Instant::now(), self.failures));
+            let msg = format!(
+                "{}: cannot connect ({error}); hiredis.connect() returns nil, the error and ERR_IO until it can",
+                describe_target(target)
+            );
+            self.notices.push((crate::diag::Kind::RedisLost, msg));
+        }
+    }
+
+    /// A `hiredis.connect()` succeeded: the end of connect failures is reported.
+    pub(super) fn connect_succeeded(&mut self, target: &RedisTarget) {
+        if let Some((since, failures_then)) = self.connect_down.take() {
+            let msg = format!(
+                "{}: connected after {:.1} s of failed connects; {} Redis calls of this worker failed meanwhile",
+                describe_target(target),
+                since.elapsed().as_secs_f64(),
+                self.failures.saturating_sub(failures_then)
+            );
+            self.notices.push((crate::diag::Kind::RedisRestored, msg));
         }
     }
 

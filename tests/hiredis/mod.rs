@@ -1232,3 +1232,40 @@ fn managed_redis_keeps_state_across_restarts() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(out.stderr.contains("is in use by another engine"), "{}", out.stderr);
 }
+
+/// A Redis that is never reached is reported once per worker (`redis_lost`, naming it and the
+/// error), not only counted in the stats: each `hiredis.connect()` still returns nil, the error
+/// and ERR_IO, and every event goes on.
+#[test]
+fn a_redis_never_reached_is_reported_once() {
+    let env = Env::new();
+    let sock = env.dir.path().join("no-redis.sock");
+    env.config(&format!(
+        "redis_host = {:?}\nredis_port = 0\n{}",
+        sock.to_str().unwrap(),
+        simple_config("file://in.json", "", "")
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        "function setup() end\nfunction loop(msg)\n  local c, err, code = hiredis.connect()\n  msg.redis_ok = c ~= nil\n  msg.code = code\n  dragonfly.output_event(default_output, msg)\nend\n",
+    );
+    env.write_log("in.json", &numbered_lines(0, 5));
+    let out = env.run(&[]);
+    out.assert_success();
+    let written = env.lines("out.json");
+    assert_eq!(written.len(), 5);
+    for l in &written {
+        let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+        assert_eq!(
+            (&v["redis_ok"], &v["code"]),
+            (&serde_json::json!(false), &serde_json::json!(1)),
+            "{v}"
+        );
+    }
+    let lost = env.log_records_of("redis_lost");
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    let msg = lost[0]["message"].as_str().unwrap();
+    assert!(msg.contains("cannot connect") && msg.contains("no-redis.sock"), "{msg}");
+    assert!(out.stderr.contains("cannot connect"), "{}", out.stderr);
+}
