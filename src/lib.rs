@@ -17,6 +17,25 @@
 
 #![warn(unreachable_pub)]
 
+/// `eprintln!` that never panics: a stderr that cannot be written (redirected to a full disk,
+/// a closed pipe) loses the line, not the process (`eprintln!` panics then).
+#[macro_export]
+macro_rules! eprintln_safe {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics, as [`eprintln_safe!`] for stdout (the summary line).
+#[macro_export]
+macro_rules! println_safe {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 #[doc(hidden)]
 pub mod bench;
 pub mod engine;

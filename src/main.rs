@@ -169,14 +169,14 @@ fn bench_tool(mode: &Mode) -> ExitCode {
         Mode::BenchParse { file } => {
             return match dragonfly_mle::bench::parse_only(file) {
                 Ok((n, bad, secs)) => {
-                    println!(
+                    dragonfly_mle::println_safe!(
                         "parse-only: {n} events in {secs:.3} s ({:.0} events/s), {bad} invalid",
                         n as f64 / secs
                     );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("dragonfly-mle: {}: {e}", file.display());
+                    dragonfly_mle::eprintln_safe!("dragonfly-mle: {}: {e}", file.display());
                     ExitCode::from(1)
                 }
             };
@@ -209,11 +209,11 @@ fn bench_tool(mode: &Mode) -> ExitCode {
     };
     match r {
         Ok((what, n, secs)) => {
-            println!("{what}: {n} events in {secs:.3} s ({:.0} events/s)", n as f64 / secs);
+            dragonfly_mle::println_safe!("{what}: {n} events in {secs:.3} s ({:.0} events/s)", n as f64 / secs);
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("dragonfly-mle: {e:#}");
+            dragonfly_mle::eprintln_safe!("dragonfly-mle: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -246,7 +246,9 @@ fn tap(cli: &Cli) -> ExitCode {
         (_, Some(t), _) => ("analyzer", t.as_str()),
         (_, _, Some(t)) => ("output", t.as_str()),
         _ => {
-            eprintln!("dragonfly-mle: tap: name the point: --input TAG, --analyzer TAG or --output TAG");
+            dragonfly_mle::eprintln_safe!(
+                "dragonfly-mle: tap: name the point: --input TAG, --analyzer TAG or --output TAG"
+            );
             return ExitCode::from(2);
         }
     };
@@ -259,15 +261,16 @@ fn tap(cli: &Cli) -> ExitCode {
     };
     match tap::run(&addr, &t, &mut std::io::stdout()) {
         Ok(0) => {
-            eprintln!(
+            dragonfly_mle::eprintln_safe!(
                 "dragonfly-mle: tap: no event passed {} {:?} within {timeout} s",
-                point.0, point.1
+                point.0,
+                point.1
             );
             ExitCode::from(1)
         }
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dragonfly-mle: tap: {e:#}");
+            dragonfly_mle::eprintln_safe!("dragonfly-mle: tap: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -278,7 +281,7 @@ fn test(cli: &Cli, paths: &[PathBuf], update: bool, keep: bool, names: &[String]
     let engine = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("dragonfly-mle: cannot find this program's path: {e}");
+            dragonfly_mle::eprintln_safe!("dragonfly-mle: cannot find this program's path: {e}");
             return ExitCode::from(1);
         }
     };
@@ -295,7 +298,7 @@ fn test(cli: &Cli, paths: &[PathBuf], update: bool, keep: bool, names: &[String]
         Ok(r) if r.failed == 0 => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("dragonfly-mle: {e:#}");
+            dragonfly_mle::eprintln_safe!("dragonfly-mle: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -319,7 +322,7 @@ fn main() -> ExitCode {
         return match top::run(&endpoint(&cli), *once) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("dragonfly-mle: top: {e:#}");
+                dragonfly_mle::eprintln_safe!("dragonfly-mle: top: {e:#}");
                 ExitCode::from(1)
             }
         };
@@ -329,7 +332,7 @@ fn main() -> ExitCode {
     }
     engine::set_log_format_text(cli.log_format == "text");
     if cli.version {
-        println!(
+        dragonfly_mle::println_safe!(
             "DragonFly Machine Learning Engine (MLE)\nVersion: {}",
             env!("CARGO_PKG_VERSION")
         );
@@ -338,7 +341,7 @@ fn main() -> ExitCode {
     let cores = match cli.cores.as_deref().map(engine::parse_cores).transpose() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("dragonfly-mle: {e}");
+            dragonfly_mle::eprintln_safe!("dragonfly-mle: {e}");
             return ExitCode::from(2);
         }
     };
@@ -361,34 +364,34 @@ fn main() -> ExitCode {
         watch: cli.watch,
     };
     if cli.setup && !(cli.check_flag || cli.command.is_some()) {
-        eprintln!("dragonfly-mle: --setup goes with check (dragonfly-mle check --setup)");
+        dragonfly_mle::eprintln_safe!("dragonfly-mle: --setup goes with check (dragonfly-mle check --setup)");
         return ExitCode::from(2);
     }
     if cli.check_flag || cli.command.is_some() {
         return match engine::check(&opts, cli.setup) {
             Ok(msg) => {
-                println!("{msg}");
+                dragonfly_mle::println_safe!("{msg}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("dragonfly-mle: {e:#}");
+                dragonfly_mle::eprintln_safe!("dragonfly-mle: {e:#}");
                 ExitCode::from(1)
             }
         };
     }
     match engine::run(&opts) {
         Ok(summary) => {
-            println!("{summary}");
+            dragonfly_mle::println_safe!("{summary}");
             match summary.losses() {
                 Some(line) => {
-                    eprintln!("{line}");
+                    dragonfly_mle::eprintln_safe!("{line}");
                     ExitCode::from(engine::EXIT_LOSSES)
                 }
                 None => ExitCode::SUCCESS,
             }
         }
         Err(e) => {
-            eprintln!("dragonfly-mle: {e:#}");
+            dragonfly_mle::eprintln_safe!("dragonfly-mle: {e:#}");
             ExitCode::from(1)
         }
     }

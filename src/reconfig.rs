@@ -32,6 +32,8 @@ pub(crate) struct Carry {
     pub invalid: u64,
     pub script_errors: u64,
     pub output_errors: u64,
+    /// Records of `{log}` and `{stats}` that could not be written.
+    pub log_errors: u64,
     pub dropped: u64,
     pub missing_inputs: Vec<String>,
     /// When the run (its first pipeline) started: the summary's seconds, a forced exit's too.
@@ -98,6 +100,7 @@ impl Carry {
         self.invalid += stats.invalid();
         self.script_errors += stats.script_errors();
         self.output_errors += stats.output_errors();
+        self.log_errors += stats.internal_output_errors();
         self.dropped += stats.dropped();
         self.missing_inputs = stats.missing_inputs();
     }

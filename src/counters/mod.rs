@@ -445,6 +445,15 @@ impl Stats {
     }
 
     /// Records the user outputs failed to take (write, flush or file errors).
+    /// Records of the engine's own outputs (`{log}`, `{stats}`) that could not be written.
+    pub fn internal_output_errors(&self) -> u64 {
+        sum(self
+            .outputs
+            .iter()
+            .take(crate::config::types::OutputId::INTERNAL)
+            .map(|o| o.errors.load(Relaxed)))
+    }
+
     pub fn output_errors(&self) -> u64 {
         sum(self
             .outputs

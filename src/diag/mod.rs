@@ -183,6 +183,15 @@ pub(crate) fn log_line(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     Cow::Owned(out.into_bytes())
 }
 
+/// Copies a report to stderr whatever the limit of [`stderr_report`]: a report about the log
+/// itself (it cannot be written), which stderr is the only place left for.
+pub(crate) fn stderr_report_always(line: &[u8]) {
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_all(b"dragonfly-mle: ");
+    let _ = e.write_all(&log_line(line));
+    let _ = e.write_all(b"\n");
+}
+
 /// Copies a problem report to stderr, for the first few only.
 pub(crate) fn stderr_report(line: &[u8]) {
     let n = STDERR_REPORTS.fetch_add(1, Relaxed);

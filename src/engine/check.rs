@@ -31,7 +31,7 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
                     return;
                 }
             }
-            eprintln!(
+            crate::eprintln_safe!(
                 "dragonfly-mle: check: loading the scripts{} did not finish in {} s (a chunk or setup() that does not return?)",
                 if setup { " and running their setup()" } else { "" },
                 CHECK_SCRIPTS_WAIT.as_secs()

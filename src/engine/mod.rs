@@ -93,6 +93,9 @@ pub struct Summary {
     pub seconds: f64,
     /// Records the user outputs failed to take.
     pub output_errors: u64,
+    /// Records of the engine's own log (`dragonfly-mle.log`) and stats file that could not be
+    /// written (their reports are lost: the run counts as one that lost something).
+    pub log_errors: u64,
     /// Values scripts sent to an unknown analyzer or output, and records full outputs dropped
     /// (`drop_when_full`).
     pub dropped: u64,
@@ -100,19 +103,26 @@ pub struct Summary {
     pub missing_inputs: Vec<String>,
 }
 
-/// Exit status of a run that lost events (output errors, dropped values, missing inputs).
+/// Exit status of a run that lost events (output errors, dropped values, missing inputs), or
+/// records of its own log or stats file.
 pub const EXIT_LOSSES: u8 = 3;
 
 impl Summary {
     /// What the run lost, as one line (`None` when nothing was lost).
     pub fn losses(&self) -> Option<String> {
-        if self.output_errors == 0 && self.dropped == 0 && self.missing_inputs.is_empty() {
+        if self.output_errors == 0 && self.dropped == 0 && self.log_errors == 0 && self.missing_inputs.is_empty() {
             return None;
         }
         let mut parts = vec![
             format!("{} output errors", self.output_errors),
             format!("{} dropped", self.dropped),
         ];
+        if self.log_errors > 0 {
+            parts.push(format!(
+                "{} records of dragonfly-mle.log or the stats file could not be written",
+                self.log_errors
+            ));
+        }
         if !self.missing_inputs.is_empty() {
             parts.push(format!(
                 "inputs missing or unreadable: {}",

@@ -30,7 +30,7 @@ pub(super) fn run_configured(opts: &Options, cfg: Config, sig: &Signals) -> anyh
                 let msg = format!(
                     "the new configuration could not start, the previous one runs again (its scripts' state starts afresh): {e:#}"
                 );
-                eprintln!("dragonfly-mle: reload_error: {msg}");
+                crate::eprintln_safe!("dragonfly-mle: reload_error: {msg}");
                 carry.fallback = Some(msg);
                 cfg = previous.take().expect("checked above");
                 carry.generation += 1;
@@ -51,6 +51,7 @@ pub(super) fn run_configured(opts: &Options, cfg: Config, sig: &Signals) -> anyh
         script_errors: carry.script_errors,
         seconds: started.elapsed().as_secs_f64(),
         output_errors: carry.output_errors,
+        log_errors: carry.log_errors,
         dropped: carry.dropped,
         missing_inputs: carry.missing_inputs,
     })
@@ -130,7 +131,7 @@ pub(super) fn run_pipeline(
         return Ok(Outcome::NotStarted(e));
     }
     if opts.verbose {
-        eprintln!("dragonfly-mle: {}", plan.describe());
+        crate::eprintln_safe!("dragonfly-mle: {}", plan.describe());
     }
     let readers = start_readers((cfg, &plan, opts), rings.readers, &shared, &diag_tx, carry)?;
     // Sockets of inputs the new configuration removed.
@@ -195,7 +196,7 @@ fn join(
     let _ = writer.handle.join();
     for mut c in ckpts {
         if let Err(e) = c.save(true) {
-            eprintln!("dragonfly-mle: cannot save {}: {e}", c.state_path.display());
+            crate::eprintln_safe!("dragonfly-mle: cannot save {}: {e}", c.state_path.display());
         }
     }
     carry.add_totals(&shared.stats);
@@ -213,7 +214,7 @@ fn forced_exit_records(shared: &Shared, carry: &mut crate::reconfig::Carry, log_
             .append(true)
             .open(crate::privilege::host_path(&path));
         if let Err(e) = f.and_then(|mut f| f.write_all(&line)) {
-            eprintln!("dragonfly-mle: cannot append to {name}: {e}");
+            crate::eprintln_safe!("dragonfly-mle: cannot append to {name}: {e}");
         }
     };
     append(
@@ -233,10 +234,11 @@ fn forced_exit_records(shared: &Shared, carry: &mut crate::reconfig::Carry, log_
             .elapsed()
             .as_secs_f64(),
         output_errors: carry.output_errors,
+        log_errors: carry.log_errors,
         dropped: carry.dropped,
         missing_inputs: std::mem::take(&mut carry.missing_inputs),
     };
-    println!("{summary}");
+    crate::println_safe!("{summary}");
 }
 
 /// How long a stop waits for a worker stuck in a script before the engine exits without it.
@@ -282,7 +284,7 @@ fn wait_for_writer(
             let msg = format!(
                 "worker {k} has been stuck in a script for {secs} s (a loop() that does not return, or a state near its memory limit collecting on every event?); exiting without it: events not yet written are lost for this run and read again by the next (exit status {EXIT_LOSSES})"
             );
-            eprintln!("dragonfly-mle: {msg}");
+            crate::eprintln_safe!("dragonfly-mle: {msg}");
             forced_exit_records(shared, carry, log_dir, &msg);
             crate::lua::managed::stop();
             std::process::exit(i32::from(EXIT_LOSSES));

@@ -143,14 +143,14 @@ pub(super) fn start_workers(
                 let secs = start.elapsed().as_secs();
                 if secs / 10 > told {
                     told = secs / 10;
-                    eprintln!(
+                    crate::eprintln_safe!(
                         "dragonfly-mle: {} of {} workers still loading their scripts after {secs} s (a setup() that does not return?)",
                         plan.shards - ready,
                         plan.shards
                     );
                 }
                 if stop.load(std::sync::atomic::Ordering::Relaxed) && secs >= 5 {
-                    eprintln!("dragonfly-mle: stopped while scripts' setup() had not returned");
+                    crate::eprintln_safe!("dragonfly-mle: stopped while scripts' setup() had not returned");
                     crate::lua::managed::stop();
                     std::process::exit(1);
                 }

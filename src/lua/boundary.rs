@@ -232,7 +232,7 @@ pub(crate) fn ffi_entry<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
         Err(p) if p.is::<CtxBusy>() => on_panic,
         Err(p) => {
             PANICS.with(|c| c.set(c.get() + 1));
-            eprintln!(
+            crate::eprintln_safe!(
                 "dragonfly-mle: internal error in an FFI call ({}); the call was declined",
                 panic_text(&*p)
             );

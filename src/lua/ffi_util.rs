@@ -261,7 +261,7 @@ pub(crate) unsafe extern "C" fn lua_alloc(
 pub(crate) unsafe extern "C-unwind" fn lua_panic(l: *mut lua_State) -> c_int {
     // SAFETY: LuaJIT calls this with the error value on top of the stack of `l`.
     let msg = unsafe { to_bytes(l, -1) }.map(|b| String::from_utf8_lossy(b).into_owned());
-    eprintln!(
+    crate::eprintln_safe!(
         "dragonfly-mle: PANIC: unprotected error in call to Lua API ({})",
         msg.as_deref().unwrap_or("?")
     );

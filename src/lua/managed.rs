@@ -123,7 +123,7 @@ pub(crate) fn socket() -> Result<PathBuf, ManagedError> {
             // with its data (the append-only file), releasing its lock and files first. A
             // failed start is tried again at the next connection attempt.
             let how = format!("redis-server exited ({status})");
-            eprintln!("dragonfly-mle: managed Redis: {how}; starting it again");
+            crate::eprintln_safe!("dragonfly-mle: managed Redis: {how}; starting it again");
             *LAST_EXIT.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), how));
             let setup = r.setup.clone();
             let _ = std::fs::remove_dir_all(&r.dir);
@@ -135,7 +135,7 @@ pub(crate) fn socket() -> Result<PathBuf, ManagedError> {
                     Ok(s)
                 }
                 Err(e) => {
-                    eprintln!("dragonfly-mle: {e}");
+                    crate::eprintln_safe!("dragonfly-mle: {e}");
                     *g = Some(State::Idle(setup));
                     Err(e)
                 }
@@ -278,7 +278,7 @@ fn start(setup: &Setup) -> Result<Running, ManagedError> {
             Ping::Pong => break,
             Ping::Loading => {
                 if !told {
-                    eprintln!(
+                    crate::eprintln_safe!(
                         "dragonfly-mle: managed Redis is loading its data from {}",
                         data.display()
                     );

@@ -605,11 +605,17 @@ fn report_to(sinks: &mut [Sink], stats: &Stats, o: usize, kind: Kind, extra: &st
         line.extend_from_slice(b",\"message\":");
         write_str(&mut line, message.as_bytes());
         line.push(b'}');
-        crate::diag::stderr_report(&line);
+        let log = crate::shard::LOG_OUTPUT.index();
+        // A report about the engine's own log or stats file: stderr is where it can be read
+        // (the log may be the file that cannot be written), past the limit of stderr copies.
+        if o < crate::config::types::OutputId::INTERNAL {
+            crate::diag::stderr_report_always(&line);
+        } else {
+            crate::diag::stderr_report(&line);
+        }
         let mut line = crate::diag::log_line(&line).into_owned();
         line.push(b'\n');
         // Not through `write`: a report must not wait, nor report about itself.
-        let log = crate::shard::LOG_OUTPUT.index();
         if o != log
             && let Some(s) = sinks.get_mut(log)
         {

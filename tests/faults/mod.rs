@@ -435,6 +435,40 @@ fn a_loop_writing_without_end_gets_an_error_not_unbounded_memory() {
     assert!(text.starts_with(b"{\"n\":0}\n"));
 }
 
+/// The engine's own log cannot be written (a full disk, made by a file size limit the small
+/// output stays under): the run's reports it gave up are counted as lost, said on stderr (past
+/// its limit of copied reports, the only place left) and the exit status is 3. It was 0, with
+/// the reports gone without a word, or 101 (a panic) when stderr was a file on that disk.
+#[test]
+fn a_log_that_cannot_be_written_is_a_loss_said_on_stderr() {
+    let env = Env::simple("file://in.json", ANALYZER_PASS, "", "shutdown_grace = 1");
+    let mut input: Vec<String> = (0..3).map(event).collect();
+    input.extend((0..300).map(|i| format!("not json {i}")));
+    env.write_log("in.json", &join_lines(&input));
+    let mut cmd = env.command(&[]);
+    with_file_size_limit(&mut cmd, 4096);
+    // Pipes, not files: the limit holds for every file the engine writes (a stderr file too,
+    // which made `eprintln!` panic: exit 101).
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = cmd.output().expect("run dragonfly-mle");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(env.lines("out.json").len(), 3, "the events are written");
+    assert!(stderr.contains("output_gave_up"), "{stderr}");
+    assert!(
+        stderr.contains("records of dragonfly-mle.log or the stats file could not be written"),
+        "{stderr}"
+    );
+    // With stderr a file under the same limit, the lines that do not fit are lost, not the
+    // process.
+    let mut cmd = env.command(&[]);
+    with_file_size_limit(&mut cmd, 4096);
+    let out = spawn_in(cmd, env.dir.path(), "fsize").wait(Duration::from_secs(120));
+    assert_eq!(out.status.code(), Some(3), "{:?}", out.status);
+}
+
 /// A checkpoint that cannot be saved is reported once (it was reported about five times a
 /// second), `/health` says so, and its recovery is reported.
 #[test]
