@@ -134,7 +134,12 @@ impl WorkerCtx {
             return Err(e);
         }
         let data = &mut self.outs[i].data;
-        if data.get(start) == Some(&b'{') && data.last() == Some(&b'}') {
+        // An object gets the member, unless it has one of that name already (a record with a
+        // repeated key): then it is wrapped as a value is.
+        if data.get(start) == Some(&b'{')
+            && data.last() == Some(&b'}')
+            && !has_member(&data[start..], b"dragonfly_error")
+        {
             data.pop();
             if data.len() > start + 1 {
                 data.push(b',');
@@ -372,4 +377,20 @@ mod tests {
         assert_eq!(split_place("x: y"), (None, "x: y"));
         assert_eq!(split_place("[string \"a\"]:3: bad"), (Some("[string \"a\"]:3"), "bad"));
     }
+}
+
+/// Whether the JSON object `obj` has a top-level member named `name`.
+fn has_member(obj: &[u8], name: &[u8]) -> bool {
+    let mut members = Vec::new();
+    crate::event::scan::object_members(obj, 0, &mut members);
+    let mut key = Vec::new();
+    members.iter().any(|m| {
+        let raw = &obj[m.key_start as usize..m.key_end as usize];
+        if m.key_escaped {
+            crate::event::scan::unescape(raw, &mut key);
+            key == name
+        } else {
+            raw == name
+        }
+    })
 }

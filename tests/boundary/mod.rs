@@ -418,6 +418,43 @@ fn on_error_routes_failed_events() {
     assert_eq!(out[4]["touched"], true, "passed on with the filter's changes");
 }
 
+/// A failed event that has a `dragonfly_error` member of its own is wrapped in its dead
+/// letter (`{"event": ..., "dragonfly_error": ...}`), as a value that is not an object is: the
+/// record had the key twice.
+#[test]
+fn a_dead_letter_keeps_an_events_own_dragonfly_error() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", "").replace(
+        "default_output = \"out\"",
+        "default_output = \"out\", on_error = \"out\"",
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        "function setup() end\nfunction loop(msg) error(\"boom\") end\n",
+    );
+    env.write_log("in.json", b"{\"n\":1,\"dragonfly_error\":\"mine\"}\n{\"n\":2}\n");
+    let out = env.run(&[]);
+    out.assert_success();
+    let recs: Vec<serde_json::Value> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(
+        recs[0]["event"],
+        serde_json::json!({"n": 1, "dragonfly_error": "mine"}),
+        "{}",
+        recs[0]
+    );
+    assert_eq!(recs[0]["dragonfly_error"]["message"], "boom", "{}", recs[0]);
+    assert_eq!(
+        (&recs[1]["n"], &recs[1]["dragonfly_error"]["message"]),
+        (&serde_json::json!(2), &serde_json::json!("boom"))
+    );
+}
+
 /// `on_error` names an output that exists.
 #[test]
 fn on_error_must_name_an_output() {
