@@ -363,22 +363,6 @@ fn split_place(msg: &str) -> (Option<&str>, &str) {
     (None, msg)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::split_place;
-
-    #[test]
-    fn places_are_split_off_messages() {
-        assert_eq!(
-            split_place("/r/analyzer/a.lua:12: attempt to index a nil value"),
-            (Some("/r/analyzer/a.lua:12"), "attempt to index a nil value")
-        );
-        assert_eq!(split_place("boom"), (None, "boom"));
-        assert_eq!(split_place("x: y"), (None, "x: y"));
-        assert_eq!(split_place("[string \"a\"]:3: bad"), (Some("[string \"a\"]:3"), "bad"));
-    }
-}
-
 /// Whether the JSON object `obj` has a top-level member named `name`.
 fn has_member(obj: &[u8], name: &[u8]) -> bool {
     let mut members = Vec::new();
@@ -393,4 +377,20 @@ fn has_member(obj: &[u8], name: &[u8]) -> bool {
             raw == name
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_place;
+
+    #[test]
+    fn places_are_split_off_messages() {
+        assert_eq!(
+            split_place("/r/analyzer/a.lua:12: attempt to index a nil value"),
+            (Some("/r/analyzer/a.lua:12"), "attempt to index a nil value")
+        );
+        assert_eq!(split_place("boom"), (None, "boom"));
+        assert_eq!(split_place("x: y"), (None, "x: y"));
+        assert_eq!(split_place("[string \"a\"]:3: bad"), (Some("[string \"a\"]:3"), "bad"));
+    }
 }
