@@ -107,13 +107,34 @@ pub(super) unsafe fn pcall_msg(l: *mut lua_State) -> String {
     unsafe {
         let m = match to_bytes(l, -1) {
             Some(b) => String::from_utf8_lossy(b).into_owned(),
-            None => format!(
-                "(error object is a {} value)",
-                std::ffi::CStr::from_ptr(ffi::lua_typename(l, ffi::lua_type(l, -1))).to_string_lossy()
-            ),
+            None => described(l).unwrap_or_else(|| {
+                format!(
+                    "(error object is a {} value)",
+                    std::ffi::CStr::from_ptr(ffi::lua_typename(l, ffi::lua_type(l, -1))).to_string_lossy()
+                )
+            }),
         };
         ffi::lua_pop(l, 1);
         m
+    }
+}
+
+/// What the `__tostring` metamethod of the error value on top of the stack of `l` makes of it
+/// (as `lua.c` reports such an error), called in a protected call: an error in it, or a
+/// result that is not a string, gives `None`. The stack is left as it was.
+unsafe fn described(l: *mut lua_State) -> Option<String> {
+    // SAFETY: the caller's value is on top of the stack of `l`; the metafield is read raw and
+    // called under `lua_pcall`, which pops the function and its argument and pushes one value.
+    unsafe {
+        if ffi::lua_checkstack(l, 3) == 0 || ffi::luaL_getmetafield_(l, -1, c"__tostring".as_ptr()) == 0 {
+            return None;
+        }
+        ffi::lua_pushvalue(l, -2);
+        let text = (ffi::lua_pcall(l, 1, 1, 0) == 0 && ffi::lua_type(l, -1) == ffi::LUA_TSTRING)
+            .then(|| to_bytes(l, -1).map(|b| String::from_utf8_lossy(b).into_owned()))
+            .flatten();
+        ffi::lua_pop(l, 1);
+        text
     }
 }
 

@@ -455,6 +455,46 @@ fn a_dead_letter_keeps_an_events_own_dragonfly_error() {
     );
 }
 
+/// An error value with a `__tostring` metamethod is reported with its text (as `lua.c` does);
+/// one whose `__tostring` fails, or that has none, by its type.
+#[test]
+fn error_objects_are_reported_through_their_tostring() {
+    let env = Env::simple(
+        "file://in.json",
+        r#"
+local described = setmetatable({}, {__tostring = function() return "custom failure" end})
+local broken = setmetatable({}, {__tostring = function() error("no text") end})
+function setup() end
+function loop(msg)
+  if msg.n == 0 then error(described) end
+  if msg.n == 1 then error(broken) end
+  error({})
+end
+"#,
+        "",
+        "",
+    );
+    env.write_log("in.json", b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
+    let out = env.run(&[]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 3);
+    let mut msgs: Vec<String> = env
+        .log_records_of("script_error")
+        .iter()
+        .map(|r| r["message"].as_str().unwrap_or("").to_string())
+        .collect();
+    msgs.sort();
+    assert_eq!(
+        msgs,
+        [
+            "(error object is a table value)",
+            "(error object is a table value)",
+            "custom failure"
+        ],
+        "{msgs:?}"
+    );
+}
+
 /// `on_error` names an output that exists.
 #[test]
 fn on_error_must_name_an_output() {
