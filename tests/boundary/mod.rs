@@ -423,12 +423,7 @@ fn on_error_routes_failed_events() {
 /// record had the key twice.
 #[test]
 fn a_dead_letter_keeps_an_events_own_dragonfly_error() {
-    let env = Env::new();
-    env.config(&simple_config("file://in.json", "", "").replace(
-        "default_output = \"out\"",
-        "default_output = \"out\", on_error = \"out\"",
-    ));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    let env = env_on_error("out");
     env.analyzer(
         "a.lua",
         "function setup() end\nfunction loop(msg) error(\"boom\") end\n",
@@ -495,15 +490,22 @@ end
     );
 }
 
-/// `on_error` names an output that exists.
-#[test]
-fn on_error_must_name_an_output() {
+/// The simple configuration with `on_error = on_error` on its analyzer `a` (its script not
+/// written yet) and a filter handing every event to it.
+fn env_on_error(on_error: &str) -> Env {
     let env = Env::new();
     env.config(&simple_config("file://in.json", "", "").replace(
         "default_output = \"out\"",
-        "default_output = \"out\", on_error = \"nowhere\"",
+        &format!("default_output = \"out\", on_error = \"{on_error}\""),
     ));
     env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env
+}
+
+/// `on_error` names an output that exists.
+#[test]
+fn on_error_must_name_an_output() {
+    let env = env_on_error("nowhere");
     env.analyzer("a.lua", ANALYZER_PASS);
     env.write_log("in.json", b"{\"a\":1}\n");
     let out = env.run(&["check"]);

@@ -346,23 +346,7 @@ fn health(addr: &str) -> (u16, String) {
 /// with nothing reported).
 #[test]
 fn a_script_that_never_returns_is_reported_and_does_not_block_the_stop() {
-    let env = Env::simple(
-        "file://in.json",
-        "function setup() end\nfunction loop(msg)\n  if msg.n == 5 then while true do end end\n  dragonfly.output_event(default_output, msg)\nend\n",
-        "",
-        "",
-    );
-    let lines: Vec<String> = (0..20).map(event).collect();
-    env.write_log("in.json", &join_lines(&lines));
-    let (mut engine, addr, _run) = spawn_watched(&env);
-    env.wait_for_record("worker_stuck", "", Duration::from_secs(40));
-    let (code, body) = health(&addr);
-    assert_eq!(code, 503, "{body}");
-    assert!(body.contains("worker 0: one batch has run for"), "{body}");
-    engine.signal(libc::SIGTERM);
-    let out = engine.wait(Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
-    assert!(out.stderr.contains("stuck in a script"), "{}", out.stderr);
+    let (env, out) = stop_a_stuck_script("while true do end", Duration::from_secs(40));
     // The forced exit leaves what a normal end leaves: its report in {log}, a last stats line
     // and the summary (they went to stderr only).
     let stuck = env.log_records_of("worker_stuck");
@@ -385,22 +369,33 @@ fn a_script_that_never_returns_is_reported_and_does_not_block_the_stop() {
 /// with status 3.
 #[test]
 fn a_script_looping_on_redis_commands_is_reported_and_does_not_block_the_stop() {
+    stop_a_stuck_script("while true do c:command(\"PING\") end", Duration::from_secs(120));
+}
+
+/// Runs a script whose `loop()` runs `stuck` on its sixth event (`c` a Redis connection):
+/// waits up to `reported_within` for `worker_stuck`, checks `/health` answers 503 naming the
+/// worker, stops the engine with SIGTERM and checks it exits with status 3 saying why.
+fn stop_a_stuck_script(stuck: &str, reported_within: Duration) -> (Env, RunOutput) {
     let env = Env::simple(
         "file://in.json",
-        "local c\nfunction setup() c = assert(hiredis.connect()) end\nfunction loop(msg)\n  if msg.n == 5 then while true do c:command(\"PING\") end end\n  dragonfly.output_event(default_output, msg)\nend\n",
+        &format!(
+            "local c\nfunction setup() c = assert(hiredis.connect()) end\nfunction loop(msg)\n  if msg.n == 5 then {stuck} end\n  dragonfly.output_event(default_output, msg)\nend\n"
+        ),
         "",
         "",
     );
     let lines: Vec<String> = (0..20).map(event).collect();
     env.write_log("in.json", &join_lines(&lines));
     let (mut engine, addr, _run) = spawn_watched(&env);
-    env.wait_for_record("worker_stuck", "", Duration::from_secs(120));
+    env.wait_for_record("worker_stuck", "", reported_within);
     let (code, body) = health(&addr);
     assert_eq!(code, 503, "{body}");
+    assert!(body.contains("worker 0: one batch has run for"), "{body}");
     engine.signal(libc::SIGTERM);
     let out = engine.wait(Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(out.stderr.contains("stuck in a script"), "{}", out.stderr);
+    (env, out)
 }
 
 /// A `loop()` that writes records without end is stopped by an error in the script once its
