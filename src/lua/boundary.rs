@@ -292,7 +292,10 @@ pub(crate) unsafe fn arg_bytes<'a>(
         };
         match ok.then(|| to_bytes(l, idx)).flatten() {
             Some(b) => Ok(b),
-            None => Err(LuaFail(format!("{fname}: bad argument #{idx} (string expected)"))),
+            None => Err(LuaFail(format!(
+                "{fname}: bad argument #{idx} (string expected, got {})",
+                std::ffi::CStr::from_ptr(ffi::lua_typename(l, ffi::lua_type(l, idx))).to_string_lossy()
+            ))),
         }
     }
 }
@@ -378,7 +381,7 @@ mod tests {
         assert_ne!(status, 0);
         assert_eq!(msg, "got x");
         let (_, msg) = call(fails, b"return f(1)");
-        assert_eq!(msg, "fails: bad argument #1 (string expected)");
+        assert_eq!(msg, "fails: bad argument #1 (string expected, got number)");
     }
 
     /// An FFI body's panic gives the caller's answer for it.

@@ -399,8 +399,15 @@ fn read_expect(e: &Table, case: &mut TestCase) -> Result<(), (String, String)> {
             let w = format!("log[{}]", i + 1);
             let rec = rec.map_err(|err| (w.clone(), err.to_string()))?;
             let mut fields = Vec::new();
-            for pair in rec.pairs::<String, String>() {
-                fields.push(pair.map_err(|err| (w.clone(), err.to_string()))?);
+            for pair in rec.pairs::<Value, Value>() {
+                let (k, v) = pair.map_err(|err| (w.clone(), err.to_string()))?;
+                let (Value::String(k), Value::String(v)) = (&k, &v) else {
+                    return Err((
+                        w,
+                        "an entry names each field it matches with a pattern: { kind = \"script_error\", message = \"pattern\" } (a record log_event wrote as text: { text = \"pattern\" })".into(),
+                    ));
+                };
+                fields.push((k.to_string_lossy(), v.to_string_lossy()));
             }
             fields.sort();
             case.logs.push(fields);
@@ -416,6 +423,12 @@ fn read_expect(e: &Table, case: &mut TestCase) -> Result<(), (String, String)> {
                 .iter()
                 .filter_map(|k| c.get::<Value>(*k).ok().filter(|v| !v.is_nil()).map(|v| (*k, v)))
                 .collect();
+            if let Some(k) = unknown_setting(&c, &named, true) {
+                return Err((
+                    w,
+                    format!("unknown setting {k:?} (a check is one of {})", named.join(", ")),
+                ));
+            }
             let ok = match given.as_slice() {
                 [("exists" | "absent", v)] => *v == Value::Boolean(true),
                 [("matches", v)] => v.is_string(),
@@ -427,12 +440,6 @@ fn read_expect(e: &Table, case: &mut TestCase) -> Result<(), (String, String)> {
                     w,
                     "say what the reply must be, once: equals = v, matches = \"pattern\", exists = true or absent = true"
                         .into(),
-                ));
-            }
-            if let Some(k) = unknown_setting(&c, &named, true) {
-                return Err((
-                    w,
-                    format!("unknown setting {k:?} (a check is one of {})", named.join(", ")),
                 ));
             }
             let m = matcher(&Value::Table(c)).map_err(|m| (w, m))?;

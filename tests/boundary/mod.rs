@@ -321,7 +321,7 @@ fn errors_of_built_ins_name_the_calling_line() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     let msg = errors[0]["message"].as_str().unwrap();
     assert!(
-        msg.ends_with("analyzer/a.lua:3: analyze_event: bad argument #1 (string expected)"),
+        msg.ends_with("analyzer/a.lua:3: analyze_event: bad argument #1 (string expected, got table)"),
         "{msg}"
     );
 }

@@ -411,7 +411,10 @@ fn dnslookup_resolves_localhost_and_raises_on_unknown_names() {
     assert!(e.starts_with("getaddrinfo: no-such-host.invalid - "), "invalid: {e}");
     assert!(!e.ends_with('\n'), "{e:?}");
     assert_eq!(o.err("arity"), "dnslookup: expecting exactly 1 argument");
-    assert_eq!(o.err("badtype"), "dnslookup: bad argument #1 (string expected)");
+    assert_eq!(
+        o.err("badtype"),
+        "dnslookup: bad argument #1 (string expected, got table)"
+    );
     assert_eq!(o.ok("after"), &json!(["127.0.0.1"]));
     assert_eq!(o.errors.len(), 1, "script errors: {:?}", o.errors);
     let msg = o.errors[0]["message"].as_str().unwrap_or_default();

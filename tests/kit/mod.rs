@@ -442,6 +442,63 @@ fn names_and_checks_that_would_mislead_are_refused() {
     assert_eq!(left, ["n.test.lua"], "{left:?}");
 }
 
+/// A record `dragonfly.log_event("text")` writes as a string (how the original's analyzers
+/// log) is matched by a `text` pattern; a positional pattern, which matched nothing and said
+/// `no record with 1 ~ ...`, is refused naming the form; a redis check with a misspelt key
+/// names that key.
+#[test]
+fn text_log_records_are_matched_and_misleading_entries_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    for d in ["config", "filter", "analyzer"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(
+        root.join("config/config.lua"),
+        "inputs = { { tag = \"eve\", uri = \"file://in.json\", script = \"f.lua\", default_analyzer = \"a\" } }\n\
+         analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" } }\n\
+         outputs = { { tag = \"out\", uri = \"file://out.json\" } }\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("filter/f.lua"),
+        "function setup() end\nfunction loop(msg) dragonfly.analyze_event(default_analyzer, msg) end\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("analyzer/a.lua"),
+        "function setup() dragonfly.log_event(\"Loaded 3 lists in 0.1 seconds\") end\nfunction loop(msg) dragonfly.output_event(default_output, msg) end\n",
+    )
+    .unwrap();
+    let file = dir.path().join("t.test.lua");
+    let path = file.to_str().unwrap();
+    let write = |expect: &str| {
+        fs::write(
+            &file,
+            format!(
+                "tests = {{ {{ name = \"t\", root = {:?}, shards = 1, events = {{ {{ event_type = \"flow\" }} }}, expect = {{ {expect} }} }} }}\n",
+                root.to_str().unwrap()
+            ),
+        )
+        .unwrap()
+    };
+    write("log = { { text = \"^Loaded %d lists\" } }");
+    let (code, out) = kit(&["test", path]);
+    assert_eq!(code, 0, "{out}");
+    write("log = { { text = \"^Not logged\" } }");
+    let (code, out) = kit(&["test", path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("log: no record with text ~ \"^Not logged\""), "{out}");
+    write("log = { { \"^Loaded\" } }");
+    let (code, out) = kit(&["test", path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("{ text = \"pattern\" }"), "{out}");
+    write("redis = { { \"GET\", \"x\", equal = 1 } }");
+    let (code, out) = kit(&["test", path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("unknown setting \"equal\""), "{out}");
+}
+
 /// A test whose analyzer never returns fails at its timeout with a message that says what
 /// usually causes it and what the engine said last (it said only "did not finish within 3 s").
 #[test]
