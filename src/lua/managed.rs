@@ -225,6 +225,11 @@ fn start(setup: &Setup) -> Result<Running, ManagedError> {
     } else {
         cmd.args(["--save", "", "--appendonly", "no"]);
     }
+    // Redis 7 refuses `MODULE LOAD` unless allowed: config.lua's `modules` are loaded through
+    // the private socket (earlier versions have no such setting, and allow it).
+    if server_major_version(&server).is_some_and(|v| v >= 7) {
+        cmd.args(["--enable-module-command", "local"]);
+    }
     cmd.arg("--unixsocket")
         .arg(&socket)
         .args(["--unixsocketperm", "700"])
@@ -378,4 +383,12 @@ pub(crate) fn stop() {
         let _ = std::fs::remove_dir_all(&r.dir);
     }
     *g = Some(State::Stopped);
+}
+
+/// The major version `server --version` reports (`Redis server v=7.0.15 ...`).
+fn server_major_version(server: &std::path::Path) -> Option<u32> {
+    let out = Command::new(server).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.split("v=").nth(1)?;
+    v.split('.').next()?.trim().parse().ok()
 }

@@ -783,6 +783,27 @@ fn a_failing_module_load_is_reported_not_fatal() {
     );
 }
 
+/// The managed Redis lets config.lua's `modules` be loaded: Redis 7 refuses `MODULE LOAD`
+/// unless it is allowed at start ("MODULE command not allowed"), which a user cannot do for the
+/// server the engine starts. A module file that does not exist then fails for that reason.
+#[test]
+fn modules_load_on_the_managed_redis() {
+    let env = Env::new();
+    env.config(&format!(
+        "modules = {{ {{ tag = \"ml\", module = \"/nonexistent/redisml.so\" }} }}\n{}",
+        simple_config("file://in.json", "", "")
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    env.write_log("in.json", b"{\"a\":1}\n");
+    env.run(&[]).assert_success();
+    let recs = env.log_records_of("redis_module");
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let msg = recs[0]["message"].as_str().unwrap();
+    assert!(!msg.contains("not allowed"), "{msg}");
+    assert!(msg.contains("MODULE LOAD /nonexistent/redisml.so: ERR"), "{msg}");
+}
+
 #[test]
 fn a_bad_argument_in_a_pipelined_analyzer_fails_only_its_event() {
     let redis = RedisServer::start();
