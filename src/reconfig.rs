@@ -42,6 +42,10 @@ pub(crate) struct Carry {
     /// tag, path, file). A new match that is one of them under a new name (rotated into a name
     /// the pattern matches) takes over where its reader was, instead of reading it again.
     pub glob_files: Vec<(PathBuf, String, PathBuf, crate::source::checkpoint::FileId)>,
+    /// The file each wildcard match was when the control thread first saw it match (path ->
+    /// file), kept while it matches: a new match rotated away while the rebuild for it was under
+    /// way is read from its rotated name, not lost.
+    pub glob_seen: Arc<Mutex<HashMap<PathBuf, crate::source::checkpoint::FileId>>>,
     /// Why the configuration a reload asked for could not start (the previous one runs
     /// again): reported by the next pipeline.
     pub fallback: Option<String>,
@@ -193,6 +197,8 @@ pub(crate) struct Control {
     pub watch: Option<Vec<(PathBuf, Option<Stamp>)>>,
     /// Wildcard inputs, with the files they match: a change rebuilds the pipeline.
     pub globs: Vec<(PathBuf, Vec<PathBuf>)>,
+    /// `Carry::glob_seen`, kept up to date at each look at the wildcards.
+    pub glob_seen: Arc<Mutex<HashMap<PathBuf, crate::source::checkpoint::FileId>>>,
 }
 
 /// The wildcard paths of `cfg`'s inputs, with the files `cfg` reads for each (not the files
@@ -214,6 +220,20 @@ pub(crate) fn globs(cfg: &Config) -> Vec<(PathBuf, Vec<PathBuf>)> {
             (p, files)
         })
         .collect()
+}
+
+/// Keeps in `seen` the file each path of `matching` is when first seen matching, and forgets
+/// the paths that no longer match.
+fn note_matches(seen: &Mutex<HashMap<PathBuf, crate::source::checkpoint::FileId>>, matching: &HashSet<PathBuf>) {
+    let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    seen.retain(|p, _| matching.contains(p));
+    for p in matching {
+        if !seen.contains_key(p)
+            && let Ok(m) = std::fs::metadata(crate::privilege::host_path(p))
+        {
+            seen.insert(p.clone(), crate::source::checkpoint::FileId::of(&m));
+        }
+    }
 }
 
 /// What `--watch` compares of a file: its modification time and a hash of its content (an
@@ -272,13 +292,16 @@ impl Control {
             if !self.globs.is_empty() && last_glob.elapsed() >= Duration::from_secs(1) && !self.rebuilding.load(Relaxed)
             {
                 last_glob = std::time::Instant::now();
+                let mut matching = HashSet::new();
                 for (pattern, files) in self.globs.iter_mut() {
                     let now = crate::config::glob::expand(pattern);
+                    matching.extend(now.iter().cloned());
                     if now != *files {
                         *files = now;
                         why = why.or(Some("the files matching a wildcard input changed"));
                     }
                 }
+                note_matches(&self.glob_seen, &matching);
             }
             if let Some(why) = why
                 && !self.rebuilding.load(Relaxed)

@@ -145,7 +145,14 @@ pub(super) fn run_pipeline(
     }
     let status = status_line(opts, cfg, &shared.stats);
     let next = Arc::new(std::sync::Mutex::new(None));
-    let control = start_control((opts, cfg, sig), &shared, &next, reload, diag_tx.clone())?;
+    let control = start_control(
+        (opts, cfg, sig),
+        &shared,
+        &next,
+        reload,
+        diag_tx.clone(),
+        Arc::clone(&carry.glob_seen),
+    )?;
     drop(diag_tx);
 
     join(

@@ -246,10 +246,22 @@ pub(super) fn start_readers(
         let mut input = cfg.inputs[r].clone();
         let file = files[r];
         let mut handed = None;
-        if let (Some(pattern), Some(f), crate::config::InputUri::Tail { .. }) = (&input.glob, file, &input.uri) {
-            carry
-                .glob_files
-                .push((pattern.clone(), input.tag.clone(), input.uri.path().to_path_buf(), f));
+        if let (Some(pattern), crate::config::InputUri::Tail { .. }) = (&input.glob, &input.uri) {
+            // A match gone from its path now (renamed while the rebuild was under way) keeps
+            // the file it was: renamed into a matching name, that file is then handed over
+            // from this input's checkpoint, not read again from its start.
+            let path = input.uri.path();
+            let f = file.or_else(|| {
+                before
+                    .iter()
+                    .find(|(p, tag, at, _)| p == pattern && *tag == input.tag && at == path)
+                    .map(|e| e.3)
+            });
+            if let Some(f) = f {
+                carry
+                    .glob_files
+                    .push((pattern.clone(), input.tag.clone(), path.to_path_buf(), f));
+            }
         }
         // A file that began to match a wildcard `tail://` after the start is new: all of it
         // is unread (without a checkpoint it would be followed from its end, losing what
@@ -277,7 +289,22 @@ pub(super) fn start_readers(
                     handed = theirs.load().filter(|spot| spot.id == *id);
                     *from_start = false;
                 }
-                None => *from_start = true,
+                None => {
+                    *from_start = true;
+                    // Rotated away since the control thread saw it begin to match (while the
+                    // rebuild for it was under way): read it from its rotated name first.
+                    let seen = carry
+                        .glob_seen
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get(input.uri.path())
+                        .copied();
+                    if let Some(seen) = seen
+                        && Some(seen) != file
+                    {
+                        handed = Some(crate::source::checkpoint::Spot::start_of(seen));
+                    }
+                }
             }
         }
         if carry.generation == 0
@@ -322,6 +349,7 @@ pub(super) fn start_control(
     next: &Arc<std::sync::Mutex<Option<Config>>>,
     reload: Arc<crate::lua::worker::Reload>,
     diag: crate::source::Diag,
+    glob_seen: Arc<std::sync::Mutex<std::collections::HashMap<PathBuf, crate::source::checkpoint::FileId>>>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let (filters, analyzers) = script_specs(cfg);
     let paths: Vec<PathBuf> = filters.iter().chain(&analyzers).map(|s| s.path.clone()).collect();
@@ -333,6 +361,7 @@ pub(super) fn start_control(
         next: Arc::clone(next),
         watch: opts.watch.then(|| crate::reconfig::watched(cfg)),
         globs: crate::reconfig::globs(cfg),
+        glob_seen,
     };
     let done = Arc::clone(&shared.readers_done);
     let (opts, running) = (opts.clone(), cfg.clone());
