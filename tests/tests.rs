@@ -896,8 +896,9 @@ fn check_accepts_a_good_root_without_running_setup() {
 }
 
 /// Issue 15: `check` also verifies what the configuration names outside itself: a missing
-/// `file://` input, an output directory that cannot be written, an output path that is a
-/// directory, a named Redis that does not answer; all are reported at once, each with its key.
+/// `file://` input, an output directory that cannot be written (or made), an output path that
+/// is a directory, a named Redis that does not answer; all are reported at once, each with its
+/// key.
 #[test]
 fn check_verifies_inputs_outputs_and_redis() {
     let env = Env::new();
@@ -910,6 +911,7 @@ fn check_verifies_inputs_outputs_and_redis() {
         "redis_host = \"127.0.0.1\"\nredis_port = {dead_port}\nredis_connect_timeout_ms = 500\n{}",
         simple_config("file://nowhere.json", "", "").replace("file://out.json<", "file:///etc/hostname/out.json<")
             + "\noutputs[#outputs + 1] = { tag = \"d\", uri = \"file:///tmp\" }\n"
+            + "outputs[#outputs + 1] = { tag = \"p\", uri = \"file:///proc/dfm-nope/x.json\" }\n"
     ));
     env.filter("filter.lua", FILTER_TO_DEFAULT);
     env.analyzer("a.lua", ANALYZER_PASS);
@@ -920,6 +922,8 @@ fn check_verifies_inputs_outputs_and_redis() {
         "nowhere.json",
         "outputs[1].uri: cannot write in /etc/hostname: /etc/hostname is not a directory",
         "outputs[2].uri: /tmp is a directory",
+        // access(2) lets root "write" in /proc, where no directory can be made.
+        "outputs[3].uri: cannot write in /proc/dfm-nope",
         &format!("redis_host/redis_port: no answer from 127.0.0.1:{dead_port}"),
     ] {
         assert!(out.stderr.contains(want), "stderr lacks {want:?}: {}", out.stderr);

@@ -154,7 +154,8 @@ fn ping(target: &RedisTarget, cfg: &Config) -> anyhow::Result<()> {
 }
 
 /// Whether files can be created in `dir` (the log directory is created at startup, so a
-/// directory that does not exist yet counts when its nearest existing parent is writable).
+/// directory that does not exist yet counts when one can be made in its nearest existing
+/// parent).
 pub(super) fn writable_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     let mut d = dir;
     while !d.exists() {
@@ -165,9 +166,15 @@ pub(super) fn writable_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     }
     let c = std::ffi::CString::new(d.as_os_str().as_encoded_bytes())?;
     // SAFETY: `c` is a NUL-terminated path; access(2) only reads it.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error().into())
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
     }
+    // Directories to be made: made and removed once here (access(2) says yes to root where
+    // none can be made, as under /proc).
+    if d != dir {
+        let probe = d.join(format!(".dragonfly-mle-check-{}", std::process::id()));
+        std::fs::create_dir(&probe).with_context(|| format!("cannot create a directory in {}", d.display()))?;
+        let _ = std::fs::remove_dir(&probe);
+    }
+    Ok(())
 }
