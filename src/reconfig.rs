@@ -17,6 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, InputConfig, InputUri};
 
+/// The file each wildcard match was when the control thread first saw it match (`Carry::glob_seen`).
+pub(crate) type GlobSeen = Arc<Mutex<HashMap<PathBuf, crate::source::checkpoint::FileId>>>;
+
 /// What one pipeline hands to the next across a reload, and the run's totals.
 #[derive(Default)]
 pub(crate) struct Carry {
@@ -45,7 +48,7 @@ pub(crate) struct Carry {
     /// The file each wildcard match was when the control thread first saw it match (path ->
     /// file), kept while it matches: a new match rotated away while the rebuild for it was under
     /// way is read from its rotated name, not lost.
-    pub glob_seen: Arc<Mutex<HashMap<PathBuf, crate::source::checkpoint::FileId>>>,
+    pub glob_seen: GlobSeen,
     /// Why the configuration a reload asked for could not start (the previous one runs
     /// again): reported by the next pipeline.
     pub fallback: Option<String>,
@@ -198,7 +201,7 @@ pub(crate) struct Control {
     /// Wildcard inputs, with the files they match: a change rebuilds the pipeline.
     pub globs: Vec<(PathBuf, Vec<PathBuf>)>,
     /// `Carry::glob_seen`, kept up to date at each look at the wildcards.
-    pub glob_seen: Arc<Mutex<HashMap<PathBuf, crate::source::checkpoint::FileId>>>,
+    pub glob_seen: GlobSeen,
 }
 
 /// The wildcard paths of `cfg`'s inputs, with the files `cfg` reads for each (not the files

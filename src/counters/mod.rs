@@ -444,7 +444,6 @@ impl Stats {
             .map(|o| o.written.load(Relaxed)))
     }
 
-    /// Records the user outputs failed to take (write, flush or file errors).
     /// Records of the engine's own outputs (`{log}`, `{stats}`) that could not be written.
     pub fn internal_output_errors(&self) -> u64 {
         sum(self
@@ -454,6 +453,7 @@ impl Stats {
             .map(|o| o.errors.load(Relaxed)))
     }
 
+    /// Records the user outputs failed to take (write, flush or file errors).
     pub fn output_errors(&self) -> u64 {
         sum(self
             .outputs
@@ -467,8 +467,10 @@ impl Stats {
     /// (`drops.hop_limit`), and records a full output dropped (`drop_when_full = true`). Values that could not be encoded are
     /// not counted here: the call raised in the script, which is a script error.
     pub fn dropped(&self) -> u64 {
-        sum(self.workers.iter().map(|w| w.unknown_tags.load(Relaxed)))
-            + sum(self.workers.iter().map(|w| w.hop_drops.load(Relaxed)))
+        sum(self
+            .workers
+            .iter()
+            .map(|w| w.unknown_tags.load(Relaxed) + w.hop_drops.load(Relaxed)))
             + sum(self
                 .outputs
                 .iter()

@@ -195,13 +195,11 @@ pub(crate) fn stderr_report_always(line: &[u8]) {
 /// Copies a problem report to stderr, for the first few only.
 pub(crate) fn stderr_report(line: &[u8]) {
     let n = STDERR_REPORTS.fetch_add(1, Relaxed);
-    let mut e = std::io::stderr().lock();
     if n < STDERR_REPORT_LIMIT {
-        let _ = e.write_all(b"dragonfly-mle: ");
-        let _ = e.write_all(&log_line(line));
-        let _ = e.write_all(b"\n");
+        stderr_report_always(line);
     } else if n == STDERR_REPORT_LIMIT {
-        let _ = e.write_all(b"dragonfly-mle: further problems are reported only in dragonfly-mle.log\n");
+        let _ =
+            std::io::stderr().write_all(b"dragonfly-mle: further problems are reported only in dragonfly-mle.log\n");
     }
 }
 

@@ -349,7 +349,7 @@ pub(super) fn start_control(
     next: &Arc<std::sync::Mutex<Option<Config>>>,
     reload: Arc<crate::lua::worker::Reload>,
     diag: crate::source::Diag,
-    glob_seen: Arc<std::sync::Mutex<std::collections::HashMap<PathBuf, crate::source::checkpoint::FileId>>>,
+    glob_seen: crate::reconfig::GlobSeen,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let (filters, analyzers) = script_specs(cfg);
     let paths: Vec<PathBuf> = filters.iter().chain(&analyzers).map(|s| s.path.clone()).collect();
