@@ -18,7 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "dragonfly-mle", disable_version_flag = true)]
 struct Cli {
     /// Root directory (config/, filter/, analyzer/).
-    #[arg(global = true, short = 'r', value_name = "DIR", default_value = DEFAULT_ROOT)]
+    #[arg(global = true, short = 'r', value_name = "DIR", default_value = DEFAULT_ROOT, value_parser = root_dir)]
     root: PathBuf,
     /// Log directory (created with its parents); relative file:// and tail:// paths live here.
     #[arg(global = true, short = 'l', value_name = "DIR", default_value = DEFAULT_LOG_DIR)]
@@ -42,7 +42,7 @@ struct Cli {
     /// config.lua's http_address, else 127.0.0.1:7070.
     #[arg(global = true, long, value_name = "ADDR")]
     http: Option<String>,
-    /// Number of worker shards (default: one per CPU left after the reader threads, at least 1).
+    /// Number of worker shards (default: config.lua's `shards`, else one per CPU left after the reader threads, at least 1).
     #[arg(global = true, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     shards: Option<u32>,
     /// CPUs to pin threads to, e.g. "0,2-5" (readers first, then workers).
@@ -74,6 +74,11 @@ struct Cli {
     /// Engine records in dragonfly-mle.log and on stderr: JSON objects (default) or text lines.
     #[arg(global = true, long, value_name = "FORMAT", value_parser = ["text", "json"], default_value = "json")]
     log_format: String,
+}
+
+/// `-r DIR`: an empty DIR is the default root, as the original read `-r ""`.
+fn root_dir(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(if s.is_empty() { DEFAULT_ROOT } else { s }))
 }
 
 /// What to do besides running the engine.

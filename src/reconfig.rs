@@ -144,8 +144,8 @@ fn carry_key(input: &InputConfig) -> (String, InputUri) {
 /// Settings a running engine cannot change (a restart applies them).
 fn fixed_settings(c: &Config) -> String {
     format!(
-        "redis={:?} redis_host={:?} redis_port={} redis_persist={} redis_ml native={} modules={:?}",
-        c.redis, c.redis_host, c.redis_port, c.redis_persist, c.ml_native, c.modules
+        "redis={:?} redis_host={:?} redis_port={} redis_persist={} redis_ml native={} modules={:?} shards={:?}",
+        c.redis, c.redis_host, c.redis_port, c.redis_persist, c.ml_native, c.modules, c.shards
     )
 }
 
@@ -175,7 +175,7 @@ pub(crate) fn decide(
     }
     if fixed_settings(&new) != fixed_settings(running) {
         return Decision::Refused(
-            "redis_host, redis_port, redis_cluster, redis_persist, redis_ml and modules cannot change while the engine runs (restart it to apply them)"
+            "redis_host, redis_port, redis_cluster, redis_persist, redis_ml, modules and shards cannot change while the engine runs (restart it to apply them)"
                 .into(),
         );
     }

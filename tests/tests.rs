@@ -863,6 +863,20 @@ fn version_flag_prints_name_and_version() {
     assert!(!version.trim().is_empty(), "no \"Version: x\" line: {}", out.stdout);
 }
 
+/// `-r ""` is the default root, as the original read it (not a usage error).
+#[test]
+fn an_empty_root_is_the_default_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(bin());
+    cmd.args(["-r", "", "-l", dir.path().to_str().unwrap(), "check"]);
+    let out = run_in(cmd, dir.path(), "empty-root");
+    assert_ne!(out.status.code(), Some(2), "-r \"\" refused: {out:?}");
+    if !std::path::Path::new("/usr/local/dragonfly-mle/config/config.lua").exists() {
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(out.stderr.contains("/usr/local/dragonfly-mle"), "{}", out.stderr);
+    }
+}
+
 #[test]
 fn unknown_flag_prints_usage_and_fails() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -77,6 +77,7 @@ impl Config {
             gc_pause: types::DEFAULT_GC_PAUSE,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             redis_persist: true,
+            shards: None,
             ml_native: true,
             http_address: Some(DEFAULT_HTTP_ADDRESS.to_string()),
             http_explicit: false,
@@ -147,6 +148,13 @@ impl Config {
                     "shutdown_grace",
                     format!("must be between 0 and 86400 (seconds), got {s}"),
                 );
+            }
+        }
+        if let Some(n) = v.opt_number(g, "shards") {
+            if (1.0..=1024.0).contains(&n) && n.fract() == 0.0 {
+                cfg.shards = Some(n as usize);
+            } else {
+                v.err("shards", format!("must be an integer from 1 to 1024, got {n}"));
             }
         }
         if let Some(p) = v.opt_number(g, "gc_pause") {

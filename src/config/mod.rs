@@ -121,6 +121,9 @@ pub(crate) struct Config {
     pub shutdown_grace: Duration,
     /// Whether managed Redis keeps its data across restarts (`redis_persist`; default true).
     pub redis_persist: bool,
+    /// Worker shards (`shards`, 1 to 1024), used when `--shards` is not given; `None`: one per
+    /// CPU left after the readers. A root whose analyzers pass state between flows sets 1.
+    pub shards: Option<usize>,
 }
 
 /// The HTTP endpoint's address when config.lua names none (the original's web service).
@@ -379,6 +382,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "gc_pause",
     "redis_persist",
     "redis_cluster",
+    "shards",
     "shutdown_grace",
     "inputs",
     "analyzers",

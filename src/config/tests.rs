@@ -253,6 +253,25 @@ fn gc_pause_is_read_and_checked() {
     );
 }
 
+/// `shards` is read and checked, and a reload cannot change it (the workers keep their
+/// number and their Lua states).
+#[test]
+fn shards_are_read_checked_and_fixed_while_running() {
+    let scripts = ["filter/f.lua", "analyzer/a.lua"];
+    assert_eq!(check(GOOD, &scripts).unwrap().shards, None);
+    let one = check(&format!("shards = 1\n{GOOD}"), &scripts).unwrap();
+    assert_eq!(one.shards, Some(1));
+    for bad in ["0", "1.5", "2000", "\"2\""] {
+        let e = check(&format!("shards = {bad}\n{GOOD}"), &scripts).unwrap_err();
+        assert!(e.to_string().contains("shards:"), "shards = {bad}: {e}");
+    }
+    let running = check(GOOD, &scripts).unwrap();
+    match crate::reconfig::decide(&running, || Ok(one), |_| Ok(())) {
+        crate::reconfig::Decision::Refused(why) => assert!(why.contains("shards"), "{why}"),
+        _ => panic!("a reload changing shards was not refused"),
+    }
+}
+
 /// A reload cannot move the engine to another Redis, a cluster included: it is refused with
 /// the reason (the workers keep the Redis they started with).
 #[test]

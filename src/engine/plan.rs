@@ -29,6 +29,7 @@ impl Plan {
         let shards = match workers {
             0 => opts
                 .shards
+                .or(cfg.shards)
                 .unwrap_or_else(|| cpus.len().saturating_sub(inputs).max(1))
                 .max(1),
             n => n,

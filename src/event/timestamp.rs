@@ -50,20 +50,46 @@ pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Parses `YYYY-MM-DD(T|t| )HH:MM:SS[(.|,)fraction][Z|±HH|±HHMM|±HH:MM]`: a fraction of any
-/// length (digits past the ninth are checked, not kept), the zone optional. `None` when
-/// malformed or out of range.
+/// The number of one to `max` ASCII digits at `s[*i..]`, moving `*i` past them.
+fn field(s: &[u8], i: &mut usize, max: usize) -> Option<u32> {
+    let start = *i;
+    let mut v = 0u32;
+    while *i - start < max
+        && let Some(&c) = s.get(*i).filter(|c| c.is_ascii_digit())
+    {
+        v = v * 10 + u32::from(c - b'0');
+        *i += 1;
+    }
+    (*i > start).then_some(v)
+}
+
+/// Parses `YYYY-MM-DD(T|t| )HH:MM:SS[(.|,)fraction][Z|±HH|±HHMM|±HH:MM]`: the year four digits,
+/// the other fields one or two (as `strptime`'s `%m`, `%d`, `%H`, `%M`, `%S` read them), a
+/// fraction of any length (digits past the ninth are checked, not kept), the zone optional.
+/// `None` when malformed or out of range.
 pub(crate) fn parse(s: &[u8]) -> Option<Timestamp> {
-    let (year, month, day) = (digits(s, 0, 4)?, digits(s, 5, 2)?, digits(s, 8, 2)?);
-    let (hour, min, sec) = (digits(s, 11, 2)?, digits(s, 14, 2)?, digits(s, 17, 2)?);
-    if s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't' | b' ') || s[13] != b':' || s[16] != b':' {
+    let mut i = 0;
+    let mut part = |max: usize, after: Option<&[u8]>| -> Option<u32> {
+        let v = field(s, &mut i, max)?;
+        if let Some(seps) = after {
+            if !seps.contains(s.get(i)?) {
+                return None;
+            }
+            i += 1;
+        }
+        Some(v)
+    };
+    let year = part(4, Some(b"-"))?;
+    let (month, day) = (part(2, Some(b"-"))?, part(2, Some(b"Tt "))?);
+    let (hour, min, sec) = (part(2, Some(b":"))?, part(2, Some(b":"))?, part(2, None)?);
+    // The year is four digits.
+    if !s[..4].iter().all(u8::is_ascii_digit) {
         return None;
     }
     let year = i64::from(year);
     if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || min > 59 || sec > 60 {
         return None;
     }
-    let mut i = 19;
     let mut nanos = 0u32;
     if matches!(s.get(i), Some(b'.' | b',')) {
         i += 1;

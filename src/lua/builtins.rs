@@ -564,8 +564,29 @@ mod tests {
             "2026-11-28T06:30:10Z ",
             "2026/11/28T06:30:10Z",
             "2026-11-28T06:30:10+05:3",
+            "26-11-28T06:30:10Z",
+            "12026-11-28T06:30:10Z",
+            "2026-011-28T06:30:10Z",
+            "2026-11-28T06:30:100Z",
+            "2026--11-28T06:30:10Z",
+            "2026-11-28T06:30:Z",
         ] {
             assert_eq!(parse_timestamp(s.as_bytes()), None, "{s:?}");
+        }
+    }
+
+    /// As `strptime`'s `%m`, `%d`, `%H`, `%M` and `%S` (the original's date2epoch), fields of
+    /// one digit are read; the date and time may be apart by `T`, `t` or a space.
+    #[test]
+    fn one_digit_fields_and_separators_are_read() {
+        let want = parse_timestamp(b"2024-03-01T02:03:04Z").unwrap();
+        for s in [
+            "2024-3-1T2:3:4Z",
+            "2024-03-1t02:3:04Z",
+            "2024-3-01 02:03:4Z",
+            "2024-03-01T02:03:04.0Z",
+        ] {
+            assert_eq!(parse_timestamp(s.as_bytes()), Some(want), "{s:?}");
         }
     }
 }

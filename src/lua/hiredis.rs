@@ -464,7 +464,15 @@ pub(crate) unsafe fn push_ml_reply(l: *mut lua_State, r: &crate::ml::Reply) {
 unsafe fn ml_command(l: *mut lua_State, first: c_int, what: &str) -> Result<Option<crate::ml::Reply>, LuaFail> {
     // SAFETY: indices are valid arguments.
     unsafe {
-        if !crate::ml::native() || !to_bytes(l, first).is_some_and(crate::ml::is_ml_command) {
+        if !crate::ml::native() {
+            return Ok(None);
+        }
+        if !to_bytes(l, first).is_some_and(crate::ml::is_ml_command) {
+            // DEL, UNLINK, FLUSHDB and FLUSHALL also reach the models of their keys.
+            if to_bytes(l, first).is_some_and(crate::ml::forgets_models) {
+                let top = check_cmd_args(l, first, what)?;
+                crate::ml::on_redis_command((first..=top).map(|i| to_bytes(l, i).unwrap_or(&[])));
+            }
             return Ok(None);
         }
         let top = check_cmd_args(l, first, what)?;
@@ -527,6 +535,9 @@ unsafe extern "C-unwind" fn conn_command_line(l: *mut lua_State) -> c_int {
                     let r = crate::ml::execute(&args);
                     push_ml_reply(l, &r);
                     return Ok(1);
+                }
+                if crate::ml::native() {
+                    crate::ml::on_redis_command(args.iter().copied());
                 }
                 let mut cmd = redis::Cmd::new();
                 for a in &args {

@@ -252,6 +252,34 @@ fn update(key: &[u8], f: impl FnOnce(Option<&Model>) -> Result<Model, MlError>) 
     }
 }
 
+/// What a Redis command sent through `hiredis` does to the models it names, as it would have
+/// done to Redis-ML's keys: `DEL`/`UNLINK` remove the models of their keys, `FLUSHDB` and
+/// `FLUSHALL` every model. `args[0]` is the command's name; anything else changes nothing.
+pub(crate) fn on_redis_command<'a>(mut args: impl Iterator<Item = &'a [u8]>) {
+    let Some(name) = args.next() else { return };
+    if !forgets_models(name) {
+        return;
+    }
+    if name.eq_ignore_ascii_case(b"DEL") || name.eq_ignore_ascii_case(b"UNLINK") {
+        for key in args {
+            delete(key);
+        }
+    } else {
+        let mut map = STORE.map.write().unwrap_or_else(|p| p.into_inner());
+        if !map.is_empty() {
+            map.clear();
+            STORE.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// Whether Redis command `name` removes keys that may be models (see [`on_redis_command`]).
+pub(crate) fn forgets_models(name: &[u8]) -> bool {
+    [&b"DEL"[..], b"UNLINK", b"FLUSHDB", b"FLUSHALL"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+}
+
 /// Removes the model under `key`; whether there was one.
 pub(crate) fn delete(key: &[u8]) -> bool {
     let mut map = STORE.map.write().unwrap_or_else(|p| p.into_inner());
@@ -361,9 +389,9 @@ pub(crate) fn forest_run_sample(key: &[u8], sample: &[u8], mode: Mode) -> Result
 /// `ML.LINREG.SET` / `ML.LOGREG.SET`.
 pub(crate) fn reg_set(key: &[u8], logistic: bool, intercept: f64, coef: Vec<f64>) -> Result<(), MlError> {
     update(key, |old| {
-        match (old, logistic) {
-            (None, _) | (Some(Model::LinReg(_)), false) | (Some(Model::LogReg(_)), true) => {}
-            _ => return Err(MlError::WrongType),
+        // One regression type, as Redis-ML's: either command sets (and predicts) either.
+        if !matches!(old, None | Some(Model::LinReg(_) | Model::LogReg(_))) {
+            return Err(MlError::WrongType);
         }
         let r = Reg { intercept, coef };
         Ok(if logistic { Model::LogReg(r) } else { Model::LinReg(r) })
@@ -373,8 +401,8 @@ pub(crate) fn reg_set(key: &[u8], logistic: bool, intercept: f64, coef: Vec<f64>
 /// `ML.LINREG.PREDICT` / `ML.LOGREG.PREDICT`.
 pub(crate) fn reg_predict(key: &[u8], logistic: bool, x: &[f64]) -> Result<f64, MlError> {
     with_model(key, |e| match e.map(|e| &e.model) {
-        Some(Model::LinReg(r)) if !logistic => Ok(r.linear(x)),
-        Some(Model::LogReg(r)) if logistic => Ok(r.logistic(x)),
+        Some(Model::LinReg(r) | Model::LogReg(r)) if logistic => Ok(r.logistic(x)),
+        Some(Model::LinReg(r) | Model::LogReg(r)) => Ok(r.linear(x)),
         _ => Err(MlError::WrongType),
     })
 }

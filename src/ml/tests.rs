@@ -96,7 +96,8 @@ fn regression_errors_and_common_length() {
         "ML.LOGREG.PREDICT rg 0 0 5",
         &format!("\"{}\"", g17(1.0 / (1.0 + (-1.0f64).exp()))),
     );
-    check_err("ML.LINREG.PREDICT rg 1", "WRONGTYPE");
+    // One regression type, as Redis-ML's: a logistic model predicts linearly too.
+    check("ML.LINREG.PREDICT rg 1", "\"2\"");
     check_err("ML.LOGREG.PREDICT missing-key 1", "WRONGTYPE");
     check_err(
         "ML.LOGREG.SET rg 1",
@@ -104,9 +105,9 @@ fn regression_errors_and_common_length() {
     );
     check_err("ML.LOGREG.SET rg 1 abc", "ERR invalid coefficient: 'abc'");
     check_err("ML.LOGREG.PREDICT rg x", "ERR invalid feature: 'x'");
-    check_err("ML.LINREG.SET rg 1 2", "WRONGTYPE");
     check_err("ML.KMEANS.SET rk 2 2 1 2 3", "ERR K-means needs k * dims = 2 * 2");
     check("ML.KMEANS.SET rk 2 2 0 0 10 10", "OK");
+    check_err("ML.LINREG.SET rk 1 2", "WRONGTYPE");
     check_err("ML.KMEANS.PREDICT rk 1", "ERR K-means model has 2 dimensions, got 1");
     // A tie goes to the lower index.
     check("ML.KMEANS.PREDICT rk 5 5", "0");

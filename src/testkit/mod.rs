@@ -96,8 +96,14 @@ pub fn run(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Report> {
         );
     }
     for case in &cases {
-        let shards = opts.shards.map_or_else(|| case.shards.clone(), |n| vec![n]);
+        let shards = match (opts.shards, &case.shards) {
+            (Some(n), _) => vec![n],
+            (None, Some(list)) => list.clone(),
+            (None, None) => config_shards(case).map_or_else(|| vec![1, 2], |n| vec![n]),
+        };
         let mut updated = false;
+        // Whether the case passed on one shard, for the hint when it fails on more.
+        let mut passed_on_one = false;
         for n in shards {
             let label = format!(
                 "{}: {:?} ({n} shard{})",
@@ -112,6 +118,7 @@ pub fn run(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Report> {
                 Err(e) => (vec![format!("{e:#}")], None),
             };
             if problems.is_empty() {
+                passed_on_one |= n == 1;
                 report.passed += 1;
                 let _ = writeln!(out, "ok");
                 if let Some(d) = dir.filter(|_| !opts.keep) {
@@ -120,6 +127,10 @@ pub fn run(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Report> {
             } else {
                 report.failed += 1;
                 let _ = writeln!(out, "FAILED");
+                let mut problems = problems;
+                if passed_on_one && n > 1 {
+                    problems.push(SHARD_HINT.replace("{n}", &n.to_string()));
+                }
                 failures.push((label, problems, dir));
             }
         }
@@ -147,6 +158,20 @@ pub fn run(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Report> {
         }
     );
     Ok(report)
+}
+
+/// Said under a failure on several shards of a case that passed on one.
+const SHARD_HINT: &str = "(it passed on 1 shard: on {n}, flows are split over {n} workers, each with \
+its own Lua state and its own pace. A script whose result depends on other flows' events (a Lua \
+table kept across flows, or a Redis key one flow writes and another reads) sees them in another \
+order or not at all; see docs/lua-api.md, \"State across flows and shards\". `shards = 1` in \
+config.lua runs such a root on one worker, as the original did.)";
+
+/// config.lua's `shards` for `case`, when it sets one and loads.
+fn config_shards(case: &TestCase) -> Option<usize> {
+    crate::config::Config::load(&case.root, &std::env::temp_dir(), Some(&case.config))
+        .ok()?
+        .shards
 }
 
 fn short(p: &Path) -> String {
@@ -601,7 +626,11 @@ fn check_assertions(case: &TestCase, got: &RunOutput, lua: &mlua::Lua, problems:
             Which::Nth(n) => match recs.get(n - 1) {
                 Some(r) => vec![(n, r)],
                 None => {
-                    problems.push(format!("output {}: no record {n} (it has {})", f.output, recs.len()));
+                    // Said once, however many checks name the record.
+                    let p = format!("output {}: no record {n} (it has {})", f.output, recs.len());
+                    if !problems.contains(&p) {
+                        problems.push(p);
+                    }
                     continue;
                 }
             },

@@ -43,8 +43,8 @@ pub(crate) struct TestCase {
     /// must be (`expect.redis`).
     pub redis_checks: Vec<(Vec<String>, Matcher)>,
     pub clock: Virtual,
-    /// Shard counts to run on.
-    pub shards: Vec<usize>,
+    /// Shard counts to run on; `None`: config.lua's `shards` when it sets one, else 1 and 2.
+    pub shards: Option<Vec<usize>>,
     pub fields: Vec<FieldCheck>,
     pub counts: Vec<(String, usize)>,
     /// Exact records per output, written in the test (`expect.outputs`).
@@ -308,8 +308,8 @@ fn test_case(file: &Path, dir: &Path, default_root: &Path, k: usize, t: &Table) 
         after_ns: secs_ns("clock_after")?,
     };
     let shards = match t.get::<Value>("shards").unwrap_or(Value::Nil) {
-        Value::Nil => vec![1, 2],
-        Value::Integer(n) if (1..=64).contains(&n) => vec![n as usize],
+        Value::Nil => None,
+        Value::Integer(n) if (1..=64).contains(&n) => Some(vec![n as usize]),
         Value::Table(list) => list
             .sequence_values::<i64>()
             .map(|n| match n {
@@ -319,7 +319,7 @@ fn test_case(file: &Path, dir: &Path, default_root: &Path, k: usize, t: &Table) 
             .collect::<Result<Vec<_>, _>>()
             .and_then(|v| match v.is_empty() {
                 true => Err(at("shards", "an empty list runs the test nowhere".into())),
-                false => Ok(v),
+                false => Ok(Some(v)),
             })?,
         _ => return Err(at("shards", "a shard count or a list of them (1 to 64)".into())),
     };

@@ -523,3 +523,64 @@ fn a_test_that_hangs_says_why_it_may_have() {
     assert!(out.contains("loop() that never returns"), "{out}");
     assert!(out.contains("test result: FAILED. 0 passed; 1 failed"), "{out}");
 }
+
+/// An analyzer whose result depends on other flows' events (a count kept across flows in a Lua
+/// table) passes on one shard and fails on two with a hint naming the cause; `shards = 1` in
+/// config.lua makes both the engine and its tests run on one worker.
+#[test]
+fn state_across_flows_fails_on_two_shards_with_a_hint_and_config_shards_pins_one() {
+    let env = Env::simple(
+        "file://in.json",
+        "local seen = 0\nfunction setup() end\nfunction loop(msg)\n   seen = seen + 1\n   msg.seen = seen\n   dragonfly.output_event(default_output, msg)\nend\n",
+        "",
+        "",
+    );
+    // Sixteen flows, one event each: on two shards they are split between the workers.
+    let events: Vec<String> = (1..=16)
+        .map(|i| {
+            format!(
+                "{{ event_type = \"flow\", src_ip = \"10.0.0.{i}\", src_port = {}, dest_ip = \"10.9.9.9\", dest_port = 443, proto = \"TCP\" }}",
+                40000 + i
+            )
+        })
+        .collect();
+    let tests = env.root.join("tests");
+    fs::create_dir_all(&tests).unwrap();
+    fs::write(
+        tests.join("seen.test.lua"),
+        format!(
+            "tests = {{ {{ name = \"counts every flow\", events = {{ {} }},\n\
+               expect = {{ fields = {{ out = {{ [16] = {{ seen = 16 }} }} }} }} }} }}\n",
+            events.join(", ")
+        ),
+    )
+    .unwrap();
+    let root = env.root.to_str().unwrap();
+    let (code, out) = kit(&["-r", root, "test"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("\"counts every flow\" (1 shard) ... ok"), "{out}");
+    assert!(out.contains("\"counts every flow\" (2 shards) ... FAILED"), "{out}");
+    assert!(
+        out.contains("(it passed on 1 shard: on 2, flows are split over 2 workers"),
+        "{out}"
+    );
+    assert!(out.contains("`shards = 1` in config.lua"), "{out}");
+
+    // With shards = 1 in config.lua the tests run on one shard only, and pass.
+    env.config(&simple_config("file://in.json", "", "shards = 1"));
+    let (code, out) = kit(&["-r", root, "test"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("test result: ok. 1 passed; 0 failed"), "{out}");
+    assert!(!out.contains("(2 shards)"), "{out}");
+
+    // The engine itself runs config.lua's number (2, not this machine's default); --shards
+    // still overrides config.lua.
+    env.config(&simple_config("file://in.json", "", "shards = 2"));
+    env.write_log("in.json", b"{\"event_type\":\"flow\"}\n");
+    let r = env.run(&["-v"]);
+    assert!(r.status.success(), "{r:?}");
+    assert!(r.stderr.contains(", 2 shard(s),"), "{}", r.stderr);
+    let r = env.run(&["-v", "--shards", "3"]);
+    assert!(r.status.success(), "{r:?}");
+    assert!(r.stderr.contains(", 3 shard(s),"), "{}", r.stderr);
+}

@@ -100,6 +100,65 @@ fn ml_commands_are_answered_in_process_through_hiredis() {
     assert_eq!(Value::Array(replies), want);
 }
 
+/// Models are Redis-ML keys to the commands that remove keys: `DEL`/`UNLINK` of a model's key
+/// and `FLUSHDB` take the model too (a forest loaded again after a `DEL` is new, not the old
+/// one's leftovers); LINREG and LOGREG are one type, as in Redis-ML.
+#[test]
+fn commands_that_remove_keys_remove_models_and_regressions_are_one_type() {
+    let ok = || serde_json::json!({"name": "OK", "type": 5});
+    let wrong =
+        || serde_json::json!({"name": "WRONGTYPE Operation against a key holding the wrong kind of value", "type": 6});
+    let replies = run_commands(
+        "",
+        &[
+            &["ML.FOREST.ADD", "d", "0", ".", "LEAF", "1"],
+            &["ML.FOREST.ADD", "d", "1", ".", "LEAF", "0"],
+            &["ML.FOREST.RUN", "d", "1:0", "REGRESSION"],
+            &["DEL", "d"],
+            &["ML.FOREST.RUN", "d", "1:0", "REGRESSION"],
+            &["ML.FOREST.ADD", "d", "0", ".", "LEAF", "1"],
+            &["ML.FOREST.RUN", "d", "1:0", "REGRESSION"],
+            &["unlink", "x", "d"],
+            &["ML.FOREST.RUN", "d", "1:0"],
+            // Either SET makes a model both PREDICTs read.
+            &["ML.LOGREG.SET", "g", "0", "2", "2"],
+            &["ML.LINREG.PREDICT", "g", "-3", "1"],
+            &["ML.LINREG.SET", "h", "0", "2", "2"],
+            &["ML.LOGREG.PREDICT", "h", "-3", "1"],
+            &["ML.LOGREG.SET", "h", "1", "1"],
+            &["ML.LINREG.PREDICT", "h", "2"],
+            &["ML.MATRIX.SET", "m", "1", "1", "5"],
+            &["ML.LINREG.SET", "m", "0", "1"],
+            &["FLUSHDB"],
+            &["ML.LINREG.PREDICT", "g", "1"],
+            &["ML.MATRIX.GET", "m"],
+        ],
+    );
+    let want = serde_json::json!([
+        ok(),
+        ok(),
+        "0.5",
+        0,
+        wrong(),
+        ok(),
+        "1",
+        0,
+        wrong(),
+        ok(),
+        "-4",
+        ok(),
+        "0.017986209962091559",
+        ok(),
+        "3",
+        ok(),
+        wrong(),
+        ok(),
+        wrong(),
+        wrong()
+    ]);
+    assert_eq!(Value::Array(replies), want);
+}
+
 #[test]
 fn redis_ml_redis_sends_ml_commands_to_redis() {
     let replies = run_commands("redis_ml = \"redis\"", &[&["ML.LINREG.SET", "l", "2", "3"]]);
