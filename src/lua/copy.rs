@@ -224,7 +224,20 @@ unsafe fn copy_inner(
             ffi::LUA_TTABLE => {
                 if proxy::is_proxy(from, idx) {
                     let p = proxy::parts(from, idx, Some(&mut *cache))?;
-                    let li = proxy::push_line(to, p.line, p.id).0;
+                    // One copy of a line block per copy_value: the proxies over one line
+                    // (an event and the nested tables read from it, in its side tables)
+                    // stay over one line, so the receiver sees them unchanged (a nested
+                    // object compares with its event by the line block's seal).
+                    proxy::rawget_i(from, idx, proxy::K_LINE);
+                    let src_line = ffi::lua_gettop(from);
+                    let li = if seen.find(from, src_line, to) {
+                        ffi::lua_gettop(to)
+                    } else {
+                        let li = proxy::push_line(to, p.line, p.id).0;
+                        seen.add(from, src_line, to);
+                        li
+                    };
+                    ffi::lua_pop(from, 1);
                     if p.top {
                         proxy::push_proxy(to, li, None);
                     } else {

@@ -175,6 +175,27 @@ impl KeyRef {
     }
 }
 
+/// Whether the value at `v`, found under key `k` in table `tbl` (the write table or the
+/// nested-table table `cache` of a proxy), is the table a read of that member handed out:
+/// found in `cache`, or written back to the same key (`local a = msg.a ... msg.a = a`).
+unsafe fn handed_out(l: *mut lua_State, v: c_int, tbl: c_int, cache: c_int, (kp, kl): (*const u8, usize)) -> bool {
+    if cache == 0 {
+        return false;
+    }
+    if tbl == cache {
+        return true;
+    }
+    // SAFETY: `v` and `cache` are absolute indices; the key points to `kl` live bytes; the
+    // stack is restored.
+    unsafe {
+        ffi::lua_pushlstring_(l, kp.cast(), kl);
+        ffi::lua_rawget_(l, cache);
+        let same = ffi::lua_rawequal(l, -1, v) != 0;
+        ffi::lua_pop(l, 1);
+        same
+    }
+}
+
 /// Writes `line[pos..]` of the object at `start..end` up to (not including) its closing brace,
 /// where new members go; returns whether the object has members (the next one needs a comma).
 /// Shared by the encoder and the FFI fast path of `output_event`, which must write the same
@@ -516,11 +537,11 @@ impl Encoder {
                     members.clear();
                     members.extend_from_slice((*c).members(p.id, p.start, p.line));
                 }
-                let r = self.proxy_body(l, &p, &members, (set, order), base, out, depth);
+                let r = self.proxy_body(l, &p, &members, (set, order, cache), base, out, depth);
                 self.members[depth] = members;
                 r
             } else {
-                self.proxy_splice(l, &p, (set, order), base, other_key, out, depth)
+                self.proxy_splice(l, &p, (set, order, cache), base, other_key, out, depth)
             };
             self.overrides.truncate(base);
             ffi::lua_settop(l, top);
@@ -610,6 +631,103 @@ impl Encoder {
         }
     }
 
+    /// Writes the value at `v` of a changed member of proxy `p` whose original value is
+    /// `p.line[span]`: the table a read of an original array handed out (`read`) is written as
+    /// that array where its elements are unchanged (see [`Self::array_merged`]), anything
+    /// else (a new table a script assigned included) as [`Self::value`] writes it.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn member_value(
+        &mut self,
+        l: *mut lua_State,
+        v: c_int,
+        p: &proxy::Parts<'_>,
+        span: (usize, usize),
+        read: bool,
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), EncodeError> {
+        // SAFETY: `v` is an absolute index; `p.line` is kept alive by the caller's stack.
+        unsafe {
+            if read
+                && ffi::lua_type(l, v) == ffi::LUA_TTABLE
+                && p.line.get(span.0) == Some(&b'[')
+                && !proxy::is_proxy(l, v)
+                && self.array_merged(l, v, p, span.0, out, depth)?
+            {
+                return Ok(());
+            }
+            self.value(l, v, out, depth)
+        }
+    }
+
+    /// Writes the plain table at `v`, read from the array at `p.line[start..]` and since
+    /// changed, as a JSON array whose elements still equal to the original's are written as
+    /// the original's bytes (numbers keep their text, `[]` stays `[]`), the others encoded.
+    /// Returns false, writing nothing, when the table is empty or no longer a sequence (1..n,
+    /// no other key): it is then any table.
+    unsafe fn array_merged(
+        &mut self,
+        l: *mut lua_State,
+        v: c_int,
+        p: &proxy::Parts<'_>,
+        start: usize,
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<bool, EncodeError> {
+        // SAFETY: `v` is an absolute index of a plain table; the stack is restored.
+        unsafe {
+            if depth >= self.cfg.encode_max_depth.clamp(1, ENGINE_MAX_DEPTH) as usize {
+                return Err(EncodeError(format!(
+                    "Cannot serialise, excessive nesting ({})",
+                    depth + 1
+                )));
+            }
+            ffi::luaL_checkstack(l, 8, c"json encode".as_ptr());
+            let n = ffi::lua_objlen(l, v);
+            let mut count = 0usize;
+            ffi::lua_pushnil(l);
+            while ffi::lua_next(l, v) != 0 {
+                ffi::lua_pop(l, 1);
+                count += 1;
+            }
+            // Emptied, it is an empty table (`{}`, as lua-cjson writes one).
+            if count != n || n == 0 {
+                return Ok(false);
+            }
+            for i in 1..=n {
+                let ty = proxy::rawget_i(l, v, i as c_int);
+                ffi::lua_pop(l, 1);
+                if ty == ffi::LUA_TNIL {
+                    return Ok(false);
+                }
+            }
+            let mut spans = Vec::new();
+            scan::array_elements(p.line, start, |a, b| spans.push((a, b)));
+            out.push(b'[');
+            for i in 1..=n {
+                if i > 1 {
+                    out.push(b',');
+                }
+                ffi::lua_rawgeti_(l, v, i as c_int);
+                let e = ffi::lua_gettop(l);
+                let r = match spans.get(i - 1) {
+                    Some(&(a, b)) if proxy::same_as_json(l, e, p.line, p.seal, a, b, 0) => {
+                        out.extend_from_slice(&p.line[a..b]);
+                        Ok(())
+                    }
+                    // An element of an array read is itself as read (a table a script put
+                    // there compares by its contents, as `same_as_json` compares).
+                    Some(&span) => self.member_value(l, e, p, span, true, out, depth + 1),
+                    None => self.value(l, e, out, depth + 1),
+                };
+                ffi::lua_settop(l, e - 1);
+                r?;
+            }
+            out.push(b']');
+            Ok(true)
+        }
+    }
+
     /// Writes a changed proxy without deletions: its original bytes with each changed member's
     /// value replaced in place and new members appended before the closing brace.
     #[allow(clippy::too_many_arguments)]
@@ -617,7 +735,7 @@ impl Encoder {
         &mut self,
         l: *mut lua_State,
         p: &proxy::Parts<'_>,
-        (set, order): (c_int, c_int),
+        (set, order, cache): (c_int, c_int, c_int),
         base: usize,
         other_key: bool,
         out: &mut Vec<u8>,
@@ -645,7 +763,8 @@ impl Encoder {
                 ffi::lua_pushlstring_(l, kp.cast(), kl);
                 ffi::lua_rawget_(l, tbl);
                 let v = ffi::lua_gettop(l);
-                result = self.value(l, v, out, depth + 1);
+                let read = handed_out(l, v, tbl, cache, (kp, kl));
+                result = self.member_value(l, v, p, (vs as usize, ve as usize), read, out, depth + 1);
                 ffi::lua_settop(l, v - 1);
                 if result.is_err() {
                     break;
@@ -669,7 +788,7 @@ impl Encoder {
         l: *mut lua_State,
         p: &proxy::Parts<'_>,
         members: &[Member],
-        (set, order): (c_int, c_int),
+        (set, order, cache): (c_int, c_int, c_int),
         base: usize,
         out: &mut Vec<u8>,
         depth: usize,
@@ -707,7 +826,9 @@ impl Encoder {
                         out.push(b'"');
                         out.extend_from_slice(raw);
                         out.extend_from_slice(b"\":");
-                        let r = self.value(l, v, out, depth + 1);
+                        let span = (m.val_start as usize, m.val_end as usize);
+                        let read = handed_out(l, v, tbl, cache, (name.as_ptr(), name.len()));
+                        let r = self.member_value(l, v, p, span, read, out, depth + 1);
                         ffi::lua_settop(l, v - 1);
                         r?;
                     }

@@ -774,7 +774,7 @@ unsafe fn proxy_is_over(l: *mut lua_State, v: c_int, seal: f64, start: usize, en
 
 /// Whether the Lua value at `v` still equals the JSON value `line[start..end]` it was made
 /// from (numbers by value, strings by bytes, objects by being the unchanged proxy over it).
-unsafe fn same_as_json(
+pub(crate) unsafe fn same_as_json(
     l: *mut lua_State,
     v: c_int,
     line: &[u8],

@@ -1543,3 +1543,61 @@ end
         &wrong[..wrong.len().min(5)]
     );
 }
+
+/// Arrays keep their text where a script did not change their elements (audit, 2026-12-06):
+/// an array read by the filter of an event it then changed and passed on arrives in the
+/// analyzer as read (its object elements over the same line copy as the event, so it is
+/// written as it came), and an array changed in place (`table.insert`, an element set, emptied)
+/// writes its unchanged elements as their original bytes: numbers keep their text and `[]`
+/// stays `[]`. Both failed before (`1.844674407371e+19`, `{}`). An array emptied, or no
+/// longer a sequence, is any table.
+#[test]
+fn arrays_keep_the_text_of_elements_a_script_did_not_change() {
+    let filter = r#"
+function setup() end
+function loop(msg)
+   local t, r = msg.t, msg.r
+   if t == 2 then table.insert(r, 5)
+   elseif t == 3 then r[2] = "x"
+   elseif t == 4 then for i = #r, 1, -1 do r[i] = nil end
+   elseif t == 5 then r[1].k = 7; table.insert(r[2], 1)
+   elseif t == 6 then r.x = 1
+   end
+   msg.tag = 1
+   dragonfly.output_event("filtered", msg)
+   dragonfly.analyze_event(default_analyzer, msg)
+end
+"#;
+    let env = Env::new();
+    env.config(
+        "inputs = { { tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" } }\n\
+         analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" } }\n\
+         outputs = { { tag = \"out\", uri = \"file://out.json<\" }, { tag = \"filtered\", uri = \"file://filtered.json<\" } }\n",
+    );
+    env.filter("filter.lua", filter);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    let arr = r#"[{"k":-2},[],18446744073709551615,1.0000000000000002,[1.50,[]],"a\/b"]"#;
+    let input: Vec<String> = (1..=6).map(|t| format!(r#"{{"t":{t},"r":{arr}}}"#)).collect();
+    env.write_log("in.json", &join_lines(&input));
+    env.run(&["--shards", "1"]).assert_success();
+    let want = [
+        format!(r#"{{"t":1,"r":{arr},"tag":1}}"#),
+        r#"{"t":2,"r":[{"k":-2},[],18446744073709551615,1.0000000000000002,[1.50,[]],"a\/b",5],"tag":1}"#.to_string(),
+        r#"{"t":3,"r":[{"k":-2},"x",18446744073709551615,1.0000000000000002,[1.50,[]],"a\/b"],"tag":1}"#.to_string(),
+        // Emptied: an empty table, as lua-cjson writes one.
+        r#"{"t":4,"r":{},"tag":1}"#.to_string(),
+        r#"{"t":5,"r":[{"k":7},[1],18446744073709551615,1.0000000000000002,[1.50,[]],"a\/b"],"tag":1}"#.to_string(),
+        // No longer a sequence: written as any table (an object, string keys before number
+        // keys).
+        r#"{"t":6,"r":{"x":1,"1":{"k":-2},"2":{},"3":1.844674407371e+19,"4":1,"5":[1.5,{}],"6":"a/b"},"tag":1}"#
+            .to_string(),
+    ];
+    for file in ["filtered.json", "out.json"] {
+        let got: Vec<String> = env
+            .lines(file)
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        assert_eq!(got, want, "{file}");
+    }
+}
