@@ -26,6 +26,11 @@ pub(crate) fn helper_user() -> Option<UserIds> {
     TARGET.get().copied().filter(|_| root)
 }
 
+/// Whether the process has chrooted (`-c`).
+pub(crate) fn chrooted() -> bool {
+    CHROOT.get().is_some()
+}
+
 /// Where a path configured before the chroot is now: paths under the new root lose that
 /// prefix; others are unchanged (and are unreachable: see docs/operations.md).
 pub(crate) fn host_path(p: &Path) -> std::borrow::Cow<'_, Path> {

@@ -473,11 +473,13 @@ fn read_cluster(g: &Table, v: &mut Validator<'_>) -> Option<Vec<(String, u16)>> 
 /// The root directory and its `analyzer/` and `filter/` folders.
 fn root_layout(root: &Path) -> Vec<String> {
     let mut errs = Vec::new();
-    if !root.is_dir() {
+    // After a chroot (`-c`), paths stay as configured and are looked up where they now are.
+    let host = |p: &Path| crate::privilege::host_path(p).is_dir();
+    if !host(root) {
         errs.push(format!("root: {} is not a directory", root.display()));
     } else {
         for d in ["analyzer", "filter"] {
-            if !root.join(d).is_dir() {
+            if !host(&root.join(d)) {
                 errs.push(format!("root: {}/{d} is not a directory", root.display()));
             }
         }
@@ -489,7 +491,8 @@ fn root_layout(root: &Path) -> Vec<String> {
 /// loads code (the original evaluated it with no library at all); the state, and the global
 /// names that existed before the file ran (everything else it leaves is a setting).
 fn evaluate(config_file: &Path) -> Result<(Lua, Vec<String>), String> {
-    let src = std::fs::read(config_file).map_err(|e| format!("config: cannot read {}: {e}", config_file.display()))?;
+    let src = std::fs::read(crate::privilege::host_path(config_file))
+        .map_err(|e| format!("config: cannot read {}: {e}", config_file.display()))?;
     let lua = Lua::new_with(StdLib::NONE, LuaOptions::default())
         .map_err(|e| format!("config: cannot create Lua state: {e}"))?;
     for name in [

@@ -344,7 +344,7 @@ impl Validator<'_> {
         } else {
             root.join(dir).join(p)
         };
-        if full.is_file() {
+        if crate::privilege::host_path(&full).is_file() {
             Some(full)
         } else {
             let shown = if p.is_absolute() {

@@ -17,7 +17,8 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
     if cfg.redis == RedisTarget::Managed {
         crate::lua::managed::configure(&run_dir(opts, &cfg), cfg.redis_persist);
     }
-    std::env::set_current_dir(&cfg.root).with_context(|| format!("cannot enter {}", cfg.root.display()))?;
+    std::env::set_current_dir(crate::privilege::host_path(&cfg.root))
+        .with_context(|| format!("cannot enter {}", cfg.root.display()))?;
     // A chunk or `setup()` that never returns cannot be interrupted: after CHECK_SCRIPTS_WAIT
     // the check gives up on it and fails, instead of hanging.
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -82,14 +83,16 @@ pub(super) fn load_scripts(cfg: &Config, setup: bool) -> Result<(), crate::lua::
     r
 }
 
-/// What `check` verifies beyond config.lua itself, as "key: problem" lines.
+/// What `check` verifies beyond config.lua itself, as "key: problem" lines. Paths are looked
+/// up where they are now (inside the root after a chroot: a reload's check).
 pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
     use crate::config::{InputUri, OutputUri};
+    use crate::privilege::host_path;
     let mut out = Vec::new();
     for (i, inp) in cfg.inputs.iter().enumerate() {
         match &inp.uri {
             InputUri::File { path, .. } | InputUri::Zfile { path, .. } => {
-                if let Err(e) = std::fs::File::open(path) {
+                if let Err(e) = std::fs::File::open(host_path(path)) {
                     out.push(format!("inputs[{}].uri: cannot read {}: {e}", i + 1, path.display()));
                 }
             }
@@ -109,7 +112,7 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
     }
     for (i, o) in cfg.outputs.iter().enumerate() {
         let dir = match &o.uri {
-            OutputUri::File { path, .. } | OutputUri::Zfile { path, .. } if path.is_dir() => {
+            OutputUri::File { path, .. } | OutputUri::Zfile { path, .. } if host_path(path).is_dir() => {
                 out.push(format!("outputs[{}].uri: {} is a directory", i + 1, path.display()));
                 continue;
             }
@@ -119,7 +122,7 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
             OutputUri::Parquet { dir, .. } => dir.clone(),
             _ => continue,
         };
-        if let Err(e) = writable_dir(&dir) {
+        if let Err(e) = writable_dir(&host_path(&dir)) {
             out.push(format!(
                 "outputs[{}].uri: cannot write in {}: {e}",
                 i + 1,

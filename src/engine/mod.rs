@@ -188,15 +188,27 @@ fn script_specs(cfg: &Config) -> (Vec<ScriptSpec>, Vec<ScriptSpec>) {
     (filters, analyzers)
 }
 
+/// The root, log directory and configuration file as the first load resolved them: a reload
+/// after a chroot (`-c`) reads the same files, where they now are (relative paths and
+/// symbolic links would resolve elsewhere from inside the root).
+static RESOLVED: std::sync::OnceLock<(PathBuf, PathBuf, Option<PathBuf>)> = std::sync::OnceLock::new();
+
 fn load(opts: &Options) -> anyhow::Result<Config> {
-    std::fs::create_dir_all(&opts.log_dir)
-        .with_context(|| format!("cannot create the log directory {}", opts.log_dir.display()))?;
-    let root = std::fs::canonicalize(&opts.root).unwrap_or_else(|_| opts.root.clone());
-    let log_dir = std::fs::canonicalize(&opts.log_dir).unwrap_or_else(|_| opts.log_dir.clone());
-    let config_file = opts
-        .config_file
-        .as_ref()
-        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+    let (root, log_dir, config_file) = match RESOLVED.get() {
+        Some(r) if crate::privilege::chrooted() => r.clone(),
+        _ => {
+            std::fs::create_dir_all(&opts.log_dir)
+                .with_context(|| format!("cannot create the log directory {}", opts.log_dir.display()))?;
+            let canon = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+            let r = (
+                canon(&opts.root),
+                canon(&opts.log_dir),
+                opts.config_file.as_ref().map(canon),
+            );
+            let _ = RESOLVED.set(r.clone());
+            r
+        }
+    };
     Ok(Config::load(&root, &log_dir, config_file.as_deref())?)
 }
 

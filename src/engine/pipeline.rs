@@ -83,7 +83,8 @@ pub(super) fn run_pipeline(
         Ok(s) => s,
         Err(e) => return Ok(Outcome::NotStarted(e)),
     };
-    std::env::set_current_dir(&cfg.root).with_context(|| format!("cannot enter {}", cfg.root.display()))?;
+    std::env::set_current_dir(crate::privilege::host_path(&cfg.root))
+        .with_context(|| format!("cannot enter {}", cfg.root.display()))?;
     let plan = Plan::new(opts, cfg, carry.workers.len());
     let shared = Shared::new(plan.stats(cfg), plan.inputs, run_dir(opts, cfg));
     let rings = wire(plan.inputs, plan.shards);

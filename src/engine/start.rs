@@ -384,7 +384,7 @@ pub(super) fn status_line(
         .iter()
         .enumerate()
         .filter_map(|(i, input)| match &input.uri {
-            InputUri::File { path, .. } if !opts.follow => std::fs::metadata(path)
+            InputUri::File { path, .. } if !opts.follow => std::fs::metadata(crate::privilege::host_path(path))
                 .ok()
                 .filter(|_| !crate::source::file::is_gzip(path).unwrap_or(true))
                 .map(|m| (i, m.len())),

@@ -195,7 +195,8 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), ScriptCause> {
 impl Script {
     /// Creates the state, installs the modules and runs the chunk (not `setup()`).
     pub fn open(spec: &ScriptSpec, limits: StateSettings) -> Result<Script, ScriptCause> {
-        let src = std::fs::read(&spec.path).map_err(|e| ScriptCause::Read(e.to_string()))?;
+        let src =
+            std::fs::read(crate::privilege::host_path(&spec.path)).map_err(|e| ScriptCause::Read(e.to_string()))?;
         Self::open_source(spec, &src, limits)
     }
 

@@ -27,10 +27,12 @@ pub(crate) struct FileSink {
 impl FileSink {
     /// Opens (creating it and its directory if needed) `path`.
     pub(crate) fn open(path: PathBuf, truncate: bool) -> io::Result<FileSink> {
-        create_parent(&path)?;
-        let mut f = open_file(&path, truncate)?;
+        // Where the path is now (inside the root after a chroot: a reload's new pipeline).
+        let host = crate::privilege::host_path(&path);
+        create_parent(&host)?;
+        let mut f = open_file(&host, truncate)?;
         if !truncate {
-            end_partial_line(&path, &mut f)?;
+            end_partial_line(&host, &mut f)?;
         }
         Ok(FileSink {
             path,
@@ -171,7 +173,13 @@ pub(super) fn open_file(path: &std::path::Path, truncate: bool) -> io::Result<Fi
     } else {
         o.append(true);
     }
-    o.open(path)
+    let f = o.open(path)?;
+    // Opened as root before dropping to `--user`/`-p`: the file is given to that user, so
+    // that a reload's new pipeline (after the drop) can open it again.
+    if let Some(u) = crate::privilege::helper_user() {
+        std::os::unix::fs::fchown(&f, Some(u.uid), Some(u.gid))?;
+    }
+    Ok(f)
 }
 
 /// A file cut behind the engine's back (logrotate's `copytruncate`) is written on at its new

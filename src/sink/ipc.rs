@@ -81,7 +81,7 @@ impl IpcSink {
         let never_wait = self.never_wait;
         let r = match self.kind {
             IpcKind::Datagram => UnixDatagram::unbound().and_then(|s| {
-                s.connect(&self.path)?;
+                s.connect(crate::privilege::host_path(&self.path))?;
                 if never_wait {
                     s.set_nonblocking(true)?;
                 } else {
@@ -89,7 +89,7 @@ impl IpcSink {
                 }
                 Ok(Conn::Datagram(s))
             }),
-            IpcKind::Stream => UnixStream::connect(&self.path).and_then(|s| {
+            IpcKind::Stream => UnixStream::connect(crate::privilege::host_path(&self.path)).and_then(|s| {
                 if never_wait {
                     s.set_nonblocking(true)?;
                 } else {

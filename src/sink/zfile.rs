@@ -32,8 +32,9 @@ pub(crate) struct ZfileSink {
 
 impl ZfileSink {
     pub(crate) fn open(path: PathBuf, truncate: bool) -> io::Result<ZfileSink> {
-        super::file::create_parent(&path)?;
-        let out = Some(super::file::open_file(&path, truncate)?);
+        let host = crate::privilege::host_path(&path);
+        super::file::create_parent(&host)?;
+        let out = Some(super::file::open_file(&host, truncate)?);
         Ok(ZfileSink {
             path,
             out,

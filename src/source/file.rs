@@ -24,7 +24,7 @@ impl LineSink for Router {
 pub(crate) fn is_gzip(path: &Path) -> std::io::Result<bool> {
     use std::io::Read;
     let mut magic = [0u8; 2];
-    let mut f = File::open(path)?;
+    let mut f = File::open(crate::privilege::host_path(path))?;
     let mut got = 0;
     while got < 2 {
         match f.read(&mut magic[got..])? {
@@ -48,7 +48,7 @@ pub(crate) fn read_file(
     router: &mut Router,
 ) -> std::io::Result<super::FilePos> {
     use std::io::{Read, Seek};
-    let mut f = File::open(path)?;
+    let mut f = File::open(crate::privilege::host_path(path))?;
     router.opened();
     if gzip || is_gzip(path)? {
         // Concatenated members (appended gzip output) are one stream.

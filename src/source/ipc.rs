@@ -103,8 +103,9 @@ pub(crate) fn read_datagrams(
     let sock = match kept {
         Some(s) => s,
         None => {
-            unlink_socket(path)?;
-            let s = UnixDatagram::bind(path)?;
+            let path = crate::privilege::host_path(path);
+            unlink_socket(&path)?;
+            let s = UnixDatagram::bind(&path)?;
             warn_small_queue(router);
             set_rcvbuf(s.as_raw_fd());
             s
@@ -219,8 +220,9 @@ pub(crate) fn read_streams(
     let (listener, mut conns) = match kept {
         Some(k) => k,
         None => {
-            unlink_socket(path)?;
-            let l = UnixListener::bind(path)?;
+            let path = crate::privilege::host_path(path);
+            unlink_socket(&path)?;
+            let l = UnixListener::bind(&path)?;
             l.set_nonblocking(true)?;
             (l, Vec::new())
         }

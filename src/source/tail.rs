@@ -318,7 +318,7 @@ pub(crate) fn follow(
             return None;
         }
         // A directory opens, but every read of it fails: it is not a file to follow yet.
-        let r = File::open(path).and_then(|f| match f.metadata() {
+        let r = File::open(crate::privilege::host_path(path)).and_then(|f| match f.metadata() {
             Ok(m) if m.is_dir() => Err(std::io::Error::new(
                 std::io::ErrorKind::IsADirectory,
                 "is a directory, not a file",

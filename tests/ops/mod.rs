@@ -523,6 +523,102 @@ fn privileges_are_dropped_after_the_sockets_are_open() {
     assert!(out.stderr.contains("no such user"), "{}", out.stderr);
 }
 
+/// With `-c` and `--user`, reloads still apply (audit, 2026-12-06: every one failed, looking
+/// for the root's files by their outside paths, and the files opened before the drop were
+/// root's): a script change, then a config.lua change that builds the pipeline again, each
+/// followed by events that come out exactly once; nothing is made outside the root's log
+/// directory.
+#[test]
+fn reloads_apply_after_chroot_and_privilege_drop() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test chroots and must run as root (as CI does)"
+    );
+    let dir = tempfile::Builder::new().prefix("dfm").tempdir_in("/tmp").unwrap();
+    let root = dir.path().join("root");
+    let env = Env {
+        logs: root.join("log"),
+        root,
+        dir,
+    };
+    for d in ["config", "filter", "analyzer", "log"] {
+        std::fs::create_dir_all(env.root.join(d)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for p in [env.dir.path(), env.root.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::os::unix::fs::chown(&env.logs, Some(65534), Some(65534)).unwrap();
+    env.config(&simple_config("tail://in.json<", "", ""));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    let stamp = |v: u32| {
+        format!(
+            "function setup() end\nfunction loop(msg)\n  msg.v = {v}\n  dragonfly.output_event(default_output, msg)\nend\n"
+        )
+    };
+    env.analyzer("a.lua", &stamp(1));
+    env.write_log("in.json", b"");
+    let run = env.root.join("run");
+    let mut engine = env.spawn(&["--user", "nobody", "-c", "--run-dir", run.to_str().unwrap()]);
+    wait_until(
+        Duration::from_secs(30),
+        "the privileges record",
+        || !env.log_records_of("privileges").is_empty(),
+        || format!("{:?}", env.log_records()),
+    );
+    let batch = |from: usize| {
+        let lines: Vec<String> = (from..from + 100)
+            .map(|i| format!("{{\"event_type\":\"x\",\"i\":{i}}}"))
+            .collect();
+        env.append_log("in.json", &join_lines(&lines));
+    };
+    let out = || json_lines(&env.log("out.json"));
+    let wait_out = |n: usize| {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{n} events out"),
+            || out().len() >= n,
+            || format!("{} out; log: {:?}", out().len(), env.log_records()),
+        )
+    };
+    batch(0);
+    wait_out(100);
+    // A script change: reloaded in place.
+    env.analyzer("a.lua", &stamp(2));
+    engine.signal(libc::SIGHUP);
+    env.wait_for_record("reload", "scripts reloaded", Duration::from_secs(30));
+    batch(100);
+    wait_out(200);
+    // A config.lua change: the pipeline is built again, inside the root, as the user.
+    env.config(&simple_config("tail://in.json<", "", "stats_interval = 30"));
+    env.analyzer("a.lua", &stamp(3));
+    engine.signal(libc::SIGHUP);
+    env.wait_for_record("reload", "runs the new configuration", Duration::from_secs(30));
+    batch(200);
+    wait_out(300);
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    assert!(
+        env.log_records_of("reload_error").is_empty(),
+        "{:?}",
+        env.log_records_of("reload_error")
+    );
+    let got = out();
+    let ids: Vec<u64> = got.iter().map(|e| e["i"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (0..300).collect::<Vec<u64>>(), "each event once, in order");
+    for (i, e) in got.iter().enumerate().skip(100) {
+        assert_ne!(e["v"], 1, "event {i} after the script reload ran the old script: {e}");
+    }
+    assert_eq!(got[299]["v"], 3, "{}", got[299]);
+    // Nothing was made at the outside paths inside the root.
+    assert!(
+        !env.root.join("tmp").exists(),
+        "a directory was made at an outside path inside the root"
+    );
+}
+
 #[test]
 fn status_line_only_on_a_terminal() {
     let n = 20_000;
