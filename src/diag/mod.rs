@@ -152,15 +152,23 @@ pub(crate) fn log_line(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     if !LOG_TEXT.load(Relaxed) {
         return Cow::Borrowed(line);
     }
+    match text_line(line) {
+        Some(t) => Cow::Owned(t.into_bytes()),
+        None => Cow::Borrowed(line),
+    }
+}
+
+/// The text form of an engine record (see [`log_line`]); `None` for other shapes.
+fn text_line(line: &[u8]) -> Option<String> {
     use simd_json::prelude::*;
     let Ok(simd_json::OwnedValue::Object(m)) = simd_json::to_owned_value(&mut line.to_vec()) else {
-        return Cow::Borrowed(line);
+        return None;
     };
     let text = |k: &str| m.get(k).and_then(|v| v.as_str());
     let (Some(time), Some(level), Some(kind), Some(message)) =
         (text("time"), text("level"), text("kind"), text("message"))
     else {
-        return Cow::Borrowed(line);
+        return None;
     };
     let mut out = format!("{time} {} {kind}", level.to_ascii_uppercase());
     let mut keys: Vec<&String> = m
@@ -171,7 +179,9 @@ pub(crate) fn log_line(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     for k in keys {
         let v = match m.get(k.as_str()) {
             Some(v) => match v.as_str() {
-                Some(s) if !s.is_empty() && !s.contains([' ', '"', '=']) => s.to_string(),
+                Some(s) if !s.is_empty() && !s.contains([' ', '"', '=']) && !s.contains(char::is_control) => {
+                    s.to_string()
+                }
                 _ => v.encode(),
             },
             None => continue,
@@ -179,8 +189,18 @@ pub(crate) fn log_line(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         out.push_str(&format!(" {k}={v}"));
     }
     out.push_str(": ");
-    out.push_str(message);
-    Cow::Owned(out.into_bytes())
+    // One record, one line: a message's control characters (a newline from an event's text
+    // in a script error, say) are written escaped, so nothing in it can pass for a record.
+    for c in message.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    Some(out)
 }
 
 /// Copies a report to stderr whatever the limit of [`stderr_report`]: a report about the log
@@ -206,6 +226,23 @@ pub(crate) fn stderr_report(line: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--log-format text` keeps a record on one line whatever its message or members hold.
+    #[test]
+    fn text_records_stay_on_one_line() {
+        let l = line(
+            Kind::HopLimit,
+            &[("script", "a\nb")],
+            "bad x\n2026-12-06T00:00:00Z INFO reload: forged\r\u{1}",
+        );
+        let t = text_line(&l).unwrap();
+        assert!(!t.contains(['\n', '\r', '\u{1}']), "{t:?}");
+        assert!(
+            t.ends_with(": bad x\\n2026-12-06T00:00:00Z INFO reload: forged\\r\\u0001"),
+            "{t:?}"
+        );
+        assert!(t.contains(" script=\"a\\nb\""), "{t:?}");
+    }
 
     #[test]
     fn kinds_are_named_once_and_records_counted() {

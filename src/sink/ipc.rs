@@ -161,11 +161,18 @@ impl IpcSink {
                 self.held.settle();
                 Ok(())
             }
-            // A peer that does not read (yet): keep the connection, try again later.
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Err(io::Error::new(
-                e.kind(),
-                format!("{}: the reader does not keep up ({e})", self.path.display()),
-            )),
+            // A peer that does not read (yet): keep the connection, try again later. The
+            // records it took whole are delivered (counted as written now: were the output
+            // given up later, they would not be lost); a record it took in part stays, its
+            // rest to follow on this connection.
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                let whole = self.held.sent_boundary();
+                self.held.delivered_upto(whole);
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("{}: the reader does not keep up ({e})", self.path.display()),
+                ))
+            }
             Err(e) => {
                 self.disconnect();
                 Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))

@@ -481,7 +481,13 @@ impl Outputs {
                 st.last_error_ms.store(self.stats.now_ms(), Relaxed);
                 if w.since.is_none() {
                     w.since = Some(Instant::now());
-                    let msg = format!("{e}; holding {held} records and retrying (nothing is dropped)");
+                    let msg = if self.policy(o).drop_when_full {
+                        format!(
+                            "{e}; holding {held} records and retrying (drop_when_full: records that do not fit in its buffer_mb are dropped, counted in dropped)"
+                        )
+                    } else {
+                        format!("{e}; holding {held} records and retrying (nothing is dropped)")
+                    };
                     report_to(
                         &mut self.sinks,
                         &self.stats,
@@ -1046,7 +1052,10 @@ impl Writer {
                 self.stats.outputs[i].errors.fetch_add(lost, Relaxed);
                 let w = &self.stats.outputs[i].written;
                 let _ = w.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(unacked)));
-                let msg = format!("{e}; {unacked} records sent were never acknowledged: lost");
+                let msg = match s.stall_after() {
+                    Some(_) => format!("{e}; {unacked} records sent were never acknowledged: lost"),
+                    None => format!("{e} (closing the output failed)"),
+                };
                 self.out
                     .report(i, Kind::OutputError, &format!(",\"errors\":{lost}"), &msg);
             }
