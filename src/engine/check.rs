@@ -116,6 +116,12 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
                 out.push(format!("outputs[{}].uri: {} is a directory", i + 1, path.display()));
                 continue;
             }
+            OutputUri::File { path, .. } | OutputUri::Zfile { path, .. }
+                if let Some(what) = crate::sink::file::not_a_file(&host_path(path)) =>
+            {
+                out.push(format!("outputs[{}].uri: {} is {what}", i + 1, path.display()));
+                continue;
+            }
             OutputUri::File { path, .. } | OutputUri::Zfile { path, .. } => {
                 path.parent().map(std::path::Path::to_path_buf).unwrap_or_default()
             }

@@ -29,6 +29,7 @@ impl FileSink {
     pub(crate) fn open(path: PathBuf, truncate: bool) -> io::Result<FileSink> {
         // Where the path is now (inside the root after a chroot: a reload's new pipeline).
         let host = crate::privilege::host_path(&path);
+        check_is_file(&host)?;
         create_parent(&host)?;
         let mut f = open_file(&host, truncate)?;
         if !truncate {
@@ -151,6 +152,32 @@ pub(super) fn reopen_if_deleted(out: &mut Option<File>, path: &std::path::Path) 
                 path.display()
             ),
         )),
+    }
+}
+
+/// What `path` is when it is something a file output cannot write as a file: a FIFO (opening
+/// one waits for a reader, and no write can be cut back) or a socket. `None` for a regular
+/// file, a device (`/dev/null`) or a path that does not exist yet.
+pub(crate) fn not_a_file(path: &std::path::Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata(path).ok()?.file_type();
+    if t.is_fifo() {
+        Some("a FIFO (a named pipe: for a program reading the events, use ipc+stream://)")
+    } else if t.is_socket() {
+        Some("a socket (use ipc:// or ipc+stream://)")
+    } else {
+        None
+    }
+}
+
+/// Refuses a path [`not_a_file`] names.
+pub(super) fn check_is_file(path: &std::path::Path) -> io::Result<()> {
+    match not_a_file(path) {
+        Some(what) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is {what}", path.display()),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -1280,3 +1280,23 @@ fn a_stream_output_given_up_counts_what_its_reader_got_as_written() {
     );
     assert_eq!(s.written + s.output_errors, n as u64, "{}", out.stdout);
 }
+
+/// A `file://` output that is a FIFO is refused with the reason, by `check` and at the start
+/// (audit, 2026-12-06: the start waited forever in open(2) for a reader, deaf to SIGTERM, and
+/// with a reader every write failed on a seek).
+#[test]
+fn a_file_output_that_is_a_fifo_is_refused_at_once() {
+    let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
+    env.write_log("in.json", b"{\"event_type\":\"x\"}\n");
+    let fifo = std::ffi::CString::new(env.log("out.json").to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let check = env.run(&["check"]);
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    assert!(check.stderr.contains("out.json is a FIFO"), "{}", check.stderr);
+    let started = std::time::Instant::now();
+    let run = env.run(&[]);
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert!(run.stderr.contains("out.json is a FIFO"), "{}", run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(20), "the start waited");
+}
