@@ -248,6 +248,34 @@ fn quit_pressed(raw: &Raw) -> bool {
     n > 0 && buf[..n as usize].iter().any(|&b| b == b'q' || b == b'Q')
 }
 
+/// Not on a terminal (`top | head`, a log file): a frame per second as plain text, no screen
+/// control, until the reader goes away (a broken pipe ends it quietly) or the engine does.
+fn plain(
+    addr: &str,
+    mut then: Scrape,
+    mut at: Instant,
+    stop: &std::sync::atomic::AtomicBool,
+    out: &mut std::io::Stdout,
+) -> anyhow::Result<()> {
+    loop {
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(50));
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(());
+            }
+        }
+        let now = fetch(addr)?;
+        let secs = at.elapsed().as_secs_f64();
+        at = Instant::now();
+        match writeln!(out, "{}", frame(addr, &now, &then, secs)).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        then = now;
+    }
+}
+
 /// Runs the view until `q`, Ctrl-C or the engine goes away (`once`: one frame).
 pub fn run(addr: &str, once: bool) -> anyhow::Result<()> {
     let mut then = fetch(addr)?;
@@ -262,8 +290,12 @@ pub fn run(addr: &str, once: bool) -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))?;
     }
-    let raw = Raw::new();
     let mut out = std::io::stdout();
+    // SAFETY: isatty only looks at the descriptor.
+    if unsafe { libc::isatty(1) } == 0 {
+        return plain(addr, then, at, &stop, &mut out);
+    }
+    let raw = Raw::new();
     // The alternate screen, cursor hidden.
     write!(out, "\x1b[?1049h\x1b[?25l")?;
     let mut result = Ok(());

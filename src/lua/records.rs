@@ -256,8 +256,12 @@ impl WorkerCtx {
             super::json::write_str(&mut line, tag.as_bytes());
             line.extend_from_slice(b",\"line\":");
             line.extend_from_slice(itoa::Buffer::new().format(self.cur.line_no).as_bytes());
-            line.extend_from_slice(b",\"flow_id\":");
-            line.extend_from_slice(itoa::Buffer::new().format(self.cur.flow_id).as_bytes());
+            // 0: the event has no flow_id (Suricata's are never 0); left out rather than
+            // naming a flow that does not exist.
+            if self.cur.flow_id != 0 {
+                line.extend_from_slice(b",\"flow_id\":");
+                line.extend_from_slice(itoa::Buffer::new().format(self.cur.flow_id).as_bytes());
+            }
         }
         line.extend_from_slice(b",\"message\":");
         super::json::write_str(&mut line, message.as_bytes());

@@ -1016,6 +1016,37 @@ fn status_page_draws_the_engines_figures() {
     engine.wait(RUN_TIMEOUT).assert_success();
 }
 
+/// `dragonfly-mle top` not on a terminal (`top | head`): plain frames with no screen control,
+/// and the reader going away ends it with status 0 (audit, 2026-12-06: escape sequences and
+/// "Broken pipe", status 1).
+#[test]
+fn top_into_a_pipe_prints_plain_frames() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.write_log("in.json", b"");
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0"]);
+    let addr = http_address(&env);
+    let mut top = std::process::Command::new(bin())
+        .args(["top", "--http", &addr])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    {
+        use std::io::BufRead;
+        let mut r = std::io::BufReader::new(top.stdout.take().unwrap());
+        for _ in 0..3 {
+            r.read_line(&mut first).unwrap();
+        }
+        // The pipe closes here: top's next frame meets a broken pipe.
+    }
+    let status = top.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "top ended with {status:?}");
+    assert!(!first.contains('\x1b') && !first.contains('\r'), "{first:?}");
+    assert!(first.contains(&addr), "{first:?}");
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+}
+
 /// `dragonfly-mle top` driven in tmux: the screen shows the running engine's inputs,
 /// analyzers, outputs and shards with their counts, is redrawn, and `q` leaves it.
 #[test]
