@@ -52,6 +52,10 @@ pub(crate) struct Carry {
     /// Why the configuration a reload asked for could not start (the previous one runs
     /// again): reported by the next pipeline.
     pub fallback: Option<String>,
+    /// The HTTP endpoint of the pipeline that ended for a rebuild, with the address it was
+    /// asked for: the next pipeline serves on it if it asks for the same, so that clients
+    /// (a health probe) are answered during the rebuild, not reset.
+    pub http: Option<(String, crate::metrics::http::HttpServer)>,
     /// The worker threads, which outlive a rebuild with their Lua states, and where each is
     /// sent its next pipeline.
     pub workers: Vec<(

@@ -77,17 +77,28 @@ pub(super) fn reload_request(
 
 /// Starts the HTTP endpoint. An address given on the command line or in config.lua that
 /// cannot be bound is a startup error; the default one is reported and skipped.
+/// The endpoint of the previous pipeline (`kept`) serves on when the address asked for is the
+/// same.
 pub(super) fn start_http(
     opts: &Options,
     cfg: &Config,
     stats: &Arc<Stats>,
     diag: &crate::source::Diag,
-) -> anyhow::Result<Option<crate::metrics::http::HttpServer>> {
+    kept: Option<(String, crate::metrics::http::HttpServer)>,
+) -> anyhow::Result<Option<(String, crate::metrics::http::HttpServer)>> {
     let (addr, explicit) = match &opts.http {
         Some(a) => (crate::config::parse_http_address(a).context("--http")?, true),
         None => (cfg.http_address.clone(), cfg.http_explicit),
     };
     let Some(addr) = addr else { return Ok(None) };
+    if let Some((was, server)) = kept {
+        if was == addr {
+            server.serve_stats(Arc::clone(stats));
+            return Ok(Some((addr, server)));
+        }
+        // Another address: the old endpoint closes before the new one binds.
+        drop(server);
+    }
     match crate::metrics::http::start(&addr, Arc::clone(stats), &cfg.root.join("www")) {
         Ok(s) => {
             let bound = s.addr.to_string();
@@ -96,7 +107,7 @@ pub(super) fn start_http(
                 &[("address", &bound)],
                 &format!("HTTP endpoint on http://{bound}/ (/metrics, /stats, /health, /www/)"),
             ));
-            Ok(Some(s))
+            Ok(Some((addr, s)))
         }
         Err(e) if explicit => bail!("http_address: cannot listen on {addr}: {e}"),
         Err(e) => {

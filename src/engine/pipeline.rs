@@ -113,7 +113,7 @@ pub(super) fn run_pipeline(
         crate::diag::stderr_report(&line);
         let _ = diag_tx.send(line);
     }
-    let _http = match start_http(opts, cfg, &shared.stats, &diag_tx) {
+    let http = match start_http(opts, cfg, &shared.stats, &diag_tx, carry.http.take()) {
         Ok(h) => h,
         Err(e) if first => return Err(e),
         // After a reload the endpoint is reported missing, the pipeline runs.
@@ -172,7 +172,11 @@ pub(super) fn run_pipeline(
         return Ok(Outcome::Ended);
     }
     Ok(match next.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        Some(c) => Outcome::Next(Box::new(c)),
+        Some(c) => {
+            // The endpoint stays open for the next pipeline.
+            carry.http = http;
+            Outcome::Next(Box::new(c))
+        }
         None => Outcome::Ended,
     })
 }

@@ -18,11 +18,24 @@ use super::Stats;
 /// Requests served at once; more are answered 503 at once.
 const MAX_CONNECTIONS: usize = 8;
 
+/// What the endpoint serves: a pipeline's counters and the history of its status page.
+type Serving = (Arc<Stats>, Arc<super::page::History>);
+
 /// The running endpoint; stops when dropped.
 pub(crate) struct HttpServer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    serving: Arc<std::sync::Mutex<Serving>>,
+}
+
+impl HttpServer {
+    /// Serves `stats` from now on (a reload's new pipeline), on the same listening socket: a
+    /// client connecting during the rebuild is answered, not reset.
+    pub(crate) fn serve_stats(&self, stats: Arc<Stats>) {
+        let mut s = self.serving.lock().unwrap_or_else(|p| p.into_inner());
+        *s = (stats, Arc::new(super::page::History::default()));
+    }
 }
 
 impl Drop for HttpServer {
@@ -49,11 +62,16 @@ pub(crate) fn start(addr: &str, stats: Arc<Stats>, www: &std::path::Path) -> std
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let history = Arc::new(super::page::History::default());
+    let serving = Arc::new(std::sync::Mutex::new((
+        stats,
+        Arc::new(super::page::History::default()),
+    )));
+    let current = Arc::clone(&serving);
     let thread = std::thread::Builder::new().name("dfm-http".into()).spawn(move || {
         let started = std::time::Instant::now();
         let mut next_sample = started;
         while !flag.load(Relaxed) {
+            let (stats, history) = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if std::time::Instant::now() >= next_sample {
                 history.sample(&stats, started);
                 next_sample += Duration::from_secs(1);
@@ -100,6 +118,7 @@ pub(crate) fn start(addr: &str, stats: Arc<Stats>, www: &std::path::Path) -> std
         addr: local,
         stop,
         thread: Some(thread),
+        serving,
     })
 }
 

@@ -1016,6 +1016,77 @@ fn status_page_draws_the_engines_figures() {
     engine.wait(RUN_TIMEOUT).assert_success();
 }
 
+/// The HTTP endpoint stays on its socket through reloads that build the pipeline again: a
+/// health probe polling all along is answered every time, and an endpoint asked for on port 0
+/// keeps the port it got (audit, 2026-12-06: about one connection reset per rebuild; with port
+/// 0 the endpoint moved to a new port).
+#[test]
+fn the_http_endpoint_answers_through_rebuilding_reloads() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.write_log("in.json", b"");
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0"]);
+    let addr = http_address(&env);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (addr, stop) = (addr.clone(), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = TcpStream::connect(&addr).and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                    write!(s, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+                    let mut resp = Vec::new();
+                    s.read_to_end(&mut resp)?;
+                    Ok(resp)
+                });
+                match r {
+                    Ok(resp) if resp.starts_with(b"HTTP/1.1 ") => ok += 1,
+                    other => failed.push(format!("{:?}", other.map(|r| String::from_utf8_lossy(&r).into_owned()))),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (ok, failed)
+        })
+    };
+    for i in 1..=4 {
+        env.config(&simple_config(
+            "tail://in.json<",
+            "",
+            &format!("stats_interval = {}", 10 + i),
+        ));
+        engine.signal(libc::SIGHUP);
+        wait_until(
+            Duration::from_secs(30),
+            &format!("reload {i} applied"),
+            || {
+                env.log_records_of("reload")
+                    .iter()
+                    .filter(|r| {
+                        r["message"]
+                            .as_str()
+                            .unwrap_or("")
+                            .contains("runs the new configuration")
+                    })
+                    .count()
+                    >= i
+            },
+            || format!("{:?}", env.log_records()),
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = poller.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+    assert!(ok > 10, "{ok} requests answered");
+    assert_eq!(request(&addr, "GET", "/health").0, 200, "the endpoint moved");
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+}
+
 /// `dragonfly-mle top` not on a terminal (`top | head`): plain frames with no screen control,
 /// and the reader going away ends it with status 0 (audit, 2026-12-06: escape sequences and
 /// "Broken pipe", status 1).
