@@ -41,6 +41,9 @@ pub(crate) enum OutputUri {
         brokers: String,
         topic: String,
         key: KafkaKey,
+        /// Messages the producer holds unacknowledged at most (`queue=N`; default 200,000):
+        /// past it the writer waits.
+        queue: u32,
     },
     /// Parquet files `<dir>/<prefix>-...parquet` with an index (`parquet://DIR/PREFIX`).
     Parquet {
@@ -258,20 +261,29 @@ impl OutputUri {
         } else if let Some(rest) = uri.strip_prefix("kafka://") {
             let (brokers, topic, params) = kafka_parts(uri, rest)?;
             let mut key = KafkaKey::Flow;
+            let mut queue = 200_000;
             for (k, v) in params {
                 match (k.as_str(), v.as_str()) {
                     ("key", "flow") => key = KafkaKey::Flow,
                     ("key", "none") => key = KafkaKey::None,
+                    ("queue", n) if n.parse::<u32>().is_ok_and(|n| (1..=10_000_000).contains(&n)) => {
+                        queue = n.parse().unwrap_or(queue);
+                    }
                     _ => {
                         return Err(UriProblem::UnknownParameter {
                             param: format!("{k}={v}"),
-                            expected: "key=flow|none",
+                            expected: "key=flow|none, queue=1..10000000",
                         }
                         .of(uri));
                     }
                 }
             }
-            Ok(OutputUri::Kafka { brokers, topic, key })
+            Ok(OutputUri::Kafka {
+                brokers,
+                topic,
+                key,
+                queue,
+            })
         } else if let Some(rest) = uri.strip_prefix("parquet://") {
             let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
             let full = resolve(uri, main, log_dir)?;

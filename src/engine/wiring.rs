@@ -95,8 +95,13 @@ pub(super) fn open_outputs(
                 }
                 Box::new(s)
             }
-            OutputUri::Kafka { brokers, topic, key } => Box::new(
-                KafkaSink::open(brokers, topic, *key)
+            OutputUri::Kafka {
+                brokers,
+                topic,
+                key,
+                queue,
+            } => Box::new(
+                KafkaSink::open(brokers, topic, *key, *queue)
                     .with_context(|| format!("outputs[{}] ({}): cannot create the Kafka producer", i + 1, o.tag))?,
             ),
         });

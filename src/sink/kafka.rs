@@ -82,7 +82,7 @@ pub(crate) struct KafkaSink {
 }
 
 impl KafkaSink {
-    pub(crate) fn open(brokers: &str, topic: &str, key: KafkaKey) -> Result<KafkaSink, KafkaError> {
+    pub(crate) fn open(brokers: &str, topic: &str, key: KafkaKey, queue: u32) -> Result<KafkaSink, KafkaError> {
         let deliveries = Arc::new(Deliveries {
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -96,7 +96,7 @@ impl KafkaSink {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("batch.num.messages", "10000")
-            .set("queue.buffering.max.messages", "200000")
+            .set("queue.buffering.max.messages", queue.to_string())
             .set("compression.type", "lz4")
             .create_with_context(Ctx(Arc::clone(&deliveries)))?;
         Ok(KafkaSink {
@@ -112,7 +112,11 @@ impl KafkaSink {
         })
     }
 
-    /// Sends one event (`bytes` ends with its newline, which is not sent).
+    /// Sends one event (`bytes` ends with its newline, which is not sent). A full producer
+    /// queue (the broker does not acknowledge) is `WouldBlock` after serving the delivery
+    /// reports waiting: the caller waits and sends the record again (see
+    /// `Outputs::write_record`). A record the client refuses at once (larger than a message may
+    /// be) is an error, and counts as a failed message: the watermark stays before it.
     pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         self.key_buf.clear();
@@ -123,22 +127,44 @@ impl KafkaSink {
                 self.key_buf.push(b"0123456789abcdef"[((k >> (i * 4)) & 0xf) as usize]);
             }
         }
-        loop {
-            let mut rec = BaseRecord::with_opaque_to(&self.topic, self.sent as usize).payload(body);
-            if !self.key_buf.is_empty() {
-                rec = rec.key(&self.key_buf[..]);
+        let mut rec = BaseRecord::with_opaque_to(&self.topic, self.sent as usize).payload(body);
+        if !self.key_buf.is_empty() {
+            rec = rec.key(&self.key_buf[..]);
+        }
+        match self.producer.send(rec) {
+            Ok(()) => {
+                self.sent += 1;
+                self.producer.poll(Duration::ZERO);
+                Ok(())
             }
-            match self.producer.send(rec) {
-                Ok(()) => {
-                    self.sent += 1;
-                    self.producer.poll(Duration::ZERO);
-                    return Ok(());
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    // Back-pressure: serve delivery reports until there is room.
-                    self.producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => return Err(io::Error::other(format!("{}: {e}", self.name))),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                // Back-pressure: serve delivery reports, then let the caller decide (it waits a
+                // little and tries again, or gives the record up at the stop).
+                self.producer.poll(Duration::ZERO);
+                let unacked = self.sent.saturating_sub(self.delivered());
+                let why = self
+                    .last_problem()
+                    .map(|p| format!("; the client's last error: {p}"))
+                    .unwrap_or_default();
+                Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{}: the producer's queue is full ({unacked} messages not acknowledged){why}",
+                        self.name
+                    ),
+                ))
+            }
+            Err((e, _)) => {
+                // Failed for good at once: it takes its place in the sending order as a failed
+                // message (counted by the caller), so checkpoints and commits stay before it.
+                let index = self.sent;
+                self.sent += 1;
+                self.deliveries.done.fetch_add(1, Relaxed);
+                self.deliveries.first_failed.fetch_min(index, Relaxed);
+                Err(io::Error::other(format!(
+                    "{}: {e} (checkpoints and commits stay before this record: the next run reads it again)",
+                    self.name
+                )))
             }
         }
     }

@@ -329,6 +329,10 @@ struct Waiting {
 
 /// The sinks with their policies: every record goes through [`Outputs::write`], which counts
 /// it once it is delivered, lost or dropped, never before.
+/// How long an output that takes no record (a full Kafka producer queue) makes the writer
+/// wait before it is reported.
+const FULL_REPORT_AFTER: Duration = Duration::from_secs(10);
+
 pub(crate) struct Outputs {
     pub sinks: Vec<Sink>,
     policy: Vec<Policy>,
@@ -421,7 +425,40 @@ impl Outputs {
         let o = output.index();
         let Some(s) = self.sinks.get_mut(o) else { return };
         if s.held().is_none() {
-            match s.write(bytes) {
+            // A full output (Kafka's producer queue, its broker not acknowledging) makes the
+            // writer wait, and with it the pipeline; after 10 s it is reported; once the
+            // engine is stopping and its grace is over, the record is given up.
+            let mut full: Option<(Instant, bool)> = None;
+            let r = loop {
+                match self.sinks[o].write(bytes) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let (since, told) = full.get_or_insert_with(|| (Instant::now(), false));
+                        if self.gate.give_up() {
+                            self.abandoned = true;
+                            break Err(std::io::Error::other(format!(
+                                "{e}; the engine is stopping and its grace is over: the record is lost"
+                            )));
+                        }
+                        if !*told && since.elapsed() >= FULL_REPORT_AFTER {
+                            *told = true;
+                            let msg = format!("{e}; the pipeline waits for it (nothing is dropped)");
+                            self.report(o, Kind::OutputWaiting, "", &msg);
+                            // The writer's loop, which flushes `{log}`, waits on this.
+                            if let Some(log) = self.sinks.get_mut(crate::shard::LOG_OUTPUT.index()) {
+                                let _ = log.flush();
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    r => break r,
+                }
+            };
+            if let (Some((since, true)), Ok(())) = (full, &r) {
+                let secs = since.elapsed().as_secs_f64();
+                let msg = format!("its queue takes records again after {secs:.1} s");
+                self.report(o, Kind::OutputResumed, &format!(",\"seconds\":{secs:.3}"), &msg);
+            }
+            match r {
                 Ok(()) => {
                     self.stats.outputs[o].written.fetch_add(1, Relaxed);
                 }
@@ -520,19 +557,20 @@ impl Outputs {
     fn make_room(&mut self, o: usize, n: usize) -> bool {
         let limit = self.policy(o).limit;
         let drops = self.policy(o).drop_when_full;
-        self.wait_for(o, |held, _| held == 0 || held + n <= limit, drops)
+        self.wait_for(o, |held, _| held == 0 || held + n <= limit, drops, false)
     }
 
     /// At exit: waits (up to the grace) until output `o` has delivered what it holds and has
     /// nothing [waiting](Output::waiting).
     fn drain(&mut self, o: usize) {
-        self.wait_for(o, |held, delivered| held == 0 && delivered, false);
+        self.wait_for(o, |held, delivered| held == 0 && delivered, false, true);
     }
 
     /// Delivers what output `o` holds, retrying with backoff, until `done(held bytes, the last
     /// delivery worked)`; true then. False at once when it is not done and `give_up_now`; after
     /// the stop's grace, what it holds is abandoned (counted as lost) and it returns true.
-    fn wait_for(&mut self, o: usize, done: impl Fn(usize, bool) -> bool, give_up_now: bool) -> bool {
+    /// `ending`: the pipeline is ending (a drain), not only waiting for room.
+    fn wait_for(&mut self, o: usize, done: impl Fn(usize, bool) -> bool, give_up_now: bool, ending: bool) -> bool {
         let mut pause = Duration::from_millis(5);
         let start = Instant::now();
         let mut told = false;
@@ -555,9 +593,15 @@ impl Outputs {
                 told = true;
                 // `held` counts records, as in the other `output_waiting` records.
                 let (records, bytes) = self.sinks[o].held().map_or((0, 0), |h| (h.records(), h.len()));
-                let msg = format!(
-                    "the pipeline is ending (a reload or a stop) and waits for this output to deliver what it holds ({records} records, {bytes} bytes); a reload goes on once it does, a stop gives up after its grace"
-                );
+                let msg = if ending {
+                    format!(
+                        "the pipeline is ending (a reload or a stop) and waits for this output to deliver what it holds ({records} records, {bytes} bytes); a reload goes on once it does, a stop gives up after its grace"
+                    )
+                } else {
+                    format!(
+                        "this output holds all its buffer_mb allows ({records} records, {bytes} bytes) and cannot deliver: the pipeline waits for it (the inputs wait; nothing is dropped)"
+                    )
+                };
                 self.report(o, Kind::OutputWaiting, &format!(",\"held\":{records}"), &msg);
                 // The writer's loop, which flushes `{log}`, waits on this: the record goes now.
                 if let Some(log) = self.sinks.get_mut(crate::shard::LOG_OUTPUT.index()) {

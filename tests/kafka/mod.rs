@@ -1245,3 +1245,96 @@ fn check_asks_the_brokers() {
         }
     }
 }
+
+/// A Kafka output whose broker is never there, with more records than its producer queue
+/// holds (`queue=50`): the writer waits, the wait is reported after 10 s ("queue is full"),
+/// and SIGTERM stops the engine after its grace and the final flush, every record counted as
+/// lost (audit, 2026-12-06: past the queue's size the writer waited in the producer for ever,
+/// deaf to SIGTERM and SIGINT, and nothing was reported).
+#[test]
+fn kafka_output_with_a_full_queue_waits_reports_and_stops() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let env = Env::new();
+    env.config(&format!(
+        "inputs = {{ {{ tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
+         outputs = {{ {{ tag = \"out\", uri = \"kafka://127.0.0.1:{port}/out?queue=50\" }} }}\nshutdown_grace = 1\n"
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    let lines: Vec<String> = events(200, 10).into_iter().map(|(_, e)| e).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let mut engine = env.spawn(&[]);
+    wait_until(
+        Duration::from_secs(60),
+        "the full queue reported",
+        || {
+            env.log_records_of("output_waiting")
+                .iter()
+                .any(|r| r["message"].as_str().unwrap_or("").contains("queue is full"))
+        },
+        || format!("{:?}", env.log_records()),
+    );
+    let asked = Instant::now();
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(90));
+    assert!(
+        asked.elapsed() < Duration::from_secs(60),
+        "the stop took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
+    let sum = out.summary();
+    assert_eq!(
+        (sum.read, sum.written, sum.output_errors),
+        (200, 0, 200),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A record the Kafka client refuses at once (larger than a message may be) is lost for this
+/// run, counted, and the tail checkpoint stays before it (audit, 2026-12-06: the checkpoint
+/// went to the end of the file, so the next run never read it again).
+#[test]
+fn kafka_output_a_record_refused_at_once_keeps_the_checkpoint_before_it() {
+    let broker = Broker::start();
+    broker.create_topic("out", 1);
+    let env = Env::new();
+    env.config(&format!(
+        "inputs = {{ {{ tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
+         outputs = {{ {{ tag = \"out\", uri = \"kafka://{}/out\" }} }}\nshutdown_grace = 1\nmax_line_bytes = 4000000\n",
+        broker.brokers()
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    let mut lines: Vec<String> = events(50, 10).into_iter().map(|(_, e)| e).collect();
+    lines[25] = format!("{{\"event_type\":\"big\",\"pad\":\"{}\"}}", "x".repeat(1_500_000));
+    let before: usize = lines[..25].iter().map(|l| l.len() + 1).sum();
+    env.write_log("in.json", &join_lines(&lines));
+    let run = env.dir.path().join("run");
+    let mut engine = env.spawn(&["--run-dir", run.to_str().unwrap()]);
+    let got = broker.consume("out", |g| g.len() >= 49);
+    assert_eq!(got.len(), 49);
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(120));
+    let sum = out.summary();
+    assert_eq!(
+        (sum.read, sum.written, sum.output_errors),
+        (50, 49, 1),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
+    let ckpt = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("tail-"))
+        .map(|e| serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).unwrap()).unwrap());
+    let offset = ckpt.as_ref().and_then(|v| v["offset"].as_u64()).unwrap_or(0);
+    assert!(
+        offset <= before as u64,
+        "the checkpoint ({offset}) passed the refused record (at {before}): {ckpt:?}"
+    );
+}
