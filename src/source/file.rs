@@ -18,6 +18,9 @@ impl LineSink for Router {
     fn too_long(&mut self, line_no: u64, offset: u64, len: usize, max: usize) {
         Router::too_long(self, line_no, offset, len, max)
     }
+    fn hole(&mut self, line_no: u64, offset: u64, n: usize, followed: bool) {
+        self.report_hole(line_no, offset, n, followed)
+    }
 }
 
 /// Whether the file starts with the gzip magic bytes.
@@ -194,6 +197,9 @@ impl LineSink for Paced<'_> {
     }
     fn too_long(&mut self, line_no: u64, offset: u64, len: usize, max: usize) {
         self.router.too_long(line_no, offset, len, max)
+    }
+    fn hole(&mut self, line_no: u64, offset: u64, n: usize, followed: bool) {
+        self.router.report_hole(line_no, offset, n, followed)
     }
 }
 

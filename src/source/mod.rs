@@ -188,10 +188,19 @@ impl Router {
     fn skip_hole<'a>(&self, line: &'a [u8], line_no: u64, offset: u64) -> &'a [u8] {
         let n = line.iter().take_while(|&&c| c == 0).count();
         let rest = &line[n..];
-        let then = if rest.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r')) {
-            "nothing after them on the line"
-        } else {
+        let followed = !rest.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r'));
+        self.report_hole(line_no, offset, n, followed);
+        rest
+    }
+
+    /// Reports `n` NUL bytes skipped at `offset`, at the start of line `line_no`
+    /// (`followed`: something came after them on the line).
+    #[cold]
+    pub(crate) fn report_hole(&self, line_no: u64, offset: u64, n: usize, followed: bool) {
+        let then = if followed {
             "the line after them was read"
+        } else {
+            "nothing after them on the line"
         };
         self.report(
             crate::diag::Kind::InputHole,
@@ -203,7 +212,6 @@ impl Router {
                  cut while its writer went on at its old offset, as logrotate's copytruncate does?)"
             ),
         );
-        rest
     }
 
     fn shard_of(&mut self, hash: Option<u64>) -> usize {

@@ -1119,7 +1119,10 @@ fn events_behind_a_hole_of_nul_bytes_are_read() {
     input.extend(std::iter::repeat_n(0u8, 300));
     input.push(b'\n');
     input.extend_from_slice(format!("{}\n\0\0{}\r\n", events[11], events[12]).as_bytes());
-    input.extend(join_lines(&events[13..]));
+    input.extend(join_lines(&events[13..15]));
+    // A hole longer than max_line_bytes (1 MiB): the event after it is read all the same.
+    input.extend(std::iter::repeat_n(0u8, 2 << 20));
+    input.extend(join_lines(&events[15..]));
     env.write_log("in.json", &input);
     let out = env.run(&[]);
     out.assert_success();
@@ -1140,7 +1143,10 @@ fn events_behind_a_hole_of_nul_bytes_are_read() {
             )
         })
         .collect();
-    assert_eq!(holes, [(11, 575, false), (12, 300, true), (14, 2, false)]);
+    assert_eq!(
+        holes,
+        [(11, 575, false), (12, 300, true), (14, 2, false), (17, 2 << 20, false)]
+    );
 }
 
 /// Integers beyond 64 bits are valid JSON numbers (serde_json and cjson read them as doubles):
