@@ -928,7 +928,10 @@ fn check_verifies_inputs_outputs_and_redis() {
         simple_config("file://nowhere.json", "", "").replace("file://out.json<", "file:///etc/hostname/out.json<")
             + "\noutputs[#outputs + 1] = { tag = \"d\", uri = \"file:///tmp\" }\n"
             + "outputs[#outputs + 1] = { tag = \"p\", uri = \"file:///proc/dfm-nope/x.json\" }\n"
+            + "outputs[#outputs + 1] = { tag = \"q\", uri = \"parquet:///proc/ev\" }\n"
+            + "inputs[#inputs + 1] = { tag = \"s\", uri = \"ipc+stream://a-file\", script = \"filter.lua\", default_analyzer = \"a\" }\n"
     ));
+    env.write_log("a-file", b"not a socket\n");
     env.filter("filter.lua", FILTER_TO_DEFAULT);
     env.analyzer("a.lua", ANALYZER_PASS);
     let out = env.run(&["check"]);
@@ -940,6 +943,10 @@ fn check_verifies_inputs_outputs_and_redis() {
         "outputs[2].uri: /tmp is a directory",
         // access(2) lets root "write" in /proc, where no directory can be made.
         "outputs[3].uri: cannot write in /proc/dfm-nope",
+        // An existing directory where root may "write" but nothing can be made.
+        "outputs[4].uri: cannot write in /proc",
+        "inputs[2].uri:",
+        "a-file exists and is not a socket",
         &format!("redis_host/redis_port: no answer from 127.0.0.1:{dead_port}"),
     ] {
         assert!(out.stderr.contains(want), "stderr lacks {want:?}: {}", out.stderr);

@@ -98,6 +98,10 @@ pub(crate) enum UriProblem {
         "{params} not for mode={mode}: only the parameters of the chosen mode apply (group=, consumer=, start=, claim=: mode=stream; processing=: mode=list)"
     )]
     OtherMode { params: String, mode: String },
+    #[error(
+        "processing={0} is the input's own key: items would be moved into the list they come from and read again without end (give the processing list a name of its own, or leave processing= out: KEY:processing)"
+    )]
+    ProcessingIsKey(String),
 }
 
 impl UriProblem {
@@ -380,6 +384,9 @@ fn redis_input(uri: &str, rest: &str) -> Result<RedisInSpec, UriError> {
             mode: mode.clone(),
         }
         .of(uri));
+    }
+    if processing.as_deref() == Some(key) {
+        return Err(UriProblem::ProcessingIsKey(key.to_string()).of(uri));
     }
     let mode = match mode.as_str() {
         "stream" => RedisInMode::Stream {

@@ -96,6 +96,18 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
                     out.push(format!("inputs[{}].uri: cannot read {}: {e}", i + 1, path.display()));
                 }
             }
+            InputUri::Ipc { path, .. } => {
+                use std::os::unix::fs::FileTypeExt;
+                if let Ok(m) = std::fs::symlink_metadata(host_path(path))
+                    && !m.file_type().is_socket()
+                {
+                    out.push(format!(
+                        "inputs[{}].uri: {} exists and is not a socket (the input binds a socket there)",
+                        i + 1,
+                        path.display()
+                    ));
+                }
+            }
             InputUri::Redis(spec) => {
                 let target = RedisTarget::Tcp(spec.host.clone(), spec.port);
                 if let Err(e) = ping(&target, cfg) {
@@ -178,12 +190,19 @@ pub(super) fn writable_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
         return Err(std::io::Error::last_os_error().into());
     }
-    // Directories to be made: made and removed once here (access(2) says yes to root where
-    // none can be made, as under /proc).
+    // Directories to be made: made and removed once here; a directory that exists gets a file
+    // made and removed (access(2) says yes to root where nothing can be made, as in /proc).
+    let probe = d.join(format!(".dragonfly-mle-check-{}", std::process::id()));
     if d != dir {
-        let probe = d.join(format!(".dragonfly-mle-check-{}", std::process::id()));
         std::fs::create_dir(&probe).with_context(|| format!("cannot create a directory in {}", d.display()))?;
         let _ = std::fs::remove_dir(&probe);
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .with_context(|| format!("cannot create a file in {}", d.display()))?;
+        let _ = std::fs::remove_file(&probe);
     }
     Ok(())
 }

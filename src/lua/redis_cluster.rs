@@ -223,8 +223,10 @@ pub(crate) struct Cluster {
     slots: Vec<Option<Addr>>,
     last_refresh: Option<Instant>,
     tx: Option<Tx>,
-    /// Time waited on `TRYAGAIN` since a command last succeeded (see `TRYAGAIN_BUDGET`).
-    tryagain_spent: Duration,
+    /// Per slot (`u16::MAX`: keyless commands), the time waited on `TRYAGAIN` since a command
+    /// on it last succeeded (see `TRYAGAIN_BUDGET`): a slot left half-migrated costs its
+    /// budget once, however many commands on other slots succeed between its refusals.
+    tryagain_spent: HashMap<u16, Duration>,
     /// Replies of pipelined commands, in the order they were sent, for `recv_response`.
     replies: VecDeque<RedisResult<Value>>,
     /// Nodes lost and restored since the worker last looked (`redis_lost`, `redis_restored`).
@@ -317,7 +319,8 @@ fn is_broadcast(args: &[Vec<u8>]) -> bool {
 /// How long to wait before trying a command refused with `TRYAGAIN` again (a multi-key
 /// command on a slot being migrated): 10 ms doubling, about 1.3 s in all.
 const TRYAGAIN_WAITS: [u64; 7] = [10, 20, 40, 80, 160, 320, 640];
-/// The most the commands refused with `TRYAGAIN` in a row wait together.
+/// The most the commands refused with `TRYAGAIN` on one slot wait together, until a command on
+/// that slot succeeds.
 const TRYAGAIN_BUDGET: Duration = Duration::from_millis(1270);
 
 /// Commands one transaction may queue (they are held in the engine until `EXEC`: a script
@@ -343,7 +346,7 @@ impl Cluster {
             slots: vec![None; SLOTS],
             last_refresh: None,
             tx: None,
-            tryagain_spent: Duration::ZERO,
+            tryagain_spent: HashMap::new(),
             replies: VecDeque::new(),
             notices: Vec::new(),
         };
@@ -629,19 +632,20 @@ impl Cluster {
                 // One budget for every command refused so in a row (a batch of them, or a slot
                 // left half-migrated, waits about 1.3 s in all, not that much each).
                 let wait = Duration::from_millis(TRYAGAIN_WAITS[waits]);
-                if self.tryagain_spent + wait > TRYAGAIN_BUDGET {
+                let spent = self.tryagain_spent.entry(slot.unwrap_or(u16::MAX)).or_default();
+                if *spent + wait > TRYAGAIN_BUDGET {
                     return r;
                 }
+                *spent += wait;
                 std::thread::sleep(wait);
-                self.tryagain_spent += wait;
                 waits += 1;
                 // The ASK back to the target is part of the wait, not a new redirection.
                 redirects = 0;
                 (addr, asking) = (self.addr_of(slot), false);
                 continue;
             }
-            if !matches!(&r, Ok(Value::ServerError(_))) {
-                self.tryagain_spent = Duration::ZERO;
+            if !matches!(&r, Ok(Value::ServerError(_))) && !self.tryagain_spent.is_empty() {
+                self.tryagain_spent.remove(&slot.unwrap_or(u16::MAX));
             }
             return r;
         }

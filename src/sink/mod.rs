@@ -704,8 +704,8 @@ pub(crate) struct Writer {
     /// written and no error since) from a failing one for `/health`.
     health_prev: Vec<(u64, u64)>,
     /// Per output with acknowledgements (Kafka, Parquet): the delivered count last seen, since
-    /// when it has not moved while records wait, and whether that stall was reported.
-    stalls: Vec<(u64, Instant, bool)>,
+    /// when it has not moved while records wait, and since when its stall was reported.
+    stalls: Vec<(u64, Instant, Option<Instant>)>,
     /// Workers reported stuck (`report_stuck_workers`) and still so.
     stuck_reported: Vec<usize>,
 }
@@ -1113,7 +1113,7 @@ impl Writer {
     /// because what it waited for was given up: `gave_up`).
     fn stalled(&mut self, i: usize, gave_up: bool) -> bool {
         if self.stalls.len() < self.out.sinks.len() {
-            self.stalls.resize(self.out.sinks.len(), (0, Instant::now(), false));
+            self.stalls.resize(self.out.sinks.len(), (0, Instant::now(), None));
         }
         let s = &self.out.sinks[i];
         let (sent, delivered) = (s.sent(), s.delivered());
@@ -1135,14 +1135,23 @@ impl Writer {
             _ => None,
         };
         let Some(why) = why else {
-            if std::mem::take(&mut st.2) && !gave_up {
-                let msg = format!("{}: delivering again", s.name());
-                self.out.report(i, Kind::OutputResumed, "", &msg);
+            if let Some(since) = st.2.take()
+                && !gave_up
+            {
+                let secs = since.elapsed().as_secs_f64();
+                let msg = format!("{}: delivering again after {secs:.1} s", s.name());
+                self.out
+                    .report(i, Kind::OutputResumed, &format!(",\"seconds\":{secs:.3}"), &msg);
+                // Healthy again now, not only once a next record is written (an idle engine
+                // would stay "failing").
+                self.stats.outputs[i].last_ok_ms.store(self.stats.now_ms() + 1, Relaxed);
             }
             return false;
         };
-        if !st.2 {
-            st.2 = true;
+        if st.2.is_none() {
+            // Since when: the output's own reason is seen now; a stall began when the
+            // acknowledgements stopped.
+            st.2 = Some(if s.waiting().is_some() { Instant::now() } else { st.1 });
             let msg = format!("{}: {why} (nothing passes the watermark meanwhile)", s.name());
             self.out.report(
                 i,

@@ -190,15 +190,24 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
                     con = None;
                 } else if e.code() == Some("NOGROUP") {
                     // The stream or its group is gone (a Redis that restarted without its
-                    // data): made again after the last entry read (all of a new stream), so
-                    // that what was added meanwhile is read.
-                    let at = last_id.clone().unwrap_or_else(|| "0".into());
+                    // data): made again after the last entry read when the stream still holds
+                    // it, else at its start (a new stream, whose ids may be below the last
+                    // one read: all of it is read), so that what was added meanwhile is read.
+                    let at = match &last_id {
+                        Some(id) if holds_entry(c, &spec.key, id) => id.clone(),
+                        _ => "0".into(),
+                    };
                     match create_group_at(c, spec, &at) {
                         Ok(()) => router.info(
                             Kind::InputResumed,
                             &format!(
-                                "{}: the consumer group was gone (Redis restarted without its data?); made again at entry {at}",
-                                spec.name()
+                                "{}: the consumer group was gone (Redis restarted without its data?); made again {}",
+                                spec.name(),
+                                if at == "0" {
+                                    "at the stream's start (the last entry read is not in it: a new stream)".to_string()
+                                } else {
+                                    format!("after entry {at}, the last one read")
+                                }
                             ),
                         ),
                         Err(e) => report(router, &e),
@@ -445,6 +454,12 @@ fn connect(spec: &RedisInSpec) -> redis::RedisResult<Connection> {
     con.set_read_timeout(Some(READ_TIMEOUT))?;
     con.set_write_timeout(Some(READ_TIMEOUT))?;
     Ok(con)
+}
+
+/// Whether stream `key` still holds entry `id` (false when it cannot be asked).
+fn holds_entry(con: &mut Connection, key: &str, id: &str) -> bool {
+    let r: redis::RedisResult<Value> = redis::cmd("XRANGE").arg(key).arg(id).arg(id).query(con);
+    matches!(r, Ok(Value::Array(a)) if !a.is_empty())
 }
 
 /// Creates the stream's consumer group (and the stream) unless it exists.

@@ -614,6 +614,65 @@ end
     assert_eq!(c.get(b), "1");
 }
 
+/// A slot left half-migrated (an interrupted reshard) costs its `TRYAGAIN` wait once, not once
+/// per event, although a command on another slot succeeds between its refusals: Redis sees a
+/// few dozen refused commands for 20 events, not the 8 per event a budget reset by every
+/// success gave (audit, 2026-12-06: about 1.3 s per event, a worker reported stuck).
+#[test]
+fn a_slot_left_half_migrated_costs_its_wait_once() {
+    let c = RedisCluster::start();
+    let (a, b) = ("{h}:a", "{h}:b");
+    let src = c.owner(a, c.ports[0]);
+    let dst = *c.ports.iter().find(|&&p| p != src).unwrap();
+    let slot = c.cli(src, &["CLUSTER", "KEYSLOT", a]).trim().to_string();
+    assert_eq!(c.cli(src, &["SET", a, "0"]).trim(), "OK");
+    assert_eq!(c.cli(src, &["SET", b, "0"]).trim(), "OK");
+    let (src_id, dst_id) = (c.node_id(src), c.node_id(dst));
+    c.cli(dst, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id]);
+    c.cli(src, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id]);
+    let moved = c.cli(
+        src,
+        &["MIGRATE", "127.0.0.1", &dst.to_string(), "", "0", "5000", "KEYS", a],
+    );
+    assert_eq!(moved.trim(), "OK", "MIGRATE");
+    let analyzer = r#"
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+   conn:command("INCR", "events_seen")
+   local m = conn:command("MGET", "{h}:a", "{h}:b")
+   if type(m) == "table" and m.name then msg.mget_err = m.name end
+   dragonfly.output_event(default_output, msg)
+end
+"#;
+    let env = cluster_env(&c, "file://in.json", analyzer, "");
+    let lines: Vec<String> = (0..20)
+        .map(|i| format!("{{\"event_type\":\"flow\",\"n\":{i}}}"))
+        .collect();
+    env.write_log("in.json", &join_lines(&lines));
+    env.run(&["--shards", "1"]).assert_success();
+    let out = env.lines("out.json");
+    assert_eq!(out.len(), 20);
+    assert!(
+        String::from_utf8_lossy(&out[19]).contains("TRYAGAIN"),
+        "{}",
+        String::from_utf8_lossy(&out[19])
+    );
+    let refused: u64 = [src, dst]
+        .iter()
+        .map(|&p| {
+            c.cli(p, &["INFO", "errorstats"])
+                .lines()
+                .find_map(|l| l.strip_prefix("errorstat_TRYAGAIN:count="))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0u64)
+        })
+        .sum();
+    assert!(
+        refused < 60,
+        "Redis refused {refused} commands with TRYAGAIN for 20 events"
+    );
+}
+
 /// Transactions on a cluster: `MULTI` ... `EXEC` runs on the master of its keys (queued
 /// commands answer `QUEUED`, `EXEC` gives their results), `DISCARD` applies nothing, a key on
 /// another master inside the transaction is refused and makes `EXEC` abort, `WATCH` pins the

@@ -535,7 +535,9 @@ fn parquet_files_that_cannot_be_written_are_counted_not_hidden() {
     let last = stats.last().expect("a stats line");
     let lost = last["outputs"]["out"]["errors"].as_u64().expect("errors of out");
     assert_eq!(errors.last().unwrap()["errors"].as_u64(), Some(lost));
-    // Complete files, by the index, and unfinished ones left in place.
+    // Complete files, by the index; the unfinished file of each failed attempt is removed
+    // (its rows were kept for the next one): they do not pile up, one per retry (audit,
+    // 2026-12-06: 16 left after a 13 s outage).
     assert!(
         env.log_records_of("output_resumed").is_empty(),
         "rows given up at exit are no delivery: {:?}",
@@ -548,7 +550,7 @@ fn parquet_files_that_cannot_be_written_are_counted_not_hidden() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet.inprogress"))
         .count();
     assert!(
-        unfinished >= 1 && lost > 0,
+        unfinished <= 1 && lost > 0,
         "{unfinished} unfinished files, {lost} lost"
     );
     assert_eq!(

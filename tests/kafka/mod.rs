@@ -1338,3 +1338,51 @@ fn kafka_output_a_record_refused_at_once_keeps_the_checkpoint_before_it() {
         "the checkpoint ({offset}) passed the refused record (at {before}): {ckpt:?}"
     );
 }
+
+/// A Kafka output whose broker comes back: once it delivers again (`output_resumed`, with how
+/// long it could not), `/health` answers 200 at once, on an idle engine too (audit,
+/// 2026-12-06: it stayed 503, "failing", until a new record was written).
+#[test]
+fn kafka_output_recovered_is_healthy_without_new_records() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let env = Env::new();
+    env.config(&format!(
+        "inputs = {{ {{ tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
+         outputs = {{ {{ tag = \"out\", uri = \"kafka://127.0.0.1:{port}/out\" }} }}\n"
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    let lines: Vec<String> = events(20, 10).into_iter().map(|(_, e)| e).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let mut engine = env.spawn(&["--http", "127.0.0.1:0"]);
+    let addr = crate::ops::http_address(&env);
+    let health = || crate::ops::request(&addr, "GET", "/health").0;
+    wait_until(
+        Duration::from_secs(60),
+        "output_waiting",
+        || !env.log_records_of("output_waiting").is_empty(),
+        || format!("{:?}", env.log_records()),
+    );
+    assert_eq!(health(), 503);
+    let broker = Broker::start_on(port);
+    broker.create_topic("out", 1);
+    let got = broker.consume("out", |g| g.len() >= 20);
+    assert_eq!(got.len(), 20);
+    wait_until(
+        Duration::from_secs(60),
+        "output_resumed",
+        || !env.log_records_of("output_resumed").is_empty(),
+        || format!("{:?}", env.log_records()),
+    );
+    let resumed = env.log_records_of("output_resumed");
+    assert!(resumed[0]["seconds"].as_f64().is_some_and(|s| s >= 10.0), "{resumed:?}");
+    wait_until(
+        Duration::from_secs(5),
+        "/health 200 with no new record",
+        || health() == 200,
+        String::new,
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(60)).assert_success();
+}

@@ -232,8 +232,45 @@ fn a_stream_group_made_again_after_a_restart_misses_nothing() {
     assert_eq!(written(&env).len(), 2000);
     let made = env.log_records_of("input_resumed");
     assert!(
+        made.iter().any(|r| r["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the consumer group was gone")),
+        "{made:?}"
+    );
+}
+
+/// The stream after a restart without its data has ids below the last one read (its producer
+/// gives ids, or the restarted Redis's clock is behind): the group is made again at the new
+/// stream's start, so its entries are all read (audit, 2026-12-06: the group was made after
+/// the old last id, and every new entry was skipped silently).
+#[test]
+fn a_new_stream_with_lower_ids_after_a_restart_is_read_whole() {
+    let mut r = RedisServer::start();
+    let env = env_for(&r, "mode=stream&group=g&consumer=c1&start=0");
+    let mut c = connect(&r);
+    for i in 0..100u64 {
+        let _: String = redis::cmd("XADD")
+            .arg("suricata")
+            .arg(format!("4000000000000-{}", i + 1))
+            .arg("eve")
+            .arg(event(i as usize))
+            .query(&mut c)
+            .unwrap();
+    }
+    drop(c);
+    let mut engine = env.spawn(&[]);
+    wait_for(&env, "the first 100 events", 100);
+    r.restart();
+    produce(&r, true, 100, 100);
+    wait_for(&env, "the new stream's 100 events", 200);
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    assert_eq!(written(&env).len(), 200);
+    let made = env.log_records_of("input_resumed");
+    assert!(
         made.iter()
-            .any(|r| r["message"].as_str().unwrap_or("").contains("made again at entry")),
+            .any(|r| r["message"].as_str().unwrap_or("").contains("at the stream's start")),
         "{made:?}"
     );
 }
@@ -362,6 +399,21 @@ fn parameters_of_another_mode_are_refused() {
             out.stderr
         );
     }
+}
+
+/// A processing list named as the input's own key is refused (audit, 2026-12-06: it passed,
+/// and each item was moved into its own list and read again without end: 45,000 lines out of
+/// 1,000 events).
+#[test]
+fn a_processing_list_that_is_the_key_itself_is_refused() {
+    let env = Env::simple("redis://127.0.0.1:1/k?mode=list&processing=k", ANALYZER_PASS, "", "");
+    let out = env.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("processing=k is the input's own key"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// `check` asks a `redis://` input's server: one that answers passes, a wrong port is named

@@ -645,9 +645,16 @@ impl ParquetSink {
         }
         self.retained.clear();
         self.retained_ok = true;
-        self.stale.push(cur.tmp);
         if kept {
+            // Its rows are kept and written again into a file of their own: the unfinished
+            // file holds nothing more (a disk full for an hour would otherwise leave a file
+            // per retry behind).
+            if std::fs::remove_file(&cur.tmp).is_err() {
+                self.stale.push(cur.tmp);
+            }
             self.update_delivered();
+        } else {
+            self.stale.push(cur.tmp);
         }
     }
 
