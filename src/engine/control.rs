@@ -99,7 +99,8 @@ pub(super) fn start_http(
         // Another address: the old endpoint closes before the new one binds.
         drop(server);
     }
-    match crate::metrics::http::start(&addr, Arc::clone(stats), &cfg.root.join("www")) {
+    let www = crate::privilege::host_path(&cfg.root.join("www")).into_owned();
+    match crate::metrics::http::start(&addr, Arc::clone(stats), &www) {
         Ok(s) => {
             let bound = s.addr.to_string();
             let _ = diag.send(crate::diag::line(

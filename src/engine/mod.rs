@@ -221,8 +221,14 @@ fn state_settings(cfg: &Config) -> crate::lua::state::StateSettings {
     }
 }
 
-/// The run directory: the option, else the original's, else one under the log directory.
+/// The run directory: the option, else the original's, else one under the log directory;
+/// the same for every pipeline of the run (after a chroot, /var/run could no longer be made).
 fn run_dir(opts: &Options, cfg: &Config) -> PathBuf {
+    static CHOSEN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHOSEN.get_or_init(|| choose_run_dir(opts, cfg)).clone()
+}
+
+fn choose_run_dir(opts: &Options, cfg: &Config) -> PathBuf {
     if let Some(d) = &opts.run_dir {
         return d.clone();
     }

@@ -175,6 +175,10 @@ impl KeyRef {
     }
 }
 
+/// How far from where it is expected an element of a changed array is looked for among the
+/// original's (see `Encoder::array_merged`).
+const SHIFT_WINDOW: usize = 8;
+
 /// Whether the value at `v`, found under key `k` in table `tbl` (the write table or the
 /// nested-table table `cache` of a proxy), is the table a read of that member handed out:
 /// found in `cache`, or written back to the same key (`local a = msg.a ... msg.a = a`).
@@ -704,21 +708,33 @@ impl Encoder {
             let mut spans = Vec::new();
             scan::array_elements(p.line, start, |a, b| spans.push((a, b)));
             out.push(b'[');
+            // `next`: the original element expected next (elements inserted, removed or moved
+            // shift the rest: `table.insert(a, 1, x)`, `table.remove(a, 1)`, a swap).
+            let mut next = 0usize;
             for i in 1..=n {
                 if i > 1 {
                     out.push(b',');
                 }
                 ffi::lua_rawgeti_(l, v, i as c_int);
                 let e = ffi::lua_gettop(l);
-                let r = match spans.get(i - 1) {
-                    Some(&(a, b)) if proxy::same_as_json(l, e, p.line, p.seal, a, b, 0) => {
-                        out.extend_from_slice(&p.line[a..b]);
+                // The original element this one equals: the one expected, the one at its
+                // index, else one nearby (any whose value it equals gives the right bytes).
+                let near = next.saturating_sub(SHIFT_WINDOW)..(next + SHIFT_WINDOW).min(spans.len());
+                let found = [next, i - 1]
+                    .into_iter()
+                    .chain(near)
+                    .filter(|&k| k < spans.len())
+                    .find(|&k| proxy::same_as_json(l, e, p.line, p.seal, spans[k].0, spans[k].1, 0));
+                let r = match (found, spans.get(i - 1)) {
+                    (Some(k), _) => {
+                        out.extend_from_slice(&p.line[spans[k].0..spans[k].1]);
+                        next = next.max(k + 1);
                         Ok(())
                     }
                     // An element of an array read is itself as read (a table a script put
                     // there compares by its contents, as `same_as_json` compares).
-                    Some(&span) => self.member_value(l, e, p, span, true, out, depth + 1),
-                    None => self.value(l, e, out, depth + 1),
+                    (None, Some(&span)) => self.member_value(l, e, p, span, true, out, depth + 1),
+                    (None, None) => self.value(l, e, out, depth + 1),
                 };
                 ffi::lua_settop(l, e - 1);
                 r?;

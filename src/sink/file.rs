@@ -200,11 +200,34 @@ pub(super) fn open_file(path: &std::path::Path, truncate: bool) -> io::Result<Fi
     } else {
         o.append(true);
     }
+    // Never waits in open(2): a FIFO put where the file was (checked at the start only) would
+    // hold the writer, deaf to a stop, until a reader came; it fails instead (ENXIO, or
+    // refused below), and the records wait as for any output that cannot take them.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NONBLOCK);
+    }
     let f = o.open(path)?;
-    // Opened as root before dropping to `--user`/`-p`: the file is given to that user, so
-    // that a reload's new pipeline (after the drop) can open it again.
+    check_is_file(path)?;
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a descriptor this function owns; only the O_NONBLOCK flag changes.
+        unsafe {
+            let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+            if fl >= 0 {
+                libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+            }
+        }
+    }
+    // Opened as root before dropping to `--user`/`-p`: a regular file of root's (one this
+    // engine made, typically) is given to that user, so that a reload's new pipeline (after
+    // the drop) can open it again. Devices (`/dev/null`) and files of other owners are left
+    // as they are, and a file system that cannot change owners changes nothing.
     if let Some(u) = crate::privilege::helper_user() {
-        std::os::unix::fs::fchown(&f, Some(u.uid), Some(u.gid))?;
+        use std::os::unix::fs::MetadataExt;
+        if f.metadata().is_ok_and(|m| m.is_file() && m.uid() == 0) {
+            let _ = std::os::unix::fs::fchown(&f, Some(u.uid), Some(u.gid));
+        }
     }
     Ok(f)
 }

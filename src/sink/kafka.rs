@@ -74,8 +74,11 @@ pub(crate) struct KafkaSink {
     pub deliveries: Arc<Deliveries>,
     /// Delivery failures already reported by `flush`.
     reported: u64,
-    /// Messages handed to the producer.
+    /// Messages handed to the producer (and those it refused at once, which count as sent and
+    /// failed).
     pub sent: u64,
+    /// Messages the producer refused at once (see `write`).
+    refused: u64,
     /// The flow key's walk (records are valid JSON: a parse is not needed).
     route: RouteScanner,
     key_buf: Vec<u8>,
@@ -107,6 +110,7 @@ impl KafkaSink {
             deliveries,
             reported: 0,
             sent: 0,
+            refused: 0,
             route: RouteScanner::new(),
             key_buf: Vec::with_capacity(24),
         })
@@ -159,7 +163,7 @@ impl KafkaSink {
                 // message (counted by the caller), so checkpoints and commits stay before it.
                 let index = self.sent;
                 self.sent += 1;
-                self.deliveries.done.fetch_add(1, Relaxed);
+                self.refused += 1;
                 self.deliveries.first_failed.fetch_min(index, Relaxed);
                 Err(io::Error::other(format!(
                     "{}: {e} (checkpoints and commits stay before this record: the next run reads it again)",
@@ -176,16 +180,21 @@ impl KafkaSink {
         Ok(())
     }
 
-    /// Messages acknowledged (or failed for good) so far.
+    /// Messages acknowledged (or failed for good, refused at once included) so far.
     pub(crate) fn delivered(&self) -> u64 {
-        self.deliveries.done.load(Relaxed)
+        self.deliveries.done.load(Relaxed) + self.refused
     }
 
     /// How many of the messages sent the watermark may pass: those acknowledged, up to the
     /// first that failed for good (a record not written is read again by the next run:
     /// at-least-once).
     pub(crate) fn passable(&self) -> u64 {
-        self.delivered().min(self.deliveries.first_failed.load(Relaxed))
+        // Only the broker's answers count here: a message refused at once is no answer for
+        // the ones sent before it, still in flight.
+        self.deliveries
+            .done
+            .load(Relaxed)
+            .min(self.deliveries.first_failed.load(Relaxed))
     }
 
     /// The client's last error of its own, if any.

@@ -426,21 +426,33 @@ impl Outputs {
         let Some(s) = self.sinks.get_mut(o) else { return };
         if s.held().is_none() {
             // A full output (Kafka's producer queue, its broker not acknowledging) makes the
-            // writer wait, and with it the pipeline; after 10 s it is reported; once the
-            // engine is stopping and its grace is over, the record is given up.
+            // writer wait, and with it the pipeline; after 10 s it is reported. The record is
+            // given up only once the engine is stopping and its grace is over: on a stop
+            // signal, or, at the end of the inputs, when the output has delivered nothing for
+            // that long (a slow broker that acknowledges is waited for, a dead one is not).
             let mut full: Option<(Instant, bool)> = None;
+            let mut progress = (self.sinks[o].delivered(), Instant::now());
             let r = loop {
                 match self.sinks[o].write(bytes) {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         let (since, told) = full.get_or_insert_with(|| (Instant::now(), false));
-                        if self.gate.give_up() {
+                        let delivered = self.sinks[o].delivered();
+                        if delivered != progress.0 {
+                            progress = (delivered, Instant::now());
+                        }
+                        let stalled = progress.1.elapsed() >= self.gate.grace;
+                        if self.gate.give_up() && (self.gate.stop.load(Relaxed) || stalled) {
                             self.abandoned = true;
                             break Err(std::io::Error::other(format!(
                                 "{e}; the engine is stopping and its grace is over: the record is lost"
                             )));
                         }
-                        if !*told && since.elapsed() >= FULL_REPORT_AFTER {
+                        if *told {
+                            // Failing for `/health` while it lasts.
+                            self.stats.outputs[o].last_error_ms.store(self.stats.now_ms(), Relaxed);
+                        } else if since.elapsed() >= FULL_REPORT_AFTER {
                             *told = true;
+                            self.stats.outputs[o].last_error_ms.store(self.stats.now_ms(), Relaxed);
                             let msg = format!("{e}; the pipeline waits for it (nothing is dropped)");
                             self.report(o, Kind::OutputWaiting, "", &msg);
                             // The writer's loop, which flushes `{log}`, waits on this.
@@ -457,6 +469,7 @@ impl Outputs {
                 let secs = since.elapsed().as_secs_f64();
                 let msg = format!("its queue takes records again after {secs:.1} s");
                 self.report(o, Kind::OutputResumed, &format!(",\"seconds\":{secs:.3}"), &msg);
+                self.stats.outputs[o].last_ok_ms.store(self.stats.now_ms() + 1, Relaxed);
             }
             match r {
                 Ok(()) => {

@@ -196,7 +196,7 @@ pub(crate) fn read_datagrams(
     if rebuilding.load(Relaxed) {
         return Ok(Some(Kept::Datagram(sock)));
     }
-    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(crate::privilege::host_path(path));
     Ok(None)
 }
 
@@ -318,6 +318,6 @@ pub(crate) fn read_streams(
         c.framer.finish(router);
     }
     router.flush();
-    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(crate::privilege::host_path(path));
     Ok(None)
 }

@@ -190,11 +190,11 @@ pub(crate) fn read_redis(spec: &RedisInSpec, input: usize, marks: &Watermarks, m
                     con = None;
                 } else if e.code() == Some("NOGROUP") {
                     // The stream or its group is gone (a Redis that restarted without its
-                    // data): made again after the last entry read when the stream still holds
-                    // it, else at its start (a new stream, whose ids may be below the last
-                    // one read: all of it is read), so that what was added meanwhile is read.
+                    // data): made again after the last entry read, unless the stream's newest
+                    // entry is older than that (a new stream, whose ids are below the last one
+                    // read: all of it is read), so that what was added meanwhile is read.
                     let at = match &last_id {
-                        Some(id) if holds_entry(c, &spec.key, id) => id.clone(),
+                        Some(id) if !newer_stream(c, &spec.key, id) => id.clone(),
                         _ => "0".into(),
                     };
                     match create_group_at(c, spec, &at) {
@@ -456,10 +456,33 @@ fn connect(spec: &RedisInSpec) -> redis::RedisResult<Connection> {
     Ok(con)
 }
 
-/// Whether stream `key` still holds entry `id` (false when it cannot be asked).
-fn holds_entry(con: &mut Connection, key: &str, id: &str) -> bool {
-    let r: redis::RedisResult<Value> = redis::cmd("XRANGE").arg(key).arg(id).arg(id).query(con);
-    matches!(r, Ok(Value::Array(a)) if !a.is_empty())
+/// Whether stream `key` is a new one next to entry `id` last read: empty, or its newest
+/// entry's id below `id` (false when it cannot be asked: the group is then made after `id`).
+fn newer_stream(con: &mut Connection, key: &str, id: &str) -> bool {
+    let parse = |s: &str| -> Option<(u64, u64)> {
+        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+        Some((ms.parse().ok()?, seq.parse().ok()?))
+    };
+    let r: redis::RedisResult<Value> = redis::cmd("XREVRANGE")
+        .arg(key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(con);
+    let newest = match r {
+        Ok(Value::Array(a)) => match a.first() {
+            None => return true,
+            Some(Value::Array(entry)) => match entry.first() {
+                Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                Some(Value::SimpleString(s)) => s.clone(),
+                _ => return false,
+            },
+            Some(_) => return false,
+        },
+        _ => return false,
+    };
+    matches!((parse(&newest), parse(id)), (Some(n), Some(l)) if n < l)
 }
 
 /// Creates the stream's consumer group (and the stream) unless it exists.

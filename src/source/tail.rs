@@ -501,7 +501,7 @@ pub(crate) fn follow(
             });
         }
         std::thread::sleep(poll);
-        match std::fs::metadata(path) {
+        match std::fs::metadata(crate::privilege::host_path(path)) {
             Ok(m) if FileId::of(&m) != id => {
                 // Rotated: finish the old file (it may have grown before the rename).
                 loop {

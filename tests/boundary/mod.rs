@@ -1562,6 +1562,9 @@ function loop(msg)
    elseif t == 4 then for i = #r, 1, -1 do r[i] = nil end
    elseif t == 5 then r[1].k = 7; table.insert(r[2], 1)
    elseif t == 6 then r.x = 1
+   elseif t == 7 then table.remove(r, 1)
+   elseif t == 8 then table.insert(r, 1, "new")
+   elseif t == 9 then r[3], r[4] = r[4], r[3]
    end
    msg.tag = 1
    dragonfly.output_event("filtered", msg)
@@ -1577,7 +1580,7 @@ end
     env.filter("filter.lua", filter);
     env.analyzer("a.lua", ANALYZER_PASS);
     let arr = r#"[{"k":-2},[],18446744073709551615,1.0000000000000002,[1.50,[]],"a\/b"]"#;
-    let input: Vec<String> = (1..=6).map(|t| format!(r#"{{"t":{t},"r":{arr}}}"#)).collect();
+    let input: Vec<String> = (1..=9).map(|t| format!(r#"{{"t":{t},"r":{arr}}}"#)).collect();
     env.write_log("in.json", &join_lines(&input));
     env.run(&["--shards", "1"]).assert_success();
     let want = [
@@ -1591,6 +1594,11 @@ end
         // keys).
         r#"{"t":6,"r":{"x":1,"1":{"k":-2},"2":{},"3":1.844674407371e+19,"4":1,"5":[1.5,{}],"6":"a/b"},"tag":1}"#
             .to_string(),
+        // Elements moved by a removal, an insertion or a swap keep their text too.
+        r#"{"t":7,"r":[[],18446744073709551615,1.0000000000000002,[1.50,[]],"a\/b"],"tag":1}"#.to_string(),
+        r#"{"t":8,"r":["new",{"k":-2},[],18446744073709551615,1.0000000000000002,[1.50,[]],"a\/b"],"tag":1}"#
+            .to_string(),
+        r#"{"t":9,"r":[{"k":-2},[],1.0000000000000002,18446744073709551615,[1.50,[]],"a\/b"],"tag":1}"#.to_string(),
     ];
     for file in ["filtered.json", "out.json"] {
         let got: Vec<String> = env

@@ -1308,3 +1308,37 @@ fn a_file_output_that_is_a_fifo_is_refused_at_once() {
     assert!(run.stderr.contains("out.json is a FIFO"), "{}", run.stderr);
     assert!(started.elapsed() < Duration::from_secs(20), "the start waited");
 }
+
+/// A `file://` output replaced by a FIFO while the engine runs: opening it again does not
+/// wait for a reader (the writer would be deaf to a stop), the record waits as for any output
+/// that cannot take it, and SIGTERM ends the run after the grace, the record counted as lost
+/// (review, 2026-12-06: the writer hung in open(2) until something read the FIFO).
+#[test]
+fn a_file_output_replaced_by_a_fifo_does_not_hold_the_stop() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "shutdown_grace = 1");
+    env.write_log("in.json", &numbered_lines(0, 10));
+    let mut engine = env.spawn(&[]);
+    wait_until(
+        Duration::from_secs(30),
+        "10 events out",
+        || env.lines("out.json").len() == 10,
+        String::new,
+    );
+    std::fs::remove_file(env.log("out.json")).unwrap();
+    let fifo = std::ffi::CString::new(env.log("out.json").to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    env.append_log("in.json", &numbered_lines(10, 11));
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = std::time::Instant::now();
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(60));
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "the stop took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let s = out.summary();
+    assert_eq!((s.read, s.written, s.output_errors), (11, 10, 1), "{}", out.stdout);
+}

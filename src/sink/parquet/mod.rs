@@ -403,8 +403,7 @@ impl ParquetSink {
             let r = std::mem::take(&mut self.retry);
             self.lost += r.rows;
             self.last_loss = format!(
-                "{}; files could not be written until the exit: {} row(s) are lost (their \
-                 unfinished files are left in place)",
+                "{}; files could not be written until the exit: {} row(s) are lost",
                 r.error, r.rows
             );
         }
