@@ -598,6 +598,11 @@ fn reloads_apply_after_chroot_and_privilege_drop() {
     env.wait_for_record("reload", "runs the new configuration", Duration::from_secs(30));
     batch(200);
     wait_out(300);
+    // The input rotated (renamed, a new file in its place): seen from inside the root too.
+    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+    env.write_log("in.json", b"");
+    batch(300);
+    wait_out(400);
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(30)).assert_success();
     assert!(
@@ -607,11 +612,11 @@ fn reloads_apply_after_chroot_and_privilege_drop() {
     );
     let got = out();
     let ids: Vec<u64> = got.iter().map(|e| e["i"].as_u64().unwrap()).collect();
-    assert_eq!(ids, (0..300).collect::<Vec<u64>>(), "each event once, in order");
+    assert_eq!(ids, (0..400).collect::<Vec<u64>>(), "each event once, in order");
     for (i, e) in got.iter().enumerate().skip(100) {
         assert_ne!(e["v"], 1, "event {i} after the script reload ran the old script: {e}");
     }
-    assert_eq!(got[299]["v"], 3, "{}", got[299]);
+    assert_eq!(got[399]["v"], 3, "{}", got[399]);
     // Nothing was made at the outside paths inside the root.
     assert!(
         !env.root.join("tmp").exists(),
