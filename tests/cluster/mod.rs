@@ -543,13 +543,9 @@ fn check_asks_the_clusters_seeds() {
     );
 }
 
-/// A multi-key command on a slot being migrated gets `TRYAGAIN` from Redis; the engine waits
-/// and sends it again (as cluster clients do), so the script gets the result, not the error,
-/// and no update is lost. The test finishes the migration once Redis has refused the command.
-#[test]
-fn a_multi_key_command_during_a_migration_is_tried_again() {
-    let c = RedisCluster::start();
-    let (a, b) = ("{t}:a", "{t}:b");
+/// Sets keys `a` and `b` (one slot) to 0 and leaves their slot half-migrated from its master
+/// to another: `a` moved, `b` not. Returns (source port, target port, slot, target's id).
+fn half_migrated(c: &RedisCluster, a: &str, b: &str) -> (u16, u16, String, String) {
     let src = c.owner(a, c.ports[0]);
     let dst = *c.ports.iter().find(|&&p| p != src).unwrap();
     let slot = c.cli(src, &["CLUSTER", "KEYSLOT", a]).trim().to_string();
@@ -563,6 +559,17 @@ fn a_multi_key_command_during_a_migration_is_tried_again() {
         &["MIGRATE", "127.0.0.1", &dst.to_string(), "", "0", "5000", "KEYS", a],
     );
     assert_eq!(moved.trim(), "OK", "MIGRATE");
+    (src, dst, slot, dst_id)
+}
+
+/// A multi-key command on a slot being migrated gets `TRYAGAIN` from Redis; the engine waits
+/// and sends it again (as cluster clients do), so the script gets the result, not the error,
+/// and no update is lost. The test finishes the migration once Redis has refused the command.
+#[test]
+fn a_multi_key_command_during_a_migration_is_tried_again() {
+    let c = RedisCluster::start();
+    let (a, b) = ("{t}:a", "{t}:b");
+    let (src, dst, slot, dst_id) = half_migrated(&c, a, b);
     let analyzer = r#"
 function setup() conn = assert(hiredis.connect()) end
 function loop(msg)
@@ -622,19 +629,7 @@ end
 fn a_slot_left_half_migrated_costs_its_wait_once() {
     let c = RedisCluster::start();
     let (a, b) = ("{h}:a", "{h}:b");
-    let src = c.owner(a, c.ports[0]);
-    let dst = *c.ports.iter().find(|&&p| p != src).unwrap();
-    let slot = c.cli(src, &["CLUSTER", "KEYSLOT", a]).trim().to_string();
-    assert_eq!(c.cli(src, &["SET", a, "0"]).trim(), "OK");
-    assert_eq!(c.cli(src, &["SET", b, "0"]).trim(), "OK");
-    let (src_id, dst_id) = (c.node_id(src), c.node_id(dst));
-    c.cli(dst, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id]);
-    c.cli(src, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id]);
-    let moved = c.cli(
-        src,
-        &["MIGRATE", "127.0.0.1", &dst.to_string(), "", "0", "5000", "KEYS", a],
-    );
-    assert_eq!(moved.trim(), "OK", "MIGRATE");
+    let (src, dst, _, _) = half_migrated(&c, a, b);
     let analyzer = r#"
 function setup() conn = assert(hiredis.connect()) end
 function loop(msg)

@@ -272,6 +272,30 @@ fn distinct_ns(envs: &[Env]) -> BTreeSet<u64> {
         .collect()
 }
 
+/// A root reading `input` into the Kafka output `uri` (tag `out`) through pass-through
+/// scripts, with `extra` settings.
+fn to_kafka(input: &str, uri: &str, extra: &str) -> Env {
+    let env = Env::new();
+    env.config(&format!(
+        "inputs = {{ {{ tag = \"eve\", uri = \"{input}\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
+         outputs = {{ {{ tag = \"out\", uri = \"{uri}\" }} }}\n{extra}"
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    env
+}
+
+/// The offset of the tail checkpoint in `run` (0 without one), and the checkpoint.
+fn tail_checkpoint(run: &std::path::Path) -> (u64, Option<serde_json::Value>) {
+    let ckpt = std::fs::read_dir(run)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("tail-"))
+        .map(|e| serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).unwrap()).unwrap());
+    (ckpt.as_ref().and_then(|v| v["offset"].as_u64()).unwrap_or(0), ckpt)
+}
+
 fn env_with(config: &str) -> Env {
     let env = Env::new();
     env.config(config);
@@ -958,15 +982,11 @@ fn kafka_output_with_the_broker_gone_is_reported_and_counted() {
 #[test]
 fn kafka_output_failures_keep_the_checkpoint_before_them() {
     let broker = Broker::start();
-    let env = Env::new();
-    env.config(&format!(
-        "inputs = {{ {{ tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
-         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
-         outputs = {{ {{ tag = \"out\", uri = \"kafka://{}/no-such-topic\" }} }}\nshutdown_grace = 1\n",
-        broker.brokers()
-    ));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer("a.lua", ANALYZER_PASS);
+    let env = to_kafka(
+        "tail://in.json<",
+        &format!("kafka://{}/no-such-topic", broker.brokers()),
+        "shutdown_grace = 1\n",
+    );
     let lines: Vec<String> = events(50, 10).into_iter().map(|(_, e)| e).collect();
     env.write_log("in.json", &join_lines(&lines));
     let run = env.dir.path().join("run");
@@ -982,12 +1002,7 @@ fn kafka_output_failures_keep_the_checkpoint_before_them() {
         out.stdout
     );
     assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
-    let ckpt = std::fs::read_dir(&run)
-        .unwrap()
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with("tail-"))
-        .map(|e| serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).unwrap()).unwrap());
-    let offset = ckpt.as_ref().and_then(|v| v["offset"].as_u64()).unwrap_or(0);
+    let (offset, ckpt) = tail_checkpoint(&run);
     assert_eq!(offset, 0, "the checkpoint passed records never written: {ckpt:?}");
 }
 
@@ -1254,14 +1269,11 @@ fn check_asks_the_brokers() {
 #[test]
 fn kafka_output_with_a_full_queue_waits_reports_and_stops() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let env = Env::new();
-    env.config(&format!(
-        "inputs = {{ {{ tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
-         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
-         outputs = {{ {{ tag = \"out\", uri = \"kafka://127.0.0.1:{port}/out?queue=50\" }} }}\nshutdown_grace = 1\n"
-    ));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer("a.lua", ANALYZER_PASS);
+    let env = to_kafka(
+        "tail://in.json<",
+        &format!("kafka://127.0.0.1:{port}/out?queue=50"),
+        "shutdown_grace = 1\n",
+    );
     let lines: Vec<String> = events(200, 10).into_iter().map(|(_, e)| e).collect();
     env.write_log("in.json", &join_lines(&lines));
     let mut engine = env.spawn(&["--http", "127.0.0.1:0"]);
@@ -1308,15 +1320,11 @@ fn kafka_output_with_a_full_queue_waits_reports_and_stops() {
 fn kafka_output_a_record_refused_at_once_keeps_the_checkpoint_before_it() {
     let broker = Broker::start();
     broker.create_topic("out", 1);
-    let env = Env::new();
-    env.config(&format!(
-        "inputs = {{ {{ tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
-         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
-         outputs = {{ {{ tag = \"out\", uri = \"kafka://{}/out\" }} }}\nshutdown_grace = 1\nmax_line_bytes = 4000000\n",
-        broker.brokers()
-    ));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer("a.lua", ANALYZER_PASS);
+    let env = to_kafka(
+        "tail://in.json<",
+        &format!("kafka://{}/out", broker.brokers()),
+        "shutdown_grace = 1\nmax_line_bytes = 4000000\n",
+    );
     let mut lines: Vec<String> = events(50, 10).into_iter().map(|(_, e)| e).collect();
     lines[25] = format!("{{\"event_type\":\"big\",\"pad\":\"{}\"}}", "x".repeat(1_500_000));
     let before: usize = lines[..25].iter().map(|l| l.len() + 1).sum();
@@ -1335,12 +1343,7 @@ fn kafka_output_a_record_refused_at_once_keeps_the_checkpoint_before_it() {
         out.stdout
     );
     assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
-    let ckpt = std::fs::read_dir(&run)
-        .unwrap()
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with("tail-"))
-        .map(|e| serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).unwrap()).unwrap());
-    let offset = ckpt.as_ref().and_then(|v| v["offset"].as_u64()).unwrap_or(0);
+    let (offset, ckpt) = tail_checkpoint(&run);
     assert!(
         offset <= before as u64,
         "the checkpoint ({offset}) passed the refused record (at {before}): {ckpt:?}"
@@ -1353,14 +1356,7 @@ fn kafka_output_a_record_refused_at_once_keeps_the_checkpoint_before_it() {
 #[test]
 fn kafka_output_recovered_is_healthy_without_new_records() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let env = Env::new();
-    env.config(&format!(
-        "inputs = {{ {{ tag = \"eve\", uri = \"tail://in.json<\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
-         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
-         outputs = {{ {{ tag = \"out\", uri = \"kafka://127.0.0.1:{port}/out\" }} }}\n"
-    ));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer("a.lua", ANALYZER_PASS);
+    let env = to_kafka("tail://in.json<", &format!("kafka://127.0.0.1:{port}/out"), "");
     let lines: Vec<String> = events(20, 10).into_iter().map(|(_, e)| e).collect();
     env.write_log("in.json", &join_lines(&lines));
     let mut engine = env.spawn(&["--http", "127.0.0.1:0"]);
@@ -1403,15 +1399,11 @@ fn kafka_output_recovered_is_healthy_without_new_records() {
 fn kafka_output_slower_than_the_input_loses_nothing_at_the_end() {
     let broker = Broker::start();
     broker.create_topic("out", 1);
-    let env = Env::new();
-    env.config(&format!(
-        "inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
-         analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
-         outputs = {{ {{ tag = \"out\", uri = \"kafka://{}/out?queue=10\" }} }}\nshutdown_grace = 1\n",
-        broker.brokers()
-    ));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer("a.lua", ANALYZER_PASS);
+    let env = to_kafka(
+        "file://in.json",
+        &format!("kafka://{}/out?queue=10", broker.brokers()),
+        "shutdown_grace = 1\n",
+    );
     let n = 3000;
     let lines: Vec<String> = events(n, 10).into_iter().map(|(_, e)| e).collect();
     env.write_log("in.json", &join_lines(&lines));
