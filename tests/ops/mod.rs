@@ -1063,18 +1063,7 @@ fn the_http_endpoint_answers_through_rebuilding_reloads() {
         wait_until(
             Duration::from_secs(30),
             &format!("reload {i} applied"),
-            || {
-                env.log_records_of("reload")
-                    .iter()
-                    .filter(|r| {
-                        r["message"]
-                            .as_str()
-                            .unwrap_or("")
-                            .contains("runs the new configuration")
-                    })
-                    .count()
-                    >= i
-            },
+            || reloads_applied(&env) >= i,
             || format!("{:?}", env.log_records()),
         );
     }

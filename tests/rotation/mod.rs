@@ -514,17 +514,7 @@ fn matches_renamed_during_a_rebuild_are_not_read_again() {
     rename(2);
     rename(3);
     // The pipeline after the drain, then the one for the other renames.
-    let applied = || {
-        env.log_records_of("reload")
-            .iter()
-            .filter(|r| {
-                r["message"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("runs the new configuration")
-            })
-            .count()
-    };
+    let applied = || reloads_applied(&env);
     wait_until(
         Duration::from_secs(60),
         "two rebuilds and the backlog",

@@ -533,6 +533,20 @@ pub fn numbered_lines(from: usize, to: usize) -> Vec<u8> {
     join_lines(&l)
 }
 
+/// How many reloads that built the pipeline again were applied so far (their `reload`
+/// records: "pipeline N runs the new configuration").
+pub fn reloads_applied(env: &Env) -> usize {
+    env.log_records_of("reload")
+        .iter()
+        .filter(|r| {
+            r["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("runs the new configuration")
+        })
+        .count()
+}
+
 /// Runs `cmd` with a file size limit (RLIMIT_FSIZE) of `bytes`: a full disk, in effect (the
 /// engine ignores SIGXFSZ, so writes past it fail with EFBIG); `lift_file_size_limit` ends it.
 pub fn with_file_size_limit(cmd: &mut Command, bytes: u64) {
