@@ -514,7 +514,7 @@ fn matches_renamed_during_a_rebuild_are_not_read_again() {
     rename(2);
     rename(3);
     // The pipeline after the drain, then the one for the other renames.
-    let applied = || reloads_applied(&env);
+    let applied = || reloads_applied(env);
     wait_until(
         Duration::from_secs(60),
         "two rebuilds and the backlog",
