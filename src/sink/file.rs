@@ -29,7 +29,6 @@ impl FileSink {
     pub(crate) fn open(path: PathBuf, truncate: bool) -> io::Result<FileSink> {
         // Where the path is now (inside the root after a chroot: a reload's new pipeline).
         let host = crate::privilege::host_path(&path);
-        check_is_file(&host)?;
         create_parent(&host)?;
         let mut f = open_file(&host, truncate)?;
         if !truncate {
@@ -159,8 +158,12 @@ pub(super) fn reopen_if_deleted(out: &mut Option<File>, path: &std::path::Path) 
 /// one waits for a reader, and no write can be cut back) or a socket. `None` for a regular
 /// file, a device (`/dev/null`) or a path that does not exist yet.
 pub(crate) fn not_a_file(path: &std::path::Path) -> Option<&'static str> {
+    refused_type(std::fs::metadata(path).ok()?.file_type())
+}
+
+/// What [`not_a_file`] says of a file of type `t`.
+fn refused_type(t: std::fs::FileType) -> Option<&'static str> {
     use std::os::unix::fs::FileTypeExt;
-    let t = std::fs::metadata(path).ok()?.file_type();
     if t.is_fifo() {
         Some("a FIFO (a named pipe: for a program reading the events, use ipc+stream://)")
     } else if t.is_socket() {
@@ -170,15 +173,9 @@ pub(crate) fn not_a_file(path: &std::path::Path) -> Option<&'static str> {
     }
 }
 
-/// Refuses a path [`not_a_file`] names.
-pub(super) fn check_is_file(path: &std::path::Path) -> io::Result<()> {
-    match not_a_file(path) {
-        Some(what) => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} is {what}", path.display()),
-        )),
-        None => Ok(()),
-    }
+/// The error of an output at `path`, which is `what` ([`not_a_file`]).
+fn refusal(path: &std::path::Path, what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("{} is {what}", path.display()))
 }
 
 /// Creates the directory `path` goes in, if needed.
@@ -200,15 +197,20 @@ pub(super) fn open_file(path: &std::path::Path, truncate: bool) -> io::Result<Fi
     } else {
         o.append(true);
     }
-    // Never waits in open(2): a FIFO put where the file was (checked at the start only) would
-    // hold the writer, deaf to a stop, until a reader came; it fails instead (ENXIO, or
-    // refused below), and the records wait as for any output that cannot take them.
+    // Never waits in open(2): a FIFO where the file goes would hold the writer, deaf to a
+    // stop, until a reader came. It is refused instead (without a reader open(2) fails, with
+    // ENXIO), and the records wait as for any output that cannot take them.
     {
         use std::os::unix::fs::OpenOptionsExt;
         o.custom_flags(libc::O_NONBLOCK);
     }
-    let f = o.open(path)?;
-    check_is_file(path)?;
+    let f = o
+        .open(path)
+        .map_err(|e| not_a_file(path).map_or(e, |what| refusal(path, what)))?;
+    let meta = f.metadata()?;
+    if let Some(what) = refused_type(meta.file_type()) {
+        return Err(refusal(path, what));
+    }
     {
         use std::os::fd::AsRawFd;
         // SAFETY: fcntl on a descriptor this function owns; only the O_NONBLOCK flag changes.
@@ -225,7 +227,7 @@ pub(super) fn open_file(path: &std::path::Path, truncate: bool) -> io::Result<Fi
     // as they are, and a file system that cannot change owners changes nothing.
     if let Some(u) = crate::privilege::helper_user() {
         use std::os::unix::fs::MetadataExt;
-        if f.metadata().is_ok_and(|m| m.is_file() && m.uid() == 0) {
+        if meta.is_file() && meta.uid() == 0 {
             let _ = std::os::unix::fs::fchown(&f, Some(u.uid), Some(u.gid));
         }
     }

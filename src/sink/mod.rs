@@ -455,10 +455,7 @@ impl Outputs {
                             self.stats.outputs[o].last_error_ms.store(self.stats.now_ms(), Relaxed);
                             let msg = format!("{e}; the pipeline waits for it (nothing is dropped)");
                             self.report(o, Kind::OutputWaiting, "", &msg);
-                            // The writer's loop, which flushes `{log}`, waits on this.
-                            if let Some(log) = self.sinks.get_mut(crate::shard::LOG_OUTPUT.index()) {
-                                let _ = log.flush();
-                            }
+                            self.flush_log();
                         }
                         std::thread::sleep(Duration::from_millis(5));
                     }
@@ -616,10 +613,7 @@ impl Outputs {
                     )
                 };
                 self.report(o, Kind::OutputWaiting, &format!(",\"held\":{records}"), &msg);
-                // The writer's loop, which flushes `{log}`, waits on this: the record goes now.
-                if let Some(log) = self.sinks.get_mut(crate::shard::LOG_OUTPUT.index()) {
-                    let _ = log.flush();
-                }
+                self.flush_log();
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(200));
@@ -644,6 +638,14 @@ impl Outputs {
             self.gate.grace.as_secs_f64()
         );
         self.report(o, Kind::OutputGaveUp, &format!(",\"lost\":{n}"), &msg);
+    }
+
+    /// Writes `{log}` out now: for a record made while the writer waits on an output (the
+    /// writer's loop, which flushes `{log}`, waits on it).
+    fn flush_log(&mut self) {
+        if let Some(log) = self.sinks.get_mut(crate::shard::LOG_OUTPUT.index()) {
+            let _ = log.flush();
+        }
     }
 
     /// A `{log}` record about output `o` (and a line on stderr).

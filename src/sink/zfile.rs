@@ -33,7 +33,6 @@ pub(crate) struct ZfileSink {
 impl ZfileSink {
     pub(crate) fn open(path: PathBuf, truncate: bool) -> io::Result<ZfileSink> {
         let host = crate::privilege::host_path(&path);
-        super::file::check_is_file(&host)?;
         super::file::create_parent(&host)?;
         let out = Some(super::file::open_file(&host, truncate)?);
         Ok(ZfileSink {
