@@ -277,8 +277,8 @@ pub fn next_member(buf: &[u8], i: usize) -> Option<(Member, Option<usize>)> {
 }
 
 /// Whether two of `members` (of an object in `buf`) have the same key. JSON allows it (RFC
-/// 8259 only says names should be unique); the engine reads the first occurrence, iterates
-/// each key once and applies a change to every occurrence.
+/// 8259 only says names should be unique); the engine reads the last occurrence (as
+/// lua-cjson did), iterates each key once and applies a change to every occurrence.
 pub(crate) fn has_duplicate_keys(buf: &[u8], members: &[Member]) -> bool {
     let raw = |m: &Member| &buf[m.key_start as usize..m.key_end as usize];
     if members.len() <= 32 && !members.iter().any(|m| m.key_escaped) {

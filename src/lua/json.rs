@@ -621,17 +621,7 @@ impl Encoder {
             // SAFETY: the cache outlives this call (lent by `encode_cached`) and nothing else
             // uses it meanwhile.
             Some(c) => unsafe { (*c).find(p.id, p.start, p.line, k, &mut self.scratch) },
-            None => {
-                let mut at = scan::first_member(p.line, p.start);
-                while let Some(i) = at {
-                    let (m, next) = scan::next_member(p.line, i)?;
-                    if super::member_cache::key_matches(p.line, &m, k, &mut self.scratch) {
-                        return Some(m);
-                    }
-                    at = next;
-                }
-                None
-            }
+            None => super::member_cache::find_uncached(p.line, p.start, k, &mut self.scratch),
         }
     }
 

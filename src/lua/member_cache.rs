@@ -167,48 +167,140 @@ impl MemberCache {
         }
         // Counted for an event's top level (the only slots `prime` gives a key filter).
         self.finds += u64::from(slot.keys != crate::event::KeyBloom::UNKNOWN);
-        // A wide object whose duplicates nobody checked yet (a nested one): scanned whole and
-        // checked once, so that its lookups go by the hint too instead of from its start
-        // (reading every member of a wide object was quadratic).
-        if slot.members.len() > WIDE_OBJECT {
-            slot.dup_keys(line);
-        }
-        let n = slot.members.len();
+        // A key that occurs twice is read at its last occurrence, as lua-cjson (the original's
+        // decoder) and most JSON readers give it. An object not known to have none (a nested
+        // one) is scanned whole and searched from its end; a wide one is checked for
+        // duplicates once, so that its lookups go by the hint (reading every member of a wide
+        // object was quadratic).
         if slot.dup_keys == Some(false) {
-            // No duplicates: from the member found last (read again, as `pairs` then `msg[k]`
-            // do) on, the next unscanned one, the rest.
-            let after = slot.hint.min(n);
-            let h = after.saturating_sub(1);
-            if let Some(j) = (h..n).find(|&j| key_matches(line, &slot.members[j], k, scratch)) {
-                slot.hint = j + 1;
-                return Some(slot.members[j]);
-            }
-            if after == n
-                && after > 0
-                && let Some(m) = slot.scan_next(line)
-                && key_matches(line, &m, k, scratch)
-            {
-                slot.hint = n + 1;
+            return slot.find_unique(line, k, scratch);
+        }
+        if slot.dup_keys.is_none() && slot.resume.is_some() {
+            // Not scanned whole yet: the first occurrence, which is the last when the text
+            // after it cannot hold the key again.
+            let first = match slot.members.iter().find(|m| key_matches(line, m, k, scratch)) {
+                Some(m) => Some(*m),
+                None => std::iter::from_fn(|| slot.scan_next(line)).find(|m| key_matches(line, m, k, scratch)),
+            };
+            let m = first?;
+            let end = slot.checked_end.min(line.len());
+            if cannot_hold_key(line.get(m.val_end as usize..end).unwrap_or_default(), k) {
                 return Some(m);
             }
-            if let Some(j) = (0..h).find(|&j| key_matches(line, &slot.members[j], k, scratch)) {
-                slot.hint = j + 1;
-                return Some(slot.members[j]);
-            }
-        } else if let Some(m) = slot.members.iter().find(|m| key_matches(line, m, k, scratch)) {
-            return Some(*m);
         }
-        while let Some(m) = slot.scan_next(line) {
+        while slot.scan_next(line).is_some() {}
+        if slot.members.len() > WIDE_OBJECT && !slot.dup_keys(line) {
+            return slot.find_unique(line, k, scratch);
+        }
+        slot.members
+            .iter()
+            .rev()
+            .find(|m| key_matches(line, m, k, scratch))
+            .copied()
+    }
+}
+
+/// Whether JSON text `rest` surely holds no key `k`: a key is written either as its bytes
+/// between quotes or with an escape, so `k` with no byte that must be escaped, no backslash in
+/// `rest` and no `"k"` in it say so. Cheaper than scanning the members of `rest` when it
+/// holds values to skip, and sound wherever `rest` ends (a false alarm only costs the scan).
+fn cannot_hold_key(rest: &[u8], k: &[u8]) -> bool {
+    let Some(&first) = k.first() else { return false };
+    if k.iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20) {
+        return false;
+    }
+    let key_at = |q: usize| rest.get(q + 1..q + 1 + k.len()) == Some(k) && rest.get(q + 1 + k.len()) == Some(&b'"');
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+        // Sixteen bytes per step: the backslashes, and the quotes followed by k's first byte.
+        while i + 17 <= rest.len() {
+            // SAFETY: SSE2 is part of the x86_64 baseline; the 16 bytes at `i` and those at
+            // `i + 1` lie inside `rest` (checked by the loop condition).
+            let (quote_first, backslash) = unsafe {
+                let a = _mm_loadu_si128(rest.as_ptr().add(i).cast::<__m128i>());
+                let b = _mm_loadu_si128(rest.as_ptr().add(i + 1).cast::<__m128i>());
+                let q = _mm_movemask_epi8(_mm_cmpeq_epi8(a, _mm_set1_epi8(b'"' as i8)));
+                let f = _mm_movemask_epi8(_mm_cmpeq_epi8(b, _mm_set1_epi8(first as i8)));
+                (q & f, _mm_movemask_epi8(_mm_cmpeq_epi8(a, _mm_set1_epi8(b'\\' as i8))))
+            };
+            if backslash != 0 {
+                return false;
+            }
+            let mut c = quote_first as u32;
+            while c != 0 {
+                if key_at(i + c.trailing_zeros() as usize) {
+                    return false;
+                }
+                c &= c - 1;
+            }
+            i += 16;
+        }
+    }
+    while i < rest.len() {
+        match rest[i] {
+            b'\\' => return false,
+            b'"' if key_at(i) => return false,
+            _ => {}
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The member named `k` of the object starting at `start`, scanned from the line without a
+/// cache: the last occurrence of a key that occurs twice, as [`MemberCache::find`] gives it.
+pub(crate) fn find_uncached(line: &[u8], start: usize, k: &[u8], scratch: &mut Vec<u8>) -> Option<Member> {
+    let mut at = scan::first_member(line, start);
+    let mut found = None;
+    while let Some(i) = at {
+        let Some((m, next)) = scan::next_member(line, i) else {
+            break;
+        };
+        if key_matches(line, &m, k, scratch) {
+            found = Some(m);
+        }
+        at = next;
+    }
+    found
+}
+
+impl CacheSlot {
+    /// The member named `k` of an object known to have no duplicate key (any match is then
+    /// the only one), scanning no further than needed.
+    #[inline(always)]
+    fn find_unique(&mut self, line: &[u8], k: &[u8], scratch: &mut Vec<u8>) -> Option<Member> {
+        // From the member found last (read again, as `pairs` then `msg[k]` do) on, the next
+        // unscanned one, the rest.
+        let n = self.members.len();
+        let after = self.hint.min(n);
+        let h = after.saturating_sub(1);
+        if let Some(j) = (h..n).find(|&j| key_matches(line, &self.members[j], k, scratch)) {
+            self.hint = j + 1;
+            return Some(self.members[j]);
+        }
+        if after == n
+            && after > 0
+            && let Some(m) = self.scan_next(line)
+            && key_matches(line, &m, k, scratch)
+        {
+            self.hint = n + 1;
+            return Some(m);
+        }
+        if let Some(j) = (0..h).find(|&j| key_matches(line, &self.members[j], k, scratch)) {
+            self.hint = j + 1;
+            return Some(self.members[j]);
+        }
+        while let Some(m) = self.scan_next(line) {
             if key_matches(line, &m, k, scratch) {
-                slot.hint = slot.members.len();
+                self.hint = self.members.len();
                 return Some(m);
             }
         }
         None
     }
-}
 
-impl CacheSlot {
     /// Whether a key occurs twice in the object (known from the reader for an event's top
     /// level; found once by a full scan otherwise).
     fn dup_keys(&mut self, line: &[u8]) -> bool {
@@ -272,8 +364,9 @@ impl ValueBuf {
 mod tests {
     use super::*;
 
-    /// Whatever the order of lookups, the cache finds what a search from the first member
-    /// finds: with the hint (an object primed as having no duplicate key) and without it.
+    /// Whatever the order of lookups, the cache finds what a search of every member finds
+    /// (the last occurrence of a repeated key): with the hint (an object primed as having no
+    /// duplicate key), primed as having one, and not primed; and so does `find_uncached`.
     #[test]
     fn member_cache_finds_what_a_linear_search_finds() {
         let mut r = 0x853c_49e6_748f_ea9bu64;
@@ -281,9 +374,9 @@ mod tests {
         let mut cache = MemberCache::default();
         let mut scratch = Vec::new();
         for round in 0..2000 {
-            // Small objects, and wide ones (checked for duplicates once read past WIDE_OBJECT).
+            // Small objects and wide ones.
             let n_keys = 1 + next(if round % 4 < 2 { 12 } else { 3 * WIDE_OBJECT as u64 }) as usize;
-            // Objects that are not primed may repeat keys: the first occurrence must win.
+            // Odd rounds may repeat keys: the last occurrence must win.
             let keys: Vec<String> = (0..n_keys)
                 .map(|i| {
                     if round % 2 == 1 {
@@ -293,12 +386,24 @@ mod tests {
                     }
                 })
                 .collect();
+            // Now and then a key spelled with an escape, or a value holding another key's
+            // text (which a look for the key's text after its first occurrence must not
+            // take for a key, nor miss one for).
             let mut line = String::from("{");
             for (i, k) in keys.iter().enumerate() {
                 if i > 0 {
                     line.push(',');
                 }
-                line.push_str(&format!("\"{k}\":{{\"v\":{i}}}"));
+                let spelled = if next(8) == 0 {
+                    k.replacen('k', "\\u006b", 1)
+                } else {
+                    k.clone()
+                };
+                match next(4) {
+                    0 => line.push_str(&format!("\"{spelled}\":\"k{}\"", next(n_keys as u64))),
+                    1 => line.push_str(&format!("\"{spelled}\":[\"k{}\",{{\"k{}\":1}}]", next(4), next(4))),
+                    _ => line.push_str(&format!("\"{spelled}\":{{\"v\":{i}}}")),
+                }
             }
             line.push('}');
             let b = line.as_bytes();
@@ -309,9 +414,15 @@ mod tests {
             for k in &keys {
                 bits.add(crate::event::key_bits(k.as_bytes()));
             }
-            // Half the objects primed by "the reader" (no duplicate keys), half unknown.
+            // Half the objects primed by "the reader" (no duplicate keys), a quarter primed
+            // with what a check of their keys says, a quarter unknown (as nested ones are).
             if round % 2 == 0 {
                 cache.prime(id, 0, b, bits, false, None);
+            } else if round % 4 == 3 {
+                cache.prime(id, 0, b, bits, scan::has_duplicate_keys(b, &all), None);
+            } else if next(2) == 0 {
+                // Unknown, its span known (a nested table handed out).
+                cache.mark_span(id, 0, b.len(), b);
             }
             let mut last = String::new();
             for _ in 0..40 {
@@ -324,11 +435,43 @@ mod tests {
                 last = want.clone();
                 let expect = all
                     .iter()
+                    .rev()
                     .find(|m| key_matches(b, m, want.as_bytes(), &mut scratch))
                     .copied();
                 let got = cache.find(id, 0, b, want.as_bytes(), &mut scratch);
                 assert_eq!(got, expect, "{line} {want}");
+                assert_eq!(find_uncached(b, 0, want.as_bytes(), &mut scratch), expect);
             }
+        }
+    }
+
+    /// The look for a key after its first occurrence agrees with a byte-by-byte search at every
+    /// offset (the quote and the key's first byte on either side of a 16-byte step, the
+    /// backslash anywhere, the tail).
+    #[test]
+    fn a_key_is_found_in_the_text_after_it_wherever_it_lies() {
+        let mut r = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| crate::test_rng::below(&mut r, n);
+        let pieces: [&[u8]; 8] = [b"\"", b"ab", b"a", b"b", b"x", b":", b"\\", b","];
+        for _ in 0..20_000 {
+            let k: &[u8] = [&b"ab"[..], b"a", b"b\"", b""][next(4) as usize];
+            let mut rest = Vec::new();
+            for _ in 0..next(30) {
+                let p = if next(6) == 0 { b"\\" } else { pieces[next(8) as usize] };
+                rest.extend_from_slice(if p == b"\\" && next(4) != 0 { b"y" } else { p });
+            }
+            let quoted = [&b"\""[..], k, b"\""].concat();
+            let naive = !k.is_empty()
+                && !k.iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                && !rest.contains(&b'\\')
+                && !rest.windows(quoted.len()).any(|w| w == quoted);
+            assert_eq!(
+                cannot_hold_key(&rest, k),
+                naive,
+                "{:?} in {:?}",
+                String::from_utf8_lossy(k),
+                String::from_utf8_lossy(&rest)
+            );
         }
     }
 

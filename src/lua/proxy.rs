@@ -727,25 +727,11 @@ pub(crate) unsafe fn member_changed(
             return true;
         };
         let mut scratch = Vec::new();
-        // The member a read of `name` gives (the first of that name): from the member cache
-        // when there is one (a walk from the object's start passes every member before it).
+        // The member a read of `name` gives (the last of that name): from the member cache
+        // when there is one.
         let found = match cache.as_deref_mut() {
             Some(c) => c.find(p.id, p.start, p.line, name, &mut scratch),
-            None => {
-                let mut at = scan::first_member(p.line, p.start);
-                let mut found = None;
-                while let Some(i) = at {
-                    let Some((m, next)) = scan::next_member(p.line, i) else {
-                        break;
-                    };
-                    if super::member_cache::key_matches(p.line, &m, name, &mut scratch) {
-                        found = Some(m);
-                        break;
-                    }
-                    at = next;
-                }
-                found
-            }
+            None => super::member_cache::find_uncached(p.line, p.start, name, &mut scratch),
         };
         let Some(m) = found else {
             return true;
