@@ -407,17 +407,27 @@ fn text_tuple_hash(src_ip: &[u8], src_port: u64, dst_ip: &[u8], dst_port: u64, p
 /// group has at most four digits).
 #[inline]
 fn is_ipv6(ip: &[u8]) -> bool {
-    // An IPv4 text has its first `.` at 1, 2 or 3: one load and compare in the common case.
+    // An IPv4 text has its first `.` at 1, 2 or 3: one load and compare in the common case
+    // (`::0.0.0.2`, IPv6 with a dotted quad, has one at 3 too, after a `:`).
     match ip {
-        [_, b'.', ..] | [_, _, b'.', ..] | [_, _, _, b'.', ..] => false,
+        [c, b'.', ..] | [c, _, b'.', ..] | [c, _, _, b'.', ..] if *c != b':' => false,
         _ => ip.iter().take(5).any(|&c| c == b':'),
     }
 }
 
 /// The 16 bytes of an IPv6 address in any of its texts (hex digits of either case, leading
-/// zeros or not, `::` or not); `None` for anything else (an IPv4-mapped address written with
-/// a dotted quad included: such a text is hashed as it is).
+/// zeros or not, `::` or not, the last 32 bits as a dotted quad or not); `None` for anything
+/// else (such a text is hashed as it is).
 fn ipv6_octets(t: &[u8]) -> Option<[u8; 16]> {
+    if t.contains(&b'.') {
+        // An embedded IPv4 address (`::ffff:10.1.0.2`, `64:ff9b::198.51.100.7`): rare, read
+        // by std's parser.
+        return std::str::from_utf8(t)
+            .ok()?
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|a| a.octets());
+    }
     let mut g = [0u16; 8];
     let mut n = 0;
     // Groups before the `::`, when there is one.
@@ -518,7 +528,7 @@ mod tests {
         // Both directions, in different forms.
         assert_eq!(tuple_hash(b"FE80::6A", 80, b"2001:db8::0:f", 1234, b"TCP"), canonical);
         assert_ne!(h("2001:db8::e", "fe80::6a"), canonical);
-        // Texts that are no IPv6 address (or one with a dotted quad) are hashed as they are.
+        // Texts that are no IPv6 address are hashed as they are.
         for bad in [
             ":1::",
             "1:::2",
@@ -528,7 +538,9 @@ mod tests {
             "1:2:3:4:5:6:7:8:9",
             "1:2:3:4:5:6:7",
             "1::2:3:4:5:6:7:8",
-            "::ffff:1.2.3.4",
+            "::ffff:1.2.3",
+            "::ffff:1.2.3.4.5",
+            "1.2.3.4::",
             "fe80::1%eth0",
             "g::1",
         ] {
@@ -544,9 +556,15 @@ mod tests {
             ("::1", "::1"),
             ("1::", "1::"),
             ("1:2:3:4:5:6::8", "1:2:3:4:5:6:0:8"),
+            // The last 32 bits as a dotted quad.
+            ("::ffff:10.1.0.2", "::ffff:a01:2"),
+            ("64:ff9b::198.51.100.7", "64:ff9b::c633:6407"),
+            ("::0.0.0.2", "::2"),
+            ("0:0:0:0:0:FFFF:192.0.2.1", "::ffff:c000:201"),
         ] {
             let a: std::net::Ipv6Addr = want.parse().unwrap();
             assert_eq!(ipv6_octets(good.as_bytes()), Some(a.octets()), "{good}");
+            assert_eq!(h(good, "10.0.0.1"), h(want, "10.0.0.1"), "{good}");
         }
         // IPv4 texts are hashed as before.
         assert_eq!(

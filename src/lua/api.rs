@@ -97,12 +97,9 @@ unsafe extern "C-unwind" fn timer_event(l: *mut lua_State) -> c_int {
         c_entry(l, "timer_event", |l| {
             arg_count(l, "timer_event", 3)?;
             let tag = arg_bytes(l, "timer_event", 1, Coerce::StrOrNum)?;
-            // As the original's lua_tointeger: a non-number is 0; fractions are kept.
-            let secs = if ffi::lua_type(l, 2) == ffi::LUA_TNUMBER {
-                ffi::lua_tonumber(l, 2)
-            } else {
-                0.0
-            };
+            // As the original's lua_tointeger: a string that reads as a number is that number
+            // ("60"), anything else 0; fractions are kept.
+            let secs = ffi::lua_tonumber(l, 2);
             with_ctx(|c| match c.analyzer_index(tag) {
                 Some(a) => c
                     .set_timer(l, 3, a, secs)

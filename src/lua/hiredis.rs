@@ -706,6 +706,17 @@ unsafe extern "C-unwind" fn conn_tostring(l: *mut lua_State) -> c_int {
     }
 }
 
+/// `bad argument #n to 'connect' (T expected, got U)`, as Lua's own checks word it.
+unsafe fn bad_argument(l: *mut lua_State, n: c_int, expected: &str) -> LuaFail {
+    // SAFETY: `l` is the running state and `n` one of its stack slots (or past its top, where
+    // `lua_type` gives LUA_TNONE, named "no value").
+    let got = unsafe { std::ffi::CStr::from_ptr(ffi::lua_typename(l, ffi::lua_type(l, n))) };
+    LuaFail(format!(
+        "bad argument #{n} to 'connect' ({expected} expected, got {})",
+        got.to_string_lossy()
+    ))
+}
+
 unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
     // SAFETY: a lua_CFunction called as hiredis.connect([host, port]): `l` is the running state
     // with those arguments; the body runs behind `c_entry`.
@@ -714,14 +725,19 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
             with_ctx(|c| {
                 let st = &mut c.redis;
                 // With arguments, they name the server (the original ignored them); without, the
-                // configured one.
+                // configured one. The port is a number or a string that reads as one (as
+                // lua-hiredis's `luaL_checkint` took it); left out, it is the configured one.
                 let target = match (ffi::lua_type(l, 1), ffi::lua_type(l, 2)) {
+                    (ffi::LUA_TNONE | ffi::LUA_TNIL, ffi::LUA_TNONE | ffi::LUA_TNIL) => st.target.clone(),
                     (ffi::LUA_TSTRING, t2) => {
                         let host = String::from_utf8_lossy(to_bytes(l, 1).unwrap_or(&[])).into_owned();
-                        let port = if t2 == ffi::LUA_TNUMBER {
-                            ffi::lua_tonumber(l, 2) as i64
-                        } else {
-                            6379
+                        let port = match t2 {
+                            ffi::LUA_TNONE | ffi::LUA_TNIL => match &st.target {
+                                RedisTarget::Tcp(_, p) => i64::from(*p),
+                                _ => 6379,
+                            },
+                            _ if ffi::lua_isnumber(l, 2) != 0 => ffi::lua_tonumber(l, 2) as i64,
+                            _ => return Err(bad_argument(l, 2, "number")),
                         };
                         // A port past 65535 (`99999`) names no server: refused, not clamped
                         // (0 or below: `host` is a unix socket's path).
@@ -731,7 +747,7 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
                         }
                         RedisTarget::from_config(&host, port)
                     }
-                    _ => st.target.clone(),
+                    _ => return Err(bad_argument(l, 1, "string")),
                 };
                 let open = st.open_count();
                 if open >= MAX_OPEN_CONNECTIONS {

@@ -549,52 +549,11 @@ fn nums(what: &'static str, args: &[&[u8]]) -> Result<Vec<f64>, MlError> {
     args.iter().map(|a| parse_num(what, a)).collect()
 }
 
-/// C's `atof`: the longest prefix that reads as a decimal number (after leading white space),
-/// else 0.
+/// C's `atof`: what `strtod` reads after leading white space (decimal, hexadecimal, `inf`,
+/// `nan`), else 0.
 pub(crate) fn atof(s: &[u8]) -> f64 {
-    let mut i = 0;
-    while i < s.len() && s[i].is_ascii_whitespace() {
-        i += 1;
-    }
-    let start = i;
-    if i < s.len() && matches!(s[i], b'+' | b'-') {
-        i += 1;
-    }
-    let rest = &s[i..];
-    for word in [&b"infinity"[..], b"inf", b"nan"] {
-        if rest.len() >= word.len() && rest[..word.len()].eq_ignore_ascii_case(word) {
-            let neg = s.get(start) == Some(&b'-');
-            let v = if word == b"nan" { f64::NAN } else { f64::INFINITY };
-            return if neg { -v } else { v };
-        }
-    }
-    let digits = |i: &mut usize| {
-        let from = *i;
-        while *i < s.len() && s[*i].is_ascii_digit() {
-            *i += 1;
-        }
-        *i - from
-    };
-    let mut n = digits(&mut i);
-    if i < s.len() && s[i] == b'.' {
-        i += 1;
-        n += digits(&mut i);
-    }
-    if n == 0 {
-        return 0.0;
-    }
-    if i < s.len() && matches!(s[i], b'e' | b'E') {
-        let mut j = i + 1;
-        if j < s.len() && matches!(s[j], b'+' | b'-') {
-            j += 1;
-        }
-        if digits(&mut j) > 0 {
-            i = j;
-        }
-    }
-    // SAFETY: `s[start..i]` holds only ASCII signs, digits, '.' and 'e'/'E' (checked above).
-    let t = unsafe { std::str::from_utf8_unchecked(&s[start..i]) };
-    t.parse::<f64>().unwrap_or(0.0)
+    let from = s.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(s.len());
+    crate::primitives::strtod::strtod(&s[from..]).map_or(0.0, |(v, _)| v)
 }
 
 /// Whether `name` is an `ML.*` command (case-insensitive).
@@ -602,14 +561,23 @@ pub(crate) fn is_ml_command(name: &[u8]) -> bool {
     name.len() > 3 && name[..3].eq_ignore_ascii_case(b"ML.")
 }
 
-/// Executes one `ML.*` command (`args[0]` is its name). Arguments are trimmed of white space
-/// and white-space-only ones dropped, so the trailing `" \n"` of a model file line is no
-/// argument (RedisML took it as a root path).
+/// Executes one `ML.*` command (`args[0]` is its name). White-space-only arguments at the end
+/// are dropped, so the trailing `" \n"` of a model file line is no argument (RedisML took it as
+/// a root path); the others are trimmed of white space but the key, which is taken as it is
+/// (an empty argument elsewhere is an error, as in Redis-ML, not a shift of the others).
 pub(crate) fn execute(args: &[&[u8]]) -> Reply {
     let Some((&name, rest)) = args.split_first() else {
         return Reply::Error(MlError::UnknownCommand(String::new()));
     };
-    let a: Vec<&[u8]> = rest.iter().map(|a| a.trim_ascii()).filter(|a| !a.is_empty()).collect();
+    let end = rest
+        .iter()
+        .rposition(|a| !a.trim_ascii().is_empty())
+        .map_or(0, |i| i + 1);
+    let a: Vec<&[u8]> = rest[..end]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| if i == 0 { *a } else { a.trim_ascii() })
+        .collect();
     let upper = name.to_ascii_uppercase();
     let r = run_command(&upper, &a);
     count(r.is_err());

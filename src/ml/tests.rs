@@ -145,6 +145,29 @@ fn forest_errors() {
     check_err("ML.FOREST.RUN fl 1:1", "WRONGTYPE");
 }
 
+/// Arguments as `command()` sends them (binary-safe, empty ones kept): only white space at
+/// the end is no argument (a model file's `" \n"`); an empty one elsewhere is an error, not a
+/// shift of the others, and keys are taken as they are.
+#[test]
+fn empty_arguments_are_errors_and_keys_are_exact() {
+    let run = |args: &[&str]| show(&execute(&args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>()));
+    assert!(
+        run(&["ML.LINREG.SET", "el", "", "3", "4"]).starts_with("ERR"),
+        "an empty number"
+    );
+    assert!(run(&["ML.MATRIX.SET", "em", "1", "2", "", "5", "6"]).starts_with("ERR"));
+    assert_eq!(run(&["ML.FOREST.ADD", "ef", "0", ".", "LEAF", "1", " \n"]), "OK");
+    // An empty sample has no features (all 0); the mode stays the mode.
+    assert_eq!(run(&["ML.FOREST.RUN", "ef", "", "REGRESSION"]), "\"1\"");
+    // The empty key and a key with spaces are keys of their own.
+    assert_eq!(run(&["ML.LINREG.SET", "", "1", "2"]), "OK");
+    assert_eq!(run(&["ML.LINREG.SET", " ek ", "5", "1"]), "OK");
+    assert_eq!(run(&["ML.LINREG.SET", "ek", "7", "1"]), "OK");
+    assert_eq!(run(&["ML.LINREG.PREDICT", "", "1"]), "\"3\"");
+    assert_eq!(run(&["ML.LINREG.PREDICT", " ek ", "1"]), "\"6\"");
+    assert_eq!(run(&["ML.LINREG.PREDICT", "ek", " 1\n"]), "\"8\"");
+}
+
 #[test]
 fn forest_paths_types_and_features() {
     // Case-insensitive node type prefixes and path letters; the root character is free.
@@ -217,6 +240,10 @@ fn atof_reads_prefixes() {
         (".5", 0.5),
         ("1e", 1.0),
         ("", 0.0),
+        ("0x10", 16.0),
+        ("0X1p4", 16.0),
+        (" +16", 16.0),
+        ("infinity", f64::INFINITY),
     ] {
         assert_eq!(atof(s.as_bytes()), v, "{s:?}");
     }

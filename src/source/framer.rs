@@ -61,6 +61,12 @@ impl Framer {
         self.offset
     }
 
+    /// Whether the framer is inside a run of NUL bytes at a line's start (a hole), with
+    /// nothing after it read yet.
+    pub fn in_hole(&self) -> bool {
+        self.hole.is_some() && self.start == self.end
+    }
+
     /// Forgets any partial line and restarts at stream offset `offset`, after `line_no`
     /// lines (so that the next line is number `line_no + 1`).
     pub fn reset(&mut self, offset: u64, line_no: u64) {

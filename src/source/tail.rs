@@ -1,10 +1,13 @@
 //! `tail://` input: follow a file as it grows. At end of file it polls. A file is known by its
 //! device, inode and fingerprint (its first bytes, see `checkpoint::Fingerprint`):
-//! - shorter than what was read, or with other first bytes (truncated, even if it regrew past
-//!   the old offset between two polls): read again from the start; when a copy of the old
+//! - shorter than what was read, or with other first bytes, or NULs where its data was being
+//!   read (truncated, even if it regrew past the old offset between two polls, by a writer
+//!   that goes on at its own offset): read again from the start; when a copy of the old
 //!   content sits next to it (`copytruncate`), the rest of that copy first;
-//! - the path names another file (rotated): the old file is read to its end, then every file
-//!   rotated after it (two rotations within one poll), then the new one from its start.
+//! - the path names another file (rotated): once that file has data (until then the writer
+//!   may still write the old one, as under logrotate's `create` before Suricata's HUP), the
+//!   old file is read to its end, then every file rotated after it (two rotations within one
+//!   poll), then the new one from its start.
 //!
 //! With a checkpoint it resumes where the outputs had got to. When the checkpointed file is no
 //! longer the one at the path (rotated, compressed, or its inode reused while the engine was
@@ -198,6 +201,28 @@ fn rotated_after(
         new
     });
     later
+}
+
+/// The `copytruncate` copy of the followed file (identity `id`, first bytes `fp`), `at_least`
+/// bytes long: among the rotated files with the same first bytes, the newest. From the
+/// second such rotation under a writer that keeps its offset, the copies all begin with the
+/// NULs the first one left, so the first bytes alone do not tell them apart.
+fn copy_of(path: &Path, id: FileId, fp: Fingerprint, at_least: u64) -> Option<Rotated> {
+    if fp.len == 0 {
+        return None;
+    }
+    rotated_files(path)
+        .into_iter()
+        .filter(|r| r.id != id && r.fingerprint(fp.len as usize) == Some(fp))
+        .filter(|r| r.gz || std::fs::metadata(&r.path).is_ok_and(|m| m.len() >= at_least))
+        .max_by_key(|r| r.age)
+}
+
+/// Whether the byte of `f` at `offset` is a NUL.
+fn nul_at(f: &File, offset: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut b = [1u8];
+    matches!(f.read_at(&mut b, offset), Ok(1)) && b[0] == 0
 }
 
 /// Reads a rotated file from `offset` to its end, noting the checkpoint as it goes.
@@ -443,6 +468,23 @@ pub(crate) fn follow(
     // unreadable (`/health`, the exit status) until a read works again.
     let mut read_failing = false;
     loop {
+        // A NUL right where data was being read (not inside a hole being skipped): the file
+        // was truncated and regrew past this offset since the last read, under a writer that
+        // goes on at its own offset (`copytruncate`), so what was not read yet is in the copy.
+        // The first bytes do not show it from the second such rotation on: they are the NULs
+        // the first one left, before and after.
+        if framer.position() > 0
+            && !framer.in_hole()
+            && nul_at(&file, framer.position())
+            && let Some(c) = copy_of(path, id, fp, framer.consumed())
+        {
+            read_rotated(&c, (framer.consumed(), framer.line_no), max_line, router, &mut ckpt);
+            if file.seek(SeekFrom::Start(0)).is_ok() {
+                framer.reset(0, 0);
+                fp = Fingerprint::default();
+                note(&mut ckpt, router, Spot::start_of(id));
+            }
+        }
         let r = framer.fill(&mut file, router);
         if read_failing && r.is_ok() {
             read_failing = false;
@@ -502,8 +544,13 @@ pub(crate) fn follow(
         }
         std::thread::sleep(poll);
         match std::fs::metadata(crate::privilege::host_path(path)) {
+            Ok(m) if FileId::of(&m) != id && m.len() == 0 => {
+                // Rotated, and the new file is still empty: the writer may go on in the old one
+                // until it reopens the path (logrotate's `create`, then Suricata's HUP), so the
+                // old one is followed until the new one has data.
+            }
             Ok(m) if FileId::of(&m) != id => {
-                // Rotated: finish the old file (it may have grown before the rename).
+                // Rotated, and the writer writes the new file: finish the old one.
                 loop {
                     match framer.fill(&mut file, router) {
                         Ok(n) if n > 0 => router.add_bytes(n),
@@ -550,10 +597,7 @@ pub(crate) fn follow(
                     m.len() < framer.position() || (fp.len > 0 && Fingerprint::at(&file, fp.len as usize) != Some(fp));
                 if rewritten {
                     // `copytruncate`: what was added before the copy is in the copy.
-                    let copy = rotated_files(path)
-                        .into_iter()
-                        .find(|r| r.id != id && fp.len > 0 && r.fingerprint(fp.len as usize) == Some(fp));
-                    match copy {
+                    match copy_of(path, id, fp, framer.consumed()) {
                         Some(c) => read_rotated(&c, (framer.consumed(), framer.line_no), max_line, router, &mut ckpt),
                         None => framer.finish(router),
                     }

@@ -395,6 +395,66 @@ end
     assert_eq!(refused[0]["code"], 3);
 }
 
+/// `hiredis.connect(host, port)` takes the port as a number or as a string that reads as one
+/// (as lua-hiredis's `luaL_checkint`), and without one the configured port; other arguments
+/// are an error that names them. A port given as text went to 6379, and `connect({}, {})`
+/// used the configuration.
+#[test]
+fn connect_takes_its_port_as_a_number_or_as_text() {
+    let redis = RedisServer::start();
+    let env = Env::new();
+    env.config(&redis_config(redis.port, "file://in.json"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        &format!(
+            r#"
+local port = {port}
+function setup() end
+function loop(msg)
+  local ok, c, err
+  if msg.how == "text" then ok, c, err = pcall(hiredis.connect, "127.0.0.1", tostring(port))
+  elseif msg.how == "number" then ok, c, err = pcall(hiredis.connect, "127.0.0.1", port)
+  elseif msg.how == "host" then ok, c, err = pcall(hiredis.connect, "127.0.0.1")
+  elseif msg.how == "tables" then ok, c, err = pcall(hiredis.connect, {{}}, {{}})
+  else ok, c, err = pcall(hiredis.connect, "127.0.0.1", "sixty") end
+  if not ok then msg.raised = c
+  elseif c then msg.r = c:command("INCR", "n"); c:close()
+  else msg.err = err end
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+            port = redis.port
+        ),
+    );
+    env.write_log(
+        "in.json",
+        b"{\"how\":\"text\"}\n{\"how\":\"number\"}\n{\"how\":\"host\"}\n{\"how\":\"tables\"}\n{\"how\":\"word\"}\n",
+    );
+    env.run(&["--shards", "1"]).assert_success();
+    let got: Vec<serde_json::Value> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), 5);
+    for (i, how) in ["text", "number", "host"].iter().enumerate() {
+        assert_eq!(got[i]["r"], i + 1, "{how}: {}", got[i]);
+    }
+    assert_eq!(redis.cli(&["GET", "n"]), "3");
+    let raised = |i: usize| got[i]["raised"].as_str().unwrap_or_default().to_string();
+    assert!(
+        raised(3).contains("bad argument #1 to 'connect' (string expected, got table)"),
+        "{}",
+        got[3]
+    );
+    assert!(
+        raised(4).contains("bad argument #2 to 'connect' (number expected, got string)"),
+        "{}",
+        got[4]
+    );
+}
+
 /// Connections the collector frees while the engine is inside one of its own calls (here: the
 /// copy of a large table `analyze_event` passes to the analyzer's state) are closed too.
 /// Before, their finalizer found the worker's context in use and left them open for the rest

@@ -1300,6 +1300,35 @@ fn a_timer_of_infinite_delay_never_fires() {
     assert_eq!(got, [r#"{"timer":"nan"}"#], "only the NaN timer fired");
 }
 
+/// `timer_event` with its seconds as a string that reads as a number (`"1"`, as the original's
+/// `lua_tointeger` took it) waits that long: a timer that arms itself again with `"1"` fired
+/// about a thousand times a second (a string counted as 0).
+#[test]
+fn a_timer_of_seconds_given_as_text_waits_them() {
+    let env = Env::simple(
+        "tail://in.json<",
+        "function setup() end\nfunction loop(msg)\n  dragonfly.output_event(default_output, msg)\n  dragonfly.timer_event('a', '1', {timer = 'again'})\nend\n",
+        "",
+        "",
+    );
+    env.write_log("in.json", b"{\"i\":0}\n");
+    let mut engine = env.spawn(&["--shards", "1"]);
+    wait_until(
+        Duration::from_secs(20),
+        "the event",
+        || !env.lines("out.json").is_empty(),
+        String::new,
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(30)).assert_success();
+    let fired = env.lines("out.json").len() - 1;
+    assert!(
+        (1..=3).contains(&fired),
+        "{fired} timers fired in about 2.5 s, one a second expected"
+    );
+}
+
 /// A Parquet output in a directory the engine makes, with `--user nobody -c`: the directory is
 /// given to the user (the engine made it as root: every publish failed with "Permission
 /// denied") and the files are written under the new root (the sink kept its pre-chroot path:

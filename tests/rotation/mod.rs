@@ -204,6 +204,91 @@ fn truncation_and_regrowth_between_polls_is_seen() {
     assert_each_once(&env, 25_000);
 }
 
+/// Rotation as logrotate's `create` does it under Suricata (its own recipe): the file is
+/// renamed and an empty one made at the path at once, while the writer goes on in the renamed
+/// file until its HUP makes it reopen the path. What it wrote to the old file after the new
+/// one appeared must be read (it was lost: the old file was finished as soon as the new one
+/// was seen).
+#[test]
+fn a_writer_that_goes_on_in_the_renamed_file_until_it_reopens_loses_nothing() {
+    let (env, run) = tail_env(100);
+    let mut writer = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(env.log("in.json"))
+        .unwrap();
+    writer.write_all(&numbered_lines(0, 100)).unwrap();
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    wait_until(
+        Duration::from_secs(60),
+        "100 lines",
+        || env.lines("out.json").len() >= 100,
+        String::new,
+    );
+    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+    std::fs::File::create(env.log("in.json")).unwrap();
+    // Several polls see the new, empty file while the writer still writes the old one.
+    std::thread::sleep(Duration::from_millis(600));
+    for n in (100..200).step_by(10) {
+        writer.write_all(&numbered_lines(n, n + 10)).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    // The HUP: the writer reopens the path.
+    drop(writer);
+    env.append_log("in.json", &numbered_lines(200, 300));
+    stop_after(&env, &mut engine, 300);
+    assert_each_once(&env, 300);
+}
+
+/// `copytruncate` under a writer that keeps its own offset (Suricata's `append: no`): each
+/// truncation leaves NULs up to the writer's offset. From the second rotation on, the file's
+/// first bytes are those NULs before and after, so only the NULs found where data was being
+/// read tell the truncation; the events not read yet are in the newest copy (they were lost,
+/// reported as a hole). The engine is stopped (SIGSTOP) while the writer adds the events it
+/// will not have read at the copy.
+#[test]
+fn copytruncate_under_a_writer_at_its_own_offset_loses_nothing_at_every_rotation() {
+    let (env, run) = tail_env(100);
+    let path = env.log("in.json");
+    let mut writer = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    writer.write_all(&numbered_lines(0, 100)).unwrap();
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    let mut total = 100;
+    for rotation in 1..=3usize {
+        wait_until(
+            Duration::from_secs(60),
+            &format!("{total} lines"),
+            || env.lines("out.json").len() >= total,
+            || format!("{} lines, log: {:?}", env.lines("out.json").len(), env.log_records()),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        engine.signal(libc::SIGSTOP);
+        // Written while the engine cannot read: in the copy only.
+        writer.write_all(&numbered_lines(total, total + 50)).unwrap();
+        for k in (1..rotation).rev() {
+            std::fs::rename(env.log(&format!("in.json.{k}")), env.log(&format!("in.json.{}", k + 1))).unwrap();
+        }
+        std::fs::copy(&path, env.log("in.json.1")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        // The writer goes on at its offset: NULs up to it, then the new events.
+        writer.write_all(&numbered_lines(total + 50, total + 100)).unwrap();
+        total += 100;
+        engine.signal(libc::SIGCONT);
+    }
+    stop_after(&env, &mut engine, total);
+    assert_each_once(&env, total);
+}
+
 /// A full disk (a file size limit on the engine): the checkpoint stays before the first event
 /// not written. After a `kill -9` in that state and a restart without the limit, every event
 /// is in the output at least once, and what is repeated is bounded.
