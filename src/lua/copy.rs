@@ -145,6 +145,23 @@ pub(super) unsafe fn copy_value(
     depth: usize,
     cache: &mut MemberCache,
 ) -> Result<(), CopyError> {
+    if from == to {
+        // A script passing a value to itself (an analyzer to its own tag, its own timer): one
+        // stack for both sides, so the copy's pushes would land among the source's. The copy
+        // is made on a thread of the same state (a stack of its own), then moved over.
+        // SAFETY: `from` belongs to this thread and `idx` is absolute, below the new thread.
+        unsafe {
+            ffi::luaL_checkstack(from, 2, c"copy".as_ptr());
+            let t = ffi::lua_newthread(from);
+            let anchor = ffi::lua_gettop(from);
+            let r = copy_value(from, idx, t, depth, cache);
+            if r.is_ok() {
+                ffi::lua_xmove(t, from, 1);
+            }
+            ffi::lua_remove(from, anchor);
+            return r;
+        }
+    }
     // Not re-entered (copying calls no Lua code); a fresh one if it ever were.
     SEEN.with(|cell| {
         let mut fresh = Seen::default();

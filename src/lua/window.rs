@@ -556,7 +556,10 @@ impl WorkerCtx {
                     return Ok(());
                 }
             }
-            let to = self.analyzers[a as usize].l;
+            // The states are closing (a finalizer run at the end): nothing runs any more.
+            let Some(to) = self.analyzers.get(a as usize).map(|s| s.l) else {
+                return Ok(());
+            };
             let top = ffi::lua_gettop(to);
             if let Err(e) = super::copy::copy_value(from, idx, to, 0, &mut self.cache) {
                 ffi::lua_settop(to, top);
@@ -571,7 +574,10 @@ impl WorkerCtx {
     /// Arms analyzer `a`'s one-shot timer with a deep copy of the value at `idx` of `from`,
     /// due `secs` from now; a pending one is replaced.
     pub unsafe fn set_timer(&mut self, from: *mut lua_State, idx: c_int, a: u32, secs: f64) -> Result<(), CopyError> {
-        let to = self.analyzers[a as usize].l;
+        // The states are closing (a finalizer run at the end): no timer fires any more.
+        let Some(to) = self.analyzers.get(a as usize).map(|s| s.l) else {
+            return Ok(());
+        };
         // SAFETY: both states belong to this worker thread.
         let r = unsafe {
             let top = ffi::lua_gettop(to);

@@ -329,7 +329,12 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
         let g = spec.reload.generation.load(std::sync::atomic::Ordering::Acquire);
         if g != generation {
             generation = g;
+            // A reloaded script's setup() that never returns is a stuck worker too: reported,
+            // `/health` 503, and a stop is not held by it.
+            let me = &stats.workers[spec.index];
+            me.begin_batch(stats.now_ms());
             let (d, e) = apply_reload(c, spec, g);
+            me.end_batch();
             reloads += d;
             reload_errors += e;
             stats.workers[spec.index].reloads.store(reloads, Relaxed);

@@ -916,7 +916,7 @@ impl Writer {
             }
             self.stuck_reported.push(k);
             let msg = format!(
-                "worker {k} has been on one batch of events for {secs} s: a script's loop() (or a timer's) that does not return? Its events and those after them wait; a stop ends the engine once it has been so for 30 s (exit status 3)"
+                "worker {k} has been on one batch of events for {secs} s: a script's loop() (or a timer's, or the setup() of a script being reloaded) that does not return? Its events and those after them wait; a stop ends the engine once it has been so for 30 s (exit status 3)"
             );
             let mut line = crate::diag::line(Kind::WorkerStuck, &[("worker", &k.to_string())], &msg);
             crate::diag::stderr_report(&line);

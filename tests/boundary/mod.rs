@@ -218,6 +218,94 @@ end
     }
 }
 
+/// An analyzer that passes values to itself (a changed event, an event inside a table, a nested
+/// table of it, an event kept from an earlier call, its own timer) gets copies: these crashed
+/// the engine (SIGSEGV: the copy's pushes landed among the source's on the one stack).
+#[test]
+fn an_analyzer_passing_values_to_itself_gets_copies() {
+    let env = Env::simple(
+        "file://in.json",
+        r#"
+local kept
+function setup() end
+function loop(msg)
+  if msg.back or msg.pkts then
+    local ev = msg.ev or msg
+    dragonfly.output_event(default_output, { back = msg.back, i = ev.i, x = ev.x, pkts = msg.pkts })
+    return
+  end
+  if msg.i == 0 then
+    kept = msg
+    msg.x = 1
+    msg.back = 1
+    dragonfly.analyze_event("a", msg)
+    msg.x = 2
+    msg.back = nil
+    dragonfly.analyze_event("a", { ev = msg, back = "inside" })
+    dragonfly.analyze_event("a", msg.flow)
+    dragonfly.timer_event("a", 0, { ev = msg, back = "timer" })
+  elseif msg.i == 1 then
+    kept.back = "kept"
+    dragonfly.analyze_event("a", kept)
+  end
+end
+"#,
+        "",
+        "",
+    );
+    let lines: Vec<String> = (0..2).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    let recs: Vec<serde_json::Value> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    let has = |f: &dyn Fn(&serde_json::Value) -> bool| recs.iter().any(f);
+    // The changed event as it was when passed (x = 1), the table holding it (x = 2 by then),
+    // the nested object (its pkts), the timer's copy and the event kept from the first call.
+    assert!(has(&|r| r["back"] == 1 && r["x"] == 1 && r["i"] == 0), "{recs:?}");
+    for back in ["inside", "timer", "kept"] {
+        assert!(
+            has(&|r| r["back"] == back && r["x"] == 2 && r["i"] == 0),
+            "{back}: {recs:?}"
+        );
+    }
+    assert!(has(&|r| r["pkts"] == 0 && r["i"].is_null()), "{recs:?}");
+    assert_eq!(recs.len(), 5, "{recs:?} {}", out.stdout);
+}
+
+/// Finalizers still pending when the states close at the end that call `analyze_event` or
+/// `timer_event` do nothing (they panicked: the analyzers were gone, one backtrace per call).
+#[test]
+fn finalizers_run_at_the_end_that_pass_values_do_nothing() {
+    let env = Env::simple(
+        "file://in.json",
+        r#"
+local keep = {}
+function setup()
+  for i = 1, 50 do
+    local p = newproxy(true)
+    getmetatable(p).__gc = function()
+      dragonfly.analyze_event("a", { from = "gc" })
+      dragonfly.timer_event("a", 0, { from = "gc" })
+    end
+    keep[i] = p
+  end
+end
+function loop(msg) dragonfly.output_event(default_output, msg) end
+"#,
+        "",
+        "",
+    );
+    env.write_log("in.json", &join_lines(&[event(0), event(1)]));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert_eq!(env.lines("out.json").len(), 2);
+}
+
 /// A script that stops its collector (`collectgarbage("stop")`) and makes garbage per event
 /// does not run into its memory limit: "stop" is ignored.
 #[test]

@@ -398,6 +398,38 @@ fn stop_a_stuck_script(stuck: &str, reported_within: Duration) -> (Env, RunOutpu
     (env, out)
 }
 
+/// A reload (SIGHUP) whose new script's `setup()` never returns is a stuck worker: reported
+/// (`worker_stuck`), `/health` 503, and a stop ends the engine with status 3. It hung the
+/// engine silently: `/health` said ok and SIGTERM was ignored.
+#[test]
+fn a_reloaded_setup_that_never_returns_is_reported_and_does_not_block_the_stop() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.write_log("in.json", &join_lines(&[event(0)]));
+    let (mut engine, addr, _run) = spawn_watched(&env);
+    wait_until(
+        Duration::from_secs(30),
+        "the first event",
+        || env.lines("out.json").len() == 1,
+        String::new,
+    );
+    env.analyzer(
+        "a.lua",
+        "function setup() while true do end end\nfunction loop(msg) end\n",
+    );
+    engine.signal(libc::SIGHUP);
+    env.append_log("in.json", &join_lines(&[event(1)]));
+    env.wait_for_record(
+        "worker_stuck",
+        "setup() of a script being reloaded",
+        Duration::from_secs(40),
+    );
+    let (code, body) = health(&addr);
+    assert_eq!(code, 503, "{body}");
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+}
+
 /// A `loop()` that writes records without end is stopped by an error in the script once its
 /// event's records reach 256 MiB (they were held without bound: the process grew by the size
 /// of everything written and aborted at its memory limit); the records written before stay,
