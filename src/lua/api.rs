@@ -17,9 +17,11 @@ unsafe extern "C-unwind" fn analyze_event(l: *mut lua_State) -> c_int {
             arg_count(l, "analyze_event", 2)?;
             let tag = arg_bytes(l, "analyze_event", 1, Coerce::StrOrNum)?;
             with_ctx(|c| match c.analyzer_index(tag) {
-                Some(a) => c
-                    .queue_analyzer(l, 2, a)
-                    .map_err(|e| LuaFail(format!("analyze_event: {e}"))),
+                Some(a) => {
+                    c.note_pass(l, 2, super::state::OnErrorAction::ToAnalyzer(a));
+                    c.queue_analyzer(l, 2, a)
+                        .map_err(|e| LuaFail(format!("analyze_event: {e}")))
+                }
                 None => {
                     c.unknown_tag("analyzer", tag);
                     Ok(())
@@ -56,8 +58,9 @@ unsafe extern "C-unwind" fn output_event(l: *mut lua_State) -> c_int {
             let tag = arg_bytes(l, "output_event", 1, Coerce::StrOrNum)?;
             match with_ctx(|c| {
                 let o = c.output_index(tag);
-                if o.is_none() {
-                    c.unknown_tag("output", tag);
+                match o {
+                    Some(o) => c.note_pass(l, 2, super::state::OnErrorAction::ToOutput(o)),
+                    None => c.unknown_tag("output", tag),
                 }
                 o
             }) {

@@ -51,6 +51,10 @@ pub(crate) struct WinEvent {
     /// The value the running pipelined call got, kept (registry reference in its analyzer's
     /// state) for its `on_error`.
     pub(super) err_ref: Option<c_int>,
+    /// That value as `lua_topointer` gives it, and whether the call passed it where its
+    /// `on_error` would (see `WorkerCtx::call_value`), across its suspensions.
+    pub(super) value_ptr: usize,
+    pub(super) passed_on: bool,
 }
 
 impl WinEvent {
@@ -105,6 +109,11 @@ pub struct WorkerCtx {
     /// The coroutine of the window event whose pipelined call is running (null otherwise):
     /// only a Redis command issued on exactly this thread is queued; any other runs at once.
     pub(super) cur_co: *mut mlua::ffi::lua_State,
+    /// The table the running `loop()` got when its `on_error` keeps it, as `lua_topointer`
+    /// gives it (0: none), and whether the script passed that table to where its
+    /// `on_error = "pass"` would pass it: a failure then does not pass it a second time.
+    pub(super) call_value: usize,
+    pub(super) call_passed_on: bool,
     /// Whether events end with an END_OF_EVENT record (some output is ordered).
     pub ordered: bool,
     pub(super) cur_input: u32,
@@ -280,6 +289,8 @@ impl WorkerCtx {
             first_open: 0,
             cur_win: None,
             cur_co: std::ptr::null_mut(),
+            call_value: 0,
+            call_passed_on: false,
             redis: super::redis_conn::RedisState::new(
                 super::redis_conn::RedisTarget::Tcp("127.0.0.1".into(), 6379),
                 Default::default(),
@@ -329,6 +340,31 @@ impl WorkerCtx {
             let _script = super::ffi_util::TimeMark::script();
             f()
         })
+    }
+
+    /// Notes that the running script passes the value at `idx` of `l` to `target` (its own
+    /// `on_error` target, when that value is the one its `loop()` got: see `call_value`).
+    ///
+    /// # Safety
+    ///
+    /// `l` is a state of this thread and `idx` a valid index of it.
+    pub(super) unsafe fn note_pass(
+        &mut self,
+        l: *mut mlua::ffi::lua_State,
+        idx: c_int,
+        target: super::state::OnErrorAction,
+    ) {
+        if self.call_value == 0 {
+            return;
+        }
+        // SAFETY: see the function's contract.
+        if unsafe { mlua::ffi::lua_topointer(l, idx) } as usize != self.call_value {
+            return;
+        }
+        let (role, i) = self.cur_script;
+        if self.script_mut(role, i).is_some_and(|s| s.on_error == target) {
+            self.call_passed_on = true;
+        }
     }
 
     pub fn analyzer_index(&self, tag: &[u8]) -> Option<u32> {

@@ -63,6 +63,10 @@ pub(super) unsafe extern "C" fn df_emit(
             _ => return DECLINED,
         }
         with_ctx(|c| {
+            // A call whose value `on_error` keeps: the C path notes what is passed on.
+            if c.call_value != 0 {
+                return DECLINED;
+            }
             // SAFETY: see the function's contract.
             let Ok((id, line, start, end)) = (unsafe { proxy::ffi_object(line, span, seal, &mut c.cache) }) else {
                 return DECLINED;
@@ -119,6 +123,10 @@ pub(super) unsafe extern "C" fn df_queue(tag: *const u8, tag_len: usize, line: *
         // SAFETY: see the function's contract.
         let tag = unsafe { std::slice::from_raw_parts(tag, tag_len) };
         with_ctx(|c| {
+            // A call whose value `on_error` keeps: the C path notes what is passed on.
+            if c.call_value != 0 {
+                return DECLINED;
+            }
             // SAFETY: see the function's contract.
             let Ok((id, _, start, _)) = (unsafe { proxy::ffi_object(line, 0.0, seal, &mut c.cache) }) else {
                 return DECLINED;

@@ -253,6 +253,8 @@ impl WorkerCtx {
                 // With an `on_error` other than drop, a reference to the value is kept until
                 // the call ends.
                 if self.analyzers[a as usize].on_error != OnErrorAction::Drop {
+                    self.window[i].value_ptr = ffi::lua_topointer(co, -1) as usize;
+                    self.window[i].passed_on = false;
                     ffi::lua_pushvalue(co, -1);
                     ffi::lua_xmove(co, l, 1);
                     self.window[i].err_ref = Some(ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX));
@@ -268,7 +270,11 @@ impl WorkerCtx {
                 self.window[i].co_t0 = t0;
                 self.cur_co = co;
                 super::ffi_util::guard_jit(l, &self.analyzers[a as usize].mem);
+                self.call_value = self.window[i].value_ptr;
+                self.call_passed_on = self.window[i].passed_on;
                 let status = self.run_script(|| ffi::lua_resume_(co, 1));
+                self.window[i].passed_on = self.call_passed_on;
+                self.call_value = 0;
                 self.cur_co = std::ptr::null_mut();
                 if !self.finish_resume(a, co, co_ref, status, i) {
                     return;
@@ -293,7 +299,11 @@ impl WorkerCtx {
             ffi::lua_pop(l, 1);
             self.cur_co = co;
             super::ffi_util::guard_jit(l, &self.analyzers[a as usize].mem);
+            self.call_value = self.window[i].value_ptr;
+            self.call_passed_on = self.window[i].passed_on;
             let status = self.run_script(|| ffi::lua_resume_(co, nres));
+            self.window[i].passed_on = self.call_passed_on;
+            self.call_value = 0;
             self.cur_co = std::ptr::null_mut();
             if self.finish_resume(a, co, co_ref, status, i) {
                 let t0 = self.window[i].co_t0;
@@ -328,7 +338,8 @@ impl WorkerCtx {
                     ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
                     ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
                     let on_error = self.analyzers[a as usize].on_error;
-                    self.apply_on_error(on_error, l, ffi::lua_gettop(l), &msg);
+                    let passed_on = self.window[i].passed_on;
+                    self.apply_on_error(on_error, l, ffi::lua_gettop(l), &msg, passed_on);
                     ffi::lua_pop(l, 1);
                 }
             } else {
@@ -430,17 +441,20 @@ impl WorkerCtx {
             let keep = on_error != OnErrorAction::Drop;
             if keep {
                 ffi::lua_pushvalue(l, -1);
+                self.call_value = ffi::lua_topointer(l, -1) as usize;
+                self.call_passed_on = false;
             }
             push_loop(l);
             ffi::lua_insert(l, -2);
             let t0 = self.lat_start_call(calls);
             let status = self.run_script(|| ffi::lua_pcall(l, 1, 0, 0));
             self.lat_end(role, i, t0);
+            self.call_value = 0;
             if status != 0 {
                 let msg = pcall_msg(l);
                 self.script_failed(role, i, l, status, &msg);
                 if keep {
-                    self.apply_on_error(on_error, l, ffi::lua_gettop(l), &msg);
+                    self.apply_on_error(on_error, l, ffi::lua_gettop(l), &msg, self.call_passed_on);
                 }
             }
             ffi::lua_settop(l, 0);
@@ -515,12 +529,21 @@ impl WorkerCtx {
     }
 
     /// Does what `on_error` says with the value at absolute index `v` of `l` (what `loop()`
-    /// got before it raised `msg`).
-    unsafe fn apply_on_error(&mut self, action: OnErrorAction, l: *mut lua_State, v: c_int, msg: &str) {
+    /// got before it raised `msg`). `passed_on`: the script had passed that value where a
+    /// pass would (it is not passed twice).
+    unsafe fn apply_on_error(
+        &mut self,
+        action: OnErrorAction,
+        l: *mut lua_State,
+        v: c_int,
+        msg: &str,
+        passed_on: bool,
+    ) {
         // SAFETY: `l` is a state of this thread, not running; `v` holds the value.
         let r = unsafe {
             match action {
                 OnErrorAction::Drop => Ok(()),
+                OnErrorAction::ToAnalyzer(_) | OnErrorAction::ToOutput(_) if passed_on => Ok(()),
                 OnErrorAction::ToAnalyzer(a) => self.queue_analyzer(l, v, a).map_err(PassError::from),
                 OnErrorAction::ToOutput(o) => self.emit_value(l, v, o).map_err(PassError::from),
                 OnErrorAction::DeadLetter(o) => {

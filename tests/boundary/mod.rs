@@ -506,6 +506,47 @@ fn on_error_routes_failed_events() {
     assert_eq!(out[4]["touched"], true, "passed on with the filter's changes");
 }
 
+/// `on_error = "pass"` does not pass an event a second time when `loop()` had passed it
+/// there before it failed (a filter's `analyze_event` to its default analyzer, an analyzer's
+/// `output_event` to its default output; pipelined too): every event was written twice. An
+/// event passed elsewhere before the failure is still passed on.
+#[test]
+fn on_error_pass_does_not_pass_an_event_twice() {
+    for pipeline in ["", ", pipeline = 4"] {
+        let env = Env::new();
+        env.config(&format!(
+            "inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\", on_error = \"pass\" }} }}\n\
+             analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\", on_error = \"pass\"{pipeline} }} }}\n\
+             outputs = {{ {{ tag = \"out\", uri = \"file://out.json<\" }}, {{ tag = \"other\", uri = \"file://other.json<\" }} }}\n"
+        ));
+        env.filter(
+            "filter.lua",
+            "function setup() end\nfunction loop(msg)\n  dragonfly.analyze_event(default_analyzer, msg)\n  if msg.i % 2 == 0 then error(\"after the pass\") end\nend\n",
+        );
+        env.analyzer(
+            "a.lua",
+            "function setup() end\nfunction loop(msg)\n  if msg.i % 3 == 0 then dragonfly.output_event(\"other\", msg) error(\"elsewhere\") end\n  dragonfly.output_event(default_output, msg)\n  if msg.i % 5 == 0 then error(\"after the write\") end\nend\n",
+        );
+        let lines: Vec<String> = (1..=30).map(event).collect();
+        env.write_log("in.json", &join_lines(&lines));
+        let out = env.run(&["--shards", "1"]);
+        out.assert_success();
+        let ids: Vec<u64> = env
+            .lines("out.json")
+            .iter()
+            .map(|l| u64_member(l, "i").unwrap())
+            .collect();
+        assert_eq!(ids, (1..=30).collect::<Vec<_>>(), "{pipeline}: each once, in order");
+        assert_eq!(env.lines("other.json").len(), 10, "{pipeline}");
+        assert_eq!(
+            out.summary().script_errors,
+            15 + 10 + 4,
+            "{pipeline}: {:?}",
+            out.summary()
+        );
+    }
+}
+
 /// A failed event that has a `dragonfly_error` member of its own is wrapped in its dead
 /// letter (`{"event": ..., "dragonfly_error": ...}`), as a value that is not an object is: the
 /// record had the key twice.
