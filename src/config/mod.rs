@@ -344,16 +344,30 @@ impl Validator<'_> {
         } else {
             root.join(dir).join(p)
         };
-        if crate::privilege::host_path(&full).is_file() {
-            Some(full)
+        let shown = if p.is_absolute() {
+            s.to_string()
         } else {
-            let shown = if p.is_absolute() {
-                s.to_string()
-            } else {
-                format!("{dir}/{s}")
-            };
-            self.err(key, format!("{shown} not found"));
-            None
+            format!("{dir}/{s}")
+        };
+        match std::fs::metadata(crate::privilege::host_path(&full)) {
+            Ok(m) if m.is_file() => Some(full),
+            Ok(m) => {
+                let what = if m.is_dir() {
+                    "a directory"
+                } else {
+                    "not a regular file"
+                };
+                self.err(key, format!("{shown} is {what}, not a script"));
+                None
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.err(key, format!("{shown} not found"));
+                None
+            }
+            Err(e) => {
+                self.err(key, format!("{shown}: {e}"));
+                None
+            }
         }
     }
 }

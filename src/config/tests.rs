@@ -18,6 +18,24 @@ fn check(src: &str, scripts: &[&str]) -> Result<Config, ConfigError> {
     Config::load(root, Path::new("/tmp/dfm-logs"), None)
 }
 
+/// A script path that is a directory is said to be one, not "not found".
+#[test]
+fn a_script_that_is_a_directory_is_named_as_one() {
+    let src = GOOD.replace("script = \"a.lua\"", "script = \"dir.lua\"");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for d in ["config", "filter", "analyzer", "analyzer/dir.lua"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(root.join("config/config.lua"), src).unwrap();
+    std::fs::write(root.join("filter/f.lua"), "function setup() end function loop(m) end").unwrap();
+    let e = Config::load(root, Path::new("/tmp/dfm-logs"), None).unwrap_err();
+    assert_eq!(
+        e.errors,
+        vec!["analyzers[1].script: analyzer/dir.lua is a directory, not a script".to_string()]
+    );
+}
+
 const GOOD: &str = r#"
 inputs = { { tag = "eve", uri = "tail://eve.json<", script = "f.lua", default_analyzer = "a" } }
 analyzers = { { tag = "a", script = "a.lua", default_analyzer = "", default_output = "out" } }

@@ -33,9 +33,10 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
                 }
             }
             crate::eprintln_safe!(
-                "dragonfly-mle: check: loading the scripts{} did not finish in {} s (a chunk or setup() that does not return?)",
+                "dragonfly-mle: check: loading the scripts{} did not finish in {} s (a chunk or setup() that does not return? the last one started: {})",
                 if setup { " and running their setup()" } else { "" },
-                CHECK_SCRIPTS_WAIT.as_secs()
+                CHECK_SCRIPTS_WAIT.as_secs(),
+                crate::lua::script::loading()
             );
             crate::lua::managed::stop();
             std::process::exit(1);

@@ -144,9 +144,10 @@ pub(super) fn start_workers(
                 if secs / 10 > told {
                     told = secs / 10;
                     crate::eprintln_safe!(
-                        "dragonfly-mle: {} of {} workers still loading their scripts after {secs} s (a setup() that does not return?)",
+                        "dragonfly-mle: {} of {} workers still loading their scripts after {secs} s (a script's chunk or setup() that does not return? the last one started: {})",
                         plan.shards - ready,
-                        plan.shards
+                        plan.shards,
+                        crate::lua::script::loading()
                     );
                 }
                 if stop.load(std::sync::atomic::Ordering::Relaxed) && secs >= 5 {

@@ -407,7 +407,7 @@ local engine_threads = E.engine_threads
 local raw_resume = coroutine.resume
 coroutine.resume = function(co, ...)
    if engine_threads[co] then
-      return false, "cannot resume the engine's coroutine (it is waiting for a Redis reply)"
+      return false, "cannot resume the engine's coroutine (it runs a pipelined analyzer's loop(); only the engine resumes it)"
    end
    return raw_resume(co, ...)
 end

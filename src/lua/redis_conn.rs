@@ -195,9 +195,10 @@ pub struct RedisState {
     /// Outages begun and ended since the worker last reported them: (kind, message), kind
     /// `redis_lost` or `redis_restored` (one record each per outage of a connection).
     pub(super) notices: Vec<(crate::diag::Kind, String)>,
-    /// Since when (and at which failure count) `hiredis.connect()` has failed, until one
-    /// succeeds: a Redis never reached is reported once, as a lost connection is.
-    pub(super) connect_down: Option<(Instant, u64)>,
+    /// Since when (and at which failure count) `hiredis.connect()` to which server has failed,
+    /// until one to it succeeds: a Redis never reached is reported once, as a lost connection
+    /// is.
+    pub(super) connect_down: Option<(Instant, u64, RedisTarget)>,
 }
 
 thread_local! {
@@ -274,7 +275,7 @@ impl RedisState {
     /// succeeds ([`RedisState::connect_succeeded`]).
     pub(super) fn connect_failed(&mut self, target: &RedisTarget, error: &str) {
         if self.connect_down.is_none() {
-            self.connect_down = Some((Instant::now(), self.failures));
+            self.connect_down = Some((Instant::now(), self.failures, target.clone()));
             let msg = format!(
                 "{}: cannot connect ({error}); hiredis.connect() returns nil, the error and ERR_IO until it can",
                 describe_target(target)
@@ -283,9 +284,13 @@ impl RedisState {
         }
     }
 
-    /// A `hiredis.connect()` succeeded: the end of connect failures is reported.
+    /// A `hiredis.connect()` succeeded: the end of connect failures to that server is reported
+    /// (one to another server says nothing of them).
     pub(super) fn connect_succeeded(&mut self, target: &RedisTarget) {
-        if let Some((since, failures_then)) = self.connect_down.take() {
+        if self.connect_down.as_ref().is_some_and(|d| d.2 != *target) {
+            return;
+        }
+        if let Some((since, failures_then, _)) = self.connect_down.take() {
             let msg = format!(
                 "{}: connected after {:.1} s of failed connects; {} Redis calls of this worker failed meanwhile",
                 describe_target(target),

@@ -281,6 +281,21 @@ unsafe fn push_global(l: *mut lua_State, name: &std::ffi::CStr) {
     }
 }
 
+/// What a worker started last while scripts load at the start ("the chunk of analyzer/a.lua",
+/// "setup() of analyzer/a.lua"), for the start's word on a script that does not return.
+static LOADING: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// What [`LOADING`] says (empty before any script).
+pub(crate) fn loading() -> String {
+    LOADING.lock().map(|s| s.clone()).unwrap_or_default()
+}
+
+fn note_loading(what: &str, spec: &ScriptSpec) {
+    if let Ok(mut s) = LOADING.lock() {
+        *s = format!("{what} {} ({})", spec.path.display(), spec.tag);
+    }
+}
+
 impl WorkerCtx {
     /// Opens every script of a configuration on this thread, and runs their `setup()` when
     /// `run_setup`.
@@ -293,6 +308,7 @@ impl WorkerCtx {
         for (role, specs) in [(Role::Filter, filters), (Role::Analyzer, analyzers)] {
             for (i, spec) in specs.iter().enumerate() {
                 self.cur_script = (role, i as u32);
+                note_loading("the chunk of", spec);
                 let settings = self.state_settings;
                 let mut s = self
                     .run_script(|| Script::open(spec, settings))
@@ -308,6 +324,7 @@ impl WorkerCtx {
             for (role, specs) in [(Role::Filter, filters), (Role::Analyzer, analyzers)] {
                 for (i, spec) in specs.iter().enumerate() {
                     self.cur_script = (role, i as u32);
+                    note_loading("setup() of", spec);
                     let l = self.state(role, i as u32);
                     self.run_setup(l).map_err(|e| e.of(role, i, spec))?;
                 }

@@ -310,6 +310,12 @@ fn a_setup_that_never_returns_is_said_and_does_not_block_the_stop() {
         "{}",
         out.stderr
     );
+    // The script is named.
+    assert!(
+        out.stderr.contains("the last one started: setup() of ") && out.stderr.contains("a.lua (a)"),
+        "{}",
+        out.stderr
+    );
     assert!(
         out.stderr.contains("stopped while scripts' setup() had not returned"),
         "{}",

@@ -398,7 +398,8 @@ end
 /// `hiredis.connect(host, port)` takes the port as a number or as a string that reads as one
 /// (as lua-hiredis's `luaL_checkint`), and without one the configured port; other arguments
 /// are an error that names them. A port given as text went to 6379, and `connect({}, {})`
-/// used the configuration.
+/// used the configuration. A connect to another server after a failed one is no
+/// `redis_restored` of the failed one.
 #[test]
 fn connect_takes_its_port_as_a_number_or_as_text() {
     let redis = RedisServer::start();
@@ -413,7 +414,8 @@ local port = {port}
 function setup() end
 function loop(msg)
   local ok, c, err
-  if msg.how == "text" then ok, c, err = pcall(hiredis.connect, "127.0.0.1", tostring(port))
+  if msg.how == "nowhere" then ok, c, err = pcall(hiredis.connect, "127.0.0.1", 1)
+  elseif msg.how == "text" then ok, c, err = pcall(hiredis.connect, "127.0.0.1", tostring(port))
   elseif msg.how == "number" then ok, c, err = pcall(hiredis.connect, "127.0.0.1", port)
   elseif msg.how == "host" then ok, c, err = pcall(hiredis.connect, "127.0.0.1")
   elseif msg.how == "tables" then ok, c, err = pcall(hiredis.connect, {{}}, {{}})
@@ -429,7 +431,7 @@ end
     );
     env.write_log(
         "in.json",
-        b"{\"how\":\"text\"}\n{\"how\":\"number\"}\n{\"how\":\"host\"}\n{\"how\":\"tables\"}\n{\"how\":\"word\"}\n",
+        b"{\"how\":\"nowhere\"}\n{\"how\":\"text\"}\n{\"how\":\"number\"}\n{\"how\":\"host\"}\n{\"how\":\"tables\"}\n{\"how\":\"word\"}\n",
     );
     env.run(&["--shards", "1"]).assert_success();
     let got: Vec<serde_json::Value> = env
@@ -437,10 +439,19 @@ end
         .iter()
         .map(|l| serde_json::from_slice(l).unwrap())
         .collect();
-    assert_eq!(got.len(), 5);
+    assert_eq!(got.len(), 6);
+    assert!(got[0]["err"].as_str().unwrap_or_default().contains(":1"), "{}", got[0]);
+    let got = &got[1..];
     for (i, how) in ["text", "number", "host"].iter().enumerate() {
         assert_eq!(got[i]["r"], i + 1, "{how}: {}", got[i]);
     }
+    // The failed connect elsewhere is not "restored" by connects to this server.
+    assert_eq!(env.log_records_of("redis_lost").len(), 1, "{:?}", env.log_records());
+    assert!(
+        env.log_records_of("redis_restored").is_empty(),
+        "{:?}",
+        env.log_records()
+    );
     assert_eq!(redis.cli(&["GET", "n"]), "3");
     let raised = |i: usize| got[i]["raised"].as_str().unwrap_or_default().to_string();
     assert!(
@@ -1195,7 +1206,8 @@ end
     assert!(recs.iter().all(|r| r["inner_ok"] == true));
     for r in &recs[1..] {
         assert_eq!(
-            r["resume"], "false cannot resume the engine's coroutine (it is waiting for a Redis reply)",
+            r["resume"],
+            "false cannot resume the engine's coroutine (it runs a pipelined analyzer's loop(); only the engine resumes it)",
             "{r}"
         );
     }
