@@ -397,6 +397,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             dragonfly_mle::eprintln_safe!("dragonfly-mle: {e:#}");
+            engine::record_fatal(&opts.log_dir, &format!("{e:#}"));
             ExitCode::from(1)
         }
     }

@@ -74,6 +74,7 @@ kinds! {
     Privileges => "privileges", "info";
     ConfigWarning => "config_warning", "info";
     Suppressed => "suppressed", "error";
+    FatalError => "fatal_error", "error";
 }
 
 impl Kind {

@@ -240,6 +240,23 @@ fn choose_run_dir(opts: &Options, cfg: &Config) -> PathBuf {
     }
 }
 
+/// Appends a `fatal_error` record (the engine could not start, or stopped on an error: what
+/// `run`'s error says) to `dragonfly-mle.log` in `log_dir`, when that directory exists: the log
+/// file was left empty while stderr alone said why.
+pub fn record_fatal(log_dir: &std::path::Path, message: &str) {
+    use std::io::Write;
+    let file = log_dir.join("dragonfly-mle.log");
+    let path = crate::privilege::host_path(&file);
+    if !path.parent().is_some_and(|d| d.is_dir()) {
+        return;
+    }
+    let mut line = crate::diag::log_line(&crate::diag::line(crate::diag::Kind::FatalError, &[], message)).into_owned();
+    line.push(b'\n');
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        let _ = f.write_all(&line);
+    }
+}
+
 /// Runs the engine until its inputs end (all `file://`, no `--follow`) or a signal stops it.
 pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     // First of all: a SIGHUP or SIGUSR1 sent while the configuration is read (a logrotate

@@ -323,6 +323,30 @@ fn a_setup_that_never_returns_is_said_and_does_not_block_the_stop() {
     );
 }
 
+/// A start that fails (here a `setup()` that raises) is recorded in `dragonfly-mle.log` too
+/// (`fatal_error`), not only on stderr: the log file was left empty.
+#[test]
+fn a_failed_start_is_in_the_log_file() {
+    let env = Env::simple(
+        "file://in.json",
+        "function setup() error(\"no model file\") end\nfunction loop(msg) end\n",
+        "",
+        "",
+    );
+    env.write_log("in.json", &join_lines(&[event(0)]));
+    let out = env.run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let fatal = env.log_records_of("fatal_error");
+    assert_eq!(fatal.len(), 1, "{:?}", env.log_records());
+    assert!(
+        fatal[0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no model file"),
+        "{fatal:?}"
+    );
+}
+
 /// `check --setup` on a `setup()` that never returns fails after 30 s instead of hanging.
 #[test]
 fn check_gives_up_on_a_setup_that_never_returns() {
