@@ -42,7 +42,7 @@ struct Cli {
     /// config.lua's http_address, else 127.0.0.1:7070.
     #[arg(global = true, long, value_name = "ADDR")]
     http: Option<String>,
-    /// Number of worker shards (default: config.lua's `shards`, else one per CPU left after the reader threads, at least 1).
+    /// Number of worker shards (default: config.lua's `shards`, else one per CPU left after the reader threads, at least 1; for `test`, each test runs on this many instead of its own `shards`, else config.lua's, else 1 and 2).
     #[arg(global = true, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     shards: Option<u32>,
     /// CPUs to pin threads to, e.g. "0,2-5" (readers first, then workers).

@@ -6,10 +6,29 @@ use simd_json::OwnedValue;
 use simd_json::StaticNode;
 use simd_json::prelude::*;
 
-/// Parses one record.
+/// Parses one record. A key that occurs twice in an object has the value of its last
+/// occurrence, as scripts read it (and lua-cjson did).
 pub(crate) fn parse(line: &[u8]) -> Result<OwnedValue, String> {
     let mut b = line.to_vec();
-    simd_json::to_owned_value(&mut b).map_err(|e| format!("not JSON ({e}): {}", String::from_utf8_lossy(line)))
+    let v =
+        simd_json::to_owned_value(&mut b).map_err(|e| format!("not JSON ({e}): {}", String::from_utf8_lossy(line)))?;
+    Ok(last_wins(v))
+}
+
+/// `v` with every object rebuilt member by member, so that a later member replaces an earlier
+/// one of the same name.
+fn last_wins(v: OwnedValue) -> OwnedValue {
+    match v {
+        OwnedValue::Object(o) => {
+            let mut out = simd_json::owned::Object::with_capacity(o.len());
+            for (k, v) in o.into_iter() {
+                out.insert(k, last_wins(v));
+            }
+            OwnedValue::from(out)
+        }
+        OwnedValue::Array(a) => OwnedValue::from(a.into_iter().map(last_wins).collect::<Vec<_>>()),
+        other => other,
+    }
 }
 
 fn number(v: &OwnedValue) -> Option<f64> {
@@ -91,17 +110,61 @@ pub(crate) fn differences(path: &str, want: &OwnedValue, got: &OwnedValue, out: 
     }
 }
 
-/// The value at a dotted path (`dns.rrname`; a number indexes an array from 1).
-pub(crate) fn lookup<'a>(v: &'a OwnedValue, path: &str) -> Option<&'a OwnedValue> {
-    let mut cur = v;
-    for part in path.split('.') {
-        cur = match cur {
-            OwnedValue::Object(o) => o.get(part)?,
-            OwnedValue::Array(a) => a.get(part.parse::<usize>().ok()?.checked_sub(1)?)?,
-            _ => return None,
-        };
+/// Which records are missing from `got` and which are extra, when the counts differ: the
+/// longest common subsequence of equal records (`same`) pairs the rest, so one record dropped
+/// from the middle is named as such instead of shifting every later record. (indexes of
+/// `want` not matched, indexes of `got` not matched); `None` when the lists are too long to
+/// align (above 4,000,000 pairs).
+pub(crate) fn unmatched(want: &[OwnedValue], got: &[OwnedValue]) -> Option<(Vec<usize>, Vec<usize>)> {
+    let (n, m) = (want.len(), got.len());
+    if n.saturating_mul(m) > 4_000_000 {
+        return None;
     }
-    Some(cur)
+    // lcs[i][j]: the longest common subsequence of want[i..] and got[j..].
+    let mut lcs = vec![0u32; (n + 1) * (m + 1)];
+    let at = |i: usize, j: usize| i * (m + 1) + j;
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[at(i, j)] = if same(&want[i], &got[j]) {
+                lcs[at(i + 1, j + 1)] + 1
+            } else {
+                lcs[at(i + 1, j)].max(lcs[at(i, j + 1)])
+            };
+        }
+    }
+    let (mut missing, mut extra) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < n && j < m {
+        if same(&want[i], &got[j]) {
+            i += 1;
+            j += 1;
+        } else if lcs[at(i + 1, j)] >= lcs[at(i, j + 1)] {
+            missing.push(i);
+            i += 1;
+        } else {
+            extra.push(j);
+            j += 1;
+        }
+    }
+    missing.extend(i..n);
+    extra.extend(j..m);
+    Some((missing, extra))
+}
+
+/// The value at a dotted path (`dns.rrname`; a number indexes an array from 1). A member whose
+/// name has dots (`"source.ip"`) is found by its name, at any level: the whole rest of the
+/// path first, then each way of cutting it at a dot, the shortest first part first.
+pub(crate) fn lookup<'a>(v: &'a OwnedValue, path: &str) -> Option<&'a OwnedValue> {
+    let step = |part: &str| match v {
+        OwnedValue::Object(o) => o.get(part),
+        OwnedValue::Array(a) => a.get(part.parse::<usize>().ok()?.checked_sub(1)?),
+        _ => None,
+    };
+    if let Some(x) = step(path) {
+        return Some(x);
+    }
+    path.match_indices('.')
+        .find_map(|(i, _)| lookup(step(&path[..i])?, &path[i + 1..]))
 }
 
 /// A value as the text a pattern is matched against: strings as they are, others as JSON.
@@ -143,6 +206,24 @@ mod tests {
     }
 
     #[test]
+    fn a_record_dropped_or_added_is_named_not_shifted() {
+        let recs = |s: &[u64]| -> Vec<OwnedValue> {
+            s.iter()
+                .map(|&i| parse(format!("{{\"i\":{i}}}").as_bytes()).unwrap())
+                .collect()
+        };
+        assert_eq!(
+            unmatched(&recs(&[1, 2, 3, 4, 5]), &recs(&[1, 2, 4, 5])),
+            Some((vec![2], vec![]))
+        );
+        assert_eq!(
+            unmatched(&recs(&[1, 2, 3]), &recs(&[1, 9, 2, 3])),
+            Some((vec![], vec![1]))
+        );
+        assert_eq!(unmatched(&recs(&[1, 2]), &recs(&[3])), Some((vec![0, 1], vec![0])));
+    }
+
+    #[test]
     fn paths_reach_nested_members_and_array_elements() {
         let v = parse(br#"{"dns":{"rrname":"x.org","answers":[{"rdata":"1.2.3.4"}]}}"#).unwrap();
         assert_eq!(lookup(&v, "dns.rrname").and_then(|v| v.as_str()), Some("x.org"));
@@ -151,6 +232,12 @@ mod tests {
             Some("1.2.3.4")
         );
         assert!(lookup(&v, "dns.answers.2").is_none());
+        // Names with dots, whole first; a repeated key reads as its last occurrence.
+        let d = parse(br#"{"source.ip":"1.2.3.4","a.b":1,"a":{"b":2,"c.d":{"e":3}},"k":1,"k":2}"#).unwrap();
+        assert_eq!(lookup(&d, "source.ip").and_then(|v| v.as_str()), Some("1.2.3.4"));
+        assert_eq!(lookup(&d, "a.b").and_then(|v| v.as_u64()), Some(1));
+        assert_eq!(lookup(&d, "a.c.d.e").and_then(|v| v.as_u64()), Some(3));
+        assert_eq!(lookup(&d, "k").and_then(|v| v.as_u64()), Some(2));
         assert!(lookup(&v, "dns.rrname.x").is_none());
         assert_eq!(text(lookup(&v, "dns.answers").unwrap()), r#"[{"rdata":"1.2.3.4"}]"#);
     }

@@ -121,15 +121,30 @@ pub fn run(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Report> {
                 passed_on_one |= n == 1;
                 report.passed += 1;
                 let _ = writeln!(out, "ok");
-                if let Some(d) = dir.filter(|_| !opts.keep) {
-                    let _ = std::fs::remove_dir_all(d);
+                match dir {
+                    Some(d) if !opts.keep => {
+                        let _ = std::fs::remove_dir_all(d);
+                    }
+                    Some(d) => {
+                        let _ = writeln!(out, "  (kept: {})", d.display());
+                    }
+                    None => {}
                 }
             } else {
                 report.failed += 1;
                 let _ = writeln!(out, "FAILED");
                 let mut problems = problems;
                 if passed_on_one && n > 1 {
-                    problems.push(SHARD_HINT.replace("{n}", &n.to_string()));
+                    let mut hint = SHARD_HINT.replace("{n}", &n.to_string());
+                    if config_shards(case) == Some(1) {
+                        // The root runs on one worker already: the test asked for more.
+                        hint = hint.replace(
+                            "`shards = 1` in \
+config.lua runs such a root on one worker, as the original did.)",
+                            "config.lua's `shards = 1` already runs this root on one worker; the test's own `shards` asked for more.)",
+                        );
+                    }
+                    problems.push(hint);
                 }
                 failures.push((label, problems, dir));
             }
@@ -279,11 +294,20 @@ fn run_case(
         Err(e) => return Ok((vec![format!("{e:#}")], Some(dir))),
     };
     let exp_dir = expected_dir(case);
-    if opts.update && !*updated {
-        write_expected(&exp_dir, &got)?;
-        *updated = true;
-    }
     let mut problems = Vec::new();
+    if opts.update && !*updated {
+        // A run with script errors the test does not expect writes no expected records: they
+        // would bless a broken analyzer's output.
+        if got.script_errors > case.script_errors {
+            problems.push(format!(
+                "--update: expected files not written: the run had {} script errors, the test expects {} (say script_errors = N when they are meant)",
+                got.script_errors, case.script_errors
+            ));
+        } else {
+            write_expected(&exp_dir, &got)?;
+            *updated = true;
+        }
+    }
     check_expected(&exp_dir, &got, &mut problems)?;
     check_assertions(case, &got, lua, &mut problems);
     Ok((problems, Some(dir)))
@@ -390,8 +414,13 @@ fn engine_run(case: &TestCase, shards: usize, opts: &TestOptions, dir: &Path) ->
                 format!("; its last words:\n{}", lines.join("\n"))
             };
             anyhow::bail!(
-                "the engine did not finish within {} s (the test's timeout): a setup() or loop() that never returns, a Redis that never answers, or an input too large for the time (raise `timeout = N` in the test){said}",
-                case.timeout
+                "the engine did not finish within {} s ({}): a setup() or loop() that never returns, a Redis that never answers, or an input too large for the time (raise `timeout = N` in the test; a worker is named as stuck once it has been so for 10 s){said}",
+                case.timeout,
+                if case.timeout_set {
+                    "the test's timeout"
+                } else {
+                    "the default timeout"
+                }
             );
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -476,7 +505,11 @@ fn as_expected(want: &OwnedValue, reply: &OwnedValue) -> OwnedValue {
 }
 
 /// What is wrong with value `v` (`None`: absent) under check `m`, if anything.
-fn mismatch(m: &Matcher, v: Option<&OwnedValue>, matches: &dyn Fn(&str, &str) -> bool) -> Option<String> {
+fn mismatch(
+    m: &Matcher,
+    v: Option<&OwnedValue>,
+    matches: &dyn Fn(&str, &str) -> Result<bool, String>,
+) -> Option<String> {
     let enc = simd_json::prelude::Writable::encode;
     match (m, v) {
         (Matcher::Exists, None) => Some("expected to exist, absent".to_string()),
@@ -484,9 +517,11 @@ fn mismatch(m: &Matcher, v: Option<&OwnedValue>, matches: &dyn Fn(&str, &str) ->
         (Matcher::Equals(w), None) => Some(format!("expected {}, absent", enc(w))),
         (Matcher::Equals(w), Some(v)) if !compare::same(w, v) => Some(format!("expected {}, got {}", enc(w), enc(v))),
         (Matcher::Matches(p), None) => Some(format!("expected to match {p:?}, absent")),
-        (Matcher::Matches(p), Some(v)) if !matches(&compare::text(v), p) => {
-            Some(format!("expected to match {p:?}, got {}", compare::text(v)))
-        }
+        (Matcher::Matches(p), Some(v)) => match matches(&compare::text(v), p) {
+            Ok(true) => None,
+            Ok(false) => Some(format!("expected to match {p:?}, got {}", compare::text(v))),
+            Err(e) => Some(e),
+        },
         _ => None,
     }
 }
@@ -520,6 +555,21 @@ fn check_expected(dir: &Path, got: &RunOutput, problems: &mut Vec<String>) -> an
                 .collect(),
             Err(_) => Vec::new(),
         };
+        if want.len() != lines.len() {
+            let parsed = |ls: &[Vec<u8>]| ls.iter().map(|l| compare::parse(l)).collect::<Result<Vec<_>, _>>();
+            if let (Ok(wv), Ok(gv)) = (parsed(&want), parsed(lines))
+                && let Some((missing, extra)) = compare::unmatched(&wv, &gv)
+            {
+                problems.push(format!(
+                    "output {tag} ({}): expected {} records, got {}",
+                    path.display(),
+                    want.len(),
+                    lines.len()
+                ));
+                name_unmatched(tag, (&wv, &missing), (&gv, &extra), problems);
+                continue;
+            }
+        }
         let mut shown = 0;
         for i in 0..want.len().max(lines.len()) {
             let (w, g) = (want.get(i), lines.get(i));
@@ -567,6 +617,58 @@ fn check_expected(dir: &Path, got: &RunOutput, problems: &mut Vec<String>) -> an
     Ok(())
 }
 
+/// Names the expected records the run did not write and the records it wrote beyond them (at
+/// most 5 of each), by their numbers in the expected list and in the output.
+fn name_unmatched(
+    tag: &str,
+    (want, missing): (&[OwnedValue], &[usize]),
+    (got, extra): (&[OwnedValue], &[usize]),
+    problems: &mut Vec<String>,
+) {
+    let enc = simd_json::prelude::Writable::encode;
+    // A missing and an extra record in the same order are most likely one record written
+    // differently: shown with their differences.
+    let pairs = missing.len().min(extra.len());
+    for (&i, &j) in missing.iter().zip(extra).take(5) {
+        let mut d = Vec::new();
+        crate::testkit::compare::differences("", &want[i], &got[j], &mut d, 8);
+        problems.push(format!(
+            "output {tag}, record {}:\n  expected {}\n  got      {}\n    {}",
+            j + 1,
+            enc(&want[i]),
+            enc(&got[j]),
+            d.join("\n    ")
+        ));
+    }
+    let (missing, extra) = (&missing[pairs..], &extra[pairs..]);
+    for &i in missing.iter().take(5) {
+        problems.push(format!(
+            "output {tag}: expected record {} is missing: {}",
+            i + 1,
+            enc(&want[i])
+        ));
+    }
+    if missing.len() > 5 {
+        problems.push(format!(
+            "output {tag}: {} more expected records are missing",
+            missing.len() - 5
+        ));
+    }
+    for &j in extra.iter().take(5) {
+        problems.push(format!(
+            "output {tag}: record {} was not expected: {}",
+            j + 1,
+            enc(&got[j])
+        ));
+    }
+    if extra.len() > 5 {
+        problems.push(format!(
+            "output {tag}: {} more records were not expected",
+            extra.len() - 5
+        ));
+    }
+}
+
 /// The test's own assertions: counts, fields, log records, script errors.
 fn check_assertions(case: &TestCase, got: &RunOutput, lua: &mlua::Lua, problems: &mut Vec<String>) {
     let records = |tag: &str| -> Option<Vec<OwnedValue>> {
@@ -575,19 +677,49 @@ fn check_assertions(case: &TestCase, got: &RunOutput, lua: &mlua::Lua, problems:
             .find(|(t, _)| t == tag)
             .map(|(_, lines)| lines.iter().filter_map(|l| compare::parse(l).ok()).collect())
     };
-    let matches = |text: &str, pattern: &str| -> bool {
+    // A malformed pattern (`"["`) is an error of the test, said as such, not a failed match.
+    let matches = |text: &str, pattern: &str| -> Result<bool, String> {
         let find = lua
             .globals()
             .get::<mlua::Table>("string")
             .and_then(|s| s.get::<mlua::Function>("find"));
         find.and_then(|f| f.call::<mlua::Value>((text, pattern)))
-            .is_ok_and(|v| !v.is_nil())
+            .map(|v| !v.is_nil())
+            .map_err(|e| {
+                format!(
+                    "the pattern {pattern:?} is not a Lua pattern: {}",
+                    e.to_string().lines().next().unwrap_or("")
+                )
+            })
+    };
+    let mut bad_patterns: Vec<String> = Vec::new();
+    let mut matches_or_note = |text: &str, pattern: &str| -> bool {
+        match matches(text, pattern) {
+            Ok(m) => m,
+            Err(e) => {
+                if !bad_patterns.contains(&e) {
+                    bad_patterns.push(e);
+                }
+                false
+            }
+        }
     };
     for (tag, want) in &case.outputs {
         let Some(got) = records(tag) else {
             problems.push(format!("outputs: no output has tag {tag:?}"));
             continue;
         };
+        if want.len() != got.len()
+            && let Some((missing, extra)) = compare::unmatched(want, &got)
+        {
+            problems.push(format!(
+                "output {tag}: expected {} records, got {}",
+                want.len(),
+                got.len()
+            ));
+            name_unmatched(tag, (want, &missing), (&got, &extra), problems);
+            continue;
+        }
         for (i, w) in want.iter().enumerate() {
             let Some(g) = got.get(i) else { break };
             let mut d = Vec::new();
@@ -634,6 +766,14 @@ fn check_assertions(case: &TestCase, got: &RunOutput, lua: &mlua::Lua, problems:
                     continue;
                 }
             },
+            Which::Each if recs.is_empty() => {
+                // A check of every record of an output that has none checks nothing.
+                let p = format!("output {}: no records, so its \"each\" checks check nothing", f.output);
+                if !problems.contains(&p) {
+                    problems.push(p);
+                }
+                continue;
+            }
             Which::Each => recs.iter().enumerate().map(|(i, r)| (i + 1, r)).collect(),
         };
         for (n, r) in picked {
@@ -669,7 +809,7 @@ fn check_assertions(case: &TestCase, got: &RunOutput, lua: &mlua::Lua, problems:
                 } else {
                     compare::lookup(rec, k)
                 };
-                v.is_some_and(|v| matches(&compare::text(v), pattern))
+                v.is_some_and(|v| matches_or_note(&compare::text(v), pattern))
             })
         });
         if !found {
@@ -687,7 +827,7 @@ fn check_assertions(case: &TestCase, got: &RunOutput, lua: &mlua::Lua, problems:
         let expected = case
             .logs
             .iter()
-            .any(|want| want.iter().any(|(k, p)| k == "kind" && matches(kind, p)));
+            .any(|want| want.iter().any(|(k, p)| k == "kind" && matches_or_note(kind, p)));
         let recs: Vec<&OwnedValue> = got
             .log
             .iter()
@@ -705,6 +845,7 @@ fn check_assertions(case: &TestCase, got: &RunOutput, lua: &mlua::Lua, problems:
         }
         problems.push(p);
     }
+    problems.extend(bad_patterns);
     if got.script_errors != case.script_errors {
         let mut p = format!(
             "script errors: expected {}, the run had {}",

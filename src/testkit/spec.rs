@@ -54,6 +54,8 @@ pub(crate) struct TestCase {
     pub script_errors: u64,
     /// Seconds a run may take.
     pub timeout: f64,
+    /// Whether the test set `timeout` (else the default).
+    pub timeout_set: bool,
 }
 
 /// Which events of an output a field check applies to.
@@ -259,6 +261,12 @@ fn test_case(file: &Path, dir: &Path, default_root: &Path, k: usize, t: &Table) 
             let v = v.map_err(|e| at("events", e.to_string()))?;
             let where_ = format!("events[{}]", i + 1);
             events.push(match &v {
+                Value::String(s) if s.as_bytes().contains(&b'\n') => {
+                    return Err(at(
+                        &where_,
+                        "one event per entry: this text holds a newline (two entries, or events_file for lines)".into(),
+                    ));
+                }
                 Value::String(s) => s.as_bytes().to_vec(),
                 Value::Table(_) => to_json(&v).map_err(|m| at(&where_, m))?.encode().into_bytes(),
                 other => {
@@ -323,6 +331,7 @@ fn test_case(file: &Path, dir: &Path, default_root: &Path, k: usize, t: &Table) 
             })?,
         _ => return Err(at("shards", "a shard count or a list of them (1 to 64)".into())),
     };
+    let timeout_set = number("timeout")?.is_some();
     let timeout = number("timeout")?.unwrap_or(60.0);
     if !(timeout > 0.0 && timeout <= 86_400.0) {
         return Err(at(
@@ -347,6 +356,7 @@ fn test_case(file: &Path, dir: &Path, default_root: &Path, k: usize, t: &Table) 
         logs: Vec::new(),
         script_errors: 0,
         timeout,
+        timeout_set,
     };
     if let Value::Table(expect) = t.get::<Value>("expect").unwrap_or(Value::Nil) {
         read_expect(&expect, &mut case).map_err(|(w, m)| at(&format!("expect.{w}"), m))?;
@@ -385,12 +395,18 @@ fn read_expect(e: &Table, case: &mut TestCase) -> Result<(), (String, String)> {
         .get::<Option<f64>>("script_errors")
         .map_err(lua_err("script_errors"))?
     {
-        case.script_errors = n.max(0.0) as u64;
+        if !(n >= 0.0 && n.fract() == 0.0 && n < 1e15) {
+            return Err(("script_errors".into(), format!("a whole number from 0, got {n}")));
+        }
+        case.script_errors = n as u64;
     }
     if let Some(counts) = e.get::<Option<Table>>("counts").map_err(lua_err("counts"))? {
         for pair in counts.pairs::<String, i64>() {
             let (tag, n) = pair.map_err(lua_err("counts"))?;
-            case.counts.push((tag, n.max(0) as usize));
+            if n < 0 {
+                return Err((format!("counts.{tag}"), format!("a number of records from 0, got {n}")));
+            }
+            case.counts.push((tag, n as usize));
         }
         case.counts.sort();
     }
@@ -408,6 +424,12 @@ fn read_expect(e: &Table, case: &mut TestCase) -> Result<(), (String, String)> {
                     ));
                 };
                 fields.push((k.to_string_lossy(), v.to_string_lossy()));
+            }
+            if fields.is_empty() {
+                return Err((
+                    w,
+                    "an empty entry matches any record: name the fields it must match, { kind = \"script_error\", message = \"pattern\" }".into(),
+                ));
             }
             fields.sort();
             case.logs.push(fields);
@@ -509,25 +531,54 @@ fn command_args(c: &Table) -> Result<Vec<String>, String> {
 
 /// `{ equals = v }`, `{ exists = true }`, `{ absent = true }`, `{ matches = "pattern" }`; a
 /// plain value means `equals`.
+/// A check names one of those keys and nothing else: two checks in one (`{ absent = true,
+/// equals = 1 }`) or a key beside one are refused, not half applied.
 fn matcher(v: &Value) -> Result<Matcher, String> {
     let Value::Table(t) = v else {
         return Ok(Matcher::Equals(to_json(v)?));
     };
-    let get = |k: &str| t.get::<Value>(k).unwrap_or(Value::Nil);
-    if !matches!(get("equals"), Value::Nil) {
-        return Ok(Matcher::Equals(to_json(&get("equals"))?));
+    const CHECKS: [&str; 4] = ["equals", "exists", "absent", "matches"];
+    let named: Vec<(&str, Value)> = CHECKS
+        .iter()
+        .filter_map(|&k| Some((k, t.get::<Value>(k).ok().filter(|v| !v.is_nil())?)))
+        .collect();
+    if named.is_empty() {
+        // A table with none of those keys is an expected object or array value.
+        return Ok(Matcher::Equals(to_json(v)?));
     }
-    if get("exists") == Value::Boolean(true) {
-        return Ok(Matcher::Exists);
+    let once = "say what the value must be, once: equals = v, matches = \"pattern\", exists = true or absent = true";
+    if named.len() > 1 {
+        let keys: Vec<&str> = named.iter().map(|(k, _)| *k).collect();
+        return Err(format!("{once} (got {})", keys.join(" and ")));
     }
-    if get("absent") == Value::Boolean(true) {
-        return Ok(Matcher::Absent);
+    // (Integer keys: a Redis check's command.)
+    if let Some(other) = t
+        .pairs::<Value, Value>()
+        .filter_map(Result::ok)
+        .find_map(|(k, _)| match k {
+            Value::String(s) if CHECKS.contains(&s.to_string_lossy().as_str()) => None,
+            Value::String(s) => Some(s.to_string_lossy()),
+            Value::Integer(_) => None,
+            k => Some(format!("a {} key", k.type_name())),
+        })
+    {
+        return Err(format!("{once} (got {other} beside {})", named[0].0));
     }
-    if let Value::String(p) = get("matches") {
-        return Ok(Matcher::Matches(p.to_string_lossy()));
+    match &named[0] {
+        ("equals", w) => Ok(Matcher::Equals(to_json(w)?)),
+        ("exists", Value::Boolean(true)) => Ok(Matcher::Exists),
+        ("absent", Value::Boolean(true)) => Ok(Matcher::Absent),
+        ("matches", Value::String(p)) => Ok(Matcher::Matches(p.to_string_lossy())),
+        ("matches", _) => Err("matches = \"a Lua pattern\"".into()),
+        (k, _) => Err(format!(
+            "{k} = true (for the opposite: {})",
+            if *k == "exists" {
+                "absent = true"
+            } else {
+                "exists = true"
+            }
+        )),
     }
-    // A table with none of those keys is an expected object or array value.
-    Ok(Matcher::Equals(to_json(v)?))
 }
 
 /// A Lua value as JSON: sequences are arrays, other tables objects, `null` is null.

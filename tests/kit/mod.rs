@@ -442,6 +442,99 @@ fn names_and_checks_that_would_mislead_are_refused() {
     assert_eq!(left, ["n.test.lua"], "{left:?}");
 }
 
+/// Checks that would pass without checking are refused or fail (audit, 2026-12-07): a field
+/// check with two checks in it (`{ absent = true, equals = 1 }` passed on `{"i":1}`), a
+/// malformed Lua pattern (said as a failed match), an event text with a newline (two events),
+/// negative counts, an `each` on an output with no records; a key with dots is found by its
+/// name; a repeated key is compared at its last occurrence, as scripts read it; a record
+/// dropped from the middle is named, not shown as every later record shifted.
+#[test]
+fn checks_that_would_pass_without_checking_are_refused_or_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = clock_root(dir.path(), ANALYZER_PASS);
+    let file = dir.path().join("c.test.lua");
+    let path = file.to_str().unwrap();
+    let run = |events: &str, expect: &str| {
+        fs::write(
+            &file,
+            format!(
+                "tests = {{ {{ name = \"c\", root = {root:?}, shards = 1, events = {{ {events} }}, expect = {{ {expect} }} }} }}\n",
+                root = root.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        kit(&["test", path])
+    };
+    let one = r#"'{"i":1,"source.ip":"1.2.3.4","k":1,"k":2}'"#;
+    for (expect, says) in [
+        (
+            "fields = { out = { [1] = { i = { absent = true, equals = 1 } } } }",
+            "say what the value must be, once",
+        ),
+        (
+            "fields = { out = { [1] = { i = { exists = true, matches = \"^9$\" } } } }",
+            "say what the value must be, once",
+        ),
+        (
+            "fields = { out = { [1] = { i = { equals = 1, nope = 2 } } } }",
+            "got nope beside equals",
+        ),
+        (
+            "fields = { out = { [1] = { i = { exists = false } } } }",
+            "exists = true (for the opposite: absent = true)",
+        ),
+        ("counts = { out = -1 }", "a number of records from 0, got -1"),
+        ("script_errors = 0.5", "a whole number from 0, got 0.5"),
+    ] {
+        let (code, out) = run(one, expect);
+        assert_eq!(code, 1, "{expect}: {out}");
+        assert!(out.contains(says), "{expect}: {out}");
+    }
+    let (code, out) = run(r#"'{"i":1}\n{"i":2}'"#, "counts = { out = 2 }");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("one event per entry"), "{out}");
+    let (code, out) = run(one, "fields = { out = { [1] = { i = { matches = \"[\" } } } }");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the pattern \"[\" is not a Lua pattern"), "{out}");
+    // Dots in a name, and the last occurrence of a repeated key.
+    let (code, out) = run(
+        one,
+        "fields = { out = { [1] = { [\"source.ip\"] = \"1.2.3.4\", k = 2 } } }",
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(one, "fields = { out = { [1] = { k = 1 } } }");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("k: expected 1, got 2"), "{out}");
+    // `each` over no records.
+    let (code, out) = run("", "fields = { out = { each = { i = { exists = true } } } }");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("no records, so its \"each\" checks check nothing"),
+        "{out}"
+    );
+    // A record missing from the middle, and one extra.
+    let events = "{ i = 1 }, { i = 2 }, { i = 4 }, { i = 5 }";
+    let (code, out) = run(
+        events,
+        "outputs = { out = { { i = 1 }, { i = 2 }, { i = 3 }, { i = 4 }, { i = 5 } } }",
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("output out: expected record 3 is missing: {\"i\":3}"),
+        "{out}"
+    );
+    assert!(!out.contains("record 4:"), "no shifted comparisons: {out}");
+    let (code, out) = run(
+        "{ i = 1 }, { i = 9 }, { i = 2 }",
+        "outputs = { out = { { i = 1 }, { i = 2 } } }",
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("output out: record 2 was not expected: {\"i\":9}"),
+        "{out}"
+    );
+}
+
 /// A record `dragonfly.log_event("text")` writes as a string (how the original's analyzers
 /// log) is matched by a `text` pattern; a positional pattern, which matched nothing and said
 /// `no record with 1 ~ ...`, is refused naming the form; a redis check with a misspelt key
