@@ -18,9 +18,10 @@ unsafe extern "C-unwind" fn analyze_event(l: *mut lua_State) -> c_int {
             let tag = arg_bytes(l, "analyze_event", 1, Coerce::StrOrNum)?;
             with_ctx(|c| match c.analyzer_index(tag) {
                 Some(a) => {
-                    c.note_pass(l, 2, super::state::OnErrorAction::ToAnalyzer(a));
                     c.queue_analyzer(l, 2, a)
-                        .map_err(|e| LuaFail(format!("analyze_event: {e}")))
+                        .map_err(|e| LuaFail(format!("analyze_event: {e}")))?;
+                    c.note_pass(l, 2, super::state::OnErrorAction::ToAnalyzer(a));
+                    Ok::<(), LuaFail>(())
                 }
                 None => {
                     c.unknown_tag("analyzer", tag);
@@ -58,13 +59,16 @@ unsafe extern "C-unwind" fn output_event(l: *mut lua_State) -> c_int {
             let tag = arg_bytes(l, "output_event", 1, Coerce::StrOrNum)?;
             match with_ctx(|c| {
                 let o = c.output_index(tag);
-                match o {
-                    Some(o) => c.note_pass(l, 2, super::state::OnErrorAction::ToOutput(o)),
-                    None => c.unknown_tag("output", tag),
+                if o.is_none() {
+                    c.unknown_tag("output", tag);
                 }
                 o
             }) {
-                Some(o) => output_to(l, "output_event", o, 2),
+                Some(o) => {
+                    let n = output_to(l, "output_event", o, 2)?;
+                    with_ctx(|c| c.note_pass(l, 2, super::state::OnErrorAction::ToOutput(o)));
+                    Ok(n)
+                }
                 None => Ok(0),
             }
         })

@@ -172,6 +172,11 @@ impl MemberCache {
         // one) is scanned whole and searched from its end; a wide one is checked for
         // duplicates once, so that its lookups go by the hint (reading every member of a wide
         // object was quadratic).
+        // A wide object is checked for duplicates once, so that its lookups go by the hint
+        // (searching every member of a wide object from its start was quadratic).
+        if slot.dup_keys.is_none() && slot.members.len() > WIDE_OBJECT {
+            slot.dup_keys(line);
+        }
         if slot.dup_keys == Some(false) {
             return slot.find_unique(line, k, scratch);
         }

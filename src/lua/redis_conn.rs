@@ -198,7 +198,7 @@ pub struct RedisState {
     /// Since when (and at which failure count) `hiredis.connect()` to which server has failed,
     /// until one to it succeeds: a Redis never reached is reported once, as a lost connection
     /// is.
-    pub(super) connect_down: Option<(Instant, u64, RedisTarget)>,
+    pub(super) connect_down: Vec<(Instant, u64, RedisTarget)>,
 }
 
 thread_local! {
@@ -267,15 +267,15 @@ impl RedisState {
             failures: 0,
             error_replies: 0,
             notices: Vec::new(),
-            connect_down: None,
+            connect_down: Vec::new(),
         }
     }
 
     /// `hiredis.connect()` to `target` failed with `error`: reported once until a connect
     /// succeeds ([`RedisState::connect_succeeded`]).
     pub(super) fn connect_failed(&mut self, target: &RedisTarget, error: &str) {
-        if self.connect_down.is_none() {
-            self.connect_down = Some((Instant::now(), self.failures, target.clone()));
+        if !self.connect_down.iter().any(|d| d.2 == *target) {
+            self.connect_down.push((Instant::now(), self.failures, target.clone()));
             let msg = format!(
                 "{}: cannot connect ({error}); hiredis.connect() returns nil, the error and ERR_IO until it can",
                 describe_target(target)
@@ -287,10 +287,8 @@ impl RedisState {
     /// A `hiredis.connect()` succeeded: the end of connect failures to that server is reported
     /// (one to another server says nothing of them).
     pub(super) fn connect_succeeded(&mut self, target: &RedisTarget) {
-        if self.connect_down.as_ref().is_some_and(|d| d.2 != *target) {
-            return;
-        }
-        if let Some((since, failures_then, _)) = self.connect_down.take() {
+        if let Some(k) = self.connect_down.iter().position(|d| d.2 == *target) {
+            let (since, failures_then, _) = self.connect_down.swap_remove(k);
             let msg = format!(
                 "{}: connected after {:.1} s of failed connects; {} Redis calls of this worker failed meanwhile",
                 describe_target(target),

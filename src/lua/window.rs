@@ -252,9 +252,13 @@ impl WorkerCtx {
                 }
                 // With an `on_error` other than drop, a reference to the value is kept until
                 // the call ends.
+                // Only a pass can pass a value twice (see `WorkerCtx::call_value`).
+                self.window[i].value_ptr = match self.analyzers[a as usize].on_error {
+                    OnErrorAction::ToAnalyzer(_) | OnErrorAction::ToOutput(_) => ffi::lua_topointer(co, -1) as usize,
+                    _ => 0,
+                };
+                self.window[i].passed_on = false;
                 if self.analyzers[a as usize].on_error != OnErrorAction::Drop {
-                    self.window[i].value_ptr = ffi::lua_topointer(co, -1) as usize;
-                    self.window[i].passed_on = false;
                     ffi::lua_pushvalue(co, -1);
                     ffi::lua_xmove(co, l, 1);
                     self.window[i].err_ref = Some(ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX));
@@ -441,8 +445,11 @@ impl WorkerCtx {
             let keep = on_error != OnErrorAction::Drop;
             if keep {
                 ffi::lua_pushvalue(l, -1);
+            }
+            // Only a pass can pass a value twice (see `WorkerCtx::call_value`).
+            self.call_passed_on = false;
+            if matches!(on_error, OnErrorAction::ToAnalyzer(_) | OnErrorAction::ToOutput(_)) {
                 self.call_value = ffi::lua_topointer(l, -1) as usize;
-                self.call_passed_on = false;
             }
             push_loop(l);
             ffi::lua_insert(l, -2);

@@ -207,6 +207,8 @@ fn rotated_after(
 /// bytes long: among the rotated files with the same first bytes, the newest. From the
 /// second such rotation under a writer that keeps its offset, the copies all begin with the
 /// NULs the first one left, so the first bytes alone do not tell them apart.
+/// A compressed copy is taken only when no plain one is there (one being compressed may be
+/// incomplete).
 fn copy_of(path: &Path, id: FileId, fp: Fingerprint, at_least: u64) -> Option<Rotated> {
     if fp.len == 0 {
         return None;
@@ -215,7 +217,24 @@ fn copy_of(path: &Path, id: FileId, fp: Fingerprint, at_least: u64) -> Option<Ro
         .into_iter()
         .filter(|r| r.id != id && r.fingerprint(fp.len as usize) == Some(fp))
         .filter(|r| r.gz || std::fs::metadata(&r.path).is_ok_and(|m| m.len() >= at_least))
-        .max_by_key(|r| r.age)
+        .max_by_key(|r| (!r.gz, r.age))
+}
+
+/// Whether `r` goes on at `offset` with what was not read yet: a line starts there (a newline
+/// before it, or the start) and it is data, not NULs. A checkpoint inside a hole (a restart
+/// while the hole was being skipped) is no such place in the copy of the generation already
+/// read, which must not be read again.
+fn continues_at(r: &Rotated, offset: u64) -> bool {
+    if r.gz {
+        return true;
+    }
+    use std::os::unix::fs::FileExt;
+    let Ok(f) = File::open(&r.path) else { return false };
+    let mut b = [0u8; 2];
+    match offset.checked_sub(1) {
+        None => matches!(f.read_at(&mut b[..1], 0), Ok(1)) && b[0] != 0,
+        Some(before) => matches!(f.read_exact_at(&mut b, before), Ok(())) && b[0] == b'\n' && b[1] != 0,
+    }
 }
 
 /// Whether the byte of `f` at `offset` is a NUL.
@@ -476,7 +495,7 @@ pub(crate) fn follow(
         if framer.position() > 0
             && !framer.in_hole()
             && nul_at(&file, framer.position())
-            && let Some(c) = copy_of(path, id, fp, framer.consumed())
+            && let Some(c) = copy_of(path, id, fp, framer.consumed()).filter(|c| continues_at(c, framer.consumed()))
         {
             read_rotated(&c, (framer.consumed(), framer.line_no), max_line, router, &mut ckpt);
             if file.seek(SeekFrom::Start(0)).is_ok() {
@@ -612,5 +631,45 @@ pub(crate) fn follow(
                 // The path is gone (rotated, new file not there yet): keep reading the old one.
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The copy read after a truncation: a plain one before a compressed one (which may still
+    /// be written), the newest of those; and only where it goes on with unread lines (a
+    /// checkpoint inside a hole is no such place: the generation there was read already).
+    #[test]
+    fn the_copy_read_is_plain_newest_and_goes_on_where_reading_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eve.json");
+        let holed = |data: &str| [vec![0u8; 2048], data.as_bytes().to_vec()].concat();
+        std::fs::write(&path, holed("{\"now\":1}\n")).unwrap();
+        std::fs::write(dir.path().join("eve.json.2"), holed("{\"old\":1}\n")).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(dir.path().join("eve.json.1"), holed("{\"a\":1}\n{\"b\":2}\n")).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        // Newer, but compressed: taken only without a plain one.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &holed("{\"c\":1}\n")).unwrap();
+        std::fs::write(dir.path().join("eve.json.3.gz"), gz.finish().unwrap()).unwrap();
+        let f = File::open(&path).unwrap();
+        let id = FileId::of(&f.metadata().unwrap());
+        let fp = fingerprint(&f, FP_MAX as u64);
+        let c = copy_of(&path, id, fp, 2048).unwrap();
+        assert!(c.path.ends_with("eve.json.1"), "{}", c.path.display());
+        // After the first line of the copy: a line starts there. Inside its hole, or mid-line:
+        // not.
+        let after_first = 2048 + "{\"a\":1}\n".len() as u64;
+        assert!(continues_at(&c, after_first));
+        assert!(!continues_at(&c, 2048));
+        assert!(!continues_at(&c, 1000));
+        assert!(!continues_at(&c, after_first + 3));
+        std::fs::remove_file(dir.path().join("eve.json.1")).unwrap();
+        std::fs::remove_file(dir.path().join("eve.json.2")).unwrap();
+        let c = copy_of(&path, id, fp, 2048).unwrap();
+        assert!(c.gz, "{}", c.path.display());
     }
 }

@@ -260,14 +260,21 @@ fn test_case(file: &Path, dir: &Path, default_root: &Path, k: usize, t: &Table) 
         for (i, v) in list.sequence_values::<Value>().enumerate() {
             let v = v.map_err(|e| at("events", e.to_string()))?;
             let where_ = format!("events[{}]", i + 1);
+            // A text's one trailing newline (a `[[...]]` block's) is no second event.
+            let text = |s: &mlua::LuaString| {
+                let b = s.as_bytes().to_vec();
+                let n = b.strip_suffix(b"\n").map_or(b.len(), <[u8]>::len);
+                let n = b[..n].strip_suffix(b"\r").map_or(n, <[u8]>::len);
+                b[..n].to_vec()
+            };
             events.push(match &v {
-                Value::String(s) if s.as_bytes().contains(&b'\n') => {
+                Value::String(s) if text(s).contains(&b'\n') => {
                     return Err(at(
                         &where_,
                         "one event per entry: this text holds a newline (two entries, or events_file for lines)".into(),
                     ));
                 }
-                Value::String(s) => s.as_bytes().to_vec(),
+                Value::String(s) => text(s),
                 Value::Table(_) => to_json(&v).map_err(|m| at(&where_, m))?.encode().into_bytes(),
                 other => {
                     return Err(at(
@@ -562,7 +569,10 @@ fn matcher(v: &Value) -> Result<Matcher, String> {
             k => Some(format!("a {} key", k.type_name())),
         })
     {
-        return Err(format!("{once} (got {other} beside {})", named[0].0));
+        return Err(format!(
+            "{once} (got {other} beside {}; an expected object with a member of that name: equals = {{ ... }})",
+            named[0].0
+        ));
     }
     match &named[0] {
         ("equals", w) => Ok(Matcher::Equals(to_json(w)?)),

@@ -547,6 +547,32 @@ fn on_error_pass_does_not_pass_an_event_twice() {
     }
 }
 
+/// A pass that failed (the event could not be written) does not count as passed: `on_error`
+/// still tries, and says why it could not either (it was skipped without a word).
+#[test]
+fn on_error_pass_after_a_failed_pass_still_tries() {
+    let env = env_on_error("");
+    let cfg = std::fs::read_to_string(env.root.join("config/config.lua")).unwrap();
+    env.config(&cfg.replace("on_error = \"\"", "on_error = \"pass\""));
+    env.analyzer(
+        "a.lua",
+        "function setup() end\nfunction loop(msg)\n  msg.f = print\n  dragonfly.output_event(default_output, msg)\nend\n",
+    );
+    env.write_log("in.json", b"{\"n\":1}\n");
+    let out = env.run(&[]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 1, "{out:?}");
+    let recs = env.log_records_of("on_error");
+    assert_eq!(recs.len(), 1, "{:?}", env.log_records());
+    assert!(
+        recs[0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("could not pass the event on"),
+        "{recs:?}"
+    );
+}
+
 /// A failed event that has a `dragonfly_error` member of its own is wrapped in its dead
 /// letter (`{"event": ..., "dragonfly_error": ...}`), as a value that is not an object is: the
 /// record had the key twice.

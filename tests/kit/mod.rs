@@ -493,6 +493,9 @@ fn checks_that_would_pass_without_checking_are_refused_or_fail() {
     let (code, out) = run(r#"'{"i":1}\n{"i":2}'"#, "counts = { out = 2 }");
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("one event per entry"), "{out}");
+    // One trailing newline (a `[[...]]` block's) is no second event.
+    let (code, out) = run("[[{\"i\":1}\n]]", "counts = { out = 1 }");
+    assert_eq!(code, 0, "{out}");
     let (code, out) = run(one, "fields = { out = { [1] = { i = { matches = \"[\" } } } }");
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("the pattern \"[\" is not a Lua pattern"), "{out}");
