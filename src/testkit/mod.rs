@@ -640,32 +640,27 @@ fn name_unmatched(
             d.join("\n    ")
         ));
     }
-    let (missing, extra) = (&missing[pairs..], &extra[pairs..]);
-    for &i in missing.iter().take(5) {
-        problems.push(format!(
-            "output {tag}: expected record {} is missing: {}",
-            i + 1,
-            enc(&want[i])
-        ));
-    }
-    if missing.len() > 5 {
-        problems.push(format!(
-            "output {tag}: {} more expected records are missing",
-            missing.len() - 5
-        ));
-    }
-    for &j in extra.iter().take(5) {
-        problems.push(format!(
-            "output {tag}: record {} was not expected: {}",
-            j + 1,
-            enc(&got[j])
-        ));
-    }
-    if extra.len() > 5 {
-        problems.push(format!(
-            "output {tag}: {} more records were not expected",
-            extra.len() - 5
-        ));
+    for (list, recs, one, more) in [
+        (
+            &missing[pairs..],
+            want,
+            "expected record {n} is missing",
+            "more expected records are missing",
+        ),
+        (
+            &extra[pairs..],
+            got,
+            "record {n} was not expected",
+            "more records were not expected",
+        ),
+    ] {
+        for &i in list.iter().take(5) {
+            let what = one.replace("{n}", &(i + 1).to_string());
+            problems.push(format!("output {tag}: {what}: {}", enc(&recs[i])));
+        }
+        if list.len() > 5 {
+            problems.push(format!("output {tag}: {} {more}", list.len() - 5));
+        }
     }
 }
 

@@ -207,8 +207,13 @@ fn every_reply_type_and_constant() {
 
 /// A `tail://in.json<` input into the analyzer `a.lua` (given), on `redis`.
 fn tail_env(redis: &RedisServer, analyzer: &str) -> Env {
+    input_env(redis, "tail://in.json<", analyzer)
+}
+
+/// The input `uri` into the analyzer `a.lua` (given), on `redis`.
+fn input_env(redis: &RedisServer, uri: &str, analyzer: &str) -> Env {
     let env = Env::new();
-    env.config(&redis_config(redis.port, "tail://in.json<"));
+    env.config(&redis_config(redis.port, uri));
     env.filter("filter.lua", FILTER_TO_DEFAULT);
     env.analyzer("a.lua", analyzer);
     env
@@ -346,11 +351,9 @@ end
 #[test]
 fn connections_are_bounded() {
     let redis = RedisServer::start();
-    let env = Env::new();
-    env.config(&redis_config(redis.port, "file://in.json"));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
+    let env = input_env(
+        &redis,
+        "file://in.json",
         r#"
 local kept = {}
 function setup() end
@@ -403,11 +406,9 @@ end
 #[test]
 fn connect_takes_its_port_as_a_number_or_as_text() {
     let redis = RedisServer::start();
-    let env = Env::new();
-    env.config(&redis_config(redis.port, "file://in.json"));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
+    let env = input_env(
+        &redis,
+        "file://in.json",
         &format!(
             r#"
 local port = {port}

@@ -38,6 +38,16 @@ fn stop_after(env: &Env, engine: &mut Running, n: usize) {
     engine.wait(Duration::from_secs(30)).assert_success();
 }
 
+/// Waits until `out.json` has `n` lines.
+fn wait_lines(env: &Env, n: usize) {
+    wait_until(
+        Duration::from_secs(60),
+        &format!("{n} lines"),
+        || env.lines("out.json").len() >= n,
+        || format!("{} lines", env.lines("out.json").len()),
+    );
+}
+
 fn assert_each_once(env: &Env, total: usize) {
     let got = ns(env);
     let want: Vec<u64> = (0..total as u64).collect();
@@ -146,12 +156,7 @@ fn two_rotations_within_one_poll_are_both_read() {
     let (env, run) = tail_env(2000);
     env.write_log("in.json", &numbered_lines(0, 10_000));
     let mut engine = env.spawn(&["--run-dir", &run]);
-    wait_until(
-        Duration::from_secs(60),
-        "10000 lines",
-        || env.lines("out.json").len() >= 10_000,
-        String::new,
-    );
+    wait_lines(&env, 10_000);
     rotate_twice(&env);
     stop_after(&env, &mut engine, 20_000);
     assert_each_once(&env, 20_000);
@@ -169,12 +174,7 @@ fn a_rotation_while_the_previous_one_is_finished_loses_nothing() {
     let (env, run) = tail_env(300);
     env.write_log("in.json", &numbered_lines(0, 100));
     let mut engine = env.spawn(&["--run-dir", &run]);
-    wait_until(
-        Duration::from_secs(60),
-        "100 lines",
-        || env.lines("out.json").len() >= 100,
-        String::new,
-    );
+    wait_lines(&env, 100);
     env.append_log("in.json", &numbered_lines(100, 150_100));
     std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
     env.write_log("in.json", &numbered_lines(150_100, 150_200));
@@ -193,12 +193,7 @@ fn truncation_and_regrowth_between_polls_is_seen() {
     let (env, run) = tail_env(2000);
     env.write_log("in.json", &numbered_lines(0, 10_000));
     let mut engine = env.spawn(&["--run-dir", &run]);
-    wait_until(
-        Duration::from_secs(60),
-        "10000 lines",
-        || env.lines("out.json").len() >= 10_000,
-        String::new,
-    );
+    wait_lines(&env, 10_000);
     env.write_log("in.json", &numbered_lines(10_000, 25_000));
     stop_after(&env, &mut engine, 25_000);
     assert_each_once(&env, 25_000);
@@ -219,12 +214,7 @@ fn a_writer_that_goes_on_in_the_renamed_file_until_it_reopens_loses_nothing() {
         .unwrap();
     writer.write_all(&numbered_lines(0, 100)).unwrap();
     let mut engine = env.spawn(&["--run-dir", &run]);
-    wait_until(
-        Duration::from_secs(60),
-        "100 lines",
-        || env.lines("out.json").len() >= 100,
-        String::new,
-    );
+    wait_lines(&env, 100);
     std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
     std::fs::File::create(env.log("in.json")).unwrap();
     // Several polls see the new, empty file while the writer still writes the old one.
@@ -700,12 +690,7 @@ fn rotated_into_a_matching_name(poll_ms: u64, new_file_after: Duration) {
     let run = env.dir.path().join("run").to_string_lossy().into_owned();
     env.write_log("suricata/eve.0.json", &numbered_lines(0, 1000));
     let mut engine = env.spawn(&["--run-dir", &run]);
-    wait_until(
-        Duration::from_secs(60),
-        "1000 lines",
-        || env.lines("out.json").len() >= 1000,
-        String::new,
-    );
+    wait_lines(&env, 1000);
     // More lines, then at once the rotation into a matching name and a new file.
     env.append_log("suricata/eve.0.json", &numbered_lines(1000, 3000));
     std::fs::rename(dir.join("eve.0.json"), dir.join("eve.0-20261205.json")).unwrap();
