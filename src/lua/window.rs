@@ -677,17 +677,40 @@ impl WorkerCtx {
     }
 
     /// Runs the analyzer calls that `setup()` functions (or timers) queued with
-    /// `analyze_event`, outside any event.
+    /// `analyze_event`, outside any event. As for an input event, at most [`MAX_HOPS`] calls
+    /// follow from one `setup()` or timer: a value passed around in a loop (a timer's
+    /// `loop()` passing it to itself) ran for ever, the worker taken for stuck.
     pub fn run_setup_calls(&mut self) {
+        let mut hops = 0u32;
         while let Some((a, r)) = self.queue.pop_front() {
             self.cur_input = NO_INPUT;
             self.cur_win = None;
+            hops += 1;
+            let over = hops > MAX_HOPS;
+            if over {
+                self.counters.hop_limit += 1;
+            }
+            if hops == MAX_HOPS + 1 {
+                self.report(
+                    crate::diag::Kind::HopLimit,
+                    &[],
+                    &format!(
+                        "a setup() or a timer led to more than {MAX_HOPS} analyzer calls (analyze_event, also \
+                         from analyzers: values passed around in a loop?); the calls beyond were dropped, \
+                         counted in drops.hop_limit"
+                    ),
+                );
+            }
             let l = self.analyzers[a as usize].l;
             // SAFETY: the state belongs to this thread; `r` is a registry reference made by
             // `queue_analyzer` (outside an event there is no current event to stand for).
             unsafe {
                 ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, r);
                 ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
+                if over {
+                    ffi::lua_pop(l, 1);
+                    continue;
+                }
             }
             self.call_loop(Role::Analyzer, a);
         }

@@ -276,6 +276,40 @@ end
     assert_eq!(recs.len(), 5, "{recs:?} {}", out.stdout);
 }
 
+/// A timer whose `loop()` passes its value to itself: the calls that follow from one timer are
+/// bounded as an input event's are (`hop_limit`), and the engine goes on (the chain ran for
+/// ever, the worker reported stuck, none of its records written).
+#[test]
+fn a_timer_passing_its_value_to_itself_meets_the_hop_limit() {
+    let env = Env::simple(
+        "file://in.json",
+        r#"
+function setup() end
+function loop(msg)
+  if msg.loop then
+    msg.n = msg.n + 1
+    if msg.n % 1000 == 0 then dragonfly.output_event(default_output, { n = msg.n }) end
+    dragonfly.analyze_event("a", msg)
+    return
+  end
+  dragonfly.output_event(default_output, msg)
+  if msg.i == 0 then dragonfly.timer_event("a", 0, { loop = true, n = 0 }) end
+end
+"#,
+        "",
+        "",
+    );
+    env.write_log("in.json", &join_lines(&[event(0), event(1), event(2)]));
+    let out = env.run(&["--shards", "1"]);
+    // The dropped call counts as a loss, as for an input event: exit status 3.
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(out.stdout.contains("1 dropped"), "{}", out.stdout);
+    assert_eq!(env.log_records_of("hop_limit").len(), 1, "{:?}", env.log_records());
+    // The three events, and the chain's records up to the limit.
+    let recs = env.lines("out.json");
+    assert_eq!(recs.len(), 3 + 10, "{}", recs.len());
+}
+
 /// Finalizers still pending when the states close at the end that call `analyze_event` or
 /// `timer_event` do nothing (they panicked: the analyzers were gone, one backtrace per call).
 #[test]
