@@ -203,21 +203,36 @@ fn rotated_after(
     later
 }
 
-/// The `copytruncate` copy of the followed file (identity `id`, first bytes `fp`), `at_least`
-/// bytes long: among the rotated files with the same first bytes, the newest. From the
-/// second such rotation under a writer that keeps its offset, the copies all begin with the
-/// NULs the first one left, so the first bytes alone do not tell them apart.
-/// A compressed copy is taken only when no plain one is there (one being compressed may be
-/// incomplete).
-fn copy_of(path: &Path, id: FileId, fp: Fingerprint, at_least: u64) -> Option<Rotated> {
+/// After a truncation: the copy the rest of the followed file is in (one with its first bytes,
+/// ending at `at` or going on there with unread lines: the oldest such, a plain file before its
+/// compressed twin), and the copies made after it, oldest first, which are read whole: the
+/// generations written between further truncations before this look (two `copytruncate`s
+/// while the engine was behind or stopped).
+fn copies_since(path: &Path, id: FileId, fp: Fingerprint, at: u64) -> Option<(Rotated, Vec<Rotated>)> {
     if fp.len == 0 {
         return None;
     }
-    rotated_files(path)
-        .into_iter()
-        .filter(|r| r.id != id && r.fingerprint(fp.len as usize) == Some(fp))
-        .filter(|r| r.gz || std::fs::metadata(&r.path).is_ok_and(|m| m.len() >= at_least))
-        .max_by_key(|r| (!r.gz, r.age))
+    let mut files: Vec<Rotated> = rotated_files(path).into_iter().filter(|r| r.id != id).collect();
+    // A compressed file whose plain twin is still there (being compressed): the plain one.
+    let plain: Vec<Vec<u8>> = files
+        .iter()
+        .filter(|r| !r.gz)
+        .map(|r| r.path.as_os_str().as_encoded_bytes().to_vec())
+        .collect();
+    files.retain(|r| {
+        !r.gz
+            || !plain
+                .iter()
+                .any(|p| r.path.as_os_str().as_encoded_bytes().strip_suffix(b".gz") == Some(p.as_slice()))
+    });
+    files.sort_by_key(|r| r.age);
+    let len = |r: &Rotated| std::fs::metadata(&r.path).map_or(0, |m| m.len());
+    let k = files
+        .iter()
+        .position(|r| r.fingerprint(fp.len as usize) == Some(fp) && (r.gz || len(r) == at || continues_at(r, at)))?;
+    let later = files.split_off(k + 1);
+    let first = files.pop()?;
+    Some((first, later))
 }
 
 /// Whether `r` goes on at `offset` with what was not read yet: a line starts there (a newline
@@ -495,9 +510,12 @@ pub(crate) fn follow(
         if framer.position() > 0
             && !framer.in_hole()
             && nul_at(&file, framer.position())
-            && let Some(c) = copy_of(path, id, fp, framer.consumed()).filter(|c| continues_at(c, framer.consumed()))
+            && let Some((c, later)) = copies_since(path, id, fp, framer.consumed())
         {
             read_rotated(&c, (framer.consumed(), framer.line_no), max_line, router, &mut ckpt);
+            for r in &later {
+                read_rotated(r, (0, 0), max_line, router, &mut ckpt);
+            }
             if file.seek(SeekFrom::Start(0)).is_ok() {
                 framer.reset(0, 0);
                 fp = Fingerprint::default();
@@ -616,8 +634,13 @@ pub(crate) fn follow(
                     m.len() < framer.position() || (fp.len > 0 && Fingerprint::at(&file, fp.len as usize) != Some(fp));
                 if rewritten {
                     // `copytruncate`: what was added before the copy is in the copy.
-                    match copy_of(path, id, fp, framer.consumed()) {
-                        Some(c) => read_rotated(&c, (framer.consumed(), framer.line_no), max_line, router, &mut ckpt),
+                    match copies_since(path, id, fp, framer.consumed()) {
+                        Some((c, later)) => {
+                            read_rotated(&c, (framer.consumed(), framer.line_no), max_line, router, &mut ckpt);
+                            for r in &later {
+                                read_rotated(r, (0, 0), max_line, router, &mut ckpt);
+                            }
+                        }
                         None => framer.finish(router),
                     }
                     if file.seek(SeekFrom::Start(0)).is_ok() {
@@ -638,38 +661,38 @@ pub(crate) fn follow(
 mod tests {
     use super::*;
 
-    /// The copy read after a truncation: a plain one before a compressed one (which may still
-    /// be written), the newest of those; and only where it goes on with unread lines (a
-    /// checkpoint inside a hole is no such place: the generation there was read already).
+    /// The copies read after truncations: the one the rest of the followed file is in (it
+    /// goes on where reading stopped: a line starts there and data follows; a checkpoint
+    /// inside a hole is no such place), then those made after it, oldest first; a plain file
+    /// before its compressed twin (which may still be written).
     #[test]
-    fn the_copy_read_is_plain_newest_and_goes_on_where_reading_stopped() {
+    fn the_copies_read_go_on_where_reading_stopped_then_follow_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("eve.json");
         let holed = |data: &str| [vec![0u8; 2048], data.as_bytes().to_vec()].concat();
+        let gz = |bytes: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut e, bytes).unwrap();
+            e.finish().unwrap()
+        };
         std::fs::write(&path, holed("{\"now\":1}\n")).unwrap();
-        std::fs::write(dir.path().join("eve.json.2"), holed("{\"old\":1}\n")).unwrap();
+        std::fs::write(dir.path().join("eve.json.3"), holed("{\"old\":1}\n")).unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        std::fs::write(dir.path().join("eve.json.1"), holed("{\"a\":1}\n{\"b\":2}\n")).unwrap();
+        std::fs::write(dir.path().join("eve.json.2"), holed("{\"a\":1}\n{\"b\":2}\n")).unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        // Newer, but compressed: taken only without a plain one.
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, &holed("{\"c\":1}\n")).unwrap();
-        std::fs::write(dir.path().join("eve.json.3.gz"), gz.finish().unwrap()).unwrap();
+        // The next copy, and its compressed twin being written.
+        std::fs::write(dir.path().join("eve.json.1"), holed("{\"c\":1}\n")).unwrap();
+        std::fs::write(dir.path().join("eve.json.1.gz"), gz(&holed("{\"c\":1}\n"))).unwrap();
         let f = File::open(&path).unwrap();
         let id = FileId::of(&f.metadata().unwrap());
         let fp = fingerprint(&f, FP_MAX as u64);
-        let c = copy_of(&path, id, fp, 2048).unwrap();
-        assert!(c.path.ends_with("eve.json.1"), "{}", c.path.display());
-        // After the first line of the copy: a line starts there. Inside its hole, or mid-line:
-        // not.
         let after_first = 2048 + "{\"a\":1}\n".len() as u64;
-        assert!(continues_at(&c, after_first));
-        assert!(!continues_at(&c, 2048));
-        assert!(!continues_at(&c, 1000));
-        assert!(!continues_at(&c, after_first + 3));
-        std::fs::remove_file(dir.path().join("eve.json.1")).unwrap();
-        std::fs::remove_file(dir.path().join("eve.json.2")).unwrap();
-        let c = copy_of(&path, id, fp, 2048).unwrap();
-        assert!(c.gz, "{}", c.path.display());
+        let (first, later) = copies_since(&path, id, fp, after_first).unwrap();
+        assert!(first.path.ends_with("eve.json.2"), "{}", first.path.display());
+        let later: Vec<_> = later.iter().map(|r| r.path.file_name().unwrap().to_owned()).collect();
+        assert_eq!(later, ["eve.json.1"]);
+        // Inside a hole or mid-line: no copy goes on there.
+        assert!(copies_since(&path, id, fp, 1000).is_none());
+        assert!(copies_since(&path, id, fp, after_first + 3).is_none());
     }
 }

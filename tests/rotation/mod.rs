@@ -235,7 +235,8 @@ fn a_writer_that_goes_on_in_the_renamed_file_until_it_reopens_loses_nothing() {
 /// first bytes are those NULs before and after, so only the NULs found where data was being
 /// read tell the truncation; the events not read yet are in the newest copy (they were lost,
 /// reported as a hole). The engine is stopped (SIGSTOP) while the writer adds the events it
-/// will not have read at the copy.
+/// will not have read at the copy; at the last stop the file is cut twice (the generation
+/// between the two cuts, in the newer copy only, was lost).
 #[test]
 fn copytruncate_under_a_writer_at_its_own_offset_loses_nothing_at_every_rotation() {
     let (env, run) = tail_env(100);
@@ -249,18 +250,10 @@ fn copytruncate_under_a_writer_at_its_own_offset_loses_nothing_at_every_rotation
     writer.write_all(&numbered_lines(0, 100)).unwrap();
     let mut engine = env.spawn(&["--run-dir", &run]);
     let mut total = 100;
-    for rotation in 1..=3usize {
-        wait_until(
-            Duration::from_secs(60),
-            &format!("{total} lines"),
-            || env.lines("out.json").len() >= total,
-            || format!("{} lines, log: {:?}", env.lines("out.json").len(), env.log_records()),
-        );
-        std::thread::sleep(Duration::from_millis(300));
-        engine.signal(libc::SIGSTOP);
-        // Written while the engine cannot read: in the copy only.
-        writer.write_all(&numbered_lines(total, total + 50)).unwrap();
-        for k in (1..rotation).rev() {
+    // logrotate's copytruncate: the older copies renamed up, a copy made, the file cut.
+    let mut copies = 0usize;
+    let copytruncate = |copies: &mut usize| {
+        for k in (1..=*copies).rev() {
             std::fs::rename(env.log(&format!("in.json.{k}")), env.log(&format!("in.json.{}", k + 1))).unwrap();
         }
         std::fs::copy(&path, env.log("in.json.1")).unwrap();
@@ -270,9 +263,27 @@ fn copytruncate_under_a_writer_at_its_own_offset_loses_nothing_at_every_rotation
             .unwrap()
             .set_len(0)
             .unwrap();
-        // The writer goes on at its offset: NULs up to it, then the new events.
-        writer.write_all(&numbered_lines(total + 50, total + 100)).unwrap();
-        total += 100;
+        *copies += 1;
+    };
+    // Three stops with one rotation each, then one with two (the engine behind by two
+    // rotations: the generation between them is only in the second copy).
+    for cuts in [1, 1, 1, 2] {
+        wait_until(
+            Duration::from_secs(60),
+            &format!("{total} lines"),
+            || env.lines("out.json").len() >= total,
+            || format!("{} lines, log: {:?}", env.lines("out.json").len(), env.log_records()),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        engine.signal(libc::SIGSTOP);
+        for _ in 0..cuts {
+            // Written while the engine cannot read: in the copy only.
+            writer.write_all(&numbered_lines(total, total + 50)).unwrap();
+            copytruncate(&mut copies);
+            // The writer goes on at its offset: NULs up to it, then the new events.
+            writer.write_all(&numbered_lines(total + 50, total + 100)).unwrap();
+            total += 100;
+        }
         engine.signal(libc::SIGCONT);
     }
     stop_after(&env, &mut engine, total);
