@@ -189,21 +189,7 @@ impl WorkerCtx {
             let w = &mut self.window[i];
             w.hops += 1;
             let (id, (s, e), hops) = (w.id, w.line, w.hops);
-            let over = hops > MAX_HOPS;
-            if over {
-                self.counters.hop_limit += 1;
-            }
-            if hops == MAX_HOPS + 1 {
-                self.report(
-                    crate::diag::Kind::HopLimit,
-                    &[],
-                    &format!(
-                        "one input event led to more than {MAX_HOPS} analyzer calls (analyze_event, also \
-                         from analyzers: events passed around in a loop?); the calls beyond were dropped, \
-                         counted in drops.hop_limit"
-                    ),
-                );
-            }
+            let over = self.over_hop_limit(hops, "one input event");
             let l = self.analyzers[a as usize].l;
             let pipelined = self.analyzers[a as usize].pipeline > 1;
             // SAFETY: the analyzer's state belongs to this thread; the coroutine is anchored
@@ -676,6 +662,28 @@ impl WorkerCtx {
         }
     }
 
+    /// Whether the `hops`-th analyzer call that follows from one input event, `setup()` or
+    /// timer (`what`) is past [`MAX_HOPS`]: then it is dropped, counted, and the first such is
+    /// reported.
+    fn over_hop_limit(&mut self, hops: u32, what: &str) -> bool {
+        let over = hops > MAX_HOPS;
+        if over {
+            self.counters.hop_limit += 1;
+        }
+        if hops == MAX_HOPS + 1 {
+            self.report(
+                crate::diag::Kind::HopLimit,
+                &[],
+                &format!(
+                    "{what} led to more than {MAX_HOPS} analyzer calls (analyze_event, also from \
+                     analyzers: values passed around in a loop?); the calls beyond were dropped, \
+                     counted in drops.hop_limit"
+                ),
+            );
+        }
+        over
+    }
+
     /// Runs the analyzer calls that `setup()` functions (or timers) queued with
     /// `analyze_event`, outside any event. As for an input event, at most [`MAX_HOPS`] calls
     /// follow from one `setup()` or timer: a value passed around in a loop (a timer's
@@ -686,21 +694,7 @@ impl WorkerCtx {
             self.cur_input = NO_INPUT;
             self.cur_win = None;
             hops += 1;
-            let over = hops > MAX_HOPS;
-            if over {
-                self.counters.hop_limit += 1;
-            }
-            if hops == MAX_HOPS + 1 {
-                self.report(
-                    crate::diag::Kind::HopLimit,
-                    &[],
-                    &format!(
-                        "a setup() or a timer led to more than {MAX_HOPS} analyzer calls (analyze_event, also \
-                         from analyzers: values passed around in a loop?); the calls beyond were dropped, \
-                         counted in drops.hop_limit"
-                    ),
-                );
-            }
+            let over = self.over_hop_limit(hops, "a setup() or a timer");
             let l = self.analyzers[a as usize].l;
             // SAFETY: the state belongs to this thread; `r` is a registry reference made by
             // `queue_analyzer` (outside an event there is no current event to stand for).
