@@ -217,7 +217,12 @@ fn join(
 /// What a forced exit leaves, as a normal end does: the report in `{log}` and a last stats
 /// line (appended to their files directly: the writer that owns them is waiting for the stuck
 /// worker), and the summary on stdout.
-fn forced_exit_records(shared: &Shared, carry: &mut crate::reconfig::Carry, log_dir: &std::path::Path, msg: &str) {
+pub(super) fn forced_exit_records(
+    stats: &crate::metrics::Stats,
+    carry: &mut crate::reconfig::Carry,
+    log_dir: &std::path::Path,
+    msg: &str,
+) {
     use std::io::Write;
     let append = |name: &str, mut line: Vec<u8>| {
         line.push(b'\n');
@@ -233,18 +238,14 @@ fn forced_exit_records(shared: &Shared, carry: &mut crate::reconfig::Carry, log_
         "dragonfly-mle.log",
         crate::diag::log_line(&crate::diag::line(crate::diag::Kind::WorkerStuck, &[], msg)).into_owned(),
     );
-    append("dragonfly-mle-stats.log", shared.stats.line());
-    carry.add_totals(&shared.stats);
+    append("dragonfly-mle-stats.log", stats.line());
+    carry.add_totals(stats);
     let summary = Summary {
         read: carry.read,
         written: carry.written,
         invalid: carry.invalid,
         script_errors: carry.script_errors,
-        seconds: carry
-            .run_started
-            .unwrap_or(shared.stats.started)
-            .elapsed()
-            .as_secs_f64(),
+        seconds: carry.run_started.unwrap_or(stats.started).elapsed().as_secs_f64(),
         output_errors: carry.output_errors,
         log_errors: carry.log_errors,
         dropped: carry.dropped,
@@ -297,7 +298,7 @@ fn wait_for_writer(
                 "worker {k} has been stuck in a script for {secs} s (a loop() that does not return, or a state near its memory limit collecting on every event?); exiting without it: events not yet written are lost for this run and read again by the next (exit status {EXIT_LOSSES})"
             );
             crate::eprintln_safe!("dragonfly-mle: {msg}");
-            forced_exit_records(shared, carry, log_dir, &msg);
+            forced_exit_records(&shared.stats, carry, log_dir, &msg);
             crate::lua::managed::stop();
             std::process::exit(i32::from(EXIT_LOSSES));
         }

@@ -151,9 +151,25 @@ pub(super) fn start_workers(
                     );
                 }
                 if stop.load(std::sync::atomic::Ordering::Relaxed) && secs >= 5 {
-                    crate::eprintln_safe!("dragonfly-mle: stopped while scripts' setup() had not returned");
+                    if carry.generation == 0 {
+                        crate::eprintln_safe!("dragonfly-mle: stopped while scripts' setup() had not returned");
+                        crate::lua::managed::stop();
+                        std::process::exit(1);
+                    }
+                    // A reload that rebuilt the pipeline: the previous one wrote everything it
+                    // read (the next run reads on from its checkpoints), and the run ends as a
+                    // stuck worker's does: its report in {log}, a last stats line, the summary.
+                    let msg = format!(
+                        "stopped while {} of {} workers were still in the reloaded configuration's scripts (the last one started: {}); exiting without them: nothing read is unwritten, the next run reads on from the checkpoints (exit status {})",
+                        plan.shards - ready,
+                        plan.shards,
+                        crate::lua::script::loading(),
+                        super::EXIT_LOSSES
+                    );
+                    crate::eprintln_safe!("dragonfly-mle: {msg}");
+                    super::pipeline::forced_exit_records(stats, carry, &cfg.log_dir, &msg);
                     crate::lua::managed::stop();
-                    std::process::exit(1);
+                    std::process::exit(i32::from(super::EXIT_LOSSES));
                 }
                 continue;
             }

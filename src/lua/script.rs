@@ -281,8 +281,9 @@ unsafe fn push_global(l: *mut lua_State, name: &std::ffi::CStr) {
     }
 }
 
-/// What a worker started last while scripts load at the start ("the chunk of analyzer/a.lua",
-/// "setup() of analyzer/a.lua"), for the start's word on a script that does not return.
+/// What a worker started last while scripts load at the start or at a rebuild ("the chunk of
+/// analyzer/a.lua", "setup() of analyzer/a.lua"), for the word on a script that does not
+/// return.
 static LOADING: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 
 /// What [`LOADING`] says (empty before any script).
@@ -515,6 +516,7 @@ impl WorkerCtx {
                     }
                     None => {
                         self.cur_script = (role, i as u32);
+                        note_loading("the chunk of", spec);
                         let settings = self.state_settings;
                         let src = text.ok_or_else(|| ScriptCause::Read("cannot be read".into()).of(role, i, spec))?;
                         let s = self
@@ -549,6 +551,7 @@ impl WorkerCtx {
             } else {
                 &analyzers[i]
             };
+            note_loading("setup() of", spec);
             self.run_setup(l).map_err(|e| e.of(role, i, spec))?;
         }
         Ok(kept)

@@ -279,6 +279,10 @@ pub(crate) fn run(
         // The writer sees this pipeline's end once the rings are dropped.
         drop(io);
         let Ok(n) = next.recv() else { break };
+        // A new script's setup() that never returns is a stuck worker of the new pipeline:
+        // reported (`worker_stuck`), `/health` 503 (the writer and the endpoint already run).
+        let me = &n.stats.workers[n.spec.index];
+        me.begin_batch(n.stats.now_ms());
         // States opened with other settings (memory limit, number precision) are not kept; a
         // new GC pause needs no new state (`tune_gc` applies it every batch).
         let same_settings = crate::lua::state::StateSettings {
@@ -302,12 +306,15 @@ pub(crate) fn run(
             &n.spec.analyzers,
         );
         let ok = r.is_ok();
+        if ok {
+            c.run_setup_calls();
+        }
+        n.stats.workers[n.spec.index].end_batch();
         let _ = n.ready.send(r.map(drop));
         (spec, io, stats) = (n.spec, n.io, n.stats);
         if !ok {
             break;
         }
-        c.run_setup_calls();
     }
     GATE.leave();
     c.close();

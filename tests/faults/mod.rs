@@ -460,6 +460,61 @@ fn a_reloaded_setup_that_never_returns_is_reported_and_does_not_block_the_stop()
     assert_eq!(out.status.code(), Some(3), "{out:?}");
 }
 
+/// The same with a reload that rebuilds the pipeline (config.lua changed: a new analyzer
+/// whose `setup()` never returns): `/health` said 200, `{log}` nothing, and a stop ended the
+/// engine with status 1 and no summary. Now the new pipeline's worker is reported stuck, and a
+/// stop ends the engine with status 3, its report in `{log}` and the summary on stdout; the
+/// events of the first pipeline were all written.
+#[test]
+fn a_rebuilt_pipelines_setup_that_never_returns_is_reported_and_does_not_block_the_stop() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.write_log("in.json", &join_lines(&[event(0), event(1)]));
+    let (mut engine, addr, _run) = spawn_watched(&env);
+    wait_until(
+        Duration::from_secs(30),
+        "the first events",
+        || env.lines("out.json").len() == 2,
+        String::new,
+    );
+    env.analyzer(
+        "b.lua",
+        "function setup() while true do end end\nfunction loop(msg) end\n",
+    );
+    env.config(&simple_config("tail://in.json<", "", "").replace(
+        "analyzers = {",
+        "analyzers = { { tag = \"b\", script = \"b.lua\", default_analyzer = \"\", default_output = \"out\" },",
+    ));
+    engine.signal(libc::SIGHUP);
+    env.wait_for_record(
+        "worker_stuck",
+        "setup() of a script being reloaded",
+        Duration::from_secs(40),
+    );
+    let (code, body) = health(&addr);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("worker 0: one batch has run for"), "{body}");
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        out.stderr.contains("reloaded configuration's scripts"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("b.lua (b)"), "{}", out.stderr);
+    // The exit is recorded as a stuck worker's is, with the summary of what was done.
+    let stuck = env.log_records_of("worker_stuck");
+    assert!(
+        stuck
+            .iter()
+            .any(|r| r["message"].as_str().unwrap_or("").contains("exiting without them")),
+        "{stuck:?}"
+    );
+    let summary = out.summary();
+    assert_eq!((summary.read, summary.written), (2, 2), "{out:?}");
+    assert_eq!(env.lines("out.json").len(), 2);
+}
+
 /// A `loop()` that writes records without end is stopped by an error in the script once its
 /// event's records reach 256 MiB (they were held without bound: the process grew by the size
 /// of everything written and aborted at its memory limit); the records written before stay,
