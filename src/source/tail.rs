@@ -229,7 +229,7 @@ fn copies_since(path: &Path, id: FileId, fp: Fingerprint, at: u64) -> Option<(Ro
     let len = |r: &Rotated| std::fs::metadata(&r.path).map_or(0, |m| m.len());
     let k = files
         .iter()
-        .position(|r| r.fingerprint(fp.len as usize) == Some(fp) && (r.gz || len(r) == at || continues_at(r, at)))?;
+        .position(|r| r.fingerprint(fp.len as usize) == Some(fp) && ((!r.gz && len(r) == at) || continues_at(r, at)))?;
     let later = files.split_off(k + 1);
     let first = files.pop()?;
     Some((first, later))
@@ -241,7 +241,22 @@ fn copies_since(path: &Path, id: FileId, fp: Fingerprint, at: u64) -> Option<(Ro
 /// read, which must not be read again.
 fn continues_at(r: &Rotated, offset: u64) -> bool {
     if r.gz {
-        return true;
+        // The same look in the uncompressed bytes (decompressed up to there: a restart's or a
+        // truncation's one-off cost).
+        let mut b = [0u8; 2];
+        let Ok(mut src) = r.open_at(offset.saturating_sub(1)) else {
+            return false;
+        };
+        let got = read_up_to(&mut src, &mut b[..if offset == 0 { 1 } else { 2 }]);
+        return match (offset, got) {
+            // Empty, or data from its first byte.
+            (0, 0) => true,
+            (0, _) => b[0] != 0,
+            // Ends at `offset` with a whole line (read to its end), or goes on there.
+            (_, 1) => b[0] == b'\n',
+            (_, 2) => b[0] == b'\n' && b[1] != 0,
+            _ => false,
+        };
     }
     use std::os::unix::fs::FileExt;
     let Ok(f) = File::open(&r.path) else { return false };
@@ -250,6 +265,20 @@ fn continues_at(r: &Rotated, offset: u64) -> bool {
         None => matches!(f.read_at(&mut b[..1], 0), Ok(1)) && b[0] != 0,
         Some(before) => matches!(f.read_exact_at(&mut b, before), Ok(())) && b[0] == b'\n' && b[1] != 0,
     }
+}
+
+/// Reads into `buf` until it is full or the source ends; how many bytes it got.
+fn read_up_to(src: &mut dyn Read, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        match src.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    got
 }
 
 /// Whether the byte of `f` at `offset` is a NUL.
@@ -694,5 +723,25 @@ mod tests {
         // Inside a hole or mid-line: no copy goes on there.
         assert!(copies_since(&path, id, fp, 1000).is_none());
         assert!(copies_since(&path, id, fp, after_first + 3).is_none());
+        // With only compressed copies, the same: the copy that goes on (or ends) where
+        // reading stopped, not one whose hole the checkpoint is in (a compressed copy was
+        // taken as going on anywhere, and read again).
+        for name in ["eve.json.3", "eve.json.2", "eve.json.1"] {
+            let plain = dir.path().join(name);
+            let bytes = std::fs::read(&plain).unwrap();
+            std::fs::remove_file(&plain).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.gz")), gz(&bytes)).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(copies_since(&path, id, fp, 1000).is_none());
+        assert!(copies_since(&path, id, fp, after_first + 3).is_none());
+        let (first, later) = copies_since(&path, id, fp, after_first).unwrap();
+        assert!(first.path.ends_with("eve.json.2.gz"), "{}", first.path.display());
+        let later: Vec<_> = later.iter().map(|r| r.path.file_name().unwrap().to_owned()).collect();
+        assert_eq!(later, ["eve.json.1.gz"]);
+        // A compressed copy that ends where reading stopped.
+        let end = 2048 + "{\"a\":1}\n{\"b\":2}\n".len() as u64;
+        let (first, _) = copies_since(&path, id, fp, end).unwrap();
+        assert!(first.path.ends_with("eve.json.2.gz"), "{}", first.path.display());
     }
 }
