@@ -236,16 +236,21 @@ impl Checkpoint {
             line: v.get_u64("line").unwrap_or(0),
         };
         self.saved = Some(at);
-        // Written as UTC (`...Z`), whole seconds.
-        self.saved_time = v
-            .get_str("time")
-            .and_then(|t| crate::event::timestamp::parse(t.as_bytes()))
-            .and_then(|t| u64::try_from(t.epoch_secs(t.offset.unwrap_or(0))).ok())
-            .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        // `time_ns`: nanoseconds since the epoch; checkpoints of earlier versions have only
+        // `time`, UTC (`...Z`) in whole seconds (a file rotated later in that second then looks
+        // older than the save: it is read again, never skipped).
+        self.saved_time = match v.get_u64("time_ns") {
+            Some(ns) => Some(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns)),
+            None => v
+                .get_str("time")
+                .and_then(|t| crate::event::timestamp::parse(t.as_bytes()))
+                .and_then(|t| u64::try_from(t.epoch_secs(t.offset.unwrap_or(0))).ok())
+                .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)),
+        };
         Some(at)
     }
 
-    /// When the loaded checkpoint was saved (whole seconds; `None` without one).
+    /// When the loaded checkpoint was saved (`None` without one).
     pub(crate) fn saved_time(&self) -> Option<std::time::SystemTime> {
         self.saved_time
     }
@@ -270,14 +275,17 @@ impl Checkpoint {
         crate::primitives::json::write_str(&mut body, self.watched.to_string_lossy().as_bytes());
         body.extend_from_slice(
             format!(
-                ",\"dev\":{},\"ino\":{},\"fp_len\":{},\"fp\":\"{:016x}\",\"offset\":{},\"line\":{},\"time\":\"{}\"}}\n",
+                ",\"dev\":{},\"ino\":{},\"fp_len\":{},\"fp\":\"{:016x}\",\"offset\":{},\"line\":{},\"time\":\"{}\",\"time_ns\":{}}}\n",
                 at.id.dev,
                 at.id.ino,
                 at.fp.len,
                 at.fp.hash,
                 at.offset,
                 at.line,
-                crate::primitives::clock::utc_now()
+                crate::primitives::clock::utc_now(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             )
             .as_bytes(),
         );

@@ -150,6 +150,55 @@ fn a_compressed_copy_with_a_fresh_time_does_not_hide_the_next_rotation() {
     assert_each_once(&env, 20_000);
 }
 
+/// `create` + `compress` rotation while stopped, with `gzip`'s own file times (a compressed
+/// file keeps the time of its last write), in the second the checkpoint was saved: the older
+/// generation's compressed file, written before the save but in its second, was read again
+/// (the save time was kept in whole seconds). The times are set to make that second exact: the
+/// older file at S + 0.4 s, the checkpointed one at S + 0.5 s, the save at S + 0.6 s.
+#[test]
+fn a_compressed_older_generation_written_in_the_saves_second_is_not_read_again() {
+    let (env, run) = tail_env(20);
+    env.write_log("in.json", &numbered_lines(0, 3_000));
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    stop_after(&env, &mut engine, 3_000);
+    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+    env.write_log("in.json", &numbered_lines(3_000, 5_000));
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    stop_after(&env, &mut engine, 5_000);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let s = now - 100;
+    let at = |ms: u64| std::time::UNIX_EPOCH + Duration::from_millis(s * 1000 + ms);
+    let compress = |from: &str, to: &str, ms: u64| {
+        std::fs::write(env.log(to), gzip(&std::fs::read(env.log(from)).unwrap())).unwrap();
+        std::fs::remove_file(env.log(from)).unwrap();
+        let f = std::fs::File::options().write(true).open(env.log(to)).unwrap();
+        f.set_modified(at(ms)).unwrap();
+    };
+    compress("in.json.1", "in.json.2.gz", 400);
+    compress("in.json", "in.json.1.gz", 500);
+    env.write_log("in.json", &numbered_lines(5_000, 6_000));
+    // The checkpoint as saved at S + 0.6 s.
+    let ckpt = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("tail-"))
+        .expect("a tail checkpoint");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ckpt).unwrap()).unwrap();
+    let t = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{s}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    v["time"] = serde_json::Value::from(String::from_utf8(t.stdout).unwrap().trim());
+    v["time_ns"] = serde_json::Value::from(s * 1_000_000_000 + 600_000_000);
+    std::fs::write(&ckpt, format!("{v}\n")).unwrap();
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    stop_after(&env, &mut engine, 6_000);
+    assert_each_once(&env, 6_000);
+}
+
 /// Two rotations within one poll while running (a 2 s poll): the middle file is read too.
 #[test]
 fn two_rotations_within_one_poll_are_both_read() {
