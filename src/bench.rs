@@ -337,6 +337,7 @@ pub fn writer_only(path: &std::path::Path) -> std::io::Result<(u64, f64)> {
         rotate: Arc::new(AtomicBool::new(false)),
         stats_interval: std::time::Duration::from_secs(3600),
         marks: Arc::new(vec![AtomicU64::new(0)]),
+        started: Arc::new(AtomicBool::new(true)),
     });
     let t = Instant::now();
     let writer = std::thread::spawn(move || writer.run());

@@ -343,13 +343,22 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let cores = match cli.cores.as_deref().map(engine::parse_cores).transpose() {
+    let cores = match cli
+        .cores
+        .as_deref()
+        .map(|c| engine::parse_cores(c).and_then(engine::check_available))
+        .transpose()
+    {
         Ok(c) => c,
         Err(e) => {
             dragonfly_mle::eprintln_safe!("dragonfly-mle: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(e) = cli.http.as_deref().and_then(engine::http_flag_error) {
+        dragonfly_mle::eprintln_safe!("dragonfly-mle: {e}");
+        return ExitCode::from(2);
+    }
     // Relative paths are made absolute now: the engine enters the root directory, and a
     // reload (SIGHUP, --watch, a wildcard's new file) reads the configuration again from there.
     let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);

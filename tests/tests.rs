@@ -893,6 +893,29 @@ fn unknown_flag_prints_usage_and_fails() {
     );
 }
 
+/// Flags with values that can never work are bad flags (status 2), found before anything
+/// starts: a `--http` that is not HOST:PORT (status 1 after the configuration was read), a
+/// `--cores` CPU this process cannot run on (accepted, its threads left unpinned).
+#[test]
+fn bad_flag_values_are_bad_flags() {
+    let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
+    env.write_log("in.json", b"{\"event_type\":\"x\"}\n");
+    for (args, says) in [
+        (&["--http", "bogus"][..], "--http: expected HOST:PORT"),
+        (&["--http", "127.0.0.1:99999"][..], "--http: expected HOST:PORT"),
+        (
+            &["--cores", "0,4096"][..],
+            "--cores: CPU 4096 is not one this process may run on",
+        ),
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+        assert!(env.lines("out.json").is_empty(), "{args:?} ran");
+    }
+    env.run(&["--http", "off", "--cores", "0"]).assert_success();
+}
+
 #[test]
 fn check_accepts_a_good_root_without_running_setup() {
     // setup() fails, but `check` runs only the chunk.

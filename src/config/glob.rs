@@ -56,6 +56,15 @@ pub(crate) fn expand(pattern: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Whether the file name of `path` matches that of `pattern` (their directories are not
+/// compared).
+pub(crate) fn name_matches(pattern: &Path, path: &Path) -> bool {
+    match (pattern.file_name(), path.file_name()) {
+        (Some(p), Some(n)) => matches(p.as_encoded_bytes(), n.as_encoded_bytes()),
+        _ => false,
+    }
+}
+
 /// Shell-style matching of one path component.
 fn matches(pat: &[u8], name: &[u8]) -> bool {
     match pat.first() {

@@ -46,8 +46,57 @@ impl Config {
         };
         let mut warnings = Vec::new();
         cfg.check_tags(&declared, &mut errs, &mut warnings);
+        cfg.check_outputs_are_not_inputs(&mut errs);
         cfg.warnings = warnings;
         if errs.is_empty() { Ok(cfg) } else { Err(fail(errs)) }
+    }
+
+    /// A file output that writes the file an input reads: a truncating one would empty the
+    /// Suricata log at the start, an appending one feed its own records back without end.
+    fn check_outputs_are_not_inputs(&self, errs: &mut Vec<String>) {
+        use std::os::unix::fs::MetadataExt;
+        let id = |p: &Path| {
+            std::fs::metadata(crate::privilege::host_path(p))
+                .ok()
+                .map(|m| (m.dev(), m.ino()))
+        };
+        for (o, out) in self.outputs.iter().enumerate() {
+            let path = match &out.uri {
+                OutputUri::File { path, .. } | OutputUri::Zfile { path, .. } => path,
+                _ => continue,
+            };
+            let out_id = id(path);
+            for (i, input) in self.inputs.iter().enumerate() {
+                let read = match &input.uri {
+                    InputUri::File { path, .. } | InputUri::Zfile { path, .. } | InputUri::Tail { path, .. } => path,
+                    _ => continue,
+                };
+                let same = read == path
+                    || (out_id.is_some() && id(read) == out_id)
+                    || input
+                        .glob
+                        .as_deref()
+                        .is_some_and(|g| g.parent() == path.parent() && super::glob::name_matches(g, path));
+                if same {
+                    errs.push(format!(
+                        "outputs[{}].uri: {} is the file inputs[{}] ({}) reads: the output would {}",
+                        o + 1,
+                        path.display(),
+                        i + 1,
+                        input.tag,
+                        if matches!(
+                            out.uri,
+                            OutputUri::File { truncate: true, .. } | OutputUri::Zfile { truncate: true, .. }
+                        ) {
+                            "empty it at the start"
+                        } else {
+                            "feed its own records back to it without end"
+                        }
+                    ));
+                    break;
+                }
+            }
+        }
     }
 
     /// Every setting at its default.
@@ -98,7 +147,9 @@ impl Config {
         }
         if let Some(p) = v.opt_string(&g.get("redis_port").unwrap_or(Value::Nil), "redis_port") {
             match p.trim().parse::<i64>() {
-                Ok(n) => cfg.redis_port = n,
+                // A unix socket (`redis_host` a path) has no port.
+                Ok(n) if (1..=65535).contains(&n) || cfg.redis_host.starts_with('/') => cfg.redis_port = n,
+                Ok(n) => v.err("redis_port", format!("must be between 1 and 65535, got {n}")),
                 Err(_) => v.err("redis_port", format!("not a number: {p:?}")),
             }
         }
@@ -487,6 +538,15 @@ fn root_layout(root: &Path) -> Vec<String> {
     errs
 }
 
+/// The flag a stop signal sets, once the engine installed its handlers: it ends an evaluation
+/// of config.lua that does not end by itself.
+static INTERRUPT: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> = std::sync::OnceLock::new();
+
+/// Makes `flag` (set by SIGINT/SIGTERM) end any evaluation of config.lua from now on.
+pub(crate) fn interrupt_with(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let _ = INTERRUPT.set(flag);
+}
+
 /// Runs config.lua in a state with the base library minus everything that reaches files or
 /// loads code (the original evaluated it with no library at all); the state, and the global
 /// names that existed before the file ran (everything else it leaves is a setting).
@@ -506,6 +566,21 @@ fn evaluate(config_file: &Path) -> Result<(Lua, Vec<String>), String> {
         "setfenv",
     ] {
         let _ = lua.globals().raw_set(name, Value::Nil);
+    }
+    // A stop (SIGINT/SIGTERM) ends an evaluation that does not (a loop without end): count
+    // hooks run while one is set (LuaJIT compiles no trace then).
+    if let Some(flag) = INTERRUPT.get() {
+        let flag = std::sync::Arc::clone(flag);
+        lua.set_hook(
+            mlua::HookTriggers::new().every_nth_instruction(10_000),
+            move |_, _| match flag.load(std::sync::atomic::Ordering::Relaxed) {
+                true => Err(mlua::Error::runtime(
+                    "stopped (SIGINT/SIGTERM) while config.lua was being evaluated: does it loop without end?",
+                )),
+                false => Ok(mlua::VmState::Continue),
+            },
+        )
+        .map_err(|e| format!("config: cannot watch the evaluation: {e}"))?;
     }
     let before: Vec<String> = lua
         .globals()

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use mlua::{Lua, LuaOptions, StdLib, Table, Value};
 
+pub(crate) use load::interrupt_with;
 pub(crate) use uri::{InputUri, OutputUri};
 
 /// Default root directory, as the original.
@@ -300,7 +301,9 @@ impl Validator<'_> {
         let mut out = Vec::new();
         match g.get::<Value>(name).unwrap_or(Value::Nil) {
             Value::Table(t) => {
+                let mut end = 1i64;
                 for i in 1.. {
+                    end = i;
                     match t.get::<Value>(i).unwrap_or(Value::Nil) {
                         Value::Nil => break,
                         Value::Table(e) => out.push((i as usize, e)),
@@ -308,6 +311,26 @@ impl Validator<'_> {
                             &format!("{name}[{i}]"),
                             format!("expected a table, got {}", other.type_name()),
                         ),
+                    }
+                }
+                // An entry under a name (`second = {...}`) or after a gap (`[3] = {...}`) is
+                // not in the list: it was ignored without a word (an input never read).
+                for kv in t.clone().pairs::<Value, Value>().filter_map(|kv| kv.ok()) {
+                    let in_list = match kv.0 {
+                        Value::Integer(k) => (1..end).contains(&k),
+                        Value::Number(k) => k.fract() == 0.0 && k >= 1.0 && k < end as f64,
+                        _ => false,
+                    };
+                    if !in_list {
+                        let k = key_text(&kv.0);
+                        let sep = if k.starts_with('[') { "" } else { "." };
+                        self.err(
+                            &format!("{name}{sep}{k}"),
+                            format!(
+                                "this entry is not in the list and would be ignored: {name} is a list of entries, {name} = {{ {{ ... }}, {{ ... }} }}, without names or gaps (entries 1 to {})",
+                                end - 1
+                            ),
+                        );
                     }
                 }
                 if out.is_empty() && !self.errs.iter().any(|e| e.starts_with(name)) {

@@ -128,6 +128,20 @@ fn redis_timeouts_are_read_and_checked() {
     )
     .unwrap();
     assert_eq!(unix.redis, super::types::RedisTarget::Unix("/run/redis.sock".into()));
+    // A port out of range is an error (70000 was taken as 65535 by the scripts, and named as
+    // 70000 by `check`).
+    for port in ["70000", "0", "-1"] {
+        let e = check(
+            &format!("redis_host = \"10.0.0.5\"\nredis_port = {port}\n{GOOD}"),
+            &["filter/f.lua", "analyzer/a.lua"],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.errors,
+            vec![format!("redis_port: must be between 1 and 65535, got {port}")],
+            "{port}"
+        );
+    }
     let e = check(
         &format!("redis_connect_timeout_ms = 0\n{GOOD}"),
         &["filter/f.lua", "analyzer/a.lua"],
@@ -360,4 +374,66 @@ outputs = { { tag = "out", uri = "file:///tmp/o1.json" } }
     )
     .unwrap_err();
     assert!(e.to_string().contains("on_error: no output has tag \"nowhere\""), "{e}");
+}
+
+/// An entry under a name or after a gap in `inputs`, `analyzers` or `outputs` is not in the
+/// list: an error naming it (it was ignored without a word: an input never read).
+#[test]
+fn entries_outside_the_list_are_errors() {
+    let scripts = ["filter/f.lua", "analyzer/a.lua"];
+    let named = GOOD.replace(
+        "inputs = { {",
+        "inputs = { second = { tag = \"second\", uri = \"tail://b.json\", script = \"f.lua\", default_analyzer = \"a\" }, {",
+    );
+    let e = check(&named, &scripts).unwrap_err();
+    assert_eq!(e.errors.len(), 1, "{:?}", e.errors);
+    assert!(
+        e.errors[0].starts_with("inputs.second: this entry is not in the list and would be ignored"),
+        "{:?}",
+        e.errors
+    );
+    let gap = GOOD.replace(
+        "ordered = false } }",
+        "ordered = false }, [3] = { tag = \"more\", uri = \"file:///tmp/more.json\" } }",
+    );
+    let e = check(&gap, &scripts).unwrap_err();
+    assert_eq!(e.errors.len(), 1, "{:?}", e.errors);
+    assert!(
+        e.errors[0].starts_with("outputs[3]: this entry is not in the list"),
+        "{:?}",
+        e.errors
+    );
+    assert!(e.errors[0].contains("(entries 1 to 1)"), "{:?}", e.errors);
+    // Keys written out in order are a list.
+    let explicit = GOOD.replace("analyzers = { {", "analyzers = { [1] = {");
+    check(&explicit, &scripts).unwrap();
+}
+
+/// An output that writes the file an input reads is refused: a truncating one emptied the
+/// Suricata log at the start, an appending one fed its records back to the input without end.
+#[test]
+fn an_output_writing_an_inputs_file_is_refused() {
+    let scripts = ["filter/f.lua", "analyzer/a.lua"];
+    let own = GOOD.replace("file:///tmp/out.json<", "file://eve.json<");
+    let e = check(&own, &scripts).unwrap_err();
+    assert_eq!(e.errors.len(), 1, "{:?}", e.errors);
+    assert!(
+        e.errors[0].starts_with("outputs[1].uri: /tmp/dfm-logs/eve.json is the file inputs[1] (eve) reads: the output would empty it at the start"),
+        "{:?}",
+        e.errors
+    );
+    // A wildcard input that would match the output's file.
+    let glob = GOOD
+        .replace("tail://eve.json<", "tail:///tmp/dfm-glob-test/eve.*.json")
+        .replace("file:///tmp/out.json<", "file:///tmp/dfm-glob-test/eve.out.json");
+    let e = check(&glob, &scripts).unwrap_err();
+    assert!(
+        e.errors
+            .iter()
+            .any(|l| l.contains("feed its own records back to it without end")),
+        "{:?}",
+        e.errors
+    );
+    // Beside it, under another name: fine.
+    check(&GOOD.replace("file:///tmp/out.json<", "file://eve.json.out"), &scripts).unwrap();
 }

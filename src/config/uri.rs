@@ -274,10 +274,12 @@ impl OutputUri {
                         queue = n.parse().unwrap_or(queue);
                     }
                     _ => {
-                        return Err(UriProblem::UnknownParameter {
-                            param: format!("{k}={v}"),
-                            expected: "key=flow|none, queue=1..10000000",
-                        }
+                        return Err(UriProblem::parameter(
+                            &k,
+                            &v,
+                            &["key", "queue"],
+                            "key=flow|none, queue=1..10000000",
+                        )
                         .of(uri));
                     }
                 }
@@ -308,10 +310,12 @@ impl OutputUri {
                     ("mb", Some(n)) => opts.max_bytes = n * 1024 * 1024,
                     ("seconds", Some(n)) => opts.max_age = std::time::Duration::from_secs(n),
                     _ => {
-                        return Err(UriProblem::UnknownParameter {
-                            param: p.to_string(),
-                            expected: "rows=N, mb=N, seconds=N: positive numbers",
-                        }
+                        return Err(UriProblem::parameter(
+                            k,
+                            v,
+                            &["rows", "mb", "seconds"],
+                            "rows=N, mb=N, seconds=N: positive numbers",
+                        )
                         .of(uri));
                     }
                 }
@@ -423,7 +427,7 @@ fn pace_of<'a>(uri: &str, rest: &'a str) -> Result<(&'a str, Option<Pace>), UriE
     };
     match v.parse::<f64>() {
         Ok(n) if n > 0.0 && n <= 1e6 => Ok((path, Some(Pace::new(n)))),
-        _ => Err(UriProblem::UnknownParameter {
+        _ => Err(UriProblem::BadValue {
             param: query.to_string(),
             expected: "pace=N: replay at N times the recorded pace, N > 0",
         }
@@ -499,10 +503,21 @@ mod tests {
             ("kafka://b:1/t?offset=earliests", "bad value in offset=earliests"),
             ("kafka://b:1/t?group=a&group=b", "group= given twice"),
             ("kafka://b:1/t?grup=a", "unknown parameter grup=a"),
+            ("file://a.json?pace=0", "bad value in pace=0"),
         ] {
             let e = input_error(uri);
             assert!(e.contains(says), "{uri}: {e}");
         }
         assert!(InputUri::parse("redis://h:1/k?mode=stream&claim=5", Path::new("/tmp")).is_ok());
+        for (uri, says) in [
+            ("parquet:///tmp/p/x?rows=0", "bad value in rows=0"),
+            ("parquet:///tmp/p/x?row=5", "unknown parameter row=5"),
+            ("kafka://b:1/t?queue=0", "bad value in queue=0"),
+            ("kafka://b:1/t?key=tuple", "bad value in key=tuple"),
+            ("kafka://b:1/t?keys=flow", "unknown parameter keys=flow"),
+        ] {
+            let e = OutputUri::parse(uri, Path::new("/tmp")).expect_err(uri).to_string();
+            assert!(e.contains(says), "{uri}: {e}");
+        }
     }
 }

@@ -93,9 +93,18 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
     for (i, inp) in cfg.inputs.iter().enumerate() {
         match &inp.uri {
             InputUri::File { path, .. } | InputUri::Zfile { path, .. } => {
-                if let Err(e) = std::fs::File::open(host_path(path)) {
+                let gz = matches!(inp.uri, InputUri::Zfile { .. });
+                if let Err(e) = readable_input(&host_path(path), gz) {
                     out.push(format!("inputs[{}].uri: cannot read {}: {e}", i + 1, path.display()));
                 }
+            }
+            // A directory is never a file to follow (the input would wait for ever).
+            InputUri::Tail { path, .. } if host_path(path).is_dir() => {
+                out.push(format!(
+                    "inputs[{}].uri: {} is a directory, not a file",
+                    i + 1,
+                    path.display()
+                ));
             }
             InputUri::Ipc { path, .. } => {
                 use std::os::unix::fs::FileTypeExt;
@@ -106,6 +115,14 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
                         "inputs[{}].uri: {} exists and is not a socket (the input binds a socket there)",
                         i + 1,
                         path.display()
+                    ));
+                } else if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                    && !host_path(dir).is_dir()
+                {
+                    out.push(format!(
+                        "inputs[{}].uri: {} is not a directory (the input binds its socket in it)",
+                        i + 1,
+                        dir.display()
                     ));
                 }
             }
@@ -135,6 +152,14 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
                 out.push(format!("outputs[{}].uri: {} is {what}", i + 1, path.display()));
                 continue;
             }
+            // A file that exists must open for writing (a file of another user's, read-only);
+            // one to be made needs its directory.
+            OutputUri::File { path, .. } | OutputUri::Zfile { path, .. } if host_path(path).exists() => {
+                if let Err(e) = std::fs::OpenOptions::new().append(true).open(host_path(path)) {
+                    out.push(format!("outputs[{}].uri: cannot write {}: {e}", i + 1, path.display()));
+                }
+                continue;
+            }
             OutputUri::File { path, .. } | OutputUri::Zfile { path, .. } => {
                 path.parent().map(std::path::Path::to_path_buf).unwrap_or_default()
             }
@@ -147,6 +172,22 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
                 i + 1,
                 dir.display()
             ));
+        }
+    }
+    // The engine's own files, `{log}` and `{stats}`, in the log directory.
+    for (name, what) in [("dragonfly-mle.log", "{log}"), ("dragonfly-mle-stats.log", "{stats}")] {
+        let path = cfg.log_dir.join(name);
+        let r = if host_path(&path).exists() {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(host_path(&path))
+                .map(drop)
+                .map_err(anyhow::Error::from)
+        } else {
+            writable_dir(&host_path(&cfg.log_dir))
+        };
+        if let Err(e) = r {
+            out.push(format!("log directory: cannot write {what} ({}): {e}", path.display()));
         }
     }
     if let RedisTarget::Cluster(seeds) = &cfg.redis {
@@ -166,6 +207,24 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
         ));
     }
     out
+}
+
+/// Whether a `file://` (`zfile://` when `gz`) input can be read: a file (not a directory)
+/// that opens, and for `zfile://`, empty or starting as gzip does.
+fn readable_input(path: &std::path::Path, gz: bool) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    if f.metadata()?.is_dir() {
+        anyhow::bail!("it is a directory");
+    }
+    if gz {
+        let mut magic = [0u8; 2];
+        let n = f.read(&mut magic)?;
+        if n > 0 && (n < 2 || magic != [0x1f, 0x8b]) {
+            anyhow::bail!("it is not gzip-compressed (zfile:// reads gzip files; file:// reads plain ones)");
+        }
+    }
+    Ok(())
 }
 
 /// Whether the Redis at `target` answers a `PING` (within the configured timeouts).

@@ -30,7 +30,7 @@ mod wiring;
 
 pub use crate::config::{DEFAULT_LOG_DIR, DEFAULT_ROOT};
 pub use crate::diag::set_log_format_text;
-pub use crate::primitives::pin::{CoresError, parse_cores};
+pub use crate::primitives::pin::{CoresError, check_available, parse_cores};
 pub use check::check;
 use check::*;
 use control::*;
@@ -47,6 +47,14 @@ pub fn http_address(root: &std::path::Path, config_file: Option<&std::path::Path
     let log_dir = std::env::temp_dir();
     let cfg = Config::load(root, &log_dir, config_file).ok()?;
     cfg.http_address
+}
+
+/// What is wrong with a `--http` value (`HOST:PORT` or `off`), if anything: a bad flag,
+/// found before anything starts.
+pub fn http_flag_error(value: &str) -> Option<String> {
+    crate::config::parse_http_address(value)
+        .err()
+        .map(|e| format!("--http: {e}"))
 }
 
 /// The variable `dragonfly-mle test` passes a test's Redis commands in: a file of JSON arrays,
@@ -264,7 +272,16 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     // action; now it is a reload or a reopen once the pipeline runs, and SIGINT/SIGTERM stop it
     // as soon as it has started.
     let sig = Signals::install()?;
-    let cfg = load(opts)?;
+    let cfg = match load(opts) {
+        Ok(c) => c,
+        // A stop while config.lua was evaluated (one that loops without end, say): nothing
+        // started, nothing was read; the run ends as a stopped one does.
+        Err(_) if sig.stop.load(std::sync::atomic::Ordering::Relaxed) => {
+            crate::eprintln_safe!("dragonfly-mle: stopped while config.lua was being evaluated; nothing was started");
+            return Ok(Summary::default());
+        }
+        Err(e) => return Err(e),
+    };
     // A user that does not exist is a startup error, found before anything starts.
     if let Some(u) = &opts.user {
         let ids = crate::privilege::lookup(u).context("--user")?;

@@ -93,16 +93,10 @@ pub(super) fn run_pipeline(
     for line in notes {
         let _ = diag_tx.send(line);
     }
-    if let Some(why) = carry.fallback.take() {
-        let line = crate::diag::line(crate::diag::Kind::ReloadError, &[], &why);
+    let fallback = carry.fallback.take();
+    if let Some(why) = &fallback {
+        let line = crate::diag::line(crate::diag::Kind::ReloadError, &[], why);
         let _ = diag_tx.send(line);
-    } else if !first {
-        // Tells the operator (and tests) from when events go by the new configuration.
-        let what = format!(
-            "reload applied: pipeline {} runs the new configuration",
-            carry.generation + 1
-        );
-        let _ = diag_tx.send(crate::diag::line(crate::diag::Kind::Reload, &[], &what));
     }
     let writer = start_writer((cfg, &plan, sig), sinks, rings.links, diag_rx, &shared)?;
     if first {
@@ -131,6 +125,17 @@ pub(super) fn run_pipeline(
         let _ = writer.handle.join();
         return Ok(Outcome::NotStarted(e));
     }
+    if !first && fallback.is_none() {
+        // Tells the operator (and tests) from when events go by the new configuration: once
+        // it has started (a new setup() that fails is a `reload_error`, and nothing else).
+        let what = format!(
+            "reload applied: pipeline {} runs the new configuration",
+            carry.generation + 1
+        );
+        let _ = diag_tx.send(crate::diag::line(crate::diag::Kind::Reload, &[], &what));
+    }
+    writer.started.store(true, std::sync::atomic::Ordering::Release);
+    writer.handle.thread().unpark();
     if opts.verbose {
         crate::eprintln_safe!("dragonfly-mle: {}", plan.describe());
     }

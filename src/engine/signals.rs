@@ -26,6 +26,8 @@ impl Signals {
         ] {
             signal_hook::flag::register(s, Arc::clone(flag)).context("cannot install signal handlers")?;
         }
+        // A config.lua that never ends is ended by a stop too.
+        crate::config::interrupt_with(Arc::clone(&sig.stop));
         // A write past the file size limit (RLIMIT_FSIZE) fails with EFBIG, which is counted
         // and reported like any output error, instead of killing the engine with SIGXFSZ.
         // SAFETY: setting a signal to be ignored has no handler to run and no other effect.

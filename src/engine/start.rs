@@ -52,6 +52,7 @@ pub(super) fn start_writer(
         Arc::clone(&shared.rebuilding),
         cfg.shutdown_grace,
     );
+    let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = Writer::new(crate::sink::WriterParts {
         out: crate::sink::Outputs::new(sinks, policies, Arc::clone(&shared.stats), gate),
         ordered: plan.ordered.clone(),
@@ -62,6 +63,7 @@ pub(super) fn start_writer(
         rotate: Arc::clone(&sig.rotate),
         stats_interval: cfg.stats_interval,
         marks: Arc::clone(&shared.marks),
+        started: Arc::clone(&started),
     });
     let (done_tx, done) = std::sync::mpsc::channel::<()>();
     let handle = std::thread::Builder::new().name("dfm-writer".into()).spawn(move || {
@@ -69,7 +71,7 @@ pub(super) fn start_writer(
         let _done = done_tx;
         writer.run()
     })?;
-    Ok(WriterThread { handle, done })
+    Ok(WriterThread { handle, done, started })
 }
 
 /// The writer's thread, and what tells its end at once (the receiver's sender goes with the
@@ -77,6 +79,9 @@ pub(super) fn start_writer(
 pub(super) struct WriterThread {
     pub handle: std::thread::JoinHandle<Vec<Sink>>,
     pub done: std::sync::mpsc::Receiver<()>,
+    /// Set once every worker is ready: truncating outputs are emptied then (see
+    /// `Output::begin`), not when opened, so that a start that fails leaves them as they were.
+    pub started: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Starts the workers, or hands the next pipeline to those a rebuild kept, and waits until

@@ -68,9 +68,13 @@ pub(super) fn open_outputs(
     carry: &mut crate::reconfig::Carry,
     notes: &mut Vec<Vec<u8>>,
 ) -> anyhow::Result<Vec<Sink>> {
+    let own = |name: &str, what: &str| {
+        let path = cfg.log_dir.join(name);
+        FileSink::open(path.clone(), false).with_context(|| format!("cannot open {what} ({})", path.display()))
+    };
     let mut sinks: Vec<Sink> = vec![
-        Box::new(FileSink::open(cfg.log_dir.join("dragonfly-mle.log"), false).context("cannot open {log}")?),
-        Box::new(FileSink::open(cfg.log_dir.join("dragonfly-mle-stats.log"), false).context("cannot open {stats}")?),
+        Box::new(own("dragonfly-mle.log", "{log}")?),
+        Box::new(own("dragonfly-mle-stats.log", "{stats}")?),
     ];
     for (i, o) in cfg.outputs.iter().enumerate() {
         let what = |path: &std::path::Path| format!("outputs[{}] ({}): cannot open {}", i + 1, o.tag, path.display());
@@ -86,6 +90,10 @@ pub(super) fn open_outputs(
             ),
             OutputUri::Ipc { path, kind } => Box::new(IpcSink::open(path.clone(), *kind, o.policy.drop_when_full)),
             OutputUri::Parquet { dir, prefix, opts } => {
+                // Its files are made later, one at a time: a directory where none can be made
+                // is refused now, as `check` refuses it (every row would be lost).
+                super::check::writable_dir(&crate::privilege::host_path(dir))
+                    .with_context(|| format!("outputs[{}] ({}): cannot write in {}", i + 1, o.tag, dir.display()))?;
                 let s = crate::sink::parquet::ParquetSink::open(dir.clone(), prefix.clone(), opts.clone())
                     .with_context(|| what(dir))?;
                 if let Some(r) = s.stale_report() {

@@ -9,6 +9,27 @@ pub enum CoresError {
     BadItem(String),
     #[error("--cores: empty CPU list")]
     Empty,
+    #[error("--cores: CPU {missing} is not one this process may run on (it may use {available})")]
+    Unavailable { missing: String, available: String },
+}
+
+/// `cores` when this process may run on each of them (a CPU that does not exist, or one
+/// outside its affinity, was accepted and its threads left unpinned without a word).
+pub fn check_available(cores: Vec<usize>) -> Result<Vec<usize>, CoresError> {
+    let can = available();
+    let missing: Vec<String> = cores
+        .iter()
+        .filter(|c| !can.is_empty() && !can.contains(c))
+        .map(ToString::to_string)
+        .collect();
+    if missing.is_empty() {
+        return Ok(cores);
+    }
+    let list: Vec<String> = can.iter().map(ToString::to_string).collect();
+    Err(CoresError::Unavailable {
+        missing: missing.join(", "),
+        available: list.join(","),
+    })
 }
 
 /// Parses `--cores` ("0,2-5") into CPU ids.
@@ -112,5 +133,15 @@ mod tests {
         assert!(parse_cores("3-1").is_err());
         assert!(parse_cores("x").is_err());
         assert!(parse_cores("").is_err());
+        // Only CPUs this process may run on.
+        let can = available();
+        assert_eq!(check_available(can.clone()), Ok(can.clone()));
+        let beyond = can.iter().max().copied().unwrap_or(0) + 1;
+        assert!(
+            check_available(vec![beyond])
+                .unwrap_err()
+                .to_string()
+                .contains(&format!("CPU {beyond} is not one")),
+        );
     }
 }

@@ -22,6 +22,10 @@ pub(crate) struct FileSink {
     failing: bool,
     /// What the writer should report: the file was deleted and opened again.
     pub notice: Option<String>,
+    /// A truncating output (`<`) not emptied yet: that waits until the pipeline has started
+    /// ([`FileSink::begin`]) or its first write, so that a start that fails (a script's
+    /// `setup()`, another output, the HTTP port) leaves the last run's file as it was.
+    truncate_pending: bool,
 }
 
 impl FileSink {
@@ -40,7 +44,20 @@ impl FileSink {
             held: Held::default(),
             failing: false,
             notice: None,
+            truncate_pending: truncate,
         })
+    }
+
+    /// The pipeline has started: a truncating output empties its file now (once).
+    pub(crate) fn begin(&mut self) -> io::Result<()> {
+        if std::mem::take(&mut self.truncate_pending)
+            && let Some(f) = self.out.as_mut()
+            && let Err(e) = empty(f)
+        {
+            self.truncate_pending = true;
+            return Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())));
+        }
+        Ok(())
     }
 
     /// Takes one record; it is written once enough is held (or at the next flush). An error
@@ -63,6 +80,9 @@ impl FileSink {
     /// Writes what is held. On a failure the file is cut back to the end of the last whole
     /// record written, and the rest stays held.
     fn deliver(&mut self) -> io::Result<()> {
+        if !self.held.unsent().is_empty() {
+            self.begin()?;
+        }
         if !self.held.unsent().is_empty()
             && let Some(n) = reopen_if_deleted(&mut self.out, &self.path)?
         {
@@ -186,14 +206,15 @@ pub(super) fn create_parent(path: &std::path::Path) -> io::Result<()> {
     }
 }
 
-/// Opens an output file: appending, or truncated with `truncate` (the `<` suffix).
+/// Opens an output file: appending, or, with `truncate` (the `<` suffix), for writing from
+/// its start (the sink empties it with [`empty`] once the pipeline has started).
 pub(super) fn open_file(path: &std::path::Path, truncate: bool) -> io::Result<File> {
     // (Not in append mode when truncating: on ext4, O_APPEND writes made the pass-through
     // benchmark 20 % slower; `follow_truncation` keeps such a file whole instead.)
     let mut o = OpenOptions::new();
     o.create(true);
     if truncate {
-        o.write(true).truncate(true);
+        o.write(true);
     } else {
         o.append(true);
     }
@@ -232,6 +253,12 @@ pub(super) fn open_file(path: &std::path::Path, truncate: bool) -> io::Result<Fi
         }
     }
     Ok(f)
+}
+
+/// Empties a truncating output's file and writes on from its start.
+pub(super) fn empty(f: &mut File) -> io::Result<()> {
+    f.set_len(0)?;
+    f.seek(io::SeekFrom::Start(0)).map(drop)
 }
 
 /// A file cut behind the engine's back (logrotate's `copytruncate`) is written on at its new

@@ -118,6 +118,12 @@ pub(crate) trait Output: Send {
         None
     }
 
+    /// The pipeline has started (every script's `setup()` returned): a truncating file output
+    /// empties its file now, if its first write has not.
+    fn begin(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+
     /// What to call it in messages.
     fn name(&self) -> String;
 }
@@ -152,6 +158,9 @@ macro_rules! held_file_output {
             }
             fn name(&self) -> String {
                 self.path.display().to_string()
+            }
+            fn begin(&mut self) -> std::io::Result<()> {
+                <$t>::begin(self)
             }
             $($extra)*
         }
@@ -723,6 +732,10 @@ pub(crate) struct Writer {
     stalls: Vec<(u64, Instant, Option<Instant>)>,
     /// Workers reported stuck (`report_stuck_workers`) and still so.
     stuck_reported: Vec<usize>,
+    /// Set once the pipeline has started (see [`Output::begin`]).
+    started: Arc<AtomicBool>,
+    /// The outputs were told.
+    begun: bool,
 }
 
 /// Records sent and not acknowledged for this long make an output "waiting" (reported, and
@@ -747,6 +760,8 @@ pub(crate) struct WriterParts {
     pub stats_interval: Duration,
     /// Where the written watermarks are published (tail checkpoints and Kafka commits).
     pub marks: crate::counters::Watermarks,
+    /// Set once the pipeline has started (see [`Output::begin`]).
+    pub started: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -761,6 +776,7 @@ impl Writer {
             rotate,
             stats_interval,
             marks,
+            started,
         } = parts;
         let merge = merge::Merge::new(links.len(), inputs);
         Writer {
@@ -793,6 +809,22 @@ impl Writer {
             health_prev: Vec::new(),
             stalls: Vec::new(),
             stuck_reported: Vec::new(),
+            started,
+            begun: false,
+        }
+    }
+
+    /// Tells the outputs, once, that the pipeline has started.
+    fn begin_outputs(&mut self) {
+        if self.begun || !self.started.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        self.begun = true;
+        for o in 0..self.out.sinks.len() {
+            if let Err(e) = self.out.sinks[o].begin() {
+                let msg = format!("cannot empty {} at the start: {e}", self.out.sinks[o].name());
+                self.out.report(o, Kind::OutputError, "", &msg);
+            }
         }
     }
 
@@ -1028,6 +1060,7 @@ impl Writer {
             // The engine's own records first: one sent before a worker's record (a reload's
             // request before its outcome) is written before it.
             self.drain_diag();
+            self.begin_outputs();
             let got = self.receive();
             self.emit_ordered(false);
             self.out.line_limits_due(false);
@@ -1063,6 +1096,7 @@ impl Writer {
             let done = self.links.iter().all(|l| l.from.is_abandoned() && l.from.is_empty());
             if done {
                 self.out.gate.finishing = true;
+                self.begin_outputs();
                 // A last look: workers may have pushed between our pop and their exit.
                 self.receive();
                 self.emit_ordered(true);

@@ -28,6 +28,8 @@ pub(crate) struct ZfileSink {
     member: Vec<u8>,
     /// What the writer should report: the file was deleted and opened again.
     pub notice: Option<String>,
+    /// A truncating output not emptied yet (as `FileSink`'s).
+    truncate_pending: bool,
 }
 
 impl ZfileSink {
@@ -42,7 +44,20 @@ impl ZfileSink {
             failing: false,
             member: Vec::new(),
             notice: None,
+            truncate_pending: truncate,
         })
+    }
+
+    /// The pipeline has started: a truncating output empties its file now (once).
+    pub(crate) fn begin(&mut self) -> io::Result<()> {
+        if std::mem::take(&mut self.truncate_pending)
+            && let Some(f) = self.out.as_mut()
+            && let Err(e) = super::file::empty(f)
+        {
+            self.truncate_pending = true;
+            return Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())));
+        }
+        Ok(())
     }
 
     /// Takes one record (ending with its newline).
@@ -65,6 +80,7 @@ impl ZfileSink {
         if self.held.is_empty() {
             return Ok(());
         }
+        self.begin()?;
         if let Some(n) = super::file::reopen_if_deleted(&mut self.out, &self.path)? {
             self.notice = Some(n);
         }

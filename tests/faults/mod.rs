@@ -347,6 +347,59 @@ fn a_failed_start_is_in_the_log_file() {
     );
 }
 
+/// A start that fails leaves a truncating output (`file://out.json<`, `zfile`) as the last
+/// run left it: it was emptied when opened, before a script's `setup()` failed, another
+/// output could not be opened or the HTTP port was taken (the last run's results gone).
+#[test]
+fn a_failed_start_leaves_truncating_outputs_as_they_were() {
+    let failing_setup = "function setup() error(\"no model file\") end\nfunction loop(msg) end\n";
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    for case in ["setup", "output", "http"] {
+        let analyzer = if case == "setup" { failing_setup } else { ANALYZER_PASS };
+        let more = if case == "output" {
+            // A second output whose path is a directory.
+            ", { tag = \"dir\", uri = \"file://adir\" }"
+        } else {
+            ""
+        };
+        let env = Env::simple("file://in.json", analyzer, "", "");
+        env.config(&format!(
+            "inputs = {{ {{ tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" }} }}\n\
+             analyzers = {{ {{ tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" }} }}\n\
+             outputs = {{ {{ tag = \"out\", uri = \"file://out.json<\" }}, {{ tag = \"z\", uri = \"zfile://out.json.gz<\" }}{more} }}\n"
+        ));
+        std::fs::create_dir_all(env.log("adir")).unwrap();
+        env.write_log("in.json", &join_lines(&[event(0)]));
+        env.write_log("out.json", b"{\"last\":\"run\"}\n");
+        env.write_log("out.json.gz", b"last run's bytes");
+        let args: Vec<String> = match case {
+            "http" => vec!["--http".into(), format!("127.0.0.1:{port}")],
+            _ => vec![],
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{case}: {out:?}");
+        assert_eq!(
+            std::fs::read(env.log("out.json")).unwrap(),
+            b"{\"last\":\"run\"}\n",
+            "{case}: {out:?}"
+        );
+        assert_eq!(
+            std::fs::read(env.log("out.json.gz")).unwrap(),
+            b"last run's bytes",
+            "{case}"
+        );
+    }
+    // A start that works empties them, also when nothing is written.
+    let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
+    env.write_log("in.json", b"");
+    env.write_log("out.json", b"{\"last\":\"run\"}\n");
+    env.run(&[]).assert_success();
+    assert_eq!(std::fs::read(env.log("out.json")).unwrap(), b"");
+    drop(taken);
+}
+
 /// `check --setup` on a `setup()` that never returns fails after 30 s instead of hanging.
 #[test]
 fn check_gives_up_on_a_setup_that_never_returns() {

@@ -1309,6 +1309,38 @@ fn a_file_output_that_is_a_fifo_is_refused_at_once() {
     assert!(started.elapsed() < Duration::from_secs(20), "the start waited");
 }
 
+/// `check` refuses inputs the start can never read, which it passed (operator audit): a
+/// `file://` input that is a directory, a `zfile://` one that is not gzip, a `tail://` one that
+/// is a directory (the start waited for ever), an `ipc://` socket in a directory that does
+/// not exist; and a log directory where `{log}` cannot be written (a file in its place).
+#[test]
+fn check_refuses_inputs_that_can_never_be_read() {
+    for (uri, says) in [
+        ("file://adir", "inputs[1].uri: cannot read"),
+        ("zfile://plain.json", "it is not gzip-compressed"),
+        ("tail://adir", "is a directory, not a file"),
+        ("ipc://no-such-dir/in.sock", "no-such-dir is not a directory"),
+    ] {
+        let env = Env::simple(uri, ANALYZER_PASS, "", "");
+        std::fs::create_dir_all(env.log("adir")).unwrap();
+        env.write_log("plain.json", b"{\"event_type\":\"x\"}\n");
+        let check = env.run(&["check"]);
+        assert_eq!(check.status.code(), Some(1), "{uri}: {check:?}");
+        assert!(check.stderr.contains(says), "{uri}: {}", check.stderr);
+    }
+    let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
+    env.write_log("in.json", b"{\"event_type\":\"x\"}\n");
+    env.run(&["check"]).assert_success();
+    std::fs::create_dir_all(env.log("dragonfly-mle-stats.log")).unwrap();
+    let check = env.run(&["check"]);
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    assert!(
+        check.stderr.contains("log directory: cannot write {stats}"),
+        "{}",
+        check.stderr
+    );
+}
+
 /// A `file://` output replaced by a FIFO while the engine runs: opening it again does not
 /// wait for a reader (the writer would be deaf to a stop), the record waits as for any output
 /// that cannot take it, and SIGTERM ends the run after the grace, the record counted as lost

@@ -185,6 +185,16 @@ fn a_new_configuration_that_cannot_start_leaves_the_previous_one_running() {
         env.append_log("in.json", &numbered_lines(1000, 2000));
         stop_when(&env, &mut engine, "out.json", 2000);
         assert_eq!(ns(&env, "out.json"), (0..2000u64).collect::<Vec<_>>(), "{case}");
+        // The new configuration never ran: no record says it did (one did, before the
+        // setup() that failed).
+        let applied = env.log_records_of("reload");
+        assert!(
+            !applied.iter().any(|r| r["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("runs the new configuration")),
+            "{case}: {applied:?}"
+        );
     }
 }
 
@@ -634,6 +644,36 @@ fn reload_and_reopen_signals_while_the_configuration_is_read_do_not_end_the_engi
     env.append_log("in.json", &numbered_lines(300, 600));
     stop_when(&env, &mut engine, "out.json", 600);
     assert_eq!(ns(&env, "out.json"), (0..600u64).collect::<Vec<_>>());
+}
+
+/// A config.lua that never ends (a loop by mistake) is ended by SIGTERM, with status 0 and an
+/// empty summary: nothing started (only SIGKILL ended it).
+#[test]
+fn a_stop_signal_ends_a_config_lua_that_never_ends() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.config(&format!(
+        "while true do end\n{}",
+        simple_config("tail://in.json<", "", "")
+    ));
+    env.write_log("in.json", &numbered_lines(0, 10));
+    let mut engine = env.spawn(&[]);
+    let pid = engine.child.id();
+    wait_until(
+        Duration::from_secs(30),
+        "the engine reading its configuration",
+        || cpu_ticks(pid) >= 10,
+        || cpu_ticks(pid).to_string(),
+    );
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(20));
+    out.assert_success();
+    assert!(
+        out.stderr.contains("stopped while config.lua was being evaluated"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.summary().read, 0, "{}", out.stdout);
+    assert!(env.lines("out.json").is_empty());
 }
 
 /// SIGTERM while the configuration is read ends the run cleanly, with its summary and status 0
