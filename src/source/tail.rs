@@ -445,6 +445,32 @@ pub(crate) fn follow(
     };
     let mut id = file.metadata().map(|m| FileId::of(&m)).unwrap_or_default();
     match resume {
+        // Nothing of the checkpointed file was read (it was empty, or not read yet): its
+        // first bytes are unknown, so a copy of it cannot be told by them. What was written
+        // after the checkpoint is in the file itself when it was renamed (the same inode) and
+        // in what was rotated after it, or, once compressed or copied, in the rotated files
+        // changed since the save; those are read whole, oldest first, then the current file
+        // from its start. (The current file alone was read: what the checkpointed file got
+        // before a rotation while stopped was lost without a word.)
+        Some(spot) if spot.fp.len == 0 => {
+            let files = rotated_files(path);
+            let renamed = files.iter().find(|r| !r.gz && r.id == spot.id && r.id != id);
+            let later: Vec<&Rotated> = match (renamed, saved_time) {
+                (Some(x), _) => std::iter::once(x)
+                    .chain(rotated_after(&files, x.id, Fingerprint::default(), x.age, id))
+                    .collect(),
+                (None, Some(t)) => {
+                    rotated_after(&files, FileId::default(), Fingerprint::default(), (t, Reverse(0)), id)
+                }
+                (None, None) => Vec::new(),
+            };
+            for r in later {
+                read_rotated(r, (0, 0), max_line, router, &mut ckpt);
+            }
+            if file.seek(SeekFrom::Start(0)).is_ok() {
+                framer.reset(0, 0);
+            }
+        }
         Some(spot) if is_spot_file(&file, id, &spot) => {
             // Same file: go on from the checkpoint (from the start if it was truncated since).
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -474,9 +500,24 @@ pub(crate) fn follow(
                         age.0 = age.0.min(t);
                     }
                     let later = rotated_after(&files, x.id, spot.fp, age, id);
-                    read_rotated(x, (spot.offset, spot.line), max_line, router, &mut ckpt);
-                    for r in later {
-                        read_rotated(r, (0, 0), max_line, router, &mut ckpt);
+                    // The checkpointed file itself, renamed and the newest rotation: its
+                    // writer may go on in it until it reopens the path (logrotate's `create`,
+                    // then Suricata's HUP), so it is followed as the loop below follows a file
+                    // renamed while running, until the file at the path has data. (Read to
+                    // its end once, what the writer added after was lost.)
+                    let follow = (later.is_empty() && !x.gz && x.id == spot.id)
+                        .then(|| File::open(&x.path).ok())
+                        .flatten()
+                        .and_then(|mut f| f.seek(SeekFrom::Start(spot.offset)).ok().map(|_| f));
+                    if let Some(f) = follow {
+                        file = f;
+                        id = x.id;
+                        framer.reset(spot.offset, spot.line);
+                    } else {
+                        read_rotated(x, (spot.offset, spot.line), max_line, router, &mut ckpt);
+                        for r in later {
+                            read_rotated(r, (0, 0), max_line, router, &mut ckpt);
+                        }
                     }
                 }
                 None if siblings.contains(&spot.id) => router.info(

@@ -199,6 +199,49 @@ fn a_compressed_older_generation_written_in_the_saves_second_is_not_read_again()
     assert_each_once(&env, 6_000);
 }
 
+/// A checkpoint saved while the followed file was empty (nothing read, no first bytes known),
+/// then, while stopped, lines written to it and one rotation (copytruncate; create + compress,
+/// the new file made first; a plain rename), then more lines: the lines written before the
+/// rotation were lost without a word (crash audit: only the current file was read).
+#[test]
+fn a_rotation_while_stopped_after_a_checkpoint_on_an_empty_file_loses_nothing() {
+    for style in ["copytruncate", "compress", "rename"] {
+        let (env, run) = tail_env(20);
+        env.write_log("in.json", b"");
+        let mut engine = env.spawn(&["--run-dir", &run]);
+        stop_after(&env, &mut engine, 0);
+        // The lines come after the checkpoint's save.
+        std::thread::sleep(Duration::from_millis(20));
+        env.append_log("in.json", &numbered_lines(0, 1_000));
+        match style {
+            "copytruncate" => {
+                std::fs::copy(env.log("in.json"), env.log("in.json.1")).unwrap();
+                std::fs::File::options()
+                    .write(true)
+                    .open(env.log("in.json"))
+                    .unwrap()
+                    .set_len(0)
+                    .unwrap();
+                env.append_log("in.json", &numbered_lines(1_000, 1_500));
+            }
+            "compress" => {
+                std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+                env.write_log("in.json", &numbered_lines(1_000, 1_500));
+                let bytes = std::fs::read(env.log("in.json.1")).unwrap();
+                std::fs::write(env.log("in.json.1.gz"), gzip(&bytes)).unwrap();
+                std::fs::remove_file(env.log("in.json.1")).unwrap();
+            }
+            _ => {
+                std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+                env.write_log("in.json", &numbered_lines(1_000, 1_500));
+            }
+        }
+        let mut engine = env.spawn(&["--run-dir", &run]);
+        stop_after(&env, &mut engine, 1_500);
+        assert_each_once(&env, 1_500);
+    }
+}
+
 /// Two rotations within one poll while running (a 2 s poll): the middle file is read too.
 #[test]
 fn two_rotations_within_one_poll_are_both_read() {
@@ -273,6 +316,35 @@ fn a_writer_that_goes_on_in_the_renamed_file_until_it_reopens_loses_nothing() {
         std::thread::sleep(Duration::from_millis(60));
     }
     // The HUP: the writer reopens the path.
+    drop(writer);
+    env.append_log("in.json", &numbered_lines(200, 300));
+    stop_after(&env, &mut engine, 300);
+    assert_each_once(&env, 300);
+}
+
+/// The same across a restart: the file is renamed and a new empty one made while the engine
+/// is stopped, and the writer goes on in the renamed file after the engine started again,
+/// until it reopens the path. The restart read the renamed file to its end once and followed
+/// the new one: what the writer added after was lost (crash audit, under `kill -9`).
+#[test]
+fn a_writer_that_goes_on_in_the_file_renamed_while_stopped_loses_nothing() {
+    let (env, run) = tail_env(50);
+    env.write_log("in.json", &numbered_lines(0, 100));
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    stop_after(&env, &mut engine, 100);
+    let mut writer = std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.log("in.json"))
+        .unwrap();
+    writer.write_all(&numbered_lines(100, 150)).unwrap();
+    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+    std::fs::File::create(env.log("in.json")).unwrap();
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    wait_lines(&env, 150);
+    // Several polls see the new, empty file while the writer still writes the old one.
+    std::thread::sleep(Duration::from_millis(300));
+    writer.write_all(&numbered_lines(150, 200)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     drop(writer);
     env.append_log("in.json", &numbered_lines(200, 300));
     stop_after(&env, &mut engine, 300);
