@@ -310,7 +310,7 @@ impl Config {
         let mut declared = Vec::new();
         for (i, t) in v.entries(g, "inputs") {
             let key = |k: &str| format!("inputs[{i}].{k}");
-            let tag = v.req_string(&t, &key("tag"), "tag");
+            let tag = v.req_tag(&t, &key("tag"));
             declared.extend(tag.clone().map(|t| (i, t)));
             let uri = v.req_string(&t, &key("uri"), "uri");
             let script = v.req_string(&t, &key("script"), "script");
@@ -349,7 +349,7 @@ impl Config {
         let mut declared = Vec::new();
         for (i, t) in v.entries(g, "analyzers") {
             let key = |k: &str| format!("analyzers[{i}].{k}");
-            let tag = v.req_string(&t, &key("tag"), "tag");
+            let tag = v.req_tag(&t, &key("tag"));
             declared.extend(tag.clone().map(|t| (i, t)));
             let script = v.req_string(&t, &key("script"), "script");
             let da = v.req_string(&t, &key("default_analyzer"), "default_analyzer");
@@ -389,7 +389,7 @@ impl Config {
         let mut declared = Vec::new();
         for (i, t) in v.entries(g, "outputs") {
             let key = |k: &str| format!("outputs[{i}].{k}");
-            let tag = v.req_string(&t, &key("tag"), "tag");
+            let tag = v.req_tag(&t, &key("tag"));
             declared.extend(tag.clone().map(|t| (i, t)));
             let uri = v.req_string(&t, &key("uri"), "uri");
             let ordered = match t.get::<Value>("ordered").unwrap_or(Value::Nil) {

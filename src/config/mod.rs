@@ -281,6 +281,20 @@ impl Validator<'_> {
         }
     }
 
+    /// An entry's `tag`: a string that is not empty (`""` names no analyzer or output: it is
+    /// what `default_analyzer = ""` says).
+    fn req_tag(&mut self, t: &Table, key: &str) -> Option<String> {
+        let tag = self.req_string(t, key, "tag")?;
+        if tag.trim().is_empty() {
+            self.err(
+                key,
+                "must not be empty (scripts and the configuration name an entry by its tag)",
+            );
+            return None;
+        }
+        Some(tag)
+    }
+
     /// The entries of an array-like global table, 1-based, up to the first nil; a key an entry
     /// of that table cannot have is an error.
     fn entries(&mut self, g: &Table, name: &str) -> Vec<(usize, Table)> {

@@ -437,3 +437,18 @@ fn an_output_writing_an_inputs_file_is_refused() {
     // Beside it, under another name: fine.
     check(&GOOD.replace("file:///tmp/out.json<", "file://eve.json.out"), &scripts).unwrap();
 }
+
+/// An empty tag is an error: nothing can name the entry (`""` means "none" where a tag is
+/// named).
+#[test]
+fn an_empty_tag_is_an_error() {
+    let src = GOOD.replace("{ tag = \"a\", script", "{ tag = \"\", script");
+    let e = check(&src, &["filter/f.lua", "analyzer/a.lua"]).unwrap_err();
+    assert!(
+        e.errors
+            .iter()
+            .any(|l| l.starts_with("analyzers[1].tag: must not be empty")),
+        "{:?}",
+        e.errors
+    );
+}
