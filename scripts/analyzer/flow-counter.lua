@@ -1,6 +1,12 @@
 -- Example analyzer in pure Lua: counts events per flow tuple and per event type, and
 -- annotates each event with what it has seen so far of its flow.
-local counts = {}
+--
+-- State that grows with every new flow must be bounded, or a sensor running for months
+-- reaches the script's memory limit (script_memory_mb), where each event's call fails. The
+-- counts are kept in two generations: once the current one holds MAX_FLOWS flows it becomes
+-- the older one (the one before is dropped); a flow seen in the older one goes on counting.
+local MAX_FLOWS = 500000
+local counts, older, size = {}, {}, 0
 local by_type = {}
 local seen = 0
 
@@ -18,7 +24,15 @@ function loop(msg)
       local b = msg.dest_ip .. ":" .. tostring(msg.dest_port or 0)
       local key = (a < b) and (a .. "-" .. b) or (b .. "-" .. a)
       key = (msg.proto or "") .. " " .. key
-      local n = (counts[key] or 0) + 1
+      local n = counts[key]
+      if n == nil then
+         n = older[key] or 0
+         if size >= MAX_FLOWS then
+            older, counts, size = counts, {}, 0
+         end
+         size = size + 1
+      end
+      n = n + 1
       counts[key] = n
       msg.flow_events = n
    end

@@ -65,6 +65,10 @@ struct Running {
     _lock: Option<std::fs::File>,
     /// How it was started, to start it again.
     setup: Setup,
+    /// Dropped with this: the thread that started the server (and holds its death signal)
+    /// then ends. It parked for ever, one thread and its two descriptors of `redis.log` left
+    /// per restart (resources audit).
+    _forker: std::sync::mpsc::Sender<()>,
 }
 
 /// The last time the server exited while the engine ran, and how (see [`exited_since`]).
@@ -88,6 +92,9 @@ enum State {
     /// Not started yet; where to put the socket when it is.
     Idle(Setup),
     Up(Running),
+    /// It ran and died, and starting it again failed (killed while it loaded its data, say):
+    /// started again at the next connection attempt, whatever the last one gave.
+    Lost(Setup),
     Failed(ManagedError),
     Stopped,
 }
@@ -128,19 +135,9 @@ pub(crate) fn socket() -> Result<PathBuf, ManagedError> {
             let setup = r.setup.clone();
             let _ = std::fs::remove_dir_all(&r.dir);
             drop(r);
-            match start(&setup) {
-                Ok(r) => {
-                    let s = r.socket.clone();
-                    *g = Some(State::Up(r));
-                    Ok(s)
-                }
-                Err(e) => {
-                    crate::eprintln_safe!("dragonfly-mle: {e}");
-                    *g = Some(State::Idle(setup));
-                    Err(e)
-                }
-            }
+            start_again(&mut g, setup)
         }
+        Some(State::Lost(setup)) => start_again(&mut g, setup),
         Some(State::Failed(e)) => {
             *g = Some(State::Failed(e.clone()));
             Err(e)
@@ -160,6 +157,23 @@ pub(crate) fn socket() -> Result<PathBuf, ManagedError> {
                 Err(e)
             }
         },
+    }
+}
+
+/// Starts the server again after it died while the engine ran; a failure leaves it to the
+/// next connection attempt.
+fn start_again(g: &mut Option<State>, setup: Setup) -> Result<PathBuf, ManagedError> {
+    match start(&setup) {
+        Ok(r) => {
+            let s = r.socket.clone();
+            *g = Some(State::Up(r));
+            Ok(s)
+        }
+        Err(e) => {
+            crate::eprintln_safe!("dragonfly-mle: {e}");
+            *g = Some(State::Lost(setup));
+            Err(e)
+        }
     }
 }
 
@@ -258,15 +272,17 @@ fn start(setup: &Setup) -> Result<Running, ManagedError> {
     // The death signal follows the thread that forks: fork from a thread that lives as long
     // as the process (it waits for the server to exit).
     let (tx, rx) = std::sync::mpsc::channel();
+    let (forker, until) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("dfm-redis".into())
         .spawn(move || {
             let r = cmd.spawn();
+            // The parent's copies of the log's descriptors.
+            drop(cmd);
             let _ = tx.send(r);
-            // Keep this thread (and so the death-signal tie) alive until the process ends.
-            loop {
-                std::thread::park();
-            }
+            // Keep this thread (and so the death-signal tie) alive as long as the server's
+            // `Running` (until it is stopped or found dead).
+            let _ = until.recv();
         })
         .map_err(io("starting its thread"))?;
     let mut child = rx
@@ -292,12 +308,15 @@ fn start(setup: &Setup) -> Result<Running, ManagedError> {
             }
             Ping::NoAnswer if t.elapsed() > Duration::from_secs(10) => {
                 let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_dir_all(&dir);
                 return Err(ManagedError::NoAnswer);
             }
             Ping::NoAnswer => {}
         }
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+            let _ = std::fs::remove_dir_all(&dir);
             return Err(ManagedError::Exited {
                 status: status.to_string(),
                 log: log.trim().to_string(),
@@ -311,6 +330,7 @@ fn start(setup: &Setup) -> Result<Running, ManagedError> {
         socket,
         _lock: lock,
         setup: setup.clone(),
+        _forker: forker,
     })
 }
 

@@ -661,6 +661,87 @@ fn a_managed_redis_that_dies_is_started_again() {
     engine.wait(Duration::from_secs(30)).assert_success();
 }
 
+/// The engine's threads named `name`.
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Restarts of the managed redis-server (resources audit): each left a thread and two
+/// descriptors of `redis.log` for good; and once two starts in a row had failed (the server
+/// killed while it loaded its data), it was never started again (every call failed for the
+/// rest of the run, a reload too). Here the server is killed three times, then a
+/// `redis-server` that fails (a wrapper first in PATH, told to fail by a flag file) is
+/// tried at several connection attempts before it works again.
+#[test]
+fn managed_redis_restarts_leak_nothing_and_never_give_up() {
+    let env = Env::new();
+    env.config(&simple_config("tail://in.json<", "", "tail_poll_ms = 20"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", INCR_OR_ERROR);
+    let run = env.dir.path().join("run");
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let flag = env.dir.path().join("fail");
+    let real = std::process::Command::new("sh")
+        .args(["-c", "command -v redis-server"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+    let wrapper = bin.join("redis-server");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\n[ -e {} ] && exit 1\nexec {real} \"$@\"\n", flag.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    env.write_log("in.json", b"");
+    let mut cmd = env.command(&["--shards", "1", "--run-dir", run.to_str().unwrap()]);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    cmd.env("PATH", path);
+    let mut engine = spawn_in(cmd, env.dir.path(), "bg");
+    let pid = engine.child.id();
+    let mut feed = Feed::default();
+    feed.step(&env, 2);
+    let needle = run.to_str().unwrap().to_string();
+    let kill_server = || {
+        let now = redis_servers_mentioning(&needle);
+        let live: Vec<_> = now.iter().filter(|(_, s)| *s != 'Z').collect();
+        assert_eq!(live.len(), 1, "{now:?}");
+        // SAFETY: kill(2) on the managed redis-server this test's engine started.
+        assert_eq!(unsafe { libc::kill(live[0].0 as libc::pid_t, libc::SIGKILL) }, 0);
+    };
+    for _ in 0..3 {
+        kill_server();
+        feed.until_written(&env, "\"n\":");
+    }
+    assert_eq!(threads_named(pid, "dfm-redis"), 1, "one thread per live server");
+    // Now starts fail, at several connection attempts, then work again.
+    kill_server();
+    std::fs::write(&flag, b"").unwrap();
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(4) {
+        feed.step(&env, 1);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::remove_file(&flag).unwrap();
+    feed.until_written(&env, "\"n\":");
+    assert_eq!(threads_named(pid, "dfm-redis"), 1, "one thread per live server");
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(Duration::from_secs(30));
+    out.assert_success();
+    assert!(
+        out.stderr.matches("exited at startup").count() >= 2,
+        "the failing starts were tried more than once: {}",
+        out.stderr
+    );
+}
+
 #[test]
 fn managed_redis_dies_with_a_killed_engine() {
     let env = Env::simple("tail://in.json<", COUNTER, "", "tail_poll_ms = 20");
