@@ -461,7 +461,27 @@ impl WorkerCtx {
     /// Retunes the GC of every script state (see `script::tune_gc`); called once per batch.
     pub fn tune_gc(&self) {
         for s in self.filters.iter().chain(&self.analyzers) {
-            super::state::tune_gc(s.l, self.state_settings.gc_pause);
+            super::state::tune_gc(s.l, self.state_settings.gc_pause, self.state_settings.memory_limit);
+        }
+    }
+
+    /// After scripts' `setup()`: the GC tuned, and a state whose heap is past half its memory
+    /// limit collected at once, so that its next cycle starts where the tuned pause says (a
+    /// cycle's start is set at the end of the one before, which `setup()` ran at Lua's pause:
+    /// the heap could reach the limit first, and an event fail with garbage enough to free).
+    pub fn settle_gc(&mut self) {
+        self.tune_gc();
+        let limit = self.state_settings.memory_limit;
+        let full: Vec<*mut mlua::ffi::lua_State> = self
+            .filters
+            .iter()
+            .chain(&self.analyzers)
+            .filter(|s| s.mem.used() > limit / 2)
+            .map(|s| s.l)
+            .collect();
+        for l in full {
+            // SAFETY: `l` is a script state of this thread, not running.
+            self.lend(|| unsafe { mlua::ffi::lua_gc(l, mlua::ffi::LUA_GCCOLLECT, 0) });
         }
     }
 

@@ -218,6 +218,7 @@ impl Script {
             spare_threads: Vec::new(),
             on_error: OnErrorAction::Drop,
             source_hash: source_hash(src),
+            full_until: None,
         };
         // SAFETY: a fresh state, used only on this thread and closed by `Drop`.
         unsafe {

@@ -84,6 +84,10 @@ pub struct Script {
     pub on_error: OnErrorAction,
     /// A hash of the text it was loaded from (a rebuilt pipeline keeps an unchanged script).
     pub source_hash: u64,
+    /// Until when a memory error is not followed by a full collection: the last one freed
+    /// little (the state is full of live data, and collecting it after every failed event
+    /// made each take as long as a full collection: 75 events/s with a 16 MiB state).
+    pub(super) full_until: Option<std::time::Instant>,
 }
 
 impl Drop for Script {
@@ -155,17 +159,29 @@ pub(super) unsafe fn push_loop(l: *mut lua_State) {
 /// its live heap (KiB).
 const GC_HEADROOM_KB: c_int = 4096;
 
+/// The part of a state's memory limit a collection cycle must start below (1/`N`): a state
+/// whose live heap is over half its limit reached the limit before its next cycle (started at
+/// twice the live heap), and its events failed with garbage enough to free.
+const LIMIT_ROOM_PART: i64 = 8;
+
 /// Keeps the GC of a script state from running a cycle every few dozen events: Lua starts a
 /// cycle when the heap reaches `pause`% of the live heap, which for the small heaps of typical
 /// scripts means constantly. The pause is set so that a cycle starts at the larger of twice the
 /// live heap and the live heap plus [`GC_HEADROOM_KB`]. (Scripts cannot stop the collector:
-/// the prelude's `collectgarbage` ignores "stop".)
-pub(super) fn tune_gc(l: *mut lua_State, min_pause: u16) {
+/// the prelude's `collectgarbage` ignores "stop".) Near the state's memory `limit` (bytes),
+/// the pause is lowered so that a cycle starts before the heap reaches the limit less an
+/// eighth of it, whatever the setting: garbage is then collected before an allocation fails.
+pub(super) fn tune_gc(l: *mut lua_State, min_pause: u16, limit: usize) {
     // SAFETY: `l` is a state of this thread; these calls only read or set GC parameters.
     unsafe {
         let kb = ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0).max(64);
-        let pause = ((kb + GC_HEADROOM_KB) as i64 * 100 / kb as i64).clamp(i64::from(min_pause), 10_000) as c_int;
-        ffi::lua_gc(l, ffi::LUA_GCSETPAUSE, pause);
+        let mut pause = ((kb + GC_HEADROOM_KB) as i64 * 100 / kb as i64).clamp(i64::from(min_pause), 10_000);
+        let limit_kb = (limit / 1024) as i64;
+        let room_kb = limit_kb - limit_kb / LIMIT_ROOM_PART;
+        if room_kb > 0 {
+            pause = pause.min((room_kb * 100 / i64::from(kb)).max(100));
+        }
+        ffi::lua_gc(l, ffi::LUA_GCSETPAUSE, pause as c_int);
     }
 }
 
@@ -188,10 +204,16 @@ mod tests {
             );
             assert_eq!(ffi::lua_pcall(l, 0, 0, 0), 0);
             assert!(ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0) > 8192, "a heap of several MiB");
-            tune_gc(l, 200);
+            tune_gc(l, 200, 1 << 30);
             assert_eq!(ffi::lua_gc(l, ffi::LUA_GCSETPAUSE, 200), 200);
-            tune_gc(l, 400);
+            tune_gc(l, 400, 1 << 30);
             assert_eq!(ffi::lua_gc(l, ffi::LUA_GCSETPAUSE, 200), 400);
+            // Near the memory limit, lower: a cycle starts below 7/8 of it.
+            let kb = ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0);
+            let limit = (kb as usize * 1024) * 3 / 2;
+            tune_gc(l, 400, limit);
+            let pause = ffi::lua_gc(l, ffi::LUA_GCSETPAUSE, 200);
+            assert!((100..=132).contains(&pause), "{pause}");
             ffi::lua_close(l);
         }
     }

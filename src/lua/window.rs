@@ -345,12 +345,26 @@ impl WorkerCtx {
         true
     }
 
-    /// Counts and reports a failed script call (its message cut at [`MAX_ERROR_TEXT`]); after a memory error, collects the state's
-    /// garbage at once (the limit stopped the script before the collector could run).
+    /// Counts and reports a failed script call (its message cut at [`MAX_ERROR_TEXT`]); after a
+    /// memory error, collects the state's garbage at once (the limit stopped the script before
+    /// the collector could run), unless the last such collection, less than a second ago,
+    /// freed little.
     pub(super) fn script_failed(&mut self, role: Role, i: u32, l: *mut lua_State, status: c_int, msg: &str) {
-        if status == ffi::LUA_ERRMEM {
+        if status == ffi::LUA_ERRMEM
+            && let Some(s) = self.script_mut(role, i)
+            && s.full_until.is_none_or(|t| std::time::Instant::now() >= t)
+        {
+            let before = s.mem.used();
             // SAFETY: `l` is a state of this thread, not running.
             self.lend(|| unsafe { ffi::lua_gc(l, ffi::LUA_GCCOLLECT, 0) });
+            let limit = self.state_settings.memory_limit;
+            if let Some(s) = self.script_mut(role, i) {
+                // Little freed: the state is full of live data. Its next memory errors within
+                // a second fail their events at once instead of collecting it again each.
+                let freed = before.saturating_sub(s.mem.used());
+                s.full_until =
+                    (freed < limit / 8).then(|| std::time::Instant::now() + std::time::Duration::from_secs(1));
+            }
         }
         let Some(s) = self.script_mut(role, i) else { return };
         s.errors += 1;

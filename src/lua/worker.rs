@@ -72,6 +72,7 @@ fn apply_reload(c: &mut WorkerCtx, spec: &WorkerSpec, generation: u64) -> (u64, 
     let sources = Arc::clone(&spec.reload.sources.lock().unwrap_or_else(|e| e.into_inner()));
     let (done, errors) = c.reload(&spec.filters, &spec.analyzers, &sources);
     c.run_setup_calls();
+    c.settle_gc();
     if spec.index == 0 {
         for e in &errors {
             c.report(
@@ -273,6 +274,7 @@ pub(crate) fn run(
         return;
     }
     c.run_setup_calls();
+    c.settle_gc();
     let (mut spec, mut io, mut stats) = (spec, io, stats);
     loop {
         run_pipeline(&mut c, &spec, &mut io, &stats);
@@ -308,6 +310,7 @@ pub(crate) fn run(
         let ok = r.is_ok();
         if ok {
             c.run_setup_calls();
+            c.settle_gc();
         }
         n.stats.workers[n.spec.index].end_batch();
         let _ = n.ready.send(r.map(drop));

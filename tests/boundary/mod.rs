@@ -162,6 +162,73 @@ end
     assert_eq!(s.written + s.script_errors, 200, "{}", out.stdout);
 }
 
+/// A state whose live data fills over half its limit and that makes garbage with each event
+/// loses no event: a collection cycle starts before the limit (at Lua's pause of 200 % it
+/// started at twice the live heap, past the limit: events failed while there was garbage
+/// enough to free, one per cycle).
+#[test]
+fn a_state_over_half_full_collects_before_its_limit() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", "script_memory_mb = 16"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        r#"
+kept = {}
+function setup()
+  -- About 10 MiB kept for good.
+  for j = 1, 10 do kept[j] = string.rep(string.char(64 + j), 1024 * 1024) end
+end
+function loop(msg)
+  -- About 200 KiB of garbage per event.
+  msg.len = #string.rep(tostring(msg.i), 200 * 1024 / #tostring(msg.i))
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    let lines: Vec<String> = (0..600).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
+    assert_eq!(env.lines("out.json").len(), 600);
+}
+
+/// A state full of live data (a flow table grown to the limit) fails each event at once: it
+/// was collected whole after every failed event, each taking as long as a full collection
+/// (75 events/s with a 16 MiB limit, and a 1 GiB state would take about a second each: an
+/// engine that looks hung, deaf to SIGINT). The failures are counted and the run ends.
+#[test]
+fn a_state_full_of_live_data_fails_its_events_without_collecting_each_time() {
+    let env = Env::new();
+    env.config(&simple_config("file://in.json", "", "script_memory_mb = 16"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        r#"
+hog = {}
+local n = 0
+function setup() end
+function loop(msg)
+  -- Every event adds flows that are kept (many small strings, as a flow table holds): the
+  -- table reaches the limit and stays there.
+  for k = 1, 50 do
+    n = n + 1
+    hog[n] = "10.0." .. msg.i .. "." .. k .. "|443"
+  end
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    let lines: Vec<String> = (0..10_000).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.spawn(&["--shards", "1"]).wait(std::time::Duration::from_secs(60));
+    out.assert_success();
+    let s = out.summary();
+    assert!(s.script_errors > 3000, "the state filled up: {}", out.stdout);
+    assert_eq!(s.written + s.script_errors, 10_000, "{}", out.stdout);
+}
+
 /// Finalizers run during allocations, also inside the engine's own calls (a nested field
 /// read, a copy for analyze_event); ones that call the engine must not crash it or disturb
 /// the event being processed.
