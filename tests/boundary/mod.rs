@@ -135,15 +135,30 @@ end
     assert_eq!(env.lines("out.json").len(), 40);
 }
 
+/// Runs `analyzer` behind the pass-through filter on `n` numbered events, on one shard, with
+/// `script_memory_mb = mb`; fails unless the run ends with status 0 within 60 s.
+fn run_with_memory_limit(mb: u32, analyzer: &str, n: usize) -> (Env, RunOutput) {
+    let env = Env::new();
+    env.config(&simple_config(
+        "file://in.json",
+        "",
+        &format!("script_memory_mb = {mb}"),
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", analyzer);
+    let lines: Vec<String> = (0..n).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.spawn(&["--shards", "1"]).wait(std::time::Duration::from_secs(60));
+    out.assert_success();
+    (env, out)
+}
+
 /// A leaking script stops leaking at its limit: its events fail from then on, the process
 /// does not grow past it, and it still exits 0.
 #[test]
 fn a_leaking_script_is_stopped_at_its_limit() {
-    let env = Env::new();
-    env.config(&simple_config("file://in.json", "", "script_memory_mb = 24"));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
+    let (_env, out) = run_with_memory_limit(
+        24,
         r#"
 hoard = {}
 function setup() end
@@ -152,11 +167,8 @@ function loop(msg)
   dragonfly.output_event(default_output, msg)
 end
 "#,
+        200,
     );
-    let lines: Vec<String> = (0..200).map(event).collect();
-    env.write_log("in.json", &join_lines(&lines));
-    let out = env.run(&[]);
-    out.assert_success();
     let s = out.summary();
     assert!(s.script_errors > 100, "the leak was stopped: {}", out.stdout);
     assert_eq!(s.written + s.script_errors, 200, "{}", out.stdout);
@@ -168,11 +180,8 @@ end
 /// enough to free, one per cycle).
 #[test]
 fn a_state_over_half_full_collects_before_its_limit() {
-    let env = Env::new();
-    env.config(&simple_config("file://in.json", "", "script_memory_mb = 16"));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
+    let (env, out) = run_with_memory_limit(
+        16,
         r#"
 kept = {}
 function setup()
@@ -185,11 +194,8 @@ function loop(msg)
   dragonfly.output_event(default_output, msg)
 end
 "#,
+        600,
     );
-    let lines: Vec<String> = (0..600).map(event).collect();
-    env.write_log("in.json", &join_lines(&lines));
-    let out = env.run(&["--shards", "1"]);
-    out.assert_success();
     assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
     assert_eq!(env.lines("out.json").len(), 600);
 }
@@ -200,11 +206,8 @@ end
 /// engine that looks hung, deaf to SIGINT). The failures are counted and the run ends.
 #[test]
 fn a_state_full_of_live_data_fails_its_events_without_collecting_each_time() {
-    let env = Env::new();
-    env.config(&simple_config("file://in.json", "", "script_memory_mb = 16"));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
+    let (_env, out) = run_with_memory_limit(
+        16,
         r#"
 hog = {}
 local n = 0
@@ -219,11 +222,8 @@ function loop(msg)
   dragonfly.output_event(default_output, msg)
 end
 "#,
+        10_000,
     );
-    let lines: Vec<String> = (0..10_000).map(event).collect();
-    env.write_log("in.json", &join_lines(&lines));
-    let out = env.spawn(&["--shards", "1"]).wait(std::time::Duration::from_secs(60));
-    out.assert_success();
     let s = out.summary();
     assert!(s.script_errors > 3000, "the state filled up: {}", out.stdout);
     assert_eq!(s.written + s.script_errors, 10_000, "{}", out.stdout);

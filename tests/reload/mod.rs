@@ -606,6 +606,20 @@ fn cpu_ticks(pid: u32) -> u64 {
     field(11) + field(12)
 }
 
+/// Starts the engine and waits until it has used a tenth of a second of CPU (inside a
+/// config.lua that keeps it busy).
+fn spawn_reading_config(env: &Env) -> Running {
+    let engine = env.spawn(&[]);
+    let pid = engine.child.id();
+    wait_until(
+        Duration::from_secs(30),
+        "the engine reading its configuration",
+        || cpu_ticks(pid) >= 10,
+        || cpu_ticks(pid).to_string(),
+    );
+    engine
+}
+
 /// An installation reading `tail://in.json<` whose config.lua keeps the engine busy while it
 /// is read (a long loop, well over a tenth of a second of CPU), with `lines` numbered lines in
 /// in.json; the engine started and, once it has used a tenth of a second of CPU, inside that
@@ -617,14 +631,7 @@ fn engine_reading_a_slow_config(extra: &str, lines: usize) -> (Env, Running) {
         simple_config("tail://in.json<", "", extra)
     ));
     env.write_log("in.json", &numbered_lines(0, lines));
-    let engine = env.spawn(&[]);
-    let pid = engine.child.id();
-    wait_until(
-        Duration::from_secs(30),
-        "the engine reading its configuration",
-        || cpu_ticks(pid) >= 10,
-        || cpu_ticks(pid).to_string(),
-    );
+    let engine = spawn_reading_config(&env);
     assert!(
         env.lines("out.json").is_empty(),
         "the configuration was read already: the test proves nothing"
@@ -656,14 +663,7 @@ fn a_stop_signal_ends_a_config_lua_that_never_ends() {
         simple_config("tail://in.json<", "", "")
     ));
     env.write_log("in.json", &numbered_lines(0, 10));
-    let mut engine = env.spawn(&[]);
-    let pid = engine.child.id();
-    wait_until(
-        Duration::from_secs(30),
-        "the engine reading its configuration",
-        || cpu_ticks(pid) >= 10,
-        || cpu_ticks(pid).to_string(),
-    );
+    let mut engine = spawn_reading_config(&env);
     engine.signal(libc::SIGTERM);
     let out = engine.wait(Duration::from_secs(20));
     out.assert_success();
