@@ -67,6 +67,7 @@ kinds! {
     WorkerStuck => "worker_stuck", "error";
     OutputGaveUp => "output_gave_up", "error";
     OutputStaleFiles => "output_stale_files", "error";
+    OutputRepaired => "output_repaired", "error";
     Reload => "reload", "info";
     ReloadError => "reload_error", "error";
     HttpListening => "http_listening", "info";

@@ -84,10 +84,16 @@ pub(super) fn open_outputs(
                 FileSink::open(path.clone(), carry.opened.insert(path.clone()) && *truncate)
                     .with_context(|| what(path))?,
             ),
-            OutputUri::Zfile { path, truncate } => Box::new(
-                ZfileSink::open(path.clone(), carry.opened.insert(path.clone()) && *truncate)
-                    .with_context(|| what(path))?,
-            ),
+            OutputUri::Zfile { path, truncate } => {
+                let s = ZfileSink::open(path.clone(), carry.opened.insert(path.clone()) && *truncate)
+                    .with_context(|| what(path))?;
+                if let Some(r) = &s.repaired {
+                    let line = crate::diag::line(crate::diag::Kind::OutputRepaired, &[("output", &o.tag)], r);
+                    crate::diag::stderr_report(&line);
+                    notes.push(line);
+                }
+                Box::new(s)
+            }
             OutputUri::Ipc { path, kind } => Box::new(IpcSink::open(path.clone(), *kind, o.policy.drop_when_full)),
             OutputUri::Parquet { dir, prefix, opts } => {
                 // Its files are made later, one at a time: a directory where none can be made

@@ -30,13 +30,28 @@ pub(crate) struct ZfileSink {
     pub notice: Option<String>,
     /// A truncating output not emptied yet (as `FileSink`'s).
     truncate_pending: bool,
+    /// What opening found and repaired: a last member cut by a crash, removed.
+    pub repaired: Option<String>,
 }
 
 impl ZfileSink {
     pub(crate) fn open(path: PathBuf, truncate: bool) -> io::Result<ZfileSink> {
         let host = crate::privilege::host_path(&path);
         super::file::create_parent(&host)?;
-        let out = Some(super::file::open_file(&host, truncate)?);
+        let f = super::file::open_file(&host, truncate)?;
+        let mut repaired = None;
+        // (A file this user cannot read is not looked at.)
+        let torn = || torn_tail(&mut File::open(&host)?);
+        if !truncate && let Ok(Some(end)) = torn() {
+            let len = f.metadata()?.len();
+            f.set_len(end)?;
+            repaired = Some(format!(
+                "{}: its last gzip member was cut ({} bytes after the last whole member, at {end}: a crash or power loss during a write); they were removed, so that what follows is readable (their records were not counted as written: the next run wrote them again)",
+                path.display(),
+                len - end
+            ));
+        }
+        let out = Some(f);
         Ok(ZfileSink {
             path,
             out,
@@ -45,6 +60,7 @@ impl ZfileSink {
             member: Vec::new(),
             notice: None,
             truncate_pending: truncate,
+            repaired,
         })
     }
 
@@ -121,5 +137,91 @@ impl ZfileSink {
         std::fs::rename(&path, &target)?;
         self.out = Some(super::file::open_file(&path, false)?);
         Ok(target)
+    }
+}
+
+/// How much of the file's end is looked at for its last whole member (members are at most
+/// the records of one delivery, compressed).
+const TAIL_WINDOW: u64 = 8 << 20;
+
+/// Where the last whole gzip member of `f` ends when bytes after it are no whole member (a
+/// write cut by a crash): appending after them made everything written next unreadable.
+/// `None` when the file ends with a whole member, is empty, or when no whole member was found
+/// within its last [`TAIL_WINDOW`] bytes (nothing is cut that could not be told).
+fn torn_tail(f: &mut File) -> io::Result<Option<u64>> {
+    use std::io::Read;
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    let base = len.saturating_sub(TAIL_WINDOW);
+    let mut buf = Vec::with_capacity((len - base) as usize);
+    f.seek(io::SeekFrom::Start(base))?;
+    Read::by_ref(f).take(len - base).read_to_end(&mut buf)?;
+    // Member headers (ID1 ID2 CM=deflate), the last first: the first that decodes whole
+    // (its CRC and size checked) tells where the whole members end.
+    for j in (0..buf.len().saturating_sub(2)).rev() {
+        if buf[j..j + 3] != [0x1f, 0x8b, 0x08] {
+            continue;
+        }
+        let mut d = flate2::bufread::GzDecoder::new(&buf[j..]);
+        if io::copy(&mut d, &mut io::sink()).is_err() {
+            continue;
+        }
+        let end = len - d.into_inner().len() as u64;
+        return Ok((end < len).then_some(end));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(text: &str) -> Vec<u8> {
+        let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+        e.write_all(text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// A file whose last member was cut is cut back to its whole members; a whole file, an
+    /// empty one and one that is no gzip at all are left as they are.
+    #[test]
+    fn a_cut_last_member_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.json.gz");
+        let whole = [member("{\"a\":1}\n"), member("{\"b\":2}\n")].concat();
+        let third = member("{\"c\":3}\n{\"d\":4}\n");
+        for cut in [1, 5, 10, third.len() - 1] {
+            std::fs::write(&path, [&whole[..], &third[..cut]].concat()).unwrap();
+            let mut f = File::open(&path).unwrap();
+            assert_eq!(torn_tail(&mut f).unwrap(), Some(whole.len() as u64), "cut at {cut}");
+        }
+        for (bytes, what) in [
+            ([&whole[..], &third[..]].concat(), "whole"),
+            (Vec::new(), "empty"),
+            (b"plain text, no gzip\n".to_vec(), "not gzip"),
+        ] {
+            std::fs::write(&path, &bytes).unwrap();
+            let mut f = File::open(&path).unwrap();
+            assert_eq!(torn_tail(&mut f).unwrap(), None, "{what}");
+        }
+        // Opened to append: the cut member is removed, and the file reads whole after a write.
+        std::fs::write(&path, [&whole[..], &third[..7]].concat()).unwrap();
+        let mut sink = ZfileSink::open(path.clone(), false).unwrap();
+        assert!(
+            sink.repaired
+                .as_deref()
+                .is_some_and(|r| r.contains("last gzip member was cut"))
+        );
+        sink.write(b"{\"e\":5}\n").unwrap();
+        sink.close().unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::MultiGzDecoder::new(File::open(&path).unwrap()),
+            &mut text,
+        )
+        .unwrap();
+        assert_eq!(text, "{\"a\":1}\n{\"b\":2}\n{\"e\":5}\n");
     }
 }
