@@ -542,6 +542,9 @@ fn root_layout(root: &Path) -> Vec<String> {
 /// of config.lua that does not end by itself.
 static INTERRUPT: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> = std::sync::OnceLock::new();
 
+/// How long an evaluation of config.lua may run in the engine (its start, a reload).
+const EVALUATION_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Makes `flag` (set by SIGINT/SIGTERM) end any evaluation of config.lua from now on.
 pub(crate) fn interrupt_with(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     let _ = INTERRUPT.set(flag);
@@ -569,17 +572,24 @@ fn evaluate(config_file: &Path) -> Result<(Lua, Vec<String>), String> {
     }
     // A stop (SIGINT/SIGTERM) ends an evaluation that does not (a loop without end): count
     // hooks run while one is set (LuaJIT compiles no trace then).
+    // One that runs past [`EVALUATION_LIMIT`] is given up (a reload's held every later reload).
     if let Some(flag) = INTERRUPT.get() {
         let flag = std::sync::Arc::clone(flag);
-        lua.set_hook(
-            mlua::HookTriggers::new().every_nth_instruction(10_000),
-            move |_, _| match flag.load(std::sync::atomic::Ordering::Relaxed) {
-                true => Err(mlua::Error::runtime(
+        let started = std::time::Instant::now();
+        lua.set_hook(mlua::HookTriggers::new().every_nth_instruction(10_000), move |_, _| {
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(mlua::Error::runtime(
                     "stopped (SIGINT/SIGTERM) while config.lua was being evaluated: does it loop without end?",
-                )),
-                false => Ok(mlua::VmState::Continue),
-            },
-        )
+                ));
+            }
+            if started.elapsed() > EVALUATION_LIMIT {
+                return Err(mlua::Error::runtime(format!(
+                    "config.lua did not finish in {} s: does it loop without end?",
+                    EVALUATION_LIMIT.as_secs()
+                )));
+            }
+            Ok(mlua::VmState::Continue)
+        })
         .map_err(|e| format!("config: cannot watch the evaluation: {e}"))?;
     }
     let before: Vec<String> = lua

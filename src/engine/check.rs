@@ -209,6 +209,32 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
     out
 }
 
+/// Whether the user `u` (the one a privilege drop will run as) may create files in the
+/// existing directory `dir`, by its permission bits (the process, root until the drop, may
+/// create them anywhere). Root's own drop target is not checked.
+pub(super) fn writable_by(dir: &std::path::Path, u: crate::privilege::UserIds) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    let mode = m.mode();
+    let ok = u.uid == 0
+        || (m.uid() == u.uid && mode & 0o300 == 0o300)
+        || (m.uid() != u.uid && m.gid() == u.gid && mode & 0o030 == 0o030)
+        || (m.uid() != u.uid && m.gid() != u.gid && mode & 0o003 == 0o003);
+    if !ok {
+        anyhow::bail!(
+            "the user the engine drops to (uid {}, gid {}) cannot create files there (owner {}, group {}, mode {:o})",
+            u.uid,
+            u.gid,
+            m.uid(),
+            m.gid(),
+            mode & 0o7777
+        );
+    }
+    Ok(())
+}
+
 /// Whether a `file://` (`zfile://` when `gz`) input can be read: a file (not a directory)
 /// that opens, and for `zfile://`, empty or starting as gzip does.
 fn readable_input(path: &std::path::Path, gz: bool) -> anyhow::Result<()> {

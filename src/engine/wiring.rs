@@ -98,7 +98,11 @@ pub(super) fn open_outputs(
             OutputUri::Parquet { dir, prefix, opts } => {
                 // Its files are made later, one at a time: a directory where none can be made
                 // is refused now, as `check` refuses it (every row would be lost).
-                super::check::writable_dir(&crate::privilege::host_path(dir))
+                let host = crate::privilege::host_path(dir);
+                super::check::writable_dir(&host)
+                    .and_then(|()| {
+                        crate::privilege::helper_user().map_or(Ok(()), |u| super::check::writable_by(&host, u))
+                    })
                     .with_context(|| format!("outputs[{}] ({}): cannot write in {}", i + 1, o.tag, dir.display()))?;
                 let s = crate::sink::parquet::ParquetSink::open(dir.clone(), prefix.clone(), opts.clone())
                     .with_context(|| what(dir))?;

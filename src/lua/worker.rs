@@ -280,7 +280,11 @@ pub(crate) fn run(
         run_pipeline(&mut c, &spec, &mut io, &stats);
         // The writer sees this pipeline's end once the rings are dropped.
         drop(io);
-        let Ok(n) = next.recv() else { break };
+        // Out of the way while it waits (a privilege drop waits for every worker to park).
+        GATE.parked.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let n = next.recv();
+        GATE.parked.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let Ok(n) = n else { break };
         // A new script's setup() that never returns is a stuck worker of the new pipeline:
         // reported (`worker_stuck`), `/health` 503 (the writer and the endpoint already run).
         let me = &n.stats.workers[n.spec.index];

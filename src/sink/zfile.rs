@@ -51,6 +51,11 @@ impl ZfileSink {
                 len - end
             ));
         }
+        // A new (or empty) file gets an empty member at once: a file of 0 bytes is no gzip file
+        // to a reader (`zcat`: unexpected end of file), also when nothing is ever written.
+        if !truncate && f.metadata()?.len() == 0 {
+            (&f).write_all(&empty_member())?;
+        }
         let out = Some(f);
         Ok(ZfileSink {
             path,
@@ -68,7 +73,7 @@ impl ZfileSink {
     pub(crate) fn begin(&mut self) -> io::Result<()> {
         if std::mem::take(&mut self.truncate_pending)
             && let Some(f) = self.out.as_mut()
-            && let Err(e) = super::file::empty(f)
+            && let Err(e) = super::file::empty(f).and_then(|()| f.write_all(&empty_member()))
         {
             self.truncate_pending = true;
             return Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())));
@@ -138,6 +143,13 @@ impl ZfileSink {
         self.out = Some(super::file::open_file(&path, false)?);
         Ok(target)
     }
+}
+
+/// A gzip member of no data (20 bytes).
+fn empty_member() -> Vec<u8> {
+    GzEncoder::new(Vec::new(), Compression::fast())
+        .finish()
+        .unwrap_or_default()
 }
 
 /// How much of the file's end is looked at for its last whole member (members are at most
@@ -223,5 +235,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(text, "{\"a\":1}\n{\"b\":2}\n{\"e\":5}\n");
+        // A new file, and one emptied at the start, are gzip files of nothing before any write.
+        for truncate in [false, true] {
+            let path = dir.path().join(format!("new-{truncate}.json.gz"));
+            std::fs::write(&path, if truncate { &whole[..] } else { &b""[..] }).unwrap();
+            let mut sink = ZfileSink::open(path.clone(), truncate).unwrap();
+            sink.begin().unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(!bytes.is_empty(), "{truncate}");
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&bytes[..]), &mut text).unwrap();
+            assert_eq!(text, "", "{truncate}");
+        }
     }
 }

@@ -1329,6 +1329,38 @@ fn a_timer_of_seconds_given_as_text_waits_them() {
     );
 }
 
+/// A Parquet output in an existing directory the user of `--user` cannot write (root's, mode
+/// 0755) is refused at the start: the engine, root until the drop, passed its check, and
+/// every row was lost (retest audit).
+#[test]
+fn a_parquet_directory_the_dropped_user_cannot_write_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test checks a privilege drop and must run as root"
+    );
+    let env = Env::new();
+    let pq = env.dir.path().join("pq");
+    std::fs::create_dir_all(&pq).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pq, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.config(&simple_config("file://in.json", "", "").replace(
+        "uri = \"file://out.json<\"",
+        &format!("uri = \"parquet://{}/ev\"", pq.display()),
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    env.write_log("in.json", b"{\"event_type\":\"x\"}\n");
+    let out = env.run(&["--user", "nobody"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("the user the engine drops to (uid 65534"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// A Parquet output in a directory the engine makes, with `--user nobody -c`: the directory is
 /// given to the user (the engine made it as root: every publish failed with "Permission
 /// denied") and the files are written under the new root (the sink kept its pre-chroot path:

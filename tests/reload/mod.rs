@@ -743,3 +743,40 @@ fn finalizer_errors_of_a_closed_state_are_not_charged_to_another_script() {
         assert!(!wrong, "charged to another script: {r}");
     }
 }
+
+/// A reload whose config.lua never ends is given up after 60 s with a `reload_error`: it held
+/// every later reload, without a word, until the engine stopped. The running configuration
+/// goes on meanwhile, and a later reload applies.
+#[test]
+fn a_reload_whose_config_lua_never_ends_is_given_up() {
+    let good = |extra: &str| simple_config("tail://in.json<", "", &format!("tail_poll_ms = 20\n{extra}"));
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    env.config(&good(""));
+    env.write_log("in.json", &numbered_lines(0, 10));
+    let mut engine = env.spawn(&[]);
+    wait_lines(&env, "out.json", 10);
+    env.config(&format!("while true do end\n{}", good("")));
+    engine.signal(libc::SIGHUP);
+    env.append_log("in.json", &numbered_lines(10, 20));
+    wait_lines(&env, "out.json", 20);
+    wait_until(
+        Duration::from_secs(120),
+        "a reload_error record",
+        || !env.log_records_of("reload_error").is_empty(),
+        || format!("{:?}", env.log_records()),
+    );
+    let e = env.log_records_of("reload_error");
+    assert!(
+        e[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("did not finish in 60 s"),
+        "{e:?}"
+    );
+    env.config(&good("stats_interval = 5"));
+    engine.signal(libc::SIGHUP);
+    wait_log_message(&env, "runs the new configuration");
+    env.append_log("in.json", &numbered_lines(20, 30));
+    stop_when(&env, &mut engine, "out.json", 30);
+    assert_eq!(ns(&env, "out.json"), (0..30u64).collect::<Vec<_>>());
+}
