@@ -11,6 +11,10 @@ use super::*;
 /// Every problem is reported at once.
 pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
     let cfg = load(opts)?;
+    // With `-p`/`--user`, what the engine will do as that user is checked as that user.
+    if let Some(u) = &opts.user {
+        crate::privilege::set_target(crate::privilege::lookup(u).context("--user")?);
+    }
     let mut problems = check_surroundings(&cfg);
     crate::ml::set_native(cfg.ml_native);
     crate::lua::builtins::configure(cfg.http_timeout, cfg.http_insecure, cfg.dns_timeout);
@@ -166,7 +170,12 @@ pub(super) fn check_surroundings(cfg: &Config) -> Vec<String> {
             OutputUri::Parquet { dir, .. } => dir.clone(),
             _ => continue,
         };
-        if let Err(e) = writable_dir(&host_path(&dir)) {
+        let parquet = matches!(o.uri, OutputUri::Parquet { .. });
+        let as_user = |d: &std::path::Path| match crate::privilege::helper_user() {
+            Some(u) if parquet => writable_by(d, u),
+            _ => Ok(()),
+        };
+        if let Err(e) = writable_dir(&host_path(&dir)).and_then(|()| as_user(&host_path(&dir))) {
             out.push(format!(
                 "outputs[{}].uri: cannot write in {}: {e}",
                 i + 1,

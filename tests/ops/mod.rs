@@ -1352,13 +1352,15 @@ fn a_parquet_directory_the_dropped_user_cannot_write_is_refused() {
     env.filter("filter.lua", FILTER_TO_DEFAULT);
     env.analyzer("a.lua", ANALYZER_PASS);
     env.write_log("in.json", b"{\"event_type\":\"x\"}\n");
-    let out = env.run(&["--user", "nobody"]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(
-        out.stderr.contains("the user the engine drops to (uid 65534"),
-        "{}",
-        out.stderr
-    );
+    for args in [&["--user", "nobody"][..], &["--user", "nobody", "check"][..]] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(
+            out.stderr.contains("the user the engine drops to (uid 65534"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
 }
 
 /// A Parquet output in a directory the engine makes, with `--user nobody -c`: the directory is
