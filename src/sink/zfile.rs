@@ -140,7 +140,12 @@ impl ZfileSink {
         let path = crate::privilege::host_path(&self.path).into_owned();
         let target = super::file::rotated_name(&path);
         std::fs::rename(&path, &target)?;
-        self.out = Some(super::file::open_file(&path, false)?);
+        let f = super::file::open_file(&path, false)?;
+        // A gzip file from the start, as a new output's (see `open`).
+        if f.metadata()?.len() == 0 {
+            (&f).write_all(&empty_member())?;
+        }
+        self.out = Some(f);
         Ok(target)
     }
 }
@@ -246,6 +251,10 @@ mod tests {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&bytes[..]), &mut text).unwrap();
             assert_eq!(text, "", "{truncate}");
+            // SIGUSR1: the file made new at the path is one too.
+            sink.rotate().unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(!bytes.is_empty(), "rotated, {truncate}");
         }
     }
 }
