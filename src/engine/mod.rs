@@ -252,13 +252,19 @@ fn choose_run_dir(opts: &Options, cfg: &Config) -> PathBuf {
 /// `run`'s error says) to `dragonfly-mle.log` in `log_dir`, when that directory exists: the log
 /// file was left empty while stderr alone said why.
 pub fn record_fatal(log_dir: &std::path::Path, message: &str) {
+    append_record(log_dir, &crate::diag::line(crate::diag::Kind::FatalError, &[], message));
+}
+
+/// Appends the record `record` (a `diag::line`) to `dragonfly-mle.log` in `log_dir` directly,
+/// when that directory exists: for records made when the writer that owns the file is gone.
+pub(crate) fn append_record(log_dir: &std::path::Path, record: &[u8]) {
     use std::io::Write;
     let file = log_dir.join("dragonfly-mle.log");
     let path = crate::privilege::host_path(&file);
     if !path.parent().is_some_and(|d| d.is_dir()) {
         return;
     }
-    let mut line = crate::diag::log_line(&crate::diag::line(crate::diag::Kind::FatalError, &[], message)).into_owned();
+    let mut line = crate::diag::log_line(record).into_owned();
     line.push(b'\n');
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
         let _ = f.write_all(&line);

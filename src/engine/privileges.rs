@@ -48,6 +48,12 @@ pub(super) fn drop_privileges(
     if let (Some(name), Some(u)) = (&opts.user, user) {
         what.push(format!("running as {name} (uid {}, gid {})", u.uid, u.gid));
     }
-    let _ = diag.send(crate::diag::line(crate::diag::Kind::Privileges, &[], &what.join(", ")));
+    // A run over within milliseconds (a short `file://` input) may have ended its writer
+    // already: the record then goes to the file directly.
+    if let Err(std::sync::mpsc::SendError(line)) =
+        diag.send(crate::diag::line(crate::diag::Kind::Privileges, &[], &what.join(", ")))
+    {
+        super::append_record(&cfg.log_dir, &line);
+    }
     Ok(())
 }

@@ -1329,6 +1329,41 @@ fn a_timer_of_seconds_given_as_text_waits_them() {
     );
 }
 
+/// A run with `--user` over in milliseconds (a short `file://` input) records its privilege
+/// drop in `{log}` too: the record went to a writer that had ended (5 of 8 such runs had
+/// none), after a 5 s wait for workers that had finished their pipeline (retest audit).
+#[test]
+fn a_short_run_records_its_privilege_drop_without_waiting() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test checks a privilege drop and must run as root"
+    );
+    for k in 0..4 {
+        let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
+        use std::os::unix::fs::PermissionsExt;
+        for p in [env.dir.path(), env.root.as_path()] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        env.write_log("in.json", &join_lines(&[format!("{{\"event_type\":\"x\",\"k\":{k}}}")]));
+        let run = env.root.join("run");
+        let t = std::time::Instant::now();
+        env.run(&["--user", "nobody", "--run-dir", run.to_str().unwrap()])
+            .assert_success();
+        assert!(t.elapsed() < Duration::from_secs(4), "run {k} waited {:?}", t.elapsed());
+        let records = env.log_records_of("privileges");
+        assert_eq!(records.len(), 1, "run {k}: {:?}", env.log_records());
+        assert!(
+            records[0]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("running as nobody"),
+            "{records:?}"
+        );
+    }
+}
+
 /// A Parquet output in an existing directory the user of `--user` cannot write (root's, mode
 /// 0755) is refused at the start: the engine, root until the drop, passed its check, and
 /// every row was lost (retest audit).
