@@ -247,17 +247,13 @@ pub(super) fn writable_by(dir: &std::path::Path, u: crate::privilege::UserIds) -
 /// Whether a `file://` (`zfile://` when `gz`) input can be read: a file (not a directory)
 /// that opens, and for `zfile://`, empty or starting as gzip does.
 fn readable_input(path: &std::path::Path, gz: bool) -> anyhow::Result<()> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    if f.metadata()?.is_dir() {
+    let f = std::fs::File::open(path)?;
+    let m = f.metadata()?;
+    if m.is_dir() {
         anyhow::bail!("it is a directory");
     }
-    if gz {
-        let mut magic = [0u8; 2];
-        let n = f.read(&mut magic)?;
-        if n > 0 && (n < 2 || magic != [0x1f, 0x8b]) {
-            anyhow::bail!("it is not gzip-compressed (zfile:// reads gzip files; file:// reads plain ones)");
-        }
+    if gz && m.len() > 0 && !crate::source::file::is_gzip(path)? {
+        anyhow::bail!("it is not gzip-compressed (zfile:// reads gzip files; file:// reads plain ones)");
     }
     Ok(())
 }

@@ -258,17 +258,25 @@ pub fn record_fatal(log_dir: &std::path::Path, message: &str) {
 /// Appends the record `record` (a `diag::line`) to `dragonfly-mle.log` in `log_dir` directly,
 /// when that directory exists: for records made when the writer that owns the file is gone.
 pub(crate) fn append_record(log_dir: &std::path::Path, record: &[u8]) {
-    use std::io::Write;
-    let file = log_dir.join("dragonfly-mle.log");
-    let path = crate::privilege::host_path(&file);
-    if !path.parent().is_some_and(|d| d.is_dir()) {
+    if !crate::privilege::host_path(log_dir).is_dir() {
         return;
     }
-    let mut line = crate::diag::log_line(record).into_owned();
+    let _ = append_own(log_dir, "dragonfly-mle.log", &crate::diag::log_line(record));
+}
+
+/// Appends `line` and a newline to the engine's own file `name` (`dragonfly-mle.log`, the
+/// stats file) in `log_dir`, creating it if needed: for what is written when the writer that
+/// owns the file is gone or held.
+pub(crate) fn append_own(log_dir: &std::path::Path, name: &str, line: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = crate::privilege::host_path(&log_dir.join(name)).into_owned();
+    let mut line = line.to_vec();
     line.push(b'\n');
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
-        let _ = f.write_all(&line);
-    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?
+        .write_all(&line)
 }
 
 /// Runs the engine until its inputs end (all `file://`, no `--follow`) or a signal stops it.

@@ -228,22 +228,16 @@ pub(super) fn forced_exit_records(
     log_dir: &std::path::Path,
     msg: &str,
 ) {
-    use std::io::Write;
-    let append = |name: &str, mut line: Vec<u8>| {
-        line.push(b'\n');
-        let path = log_dir.join(name);
-        let f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(crate::privilege::host_path(&path));
-        if let Err(e) = f.and_then(|mut f| f.write_all(&line)) {
+    let append = |name: &str, line: &[u8]| {
+        if let Err(e) = super::append_own(log_dir, name, line) {
             crate::eprintln_safe!("dragonfly-mle: cannot append to {name}: {e}");
         }
     };
     append(
         "dragonfly-mle.log",
-        crate::diag::log_line(&crate::diag::line(crate::diag::Kind::WorkerStuck, &[], msg)).into_owned(),
+        &crate::diag::log_line(&crate::diag::line(crate::diag::Kind::WorkerStuck, &[], msg)),
     );
-    append("dragonfly-mle-stats.log", stats.line());
+    append("dragonfly-mle-stats.log", &stats.line());
     carry.add_totals(stats);
     let summary = Summary {
         read: carry.read,

@@ -50,14 +50,7 @@ impl FileSink {
 
     /// The pipeline has started: a truncating output empties its file now (once).
     pub(crate) fn begin(&mut self) -> io::Result<()> {
-        if std::mem::take(&mut self.truncate_pending)
-            && let Some(f) = self.out.as_mut()
-            && let Err(e) = empty(f)
-        {
-            self.truncate_pending = true;
-            return Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())));
-        }
-        Ok(())
+        empty_once(&mut self.truncate_pending, self.out.as_mut(), &self.path, |_| Ok(()))
     }
 
     /// Takes one record; it is written once enough is held (or at the next flush). An error
@@ -255,10 +248,24 @@ pub(super) fn open_file(path: &std::path::Path, truncate: bool) -> io::Result<Fi
     Ok(f)
 }
 
-/// Empties a truncating output's file and writes on from its start.
-pub(super) fn empty(f: &mut File) -> io::Result<()> {
-    f.set_len(0)?;
-    f.seek(io::SeekFrom::Start(0)).map(drop)
+/// Empties a truncating output's file (`out`, at `path`) once, while `pending`, and writes on
+/// from its start, after `then` wrote what a new file starts with; a failure leaves it
+/// pending.
+pub(super) fn empty_once(
+    pending: &mut bool,
+    out: Option<&mut File>,
+    path: &std::path::Path,
+    then: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
+    let Some(f) = out.filter(|_| *pending) else {
+        return Ok(());
+    };
+    f.set_len(0)
+        .and_then(|()| f.seek(io::SeekFrom::Start(0)))
+        .and_then(|_| then(f))
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    *pending = false;
+    Ok(())
 }
 
 /// A file cut behind the engine's back (logrotate's `copytruncate`) is written on at its new

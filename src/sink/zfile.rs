@@ -71,14 +71,9 @@ impl ZfileSink {
 
     /// The pipeline has started: a truncating output empties its file now (once).
     pub(crate) fn begin(&mut self) -> io::Result<()> {
-        if std::mem::take(&mut self.truncate_pending)
-            && let Some(f) = self.out.as_mut()
-            && let Err(e) = super::file::empty(f).and_then(|()| f.write_all(&empty_member()))
-        {
-            self.truncate_pending = true;
-            return Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())));
-        }
-        Ok(())
+        super::file::empty_once(&mut self.truncate_pending, self.out.as_mut(), &self.path, |f| {
+            f.write_all(&empty_member())
+        })
     }
 
     /// Takes one record (ending with its newline).

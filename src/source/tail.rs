@@ -243,12 +243,14 @@ fn continues_at(r: &Rotated, offset: u64) -> bool {
     if r.gz {
         // The same look in the uncompressed bytes (decompressed up to there: a restart's or a
         // truncation's one-off cost).
-        let mut b = [0u8; 2];
-        let Ok(mut src) = r.open_at(offset.saturating_sub(1)) else {
+        let Ok(src) = r.open_at(offset.saturating_sub(1)) else {
             return false;
         };
-        let got = read_up_to(&mut src, &mut b[..if offset == 0 { 1 } else { 2 }]);
-        return match (offset, got) {
+        let mut b = Vec::with_capacity(2);
+        if src.take(if offset == 0 { 1 } else { 2 }).read_to_end(&mut b).is_err() {
+            return false;
+        }
+        return match (offset, b.len()) {
             // Empty, or data from its first byte.
             (0, 0) => true,
             (0, _) => b[0] != 0,
@@ -265,20 +267,6 @@ fn continues_at(r: &Rotated, offset: u64) -> bool {
         None => matches!(f.read_at(&mut b[..1], 0), Ok(1)) && b[0] != 0,
         Some(before) => matches!(f.read_exact_at(&mut b, before), Ok(())) && b[0] == b'\n' && b[1] != 0,
     }
-}
-
-/// Reads into `buf` until it is full or the source ends; how many bytes it got.
-fn read_up_to(src: &mut dyn Read, buf: &mut [u8]) -> usize {
-    let mut got = 0;
-    while got < buf.len() {
-        match src.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    got
 }
 
 /// Whether the byte of `f` at `offset` is a NUL.
