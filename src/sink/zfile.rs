@@ -53,8 +53,12 @@ impl ZfileSink {
         }
         // A new (or empty) file gets an empty member at once: a file of 0 bytes is no gzip file
         // to a reader (`zcat`: unexpected end of file), also when nothing is ever written.
+        // (On a full disk it waits for the first delivery, as the records do.)
         if !truncate && f.metadata()?.len() == 0 {
-            (&f).write_all(&empty_member())?;
+            if (&f).write_all(&empty_member()).is_err() {
+                // No part of it stays (a full disk).
+                let _ = f.set_len(0);
+            }
         }
         let out = Some(f);
         Ok(ZfileSink {
@@ -138,7 +142,10 @@ impl ZfileSink {
         let f = super::file::open_file(&path, false)?;
         // A gzip file from the start, as a new output's (see `open`).
         if f.metadata()?.len() == 0 {
-            (&f).write_all(&empty_member())?;
+            if (&f).write_all(&empty_member()).is_err() {
+                // No part of it stays (a full disk).
+                let _ = f.set_len(0);
+            }
         }
         self.out = Some(f);
         Ok(target)
