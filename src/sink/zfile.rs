@@ -53,12 +53,8 @@ impl ZfileSink {
         }
         // A new (or empty) file gets an empty member at once: a file of 0 bytes is no gzip file
         // to a reader (`zcat`: unexpected end of file), also when nothing is ever written.
-        // (On a full disk it waits for the first delivery, as the records do.)
-        if !truncate && f.metadata()?.len() == 0 {
-            if (&f).write_all(&empty_member()).is_err() {
-                // No part of it stays (a full disk).
-                let _ = f.set_len(0);
-            }
+        if !truncate {
+            start_empty(&f)?;
         }
         let out = Some(f);
         Ok(ZfileSink {
@@ -141,15 +137,19 @@ impl ZfileSink {
         std::fs::rename(&path, &target)?;
         let f = super::file::open_file(&path, false)?;
         // A gzip file from the start, as a new output's (see `open`).
-        if f.metadata()?.len() == 0 {
-            if (&f).write_all(&empty_member()).is_err() {
-                // No part of it stays (a full disk).
-                let _ = f.set_len(0);
-            }
-        }
+        start_empty(&f)?;
         self.out = Some(f);
         Ok(target)
     }
+}
+
+/// Gives an empty file an empty member. On a full disk it waits for the first delivery, as the
+/// records do, and no part of the member stays.
+fn start_empty(f: &File) -> io::Result<()> {
+    if f.metadata()?.len() == 0 && (&*f).write_all(&empty_member()).is_err() {
+        let _ = f.set_len(0);
+    }
+    Ok(())
 }
 
 /// A gzip member of no data (20 bytes).
