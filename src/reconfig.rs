@@ -41,10 +41,11 @@ pub(crate) struct Carry {
     pub missing_inputs: Vec<String>,
     /// When the run (its first pipeline) started: the summary's seconds, a forced exit's too.
     pub run_started: Option<std::time::Instant>,
-    /// The files the wildcard `tail://` inputs followed when their pipeline started: (pattern,
-    /// tag, path, file). A new match that is one of them under a new name (rotated into a name
-    /// the pattern matches) takes over where its reader was, instead of reading it again.
-    pub glob_files: Vec<(PathBuf, String, PathBuf, crate::source::checkpoint::FileId)>,
+    /// The files the wildcard `tail://` inputs followed when their pipeline started. A new
+    /// match that is one of them under a new name (rotated into a name the pattern matches)
+    /// takes over where its reader was, instead of reading it again (so does one of the files
+    /// their readers finished, `Stopped::finished`).
+    pub glob_files: Vec<GlobFile>,
     /// The file each wildcard match was when the control thread first saw it match (path ->
     /// file), kept while it matches: a new match rotated away while the rebuild for it was under
     /// way is read from its rotated name, not lost.
@@ -64,7 +65,25 @@ pub(crate) struct Carry {
     )>,
 }
 
+/// A file a wildcard `tail://` match read.
+pub(crate) struct GlobFile {
+    pub pattern: PathBuf,
+    pub tag: String,
+    /// The match's path.
+    pub path: PathBuf,
+    pub file: crate::source::checkpoint::FileId,
+    /// Its first bytes, for a file the reader finished (`len` 0 for the file at the path).
+    pub fp: crate::source::checkpoint::Fingerprint,
+    /// Read to its end and left for the next file at the path (a rotation).
+    pub finished: bool,
+}
+
 impl Carry {
+    /// Where the last reader of `input` (same tag and URI) stopped, if one did.
+    pub(crate) fn stopped_of(&self, input: &InputConfig) -> Option<&crate::source::Stopped> {
+        self.stopped.get(&carry_key(input))
+    }
+
     /// Where the reader of `input` stopped, for the next pipeline. A position replaces the
     /// one kept, and stays for later pipelines; a socket passes to the next one only.
     pub(crate) fn reader_stopped(&mut self, input: &InputConfig, stopped: crate::source::Stopped) {
@@ -72,6 +91,13 @@ impl Carry {
         kept.file_pos = stopped.file_pos.or(kept.file_pos);
         kept.followed = stopped.followed.or(kept.followed);
         kept.socket = stopped.socket;
+        for f in stopped.finished {
+            kept.finished.retain(|k| k.0 != f.0);
+            if kept.finished.len() >= crate::source::tail::FINISHED_KEPT {
+                kept.finished.remove(0);
+            }
+            kept.finished.push(f);
+        }
     }
 
     /// Where the reader of `input` resumes: where the previous pipeline's input of the same tag
@@ -98,7 +124,7 @@ impl Carry {
                 file_pos: s.file_pos.unwrap_or_default(),
                 followed: s.followed,
                 socket: s.socket.take(),
-                siblings: Vec::new(),
+                ..Default::default()
             },
             None => Default::default(),
         }

@@ -3,6 +3,7 @@
 //! and the status line.
 
 use super::*;
+use crate::reconfig::GlobFile;
 use std::sync::atomic::AtomicUsize;
 
 /// What the threads of one pipeline share besides the rings.
@@ -242,6 +243,14 @@ fn new_since_last_run(
     others_checkpointed
 }
 
+/// Whether the file at `path` begins with the bytes `fp` stands for (any file when none are
+/// known).
+fn begins_with(path: &std::path::Path, fp: crate::source::checkpoint::Fingerprint) -> bool {
+    fp.len == 0
+        || std::fs::File::open(crate::privilege::host_path(path))
+            .is_ok_and(|f| crate::source::checkpoint::Fingerprint::at(&f, fp.len as usize) == Some(fp))
+}
+
 /// Starts a reader thread per input, each resuming where the previous pipeline's reader of
 /// the same input stopped.
 pub(super) fn start_readers(
@@ -253,7 +262,7 @@ pub(super) fn start_readers(
 ) -> std::io::Result<Vec<std::thread::JoinHandle<crate::source::ReaderEnd>>> {
     let mut readers = Vec::new();
     let tags_now: Vec<&str> = cfg.inputs.iter().map(|i| i.tag.as_str()).collect();
-    let before = std::mem::take(&mut carry.glob_files);
+    let mut before = std::mem::take(&mut carry.glob_files);
     // The file each input reads now, for the wildcard matches' siblings.
     let files: Vec<Option<crate::source::checkpoint::FileId>> = cfg
         .inputs
@@ -264,6 +273,31 @@ pub(super) fn start_readers(
                 .map(|m| crate::source::checkpoint::FileId::of(&m))
         })
         .collect();
+    // Also the files the matches' readers left for the next one at their path (rotations),
+    // and the file a reader is still on when it is no longer at the path (renamed after the
+    // matches were listed, or followed until its writer reopens the path). A file can be
+    // written, rotated and read whole between two rebuilds, never at its path when one
+    // started: renamed into a matching name later, it is not new either.
+    for (r, input) in cfg.inputs.iter().enumerate() {
+        let (Some(pattern), InputUri::Tail { .. }) = (&input.glob, &input.uri) else {
+            continue;
+        };
+        let Some(s) = carry.stopped_of(input) else { continue };
+        let still_on = s
+            .followed
+            .filter(|spot| Some(spot.id) != files[r] && spot.id != Default::default())
+            .map(|spot| (spot.id, spot.fp));
+        for &(file, fp) in s.finished.iter().chain(&still_on) {
+            before.push(GlobFile {
+                pattern: pattern.clone(),
+                tag: input.tag.clone(),
+                path: input.uri.path().to_path_buf(),
+                file,
+                fp,
+                finished: true,
+            });
+        }
+    }
     for (r, io) in ios.into_iter().enumerate() {
         let mut input = cfg.inputs[r].clone();
         let file = files[r];
@@ -276,13 +310,18 @@ pub(super) fn start_readers(
             let f = file.or_else(|| {
                 before
                     .iter()
-                    .find(|(p, tag, at, _)| p == pattern && *tag == input.tag && at == path)
-                    .map(|e| e.3)
+                    .find(|g| !g.finished && g.pattern == *pattern && g.tag == input.tag && g.path == path)
+                    .map(|g| g.file)
             });
             if let Some(f) = f {
-                carry
-                    .glob_files
-                    .push((pattern.clone(), input.tag.clone(), path.to_path_buf(), f));
+                carry.glob_files.push(GlobFile {
+                    pattern: pattern.clone(),
+                    tag: input.tag.clone(),
+                    path: path.to_path_buf(),
+                    file: f,
+                    fp: Default::default(),
+                    finished: false,
+                });
             }
         }
         // A file that began to match a wildcard `tail://` after the start is new: all of it
@@ -291,24 +330,28 @@ pub(super) fn start_readers(
         // was following, renamed into a name the pattern matches (a rotation such as
         // eve.0.json -> eve.0-20261205.json): then it goes on where that reader's checkpoint
         // is (or, that reader having finished it, from its end).
+        let here = input.uri.path().to_path_buf();
         if carry.generation > 0
             && input.glob.is_some()
             && !carry.stopped.keys().any(|(tag, _)| *tag == input.tag)
             && let crate::config::InputUri::Tail { from_start, .. } = &mut input.uri
         {
-            let known = before
-                .iter()
-                .find(|(p, tag, _, id)| Some(p) == input.glob.as_ref() && *tag != input.tag && Some(*id) == file);
+            let known = before.iter().find(|g| {
+                Some(&g.pattern) == input.glob.as_ref()
+                    && g.tag != input.tag
+                    && Some(g.file) == file
+                    && begins_with(&here, g.fp)
+            });
             match known {
-                Some((_, tag, path, id)) => {
+                Some(g) => {
                     let mut theirs = crate::source::checkpoint::Checkpoint::new(
                         &shared.state_dir,
-                        tag,
+                        &g.tag,
                         r,
-                        path,
+                        &g.path,
                         Arc::clone(&shared.marks),
                     );
-                    handed = theirs.load().filter(|spot| spot.id == *id);
+                    handed = theirs.load().filter(|spot| spot.id == g.file);
                     *from_start = false;
                 }
                 None => {
@@ -353,11 +396,12 @@ pub(super) fn start_readers(
         if handed.is_some() {
             resume.followed = handed;
         }
-        if input.glob.is_some() {
+        if let Some(pattern) = &input.glob {
             resume.siblings = (0..cfg.inputs.len())
                 .filter(|&o| o != r && cfg.inputs[o].glob == input.glob)
                 .filter_map(|o| files[o])
                 .collect();
+            resume.pattern = Some(pattern.clone());
         }
         readers.push(crate::source::spawn_reader(r, input, io, setup, resume)?);
     }

@@ -389,9 +389,9 @@ fn read_input(
             let start = tail::Start {
                 from_start: true,
                 resume: resume.followed,
-                siblings: Vec::new(),
+                ..Default::default()
             };
-            stopped.followed = tail::follow(path, start, how.max_line, how.poll, router, None);
+            stopped.followed = tail::follow(path, start, how.max_line, how.poll, router, None, &mut stopped.finished);
             Ok(())
         }
         InputUri::Tail { path, from_start } => {
@@ -403,8 +403,9 @@ fn read_input(
                 from_start: *from_start,
                 resume: resume.followed,
                 siblings: std::mem::take(&mut resume.siblings),
+                pattern: resume.pattern.take(),
             };
-            stopped.followed = tail::follow(path, start, how.max_line, how.poll, router, ckpt);
+            stopped.followed = tail::follow(path, start, how.max_line, how.poll, router, ckpt, &mut stopped.finished);
             Ok(())
         }
         InputUri::Ipc {

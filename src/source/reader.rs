@@ -55,6 +55,8 @@ pub(crate) struct Resume {
     pub socket: Option<ipc::Kept>,
     /// Files the other matches of its wildcard read (`tail::Start::siblings`).
     pub siblings: Vec<super::checkpoint::FileId>,
+    /// Its wildcard (`tail::Start::pattern`).
+    pub pattern: Option<std::path::PathBuf>,
 }
 
 /// Where a reader stopped, for the next pipeline.
@@ -63,6 +65,9 @@ pub(crate) struct Stopped {
     pub file_pos: Option<FilePos>,
     pub followed: Option<Spot>,
     pub socket: Option<ipc::Kept>,
+    /// The files a `tail://` reader read to their end and left for the next file at its path
+    /// (rotations), with their first bytes, the last few, oldest first.
+    pub finished: Vec<(super::checkpoint::FileId, super::checkpoint::Fingerprint)>,
 }
 
 /// What a reader thread returns: its checkpoint (saved once everything read is written) and

@@ -66,6 +66,18 @@ fn fingerprint(f: &File, upto: u64) -> Fingerprint {
     Fingerprint::at(f, n).unwrap_or_default()
 }
 
+/// How many finished files a reader remembers (`Stopped::finished`).
+pub(crate) const FINISHED_KEPT: usize = 16;
+
+/// Remembers that the reader read file `id` (first bytes `fp`) to its end and left it.
+fn note_finished(finished: &mut Vec<(FileId, Fingerprint)>, id: FileId, fp: Fingerprint) {
+    finished.retain(|f| f.0 != id);
+    if finished.len() >= FINISHED_KEPT {
+        finished.remove(0);
+    }
+    finished.push((id, fp));
+}
+
 /// Whether the open file `f` (identity `id`) is the one `spot` is in.
 fn is_spot_file(f: &File, id: FileId, spot: &Spot) -> bool {
     id == spot.id && (spot.fp.len == 0 || Fingerprint::at(f, spot.fp.len as usize) == Some(spot.fp))
@@ -174,6 +186,32 @@ fn rotated_files(path: &Path) -> Vec<Rotated> {
         });
     }
     out
+}
+
+/// The rotated files next to `path` and, for a match of the wildcard `pattern`, the match the
+/// checkpointed file (`spot`) was renamed to, unless another match reads it (`siblings`).
+/// Renamed after the pipeline's matches were listed and before this reader opened the path
+/// (logrotate's `dateext` with `extension .json`: `eve.0.json` -> `eve.0-20261205.json`), it
+/// is neither a sibling nor named as a rotation of the path: without it the rest of the file
+/// was never read here, and the next pipeline read all of it as a new match.
+fn rotated_or_renamed(path: &Path, pattern: Option<&Path>, spot: &Spot, siblings: &[FileId]) -> Vec<Rotated> {
+    let mut files = rotated_files(path);
+    let Some(pattern) = pattern else { return files };
+    if siblings.contains(&spot.id) || files.iter().any(|r| r.id == spot.id) {
+        return files;
+    }
+    let renamed = crate::config::glob::expand(pattern).into_iter().find_map(|p| {
+        let m = std::fs::metadata(crate::privilege::host_path(&p)).ok()?;
+        let r = Rotated {
+            gz: false,
+            id: FileId::of(&m),
+            age: (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), Reverse(0)),
+            path: crate::privilege::host_path(&p).into_owned(),
+        };
+        (p != path && r.id == spot.id && r.holds(spot)).then_some(r)
+    });
+    files.extend(renamed);
+    files
 }
 
 /// The rotated files written after a file of age `age` (identity `id`, fingerprint `fp`),
@@ -367,6 +405,9 @@ pub(crate) struct Start {
     /// Files the other matches of the same wildcard read: a checkpointed file found among them
     /// was renamed into a matching name and is read by its own reader, not gone.
     pub siblings: Vec<FileId>,
+    /// The wildcard this input is a match of: a checkpointed file renamed into another name
+    /// it matches after the pipeline's matches were listed is found there.
+    pub pattern: Option<PathBuf>,
 }
 
 /// Follows `path` until the engine stops, starting as `start` says. Returns where it stopped
@@ -378,11 +419,13 @@ pub(crate) fn follow(
     poll: Duration,
     router: &mut Router,
     mut ckpt: Option<&mut Checkpoint>,
+    finished: &mut Vec<(FileId, Fingerprint)>,
 ) -> Option<Spot> {
     let Start {
         from_start,
         resume,
         siblings,
+        pattern,
     } = start;
     let mut framer = Framer::new(max_line);
     let resume = ckpt.as_deref_mut().and_then(|c| c.load()).or(resume);
@@ -441,7 +484,7 @@ pub(crate) fn follow(
         // from its start. (The current file alone was read: what the checkpointed file got
         // before a rotation while stopped was lost without a word.)
         Some(spot) if spot.fp.len == 0 => {
-            let files = rotated_files(path);
+            let files = rotated_or_renamed(path, pattern.as_deref(), &spot, &siblings);
             let renamed = files.iter().find(|r| !r.gz && r.id == spot.id && r.id != id);
             let later: Vec<&Rotated> = match (renamed, saved_time) {
                 (Some(x), _) => std::iter::once(x)
@@ -474,7 +517,7 @@ pub(crate) fn follow(
         Some(spot) => {
             // Rotated (renamed, compressed, or its inode reused) while stopped: the rest of the
             // checkpointed file, the files rotated after it, then the current file.
-            let files = rotated_files(path);
+            let files = rotated_or_renamed(path, pattern.as_deref(), &spot, &siblings);
             match files.iter().find(|r| r.holds(&spot)) {
                 Some(x) => {
                     // A copy (compressed, say) may be younger than what was rotated after the
@@ -503,6 +546,9 @@ pub(crate) fn follow(
                         framer.reset(spot.offset, spot.line);
                     } else {
                         read_rotated(x, (spot.offset, spot.line), max_line, router, &mut ckpt);
+                        if !x.gz {
+                            note_finished(finished, x.id, spot.fp);
+                        }
                         for r in later {
                             read_rotated(r, (0, 0), max_line, router, &mut ckpt);
                         }
@@ -679,6 +725,7 @@ pub(crate) fn follow(
                 for r in rotated_after(&files, id, fp, (mtime(&file), Reverse(num)), next_id) {
                     read_rotated(r, (0, 0), max_line, router, &mut ckpt);
                 }
+                note_finished(finished, id, fp);
                 file = next;
                 id = next_id;
                 framer.reset(0, 0);

@@ -857,3 +857,128 @@ fn rotated_into_a_matching_name(poll_ms: u64, new_file_after: Duration) {
         );
     }
 }
+
+/// A file can be written, rotated and read whole between two rebuilds, never at its path when
+/// a pipeline started: rotated twice (`eve.0.json` -> `eve.0.json.1`, then the next one), the
+/// middle file is read to its end by the reader of `eve.0.json`. Renamed later into a name the
+/// wildcard matches (a `dateext` rename after the compression step was skipped, say), it is
+/// not new: it was read again from its start (1,000 events written twice).
+#[test]
+fn a_file_read_whole_between_rebuilds_then_renamed_into_a_matching_name_is_not_read_again() {
+    let w = Wildcard::new(false);
+    let env = &w.env;
+    let dir = env.log("suricata");
+    w.write(0, 0, 10);
+    let mut engine = env.spawn(&["--shards", "1"]);
+    let wait = |n: usize| {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{n} events"),
+            || w.records().len() >= n,
+            || format!("{} events", w.records().len()),
+        )
+    };
+    // Followed from its end: the first events written after the start.
+    let mut k = 10;
+    wait_until(
+        Duration::from_secs(30),
+        "the file followed",
+        || {
+            w.write(0, k, k + 1);
+            k += 1;
+            !w.records().is_empty()
+        },
+        String::new,
+    );
+    assert!(k < 100, "{k} events before the file was followed");
+    std::thread::sleep(Duration::from_millis(500));
+    let first = w.records().len();
+    w.write(0, 100, 1000);
+    wait(first + 900);
+    // Two rotations to names the wildcard does not match: no rebuild.
+    std::fs::rename(dir.join("eve.0.json"), dir.join("eve.0.json.1")).unwrap();
+    w.write(0, 1000, 2000);
+    wait(first + 1900);
+    std::fs::rename(dir.join("eve.0.json"), dir.join("eve.0.json.2")).unwrap();
+    w.write(0, 2000, 2500);
+    wait(first + 2400);
+    assert_eq!(reloads_applied(env), 0, "{:?}", env.log_records());
+    // Both rotated files renamed into matching names.
+    std::fs::rename(dir.join("eve.0.json.1"), dir.join("eve.0-1.json")).unwrap();
+    std::fs::rename(dir.join("eve.0.json.2"), dir.join("eve.0-2.json")).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the pipeline rebuilt for the new matches",
+        || reloads_applied(env) >= 1,
+        || format!("{:?}", env.log_records()),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    let got = w.records();
+    let mut seen = std::collections::BTreeSet::new();
+    let twice: Vec<&(u64, u64)> = got.iter().filter(|r| !seen.insert(**r)).collect();
+    assert!(
+        twice.is_empty(),
+        "{} events written twice, first {:?}",
+        twice.len(),
+        twice.first()
+    );
+    assert_eq!(got.len(), first + 2400, "every event once");
+}
+
+/// The followed file renamed into a matching name while a rebuild drains (after the matches
+/// for the next pipeline were listed) and a new file at its path: the next pipeline's reader
+/// found its checkpointed file gone (`checkpoint_file_gone`) and read only the new file, and
+/// the pipeline after it read the renamed file whole as a new match (its first part twice).
+/// Now the reader finds the file among the wildcard's matches, goes on in it from its
+/// checkpoint, then reads the new file: every event once, no error.
+#[test]
+fn a_match_renamed_into_a_matching_name_before_its_reader_started_is_read_once() {
+    let w = Wildcard::new(false);
+    let env = &w.env;
+    env.analyzer(
+        "a.lua",
+        "function setup() end\nfunction loop(msg)\n  local t = os.clock()\n  while os.clock() - t < 0.002 do end\n  dragonfly.output_event(default_output, msg)\nend\n",
+    );
+    w.write(1, 0, 10);
+    let mut engine = env.spawn(&["--shards", "1"]);
+    let n = w.until_followed(10);
+    // A backlog of about 3 s, then a new match: its rebuild drains the backlog.
+    w.write(1, n, n + 1500);
+    w.write(2, 0, 10);
+    env.wait_for_record("reload", "draining", Duration::from_secs(30));
+    let dir = env.log("suricata");
+    std::fs::rename(dir.join("eve.1.json"), dir.join("eve.1-x.json")).unwrap();
+    w.write(1, 5000, 5100);
+    wait_until(
+        Duration::from_secs(60),
+        "the backlog, the new file and the renamed one's rebuild",
+        || reloads_applied(env) >= 2 && w.records().iter().filter(|r| r.0 == 1).count() >= 1600,
+        || format!("{} rebuilds, {} records", reloads_applied(env), w.records().len()),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    let got = w.records();
+    let mut seen = std::collections::BTreeSet::new();
+    let twice: Vec<&(u64, u64)> = got.iter().filter(|r| !seen.insert(**r)).collect();
+    assert!(
+        twice.is_empty(),
+        "{} events written twice, first {:?}",
+        twice.len(),
+        twice.first()
+    );
+    let ones: Vec<u64> = got.iter().filter(|r| r.0 == 1).map(|r| r.1).collect();
+    let want: Vec<u64> = (n as u64..n as u64 + 1500).chain(5000..5100).collect();
+    assert_eq!(
+        &ones[ones.len() - 1600..],
+        &want[..],
+        "the rest of the renamed file, then the new one"
+    );
+    assert!(
+        env.log_records_of("checkpoint_file_gone").is_empty(),
+        "{:?}",
+        env.log_records_of("checkpoint_file_gone")
+    );
+}
