@@ -527,3 +527,52 @@ pub(crate) fn still_busy() {
         }
     });
 }
+
+/// A worker thread that failed (a panic: an engine defect): its index and what the panic said.
+/// The engine exits on it (its events can no longer be written).
+pub(crate) static WORKER_FAILED: std::sync::OnceLock<(usize, String)> = std::sync::OnceLock::new();
+
+thread_local! {
+    /// What the last panic of this thread said (see [`note_panics`]).
+    static LAST_PANIC: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Keeps what each panic says for its thread (the default report to stderr still follows), so
+/// that a [`FailGuard`] can name it.
+pub(crate) fn note_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let what = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            // A panic while the cell is borrowed (none is: it is only set here) is not noted.
+            let _ = LAST_PANIC.try_with(|p| p.try_borrow_mut().map(|mut p| *p = format!("{what}{at}")));
+            previous(info);
+        }));
+    });
+}
+
+/// Held by a worker thread over the part of its life that owns its rings: dropped by a panic,
+/// it records the failure in [`WORKER_FAILED`] before the rings are (a failed worker's rings,
+/// abandoned, end the writer as a worker's end does: the engine must know why first).
+pub(crate) struct FailGuard(pub usize);
+
+impl Drop for FailGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let what = LAST_PANIC
+                .try_with(|p| p.try_borrow().map(|p| p.clone()).unwrap_or_default())
+                .unwrap_or_default();
+            let _ = WORKER_FAILED.set((self.0, if what.is_empty() { "a panic".into() } else { what }));
+        }
+    }
+}

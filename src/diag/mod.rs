@@ -65,6 +65,7 @@ kinds! {
     OutputResumed => "output_resumed", "info";
     OutputReopened => "output_reopened", "error";
     WorkerStuck => "worker_stuck", "error";
+    WorkerFailed => "worker_failed", "error";
     OutputGaveUp => "output_gave_up", "error";
     OutputStaleFiles => "output_stale_files", "error";
     OutputRepaired => "output_repaired", "error";

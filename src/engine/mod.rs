@@ -286,6 +286,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     // action; now it is a reload or a reopen once the pipeline runs, and SIGINT/SIGTERM stop it
     // as soon as it has started.
     let sig = Signals::install()?;
+    crate::counters::note_panics();
     let cfg = match load(opts) {
         Ok(c) => c,
         // A stop while config.lua was evaluated (one that loops without end, say): nothing

@@ -199,7 +199,14 @@ fn join(
     (stop, log_dir): (&std::sync::atomic::AtomicBool, &std::path::Path),
 ) {
     let mut ckpts = Vec::new();
+    let mut stop_seen = None;
     for (r, input) in readers.into_iter().zip(inputs) {
+        // A reader may wait for room in the ring of a worker stuck in a script (or failed):
+        // the stop must not wait for it for ever (SIGTERM was ignored for good).
+        while !r.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            exit_if_stuck_or_failed(shared, stop, &mut stop_seen, carry, log_dir);
+        }
         if let Ok(end) = r.join() {
             ckpts.extend(end.ckpt);
             carry.reader_stopped(input, end.stopped);
@@ -211,6 +218,8 @@ fn join(
     // The workers end this pipeline (and wait for the next one); the writer ends once all have.
     wait_for_writer(&writer, shared, stop, carry, log_dir);
     let _ = writer.handle.join();
+    // A failed worker's rings are abandoned, which ends the writer as a worker's end does.
+    exit_if_stuck_or_failed(shared, stop, &mut stop_seen, carry, log_dir);
     for mut c in ckpts {
         if let Err(e) = c.save(true) {
             crate::eprintln_safe!("dragonfly-mle: cannot save {}: {e}", c.state_path.display());
@@ -226,7 +235,7 @@ pub(super) fn forced_exit_records(
     stats: &crate::metrics::Stats,
     carry: &mut crate::reconfig::Carry,
     log_dir: &std::path::Path,
-    msg: &str,
+    (kind, fields, msg): (crate::diag::Kind, &[(&str, &str)], &str),
 ) {
     let append = |name: &str, line: &[u8]| {
         if let Err(e) = super::append_own(log_dir, name, line) {
@@ -235,7 +244,7 @@ pub(super) fn forced_exit_records(
     };
     append(
         "dragonfly-mle.log",
-        &crate::diag::log_line(&crate::diag::line(crate::diag::Kind::WorkerStuck, &[], msg)),
+        &crate::diag::log_line(&crate::diag::line(kind, fields, msg)),
     );
     append("dragonfly-mle-stats.log", &stats.line());
     carry.add_totals(stats);
@@ -278,28 +287,53 @@ fn wait_for_writer(
     carry: &mut crate::reconfig::Carry,
     log_dir: &std::path::Path,
 ) {
-    let mut stop_seen: Option<std::time::Instant> = None;
+    let mut stop_seen = None;
     while !writer.handle.is_finished() {
         match writer.done.recv_timeout(std::time::Duration::from_millis(50)) {
             // The writer has returned (its thread ends now).
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) | Ok(()) => return,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
+        exit_if_stuck_or_failed(shared, stop, &mut stop_seen, carry, log_dir);
+    }
+}
+
+/// Exits the engine with status 3 when a worker failed (`counters::WORKER_FAILED`: a panic,
+/// an engine defect; its shard's events were dropped without a word), or when a stop was
+/// asked (first seen at `stop_seen`) and a worker is stuck for good (see
+/// [`wait_for_writer`]).
+fn exit_if_stuck_or_failed(
+    shared: &Shared,
+    stop: &std::sync::atomic::AtomicBool,
+    stop_seen: &mut Option<std::time::Instant>,
+    carry: &mut crate::reconfig::Carry,
+    log_dir: &std::path::Path,
+) {
+    let (kind, worker, msg) = if let Some((w, failed)) = crate::counters::WORKER_FAILED.get() {
+        let msg = format!(
+            "worker {w} failed: {failed} (an engine defect: please report it); exiting: events not yet written are lost for this run and read again by the next (exit status {EXIT_LOSSES})"
+        );
+        (crate::diag::Kind::WorkerFailed, *w, msg)
+    } else {
         if !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            continue;
+            return;
         }
         let since = *stop_seen.get_or_insert_with(std::time::Instant::now);
         let stuck = shared.stats.stuck_workers();
-        if let Some((k, secs)) = stuck.iter().find(|(_, secs)| *secs >= STUCK_EXIT_SECS)
-            && since.elapsed() >= STUCK_STOP_WAIT
-        {
-            let msg = format!(
-                "worker {k} has been stuck in a script for {secs} s (a loop() that does not return, or a state near its memory limit collecting on every event?); exiting without it: events not yet written are lost for this run and read again by the next (exit status {EXIT_LOSSES})"
-            );
-            crate::eprintln_safe!("dragonfly-mle: {msg}");
-            forced_exit_records(&shared.stats, carry, log_dir, &msg);
-            crate::lua::managed::stop();
-            std::process::exit(i32::from(EXIT_LOSSES));
+        let Some((k, secs)) = stuck.iter().find(|(_, secs)| *secs >= STUCK_EXIT_SECS) else {
+            return;
+        };
+        if since.elapsed() < STUCK_STOP_WAIT {
+            return;
         }
-    }
+        let msg = format!(
+            "worker {k} has been stuck in a script for {secs} s (a loop() that does not return, or a state near its memory limit collecting on every event?); exiting without it: events not yet written are lost for this run and read again by the next (exit status {EXIT_LOSSES})"
+        );
+        (crate::diag::Kind::WorkerStuck, *k, msg)
+    };
+    crate::eprintln_safe!("dragonfly-mle: {msg}");
+    let worker = worker.to_string();
+    forced_exit_records(&shared.stats, carry, log_dir, (kind, &[("worker", &worker)], &msg));
+    crate::lua::managed::stop();
+    std::process::exit(i32::from(EXIT_LOSSES));
 }

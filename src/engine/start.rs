@@ -173,7 +173,12 @@ pub(super) fn start_workers(
                         super::EXIT_LOSSES
                     );
                     crate::eprintln_safe!("dragonfly-mle: {msg}");
-                    super::pipeline::forced_exit_records(stats, carry, &cfg.log_dir, &msg);
+                    super::pipeline::forced_exit_records(
+                        stats,
+                        carry,
+                        &cfg.log_dir,
+                        (crate::diag::Kind::WorkerStuck, &[], &msg),
+                    );
                     crate::lua::managed::stop();
                     std::process::exit(i32::from(super::EXIT_LOSSES));
                 }

@@ -70,11 +70,26 @@ unsafe extern "C-unwind" fn status_index(l: *mut lua_State) -> c_int {
     }
 }
 
+/// How deep replies nest in the tables made of them: deeper elements are nil (a RESP3 map or
+/// attribute nested thousands deep recursed without end, past the Lua stack).
+const MAX_REPLY_DEPTH: usize = 64;
+
 /// Pushes a reply as lua-hiredis did.
 unsafe fn push_reply(l: *mut lua_State, v: &Value, depth: usize, errors: &mut u64) {
-    // SAFETY: the caller owns `l`.
+    // SAFETY: the caller owns `l` and left room for one value. Each level below takes two
+    // slots (its table and the element being set) of the four checked here, and there are at
+    // most MAX_REPLY_DEPTH levels, far below LuaJIT's 8,000 slots per C call: the check fails
+    // only past those, and then the reply is cut here as it is at the depth limit.
     unsafe {
-        ffi::lua_checkstack(l, 4);
+        let room = ffi::lua_checkstack(l, 4) != 0;
+        let nested = matches!(
+            v,
+            Value::Array(_) | Value::Set(_) | Value::Push { .. } | Value::Map(_) | Value::Attribute { .. }
+        );
+        if nested && (depth >= MAX_REPLY_DEPTH || !room) {
+            ffi::lua_pushnil(l);
+            return;
+        }
         match v {
             Value::Nil => {
                 ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_NIL);
@@ -94,11 +109,7 @@ unsafe fn push_reply(l: *mut lua_State, v: &Value, depth: usize, errors: &mut u6
             Value::Array(items) | Value::Set(items) | Value::Push { data: items, .. } => {
                 ffi::lua_createtable(l, items.len() as c_int, 0);
                 for (i, it) in items.iter().enumerate() {
-                    if depth < 64 {
-                        push_reply(l, it, depth + 1, errors);
-                    } else {
-                        ffi::lua_pushnil(l);
-                    }
+                    push_reply(l, it, depth + 1, errors);
                     ffi::lua_rawseti_(l, -2, (i + 1) as c_int);
                 }
             }
@@ -935,5 +946,52 @@ pub(crate) unsafe fn install(l: *mut lua_State) {
         ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, reg::HIREDIS_STATUS);
         ffi::lua_setfield(l, m, c"status".as_ptr());
         super::ffi_util::register(l, m, c"hiredis");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply nested far deeper than the limit, through RESP3 maps and attributes as well as
+    /// arrays, is cut at the limit: one value pushed, tables `MAX_REPLY_DEPTH` deep. (Maps and
+    /// attributes recursed without a limit, past the Lua stack.)
+    #[test]
+    fn deeply_nested_replies_are_cut_at_the_limit() {
+        for kind in 0..3 {
+            let mut v = Value::Int(7);
+            for i in 0..5_000 {
+                v = match (kind + i) % 3 {
+                    0 => Value::Array(vec![v]),
+                    1 => Value::Map(vec![(v, Value::Int(1))]),
+                    _ => Value::Attribute {
+                        data: Box::new(Value::Array(vec![v])),
+                        attributes: Vec::new(),
+                    },
+                };
+            }
+            // SAFETY: a fresh state of this thread, closed at the end; the stack is read with
+            // LuaJIT's own functions.
+            let depth = unsafe {
+                let l = ffi::luaL_newstate();
+                assert!(!l.is_null());
+                let mut errors = 0;
+                push_reply(l, &v, 0, &mut errors);
+                assert_eq!(ffi::lua_gettop(l), 1);
+                let mut depth = 0;
+                while ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+                    depth += 1;
+                    ffi::lua_rawgeti(l, -1, 1);
+                }
+                ffi::lua_close(l);
+                depth
+            };
+            assert!(
+                (MAX_REPLY_DEPTH / 2..=MAX_REPLY_DEPTH).contains(&depth),
+                "{depth} tables deep"
+            );
+            // The value is dropped level by level (a recursive drop of 5,000 levels is fine).
+            drop(v);
+        }
     }
 }

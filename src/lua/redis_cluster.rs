@@ -150,7 +150,9 @@ fn redirect(v: &RedisResult<Value>) -> Option<(bool, u16, Addr)> {
         _ => return None,
     };
     let mut parts = detail.split_whitespace();
-    let slot = parts.next()?.parse().ok()?;
+    // A slot past the last one (a broken node or proxy) is no redirection: the reply goes to
+    // the script as the error it is (it indexed past the slot table: a panic).
+    let slot = parts.next()?.parse().ok().filter(|&s: &u16| usize::from(s) < SLOTS)?;
     let (host, port) = parts.next()?.rsplit_once(':')?;
     Some((ask, slot, (host.to_string(), port.parse().ok()?)))
 }
@@ -945,6 +947,17 @@ fn slot_map(v: &Value, from: &Addr) -> Vec<Option<Addr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redirect_to_a_slot_past_the_last_is_no_redirect() {
+        let moved = |text: &str| redirect(&Ok(error_reply(text)));
+        let to = ("127.0.0.1".to_string(), 7000);
+        assert_eq!(moved("MOVED 16383 127.0.0.1:7000"), Some((false, 16383, to.clone())));
+        assert_eq!(moved("ASK 0 127.0.0.1:7000"), Some((true, 0, to)));
+        assert_eq!(moved("MOVED 16384 127.0.0.1:7000"), None);
+        assert_eq!(moved("MOVED 20000 127.0.0.1:7000"), None);
+        assert_eq!(moved("MOVED 70000 127.0.0.1:7000"), None);
+    }
 
     #[test]
     fn slots_as_redis_computes_them() {

@@ -131,6 +131,23 @@ fn send(c: &mut WorkerCtx, io: &mut WorkerIo, slot: usize) {
     }
 }
 
+/// Fault injection for tests, in debug builds only: `DFM_FAULT_WORKER_PANIC=N` makes a worker
+/// panic once it has handled N events (an engine defect, as the tests of its handling need).
+#[cfg(debug_assertions)]
+fn injected_panic(events: u64) {
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| {
+        std::env::var("DFM_FAULT_WORKER_PANIC")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(at) = at
+        && events >= *at
+    {
+        panic!("injected fault after {events} events (DFM_FAULT_WORKER_PANIC)");
+    }
+}
+
 fn send_all(c: &mut WorkerCtx, io: &mut WorkerIo) {
     for slot in 0..c.outs.len() {
         send(c, io, slot);
@@ -276,6 +293,9 @@ pub(crate) fn run(
     c.run_setup_calls();
     c.settle_gc();
     let (mut spec, mut io, mut stats) = (spec, io, stats);
+    // Dropped before the rings by a panic (declared after them): the engine learns of the
+    // failure before the writer sees the rings abandoned.
+    let _failed = crate::counters::FailGuard(spec.index);
     loop {
         run_pipeline(&mut c, &spec, &mut io, &stats);
         // The writer sees this pipeline's end once the rings are dropped.
@@ -371,6 +391,8 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
                 let me = &stats.workers[spec.index];
                 me.begin_batch(stats.now_ms());
                 let counts = c.process_batch(input as u32, &batch.data, &mut batch.events, window);
+                #[cfg(debug_assertions)]
+                injected_panic(c.counters.events);
                 me.end_batch();
                 let _ = io.inputs[input].1.push(batch);
                 let s = &stats.inputs[input];

@@ -288,6 +288,13 @@ impl Router {
                     if !waited {
                         waited = true;
                         self.my_stats().ring_full.fetch_add(1, Relaxed);
+                        // The worker publishes how many batches wait for it between two of its
+                        // own batches; one stuck in a script does not: its rings are full at
+                        // least (`/metrics`, and `/health`'s stalled rings).
+                        if let Some(w) = self.stats.workers.get(shard) {
+                            w.ring_batches
+                                .fetch_max(self.io.to_workers[shard].buffer().capacity() as u64, Relaxed);
+                        }
                     }
                     let ring = &self.io.to_workers[shard];
                     if ring.is_abandoned() {

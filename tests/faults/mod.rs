@@ -459,6 +459,12 @@ fn a_script_looping_on_redis_commands_is_reported_and_does_not_block_the_stop() 
 /// waits up to `reported_within` for `worker_stuck`, checks `/health` answers 503 naming the
 /// worker, stops the engine with SIGTERM and checks it exits with status 3 saying why.
 fn stop_a_stuck_script(stuck: &str, reported_within: Duration) -> (Env, RunOutput) {
+    let (env, out, _) = stop_a_stuck_script_among(stuck, reported_within, 20);
+    (env, out)
+}
+
+/// `stop_a_stuck_script` with `events` events in the input; also returns the `/health` body.
+fn stop_a_stuck_script_among(stuck: &str, reported_within: Duration, events: usize) -> (Env, RunOutput, String) {
     let env = Env::simple(
         "file://in.json",
         &format!(
@@ -467,7 +473,7 @@ fn stop_a_stuck_script(stuck: &str, reported_within: Duration) -> (Env, RunOutpu
         "",
         "",
     );
-    let lines: Vec<String> = (0..20).map(event).collect();
+    let lines: Vec<String> = (0..events).map(event).collect();
     env.write_log("in.json", &join_lines(&lines));
     let (mut engine, addr, _run) = spawn_watched(&env);
     env.wait_for_record("worker_stuck", "", reported_within);
@@ -478,7 +484,50 @@ fn stop_a_stuck_script(stuck: &str, reported_within: Duration) -> (Env, RunOutpu
     let out = engine.wait(Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(out.stderr.contains("stuck in a script"), "{}", out.stderr);
-    (env, out)
+    (env, out, body)
+}
+
+/// The same with more events than the rings hold: the reader waits for room in the stuck
+/// worker's ring, and the stop waited for the reader for ever (SIGTERM and SIGINT were
+/// ignored, only SIGKILL ended the engine). `/health` names the stalled rings too (the stuck
+/// worker never published its full rings: 0 batches waiting), and the last `worker_stuck`
+/// record names the worker.
+#[test]
+fn a_stuck_script_with_its_reader_waiting_for_room_does_not_block_the_stop() {
+    let (env, _out, body) = stop_a_stuck_script_among("while true do end", Duration::from_secs(40), 20_000);
+    assert!(body.contains("worker 0: rings stalled"), "{body}");
+    let stuck = env.log_records_of("worker_stuck");
+    assert!(
+        stuck
+            .iter()
+            .any(|r| r["worker"] == "0" && r["message"].as_str().unwrap_or("").contains("exiting without it")),
+        "{stuck:?}"
+    );
+}
+
+/// A worker thread that fails (a panic, an engine defect; injected in debug builds) dropped its
+/// shard's events without a word (its rings abandoned) while the engine went on. The engine
+/// now exits at once with status 3, saying why (`worker_failed`), with a last stats line and
+/// the summary.
+#[test]
+fn a_failed_worker_ends_the_engine_with_status_3() {
+    let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
+    let lines: Vec<String> = (0..3000).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let mut cmd = env.command(&["--shards", "1"]);
+    cmd.env("DFM_FAULT_WORKER_PANIC", "1000");
+    let out = run_in(cmd, env.dir.path(), "run");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let failed = env.log_records_of("worker_failed");
+    assert!(
+        failed
+            .iter()
+            .any(|r| r["worker"] == "0" && r["message"].as_str().unwrap_or("").contains("injected fault")),
+        "{:?}",
+        env.log_records()
+    );
+    assert!(out.summary().written < 3000, "{out:?}");
+    assert_eq!(env.stats_records().len(), 2, "the first stats line and the last one");
 }
 
 /// A reload (SIGHUP) whose new script's `setup()` never returns is a stuck worker: reported
