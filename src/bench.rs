@@ -334,6 +334,7 @@ pub fn writer_only(path: &std::path::Path) -> std::io::Result<(u64, f64)> {
         inputs: 1,
         stats: Arc::clone(&stats),
         diag: diag_rx,
+        diag_closed: Arc::default(),
         rotate: Arc::new(AtomicBool::new(false)),
         stats_interval: std::time::Duration::from_secs(3600),
         marks: Arc::new(vec![AtomicU64::new(0)]),

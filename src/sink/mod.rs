@@ -710,6 +710,7 @@ pub(crate) struct Writer {
     merge: merge::Merge,
     stats: Arc<Stats>,
     diag: Receiver<Vec<u8>>,
+    diag_closed: Arc<std::sync::Mutex<bool>>,
     rotate: Arc<AtomicBool>,
     stats_interval: Duration,
     /// Published after each flush: per input, the events below this sequence number are
@@ -755,6 +756,10 @@ pub(crate) struct WriterParts {
     pub stats: Arc<Stats>,
     /// `{log}` records of the readers and the engine.
     pub diag: Receiver<Vec<u8>>,
+    /// Set, under its lock, once the writer has taken the last record of `diag`: a record
+    /// sent later would be dropped with the channel, so its sender writes it to the file
+    /// itself (see `engine::append_record`).
+    pub diag_closed: Arc<std::sync::Mutex<bool>>,
     /// Set by SIGUSR1.
     pub rotate: Arc<AtomicBool>,
     pub stats_interval: Duration,
@@ -773,6 +778,7 @@ impl Writer {
             inputs,
             stats,
             diag,
+            diag_closed,
             rotate,
             stats_interval,
             marks,
@@ -788,6 +794,7 @@ impl Writer {
             links,
             merge,
             diag,
+            diag_closed,
             rotate,
             stats_interval,
             lat: stats.histograms.then(|| {
@@ -1100,7 +1107,12 @@ impl Writer {
                 // A last look: workers may have pushed between our pop and their exit.
                 self.receive();
                 self.emit_ordered(true);
-                self.drain_diag();
+                {
+                    let closed = Arc::clone(&self.diag_closed);
+                    let mut closed = closed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    self.drain_diag();
+                    *closed = true;
+                }
                 self.out.line_limits_due(true);
                 break;
             }
