@@ -10,7 +10,7 @@
 //! nothing is written twice.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -79,6 +79,46 @@ pub(crate) struct GlobFile {
 }
 
 impl Carry {
+    /// Forgets the wildcard `tail://` matches the configuration `cfg` no longer has whose file is
+    /// gone (deleted, as logrotate's `rotate N` does): their checkpoints (one state file per
+    /// rotated match, kept for good) are removed, and what was kept of their readers. A match
+    /// whose file is still somewhere (renamed, compressed) keeps its checkpoint: it may match
+    /// again or be handed over.
+    pub(crate) fn forget_gone_matches(
+        &mut self,
+        cfg: &Config,
+        state_dir: &Path,
+        marks: &crate::source::checkpoint::Watermarks,
+    ) {
+        let tags: std::collections::HashSet<&str> = cfg.inputs.iter().map(|i| i.tag.as_str()).collect();
+        let patterns: Vec<&PathBuf> = cfg.inputs.iter().filter_map(|i| i.glob.as_ref()).collect();
+        let gone: Vec<(String, InputUri)> = self
+            .stopped
+            .keys()
+            .filter(|(tag, uri)| {
+                let InputUri::Tail { path, .. } = uri else { return false };
+                !tags.contains(tag.as_str())
+                    && patterns
+                        .iter()
+                        .any(|p| p.parent() == path.parent() && crate::config::glob::name_matches(p, path))
+            })
+            .cloned()
+            .collect();
+        for (tag, uri) in gone {
+            let path = uri.path();
+            let mut ckpt =
+                crate::source::checkpoint::Checkpoint::new(state_dir, &tag, 0, path, std::sync::Arc::clone(marks));
+            match ckpt.load() {
+                Some(spot) if crate::source::tail::spot_file_exists(path, &spot) => continue,
+                Some(_) => {
+                    let _ = std::fs::remove_file(crate::privilege::host_path(&ckpt.state_path));
+                }
+                None => {}
+            }
+            self.stopped.remove(&(tag, uri));
+        }
+    }
+
     /// Where the last reader of `input` (same tag and URI) stopped, if one did.
     pub(crate) fn stopped_of(&self, input: &InputConfig) -> Option<&crate::source::Stopped> {
         self.stopped.get(&carry_key(input))

@@ -21,6 +21,8 @@ pub(super) struct Shared {
     pub opened: Arc<AtomicUsize>,
     /// Where checkpoints live.
     pub state_dir: PathBuf,
+    /// Set once the writer has taken its last `{log}` record (`WriterParts::diag_closed`).
+    pub diag_closed: Arc<std::sync::Mutex<bool>>,
 }
 
 impl Shared {
@@ -33,6 +35,7 @@ impl Shared {
             rebuilding: Arc::new(AtomicBool::new(false)),
             opened: Arc::new(AtomicUsize::new(0)),
             state_dir,
+            diag_closed: Arc::default(),
         }
     }
 }
@@ -61,6 +64,7 @@ pub(super) fn start_writer(
         inputs: plan.inputs,
         stats: Arc::clone(&shared.stats),
         diag,
+        diag_closed: Arc::clone(&shared.diag_closed),
         rotate: Arc::clone(&sig.rotate),
         stats_interval: cfg.stats_interval,
         marks: Arc::clone(&shared.marks),
@@ -267,6 +271,9 @@ pub(super) fn start_readers(
 ) -> std::io::Result<Vec<std::thread::JoinHandle<crate::source::ReaderEnd>>> {
     let mut readers = Vec::new();
     let tags_now: Vec<&str> = cfg.inputs.iter().map(|i| i.tag.as_str()).collect();
+    if carry.generation > 0 {
+        carry.forget_gone_matches(cfg, &shared.state_dir, &shared.marks);
+    }
     let mut before = std::mem::take(&mut carry.glob_files);
     // The file each input reads now, for the wildcard matches' siblings.
     let files: Vec<Option<crate::source::checkpoint::FileId>> = cfg

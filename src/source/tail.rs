@@ -188,6 +188,18 @@ fn rotated_files(path: &Path) -> Vec<Rotated> {
     out
 }
 
+/// Whether the file a checkpoint of `path` is in (`spot`) is still somewhere: under any name in
+/// the directory of `path`, or as a compressed rotation of it.
+pub(crate) fn spot_file_exists(path: &Path, spot: &Spot) -> bool {
+    let host = crate::privilege::host_path(path);
+    let dir = match host.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let same = |e: std::fs::DirEntry| e.metadata().is_ok_and(|m| FileId::of(&m) == spot.id);
+    std::fs::read_dir(&dir).is_ok_and(|rd| rd.flatten().any(same)) || rotated_files(path).iter().any(|r| r.holds(spot))
+}
+
 /// The rotated files next to `path` and, for a match of the wildcard `pattern`, the match the
 /// checkpointed file (`spot`) was renamed to, unless another match reads it (`siblings`).
 /// Renamed after the pipeline's matches were listed and before this reader opened the path

@@ -982,3 +982,59 @@ fn a_match_renamed_into_a_matching_name_before_its_reader_started_is_read_once()
         env.log_records_of("checkpoint_file_gone")
     );
 }
+
+/// Each match of a wildcard `tail://` has its checkpoint file; a match whose file was deleted
+/// (logrotate's `rotate N` with `dateext` names the pattern matches) kept its checkpoint file
+/// for good: one more file in the run directory per rotation, for the engine's life and
+/// after. Now it is removed at the rebuild that drops the match. A match renamed to a name the
+/// pattern does not match keeps its checkpoint (its file is still there).
+#[test]
+fn a_deleted_matchs_checkpoint_is_removed() {
+    let w = Wildcard::new(false);
+    let env = &w.env;
+    let dir = env.log("suricata");
+    let run = env.dir.path().join("run");
+    for f in 1..=3 {
+        w.write(f, 0, 10);
+    }
+    let mut engine = env.spawn(&["--shards", "1", "--run-dir", run.to_str().unwrap()]);
+    w.until_followed(10);
+    for f in 2..=3 {
+        w.write(f, 100, 110);
+    }
+    let checkpoints = || {
+        std::fs::read_dir(&run)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.starts_with("tail-") && name.ends_with(".json")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "a checkpoint per match",
+        || checkpoints() == 3 && (2..=3).all(|f| w.records().iter().any(|r| r.0 == f)),
+        || format!("{} checkpoints, {} records", checkpoints(), w.records().len()),
+    );
+    std::fs::remove_file(dir.join("eve.2.json")).unwrap();
+    std::fs::rename(dir.join("eve.3.json"), dir.join("eve.3.old")).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the rebuild without the two",
+        || reloads_applied(env) >= 1,
+        || format!("{:?}", env.log_records()),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the deleted match's checkpoint removed",
+        || checkpoints() == 2,
+        || format!("{} checkpoints", checkpoints()),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    assert_eq!(checkpoints(), 2, "eve.1.json's and the renamed eve.3.json's");
+}
