@@ -6,8 +6,9 @@
 //! and the analyzers it reaches, each script in its own LuaJIT state on that worker
 //! ([`lua`]); events reach Lua as lazy tables over their original bytes. The writer
 //! ([`sink`]) merges the workers' records back into input order and writes the outputs.
-//! [`config`] turns `config.lua` into a validated configuration; [`metrics`] keeps counters
-//! and the stats line, latency histograms and the HTTP endpoint; [`privilege`] drops root;
+//! [`config`] turns `config.lua` into a validated configuration; [`counters`] keeps what every
+//! stage counts and the latency histograms, [`metrics`] the stats line and the HTTP endpoint;
+//! [`privilege`] drops root;
 //! [`engine`] wires it all together; [`reconfig`] decides what a reload does.
 
 //!

@@ -305,7 +305,7 @@ pub struct Stats {
     pub pipeline_started: std::time::Instant,
 }
 
-fn sum(v: impl Iterator<Item = u64>) -> u64 {
+pub(crate) fn sum(v: impl Iterator<Item = u64>) -> u64 {
     v.sum()
 }
 

@@ -4,8 +4,9 @@
 use super::*;
 use anyhow::Context;
 
-/// The control thread: on SIGHUP, reads every script once and publishes the texts for the
-/// workers to reload (see `shard::worker::Reload`). Ends when the readers are done.
+/// What the control thread (`start::start_control`) does on a reload request (SIGHUP,
+/// `--watch`): reads every script once and publishes the texts for the workers to reload (see
+/// `lua::worker::Reload`), or hands a changed configuration to the next pipeline.
 pub(super) fn reload_request(
     why: &str,
     opts: &Options,

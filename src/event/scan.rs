@@ -379,10 +379,10 @@ pub(crate) fn unescape(raw: &[u8], out: &mut Vec<u8>) {
             b'b' => out.push(8),
             b'f' => out.push(12),
             b'u' => {
-                let mut cp = hex4(raw, i);
+                let mut cp = hex4(raw, i).unwrap_or(0xFFFD);
                 i += 4;
                 if (0xD800..0xDC00).contains(&cp) && raw.get(i) == Some(&b'\\') && raw.get(i + 1) == Some(&b'u') {
-                    let lo = hex4(raw, i + 2);
+                    let lo = hex4(raw, i + 2).unwrap_or(0xFFFD);
                     if (0xDC00..0xE000).contains(&lo) {
                         cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                         i += 6;
@@ -397,18 +397,15 @@ pub(crate) fn unescape(raw: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-fn hex4(raw: &[u8], i: usize) -> u32 {
-    let mut v = 0u32;
-    for k in 0..4 {
-        let d = match raw.get(i + k) {
-            Some(c @ b'0'..=b'9') => c - b'0',
-            Some(c @ b'a'..=b'f') => c - b'a' + 10,
-            Some(c @ b'A'..=b'F') => c - b'A' + 10,
-            _ => return 0xFFFD,
-        };
-        v = v * 16 + d as u32;
+/// The value of the four hex digits at `at` (None when they are not four hex digits): a
+/// `\uXXXX` escape's. One for the validator, the scanner and the lenient decoder.
+#[inline]
+pub(crate) fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    let mut v = 0;
+    for &c in b.get(at..at + 4)? {
+        v = v << 4 | (c as char).to_digit(16)?;
     }
-    v
+    Some(v)
 }
 
 /// Parses a JSON number as a Lua number (a double). Integers are exact up to 2^53.

@@ -13,7 +13,7 @@
 
 use super::KeyBloom;
 use super::flow_key::{LineError, RouteParser};
-use super::scan::Member;
+use super::scan::{Member, hex4};
 
 /// A reusable validator: its stack of open objects and arrays and its key lists are kept
 /// between lines, so a line allocates nothing once warm.
@@ -590,14 +590,6 @@ fn escape(b: &[u8], j: usize) -> Option<usize> {
         }
         _ => None,
     }
-}
-
-fn hex4(b: &[u8], at: usize) -> Option<u32> {
-    let mut v = 0;
-    for &c in b.get(at..at + 4)? {
-        v = v << 4 | (c as char).to_digit(16)?;
-    }
-    Some(v)
 }
 
 /// The UTF-8 sequence starting with the byte >= 0x80 at `j`: the position after it (the

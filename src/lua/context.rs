@@ -461,7 +461,8 @@ impl WorkerCtx {
     /// Retunes the GC of every script state (see `script::tune_gc`); called once per batch.
     pub fn tune_gc(&self) {
         for s in self.filters.iter().chain(&self.analyzers) {
-            super::state::tune_gc(s.l, self.state_settings.gc_pause, self.state_settings.memory_limit);
+            // SAFETY: the worker's own states (they never leave it), between calls.
+            unsafe { super::state::tune_gc(s.l, self.state_settings.gc_pause, self.state_settings.memory_limit) };
         }
     }
 

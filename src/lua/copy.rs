@@ -121,9 +121,12 @@ impl Seen {
         if self.from.is_empty() {
             return;
         }
-        // SAFETY: `to` belongs to this thread; the caller left room for two pushes.
+        // SAFETY: `to` belongs to this thread; three slots are checked (`lua_checkstack`, which
+        // does not raise: this runs inside `c_entry`).
         unsafe {
-            ffi::luaL_checkstack(to, 3, c"copy".as_ptr());
+            if ffi::lua_checkstack(to, 3) == 0 {
+                return;
+            }
             push_seen_table(to);
             for pos in 1..=self.from.len() as c_int {
                 ffi::lua_pushnil(to);
@@ -151,7 +154,9 @@ pub(super) unsafe fn copy_value(
         // is made on a thread of the same state (a stack of its own), then moved over.
         // SAFETY: `from` belongs to this thread and `idx` is absolute, below the new thread.
         unsafe {
-            ffi::luaL_checkstack(from, 2, c"copy".as_ptr());
+            if ffi::lua_checkstack(from, 2) == 0 {
+                return Err(CopyError::TooDeep);
+            }
             let t = ffi::lua_newthread(from);
             let anchor = ffi::lua_gettop(from);
             let r = copy_value(from, idx, t, depth, cache);
@@ -196,11 +201,15 @@ unsafe fn copy_inner(
     unsafe {
         let ty = ffi::lua_type(from, idx);
         // Each nesting level holds a few slots on both stacks; scalars need only the one.
-        if ty == ffi::LUA_TTABLE {
-            ffi::luaL_checkstack(to, 6, c"copy".as_ptr());
-            ffi::luaL_checkstack(from, 6, c"copy".as_ptr());
-        } else if depth == 0 {
-            ffi::luaL_checkstack(to, 2, c"copy".as_ptr());
+        // `lua_checkstack`, which does not raise (this runs inside `c_entry`): past LuaJIT's
+        // slots per C call the value is too deep to pass.
+        let room = if ty == ffi::LUA_TTABLE {
+            ffi::lua_checkstack(to, 6) != 0 && ffi::lua_checkstack(from, 6) != 0
+        } else {
+            depth > 0 || ffi::lua_checkstack(to, 2) != 0
+        };
+        if !room {
+            return Err(CopyError::TooDeep);
         }
         match ty {
             ffi::LUA_TNIL => ffi::lua_pushnil(to),
@@ -212,8 +221,9 @@ unsafe fn copy_inner(
             ffi::LUA_TTABLE if proxy::is_tomb(from, idx) => proxy::push_mt(to),
             ffi::LUA_TTABLE | ffi::LUA_TFUNCTION if seen.find(from, idx, to) => {}
             ffi::LUA_TFUNCTION if ffi::lua_iscfunction(from, idx) == 0 => {
-                ffi::luaL_checkstack(to, 6, c"copy".as_ptr());
-                ffi::luaL_checkstack(from, 3, c"copy".as_ptr());
+                if ffi::lua_checkstack(to, 6) == 0 || ffi::lua_checkstack(from, 3) == 0 {
+                    return Err(CopyError::TooDeep);
+                }
                 let mut code: Vec<u8> = Vec::new();
                 ffi::lua_pushvalue(from, idx);
                 let dumped = ffi::lua_dump(from, super::ffi_util::dump_to_vec, (&raw mut code).cast(), 0);

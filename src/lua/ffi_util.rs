@@ -185,7 +185,11 @@ const LUAJIT_MODE_ON: c_int = 0x0100;
 /// Turns the JIT compiler of the state `l` (whose memory `m` is) off when the state is within
 /// [`JIT_RESERVE`] of its limit, and on again once it has twice that room; called before
 /// script code runs. Compiled code already there keeps running; no new trace is recorded.
-pub(crate) fn guard_jit(l: *mut lua_State, m: &StateMemory) {
+///
+/// # Safety
+///
+/// `l` is a live state of this thread, not running (called between calls).
+pub(crate) unsafe fn guard_jit(l: *mut lua_State, m: &StateMemory) {
     let used = m.used.get();
     let off = m.jit_off.get();
     let turn = if off {
@@ -195,8 +199,8 @@ pub(crate) fn guard_jit(l: *mut lua_State, m: &StateMemory) {
     };
     if turn {
         let mode = LUAJIT_MODE_ENGINE | if off { LUAJIT_MODE_ON } else { LUAJIT_MODE_OFF };
-        // SAFETY: `l` is a state of this thread, not running (called between calls); setting
-        // the engine mode allocates nothing.
+        // SAFETY: the caller's contract: `l` is a live state of this thread, not running;
+        // setting the engine mode allocates nothing.
         unsafe { luaJIT_setmode(l, 0, mode) };
         m.jit_off.set(!off);
     }

@@ -18,6 +18,13 @@ pub(crate) use crate::primitives::json::{write_str, write_str_bytes};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodeError(pub String);
 
+/// No room on the Lua stack for one more level (past LuaJIT's slots per C call). Checked with
+/// `lua_checkstack`, which does not raise: encoding runs inside `c_entry`, where a Lua error
+/// would unwind through `catch_unwind` (`luaL_checkstack` raised it).
+fn no_room() -> EncodeError {
+    EncodeError("Cannot serialise, no room on the Lua stack (excessive nesting)".into())
+}
+
 impl From<proxy::Tampered> for EncodeError {
     fn from(t: proxy::Tampered) -> Self {
         EncodeError(t.to_string())
@@ -278,7 +285,9 @@ impl Encoder {
         // SAFETY: the caller owns `l`.
         let r = unsafe {
             let idx = abs_index(l, idx);
-            ffi::luaL_checkstack(l, 8, c"json encode".as_ptr());
+            if ffi::lua_checkstack(l, 8) == 0 {
+                return Err(no_room());
+            }
             self.value(l, idx, out, 0)
         };
         self.cache = None;
@@ -311,7 +320,9 @@ impl Encoder {
                             depth + 1
                         )));
                     }
-                    ffi::luaL_checkstack(l, 8, c"json encode".as_ptr());
+                    if ffi::lua_checkstack(l, 8) == 0 {
+                        return Err(no_room());
+                    }
                     if proxy::is_proxy(l, idx) {
                         self.proxy(l, idx, out, depth)?
                     } else {
@@ -676,7 +687,9 @@ impl Encoder {
                     depth + 1
                 )));
             }
-            ffi::luaL_checkstack(l, 8, c"json encode".as_ptr());
+            if ffi::lua_checkstack(l, 8) == 0 {
+                return Err(no_room());
+            }
             let n = ffi::lua_objlen(l, v);
             let mut count = 0usize;
             ffi::lua_pushnil(l);

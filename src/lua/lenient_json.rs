@@ -238,7 +238,7 @@ impl Parser<'_> {
     }
 
     fn hex4(&self, at: usize) -> Option<u32> {
-        (0..4).try_fold(0u32, |v, i| Some(v << 4 | (self.peek(at + i) as char).to_digit(16)?))
+        crate::event::scan::hex4(self.s, at)
     }
 
     fn number(&mut self) -> Tok {

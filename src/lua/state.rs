@@ -171,8 +171,13 @@ const LIMIT_ROOM_PART: i64 = 8;
 /// the prelude's `collectgarbage` ignores "stop".) Near the state's memory `limit` (bytes),
 /// the pause is lowered so that a cycle starts before the heap reaches the limit less an
 /// eighth of it, whatever the setting: garbage is then collected before an allocation fails.
-pub(super) fn tune_gc(l: *mut lua_State, min_pause: u16, limit: usize) {
-    // SAFETY: `l` is a state of this thread; these calls only read or set GC parameters.
+///
+/// # Safety
+///
+/// `l` is a live state of this thread.
+pub(super) unsafe fn tune_gc(l: *mut lua_State, min_pause: u16, limit: usize) {
+    // SAFETY: the caller's contract (`l` is a live state of this thread); these calls only
+    // read or set GC parameters.
     unsafe {
         let kb = ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0).max(64);
         let mut pause = ((kb + GC_HEADROOM_KB) as i64 * 100 / kb as i64).clamp(i64::from(min_pause), 10_000);

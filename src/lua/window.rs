@@ -434,7 +434,8 @@ impl WorkerCtx {
         self.cur_script = (role, i);
         let Some(s) = self.script_mut(role, i) else { return };
         s.calls += 1;
-        super::ffi_util::guard_jit(s.l, &s.mem);
+        // SAFETY: the worker's own state, between calls.
+        unsafe { super::ffi_util::guard_jit(s.l, &s.mem) };
         let (l, calls, on_error) = (s.l, s.calls, s.on_error);
         if role == Role::Analyzer && crate::counters::tap::active() {
             self.tap_value(l, i);
@@ -493,7 +494,8 @@ impl WorkerCtx {
             return self.call_loop(role, i);
         }
         s.calls += 1;
-        super::ffi_util::guard_jit(l, &s.mem);
+        // SAFETY: the worker's own state, between calls.
+        unsafe { super::ffi_util::guard_jit(l, &s.mem) };
         let calls = s.calls;
         self.cur_script = (role, i);
         // SAFETY: the state belongs to this thread, `dispatch` and `loop` are on its stack;

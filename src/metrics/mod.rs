@@ -13,10 +13,6 @@ pub(crate) use crate::counters::*;
 use crate::diag as events;
 use crate::primitives::clock::utc_now;
 
-fn sum(v: impl Iterator<Item = u64>) -> u64 {
-    v.sum()
-}
-
 impl Stats {
     /// The stats line: the original's `time` + `operations`, extended per input, analyzer and
     /// output.

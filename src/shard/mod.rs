@@ -1,7 +1,7 @@
 //! The lock-free plumbing between threads: bounded SPSC rings (rtrb) carrying batches of
 //! events from each reader to each worker and batches of output records from each worker to
 //! the writer, with a return ring beside each so that batch buffers are recycled, not
-//! reallocated. Also the CPU pinning plan.
+//! reallocated. (The CPU pinning plan is `engine::plan`, over `primitives::pin`.)
 
 pub(crate) use crate::event::batch::InBatch;
 pub(crate) use crate::primitives::backoff::Backoff;

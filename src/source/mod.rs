@@ -122,7 +122,7 @@ impl Router {
     }
 
     /// Reports a problem with a line to `{log}` and stderr, rate-limited per kind (see
-    /// `metrics::limit`).
+    /// `diag::limit`).
     pub(crate) fn report(&self, kind: crate::diag::Kind, line_no: u64, offset: u64, len: usize, msg: &str) {
         use crate::primitives::json::write_str;
         let mut ended = None;
