@@ -99,6 +99,23 @@ impl WorkerCtx {
         let r = unsafe { self.enc.encode_cached(l, idx, &mut b.data, Some(&mut self.cache)) };
         match r {
             Ok(()) => {
+                // One record may not take the event's records past the limit either (checked
+                // before it was encoded, a single record of 300 MiB went through).
+                let len = self.outs[i].data.len() - start;
+                let before = if self.cur.seq == self.held_seq {
+                    self.held_event_bytes
+                } else {
+                    0
+                };
+                if before + len > MAX_EVENT_RECORD_BYTES {
+                    self.outs[i].data.truncate(start);
+                    return Err(EncodeError(format!(
+                        "this event's records reach {} MiB with this one ({} bytes), the most one \
+                         event may write: a loop() writing without end?",
+                        MAX_EVENT_RECORD_BYTES >> 20,
+                        len
+                    )));
+                }
                 self.end_record(output, start);
                 Ok(())
             }

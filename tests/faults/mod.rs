@@ -642,6 +642,38 @@ fn a_loop_writing_without_end_gets_an_error_not_unbounded_memory() {
     assert!(text.starts_with(b"{\"n\":0}\n"));
 }
 
+/// One record alone past the 256 MiB an event may write is refused too (the limit was checked
+/// before the record was encoded: a 300 MiB record went through, and only the next call
+/// failed).
+#[test]
+fn one_record_past_the_events_limit_is_an_error() {
+    let env = Env::simple(
+        "file://in.json",
+        "function setup() end\nfunction loop(msg)\n  if msg.n == 1 then\n    local ok, err = pcall(dragonfly.output_event, default_output, {s = string.rep(\"x\", 300 * 2^20)})\n    dragonfly.output_event(default_output, {ok = ok, err = tostring(err)})\n  end\n  dragonfly.output_event(default_output, msg)\nend\n",
+        "",
+        "",
+    );
+    env.write_log("in.json", b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
+    let out = env.run(&[]);
+    assert_eq!(out.summary().script_errors, 0, "caught by pcall: {out:?}");
+    let lines = env.lines("out.json");
+    assert_eq!(
+        lines.len(),
+        4,
+        "no 300 MiB record: {:?}",
+        lines.iter().map(|l| l.len()).collect::<Vec<_>>()
+    );
+    let report: serde_json::Value = serde_json::from_slice(&lines[1]).unwrap();
+    assert_eq!(report["ok"], false, "{report}");
+    assert!(
+        report["err"]
+            .as_str()
+            .unwrap_or("")
+            .contains("this event's records reach 256 MiB"),
+        "{report}"
+    );
+}
+
 /// The engine's own log cannot be written (a full disk, made by a file size limit the small
 /// output stays under): the run's reports it gave up are counted as lost, said on stderr (past
 /// its limit of copied reports, the only place left) and the exit status is 3. It was 0, with
