@@ -557,6 +557,21 @@ fn a_wildcard_file_input_reads_every_match() {
 /// A root reading `tail://DIR/eve.*.json` (no `<`, 20 ms polls) into the pass-through
 /// analyzer, whose files hold `{"event_type":"flow","file":F,"n":N}` events; `appending`: the
 /// output is appended to (a restart adds to it).
+/// A pass-through analyzer taking 2 ms per event (a backlog for a drain to wait on).
+const SLOW_PASS: &str = "function setup() end\nfunction loop(msg)\n  local t = os.clock()\n  while os.clock() - t < 0.002 do end\n  dragonfly.output_event(default_output, msg)\nend\n";
+
+/// No (file, n) record written twice.
+fn assert_none_twice(got: &[(u64, u64)]) {
+    let mut seen = std::collections::BTreeSet::new();
+    let twice: Vec<&(u64, u64)> = got.iter().filter(|r| !seen.insert(**r)).collect();
+    assert!(
+        twice.is_empty(),
+        "{} events written twice, first {:?}",
+        twice.len(),
+        twice.first()
+    );
+}
+
 struct Wildcard {
     env: Env,
 }
@@ -576,6 +591,20 @@ impl Wildcard {
         env.filter("filter.lua", FILTER_TO_DEFAULT);
         env.analyzer("a.lua", ANALYZER_PASS);
         Wildcard { env }
+    }
+
+    /// With an analyzer taking 2 ms per event, follows `eve.1.json`, gives it a backlog of about
+    /// 3 s, then makes `eve.2.json` (`second` events): returns once the rebuild for that new
+    /// match drains the backlog, with the engine and the first `n` of the backlog.
+    fn drain_under_way(&self, second: usize) -> (Running, usize) {
+        self.env.analyzer("a.lua", SLOW_PASS);
+        self.write(1, 0, 10);
+        let engine = self.env.spawn(&["--shards", "1"]);
+        let n = self.until_followed(10);
+        self.write(1, n, n + 1500);
+        self.write(2, 0, second);
+        self.env.wait_for_record("reload", "draining", Duration::from_secs(30));
+        (engine, n)
     }
 
     /// Appends events `from..to` to `eve.<file>.json`.
@@ -653,17 +682,7 @@ fn a_wildcard_tail_reads_a_new_file_from_its_start() {
 fn a_new_match_rotated_during_its_rebuild_is_read_from_its_rotated_name() {
     let w = Wildcard::new(false);
     let env = &w.env;
-    env.analyzer(
-        "a.lua",
-        "function setup() end\nfunction loop(msg)\n  local t = os.clock()\n  while os.clock() - t < 0.002 do end\n  dragonfly.output_event(default_output, msg)\nend\n",
-    );
-    w.write(1, 0, 10);
-    let mut engine = env.spawn(&["--shards", "1"]);
-    let n = w.until_followed(10);
-    // A backlog of about 3 s for the drain, then the new match.
-    w.write(1, n, n + 1500);
-    w.write(2, 0, 100);
-    env.wait_for_record("reload", "draining", Duration::from_secs(30));
+    let (mut engine, _) = w.drain_under_way(100);
     let dir = env.log("suricata");
     std::fs::rename(dir.join("eve.2.json"), dir.join("eve.2.json.1")).unwrap();
     w.write(2, 100, 150);
@@ -692,10 +711,7 @@ fn a_new_match_rotated_during_its_rebuild_is_read_from_its_rotated_name() {
 fn matches_renamed_during_a_rebuild_are_not_read_again() {
     let w = Wildcard::new(false);
     let env = &w.env;
-    env.analyzer(
-        "a.lua",
-        "function setup() end\nfunction loop(msg)\n  local t = os.clock()\n  while os.clock() - t < 0.002 do end\n  dragonfly.output_event(default_output, msg)\nend\n",
-    );
+    env.analyzer("a.lua", SLOW_PASS);
     for f in 1..=3 {
         w.write(f, 0, 10);
     }
@@ -732,14 +748,7 @@ fn matches_renamed_during_a_rebuild_are_not_read_again() {
     engine.signal(libc::SIGTERM);
     engine.wait(RUN_TIMEOUT).assert_success();
     let got = w.records();
-    let mut seen = std::collections::BTreeSet::new();
-    let twice: Vec<&(u64, u64)> = got.iter().filter(|r| !seen.insert(**r)).collect();
-    assert!(
-        twice.is_empty(),
-        "{} events written twice, first {:?}",
-        twice.len(),
-        twice.first()
-    );
+    assert_none_twice(&got);
 }
 
 /// A file that began to match while the engine was stopped (a Suricata thread's new
@@ -916,14 +925,7 @@ fn a_file_read_whole_between_rebuilds_then_renamed_into_a_matching_name_is_not_r
     engine.signal(libc::SIGTERM);
     engine.wait(RUN_TIMEOUT).assert_success();
     let got = w.records();
-    let mut seen = std::collections::BTreeSet::new();
-    let twice: Vec<&(u64, u64)> = got.iter().filter(|r| !seen.insert(**r)).collect();
-    assert!(
-        twice.is_empty(),
-        "{} events written twice, first {:?}",
-        twice.len(),
-        twice.first()
-    );
+    assert_none_twice(&got);
     assert_eq!(got.len(), first + 2400, "every event once");
 }
 
@@ -937,17 +939,7 @@ fn a_file_read_whole_between_rebuilds_then_renamed_into_a_matching_name_is_not_r
 fn a_match_renamed_into_a_matching_name_before_its_reader_started_is_read_once() {
     let w = Wildcard::new(false);
     let env = &w.env;
-    env.analyzer(
-        "a.lua",
-        "function setup() end\nfunction loop(msg)\n  local t = os.clock()\n  while os.clock() - t < 0.002 do end\n  dragonfly.output_event(default_output, msg)\nend\n",
-    );
-    w.write(1, 0, 10);
-    let mut engine = env.spawn(&["--shards", "1"]);
-    let n = w.until_followed(10);
-    // A backlog of about 3 s, then a new match: its rebuild drains the backlog.
-    w.write(1, n, n + 1500);
-    w.write(2, 0, 10);
-    env.wait_for_record("reload", "draining", Duration::from_secs(30));
+    let (mut engine, n) = w.drain_under_way(10);
     let dir = env.log("suricata");
     std::fs::rename(dir.join("eve.1.json"), dir.join("eve.1-x.json")).unwrap();
     w.write(1, 5000, 5100);
@@ -961,14 +953,7 @@ fn a_match_renamed_into_a_matching_name_before_its_reader_started_is_read_once()
     engine.signal(libc::SIGTERM);
     engine.wait(RUN_TIMEOUT).assert_success();
     let got = w.records();
-    let mut seen = std::collections::BTreeSet::new();
-    let twice: Vec<&(u64, u64)> = got.iter().filter(|r| !seen.insert(**r)).collect();
-    assert!(
-        twice.is_empty(),
-        "{} events written twice, first {:?}",
-        twice.len(),
-        twice.first()
-    );
+    assert_none_twice(&got);
     let ones: Vec<u64> = got.iter().filter(|r| r.0 == 1).map(|r| r.1).collect();
     let want: Vec<u64> = (n as u64..n as u64 + 1500).chain(5000..5100).collect();
     assert_eq!(
