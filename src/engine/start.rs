@@ -348,22 +348,35 @@ pub(super) fn start_readers(
             && !carry.stopped.keys().any(|(tag, _)| *tag == input.tag)
             && let crate::config::InputUri::Tail { from_start, .. } = &mut input.uri
         {
-            let known = before.iter().find(|g| {
+            // Which reader had this file, and where its checkpoint is in it (none: that reader
+            // finished it). A checkpoint in another file that had the same inode (deleted, its
+            // inode given to a new file: 2 runs in 7 of a dateext audit read a rotated file
+            // twice) is not this file's: the next reader that had it is looked at.
+            let mut known = None;
+            for g in before.iter().filter(|g| {
                 Some(&g.pattern) == input.glob.as_ref()
                     && g.tag != input.tag
                     && Some(g.file) == file
                     && begins_with(&here, g.fp)
-            });
+            }) {
+                let mut theirs = crate::source::checkpoint::Checkpoint::new(
+                    &shared.state_dir,
+                    &g.tag,
+                    r,
+                    &g.path,
+                    Arc::clone(&shared.marks),
+                );
+                match theirs.load().filter(|spot| spot.id == g.file) {
+                    Some(spot) if !begins_with(&here, spot.fp) => continue,
+                    spot => {
+                        known = Some(spot);
+                        break;
+                    }
+                }
+            }
             match known {
-                Some(g) => {
-                    let mut theirs = crate::source::checkpoint::Checkpoint::new(
-                        &shared.state_dir,
-                        &g.tag,
-                        r,
-                        &g.path,
-                        Arc::clone(&shared.marks),
-                    );
-                    handed = theirs.load().filter(|spot| spot.id == g.file);
+                Some(spot) => {
+                    handed = spot;
                     *from_start = false;
                 }
                 None => {

@@ -196,7 +196,12 @@ pub(crate) fn spot_file_exists(path: &Path, spot: &Spot) -> bool {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let same = |e: std::fs::DirEntry| e.metadata().is_ok_and(|m| FileId::of(&m) == spot.id);
+    // The same inode with other first bytes is another file (the inode given again).
+    let same = |e: std::fs::DirEntry| {
+        e.metadata().is_ok_and(|m| FileId::of(&m) == spot.id)
+            && (spot.fp.len == 0
+                || File::open(e.path()).is_ok_and(|f| Fingerprint::at(&f, spot.fp.len as usize) == Some(spot.fp)))
+    };
     std::fs::read_dir(&dir).is_ok_and(|rd| rd.flatten().any(same)) || rotated_files(path).iter().any(|r| r.holds(spot))
 }
 
@@ -461,6 +466,11 @@ pub(crate) fn follow(
             Ok(f) => {
                 router.set_missing(false);
                 break f;
+            }
+            // A wildcard's match deleted after the matches were listed (logrotate's `rotate N`
+            // on `dateext` names): the next look at the pattern drops it. Nothing is missing.
+            Err(e) if pattern.is_some() && e.kind() == std::io::ErrorKind::NotFound => {
+                std::thread::sleep(poll);
             }
             Err(e) => {
                 router.set_missing(true);
