@@ -203,18 +203,23 @@ impl LineSink for Paced<'_> {
     }
 }
 
-/// The `timestamp` member of an EVE line, in µs since the epoch (UTC when it has no zone).
+/// The top-level `timestamp` member of an EVE line, in µs since the epoch (UTC when it has no
+/// zone). (The first `"timestamp"` anywhere in the line was taken, a nested object's too.)
 fn timestamp_micros(line: &[u8]) -> Option<i64> {
-    let at = memchr::memmem::find(line, b"\"timestamp\"")? + 11;
-    let rest = &line[at..];
-    let q = rest.iter().position(|&b| b == b'"')?;
-    if rest[..q].iter().any(|&b| !matches!(b, b' ' | b'\t' | b':')) {
-        return None;
+    use crate::event::scan;
+    let start = line.iter().position(|b| !b.is_ascii_whitespace())?;
+    let mut at = scan::first_member(line, start);
+    while let Some(i) = at {
+        let (m, next) = scan::next_member(line, i)?;
+        if !m.key_escaped && &line[m.key_start as usize..m.key_end as usize] == b"timestamp" {
+            let value = &line[m.val_start as usize..m.val_end as usize];
+            let text = value.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+            let t = crate::event::timestamp::parse(text)?;
+            return Some(t.epoch_secs(t.offset.unwrap_or(0)) * 1_000_000 + i64::from(t.nanos / 1000));
+        }
+        at = next;
     }
-    let text = &rest[q + 1..];
-    let end = text.iter().position(|&b| b == b'"')?;
-    let t = crate::event::timestamp::parse(&text[..end])?;
-    Some(t.epoch_secs(t.offset.unwrap_or(0)) * 1_000_000 + i64::from(t.nanos / 1000))
+    None
 }
 
 #[cfg(test)]
@@ -233,5 +238,10 @@ mod tests {
         assert_eq!(t(r#"{"event_type":"dns"}"#), None);
         assert_eq!(t(r#"{"timestamp":12}"#), None);
         assert_eq!(t(r#"{"x":{"timestamp":"bad"}}"#), None);
+        // The top level's, not a nested object's that comes first.
+        assert_eq!(
+            t(r#"{"flow":{"timestamp":"2020-01-01T00:00:00+0000"},"timestamp":"2024-03-01T12:00:00.123456+0000"}"#),
+            Some(1_709_294_400_123_456)
+        );
     }
 }
