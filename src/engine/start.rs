@@ -252,14 +252,6 @@ fn new_since_last_run(
     others_checkpointed
 }
 
-/// Whether the file at `path` begins with the bytes `fp` stands for (any file when none are
-/// known).
-fn begins_with(path: &std::path::Path, fp: crate::source::checkpoint::Fingerprint) -> bool {
-    fp.len == 0
-        || std::fs::File::open(crate::privilege::host_path(path))
-            .is_ok_and(|f| crate::source::checkpoint::Fingerprint::at(&f, fp.len as usize) == Some(fp))
-}
-
 /// Starts a reader thread per input, each resuming where the previous pipeline's reader of
 /// the same input stopped.
 pub(super) fn start_readers(
@@ -342,7 +334,7 @@ pub(super) fn start_readers(
         // was following, renamed into a name the pattern matches (a rotation such as
         // eve.0.json -> eve.0-20261205.json): then it goes on where that reader's checkpoint
         // is (or, that reader having finished it, from its end).
-        let here = input.uri.path().to_path_buf();
+        let here = crate::privilege::host_path(input.uri.path()).into_owned();
         if carry.generation > 0
             && input.glob.is_some()
             && !carry.stopped.keys().any(|(tag, _)| *tag == input.tag)
@@ -357,7 +349,7 @@ pub(super) fn start_readers(
                 Some(&g.pattern) == input.glob.as_ref()
                     && g.tag != input.tag
                     && Some(g.file) == file
-                    && begins_with(&here, g.fp)
+                    && g.fp.begins(&here)
             }) {
                 let mut theirs = crate::source::checkpoint::Checkpoint::new(
                     &shared.state_dir,
@@ -367,7 +359,7 @@ pub(super) fn start_readers(
                     Arc::clone(&shared.marks),
                 );
                 match theirs.load().filter(|spot| spot.id == g.file) {
-                    Some(spot) if !begins_with(&here, spot.fp) => continue,
+                    Some(spot) if !spot.fp.begins(&here) => continue,
                     spot => {
                         known = Some(spot);
                         break;

@@ -60,6 +60,12 @@ impl Fingerprint {
         Some(Fingerprint::of(&buf))
     }
 
+    /// Whether the file at `host` (a path on the host: see `privilege::host_path`) begins with
+    /// the bytes this fingerprint stands for (any file when none are known).
+    pub(crate) fn begins(&self, host: &Path) -> bool {
+        self.len == 0 || std::fs::File::open(host).is_ok_and(|f| Fingerprint::at(&f, self.len as usize) == Some(*self))
+    }
+
     /// The fingerprint of the first `len` bytes of an open file (None when it is shorter).
     pub(crate) fn at(f: &std::fs::File, len: usize) -> Option<Fingerprint> {
         use std::os::unix::fs::FileExt;

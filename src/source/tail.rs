@@ -197,11 +197,8 @@ pub(crate) fn spot_file_exists(path: &Path, spot: &Spot) -> bool {
         _ => PathBuf::from("."),
     };
     // The same inode with other first bytes is another file (the inode given again).
-    let same = |e: std::fs::DirEntry| {
-        e.metadata().is_ok_and(|m| FileId::of(&m) == spot.id)
-            && (spot.fp.len == 0
-                || File::open(e.path()).is_ok_and(|f| Fingerprint::at(&f, spot.fp.len as usize) == Some(spot.fp)))
-    };
+    let same =
+        |e: std::fs::DirEntry| e.metadata().is_ok_and(|m| FileId::of(&m) == spot.id) && spot.fp.begins(&e.path());
     std::fs::read_dir(&dir).is_ok_and(|rd| rd.flatten().any(same)) || rotated_files(path).iter().any(|r| r.holds(spot))
 }
 
