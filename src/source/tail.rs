@@ -185,6 +185,21 @@ fn rotated_files(path: &Path) -> Vec<Rotated> {
             age: (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), Reverse(num)),
         });
     }
+    // A compressed file whose plain twin is still there is being written (`gzip` removes the
+    // plain file once the compressed one is whole): only the plain one counts. (Taken for the
+    // file a checkpoint is in, the half-written copy ended in a `read_error`, and the rest of
+    // the file was skipped.)
+    let plain: Vec<Vec<u8>> = out
+        .iter()
+        .filter(|r| !r.gz)
+        .map(|r| r.path.as_os_str().as_encoded_bytes().to_vec())
+        .collect();
+    out.retain(|r| {
+        !r.gz
+            || !plain
+                .iter()
+                .any(|p| r.path.as_os_str().as_encoded_bytes().strip_suffix(b".gz") == Some(p.as_slice()))
+    });
     out
 }
 
@@ -265,18 +280,6 @@ fn copies_since(path: &Path, id: FileId, fp: Fingerprint, at: u64) -> Option<(Ro
         return None;
     }
     let mut files: Vec<Rotated> = rotated_files(path).into_iter().filter(|r| r.id != id).collect();
-    // A compressed file whose plain twin is still there (being compressed): the plain one.
-    let plain: Vec<Vec<u8>> = files
-        .iter()
-        .filter(|r| !r.gz)
-        .map(|r| r.path.as_os_str().as_encoded_bytes().to_vec())
-        .collect();
-    files.retain(|r| {
-        !r.gz
-            || !plain
-                .iter()
-                .any(|p| r.path.as_os_str().as_encoded_bytes().strip_suffix(b".gz") == Some(p.as_slice()))
-    });
     files.sort_by_key(|r| r.age);
     let len = |r: &Rotated| std::fs::metadata(&r.path).map_or(0, |m| m.len());
     let k = files
@@ -784,6 +787,28 @@ pub(crate) fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A compressed copy whose plain twin is still there is being written: only the plain
+    /// file is listed (the half-written copy, listed first by the directory, was taken for
+    /// the file a checkpoint is in: a `read_error`, and the rest of the file skipped). A copy
+    /// without a plain twin is listed.
+    #[test]
+    fn a_compressed_copy_being_written_is_not_listed_beside_its_plain_twin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eve.json");
+        std::fs::write(&path, b"{\"now\":1}\n").unwrap();
+        for name in ["eve.json.1", "eve.json-2", "eve.json_3"] {
+            std::fs::write(dir.path().join(name), b"{\"a\":1}\n").unwrap();
+            std::fs::write(dir.path().join(format!("{name}.gz")), [0x1f, 0x8b, 8]).unwrap();
+        }
+        std::fs::write(dir.path().join("eve.json.4.gz"), [0x1f, 0x8b, 8]).unwrap();
+        let mut names: Vec<_> = rotated_files(&path)
+            .iter()
+            .map(|r| r.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["eve.json-2", "eve.json.1", "eve.json.4.gz", "eve.json_3"]);
+    }
 
     /// The copies read after truncations: the one the rest of the followed file is in (it
     /// goes on where reading stopped: a line starts there and data follows; a checkpoint

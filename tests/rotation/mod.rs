@@ -96,6 +96,41 @@ fn a_compressed_rotation_and_a_reused_inode_are_not_confused() {
     assert_each_once(&env, 27_000);
 }
 
+/// While stopped: the file grows and is rotated, and its compressed twin is half written
+/// (`gzip` still at work: it removes the plain file once the copy is whole). The rest of the
+/// file comes from the plain file: the half-written copy, when taken for it, ended in a
+/// `read_error` and the rest of the file was lost.
+#[test]
+fn a_compressed_twin_still_being_written_is_not_read_for_its_plain_file() {
+    for name in ["in.json.1", "in.json-1", "in.json_1"] {
+        let (env, run) = tail_env(20);
+        env.write_log("in.json", &numbered_lines(0, 10_000));
+        let mut engine = env.spawn(&["--run-dir", &run]);
+        stop_after(&env, &mut engine, 10_000);
+        env.append_log("in.json", &numbered_lines(10_000, 15_000));
+        // The copy's name made first: listed before the plain file where a directory lists
+        // its names in the order they were made (ext4 with few files).
+        let twin = env.log(&format!("{name}.gz"));
+        let whole = gzip(&std::fs::read(env.log("in.json")).unwrap());
+        std::fs::write(&twin, &whole[..whole.len() * 3 / 4]).unwrap();
+        std::fs::rename(env.log("in.json"), env.log(name)).unwrap();
+        // As `gzip` does, the copy has the file's modification time.
+        let mtime = std::fs::metadata(env.log(name)).unwrap().modified().unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&twin)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        env.write_log("in.json", &numbered_lines(15_000, 20_000));
+        let mut engine = env.spawn(&["--run-dir", &run]);
+        stop_after(&env, &mut engine, 20_000);
+        assert_each_once(&env, 20_000);
+        let errors = env.log_records_of("read_error");
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+    }
+}
+
 /// After lines 0..10,000 were read: 3,000 more, then in.json -> in.json.1 and a new file of
 /// 4,000, then .1 -> .2, in.json -> .1, and a new file of 3,000 (lines up to 20,000).
 fn rotate_twice(env: &Env) {
