@@ -26,6 +26,20 @@ pub(crate) fn helper_user() -> Option<UserIds> {
     TARGET.get().copied().filter(|_| root)
 }
 
+/// Gives a regular file of root's, made by this process before the privilege drop, to the
+/// user it drops to: after the drop that user writes on in it (a reload's new pipeline, a
+/// Parquet index appended to, the next run). Nothing once dropped, or when no drop was asked;
+/// devices and other owners' files are left as they are, and a file system that cannot change
+/// owners changes nothing.
+pub(crate) fn give_to_target(f: &std::fs::File) {
+    use std::os::unix::fs::MetadataExt;
+    if let Some(u) = helper_user()
+        && f.metadata().is_ok_and(|m| m.is_file() && m.uid() == 0)
+    {
+        let _ = std::os::unix::fs::fchown(f, Some(u.uid), Some(u.gid));
+    }
+}
+
 /// Whether the process has chrooted (`-c`).
 pub(crate) fn chrooted() -> bool {
     CHROOT.get().is_some()

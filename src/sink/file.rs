@@ -235,16 +235,9 @@ pub(super) fn open_file(path: &std::path::Path, truncate: bool) -> io::Result<Fi
             }
         }
     }
-    // Opened as root before dropping to `--user`/`-p`: a regular file of root's (one this
-    // engine made, typically) is given to that user, so that a reload's new pipeline (after
-    // the drop) can open it again. Devices (`/dev/null`) and files of other owners are left
-    // as they are, and a file system that cannot change owners changes nothing.
-    if let Some(u) = crate::privilege::helper_user() {
-        use std::os::unix::fs::MetadataExt;
-        if meta.is_file() && meta.uid() == 0 {
-            let _ = std::os::unix::fs::fchown(&f, Some(u.uid), Some(u.gid));
-        }
-    }
+    // Opened as root before dropping to `--user`/`-p`: a reload's new pipeline (after the
+    // drop) opens it again.
+    crate::privilege::give_to_target(&f);
     Ok(f)
 }
 

@@ -1398,6 +1398,52 @@ fn a_parquet_directory_the_dropped_user_cannot_write_is_refused() {
     }
 }
 
+/// A Parquet output of a `--user` run that ends within milliseconds: its files were made
+/// before the privilege drop, as root, and the next run, as the user, could not append its
+/// line to the index (`Permission denied`). Every file is now the user's, and a second run
+/// indexes its file too.
+#[test]
+fn a_short_runs_parquet_files_belong_to_the_user_it_drops_to() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test checks a privilege drop and must run as root"
+    );
+    let env = Env::new();
+    let pq = env.dir.path().join("pq");
+    env.config(&simple_config("file://in.json", "", "").replace(
+        "uri = \"file://out.json<\"",
+        &format!("uri = \"parquet://{}/ev\"", pq.display()),
+    ));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer("a.lua", ANALYZER_PASS);
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for p in [env.dir.path(), env.root.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    env.write_log("in.json", b"{\"event_type\":\"x\"}\n");
+    for k in 1..=3 {
+        let out = env.run(&["--user", "nobody"]);
+        out.assert_success();
+        assert_eq!(out.summary().output_errors, 0, "run {k}: {}", out.stderr);
+        let files: Vec<(String, u32)> = std::fs::read_dir(&pq)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().unwrap().uid(),
+                )
+            })
+            .collect();
+        let roots: Vec<&(String, u32)> = files.iter().filter(|(_, uid)| *uid != 65534).collect();
+        assert!(roots.is_empty(), "run {k}: files not the user's: {roots:?}");
+        let index = std::fs::read_to_string(pq.join("ev.index.jsonl")).unwrap_or_default();
+        assert_eq!(index.lines().count(), k, "run {k}: {index}\n{:?}", env.log_records());
+    }
+}
+
 /// A Parquet output in a directory the engine makes, with `--user nobody -c`: the directory is
 /// given to the user (the engine made it as root: every publish failed with "Permission
 /// denied") and the files are written under the new root (the sink kept its pre-chroot path:

@@ -473,6 +473,7 @@ impl ParquetSink {
         line.push('\n');
         let jsonl = self.here().join(format!("{}.index.jsonl", self.prefix));
         let mut idx = OpenOptions::new().create(true).append(true).open(&jsonl)?;
+        crate::privilege::give_to_target(&idx);
         idx.write_all(line.as_bytes())?;
         idx.sync_data()?;
         File::open(self.here())?.sync_all()
@@ -494,6 +495,9 @@ impl ParquetSink {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(io::Error::new(e.kind(), format!("creating {}: {e}", tmp.display()))),
             };
+            // Made before a privilege drop (a run that ends within milliseconds): the user
+            // of `--user` owns it, as the files made after.
+            crate::privilege::give_to_target(&file);
             let writer = SerializedFileWriter::new(file, self.schema.clone(), self.props.clone())
                 .map_err(|e| parquet_err("starting", &tmp, e))?;
             self.generation += 1;
@@ -749,6 +753,7 @@ fn add_row(rows: &mut Rows, cur: &mut Option<Current>, line: &[u8], f: Fields<'_
 
 fn write_atomic(path: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut f = File::create(tmp)?;
+    crate::privilege::give_to_target(&f);
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
