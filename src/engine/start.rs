@@ -244,12 +244,45 @@ fn new_since_last_run(
             return false;
         }
         match load(o) {
-            Some(spot) if spot.id == file => return false,
+            // (The same inode with other first bytes is another file: the inode given again.)
+            Some(spot) if spot.id == file && spot.fp.begins(&crate::privilege::host_path(input.uri.path())) => {
+                return false;
+            }
             Some(_) => others_checkpointed = true,
             None => {}
         }
     }
     others_checkpointed
+}
+
+/// For a new match of a wildcard `tail://` input (its `pattern` and `tag`, reading `file`, at
+/// `here` on the host): which reader of the previous pipeline had that file (`before`) and where its
+/// checkpoint (`load`) is in it. `Some(None)`: that reader finished it; `None`: no reader had
+/// it, the file is new. A checkpoint in another file that had the same inode (deleted, its
+/// inode given to a new file: 2 runs in 7 of a dateext audit read a rotated file twice) is not
+/// this file's, and a match only listed with this inode, without a checkpoint in it, says
+/// nothing (its file deleted, its checkpoint removed with it and the inode given to this file:
+/// taken for "finished", the new file was followed from its end, a whole rotated file of 520
+/// events lost without a word in a dateext audit): the next reader that had it is looked at.
+fn reader_that_had(
+    before: &[GlobFile],
+    (pattern, tag): (Option<&std::path::PathBuf>, &str),
+    file: Option<crate::source::checkpoint::FileId>,
+    here: &std::path::Path,
+    load: impl Fn(&GlobFile) -> Option<crate::source::checkpoint::Spot>,
+) -> Option<Option<crate::source::checkpoint::Spot>> {
+    for g in before
+        .iter()
+        .filter(|g| Some(&g.pattern) == pattern && g.tag != tag && Some(g.file) == file && g.fp.begins(here))
+    {
+        match load(g).filter(|spot| spot.id == g.file) {
+            Some(spot) if !spot.fp.begins(here) => continue,
+            Some(spot) => return Some(Some(spot)),
+            None if g.finished => return Some(None),
+            None => continue,
+        }
+    }
+    None
 }
 
 /// Starts a reader thread per input, each resuming where the previous pipeline's reader of
@@ -340,32 +373,16 @@ pub(super) fn start_readers(
             && !carry.stopped.keys().any(|(tag, _)| *tag == input.tag)
             && let crate::config::InputUri::Tail { from_start, .. } = &mut input.uri
         {
-            // Which reader had this file, and where its checkpoint is in it (none: that reader
-            // finished it). A checkpoint in another file that had the same inode (deleted, its
-            // inode given to a new file: 2 runs in 7 of a dateext audit read a rotated file
-            // twice) is not this file's: the next reader that had it is looked at.
-            let mut known = None;
-            for g in before.iter().filter(|g| {
-                Some(&g.pattern) == input.glob.as_ref()
-                    && g.tag != input.tag
-                    && Some(g.file) == file
-                    && g.fp.begins(&here)
-            }) {
-                let mut theirs = crate::source::checkpoint::Checkpoint::new(
+            let known = reader_that_had(&before, (input.glob.as_ref(), &input.tag), file, &here, |g| {
+                crate::source::checkpoint::Checkpoint::new(
                     &shared.state_dir,
                     &g.tag,
                     r,
                     &g.path,
                     Arc::clone(&shared.marks),
-                );
-                match theirs.load().filter(|spot| spot.id == g.file) {
-                    Some(spot) if !spot.fp.begins(&here) => continue,
-                    spot => {
-                        known = Some(spot);
-                        break;
-                    }
-                }
-            }
+                )
+                .load()
+            });
             match known {
                 Some(spot) => {
                     handed = spot;
@@ -475,4 +492,76 @@ pub(super) fn status_line(
         })
         .collect();
     crate::metrics::status::StatusLine::start(Arc::clone(stats), sized)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::checkpoint::{FileId, Fingerprint, Spot};
+
+    /// Which reader had a new wildcard match's file: one with a checkpoint in it, one that
+    /// finished it, or none. A match only listed with the file's inode, with no checkpoint in
+    /// it (its file deleted and its checkpoint removed, the inode given to this file), is not
+    /// one: that file was followed from its end, what it held lost.
+    #[test]
+    fn the_reader_that_had_a_new_matchs_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = dir.path().join("eve.3.json");
+        std::fs::write(&here, b"{\"b\":1}\n{\"b\":2}\n").unwrap();
+        let file = FileId::of(&std::fs::metadata(&here).unwrap());
+        let fp = Fingerprint::of(b"{\"b\":1}\n");
+        let pattern = dir.path().join("eve.*.json");
+        let listed = |finished: bool, fp: Fingerprint| GlobFile {
+            pattern: pattern.clone(),
+            tag: "eve-2".into(),
+            path: dir.path().join("eve.2.json"),
+            file,
+            fp,
+            finished,
+        };
+        let spot = |fp: Fingerprint| Spot {
+            id: file,
+            fp,
+            offset: 8,
+            line: 1,
+        };
+        let had = |before: &[GlobFile], checkpoint: Option<Spot>| {
+            reader_that_had(before, (Some(&pattern), "eve-3"), Some(file), &here, |_| checkpoint)
+        };
+        // Listed with this inode, no checkpoint in it: says nothing.
+        assert_eq!(had(&[listed(false, Fingerprint::default())], None), None);
+        // Finished by that reader: from its end.
+        assert_eq!(had(&[listed(true, fp)], None), Some(None));
+        // A checkpoint in it: from there.
+        assert_eq!(
+            had(&[listed(false, Fingerprint::default())], Some(spot(fp))),
+            Some(Some(spot(fp)))
+        );
+        // A checkpoint in another file that had this inode: not this file's.
+        let other = Fingerprint::of(b"{\"a\":1}\n");
+        assert_eq!(had(&[listed(false, Fingerprint::default())], Some(spot(other))), None);
+        // A finished file with other first bytes: another file.
+        assert_eq!(had(&[listed(true, other)], None), None);
+        // Another pattern's, or this input's own: not looked at.
+        assert_eq!(
+            reader_that_had(
+                &[listed(true, fp)],
+                (Some(&dir.path().join("x.*")), "eve-3"),
+                Some(file),
+                &here,
+                |_| None
+            ),
+            None
+        );
+        assert_eq!(
+            reader_that_had(
+                &[listed(true, fp)],
+                (Some(&pattern), "eve-2"),
+                Some(file),
+                &here,
+                |_| None
+            ),
+            None
+        );
+    }
 }
