@@ -462,7 +462,7 @@ impl Cluster {
                         self.notices.push((
                             Kind::RedisRestored,
                             format!(
-                                "redis cluster node {}:{}: connection restored after {:.1} s",
+                                "redis cluster node {}:{}: connection restored {:.1} s after it was found down",
                                 addr.0,
                                 addr.1,
                                 d.since.elapsed().as_secs_f64()

@@ -336,7 +336,7 @@ impl RedisState {
                         _ => String::new(),
                     };
                     let msg = format!(
-                        "{}: connection restored after {:.1} s; {} Redis calls of this worker failed meanwhile{restarted}",
+                        "{}: connection restored {:.1} s after it was found down; {} Redis calls of this worker failed meanwhile{restarted}",
                         describe_target(&c.target),
                         since.elapsed().as_secs_f64(),
                         failures.saturating_sub(failures_then)

@@ -274,7 +274,7 @@ fn a_dead_redis_is_an_error_and_comes_back() {
     assert_eq!(restored[0]["level"], "info");
     let m = restored[0]["message"].as_str().unwrap();
     assert!(
-        m.contains("connection restored after") && m.contains("Redis calls of this worker failed meanwhile"),
+        m.contains("s after it was found down") && m.contains("Redis calls of this worker failed meanwhile"),
         "{m}"
     );
     let failed: u64 = m
