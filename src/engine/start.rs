@@ -255,15 +255,39 @@ fn new_since_last_run(
     others_checkpointed
 }
 
+/// A wildcard match as a pipeline lists it: its path and the file there (`at_path`) or the
+/// file it was before it was renamed away, with the first bytes of a file at the path (a file
+/// deleted later, its inode given to a new file, is then not taken for that new file).
+fn listed_file(
+    (pattern, tag): (&std::path::Path, &str),
+    path: &std::path::Path,
+    file: crate::source::checkpoint::FileId,
+    at_path: bool,
+) -> GlobFile {
+    let fp = match at_path {
+        true => crate::source::checkpoint::Fingerprint::of_file(&crate::privilege::host_path(path), file),
+        false => Default::default(),
+    };
+    GlobFile {
+        pattern: pattern.to_path_buf(),
+        tag: tag.to_string(),
+        path: path.to_path_buf(),
+        file,
+        fp,
+        finished: false,
+    }
+}
+
 /// For a new match of a wildcard `tail://` input (its `pattern` and `tag`, reading `file`, at
-/// `here` on the host): which reader of the previous pipeline had that file (`before`) and where its
-/// checkpoint (`load`) is in it. `Some(None)`: that reader finished it; `None`: no reader had
-/// it, the file is new. A checkpoint in another file that had the same inode (deleted, its
-/// inode given to a new file: 2 runs in 7 of a dateext audit read a rotated file twice) is not
-/// this file's, and a match only listed with this inode, without a checkpoint in it, says
-/// nothing (its file deleted, its checkpoint removed with it and the inode given to this file:
-/// taken for "finished", the new file was followed from its end, a whole rotated file of 520
-/// events lost without a word in a dateext audit): the next reader that had it is looked at.
+/// `here` on the host): which reader of the previous pipeline had that file (`before`) and where
+/// its checkpoint (`load`) is in it. `Some(None)`: that reader went past it (finished it);
+/// `None`: no reader had it, the file is new. A file is known by its inode and its first bytes
+/// (those seen when it was listed or finished): another file with the inode (a deleted
+/// file's, given again) is not it (a listed match's file deleted, its inode given to a new
+/// file, was taken for that match's, "finished", and the new file followed from its end: a
+/// whole rotated file of 520 events lost without a word in a dateext audit). Likewise a
+/// checkpoint in another file that had the inode (2 runs in 7 of a dateext audit read a
+/// rotated file twice): the next reader that had the file is looked at.
 fn reader_that_had(
     before: &[GlobFile],
     (pattern, tag): (Option<&std::path::PathBuf>, &str),
@@ -278,8 +302,7 @@ fn reader_that_had(
         match load(g).filter(|spot| spot.id == g.file) {
             Some(spot) if !spot.fp.begins(here) => continue,
             Some(spot) => return Some(Some(spot)),
-            None if g.finished => return Some(None),
-            None => continue,
+            None => return Some(None),
         }
     }
     None
@@ -351,14 +374,9 @@ pub(super) fn start_readers(
                     .map(|g| g.file)
             });
             if let Some(f) = f {
-                carry.glob_files.push(GlobFile {
-                    pattern: pattern.clone(),
-                    tag: input.tag.clone(),
-                    path: path.to_path_buf(),
-                    file: f,
-                    fp: Default::default(),
-                    finished: false,
-                });
+                carry
+                    .glob_files
+                    .push(listed_file((pattern, &input.tag), path, f, file.is_some()));
             }
         }
         // A file that began to match a wildcard `tail://` after the start is new: all of it
@@ -499,10 +517,10 @@ mod tests {
     use super::*;
     use crate::source::checkpoint::{FileId, Fingerprint, Spot};
 
-    /// Which reader had a new wildcard match's file: one with a checkpoint in it, one that
-    /// finished it, or none. A match only listed with the file's inode, with no checkpoint in
-    /// it (its file deleted and its checkpoint removed, the inode given to this file), is not
-    /// one: that file was followed from its end, what it held lost.
+    /// Which reader had a new wildcard match's file: one with a checkpoint in it, one that went
+    /// past it, or none. A match listed with the file's inode but other first bytes (its file
+    /// deleted, the inode given to this file) is not one: that file was followed from its
+    /// end, what it held lost.
     #[test]
     fn the_reader_that_had_a_new_matchs_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -528,17 +546,31 @@ mod tests {
         let had = |before: &[GlobFile], checkpoint: Option<Spot>| {
             reader_that_had(before, (Some(&pattern), "eve-3"), Some(file), &here, |_| checkpoint)
         };
-        // Listed with this inode, no checkpoint in it: says nothing.
-        assert_eq!(had(&[listed(false, Fingerprint::default())], None), None);
-        // Finished by that reader: from its end.
+        let other = Fingerprint::of(b"{\"a\":1}\n");
+        // Listed with this inode and other first bytes, its checkpoint gone: another file.
+        assert_eq!(had(&[listed(false, other)], None), None);
+        // Listed with this file's first bytes, its reader past it (no checkpoint in it), or
+        // finished by it: from its end.
+        assert_eq!(had(&[listed(false, fp)], None), Some(None));
         assert_eq!(had(&[listed(true, fp)], None), Some(None));
         // A checkpoint in it: from there.
         assert_eq!(
             had(&[listed(false, Fingerprint::default())], Some(spot(fp))),
             Some(Some(spot(fp)))
         );
+        // A file listed, then rewritten in place (as a deleted file's inode given to a new
+        // file): the new content is another file.
+        let entry = listed_file((&pattern, "eve-2"), &here, file, true);
+        assert_eq!(entry.fp, Fingerprint::of(b"{\"b\":1}\n{\"b\":2}\n"));
+        assert_eq!(had(std::slice::from_ref(&entry), None), Some(None));
+        std::fs::write(&here, b"{\"c\":1}\n").unwrap();
+        assert_eq!(
+            FileId::of(&std::fs::metadata(&here).unwrap()),
+            file,
+            "rewritten in place"
+        );
+        assert_eq!(had(&[entry], None), None);
         // A checkpoint in another file that had this inode: not this file's.
-        let other = Fingerprint::of(b"{\"a\":1}\n");
         assert_eq!(had(&[listed(false, Fingerprint::default())], Some(spot(other))), None);
         // A finished file with other first bytes: another file.
         assert_eq!(had(&[listed(true, other)], None), None);

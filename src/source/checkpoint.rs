@@ -66,6 +66,21 @@ impl Fingerprint {
         self.len == 0 || std::fs::File::open(host).is_ok_and(|f| Fingerprint::at(&f, self.len as usize) == Some(*self))
     }
 
+    /// The first bytes of the file at `host` (as far as it goes, at most [`FP_MAX`]) when it is
+    /// the file `id`; none known otherwise.
+    pub(crate) fn of_file(host: &Path, id: FileId) -> Fingerprint {
+        use std::io::Read;
+        let Ok(f) = std::fs::File::open(host) else {
+            return Fingerprint::default();
+        };
+        if f.metadata().map(|m| FileId::of(&m)).ok() != Some(id) {
+            return Fingerprint::default();
+        }
+        let mut buf = Vec::with_capacity(FP_MAX);
+        let _ = f.take(FP_MAX as u64).read_to_end(&mut buf);
+        Fingerprint::of(&buf)
+    }
+
     /// The fingerprint of the first `len` bytes of an open file (None when it is shorter).
     pub(crate) fn at(f: &std::fs::File, len: usize) -> Option<Fingerprint> {
         use std::os::unix::fs::FileExt;
