@@ -47,6 +47,7 @@ impl Config {
         let mut warnings = Vec::new();
         cfg.check_tags(&declared, &mut errs, &mut warnings);
         cfg.check_outputs_are_not_inputs(&mut errs);
+        cfg.check_outputs_do_not_share_files(&mut errs);
         cfg.warnings = warnings;
         if errs.is_empty() { Ok(cfg) } else { Err(fail(errs)) }
     }
@@ -94,6 +95,49 @@ impl Config {
                         }
                     ));
                     break;
+                }
+            }
+        }
+    }
+
+    /// Two file outputs writing one file: each writes at its own offset, over the other's
+    /// lines (an audit's run wrote 1,016 records, the file held 916 and a torn line, and the
+    /// run said nothing). Likewise an output writing the engine's own log or stats file.
+    fn check_outputs_do_not_share_files(&self, errs: &mut Vec<String>) {
+        use std::os::unix::fs::MetadataExt;
+        let id = |p: &Path| {
+            std::fs::metadata(crate::privilege::host_path(p))
+                .ok()
+                .map(|m| (m.dev(), m.ino()))
+        };
+        let same = |a: &Path, b: &Path| a == b || file_key(a) == file_key(b) || id(a).is_some_and(|x| id(b) == Some(x));
+        let files: Vec<(usize, &PathBuf)> = self
+            .outputs
+            .iter()
+            .enumerate()
+            .filter_map(|(o, out)| match &out.uri {
+                OutputUri::File { path, .. } | OutputUri::Zfile { path, .. } => Some((o, path)),
+                _ => None,
+            })
+            .collect();
+        for (k, &(o, path)) in files.iter().enumerate() {
+            if let Some(&(first, _)) = files[..k].iter().find(|(_, p)| same(p, path)) {
+                errs.push(format!(
+                    "outputs[{}].uri: {} is also the file of outputs[{}] ({}): two outputs writing one file tear each other's lines",
+                    o + 1,
+                    path.display(),
+                    first + 1,
+                    self.outputs[first].tag
+                ));
+                continue;
+            }
+            for (name, what) in [("dragonfly-mle.log", "{log}"), ("dragonfly-mle-stats.log", "{stats}")] {
+                if same(&self.log_dir.join(name), path) {
+                    errs.push(format!(
+                        "outputs[{}].uri: {} is the engine's own {what} file",
+                        o + 1,
+                        path.display()
+                    ));
                 }
             }
         }
@@ -603,4 +647,26 @@ fn evaluate(config_file: &Path) -> Result<(Lua, Vec<String>), String> {
         .exec()
         .map_err(|e| format!("config: {e}"))?;
     Ok((lua, before))
+}
+
+/// Where the file `p` names is, to tell two spellings of one file: its directory resolved
+/// (links, `..`) where that exists, else `.` and `..` taken as written.
+fn file_key(p: &Path) -> PathBuf {
+    let host = crate::privilege::host_path(p);
+    if let (Some(dir), Some(name)) = (host.parent(), host.file_name())
+        && let Ok(d) = std::fs::canonicalize(dir)
+    {
+        return d.join(name);
+    }
+    let mut out = PathBuf::new();
+    for c in host.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
 }

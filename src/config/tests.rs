@@ -438,6 +438,45 @@ fn an_output_writing_an_inputs_file_is_refused() {
     check(&GOOD.replace("file:///tmp/out.json<", "file://eve.json.out"), &scripts).unwrap();
 }
 
+/// Two outputs writing one file, or an output writing the engine's own log or stats file, are
+/// refused: their writes tore each other's lines, and the run said it wrote them all.
+#[test]
+fn outputs_sharing_a_file_are_refused() {
+    let scripts = ["filter/f.lua", "analyzer/a.lua"];
+    let two = GOOD.replace(
+        r#"outputs = { { tag = "out", uri = "file:///tmp/out.json<", ordered = false } }"#,
+        r#"outputs = { { tag = "out", uri = "file:///tmp/out.json<" }, { tag = "copy", uri = "zfile:///tmp/x/../out.json" } }"#,
+    );
+    let e = check(&two, &scripts).unwrap_err();
+    assert!(
+        e.errors.iter().any(|l| l
+            == "outputs[2].uri: /tmp/x/../out.json is also the file of outputs[1] (out): two outputs writing one file tear each other's lines"
+            || l == "outputs[2].uri: /tmp/out.json is also the file of outputs[1] (out): two outputs writing one file tear each other's lines"),
+        "{:?}",
+        e.errors
+    );
+    for (uri, what) in [
+        ("file://dragonfly-mle.log<", "{log}"),
+        ("file://dragonfly-mle-stats.log", "{stats}"),
+    ] {
+        let own = GOOD.replace("file:///tmp/out.json<", uri);
+        let e = check(&own, &scripts).unwrap_err();
+        assert!(
+            e.errors
+                .iter()
+                .any(|l| l.ends_with(&format!("is the engine's own {what} file"))),
+            "{uri}: {:?}",
+            e.errors
+        );
+    }
+    // Two files side by side: fine.
+    let side = GOOD.replace(
+        r#"outputs = { { tag = "out", uri = "file:///tmp/out.json<", ordered = false } }"#,
+        r#"outputs = { { tag = "out", uri = "file:///tmp/out.json<" }, { tag = "copy", uri = "file:///tmp/out2.json" } }"#,
+    );
+    check(&side, &scripts).unwrap();
+}
+
 /// An empty tag is an error: nothing can name the entry (`""` means "none" where a tag is
 /// named).
 #[test]
