@@ -254,6 +254,11 @@ impl ParquetSink {
         }
         let here = crate::privilege::host_path(&dir).into_owned();
         create_dirs_for_user(&here)?;
+        // An index an earlier run as root made: the user of `--user` appends to it after the
+        // drop (its lines were lost: "Permission denied").
+        if let Ok(f) = File::open(here.join(format!("{prefix}.index.jsonl"))) {
+            crate::privilege::give_to_target(&f);
+        }
         let (stale, max_seq) = scan_dir(&here, &prefix)?;
         let schema = parse_message_type(&schema_text()).expect("the built-in schema parses");
         Ok(ParquetSink {
@@ -406,6 +411,12 @@ impl ParquetSink {
                 "{}; files could not be written until the exit: {} row(s) are lost",
                 r.error, r.rows
             );
+        }
+        if !self.unpublished.is_empty() {
+            // Once more, a moment later: a chroot (`-c`) under way when the paths were made
+            // is over then.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            self.publish();
         }
         while let Some(p) = self.unpublished.pop_front() {
             let rows = p.cur.stats.rows;
@@ -705,8 +716,11 @@ fn publish_file(dir: &Path, p: &Unpublished) -> io::Result<()> {
     let sidecar_tmp = dir.join(format!(".{name}.index.json.inprogress"));
     write_atomic(&sidecar, &sidecar_tmp, line.as_bytes())
         .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", sidecar.display())))?;
-    fs::rename(&p.cur.tmp, dir.join(name))
-        .map_err(|e| io::Error::new(e.kind(), format!("renaming {}: {e}", p.cur.tmp.display())))
+    // The unfinished file's path from `dir` as it is now, not as it was when the file was
+    // made: a privilege drop with `-c` may have chrooted since (a run that ended within
+    // milliseconds of its start could not publish its file: "No such file or directory").
+    let tmp = dir.join(format!(".{name}.inprogress"));
+    fs::rename(&tmp, dir.join(name)).map_err(|e| io::Error::new(e.kind(), format!("renaming {}: {e}", tmp.display())))
 }
 
 /// Appends one row (the fields of `line`) and counts it in the current file's index stats.
