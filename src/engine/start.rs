@@ -302,7 +302,12 @@ fn reader_that_had(
         match load(g).filter(|spot| spot.id == g.file) {
             Some(spot) if !spot.fp.begins(here) => continue,
             Some(spot) => return Some(Some(spot)),
-            None => return Some(None),
+            // No checkpoint in it: a reader that finished the file went past it. A match only
+            // listed with the file may never have reached it (still on the file before when
+            // it stopped: the new file, empty when listed, was followed from its end and a
+            // whole rotated file of 1,050 events lost without a word in a dateext audit).
+            None if g.finished => return Some(None),
+            None => continue,
         }
     }
     None
@@ -549,9 +554,9 @@ mod tests {
         let other = Fingerprint::of(b"{\"a\":1}\n");
         // Listed with this inode and other first bytes, its checkpoint gone: another file.
         assert_eq!(had(&[listed(false, other)], None), None);
-        // Listed with this file's first bytes, its reader past it (no checkpoint in it), or
-        // finished by it: from its end.
-        assert_eq!(had(&[listed(false, fp)], None), Some(None));
+        // Listed with this file, no checkpoint in it: that reader may never have reached it
+        // (it was still on the file before). Finished by it: from its end.
+        assert_eq!(had(&[listed(false, fp)], None), None);
         assert_eq!(had(&[listed(true, fp)], None), Some(None));
         // A checkpoint in it: from there.
         assert_eq!(
@@ -562,14 +567,20 @@ mod tests {
         // file): the new content is another file.
         let entry = listed_file((&pattern, "eve-2"), &here, file, true);
         assert_eq!(entry.fp, Fingerprint::of(b"{\"b\":1}\n{\"b\":2}\n"));
-        assert_eq!(had(std::slice::from_ref(&entry), None), Some(None));
+        // (A checkpoint of the start of the file, its first bytes not known yet.)
+        let start = Spot {
+            offset: 0,
+            line: 0,
+            ..spot(Fingerprint::default())
+        };
+        assert_eq!(had(std::slice::from_ref(&entry), Some(start)), Some(Some(start)));
         std::fs::write(&here, b"{\"c\":1}\n").unwrap();
         assert_eq!(
             FileId::of(&std::fs::metadata(&here).unwrap()),
             file,
             "rewritten in place"
         );
-        assert_eq!(had(&[entry], None), None);
+        assert_eq!(had(&[entry], Some(start)), None);
         // A checkpoint in another file that had this inode: not this file's.
         assert_eq!(had(&[listed(false, Fingerprint::default())], Some(spot(other))), None);
         // A finished file with other first bytes: another file.

@@ -336,8 +336,8 @@ fn read_rotated(
     r: &Rotated,
     (offset, line): (u64, u64),
     max_line: usize,
-    router: &mut Router,
-    ckpt: &mut Option<&mut Checkpoint>,
+    (router, ckpt): (&mut Router, &mut Option<&mut Checkpoint>),
+    finished: &mut Vec<(FileId, Fingerprint)>,
 ) {
     let mut src = match r.open_at(offset) {
         Ok(s) => s,
@@ -386,6 +386,12 @@ fn read_rotated(
     at.offset = framer.consumed();
     at.line = framer.line_no;
     note(ckpt, router, at);
+    // Read to its end: a match of a wildcard it becomes later (renamed into the pattern) is
+    // no new file. (Files read here were not remembered: one renamed into a matching name was
+    // read again whole, in the same run.) A compressed copy is another file.
+    if !r.gz {
+        note_finished(finished, r.id, at.fp);
+    }
 }
 
 /// The modification time of an open file.
@@ -518,7 +524,7 @@ pub(crate) fn follow(
                 (None, None) => Vec::new(),
             };
             for r in later {
-                read_rotated(r, (0, 0), max_line, router, &mut ckpt);
+                read_rotated(r, (0, 0), max_line, (&mut *router, &mut ckpt), finished);
             }
             if file.seek(SeekFrom::Start(0)).is_ok() {
                 framer.reset(0, 0);
@@ -567,12 +573,9 @@ pub(crate) fn follow(
                         id = x.id;
                         framer.reset(spot.offset, spot.line);
                     } else {
-                        read_rotated(x, (spot.offset, spot.line), max_line, router, &mut ckpt);
-                        if !x.gz {
-                            note_finished(finished, x.id, spot.fp);
-                        }
+                        read_rotated(x, (spot.offset, spot.line), max_line, (&mut *router, &mut ckpt), finished);
                         for r in later {
-                            read_rotated(r, (0, 0), max_line, router, &mut ckpt);
+                            read_rotated(r, (0, 0), max_line, (&mut *router, &mut ckpt), finished);
                         }
                     }
                 }
@@ -638,9 +641,15 @@ pub(crate) fn follow(
             && nul_at(&file, framer.position())
             && let Some((c, later)) = copies_since(path, id, fp, framer.consumed())
         {
-            read_rotated(&c, (framer.consumed(), framer.line_no), max_line, router, &mut ckpt);
+            read_rotated(
+                &c,
+                (framer.consumed(), framer.line_no),
+                max_line,
+                (&mut *router, &mut ckpt),
+                finished,
+            );
             for r in &later {
-                read_rotated(r, (0, 0), max_line, router, &mut ckpt);
+                read_rotated(r, (0, 0), max_line, (&mut *router, &mut ckpt), finished);
             }
             if file.seek(SeekFrom::Start(0)).is_ok() {
                 framer.reset(0, 0);
@@ -745,7 +754,7 @@ pub(crate) fn follow(
                 let files = rotated_files(path);
                 let num = files.iter().find(|r| r.id == id).map_or(u64::MAX, |r| r.age.1.0);
                 for r in rotated_after(&files, id, fp, (mtime(&file), Reverse(num)), next_id) {
-                    read_rotated(r, (0, 0), max_line, router, &mut ckpt);
+                    read_rotated(r, (0, 0), max_line, (&mut *router, &mut ckpt), finished);
                 }
                 note_finished(finished, id, fp);
                 file = next;
@@ -763,9 +772,15 @@ pub(crate) fn follow(
                     // `copytruncate`: what was added before the copy is in the copy.
                     match copies_since(path, id, fp, framer.consumed()) {
                         Some((c, later)) => {
-                            read_rotated(&c, (framer.consumed(), framer.line_no), max_line, router, &mut ckpt);
+                            read_rotated(
+                                &c,
+                                (framer.consumed(), framer.line_no),
+                                max_line,
+                                (&mut *router, &mut ckpt),
+                                finished,
+                            );
                             for r in &later {
-                                read_rotated(r, (0, 0), max_line, router, &mut ckpt);
+                                read_rotated(r, (0, 0), max_line, (&mut *router, &mut ckpt), finished);
                             }
                         }
                         None => framer.finish(router),
