@@ -26,6 +26,9 @@ pub(crate) struct FileSink {
     /// ([`FileSink::begin`]) or its first write, so that a start that fails (a script's
     /// `setup()`, another output, the HTTP port) leaves the last run's file as it was.
     truncate_pending: bool,
+    /// The file did not exist before [`open`](Self::open) made it, and the pipeline has not
+    /// started: a start that fails removes it again, if still empty.
+    made_unstarted: bool,
 }
 
 impl FileSink {
@@ -34,6 +37,7 @@ impl FileSink {
         // Where the path is now (inside the root after a chroot: a reload's new pipeline).
         let host = crate::privilege::host_path(&path);
         create_parent(&host)?;
+        let made = std::fs::symlink_metadata(&host).is_err();
         let mut f = open_file(&host, truncate)?;
         if !truncate {
             end_partial_line(&host, &mut f)?;
@@ -45,11 +49,13 @@ impl FileSink {
             failing: false,
             notice: None,
             truncate_pending: truncate,
+            made_unstarted: made,
         })
     }
 
     /// The pipeline has started: a truncating output empties its file now (once).
     pub(crate) fn begin(&mut self) -> io::Result<()> {
+        self.made_unstarted = false;
         empty_once(&mut self.truncate_pending, self.out.as_mut(), &self.path, |_| Ok(()))
     }
 
@@ -196,6 +202,24 @@ pub(super) fn create_parent(path: &std::path::Path) -> io::Result<()> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
         _ => Ok(()),
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        if self.made_unstarted {
+            remove_if_unwritten(&self.path, &[]);
+        }
+    }
+}
+
+/// Removes the file at `path` (an output's file this run made before a start that failed)
+/// when it holds no more than `empty` (what a new file starts with): the start leaves no
+/// file where there was none.
+pub(super) fn remove_if_unwritten(path: &std::path::Path, empty: &[u8]) {
+    let host = crate::privilege::host_path(path);
+    if std::fs::read(&host).is_ok_and(|b| b.is_empty() || b == empty) {
+        let _ = std::fs::remove_file(&host);
     }
 }
 

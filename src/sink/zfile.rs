@@ -32,12 +32,15 @@ pub(crate) struct ZfileSink {
     truncate_pending: bool,
     /// What opening found and repaired: a last member cut by a crash, removed.
     pub repaired: Option<String>,
+    /// Made by [`open`](Self::open), the pipeline not started (as `FileSink`'s).
+    made_unstarted: bool,
 }
 
 impl ZfileSink {
     pub(crate) fn open(path: PathBuf, truncate: bool) -> io::Result<ZfileSink> {
         let host = crate::privilege::host_path(&path);
         super::file::create_parent(&host)?;
+        let made = std::fs::symlink_metadata(&host).is_err();
         let f = super::file::open_file(&host, truncate)?;
         let mut repaired = None;
         // (A file this user cannot read is not looked at.)
@@ -66,11 +69,13 @@ impl ZfileSink {
             notice: None,
             truncate_pending: truncate,
             repaired,
+            made_unstarted: made,
         })
     }
 
     /// The pipeline has started: a truncating output empties its file now (once).
     pub(crate) fn begin(&mut self) -> io::Result<()> {
+        self.made_unstarted = false;
         super::file::empty_once(&mut self.truncate_pending, self.out.as_mut(), &self.path, |f| {
             f.write_all(&empty_member())
         })
@@ -150,6 +155,16 @@ fn start_empty(f: &File) -> io::Result<()> {
         let _ = f.set_len(0);
     }
     Ok(())
+}
+
+impl Drop for ZfileSink {
+    fn drop(&mut self) {
+        if self.made_unstarted {
+            // Closed first: what it holds is read back to tell whether it is still empty.
+            self.out = None;
+            super::file::remove_if_unwritten(&self.path, &empty_member());
+        }
+    }
 }
 
 /// A gzip member of no data (20 bytes).

@@ -391,6 +391,21 @@ fn a_failed_start_leaves_truncating_outputs_as_they_were() {
             "{case}"
         );
     }
+    // Outputs whose files did not exist: a start that fails leaves none (it left empty files,
+    // a `zfile` one of 0 bytes, which no gzip reader takes).
+    let env = Env::simple("file://in.json", failing_setup, "", "");
+    env.config(
+        "inputs = { { tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" } }\n\
+         analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" } }\n\
+         outputs = { { tag = \"out\", uri = \"file://new.json<\" }, { tag = \"z\", uri = \"zfile://new.json.gz<\" }, \
+         { tag = \"a1\", uri = \"file://new-append.json\" }, { tag = \"a2\", uri = \"zfile://new-append.json.gz\" } }\n",
+    );
+    env.write_log("in.json", &join_lines(&[event(0)]));
+    let out = env.run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    for name in ["new.json", "new.json.gz", "new-append.json", "new-append.json.gz"] {
+        assert!(!env.log(name).exists(), "{name} was left by a start that failed");
+    }
     // A start that works empties them, also when nothing is written.
     let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
     env.write_log("in.json", b"");
