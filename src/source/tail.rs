@@ -394,6 +394,22 @@ fn read_rotated(
     }
 }
 
+/// After a truncation: the rest of the followed file from its copy (from where `framer` got
+/// to), then the copies made after it, whole (see [`copies_since`]).
+fn read_copies(
+    (copy, later): (Rotated, Vec<Rotated>),
+    framer: &Framer,
+    max_line: usize,
+    (router, ckpt): (&mut Router, &mut Option<&mut Checkpoint>),
+    finished: &mut Vec<(FileId, Fingerprint)>,
+) {
+    let at = (framer.consumed(), framer.line_no);
+    read_rotated(&copy, at, max_line, (&mut *router, &mut *ckpt), finished);
+    for r in &later {
+        read_rotated(r, (0, 0), max_line, (&mut *router, &mut *ckpt), finished);
+    }
+}
+
 /// The modification time of an open file.
 fn mtime(f: &File) -> SystemTime {
     f.metadata()
@@ -639,18 +655,9 @@ pub(crate) fn follow(
         if framer.position() > 0
             && !framer.in_hole()
             && nul_at(&file, framer.position())
-            && let Some((c, later)) = copies_since(path, id, fp, framer.consumed())
+            && let Some(copies) = copies_since(path, id, fp, framer.consumed())
         {
-            read_rotated(
-                &c,
-                (framer.consumed(), framer.line_no),
-                max_line,
-                (&mut *router, &mut ckpt),
-                finished,
-            );
-            for r in &later {
-                read_rotated(r, (0, 0), max_line, (&mut *router, &mut ckpt), finished);
-            }
+            read_copies(copies, &framer, max_line, (&mut *router, &mut ckpt), finished);
             if file.seek(SeekFrom::Start(0)).is_ok() {
                 framer.reset(0, 0);
                 fp = Fingerprint::default();
@@ -771,18 +778,7 @@ pub(crate) fn follow(
                 if rewritten {
                     // `copytruncate`: what was added before the copy is in the copy.
                     match copies_since(path, id, fp, framer.consumed()) {
-                        Some((c, later)) => {
-                            read_rotated(
-                                &c,
-                                (framer.consumed(), framer.line_no),
-                                max_line,
-                                (&mut *router, &mut ckpt),
-                                finished,
-                            );
-                            for r in &later {
-                                read_rotated(r, (0, 0), max_line, (&mut *router, &mut ckpt), finished);
-                            }
-                        }
+                        Some(copies) => read_copies(copies, &framer, max_line, (&mut *router, &mut ckpt), finished),
                         None => framer.finish(router),
                     }
                     if file.seek(SeekFrom::Start(0)).is_ok() {
