@@ -119,6 +119,42 @@ impl Carry {
         }
     }
 
+    /// At the start: the checkpoint files earlier runs left for wildcard `tail://` matches that
+    /// match no more and whose file is gone (deleted while the engine was stopped, or after a
+    /// crash, when no rebuild was left to remove them: 30 to 46 files piled up in 12 `kill -9`
+    /// restarts of an audit's run). A checkpoint whose file is still somewhere is kept.
+    pub(crate) fn forget_gone_matches_of_earlier_runs(cfg: &Config, state_dir: &Path) {
+        let patterns: Vec<&PathBuf> = cfg
+            .inputs
+            .iter()
+            .filter(|i| matches!(i.uri, InputUri::Tail { .. }))
+            .filter_map(|i| i.glob.as_ref())
+            .collect();
+        if patterns.is_empty() {
+            return;
+        }
+        let current: HashSet<&Path> = cfg.inputs.iter().map(|i| i.uri.path()).collect();
+        let Ok(entries) = std::fs::read_dir(crate::privilege::host_path(state_dir)) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with("tail-") && name.ends_with(".json")) {
+                continue;
+            }
+            let Some((path, spot)) = crate::source::checkpoint::saved_spot(&state_dir.join(&*name)) else {
+                continue;
+            };
+            let matched = patterns
+                .iter()
+                .any(|p| p.parent() == path.parent() && crate::config::glob::name_matches(p, &path));
+            if matched && !current.contains(path.as_path()) && !crate::source::tail::spot_file_exists(&path, &spot) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     /// Where the last reader of `input` (same tag and URI) stopped, if one did.
     pub(crate) fn stopped_of(&self, input: &InputConfig) -> Option<&crate::source::Stopped> {
         self.stopped.get(&carry_key(input))

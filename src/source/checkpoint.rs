@@ -232,42 +232,13 @@ impl Checkpoint {
 
     /// The saved point, if the state file exists and is about this path.
     pub(crate) fn load(&mut self) -> Option<Spot> {
-        let mut text = std::fs::read(crate::privilege::host_path(&self.state_path)).ok()?;
-        let v = simd_json::to_owned_value(&mut text).ok()?;
-        use simd_json::prelude::*;
-        if v.get_str("path")? != self.watched.to_string_lossy() {
+        let text = std::fs::read(crate::privilege::host_path(&self.state_path)).ok()?;
+        let (path, at, saved_time) = parse_state(text)?;
+        if path != self.watched.to_string_lossy() {
             return None;
         }
-        let id = FileId {
-            dev: v.get_u64("dev")?,
-            ino: v.get_u64("ino")?,
-        };
-        // A checkpoint written before fingerprints has none: the file is known by its inode.
-        let fp = match (v.get_u64("fp_len"), v.get_str("fp")) {
-            (Some(len), Some(hash)) => Fingerprint {
-                len: len.min(FP_MAX as u64) as u32,
-                hash: u64::from_str_radix(hash, 16).ok()?,
-            },
-            _ => Fingerprint::default(),
-        };
-        let at = Spot {
-            id,
-            fp,
-            offset: v.get_u64("offset")?,
-            line: v.get_u64("line").unwrap_or(0),
-        };
         self.saved = Some(at);
-        // `time_ns`: nanoseconds since the epoch; checkpoints of earlier versions have only
-        // `time`, UTC (`...Z`) in whole seconds (a file rotated later in that second then looks
-        // older than the save: it is read again, never skipped).
-        self.saved_time = match v.get_u64("time_ns") {
-            Some(ns) => Some(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns)),
-            None => v
-                .get_str("time")
-                .and_then(|t| crate::event::timestamp::parse(t.as_bytes()))
-                .and_then(|t| u64::try_from(t.epoch_secs(t.offset.unwrap_or(0))).ok())
-                .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)),
-        };
+        self.saved_time = saved_time;
         Some(at)
     }
 
@@ -322,6 +293,49 @@ impl Checkpoint {
         self.saved = Some(at);
         Ok(true)
     }
+}
+
+/// The watched path, the point and the time of a checkpoint's state file.
+fn parse_state(mut text: Vec<u8>) -> Option<(String, Spot, Option<std::time::SystemTime>)> {
+    let v = simd_json::to_owned_value(&mut text).ok()?;
+    use simd_json::prelude::*;
+    let id = FileId {
+        dev: v.get_u64("dev")?,
+        ino: v.get_u64("ino")?,
+    };
+    // A checkpoint written before fingerprints has none: the file is known by its inode.
+    let fp = match (v.get_u64("fp_len"), v.get_str("fp")) {
+        (Some(len), Some(hash)) => Fingerprint {
+            len: len.min(FP_MAX as u64) as u32,
+            hash: u64::from_str_radix(hash, 16).ok()?,
+        },
+        _ => Fingerprint::default(),
+    };
+    let at = Spot {
+        id,
+        fp,
+        offset: v.get_u64("offset")?,
+        line: v.get_u64("line").unwrap_or(0),
+    };
+    // `time_ns`: nanoseconds since the epoch; checkpoints of earlier versions have only
+    // `time`, UTC (`...Z`) in whole seconds (a file rotated later in that second then looks
+    // older than the save: it is read again, never skipped).
+    let saved_time = match v.get_u64("time_ns") {
+        Some(ns) => Some(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns)),
+        None => v
+            .get_str("time")
+            .and_then(|t| crate::event::timestamp::parse(t.as_bytes()))
+            .and_then(|t| u64::try_from(t.epoch_secs(t.offset.unwrap_or(0))).ok())
+            .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)),
+    };
+    Some((v.get_str("path")?.to_string(), at, saved_time))
+}
+
+/// The watched path and the point of the checkpoint state file at `state_file` (any tag's).
+pub(crate) fn saved_spot(state_file: &Path) -> Option<(PathBuf, Spot)> {
+    let text = std::fs::read(crate::privilege::host_path(state_file)).ok()?;
+    let (path, at, _) = parse_state(text)?;
+    Some((PathBuf::from(path), at))
 }
 
 #[cfg(test)]

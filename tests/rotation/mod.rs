@@ -1058,3 +1058,57 @@ fn a_deleted_matchs_checkpoint_is_removed() {
     engine.wait(RUN_TIMEOUT).assert_success();
     assert_eq!(checkpoints(), 2, "eve.1.json's and the renamed eve.3.json's");
 }
+
+/// A match deleted while the engine was stopped (or after a crash): its checkpoint file is
+/// removed at the next start. Earlier runs' files piled up, one per rotated match, across
+/// `kill -9` restarts (30 to 46 in an audit's run).
+#[test]
+fn a_match_deleted_while_stopped_loses_its_checkpoint_at_the_start() {
+    let w = Wildcard::new(false);
+    let env = &w.env;
+    let dir = env.log("suricata");
+    let run = env.dir.path().join("run");
+    for f in 1..=3 {
+        w.write(f, 0, 10);
+    }
+    let args = ["--shards", "1", "--run-dir", run.to_str().unwrap()];
+    let mut engine = env.spawn(&args);
+    w.until_followed(10);
+    for f in 2..=3 {
+        w.write(f, 100, 110);
+    }
+    let checkpoints = || {
+        std::fs::read_dir(&run)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.starts_with("tail-") && name.ends_with(".json")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "a checkpoint per match",
+        || checkpoints() == 3 && (2..=3).all(|f| w.records().iter().any(|r| r.0 == f)),
+        || format!("{} checkpoints, {} records", checkpoints(), w.records().len()),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    std::fs::remove_file(dir.join("eve.2.json")).unwrap();
+    // Renamed to a name the pattern does not match: still there, its checkpoint kept.
+    std::fs::rename(dir.join("eve.3.json"), dir.join("eve.3.old")).unwrap();
+    let mut engine = env.spawn(&args);
+    w.write(1, 200, 210);
+    wait_until(
+        Duration::from_secs(30),
+        "the restarted engine reading",
+        || w.records().contains(&(1, 209)),
+        || format!("{} records", w.records().len()),
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    assert_eq!(checkpoints(), 2, "eve.1.json's and the renamed eve.3.json's");
+}
