@@ -73,6 +73,7 @@ impl Config {
                     _ => continue,
                 };
                 let same = read == path
+                    || file_key(read) == file_key(path)
                     || (out_id.is_some() && id(read) == out_id)
                     || input
                         .glob
@@ -137,6 +138,20 @@ impl Config {
                         "outputs[{}].uri: {} is the engine's own {what} file",
                         o + 1,
                         path.display()
+                    ));
+                }
+            }
+            // A Parquet output's index, which readers of its files go by.
+            for (q, out) in self.outputs.iter().enumerate() {
+                if let OutputUri::Parquet { dir, prefix, .. } = &out.uri
+                    && same(&dir.join(format!("{prefix}.index.jsonl")), path)
+                {
+                    errs.push(format!(
+                        "outputs[{}].uri: {} is the index of outputs[{}] ({})",
+                        o + 1,
+                        path.display(),
+                        q + 1,
+                        out.tag
                     ));
                 }
             }
@@ -649,10 +664,18 @@ fn evaluate(config_file: &Path) -> Result<(Lua, Vec<String>), String> {
     Ok((lua, before))
 }
 
-/// Where the file `p` names is, to tell two spellings of one file: its directory resolved
+/// Where the file `p` names is, to tell two spellings of one file: a symbolic link followed
+/// (also one to a file not made yet: the engine would make it), then its directory resolved
 /// (links, `..`) where that exists, else `.` and `..` taken as written.
 fn file_key(p: &Path) -> PathBuf {
-    let host = crate::privilege::host_path(p);
+    let mut host = crate::privilege::host_path(p).into_owned();
+    for _ in 0..16 {
+        let Ok(target) = std::fs::read_link(&host) else { break };
+        host = match host.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
     if let (Some(dir), Some(name)) = (host.parent(), host.file_name())
         && let Ok(d) = std::fs::canonicalize(dir)
     {

@@ -469,6 +469,44 @@ fn outputs_sharing_a_file_are_refused() {
             e.errors
         );
     }
+    // Through a symbolic link to a file not made yet (the engine would make it): the link's
+    // target; an input's file too.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::os::unix::fs::symlink("o.json", dir.path().join("link.json")).unwrap();
+    std::os::unix::fs::symlink("in.json", dir.path().join("feed.json")).unwrap();
+    let linked = GOOD.replace(
+        r#"outputs = { { tag = "out", uri = "file:///tmp/out.json<", ordered = false } }"#,
+        &format!(r#"outputs = {{ {{ tag = "out", uri = "file://{d}/o.json" }}, {{ tag = "copy", uri = "file://{d}/link.json" }} }}"#),
+    );
+    let e = check(&linked, &scripts).unwrap_err();
+    assert!(
+        e.errors
+            .iter()
+            .any(|l| l.contains("is also the file of outputs[1] (out)")),
+        "{:?}",
+        e.errors
+    );
+    let feed = GOOD
+        .replace("tail://eve.json<", &format!("tail://{d}/in.json"))
+        .replace("file:///tmp/out.json<", &format!("file://{d}/feed.json"));
+    let e = check(&feed, &scripts).unwrap_err();
+    assert!(
+        e.errors.iter().any(|l| l.contains("feed its own records back")),
+        "{:?}",
+        e.errors
+    );
+    // A Parquet output's index.
+    let index = GOOD.replace(
+        r#"outputs = { { tag = "out", uri = "file:///tmp/out.json<", ordered = false } }"#,
+        &format!(r#"outputs = {{ {{ tag = "pq", uri = "parquet://{d}/pq/ev" }}, {{ tag = "copy", uri = "file://{d}/pq/ev.index.jsonl" }} }}"#),
+    );
+    let e = check(&index, &scripts).unwrap_err();
+    assert!(
+        e.errors.iter().any(|l| l.contains("is the index of outputs[1] (pq)")),
+        "{:?}",
+        e.errors
+    );
     // Two files side by side: fine.
     let side = GOOD.replace(
         r#"outputs = { { tag = "out", uri = "file:///tmp/out.json<", ordered = false } }"#,
