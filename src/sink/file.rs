@@ -29,6 +29,9 @@ pub(crate) struct FileSink {
     /// The file did not exist before [`open`](Self::open) made it, and the pipeline has not
     /// started: a start that fails removes it again, if still empty.
     made_unstarted: bool,
+    /// An appending output's last line, cut by a crash, is ended when the pipeline starts (a
+    /// start that fails leaves the file as it was).
+    end_line_pending: bool,
 }
 
 impl FileSink {
@@ -38,10 +41,7 @@ impl FileSink {
         let host = crate::privilege::host_path(&path);
         create_parent(&host)?;
         let made = std::fs::symlink_metadata(&host).is_err();
-        let mut f = open_file(&host, truncate)?;
-        if !truncate {
-            end_partial_line(&host, &mut f)?;
-        }
+        let f = open_file(&host, truncate)?;
         Ok(FileSink {
             path,
             out: Some(f),
@@ -50,12 +50,21 @@ impl FileSink {
             notice: None,
             truncate_pending: truncate,
             made_unstarted: made,
+            end_line_pending: !truncate,
         })
     }
 
-    /// The pipeline has started: a truncating output empties its file now (once).
+    /// The pipeline has started: a truncating output empties its file now, an appending one
+    /// ends a line a crash left partial (once).
     pub(crate) fn begin(&mut self) -> io::Result<()> {
         self.made_unstarted = false;
+        if self.end_line_pending
+            && let Some(f) = self.out.as_mut()
+        {
+            end_partial_line(&crate::privilege::host_path(&self.path), f)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+            self.end_line_pending = false;
+        }
         empty_once(&mut self.truncate_pending, self.out.as_mut(), &self.path, |_| Ok(()))
     }
 

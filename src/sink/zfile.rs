@@ -34,6 +34,10 @@ pub(crate) struct ZfileSink {
     pub repaired: Option<String>,
     /// Made by [`open`](Self::open), the pipeline not started (as `FileSink`'s).
     made_unstarted: bool,
+    /// Done when the pipeline starts (a start that fails leaves the file as it was): the cut
+    /// of a torn last member (the length to cut to), and an appending output's empty member.
+    cut_pending: Option<u64>,
+    empty_pending: bool,
 }
 
 impl ZfileSink {
@@ -45,19 +49,15 @@ impl ZfileSink {
         let mut repaired = None;
         // (A file this user cannot read is not looked at.)
         let torn = || torn_tail(&mut File::open(&host)?);
+        let mut cut_pending = None;
         if !truncate && let Ok(Some(end)) = torn() {
             let len = f.metadata()?.len();
-            f.set_len(end)?;
+            cut_pending = Some(end);
             repaired = Some(format!(
-                "{}: its last gzip member was cut ({} bytes after the last whole member, at {end}: a crash or power loss during a write); they were removed, so that what follows is readable (their records were not counted as written: the next run wrote them again)",
+                "{}: its last gzip member was cut ({} bytes after the last whole member, at {end}: a crash or power loss during a write); they are removed as the pipeline starts, so that what follows is readable (their records were not counted as written: they are written again)",
                 path.display(),
                 len - end
             ));
-        }
-        // A new (or empty) file gets an empty member at once: a file of 0 bytes is no gzip file
-        // to a reader (`zcat`: unexpected end of file), also when nothing is ever written.
-        if !truncate {
-            start_empty(&f)?;
         }
         let out = Some(f);
         Ok(ZfileSink {
@@ -70,12 +70,28 @@ impl ZfileSink {
             truncate_pending: truncate,
             repaired,
             made_unstarted: made,
+            cut_pending,
+            empty_pending: !truncate,
         })
     }
 
-    /// The pipeline has started: a truncating output empties its file now (once).
+    /// The pipeline has started: a truncating output empties its file now; an appending one
+    /// loses a torn last member, and a new (or empty) file gets an empty member: a file of
+    /// 0 bytes is no gzip file to a reader (`zcat`: unexpected end of file), also when
+    /// nothing is ever written (once).
     pub(crate) fn begin(&mut self) -> io::Result<()> {
         self.made_unstarted = false;
+        if let Some(f) = self.out.as_ref() {
+            if let Some(end) = self.cut_pending {
+                f.set_len(end)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+                self.cut_pending = None;
+            }
+            if self.empty_pending {
+                start_empty(f)?;
+                self.empty_pending = false;
+            }
+        }
         super::file::empty_once(&mut self.truncate_pending, self.out.as_mut(), &self.path, |f| {
             f.write_all(&empty_member())
         })

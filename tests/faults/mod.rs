@@ -406,6 +406,37 @@ fn a_failed_start_leaves_truncating_outputs_as_they_were() {
     for name in ["new.json", "new.json.gz", "new-append.json", "new-append.json.gz"] {
         assert!(!env.log(name).exists(), "{name} was left by a start that failed");
     }
+    // Appending outputs that exist: not repaired or given their empty member by a start that
+    // fails (an empty gzip file got a member, a torn one was cut, a partial line ended).
+    let torn = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut e, b"{\"a\":1}\n").unwrap();
+        let whole = e.finish().unwrap();
+        [whole.clone(), whole[..whole.len() / 2].to_vec()].concat()
+    };
+    let before = [
+        ("new-append.json.gz", Vec::new()),
+        ("new-append.json", b"{\"a\":1}\n{\"partial".to_vec()),
+        ("new.json.gz", torn),
+    ];
+    for (name, bytes) in &before {
+        env.write_log(name, bytes);
+    }
+    env.config(
+        "inputs = { { tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" } }\n\
+         analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" } }\n\
+         outputs = { { tag = \"out\", uri = \"zfile://new.json.gz\" }, \
+         { tag = \"a1\", uri = \"file://new-append.json\" }, { tag = \"a2\", uri = \"zfile://new-append.json.gz\" } }\n",
+    );
+    let out = env.run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    for (name, bytes) in &before {
+        assert_eq!(
+            &std::fs::read(env.log(name)).unwrap(),
+            bytes,
+            "{name} changed by a start that failed"
+        );
+    }
     // A start that works empties them, also when nothing is written.
     let env = Env::simple("file://in.json", ANALYZER_PASS, "", "");
     env.write_log("in.json", b"");
