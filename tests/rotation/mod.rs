@@ -277,6 +277,32 @@ fn a_rotation_while_stopped_after_a_checkpoint_on_an_empty_file_loses_nothing() 
     }
 }
 
+/// A checkpoint at the start of a file still empty, then, while stopped, lines written to it
+/// and a rename (logrotate's `create`), with the new file still empty at the restart and the
+/// writer going on in the renamed file until it reopens the path. The renamed file was read
+/// once to its end at the restart: the lines written to it after were lost without a word
+/// (10-70 events in 4 of 36 runs of a dateext audit with `kill -9` restarts). It is followed
+/// until the new file has data.
+#[test]
+fn a_file_renamed_while_stopped_after_a_checkpoint_on_it_empty_is_followed_until_the_new_one_has_data() {
+    let (env, run) = tail_env(20);
+    env.write_log("in.json", b"");
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    stop_after(&env, &mut engine, 0);
+    std::thread::sleep(Duration::from_millis(20));
+    env.append_log("in.json", &numbered_lines(0, 1_000));
+    std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
+    env.write_log("in.json", b"");
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    wait_lines(&env, 1_000);
+    // The writer goes on in the renamed file, then reopens the path.
+    env.append_log("in.json.1", &numbered_lines(1_000, 1_200));
+    std::thread::sleep(Duration::from_millis(300));
+    env.append_log("in.json", &numbered_lines(1_200, 1_500));
+    stop_after(&env, &mut engine, 1_500);
+    assert_each_once(&env, 1_500);
+}
+
 /// Two rotations within one poll while running (a 2 s poll): the middle file is read too.
 #[test]
 fn two_rotations_within_one_poll_are_both_read() {
