@@ -633,6 +633,20 @@ fn assert_none_twice(got: &[(u64, u64)]) {
     );
 }
 
+/// The checkpoint files in the run directory `run`.
+fn checkpoint_files(run: &std::path::Path) -> usize {
+    std::fs::read_dir(run)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with("tail-") && name.ends_with(".json")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 struct Wildcard {
     env: Env,
 }
@@ -684,6 +698,32 @@ impl Wildcard {
             .iter()
             .map(|l| (u64_member(l, "file").unwrap(), u64_member(l, "n").unwrap()))
             .collect()
+    }
+
+    /// `eve.1.json` to `eve.3.json` followed by an engine with the run directory `run`, each
+    /// with its checkpoint there.
+    fn three_followed(&self, run: &std::path::Path) -> Running {
+        for f in 1..=3 {
+            self.write(f, 0, 10);
+        }
+        let engine = self.env.spawn(&["--shards", "1", "--run-dir", run.to_str().unwrap()]);
+        self.until_followed(10);
+        for f in 2..=3 {
+            self.write(f, 100, 110);
+        }
+        wait_until(
+            Duration::from_secs(30),
+            "a checkpoint per match",
+            || checkpoint_files(run) == 3 && (2..=3).all(|f| self.records().iter().any(|r| r.0 == f)),
+            || {
+                format!(
+                    "{} checkpoints, {} records",
+                    checkpoint_files(run),
+                    self.records().len()
+                )
+            },
+        );
+        engine
     }
 
     /// Appends events `n, n+1, ...` to `eve.1.json` one at a time until one is written (the
@@ -1040,32 +1080,8 @@ fn a_deleted_matchs_checkpoint_is_removed() {
     let env = &w.env;
     let dir = env.log("suricata");
     let run = env.dir.path().join("run");
-    for f in 1..=3 {
-        w.write(f, 0, 10);
-    }
-    let mut engine = env.spawn(&["--shards", "1", "--run-dir", run.to_str().unwrap()]);
-    w.until_followed(10);
-    for f in 2..=3 {
-        w.write(f, 100, 110);
-    }
-    let checkpoints = || {
-        std::fs::read_dir(&run)
-            .map(|rd| {
-                rd.flatten()
-                    .filter(|e| {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        name.starts_with("tail-") && name.ends_with(".json")
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
-    };
-    wait_until(
-        Duration::from_secs(30),
-        "a checkpoint per match",
-        || checkpoints() == 3 && (2..=3).all(|f| w.records().iter().any(|r| r.0 == f)),
-        || format!("{} checkpoints, {} records", checkpoints(), w.records().len()),
-    );
+    let mut engine = w.three_followed(&run);
+    let checkpoints = || checkpoint_files(&run);
     std::fs::remove_file(dir.join("eve.2.json")).unwrap();
     std::fs::rename(dir.join("eve.3.json"), dir.join("eve.3.old")).unwrap();
     wait_until(
@@ -1094,33 +1110,9 @@ fn a_match_deleted_while_stopped_loses_its_checkpoint_at_the_start() {
     let env = &w.env;
     let dir = env.log("suricata");
     let run = env.dir.path().join("run");
-    for f in 1..=3 {
-        w.write(f, 0, 10);
-    }
     let args = ["--shards", "1", "--run-dir", run.to_str().unwrap()];
-    let mut engine = env.spawn(&args);
-    w.until_followed(10);
-    for f in 2..=3 {
-        w.write(f, 100, 110);
-    }
-    let checkpoints = || {
-        std::fs::read_dir(&run)
-            .map(|rd| {
-                rd.flatten()
-                    .filter(|e| {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        name.starts_with("tail-") && name.ends_with(".json")
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
-    };
-    wait_until(
-        Duration::from_secs(30),
-        "a checkpoint per match",
-        || checkpoints() == 3 && (2..=3).all(|f| w.records().iter().any(|r| r.0 == f)),
-        || format!("{} checkpoints, {} records", checkpoints(), w.records().len()),
-    );
+    let mut engine = w.three_followed(&run);
+    let checkpoints = || checkpoint_files(&run);
     engine.signal(libc::SIGTERM);
     engine.wait(RUN_TIMEOUT).assert_success();
     std::fs::remove_file(dir.join("eve.2.json")).unwrap();
