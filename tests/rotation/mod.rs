@@ -241,13 +241,7 @@ fn a_compressed_older_generation_written_in_the_saves_second_is_not_read_again()
 #[test]
 fn a_rotation_while_stopped_after_a_checkpoint_on_an_empty_file_loses_nothing() {
     for style in ["copytruncate", "compress", "rename"] {
-        let (env, run) = tail_env(20);
-        env.write_log("in.json", b"");
-        let mut engine = env.spawn(&["--run-dir", &run]);
-        stop_after(&env, &mut engine, 0);
-        // The lines come after the checkpoint's save.
-        std::thread::sleep(Duration::from_millis(20));
-        env.append_log("in.json", &numbered_lines(0, 1_000));
+        let (env, run) = checkpointed_empty_then_1000_lines();
         match style {
             "copytruncate" => {
                 std::fs::copy(env.log("in.json"), env.log("in.json.1")).unwrap();
@@ -285,12 +279,7 @@ fn a_rotation_while_stopped_after_a_checkpoint_on_an_empty_file_loses_nothing() 
 /// until the new file has data.
 #[test]
 fn a_file_renamed_while_stopped_after_a_checkpoint_on_it_empty_is_followed_until_the_new_one_has_data() {
-    let (env, run) = tail_env(20);
-    env.write_log("in.json", b"");
-    let mut engine = env.spawn(&["--run-dir", &run]);
-    stop_after(&env, &mut engine, 0);
-    std::thread::sleep(Duration::from_millis(20));
-    env.append_log("in.json", &numbered_lines(0, 1_000));
+    let (env, run) = checkpointed_empty_then_1000_lines();
     std::fs::rename(env.log("in.json"), env.log("in.json.1")).unwrap();
     env.write_log("in.json", b"");
     let mut engine = env.spawn(&["--run-dir", &run]);
@@ -301,6 +290,18 @@ fn a_file_renamed_while_stopped_after_a_checkpoint_on_it_empty_is_followed_until
     env.append_log("in.json", &numbered_lines(1_200, 1_500));
     stop_after(&env, &mut engine, 1_500);
     assert_each_once(&env, 1_500);
+}
+
+/// A checkpoint saved on `in.json` while empty (an engine started and stopped), then lines
+/// 0..1,000 written to it, after the save.
+fn checkpointed_empty_then_1000_lines() -> (Env, String) {
+    let (env, run) = tail_env(20);
+    env.write_log("in.json", b"");
+    let mut engine = env.spawn(&["--run-dir", &run]);
+    stop_after(&env, &mut engine, 0);
+    std::thread::sleep(Duration::from_millis(20));
+    env.append_log("in.json", &numbered_lines(0, 1_000));
+    (env, run)
 }
 
 /// Two rotations within one poll while running (a 2 s poll): the middle file is read too.
