@@ -81,49 +81,17 @@ pub(crate) struct GlobFile {
 impl Carry {
     /// Forgets the wildcard `tail://` matches the configuration `cfg` no longer has whose file is
     /// gone (deleted, as logrotate's `rotate N` does): their checkpoints (one state file per
-    /// rotated match, kept for good) are removed, and what was kept of their readers. A match
-    /// whose file is still somewhere (renamed, compressed) keeps its checkpoint: it may match
-    /// again or be handed over.
+    /// rotated match, kept for good) are removed, also those earlier runs left (a match deleted
+    /// while the engine was stopped, or after a crash: 30 to 46 files piled up in 12 `kill -9`
+    /// restarts of an audit's run), and what was kept of their readers. A match whose file is
+    /// still somewhere (renamed, compressed) keeps its checkpoint: it may match again or be
+    /// handed over.
     pub(crate) fn forget_gone_matches(
         &mut self,
         cfg: &Config,
         state_dir: &Path,
         marks: &crate::source::checkpoint::Watermarks,
     ) {
-        let tags: std::collections::HashSet<&str> = cfg.inputs.iter().map(|i| i.tag.as_str()).collect();
-        let patterns: Vec<&PathBuf> = cfg.inputs.iter().filter_map(|i| i.glob.as_ref()).collect();
-        let gone: Vec<(String, InputUri)> = self
-            .stopped
-            .keys()
-            .filter(|(tag, uri)| {
-                let InputUri::Tail { path, .. } = uri else { return false };
-                !tags.contains(tag.as_str())
-                    && patterns
-                        .iter()
-                        .any(|p| p.parent() == path.parent() && crate::config::glob::name_matches(p, path))
-            })
-            .cloned()
-            .collect();
-        for (tag, uri) in gone {
-            let path = uri.path();
-            let mut ckpt =
-                crate::source::checkpoint::Checkpoint::new(state_dir, &tag, 0, path, std::sync::Arc::clone(marks));
-            match ckpt.load() {
-                Some(spot) if crate::source::tail::spot_file_exists(path, &spot) => continue,
-                Some(_) => {
-                    let _ = std::fs::remove_file(crate::privilege::host_path(&ckpt.state_path));
-                }
-                None => {}
-            }
-            self.stopped.remove(&(tag, uri));
-        }
-    }
-
-    /// At the start: the checkpoint files earlier runs left for wildcard `tail://` matches that
-    /// match no more and whose file is gone (deleted while the engine was stopped, or after a
-    /// crash, when no rebuild was left to remove them: 30 to 46 files piled up in 12 `kill -9`
-    /// restarts of an audit's run). A checkpoint whose file is still somewhere is kept.
-    pub(crate) fn forget_gone_matches_of_earlier_runs(cfg: &Config, state_dir: &Path) {
         let patterns: Vec<&PathBuf> = cfg
             .inputs
             .iter()
@@ -134,25 +102,35 @@ impl Carry {
             return;
         }
         let current: HashSet<&Path> = cfg.inputs.iter().map(|i| i.uri.path()).collect();
-        let Ok(entries) = std::fs::read_dir(crate::privilege::host_path(state_dir)) else {
-            return;
+        let old_match = |path: &Path| {
+            !current.contains(path)
+                && patterns
+                    .iter()
+                    .any(|p| p.parent() == path.parent() && crate::config::glob::name_matches(p, path))
         };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if !(name.starts_with("tail-") && name.ends_with(".json")) {
-                continue;
-            }
-            let Some((path, spot)) = crate::source::checkpoint::saved_spot(&state_dir.join(&*name)) else {
-                continue;
-            };
-            let matched = patterns
-                .iter()
-                .any(|p| p.parent() == path.parent() && crate::config::glob::name_matches(p, &path));
-            if matched && !current.contains(path.as_path()) && !crate::source::tail::spot_file_exists(&path, &spot) {
-                let _ = std::fs::remove_file(e.path());
+        if let Ok(entries) = std::fs::read_dir(crate::privilege::host_path(state_dir)) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if !(name.starts_with("tail-") && name.ends_with(".json")) {
+                    continue;
+                }
+                let Some((path, spot)) = crate::source::checkpoint::saved_spot(&state_dir.join(&*name)) else {
+                    continue;
+                };
+                if old_match(&path) && !crate::source::tail::spot_file_exists(&path, &spot) {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
+        // A kept reader goes with its checkpoint.
+        self.stopped.retain(|(tag, uri), _| {
+            let InputUri::Tail { path, .. } = uri else { return true };
+            !old_match(path)
+                || crate::source::checkpoint::Checkpoint::new(state_dir, tag, 0, path, std::sync::Arc::clone(marks))
+                    .load()
+                    .is_some()
+        });
     }
 
     /// Where the last reader of `input` (same tag and URI) stopped, if one did.

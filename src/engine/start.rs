@@ -324,11 +324,7 @@ pub(super) fn start_readers(
 ) -> std::io::Result<Vec<std::thread::JoinHandle<crate::source::ReaderEnd>>> {
     let mut readers = Vec::new();
     let tags_now: Vec<&str> = cfg.inputs.iter().map(|i| i.tag.as_str()).collect();
-    if carry.generation > 0 {
-        carry.forget_gone_matches(cfg, &shared.state_dir, &shared.marks);
-    } else {
-        crate::reconfig::Carry::forget_gone_matches_of_earlier_runs(cfg, &shared.state_dir);
-    }
+    carry.forget_gone_matches(cfg, &shared.state_dir, &shared.marks);
     let mut before = std::mem::take(&mut carry.glob_files);
     // The file each input reads now, for the wildcard matches' siblings.
     let files: Vec<Option<crate::source::checkpoint::FileId>> = cfg

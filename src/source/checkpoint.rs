@@ -69,16 +69,13 @@ impl Fingerprint {
     /// The first bytes of the file at `host` (as far as it goes, at most [`FP_MAX`]) when it is
     /// the file `id`; none known otherwise.
     pub(crate) fn of_file(host: &Path, id: FileId) -> Fingerprint {
-        use std::io::Read;
         let Ok(f) = std::fs::File::open(host) else {
             return Fingerprint::default();
         };
-        if f.metadata().map(|m| FileId::of(&m)).ok() != Some(id) {
-            return Fingerprint::default();
+        match f.metadata() {
+            Ok(m) if FileId::of(&m) == id => Fingerprint::at(&f, (m.len() as usize).min(FP_MAX)).unwrap_or_default(),
+            _ => Fingerprint::default(),
         }
-        let mut buf = Vec::with_capacity(FP_MAX);
-        let _ = f.take(FP_MAX as u64).read_to_end(&mut buf);
-        Fingerprint::of(&buf)
     }
 
     /// The fingerprint of the first `len` bytes of an open file (None when it is shorter).
