@@ -354,6 +354,42 @@ pub(crate) struct Outputs {
     /// tail checkpoints and Kafka commits do not pass events that were never written (a
     /// restart reads them again).
     abandoned: bool,
+    /// When the stats line is due (the writer's turns and the waits below both ask).
+    stats_clock: StatsClock,
+}
+
+/// When the stats line is due: about 1 s after the start, then every `stats_interval`. The
+/// writer asks at each of its turns, and so does a wait for an output that cannot deliver:
+/// an output that holds the pipeline up does not stop the line that shows it.
+struct StatsClock {
+    start: Instant,
+    first_done: bool,
+    last: Instant,
+    every: Duration,
+}
+
+impl StatsClock {
+    fn new(every: Duration) -> StatsClock {
+        let now = Instant::now();
+        StatsClock {
+            start: now,
+            first_done: false,
+            last: now,
+            every,
+        }
+    }
+
+    /// True (and the clock restarted) when a line is due.
+    fn due(&mut self) -> bool {
+        let now = Instant::now();
+        let first = !self.first_done && now.duration_since(self.start) >= Duration::from_secs(1);
+        if first || now.duration_since(self.last) >= self.every {
+            self.first_done = true;
+            self.last = now;
+            return true;
+        }
+        false
+    }
 }
 
 impl Outputs {
@@ -367,6 +403,24 @@ impl Outputs {
             gate,
             line_limits: Vec::new(),
             abandoned: false,
+            stats_clock: StatsClock::new(Duration::from_secs(60)),
+        }
+    }
+
+    /// While the writer waits for output `o` (not the stats file itself): the stats line when
+    /// it is due, with the counters as they are (the latency histograms as last merged).
+    fn stats_while_waiting(&mut self, o: usize) {
+        if o == crate::shard::STATS_OUTPUT.index() || !self.stats_clock.due() {
+            return;
+        }
+        let mut line = self.stats.line();
+        line.push(b'\n');
+        let s = crate::shard::STATS_OUTPUT;
+        self.write(s, &line);
+        // The writer's flush does not run while it waits: the line is delivered now.
+        if let Some(sink) = self.sinks.get_mut(s.index()) {
+            let r = sink.flush();
+            self.settle(s.index(), r, true);
         }
     }
 
@@ -466,6 +520,7 @@ impl Outputs {
                             self.report(o, Kind::OutputWaiting, "", &msg);
                             self.flush_log();
                         }
+                        self.stats_while_waiting(o);
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     r => break r,
@@ -624,6 +679,7 @@ impl Outputs {
                 self.report(o, Kind::OutputWaiting, &format!(",\"held\":{records}"), &msg);
                 self.flush_log();
             }
+            self.stats_while_waiting(o);
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(200));
         }
@@ -712,7 +768,6 @@ pub(crate) struct Writer {
     diag: Receiver<Vec<u8>>,
     diag_closed: Arc<std::sync::Mutex<bool>>,
     rotate: Arc<AtomicBool>,
-    stats_interval: Duration,
     /// Published after each flush: per input, the events below this sequence number are
     /// written (tail checkpoints and Kafka commits wait for it).
     marks: crate::counters::Watermarks,
@@ -784,6 +839,8 @@ impl Writer {
             marks,
             started,
         } = parts;
+        let mut out = out;
+        out.stats_clock = StatsClock::new(stats_interval);
         let merge = merge::Merge::new(links.len(), inputs);
         Writer {
             me: links
@@ -796,7 +853,6 @@ impl Writer {
             diag,
             diag_closed,
             rotate,
-            stats_interval,
             lat: stats.histograms.then(|| {
                 stats
                     .output_latency
@@ -1059,9 +1115,6 @@ impl Writer {
     pub(crate) fn run(mut self) -> Vec<Sink> {
         self.me.register();
         let mut last_flush = Instant::now();
-        let start = Instant::now();
-        let mut last_stats = Instant::now();
-        let mut first_stats = false;
         let mut backoff = Backoff::default();
         loop {
             // The engine's own records first: one sent before a worker's record (a reload's
@@ -1079,14 +1132,8 @@ impl Writer {
                     }
                 }
             }
-            if !first_stats && start.elapsed() >= Duration::from_secs(1) {
-                first_stats = true;
+            if self.out.stats_clock.due() {
                 self.write_stats();
-                last_stats = Instant::now();
-            }
-            if last_stats.elapsed() >= self.stats_interval {
-                self.write_stats();
-                last_stats = Instant::now();
             }
             if self.lat.is_some() && self.last_merge.elapsed() >= crate::counters::latency::MERGE_EVERY {
                 self.merge_latency();

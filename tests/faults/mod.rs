@@ -106,6 +106,41 @@ fn a_stream_output_waits_for_its_reader_and_delivers_everything() {
     assert_eq!(env.log_records_of("output_resumed").len(), waiting.len(), "{waiting:?}");
 }
 
+/// While an output holds the pipeline up (no reader, its buffer_mb full), the stats line goes
+/// on at its interval and shows what the output holds: the operator sees the wait as it lasts.
+#[test]
+fn the_stats_line_goes_on_while_an_output_holds_the_pipeline_up() {
+    let n = 30_000;
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("nobody.sock");
+    let env = env_with_output(
+        &format!("ipc+stream://{}", sock.display()),
+        ", buffer_mb = 1",
+        "shutdown_grace = 1",
+        n,
+    );
+    let mut engine = env.spawn(&[]);
+    // The output full: the wait says so after 10 s.
+    env.wait_for_record("output_waiting", "buffer_mb", Duration::from_secs(60));
+    let held = |v: &serde_json::Value| v["outputs"]["out"]["held"].as_u64().unwrap_or(0);
+    let before = env.stats_records().len();
+    std::thread::sleep(Duration::from_secs(2));
+    let stats = env.stats_records();
+    // 0.2 s apart: about 10 lines in 2 s; a loaded machine gets fewer.
+    assert!(
+        stats.len() >= before + 3,
+        "{} stats lines before the 2 s, {} after",
+        before,
+        stats.len()
+    );
+    let last = stats.last().unwrap();
+    assert!(held(last) > 0, "{last}");
+    assert_eq!(last["outputs"]["out"]["written"], 0, "{last}");
+    engine.signal(libc::SIGTERM);
+    let out = engine.wait(RUN_TIMEOUT);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+}
+
 /// A reader that never comes: once the input has ended the engine waits `shutdown_grace`,
 /// then counts what the output holds as lost and exits 3.
 #[test]
@@ -763,13 +798,7 @@ fn a_checkpoint_that_cannot_be_saved_is_reported_once() {
     env.write_log("in.json", &lines(0, 10));
     let (mut engine, addr, run) = spawn_watched(&env);
     let health = || health(&addr);
-    let ckpt = || {
-        std::fs::read_dir(&run)
-            .ok()?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("tail-")))
-    };
+    let ckpt = || tail_checkpoints(&run).into_iter().next();
     wait_until(
         Duration::from_secs(30),
         "a checkpoint",

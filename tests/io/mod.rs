@@ -690,10 +690,8 @@ fn parquet_output_read_back_with_pyarrow() {
 
 /// The offset of the one tail checkpoint in `run` (None before the first save).
 fn checkpoint_offset(run: &Path) -> Option<u64> {
-    let f = std::fs::read_dir(run).ok()?.filter_map(Result::ok).find(|e| {
-        e.file_name().to_string_lossy().starts_with("tail-") && e.file_name().to_string_lossy().ends_with(".json")
-    })?;
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f.path()).ok()?).ok()?;
+    let f = tail_checkpoints(run).into_iter().next()?;
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f).ok()?).ok()?;
     v["offset"].as_u64()
 }
 

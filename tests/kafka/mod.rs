@@ -288,11 +288,10 @@ fn to_kafka(input: &str, uri: &str, extra: &str) -> Env {
 
 /// The offset of the tail checkpoint in `run` (0 without one), and the checkpoint.
 fn tail_checkpoint(run: &std::path::Path) -> (u64, Option<serde_json::Value>) {
-    let ckpt = std::fs::read_dir(run)
-        .unwrap()
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with("tail-"))
-        .map(|e| serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).unwrap()).unwrap());
+    let ckpt = tail_checkpoints(run)
+        .into_iter()
+        .next()
+        .map(|p| serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap());
     (ckpt.as_ref().and_then(|v| v["offset"].as_u64()).unwrap_or(0), ckpt)
 }
 

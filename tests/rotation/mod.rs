@@ -216,10 +216,9 @@ fn a_compressed_older_generation_written_in_the_saves_second_is_not_read_again()
     compress("in.json", "in.json.1.gz", 500);
     env.write_log("in.json", &numbered_lines(5_000, 6_000));
     // The checkpoint as saved at S + 0.6 s.
-    let ckpt = std::fs::read_dir(&run)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("tail-"))
+    let ckpt = tail_checkpoints(run.as_ref())
+        .into_iter()
+        .next()
         .expect("a tail checkpoint");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ckpt).unwrap()).unwrap();
     let t = std::process::Command::new("date")
@@ -636,16 +635,7 @@ fn assert_none_twice(got: &[(u64, u64)]) {
 
 /// The checkpoint files in the run directory `run`.
 fn checkpoint_files(run: &std::path::Path) -> usize {
-    std::fs::read_dir(run)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.starts_with("tail-") && name.ends_with(".json")
-                })
-                .count()
-        })
-        .unwrap_or(0)
+    tail_checkpoints(run).len()
 }
 
 struct Wildcard {

@@ -270,6 +270,22 @@ impl Env {
     }
 }
 
+/// The tail checkpoint files in the run directory `run` (`tail-*.json`; not a save's
+/// temporary `.json.tmp`, which the engine renames over its checkpoint).
+pub fn tail_checkpoints(run: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = fs::read_dir(run) else { return Vec::new() };
+    rd.filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name.starts_with("tail-") && name.ends_with(".json")
+        })
+        .collect()
+}
+
 /// Splits bytes into lines on `\n`; a last line without newline counts, a trailing newline
 /// does not start an empty line.
 pub fn split_lines(bytes: &[u8]) -> Vec<Vec<u8>> {
