@@ -39,9 +39,9 @@ impl FileSink {
     pub(crate) fn open(path: PathBuf, truncate: bool) -> io::Result<FileSink> {
         // Where the path is now (inside the root after a chroot: a reload's new pipeline).
         let host = crate::privilege::host_path(&path);
-        create_parent(&host)?;
+        create_parent_of_new(&host)?;
         let made = std::fs::symlink_metadata(&host).is_err();
-        let f = open_file(&host, truncate)?;
+        let f = open_file(&host, truncate).inspect_err(|_| remove_unstarted_dirs(&host))?;
         Ok(FileSink {
             path,
             out: Some(f),
@@ -57,7 +57,9 @@ impl FileSink {
     /// The pipeline has started: a truncating output empties its file now, an appending one
     /// ends a line a crash left partial (once).
     pub(crate) fn begin(&mut self) -> io::Result<()> {
-        self.made_unstarted = false;
+        if std::mem::take(&mut self.made_unstarted) {
+            keep_unstarted_dirs(&crate::privilege::host_path(&self.path));
+        }
         if self.end_line_pending
             && let Some(f) = self.out.as_mut()
         {
@@ -214,6 +216,74 @@ pub(super) fn create_parent(path: &std::path::Path) -> io::Result<()> {
     }
 }
 
+/// Directories (host paths) that outputs made for their files while opening, before any
+/// pipeline using them started: a start that fails removes them again once they are empty
+/// (several outputs may share one; the last one removed takes it).
+static UNSTARTED_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn unstarted_dirs() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    UNSTARTED_DIRS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// [`create_parent`] for an output being opened (`host`: its file's host path): the
+/// directories it makes are noted, and removed again if the start fails
+/// ([`remove_unstarted_dirs`]) or kept once the pipeline starts ([`keep_unstarted_dirs`]).
+pub(super) fn create_parent_of_new(host: &std::path::Path) -> io::Result<()> {
+    let Some(dir) = host.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while std::fs::symlink_metadata(d).is_err() {
+        missing.push(d.to_path_buf());
+        match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => d = p,
+            _ => break,
+        }
+    }
+    let r = std::fs::create_dir_all(dir);
+    if !missing.is_empty() {
+        unstarted_dirs().extend(missing.into_iter().filter(|m| m.is_dir()));
+    }
+    if r.is_err() {
+        remove_unstarted_dirs(host);
+    }
+    r
+}
+
+/// A start that failed: the directories above `host` that an output made (noted by
+/// [`create_parent_of_new`]) are removed, innermost first, while empty.
+pub(super) fn remove_unstarted_dirs(host: &std::path::Path) {
+    let mut dirs = unstarted_dirs();
+    let mut d = host.parent();
+    while let Some(dir) = d {
+        let Some(k) = dirs.iter().position(|m| m == dir) else {
+            break;
+        };
+        if std::fs::remove_dir(dir).is_err() {
+            break;
+        }
+        dirs.swap_remove(k);
+        d = dir.parent();
+    }
+}
+
+/// The pipeline has started: the directories above `host` stay.
+pub(super) fn keep_unstarted_dirs(host: &std::path::Path) {
+    let mut dirs = unstarted_dirs();
+    if dirs.is_empty() {
+        return;
+    }
+    let mut d = host.parent();
+    while let Some(dir) = d {
+        let Some(k) = dirs.iter().position(|m| m == dir) else {
+            break;
+        };
+        dirs.swap_remove(k);
+        d = dir.parent();
+    }
+}
+
 impl Drop for FileSink {
     fn drop(&mut self) {
         if self.made_unstarted {
@@ -223,13 +293,14 @@ impl Drop for FileSink {
 }
 
 /// Removes the file at `path` (an output's file this run made before a start that failed)
-/// when it holds no more than `empty` (what a new file starts with): the start leaves no
-/// file where there was none.
+/// when it holds no more than `empty` (what a new file starts with), and the directories it
+/// made for it: the start leaves no file or directory where there was none.
 pub(super) fn remove_if_unwritten(path: &std::path::Path, empty: &[u8]) {
     let host = crate::privilege::host_path(path);
     if std::fs::read(&host).is_ok_and(|b| b.is_empty() || b == empty) {
         let _ = std::fs::remove_file(&host);
     }
+    remove_unstarted_dirs(&host);
 }
 
 /// Opens an output file: appending, or, with `truncate` (the `<` suffix), for writing from

@@ -43,9 +43,9 @@ pub(crate) struct ZfileSink {
 impl ZfileSink {
     pub(crate) fn open(path: PathBuf, truncate: bool) -> io::Result<ZfileSink> {
         let host = crate::privilege::host_path(&path);
-        super::file::create_parent(&host)?;
+        super::file::create_parent_of_new(&host)?;
         let made = std::fs::symlink_metadata(&host).is_err();
-        let f = super::file::open_file(&host, truncate)?;
+        let f = super::file::open_file(&host, truncate).inspect_err(|_| super::file::remove_unstarted_dirs(&host))?;
         let mut repaired = None;
         // (A file this user cannot read is not looked at.)
         let torn = || torn_tail(&mut File::open(&host)?);
@@ -80,7 +80,9 @@ impl ZfileSink {
     /// 0 bytes is no gzip file to a reader (`zcat`: unexpected end of file), also when
     /// nothing is ever written (once).
     pub(crate) fn begin(&mut self) -> io::Result<()> {
-        self.made_unstarted = false;
+        if std::mem::take(&mut self.made_unstarted) {
+            super::file::keep_unstarted_dirs(&crate::privilege::host_path(&self.path));
+        }
         if let Some(f) = self.out.as_ref() {
             if let Some(end) = self.cut_pending {
                 f.set_len(end)

@@ -433,14 +433,33 @@ fn a_failed_start_leaves_truncating_outputs_as_they_were() {
         "inputs = { { tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" } }\n\
          analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" } }\n\
          outputs = { { tag = \"out\", uri = \"file://new.json<\" }, { tag = \"z\", uri = \"zfile://new.json.gz<\" }, \
-         { tag = \"a1\", uri = \"file://new-append.json\" }, { tag = \"a2\", uri = \"zfile://new-append.json.gz\" } }\n",
+         { tag = \"a1\", uri = \"file://new-append.json\" }, { tag = \"a2\", uri = \"zfile://new-append.json.gz\" }, \
+         { tag = \"d1\", uri = \"file://newdir/sub/x.json\" }, { tag = \"d2\", uri = \"zfile://newdir/y.json.gz\" }, \
+         { tag = \"d3\", uri = \"file://newdir/sub/z.json<\" } }\n",
     );
     env.write_log("in.json", &join_lines(&[event(0)]));
     let out = env.run(&[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    for name in ["new.json", "new.json.gz", "new-append.json", "new-append.json.gz"] {
+    // Nor the directories it made for them (several outputs in one).
+    for name in [
+        "new.json",
+        "new.json.gz",
+        "new-append.json",
+        "new-append.json.gz",
+        "newdir",
+    ] {
         assert!(!env.log(name).exists(), "{name} was left by a start that failed");
     }
+    // A start that works keeps them, also when nothing is written.
+    let started = Env::simple("file://in.json", ANALYZER_PASS, "", "");
+    started.config(
+        "inputs = { { tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" } }\n\
+         analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" } }\n\
+         outputs = { { tag = \"out\", uri = \"file://newdir/sub/x.json\" }, { tag = \"z\", uri = \"zfile://newdir/y.json.gz\" } }\n",
+    );
+    started.write_log("in.json", b"");
+    started.run(&[]).assert_success();
+    assert!(started.log("newdir/sub/x.json").exists() && started.log("newdir/y.json.gz").exists());
     // Appending outputs that exist: not repaired or given their empty member by a start that
     // fails (an empty gzip file got a member, a torn one was cut, a partial line ended).
     let torn = {
