@@ -81,6 +81,15 @@ pub struct WorkerStats {
     /// scripts call; 0 between batches. A `loop()` that never returns while it makes blocking
     /// calls (Redis commands in an endless loop) keeps it set.
     pub batch_since_ms: AtomicU64,
+    /// The script the worker called last ([`script_code`]; `u32::MAX`: none yet): the one a
+    /// stuck batch is in. Shared with the worker's context, which sets it at each call.
+    pub script_now: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// How [`WorkerStats::script_now`] names a script: the filter of input `i`, or analyzer `i`
+/// with the top bit set.
+pub(crate) fn script_code(analyzer: bool, i: u32) -> u32 {
+    if analyzer { i | 1 << 31 } else { i & !(1 << 31) }
 }
 
 impl WorkerStats {
@@ -128,6 +137,7 @@ impl WorkerStats {
             redis_down: AtomicU64::new(0),
             last_progress_ms: AtomicU64::new(0),
             busy_since_ms: AtomicU64::new(0),
+            script_now: std::sync::Arc::new(std::sync::atomic::AtomicU32::new(u32::MAX)),
             batch_since_ms: AtomicU64::new(0),
         }
     }
@@ -346,8 +356,9 @@ impl Stats {
         }
         let now = self.now_ms();
         for (k, secs) in self.stuck_workers() {
+            let script = self.worker_script(k).map_or(String::new(), |s| format!(", in {s}"));
             out.push(format!(
-                "worker {k}: one batch has run for {secs} s (a script's loop() that does not return?)"
+                "worker {k}: one batch has run for {secs} s{script} (a script's loop() that does not return?)"
             ));
         }
         for (k, w) in self.workers.iter().enumerate() {
@@ -360,6 +371,21 @@ impl Stats {
             }
         }
         out
+    }
+
+    /// The script worker `k` called last, named for a report ("analyzer TAG", "the filter of
+    /// input TAG"); None before its first call.
+    pub fn worker_script(&self, k: usize) -> Option<String> {
+        let code = self.workers.get(k)?.script_now.load(Relaxed);
+        if code == u32::MAX {
+            return None;
+        }
+        let i = (code & !(1 << 31)) as usize;
+        if code & 1 << 31 != 0 {
+            Some(format!("analyzer {}", self.analyzer_tags.get(i)?))
+        } else {
+            Some(format!("the filter of input {}", self.input_tags.get(i)?))
+        }
     }
 
     /// Workers that have been on one batch for more than [`STALL_MS`] without a blocking call

@@ -134,8 +134,11 @@ pub struct WorkerCtx {
     /// are limited: `records::MAX_EVENT_RECORD_BYTES`).
     pub(super) held_seq: u64,
     pub(super) held_event_bytes: usize,
-    /// Where the current script call comes from (for error reports).
+    /// Where the current script call comes from (for error reports); set with
+    /// [`set_cur_script`](Self::set_cur_script).
     pub cur_script: (Role, u32),
+    /// The same for the engine's stuck-worker report (`WorkerStats::script_now`).
+    pub script_now: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// Latency recording of this worker, when histograms are on.
     pub lat: Option<Box<WorkerLatency>>,
     /// Per analyzer: its pending timer (due time in `mono_ns`, registry reference of the
@@ -307,6 +310,7 @@ impl WorkerCtx {
             held_seq: u64::MAX,
             held_event_bytes: 0,
             cur_script: (Role::Filter, 0),
+            script_now: Default::default(),
             lat: None,
             timers: Vec::new(),
             timers_pending: 0,
@@ -317,6 +321,14 @@ impl WorkerCtx {
             next_ticket: 0,
             yield_ticket: 0,
         })
+    }
+
+    /// The script called now: for error reports, and for a report of a worker stuck in it.
+    #[inline]
+    pub fn set_cur_script(&mut self, role: Role, i: u32) {
+        self.cur_script = (role, i);
+        let code = crate::counters::script_code(role == Role::Analyzer, i);
+        self.script_now.store(code, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Sets what script states opened from now on get: their memory limit (bytes) and number

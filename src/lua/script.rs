@@ -309,7 +309,7 @@ impl WorkerCtx {
     ) -> Result<(), ScriptError> {
         for (role, specs) in [(Role::Filter, filters), (Role::Analyzer, analyzers)] {
             for (i, spec) in specs.iter().enumerate() {
-                self.cur_script = (role, i as u32);
+                self.set_cur_script(role, i as u32);
                 note_loading("the chunk of", spec);
                 let settings = self.state_settings;
                 let mut s = self
@@ -325,7 +325,7 @@ impl WorkerCtx {
         if run_setup {
             for (role, specs) in [(Role::Filter, filters), (Role::Analyzer, analyzers)] {
                 for (i, spec) in specs.iter().enumerate() {
-                    self.cur_script = (role, i as u32);
+                    self.set_cur_script(role, i as u32);
                     note_loading("setup() of", spec);
                     let l = self.state(role, i as u32);
                     self.run_setup(l).map_err(|e| e.of(role, i, spec))?;
@@ -393,7 +393,7 @@ impl WorkerCtx {
                 }
                 None => continue,
             };
-            self.cur_script = (role, i as u32);
+            self.set_cur_script(role, i as u32);
             let settings = self.state_settings;
             let mut new = match self.run_script(|| Script::open_source(spec, src, settings)) {
                 Ok(s) => s,
@@ -516,7 +516,7 @@ impl WorkerCtx {
                         s
                     }
                     None => {
-                        self.cur_script = (role, i as u32);
+                        self.set_cur_script(role, i as u32);
                         note_loading("the chunk of", spec);
                         let settings = self.state_settings;
                         let src = text.ok_or_else(|| ScriptCause::Read("cannot be read".into()).of(role, i, spec))?;
@@ -545,7 +545,7 @@ impl WorkerCtx {
         let gone: Vec<Script> = old_filters.into_iter().chain(old_analyzers).flatten().collect();
         self.lend(move || drop(gone));
         for (role, i) in fresh {
-            self.cur_script = (role, i as u32);
+            self.set_cur_script(role, i as u32);
             let l = self.state(role, i as u32);
             let spec = if role == Role::Filter {
                 &filters[i]

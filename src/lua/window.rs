@@ -255,7 +255,7 @@ impl WorkerCtx {
                 let script = &mut self.analyzers[a as usize];
                 script.calls += 1;
                 let calls = script.calls;
-                self.cur_script = (Role::Analyzer, a);
+                self.set_cur_script(Role::Analyzer, a);
                 let t0 = self.lat_start_call(calls);
                 self.window[i].co_t0 = t0;
                 self.cur_co = co;
@@ -281,7 +281,7 @@ impl WorkerCtx {
         };
         self.enter(input, i);
         let l = self.analyzers[a as usize].l;
-        self.cur_script = (Role::Analyzer, a);
+        self.set_cur_script(Role::Analyzer, a);
         // SAFETY: the coroutine is anchored in the registry under `co_ref`.
         unsafe {
             ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, co_ref);
@@ -431,7 +431,7 @@ impl WorkerCtx {
     /// Calls `loop(value)` of a script with the value on top of its stack; counts and reports
     /// an error.
     pub(super) fn call_loop(&mut self, role: Role, i: u32) {
-        self.cur_script = (role, i);
+        self.set_cur_script(role, i);
         let Some(s) = self.script_mut(role, i) else { return };
         s.calls += 1;
         // SAFETY: the worker's own state, between calls.
@@ -497,7 +497,7 @@ impl WorkerCtx {
         // SAFETY: the worker's own state, between calls.
         unsafe { super::ffi_util::guard_jit(l, &s.mem) };
         let calls = s.calls;
-        self.cur_script = (role, i);
+        self.set_cur_script(role, i);
         // SAFETY: the state belongs to this thread, `dispatch` and `loop` are on its stack;
         // the context is lent for the call.
         unsafe {

@@ -276,6 +276,7 @@ pub(crate) fn run(
     );
     c.redis.target = spec.redis.clone();
     c.redis.timeouts = spec.redis_timeouts;
+    c.script_now = std::sync::Arc::clone(&stats.workers[spec.index].script_now);
     c.set_state_settings(spec.state);
     if stats.histograms {
         c.lat = Some(Box::new(crate::lua::WorkerLatency::new(
@@ -309,6 +310,7 @@ pub(crate) fn run(
         // reported (`worker_stuck`), `/health` 503 (the writer and the endpoint already run).
         let me = &n.stats.workers[n.spec.index];
         me.begin_batch(n.stats.now_ms());
+        c.script_now = std::sync::Arc::clone(&me.script_now);
         // States opened with other settings (memory limit, number precision) are not kept; a
         // new GC pause needs no new state (`tune_gc` applies it every batch).
         let same_settings = crate::lua::state::StateSettings {

@@ -1010,10 +1010,19 @@ impl Writer {
                 continue;
             }
             self.stuck_reported.push(k);
+            let script = self.stats.worker_script(k);
             let msg = format!(
-                "worker {k} has been on one batch of events for {secs} s: a script's loop() (or a timer's, or the setup() of a script being reloaded) that does not return? Its events and those after them wait; a stop ends the engine once it has been so for 30 s (exit status 3)"
+                "worker {k} has been on one batch of events for {secs} s{}: a script's loop() (or a timer's, or the setup() of a script being reloaded) that does not return? Its events and those after them wait; a stop ends the engine once it has been so for 30 s (exit status 3)",
+                script
+                    .as_deref()
+                    .map_or(String::new(), |s| format!(", last in a call of {s}"))
             );
-            let mut line = crate::diag::line(Kind::WorkerStuck, &[("worker", &k.to_string())], &msg);
+            let k_text = k.to_string();
+            let mut fields = vec![("worker", k_text.as_str())];
+            if let Some(s) = script.as_deref() {
+                fields.push(("script", s));
+            }
+            let mut line = crate::diag::line(Kind::WorkerStuck, &fields, &msg);
             crate::diag::stderr_report(&line);
             line.push(b'\n');
             self.write(crate::shard::LOG_OUTPUT, &line);

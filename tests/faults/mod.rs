@@ -580,6 +580,17 @@ fn stop_a_stuck_script_among(stuck: &str, reported_within: Duration, events: usi
     let (code, body) = health(&addr);
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("worker 0: one batch has run for"), "{body}");
+    // Both name the script the worker is in.
+    assert!(body.contains(", in analyzer a "), "{body}");
+    let stuck = env.log_records_of("worker_stuck");
+    assert_eq!(stuck[0]["script"], "analyzer a", "{stuck:?}");
+    assert!(
+        stuck[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("last in a call of analyzer a"),
+        "{stuck:?}"
+    );
     engine.signal(libc::SIGTERM);
     let out = engine.wait(Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(3), "{out:?}");
