@@ -707,6 +707,11 @@ end
     assert_eq!(unknown.len(), 2, "reported once per tag: {unknown:?}");
     assert!(msgs[0].contains(r#"analyzer: no analyzer has tag "nope""#), "{msgs:?}");
     assert!(msgs[1].contains(r#"output: no output has tag "nope""#), "{msgs:?}");
+    // Each names the line of the script that made the call (a fast path's call included).
+    let at = |r: &serde_json::Value| r["where"].as_str().unwrap_or("").to_string();
+    assert!(at(&unknown[0]).ends_with("f.lua:12"), "{unknown:?}");
+    assert!(at(&unknown[1]).ends_with("a.lua:8"), "{unknown:?}");
+    assert!(msgs[1].contains("a.lua:8)"), "{msgs:?}");
 
     let errors = env.log_records_of("script_error");
     let msgs: Vec<&str> = errors.iter().filter_map(|r| r["message"].as_str()).collect();

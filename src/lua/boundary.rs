@@ -261,6 +261,33 @@ pub(crate) unsafe fn raise(l: *mut lua_State, msg: String) -> ! {
     }
 }
 
+/// Where in a script the running C function was called from: `file:line` of the nearest Lua
+/// frame that is not the engine's prelude (its wrappers call the C functions for a script);
+/// None when no script frame is on the stack.
+///
+/// # Safety
+///
+/// `l` is a live state of this thread running a C function called by Lua.
+pub(crate) unsafe fn script_where(l: *mut lua_State) -> Option<String> {
+    // SAFETY: see the contract; `lua_Debug` is plain C data that `lua_getinfo` fills.
+    unsafe {
+        for level in 1..32 {
+            let mut ar: ffi::lua_Debug = std::mem::zeroed();
+            if ffi::lua_getstack(l, level, &mut ar) == 0 {
+                return None;
+            }
+            if ffi::lua_getinfo(l, c"Sl".as_ptr(), &mut ar) == 0 || ar.currentline <= 0 {
+                continue;
+            }
+            let src = std::ffi::CStr::from_ptr(ar.short_src.as_ptr()).to_string_lossy();
+            if src != "prelude" {
+                return Some(format!("{src}:{}", ar.currentline));
+            }
+        }
+        None
+    }
+}
+
 /// How a string argument may be given.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Coerce {

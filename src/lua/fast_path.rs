@@ -75,7 +75,10 @@ pub(super) unsafe extern "C" fn df_emit(
                 return DECLINED;
             }
             let Some(output) = c.output_index(tag) else {
-                c.unknown_tag("output", tag);
+                if !c.unknown_tag_reported("output", tag) {
+                    return DECLINED;
+                }
+                c.unknown_tag("output", tag, None);
                 return DONE;
             };
             // Too many records held: the C function says so in the script.
@@ -136,7 +139,8 @@ pub(super) unsafe extern "C" fn df_queue(tag: *const u8, tag_len: usize, line: *
             }
             match c.analyzer_index(tag) {
                 Some(a) => c.push_call(a, UNCHANGED_EVENT),
-                None => c.unknown_tag("analyzer", tag),
+                None if !c.unknown_tag_reported("analyzer", tag) => return DECLINED,
+                None => c.unknown_tag("analyzer", tag, None),
             }
             DONE
         })

@@ -317,20 +317,36 @@ impl WorkerCtx {
 }
 
 impl WorkerCtx {
-    /// Counts and reports (once per tag) a call naming an unknown analyzer or output.
-    pub fn unknown_tag(&mut self, what: &str, tag: &[u8]) {
+    /// Counts and reports (once per tag) a call naming an unknown analyzer or output, made at
+    /// `at` (`file:line` of the script, when known).
+    pub fn unknown_tag(&mut self, what: &str, tag: &[u8], at: Option<&str>) {
         self.counters.unknown_tags += 1;
         let tag = String::from_utf8_lossy(tag).into_owned();
         let key = format!("{what}:{tag}");
         if !self.reported.contains(&key) && self.reported.len() < 1000 {
             self.reported.push(key);
             let script = self.script_tag();
+            let mut fields = vec![("script", script.as_str())];
+            let at_text = at.map_or(String::new(), |w| format!(" ({w})"));
+            if let Some(w) = at {
+                fields.push(("where", w));
+            }
             self.report(
                 Kind::UnknownTag,
-                &[("script", &script)],
-                &format!("{what}: no {what} has tag {tag:?} (reported once per tag)"),
+                &fields,
+                &format!("{what}: no {what} has tag {tag:?}{at_text} (reported once per tag)"),
             );
         }
+    }
+
+    /// Whether a call naming the unknown `tag` of `what` is reported yet (the fast paths leave
+    /// the first one to the C functions, which know where in the script it was made).
+    pub(super) fn unknown_tag_reported(&self, what: &str, tag: &[u8]) -> bool {
+        let tag = String::from_utf8_lossy(tag);
+        self.reported
+            .iter()
+            .any(|k| k.strip_prefix(what).and_then(|r| r.strip_prefix(':')) == Some(&*tag))
+            || self.reported.len() >= 1000
     }
 
     /// Reports, once per script and `what`, something a script does that runs but is
