@@ -1332,6 +1332,33 @@ fn max_line_bytes_is_the_longest_accepted_line() {
     assert_eq!(out.summary().invalid, 1, "{}", out.stdout);
 }
 
+/// A script's `print` goes to stdout line by line while the engine runs (it was block
+/// buffered: with stdout a file or a pipe, a service's prints came at exit).
+#[test]
+fn print_reaches_stdout_while_the_engine_runs() {
+    let env = Env::simple(
+        "file://in.json",
+        "function setup() print(\"ready\") end\nfunction loop(msg)\n  print(\"saw\", msg.n)\n  dragonfly.output_event(default_output, msg)\nend\n",
+        "",
+        "",
+    );
+    env.write_log("in.json", b"{\"n\":1}\n{\"n\":2}\n");
+    let mut engine = env.spawn(&["--follow", "--shards", "1"]);
+    wait_until(
+        Duration::from_secs(30),
+        "both prints on stdout",
+        || engine.stdout_now().contains("saw\t2\n"),
+        || engine.stdout_now(),
+    );
+    assert!(
+        engine.stdout_now().starts_with("ready\nsaw\t1\n"),
+        "{}",
+        engine.stdout_now()
+    );
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+}
+
 #[test]
 fn stats_lines_are_written_every_interval_and_at_exit() {
     let env = Env::simple(

@@ -272,9 +272,30 @@ pub(crate) unsafe extern "C-unwind" fn lua_panic(l: *mut lua_State) -> c_int {
     0
 }
 
+unsafe extern "C" {
+    /// The C library's standard output stream, which Lua's `print` and `io.write` use.
+    static mut stdout: *mut libc::FILE;
+}
+
+/// Makes the C standard output line-buffered, once, before any script runs: a script's
+/// `print` (to stdout, as the original's) then reaches a pipe or a file (a service's journal)
+/// line by line, not in 4 KiB blocks at best and at exit at worst.
+fn line_buffered_stdout() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `stdout` is the C library's stream, initialised before main; setvbuf is
+        // called before any script (the only user of the C stream) has written to it, and
+        // `Once` makes this the only call.
+        unsafe {
+            libc::setvbuf(stdout, std::ptr::null_mut(), libc::_IOLBF, 0);
+        }
+    });
+}
+
 /// Creates a script state whose memory comes from [`lua_alloc`], limited to `limit` bytes
 /// during script time. `None` when out of memory. The `StateMemory` must outlive the state.
 pub(crate) fn new_state(limit: usize) -> Option<(*mut lua_State, Box<StateMemory>)> {
+    line_buffered_stdout();
     let mem = Box::new(StateMemory {
         used: Cell::new(0),
         limit,

@@ -80,6 +80,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// What the engine has written to its stdout so far.
+    pub fn stdout_now(&self) -> String {
+        fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
     /// Sends `sig` to the engine (by its pid).
     pub fn signal(&self, sig: libc::c_int) {
         let pid = self.child.id() as libc::pid_t;
