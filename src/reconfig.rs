@@ -57,6 +57,9 @@ pub(crate) struct Carry {
     /// asked for: the next pipeline serves on it if it asks for the same, so that clients
     /// (a health probe) are answered during the rebuild, not reset.
     pub http: Option<(String, crate::metrics::http::HttpServer)>,
+    /// The texts the running pipeline's scripts were loaded from (and reloaded to): a
+    /// configuration that cannot start falls back to these, not to what the files hold now.
+    pub texts: crate::lua::worker::Texts,
     /// The worker threads, which outlive a rebuild with their Lua states, and where each is
     /// sent its next pipeline.
     pub workers: Vec<(

@@ -119,7 +119,15 @@ pub(super) fn run_pipeline(
         }
     };
     let reload = Arc::new(crate::lua::worker::Reload::default());
-    if let Err(e) = start_workers((cfg, &plan), rings.workers, &shared.stats, &reload, carry, &sig.stop) {
+    let started = start_workers(
+        (cfg, &plan),
+        rings.workers,
+        &shared.stats,
+        &reload,
+        carry,
+        (&sig.stop, fallback.is_some()),
+    );
+    if let Err(e) = started {
         drop(rings.readers);
         carry.stop_workers();
         let _ = writer.handle.join();
@@ -151,6 +159,7 @@ pub(super) fn run_pipeline(
     }
     let status = status_line(opts, cfg, &shared.stats);
     let next = Arc::new(std::sync::Mutex::new(None));
+    let reloaded = Arc::clone(&reload);
     let control = start_control(
         (opts, cfg, sig),
         &shared,
@@ -171,6 +180,13 @@ pub(super) fn run_pipeline(
         (&sig.stop, &cfg.log_dir),
     );
     drop(status);
+    // The scripts the pipeline reloaded run their new texts: a fallback to it takes those.
+    let applied = std::mem::take(&mut *reloaded.applied.lock().unwrap_or_else(|e| e.into_inner()));
+    if !applied.is_empty() {
+        let mut texts = (*carry.texts).clone();
+        texts.extend(applied);
+        carry.texts = Arc::new(texts);
+    }
     dropped?;
     // A stop signal during the rebuild's drain wins: the engine ends.
     if sig.stop.load(std::sync::atomic::Ordering::Relaxed) {

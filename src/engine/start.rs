@@ -97,9 +97,22 @@ pub(super) fn start_workers(
     stats: &Arc<Stats>,
     reload: &Arc<crate::lua::worker::Reload>,
     carry: &mut crate::reconfig::Carry,
-    stop: &std::sync::atomic::AtomicBool,
+    (stop, fallback): (&std::sync::atomic::AtomicBool, bool),
 ) -> anyhow::Result<()> {
     let (filters, analyzers) = script_specs(cfg);
+    // Each script's text is read once for every worker; a fallback takes the texts that ran.
+    let mut texts = std::collections::HashMap::new();
+    for s in filters.iter().chain(&analyzers) {
+        if texts.contains_key(&s.path) {
+            continue;
+        }
+        let ran = carry.texts.get(&s.path).filter(|_| fallback).cloned();
+        // (A file that cannot be read is left to the worker, which says so.)
+        if let Some(t) = ran.or_else(|| std::fs::read(crate::privilege::host_path(&s.path)).ok().map(Arc::from)) {
+            texts.insert(s.path.clone(), t);
+        }
+    }
+    let texts: crate::lua::worker::Texts = Arc::new(texts);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     for (w, io) in ios.into_iter().enumerate() {
         let spec = WorkerSpec {
@@ -115,6 +128,7 @@ pub(super) fn start_workers(
             redis_timeouts: cfg.redis_timeouts(),
             state: state_settings(cfg),
             reload: Arc::clone(reload),
+            texts: Arc::clone(&texts),
         };
         let (st, tx) = (Arc::clone(stats), ready_tx.clone());
         if let Some((_, next)) = carry.workers.get(w) {
@@ -195,7 +209,13 @@ pub(super) fn start_workers(
         ready += 1;
         first_error.get_or_insert(e);
     }
-    first_error.map_or(Ok(()), Err)
+    match first_error {
+        Some(e) => Err(e),
+        None => {
+            carry.texts = texts;
+            Ok(())
+        }
+    }
 }
 
 /// Whether wildcard `tail://` input `r` (reading the file `file`) is a file that began to

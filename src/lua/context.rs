@@ -139,6 +139,8 @@ pub struct WorkerCtx {
     pub cur_script: (Role, u32),
     /// The same for the engine's stuck-worker report (`WorkerStats::script_now`).
     pub script_now: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// What the scripts of the pipeline being started are loaded from (`worker::Texts`).
+    pub(crate) texts: super::worker::Texts,
     /// Latency recording of this worker, when histograms are on.
     pub lat: Option<Box<WorkerLatency>>,
     /// Per analyzer: its pending timer (due time in `mono_ns`, registry reference of the
@@ -311,6 +313,7 @@ impl WorkerCtx {
             held_event_bytes: 0,
             cur_script: (Role::Filter, 0),
             script_now: Default::default(),
+            texts: Default::default(),
             lat: None,
             timers: Vec::new(),
             timers_pending: 0,

@@ -55,7 +55,7 @@ pub(crate) unsafe fn abs_index(l: *mut lua_State, idx: c_int) -> c_int {
 
 /// Registry slots the engine keeps in every script state, in one place so that no two
 /// modules pick the same. The three read per event take the first positive keys, which
-/// `Script::open` reserves before anything calls `luaL_ref` (they live in the registry's
+/// `Script::open_source` reserves before anything calls `luaL_ref` (they live in the registry's
 /// array part: a lookup costs an index, not a hash probe); the others are negative
 /// integers, which `luaL_ref` never uses.
 /// A `lua_Writer` that appends what `lua_dump` writes to the `Vec<u8>` passed as `ud`.

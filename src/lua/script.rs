@@ -193,14 +193,8 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), ScriptCause> {
 }
 
 impl Script {
-    /// Creates the state, installs the modules and runs the chunk (not `setup()`).
-    pub fn open(spec: &ScriptSpec, limits: StateSettings) -> Result<Script, ScriptCause> {
-        let src =
-            std::fs::read(crate::privilege::host_path(&spec.path)).map_err(|e| ScriptCause::Read(e.to_string()))?;
-        Self::open_source(spec, &src, limits)
-    }
-
-    /// As [`Script::open`], with the script's text given. The chunk runs in script time (its
+    /// Creates the state from the script's text, installs the modules and runs the chunk (not
+    /// `setup()`). The chunk runs in script time (its
     /// memory limit applies); the caller lends the context.
     pub fn open_source(spec: &ScriptSpec, src: &[u8], settings: StateSettings) -> Result<Script, ScriptCause> {
         let Some((l, mem)) = super::ffi_util::new_state(settings.memory_limit) else {
@@ -299,6 +293,16 @@ fn note_loading(what: &str, spec: &ScriptSpec) {
 }
 
 impl WorkerCtx {
+    /// The text of the script of `spec`: as the pipeline's texts have it, else its file's.
+    fn script_text(&self, spec: &ScriptSpec) -> Result<Vec<u8>, ScriptCause> {
+        match self.texts.get(&spec.path) {
+            Some(t) => Ok(t.to_vec()),
+            None => {
+                std::fs::read(crate::privilege::host_path(&spec.path)).map_err(|e| ScriptCause::Read(e.to_string()))
+            }
+        }
+    }
+
     /// Opens every script of a configuration on this thread, and runs their `setup()` when
     /// `run_setup`.
     pub fn open_all(
@@ -312,8 +316,9 @@ impl WorkerCtx {
                 self.set_cur_script(role, i as u32);
                 note_loading("the chunk of", spec);
                 let settings = self.state_settings;
+                let src = self.script_text(spec).map_err(|e| e.of(role, i, spec))?;
                 let mut s = self
-                    .run_script(|| Script::open(spec, settings))
+                    .run_script(|| Script::open_source(spec, &src, settings))
                     .map_err(|e| e.of(role, i, spec))?;
                 s.on_error = self.on_error_action(spec);
                 match role {
@@ -497,7 +502,7 @@ impl WorkerCtx {
             (Role::Analyzer, analyzers, &mut old_analyzers, old.1),
         ] {
             for (i, spec) in specs.iter().enumerate() {
-                let text = std::fs::read(crate::privilege::host_path(&spec.path)).ok();
+                let text = self.script_text(spec).ok();
                 let same = old_specs.iter().enumerate().position(|(j, o)| {
                     o == spec
                         && olds[j]

@@ -92,7 +92,7 @@ pub struct Script {
 
 impl Drop for Script {
     fn drop(&mut self) {
-        // SAFETY: the state was created by `Script::open` on this thread and is closed once;
+        // SAFETY: the state was created by `Script::open_source` on this thread and is closed once;
         // `mem` is dropped after this, so the allocator's `ud` outlives the state.
         unsafe { ffi::lua_close(self.l) }
     }
@@ -146,7 +146,7 @@ unsafe fn described(l: *mut lua_State) -> Option<String> {
 /// key string taken from the registry.
 #[inline]
 pub(super) unsafe fn push_loop(l: *mut lua_State) {
-    // SAFETY: `l` is a script state of this thread (or one of its threads); `Script::open`
+    // SAFETY: `l` is a script state of this thread (or one of its threads); `Script::open_source`
     // stored the key. A raw get: this runs outside any protected call, so no metamethod a
     // script put on its globals may run here.
     unsafe {

@@ -33,6 +33,12 @@ pub(crate) struct WorkerIo {
 /// The text of every script (filters, then analyzers), or why one could not be read.
 pub(crate) type Sources = Vec<Result<Vec<u8>, crate::lua::ScriptCause>>;
 
+/// Script texts by path: what a pipeline's scripts are loaded from (a path not in it is read
+/// from its file). The engine reads them once per pipeline start and keeps those that ran,
+/// so that a reload's configuration that cannot start falls back to the scripts that ran
+/// before, whatever their files hold now (a broken edit made the fallback fail too).
+pub(crate) type Texts = Arc<std::collections::HashMap<std::path::PathBuf, Arc<[u8]>>>;
+
 /// Script reloads (SIGHUP): the engine reads every script once and publishes the texts
 /// under a new generation; each worker swaps its scripts between two batches.
 #[derive(Default)]
@@ -40,6 +46,9 @@ pub(crate) struct Reload {
     pub generation: std::sync::atomic::AtomicU64,
     /// The text of every filter, then every analyzer (or why it could not be read).
     pub sources: std::sync::Mutex<Arc<Sources>>,
+    /// The scripts reloaded on every worker (worker 0 notes those that worked), with the
+    /// texts they run now: the engine's [`Texts`] of the pipeline take them.
+    pub applied: std::sync::Mutex<Vec<(std::path::PathBuf, Arc<[u8]>)>>,
 }
 
 impl Reload {
@@ -65,6 +74,8 @@ pub(crate) struct WorkerSpec {
     /// What each script state is opened with (memory limit, number precision).
     pub state: crate::lua::state::StateSettings,
     pub reload: Arc<Reload>,
+    /// The texts to load the scripts from.
+    pub texts: Texts,
 }
 
 /// Applies a published reload on this worker; worker 0 reports the outcome to `{log}`.
@@ -74,6 +85,16 @@ fn apply_reload(c: &mut WorkerCtx, spec: &WorkerSpec, generation: u64) -> (u64, 
     c.run_setup_calls();
     c.settle_gc();
     if spec.index == 0 {
+        let specs = spec.filters.iter().chain(&spec.analyzers);
+        let worked = specs
+            .zip(sources.iter())
+            .filter(|(s, _)| !errors.iter().any(|e| e.path == s.path && e.tag == s.tag))
+            .filter_map(|(s, src)| Some((s.path.clone(), Arc::from(src.as_ref().ok()?.as_slice()))));
+        spec.reload
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(worked);
         for e in &errors {
             c.report(
                 crate::diag::Kind::ReloadError,
@@ -277,6 +298,7 @@ pub(crate) fn run(
     c.redis.target = spec.redis.clone();
     c.redis.timeouts = spec.redis_timeouts;
     c.script_now = std::sync::Arc::clone(&stats.workers[spec.index].script_now);
+    c.texts = Arc::clone(&spec.texts);
     c.set_state_settings(spec.state);
     if stats.histograms {
         c.lat = Some(Box::new(crate::lua::WorkerLatency::new(
@@ -311,6 +333,7 @@ pub(crate) fn run(
         let me = &n.stats.workers[n.spec.index];
         me.begin_batch(n.stats.now_ms());
         c.script_now = std::sync::Arc::clone(&me.script_now);
+        c.texts = Arc::clone(&n.spec.texts);
         // States opened with other settings (memory limit, number precision) are not kept; a
         // new GC pause needs no new state (`tune_gc` applies it every batch).
         let same_settings = crate::lua::state::StateSettings {

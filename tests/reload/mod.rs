@@ -198,6 +198,56 @@ fn a_new_configuration_that_cannot_start_leaves_the_previous_one_running() {
     }
 }
 
+/// A configuration that cannot start because a script it keeps was edited into one whose
+/// setup() fails: the fallback runs the scripts as they ran (here the text a script reload
+/// gave it), not as their files are now. It read the broken file again, failed too, and the
+/// engine exited with status 1 (also when the broken edit had been refused by a script
+/// reload before, and the rebuild came from an unrelated change).
+#[test]
+fn a_fallback_runs_the_scripts_as_they_ran_not_as_their_files_are_now() {
+    let env = Env::simple("tail://in.json<", ANALYZER_PASS, "", "");
+    let out = "{ tag = \"out\", uri = \"file://out.json<\" }";
+    env.config(&config("out", out, ""));
+    env.write_log("in.json", &numbered_lines(0, 500));
+    let mut engine = env.spawn(&[
+        "--run-dir",
+        &env.dir.path().join("run").to_string_lossy(),
+        "--shards",
+        "2",
+    ]);
+    wait_lines(&env, "out.json", 500);
+    // A script reload that works: version 2 runs.
+    let v2 =
+        "function setup() end\nfunction loop(msg)\n  msg.ver = 2\n  dragonfly.output_event(default_output, msg)\nend\n";
+    env.analyzer("a.lua", v2);
+    engine.signal(libc::SIGHUP);
+    wait_log_message(&env, "reload 1: 2 of 2 scripts reloaded");
+    env.append_log("in.json", &numbered_lines(500, 1000));
+    wait_lines(&env, "out.json", 1000);
+    // The file broken: a script reload refuses it, version 2 keeps running.
+    env.analyzer(
+        "a.lua",
+        "function setup() error('no model') end\nfunction loop(msg) end\n",
+    );
+    engine.signal(libc::SIGHUP);
+    wait_log_message(&env, "the previous version keeps running");
+    // An unrelated change rebuilds the pipeline: a.lua (changed since it ran) fails, and the
+    // previous configuration runs again with version 2.
+    env.config(&config("out", out, "stats_interval = 30"));
+    engine.signal(libc::SIGHUP);
+    wait_log_message(&env, "could not start, the previous one runs again");
+    env.append_log("in.json", &numbered_lines(1000, 1500));
+    stop_when(&env, &mut engine, "out.json", 1500);
+    assert_eq!(ns(&env, "out.json"), (0..1500u64).collect::<Vec<_>>());
+    let lines = env.lines("out.json");
+    let ver = |l: &Vec<u8>| u64_member(l, "ver");
+    assert!(
+        lines[1000..].iter().all(|l| ver(l) == Some(2)),
+        "{}",
+        show(&lines[1000])
+    );
+}
+
 /// `--watch`: a changed script is reloaded without a signal; a changed config.lua rebuilds.
 #[test]
 fn watch_reloads_changed_files_without_a_signal() {
