@@ -215,14 +215,20 @@ fn may_queue(c: &WorkerCtx, name: &[u8]) -> bool {
 }
 
 /// Runs `cmd` (named `name`) on connection `slot` and waits for its reply, noting what it
-/// opens or closes of a transaction there (a connection lost meanwhile has none left).
+/// opens or closes of a transaction there (a connection lost meanwhile loses it: see
+/// `TxState`); a command of a lost transaction is refused.
 unsafe fn run_noting_tx(c: &mut WorkerCtx, l: *mut lua_State, slot: usize, cmd: &redis::Cmd, name: &[u8]) -> c_int {
-    let tx = c.redis.conns[slot].tx.after(name);
+    let conn = &mut c.redis.conns[slot];
+    let lost = conn.tx.lost();
+    conn.tx = conn.tx.after(name);
+    if lost {
+        let msg = super::redis_conn::lost_tx_message(&conn.target);
+        c.redis.calls += 1;
+        // SAFETY: as `run`'s: `l` is the running state.
+        return unsafe { push_failure(&mut c.redis, l, &msg, ERR_IO) };
+    }
     // SAFETY: as `run`'s: `l` is the running state.
     let n = unsafe { run(c, l, slot, cmd) };
-    if c.redis.conns[slot].con.is_some() {
-        c.redis.conns[slot].tx = tx;
-    }
     c.report_redis_outages();
     n
 }
@@ -578,7 +584,18 @@ unsafe extern "C-unwind" fn conn_append_command(l: *mut lua_State) -> c_int {
                     return Ok(1);
                 }
                 let cmd = build_cmd(l, 2, "append_command")?;
+                let name = arg_bytes(l, "append_command", 2, Coerce::StrOrNum).unwrap_or_default();
                 let conn = &mut c.redis.conns[slot];
+                // Appended commands open and end transactions too; one lost with its
+                // connection refuses them (their get_reply fails).
+                let lost = conn.tx.lost();
+                conn.tx = conn.tx.after(name);
+                if lost {
+                    let msg = super::redis_conn::lost_tx_message(&conn.target);
+                    conn.order.push_back(Appended::Read(Err((msg, ERR_IO))));
+                    ffi::lua_pushboolean(l, 1);
+                    return Ok(1);
+                }
                 cmd.write_packed_command(&mut conn.pending);
                 conn.queued += 1;
                 conn.order.push_back(Appended::Redis);

@@ -135,15 +135,35 @@ pub(crate) struct RedisConn {
 /// running `loop()`'s commands are sent at once, in order, as with `pipeline = 1`. The
 /// running coroutine keeps the worker until its transaction ends (it never yields meanwhile),
 /// so the other events' queued commands go out after it.
+///
+/// A connection lost while one is open cannot be taken up again by a new connection: the
+/// server forgot the `MULTI` (or the `WATCH`), so the script's next commands would run at
+/// once, outside the transaction, and its `EXEC` fail. The transaction is then `lost`: its
+/// commands are refused (not sent) until the script ends it (`EXEC`, `DISCARD` or `RESET`,
+/// refused too), as the original's hiredis context stayed failed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct TxState {
     multi: bool,
     watch: bool,
+    lost: bool,
 }
 
 impl TxState {
     pub(super) fn open(self) -> bool {
-        self.multi || self.watch
+        self.multi || self.watch || self.lost
+    }
+
+    /// The connection was lost inside the transaction (see above).
+    pub(super) fn lost(self) -> bool {
+        self.lost
+    }
+
+    /// The state once the connection failed: a transaction open is lost.
+    pub(super) fn after_failure(self) -> TxState {
+        TxState {
+            lost: self.open(),
+            ..TxState::default()
+        }
     }
 
     /// Whether a command named `name` may change the state (`RESET` ends a transaction too).
@@ -155,7 +175,11 @@ impl TxState {
     /// `MULTI` leaves one open, an `EXEC` without one closes nothing that is open).
     pub(super) fn after(mut self, name: &[u8]) -> TxState {
         let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
-        if is(b"MULTI") {
+        if self.lost {
+            if is(b"EXEC") || is(b"DISCARD") || is(b"RESET") {
+                self = TxState::default();
+            }
+        } else if is(b"MULTI") {
             self.multi = true;
         } else if is(b"EXEC") || is(b"DISCARD") || is(b"RESET") {
             self = TxState::default();
@@ -383,8 +407,9 @@ impl RedisState {
         self.lose_appended(i);
         let c = &mut self.conns[i];
         c.con = None;
-        // The server forgot the connection's transaction and watches with it.
-        c.tx = Default::default();
+        // The server forgot the connection's transaction and watches with it: one open is
+        // lost (its next commands are refused until the script ends it).
+        c.tx = c.tx.after_failure();
         c.next_try = Instant::now() + c.backoff;
         c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
     }
@@ -403,6 +428,14 @@ pub(crate) fn open(target: &RedisTarget, timeouts: RedisTimeouts) -> Result<redi
         }
     }?;
     Ok(super::redis_cluster::connect_info(info, timeouts)?)
+}
+
+/// Why a command of a transaction whose connection was lost is refused (see [`TxState`]).
+pub(super) fn lost_tx_message(t: &RedisTarget) -> String {
+    format!(
+        "{}: the connection was lost inside a transaction (MULTI or WATCH), which the server forgot: this command is not sent, nor any other until the script ends the transaction with EXEC, DISCARD or RESET (refused too)",
+        describe_target(t)
+    )
 }
 
 pub(super) fn describe_target(t: &RedisTarget) -> String {

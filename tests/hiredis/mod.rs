@@ -205,6 +205,80 @@ fn every_reply_type_and_constant() {
     assert_eq!(redis.cli(&["GET", "c"]), "2");
 }
 
+/// A connection lost inside a transaction: the commands after it, once the connection is
+/// back, are refused until the script ends the transaction (they ran at once on the new
+/// connection, outside the transaction the server had forgot: half of it applied, its EXEC
+/// "without MULTI"). The same with appended commands; after EXEC the connection works again.
+#[test]
+fn a_transaction_whose_connection_is_lost_is_not_continued_on_the_next_one() {
+    let redis = RedisServer::start();
+    let env = Env::new();
+    env.config(&redis_config(redis.port, "file://in.json"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        r#"
+local function pause(s) local t = os.clock() + s while os.clock() < t do end end
+local function fails(v, msg, code) return { v == nil, code, msg ~= nil and msg:find("inside a transaction") ~= nil } end
+function setup()
+  local c = assert(hiredis.connect())
+  local k = assert(hiredis.connect())
+  local r = {}
+  local id = c:command("CLIENT", "ID")
+  r.multi = tostring(c:command("MULTI"))
+  r.a = tostring(c:command("INCR", "a"))
+  k:command("CLIENT", "KILL", "ID", id)
+  r.b = fails(c:command("INCR", "b"))
+  pause(0.3)
+  r.c = fails(c:command("INCR", "c"))
+  r.exec = fails(c:command("EXEC"))
+  r.after = tostring(c:command("SET", "d", 1))
+  -- Appended: MULTI and INCR a2 sent, the connection killed, the rest appended after.
+  id = c:command("CLIENT", "ID")
+  c:append_command("MULTI")
+  c:append_command("INCR", "a2")
+  r.amulti, r.aa = tostring(c:get_reply()), tostring(c:get_reply())
+  k:command("CLIENT", "KILL", "ID", id)
+  r.ab = fails(c:command("INCR", "b2"))
+  pause(0.3)
+  c:append_command("INCR", "c2")
+  c:append_command("EXEC")
+  r.ac, r.aexec = fails(c:get_reply()), fails(c:get_reply())
+  r.aafter = tostring(c:command("SET", "d2", 1))
+  dragonfly.log_event(r)
+end
+function loop(msg) end
+"#,
+    );
+    env.write_log("in.json", b"");
+    env.run(&["--shards", "1"]).assert_success();
+    let recs = env.log_records();
+    let r = recs
+        .iter()
+        .find(|r| r.get("multi").is_some())
+        .expect("the setup record");
+    let want = serde_json::json!({
+        "multi": "OK", "a": "QUEUED", "b": [true, 1, false], "c": [true, 1, true],
+        "exec": [true, 1, true], "after": "OK",
+        "amulti": "OK", "aa": "QUEUED", "ab": [true, 1, false], "ac": [true, 1, true],
+        "aexec": [true, 1, true], "aafter": "OK",
+    });
+    for (k, v) in want.as_object().unwrap() {
+        assert_eq!(&r[k], v, "field {k} of {r}");
+    }
+    for key in ["a", "b", "c", "a2", "b2", "c2"] {
+        assert_eq!(
+            redis.cli(&["EXISTS", key]),
+            "0",
+            "{key} was set: half a transaction ran"
+        );
+    }
+    assert_eq!(
+        (redis.cli(&["GET", "d"]), redis.cli(&["GET", "d2"])),
+        ("1".into(), "1".into())
+    );
+}
+
 /// A `tail://in.json<` input into the analyzer `a.lua` (given), on `redis`.
 fn tail_env(redis: &RedisServer, analyzer: &str) -> Env {
     input_env(redis, "tail://in.json<", analyzer)
