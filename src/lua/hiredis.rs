@@ -211,7 +211,9 @@ fn pipelined_window(c: &WorkerCtx, l: *mut lua_State, yieldable: bool) -> Option
 /// Whether a command named `name` may be queued in a pipelined window: not a transaction
 /// command, and no transaction open on any connection of the worker.
 fn may_queue(c: &WorkerCtx, name: &[u8]) -> bool {
-    !TxState::concerns(name) && !c.redis.conns.iter().any(|k| k.tx.open())
+    !TxState::concerns(name)
+        && super::redis_conn::session_slot(name).is_none()
+        && !c.redis.conns.iter().any(|k| k.tx.open())
 }
 
 /// Runs `cmd` (named `name`) on connection `slot` and waits for its reply, noting what it
@@ -423,6 +425,13 @@ unsafe fn run(c: &mut WorkerCtx, l: *mut lua_State, slot: usize, cmd: &redis::Cm
         let st = &mut c.redis;
         match r {
             Ok(v) => {
+                // An AUTH or SELECT that worked is the session a new connection gets again.
+                if !matches!(v, Value::ServerError(_))
+                    && let Some(redis::Arg::Simple(name)) = cmd.args_iter().next()
+                    && let Some(k) = super::redis_conn::session_slot(name)
+                {
+                    st.conns[slot].session[k] = Some(cmd.clone());
+                }
                 push_reply(l, &v, 0, &mut st.error_replies);
                 1
             }
@@ -817,6 +826,7 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
                     down: None,
                     generation,
                     tx: TxState::default(),
+                    session: Default::default(),
                 };
                 if slot == st.conns.len() {
                     st.conns.push(conn);

@@ -127,6 +127,22 @@ pub(crate) struct RedisConn {
     /// a `WATCH` is in force: while either is, no command of a pipelined `loop()` is queued
     /// (see [`TxState`]).
     pub(super) tx: TxState,
+    /// The script's last `AUTH` and `SELECT` that Redis accepted: the session a new connection
+    /// is given again after a failure (without them a password-protected Redis answered every
+    /// later command, the script's own `AUTH` included, with `NOAUTH` for good, and a `SELECT`ed
+    /// database silently became database 0).
+    pub(super) session: [Option<redis::Cmd>; 2],
+}
+
+/// Which of [`RedisConn::session`]'s commands `name` is (`AUTH`, `SELECT`), if one.
+pub(super) fn session_slot(name: &[u8]) -> Option<usize> {
+    if name.eq_ignore_ascii_case(b"AUTH") {
+        Some(0)
+    } else if name.eq_ignore_ascii_case(b"SELECT") {
+        Some(1)
+    } else {
+        None
+    }
 }
 
 /// What a connection has open of a transaction. The events of a pipelined window share their
@@ -336,13 +352,27 @@ impl RedisState {
         // A connection that failed is probed first with a short wait: a hung Redis (stopped,
         // swapping, a frozen VM: its kernel still accepts connections) then stays down, and its
         // calls fail at once between probes, instead of each taking the full reply timeout.
+        // The session's AUTH and SELECT go first; any answer of the server (an error reply:
+        // a password changed meanwhile) shows it alive, and the script sees that answer on
+        // its next commands, its own AUTH included.
+        let session = self.conns[i].session.clone();
         let probed = open_link(target, self.timeouts).and_then(|mut con| {
-            if self.conns[i].down.is_some()
-                && let Link::One(c) = &mut con
-            {
-                c.set_read_timeout(Some(self.timeouts.io.min(super::redis_cluster::PROBE_WAIT)))?;
-                redis::cmd("PING").query::<redis::Value>(c)?;
-                c.set_read_timeout(Some(self.timeouts.io))?;
+            if let Link::One(c) = &mut con {
+                let probing = self.conns[i].down.is_some();
+                if probing {
+                    c.set_read_timeout(Some(self.timeouts.io.min(super::redis_cluster::PROBE_WAIT)))?;
+                }
+                let alive = |r: redis::RedisResult<redis::Value>| match r {
+                    Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => Err(e),
+                    _ => Ok(()),
+                };
+                for cmd in session.iter().flatten() {
+                    alive(redis::ConnectionLike::req_command(c, cmd))?;
+                }
+                if probing {
+                    alive(redis::cmd("PING").query::<redis::Value>(c))?;
+                    c.set_read_timeout(Some(self.timeouts.io))?;
+                }
             }
             Ok(con)
         });

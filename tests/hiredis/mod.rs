@@ -279,6 +279,54 @@ function loop(msg) end
     );
 }
 
+/// A connection re-established after a failure gets the script's session again: its `AUTH`
+/// (a password-protected Redis answered every later command, the script's own AUTH
+/// included, with NOAUTH for good) and its `SELECT` (commands went to database 0).
+#[test]
+fn a_connection_back_after_a_failure_keeps_its_auth_and_database() {
+    let redis = RedisServer::start();
+    redis.cli(&["CONFIG", "SET", "requirepass", "secret"]);
+    let env = Env::new();
+    env.config(&redis_config(redis.port, "file://in.json"));
+    env.filter("filter.lua", FILTER_TO_DEFAULT);
+    env.analyzer(
+        "a.lua",
+        r#"
+local function pause(s) local t = os.clock() + s while os.clock() < t do end end
+function setup()
+  local c = assert(hiredis.connect())
+  local k = assert(hiredis.connect())
+  local r = {}
+  r.auth = tostring(c:command("AUTH", "secret"))
+  k:command("AUTH", "secret")
+  r.select = tostring(c:command("SELECT", 3))
+  c:command("SET", "k", "v3")
+  k:command("CLIENT", "KILL", "ID", c:command("CLIENT", "ID"))
+  local v, _, code = c:command("GET", "k")
+  r.lost = { v == nil, code }
+  pause(0.3)
+  r.get = c:command("GET", "k")
+  local info = c:command("CLIENT", "INFO")
+  r.db = type(info) == "string" and info:match("db=(%d+)") or tostring(info)
+  dragonfly.log_event(r)
+end
+function loop(msg) end
+"#,
+    );
+    env.write_log("in.json", b"");
+    let out = env.run(&["--shards", "1"]);
+    redis.cli(&["-a", "secret", "--no-auth-warning", "CONFIG", "SET", "requirepass", ""]);
+    out.assert_success();
+    let recs = env.log_records();
+    let r = recs.iter().find(|r| r.get("auth").is_some()).expect("the setup record");
+    let want = serde_json::json!({
+        "auth": "OK", "select": "OK", "lost": [true, 1], "get": "v3", "db": "3",
+    });
+    for (k, v) in want.as_object().unwrap() {
+        assert_eq!(&r[k], v, "field {k} of {r}");
+    }
+}
+
 /// A `tail://in.json<` input into the analyzer `a.lua` (given), on `redis`.
 fn tail_env(redis: &RedisServer, analyzer: &str) -> Env {
     input_env(redis, "tail://in.json<", analyzer)
