@@ -228,12 +228,21 @@ fn carry_key(input: &InputConfig) -> (String, InputUri) {
     (input.tag.clone(), uri)
 }
 
-/// Settings a running engine cannot change (a restart applies them).
-fn fixed_settings(c: &Config) -> String {
-    format!(
-        "redis={:?} redis_host={:?} redis_port={} redis_persist={} redis_ml native={} modules={:?} shards={:?}",
-        c.redis, c.redis_host, c.redis_port, c.redis_persist, c.ml_native, c.modules, c.shards
-    )
+/// Settings a running engine cannot change (a restart applies them), by name; `shards` only
+/// when the command line does not set it (`--shards` wins over config.lua).
+fn fixed_settings(c: &Config, shards_from_config: bool) -> Vec<(&'static str, String)> {
+    let mut v = vec![
+        ("redis_host/redis_port/redis_cluster", format!("{:?}", c.redis)),
+        ("redis_host", format!("{:?}", c.redis_host)),
+        ("redis_port", c.redis_port.to_string()),
+        ("redis_persist", c.redis_persist.to_string()),
+        ("redis_ml", c.ml_native.to_string()),
+        ("modules", format!("{:?}", c.modules)),
+    ];
+    if shards_from_config {
+        v.push(("shards", format!("{:?}", c.shards)));
+    }
+    v
 }
 
 /// What a reload request leads to.
@@ -250,6 +259,7 @@ pub(crate) enum Decision {
 /// would (inputs readable, outputs writable, scripts load).
 pub(crate) fn decide(
     running: &Config,
+    shards_from_config: bool,
     load: impl FnOnce() -> anyhow::Result<Config>,
     check: impl FnOnce(&Config) -> anyhow::Result<()>,
 ) -> Decision {
@@ -260,11 +270,20 @@ pub(crate) fn decide(
     if format!("{new:?}") == format!("{running:?}") {
         return Decision::Scripts;
     }
-    if fixed_settings(&new) != fixed_settings(running) {
-        return Decision::Refused(
-            "redis_host, redis_port, redis_cluster, redis_persist, redis_ml, modules and shards cannot change while the engine runs (restart it to apply them)"
-                .into(),
-        );
+    let (now, was) = (
+        fixed_settings(&new, shards_from_config),
+        fixed_settings(running, shards_from_config),
+    );
+    let mut changed: Vec<&str> = now.iter().zip(&was).filter(|(a, b)| a != b).map(|(a, _)| a.0).collect();
+    if changed.len() > 1 {
+        // redis_host or redis_port changed shows in the target too.
+        changed.retain(|n| !n.contains('/'));
+    }
+    if !changed.is_empty() {
+        return Decision::Refused(format!(
+            "{} changed: redis_host, redis_port, redis_cluster, redis_persist, redis_ml, modules and shards cannot change while the engine runs (restart it to apply them)",
+            changed.join(", ")
+        ));
     }
     match check(&new) {
         Ok(()) => Decision::Rebuild(Box::new(new)),

@@ -298,9 +298,16 @@ fn shards_are_read_checked_and_fixed_while_running() {
         assert!(e.to_string().contains("shards:"), "shards = {bad}: {e}");
     }
     let running = check(GOOD, &scripts).unwrap();
-    match crate::reconfig::decide(&running, || Ok(one), |_| Ok(())) {
-        crate::reconfig::Decision::Refused(why) => assert!(why.contains("shards"), "{why}"),
+    let two = || check(&format!("shards = 2\nstats_interval = 5\n{GOOD}"), &scripts).unwrap();
+    match crate::reconfig::decide(&running, true, || Ok(one), |_| Ok(())) {
+        crate::reconfig::Decision::Refused(why) => assert!(why.starts_with("shards changed:"), "{why}"),
         _ => panic!("a reload changing shards was not refused"),
+    }
+    // With --shards, config.lua's shards does not apply: a reload that also sets it (here
+    // with another change) is not refused for it (every reload was).
+    match crate::reconfig::decide(&running, false, || Ok(two()), |_| Ok(())) {
+        crate::reconfig::Decision::Rebuild(_) => {}
+        _ => panic!("a reload with --shards was refused for config.lua's shards"),
     }
 }
 
@@ -311,7 +318,7 @@ fn a_reload_to_a_redis_cluster_is_refused() {
     let scripts = ["filter/f.lua", "analyzer/a.lua"];
     let running = check(GOOD, &scripts).unwrap();
     let new = check(&format!("{GOOD}redis_cluster = {{ \"127.0.0.1:7000\" }}\n"), &scripts).unwrap();
-    match crate::reconfig::decide(&running, || Ok(new), |_| Ok(())) {
+    match crate::reconfig::decide(&running, true, || Ok(new), |_| Ok(())) {
         crate::reconfig::Decision::Refused(why) => assert!(why.contains("redis_cluster"), "{why}"),
         _ => panic!("a reload to a cluster was not refused"),
     }

@@ -28,7 +28,7 @@ pub(super) fn reload_request(
             anyhow::bail!(problems.join("; "))
         }
     };
-    match crate::reconfig::decide(running, || load(opts), check) {
+    match crate::reconfig::decide(running, opts.shards.is_none(), || load(opts), check) {
         Decision::Scripts => {
             let sources: crate::lua::worker::Sources = paths
                 .iter()
