@@ -266,7 +266,7 @@ pub(crate) const WORKER_TOTALS: &[WorkerTotal] = &[
         key: "errors",
         metric: "dragonfly_reload_errors_total",
         kind: "counter",
-        help: "Scripts that failed to reload and kept their old version (per worker).",
+        help: "Scripts that failed to reload and kept their old version (per worker), and new configurations a reload refused or could not start.",
         get: |w| &w.reload_errors,
     },
     WorkerTotal {

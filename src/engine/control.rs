@@ -14,7 +14,7 @@ pub(super) fn reload_request(
     paths: &[PathBuf],
     reload: &crate::lua::worker::Reload,
     next: &std::sync::Mutex<Option<Config>>,
-    diag: &crate::source::Diag,
+    (diag, stats): (&crate::source::Diag, &Stats),
 ) -> bool {
     use crate::reconfig::Decision;
     let check = |c: &Config| -> anyhow::Result<()> {
@@ -64,6 +64,9 @@ pub(super) fn reload_request(
             true
         }
         Decision::Refused(e) => {
+            if let Some(w) = stats.workers.first() {
+                w.reload_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let line = crate::diag::line(
                 crate::diag::Kind::ReloadError,
                 &[],

@@ -27,10 +27,10 @@ pub(super) fn run_configured(opts: &Options, cfg: Config, sig: &Signals) -> anyh
             Ok(Outcome::NotStarted(e))
                 if previous.is_some() && !sig.stop.load(std::sync::atomic::Ordering::Relaxed) =>
             {
+                // Reported (stderr and `{log}`) by the fallback pipeline, as it starts.
                 let msg = format!(
                     "the new configuration could not start, the previous one runs again (its scripts' state starts afresh): {e:#}"
                 );
-                crate::eprintln_safe!("dragonfly-mle: reload_error: {msg}");
                 carry.fallback = Some(msg);
                 cfg = previous.take().expect("checked above");
                 carry.generation += 1;
@@ -96,7 +96,12 @@ pub(super) fn run_pipeline(
     let fallback = carry.fallback.take();
     if let Some(why) = &fallback {
         let line = crate::diag::line(crate::diag::Kind::ReloadError, &[], why);
+        crate::diag::stderr_report(&line);
         let _ = diag_tx.send(line);
+        // Counted with the reload errors (of worker 0, as a refused configuration is).
+        if let Some(w) = shared.stats.workers.first() {
+            w.reload_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     let writer = start_writer((cfg, &plan, sig), sinks, rings.links, diag_rx, &shared)?;
     if first {

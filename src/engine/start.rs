@@ -505,11 +505,11 @@ pub(super) fn start_control(
         glob_seen,
     };
     let done = Arc::clone(&shared.readers_done);
-    let (opts, running) = (opts.clone(), cfg.clone());
+    let (opts, running, stats) = (opts.clone(), cfg.clone(), Arc::clone(&shared.stats));
     std::thread::Builder::new().name("dfm-control".into()).spawn(move || {
         let next = Arc::clone(&control.next);
         control.run(&done, |why| {
-            reload_request(why, &opts, &running, &paths, &reload, &next, &diag)
+            reload_request(why, &opts, &running, &paths, &reload, &next, (&diag, &stats))
         })
     })
 }

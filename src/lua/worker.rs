@@ -382,7 +382,6 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
     let window = c.max_pipeline();
     let mut backoff = Backoff::default();
     let mut generation = spec.reload.generation.load(std::sync::atomic::Ordering::Acquire);
-    let (mut reloads, mut reload_errors) = (0, 0);
     loop {
         GATE.check();
         let g = spec.reload.generation.load(std::sync::atomic::Ordering::Acquire);
@@ -394,10 +393,9 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
             me.begin_batch(stats.now_ms());
             let (d, e) = apply_reload(c, spec, g);
             me.end_batch();
-            reloads += d;
-            reload_errors += e;
-            stats.workers[spec.index].reloads.store(reloads, Relaxed);
-            stats.workers[spec.index].reload_errors.store(reload_errors, Relaxed);
+            // (Added: the engine counts the configurations it refuses on worker 0's.)
+            stats.workers[spec.index].reloads.fetch_add(d, Relaxed);
+            stats.workers[spec.index].reload_errors.fetch_add(e, Relaxed);
             let last = c.outs.len() - 1;
             send(c, io, last);
         }

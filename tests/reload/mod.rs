@@ -127,6 +127,9 @@ fn an_invalid_new_configuration_keeps_the_running_one() {
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(30)).assert_success();
     assert_eq!(ns(&env, "out.json"), (0..2000u64).collect::<Vec<_>>());
+    // Counted with the reload errors (it was not: an alert on them never saw it).
+    let last = env.stats_records().pop().expect("a stats line");
+    assert_eq!(last["reload"]["errors"], 1, "{last}");
 }
 
 /// A new configuration that passes the checks but cannot start (an analyzer whose setup()
@@ -185,6 +188,9 @@ fn a_new_configuration_that_cannot_start_leaves_the_previous_one_running() {
         env.append_log("in.json", &numbered_lines(1000, 2000));
         stop_when(&env, &mut engine, "out.json", 2000);
         assert_eq!(ns(&env, "out.json"), (0..2000u64).collect::<Vec<_>>(), "{case}");
+        // Counted with the reload errors of the pipeline that runs again.
+        let last = env.stats_records().pop().expect("a stats line");
+        assert_eq!(last["reload"]["errors"], 1, "{case}: {last}");
         // The new configuration never ran: no record says it did (one did, before the
         // setup() that failed).
         let applied = env.log_records_of("reload");
