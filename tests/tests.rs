@@ -937,6 +937,41 @@ fn check_accepts_a_good_root_without_running_setup() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(out.stderr.contains("setup must not run in check"), "{}", out.stderr);
     assert_eq!(env.run(&["--setup"]).status.code(), Some(2), "--setup without check");
+    // Every script that fails is reported, each with its key (only the first was).
+    env.analyzer(
+        "b.lua",
+        "function setup() error(\"b has no list\") end\nfunction loop(msg) end\n",
+    );
+    env.analyzer("c.lua", "function setup() end\nfunction loop(msg) end\n");
+    env.analyzer("d.lua", "function setup() end\nfunction loop(msg) nope( end\n");
+    env.config(
+        "inputs = { { tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" } }\n\
+         analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" },\
+         { tag = \"b\", script = \"b.lua\", default_analyzer = \"\", default_output = \"out\" },\
+         { tag = \"c\", script = \"c.lua\", default_analyzer = \"\", default_output = \"out\" },\
+         { tag = \"d\", script = \"d.lua\", default_analyzer = \"\", default_output = \"out\" } }\n\
+         outputs = { { tag = \"out\", uri = \"file://out.json\" } }\n",
+    );
+    let out = env.run(&["check", "--setup"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    for says in [
+        "analyzers[1]",
+        "setup must not run in check",
+        "analyzers[2]",
+        "b has no list",
+        "analyzers[4]",
+    ] {
+        assert!(out.stderr.contains(says), "{says}: {}", out.stderr);
+    }
+    assert!(!out.stderr.contains("analyzers[3]"), "{}", out.stderr);
+    // Without --setup, the chunk that does not compile.
+    let out = env.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("analyzers[4]") && !out.stderr.contains("b has no list"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Issue 15: `check` also verifies what the configuration names outside itself: a missing

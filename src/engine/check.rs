@@ -46,12 +46,10 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
             std::process::exit(1);
         });
     }
-    let r = load_scripts(&cfg, setup);
+    let r = load_each_script(&cfg, setup);
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     crate::lua::managed::stop();
-    if let Err(e) = r {
-        problems.push(e.to_string());
-    }
+    problems.extend(r);
     if !problems.is_empty() {
         anyhow::bail!("{}:\n  {}", cfg.config_file.display(), problems.join("\n  "));
     }
@@ -72,6 +70,44 @@ const CHECK_SCRIPTS_WAIT: std::time::Duration = std::time::Duration::from_secs(3
 /// Loads every script of `cfg` in a scratch worker (and runs their `setup()` with `setup`).
 pub(super) fn load_scripts(cfg: &Config, setup: bool) -> Result<(), crate::lua::ScriptError> {
     let (filters, analyzers) = script_specs(cfg);
+    load_some(cfg, &filters, &analyzers, setup)
+}
+
+/// As [`load_scripts`], with every script's problem: when loading them together fails, each
+/// is loaded (and set up) alone, so that `check` reports every script that fails, not only
+/// the first (a `setup()` that needs another script's is reported as loading them together
+/// did when no script fails alone).
+fn load_each_script(cfg: &Config, setup: bool) -> Vec<String> {
+    let Err(first) = load_scripts(cfg, setup) else {
+        return Vec::new();
+    };
+    let (filters, analyzers) = script_specs(cfg);
+    let mut out = Vec::new();
+    for (k, spec) in filters.iter().chain(&analyzers).enumerate() {
+        let one = std::slice::from_ref(spec);
+        let (f, a, i) = if k < filters.len() {
+            (one, &[][..], k)
+        } else {
+            (&[][..], one, k - filters.len())
+        };
+        if let Err(mut e) = load_some(cfg, f, a, setup) {
+            e.key = crate::lua::script::script_key(spec.role, i);
+            out.push(e.to_string());
+        }
+    }
+    if out.is_empty() {
+        out.push(first.to_string());
+    }
+    out
+}
+
+/// Loads the scripts given in a scratch worker with every tag of `cfg`.
+fn load_some(
+    cfg: &Config,
+    filters: &[ScriptSpec],
+    analyzers: &[ScriptSpec],
+    setup: bool,
+) -> Result<(), crate::lua::ScriptError> {
     let mut c = WorkerCtx::new(
         cfg.inputs.iter().map(|i| i.tag.clone()).collect(),
         cfg.analyzers.iter().map(|a| a.tag.clone()).collect(),
@@ -80,7 +116,7 @@ pub(super) fn load_scripts(cfg: &Config, setup: bool) -> Result<(), crate::lua::
     );
     c.redis.target = cfg.redis.clone();
     c.set_state_settings(state_settings(cfg));
-    let r = c.open_all(&filters, &analyzers, setup);
+    let r = c.open_all(filters, analyzers, setup);
     if setup && r.is_ok() {
         c.run_setup_calls();
     }

@@ -565,7 +565,7 @@ impl WorkerCtx {
 }
 
 /// The config key naming script `i` of a role (`inputs[1]`, `analyzers[2]`).
-fn script_key(role: Role, i: usize) -> String {
+pub(crate) fn script_key(role: Role, i: usize) -> String {
     match role {
         Role::Filter => format!("inputs[{}]", i + 1),
         Role::Analyzer => format!("analyzers[{}]", i + 1),
