@@ -182,12 +182,15 @@ impl Config {
         }
         let has_analyzer = |t: &str| declared[1].iter().any(|(_, a)| a.eq_ignore_ascii_case(t));
         let has_output = |t: &str| declared[2].iter().any(|(_, o)| o.eq_ignore_ascii_case(t));
+        let near_analyzer = |t: &str| near_tag(t, &declared[1]);
+        let near_output = |t: &str| near_tag(t, &declared[2]);
         for (i, inp) in self.inputs.iter().enumerate() {
             if !inp.default_analyzer.is_empty() && !has_analyzer(&inp.default_analyzer) {
                 warns.push(format!(
-                    "inputs[{}].default_analyzer: no analyzer has tag {:?}{DANGLING}",
+                    "inputs[{}].default_analyzer: no analyzer has tag {:?}{}{DANGLING}",
                     i + 1,
-                    inp.default_analyzer
+                    inp.default_analyzer,
+                    near_analyzer(&inp.default_analyzer)
                 ));
             }
         }
@@ -207,23 +210,26 @@ impl Config {
                 && !has_output(tag)
             {
                 errs.push(format!(
-                    "{key}.on_error: no output has tag {tag:?} (on_error is \"drop\", \"pass\" or an output tag)"
+                    "{key}.on_error: no output has tag {tag:?}{} (on_error is \"drop\", \"pass\" or an output tag)",
+                    near_output(tag)
                 ));
             }
         }
         for (i, a) in self.analyzers.iter().enumerate() {
             if !a.default_analyzer.is_empty() && !has_analyzer(&a.default_analyzer) {
                 warns.push(format!(
-                    "analyzers[{}].default_analyzer: no analyzer has tag {:?}{DANGLING}",
+                    "analyzers[{}].default_analyzer: no analyzer has tag {:?}{}{DANGLING}",
                     i + 1,
-                    a.default_analyzer
+                    a.default_analyzer,
+                    near_analyzer(&a.default_analyzer)
                 ));
             }
             if !a.default_output.is_empty() && !has_output(&a.default_output) {
                 warns.push(format!(
-                    "analyzers[{}].default_output: no output has tag {:?}{DANGLING}",
+                    "analyzers[{}].default_output: no output has tag {:?}{}{DANGLING}",
                     i + 1,
-                    a.default_output
+                    a.default_output,
+                    near_output(&a.default_output)
                 ));
             }
         }
@@ -480,15 +486,34 @@ fn describe(v: &Value) -> String {
     }
 }
 
+/// The known name nearest `k`, when it is close (at most 2 edits, or a quarter of it).
+fn nearest<'a>(k: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .map(|c| (edit_distance(k, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// ` (did you mean "TAG"?)` for a tag `t` that names none of `tags` but is close to one
+/// (case aside), else nothing.
+fn near_tag(t: &str, tags: &[(usize, String)]) -> String {
+    let lower = t.to_ascii_lowercase();
+    let known: Vec<String> = tags.iter().map(|(_, u)| u.to_ascii_lowercase()).collect();
+    match nearest(&lower, known.iter().map(String::as_str)) {
+        Some(c) => {
+            let k = known.iter().position(|u| u == c).unwrap_or(0);
+            format!(" (did you mean {:?}?)", tags[k].1)
+        }
+        None => String::new(),
+    }
+}
+
 /// The message for an unknown key, with the nearest known one when it is close.
 fn unknown_key(k: &str, known: &[&str]) -> String {
-    let near = known
-        .iter()
-        .map(|c| (edit_distance(k, c), *c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
-        .min();
+    let near = nearest(k, known.iter().copied());
     match near {
-        Some((_, c)) => format!("unknown setting (did you mean \"{c}\"?)"),
+        Some(c) => format!("unknown setting (did you mean \"{c}\"?)"),
         None => format!("unknown setting (known: {})", known.join(", ")),
     }
 }

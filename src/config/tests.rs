@@ -381,6 +381,28 @@ outputs = { { tag = "out", uri = "file:///tmp/o1.json" } }
     )
     .unwrap_err();
     assert!(e.to_string().contains("on_error: no output has tag \"nowhere\""), "{e}");
+    // A tag close to one that exists (case aside) names it.
+    let typo = src
+        .replace("outputs = { { tag = \"out\"", "outputs = { { tag = \"Annotated\"")
+        .replace("default_output = \"nowhere\"", "default_output = \"annotatd\"");
+    let cfg = check(&typo, &["filter/f.lua", "analyzer/a.lua"]).unwrap();
+    assert_eq!(
+        cfg.warnings[2],
+        format!("analyzers[1].default_output: no output has tag \"annotatd\" (did you mean \"Annotated\"?){DANGLING}")
+    );
+    let e = check(
+        &typo.replace(
+            "default_output = \"annotatd\" }",
+            "default_output = \"Annotated\", on_error = \"anotated\" }",
+        ),
+        &["filter/f.lua", "analyzer/a.lua"],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("no output has tag \"anotated\" (did you mean \"Annotated\"?)"),
+        "{e}"
+    );
 }
 
 /// An entry under a name or after a gap in `inputs`, `analyzers` or `outputs` is not in the

@@ -74,7 +74,7 @@ kinds! {
     HttpListening => "http_listening", "info";
     HttpUnavailable => "http_unavailable", "info";
     Privileges => "privileges", "info";
-    ConfigWarning => "config_warning", "info";
+    ConfigWarning => "config_warning", "warning";
     Suppressed => "suppressed", "error";
     FatalError => "fatal_error", "error";
 }
