@@ -352,7 +352,9 @@ impl Stats {
         }
         let down: u64 = self.workers.iter().map(|w| w.redis_down.load(Relaxed)).sum();
         if down > 0 {
-            out.push(format!("redis: {down} connections down"));
+            out.push(format!(
+                "redis: {down} connections down (or servers that hiredis.connect() cannot reach)"
+            ));
         }
         let now = self.now_ms();
         for (k, secs) in self.stuck_workers() {

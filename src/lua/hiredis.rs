@@ -629,12 +629,19 @@ unsafe extern "C-unwind" fn conn_get_reply(l: *mut lua_State) -> c_int {
                         push_ml_reply(l, &r);
                         return Ok(1);
                     }
+                    // Each get_reply of a Redis command counts one call, however its reply came
+                    // (read early, failed, lost): failures never outnumber calls.
                     Some(Appended::Read(Ok(v))) => {
+                        st.calls += 1;
                         push_reply(l, &v, 0, &mut st.error_replies);
                         return Ok(1);
                     }
-                    Some(Appended::Read(Err((msg, code)))) => return Ok(push_failure(st, l, &msg, code)),
+                    Some(Appended::Read(Err((msg, code)))) => {
+                        st.calls += 1;
+                        return Ok(push_failure(st, l, &msg, code));
+                    }
                     Some(Appended::Lost) => {
+                        st.calls += 1;
                         let msg = format!(
                             "{}: the connection failed before this command's reply was read (it may or may not have run)",
                             describe_target(&st.conns[slot].target)
@@ -800,6 +807,8 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
                     }
                     Err(e) => {
                         st.connect_failed(&target, &e.to_string());
+                        // A failed connect counts as a call, as a failed command does.
+                        st.calls += 1;
                         let n = push_failure(st, l, &format!("{}: {e}", describe_target(&target)), ERR_IO);
                         c.report_redis_outages();
                         return Ok(n);

@@ -282,9 +282,11 @@ impl RedisState {
     }
 
     /// Connections that are down now (closed ones do not count), a cluster's failed nodes
-    /// counting one each.
+    /// counting one each, and servers `hiredis.connect()` has failed to reach since its last
+    /// success there (a Redis never reached is down too).
     pub fn down_count(&self) -> u64 {
-        self.conns
+        let conns: u64 = self
+            .conns
             .iter()
             .filter(|c| !c.closed)
             .map(|c| match (&c.down, &c.con) {
@@ -292,7 +294,8 @@ impl RedisState {
                 (None, Some(link)) => link.nodes_down() as u64,
                 (None, None) => 0,
             })
-            .sum()
+            .sum();
+        conns + self.connect_down.len() as u64
     }
 
     pub fn new(target: RedisTarget, timeouts: RedisTimeouts) -> Self {

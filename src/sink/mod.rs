@@ -356,6 +356,8 @@ pub(crate) struct Outputs {
     abandoned: bool,
     /// When the stats line is due (the writer's turns and the waits below both ask).
     stats_clock: StatsClock,
+    /// `{log}` records of the readers and the engine (the writer's; set by `Writer::new`).
+    diag: Option<Receiver<Vec<u8>>>,
 }
 
 /// When the stats line is due: about 1 s after the start, then every `stats_interval`. The
@@ -404,12 +406,30 @@ impl Outputs {
             line_limits: Vec::new(),
             abandoned: false,
             stats_clock: StatsClock::new(Duration::from_secs(60)),
+            diag: None,
         }
     }
 
-    /// While the writer waits for output `o` (not the stats file itself): the stats line when
-    /// it is due, with the counters as they are (the latency histograms as last merged).
-    fn stats_while_waiting(&mut self, o: usize) {
+    /// Writes the engine's `{log}` records waiting in the channel; whether there were any.
+    fn drain_diag(&mut self) -> bool {
+        let mut any = false;
+        while let Some(line) = self.diag.as_ref().and_then(|d| d.try_recv().ok()) {
+            let mut l = line;
+            l.push(b'\n');
+            self.write(crate::shard::LOG_OUTPUT, &l);
+            any = true;
+        }
+        any
+    }
+
+    /// While the writer waits for output `o`: the engine's `{log}` records as they come (a
+    /// reload's, an input's: they waited for the end of the wait, out of time order) unless
+    /// `o` is the log, and the stats line when it is due unless `o` is the stats file, with
+    /// the counters as they are (the latency histograms as last merged).
+    fn while_waiting(&mut self, o: usize) {
+        if o != crate::shard::LOG_OUTPUT.index() && self.drain_diag() {
+            self.flush_log();
+        }
         if o == crate::shard::STATS_OUTPUT.index() || !self.stats_clock.due() {
             return;
         }
@@ -520,7 +540,7 @@ impl Outputs {
                             self.report(o, Kind::OutputWaiting, "", &msg);
                             self.flush_log();
                         }
-                        self.stats_while_waiting(o);
+                        self.while_waiting(o);
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     r => break r,
@@ -679,7 +699,7 @@ impl Outputs {
                 self.report(o, Kind::OutputWaiting, &format!(",\"held\":{records}"), &msg);
                 self.flush_log();
             }
-            self.stats_while_waiting(o);
+            self.while_waiting(o);
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(200));
         }
@@ -765,7 +785,6 @@ pub(crate) struct Writer {
     /// Batches waiting for their turn (ordered outputs), and the input order reached.
     merge: merge::Merge,
     stats: Arc<Stats>,
-    diag: Receiver<Vec<u8>>,
     diag_closed: Arc<std::sync::Mutex<bool>>,
     rotate: Arc<AtomicBool>,
     /// Published after each flush: per input, the events below this sequence number are
@@ -841,6 +860,7 @@ impl Writer {
         } = parts;
         let mut out = out;
         out.stats_clock = StatsClock::new(stats_interval);
+        out.diag = Some(diag);
         let merge = merge::Merge::new(links.len(), inputs);
         Writer {
             me: links
@@ -850,7 +870,6 @@ impl Writer {
             ordered,
             links,
             merge,
-            diag,
             diag_closed,
             rotate,
             lat: stats.histograms.then(|| {
@@ -1030,11 +1049,7 @@ impl Writer {
     }
 
     fn drain_diag(&mut self) {
-        while let Ok(line) = self.diag.try_recv() {
-            let mut l = line;
-            l.push(b'\n');
-            self.write(crate::shard::LOG_OUTPUT, &l);
-        }
+        self.out.drain_diag();
     }
 
     fn flush(&mut self) {

@@ -107,7 +107,8 @@ fn a_stream_output_waits_for_its_reader_and_delivers_everything() {
 }
 
 /// While an output holds the pipeline up (no reader, its buffer_mb full), the stats line goes
-/// on at its interval and shows what the output holds: the operator sees the wait as it lasts.
+/// on at its interval and shows what the output holds, and the engine's records reach the log:
+/// the operator sees the wait as it lasts.
 #[test]
 fn the_stats_line_goes_on_while_an_output_holds_the_pipeline_up() {
     let n = 30_000;
@@ -136,6 +137,10 @@ fn the_stats_line_goes_on_while_an_output_holds_the_pipeline_up() {
     let last = stats.last().unwrap();
     assert!(held(last) > 0, "{last}");
     assert_eq!(last["outputs"]["out"]["written"], 0, "{last}");
+    // The engine's records reach the log meanwhile (a reload's request waited for the end of
+    // the wait).
+    engine.signal(libc::SIGHUP);
+    wait_log_message(&env, "reload 1 requested");
     engine.signal(libc::SIGTERM);
     let out = engine.wait(RUN_TIMEOUT);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
@@ -521,6 +526,41 @@ fn spawn_watched(env: &Env) -> (Running, String, std::path::PathBuf) {
 fn health(addr: &str) -> (u16, String) {
     let (code, body) = crate::ops::request(addr, "GET", "/health");
     (code, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A Redis that `hiredis.connect()` never reaches makes `/health` fail (it said ok while every
+/// connect failed), and each failed connect counts as a call (failures outnumbered calls).
+#[test]
+fn a_redis_never_reached_fails_health_and_counts_its_calls() {
+    let env = Env::simple(
+        "file://in.json",
+        "function setup() end\nfunction loop(msg)\n  local c, err = hiredis.connect()\n  msg.err = err ~= nil\n  dragonfly.output_event(default_output, msg)\nend\n",
+        "",
+        "redis_host = \"127.0.0.1\"\nredis_port = 1\nstats_interval = 0.2",
+    );
+    let lines: Vec<String> = (0..5).map(event).collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let run = env.dir.path().join("run");
+    let mut engine = env.spawn(&["--follow", "--http", "127.0.0.1:0", "--run-dir", run.to_str().unwrap()]);
+    let addr = crate::ops::http_address(&env);
+    wait_until(
+        Duration::from_secs(30),
+        "five events written",
+        || env.lines("out.json").len() == 5,
+        String::new,
+    );
+    let (code, body) = health(&addr);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("redis: 1 connections down"), "{body}");
+    engine.signal(libc::SIGTERM);
+    engine.wait(RUN_TIMEOUT).assert_success();
+    let last = env.stats_records().pop().expect("a stats line");
+    let redis = &last["redis"];
+    assert_eq!(
+        (redis["calls"].as_u64(), redis["failures"].as_u64()),
+        (Some(5), Some(5)),
+        "{last}"
+    );
 }
 
 /// A script whose `loop()` never returns (a compiled Lua loop cannot be interrupted): after
