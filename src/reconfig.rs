@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::config::{Config, InputConfig, InputUri};
 
@@ -345,19 +345,16 @@ fn note_matches(seen: &Mutex<HashMap<PathBuf, crate::source::checkpoint::FileId>
     }
 }
 
-/// What `--watch` compares of a file: its modification time and a hash of its content (an
-/// edit that keeps the size and the time, `cp -p` or `rsync -a`, changes the content).
-pub(crate) type Stamp = (SystemTime, u64);
+/// What `--watch` compares of a file: a hash of its content (an edit that keeps the size and
+/// the time, `cp -p` or `rsync -a`, changes it; a `touch` does not: the scripts' states, which
+/// a reload starts afresh, are not thrown away for nothing). `None`: it cannot be read.
+pub(crate) type Stamp = u64;
 
 fn mtimes(paths: impl Iterator<Item = PathBuf>) -> Vec<(PathBuf, Option<Stamp>)> {
     paths
         .map(|p| {
-            let host = crate::privilege::host_path(&p);
-            let t = std::fs::metadata(&host).and_then(|m| m.modified()).ok();
-            let stamp = t.map(|t| {
-                let text = std::fs::read(&host).unwrap_or_default();
-                (t, crate::event::hash_words(text.len() as u64, &text))
-            });
+            let text = std::fs::read(crate::privilege::host_path(&p)).ok();
+            let stamp = text.map(|t| crate::event::hash_words(t.len() as u64, &t));
             (p, stamp)
         })
         .collect()

@@ -281,6 +281,24 @@ fn watch_reloads_changed_files_without_a_signal() {
     wait_lines(&env, "out.json", 200);
     let l = env.lines("out.json");
     assert_eq!(u64_member(&l[150], "ver"), Some(2), "{}", show(&l[150]));
+    // A touch (new time, same content) is no change: no reload (it threw the scripts' states
+    // away).
+    let a = env.root.join("analyzer/a.lua");
+    let later = std::time::SystemTime::now() + Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let requested = |env: &Env| {
+        env.log_records_of("reload")
+            .iter()
+            .filter(|r| r["message"].as_str().unwrap_or("").contains(" requested ("))
+            .count()
+    };
+    assert_eq!(requested(&env), 1, "{:?}", env.log_records_of("reload"));
     env.config(&config(
         "two",
         &format!("{out}, {{ tag = \"two\", uri = \"file://two.json<\" }}"),
