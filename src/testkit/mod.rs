@@ -83,9 +83,19 @@ pub fn run(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Report> {
     let lua = mlua::Lua::new();
     let mut report = Report::default();
     let mut failures = Vec::new();
-    let _ = writeln!(out, "running {} tests from {} files", cases.len(), files.len());
+    let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let _ = writeln!(
+        out,
+        "running {} from {}",
+        plural(cases.len(), "test", "tests"),
+        plural(files.len(), "file", "files")
+    );
     if cases.len() < all {
-        let _ = writeln!(out, "({} tests left out by --name)", all - cases.len());
+        let _ = writeln!(
+            out,
+            "({} left out by --name)",
+            plural(all - cases.len(), "test", "tests")
+        );
     }
     // With --name, the tests left out still own their expected folders.
     for stale in stale_expected(&cases).into_iter().filter(|_| opts.names.is_empty()) {

@@ -366,7 +366,7 @@ fn redis_contents_are_checked_and_tests_run_by_name() {
     let (code, out) = kit(&["test", path, "--name", "right"]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("running 1 tests") && out.contains("(1 tests left out by --name)"),
+        out.contains("running 1 test from 1 file") && out.contains("(1 test left out by --name)"),
         "{out}"
     );
     assert!(out.contains("test result: ok. 1 passed; 0 failed"), "{out}");
