@@ -290,6 +290,24 @@ impl WorkerCtx {
         }
     }
 
+    /// While the worker is idle: tries again, after their backoff, the connections that are
+    /// down, so that a Redis back while no event calls it is seen (`redis_restored`, `/health`
+    /// 200 again) without waiting for the next call.
+    pub fn retry_down_redis(&mut self) {
+        let now = Instant::now();
+        let due: Vec<usize> = (self.redis.conns.iter().enumerate())
+            .filter(|(_, c)| !c.closed && c.con.is_none() && c.down.is_some() && now >= c.next_try)
+            .map(|(i, _)| i)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for i in due {
+            let _ = self.redis.ensure(i);
+        }
+        self.report_redis_outages();
+    }
+
     /// Sends the commands queued by suspended coroutines (one write per connection) and reads
     /// their replies: (window event, ticket, result) in queue order.
     pub(super) fn take_pipelined(&mut self) -> Vec<(usize, u64, PipedResult)> {

@@ -455,6 +455,7 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
             continue;
         }
         // Idle: hand out what is pending so that low rates still see their results promptly.
+        c.retry_down_redis();
         c.flush_reports(false);
         send_all(c, io);
         publish(c, stats, spec.index, io);

@@ -368,6 +368,52 @@ function loop(msg)
 end
 "#;
 
+/// A Redis back while no event calls it is seen without a call: `redis_restored` and `/health`
+/// 200 again (it said "connections down" until the next event made a call).
+#[test]
+fn a_redis_back_while_idle_is_seen_without_a_call() {
+    let mut redis = RedisServer::start();
+    let env = tail_env(&redis, INCR_OR_ERROR);
+    env.write_log("in.json", b"");
+    let run = env.dir.path().join("run");
+    let mut engine = env.spawn(&[
+        "--shards",
+        "1",
+        "--http",
+        "127.0.0.1:0",
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
+    let addr = crate::ops::http_address(&env);
+    let health = || crate::ops::request(&addr, "GET", "/health");
+    let mut feed = Feed::default();
+    feed.step(&env, 2);
+    redis.kill();
+    feed.step(&env, 1);
+    wait_until(
+        Duration::from_secs(10),
+        "/health 503",
+        || health().0 == 503,
+        String::new,
+    );
+    redis.restart();
+    wait_until(
+        Duration::from_secs(15),
+        "/health 200 with no event sent",
+        || health().0 == 200,
+        || String::from_utf8_lossy(&health().1).into_owned(),
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "redis_restored",
+        || env.log_records_of("redis_restored").len() == 1,
+        || format!("{:?}", env.log_records()),
+    );
+    assert_eq!(env.lines("out.json").len(), 3);
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(20)).assert_success();
+}
+
 #[test]
 fn a_dead_redis_is_an_error_and_comes_back() {
     let mut redis = RedisServer::start();
