@@ -517,9 +517,7 @@ fn check_gives_up_on_a_setup_that_never_returns() {
 /// Starts the engine with an HTTP endpoint and a run directory of its own (`<dir>/run`): the
 /// engine, the endpoint's address and the run directory.
 fn spawn_watched(env: &Env) -> (Running, String, std::path::PathBuf) {
-    let run = env.dir.path().join("run");
-    let engine = env.spawn(&["--http", "127.0.0.1:0", "--run-dir", run.to_str().unwrap()]);
-    (engine, crate::ops::http_address(env), run)
+    spawn_watched_with(env, &[])
 }
 
 /// `GET /health` of the endpoint at `addr`: its status and body.
@@ -540,9 +538,7 @@ fn a_redis_never_reached_fails_health_and_counts_its_calls() {
     );
     let lines: Vec<String> = (0..5).map(event).collect();
     env.write_log("in.json", &join_lines(&lines));
-    let run = env.dir.path().join("run");
-    let mut engine = env.spawn(&["--follow", "--http", "127.0.0.1:0", "--run-dir", run.to_str().unwrap()]);
-    let addr = crate::ops::http_address(&env);
+    let (mut engine, addr, _) = spawn_watched_with(&env, &["--follow"]);
     wait_until(
         Duration::from_secs(30),
         "five events written",

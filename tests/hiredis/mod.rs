@@ -212,11 +212,9 @@ fn every_reply_type_and_constant() {
 #[test]
 fn a_transaction_whose_connection_is_lost_is_not_continued_on_the_next_one() {
     let redis = RedisServer::start();
-    let env = Env::new();
-    env.config(&redis_config(redis.port, "file://in.json"));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
+    let env = input_env(
+        &redis,
+        "file://in.json",
         r#"
 local function pause(s) local t = os.clock() + s while os.clock() < t do end end
 local function fails(v, msg, code) return { v == nil, code, msg ~= nil and msg:find("inside a transaction") ~= nil } end
@@ -286,11 +284,9 @@ function loop(msg) end
 fn a_connection_back_after_a_failure_keeps_its_auth_and_database() {
     let redis = RedisServer::start();
     redis.cli(&["CONFIG", "SET", "requirepass", "secret"]);
-    let env = Env::new();
-    env.config(&redis_config(redis.port, "file://in.json"));
-    env.filter("filter.lua", FILTER_TO_DEFAULT);
-    env.analyzer(
-        "a.lua",
+    let env = input_env(
+        &redis,
+        "file://in.json",
         r#"
 local function pause(s) local t = os.clock() + s while os.clock() < t do end end
 function setup()
@@ -375,16 +371,7 @@ fn a_redis_back_while_idle_is_seen_without_a_call() {
     let mut redis = RedisServer::start();
     let env = tail_env(&redis, INCR_OR_ERROR);
     env.write_log("in.json", b"");
-    let run = env.dir.path().join("run");
-    let mut engine = env.spawn(&[
-        "--shards",
-        "1",
-        "--http",
-        "127.0.0.1:0",
-        "--run-dir",
-        run.to_str().unwrap(),
-    ]);
-    let addr = crate::ops::http_address(&env);
+    let (mut engine, addr, _) = spawn_watched_with(&env, &["--shards", "1"]);
     let health = || crate::ops::request(&addr, "GET", "/health");
     let mut feed = Feed::default();
     feed.step(&env, 2);

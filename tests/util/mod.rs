@@ -275,6 +275,16 @@ impl Env {
     }
 }
 
+/// Starts the engine on `env` with `args`, its HTTP endpoint on a free port and its run
+/// directory `<dir>/run`: the engine, the endpoint's address and the run directory.
+pub fn spawn_watched_with(env: &Env, args: &[&str]) -> (Running, String, PathBuf) {
+    let run = env.dir.path().join("run");
+    let mut all = vec!["--http", "127.0.0.1:0", "--run-dir", run.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let engine = env.spawn(&all);
+    (engine, crate::ops::http_address(env), run)
+}
+
 /// The tail checkpoint files in the run directory `run` (`tail-*.json`; not a save's
 /// temporary `.json.tmp`, which the engine renames over its checkpoint).
 pub fn tail_checkpoints(run: &Path) -> Vec<PathBuf> {
