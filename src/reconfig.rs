@@ -228,21 +228,17 @@ fn carry_key(input: &InputConfig) -> (String, InputUri) {
     (input.tag.clone(), uri)
 }
 
-/// Settings a running engine cannot change (a restart applies them), by name; `shards` only
-/// when the command line does not set it (`--shards` wins over config.lua).
-fn fixed_settings(c: &Config, shards_from_config: bool) -> Vec<(&'static str, String)> {
-    let mut v = vec![
+/// Settings a running engine cannot change (a restart applies them), by name (`shards` is
+/// checked by [`decide`]).
+fn fixed_settings(c: &Config) -> Vec<(&'static str, String)> {
+    vec![
         ("redis_host/redis_port/redis_cluster", format!("{:?}", c.redis)),
         ("redis_host", format!("{:?}", c.redis_host)),
         ("redis_port", c.redis_port.to_string()),
         ("redis_persist", c.redis_persist.to_string()),
         ("redis_ml", c.ml_native.to_string()),
         ("modules", format!("{:?}", c.modules)),
-    ];
-    if shards_from_config {
-        v.push(("shards", format!("{:?}", c.shards)));
-    }
-    v
+    ]
 }
 
 /// What a reload request leads to.
@@ -257,9 +253,12 @@ pub(crate) enum Decision {
 
 /// Reads and checks the configuration again; `check` verifies what `dragonfly-mle check`
 /// would (inputs readable, outputs writable, scripts load).
+/// `workers`: how many workers run, when config.lua may set their number (no `--shards`); a
+/// new `shards` other than that is refused (the workers outlive a rebuild with their states),
+/// one equal to it, or none, is not.
 pub(crate) fn decide(
     running: &Config,
-    shards_from_config: bool,
+    workers: Option<usize>,
     load: impl FnOnce() -> anyhow::Result<Config>,
     check: impl FnOnce(&Config) -> anyhow::Result<()>,
 ) -> Decision {
@@ -270,14 +269,16 @@ pub(crate) fn decide(
     if format!("{new:?}") == format!("{running:?}") {
         return Decision::Scripts;
     }
-    let (now, was) = (
-        fixed_settings(&new, shards_from_config),
-        fixed_settings(running, shards_from_config),
-    );
+    let (now, was) = (fixed_settings(&new), fixed_settings(running));
     let mut changed: Vec<&str> = now.iter().zip(&was).filter(|(a, b)| a != b).map(|(a, _)| a.0).collect();
     if changed.len() > 1 {
         // redis_host or redis_port changed shows in the target too.
         changed.retain(|n| !n.contains('/'));
+    }
+    if let (Some(w), Some(n)) = (workers, new.shards)
+        && n != w
+    {
+        changed.push("shards");
     }
     if !changed.is_empty() {
         return Decision::Refused(format!(

@@ -299,15 +299,20 @@ fn shards_are_read_checked_and_fixed_while_running() {
     }
     let running = check(GOOD, &scripts).unwrap();
     let two = || check(&format!("shards = 2\nstats_interval = 5\n{GOOD}"), &scripts).unwrap();
-    match crate::reconfig::decide(&running, true, || Ok(one), |_| Ok(())) {
+    match crate::reconfig::decide(&running, Some(2), || Ok(one), |_| Ok(())) {
         crate::reconfig::Decision::Refused(why) => assert!(why.starts_with("shards changed:"), "{why}"),
         _ => panic!("a reload changing shards was not refused"),
     }
     // With --shards, config.lua's shards does not apply: a reload that also sets it (here
     // with another change) is not refused for it (every reload was).
-    match crate::reconfig::decide(&running, false, || Ok(two()), |_| Ok(())) {
+    match crate::reconfig::decide(&running, None, || Ok(two()), |_| Ok(())) {
         crate::reconfig::Decision::Rebuild(_) => {}
         _ => panic!("a reload with --shards was refused for config.lua's shards"),
+    }
+    // Nor when it names the number of workers running (the default may be that number).
+    match crate::reconfig::decide(&running, Some(2), || Ok(two()), |_| Ok(())) {
+        crate::reconfig::Decision::Rebuild(_) => {}
+        _ => panic!("a reload setting shards to the running number was refused"),
     }
 }
 
@@ -318,7 +323,7 @@ fn a_reload_to_a_redis_cluster_is_refused() {
     let scripts = ["filter/f.lua", "analyzer/a.lua"];
     let running = check(GOOD, &scripts).unwrap();
     let new = check(&format!("{GOOD}redis_cluster = {{ \"127.0.0.1:7000\" }}\n"), &scripts).unwrap();
-    match crate::reconfig::decide(&running, true, || Ok(new), |_| Ok(())) {
+    match crate::reconfig::decide(&running, Some(1), || Ok(new), |_| Ok(())) {
         crate::reconfig::Decision::Refused(why) => assert!(why.contains("redis_cluster"), "{why}"),
         _ => panic!("a reload to a cluster was not refused"),
     }

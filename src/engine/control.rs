@@ -28,7 +28,8 @@ pub(super) fn reload_request(
             anyhow::bail!(problems.join("; "))
         }
     };
-    match crate::reconfig::decide(running, opts.shards.is_none(), || load(opts), check) {
+    let workers = opts.shards.is_none().then_some(stats.workers.len());
+    match crate::reconfig::decide(running, workers, || load(opts), check) {
         Decision::Scripts => {
             let sources: crate::lua::worker::Sources = paths
                 .iter()

@@ -330,6 +330,7 @@ impl WorkerCtx {
     #[inline]
     pub fn set_cur_script(&mut self, role: Role, i: u32) {
         self.cur_script = (role, i);
+        self.redis.call_seq += 1;
         let code = crate::counters::script_code(role == Role::Analyzer, i);
         self.script_now.store(code, std::sync::atomic::Ordering::Relaxed);
     }

@@ -220,8 +220,8 @@ fn may_queue(c: &WorkerCtx, name: &[u8]) -> bool {
 /// opens or closes of a transaction there (a connection lost meanwhile loses it: see
 /// `TxState`); a command of a lost transaction is refused.
 unsafe fn run_noting_tx(c: &mut WorkerCtx, l: *mut lua_State, slot: usize, cmd: &redis::Cmd, name: &[u8]) -> c_int {
+    let lost = c.redis.tx_lost(slot);
     let conn = &mut c.redis.conns[slot];
-    let lost = conn.tx.lost();
     conn.tx = conn.tx.after(name);
     if lost {
         let msg = super::redis_conn::lost_tx_message(&conn.target);
@@ -448,7 +448,15 @@ unsafe fn run(c: &mut WorkerCtx, l: *mut lua_State, slot: usize, cmd: &redis::Cm
                     && let Some(redis::Arg::Simple(name)) = cmd.args_iter().next()
                     && let Some(k) = super::redis_conn::session_slot(name)
                 {
-                    st.conns[slot].session[k] = Some(cmd.clone());
+                    let conn = &mut st.conns[slot];
+                    conn.session[k] = Some(cmd.clone());
+                    // An AUTH accepted now (after a password change, the replayed one was
+                    // refused, and the SELECT after it with NOAUTH): the SELECT again.
+                    if k == 0
+                        && let (Some(select), Some(con)) = (conn.session[1].clone(), conn.con.as_mut())
+                    {
+                        let _ = con.req_command(&select);
+                    }
                 }
                 push_reply(l, &v, 0, &mut st.error_replies);
                 1
@@ -612,10 +620,10 @@ unsafe extern "C-unwind" fn conn_append_command(l: *mut lua_State) -> c_int {
                 }
                 let cmd = build_cmd(l, 2, "append_command")?;
                 let name = arg_bytes(l, "append_command", 2, Coerce::StrOrNum).unwrap_or_default();
-                let conn = &mut c.redis.conns[slot];
                 // Appended commands open and end transactions too; one lost with its
                 // connection refuses them (their get_reply fails).
-                let lost = conn.tx.lost();
+                let lost = c.redis.tx_lost(slot);
+                let conn = &mut c.redis.conns[slot];
                 conn.tx = conn.tx.after(name);
                 if lost {
                     let msg = super::redis_conn::lost_tx_message(&conn.target);
@@ -853,6 +861,7 @@ unsafe extern "C-unwind" fn connect(l: *mut lua_State) -> c_int {
                     down: None,
                     generation,
                     tx: TxState::default(),
+                    lost_in: 0,
                     session: Default::default(),
                 };
                 if slot == st.conns.len() {

@@ -127,6 +127,8 @@ pub(crate) struct RedisConn {
     /// a `WATCH` is in force: while either is, no command of a pipelined `loop()` is queued
     /// (see [`TxState`]).
     pub(super) tx: TxState,
+    /// The script call ([`RedisState::call_seq`]) in which the transaction was lost.
+    pub(super) lost_in: u64,
     /// The script's last `AUTH` and `SELECT` that Redis accepted: the session a new connection
     /// is given again after a failure (without them a password-protected Redis answered every
     /// later command, the script's own `AUTH` included, with `NOAUTH` for good, and a `SELECT`ed
@@ -156,7 +158,9 @@ pub(super) fn session_slot(name: &[u8]) -> Option<usize> {
 /// server forgot the `MULTI` (or the `WATCH`), so the script's next commands would run at
 /// once, outside the transaction, and its `EXEC` fail. The transaction is then `lost`: its
 /// commands are refused (not sent) until the script ends it (`EXEC`, `DISCARD` or `RESET`,
-/// refused too), as the original's hiredis context stayed failed.
+/// refused too; `UNWATCH` for a `WATCH` without `MULTI`), as the original's hiredis context
+/// stayed failed, or until the script call that lost it has returned (see
+/// [`RedisState::call_seq`]): a script that gives up on it is not cut off from Redis for good.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct TxState {
     multi: bool,
@@ -174,11 +178,12 @@ impl TxState {
         self.lost
     }
 
-    /// The state once the connection failed: a transaction open is lost.
+    /// The state once the connection failed: a transaction open is lost (what was open is
+    /// kept: an `UNWATCH` ends a lost `WATCH` without `MULTI`).
     pub(super) fn after_failure(self) -> TxState {
         TxState {
             lost: self.open(),
-            ..TxState::default()
+            ..self
         }
     }
 
@@ -192,7 +197,7 @@ impl TxState {
     pub(super) fn after(mut self, name: &[u8]) -> TxState {
         let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
         if self.lost {
-            if is(b"EXEC") || is(b"DISCARD") || is(b"RESET") {
+            if is(b"EXEC") || is(b"DISCARD") || is(b"RESET") || (is(b"UNWATCH") && !self.multi) {
                 self = TxState::default();
             }
         } else if is(b"MULTI") {
@@ -228,6 +233,9 @@ pub struct RedisState {
     pub target: RedisTarget,
     pub timeouts: RedisTimeouts,
     pub(super) conns: Vec<RedisConn>,
+    /// Which script call runs (one more at each call and resume, `WorkerCtx::set_cur_script`):
+    /// a transaction lost in an earlier call is forgotten at a command of a later one.
+    pub(crate) call_seq: u64,
     /// Calls, failures (I/O, protocol) and error replies, for the stats.
     pub calls: u64,
     pub failures: u64,
@@ -306,6 +314,7 @@ impl RedisState {
             target,
             timeouts,
             conns: Vec::new(),
+            call_seq: 0,
             calls: 0,
             failures: 0,
             error_replies: 0,
@@ -443,6 +452,7 @@ impl RedisState {
         // The server forgot the connection's transaction and watches with it: one open is
         // lost (its next commands are refused until the script ends it).
         c.tx = c.tx.after_failure();
+        c.lost_in = self.call_seq;
         c.next_try = Instant::now() + c.backoff;
         c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
     }
@@ -461,6 +471,19 @@ pub(crate) fn open(target: &RedisTarget, timeouts: RedisTimeouts) -> Result<redi
         }
     }?;
     Ok(super::redis_cluster::connect_info(info, timeouts)?)
+}
+
+impl RedisState {
+    /// Whether connection `slot`'s transaction is lost (a command on it is refused): one lost
+    /// in an earlier script call is forgotten first.
+    pub(super) fn tx_lost(&mut self, slot: usize) -> bool {
+        let seq = self.call_seq;
+        let c = &mut self.conns[slot];
+        if c.tx.lost() && c.lost_in != seq {
+            c.tx = TxState::default();
+        }
+        c.tx.lost()
+    }
 }
 
 /// Why a command of a transaction whose connection was lost is refused (see [`TxState`]).

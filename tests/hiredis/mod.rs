@@ -243,12 +243,28 @@ function setup()
   c:append_command("EXEC")
   r.ac, r.aexec = fails(c:get_reply()), fails(c:get_reply())
   r.aafter = tostring(c:command("SET", "d2", 1))
+  -- A WATCH without MULTI lost: UNWATCH ends it (refused too).
+  c:command("WATCH", "w")
+  k:command("CLIENT", "KILL", "ID", c:command("CLIENT", "ID"))
+  r.wget = fails(c:command("GET", "w"))
+  pause(0.3)
+  r.unwatch = fails(c:command("UNWATCH"))
+  r.wafter = tostring(c:command("SET", "d3", 1))
+  -- Lost and left open by setup(): the next call (loop) is not cut off.
+  id = c:command("CLIENT", "ID")
+  c:command("MULTI")
+  k:command("CLIENT", "KILL", "ID", id)
+  r.left = fails(c:command("INCR", "b4"))
+  pause(0.3)
+  conn = c
   dragonfly.log_event(r)
 end
-function loop(msg) end
+function loop(msg)
+  dragonfly.log_event({ next_call = tostring(conn:command("SET", "d4", 1)) })
+end
 "#,
     );
-    env.write_log("in.json", b"");
+    env.write_log("in.json", b"{\"i\":1}\n");
     env.run(&["--shards", "1"]).assert_success();
     let recs = env.log_records();
     let r = recs
@@ -260,21 +276,22 @@ function loop(msg) end
         "exec": [true, 1, true], "after": "OK",
         "amulti": "OK", "aa": "QUEUED", "ab": [true, 1, false], "ac": [true, 1, true],
         "aexec": [true, 1, true], "aafter": "OK",
+        "wget": [true, 1, false], "unwatch": [true, 1, true], "wafter": "OK", "left": [true, 1, false],
     });
     for (k, v) in want.as_object().unwrap() {
         assert_eq!(&r[k], v, "field {k} of {r}");
     }
-    for key in ["a", "b", "c", "a2", "b2", "c2"] {
+    for key in ["a", "b", "c", "a2", "b2", "c2", "b4"] {
         assert_eq!(
             redis.cli(&["EXISTS", key]),
             "0",
             "{key} was set: half a transaction ran"
         );
     }
-    assert_eq!(
-        (redis.cli(&["GET", "d"]), redis.cli(&["GET", "d2"])),
-        ("1".into(), "1".into())
-    );
+    for key in ["d", "d2", "d3", "d4"] {
+        assert_eq!(redis.cli(&["GET", key]), "1", "{key}");
+    }
+    assert!(recs.iter().any(|r| r["next_call"] == "OK"), "{recs:?}");
 }
 
 /// A connection re-established after a failure gets the script's session again: its `AUTH`
@@ -304,6 +321,17 @@ function setup()
   r.get = c:command("GET", "k")
   local info = c:command("CLIENT", "INFO")
   r.db = type(info) == "string" and info:match("db=(%d+)") or tostring(info)
+  -- The password changed meanwhile: the replayed AUTH and SELECT are refused, the script's
+  -- commands get NOAUTH; its own AUTH with the new one works, and the database is 3 again.
+  k:command("CONFIG", "SET", "requirepass", "secret2")
+  k:command("CLIENT", "KILL", "ID", c:command("CLIENT", "ID"))
+  c:command("GET", "k")
+  pause(0.3)
+  local e = c:command("GET", "k")
+  r.noauth = type(e) == "table" and e.name:match("^NOAUTH") ~= nil
+  r.auth2 = tostring(c:command("AUTH", "secret2"))
+  r.get2 = c:command("GET", "k")
+  k:command("CONFIG", "SET", "requirepass", "secret")
   dragonfly.log_event(r)
 end
 function loop(msg) end
@@ -317,6 +345,7 @@ function loop(msg) end
     let r = recs.iter().find(|r| r.get("auth").is_some()).expect("the setup record");
     let want = serde_json::json!({
         "auth": "OK", "select": "OK", "lost": [true, 1], "get": "v3", "db": "3",
+        "noauth": true, "auth2": "OK", "get2": "v3",
     });
     for (k, v) in want.as_object().unwrap() {
         assert_eq!(&r[k], v, "field {k} of {r}");
