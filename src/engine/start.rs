@@ -175,6 +175,8 @@ pub(super) fn start_workers(
                     );
                 }
                 if stop.load(std::sync::atomic::Ordering::Relaxed) && secs >= 5 {
+                    // The outputs' files this start made go, as with any start that fails.
+                    crate::sink::file::remove_unstarted_outputs();
                     if carry.generation == 0 {
                         crate::eprintln_safe!("dragonfly-mle: stopped while scripts' setup() had not returned");
                         crate::lua::managed::stop();

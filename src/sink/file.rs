@@ -42,6 +42,9 @@ impl FileSink {
         create_parent_of_new(&host)?;
         let made = std::fs::symlink_metadata(&host).is_err();
         let f = open_file(&host, truncate).inspect_err(|_| remove_unstarted_dirs(&host))?;
+        if made {
+            note_unstarted_file(&host, &[]);
+        }
         Ok(FileSink {
             path,
             out: Some(f),
@@ -58,7 +61,9 @@ impl FileSink {
     /// ends a line a crash left partial (once).
     pub(crate) fn begin(&mut self) -> io::Result<()> {
         if std::mem::take(&mut self.made_unstarted) {
-            keep_unstarted_dirs(&crate::privilege::host_path(&self.path));
+            let host = crate::privilege::host_path(&self.path);
+            forget_unstarted_file(&host);
+            keep_unstarted_dirs(&host);
         }
         if self.end_line_pending
             && let Some(f) = self.out.as_mut()
@@ -216,6 +221,41 @@ pub(super) fn create_parent(path: &std::path::Path) -> io::Result<()> {
     }
 }
 
+/// Files (host paths) outputs made while opening, before any pipeline using them started,
+/// with what such a file starts with: a start that ends with `exit` (stopped while a
+/// `setup()` never returns), where no sink is dropped, removes them by
+/// [`remove_unstarted_outputs`].
+static UNSTARTED_FILES: std::sync::Mutex<Vec<(PathBuf, Vec<u8>)>> = std::sync::Mutex::new(Vec::new());
+
+fn unstarted_files() -> std::sync::MutexGuard<'static, Vec<(PathBuf, Vec<u8>)>> {
+    UNSTARTED_FILES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Notes the file an output made at `host` (holding `empty` when unwritten).
+pub(super) fn note_unstarted_file(host: &std::path::Path, empty: &[u8]) {
+    unstarted_files().push((host.to_path_buf(), empty.to_vec()));
+}
+
+/// The output at `host` has started (or is gone): its file is no longer noted.
+pub(super) fn forget_unstarted_file(host: &std::path::Path) {
+    unstarted_files().retain(|(p, _)| p != host);
+}
+
+/// A start that ends the process without dropping its outputs: the files they made and never
+/// wrote, and the directories made for them, are removed, as a start that fails otherwise
+/// does (`FileSink`'s drop).
+pub(crate) fn remove_unstarted_outputs() {
+    let files = std::mem::take(&mut *unstarted_files());
+    for (host, empty) in files {
+        if std::fs::read(&host).is_ok_and(|b| b.is_empty() || b == empty) {
+            let _ = std::fs::remove_file(&host);
+        }
+        remove_unstarted_dirs(&host);
+    }
+}
+
 /// Directories (host paths) that outputs made for their files while opening, before any
 /// pipeline using them started: a start that fails removes them again once they are empty
 /// (several outputs may share one; the last one removed takes it).
@@ -297,6 +337,7 @@ impl Drop for FileSink {
 /// made for it: the start leaves no file or directory where there was none.
 pub(super) fn remove_if_unwritten(path: &std::path::Path, empty: &[u8]) {
     let host = crate::privilege::host_path(path);
+    forget_unstarted_file(&host);
     if std::fs::read(&host).is_ok_and(|b| b.is_empty() || b == empty) {
         let _ = std::fs::remove_file(&host);
     }

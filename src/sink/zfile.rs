@@ -46,6 +46,9 @@ impl ZfileSink {
         super::file::create_parent_of_new(&host)?;
         let made = std::fs::symlink_metadata(&host).is_err();
         let f = super::file::open_file(&host, truncate).inspect_err(|_| super::file::remove_unstarted_dirs(&host))?;
+        if made {
+            super::file::note_unstarted_file(&host, &empty_member());
+        }
         let mut repaired = None;
         // (A file this user cannot read is not looked at.)
         let torn = || torn_tail(&mut File::open(&host)?);
@@ -81,7 +84,9 @@ impl ZfileSink {
     /// nothing is ever written (once).
     pub(crate) fn begin(&mut self) -> io::Result<()> {
         if std::mem::take(&mut self.made_unstarted) {
-            super::file::keep_unstarted_dirs(&crate::privilege::host_path(&self.path));
+            let host = crate::privilege::host_path(&self.path);
+            super::file::forget_unstarted_file(&host);
+            super::file::keep_unstarted_dirs(&host);
         }
         if let Some(f) = self.out.as_ref() {
             if let Some(end) = self.cut_pending {

@@ -339,6 +339,13 @@ fn setup_never_returns() -> Env {
 #[test]
 fn a_setup_that_never_returns_is_said_and_does_not_block_the_stop() {
     let env = setup_never_returns();
+    // Outputs in a directory of their own, which the stopped start removes with their files
+    // (it ends with exit: they were left, a 0-byte .gz among them).
+    env.config(
+        "inputs = { { tag = \"eve\", uri = \"file://in.json\", script = \"filter.lua\", default_analyzer = \"a\" } }\n\
+         analyzers = { { tag = \"a\", script = \"a.lua\", default_analyzer = \"\", default_output = \"out\" } }\n\
+         outputs = { { tag = \"out\", uri = \"file://newdir/sub/x.json\" }, { tag = \"z\", uri = \"zfile://newdir/y.json.gz\" } }\n",
+    );
     let mut engine = env.spawn(&["--shards", "1"]);
     std::thread::sleep(Duration::from_secs(11));
     engine.signal(libc::SIGTERM);
@@ -361,6 +368,7 @@ fn a_setup_that_never_returns_is_said_and_does_not_block_the_stop() {
         "{}",
         out.stderr
     );
+    assert!(!env.log("newdir").exists(), "the stopped start left its outputs");
 }
 
 /// A start that fails (here a `setup()` that raises) is recorded in `dragonfly-mle.log` too
