@@ -334,7 +334,7 @@ impl WorkerCtx {
             self.report(
                 Kind::UnknownTag,
                 &fields,
-                &format!("{what}: no {what} has tag {tag:?}{at_text} (reported once per tag)"),
+                &format!("{what}: no {what} has tag {tag:?}{at_text} (reported once per tag and worker)"),
             );
         }
     }

@@ -281,7 +281,15 @@ pub(super) fn create_parent_of_new(host: &std::path::Path) -> io::Result<()> {
             _ => break,
         }
     }
-    let r = std::fs::create_dir_all(dir);
+    let r = std::fs::create_dir_all(dir).map_err(|e| {
+        // (A file where a directory of the path goes says "File exists".)
+        let why = if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::ENOTDIR) {
+            "a file is in the way of a directory of its path".to_string()
+        } else {
+            e.to_string()
+        };
+        io::Error::new(e.kind(), format!("cannot make the directory {}: {why}", dir.display()))
+    });
     if !missing.is_empty() {
         unstarted_dirs().extend(missing.into_iter().filter(|m| m.is_dir()));
     }
@@ -453,4 +461,26 @@ fn end_partial_line(path: &std::path::Path, f: &mut File) -> io::Result<()> {
         f.write_all(b"\n")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file where a directory of an output's path goes is named as such (it said "File
+    /// exists"), and nothing is made.
+    #[test]
+    fn a_file_in_the_way_of_an_outputs_directory_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("blockfile"), b"x").unwrap();
+        let Err(e) = FileSink::open(d.path().join("blockfile/sub/q.json"), false) else {
+            panic!("opened an output under a file");
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("a file is in the way") && msg.contains("blockfile"),
+            "{msg}"
+        );
+        assert_eq!(std::fs::read(d.path().join("blockfile")).unwrap(), b"x");
+    }
 }
