@@ -330,11 +330,11 @@ fn exit_if_stuck_or_failed(
     carry: &mut crate::reconfig::Carry,
     log_dir: &std::path::Path,
 ) {
-    let (kind, worker, msg) = if let Some((w, failed)) = crate::counters::WORKER_FAILED.get() {
+    let (kind, worker, script, msg) = if let Some((w, failed)) = crate::counters::WORKER_FAILED.get() {
         let msg = format!(
             "worker {w} failed: {failed} (an engine defect: please report it); exiting: events not yet written are lost for this run and read again by the next (exit status {EXIT_LOSSES})"
         );
-        (crate::diag::Kind::WorkerFailed, *w, msg)
+        (crate::diag::Kind::WorkerFailed, *w, None, msg)
     } else {
         if !stop.load(std::sync::atomic::Ordering::Relaxed) {
             return;
@@ -347,14 +347,31 @@ fn exit_if_stuck_or_failed(
         if since.elapsed() < STUCK_STOP_WAIT {
             return;
         }
+        // Every worker stuck as long is named (the record's `worker` is the first).
+        let others: Vec<String> = (stuck.iter())
+            .filter(|(w, s)| w != k && *s >= STUCK_EXIT_SECS)
+            .map(|(w, _)| w.to_string())
+            .collect();
+        let also = match others.len() {
+            0 => String::new(),
+            _ => format!(" (and worker {})", others.join(", worker ")),
+        };
+        let script = shared.stats.worker_script(*k);
         let msg = format!(
-            "worker {k} has been stuck in a script for {secs} s (a loop() that does not return, or a state near its memory limit collecting on every event?); exiting without it: events not yet written are lost for this run and read again by the next (exit status {EXIT_LOSSES})"
+            "worker {k}{also} has been stuck in a script for {secs} s{} (a loop() that does not return, or a state near its memory limit collecting on every event?); exiting without it: events not yet written are lost for this run and read again by the next (exit status {EXIT_LOSSES})",
+            script
+                .as_deref()
+                .map_or(String::new(), |s| format!(", last in a call of {s}"))
         );
-        (crate::diag::Kind::WorkerStuck, *k, msg)
+        (crate::diag::Kind::WorkerStuck, *k, script, msg)
     };
     crate::eprintln_safe!("dragonfly-mle: {msg}");
     let worker = worker.to_string();
-    forced_exit_records(&shared.stats, carry, log_dir, (kind, &[("worker", &worker)], &msg));
+    let mut fields = vec![("worker", worker.as_str())];
+    if let Some(s) = script.as_deref() {
+        fields.push(("script", s));
+    }
+    forced_exit_records(&shared.stats, carry, log_dir, (kind, &fields, &msg));
     crate::lua::managed::stop();
     std::process::exit(i32::from(EXIT_LOSSES));
 }
