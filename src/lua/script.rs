@@ -491,6 +491,8 @@ impl WorkerCtx {
             })
             .collect();
         self.counters = Default::default();
+        // The Redis counts too (the connections stay): the new pipeline's stats start from 0.
+        (self.redis.calls, self.redis.failures, self.redis.error_replies) = (0, 0, 0);
         self.timers = vec![None; analyzers.len()];
         if let Some(l) = self.lat.as_mut() {
             **l = super::WorkerLatency::new(filters.len() + analyzers.len());

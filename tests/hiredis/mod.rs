@@ -430,6 +430,30 @@ fn a_redis_back_while_idle_is_seen_without_a_call() {
     engine.wait(Duration::from_secs(20)).assert_success();
 }
 
+/// A reload that rebuilds the pipeline starts the Redis counts again with the others (they
+/// went on from the previous pipeline while the event counts started from 0).
+#[test]
+fn redis_counts_start_again_with_a_rebuilt_pipeline() {
+    let redis = RedisServer::start();
+    let env = tail_env(&redis, INCR_OR_ERROR);
+    env.write_log("in.json", b"");
+    let mut engine = env.spawn(&["--shards", "1"]);
+    let mut feed = Feed::default();
+    feed.step(&env, 3);
+    env.config(&format!(
+        "{}stats_interval = 30\n",
+        redis_config(redis.port, "tail://in.json<")
+    ));
+    engine.signal(libc::SIGHUP);
+    wait_log_message(&env, "runs the new configuration");
+    feed.step(&env, 2);
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(20)).assert_success();
+    let last = env.stats_records().pop().expect("a stats line");
+    assert_eq!(last["inputs"]["eve"]["events"], 2, "{last}");
+    assert_eq!(last["redis"]["calls"], 2, "{last}");
+}
+
 #[test]
 fn a_dead_redis_is_an_error_and_comes_back() {
     let mut redis = RedisServer::start();
