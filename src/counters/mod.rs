@@ -329,8 +329,10 @@ impl Stats {
     /// connection down, a worker whose rings are stalled. Empty when all is well.
     pub fn health_problems(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let mut outputs_failing = false;
         for (tag, o) in self.output_tags.iter().zip(&self.outputs) {
             if o.last_error_ms.load(Relaxed) > o.last_ok_ms.load(Relaxed) {
+                outputs_failing = true;
                 out.push(format!(
                     "output {tag}: failing ({} records held, {} lost so far)",
                     o.held.load(Relaxed),
@@ -366,8 +368,14 @@ impl Stats {
         for (k, w) in self.workers.iter().enumerate() {
             let last = w.last_progress_ms.load(Relaxed);
             if w.ring_batches.load(Relaxed) > 0 && last > 0 && now.saturating_sub(last) > STALL_MS {
+                // A failing output holds the pipeline up: the workers wait for it.
+                let why = if outputs_failing {
+                    "; a failing output holds the pipeline up"
+                } else {
+                    ""
+                };
                 out.push(format!(
-                    "worker {k}: rings stalled (events waiting, none processed for {} s)",
+                    "worker {k}: rings stalled (events waiting, none processed for {} s{why})",
                     (now - last) / 1000
                 ));
             }

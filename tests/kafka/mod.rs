@@ -39,7 +39,18 @@ fn tansu() -> String {
 
 impl Broker {
     pub fn start() -> Broker {
-        Broker::start_on(TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+        // A port picked free can be taken before the broker binds it (another test's
+        // listener): the connect below then reaches that one, and the broker has exited. A
+        // broker that is not running after its start is started again on another port.
+        for _ in 0..10 {
+            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut b = Broker::start_on(port);
+            std::thread::sleep(Duration::from_millis(200));
+            if b.child.try_wait().unwrap().is_none() {
+                return b;
+            }
+        }
+        panic!("tansu exited at start 10 times");
     }
 
     /// A broker on `port` (one an engine was told of before the broker existed).
