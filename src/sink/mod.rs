@@ -358,6 +358,9 @@ pub(crate) struct Outputs {
     stats_clock: StatsClock,
     /// `{log}` records of the readers and the engine (the writer's; set by `Writer::new`).
     diag: Option<Receiver<Vec<u8>>>,
+    /// [`Outputs::while_waiting`] is writing: a wait it starts (for `{log}` or `{stats}`,
+    /// full too) writes nothing more, or two full files would recurse without end.
+    in_wait_writes: bool,
 }
 
 /// When the stats line is due: about 1 s after the start, then every `stats_interval`. The
@@ -407,6 +410,7 @@ impl Outputs {
             abandoned: false,
             stats_clock: StatsClock::new(Duration::from_secs(60)),
             diag: None,
+            in_wait_writes: false,
         }
     }
 
@@ -427,6 +431,15 @@ impl Outputs {
     /// `o` is the log, and the stats line when it is due unless `o` is the stats file, with
     /// the counters as they are (the latency histograms as last merged).
     fn while_waiting(&mut self, o: usize) {
+        if std::mem::replace(&mut self.in_wait_writes, true) {
+            return;
+        }
+        self.wait_writes(o);
+        self.in_wait_writes = false;
+    }
+
+    /// What [`Outputs::while_waiting`] writes.
+    fn wait_writes(&mut self, o: usize) {
         if o != crate::shard::LOG_OUTPUT.index() && self.drain_diag() {
             self.flush_log();
         }
