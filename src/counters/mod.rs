@@ -362,7 +362,7 @@ impl Stats {
         for (k, secs) in self.stuck_workers() {
             let script = self.worker_script(k).map_or(String::new(), |s| format!(", in {s}"));
             out.push(format!(
-                "worker {k}: one batch has run for {secs} s{script} (a script's loop() that does not return?)"
+                "worker {k}: one batch has run for {secs} s{script} (a script's loop(), a timer's, or a reloaded script's setup() that does not return?)"
             ));
         }
         for (k, w) in self.workers.iter().enumerate() {
