@@ -67,39 +67,7 @@ impl RedisCluster {
         for k in 0..count {
             let d = dir.path().join(format!("n{k}"));
             std::fs::create_dir_all(&d).unwrap();
-            // A port picked free can be taken before the server binds it (by another test's
-            // connection): a server that exits at once is started again on another port.
-            let mut tries = 0;
-            let (port, child) = loop {
-                tries += 1;
-                // A cluster node also listens on its port + 10,000 (the cluster bus): redis-server
-                // refuses a port above 55535, which an ephemeral port often is, and the bus port
-                // must be free too.
-                let port = loop {
-                    let p = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-                    if p <= 55535 && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
-                        break p;
-                    }
-                };
-                // A failed start may have left its node file.
-                let _ = std::fs::remove_file(d.join("nodes.conf"));
-                let mut child = cluster_node(port, &d, &[&["--cluster-config-file", "nodes.conf"], extra].concat());
-                let t = Instant::now();
-                let up = loop {
-                    if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                        break true;
-                    }
-                    if child.try_wait().ok().flatten().is_some() {
-                        break false;
-                    }
-                    assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
-                    std::thread::sleep(Duration::from_millis(20));
-                };
-                if up {
-                    break (port, child);
-                }
-                assert!(tries < 10, "redis-server exited at start {tries} times");
-            };
+            let (port, child) = start_node(&d, extra);
             children.push(child);
             ports.push(port);
         }
@@ -747,23 +715,52 @@ end
     assert_eq!(c.get(&format!("{other}:x")), "", "the refused command was not run");
 }
 
+/// A cluster-enabled `redis-server` in `d` on a free port whose cluster bus port is free too,
+/// with `extra` arguments: its port and process. A port picked free can be taken before the
+/// server binds it (by another test's connection): a server that exits at once is started
+/// again on another port.
+fn start_node(d: &std::path::Path, extra: &[&str]) -> (u16, std::process::Child) {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        // A cluster node also listens on its port + 10,000 (the cluster bus): redis-server
+        // refuses a port above 55535, which an ephemeral port often is, and the bus port
+        // must be free too.
+        let port = loop {
+            let p = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            if p <= 55535 && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+                break p;
+            }
+        };
+        // A failed start may have left its node file.
+        let _ = std::fs::remove_file(d.join("nodes.conf"));
+        let mut child = cluster_node(port, d, &[&["--cluster-config-file", "nodes.conf"], extra].concat());
+        let t = Instant::now();
+        let up = loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break true;
+            }
+            if child.try_wait().ok().flatten().is_some() {
+                break false;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if up {
+            return (port, child);
+        }
+        assert!(tries < 10, "redis-server exited at start {tries} times");
+    }
+}
+
 /// A seed that is a cluster-enabled server outside any cluster (`CLUSTER SLOTS` is empty) is
 /// passed over for the next seed; alone, it makes `hiredis.connect()` fail saying why.
 #[test]
 fn a_seed_without_slots_is_passed_over() {
     let c = RedisCluster::start();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut lone = cluster_node(port, dir.path(), &[]);
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // (Its port at most 55535: the bus port above it must exist. A random port failed.)
+    let (port, mut lone) = start_node(dir.path(), &[]);
     let analyzer = "function setup() conn = assert(hiredis.connect()) end\nfunction loop(msg)\n  msg.r = conn:command(\"INCR\", \"lone\")\n  dragonfly.output_event(default_output, msg)\nend\n";
     let env = Env::simple(
         "file://in.json",
