@@ -294,12 +294,12 @@ fn note_loading(what: &str, spec: &ScriptSpec) {
 
 impl WorkerCtx {
     /// The text of the script of `spec`: as the pipeline's texts have it, else its file's.
-    fn script_text(&self, spec: &ScriptSpec) -> Result<Vec<u8>, ScriptCause> {
+    fn script_text(&self, spec: &ScriptSpec) -> Result<std::sync::Arc<[u8]>, ScriptCause> {
         match self.texts.get(&spec.path) {
-            Some(t) => Ok(t.to_vec()),
-            None => {
-                std::fs::read(crate::privilege::host_path(&spec.path)).map_err(|e| ScriptCause::Read(e.to_string()))
-            }
+            Some(t) => Ok(std::sync::Arc::clone(t)),
+            None => std::fs::read(crate::privilege::host_path(&spec.path))
+                .map(std::sync::Arc::from)
+                .map_err(|e| ScriptCause::Read(e.to_string())),
         }
     }
 

@@ -61,9 +61,7 @@ impl FileSink {
     /// ends a line a crash left partial (once).
     pub(crate) fn begin(&mut self) -> io::Result<()> {
         if std::mem::take(&mut self.made_unstarted) {
-            let host = crate::privilege::host_path(&self.path);
-            forget_unstarted_file(&host);
-            keep_unstarted_dirs(&host);
+            made_file_started(&self.path);
         }
         if self.end_line_pending
             && let Some(f) = self.out.as_mut()
@@ -239,7 +237,7 @@ pub(super) fn note_unstarted_file(host: &std::path::Path, empty: &[u8]) {
 }
 
 /// The output at `host` has started (or is gone): its file is no longer noted.
-pub(super) fn forget_unstarted_file(host: &std::path::Path) {
+fn forget_unstarted_file(host: &std::path::Path) {
     unstarted_files().retain(|(p, _)| p != host);
 }
 
@@ -249,11 +247,24 @@ pub(super) fn forget_unstarted_file(host: &std::path::Path) {
 pub(crate) fn remove_unstarted_outputs() {
     let files = std::mem::take(&mut *unstarted_files());
     for (host, empty) in files {
-        if std::fs::read(&host).is_ok_and(|b| b.is_empty() || b == empty) {
-            let _ = std::fs::remove_file(&host);
-        }
-        remove_unstarted_dirs(&host);
+        remove_made(&host, &empty);
     }
+}
+
+/// The file at `host`, made by an output, if it holds no more than `empty`, and the
+/// directories made for it.
+fn remove_made(host: &std::path::Path, empty: &[u8]) {
+    if std::fs::read(host).is_ok_and(|b| b.is_empty() || b == empty) {
+        let _ = std::fs::remove_file(host);
+    }
+    remove_unstarted_dirs(host);
+}
+
+/// An output whose file (at `path`) it made has started: the file and its directories stay.
+pub(super) fn made_file_started(path: &std::path::Path) {
+    let host = crate::privilege::host_path(path);
+    forget_unstarted_file(&host);
+    keep_unstarted_dirs(&host);
 }
 
 /// Directories (host paths) that outputs made for their files while opening, before any
@@ -317,7 +328,7 @@ pub(super) fn remove_unstarted_dirs(host: &std::path::Path) {
 }
 
 /// The pipeline has started: the directories above `host` stay.
-pub(super) fn keep_unstarted_dirs(host: &std::path::Path) {
+fn keep_unstarted_dirs(host: &std::path::Path) {
     let mut dirs = unstarted_dirs();
     if dirs.is_empty() {
         return;
@@ -346,10 +357,7 @@ impl Drop for FileSink {
 pub(super) fn remove_if_unwritten(path: &std::path::Path, empty: &[u8]) {
     let host = crate::privilege::host_path(path);
     forget_unstarted_file(&host);
-    if std::fs::read(&host).is_ok_and(|b| b.is_empty() || b == empty) {
-        let _ = std::fs::remove_file(&host);
-    }
-    remove_unstarted_dirs(&host);
+    remove_made(&host, empty);
 }
 
 /// Opens an output file: appending, or, with `truncate` (the `<` suffix), for writing from

@@ -22,7 +22,7 @@ use rtrb::{Consumer, Producer};
 pub(crate) use crate::config::types::Policy;
 use crate::counters::Stats;
 use crate::diag::Kind;
-use crate::shard::{Backoff, OutBatch, OutputId, STATS_OUTPUT};
+use crate::shard::{Backoff, OutBatch, OutputId};
 pub(crate) use file::FileSink;
 pub(crate) use held::Held;
 pub(crate) use ipc::IpcSink;
@@ -414,6 +414,13 @@ impl Outputs {
         }
     }
 
+    /// Hands the stats line, with the counters as they are now, to `{stats}`.
+    fn write_stats_line(&mut self) {
+        let mut line = self.stats.line();
+        line.push(b'\n');
+        self.write(crate::shard::STATS_OUTPUT, &line);
+    }
+
     /// Writes the engine's `{log}` records waiting in the channel; whether there were any.
     fn drain_diag(&mut self) -> bool {
         let mut any = false;
@@ -446,10 +453,8 @@ impl Outputs {
         if o == crate::shard::STATS_OUTPUT.index() || !self.stats_clock.due() {
             return;
         }
-        let mut line = self.stats.line();
-        line.push(b'\n');
+        self.write_stats_line();
         let s = crate::shard::STATS_OUTPUT;
-        self.write(s, &line);
         // The writer's flush does not run while it waits: the line is delivered now.
         if let Some(sink) = self.sinks.get_mut(s.index()) {
             let r = sink.flush();
@@ -1143,9 +1148,7 @@ impl Writer {
 
     fn write_stats(&mut self) {
         self.merge_latency();
-        let mut line = self.stats.line();
-        line.push(b'\n');
-        self.write(STATS_OUTPUT, &line);
+        self.out.write_stats_line();
     }
 
     /// Runs until every worker has finished and everything is written.

@@ -84,9 +84,7 @@ impl ZfileSink {
     /// nothing is ever written (once).
     pub(crate) fn begin(&mut self) -> io::Result<()> {
         if std::mem::take(&mut self.made_unstarted) {
-            let host = crate::privilege::host_path(&self.path);
-            super::file::forget_unstarted_file(&host);
-            super::file::keep_unstarted_dirs(&host);
+            super::file::made_file_started(&self.path);
         }
         if let Some(f) = self.out.as_ref() {
             if let Some(end) = self.cut_pending {
