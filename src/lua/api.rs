@@ -24,7 +24,7 @@ unsafe extern "C-unwind" fn analyze_event(l: *mut lua_State) -> c_int {
                     Ok::<(), LuaFail>(())
                 }
                 None => {
-                    c.unknown_tag("analyzer", tag, super::boundary::script_where(l).as_deref());
+                    c.unknown_tag("analyzer", tag, || super::boundary::script_where(l));
                     Ok(())
                 }
             })?;
@@ -60,7 +60,7 @@ unsafe extern "C-unwind" fn output_event(l: *mut lua_State) -> c_int {
             match with_ctx(|c| {
                 let o = c.output_index(tag);
                 if o.is_none() {
-                    c.unknown_tag("output", tag, super::boundary::script_where(l).as_deref());
+                    c.unknown_tag("output", tag, || super::boundary::script_where(l));
                 }
                 o
             }) {
@@ -112,7 +112,7 @@ unsafe extern "C-unwind" fn timer_event(l: *mut lua_State) -> c_int {
                     .set_timer(l, 3, a, secs)
                     .map_err(|e| LuaFail(format!("timer_event: {e}"))),
                 None => {
-                    c.unknown_tag("analyzer", tag, super::boundary::script_where(l).as_deref());
+                    c.unknown_tag("analyzer", tag, || super::boundary::script_where(l));
                     Ok(())
                 }
             })?;

@@ -78,7 +78,7 @@ pub(super) unsafe extern "C" fn df_emit(
                 if !c.unknown_tag_reported("output", tag) {
                     return DECLINED;
                 }
-                c.unknown_tag("output", tag, None);
+                c.unknown_tag("output", tag, || None);
                 return DONE;
             };
             // Too many records held: the C function says so in the script.
@@ -140,7 +140,7 @@ pub(super) unsafe extern "C" fn df_queue(tag: *const u8, tag_len: usize, line: *
             match c.analyzer_index(tag) {
                 Some(a) => c.push_call(a, UNCHANGED_EVENT),
                 None if !c.unknown_tag_reported("analyzer", tag) => return DECLINED,
-                None => c.unknown_tag("analyzer", tag, None),
+                None => c.unknown_tag("analyzer", tag, || None),
             }
             DONE
         })

@@ -318,14 +318,16 @@ impl WorkerCtx {
 
 impl WorkerCtx {
     /// Counts and reports (once per tag) a call naming an unknown analyzer or output, made at
-    /// `at` (`file:line` of the script, when known).
-    pub fn unknown_tag(&mut self, what: &str, tag: &[u8], at: Option<&str>) {
+    /// `at()` (`file:line` of the script, when known; looked up only for the report).
+    pub fn unknown_tag(&mut self, what: &str, tag: &[u8], at: impl FnOnce() -> Option<String>) {
         self.counters.unknown_tags += 1;
         let tag = String::from_utf8_lossy(tag).into_owned();
         let key = format!("{what}:{tag}");
         if !self.reported.contains(&key) && self.reported.len() < 1000 {
             self.reported.push(key);
             let script = self.script_tag();
+            let at = at();
+            let at = at.as_deref();
             let mut fields = vec![("script", script.as_str())];
             let at_text = at.map_or(String::new(), |w| format!(" ({w})"));
             if let Some(w) = at {
