@@ -964,6 +964,22 @@ fn check_accepts_a_good_root_without_running_setup() {
         assert!(out.stderr.contains(says), "{says}: {}", out.stderr);
     }
     assert!(!out.stderr.contains("analyzers[3]"), "{}", out.stderr);
+    // A warning is shown beside the problems (it was only shown when check passed).
+    env.config(
+        &std::fs::read_to_string(env.root.join("config/config.lua"))
+            .unwrap()
+            .replace(
+                "{ tag = \"c\", script = \"c.lua\", default_analyzer = \"\", default_output = \"out\" }",
+                "{ tag = \"c\", script = \"c.lua\", default_analyzer = \"\", default_output = \"ot\" }",
+            ),
+    );
+    let out = env.run(&["check"]);
+    assert!(
+        out.stderr
+            .contains("warning: analyzers[3].default_output: no output has tag \"ot\""),
+        "{}",
+        out.stderr
+    );
     // Without --setup, the chunk that does not compile.
     let out = env.run(&["check"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

@@ -50,10 +50,12 @@ pub fn check(opts: &Options, setup: bool) -> anyhow::Result<String> {
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     crate::lua::managed::stop();
     problems.extend(r);
-    if !problems.is_empty() {
-        anyhow::bail!("{}:\n  {}", cfg.config_file.display(), problems.join("\n  "));
-    }
+    // Warnings are shown with the problems too (a misspelled default_output beside a missing
+    // input file was not said until the input was there).
     let warnings: String = cfg.warnings.iter().map(|w| format!("\n  warning: {w}")).collect();
+    if !problems.is_empty() {
+        anyhow::bail!("{}:\n  {}{warnings}", cfg.config_file.display(), problems.join("\n  "));
+    }
     Ok(format!(
         "{}: OK ({} inputs, {} analyzers, {} outputs{}){warnings}",
         cfg.config_file.display(),
