@@ -158,6 +158,9 @@ pub struct WorkerCtx {
     /// The ticket of the command the running coroutine queued before asking to yield (0:
     /// none); the window driver moves it to the suspended event.
     pub(super) yield_ticket: u64,
+    /// Input batches whose lines event tables read in place (see `pins`); dropped after the
+    /// states (`Drop` closes them first).
+    pub(crate) pins: super::pins::LinePins,
 }
 
 /// A worker's own latency histograms, merged into the shared ones about once a second.
@@ -323,6 +326,7 @@ impl WorkerCtx {
             state_settings: Default::default(),
             next_ticket: 0,
             yield_ticket: 0,
+            pins: Default::default(),
         })
     }
 
@@ -500,6 +504,27 @@ impl WorkerCtx {
             // SAFETY: `l` is a script state of this thread, not running.
             self.lend(|| unsafe { mlua::ffi::lua_gc(l, mlua::ffi::LUA_GCCOLLECT, 0) });
         }
+    }
+
+    /// Hands the input batches no event table reads any more to `give` (input, batch); past
+    /// the pins' bound (`pins::LinePins::over`), collects every state fully first and copies
+    /// the lines of the events scripts keep out of their batches.
+    pub(crate) fn release_pins(&mut self, mut give: impl FnMut(usize, crate::shard::InBatch)) {
+        self.pins.release(&mut give);
+        if self.pins.bytes() <= super::pins::PIN_FLOOR {
+            return;
+        }
+        let heap: usize = self.filters.iter().chain(&self.analyzers).map(|s| s.mem.used()).sum();
+        if !self.pins.over(heap) {
+            return;
+        }
+        let states: Vec<*mut mlua::ffi::lua_State> = self.filters.iter().chain(&self.analyzers).map(|s| s.l).collect();
+        for l in states {
+            // SAFETY: `l` is a script state of this thread, not running.
+            self.lend(|| unsafe { mlua::ffi::lua_gc(l, mlua::ffi::LUA_GCCOLLECT, 0) });
+        }
+        self.pins.collections += 1;
+        self.pins.move_out(give);
     }
 
     /// Closes every script state, with the context lent (their finalizers may call the

@@ -166,6 +166,12 @@ impl StateMemory {
     pub(crate) fn used(&self) -> usize {
         self.used.get()
     }
+
+    /// Adds `bytes` held for the state outside its blocks (a line copied out of a pinned
+    /// batch, see `pins`), or takes them back (negative).
+    pub(crate) fn charge(&self, bytes: isize) {
+        self.used.set(self.used.get().wrapping_add_signed(bytes));
+    }
 }
 
 /// Room under a state's memory limit below which its JIT compiler is turned off (and above
@@ -237,6 +243,7 @@ pub(crate) unsafe extern "C" fn lua_alloc(
         if nsize == 0 {
             if !ptr.is_null() {
                 m.used.set(m.used.get().wrapping_sub(osize));
+                super::pins::on_free(ptr, osize);
             }
             mi_free(ptr);
             return std::ptr::null_mut();
@@ -296,6 +303,12 @@ fn line_buffered_stdout() {
 /// during script time. `None` when out of memory. The `StateMemory` must outlive the state.
 pub(crate) fn new_state(limit: usize) -> Option<(*mut lua_State, Box<StateMemory>)> {
     line_buffered_stdout();
+    super::pins::calibrate();
+    raw_state(limit)
+}
+
+/// A state on `lua_alloc` with `limit` bytes, nothing else set up (see [`new_state`]).
+pub(super) fn raw_state(limit: usize) -> Option<(*mut lua_State, Box<StateMemory>)> {
     let mem = Box::new(StateMemory {
         used: Cell::new(0),
         limit,

@@ -66,6 +66,7 @@ pub(crate) mod managed;
 mod marshal;
 pub(crate) mod member_cache;
 pub(crate) mod ml;
+pub(crate) mod pins;
 pub(crate) mod proxy;
 mod records;
 pub(crate) mod redis_cluster;

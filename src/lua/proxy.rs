@@ -299,8 +299,9 @@ fn next_seal() -> f64 {
 }
 
 /// Pushes a line block for `line`, the bytes of event `id`: a header (see [`LineHeader`]) with
-/// a fresh seal, and the bytes; its metatable marks it as the engine's. Returns its absolute
-/// index and its seal.
+/// a fresh seal, and the bytes, or where they are when `line` is in the worker's pinned batch
+/// (see `pins`); its metatable marks it as the engine's. Returns its absolute index and its
+/// seal.
 pub(crate) unsafe fn push_line(l: *mut lua_State, line: &[u8], id: f64) -> (c_int, f64) {
     // The reader validated the line as one JSON object: it ends at the last non-whitespace
     // byte.
@@ -316,12 +317,14 @@ pub(crate) unsafe fn push_line(l: *mut lua_State, line: &[u8], id: f64) -> (c_in
         root_start: start as u32,
         root_end: end as u32,
     };
-    // SAFETY: `l` is owned by the caller; the new userdata has room for the header and
+    // SAFETY: `l` is owned by the caller; an inline block has room for the header and
     // `line`.
     unsafe {
-        let ud = ffi::lua_newuserdata(l, LINE_HEADER + line.len()).cast::<u8>();
-        ud.cast::<LineHeader>().write_unaligned(h);
-        std::ptr::copy_nonoverlapping(line.as_ptr(), ud.add(LINE_HEADER), line.len());
+        if super::pins::push_external(l, line, h).is_none() {
+            let ud = ffi::lua_newuserdata(l, LINE_HEADER + line.len()).cast::<u8>();
+            ud.cast::<LineHeader>().write_unaligned(h);
+            std::ptr::copy_nonoverlapping(line.as_ptr(), ud.add(LINE_HEADER), line.len());
+        }
         let at = ffi::lua_gettop(l);
         push_line_mt(l);
         ffi::lua_setmetatable(l, at);
@@ -350,7 +353,8 @@ pub(crate) unsafe fn push_event(l: *mut lua_State, line: &[u8], id: f64) {
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub(super) struct LineHeader {
-    len: u64,
+    /// The line's length; for an external block (see `pins`) with `pins::EXT_FLAG` set.
+    pub(super) len: u64,
     pub(super) id: f64,
     seal: f64,
     root_start: u32,
@@ -359,16 +363,22 @@ pub(super) struct LineHeader {
 
 const LINE_HEADER: usize = std::mem::size_of::<LineHeader>();
 
-/// The header and the line of a line block.
+/// The header (its length without the external flag) and the line of a line block.
 ///
 /// # Safety
 ///
 /// `ud` points to a block made by [`push_line`] that outlives `'a`.
 #[inline]
 pub(super) unsafe fn line_of<'a>(ud: *const u8) -> (LineHeader, &'a [u8]) {
-    // SAFETY: see the contract; the header holds the length of the bytes after it.
+    // SAFETY: see the contract; the header holds the length of the bytes after it, or of
+    // those an external block points to (valid while the block lives, see `pins`).
     unsafe {
-        let h = ud.cast::<LineHeader>().read_unaligned();
+        let mut h = ud.cast::<LineHeader>().read_unaligned();
+        if h.len & super::pins::EXT_FLAG != 0 {
+            h.len &= !super::pins::EXT_FLAG;
+            let bytes = (*ud.cast::<super::pins::ExtLine>()).bytes;
+            return (h, std::slice::from_raw_parts(bytes, h.len as usize));
+        }
         (h, std::slice::from_raw_parts(ud.add(LINE_HEADER), h.len as usize))
     }
 }
@@ -393,8 +403,12 @@ unsafe fn line_at<'a>(l: *mut lua_State, idx: c_int) -> Option<(LineHeader, &'a 
         if !branded || p.is_null() || size < LINE_HEADER {
             return None;
         }
+        let external = p.cast::<LineHeader>().read_unaligned().len & super::pins::EXT_FLAG != 0;
+        if external && size != super::pins::EXT_SIZE {
+            return None;
+        }
         let (h, line) = line_of(p.cast::<u8>());
-        (LINE_HEADER + line.len() == size).then_some((h, line))
+        (external || LINE_HEADER + line.len() == size).then_some((h, line))
     }
 }
 

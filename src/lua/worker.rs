@@ -401,7 +401,7 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
         }
         let mut got = false;
         for input in 0..io.inputs.len() {
-            while let Ok(mut batch) = io.inputs[input].0.pop() {
+            while let Ok(batch) = io.inputs[input].0.pop() {
                 got = true;
                 // A slot is free: the reader may be waiting for one.
                 if let Some(r) = io.readers.get(input) {
@@ -413,11 +413,23 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
                 }
                 let me = &stats.workers[spec.index];
                 me.begin_batch(stats.now_ms());
-                let counts = c.process_batch(input as u32, &batch.data, &mut batch.events, window);
+                // Event tables read the lines in place: the batch stays until none does (see
+                // `pins`), and a panic leaks it rather than free lines a state may read.
+                c.pins.begin(&batch.data);
+                let mut batch = std::mem::ManuallyDrop::new(batch);
+                let b = &mut *batch;
+                let counts = c.process_batch(input as u32, &b.data, &mut b.events, window);
                 #[cfg(debug_assertions)]
                 injected_panic(c.counters.events);
                 me.end_batch();
-                let _ = io.inputs[input].1.push(batch);
+                if let Some(b) = c.pins.end(input, std::mem::ManuallyDrop::into_inner(batch)) {
+                    let _ = io.inputs[input].1.push(b);
+                }
+                c.release_pins(|i, b| {
+                    if let Some((_, back)) = io.inputs.get_mut(i) {
+                        let _ = back.push(b);
+                    }
+                });
                 let s = &stats.inputs[input];
                 s.events.fetch_add(counts.events, Relaxed);
                 if counts.invalid > 0 {

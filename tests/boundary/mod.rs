@@ -343,6 +343,89 @@ end
     assert_eq!(recs.len(), 5, "{recs:?} {}", out.stdout);
 }
 
+/// Event tables read their lines in place in the worker's input batches, which stay pinned
+/// while a table over them lives (`pins`). An analyzer that keeps every seventh event (the
+/// whole event and one of its nested objects) and writes each out, unchanged, 2,000 events
+/// later and again at the end, gets the very bytes of the input: its batches stayed until
+/// then, or their lines were copied out when the pinned batches passed their bound (1 MiB in
+/// test builds, so this run copies them out many times). A batch released too early is
+/// overwritten in test builds, which this would show.
+#[test]
+fn kept_events_read_their_own_bytes_after_their_batches() {
+    let env = Env::simple(
+        "file://in.json",
+        r#"
+local kept, flows = {}, {}
+function setup() end
+function loop(msg)
+  local n = msg.n
+  if n % 7 == 0 then
+    kept[n] = msg
+    flows[n] = msg.flow
+  end
+  local old = kept[n - 2000]
+  if old then
+    dragonfly.output_event(default_output, old)
+    dragonfly.output_event(default_output, { back = n - 2000, ip = old.src_ip, pkts = flows[n - 2000].pkts })
+  end
+  if n == 29999 then
+    for i = 0, 29999, 7 do dragonfly.output_event(default_output, kept[i]) end
+  end
+end
+"#,
+        "",
+        "",
+    );
+    let lines: Vec<String> = (0..30000)
+        .map(|i| {
+            format!(
+                r#"{{"event_type":"flow","n":{i},"src_ip":"10.{}.{}.{}","src_port":{},"pad":"{}","flow":{{"pkts":{}}}}}"#,
+                i / 65536,
+                (i / 256) % 256,
+                i % 256,
+                1024 + i % 60000,
+                "x".repeat(i % 300),
+                i * 3
+            )
+        })
+        .collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    let got = env.lines("out.json");
+    let mut want: Vec<Vec<u8>> = Vec::new();
+    for n in 2000..30000usize {
+        if (n - 2000) % 7 == 0 {
+            let k = n - 2000;
+            want.push(lines[k].clone().into_bytes());
+            want.push(
+                format!(
+                    r#"{{"back":{k},"ip":"10.{}.{}.{}","pkts":{}}}"#,
+                    k / 65536,
+                    (k / 256) % 256,
+                    k % 256,
+                    k * 3
+                )
+                .into_bytes(),
+            );
+        }
+    }
+    want.extend((0..30000).step_by(7).map(|k| lines[k].clone().into_bytes()));
+    let got_sorted: Vec<Vec<u8>> = got
+        .iter()
+        .map(|l| {
+            // The table's members come out in any order: compare them as JSON.
+            let v: serde_json::Value = serde_json::from_slice(l).unwrap_or_else(|e| panic!("{e}: {}", show(l)));
+            if v.get("back").is_some() {
+                format!(r#"{{"back":{},"ip":{},"pkts":{}}}"#, v["back"], v["ip"], v["pkts"]).into_bytes()
+            } else {
+                l.clone()
+            }
+        })
+        .collect();
+    assert!(got_sorted == want, "{}", diff_lines(&want, &got_sorted));
+}
+
 /// A timer whose `loop()` passes its value to itself: the calls that follow from one timer are
 /// bounded as an input event's are (`hop_limit`), and the engine goes on (the chain ran for
 /// ever, the worker reported stuck, none of its records written).
