@@ -62,6 +62,12 @@ pub struct WorkerStats {
     /// Pending timers (`dragonfly.timer_event`) and timers fired.
     pub timers_pending: AtomicU64,
     pub timers_fired: AtomicU64,
+    /// Input batches kept because event tables read their lines (`lua::pins`): their bytes,
+    /// the full collections made when they passed their bound, and the lines of kept events
+    /// copied out of them.
+    pub pinned_bytes: AtomicU64,
+    pub pin_collections: AtomicU64,
+    pub pin_moved: AtomicU64,
     /// Script reloads (SIGHUP) that took effect, and scripts that failed to reload.
     pub reloads: AtomicU64,
     pub reload_errors: AtomicU64,
@@ -131,6 +137,9 @@ impl WorkerStats {
             ring_batches: AtomicU64::new(0),
             timers_pending: AtomicU64::new(0),
             timers_fired: AtomicU64::new(0),
+            pinned_bytes: AtomicU64::new(0),
+            pin_collections: AtomicU64::new(0),
+            pin_moved: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             reload_errors: AtomicU64::new(0),
             boundary_panics: AtomicU64::new(0),
@@ -252,6 +261,30 @@ pub(crate) const WORKER_TOTALS: &[WorkerTotal] = &[
         kind: "counter",
         help: "Timers delivered to loop().",
         get: |w| &w.timers_fired,
+    },
+    WorkerTotal {
+        section: "pins",
+        key: "bytes",
+        metric: "dragonfly_pinned_batch_bytes",
+        kind: "gauge",
+        help: "Input batches kept while event tables read their lines in place.",
+        get: |w| &w.pinned_bytes,
+    },
+    WorkerTotal {
+        section: "pins",
+        key: "collections",
+        metric: "dragonfly_pin_collections_total",
+        kind: "counter",
+        help: "Full collections of a worker's script states made because its kept input batches passed their bound.",
+        get: |w| &w.pin_collections,
+    },
+    WorkerTotal {
+        section: "pins",
+        key: "moved",
+        metric: "dragonfly_pin_lines_moved_total",
+        kind: "counter",
+        help: "Lines of events scripts keep, copied out of their input batches.",
+        get: |w| &w.pin_moved,
     },
     WorkerTotal {
         section: "reload",

@@ -511,11 +511,12 @@ impl WorkerCtx {
     /// the lines of the events scripts keep out of their batches.
     pub(crate) fn release_pins(&mut self, mut give: impl FnMut(usize, crate::shard::InBatch)) {
         self.pins.release(&mut give);
-        if self.pins.bytes() <= super::pins::PIN_FLOOR {
+        if self.pins.bytes() == 0 {
             return;
         }
-        let heap: usize = self.filters.iter().chain(&self.analyzers).map(|s| s.mem.used()).sum();
-        if !self.pins.over(heap) {
+        let states = || self.filters.iter().chain(&self.analyzers);
+        let heap: usize = states().map(|s| s.mem.used()).sum();
+        if !self.pins.over(heap, self.state_settings.memory_limit) {
             return;
         }
         let states: Vec<*mut mlua::ffi::lua_State> = self.filters.iter().chain(&self.analyzers).map(|s| s.l).collect();

@@ -152,27 +152,7 @@ impl Drop for TimeMark {
     }
 }
 
-/// Memory accounting of one script state: the bytes its allocator handed out and the limit
-/// that applies while the script's own code runs (see `boundary::TimeMark`).
-pub(crate) struct StateMemory {
-    used: Cell<usize>,
-    limit: usize,
-    /// Whether the state's JIT compiler is off because the state is near its limit.
-    jit_off: Cell<bool>,
-}
-
-impl StateMemory {
-    /// Bytes in use.
-    pub(crate) fn used(&self) -> usize {
-        self.used.get()
-    }
-
-    /// Adds `bytes` held for the state outside its blocks (a line copied out of a pinned
-    /// batch, see `pins`), or takes them back (negative).
-    pub(crate) fn charge(&self, bytes: isize) {
-        self.used.set(self.used.get().wrapping_add_signed(bytes));
-    }
-}
+pub(crate) use super::memory::StateMemory;
 
 /// Room under a state's memory limit below which its JIT compiler is turned off (and above
 /// twice which it is turned on again): LuaJIT's trace compiler allocates from the state's
@@ -303,12 +283,37 @@ fn line_buffered_stdout() {
 /// during script time. `None` when out of memory. The `StateMemory` must outlive the state.
 pub(crate) fn new_state(limit: usize) -> Option<(*mut lua_State, Box<StateMemory>)> {
     line_buffered_stdout();
-    super::pins::calibrate();
+    calibrate_pins();
     raw_state(limit)
 }
 
+/// Measures the allocation size of an external line block once (`pins::set_block`), in a
+/// scratch state with its collector stopped; without a secret for their tags there are none.
+fn calibrate_pins() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if !super::pins::init_secret() {
+            return;
+        }
+        let Some((l, mem)) = raw_state(usize::MAX) else { return };
+        // SAFETY: a fresh state of this thread; the userdata is zeroed before the state
+        // closes (so it carries no tag), and `mem` outlives the state.
+        let size = unsafe {
+            ffi::lua_gc(l, ffi::LUA_GCSTOP, 0);
+            let before = mem.used();
+            let p = ffi::lua_newuserdata(l, super::pins::EXT_SIZE);
+            std::ptr::write_bytes(p.cast::<u8>(), 0, super::pins::EXT_SIZE);
+            let size = mem.used() - before;
+            ffi::lua_close(l);
+            size
+        };
+        drop(mem);
+        super::pins::set_block(size);
+    });
+}
+
 /// A state on `lua_alloc` with `limit` bytes, nothing else set up (see [`new_state`]).
-pub(super) fn raw_state(limit: usize) -> Option<(*mut lua_State, Box<StateMemory>)> {
+fn raw_state(limit: usize) -> Option<(*mut lua_State, Box<StateMemory>)> {
     let mem = Box::new(StateMemory {
         used: Cell::new(0),
         limit,

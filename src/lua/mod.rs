@@ -65,6 +65,7 @@ mod lines;
 pub(crate) mod managed;
 mod marshal;
 pub(crate) mod member_cache;
+mod memory;
 pub(crate) mod ml;
 pub(crate) mod pins;
 pub(crate) mod proxy;

@@ -16,10 +16,13 @@
 //! a line from a test, a timer) stay *inline* blocks, the bytes after the header, as before.
 //!
 //! Bounds: a script may keep an event table past its call, and its batch then stays pinned.
-//! When the pinned batches of a worker pass [`PIN_FLOOR`] bytes and the heap of its states
-//! (so pins at most double a large state's memory), the worker collects every state fully and copies the lines of the blocks still
-//! alive (events a script keeps) out of their batches ([`LinePins::move_out`]): those blocks
-//! then own their bytes, counted in their state's memory, and every batch is released.
+//! When the pinned batches of a worker pass [`PIN_FLOOR`] bytes (or a quarter of its states'
+//! memory limit, if smaller) and the heap of its states (so pins at most double a large
+//! state's memory), the worker collects every state fully and copies the lines of the blocks
+//! still alive (events a script keeps) out of their batches ([`LinePins::move_out`]): those
+//! blocks then own their bytes, counted in their state's memory, and every batch is released.
+//! Until then a kept line is not counted in its state's memory (the pinned bytes are
+//! published: `pins.bytes`).
 //!
 //! Invariants: a block's bytes stay valid while the block lives (a batch is released only
 //! when its count of live blocks is zero, and a batch still pinned when the worker ends is
@@ -32,7 +35,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use mlua::ffi::{self, lua_State};
 
-use super::ffi_util::StateMemory;
+use super::memory::StateMemory;
 use crate::event::batch::InBatch;
 
 /// Pinned bytes per worker below which no state is collected for the pins' sake (above it,
@@ -50,8 +53,8 @@ pub(super) const EXT_FLAG: u64 = 1 << 63;
 /// pins them.
 #[repr(C)]
 pub(super) struct ExtLine {
-    /// The line header of `proxy` (its length has [`EXT_FLAG`] set).
-    pub header: super::proxy::LineHeader,
+    /// The line header (its length has [`EXT_FLAG`] set).
+    pub header: LineHeader,
     /// The line's bytes: in a pinned batch, or (owned) a `mi_malloc` copy.
     pub bytes: *const u8,
     /// The batch's cell; null once the block owns its bytes.
@@ -62,6 +65,21 @@ pub(super) struct ExtLine {
     _pad: u32,
     /// `secret() ^ address of this payload`.
     tag: u64,
+}
+
+/// What a line block holds before the line's bytes (or, external, before where they are):
+/// all the FFI lookup gets besides the block's address, and what every proxy over the line
+/// shares (the event id, for the member cache; the seal its tables carry; the top-level
+/// object's range, which top-level proxies leave out of their table).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(super) struct LineHeader {
+    /// The line's length; for an external block with [`EXT_FLAG`] set.
+    pub(super) len: u64,
+    pub(super) id: f64,
+    pub(super) seal: f64,
+    pub(super) root_start: u32,
+    pub(super) root_end: u32,
 }
 
 /// Size of an external block's payload.
@@ -121,34 +139,24 @@ thread_local! {
 static BLOCK: AtomicUsize = AtomicUsize::new(0);
 static SECRET: AtomicU64 = AtomicU64::new(0);
 
-/// Measures [`BLOCK`] once, in a scratch state with its collector stopped.
-pub(super) fn calibrate() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let mut b = [0u8; 8];
-        // SAFETY: `b` is a writable buffer of its length.
-        let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-        let s = u64::from_ne_bytes(b) ^ (n as u64) ^ crate::counters::latency::mono_ns() ^ 0x6A09_E667_F3BC_C908;
-        SECRET.store(s | 1, Relaxed);
-        let Some((l, mem)) = super::ffi_util::raw_state(usize::MAX) else {
-            return;
-        };
-        // SAFETY: a fresh state of this thread; the userdata is zeroed before the state
-        // closes (so its tag is no tag), and `mem` outlives the state.
-        let size = unsafe {
-            ffi::lua_gc(l, ffi::LUA_GCSTOP, 0);
-            let before = mem.used();
-            let p = ffi::lua_newuserdata(l, EXT_SIZE);
-            std::ptr::write_bytes(p.cast::<u8>(), 0, EXT_SIZE);
-            let size = mem.used() - before;
-            ffi::lua_close(l);
-            size
-        };
-        drop(mem);
-        if size >= EXT_SIZE {
-            BLOCK.store(size, Relaxed);
-        }
-    });
+/// Draws the secret of the tags; false when the system gives no random bytes (then no block
+/// is external).
+pub(super) fn init_secret() -> bool {
+    let mut b = [0u8; 8];
+    // SAFETY: `b` is a writable buffer of its length.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        return false;
+    }
+    SECRET.store(u64::from_ne_bytes(b) | 1, Relaxed);
+    true
+}
+
+/// Sets the allocation size of an external block (measured by `ffi_util`), enabling them.
+pub(super) fn set_block(size: usize) {
+    if size >= EXT_SIZE {
+        BLOCK.store(size, Relaxed);
+    }
 }
 
 fn tag_of(p: *const ExtLine) -> u64 {
@@ -161,7 +169,7 @@ fn tag_of(p: *const ExtLine) -> u64 {
 /// # Safety
 ///
 /// `l` is a state of this thread, its allocator `lua_alloc`.
-pub(super) unsafe fn push_external(l: *mut lua_State, line: &[u8], mut h: super::proxy::LineHeader) -> Option<*mut u8> {
+pub(super) unsafe fn push_external(l: *mut lua_State, line: &[u8], mut h: LineHeader) -> Option<*mut u8> {
     let cur = CURRENT.with(Cell::get);
     if cur.is_null() || BLOCK.load(Relaxed) == 0 {
         return None;
@@ -239,15 +247,22 @@ pub(super) unsafe fn on_free(ptr: *mut c_void, osize: usize) {
         if (*ext).tag != tag_of(ext) {
             return;
         }
-        (*ext).tag = 0;
         if (*ext).pin.is_null() {
+            (*ext).tag = 0;
             let len = (*ext).header.len & !EXT_FLAG;
             (*(*ext).mem).charge(-(len as isize));
             libmimalloc_sys::mi_free((*ext).bytes.cast_mut().cast());
             return;
         }
         let cell = &*(*ext).pin;
-        cell.slots[(*ext).slot as usize].set(std::ptr::null_mut());
+        let slot = cell.slots.get((*ext).slot as usize);
+        if slot.is_none_or(|s| s.get() != ext) {
+            return;
+        }
+        (*ext).tag = 0;
+        if let Some(s) = slot {
+            s.set(std::ptr::null_mut());
+        }
         let live = cell.live.get() - 1;
         cell.live.set(live);
         if live == 0 && cell.state.get() == CellState::Pinned {
@@ -295,7 +310,9 @@ impl LinePins {
     /// to its reader), else `None` (kept until its blocks are freed).
     pub(crate) fn end(&mut self, input: usize, batch: InBatch) -> Option<InBatch> {
         CURRENT.with(|c| c.set(std::ptr::null()));
-        let cell = self.current.take()?;
+        let Some(cell) = self.current.take() else {
+            return Some(batch);
+        };
         if cell.live.get() == 0 {
             cell.state.set(CellState::Free);
             self.pool.push(cell);
@@ -309,9 +326,10 @@ impl LinePins {
         None
     }
 
-    /// Whether the pinned batches are past their bound, given the heap of the worker's states.
-    pub(crate) fn over(&self, heap: usize) -> bool {
-        self.bytes > PIN_FLOOR && self.bytes > heap
+    /// Whether the pinned batches are past their bound, given the heap of the worker's states
+    /// and the smallest memory limit among them (a quarter of which lowers the floor).
+    pub(crate) fn over(&self, heap: usize, min_limit: usize) -> bool {
+        self.bytes > PIN_FLOOR.min(min_limit / 4) && self.bytes > heap
     }
 
     /// Bytes of the pinned batches.
@@ -410,5 +428,112 @@ impl Drop for LinePins {
             // Their frees still reach the list's head.
             std::mem::forget(std::mem::take(&mut self.emptied));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::script_spec;
+    use crate::event::EventMeta;
+    use crate::lua::WorkerCtx;
+    use crate::lua::state::Role;
+
+    fn batch(lines: &[&str]) -> InBatch {
+        let mut b = InBatch::default();
+        for (i, l) in lines.iter().enumerate() {
+            let start = b.data.len() as u32;
+            b.data.extend_from_slice(l.as_bytes());
+            b.events.push(EventMeta {
+                seq: i as u64,
+                start,
+                end: b.data.len() as u32,
+                ..EventMeta::default()
+            });
+        }
+        b
+    }
+
+    /// Runs `lines` as one pinned batch; returns the batch when nothing pins it.
+    fn run(c: &mut WorkerCtx, lines: &[&str]) -> Option<InBatch> {
+        let mut b = batch(lines);
+        c.pins.begin(&b.data);
+        let InBatch { data, events, .. } = &mut b;
+        assert_eq!(c.process_batch(0, data, events, 1).events, lines.len() as u64);
+        c.pins.end(0, b)
+    }
+
+    fn collect_all(c: &mut WorkerCtx) {
+        let states: Vec<_> = c.filters.iter().chain(&c.analyzers).map(|s| s.l).collect();
+        for l in states {
+            // SAFETY: a state of this thread, not running.
+            c.lend(|| unsafe { ffi::lua_gc(l, ffi::LUA_GCCOLLECT, 0) });
+        }
+    }
+
+    /// A batch stays while an event table over one of its lines lives (a script keeps it),
+    /// comes back once the table is garbage and collected; copied out, a kept event reads
+    /// its own line after its batch went back; a copy into another state is inline.
+    #[test]
+    fn a_batch_stays_while_a_table_over_its_lines_lives() {
+        let dir = std::env::temp_dir().join(format!("dfm-pins-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (f, a) = (dir.join("f.lua"), dir.join("a.lua"));
+        std::fs::write(
+            &f,
+            "function setup() end\nfunction loop(msg) dragonfly.analyze_event('a', msg) end\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &a,
+            "local kept\nfunction setup() end\nfunction loop(msg)\n\
+             if msg.keep then kept = msg end\n\
+             if msg.drop then kept = nil end\n\
+             if msg.show then dragonfly.output_event('out', { shown = kept.n, ip = kept.ip }) end\n\
+             end\n",
+        )
+        .unwrap();
+        let mut c = WorkerCtx::new(vec!["in".into()], vec!["a".into()], vec!["out".into()], false);
+        c.open_all(
+            &[script_spec(Role::Filter, "in", &f)],
+            &[script_spec(Role::Analyzer, "a", &a)],
+            true,
+        )
+        .unwrap();
+        let mut back = Vec::new();
+
+        // Kept: still pinned after a full collection.
+        assert!(run(&mut c, &[r#"{"n":1,"keep":true,"ip":"10.0.0.1"}"#]).is_none());
+        collect_all(&mut c);
+        c.pins.release(|i, b| back.push((i, b)));
+        assert!(back.is_empty(), "a kept event's batch went back");
+        assert!(c.pins.bytes() > 0);
+
+        // Dropped: both batches come back once collected.
+        let _ = run(&mut c, &[r#"{"n":2,"drop":true}"#]);
+        collect_all(&mut c);
+        c.pins.release(|i, b| back.push((i, b)));
+        assert_eq!(back.len(), 2);
+        assert_eq!(c.pins.bytes(), 0);
+
+        // Kept and copied out: its batch goes back at once, the event still reads its line,
+        // and the copy is charged to its state.
+        back.clear();
+        assert!(run(&mut c, &[r#"{"n":3,"keep":true,"ip":"10.0.0.3"}"#]).is_none());
+        collect_all(&mut c);
+        let used = c.analyzers[0].mem.used();
+        c.pins.move_out(|i, b| back.push((i, b)));
+        assert_eq!((back.len(), c.pins.moved, c.pins.bytes()), (1, 1, 0));
+        assert!(c.analyzers[0].mem.used() > used, "the copy is charged to the state");
+        let b = back.pop().unwrap().1;
+        let _ = run(&mut c, &[r#"{"n":4,"show":true}"#]);
+        drop(b);
+        let out = String::from_utf8_lossy(&c.outs[0].data).into_owned();
+        assert!(
+            out.contains(r#""shown":3"#) && out.contains(r#""ip":"10.0.0.3""#),
+            "{out}"
+        );
+        c.close();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

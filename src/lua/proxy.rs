@@ -346,20 +346,7 @@ pub(crate) unsafe fn push_event(l: *mut lua_State, line: &[u8], id: f64) {
     }
 }
 
-/// What a line block holds before the line's bytes: all the FFI lookup gets besides the
-/// block's address, and what every proxy over the line shares (the event id, for the member
-/// cache; the seal its tables carry; the top-level object's range, which top-level proxies
-/// leave out of their table).
-#[derive(Clone, Copy)]
-#[repr(C)]
-pub(super) struct LineHeader {
-    /// The line's length; for an external block (see `pins`) with `pins::EXT_FLAG` set.
-    pub(super) len: u64,
-    pub(super) id: f64,
-    seal: f64,
-    root_start: u32,
-    root_end: u32,
-}
+pub(super) use super::pins::LineHeader;
 
 const LINE_HEADER: usize = std::mem::size_of::<LineHeader>();
 

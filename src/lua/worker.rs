@@ -191,6 +191,9 @@ fn publish(c: &mut WorkerCtx, stats: &Stats, index: usize, io: &WorkerIo) {
     w.redis_down.store(c.redis.down_count(), Relaxed);
     w.timers_pending.store(c.timers_pending, Relaxed);
     w.timers_fired.store(c.timers_fired, Relaxed);
+    w.pinned_bytes.store(c.pins.bytes() as u64, Relaxed);
+    w.pin_collections.store(c.pins.collections, Relaxed);
+    w.pin_moved.store(c.pins.moved, Relaxed);
     if let Some(l) = c.lat.as_mut()
         && l.last_merge.elapsed() >= crate::counters::latency::MERGE_EVERY
     {
@@ -372,6 +375,16 @@ pub(crate) fn run(
     c.close();
 }
 
+/// Hands the input batches no event table reads any more back to their readers (see
+/// `WorkerCtx::release_pins`).
+fn release_pins(c: &mut WorkerCtx, io: &mut WorkerIo) {
+    c.release_pins(|i, b| {
+        if let Some((_, back)) = io.inputs.get_mut(i) {
+            let _ = back.push(b);
+        }
+    });
+}
+
 /// One pipeline's events, until every input ring is closed and empty.
 fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: &Stats) {
     io.me.register();
@@ -421,15 +434,12 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
                 let counts = c.process_batch(input as u32, &b.data, &mut b.events, window);
                 #[cfg(debug_assertions)]
                 injected_panic(c.counters.events);
-                me.end_batch();
                 if let Some(b) = c.pins.end(input, std::mem::ManuallyDrop::into_inner(batch)) {
                     let _ = io.inputs[input].1.push(b);
                 }
-                c.release_pins(|i, b| {
-                    if let Some((_, back)) = io.inputs.get_mut(i) {
-                        let _ = back.push(b);
-                    }
-                });
+                // Within the batch's watch: a full collection for the pins runs finalizers.
+                release_pins(c, io);
+                me.end_batch();
                 let s = &stats.inputs[input];
                 s.events.fetch_add(counts.events, Relaxed);
                 if counts.invalid > 0 {
@@ -467,6 +477,7 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
             continue;
         }
         // Idle: hand out what is pending so that low rates still see their results promptly.
+        release_pins(c, io);
         c.retry_down_redis();
         c.flush_reports(false);
         send_all(c, io);
