@@ -507,25 +507,47 @@ impl WorkerCtx {
     }
 
     /// Hands the input batches no event table reads any more to `give` (input, batch); past
-    /// the pins' bound (`pins::LinePins::over`), collects every state fully first and copies
-    /// the lines of the events scripts keep out of their batches.
+    /// the pins' bound (`pins::LinePins::over`), hurries every state's collector through two
+    /// cycles, a step per batch, then copies the lines of the events scripts still keep out
+    /// of their batches.
     pub(crate) fn release_pins(&mut self, mut give: impl FnMut(usize, crate::shard::InBatch)) {
         self.pins.release(&mut give);
-        if self.pins.bytes() == 0 {
+        let (nf, n) = (self.filters.len(), self.filters.len() + self.analyzers.len());
+        if self.pins.bytes() == 0 || n == 0 {
+            self.pins.relief.clear();
             return;
         }
-        let states = || self.filters.iter().chain(&self.analyzers);
-        let heap: usize = states().map(|s| s.mem.used()).sum();
-        if !self.pins.over(heap, self.state_settings.memory_limit) {
-            return;
+        if self.pins.relief.len() != n {
+            self.pins.relief.clear();
+            let heap: usize = self.filters.iter().chain(&self.analyzers).map(|s| s.mem.used()).sum();
+            if !self.pins.over(heap, self.state_settings.memory_limit) {
+                return;
+            }
+            self.pins.relief = vec![super::pins::RELIEF_CYCLES; n];
         }
-        let states: Vec<*mut mlua::ffi::lua_State> = self.filters.iter().chain(&self.analyzers).map(|s| s.l).collect();
-        for l in states {
+        // A step of each state's collector per batch, not a full collection: a worker that
+        // stopped for one would hold up the reader, and every other worker with it.
+        for i in 0..n {
+            if self.pins.relief[i] == 0 {
+                continue;
+            }
+            let l = if i < nf {
+                self.filters[i].l
+            } else {
+                self.analyzers[i - nf].l
+            };
             // SAFETY: `l` is a script state of this thread, not running.
-            self.lend(|| unsafe { mlua::ffi::lua_gc(l, mlua::ffi::LUA_GCCOLLECT, 0) });
+            let done =
+                self.lend(|| unsafe { mlua::ffi::lua_gc(l, mlua::ffi::LUA_GCSTEP, super::pins::RELIEF_STEP_KB) });
+            if done == 1 {
+                self.pins.relief[i] -= 1;
+            }
         }
-        self.pins.collections += 1;
-        self.pins.move_out(give);
+        if self.pins.relief.iter().all(|&c| c == 0) {
+            self.pins.relief.clear();
+            self.pins.collections += 1;
+            self.pins.move_out(give);
+        }
     }
 
     /// Closes every script state, with the context lent (their finalizers may call the

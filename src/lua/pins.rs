@@ -17,10 +17,11 @@
 //!
 //! Bounds: a script may keep an event table past its call, and its batch then stays pinned.
 //! When the pinned batches of a worker pass [`PIN_FLOOR`] bytes (or a quarter of its states'
-//! memory limit, if smaller) and the heap of its states (so pins at most double a large
-//! state's memory), the worker collects every state fully and copies the lines of the blocks
-//! still alive (events a script keeps) out of their batches ([`LinePins::move_out`]): those
-//! blocks then own their bytes, counted in their state's memory, and every batch is released.
+//! memory limit, if smaller) and twice the heap of its states, the worker hurries each state's collector through two cycles, a step per
+//! batch (a full collection would stop the worker, and the reader and other workers with it),
+//! then copies the lines of the blocks still alive (events a script keeps) out of their
+//! batches ([`LinePins::move_out`]): those blocks then own their bytes, counted in their
+//! state's memory, and every batch is released.
 //! Until then a kept line is not counted in its state's memory (the pinned bytes are
 //! published: `pins.bytes`).
 //!
@@ -39,9 +40,16 @@ use super::memory::StateMemory;
 use crate::event::batch::InBatch;
 
 /// Pinned bytes per worker below which no state is collected for the pins' sake (above it,
-/// also its states' heap). Test builds use 1 MiB, so that the suite runs the collections
+/// also twice its states' heap). Test builds use 1 MiB, so that the suite runs the reliefs
 /// and copies out of [`LinePins::move_out`] often.
 pub(crate) const PIN_FLOOR: usize = if cfg!(debug_assertions) { 1 << 20 } else { 64 << 20 };
+
+/// Collection cycles each state finishes, stepped by the worker, before the lines still
+/// pinned are copied out: a table that became garbage while a cycle was marking survives
+/// that cycle, never the next.
+pub(crate) const RELIEF_CYCLES: u8 = 2;
+/// Collector work per state per batch while relieving, as for this many KiB allocated.
+pub(crate) const RELIEF_STEP_KB: std::ffi::c_int = 1024;
 
 /// Slots (line blocks) per batch; blocks past them are inline copies.
 const SLOTS: usize = 4 * crate::event::batch::BATCH_EVENTS;
@@ -287,7 +295,11 @@ pub(crate) struct LinePins {
     current: Option<Box<PinCell>>,
     /// Data capacity of the pinned batches.
     bytes: usize,
-    /// Full collections made for the pins, and lines copied out of their batches.
+    /// While the pins are past their bound: per state (filters, then analyzers), the
+    /// collection cycles it has still to finish before the lines still pinned are copied out
+    /// (empty otherwise).
+    pub relief: Vec<u8>,
+    /// Reliefs finished (lines copied out after them), and lines copied out of their batches.
     pub collections: u64,
     pub moved: u64,
 }
@@ -327,9 +339,9 @@ impl LinePins {
     }
 
     /// Whether the pinned batches are past their bound, given the heap of the worker's states
-    /// and the smallest memory limit among them (a quarter of which lowers the floor).
+    /// and their memory limit (a quarter of which lowers the floor).
     pub(crate) fn over(&self, heap: usize, min_limit: usize) -> bool {
-        self.bytes > PIN_FLOOR.min(min_limit / 4) && self.bytes > heap
+        self.bytes > PIN_FLOOR.min(min_limit / 4) && self.bytes > 2 * heap
     }
 
     /// Bytes of the pinned batches.
