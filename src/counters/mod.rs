@@ -63,8 +63,8 @@ pub struct WorkerStats {
     pub timers_pending: AtomicU64,
     pub timers_fired: AtomicU64,
     /// Input batches kept because event tables read their lines (`lua::pins`): their bytes,
-    /// the full collections made when they passed their bound, and the lines of kept events
-    /// copied out of them.
+    /// the times they passed their bound (the states' collectors hurried), and the lines of
+    /// kept events copied out of them.
     pub pinned_bytes: AtomicU64,
     pub pin_collections: AtomicU64,
     pub pin_moved: AtomicU64,
@@ -275,7 +275,7 @@ pub(crate) const WORKER_TOTALS: &[WorkerTotal] = &[
         key: "collections",
         metric: "dragonfly_pin_collections_total",
         kind: "counter",
-        help: "Full collections of a worker's script states made because its kept input batches passed their bound.",
+        help: "Times a worker hurried its script states' collectors because its kept input batches passed their bound.",
         get: |w| &w.pin_collections,
     },
     WorkerTotal {

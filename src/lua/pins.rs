@@ -17,7 +17,7 @@
 //!
 //! Bounds: a script may keep an event table past its call, and its batch then stays pinned.
 //! When the pinned batches of a worker pass [`PIN_FLOOR`] bytes (or a quarter of its states'
-//! memory limit, if smaller) and twice the heap of its states, the worker hurries each state's collector through two cycles, a step per
+//! memory limit, if smaller) and the heap of its states, the worker hurries each state's collector through two cycles, a step per
 //! batch (a full collection would stop the worker, and the reader and other workers with it),
 //! then copies the lines of the blocks still alive (events a script keeps) out of their
 //! batches ([`LinePins::move_out`]): those blocks then own their bytes, counted in their
@@ -40,7 +40,7 @@ use super::memory::StateMemory;
 use crate::event::batch::InBatch;
 
 /// Pinned bytes per worker below which no state is collected for the pins' sake (above it,
-/// also twice its states' heap). Test builds use 1 MiB, so that the suite runs the reliefs
+/// also its states' heap). Test builds use 1 MiB, so that the suite runs the reliefs
 /// and copies out of [`LinePins::move_out`] often.
 pub(crate) const PIN_FLOOR: usize = if cfg!(debug_assertions) { 1 << 20 } else { 64 << 20 };
 
@@ -341,7 +341,7 @@ impl LinePins {
     /// Whether the pinned batches are past their bound, given the heap of the worker's states
     /// and their memory limit (a quarter of which lowers the floor).
     pub(crate) fn over(&self, heap: usize, min_limit: usize) -> bool {
-        self.bytes > PIN_FLOOR.min(min_limit / 4) && self.bytes > 2 * heap
+        self.bytes > PIN_FLOOR.min(min_limit / 4) && self.bytes > heap
     }
 
     /// Bytes of the pinned batches.
