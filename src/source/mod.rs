@@ -55,6 +55,10 @@ pub(crate) struct Router {
     open_count: Option<Arc<std::sync::atomic::AtomicUsize>>,
     /// The rate limit of this input's problem records (counters stay exact).
     limiter: std::cell::RefCell<crate::diag::limit::Limiter>,
+    /// Bytes of the batches handed over lately (a moving average), which a new batch is
+    /// sized by: workers keep batches while event tables read their lines (`lua::pins`), so
+    /// their unused room is memory held too.
+    fill: usize,
 }
 
 impl Drop for Router {
@@ -95,6 +99,7 @@ impl Router {
             stop,
             open_count: None,
             limiter: Default::default(),
+            fill: BATCH_BYTES,
         }
     }
 
@@ -266,13 +271,15 @@ impl Router {
         if self.batches[shard].events.is_empty() {
             return;
         }
+        self.fill = (self.fill * 7 + self.batches[shard].data.len()) / 8;
         let fresh = match self.io.returned[shard].pop() {
             Ok(mut b) => {
                 b.clear();
                 b
             }
             Err(_) => InBatch {
-                data: Vec::with_capacity(BATCH_BYTES + 4096),
+                // Room for a batch as the last ones were, with a margin (a larger one grows).
+                data: Vec::with_capacity((self.fill + self.fill / 8 + 4096).min(BATCH_BYTES + 4096)),
                 events: Vec::with_capacity(BATCH_EVENTS),
                 read_ns: 0,
             },
