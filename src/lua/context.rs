@@ -481,8 +481,15 @@ impl WorkerCtx {
     /// Retunes the GC of every script state (see `script::tune_gc`); called once per batch.
     pub fn tune_gc(&self) {
         for s in self.filters.iter().chain(&self.analyzers) {
+            // The lines copied out for the events a state keeps (`pins`) count in its memory
+            // but not in its heap: its collector must start that much earlier.
             // SAFETY: the worker's own states (they never leave it), between calls.
-            unsafe { super::state::tune_gc(s.l, self.state_settings.gc_pause, self.state_settings.memory_limit) };
+            unsafe {
+                let heap = mlua::ffi::lua_gc(s.l, mlua::ffi::LUA_GCCOUNT, 0).max(0) as usize * 1024;
+                let outside = s.mem.used().saturating_sub(heap);
+                let limit = self.state_settings.memory_limit.saturating_sub(outside);
+                super::state::tune_gc(s.l, self.state_settings.gc_pause, limit)
+            };
         }
     }
 
@@ -507,46 +514,99 @@ impl WorkerCtx {
     }
 
     /// Hands the input batches no event table reads any more to `give` (input, batch); past
-    /// the pins' bound (`pins::LinePins::over`), hurries every state's collector through two
+    /// the pins' bound (`pins::LinePins::over`), hurries every state's collector through three
     /// cycles, a step per batch, then copies the lines of the events scripts still keep out
     /// of their batches.
-    pub(crate) fn release_pins(&mut self, mut give: impl FnMut(usize, crate::shard::InBatch)) {
+    pub(crate) fn release_pins(&mut self, give: impl FnMut(usize, crate::shard::InBatch)) {
+        self.relieve_pins(give);
+        self.collect_near_limit();
+    }
+
+    fn relieve_pins(&mut self, mut give: impl FnMut(usize, crate::shard::InBatch)) {
         self.pins.release(&mut give);
         let (nf, n) = (self.filters.len(), self.filters.len() + self.analyzers.len());
-        if self.pins.bytes() == 0 || n == 0 {
+        let state = |c: &Self, i: usize| if i < nf { c.filters[i].l } else { c.analyzers[i - nf].l };
+        if self.pins.bytes() == 0 || n == 0 || self.pins.relief.len() != n {
+            for i in 0..self.pins.relief.len().min(n) {
+                // SAFETY: a script state of this thread, not running.
+                unsafe { super::pins::drop_sentinel(state(self, i)) };
+            }
             self.pins.relief.clear();
-            return;
-        }
-        if self.pins.relief.len() != n {
-            self.pins.relief.clear();
+            if self.pins.bytes() == 0 || n == 0 {
+                return;
+            }
             let heap: usize = self.filters.iter().chain(&self.analyzers).map(|s| s.mem.used()).sum();
             if !self.pins.over(heap, self.state_settings.memory_limit) {
                 return;
             }
             self.pins.relief = vec![super::pins::RELIEF_CYCLES; n];
+            for i in 0..n {
+                // SAFETY: as above.
+                unsafe { super::pins::new_sentinel(state(self, i)) };
+            }
         }
         // A step of each state's collector per batch, not a full collection: a worker that
-        // stopped for one would hold up the reader, and every other worker with it.
+        // stopped for one would hold up the reader, and every other worker with it. A cycle
+        // counts once it has cleared the state's sentinel, whichever allocation ran it (the
+        // script's own allocations run the collector too).
         for i in 0..n {
             if self.pins.relief[i] == 0 {
                 continue;
             }
-            let l = if i < nf {
-                self.filters[i].l
-            } else {
-                self.analyzers[i - nf].l
-            };
+            let l = state(self, i);
             // SAFETY: `l` is a script state of this thread, not running.
-            let done =
-                self.lend(|| unsafe { mlua::ffi::lua_gc(l, mlua::ffi::LUA_GCSTEP, super::pins::RELIEF_STEP_KB) });
-            if done == 1 {
+            self.lend(|| unsafe { mlua::ffi::lua_gc(l, mlua::ffi::LUA_GCSTEP, super::pins::RELIEF_STEP_KB) });
+            // SAFETY: as above.
+            if unsafe { super::pins::sentinel_cleared(l) } {
                 self.pins.relief[i] -= 1;
+                if self.pins.relief[i] > 0 {
+                    // SAFETY: as above.
+                    unsafe { super::pins::new_sentinel(l) };
+                }
             }
         }
         if self.pins.relief.iter().all(|&c| c == 0) {
             self.pins.relief.clear();
             self.pins.collections += 1;
             self.pins.move_out(give);
+            // The copies are charged at once; the states' pauses follow them from now on.
+            self.tune_gc();
+        }
+    }
+
+    /// Collects at once a state past seven eighths of its memory limit that holds copied
+    /// lines (`pins`): its collector is paced by its heap, which leaves them out, so its next
+    /// cycle could come after an allocation failed in the script. As after a memory error
+    /// (`script_failed`), not again within a second when the last collection freed little.
+    fn collect_near_limit(&mut self) {
+        let limit = self.state_settings.memory_limit;
+        let near = limit - limit / 8;
+        let nf = self.filters.len();
+        for i in 0..nf + self.analyzers.len() {
+            let s = if i < nf {
+                &self.filters[i]
+            } else {
+                &self.analyzers[i - nf]
+            };
+            if s.mem.used() <= near || s.full_until.is_some_and(|t| std::time::Instant::now() < t) {
+                continue;
+            }
+            let l = s.l;
+            // SAFETY: a script state of this thread, not running.
+            let heap = unsafe { mlua::ffi::lua_gc(l, mlua::ffi::LUA_GCCOUNT, 0) }.max(0) as usize * 1024;
+            let before = s.mem.used();
+            if before.saturating_sub(heap) < limit / 16 {
+                continue;
+            }
+            // SAFETY: as above.
+            self.lend(|| unsafe { mlua::ffi::lua_gc(l, mlua::ffi::LUA_GCCOLLECT, 0) });
+            let s = if i < nf {
+                &mut self.filters[i]
+            } else {
+                &mut self.analyzers[i - nf]
+            };
+            let freed = before.saturating_sub(s.mem.used());
+            s.full_until = (freed < limit / 8).then(|| std::time::Instant::now() + std::time::Duration::from_secs(1));
         }
     }
 

@@ -17,7 +17,7 @@
 //!
 //! Bounds: a script may keep an event table past its call, and its batch then stays pinned.
 //! When the pinned batches of a worker pass [`PIN_FLOOR`] bytes (or a quarter of its states'
-//! memory limit, if smaller) and the heap of its states, the worker hurries each state's collector through two cycles, a step per
+//! memory limit, if smaller) and the heap of its states, the worker hurries each state's collector through three cycles, a step per
 //! batch (a full collection would stop the worker, and the reader and other workers with it),
 //! then copies the lines of the blocks still alive (events a script keeps) out of their
 //! batches ([`LinePins::move_out`]): those blocks then own their bytes, counted in their
@@ -44,10 +44,85 @@ use crate::event::batch::InBatch;
 /// and copies out of [`LinePins::move_out`] often.
 pub(crate) const PIN_FLOOR: usize = if cfg!(debug_assertions) { 1 << 20 } else { 64 << 20 };
 
-/// Collection cycles each state finishes, stepped by the worker, before the lines still
-/// pinned are copied out: a table that became garbage while a cycle was marking survives
-/// that cycle, never the next.
-pub(crate) const RELIEF_CYCLES: u8 = 2;
+/// Collection cycles each state finishes (each seen by a sentinel it clears), stepped by the
+/// worker, before the lines still pinned are copied out: a table that became garbage while a
+/// cycle was marking survives that cycle, not the next, which frees it in its sweep, done
+/// before a third cycle begins. Fewer copied too many lines of garbage events, charged to
+/// their states until freed.
+pub(crate) const RELIEF_CYCLES: u8 = 3;
+/// Pushes the weak-keyed table holding the state's relief sentinel as its key (the first
+/// cycle to reach its atomic phase after the sentinel was made clears it).
+///
+/// # Safety
+///
+/// `l` is a state of this thread, not running.
+unsafe fn push_sentinels(l: *mut lua_State) {
+    use super::ffi_util::reg::PIN_SENTINEL;
+    // SAFETY: the caller's contract; the registry slot holds nil or the weak table.
+    unsafe {
+        ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, PIN_SENTINEL);
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            return;
+        }
+        ffi::lua_pop(l, 1);
+        ffi::lua_createtable(l, 0, 1);
+        ffi::lua_createtable(l, 0, 1);
+        ffi::lua_pushstring(l, c"k".as_ptr());
+        ffi::lua_setfield(l, -2, c"__mode".as_ptr());
+        ffi::lua_setmetatable(l, -2);
+        ffi::lua_pushvalue(l, -1);
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, PIN_SENTINEL);
+    }
+}
+
+/// Makes a new relief sentinel for the state (see [`sentinel_cleared`]).
+///
+/// # Safety
+///
+/// `l` is a state of this thread, not running.
+pub(super) unsafe fn new_sentinel(l: *mut lua_State) {
+    // SAFETY: the caller's contract; the stack is restored.
+    unsafe {
+        push_sentinels(l);
+        ffi::lua_createtable(l, 0, 0);
+        ffi::lua_pushboolean(l, 1);
+        ffi::lua_rawset(l, -3);
+        ffi::lua_pop(l, 1);
+    }
+}
+
+/// Whether a collection cycle has cleared the state's sentinel since it was made: every cycle
+/// that reaches its atomic phase does, whatever allocation runs it.
+///
+/// # Safety
+///
+/// `l` is a state of this thread, not running.
+pub(super) unsafe fn sentinel_cleared(l: *mut lua_State) -> bool {
+    // SAFETY: the caller's contract; the stack is restored (`lua_next` pushes a key and a
+    // value when the table is not empty).
+    unsafe {
+        let top = ffi::lua_gettop(l);
+        push_sentinels(l);
+        ffi::lua_pushnil(l);
+        let cleared = ffi::lua_next(l, -2) == 0;
+        ffi::lua_settop(l, top);
+        cleared
+    }
+}
+
+/// Forgets the state's sentinel (its relief ended or was abandoned).
+///
+/// # Safety
+///
+/// `l` is a state of this thread, not running.
+pub(super) unsafe fn drop_sentinel(l: *mut lua_State) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        ffi::lua_pushnil(l);
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, super::ffi_util::reg::PIN_SENTINEL);
+    }
+}
+
 /// Collector work per state per batch while relieving, as for this many KiB allocated.
 pub(crate) const RELIEF_STEP_KB: std::ffi::c_int = 1024;
 
