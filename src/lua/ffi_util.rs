@@ -99,8 +99,7 @@ pub(crate) mod reg {
     /// The state's id (a light userdata holding a number unique in the process), by which
     /// the worker knows its scripts (`boundary::state_id`).
     pub(crate) const STATE_ID: c_int = -17_013;
-    /// A weak-keyed table whose one key is the state's relief sentinel (`pins`).
-    pub(crate) const PIN_SENTINEL: c_int = -17_014;
+    // -17_014: `pins::PIN_SENTINEL` (defined there: `pins` imports nothing of this module).
 }
 
 thread_local! {

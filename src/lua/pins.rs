@@ -50,6 +50,9 @@ pub(crate) const PIN_FLOOR: usize = if cfg!(debug_assertions) { 1 << 20 } else {
 /// before a third cycle begins. Fewer copied too many lines of garbage events, charged to
 /// their states until freed.
 pub(crate) const RELIEF_CYCLES: u8 = 3;
+/// The registry slot of a state's relief sentinels (beside `ffi_util::reg`'s keys).
+const PIN_SENTINEL: std::ffi::c_int = -17_014;
+
 /// Pushes the weak-keyed table holding the state's relief sentinel as its key (the first
 /// cycle to reach its atomic phase after the sentinel was made clears it).
 ///
@@ -57,7 +60,6 @@ pub(crate) const RELIEF_CYCLES: u8 = 3;
 ///
 /// `l` is a state of this thread, not running.
 unsafe fn push_sentinels(l: *mut lua_State) {
-    use super::ffi_util::reg::PIN_SENTINEL;
     // SAFETY: the caller's contract; the registry slot holds nil or the weak table.
     unsafe {
         ffi::lua_rawgeti_(l, ffi::LUA_REGISTRYINDEX, PIN_SENTINEL);
@@ -119,7 +121,7 @@ pub(super) unsafe fn drop_sentinel(l: *mut lua_State) {
     // SAFETY: the caller's contract.
     unsafe {
         ffi::lua_pushnil(l);
-        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, super::ffi_util::reg::PIN_SENTINEL);
+        ffi::lua_rawseti_(l, ffi::LUA_REGISTRYINDEX, PIN_SENTINEL);
     }
 }
 
