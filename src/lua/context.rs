@@ -576,35 +576,42 @@ impl WorkerCtx {
 
     /// Collects at once a state past seven eighths of its memory limit that holds copied
     /// lines (`pins`): its collector is paced by its heap, which leaves them out, so its next
-    /// cycle could come after an allocation failed in the script. As after a memory error
-    /// (`script_failed`), not again within a second when the last collection freed little.
+    /// cycle could come after an allocation failed in the script. One state per batch.
     fn collect_near_limit(&mut self) {
         let limit = self.state_settings.memory_limit;
         let near = limit - limit / 8;
-        let nf = self.filters.len();
-        for i in 0..nf + self.analyzers.len() {
-            let s = if i < nf {
-                &self.filters[i]
-            } else {
-                &self.analyzers[i - nf]
-            };
-            if s.mem.used() <= near || s.full_until.is_some_and(|t| std::time::Instant::now() < t) {
-                continue;
-            }
-            let l = s.l;
+        let holds_copies = |s: &Script| {
             // SAFETY: a script state of this thread, not running.
-            let heap = unsafe { mlua::ffi::lua_gc(l, mlua::ffi::LUA_GCCOUNT, 0) }.max(0) as usize * 1024;
-            let before = s.mem.used();
-            if before.saturating_sub(heap) < limit / 16 {
-                continue;
-            }
-            // SAFETY: as above.
-            self.lend(|| unsafe { mlua::ffi::lua_gc(l, mlua::ffi::LUA_GCCOLLECT, 0) });
-            let s = if i < nf {
-                &mut self.filters[i]
-            } else {
-                &mut self.analyzers[i - nf]
-            };
+            let heap = unsafe { mlua::ffi::lua_gc(s.l, mlua::ffi::LUA_GCCOUNT, 0) }.max(0) as usize * 1024;
+            s.mem.used() > near && s.mem.used().saturating_sub(heap) >= limit / 16
+        };
+        let found = match self.filters.iter().position(holds_copies) {
+            Some(i) => Some((Role::Filter, i)),
+            None => self
+                .analyzers
+                .iter()
+                .position(holds_copies)
+                .map(|i| (Role::Analyzer, i)),
+        };
+        if let Some((role, i)) = found {
+            self.collect_unless_full(role, i as u32);
+        }
+    }
+
+    /// Collects a script's state at once (after a memory error, or near its limit), unless
+    /// the last such collection, less than a second ago, freed little: the state is then full
+    /// of live data, and collecting it again for each event would take as long as a full
+    /// collection each.
+    pub(super) fn collect_unless_full(&mut self, role: Role, i: u32) {
+        let Some(s) = self.script_mut(role, i) else { return };
+        if s.full_until.is_some_and(|t| std::time::Instant::now() < t) {
+            return;
+        }
+        let (l, before) = (s.l, s.mem.used());
+        // SAFETY: a script state of this thread, not running.
+        self.lend(|| unsafe { mlua::ffi::lua_gc(l, mlua::ffi::LUA_GCCOLLECT, 0) });
+        let limit = self.state_settings.memory_limit;
+        if let Some(s) = self.script_mut(role, i) {
             let freed = before.saturating_sub(s.mem.used());
             s.full_until = (freed < limit / 8).then(|| std::time::Instant::now() + std::time::Duration::from_secs(1));
         }

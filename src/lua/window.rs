@@ -321,7 +321,7 @@ impl WorkerCtx {
             let kept = self.window[i].err_ref.take();
             if status != 0 {
                 let msg = pcall_msg(co);
-                self.script_failed(Role::Analyzer, a, l, status, &msg);
+                self.script_failed(Role::Analyzer, a, status, &msg);
                 // A coroutine that died with an error cannot run again.
                 ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, co_ref);
                 if let Some(r) = kept {
@@ -349,22 +349,9 @@ impl WorkerCtx {
     /// memory error, collects the state's garbage at once (the limit stopped the script before
     /// the collector could run), unless the last such collection, less than a second ago,
     /// freed little.
-    pub(super) fn script_failed(&mut self, role: Role, i: u32, l: *mut lua_State, status: c_int, msg: &str) {
-        if status == ffi::LUA_ERRMEM
-            && let Some(s) = self.script_mut(role, i)
-            && s.full_until.is_none_or(|t| std::time::Instant::now() >= t)
-        {
-            let before = s.mem.used();
-            // SAFETY: `l` is a state of this thread, not running.
-            self.lend(|| unsafe { ffi::lua_gc(l, ffi::LUA_GCCOLLECT, 0) });
-            let limit = self.state_settings.memory_limit;
-            if let Some(s) = self.script_mut(role, i) {
-                // Little freed: the state is full of live data. Its next memory errors within
-                // a second fail their events at once instead of collecting it again each.
-                let freed = before.saturating_sub(s.mem.used());
-                s.full_until =
-                    (freed < limit / 8).then(|| std::time::Instant::now() + std::time::Duration::from_secs(1));
-            }
+    pub(super) fn script_failed(&mut self, role: Role, i: u32, status: c_int, msg: &str) {
+        if status == ffi::LUA_ERRMEM {
+            self.collect_unless_full(role, i);
         }
         let Some(s) = self.script_mut(role, i) else { return };
         s.errors += 1;
@@ -410,8 +397,7 @@ impl WorkerCtx {
         };
         for (state, msg) in errors.kept {
             if let Some((role, i)) = script_of(self, state) {
-                let l = self.state(role, i);
-                self.script_failed(role, i, l, ffi::LUA_ERRRUN, &msg);
+                self.script_failed(role, i, ffi::LUA_ERRRUN, &msg);
             }
         }
         for (state, n) in errors.more {
@@ -460,7 +446,7 @@ impl WorkerCtx {
             self.call_value = 0;
             if status != 0 {
                 let msg = pcall_msg(l);
-                self.script_failed(role, i, l, status, &msg);
+                self.script_failed(role, i, status, &msg);
                 if keep {
                     self.apply_on_error(on_error, l, ffi::lua_gettop(l), &msg, self.call_passed_on);
                 }
@@ -513,7 +499,7 @@ impl WorkerCtx {
             self.lat_end(role, i, t0);
             if status != 0 {
                 let msg = pcall_msg(l);
-                self.script_failed(role, i, l, status, &msg);
+                self.script_failed(role, i, status, &msg);
             }
             ffi::lua_settop(l, 0);
         }

@@ -437,7 +437,7 @@ fn run_pipeline(c: &mut WorkerCtx, spec: &WorkerSpec, io: &mut WorkerIo, stats: 
                 if let Some(b) = c.pins.end(input, std::mem::ManuallyDrop::into_inner(batch)) {
                     let _ = io.inputs[input].1.push(b);
                 }
-                // Within the batch's watch: a full collection for the pins runs finalizers.
+                // Within the batch's watch: the pins' collector steps run finalizers.
                 release_pins(c, io);
                 me.end_batch();
                 let s = &stats.inputs[input];
