@@ -56,7 +56,6 @@ mod shard;
 mod sink;
 mod source;
 
-pub use primitives::alloc::tune_allocator;
 pub use sink::parquet::find_files;
 #[cfg(test)]
 pub(crate) mod test_rng;

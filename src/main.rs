@@ -310,7 +310,6 @@ fn test(cli: &Cli, paths: &[PathBuf], update: bool, keep: bool, names: &[String]
 }
 
 fn main() -> ExitCode {
-    dragonfly_mle::tune_allocator();
     let cli = Cli::parse();
     if let Some(Mode::Test {
         paths,

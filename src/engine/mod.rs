@@ -15,7 +15,7 @@ use crate::lua::worker::{WorkerIo, WorkerSpec};
 use crate::lua::{Role, ScriptSpec, WorkerCtx};
 use crate::metrics::Stats;
 use crate::primitives::pin;
-use crate::shard::{InBatch, OUT_RING_BATCHES, OutBatch, RING_BATCHES};
+use crate::shard::{InBatch, OUT_RING_BATCHES, OutBatch};
 use crate::sink::{FileSink, IpcSink, KafkaSink, Sink, WorkerLink, Writer, ZfileSink};
 use crate::source::ReaderIo;
 

@@ -77,7 +77,7 @@ impl Plan {
             self.output_tags.clone(),
             self.shards,
         );
-        stats.ring_capacity = RING_BATCHES as u64;
+        stats.ring_capacity = crate::shard::ring_batches(self.inputs) as u64;
         stats.histograms = cfg.latency_histograms;
         // Uptime counts from the run's start, not from the last rebuild of the pipeline.
         static RUN_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();

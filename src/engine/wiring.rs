@@ -16,6 +16,7 @@ pub(super) fn wire(inputs: usize, shards: usize) -> Rings {
     let reader_parkers: Vec<_> = (0..inputs).map(|_| Parker::new()).collect();
     let worker_parkers: Vec<_> = (0..shards).map(|_| Parker::new()).collect();
     let writer = Parker::new();
+    let ring = crate::shard::ring_batches(inputs);
     let mut readers: Vec<ReaderIo> = reader_parkers
         .iter()
         .map(|me| ReaderIo {
@@ -30,8 +31,8 @@ pub(super) fn wire(inputs: usize, shards: usize) -> Rings {
     for me in &worker_parkers {
         let mut inputs = Vec::new();
         for rio in readers.iter_mut() {
-            let (tx, rx) = RingBuffer::<InBatch>::new(RING_BATCHES);
-            let (btx, brx) = RingBuffer::<InBatch>::new(RING_BATCHES + 4);
+            let (tx, rx) = RingBuffer::<InBatch>::new(ring);
+            let (btx, brx) = RingBuffer::<InBatch>::new(ring + 4);
             rio.to_workers.push(tx);
             rio.returned.push(brx);
             inputs.push((rx, btx));
@@ -125,4 +126,28 @@ pub(super) fn open_outputs(
         });
     }
     Ok(sinks)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::shard::{RING_BATCHES_MIN, WORKER_BATCHES};
+
+    /// One reader gets a worker's whole share of batches in flight; more readers split it,
+    /// down to the floor each ring keeps for a Kafka fetch's burst.
+    #[test]
+    fn a_workers_batches_in_flight_are_shared_by_its_input_rings() {
+        for (inputs, want) in [(1, WORKER_BATCHES), (2, WORKER_BATCHES / 2), (64, RING_BATCHES_MIN)] {
+            let rings = super::wire(inputs, 2);
+            assert_eq!(rings.readers.len(), inputs);
+            for r in &rings.readers {
+                assert_eq!(r.to_workers.len(), 2);
+                for tx in &r.to_workers {
+                    assert_eq!(tx.buffer().capacity(), want, "{inputs} inputs");
+                }
+                for back in &r.returned {
+                    assert_eq!(back.buffer().capacity(), want + 4, "{inputs} inputs");
+                }
+            }
+        }
+    }
 }

@@ -6,10 +6,21 @@
 pub(crate) use crate::event::batch::InBatch;
 pub(crate) use crate::primitives::backoff::Backoff;
 
-/// Batches in flight per (reader, worker) ring: bounds memory whatever the input size.
-/// 2,048 events: room for the bursts of a Kafka fetch (the measurements behind the choice:
-/// perf/README.md, "Sizes chosen by measurement").
-pub(crate) const RING_BATCHES: usize = 16;
+/// Batches in flight from the readers to one worker, shared among its input rings (8,192
+/// events): a worker that stalls for tens of milliseconds (a script's table of hundreds of
+/// thousands of keys resized or collected) fills its rings while its reader goes on feeding
+/// the other workers, where 2,048 events made the reader wait on the stalled worker and
+/// starve the others (perf/README.md, "Sizes chosen by measurement").
+pub(crate) const WORKER_BATCHES: usize = 64;
+/// The fewest batches of one (reader, worker) ring: 2,048 events, room for the bursts of a
+/// Kafka fetch.
+pub(crate) const RING_BATCHES_MIN: usize = 16;
+
+/// Batches in flight per (reader, worker) ring with `inputs` readers: bounds memory whatever
+/// the input size.
+pub(crate) fn ring_batches(inputs: usize) -> usize {
+    (WORKER_BATCHES / inputs.max(1)).max(RING_BATCHES_MIN)
+}
 /// Record batches in flight per worker -> writer ring (up to 128 KiB each).
 pub(crate) const OUT_RING_BATCHES: usize = 16;
 
