@@ -36,19 +36,26 @@ unsafe extern "C-unwind" fn encode(l: *mut lua_State) -> c_int {
         c_entry(l, "encode", |l| {
             one_argument(l)?;
             let cfg = *config(l);
-            let r = SCRATCH.with(|s| {
-                let mut s = s.try_borrow_mut().map_err(|_| "encode: called from inside itself")?;
-                let (enc, out) = &mut *s;
+            let run = |enc: &mut Encoder, out: &mut Vec<u8>| {
                 out.clear();
                 enc.cfg = cfg;
-                Ok::<_, &str>(match enc.encode(l, 1, out) {
+                match enc.encode(l, 1, out) {
                     Ok(()) => {
                         push_bytes(l, out);
                         None
                     }
                     Err(e) => Some(e.0),
-                })
-            })?;
+                }
+            };
+            // A finalizer that the collector runs while an encode of this thread pushes its
+            // result (an allocation) finds the scratch in use: it encodes with its own.
+            let r = SCRATCH.with(|s| match s.try_borrow_mut() {
+                Ok(mut s) => {
+                    let (enc, out) = &mut *s;
+                    run(enc, out)
+                }
+                Err(_) => run(&mut Encoder::default(), &mut Vec::new()),
+            });
             match r {
                 None => Ok(1),
                 Some(msg) => {

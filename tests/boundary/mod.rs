@@ -1948,3 +1948,62 @@ end
         assert_eq!(got, want, "{file}");
     }
 }
+
+/// `cjson_safe.encode` works in a finalizer that the collector runs in the middle of the
+/// script's own `encode` (its result pushed: an allocation, which can run a collection step).
+/// The encoder's scratch buffer was then in use, and the finalizer's call raised `encode:
+/// called from inside itself` (an audit saw 620 of them); now a nested call encodes with a
+/// buffer of its own.
+#[test]
+fn cjson_encode_works_in_a_finalizer_run_during_an_encode() {
+    let lines: Vec<String> = (0..2000).map(|i| format!("{{\"i\":{i}}}")).collect();
+    let (env, out) = filtered(
+        r#"
+local made, fins, ok, bad = 0, 0, 0, 0
+local function mk()
+  made = made + 1
+  local id = made
+  local p = newproxy(true)
+  getmetatable(p).__gc = function()
+    fins = fins + 1
+    local s = cjson_safe.encode({ fin = id, pad = "finalizer" })
+    if s == '{"fin":' .. id .. ',"pad":"finalizer"}' or s == '{"pad":"finalizer","fin":' .. id .. '}' then
+      ok = ok + 1
+    else
+      bad = bad + 1
+    end
+  end
+end
+local big = {}
+for i = 1, 64 do big[i] = string.rep("x", 40) .. i end
+function setup() end
+function loop(msg)
+  for i = 1, 40 do
+    mk()
+    local s = cjson_safe.encode(big)
+    if type(s) ~= "string" then error("the script's own encode failed: " .. tostring(s)) end
+  end
+  if msg.i == 1999 then
+    collectgarbage("collect")
+    collectgarbage("collect")
+    msg.made, msg.fins, msg.ok, msg.bad = made, fins, ok, bad
+    dragonfly.output_event("out", msg)
+  end
+end
+"#,
+        &lines,
+    );
+    let got: Vec<serde_json::Value> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| serde_json::from_slice(l).expect("json"))
+        .collect();
+    let last = got.iter().find(|v| v["i"] == 1999).expect("the last event");
+    let made = last["made"].as_u64().expect("made");
+    assert_eq!(last["fins"].as_u64(), Some(made), "every finalizer ran: {last}");
+    assert_eq!(last["bad"].as_u64(), Some(0), "{last}");
+    assert_eq!(last["ok"].as_u64(), Some(made), "{last}");
+    let errors = env.log_records_of("script_error");
+    assert!(errors.is_empty(), "{:?}", &errors[..errors.len().min(3)]);
+    assert_eq!(out.summary().script_errors, 0, "{}", out.stdout);
+}
