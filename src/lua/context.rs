@@ -580,10 +580,14 @@ impl WorkerCtx {
     fn collect_near_limit(&mut self) {
         let limit = self.state_settings.memory_limit;
         let near = limit - limit / 8;
+        // The heap is asked for only past the mark: every batch comes here.
         let holds_copies = |s: &Script| {
-            // SAFETY: a script state of this thread, not running.
-            let heap = unsafe { mlua::ffi::lua_gc(s.l, mlua::ffi::LUA_GCCOUNT, 0) }.max(0) as usize * 1024;
-            s.mem.used() > near && s.mem.used().saturating_sub(heap) >= limit / 16
+            let used = s.mem.used();
+            used > near && {
+                // SAFETY: a script state of this thread, not running.
+                let heap = unsafe { mlua::ffi::lua_gc(s.l, mlua::ffi::LUA_GCCOUNT, 0) }.max(0) as usize * 1024;
+                used.saturating_sub(heap) >= limit / 16
+            }
         };
         let found = match self.filters.iter().position(holds_copies) {
             Some(i) => Some((Role::Filter, i)),
