@@ -1563,14 +1563,7 @@ end
 "#,
         &lines,
     );
-    let got: Vec<serde_json::Value> = env
-        .lines("out.json")
-        .iter()
-        .map(|l| serde_json::from_slice(l).expect("json"))
-        .collect();
-    let last = got.iter().find(|v| v["i"] == 1999).expect("the last event");
-    let made = last["made"].as_u64().expect("made");
-    assert_eq!(last["fins"].as_u64(), Some(made), "every finalizer ran: {last}");
+    let (got, _, made) = finalizer_tally(&env);
     let written = got.iter().filter(|v| v.get("fin").is_some()).count() as u64;
     // Each finalizer either raised (every seventh), wrote its record, or had its call
     // declined: the errors are exactly the raised and the declined ones.
@@ -1603,6 +1596,16 @@ end
         errors.len() as u64 + left_out <= made - written,
         "no error reported twice"
     );
+}
+
+/// The records of `out.json` of a finalizer test, its last event (`i` 1999, which carries the
+/// script's tallies) and the number of finalizers the script made, once every one ran.
+fn finalizer_tally(env: &Env) -> (Vec<serde_json::Value>, serde_json::Value, u64) {
+    let got = json_lines(&env.log("out.json"));
+    let last = got.iter().find(|v| v["i"] == 1999).expect("the last event").clone();
+    let made = last["made"].as_u64().expect("made");
+    assert_eq!(last["fins"].as_u64(), Some(made), "every finalizer ran: {last}");
+    (got, last, made)
 }
 
 /// A string read copies only its own bytes while a finalizer reads a long string of the same
@@ -1993,14 +1996,7 @@ end
 "#,
         &lines,
     );
-    let got: Vec<serde_json::Value> = env
-        .lines("out.json")
-        .iter()
-        .map(|l| serde_json::from_slice(l).expect("json"))
-        .collect();
-    let last = got.iter().find(|v| v["i"] == 1999).expect("the last event");
-    let made = last["made"].as_u64().expect("made");
-    assert_eq!(last["fins"].as_u64(), Some(made), "every finalizer ran: {last}");
+    let (_, last, made) = finalizer_tally(&env);
     assert_eq!(last["bad"].as_u64(), Some(0), "{last}");
     assert_eq!(last["ok"].as_u64(), Some(made), "{last}");
     let errors = env.log_records_of("script_error");
