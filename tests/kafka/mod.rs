@@ -823,19 +823,6 @@ fn kafka_a_dead_members_partitions_are_taken_over() {
     cluster.create_topic("in", 4, 1).unwrap();
     let n = 40_000;
     let flows = 400;
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &b)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "200000")
-        .create()
-        .unwrap();
-    for (k, v) in events(n, flows) {
-        while p.send(BaseRecord::to("in").key(&k).payload(&v)).is_err() {
-            p.poll(Duration::from_millis(10));
-        }
-        p.poll(Duration::ZERO);
-    }
-    p.flush(Duration::from_secs(60)).unwrap();
     let redis = crate::cluster::RedisCluster::start();
     // About 200 us an event (each member's share takes seconds, so the kill lands mid-share),
     // and a per-flow counter in the shared Redis Cluster.
@@ -860,6 +847,35 @@ fn kafka_a_dead_members_partitions_are_taken_over() {
         }
         got
     };
+    // The partitions a member holds now: its last assignment (the group's protocol is eager,
+    // so each assignment is the whole set).
+    let holds = |e: &Env| -> usize {
+        e.log_records_of("kafka_assigned").last().map_or(0, |r| {
+            let m = r["message"].as_str().unwrap_or_default();
+            let list = m.split(['[', ']']).nth(1).unwrap_or_default();
+            list.split(',').filter(|p| p.trim().parse::<u64>().is_ok()).count()
+        })
+    };
+    wait_until(
+        Duration::from_secs(120),
+        "both members holding partitions of the empty topic",
+        || envs.iter().all(|e| (1..4).contains(&holds(e))),
+        || format!("{:?}", envs.iter().map(|e| (holds(e), progress(e))).collect::<Vec<_>>()),
+    );
+    // The topic is filled only now: a member alone in the group would read all of it.
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "200000")
+        .create()
+        .unwrap();
+    for (k, v) in events(n, flows) {
+        while p.send(BaseRecord::to("in").key(&k).payload(&v)).is_err() {
+            p.poll(Duration::from_millis(10));
+        }
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
     wait_until(
         Duration::from_secs(120),
         "both members reading their share",
