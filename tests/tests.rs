@@ -1410,6 +1410,86 @@ fn print_reaches_stdout_while_the_engine_runs() {
     engine.wait(RUN_TIMEOUT).assert_success();
 }
 
+/// `print` keeps Lua's behaviour: pieces through the global `tostring` (as a script set it),
+/// joined with tabs; an empty line for no argument; a `tostring` that returns no string is an
+/// error of the call.
+#[test]
+fn print_formats_as_lua_does() {
+    let env = Env::simple(
+        "file://in.json",
+        "function setup()\n  print()\n  print(nil, true, 1.5, 10, \"x\")\n  local ok, err = pcall(print, setmetatable({}, {__tostring = function() return {} end}))\n  print(ok, err)\n  local raw = tostring\n  tostring = function(v) return \"<\" .. raw(v) .. \">\" end\n  print(\"a\", 2)\n  tostring = raw\nend\nfunction loop(msg) end\n",
+        "",
+        "",
+    );
+    env.write_log("in.json", b"{\"n\":1}\n");
+    let out = env.run(&["--shards", "1"]);
+    out.assert_success();
+    let printed: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with("dragonfly-mle:"))
+        .collect();
+    assert_eq!(
+        printed,
+        [
+            "",
+            "nil\ttrue\t1.5\t10\tx",
+            "false\t'tostring' must return a string to 'print'",
+            "<a>\t<2>"
+        ],
+        "{}",
+        out.stdout
+    );
+}
+
+/// Two workers printing at once give whole lines: LuaJIT's `print` wrote each piece, tab and
+/// newline with a call of its own, so the lines of two workers were cut into each other.
+#[test]
+fn prints_of_two_workers_keep_their_lines_whole() {
+    let pieces = 40;
+    let analyzer = format!(
+        "function setup() end\nfunction loop(msg)\n  local t = {{}}\n  for i = 1, {pieces} do t[i] = msg.n end\n  print(unpack(t))\n  dragonfly.output_event(default_output, msg)\nend\n"
+    );
+    let env = Env::simple("file://in.json", &analyzer, "", "");
+    let n = 20_000;
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "{{\"n\":{i},\"src_ip\":\"10.0.{}.{}\",\"src_port\":{},\"dest_ip\":\"10.1.0.1\",\"dest_port\":80,\"proto\":\"TCP\"}}",
+                i / 250 % 250,
+                i % 250,
+                1024 + i % 50_000
+            )
+        })
+        .collect();
+    env.write_log("in.json", &join_lines(&lines));
+    let out = env.run(&["--shards", "2"]);
+    out.assert_success();
+    let printed: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with("dragonfly-mle:"))
+        .collect();
+    let whole = |l: &&str| {
+        let f: Vec<&str> = l.split('\t').collect();
+        f.len() == pieces && f.iter().all(|p| *p == f[0] && p.parse::<u64>().is_ok())
+    };
+    let cut: Vec<&&str> = printed.iter().filter(|l| !whole(l)).collect();
+    assert!(
+        cut.is_empty(),
+        "{} of {} lines cut, the first: {:?}",
+        cut.len(),
+        printed.len(),
+        cut.first()
+    );
+    let mut seen: Vec<u64> = printed
+        .iter()
+        .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..n as u64).collect::<Vec<_>>(), "every event's line, once");
+}
+
 #[test]
 fn stats_lines_are_written_every_interval_and_at_exit() {
     let env = Env::simple(

@@ -265,6 +265,23 @@ unsafe extern "C" {
     static mut stdout: *mut libc::FILE;
 }
 
+/// Writes one line of a script's `print` (the prelude's, which joins the pieces and the
+/// newline first) to the C standard output in one `fwrite`: the C library holds the stream's
+/// lock for the whole call, so two workers printing at once give two whole lines. (LuaJIT's
+/// own `print` writes each piece, tab and newline with a call of its own, and lines of two
+/// workers were cut into each other.)
+pub(crate) extern "C" fn df_print_line(bytes: *const u8, len: usize) {
+    if bytes.is_null() || len == 0 {
+        return;
+    }
+    // SAFETY: the prelude passes a Lua string and its length (the FFI converts the string to
+    // a pointer to its bytes, alive during the call); `stdout` is the C library's stream,
+    // initialised before main, and fwrite locks it.
+    unsafe {
+        libc::fwrite(bytes.cast(), 1, len, stdout);
+    }
+}
+
 /// Makes the C standard output line-buffered, once, before any script runs: a script's
 /// `print` (to stdout, as the original's) then reaches a pipe or a file (a service's journal)
 /// line by line, not in 4 KiB blocks at best and at exit at worst.

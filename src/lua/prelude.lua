@@ -396,6 +396,29 @@ if E.vtime then
       return date(f, t)
    end
 end
+-- print writes its whole line in one call (the engine's `print_line`, one fwrite under the C
+-- stream's lock): LuaJIT's own writes each piece, tab and newline apart, and the lines of two
+-- workers printing at once were cut into each other. As Lua's: each argument goes through
+-- the global tostring as it is when print is called, pieces are joined with tabs, and the
+-- line goes to the C standard output.
+do
+   local print_line = ffi.cast("void (*)(const char *, size_t)", E.print_line)
+   local tconcat = table.concat
+   function print(...)
+      local n = select("#", ...)
+      local parts = {}
+      for i = 1, n do
+         local s = tostring((select(i, ...)))
+         local ts = type(s)
+         if ts ~= "string" and ts ~= "number" then
+            error("'tostring' must return a string to 'print'", 2)
+         end
+         parts[i] = s
+      end
+      local line = tconcat(parts, "\t", 1, n) .. "\n"
+      print_line(line, #line)
+   end
+end
 -- The collector keeps a state within its memory limit: "stop" is ignored.
 local raw_collectgarbage = collectgarbage
 function collectgarbage(opt, ...)

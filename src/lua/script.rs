@@ -151,6 +151,7 @@ unsafe fn run_prelude(l: *mut lua_State) -> Result<(), ScriptCause> {
             (c"emit", fast_path::df_emit as *mut std::ffi::c_void),
             (c"queue", fast_path::df_queue as *mut std::ffi::c_void),
             (c"script_time", super::ffi_util::df_script_time as *mut std::ffi::c_void),
+            (c"print_line", super::ffi_util::df_print_line as *mut std::ffi::c_void),
         ] {
             ffi::lua_pushlightuserdata(l, p);
             set_field(l, e, name);
