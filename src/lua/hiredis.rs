@@ -2,8 +2,9 @@
 //! connection per `hiredis.connect()` per script per worker, binary-safe commands, replies
 //! mapped exactly as the original (`hiredis.NIL`, status constants compared by identity, error
 //! replies returned as tables), and a connection that comes back by itself after Redis went
-//! away: a failed call returns `nil, message, hiredis.ERR_IO` and later calls reconnect with
-//! backoff.
+//! away: a failed call returns `nil, message, hiredis.ERR_IO` (`ERR_EOF` for the one that
+//! finds the connection closed by the server) and later calls reconnect with backoff (none
+//! after `ERR_EOF`).
 
 use std::ffi::c_int;
 use std::time::Instant;
@@ -343,7 +344,7 @@ impl WorkerCtx {
             if let Err(e) = con.send_packed_command(&piped) {
                 let (code, msg) = (error_code(&e), format!("{target}: {}", describe(&e)));
                 if !survives {
-                    st.fail(slot);
+                    st.fail_with(slot, code);
                 }
                 fail_all(&mut out, 0, msg, code);
                 continue;
@@ -357,7 +358,7 @@ impl WorkerCtx {
                     }
                     Err(e) => {
                         let (code, msg) = (error_code(&e), format!("{target}: {}", describe(&e)));
-                        st.fail(slot);
+                        st.fail_with(slot, code);
                         fail_all(&mut out, k, msg, code);
                         break;
                     }
@@ -464,8 +465,8 @@ unsafe fn run(c: &mut WorkerCtx, l: *mut lua_State, slot: usize, cmd: &redis::Cm
             Err(e) => {
                 let code = error_code(&e);
                 let msg = format!("{}: {}", describe_target(&st.conns[slot].target), describe(&e));
-                if (code == ERR_IO || code == ERR_PROTOCOL) && !survives {
-                    st.fail(slot);
+                if matches!(code, ERR_IO | ERR_EOF | ERR_PROTOCOL) && !survives {
+                    st.fail_with(slot, code);
                 }
                 push_failure(st, l, &msg, code)
             }
@@ -701,7 +702,7 @@ unsafe extern "C-unwind" fn conn_get_reply(l: *mut lua_State) -> c_int {
                             error_code(&e),
                             format!("{}: {}", describe_target(&conn.target), describe(&e)),
                         );
-                        st.fail(slot);
+                        st.fail_with(slot, code);
                         return Ok(push_failure(st, l, &msg, code));
                     }
                     conn.pending.clear();
@@ -723,7 +724,7 @@ unsafe extern "C-unwind" fn conn_get_reply(l: *mut lua_State) -> c_int {
                         if survives {
                             st.conns[slot].sent -= 1;
                         } else {
-                            st.fail(slot);
+                            st.fail_with(slot, code);
                         }
                         Ok(push_failure(st, l, &msg, code))
                     }

@@ -262,6 +262,10 @@ pub(crate) fn describe(e: &redis::RedisError) -> String {
     if e.is_timeout() {
         return format!("timed out (Redis unreachable, hanging or overloaded): {e}");
     }
+    // hiredis's words for a connection the server closed (ERR_EOF).
+    if super::redis_conn::closed_by_server(e) {
+        return "Server closed the connection".to_string();
+    }
     match (e.code(), e.detail()) {
         (Some(code), Some(detail)) => format!("{code} {detail}"),
         (Some(code), None) => code.to_string(),

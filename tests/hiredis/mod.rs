@@ -272,11 +272,11 @@ end
         .find(|r| r.get("multi").is_some())
         .expect("the setup record");
     let want = serde_json::json!({
-        "multi": "OK", "a": "QUEUED", "b": [true, 1, false], "c": [true, 1, true],
+        "multi": "OK", "a": "QUEUED", "b": [true, 3, false], "c": [true, 1, true],
         "exec": [true, 1, true], "after": "OK",
-        "amulti": "OK", "aa": "QUEUED", "ab": [true, 1, false], "ac": [true, 1, true],
+        "amulti": "OK", "aa": "QUEUED", "ab": [true, 3, false], "ac": [true, 1, true],
         "aexec": [true, 1, true], "aafter": "OK",
-        "wget": [true, 1, false], "unwatch": [true, 1, true], "wafter": "OK", "left": [true, 1, false],
+        "wget": [true, 3, false], "unwatch": [true, 1, true], "wafter": "OK", "left": [true, 3, false],
     });
     for (k, v) in want.as_object().unwrap() {
         assert_eq!(&r[k], v, "field {k} of {r}");
@@ -344,7 +344,7 @@ function loop(msg) end
     let recs = env.log_records();
     let r = recs.iter().find(|r| r.get("auth").is_some()).expect("the setup record");
     let want = serde_json::json!({
-        "auth": "OK", "select": "OK", "lost": [true, 1], "get": "v3", "db": "3",
+        "auth": "OK", "select": "OK", "lost": [true, 3], "get": "v3", "db": "3",
         "noauth": true, "auth2": "OK", "get2": "v3",
     });
     for (k, v) in want.as_object().unwrap() {
@@ -470,7 +470,10 @@ fn a_dead_redis_is_an_error_and_comes_back() {
     assert_eq!(lines.len(), feed.sent, "every event was processed");
     let ok_before: Vec<_> = lines[..5].iter().map(|l| l["n"].as_i64()).collect();
     assert_eq!(ok_before, vec![Some(1), Some(2), Some(3), Some(4), Some(5)]);
-    for l in &lines[5..10] {
+    // The first call finds the connection closed by the dying server (hiredis's ERR_EOF);
+    // the next ones cannot connect (ERR_IO).
+    assert_eq!(lines[5]["code"], 3, "ERR_EOF: {}", lines[5]);
+    for l in &lines[6..10] {
         assert_eq!(l["code"], 1, "ERR_IO while Redis is down: {l}");
         assert!(l["err"].as_str().unwrap().contains("redis 127.0.0.1"), "{l}");
     }
@@ -1651,4 +1654,60 @@ fn a_redis_never_reached_is_reported_once() {
     let msg = lost[0]["message"].as_str().unwrap();
     assert!(msg.contains("cannot connect") && msg.contains("no-redis.sock"), "{msg}");
     assert!(out.stderr.contains("cannot connect"), "{}", out.stderr);
+}
+
+/// A connection the server closed (its idle `timeout` here; `CLIENT KILL` and a restart alike)
+/// fails the call that finds it closed with hiredis's `ERR_EOF` and "Server closed the
+/// connection", and the next call opens a new one at once: the backoff, meant for a server
+/// that does not answer, failed every call made within it (it was `ERR_IO` then, and the
+/// call right after failed "retrying after backoff").
+#[test]
+fn a_connection_the_server_closed_is_err_eof_and_the_next_call_opens_a_new_one() {
+    let redis = RedisServer::start();
+    let env = tail_env(
+        &redis,
+        r#"
+local conn
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  local r, err, code = conn:command("INCR", "n")
+  if r then msg.n = r else
+    msg.err = err; msg.code = code
+    msg.next = conn:command("INCR", "n")
+  end
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    env.write_log("in.json", b"");
+    let mut engine = env.spawn(&["--shards", "1"]);
+    let mut feed = Feed::default();
+    feed.step(&env, 1);
+    // Redis closes connections idle for a second; wait until it closed the engine's (the
+    // list then holds only redis-cli's own).
+    redis.cli(&["CONFIG", "SET", "timeout", "1"]);
+    wait_until(
+        Duration::from_secs(20),
+        "Redis closing the idle connection",
+        || redis.cli(&["CLIENT", "LIST"]).lines().count() == 1,
+        || redis.cli(&["CLIENT", "LIST"]),
+    );
+    redis.cli(&["CONFIG", "SET", "timeout", "0"]);
+    feed.step(&env, 1);
+    engine.signal(libc::SIGTERM);
+    engine.wait(Duration::from_secs(20)).assert_success();
+    let lines: Vec<serde_json::Value> = env
+        .lines("out.json")
+        .iter()
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["n"], 1, "{}", lines[0]);
+    let l = &lines[1];
+    assert_eq!(l["code"], 3, "ERR_EOF: {l}");
+    assert!(
+        l["err"].as_str().unwrap().ends_with("Server closed the connection"),
+        "{l}"
+    );
+    assert_eq!(l["next"], 2, "the next call, on a new connection: {l}");
 }
