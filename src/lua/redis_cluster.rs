@@ -263,7 +263,7 @@ pub(crate) fn describe(e: &redis::RedisError) -> String {
         return format!("timed out (Redis unreachable, hanging or overloaded): {e}");
     }
     // hiredis's words for a connection the server closed (ERR_EOF).
-    if super::redis_conn::closed_by_server(e) {
+    if closed_by_server(e) {
         return "Server closed the connection".to_string();
     }
     match (e.code(), e.detail()) {
@@ -271,6 +271,21 @@ pub(crate) fn describe(e: &redis::RedisError) -> String {
         (Some(code), None) => code.to_string(),
         _ => e.to_string(),
     }
+}
+
+/// Whether the server closed the connection: a read found its end, where hiredis sets
+/// `REDIS_ERR_EOF` ("Server closed the connection").
+pub(super) fn closed_by_server(e: &redis::RedisError) -> bool {
+    // The crate keeps the I/O error behind an `Arc` (its `source()`), and its own accessor is
+    // private.
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    let io = std::error::Error::source(e).and_then(|s| {
+        s.downcast_ref::<std::io::Error>().or_else(|| {
+            s.downcast_ref::<Shared>()
+                .and_then(|a| a.downcast_ref::<std::io::Error>())
+        })
+    });
+    io.is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
 }
 
 /// A failure of the connection itself (the node is down or unreachable), as opposed to a

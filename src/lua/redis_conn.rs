@@ -523,26 +523,11 @@ pub(super) fn describe_target(t: &RedisTarget) -> String {
     }
 }
 
-/// Whether the server closed the connection: a read found its end, where hiredis sets
-/// `REDIS_ERR_EOF` ("Server closed the connection").
-pub(super) fn closed_by_server(e: &redis::RedisError) -> bool {
-    // The crate keeps the I/O error behind an `Arc` (its `source()`), and its own accessor is
-    // private.
-    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
-    let io = std::error::Error::source(e).and_then(|s| {
-        s.downcast_ref::<std::io::Error>().or_else(|| {
-            s.downcast_ref::<Shared>()
-                .and_then(|a| a.downcast_ref::<std::io::Error>())
-        })
-    });
-    io.is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
-}
-
 /// The hiredis error code of a failed call, as hiredis sets it: `ERR_EOF` when the server
 /// closed the connection, `ERR_IO` for other transport failures (refused, reset, timed out),
 /// `ERR_PROTOCOL` for a reply that does not parse.
 pub(super) fn error_code(e: &redis::RedisError) -> i32 {
-    if closed_by_server(e) {
+    if super::redis_cluster::closed_by_server(e) {
         ERR_EOF
     } else if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
         ERR_IO
