@@ -440,7 +440,7 @@ impl RedisState {
     /// at the next call, without waiting out a backoff, which is for a server that does not
     /// answer: with a backoff, every call in it failed although the server was there.
     pub(super) fn fail_with(&mut self, i: usize, code: i32) {
-        self.fail(i);
+        self.fail_because(i, code == ERR_EOF);
         if code == ERR_EOF {
             let c = &mut self.conns[i];
             c.next_try = Instant::now();
@@ -449,14 +449,28 @@ impl RedisState {
     }
 
     pub(super) fn fail(&mut self, i: usize) {
+        self.fail_because(i, false);
+    }
+
+    /// Marks connection `i` failed; `closed`: the server closed it (the record says so, and
+    /// that the next call opens a new one: a Redis with an idle `timeout` does this after
+    /// every quiet spell).
+    fn fail_because(&mut self, i: usize, closed: bool) {
         let failures = self.failures;
         let c = &mut self.conns[i];
         if c.down.is_none() {
             c.down = Some((Instant::now(), failures));
-            let msg = format!(
-                "{}: connection lost; calls fail with ERR_IO until it is back (retrying with backoff)",
-                describe_target(&c.target)
-            );
+            let msg = if closed {
+                format!(
+                    "{}: connection closed by the server (its idle `timeout`, CLIENT KILL or a restart); the call that found it failed with ERR_EOF, the next one opens a new connection",
+                    describe_target(&c.target)
+                )
+            } else {
+                format!(
+                    "{}: connection lost; calls fail with ERR_IO until it is back (retrying with backoff)",
+                    describe_target(&c.target)
+                )
+            };
             self.notices.push((crate::diag::Kind::RedisLost, msg));
         }
         self.lose_appended(i);

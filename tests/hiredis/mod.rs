@@ -1710,4 +1710,11 @@ end
         "{l}"
     );
     assert_eq!(l["next"], 2, "the next call, on a new connection: {l}");
+    // The record says what happened (not "connection lost ... retrying with backoff"), and
+    // that the connection is back.
+    let lost = env.log_records_of("redis_lost");
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    let m = lost[0]["message"].as_str().unwrap();
+    assert!(m.contains("connection closed by the server"), "{m}");
+    assert_eq!(env.log_records_of("redis_restored").len(), 1);
 }
