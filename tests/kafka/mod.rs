@@ -41,16 +41,29 @@ impl Broker {
     pub fn start() -> Broker {
         // A port picked free can be taken before the broker binds it (another test's
         // listener): the connect below then reaches that one, and the broker has exited. A
-        // broker that is not running after its start is started again on another port.
+        // broker that is not running after its start, or does not answer a metadata request
+        // (the exit came later than 200 ms on a loaded machine, and every `topic create`
+        // then met the other listener's "early eof"), is started again on another port.
         for _ in 0..10 {
             let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let mut b = Broker::start_on(port);
             std::thread::sleep(Duration::from_millis(200));
-            if b.child.try_wait().unwrap().is_none() {
+            if b.child.try_wait().unwrap().is_none() && b.answers() {
                 return b;
             }
         }
-        panic!("tansu exited at start 10 times");
+        panic!("tansu exited or did not answer at start 10 times");
+    }
+
+    /// Whether this broker answers a metadata request on its port (and is still running: the
+    /// answer was its own).
+    fn answers(&mut self) -> bool {
+        let Ok(c) = self.client(&[]).create::<BaseConsumer>() else {
+            return false;
+        };
+        let ok = c.fetch_metadata(None, Duration::from_secs(10)).is_ok();
+        drop(c);
+        ok && self.child.try_wait().unwrap().is_none()
     }
 
     /// A broker on `port` (one an engine was told of before the broker existed).
