@@ -1410,6 +1410,11 @@ fn print_reaches_stdout_while_the_engine_runs() {
     engine.wait(RUN_TIMEOUT).assert_success();
 }
 
+/// The lines of stdout scripts printed (the engine's own start with `dragonfly-mle:`).
+fn script_prints(stdout: &str) -> Vec<&str> {
+    stdout.lines().filter(|l| !l.starts_with("dragonfly-mle:")).collect()
+}
+
 /// `print` keeps Lua's behaviour: pieces through the global `tostring` (as a script set it),
 /// joined with tabs; an empty line for no argument; a `tostring` that returns no string is an
 /// error of the call.
@@ -1424,11 +1429,7 @@ fn print_formats_as_lua_does() {
     env.write_log("in.json", b"{\"n\":1}\n");
     let out = env.run(&["--shards", "1"]);
     out.assert_success();
-    let printed: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| !l.starts_with("dragonfly-mle:"))
-        .collect();
+    let printed = script_prints(&out.stdout);
     assert_eq!(
         printed,
         [
@@ -1465,11 +1466,7 @@ fn prints_of_two_workers_keep_their_lines_whole() {
     env.write_log("in.json", &join_lines(&lines));
     let out = env.run(&["--shards", "2"]);
     out.assert_success();
-    let printed: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| !l.starts_with("dragonfly-mle:"))
-        .collect();
+    let printed = script_prints(&out.stdout);
     let whole = |l: &&str| {
         let f: Vec<&str> = l.split('\t').collect();
         f.len() == pieces && f.iter().all(|p| *p == f[0] && p.parse::<u64>().is_ok())

@@ -435,27 +435,17 @@ impl RedisState {
     }
 
     /// Drops connection `i` after a transport failure and schedules the next attempt.
-    /// Marks connection `i` failed after a call on it failed with `code`. A connection the
-    /// server closed (`ERR_EOF`: its idle `timeout`, `CLIENT KILL`, a restart) is opened again
-    /// at the next call, without waiting out a backoff, which is for a server that does not
-    /// answer: with a backoff, every call in it failed although the server was there.
-    pub(super) fn fail_with(&mut self, i: usize, code: i32) {
-        self.fail_because(i, code == ERR_EOF);
-        if code == ERR_EOF {
-            let c = &mut self.conns[i];
-            c.next_try = Instant::now();
-            c.backoff = BACKOFF_MIN;
-        }
-    }
-
     pub(super) fn fail(&mut self, i: usize) {
-        self.fail_because(i, false);
+        self.fail_with(i, ERR_IO);
     }
 
-    /// Marks connection `i` failed; `closed`: the server closed it (the record says so, and
-    /// that the next call opens a new one: a Redis with an idle `timeout` does this after
-    /// every quiet spell).
-    fn fail_because(&mut self, i: usize, closed: bool) {
+    /// Drops connection `i` after a call on it failed with `code` and schedules the next
+    /// attempt: after a backoff, which is for a server that does not answer, except for a
+    /// connection the server closed (`ERR_EOF`: its idle `timeout`, `CLIENT KILL`, a restart),
+    /// opened again at the next call (with a backoff, every call in it failed although the
+    /// server was there). The `redis_lost` record says which.
+    pub(super) fn fail_with(&mut self, i: usize, code: i32) {
+        let closed = code == ERR_EOF;
         let failures = self.failures;
         let c = &mut self.conns[i];
         if c.down.is_none() {
@@ -480,8 +470,13 @@ impl RedisState {
         // lost (its next commands are refused until the script ends it).
         c.tx = c.tx.after_failure();
         c.lost_in = self.call_seq;
-        c.next_try = Instant::now() + c.backoff;
-        c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
+        if closed {
+            c.next_try = Instant::now();
+            c.backoff = BACKOFF_MIN;
+        } else {
+            c.next_try = Instant::now() + c.backoff;
+            c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
+        }
     }
 }
 

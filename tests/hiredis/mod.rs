@@ -462,11 +462,7 @@ fn a_dead_redis_is_an_error_and_comes_back() {
     engine.signal(libc::SIGTERM);
     let out = engine.wait(Duration::from_secs(20));
     out.assert_success();
-    let lines: Vec<serde_json::Value> = env
-        .lines("out.json")
-        .iter()
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect();
+    let lines = json_lines(&env.log("out.json"));
     assert_eq!(lines.len(), feed.sent, "every event was processed");
     let ok_before: Vec<_> = lines[..5].iter().map(|l| l["n"].as_i64()).collect();
     assert_eq!(ok_before, vec![Some(1), Some(2), Some(3), Some(4), Some(5)]);
@@ -531,11 +527,7 @@ end
     feed.step(&env, 3);
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(20)).assert_success();
-    let lines: Vec<serde_json::Value> = env
-        .lines("out.json")
-        .iter()
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect();
+    let lines = json_lines(&env.log("out.json"));
     assert_eq!(lines.len(), feed.sent, "every event was processed");
     let mut failed = 0;
     for l in &lines {
@@ -588,11 +580,7 @@ end
     env.write_log("in.json", &join_lines(&lines));
     let out = env.run(&["--shards", "1"]);
     out.assert_success();
-    let lines: Vec<serde_json::Value> = env
-        .lines("out.json")
-        .iter()
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect();
+    let lines = json_lines(&env.log("out.json"));
     assert_eq!(lines.len(), 3300);
     for (i, l) in lines[..3000].iter().enumerate() {
         assert_eq!(l["r"], i + 1, "{l}");
@@ -646,11 +634,7 @@ end
         b"{\"how\":\"nowhere\"}\n{\"how\":\"text\"}\n{\"how\":\"number\"}\n{\"how\":\"host\"}\n{\"how\":\"tables\"}\n{\"how\":\"word\"}\n",
     );
     env.run(&["--shards", "1"]).assert_success();
-    let got: Vec<serde_json::Value> = env
-        .lines("out.json")
-        .iter()
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect();
+    let got = json_lines(&env.log("out.json"));
     assert_eq!(got.len(), 6);
     assert!(got[0]["err"].as_str().unwrap_or_default().contains(":1"), "{}", got[0]);
     let got = &got[1..];
@@ -1696,11 +1680,7 @@ end
     feed.step(&env, 1);
     engine.signal(libc::SIGTERM);
     engine.wait(Duration::from_secs(20)).assert_success();
-    let lines: Vec<serde_json::Value> = env
-        .lines("out.json")
-        .iter()
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect();
+    let lines = json_lines(&env.log("out.json"));
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0]["n"], 1, "{}", lines[0]);
     let l = &lines[1];

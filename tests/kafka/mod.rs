@@ -851,24 +851,21 @@ fn kafka_a_dead_members_partitions_are_taken_over() {
     };
     let envs = [make(), make()];
     let mut engines: Vec<_> = envs.iter().map(|e| e.spawn(&["--shards", "1"])).collect();
-    let assigned = |e: &Env| -> BTreeSet<u64> {
-        let mut got = BTreeSet::new();
-        for r in e.log_records_of("kafka_assigned") {
-            let m = r["message"].as_str().unwrap_or_default();
-            let list = m.split(['[', ']']).nth(1).unwrap_or_default();
-            got.extend(list.split(',').filter_map(|p| p.trim().parse::<u64>().ok()));
-        }
-        got
+    // Each `kafka_assigned` record's partitions, in order (the group's protocol is eager, so
+    // each is the whole set the member then holds).
+    let assignments = |e: &Env| -> Vec<BTreeSet<u64>> {
+        e.log_records_of("kafka_assigned")
+            .iter()
+            .map(|r| {
+                let m = r["message"].as_str().unwrap_or_default();
+                let list = m.split(['[', ']']).nth(1).unwrap_or_default();
+                list.split(',').filter_map(|p| p.trim().parse::<u64>().ok()).collect()
+            })
+            .collect()
     };
-    // The partitions a member holds now: its last assignment (the group's protocol is eager,
-    // so each assignment is the whole set).
-    let holds = |e: &Env| -> usize {
-        e.log_records_of("kafka_assigned").last().map_or(0, |r| {
-            let m = r["message"].as_str().unwrap_or_default();
-            let list = m.split(['[', ']']).nth(1).unwrap_or_default();
-            list.split(',').filter(|p| p.trim().parse::<u64>().is_ok()).count()
-        })
-    };
+    let assigned = |e: &Env| -> BTreeSet<u64> { assignments(e).into_iter().flatten().collect() };
+    // The partitions a member holds now: its last assignment.
+    let holds = |e: &Env| -> usize { assignments(e).last().map_or(0, BTreeSet::len) };
     wait_until(
         Duration::from_secs(120),
         "both members holding partitions of the empty topic",
